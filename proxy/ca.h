@@ -1,0 +1,71 @@
+/*
+ * The per-sandbox certificate authority: an ECDSA P-256 CA, one P-256 leaf key per
+ * CA, and leaf certificates minted per destination name (or IP address) on demand,
+ * kept in a bounded LRU cache.
+ */
+#ifndef AUTHPROXY_CA_H
+#define AUTHPROXY_CA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <mbedtls/pk.h>
+#include <mbedtls/x509_crt.h>
+
+struct proxy_ca;
+
+/* A minted certificate: leaf then CA in `chain`, and the CA-wide leaf key. */
+struct proxy_leaf {
+  mbedtls_x509_crt chain;
+  mbedtls_pk_context *key; /* borrowed from the CA */
+  void *user;              /* for the TLS layer (its per-leaf mbedtls_ssl_config) */
+  void (*user_free)(void *user);
+  /* private to ca.c */
+  unsigned refs;
+  struct proxy_leaf *lru_prev, *lru_next, *hash_next;
+  uint64_t hash;
+  char name[];
+};
+
+struct proxy_ca_opts {
+  size_t cache_size;       /* leaves kept; default 1024 */
+  uint32_t leaf_days;      /* validity of minted leaves; default 7 */
+  const char *common_name; /* CA subject CN; default "authproxy sandbox CA" */
+};
+
+/* Generates a new CA (key and self-signed certificate, 10 years). */
+int proxy_ca_generate(const struct proxy_ca_opts *opts, struct proxy_ca **out);
+
+/* Loads a CA from PEM files; fails when the key does not match the certificate or the
+ * certificate is not a CA. */
+int proxy_ca_load(const struct proxy_ca_opts *opts, const char *cert_path,
+                  const char *key_path, struct proxy_ca **out);
+
+/* Writes cert (0644) and key (0600, created with that mode, never widened) atomically
+ * (temp file + rename). */
+int proxy_ca_save(const struct proxy_ca *ca, const char *cert_path, const char *key_path);
+
+/* The CA certificate as PEM (NUL-terminated, owned by the CA). */
+const char *proxy_ca_cert_pem(const struct proxy_ca *ca);
+
+/*
+ * Returns the leaf for name (a normalized host name, or an IP literal when is_ip),
+ * minting it on a miss and taking a reference the caller drops with
+ * proxy_leaf_unref. The cache never holds more than cache_size leaves that nobody
+ * references.
+ */
+int proxy_ca_leaf(struct proxy_ca *ca, const char *name, int is_ip,
+                  struct proxy_leaf **out);
+
+void proxy_leaf_unref(struct proxy_leaf *leaf);
+
+struct proxy_ca_stats {
+  uint64_t hits, misses, evictions;
+  size_t entries;
+};
+void proxy_ca_stats(const struct proxy_ca *ca, struct proxy_ca_stats *out);
+
+/* Frees the CA and its cache. Every leaf reference must have been dropped before. */
+void proxy_ca_free(struct proxy_ca *ca);
+
+#endif

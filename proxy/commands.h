@@ -1,0 +1,9 @@
+/*
+ * The subcommands of the authproxy executable. Each takes the arguments after its
+ * name (argv[0] is the subcommand) and returns the process exit status.
+ */
+#ifndef AUTHPROXY_COMMANDS_H
+#define AUTHPROXY_COMMANDS_H
+
+
+#endif

@@ -1,0 +1,58 @@
+/*
+ * authproxy: the command-line entry point. Dispatches to the subcommands.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "proxy/commands.h"
+
+struct command {
+  const char *name;
+  int (*fn)(int argc, char **argv);
+  const char *help;
+};
+
+static int cmd_version(int argc, char **argv)
+{
+  (void)argc;
+  (void)argv;
+  printf("authproxy %s\n", AUTHPROXY_VERSION);
+  return 0;
+}
+
+static const struct command commands[] = {
+  { "version", cmd_version, "print the version" },
+};
+
+static void usage(FILE *f)
+{
+  size_t i;
+
+  fprintf(f, "usage: authproxy COMMAND [ARGS...]\n\ncommands:\n");
+  for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+    fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+  fprintf(f, "\nRun `authproxy COMMAND --help` for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+  size_t i;
+
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+      strcmp(argv[1], "help") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  if (strcmp(argv[1], "--version") == 0)
+    return cmd_version(argc - 1, argv + 1);
+  for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+    if (strcmp(argv[1], commands[i].name) == 0)
+      return commands[i].fn(argc - 1, argv + 1);
+  fprintf(stderr, "authproxy: unknown command \"%s\"\n\n", argv[1]);
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,290 @@
+/*
+ * rules: the policy library of authproxy.
+ *
+ * Turns a sandbox's `proxy_config` JSON (the public Auth Proxy format, DESIGN.md
+ * section 4) into an immutable, reference-counted config object; validates it with
+ * the JSON path of every error; matches hosts, addresses and paths; and decides, for
+ * a connection and for each request on it, what the proxy does and which headers it
+ * injects. Pure C: no libuv, no sockets. The only I/O is the secret store reading
+ * secret files when a config is pushed.
+ *
+ * Functions return 0 or a negative errno unless documented otherwise. Nothing here is
+ * thread-safe beyond what is stated: a config is immutable after parsing and may be
+ * read from any thread, but its reference count is not atomic (one event loop owns it).
+ */
+#ifndef AUTHPROXY_RULES_H
+#define AUTHPROXY_RULES_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct cJSON;
+
+/* Limits on what one config may hold. Validation rejects configs beyond them. */
+#define RULES_MAX_RULES 256
+#define RULES_MAX_HEADERS_PER_RULE 32
+#define RULES_MAX_INJECT 64          /* distinct header names injected into a request */
+#define RULES_MAX_PATTERNS 1024      /* entries in any one list (hosts, paths, no_proxy...) */
+#define RULES_MAX_VALUE_LEN 8192     /* a header value after secret resolution */
+#define RULES_MAX_NAME_LEN 253       /* a normalized host name */
+#define RULES_MAX_SECRET_LEN 65536   /* a secret file */
+
+/* ---- diagnostics ------------------------------------------------------------ */
+
+/*
+ * One validation error: the JSON path of the offending value (`rules[1].headers[0].name`,
+ * with the caller's prefix, e.g. `proxy_config.`), and a message that says what is wrong
+ * and how to fix it.
+ */
+struct rules_diag_entry {
+  char *path;
+  char *message;
+};
+
+/* A list of errors; every parse collects all of them, not just the first. */
+struct rules_diag {
+  struct rules_diag_entry *entries;
+  size_t count;
+  size_t cap;
+};
+
+void rules_diag_init(struct rules_diag *d);
+
+/* Frees the entries; the struct itself is the caller's and is left empty. */
+void rules_diag_free(struct rules_diag *d);
+
+/* Appends an error (printf-style message). Returns 0 or -ENOMEM. */
+int rules_diag_add(struct rules_diag *d, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- secret store ------------------------------------------------------------- */
+
+/*
+ * Where `{KEY}` templates of workspace_secret headers are resolved: a directory with
+ * one file per key (Kubernetes secret volumes, systemd credentials; one trailing
+ * newline is trimmed, symlinks are followed), overlaid with values set through the
+ * API. Keys are [A-Za-z0-9_.-]+, never starting with a dot.
+ */
+struct rules_secrets;
+
+/* Creates a store reading files from dir (borrowed, copied; may be NULL for none). */
+struct rules_secrets *rules_secrets_new(const char *dir);
+
+/* Sets an in-memory value for key (copied), overriding a file of the same name. */
+int rules_secrets_set(struct rules_secrets *s, const char *key, const char *value,
+                      size_t len);
+
+/* Removes an in-memory value; -ENOENT if there was none. */
+int rules_secrets_unset(struct rules_secrets *s, const char *key);
+
+/*
+ * Looks key up. On success *value is a malloc'd NUL-terminated copy the caller must
+ * wipe and free (rules_secret_free). Returns -ENOENT when the key exists nowhere,
+ * -EINVAL for a malformed key, -EFBIG for a file over RULES_MAX_SECRET_LEN, or the
+ * errno of a failed read. *where (may be NULL) receives a static description of the
+ * place searched, for error messages.
+ */
+int rules_secrets_get(const struct rules_secrets *s, const char *key, char **value,
+                      size_t *len);
+
+/* The directory searched (or NULL), for error messages. */
+const char *rules_secrets_dir(const struct rules_secrets *s);
+
+/* Calls cb for the name of every in-memory key, in sorted order (never the value). */
+void rules_secrets_list(const struct rules_secrets *s,
+                        void (*cb)(const char *key, void *arg), void *arg);
+
+/* Wipes every value and frees the store. NULL is a no-op. */
+void rules_secrets_free(struct rules_secrets *s);
+
+/* Wipes and frees a value returned by rules_secrets_get. NULL is a no-op. */
+void rules_secret_free(char *value, size_t len);
+
+/* ---- config --------------------------------------------------------------------- */
+
+struct rules_config;
+
+/*
+ * Parses, validates and resolves a proxy_config. `json`/`len` is the JSON text of the
+ * proxy_config object itself. Every error is appended to diag (which must be
+ * initialized) with its JSON path prefixed by path_prefix ("" or e.g. "proxy_config.").
+ * Secrets are resolved against `secrets` (borrowed; may be NULL when the config has
+ * no workspace_secret header). On success *out holds a new config with one reference.
+ * Returns 0, -EINVAL when the config was rejected (diag says why), or -ENOMEM.
+ */
+int rules_config_parse(const char *json, size_t len, const char *path_prefix,
+                       const struct rules_secrets *secrets, struct rules_config **out,
+                       struct rules_diag *diag);
+
+/* As rules_config_parse, from an already parsed cJSON object (borrowed). */
+int rules_config_from_cjson(const struct cJSON *obj, const char *path_prefix,
+                            const struct rules_secrets *secrets,
+                            struct rules_config **out, struct rules_diag *diag);
+
+/* Takes a reference. Returns cfg. */
+struct rules_config *rules_config_ref(struct rules_config *cfg);
+
+/* Drops a reference; the last one wipes every secret value and frees. NULL is a no-op. */
+void rules_config_unref(struct rules_config *cfg);
+
+enum rules_ser_mode {
+  /* For display and the control API: opaque values absent, workspace_secret values
+   * shown as their unresolved templates. Never contains a secret. */
+  RULES_SER_REDACTED,
+  /* For the daemon's state dir, to be encrypted by the caller: the config as pushed
+   * (templates unresolved, opaque values present). */
+  RULES_SER_PERSIST,
+};
+
+/* Serializes cfg as JSON (malloc'd, NUL-terminated, pretty when pretty != 0). */
+char *rules_config_to_json(const struct rules_config *cfg, enum rules_ser_mode mode,
+                           int pretty);
+
+/* Writes a one-line summary ("3 rules, 4 headers (3 from secrets), ...") into buf. */
+void rules_config_summary(const struct rules_config *cfg, char *buf, size_t size);
+
+/* ---- names, addresses and paths ------------------------------------------------ */
+
+/*
+ * Normalizes a destination host name: lowercase, one trailing dot stripped; rejects
+ * empty labels, labels over 63 bytes, names over 253 bytes, and bytes outside
+ * [a-z0-9-_.] (IPv6 literals in brackets are accepted and returned without brackets).
+ * Returns the length written to out (NUL-terminated, size >= RULES_MAX_NAME_LEN + 1)
+ * or -EINVAL.
+ */
+int rules_normalize_host(const char *in, size_t len, char *out, size_t size);
+
+/* Flags returned by rules_normalize_path. */
+#define RULES_PATH_AMBIGUOUS 1 /* had %2F, %5C, a backslash or %00: servers disagree on it */
+
+/*
+ * Normalizes a request path for matching: the query is excluded, percent-encoded
+ * unreserved characters are decoded, dot-segments are removed (RFC 3986 5.2.4),
+ * duplicate slashes are kept as sent. Returns the length written to out (NUL-
+ * terminated) or -EINVAL for a malformed percent-encoding or a path not starting with
+ * '/'; *flags (may be NULL) receives RULES_PATH_* bits.
+ */
+int rules_normalize_path(const char *in, size_t len, char *out, size_t size, int *flags);
+
+/* Glob match of a normalized host against a normalized pattern; `*` matches any run. */
+int rules_host_glob_match(const char *pattern, const char *host);
+
+/* Glob match of a normalized path against a path pattern; `*` matches any run. */
+int rules_path_glob_match(const char *pattern, const char *path);
+
+/* ---- decisions -------------------------------------------------------------------- */
+
+enum rules_action {
+  RULES_DENY,      /* refuse: 403 with reason for HTTP and intercepted TLS, else reset */
+  RULES_TUNNEL,    /* relay bytes (TLS after reading the SNI; plain HTTP still parsed) */
+  RULES_INTERCEPT, /* terminate TLS / parse HTTP, decide and inject per request */
+  RULES_BYPASS,    /* no_proxy: relay untouched, no parsing, no injection */
+};
+
+/* A connection's destination as the proxy knows it. */
+struct rules_dest {
+  const char *name;            /* normalized name, or NULL for an address-only flow */
+  const struct sockaddr *addr; /* original destination (NULL if unknown) */
+  uint16_t port;               /* destination port */
+};
+
+struct rules_decision {
+  enum rules_action action;
+  const char *reason; /* static code when denied: "egress_deny", "egress_not_allowed",
+                         "invalid_name", ...; NULL otherwise */
+  char entry[64];     /* what decided, for logs: "egress.deny[2]", "no_proxy[0]", a rule
+                         name, or "" */
+};
+
+/* Connection-level decision (no path known yet). */
+void rules_decide_conn(const struct rules_config *cfg, const struct rules_dest *dest,
+                       struct rules_decision *out);
+
+/*
+ * Checks an address the proxy resolved for a destination before dialing it: denied by
+ * an egress.deny IP/CIDR entry, or in a range that must not be reached from the host
+ * (loopback, link-local incl. cloud metadata, unspecified, multicast, the synthetic
+ * 198.18.0.0/15) unless the operator chose it: `remapped` (dns.remap named the target)
+ * or an egress.allow IP/CIDR entry covering it. Returns 1 when allowed, else 0 with
+ * out->reason set.
+ */
+int rules_check_resolved(const struct rules_config *cfg, const struct sockaddr *addr,
+                         uint16_t port, int remapped, struct rules_decision *out);
+
+/* One header to inject; pointers into the config, valid while a reference is held. */
+struct rules_header {
+  const char *name;
+  const char *value; /* resolved; may contain no CR, LF or NUL */
+  size_t value_len;
+  const char *rule;  /* name of the rule it came from */
+};
+
+struct rules_request_decision {
+  int deny;           /* 1: answer 403 */
+  const char *reason; /* as in rules_decision */
+  char entry[64];
+  size_t nheaders;
+  struct rules_header headers[RULES_MAX_INJECT];
+  int callback;       /* 1: the callback's match_hosts cover this destination */
+};
+
+/*
+ * Request-level decision on an intercepted or plain HTTP connection: egress entries
+ * with paths/methods, then the headers of every rule matching host, port and path, in
+ * rule order, the first rule winning per header name (case-insensitive). `path` is
+ * the raw request path (query included or not); it is normalized here. A path that
+ * cannot be normalized is denied ("invalid_path"); an ambiguous one matches deny
+ * entries but never a rule's match_paths.
+ */
+void rules_decide_request(const struct rules_config *cfg, const struct rules_dest *dest,
+                          const char *method, const char *path, size_t path_len,
+                          struct rules_request_decision *out);
+
+/* Returns 1 if name (case-insensitive) is a header the request decision injects. */
+int rules_request_injects(const struct rules_request_decision *d, const char *name,
+                          size_t len);
+
+/*
+ * dns.remap: if name has a remap, writes the target host (without brackets) to host
+ * and its port (the original port when the target has none) to *port and returns 1;
+ * else returns 0.
+ */
+int rules_remap(const struct rules_config *cfg, const char *name, uint16_t port,
+                char *host, size_t size, uint16_t *out_port);
+
+/* ---- callback ----------------------------------------------------------------------- */
+
+enum rules_callback_kind { RULES_CB_HTTP, RULES_CB_HTTPS, RULES_CB_UNIX };
+
+/* The credential callback of a config (borrowed pointers into it). */
+struct rules_callback {
+  enum rules_callback_kind kind;
+  const char *url;       /* as configured */
+  const char *host;      /* http(s): host without brackets; unix: NULL */
+  uint16_t port;         /* http(s) */
+  const char *path;      /* request path ("/" if none) */
+  const char *socket;    /* unix: the socket path */
+  uint32_t ttl_seconds;  /* 0 means: never cache */
+  uint32_t timeout_ms;
+  size_t nheaders;       /* headers sent to the callback itself */
+  const struct rules_header *headers;
+};
+
+/* Returns the callback or NULL when the config has none. */
+const struct rules_callback *rules_config_callback(const struct rules_config *cfg);
+
+/* ---- header syntax (shared with the HTTP path and the callback client) ------------- */
+
+/* 1 if s[0..len) is a non-empty RFC 9110 token. */
+int rules_is_token(const char *s, size_t len);
+
+/* 1 if the name (case-insensitive) is hop-by-hop or framing and may not be injected:
+ * Connection, Keep-Alive, Proxy-Connection, Proxy-Authenticate, Proxy-Authorization,
+ * TE, Trailer, Transfer-Encoding, Upgrade, Host, Content-Length. */
+int rules_is_reserved_header(const char *name, size_t len);
+
+/* 1 if the value may be sent: no CR, LF or NUL (and no other control byte but HTAB). */
+int rules_is_valid_value(const char *v, size_t len);
+
+#endif

@@ -1,0 +1,217 @@
+/*
+ * The unit test runner. Each registered test runs in a child process with its own
+ * temporary directory and a timeout, so a crash, a hang or leaked state in one test
+ * cannot mask another. Usage: unit-tests [--list] [PREFIX...]
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "test.h"
+
+#define MAX_TESTS 2048
+
+struct test_entry {
+  char id[160];
+  test_fn fn;
+};
+
+static struct test_entry tests[MAX_TESTS];
+static int ntests;
+static char tmpdir[256];
+
+void test_register(const char *file, const char *name, test_fn fn)
+{
+  const char *base = strrchr(file, '/');
+  char stem[96];
+  size_t len;
+
+  base = base ? base + 1 : file;
+  len = strcspn(base, ".");
+  if (len >= sizeof(stem))
+    len = sizeof(stem) - 1;
+  memcpy(stem, base, len);
+  stem[len] = '\0';
+  if (ntests == MAX_TESTS) {
+    fprintf(stderr, "runner: more than %d tests; raise MAX_TESTS\n", MAX_TESTS);
+    abort();
+  }
+  snprintf(tests[ntests].id, sizeof(tests[ntests].id), "%s/%s", stem, name);
+  tests[ntests].fn = fn;
+  ntests++;
+}
+
+const char *test_data_path(const char *rel)
+{
+  static char buf[4][1024];
+  static int slot;
+  char *p = buf[slot++ % 4];
+
+  snprintf(p, sizeof(buf[0]), "%s/%s", AUTHPROXY_TEST_DATA_DIR, rel);
+  return p;
+}
+
+const char *test_tmpdir(void)
+{
+  return tmpdir;
+}
+
+void test_write_file(const char *dir, const char *name, const char *data, size_t len,
+                     int mode)
+{
+  char path[1024];
+  int fd;
+
+  snprintf(path, sizeof(path), "%s/%s", dir, name);
+  fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0)
+    TEST_FAIL_("open %s: %s", path, strerror(errno));
+  if (fchmod(fd, (mode_t)mode) != 0 || write(fd, data, len) != (ssize_t)len)
+    TEST_FAIL_("write %s: %s", path, strerror(errno));
+  close(fd);
+}
+
+void test_hexdump_(const char *label, const void *p, size_t n)
+{
+  const unsigned char *b = p;
+  size_t i;
+
+  fprintf(stderr, "  %s:", label);
+  for (i = 0; i < n && i < 256; i++)
+    fprintf(stderr, "%s%02x", i % 32 ? " " : "\n    ", b[i]);
+  fprintf(stderr, "%s\n", n > 256 ? " ..." : "");
+}
+
+/* Closes every handle still open on loop, failing the test if any was left. */
+static void count_open(uv_handle_t *h, void *arg)
+{
+  int *n = arg;
+
+  if (!uv_is_closing(h)) {
+    fprintf(stderr, "open handle left on loop: %s\n", uv_handle_type_name(h->type));
+    (*n)++;
+  }
+}
+
+void test_loop_close(uv_loop_t *loop);
+void test_loop_close(uv_loop_t *loop)
+{
+  int open = 0;
+
+  uv_run(loop, UV_RUN_NOWAIT);
+  uv_walk(loop, count_open, &open);
+  if (open != 0)
+    TEST_FAIL_("%d handle(s) not closed", open);
+  uv_run(loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(loop) != 0)
+    TEST_FAIL_("uv_loop_close: loop still busy");
+}
+
+static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+  (void)st;
+  (void)flag;
+  (void)ftw;
+  return remove(path);
+}
+
+static int run_one(const struct test_entry *t, unsigned timeout)
+{
+  struct timespec t0, t1;
+  pid_t pid;
+  int status;
+  double ms;
+
+  snprintf(tmpdir, sizeof(tmpdir), "/tmp/authproxy-unit.XXXXXX");
+  if (mkdtemp(tmpdir) == NULL) {
+    perror("mkdtemp");
+    return 1;
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  fflush(NULL);
+  pid = fork();
+  if (pid < 0) {
+    perror("fork");
+    return 1;
+  }
+  if (pid == 0) {
+    signal(SIGPIPE, SIG_IGN);
+    alarm(timeout);
+    t->fn();
+    fflush(NULL);
+    _exit(0);
+  }
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    ;
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+  nftw(tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+    printf("ok     %s (%.1f ms)\n", t->id, ms);
+    return 0;
+  }
+  if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
+    printf("FAIL   %s: timed out after %u s\n", t->id, timeout);
+  else if (WIFSIGNALED(status))
+    printf("FAIL   %s: killed by signal %d (%s)\n", t->id, WTERMSIG(status),
+           strsignal(WTERMSIG(status)));
+  else
+    printf("FAIL   %s: exit status %d\n", t->id, WEXITSTATUS(status));
+  return 1;
+}
+
+static int matches(const char *id, int argc, char **argv)
+{
+  int i, any = 0;
+
+  for (i = 1; i < argc; i++) {
+    if (argv[i][0] == '-')
+      continue;
+    any = 1;
+    if (strncmp(id, argv[i], strlen(argv[i])) == 0)
+      return 1;
+  }
+  return !any;
+}
+
+int main(int argc, char **argv)
+{
+  unsigned timeout = 60;
+  int i, run = 0, failed = 0, list = 0;
+  const char *env = getenv("UNIT_TEST_TIMEOUT");
+
+  if (env != NULL && atoi(env) > 0)
+    timeout = (unsigned)atoi(env);
+  for (i = 1; i < argc; i++)
+    if (strcmp(argv[i], "--list") == 0)
+      list = 1;
+  setvbuf(stdout, NULL, _IOLBF, 0);
+
+  for (i = 0; i < ntests; i++) {
+    if (!matches(tests[i].id, argc, argv))
+      continue;
+    if (list) {
+      printf("%s\n", tests[i].id);
+      continue;
+    }
+    run++;
+    failed += run_one(&tests[i], timeout);
+  }
+  if (list)
+    return 0;
+  if (run == 0) {
+    fprintf(stderr, "no test matches\n");
+    return 1;
+  }
+  printf("%d of %d tests passed\n", run - failed, run);
+  return failed ? 1 : 0;
+}
