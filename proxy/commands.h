@@ -6,4 +6,6 @@
 #define AUTHPROXY_COMMANDS_H
 
 
+int proxy_cmd_jail(int argc, char **argv);   /* jail [OPTIONS] -- CMD... */
+
 #endif

@@ -1,0 +1,343 @@
+/*
+ * Audit log writer. Records accumulate in `fill`; a flush hands `fill` to the thread
+ * pool as `out` (uv_fs_write) and starts a new `fill`, so at most one write is in
+ * flight and the loop never waits for the disk. A 200 ms timer flushes small batches.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proxy/audit.h"
+#include "proxy/log.h"
+#include "proxy/proxy_internal.h"
+#include "proxy/strbuf.h"
+
+#define FLUSH_BYTES (64u << 10)
+#define FLUSH_MS 200
+
+struct proxy_audit {
+  uv_loop_t *loop;
+  char *path; /* NULL for standard output */
+  int fd;
+  struct strbuf fill;
+  struct strbuf out;
+  size_t out_off;
+  int writing;
+  int closing;
+  uv_fs_t req;
+  uv_timer_t timer;
+  uint64_t dropped;
+  uint64_t records;
+  uint64_t write_errors;
+};
+
+static void flush(struct proxy_audit *a);
+static void finish_close(struct proxy_audit *a);
+
+static int open_file(const char *path)
+{
+  int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+
+  return fd < 0 ? -errno : fd;
+}
+
+int proxy_audit_open(uv_loop_t *loop, const char *path, struct proxy_audit **out)
+{
+  struct proxy_audit *a;
+  int fd;
+
+  *out = NULL;
+  if (strcmp(path, "-") == 0) {
+    fd = STDOUT_FILENO;
+  } else {
+    fd = open_file(path);
+    if (fd < 0)
+      return fd;
+  }
+  a = calloc(1, sizeof(*a));
+  if (a == NULL) {
+    if (fd != STDOUT_FILENO)
+      close(fd);
+    return -ENOMEM;
+  }
+  a->loop = loop;
+  a->fd = fd;
+  if (fd != STDOUT_FILENO) {
+    a->path = strdup(path);
+    if (a->path == NULL) {
+      close(fd);
+      free(a);
+      return -ENOMEM;
+    }
+  }
+  strbuf_init(&a->fill);
+  strbuf_init(&a->out);
+  uv_timer_init(loop, &a->timer);
+  a->timer.data = a;
+  uv_unref((uv_handle_t *)&a->timer);
+  *out = a;
+  return 0;
+}
+
+int proxy_audit_reopen(struct proxy_audit *a)
+{
+  int fd;
+
+  if (a == NULL || a->path == NULL)
+    return 0;
+  fd = open_file(a->path);
+  if (fd < 0)
+    return fd;
+  /* A write in flight still uses the old fd; dup2 swaps the file under it safely. */
+  if (dup2(fd, a->fd) < 0) {
+    int r = -errno;
+
+    close(fd);
+    return r;
+  }
+  close(fd);
+  return 0;
+}
+
+static void write_cb(uv_fs_t *req)
+{
+  struct proxy_audit *a = req->data;
+  ssize_t r = req->result;
+
+  uv_fs_req_cleanup(req);
+  a->writing = 0;
+  if (r < 0) {
+    a->write_errors++;
+    if (a->write_errors == 1 || a->write_errors % 1000 == 0)
+      log_error("audit log: write failed: %s (%llu failures)", uv_strerror((int)r),
+                (unsigned long long)a->write_errors);
+    strbuf_reset(&a->out);
+    a->out_off = 0;
+  } else {
+    a->out_off += (size_t)r;
+    if (a->out_off >= a->out.len) {
+      strbuf_reset(&a->out);
+      a->out_off = 0;
+    }
+  }
+  if (a->closing)
+    finish_close(a);
+  else
+    flush(a);
+}
+
+static void flush(struct proxy_audit *a)
+{
+  struct strbuf tmp;
+  uv_buf_t buf;
+
+  if (a->writing)
+    return;
+  if (a->out.len == 0) {
+    if (a->fill.len == 0)
+      return;
+    tmp = a->out;
+    a->out = a->fill;
+    a->fill = tmp;
+    a->out_off = 0;
+  }
+  buf = uv_buf_init(a->out.data + a->out_off, (unsigned)(a->out.len - a->out_off));
+  a->req.data = a;
+  if (uv_fs_write(a->loop, &a->req, a->fd, &buf, 1, -1, write_cb) == 0)
+    a->writing = 1;
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+  flush(t->data);
+}
+
+void proxy_audit_write(struct proxy_audit *a, const char *json, size_t len)
+{
+  if (a == NULL || a->closing)
+    return;
+  if (a->fill.len + len + 1 > PROXY_AUDIT_MAX_BUFFER) {
+    a->dropped++;
+    return;
+  }
+  strbuf_add(&a->fill, json, len);
+  strbuf_add(&a->fill, "\n", 1);
+  if (a->fill.oom) {
+    a->dropped++;
+    strbuf_free(&a->fill);
+    return;
+  }
+  a->records++;
+  if (a->fill.len >= FLUSH_BYTES)
+    flush(a);
+  else if (!uv_is_active((uv_handle_t *)&a->timer))
+    uv_timer_start(&a->timer, timer_cb, FLUSH_MS, 0);
+}
+
+static void write_all(int fd, const char *p, size_t len)
+{
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return;
+    p += n;
+    len -= (size_t)n;
+  }
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+  struct proxy_audit *a = h->data;
+
+  if (a->fd >= 0 && a->fd != STDOUT_FILENO)
+    close(a->fd);
+  free(a->path);
+  free(a);
+}
+
+/* Writes what is left synchronously (the daemon is stopping) and frees. */
+static void finish_close(struct proxy_audit *a)
+{
+  if (a->out.len > a->out_off)
+    write_all(a->fd, a->out.data + a->out_off, a->out.len - a->out_off);
+  if (a->fill.len > 0)
+    write_all(a->fd, a->fill.data, a->fill.len);
+  strbuf_free(&a->out);
+  strbuf_free(&a->fill);
+  uv_close((uv_handle_t *)&a->timer, timer_closed);
+}
+
+void proxy_audit_close(struct proxy_audit *a)
+{
+  if (a == NULL)
+    return;
+  a->closing = 1;
+  /* A write in flight belongs to the thread pool; its callback finishes the close. */
+  if (!a->writing)
+    finish_close(a);
+}
+
+uint64_t proxy_audit_dropped(const struct proxy_audit *a)
+{
+  return a ? a->dropped : 0;
+}
+
+uint64_t proxy_audit_records(const struct proxy_audit *a)
+{
+  return a ? a->records : 0;
+}
+
+/* ---- records ---- */
+
+static const char *const action_names[] = { "deny", "tunnel", "intercept", "bypass" };
+static const char *const source_names[] = { "none", "dns", "sni", "host", "addr" };
+static const char *const kind_names[] = { "unknown", "tls", "http", "other" };
+
+static void add_time(struct strbuf *b)
+{
+  struct timeval tv;
+  struct tm tm;
+
+  gettimeofday(&tv, NULL);
+  gmtime_r(&tv.tv_sec, &tm);
+  strbuf_addf(b, "\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\"", tm.tm_year + 1900,
+              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+              (int)(tv.tv_usec / 1000));
+}
+
+static void add_common(struct strbuf *b, struct proxy_conn *c, const char *event)
+{
+  char addr[INET6_ADDRSTRLEN + 8];
+
+  strbuf_add(b, "{", 1);
+  add_time(b);
+  strbuf_addf(b, ",\"event\":\"%s\",\"sandbox\":", event);
+  strbuf_add_json_str(b, c->sb->name, strlen(c->sb->name));
+  strbuf_addf(b, ",\"conn\":%llu", (unsigned long long)c->id);
+  if (c->dst.ss_family == AF_INET || c->dst.ss_family == AF_INET6) {
+    uv_ip_name((const struct sockaddr *)&c->dst, addr, sizeof(addr));
+    strbuf_addf(b, c->dst.ss_family == AF_INET6 ? ",\"dst\":\"[%s]:%u\"" : ",\"dst\":\"%s:%u\"",
+                addr, c->port);
+  }
+  if (c->name_src != NAME_NONE) {
+    strbuf_adds(b, ",\"name\":");
+    strbuf_add_json_str(b, c->name, strlen(c->name));
+    strbuf_addf(b, ",\"name_source\":\"%s\"", source_names[c->name_src]);
+  }
+}
+
+void proxy_audit_conn(struct proxy_conn *c)
+{
+  struct proxy_audit *a = c->sb->ctx->audit;
+  struct strbuf b;
+
+  if (a == NULL || c->audited)
+    return;
+  c->audited = 1;
+  strbuf_init(&b);
+  add_common(&b, c, "conn");
+  strbuf_addf(&b, ",\"protocol\":\"%s\"", kind_names[c->kind]);
+  if (c->state != CONN_SNIFF || c->action != RULES_DENY || c->reason != NULL)
+    strbuf_addf(&b, ",\"action\":\"%s\"", action_names[c->action]);
+  if (c->intercept_tls)
+    strbuf_adds(&b, ",\"tls\":\"intercepted\"");
+  if (c->entry[0] != '\0') {
+    strbuf_adds(&b, ",\"rule\":");
+    strbuf_add_json_str(&b, c->entry, strnlen(c->entry, sizeof(c->entry)));
+  }
+  if (c->reason != NULL)
+    strbuf_addf(&b, ",\"reason\":\"%s\"", c->reason);
+  strbuf_addf(&b, ",\"bytes_up\":%llu,\"bytes_down\":%llu,\"duration_ms\":%llu}",
+              (unsigned long long)c->bytes_up, (unsigned long long)c->bytes_down,
+              (unsigned long long)(uv_now(c->sb->ctx->loop) - c->start_ms));
+  if (!b.oom)
+    proxy_audit_write(a, b.data, b.len);
+  strbuf_free(&b);
+}
+
+void proxy_audit_request(struct proxy_conn *c, const struct proxy_audit_request *r)
+{
+  struct proxy_audit *a = c->sb->ctx->audit;
+  struct strbuf b;
+  size_t i, plen;
+
+  if (a == NULL)
+    return;
+  strbuf_init(&b);
+  add_common(&b, c, "request");
+  strbuf_adds(&b, ",\"method\":");
+  strbuf_add_json_str(&b, r->method, r->method_len);
+  /* The query may carry tokens: never log it. */
+  for (plen = 0; plen < r->path_len && r->path[plen] != '?'; plen++)
+    ;
+  strbuf_adds(&b, ",\"path\":");
+  strbuf_add_json_str(&b, r->path, plen);
+  strbuf_addf(&b, ",\"action\":\"%s\"", r->action);
+  if (r->reason != NULL)
+    strbuf_addf(&b, ",\"reason\":\"%s\"", r->reason);
+  if (r->rule != NULL && r->rule[0] != '\0') {
+    strbuf_adds(&b, ",\"rule\":");
+    strbuf_add_json_str(&b, r->rule, strlen(r->rule));
+  }
+  if (r->status > 0)
+    strbuf_addf(&b, ",\"status\":%d", r->status);
+  strbuf_adds(&b, ",\"injected\":[");
+  for (i = 0; i < r->ninjected; i++) {
+    if (i > 0)
+      strbuf_add(&b, ",", 1);
+    strbuf_add_json_str(&b, r->injected[i], strlen(r->injected[i]));
+  }
+  strbuf_addf(&b, "],\"bytes_up\":%llu,\"bytes_down\":%llu,\"duration_ms\":%llu}",
+              (unsigned long long)r->bytes_up, (unsigned long long)r->bytes_down,
+              (unsigned long long)r->duration_ms);
+  if (!b.oom)
+    proxy_audit_write(a, b.data, b.len);
+  strbuf_free(&b);
+}

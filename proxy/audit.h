@@ -1,0 +1,61 @@
+/*
+ * The audit log: JSON Lines, one record per connection and per HTTP request (DESIGN.md
+ * section 6). Never a header value, a secret, a query string or a body.
+ *
+ * Records are appended to an in-memory buffer and written by the libuv thread pool,
+ * so a slow disk never blocks the loop; the buffer is bounded and records beyond it
+ * are dropped and counted rather than growing memory.
+ */
+#ifndef AUTHPROXY_AUDIT_H
+#define AUTHPROXY_AUDIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+struct proxy_conn;
+struct proxy_audit;
+
+#define PROXY_AUDIT_MAX_BUFFER (8u << 20)
+
+/* Opens path for appending (created 0600), or standard output for "-". */
+int proxy_audit_open(uv_loop_t *loop, const char *path, struct proxy_audit **out);
+
+/* Reopens the file (after log rotation, on SIGHUP). */
+int proxy_audit_reopen(struct proxy_audit *a);
+
+/* Writes what is buffered, closes and frees (once a write in flight completes, so
+ * the loop must run a little longer). NULL is a no-op. */
+void proxy_audit_close(struct proxy_audit *a);
+
+/* Records dropped because the buffer was full, and records written. */
+uint64_t proxy_audit_dropped(const struct proxy_audit *a);
+uint64_t proxy_audit_records(const struct proxy_audit *a);
+
+/* One request on an HTTP connection. Strings borrowed. */
+struct proxy_audit_request {
+  const char *method;
+  size_t method_len;
+  const char *path;      /* query excluded by the writer */
+  size_t path_len;
+  const char *action;    /* "forward", "deny", "reject" */
+  const char *reason;    /* NULL when forwarded */
+  const char *rule;      /* first rule that injected, or the deciding entry */
+  int status;            /* response status, 0 if none */
+  const char *const *injected; /* header names */
+  size_t ninjected;
+  uint64_t bytes_up, bytes_down;
+  uint64_t duration_ms;
+};
+
+/* The connection record, written once when the connection closes. */
+void proxy_audit_conn(struct proxy_conn *c);
+
+/* A request record. */
+void proxy_audit_request(struct proxy_conn *c, const struct proxy_audit_request *r);
+
+/* Appends one raw record (a JSON object without newline) for other subsystems. */
+void proxy_audit_write(struct proxy_audit *a, const char *json, size_t len);
+
+#endif

@@ -1,0 +1,896 @@
+/*
+ * The life of a captured connection: accept, recover the original destination, sniff
+ * the first bytes (TLS ClientHello, HTTP, or other), learn the destination name,
+ * decide, dial the upstream by name, and hand over to the relay, the HTTP engine or
+ * TLS interception. Also the connection's timer and its orderly or abortive close.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "proxy/audit.h"
+#include "proxy/clienthello.h"
+#include "proxy/dns.h"
+#include "proxy/log.h"
+#include "proxy/proxy_internal.h"
+#include "proxy/tls.h"
+
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80
+#endif
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80
+#endif
+
+/* How many of a name's addresses are tried before giving up. */
+#define MAX_DIAL_ATTEMPTS 4
+
+static void conn_decide(struct proxy_conn *c);
+static void try_next_address(struct proxy_conn *c);
+
+uint64_t proxy_now_ms(const struct proxy_conn *c)
+{
+  return uv_now(c->sb->ctx->loop);
+}
+
+void proxy_conn_touch(struct proxy_conn *c)
+{
+  c->last_active_ms = uv_now(c->sb->ctx->loop);
+}
+
+/* ---- closing ---- */
+
+static void conn_maybe_free(struct proxy_conn *c)
+{
+  struct proxy_sandbox *sb = c->sb;
+
+  if (c->handles > 0 || c->ops > 0)
+    return;
+  if (c->prev != NULL)
+    c->prev->next = c->next;
+  else
+    sb->conns = c->next;
+  if (c->next != NULL)
+    c->next->prev = c->prev;
+  sb->nconns--;
+  sb->ctx->counters.conns_active--;
+  proxy_tls_free(c->down.tls);
+  proxy_tls_free(c->up.tls);
+  proxy_http_free(c->http);
+  if (c->ai != NULL)
+    uv_freeaddrinfo(c->ai);
+  free(c->pending);
+  rules_config_unref(c->cfg);
+  free(c);
+  proxy_sandbox_conn_gone(sb);
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+  struct proxy_conn *c = h->data;
+
+  c->handles--;
+  conn_maybe_free(c);
+}
+
+void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason)
+{
+  if (c->state == CONN_CLOSING)
+    return;
+  if (c->reason == NULL && reason != NULL)
+    c->reason = reason;
+  c->state = CONN_CLOSING;
+  c->sb->ctx->counters.bytes_up += c->bytes_up;
+  c->sb->ctx->counters.bytes_down += c->bytes_down;
+  proxy_labels_add(&c->sb->ctx->closed_by_reason, c->reason ? c->reason : "done", 1);
+  proxy_audit_conn(c);
+  uv_timer_stop(&c->timer);
+  uv_close((uv_handle_t *)&c->timer, handle_closed);
+  if (c->down.open) {
+    if (!reset || uv_tcp_close_reset(&c->down.tcp, handle_closed) != 0)
+      uv_close((uv_handle_t *)&c->down.tcp, handle_closed);
+    c->down.open = 0;
+  }
+  if (c->up.open) {
+    uv_close((uv_handle_t *)&c->up.tcp, handle_closed);
+    c->up.open = 0;
+  }
+}
+
+/* ---- timer ---- */
+
+static void timer_cb(uv_timer_t *t)
+{
+  struct proxy_conn *c = container_of(t, struct proxy_conn, timer);
+  uint64_t now = uv_now(c->sb->ctx->loop), idle;
+
+  switch (c->state) {
+  case CONN_SNIFF:
+    if (c->pending_len == 0) {
+      /* Nothing sent: a protocol where the server speaks first (SSH, SMTP). It is
+       * judged by the name from DNS, or by address. */
+      c->kind = KIND_OTHER;
+      conn_decide(c);
+    } else {
+      proxy_conn_close(c, 1, "sniff_timeout");
+    }
+    break;
+  case CONN_RESOLVE:
+  case CONN_CONNECT:
+  case CONN_TLS_UP:
+    if (c->ready_cb != NULL) {
+      conn_ready_cb cb = c->ready_cb;
+
+      c->ready_cb = NULL;
+      cb(c, UV_ETIMEDOUT, "upstream_timeout");
+    } else {
+      proxy_conn_close(c, 1, "upstream_timeout");
+    }
+    break;
+  case CONN_TLS_DOWN:
+    proxy_conn_close(c, 1, "handshake_timeout");
+    break;
+  case CONN_HTTP:
+    proxy_http_on_timeout(c);
+    break;
+  case CONN_RELAY:
+    idle = now - c->last_active_ms;
+    if (idle >= c->sb->limits.idle_ms)
+      proxy_conn_close(c, 0, "idle_timeout");
+    else
+      uv_timer_start(&c->timer, timer_cb, c->sb->limits.idle_ms - idle, 0);
+    break;
+  case CONN_LINGER:
+    proxy_conn_close(c, 0, NULL);
+    break;
+  case CONN_CLOSING:
+    break;
+  }
+}
+
+void proxy_conn_arm_timer(struct proxy_conn *c, uint64_t ms)
+{
+  if (c->state == CONN_CLOSING)
+    return;
+  c->timer_ms = ms;
+  uv_timer_start(&c->timer, timer_cb, ms, 0);
+}
+
+/* ---- pending bytes ---- */
+
+int proxy_conn_pending_append(struct proxy_conn *c, const char *data, size_t len)
+{
+  if (c->pending_len + len > c->pending_cap) {
+    size_t cap = c->pending_cap ? c->pending_cap : 1024;
+    char *p;
+
+    while (cap < c->pending_len + len)
+      cap *= 2;
+    p = realloc(c->pending, cap);
+    if (p == NULL)
+      return -ENOMEM;
+    c->pending = p;
+    c->pending_cap = cap;
+  }
+  memcpy(c->pending + c->pending_len, data, len);
+  c->pending_len += len;
+  return 0;
+}
+
+void proxy_conn_pending_consume(struct proxy_conn *c, size_t n)
+{
+  if (n >= c->pending_len) {
+    c->pending_len = 0;
+    /* Give the memory back: an idle keep-alive connection should hold nothing. */
+    if (c->pending_cap > 4096) {
+      free(c->pending);
+      c->pending = NULL;
+      c->pending_cap = 0;
+    }
+    return;
+  }
+  memmove(c->pending, c->pending + n, c->pending_len - n);
+  c->pending_len -= n;
+}
+
+/* ---- lingering close ---- */
+
+void proxy_conn_linger(struct proxy_conn *c)
+{
+  if (c->state == CONN_CLOSING || c->state == CONN_LINGER)
+    return;
+  /* Closing a socket with unread input makes the kernel send RST, which can destroy
+   * the answer before the sandbox reads it. Send FIN after the answer, discard what
+   * the sandbox still sends for a moment, then close. */
+  c->state = CONN_LINGER;
+  if (c->up.open) {
+    uv_close((uv_handle_t *)&c->up.tcp, handle_closed);
+    c->up.open = 0;
+  }
+  proxy_end_shutdown(&c->down);
+  proxy_end_want_read(&c->down, 1);
+  uv_timer_start(&c->timer, timer_cb, 2000, 0);
+}
+
+/* ---- data dispatch ---- */
+
+static int looks_like_http(const char *p, size_t len, int *need_more)
+{
+  size_t i;
+
+  /* A method token of at most 24 characters, then a space. */
+  for (i = 0; i < len && i < 25; i++) {
+    unsigned char ch = (unsigned char)p[i];
+
+    if (ch == ' ')
+      return i > 0;
+    if (!rules_is_token(&p[i], 1))
+      return 0;
+  }
+  *need_more = i < 25;
+  return 0;
+}
+
+static void sniff(struct proxy_conn *c)
+{
+  struct proxy_hello hello;
+  int need_more = 0;
+
+  if ((unsigned char)c->pending[0] == 0x16) {
+    switch (proxy_hello_parse((const uint8_t *)c->pending, c->pending_len, &hello)) {
+    case PROXY_HELLO_NEED_MORE:
+      proxy_conn_arm_timer(c, c->sb->limits.sniff_ms);
+      return;
+    case PROXY_HELLO_OK:
+      c->kind = KIND_TLS;
+      proxy_conn_on_hello(c, &hello);
+      return;
+    case PROXY_HELLO_NOT_TLS:
+      break;
+    case PROXY_HELLO_INVALID:
+      c->kind = KIND_TLS;
+      proxy_conn_close(c, 1, "invalid_client_hello");
+      return;
+    }
+  }
+  if (looks_like_http(c->pending, c->pending_len, &need_more)) {
+    c->kind = KIND_HTTP;
+    conn_decide(c);
+    return;
+  }
+  if (need_more) {
+    proxy_conn_arm_timer(c, c->sb->limits.sniff_ms);
+    return;
+  }
+  c->kind = KIND_OTHER;
+  conn_decide(c);
+}
+
+void proxy_conn_on_data(struct proxy_conn *c, struct proxy_end *e, const char *data,
+                        size_t len)
+{
+  switch (c->state) {
+  case CONN_SNIFF:
+    if (c->pending_len + len > PROXY_HELLO_MAX_BYTES) {
+      proxy_conn_close(c, 1, "sniff_too_large");
+      return;
+    }
+    if (proxy_conn_pending_append(c, data, len) != 0) {
+      proxy_conn_close(c, 1, "out_of_memory");
+      return;
+    }
+    sniff(c);
+    break;
+  case CONN_HTTP:
+    proxy_http_on_data(c, e, data, len);
+    break;
+  case CONN_RELAY:
+    proxy_relay_on_data(c, e, data, len);
+    break;
+  case CONN_LINGER:
+    break; /* discarded */
+  default:
+    /* Resolving or connecting: the sandbox side is not being read, but TLS may
+     * deliver a record's worth of plaintext; keep it for later. */
+    if (e == &c->down) {
+      if (c->pending_len + len > c->sb->limits.max_header_bytes + 65536 ||
+          proxy_conn_pending_append(c, data, len) != 0)
+        proxy_conn_close(c, 1, "buffer_limit");
+    }
+    break;
+  }
+}
+
+void proxy_conn_on_eof(struct proxy_conn *c, struct proxy_end *e, int status)
+{
+  if (status != UV_EOF) {
+    log_debug("conn %llu: %s: %s", (unsigned long long)c->id,
+              e == &c->down ? "sandbox" : "upstream", uv_strerror(status));
+    proxy_conn_close(c, 1, e == &c->down ? "sandbox_error" : "upstream_error");
+    return;
+  }
+  switch (c->state) {
+  case CONN_HTTP:
+    proxy_http_on_eof(c, e);
+    break;
+  case CONN_RELAY:
+    proxy_relay_on_eof(c, e);
+    break;
+  case CONN_LINGER:
+    proxy_conn_close(c, 0, NULL);
+    break;
+  case CONN_RESOLVE:
+  case CONN_CONNECT:
+  case CONN_TLS_UP:
+    /* The sandbox may send its request and half-close before the upstream is
+     * ready; e->eof is remembered and passed on once it is. */
+    if (e == &c->down)
+      break;
+    proxy_conn_close(c, 0, "upstream_closed");
+    break;
+  default:
+    proxy_conn_close(c, 0, e == &c->down ? "sandbox_closed" : "upstream_closed");
+    break;
+  }
+}
+
+void proxy_conn_on_drain(struct proxy_conn *c, struct proxy_end *e)
+{
+  if (c->state == CONN_HTTP)
+    proxy_http_on_drain(c, e);
+  else if (c->state == CONN_RELAY)
+    proxy_relay_on_drain(c, e);
+}
+
+/* ---- names and decisions ---- */
+
+int proxy_conn_set_name(struct proxy_conn *c, const char *raw, size_t len,
+                        enum name_source src, const char **reason)
+{
+  char name[RULES_MAX_NAME_LEN + 1];
+  int n = rules_normalize_host(raw, len, name, sizeof(name));
+
+  if (n < 0) {
+    *reason = src == NAME_SNI ? "invalid_sni" : "invalid_host";
+    return -EINVAL;
+  }
+  if (c->name_src != NAME_NONE) {
+    /* Every name the proxy learns must agree with the one it already has: a
+     * connection to the synthetic address of one name cannot claim another. */
+    if (strcmp(name, c->name) != 0) {
+      *reason = src == NAME_SNI ? "sni_mismatch" : "host_mismatch";
+      return -EPERM;
+    }
+    return 0;
+  }
+  memcpy(c->name, name, (size_t)n + 1);
+  c->name_src = src;
+  return 0;
+}
+
+int proxy_conn_name_is_ip(const struct proxy_conn *c)
+{
+  unsigned char buf[sizeof(struct in6_addr)];
+
+  return inet_pton(AF_INET, c->name, buf) == 1 || inet_pton(AF_INET6, c->name, buf) == 1;
+}
+
+void proxy_conn_dest(const struct proxy_conn *c, struct rules_dest *d)
+{
+  d->name = c->name_src != NAME_NONE ? c->name : NULL;
+  d->addr = c->name_src == NAME_DNS ? NULL : (const struct sockaddr *)&c->dst;
+  d->port = c->port;
+}
+
+static void relay_ready(struct proxy_conn *c, int status, const char *reason)
+{
+  if (status != 0) {
+    proxy_conn_close(c, 1, reason);
+    return;
+  }
+  proxy_relay_start(c);
+}
+
+void proxy_conn_on_hello(struct proxy_conn *c, const struct proxy_hello *hello)
+{
+  const char *reason = NULL;
+
+  if (hello->sni_len > 0) {
+    if (proxy_conn_set_name(c, hello->sni, hello->sni_len, NAME_SNI, &reason) != 0) {
+      proxy_conn_deny_tls(c, reason);
+      return;
+    }
+    /* RFC 6066 forbids address literals in SNI; a client sending one is not a
+     * browser-like client we can name a destination for. */
+    if (c->name_src == NAME_SNI && proxy_conn_name_is_ip(c)) {
+      c->name_src = NAME_NONE;
+      c->name[0] = '\0';
+      proxy_conn_deny_tls(c, "ip_literal_sni");
+      return;
+    }
+  }
+  conn_decide(c);
+}
+
+static void conn_decide(struct proxy_conn *c)
+{
+  struct rules_decision d;
+  struct rules_dest dest;
+
+  proxy_end_want_read(&c->down, 0);
+  uv_timer_stop(&c->timer);
+  if (c->reason != NULL) {
+    /* Decided at accept time (an unknown synthetic address). */
+    c->action = RULES_DENY;
+    if (c->kind == KIND_HTTP)
+      proxy_http_start(c);
+    else if (c->kind == KIND_TLS)
+      proxy_conn_deny_tls(c, c->reason);
+    else
+      proxy_conn_close(c, 1, c->reason);
+    return;
+  }
+  if (c->kind == KIND_HTTP) {
+    /* The HTTP engine learns the name from Host if DNS did not give one, and decides
+     * each request. */
+    proxy_http_start(c);
+    return;
+  }
+  proxy_conn_dest(c, &dest);
+  rules_decide_conn(c->cfg, &dest, &d);
+  c->action = d.action;
+  memcpy(c->entry, d.entry, sizeof(c->entry));
+  c->sb->ctx->counters.actions[d.action]++;
+  switch (d.action) {
+  case RULES_DENY:
+    if (c->kind == KIND_TLS)
+      proxy_conn_deny_tls(c, d.reason);
+    else
+      proxy_conn_close(c, 1, d.reason);
+    return;
+  case RULES_INTERCEPT:
+    if (c->kind == KIND_TLS) {
+      proxy_tls_intercept(c);
+      return;
+    }
+    /* Not TLS and not HTTP: nothing to inject into; relay it like a tunnel. */
+    c->action = RULES_TUNNEL;
+    break;
+  case RULES_TUNNEL:
+  case RULES_BYPASS:
+    break;
+  }
+  proxy_conn_dial(c, relay_ready);
+}
+
+void proxy_conn_deny_tls(struct proxy_conn *c, const char *reason)
+{
+  c->action = RULES_DENY;
+  c->reason = reason;
+  /* With a CA the sandbox trusts, answer a readable 403 inside TLS; else reset. */
+  if (c->sb->ca != NULL && c->name_src != NAME_NONE) {
+    proxy_tls_intercept(c);
+    return;
+  }
+  proxy_conn_close(c, 1, reason);
+}
+
+/* ---- dialing ---- */
+
+static void dial_fail(struct proxy_conn *c, int status, const char *reason)
+{
+  conn_ready_cb cb = c->ready_cb;
+
+  c->sb->ctx->counters.upstream_errors++;
+  c->ready_cb = NULL;
+  if (cb != NULL)
+    cb(c, status, reason);
+}
+
+static void dial_done(struct proxy_conn *c)
+{
+  conn_ready_cb cb = c->ready_cb;
+
+  uv_timer_stop(&c->timer);
+  c->ready_cb = NULL;
+  if (cb != NULL)
+    cb(c, 0, NULL);
+}
+
+static void up_ready(struct proxy_conn *c, int status, const char *reason)
+{
+  if (status != 0) {
+    dial_fail(c, status, reason);
+    return;
+  }
+  dial_done(c);
+}
+
+static void connect_cb(uv_connect_t *req, int status)
+{
+  struct proxy_conn *c = req->data;
+
+  if (status == UV_ECANCELED || c->state == CONN_CLOSING)
+    return;
+  if (status < 0) {
+    log_debug("conn %llu: connect to %s:%u failed: %s", (unsigned long long)c->id,
+              c->dial_host, c->dial_port, uv_strerror(status));
+    try_next_address(c);
+    return;
+  }
+  c->up.connected = 1;
+  uv_tcp_nodelay(&c->up.tcp, 1);
+  if (c->intercept_tls) {
+    c->state = CONN_TLS_UP;
+    proxy_tls_client_start(c, up_ready);
+    return;
+  }
+  dial_done(c);
+}
+
+static void up_closed_retry(uv_handle_t *h)
+{
+  struct proxy_conn *c = h->data;
+
+  c->handles--;
+  if (c->state == CONN_CLOSING) {
+    conn_maybe_free(c);
+    return;
+  }
+  try_next_address(c);
+}
+
+static int allowed_address(struct proxy_conn *c, const struct sockaddr *sa,
+                           const char **reason)
+{
+  struct rules_decision d;
+
+  if (rules_check_resolved(c->cfg, sa, c->dial_port, c->remapped, &d))
+    return 1;
+  *reason = d.reason;
+  memcpy(c->entry, d.entry, sizeof(c->entry));
+  return 0;
+}
+
+static void try_next_address(struct proxy_conn *c)
+{
+  struct sockaddr_storage ss;
+  struct addrinfo *ai;
+  int r;
+
+  if (c->up.open) {
+    /* A failed uv_tcp_t cannot connect again: close it, retry from its callback. */
+    c->up.open = 0;
+    c->up.connected = 0;
+    uv_close((uv_handle_t *)&c->up.tcp, up_closed_retry);
+    return;
+  }
+  ai = c->ai_next;
+  if (ai == NULL) {
+    dial_fail(c, UV_ECONNREFUSED, "upstream_unreachable");
+    return;
+  }
+  c->ai_next = ai->ai_next;
+  memset(&ss, 0, sizeof(ss));
+  memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+  if (ss.ss_family == AF_INET)
+    ((struct sockaddr_in *)&ss)->sin_port = htons(c->dial_port);
+  else
+    ((struct sockaddr_in6 *)&ss)->sin6_port = htons(c->dial_port);
+  r = uv_tcp_init(c->sb->ctx->loop, &c->up.tcp);
+  if (r != 0) {
+    dial_fail(c, r, "upstream_unreachable");
+    return;
+  }
+  c->up.tcp.data = c;
+  c->up.open = 1;
+  c->handles++;
+  c->state = CONN_CONNECT;
+  c->connect_req.data = c;
+  r = uv_tcp_connect(&c->connect_req, &c->up.tcp, (const struct sockaddr *)&ss, connect_cb);
+  if (r != 0)
+    try_next_address(c);
+}
+
+/* Keeps the addresses the policy allows to be dialed, at most MAX_DIAL_ATTEMPTS. */
+static const char *filter_addresses(struct proxy_conn *c)
+{
+  struct addrinfo **pp = &c->ai, *ai;
+  const char *reason = "upstream_unresolvable";
+  int kept = 0;
+
+  while (*pp != NULL) {
+    ai = *pp;
+    if ((ai->ai_family == AF_INET || ai->ai_family == AF_INET6) &&
+        kept < MAX_DIAL_ATTEMPTS && allowed_address(c, ai->ai_addr, &reason)) {
+      kept++;
+      pp = &ai->ai_next;
+      continue;
+    }
+    *pp = ai->ai_next;
+    ai->ai_next = NULL;
+    uv_freeaddrinfo(ai);
+  }
+  c->ai_next = c->ai;
+  return kept > 0 ? NULL : reason;
+}
+
+static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+  struct proxy_conn *c = req->data;
+  const char *reason;
+
+  free(req);
+  c->ops--;
+  if (c->state == CONN_CLOSING) {
+    if (res != NULL)
+      uv_freeaddrinfo(res);
+    conn_maybe_free(c);
+    return;
+  }
+  if (status < 0) {
+    log_debug("conn %llu: resolving %s: %s", (unsigned long long)c->id, c->dial_host,
+              uv_strerror(status));
+    dial_fail(c, status, "upstream_unresolvable");
+    return;
+  }
+  c->ai = res;
+  reason = filter_addresses(c);
+  if (reason != NULL) {
+    dial_fail(c, UV_EACCES, reason);
+    return;
+  }
+  try_next_address(c);
+}
+
+/* Builds a one-entry addrinfo list for a literal address (no resolution). */
+static int literal_addrinfo(struct proxy_conn *c, const struct sockaddr *sa)
+{
+  struct addrinfo hints, *res = NULL;
+  char host[INET6_ADDRSTRLEN];
+  int r;
+
+  if (sa->sa_family == AF_INET)
+    uv_ip4_name((const struct sockaddr_in *)sa, host, sizeof(host));
+  else
+    uv_ip6_name((const struct sockaddr_in6 *)sa, host, sizeof(host));
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = sa->sa_family;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST;
+  r = getaddrinfo(host, NULL, &hints, &res);
+  if (r != 0)
+    return -EINVAL;
+  c->ai = res;
+  return 0;
+}
+
+void proxy_conn_dial(struct proxy_conn *c, conn_ready_cb cb)
+{
+  struct addrinfo hints;
+  uv_getaddrinfo_t *req;
+  struct sockaddr_storage lit;
+  const char *reason;
+  int r;
+
+  c->ready_cb = cb;
+  c->state = CONN_RESOLVE;
+  proxy_end_want_read(&c->down, 0);
+  proxy_conn_arm_timer(c, c->sb->limits.connect_ms);
+
+  if (c->name_src == NAME_NONE || c->name_src == NAME_ADDR) {
+    /* An address-only flow: dial the original destination, if policy allows. */
+    c->dial_port = c->port;
+    uv_ip_name((const struct sockaddr *)&c->dst, c->dial_host, sizeof(c->dial_host));
+    if (literal_addrinfo(c, (const struct sockaddr *)&c->dst) != 0) {
+      dial_fail(c, UV_EINVAL, "upstream_unresolvable");
+      return;
+    }
+  } else {
+    /* Dial the name, never the address the sandbox used (invariant I2). */
+    c->remapped = rules_remap(c->cfg, c->name, c->port, c->dial_host,
+                              sizeof(c->dial_host), &c->dial_port);
+    if (!c->remapped) {
+      memcpy(c->dial_host, c->name, strlen(c->name) + 1);
+      c->dial_port = c->port;
+    }
+    memset(&lit, 0, sizeof(lit));
+    if (uv_ip4_addr(c->dial_host, 0, (struct sockaddr_in *)&lit) == 0 ||
+        uv_ip6_addr(c->dial_host, 0, (struct sockaddr_in6 *)&lit) == 0) {
+      if (literal_addrinfo(c, (const struct sockaddr *)&lit) != 0) {
+        dial_fail(c, UV_EINVAL, "upstream_unresolvable");
+        return;
+      }
+    } else {
+      req = malloc(sizeof(*req));
+      if (req == NULL) {
+        dial_fail(c, UV_ENOMEM, "out_of_memory");
+        return;
+      }
+      req->data = c;
+      memset(&hints, 0, sizeof(hints));
+      hints.ai_family = AF_UNSPEC;
+      hints.ai_socktype = SOCK_STREAM;
+      hints.ai_flags = AI_ADDRCONFIG;
+      r = uv_getaddrinfo(c->sb->ctx->loop, req, gai_cb, c->dial_host, NULL, &hints);
+      if (r != 0) {
+        free(req);
+        dial_fail(c, r, "upstream_unresolvable");
+        return;
+      }
+      c->ops++;
+      return;
+    }
+  }
+  reason = filter_addresses(c);
+  if (reason != NULL) {
+    dial_fail(c, UV_EACCES, reason);
+    return;
+  }
+  try_next_address(c);
+}
+
+/* ---- accept ---- */
+
+/* Recovers where the sandbox meant to connect. Returns 0 or a negative errno. */
+static int original_destination(struct proxy_conn *c, int transparent)
+{
+  struct sockaddr_storage local;
+  socklen_t len = sizeof(c->dst);
+  int namelen = sizeof(local);
+  uv_os_fd_t fd;
+  int r;
+
+  r = uv_fileno((uv_handle_t *)&c->down.tcp, &fd);
+  if (r != 0)
+    return -EBADF;
+  if (uv_tcp_getsockname(&c->down.tcp, (struct sockaddr *)&local, &namelen) != 0)
+    return -EBADF;
+  memset(&c->dst, 0, sizeof(c->dst));
+  if (transparent) {
+    /* TPROXY keeps the original destination as the local address. */
+    memcpy(&c->dst, &local, sizeof(local));
+  } else if (local.ss_family == AF_INET) {
+    /* Conntrack lives in the sandbox's namespace: ask the accepted socket. */
+    if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &c->dst, &len) != 0)
+      return -errno;
+  } else {
+    if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &c->dst, &len) != 0)
+      return -errno;
+  }
+  /* A connection that was not redirected (someone connecting to the listener
+   * itself) has the listener as its "original" destination: refuse it, or the proxy
+   * would dial itself. */
+  if (c->dst.ss_family == local.ss_family) {
+    if (local.ss_family == AF_INET) {
+      const struct sockaddr_in *a = (const struct sockaddr_in *)&c->dst;
+      const struct sockaddr_in *b = (const struct sockaddr_in *)&local;
+
+      if (a->sin_port == b->sin_port && a->sin_addr.s_addr == b->sin_addr.s_addr)
+        return -ELOOP;
+    } else {
+      const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&c->dst;
+      const struct sockaddr_in6 *b = (const struct sockaddr_in6 *)&local;
+
+      if (a->sin6_port == b->sin6_port &&
+          memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) == 0)
+        return -ELOOP;
+    }
+  }
+  /* Present v4-mapped IPv6 destinations as IPv4, as the rules compare them. */
+  if (c->dst.ss_family == AF_INET6) {
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&c->dst;
+
+    if (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr)) {
+      struct sockaddr_in a4;
+
+      memset(&a4, 0, sizeof(a4));
+      a4.sin_family = AF_INET;
+      a4.sin_port = a6->sin6_port;
+      memcpy(&a4.sin_addr, &a6->sin6_addr.s6_addr[12], 4);
+      memset(&c->dst, 0, sizeof(c->dst));
+      memcpy(&c->dst, &a4, sizeof(a4));
+    }
+  }
+  if (c->dst.ss_family == AF_INET) {
+    c->port = ntohs(((const struct sockaddr_in *)&c->dst)->sin_port);
+  } else if (c->dst.ss_family == AF_INET6) {
+    c->port = ntohs(((const struct sockaddr_in6 *)&c->dst)->sin6_port);
+  } else {
+    return -EAFNOSUPPORT;
+  }
+  if (c->port == c->sb->port &&
+      ((c->dst.ss_family == AF_INET &&
+        (ntohl(((const struct sockaddr_in *)&c->dst)->sin_addr.s_addr) >> 24) == 127) ||
+       (c->dst.ss_family == AF_INET6 &&
+        IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)&c->dst)->sin6_addr))))
+    return -ELOOP;
+  return 0;
+}
+
+void proxy_conn_accept(struct proxy_listener *l)
+{
+  struct proxy_sandbox *sb = l->sb;
+  struct proxy_ctx *ctx = sb->ctx;
+  struct proxy_conn *c;
+  int r;
+
+  c = calloc(1, sizeof(*c));
+  if (c == NULL) {
+    /* Accept and drop, or the listener would stay readable forever. */
+    uv_tcp_t tmp;
+
+    if (uv_tcp_init(ctx->loop, &tmp) == 0) {
+      if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&tmp) == 0)
+        log_warn("sandbox %s: out of memory, connection dropped", sb->name);
+      uv_close((uv_handle_t *)&tmp, NULL);
+      uv_run(ctx->loop, UV_RUN_NOWAIT);
+    }
+    return;
+  }
+  c->sb = sb;
+  c->id = ++ctx->next_conn_id;
+  c->down.conn = c;
+  c->up.conn = c;
+  c->state = CONN_SNIFF;
+  c->start_ms = uv_now(ctx->loop);
+  c->last_active_ms = c->start_ms;
+  c->next = sb->conns;
+  if (sb->conns != NULL)
+    sb->conns->prev = c;
+  sb->conns = c;
+  sb->nconns++;
+  ctx->counters.conns_active++;
+
+  uv_timer_init(ctx->loop, &c->timer);
+  c->timer.data = c;
+  c->handles++;
+  uv_tcp_init(ctx->loop, &c->down.tcp);
+  c->down.tcp.data = c;
+  c->down.open = 1;
+  c->handles++;
+  c->cfg = rules_config_ref(sb->config);
+
+  r = uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->down.tcp);
+  if (r != 0) {
+    proxy_conn_close(c, 0, "accept_failed");
+    return;
+  }
+  c->down.connected = 1;
+  ctx->counters.conns_accepted++;
+  if (sb->closing || sb->nconns > sb->limits.max_conns) {
+    ctx->counters.conns_refused++;
+    proxy_conn_close(c, 1, sb->closing ? "sandbox_detaching" : "too_many_connections");
+    return;
+  }
+  r = original_destination(c, l->transparent);
+  if (r != 0) {
+    ctx->counters.conns_refused++;
+    proxy_conn_close(c, 1, r == -ELOOP ? "loop" : "no_original_destination");
+    return;
+  }
+  uv_tcp_nodelay(&c->down.tcp, 1);
+  if (c->dst.ss_family == AF_INET) {
+    uint32_t a = ntohl(((const struct sockaddr_in *)&c->dst)->sin_addr.s_addr);
+
+    if (proxy_dns_is_synthetic(a)) {
+      const char *name = proxy_dns_table_lookup(sb->dns_table, a, c->start_ms);
+
+      if (name == NULL) {
+        /* Expired or never handed out: the name behind it is unknown, so nothing
+         * can be decided for it. */
+        c->reason = "unknown_synthetic_address";
+      } else {
+        memcpy(c->name, name, strlen(name) + 1);
+        c->name_src = NAME_DNS;
+      }
+    }
+  }
+  proxy_end_want_read(&c->down, 1);
+  proxy_conn_arm_timer(c, sb->limits.server_first_ms);
+}

@@ -1,0 +1,471 @@
+/*
+ * Control API server: a Unix socket, llhttp per client, one request at a time.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <llhttp.h>
+
+#include "proxy/control.h"
+#include "proxy/log.h"
+
+#define MAX_CLIENTS 64
+#define MAX_HEAD 16384
+#define IDLE_MS 30000
+
+struct client;
+
+struct proxy_control {
+  uv_loop_t *loop;
+  uv_pipe_t pipe;
+  char *path;
+  proxy_control_cb cb;
+  void *arg;
+  struct client *clients;
+  unsigned nclients;
+  int handles;
+  int closing;
+  void (*close_cb)(void *arg);
+  void *close_arg;
+};
+
+struct client {
+  struct proxy_control *ctl;
+  struct client *next, *prev;
+  uv_pipe_t pipe;
+  uv_timer_t timer;
+  int handles;
+  int closing;
+  llhttp_t parser;
+  struct strbuf url;
+  struct strbuf body;
+  size_t head_bytes;
+  int complete;
+  int too_large;
+  int keep_alive;
+  char method[16];
+  char readbuf[16384];
+};
+
+static void control_maybe_done(struct proxy_control *c);
+
+void proxy_control_error(struct proxy_control_response *resp, int status, const char *code,
+                         const char *fmt, ...)
+{
+  char msg[1024];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  resp->status = status;
+  strbuf_reset(&resp->body);
+  strbuf_adds(&resp->body, "{\"error\":{\"code\":");
+  strbuf_add_json_str(&resp->body, code, strlen(code));
+  strbuf_adds(&resp->body, ",\"message\":");
+  strbuf_add_json_str(&resp->body, msg, strlen(msg));
+  strbuf_adds(&resp->body, "}}\n");
+}
+
+/* ---- clients ---- */
+
+static void client_closed(uv_handle_t *h)
+{
+  struct client *cl = h->data;
+  struct proxy_control *ctl = cl->ctl;
+
+  if (--cl->handles > 0)
+    return;
+  if (cl->prev != NULL)
+    cl->prev->next = cl->next;
+  else
+    ctl->clients = cl->next;
+  if (cl->next != NULL)
+    cl->next->prev = cl->prev;
+  ctl->nclients--;
+  strbuf_free(&cl->url);
+  /* A body may hold a secret pushed through the API. */
+  if (cl->body.data != NULL)
+    explicit_bzero(cl->body.data, cl->body.cap);
+  strbuf_free(&cl->body);
+  free(cl);
+  control_maybe_done(ctl);
+}
+
+static void client_close(struct client *cl)
+{
+  if (cl->closing)
+    return;
+  cl->closing = 1;
+  uv_close((uv_handle_t *)&cl->pipe, client_closed);
+  uv_close((uv_handle_t *)&cl->timer, client_closed);
+}
+
+static void write_done(uv_write_t *req, int status)
+{
+  struct client *cl = req->data;
+
+  free(req);
+  if (status < 0 || !cl->keep_alive)
+    client_close(cl);
+}
+
+static void send_response(struct client *cl, struct proxy_control_response *resp)
+{
+  static const char *const texts[] = {
+    [200] = "OK", [201] = "Created", [204] = "No Content", [400] = "Bad Request",
+    [404] = "Not Found", [405] = "Method Not Allowed", [409] = "Conflict",
+    [413] = "Content Too Large", [415] = "Unsupported Media Type",
+    [422] = "Unprocessable Content", [431] = "Request Header Fields Too Large",
+    [500] = "Internal Server Error", [503] = "Service Unavailable",
+  };
+  const char *text = resp->status > 0 && resp->status < 600 && texts[resp->status]
+                         ? texts[resp->status] : "Status";
+  struct strbuf head;
+  uv_write_t *req;
+  uv_buf_t bufs[2];
+  char *mem;
+  size_t total;
+
+  strbuf_init(&head);
+  strbuf_addf(&head, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n",
+              resp->status, text,
+              resp->content_type ? resp->content_type : "application/json",
+              resp->body.len, cl->keep_alive ? "" : "Connection: close\r\n");
+  total = head.len + resp->body.len;
+  req = malloc(sizeof(*req) + total);
+  if (head.oom || resp->body.oom || req == NULL) {
+    free(req);
+    strbuf_free(&head);
+    client_close(cl);
+    return;
+  }
+  mem = (char *)(req + 1);
+  memcpy(mem, head.data, head.len);
+  if (resp->body.len > 0)
+    memcpy(mem + head.len, resp->body.data, resp->body.len);
+  strbuf_free(&head);
+  req->data = cl;
+  bufs[0] = uv_buf_init(mem, (unsigned)total);
+  (void)bufs[1];
+  if (uv_write(req, (uv_stream_t *)&cl->pipe, bufs, 1, write_done) != 0) {
+    free(req);
+    client_close(cl);
+  }
+}
+
+static void respond_error(struct client *cl, int status, const char *code, const char *msg)
+{
+  struct proxy_control_response resp;
+
+  memset(&resp, 0, sizeof(resp));
+  strbuf_init(&resp.body);
+  cl->keep_alive = 0;
+  proxy_control_error(&resp, status, code, "%s", msg);
+  send_response(cl, &resp);
+  strbuf_free(&resp.body);
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+  struct client *cl = p->data;
+
+  strbuf_add(&cl->url, at, len);
+  return cl->url.len > 4096 ? -1 : 0;
+}
+
+static int on_header(llhttp_t *p, const char *at, size_t len)
+{
+  struct client *cl = p->data;
+
+  cl->head_bytes += len;
+  if (cl->head_bytes > MAX_HEAD) {
+    cl->too_large = 431;
+    return -1;
+  }
+  return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+  struct client *cl = p->data;
+
+  if (p->content_length > PROXY_CONTROL_MAX_BODY && !(p->flags & F_CHUNKED)) {
+    cl->too_large = 413;
+    return -1;
+  }
+  return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+  struct client *cl = p->data;
+
+  if (cl->body.len + len > PROXY_CONTROL_MAX_BODY) {
+    cl->too_large = 413;
+    return -1;
+  }
+  strbuf_add(&cl->body, at, len);
+  return 0;
+}
+
+static int on_complete(llhttp_t *p)
+{
+  struct client *cl = p->data;
+
+  cl->complete = 1;
+  snprintf(cl->method, sizeof(cl->method), "%s", llhttp_method_name(p->method));
+  cl->keep_alive = llhttp_should_keep_alive(p);
+  return HPE_PAUSED;
+}
+
+static const llhttp_settings_t settings = {
+  .on_url = on_url,
+  .on_header_field = on_header,
+  .on_header_value = on_header,
+  .on_headers_complete = on_headers_complete,
+  .on_body = on_body,
+  .on_message_complete = on_complete,
+};
+
+static void dispatch(struct client *cl)
+{
+  struct proxy_control *ctl = cl->ctl;
+  struct proxy_control_request req;
+  struct proxy_control_response resp;
+  char *q;
+
+  if (cl->url.oom || cl->body.oom) {
+    respond_error(cl, 500, "out_of_memory", "out of memory");
+    return;
+  }
+  strbuf_add(&cl->url, "", 0);
+  strbuf_add(&cl->body, "", 0);
+  q = strchr(cl->url.data, '?');
+  if (q != NULL)
+    *q = '\0';
+  memset(&req, 0, sizeof(req));
+  req.method = cl->method;
+  req.path = cl->url.data;
+  req.body = cl->body.data;
+  req.body_len = cl->body.len;
+  memset(&resp, 0, sizeof(resp));
+  strbuf_init(&resp.body);
+  resp.status = 500;
+  ctl->cb(ctl->arg, &req, &resp);
+  send_response(cl, &resp);
+  strbuf_free(&resp.body);
+  explicit_bzero(cl->body.data, cl->body.cap);
+  strbuf_reset(&cl->body);
+  strbuf_reset(&cl->url);
+  cl->head_bytes = 0;
+  cl->complete = 0;
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+  struct client *cl = h->data;
+
+  (void)suggested;
+  buf->base = cl->readbuf;
+  buf->len = sizeof(cl->readbuf);
+}
+
+static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+  struct client *cl = s->data;
+  llhttp_errno_t err;
+  const char *p = buf->base;
+  size_t left;
+
+  if (n < 0) {
+    client_close(cl);
+    return;
+  }
+  if (n == 0 || cl->closing)
+    return;
+  uv_timer_again(&cl->timer);
+  left = (size_t)n;
+  while (left > 0 && !cl->closing) {
+    err = llhttp_execute(&cl->parser, p, left);
+    if (err == HPE_PAUSED) {
+      size_t used = (size_t)(llhttp_get_error_pos(&cl->parser) - p);
+
+      llhttp_resume(&cl->parser);
+      dispatch(cl);
+      p += used;
+      left -= used;
+      continue;
+    }
+    if (err != HPE_OK) {
+      uv_read_stop(s);
+      if (cl->too_large == 413)
+        respond_error(cl, 413, "body_too_large", "request bodies are limited to 1 MiB");
+      else if (cl->too_large == 431)
+        respond_error(cl, 431, "head_too_large", "request heads are limited to 16 KiB");
+      else
+        respond_error(cl, 400, "bad_request", llhttp_errno_name(err));
+      return;
+    }
+    break;
+  }
+}
+
+static void idle_cb(uv_timer_t *t)
+{
+  client_close(t->data);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+  struct proxy_control *ctl = server->data;
+  struct client *cl;
+
+  if (status < 0)
+    return;
+  cl = calloc(1, sizeof(*cl));
+  if (cl == NULL)
+    return;
+  cl->ctl = ctl;
+  uv_pipe_init(ctl->loop, &cl->pipe, 0);
+  uv_timer_init(ctl->loop, &cl->timer);
+  cl->pipe.data = cl;
+  cl->timer.data = cl;
+  cl->handles = 2;
+  strbuf_init(&cl->url);
+  strbuf_init(&cl->body);
+  cl->next = ctl->clients;
+  if (ctl->clients != NULL)
+    ctl->clients->prev = cl;
+  ctl->clients = cl;
+  ctl->nclients++;
+  if (uv_accept(server, (uv_stream_t *)&cl->pipe) != 0) {
+    client_close(cl);
+    return;
+  }
+  if (ctl->nclients > MAX_CLIENTS) {
+    respond_error(cl, 503, "too_many_clients", "too many control connections");
+    return;
+  }
+  llhttp_init(&cl->parser, HTTP_REQUEST, &settings);
+  cl->parser.data = cl;
+  uv_timer_start(&cl->timer, idle_cb, IDLE_MS, IDLE_MS);
+  uv_read_start((uv_stream_t *)&cl->pipe, alloc_cb, read_cb);
+}
+
+/* ---- server ---- */
+
+/* 1 if something listens on the socket at path. */
+static int socket_alive(const char *path)
+{
+  struct sockaddr_un sa;
+  int fd, r;
+
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return 0;
+  memset(&sa, 0, sizeof(sa));
+  sa.sun_family = AF_UNIX;
+  snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+  r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+  close(fd);
+  return r == 0;
+}
+
+int proxy_control_start(uv_loop_t *loop, const char *path, proxy_control_cb cb, void *arg,
+                        struct proxy_control **out, char *err, size_t errsz)
+{
+  struct proxy_control *ctl;
+  struct stat st;
+  mode_t old;
+  int r;
+
+  *out = NULL;
+  if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+    snprintf(err, errsz, "control socket path %s is too long", path);
+    return -ENAMETOOLONG;
+  }
+  if (lstat(path, &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      snprintf(err, errsz, "%s exists and is not a socket; remove it or choose another "
+               "--control path", path);
+      return -EEXIST;
+    }
+    if (socket_alive(path)) {
+      snprintf(err, errsz, "another daemon is listening on %s", path);
+      return -EADDRINUSE;
+    }
+    unlink(path);
+  }
+  ctl = calloc(1, sizeof(*ctl));
+  if (ctl == NULL)
+    return -ENOMEM;
+  ctl->loop = loop;
+  ctl->cb = cb;
+  ctl->arg = arg;
+  ctl->path = strdup(path);
+  uv_pipe_init(loop, &ctl->pipe, 0);
+  ctl->pipe.data = ctl;
+  ctl->handles = 1;
+  /* Created 0600 from the start: root only, no window where others may connect. */
+  old = umask(0177);
+  r = uv_pipe_bind(&ctl->pipe, path);
+  umask(old);
+  if (r == 0)
+    r = chmod(path, 0600) == 0 ? 0 : -errno;
+  if (r == 0)
+    r = uv_listen((uv_stream_t *)&ctl->pipe, 128, on_connection);
+  if (r != 0 || ctl->path == NULL) {
+    snprintf(err, errsz, "cannot listen on %s: %s", path, r ? uv_strerror(r) : "out of memory");
+    proxy_control_close(ctl, NULL, NULL);
+    return r ? r : -ENOMEM;
+  }
+  *out = ctl;
+  return 0;
+}
+
+static void control_maybe_done(struct proxy_control *ctl)
+{
+  void (*cb)(void *arg) = ctl->close_cb;
+  void *arg = ctl->close_arg;
+
+  if (!ctl->closing || ctl->handles > 0 || ctl->clients != NULL)
+    return;
+  free(ctl->path);
+  free(ctl);
+  if (cb != NULL)
+    cb(arg);
+}
+
+static void pipe_closed(uv_handle_t *h)
+{
+  struct proxy_control *ctl = h->data;
+
+  ctl->handles--;
+  control_maybe_done(ctl);
+}
+
+void proxy_control_close(struct proxy_control *ctl, void (*cb)(void *arg), void *arg)
+{
+  struct client *cl, *next;
+
+  if (ctl == NULL || ctl->closing)
+    return;
+  ctl->closing = 1;
+  ctl->close_cb = cb;
+  ctl->close_arg = arg;
+  if (ctl->path != NULL)
+    unlink(ctl->path);
+  for (cl = ctl->clients; cl != NULL; cl = next) {
+    next = cl->next;
+    client_close(cl);
+  }
+  uv_close((uv_handle_t *)&ctl->pipe, pipe_closed);
+}

@@ -1,0 +1,736 @@
+/*
+ * The HTTP engine: plain HTTP, and the plaintext inside intercepted TLS.
+ *
+ * One request at a time per connection: its head is checked byte by byte
+ * (httphead.c) and by llhttp, decided (rules_decide_*), rewritten (sandbox copies of
+ * injected headers stripped, injected ones added) and forwarded; its body is streamed
+ * through llhttp, which finds where it ends; the response is streamed back through a
+ * second llhttp parser, which finds where it ends. Only then is the next request read.
+ * Bytes a client pipelines meanwhile wait in c->pending. Nothing is buffered whole: a
+ * body or a Server-Sent Events stream flows as it arrives, under backpressure.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <llhttp.h>
+
+#include "proxy/audit.h"
+#include "proxy/httphead.h"
+#include "proxy/log.h"
+#include "proxy/proxy_internal.h"
+
+enum phase {
+  PH_HEAD,       /* reading a request head */
+  PH_CONNECTING, /* head decided; upstream being dialed */
+  PH_BODY,       /* streaming the request body */
+  PH_RESPONSE,   /* request done; streaming the response */
+};
+
+struct proxy_http {
+  llhttp_t req;
+  llhttp_t resp;
+  enum phase phase;
+  int req_done;              /* the current request has been forwarded entirely */
+  int resp_done;             /* its final response has been relayed entirely */
+  int resp_started;          /* some response bytes reached the sandbox */
+  int keep_alive;            /* the request allows another one after it */
+  int upgrade;               /* the request asks for a WebSocket upgrade */
+  int is_head;               /* HEAD: the response has no body */
+  int msg_complete;          /* set by llhttp callbacks */
+  int status;                /* final response status */
+  int decided;               /* the connection-level decision was made */
+  unsigned requests;
+  char *out;                 /* rewritten head waiting for the upstream */
+  size_t out_len;
+  struct rules_config *cfg;  /* config of the current request */
+  uint64_t start_ms;
+  uint64_t up_bytes, down_bytes;
+  char method[32];              /* NUL-terminated */
+  size_t method_len;
+  char path[512];
+  size_t path_len;
+  char rule[64];
+  const char *injected[RULES_MAX_INJECT];
+  size_t ninjected;
+};
+
+static void process_down(struct proxy_conn *c);
+
+/* ---- llhttp glue ---- */
+
+static int on_req_complete(llhttp_t *p)
+{
+  struct proxy_conn *c = p->data;
+
+  c->http->msg_complete = 1;
+  return HPE_PAUSED;
+}
+
+static int on_resp_headers(llhttp_t *p)
+{
+  struct proxy_conn *c = p->data;
+  struct proxy_http *h = c->http;
+
+  if (p->status_code >= 200 || p->status_code == 101)
+    h->status = p->status_code;
+  /* A response to HEAD has no body whatever its headers say. */
+  if (h->is_head && p->status_code >= 200)
+    return 1;
+  return 0;
+}
+
+static int on_resp_complete(llhttp_t *p)
+{
+  struct proxy_conn *c = p->data;
+
+  /* 1xx interim responses (100 Continue) precede the real one. */
+  if (p->status_code >= 200) {
+    c->http->msg_complete = 1;
+    return HPE_PAUSED;
+  }
+  return 0;
+}
+
+static const llhttp_settings_t req_settings = {
+  .on_message_complete = on_req_complete,
+};
+
+static const llhttp_settings_t resp_settings = {
+  .on_headers_complete = on_resp_headers,
+  .on_message_complete = on_resp_complete,
+};
+
+/* ---- bookkeeping ---- */
+
+void proxy_http_free(struct proxy_http *h)
+{
+  if (h == NULL)
+    return;
+  free(h->out);
+  rules_config_unref(h->cfg);
+  free(h);
+}
+
+static void audit_request(struct proxy_conn *c, const char *action, const char *reason)
+{
+  struct proxy_http *h = c->http;
+  struct proxy_audit_request r;
+
+  if (h->method_len == 0)
+    return;
+  memset(&r, 0, sizeof(r));
+  r.method = h->method;
+  r.method_len = h->method_len;
+  r.path = h->path;
+  r.path_len = h->path_len;
+  r.action = action;
+  r.reason = reason;
+  r.rule = h->rule;
+  r.status = h->status;
+  r.injected = h->injected;
+  r.ninjected = h->ninjected;
+  r.bytes_up = h->up_bytes;
+  r.bytes_down = h->down_bytes;
+  r.duration_ms = uv_now(c->sb->ctx->loop) - h->start_ms;
+  proxy_audit_request(c, &r);
+  h->method_len = 0;
+}
+
+/* Answers the current request locally and ends the connection. */
+static void fail_request(struct proxy_conn *c, int status, const char *reason,
+                         const char *entry)
+{
+  struct proxy_http *h = c->http;
+  struct proxy_ctx *ctx = c->sb->ctx;
+
+  if (status == 403)
+    ctx->counters.requests_denied++;
+  else if (status < 500)
+    ctx->counters.requests_bad++;
+  h->status = status;
+  proxy_labels_add(&ctx->denied_by_reason, reason, 1);
+  if (entry != NULL && entry != h->rule)
+    snprintf(h->rule, sizeof(h->rule), "%s", entry);
+  audit_request(c, status == 403 ? "deny" : "reject", reason);
+  if (h->resp_started) {
+    /* Part of a response already went out: a second one would corrupt it. */
+    proxy_conn_close(c, 1, reason);
+    return;
+  }
+  proxy_respond_error(c, status, reason, entry);
+}
+
+static void finish_response(struct proxy_conn *c);
+
+/* ---- requests ---- */
+
+/* Copies method and path (query dropped) for the audit record. */
+static void remember_request(struct proxy_http *h, const struct proxy_http_request *req)
+{
+  size_t n;
+
+  n = req->method_len < sizeof(h->method) - 1 ? req->method_len : sizeof(h->method) - 1;
+  memcpy(h->method, req->method, n);
+  h->method[n] = '\0';
+  h->method_len = n;
+  for (n = 0; n < req->path_len && req->path[n] != '?' && n < sizeof(h->path); n++)
+    ;
+  memcpy(h->path, req->path, n);
+  h->path_len = n;
+  h->rule[0] = '\0';
+  h->ninjected = 0;
+  h->status = 0;
+  h->up_bytes = 0;
+  h->down_bytes = 0;
+}
+
+/* Splits an authority into host and port; 0 or -EINVAL. */
+static int split_authority(const char *a, size_t len, const char **host, size_t *hlen)
+{
+  const char *colon;
+
+  if (len > 0 && a[0] == '[') {
+    const char *end = memchr(a, ']', len);
+
+    if (end == NULL)
+      return -EINVAL;
+    *host = a;
+    *hlen = (size_t)(end - a) + 1;
+    return 0;
+  }
+  colon = memchr(a, ':', len);
+  *host = a;
+  *hlen = colon ? (size_t)(colon - a) : len;
+  return 0;
+}
+
+static void up_ready(struct proxy_conn *c, int status, const char *reason)
+{
+  struct proxy_http *h = c->http;
+  uv_buf_t buf;
+
+  c->state = CONN_HTTP;
+  if (status != 0) {
+    fail_request(c, status == UV_ETIMEDOUT ? 504 : (status == UV_EACCES ? 403 : 502),
+                 reason, c->entry);
+    return;
+  }
+  buf = uv_buf_init(h->out, (unsigned)h->out_len);
+  if (proxy_end_write(&c->up, &buf, 1) != 0) {
+    proxy_conn_close(c, 1, "upstream_error");
+    return;
+  }
+  h->up_bytes += h->out_len;
+  free(h->out);
+  h->out = NULL;
+  h->phase = h->req_done ? PH_RESPONSE : PH_BODY;
+  proxy_end_want_read(&c->up, 1);
+  proxy_conn_touch(c);
+  proxy_conn_arm_timer(c, c->sb->limits.idle_ms);
+  process_down(c);
+}
+
+static void bypass_ready(struct proxy_conn *c, int status, const char *reason)
+{
+  if (status != 0) {
+    proxy_conn_close(c, 1, reason);
+    return;
+  }
+  proxy_relay_start(c);
+}
+
+/*
+ * Decides and forwards one parsed request head. Returns 0 when the engine may keep
+ * processing, -1 when it must stop (answered, waiting for the upstream).
+ */
+static int handle_request(struct proxy_conn *c, const struct proxy_http_request *req)
+{
+  struct proxy_http *h = c->http;
+  struct proxy_sandbox *sb = c->sb;
+  struct rules_request_decision *rd;
+  struct rules_decision d;
+  struct rules_dest dest;
+  const char *reason = NULL, *host;
+  size_t hlen, bound, i;
+  llhttp_errno_t err;
+  int n;
+
+  sb->ctx->counters.requests++;
+  h->requests++;
+  h->start_ms = uv_now(sb->ctx->loop);
+  remember_request(h, req);
+  if (req->method_len >= sizeof(h->method)) {
+    fail_request(c, 501, "method_too_long", NULL);
+    return -1;
+  }
+
+  /* The destination name: DNS gave one, or Host names it; they must agree, and an
+   * absolute-form target must agree too. */
+  if (req->form == PROXY_TARGET_ABSOLUTE) {
+    if (split_authority(req->authority, req->authority_len, &host, &hlen) != 0 ||
+        proxy_conn_set_name(c, host, hlen, NAME_HOST, &reason) != 0) {
+      fail_request(c, reason && strcmp(reason, "host_mismatch") == 0 ? 403 : 400,
+                   reason ? reason : "invalid_host", NULL);
+      return -1;
+    }
+  }
+  if (req->host_field >= 0) {
+    const struct proxy_http_field *f = &req->fields[req->host_field];
+
+    if (split_authority(f->value, f->value_len, &host, &hlen) != 0 ||
+        proxy_conn_set_name(c, host, hlen, NAME_HOST, &reason) != 0) {
+      fail_request(c, reason && strcmp(reason, "host_mismatch") == 0 ? 403 : 400,
+                   reason ? reason : "invalid_host", NULL);
+      return -1;
+    }
+  }
+  if (c->reason != NULL && !h->decided) {
+    /* Decided at accept time (unknown synthetic address). */
+    fail_request(c, 403, c->reason, NULL);
+    return -1;
+  }
+
+  /* Each request is decided under the config current when it arrives, so a swapped
+   * config applies from the next request on. */
+  rules_config_unref(h->cfg);
+  h->cfg = rules_config_ref(sb->config);
+  proxy_conn_dest(c, &dest);
+  rules_decide_conn(h->cfg, &dest, &d);
+  if (!h->decided) {
+    h->decided = 1;
+    c->action = d.action;
+    memcpy(c->entry, d.entry, sizeof(c->entry));
+    sb->ctx->counters.actions[d.action]++;
+    if (d.action == RULES_BYPASS) {
+      /* no_proxy: relay the connection untouched, this request included. */
+      h->method_len = 0;
+      proxy_conn_dial(c, bypass_ready);
+      return -1;
+    }
+  }
+  if (d.action == RULES_DENY) {
+    fail_request(c, 403, d.reason, d.entry);
+    return -1;
+  }
+
+  rd = malloc(sizeof(*rd));
+  if (rd == NULL) {
+    proxy_conn_close(c, 1, "out_of_memory");
+    return -1;
+  }
+  rules_decide_request(h->cfg, &dest, h->method, req->path, req->path_len, rd);
+  if (rd->deny) {
+    char entry[64];
+
+    memcpy(entry, rd->entry, sizeof(entry));
+    reason = rd->reason;
+    free(rd);
+    fail_request(c, 403, reason, entry);
+    return -1;
+  }
+  if (d.action == RULES_BYPASS)
+    rd->nheaders = 0; /* a config swap made the host no_proxy: inject nothing */
+  for (i = 0; i < rd->nheaders; i++) {
+    h->injected[i] = rd->headers[i].name;
+    proxy_labels_add(&sb->ctx->injected_by_rule, rd->headers[i].rule, 1);
+  }
+  h->ninjected = rd->nheaders;
+  if (rd->nheaders > 0)
+    snprintf(h->rule, sizeof(h->rule), "%s", rd->headers[0].rule);
+  sb->ctx->counters.headers_injected += rd->nheaders;
+
+  /* llhttp must agree on the head before anything is forwarded. */
+  llhttp_reset(&h->req);
+  h->msg_complete = 0;
+  err = llhttp_execute(&h->req, req->head, req->head_len);
+  if ((err != HPE_OK && err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) ||
+      (err == HPE_OK && h->msg_complete) ||
+      (req->chunked != !!(h->req.flags & F_CHUNKED)) ||
+      (req->content_length >= 0 && (uint64_t)req->content_length != h->req.content_length &&
+       !h->msg_complete)) {
+    free(rd);
+    log_debug("conn %llu: llhttp disagrees on a head: %s", (unsigned long long)c->id,
+              llhttp_errno_name(err));
+    fail_request(c, 400, "malformed_request", NULL);
+    return -1;
+  }
+  if (err == HPE_PAUSED)
+    llhttp_resume(&h->req);
+  h->req_done = h->msg_complete || err == HPE_PAUSED_UPGRADE;
+  h->keep_alive = req->keep_alive;
+  h->upgrade = req->upgrade;
+  h->is_head = req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0;
+  h->resp_done = 0;
+  h->resp_started = 0;
+
+  bound = proxy_http_rewrite_bound(req, rd);
+  free(h->out);
+  h->out = malloc(bound);
+  if (h->out == NULL) {
+    free(rd);
+    proxy_conn_close(c, 1, "out_of_memory");
+    return -1;
+  }
+  n = proxy_http_rewrite(req, rd, h->out, bound);
+  free(rd);
+  if (n < 0) {
+    fail_request(c, 431, "headers_too_large", NULL);
+    return -1;
+  }
+  h->out_len = (size_t)n;
+  proxy_conn_pending_consume(c, req->head_len);
+
+  llhttp_reset(&h->resp);
+  if (!c->up.open) {
+    h->phase = PH_CONNECTING;
+    proxy_conn_dial(c, up_ready);
+    return -1;
+  }
+  up_ready(c, 0, NULL);
+  return -1; /* up_ready resumed processing */
+}
+
+/* Streams request body bytes: returns how many of data[0..len) belong to the body. */
+static size_t feed_body(struct proxy_conn *c, const char *data, size_t len, int *error)
+{
+  struct proxy_http *h = c->http;
+  llhttp_errno_t err;
+  size_t used = len;
+
+  *error = 0;
+  h->msg_complete = 0;
+  err = llhttp_execute(&h->req, data, len);
+  if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+    used = (size_t)(llhttp_get_error_pos(&h->req) - data);
+    if (err == HPE_PAUSED)
+      llhttp_resume(&h->req);
+  } else if (err != HPE_OK) {
+    /* An invalid chunk size or extension: what is left is never forwarded. */
+    used = (size_t)(llhttp_get_error_pos(&h->req) - data);
+    *error = 1;
+    return used > len ? 0 : used;
+  }
+  if (h->msg_complete)
+    h->req_done = 1;
+  return used;
+}
+
+static int forward_up(struct proxy_conn *c, const char *data, size_t len)
+{
+  uv_buf_t buf = proxy_buf(data, len);
+
+  if (len == 0)
+    return 0;
+  c->http->up_bytes += len;
+  if (proxy_end_write(&c->up, &buf, 1) != 0) {
+    proxy_conn_close(c, 1, "upstream_error");
+    return -1;
+  }
+  return 0;
+}
+
+static void process_down(struct proxy_conn *c)
+{
+  struct proxy_http *h = c->http;
+  struct proxy_http_request *req;
+  enum proxy_http_status st;
+  const char *why = NULL;
+  size_t used;
+  int error;
+
+  while (c->state == CONN_HTTP) {
+    switch (h->phase) {
+    case PH_HEAD:
+      if (c->pending_len == 0) {
+        proxy_end_want_read(&c->down, 1);
+        if (c->down.eof)
+          proxy_conn_close(c, 0, NULL);
+        return;
+      }
+      req = malloc(sizeof(*req));
+      if (req == NULL) {
+        proxy_conn_close(c, 1, "out_of_memory");
+        return;
+      }
+      st = proxy_http_parse_request(c->pending, c->pending_len,
+                                    c->sb->limits.max_header_bytes, req, &why);
+      if (st == PROXY_HTTP_NEED_MORE) {
+        free(req);
+        if (c->down.eof) {
+          proxy_conn_close(c, 0, "sandbox_closed");
+          return;
+        }
+        /* A head has started: it must complete within head_ms (slowloris). */
+        if (c->timer_ms != c->sb->limits.head_ms)
+          proxy_conn_arm_timer(c, c->sb->limits.head_ms);
+        proxy_end_want_read(&c->down, 1);
+        return;
+      }
+      if (st != PROXY_HTTP_OK) {
+        free(req);
+        h->method_len = 0;
+        fail_request(c, st == PROXY_HTTP_TOO_LARGE ? 431 : st == PROXY_HTTP_NOT_IMPL ? 501 : 400,
+                     why ? why : "malformed_request", NULL);
+        return;
+      }
+      proxy_end_want_read(&c->down, 0);
+      handle_request(c, req);
+      free(req);
+      return;
+    case PH_CONNECTING:
+      return;
+    case PH_BODY:
+      if (h->req_done) {
+        h->phase = PH_RESPONSE;
+        break;
+      }
+      if (c->pending_len == 0) {
+        proxy_end_want_read(&c->down, 1);
+        if (c->down.eof)
+          proxy_conn_close(c, 1, "sandbox_closed");
+        return;
+      }
+      used = feed_body(c, c->pending, c->pending_len, &error);
+      if (forward_up(c, c->pending, used) != 0)
+        return;
+      proxy_conn_pending_consume(c, used);
+      if (error) {
+        fail_request(c, 400, "invalid_chunked_body", NULL);
+        return;
+      }
+      break;
+    case PH_RESPONSE:
+      /* Later bytes wait until the response is done. */
+      proxy_end_want_read(&c->down, 0);
+      if (h->resp_done)
+        finish_response(c);
+      return;
+    }
+  }
+}
+
+/* ---- responses ---- */
+
+static void next_request(struct proxy_conn *c)
+{
+  struct proxy_http *h = c->http;
+
+  h->phase = PH_HEAD;
+  h->req_done = 0;
+  h->resp_done = 0;
+  h->resp_started = 0;
+  proxy_conn_arm_timer(c, c->sb->limits.idle_ms);
+  process_down(c);
+}
+
+static void finish_response(struct proxy_conn *c)
+{
+  struct proxy_http *h = c->http;
+
+  if (!h->req_done) {
+    /* The upstream answered before the request body ended (413, 401): the rest of
+     * the body cannot be told apart from a next request, so the connection ends. */
+    proxy_conn_linger(c);
+    return;
+  }
+  if (!h->keep_alive || !llhttp_should_keep_alive(&h->resp) || c->down.eof ||
+      c->up.eof) {
+    proxy_conn_linger(c);
+    return;
+  }
+  next_request(c);
+}
+
+static void on_up_data(struct proxy_conn *c, const char *data, size_t len)
+{
+  struct proxy_http *h = c->http;
+  llhttp_errno_t err;
+  size_t used = len;
+  uv_buf_t buf;
+
+  if (h->resp_done) {
+    /* More bytes after a complete response, before the next request: the upstream
+     * is out of step. Do not pass them on. */
+    proxy_conn_close(c, 1, "upstream_protocol_error");
+    return;
+  }
+  h->msg_complete = 0;
+  err = llhttp_execute(&h->resp, data, len);
+  if (err == HPE_PAUSED_UPGRADE && h->upgrade && h->status == 101) {
+    /* WebSocket accepted: from here on both directions are opaque. */
+    buf = proxy_buf(data, len);
+    h->down_bytes += len;
+    if (proxy_end_write(&c->down, &buf, 1) != 0) {
+      proxy_conn_close(c, 1, "sandbox_error");
+      return;
+    }
+    h->resp_done = 1;
+    audit_request(c, "forward", NULL);
+    proxy_relay_start(c);
+    return;
+  }
+  if (err == HPE_PAUSED) {
+    used = (size_t)(llhttp_get_error_pos(&h->resp) - data);
+    llhttp_resume(&h->resp);
+  } else if (err != HPE_OK) {
+    log_debug("conn %llu: malformed response from %s: %s", (unsigned long long)c->id,
+              c->name, llhttp_errno_name(err));
+    if (!h->resp_started) {
+      fail_request(c, 502, "upstream_protocol_error", NULL);
+      return;
+    }
+    proxy_conn_close(c, 1, "upstream_protocol_error");
+    return;
+  }
+  if (used > 0) {
+    buf = proxy_buf(data, used);
+    h->resp_started = 1;
+    h->down_bytes += used;
+    if (proxy_end_write(&c->down, &buf, 1) != 0) {
+      proxy_conn_close(c, 1, "sandbox_error");
+      return;
+    }
+  }
+  if (h->msg_complete) {
+    h->resp_done = 1;
+    audit_request(c, "forward", NULL);
+    if (used < len) {
+      proxy_conn_close(c, 1, "upstream_protocol_error");
+      return;
+    }
+    if (h->phase == PH_RESPONSE)
+      finish_response(c);
+    else if (h->phase == PH_BODY)
+      finish_response(c);
+  }
+}
+
+void proxy_http_on_data(struct proxy_conn *c, struct proxy_end *e, const char *data,
+                        size_t len)
+{
+  struct proxy_http *h = c->http;
+  size_t used;
+  int error;
+
+  if (e == &c->up) {
+    on_up_data(c, data, len);
+    return;
+  }
+  /* The common case of a body arriving while nothing waits: forward from the read
+   * buffer directly, without a copy. */
+  if (h->phase == PH_BODY && c->pending_len == 0 && !h->req_done) {
+    used = feed_body(c, data, len, &error);
+    if (forward_up(c, data, used) != 0)
+      return;
+    if (error) {
+      fail_request(c, 400, "invalid_chunked_body", NULL);
+      return;
+    }
+    data += used;
+    len -= used;
+    if (len == 0) {
+      if (h->req_done)
+        process_down(c);
+      return;
+    }
+  }
+  if (c->pending_len + len > c->sb->limits.max_header_bytes + 65536) {
+    if (h->phase == PH_HEAD) {
+      fail_request(c, 431, "headers_too_large", NULL);
+      return;
+    }
+    proxy_conn_close(c, 1, "buffer_limit");
+    return;
+  }
+  if (proxy_conn_pending_append(c, data, len) != 0) {
+    proxy_conn_close(c, 1, "out_of_memory");
+    return;
+  }
+  process_down(c);
+}
+
+void proxy_http_on_eof(struct proxy_conn *c, struct proxy_end *e)
+{
+  struct proxy_http *h = c->http;
+
+  if (e == &c->up) {
+    if (h->phase == PH_BODY || h->phase == PH_RESPONSE) {
+      if (llhttp_finish(&h->resp) == HPE_OK && h->resp_started) {
+        /* A body delimited by the connection's end. */
+        h->resp_done = 1;
+        audit_request(c, "forward", NULL);
+        proxy_conn_linger(c);
+        return;
+      }
+      if (!h->resp_started) {
+        fail_request(c, 502, "upstream_closed", NULL);
+        return;
+      }
+    }
+    proxy_conn_close(c, 0, "upstream_closed");
+    return;
+  }
+  /* The sandbox half-closed: finish what is in progress, then end. */
+  switch (h->phase) {
+  case PH_HEAD:
+    process_down(c);
+    break;
+  case PH_BODY:
+    if (!h->req_done)
+      proxy_conn_close(c, 1, "sandbox_closed");
+    break;
+  default:
+    break;
+  }
+}
+
+void proxy_http_on_drain(struct proxy_conn *c, struct proxy_end *e)
+{
+  (void)c;
+  (void)e;
+}
+
+void proxy_http_on_timeout(struct proxy_conn *c)
+{
+  struct proxy_http *h = c->http;
+  uint64_t now = uv_now(c->sb->ctx->loop), idle = now - c->last_active_ms;
+
+  if (h->phase == PH_HEAD) {
+    if (c->pending_len > 0 || h->requests == 0) {
+      /* A head that trickles in, or never comes (slowloris). */
+      fail_request(c, 408, "head_timeout", NULL);
+      return;
+    }
+    proxy_conn_close(c, 0, "idle_timeout");
+    return;
+  }
+  if (idle >= c->sb->limits.idle_ms) {
+    if (h->phase == PH_RESPONSE && !h->resp_started) {
+      fail_request(c, 504, "upstream_timeout", NULL);
+      return;
+    }
+    proxy_conn_close(c, 1, "idle_timeout");
+    return;
+  }
+  proxy_conn_arm_timer(c, c->sb->limits.idle_ms - idle);
+}
+
+void proxy_http_start(struct proxy_conn *c)
+{
+  struct proxy_http *h = calloc(1, sizeof(*h));
+
+  if (h == NULL) {
+    proxy_conn_close(c, 1, "out_of_memory");
+    return;
+  }
+  c->http = h;
+  llhttp_init(&h->req, HTTP_REQUEST, &req_settings);
+  llhttp_init(&h->resp, HTTP_RESPONSE, &resp_settings);
+  h->req.data = c;
+  h->resp.data = c;
+  h->phase = PH_HEAD;
+  c->state = CONN_HTTP;
+  proxy_conn_arm_timer(c, c->sb->limits.head_ms);
+  process_down(c);
+}

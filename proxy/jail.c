@@ -1,0 +1,639 @@
+/*
+ * `authproxy jail [OPTIONS] -- CMD...`: the embedded default. Makes a fresh network
+ * namespace whose only way out is this process, runs the proxy in-process on a libuv
+ * loop, runs CMD inside the namespace (own mount namespace with the resolver pointed
+ * at the responder and the sandbox CA trusted), and exits with CMD's status.
+ *
+ * Nothing outlives the jail: the namespace has no name, so it vanishes with its last
+ * process; if the jail dies first, CMD is killed (PR_SET_PDEATHSIG) and anything CMD
+ * left behind is in a namespace without network.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "netns/netns.h"
+#include "proxy/audit.h"
+#include "proxy/ca.h"
+#include "proxy/cfgload.h"
+#include "proxy/commands.h"
+#include "proxy/log.h"
+#include "proxy/proxy.h"
+#include "proxy/rng.h"
+#include "proxy/tls.h"
+#include "rules/rules.h"
+
+#define SYSTEM_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+#define MAX_UPSTREAM_CA 16
+
+struct jail {
+  uv_loop_t loop;
+  struct proxy_ctx ctx;
+  struct proxy_sandbox *sb;
+  struct proxy_ca *ca;
+  struct rules_config *cfg;
+  struct rules_secrets *secrets;
+  struct proxy_audit *audit;
+  struct proxy_upstream_tls *upstream;
+  int nsfd;
+  int own_netns;
+  pid_t child;
+  int exit_status;
+  int child_done;
+  int signals_seen;
+  uv_signal_t sig[4];
+  int nsig;
+  char tmpdir[64];
+  char bundle[128];
+  char resolv[128];
+  /* options */
+  const char *config_path;
+  const char *secrets_dir;
+  const char *netns_path;
+  const char *log_path;
+  const char *user;
+  const char *upstream_ca[MAX_UPSTREAM_CA];
+  size_t nupstream_ca;
+  enum netns_capture capture;
+  struct proxy_limits limits;
+  size_t leaf_cache;
+};
+
+static void usage(FILE *f)
+{
+  fprintf(f,
+    "usage: authproxy jail [OPTIONS] -- CMD [ARGS...]\n"
+    "\n"
+    "Runs CMD in a new network namespace whose only way out is authproxy, applying\n"
+    "the proxy_config (header injection, egress policy, DNS remapping). Needs root.\n"
+    "\n"
+    "options:\n"
+    "  --config FILE          proxy_config JSON (default: empty: allow all, inject nothing)\n"
+    "  --secrets-dir DIR      where {KEY} templates of workspace_secret headers resolve\n"
+    "  --upstream-ca FILE     also trust this CA (PEM) for upstream TLS; repeatable\n"
+    "  --user USER            run CMD as USER (default: the sudo caller, else root)\n"
+    "  --log FILE             audit log, JSON Lines (\"-\": standard output)\n"
+    "  --netns PATH           use this existing namespace instead of a new one; it is\n"
+    "                         left locked down (no network) when the jail exits\n"
+    "  --capture MODE         forwarded traffic: redirect (default) or tproxy\n"
+    "  --max-conns N          concurrent connections (default 4096)\n"
+    "  --idle-timeout SEC     close connections idle this long (default 300)\n"
+    "  --connect-timeout SEC  upstream resolution + connect (default 10)\n"
+    "  --head-timeout SEC     time to send a request head (default 30)\n"
+    "  --max-header-bytes N   request head limit; larger heads get 431 (default 65536)\n"
+    "  --leaf-cache N         certificates kept per sandbox (default 1024)\n"
+    "  -v, --verbose          more log output (twice for debug)\n"
+    "  -h, --help             this help\n");
+}
+
+static int parse_uint(const char *opt, const char *s, uint64_t max, uint64_t *out)
+{
+  char *end;
+  unsigned long long v;
+
+  errno = 0;
+  v = strtoull(s, &end, 10);
+  if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v > max) {
+    fprintf(stderr, "authproxy jail: %s: \"%s\" is not a number between 0 and %llu\n",
+            opt, s, (unsigned long long)max);
+    return -EINVAL;
+  }
+  *out = v;
+  return 0;
+}
+
+static int parse_args(struct jail *j, int argc, char **argv)
+{
+  enum { O_CONFIG = 256, O_SECRETS, O_UPCA, O_USER, O_LOG, O_NETNS, O_CAPTURE,
+         O_MAXCONNS, O_IDLE, O_CONNECT, O_HEAD, O_MAXHDR, O_LEAF };
+  static const struct option opts[] = {
+    { "config", required_argument, NULL, O_CONFIG },
+    { "secrets-dir", required_argument, NULL, O_SECRETS },
+    { "upstream-ca", required_argument, NULL, O_UPCA },
+    { "user", required_argument, NULL, O_USER },
+    { "log", required_argument, NULL, O_LOG },
+    { "netns", required_argument, NULL, O_NETNS },
+    { "capture", required_argument, NULL, O_CAPTURE },
+    { "max-conns", required_argument, NULL, O_MAXCONNS },
+    { "idle-timeout", required_argument, NULL, O_IDLE },
+    { "connect-timeout", required_argument, NULL, O_CONNECT },
+    { "head-timeout", required_argument, NULL, O_HEAD },
+    { "max-header-bytes", required_argument, NULL, O_MAXHDR },
+    { "leaf-cache", required_argument, NULL, O_LEAF },
+    { "verbose", no_argument, NULL, 'v' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
+  int c, verbose = 0;
+  uint64_t v;
+
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "+vh", opts, NULL)) != -1) {
+    switch (c) {
+    case O_CONFIG: j->config_path = optarg; break;
+    case O_SECRETS: j->secrets_dir = optarg; break;
+    case O_UPCA:
+      if (j->nupstream_ca == MAX_UPSTREAM_CA) {
+        fprintf(stderr, "authproxy jail: at most %d --upstream-ca files\n", MAX_UPSTREAM_CA);
+        return -EINVAL;
+      }
+      j->upstream_ca[j->nupstream_ca++] = optarg;
+      break;
+    case O_USER: j->user = optarg; break;
+    case O_LOG: j->log_path = optarg; break;
+    case O_NETNS: j->netns_path = optarg; break;
+    case O_CAPTURE:
+      if (strcmp(optarg, "redirect") == 0) {
+        j->capture = NETNS_CAPTURE_REDIRECT;
+      } else if (strcmp(optarg, "tproxy") == 0) {
+        j->capture = NETNS_CAPTURE_TPROXY;
+      } else {
+        fprintf(stderr, "authproxy jail: --capture: \"%s\" is neither redirect nor tproxy\n",
+                optarg);
+        return -EINVAL;
+      }
+      break;
+    case O_MAXCONNS:
+      if (parse_uint("--max-conns", optarg, 1000000, &v) != 0 || v == 0)
+        return -EINVAL;
+      j->limits.max_conns = (unsigned)v;
+      break;
+    case O_IDLE:
+      if (parse_uint("--idle-timeout", optarg, 86400, &v) != 0 || v == 0)
+        return -EINVAL;
+      j->limits.idle_ms = v * 1000;
+      break;
+    case O_CONNECT:
+      if (parse_uint("--connect-timeout", optarg, 3600, &v) != 0 || v == 0)
+        return -EINVAL;
+      j->limits.connect_ms = v * 1000;
+      break;
+    case O_HEAD:
+      if (parse_uint("--head-timeout", optarg, 3600, &v) != 0 || v == 0)
+        return -EINVAL;
+      j->limits.head_ms = v * 1000;
+      break;
+    case O_MAXHDR:
+      if (parse_uint("--max-header-bytes", optarg, 1u << 20, &v) != 0 || v < 1024)
+        return -EINVAL;
+      j->limits.max_header_bytes = (size_t)v;
+      break;
+    case O_LEAF:
+      if (parse_uint("--leaf-cache", optarg, 1000000, &v) != 0 || v == 0)
+        return -EINVAL;
+      j->leaf_cache = (size_t)v;
+      break;
+    case 'v': verbose++; break;
+    case 'h': usage(stdout); exit(0);
+    default: usage(stderr); return -EINVAL;
+    }
+  }
+  proxy_log_set_level(verbose >= 2 ? PROXY_LOG_DEBUG : verbose ? PROXY_LOG_INFO : PROXY_LOG_WARN);
+  if (optind >= argc) {
+    fprintf(stderr, "authproxy jail: no command given\n\n");
+    usage(stderr);
+    return -EINVAL;
+  }
+  return optind;
+}
+
+/* ---- files the sandbox sees ---- */
+
+static int write_file(const char *path, const char *a, size_t alen, const char *b,
+                      size_t blen)
+{
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+  int ret = 0;
+
+  if (fd < 0)
+    return -errno;
+  if (fchmod(fd, 0644) != 0 || (alen && write(fd, a, alen) != (ssize_t)alen) ||
+      (blen && write(fd, b, blen) != (ssize_t)blen))
+    ret = -errno ? -errno : -EIO;
+  if (close(fd) != 0 && ret == 0)
+    ret = -errno;
+  return ret;
+}
+
+/* The resolver file and the CA bundle (system CAs + the sandbox CA). */
+static int prepare_files(struct jail *j)
+{
+  static const char resolv[] =
+      "# written by authproxy jail: the sandbox's only resolver\n"
+      "nameserver " NETNS_DNS_ADDR4 "\n"
+      "options edns0\n";
+  const char *pem = proxy_ca_cert_pem(j->ca);
+  char *system = NULL;
+  size_t slen = 0;
+  int r;
+
+  snprintf(j->tmpdir, sizeof(j->tmpdir), "/tmp/authproxy-jail.XXXXXX");
+  if (mkdtemp(j->tmpdir) == NULL) {
+    j->tmpdir[0] = '\0';
+    return -errno;
+  }
+  /* Readable by CMD's user when it drops privileges; holds nothing secret. */
+  if (chmod(j->tmpdir, 0755) != 0)
+    return -errno;
+  snprintf(j->resolv, sizeof(j->resolv), "%s/resolv.conf", j->tmpdir);
+  snprintf(j->bundle, sizeof(j->bundle), "%s/ca-bundle.crt", j->tmpdir);
+  r = write_file(j->resolv, resolv, sizeof(resolv) - 1, NULL, 0);
+  if (r != 0)
+    return r;
+  if (proxy_read_file(SYSTEM_BUNDLE, 64u << 20, &system, &slen) != 0)
+    slen = 0;
+  r = write_file(j->bundle, system ? system : "", slen, pem, strlen(pem));
+  free(system);
+  return r;
+}
+
+static void remove_files(struct jail *j)
+{
+  if (j->tmpdir[0] == '\0')
+    return;
+  unlink(j->resolv);
+  unlink(j->bundle);
+  rmdir(j->tmpdir);
+}
+
+/* ---- the child ---- */
+
+static int bind_over(const char *src, const char *dst)
+{
+  struct stat st;
+
+  if (stat(dst, &st) != 0)
+    return -errno;
+  if (mount(src, dst, NULL, MS_BIND, NULL) != 0)
+    return -errno;
+  return 0;
+}
+
+static int drop_privileges(const char *user, struct passwd **pw_out)
+{
+  struct passwd *pw = NULL;
+  const char *sudo_uid = getenv("SUDO_UID");
+  char *end;
+  uid_t uid;
+
+  *pw_out = NULL;
+  if (user != NULL) {
+    pw = getpwnam(user);
+    if (pw == NULL) {
+      uid = (uid_t)strtoul(user, &end, 10);
+      if (*user == '\0' || *end != '\0') {
+        fprintf(stderr, "authproxy jail: --user: no such user \"%s\"\n", user);
+        return -ENOENT;
+      }
+      pw = getpwuid(uid);
+      if (pw == NULL) {
+        fprintf(stderr, "authproxy jail: --user: no passwd entry for uid %u\n", uid);
+        return -ENOENT;
+      }
+    }
+  } else if (sudo_uid != NULL) {
+    uid = (uid_t)strtoul(sudo_uid, &end, 10);
+    if (*end == '\0')
+      pw = getpwuid(uid);
+  }
+  if (pw == NULL || pw->pw_uid == 0) {
+    fprintf(stderr, "authproxy jail: warning: CMD runs as root, which can read the "
+                    "proxy's memory and the secrets directory; use --user or sudo\n");
+    return 0;
+  }
+  if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+      setuid(pw->pw_uid) != 0) {
+    fprintf(stderr, "authproxy jail: cannot switch to user %s: %s\n", pw->pw_name,
+            strerror(errno));
+    return -EPERM;
+  }
+  if (setuid(0) == 0) {
+    fprintf(stderr, "authproxy jail: privileges could not be dropped\n");
+    return -EPERM;
+  }
+  *pw_out = pw;
+  return 0;
+}
+
+static void child_main(struct jail *j, pid_t parent, char **cmd)
+{
+  static const char *const ca_vars[] = {
+    "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
+    "GIT_SSL_CAINFO",
+  };
+  struct passwd *pw;
+  const char *bundle = j->bundle;
+  sigset_t all;
+  size_t i;
+  int r;
+
+  /* CMD must not outlive the proxy that is its only way out. */
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent)
+    _exit(126);
+  for (i = 1; i < NSIG; i++)
+    signal((int)i, SIG_DFL);
+  sigemptyset(&all);
+  sigprocmask(SIG_SETMASK, &all, NULL);
+
+  if (setns(j->nsfd, CLONE_NEWNET) != 0) {
+    fprintf(stderr, "authproxy jail: setns: %s\n", strerror(errno));
+    _exit(126);
+  }
+  if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
+    fprintf(stderr, "authproxy jail: private mount namespace: %s\n", strerror(errno));
+    _exit(126);
+  }
+  r = bind_over(j->resolv, "/etc/resolv.conf");
+  if (r != 0)
+    fprintf(stderr, "authproxy jail: warning: cannot replace /etc/resolv.conf (%s); DNS "
+            "to any server is still answered by the proxy\n", strerror(-r));
+  if (bind_over(j->bundle, SYSTEM_BUNDLE) == 0)
+    bundle = SYSTEM_BUNDLE;
+  for (i = 0; i < sizeof(ca_vars) / sizeof(ca_vars[0]); i++)
+    setenv(ca_vars[i], bundle, 1);
+  if (drop_privileges(j->user, &pw) != 0)
+    _exit(126);
+  if (pw != NULL) {
+    setenv("HOME", pw->pw_dir, 1);
+    setenv("USER", pw->pw_name, 1);
+    setenv("LOGNAME", pw->pw_name, 1);
+  }
+  execvp(cmd[0], cmd);
+  fprintf(stderr, "authproxy jail: cannot run %s: %s\n", cmd[0], strerror(errno));
+  _exit(errno == ENOENT ? 127 : 126);
+}
+
+/* ---- the parent ---- */
+
+static void sandbox_closed(void *arg)
+{
+  struct jail *j = arg;
+
+  j->sb = NULL;
+  uv_stop(&j->loop);
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, NULL);
+}
+
+static void reap(struct jail *j)
+{
+  int status;
+  pid_t r;
+
+  while ((r = waitpid(-1, &status, WNOHANG)) > 0) {
+    if (r != j->child)
+      continue;
+    j->child_done = 1;
+    if (WIFEXITED(status))
+      j->exit_status = WEXITSTATUS(status);
+    else if (WIFSIGNALED(status))
+      j->exit_status = 128 + WTERMSIG(status);
+  }
+  if (j->child_done && j->sb != NULL) {
+    int i;
+
+    for (i = 0; i < j->nsig; i++)
+      uv_signal_stop(&j->sig[i]);
+    proxy_sandbox_close(j->sb, 0, sandbox_closed, j);
+  }
+}
+
+static void signal_cb(uv_signal_t *s, int signum)
+{
+  struct jail *j = s->data;
+
+  if (signum == SIGCHLD) {
+    reap(j);
+    return;
+  }
+  if (signum == SIGHUP && j->audit != NULL && j->child_done) {
+    proxy_audit_reopen(j->audit);
+    return;
+  }
+  /* Pass the signal on; CMD decides how to end. A third one ends it for good. A
+   * SIGINT from the terminal reached CMD already (same process group). */
+  j->signals_seen++;
+  if (j->child <= 0 || j->child_done)
+    return;
+  if (j->signals_seen >= 3)
+    kill(j->child, SIGKILL);
+  else if (signum != SIGINT)
+    kill(j->child, signum);
+}
+
+static int start_signals(struct jail *j)
+{
+  static const int sigs[] = { SIGCHLD, SIGTERM, SIGHUP, SIGINT };
+  size_t i;
+  int r;
+
+  for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+    r = uv_signal_init(&j->loop, &j->sig[i]);
+    if (r != 0)
+      return r;
+    j->sig[i].data = j;
+    j->nsig++;
+    r = uv_signal_start(&j->sig[i], signal_cb, sigs[i]);
+    if (r != 0)
+      return r;
+  }
+  return 0;
+}
+
+static int attach_ns(struct jail *j, struct netns_fds *fds)
+{
+  struct netns_rules_opts o;
+  char err[512];
+  int r;
+
+  if (j->netns_path != NULL) {
+    j->nsfd = netns_open(j->netns_path);
+    if (j->nsfd < 0) {
+      fprintf(stderr, "authproxy jail: --netns %s: %s\n", j->netns_path,
+              j->nsfd == -EINVAL ? "not a network namespace" : strerror(-j->nsfd));
+      return j->nsfd;
+    }
+  } else {
+    j->nsfd = netns_create();
+    if (j->nsfd < 0) {
+      fprintf(stderr, "authproxy jail: cannot create a network namespace: %s%s\n",
+              strerror(-j->nsfd), j->nsfd == -EPERM ? " (run as root)" : "");
+      return j->nsfd;
+    }
+    j->own_netns = 1;
+  }
+  memset(&o, 0, sizeof(o));
+  o.dns_port = NETNS_DNS_PORT;
+  o.capture = j->capture;
+  err[0] = '\0';
+  r = netns_attach(j->nsfd, &o, fds, err, sizeof(err));
+  if (r != 0) {
+    fprintf(stderr, "authproxy jail: %s\n", err[0] ? err : strerror(-r));
+    return r;
+  }
+  return 0;
+}
+
+int proxy_cmd_jail(int argc, char **argv)
+{
+  struct proxy_ca_opts caopts;
+  struct netns_fds fds;
+  struct jail *j;
+  sigset_t all, old;
+  char err[512];
+  int first, r, ret = 1;
+
+  j = calloc(1, sizeof(*j));
+  if (j == NULL)
+    return 1;
+  j->nsfd = -1;
+  j->exit_status = 1;
+  netns_fds_init(&fds);
+  proxy_limits_default(&j->limits);
+  first = parse_args(j, argc, argv);
+  if (first < 0) {
+    ret = 2;
+    goto out;
+  }
+  if (geteuid() != 0) {
+    fprintf(stderr, "authproxy jail: must run as root (it creates a network namespace "
+                    "and nftables rules); try: sudo authproxy jail ...\n");
+    goto out;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  r = proxy_rng_init();
+  if (r != 0) {
+    fprintf(stderr, "authproxy jail: cannot seed the random generator: %s\n", strerror(-r));
+    goto out;
+  }
+  j->secrets = rules_secrets_new(j->secrets_dir);
+  if (j->secrets == NULL)
+    goto out;
+  if (j->config_path != NULL) {
+    if (proxy_load_config(j->config_path, j->secrets, "authproxy jail: config", stderr,
+                          &j->cfg) != 0)
+      goto out;
+  } else {
+    struct rules_diag diag;
+
+    rules_diag_init(&diag);
+    r = rules_config_parse("{}", 2, "", NULL, &j->cfg, &diag);
+    rules_diag_free(&diag);
+    if (r != 0)
+      goto out;
+  }
+  memset(&caopts, 0, sizeof(caopts));
+  caopts.cache_size = j->leaf_cache;
+  r = proxy_ca_generate(&caopts, &j->ca);
+  if (r != 0) {
+    fprintf(stderr, "authproxy jail: cannot generate the sandbox CA: %s\n", strerror(-r));
+    goto out;
+  }
+  err[0] = '\0';
+  r = proxy_upstream_tls_new(NULL, j->upstream_ca, j->nupstream_ca, &j->upstream, err,
+                             sizeof(err));
+  if (r != 0) {
+    fprintf(stderr, "authproxy jail: %s\n", err[0] ? err : strerror(-r));
+    goto out;
+  }
+  r = prepare_files(j);
+  if (r != 0) {
+    fprintf(stderr, "authproxy jail: cannot write the sandbox's resolver and CA files: %s\n",
+            strerror(-r));
+    goto out;
+  }
+  if (attach_ns(j, &fds) != 0)
+    goto out;
+
+  r = uv_loop_init(&j->loop);
+  if (r != 0)
+    goto out;
+  r = proxy_ctx_init(&j->ctx, &j->loop);
+  if (r != 0)
+    goto out_loop;
+  j->ctx.limits = j->limits;
+  j->ctx.upstream_tls = j->upstream;
+  if (j->log_path != NULL) {
+    r = proxy_audit_open(&j->loop, j->log_path, &j->audit);
+    if (r != 0) {
+      fprintf(stderr, "authproxy jail: --log %s: %s\n", j->log_path, strerror(-r));
+      goto out_loop;
+    }
+    j->ctx.audit = j->audit;
+  }
+  r = proxy_sandbox_start(&j->ctx, "jail", j->cfg, j->ca, &fds, NULL, &j->sb);
+  if (r != 0)
+    goto out_loop;
+
+  /* Signals stay blocked across fork so none is lost between the two. */
+  sigfillset(&all);
+  sigprocmask(SIG_BLOCK, &all, &old);
+  r = start_signals(j);
+  if (r == 0) {
+    pid_t parent = getpid();
+
+    j->child = fork();
+    if (j->child == 0)
+      child_main(j, parent, argv + first);
+  }
+  sigprocmask(SIG_SETMASK, &old, NULL);
+  if (r != 0 || j->child < 0) {
+    fprintf(stderr, "authproxy jail: cannot start %s: %s\n", argv[first],
+            r != 0 ? uv_strerror(r) : strerror(errno));
+    j->child = 0;
+    proxy_sandbox_close(j->sb, 0, sandbox_closed, j);
+  } else {
+    reap(j); /* CMD may have ended before SIGCHLD was being watched. */
+  }
+  uv_run(&j->loop, UV_RUN_DEFAULT);
+  ret = j->child > 0 ? j->exit_status : 1;
+
+out_loop:
+  if (j->sb != NULL)
+    proxy_sandbox_close(j->sb, 0, sandbox_closed, j);
+  proxy_audit_close(j->audit);
+  j->ctx.audit = NULL;
+  uv_walk(&j->loop, close_walk, NULL);
+  uv_run(&j->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&j->loop);
+  proxy_ctx_cleanup(&j->ctx);
+out:
+  netns_fds_close(&fds);
+  if (j->nsfd >= 0) {
+    if (!j->own_netns) {
+      /* A namespace that outlives the jail must not gain network by its leaving. */
+      err[0] = '\0';
+      if (netns_detach(j->nsfd, err, sizeof(err)) != 0)
+        fprintf(stderr, "authproxy jail: warning: %s\n", err);
+    }
+    close(j->nsfd);
+  }
+  remove_files(j);
+  rules_config_unref(j->cfg);
+  rules_secrets_free(j->secrets);
+  proxy_upstream_tls_free(j->upstream);
+  proxy_ca_free(j->ca);
+  free(j);
+  return ret;
+}

@@ -1,0 +1,114 @@
+/*
+ * The data plane: a proxy context on one libuv loop serving any number of sandboxes,
+ * each with its listeners inside its own network namespace, its DNS responder, its
+ * config and (for interception) its CA.
+ *
+ * Everything here runs on the loop's thread.
+ */
+#ifndef AUTHPROXY_PROXY_H
+#define AUTHPROXY_PROXY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "netns/netns.h"
+#include "proxy/metrics.h"
+#include "rules/rules.h"
+
+struct proxy_audit;
+struct proxy_ca;
+struct proxy_upstream_tls;
+
+/* Bounds on what one sandbox and one connection may consume (invariant I8). */
+struct proxy_limits {
+  size_t max_header_bytes;   /* request head; over it: 431 (default 64 KiB) */
+  unsigned max_conns;        /* concurrent connections per sandbox (default 4096) */
+  uint64_t idle_ms;          /* no byte either way for this long: close (300 s) */
+  uint64_t connect_ms;       /* upstream connect incl. resolution (10 s) */
+  uint64_t sniff_ms;         /* first bytes of a client that sent some (10 s) */
+  uint64_t server_first_ms;  /* no byte at all for this long: a server-first
+                                protocol, decided by name or address (500 ms) */
+  uint64_t head_ms;          /* a whole request head (slowloris) (30 s) */
+  uint64_t handshake_ms;     /* TLS handshake with the sandbox (10 s) */
+  uint64_t drain_ms;         /* detach: connections get this long to finish (5 s) */
+  size_t write_queue_max;    /* bytes queued toward one side before the other side
+                                stops being read (256 KiB) */
+  size_t dns_max_names;      /* synthetic names per sandbox (16384) */
+};
+
+/* Fills l with the defaults above. */
+void proxy_limits_default(struct proxy_limits *l);
+
+/* Counters for metrics; plain integers, the loop is single-threaded. */
+struct proxy_counters {
+  uint64_t conns_accepted;
+  uint64_t conns_refused;       /* over the per-sandbox cap, loops, no destination */
+  uint64_t conns_active;
+  uint64_t actions[4];          /* per enum rules_action, connections */
+  uint64_t requests;
+  uint64_t requests_denied;
+  uint64_t requests_bad;        /* 400/431/501 */
+  uint64_t headers_injected;
+  uint64_t upstream_errors;     /* resolution, connect, TLS verification */
+  uint64_t bytes_up;            /* sandbox -> upstream */
+  uint64_t bytes_down;          /* upstream -> sandbox */
+};
+
+struct proxy_ctx {
+  uv_loop_t *loop;
+  struct proxy_limits limits;
+  struct proxy_audit *audit;               /* may be NULL */
+  struct proxy_upstream_tls *upstream_tls; /* trust store for upstream TLS */
+  struct proxy_counters counters;
+  struct proxy_labels closed_by_reason;   /* connections ended for a reason */
+  struct proxy_labels denied_by_reason;   /* requests denied or rejected */
+  struct proxy_labels injected_by_rule;   /* headers injected */
+  uint64_t next_conn_id;
+  char *read_buf;                          /* shared by all reads on the loop */
+  size_t read_buf_size;
+  char *plain_buf;                         /* TLS plaintext, shared likewise */
+};
+
+/* Initializes ctx on loop with default limits. Returns 0 or -ENOMEM. */
+int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop);
+
+/* Frees what proxy_ctx_init allocated (after every sandbox is closed). */
+void proxy_ctx_cleanup(struct proxy_ctx *ctx);
+
+struct proxy_sandbox;
+
+/*
+ * Starts serving a sandbox: takes ownership of the sockets in fds (created inside its
+ * namespace by netns_attach; any may be -1), takes a reference to cfg, borrows ca
+ * (may be NULL: then TLS destinations that need interception are denied). The name
+ * is copied. limits may be NULL for the context's.
+ */
+int proxy_sandbox_start(struct proxy_ctx *ctx, const char *name, struct rules_config *cfg,
+                        struct proxy_ca *ca, struct netns_fds *fds,
+                        const struct proxy_limits *limits, struct proxy_sandbox **out);
+
+/*
+ * Replaces the sandbox's config (takes a reference to cfg, drops the old one when the
+ * last connection holding it is done). Requests already in flight finish under the
+ * old config; requests and connections starting afterwards use the new one.
+ */
+void proxy_sandbox_set_config(struct proxy_sandbox *sb, struct rules_config *cfg);
+
+/* The current config (borrowed). */
+struct rules_config *proxy_sandbox_config(const struct proxy_sandbox *sb);
+
+const char *proxy_sandbox_name(const struct proxy_sandbox *sb);
+
+/* Number of open connections. */
+unsigned proxy_sandbox_conns(const struct proxy_sandbox *sb);
+
+/*
+ * Stops accepting, lets open connections finish for up to drain_ms, then closes them
+ * all, and frees the sandbox; cb(arg) runs when everything is closed.
+ */
+void proxy_sandbox_close(struct proxy_sandbox *sb, uint64_t drain_ms,
+                         void (*cb)(void *arg), void *arg);
+
+#endif

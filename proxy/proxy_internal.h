@@ -1,0 +1,251 @@
+/*
+ * Internals of the data plane shared by its files: sandboxes, connections and their
+ * two ends. Nothing outside proxy/ includes this.
+ */
+#ifndef AUTHPROXY_PROXY_INTERNAL_H
+#define AUTHPROXY_PROXY_INTERNAL_H
+
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <uv.h>
+
+#include "proxy/proxy.h"
+#include "rules/rules.h"
+
+#ifndef container_of
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#endif
+
+/* A uv_buf_t over bytes libuv will only read (uv_buf_t has no const variant). */
+static inline uv_buf_t proxy_buf(const void *p, size_t len)
+{
+  return uv_buf_init((char *)(uintptr_t)p, (unsigned)len);
+}
+
+struct proxy_dns;
+struct proxy_dns_table;
+struct proxy_http;
+struct proxy_tls;
+struct proxy_tls_server;
+struct proxy_conn;
+struct proxy_hello;
+
+struct proxy_listener {
+  uv_tcp_t tcp;
+  struct proxy_sandbox *sb;
+  int transparent; /* TPROXY: the local address is the original destination */
+};
+
+struct proxy_sandbox {
+  struct proxy_ctx *ctx;
+  struct proxy_tls_server *tls_server;  /* session tickets; NULL without a CA */
+  char *name;
+  struct rules_config *config;
+  struct proxy_ca *ca;                  /* borrowed; NULL: no interception */
+  struct proxy_dns_table *dns_table;
+  struct proxy_dns *dns;
+  struct proxy_limits limits;
+  struct proxy_listener listeners[4];   /* tcp4, tcp6, tproxy4, tproxy6 */
+  int nlisteners;
+  uint16_t port;                        /* the listeners' port, to refuse loops */
+  uint16_t tproxy_port;
+  struct proxy_conn *conns;             /* list of open connections */
+  unsigned nconns;
+  int handles;                          /* open listener handles + dns + drain timer */
+  int closing;
+  int drain_timer_closed;
+  uv_timer_t drain_timer;
+  void (*close_cb)(void *arg);
+  void *close_arg;
+};
+
+/* One side of a connection. */
+struct proxy_end {
+  uv_tcp_t tcp;
+  struct proxy_conn *conn;
+  struct proxy_tls *tls;     /* NULL: plaintext */
+  size_t queued;             /* bytes in uv_write requests not yet completed */
+  unsigned open : 1;         /* tcp initialized (needs uv_close) */
+  unsigned reading : 1;      /* uv_read_start is active */
+  unsigned want_read : 1;    /* the state machine wants data from this side */
+  unsigned eof : 1;          /* the peer sent FIN */
+  unsigned shut : 1;         /* we sent (or queued) FIN */
+  unsigned connected : 1;
+};
+
+enum conn_state {
+  CONN_SNIFF,       /* reading the first bytes */
+  CONN_RESOLVE,     /* waiting for the upstream address */
+  CONN_CONNECT,     /* connecting upstream */
+  CONN_TLS_DOWN,    /* TLS handshake with the sandbox */
+  CONN_TLS_UP,      /* TLS handshake with the upstream */
+  CONN_HTTP,        /* the HTTP engine drives both ends */
+  CONN_RELAY,       /* bytes relayed both ways */
+  CONN_LINGER,      /* a local answer was sent; draining the sandbox before closing */
+  CONN_CLOSING,
+};
+
+enum conn_kind { KIND_UNKNOWN, KIND_TLS, KIND_HTTP, KIND_OTHER };
+
+enum name_source { NAME_NONE, NAME_DNS, NAME_SNI, NAME_HOST, NAME_ADDR };
+
+/* Called when the upstream is ready for plaintext (connected, TLS done) or failed.
+ * status is 0 or a negative errno / UV error; reason names a failure. */
+typedef void (*conn_ready_cb)(struct proxy_conn *c, int status, const char *reason);
+
+struct proxy_conn {
+  struct proxy_sandbox *sb;
+  struct proxy_conn *next, *prev;
+  uint64_t id;
+  struct proxy_end down;            /* the sandbox side */
+  struct proxy_end up;              /* the upstream side */
+  uv_timer_t timer;
+  int handles;                      /* handles open (down, up, timer) */
+  int ops;                          /* outstanding requests that hold c (getaddrinfo) */
+  enum conn_state state;
+  enum conn_kind kind;
+  struct rules_config *cfg;         /* config the connection was decided under */
+  struct sockaddr_storage dst;      /* original destination */
+  uint16_t port;                    /* destination port */
+  char name[RULES_MAX_NAME_LEN + 1];
+  enum name_source name_src;
+  enum rules_action action;
+  const char *reason;               /* why denied / failed (static) */
+  char entry[64];                   /* rule or entry that decided */
+  int intercept_tls;                /* TLS terminated on both sides */
+  char *pending;                    /* sandbox bytes not yet handled */
+  size_t pending_len, pending_cap;
+  struct proxy_http *http;
+  struct addrinfo *ai, *ai_next;    /* upstream addresses being tried */
+  uv_connect_t connect_req;
+  int remapped;
+  char dial_host[RULES_MAX_NAME_LEN + 1];
+  uint16_t dial_port;
+  conn_ready_cb ready_cb;
+  uint64_t start_ms;
+  uint64_t last_active_ms;
+  uint64_t timer_ms;                /* the current phase's timeout */
+  uint64_t bytes_up, bytes_down;
+  int audited;
+};
+
+/* ---- conn.c ---- */
+
+/* Accepts a connection from a listener and starts sniffing. */
+void proxy_conn_accept(struct proxy_listener *l);
+
+/* Closes the connection; `reset` sends RST to the sandbox instead of FIN. The reason
+ * (static, may be NULL) is recorded for the audit log. Idempotent. */
+void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason);
+
+/* Starts resolving and connecting the upstream; cb runs once. */
+void proxy_conn_dial(struct proxy_conn *c, conn_ready_cb cb);
+
+/* (Re)arms the connection's timer for the current phase. */
+void proxy_conn_arm_timer(struct proxy_conn *c, uint64_t ms);
+
+/* Marks activity for the idle timeout. */
+void proxy_conn_touch(struct proxy_conn *c);
+
+/* Appends to / consumes from c->pending. */
+int proxy_conn_pending_append(struct proxy_conn *c, const char *data, size_t len);
+void proxy_conn_pending_consume(struct proxy_conn *c, size_t n);
+
+/* Drain the sandbox side after a local answer, then close (lingering close). */
+void proxy_conn_linger(struct proxy_conn *c);
+
+/* Learns the destination name from a source; it must agree with a name already
+ * known. Returns 0, or -EINVAL / -EPERM with *reason set. */
+int proxy_conn_set_name(struct proxy_conn *c, const char *raw, size_t len,
+                        enum name_source src, const char **reason);
+
+/* 1 if c->name is an IP address literal. */
+int proxy_conn_name_is_ip(const struct proxy_conn *c);
+
+/* The destination as the rules see it. */
+void proxy_conn_dest(const struct proxy_conn *c, struct rules_dest *d);
+
+/* The sniffer found a ClientHello. */
+void proxy_conn_on_hello(struct proxy_conn *c, const struct proxy_hello *hello);
+
+/* Denies a TLS connection: a 403 inside intercepted TLS when possible, else RST. */
+void proxy_conn_deny_tls(struct proxy_conn *c, const char *reason);
+
+/* ---- sandbox.c ---- */
+
+/* A connection of sb was freed. */
+void proxy_sandbox_conn_gone(struct proxy_sandbox *sb);
+
+/* ---- stream.c: I/O on one end ---- */
+
+/* Data read from an end, after TLS decryption. */
+typedef void (*end_data_cb)(struct proxy_conn *c, struct proxy_end *e, const char *data,
+                            size_t len);
+
+/* Starts or stops wanting data from e; reading also pauses under backpressure. */
+void proxy_end_want_read(struct proxy_end *e, int want);
+
+/* Writes bytes (copied as needed) to e, encrypting if e has TLS. Returns 0 or a
+ * negative error (the connection is then being closed). */
+int proxy_end_write(struct proxy_end *e, const uv_buf_t *bufs, unsigned nbufs);
+
+/* Writes ciphertext / plaintext bytes to e's socket, bypassing TLS. */
+int proxy_end_raw_write(struct proxy_end *e, const uv_buf_t *bufs, unsigned nbufs);
+
+/* Sends FIN on e after queued data. */
+void proxy_end_shutdown(struct proxy_end *e);
+
+/* The other end of c. */
+struct proxy_end *proxy_end_peer(struct proxy_end *e);
+
+/* Dispatches data to the connection's state machine (conn.c). */
+void proxy_conn_on_data(struct proxy_conn *c, struct proxy_end *e, const char *data,
+                        size_t len);
+
+/* EOF or error from an end (status UV_EOF or an error). */
+void proxy_conn_on_eof(struct proxy_conn *c, struct proxy_end *e, int status);
+
+/* The write queue of e drained below the low-water mark. */
+void proxy_conn_on_drain(struct proxy_conn *c, struct proxy_end *e);
+
+/* ---- relay.c ---- */
+
+/* Switches c to relaying bytes both ways, first flushing c->pending upstream. */
+void proxy_relay_start(struct proxy_conn *c);
+void proxy_relay_on_data(struct proxy_conn *c, struct proxy_end *e, const char *data,
+                         size_t len);
+void proxy_relay_on_eof(struct proxy_conn *c, struct proxy_end *e);
+void proxy_relay_on_drain(struct proxy_conn *c, struct proxy_end *e);
+
+/* ---- http.c ---- */
+
+/* Starts the HTTP engine on c (c->pending holds the first bytes). */
+void proxy_http_start(struct proxy_conn *c);
+void proxy_http_on_data(struct proxy_conn *c, struct proxy_end *e, const char *data,
+                        size_t len);
+void proxy_http_on_eof(struct proxy_conn *c, struct proxy_end *e);
+void proxy_http_on_drain(struct proxy_conn *c, struct proxy_end *e);
+void proxy_http_on_timeout(struct proxy_conn *c);
+void proxy_http_free(struct proxy_http *h);
+
+/* ---- response.c: answers the proxy gives itself ---- */
+
+/*
+ * Writes a complete local HTTP response to the sandbox (JSON body with error,
+ * reason, host, rule and a message), then lingers and closes. status: 400, 403, 421,
+ * 431, 501, 502, 503, 504.
+ */
+void proxy_respond_error(struct proxy_conn *c, int status, const char *reason,
+                         const char *entry);
+
+/* A short human explanation of a reason code. */
+const char *proxy_reason_message(const char *reason);
+
+/* ---- misc ---- */
+
+uint64_t proxy_now_ms(const struct proxy_conn *c);
+
+#endif

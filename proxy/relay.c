@@ -1,0 +1,56 @@
+/*
+ * Relaying bytes both ways: tunnels, bypassed destinations, and upgraded (WebSocket)
+ * HTTP connections. Backpressure comes from stream.c (a side is read only while its
+ * peer's write queue is under the limit); EOF on one side is passed on as a
+ * half-close, and the connection ends when both directions have ended and drained.
+ */
+#include "proxy/proxy_internal.h"
+
+static void maybe_done(struct proxy_conn *c)
+{
+  if (c->down.eof && c->up.eof && c->down.queued == 0 && c->up.queued == 0)
+    proxy_conn_close(c, 0, NULL);
+}
+
+void proxy_relay_start(struct proxy_conn *c)
+{
+  uv_buf_t buf;
+
+  c->state = CONN_RELAY;
+  if (c->pending_len > 0) {
+    buf = uv_buf_init(c->pending, (unsigned)c->pending_len);
+    if (proxy_end_write(&c->up, &buf, 1) != 0) {
+      proxy_conn_close(c, 1, "upstream_error");
+      return;
+    }
+    proxy_conn_pending_consume(c, c->pending_len);
+  }
+  proxy_conn_touch(c);
+  proxy_conn_arm_timer(c, c->sb->limits.idle_ms);
+  proxy_end_want_read(&c->down, 1);
+  proxy_end_want_read(&c->up, 1);
+  /* A side that ended while the connection was being set up. */
+  if (c->down.eof)
+    proxy_relay_on_eof(c, &c->down);
+}
+
+void proxy_relay_on_data(struct proxy_conn *c, struct proxy_end *e, const char *data,
+                         size_t len)
+{
+  uv_buf_t buf = proxy_buf(data, len);
+
+  if (proxy_end_write(proxy_end_peer(e), &buf, 1) != 0)
+    proxy_conn_close(c, 1, e == &c->down ? "upstream_error" : "sandbox_error");
+}
+
+void proxy_relay_on_eof(struct proxy_conn *c, struct proxy_end *e)
+{
+  proxy_end_shutdown(proxy_end_peer(e));
+  maybe_done(c);
+}
+
+void proxy_relay_on_drain(struct proxy_conn *c, struct proxy_end *e)
+{
+  (void)e;
+  maybe_done(c);
+}

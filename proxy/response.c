@@ -1,0 +1,123 @@
+/*
+ * Answers the proxy gives on its own: a denied request, a malformed one, an upstream
+ * that could not be reached. Always a complete HTTP/1.1 response with a JSON body and
+ * `X-Authproxy-Error: <reason>`, so an agent reads why instead of retrying, followed
+ * by a lingering close.
+ */
+#include <string.h>
+
+#include "proxy/proxy_internal.h"
+#include "proxy/strbuf.h"
+
+struct reason_text {
+  const char *reason;
+  const char *message;
+};
+
+static const struct reason_text reasons[] = {
+  { "egress_deny", "the sandbox's egress policy denies this destination" },
+  { "egress_not_allowed", "the destination is not in the sandbox's egress allow list" },
+  { "blocked_address", "the destination resolves to an address the proxy never dials "
+                       "(loopback, link-local or metadata, multicast)" },
+  { "invalid_name", "the destination name is not a valid host name" },
+  { "invalid_host", "the Host header is not a valid host name" },
+  { "invalid_sni", "the TLS server name is not a valid host name" },
+  { "ip_literal_sni", "TLS server names may not be IP addresses" },
+  { "host_mismatch", "the Host header names a different host than the connection" },
+  { "sni_mismatch", "the TLS server name differs from the name the sandbox resolved" },
+  { "unknown_synthetic_address", "the address was not handed out by this sandbox's "
+                                 "resolver (or has expired); resolve the name again" },
+  { "invalid_path", "the request path is malformed" },
+  { "interception_unavailable", "the destination needs TLS interception, which this "
+                                "sandbox has no CA for" },
+  { "upstream_unresolvable", "the destination name could not be resolved" },
+  { "upstream_unreachable", "the destination could not be reached" },
+  { "upstream_timeout", "the destination did not answer in time" },
+  { "upstream_tls_failed", "the destination's TLS certificate did not verify for its name" },
+  { "upstream_error", "the connection to the destination failed" },
+  { "callback_failed", "the credential callback failed; the request was not sent" },
+  { "callback_timeout", "the credential callback did not answer in time; the request "
+                        "was not sent" },
+  { "head_timeout", "the request head did not arrive in time" },
+  { "headers_too_large", "the request head is too large" },
+  { "connect_not_allowed", "CONNECT is not supported: connect to the destination directly" },
+};
+
+const char *proxy_reason_message(const char *reason)
+{
+  size_t i;
+
+  if (reason == NULL)
+    return "request refused";
+  for (i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+    if (strcmp(reasons[i].reason, reason) == 0)
+      return reasons[i].message;
+  return "the request is malformed or ambiguous and was not forwarded";
+}
+
+static const char *status_text(int status)
+{
+  switch (status) {
+  case 400: return "Bad Request";
+  case 403: return "Forbidden";
+  case 408: return "Request Timeout";
+  case 421: return "Misdirected Request";
+  case 431: return "Request Header Fields Too Large";
+  case 501: return "Not Implemented";
+  case 502: return "Bad Gateway";
+  case 503: return "Service Unavailable";
+  case 504: return "Gateway Timeout";
+  default: return "Error";
+  }
+}
+
+static const char *error_word(int status)
+{
+  switch (status) {
+  case 403: return "forbidden";
+  case 502: case 503: case 504: return "upstream";
+  default: return "bad_request";
+  }
+}
+
+void proxy_respond_error(struct proxy_conn *c, int status, const char *reason,
+                         const char *entry)
+{
+  struct strbuf body, head;
+  uv_buf_t bufs[2];
+
+  if (c->reason == NULL)
+    c->reason = reason;
+  strbuf_init(&body);
+  strbuf_addf(&body, "{\"error\":\"%s\",\"reason\":", error_word(status));
+  strbuf_add_json_str(&body, reason ? reason : "unknown", strlen(reason ? reason : "unknown"));
+  if (c->name_src != NAME_NONE) {
+    strbuf_adds(&body, ",\"host\":");
+    strbuf_add_json_str(&body, c->name, strlen(c->name));
+  }
+  if (entry != NULL && entry[0] != '\0') {
+    strbuf_adds(&body, ",\"rule\":");
+    strbuf_add_json_str(&body, entry, strnlen(entry, 64));
+  }
+  strbuf_adds(&body, ",\"message\":");
+  strbuf_add_json_str(&body, proxy_reason_message(reason), strlen(proxy_reason_message(reason)));
+  strbuf_adds(&body, "}\n");
+
+  strbuf_init(&head);
+  strbuf_addf(&head,
+              "HTTP/1.1 %d %s\r\n"
+              "Content-Type: application/json\r\n"
+              "X-Authproxy-Error: %s\r\n"
+              "Content-Length: %zu\r\n"
+              "Cache-Control: no-store\r\n"
+              "Connection: close\r\n\r\n",
+              status, status_text(status), reason ? reason : "unknown", body.len);
+  if (!head.oom && !body.oom) {
+    bufs[0] = uv_buf_init(head.data, (unsigned)head.len);
+    bufs[1] = uv_buf_init(body.data, (unsigned)body.len);
+    proxy_end_write(&c->down, bufs, 2);
+  }
+  strbuf_free(&head);
+  strbuf_free(&body);
+  proxy_conn_linger(c);
+}

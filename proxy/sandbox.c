@@ -1,0 +1,274 @@
+/*
+ * A sandbox on the proxy's loop: its listeners (sockets living in its namespace), its
+ * DNS responder and synthetic table, its config, its CA, its connections. Closing
+ * stops accepting at once and gives open connections a deadline to finish.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "proxy/dns.h"
+#include "proxy/log.h"
+#include "proxy/proxy_internal.h"
+#include "proxy/tls.h"
+
+#define LISTEN_BACKLOG 4096
+/* A synthetic name unused this long may be recycled when the table is full. */
+#define DNS_MIN_IDLE_MS (10 * 60 * 1000)
+#define DNS_ANSWER_TTL 60
+
+void proxy_limits_default(struct proxy_limits *l)
+{
+  memset(l, 0, sizeof(*l));
+  l->max_header_bytes = 64 * 1024;
+  l->max_conns = 4096;
+  l->idle_ms = 300 * 1000;
+  l->connect_ms = 10 * 1000;
+  l->sniff_ms = 10 * 1000;
+  l->server_first_ms = 500;
+  l->head_ms = 30 * 1000;
+  l->handshake_ms = 10 * 1000;
+  l->drain_ms = 5 * 1000;
+  l->write_queue_max = 256 * 1024;
+  l->dns_max_names = 16384;
+}
+
+int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop)
+{
+  memset(ctx, 0, sizeof(*ctx));
+  ctx->loop = loop;
+  proxy_limits_default(&ctx->limits);
+  ctx->read_buf_size = 64 * 1024;
+  ctx->read_buf = malloc(ctx->read_buf_size);
+  ctx->plain_buf = malloc(16384);
+  if (ctx->read_buf == NULL || ctx->plain_buf == NULL) {
+    proxy_ctx_cleanup(ctx);
+    return -ENOMEM;
+  }
+  return 0;
+}
+
+void proxy_ctx_cleanup(struct proxy_ctx *ctx)
+{
+  free(ctx->read_buf);
+  free(ctx->plain_buf);
+  ctx->read_buf = NULL;
+  ctx->plain_buf = NULL;
+}
+
+static void handle_closed(uv_handle_t *h);
+
+static void maybe_finish(struct proxy_sandbox *sb)
+{
+  void (*cb)(void *arg) = sb->close_cb;
+  void *arg = sb->close_arg;
+
+  if (!sb->closing || sb->nconns > 0)
+    return;
+  if (!sb->drain_timer_closed) {
+    /* Connections are gone: the drain deadline is moot. Its close comes last. */
+    sb->drain_timer_closed = 1;
+    uv_close((uv_handle_t *)&sb->drain_timer, handle_closed);
+    return;
+  }
+  if (sb->handles > 0)
+    return;
+  proxy_dns_table_free(sb->dns_table);
+  proxy_tls_server_free(sb->tls_server);
+  rules_config_unref(sb->config);
+  log_info("sandbox %s: detached", sb->name);
+  free(sb->name);
+  free(sb);
+  if (cb != NULL)
+    cb(arg);
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+  struct proxy_sandbox *sb = h->data;
+
+  sb->handles--;
+  maybe_finish(sb);
+}
+
+static void dns_closed(void *arg)
+{
+  struct proxy_sandbox *sb = arg;
+
+  sb->handles--;
+  maybe_finish(sb);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+  struct proxy_listener *l = container_of(server, struct proxy_listener, tcp);
+
+  if (status < 0) {
+    log_warn("sandbox %s: accept: %s", l->sb->name, uv_strerror(status));
+    return;
+  }
+  proxy_conn_accept(l);
+}
+
+static int add_listener(struct proxy_sandbox *sb, int *fd, int transparent)
+{
+  struct proxy_listener *l;
+  int r;
+
+  if (*fd < 0)
+    return 0;
+  l = &sb->listeners[sb->nlisteners];
+  l->sb = sb;
+  l->transparent = transparent;
+  r = uv_tcp_init(sb->ctx->loop, &l->tcp);
+  if (r != 0)
+    return r;
+  l->tcp.data = sb;
+  sb->nlisteners++;
+  sb->handles++;
+  r = uv_tcp_open(&l->tcp, *fd);
+  if (r != 0)
+    return r;
+  *fd = -1;
+  return uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection);
+}
+
+static uint16_t listener_port(struct proxy_listener *l)
+{
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+
+  if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len) != 0)
+    return 0;
+  if (ss.ss_family == AF_INET)
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+int proxy_sandbox_start(struct proxy_ctx *ctx, const char *name, struct rules_config *cfg,
+                        struct proxy_ca *ca, struct netns_fds *fds,
+                        const struct proxy_limits *limits, struct proxy_sandbox **out)
+{
+  struct proxy_dns_opts dopts;
+  struct proxy_sandbox *sb;
+  int i, r;
+
+  *out = NULL;
+  sb = calloc(1, sizeof(*sb));
+  if (sb == NULL) {
+    netns_fds_close(fds);
+    return -ENOMEM;
+  }
+  sb->ctx = ctx;
+  sb->limits = limits ? *limits : ctx->limits;
+  sb->name = strdup(name);
+  sb->config = rules_config_ref(cfg);
+  sb->ca = ca;
+  uv_timer_init(ctx->loop, &sb->drain_timer);
+  sb->drain_timer.data = sb;
+  sb->handles++;
+  sb->dns_table = proxy_dns_table_new(sb->limits.dns_max_names, name, DNS_MIN_IDLE_MS);
+  if (sb->name == NULL || sb->dns_table == NULL) {
+    r = -ENOMEM;
+    goto fail;
+  }
+  if (ca != NULL) {
+    r = proxy_tls_server_new(&sb->tls_server);
+    if (r != 0)
+      goto fail;
+  }
+  memset(&dopts, 0, sizeof(dopts));
+  dopts.answer_ttl = DNS_ANSWER_TTL;
+  dopts.tcp_max_conns = 64;
+  dopts.tcp_idle_ms = 10 * 1000;
+  r = proxy_dns_start(ctx->loop, sb->dns_table, &dopts, fds->dns_udp4, fds->dns_tcp4,
+                      fds->dns_udp6, fds->dns_tcp6, &sb->dns);
+  fds->dns_udp4 = fds->dns_tcp4 = fds->dns_udp6 = fds->dns_tcp6 = -1;
+  if (r != 0)
+    goto fail;
+  sb->handles++;
+  if ((r = add_listener(sb, &fds->tcp4, 0)) != 0 ||
+      (r = add_listener(sb, &fds->tcp6, 0)) != 0 ||
+      (r = add_listener(sb, &fds->tproxy4, 1)) != 0 ||
+      (r = add_listener(sb, &fds->tproxy6, 1)) != 0)
+    goto fail;
+  for (i = 0; i < sb->nlisteners; i++) {
+    if (sb->listeners[i].transparent)
+      sb->tproxy_port = listener_port(&sb->listeners[i]);
+    else
+      sb->port = listener_port(&sb->listeners[i]);
+  }
+  *out = sb;
+  return 0;
+fail:
+  netns_fds_close(fds);
+  log_error("sandbox %s: cannot start serving: %s", name,
+            r < 0 && r > -4096 ? uv_strerror(r) : "error");
+  proxy_sandbox_close(sb, 0, NULL, NULL);
+  return r;
+}
+
+void proxy_sandbox_set_config(struct proxy_sandbox *sb, struct rules_config *cfg)
+{
+  struct rules_config *old = sb->config;
+
+  sb->config = rules_config_ref(cfg);
+  rules_config_unref(old);
+}
+
+struct rules_config *proxy_sandbox_config(const struct proxy_sandbox *sb)
+{
+  return sb->config;
+}
+
+const char *proxy_sandbox_name(const struct proxy_sandbox *sb)
+{
+  return sb->name;
+}
+
+unsigned proxy_sandbox_conns(const struct proxy_sandbox *sb)
+{
+  return sb->nconns;
+}
+
+static void close_all_conns(struct proxy_sandbox *sb)
+{
+  struct proxy_conn *c, *next;
+
+  for (c = sb->conns; c != NULL; c = next) {
+    next = c->next;
+    proxy_conn_close(c, 1, "sandbox_detached");
+  }
+}
+
+static void drain_timer_cb(uv_timer_t *t)
+{
+  close_all_conns(t->data);
+}
+
+void proxy_sandbox_conn_gone(struct proxy_sandbox *sb)
+{
+  maybe_finish(sb);
+}
+
+void proxy_sandbox_close(struct proxy_sandbox *sb, uint64_t drain_ms,
+                         void (*cb)(void *arg), void *arg)
+{
+  int i;
+
+  if (sb->closing)
+    return;
+  sb->closing = 1;
+  sb->close_cb = cb;
+  sb->close_arg = arg;
+  for (i = 0; i < sb->nlisteners; i++)
+    uv_close((uv_handle_t *)&sb->listeners[i].tcp, handle_closed);
+  if (sb->dns != NULL)
+    proxy_dns_close(sb->dns, dns_closed, sb);
+  if (sb->nconns > 0 && drain_ms > 0)
+    uv_timer_start(&sb->drain_timer, drain_timer_cb, drain_ms, 0);
+  else
+    close_all_conns(sb);
+  maybe_finish(sb);
+}

@@ -1,0 +1,197 @@
+/*
+ * AES-256-GCM sealing of state files, and atomic file replacement.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <mbedtls/gcm.h>
+#include <mbedtls/platform_util.h>
+
+#include "proxy/rng.h"
+#include "proxy/seal.h"
+
+#define MAGIC "APS1"
+#define NONCE_LEN 12
+#define TAG_LEN 16
+#define HEADER_LEN (4 + NONCE_LEN)
+
+static int write_all(int fd, const void *p, size_t len)
+{
+  const char *c = p;
+
+  while (len > 0) {
+    ssize_t n = write(fd, c, len);
+
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return -errno;
+    c += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+int proxy_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+  char tmp[PATH_MAX], dir[PATH_MAX];
+  int fd, dfd, r;
+
+  if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp))
+    return -ENAMETOOLONG;
+  unlink(tmp);
+  fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+  if (fd < 0)
+    return -errno;
+  r = fchmod(fd, mode) != 0 ? -errno : 0;
+  if (r == 0)
+    r = write_all(fd, data, len);
+  if (r == 0 && fsync(fd) != 0)
+    r = -errno;
+  if (close(fd) != 0 && r == 0)
+    r = -errno;
+  if (r == 0 && rename(tmp, path) != 0)
+    r = -errno;
+  if (r != 0) {
+    unlink(tmp);
+    return r;
+  }
+  snprintf(dir, sizeof(dir), "%s", path);
+  dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
+  }
+  return 0;
+}
+
+int proxy_seal_key_load(const char *path, unsigned char key[PROXY_SEAL_KEY_LEN],
+                        char *err, size_t errsz)
+{
+  struct stat st;
+  ssize_t n;
+  int fd, r;
+
+  fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0 && errno == ENOENT) {
+    r = proxy_rng(NULL, key, PROXY_SEAL_KEY_LEN);
+    if (r != 0) {
+      snprintf(err, errsz, "cannot generate a state key: random generator failed");
+      return -EIO;
+    }
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+      r = -errno;
+      snprintf(err, errsz, "cannot create state key %s: %s", path, strerror(errno));
+      return r;
+    }
+    r = write_all(fd, key, PROXY_SEAL_KEY_LEN);
+    if (r == 0 && fsync(fd) != 0)
+      r = -errno;
+    close(fd);
+    if (r != 0) {
+      unlink(path);
+      snprintf(err, errsz, "cannot write state key %s: %s", path, strerror(-r));
+    }
+    return r;
+  }
+  if (fd < 0) {
+    r = -errno;
+    snprintf(err, errsz, "cannot open state key %s: %s", path, strerror(errno));
+    return r;
+  }
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    snprintf(err, errsz, "state key %s is not a regular file", path);
+    return -EINVAL;
+  }
+  if (st.st_mode & 077) {
+    close(fd);
+    snprintf(err, errsz, "state key %s is readable by others (mode %03o): chmod 600 %s",
+             path, (unsigned)(st.st_mode & 0777), path);
+    return -EPERM;
+  }
+  n = read(fd, key, PROXY_SEAL_KEY_LEN);
+  close(fd);
+  if (n != PROXY_SEAL_KEY_LEN || st.st_size != PROXY_SEAL_KEY_LEN) {
+    mbedtls_platform_zeroize(key, PROXY_SEAL_KEY_LEN);
+    snprintf(err, errsz, "state key %s must be exactly %d bytes", path, PROXY_SEAL_KEY_LEN);
+    return -EINVAL;
+  }
+  return 0;
+}
+
+int proxy_seal(const unsigned char key[PROXY_SEAL_KEY_LEN], const char *aad,
+               const void *plain, size_t len, unsigned char **out, size_t *outlen)
+{
+  mbedtls_gcm_context gcm;
+  unsigned char *buf;
+  int r, ret = -EIO;
+
+  *out = NULL;
+  *outlen = 0;
+  buf = malloc(HEADER_LEN + len + TAG_LEN);
+  if (buf == NULL)
+    return -ENOMEM;
+  memcpy(buf, MAGIC, 4);
+  if (proxy_rng(NULL, buf + 4, NONCE_LEN) != 0) {
+    free(buf);
+    return -EIO;
+  }
+  mbedtls_gcm_init(&gcm);
+  r = mbedtls_gcm_setkey(&gcm, MBEDTLS_CIPHER_ID_AES, key, PROXY_SEAL_KEY_LEN * 8);
+  if (r == 0)
+    r = mbedtls_gcm_crypt_and_tag(&gcm, MBEDTLS_GCM_ENCRYPT, len, buf + 4, NONCE_LEN,
+                                  (const unsigned char *)aad, strlen(aad), plain,
+                                  buf + HEADER_LEN, TAG_LEN, buf + HEADER_LEN + len);
+  mbedtls_gcm_free(&gcm);
+  if (r != 0) {
+    free(buf);
+    return ret;
+  }
+  *out = buf;
+  *outlen = HEADER_LEN + len + TAG_LEN;
+  return 0;
+}
+
+int proxy_unseal(const unsigned char key[PROXY_SEAL_KEY_LEN], const char *aad,
+                 const void *in, size_t len, unsigned char **plain, size_t *plainlen)
+{
+  const unsigned char *p = in;
+  mbedtls_gcm_context gcm;
+  unsigned char *buf;
+  size_t n;
+  int r;
+
+  *plain = NULL;
+  *plainlen = 0;
+  if (len < HEADER_LEN + TAG_LEN || memcmp(p, MAGIC, 4) != 0)
+    return -EBADMSG;
+  n = len - HEADER_LEN - TAG_LEN;
+  buf = malloc(n + 1);
+  if (buf == NULL)
+    return -ENOMEM;
+  mbedtls_gcm_init(&gcm);
+  r = mbedtls_gcm_setkey(&gcm, MBEDTLS_CIPHER_ID_AES, key, PROXY_SEAL_KEY_LEN * 8);
+  if (r == 0)
+    r = mbedtls_gcm_auth_decrypt(&gcm, n, p + 4, NONCE_LEN, (const unsigned char *)aad,
+                                 strlen(aad), p + HEADER_LEN + n, TAG_LEN, p + HEADER_LEN,
+                                 buf);
+  mbedtls_gcm_free(&gcm);
+  if (r != 0) {
+    mbedtls_platform_zeroize(buf, n);
+    free(buf);
+    return -EBADMSG;
+  }
+  buf[n] = '\0';
+  *plain = buf;
+  *plainlen = n;
+  return 0;
+}

@@ -1,0 +1,32 @@
+/*
+ * A growable byte buffer with the few formatting helpers the proxy needs for the
+ * JSON it writes itself (audit records, error bodies, metrics).
+ */
+#ifndef AUTHPROXY_STRBUF_H
+#define AUTHPROXY_STRBUF_H
+
+#include <stddef.h>
+
+struct strbuf {
+  char *data;
+  size_t len;
+  size_t cap;
+  int oom; /* an append failed: the content is incomplete */
+};
+
+void strbuf_init(struct strbuf *b);
+void strbuf_free(struct strbuf *b);
+void strbuf_reset(struct strbuf *b);
+
+void strbuf_add(struct strbuf *b, const void *data, size_t len);
+void strbuf_adds(struct strbuf *b, const char *s);
+void strbuf_addf(struct strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Appends s[0..len) as a JSON string literal, quotes included; bytes that are not
+ * printable ASCII are escaped as \u00XX so the output is always valid UTF-8. */
+void strbuf_add_json_str(struct strbuf *b, const char *s, size_t len);
+
+/* Takes the data (NUL-terminated, caller frees) and leaves b empty; NULL on oom. */
+char *strbuf_take(struct strbuf *b);
+
+#endif

@@ -1,0 +1,201 @@
+/*
+ * I/O on one end of a connection: reading into the loop's shared buffer, writing
+ * with uv_try_write first and copying only what the kernel did not take, and
+ * backpressure: an end is read only while its peer's write queue is under the limit.
+ *
+ * An idle connection holds no buffer at all: reads land in one buffer shared by the
+ * loop and are handed on (or copied into c->pending) before the callback returns.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/log.h"
+#include "proxy/proxy_internal.h"
+#include "proxy/tls.h"
+
+struct wreq {
+  uv_write_t req;
+  struct proxy_end *e;
+  size_t len;
+  char data[];
+};
+
+struct proxy_end *proxy_end_peer(struct proxy_end *e)
+{
+  struct proxy_conn *c = e->conn;
+
+  return e == &c->down ? &c->up : &c->down;
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+  struct proxy_end *e = container_of(h, struct proxy_end, tcp);
+  struct proxy_ctx *ctx = e->conn->sb->ctx;
+
+  (void)suggested;
+  buf->base = ctx->read_buf;
+  buf->len = ctx->read_buf_size;
+}
+
+static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+  struct proxy_end *e = container_of(s, struct proxy_end, tcp);
+  struct proxy_conn *c = e->conn;
+
+  if (n == 0 || c->state == CONN_CLOSING)
+    return;
+  if (n < 0) {
+    uv_read_stop(s);
+    e->reading = 0;
+    e->eof = 1;
+    if (e->tls != NULL && n == UV_EOF) {
+      proxy_tls_on_eof(e);
+      return;
+    }
+    proxy_conn_on_eof(c, e, (int)n);
+    return;
+  }
+  proxy_conn_touch(c);
+  if (e == &c->down)
+    c->bytes_up += (uint64_t)n;
+  else
+    c->bytes_down += (uint64_t)n;
+  if (e->tls != NULL) {
+    proxy_tls_on_read(e, buf->base, (size_t)n);
+    return;
+  }
+  proxy_conn_on_data(c, e, buf->base, (size_t)n);
+}
+
+/* Reading is on when the state machine wants data and the peer can take more. */
+static void update_reading(struct proxy_end *e)
+{
+  struct proxy_conn *c = e->conn;
+  struct proxy_end *peer = proxy_end_peer(e);
+  int want = e->want_read && !e->eof && e->open && c->state != CONN_CLOSING &&
+             peer->queued < c->sb->limits.write_queue_max;
+
+  if (want && !e->reading) {
+    if (uv_read_start((uv_stream_t *)&e->tcp, alloc_cb, read_cb) == 0)
+      e->reading = 1;
+  } else if (!want && e->reading) {
+    uv_read_stop((uv_stream_t *)&e->tcp);
+    e->reading = 0;
+  }
+}
+
+void proxy_end_want_read(struct proxy_end *e, int want)
+{
+  e->want_read = want ? 1 : 0;
+  update_reading(e);
+}
+
+static void write_cb(uv_write_t *req, int status)
+{
+  struct wreq *w = container_of(req, struct wreq, req);
+  struct proxy_end *e = w->e;
+  struct proxy_conn *c = e->conn;
+  size_t limit = c->sb->limits.write_queue_max;
+  size_t before = e->queued;
+
+  e->queued -= w->len;
+  free(w);
+  if (status < 0) {
+    if (status != UV_ECANCELED && c->state != CONN_CLOSING) {
+      log_debug("conn %llu: write to %s failed: %s", (unsigned long long)c->id,
+                e == &c->down ? "sandbox" : "upstream", uv_strerror(status));
+      proxy_conn_close(c, 1, "write_failed");
+    }
+    return;
+  }
+  if (c->state == CONN_CLOSING)
+    return;
+  if (before >= limit / 2 && e->queued < limit / 2)
+    update_reading(proxy_end_peer(e));
+  if (e->queued == 0)
+    proxy_conn_on_drain(c, e);
+}
+
+int proxy_end_raw_write(struct proxy_end *e, const uv_buf_t *bufs, unsigned nbufs)
+{
+  struct proxy_conn *c = e->conn;
+  size_t total = 0, off = 0, rem, skip;
+  struct wreq *w;
+  uv_buf_t b;
+  unsigned i;
+  int r;
+
+  if (!e->open || e->shut || c->state == CONN_CLOSING)
+    return UV_EPIPE;
+  for (i = 0; i < nbufs; i++)
+    total += bufs[i].len;
+  if (total == 0)
+    return 0;
+  if (e->queued == 0 && e->connected) {
+    r = uv_try_write((uv_stream_t *)&e->tcp, bufs, nbufs);
+    if (r > 0)
+      off = (size_t)r;
+    else if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS)
+      return r;
+    if (off == total)
+      return 0;
+  }
+  rem = total - off;
+  w = malloc(sizeof(*w) + rem);
+  if (w == NULL)
+    return UV_ENOMEM;
+  w->e = e;
+  w->len = rem;
+  /* Copy what the kernel did not take: skip `off` bytes across the buffers. */
+  skip = off;
+  rem = 0;
+  for (i = 0; i < nbufs; i++) {
+    if (skip >= bufs[i].len) {
+      skip -= bufs[i].len;
+      continue;
+    }
+    memcpy(w->data + rem, bufs[i].base + skip, bufs[i].len - skip);
+    rem += bufs[i].len - skip;
+    skip = 0;
+  }
+  b = uv_buf_init(w->data, (unsigned)w->len);
+  r = uv_write(&w->req, (uv_stream_t *)&e->tcp, &b, 1, write_cb);
+  if (r < 0) {
+    free(w);
+    return r;
+  }
+  e->queued += w->len;
+  if (e->queued >= c->sb->limits.write_queue_max)
+    update_reading(proxy_end_peer(e));
+  return 0;
+}
+
+int proxy_end_write(struct proxy_end *e, const uv_buf_t *bufs, unsigned nbufs)
+{
+  if (e->tls != NULL)
+    return proxy_tls_write(e, bufs, nbufs);
+  return proxy_end_raw_write(e, bufs, nbufs);
+}
+
+static void shutdown_cb(uv_shutdown_t *req, int status)
+{
+  (void)status;
+  free(req);
+}
+
+void proxy_end_shutdown(struct proxy_end *e)
+{
+  uv_shutdown_t *req;
+
+  if (!e->open || e->shut)
+    return;
+  if (e->tls != NULL)
+    proxy_tls_close_notify(e);
+  e->shut = 1;
+  req = malloc(sizeof(*req));
+  if (req == NULL)
+    return;
+  if (uv_shutdown(req, (uv_stream_t *)&e->tcp, shutdown_cb) != 0)
+    free(req);
+}

@@ -1,0 +1,597 @@
+/*
+ * TLS glue between mbedTLS and the connection state machine.
+ *
+ * Reading: libuv's read buffer is lent to mbedTLS (t->rx) for one callback, and
+ * mbedtls_ssl_handshake / mbedtls_ssl_read run until they want more; mbedTLS keeps a
+ * partial record in its own buffer, so nothing is left over. Writing: the send BIO
+ * hands every record to proxy_end_raw_write, which never refuses (backpressure works
+ * on the reading side), so mbedTLS never sees WANT_WRITE.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mbedtls/error.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/ssl_ticket.h>
+#include <mbedtls/x509.h>
+
+#include "proxy/ca.h"
+#include "proxy/log.h"
+#include "proxy/proxy_internal.h"
+#include "proxy/rng.h"
+#include "proxy/tls.h"
+
+#define PLAIN_BUF_SIZE 16384
+#define SESSION_CACHE_SIZE 256
+#define TICKET_LIFETIME_S 86400
+
+typedef void (*client_cb)(struct proxy_conn *c, int status, const char *reason);
+
+struct proxy_tls {
+  mbedtls_ssl_context ssl;
+  struct proxy_end *e;
+  const unsigned char *rx;   /* ciphertext lent for the current read callback */
+  size_t rx_len;
+  int handshake_done;
+  int server;
+  int check_ip;              /* upstream named by address: verify an IP SAN */
+  struct proxy_leaf *leaf;   /* server side: the certificate presented */
+  client_cb cb;
+};
+
+struct session_entry {
+  char key[RULES_MAX_NAME_LEN + 8];
+  mbedtls_ssl_session session;
+  uint64_t used;
+  int valid;
+};
+
+struct proxy_upstream_tls {
+  mbedtls_x509_crt ca;
+  mbedtls_ssl_config conf;
+  struct session_entry *sessions; /* upstream session resumption, LRU */
+  uint64_t clock;
+};
+
+struct proxy_tls_server {
+  mbedtls_ssl_ticket_context tickets;
+};
+
+/* Sandbox-facing suites: ECDSA leaves, AEAD only, ChaCha20 first for CPUs without
+ * AES instructions; clients with AES-NI pick AES-GCM from their own preference. */
+static const int server_suites[] = {
+  MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+  MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+  MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+  0,
+};
+
+static const mbedtls_ecp_group_id curves[] = {
+  MBEDTLS_ECP_DP_CURVE25519,
+  MBEDTLS_ECP_DP_SECP256R1,
+  MBEDTLS_ECP_DP_SECP384R1,
+  MBEDTLS_ECP_DP_NONE,
+};
+
+static const char *alpn_http11[] = { "http/1.1", NULL };
+
+static void tls_error(int r, char *buf, size_t size)
+{
+  mbedtls_strerror(r, buf, size);
+}
+
+/* ---- BIO ---- */
+
+static int bio_send(void *ctx, const unsigned char *buf, size_t len)
+{
+  struct proxy_tls *t = ctx;
+  uv_buf_t b = proxy_buf(buf, len);
+
+  if (proxy_end_raw_write(t->e, &b, 1) != 0)
+    return MBEDTLS_ERR_NET_SEND_FAILED;
+  return (int)len;
+}
+
+static int bio_recv(void *ctx, unsigned char *buf, size_t len)
+{
+  struct proxy_tls *t = ctx;
+  size_t n;
+
+  if (t->rx_len == 0)
+    return MBEDTLS_ERR_SSL_WANT_READ;
+  n = len < t->rx_len ? len : t->rx_len;
+  memcpy(buf, t->rx, n);
+  t->rx += n;
+  t->rx_len -= n;
+  return (int)n;
+}
+
+/* ---- upstream trust ---- */
+
+int proxy_upstream_tls_new(const char *system, const char *const *extra, size_t nextra,
+                           struct proxy_upstream_tls **out, char *err, size_t errsz)
+{
+  struct proxy_upstream_tls *u;
+  char msg[128];
+  size_t i;
+  int r, ret = -EINVAL;
+
+  *out = NULL;
+  u = calloc(1, sizeof(*u));
+  if (u == NULL)
+    return -ENOMEM;
+  mbedtls_x509_crt_init(&u->ca);
+  mbedtls_ssl_config_init(&u->conf);
+  u->sessions = calloc(SESSION_CACHE_SIZE, sizeof(*u->sessions));
+  if (u->sessions == NULL) {
+    ret = -ENOMEM;
+    goto out;
+  }
+  if (system == NULL)
+    system = "/etc/ssl/certs/ca-certificates.crt";
+  r = mbedtls_x509_crt_parse_file(&u->ca, system);
+  if (r < 0) {
+    /* A missing system store is not fatal when the operator names its own CAs. */
+    if (nextra == 0) {
+      tls_error(r, msg, sizeof(msg));
+      snprintf(err, errsz, "upstream TLS: cannot load the system trust store %s: %s "
+               "(install ca-certificates, or pass --upstream-ca FILE)", system, msg);
+      goto out;
+    }
+    log_warn("upstream TLS: no system trust store at %s; trusting only --upstream-ca", system);
+  }
+  for (i = 0; i < nextra; i++) {
+    r = mbedtls_x509_crt_parse_file(&u->ca, extra[i]);
+    if (r != 0) {
+      tls_error(r, msg, sizeof(msg));
+      snprintf(err, errsz, "upstream TLS: cannot load CA file %s: %s%s", extra[i], msg,
+               r > 0 ? " (some certificates in it did not parse)" : "");
+      goto out;
+    }
+  }
+  r = mbedtls_ssl_config_defaults(&u->conf, MBEDTLS_SSL_IS_CLIENT,
+                                  MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
+  if (r != 0)
+    goto out;
+  mbedtls_ssl_conf_authmode(&u->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+  mbedtls_ssl_conf_ca_chain(&u->conf, &u->ca, NULL);
+  mbedtls_ssl_conf_rng(&u->conf, proxy_rng, NULL);
+  mbedtls_ssl_conf_min_version(&u->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+                               MBEDTLS_SSL_MINOR_VERSION_3);
+  mbedtls_ssl_conf_renegotiation(&u->conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+  mbedtls_ssl_conf_session_tickets(&u->conf, MBEDTLS_SSL_SESSION_TICKETS_ENABLED);
+  mbedtls_ssl_conf_curves(&u->conf, curves);
+  if (mbedtls_ssl_conf_alpn_protocols(&u->conf, alpn_http11) != 0)
+    goto out;
+  *out = u;
+  u = NULL;
+  ret = 0;
+out:
+  proxy_upstream_tls_free(u);
+  return ret;
+}
+
+void proxy_upstream_tls_free(struct proxy_upstream_tls *u)
+{
+  size_t i;
+
+  if (u == NULL)
+    return;
+  if (u->sessions != NULL) {
+    for (i = 0; i < SESSION_CACHE_SIZE; i++)
+      if (u->sessions[i].valid)
+        mbedtls_ssl_session_free(&u->sessions[i].session);
+    free(u->sessions);
+  }
+  mbedtls_ssl_config_free(&u->conf);
+  mbedtls_x509_crt_free(&u->ca);
+  free(u);
+}
+
+static struct session_entry *session_find(struct proxy_upstream_tls *u, const char *key,
+                                          int create)
+{
+  struct session_entry *lru = NULL;
+  size_t i;
+
+  for (i = 0; i < SESSION_CACHE_SIZE; i++) {
+    struct session_entry *s = &u->sessions[i];
+
+    if (s->valid && strcmp(s->key, key) == 0)
+      return s;
+    if (lru == NULL || !s->valid || (lru->valid && s->used < lru->used))
+      lru = s;
+  }
+  if (!create)
+    return NULL;
+  if (lru->valid)
+    mbedtls_ssl_session_free(&lru->session);
+  memset(lru, 0, sizeof(*lru));
+  snprintf(lru->key, sizeof(lru->key), "%s", key);
+  mbedtls_ssl_session_init(&lru->session);
+  return lru;
+}
+
+/* ---- per-sandbox server state ---- */
+
+int proxy_tls_server_new(struct proxy_tls_server **out)
+{
+  struct proxy_tls_server *s = calloc(1, sizeof(*s));
+
+  *out = NULL;
+  if (s == NULL)
+    return -ENOMEM;
+  mbedtls_ssl_ticket_init(&s->tickets);
+  if (mbedtls_ssl_ticket_setup(&s->tickets, proxy_rng, NULL, MBEDTLS_CIPHER_AES_256_GCM,
+                               TICKET_LIFETIME_S) != 0) {
+    mbedtls_ssl_ticket_free(&s->tickets);
+    free(s);
+    return -EIO;
+  }
+  *out = s;
+  return 0;
+}
+
+void proxy_tls_server_free(struct proxy_tls_server *s)
+{
+  if (s == NULL)
+    return;
+  mbedtls_ssl_ticket_free(&s->tickets);
+  free(s);
+}
+
+static void leaf_conf_free(void *p)
+{
+  mbedtls_ssl_config_free(p);
+  free(p);
+}
+
+/* The server configuration presenting one leaf; cached with the leaf. */
+static mbedtls_ssl_config *leaf_conf(struct proxy_sandbox *sb, struct proxy_leaf *leaf)
+{
+  mbedtls_ssl_config *conf;
+
+  if (leaf->user != NULL)
+    return leaf->user;
+  conf = malloc(sizeof(*conf));
+  if (conf == NULL)
+    return NULL;
+  mbedtls_ssl_config_init(conf);
+  if (mbedtls_ssl_config_defaults(conf, MBEDTLS_SSL_IS_SERVER, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                  MBEDTLS_SSL_PRESET_DEFAULT) != 0 ||
+      mbedtls_ssl_conf_own_cert(conf, &leaf->chain, leaf->key) != 0 ||
+      mbedtls_ssl_conf_alpn_protocols(conf, alpn_http11) != 0) {
+    leaf_conf_free(conf);
+    return NULL;
+  }
+  mbedtls_ssl_conf_rng(conf, proxy_rng, NULL);
+  mbedtls_ssl_conf_min_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+                               MBEDTLS_SSL_MINOR_VERSION_3);
+  mbedtls_ssl_conf_ciphersuites(conf, server_suites);
+  mbedtls_ssl_conf_curves(conf, curves);
+  mbedtls_ssl_conf_renegotiation(conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+  mbedtls_ssl_conf_authmode(conf, MBEDTLS_SSL_VERIFY_NONE);
+  if (sb->tls_server != NULL)
+    mbedtls_ssl_conf_session_tickets_cb(conf, mbedtls_ssl_ticket_write,
+                                        mbedtls_ssl_ticket_parse,
+                                        &sb->tls_server->tickets);
+  leaf->user = conf;
+  leaf->user_free = leaf_conf_free;
+  return conf;
+}
+
+/* ---- per connection ---- */
+
+void proxy_tls_free(struct proxy_tls *t)
+{
+  if (t == NULL)
+    return;
+  mbedtls_ssl_free(&t->ssl);
+  proxy_leaf_unref(t->leaf);
+  free(t);
+}
+
+static struct proxy_tls *tls_new(struct proxy_end *e, const mbedtls_ssl_config *conf)
+{
+  struct proxy_tls *t = calloc(1, sizeof(*t));
+
+  if (t == NULL)
+    return NULL;
+  mbedtls_ssl_init(&t->ssl);
+  if (mbedtls_ssl_setup(&t->ssl, conf) != 0) {
+    mbedtls_ssl_free(&t->ssl);
+    free(t);
+    return NULL;
+  }
+  t->e = e;
+  mbedtls_ssl_set_bio(&t->ssl, t, bio_send, bio_recv, NULL);
+  return t;
+}
+
+/* 1 if the peer certificate carries iPAddress SAN equal to the address in name. */
+static int peer_has_ip_san(const mbedtls_ssl_context *ssl, const char *name)
+{
+  const mbedtls_x509_crt *crt = mbedtls_ssl_get_peer_cert(ssl);
+  const mbedtls_x509_sequence *san;
+  unsigned char addr[16];
+  size_t alen;
+
+  if (inet_pton(AF_INET, name, addr) == 1)
+    alen = 4;
+  else if (inet_pton(AF_INET6, name, addr) == 1)
+    alen = 16;
+  else
+    return 0;
+  if (crt == NULL)
+    return 0;
+  for (san = &crt->subject_alt_names; san != NULL; san = san->next) {
+    if (san->buf.tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) && san->buf.len == alen &&
+        memcmp(san->buf.p, addr, alen) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+static void client_done(struct proxy_conn *c, struct proxy_tls *t, int status,
+                        const char *reason)
+{
+  client_cb cb = t->cb;
+
+  t->cb = NULL;
+  if (cb != NULL)
+    cb(c, status, reason);
+}
+
+static void handshake_done(struct proxy_conn *c, struct proxy_tls *t)
+{
+  struct proxy_upstream_tls *u = c->sb->ctx->upstream_tls;
+  struct session_entry *s;
+  char key[sizeof(s->key)];
+
+  t->handshake_done = 1;
+  if (t->server) {
+    uv_timer_stop(&c->timer);
+    proxy_http_start(c);
+    return;
+  }
+  if (t->check_ip && !peer_has_ip_san(&t->ssl, c->name)) {
+    log_info("conn %llu: upstream %s: certificate has no IP address SAN for it; "
+             "nothing was sent", (unsigned long long)c->id, c->name);
+    client_done(c, t, -EPROTO, "upstream_tls_failed");
+    return;
+  }
+  snprintf(key, sizeof(key), "%s:%u", c->name, c->port);
+  s = session_find(u, key, 1);
+  if (mbedtls_ssl_get_session(&t->ssl, &s->session) == 0) {
+    s->valid = 1;
+    s->used = ++u->clock;
+  } else {
+    mbedtls_ssl_session_free(&s->session);
+    s->valid = 0;
+  }
+  client_done(c, t, 0, NULL);
+}
+
+static void handshake_failed(struct proxy_conn *c, struct proxy_tls *t, int r)
+{
+  char msg[160], info[512];
+  uint32_t flags;
+
+  tls_error(r, msg, sizeof(msg));
+  if (t->server) {
+    /* The usual cause is a client that does not trust the sandbox CA. */
+    log_info("sandbox %s conn %llu: TLS handshake with the sandbox for %s failed: %s "
+             "(does the client trust the sandbox CA?)", c->sb->name,
+             (unsigned long long)c->id, c->name_src != NAME_NONE ? c->name : "(address)", msg);
+    proxy_conn_close(c, 1, "sandbox_tls_failed");
+    return;
+  }
+  flags = mbedtls_ssl_get_verify_result(&t->ssl);
+  info[0] = '\0';
+  if (flags != 0 && flags != (uint32_t)-1) {
+    mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags);
+    info[strcspn(info, "\n")] = '\0';
+  }
+  log_info("sandbox %s conn %llu: upstream TLS with %s failed: %s%s%s; nothing was sent",
+           c->sb->name, (unsigned long long)c->id, c->name, msg, info[0] ? ": " : "", info);
+  client_done(c, t, -EPROTO, "upstream_tls_failed");
+}
+
+void proxy_tls_on_read(struct proxy_end *e, const char *data, size_t len)
+{
+  struct proxy_conn *c = e->conn;
+  struct proxy_tls *t = e->tls;
+  char *plain = c->sb->ctx->plain_buf;
+  int r;
+
+  t->rx = (const unsigned char *)data;
+  t->rx_len = len;
+  if (!t->handshake_done) {
+    r = mbedtls_ssl_handshake(&t->ssl);
+    if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE)
+      goto out;
+    if (r != 0) {
+      handshake_failed(c, t, r);
+      goto out;
+    }
+    handshake_done(c, t);
+  }
+  while (c->state != CONN_CLOSING && e->tls == t) {
+    r = mbedtls_ssl_read(&t->ssl, (unsigned char *)plain, PLAIN_BUF_SIZE);
+    if (r > 0) {
+      proxy_conn_on_data(c, e, plain, (size_t)r);
+      continue;
+    }
+    if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE)
+      break;
+    if (r == 0 || r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
+      e->eof = 1;
+      proxy_end_want_read(e, 0);
+      proxy_conn_on_eof(c, e, UV_EOF);
+      break;
+    }
+    {
+      char msg[160];
+
+      tls_error(r, msg, sizeof(msg));
+      log_debug("conn %llu: TLS read from %s: %s", (unsigned long long)c->id,
+                e == &c->down ? "sandbox" : "upstream", msg);
+    }
+    proxy_conn_close(c, 1, e == &c->down ? "sandbox_tls_error" : "upstream_tls_error");
+    break;
+  }
+out:
+  t->rx = NULL;
+  t->rx_len = 0;
+}
+
+void proxy_tls_on_eof(struct proxy_end *e)
+{
+  struct proxy_conn *c = e->conn;
+  struct proxy_tls *t = e->tls;
+
+  if (!t->handshake_done) {
+    if (t->server)
+      proxy_conn_close(c, 1, "sandbox_closed");
+    else
+      client_done(c, t, -ECONNRESET, "upstream_tls_failed");
+    return;
+  }
+  proxy_conn_on_eof(c, e, UV_EOF);
+}
+
+int proxy_tls_write(struct proxy_end *e, const uv_buf_t *bufs, unsigned nbufs)
+{
+  struct proxy_tls *t = e->tls;
+  unsigned i;
+
+  if (!t->handshake_done)
+    return UV_ENOTCONN;
+  for (i = 0; i < nbufs; i++) {
+    const unsigned char *p = (const unsigned char *)bufs[i].base;
+    size_t len = bufs[i].len;
+
+    while (len > 0) {
+      int r = mbedtls_ssl_write(&t->ssl, p, len);
+
+      if (r <= 0)
+        return UV_EPIPE;
+      p += r;
+      len -= (size_t)r;
+    }
+  }
+  return 0;
+}
+
+void proxy_tls_close_notify(struct proxy_end *e)
+{
+  struct proxy_tls *t = e->tls;
+
+  if (t != NULL && t->handshake_done)
+    mbedtls_ssl_close_notify(&t->ssl);
+}
+
+void proxy_tls_intercept(struct proxy_conn *c)
+{
+  struct proxy_sandbox *sb = c->sb;
+  struct proxy_leaf *leaf = NULL;
+  mbedtls_ssl_config *conf;
+  struct proxy_tls *t;
+  char ip[INET6_ADDRSTRLEN];
+  const char *name;
+  char *hello;
+  size_t hello_len;
+  int is_ip, r;
+
+  if (sb->ca == NULL) {
+    proxy_conn_close(c, 1, c->reason ? c->reason : "interception_unavailable");
+    return;
+  }
+  if (c->name_src != NAME_NONE) {
+    name = c->name;
+    is_ip = proxy_conn_name_is_ip(c);
+  } else {
+    /* An address-only flow: the address is its name from now on (Host must match). */
+    uv_ip_name((const struct sockaddr *)&c->dst, ip, sizeof(ip));
+    snprintf(c->name, sizeof(c->name), "%s", ip);
+    c->name_src = NAME_ADDR;
+    name = c->name;
+    is_ip = 1;
+  }
+  r = proxy_ca_leaf(sb->ca, name, is_ip, &leaf);
+  if (r != 0) {
+    log_warn("sandbox %s: cannot mint a certificate for %s: %s", sb->name, name,
+             strerror(-r));
+    proxy_conn_close(c, 1, "certificate_unavailable");
+    return;
+  }
+  conf = leaf_conf(sb, leaf);
+  t = conf ? tls_new(&c->down, conf) : NULL;
+  if (t == NULL) {
+    proxy_leaf_unref(leaf);
+    proxy_conn_close(c, 1, "out_of_memory");
+    return;
+  }
+  t->server = 1;
+  t->leaf = leaf;
+  c->down.tls = t;
+  if (c->action != RULES_DENY)
+    c->intercept_tls = 1;
+  c->state = CONN_TLS_DOWN;
+  proxy_conn_arm_timer(c, sb->limits.handshake_ms);
+  /* The ClientHello the sniffer read is the start of the TLS stream. */
+  hello = c->pending;
+  hello_len = c->pending_len;
+  c->pending = NULL;
+  c->pending_len = 0;
+  c->pending_cap = 0;
+  proxy_tls_on_read(&c->down, hello, hello_len);
+  free(hello);
+  proxy_end_want_read(&c->down, 1);
+}
+
+void proxy_tls_client_start(struct proxy_conn *c, client_cb cb)
+{
+  struct proxy_upstream_tls *u = c->sb->ctx->upstream_tls;
+  struct session_entry *s;
+  struct proxy_tls *t;
+  char key[sizeof(s->key)];
+  int r;
+
+  if (u == NULL) {
+    cb(c, -ENOTSUP, "upstream_tls_failed");
+    return;
+  }
+  t = tls_new(&c->up, &u->conf);
+  if (t == NULL) {
+    cb(c, -ENOMEM, "out_of_memory");
+    return;
+  }
+  t->cb = cb;
+  c->up.tls = t;
+  if (proxy_conn_name_is_ip(c)) {
+    /* mbedTLS 2.28 matches names only against dNSName SANs: check the address
+     * ourselves after the handshake, before anything is sent. */
+    t->check_ip = 1;
+    r = mbedtls_ssl_set_hostname(&t->ssl, NULL);
+  } else {
+    r = mbedtls_ssl_set_hostname(&t->ssl, c->name);
+  }
+  if (r != 0) {
+    client_done(c, t, -EINVAL, "upstream_tls_failed");
+    return;
+  }
+  snprintf(key, sizeof(key), "%s:%u", c->name, c->port);
+  s = session_find(u, key, 0);
+  if (s != NULL && s->valid) {
+    s->used = ++u->clock;
+    mbedtls_ssl_set_session(&t->ssl, &s->session);
+  }
+  proxy_end_want_read(&c->up, 1);
+  r = mbedtls_ssl_handshake(&t->ssl);
+  if (r != MBEDTLS_ERR_SSL_WANT_READ && r != MBEDTLS_ERR_SSL_WANT_WRITE)
+    handshake_failed(c, t, r);
+}

@@ -1,0 +1,120 @@
+# Shared helpers for integration tests (bash). Source it first thing:
+#   . "$(dirname "$0")/../integration/lib.sh"
+# Tests need root (they create network namespaces); without it they exit 77 (skip).
+# Every test gets a private directory $T, and everything it starts through these
+# helpers is killed (by pid) and removed on exit.
+
+set -euo pipefail
+
+SRC=${AUTHPROXY_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+AUTHPROXY=${AUTHPROXY:-$SRC/build/proxy/authproxy}
+TOOLS=$SRC/tests/tools
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "SKIP: $(basename "$0") needs root (network namespaces)"
+  exit 77
+fi
+if [ ! -x "$AUTHPROXY" ]; then
+  echo "FAIL: authproxy binary not found at $AUTHPROXY (build first)" >&2
+  exit 1
+fi
+
+T=$(mktemp -d /tmp/authproxy-it.XXXXXX)
+chmod 755 "$T"
+PIDS=()
+NETNS=()
+CLEANUP_HOOKS=()
+
+cleanup() {
+  local rc=$?
+  set +e
+  for hook in "${CLEANUP_HOOKS[@]}"; do eval "$hook"; done
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+  for ns in "${NETNS[@]}"; do ip netns del "$ns" 2>/dev/null; done
+  if [ $rc -ne 0 ] && [ -z "${KEEP_TMP:-}" ]; then
+    echo "--- logs of the failed test ($T):"
+    for f in "$T"/*.log; do [ -f "$f" ] && { echo "== $f"; tail -n 40 "$f"; }; done
+  fi
+  rm -rf "$T"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass() { echo "ok: $*"; }
+
+assert_eq() { [ "$1" = "$2" ] || fail "${3:-values differ}: expected '$2', got '$1'"; }
+assert_contains() { case "$1" in *"$2"*) ;; *) fail "${3:-missing text}: '$2' not in: $1" ;; esac; }
+assert_not_contains() { case "$1" in *"$2"*) fail "${3:-unexpected text}: '$2' found in: $1" ;; *) ;; esac; }
+
+# Polls a shell condition every 50 ms for at most $2 seconds (default 10).
+wait_for() {
+  local cond=$1 secs=${2:-10} i
+  for ((i = 0; i < secs * 20; i++)); do
+    if eval "$cond"; then return 0; fi
+    sleep 0.05
+  done
+  fail "timed out after ${secs}s waiting for: $cond"
+}
+
+# A network namespace that is deleted on exit; name carries the test's pid.
+make_netns() {
+  local ns="ap-$1-$$"
+  ip netns add "$ns"
+  NETNS+=("$ns")
+  ip -n "$ns" link set lo up
+  echo "$ns"
+}
+
+# make_ca DIR NAME...: a test CA (DIR/ca.pem, DIR/ca.key) and one server certificate
+# (DIR/server.pem, DIR/server.key) for the given DNS names (and 127.0.0.1).
+make_ca() {
+  local dir=$1; shift
+  local san="IP:127.0.0.1" n
+  for n in "$@"; do san="$san,DNS:$n"; done
+  mkdir -p "$dir"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=authproxy test CA $$" -keyout "$dir/ca.key" -out "$dir/ca.pem" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \
+    2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" \
+    -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+  printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+    "$san" > "$dir/ext.cnf"
+  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+    -CAcreateserial -days 2 -extfile "$dir/ext.cnf" -out "$dir/server.pem" 2>/dev/null
+}
+
+# start_upstream NAME [CERT KEY]: a fake upstream on 127.0.0.1; sets ${NAME}_PORT and
+# logs requests as JSON lines to $T/NAME.jsonl.
+start_upstream() {
+  local name=$1 cert=${2:-} key=${3:-}
+  local args=(--port-file "$T/$name.port" --log "$T/$name.jsonl")
+  [ -n "$cert" ] && args+=(--cert "$cert" --key "$key")
+  : > "$T/$name.jsonl"
+  "$PY" "$TOOLS/fake_upstream.py" "${args[@]}" 2> "$T/$name.log" &
+  PIDS+=($!)
+  wait_for "[ -s '$T/$name.port' ]" 10
+  printf -v "${name}_PORT" '%s' "$(cat "$T/$name.port")"
+}
+
+# Queries an upstream log with a Python expression over `reqs` (request records)
+# and `events` (all records); prints the result.
+upq() {
+  "$PY" - "$T/$1.jsonl" "$2" <<'PYEOF'
+import json, sys
+events = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+reqs = [e for e in events if e.get("event") == "request"]
+def hdr(r, name):
+    return [v for k, v in r["headers"] if k.lower() == name.lower()]
+r = eval(sys.argv[2])
+print(r if not isinstance(r, (dict, list)) else json.dumps(r))
+PYEOF
+}
+
+# jail ARGS... -- CMD: runs authproxy jail; output of CMD on stdout.
+jail() { "$AUTHPROXY" jail "$@"; }

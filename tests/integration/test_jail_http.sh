@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Plain HTTP through `authproxy jail`: injection, path rules per request, replacement
+# of the sandbox's own copy, deny, no_proxy, Host agreement.
+#
+#   jail netns (anonymous)                 host netns
+#   +---------------------------+          +-----------------------------------+
+#   | curl http://api.example.com| -nft->  | authproxy (in-process) --dial-->  |
+#   |   resolv: 127.0.0.53       |         |   fake upstream 127.0.0.1:$up_PORT |
+#   +---------------------------+          +-----------------------------------+
+#   dns.remap points the example names at the fake upstream.
+. "$(dirname "$0")/lib.sh"
+
+start_upstream up
+mkdir -p "$T/secrets"
+printf 'sk-test-%s\n' "$$" > "$T/secrets/API_KEY"
+SECRET="sk-test-$$"
+
+cat > "$T/config.json" <<EOF
+{
+  "rules": [
+    { "name": "api", "match_hosts": ["api.example.com"],
+      "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {API_KEY}" },
+                   { "name": "X-Team", "type": "plaintext", "value": "agents" } ] },
+    { "name": "repos", "match_hosts": ["git.example.com"], "match_paths": ["/repos/*"],
+      "headers": [ { "name": "Authorization", "type": "opaque", "value": "token opaque-$$" } ] },
+    { "name": "wild", "match_hosts": ["*.example.com"],
+      "headers": [ { "name": "X-Wild", "type": "plaintext", "value": "yes" } ] }
+  ],
+  "no_proxy": ["bypass.example.com"],
+  "egress": { "default": "allow", "deny": ["denied.example.com"] },
+  "dns": { "remap": {
+    "api.example.com": "127.0.0.1:$up_PORT",
+    "git.example.com": "127.0.0.1:$up_PORT",
+    "bypass.example.com": "127.0.0.1:$up_PORT",
+    "plain.example.org": "127.0.0.1:$up_PORT"
+  } }
+}
+EOF
+
+run() { jail --config "$T/config.json" --secrets-dir "$T/secrets" -- "$@"; }
+
+# 1. Injection on a matching host; the sandbox's environment never held the secret.
+out=$(run sh -c 'env | grep -c "sk-test" || true; curl -sS http://api.example.com/v1/models')
+assert_contains "$out" '"ok": true' "request reached the upstream"
+assert_eq "$(echo "$out" | head -n1)" "0" "secret in the sandbox environment"
+assert_not_contains "$out" "$SECRET" "secret visible to the sandbox"
+assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" "['Bearer $SECRET']" "injected header"
+assert_eq "$(upq up 'hdr(reqs[-1], "X-Team")')" "['agents']" "plaintext header"
+assert_eq "$(upq up 'hdr(reqs[-1], "X-Wild")')" "['yes']" "second matching rule applies"
+pass "injection on a matching host"
+
+# 2. The sandbox's own Authorization (any case, several copies) is replaced, once.
+run curl -sS -o /dev/null -H 'Authorization: Bearer mine' -H 'authorization: again' \
+  http://api.example.com/x
+assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" "['Bearer $SECRET']" "replaced, not duplicated"
+pass "sandbox copies of an injected header stripped"
+
+# 3. Path rules apply per request on one keep-alive connection.
+: > "$T/up.jsonl"
+run curl -sS -o /dev/null -o /dev/null http://git.example.com/repos/a/b http://git.example.com/admin
+assert_eq "$(upq up 'len(set(r["conn"] for r in reqs))')" "1" "one keep-alive connection"
+assert_eq "$(upq up 'hdr(reqs[0], "Authorization")')" "['token opaque-$$']" "match_paths hit"
+assert_eq "$(upq up 'hdr(reqs[1], "Authorization")')" "[]" "match_paths miss"
+assert_eq "$(upq up 'hdr(reqs[1], "X-Wild")')" "['yes']" "other rule still applies"
+pass "path rules per request"
+
+# 4. Traversal does not reach a match_paths rule's header.
+: > "$T/up.jsonl"
+run curl -sS -o /dev/null --path-as-is http://git.example.com/repos/../admin
+assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" "[]" "dot-segment traversal"
+pass "traversal normalized before matching"
+
+# 5. Non-matching host: nothing injected.
+: > "$T/up.jsonl"
+run curl -sS -o /dev/null http://plain.example.org/
+assert_eq "$(upq up 'hdr(reqs[-1], "Authorization") + hdr(reqs[-1], "X-Wild")')" "[]" "no rule"
+pass "no injection for other hosts"
+
+# 6. Deny: 403 with a JSON reason and X-Authproxy-Error; nothing reaches the upstream.
+: > "$T/up.jsonl"
+out=$(run curl -sS -D - http://denied.example.com/ || true)
+assert_contains "$out" "403 Forbidden" "deny status"
+assert_contains "$out" "X-Authproxy-Error: egress_deny" "deny header"
+assert_contains "$out" '"reason":"egress_deny"' "deny body"
+assert_contains "$out" '"host":"denied.example.com"' "deny body names the host"
+assert_eq "$(upq up 'len(events)')" "0" "upstream untouched by a denied request"
+pass "deny answered with 403 JSON"
+
+# 7. no_proxy: relayed untouched, even though *.example.com has a rule.
+: > "$T/up.jsonl"
+run curl -sS -o /dev/null -H 'Authorization: Bearer sandbox-own' http://bypass.example.com/raw
+assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" "['Bearer sandbox-own']" "bypass untouched"
+assert_eq "$(upq up 'hdr(reqs[-1], "X-Wild")')" "[]" "bypass: no injection"
+pass "no_proxy relayed untouched"
+
+# 8. A Host that disagrees with the name the sandbox resolved is denied.
+: > "$T/up.jsonl"
+out=$(run curl -sS -D - -H 'Host: api.example.com' http://plain.example.org/ || true)
+assert_contains "$out" "403" "host mismatch status"
+assert_contains "$out" "host_mismatch" "host mismatch reason"
+assert_eq "$(upq up 'len(events)')" "0" "upstream untouched by a mismatched Host"
+pass "Host must agree with the resolved name"
+
+# 9. The exit status of CMD is the jail's.
+set +e
+run sh -c 'exit 7'
+rc=$?
+set -e
+assert_eq "$rc" "7" "exit status"
+pass "exit status propagated"

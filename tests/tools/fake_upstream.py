@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""A fake upstream for integration tests: HTTP/1.1 (optionally over TLS) on 127.0.0.1.
+
+Every request is logged as one JSON line (method, target, headers with values, body
+size and digest, connection id, TLS SNI) to --log, which tests read on the host. The
+answer sent back carries header *names* only, never values: the sandbox must not learn
+an injected secret from the echo.
+
+Paths:
+  /sse?n=N&delay=S      text/event-stream, N events S seconds apart (chunked)
+  /ws                   WebSocket upgrade; echoes text frames back
+  /big?bytes=N          N bytes of body (Content-Length)
+  /chunked?n=N          N chunks
+  /slow?delay=S         waits S seconds before answering
+  /status/NNN           answers with that status
+  /close                answers with Connection: close and no length (read to EOF)
+  anything else         200 with a JSON summary of the request
+Every accepted connection also logs {"event":"conn"} and, when it ends, the number of
+bytes received, so tests can prove that nothing reached the upstream.
+"""
+import argparse
+import base64
+import hashlib
+import json
+import os
+import socket
+import ssl
+import struct
+import sys
+import threading
+import time
+import urllib.parse
+
+LOCK = threading.Lock()
+LOG = None
+CONN_IDS = iter(range(1, 1 << 62))
+
+
+def log(rec):
+    rec["t"] = time.time()
+    line = json.dumps(rec, sort_keys=True)
+    with LOCK:
+        LOG.write(line + "\n")
+        LOG.flush()
+
+
+class Conn:
+    def __init__(self, sock, cid, sni):
+        self.sock = sock
+        self.cid = cid
+        self.sni = sni
+        self.buf = b""
+        self.received = 0
+
+    def fill(self):
+        data = self.sock.recv(65536)
+        if not data:
+            raise EOFError
+        self.received += len(data)
+        self.buf += data
+
+    def read_until(self, marker, limit=1 << 20):
+        while marker not in self.buf:
+            if len(self.buf) > limit:
+                raise ValueError("head too large")
+            self.fill()
+        i = self.buf.index(marker) + len(marker)
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def read_exact(self, n):
+        while len(self.buf) < n:
+            self.fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+
+def read_body(c, headers):
+    te = [v for k, v in headers if k.lower() == "transfer-encoding"]
+    cl = [v for k, v in headers if k.lower() == "content-length"]
+    if te:
+        body = b""
+        while True:
+            line = c.read_until(b"\r\n")
+            size = int(line.split(b";")[0].strip(), 16)
+            if size == 0:
+                c.read_until(b"\r\n")  # trailers end (no trailers expected)
+                return body
+            body += c.read_exact(size)
+            c.read_exact(2)
+    if cl:
+        return c.read_exact(int(cl[0]))
+    return b""
+
+
+def respond(c, status, body, ctype="application/json", extra=(), close=False):
+    reason = {200: "OK", 101: "Switching Protocols", 400: "Bad Request",
+              401: "Unauthorized", 404: "Not Found", 500: "Internal Server Error"}
+    head = "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (
+        status, reason.get(status, "Status"), ctype, len(body))
+    for k, v in extra:
+        head += "%s: %s\r\n" % (k, v)
+    if close:
+        head += "Connection: close\r\n"
+    c.send(head.encode() + b"\r\n" + body)
+
+
+def ws_frames(c):
+    while True:
+        h = c.read_exact(2)
+        op, ln = h[0] & 0x0F, h[1] & 0x7F
+        masked = h[1] & 0x80
+        if ln == 126:
+            ln = struct.unpack("!H", c.read_exact(2))[0]
+        elif ln == 127:
+            ln = struct.unpack("!Q", c.read_exact(8))[0]
+        mask = c.read_exact(4) if masked else b"\0\0\0\0"
+        data = bytes(b ^ mask[i % 4] for i, b in enumerate(c.read_exact(ln)))
+        if op == 8:
+            c.send(b"\x88\x00")
+            return
+        if op == 1:
+            log({"event": "ws_message", "conn": c.cid, "data": data.decode("utf-8", "replace")})
+            reply = b"echo:" + data
+            c.send(bytes([0x81, len(reply)]) + reply)
+
+
+def handle(c):
+    while True:
+        try:
+            head = c.read_until(b"\r\n\r\n")
+        except EOFError:
+            return
+        lines = head[:-4].decode("latin-1").split("\r\n")
+        method, target, version = lines[0].split(" ", 2)
+        headers = []
+        for line in lines[1:]:
+            k, v = line.split(":", 1)
+            headers.append((k, v.strip()))
+        body = read_body(c, headers)
+        url = urllib.parse.urlsplit(target)
+        q = dict(urllib.parse.parse_qsl(url.query))
+        log({"event": "request", "conn": c.cid, "sni": c.sni, "method": method,
+             "target": target, "path": url.path, "version": version,
+             "headers": headers, "body_len": len(body),
+             "body_sha256": hashlib.sha256(body).hexdigest()})
+        lower = {k.lower(): v for k, v in headers}
+        close = lower.get("connection", "").lower() == "close" or version == "HTTP/1.0"
+        p = url.path
+        if p == "/sse":
+            n, delay = int(q.get("n", "3")), float(q.get("delay", "0.2"))
+            c.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                   b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for i in range(n):
+                ev = ("data: event %d\n\n" % i).encode()
+                c.send(b"%x\r\n%s\r\n" % (len(ev), ev))
+                log({"event": "sse_sent", "conn": c.cid, "index": i})
+                time.sleep(delay)
+            c.send(b"0\r\n\r\n")
+        elif p == "/ws" and lower.get("upgrade", "").lower() == "websocket":
+            key = lower.get("sec-websocket-key", "")
+            acc = base64.b64encode(hashlib.sha1(
+                (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+            c.send(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % acc).encode())
+            ws_frames(c)
+            return
+        elif p == "/big":
+            respond(c, 200, b"x" * int(q.get("bytes", "1048576")), "application/octet-stream")
+        elif p == "/chunked":
+            c.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n")
+            for i in range(int(q.get("n", "3"))):
+                part = b"chunk %d\n" % i
+                c.send(b"%x\r\n%s\r\n" % (len(part), part))
+            c.send(b"0\r\n\r\n")
+        elif p == "/slow":
+            time.sleep(float(q.get("delay", "1")))
+            respond(c, 200, b'{"slow":true}\n')
+        elif p.startswith("/status/"):
+            respond(c, int(p.split("/")[2]), b'{"status":true}\n')
+        elif p == "/close":
+            c.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+                   b"until close\n")
+            return
+        else:
+            summary = {"ok": True, "method": method, "path": url.path, "conn": c.cid,
+                       "header_names": [k for k, _ in headers], "body_len": len(body)}
+            respond(c, 200, (json.dumps(summary) + "\n").encode(), close=close)
+        if close:
+            return
+
+
+def serve_conn(sock, ctx):
+    cid = next(CONN_IDS)
+    try:
+        if ctx is not None:
+            sock.settimeout(10)
+            sock = ctx.wrap_socket(sock, server_side=True)
+        sock.settimeout(60)
+        c = Conn(sock, cid, SNI.get(id(sock)))
+        log({"event": "conn", "conn": cid, "tls": ctx is not None, "sni": c.sni})
+        try:
+            handle(c)
+        except (EOFError, ConnectionError, ValueError, socket.timeout, ssl.SSLError) as e:
+            log({"event": "conn_error", "conn": cid, "error": type(e).__name__})
+        log({"event": "conn_end", "conn": cid, "bytes_received": c.received})
+    except (ssl.SSLError, ConnectionError, socket.timeout, OSError) as e:
+        log({"event": "tls_error", "conn": cid, "error": str(e)})
+    finally:
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
+SNI = {}
+
+
+def main():
+    global LOG
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port-file", required=True)
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--cert")
+    ap.add_argument("--key")
+    ap.add_argument("--bind", default="127.0.0.1")
+    a = ap.parse_args()
+    LOG = open(a.log, "a")
+    ctx = None
+    if a.cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(a.cert, a.key)
+        ctx.set_alpn_protocols(["http/1.1"])
+
+        def sni_cb(sslsock, name, _ctx):
+            SNI[id(sslsock)] = name
+        ctx.sni_callback = sni_cb
+    fam = socket.AF_INET6 if ":" in a.bind else socket.AF_INET
+    ls = socket.socket(fam, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((a.bind, 0))
+    ls.listen(512)
+    tmp = a.port_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("%d\n" % ls.getsockname()[1])
+    os.rename(tmp, a.port_file)
+    while True:
+        s, _ = ls.accept()
+        threading.Thread(target=serve_conn, args=(s, ctx), daemon=True).start()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(0)
