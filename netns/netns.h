@@ -105,8 +105,9 @@ int netns_sockets(struct netns_rules_opts *o, struct netns_fds *out, char *err,
  * old table if present and adds the new one. With NETNS_CAPTURE_TPROXY also the fwmark
  * policy routing (added before the batch, removed again if the batch fails and it was
  * not there before); with NETNS_CAPTURE_REDIRECT stale TPROXY routing is removed. A
- * netlink error names the object (chain/rule) that failed; on error the previous table,
- * if any, is left exactly as it was.
+ * netlink error names the object (chain/rule) that failed, followed by the ports the
+ * rule names refer to ("... [proxy_port 15001, tproxy_port 0, dns_port 53]"); on error
+ * the previous table, if any, is left exactly as it was.
  */
 int netns_install_rules(const struct netns_rules_opts *o, char *err, size_t errsz);
 

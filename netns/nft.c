@@ -349,6 +349,13 @@ int netns_install_rules(const struct netns_rules_opts *o, char *err, size_t errs
   }
   ret = commit(build_rules_cb, o, err, errsz);
   if (ret != 0) {
+    /* The rule names say "proxy_port"; give the numbers they stood for. */
+    if (err != NULL && errsz > 0) {
+      size_t used = strnlen(err, errsz);
+
+      snprintf(err + used, errsz - used, " [proxy_port %u, tproxy_port %u, dns_port %u]",
+               o->proxy_port, o->tproxy_port, o->dns_port);
+    }
     if (o->capture == NETNS_CAPTURE_TPROXY && !existed)
       netns_tproxy_routing_clear(NULL, 0);
     return ret;

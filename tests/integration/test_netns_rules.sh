@@ -27,7 +27,7 @@ PLN=ap-pln-$$
 SBX=ap-sbx-$$
 UP=ap-up-$$
 GST=ap-gst-$$
-QUICK=400 # ms to wait where silence is expected (the positive controls answer in <1 ms)
+QUICK=250 # ms to wait where silence is expected (the positive controls answer in <1 ms)
 
 # answers NS EXPECTED CMD...: the tool's client prints EXPECTED (a line regex).
 answers() {
@@ -65,9 +65,16 @@ start_attach() {
   PROXY_PORT=$(sed -nE 's/^ready proxy_port=([0-9]+).*/\1/p' "$log")
 }
 
+# netns_open / netns_create / netns_run on their own.
+out=$("$TOOL" selftest) || fail "netns_tool selftest: $out"
+check "netns_open, netns_create and netns_run behave ($(grep -c '^ok' <<<"$out") checks)" true
+
 # ---------------------------------------------------------------- part 1: lo only
 netns_new "$PLN"
+host_localnet=$(cat /proc/sys/net/ipv4/conf/all/route_localnet)
 start_attach "$PLN" "$LIB_TMP/pln.log"
+check "the caller's namespace is untouched (route_localnet still $host_localnet)" \
+  test "$(cat /proc/sys/net/ipv4/conf/all/route_localnet)" = "$host_localnet"
 check "links: lo is up" file_has <(in_ns "$PLN" ip -o link show lo) '<([^>]*,)?UP[,>]'
 check "links: IPv4 default route via lo src 127.0.0.1" \
   file_has <(in_ns "$PLN" ip -4 route show default) '^default dev lo .*src 127\.0\.0\.1'
@@ -118,6 +125,11 @@ out=$("$TOOL" reject "/var/run/netns/$PLN") || fail "the kernel accepted an inva
 check "the error names the refused rule: $out" \
   grep -q 'nf_tables rejected rule 99 of chain filter_output (test: redirect in a filter chain): ' <<<"$out"
 check "a refused batch leaves the table unchanged" test "$(ruleset "$PLN")" = "$good"
+out=$("$TOOL" noperm "/var/run/netns/$PLN" --proxy-port 1) ||
+  fail "the kernel accepted a batch without CAP_NET_ADMIN"
+check "without CAP_NET_ADMIN the whole batch is refused: $out" \
+  grep -q 'nf_tables rejected the batch: Operation not permitted (needs CAP_NET_ADMIN.*) \[proxy_port 1, tproxy_port 0, dns_port 53\]$' <<<"$out"
+check "... and the table is unchanged" test "$(ruleset "$PLN")" = "$good"
 
 # Detach: a closed table, not none.
 check "detach succeeds" "$TOOL" detach "/var/run/netns/$PLN"

@@ -13,6 +13,9 @@
  *   netns_tool reject NSPATH
  *       sends the rule set plus one rule the kernel must refuse (a redirect in a filter
  *       chain) and prints the error; exit 0 if the kernel refused it.
+ *   netns_tool noperm NSPATH
+ *       netns_install_rules on a thread without CAP_NET_ADMIN and prints the error;
+ *       exit 0 if the kernel refused the batch.
  *   netns_tool selftest
  *       netns_open / netns_create / netns_run checks that need root but no topology.
  *   netns_tool tcp ADDR PORT | udp ADDR PORT MSG | ping ADDR
@@ -40,6 +43,8 @@
 #include <netinet/ip_icmp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <linux/capability.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter_ipv4.h>
@@ -327,6 +332,22 @@ static int reject_main(void *arg)
   return ret;
 }
 
+/* netns_install_rules after this thread (capabilities are per thread) dropped
+ * CAP_NET_ADMIN: the kernel refuses the whole batch. */
+static int noperm_main(void *arg)
+{
+  struct in_ns *c = arg;
+  struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+  struct __user_cap_data_struct d[2];
+
+  if (syscall(SYS_capget, &h, d) != 0)
+    return -errno;
+  d[CAP_NET_ADMIN / 32].effective &= ~(1u << (CAP_NET_ADMIN % 32));
+  if (syscall(SYS_capset, &h, d) != 0)
+    return -errno;
+  return netns_install_rules(c->r, c->err, sizeof(c->err));
+}
+
 static int cmd_in_ns(const char *cmd, const char *path, struct opts *o)
 {
   struct in_ns c = { .r = &o->r };
@@ -341,10 +362,12 @@ static int cmd_in_ns(const char *cmd, const char *path, struct opts *o)
     ret = netns_run(nsfd, remove_main, &c);
   else if (strcmp(cmd, "reject") == 0)
     ret = netns_run(nsfd, reject_main, &c);
+  else if (strcmp(cmd, "noperm") == 0)
+    ret = netns_run(nsfd, noperm_main, &c);
   else
     ret = netns_detach(nsfd, c.err, sizeof(c.err));
   close(nsfd);
-  if (strcmp(cmd, "reject") == 0) {
+  if (strcmp(cmd, "reject") == 0 || strcmp(cmd, "noperm") == 0) {
     printf("%s\n", c.err);
     return ret < 0 ? 0 : 1;
   }
@@ -645,7 +668,8 @@ int main(int argc, char **argv)
   if (strcmp(argv[1], "attach") == 0)
     return cmd_attach(argv[2], &o);
   if (strcmp(argv[1], "install") == 0 || strcmp(argv[1], "detach") == 0 ||
-      strcmp(argv[1], "remove") == 0 || strcmp(argv[1], "reject") == 0)
+      strcmp(argv[1], "remove") == 0 || strcmp(argv[1], "reject") == 0 ||
+      strcmp(argv[1], "noperm") == 0)
     return cmd_in_ns(argv[1], argv[2], &o);
   return usage();
 }
