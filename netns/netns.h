@@ -27,6 +27,12 @@ struct mnl_nlmsg_batch;
 #define NETNS_TPROXY_MARK 0x4150       /* fwmark of TPROXY-captured packets ("AP") */
 #define NETNS_TPROXY_TABLE 0x4150      /* policy routing table for them */
 
+/* A batch for netns_build_rules / netns_build_lockdown: libmnl needs a buffer of twice
+ * the limit (the last message may overrun it); the rule set needs far less. */
+#define NETNS_BATCH_LIMIT 32768
+/* Upper bound on the messages either builder appends (size of a names array). */
+#define NETNS_BATCH_MAX_MSGS 64
+
 enum netns_capture {
   NETNS_CAPTURE_REDIRECT, /* forwarded traffic (guest tap, nested veth): nat REDIRECT */
   NETNS_CAPTURE_TPROXY,   /* forwarded traffic via TPROXY to a transparent listener */
@@ -36,7 +42,8 @@ enum netns_capture {
 struct netns_rules_opts {
   uint16_t proxy_port;   /* TCP listener (0.0.0.0 and [::]) for captured connections */
   uint16_t tproxy_port;  /* transparent listener, only with NETNS_CAPTURE_TPROXY */
-  uint16_t dns_port;     /* UDP+TCP responder on 127.0.0.53 (and [::1]); normally 53 */
+  uint16_t dns_port;     /* UDP+TCP responder on 127.0.0.53 (and [::1]); normally 53.
+                            Queries to port 53 of any address are sent there. */
   enum netns_capture capture;
 };
 
@@ -78,13 +85,17 @@ int netns_run(int nsfd, int (*fn)(void *arg), void *arg);
 /* ---- the following run inside the target namespace (from netns_run) ---- */
 
 /* Brings `lo` up and, if the namespace has no IPv4/IPv6 default route, adds
- * `default dev lo src 127.0.0.1` and `default dev lo src ::1`. */
+ * `default dev lo src 127.0.0.1` and `default dev lo src ::1`. Also sets
+ * net.ipv4.conf.all.route_localnet=1 in the namespace, which the prerouting DNAT of
+ * guests' DNS to 127.0.0.53 needs. */
 int netns_setup_links(char *err, size_t errsz);
 
 /*
- * Creates the sandbox's sockets. proxy_port 0 picks a free port (the same for v4 and
- * v6); the chosen ports are written back into *o. Must run after netns_setup_links
- * (the responder must bind 127.0.0.53 with `lo` up).
+ * Creates the sandbox's sockets, all O_CLOEXEC|O_NONBLOCK; the caller owns them (close
+ * with netns_fds_close). proxy_port 0 picks a free port (the same for v4 and v6), as
+ * does tproxy_port 0 with NETNS_CAPTURE_TPROXY; dns_port 0 means NETNS_DNS_PORT. The
+ * chosen ports are written back into *o. Must run after netns_setup_links (the
+ * responder must bind 127.0.0.53 with `lo` up). On failure no fd is left open.
  */
 int netns_sockets(struct netns_rules_opts *o, struct netns_fds *out, char *err,
                   size_t errsz);
@@ -92,7 +103,11 @@ int netns_sockets(struct netns_rules_opts *o, struct netns_fds *out, char *err,
 /*
  * Installs (or atomically replaces) table inet authproxy: one batch that deletes the
  * old table if present and adds the new one. With NETNS_CAPTURE_TPROXY also the fwmark
- * policy routing. A netlink error names the object (chain/rule) that failed.
+ * policy routing (added before the batch, removed again if the batch fails and it was
+ * not there before); with NETNS_CAPTURE_REDIRECT stale TPROXY routing is removed. A
+ * netlink error names the object (chain/rule) that failed, followed by the ports the
+ * rule names refer to ("... [proxy_port 15001, tproxy_port 0, dns_port 53]"); on error
+ * the previous table, if any, is left exactly as it was.
  */
 int netns_install_rules(const struct netns_rules_opts *o, char *err, size_t errsz);
 
@@ -101,14 +116,36 @@ int netns_remove_rules(char *err, size_t errsz);
 
 /*
  * Appends the messages of the rule set for o to an open batch (between the batch
- * begin/end messages the caller adds). Pure: builds nftnl objects, no I/O, so it is
- * testable without privileges. *seq is advanced for each message. Returns the number
- * of messages or a negative errno. names (may be NULL) receives, per message index,
- * a static description ("chain nat_output", "rule 3 of filter_output: ...") used to
- * name the object that failed.
+ * begin/end messages the caller adds): add table (a no-op if it exists), delete table,
+ * add table, its chains, its rules; every message carries NLM_F_ACK. Pure: builds
+ * nftnl objects, no I/O, so it is testable without privileges. *seq is the sequence
+ * number of the first message and is advanced for each one. Returns the number of
+ * messages or a negative errno: -EINVAL for invalid opts (a port 0, an unknown capture
+ * mode), -ENOSPC if names_cap is too small, -EMSGSIZE if the batch (see
+ * NETNS_BATCH_LIMIT) is full; after an error the batch must be discarded. names (may
+ * be NULL) receives, per message index, a static description ("chain nat_output (...)",
+ * "rule 6 of chain nat_output (tcp redirect to :proxy_port)") used to name the object
+ * that failed.
+ *
+ * The rule set: nat_output sends DNS (UDP/TCP port 53, any address) to the responder
+ * and redirects every other TCP connection not to a local address to proxy_port;
+ * nat_prerouting (and with TPROXY, mangle_prerouting) does the same for traffic
+ * entering through an interface of the namespace (IPv4 DNS only: IPv6 cannot be routed
+ * to ::1 from outside `lo`, so guests' IPv6 DNS is dropped); filter_input,
+ * filter_output and filter_forward drop, with a counter, everything that is not
+ * loopback or one of those redirected flows (IPv6 neighbour discovery excepted, the
+ * counterpart of ARP, which nf_tables' inet family does not see).
  */
 int netns_build_rules(const struct netns_rules_opts *o, struct mnl_nlmsg_batch *b,
                       uint32_t *seq, const char **names, size_t names_cap);
+
+/*
+ * Like netns_build_rules, for the lockdown table netns_detach installs: table inet
+ * authproxy with filter_input, filter_output and filter_forward chains that accept
+ * loopback only and drop everything else with a counter; no redirection.
+ */
+int netns_build_lockdown(struct mnl_nlmsg_batch *b, uint32_t *seq, const char **names,
+                         size_t names_cap);
 
 /* ---- convenience: everything for one sandbox ---- */
 
@@ -120,7 +157,14 @@ int netns_build_rules(const struct netns_rules_opts *o, struct mnl_nlmsg_batch *
 int netns_attach(int nsfd, struct netns_rules_opts *o, struct netns_fds *out, char *err,
                  size_t errsz);
 
-/* In namespace nsfd: removes the rules. The namespace is left without network. */
+/*
+ * In namespace nsfd: removes the proxy's rules. The namespace is left without network:
+ * rather than deleting the table, detach atomically replaces it with the lockdown table
+ * (netns_build_lockdown), so that a namespace whose runtime gave it an uplink (a veth)
+ * does not gain unfiltered network when the proxy lets go of it (invariant I1: fail
+ * closed). The TPROXY policy routing is removed. Callers that really want the table
+ * gone use netns_remove_rules inside the namespace.
+ */
 int netns_detach(int nsfd, char *err, size_t errsz);
 
 #endif

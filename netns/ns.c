@@ -1,0 +1,133 @@
+/*
+ * Opening, creating and entering network namespaces.
+ *
+ * setns(2) and unshare(2) change the namespace of the calling thread only, so all work
+ * inside a namespace happens on a short-lived helper thread that exits afterwards; the
+ * caller's thread (the libuv loop's) never changes namespace. A thread that changed
+ * namespace is never reused.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sys/ioctl.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
+#include <linux/nsfs.h>
+
+#include "netns/netns.h"
+
+int netns_open(const char *path)
+{
+  struct statfs sfs;
+  int fd, type, ret;
+
+  if (path == NULL || path[0] == '\0')
+    return -EINVAL;
+  fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -errno;
+  if (fstatfs(fd, &sfs) != 0) {
+    ret = -errno;
+    goto fail;
+  }
+  /* Only nsfs files (/proc/PID/ns/net, and their bind mounts under /var/run/netns)
+   * answer NS_GET_NSTYPE; checking the file system first keeps the ioctl from ever
+   * reaching a device driver. */
+  if (sfs.f_type != NSFS_MAGIC) {
+    ret = -EINVAL;
+    goto fail;
+  }
+  type = ioctl(fd, NS_GET_NSTYPE);
+  if (type != CLONE_NEWNET) {
+    ret = type < 0 && errno != ENOTTY ? -errno : -EINVAL;
+    goto fail;
+  }
+  return fd;
+fail:
+  close(fd);
+  return ret;
+}
+
+/* Runs start(arg) on a new thread with every signal blocked (signals belong to the
+ * process's other threads) and waits for it. */
+static int run_thread(void *(*start)(void *), void *arg)
+{
+  sigset_t all, old;
+  pthread_t t;
+  int ret;
+
+  sigfillset(&all);
+  ret = pthread_sigmask(SIG_SETMASK, &all, &old);
+  if (ret != 0)
+    return -ret;
+  ret = pthread_create(&t, NULL, start, arg);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (ret != 0)
+    return -ret;
+  ret = pthread_join(t, NULL);
+  return -ret;
+}
+
+struct run_ctx {
+  int nsfd;
+  int (*fn)(void *arg);
+  void *arg;
+  int ret;
+};
+
+static void *run_main(void *p)
+{
+  struct run_ctx *c = p;
+
+  if (setns(c->nsfd, CLONE_NEWNET) != 0) {
+    c->ret = -errno;
+    return NULL;
+  }
+  c->ret = c->fn(c->arg);
+  return NULL;
+}
+
+int netns_run(int nsfd, int (*fn)(void *arg), void *arg)
+{
+  struct run_ctx c = { .nsfd = nsfd, .fn = fn, .arg = arg, .ret = -EINVAL };
+  int ret;
+
+  if (nsfd < 0 || fn == NULL)
+    return -EINVAL;
+  ret = run_thread(run_main, &c);
+  return ret != 0 ? ret : c.ret;
+}
+
+static void *create_main(void *p)
+{
+  int *ret = p;
+
+  if (unshare(CLONE_NEWNET) != 0) {
+    *ret = -errno;
+    return NULL;
+  }
+  /* thread-self, not self: the namespace belongs to this thread only. */
+  *ret = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (*ret < 0)
+    *ret = -errno;
+  return NULL;
+}
+
+int netns_create(void)
+{
+  int fd = -EINVAL;
+  int ret;
+
+  ret = run_thread(create_main, &fd);
+  if (ret != 0) {
+    if (fd >= 0)
+      close(fd);
+    return ret;
+  }
+  return fd;
+}
