@@ -191,6 +191,11 @@ void proxy_upstream_tls_free(struct proxy_upstream_tls *u)
   free(u);
 }
 
+const struct mbedtls_ssl_config *proxy_upstream_tls_conf(const struct proxy_upstream_tls *u)
+{
+  return &u->conf;
+}
+
 static struct session_entry *session_find(struct proxy_upstream_tls *u, const char *key,
                                           int create)
 {

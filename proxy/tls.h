@@ -20,6 +20,7 @@ struct proxy_sandbox;
 struct proxy_tls;
 struct proxy_upstream_tls;
 struct proxy_tls_server;
+struct mbedtls_ssl_config;
 
 /* ---- upstream trust (one per process) ---- */
 
@@ -31,6 +32,10 @@ struct proxy_tls_server;
 int proxy_upstream_tls_new(const char *system, const char *const *extra, size_t nextra,
                            struct proxy_upstream_tls **out, char *err, size_t errsz);
 void proxy_upstream_tls_free(struct proxy_upstream_tls *u);
+
+/* The verified client configuration (trust store, TLS 1.2, ALPN http/1.1), for other
+ * clients of the daemon such as the credential callback. */
+const struct mbedtls_ssl_config *proxy_upstream_tls_conf(const struct proxy_upstream_tls *u);
 
 /* ---- per-sandbox server state: session ticket keys ---- */
 
