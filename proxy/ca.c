@@ -24,9 +24,10 @@
  * references sit on an LRU list as well; when there are more than cache_size of
  * them the least recently used one is freed. A referenced leaf is never freed: it
  * joins the LRU list when its last reference is dropped. A cached leaf whose
- * remaining validity falls under a quarter of leaf_days is replaced on its next
- * lookup. A leaf's chain is the leaf followed by the CA's own parsed certificate,
- * linked rather than copied, which is why a CA outlives its leaves.
+ * remaining validity falls under a quarter of leaf_days is replaced at its next
+ * lookup (the old one lives on until its holders release it). A leaf's chain is the
+ * leaf followed by the CA's own parsed certificate, linked rather than copied, which
+ * is why a CA outlives its leaves.
  *
  * A CA is used from one thread (its event loop); only the random source is shared.
  */
@@ -76,7 +77,7 @@
 /* A TBSCertificate of ours stays under 1 KiB (a 253-byte name twice, a CA subject of
  * a few attributes); the whole certificate adds at most an RSA-4096 signature. */
 #define TBS_MAX 2048
-#define DER_MAX (TBS_MAX + 1024)
+#define DER_MAX (TBS_MAX + MBEDTLS_PK_SIGNATURE_MAX_SIZE + 64)
 #define FILE_MAX (64 * 1024)
 #define KEY_PEM_MAX 16384
 #define INITIAL_BUCKETS 64
@@ -180,7 +181,7 @@ static int format_time(time_t t, char out[MBEDTLS_X509_RFC5280_UTC_TIME_LEN])
   return n == MBEDTLS_X509_RFC5280_UTC_TIME_LEN - 1 ? 0 : -ERANGE;
 }
 
-/* ---- SipHash-2-4 ----------------------------------------------------------- */
+/* ---- SipHash-2-4 --------------------------------------------------------- */
 
 #define ROTL64(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
 #define SIPROUND                                                                  \
@@ -233,11 +234,11 @@ static uint64_t siphash(const uint64_t key[2], const unsigned char *in, size_t l
   return v0 ^ v1 ^ v2 ^ v3;
 }
 
-/* ---- names ---------------------------------------------------------------- */
+/* ---- names --------------------------------------------------------------- */
 
 /*
  * Canonicalises a destination: an IP literal (is_ip) becomes inet_ntop's form and
- * its bytes; a host name must be LDH labels (underscore allowed, as real names use
+ * its bytes (an IPv4-mapped IPv6 address becomes the IPv4 address); a host name must be LDH labels (underscore allowed, as real names use
  * it) of at most 63 bytes, 253 in all, no empty label or trailing dot, and is folded
  * to lowercase. A dotted-quad passed as a host name is refused: its certificate
  * would carry a dNSName no client matches against an address.
@@ -257,6 +258,15 @@ static int canonical_name(const char *name, int is_ip, char out[NAME_MAX_LEN + 1
       return inet_ntop(AF_INET, ip, out, NAME_MAX_LEN + 1) ? 0 : -EINVAL;
     }
     if (inet_pton(AF_INET6, name, ip) == 1) {
+      static const unsigned char v4_mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+      /* ::ffff:a.b.c.d is an IPv4 peer seen through an IPv6 socket: clients check
+       * the certificate against a.b.c.d. */
+      if (memcmp(ip, v4_mapped, sizeof(v4_mapped)) == 0) {
+        memmove(ip, ip + 12, 4);
+        *ip_len = 4;
+        return inet_ntop(AF_INET, ip, out, NAME_MAX_LEN + 1) ? 0 : -EINVAL;
+      }
       *ip_len = 16;
       return inet_ntop(AF_INET6, ip, out, NAME_MAX_LEN + 1) ? 0 : -EINVAL;
     }
@@ -325,7 +335,7 @@ static int cn_list(mbedtls_asn1_named_data **head, const char *cn, size_t len)
                       (const unsigned char *)cn, len);
 }
 
-/* ---- extensions --------------------------------------------------------------- */
+/* ---- extensions ---------------------------------------------------------- */
 
 /*
  * Finds extension oid in crt. Returns 1 with its extnValue and critical flag, 0 when
@@ -632,7 +642,7 @@ out:
   return ret;
 }
 
-/* ---- keys ----------------------------------------------------------------- */
+/* ---- keys ---------------------------------------------------------------- */
 
 static int gen_p256(mbedtls_pk_context *pk)
 {
@@ -679,7 +689,7 @@ static int ca_key_ok(const char *key_path, const mbedtls_pk_context *key, mbedtl
   return -EINVAL;
 }
 
-/* ---- files ---------------------------------------------------------------- */
+/* ---- files --------------------------------------------------------------- */
 
 /*
  * Reads a regular file of at most max bytes into a NUL-terminated heap buffer. With
@@ -857,7 +867,91 @@ out:
   return ret;
 }
 
-/* ---- the CA ---------------------------------------------------------------- */
+/* ---- leaves -------------------------------------------------------------- */
+
+static void leaf_free(struct proxy_leaf *leaf)
+{
+  if (leaf == NULL)
+    return;
+  if (leaf->user_free != NULL && leaf->user != NULL)
+    leaf->user_free(leaf->user);
+  /* The CA certificate behind the leaf belongs to the CA. */
+  leaf->chain.next = NULL;
+  mbedtls_x509_crt_free(&leaf->chain);
+  free(leaf);
+}
+
+/* Mints a leaf for a canonical name (or address); the result is not in the cache. */
+static int mint(struct proxy_ca *ca, const char *name, const unsigned char *ip, size_t ip_len,
+                struct proxy_leaf **out)
+{
+  size_t name_len = strlen(name);
+  mbedtls_asn1_named_data *subject = NULL;
+  struct proxy_leaf *leaf;
+  mbedtls_x509write_cert w;
+  time_t now = ca->now(), not_after;
+  char err[128];
+  int ret;
+
+  *out = NULL;
+  if (now >= ca->not_after) {
+    log_error("ca: the CA certificate has expired; install a new CA for this sandbox");
+    return -EKEYEXPIRED;
+  }
+  not_after = now + (time_t)ca->leaf_days * 86400;
+  if (not_after > ca->not_after)
+    not_after = ca->not_after;
+
+  leaf = calloc(1, sizeof(*leaf) + name_len + 1);
+  if (leaf == NULL)
+    return -ENOMEM;
+  mbedtls_x509_crt_init(&leaf->chain);
+  leaf->key = &ca->leaf_key;
+  memcpy(leaf->name, name, name_len + 1);
+
+  mbedtls_x509write_crt_init(&w);
+  ret = cn_list(&subject, name, name_len < CN_MAX_LEN ? name_len : CN_MAX_LEN);
+  if (ret != 0)
+    goto out;
+  w.subject = subject; /* owned by w from here on */
+  subject = NULL;
+  w.issuer = ca->issuer; /* borrowed, handed back below */
+  mbedtls_x509write_crt_set_md_alg(&w, ca->md);
+  mbedtls_x509write_crt_set_subject_key(&w, &ca->leaf_key);
+  mbedtls_x509write_crt_set_issuer_key(&w, &ca->key);
+  ret = set_random_serial(&w);
+  if (ret == 0)
+    ret = set_validity(&w, now - BACKDATE_SECONDS, not_after);
+  if (ret == 0)
+    ret = set_basic_constraints(&w, 0);
+  if (ret == 0)
+    ret = mbedtls_x509write_crt_set_key_usage(&w, MBEDTLS_X509_KU_DIGITAL_SIGNATURE);
+  if (ret == 0)
+    ret = set_server_auth(&w);
+  if (ret == 0)
+    ret = mbedtls_x509write_crt_set_subject_key_identifier(&w);
+  if (ret == 0)
+    ret = set_authority_key_id(&w, ca->keyid, ca->keyid_len);
+  if (ret == 0)
+    ret = set_san(&w, name, ip, ip_len);
+  if (ret == 0)
+    ret = sign_into(&w, &leaf->chain);
+  if (ret != 0) {
+    log_error("ca: cannot mint a certificate for %s: %s", name, mbed_str(ret, err, sizeof(err)));
+    ret = mbed_errno(ret);
+    goto out;
+  }
+  leaf->chain.next = &ca->cert;
+  *out = leaf;
+  leaf = NULL;
+out:
+  w.issuer = NULL;
+  mbedtls_x509write_crt_free(&w);
+  leaf_free(leaf);
+  return ret;
+}
+
+/* ---- the CA -------------------------------------------------------------- */
 
 static int ca_new(const struct proxy_ca_opts *opts, struct proxy_ca **out)
 {
@@ -1067,10 +1161,6 @@ out:
   return ret;
 }
 
-static int mint(struct proxy_ca *ca, const char *name, const unsigned char *ip, size_t ip_len,
-                struct proxy_leaf **out);
-static void leaf_free(struct proxy_leaf *leaf);
-
 /*
  * Checks what a CA certificate must satisfy before it signs anything, and warns about
  * what strict clients (OpenSSL 3 -x509_strict, Python 3.13) will refuse later.
@@ -1085,6 +1175,11 @@ static int check_ca_cert(const struct proxy_ca *ca, const char *cert_path)
   if (crt->next != NULL) {
     log_error("ca: %s holds more than one certificate; give the CA certificate alone",
               cert_path);
+    return -EINVAL;
+  }
+  if (crt->subject_raw.len > TBS_MAX / 2) {
+    log_error("ca: the subject of CA certificate %s is longer than %d bytes; reissue it "
+              "with a shorter subject", cert_path, TBS_MAX / 2);
     return -EINVAL;
   }
   if (crt->version != 3 || !crt->ca_istrue) {
@@ -1190,7 +1285,7 @@ int proxy_ca_load(const struct proxy_ca_opts *opts, const char *cert_path,
     goto out;
   }
   if (ret != 0) {
-    log_error("ca: CA key %s is not a PEM or DER private key: %s", key_path,
+    log_error("ca: cannot parse CA key %s: %s", key_path,
               mbed_str(ret, err, sizeof(err)));
     ret = -EINVAL;
     goto out;
@@ -1211,7 +1306,7 @@ int proxy_ca_load(const struct proxy_ca_opts *opts, const char *cert_path,
     if (ret > 0)
       log_error("ca: %d certificate(s) in %s do not parse", ret, cert_path);
     else
-      log_error("ca: %s is not a PEM or DER certificate: %s", cert_path,
+      log_error("ca: cannot parse certificate %s: %s", cert_path,
                 mbed_str(ret, err, sizeof(err)));
     ret = -EINVAL;
     goto out;
@@ -1276,89 +1371,7 @@ const char *proxy_ca_cert_pem(const struct proxy_ca *ca)
   return ca->cert_pem;
 }
 
-/* ---- leaves ---------------------------------------------------------------- */
-
-static void leaf_free(struct proxy_leaf *leaf)
-{
-  if (leaf == NULL)
-    return;
-  if (leaf->user_free != NULL && leaf->user != NULL)
-    leaf->user_free(leaf->user);
-  /* The CA certificate behind the leaf belongs to the CA. */
-  leaf->chain.next = NULL;
-  mbedtls_x509_crt_free(&leaf->chain);
-  free(leaf);
-}
-
-/* Mints a leaf for a canonical name (or address); the result is not in the cache. */
-static int mint(struct proxy_ca *ca, const char *name, const unsigned char *ip, size_t ip_len,
-                struct proxy_leaf **out)
-{
-  size_t name_len = strlen(name);
-  mbedtls_asn1_named_data *subject = NULL;
-  struct proxy_leaf *leaf;
-  mbedtls_x509write_cert w;
-  time_t now = ca->now(), not_after;
-  char err[128];
-  int ret;
-
-  *out = NULL;
-  if (now >= ca->not_after) {
-    log_error("ca: the CA certificate has expired; install a new CA for this sandbox");
-    return -EKEYEXPIRED;
-  }
-  not_after = now + (time_t)ca->leaf_days * 86400;
-  if (not_after > ca->not_after)
-    not_after = ca->not_after;
-
-  leaf = calloc(1, sizeof(*leaf) + name_len + 1);
-  if (leaf == NULL)
-    return -ENOMEM;
-  mbedtls_x509_crt_init(&leaf->chain);
-  leaf->key = &ca->leaf_key;
-  memcpy(leaf->name, name, name_len + 1);
-
-  mbedtls_x509write_crt_init(&w);
-  ret = cn_list(&subject, name, name_len < CN_MAX_LEN ? name_len : CN_MAX_LEN);
-  if (ret != 0)
-    goto out;
-  w.subject = subject; /* owned by w from here on */
-  subject = NULL;
-  w.issuer = ca->issuer; /* borrowed, handed back below */
-  mbedtls_x509write_crt_set_md_alg(&w, ca->md);
-  mbedtls_x509write_crt_set_subject_key(&w, &ca->leaf_key);
-  mbedtls_x509write_crt_set_issuer_key(&w, &ca->key);
-  ret = set_random_serial(&w);
-  if (ret == 0)
-    ret = set_validity(&w, now - BACKDATE_SECONDS, not_after);
-  if (ret == 0)
-    ret = set_basic_constraints(&w, 0);
-  if (ret == 0)
-    ret = mbedtls_x509write_crt_set_key_usage(&w, MBEDTLS_X509_KU_DIGITAL_SIGNATURE);
-  if (ret == 0)
-    ret = set_server_auth(&w);
-  if (ret == 0)
-    ret = mbedtls_x509write_crt_set_subject_key_identifier(&w);
-  if (ret == 0)
-    ret = set_authority_key_id(&w, ca->keyid, ca->keyid_len);
-  if (ret == 0)
-    ret = set_san(&w, name, ip, ip_len);
-  if (ret == 0)
-    ret = sign_into(&w, &leaf->chain);
-  if (ret != 0) {
-    log_error("ca: cannot mint a certificate for %s: %s", name, mbed_str(ret, err, sizeof(err)));
-    ret = mbed_errno(ret);
-    goto out;
-  }
-  leaf->chain.next = &ca->cert;
-  *out = leaf;
-  leaf = NULL;
-out:
-  w.issuer = NULL;
-  mbedtls_x509write_crt_free(&w);
-  leaf_free(leaf);
-  return ret;
-}
+/* ---- the cache ----------------------------------------------------------- */
 
 static void lru_unlink(struct proxy_ca *ca, struct proxy_leaf *leaf)
 {

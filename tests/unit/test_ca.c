@@ -503,11 +503,16 @@ TEST(leaf_ip_addresses)
   ASSERT_STREQ(v6->name, "2001:db8::1");
   ASSERT_EQ(verify(ca, v6, NULL), 0);
 
+  /* An IPv4-mapped IPv6 address gets the IPv4 address's certificate. */
+  ASSERT_EQ(proxy_ca_leaf(ca, "::ffff:10.1.2.3", 1, &again), 0);
+  ASSERT(again == v4);
+  proxy_leaf_unref(again);
+
   /* Another spelling of the same address is the same leaf. */
   ASSERT_EQ(proxy_ca_leaf(ca, "2001:db8::0:1", 1, &again), 0);
   ASSERT(again == v6);
   proxy_ca_stats(ca, &st);
-  ASSERT_EQ(st.hits, 1);
+  ASSERT_EQ(st.hits, 2);
   ASSERT_EQ(st.misses, 2);
   proxy_leaf_unref(again);
   proxy_leaf_unref(v6);
@@ -835,7 +840,7 @@ TEST(load_refuses_bad_certificates)
 
   capture_start(&cap);
   ASSERT_EQ(load_fixture("ca/rsa_ca.key", "ca/rsa_ca.key", 0600, &ca), -EINVAL);
-  ASSERT_CONTAINS(capture_end(&cap), "is not a PEM or DER certificate");
+  ASSERT_CONTAINS(capture_end(&cap), "cannot parse certificate");
 
   capture_start(&cap);
   ASSERT_EQ(proxy_ca_load(NULL, tmp_path("nope.pem"), tmp_path("fixture.key"), &ca), -ENOENT);
@@ -866,7 +871,7 @@ TEST(load_refuses_bad_keys)
 
   capture_start(&cap);
   ASSERT_EQ(load_fixture("ca/p384_ca.pem", "ca/p384_ca.pem", 0600, &ca), -EINVAL);
-  ASSERT_CONTAINS(capture_end(&cap), "is not a PEM or DER private key");
+  ASSERT_CONTAINS(capture_end(&cap), "cannot parse CA key");
   ASSERT_NULL(ca);
 }
 
