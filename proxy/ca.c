@@ -83,6 +83,11 @@
 #define INITIAL_BUCKETS 64
 #define PROBE_NAME "authproxy-probe.invalid"
 
+/* DER tags used by the writers below. */
+#define TAG_SEQUENCE (MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE)
+#define TAG_CONTEXT(n) (MBEDTLS_ASN1_CONTEXT_SPECIFIC | (n))
+#define TAG_EXPLICIT(n) (MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_ASN1_CONSTRUCTED | (n))
+
 #define PEM_BEGIN_CRT "-----BEGIN CERTIFICATE-----\n"
 #define PEM_END_CRT "-----END CERTIFICATE-----\n"
 
@@ -113,7 +118,8 @@ struct proxy_ca {
 /* Every leaf borrows the CA's leaf_key, which is how a leaf finds its CA. */
 static struct proxy_ca *ca_of(const struct proxy_leaf *leaf)
 {
-  return (struct proxy_ca *)(void *)((char *)leaf->key - offsetof(struct proxy_ca, leaf_key));
+  return (struct proxy_ca *)(void *)((char *)leaf->key -
+                                     offsetof(struct proxy_ca, leaf_key));
 }
 
 static time_t clock_now(void)
@@ -184,22 +190,22 @@ static int format_time(time_t t, char out[MBEDTLS_X509_RFC5280_UTC_TIME_LEN])
 /* ---- SipHash-2-4 --------------------------------------------------------- */
 
 #define ROTL64(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                                  \
-  do {                                                                            \
-    v0 += v1;                                                                     \
-    v1 = ROTL64(v1, 13);                                                          \
-    v1 ^= v0;                                                                     \
-    v0 = ROTL64(v0, 32);                                                          \
-    v2 += v3;                                                                     \
-    v3 = ROTL64(v3, 16);                                                          \
-    v3 ^= v2;                                                                     \
-    v0 += v3;                                                                     \
-    v3 = ROTL64(v3, 21);                                                          \
-    v3 ^= v0;                                                                     \
-    v2 += v1;                                                                     \
-    v1 = ROTL64(v1, 17);                                                          \
-    v1 ^= v2;                                                                     \
-    v2 = ROTL64(v2, 32);                                                          \
+#define SIPROUND                                                                         \
+  do {                                                                                   \
+    v0 += v1;                                                                            \
+    v1 = ROTL64(v1, 13);                                                                 \
+    v1 ^= v0;                                                                            \
+    v0 = ROTL64(v0, 32);                                                                 \
+    v2 += v3;                                                                            \
+    v3 = ROTL64(v3, 16);                                                                 \
+    v3 ^= v2;                                                                            \
+    v0 += v3;                                                                            \
+    v3 = ROTL64(v3, 21);                                                                 \
+    v3 ^= v0;                                                                            \
+    v2 += v1;                                                                            \
+    v1 = ROTL64(v1, 17);                                                                 \
+    v1 ^= v2;                                                                            \
+    v2 = ROTL64(v2, 32);                                                                 \
   } while (0)
 
 static uint64_t siphash(const uint64_t key[2], const unsigned char *in, size_t len)
@@ -237,11 +243,12 @@ static uint64_t siphash(const uint64_t key[2], const unsigned char *in, size_t l
 /* ---- names --------------------------------------------------------------- */
 
 /*
- * Canonicalises a destination: an IP literal (is_ip) becomes inet_ntop's form and
- * its bytes (an IPv4-mapped IPv6 address becomes the IPv4 address); a host name must be LDH labels (underscore allowed, as real names use
- * it) of at most 63 bytes, 253 in all, no empty label or trailing dot, and is folded
- * to lowercase. A dotted-quad passed as a host name is refused: its certificate
- * would carry a dNSName no client matches against an address.
+ * Canonicalises a destination. An IP literal (is_ip) becomes inet_ntop's form and
+ * its bytes; an IPv4-mapped IPv6 address becomes the IPv4 address. A host name must
+ * be LDH labels (underscore allowed, as real names use it) of at most 63 bytes, 253
+ * in all, with no empty label or trailing dot; it is folded to lowercase. A
+ * dotted-quad passed as a host name is refused: its certificate would carry a
+ * dNSName no client matches against an address.
  */
 static int canonical_name(const char *name, int is_ip, char out[NAME_MAX_LEN + 1],
                           unsigned char ip[16], size_t *ip_len)
@@ -258,7 +265,8 @@ static int canonical_name(const char *name, int is_ip, char out[NAME_MAX_LEN + 1
       return inet_ntop(AF_INET, ip, out, NAME_MAX_LEN + 1) ? 0 : -EINVAL;
     }
     if (inet_pton(AF_INET6, name, ip) == 1) {
-      static const unsigned char v4_mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+      static const unsigned char v4_mapped[12] = { 0, 0, 0, 0, 0,    0,
+                                                   0, 0, 0, 0, 0xff, 0xff };
 
       /* ::ffff:a.b.c.d is an IPv4 peer seen through an IPv6 socket: clients check
        * the certificate against a.b.c.d. */
@@ -351,15 +359,14 @@ static int find_ext(const mbedtls_x509_crt *crt, const char *oid, size_t oid_len
   if (p == NULL || crt->v3_ext.len == 0)
     return 0;
   end = p + crt->v3_ext.len;
-  if (mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) != 0 ||
-      len != (size_t)(end - p))
+  if (mbedtls_asn1_get_tag(&p, end, &len, TAG_SEQUENCE) != 0 || len != (size_t)(end - p))
     return -EINVAL;
   while (p < end) {
     unsigned char *ext_end, *eoid;
     size_t eoid_len;
     int crit = 0, ret;
 
-    if (mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) != 0)
+    if (mbedtls_asn1_get_tag(&p, end, &len, TAG_SEQUENCE) != 0)
       return -EINVAL;
     ext_end = p + len;
     if (mbedtls_asn1_get_tag(&p, ext_end, &eoid_len, MBEDTLS_ASN1_OID) != 0)
@@ -395,12 +402,11 @@ static int set_basic_constraints(mbedtls_x509write_cert *w, int is_ca)
     MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_bool(&c, buf, 1));
   }
   MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_len(&c, buf, len));
-  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(&c, buf, MBEDTLS_ASN1_CONSTRUCTED |
-                                                                MBEDTLS_ASN1_SEQUENCE));
+  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(&c, buf, TAG_SEQUENCE));
   /* Critical in both: OpenSSL's strict mode requires it of a CA. */
-  return mbedtls_x509write_crt_set_extension(w, MBEDTLS_OID_BASIC_CONSTRAINTS,
-                                             MBEDTLS_OID_SIZE(MBEDTLS_OID_BASIC_CONSTRAINTS),
-                                             1, c, len);
+  return mbedtls_x509write_crt_set_extension(
+      w, MBEDTLS_OID_BASIC_CONSTRAINTS, MBEDTLS_OID_SIZE(MBEDTLS_OID_BASIC_CONSTRAINTS),
+      1, c, len);
 }
 
 static int set_san(mbedtls_x509write_cert *w, const char *name, const unsigned char *ip,
@@ -413,20 +419,20 @@ static int set_san(mbedtls_x509write_cert *w, const char *name, const unsigned c
   if (ip_len > 0) {
     MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_raw_buffer(&c, buf, ip, ip_len));
     MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_len(&c, buf, ip_len));
-    MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(&c, buf, MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7));
+    MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(&c, buf, TAG_CONTEXT(7)));
   } else {
     size_t n = strlen(name);
 
-    MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_raw_buffer(&c, buf, (const unsigned char *)name, n));
+    MBEDTLS_ASN1_CHK_ADD(
+        len, mbedtls_asn1_write_raw_buffer(&c, buf, (const unsigned char *)name, n));
     MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_len(&c, buf, n));
-    MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(&c, buf, MBEDTLS_ASN1_CONTEXT_SPECIFIC | 2));
+    MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(&c, buf, TAG_CONTEXT(2)));
   }
   MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_len(&c, buf, len));
-  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(&c, buf, MBEDTLS_ASN1_CONSTRUCTED |
-                                                                MBEDTLS_ASN1_SEQUENCE));
-  return mbedtls_x509write_crt_set_extension(w, MBEDTLS_OID_SUBJECT_ALT_NAME,
-                                             MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_ALT_NAME),
-                                             0, c, len);
+  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(&c, buf, TAG_SEQUENCE));
+  return mbedtls_x509write_crt_set_extension(
+      w, MBEDTLS_OID_SUBJECT_ALT_NAME, MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_ALT_NAME), 0,
+      c, len);
 }
 
 static int set_server_auth(mbedtls_x509write_cert *w)
@@ -435,14 +441,14 @@ static int set_server_auth(mbedtls_x509write_cert *w)
   size_t len = 0;
   int ret;
 
-  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_oid(&c, buf, MBEDTLS_OID_SERVER_AUTH,
-                                                   MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH)));
+  MBEDTLS_ASN1_CHK_ADD(len,
+                       mbedtls_asn1_write_oid(&c, buf, MBEDTLS_OID_SERVER_AUTH,
+                                              MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH)));
   MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_len(&c, buf, len));
-  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(&c, buf, MBEDTLS_ASN1_CONSTRUCTED |
-                                                                MBEDTLS_ASN1_SEQUENCE));
-  return mbedtls_x509write_crt_set_extension(w, MBEDTLS_OID_EXTENDED_KEY_USAGE,
-                                             MBEDTLS_OID_SIZE(MBEDTLS_OID_EXTENDED_KEY_USAGE),
-                                             0, c, len);
+  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(&c, buf, TAG_SEQUENCE));
+  return mbedtls_x509write_crt_set_extension(
+      w, MBEDTLS_OID_EXTENDED_KEY_USAGE, MBEDTLS_OID_SIZE(MBEDTLS_OID_EXTENDED_KEY_USAGE),
+      0, c, len);
 }
 
 static int set_authority_key_id(mbedtls_x509write_cert *w, const unsigned char *keyid,
@@ -454,16 +460,15 @@ static int set_authority_key_id(mbedtls_x509write_cert *w, const unsigned char *
 
   MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_raw_buffer(&c, buf, keyid, keyid_len));
   MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_len(&c, buf, keyid_len));
-  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(&c, buf, MBEDTLS_ASN1_CONTEXT_SPECIFIC | 0));
+  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(&c, buf, TAG_CONTEXT(0)));
   MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_len(&c, buf, len));
-  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(&c, buf, MBEDTLS_ASN1_CONSTRUCTED |
-                                                                MBEDTLS_ASN1_SEQUENCE));
+  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(&c, buf, TAG_SEQUENCE));
   return mbedtls_x509write_crt_set_extension(
       w, MBEDTLS_OID_AUTHORITY_KEY_IDENTIFIER,
       MBEDTLS_OID_SIZE(MBEDTLS_OID_AUTHORITY_KEY_IDENTIFIER), 0, c, len);
 }
 
-/* A 16-byte serial with the top bit clear (positive) and the next set (always 16 bytes). */
+/* A random 16-byte serial: top bit clear (positive), next bit set (always 16 bytes). */
 static int set_random_serial(mbedtls_x509write_cert *w)
 {
   unsigned char raw[SERIAL_BYTES];
@@ -509,8 +514,7 @@ static int write_sig_alg(unsigned char **p, unsigned char *start, mbedtls_pk_typ
     return mbedtls_asn1_write_algorithm_identifier(p, start, oid, oid_len, 0);
   MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_oid(p, start, oid, oid_len));
   MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_len(p, start, len));
-  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(p, start, MBEDTLS_ASN1_CONSTRUCTED |
-                                                                 MBEDTLS_ASN1_SEQUENCE));
+  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(p, start, TAG_SEQUENCE));
   return (int)len;
 }
 
@@ -522,11 +526,13 @@ static int write_time(unsigned char **p, unsigned char *start, const char *t)
   int ret, utc = strncmp(t, "1950", 4) >= 0 && strncmp(t, "2050", 4) < 0;
   size_t skip = utc ? 2 : 0;
 
-  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_raw_buffer(p, start, (const unsigned char *)t + skip,
-                                                          MBEDTLS_X509_RFC5280_UTC_TIME_LEN - skip));
+  MBEDTLS_ASN1_CHK_ADD(
+      len, mbedtls_asn1_write_raw_buffer(p, start, (const unsigned char *)t + skip,
+                                         MBEDTLS_X509_RFC5280_UTC_TIME_LEN - skip));
   MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_len(p, start, len));
-  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(p, start, utc ? MBEDTLS_ASN1_UTC_TIME
-                                                                 : MBEDTLS_ASN1_GENERALIZED_TIME));
+  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(p, start,
+                                                   utc ? MBEDTLS_ASN1_UTC_TIME
+                                                       : MBEDTLS_ASN1_GENERALIZED_TIME));
   return (int)len;
 }
 
@@ -539,11 +545,9 @@ static int write_tbs(unsigned char **p, unsigned char *start, mbedtls_x509write_
 
   MBEDTLS_ASN1_CHK_ADD(sub, mbedtls_x509_write_extensions(p, start, w->extensions));
   MBEDTLS_ASN1_CHK_ADD(sub, mbedtls_asn1_write_len(p, start, sub));
-  MBEDTLS_ASN1_CHK_ADD(sub, mbedtls_asn1_write_tag(p, start, MBEDTLS_ASN1_CONSTRUCTED |
-                                                                 MBEDTLS_ASN1_SEQUENCE));
+  MBEDTLS_ASN1_CHK_ADD(sub, mbedtls_asn1_write_tag(p, start, TAG_SEQUENCE));
   MBEDTLS_ASN1_CHK_ADD(sub, mbedtls_asn1_write_len(p, start, sub));
-  MBEDTLS_ASN1_CHK_ADD(sub, mbedtls_asn1_write_tag(p, start, MBEDTLS_ASN1_CONTEXT_SPECIFIC |
-                                                                 MBEDTLS_ASN1_CONSTRUCTED | 3));
+  MBEDTLS_ASN1_CHK_ADD(sub, mbedtls_asn1_write_tag(p, start, TAG_EXPLICIT(3)));
   len += sub;
   ret = mbedtls_pk_write_pubkey_der(w->subject_key, start, (size_t)(*p - start));
   if (ret < 0)
@@ -555,8 +559,7 @@ static int write_tbs(unsigned char **p, unsigned char *start, mbedtls_x509write_
   MBEDTLS_ASN1_CHK_ADD(sub, write_time(p, start, w->not_after));
   MBEDTLS_ASN1_CHK_ADD(sub, write_time(p, start, w->not_before));
   MBEDTLS_ASN1_CHK_ADD(sub, mbedtls_asn1_write_len(p, start, sub));
-  MBEDTLS_ASN1_CHK_ADD(sub, mbedtls_asn1_write_tag(p, start, MBEDTLS_ASN1_CONSTRUCTED |
-                                                                 MBEDTLS_ASN1_SEQUENCE));
+  MBEDTLS_ASN1_CHK_ADD(sub, mbedtls_asn1_write_tag(p, start, TAG_SEQUENCE));
   len += sub;
   MBEDTLS_ASN1_CHK_ADD(len, mbedtls_x509_write_names(p, start, w->issuer));
   MBEDTLS_ASN1_CHK_ADD(len, write_sig_alg(p, start, pk, sig_oid, sig_oid_len));
@@ -564,19 +567,18 @@ static int write_tbs(unsigned char **p, unsigned char *start, mbedtls_x509write_
   sub = 0;
   MBEDTLS_ASN1_CHK_ADD(sub, mbedtls_asn1_write_int(p, start, MBEDTLS_X509_CRT_VERSION_3));
   MBEDTLS_ASN1_CHK_ADD(sub, mbedtls_asn1_write_len(p, start, sub));
-  MBEDTLS_ASN1_CHK_ADD(sub, mbedtls_asn1_write_tag(p, start, MBEDTLS_ASN1_CONTEXT_SPECIFIC |
-                                                                 MBEDTLS_ASN1_CONSTRUCTED | 0));
+  MBEDTLS_ASN1_CHK_ADD(sub, mbedtls_asn1_write_tag(p, start, TAG_EXPLICIT(0)));
   len += sub;
   MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_len(p, start, len));
-  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(p, start, MBEDTLS_ASN1_CONSTRUCTED |
-                                                                 MBEDTLS_ASN1_SEQUENCE));
+  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(p, start, TAG_SEQUENCE));
   return (int)len;
 }
 
 /* Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue } */
-static int write_certificate(unsigned char **p, unsigned char *start, const unsigned char *tbs,
-                             size_t tbs_len, mbedtls_pk_type_t pk, const char *oid,
-                             size_t oid_len, const unsigned char *sig, size_t sig_len)
+static int write_certificate(unsigned char **p, unsigned char *start,
+                             const unsigned char *tbs, size_t tbs_len,
+                             mbedtls_pk_type_t pk, const char *oid, size_t oid_len,
+                             const unsigned char *sig, size_t sig_len)
 {
   size_t len = 0;
   int ret;
@@ -585,8 +587,7 @@ static int write_certificate(unsigned char **p, unsigned char *start, const unsi
   MBEDTLS_ASN1_CHK_ADD(len, write_sig_alg(p, start, pk, oid, oid_len));
   MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_raw_buffer(p, start, tbs, tbs_len));
   MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_len(p, start, len));
-  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(p, start, MBEDTLS_ASN1_CONSTRUCTED |
-                                                                 MBEDTLS_ASN1_SEQUENCE));
+  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(p, start, TAG_SEQUENCE));
   return (int)len;
 }
 
@@ -628,12 +629,14 @@ static int sign_into(mbedtls_x509write_cert *w, mbedtls_x509_crt *crt)
   tbs_len = (size_t)ret;
   ret = mbedtls_md(md, tbs, tbs_len, hash);
   if (ret == 0)
-    ret = mbedtls_pk_sign(w->issuer_key, w->md_alg, hash, 0, sig, &sig_len, proxy_rng, NULL);
+    ret = mbedtls_pk_sign(w->issuer_key, w->md_alg, hash, 0, sig, &sig_len, proxy_rng,
+                          NULL);
   if (ret != 0)
     goto out;
 
   c = mem + TBS_MAX + DER_MAX;
-  ret = write_certificate(&c, mem + TBS_MAX, tbs, tbs_len, pk, oid, oid_len, sig, sig_len);
+  ret =
+      write_certificate(&c, mem + TBS_MAX, tbs, tbs_len, pk, oid, oid_len, sig, sig_len);
   if (ret < 0)
     goto out;
   ret = mbedtls_x509_crt_parse_der(crt, c, (size_t)ret);
@@ -650,14 +653,16 @@ static int gen_p256(mbedtls_pk_context *pk)
 
   if (ret != 0)
     return ret;
-  return mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(*pk), proxy_rng, NULL);
+  return mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(*pk), proxy_rng,
+                             NULL);
 }
 
 /*
  * Checks that a loaded CA key is one every client we serve accepts signatures from,
  * and picks the digest: SHA-256, or the one matching a larger curve.
  */
-static int ca_key_ok(const char *key_path, const mbedtls_pk_context *key, mbedtls_md_type_t *md)
+static int ca_key_ok(const char *key_path, const mbedtls_pk_context *key,
+                     mbedtls_md_type_t *md)
 {
   *md = MBEDTLS_MD_SHA256;
   if (mbedtls_pk_get_type(key) == MBEDTLS_PK_RSA) {
@@ -681,8 +686,9 @@ static int ca_key_ok(const char *key_path, const mbedtls_pk_context *key, mbedtl
     default:
       break;
     }
-    log_error("ca: CA key %s is on a curve clients do not accept; use P-256, P-384 or P-521",
-              key_path);
+    log_error(
+        "ca: CA key %s is on a curve clients do not accept; use P-256, P-384 or P-521",
+        key_path);
     return -EINVAL;
   }
   log_error("ca: CA key %s is neither RSA nor ECDSA; use an ECDSA P-256 key", key_path);
@@ -882,8 +888,8 @@ static void leaf_free(struct proxy_leaf *leaf)
 }
 
 /* Mints a leaf for a canonical name (or address); the result is not in the cache. */
-static int mint(struct proxy_ca *ca, const char *name, const unsigned char *ip, size_t ip_len,
-                struct proxy_leaf **out)
+static int mint(struct proxy_ca *ca, const char *name, const unsigned char *ip,
+                size_t ip_len, struct proxy_leaf **out)
 {
   size_t name_len = strlen(name);
   mbedtls_asn1_named_data *subject = NULL;
@@ -937,7 +943,8 @@ static int mint(struct proxy_ca *ca, const char *name, const unsigned char *ip, 
   if (ret == 0)
     ret = sign_into(&w, &leaf->chain);
   if (ret != 0) {
-    log_error("ca: cannot mint a certificate for %s: %s", name, mbed_str(ret, err, sizeof(err)));
+    log_error("ca: cannot mint a certificate for %s: %s", name,
+              mbed_str(ret, err, sizeof(err)));
     ret = mbed_errno(ret);
     goto out;
   }
@@ -959,7 +966,8 @@ static int ca_new(const struct proxy_ca_opts *opts, struct proxy_ca **out)
   int ret;
 
   *out = NULL;
-  if (opts != NULL && (opts->cache_size > MAX_CACHE_SIZE || opts->leaf_days > MAX_LEAF_DAYS)) {
+  if (opts != NULL &&
+      (opts->cache_size > MAX_CACHE_SIZE || opts->leaf_days > MAX_LEAF_DAYS)) {
     log_error("ca: cache_size must be at most %u and leaf_days at most %u",
               MAX_CACHE_SIZE, MAX_LEAF_DAYS);
     return -EINVAL;
@@ -976,8 +984,10 @@ static int ca_new(const struct proxy_ca_opts *opts, struct proxy_ca **out)
   mbedtls_pk_init(&ca->key);
   mbedtls_x509_crt_init(&ca->cert);
   ca->md = MBEDTLS_MD_SHA256;
-  ca->cache_size = opts != NULL && opts->cache_size > 0 ? opts->cache_size : DEFAULT_CACHE_SIZE;
-  ca->leaf_days = opts != NULL && opts->leaf_days > 0 ? opts->leaf_days : DEFAULT_LEAF_DAYS;
+  ca->cache_size =
+      opts != NULL && opts->cache_size > 0 ? opts->cache_size : DEFAULT_CACHE_SIZE;
+  ca->leaf_days =
+      opts != NULL && opts->leaf_days > 0 ? opts->leaf_days : DEFAULT_LEAF_DAYS;
   ca->now = clock_now;
   ca->nbuckets = INITIAL_BUCKETS;
   ca->buckets = calloc(ca->nbuckets, sizeof(*ca->buckets));
@@ -1031,7 +1041,8 @@ static int self_sign(struct proxy_ca *ca, const char *cn)
   if (ret != 0) {
     char err[128];
 
-    log_error("ca: cannot create the CA certificate: %s", mbed_str(ret, err, sizeof(err)));
+    log_error("ca: cannot create the CA certificate: %s",
+              mbed_str(ret, err, sizeof(err)));
     ret = mbed_errno(ret);
   }
 out:
@@ -1058,29 +1069,35 @@ static int ca_prepare(struct proxy_ca *ca, const char *cert_path)
     if (n->next_merged) {
       log_error("ca: the subject of CA certificate %s has a multi-valued RDN, which "
                 "authproxy cannot reproduce in leaf issuers; reissue it with one "
-                "attribute per RDN", cert_path);
+                "attribute per RDN",
+                cert_path);
       return -EINVAL;
     }
-    ret = name_prepend(&ca->issuer, n->oid.p, n->oid.len, n->val.tag, n->val.p, n->val.len);
+    ret =
+        name_prepend(&ca->issuer, n->oid.p, n->oid.len, n->val.tag, n->val.p, n->val.len);
     if (ret != 0)
       return ret;
   }
   if (ca->issuer == NULL) {
     log_error("ca: CA certificate %s has an empty subject; clients reject leaves it "
-              "issues", cert_path);
+              "issues",
+              cert_path);
     return -EINVAL;
   }
 
   ret = find_ext(&ca->cert, MBEDTLS_OID_SUBJECT_KEY_IDENTIFIER,
-                 MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_KEY_IDENTIFIER), &ext, &ext_len, &crit);
+                 MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_KEY_IDENTIFIER), &ext, &ext_len,
+                 &crit);
   if (ret < 0) {
     log_error("ca: CA certificate %s has malformed extensions", cert_path);
     return ret;
   }
   if (ret == 1) {
     p = ext;
-    if (mbedtls_asn1_get_tag(&p, ext + ext_len, &ca->keyid_len, MBEDTLS_ASN1_OCTET_STRING) != 0 ||
-        ca->keyid_len == 0 || ca->keyid_len > KEYID_MAX_LEN || p + ca->keyid_len != ext + ext_len) {
+    if (mbedtls_asn1_get_tag(&p, ext + ext_len, &ca->keyid_len,
+                             MBEDTLS_ASN1_OCTET_STRING) != 0 ||
+        ca->keyid_len == 0 || ca->keyid_len > KEYID_MAX_LEN ||
+        p + ca->keyid_len != ext + ext_len) {
       log_error("ca: CA certificate %s has a malformed subjectKeyIdentifier", cert_path);
       return -EINVAL;
     }
@@ -1099,15 +1116,16 @@ static int ca_prepare(struct proxy_ca *ca, const char *cert_path)
   }
   ca->not_after = x509_time_epoch(&ca->cert.valid_to);
 
-  ret = mbedtls_pem_write_buffer(PEM_BEGIN_CRT, PEM_END_CRT, ca->cert.raw.p, ca->cert.raw.len,
-                                 NULL, 0, &pem_len);
+  ret = mbedtls_pem_write_buffer(PEM_BEGIN_CRT, PEM_END_CRT, ca->cert.raw.p,
+                                 ca->cert.raw.len, NULL, 0, &pem_len);
   if (ret != MBEDTLS_ERR_BASE64_BUFFER_TOO_SMALL || pem_len == 0)
     return -EIO;
   ca->cert_pem = malloc(pem_len);
   if (ca->cert_pem == NULL)
     return -ENOMEM;
-  ret = mbedtls_pem_write_buffer(PEM_BEGIN_CRT, PEM_END_CRT, ca->cert.raw.p, ca->cert.raw.len,
-                                 (unsigned char *)ca->cert_pem, pem_len, &pem_len);
+  ret = mbedtls_pem_write_buffer(PEM_BEGIN_CRT, PEM_END_CRT, ca->cert.raw.p,
+                                 ca->cert.raw.len, (unsigned char *)ca->cert_pem, pem_len,
+                                 &pem_len);
   if (ret != 0)
     return mbed_errno(ret);
 
@@ -1121,7 +1139,8 @@ static int ca_prepare(struct proxy_ca *ca, const char *cert_path)
 
 int proxy_ca_generate(const struct proxy_ca_opts *opts, struct proxy_ca **out)
 {
-  const char *cn = opts != NULL && opts->common_name != NULL ? opts->common_name : DEFAULT_CN;
+  const char *cn =
+      opts != NULL && opts->common_name != NULL ? opts->common_name : DEFAULT_CN;
   struct proxy_ca *ca = NULL;
   size_t i, len = strlen(cn);
   char err[128];
@@ -1179,47 +1198,57 @@ static int check_ca_cert(const struct proxy_ca *ca, const char *cert_path)
   }
   if (crt->subject_raw.len > TBS_MAX / 2) {
     log_error("ca: the subject of CA certificate %s is longer than %d bytes; reissue it "
-              "with a shorter subject", cert_path, TBS_MAX / 2);
+              "with a shorter subject",
+              cert_path, TBS_MAX / 2);
     return -EINVAL;
   }
   if (crt->version != 3 || !crt->ca_istrue) {
     log_error("ca: %s is not a CA certificate (basicConstraints CA:TRUE is required); "
-              "give the certificate of a CA", cert_path);
+              "give the certificate of a CA",
+              cert_path);
     return -EINVAL;
   }
   if ((crt->ext_types & MBEDTLS_X509_EXT_KEY_USAGE) != 0 &&
       mbedtls_x509_crt_check_key_usage(crt, MBEDTLS_X509_KU_KEY_CERT_SIGN) != 0) {
-    log_error("ca: CA certificate %s does not allow keyCertSign in its keyUsage", cert_path);
+    log_error("ca: CA certificate %s does not allow keyCertSign in its keyUsage",
+              cert_path);
     return -EINVAL;
   }
-  if (mbedtls_x509_crt_check_extended_key_usage(crt, MBEDTLS_OID_SERVER_AUTH,
-                                                MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH)) != 0) {
+  if (mbedtls_x509_crt_check_extended_key_usage(
+          crt, MBEDTLS_OID_SERVER_AUTH, MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH)) != 0) {
     log_error("ca: CA certificate %s restricts extendedKeyUsage without serverAuth; "
-              "clients would reject its server certificates", cert_path);
+              "clients would reject its server certificates",
+              cert_path);
     return -EINVAL;
   }
   if (mbedtls_x509_time_is_past(&crt->valid_to)) {
-    log_error("ca: CA certificate %s has expired; generate or install a new CA", cert_path);
+    log_error("ca: CA certificate %s has expired; generate or install a new CA",
+              cert_path);
     return -EKEYEXPIRED;
   }
   if (mbedtls_x509_time_is_future(&crt->valid_from)) {
-    log_error("ca: CA certificate %s is not valid yet; check the clock or the certificate",
-              cert_path);
+    log_error(
+        "ca: CA certificate %s is not valid yet; check the clock or the certificate",
+        cert_path);
     return -EINVAL;
   }
   if ((crt->ext_types & MBEDTLS_X509_EXT_KEY_USAGE) == 0)
     log_warn("ca: CA certificate %s has no keyUsage extension; strict clients (Python "
-             "3.13, openssl -x509_strict) will reject it", cert_path);
+             "3.13, openssl -x509_strict) will reject it",
+             cert_path);
   ret = find_ext(crt, MBEDTLS_OID_BASIC_CONSTRAINTS,
                  MBEDTLS_OID_SIZE(MBEDTLS_OID_BASIC_CONSTRAINTS), &ext, &ext_len, &crit);
   if (ret == 1 && !crit)
     log_warn("ca: CA certificate %s has a non-critical basicConstraints; strict clients "
-             "(Python 3.13, openssl -x509_strict) will reject it", cert_path);
+             "(Python 3.13, openssl -x509_strict) will reject it",
+             cert_path);
   ret = find_ext(crt, MBEDTLS_OID_SUBJECT_KEY_IDENTIFIER,
-                 MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_KEY_IDENTIFIER), &ext, &ext_len, &crit);
+                 MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_KEY_IDENTIFIER), &ext, &ext_len,
+                 &crit);
   if (ret == 0)
     log_warn("ca: CA certificate %s has no subjectKeyIdentifier; strict clients (Python "
-             "3.13, openssl -x509_strict) will reject it", cert_path);
+             "3.13, openssl -x509_strict) will reject it",
+             cert_path);
   return 0;
 }
 
@@ -1238,18 +1267,21 @@ static int probe(struct proxy_ca *ca, const char *cert_path)
   if (ret != 0)
     return ret;
   if (leaf->chain.issuer_raw.len != ca->cert.subject_raw.len ||
-      memcmp(leaf->chain.issuer_raw.p, ca->cert.subject_raw.p, ca->cert.subject_raw.len) != 0) {
+      memcmp(leaf->chain.issuer_raw.p, ca->cert.subject_raw.p,
+             ca->cert.subject_raw.len) != 0) {
     log_error("ca: leaves of CA certificate %s would not name it exactly as issuer; "
-              "reissue the CA with a simpler subject", cert_path);
+              "reissue the CA with a simpler subject",
+              cert_path);
     ret = -EINVAL;
     goto out;
   }
-  ret = mbedtls_x509_crt_verify(&leaf->chain, &ca->cert, NULL, PROBE_NAME, &flags, NULL, NULL);
+  ret = mbedtls_x509_crt_verify(&leaf->chain, &ca->cert, NULL, PROBE_NAME, &flags, NULL,
+                                NULL);
   if (ret != 0) {
     mbedtls_x509_crt_verify_info(err, sizeof(err), "", flags);
     err[strcspn(err, "\n")] = '\0';
-    log_error("ca: a test leaf signed by CA certificate %s does not verify: %s", cert_path,
-              err);
+    log_error("ca: a test leaf signed by CA certificate %s does not verify: %s",
+              cert_path, err);
     ret = -EINVAL;
   }
 out:
@@ -1280,7 +1312,8 @@ int proxy_ca_load(const struct proxy_ca_opts *opts, const char *cert_path,
   buf = NULL;
   if (ret == MBEDTLS_ERR_PK_PASSWORD_REQUIRED) {
     log_error("ca: CA key %s is encrypted; store it decrypted with mode 0600 "
-              "(openssl pkey -in %s -out NEW && chmod 600 NEW)", key_path, key_path);
+              "(openssl pkey -in %s -out NEW && chmod 600 NEW)",
+              key_path, key_path);
     ret = -EINVAL;
     goto out;
   }
@@ -1317,7 +1350,8 @@ int proxy_ca_load(const struct proxy_ca_opts *opts, const char *cert_path,
   ret = mbedtls_pk_check_pair(&ca->cert.pk, &ca->key);
   if (ret != 0) {
     log_error("ca: CA key %s does not match certificate %s; give the key the "
-              "certificate was issued for", key_path, cert_path);
+              "certificate was issued for",
+              key_path, cert_path);
     ret = -EINVAL;
     goto out;
   }
@@ -1359,7 +1393,8 @@ int proxy_ca_save(const struct proxy_ca *ca, const char *cert_path, const char *
   ret = write_file_atomic("CA key", key_path, pem, strlen((char *)pem), 0600);
   if (ret != 0)
     goto out;
-  ret = write_file_atomic("CA certificate", cert_path, ca->cert_pem, strlen(ca->cert_pem), 0644);
+  ret = write_file_atomic("CA certificate", cert_path, ca->cert_pem, strlen(ca->cert_pem),
+                          0644);
 out:
   mbedtls_platform_zeroize(pem, KEY_PEM_MAX);
   free(pem);
@@ -1449,7 +1484,8 @@ static void maybe_grow(struct proxy_ca *ca)
  * has at least a quarter of leaf_days left, unless reminting cannot give it more
  * because the CA itself expires first.
  */
-static int leaf_stale(const struct proxy_ca *ca, const struct proxy_leaf *leaf, time_t now)
+static int leaf_stale(const struct proxy_ca *ca, const struct proxy_leaf *leaf,
+                      time_t now)
 {
   time_t not_before = x509_time_epoch(&leaf->chain.valid_from);
   time_t not_after = x509_time_epoch(&leaf->chain.valid_to);
@@ -1460,7 +1496,8 @@ static int leaf_stale(const struct proxy_ca *ca, const struct proxy_leaf *leaf, 
   return not_after - now < margin && not_after < ca->not_after;
 }
 
-int proxy_ca_leaf(struct proxy_ca *ca, const char *name, int is_ip, struct proxy_leaf **out)
+int proxy_ca_leaf(struct proxy_ca *ca, const char *name, int is_ip,
+                  struct proxy_leaf **out)
 {
   char key[NAME_MAX_LEN + 1];
   unsigned char ip[16];
@@ -1597,7 +1634,8 @@ void proxy_ca_free(struct proxy_ca *ca)
     /* Leaves still in use borrow the CA's key and certificate: the CA goes with the
      * last of them (proxy_leaf_unref). */
     log_warn("ca: CA freed while %zu leaf certificate(s) are in use; releasing it with "
-             "the last one", ca->count);
+             "the last one",
+             ca->count);
     ca->closing = 1;
     return;
   }

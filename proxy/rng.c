@@ -58,7 +58,8 @@ static int seed_locked(void)
     mbedtls_entropy_free(&entropy);
     return ret;
   }
-  if (!atfork_registered && pthread_atfork(atfork_prepare, atfork_parent, atfork_child) == 0)
+  if (!atfork_registered &&
+      pthread_atfork(atfork_prepare, atfork_parent, atfork_child) == 0)
     atfork_registered = 1;
   seeded = 1;
   seeded_pid = getpid();

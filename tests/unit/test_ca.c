@@ -30,6 +30,15 @@
 
 /* ---- helpers ---------------------------------------------------------------- */
 
+#define TAG_SEQUENCE (MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE)
+
+/* Parses a NUL-terminated PEM into crt (initialised here). */
+static void parse_pem(mbedtls_x509_crt *crt, const char *pem)
+{
+  mbedtls_x509_crt_init(crt);
+  ASSERT_EQ(mbedtls_x509_crt_parse(crt, (const unsigned char *)pem, strlen(pem) + 1), 0);
+}
+
 static struct proxy_ca *gen_ca(size_t cache_size)
 {
   struct proxy_ca_opts opts = { .cache_size = cache_size };
@@ -77,8 +86,9 @@ static void write_crt_pem(const char *name, const mbedtls_x509_crt *crt, int wit
 
   for (; crt != NULL; crt = with_next ? crt->next : NULL) {
     ASSERT_EQ(mbedtls_pem_write_buffer("-----BEGIN CERTIFICATE-----\n",
-                                       "-----END CERTIFICATE-----\n", crt->raw.p, crt->raw.len,
-                                       pem, sizeof(pem), &olen), 0);
+                                       "-----END CERTIFICATE-----\n", crt->raw.p,
+                                       crt->raw.len, pem, sizeof(pem), &olen),
+              0);
     ASSERT_LT(used + olen, sizeof(all));
     memcpy(all + used, pem, olen - 1);
     used += olen - 1;
@@ -107,8 +117,9 @@ static void copy_fixture(const char *fixture, const char *name, int mode)
   test_write_file(test_tmpdir(), name, buf, n, mode);
 }
 
-/* Loads fixture cert + key (copied with the given key mode); returns proxy_ca_load's result. */
-static int load_fixture(const char *cert, const char *key, int key_mode, struct proxy_ca **ca)
+/* Loads a fixture certificate and key, the key copied with key_mode. */
+static int load_fixture(const char *cert, const char *key, int key_mode,
+                        struct proxy_ca **ca)
 {
   copy_fixture(cert, "fixture.pem", 0644);
   copy_fixture(key, "fixture.key", key_mode);
@@ -164,9 +175,9 @@ static int find_ext(const mbedtls_x509_crt *crt, const char *oid, size_t oid_len
   int crit;
 
   ASSERT_NOT_NULL(p);
-  ASSERT_EQ(mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE), 0);
+  ASSERT_EQ(mbedtls_asn1_get_tag(&p, end, &len, TAG_SEQUENCE), 0);
   while (p < end) {
-    ASSERT_EQ(mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE), 0);
+    ASSERT_EQ(mbedtls_asn1_get_tag(&p, end, &len, TAG_SEQUENCE), 0);
     ext_end = p + len;
     ASSERT_EQ(mbedtls_asn1_get_tag(&p, ext_end, &eoid.len, MBEDTLS_ASN1_OID), 0);
     eoid.p = p;
@@ -186,10 +197,12 @@ static int find_ext(const mbedtls_x509_crt *crt, const char *oid, size_t oid_len
   return 0;
 }
 
-#define FIND_EXT(crt, OID, val, len, crit) find_ext(crt, OID, MBEDTLS_OID_SIZE(OID), val, len, crit)
+#define FIND_EXT(crt, OID, val, len, crit)                                               \
+  find_ext(crt, OID, MBEDTLS_OID_SIZE(OID), val, len, crit)
 
 /* The keyIdentifier inside a subjectKeyIdentifier or authorityKeyIdentifier. */
-static void key_id(const mbedtls_x509_crt *crt, int authority, unsigned char **id, size_t *len)
+static void key_id(const mbedtls_x509_crt *crt, int authority, unsigned char **id,
+                   size_t *len)
 {
   unsigned char *p, *end;
   size_t n;
@@ -199,7 +212,7 @@ static void key_id(const mbedtls_x509_crt *crt, int authority, unsigned char **i
     ASSERT_EQ(FIND_EXT(crt, MBEDTLS_OID_AUTHORITY_KEY_IDENTIFIER, &p, &n, &crit), 1);
     ASSERT_EQ(crit, 0);
     end = p + n;
-    ASSERT_EQ(mbedtls_asn1_get_tag(&p, end, &n, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE), 0);
+    ASSERT_EQ(mbedtls_asn1_get_tag(&p, end, &n, TAG_SEQUENCE), 0);
     ASSERT_EQ(mbedtls_asn1_get_tag(&p, end, &n, MBEDTLS_ASN1_CONTEXT_SPECIFIC | 0), 0);
   } else {
     ASSERT_EQ(FIND_EXT(crt, MBEDTLS_OID_SUBJECT_KEY_IDENTIFIER, &p, &n, &crit), 1);
@@ -214,8 +227,12 @@ static void key_id(const mbedtls_x509_crt *crt, int authority, unsigned char **i
 
 static time_t epoch(const mbedtls_x509_time *t)
 {
-  struct tm tm = { .tm_year = t->year - 1900, .tm_mon = t->mon - 1, .tm_mday = t->day,
-                   .tm_hour = t->hour, .tm_min = t->min, .tm_sec = t->sec };
+  struct tm tm = { .tm_year = t->year - 1900,
+                   .tm_mon = t->mon - 1,
+                   .tm_mday = t->day,
+                   .tm_hour = t->hour,
+                   .tm_min = t->min,
+                   .tm_sec = t->sec };
 
   return timegm(&tm);
 }
@@ -246,13 +263,13 @@ static int occurrences(const mbedtls_x509_crt *crt, const unsigned char *pat, si
  * The signature algorithm appears twice (TBS and outer) and, for ECDSA, without
  * parameters (RFC 5758): webpki (rustls) compares these bytes exactly.
  */
-static const unsigned char ecdsa_sha256_alg[] = { 0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48,
-                                                  0xce, 0x3d, 0x04, 0x03, 0x02 };
-static const unsigned char ecdsa_sha384_alg[] = { 0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48,
-                                                  0xce, 0x3d, 0x04, 0x03, 0x03 };
-static const unsigned char rsa_sha256_alg[] = { 0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48,
-                                                0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05,
-                                                0x00 };
+static const unsigned char ecdsa_sha256_alg[] = { 0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86,
+                                                  0x48, 0xce, 0x3d, 0x04, 0x03, 0x02 };
+static const unsigned char ecdsa_sha384_alg[] = { 0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86,
+                                                  0x48, 0xce, 0x3d, 0x04, 0x03, 0x03 };
+static const unsigned char rsa_sha256_alg[] = { 0x30, 0x0d, 0x06, 0x09, 0x2a,
+                                                0x86, 0x48, 0x86, 0xf7, 0x0d,
+                                                0x01, 0x01, 0x0b, 0x05, 0x00 };
 
 static uint32_t verify(struct proxy_ca *ca, struct proxy_leaf *leaf, const char *cn)
 {
@@ -261,8 +278,7 @@ static uint32_t verify(struct proxy_ca *ca, struct proxy_leaf *leaf, const char 
   const char *pem = proxy_ca_cert_pem(ca);
 
   /* Trust the CA as a client would: from its exported PEM. */
-  mbedtls_x509_crt_init(&trust);
-  ASSERT_EQ(mbedtls_x509_crt_parse(&trust, (const unsigned char *)pem, strlen(pem) + 1), 0);
+  parse_pem(&trust, pem);
   if (mbedtls_x509_crt_verify(&leaf->chain, &trust, NULL, cn, &flags, NULL, NULL) != 0)
     ASSERT_NE(flags, 0);
   mbedtls_x509_crt_free(&trust);
@@ -290,9 +306,8 @@ TEST(generated_ca_fields)
   static const unsigned char bc[] = { 0x30, 0x06, 0x01, 0x01, 0xff, 0x02, 0x01, 0x00 };
   static const unsigned char ku[] = { 0x03, 0x02, 0x01, 0x06 };
 
-  mbedtls_x509_crt_init(&crt);
   ASSERT_CONTAINS(pem, "-----BEGIN CERTIFICATE-----\n");
-  ASSERT_EQ(mbedtls_x509_crt_parse(&crt, (const unsigned char *)pem, strlen(pem) + 1), 0);
+  parse_pem(&crt, pem);
   ASSERT_NULL(crt.next);
   ASSERT_EQ(crt.version, 3);
   ASSERT_EQ(crt.ca_istrue, 1);
@@ -343,8 +358,7 @@ TEST(generate_options)
 
   ASSERT_EQ(proxy_ca_generate(&opts, &ca), 0);
   pem = proxy_ca_cert_pem(ca);
-  mbedtls_x509_crt_init(&crt);
-  ASSERT_EQ(mbedtls_x509_crt_parse(&crt, (const unsigned char *)pem, strlen(pem) + 1), 0);
+  parse_pem(&crt, pem);
   ASSERT_EQ(crt.subject.val.len, 13);
   ASSERT_MEMEQ(crt.subject.val.p, "Sandbox 42 CA", 13);
   mbedtls_x509_crt_free(&crt);
@@ -384,8 +398,8 @@ TEST(leaf_dns_fields)
   time_t now = time(NULL);
   static const unsigned char bc[] = { 0x30, 0x00 };
   static const unsigned char ku[] = { 0x03, 0x02, 0x07, 0x80 };
-  static const unsigned char eku[] = { 0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01,
-                                       0x05, 0x05, 0x07, 0x03, 0x01 };
+  static const unsigned char eku[] = { 0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06,
+                                       0x01, 0x05, 0x05, 0x07, 0x03, 0x01 };
   const char *name = "api.example.com";
 
   ASSERT_EQ(proxy_ca_leaf(ca, name, 0, &leaf), 0);
@@ -441,8 +455,7 @@ TEST(leaf_dns_fields)
   ASSERT_NE(leaf->chain.serial.p[0], 0);
 
   /* Chaining: issuer is the CA's subject byte for byte; AKI is the CA's SKI. */
-  mbedtls_x509_crt_init(&ca_crt);
-  ASSERT_EQ(mbedtls_x509_crt_parse(&ca_crt, (const unsigned char *)pem, strlen(pem) + 1), 0);
+  parse_pem(&ca_crt, pem);
   ASSERT_EQ(leaf->chain.issuer_raw.len, ca_crt.subject_raw.len);
   ASSERT_MEMEQ(leaf->chain.issuer_raw.p, ca_crt.subject_raw.p, ca_crt.subject_raw.len);
   key_id(&ca_crt, 0, &skid, &skid_len);
@@ -525,10 +538,20 @@ TEST(leaf_names_checked)
   struct proxy_ca *ca = gen_ca(0);
   struct proxy_leaf *leaf = (struct proxy_leaf *)1;
   char name[300];
-  static const char *const bad[] = {
-    "", ".", "a..b", ".a", "a.", "a b", "*.example.com", "ex*ample.com", "a/b", "a:443",
-    "caf\xc3\xa9.example", "a\tb", "1.2.3.4", "[::1]",
-  };
+  static const char *const bad[] = { "",
+                                     ".",
+                                     "a..b",
+                                     ".a",
+                                     "a.",
+                                     "a b",
+                                     "*.example.com",
+                                     "ex*ample.com",
+                                     "a/b",
+                                     "a:443",
+                                     "caf\xc3\xa9.example",
+                                     "a\tb",
+                                     "1.2.3.4",
+                                     "[::1]" };
   size_t i;
 
   for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -612,18 +635,30 @@ TEST(openssl_strict_verify)
   write_crt_pem("ip6.pem", &ip6->chain, 0);
 
   ASSERT_EQ(run("cd %s && openssl verify -x509_strict -purpose sslserver "
-                "-verify_hostname api.example.com -CAfile ca.pem dns.pem", dir), 0);
+                "-verify_hostname api.example.com -CAfile ca.pem dns.pem",
+                dir),
+            0);
   ASSERT_EQ(run("cd %s && openssl verify -x509_strict -purpose sslserver "
-                "-verify_ip 192.0.2.7 -CAfile ca.pem ip4.pem", dir), 0);
+                "-verify_ip 192.0.2.7 -CAfile ca.pem ip4.pem",
+                dir),
+            0);
   ASSERT_EQ(run("cd %s && openssl verify -x509_strict -purpose sslserver "
-                "-verify_ip 2001:db8::7 -CAfile ca.pem ip6.pem", dir), 0);
+                "-verify_ip 2001:db8::7 -CAfile ca.pem ip6.pem",
+                dir),
+            0);
   /* The same checks fail for another name, another address, or without the CA. */
   ASSERT_NE(run("cd %s && openssl verify -x509_strict -purpose sslserver "
-                "-verify_hostname www.example.com -CAfile ca.pem dns.pem 2>/dev/null", dir), 0);
+                "-verify_hostname www.example.com -CAfile ca.pem dns.pem 2>/dev/null",
+                dir),
+            0);
   ASSERT_NE(run("cd %s && openssl verify -x509_strict -purpose sslserver "
-                "-verify_ip 192.0.2.8 -CAfile ca.pem ip4.pem 2>/dev/null", dir), 0);
+                "-verify_ip 192.0.2.8 -CAfile ca.pem ip4.pem 2>/dev/null",
+                dir),
+            0);
   ASSERT_NE(run("cd %s && openssl verify -x509_strict -purpose sslserver "
-                "-CAfile dns.pem dns.pem >/dev/null 2>&1", dir), 0);
+                "-CAfile dns.pem dns.pem >/dev/null 2>&1",
+                dir),
+            0);
   proxy_leaf_unref(dns);
   proxy_leaf_unref(ip4);
   proxy_leaf_unref(ip6);
@@ -694,14 +729,16 @@ TEST(python_strict_handshake)
   write_leaf_key("other.key", other);
 
   /* Failing cases too, so the test can tell: wrong name, wrong address, foreign CA. */
-  ASSERT_EQ(run("cd %s && PY=python3 && if python3.13 -c '' 2>/dev/null; then PY=python3.13; fi"
-                " && timeout 60 $PY handshake.py ca.pem"
-                " dns_chain.pem leaf.key api.example.com ok"
-                " ip_chain.pem leaf.key 192.0.2.7 ok"
-                " dns_chain.pem leaf.key www.example.com fail"
-                " ip_chain.pem leaf.key 192.0.2.8 fail"
-                " other_chain.pem other.key api.example.com fail",
-                dir), 0);
+  ASSERT_EQ(
+      run("cd %s && PY=python3 && if python3.13 -c '' 2>/dev/null; then PY=python3.13; fi"
+          " && timeout 60 $PY handshake.py ca.pem"
+          " dns_chain.pem leaf.key api.example.com ok"
+          " ip_chain.pem leaf.key 192.0.2.7 ok"
+          " dns_chain.pem leaf.key www.example.com fail"
+          " ip_chain.pem leaf.key 192.0.2.8 fail"
+          " other_chain.pem other.key api.example.com fail",
+          dir),
+      0);
   proxy_leaf_unref(dns);
   proxy_leaf_unref(ip);
   proxy_leaf_unref(other);
@@ -744,12 +781,11 @@ TEST(save_load_round_trip)
   /* A leaf of the loaded CA verifies against the original certificate. */
   saved_pem = strdup(proxy_ca_cert_pem(ca));
   proxy_ca_free(ca);
-  mbedtls_x509_crt_init(&orig);
-  ASSERT_EQ(mbedtls_x509_crt_parse(&orig, (const unsigned char *)saved_pem,
-                                   strlen(saved_pem) + 1), 0);
+  parse_pem(&orig, saved_pem);
   ASSERT_EQ(proxy_ca_leaf(loaded, "example.org", 0, &leaf), 0);
-  ASSERT_EQ(mbedtls_x509_crt_verify(&leaf->chain, &orig, NULL, "example.org", &flags, NULL,
-                                    NULL), 0);
+  ASSERT_EQ(mbedtls_x509_crt_verify(&leaf->chain, &orig, NULL, "example.org", &flags,
+                                    NULL, NULL),
+            0);
   mbedtls_x509_crt_free(&orig);
   free(saved_pem);
   proxy_leaf_unref(leaf);
@@ -826,8 +862,9 @@ TEST(load_refuses_bad_certificates)
   ASSERT_NULL(ca);
 
   capture_start(&cap);
-  ASSERT_EQ(load_fixture("ca/ku_no_certsign_ca.pem", "ca/ku_no_certsign_ca.key", 0600, &ca),
-            -EINVAL);
+  ASSERT_EQ(
+      load_fixture("ca/ku_no_certsign_ca.pem", "ca/ku_no_certsign_ca.key", 0600, &ca),
+      -EINVAL);
   ASSERT_CONTAINS(capture_end(&cap), "keyCertSign");
 
   capture_start(&cap);
@@ -843,7 +880,8 @@ TEST(load_refuses_bad_certificates)
   ASSERT_CONTAINS(capture_end(&cap), "cannot parse certificate");
 
   capture_start(&cap);
-  ASSERT_EQ(proxy_ca_load(NULL, tmp_path("nope.pem"), tmp_path("fixture.key"), &ca), -ENOENT);
+  ASSERT_EQ(proxy_ca_load(NULL, tmp_path("nope.pem"), tmp_path("fixture.key"), &ca),
+            -ENOENT);
   ASSERT_CONTAINS(capture_end(&cap), "nope.pem");
   ASSERT_NULL(ca);
 }
@@ -888,7 +926,9 @@ static void write_dated_ca(const char *from, const char *to)
   mbedtls_mpi_init(&serial);
   mbedtls_x509write_crt_init(&w);
   ASSERT_EQ(mbedtls_pk_setup(&key, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY)), 0);
-  ASSERT_EQ(mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(key), proxy_rng, NULL), 0);
+  ASSERT_EQ(
+      mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(key), proxy_rng, NULL),
+      0);
   ASSERT_EQ(mbedtls_mpi_lset(&serial, 1), 0);
   ASSERT_EQ(mbedtls_x509write_crt_set_serial(&w, &serial), 0);
   ASSERT_EQ(mbedtls_x509write_crt_set_subject_name(&w, "CN=Dated CA"), 0);
@@ -900,10 +940,12 @@ static void write_dated_ca(const char *from, const char *to)
   ASSERT_EQ(mbedtls_x509write_crt_set_basic_constraints(&w, 1, 0), 0);
   ASSERT_EQ(mbedtls_x509write_crt_set_key_usage(&w, MBEDTLS_X509_KU_KEY_CERT_SIGN), 0);
   ASSERT_EQ(mbedtls_x509write_crt_pem(&w, buf, sizeof(buf), proxy_rng, NULL), 0);
-  test_write_file(test_tmpdir(), "dated.pem", (const char *)buf, strlen((char *)buf), 0644);
+  test_write_file(test_tmpdir(), "dated.pem", (const char *)buf, strlen((char *)buf),
+                  0644);
   len = mbedtls_pk_write_key_pem(&key, buf, sizeof(buf));
   ASSERT_EQ(len, 0);
-  test_write_file(test_tmpdir(), "dated.key", (const char *)buf, strlen((char *)buf), 0600);
+  test_write_file(test_tmpdir(), "dated.key", (const char *)buf, strlen((char *)buf),
+                  0600);
   mbedtls_x509write_crt_free(&w);
   mbedtls_mpi_free(&serial);
   mbedtls_pk_free(&key);
@@ -982,8 +1024,11 @@ TEST(load_openssl_rsa_ca)
   mbedtls_x509_crt_free(&fixture);
 
   write_crt_pem("leaf.pem", &leaf->chain, 0);
-  ASSERT_EQ(run("cd %s && openssl verify -x509_strict -purpose sslserver -verify_hostname "
-                "api.example.com -CAfile %s leaf.pem", dir, test_data_path("ca/rsa_ca.pem")), 0);
+  ASSERT_EQ(
+      run("cd %s && openssl verify -x509_strict -purpose sslserver -verify_hostname "
+          "api.example.com -CAfile %s leaf.pem",
+          dir, test_data_path("ca/rsa_ca.pem")),
+      0);
   proxy_leaf_unref(leaf);
   proxy_ca_free(ca);
 }
@@ -1002,8 +1047,11 @@ TEST(load_openssl_p384_ca)
   /* The leaf key stays P-256 whatever the CA's key is. */
   ASSERT_EQ(mbedtls_pk_ec(*leaf->key)->grp.id, MBEDTLS_ECP_DP_SECP256R1);
   write_crt_pem("leaf.pem", &leaf->chain, 0);
-  ASSERT_EQ(run("cd %s && openssl verify -x509_strict -purpose sslserver -verify_hostname "
-                "api.example.com -CAfile %s leaf.pem", dir, test_data_path("ca/p384_ca.pem")), 0);
+  ASSERT_EQ(
+      run("cd %s && openssl verify -x509_strict -purpose sslserver -verify_hostname "
+          "api.example.com -CAfile %s leaf.pem",
+          dir, test_data_path("ca/p384_ca.pem")),
+      0);
   proxy_leaf_unref(leaf);
   proxy_ca_free(ca);
 }
@@ -1035,7 +1083,9 @@ TEST(load_ca_without_ski)
   mbedtls_x509_crt_free(&fixture);
   write_crt_pem("leaf.pem", &leaf->chain, 0);
   ASSERT_EQ(run("cd %s && openssl verify -purpose sslserver -verify_hostname example.com "
-                "-CAfile %s leaf.pem", dir, test_data_path("ca/no_ski_ca.pem")), 0);
+                "-CAfile %s leaf.pem",
+                dir, test_data_path("ca/no_ski_ca.pem")),
+            0);
   proxy_leaf_unref(leaf);
   proxy_ca_free(ca);
 }
@@ -1225,9 +1275,7 @@ TEST(ca_freed_with_leaf_in_use)
   uint32_t flags;
   struct capture cap;
 
-  mbedtls_x509_crt_init(&trust);
-  ASSERT_EQ(mbedtls_x509_crt_parse(&trust, (const unsigned char *)proxy_ca_cert_pem(ca),
-                                   strlen(proxy_ca_cert_pem(ca)) + 1), 0);
+  parse_pem(&trust, proxy_ca_cert_pem(ca));
   ASSERT_EQ(proxy_ca_leaf(ca, "example.com", 0, &leaf), 0);
   ASSERT_EQ(proxy_ca_leaf(ca, "idle.example.com", 0, &idle), 0);
   proxy_leaf_unref(idle);
@@ -1235,8 +1283,9 @@ TEST(ca_freed_with_leaf_in_use)
   proxy_ca_free(ca);
   ASSERT_CONTAINS(capture_end(&cap), "in use");
   /* The leaf, its chain and its key stay usable until released (ASan checks). */
-  ASSERT_EQ(mbedtls_x509_crt_verify(&leaf->chain, &trust, NULL, "example.com", &flags, NULL,
-                                    NULL), 0);
+  ASSERT_EQ(mbedtls_x509_crt_verify(&leaf->chain, &trust, NULL, "example.com", &flags,
+                                    NULL, NULL),
+            0);
   ASSERT_EQ(mbedtls_pk_check_pair(&leaf->chain.pk, leaf->key), 0);
   proxy_leaf_unref(leaf);
   mbedtls_x509_crt_free(&trust);
@@ -1270,8 +1319,8 @@ TEST(many_names_keep_memory_bounded)
    * for glibc's per-thread caches, which count as "in use". (Under ASan mallinfo2
    * reports nothing; leaks there are ASan's to find.)
    */
-  printf("heap in use after 300 and 600 names (cache 16): %zu -> %zu bytes\n", m1.uordblks,
-         m2.uordblks);
+  printf("heap in use after 300 and 600 names (cache 16): %zu -> %zu bytes\n",
+         m1.uordblks, m2.uordblks);
   ASSERT_LE(m2.uordblks, m1.uordblks + 300 * 64);
   proxy_ca_free(ca);
 }
@@ -1303,8 +1352,10 @@ TEST(mint_benchmark)
   }
   printf("mint: %.3f ms per leaf (ECDSA P-256 signature + DER + parse), %d leaves\n",
          ms / n, n);
-  printf("cache: %zu bytes of heap per leaf (leaf DER %zu bytes, sizeof(mbedtls_x509_crt) %zu)\n",
-         (m1.uordblks - m0.uordblks) / (size_t)n, der / (size_t)n, sizeof(mbedtls_x509_crt));
+  printf("cache: %zu bytes of heap per leaf (leaf DER %zu bytes, "
+         "sizeof(mbedtls_x509_crt) %zu)\n",
+         (m1.uordblks - m0.uordblks) / (size_t)n, der / (size_t)n,
+         sizeof(mbedtls_x509_crt));
   clock_gettime(CLOCK_MONOTONIC, &t0);
   for (i = 0; i < 100000; i++) {
     struct proxy_leaf *leaf;
