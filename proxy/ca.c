@@ -892,7 +892,6 @@ static int mint(struct proxy_ca *ca, const char *name, const unsigned char *ip,
                 size_t ip_len, struct proxy_leaf **out)
 {
   size_t name_len = strlen(name);
-  mbedtls_asn1_named_data *subject = NULL;
   struct proxy_leaf *leaf;
   mbedtls_x509write_cert w;
   time_t now = ca->now(), not_after;
@@ -916,11 +915,9 @@ static int mint(struct proxy_ca *ca, const char *name, const unsigned char *ip,
   memcpy(leaf->name, name, name_len + 1);
 
   mbedtls_x509write_crt_init(&w);
-  ret = cn_list(&subject, name, name_len < CN_MAX_LEN ? name_len : CN_MAX_LEN);
+  ret = cn_list(&w.subject, name, name_len < CN_MAX_LEN ? name_len : CN_MAX_LEN);
   if (ret != 0)
     goto out;
-  w.subject = subject; /* owned by w from here on */
-  subject = NULL;
   w.issuer = ca->issuer; /* borrowed, handed back below */
   mbedtls_x509write_crt_set_md_alg(&w, ca->md);
   mbedtls_x509write_crt_set_subject_key(&w, &ca->leaf_key);
