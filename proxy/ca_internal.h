@@ -1,0 +1,18 @@
+/*
+ * Hooks into proxy/ca.c for its unit tests; nothing in the daemon calls them.
+ */
+#ifndef AUTHPROXY_CA_INTERNAL_H
+#define AUTHPROXY_CA_INTERNAL_H
+
+#include <time.h>
+
+#include "proxy/ca.h"
+
+/*
+ * Replaces the clock the CA reads (time(2) by default) for validity windows and for
+ * deciding when a cached leaf is too close to expiry to hand out, so tests can move
+ * time forward without waiting.
+ */
+void proxy_ca_set_clock(struct proxy_ca *ca, time_t (*now)(void));
+
+#endif
