@@ -79,7 +79,7 @@
 #define TBS_MAX 2048
 #define DER_MAX (TBS_MAX + MBEDTLS_PK_SIGNATURE_MAX_SIZE + 64)
 #define FILE_MAX (64 * 1024)
-#define KEY_PEM_MAX 16384
+#define KEY_PEM_MAX PROXY_CA_KEY_PEM_MAX
 #define INITIAL_BUCKETS 64
 #define PROBE_NAME "authproxy-probe.invalid"
 
@@ -1286,12 +1286,12 @@ out:
   return ret;
 }
 
-int proxy_ca_load(const struct proxy_ca_opts *opts, const char *cert_path,
-                  const char *key_path, struct proxy_ca **out)
+int proxy_ca_import(const struct proxy_ca_opts *opts, const char *cert_pem,
+                    size_t cert_len, const char *key_pem, size_t key_len,
+                    const char *label, struct proxy_ca **out)
 {
   struct proxy_ca *ca = NULL;
   unsigned char *buf = NULL;
-  size_t len = 0;
   char err[128];
   int ret;
 
@@ -1299,73 +1299,117 @@ int proxy_ca_load(const struct proxy_ca_opts *opts, const char *cert_path,
   ret = ca_new(opts, &ca);
   if (ret != 0)
     return ret;
-
-  ret = read_file("CA key", key_path, FILE_MAX, 1, &buf, &len);
-  if (ret != 0)
+  /* Both parsers want a NUL-terminated PEM buffer. */
+  buf = malloc(key_len + 1);
+  if (buf == NULL) {
+    ret = -ENOMEM;
     goto out;
-  ret = mbedtls_pk_parse_key(&ca->key, buf, len + 1, NULL, 0);
-  mbedtls_platform_zeroize(buf, len + 1);
+  }
+  memcpy(buf, key_pem, key_len);
+  buf[key_len] = '\0';
+  ret = mbedtls_pk_parse_key(&ca->key, buf, key_len + 1, NULL, 0);
+  mbedtls_platform_zeroize(buf, key_len + 1);
   free(buf);
   buf = NULL;
   if (ret == MBEDTLS_ERR_PK_PASSWORD_REQUIRED) {
     log_error("ca: CA key %s is encrypted; store it decrypted with mode 0600 "
-              "(openssl pkey -in %s -out NEW && chmod 600 NEW)",
-              key_path, key_path);
+              "(openssl pkey -in KEY -out NEW && chmod 600 NEW)", label);
     ret = -EINVAL;
     goto out;
   }
   if (ret != 0) {
-    log_error("ca: cannot parse CA key %s: %s", key_path,
-              mbed_str(ret, err, sizeof(err)));
+    log_error("ca: cannot parse CA key %s: %s", label, mbed_str(ret, err, sizeof(err)));
     ret = -EINVAL;
     goto out;
   }
-  ret = ca_key_ok(key_path, &ca->key, &ca->md);
+  ret = ca_key_ok(label, &ca->key, &ca->md);
   if (ret != 0)
     goto out;
 
-  ret = read_file("CA certificate", cert_path, FILE_MAX, 0, &buf, &len);
-  if (ret != 0)
+  buf = malloc(cert_len + 1);
+  if (buf == NULL) {
+    ret = -ENOMEM;
     goto out;
+  }
+  memcpy(buf, cert_pem, cert_len);
+  buf[cert_len] = '\0';
   /* PEM goes to the parser with its NUL, DER without. */
   ret = mbedtls_x509_crt_parse(&ca->cert, buf,
-                               strstr((char *)buf, "-----BEGIN") != NULL ? len + 1 : len);
+                               strstr((char *)buf, "-----BEGIN") != NULL ? cert_len + 1
+                                                                         : cert_len);
   free(buf);
   buf = NULL;
   if (ret != 0) {
     if (ret > 0)
-      log_error("ca: %d certificate(s) in %s do not parse", ret, cert_path);
+      log_error("ca: %d certificate(s) in %s do not parse", ret, label);
     else
-      log_error("ca: cannot parse certificate %s: %s", cert_path,
-                mbed_str(ret, err, sizeof(err)));
+      log_error("ca: cannot parse certificate %s: %s", label, mbed_str(ret, err, sizeof(err)));
     ret = -EINVAL;
     goto out;
   }
-  ret = check_ca_cert(ca, cert_path);
+  ret = check_ca_cert(ca, label);
   if (ret != 0)
     goto out;
   ret = mbedtls_pk_check_pair(&ca->cert.pk, &ca->key);
   if (ret != 0) {
-    log_error("ca: CA key %s does not match certificate %s; give the key the "
-              "certificate was issued for",
-              key_path, cert_path);
+    log_error("ca: CA key does not match certificate %s; give the key the certificate "
+              "was issued for", label);
     ret = -EINVAL;
     goto out;
   }
-  ret = ca_prepare(ca, cert_path);
+  ret = ca_prepare(ca, label);
   if (ret != 0)
     goto out;
-  ret = probe(ca, cert_path);
+  ret = probe(ca, label);
   if (ret != 0)
     goto out;
   if (ca->not_after - ca->now() < 30 * 86400)
     log_warn("ca: CA certificate %s expires within 30 days; leaves will not outlive it",
-             cert_path);
+             label);
   *out = ca;
   ca = NULL;
 out:
   proxy_ca_free(ca);
   return ret;
+}
+
+int proxy_ca_load(const struct proxy_ca_opts *opts, const char *cert_path,
+                  const char *key_path, struct proxy_ca **out)
+{
+  unsigned char *key = NULL, *cert = NULL;
+  size_t key_len = 0, cert_len = 0;
+  int ret;
+
+  *out = NULL;
+  ret = read_file("CA key", key_path, FILE_MAX, 1, &key, &key_len);
+  if (ret != 0)
+    goto out;
+  ret = read_file("CA certificate", cert_path, FILE_MAX, 0, &cert, &cert_len);
+  if (ret != 0)
+    goto out;
+  ret = proxy_ca_import(opts, (const char *)cert, cert_len, (const char *)key, key_len,
+                        cert_path, out);
+out:
+  if (key != NULL)
+    mbedtls_platform_zeroize(key, key_len + 1);
+  free(key);
+  free(cert);
+  return ret;
+}
+
+char *proxy_ca_key_pem(const struct proxy_ca *ca)
+{
+  mbedtls_pk_context key = ca->key;
+  unsigned char *pem = malloc(KEY_PEM_MAX);
+
+  if (pem == NULL)
+    return NULL;
+  if (mbedtls_pk_write_key_pem(&key, pem, KEY_PEM_MAX) != 0) {
+    mbedtls_platform_zeroize(pem, KEY_PEM_MAX);
+    free(pem);
+    return NULL;
+  }
+  return (char *)pem;
 }
 
 int proxy_ca_save(const struct proxy_ca *ca, const char *cert_path, const char *key_path)
