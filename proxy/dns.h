@@ -21,7 +21,8 @@
 struct proxy_dns_table;
 
 /*
- * Creates a table of at most max_entries names (at most 2^PROXY_DNS_SYNTH_BITS - 2).
+ * Creates a table of at most max_entries names (at most 2^(32 - PROXY_DNS_SYNTH_BITS)
+ * - 2 = 131070: every address of the /15 but the first and the last).
  * key seeds the name->address hash so that addresses are stable for a sandbox across
  * daemon restarts (pass the sandbox name) but differ between sandboxes. An entry not
  * used for min_idle_ms may be recycled for a new name once the table is full.
