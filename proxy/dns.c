@@ -40,7 +40,11 @@
  * fresh; the table's min_idle_ms should be much longer than the TTL (minutes) since
  * many runtimes cache addresses beyond it.
  *
- * Memory: the responder holds its handles (about 1.3 KiB); UDP datagrams are read
+ * Stats: queries counts every message answered (error answers included), dropped
+ * every message left unanswered, refused the answers that policy turned down
+ * (REFUSED for a full table or a class other than IN, NXDOMAIN for a rejected name).
+ *
+ * Memory: the responder holds its handles (about 1.2 KiB); UDP datagrams are read
  * into one buffer per thread. Each TCP client costs about 1.3 KiB while connected.
  */
 #include <arpa/inet.h>

@@ -374,35 +374,42 @@ struct proxy_dns_table *proxy_dns_table_new(size_t max_entries, const char *key,
                                        UINT64_C(0x792d646e732d6b31) };
   struct proxy_dns_table *t = NULL;
   ssize_t n;
+  int ret = 0;
 
   if (key == NULL || max_entries == 0 || max_entries > PROXY_DNS_SYNTH_USABLE) {
-    errno = EINVAL;
-    return NULL;
+    ret = -EINVAL;
+    goto out;
   }
   t = calloc(1, sizeof(*t));
-  if (t == NULL)
-    goto fail;
+  if (t == NULL) {
+    ret = -ENOMEM;
+    goto out;
+  }
   t->place_key[0] = siphash24(derive0, key, strlen(key));
   t->place_key[1] = siphash24(derive1, key, strlen(key));
   do
     n = getrandom(t->bucket_key, sizeof(t->bucket_key), 0);
   while (n < 0 && errno == EINTR);
   if (n != (ssize_t)sizeof(t->bucket_key)) {
-    if (n >= 0)
-      errno = EIO;
-    goto fail;
+    ret = n < 0 ? -errno : -EIO;
+    goto out;
   }
   t->nbuckets = MIN_BUCKETS;
   t->by_name = calloc(2 * t->nbuckets, sizeof(*t->by_name));
-  if (t->by_name == NULL)
-    goto fail;
+  if (t->by_name == NULL) {
+    ret = -ENOMEM;
+    goto out;
+  }
   t->by_addr = t->by_name + t->nbuckets;
   t->max_entries = max_entries;
   t->min_idle_ms = min_idle_ms;
+out:
+  if (ret != 0) {
+    proxy_dns_table_free(t);
+    t = NULL;
+    errno = -ret;
+  }
   return t;
-fail:
-  proxy_dns_table_free(t);
-  return NULL;
 }
 
 void proxy_dns_table_free(struct proxy_dns_table *t)

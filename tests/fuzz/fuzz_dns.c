@@ -45,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     return 0;
   }
   if (q.name_len > 253 || strlen(q.name) != q.name_len || q.question < data ||
-      q.question + q.question_len > data + size || q.question_len > 12 + 255 + 4)
+      q.question + q.question_len > data + size || q.question_len > 255 + 4)
     abort();
   for (i = 0; i < q.name_len; i++)
     if (q.name[i] >= 'A' && q.name[i] <= 'Z')
