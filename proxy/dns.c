@@ -45,7 +45,9 @@
  * (REFUSED for a full table or a class other than IN, NXDOMAIN for a rejected name).
  *
  * Memory: the responder holds its handles (about 1.2 KiB); UDP datagrams are read
- * into one buffer per thread. Each TCP client costs about 1.3 KiB while connected.
+ * into one buffer per thread. Each TCP client costs about 1.3 KiB while connected,
+ * plus its answers waiting for the socket: about 4 KiB of them before the responder
+ * stops reading, in requests of about 150 bytes each (about 12 KiB at worst).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -88,11 +90,12 @@ struct dns_client {
   uint8_t buf[2 + DNS_MAX_QUERY];
 };
 
+/* The part of an answer uv_try_write could not send at once, queued with uv_write. */
 struct dns_write {
   uv_write_t req;
   struct dns_client *c;
   uv_buf_t buf;
-  uint8_t data[2 + DNS_MAX_ANSWER];
+  uint8_t data[];
 };
 
 struct proxy_dns {
@@ -428,7 +431,7 @@ static void client_send(struct dns_client *c, uint8_t *out, size_t n)
   }
   if ((size_t)rc == n)
     return;
-  w = malloc(sizeof(*w));
+  w = malloc(sizeof(*w) + n - (size_t)rc);
   if (w == NULL) {
     log_warn("dns: out of memory writing a TCP answer; closing the connection");
     client_close(c, 1);
