@@ -21,10 +21,12 @@
 struct proxy_dns_table;
 
 /*
- * Creates a table of at most max_entries names (at most 2^PROXY_DNS_SYNTH_BITS - 2).
+ * Creates a table of at most max_entries names (at most 2^(32 - PROXY_DNS_SYNTH_BITS)
+ * - 2 = 131070: every address of the /15 but the first and the last).
  * key seeds the name->address hash so that addresses are stable for a sandbox across
  * daemon restarts (pass the sandbox name) but differ between sandboxes. An entry not
  * used for min_idle_ms may be recycled for a new name once the table is full.
+ * Returns NULL with errno set (EINVAL: max_entries out of range or no key).
  */
 struct proxy_dns_table *proxy_dns_table_new(size_t max_entries, const char *key,
                                             uint64_t min_idle_ms);
@@ -57,6 +59,7 @@ struct proxy_dns_stats {
   uint64_t refused;   /* table full or name rejected */
 };
 
+/* A zero field (or opts == NULL) takes the default: 60 s, 16 clients, 10 s. */
 struct proxy_dns_opts {
   uint32_t answer_ttl;      /* TTL of synthetic answers, seconds */
   unsigned tcp_max_conns;   /* concurrent TCP clients */
@@ -67,13 +70,15 @@ struct proxy_dns;
 
 /*
  * Starts serving the given sockets (taken over: closed by proxy_dns_close; any may
- * be -1) on loop with the table (borrowed; must outlive the responder).
+ * be -1) on loop with the table (borrowed; must outlive the responder). On failure
+ * the sockets are closed as well and *out is NULL; -EINVAL when all are -1 or one is
+ * not of its type.
  */
 int proxy_dns_start(uv_loop_t *loop, struct proxy_dns_table *table,
                     const struct proxy_dns_opts *opts, int udp4, int tcp4, int udp6,
                     int tcp6, struct proxy_dns **out);
 
-/* Stops and frees; cb(arg) runs once every handle is closed. */
+/* Stops and frees; cb(arg) runs once every handle is closed (at once if d is NULL). */
 void proxy_dns_close(struct proxy_dns *d, void (*cb)(void *arg), void *arg);
 
 const struct proxy_dns_stats *proxy_dns_stats(const struct proxy_dns *d);
