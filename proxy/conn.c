@@ -675,6 +675,7 @@ void proxy_conn_dial(struct proxy_conn *c, conn_ready_cb cb)
   struct addrinfo hints;
   uv_getaddrinfo_t *req;
   struct sockaddr_storage lit;
+  char abs[RULES_MAX_NAME_LEN + 2];
   const char *reason;
   int r;
 
@@ -717,7 +718,12 @@ void proxy_conn_dial(struct proxy_conn *c, conn_ready_cb cb)
       hints.ai_family = AF_UNSPEC;
       hints.ai_socktype = SOCK_STREAM;
       hints.ai_flags = AI_ADDRCONFIG;
-      r = uv_getaddrinfo(c->sb->ctx->loop, req, gai_cb, c->dial_host, NULL, &hints);
+      /* A name from the sandbox is resolved as absolute: a single label must not pick
+       * up the host's search domains. A remap target is the operator's, used as is. */
+      if (!c->remapped && snprintf(abs, sizeof(abs), "%s.", c->dial_host) < (int)sizeof(abs))
+        r = uv_getaddrinfo(c->sb->ctx->loop, req, gai_cb, abs, NULL, &hints);
+      else
+        r = uv_getaddrinfo(c->sb->ctx->loop, req, gai_cb, c->dial_host, NULL, &hints);
       if (r != 0) {
         free(req);
         dial_fail(c, r, "upstream_unresolvable");
