@@ -63,6 +63,7 @@ struct head_scan {
   int conn_upgrade;
   int upgrade_fields;
   int upgrade_websocket;
+  int conn_names_expect; /* the rewrite drops Expect */
 };
 
 static int is_ows(char c)
@@ -269,7 +270,7 @@ static enum proxy_http_status parse_target(struct proxy_http_request *req,
     return PROXY_HTTP_OK;
   }
   if (len == 1 && t[0] == '*') {
-    if (!equals_ci(req->method, req->method_len, "OPTIONS")) {
+    if (req->method_len != 7 || memcmp(req->method, "OPTIONS", 7) != 0) {
       *why = "asterisk_not_options";
       return PROXY_HTTP_BAD;
     }
@@ -463,6 +464,8 @@ static enum proxy_http_status check_connection(const char *v, size_t len,
       scan->conn_keep_alive = 1;
     } else if (equals_ci(item, item_len, "upgrade")) {
       scan->conn_upgrade = 1;
+    } else if (equals_ci(item, item_len, "expect")) {
+      scan->conn_names_expect = 1;
     } else if (equals_ci(item, item_len, "content-length") ||
                equals_ci(item, item_len, "transfer-encoding") ||
                equals_ci(item, item_len, "host")) {
@@ -643,6 +646,9 @@ static enum proxy_http_status finish_head(struct proxy_http_request *req,
    * field naming only websocket; h2c and everything else is stripped instead. */
   req->upgrade = req->version_minor == 1 && scan->conn_upgrade &&
                  scan->upgrade_fields == 1 && scan->upgrade_websocket;
+  /* Describe what upstream will see: "Connection: expect" makes Expect hop-by-hop. */
+  if (scan->conn_names_expect)
+    req->expect_continue = 0;
   return PROXY_HTTP_OK;
 }
 

@@ -146,6 +146,7 @@ static void check_rewrite(const struct proxy_http_request *req)
   CHECK(again.chunked == req->chunked);
   CHECK(again.upgrade == req->upgrade);
   CHECK(again.keep_alive == req->keep_alive);
+  CHECK(again.expect_continue == req->expect_continue);
   CHECK((again.host_field >= 0) == (req->host_field >= 0));
   CHECK(count_fields(&again, "Authorization") == 1);
   CHECK(count_fields(&again, "X-Api-Key") == 1);
