@@ -25,6 +25,13 @@
  *   make upstream frame the body differently from us.
  * - `Content_Length` and `Transfer_Encoding` are refused: servers behind a CGI-style
  *   gateway fold '_' and '-' together.
+ * - A tab anywhere in a Content-Length, Transfer-Encoding or Connection value is
+ *   refused: llhttp 8.1.0 reads "chunked\t" as a coding other than chunked.
+ *
+ * The rewrite writes one canonical Connection field ("close" or "keep-alive", then
+ * "upgrade") where the sandbox's first one was, drops HTTP2-Settings always (h2c is
+ * never forwarded), and treats '_' and '-' alike when removing the sandbox's copies
+ * of injected headers.
  */
 #include <arpa/inet.h>
 #include <errno.h>

@@ -182,7 +182,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   enum proxy_http_status st, st2;
   const char *buf = (const char *)data;
   const char *why = NULL, *why2 = NULL;
-  size_t cut;
+  size_t cuts[2];
+  int i;
 
   /* The struct holds 128 fields: keep it off the fuzzer's stack. */
   req = malloc(sizeof(*req));
@@ -194,17 +195,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
   /* A prefix may only be incomplete or get the same verdict (bytes arrive in any
    * split); for an accepted head, every shorter prefix is incomplete. */
-  if (size > 0) {
-    for (cut = size / 2; cut < size; cut = cut == size - 1 ? size : size - 1) {
-      size_t plen = st == PROXY_HTTP_OK && cut >= req->head_len ? req->head_len - 1 : cut;
-
-      st2 = proxy_http_parse_request(buf, plen, MAX_HEAD, part, &why2);
-      if (st == PROXY_HTTP_OK || st == PROXY_HTTP_NEED_MORE)
-        CHECK(st2 == PROXY_HTTP_NEED_MORE);
-      else
-        CHECK(st2 == PROXY_HTTP_NEED_MORE ||
-              (st2 == st && why2 != NULL && strcmp(why, why2) == 0));
-    }
+  cuts[0] = size / 2;
+  cuts[1] = size > 0 ? size - 1 : 0;
+  if (st == PROXY_HTTP_OK) {
+    cuts[0] = req->head_len / 2;
+    cuts[1] = req->head_len - 1;
+  }
+  for (i = 0; i < 2 && cuts[i] < size; i++) {
+    st2 = proxy_http_parse_request(buf, cuts[i], MAX_HEAD, part, &why2);
+    if (st == PROXY_HTTP_OK || st == PROXY_HTTP_NEED_MORE)
+      CHECK(st2 == PROXY_HTTP_NEED_MORE);
+    else
+      CHECK(st2 == PROXY_HTTP_NEED_MORE ||
+            (st2 == st && why2 != NULL && strcmp(why, why2) == 0));
   }
   if (st != PROXY_HTTP_OK)
     goto out;

@@ -372,7 +372,10 @@ static char *read_file(const char *path, size_t *len)
 
   if (f == NULL)
     TEST_FAIL_("cannot open %s: %s", path, strerror(errno));
-  if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
+  if (fseek(f, 0, SEEK_END) != 0)
+    TEST_FAIL_("cannot seek %s", path);
+  n = ftell(f);
+  if (n < 0 || fseek(f, 0, SEEK_SET) != 0)
     TEST_FAIL_("cannot size %s", path);
   buf = malloc((size_t)n + 1);
   ASSERT_NOT_NULL(buf);
