@@ -60,7 +60,8 @@ enum proxy_http_status {
   PROXY_HTTP_NEED_MORE,  /* no complete head yet (and under the size limit) */
   PROXY_HTTP_BAD,        /* 400: malformed or ambiguous */
   PROXY_HTTP_TOO_LARGE,  /* 431: head over max_head bytes or too many fields */
-  PROXY_HTTP_NOT_IMPL,   /* 501: a Transfer-Encoding other than chunked, HTTP/2 preface */
+  PROXY_HTTP_NOT_IMPL,   /* 501: a Transfer-Encoding other than chunked, HTTP/2 preface,
+                            a method llhttp does not know */
 };
 
 /*
@@ -83,7 +84,9 @@ int proxy_http_find(const struct proxy_http_request *req, const char *name);
  * case, every copy), hop-by-hop fields (Proxy-Connection, Proxy-Authorization,
  * Keep-Alive, those named by Connection), an Upgrade other than websocket with its
  * HTTP2-Settings, and a Connection field reduced to close/keep-alive/upgrade; then the
- * injected headers of d, once each. Returns the length or -ENOSPC.
+ * injected headers of d (may be NULL: nothing injected), once each. Returns the length,
+ * -ENOSPC, or -EINVAL for a decision whose headers cannot be sent safely (a name that
+ * is not a token or is reserved, a value with CR/LF/NUL, a name given twice).
  */
 int proxy_http_rewrite(const struct proxy_http_request *req,
                        const struct rules_request_decision *d, char *out, size_t size);
