@@ -40,6 +40,7 @@ struct proxy_http {
   int msg_complete;          /* set by llhttp callbacks */
   int status;                /* final response status */
   int decided;               /* the connection-level decision was made */
+  size_t scanned;            /* pending bytes already searched for a line feed */
   unsigned requests;
   char *out;                 /* rewritten head waiting for the upstream */
   size_t out_len;
@@ -340,16 +341,33 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
     snprintf(h->rule, sizeof(h->rule), "%s", rd->headers[0].rule);
   sb->ctx->counters.headers_injected += rd->nheaders;
 
-  /* llhttp must agree on the head before anything is forwarded. */
+  bound = proxy_http_rewrite_bound(req, rd);
+  free(h->out);
+  h->out = malloc(bound);
+  if (h->out == NULL) {
+    free(rd);
+    proxy_conn_close(c, 1, "out_of_memory");
+    return -1;
+  }
+  n = proxy_http_rewrite(req, rd, h->out, bound);
+  free(rd);
+  if (n < 0) {
+    fail_request(c, n == -ENOSPC ? 431 : 500, n == -ENOSPC ? "headers_too_large"
+                                                          : "injection_refused", NULL);
+    return -1;
+  }
+  h->out_len = (size_t)n;
+
+  /* llhttp frames the body, so it must agree with the head being forwarded: the
+   * rewritten one, where an upgrade is a WebSocket upgrade and nothing else. */
   llhttp_reset(&h->req);
   h->msg_complete = 0;
-  err = llhttp_execute(&h->req, req->head, req->head_len);
+  err = llhttp_execute(&h->req, h->out, h->out_len);
   if ((err != HPE_OK && err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) ||
       (err == HPE_OK && h->msg_complete) ||
-      (req->chunked != !!(h->req.flags & F_CHUNKED)) ||
-      (req->content_length >= 0 && (uint64_t)req->content_length != h->req.content_length &&
-       !h->msg_complete)) {
-    free(rd);
+      req->chunked != !!(h->req.flags & F_CHUNKED) ||
+      (req->content_length >= 0 && !h->msg_complete &&
+       (uint64_t)req->content_length != h->req.content_length)) {
     log_debug("conn %llu: llhttp disagrees on a head: %s", (unsigned long long)c->id,
               llhttp_errno_name(err));
     fail_request(c, 400, "malformed_request", NULL);
@@ -363,23 +381,8 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
   h->is_head = req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0;
   h->resp_done = 0;
   h->resp_started = 0;
-
-  bound = proxy_http_rewrite_bound(req, rd);
-  free(h->out);
-  h->out = malloc(bound);
-  if (h->out == NULL) {
-    free(rd);
-    proxy_conn_close(c, 1, "out_of_memory");
-    return -1;
-  }
-  n = proxy_http_rewrite(req, rd, h->out, bound);
-  free(rd);
-  if (n < 0) {
-    fail_request(c, 431, "headers_too_large", NULL);
-    return -1;
-  }
-  h->out_len = (size_t)n;
   proxy_conn_pending_consume(c, req->head_len);
+  h->scanned = 0;
 
   llhttp_reset(&h->resp);
   if (!c->up.open) {
@@ -442,6 +445,18 @@ static void process_down(struct proxy_conn *c)
   while (c->state == CONN_HTTP) {
     switch (h->phase) {
     case PH_HEAD:
+      /* A head can only complete with a line feed: re-parse only when one arrived,
+       * so a client sending one byte at a time costs O(n), not O(n^2). */
+      if (c->pending_len > 0 && c->pending_len < c->sb->limits.max_header_bytes &&
+          h->scanned < c->pending_len &&
+          memchr(c->pending + h->scanned, '\n', c->pending_len - h->scanned) == NULL) {
+        h->scanned = c->pending_len;
+        if (c->timer_ms != c->sb->limits.head_ms)
+          proxy_conn_arm_timer(c, c->sb->limits.head_ms);
+        proxy_end_want_read(&c->down, 1);
+        return;
+      }
+      h->scanned = c->pending_len;
       if (c->pending_len == 0) {
         proxy_end_want_read(&c->down, 1);
         if (c->down.eof)
