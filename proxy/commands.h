@@ -5,5 +5,7 @@
 #ifndef AUTHPROXY_COMMANDS_H
 #define AUTHPROXY_COMMANDS_H
 
+/* `authproxy config check|show FILE [--secrets-dir D]`: validate or show a proxy_config. */
+int proxy_cmd_config(int argc, char **argv);
 
 #endif
