@@ -5,6 +5,7 @@
  * with hundreds of rules still costs a handful of allocations and wastes at most
  * about half of its last chunk.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,6 +55,33 @@ void *rules_arena_alloc(struct rules_arena *a, size_t size)
   p = c->data + c->used;
   c->used += want;
   return p;
+}
+
+int rules_arena_reserve(struct rules_arena *a, size_t size)
+{
+  struct rules_arena_chunk *c;
+
+  if (a->head != NULL || size > SIZE_MAX / 2)
+    return -EINVAL;
+  size = align_up(size ? size : 1);
+  c = malloc(sizeof(*c) + size);
+  if (c == NULL)
+    return -ENOMEM;
+  memset(c, 0, sizeof(*c) + size);
+  c->size = size;
+  a->head = c;
+  a->bytes = sizeof(*c) + size;
+  return 0;
+}
+
+size_t rules_arena_used(const struct rules_arena *a)
+{
+  const struct rules_arena_chunk *c;
+  size_t used = 0;
+
+  for (c = a->head; c != NULL; c = c->next)
+    used += c->used;
+  return used;
 }
 
 void *rules_arena_array(struct rules_arena *a, size_t n, size_t size)

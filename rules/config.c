@@ -200,9 +200,12 @@ int rules_config_from_cjson(const cJSON *obj, const char *path_prefix,
     ret = -EINVAL;
     goto fail;
   }
-  cfg->refs = 1;
   cfg->arena = arena;
-  *out = cfg;
+  ret = rules_config_compact(cfg, out);
+  rules_arena_free(&arena);
+  if (ret != 0)
+    return ret;
+  (*out)->refs = 1;
   return 0;
 fail:
   rules_arena_free(&arena);

@@ -425,7 +425,12 @@ int rules_hostpat_parse(struct rules_arena *a, const char *s, int allow_domain,
       if (colon != NULL)
         port = colon + 1;
       slash = memchr(host, '/', hlen);
-      if (slash != NULL) {
+      if (slash != NULL && strspn(host, "0123456789.") != (size_t)(slash - host)) {
+        snprintf(err, errsize,
+                 "is neither a host name nor a CIDR (an address range is written "
+                 "10.0.0.0/8)");
+        ret = -EINVAL;
+      } else if (slash != NULL) {
         alen = (size_t)(slash - host);
         ret = parse_addr(host, alen, slash + 1, hlen - alen - 1, 0, out, err, errsize);
       } else {

@@ -30,6 +30,12 @@ struct rules_arena {
 /* Returns zeroed, 8-byte aligned memory, or NULL. */
 void *rules_arena_alloc(struct rules_arena *a, size_t size);
 
+/* Gives an empty arena one chunk of exactly size bytes (for a copy of known size). */
+int rules_arena_reserve(struct rules_arena *a, size_t size);
+
+/* Bytes handed out so far (alignment included). */
+size_t rules_arena_used(const struct rules_arena *a);
+
 /* Allocates an array of n elements of size each; NULL on overflow or exhaustion. */
 void *rules_arena_array(struct rules_arena *a, size_t n, size_t size);
 
@@ -201,6 +207,13 @@ struct rules_config {
 
 /* Bytes of memory a config holds (for tests and metrics). */
 size_t rules_config_bytes(const struct rules_config *cfg);
+
+/*
+ * Copies a freshly parsed config (refs not yet set) into one chunk of exactly the
+ * size it needs, leaving out what only parsing used. *out gets the copy; src is left
+ * for the caller to free. Returns 0 or -ENOMEM.
+ */
+int rules_config_compact(const struct rules_config *src, struct rules_config **out);
 
 /* ---- parse context ------------------------------------------------------------------- */
 

@@ -141,10 +141,12 @@ int rules_template_resolve(struct rules_pctx *c, const char *tmpl, char *out, si
 
         memcpy(key, tmpl + i + 1, klen);
         key[klen] = '\0';
+        /* The key quoted for safety, shown without the quotes inside its braces. */
+        rules_quote(key, q, sizeof(q));
         rules_perr(c,
-                   "{%s} is not a valid secret key: keys are letters, digits, '_', '.' "
+                   "{%.*s} is not a valid secret key: keys are letters, digits, '_', '.' "
                    "and '-', and do not start with a dot",
-                   klen ? rules_quote(key, q, sizeof(q)) : "");
+                   (int)(strlen(q) - 2), q + 1);
         bad = 1;
       } else {
         memcpy(key, tmpl + i + 1, j - i - 1);
