@@ -244,7 +244,7 @@ static int parse_prefix(const char *s, size_t len, unsigned max, unsigned *out)
 static int parse_addr(const char *addr, size_t alen, const char *pfx, size_t plen, int v6,
                       struct rules_hostpat *out, char *err, size_t errsize)
 {
-  char tmp[INET6_ADDRSTRLEN], net[INET6_ADDRSTRLEN];
+  char tmp[INET6_ADDRSTRLEN], net[INET6_ADDRSTRLEN], q[64];
   uint8_t masked[16];
   unsigned prefix, max = v6 ? 128 : 32, i;
   struct in6_addr a6;
@@ -258,14 +258,15 @@ static int parse_addr(const char *addr, size_t alen, const char *pfx, size_t ple
   tmp[alen] = '\0';
   if (v6) {
     if (inet_pton(AF_INET6, tmp, &a6) != 1) {
-      snprintf(err, errsize, "has \"%s\", which is not a valid IPv6 address", tmp);
+      snprintf(err, errsize, "has %s, which is not a valid IPv6 address",
+               rules_quote(tmp, q, sizeof(q)));
       return -EINVAL;
     }
     memcpy(out->addr, &a6, 16);
   } else {
     if (inet_pton(AF_INET, tmp, &a4) != 1) {
-      snprintf(err, errsize,
-               "has \"%s\", which is not a valid dotted-quad IPv4 address", tmp);
+      snprintf(err, errsize, "has %s, which is not a valid dotted-quad IPv4 address",
+               rules_quote(tmp, q, sizeof(q)));
       return -EINVAL;
     }
     memcpy(out->addr, v4_mapped_prefix, 12);
@@ -305,15 +306,20 @@ static int parse_addr(const char *addr, size_t alen, const char *pfx, size_t ple
 static int parse_glob(struct rules_arena *a, const char *s, size_t len, int allow_domain,
                       struct rules_hostpat *out, char *err, size_t errsize)
 {
-  char norm[RULES_MAX_NAME_LEN + 2];
+  char norm[RULES_MAX_NAME_LEN + 2], q[160];
   int domain = 0, n;
 
   if (len > 0 && s[0] == '.') {
     if (!allow_domain) {
+      /* Quoted for safety (it is user text), shown without the quotes. */
+      n = (int)(len - 1 < sizeof(norm) - 1 ? len - 1 : sizeof(norm) - 1);
+      memcpy(norm, s + 1, (size_t)n);
+      norm[n] = '\0';
+      rules_quote(norm, q, sizeof(q));
       snprintf(err, errsize,
                "starts with a dot; write *.%.*s for its subdomains (no_proxy alone "
                "accepts the .domain form)",
-               (int)(len - 1 > 64 ? 64 : len - 1), s + 1);
+               (int)(strlen(q) - 2), q + 1);
       return -EINVAL;
     }
     domain = 1;

@@ -11,6 +11,11 @@
 
 #include "rules/rules_internal.h"
 
+static int is_space(char c)
+{
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
 static void locate(const char *json, size_t off, size_t *line, size_t *col)
 {
   size_t i;
@@ -33,6 +38,19 @@ static int report(struct rules_diag *diag, const char *json, size_t len, size_t 
   char q[32] = "";
   size_t line, col;
 
+  if (what == NULL) {
+    size_t i = off;
+
+    /* Only whitespace left: the text ended too early. */
+    while (i < len && is_space(json[i]))
+      i++;
+    if (i >= len)
+      off = len;
+    /* cJSON reports some failures just past the offending token: when it points at
+     * whitespace, point back at the token instead. */
+    while (off > 0 && off < len && is_space(json[off]))
+      off--;
+  }
   locate(json, off < len ? off : len, &line, &col);
   if (what == NULL) {
     if (off >= len) {
@@ -102,8 +120,7 @@ int rules_json_parse(const char *json, size_t len, cJSON **out, struct rules_dia
     return report(diag, json, len, off, NULL);
   }
   off = (size_t)(end - json);
-  while (off < len && (json[off] == ' ' || json[off] == '\t' || json[off] == '\n' ||
-                       json[off] == '\r'))
+  while (off < len && is_space(json[off]))
     off++;
   if (off < len) {
     cJSON_Delete(root);
