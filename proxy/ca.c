@@ -1288,7 +1288,7 @@ out:
 
 int proxy_ca_import(const struct proxy_ca_opts *opts, const char *cert_pem,
                     size_t cert_len, const char *key_pem, size_t key_len,
-                    const char *label, struct proxy_ca **out)
+                    const char *label, const char *key_label, struct proxy_ca **out)
 {
   struct proxy_ca *ca = NULL;
   unsigned char *buf = NULL;
@@ -1313,16 +1313,16 @@ int proxy_ca_import(const struct proxy_ca_opts *opts, const char *cert_pem,
   buf = NULL;
   if (ret == MBEDTLS_ERR_PK_PASSWORD_REQUIRED) {
     log_error("ca: CA key %s is encrypted; store it decrypted with mode 0600 "
-              "(openssl pkey -in KEY -out NEW && chmod 600 NEW)", label);
+              "(openssl pkey -in %s -out NEW && chmod 600 NEW)", key_label, key_label);
     ret = -EINVAL;
     goto out;
   }
   if (ret != 0) {
-    log_error("ca: cannot parse CA key %s: %s", label, mbed_str(ret, err, sizeof(err)));
+    log_error("ca: cannot parse CA key %s: %s", key_label, mbed_str(ret, err, sizeof(err)));
     ret = -EINVAL;
     goto out;
   }
-  ret = ca_key_ok(label, &ca->key, &ca->md);
+  ret = ca_key_ok(key_label, &ca->key, &ca->md);
   if (ret != 0)
     goto out;
 
@@ -1352,8 +1352,8 @@ int proxy_ca_import(const struct proxy_ca_opts *opts, const char *cert_pem,
     goto out;
   ret = mbedtls_pk_check_pair(&ca->cert.pk, &ca->key);
   if (ret != 0) {
-    log_error("ca: CA key does not match certificate %s; give the key the certificate "
-              "was issued for", label);
+    log_error("ca: CA key %s does not match certificate %s; give the key the "
+              "certificate was issued for", key_label, label);
     ret = -EINVAL;
     goto out;
   }
@@ -1388,7 +1388,7 @@ int proxy_ca_load(const struct proxy_ca_opts *opts, const char *cert_path,
   if (ret != 0)
     goto out;
   ret = proxy_ca_import(opts, (const char *)cert, cert_len, (const char *)key, key_len,
-                        cert_path, out);
+                        cert_path, key_path, out);
 out:
   if (key != NULL)
     mbedtls_platform_zeroize(key, key_len + 1);

@@ -41,10 +41,10 @@ int proxy_ca_generate(const struct proxy_ca_opts *opts, struct proxy_ca **out);
 int proxy_ca_load(const struct proxy_ca_opts *opts, const char *cert_path,
                   const char *key_path, struct proxy_ca **out);
 
-/* As proxy_ca_load, from PEM in memory; label names the source in messages. */
+/* As proxy_ca_load, from PEM in memory; the labels name the sources in messages. */
 int proxy_ca_import(const struct proxy_ca_opts *opts, const char *cert_pem,
                     size_t cert_len, const char *key_pem, size_t key_len,
-                    const char *label, struct proxy_ca **out);
+                    const char *label, const char *key_label, struct proxy_ca **out);
 
 /* The CA key as PEM (malloc'd, KEY_PEM_MAX bytes: wipe all of them with
  * mbedtls_platform_zeroize before freeing), or NULL. */

@@ -112,7 +112,7 @@ reqs = [e for e in events if e.get("event") == "request"]
 def hdr(r, name):
     return [v for k, v in r["headers"] if k.lower() == name.lower()]
 r = eval(sys.argv[2])
-print(r if not isinstance(r, (dict, list)) else json.dumps(r))
+print(r)
 PYEOF
 }
 

@@ -37,7 +37,7 @@ cat > "$T/config.json" <<EOF
 }
 EOF
 
-run() { jail --config "$T/config.json" --secrets-dir "$T/secrets" -- "$@"; }
+run() { jail --config "$T/config.json" --secrets-dir "$T/secrets" --user nobody -- "$@"; }
 
 # 1. Injection on a matching host; the sandbox's environment never held the secret.
 out=$(run sh -c 'env | grep -c "sk-test" || true; curl -sS http://api.example.com/v1/models')
