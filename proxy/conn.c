@@ -771,8 +771,8 @@ static int original_destination(struct proxy_conn *c, int transparent)
   }
   /* A connection that was not redirected (someone connecting to the listener
    * itself) has the listener as its "original" destination: refuse it, or the proxy
-   * would dial itself. */
-  if (c->dst.ss_family == local.ss_family) {
+   * would dial itself. (Under TPROXY the local address is the destination.) */
+  if (!transparent && c->dst.ss_family == local.ss_family) {
     if (local.ss_family == AF_INET) {
       const struct sockaddr_in *a = (const struct sockaddr_in *)&c->dst;
       const struct sockaddr_in *b = (const struct sockaddr_in *)&local;
