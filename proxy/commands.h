@@ -5,6 +5,8 @@
 #ifndef AUTHPROXY_COMMANDS_H
 #define AUTHPROXY_COMMANDS_H
 
+/* `authproxy config check|show FILE [--secrets-dir D]`: validate or show a proxy_config. */
+int proxy_cmd_config(int argc, char **argv);
 
 int proxy_cmd_jail(int argc, char **argv);   /* jail [OPTIONS] -- CMD... */
 

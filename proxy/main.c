@@ -23,6 +23,7 @@ static int cmd_version(int argc, char **argv)
 static const struct command commands[] = {
   { "jail", proxy_cmd_jail, "run a command in a sandbox whose only way out is authproxy" },
   { "version", cmd_version, "print the version" },
+  { "config", proxy_cmd_config, "check a proxy_config file or show it redacted" },
 };
 
 static void usage(FILE *f)

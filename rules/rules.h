@@ -29,6 +29,7 @@ struct cJSON;
 #define RULES_MAX_VALUE_LEN 8192     /* a header value after secret resolution */
 #define RULES_MAX_NAME_LEN 253       /* a normalized host name */
 #define RULES_MAX_SECRET_LEN 65536   /* a secret file */
+#define RULES_MAX_CONFIG_LEN (1 << 20) /* the JSON text given to rules_config_parse */
 
 /* ---- diagnostics ------------------------------------------------------------ */
 
@@ -42,7 +43,8 @@ struct rules_diag_entry {
   char *message;
 };
 
-/* A list of errors; every parse collects all of them, not just the first. */
+/* A list of errors; every parse collects all of them, not just the first (a config
+ * with more than 100 errors reports the first 100 and a count of the rest). */
 struct rules_diag {
   struct rules_diag_entry *entries;
   size_t count;
@@ -81,9 +83,9 @@ int rules_secrets_unset(struct rules_secrets *s, const char *key);
 /*
  * Looks key up. On success *value is a malloc'd NUL-terminated copy the caller must
  * wipe and free (rules_secret_free). Returns -ENOENT when the key exists nowhere,
- * -EINVAL for a malformed key, -EFBIG for a file over RULES_MAX_SECRET_LEN, or the
- * errno of a failed read. *where (may be NULL) receives a static description of the
- * place searched, for error messages.
+ * -EINVAL for a malformed key or a file that is not a regular file (a FIFO or device
+ * is never opened for blocking reads), -EFBIG for a file over RULES_MAX_SECRET_LEN,
+ * or the errno of a failed read. rules_secrets_dir names the place searched.
  */
 int rules_secrets_get(const struct rules_secrets *s, const char *key, char **value,
                       size_t *len);
@@ -106,8 +108,20 @@ void rules_secret_free(char *value, size_t len);
 struct rules_config;
 
 /*
+ * Parses JSON text strictly: beyond cJSON's syntax checks it rejects text after the
+ * value, raw control characters in strings and NUL (raw or \u0000), which cJSON would
+ * silently truncate a string at. Use it for any JSON that carries a proxy_config (the
+ * control API's request bodies) before rules_config_from_cjson. On success *out is a
+ * tree to free with cJSON_Delete. Returns 0, -EINVAL (one diag entry with an empty
+ * path and a message giving line and column), or -ENOMEM.
+ */
+int rules_json_parse(const char *json, size_t len, struct cJSON **out,
+                     struct rules_diag *diag);
+
+/*
  * Parses, validates and resolves a proxy_config. `json`/`len` is the JSON text of the
- * proxy_config object itself. Every error is appended to diag (which must be
+ * proxy_config object itself (at most RULES_MAX_CONFIG_LEN bytes, via
+ * rules_json_parse). A field set to null is the same as a field left out. Every error is appended to diag (which must be
  * initialized) with its JSON path prefixed by path_prefix ("" or e.g. "proxy_config.").
  * Secrets are resolved against `secrets` (borrowed; may be NULL when the config has
  * no workspace_secret header). On success *out holds a new config with one reference.
@@ -137,7 +151,12 @@ enum rules_ser_mode {
   RULES_SER_PERSIST,
 };
 
-/* Serializes cfg as JSON (malloc'd, NUL-terminated, pretty when pretty != 0). */
+/*
+ * Serializes cfg as JSON (malloc'd, NUL-terminated, pretty when pretty != 0; NULL
+ * when out of memory). The sections the pushed config had are written back, with
+ * callback defaults made explicit; dns.remap keys come out sorted. A PERSIST string
+ * holds opaque values: explicit_bzero it before freeing.
+ */
 char *rules_config_to_json(const struct rules_config *cfg, enum rules_ser_mode mode,
                            int pretty);
 
@@ -149,21 +168,28 @@ void rules_config_summary(const struct rules_config *cfg, char *buf, size_t size
 /*
  * Normalizes a destination host name: lowercase, one trailing dot stripped; rejects
  * empty labels, labels over 63 bytes, names over 253 bytes, and bytes outside
- * [a-z0-9-_.] (IPv6 literals in brackets are accepted and returned without brackets).
+ * [a-z0-9-_.] (IPv6 literals in brackets are accepted and returned without brackets,
+ * in canonical form; so is a bare IPv6 literal, so normalizing is idempotent). Also
+ * rejects names with a numeric last label that are not a dotted-quad address, and
+ * numeric forms resolvers read as IPv4 addresses (127.1, 2130706433, 0x7f000001):
+ * they would be matched as names but connect to addresses.
  * Returns the length written to out (NUL-terminated, size >= RULES_MAX_NAME_LEN + 1)
  * or -EINVAL.
  */
 int rules_normalize_host(const char *in, size_t len, char *out, size_t size);
 
 /* Flags returned by rules_normalize_path. */
-#define RULES_PATH_AMBIGUOUS 1 /* had %2F, %5C, a backslash or %00: servers disagree on it */
+#define RULES_PATH_AMBIGUOUS 1 /* had %2F, %5C, a backslash or %00, or a segment like
+                                  "..;x" or ".;x": servers disagree on it */
 
 /*
  * Normalizes a request path for matching: the query is excluded, percent-encoded
- * unreserved characters are decoded, dot-segments are removed (RFC 3986 5.2.4),
- * duplicate slashes are kept as sent. Returns the length written to out (NUL-
- * terminated) or -EINVAL for a malformed percent-encoding or a path not starting with
- * '/'; *flags (may be NULL) receives RULES_PATH_* bits.
+ * unreserved characters are decoded (other encodings get uppercase hex digits),
+ * dot-segments are removed (RFC 3986 5.2.4), duplicate slashes are kept as sent.
+ * Returns the length written to out (NUL-terminated), -EINVAL for a malformed
+ * percent-encoding, a path not starting with '/', or a space, control byte or '#'
+ * in it, or -ENOSPC when size is not larger than the path without its query;
+ * *flags (may be NULL) receives RULES_PATH_* bits.
  */
 int rules_normalize_path(const char *in, size_t len, char *out, size_t size, int *flags);
 
@@ -182,6 +208,20 @@ enum rules_action {
   RULES_BYPASS,    /* no_proxy: relay untouched, no parsing, no injection */
 };
 
+/*
+ * How patterns apply (match_hosts, no_proxy, egress, callback.match_hosts):
+ * - A host glob applies to names: `*` matches any run of characters, so
+ *   `*.github.com` matches `a.github.com` and `a.b.github.com`, not `github.com`.
+ *   `*` alone matches every destination, names and addresses.
+ * - An IP or CIDR entry applies to dest->addr and to a name that is itself an IP
+ *   literal; a v4-mapped IPv6 address is compared as IPv4. An address-only flow
+ *   (name NULL) is matched by IP/CIDR entries and `*` only.
+ * - An optional `:port` restricts the port; IPv6 with a port is `[2001:db8::1]:443`
+ *   (a range: `[2001:db8::/32]:443`).
+ * - In no_proxy only, a leading dot (`.example.com`, as in curl's NO_PROXY) means the
+ *   domain itself and all its subdomains.
+ */
+
 /* A connection's destination as the proxy knows it. */
 struct rules_dest {
   const char *name;            /* normalized name, or NULL for an address-only flow */
@@ -197,7 +237,24 @@ struct rules_decision {
                          name, or "" */
 };
 
-/* Connection-level decision (no path known yet). */
+/*
+ * Connection-level decision (no path known yet), in this order:
+ * 1. a name that is not normalized: deny "invalid_name";
+ * 2. an egress.deny entry without paths/methods matching: deny "egress_deny";
+ * 3. egress.default "deny" and no egress.allow entry's hosts match: deny
+ *    "egress_not_allowed" (rules' match_hosts never allow implicitly);
+ * 4. an egress.deny entry with paths/methods matching, or, under default deny, only
+ *    egress.allow entries with paths/methods matching: intercept, even for a no_proxy
+ *    host, since only an intercepted request shows its path and method (no_proxy
+ *    never overrides a deny);
+ * 5. a no_proxy entry matching: bypass;
+ * 6. a rule with headers matching host and port (its match_paths are for requests),
+ *    the callback's match_hosts, or any other egress entry with paths/methods
+ *    matching: intercept;
+ * 7. else tunnel.
+ * out->entry names what decided: "egress.deny[2]", "no_proxy[0]", a rule name,
+ * "callback", or "".
+ */
 void rules_decide_conn(const struct rules_config *cfg, const struct rules_dest *dest,
                        struct rules_decision *out);
 
@@ -206,8 +263,9 @@ void rules_decide_conn(const struct rules_config *cfg, const struct rules_dest *
  * an egress.deny IP/CIDR entry, or in a range that must not be reached from the host
  * (loopback, link-local incl. cloud metadata, unspecified, multicast, the synthetic
  * 198.18.0.0/15) unless the operator chose it: `remapped` (dns.remap named the target)
- * or an egress.allow IP/CIDR entry covering it. Returns 1 when allowed, else 0 with
- * out->reason set.
+ * or an egress.allow IP/CIDR entry covering it. Returns 1 when allowed (*out is left
+ * untouched, so it may hold the connection's decision), else 0 with out->action
+ * RULES_DENY, out->reason "egress_deny" or "blocked_address" and out->entry set.
  */
 int rules_check_resolved(const struct rules_config *cfg, const struct sockaddr *addr,
                          uint16_t port, int remapped, struct rules_decision *out);
@@ -234,8 +292,12 @@ struct rules_request_decision {
  * with paths/methods, then the headers of every rule matching host, port and path, in
  * rule order, the first rule winning per header name (case-insensitive). `path` is
  * the raw request path (query included or not); it is normalized here. A path that
- * cannot be normalized is denied ("invalid_path"); an ambiguous one matches deny
- * entries but never a rule's match_paths.
+ * cannot be normalized is denied ("invalid_path", or "path_too_long" beyond 8 KiB
+ * without the query); an ambiguous one matches deny entries but never a rule's
+ * match_paths nor an allow entry's paths. Egress methods are uppercase in the config
+ * and compared with the request method ignoring case, so "post" cannot slip past a
+ * POST deny on a lenient server. Under default deny a request must match an allow
+ * entry completely. A name that is not normalized is denied ("invalid_name").
  */
 void rules_decide_request(const struct rules_config *cfg, const struct rules_dest *dest,
                           const char *method, const char *path, size_t path_len,
@@ -247,8 +309,9 @@ int rules_request_injects(const struct rules_request_decision *d, const char *na
 
 /*
  * dns.remap: if name has a remap, writes the target host (without brackets) to host
- * and its port (the original port when the target has none) to *port and returns 1;
- * else returns 0.
+ * and its port (the original port when the target has none) to *out_port and returns
+ * 1; else returns 0. Returns -ENOSPC when host is too small (RULES_MAX_NAME_LEN + 1
+ * always suffices).
  */
 int rules_remap(const struct rules_config *cfg, const char *name, uint16_t port,
                 char *host, size_t size, uint16_t *out_port);

@@ -1,0 +1,362 @@
+/*
+ * Decisions: per connection (deny, tunnel, intercept, bypass), per request (deny,
+ * headers to inject, callback), and on the address the proxy resolved before it
+ * dials. Runs on the event loop for every connection and request: no allocation, no
+ * pattern parsing, bounded stack.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "rules/rules_internal.h"
+
+/* Longest request path (without the query) a request decision normalizes. */
+#define DECIDE_PATH_MAX 8192
+
+static void set_entry(char *entry, const char *list, size_t i)
+{
+  snprintf(entry, 64, "%s[%zu]", list, i);
+}
+
+static int restricted(const struct rules_egress *e)
+{
+  return e->npaths != 0 || e->nmethods != 0;
+}
+
+static int egress_hosts_match(const struct rules_egress *e, const struct rules_target *t)
+{
+  return rules_hostpats_match(e->hosts, e->nhosts, t) >= 0;
+}
+
+static void deny_conn(struct rules_decision *out, const char *reason, const char *list,
+                      size_t i)
+{
+  out->action = RULES_DENY;
+  out->reason = reason;
+  if (list != NULL)
+    set_entry(out->entry, list, i);
+}
+
+void rules_decide_conn(const struct rules_config *cfg, const struct rules_dest *dest,
+                       struct rules_decision *out)
+{
+  struct rules_target t;
+  const char *force_list = NULL;
+  size_t i, force = 0;
+  int full = 0, partial = -1, k;
+
+  out->action = RULES_TUNNEL;
+  out->reason = NULL;
+  out->entry[0] = '\0';
+  if (rules_target_init(&t, dest) != 0) {
+    deny_conn(out, "invalid_name", NULL, 0);
+    return;
+  }
+  for (i = 0; i < cfg->ndeny; i++) {
+    if (!restricted(&cfg->deny[i]) && egress_hosts_match(&cfg->deny[i], &t)) {
+      deny_conn(out, "egress_deny", "egress.deny", i);
+      return;
+    }
+  }
+  if (cfg->default_deny) {
+    for (i = 0; i < cfg->nallow && !full; i++) {
+      if (!egress_hosts_match(&cfg->allow[i], &t))
+        continue;
+      if (!restricted(&cfg->allow[i]))
+        full = 1;
+      else if (partial < 0)
+        partial = (int)i;
+    }
+    if (!full && partial < 0) {
+      deny_conn(out, "egress_not_allowed", NULL, 0);
+      return;
+    }
+    if (!full) {
+      force_list = "egress.allow";
+      force = (size_t)partial;
+    }
+  }
+  /* Request-level denies need the request: they override no_proxy. */
+  for (i = 0; i < cfg->ndeny && force_list == NULL; i++) {
+    if (restricted(&cfg->deny[i]) && egress_hosts_match(&cfg->deny[i], &t)) {
+      force_list = "egress.deny";
+      force = i;
+    }
+  }
+  if (force_list != NULL) {
+    out->action = RULES_INTERCEPT;
+    set_entry(out->entry, force_list, force);
+    return;
+  }
+  k = rules_hostpats_match(cfg->no_proxy, cfg->nno_proxy, &t);
+  if (k >= 0) {
+    out->action = RULES_BYPASS;
+    set_entry(out->entry, "no_proxy", (size_t)k);
+    return;
+  }
+  for (i = 0; i < cfg->nrules; i++) {
+    const struct rules_rule *r = &cfg->rules[i];
+
+    if (r->nhdrs != 0 && rules_hostpats_match(r->hosts, r->nhosts, &t) >= 0) {
+      out->action = RULES_INTERCEPT;
+      snprintf(out->entry, sizeof(out->entry), "%s", r->name);
+      return;
+    }
+  }
+  if (cfg->callback != NULL &&
+      rules_hostpats_match(cfg->callback->hosts, cfg->callback->nhosts, &t) >= 0) {
+    out->action = RULES_INTERCEPT;
+    snprintf(out->entry, sizeof(out->entry), "callback");
+    return;
+  }
+  for (i = 0; i < cfg->nallow; i++) {
+    if (restricted(&cfg->allow[i]) && egress_hosts_match(&cfg->allow[i], &t)) {
+      out->action = RULES_INTERCEPT;
+      set_entry(out->entry, "egress.allow", i);
+      return;
+    }
+  }
+}
+
+static int method_listed(const struct rules_egress *e, const char *method)
+{
+  size_t i;
+
+  if (e->nmethods == 0)
+    return 1;
+  if (method == NULL)
+    return 0;
+  for (i = 0; i < e->nmethods; i++)
+    if (strcasecmp(e->methods[i], method) == 0)
+      return 1;
+  return 0;
+}
+
+static int path_listed(const struct rules_pathpat *v, size_t n, const char *path,
+                       size_t len)
+{
+  size_t i;
+
+  for (i = 0; i < n; i++)
+    if (rules_pathpat_match(&v[i], path, len))
+      return 1;
+  return 0;
+}
+
+static void deny_req(struct rules_request_decision *out, const char *reason,
+                     const char *list, size_t i)
+{
+  out->deny = 1;
+  out->reason = reason;
+  if (list != NULL)
+    set_entry(out->entry, list, i);
+}
+
+void rules_decide_request(const struct rules_config *cfg, const struct rules_dest *dest,
+                          const char *method, const char *path, size_t path_len,
+                          struct rules_request_decision *out)
+{
+  char norm[DECIDE_PATH_MAX + 1];
+  uint16_t used[RULES_MAX_INJECT];
+  struct rules_target t;
+  size_t i, j, k, len;
+  int flags = 0, n, ambiguous;
+
+  out->deny = 0;
+  out->reason = NULL;
+  out->entry[0] = '\0';
+  out->nheaders = 0;
+  out->callback = 0;
+  if (rules_target_init(&t, dest) != 0) {
+    deny_req(out, "invalid_name", NULL, 0);
+    return;
+  }
+  n = path ? rules_normalize_path(path, path_len, norm, sizeof(norm), &flags) : -EINVAL;
+  if (n < 0) {
+    deny_req(out, n == -ENOSPC ? "path_too_long" : "invalid_path", NULL, 0);
+    return;
+  }
+  len = (size_t)n;
+  ambiguous = (flags & RULES_PATH_AMBIGUOUS) != 0;
+
+  /* An ambiguous path may reach a denied resource on the server: it matches every
+   * deny entry's paths. */
+  for (i = 0; i < cfg->ndeny; i++) {
+    const struct rules_egress *e = &cfg->deny[i];
+
+    if (egress_hosts_match(e, &t) &&
+        (e->npaths == 0 || ambiguous || path_listed(e->paths, e->npaths, norm, len)) &&
+        method_listed(e, method)) {
+      deny_req(out, "egress_deny", "egress.deny", i);
+      return;
+    }
+  }
+  if (cfg->default_deny) {
+    int allowed = 0;
+
+    for (i = 0; i < cfg->nallow && !allowed; i++) {
+      const struct rules_egress *e = &cfg->allow[i];
+
+      allowed = egress_hosts_match(e, &t) &&
+                (e->npaths == 0 ||
+                 (!ambiguous && path_listed(e->paths, e->npaths, norm, len))) &&
+                method_listed(e, method);
+    }
+    if (!allowed) {
+      deny_req(out, "egress_not_allowed", NULL, 0);
+      return;
+    }
+  }
+  for (i = 0; i < cfg->nrules; i++) {
+    const struct rules_rule *r = &cfg->rules[i];
+
+    if (r->nhdrs == 0 || rules_hostpats_match(r->hosts, r->nhosts, &t) < 0)
+      continue;
+    if (r->npaths != 0 && (ambiguous || !path_listed(r->paths, r->npaths, norm, len)))
+      continue;
+    if (out->entry[0] == '\0')
+      snprintf(out->entry, sizeof(out->entry), "%s", r->name);
+    for (j = 0; j < r->nhdrs; j++) {
+      uint16_t id = r->meta[j].name_id;
+
+      /* The first rule to set a name wins; names were interned case-insensitively. */
+      for (k = 0; k < out->nheaders && used[k] != id; k++)
+        ;
+      if (k < out->nheaders || out->nheaders == RULES_MAX_INJECT)
+        continue;
+      used[out->nheaders] = id;
+      out->headers[out->nheaders++] = r->hdrs[j];
+    }
+  }
+  if (cfg->callback != NULL &&
+      rules_hostpats_match(cfg->callback->hosts, cfg->callback->nhosts, &t) >= 0)
+    out->callback = 1;
+}
+
+int rules_request_injects(const struct rules_request_decision *d, const char *name,
+                          size_t len)
+{
+  size_t i;
+
+  for (i = 0; i < d->nheaders; i++)
+    if (strlen(d->headers[i].name) == len && strncasecmp(d->headers[i].name, name, len) == 0)
+      return 1;
+  return 0;
+}
+
+/* Ranges the proxy must not dial from the host unless the operator chose them. */
+struct blocked {
+  uint8_t addr[16];
+  uint8_t prefix;
+};
+
+#define V4(a, b, c, d, len)                                                          \
+  { { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d }, (uint8_t)(96 + (len)) }
+
+static const struct blocked blocked_v4[] = {
+  V4(0, 0, 0, 0, 8),      /* "this network", 0.0.0.0 reaches the host itself */
+  V4(127, 0, 0, 0, 8),    /* loopback */
+  V4(169, 254, 0, 0, 16), /* link-local, cloud metadata 169.254.169.254 */
+  V4(224, 0, 0, 0, 4),    /* multicast */
+  V4(240, 0, 0, 0, 4),    /* reserved, broadcast */
+  V4(198, 18, 0, 0, 15),  /* the responder's synthetic addresses */
+};
+
+static const struct blocked blocked_v6[] = {
+  { { 0 }, 128 },                                                   /* :: */
+  { { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 }, 128 },      /* ::1 */
+  { { 0xfe, 0x80 }, 10 },                                           /* link-local */
+  { { 0xff }, 8 },                                                  /* multicast */
+  { { 0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x54 }, 128 }, /* EC2 IMDS */
+};
+
+static int is_blocked(const uint8_t addr[16], int v4)
+{
+  size_t i;
+
+  if (v4) {
+    for (i = 0; i < sizeof(blocked_v4) / sizeof(blocked_v4[0]); i++)
+      if (rules_prefix_equal(blocked_v4[i].addr, addr, blocked_v4[i].prefix))
+        return 1;
+    return 0;
+  }
+  for (i = 0; i < sizeof(blocked_v6) / sizeof(blocked_v6[0]); i++)
+    if (rules_prefix_equal(blocked_v6[i].addr, addr, blocked_v6[i].prefix))
+      return 1;
+  return 0;
+}
+
+/* Index of the first IP/CIDR host pattern of e covering the address, or -1. */
+static int addr_entry_match(const struct rules_egress *e, const struct rules_target *t)
+{
+  size_t i;
+
+  for (i = 0; i < e->nhosts; i++)
+    if (e->hosts[i].kind == RULES_HP_ADDR && rules_hostpat_match(&e->hosts[i], t))
+      return (int)i;
+  return -1;
+}
+
+int rules_check_resolved(const struct rules_config *cfg, const struct sockaddr *addr,
+                         uint16_t port, int remapped, struct rules_decision *out)
+{
+  struct rules_target t;
+  int v4 = 0;
+  size_t i;
+
+  memset(&t, 0, sizeof(t));
+  t.port = port;
+  if (addr == NULL || rules_addr_from_sockaddr(addr, t.addr, &v4) != 0) {
+    out->action = RULES_DENY;
+    out->reason = "blocked_address";
+    out->entry[0] = '\0';
+    return 0;
+  }
+  t.has_addr = 1;
+  t.addr_v4 = (uint8_t)v4;
+  for (i = 0; i < cfg->ndeny; i++) {
+    if (!restricted(&cfg->deny[i]) && addr_entry_match(&cfg->deny[i], &t) >= 0) {
+      out->action = RULES_DENY;
+      out->reason = "egress_deny";
+      set_entry(out->entry, "egress.deny", i);
+      return 0;
+    }
+  }
+  if (!is_blocked(t.addr, v4) || remapped)
+    return 1;
+  for (i = 0; i < cfg->nallow; i++)
+    if (addr_entry_match(&cfg->allow[i], &t) >= 0)
+      return 1;
+  out->action = RULES_DENY;
+  out->reason = "blocked_address";
+  out->entry[0] = '\0';
+  return 0;
+}
+
+int rules_remap(const struct rules_config *cfg, const char *name, uint16_t port,
+                char *host, size_t size, uint16_t *out_port)
+{
+  size_t lo = 0, hi = cfg->nremap, len;
+
+  if (name == NULL)
+    return 0;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int c = strcmp(name, cfg->remap[mid].name);
+
+    if (c == 0) {
+      len = strlen(cfg->remap[mid].host);
+      if (len + 1 > size)
+        return -ENOSPC;
+      memcpy(host, cfg->remap[mid].host, len + 1);
+      *out_port = cfg->remap[mid].port ? cfg->remap[mid].port : port;
+      return 1;
+    }
+    if (c < 0)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  return 0;
+}

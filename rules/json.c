@@ -1,0 +1,136 @@
+/*
+ * Strict JSON text intake for configs: cJSON's parser plus the checks it lacks
+ * (trailing text, raw control characters and NUL in strings), with errors located by
+ * line and column.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "rules/rules_internal.h"
+
+static int is_space(char c)
+{
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static void locate(const char *json, size_t off, size_t *line, size_t *col)
+{
+  size_t i;
+
+  *line = 1;
+  *col = 1;
+  for (i = 0; i < off; i++) {
+    if (json[i] == '\n') {
+      (*line)++;
+      *col = 1;
+    } else {
+      (*col)++;
+    }
+  }
+}
+
+static int report(struct rules_diag *diag, const char *json, size_t len, size_t off,
+                  const char *what)
+{
+  char q[32] = "";
+  size_t line, col;
+
+  if (what == NULL) {
+    size_t i = off;
+
+    /* Only whitespace left: the text ended too early. */
+    while (i < len && is_space(json[i]))
+      i++;
+    if (i >= len)
+      off = len;
+    /* cJSON reports some failures just past the offending token: when it points at
+     * whitespace, point back at the token instead. */
+    while (off > 0 && off < len && is_space(json[off]))
+      off--;
+  }
+  locate(json, off < len ? off : len, &line, &col);
+  if (what == NULL) {
+    if (off >= len) {
+      what = "unexpected end of input";
+    } else {
+      unsigned char ch = (unsigned char)json[off];
+
+      if (ch >= 0x21 && ch < 0x7f)
+        snprintf(q, sizeof(q), "unexpected '%c'", ch);
+      else
+        snprintf(q, sizeof(q), "unexpected byte 0x%02x", ch);
+      what = q;
+    }
+  }
+  if (rules_diag_add(diag, "", "invalid JSON at line %zu, column %zu: %s", line, col,
+                     what) != 0)
+    return -ENOMEM;
+  return -EINVAL;
+}
+
+/* Finds what cJSON accepts but a config must not hold; returns its offset or len. */
+static size_t scan_strings(const char *json, size_t len, const char **what)
+{
+  size_t i;
+  int in_str = 0;
+
+  for (i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)json[i];
+
+    if (!in_str) {
+      if (ch == '"')
+        in_str = 1;
+      continue;
+    }
+    if (ch == '"') {
+      in_str = 0;
+    } else if (ch < 0x20) {
+      *what = "control character inside a string (escape it, e.g. \\n)";
+      return i;
+    } else if (ch == '\\' && i + 1 < len) {
+      if (json[i + 1] == 'u' && len - i >= 6 && memcmp(json + i + 2, "0000", 4) == 0) {
+        *what = "\\u0000 (NUL) inside a string; no config value may contain NUL";
+        return i;
+      }
+      i++;
+    }
+  }
+  return len;
+}
+
+int rules_json_parse(const char *json, size_t len, cJSON **out, struct rules_diag *diag)
+{
+  const char *end = NULL, *what = NULL;
+  cJSON *root;
+  size_t off;
+
+  *out = NULL;
+  if (len > RULES_MAX_CONFIG_LEN) {
+    if (rules_diag_add(diag, "", "the config is %zu bytes; the limit is %d", len,
+                       RULES_MAX_CONFIG_LEN) != 0)
+      return -ENOMEM;
+    return -EINVAL;
+  }
+  root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+  if (root == NULL) {
+    off = end != NULL && end >= json ? (size_t)(end - json) : 0;
+    return report(diag, json, len, off, NULL);
+  }
+  off = (size_t)(end - json);
+  while (off < len && is_space(json[off]))
+    off++;
+  if (off < len) {
+    cJSON_Delete(root);
+    return report(diag, json, len, off, "unexpected text after the JSON value");
+  }
+  off = scan_strings(json, len, &what);
+  if (off < len) {
+    cJSON_Delete(root);
+    return report(diag, json, len, off, what);
+  }
+  *out = root;
+  return 0;
+}

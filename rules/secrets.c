@@ -1,0 +1,317 @@
+/*
+ * The secret store: a directory with one file per key (Kubernetes secret volumes,
+ * systemd credentials), overlaid with values set in memory through the API. Every
+ * copy of a value this file makes is wiped before it is freed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "rules/rules_internal.h"
+
+/* Keys are file names: bounded like one. */
+#define SECRET_KEY_MAX 255
+/* In-memory values a store holds at most. */
+#define SECRETS_MAX_KEYS 4096
+
+struct secret {
+  char *key;
+  char *value; /* NUL-terminated; len bytes before the NUL */
+  size_t len;
+};
+
+struct rules_secrets {
+  char *dir;
+  struct secret *v; /* sorted by key */
+  size_t n, cap;
+};
+
+int rules_secret_key_valid(const char *key, size_t len)
+{
+  size_t i;
+
+  if (len == 0 || len > SECRET_KEY_MAX || key[0] == '.')
+    return 0;
+  for (i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)key[i];
+
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          c == '_' || c == '.' || c == '-'))
+      return 0;
+  }
+  return 1;
+}
+
+struct rules_secrets *rules_secrets_new(const char *dir)
+{
+  struct rules_secrets *s = calloc(1, sizeof(*s));
+
+  if (s == NULL)
+    return NULL;
+  if (dir != NULL) {
+    s->dir = strdup(dir);
+    if (s->dir == NULL) {
+      free(s);
+      return NULL;
+    }
+  }
+  return s;
+}
+
+const char *rules_secrets_dir(const struct rules_secrets *s)
+{
+  return s ? s->dir : NULL;
+}
+
+/* Index of key, or of where it would be inserted (with *found = 0). */
+static size_t find(const struct rules_secrets *s, const char *key, int *found)
+{
+  size_t lo = 0, hi = s->n;
+
+  *found = 0;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int c = strcmp(key, s->v[mid].key);
+
+    if (c == 0) {
+      *found = 1;
+      return mid;
+    }
+    if (c < 0)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  return lo;
+}
+
+static void wipe_free(char *p, size_t len)
+{
+  if (p == NULL)
+    return;
+  explicit_bzero(p, len);
+  free(p);
+}
+
+int rules_secrets_set(struct rules_secrets *s, const char *key, const char *value,
+                      size_t len)
+{
+  char *copy;
+  size_t i;
+  int found;
+
+  if (s == NULL || key == NULL || (value == NULL && len != 0))
+    return -EINVAL;
+  if (!rules_secret_key_valid(key, strlen(key)))
+    return -EINVAL;
+  if (len > RULES_MAX_SECRET_LEN)
+    return -EFBIG;
+  copy = malloc(len + 1);
+  if (copy == NULL)
+    return -ENOMEM;
+  if (len != 0)
+    memcpy(copy, value, len);
+  copy[len] = '\0';
+  i = find(s, key, &found);
+  if (found) {
+    wipe_free(s->v[i].value, s->v[i].len);
+    s->v[i].value = copy;
+    s->v[i].len = len;
+    return 0;
+  }
+  if (s->n == SECRETS_MAX_KEYS) {
+    wipe_free(copy, len);
+    return -ENOSPC;
+  }
+  if (s->n == s->cap) {
+    size_t cap = s->cap ? s->cap * 2 : 8;
+    struct secret *v = realloc(s->v, cap * sizeof(*v));
+
+    if (v == NULL) {
+      wipe_free(copy, len);
+      return -ENOMEM;
+    }
+    s->v = v;
+    s->cap = cap;
+  }
+  memmove(&s->v[i + 1], &s->v[i], (s->n - i) * sizeof(s->v[0]));
+  s->v[i].key = strdup(key);
+  if (s->v[i].key == NULL) {
+    memmove(&s->v[i], &s->v[i + 1], (s->n - i) * sizeof(s->v[0]));
+    wipe_free(copy, len);
+    return -ENOMEM;
+  }
+  s->v[i].value = copy;
+  s->v[i].len = len;
+  s->n++;
+  return 0;
+}
+
+int rules_secrets_unset(struct rules_secrets *s, const char *key)
+{
+  size_t i;
+  int found;
+
+  if (s == NULL || key == NULL)
+    return -EINVAL;
+  i = find(s, key, &found);
+  if (!found)
+    return -ENOENT;
+  wipe_free(s->v[i].value, s->v[i].len);
+  free(s->v[i].key);
+  memmove(&s->v[i], &s->v[i + 1], (s->n - i - 1) * sizeof(s->v[0]));
+  s->n--;
+  return 0;
+}
+
+/*
+ * Reads dir/key. The file is opened non-blocking and must be a regular file, so a
+ * FIFO or device planted in the directory cannot stall the daemon. The value is read
+ * into a buffer of the maximum size and copied to an exact one; both are wiped.
+ */
+static int read_file(const char *dir, const char *key, char **value, size_t *len)
+{
+  char path[PATH_MAX], *buf = NULL, *copy = NULL;
+  size_t n = 0;
+  struct stat st;
+  int fd = -1, ret;
+
+  ret = snprintf(path, sizeof(path), "%s/%s", dir, key);
+  if (ret < 0 || (size_t)ret >= sizeof(path))
+    return -ENAMETOOLONG;
+  fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0)
+    return -errno;
+  if (fstat(fd, &st) != 0) {
+    ret = -errno;
+    goto out;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ret = -EINVAL;
+    goto out;
+  }
+  if (st.st_size > RULES_MAX_SECRET_LEN) {
+    ret = -EFBIG;
+    goto out;
+  }
+  buf = malloc(RULES_MAX_SECRET_LEN + 2);
+  if (buf == NULL) {
+    ret = -ENOMEM;
+    goto out;
+  }
+  /* Read up to one byte past the limit to notice a file that grew since fstat. */
+  while (n < RULES_MAX_SECRET_LEN + 1) {
+    ssize_t r = read(fd, buf + n, RULES_MAX_SECRET_LEN + 1 - n);
+
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0) {
+      ret = -errno;
+      goto out;
+    }
+    if (r == 0)
+      break;
+    n += (size_t)r;
+  }
+  if (n > RULES_MAX_SECRET_LEN) {
+    ret = -EFBIG;
+    goto out;
+  }
+  /* One trailing newline is how editors and `echo` end a file, not part of it. */
+  if (n > 0 && buf[n - 1] == '\n')
+    n--;
+  copy = malloc(n + 1);
+  if (copy == NULL) {
+    ret = -ENOMEM;
+    goto out;
+  }
+  memcpy(copy, buf, n);
+  copy[n] = '\0';
+  *value = copy;
+  *len = n;
+  ret = 0;
+out:
+  if (buf != NULL)
+    wipe_free(buf, RULES_MAX_SECRET_LEN + 2);
+  if (fd >= 0)
+    close(fd);
+  return ret;
+}
+
+int rules_secrets_lookup(const struct rules_secrets *s, const char *key, char **value,
+                         size_t *len, int *from_api)
+{
+  size_t i;
+  int found;
+
+  *value = NULL;
+  *len = 0;
+  *from_api = 0;
+  if (key == NULL || !rules_secret_key_valid(key, strlen(key)))
+    return -EINVAL;
+  if (s == NULL)
+    return -ENOENT;
+  i = find(s, key, &found);
+  if (found) {
+    char *copy = malloc(s->v[i].len + 1);
+
+    if (copy == NULL)
+      return -ENOMEM;
+    memcpy(copy, s->v[i].value, s->v[i].len + 1);
+    *value = copy;
+    *len = s->v[i].len;
+    *from_api = 1;
+    return 0;
+  }
+  if (s->dir == NULL)
+    return -ENOENT;
+  return read_file(s->dir, key, value, len);
+}
+
+int rules_secrets_get(const struct rules_secrets *s, const char *key, char **value,
+                      size_t *len)
+{
+  int from_api;
+
+  return rules_secrets_lookup(s, key, value, len, &from_api);
+}
+
+void rules_secrets_list(const struct rules_secrets *s,
+                        void (*cb)(const char *key, void *arg), void *arg)
+{
+  size_t i;
+
+  if (s == NULL)
+    return;
+  for (i = 0; i < s->n; i++)
+    cb(s->v[i].key, arg);
+}
+
+void rules_secrets_free(struct rules_secrets *s)
+{
+  size_t i;
+
+  if (s == NULL)
+    return;
+  for (i = 0; i < s->n; i++) {
+    wipe_free(s->v[i].value, s->v[i].len);
+    free(s->v[i].key);
+  }
+  free(s->v);
+  free(s->dir);
+  free(s);
+}
+
+void rules_secret_free(char *value, size_t len)
+{
+  if (value == NULL)
+    return;
+  /* len excludes the terminating NUL the value was allocated with. */
+  explicit_bzero(value, len + 1);
+  free(value);
+}

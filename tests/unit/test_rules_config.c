@@ -1,0 +1,622 @@
+/*
+ * Config parsing and validation: the public examples parse; every kind of invalid
+ * input is rejected with the JSON path of the offending value and a message that
+ * says what is wrong.
+ */
+#include "test_rules_helpers.h"
+
+#include <cjson/cJSON.h>
+
+#define HDR "\"headers\":[{\"name\":\"X-T\",\"type\":\"plaintext\",\"value\":\"v\"}]"
+/* A valid rule with host pattern H. */
+#define RULE_HOSTS(H) "{\"rules\":[{\"name\":\"r\",\"match_hosts\":[" H "]," HDR "}]}"
+/* A valid rule with headers list L. */
+#define RULE_HEADERS(L) "{\"rules\":[{\"name\":\"r\",\"match_hosts\":[\"x.com\"],\"headers\":[" L "]}]}"
+#define CALLBACK(F) "{\"callback\":{" F "}}"
+#define CB_OK "\"url\":\"http://127.0.0.1:9000/creds\",\"match_hosts\":[\"*.corp.example\"]"
+
+TEST(public_examples_parse)
+{
+  struct rules_secrets *s = test_secrets();
+  struct rules_config *single = load_config("config/public-single.json", s);
+  struct rules_config *multi = load_config("config/public-multi.json", s);
+
+  rules_config_unref(single);
+  rules_config_unref(multi);
+  rules_secrets_free(s);
+}
+
+TEST(empty_and_null_sections)
+{
+  rules_config_unref(parse_ok("{}", NULL));
+  rules_config_unref(parse_ok("{\"rules\":[],\"no_proxy\":[]}", NULL));
+  /* SDKs serialize unset optional fields as null: the same as leaving them out. */
+  rules_config_unref(parse_ok("{\"rules\":null,\"no_proxy\":null,\"callback\":null,"
+                              "\"egress\":null,\"dns\":null}",
+                              NULL));
+  rules_config_unref(parse_ok("{\"rules\":[{\"name\":\"r\",\"match_hosts\":[\"x.com\"],"
+                              "\"match_paths\":null,\"headers\":null}]}",
+                              NULL));
+  rules_config_unref(parse_ok("{\"egress\":{\"default\":null,\"allow\":null}}", NULL));
+}
+
+TEST(json_syntax)
+{
+  parse_err("{\"rules\": [}", NULL, "", "invalid JSON at line 1, column");
+  parse_err("{\n  \"rules\": [\n    {\"name\": }\n  ]\n}", NULL, "", "line 3, column");
+  parse_err("", NULL, "", "unexpected end of input");
+  parse_err("{} x", NULL, "", "unexpected text after the JSON value");
+  parse_err("{\"rules\":[]}{}", NULL, "", "unexpected text after");
+  parse_err("[]", NULL, "", "must be a JSON object");
+  parse_err("\"x\"", NULL, "", "must be a JSON object");
+  /* cJSON would cut these strings short at the NUL; they are refused. */
+  parse_err(RULE_HEADERS("{\"name\":\"X\",\"type\":\"plaintext\",\"value\":\"a\\u0000b\"}"),
+            NULL, "", "\\u0000 (NUL)");
+  parse_err("{\"rules\":[{\"name\":\"a\tb\"}]}", NULL, "", "control character inside a string");
+}
+
+TEST(json_nul_byte)
+{
+  static const char text[] = "{\"no_proxy\":[\"a\0b.com\"]}";
+  struct rules_config *cfg = NULL;
+  struct rules_diag d;
+
+  rules_diag_init(&d);
+  ASSERT_EQ(rules_config_parse(text, sizeof(text) - 1, "", NULL, &cfg, &d), -EINVAL);
+  ASSERT_NULL(cfg);
+  ASSERT_EQ(d.count, 1);
+  ASSERT_CONTAINS(d.entries[0].message, "line 1, column 16");
+  rules_diag_free(&d);
+}
+
+TEST(config_too_large)
+{
+  size_t len = RULES_MAX_CONFIG_LEN + 1;
+  char *big = malloc(len);
+  struct rules_config *cfg = NULL;
+  struct rules_diag d;
+
+  ASSERT_NOT_NULL(big);
+  memset(big, ' ', len);
+  big[0] = '{';
+  big[len - 1] = '}';
+  rules_diag_init(&d);
+  ASSERT_EQ(rules_config_parse(big, len, "", NULL, &cfg, &d), -EINVAL);
+  ASSERT_CONTAINS(d.entries[0].message, "the limit is 1048576");
+  rules_diag_free(&d);
+  free(big);
+}
+
+TEST(unknown_fields)
+{
+  parse_err("{\"rulez\":[]}", NULL, "rulez", "unknown field (did you mean rules?)");
+  parse_err("{\"rulez\":[]}", NULL, "rulez",
+            "allowed fields: rules, no_proxy, callback, egress, dns");
+  parse_err("{\"rules\":[{\"name\":\"a\",\"match_hosts\":[\"x.com\"],\"mtach_paths\":[]}]}",
+            NULL, "rules[0].mtach_paths", "did you mean match_paths?");
+  parse_err(RULE_HEADERS("{\"name\":\"X\",\"type\":\"plaintext\",\"value\":\"v\",\"secret\":1}"),
+            NULL, "rules[0].headers[0].secret", "allowed fields: name, type, value");
+  parse_err(CALLBACK(CB_OK ",\"ttl\":5"), NULL, "callback.ttl", "unknown field");
+  parse_err("{\"egress\":{\"defaults\":\"deny\"}}", NULL, "egress.defaults",
+            "did you mean default?");
+  parse_err("{\"egress\":{\"deny\":[{\"hosts\":[\"a.com\"],\"method\":[\"POST\"]}]}}", NULL,
+            "egress.deny[0].method", "did you mean methods?");
+  parse_err("{\"dns\":{\"resolvers\":[]}}", NULL, "dns.resolvers", "allowed fields: remap");
+  /* Keys that are not identifiers are quoted, control bytes escaped. */
+  parse_err("{\"a b\\u001b[31m\":1}", NULL, "[\"a b\\x1b[31m\"]", "unknown field");
+}
+
+TEST(duplicate_fields)
+{
+  parse_err("{\"rules\":[],\"rules\":[]}", NULL, "rules", "is given more than once");
+  parse_err(RULE_HEADERS("{\"name\":\"X\",\"name\":\"Y\",\"type\":\"plaintext\",\"value\":\"v\"}"),
+            NULL, "rules[0].headers[0].name", "more than once");
+}
+
+TEST(wrong_types)
+{
+  parse_err("{\"rules\":{}}", NULL, "rules", "must be an array (got an object)");
+  parse_err("{\"rules\":[5]}", NULL, "rules[0]", "must be an object (got a number)");
+  parse_err("{\"rules\":[{\"name\":7,\"match_hosts\":[\"x.com\"]}]}", NULL, "rules[0].name",
+            "must be a string (got a number)");
+  parse_err("{\"rules\":[{\"name\":\"r\",\"match_hosts\":\"x.com\"}]}", NULL,
+            "rules[0].match_hosts", "must be an array (got a string)");
+  parse_err("{\"rules\":[{\"name\":\"r\",\"match_hosts\":[true]}]}", NULL,
+            "rules[0].match_hosts[0]", "must be a string (got a boolean)");
+  parse_err("{\"no_proxy\":\"localhost\"}", NULL, "no_proxy", "must be an array");
+  parse_err("{\"callback\":[]}", NULL, "callback", "must be an object (got an array)");
+  parse_err("{\"egress\":{\"allow\":{}}}", NULL, "egress.allow", "must be an array");
+  parse_err("{\"dns\":{\"remap\":[]}}", NULL, "dns.remap", "must be an object mapping");
+  parse_err(RULE_HEADERS("{\"name\":\"X\",\"type\":\"plaintext\",\"value\":1}"), NULL,
+            "rules[0].headers[0].value", "must be a string (got a number)");
+  parse_err(RULE_HEADERS("\"Authorization\""), NULL, "rules[0].headers[0]",
+            "must be an object (got a string)");
+}
+
+TEST(rule_names)
+{
+  parse_err("{\"rules\":[{\"match_hosts\":[\"x.com\"]}]}", NULL, "rules[0].name", "is required");
+  parse_err("{\"rules\":[{\"name\":\"\",\"match_hosts\":[\"x.com\"]}]}", NULL, "rules[0].name",
+            "must not be empty");
+  parse_err("{\"rules\":[{\"name\":\"a\",\"match_hosts\":[\"x.com\"]},"
+            "{\"name\":\"b\",\"match_hosts\":[\"x.com\"]},"
+            "{\"name\":\"a\",\"match_hosts\":[\"y.com\"]}]}",
+            NULL, "rules[2].name", "\"a\" is also the name of rules[0]; rule names must be unique");
+  parse_err("{\"rules\":[{\"name\":\"0123456789012345678901234567890123456789012345678901234567890123\","
+            "\"match_hosts\":[\"x.com\"]}]}",
+            NULL, "rules[0].name", "longer than 63 bytes");
+  parse_err("{\"rules\":[{\"name\":\"a\\u007fb\",\"match_hosts\":[\"x.com\"]}]}", NULL,
+            "rules[0].name", "control character at byte 1");
+}
+
+TEST(match_hosts_required)
+{
+  parse_err("{\"rules\":[{\"name\":\"r\"," HDR "}]}", NULL, "rules[0].match_hosts", "is required");
+  parse_err("{\"rules\":[{\"name\":\"r\",\"match_hosts\":[]," HDR "}]}", NULL,
+            "rules[0].match_hosts", "must list at least one host");
+}
+
+TEST(header_names)
+{
+  static const char *const reserved[] = {
+    "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+    "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "Host",
+    "content-length", "HOST",
+  };
+  char json[512];
+  size_t i;
+
+  parse_err("{\"rules\":[{\"name\":\"a\",\"match_hosts\":[\"x.com\"]," HDR "},"
+            "{\"name\":\"b\",\"match_hosts\":[\"x.com\"],"
+            "\"headers\":[{\"name\":\"X Bad\",\"type\":\"plaintext\",\"value\":\"v\"}]}]}",
+            NULL, "rules[1].headers[0].name", "\"X Bad\" is not an HTTP header token");
+  parse_err(RULE_HEADERS("{\"name\":\"X:Bad\",\"type\":\"plaintext\",\"value\":\"v\"}"), NULL,
+            "rules[0].headers[0].name", "is not an HTTP header token");
+  parse_err(RULE_HEADERS("{\"name\":\"\",\"type\":\"plaintext\",\"value\":\"v\"}"), NULL,
+            "rules[0].headers[0].name", "is not an HTTP header token");
+  parse_err(RULE_HEADERS("{\"name\":\"X-\\u00e9\",\"type\":\"plaintext\",\"value\":\"v\"}"), NULL,
+            "rules[0].headers[0].name", "\"X-\\xc3\\xa9\" is not an HTTP header token");
+  parse_err(RULE_HEADERS("{\"type\":\"plaintext\",\"value\":\"v\"}"), NULL,
+            "rules[0].headers[0].name", "is required");
+  for (i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
+    snprintf(json, sizeof(json),
+             RULE_HEADERS("{\"name\":\"%s\",\"type\":\"plaintext\",\"value\":\"v\"}"),
+             reserved[i]);
+    parse_err(json, NULL, "rules[0].headers[0].name", "hop-by-hop or framing header");
+  }
+  parse_err(RULE_HEADERS("{\"name\":\"Authorization\",\"type\":\"plaintext\",\"value\":\"a\"},"
+                         "{\"name\":\"X-Other\",\"type\":\"plaintext\",\"value\":\"b\"},"
+                         "{\"name\":\"authorization\",\"type\":\"plaintext\",\"value\":\"c\"}"),
+            NULL, "rules[0].headers[2].name", "\"authorization\" is set twice");
+}
+
+TEST(header_types_and_values)
+{
+  char json[20000], big[RULES_MAX_VALUE_LEN + 2];
+  size_t n;
+
+  parse_err(RULE_HEADERS("{\"name\":\"X\",\"type\":\"secret\",\"value\":\"v\"}"), NULL,
+            "rules[0].headers[0].type", "\"secret\" is not a header type");
+  parse_err(RULE_HEADERS("{\"name\":\"X\",\"value\":\"v\"}"), NULL, "rules[0].headers[0].type",
+            "is required");
+  parse_err(RULE_HEADERS("{\"name\":\"X\",\"type\":\"plaintext\"}"), NULL,
+            "rules[0].headers[0].value", "is required");
+  n = parse_err(RULE_HEADERS("{\"name\":\"X\",\"type\":\"plaintext\",\"value\":\"SEKRIT\\r\\nEvil: 1\"}"),
+                NULL, "rules[0].headers[0].value", "contains a control character");
+  ASSERT_EQ(n, 1);
+  parse_err(RULE_HEADERS("{\"name\":\"X\",\"type\":\"opaque\",\"value\":\"a\\nb\"}"), NULL,
+            "rules[0].headers[0].value", "a header value is one line");
+  parse_err(RULE_HEADERS("{\"name\":\"X\",\"type\":\"opaque\",\"value\":\"a\\u0007b\"}"), NULL,
+            "rules[0].headers[0].value", "control character");
+  parse_err(RULE_HEADERS("{\"name\":\"X\",\"type\":\"workspace_secret\",\"value\":\"a\\rb\"}"),
+            NULL, "rules[0].headers[0].value", "control character");
+
+  memset(big, 'a', sizeof(big) - 1);
+  big[sizeof(big) - 1] = '\0';
+  snprintf(json, sizeof(json),
+           RULE_HEADERS("{\"name\":\"X\",\"type\":\"plaintext\",\"value\":\"%s\"}"), big);
+  parse_err(json, NULL, "rules[0].headers[0].value", "is 8193 bytes; the limit is 8192");
+  big[sizeof(big) - 2] = '\0';
+  snprintf(json, sizeof(json),
+           RULE_HEADERS("{\"name\":\"X\",\"type\":\"plaintext\",\"value\":\"%s\"}"), big);
+  rules_config_unref(parse_ok(json, NULL));
+  /* Braces in plaintext and opaque values are literal, not templates. */
+  rules_config_unref(parse_ok(
+      RULE_HEADERS("{\"name\":\"X\",\"type\":\"plaintext\",\"value\":\"{NOT_A_KEY} }\"}"), NULL));
+}
+
+/* Error messages never quote a header value: it may be a secret. */
+TEST(errors_never_quote_values)
+{
+  struct rules_config *cfg = NULL;
+  static const char json[] =
+      RULE_HEADERS("{\"name\":\"X\",\"type\":\"opaque\",\"value\":\"TOPSECRET\\n\"},"
+                   "{\"name\":\"Y\",\"type\":\"plaintext\",\"value\":\"PLAINSECRET\\r\"}");
+  struct rules_diag d;
+  size_t i;
+
+  rules_diag_init(&d);
+  ASSERT_EQ(rules_config_parse(json, strlen(json), "", NULL, &cfg, &d), -EINVAL);
+  ASSERT_EQ(d.count, 2);
+  for (i = 0; i < d.count; i++) {
+    ASSERT_NOT_CONTAINS(d.entries[i].message, "TOPSECRET");
+    ASSERT_NOT_CONTAINS(d.entries[i].message, "PLAINSECRET");
+  }
+  rules_diag_free(&d);
+}
+
+TEST(malformed_host_globs)
+{
+  parse_err(RULE_HOSTS("\"\""), NULL, "rules[0].match_hosts[0]", "must not be empty");
+  parse_err(RULE_HOSTS("\"a..b.com\""), NULL, "rules[0].match_hosts[0]",
+            "\"a..b.com\" has an empty label");
+  parse_err(RULE_HOSTS("\"x.com\",\".example.com\""), NULL, "rules[0].match_hosts[1]",
+            "starts with a dot; write *.example.com");
+  parse_err(RULE_HOSTS("\"**.example.com\""), NULL, "rules[0].match_hosts[0]", "\"**\"");
+  parse_err(RULE_HOSTS("\"exa mple.com\""), NULL, "rules[0].match_hosts[0]",
+            "has ' ' at byte 3");
+  parse_err(RULE_HOSTS("\"exa/mple.com\""), NULL, "rules[0].match_hosts[0]",
+            "is neither a host name nor a CIDR");
+  parse_err(RULE_HOSTS("\"b\\u00fccher.de\""), NULL, "rules[0].match_hosts[0]",
+            "punycode (xn--)");
+  parse_err(RULE_HOSTS("\"10.0.*\""), NULL, "rules[0].match_hosts[0]",
+            "looks like an address range");
+  parse_err(RULE_HOSTS("\"192.168.*.*\""), NULL, "rules[0].match_hosts[0]",
+            "write a CIDR such as 10.0.0.0/8");
+  parse_err(RULE_HOSTS("\"127.1\""), NULL, "rules[0].match_hosts[0]",
+            "neither a dotted-quad IPv4 address nor a host name");
+  parse_err(RULE_HOSTS("\"0x7f000001\""), NULL, "rules[0].match_hosts[0]",
+            "resolvers read as the IPv4 address 127.0.0.1");
+  parse_err(RULE_HOSTS("\"a.0123456789012345678901234567890123456789012345678901234567890123.com\""),
+            NULL, "rules[0].match_hosts[0]", "label longer than 63 bytes");
+  parse_err(RULE_HOSTS("\"a.com.\",\"b.com..\""), NULL, "rules[0].match_hosts[1]",
+            "empty label");
+}
+
+TEST(malformed_addresses)
+{
+  parse_err(RULE_HOSTS("\"10.0.0.1/8\""), NULL, "rules[0].match_hosts[0]",
+            "has host bits set beyond /8; did you mean 10.0.0.0/8?");
+  parse_err(RULE_HOSTS("\"2001:db8::1/32\""), NULL, "rules[0].match_hosts[0]",
+            "did you mean 2001:db8::/32?");
+  parse_err(RULE_HOSTS("\"10.0.0.0/33\""), NULL, "rules[0].match_hosts[0]",
+            "invalid prefix length (expected 0 to 32)");
+  parse_err(RULE_HOSTS("\"10.0.0.0/08\""), NULL, "rules[0].match_hosts[0]", "prefix length");
+  parse_err(RULE_HOSTS("\"10.0.0.0/\""), NULL, "rules[0].match_hosts[0]", "prefix length");
+  parse_err(RULE_HOSTS("\"2001:db8::/129\""), NULL, "rules[0].match_hosts[0]",
+            "expected 0 to 128");
+  parse_err(RULE_HOSTS("\"10.0.0/8\""), NULL, "rules[0].match_hosts[0]",
+            "not a valid dotted-quad IPv4 address");
+  parse_err(RULE_HOSTS("\"2001:db8::zz\""), NULL, "rules[0].match_hosts[0]",
+            "not a valid IPv6 address");
+  parse_err(RULE_HOSTS("\"2001:db8::1:443x\""), NULL, "rules[0].match_hosts[0]",
+            "[ADDRESS]:PORT");
+  parse_err(RULE_HOSTS("\"[::1\""), NULL, "rules[0].match_hosts[0]", "without a closing ']'");
+  parse_err(RULE_HOSTS("\"[::1]x\""), NULL, "rules[0].match_hosts[0]",
+            "unexpected text after ']'");
+  parse_err(RULE_HOSTS("\"[10.0.0.1]\""), NULL, "rules[0].match_hosts[0]",
+            "not a valid IPv6 address");
+}
+
+TEST(malformed_ports)
+{
+  static const char *const bad[] = { "x.com:0", "x.com:65536", "x.com:abc", "x.com:",
+                                     "x.com:0443", "x.com:-1", "x.com:+80", "[::1]:99999",
+                                     "10.0.0.0/8:0", "x.com:443:1" };
+  char json[512];
+  size_t i;
+
+  for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    snprintf(json, sizeof(json), RULE_HOSTS("\"%s\""), bad[i]);
+    parse_err(json, NULL, "rules[0].match_hosts[0]",
+              i == 9 ? "not a valid IPv6 address" : "invalid port (expected 1 to 65535)");
+  }
+  rules_config_unref(parse_ok(RULE_HOSTS("\"x.com:65535\",\"x.com:1\""), NULL));
+}
+
+TEST(malformed_paths)
+{
+#define RULE_PATHS(P) "{\"rules\":[{\"name\":\"r\",\"match_hosts\":[\"x.com\"],\"match_paths\":[" P "]," HDR "}]}"
+  parse_err(RULE_PATHS("\"repos/*\""), NULL, "rules[0].match_paths[0]", "must start with '/'");
+  parse_err(RULE_PATHS("\"\""), NULL, "rules[0].match_paths[0]", "must not be empty");
+  parse_err(RULE_PATHS("\"/a\",\"/repos/../admin\""), NULL, "rules[0].match_paths[1]",
+            "\".\" or \"..\" segment");
+  parse_err(RULE_PATHS("\"/repos/%2e%2e/admin\""), NULL, "rules[0].match_paths[0]",
+            "segment");
+  parse_err(RULE_PATHS("\"/a/.\""), NULL, "rules[0].match_paths[0]", "segment");
+  parse_err(RULE_PATHS("\"/a?x=1\""), NULL, "rules[0].match_paths[0]",
+            "the query is never matched");
+  parse_err(RULE_PATHS("\"/a#x\""), NULL, "rules[0].match_paths[0]", "has '#'");
+  parse_err(RULE_PATHS("\"/a%zz\""), NULL, "rules[0].match_paths[0]",
+            "malformed percent-encoding");
+  parse_err(RULE_PATHS("\"/a%2Fb\""), NULL, "rules[0].match_paths[0]", "ambiguous");
+  parse_err(RULE_PATHS("\"/a b\""), NULL, "rules[0].match_paths[0]", "percent-encode it");
+  parse_err(RULE_PATHS("1"), NULL, "rules[0].match_paths[0]", "must be a string");
+  /* Patterns are normalized like request paths: %7E and ~ are the same. */
+  rules_config_unref(parse_ok(RULE_PATHS("\"/%7Euser/*\",\"*/git-receive-pack\",\"/a/.../b\""),
+                              NULL));
+#undef RULE_PATHS
+}
+
+TEST(no_proxy_forms)
+{
+  rules_config_unref(parse_ok("{\"no_proxy\":[\"localhost\",\".example.com\",\"127.0.0.1\","
+                              "\"::1\",\"10.0.0.0/8\",\"*.internal\",\"*\"]}",
+                              NULL));
+  parse_err("{\"no_proxy\":[\"..example.com\"]}", NULL, "no_proxy[0]", "empty label");
+  parse_err("{\"no_proxy\":[\".*.example.com\"]}", NULL, "no_proxy[0]", "'*'");
+  parse_err("{\"no_proxy\":[\".\"]}", NULL, "no_proxy[0]", "is empty");
+  parse_err("{\"no_proxy\":[\"ok.com\",\"bad host\"]}", NULL, "no_proxy[1]", "has ' '");
+}
+
+TEST(callback_validation)
+{
+  parse_err(CALLBACK("\"match_hosts\":[\"a.com\"]"), NULL, "callback.url", "is required");
+  parse_err(CALLBACK("\"url\":\"http://127.0.0.1/\""), NULL, "callback.match_hosts",
+            "is required");
+  parse_err(CALLBACK("\"url\":\"http://127.0.0.1/\",\"match_hosts\":[]"), NULL,
+            "callback.match_hosts", "at least one host");
+  parse_err(CALLBACK("\"url\":\"ftp://x/\",\"match_hosts\":[\"a.com\"]"), NULL, "callback.url",
+            "\"ftp://x/\" is not an http://, https:// or unix: URL");
+  parse_err(CALLBACK("\"url\":\"/run/creds.sock\",\"match_hosts\":[\"a.com\"]"), NULL,
+            "callback.url", "is not an http://");
+  parse_err(CALLBACK("\"url\":\"unix:run/creds.sock\",\"match_hosts\":[\"a.com\"]"), NULL,
+            "callback.url", "absolute socket path");
+  parse_err(CALLBACK("\"url\":\"http://user:pw@host/\",\"match_hosts\":[\"a.com\"]"), NULL,
+            "callback.url", "must not carry credentials");
+  parse_err(CALLBACK("\"url\":\"http://host:99999/\",\"match_hosts\":[\"a.com\"]"), NULL,
+            "callback.url", "invalid port");
+  parse_err(CALLBACK("\"url\":\"http:///creds\",\"match_hosts\":[\"a.com\"]"), NULL,
+            "callback.url", "has no host");
+  parse_err(CALLBACK("\"url\":\"http://bad host/\",\"match_hosts\":[\"a.com\"]"), NULL,
+            "callback.url", "space or control character at byte 10");
+  parse_err(CALLBACK("\"url\":\"http://a..b/\",\"match_hosts\":[\"a.com\"]"), NULL,
+            "callback.url", "invalid host");
+  parse_err(CALLBACK("\"url\":\"http://[::1/\",\"match_hosts\":[\"a.com\"]"), NULL,
+            "callback.url", "without a closing ']'");
+  parse_err(CALLBACK("\"url\":\"http://h/a#b\",\"match_hosts\":[\"a.com\"]"), NULL,
+            "callback.url", "'#'");
+  parse_err(CALLBACK("\"url\":\"unix:/a.sock:/a\\u00e9\",\"match_hosts\":[\"a.com\"]"), NULL,
+            "callback.url", "request path");
+  parse_err(CALLBACK("\"url\":\"unix:/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock\","
+                     "\"match_hosts\":[\"a.com\"]"),
+            NULL, "callback.url", "the limit is 107");
+  parse_err(CALLBACK("\"url\":5,\"match_hosts\":[\"a.com\"]"), NULL, "callback.url",
+            "must be a string");
+}
+
+TEST(callback_numbers)
+{
+  parse_err(CALLBACK(CB_OK ",\"ttl_seconds\":-1"), NULL, "callback.ttl_seconds",
+            "whole number from 0 to 86400 (got -1)");
+  parse_err(CALLBACK(CB_OK ",\"ttl_seconds\":86401"), NULL, "callback.ttl_seconds",
+            "from 0 to 86400");
+  parse_err(CALLBACK(CB_OK ",\"ttl_seconds\":1.5"), NULL, "callback.ttl_seconds",
+            "whole number");
+  parse_err(CALLBACK(CB_OK ",\"ttl_seconds\":1e999"), NULL, "callback.ttl_seconds",
+            "whole number");
+  parse_err(CALLBACK(CB_OK ",\"ttl_seconds\":\"300\""), NULL, "callback.ttl_seconds",
+            "must be a number (got a string)");
+  parse_err(CALLBACK(CB_OK ",\"timeout_ms\":0"), NULL, "callback.timeout_ms",
+            "from 1 to 60000");
+  parse_err(CALLBACK(CB_OK ",\"timeout_ms\":60001"), NULL, "callback.timeout_ms",
+            "from 1 to 60000");
+  rules_config_unref(parse_ok(CALLBACK(CB_OK ",\"ttl_seconds\":0,\"timeout_ms\":60000"), NULL));
+  rules_config_unref(parse_ok(CALLBACK(CB_OK ",\"ttl_seconds\":86400,\"timeout_ms\":1"), NULL));
+}
+
+TEST(callback_headers)
+{
+  parse_err(CALLBACK(CB_OK ",\"headers\":[{\"name\":\"Bad Name\",\"type\":\"plaintext\","
+                     "\"value\":\"x\"}]"),
+            NULL, "callback.headers[0].name", "not an HTTP header token");
+  parse_err(CALLBACK(CB_OK ",\"headers\":[{\"name\":\"Host\",\"type\":\"plaintext\","
+                     "\"value\":\"x\"}]"),
+            NULL, "callback.headers[0].name", "hop-by-hop");
+  parse_err(CALLBACK(CB_OK ",\"headers\":[{\"name\":\"A\",\"type\":\"plaintext\",\"value\":\"x\"},"
+                     "{\"name\":\"a\",\"type\":\"plaintext\",\"value\":\"y\"}]"),
+            NULL, "callback.headers[1].name", "set twice");
+  parse_err(CALLBACK(CB_OK ",\"headers\":[{\"name\":\"A\",\"type\":\"workspace_secret\","
+                     "\"value\":\"{MISSING}\"}]"),
+            NULL, "callback.headers[0].value", "secret MISSING cannot be resolved");
+}
+
+TEST(egress_validation)
+{
+  parse_err("{\"egress\":{\"default\":\"maybe\"}}", NULL, "egress.default",
+            "\"maybe\" must be \"allow\" or \"deny\"");
+  parse_err("{\"egress\":{\"default\":\"Deny\"}}", NULL, "egress.default", "must be");
+  parse_err("{\"egress\":{\"default\":false}}", NULL, "egress.default", "must be a string");
+  parse_err("{\"egress\":{\"allow\":[1]}}", NULL, "egress.allow[0]",
+            "must be a host pattern string or an object");
+  parse_err("{\"egress\":{\"allow\":[\"ok.com\",\"bad..com\"]}}", NULL, "egress.allow[1]",
+            "empty label");
+  parse_err("{\"egress\":{\"deny\":[\".pastebin.com\"]}}", NULL, "egress.deny[0]",
+            "starts with a dot");
+  parse_err("{\"egress\":{\"deny\":[{\"paths\":[\"/x\"]}]}}", NULL, "egress.deny[0].hosts",
+            "is required");
+  parse_err("{\"egress\":{\"deny\":[{\"hosts\":[]}]}}", NULL, "egress.deny[0].hosts",
+            "at least one host");
+  parse_err("{\"egress\":{\"deny\":[{\"hosts\":[\"a.com\"],\"methods\":[\"post\"]}]}}", NULL,
+            "egress.deny[0].methods[0]", "\"post\" must be written in uppercase");
+  parse_err("{\"egress\":{\"deny\":[{\"hosts\":[\"a.com\"],\"methods\":[\"GE T\"]}]}}", NULL,
+            "egress.deny[0].methods[0]", "not an HTTP method");
+  parse_err("{\"egress\":{\"deny\":[{\"hosts\":[\"a.com\"],\"methods\":[]}]}}", NULL,
+            "egress.deny[0].methods", "at least one method");
+  parse_err("{\"egress\":{\"deny\":[{\"hosts\":[\"a.com\"],\"methods\":\"POST\"}]}}", NULL,
+            "egress.deny[0].methods", "must be an array");
+  parse_err("{\"egress\":{\"deny\":[{\"hosts\":[\"a.com\"],\"paths\":[]}]}}", NULL,
+            "egress.deny[0].paths", "at least one path");
+  parse_err("{\"egress\":{\"deny\":[{\"hosts\":[\"a.com\"],\"paths\":[\"push\"]}]}}", NULL,
+            "egress.deny[0].paths[0]", "must start with '/'");
+}
+
+TEST(dns_validation)
+{
+  parse_err("{\"dns\":{\"remap\":{\"*.pypi.org\":\"mirror\"}}}", NULL,
+            "dns.remap[\"*.pypi.org\"]", "exact host names, not globs");
+  parse_err("{\"dns\":{\"remap\":{\"1.2.3.4\":\"mirror\"}}}", NULL, "dns.remap[\"1.2.3.4\"]",
+            "not a host name");
+  parse_err("{\"dns\":{\"remap\":{\"bad host\":\"mirror\"}}}", NULL, "dns.remap[\"bad host\"]",
+            "not a host name");
+  parse_err("{\"dns\":{\"remap\":{\"pypi.org\":\"\"}}}", NULL, "dns.remap[\"pypi.org\"]",
+            "not a valid target");
+  parse_err("{\"dns\":{\"remap\":{\"pypi.org\":\"2001:db8::1\"}}}", NULL,
+            "dns.remap[\"pypi.org\"]", "in brackets");
+  parse_err("{\"dns\":{\"remap\":{\"pypi.org\":\"mirror:0\"}}}", NULL, "dns.remap[\"pypi.org\"]",
+            "invalid port");
+  parse_err("{\"dns\":{\"remap\":{\"pypi.org\":\"[::1\"}}}", NULL, "dns.remap[\"pypi.org\"]",
+            "[IPv6]:port");
+  parse_err("{\"dns\":{\"remap\":{\"pypi.org\":\"*.mirror\"}}}", NULL, "dns.remap[\"pypi.org\"]",
+            "not a valid target");
+  parse_err("{\"dns\":{\"remap\":{\"pypi.org\":\"a..b\"}}}", NULL, "dns.remap[\"pypi.org\"]",
+            "does not name a valid host");
+  parse_err("{\"dns\":{\"remap\":{\"pypi.org\":5}}}", NULL, "dns.remap[\"pypi.org\"]",
+            "must be a string");
+  parse_err("{\"dns\":{\"remap\":{\"PyPI.org\":\"a\",\"pypi.org.\":\"b\"}}}", NULL,
+            "dns.remap[\"pypi.org.\"]", "same host as another dns.remap key");
+  rules_config_unref(parse_ok("{\"dns\":{\"remap\":{\"a.com\":\"mirror\",\"b.com\":\"mirror:8080\","
+                              "\"c.com\":\"10.0.0.1\",\"d.com\":\"10.0.0.1:81\","
+                              "\"e.com\":\"[::1]\",\"f.com\":\"[2001:db8::1]:8443\"}}}",
+                              NULL));
+}
+
+/* head, n copies of item joined by commas (each '@' replaced by the index), tail. */
+static char *repeat(const char *head, const char *item, size_t n, const char *tail)
+{
+  size_t cap = strlen(head) + strlen(tail) + n * (strlen(item) * 4 + 2) + 1, w = 0, i, k;
+  char *buf = malloc(cap);
+
+  ASSERT_NOT_NULL(buf);
+  w += (size_t)snprintf(buf + w, cap - w, "%s", head);
+  for (i = 0; i < n; i++) {
+    if (i)
+      buf[w++] = ',';
+    for (k = 0; item[k] != '\0'; k++) {
+      if (item[k] == '@')
+        w += (size_t)snprintf(buf + w, cap - w, "%zu", i);
+      else
+        buf[w++] = item[k];
+    }
+  }
+  snprintf(buf + w, cap - w, "%s", tail);
+  return buf;
+}
+
+TEST(limits)
+{
+  char *json;
+
+  json = repeat("{\"rules\":[", "{\"name\":\"r@\",\"match_hosts\":[\"x.com\"]}",
+                RULES_MAX_RULES, "]}");
+  rules_config_unref(parse_ok(json, NULL));
+  free(json);
+  json = repeat("{\"rules\":[", "{\"name\":\"r@\",\"match_hosts\":[\"x.com\"]}",
+                RULES_MAX_RULES + 1, "]}");
+  parse_err(json, NULL, "rules", "has 257 entries; the limit is 256");
+  free(json);
+
+  json = repeat("{\"rules\":[{\"name\":\"r\",\"match_hosts\":[\"x.com\"],\"headers\":[",
+                "{\"name\":\"X-@\",\"type\":\"plaintext\",\"value\":\"v\"}",
+                RULES_MAX_HEADERS_PER_RULE + 1, "]}]}");
+  parse_err(json, NULL, "rules[0].headers", "has 33 entries; the limit is 32");
+  free(json);
+
+  json = repeat("{\"no_proxy\":[", "\"h@.example\"", RULES_MAX_PATTERNS, "]}");
+  rules_config_unref(parse_ok(json, NULL));
+  free(json);
+  json = repeat("{\"no_proxy\":[", "\"h@.example\"", RULES_MAX_PATTERNS + 1, "]}");
+  parse_err(json, NULL, "no_proxy", "has 1025 entries; the limit is 1024");
+  free(json);
+
+  /* 65 distinct header names over 3 rules: more than one request can carry. */
+  json = repeat("{\"rules\":[",
+                "{\"name\":\"r@\",\"match_hosts\":[\"x.com\"],\"headers\":["
+                "{\"name\":\"A-@\",\"type\":\"plaintext\",\"value\":\"v\"},"
+                "{\"name\":\"B-@\",\"type\":\"plaintext\",\"value\":\"v\"}]}",
+                33, "]}");
+  parse_err(json, NULL, "rules[32].headers[0].name", "at most 64 distinct header names");
+  free(json);
+  /* The same names in every rule count once, case-insensitively. */
+  json = repeat("{\"rules\":[",
+                "{\"name\":\"r@\",\"match_hosts\":[\"x.com\"],\"headers\":["
+                "{\"name\":\"Authorization\",\"type\":\"plaintext\",\"value\":\"v\"},"
+                "{\"name\":\"x-api-key\",\"type\":\"plaintext\",\"value\":\"v\"}]}",
+                200, "]}");
+  rules_config_unref(parse_ok(json, NULL));
+  free(json);
+}
+
+TEST(collects_every_error)
+{
+  static const char json[] =
+      "{\"rules\":[{\"name\":\"\",\"match_hosts\":[\"a..b\"],"
+      "\"headers\":[{\"name\":\"X Bad\",\"type\":\"nope\",\"value\":\"v\"}]}],"
+      "\"no_proxy\":[\"bad host\"],\"egress\":{\"default\":\"maybe\"},\"extra\":1}";
+  struct rules_config *cfg = NULL;
+  struct rules_diag d;
+
+  rules_diag_init(&d);
+  ASSERT_EQ(rules_config_parse(json, strlen(json), "proxy_config.", NULL, &cfg, &d), -EINVAL);
+  ASSERT_EQ(d.count, 7);
+  ASSERT_STREQ(d.entries[0].path, "proxy_config.extra");
+  ASSERT_STREQ(d.entries[1].path, "proxy_config.rules[0].name");
+  ASSERT_STREQ(d.entries[2].path, "proxy_config.rules[0].match_hosts[0]");
+  ASSERT_STREQ(d.entries[3].path, "proxy_config.rules[0].headers[0].name");
+  ASSERT_STREQ(d.entries[4].path, "proxy_config.rules[0].headers[0].type");
+  ASSERT_STREQ(d.entries[5].path, "proxy_config.no_proxy[0]");
+  ASSERT_STREQ(d.entries[6].path, "proxy_config.egress.default");
+  rules_diag_free(&d);
+
+  rules_diag_init(&d);
+  ASSERT_EQ(rules_config_parse("[1]", 3, "proxy_config.", NULL, &cfg, &d), -EINVAL);
+  ASSERT_STREQ(d.entries[0].path, "proxy_config");
+  rules_diag_free(&d);
+}
+
+TEST(error_count_is_bounded)
+{
+  char *json = repeat("{\"no_proxy\":[", "\"bad host @\"", 150, "]}");
+  struct rules_config *cfg = NULL;
+  struct rules_diag d;
+
+  rules_diag_init(&d);
+  ASSERT_EQ(rules_config_parse(json, strlen(json), "", NULL, &cfg, &d), -EINVAL);
+  ASSERT_EQ(d.count, 101);
+  ASSERT_STREQ(d.entries[99].path, "no_proxy[99]");
+  ASSERT_CONTAINS(d.entries[100].message, "50 more errors not shown");
+  rules_diag_free(&d);
+  free(json);
+}
+
+TEST(from_cjson)
+{
+  cJSON *root = cJSON_Parse("{\"netns\":\"/run/netns/x\",\"proxy_config\":{\"rules\":[{\"name\":"
+                            "\"r\",\"match_hosts\":[\"x.com\"],\"bogus\":1}]}}");
+  struct rules_config *cfg = NULL;
+  struct rules_diag d;
+
+  ASSERT_NOT_NULL(root);
+  rules_diag_init(&d);
+  ASSERT_EQ(rules_config_from_cjson(cJSON_GetObjectItem(root, "proxy_config"), "proxy_config.",
+                                    NULL, &cfg, &d),
+            -EINVAL);
+  ASSERT_EQ(d.count, 1);
+  ASSERT_STREQ(d.entries[0].path, "proxy_config.rules[0].bogus");
+  rules_diag_free(&d);
+  rules_diag_init(&d);
+  ASSERT_EQ(rules_config_from_cjson(NULL, "", NULL, &cfg, &d), -EINVAL);
+  rules_diag_free(&d);
+  cJSON_Delete(root);
+}
+
+TEST(refcount)
+{
+  struct rules_config *cfg = parse_ok("{\"no_proxy\":[\"a.com\"]}", NULL);
+
+  ASSERT(rules_config_ref(cfg) == cfg);
+  rules_config_unref(cfg);
+  ASSERT_EQ(conn_action(cfg, "a.com", 443), RULES_BYPASS);
+  rules_config_unref(cfg);
+  rules_config_unref(NULL);
+}

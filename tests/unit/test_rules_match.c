@@ -1,0 +1,373 @@
+/*
+ * Host and path matching: normalization of names and paths, host globs, IPs and
+ * CIDRs, ports, and the usual bypass shapes (trailing dots, case, look-alike
+ * domains, encoded traversal).
+ */
+#include "test_rules_helpers.h"
+
+struct host_case {
+  const char *pattern;
+  const char *name; /* destination name (NULL: address-only) */
+  const char *ip;   /* destination address (NULL: unknown) */
+  uint16_t port;
+  int match;
+};
+
+static const struct host_case host_cases[] = {
+  { "api.github.com", "api.github.com", NULL, 443, 1 },
+  { "api.github.com", "github.com", NULL, 443, 0 },
+  { "api.github.com", "api.github.co", NULL, 443, 0 },
+  { "api.github.com", "api.github.comm", NULL, 443, 0 },
+  { "api.github.com", "xapi.github.com", NULL, 443, 0 },
+  { "API.GitHub.COM", "api.github.com", NULL, 443, 1 },
+  { "github.com.", "github.com", NULL, 443, 1 },
+  { "*.github.com", "a.github.com", NULL, 443, 1 },
+  { "*.github.com", "a.b.github.com", NULL, 443, 1 },
+  { "*.github.com", "github.com", NULL, 443, 0 },
+  { "*.github.com", "evilgithub.com", NULL, 443, 0 },
+  { "*.github.com", "github.com.evil.com", NULL, 443, 0 },
+  { "*.github.com", "a.github.com.evil", NULL, 443, 0 },
+  { "*.github.com", "a-github.com", NULL, 443, 0 },
+  { "*.github.com", NULL, "140.82.112.3", 443, 0 },
+  { "*.github.com", "api.github.com", NULL, 1, 1 },
+  { "*github.com", "evilgithub.com", NULL, 443, 1 },
+  { "*github.com", "github.com", NULL, 443, 1 },
+  { "api.*.com", "api.github.com", NULL, 443, 1 },
+  { "api.*.com", "api.a.b.com", NULL, 443, 1 },
+  { "api.*.com", "api.com", NULL, 443, 0 },
+  { "*-api.example.com", "eu-api.example.com", NULL, 443, 1 },
+  { "*-api.example.com", "a.b-api.example.com", NULL, 443, 1 },
+  { "*-api.example.com", "api.example.com", NULL, 443, 0 },
+  { "*.*.example.com", "a.b.example.com", NULL, 443, 1 },
+  { "*.*.example.com", "a.example.com", NULL, 443, 0 },
+  { "*.co", "a.co", NULL, 443, 1 },
+  { "*.co", "a.com", NULL, 443, 0 },
+  { "*", "anything.example", NULL, 443, 1 },
+  { "*", NULL, "192.0.2.1", 443, 1 },
+  { "*", "10.0.0.1", NULL, 443, 1 },
+  { "api.github.com:443", "api.github.com", NULL, 443, 1 },
+  { "api.github.com:443", "api.github.com", NULL, 80, 0 },
+  { "*.github.com:8443", "a.github.com", NULL, 8443, 1 },
+  { "*.github.com:8443", "a.github.com", NULL, 443, 0 },
+  { "*:8080", "x.example", NULL, 8080, 1 },
+  { "*:8080", "x.example", NULL, 80, 0 },
+  { "a-b_c.example.com", "a-b_c.example.com", NULL, 443, 1 },
+  { "xn--bcher-kva.example", "xn--bcher-kva.example", NULL, 443, 1 },
+  { "localhost", "localhost", NULL, 80, 1 },
+  { "10.0.0.0/8", "10.1.2.3", NULL, 443, 1 },
+  { "10.0.0.0/8", NULL, "10.1.2.3", 443, 1 },
+  { "10.0.0.0/8", "example.com", "10.1.2.3", 443, 1 },
+  { "10.0.0.0/8", NULL, "11.0.0.1", 443, 0 },
+  { "10.0.0.0/8", "example.com", NULL, 443, 0 },
+  { "10.0.0.0/8", NULL, "::ffff:10.9.9.9", 443, 1 },
+  { "10.0.0.1", NULL, "10.0.0.2", 443, 0 },
+  { "127.0.0.1", "127.0.0.1", NULL, 80, 1 },
+  { "127.0.0.1", NULL, "::ffff:127.0.0.1", 80, 1 },
+  { "127.0.0.1", "::ffff:127.0.0.1", NULL, 80, 1 },
+  { "::ffff:10.0.0.0/104", NULL, "10.1.1.1", 443, 1 },
+  { "::1", "::1", NULL, 443, 1 },
+  { "::1", NULL, "::1", 443, 1 },
+  { "::1", NULL, "127.0.0.1", 443, 0 },
+  { "[::1]", NULL, "::1", 443, 1 },
+  { "2001:db8::/32", NULL, "2001:db8:1::5", 443, 1 },
+  { "2001:db8::/32", NULL, "2001:db9::5", 443, 0 },
+  { "[2001:db8::1]:443", NULL, "2001:db8::1", 443, 1 },
+  { "[2001:db8::1]:443", NULL, "2001:db8::1", 80, 0 },
+  { "[2001:db8::/32]:443", NULL, "2001:db8::7", 443, 1 },
+  { "[2001:db8::]/32:443", NULL, "2001:db8::7", 443, 1 },
+  { "fe80::/10", NULL, "fe80::1", 443, 1 },
+  { "0.0.0.0/0", NULL, "8.8.8.8", 443, 1 },
+  { "0.0.0.0/0", NULL, "2001:db8::1", 443, 0 },
+  { "::/0", NULL, "2001:db8::1", 443, 1 },
+  { "::/0", NULL, "8.8.8.8", 443, 0 },
+  { "192.168.1.0/24:22", NULL, "192.168.1.5", 22, 1 },
+  { "192.168.1.0/24:22", NULL, "192.168.1.5", 23, 0 },
+  { "10.0.0.1.", "10.0.0.1", NULL, 443, 1 },
+};
+
+TEST(host_patterns)
+{
+  size_t i;
+
+  for (i = 0; i < sizeof(host_cases) / sizeof(host_cases[0]); i++) {
+    const struct host_case *c = &host_cases[i];
+    char json[512];
+    struct rules_config *cfg;
+    struct rules_decision d;
+
+    snprintf(json, sizeof(json),
+             "{\"rules\":[{\"name\":\"r\",\"match_hosts\":[\"%s\"],"
+             "\"headers\":[{\"name\":\"X-T\",\"type\":\"plaintext\",\"value\":\"v\"}]}]}",
+             c->pattern);
+    cfg = parse_ok(json, NULL);
+    d = conn_decide(cfg, c->name, c->ip, c->port);
+    if (d.action != (c->match ? RULES_INTERCEPT : RULES_TUNNEL))
+      TEST_FAIL_("case %zu: pattern %s, name %s, ip %s, port %u: expected %s, got %d", i,
+                 c->pattern, c->name ? c->name : "(null)", c->ip ? c->ip : "(null)",
+                 c->port, c->match ? "match" : "no match", d.action);
+    if (c->match)
+      ASSERT_STREQ(d.entry, "r");
+    rules_config_unref(cfg);
+  }
+  ASSERT_GE(i, 40);
+}
+
+/* Names arrive normalized; ones that are not (or that resolvers read as addresses)
+ * are denied rather than matched as text. */
+TEST(unnormalized_names_denied)
+{
+  static const char *const bad[] = {
+    "API.github.com", "github.com.", "a..b", ".a", "127.1", "2130706433", "0x7f000001",
+    "1.2.3.04", "exa mple.com", "caf\xc3\xa9.com", "a:b", "", "[::1]",
+  };
+  struct rules_config *cfg = parse_ok("{\"no_proxy\":[\"*\"]}", NULL);
+  size_t i;
+
+  for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    struct rules_decision d = conn_decide(cfg, bad[i], NULL, 443);
+    struct rules_request_decision r;
+
+    if (d.action != RULES_DENY)
+      TEST_FAIL_("name \"%s\" was not denied", bad[i]);
+    ASSERT_STREQ(d.reason, "invalid_name");
+    req_decide(cfg, bad[i], 443, "GET", "/", &r);
+    ASSERT_EQ(r.deny, 1);
+    ASSERT_STREQ(r.reason, "invalid_name");
+  }
+  rules_config_unref(cfg);
+}
+
+static void norm_host(const char *in, const char *expect)
+{
+  char out[RULES_MAX_NAME_LEN + 1];
+  int n = rules_normalize_host(in, strlen(in), out, sizeof(out));
+
+  if (expect == NULL) {
+    if (n != -EINVAL)
+      TEST_FAIL_("normalize_host(\"%s\") = %d (\"%s\"), expected -EINVAL", in, n,
+                 n >= 0 ? out : "");
+    return;
+  }
+  if (n < 0)
+    TEST_FAIL_("normalize_host(\"%s\") failed: %d", in, n);
+  ASSERT_EQ(n, strlen(expect));
+  ASSERT_STREQ(out, expect);
+}
+
+TEST(normalize_host)
+{
+  char long_label[80], long_name[300], out[RULES_MAX_NAME_LEN + 1];
+  size_t i;
+
+  norm_host("API.GitHub.com.", "api.github.com");
+  norm_host("api.github.com", "api.github.com");
+  norm_host("exa_mple.com", "exa_mple.com");
+  norm_host("localhost", "localhost");
+  norm_host("1.2.3.4", "1.2.3.4");
+  norm_host("1.2.3.4.", "1.2.3.4");
+  norm_host("[::1]", "::1");
+  norm_host("[0:0::1]", "::1");
+  norm_host("::1", "::1");
+  norm_host("[::FFFF:1.2.3.4]", "::ffff:1.2.3.4");
+  norm_host("[2001:DB8::1]", "2001:db8::1");
+  norm_host("", NULL);
+  norm_host(".", NULL);
+  norm_host("a..b", NULL);
+  norm_host(".a", NULL);
+  norm_host("a.b..", NULL);
+  norm_host("ex ample.com", NULL);
+  norm_host("caf\xc3\xa9.com", NULL);
+  norm_host("a/b", NULL);
+  norm_host("*.github.com", NULL);
+  norm_host("127.1", NULL);
+  norm_host("2130706433", NULL);
+  norm_host("0x7f000001", NULL);
+  norm_host("0x7f.0.0.1", NULL);
+  norm_host("1.2.3.04", NULL);
+  norm_host("1.2.3.4.5", NULL);
+  norm_host("[1.2.3.4]", NULL);
+  norm_host("[::1", NULL);
+  norm_host("[fe80::1%eth0]", NULL);
+  ASSERT_EQ(rules_normalize_host("a\0b", 3, out, sizeof(out)), -EINVAL);
+
+  memset(long_label, 'a', 63);
+  long_label[63] = '\0';
+  norm_host(long_label, long_label);
+  memset(long_label, 'a', 64);
+  long_label[64] = '\0';
+  norm_host(long_label, NULL);
+  /* 253 bytes: labels of 9 "a" characters and dots. */
+  for (i = 0; i < 253; i++)
+    long_name[i] = (i % 10 == 9) ? '.' : 'a';
+  long_name[253] = '\0';
+  norm_host(long_name, long_name);
+  long_name[253] = 'a';
+  long_name[254] = '\0';
+  norm_host(long_name, NULL);
+}
+
+/* The normalized form of a name matches; the raw one is refused: both shapes of a
+ * trailing-dot or uppercase bypass end up at the same decision or a deny. */
+TEST(trailing_dot_and_case_bypass)
+{
+  struct rules_config *cfg = parse_ok(
+      "{\"rules\":[{\"name\":\"gh\",\"match_hosts\":[\"api.github.com\"],"
+      "\"headers\":[{\"name\":\"X-T\",\"type\":\"plaintext\",\"value\":\"v\"}]}],"
+      "\"egress\":{\"deny\":[\"evil.example\"]}}",
+      NULL);
+  static const char *const shapes[] = { "API.GITHUB.COM", "api.github.com.", "Api.GitHub.Com." };
+  static const char *const evil[] = { "EVIL.example", "evil.example.", "eViL.EXAMPLE." };
+  char out[RULES_MAX_NAME_LEN + 1];
+  size_t i;
+
+  for (i = 0; i < 3; i++) {
+    ASSERT_GT(rules_normalize_host(shapes[i], strlen(shapes[i]), out, sizeof(out)), 0);
+    ASSERT_EQ(conn_action(cfg, out, 443), RULES_INTERCEPT);
+    ASSERT_EQ(conn_action(cfg, shapes[i], 443), RULES_DENY);
+    ASSERT_GT(rules_normalize_host(evil[i], strlen(evil[i]), out, sizeof(out)), 0);
+    ASSERT_STREQ(conn_decide(cfg, out, NULL, 443).reason, "egress_deny");
+  }
+  rules_config_unref(cfg);
+}
+
+TEST(glob_functions)
+{
+  ASSERT_EQ(rules_host_glob_match("*.github.com", "a.github.com"), 1);
+  ASSERT_EQ(rules_host_glob_match("*.github.com", "github.com"), 0);
+  ASSERT_EQ(rules_host_glob_match("*", ""), 1);
+  ASSERT_EQ(rules_host_glob_match("a*b*c", "axxbyyc"), 1);
+  ASSERT_EQ(rules_host_glob_match("a*b*c", "axxbyy"), 0);
+  ASSERT_EQ(rules_host_glob_match("*a*a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), 0);
+  ASSERT_EQ(rules_path_glob_match("/repos/*", "/repos/a/b"), 1);
+  ASSERT_EQ(rules_path_glob_match("/repos/*", "/repos/"), 1);
+  ASSERT_EQ(rules_path_glob_match("/repos/*", "/repos"), 0);
+  ASSERT_EQ(rules_path_glob_match("/repos/*", "/reposx/a"), 0);
+  ASSERT_EQ(rules_path_glob_match("/*/git-receive-pack", "/o/r.git/git-receive-pack"), 1);
+  ASSERT_EQ(rules_path_glob_match("/*/git-receive-pack", "/o/r.git/git-upload-pack"), 0);
+}
+
+struct path_case {
+  const char *in;
+  const char *out; /* NULL: -EINVAL */
+  int ambiguous;
+};
+
+static const struct path_case path_cases[] = {
+  { "/repos/a/b", "/repos/a/b", 0 },
+  { "/repos/../admin", "/admin", 0 },
+  { "/repos/%2e%2e/admin", "/admin", 0 },
+  { "/repos/%2E%2E/admin", "/admin", 0 },
+  { "/repos/.%2e/admin", "/admin", 0 },
+  { "/repos/a/%2e/b", "/repos/a/b", 0 },
+  { "/a/./b", "/a/b", 0 },
+  { "/a/b/.", "/a/b/", 0 },
+  { "/a/b/..", "/a/", 0 },
+  { "/..", "/", 0 },
+  { "/../../etc/passwd", "/etc/passwd", 0 },
+  { "/a//../b", "/a/b", 0 },
+  { "/a/...", "/a/...", 0 },
+  { "//repos//a", "//repos//a", 0 },
+  { "/repos/a?x=/../admin", "/repos/a", 0 },
+  { "/repos/a?", "/repos/a", 0 },
+  { "/r%65pos/a", "/repos/a", 0 },
+  { "/%7Euser", "/~user", 0 },
+  { "/a%3fb", "/a%3Fb", 0 },
+  { "/a%2fb", "/a%2Fb", 1 },
+  { "/repos%2F..%2Fadmin", "/repos%2F..%2Fadmin", 1 },
+  { "/a%5Cb", "/a%5Cb", 1 },
+  { "/a\\b", "/a\\b", 1 },
+  { "/a%00", "/a%00", 1 },
+  { "/repos/..;/admin", "/repos/..;/admin", 1 },
+  { "/repos/.;x/a", "/repos/.;x/a", 1 },
+  { "/a;b/c", "/a;b/c", 0 },
+  { "/a%zz", NULL, 0 },
+  { "/a%4", NULL, 0 },
+  { "/a%", NULL, 0 },
+  { "a/b", NULL, 0 },
+  { "", NULL, 0 },
+  { "?q=1", NULL, 0 },
+  { "*", NULL, 0 },
+  { "/a b", NULL, 0 },
+  { "/a#b", NULL, 0 },
+  { "/a\r\n", NULL, 0 },
+  { "http://x/a", NULL, 0 },
+};
+
+TEST(normalize_path)
+{
+  char out[256];
+  size_t i;
+
+  for (i = 0; i < sizeof(path_cases) / sizeof(path_cases[0]); i++) {
+    const struct path_case *c = &path_cases[i];
+    int flags = -1, n = rules_normalize_path(c->in, strlen(c->in), out, sizeof(out), &flags);
+
+    if (c->out == NULL) {
+      if (n != -EINVAL)
+        TEST_FAIL_("normalize_path(\"%s\") = %d, expected -EINVAL", c->in, n);
+      continue;
+    }
+    if (n < 0)
+      TEST_FAIL_("normalize_path(\"%s\") failed: %d", c->in, n);
+    if (strcmp(out, c->out) != 0 || (size_t)n != strlen(c->out))
+      TEST_FAIL_("normalize_path(\"%s\") = \"%s\", expected \"%s\"", c->in, out, c->out);
+    if (((flags & RULES_PATH_AMBIGUOUS) != 0) != c->ambiguous)
+      TEST_FAIL_("normalize_path(\"%s\"): ambiguous flag %d, expected %d", c->in, flags,
+                 c->ambiguous);
+  }
+  ASSERT_GE(i, 20);
+  /* A NUL inside the given length is a control byte, not an end. */
+  ASSERT_EQ(rules_normalize_path("/a\0b", 4, out, sizeof(out), NULL), -EINVAL);
+  /* The output must fit: the path without its query plus the NUL. */
+  ASSERT_EQ(rules_normalize_path("/abcd", 5, out, 5, NULL), -ENOSPC);
+  ASSERT_EQ(rules_normalize_path("/abcd?long-query", 16, out, 6, NULL), 5);
+}
+
+/* Request-level matching of match_paths, with the traversal shapes. */
+TEST(match_paths_bypass_shapes)
+{
+  struct rules_config *cfg = parse_ok(
+      "{\"rules\":[{\"name\":\"gh\",\"match_hosts\":[\"api.github.com\"],"
+      "\"match_paths\":[\"/repos/*\",\"/user\"],"
+      "\"headers\":[{\"name\":\"Authorization\",\"type\":\"plaintext\",\"value\":\"t\"}]}]}",
+      NULL);
+  static const struct {
+    const char *path;
+    int inject;
+    int deny;
+  } cases[] = {
+    { "/repos/a/b", 1, 0 },
+    { "/repos/a/b?x=1", 1, 0 },
+    { "/repos/", 1, 0 },
+    { "/user", 1, 0 },
+    { "/user?q=/repos/x", 1, 0 },
+    { "/user/", 0, 0 },
+    { "/users", 0, 0 },
+    { "/repos", 0, 0 },
+    { "/admin?/repos/x", 0, 0 },
+    { "/repos/../admin", 0, 0 },
+    { "/repos/%2e%2e/admin", 0, 0 },
+    { "/repos/%2E%2e/admin", 0, 0 },
+    { "/r%65pos/a", 1, 0 },
+    { "//repos/a", 0, 0 },
+    { "/repos%2Fa", 0, 0 },
+    { "/repos/a%2F..%2F..%2Fadmin", 0, 0 },
+    { "/repos/..;/admin", 0, 0 },
+    { "/repos/a\\..\\..\\admin", 0, 0 },
+    { "/repos/a%zz", 0, 1 },
+    { "repos/a", 0, 1 },
+  };
+  size_t i;
+
+  for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    struct rules_request_decision r;
+
+    req_decide(cfg, "api.github.com", 443, "GET", cases[i].path, &r);
+    if (r.deny != cases[i].deny || (r.nheaders == 1) != cases[i].inject)
+      TEST_FAIL_("path %s: deny %d, %zu headers; expected deny %d, inject %d",
+                 cases[i].path, r.deny, r.nheaders, cases[i].deny, cases[i].inject);
+    if (r.deny)
+      ASSERT_STREQ(r.reason, "invalid_path");
+  }
+  rules_config_unref(cfg);
+}

@@ -1,0 +1,359 @@
+/*
+ * The secret store and workspace_secret templates: files, in-memory values,
+ * trimming, escapes, and every way resolution fails (always naming the key, never
+ * printing the value).
+ */
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "test_rules_helpers.h"
+
+/* A one-header config whose value is the template tmpl (JSON-escaped by the caller). */
+static void secret_json(char *buf, size_t size, const char *tmpl)
+{
+  snprintf(buf, size,
+           "{\"rules\":[{\"name\":\"r\",\"match_hosts\":[\"x.com\"],\"headers\":["
+           "{\"name\":\"Authorization\",\"type\":\"workspace_secret\",\"value\":\"%s\"}]}]}",
+           tmpl);
+}
+
+/* Resolves tmpl against s and returns the injected value (static buffer). */
+static const char *resolve(const struct rules_secrets *s, const char *tmpl)
+{
+  static char value[RULES_MAX_VALUE_LEN + 1];
+  struct rules_request_decision r;
+  struct rules_config *cfg;
+  char json[1024];
+
+  secret_json(json, sizeof(json), tmpl);
+  cfg = parse_ok(json, s);
+  req_decide(cfg, "x.com", 443, "GET", "/", &r);
+  ASSERT_EQ(r.nheaders, 1);
+  ASSERT_EQ(r.headers[0].value_len, strlen(r.headers[0].value));
+  snprintf(value, sizeof(value), "%s", r.headers[0].value);
+  rules_config_unref(cfg);
+  return value;
+}
+
+/* Expects resolution of tmpl to fail with fragment, and the message to hold no value. */
+static void resolve_err(const struct rules_secrets *s, const char *tmpl, const char *fragment,
+                        const char *never)
+{
+  struct rules_config *cfg = NULL;
+  struct rules_diag d;
+  char json[1024];
+  size_t i;
+  int found = 0;
+
+  secret_json(json, sizeof(json), tmpl);
+  rules_diag_init(&d);
+  ASSERT_EQ(rules_config_parse(json, strlen(json), "", s, &cfg, &d), -EINVAL);
+  ASSERT_NULL(cfg);
+  for (i = 0; i < d.count; i++) {
+    if (strcmp(d.entries[i].path, "rules[0].headers[0].value") == 0 &&
+        strstr(d.entries[i].message, fragment) != NULL)
+      found = 1;
+    if (never != NULL)
+      ASSERT_NOT_CONTAINS(d.entries[i].message, never);
+  }
+  if (!found) {
+    print_diag(&d);
+    TEST_FAIL_("no error containing \"%s\" for template %s", fragment, tmpl);
+  }
+  rules_diag_free(&d);
+}
+
+static struct rules_secrets *tmp_store(void)
+{
+  struct rules_secrets *s = rules_secrets_new(test_tmpdir());
+
+  ASSERT_NOT_NULL(s);
+  return s;
+}
+
+TEST(resolves_from_directory)
+{
+  struct rules_secrets *s = test_secrets();
+
+  ASSERT_STREQ(resolve(s, "Bearer {OPENAI_API_KEY}"), "Bearer sk-test-openai-0000");
+  ASSERT_STREQ(resolve(s, "{INTERNAL_USER}:{INTERNAL_PASS}"), "internal-user:internal-pass-4444");
+  ASSERT_STREQ(resolve(s, "no keys at all"), "no keys at all");
+  rules_secrets_free(s);
+}
+
+TEST(brace_escapes)
+{
+  struct rules_secrets *s = tmp_store();
+
+  test_write_file(test_tmpdir(), "K", "v\n", 2, 0600);
+  ASSERT_STREQ(resolve(s, "{{K}}"), "{K}");
+  ASSERT_STREQ(resolve(s, "{{{K}}}"), "{v}");
+  ASSERT_STREQ(resolve(s, "a}}b{{c"), "a}b{c");
+  ASSERT_STREQ(resolve(s, "{K}{K}"), "vv");
+  resolve_err(s, "a{b", "lone '{' at byte 1; write {{ for a literal brace", NULL);
+  resolve_err(s, "a}b", "lone '}' at byte 1; write }} for a literal brace", NULL);
+  resolve_err(s, "{K", "lone '{' at byte 0", NULL);
+  resolve_err(s, "{a{K}", "lone '{' at byte 0", NULL);
+  resolve_err(s, "{K}}", "lone '}' at byte 3", NULL);
+  resolve_err(s, "{}", "{} is not a valid secret key", NULL);
+  rules_secrets_free(s);
+}
+
+TEST(invalid_keys_cannot_escape)
+{
+  struct rules_secrets *s = tmp_store();
+  char *v = NULL;
+  size_t len = 0;
+
+  /* A file outside the directory that a traversal would reach. */
+  test_write_file(test_tmpdir(), "..x", "leak", 4, 0600);
+  resolve_err(s, "{../etc}", "{../etc} is not a valid secret key", NULL);
+  resolve_err(s, "{../etc/passwd}", "not a valid secret key", NULL);
+  resolve_err(s, "{.hidden}", "do not start with a dot", NULL);
+  resolve_err(s, "{..x}", "not a valid secret key", "leak");
+  resolve_err(s, "{a/b}", "not a valid secret key", NULL);
+  resolve_err(s, "{a b}", "not a valid secret key", NULL);
+  ASSERT_EQ(rules_secrets_get(s, "../etc", &v, &len), -EINVAL);
+  ASSERT_EQ(rules_secrets_get(s, "..x", &v, &len), -EINVAL);
+  ASSERT_EQ(rules_secrets_get(s, "", &v, &len), -EINVAL);
+  ASSERT_EQ(rules_secrets_get(s, "a/b", &v, &len), -EINVAL);
+  ASSERT_NULL(v);
+  rules_secrets_free(s);
+}
+
+TEST(missing_key)
+{
+  struct rules_secrets *s = tmp_store();
+  char expect[512];
+
+  snprintf(expect, sizeof(expect),
+           "secret OPENAI_API_KEY not found in %s (create the file, or push it with PUT "
+           "/v1/secrets/OPENAI_API_KEY)",
+           test_tmpdir());
+  resolve_err(s, "Bearer {OPENAI_API_KEY}", expect, NULL);
+  rules_secrets_free(s);
+
+  /* No store at all. */
+  resolve_err(NULL, "Bearer {OPENAI_API_KEY}",
+              "secret OPENAI_API_KEY cannot be resolved: no secret store is configured", NULL);
+  /* A store without a directory. */
+  s = rules_secrets_new(NULL);
+  resolve_err(s, "{K}", "secret K not found (push it with PUT /v1/secrets/K", NULL);
+  rules_secrets_free(s);
+}
+
+TEST(every_missing_key_reported)
+{
+  struct rules_secrets *s = tmp_store();
+  struct rules_config *cfg = NULL;
+  struct rules_diag d;
+  char json[512];
+
+  secret_json(json, sizeof(json), "{A}:{B}");
+  rules_diag_init(&d);
+  ASSERT_EQ(rules_config_parse(json, strlen(json), "", s, &cfg, &d), -EINVAL);
+  ASSERT_EQ(d.count, 2);
+  ASSERT_CONTAINS(d.entries[0].message, "secret A not found");
+  ASSERT_CONTAINS(d.entries[1].message, "secret B not found");
+  rules_diag_free(&d);
+  rules_secrets_free(s);
+}
+
+TEST(trailing_newline_trimmed_once)
+{
+  struct rules_secrets *s = tmp_store();
+  char *v = NULL;
+  size_t len = 0;
+
+  test_write_file(test_tmpdir(), "ONE", "abc\n", 4, 0600);
+  test_write_file(test_tmpdir(), "TWO", "abc\n\n", 5, 0600);
+  test_write_file(test_tmpdir(), "NONE", "abc", 3, 0600);
+  ASSERT_EQ(rules_secrets_get(s, "ONE", &v, &len), 0);
+  ASSERT_EQ(len, 3);
+  ASSERT_STREQ(v, "abc");
+  rules_secret_free(v, len);
+  ASSERT_EQ(rules_secrets_get(s, "TWO", &v, &len), 0);
+  ASSERT_EQ(len, 4);
+  ASSERT_STREQ(v, "abc\n");
+  rules_secret_free(v, len);
+  ASSERT_EQ(rules_secrets_get(s, "NONE", &v, &len), 0);
+  ASSERT_EQ(len, 3);
+  rules_secret_free(v, len);
+  ASSERT_STREQ(resolve(s, "{ONE}"), "abc");
+  ASSERT_STREQ(resolve(s, "{NONE}"), "abc");
+  /* The second newline is part of the value, and a header value is one line. */
+  resolve_err(s, "{TWO}", "secret TWO in", "abc");
+  rules_secrets_free(s);
+}
+
+TEST(control_characters_in_secret)
+{
+  struct rules_secrets *s = tmp_store();
+
+  test_write_file(test_tmpdir(), "CRLF", "hunter2\r\n", 9, 0600);
+  test_write_file(test_tmpdir(), "MID", "hunter2\r\nX-Evil: 1", 19, 0600);
+  test_write_file(test_tmpdir(), "NUL", "hun\0ter2", 8, 0600);
+  test_write_file(test_tmpdir(), "ESC", "hun\x1bter2", 8, 0600);
+  resolve_err(s, "Bearer {CRLF}", "secret CRLF in", "hunter2");
+  resolve_err(s, "Bearer {CRLF}", "it ends with CRLF", "hunter2");
+  resolve_err(s, "Bearer {MID}", "contains a control character", "hunter2");
+  resolve_err(s, "Bearer {NUL}", "secret NUL in", "hun");
+  resolve_err(s, "{ESC}", "contains a control character", "hun");
+  rules_secrets_free(s);
+}
+
+TEST(empty_secret)
+{
+  struct rules_secrets *s = tmp_store();
+
+  test_write_file(test_tmpdir(), "EMPTY", "", 0, 0600);
+  test_write_file(test_tmpdir(), "NL", "\n", 1, 0600);
+  resolve_err(s, "Bearer {EMPTY}", "secret EMPTY in", NULL);
+  resolve_err(s, "Bearer {NL}", "is empty", NULL);
+  rules_secrets_free(s);
+}
+
+TEST(symlinked_secret_file)
+{
+  struct rules_secrets *s = tmp_store();
+  char dir[512], link[512];
+
+  /* The layout of a Kubernetes secret volume: KEY -> ..data/KEY -> a timestamped dir. */
+  snprintf(dir, sizeof(dir), "%s/..2024_01_01", test_tmpdir());
+  ASSERT_EQ(mkdir(dir, 0700), 0);
+  test_write_file(dir, "TOKEN", "tok-123\n", 8, 0600);
+  snprintf(link, sizeof(link), "%s/..data", test_tmpdir());
+  ASSERT_EQ(symlink("..2024_01_01", link), 0);
+  snprintf(link, sizeof(link), "%s/TOKEN", test_tmpdir());
+  ASSERT_EQ(symlink("..data/TOKEN", link), 0);
+  ASSERT_STREQ(resolve(s, "Bearer {TOKEN}"), "Bearer tok-123");
+  /* A dangling link is a missing secret. */
+  snprintf(link, sizeof(link), "%s/GONE", test_tmpdir());
+  ASSERT_EQ(symlink("..data/GONE", link), 0);
+  resolve_err(s, "{GONE}", "secret GONE not found", NULL);
+  rules_secrets_free(s);
+}
+
+TEST(oversized_secret)
+{
+  struct rules_secrets *s = tmp_store();
+  char *big = malloc(RULES_MAX_SECRET_LEN + 1), *v = NULL;
+  size_t len = 0;
+
+  ASSERT_NOT_NULL(big);
+  memset(big, 'a', RULES_MAX_SECRET_LEN + 1);
+  test_write_file(test_tmpdir(), "BIG", big, RULES_MAX_SECRET_LEN + 1, 0600);
+  test_write_file(test_tmpdir(), "MAX", big, RULES_MAX_SECRET_LEN, 0600);
+  test_write_file(test_tmpdir(), "VALMAX", big, RULES_MAX_VALUE_LEN - 7, 0600);
+  ASSERT_EQ(rules_secrets_get(s, "BIG", &v, &len), -EFBIG);
+  ASSERT_NULL(v);
+  ASSERT_EQ(rules_secrets_get(s, "MAX", &v, &len), 0);
+  ASSERT_EQ(len, RULES_MAX_SECRET_LEN);
+  rules_secret_free(v, len);
+  resolve_err(s, "{BIG}", "secret BIG in", NULL);
+  resolve_err(s, "{BIG}", "is larger than 65536 bytes", NULL);
+  /* Within the file limit but over the header value limit. */
+  resolve_err(s, "{MAX}", "is 65536 bytes after resolving secrets; the limit is 8192", NULL);
+  /* "Bearer " and 8185 bytes: exactly the limit. */
+  ASSERT_EQ(strlen(resolve(s, "Bearer {VALMAX}")), RULES_MAX_VALUE_LEN);
+  resolve_err(s, "Bearer  {VALMAX}", "is 8193 bytes", NULL);
+  free(big);
+  rules_secrets_free(s);
+}
+
+TEST(not_a_regular_file)
+{
+  struct rules_secrets *s = tmp_store();
+  char path[512], *v = NULL;
+  size_t len = 0;
+
+  /* A FIFO would block a reader forever: it must be refused, not opened blocking. */
+  snprintf(path, sizeof(path), "%s/FIFO", test_tmpdir());
+  ASSERT_EQ(mkfifo(path, 0600), 0);
+  snprintf(path, sizeof(path), "%s/DIR", test_tmpdir());
+  ASSERT_EQ(mkdir(path, 0700), 0);
+  ASSERT_EQ(rules_secrets_get(s, "FIFO", &v, &len), -EINVAL);
+  ASSERT_EQ(rules_secrets_get(s, "DIR", &v, &len), -EINVAL);
+  resolve_err(s, "{FIFO}", "is not a regular file", NULL);
+  resolve_err(s, "{DIR}", "is not a regular file", NULL);
+  ASSERT_EQ(rules_secrets_get(s, "DEVNULL", &v, &len), -ENOENT);
+  rules_secrets_free(s);
+}
+
+TEST(unreadable_file)
+{
+  struct rules_secrets *s = tmp_store();
+
+  if (geteuid() == 0) {
+    /* root reads mode 000 files; nothing to test. */
+    rules_secrets_free(s);
+    return;
+  }
+  test_write_file(test_tmpdir(), "LOCKED", "x", 1, 0000);
+  resolve_err(s, "{LOCKED}", "cannot read secret LOCKED in", NULL);
+  resolve_err(s, "{LOCKED}", "Permission denied", NULL);
+  rules_secrets_free(s);
+}
+
+static void collect(const char *key, void *arg)
+{
+  char *buf = arg;
+
+  strcat(buf, key);
+  strcat(buf, ";");
+}
+
+TEST(in_memory_values)
+{
+  struct rules_secrets *s = tmp_store();
+  char list[256] = "", *v = NULL;
+  size_t len = 0;
+
+  test_write_file(test_tmpdir(), "K", "from-file\n", 10, 0600);
+  ASSERT_STREQ(rules_secrets_dir(s), test_tmpdir());
+  ASSERT_STREQ(resolve(s, "{K}"), "from-file");
+  ASSERT_EQ(rules_secrets_set(s, "K", "from-api", 8), 0);
+  ASSERT_STREQ(resolve(s, "{K}"), "from-api");
+  ASSERT_EQ(rules_secrets_set(s, "K", "again", 5), 0);
+  ASSERT_STREQ(resolve(s, "{K}"), "again");
+  ASSERT_EQ(rules_secrets_set(s, "B", "b", 1), 0);
+  ASSERT_EQ(rules_secrets_set(s, "A", "a\n", 2), 0);
+  rules_secrets_list(s, collect, list);
+  ASSERT_STREQ(list, "A;B;K;");
+  /* API values are taken as given: no newline trimming, still validated. */
+  ASSERT_EQ(rules_secrets_get(s, "A", &v, &len), 0);
+  ASSERT_EQ(len, 2);
+  rules_secret_free(v, len);
+  resolve_err(s, "{A}", "secret A (set through the API) contains a control character", NULL);
+  ASSERT_EQ(rules_secrets_unset(s, "K"), 0);
+  ASSERT_EQ(rules_secrets_unset(s, "K"), -ENOENT);
+  ASSERT_STREQ(resolve(s, "{K}"), "from-file");
+  ASSERT_EQ(rules_secrets_set(s, "../x", "v", 1), -EINVAL);
+  ASSERT_EQ(rules_secrets_set(s, ".x", "v", 1), -EINVAL);
+  ASSERT_EQ(rules_secrets_set(s, "big", "v", RULES_MAX_SECRET_LEN + 1), -EFBIG);
+  ASSERT_EQ(rules_secrets_set(s, "E", "", 0), 0);
+  resolve_err(s, "{E}", "secret E (set through the API) is empty", NULL);
+  rules_secrets_free(s);
+  rules_secrets_free(NULL);
+  rules_secret_free(NULL, 0);
+}
+
+/* A config keeps the values it resolved: later changes apply at the next push. */
+TEST(values_resolved_at_push)
+{
+  struct rules_secrets *s = tmp_store();
+  struct rules_request_decision r;
+  struct rules_config *cfg;
+  char json[512];
+
+  test_write_file(test_tmpdir(), "K", "v1", 2, 0600);
+  secret_json(json, sizeof(json), "{K}");
+  cfg = parse_ok(json, s);
+  test_write_file(test_tmpdir(), "K", "v2", 2, 0600);
+  req_decide(cfg, "x.com", 443, "GET", "/", &r);
+  ASSERT_STREQ(r.headers[0].value, "v1");
+  rules_config_unref(cfg);
+  ASSERT_STREQ(resolve(s, "{K}"), "v2");
+  rules_secrets_free(s);
+}
