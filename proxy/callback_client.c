@@ -2,12 +2,12 @@
  * The credential callback's HTTP client: one POST per call, over TCP (a host name
  * resolved with uv_getaddrinfo and each address tried in turn; literal addresses used
  * directly), TLS on top for https:// (mbedTLS with BIO callbacks over libuv buffers),
- * or a unix socket. The response is parsed by llhttp with bounded head and body, and
- * its JSON body checked into a struct proxy_creds. One timer bounds the whole call.
+ * or a unix socket. The answer is handed to callback_answer.c as it arrives. One
+ * timer bounds the whole call: resolution, connect, handshake, request and answer.
  *
- * Callbacks from mbedTLS and llhttp only record what happened; the code that called
- * them acts once they have returned. So `finish`, which frees the TLS context, never
- * runs inside mbedTLS or llhttp.
+ * mbedTLS's BIO callbacks only record a write error; the code that called mbedTLS acts
+ * on it once mbedTLS has returned. So `finish`, which frees the TLS context, never runs
+ * inside mbedTLS.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,8 +18,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <cjson/cJSON.h>
-#include <llhttp.h>
 #include <mbedtls/asn1.h>
 #include <mbedtls/error.h>
 #include <mbedtls/net_sockets.h>
@@ -84,6 +82,7 @@ struct proxy_cred_client {
   struct addrinfo *ai_next;           /* the next one to try */
   struct sockaddr_storage literal;    /* a literal address in the URL */
   int have_literal;                   /* not tried yet */
+  int last_err;                       /* of the last failed connect */
 
   mbedtls_ssl_context *ssl;           /* https only */
   int check_ip;                       /* host is an address: verify an IP SAN */
@@ -92,15 +91,7 @@ struct proxy_cred_client {
   size_t rx_len;
   int write_err;                      /* a write failed inside a BIO callback */
 
-  llhttp_t parser;
-  int started;                        /* a response began */
-  int complete;                       /* the final response is complete */
-  int status;                         /* its status code */
-  size_t head_bytes;
-  int parse_failed;                   /* an llhttp callback refused */
-  enum proxy_cred_outcome parse_outcome;
-  char *body;
-  size_t body_len, body_cap;
+  struct proxy_cred_answer ans;
 
   int has_deferred;                   /* a failure to report from the timer */
   enum proxy_cred_outcome deferred;
@@ -171,25 +162,6 @@ static void fail(struct proxy_cred_client *cl, enum proxy_cred_outcome o, int er
   finish(cl, o, err, NULL);
 }
 
-/* Copies a name from the callback's answer for the log: printable ASCII only, at most
- * 64 bytes, so a hostile answer cannot forge log lines. */
-static const char *log_name(const char *s, char *buf, size_t size)
-{
-  size_t i, o = 0;
-
-  for (i = 0; s[i] != '\0' && o + 4 < size && i < 64; i++) {
-    unsigned char ch = (unsigned char)s[i];
-
-    buf[o++] = ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\' ? (char)ch : '?';
-  }
-  if (s[i] != '\0' && o + 4 <= size) {
-    memcpy(buf + o, "...", 3);
-    o += 3;
-  }
-  buf[o] = '\0';
-  return buf;
-}
-
 /* ---- teardown ---- */
 
 static void release(struct proxy_cred_client *cl)
@@ -238,9 +210,7 @@ static void shut(struct proxy_cred_client *cl)
   wipe_free(cl->req, cl->req_len);
   cl->req = NULL;
   cl->req_len = 0;
-  wipe_free(cl->body, cl->body_cap);
-  cl->body = NULL;
-  cl->body_len = cl->body_cap = 0;
+  proxy_cred_answer_free(&cl->ans);
 }
 
 static void finish(struct proxy_cred_client *cl, enum proxy_cred_outcome o, int err,
@@ -258,7 +228,7 @@ static void finish(struct proxy_cred_client *cl, enum proxy_cred_outcome o, int 
     memset(&res, 0, sizeof(res));
     res.outcome = o;
     res.err = err;
-    res.http_status = cl->status;
+    res.http_status = cl->ans.status;
     res.creds = creds;
     res.detail = cl->detail;
     cb(cl->arg, &res);
@@ -289,318 +259,55 @@ static void timer_cb(uv_timer_t *t)
        cl->timeout_ms, phase_names[cl->phase]);
 }
 
-/* ---- the answer: JSON to credentials ---- */
+/* ---- the answer ---- */
 
-/* Wipes every string of a parsed tree before it is freed: the answer is secret. */
-static void wipe_json(cJSON *item)
+static void answer_failed(struct proxy_cred_client *cl)
 {
-  for (; item != NULL; item = item->next) {
-    if (item->valuestring != NULL)
-      explicit_bzero(item->valuestring, strlen(item->valuestring));
-    if (item->string != NULL)
-      explicit_bzero(item->string, strlen(item->string));
-    wipe_json(item->child);
-  }
+  fail(cl, cl->ans.outcome, cl->ans.err, "%s", cl->ans.detail);
 }
 
-/* Checks the "headers" object and copies it into one wiped-on-free allocation. */
-static int creds_from_headers(struct proxy_cred_client *cl, const cJSON *hdrs,
-                              struct proxy_creds **out)
-{
-  const cJSON *it, *prev;
-  struct proxy_cred_header *h;
-  struct proxy_creds *cr;
-  size_t n = 0, strings = 0, size, nlen, vlen;
-  char *p, q[80];
-
-  for (it = hdrs->child; it != NULL; it = it->next) {
-    const char *name = it->string;
-
-    if (++n > RULES_MAX_INJECT) {
-      fail(cl, PROXY_CRED_BAD_HEADERS, -EPROTO, "the answer has more than %d headers",
-           RULES_MAX_INJECT);
-      return -EPROTO;
-    }
-    nlen = strlen(name);
-    if (!rules_is_token(name, nlen)) {
-      fail(cl, PROXY_CRED_BAD_HEADERS, -EPROTO,
-           "header name \"%s\" is not a token (RFC 9110)", log_name(name, q, sizeof(q)));
-      return -EPROTO;
-    }
-    if (rules_is_reserved_header(name, nlen)) {
-      fail(cl, PROXY_CRED_BAD_HEADERS, -EPROTO,
-           "header %s is hop-by-hop or framing and may not be injected", name);
-      return -EPROTO;
-    }
-    for (prev = hdrs->child; prev != it; prev = prev->next) {
-      if (strcasecmp(prev->string, name) == 0) {
-        fail(cl, PROXY_CRED_BAD_HEADERS, -EPROTO, "header %s appears twice", name);
-        return -EPROTO;
-      }
-    }
-    if (!cJSON_IsString(it) || it->valuestring == NULL) {
-      fail(cl, PROXY_CRED_BAD_HEADERS, -EPROTO, "header %s: the value is not a string",
-           name);
-      return -EPROTO;
-    }
-    vlen = strlen(it->valuestring);
-    if (vlen > RULES_MAX_VALUE_LEN) {
-      fail(cl, PROXY_CRED_BAD_HEADERS, -EPROTO,
-           "header %s: the value is longer than %d bytes", name, RULES_MAX_VALUE_LEN);
-      return -EPROTO;
-    }
-    if (!rules_is_valid_value(it->valuestring, vlen)) {
-      fail(cl, PROXY_CRED_BAD_HEADERS, -EPROTO,
-           "header %s: the value has CR, LF, NUL or another control byte", name);
-      return -EPROTO;
-    }
-    strings += nlen + 1 + vlen + 1;
-  }
-  /* Bounded by the checks above: 64 headers of 8 KiB and names from a 64 KiB body. */
-  size = sizeof(*cr) + n * sizeof(*h) + strings;
-  cr = calloc(1, size);
-  if (cr == NULL) {
-    fail(cl, PROXY_CRED_INTERNAL, -ENOMEM, "out of memory");
-    return -ENOMEM;
-  }
-  h = (struct proxy_cred_header *)(cr + 1);
-  p = (char *)(h + n);
-  cr->refs = 1;
-  cr->alloc_size = size;
-  cr->nheaders = n;
-  cr->headers = h;
-  for (it = hdrs->child; it != NULL; it = it->next, h++) {
-    nlen = strlen(it->string);
-    vlen = strlen(it->valuestring);
-    memcpy(p, it->string, nlen + 1);
-    h->name = p;
-    p += nlen + 1;
-    memcpy(p, it->valuestring, vlen + 1);
-    h->value = p;
-    h->value_len = vlen;
-    p += vlen + 1;
-  }
-  *out = cr;
-  return 0;
-}
-
-/* The complete 2xx answer is in cl->body: parse, check, and finish the call. */
+/* The complete 2xx answer is in cl->ans: check it and finish the call. */
 static void answer_done(struct proxy_cred_client *cl)
 {
   struct proxy_creds *creds = NULL;
-  struct rules_diag diag;
-  const cJSON *hdrs = NULL, *it;
-  cJSON *root = NULL;
-  int r, nhdrs = 0;
 
-  rules_diag_init(&diag);
-  /* Strict parsing: cJSON alone would cut a string at \u0000 and accept trailing
-   * text. The diagnostic quotes a byte of the body, so it is never logged. */
-  r = rules_json_parse(cl->body != NULL ? cl->body : "", cl->body_len, &root, &diag);
-  rules_diag_free(&diag);
-  if (r == -ENOMEM) {
-    fail(cl, PROXY_CRED_INTERNAL, -ENOMEM, "out of memory");
-    goto out;
+  if (proxy_cred_answer_creds(&cl->ans, &creds) != PROXY_CRED_ANSWER_DONE) {
+    answer_failed(cl);
+    return;
   }
-  if (r != 0 || !cJSON_IsObject(root)) {
-    fail(cl, PROXY_CRED_NOT_JSON, -EPROTO, "the body (%zu bytes) is not a JSON object",
-         cl->body_len);
-    goto out;
-  }
-  for (it = root->child; it != NULL; it = it->next) {
-    if (strcmp(it->string, "headers") == 0) {
-      hdrs = it;
-      nhdrs++;
-    }
-  }
-  if (nhdrs == 0) {
-    fail(cl, PROXY_CRED_BAD_HEADERS, -EPROTO, "the answer has no \"headers\" member");
-    goto out;
-  }
-  if (nhdrs > 1) {
-    fail(cl, PROXY_CRED_BAD_HEADERS, -EPROTO, "the answer has \"headers\" twice");
-    goto out;
-  }
-  if (!cJSON_IsObject(hdrs)) {
-    fail(cl, PROXY_CRED_BAD_HEADERS, -EPROTO, "\"headers\" is not an object");
-    goto out;
-  }
-  if (creds_from_headers(cl, hdrs, &creds) != 0)
-    goto out;
   finish(cl, PROXY_CRED_OK, 0, creds);
-out:
   proxy_creds_unref(creds);
-  if (root != NULL) {
-    wipe_json(root);
-    cJSON_Delete(root);
-  }
 }
-
-/* ---- HTTP response parsing ---- */
-
-static struct proxy_cred_client *from_parser(llhttp_t *p)
-{
-  return p->data;
-}
-
-static int parse_refuse(struct proxy_cred_client *cl, enum proxy_cred_outcome o,
-                        const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-/* Records why an llhttp callback stopped the parser; acted on after llhttp returns. */
-static int parse_refuse(struct proxy_cred_client *cl, enum proxy_cred_outcome o,
-                        const char *fmt, ...)
-{
-  va_list ap;
-
-  cl->parse_failed = 1;
-  cl->parse_outcome = o;
-  va_start(ap, fmt);
-  set_detail(cl, fmt, ap);
-  va_end(ap);
-  return -1;
-}
-
-static int count_head(llhttp_t *p, const char *at, size_t len)
-{
-  struct proxy_cred_client *cl = from_parser(p);
-
-  (void)at;
-  cl->head_bytes += len;
-  if (cl->head_bytes > PROXY_CRED_MAX_HEAD)
-    return parse_refuse(cl, PROXY_CRED_TOO_LARGE, "the answer's head is over %u bytes",
-                        PROXY_CRED_MAX_HEAD);
-  return 0;
-}
-
-static int on_message_begin(llhttp_t *p)
-{
-  from_parser(p)->started = 1;
-  return 0;
-}
-
-static int on_headers_complete(llhttp_t *p)
-{
-  struct proxy_cred_client *cl = from_parser(p);
-  int st = p->status_code;
-
-  /* Interim answers (100 Continue, 102, 103) precede the final one. */
-  if (st >= 100 && st < 200 && st != 101)
-    return 0;
-  cl->status = st;
-  if (st < 200 || st > 299)
-    return parse_refuse(cl, PROXY_CRED_BAD_STATUS, "HTTP status %d", st);
-  if ((p->flags & F_CONTENT_LENGTH) != 0 && p->content_length > PROXY_CRED_MAX_BODY)
-    return parse_refuse(cl, PROXY_CRED_TOO_LARGE,
-                        "Content-Length %" PRIu64 " is over the %u-byte limit",
-                        p->content_length, PROXY_CRED_MAX_BODY);
-  return 0;
-}
-
-static int on_body(llhttp_t *p, const char *at, size_t len)
-{
-  struct proxy_cred_client *cl = from_parser(p);
-  size_t cap;
-  char *nb;
-
-  if (len > PROXY_CRED_MAX_BODY - cl->body_len)
-    return parse_refuse(cl, PROXY_CRED_TOO_LARGE, "the body is over %u bytes",
-                        PROXY_CRED_MAX_BODY);
-  if (cl->body_len + len > cl->body_cap) {
-    /* Grown by hand, not realloc: the old buffer holds secrets and is wiped. */
-    cap = cl->body_cap ? cl->body_cap : 1024;
-    while (cap < cl->body_len + len)
-      cap *= 2;
-    if (cap > PROXY_CRED_MAX_BODY)
-      cap = PROXY_CRED_MAX_BODY;
-    nb = malloc(cap);
-    if (nb == NULL)
-      return parse_refuse(cl, PROXY_CRED_INTERNAL, "out of memory");
-    if (cl->body_len > 0)
-      memcpy(nb, cl->body, cl->body_len);
-    wipe_free(cl->body, cl->body_cap);
-    cl->body = nb;
-    cl->body_cap = cap;
-  }
-  memcpy(cl->body + cl->body_len, at, len);
-  cl->body_len += len;
-  return 0;
-}
-
-static int on_message_complete(llhttp_t *p)
-{
-  struct proxy_cred_client *cl = from_parser(p);
-
-  if (p->status_code < 200)
-    return 0;
-  cl->complete = 1;
-  /* Whatever follows the answer (a second response) is ignored. */
-  return HPE_PAUSED;
-}
-
-static const llhttp_settings_t parser_settings = {
-  .on_message_begin = on_message_begin,
-  .on_status = count_head,
-  .on_header_field = count_head,
-  .on_header_value = count_head,
-  .on_headers_complete = on_headers_complete,
-  .on_body = on_body,
-  .on_message_complete = on_message_complete,
-};
 
 /* Plaintext of the answer arrived. */
 static void http_input(struct proxy_cred_client *cl, const char *data, size_t len)
 {
-  enum llhttp_errno e;
+  int r;
 
-  if (cl->finished || cl->complete)
+  if (cl->finished)
     return;
-  e = llhttp_execute(&cl->parser, data, len);
-  if (e == HPE_OK)
-    return;
-  if (e == HPE_PAUSED && cl->complete) {
+  r = proxy_cred_answer_feed(&cl->ans, data, len);
+  if (r == PROXY_CRED_ANSWER_DONE)
     answer_done(cl);
-    return;
-  }
-  if (cl->parse_failed) {
-    finish(cl, cl->parse_outcome,
-           cl->parse_outcome == PROXY_CRED_INTERNAL ? -ENOMEM : -EPROTO, NULL);
-    return;
-  }
-  fail(cl, PROXY_CRED_BAD_RESPONSE, -EPROTO, "malformed HTTP answer: %s (%s)",
-       llhttp_errno_name(e), llhttp_get_error_reason(&cl->parser));
+  else if (r == PROXY_CRED_ANSWER_FAILED)
+    answer_failed(cl);
 }
 
 /* The callback closed its side. clean: TLS close_notify was received. */
 static void on_eof(struct proxy_cred_client *cl, int clean)
 {
+  int r;
+
   if (cl->ssl != NULL && !cl->handshake_done) {
     fail(cl, PROXY_CRED_TLS, -ECONNRESET,
          "the callback closed the connection during the TLS handshake");
     return;
   }
-  /* An answer delimited by the end of the connection must end with close_notify over
-   * TLS; a bare TCP FIN could be a truncation. */
-  if (cl->ssl != NULL && !clean && cl->started && llhttp_message_needs_eof(&cl->parser)) {
-    fail(cl, PROXY_CRED_BAD_RESPONSE, -EPROTO,
-         "the TLS connection ended without close_notify before the answer's end");
-    return;
-  }
-  if (!cl->complete && !cl->parse_failed)
-    llhttp_finish(&cl->parser);
-  if (cl->complete) {
+  r = proxy_cred_answer_eof(&cl->ans, cl->ssl != NULL, clean);
+  if (r == PROXY_CRED_ANSWER_DONE)
     answer_done(cl);
-    return;
-  }
-  if (cl->parse_failed) {
-    finish(cl, cl->parse_outcome, -EPROTO, NULL);
-    return;
-  }
-  if (!cl->started)
-    fail(cl, PROXY_CRED_BAD_RESPONSE, -ECONNRESET,
-         "the callback closed the connection without answering");
   else
-    fail(cl, PROXY_CRED_BAD_RESPONSE, -ECONNRESET,
-         "the connection ended before the answer was complete");
+    answer_failed(cl);
 }
 
 /* ---- writing ---- */
@@ -931,6 +638,7 @@ static void connect_cb(uv_connect_t *req, int status)
   }
   /* A uv_tcp_t that failed to connect cannot connect again: close it and try the
    * next address from the close callback. */
+  cl->last_err = status;
   cl->io_open = 0;
   uv_close(&cl->io.handle, reconnect_closed);
 }
@@ -977,7 +685,11 @@ static void next_address(struct proxy_cred_client *cl)
       return;
     }
   }
-  fail(cl, PROXY_CRED_RESOLVE, -EHOSTUNREACH, "%s has no IPv4 or IPv6 address", cl->host);
+  if (cl->last_err != 0)
+    fail(cl, PROXY_CRED_CONNECT, cl->last_err, "connect to %s:%u: %s", cl->host, cl->port,
+         uv_strerror(cl->last_err));
+  else
+    fail(cl, PROXY_CRED_RESOLVE, -EHOSTUNREACH, "%s has no IPv4 or IPv6 address", cl->host);
 }
 
 static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -1066,10 +778,8 @@ static int build_request(struct proxy_cred_client *cl, const struct proxy_cred_c
     size_t nlen = strlen(h->name);
 
     /* The contract's Content-Type stays; a configured one is not sent twice. */
-    if (strcasecmp(h->name, "Content-Type") == 0) {
-      total -= nlen + 2 + h->value_len + 2;
+    if (strcasecmp(h->name, "Content-Type") == 0)
       continue;
-    }
     memcpy(w, h->name, nlen);
     w += nlen;
     memcpy(w, ": ", 2);
@@ -1123,8 +833,7 @@ int proxy_cred_client_start(uv_loop_t *loop, const struct proxy_cred_client_para
   }
   if (build_request(cl, p) != 0)
     goto nomem;
-  llhttp_init(&cl->parser, HTTP_RESPONSE, &parser_settings);
-  cl->parser.data = cl;
+  proxy_cred_answer_init(&cl->ans);
 
   r = uv_timer_init(loop, &cl->timer);
   if (r < 0)
