@@ -384,7 +384,8 @@ static void cache_put(struct proxy_cred_cache *c, const struct call *call,
   if (e == NULL)
     return; /* not cached: the next lookup calls again */
   if (c->nentries >= c->max_entries) {
-    c->stats->evictions++;
+    if (uv_now(c->loop) < c->lru_tail->expires_ms)
+      c->stats->evictions++;
     entry_remove(c, c->lru_tail);
   }
   e->hash = hash;

@@ -52,6 +52,7 @@ struct proxy_cred_header {
 /*
  * One credential set fetched from the callback: the headers to inject, in the order
  * the callback sent them, at most RULES_MAX_INJECT, names unique (case-insensitive).
+ * nheaders may be 0: the callback answered {"headers": {}}, nothing to inject.
  * Reference-counted (not atomically: one loop owns it); the last reference wipes the
  * values and frees. The fields after `headers` are private.
  */
@@ -98,13 +99,14 @@ const char *proxy_cred_outcome_reason(enum proxy_cred_outcome o);
 /*
  * Counters, plain integers on the loop's thread. One struct may be shared by every
  * cache of a daemon (pass the same pointer to each), so that replacing a sandbox's
- * cache does not reset them.
+ * cache does not reset them. Outcomes count calls (a call answers every lookup that
+ * waited on it), plus lookups refused as busy, which make no call.
  */
 struct proxy_cred_stats {
   uint64_t calls;          /* callback requests started */
-  uint64_t successes;      /* lookups answered by a call with credentials */
-  uint64_t failures;       /* lookups failed (every outcome but OK), busy included */
-  uint64_t timeouts;       /* of which "callback_timeout" */
+  uint64_t successes;      /* calls that returned usable headers */
+  uint64_t failures;       /* calls that failed, and lookups refused as busy */
+  uint64_t timeouts;       /* of the failures, those with "callback_timeout" */
   uint64_t outcomes[PROXY_CRED__COUNT];
   uint64_t cache_hits;     /* lookups answered from the cache */
   uint64_t joined;         /* lookups that waited on a call already in flight */
