@@ -224,7 +224,7 @@ int rules_config_parse(const char *json, size_t len, const char *path_prefix,
   if (ret != 0)
     return ret;
   ret = rules_config_from_cjson(root, path_prefix, secrets, out, diag);
-  cJSON_Delete(root);
+  rules_json_free(root);
   return ret;
 }
 

@@ -190,6 +190,7 @@ static int check_numeric(const char *name, size_t len, char *err, size_t errsize
 
 int rules_normalize_host(const char *in, size_t len, char *out, size_t size)
 {
+  struct in_addr a4;
   char err[160];
   int n;
 
@@ -207,12 +208,8 @@ int rules_normalize_host(const char *in, size_t len, char *out, size_t size)
   n = normalize_name(in, len, 0, out, size, err, sizeof(err));
   if (n < 0)
     return n;
-  {
-    struct in_addr a4;
-
-    if (inet_pton(AF_INET, out, &a4) == 1)
-      return n;
-  }
+  if (inet_pton(AF_INET, out, &a4) == 1)
+    return n;
   if (check_numeric(out, (size_t)n, err, sizeof(err)) != 0)
     return -EINVAL;
   return n;

@@ -134,3 +134,28 @@ int rules_json_parse(const char *json, size_t len, cJSON **out, struct rules_dia
   *out = root;
   return 0;
 }
+
+/* Wipes the strings of n, its children and its later siblings. Recursion follows
+ * nesting only, which cJSON bounds (CJSON_NESTING_LIMIT). */
+static void wipe(cJSON *n)
+{
+  for (; n != NULL; n = n->next) {
+    /* A reference's string belongs to someone else and may be a constant. */
+    if (n->valuestring != NULL && !(n->type & cJSON_IsReference))
+      explicit_bzero(n->valuestring, strlen(n->valuestring));
+    /* Keys of a tree built with cJSON_AddItemToObjectCS are constants. */
+    if (n->string != NULL && !(n->type & cJSON_StringIsConst))
+      explicit_bzero(n->string, strlen(n->string));
+    wipe(n->child);
+  }
+}
+
+void rules_json_free(cJSON *root)
+{
+  if (root == NULL)
+    return;
+  wipe(root->child);
+  if (root->valuestring != NULL && !(root->type & cJSON_IsReference))
+    explicit_bzero(root->valuestring, strlen(root->valuestring));
+  cJSON_Delete(root);
+}

@@ -112,17 +112,26 @@ struct rules_config;
  * value, raw control characters in strings and NUL (raw or \u0000), which cJSON would
  * silently truncate a string at. Use it for any JSON that carries a proxy_config (the
  * control API's request bodies) before rules_config_from_cjson. On success *out is a
- * tree to free with cJSON_Delete. Returns 0, -EINVAL (one diag entry with an empty
- * path and a message giving line and column), or -ENOMEM.
+ * tree to free. Returns 0, -EINVAL (one diag entry with an empty
+ * path and a message giving line and column), or -ENOMEM. Free the tree with
+ * rules_json_free.
  */
 int rules_json_parse(const char *json, size_t len, struct cJSON **out,
                      struct rules_diag *diag);
 
 /*
+ * Wipes every string and key of a cJSON tree, then deletes it. A tree that held a
+ * proxy_config holds its opaque values: free it with this, not cJSON_Delete. NULL is
+ * a no-op.
+ */
+void rules_json_free(struct cJSON *root);
+
+/*
  * Parses, validates and resolves a proxy_config. `json`/`len` is the JSON text of the
- * proxy_config object itself (at most RULES_MAX_CONFIG_LEN bytes, via
- * rules_json_parse). A field set to null is the same as a field left out. Every error is appended to diag (which must be
- * initialized) with its JSON path prefixed by path_prefix ("" or e.g. "proxy_config.").
+ * proxy_config object itself (at most RULES_MAX_CONFIG_LEN bytes, read with
+ * rules_json_parse). A field set to null is the same as a field left out. Every error
+ * is appended to diag (which must be initialized) with its JSON path prefixed by
+ * path_prefix ("" or e.g. "proxy_config.").
  * Secrets are resolved against `secrets` (borrowed; may be NULL when the config has
  * no workspace_secret header). On success *out holds a new config with one reference.
  * Returns 0, -EINVAL when the config was rejected (diag says why), or -ENOMEM.
@@ -131,7 +140,10 @@ int rules_config_parse(const char *json, size_t len, const char *path_prefix,
                        const struct rules_secrets *secrets, struct rules_config **out,
                        struct rules_diag *diag);
 
-/* As rules_config_parse, from an already parsed cJSON object (borrowed). */
+/*
+ * As rules_config_parse, from an already parsed cJSON object (borrowed). cJSON cuts a
+ * string at an embedded NUL without a trace: parse the text with rules_json_parse.
+ */
 int rules_config_from_cjson(const struct cJSON *obj, const char *path_prefix,
                             const struct rules_secrets *secrets,
                             struct rules_config **out, struct rules_diag *diag);

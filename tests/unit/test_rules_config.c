@@ -620,3 +620,23 @@ TEST(refcount)
   rules_config_unref(cfg);
   rules_config_unref(NULL);
 }
+
+TEST(json_parse_api)
+{
+  struct rules_diag d;
+  cJSON *root = NULL;
+
+  rules_diag_init(&d);
+  ASSERT_EQ(rules_json_parse("{\"proxy_config\":{\"no_proxy\":[\"a.com\"]}} \n", 41, &root, &d), 0);
+  ASSERT_NOT_NULL(root);
+  ASSERT_EQ(d.count, 0);
+  ASSERT_STREQ(cJSON_GetObjectItem(root, "proxy_config")->child->string, "no_proxy");
+  rules_json_free(root);
+  ASSERT_EQ(rules_json_parse("{\"a\":\"x\\u0000\"}", 15, &root, &d), -EINVAL);
+  ASSERT_NULL(root);
+  ASSERT_EQ(d.count, 1);
+  ASSERT_STREQ(d.entries[0].path, "");
+  ASSERT_CONTAINS(d.entries[0].message, "line 1, column 8: \\u0000 (NUL)");
+  rules_diag_free(&d);
+  rules_json_free(NULL);
+}
