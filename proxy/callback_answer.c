@@ -227,19 +227,6 @@ int proxy_cred_answer_eof(struct proxy_cred_answer *a, int tls, int clean)
 
 /* ---- JSON ---- */
 
-/* Wipes every string of a parsed tree before it is freed: the answer is secret. The
- * depth is bounded by cJSON's nesting limit. */
-static void wipe_json(cJSON *item)
-{
-  for (; item != NULL; item = item->next) {
-    if (item->valuestring != NULL)
-      explicit_bzero(item->valuestring, strlen(item->valuestring));
-    if (item->string != NULL)
-      explicit_bzero(item->string, strlen(item->string));
-    wipe_json(item->child);
-  }
-}
-
 /* Checks the "headers" object and copies it into one wiped-on-free allocation. */
 static int creds_from_headers(struct proxy_cred_answer *a, const cJSON *hdrs,
                               struct proxy_creds **out)
@@ -345,10 +332,8 @@ int proxy_cred_answer_creds(struct proxy_cred_answer *a, struct proxy_creds **ou
   else
     r = creds_from_headers(a, hdrs, out);
 out:
-  if (root != NULL) {
-    wipe_json(root);
-    cJSON_Delete(root);
-  }
+  /* The tree holds the values: wiped, not just freed. */
+  rules_json_free(root);
   /* The body is no longer needed; wipe it now rather than when the call ends. */
   proxy_cred_answer_free(a);
   return r;
