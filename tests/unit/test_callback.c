@@ -1208,6 +1208,46 @@ TEST(host_name_resolved)
   fx_done(&f);
 }
 
+/* An IPv6 literal: bracketed in the Host header (skipped where ::1 is unavailable). */
+TEST(ipv6_literal)
+{
+  struct sockaddr_in6 sin6;
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+  char host[64];
+  struct fx f;
+  struct res r;
+
+  fx_init(&f);
+  f.srv.loop = &f.loop;
+  f.srv.mode = SRV_OK;
+  ASSERT_EQ(uv_tcp_init(&f.loop, &f.srv.l.tcp), 0);
+  f.srv.l.h.data = &f.srv;
+  f.srv.listening = 1;
+  ASSERT_EQ(uv_ip6_addr("::1", 0, &sin6), 0);
+  if (uv_tcp_bind(&f.srv.l.tcp, (const struct sockaddr *)&sin6, 0) != 0 ||
+      uv_listen(&f.srv.l.s, 16, on_conn) != 0) {
+    fprintf(stderr, "no IPv6 loopback: skipped\n");
+    srv_close(&f.srv);
+    uv_close((uv_handle_t *)&f.guard, NULL);
+    uv_close((uv_handle_t *)&f.sleep, NULL);
+    test_loop_close(&f.loop);
+    return;
+  }
+  ASSERT_EQ(uv_tcp_getsockname(&f.srv.l.tcp, (struct sockaddr *)&ss, &len), 0);
+  f.srv.port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  f.cfg = parse_cfg("{\"url\": \"http://[::1]:%d/v6\", \"match_hosts\": [\"*\"]}",
+                    f.srv.port);
+  f.cb = rules_config_callback(f.cfg);
+  fx_cache(&f, NULL);
+  memset(&r, 0, sizeof(r));
+  get_sync(&f, "api.corp.example", 443, &r);
+  ASSERT_EQ(r.status, 0);
+  snprintf(host, sizeof(host), "\r\nHost: [::1]:%d\r\n", f.srv.port);
+  ASSERT_NOT_NULL(srv_header(&f.srv, host));
+  fx_done(&f);
+}
+
 /* A name that does not resolve fails closed (or times out, where resolution hangs). */
 TEST(unresolvable_name)
 {
@@ -1383,9 +1423,10 @@ TEST(free_with_calls_in_flight)
   fx_done(&f);
 }
 
-/* Freeing the cache mid-resolution and mid-TLS is covered by the https test; here the
- * calls are still connecting. */
-TEST(free_while_connecting)
+/* Freeing the cache while a call connects, and while a name is being resolved (the
+ * getaddrinfo request in the thread pool is cancelled or completes unused); mid-TLS
+ * is https_free_mid_handshake. */
+TEST(free_while_connecting_or_resolving)
 {
   struct fx f;
   struct res r;
@@ -1396,6 +1437,20 @@ TEST(free_while_connecting)
   proxy_cred_cache_free(f.cache);
   f.cache = NULL;
   ASSERT_EQ(r.status, -ECANCELED);
+  fx_done(&f);
+
+  fx_init(&f);
+  srv_listen_tcp(&f.srv, &f.loop);
+  f.cfg = parse_cfg("{\"url\": \"http://localhost:%d/\", \"match_hosts\": [\"*\"]}",
+                    f.srv.port);
+  f.cb = rules_config_callback(f.cfg);
+  fx_cache(&f, NULL);
+  memset(&r, 0, sizeof(r));
+  get_wait(&f, "api.corp.example", 443, &r);
+  proxy_cred_cache_free(f.cache);
+  f.cache = NULL;
+  ASSERT_EQ(r.status, -ECANCELED);
+  ASSERT_EQ(f.srv.conns, 0);
   fx_done(&f);
 }
 
