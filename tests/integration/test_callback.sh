@@ -19,7 +19,8 @@
 . "$(dirname "$0")/lib.sh"
 
 TTL=2
-SLOW_DELAY=2
+SLOW_DELAY=1.5   # seconds the "slow" mode waits; below TIMEOUT_MS
+TIMEOUT_MS=3000
 
 start_upstream up
 
@@ -94,7 +95,7 @@ write_config() {
 EOF
 }
 
-write_config "$T/config.json" "http://127.0.0.1:$cb_PORT/creds?tenant=t-$$" "$TTL" 1500
+write_config "$T/config.json" "http://127.0.0.1:$cb_PORT/creds?tenant=t-$$" "$TTL" "$TIMEOUT_MS"
 write_config "$T/config-ttl0.json" "http://127.0.0.1:$cb_PORT/creds" 0 5000
 
 run() {
