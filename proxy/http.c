@@ -16,12 +16,14 @@
 #include <llhttp.h>
 
 #include "proxy/audit.h"
+#include "proxy/callback.h"
 #include "proxy/httphead.h"
 #include "proxy/log.h"
 #include "proxy/proxy_internal.h"
 
 enum phase {
   PH_HEAD,       /* reading a request head */
+  PH_CREDENTIALS, /* head decided; waiting for the credential callback */
   PH_CONNECTING, /* head decided; upstream being dialed */
   PH_BODY,       /* streaming the request body */
   PH_RESPONSE,   /* request done; streaming the response */
@@ -42,6 +44,9 @@ struct proxy_http {
   int decided;               /* the connection-level decision was made */
   size_t scanned;            /* pending bytes already searched for a line feed */
   unsigned requests;
+  struct rules_request_decision *rd; /* decision waiting for the callback */
+  struct proxy_cred_wait *cred_wait; /* the callback call being waited on */
+  struct proxy_creds *creds; /* callback headers of the current request */
   char *out;                 /* rewritten head waiting for the upstream */
   size_t out_len;
   struct rules_config *cfg;  /* config of the current request */
@@ -108,6 +113,10 @@ void proxy_http_free(struct proxy_http *h)
 {
   if (h == NULL)
     return;
+  if (h->cred_wait != NULL)
+    proxy_cred_cancel(h->cred_wait);
+  proxy_creds_unref(h->creds);
+  free(h->rd);
   free(h->out);
   rules_config_unref(h->cfg);
   free(h);
@@ -241,6 +250,82 @@ static void bypass_ready(struct proxy_conn *c, int status, const char *reason)
   proxy_relay_start(c);
 }
 
+static int forward_request(struct proxy_conn *c, const struct proxy_http_request *req,
+                           struct rules_request_decision *rd);
+
+/* The callback answered (or failed); the request continues or is refused. */
+static void creds_cb(void *arg, int status, const char *reason, struct proxy_creds *creds)
+{
+  struct proxy_conn *c = arg;
+  struct proxy_http *h = c->http;
+  struct rules_request_decision *rd = h->rd;
+  struct proxy_http_request *req;
+  const char *why = NULL;
+  size_t i;
+
+  h->cred_wait = NULL;
+  h->rd = NULL;
+  if (status != 0) {
+    free(rd);
+    /* Fail closed (invariant I4): the request is answered here, never forwarded. */
+    fail_request(c, status == -ETIMEDOUT ? 503 : 502,
+                 reason ? reason : "callback_failed", "callback");
+    return;
+  }
+  /* Static rule headers win over the callback's for the same name. */
+  proxy_creds_unref(h->creds);
+  h->creds = proxy_creds_ref(creds);
+  for (i = 0; i < creds->nheaders && rd->nheaders < RULES_MAX_INJECT; i++) {
+    const struct proxy_cred_header *ch = &creds->headers[i];
+
+    if (rules_request_injects(rd, ch->name, strlen(ch->name)))
+      continue;
+    rd->headers[rd->nheaders].name = ch->name;
+    rd->headers[rd->nheaders].value = ch->value;
+    rd->headers[rd->nheaders].value_len = ch->value_len;
+    rd->headers[rd->nheaders].rule = "callback";
+    rd->nheaders++;
+  }
+  /* The head is still at the front of c->pending (nothing was read meanwhile);
+   * parse it again rather than keep pointers into a buffer that may move. */
+  req = malloc(sizeof(*req));
+  if (req == NULL ||
+      proxy_http_parse_request(c->pending, c->pending_len, c->sb->limits.max_header_bytes,
+                               req, &why) != PROXY_HTTP_OK) {
+    free(req);
+    free(rd);
+    proxy_conn_close(c, 1, "internal_error");
+    return;
+  }
+  forward_request(c, req, rd);
+  free(req);
+}
+
+static int await_credentials(struct proxy_conn *c, struct rules_request_decision *rd)
+{
+  struct proxy_http *h = c->http;
+  struct proxy_sandbox *sb = c->sb;
+  int r;
+
+  if (sb->creds == NULL) {
+    free(rd);
+    fail_request(c, 502, "callback_failed", "callback");
+    return -1;
+  }
+  h->rd = rd;
+  h->phase = PH_CREDENTIALS;
+  proxy_end_want_read(&c->down, 0);
+  proxy_conn_arm_timer(c, c->sb->limits.idle_ms);
+  r = proxy_cred_get(sb->creds, rules_config_callback(h->cfg), c->name, c->port, creds_cb,
+                     c, &h->cred_wait);
+  if (r < 0) {
+    h->rd = NULL;
+    free(rd);
+    fail_request(c, 502, "callback_failed", "callback");
+  }
+  return -1;
+}
+
 /*
  * Decides and forwards one parsed request head. Returns 0 when the engine may keep
  * processing, -1 when it must stop (answered, waiting for the upstream).
@@ -253,9 +338,7 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
   struct rules_decision d;
   struct rules_dest dest;
   const char *reason = NULL, *host;
-  size_t hlen, bound, i;
-  llhttp_errno_t err;
-  int n;
+  size_t hlen;
 
   sb->ctx->counters.requests++;
   h->requests++;
@@ -332,6 +415,24 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
   }
   if (d.action == RULES_BYPASS)
     rd->nheaders = 0; /* a config swap made the host no_proxy: inject nothing */
+  if (rd->callback && d.action != RULES_BYPASS && rules_config_callback(h->cfg) != NULL)
+    return await_credentials(c, rd);
+  return forward_request(c, req, rd);
+}
+
+/*
+ * Rewrites and forwards a decided request (rd: taken over and freed). Returns -1: the
+ * engine resumes from up_ready, or the request was answered.
+ */
+static int forward_request(struct proxy_conn *c, const struct proxy_http_request *req,
+                           struct rules_request_decision *rd)
+{
+  struct proxy_http *h = c->http;
+  struct proxy_sandbox *sb = c->sb;
+  llhttp_errno_t err;
+  size_t bound, i;
+  int n;
+
   for (i = 0; i < rd->nheaders; i++) {
     h->injected[i] = rd->headers[i].name;
     proxy_labels_add(&sb->ctx->injected_by_rule, rd->headers[i].rule, 1);
@@ -493,6 +594,7 @@ static void process_down(struct proxy_conn *c)
       handle_request(c, req);
       free(req);
       return;
+    case PH_CREDENTIALS:
     case PH_CONNECTING:
       return;
     case PH_BODY:

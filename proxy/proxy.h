@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "netns/netns.h"
+#include "proxy/callback.h"
 #include "proxy/metrics.h"
 #include "rules/rules.h"
 
@@ -65,6 +66,7 @@ struct proxy_ctx {
   struct proxy_labels closed_by_reason;   /* connections ended for a reason */
   struct proxy_labels denied_by_reason;   /* requests denied or rejected */
   struct proxy_labels injected_by_rule;   /* headers injected */
+  struct proxy_cred_stats cred_stats;     /* credential callback calls */
   uint64_t next_conn_id;
   char *read_buf;                          /* shared by all reads on the loop */
   size_t read_buf_size;

@@ -27,6 +27,7 @@ static inline uv_buf_t proxy_buf(const void *p, size_t len)
 
 struct proxy_dns;
 struct proxy_dns_table;
+struct proxy_cred_cache;
 struct proxy_http;
 struct proxy_tls;
 struct proxy_tls_server;
@@ -47,6 +48,7 @@ struct proxy_sandbox {
   struct proxy_ca *ca;                  /* borrowed; NULL: no interception */
   struct proxy_dns_table *dns_table;
   struct proxy_dns *dns;
+  struct proxy_cred_cache *creds;       /* dynamic credentials from the callback */
   struct proxy_limits limits;
   struct proxy_listener listeners[4];   /* tcp4, tcp6, tproxy4, tproxy6 */
   int nlisteners;

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "proxy/callback.h"
 #include "proxy/dns.h"
 #include "proxy/log.h"
 #include "proxy/proxy_internal.h"
@@ -74,6 +75,7 @@ static void maybe_finish(struct proxy_sandbox *sb)
   }
   if (sb->handles > 0)
     return;
+  proxy_cred_cache_free(sb->creds);
   proxy_dns_table_free(sb->dns_table);
   proxy_tls_server_free(sb->tls_server);
   rules_config_unref(sb->config);
@@ -150,6 +152,7 @@ int proxy_sandbox_start(struct proxy_ctx *ctx, const char *name, struct rules_co
                         struct proxy_ca *ca, struct netns_fds *fds,
                         const struct proxy_limits *limits, struct proxy_sandbox **out)
 {
+  struct proxy_cred_opts copts;
   struct proxy_dns_opts dopts;
   struct proxy_sandbox *sb;
   int i, r;
@@ -178,6 +181,13 @@ int proxy_sandbox_start(struct proxy_ctx *ctx, const char *name, struct rules_co
     if (r != 0)
       goto fail;
   }
+  memset(&copts, 0, sizeof(copts));
+  copts.tls_conf = ctx->upstream_tls ? proxy_upstream_tls_conf(ctx->upstream_tls) : NULL;
+  copts.audit = ctx->audit;
+  copts.stats = &ctx->cred_stats;
+  r = proxy_cred_cache_new(ctx->loop, name, &copts, &sb->creds);
+  if (r != 0)
+    goto fail;
   memset(&dopts, 0, sizeof(dopts));
   dopts.answer_ttl = DNS_ANSWER_TTL;
   dopts.tcp_max_conns = 64;

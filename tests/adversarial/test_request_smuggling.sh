@@ -63,6 +63,6 @@ pass "h2c upgrade stripped"
 
 # Connection: Authorization cannot make a hop drop or keep the sandbox's copy.
 r='[r for r in reqs if r["path"] == "/case/connection_authorization"][0]'
-assert_eq "$(upq up "hdr($r, 'Authorization')")" "['Bearer sk-smuggle-$$']" "injected exactly once"
+assert_eq "$(upq up "hdr($r, 'Authorization')")" "$(jlist "Bearer sk-smuggle-$$")" "injected exactly once"
 assert_not_contains "$(upq up "hdr($r, 'Connection')")" "uthorization" "Connection still names Authorization"
 pass "Connection: Authorization neutralized"

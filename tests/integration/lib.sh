@@ -112,9 +112,12 @@ reqs = [e for e in events if e.get("event") == "request"]
 def hdr(r, name):
     return [v for k, v in r["headers"] if k.lower() == name.lower()]
 r = eval(sys.argv[2])
-print(r)
+print(r if not isinstance(r, (dict, list)) else json.dumps(r))
 PYEOF
 }
+
+# jlist VALUE...: the JSON list upq prints for these strings (`jlist` alone: []).
+jlist() { "$PY" -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@"; }
 
 # jail ARGS... -- CMD: runs authproxy jail; output of CMD on stdout.
 jail() { "$AUTHPROXY" jail "$@"; }

@@ -95,7 +95,7 @@ out=$(run -- sh -c "$PY $T/probe.py; curl -sS http://api.example.com/v4; curl -s
 assert_contains "$out" '"path": "/v4"' "HTTP by name through the proxy"
 assert_contains "$out" '"path": "/v6"' "HTTP over IPv6 through the proxy"
 assert_eq "$(upq up 'hdr([r for r in reqs if r["path"] == "/v6"][0], "Authorization")')" \
-  "['Bearer sk-capture-$$']" "IPv6 flow injected like IPv4"
+  "$(jlist "Bearer sk-capture-$$")" "IPv6 flow injected like IPv4"
 sleep 0.3  # packets in flight to the peer would land now; the peer logs on arrival
 assert_eq "$(grep -cv ready "$T/peer4.log" || true)" "0" "IPv4 traffic leaked to the uplink: $(cat "$T/peer4.log")"
 assert_eq "$(grep -cv ready "$T/peer6.log" || true)" "0" "IPv6 traffic leaked to the uplink: $(cat "$T/peer6.log")"
@@ -120,7 +120,7 @@ for mode in redirect tproxy; do
   : > "$T/up.jsonl"
   out=$(ip netns exec "$GST" curl -sS --max-time 5 -H 'Host: api.example.com' "http://198.51.100.7/guest-$mode")
   assert_contains "$out" "\"path\": \"/guest-$mode\"" "guest request via $mode"
-  assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" "['Bearer sk-capture-$$']" "guest injected ($mode)"
+  assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer sk-capture-$$")" "guest injected ($mode)"
   # The guest's DNS, to whatever server it asks, is answered by the sandbox's responder.
   ans=$(ip netns exec "$GST" "$PY" -c '
 import socket, struct

@@ -44,24 +44,24 @@ out=$(run sh -c 'env | grep -c "sk-test" || true; curl -sS http://api.example.co
 assert_contains "$out" '"ok": true' "request reached the upstream"
 assert_eq "$(echo "$out" | head -n1)" "0" "secret in the sandbox environment"
 assert_not_contains "$out" "$SECRET" "secret visible to the sandbox"
-assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" "['Bearer $SECRET']" "injected header"
-assert_eq "$(upq up 'hdr(reqs[-1], "X-Team")')" "['agents']" "plaintext header"
-assert_eq "$(upq up 'hdr(reqs[-1], "X-Wild")')" "['yes']" "second matching rule applies"
+assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer $SECRET")" "injected header"
+assert_eq "$(upq up 'hdr(reqs[-1], "X-Team")')" "$(jlist "agents")" "plaintext header"
+assert_eq "$(upq up 'hdr(reqs[-1], "X-Wild")')" "$(jlist "yes")" "second matching rule applies"
 pass "injection on a matching host"
 
 # 2. The sandbox's own Authorization (any case, several copies) is replaced, once.
 run curl -sS -o /dev/null -H 'Authorization: Bearer mine' -H 'authorization: again' \
   http://api.example.com/x
-assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" "['Bearer $SECRET']" "replaced, not duplicated"
+assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer $SECRET")" "replaced, not duplicated"
 pass "sandbox copies of an injected header stripped"
 
 # 3. Path rules apply per request on one keep-alive connection.
 : > "$T/up.jsonl"
 run curl -sS -o /dev/null -o /dev/null http://git.example.com/repos/a/b http://git.example.com/admin
 assert_eq "$(upq up 'len(set(r["conn"] for r in reqs))')" "1" "one keep-alive connection"
-assert_eq "$(upq up 'hdr(reqs[0], "Authorization")')" "['token opaque-$$']" "match_paths hit"
+assert_eq "$(upq up 'hdr(reqs[0], "Authorization")')" "$(jlist "token opaque-$$")" "match_paths hit"
 assert_eq "$(upq up 'hdr(reqs[1], "Authorization")')" "[]" "match_paths miss"
-assert_eq "$(upq up 'hdr(reqs[1], "X-Wild")')" "['yes']" "other rule still applies"
+assert_eq "$(upq up 'hdr(reqs[1], "X-Wild")')" "$(jlist "yes")" "other rule still applies"
 pass "path rules per request"
 
 # 4. Traversal does not reach a match_paths rule's header.
@@ -89,7 +89,7 @@ pass "deny answered with 403 JSON"
 # 7. no_proxy: relayed untouched, even though *.example.com has a rule.
 : > "$T/up.jsonl"
 run curl -sS -o /dev/null -H 'Authorization: Bearer sandbox-own' http://bypass.example.com/raw
-assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" "['Bearer sandbox-own']" "bypass untouched"
+assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer sandbox-own")" "bypass untouched"
 assert_eq "$(upq up 'hdr(reqs[-1], "X-Wild")')" "[]" "bypass: no injection"
 pass "no_proxy relayed untouched"
 

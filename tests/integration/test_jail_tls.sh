@@ -49,7 +49,7 @@ run() {
 out=$(run curl -sS https://api.example.com/v1/models)
 assert_contains "$out" '"ok": true' "curl through interception"
 assert_not_contains "$out" "$SECRET" "secret reached the sandbox"
-assert_eq "$(upq tls 'hdr(reqs[-1], "Authorization")')" "['Bearer $SECRET']" "curl: injected"
+assert_eq "$(upq tls 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer $SECRET")" "curl: injected"
 assert_eq "$(upq tls 'reqs[-1]["sni"]')" "api.example.com" "upstream SNI is the name"
 pass "curl: intercepted and injected"
 
@@ -58,7 +58,7 @@ out=$(run "$PY" -c '
 import urllib.request
 print(urllib.request.urlopen("https://api.example.com/py").read().decode())')
 assert_contains "$out" '"path": "/py"' "python through interception"
-assert_eq "$(upq tls 'hdr(reqs[-1], "Authorization")')" "['Bearer $SECRET']" "python: injected"
+assert_eq "$(upq tls 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer $SECRET")" "python: injected"
 pass "python urllib: intercepted and injected"
 
 # node's https module (NODE_EXTRA_CA_CERTS).
@@ -68,7 +68,7 @@ require("https").get("https://api.example.com/node", r => {
   let b = ""; r.on("data", d => b += d); r.on("end", () => console.log(r.statusCode, b));
 }).on("error", e => { console.log("error", e.message); process.exit(1); });')
   assert_contains "$out" "200" "node through interception"
-  assert_eq "$(upq tls 'hdr(reqs[-1], "Authorization")')" "['Bearer $SECRET']" "node: injected"
+  assert_eq "$(upq tls 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer $SECRET")" "node: injected"
   pass "node https: intercepted and injected"
 else
   echo "note: node not installed; node client not exercised"
@@ -78,7 +78,7 @@ fi
 : > "$T/tls.jsonl"
 run curl -sS -o /dev/null -o /dev/null https://api.example.com/admin/x https://api.example.com/user
 assert_eq "$(upq tls 'len(set(r["conn"] for r in reqs))')" "1" "one keep-alive connection"
-assert_eq "$(upq tls 'hdr(reqs[0], "X-Admin")')" "['1']" "path rule hit"
+assert_eq "$(upq tls 'hdr(reqs[0], "X-Admin")')" "$(jlist "1")" "path rule hit"
 assert_eq "$(upq tls 'hdr(reqs[1], "X-Admin")')" "[]" "path rule miss"
 pass "path rules per request inside TLS"
 
@@ -87,7 +87,7 @@ pass "path rules per request inside TLS"
 : > "$T/tls.jsonl"
 out=$(run curl -sS --cacert "$T/ca/ca.pem" -H 'Authorization: Bearer own' https://tunnel.example.com/t)
 assert_contains "$out" '"ok": true' "tunnel"
-assert_eq "$(upq tls 'hdr(reqs[-1], "Authorization")')" "['Bearer own']" "tunnel untouched"
+assert_eq "$(upq tls 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer own")" "tunnel untouched"
 pass "tunnel with the upstream's own certificate"
 
 # Upstream certificate for another name, or from an untrusted CA: 502, nothing sent.
@@ -154,5 +154,5 @@ while len(rest) < 2 or len(rest) < 2 + rest[1]:
 print(rest[2:2 + rest[1]].decode())')
 assert_contains "$out" "101" "websocket upgrade"
 assert_contains "$out" "echo:hello" "websocket frames"
-assert_eq "$(upq tls 'hdr(reqs[-1], "Authorization")')" "['Bearer $SECRET']" "ws: injected"
+assert_eq "$(upq tls 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer $SECRET")" "ws: injected"
 pass "WebSocket through interception"
