@@ -342,10 +342,6 @@ static void child_main(struct jail *j, pid_t parent, char **cmd)
   size_t i;
   int r;
 
-  /* CMD must not outlive the proxy that is its only way out. */
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() != parent)
-    _exit(126);
   for (i = 1; i < NSIG; i++)
     signal((int)i, SIG_DFL);
   sigemptyset(&all);
@@ -369,6 +365,11 @@ static void child_main(struct jail *j, pid_t parent, char **cmd)
     setenv(ca_vars[i], bundle, 1);
   if (drop_privileges(j->user, &pw) != 0)
     _exit(126);
+  /* CMD must not outlive the proxy that is its only way out. Set after the switch of
+   * user, which clears it; then check the parent did not die before it was set. */
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent)
+    _exit(126);
   if (pw != NULL) {
     setenv("HOME", pw->pw_dir, 1);
     setenv("USER", pw->pw_name, 1);
@@ -380,6 +381,24 @@ static void child_main(struct jail *j, pid_t parent, char **cmd)
 }
 
 /* ---- the parent ---- */
+
+/* One line on what the sandbox did, for -v. */
+static void log_summary(const struct jail *j)
+{
+  const struct proxy_counters *k = &j->ctx.counters;
+  struct proxy_ca_stats cs;
+
+  proxy_ca_stats(j->ca, &cs);
+  log_info("jail: %llu connections (%llu tunnel, %llu intercept, %llu bypass, %llu deny), "
+           "%llu requests (%llu denied, %llu malformed), %llu headers injected; "
+           "certificates: %zu cached, %llu minted, %llu evicted",
+           (unsigned long long)k->conns_accepted, (unsigned long long)k->actions[RULES_TUNNEL],
+           (unsigned long long)k->actions[RULES_INTERCEPT],
+           (unsigned long long)k->actions[RULES_BYPASS], (unsigned long long)k->actions[RULES_DENY],
+           (unsigned long long)k->requests, (unsigned long long)k->requests_denied,
+           (unsigned long long)k->requests_bad, (unsigned long long)k->headers_injected,
+           cs.entries, (unsigned long long)cs.misses, (unsigned long long)cs.evictions);
+}
 
 static void sandbox_closed(void *arg)
 {
@@ -608,6 +627,7 @@ int proxy_cmd_jail(int argc, char **argv)
   }
   uv_run(&j->loop, UV_RUN_DEFAULT);
   ret = j->child > 0 ? j->exit_status : 1;
+  log_summary(j);
 
 out_loop:
   if (j->sb != NULL)

@@ -156,3 +156,24 @@ assert_contains "$out" "101" "websocket upgrade"
 assert_contains "$out" "echo:hello" "websocket frames"
 assert_eq "$(upq tls 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer $SECRET")" "ws: injected"
 pass "WebSocket through interception"
+
+# Session resumption on both sides: a reconnecting client resumes with the proxy's
+# ticket, and the proxy resumes its own session with the upstream.
+: > "$T/tls.jsonl"
+out=$(run "$PY" -c '
+import socket, ssl
+ctx = ssl.create_default_context()
+sess = None
+for i in range(2):
+    s = ctx.wrap_socket(socket.create_connection(("api.example.com", 443)),
+                        server_hostname="api.example.com", session=sess)
+    s.sendall(b"GET /resume HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n")
+    while s.recv(65536):
+        pass
+    print("reused" if s.session_reused else "full")
+    sess = s.session
+    s.close()')
+assert_eq "$(echo $out)" "full reused" "sandbox-side resumption"
+assert_eq "$(upq tls '[e["resumed"] for e in events if e["event"] == "conn"]')" "[false, true]" \
+  "upstream-side resumption"
+pass "TLS sessions resume on both sides"

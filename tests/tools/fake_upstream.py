@@ -202,7 +202,8 @@ def serve_conn(sock, ctx):
             sock = ctx.wrap_socket(sock, server_side=True)
         sock.settimeout(60)
         c = Conn(sock, cid, SNI.get(id(sock)))
-        log({"event": "conn", "conn": cid, "tls": ctx is not None, "sni": c.sni})
+        log({"event": "conn", "conn": cid, "tls": ctx is not None, "sni": c.sni,
+             "resumed": bool(ctx is not None and sock.session_reused)})
         try:
             handle(c)
         except (EOFError, ConnectionError, ValueError, socket.timeout, ssl.SSLError) as e:
