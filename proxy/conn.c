@@ -458,7 +458,15 @@ static void conn_decide(struct proxy_conn *c)
       proxy_tls_intercept(c);
       return;
     }
-    /* Not TLS and not HTTP: nothing to inject into; relay it like a tunnel. */
+    /* Not TLS and not HTTP: nothing to inject into, so relaying it like a tunnel
+     * loses nothing, unless request-level egress policy applies. Opaque bytes would
+     * carry a denied path or method past it: a client only has to stay silent past
+     * server_first_ms, or send a blank line before its request line, to get here. */
+    if (d.inspect) {
+      c->action = RULES_DENY;
+      proxy_conn_close(c, 1, "uninspectable_protocol");
+      return;
+    }
     c->action = RULES_TUNNEL;
     break;
   case RULES_TUNNEL:

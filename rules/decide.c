@@ -49,6 +49,7 @@ void rules_decide_conn(const struct rules_config *cfg, const struct rules_dest *
   out->action = RULES_TUNNEL;
   out->reason = NULL;
   out->entry[0] = '\0';
+  out->inspect = 0;
   if (rules_target_init(&t, dest) != 0) {
     deny_conn(out, "invalid_name", NULL, 0);
     return;
@@ -86,6 +87,7 @@ void rules_decide_conn(const struct rules_config *cfg, const struct rules_dest *
   }
   if (force_list != NULL) {
     out->action = RULES_INTERCEPT;
+    out->inspect = 1;
     set_entry(out->entry, force_list, force);
     return;
   }

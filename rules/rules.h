@@ -247,6 +247,9 @@ struct rules_decision {
                          "invalid_name", ...; NULL otherwise */
   char entry[64];     /* what decided, for logs: "egress.deny[2]", "no_proxy[0]", a rule
                          name, or "" */
+  int inspect;        /* 1 when request-level egress policy (an entry with paths or
+                         methods, step 4 below) applies: the connection may only be
+                         served by reading its requests, never relayed as opaque bytes */
 };
 
 /*
@@ -265,7 +268,7 @@ struct rules_decision {
  *    matching: intercept;
  * 7. else tunnel.
  * out->entry names what decided: "egress.deny[2]", "no_proxy[0]", a rule name,
- * "callback", or "".
+ * "callback", or "". out->inspect is set in case 4 only.
  */
 void rules_decide_conn(const struct rules_config *cfg, const struct rules_dest *dest,
                        struct rules_decision *out);
