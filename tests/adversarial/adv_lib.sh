@@ -65,3 +65,76 @@ wait_quiet() {
 # port of the LISTEN socket on 0.0.0.0 that is not the DNS port).
 # Usage inside CMD: ss -Hltn | awk ...; kept here as the awk program for reuse.
 LISTENER_AWK='$4 ~ /^0\.0\.0\.0:/ { split($4, a, ":"); if (a[2] != "53") print a[2] }'
+
+# ---- a stand-in for the host: the proxy's own namespace with a watched resolver ----
+#
+# host_ns_start [--answer SUFFIX=IPV4]...: creates a namespace (lo only) standing in
+# for the host the proxy runs on. Its resolver is tests/tools/fake_resolver.py on
+# 127.0.0.1:53, which logs every query the proxy's getaddrinfo makes to
+# $T/resolver.jsonl. Names not listed with --answer get NXDOMAIN. Nothing a test
+# run this way does can reach the real host's resolver. Sets HNS.
+host_ns_start() {
+  HNS=$(make_netns host)
+  # A default route via lo: a packet to any address passes the output hook (and is
+  # counted below) instead of failing with ENETUNREACH before it.
+  ip -n "$HNS" route add default dev lo src 127.0.0.1
+  ip netns exec "$HNS" nft -f - <<'NFT'
+table inet watch {
+  counter dns_udp { }
+  counter dns_tcp { }
+  counter offhost { }
+  chain out {
+    type filter hook output priority 0; policy accept;
+    udp dport 53 counter name "dns_udp"
+    tcp dport 53 tcp flags & (syn | ack) == syn counter name "dns_tcp"
+    ip daddr != 127.0.0.0/8 counter name "offhost"
+    ip6 daddr != ::1 counter name "offhost"
+  }
+}
+NFT
+  printf 'nameserver 127.0.0.1\noptions attempts:1 timeout:2\n' > "$T/host-resolv.conf"
+  : > "$T/resolver.jsonl"
+  ip netns exec "$HNS" "$PY" "$TOOLS/fake_resolver.py" --log "$T/resolver.jsonl" \
+    --ready "$T/resolver.ready" "$@" 2> "$T/resolver.log" &
+  PIDS+=($!)
+  wait_for "[ -s '$T/resolver.ready' ]" 10
+}
+
+# hjail ARGS... -- CMD: authproxy jail run inside $HNS, with /etc/resolv.conf (in a
+# private mount namespace) pointing at the fake resolver.
+hjail() {
+  ip netns exec "$HNS" unshare -m --propagation private \
+    sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$T/host-resolv.conf" \
+    "$AUTHPROXY" jail "$@"
+}
+
+# hupstream NAME [CERT KEY]: start_upstream, inside $HNS (127.0.0.1 there).
+hupstream() {
+  local name=$1 cert=${2:-} key=${3:-}
+  local args=(--port-file "$T/$name.port" --log "$T/$name.jsonl")
+  [ -n "$cert" ] && args+=(--cert "$cert" --key "$key")
+  : > "$T/$name.jsonl"
+  ip netns exec "$HNS" "$PY" "$TOOLS/fake_upstream.py" "${args[@]}" 2> "$T/$name.log" &
+  PIDS+=($!)
+  wait_for "[ -s '$T/$name.port' ]" 10
+  printf -v "${name}_PORT" '%s' "$(cat "$T/$name.port")"
+}
+
+# host_counter NAME: packets counted by the $HNS output counter NAME: dns_udp (UDP
+# datagrams to port 53, from anyone to anywhere), dns_tcp (TCP connections opened to
+# port 53), offhost (packets to any address but loopback).
+host_counter() {
+  ip netns exec "$HNS" nft list counter inet watch "$1" |
+    awk '/packets/ { for (i = 1; i < NF; i++) if ($i == "packets") print $(i + 1) }'
+}
+
+# resolved EXPR: evaluates a Python expression over `qs`, the queries the fake
+# resolver received (dicts with name, qtype, transport); prints the result.
+resolved() {
+  "$PY" - "$T/resolver.jsonl" "$1" <<'PYEOF'
+import json, sys
+qs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+r = eval(sys.argv[2])
+print(r if not isinstance(r, (dict, list)) else json.dumps(r))
+PYEOF
+}

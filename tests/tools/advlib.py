@@ -89,9 +89,10 @@ def dns_answer_summary(msg):
     return (rcode, addrs)
 
 
-def exchange(addr, port, data, timeout=10, family=None, read_all=True, pre_wait=0.0):
+def exchange(addr, port, data, timeout=10, family=None, read_all=True, pre_wait=0.0,
+             first_only=False):
     """Connects, optionally waits, sends data, reads until EOF (or one head when
-    read_all is False) and reports {"connect": ..., "status": first line, "body",
+    read_all is False, or the first bytes when first_only) and reports {"connect": ..., "status": first line, "body",
     "end": closed|reset|timeout|open, "reason": X-Authproxy-Error}."""
     fam = family or (socket.AF_INET6 if ":" in addr else socket.AF_INET)
     res = {"connect": "ok", "status": "", "end": "open", "reason": "", "bytes": 0}
@@ -117,7 +118,7 @@ def exchange(addr, port, data, timeout=10, family=None, read_all=True, pre_wait=
                 res["end"] = "closed"
                 break
             buf += chunk
-            if not read_all and b"\r\n\r\n" in buf:
+            if (not read_all and b"\r\n\r\n" in buf) or first_only:
                 break
     except ConnectionResetError:
         res["end"] = "reset"
