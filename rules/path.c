@@ -31,7 +31,10 @@ static int is_unreserved(unsigned char c)
 /*
  * Decodes percent-encoded unreserved characters and uppercases the hex digits of the
  * others, writing to out (at most len bytes). Sets RULES_PATH_AMBIGUOUS for an
- * encoded '/', '\' or NUL and for a literal '\'. Returns the length or -EINVAL.
+ * encoded '/', '\' or NUL, for a literal '\', and for an empty segment ("//"):
+ * nginx and Apache merge slashes before resolving dot-segments, so "/repos//../x"
+ * is /x to them and /repos/x to RFC 3986, and "//admin" is /admin to them but not
+ * to a pattern. Returns the length or -EINVAL.
  */
 static int decode(const char *in, size_t len, char *out, int *flags)
 {
@@ -43,7 +46,7 @@ static int decode(const char *in, size_t len, char *out, int *flags)
 
     if (c <= 0x20 || c == 0x7f || c == '#')
       return -EINVAL;
-    if (c == '\\')
+    if (c == '\\' || (c == '/' && w > 0 && out[w - 1] == '/'))
       *flags |= RULES_PATH_AMBIGUOUS;
     if (c != '%') {
       out[w++] = (char)c;
@@ -72,8 +75,8 @@ static int decode(const char *in, size_t len, char *out, int *flags)
 
 /*
  * Removes dot-segments in place (RFC 3986 5.2.4) from a path starting with '/'.
- * Empty segments (duplicate slashes) are kept: servers disagree on merging them, and
- * a pattern sees the path as sent. A segment "..;x" or ".;x" is flagged ambiguous:
+ * Empty segments (duplicate slashes) are kept, and flagged ambiguous by decode():
+ * servers disagree on merging them. A segment "..;x" or ".;x" is flagged ambiguous:
  * some servers strip the parameter and then treat it as a dot-segment.
  */
 static size_t remove_dot_segments(char *buf, size_t n, int *flags)
@@ -182,8 +185,8 @@ int rules_pathpat_parse(struct rules_arena *a, const char *s, struct rules_pathp
   norm[n] = '\0';
   if (flags & RULES_PATH_AMBIGUOUS) {
     snprintf(err, errsize,
-             "has %%2F, %%5C, %%00 or '\\', which make a path ambiguous; such paths "
-             "never match match_paths");
+             "has %%2F, %%5C, %%00, '\\' or '//', which make a path ambiguous; such "
+             "paths never match match_paths");
     return -EINVAL;
   }
   /* A dot-segment is removed from every request path, so it could never match. */

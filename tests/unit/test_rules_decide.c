@@ -234,6 +234,10 @@ TEST(egress_request_table)
     /* an ambiguous path may be the denied one: deny */
     { "github.com", "POST", "/o/r.git%2Fgit-receive-pack", 1, "egress_deny", "egress.deny[3]" },
     { "github.com", "GET", "/o/r.git%2Fgit-receive-pack", 0, NULL, "" },
+    /* nginx and Apache merge slashes before resolving dot-segments */
+    { "github.com", "POST", "/o/r.git//../r.git/x/../git-receive-pack", 1, "egress_deny",
+      "egress.deny[3]" },
+    { "github.com", "POST", "//o/r.git/git-receive-pack", 1, "egress_deny", "egress.deny[3]" },
     { "api.github.com", "DELETE", "/repos/o/r", 1, "egress_deny", "egress.deny[4]" },
     { "api.github.com", "GET", "/repos/o/r", 0, NULL, "gh" },
     { "paste.pastebin.com", "GET", "/", 1, "egress_deny", "egress.deny[0]" },

@@ -264,9 +264,11 @@ static const struct path_case path_cases[] = {
   { "/a/b/..", "/a/", 0 },
   { "/..", "/", 0 },
   { "/../../etc/passwd", "/etc/passwd", 0 },
-  { "/a//../b", "/a/b", 0 },
+  { "/a//../b", "/a/b", 1 }, /* nginx: /b */
   { "/a/...", "/a/...", 0 },
-  { "//repos//a", "//repos//a", 0 },
+  { "//repos//a", "//repos//a", 1 },
+  { "/repos/", "/repos/", 0 },
+  { "/a/%2F/b", "/a/%2F/b", 1 },
   { "/repos/a?x=/../admin", "/repos/a", 0 },
   { "/repos/a?", "/repos/a", 0 },
   { "/r%65pos/a", "/repos/a", 0 },
@@ -350,6 +352,8 @@ TEST(match_paths_bypass_shapes)
     { "/repos/%2E%2e/admin", 0, 0 },
     { "/r%65pos/a", 1, 0 },
     { "//repos/a", 0, 0 },
+    { "/repos//../admin", 0, 0 }, /* nginx merges the slashes first: /admin */
+    { "/repos/a//b", 0, 0 },
     { "/repos%2Fa", 0, 0 },
     { "/repos/a%2F..%2F..%2Fadmin", 0, 0 },
     { "/repos/..;/admin", 0, 0 },
