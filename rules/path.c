@@ -31,10 +31,12 @@ static int is_unreserved(unsigned char c)
 /*
  * Decodes percent-encoded unreserved characters and uppercases the hex digits of the
  * others, writing to out (at most len bytes). Sets RULES_PATH_AMBIGUOUS for an
- * encoded '/', '\' or NUL, for a literal '\', and for an empty segment ("//"):
- * nginx and Apache merge slashes before resolving dot-segments, so "/repos//../x"
- * is /x to them and /repos/x to RFC 3986, and "//admin" is /admin to them but not
- * to a pattern. Returns the length or -EINVAL.
+ * encoded '/', '\' or NUL, for a literal '\', for an empty segment ("//"): nginx
+ * and Apache merge slashes before resolving dot-segments, so "/repos//../x" is /x to
+ * them and /repos/x to RFC 3986, and "//admin" is /admin to them but not to a
+ * pattern; and for a ';': Java servlet containers strip ";params" from every segment
+ * before mapping, so "/admin;x" and "/repos/..;/admin" are /admin to them.
+ * Returns the length or -EINVAL.
  */
 static int decode(const char *in, size_t len, char *out, int *flags)
 {
@@ -46,7 +48,7 @@ static int decode(const char *in, size_t len, char *out, int *flags)
 
     if (c <= 0x20 || c == 0x7f || c == '#')
       return -EINVAL;
-    if (c == '\\' || (c == '/' && w > 0 && out[w - 1] == '/'))
+    if (c == '\\' || c == ';' || (c == '/' && w > 0 && out[w - 1] == '/'))
       *flags |= RULES_PATH_AMBIGUOUS;
     if (c != '%') {
       out[w++] = (char)c;
@@ -75,11 +77,10 @@ static int decode(const char *in, size_t len, char *out, int *flags)
 
 /*
  * Removes dot-segments in place (RFC 3986 5.2.4) from a path starting with '/'.
- * Empty segments (duplicate slashes) are kept, and flagged ambiguous by decode():
- * servers disagree on merging them. A segment "..;x" or ".;x" is flagged ambiguous:
- * some servers strip the parameter and then treat it as a dot-segment.
+ * Empty segments (duplicate slashes) and ";params" are kept as sent; decode() has
+ * flagged both ambiguous, since servers disagree on what they mean.
  */
-static size_t remove_dot_segments(char *buf, size_t n, int *flags)
+static size_t remove_dot_segments(char *buf, size_t n)
 {
   size_t r = 0, w = 0;
 
@@ -89,9 +90,6 @@ static size_t remove_dot_segments(char *buf, size_t n, int *flags)
     while (end < n && buf[end] != '/')
       end++;
     slen = end - seg;
-    if ((slen >= 2 && buf[seg] == '.' && buf[seg + 1] == ';') ||
-        (slen >= 3 && buf[seg] == '.' && buf[seg + 1] == '.' && buf[seg + 2] == ';'))
-      *flags |= RULES_PATH_AMBIGUOUS;
     if (slen == 1 && buf[seg] == '.') {
       r = end;
       if (r == n)
@@ -135,7 +133,7 @@ int rules_normalize_path(const char *in, size_t len, char *out, size_t size, int
   n = decode(in, len, out, &f);
   if (n < 0)
     return n;
-  n = (int)remove_dot_segments(out, (size_t)n, &f);
+  n = (int)remove_dot_segments(out, (size_t)n);
   out[n] = '\0';
   if (flags != NULL)
     *flags = f;
@@ -185,8 +183,8 @@ int rules_pathpat_parse(struct rules_arena *a, const char *s, struct rules_pathp
   norm[n] = '\0';
   if (flags & RULES_PATH_AMBIGUOUS) {
     snprintf(err, errsize,
-             "has %%2F, %%5C, %%00, '\\' or '//', which make a path ambiguous; such "
-             "paths never match match_paths");
+             "has %%2F, %%5C, %%00, '\\', ';' or '//', which make a path ambiguous; "
+             "such paths never match match_paths");
     return -EINVAL;
   }
   /* A dot-segment is removed from every request path, so it could never match. */

@@ -331,6 +331,7 @@ TEST(malformed_paths)
             "malformed percent-encoding");
   parse_err(RULE_PATHS("\"/a%2Fb\""), NULL, "rules[0].match_paths[0]", "ambiguous");
   parse_err(RULE_PATHS("\"/a//b\""), NULL, "rules[0].match_paths[0]", "'//'");
+  parse_err(RULE_PATHS("\"/a;b\""), NULL, "rules[0].match_paths[0]", "';'");
   parse_err(RULE_PATHS("\"/a b\""), NULL, "rules[0].match_paths[0]", "percent-encode it");
   parse_err(RULE_PATHS("1"), NULL, "rules[0].match_paths[0]", "must be a string");
   /* Patterns are normalized like request paths: %7E and ~ are the same. */

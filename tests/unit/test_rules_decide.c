@@ -238,6 +238,9 @@ TEST(egress_request_table)
     { "github.com", "POST", "/o/r.git//../r.git/x/../git-receive-pack", 1, "egress_deny",
       "egress.deny[3]" },
     { "github.com", "POST", "//o/r.git/git-receive-pack", 1, "egress_deny", "egress.deny[3]" },
+    /* servlet containers strip ;params: /o/r.git/git-receive-pack */
+    { "github.com", "POST", "/o/r.git/git-receive-pack;x=1", 1, "egress_deny",
+      "egress.deny[3]" },
     { "api.github.com", "DELETE", "/repos/o/r", 1, "egress_deny", "egress.deny[4]" },
     { "api.github.com", "GET", "/repos/o/r", 0, NULL, "gh" },
     { "paste.pastebin.com", "GET", "/", 1, "egress_deny", "egress.deny[0]" },

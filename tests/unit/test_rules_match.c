@@ -281,7 +281,8 @@ static const struct path_case path_cases[] = {
   { "/a%00", "/a%00", 1 },
   { "/repos/..;/admin", "/repos/..;/admin", 1 },
   { "/repos/.;x/a", "/repos/.;x/a", 1 },
-  { "/a;b/c", "/a;b/c", 0 },
+  { "/a;b/c", "/a;b/c", 1 }, /* servlet containers: /a/c */
+  { "/admin;jsessionid=1", "/admin;jsessionid=1", 1 },
   { "/a%zz", NULL, 0 },
   { "/a%4", NULL, 0 },
   { "/a%", NULL, 0 },
@@ -357,6 +358,7 @@ TEST(match_paths_bypass_shapes)
     { "/repos%2Fa", 0, 0 },
     { "/repos/a%2F..%2F..%2Fadmin", 0, 0 },
     { "/repos/..;/admin", 0, 0 },
+    { "/repos;x/a", 0, 0 },
     { "/repos/a\\..\\..\\admin", 0, 0 },
     { "/repos/a%zz", 0, 1 },
     { "repos/a", 0, 1 },
