@@ -42,6 +42,10 @@ struct proxy_http {
   int msg_complete;          /* set by llhttp callbacks */
   int status;                /* final response status */
   int decided;               /* the connection-level decision was made */
+  int in_body;               /* llhttp is past the request head: fields are trailers */
+  int bad_trailer;           /* a trailer field repeats an injected header */
+  char trailer[64];          /* the name of the trailer field being parsed */
+  size_t trailer_len;        /* > sizeof(trailer): longer than any name compared */
   size_t scanned;            /* pending bytes already searched for a line feed */
   unsigned requests;
   struct rules_request_decision *rd; /* decision waiting for the callback */
@@ -64,6 +68,73 @@ struct proxy_http {
 static void process_down(struct proxy_conn *c);
 
 /* ---- llhttp glue ---- */
+
+static int on_req_headers(llhttp_t *p)
+{
+  struct proxy_conn *c = p->data;
+
+  c->http->in_body = 1;
+  return 0;
+}
+
+/* Collects a trailer field's name; llhttp may deliver it in pieces. */
+static int on_req_field(llhttp_t *p, const char *at, size_t len)
+{
+  struct proxy_http *h = ((struct proxy_conn *)p->data)->http;
+
+  if (!h->in_body)
+    return 0;
+  if (h->trailer_len + len <= sizeof(h->trailer))
+    memcpy(h->trailer + h->trailer_len, at, len);
+  h->trailer_len += len;
+  return 0;
+}
+
+/* Header names compared as httphead.c does when it strips the sandbox's copies:
+ * case-insensitive, '_' and '-' alike (CGI-style gateways fold them). */
+static int same_name_folded(const char *a, size_t alen, const char *b)
+{
+  size_t i;
+
+  if (alen != strlen(b))
+    return 0;
+  for (i = 0; i < alen; i++) {
+    char x = a[i] == '_' ? '-' : a[i], y = b[i] == '_' ? '-' : b[i];
+
+    if (x >= 'A' && x <= 'Z')
+      x = (char)(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z')
+      y = (char)(y - 'A' + 'a');
+    if (x != y)
+      return 0;
+  }
+  return 1;
+}
+
+/*
+ * A trailer field that repeats an injected header is refused (invariant I6): a
+ * server that merges trailers into the header section would see the sandbox's copy
+ * next to the injected one. The error stops llhttp inside the trailer section, so
+ * the request never completes upstream.
+ */
+static int on_req_field_complete(llhttp_t *p)
+{
+  struct proxy_http *h = ((struct proxy_conn *)p->data)->http;
+  size_t i, len = h->trailer_len;
+
+  if (!h->in_body)
+    return 0;
+  h->trailer_len = 0;
+  if (len > sizeof(h->trailer))
+    return 0;
+  for (i = 0; i < h->ninjected; i++) {
+    if (same_name_folded(h->trailer, len, h->injected[i])) {
+      h->bad_trailer = 1;
+      return -1;
+    }
+  }
+  return 0;
+}
 
 static int on_req_complete(llhttp_t *p)
 {
@@ -99,6 +170,9 @@ static int on_resp_complete(llhttp_t *p)
 }
 
 static const llhttp_settings_t req_settings = {
+  .on_headers_complete = on_req_headers,
+  .on_header_field = on_req_field,
+  .on_header_field_complete = on_req_field_complete,
   .on_message_complete = on_req_complete,
 };
 
@@ -463,6 +537,9 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
    * rewritten one, where an upgrade is a WebSocket upgrade and nothing else. */
   llhttp_reset(&h->req);
   h->msg_complete = 0;
+  h->in_body = 0;
+  h->bad_trailer = 0;
+  h->trailer_len = 0;
   err = llhttp_execute(&h->req, h->out, h->out_len);
   if ((err != HPE_OK && err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) ||
       (err == HPE_OK && h->msg_complete) ||
@@ -495,14 +572,18 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
   return -1; /* up_ready resumed processing */
 }
 
-/* Streams request body bytes: returns how many of data[0..len) belong to the body. */
-static size_t feed_body(struct proxy_conn *c, const char *data, size_t len, int *error)
+/*
+ * Streams request body bytes: returns how many of data[0..len) belong to the body.
+ * On an error, *error is the reason for the 400 and what is left is never forwarded.
+ */
+static size_t feed_body(struct proxy_conn *c, const char *data, size_t len,
+                        const char **error)
 {
   struct proxy_http *h = c->http;
   llhttp_errno_t err;
   size_t used = len;
 
-  *error = 0;
+  *error = NULL;
   h->msg_complete = 0;
   err = llhttp_execute(&h->req, data, len);
   if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
@@ -512,7 +593,7 @@ static size_t feed_body(struct proxy_conn *c, const char *data, size_t len, int 
   } else if (err != HPE_OK) {
     /* An invalid chunk size or extension: what is left is never forwarded. */
     used = (size_t)(llhttp_get_error_pos(&h->req) - data);
-    *error = 1;
+    *error = h->bad_trailer ? "injected_header_in_trailer" : "invalid_chunked_body";
     return used > len ? 0 : used;
   }
   if (h->msg_complete)
@@ -540,8 +621,8 @@ static void process_down(struct proxy_conn *c)
   struct proxy_http_request *req;
   enum proxy_http_status st;
   const char *why = NULL;
+  const char *error;
   size_t used;
-  int error;
 
   while (c->state == CONN_HTTP) {
     switch (h->phase) {
@@ -612,8 +693,8 @@ static void process_down(struct proxy_conn *c)
       if (forward_up(c, c->pending, used) != 0)
         return;
       proxy_conn_pending_consume(c, used);
-      if (error) {
-        fail_request(c, 400, "invalid_chunked_body", NULL);
+      if (error != NULL) {
+        fail_request(c, 400, error, NULL);
         return;
       }
       break;
@@ -727,8 +808,8 @@ void proxy_http_on_data(struct proxy_conn *c, struct proxy_end *e, const char *d
                         size_t len)
 {
   struct proxy_http *h = c->http;
+  const char *error;
   size_t used;
-  int error;
 
   if (e == &c->up) {
     on_up_data(c, data, len);
@@ -740,8 +821,8 @@ void proxy_http_on_data(struct proxy_conn *c, struct proxy_end *e, const char *d
     used = feed_body(c, data, len, &error);
     if (forward_up(c, data, used) != 0)
       return;
-    if (error) {
-      fail_request(c, 400, "invalid_chunked_body", NULL);
+    if (error != NULL) {
+      fail_request(c, 400, error, NULL);
       return;
     }
     data += used;

@@ -40,6 +40,7 @@ static const struct reason_text reasons[] = {
                         "was not sent" },
   { "head_timeout", "the request head did not arrive in time" },
   { "headers_too_large", "the request head is too large" },
+  { "injected_header_in_trailer", "a chunked trailer repeats a header the proxy injects" },
   { "connect_not_allowed", "CONNECT is not supported: connect to the destination directly" },
 };
 

@@ -87,7 +87,9 @@ def read_body(c, headers):
             line = c.read_until(b"\r\n")
             size = int(line.split(b";")[0].strip(), 16)
             if size == 0:
-                c.read_until(b"\r\n")  # trailers end (no trailers expected)
+                # Trailer fields, then the empty line that ends the message.
+                while c.read_until(b"\r\n") != b"\r\n":
+                    pass
                 return body
             body += c.read_exact(size)
             c.read_exact(2)
