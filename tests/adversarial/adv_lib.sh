@@ -3,23 +3,43 @@
 
 ADV_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-# result FILE CASE FIELD: prints FIELD of the JSON line whose "case" is CASE in FILE
-# (as printed by advlib.emit), or "missing".
-result() {
-  "$PY" - "$1" "$2" "$3" <<'PYEOF'
+# load_results FILE: parses FILE (JSON lines as printed by advlib.emit) into
+# ADV_RESULTS once, so that result lookups need no Python start each. Call it in the
+# test's own shell after FILE is written: lookups run in $(...) subshells, which
+# cannot fill the parent's cache.
+declare -gA ADV_RESULTS=() ADV_RESULTS_STAMP=()
+load_results() {
+  local k v
+  while IFS= read -r -d '' k && IFS= read -r -d '' v; do
+    ADV_RESULTS["$1|$k"]=$v
+  done < <("$PY" - "$1" <<'PYEOF'
 import json, sys
+seen = set()
 for line in open(sys.argv[1]):
     line = line.strip()
     if not line.startswith("{"):
         continue
     r = json.loads(line)
-    if r.get("case") == sys.argv[2]:
-        v = r.get(sys.argv[3], "missing")
-        print(json.dumps(v) if isinstance(v, (list, dict)) else v)
-        break
-else:
-    print("missing")
+    case = r.get("case")
+    if case is None or case in seen:
+        continue
+    seen.add(case)
+    sys.stdout.write("%s|\0present\0" % case)
+    for k, v in r.items():
+        v = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+        sys.stdout.write("%s|%s\0%s\0" % (case, k, v.replace("\0", "")))
 PYEOF
+)
+  ADV_RESULTS_STAMP[$1]=$(stat -c '%s %.9Y %i' "$1")
+}
+
+# result FILE CASE FIELD: prints FIELD of the first JSON line whose "case" is CASE in
+# FILE, or "missing". Lists and objects print as JSON.
+result() {
+  if [ "${ADV_RESULTS_STAMP[$1]:-}" != "$(stat -c '%s %.9Y %i' "$1")" ]; then
+    load_results "$1"
+  fi
+  printf '%s\n' "${ADV_RESULTS["$1|$2|$3"]-missing}"
 }
 
 # assert_no_upstream_answer FILE CASE: the sandbox got a 4xx/5xx from the proxy
@@ -108,10 +128,11 @@ hjail() {
     "$AUTHPROXY" jail "$@"
 }
 
-# hupstream NAME [CERT KEY]: start_upstream, inside $HNS (127.0.0.1 there).
+# hupstream NAME [CERT KEY]: start_upstream, inside $HNS (on 127.0.0.1 there, or on
+# $HUP_BIND).
 hupstream() {
   local name=$1 cert=${2:-} key=${3:-}
-  local args=(--port-file "$T/$name.port" --log "$T/$name.jsonl")
+  local args=(--port-file "$T/$name.port" --log "$T/$name.jsonl" --bind "${HUP_BIND:-127.0.0.1}")
   [ -n "$cert" ] && args+=(--cert "$cert" --key "$key")
   : > "$T/$name.jsonl"
   ip netns exec "$HNS" "$PY" "$TOOLS/fake_upstream.py" "${args[@]}" 2> "$T/$name.log" &

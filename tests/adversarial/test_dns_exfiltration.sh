@@ -101,6 +101,7 @@ advlib.emit("allowed", **advlib.exchange("allowed.example.com", 80,
 PYEOF
 
 hjail --config "$T/config.json" --user nobody -- "$PY" "$T/client.py" "$TOOLS" > "$T/out.jsonl"
+load_results "$T/out.jsonl"
 
 # The responder answers exfil-sized names from its synthetic table, and refuses what
 # DNS itself does not allow.

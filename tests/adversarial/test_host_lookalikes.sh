@@ -105,6 +105,8 @@ PYEOF
 hjail --config "$T/plain.json" --user nobody -- "$PY" "$T/client.py" "$TOOLS" plain > "$T/plain.out"
 hjail --config "$T/tls.json" --upstream-ca "$T/ca/ca.pem" --user nobody -- \
   sh -c '"$0" "$1" "$2" tls "$3" "$SSL_CERT_FILE"' "$PY" "$T/client.py" "$TOOLS" "$T/ca/ca.pem" > "$T/tls.out"
+load_results "$T/plain.out"
+load_results "$T/tls.out"
 
 # What the upstreams received, per case: the Authorization and X-Exact values.
 got() { upq "$1" "[(hdr(r, 'Authorization'), hdr(r, 'X-Exact')) for r in reqs if r['path'] == '/case/$2']"; }

@@ -80,6 +80,7 @@ PYEOF
 
 hjail --config "$T/config.json" --upstream-ca "$T/ca/ca.pem" --user nobody -- \
   "$PY" "$T/client.py" "$TOOLS" > "$T/out.jsonl"
+load_results "$T/out.jsonl"
 
 # For a case: every header at the upstream whose name folds to one of the names.
 copies() {

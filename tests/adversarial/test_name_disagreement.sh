@@ -116,6 +116,7 @@ PYEOF
 
 hjail --config "$T/config.json" --upstream-ca "$T/ca/ca.pem" --log "$T/audit.jsonl" \
   --user nobody -- "$PY" "$T/client.py" "$TOOLS" > "$T/out.jsonl"
+load_results "$T/out.jsonl"
 
 out() { result "$T/out.jsonl" "$@"; }
 assert_contains "$(out ctl_tls_a status)" " 200 " "control over TLS"

@@ -85,6 +85,7 @@ for line in open(sys.argv[2]):
 PYEOF
 
 hjail --config "$T/config.json" --user nobody -- "$PY" "$T/client.py" "$TOOLS" "$T/cases.txt" > "$T/out.jsonl"
+load_results "$T/out.jsonl"
 
 # The Authorization values the upstream received for a case (found by X-Case).
 auth() { upq up "[hdr(r, 'Authorization') for r in reqs if hdr(r, 'X-Case') == ['$1']]"; }

@@ -63,10 +63,12 @@ run() { local cfg=$1; shift; jail --config "$cfg" --log "$T/audit-$(basename "$c
 # Controls: the policy itself works when the request is sent plainly, so the checks
 # below can fail.
 run "$T/deny-ctl.json" "$PY" "$T/client.py" "$TOOLS" control-deny > "$T/ctl-deny.out"
+load_results "$T/ctl-deny.out"
 assert_contains "$(result "$T/ctl-deny.out" push status)" " 403 " "plain push"
 assert_eq "$(result "$T/ctl-deny.out" push reason)" "egress_deny" "plain push reason"
 assert_contains "$(result "$T/ctl-deny.out" read status)" " 200 " "plain read"
 run "$T/allow-ctl.json" "$PY" "$T/client.py" "$TOOLS" control-allow > "$T/ctl-allow.out"
+load_results "$T/ctl-allow.out"
 assert_contains "$(result "$T/ctl-allow.out" post status)" " 403 " "plain POST under GET-only allow"
 assert_contains "$(result "$T/ctl-allow.out" get status)" " 200 " "plain GET under GET-only allow"
 assert_eq "$(upq ctl 'sorted(r["path"] for r in reqs)')" "$(jlist /org/repo/info/refs /read)" \
@@ -76,6 +78,7 @@ pass "controls: a plainly sent push / POST is denied, reads pass"
 # The evasions: each must be refused, and the upstream must not even see a connection.
 run "$T/deny-up.json" "$PY" "$T/client.py" "$TOOLS" evade-deny > "$T/evade-deny.out"
 run "$T/allow-up.json" "$PY" "$T/client.py" "$TOOLS" evade-allow > "$T/evade-allow.out"
+for f in evade-deny evade-allow; do load_results "$T/$f.out"; done
 for c in silent_then_push crlf_then_push garbage_then_push sslv2_hello silent_then_tls; do
   assert_no_upstream_answer "$T/evade-deny.out" "$c"
 done

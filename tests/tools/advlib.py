@@ -103,6 +103,10 @@ def exchange(addr, port, data, timeout=10, family=None, read_all=True, pre_wait=
     except ConnectionRefusedError:
         res["connect"] = "refused"
         return res
+    except ConnectionResetError:
+        # Accepted and reset before connect() returned.
+        res["end"] = "reset"
+        return res
     except (socket.timeout, OSError) as e:
         res["connect"] = type(e).__name__
         return res
