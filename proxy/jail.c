@@ -101,16 +101,17 @@ static void usage(FILE *f)
     "  -h, --help             this help\n");
 }
 
-static int parse_uint(const char *opt, const char *s, uint64_t max, uint64_t *out)
+static int parse_uint(const char *opt, const char *s, uint64_t min, uint64_t max,
+                      uint64_t *out)
 {
   char *end;
   unsigned long long v;
 
   errno = 0;
   v = strtoull(s, &end, 10);
-  if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v > max) {
-    fprintf(stderr, "authproxy jail: %s: \"%s\" is not a number between 0 and %llu\n",
-            opt, s, (unsigned long long)max);
+  if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v < min || v > max) {
+    fprintf(stderr, "authproxy jail: %s: \"%s\" is not a number between %llu and %llu\n",
+            opt, s, (unsigned long long)min, (unsigned long long)max);
     return -EINVAL;
   }
   *out = v;
@@ -169,32 +170,32 @@ static int parse_args(struct jail *j, int argc, char **argv)
       }
       break;
     case O_MAXCONNS:
-      if (parse_uint("--max-conns", optarg, 1000000, &v) != 0 || v == 0)
+      if (parse_uint("--max-conns", optarg, 1, 1000000, &v) != 0)
         return -EINVAL;
       j->limits.max_conns = (unsigned)v;
       break;
     case O_IDLE:
-      if (parse_uint("--idle-timeout", optarg, 86400, &v) != 0 || v == 0)
+      if (parse_uint("--idle-timeout", optarg, 1, 86400, &v) != 0)
         return -EINVAL;
       j->limits.idle_ms = v * 1000;
       break;
     case O_CONNECT:
-      if (parse_uint("--connect-timeout", optarg, 3600, &v) != 0 || v == 0)
+      if (parse_uint("--connect-timeout", optarg, 1, 3600, &v) != 0)
         return -EINVAL;
       j->limits.connect_ms = v * 1000;
       break;
     case O_HEAD:
-      if (parse_uint("--head-timeout", optarg, 3600, &v) != 0 || v == 0)
+      if (parse_uint("--head-timeout", optarg, 1, 3600, &v) != 0)
         return -EINVAL;
       j->limits.head_ms = v * 1000;
       break;
     case O_MAXHDR:
-      if (parse_uint("--max-header-bytes", optarg, 1u << 20, &v) != 0 || v < 1024)
+      if (parse_uint("--max-header-bytes", optarg, 1024, 1u << 20, &v) != 0)
         return -EINVAL;
       j->limits.max_header_bytes = (size_t)v;
       break;
     case O_LEAF:
-      if (parse_uint("--leaf-cache", optarg, 1000000, &v) != 0 || v == 0)
+      if (parse_uint("--leaf-cache", optarg, 1, 1000000, &v) != 0)
         return -EINVAL;
       j->leaf_cache = (size_t)v;
       break;
