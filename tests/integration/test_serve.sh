@@ -70,7 +70,15 @@ assert_not_contains "$got" "sk-sandbox-1-$$" "secret returned"
 assert_eq "$(ctl ca box1 | head -n1)" "-----BEGIN CERTIFICATE-----" "ctl ca"
 assert_eq "$(client "print(c.secrets() == sorted(['KEY_%d' % i for i in range(1, $N + 1)]))")" "True" \
   "secret names listed"
-pass "GET is redacted; secrets list names only"
+client "
+out = [json.dumps(c.get('box%d' % i)) for i in range(1, $N + 1)]
+out += [json.dumps(c.list()), json.dumps(c.secrets()), json.dumps(c.health()), c.metrics()]
+open('$T/api-answers.txt', 'w').write('\n'.join(out))"
+for i in $(seq $N); do echo "sk-sandbox-$i-$$"; echo "opaque-$i-$$"; done > "$T/values.txt"
+if grep -qFf "$T/values.txt" "$T/api-answers.txt"; then
+  fail "an API answer holds a secret: $(grep -oFf "$T/values.txt" "$T/api-answers.txt" | head -3)"
+fi
+pass "GET is redacted; no API answer holds a value"
 
 misuse() {  # METHOD PATH BODY -> "STATUS CODE"
   "$PY" - "$SOCK" "$1" "$2" "$3" <<'PYEOF'
@@ -214,7 +222,6 @@ pass "SIGHUP reopens the audit log"
 
 # ---- nothing anywhere holds a secret value ----------------------------------------
 kill -TERM "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
-for i in $(seq $N); do echo "sk-sandbox-$i-$$"; echo "opaque-$i-$$"; done > "$T/values.txt"
 if grep -rqFf "$T/values.txt" "$STATE" "$T/audit.jsonl" "$T/audit.old.jsonl" "$T/serve.log"; then
   fail "a secret or opaque value is in the state dir, the audit log or the daemon's output: $(grep -rlFf "$T/values.txt" "$STATE" "$T"/*.jsonl "$T/serve.log")"
 fi
