@@ -58,9 +58,9 @@ struct jail {
   int signals_seen;
   uv_signal_t sig[4];
   int nsig;
-  char tmpdir[64];
-  char bundle[128];
-  char resolv[128];
+  char tmpdir[4096];
+  char bundle[4096 + 32];
+  char resolv[4096 + 32];
   /* options */
   const char *config_path;
   const char *secrets_dir;
@@ -238,11 +238,14 @@ static int prepare_files(struct jail *j)
       "nameserver " NETNS_DNS_ADDR4 "\n"
       "options edns0\n";
   const char *pem = proxy_ca_cert_pem(j->ca);
+  const char *tmp = getenv("TMPDIR");
   char *system = NULL;
   size_t slen = 0;
   int r;
 
-  snprintf(j->tmpdir, sizeof(j->tmpdir), "/tmp/authproxy-jail.XXXXXX");
+  if (tmp == NULL || tmp[0] != '/' || strlen(tmp) > sizeof(j->tmpdir) - 24)
+    tmp = "/tmp";
+  snprintf(j->tmpdir, sizeof(j->tmpdir), "%s/authproxy-jail.XXXXXX", tmp);
   if (mkdtemp(j->tmpdir) == NULL) {
     j->tmpdir[0] = '\0';
     return -errno;
