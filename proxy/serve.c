@@ -36,10 +36,10 @@
 #include "proxy/commands.h"
 #include "proxy/daemon.h"
 #include "proxy/log.h"
+#include "proxy/options.h"
 #include "proxy/rng.h"
 #include "proxy/tls.h"
 
-#define MAX_UPSTREAM_CA 16
 #define STATE_MAX (4u << 20)
 
 /* ---- errors ---- */
@@ -756,67 +756,26 @@ static void usage(FILE *f)
     "  --control SOCKET       control API socket (created 0600); required\n"
     "  --secrets-dir DIR      where {KEY} templates resolve, besides pushed secrets\n"
     "  --log FILE             audit log, JSON Lines (\"-\": standard output); SIGHUP reopens\n"
-    "  --upstream-ca FILE     also trust this CA (PEM) for upstream TLS; repeatable\n"
-    "  --capture MODE         forwarded traffic: redirect (default) or tproxy\n"
-    "  --max-conns N          concurrent connections per sandbox (default 4096)\n"
-    "  --idle-timeout SEC     close connections idle this long (default 300)\n"
-    "  --connect-timeout SEC  upstream resolution + connect (default 10)\n"
-    "  --head-timeout SEC     time to send a request head (default 30)\n"
-    "  --max-header-bytes N   request head limit; larger heads get 431 (default 65536)\n"
-    "  --drain-timeout SEC    detach/stop: connections get this long (default 5)\n"
-    "  --leaf-cache N         certificates kept per sandbox (default 1024)\n"
-    "  -v, --verbose          more log output (twice for debug)\n"
     "  -h, --help             this help\n");
+  proxy_common_usage(f);
 }
 
-static int parse_num(const char *opt, const char *s, uint64_t min, uint64_t max,
-                     uint64_t *out)
+static int parse_args(struct daemon *d, struct proxy_common_opts *o, int argc, char **argv)
 {
-  char *end;
-  unsigned long long v;
-
-  errno = 0;
-  v = strtoull(s, &end, 10);
-  if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v < min || v > max) {
-    fprintf(stderr, "authproxy serve: %s: \"%s\" is not a number from %llu to %llu\n", opt,
-            s, (unsigned long long)min, (unsigned long long)max);
-    return -EINVAL;
-  }
-  *out = v;
-  return 0;
-}
-
-struct serve_opts {
-  const char *upstream_ca[MAX_UPSTREAM_CA];
-  size_t nupstream_ca;
-  struct proxy_limits limits;
-};
-
-static int parse_args(struct daemon *d, struct serve_opts *o, int argc, char **argv)
-{
-  enum { O_STATE = 256, O_CONTROL, O_SECRETS, O_LOG, O_UPCA, O_CAPTURE, O_MAXCONNS, O_IDLE,
-         O_CONNECT, O_HEAD, O_MAXHDR, O_DRAIN, O_LEAF };
-  static const struct option opts[] = {
+  enum { O_STATE = 256, O_CONTROL, O_SECRETS, O_LOG };
+  static const struct option own[] = {
     { "state-dir", required_argument, NULL, O_STATE },
     { "control", required_argument, NULL, O_CONTROL },
     { "secrets-dir", required_argument, NULL, O_SECRETS },
     { "log", required_argument, NULL, O_LOG },
-    { "upstream-ca", required_argument, NULL, O_UPCA },
-    { "capture", required_argument, NULL, O_CAPTURE },
-    { "max-conns", required_argument, NULL, O_MAXCONNS },
-    { "idle-timeout", required_argument, NULL, O_IDLE },
-    { "connect-timeout", required_argument, NULL, O_CONNECT },
-    { "head-timeout", required_argument, NULL, O_HEAD },
-    { "max-header-bytes", required_argument, NULL, O_MAXHDR },
-    { "drain-timeout", required_argument, NULL, O_DRAIN },
-    { "leaf-cache", required_argument, NULL, O_LEAF },
-    { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
-  int c, verbose = 0;
-  uint64_t v;
+  struct option opts[32];
+  int c, r;
 
+  if (proxy_options_merge(own, opts, sizeof(opts) / sizeof(opts[0])) != 0)
+    return -EINVAL;
   optind = 1;
   while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
     switch (c) {
@@ -824,65 +783,19 @@ static int parse_args(struct daemon *d, struct serve_opts *o, int argc, char **a
     case O_CONTROL: d->control_path = optarg; break;
     case O_SECRETS: d->secrets_dir = optarg; break;
     case O_LOG: d->log_path = optarg; break;
-    case O_UPCA:
-      if (o->nupstream_ca == MAX_UPSTREAM_CA) {
-        fprintf(stderr, "authproxy serve: at most %d --upstream-ca files\n", MAX_UPSTREAM_CA);
-        return -EINVAL;
-      }
-      o->upstream_ca[o->nupstream_ca++] = optarg;
-      break;
-    case O_CAPTURE:
-      if (strcmp(optarg, "redirect") == 0) {
-        d->capture = NETNS_CAPTURE_REDIRECT;
-      } else if (strcmp(optarg, "tproxy") == 0) {
-        d->capture = NETNS_CAPTURE_TPROXY;
-      } else {
-        fprintf(stderr, "authproxy serve: --capture: \"%s\" is neither redirect nor tproxy\n",
-                optarg);
-        return -EINVAL;
-      }
-      break;
-    case O_MAXCONNS:
-      if (parse_num("--max-conns", optarg, 1, 1000000, &v) != 0)
-        return -EINVAL;
-      o->limits.max_conns = (unsigned)v;
-      break;
-    case O_IDLE:
-      if (parse_num("--idle-timeout", optarg, 1, 86400, &v) != 0)
-        return -EINVAL;
-      o->limits.idle_ms = v * 1000;
-      break;
-    case O_CONNECT:
-      if (parse_num("--connect-timeout", optarg, 1, 3600, &v) != 0)
-        return -EINVAL;
-      o->limits.connect_ms = v * 1000;
-      break;
-    case O_HEAD:
-      if (parse_num("--head-timeout", optarg, 1, 3600, &v) != 0)
-        return -EINVAL;
-      o->limits.head_ms = v * 1000;
-      break;
-    case O_MAXHDR:
-      if (parse_num("--max-header-bytes", optarg, 1024, 1u << 20, &v) != 0)
-        return -EINVAL;
-      o->limits.max_header_bytes = (size_t)v;
-      break;
-    case O_DRAIN:
-      if (parse_num("--drain-timeout", optarg, 0, 3600, &v) != 0)
-        return -EINVAL;
-      o->limits.drain_ms = v * 1000;
-      break;
-    case O_LEAF:
-      if (parse_num("--leaf-cache", optarg, 1, 1000000, &v) != 0)
-        return -EINVAL;
-      d->leaf_cache = (size_t)v;
-      break;
-    case 'v': verbose++; break;
     case 'h': usage(stdout); exit(0);
-    default: usage(stderr); return -EINVAL;
+    default:
+      r = proxy_common_option("authproxy serve", c, optarg, o);
+      if (r < 0)
+        return r;
+      if (r == 0) {
+        usage(stderr);
+        return -EINVAL;
+      }
+      break;
     }
   }
-  proxy_log_set_level(verbose >= 2 ? PROXY_LOG_DEBUG : PROXY_LOG_INFO);
+  proxy_common_log_level(o, PROXY_LOG_INFO);
   if (optind != argc) {
     fprintf(stderr, "authproxy serve: unexpected argument \"%s\"\n", argv[optind]);
     return -EINVAL;
@@ -892,6 +805,8 @@ static int parse_args(struct daemon *d, struct serve_opts *o, int argc, char **a
     usage(stderr);
     return -EINVAL;
   }
+  d->capture = o->capture;
+  d->leaf_cache = o->leaf_cache;
   return 0;
 }
 
@@ -919,7 +834,7 @@ static int private_dir(const char *dir)
 int proxy_cmd_serve(int argc, char **argv)
 {
   static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
-  struct serve_opts o;
+  struct proxy_common_opts o;
   struct daemon *d;
   char err[512], sub[4096];
   size_t i;
@@ -928,8 +843,7 @@ int proxy_cmd_serve(int argc, char **argv)
   d = calloc(1, sizeof(*d));
   if (d == NULL)
     return 1;
-  memset(&o, 0, sizeof(o));
-  proxy_limits_default(&o.limits);
+  proxy_common_opts_init(&o);
   if (parse_args(d, &o, argc, argv) != 0) {
     free(d);
     return 2;
