@@ -837,9 +837,8 @@ static void reject_unaccepted(struct proxy_listener *l)
     free(tmp);
     return;
   }
-  if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)tmp) == 0)
-    uv_tcp_close_reset(tmp, free_handle);
-  else
+  if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)tmp) != 0 ||
+      uv_tcp_close_reset(tmp, free_handle) != 0)
     uv_close((uv_handle_t *)tmp, free_handle);
 }
 
