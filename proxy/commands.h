@@ -10,4 +10,7 @@ int proxy_cmd_config(int argc, char **argv);
 
 int proxy_cmd_jail(int argc, char **argv);   /* jail [OPTIONS] -- CMD... */
 
+int proxy_cmd_serve(int argc, char **argv);  /* serve --state-dir D --control S */
+int proxy_cmd_ctl(int argc, char **argv);    /* ctl COMMAND ... */
+
 #endif

@@ -22,6 +22,8 @@ static int cmd_version(int argc, char **argv)
 
 static const struct command commands[] = {
   { "jail", proxy_cmd_jail, "run a command in a sandbox whose only way out is authproxy" },
+  { "serve", proxy_cmd_serve, "the daemon: every sandbox of the host, driven by the control API" },
+  { "ctl", proxy_cmd_ctl, "command-line client of the control API" },
   { "version", cmd_version, "print the version" },
   { "config", proxy_cmd_config, "check a proxy_config file or show it redacted" },
 };
