@@ -37,7 +37,7 @@ assert len(name253) == 253 and len(name254) == 254
 def udp(name, qtype=1, server=("127.0.0.53", 53), wire=None):
     fam = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_DGRAM)
-    s.settimeout(2)
+    s.settimeout(1)
     try:
         s.sendto(advlib.dns_query(name, qtype, wire_name=wire), server)
         rcode, addrs = advlib.dns_answer_summary(s.recv(4096))

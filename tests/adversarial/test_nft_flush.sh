@@ -39,7 +39,7 @@ ip route add 10.0.0.0/8 dev lo 2>/dev/null
 ip -6 route add 2000::/3 dev lo 2>/dev/null
 # Each attempt in parallel (the unreachable ones wait out --max-time).
 try() {
-  code=$(curl -sS -o /dev/null -w "%{http_code}" --max-time 3 -g -H "Host: api.example.com" "$3" 2>/dev/null)
+  code=$(curl -sS -o /dev/null -w "%{http_code}" --max-time 2 -g -H "Host: api.example.com" "$3" 2>/dev/null)
   echo "$1=${code:-none}" > "$2/try.$1"
 }
 try after_name "$2" http://api.example.com/after &
