@@ -46,7 +46,7 @@ struct proxy_http {
   int in_body;               /* llhttp is past the request head: fields are trailers */
   int bad_trailer;           /* a trailer field repeats an injected header */
   char trailer[64];          /* the name of the trailer field being parsed */
-  size_t trailer_len;        /* > sizeof(trailer): longer than any name compared */
+  size_t trailer_len;        /* may exceed sizeof(trailer): only the length is kept */
   size_t scanned;            /* pending bytes already searched for a line feed */
   unsigned requests;
   struct rules_request_decision *rd; /* decision waiting for the callback */
@@ -127,10 +127,11 @@ static int on_req_field_complete(llhttp_t *p)
   if (!h->in_body)
     return 0;
   h->trailer_len = 0;
-  if (len > sizeof(h->trailer))
-    return 0;
   for (i = 0; i < h->ninjected; i++) {
-    if (same_name_folded(h->trailer, len, h->injected[i])) {
+    /* A name too long to have been kept is refused if an injected name has its
+     * length: it cannot be told apart. */
+    if (len > sizeof(h->trailer) ? strlen(h->injected[i]) == len
+                                 : same_name_folded(h->trailer, len, h->injected[i])) {
       h->bad_trailer = 1;
       return -1;
     }

@@ -18,10 +18,12 @@ hupstream tls "$T/ca/server.pem" "$T/ca/server.key"
 hupstream up
 KEY="key-$$"
 AUTH="Bearer auth-$$"
+LONG="X-A-Header-Name-Longer-Than-Sixty-Four-Bytes-Which-The-Proxy-Injects-Too"
 cat > "$T/config.json" <<EOF
 { "rules": [ { "name": "api", "match_hosts": ["api.example.com", "tls.example.com"],
     "headers": [ { "name": "X-Api-Key", "type": "plaintext", "value": "$KEY" },
-                 { "name": "Authorization", "type": "plaintext", "value": "$AUTH" } ] } ],
+                 { "name": "Authorization", "type": "plaintext", "value": "$AUTH" },
+                 { "name": "$LONG", "type": "plaintext", "value": "long" } ] } ],
   "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT",
                       "tls.example.com": "127.0.0.1:$tls_PORT" } } }
 EOF
@@ -56,6 +58,7 @@ TRAILED = (b"Transfer-Encoding: chunked\r\nTrailer: X-Api-Key\r\n")
 for case, trailer in (("trailer_copy", b"X-Api-Key: sandbox-t\r\n"),
                       ("trailer_folded", b"x_api_KEY: sandbox-t\r\n"),
                       ("trailer_auth", b"Other: 1\r\nAuthorization: sandbox-t\r\n"),
+                      ("trailer_long", sys.argv[2].lower().encode() + b": sandbox-t\r\n"),
                       ("trailer_other", b"X-Checksum: 1234\r\n")):
     plain(case, req(case, b"api.example.com", TRAILED).replace(b"GET /", b"POST /", 1) +
           b"4\r\nbody\r\n0\r\n" + trailer + b"\r\n")
@@ -79,7 +82,7 @@ advlib.emit("tls", status=buf.split(b"\r\n", 1)[0].decode(), n200=buf.count(b"HT
 PYEOF
 
 hjail --config "$T/config.json" --upstream-ca "$T/ca/ca.pem" --user nobody -- \
-  "$PY" "$T/client.py" "$TOOLS" > "$T/out.jsonl"
+  "$PY" "$T/client.py" "$TOOLS" "$LONG" > "$T/out.jsonl"
 load_results "$T/out.jsonl"
 
 # For a case: every header at the upstream whose name folds to one of the names.
@@ -106,7 +109,7 @@ pass "a Connection header naming the injected fields cannot get them dropped dow
 
 # A trailer copying an injected header is refused before the request completes:
 # the upstream never sees a complete request carrying it. Other trailers pass.
-for c in trailer_copy trailer_folded trailer_auth; do
+for c in trailer_copy trailer_folded trailer_auth trailer_long; do
   assert_contains "$(result "$T/out.jsonl" $c status)" " 400 " "$c: status"
   assert_eq "$(result "$T/out.jsonl" $c reason)" "injected_header_in_trailer" "$c: reason"
   assert_eq "$(upq up "len([r for r in reqs if r['path'] == '/case/$c'])")" "0" "$c: a complete request"
