@@ -155,8 +155,7 @@ static int connect_to(const char *sock, int timeout_ms, char *err, size_t errsz)
     r = errno == EAGAIN || errno == EINPROGRESS ? -ETIMEDOUT : -errno;
     snprintf(err, errsz, "cannot connect to the control socket %s: %s%s", sock,
              strerror(-r),
-             proxy_api_unreachable(r) ? " (is `authproxy serve` running? start it, or "
-                                        "name its socket with --control)" : "");
+             proxy_api_unreachable(r) ? " (is `authproxy serve` running?)" : "");
     close(fd);
     return r;
   }
@@ -270,6 +269,57 @@ struct cJSON *proxy_api_error_parse(const struct proxy_api_answer *a, const char
   *message = m->valuestring;
   *details = cJSON_IsArray(d) ? d : NULL;
   return root;
+}
+
+void proxy_api_error_text(const struct proxy_api_answer *a, char *buf, size_t size)
+{
+  const char *code, *msg;
+  const cJSON *details, *it;
+  cJSON *root = proxy_api_error_parse(a, &code, &msg, &details);
+  size_t off;
+  int n;
+
+  if (size == 0)
+    return;
+  if (root == NULL) {
+    /* Not an API error: the status and the start of the body, on one line. */
+    snprintf(buf, size, "HTTP %d: %.200s", a->status, a->body ? a->body : "");
+    for (off = 0; buf[off] != '\0'; off++)
+      if ((unsigned char)buf[off] < 0x20)
+        buf[off] = ' ';
+    return;
+  }
+  n = snprintf(buf, size, "%s: %s", code, msg);
+  off = n < 0 ? 0 : (size_t)n;
+  cJSON_ArrayForEach(it, details) {
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(it, "path");
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(it, "message");
+
+    if (off >= size)
+      break;
+    if (cJSON_IsString(p) && cJSON_IsString(m)) {
+      n = snprintf(buf + off, size - off, "; %s: %s", p->valuestring, m->valuestring);
+      off += n < 0 ? 0 : (size_t)n;
+    }
+  }
+  if (off >= size && size > 4)
+    memcpy(buf + size - 4, "...", 4);
+  cJSON_Delete(root);
+}
+
+void proxy_api_attach_body(struct strbuf *b, const char *netns, const char *config_json,
+                           const char *config_name)
+{
+  strbuf_adds(b, "{\"netns\":");
+  strbuf_add_json_str(b, netns, strlen(netns));
+  if (config_json != NULL) {
+    strbuf_adds(b, ",\"proxy_config\":");
+    strbuf_adds(b, config_json);
+  } else {
+    strbuf_adds(b, ",\"proxy_config_name\":");
+    strbuf_add_json_str(b, config_name, strlen(config_name));
+  }
+  strbuf_adds(b, "}");
 }
 
 static int name_char(char c)

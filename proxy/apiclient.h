@@ -13,6 +13,7 @@
 #define PROXY_API_MAX_ANSWER (8u << 20)
 
 struct cJSON;
+struct strbuf;
 
 struct proxy_api_answer {
   int status;      /* HTTP status */
@@ -54,6 +55,21 @@ int proxy_api_unreachable(int ret);
  */
 struct cJSON *proxy_api_error_parse(const struct proxy_api_answer *a, const char **code,
                                     const char **message, const struct cJSON **details);
+
+/*
+ * Writes a one-line account of an error answer into buf: "CODE: MESSAGE" followed by
+ * "; PATH: MESSAGE" for every validation detail (truncated with "..." to fit), or
+ * "HTTP STATUS: BODY" when the body is not an API error.
+ */
+void proxy_api_error_text(const struct proxy_api_answer *a, char *buf, size_t size);
+
+/*
+ * Appends an attach request body to b: {"netns": NETNS, "proxy_config": CONFIG} where
+ * config_json is the JSON text of the config (already parsed strictly by the caller),
+ * or {"netns": NETNS, "proxy_config_name": NAME} when config_json is NULL.
+ */
+void proxy_api_attach_body(struct strbuf *b, const char *netns, const char *config_json,
+                           const char *config_name);
 
 /*
  * Derives a daemon sandbox name ([A-Za-z0-9][A-Za-z0-9_.-]{0,127}) from a runtime's
