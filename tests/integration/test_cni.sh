@@ -260,6 +260,55 @@ chain_add ctr-new-$$ "$ns6" 1.0.0 "{$KEYS_BASE, \"proxy_config_name\": \"agents\
 [ "$RC" = 0 ] || fail "the stored config did not survive the restart: $RESULT"
 pass "daemon down: ADD and CHECK fail with 100, DEL succeeds; after the restart the deleted container is forgotten and stored configs remain"
 
+# ---- examples/authproxy.conflist, run the way libcni runs a network list ------------
+cat > "$T/libcni.py" <<'PYEOF'
+# A few lines of libcni: ADD runs the plugins in order, each with the previous result
+# as prevResult, and caches the final result; CHECK (in order) and DEL (in reverse)
+# get the cached result. Plugins are found by "type" in CNI_PATH.
+import json, os, subprocess, sys
+conflist, command, cid, netns, cache = sys.argv[1:6]
+net = json.load(open(conflist))
+plugins = net["plugins"] if command != "DEL" else list(reversed(net["plugins"]))
+prev = json.load(open(cache)) if command != "ADD" and os.path.exists(cache) else None
+for p in plugins:
+    conf = dict(p, cniVersion=net["cniVersion"], name=net["name"])
+    if prev is not None:
+        conf["prevResult"] = prev
+    exe = next(os.path.join(d, p["type"]) for d in os.environ["CNI_PATH"].split(":")
+               if os.path.exists(os.path.join(d, p["type"])))
+    env = dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=cid, CNI_NETNS=netns,
+               CNI_IFNAME="eth0")
+    r = subprocess.run([exe], input=json.dumps(conf).encode(), env=env, capture_output=True)
+    if r.returncode != 0:
+        sys.stdout.write(r.stdout.decode())
+        sys.exit(1)
+    if command == "ADD":
+        prev = json.loads(r.stdout)
+if command == "ADD":
+    json.dump(prev, open(cache, "w"))
+    print(json.dumps(prev))
+PYEOF
+"$PY" - "$SRC/examples/authproxy.conflist" "$SOCK" > "$T/example.conflist" <<'PYEOF'
+import json, sys
+net = json.load(open(sys.argv[1]))
+assert [p["type"] for p in net["plugins"]] == ["loopback", "authproxy-cni"]
+net["plugins"][1]["control"] = sys.argv[2]
+print(json.dumps(net))
+PYEOF
+libcni() { CNI_PATH="$CNI_BIN:$T/bin" "$PY" "$T/libcni.py" "$T/example.conflist" "$@" "$T/example.cache"; }
+ns7=$(make_netns cni7)
+RESULT=$(libcni ADD ctr-example-$$ "/var/run/netns/$ns7") || fail "the example conflist: ADD failed: $RESULT"
+assert_eq "$(jget "$RESULT" '[d["cniVersion"], d["dns"]["nameservers"], d["interfaces"][0]["name"]]')" \
+  '["1.0.0", ["127.0.0.53"], "lo"]' "the example's result"
+ip netns exec "$ns7" curl -sS -o /dev/null http://api.example.com/cni/example
+assert_eq "$(upq up "[hdr(r, 'Authorization') for r in reqs if r['path'] == '/cni/example']")" \
+  "[[\"Bearer sk-cni-$$\"]]" "injection through the example conflist"
+libcni CHECK ctr-example-$$ "/var/run/netns/$ns7" > /dev/null || fail "the example conflist: CHECK failed"
+libcni DEL ctr-example-$$ "/var/run/netns/$ns7" > /dev/null || fail "the example conflist: DEL failed"
+libcni DEL ctr-example-$$ "/var/run/netns/$ns7" > /dev/null || fail "the example conflist: second DEL failed"
+assert_not_contains "$(ctl list)" "cni-ctr-example-$$" "the example's sandbox detached"
+pass "examples/authproxy.conflist: ADD, CHECK, DEL, DEL as libcni runs a list"
+
 # ---- nothing holds the secret or the opaque value in clear -------------------------
 printf '%s\n' "sk-cni-$$" "opaque-cni-$$" > "$T/values.txt"
 if grep -rqFf "$T/values.txt" "$STATE" "$T/plugin.log" "$T/serve.log"; then

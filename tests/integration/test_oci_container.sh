@@ -5,7 +5,8 @@
 # wget and nc reach the fake upstream only through authproxy (the names are remapped to
 # it) and the upstream sees the injected header. A container without the hook has no
 # network at all; with the daemon stopped (or no usable annotation) the hook fails and
-# the container never starts.
+# the container never starts. The hooks come from examples/oci-config-hooks.json and
+# examples/oci-hooks.d/ (paths replaced), so the examples are what is tested.
 #
 #   container (runc, netns: lo only)          host
 #   wget/nc --nft (installed by the hook)-->  authproxy serve --control $T/control.sock
@@ -34,13 +35,24 @@ echo "nameserver 127.0.0.53" > "$ROOTFS/etc/resolv.conf"
 echo "hosts: files dns" > "$ROOTFS/etc/nsswitch.conf"
 printf '127.0.0.1 localhost\n' > "$ROOTFS/etc/hosts"
 
-# bundle NAME SCRIPT ANNOTATIONS-JSON [HOOKS=yes|no]: $T/NAME with config.json; the
-# container runs SCRIPT with busybox sh as uid 1000, without CAP_NET_ADMIN.
+# bundle NAME SCRIPT ANNOTATIONS-JSON [HOOKS]: $T/NAME with config.json; the container
+# runs SCRIPT with busybox sh as uid 1000, without CAP_NET_ADMIN. HOOKS: "example" (the
+# hooks and annotations of examples/oci-config-hooks.json; ANNOTATIONS added), "hooks.d"
+# (the hooks of examples/oci-hooks.d/, as podman or CRI-O would add them) or "no". The
+# examples' paths are replaced by this test's binary, socket and config directory.
 bundle() {
   mkdir -p "$T/$1"
-  "$PY" - "$T/$1/config.json" "$ROOTFS" "$2" "$3" "${4:-yes}" "$AUTHPROXY" "$SOCK" "$T/configs" <<'PYEOF'
-import json, sys
-out, rootfs, script, annotations, hooks, authproxy, sock, confdir = sys.argv[1:9]
+  "$PY" - "$T/$1/config.json" "$ROOTFS" "$2" "$3" "${4:-hooks.d}" "$AUTHPROXY" "$SOCK" \
+    "$T/configs" "$SRC/examples" <<'PYEOF'
+import glob, json, os, re, sys
+out, rootfs, script, annotations, hooks, authproxy, sock, confdir, examples = sys.argv[1:10]
+def local(h):
+    h = dict(h)
+    sub = {"/usr/local/bin/authproxy": authproxy, "/run/authproxy/control.sock": sock,
+           "/etc/authproxy/configs": confdir}
+    h["path"] = sub.get(h["path"], h["path"])
+    h["args"] = [sub.get(a, a) for a in h["args"]]
+    return h
 caps = ["CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_AUDIT_WRITE"]
 c = {
   "ociVersion": "1.0.2",
@@ -59,16 +71,27 @@ c = {
     {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
      "options": ["nosuid", "nodev", "mode=1777", "size=4m"]},
   ],
-  "annotations": json.loads(annotations),
+  "annotations": {},
   # Namespaces without a path: the runtime creates them; the network one has only lo.
   "linux": {"namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
             "maskedPaths": ["/proc/kcore", "/proc/keys", "/sys/firmware"],
             "readonlyPaths": ["/proc/sys", "/proc/sysrq-trigger"]},
 }
-if hooks == "yes":
-    hook = ["authproxy", "oci-hook", "--control", sock, "--config-dir", confdir]
-    c["hooks"] = {"createRuntime": [{"path": authproxy, "args": hook, "timeout": 30}],
-                  "poststop": [{"path": authproxy, "args": hook + ["poststop"], "timeout": 30}]}
+if hooks == "example":
+    ex = json.load(open(os.path.join(examples, "oci-config-hooks.json")))
+    c["hooks"] = {stage: [local(h) for h in hs] for stage, hs in ex["hooks"].items()}
+    c["annotations"].update(ex["annotations"])
+    assert ex["linux"]["namespaces"] == c["linux"]["namespaces"]
+elif hooks == "hooks.d":
+    c["hooks"] = {}
+    for f in sorted(glob.glob(os.path.join(examples, "oci-hooks.d", "*.json"))):
+        h = json.load(open(f))
+        # The hooks.d condition must select containers with either annotation.
+        for k in ("io.authproxy.config", "io.authproxy.config-file"):
+            assert any(re.search(r, k) for r in h["when"]["annotations"]), (f, k)
+        for stage in h["stages"]:
+            c["hooks"].setdefault(stage, []).append(local(h["hook"]))
+c["annotations"].update(json.loads(annotations))
 json.dump(c, open(out, "w"), indent=1)
 PYEOF
 }
@@ -161,7 +184,7 @@ assert_contains "$(cat "$T/bare-$$.out")" "wget=1" "a container without authprox
 pass "without the hook: the container's namespace (lo only) reaches nothing"
 
 # ---- with the hook: traffic only through authproxy, header injected ---------------
-bundle agent "$AGENT_SCRIPT" '{"io.authproxy.config": "agents"}'
+bundle agent "$AGENT_SCRIPT" '{}' example
 "$PY" - "$T/agent/config.json" <<'PYEOF'
 import json, sys
 c = json.load(open(sys.argv[1])); c["process"]["args"].append("stored")
