@@ -145,7 +145,7 @@ static int segment_ok(const char *s)
 {
   size_t i, n = strlen(s);
 
-  if (n == 0 || n > 128)
+  if (n == 0 || n > 255)
     return 0;
   for (i = 0; i < n; i++)
     if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f || s[i] == '/' ||
@@ -164,7 +164,7 @@ static int cmd_with_config(const char *sock, const char *cmd, int argc, char **a
   };
   const char *netns = NULL, *config = NULL, *cfgname = NULL, *ca_cert = NULL;
   const char *ca_key = NULL, *name, *method;
-  char *cfg = NULL, *cert = NULL, *key = NULL, path[256], what[192];
+  char *cfg = NULL, *cert = NULL, *key = NULL, path[320], what[192];
   int attach = strcmp(cmd, "attach") == 0, store = strcmp(cmd, "config-set") == 0;
   int c, ret = 2;
   struct strbuf body;
@@ -255,7 +255,7 @@ out:
 static int cmd_secret_set(const char *sock, int argc, char **argv)
 {
   const char *from = "-", *keyname;
-  char path[256], what[128], *value = NULL;
+  char path[320], what[128], *value = NULL;
   struct strbuf body;
   struct proxy_api_answer a;
   size_t len;
@@ -311,7 +311,7 @@ static int simple(const char *sock, const char *method, const char *path, const 
 int proxy_cmd_ctl(int argc, char **argv)
 {
   const char *sock = getenv("AUTHPROXY_CONTROL");
-  char path[256];
+  char path[320];
   const char *cmd;
   int i = 1;
 
