@@ -169,6 +169,32 @@ assert_eq "$(upq up "[(hdr(r, 'Authorization'), hdr(r, 'X-Source')) for r in req
   "[[[\"Bearer sk-cni-$$\"], [\"file\"]], [[\"Bearer sk-cni-$$\"], [\"stored\"]]]" "file and stored configs applied"
 pass "proxy_config_file and proxy_config_name (ctl config-set) attach with their configs"
 
+# ---- stored configs: validated when stored, templates resolved at each attach --------
+sed 's/{TOKEN}/{LATER}/' "$T/stored-cfg.json" > "$T/later-cfg.json"
+out=$(ctl config-set later --config "$T/later-cfg.json")
+assert_eq "$(jget "$out" 'd["unresolved_secrets"]')" '["LATER"]' "config-set names the secret not pushed yet"
+ns8=$(make_netns cni8)
+run_plugin ADD ctr-later-$$ "/var/run/netns/$ns8" "$(conf net 1.0.0 "{$KEYS_BASE, \"proxy_config_name\": \"later\"}")"
+expect_error 101 "attach before the secret is pushed"
+assert_contains "$OUT" "secret LATER not found" "the missing secret is named"
+echo -n "sk-later-$$" | ctl secret-set LATER
+run_plugin ADD ctr-later-$$ "/var/run/netns/$ns8" "$(conf net 1.0.0 "{$KEYS_BASE, \"proxy_config_name\": \"later\"}")"
+assert_eq "$RC" "0" "attach once the secret is pushed"
+ip netns exec "$ns8" curl -sS -o /dev/null http://api.example.com/cni/later
+assert_eq "$(upq up "[hdr(r, 'Authorization') for r in reqs if r['path'] == '/cni/later']")" \
+  "[[\"Bearer sk-later-$$\"]]" "the template resolved at attach"
+echo '{"rules": [{"name": "x", "match_hosts": ["a b"]}]}' > "$T/bad-cfg.json"
+err=$(ctl config-set bad --config "$T/bad-cfg.json" 2>&1) && fail "an invalid config was stored"
+assert_contains "$err" "proxy_config.rules[0].match_hosts[0]" "config-set shows the JSON path"
+ctl config-delete later > /dev/null
+assert_eq "$(jget "$(ctl configs)" 'd["configs"]')" '["agents"]' "deleted config gone, invalid one never stored"
+err=$(ctl config-delete later 2>&1) && fail "deleting an unknown config succeeded"
+assert_contains "$err" "config_not_found" "deleting an unknown config"
+[ ! -e "$STATE/configs/later.sealed" ] || fail "the deleted config's state file is left"
+assert_contains "$(ctl list)" "cni-ctr-later-$$" "a sandbox keeps its config when the stored one is deleted"
+run_plugin DEL ctr-later-$$ "/var/run/netns/$ns8" "$(conf net 1.0.0 "{$KEYS_BASE, \"proxy_config_name\": \"later\"}")"
+pass "stored configs: a secret may come later; invalid configs are refused; delete"
+
 # ---- no prevResult: authproxy-cni alone ------------------------------------------
 ns4=$(make_netns cni4)
 run_plugin ADD ctr-alone-$$ "/var/run/netns/$ns4" "$(conf net 1.0.0 "{$KEYS_BASE, \"proxy_config_name\": \"agents\"}")"
@@ -310,7 +336,7 @@ assert_not_contains "$(ctl list)" "cni-ctr-example-$$" "the example's sandbox de
 pass "examples/authproxy.conflist: ADD, CHECK, DEL, DEL as libcni runs a list"
 
 # ---- nothing holds the secret or the opaque value in clear -------------------------
-printf '%s\n' "sk-cni-$$" "opaque-cni-$$" > "$T/values.txt"
+printf '%s\n' "sk-cni-$$" "opaque-cni-$$" "sk-later-$$" > "$T/values.txt"
 if grep -rqFf "$T/values.txt" "$STATE" "$T/plugin.log" "$T/serve.log"; then
   fail "a secret or opaque value is in the state dir or a log"
 fi
