@@ -76,8 +76,11 @@ int proxy_api_parse_answer(const char *raw, size_t len, struct proxy_api_answer 
   if (status < 100 || status > 599)
     return -EPROTO;
   head_len = (size_t)(end - raw) + 4;
+  next = memchr(raw, '\n', head_len);
+  if (next[-1] != '\r')
+    return -EPROTO; /* the status line ends with a bare LF */
   /* Header lines: only Content-Length and Transfer-Encoding matter here. */
-  for (line = (const char *)memchr(raw, '\n', head_len) + 1; line < end; line = next + 1) {
+  for (line = next + 1; line < end; line = next + 1) {
     next = memchr(line, '\n', (size_t)(end + 2 - line));
     if (next == NULL || next == line || next[-1] != '\r')
       return -EPROTO;
