@@ -4,7 +4,8 @@
  *   GET    /healthz
  *   GET    /metrics                       Prometheus text
  *   GET    /v1/sandboxes                  names, namespaces, connections; lost ones
- *   PUT    /v1/sandboxes/NAME             {"netns", "proxy_config"[, "ca"]} -> CA PEM
+ *   PUT    /v1/sandboxes/NAME             {"netns", "proxy_config"[, "ca"]} -> CA PEM;
+ *                                         "proxy_config_name": a stored config instead
  *   GET    /v1/sandboxes/NAME             redacted: opaque values absent, templates
  *   PATCH  /v1/sandboxes/NAME             {"proxy_config"}: validated, swapped atomically
  *   DELETE /v1/sandboxes/NAME
@@ -12,6 +13,10 @@
  *   GET    /v1/secrets                    names only
  *   PUT    /v1/secrets/KEY                {"value"}: write-only
  *   DELETE /v1/secrets/KEY
+ *   GET    /v1/configs                    names of stored configs
+ *   PUT    /v1/configs/NAME               {"proxy_config"}: validated, stored sealed
+ *   GET    /v1/configs/NAME               redacted
+ *   DELETE /v1/configs/NAME
  *
  * Request bodies are parsed strictly (rules_json_parse: no trailing text, no NUL) and
  * unknown fields are refused. Errors are {"error": {"code", "message", "details"}},
@@ -104,11 +109,15 @@ static cJSON *parse_body(const struct proxy_control_request *req, const char *co
       if (strcmp(item->string, allowed[i]) == 0)
         break;
     if (allowed[i] == NULL) {
+      char names[256];
+      size_t off = 0;
+
+      names[0] = '\0';
+      for (i = 0; allowed[i] != NULL && off < sizeof(names); i++)
+        off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s", i ? ", " : "",
+                                allowed[i]);
       proxy_control_error(resp, 400, "invalid_request",
-                          "unknown field \"%.64s\" (allowed: %s%s%s%s%s)", item->string,
-                          allowed[0], allowed[1] ? ", " : "", allowed[1] ? allowed[1] : "",
-                          allowed[1] && allowed[2] ? ", " : "",
-                          allowed[1] && allowed[2] ? allowed[2] : "");
+                          "unknown field \"%.64s\" (allowed: %s)", item->string, names);
       rules_json_free(root);
       return NULL;
     }
@@ -165,23 +174,47 @@ static void put_sandbox(struct daemon *d, const char *name,
                         const struct proxy_control_request *req,
                         struct proxy_control_response *resp)
 {
-  static const char *const allowed[] = { "netns", "proxy_config", "ca", NULL };
-  const cJSON *netns, *cfg, *ca;
+  static const char *const allowed[] = { "netns", "proxy_config", "proxy_config_name", "ca",
+                                         NULL };
+  const cJSON *netns, *cfg, *cfgname, *ca;
   struct daemon_sandbox *s;
+  struct daemon_config *stored;
   struct daemon_error err;
-  cJSON *body, *out;
+  cJSON *body, *out, *named = NULL;
 
   body = parse_body(req, allowed, resp);
   if (body == NULL)
     return;
   netns = cJSON_GetObjectItemCaseSensitive(body, "netns");
   cfg = cJSON_GetObjectItemCaseSensitive(body, "proxy_config");
+  cfgname = cJSON_GetObjectItemCaseSensitive(body, "proxy_config_name");
   ca = cJSON_GetObjectItemCaseSensitive(body, "ca");
-  if (!cJSON_IsString(netns) || cfg == NULL) {
+  if (!cJSON_IsString(netns) || (cfg == NULL) == (cfgname == NULL) ||
+      (cfgname != NULL && !cJSON_IsString(cfgname))) {
     proxy_control_error(resp, 400, "invalid_request",
-                        "attach needs {\"netns\": PATH, \"proxy_config\": {...}}");
+                        "attach needs {\"netns\": PATH, \"proxy_config\": {...}} or "
+                        "{\"netns\": PATH, \"proxy_config_name\": NAME}");
     rules_json_free(body);
     return;
+  }
+  if (cfgname != NULL) {
+    /* The stored config is copied into the sandbox: storing another config under
+     * that name later does not change sandboxes attached with it. */
+    stored = daemon_config_find(d, cfgname->valuestring);
+    if (stored == NULL) {
+      proxy_control_error(resp, 400, "config_not_found",
+                          "no config \"%.128s\" is stored; store it first with PUT "
+                          "/v1/configs/NAME", cfgname->valuestring);
+      rules_json_free(body);
+      return;
+    }
+    if (rules_json_parse(stored->persist, strlen(stored->persist), &named, NULL) != 0) {
+      proxy_control_error(resp, 500, "internal_error", "config %s cannot be read back",
+                          stored->name);
+      rules_json_free(body);
+      return;
+    }
+    cfg = named;
   }
   daemon_error_init(&err);
   if (daemon_attach(d, name, netns->valuestring, cfg, ca, &s, &err) != 0) {
@@ -194,6 +227,7 @@ static void put_sandbox(struct daemon *d, const char *name,
     json_resp(resp, 201, out);
   }
   daemon_error_free(&err);
+  rules_json_free(named);
   rules_json_free(body);
 }
 
@@ -354,6 +388,97 @@ out:
   daemon_error_free(&err);
 }
 
+/* ---- stored configs ---- */
+
+static void list_configs(struct daemon *d, struct proxy_control_response *resp)
+{
+  cJSON *root = cJSON_CreateObject(), *names = cJSON_CreateArray(), *sorted;
+  struct daemon_config *c;
+
+  for (c = d->configs; c != NULL; c = c->next)
+    cJSON_AddItemToArray(names, cJSON_CreateString(c->name));
+  /* Newest first in memory; sorted for the answer. */
+  sorted = cJSON_CreateArray();
+  while (cJSON_GetArraySize(names) > 0) {
+    cJSON *it, *min = NULL;
+
+    cJSON_ArrayForEach(it, names)
+      if (min == NULL || strcmp(it->valuestring, min->valuestring) < 0)
+        min = it;
+    cJSON_AddItemToArray(sorted, cJSON_DetachItemViaPointer(names, min));
+  }
+  cJSON_Delete(names);
+  cJSON_AddItemToObject(root, "configs", sorted);
+  json_resp(resp, 200, root);
+}
+
+static void config_route(struct daemon *d, const char *name,
+                         const struct proxy_control_request *req,
+                         struct proxy_control_response *resp)
+{
+  static const char *const allowed[] = { "proxy_config", NULL };
+  struct daemon_config *c;
+  struct daemon_error err;
+  const cJSON *cfg;
+  cJSON *body, *out, *missing, *red;
+
+  if (!daemon_valid_name(name)) {
+    proxy_control_error(resp, 400, "invalid_name",
+                        "config names are 1-128 of [A-Za-z0-9_.-], starting with a letter "
+                        "or digit");
+    return;
+  }
+  daemon_error_init(&err);
+  if (strcmp(req->method, "PUT") == 0) {
+    body = parse_body(req, allowed, resp);
+    if (body == NULL)
+      goto out;
+    cfg = cJSON_GetObjectItemCaseSensitive(body, "proxy_config");
+    missing = cJSON_CreateArray();
+    if (cfg == NULL) {
+      proxy_control_error(resp, 400, "invalid_request",
+                          "a stored config is {\"proxy_config\": {...}}");
+    } else if (daemon_config_set(d, name, cfg, missing, &err) != 0) {
+      error_resp(resp, &err);
+    } else {
+      out = cJSON_CreateObject();
+      cJSON_AddStringToObject(out, "name", name);
+      cJSON_AddStringToObject(out, "status", "stored");
+      /* Secrets its templates name that exist nowhere yet: an attach with this config
+       * fails until they are pushed. */
+      cJSON_AddItemToObject(out, "unresolved_secrets", missing);
+      missing = NULL;
+      json_resp(resp, 200, out);
+    }
+    cJSON_Delete(missing);
+    rules_json_free(body);
+    goto out;
+  }
+  c = daemon_config_find(d, name);
+  if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "DELETE") != 0) {
+    proxy_control_error(resp, 405, "method_not_allowed",
+                        "use GET, PUT or DELETE on /v1/configs/NAME");
+  } else if (c == NULL) {
+    proxy_control_error(resp, 404, "config_not_found", "no config %s is stored", name);
+  } else if (strcmp(req->method, "GET") == 0) {
+    out = cJSON_CreateObject();
+    red = cJSON_Parse(c->redacted);
+    cJSON_AddStringToObject(out, "name", c->name);
+    if (red != NULL)
+      cJSON_AddItemToObject(out, "proxy_config", red);
+    json_resp(resp, 200, out);
+  } else if (daemon_config_delete(d, c, &err) != 0) {
+    error_resp(resp, &err);
+  } else {
+    out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "name", name);
+    cJSON_AddStringToObject(out, "status", "deleted");
+    json_resp(resp, 200, out);
+  }
+out:
+  daemon_error_free(&err);
+}
+
 /* ---- metrics ---- */
 
 static void metrics(struct daemon *d, struct proxy_control_response *resp)
@@ -478,6 +603,11 @@ void daemon_api(void *arg, const struct proxy_control_request *req,
     rules_secrets_list(d->secrets, secret_name, names);
     cJSON_AddItemToObject(out, "secrets", names);
     json_resp(resp, 200, out);
+  } else if (strcmp(p, "/v1/configs") == 0 && strcmp(req->method, "GET") == 0) {
+    list_configs(d, resp);
+  } else if (strncmp(p, "/v1/configs/", 12) == 0 && p[12] != '\0' &&
+             strlen(p + 12) <= DAEMON_NAME_MAX && strchr(p + 12, '/') == NULL) {
+    config_route(d, p + 12, req, resp);
   } else if (strncmp(p, "/v1/secrets/", 12) == 0 && p[12] != '\0' &&
              strchr(p + 12, '/') == NULL) {
     secret_route(d, p + 12, req, resp);

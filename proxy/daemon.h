@@ -17,6 +17,7 @@
 #include "rules/rules.h"
 
 #define DAEMON_NAME_MAX 128
+#define DAEMON_MAX_CONFIGS 4096
 
 struct cJSON;
 
@@ -39,6 +40,14 @@ struct daemon_lost {
   char *why;
 };
 
+/* A proxy_config stored by name (PUT /v1/configs/NAME) for attaches that name it. */
+struct daemon_config {
+  struct daemon_config *next;
+  char name[DAEMON_NAME_MAX + 1];
+  char *persist;            /* as pushed: templates unresolved, opaque values present */
+  char *redacted;           /* for GET: no opaque value, templates unresolved */
+};
+
 struct daemon {
   uv_loop_t loop;
   struct proxy_ctx ctx;
@@ -54,6 +63,8 @@ struct daemon {
   struct daemon_sandbox *sandboxes;
   size_t nsandboxes;
   struct daemon_lost *lost;
+  struct daemon_config *configs;
+  size_t nconfigs;
   enum netns_capture capture;
   size_t leaf_cache;
   uv_signal_t sig[3];
@@ -95,6 +106,22 @@ int daemon_update(struct daemon *d, struct daemon_sandbox *s,
 
 /* Stops serving (connections drain), locks the namespace down, forgets the state. */
 int daemon_detach(struct daemon *d, struct daemon_sandbox *s, struct daemon_error *err);
+
+/*
+ * Stores proxy_config (borrowed) under name, replacing a config of that name, sealed
+ * in STATE_DIR/configs. It is validated as an attach would validate it, except that
+ * a {KEY} template naming a secret that exists nowhere yet is accepted: templates are
+ * resolved at each attach, so a secret may be pushed after the config. The names of
+ * such secrets are appended to missing (a cJSON array, borrowed; may be NULL).
+ * Sandboxes attached earlier keep the config they were attached with.
+ */
+int daemon_config_set(struct daemon *d, const char *name, const struct cJSON *proxy_config,
+                      struct cJSON *missing, struct daemon_error *err);
+
+struct daemon_config *daemon_config_find(struct daemon *d, const char *name);
+
+/* Forgets a stored config and removes its state file (attached sandboxes keep theirs). */
+int daemon_config_delete(struct daemon *d, struct daemon_config *c, struct daemon_error *err);
 
 /* Secrets pushed through the API, sealed in the state directory. */
 int daemon_secret_set(struct daemon *d, const char *key, const char *value, size_t len,

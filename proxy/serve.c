@@ -7,6 +7,8 @@
  *   sandboxes/NAME.sealed    one per attached sandbox: its namespace (path and
  *                            identity), its proxy_config as pushed (opaque values
  *                            included) and its CA key and certificate
+ *   configs/NAME.sealed      one per config stored by name (PUT /v1/configs/NAME):
+ *                            as pushed, and redacted for GET
  * Every file holding a secret is sealed (seal.c); the directory holds no plaintext
  * secret value.
  *
@@ -263,15 +265,15 @@ static int load_secrets(struct daemon *d)
 
 /* ---- attach, update, detach ---- */
 
-static int parse_config(struct daemon *d, const cJSON *proxy_config,
-                        struct rules_config **cfg, struct daemon_error *err)
+static int parse_config_with(const struct rules_secrets *secrets, const cJSON *proxy_config,
+                             struct rules_config **cfg, struct daemon_error *err)
 {
   int r;
 
   if (!cJSON_IsObject(proxy_config))
     return fail(err, 400, "invalid_request", -EINVAL,
                 "proxy_config: must be a JSON object");
-  r = rules_config_from_cjson(proxy_config, "proxy_config.", d->secrets, cfg, &err->diag);
+  r = rules_config_from_cjson(proxy_config, "proxy_config.", secrets, cfg, &err->diag);
   if (r == -EINVAL)
     return fail(err, 422, "invalid_config", r,
                 "proxy_config was rejected: %zu error(s); see details", err->diag.count);
@@ -280,9 +282,15 @@ static int parse_config(struct daemon *d, const cJSON *proxy_config,
   return 0;
 }
 
+static int parse_config(struct daemon *d, const cJSON *proxy_config,
+                        struct rules_config **cfg, struct daemon_error *err)
+{
+  return parse_config_with(d->secrets, proxy_config, cfg, err);
+}
+
 static int open_netns(const char *path, dev_t *dev, ino_t *ino, struct daemon_error *err)
 {
-  struct stat st;
+  struct stat st, own;
   int fd = netns_open(path);
 
   if (fd == -ENOENT)
@@ -295,6 +303,17 @@ static int open_netns(const char *path, dev_t *dev, ino_t *ino, struct daemon_er
   if (fstat(fd, &st) != 0) {
     close(fd);
     return fail(err, 500, "netns_unavailable", -EIO, "cannot stat netns %s", path);
+  }
+  /* The host's own namespace (or any the daemon lives in) is never a sandbox: its
+   * rules would cut the host, and the daemon's upstream connections, off the network. A
+   * container that shares the host's network namespace has nothing to capture. */
+  if (stat("/proc/self/ns/net", &own) == 0 && own.st_dev == st.st_dev &&
+      own.st_ino == st.st_ino) {
+    close(fd);
+    return fail(err, 400, "host_netns", -EPERM,
+                "%s is the daemon's own network namespace (the host's); attaching it would "
+                "cut the host off the network: give the sandbox a namespace of its own",
+                path);
   }
   *dev = st.st_dev;
   *ino = st.st_ino;
@@ -580,6 +599,339 @@ int daemon_secret_delete(struct daemon *d, const char *key, struct daemon_error 
   return 0;
 }
 
+/* ---- named configs ---- */
+
+static void config_path(const struct daemon *d, const char *name, char *buf, size_t size)
+{
+  snprintf(buf, size, "%s/configs/%s.sealed", d->state_dir, name);
+}
+
+static void config_free(struct daemon_config *c)
+{
+  if (c == NULL)
+    return;
+  wipe_free(c->persist);
+  free(c->redacted);
+  free(c);
+}
+
+struct daemon_config *daemon_config_find(struct daemon *d, const char *name)
+{
+  struct daemon_config *c;
+
+  for (c = d->configs; c != NULL; c = c->next)
+    if (strcmp(c->name, name) == 0)
+      return c;
+  return NULL;
+}
+
+static int array_has(const cJSON *arr, const char *s)
+{
+  const cJSON *it;
+
+  cJSON_ArrayForEach(it, arr)
+    if (strcmp(it->valuestring, s) == 0)
+      return 1;
+  return 0;
+}
+
+/* Appends to keys the secret keys a {KEY} template names, with the grammar of
+ * rules_template_resolve ({{ and }} are literal). Malformed templates are left for the
+ * config parser to report. */
+static void template_keys(const char *tmpl, cJSON *keys)
+{
+  size_t len = strlen(tmpl), i = 0, j;
+  char key[256];
+
+  while (i < len) {
+    if ((tmpl[i] == '{' && tmpl[i + 1] == '{') || (tmpl[i] == '}' && tmpl[i + 1] == '}')) {
+      i += 2;
+      continue;
+    }
+    if (tmpl[i] != '{') {
+      i++;
+      continue;
+    }
+    for (j = i + 1; j < len && tmpl[j] != '}' && tmpl[j] != '{'; j++)
+      ;
+    if (j < len && tmpl[j] == '}' && j - i - 1 > 0 && j - i - 1 < sizeof(key)) {
+      memcpy(key, tmpl + i + 1, j - i - 1);
+      key[j - i - 1] = '\0';
+      if (!array_has(keys, key))
+        cJSON_AddItemToArray(keys, cJSON_CreateString(key));
+      i = j + 1;
+    } else {
+      i++;
+    }
+  }
+}
+
+static void header_keys(const cJSON *headers, cJSON *keys)
+{
+  const cJSON *h, *type, *value;
+
+  cJSON_ArrayForEach(h, headers) {
+    type = cJSON_GetObjectItemCaseSensitive(h, "type");
+    value = cJSON_GetObjectItemCaseSensitive(h, "value");
+    if (cJSON_IsString(type) && strcmp(type->valuestring, "workspace_secret") == 0 &&
+        cJSON_IsString(value))
+      template_keys(value->valuestring, keys);
+  }
+}
+
+/* The syntax of secret keys ([A-Za-z0-9_.-]+, no leading dot); others are left for
+ * the config parser to report. */
+static int secret_key_ok(const char *k)
+{
+  size_t i;
+
+  if (k[0] == '\0' || k[0] == '.')
+    return 0;
+  for (i = 0; k[i] != '\0'; i++)
+    if (!((k[i] >= 'a' && k[i] <= 'z') || (k[i] >= 'A' && k[i] <= 'Z') ||
+          (k[i] >= '0' && k[i] <= '9') || k[i] == '_' || k[i] == '.' || k[i] == '-'))
+      return 0;
+  return 1;
+}
+
+static void pushed_name(const char *key, void *arg)
+{
+  cJSON_AddItemToArray(arg, cJSON_CreateString(key));
+}
+
+/*
+ * A secret store for validating a config to be stored: the daemon's directory, copies
+ * of the pushed secrets the config names, and a placeholder for every named secret
+ * that exists nowhere yet (appended to missing). Everything else about a secret (an
+ * empty value, a CR in it, an unreadable file) is still an error.
+ */
+static struct rules_secrets *validation_store(struct daemon *d, const cJSON *proxy_config,
+                                              cJSON *missing)
+{
+  cJSON *keys = cJSON_CreateArray(), *pushed = cJSON_CreateArray();
+  const cJSON *rules, *rule, *it;
+  struct rules_secrets *st = rules_secrets_new(d->secrets_dir);
+  char *value = NULL;
+  size_t len;
+  int r, ok = keys != NULL && pushed != NULL && st != NULL;
+
+  rules = cJSON_GetObjectItemCaseSensitive(proxy_config, "rules");
+  cJSON_ArrayForEach(rule, rules)
+    header_keys(cJSON_GetObjectItemCaseSensitive(rule, "headers"), keys);
+  header_keys(cJSON_GetObjectItemCaseSensitive(
+                  cJSON_GetObjectItemCaseSensitive(proxy_config, "callback"), "headers"),
+              keys);
+  rules_secrets_list(d->secrets, pushed_name, pushed);
+  cJSON_ArrayForEach(it, keys) {
+    if (!ok)
+      break;
+    if (!secret_key_ok(it->valuestring))
+      continue;
+    if (array_has(pushed, it->valuestring)) {
+      r = rules_secrets_get(d->secrets, it->valuestring, &value, &len);
+      if (r == 0)
+        ok = rules_secrets_set(st, it->valuestring, value, len) == 0;
+      rules_secret_free(value, len);
+      value = NULL;
+      continue;
+    }
+    r = rules_secrets_get(d->secrets, it->valuestring, &value, &len);
+    if (r == 0)
+      rules_secret_free(value, len);
+    value = NULL;
+    if (r == -ENOENT) {
+      ok = rules_secrets_set(st, it->valuestring, "unresolved", 10) == 0;
+      if (missing != NULL)
+        cJSON_AddItemToArray(missing, cJSON_CreateString(it->valuestring));
+    }
+  }
+  cJSON_Delete(keys);
+  cJSON_Delete(pushed);
+  if (!ok) {
+    rules_secrets_free(st);
+    return NULL;
+  }
+  return st;
+}
+
+int daemon_config_set(struct daemon *d, const char *name, const cJSON *proxy_config,
+                      cJSON *missing, struct daemon_error *err)
+{
+  struct rules_config *cfg = NULL;
+  struct rules_secrets *st = NULL;
+  struct daemon_config *c = NULL, *old, **pp;
+  char path[4096], aad[DAEMON_NAME_MAX + 16], *copy = NULL;
+  struct strbuf file;
+  int r;
+
+  if (!daemon_valid_name(name))
+    return fail(err, 400, "invalid_name", -EINVAL,
+                "config name \"%.64s\" must be 1-128 of [A-Za-z0-9_.-], starting with a "
+                "letter or digit", name);
+  old = daemon_config_find(d, name);
+  if (old == NULL && d->nconfigs >= DAEMON_MAX_CONFIGS)
+    return fail(err, 507, "too_many_configs", -ENOSPC,
+                "%d configs are stored; delete one (DELETE /v1/configs/NAME) first",
+                DAEMON_MAX_CONFIGS);
+  if (cJSON_IsObject(proxy_config)) {
+    st = validation_store(d, proxy_config, missing);
+    if (st == NULL)
+      return fail(err, 500, "internal_error", -ENOMEM, "out of memory");
+  }
+  r = parse_config_with(st, proxy_config, &cfg, err);
+  rules_secrets_free(st);
+  if (r != 0)
+    return r;
+  c = calloc(1, sizeof(*c));
+  if (c != NULL) {
+    c->persist = rules_config_to_json(cfg, RULES_SER_PERSIST, 0);
+    c->redacted = rules_config_to_json(cfg, RULES_SER_REDACTED, 0);
+  }
+  rules_config_unref(cfg);
+  if (c == NULL || c->persist == NULL || c->redacted == NULL) {
+    config_free(c);
+    return fail(err, 500, "internal_error", -ENOMEM, "out of memory");
+  }
+  snprintf(c->name, sizeof(c->name), "%s", name);
+  /* The state file keeps both forms, so a restart needs no secret to show it. */
+  strbuf_init(&file);
+  strbuf_adds(&file, "{\"proxy_config\":");
+  strbuf_adds(&file, c->persist);
+  strbuf_adds(&file, ",\"redacted\":");
+  strbuf_adds(&file, c->redacted);
+  strbuf_adds(&file, "}");
+  if (file.oom) {
+    if (file.data != NULL)
+      mbedtls_platform_zeroize(file.data, file.len);
+    strbuf_free(&file);
+    config_free(c);
+    return fail(err, 500, "internal_error", -ENOMEM, "out of memory");
+  }
+  copy = strbuf_take(&file);
+  config_path(d, name, path, sizeof(path));
+  snprintf(aad, sizeof(aad), "config:%s", name);
+  /* Persist first: a config the daemon would lose on restart is not stored. */
+  r = write_sealed(d, path, aad, copy);
+  if (r != 0) {
+    config_free(c);
+    return fail(err, 500, "state_write_failed", r, "cannot write %s: %s", path,
+                strerror(-r));
+  }
+  for (pp = &d->configs; *pp != NULL; pp = &(*pp)->next) {
+    if (*pp == old) {
+      *pp = old->next;
+      config_free(old);
+      d->nconfigs--;
+      break;
+    }
+  }
+  c->next = d->configs;
+  d->configs = c;
+  d->nconfigs++;
+  log_info("config %s: stored", name);
+  return 0;
+}
+
+int daemon_config_delete(struct daemon *d, struct daemon_config *c, struct daemon_error *err)
+{
+  struct daemon_config **pp;
+  char path[4096];
+
+  config_path(d, c->name, path, sizeof(path));
+  if (unlink(path) != 0 && errno != ENOENT)
+    return fail(err, 500, "state_write_failed", -errno, "cannot remove %s: %s", path,
+                strerror(errno));
+  for (pp = &d->configs; *pp != NULL; pp = &(*pp)->next) {
+    if (*pp == c) {
+      *pp = c->next;
+      d->nconfigs--;
+      break;
+    }
+  }
+  log_info("config %s: deleted", c->name);
+  config_free(c);
+  return 0;
+}
+
+/* Makes a daemon_config from a state file's JSON text. */
+static int config_reload(struct daemon *d, const char *name, const char *json)
+{
+  const cJSON *cfg, *red;
+  struct daemon_config *c;
+  cJSON *root = NULL;
+
+  if (rules_json_parse(json, strlen(json), &root, NULL) != 0)
+    return -EINVAL;
+  cfg = cJSON_GetObjectItemCaseSensitive(root, "proxy_config");
+  red = cJSON_GetObjectItemCaseSensitive(root, "redacted");
+  if (!cJSON_IsObject(cfg) || !cJSON_IsObject(red)) {
+    rules_json_free(root);
+    return -EINVAL;
+  }
+  c = calloc(1, sizeof(*c));
+  if (c == NULL) {
+    rules_json_free(root);
+    return -ENOMEM;
+  }
+  snprintf(c->name, sizeof(c->name), "%s", name);
+  c->persist = cJSON_PrintUnformatted(cfg);
+  c->redacted = cJSON_PrintUnformatted(red);
+  rules_json_free(root);
+  if (c->persist == NULL || c->redacted == NULL) {
+    config_free(c);
+    return -ENOMEM;
+  }
+  c->next = d->configs;
+  d->configs = c;
+  d->nconfigs++;
+  return 0;
+}
+
+/* Reads the stored configs back. One that cannot be read is logged and skipped (its
+ * file is kept for a later start, with the right key, to read). */
+static void load_configs(struct daemon *d)
+{
+  char dir[4096], path[4096], aad[DAEMON_NAME_MAX + 16], name[DAEMON_NAME_MAX + 1];
+  struct daemon_config *c;
+  struct dirent **ents;
+  char *json;
+  size_t len;
+  int i, n, r;
+
+  snprintf(dir, sizeof(dir), "%s/configs", d->state_dir);
+  n = scandir(dir, &ents, NULL, alphasort);
+  if (n < 0)
+    return;
+  for (i = 0; i < n; i++) {
+    len = strlen(ents[i]->d_name);
+    json = NULL;
+    if (len > 7 && len - 7 <= DAEMON_NAME_MAX &&
+        strcmp(ents[i]->d_name + len - 7, ".sealed") == 0) {
+      memcpy(name, ents[i]->d_name, len - 7);
+      name[len - 7] = '\0';
+      if (!daemon_valid_name(name) || d->nconfigs >= DAEMON_MAX_CONFIGS)
+        goto next;
+      config_path(d, name, path, sizeof(path));
+      snprintf(aad, sizeof(aad), "config:%s", name);
+      r = read_sealed(d, path, aad, &json);
+      if (r != 0) {
+        log_error("config %s: cannot read %s: %s; it is not available", name, path,
+                  r == -EBADMSG ? "it does not decrypt with the state key" : strerror(-r));
+        goto next;
+      }
+      r = config_reload(d, name, json);
+      if (r != 0)
+        log_error("config %s: %s is malformed; it is not available", name, path);
+    }
+next:
+    wipe_free(json);
+    free(ents[i]);
+  }
+  free(ents);
+  for (c = d->configs; c != NULL; c = c->next)
+    log_debug("config %s: loaded", c->name);
+}
+
 /* ---- restart ---- */
 
 static void add_lost(struct daemon *d, const char *name, const char *netns, const char *why)
@@ -859,6 +1211,9 @@ int proxy_cmd_serve(int argc, char **argv)
   snprintf(sub, sizeof(sub), "%s/sandboxes", d->state_dir);
   if (private_dir(d->state_dir) != 0 || private_dir(sub) != 0)
     goto out;
+  snprintf(sub, sizeof(sub), "%s/configs", d->state_dir);
+  if (private_dir(sub) != 0)
+    goto out;
   r = proxy_rng_init();
   if (r != 0) {
     fprintf(stderr, "authproxy serve: cannot seed the random generator\n");
@@ -895,6 +1250,7 @@ int proxy_cmd_serve(int argc, char **argv)
     }
     d->ctx.audit = d->audit;
   }
+  load_configs(d);
   restore(d);
   err[0] = '\0';
   r = proxy_control_start(&d->loop, d->control_path, daemon_api, d, &d->control, err,
@@ -928,6 +1284,12 @@ out:
     free(l->netns);
     free(l->why);
     free(l);
+  }
+  while (d->configs != NULL) {
+    struct daemon_config *c = d->configs;
+
+    d->configs = c->next;
+    config_free(c);
   }
   rules_secrets_free(d->secrets);
   proxy_upstream_tls_free(d->upstream);
