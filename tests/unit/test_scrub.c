@@ -22,12 +22,14 @@ static void check_all_splits(const char *const *vals, size_t nvals, const char *
         proxy_scrub_add(&s, vals[i], strlen(vals[i]));
       for (i = 0; i < 3; i++) {
         ASSERT_EQ(proxy_scrub_feed(&s, copy + cuts[i], cuts[i + 1] - cuts[i], &o, &n), 0);
-        memcpy(out + olen, o, n);
+        if (n > 0)
+          memcpy(out + olen, o, n);
         olen += n;
         ASSERT_LT(s.held_len, s.maxlen);
       }
       proxy_scrub_flush(&s, &o, &n);
-      memcpy(out + olen, o, n);
+      if (n > 0)
+        memcpy(out + olen, o, n);
       olen += n;
       out[olen] = '\0';
       if (strcmp(out, want) != 0)
