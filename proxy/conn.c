@@ -656,6 +656,14 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
   try_next_address(c);
 }
 
+static int is_localhost_name(const char *name)
+{
+  size_t len = strlen(name);
+
+  return strcmp(name, "localhost") == 0 ||
+         (len > 10 && strcmp(name + len - 10, ".localhost") == 0);
+}
+
 /* Builds a one-entry addrinfo list for a literal address (no resolution). */
 static int literal_addrinfo(struct proxy_conn *c, const struct sockaddr *sa)
 {
@@ -707,6 +715,12 @@ void proxy_conn_dial(struct proxy_conn *c, conn_ready_cb cb)
     if (!c->remapped) {
       memcpy(c->dial_host, c->name, strlen(c->name) + 1);
       c->dial_port = c->port;
+      /* RFC 6761: localhost names are the host's own loopback, which the proxy never
+       * dials for a sandbox; refuse before asking any resolver about them. */
+      if (is_localhost_name(c->dial_host)) {
+        dial_fail(c, UV_EACCES, "blocked_address");
+        return;
+      }
     }
     memset(&lit, 0, sizeof(lit));
     if (uv_ip4_addr(c->dial_host, 0, (struct sockaddr_in *)&lit) == 0 ||
