@@ -212,6 +212,38 @@ static int ensure_default_route(struct rtnl *r, uint8_t family, unsigned int lo,
   return ret;
 }
 
+struct other_links {
+  unsigned int lo;
+  int found;
+};
+
+static int other_link_cb(const struct nlmsghdr *nlh, void *data)
+{
+  struct other_links *o = data;
+  const struct ifinfomsg *ifi;
+
+  if (nlh->nlmsg_type != RTM_NEWLINK || nlh->nlmsg_len < mnl_nlmsg_size(sizeof(*ifi)))
+    return MNL_CB_OK;
+  ifi = mnl_nlmsg_get_payload(nlh);
+  if ((unsigned int)ifi->ifi_index != o->lo)
+    o->found++;
+  return MNL_CB_OK;
+}
+
+/* Whether the namespace has an interface besides lo (traffic can enter it). */
+static int has_other_links(struct rtnl *r, unsigned int lo, int *found)
+{
+  struct nlmsghdr *nlh = rtnl_msg(r, RTM_GETLINK, NLM_F_DUMP);
+  struct ifinfomsg *ifi = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifi));
+  struct other_links o = { lo, 0 };
+  int ret;
+
+  ifi->ifi_family = AF_UNSPEC;
+  ret = rtnl_talk(r, other_link_cb, &o);
+  *found = o.found;
+  return ret;
+}
+
 static int set_route_localnet(char *err, size_t errsz)
 {
   int fd, ret = 0;
@@ -234,7 +266,7 @@ int netns_setup_links(char *err, size_t errsz)
 {
   struct rtnl r;
   unsigned int lo;
-  int ret;
+  int ret, others = 0;
 
   /* The index of lo in this thread's namespace (if_nametoindex asks a socket of it). */
   lo = if_nametoindex("lo");
@@ -259,7 +291,19 @@ int netns_setup_links(char *err, size_t errsz)
   ret = ensure_default_route(&r, AF_INET6, lo, err, errsz);
   if (ret != 0)
     goto out;
-  ret = set_route_localnet(err, errsz);
+  /* route_localnet lets forwarded DNS (a guest's) be redirected to 127.0.0.53. Only a
+   * namespace with another interface can see forwarded traffic, and writing under
+   * /proc/sys/net costs time that grows with the number of namespaces on the host
+   * (their sysctl entries share dentry hash chains), so skip it for lo-only ones. An
+   * interface added after attaching gets no guest DNS (fails closed) until the
+   * sandbox is attached again. */
+  ret = has_other_links(&r, lo, &others);
+  if (ret != 0) {
+    netns_errf(err, errsz, "list interfaces: %s", strerror(-ret));
+    goto out;
+  }
+  if (others > 0)
+    ret = set_route_localnet(err, errsz);
 out:
   rtnl_close(&r);
   return ret;

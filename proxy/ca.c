@@ -93,6 +93,7 @@
 
 struct proxy_ca {
   mbedtls_pk_context leaf_key; /* lent to every leaf as proxy_leaf.key */
+  int leaf_key_ready;          /* generated on first use: attaching stays cheap */
   mbedtls_pk_context key;
   mbedtls_x509_crt cert;
   mbedtls_md_type_t md;
@@ -907,6 +908,16 @@ static int mint(struct proxy_ca *ca, const char *name, const unsigned char *ip,
   if (not_after > ca->not_after)
     not_after = ca->not_after;
 
+  if (!ca->leaf_key_ready) {
+    /* One leaf key per CA, made when the first leaf is: a sandbox that never has a
+     * connection intercepted never pays for it. */
+    ret = gen_p256(&ca->leaf_key);
+    if (ret != 0) {
+      log_error("ca: cannot generate the leaf key: %s", mbed_str(ret, err, sizeof(err)));
+      return mbed_errno(ret);
+    }
+    ca->leaf_key_ready = 1;
+  }
   leaf = calloc(1, sizeof(*leaf) + name_len + 1);
   if (leaf == NULL)
     return -ENOMEM;
@@ -1059,7 +1070,6 @@ static int ca_prepare(struct proxy_ca *ca, const char *cert_path)
   const mbedtls_x509_name *n;
   unsigned char *ext, *p;
   size_t ext_len, pem_len = 0;
-  char err[128];
   int crit, ret;
 
   for (n = &ca->cert.subject; n != NULL && n->oid.p != NULL; n = n->next) {
@@ -1126,11 +1136,6 @@ static int ca_prepare(struct proxy_ca *ca, const char *cert_path)
   if (ret != 0)
     return mbed_errno(ret);
 
-  ret = gen_p256(&ca->leaf_key);
-  if (ret != 0) {
-    log_error("ca: cannot generate the leaf key: %s", mbed_str(ret, err, sizeof(err)));
-    return mbed_errno(ret);
-  }
   return 0;
 }
 

@@ -17,6 +17,7 @@
 #include "rules/rules.h"
 
 #define DAEMON_NAME_MAX 128
+#define DAEMON_CA_POOL 16
 #define DAEMON_MAX_CONFIGS 4096
 
 struct cJSON;
@@ -67,6 +68,13 @@ struct daemon {
   size_t nconfigs;
   enum netns_capture capture;
   size_t leaf_cache;
+  /* CAs generated ahead on the thread pool, so attaching does not wait for key
+   * generation (each is used once, by one sandbox). */
+  struct proxy_ca *ca_pool[DAEMON_CA_POOL];
+  int ca_pool_n;
+  int ca_filling;
+  uv_work_t ca_work;
+  struct proxy_ca *ca_made;
   uv_signal_t sig[3];
   int nsig;
   int stopping;

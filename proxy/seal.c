@@ -39,7 +39,8 @@ static int write_all(int fd, const void *p, size_t len)
   return 0;
 }
 
-int proxy_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode)
+int proxy_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
+                            int durable)
 {
   char tmp[PATH_MAX], dir[PATH_MAX];
   int fd, dfd, r;
@@ -53,7 +54,7 @@ int proxy_write_file_atomic(const char *path, const void *data, size_t len, mode
   r = fchmod(fd, mode) != 0 ? -errno : 0;
   if (r == 0)
     r = write_all(fd, data, len);
-  if (r == 0 && fsync(fd) != 0)
+  if (r == 0 && durable && fsync(fd) != 0)
     r = -errno;
   if (close(fd) != 0 && r == 0)
     r = -errno;
@@ -63,6 +64,8 @@ int proxy_write_file_atomic(const char *path, const void *data, size_t len, mode
     unlink(tmp);
     return r;
   }
+  if (!durable)
+    return 0;
   snprintf(dir, sizeof(dir), "%s", path);
   dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {

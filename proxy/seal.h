@@ -28,8 +28,9 @@ int proxy_seal(const unsigned char key[PROXY_SEAL_KEY_LEN], const char *aad,
 int proxy_unseal(const unsigned char key[PROXY_SEAL_KEY_LEN], const char *aad,
                  const void *in, size_t len, unsigned char **plain, size_t *plainlen);
 
-/* Writes a file atomically: temp file in the same directory with `mode`, fsync,
- * rename, fsync of the directory. */
-int proxy_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode);
+/* Writes a file atomically: temp file in the same directory with `mode`, rename. With
+ * `durable`, the file and the directory are fsynced too (survives power loss). */
+int proxy_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
+                            int durable);
 
 #endif

@@ -116,8 +116,14 @@ static void wipe_free(char *p)
   }
 }
 
-/* Seals a JSON document into path (0600). The text is wiped. */
-static int write_sealed(struct daemon *d, const char *path, const char *aad, char *json)
+/*
+ * Seals a JSON document into path (0600). The text is wiped. Sandbox state is written
+ * without fsync: it must survive the daemon, not the host (a reboot ends every
+ * namespace it describes), and attaching is on the runtime's critical path. Secrets
+ * and stored configs outlive reboots and are made durable.
+ */
+static int write_sealed(struct daemon *d, const char *path, const char *aad, char *json,
+                        int durable)
 {
   unsigned char *blob = NULL;
   size_t len;
@@ -127,7 +133,7 @@ static int write_sealed(struct daemon *d, const char *path, const char *aad, cha
   wipe_free(json);
   if (r != 0)
     return r;
-  r = proxy_write_file_atomic(path, blob, len, 0600);
+  r = proxy_write_file_atomic(path, blob, len, 0600, durable);
   free(blob);
   return r;
 }
@@ -180,7 +186,7 @@ static int persist_sandbox(struct daemon *d, const struct daemon_sandbox *s,
     goto out;
   state_path(d, s->name, path, sizeof(path));
   snprintf(aad, sizeof(aad), "sandbox:%s", s->name);
-  r = write_sealed(d, path, aad, json);
+  r = write_sealed(d, path, aad, json, 0);
   json = NULL;
 out:
   if (config != NULL) {
@@ -231,7 +237,7 @@ static int persist_secrets(struct daemon *d)
   rules_json_free(root);
   if (json == NULL)
     return -ENOMEM;
-  r = write_sealed(d, path, "secrets", json);
+  r = write_sealed(d, path, "secrets", json, 1);
   return r;
 }
 
@@ -320,6 +326,46 @@ static int open_netns(const char *path, dev_t *dev, ino_t *ino, struct daemon_er
   return fd;
 }
 
+static void ca_work_cb(uv_work_t *w)
+{
+  struct daemon *d = w->data;
+  struct proxy_ca_opts opts;
+
+  memset(&opts, 0, sizeof(opts));
+  opts.cache_size = d->leaf_cache;
+  d->ca_made = NULL;
+  if (proxy_ca_generate(&opts, &d->ca_made) != 0)
+    d->ca_made = NULL;
+}
+
+static void ca_pool_fill(struct daemon *d);
+
+static void ca_done_cb(uv_work_t *w, int status)
+{
+  struct daemon *d = w->data;
+
+  d->ca_filling = 0;
+  if (status != 0 || d->ca_made == NULL)
+    return; /* cancelled, or failed: attach generates on its own */
+  if (d->stopping || d->ca_pool_n == DAEMON_CA_POOL) {
+    proxy_ca_free(d->ca_made);
+  } else {
+    d->ca_pool[d->ca_pool_n++] = d->ca_made;
+  }
+  d->ca_made = NULL;
+  ca_pool_fill(d);
+}
+
+/* Tops the pool up, one CA at a time on the thread pool. */
+static void ca_pool_fill(struct daemon *d)
+{
+  if (d->ca_filling || d->stopping || d->ca_pool_n >= DAEMON_CA_POOL)
+    return;
+  d->ca_work.data = d;
+  if (uv_queue_work(&d->loop, &d->ca_work, ca_work_cb, ca_done_cb) == 0)
+    d->ca_filling = 1;
+}
+
 static int make_ca(struct daemon *d, const cJSON *ca, struct proxy_ca **out,
                    struct daemon_error *err)
 {
@@ -330,7 +376,14 @@ static int make_ca(struct daemon *d, const cJSON *ca, struct proxy_ca **out,
   memset(&opts, 0, sizeof(opts));
   opts.cache_size = d->leaf_cache;
   if (ca == NULL || cJSON_IsNull(ca)) {
+    if (d->ca_pool_n > 0) {
+      *out = d->ca_pool[--d->ca_pool_n];
+      d->ca_pool[d->ca_pool_n] = NULL;
+      ca_pool_fill(d);
+      return 0;
+    }
     r = proxy_ca_generate(&opts, out);
+    ca_pool_fill(d);
     if (r != 0)
       return fail(err, 500, "ca_failed", r, "cannot generate the sandbox CA: %s",
                   strerror(-r));
@@ -811,7 +864,7 @@ int daemon_config_set(struct daemon *d, const char *name, const cJSON *proxy_con
   config_path(d, name, path, sizeof(path));
   snprintf(aad, sizeof(aad), "config:%s", name);
   /* Persist first: a config the daemon would lose on restart is not stored. */
-  r = write_sealed(d, path, aad, copy);
+  r = write_sealed(d, path, aad, copy, 1);
   if (r != 0) {
     config_free(c);
     return fail(err, 500, "state_write_failed", r, "cannot write %s: %s", path,
@@ -1072,6 +1125,8 @@ static void stop(struct daemon *d)
   if (d->stopping)
     return;
   d->stopping = 1;
+  if (d->ca_filling)
+    uv_cancel((uv_req_t *)&d->ca_work);
   log_info("serve: stopping; %zu sandbox(es) keep their rules and have no network until "
            "the daemon is back", d->nsandboxes);
   while (d->sandboxes != NULL)
@@ -1252,6 +1307,7 @@ int proxy_cmd_serve(int argc, char **argv)
   }
   load_configs(d);
   restore(d);
+  ca_pool_fill(d);
   err[0] = '\0';
   r = proxy_control_start(&d->loop, d->control_path, daemon_api, d, &d->control, err,
                           sizeof(err));
@@ -1273,6 +1329,8 @@ int proxy_cmd_serve(int argc, char **argv)
   ret = 0;
 out_loop:
   uv_run(&d->loop, UV_RUN_DEFAULT);
+  while (d->ca_pool_n > 0)
+    proxy_ca_free(d->ca_pool[--d->ca_pool_n]);
   if (uv_loop_close(&d->loop) != 0)
     log_warn("serve: handles left open at exit");
   proxy_ctx_cleanup(&d->ctx);

@@ -80,8 +80,8 @@ check "links: IPv4 default route via lo src 127.0.0.1" \
   file_has <(in_ns "$PLN" ip -4 route show default) '^default dev lo .*src 127\.0\.0\.1'
 check "links: IPv6 default route via lo src ::1" \
   file_has <(in_ns "$PLN" ip -6 route show default) '^default dev lo .*src ::1'
-check "links: route_localnet=1" \
-  test "$(in_ns "$PLN" cat /proc/sys/net/ipv4/conf/all/route_localnet)" = 1
+check "links: route_localnet left alone in a namespace with lo only (no traffic enters)" \
+  test "$(in_ns "$PLN" cat /proc/sys/net/ipv4/conf/all/route_localnet)" = 0
 
 # A listener of the sandbox's own on lo: loopback traffic must reach it untouched.
 bg_start "$LIB_TMP/pln-peer.log" in_ns "$PLN" "$TOOL" peer 7000 --lifetime 60
