@@ -21,6 +21,9 @@
 #include "proxy/log.h"
 #include "proxy/proxy_internal.h"
 
+/* Rewritten heads up to this size are written upstream from the stack. */
+#define HEAD_STACK_BYTES 8192
+
 enum phase {
   PH_HEAD,       /* reading a request head */
   PH_CREDENTIALS, /* head decided; waiting for the credential callback */
@@ -215,10 +218,28 @@ static int split_authority(const char *a, size_t len, const char **host, size_t 
   return 0;
 }
 
+/* Sends a rewritten head (copied as needed) to the connected upstream and resumes. */
+static void send_head(struct proxy_conn *c, const char *head, size_t len)
+{
+  struct proxy_http *h = c->http;
+  uv_buf_t buf = proxy_buf(head, len);
+
+  if (proxy_end_write(&c->up, &buf, 1) != 0) {
+    proxy_conn_close(c, 1, "upstream_error");
+    return;
+  }
+  h->up_bytes += len;
+  h->phase = h->req_done ? PH_RESPONSE : PH_BODY;
+  proxy_end_want_read(&c->up, 1);
+  proxy_conn_touch(c);
+  proxy_conn_arm_timer(c, c->sb->limits.idle_ms);
+  process_down(c);
+}
+
 static void up_ready(struct proxy_conn *c, int status, const char *reason)
 {
   struct proxy_http *h = c->http;
-  uv_buf_t buf;
+  char *out = h->out;
 
   c->state = CONN_HTTP;
   if (status != 0) {
@@ -226,19 +247,9 @@ static void up_ready(struct proxy_conn *c, int status, const char *reason)
                  reason, c->entry);
     return;
   }
-  buf = uv_buf_init(h->out, (unsigned)h->out_len);
-  if (proxy_end_write(&c->up, &buf, 1) != 0) {
-    proxy_conn_close(c, 1, "upstream_error");
-    return;
-  }
-  h->up_bytes += h->out_len;
-  free(h->out);
   h->out = NULL;
-  h->phase = h->req_done ? PH_RESPONSE : PH_BODY;
-  proxy_end_want_read(&c->up, 1);
-  proxy_conn_touch(c);
-  proxy_conn_arm_timer(c, c->sb->limits.idle_ms);
-  process_down(c);
+  send_head(c, out, h->out_len);
+  free(out);
 }
 
 static void bypass_ready(struct proxy_conn *c, int status, const char *reason)
@@ -251,7 +262,7 @@ static void bypass_ready(struct proxy_conn *c, int status, const char *reason)
 }
 
 static int forward_request(struct proxy_conn *c, const struct proxy_http_request *req,
-                           struct rules_request_decision *rd);
+                           const struct rules_request_decision *rd);
 
 /* The callback answered (or failed); the request continues or is refused. */
 static void creds_cb(void *arg, int status, const char *reason, struct proxy_creds *creds)
@@ -299,28 +310,35 @@ static void creds_cb(void *arg, int status, const char *reason, struct proxy_cre
   }
   forward_request(c, req, rd);
   free(req);
+  free(rd);
 }
 
-static int await_credentials(struct proxy_conn *c, struct rules_request_decision *rd)
+/* Waits for the callback's headers; rd (borrowed) is copied for the wait. */
+static int await_credentials(struct proxy_conn *c, const struct rules_request_decision *rd)
 {
   struct proxy_http *h = c->http;
   struct proxy_sandbox *sb = c->sb;
   int r;
 
   if (sb->creds == NULL) {
-    free(rd);
     fail_request(c, 502, "callback_failed", "callback");
     return -1;
   }
-  h->rd = rd;
+  h->rd = malloc(sizeof(*h->rd));
+  if (h->rd == NULL) {
+    proxy_conn_close(c, 1, "out_of_memory");
+    return -1;
+  }
+  memcpy(h->rd, rd, sizeof(*rd));
   h->phase = PH_CREDENTIALS;
+  /* The head stays at the front of c->pending until the answer: nothing more is read. */
   proxy_end_want_read(&c->down, 0);
   proxy_conn_arm_timer(c, c->sb->limits.idle_ms);
   r = proxy_cred_get(sb->creds, rules_config_callback(h->cfg), c->name, c->port, creds_cb,
                      c, &h->cred_wait);
   if (r < 0) {
+    free(h->rd);
     h->rd = NULL;
-    free(rd);
     fail_request(c, 502, "callback_failed", "callback");
   }
   return -1;
@@ -334,7 +352,7 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
 {
   struct proxy_http *h = c->http;
   struct proxy_sandbox *sb = c->sb;
-  struct rules_request_decision *rd;
+  struct rules_request_decision rd; /* ~2 KiB: on the stack, not a malloc per request */
   struct rules_decision d;
   struct rules_dest dest;
   const char *reason = NULL, *host;
@@ -398,37 +416,31 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
     return -1;
   }
 
-  rd = malloc(sizeof(*rd));
-  if (rd == NULL) {
-    proxy_conn_close(c, 1, "out_of_memory");
-    return -1;
-  }
-  rules_decide_request(h->cfg, &dest, h->method, req->path, req->path_len, rd);
-  if (rd->deny) {
-    char entry[64];
-
-    memcpy(entry, rd->entry, sizeof(entry));
-    reason = rd->reason;
-    free(rd);
-    fail_request(c, 403, reason, entry);
+  rules_decide_request(h->cfg, &dest, h->method, req->path, req->path_len, &rd);
+  if (rd.deny) {
+    fail_request(c, 403, rd.reason, rd.entry);
     return -1;
   }
   if (d.action == RULES_BYPASS)
-    rd->nheaders = 0; /* a config swap made the host no_proxy: inject nothing */
-  if (rd->callback && d.action != RULES_BYPASS && rules_config_callback(h->cfg) != NULL)
-    return await_credentials(c, rd);
-  return forward_request(c, req, rd);
+    rd.nheaders = 0; /* a config swap made the host no_proxy: inject nothing */
+  if (rd.callback && d.action != RULES_BYPASS && rules_config_callback(h->cfg) != NULL)
+    return await_credentials(c, &rd);
+  return forward_request(c, req, &rd);
 }
 
 /*
- * Rewrites and forwards a decided request (rd: taken over and freed). Returns -1: the
- * engine resumes from up_ready, or the request was answered.
+ * Rewrites and forwards a decided request (rd: borrowed). Returns -1: the engine
+ * resumes from up_ready, or the request was answered.
  */
 static int forward_request(struct proxy_conn *c, const struct proxy_http_request *req,
-                           struct rules_request_decision *rd)
+                           const struct rules_request_decision *rd)
 {
   struct proxy_http *h = c->http;
   struct proxy_sandbox *sb = c->sb;
+  /* A head for a connected upstream is written at once (the stream layer copies what
+   * the kernel does not take): it needs no allocation of its own unless it is large. */
+  char head_buf[HEAD_STACK_BYTES];
+  char *out = head_buf;
   llhttp_errno_t err;
   size_t bound, i;
   int n;
@@ -443,27 +455,27 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
   sb->ctx->counters.headers_injected += rd->nheaders;
 
   bound = proxy_http_rewrite_bound(req, rd);
-  free(h->out);
-  h->out = malloc(bound);
-  if (h->out == NULL) {
-    free(rd);
-    proxy_conn_close(c, 1, "out_of_memory");
-    return -1;
+  if (!c->up.open || bound > sizeof(head_buf)) {
+    out = malloc(bound);
+    if (out == NULL) {
+      proxy_conn_close(c, 1, "out_of_memory");
+      return -1;
+    }
   }
-  n = proxy_http_rewrite(req, rd, h->out, bound);
-  free(rd);
+  n = proxy_http_rewrite(req, rd, out, bound);
   if (n < 0) {
+    if (out != head_buf)
+      free(out);
     fail_request(c, n == -ENOSPC ? 431 : 500, n == -ENOSPC ? "headers_too_large"
                                                           : "injection_refused", NULL);
     return -1;
   }
-  h->out_len = (size_t)n;
 
   /* llhttp frames the body, so it must agree with the head being forwarded: the
    * rewritten one, where an upgrade is a WebSocket upgrade and nothing else. */
   llhttp_reset(&h->req);
   h->msg_complete = 0;
-  err = llhttp_execute(&h->req, h->out, h->out_len);
+  err = llhttp_execute(&h->req, out, (size_t)n);
   if ((err != HPE_OK && err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) ||
       (err == HPE_OK && h->msg_complete) ||
       req->chunked != !!(h->req.flags & F_CHUNKED) ||
@@ -471,6 +483,8 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
        (uint64_t)req->content_length != h->req.content_length)) {
     log_debug("conn %llu: llhttp disagrees on a head: %s", (unsigned long long)c->id,
               llhttp_errno_name(err));
+    if (out != head_buf)
+      free(out);
     fail_request(c, 400, "malformed_request", NULL);
     return -1;
   }
@@ -487,12 +501,18 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
 
   llhttp_reset(&h->resp);
   if (!c->up.open) {
+    /* The head waits for the connection in h->out (always on the heap here). */
+    free(h->out);
+    h->out = out;
+    h->out_len = (size_t)n;
     h->phase = PH_CONNECTING;
     proxy_conn_dial(c, up_ready);
     return -1;
   }
-  up_ready(c, 0, NULL);
-  return -1; /* up_ready resumed processing */
+  send_head(c, out, (size_t)n); /* resumes processing */
+  if (out != head_buf)
+    free(out);
+  return -1;
 }
 
 /* Streams request body bytes: returns how many of data[0..len) belong to the body. */
@@ -537,7 +557,7 @@ static int forward_up(struct proxy_conn *c, const char *data, size_t len)
 static void process_down(struct proxy_conn *c)
 {
   struct proxy_http *h = c->http;
-  struct proxy_http_request *req;
+  struct proxy_http_request req; /* ~4 KiB: on the stack, not a malloc per request */
   enum proxy_http_status st;
   const char *why = NULL;
   size_t used;
@@ -564,15 +584,9 @@ static void process_down(struct proxy_conn *c)
           proxy_conn_close(c, 0, NULL);
         return;
       }
-      req = malloc(sizeof(*req));
-      if (req == NULL) {
-        proxy_conn_close(c, 1, "out_of_memory");
-        return;
-      }
       st = proxy_http_parse_request(c->pending, c->pending_len,
-                                    c->sb->limits.max_header_bytes, req, &why);
+                                    c->sb->limits.max_header_bytes, &req, &why);
       if (st == PROXY_HTTP_NEED_MORE) {
-        free(req);
         if (c->down.eof) {
           proxy_conn_close(c, 0, "sandbox_closed");
           return;
@@ -584,18 +598,16 @@ static void process_down(struct proxy_conn *c)
         return;
       }
       if (st != PROXY_HTTP_OK) {
-        free(req);
         h->method_len = 0;
         fail_request(c, st == PROXY_HTTP_TOO_LARGE ? 431 : st == PROXY_HTTP_NOT_IMPL ? 501 : 400,
                      why ? why : "malformed_request", NULL);
         return;
       }
-      proxy_end_want_read(&c->down, 0);
-      handle_request(c, req);
-      free(req);
+      handle_request(c, &req);
       return;
     case PH_CREDENTIALS:
     case PH_CONNECTING:
+      proxy_end_want_read(&c->down, 0);
       return;
     case PH_BODY:
       if (h->req_done) {
@@ -618,8 +630,11 @@ static void process_down(struct proxy_conn *c)
       }
       break;
     case PH_RESPONSE:
-      /* Later bytes wait until the response is done. */
-      proxy_end_want_read(&c->down, 0);
+      /* Later bytes wait in c->pending until the response is done. Reading goes on
+       * while none wait: stopping and restarting it for every request would cost
+       * two epoll_ctl calls each time, and a client that pipelines gets one read's
+       * worth buffered (under the pending limit) before reading stops. */
+      proxy_end_want_read(&c->down, c->pending_len == 0);
       if (h->resp_done)
         finish_response(c);
       return;
