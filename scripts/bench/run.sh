@@ -42,7 +42,7 @@
 #   --callgrind       instead of timing, run the proxy under valgrind's callgrind and
 #                     count its instructions per request for a fixed amount of each
 #                     load (deterministic, unlike time on a shared machine):
-#                     results/callgrind.md
+#                     results/callgrind.md, and callgrind-ID.out for callgrind_annotate
 # Environment: PROXY_CPU (default 0), LOAD_CPU (default 1).
 set -euo pipefail
 
@@ -422,6 +422,7 @@ if [ -n "$CALLGRIND" ]; then
     n=$((n + 1))
     wait_for "[ -s '$T/cg.out.$n' ]" 30
     ir=$(awk '/^summary:/ { print $2 }' "$T/cg.out.$n")
+    cp "$T/cg.out.$n" "$bench/results/callgrind-$id.out"
     check_result "$id" "$out"
     record "$id" proxy 1 "$out" 0 ",\"ir\":$ir"
     printf '.'
