@@ -52,6 +52,9 @@ struct proxy_http {
   struct proxy_creds *creds; /* callback headers of the current request */
   char *out;                 /* rewritten head waiting for the upstream */
   size_t out_len;
+  char *retry;               /* the head, while a reused upstream may need it sent again
+                                (retry_request) */
+  size_t retry_len;
   struct rules_config *cfg;  /* config of the current request */
   uint64_t start_ms;
   uint64_t up_bytes, down_bytes;
@@ -121,8 +124,16 @@ void proxy_http_free(struct proxy_http *h)
   proxy_creds_unref(h->creds);
   free(h->rd);
   free(h->out);
+  free(h->retry);
   rules_config_unref(h->cfg);
   free(h);
+}
+
+static void drop_retry(struct proxy_http *h)
+{
+  free(h->retry);
+  h->retry = NULL;
+  h->retry_len = 0;
 }
 
 static void audit_request(struct proxy_conn *c, const char *action, const char *reason)
@@ -218,6 +229,8 @@ static int split_authority(const char *a, size_t len, const char **host, size_t 
   return 0;
 }
 
+static int retry_request(struct proxy_conn *c);
+
 /* Sends a rewritten head (copied as needed) to the connected upstream and resumes. */
 static void send_head(struct proxy_conn *c, const char *head, size_t len)
 {
@@ -225,7 +238,8 @@ static void send_head(struct proxy_conn *c, const char *head, size_t len)
   uv_buf_t buf = proxy_buf(head, len);
 
   if (proxy_end_write(&c->up, &buf, 1) != 0) {
-    proxy_conn_close(c, 1, "upstream_error");
+    if (h->retry == NULL || retry_request(c) != 0)
+      proxy_conn_close(c, 1, "upstream_error");
     return;
   }
   h->up_bytes += len;
@@ -428,6 +442,68 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
   return forward_request(c, req, &rd);
 }
 
+/* Methods a proxy may send again after a connection failed (RFC 9110 9.2.2). */
+static int is_retryable(const struct proxy_http_request *req)
+{
+  static const char *const methods[] = { "GET", "HEAD", "OPTIONS" };
+  size_t i;
+
+  for (i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+    if (req->method_len == strlen(methods[i]) &&
+        memcmp(req->method, methods[i], req->method_len) == 0)
+      return 1;
+  return 0;
+}
+
+/*
+ * A reused upstream connection ended before any byte of the response: the request
+ * goes out again on a connection dialed for it (never a pooled one). Returns 0, or -1
+ * when the request cannot be repeated.
+ */
+static int retry_request(struct proxy_conn *c)
+{
+  struct proxy_http *h = c->http;
+
+  if (h->retry == NULL || h->resp_started)
+    return -1;
+  log_debug("conn %llu: reused connection to %s ended before answering; sending the "
+            "request again on a new one", (unsigned long long)c->id, c->name);
+  proxy_conn_close_upstream(c);
+  free(h->out);
+  h->out = h->retry;
+  h->out_len = h->retry_len;
+  h->retry = NULL;
+  h->retry_len = 0;
+  h->up_bytes = 0;
+  llhttp_reset(&h->resp);
+  h->phase = PH_CONNECTING;
+  proxy_conn_dial(c, up_ready);
+  return 0;
+}
+
+int proxy_http_on_up_error(struct proxy_conn *c)
+{
+  return c->http != NULL ? retry_request(c) : -1;
+}
+
+void proxy_http_park(struct proxy_conn *c)
+{
+  struct proxy_http *h = c->http;
+  int idle;
+
+  if (h == NULL || c->state != CONN_HTTP || !c->up.open)
+    return;
+  /* Between requests, or right after a response both sides let the connection
+   * outlive; never with a request or a response in flight. */
+  if (h->phase == PH_HEAD)
+    idle = h->requests > 0;
+  else
+    idle = h->req_done && h->resp_done && h->keep_alive && !h->upgrade &&
+           llhttp_should_keep_alive(&h->resp);
+  if (idle)
+    proxy_conn_park_upstream(c);
+}
+
 /*
  * Rewrites and forwards a decided request (rd: borrowed). Returns -1: the engine
  * resumes from up_ready, or the request was answered.
@@ -500,6 +576,19 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
   h->scanned = 0;
 
   llhttp_reset(&h->resp);
+  drop_retry(h);
+  if (!c->up.open && proxy_conn_reuse_upstream(c) == 0) {
+    /* A pooled connection may have been closed by the server a moment ago. A request
+     * that is safe to repeat (RFC 9110 9.2.2: idempotent, and nothing after the head)
+     * is then sent again on a new connection; its head is kept until answered. */
+    if (h->req_done && !req->chunked && req->content_length <= 0 && is_retryable(req)) {
+      h->retry = malloc((size_t)n);
+      if (h->retry != NULL) {
+        memcpy(h->retry, out, (size_t)n);
+        h->retry_len = (size_t)n;
+      }
+    }
+  }
   if (!c->up.open) {
     /* The head waits for the connection in h->out (always on the heap here). */
     free(h->out);
@@ -580,8 +669,10 @@ static void process_down(struct proxy_conn *c)
       h->scanned = c->pending_len;
       if (c->pending_len == 0) {
         proxy_end_want_read(&c->down, 1);
-        if (c->down.eof)
+        if (c->down.eof) {
+          proxy_http_park(c);
           proxy_conn_close(c, 0, NULL);
+        }
         return;
       }
       st = proxy_http_parse_request(c->pending, c->pending_len,
@@ -647,12 +738,17 @@ static void process_down(struct proxy_conn *c)
 static void next_request(struct proxy_conn *c)
 {
   struct proxy_http *h = c->http;
+  const struct proxy_limits *l = &c->sb->limits;
 
   h->phase = PH_HEAD;
   h->req_done = 0;
   h->resp_done = 0;
   h->resp_started = 0;
-  proxy_conn_arm_timer(c, c->sb->limits.idle_ms);
+  drop_retry(h);
+  /* An upstream idle under a quiet sandbox connection goes back to the pool after
+   * up_release_ms (proxy_http_on_timeout): memory follows activity, not sockets. */
+  proxy_conn_arm_timer(c, c->up.open && l->up_release_ms < l->idle_ms ? l->up_release_ms
+                                                                       : l->idle_ms);
   process_down(c);
 }
 
@@ -668,6 +764,8 @@ static void finish_response(struct proxy_conn *c)
   }
   if (!h->keep_alive || !llhttp_should_keep_alive(&h->resp) || c->down.eof ||
       c->up.eof) {
+    if (c->down.eof)
+      proxy_http_park(c);
     proxy_conn_linger(c);
     return;
   }
@@ -718,6 +816,7 @@ static void on_up_data(struct proxy_conn *c, const char *data, size_t len)
   if (used > 0) {
     buf = proxy_buf(data, used);
     h->resp_started = 1;
+    drop_retry(h);
     h->down_bytes += used;
     if (proxy_end_write(&c->down, &buf, 1) != 0) {
       proxy_conn_close(c, 1, "sandbox_error");
@@ -787,6 +886,8 @@ void proxy_http_on_eof(struct proxy_conn *c, struct proxy_end *e)
   struct proxy_http *h = c->http;
 
   if (e == &c->up) {
+    if (h->retry != NULL && retry_request(c) == 0)
+      return;
     if (h->phase == PH_BODY || h->phase == PH_RESPONSE) {
       if (llhttp_finish(&h->resp) == HPE_OK && h->resp_started) {
         /* A body delimited by the connection's end. */
@@ -799,6 +900,12 @@ void proxy_http_on_eof(struct proxy_conn *c, struct proxy_end *e)
         fail_request(c, 502, "upstream_closed", NULL);
         return;
       }
+    }
+    if (h->phase == PH_HEAD && h->requests > 0) {
+      /* The upstream ended its idle keep-alive: the sandbox's connection stays, and
+       * its next request dials anew. */
+      proxy_conn_close_upstream(c);
+      return;
     }
     proxy_conn_close(c, 0, "upstream_closed");
     return;
@@ -829,12 +936,24 @@ void proxy_http_on_timeout(struct proxy_conn *c)
   uint64_t now = uv_now(c->sb->ctx->loop), idle = now - c->last_active_ms;
 
   if (h->phase == PH_HEAD) {
+    const struct proxy_limits *l = &c->sb->limits;
+
     if (c->pending_len > 0 || h->requests == 0) {
       /* A head that trickles in, or never comes (slowloris). */
       fail_request(c, 408, "head_timeout", NULL);
       return;
     }
-    proxy_conn_close(c, 0, "idle_timeout");
+    if (idle >= l->idle_ms) {
+      proxy_http_park(c);
+      proxy_conn_close(c, 0, "idle_timeout");
+      return;
+    }
+    if (c->up.open && idle >= l->up_release_ms)
+      proxy_conn_release_upstream(c);
+    if (c->up.open && l->up_release_ms - idle < l->idle_ms - idle)
+      proxy_conn_arm_timer(c, l->up_release_ms - idle);
+    else
+      proxy_conn_arm_timer(c, l->idle_ms - idle);
     return;
   }
   if (idle >= c->sb->limits.idle_ms) {

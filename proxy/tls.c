@@ -302,6 +302,18 @@ void proxy_tls_free(struct proxy_tls *t)
   free(t);
 }
 
+int proxy_tls_idle(const struct proxy_tls *t)
+{
+  return t->handshake_done && t->cb == NULL && t->rx_len == 0 &&
+         mbedtls_ssl_get_bytes_avail(&t->ssl) == 0 && mbedtls_ssl_check_pending(&t->ssl) == 0;
+}
+
+void proxy_tls_move(struct proxy_tls *t, struct proxy_end *e)
+{
+  t->e = e;
+  t->rx = NULL;
+}
+
 static struct proxy_tls *tls_new(struct proxy_end *e, const mbedtls_ssl_config *conf)
 {
   struct proxy_tls *t = calloc(1, sizeof(*t));
@@ -452,8 +464,12 @@ void proxy_tls_on_read(struct proxy_end *e, const char *data, size_t len)
     break;
   }
 out:
-  t->rx = NULL;
-  t->rx_len = 0;
+  /* A callback may have handed the session to another end (the pool) or freed it
+   * (the upstream closed): then it is no longer this end's to touch. */
+  if (e->tls == t) {
+    t->rx = NULL;
+    t->rx_len = 0;
+  }
 }
 
 void proxy_tls_on_eof(struct proxy_end *e)
