@@ -240,7 +240,7 @@ static const char *const action_names[] = { "deny", "tunnel", "intercept", "bypa
 static const char *const source_names[] = { "none", "dns", "sni", "host", "addr" };
 static const char *const kind_names[] = { "unknown", "tls", "http", "other" };
 
-static void add_time(struct strbuf *b)
+void proxy_audit_add_time(struct strbuf *b)
 {
   struct timeval tv;
   struct tm tm;
@@ -257,7 +257,7 @@ static void add_common(struct strbuf *b, struct proxy_conn *c, const char *event
   char addr[INET6_ADDRSTRLEN + 8];
 
   strbuf_add(b, "{", 1);
-  add_time(b);
+  proxy_audit_add_time(b);
   strbuf_addf(b, ",\"event\":\"%s\",\"sandbox\":", event);
   strbuf_add_json_str(b, c->sb->name, strlen(c->sb->name));
   strbuf_addf(b, ",\"conn\":%llu", (unsigned long long)c->id);

@@ -55,6 +55,11 @@ void proxy_audit_conn(struct proxy_conn *c);
 /* A request record. */
 void proxy_audit_request(struct proxy_conn *c, const struct proxy_audit_request *r);
 
+struct strbuf;
+
+/* Appends the record's "time":"2026-11-26T18:27:36.123Z" member (UTC, milliseconds). */
+void proxy_audit_add_time(struct strbuf *b);
+
 /* Appends one raw record (a JSON object without newline) for other subsystems. */
 void proxy_audit_write(struct proxy_audit *a, const char *json, size_t len);
 

@@ -176,17 +176,6 @@ void proxy_cred_stats_write(struct strbuf *b, const struct proxy_cred_stats *s)
 
 /* ---- accounting: counters, log, audit ---- */
 
-static void add_time(struct strbuf *b)
-{
-  struct timeval tv;
-  struct tm tm;
-
-  gettimeofday(&tv, NULL);
-  gmtime_r(&tv.tv_sec, &tm);
-  strbuf_addf(b, "\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\"", tm.tm_year + 1900,
-              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-              (int)(tv.tv_usec / 1000));
-}
 
 /* What one finished call (or refused lookup) was, for record(). */
 struct record {
@@ -211,7 +200,7 @@ static void audit_record(struct proxy_cred_cache *c, const struct record *r)
     return;
   strbuf_init(&b);
   strbuf_add(&b, "{", 1);
-  add_time(&b);
+  proxy_audit_add_time(&b);
   strbuf_adds(&b, ",\"event\":\"callback\",\"sandbox\":");
   strbuf_add_json_str(&b, c->sandbox, strlen(c->sandbox));
   strbuf_adds(&b, ",\"host\":");

@@ -37,13 +37,17 @@ int proxy_read_file(const char *path, size_t max, char **data, size_t *len)
         ret = -EFBIG;
         goto out;
       }
-      cap *= 2;
-      p = realloc(buf, cap);
+      /* Not realloc: the old buffer may hold opaque values and must be wiped. */
+      p = malloc(cap * 2);
       if (p == NULL) {
         ret = -ENOMEM;
         goto out;
       }
+      memcpy(p, buf, n);
+      explicit_bzero(buf, cap);
+      free(buf);
       buf = p;
+      cap *= 2;
     }
     r = read(fd, buf + n, cap - n - 1);
     if (r < 0 && errno == EINTR)
@@ -65,6 +69,8 @@ int proxy_read_file(const char *path, size_t max, char **data, size_t *len)
   *len = n;
   buf = NULL;
 out:
+  if (buf != NULL)
+    explicit_bzero(buf, cap);
   free(buf);
   if (fd != STDIN_FILENO)
     close(fd);

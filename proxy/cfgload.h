@@ -13,7 +13,8 @@
 
 /*
  * Reads a whole file ("-" for standard input) of at most `max` bytes into a
- * NUL-terminated malloc'd buffer. Returns 0 or a negative errno (-EFBIG over max).
+ * NUL-terminated malloc'd buffer. Intermediate buffers are wiped (the file may hold
+ * secrets); wipe the result likewise. Returns 0 or a negative errno (-EFBIG over max).
  */
 int proxy_read_file(const char *path, size_t max, char **data, size_t *len);
 

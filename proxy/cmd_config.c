@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "proxy/cfgload.h"
 #include "proxy/commands.h"
 #include "rules/rules.h"
 
@@ -44,67 +45,9 @@ static void wipe_free(char *p, size_t len)
   free(p);
 }
 
-/* Reads all of fd into a malloc'd buffer, at most RULES_MAX_CONFIG_LEN bytes. */
-static int read_all(int fd, char **out, size_t *len)
-{
-  size_t cap = 4096, n = 0;
-  char *buf = malloc(cap), *nb;
-  ssize_t r;
-  int ret;
-
-  if (buf == NULL)
-    return -ENOMEM;
-  for (;;) {
-    if (n == cap) {
-      if (cap > RULES_MAX_CONFIG_LEN) {
-        ret = -EFBIG;
-        goto fail;
-      }
-      nb = malloc(cap * 2);
-      if (nb == NULL) {
-        ret = -ENOMEM;
-        goto fail;
-      }
-      memcpy(nb, buf, n);
-      wipe_free(buf, cap);
-      buf = nb;
-      cap *= 2;
-    }
-    r = read(fd, buf + n, cap - n);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r < 0) {
-      ret = -errno;
-      goto fail;
-    }
-    if (r == 0)
-      break;
-    n += (size_t)r;
-  }
-  if (n > RULES_MAX_CONFIG_LEN) {
-    ret = -EFBIG;
-    goto fail;
-  }
-  *out = buf;
-  *len = n;
-  return 0;
-fail:
-  wipe_free(buf, cap);
-  return ret;
-}
-
 static int load(const char *file, char **buf, size_t *len)
 {
-  int fd, ret;
-
-  if (strcmp(file, "-") == 0)
-    return read_all(STDIN_FILENO, buf, len);
-  fd = open(file, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return -errno;
-  ret = read_all(fd, buf, len);
-  close(fd);
-  return ret;
+  return proxy_read_file(file, RULES_MAX_CONFIG_LEN, buf, len);
 }
 
 int proxy_cmd_config(int argc, char **argv)

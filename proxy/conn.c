@@ -870,6 +870,29 @@ static int original_destination(struct proxy_conn *c, int transparent)
   return 0;
 }
 
+static void free_handle(uv_handle_t *h)
+{
+  free(h);
+}
+
+/* Out of memory: accept and close at once. libuv stops watching a listener until its
+ * pending connection is accepted, so a connection left unaccepted would stall every
+ * later one. */
+static void reject_unaccepted(struct proxy_listener *l)
+{
+  uv_tcp_t *tmp = malloc(sizeof(*tmp));
+
+  log_warn("sandbox %s: out of memory, connection dropped", l->sb->name);
+  l->sb->ctx->counters.conns_refused++;
+  if (tmp == NULL || uv_tcp_init(l->sb->ctx->loop, tmp) != 0) {
+    free(tmp);
+    return;
+  }
+  if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)tmp) != 0 ||
+      uv_tcp_close_reset(tmp, free_handle) != 0)
+    uv_close((uv_handle_t *)tmp, free_handle);
+}
+
 void proxy_conn_accept(struct proxy_listener *l)
 {
   struct proxy_sandbox *sb = l->sb;
@@ -879,15 +902,7 @@ void proxy_conn_accept(struct proxy_listener *l)
 
   c = calloc(1, sizeof(*c));
   if (c == NULL) {
-    /* Accept and drop, or the listener would stay readable forever. */
-    uv_tcp_t tmp;
-
-    if (uv_tcp_init(ctx->loop, &tmp) == 0) {
-      if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&tmp) == 0)
-        log_warn("sandbox %s: out of memory, connection dropped", sb->name);
-      uv_close((uv_handle_t *)&tmp, NULL);
-      uv_run(ctx->loop, UV_RUN_NOWAIT);
-    }
+    reject_unaccepted(l);
     return;
   }
   c->sb = sb;

@@ -50,6 +50,7 @@ struct client {
   int complete;
   int too_large;
   int keep_alive;
+  int discard;               /* answered an error early: read and drop the rest */
   char method[16];
   char readbuf[16384];
 };
@@ -108,11 +109,30 @@ static void client_close(struct client *cl)
   uv_close((uv_handle_t *)&cl->timer, client_closed);
 }
 
+static void idle_cb(uv_timer_t *t);
+
+static void shutdown_done(uv_shutdown_t *req, int status)
+{
+  (void)status;
+  free(req);
+}
+
 static void write_done(uv_write_t *req, int status)
 {
   struct client *cl = req->data;
 
   free(req);
+  /* After an early error the client may still be sending its body: keep reading
+   * (and dropping) it for a moment, or closing would reset the connection and the
+   * client would never read the answer. */
+  if (status == 0 && cl->discard && !cl->closing) {
+    uv_shutdown_t *sr = malloc(sizeof(*sr));
+
+    if (sr != NULL && uv_shutdown(sr, (uv_stream_t *)&cl->pipe, shutdown_done) != 0)
+      free(sr);
+    uv_timer_start(&cl->timer, idle_cb, 2000, 0);
+    return;
+  }
   if (status < 0 || !cl->keep_alive)
     client_close(cl);
 }
@@ -289,7 +309,7 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     client_close(cl);
     return;
   }
-  if (n == 0 || cl->closing)
+  if (n == 0 || cl->closing || cl->discard)
     return;
   uv_timer_again(&cl->timer);
   left = (size_t)n;
@@ -305,7 +325,7 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
       continue;
     }
     if (err != HPE_OK) {
-      uv_read_stop(s);
+      cl->discard = 1;
       if (cl->too_large == 413)
         respond_error(cl, 413, "body_too_large", "request bodies are limited to 1 MiB");
       else if (cl->too_large == 431)

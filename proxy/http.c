@@ -20,6 +20,7 @@
 #include "proxy/httphead.h"
 #include "proxy/log.h"
 #include "proxy/proxy_internal.h"
+#include "proxy/scrub.h"
 
 /* Rewritten heads up to this size are written upstream from the stack. */
 #define HEAD_STACK_BYTES 8192
@@ -50,6 +51,7 @@ struct proxy_http {
   struct rules_request_decision *rd; /* decision waiting for the callback */
   struct proxy_cred_wait *cred_wait; /* the callback call being waited on */
   struct proxy_creds *creds; /* callback headers of the current request */
+  struct proxy_scrub scrub;  /* masks injected values echoed in the response */
   char *out;                 /* rewritten head waiting for the upstream */
   size_t out_len;
   char *retry;               /* the head, while a reused upstream may need it sent again
@@ -122,6 +124,7 @@ void proxy_http_free(struct proxy_http *h)
   if (h->cred_wait != NULL)
     proxy_cred_cancel(h->cred_wait);
   proxy_creds_unref(h->creds);
+  proxy_scrub_free(&h->scrub);
   free(h->rd);
   free(h->out);
   free(h->retry);
@@ -309,6 +312,7 @@ static void creds_cb(void *arg, int status, const char *reason, struct proxy_cre
     rd->headers[rd->nheaders].value = ch->value;
     rd->headers[rd->nheaders].value_len = ch->value_len;
     rd->headers[rd->nheaders].rule = "callback";
+    rd->headers[rd->nheaders].secret = 1;
     rd->nheaders++;
   }
   /* The head is still at the front of c->pending (nothing was read meanwhile);
@@ -521,7 +525,10 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
   size_t bound, i;
   int n;
 
+  proxy_scrub_reset(&h->scrub);
   for (i = 0; i < rd->nheaders; i++) {
+    if (rd->headers[i].secret)
+      proxy_scrub_add(&h->scrub, rd->headers[i].value, rd->headers[i].value_len);
     h->injected[i] = rd->headers[i].name;
     proxy_labels_add(&sb->ctx->injected_by_rule, rd->headers[i].rule, 1);
   }
@@ -772,12 +779,58 @@ static void finish_response(struct proxy_conn *c)
   next_request(c);
 }
 
+/* Writes response bytes to the sandbox, masking echoed secrets. Returns 0 or -1 (the
+ * connection is being closed). */
+static int forward_down(struct proxy_conn *c, const char *data, size_t len)
+{
+  struct proxy_http *h = c->http;
+  const char *out;
+  size_t olen, before = h->scrub.masked;
+  uv_buf_t buf;
+
+  /* The bytes are in the loop's read buffer (or its TLS plaintext buffer), which the
+   * proxy owns: masking in place is allowed. */
+  if (proxy_scrub_feed(&h->scrub, (char *)(uintptr_t)data, len, &out, &olen) != 0) {
+    proxy_conn_close(c, 1, "out_of_memory");
+    return -1;
+  }
+  if (h->scrub.masked != before)
+    log_warn("sandbox %s conn %llu: %s echoed an injected credential in its response; "
+             "masked", c->sb->name, (unsigned long long)c->id, c->name);
+  h->down_bytes += len;
+  if (olen == 0)
+    return 0;
+  buf = proxy_buf(out, olen);
+  if (proxy_end_write(&c->down, &buf, 1) != 0) {
+    proxy_conn_close(c, 1, "sandbox_error");
+    return -1;
+  }
+  return 0;
+}
+
+/* Forwards what the scrubber held back once the response has ended. */
+static int flush_down(struct proxy_conn *c)
+{
+  const char *out;
+  size_t olen;
+  uv_buf_t buf;
+
+  proxy_scrub_flush(&c->http->scrub, &out, &olen);
+  if (olen == 0)
+    return 0;
+  buf = proxy_buf(out, olen);
+  if (proxy_end_write(&c->down, &buf, 1) != 0) {
+    proxy_conn_close(c, 1, "sandbox_error");
+    return -1;
+  }
+  return 0;
+}
+
 static void on_up_data(struct proxy_conn *c, const char *data, size_t len)
 {
   struct proxy_http *h = c->http;
   llhttp_errno_t err;
   size_t used = len;
-  uv_buf_t buf;
 
   if (h->resp_done) {
     /* More bytes after a complete response, before the next request: the upstream
@@ -789,12 +842,8 @@ static void on_up_data(struct proxy_conn *c, const char *data, size_t len)
   err = llhttp_execute(&h->resp, data, len);
   if (err == HPE_PAUSED_UPGRADE && h->upgrade && h->status == 101) {
     /* WebSocket accepted: from here on both directions are opaque. */
-    buf = proxy_buf(data, len);
-    h->down_bytes += len;
-    if (proxy_end_write(&c->down, &buf, 1) != 0) {
-      proxy_conn_close(c, 1, "sandbox_error");
+    if (forward_down(c, data, len) != 0 || flush_down(c) != 0)
       return;
-    }
     h->resp_done = 1;
     audit_request(c, "forward", NULL);
     proxy_relay_start(c);
@@ -814,16 +863,14 @@ static void on_up_data(struct proxy_conn *c, const char *data, size_t len)
     return;
   }
   if (used > 0) {
-    buf = proxy_buf(data, used);
     h->resp_started = 1;
     drop_retry(h);
-    h->down_bytes += used;
-    if (proxy_end_write(&c->down, &buf, 1) != 0) {
-      proxy_conn_close(c, 1, "sandbox_error");
+    if (forward_down(c, data, used) != 0)
       return;
-    }
   }
   if (h->msg_complete) {
+    if (flush_down(c) != 0)
+      return;
     h->resp_done = 1;
     audit_request(c, "forward", NULL);
     if (used < len) {
@@ -891,6 +938,8 @@ void proxy_http_on_eof(struct proxy_conn *c, struct proxy_end *e)
     if (h->phase == PH_BODY || h->phase == PH_RESPONSE) {
       if (llhttp_finish(&h->resp) == HPE_OK && h->resp_started) {
         /* A body delimited by the connection's end. */
+        if (flush_down(c) != 0)
+          return;
         h->resp_done = 1;
         audit_request(c, "forward", NULL);
         proxy_conn_linger(c);

@@ -33,13 +33,13 @@
 #include "proxy/cfgload.h"
 #include "proxy/commands.h"
 #include "proxy/log.h"
+#include "proxy/options.h"
 #include "proxy/proxy.h"
 #include "proxy/rng.h"
 #include "proxy/tls.h"
 #include "rules/rules.h"
 
 #define SYSTEM_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
-#define MAX_UPSTREAM_CA 16
 
 struct jail {
   uv_loop_t loop;
@@ -58,20 +58,16 @@ struct jail {
   int signals_seen;
   uv_signal_t sig[4];
   int nsig;
-  char tmpdir[64];
-  char bundle[128];
-  char resolv[128];
+  char tmpdir[4096];
+  char bundle[4096 + 32];
+  char resolv[4096 + 32];
   /* options */
   const char *config_path;
   const char *secrets_dir;
   const char *netns_path;
   const char *log_path;
   const char *user;
-  const char *upstream_ca[MAX_UPSTREAM_CA];
-  size_t nupstream_ca;
-  enum netns_capture capture;
-  struct proxy_limits limits;
-  size_t leaf_cache;
+  struct proxy_common_opts common;
 };
 
 static void usage(FILE *f)
@@ -85,125 +81,52 @@ static void usage(FILE *f)
     "options:\n"
     "  --config FILE          proxy_config JSON (default: empty: allow all, inject nothing)\n"
     "  --secrets-dir DIR      where {KEY} templates of workspace_secret headers resolve\n"
-    "  --upstream-ca FILE     also trust this CA (PEM) for upstream TLS; repeatable\n"
     "  --user USER            run CMD as USER (default: the sudo caller, else root)\n"
     "  --log FILE             audit log, JSON Lines (\"-\": standard output)\n"
     "  --netns PATH           use this existing namespace instead of a new one; it is\n"
     "                         left locked down (no network) when the jail exits\n"
-    "  --capture MODE         forwarded traffic: redirect (default) or tproxy\n"
-    "  --max-conns N          concurrent connections (default 4096)\n"
-    "  --idle-timeout SEC     close connections idle this long (default 300)\n"
-    "  --connect-timeout SEC  upstream resolution + connect (default 10)\n"
-    "  --head-timeout SEC     time to send a request head (default 30)\n"
-    "  --max-header-bytes N   request head limit; larger heads get 431 (default 65536)\n"
-    "  --leaf-cache N         certificates kept per sandbox (default 1024)\n"
-    "  -v, --verbose          more log output (twice for debug)\n"
     "  -h, --help             this help\n");
-}
-
-static int parse_uint(const char *opt, const char *s, uint64_t max, uint64_t *out)
-{
-  char *end;
-  unsigned long long v;
-
-  errno = 0;
-  v = strtoull(s, &end, 10);
-  if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v > max) {
-    fprintf(stderr, "authproxy jail: %s: \"%s\" is not a number between 0 and %llu\n",
-            opt, s, (unsigned long long)max);
-    return -EINVAL;
-  }
-  *out = v;
-  return 0;
+  proxy_common_usage(f);
 }
 
 static int parse_args(struct jail *j, int argc, char **argv)
 {
-  enum { O_CONFIG = 256, O_SECRETS, O_UPCA, O_USER, O_LOG, O_NETNS, O_CAPTURE,
-         O_MAXCONNS, O_IDLE, O_CONNECT, O_HEAD, O_MAXHDR, O_LEAF };
-  static const struct option opts[] = {
+  enum { O_CONFIG = 256, O_SECRETS, O_USER, O_LOG, O_NETNS };
+  static const struct option own[] = {
     { "config", required_argument, NULL, O_CONFIG },
     { "secrets-dir", required_argument, NULL, O_SECRETS },
-    { "upstream-ca", required_argument, NULL, O_UPCA },
     { "user", required_argument, NULL, O_USER },
     { "log", required_argument, NULL, O_LOG },
     { "netns", required_argument, NULL, O_NETNS },
-    { "capture", required_argument, NULL, O_CAPTURE },
-    { "max-conns", required_argument, NULL, O_MAXCONNS },
-    { "idle-timeout", required_argument, NULL, O_IDLE },
-    { "connect-timeout", required_argument, NULL, O_CONNECT },
-    { "head-timeout", required_argument, NULL, O_HEAD },
-    { "max-header-bytes", required_argument, NULL, O_MAXHDR },
-    { "leaf-cache", required_argument, NULL, O_LEAF },
-    { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
-  int c, verbose = 0;
-  uint64_t v;
+  struct option opts[32];
+  int c, r;
 
+  if (proxy_options_merge(own, opts, sizeof(opts) / sizeof(opts[0])) != 0)
+    return -EINVAL;
   optind = 1;
   while ((c = getopt_long(argc, argv, "+vh", opts, NULL)) != -1) {
     switch (c) {
     case O_CONFIG: j->config_path = optarg; break;
     case O_SECRETS: j->secrets_dir = optarg; break;
-    case O_UPCA:
-      if (j->nupstream_ca == MAX_UPSTREAM_CA) {
-        fprintf(stderr, "authproxy jail: at most %d --upstream-ca files\n", MAX_UPSTREAM_CA);
-        return -EINVAL;
-      }
-      j->upstream_ca[j->nupstream_ca++] = optarg;
-      break;
     case O_USER: j->user = optarg; break;
     case O_LOG: j->log_path = optarg; break;
     case O_NETNS: j->netns_path = optarg; break;
-    case O_CAPTURE:
-      if (strcmp(optarg, "redirect") == 0) {
-        j->capture = NETNS_CAPTURE_REDIRECT;
-      } else if (strcmp(optarg, "tproxy") == 0) {
-        j->capture = NETNS_CAPTURE_TPROXY;
-      } else {
-        fprintf(stderr, "authproxy jail: --capture: \"%s\" is neither redirect nor tproxy\n",
-                optarg);
+    case 'h': usage(stdout); exit(0);
+    default:
+      r = proxy_common_option("authproxy jail", c, optarg, &j->common);
+      if (r < 0)
+        return r;
+      if (r == 0) {
+        usage(stderr);
         return -EINVAL;
       }
       break;
-    case O_MAXCONNS:
-      if (parse_uint("--max-conns", optarg, 1000000, &v) != 0 || v == 0)
-        return -EINVAL;
-      j->limits.max_conns = (unsigned)v;
-      break;
-    case O_IDLE:
-      if (parse_uint("--idle-timeout", optarg, 86400, &v) != 0 || v == 0)
-        return -EINVAL;
-      j->limits.idle_ms = v * 1000;
-      break;
-    case O_CONNECT:
-      if (parse_uint("--connect-timeout", optarg, 3600, &v) != 0 || v == 0)
-        return -EINVAL;
-      j->limits.connect_ms = v * 1000;
-      break;
-    case O_HEAD:
-      if (parse_uint("--head-timeout", optarg, 3600, &v) != 0 || v == 0)
-        return -EINVAL;
-      j->limits.head_ms = v * 1000;
-      break;
-    case O_MAXHDR:
-      if (parse_uint("--max-header-bytes", optarg, 1u << 20, &v) != 0 || v < 1024)
-        return -EINVAL;
-      j->limits.max_header_bytes = (size_t)v;
-      break;
-    case O_LEAF:
-      if (parse_uint("--leaf-cache", optarg, 1000000, &v) != 0 || v == 0)
-        return -EINVAL;
-      j->leaf_cache = (size_t)v;
-      break;
-    case 'v': verbose++; break;
-    case 'h': usage(stdout); exit(0);
-    default: usage(stderr); return -EINVAL;
     }
   }
-  proxy_log_set_level(verbose >= 2 ? PROXY_LOG_DEBUG : verbose ? PROXY_LOG_INFO : PROXY_LOG_WARN);
+  proxy_common_log_level(&j->common, PROXY_LOG_WARN);
   if (optind >= argc) {
     fprintf(stderr, "authproxy jail: no command given\n\n");
     usage(stderr);
@@ -238,11 +161,14 @@ static int prepare_files(struct jail *j)
       "nameserver " NETNS_DNS_ADDR4 "\n"
       "options edns0\n";
   const char *pem = proxy_ca_cert_pem(j->ca);
+  const char *tmp = getenv("TMPDIR");
   char *system = NULL;
   size_t slen = 0;
   int r;
 
-  snprintf(j->tmpdir, sizeof(j->tmpdir), "/tmp/authproxy-jail.XXXXXX");
+  if (tmp == NULL || tmp[0] != '/' || strlen(tmp) > sizeof(j->tmpdir) - 24)
+    tmp = "/tmp";
+  snprintf(j->tmpdir, sizeof(j->tmpdir), "%s/authproxy-jail.XXXXXX", tmp);
   if (mkdtemp(j->tmpdir) == NULL) {
     j->tmpdir[0] = '\0';
     return -errno;
@@ -504,7 +430,7 @@ static int attach_ns(struct jail *j, struct netns_fds *fds)
   }
   memset(&o, 0, sizeof(o));
   o.dns_port = NETNS_DNS_PORT;
-  o.capture = j->capture;
+  o.capture = j->common.capture;
   err[0] = '\0';
   r = netns_attach(j->nsfd, &o, fds, err, sizeof(err));
   if (r != 0) {
@@ -529,7 +455,7 @@ int proxy_cmd_jail(int argc, char **argv)
   j->nsfd = -1;
   j->exit_status = 1;
   netns_fds_init(&fds);
-  proxy_limits_default(&j->limits);
+  proxy_common_opts_init(&j->common);
   first = parse_args(j, argc, argv);
   if (first < 0) {
     ret = 2;
@@ -563,15 +489,15 @@ int proxy_cmd_jail(int argc, char **argv)
       goto out;
   }
   memset(&caopts, 0, sizeof(caopts));
-  caopts.cache_size = j->leaf_cache;
+  caopts.cache_size = j->common.leaf_cache;
   r = proxy_ca_generate(&caopts, &j->ca);
   if (r != 0) {
     fprintf(stderr, "authproxy jail: cannot generate the sandbox CA: %s\n", strerror(-r));
     goto out;
   }
   err[0] = '\0';
-  r = proxy_upstream_tls_new(NULL, j->upstream_ca, j->nupstream_ca, &j->upstream, err,
-                             sizeof(err));
+  r = proxy_upstream_tls_new(NULL, j->common.upstream_ca, j->common.nupstream_ca,
+                             &j->upstream, err, sizeof(err));
   if (r != 0) {
     fprintf(stderr, "authproxy jail: %s\n", err[0] ? err : strerror(-r));
     goto out;
@@ -591,7 +517,7 @@ int proxy_cmd_jail(int argc, char **argv)
   r = proxy_ctx_init(&j->ctx, &j->loop);
   if (r != 0)
     goto out_loop;
-  j->ctx.limits = j->limits;
+  j->ctx.limits = j->common.limits;
   j->ctx.upstream_tls = j->upstream;
   if (j->log_path != NULL) {
     r = proxy_audit_open(&j->loop, j->log_path, &j->audit);

@@ -22,8 +22,12 @@ static int cmd_version(int argc, char **argv)
 
 static const struct command commands[] = {
   { "jail", proxy_cmd_jail, "run a command in a sandbox whose only way out is authproxy" },
+  { "serve", proxy_cmd_serve, "the daemon: every sandbox of the host, driven by the control API" },
+  { "ctl", proxy_cmd_ctl, "command-line client of the control API" },
   { "version", cmd_version, "print the version" },
   { "config", proxy_cmd_config, "check a proxy_config file or show it redacted" },
+  { "cni", proxy_cmd_cni, "CNI plugin (also as an executable named authproxy-cni)" },
+  { "oci-hook", proxy_cmd_oci_hook, "OCI runtime hook: attach a container (createRuntime)" },
 };
 
 static void usage(FILE *f)
@@ -32,14 +36,20 @@ static void usage(FILE *f)
 
   fprintf(f, "usage: authproxy COMMAND [ARGS...]\n\ncommands:\n");
   for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-    fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
   fprintf(f, "\nRun `authproxy COMMAND --help` for a command's options.\n");
 }
 
 int main(int argc, char **argv)
 {
+  const char *base = argc > 0 ? strrchr(argv[0], '/') : NULL;
   size_t i;
 
+  /* A CNI runtime runs the executable its configuration's "type" names, with no
+   * arguments: installed as (a link named) authproxy-cni, this binary is the plugin. */
+  base = base != NULL ? base + 1 : argc > 0 ? argv[0] : "";
+  if (strcmp(base, "authproxy-cni") == 0)
+    return proxy_cmd_cni(argc, argv);
   if (argc < 2) {
     usage(stderr);
     return 2;

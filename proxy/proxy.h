@@ -115,6 +115,17 @@ const char *proxy_sandbox_name(const struct proxy_sandbox *sb);
 /* Number of open connections. */
 unsigned proxy_sandbox_conns(const struct proxy_sandbox *sb);
 
+/* What a sandbox holds, for metrics. */
+struct proxy_sandbox_stats {
+  unsigned conns;
+  size_t dns_names;
+  uint64_t dns_queries, dns_dropped, dns_refused;
+  size_t certs_cached;
+  uint64_t cert_hits, cert_misses, cert_evictions;
+};
+
+void proxy_sandbox_stats(const struct proxy_sandbox *sb, struct proxy_sandbox_stats *out);
+
 /*
  * Stops accepting, lets open connections finish for up to drain_ms, then closes them
  * all, and frees the sandbox; cb(arg) runs when everything is closed.

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "proxy/callback.h"
+#include "proxy/ca.h"
 #include "proxy/dns.h"
 #include "proxy/log.h"
 #include "proxy/proxy_internal.h"
@@ -244,6 +245,29 @@ const char *proxy_sandbox_name(const struct proxy_sandbox *sb)
 unsigned proxy_sandbox_conns(const struct proxy_sandbox *sb)
 {
   return sb->nconns;
+}
+
+void proxy_sandbox_stats(const struct proxy_sandbox *sb, struct proxy_sandbox_stats *out)
+{
+  const struct proxy_dns_stats *ds;
+  struct proxy_ca_stats cs;
+
+  memset(out, 0, sizeof(*out));
+  out->conns = sb->nconns;
+  out->dns_names = proxy_dns_table_count(sb->dns_table);
+  if (sb->dns != NULL) {
+    ds = proxy_dns_stats(sb->dns);
+    out->dns_queries = ds->queries;
+    out->dns_dropped = ds->dropped;
+    out->dns_refused = ds->refused;
+  }
+  if (sb->ca != NULL) {
+    proxy_ca_stats(sb->ca, &cs);
+    out->certs_cached = cs.entries;
+    out->cert_hits = cs.hits;
+    out->cert_misses = cs.misses;
+    out->cert_evictions = cs.evictions;
+  }
 }
 
 static void close_all_conns(struct proxy_sandbox *sb)

@@ -163,6 +163,7 @@ static int parse_value(struct rules_pctx *c, const cJSON *obj, int type,
     goto out;
   }
   m->type = (uint8_t)type;
+  h->secret = type != RULES_HDR_PLAIN;
   ret = 0;
 out:
   explicit_bzero(buf, sizeof(buf));

@@ -288,6 +288,7 @@ struct rules_header {
   const char *value; /* resolved; may contain no CR, LF or NUL */
   size_t value_len;
   const char *rule;  /* name of the rule it came from */
+  int secret;        /* workspace_secret or opaque (a plaintext value is not one) */
 };
 
 struct rules_request_decision {

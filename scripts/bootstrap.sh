@@ -12,6 +12,10 @@ test_pkgs=(
   clang libclang-rt-14-dev      # libFuzzer targets (scripts/fuzz.sh)
   nftables iproute2 procps      # inspect namespaces and tables in integration tests
   curl openssl ca-certificates python3 nodejs   # clients and fake upstreams
+  containernetworking-plugins   # test_cni.sh: the reference loopback plugin (/usr/lib/cni)
+  runc busybox-static           # test_oci_container.sh: a real container (runc; crun is
+                                # tried if installed and runc cannot run), a static busybox
+                                # as its root filesystem
 )
 
 if [ "$(id -u)" -ne 0 ]; then

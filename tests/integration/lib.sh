@@ -34,6 +34,11 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
   for ns in "${NETNS[@]}"; do ip netns del "$ns" 2>/dev/null; done
+  # make_netns often runs in a command substitution (a subshell), where it cannot add
+  # to NETNS: its names end in -$$, so find them by name.
+  for ns in $(ip netns list 2>/dev/null | awk '{ print $1 }' | grep -E "^ap-.*-$$\$"); do
+    ip netns del "$ns" 2>/dev/null
+  done
   if [ $rc -ne 0 ] && [ -z "${KEEP_TMP:-}" ]; then
     echo "--- logs of the failed test ($T):"
     for f in "$T"/*.log; do [ -f "$f" ] && { echo "== $f"; tail -n 40 "$f"; }; done

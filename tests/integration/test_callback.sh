@@ -19,7 +19,6 @@
 . "$(dirname "$0")/lib.sh"
 
 TTL=2
-SLOW_DELAY=1.5   # seconds the "slow" mode waits; below TIMEOUT_MS
 TIMEOUT_MS=3000
 
 start_upstream up
@@ -63,11 +62,12 @@ FAIL_MODES=(
   "close=close"
   "hang=hang"
 )
-host_modes=(--host-mode "slow.corp.example=slow" --host-mode "burst.corp.example=slow")
+host_modes=(--host-mode "slow.corp.example=gate" --host-mode "burst.corp.example=gate")
 for m in "${FAIL_MODES[@]}"; do
   host_modes+=(--host-mode "${m%%=*}.corp.example=${m#*=}")
 done
-start_callback cb --port-file "$T/cb.port" --delay "$SLOW_DELAY" "${host_modes[@]}"
+start_callback cb --port-file "$T/cb.port" --gate "$T/gates" "${host_modes[@]}"
+mkdir -p "$T/gates"
 wait_for "[ -s '$T/cb.port' ]" 10
 cb_PORT=$(cat "$T/cb.port")
 
@@ -137,12 +137,20 @@ assert_eq "$(upq up 'len(set(hdr(r, "Authorization")[0] for r in reqs))')" "2" \
 pass "expiry after the TTL"
 
 # 3. 50 concurrent first requests: one call (ttl 0, so only single flight can merge
-# them; the callback takes $SLOW_DELAY s, longer than 50 curls take to start).
+# them). The callback holds its answer until every request has reached the proxy: 50
+# accepted connections whose heads the proxy has read (Recv-Q 0); then the gate opens.
 : > "$T/up.jsonl"
 out=$(jail --config "$T/config-ttl0.json" --secrets-dir "$T/secrets" -- sh -c '
   for i in $(seq 50); do
     curl -sS -o /dev/null -w "code=%{http_code}\n" http://burst.corp.example/b/$i &
   done
+  port=$(ss -Hltn | awk "{ print \$4 }" | grep -v ":53\$" | head -n1 | sed "s/.*://")
+  n=0
+  until [ "$(ss -Htn state established "( sport = :$port )" | awk "\$1 == 0" | wc -l)" -ge 50 ]; do
+    n=$((n + 1)); [ $n -lt 600 ] || { echo "requests never all arrived"; break; }
+    sleep 0.05
+  done
+  touch '"$T/gates/burst.corp.example"'
   wait' 2>> "$T/jail.log")
 assert_eq "$(echo "$out" | grep -c 'code=200')" "50" "concurrent requests answered"
 assert_eq "$(cbq cb 'len(for("burst.corp.example"))')" "1" "one callback call for 50 requests"
@@ -174,7 +182,9 @@ for m in "${FAIL_MODES[@]}"; do
 done
 
 # 5. A slow callback does not stall other traffic: while the call for slow.corp.example
-# is in flight, requests to another host, with and without the callback, complete.
+# is in flight (its answer held until the gate opens after the others), requests to
+# another host, with and without the callback, complete. A stalled proxy would finish
+# them only after the callback gives up waiting (30 s), after the slow request.
 : > "$T/up.jsonl"
 out=$(run sh -c "
   curl -sS -o /dev/null -w 'slow code=%{http_code}\n' http://slow.corp.example/s &
@@ -188,6 +198,7 @@ out=$(run sh -c "
     curl -sS -o /dev/null -w 'other code=%{http_code}\n' http://api.corp.example/a\$i
   done
   echo others-done
+  touch '$T/gates/slow.corp.example'
   wait")
 assert_eq "$(echo "$out" | grep -c 'other code=200')" "6" "other requests answered"
 assert_contains "$out" "slow code=200" "the slow request completes too"

@@ -20,7 +20,8 @@ cat > "$T/config.json" <<EOF
   "rules": [
     { "name": "api", "match_hosts": ["api.example.com"],
       "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {API_KEY}" },
-                   { "name": "X-Team", "type": "plaintext", "value": "agents" } ] },
+                   { "name": "X-Team", "type": "plaintext", "value": "agents" },
+                   { "name": "X-Plain", "type": "plaintext", "value": "plain-value-visible" } ] },
     { "name": "repos", "match_hosts": ["git.example.com"], "match_paths": ["/repos/*"],
       "headers": [ { "name": "Authorization", "type": "opaque", "value": "token opaque-$$" } ] },
     { "name": "wild", "match_hosts": ["*.example.com"],
@@ -101,7 +102,15 @@ assert_contains "$out" "host_mismatch" "host mismatch reason"
 assert_eq "$(upq up 'len(events)')" "0" "upstream untouched by a mismatched Host"
 pass "Host must agree with the resolved name"
 
-# 9. The exit status of CMD is the jail's.
+# 9. An upstream that echoes the request's headers does not hand the sandbox the
+# injected secret: every copy is masked, also when it straddles two reads.
+out=$(run sh -c 'for n in 10 40 45 50 57 80; do curl -sS "http://api.example.com/echo?split=$n"; done')
+assert_not_contains "$out" "$SECRET" "echoed secret reached the sandbox"
+assert_eq "$(echo "$out" | grep -c '"Authorization", "\*\*\*\*')" "6" "echoed secret masked in every response"
+assert_contains "$out" '"plain-value-visible"' "plaintext values are not masked"
+pass "echoed credentials masked in responses"
+
+# 10. The exit status of CMD is the jail's.
 set +e
 run sh -c 'exit 7'
 rc=$?

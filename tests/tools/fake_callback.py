@@ -16,6 +16,7 @@ precedence: mode file, host mode, run mode.
 Modes:
   ok               200 {"headers": {"Authorization": "Bearer cb-<n>"}}, n = call number
   slow             as ok after --delay seconds
+  gate             as ok once the file --gate DIR / HOST exists (at most 30 s)
   status:NNN       that status with an ok-looking body (which must not be used)
   not_json         200 with a body that is not JSON
   no_headers       200 {"token": "..."}
@@ -134,6 +135,15 @@ def serve(sock, cid):
     elif mode == "slow":
         time.sleep(ARGS.delay)
         answer(sock, 200, ok_body(n), "OK")
+    elif mode == "gate":
+        # Answers once the test opens this host's gate (creates GATE_DIR/HOST), at most
+        # 30 s later.
+        gate = os.path.join(ARGS.gate or "/nonexistent", host or "none")
+        for _ in range(600):
+            if os.path.exists(gate):
+                break
+            time.sleep(0.05)
+        answer(sock, 200, ok_body(n), "OK")
     elif mode.startswith("status:"):
         answer(sock, int(mode.split(":", 1)[1]), ok_body(n))
     elif mode == "not_json":
@@ -204,6 +214,7 @@ def main():
     ap.add_argument("--host-mode", action="append", default=[], metavar="HOST=MODE")
     ap.add_argument("--mode-file")
     ap.add_argument("--delay", type=float, default=2.0)
+    ap.add_argument("--gate", help="gate mode answers once the file GATE/HOST exists")
     ARGS = ap.parse_args()
     for spec in ARGS.host_mode:
         host, mode = spec.split("=", 1)

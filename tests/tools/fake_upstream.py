@@ -9,6 +9,7 @@ an injected secret from the echo.
 Paths:
   /sse?n=N&delay=S      text/event-stream, N events S seconds apart (chunked)
   /ws                   WebSocket upgrade; echoes text frames back
+  /echo?split=N         reflects the request headers WITH values, in two writes
   /big?bytes=N          N bytes of body (Content-Length)
   /chunked?n=N          N chunks
   /slow?delay=S         waits S seconds before answering
@@ -176,6 +177,16 @@ def handle(c):
                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % acc).encode())
             ws_frames(c)
             return
+        elif p == "/echo":
+            # Reflects the request headers with their values (a debug endpoint, the
+            # kind that would leak an injected credential), sent in two writes split
+            # at ?split=N so a value can straddle them.
+            body = (json.dumps({"headers": headers}) + "\n").encode()
+            n = int(q.get("split", str(len(body) // 2)))
+            c.send(("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    "Content-Length: %d\r\n\r\n" % len(body)).encode() + body[:n])
+            time.sleep(0.05)
+            c.send(body[n:])
         elif p == "/big":
             respond(c, 200, b"x" * int(q.get("bytes", "1048576")), "application/octet-stream")
         elif p == "/chunked":

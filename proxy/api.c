@@ -1,0 +1,617 @@
+/*
+ * The control API's routes (DESIGN.md section 5):
+ *
+ *   GET    /healthz
+ *   GET    /metrics                       Prometheus text
+ *   GET    /v1/sandboxes                  names, namespaces, connections; lost ones
+ *   PUT    /v1/sandboxes/NAME             {"netns", "proxy_config"[, "ca"]} -> CA PEM;
+ *                                         "proxy_config_name": a stored config instead
+ *   GET    /v1/sandboxes/NAME             redacted: opaque values absent, templates
+ *   PATCH  /v1/sandboxes/NAME             {"proxy_config"}: validated, swapped atomically
+ *   DELETE /v1/sandboxes/NAME
+ *   GET    /v1/sandboxes/NAME/ca.pem      the sandbox CA certificate
+ *   GET    /v1/secrets                    names only
+ *   PUT    /v1/secrets/KEY                {"value"}: write-only
+ *   DELETE /v1/secrets/KEY
+ *   GET    /v1/configs                    names of stored configs
+ *   PUT    /v1/configs/NAME               {"proxy_config"}: validated, stored sealed
+ *   GET    /v1/configs/NAME               redacted
+ *   DELETE /v1/configs/NAME
+ *
+ * Request bodies are parsed strictly (rules_json_parse: no trailing text, no NUL) and
+ * unknown fields are refused. Errors are {"error": {"code", "message", "details"}},
+ * details holding the validation messages with their JSON paths. No answer ever holds
+ * a secret or an opaque value.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <mbedtls/platform_util.h>
+
+#include "proxy/audit.h"
+#include "proxy/ca.h"
+#include "proxy/callback.h"
+#include "proxy/daemon.h"
+
+static void error_resp(struct proxy_control_response *resp, const struct daemon_error *e)
+{
+  struct strbuf *b = &resp->body;
+  size_t i;
+
+  resp->status = e->status;
+  strbuf_reset(b);
+  strbuf_adds(b, "{\"error\":{\"code\":");
+  strbuf_add_json_str(b, e->code, strlen(e->code));
+  strbuf_adds(b, ",\"message\":");
+  strbuf_add_json_str(b, e->message, strlen(e->message));
+  if (e->diag.count > 0) {
+    strbuf_adds(b, ",\"details\":[");
+    for (i = 0; i < e->diag.count; i++) {
+      if (i > 0)
+        strbuf_add(b, ",", 1);
+      strbuf_adds(b, "{\"path\":");
+      strbuf_add_json_str(b, e->diag.entries[i].path, strlen(e->diag.entries[i].path));
+      strbuf_adds(b, ",\"message\":");
+      strbuf_add_json_str(b, e->diag.entries[i].message, strlen(e->diag.entries[i].message));
+      strbuf_add(b, "}", 1);
+    }
+    strbuf_add(b, "]", 1);
+  }
+  strbuf_adds(b, "}}\n");
+}
+
+static void json_resp(struct proxy_control_response *resp, int status, cJSON *root)
+{
+  char *text = cJSON_PrintUnformatted(root);
+
+  cJSON_Delete(root);
+  if (text == NULL) {
+    proxy_control_error(resp, 500, "internal_error", "out of memory");
+    return;
+  }
+  resp->status = status;
+  strbuf_reset(&resp->body);
+  strbuf_adds(&resp->body, text);
+  strbuf_adds(&resp->body, "\n");
+  free(text);
+}
+
+/* Parses a request body that must be a JSON object with only the allowed fields. */
+static cJSON *parse_body(const struct proxy_control_request *req, const char *const *allowed,
+                         struct proxy_control_response *resp)
+{
+  struct rules_diag diag;
+  cJSON *root = NULL, *item;
+  size_t i;
+
+  rules_diag_init(&diag);
+  if (req->body_len == 0) {
+    proxy_control_error(resp, 400, "invalid_json", "the request needs a JSON body");
+    return NULL;
+  }
+  if (rules_json_parse(req->body, req->body_len, &root, &diag) != 0) {
+    proxy_control_error(resp, 400, "invalid_json", "%s",
+                        diag.count ? diag.entries[0].message : "malformed JSON");
+    rules_diag_free(&diag);
+    return NULL;
+  }
+  rules_diag_free(&diag);
+  if (!cJSON_IsObject(root)) {
+    proxy_control_error(resp, 400, "invalid_request", "the body must be a JSON object");
+    rules_json_free(root);
+    return NULL;
+  }
+  cJSON_ArrayForEach(item, root) {
+    for (i = 0; allowed[i] != NULL; i++)
+      if (strcmp(item->string, allowed[i]) == 0)
+        break;
+    if (allowed[i] == NULL) {
+      char names[256];
+      size_t off = 0;
+
+      names[0] = '\0';
+      for (i = 0; allowed[i] != NULL && off < sizeof(names); i++)
+        off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s", i ? ", " : "",
+                                allowed[i]);
+      proxy_control_error(resp, 400, "invalid_request",
+                          "unknown field \"%.64s\" (allowed: %s)", item->string, names);
+      rules_json_free(root);
+      return NULL;
+    }
+  }
+  return root;
+}
+
+/* ---- sandboxes ---- */
+
+static void sandbox_json(struct daemon *d, struct daemon_sandbox *s, cJSON *obj, int full)
+{
+  cJSON_AddStringToObject(obj, "name", s->name);
+  cJSON_AddStringToObject(obj, "netns", s->netns);
+  cJSON_AddNumberToObject(obj, "connections", proxy_sandbox_conns(s->sb));
+  if (full) {
+    char *redacted = rules_config_to_json(proxy_sandbox_config(s->sb), RULES_SER_REDACTED, 0);
+    cJSON *cfg = redacted ? cJSON_Parse(redacted) : NULL;
+
+    free(redacted);
+    cJSON_AddNumberToObject(obj, "listener_port", s->port);
+    if (cfg != NULL)
+      cJSON_AddItemToObject(obj, "proxy_config", cfg);
+    cJSON_AddStringToObject(obj, "ca_certificate", proxy_ca_cert_pem(s->ca));
+  }
+  (void)d;
+}
+
+static void list_sandboxes(struct daemon *d, struct proxy_control_response *resp)
+{
+  cJSON *root = cJSON_CreateObject(), *arr = cJSON_CreateArray(), *lost = cJSON_CreateArray();
+  struct daemon_sandbox *s;
+  struct daemon_lost *l;
+
+  for (s = d->sandboxes; s != NULL; s = s->next) {
+    cJSON *o = cJSON_CreateObject();
+
+    sandbox_json(d, s, o, 0);
+    cJSON_AddItemToArray(arr, o);
+  }
+  for (l = d->lost; l != NULL; l = l->next) {
+    cJSON *o = cJSON_CreateObject();
+
+    cJSON_AddStringToObject(o, "name", l->name);
+    cJSON_AddStringToObject(o, "netns", l->netns ? l->netns : "");
+    cJSON_AddStringToObject(o, "reason", l->why ? l->why : "");
+    cJSON_AddItemToArray(lost, o);
+  }
+  cJSON_AddItemToObject(root, "sandboxes", arr);
+  cJSON_AddItemToObject(root, "not_attached", lost);
+  json_resp(resp, 200, root);
+}
+
+static void put_sandbox(struct daemon *d, const char *name,
+                        const struct proxy_control_request *req,
+                        struct proxy_control_response *resp)
+{
+  static const char *const allowed[] = { "netns", "proxy_config", "proxy_config_name", "ca",
+                                         NULL };
+  const cJSON *netns, *cfg, *cfgname, *ca;
+  struct daemon_sandbox *s;
+  struct daemon_config *stored;
+  struct daemon_error err;
+  cJSON *body, *out, *named = NULL;
+
+  body = parse_body(req, allowed, resp);
+  if (body == NULL)
+    return;
+  netns = cJSON_GetObjectItemCaseSensitive(body, "netns");
+  cfg = cJSON_GetObjectItemCaseSensitive(body, "proxy_config");
+  cfgname = cJSON_GetObjectItemCaseSensitive(body, "proxy_config_name");
+  ca = cJSON_GetObjectItemCaseSensitive(body, "ca");
+  if (!cJSON_IsString(netns) || (cfg == NULL) == (cfgname == NULL) ||
+      (cfgname != NULL && !cJSON_IsString(cfgname))) {
+    proxy_control_error(resp, 400, "invalid_request",
+                        "attach needs {\"netns\": PATH, \"proxy_config\": {...}} or "
+                        "{\"netns\": PATH, \"proxy_config_name\": NAME}");
+    rules_json_free(body);
+    return;
+  }
+  if (cfgname != NULL) {
+    /* The stored config is copied into the sandbox: storing another config under
+     * that name later does not change sandboxes attached with it. */
+    stored = daemon_config_find(d, cfgname->valuestring);
+    if (stored == NULL) {
+      proxy_control_error(resp, 400, "config_not_found",
+                          "no config \"%.128s\" is stored; store it first with PUT "
+                          "/v1/configs/NAME", cfgname->valuestring);
+      rules_json_free(body);
+      return;
+    }
+    if (rules_json_parse(stored->persist, strlen(stored->persist), &named, NULL) != 0) {
+      proxy_control_error(resp, 500, "internal_error", "config %s cannot be read back",
+                          stored->name);
+      rules_json_free(body);
+      return;
+    }
+    cfg = named;
+  }
+  daemon_error_init(&err);
+  if (daemon_attach(d, name, netns->valuestring, cfg, ca, &s, &err) != 0) {
+    error_resp(resp, &err);
+  } else {
+    out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "name", s->name);
+    cJSON_AddStringToObject(out, "netns", s->netns);
+    cJSON_AddStringToObject(out, "ca_certificate", proxy_ca_cert_pem(s->ca));
+    json_resp(resp, 201, out);
+  }
+  daemon_error_free(&err);
+  rules_json_free(named);
+  rules_json_free(body);
+}
+
+static void patch_sandbox(struct daemon *d, struct daemon_sandbox *s,
+                          const struct proxy_control_request *req,
+                          struct proxy_control_response *resp)
+{
+  static const char *const allowed[] = { "proxy_config", NULL };
+  struct daemon_error err;
+  const cJSON *cfg;
+  char summary[256];
+  cJSON *body, *out;
+
+  body = parse_body(req, allowed, resp);
+  if (body == NULL)
+    return;
+  cfg = cJSON_GetObjectItemCaseSensitive(body, "proxy_config");
+  if (cfg == NULL) {
+    proxy_control_error(resp, 400, "invalid_request", "update needs {\"proxy_config\": {...}}");
+    rules_json_free(body);
+    return;
+  }
+  daemon_error_init(&err);
+  if (daemon_update(d, s, cfg, &err) != 0) {
+    error_resp(resp, &err);
+  } else {
+    rules_config_summary(proxy_sandbox_config(s->sb), summary, sizeof(summary));
+    out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "name", s->name);
+    cJSON_AddStringToObject(out, "summary", summary);
+    json_resp(resp, 200, out);
+  }
+  daemon_error_free(&err);
+  rules_json_free(body);
+}
+
+static void sandbox_route(struct daemon *d, const char *rest,
+                          const struct proxy_control_request *req,
+                          struct proxy_control_response *resp)
+{
+  char name[DAEMON_NAME_MAX + 1];
+  const char *slash = strchr(rest, '/');
+  size_t len = slash ? (size_t)(slash - rest) : strlen(rest);
+  struct daemon_sandbox *s;
+  struct daemon_error err;
+  cJSON *out;
+
+  if (len == 0 || len > DAEMON_NAME_MAX) {
+    proxy_control_error(resp, 404, "not_found", "no such resource");
+    return;
+  }
+  memcpy(name, rest, len);
+  name[len] = '\0';
+  if (!daemon_valid_name(name)) {
+    proxy_control_error(resp, 400, "invalid_name",
+                        "sandbox names are 1-128 of [A-Za-z0-9_.-], starting with a letter "
+                        "or digit");
+    return;
+  }
+  s = daemon_find(d, name);
+  if (slash != NULL) {
+    if (strcmp(slash, "/ca.pem") != 0 || strcmp(req->method, "GET") != 0) {
+      proxy_control_error(resp, 404, "not_found", "no such resource");
+      return;
+    }
+    if (s == NULL) {
+      proxy_control_error(resp, 404, "sandbox_not_found", "no sandbox %s", name);
+      return;
+    }
+    resp->status = 200;
+    resp->content_type = "application/x-pem-file";
+    strbuf_adds(&resp->body, proxy_ca_cert_pem(s->ca));
+    return;
+  }
+  if (strcmp(req->method, "PUT") == 0) {
+    put_sandbox(d, name, req, resp);
+    return;
+  }
+  if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "PATCH") != 0 &&
+      strcmp(req->method, "DELETE") != 0) {
+    proxy_control_error(resp, 405, "method_not_allowed",
+                        "use GET, PUT, PATCH or DELETE on /v1/sandboxes/NAME");
+    return;
+  }
+  if (s == NULL) {
+    proxy_control_error(resp, 404, "sandbox_not_found", "no sandbox %s", name);
+    return;
+  }
+  if (strcmp(req->method, "GET") == 0) {
+    out = cJSON_CreateObject();
+    sandbox_json(d, s, out, 1);
+    json_resp(resp, 200, out);
+  } else if (strcmp(req->method, "PATCH") == 0) {
+    patch_sandbox(d, s, req, resp);
+  } else {
+    daemon_error_init(&err);
+    if (daemon_detach(d, s, &err) != 0) {
+      error_resp(resp, &err);
+    } else {
+      out = cJSON_CreateObject();
+      cJSON_AddStringToObject(out, "name", name);
+      cJSON_AddStringToObject(out, "status", "detached");
+      json_resp(resp, 200, out);
+    }
+    daemon_error_free(&err);
+  }
+}
+
+/* ---- secrets ---- */
+
+static void secret_name(const char *key, void *arg)
+{
+  cJSON_AddItemToArray(arg, cJSON_CreateString(key));
+}
+
+static void secret_route(struct daemon *d, const char *key,
+                         const struct proxy_control_request *req,
+                         struct proxy_control_response *resp)
+{
+  static const char *const allowed[] = { "value", NULL };
+  struct daemon_error err;
+  const cJSON *value;
+  cJSON *body, *out;
+
+  daemon_error_init(&err);
+  if (strcmp(req->method, "PUT") == 0) {
+    body = parse_body(req, allowed, resp);
+    if (body == NULL)
+      goto out;
+    value = cJSON_GetObjectItemCaseSensitive(body, "value");
+    if (!cJSON_IsString(value)) {
+      proxy_control_error(resp, 400, "invalid_request", "a secret is {\"value\": STRING}");
+    } else if (daemon_secret_set(d, key, value->valuestring, strlen(value->valuestring),
+                                 &err) != 0) {
+      error_resp(resp, &err);
+    } else {
+      out = cJSON_CreateObject();
+      cJSON_AddStringToObject(out, "name", key);
+      cJSON_AddStringToObject(out, "status", "stored");
+      json_resp(resp, 200, out);
+    }
+    rules_json_free(body);
+  } else if (strcmp(req->method, "DELETE") == 0) {
+    if (daemon_secret_delete(d, key, &err) != 0) {
+      error_resp(resp, &err);
+    } else {
+      out = cJSON_CreateObject();
+      cJSON_AddStringToObject(out, "name", key);
+      cJSON_AddStringToObject(out, "status", "deleted");
+      json_resp(resp, 200, out);
+    }
+  } else {
+    /* Write-only: there is no GET of a value. */
+    proxy_control_error(resp, 405, "method_not_allowed",
+                        "secrets are write-only: PUT or DELETE /v1/secrets/KEY");
+  }
+out:
+  daemon_error_free(&err);
+}
+
+/* ---- stored configs ---- */
+
+static void list_configs(struct daemon *d, struct proxy_control_response *resp)
+{
+  cJSON *root = cJSON_CreateObject(), *names = cJSON_CreateArray(), *sorted;
+  struct daemon_config *c;
+
+  for (c = d->configs; c != NULL; c = c->next)
+    cJSON_AddItemToArray(names, cJSON_CreateString(c->name));
+  /* Newest first in memory; sorted for the answer. */
+  sorted = cJSON_CreateArray();
+  while (cJSON_GetArraySize(names) > 0) {
+    cJSON *it, *min = NULL;
+
+    cJSON_ArrayForEach(it, names)
+      if (min == NULL || strcmp(it->valuestring, min->valuestring) < 0)
+        min = it;
+    cJSON_AddItemToArray(sorted, cJSON_DetachItemViaPointer(names, min));
+  }
+  cJSON_Delete(names);
+  cJSON_AddItemToObject(root, "configs", sorted);
+  json_resp(resp, 200, root);
+}
+
+static void config_route(struct daemon *d, const char *name,
+                         const struct proxy_control_request *req,
+                         struct proxy_control_response *resp)
+{
+  static const char *const allowed[] = { "proxy_config", NULL };
+  struct daemon_config *c;
+  struct daemon_error err;
+  const cJSON *cfg;
+  cJSON *body, *out, *missing, *red;
+
+  if (!daemon_valid_name(name)) {
+    proxy_control_error(resp, 400, "invalid_name",
+                        "config names are 1-128 of [A-Za-z0-9_.-], starting with a letter "
+                        "or digit");
+    return;
+  }
+  daemon_error_init(&err);
+  if (strcmp(req->method, "PUT") == 0) {
+    body = parse_body(req, allowed, resp);
+    if (body == NULL)
+      goto out;
+    cfg = cJSON_GetObjectItemCaseSensitive(body, "proxy_config");
+    missing = cJSON_CreateArray();
+    if (cfg == NULL) {
+      proxy_control_error(resp, 400, "invalid_request",
+                          "a stored config is {\"proxy_config\": {...}}");
+    } else if (daemon_config_set(d, name, cfg, missing, &err) != 0) {
+      error_resp(resp, &err);
+    } else {
+      out = cJSON_CreateObject();
+      cJSON_AddStringToObject(out, "name", name);
+      cJSON_AddStringToObject(out, "status", "stored");
+      /* Secrets its templates name that exist nowhere yet: an attach with this config
+       * fails until they are pushed. */
+      cJSON_AddItemToObject(out, "unresolved_secrets", missing);
+      missing = NULL;
+      json_resp(resp, 200, out);
+    }
+    cJSON_Delete(missing);
+    rules_json_free(body);
+    goto out;
+  }
+  c = daemon_config_find(d, name);
+  if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "DELETE") != 0) {
+    proxy_control_error(resp, 405, "method_not_allowed",
+                        "use GET, PUT or DELETE on /v1/configs/NAME");
+  } else if (c == NULL) {
+    proxy_control_error(resp, 404, "config_not_found", "no config %s is stored", name);
+  } else if (strcmp(req->method, "GET") == 0) {
+    out = cJSON_CreateObject();
+    red = cJSON_Parse(c->redacted);
+    cJSON_AddStringToObject(out, "name", c->name);
+    if (red != NULL)
+      cJSON_AddItemToObject(out, "proxy_config", red);
+    json_resp(resp, 200, out);
+  } else if (daemon_config_delete(d, c, &err) != 0) {
+    error_resp(resp, &err);
+  } else {
+    out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "name", name);
+    cJSON_AddStringToObject(out, "status", "deleted");
+    json_resp(resp, 200, out);
+  }
+out:
+  daemon_error_free(&err);
+}
+
+/* ---- metrics ---- */
+
+static void metrics(struct daemon *d, struct proxy_control_response *resp)
+{
+  static const char *const actions[] = { "deny", "tunnel", "intercept", "bypass" };
+  const struct proxy_counters *k = &d->ctx.counters;
+  struct proxy_sandbox_stats st, sum;
+  struct strbuf *b = &resp->body;
+  struct daemon_sandbox *s;
+  int i;
+
+  memset(&sum, 0, sizeof(sum));
+  for (s = d->sandboxes; s != NULL; s = s->next) {
+    proxy_sandbox_stats(s->sb, &st);
+    sum.dns_names += st.dns_names;
+    sum.dns_queries += st.dns_queries;
+    sum.dns_dropped += st.dns_dropped;
+    sum.dns_refused += st.dns_refused;
+    sum.certs_cached += st.certs_cached;
+    sum.cert_hits += st.cert_hits;
+    sum.cert_misses += st.cert_misses;
+    sum.cert_evictions += st.cert_evictions;
+  }
+  resp->status = 200;
+  resp->content_type = "text/plain; version=0.0.4";
+  strbuf_addf(b, "# HELP authproxy_sandboxes Sandboxes attached.\n# TYPE authproxy_sandboxes gauge\n"
+                 "authproxy_sandboxes %zu\n", d->nsandboxes);
+  strbuf_addf(b, "# HELP authproxy_connections_active Open connections.\n"
+                 "# TYPE authproxy_connections_active gauge\nauthproxy_connections_active %llu\n",
+              (unsigned long long)k->conns_active);
+  strbuf_adds(b, "# HELP authproxy_connections_total Connections decided, by action.\n"
+                 "# TYPE authproxy_connections_total counter\n");
+  for (i = 0; i < 4; i++)
+    strbuf_addf(b, "authproxy_connections_total{action=\"%s\"} %llu\n", actions[i],
+                (unsigned long long)k->actions[i]);
+  strbuf_addf(b, "# HELP authproxy_connections_accepted_total Connections accepted.\n"
+                 "# TYPE authproxy_connections_accepted_total counter\n"
+                 "authproxy_connections_accepted_total %llu\n"
+                 "# HELP authproxy_connections_refused_total Connections refused (caps, loops).\n"
+                 "# TYPE authproxy_connections_refused_total counter\n"
+                 "authproxy_connections_refused_total %llu\n",
+              (unsigned long long)k->conns_accepted, (unsigned long long)k->conns_refused);
+  proxy_labels_write(b, &d->ctx.closed_by_reason, "authproxy_connections_closed_total",
+                     "reason", "Connections ended, by reason.");
+  strbuf_addf(b, "# HELP authproxy_requests_total HTTP requests seen.\n"
+                 "# TYPE authproxy_requests_total counter\nauthproxy_requests_total %llu\n",
+              (unsigned long long)k->requests);
+  proxy_labels_write(b, &d->ctx.denied_by_reason, "authproxy_requests_refused_total",
+                     "reason", "Requests answered by the proxy (denied or malformed), by reason.");
+  proxy_labels_write(b, &d->ctx.injected_by_rule, "authproxy_headers_injected_total", "rule",
+                     "Headers injected, by rule.");
+  strbuf_addf(b, "# HELP authproxy_bytes_total Bytes relayed (closed connections).\n"
+                 "# TYPE authproxy_bytes_total counter\n"
+                 "authproxy_bytes_total{direction=\"up\"} %llu\n"
+                 "authproxy_bytes_total{direction=\"down\"} %llu\n",
+              (unsigned long long)k->bytes_up, (unsigned long long)k->bytes_down);
+  strbuf_addf(b, "# HELP authproxy_upstream_errors_total Upstream resolution, connect and TLS "
+                 "failures.\n# TYPE authproxy_upstream_errors_total counter\n"
+                 "authproxy_upstream_errors_total %llu\n",
+              (unsigned long long)k->upstream_errors);
+  strbuf_addf(b, "# HELP authproxy_cert_cache_entries Leaf certificates cached.\n"
+                 "# TYPE authproxy_cert_cache_entries gauge\nauthproxy_cert_cache_entries %zu\n"
+                 "# HELP authproxy_cert_cache_hits_total Leaf lookups served from the cache.\n"
+                 "# TYPE authproxy_cert_cache_hits_total counter\n"
+                 "authproxy_cert_cache_hits_total %llu\n"
+                 "# HELP authproxy_cert_minted_total Leaf certificates minted.\n"
+                 "# TYPE authproxy_cert_minted_total counter\nauthproxy_cert_minted_total %llu\n"
+                 "# HELP authproxy_cert_cache_evictions_total Leaves evicted.\n"
+                 "# TYPE authproxy_cert_cache_evictions_total counter\n"
+                 "authproxy_cert_cache_evictions_total %llu\n",
+              sum.certs_cached, (unsigned long long)sum.cert_hits,
+              (unsigned long long)sum.cert_misses, (unsigned long long)sum.cert_evictions);
+  strbuf_addf(b, "# HELP authproxy_dns_names Synthetic names held.\n"
+                 "# TYPE authproxy_dns_names gauge\nauthproxy_dns_names %zu\n"
+                 "# HELP authproxy_dns_queries_total DNS queries answered.\n"
+                 "# TYPE authproxy_dns_queries_total counter\nauthproxy_dns_queries_total %llu\n"
+                 "# HELP authproxy_dns_dropped_total Malformed DNS queries dropped.\n"
+                 "# TYPE authproxy_dns_dropped_total counter\nauthproxy_dns_dropped_total %llu\n",
+              sum.dns_names, (unsigned long long)sum.dns_queries,
+              (unsigned long long)sum.dns_dropped);
+  proxy_cred_stats_write(b, &d->ctx.cred_stats);
+  strbuf_addf(b, "# HELP authproxy_audit_records_total Audit records written.\n"
+                 "# TYPE authproxy_audit_records_total counter\n"
+                 "authproxy_audit_records_total %llu\n"
+                 "# HELP authproxy_audit_dropped_total Audit records dropped (log too slow).\n"
+                 "# TYPE authproxy_audit_dropped_total counter\n"
+                 "authproxy_audit_dropped_total %llu\n",
+              (unsigned long long)proxy_audit_records(d->audit),
+              (unsigned long long)proxy_audit_dropped(d->audit));
+}
+
+/* ---- router ---- */
+
+void daemon_api(void *arg, const struct proxy_control_request *req,
+                struct proxy_control_response *resp)
+{
+  struct daemon *d = arg;
+  const char *p = req->path;
+  cJSON *out;
+
+  if (d->stopping) {
+    proxy_control_error(resp, 503, "stopping", "the daemon is stopping");
+    return;
+  }
+  if (strcmp(p, "/healthz") == 0 && strcmp(req->method, "GET") == 0) {
+    out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "status", "ok");
+    cJSON_AddNumberToObject(out, "sandboxes", (double)d->nsandboxes);
+    cJSON_AddNumberToObject(out, "uptime_seconds",
+                            (double)((uv_now(&d->loop) - d->started_ms) / 1000));
+    json_resp(resp, 200, out);
+  } else if (strcmp(p, "/metrics") == 0 && strcmp(req->method, "GET") == 0) {
+    metrics(d, resp);
+  } else if (strcmp(p, "/v1/sandboxes") == 0 && strcmp(req->method, "GET") == 0) {
+    list_sandboxes(d, resp);
+  } else if (strncmp(p, "/v1/sandboxes/", 14) == 0) {
+    sandbox_route(d, p + 14, req, resp);
+  } else if (strcmp(p, "/v1/secrets") == 0 && strcmp(req->method, "GET") == 0) {
+    out = cJSON_CreateObject();
+    cJSON *names = cJSON_CreateArray();
+
+    rules_secrets_list(d->secrets, secret_name, names);
+    cJSON_AddItemToObject(out, "secrets", names);
+    json_resp(resp, 200, out);
+  } else if (strcmp(p, "/v1/configs") == 0 && strcmp(req->method, "GET") == 0) {
+    list_configs(d, resp);
+  } else if (strncmp(p, "/v1/configs/", 12) == 0 && p[12] != '\0' &&
+             strlen(p + 12) <= DAEMON_NAME_MAX && strchr(p + 12, '/') == NULL) {
+    config_route(d, p + 12, req, resp);
+  } else if (strncmp(p, "/v1/secrets/", 12) == 0 && p[12] != '\0' &&
+             strchr(p + 12, '/') == NULL) {
+    secret_route(d, p + 12, req, resp);
+  } else {
+    proxy_control_error(resp, 404, "not_found", "no route for %s %.128s", req->method, p);
+  }
+}

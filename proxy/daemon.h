@@ -1,0 +1,135 @@
+/*
+ * The daemon (`authproxy serve`): every attached sandbox on one loop, its state kept
+ * sealed in the state directory, and the operations the control API exposes. Shared
+ * by serve.c (lifecycle, persistence) and api.c (HTTP routes).
+ */
+#ifndef AUTHPROXY_DAEMON_H
+#define AUTHPROXY_DAEMON_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <uv.h>
+
+#include "proxy/control.h"
+#include "proxy/proxy.h"
+#include "proxy/seal.h"
+#include "rules/rules.h"
+
+#define DAEMON_NAME_MAX 128
+#define DAEMON_MAX_CONFIGS 4096
+
+struct cJSON;
+
+struct daemon_sandbox {
+  struct daemon_sandbox *next;
+  char name[DAEMON_NAME_MAX + 1];
+  char *netns;              /* the path given at attach */
+  dev_t ns_dev;             /* identity of that namespace, so a reused path (a new */
+  ino_t ns_ino;             /* process with the same pid) is never mistaken for it */
+  struct proxy_sandbox *sb;
+  struct proxy_ca *ca;
+  uint16_t port;            /* the proxy listener's port inside the namespace */
+};
+
+/* A sandbox found in the state directory that could not be re-attached. */
+struct daemon_lost {
+  struct daemon_lost *next;
+  char name[DAEMON_NAME_MAX + 1];
+  char *netns;
+  char *why;
+};
+
+/* A proxy_config stored by name (PUT /v1/configs/NAME) for attaches that name it. */
+struct daemon_config {
+  struct daemon_config *next;
+  char name[DAEMON_NAME_MAX + 1];
+  char *persist;            /* as pushed: templates unresolved, opaque values present */
+  char *redacted;           /* for GET: no opaque value, templates unresolved */
+};
+
+struct daemon {
+  uv_loop_t loop;
+  struct proxy_ctx ctx;
+  const char *state_dir;
+  const char *control_path;
+  const char *secrets_dir;
+  const char *log_path;
+  unsigned char key[PROXY_SEAL_KEY_LEN];
+  struct rules_secrets *secrets;
+  struct proxy_audit *audit;
+  struct proxy_upstream_tls *upstream;
+  struct proxy_control *control;
+  struct daemon_sandbox *sandboxes;
+  size_t nsandboxes;
+  struct daemon_lost *lost;
+  struct daemon_config *configs;
+  size_t nconfigs;
+  enum netns_capture capture;
+  size_t leaf_cache;
+  uv_signal_t sig[3];
+  int nsig;
+  int stopping;
+  unsigned draining;        /* sandboxes closing */
+  uint64_t started_ms;
+};
+
+/* An error for the API: HTTP status, code, message, and validation details. */
+struct daemon_error {
+  int status;
+  const char *code;
+  char message[512];
+  struct rules_diag diag;
+};
+
+void daemon_error_init(struct daemon_error *e);
+void daemon_error_free(struct daemon_error *e);
+
+/* 1 if name is [A-Za-z0-9][A-Za-z0-9_.-]{0,127}. */
+int daemon_valid_name(const char *name);
+
+struct daemon_sandbox *daemon_find(struct daemon *d, const char *name);
+
+/*
+ * Attaches: validates the config (resolving secrets now), opens the namespace,
+ * creates (or imports) the CA, installs rules and sockets, starts serving, persists.
+ * proxy_config and ca are borrowed cJSON objects (ca may be NULL). On failure nothing
+ * is left behind and err says why.
+ */
+int daemon_attach(struct daemon *d, const char *name, const char *netns,
+                  const struct cJSON *proxy_config, const struct cJSON *ca,
+                  struct daemon_sandbox **out, struct daemon_error *err);
+
+/* Validates and swaps in a new config; persists. */
+int daemon_update(struct daemon *d, struct daemon_sandbox *s,
+                  const struct cJSON *proxy_config, struct daemon_error *err);
+
+/* Stops serving (connections drain), locks the namespace down, forgets the state. */
+int daemon_detach(struct daemon *d, struct daemon_sandbox *s, struct daemon_error *err);
+
+/*
+ * Stores proxy_config (borrowed) under name, replacing a config of that name, sealed
+ * in STATE_DIR/configs. It is validated as an attach would validate it, except that
+ * a {KEY} template naming a secret that exists nowhere yet is accepted: templates are
+ * resolved at each attach, so a secret may be pushed after the config. The names of
+ * such secrets are appended to missing (a cJSON array, borrowed; may be NULL).
+ * Sandboxes attached earlier keep the config they were attached with.
+ */
+int daemon_config_set(struct daemon *d, const char *name, const struct cJSON *proxy_config,
+                      struct cJSON *missing, struct daemon_error *err);
+
+struct daemon_config *daemon_config_find(struct daemon *d, const char *name);
+
+/* Forgets a stored config and removes its state file (attached sandboxes keep theirs). */
+int daemon_config_delete(struct daemon *d, struct daemon_config *c, struct daemon_error *err);
+
+/* Secrets pushed through the API, sealed in the state directory. */
+int daemon_secret_set(struct daemon *d, const char *key, const char *value, size_t len,
+                      struct daemon_error *err);
+int daemon_secret_delete(struct daemon *d, const char *key, struct daemon_error *err);
+
+/* The control API handler (api.c). */
+void daemon_api(void *arg, const struct proxy_control_request *req,
+                struct proxy_control_response *resp);
+
+#endif

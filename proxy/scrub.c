@@ -1,0 +1,125 @@
+/*
+ * Response masking of injected values; see scrub.h.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/scrub.h"
+
+void proxy_scrub_reset(struct proxy_scrub *s)
+{
+  s->n = 0;
+  s->maxlen = 0;
+  s->held_len = 0;
+}
+
+void proxy_scrub_add(struct proxy_scrub *s, const char *v, size_t len)
+{
+  if (len < PROXY_SCRUB_MIN || s->n == RULES_MAX_INJECT)
+    return;
+  s->val[s->n] = v;
+  s->len[s->n] = len;
+  s->n++;
+  if (len > s->maxlen)
+    s->maxlen = len;
+}
+
+static void mask(struct proxy_scrub *s, char *buf, size_t len)
+{
+  size_t i;
+
+  for (i = 0; i < s->n; i++) {
+    char *p = buf, *end = buf + len;
+
+    while ((size_t)(end - p) >= s->len[i]) {
+      char *hit = memmem(p, (size_t)(end - p), s->val[i], s->len[i]);
+
+      if (hit == NULL)
+        break;
+      memset(hit, '*', s->len[i]);
+      s->masked++;
+      p = hit + s->len[i];
+    }
+  }
+}
+
+/* Length of the longest suffix of buf that is a proper prefix of some value. */
+static size_t partial_tail(const struct proxy_scrub *s, const char *buf, size_t len)
+{
+  size_t k, i, max = s->maxlen - 1 < len ? s->maxlen - 1 : len;
+
+  for (k = max; k > 0; k--)
+    for (i = 0; i < s->n; i++)
+      if (s->len[i] > k && memcmp(buf + len - k, s->val[i], k) == 0)
+        return k;
+  return 0;
+}
+
+int proxy_scrub_feed(struct proxy_scrub *s, char *data, size_t len, const char **out,
+                     size_t *out_len)
+{
+  char *buf = data, *p;
+  size_t total = len, hold;
+
+  if (s->n == 0) {
+    *out = data;
+    *out_len = len;
+    return 0;
+  }
+  if (s->held_len > 0) {
+    /* The held tail and the new bytes are searched as one. */
+    p = malloc(s->held_len + len);
+    if (p == NULL)
+      return -ENOMEM;
+    memcpy(p, s->held, s->held_len);
+    memcpy(p + s->held_len, data, len);
+    total = s->held_len + len;
+    free(s->held);
+    s->held = p;
+    s->held_len = 0;
+    buf = p;
+  }
+  mask(s, buf, total);
+  hold = partial_tail(s, buf, total);
+  if (hold > 0 && buf == data) {
+    p = malloc(s->maxlen);
+    if (p == NULL)
+      return -ENOMEM;
+    free(s->held);
+    s->held = p;
+    memcpy(s->held, buf + total - hold, hold);
+  } else if (hold > 0) {
+    /* buf is s->held: keep its tail at the front for next time, forward the rest
+     * from a copy (the forwarded part must stay valid until the next call). */
+    p = malloc(s->maxlen + total);
+    if (p == NULL)
+      return -ENOMEM;
+    memcpy(p + s->maxlen, buf, total - hold);
+    memcpy(p, buf + total - hold, hold);
+    free(s->held);
+    s->held = p;
+    s->held_len = hold;
+    *out = p + s->maxlen;
+    *out_len = total - hold;
+    return 0;
+  }
+  s->held_len = hold;
+  *out = buf;
+  *out_len = total - hold;
+  return 0;
+}
+
+void proxy_scrub_flush(struct proxy_scrub *s, const char **out, size_t *out_len)
+{
+  *out = s->held;
+  *out_len = s->held_len;
+  s->held_len = 0;
+}
+
+void proxy_scrub_free(struct proxy_scrub *s)
+{
+  free(s->held);
+  s->held = NULL;
+  s->held_len = 0;
+}

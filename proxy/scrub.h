@@ -1,0 +1,53 @@
+/*
+ * Masking injected secrets in responses (invariant I3, defense in depth): an upstream
+ * that echoes request headers back (a debug endpoint, an error page quoting the
+ * request) would otherwise hand the sandbox the credential it was never to see.
+ *
+ * Every occurrence of a value injected into the request is overwritten with '*' of
+ * the same length in the response bytes, so framing (Content-Length, chunk sizes) is
+ * unchanged. Matches across reads are found by holding back a tail that could start
+ * a secret; a tail that cannot is forwarded at once, so streams (SSE) are not delayed.
+ * Not covered: values split by chunked framing, compressed or re-encoded bodies, and
+ * bytes after a WebSocket upgrade. Values shorter than PROXY_SCRUB_MIN are not masked
+ * (they would mask ordinary text).
+ */
+#ifndef AUTHPROXY_SCRUB_H
+#define AUTHPROXY_SCRUB_H
+
+#include <stddef.h>
+
+#include "rules/rules.h"
+
+#define PROXY_SCRUB_MIN 8
+
+struct proxy_scrub {
+  /* Borrowed; valid while the request's config and callback answer are held. */
+  const char *val[RULES_MAX_INJECT];
+  size_t len[RULES_MAX_INJECT];
+  size_t n;
+  size_t maxlen;
+  char *held;                        /* tail held back (< maxlen bytes) */
+  size_t held_len;
+  size_t masked;                     /* occurrences masked so far */
+};
+
+/* Empties the value set and drops what is held (the caller flushed it first). */
+void proxy_scrub_reset(struct proxy_scrub *s);
+
+/* Adds a value to mask (borrowed). */
+void proxy_scrub_add(struct proxy_scrub *s, const char *v, size_t len);
+
+/*
+ * Passes data through: *out and *out_len give what may be forwarded now (data itself,
+ * modified in place, or an internal buffer valid until the next call). Returns 0 or
+ * -ENOMEM. data must be writable.
+ */
+int proxy_scrub_feed(struct proxy_scrub *s, char *data, size_t len, const char **out,
+                     size_t *out_len);
+
+/* What is still held, to forward when the response ends; then empty. */
+void proxy_scrub_flush(struct proxy_scrub *s, const char **out, size_t *out_len);
+
+void proxy_scrub_free(struct proxy_scrub *s);
+
+#endif

@@ -1,0 +1,1299 @@
+/*
+ * `authproxy serve`: one daemon, one loop, every sandbox of the host.
+ *
+ * State directory layout (mode 0700, root):
+ *   key                      AES-256-GCM key, 0600, created on first start
+ *   secrets.sealed           secrets pushed through the API
+ *   sandboxes/NAME.sealed    one per attached sandbox: its namespace (path and
+ *                            identity), its proxy_config as pushed (opaque values
+ *                            included) and its CA key and certificate
+ *   configs/NAME.sealed      one per config stored by name (PUT /v1/configs/NAME):
+ *                            as pushed, and redacted for GET
+ * Every file holding a secret is sealed (seal.c); the directory holds no plaintext
+ * secret value.
+ *
+ * When the daemon stops or dies, sandboxes keep their rules: connections are
+ * redirected to a port nothing listens on, so they fail (no network, never a direct
+ * path). On start, every sandbox whose namespace still exists is attached again.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <mbedtls/platform_util.h>
+
+#include "netns/netns.h"
+#include "proxy/audit.h"
+#include "proxy/ca.h"
+#include "proxy/cfgload.h"
+#include "proxy/commands.h"
+#include "proxy/daemon.h"
+#include "proxy/log.h"
+#include "proxy/options.h"
+#include "proxy/rng.h"
+#include "proxy/tls.h"
+
+#define STATE_MAX (4u << 20)
+
+/* ---- errors ---- */
+
+void daemon_error_init(struct daemon_error *e)
+{
+  memset(e, 0, sizeof(*e));
+  rules_diag_init(&e->diag);
+  e->status = 500;
+  e->code = "internal_error";
+}
+
+void daemon_error_free(struct daemon_error *e)
+{
+  rules_diag_free(&e->diag);
+}
+
+static int fail(struct daemon_error *e, int status, const char *code, int ret,
+                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static int fail(struct daemon_error *e, int status, const char *code, int ret,
+                const char *fmt, ...)
+{
+  va_list ap;
+
+  e->status = status;
+  e->code = code;
+  va_start(ap, fmt);
+  vsnprintf(e->message, sizeof(e->message), fmt, ap);
+  va_end(ap);
+  return ret;
+}
+
+int daemon_valid_name(const char *name)
+{
+  size_t i, n = strlen(name);
+
+  if (n == 0 || n > DAEMON_NAME_MAX)
+    return 0;
+  for (i = 0; i < n; i++) {
+    char c = name[i];
+    int alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+
+    if (!alnum && (i == 0 || (c != '_' && c != '.' && c != '-')))
+      return 0;
+  }
+  return 1;
+}
+
+struct daemon_sandbox *daemon_find(struct daemon *d, const char *name)
+{
+  struct daemon_sandbox *s;
+
+  for (s = d->sandboxes; s != NULL; s = s->next)
+    if (strcmp(s->name, name) == 0)
+      return s;
+  return NULL;
+}
+
+/* ---- state files ---- */
+
+static void state_path(const struct daemon *d, const char *name, char *buf, size_t size)
+{
+  snprintf(buf, size, "%s/sandboxes/%s.sealed", d->state_dir, name);
+}
+
+static void wipe_free(char *p)
+{
+  if (p != NULL) {
+    mbedtls_platform_zeroize(p, strlen(p));
+    free(p);
+  }
+}
+
+/* Seals a JSON document into path (0600). The text is wiped. */
+static int write_sealed(struct daemon *d, const char *path, const char *aad, char *json)
+{
+  unsigned char *blob = NULL;
+  size_t len;
+  int r;
+
+  r = proxy_seal(d->key, aad, json, strlen(json), &blob, &len);
+  wipe_free(json);
+  if (r != 0)
+    return r;
+  r = proxy_write_file_atomic(path, blob, len, 0600);
+  free(blob);
+  return r;
+}
+
+/* Reads and unseals path; *json is NUL-terminated, wipe it with wipe_free. */
+static int read_sealed(struct daemon *d, const char *path, const char *aad, char **json)
+{
+  unsigned char *plain = NULL;
+  size_t plen, len;
+  char *data = NULL;
+  int r;
+
+  *json = NULL;
+  r = proxy_read_file(path, STATE_MAX, &data, &len);
+  if (r != 0)
+    return r;
+  r = proxy_unseal(d->key, aad, data, len, &plain, &plen);
+  free(data);
+  if (r != 0)
+    return r;
+  *json = (char *)plain;
+  return 0;
+}
+
+static int persist_sandbox(struct daemon *d, const struct daemon_sandbox *s,
+                           const struct rules_config *cfg)
+{
+  char path[4096], aad[DAEMON_NAME_MAX + 16];
+  char *config = NULL, *key = NULL, *json = NULL;
+  cJSON *root = NULL, *cfgobj = NULL;
+  int r = -ENOMEM;
+
+  config = rules_config_to_json(cfg, RULES_SER_PERSIST, 0);
+  key = proxy_ca_key_pem(s->ca);
+  root = cJSON_CreateObject();
+  if (config == NULL || key == NULL || root == NULL)
+    goto out;
+  if (rules_json_parse(config, strlen(config), &cfgobj, NULL) != 0)
+    goto out;
+  cJSON_AddStringToObject(root, "name", s->name);
+  cJSON_AddStringToObject(root, "netns", s->netns);
+  cJSON_AddNumberToObject(root, "ns_dev", (double)s->ns_dev);
+  cJSON_AddNumberToObject(root, "ns_ino", (double)s->ns_ino);
+  cJSON_AddItemToObject(root, "proxy_config", cfgobj);
+  cfgobj = NULL;
+  cJSON_AddStringToObject(root, "ca_certificate", proxy_ca_cert_pem(s->ca));
+  cJSON_AddStringToObject(root, "ca_key", key);
+  json = cJSON_PrintUnformatted(root);
+  if (json == NULL)
+    goto out;
+  state_path(d, s->name, path, sizeof(path));
+  snprintf(aad, sizeof(aad), "sandbox:%s", s->name);
+  r = write_sealed(d, path, aad, json);
+  json = NULL;
+out:
+  if (config != NULL) {
+    mbedtls_platform_zeroize(config, strlen(config));
+    free(config);
+  }
+  if (key != NULL) {
+    mbedtls_platform_zeroize(key, PROXY_CA_KEY_PEM_MAX);
+    free(key);
+  }
+  rules_json_free(cfgobj);
+  rules_json_free(root);
+  return r;
+}
+
+static void secret_name_cb(const char *key, void *arg)
+{
+  cJSON_AddItemToArray(arg, cJSON_CreateString(key));
+}
+
+static int persist_secrets(struct daemon *d)
+{
+  char path[4096];
+  cJSON *root, *names, *item;
+  char *json;
+  int r = 0;
+
+  snprintf(path, sizeof(path), "%s/secrets.sealed", d->state_dir);
+  names = cJSON_CreateArray();
+  root = cJSON_CreateObject();
+  if (names == NULL || root == NULL) {
+    cJSON_Delete(names);
+    cJSON_Delete(root);
+    return -ENOMEM;
+  }
+  rules_secrets_list(d->secrets, secret_name_cb, names);
+  cJSON_ArrayForEach(item, names) {
+    char *value = NULL;
+    size_t len = 0;
+
+    if (rules_secrets_get(d->secrets, item->valuestring, &value, &len) == 0) {
+      cJSON_AddStringToObject(root, item->valuestring, value);
+      rules_secret_free(value, len);
+    }
+  }
+  cJSON_Delete(names);
+  json = cJSON_PrintUnformatted(root);
+  rules_json_free(root);
+  if (json == NULL)
+    return -ENOMEM;
+  r = write_sealed(d, path, "secrets", json);
+  return r;
+}
+
+static int load_secrets(struct daemon *d)
+{
+  char path[4096], *json = NULL;
+  cJSON *root = NULL, *item;
+  int r;
+
+  snprintf(path, sizeof(path), "%s/secrets.sealed", d->state_dir);
+  r = read_sealed(d, path, "secrets", &json);
+  if (r == -ENOENT)
+    return 0;
+  if (r != 0) {
+    log_error("serve: cannot read %s: %s", path,
+              r == -EBADMSG ? "it does not decrypt with the state key" : strerror(-r));
+    return r;
+  }
+  r = rules_json_parse(json, strlen(json), &root, NULL);
+  wipe_free(json);
+  if (r != 0)
+    return r;
+  cJSON_ArrayForEach(item, root) {
+    if (cJSON_IsString(item))
+      rules_secrets_set(d->secrets, item->string, item->valuestring,
+                        strlen(item->valuestring));
+  }
+  rules_json_free(root);
+  return 0;
+}
+
+/* ---- attach, update, detach ---- */
+
+static int parse_config_with(const struct rules_secrets *secrets, const cJSON *proxy_config,
+                             struct rules_config **cfg, struct daemon_error *err)
+{
+  int r;
+
+  if (!cJSON_IsObject(proxy_config))
+    return fail(err, 400, "invalid_request", -EINVAL,
+                "proxy_config: must be a JSON object");
+  r = rules_config_from_cjson(proxy_config, "proxy_config.", secrets, cfg, &err->diag);
+  if (r == -EINVAL)
+    return fail(err, 422, "invalid_config", r,
+                "proxy_config was rejected: %zu error(s); see details", err->diag.count);
+  if (r != 0)
+    return fail(err, 500, "internal_error", r, "cannot parse proxy_config: %s", strerror(-r));
+  return 0;
+}
+
+static int parse_config(struct daemon *d, const cJSON *proxy_config,
+                        struct rules_config **cfg, struct daemon_error *err)
+{
+  return parse_config_with(d->secrets, proxy_config, cfg, err);
+}
+
+static int open_netns(const char *path, dev_t *dev, ino_t *ino, struct daemon_error *err)
+{
+  struct stat st, own;
+  int fd = netns_open(path);
+
+  if (fd == -ENOENT)
+    return fail(err, 400, "netns_not_found", fd, "netns %s does not exist", path);
+  if (fd == -EINVAL)
+    return fail(err, 400, "not_a_netns", fd, "%s is not a network namespace", path);
+  if (fd < 0)
+    return fail(err, 400, "netns_unavailable", fd, "cannot open netns %s: %s", path,
+                strerror(-fd));
+  if (fstat(fd, &st) != 0) {
+    close(fd);
+    return fail(err, 500, "netns_unavailable", -EIO, "cannot stat netns %s", path);
+  }
+  /* The host's own namespace (or any the daemon lives in) is never a sandbox: its
+   * rules would cut the host, and the daemon's upstream connections, off the network. A
+   * container that shares the host's network namespace has nothing to capture. */
+  if (stat("/proc/self/ns/net", &own) == 0 && own.st_dev == st.st_dev &&
+      own.st_ino == st.st_ino) {
+    close(fd);
+    return fail(err, 400, "host_netns", -EPERM,
+                "%s is the daemon's own network namespace (the host's); attaching it would "
+                "cut the host off the network: give the sandbox a namespace of its own",
+                path);
+  }
+  *dev = st.st_dev;
+  *ino = st.st_ino;
+  return fd;
+}
+
+static int make_ca(struct daemon *d, const cJSON *ca, struct proxy_ca **out,
+                   struct daemon_error *err)
+{
+  struct proxy_ca_opts opts;
+  const cJSON *cert, *key;
+  int r;
+
+  memset(&opts, 0, sizeof(opts));
+  opts.cache_size = d->leaf_cache;
+  if (ca == NULL || cJSON_IsNull(ca)) {
+    r = proxy_ca_generate(&opts, out);
+    if (r != 0)
+      return fail(err, 500, "ca_failed", r, "cannot generate the sandbox CA: %s",
+                  strerror(-r));
+    return 0;
+  }
+  cert = cJSON_GetObjectItemCaseSensitive(ca, "certificate");
+  key = cJSON_GetObjectItemCaseSensitive(ca, "key");
+  if (!cJSON_IsObject(ca) || !cJSON_IsString(cert) || !cJSON_IsString(key) ||
+      cJSON_GetArraySize(ca) != 2)
+    return fail(err, 400, "invalid_request", -EINVAL,
+                "ca: must be {\"certificate\": PEM, \"key\": PEM}");
+  r = proxy_ca_import(&opts, cert->valuestring, strlen(cert->valuestring),
+                      key->valuestring, strlen(key->valuestring), "ca.certificate",
+                      "ca.key", out);
+  if (r != 0)
+    return fail(err, 400, "invalid_ca", r,
+                "ca: the certificate and key were refused (see the daemon log for why)");
+  return 0;
+}
+
+static int attach(struct daemon *d, const char *name, const char *netns,
+                  const cJSON *proxy_config, const cJSON *ca, const ino_t *expect_ino,
+                  const dev_t *expect_dev, int persist, struct daemon_sandbox **out,
+                  struct daemon_error *err)
+{
+  struct rules_config *cfg = NULL;
+  struct netns_rules_opts o;
+  struct daemon_sandbox *s = NULL;
+  struct netns_fds fds;
+  char msg[512];
+  int nsfd = -1, r;
+
+  *out = NULL;
+  netns_fds_init(&fds);
+  if (!daemon_valid_name(name))
+    return fail(err, 400, "invalid_name", -EINVAL,
+                "sandbox name \"%.64s\" must be 1-128 of [A-Za-z0-9_.-], starting with a "
+                "letter or digit", name);
+  if (daemon_find(d, name) != NULL)
+    return fail(err, 409, "sandbox_exists", -EEXIST,
+                "sandbox %s is already attached; PATCH its config or DELETE it first", name);
+  if (netns == NULL || netns[0] != '/')
+    return fail(err, 400, "invalid_request", -EINVAL,
+                "netns: must be an absolute path such as /var/run/netns/NAME or "
+                "/proc/PID/ns/net");
+  r = parse_config(d, proxy_config, &cfg, err);
+  if (r != 0)
+    goto out;
+  s = calloc(1, sizeof(*s));
+  if (s == NULL || (s->netns = strdup(netns)) == NULL) {
+    r = fail(err, 500, "internal_error", -ENOMEM, "out of memory");
+    goto out;
+  }
+  snprintf(s->name, sizeof(s->name), "%s", name);
+  nsfd = open_netns(netns, &s->ns_dev, &s->ns_ino, err);
+  if (nsfd < 0) {
+    r = nsfd;
+    goto out;
+  }
+  if (expect_ino != NULL && (*expect_ino != s->ns_ino || *expect_dev != s->ns_dev)) {
+    r = fail(err, 409, "netns_replaced", -ESTALE,
+             "%s is now a different namespace than the one attached", netns);
+    goto out;
+  }
+  r = make_ca(d, ca, &s->ca, err);
+  if (r != 0)
+    goto out;
+  memset(&o, 0, sizeof(o));
+  o.dns_port = NETNS_DNS_PORT;
+  o.capture = d->capture;
+  msg[0] = '\0';
+  r = netns_attach(nsfd, &o, &fds, msg, sizeof(msg));
+  if (r != 0) {
+    r = fail(err, 500, "attach_failed", r, "%s", msg[0] ? msg : strerror(-r));
+    goto out;
+  }
+  s->port = o.proxy_port;
+  r = proxy_sandbox_start(&d->ctx, name, cfg, s->ca, &fds, NULL, &s->sb);
+  if (r != 0) {
+    r = fail(err, 500, "attach_failed", r, "cannot serve sandbox %s", name);
+    goto out;
+  }
+  if (persist) {
+    r = persist_sandbox(d, s, cfg);
+    if (r != 0) {
+      fail(err, 500, "state_write_failed", r, "cannot write the state of %s: %s", name,
+           strerror(-r));
+      goto out;
+    }
+  }
+  s->next = d->sandboxes;
+  d->sandboxes = s;
+  d->nsandboxes++;
+  log_info("sandbox %s: attached %s (listener port %u)", name, netns, s->port);
+  *out = s;
+  s = NULL;
+  r = 0;
+out:
+  if (s != NULL) {
+    if (s->sb != NULL) {
+      /* Started but not persisted: stop serving and close the namespace. */
+      char e2[256];
+
+      proxy_sandbox_close(s->sb, 0, NULL, NULL);
+      if (nsfd >= 0)
+        netns_detach(nsfd, e2, sizeof(e2));
+      /* The CA is borrowed by connections that may still be closing; they hold
+       * leaves, and proxy_ca_free waits for the last one. */
+    }
+    proxy_ca_free(s->ca);
+    free(s->netns);
+    free(s);
+  }
+  netns_fds_close(&fds);
+  if (nsfd >= 0)
+    close(nsfd);
+  rules_config_unref(cfg);
+  return r;
+}
+
+int daemon_attach(struct daemon *d, const char *name, const char *netns,
+                  const cJSON *proxy_config, const cJSON *ca, struct daemon_sandbox **out,
+                  struct daemon_error *err)
+{
+  return attach(d, name, netns, proxy_config, ca, NULL, NULL, 1, out, err);
+}
+
+int daemon_update(struct daemon *d, struct daemon_sandbox *s, const cJSON *proxy_config,
+                  struct daemon_error *err)
+{
+  struct rules_config *cfg = NULL;
+  int r;
+
+  r = parse_config(d, proxy_config, &cfg, err);
+  if (r != 0)
+    return r;
+  /* Persist first: a config the daemon would lose on restart is not applied. */
+  r = persist_sandbox(d, s, cfg);
+  if (r != 0) {
+    rules_config_unref(cfg);
+    return fail(err, 500, "state_write_failed", r, "cannot write the state of %s: %s",
+                s->name, strerror(-r));
+  }
+  proxy_sandbox_set_config(s->sb, cfg);
+  rules_config_unref(cfg);
+  log_info("sandbox %s: config updated", s->name);
+  return 0;
+}
+
+static void maybe_exit(struct daemon *d);
+
+static void sandbox_closed(void *arg)
+{
+  struct daemon_sandbox *s = arg;
+
+  proxy_ca_free(s->ca);
+  free(s->netns);
+  free(s);
+}
+
+struct close_ctx {
+  struct daemon *d;
+  struct daemon_sandbox *s;
+};
+
+static void sandbox_closed_ctx(void *arg)
+{
+  struct close_ctx *cc = arg;
+  struct daemon *d = cc->d;
+
+  sandbox_closed(cc->s);
+  free(cc);
+  d->draining--;
+  maybe_exit(d);
+}
+
+static void unlink_sandbox(struct daemon *d, struct daemon_sandbox *s)
+{
+  struct daemon_sandbox **pp;
+
+  for (pp = &d->sandboxes; *pp != NULL; pp = &(*pp)->next) {
+    if (*pp == s) {
+      *pp = s->next;
+      d->nsandboxes--;
+      return;
+    }
+  }
+}
+
+/* Stops serving s; with lockdown, also closes its namespace for good. */
+static void close_sandbox(struct daemon *d, struct daemon_sandbox *s, int lockdown)
+{
+  struct close_ctx *cc = calloc(1, sizeof(*cc));
+  char msg[512];
+  struct stat st;
+  int fd;
+
+  unlink_sandbox(d, s);
+  if (lockdown) {
+    /* Replace the redirects with a drop-everything table before the listeners go, so
+     * the namespace never has a moment with a way out (invariant I1). Only if the
+     * path still names the namespace that was attached. */
+    fd = netns_open(s->netns);
+    if (fd >= 0 && fstat(fd, &st) == 0 && st.st_ino == s->ns_ino && st.st_dev == s->ns_dev) {
+      msg[0] = '\0';
+      if (netns_detach(fd, msg, sizeof(msg)) != 0)
+        log_warn("sandbox %s: %s", s->name, msg);
+    }
+    if (fd >= 0)
+      close(fd);
+  }
+  d->draining++;
+  if (cc == NULL) {
+    /* Without memory for the context, close without waiting for connections. */
+    proxy_sandbox_close(s->sb, 0, NULL, NULL);
+    d->draining--;
+    return;
+  }
+  cc->d = d;
+  cc->s = s;
+  proxy_sandbox_close(s->sb, d->ctx.limits.drain_ms, sandbox_closed_ctx, cc);
+}
+
+int daemon_detach(struct daemon *d, struct daemon_sandbox *s, struct daemon_error *err)
+{
+  char path[4096];
+
+  state_path(d, s->name, path, sizeof(path));
+  if (unlink(path) != 0 && errno != ENOENT)
+    return fail(err, 500, "state_write_failed", -errno, "cannot remove %s: %s", path,
+                strerror(errno));
+  log_info("sandbox %s: detaching (connections get %llu ms to finish)", s->name,
+           (unsigned long long)d->ctx.limits.drain_ms);
+  close_sandbox(d, s, 1);
+  return 0;
+}
+
+int daemon_secret_set(struct daemon *d, const char *key, const char *value, size_t len,
+                      struct daemon_error *err)
+{
+  int r = rules_secrets_set(d->secrets, key, value, len);
+
+  if (r == -EINVAL)
+    return fail(err, 400, "invalid_secret", r,
+                "secret %.64s: keys are [A-Za-z0-9_.-]+ not starting with a dot, values "
+                "at most %d bytes", key, RULES_MAX_SECRET_LEN);
+  if (r != 0)
+    return fail(err, 500, "internal_error", r, "cannot store secret: %s", strerror(-r));
+  r = persist_secrets(d);
+  if (r != 0)
+    return fail(err, 500, "state_write_failed", r, "cannot write secrets: %s", strerror(-r));
+  return 0;
+}
+
+int daemon_secret_delete(struct daemon *d, const char *key, struct daemon_error *err)
+{
+  int r = rules_secrets_unset(d->secrets, key);
+
+  if (r == -ENOENT)
+    return fail(err, 404, "secret_not_found", r, "no secret %.64s was pushed", key);
+  if (r != 0)
+    return fail(err, 400, "invalid_secret", r, "secret %.64s: invalid key", key);
+  r = persist_secrets(d);
+  if (r != 0)
+    return fail(err, 500, "state_write_failed", r, "cannot write secrets: %s", strerror(-r));
+  return 0;
+}
+
+/* ---- named configs ---- */
+
+static void config_path(const struct daemon *d, const char *name, char *buf, size_t size)
+{
+  snprintf(buf, size, "%s/configs/%s.sealed", d->state_dir, name);
+}
+
+static void config_free(struct daemon_config *c)
+{
+  if (c == NULL)
+    return;
+  wipe_free(c->persist);
+  free(c->redacted);
+  free(c);
+}
+
+struct daemon_config *daemon_config_find(struct daemon *d, const char *name)
+{
+  struct daemon_config *c;
+
+  for (c = d->configs; c != NULL; c = c->next)
+    if (strcmp(c->name, name) == 0)
+      return c;
+  return NULL;
+}
+
+static int array_has(const cJSON *arr, const char *s)
+{
+  const cJSON *it;
+
+  cJSON_ArrayForEach(it, arr)
+    if (strcmp(it->valuestring, s) == 0)
+      return 1;
+  return 0;
+}
+
+/* Appends to keys the secret keys a {KEY} template names, with the grammar of
+ * rules_template_resolve ({{ and }} are literal). Malformed templates are left for the
+ * config parser to report. */
+static void template_keys(const char *tmpl, cJSON *keys)
+{
+  size_t len = strlen(tmpl), i = 0, j;
+  char key[256];
+
+  while (i < len) {
+    if ((tmpl[i] == '{' && tmpl[i + 1] == '{') || (tmpl[i] == '}' && tmpl[i + 1] == '}')) {
+      i += 2;
+      continue;
+    }
+    if (tmpl[i] != '{') {
+      i++;
+      continue;
+    }
+    for (j = i + 1; j < len && tmpl[j] != '}' && tmpl[j] != '{'; j++)
+      ;
+    if (j < len && tmpl[j] == '}' && j - i - 1 > 0 && j - i - 1 < sizeof(key)) {
+      memcpy(key, tmpl + i + 1, j - i - 1);
+      key[j - i - 1] = '\0';
+      if (!array_has(keys, key))
+        cJSON_AddItemToArray(keys, cJSON_CreateString(key));
+      i = j + 1;
+    } else {
+      i++;
+    }
+  }
+}
+
+static void header_keys(const cJSON *headers, cJSON *keys)
+{
+  const cJSON *h, *type, *value;
+
+  cJSON_ArrayForEach(h, headers) {
+    type = cJSON_GetObjectItemCaseSensitive(h, "type");
+    value = cJSON_GetObjectItemCaseSensitive(h, "value");
+    if (cJSON_IsString(type) && strcmp(type->valuestring, "workspace_secret") == 0 &&
+        cJSON_IsString(value))
+      template_keys(value->valuestring, keys);
+  }
+}
+
+/* The syntax of secret keys ([A-Za-z0-9_.-]+, no leading dot); others are left for
+ * the config parser to report. */
+static int secret_key_ok(const char *k)
+{
+  size_t i;
+
+  if (k[0] == '\0' || k[0] == '.')
+    return 0;
+  for (i = 0; k[i] != '\0'; i++)
+    if (!((k[i] >= 'a' && k[i] <= 'z') || (k[i] >= 'A' && k[i] <= 'Z') ||
+          (k[i] >= '0' && k[i] <= '9') || k[i] == '_' || k[i] == '.' || k[i] == '-'))
+      return 0;
+  return 1;
+}
+
+static void pushed_name(const char *key, void *arg)
+{
+  cJSON_AddItemToArray(arg, cJSON_CreateString(key));
+}
+
+/*
+ * A secret store for validating a config to be stored: the daemon's directory, copies
+ * of the pushed secrets the config names, and a placeholder for every named secret
+ * that exists nowhere yet (appended to missing). Everything else about a secret (an
+ * empty value, a CR in it, an unreadable file) is still an error.
+ */
+static struct rules_secrets *validation_store(struct daemon *d, const cJSON *proxy_config,
+                                              cJSON *missing)
+{
+  cJSON *keys = cJSON_CreateArray(), *pushed = cJSON_CreateArray();
+  const cJSON *rules, *rule, *it;
+  struct rules_secrets *st = rules_secrets_new(d->secrets_dir);
+  char *value = NULL;
+  size_t len;
+  int r, ok = keys != NULL && pushed != NULL && st != NULL;
+
+  rules = cJSON_GetObjectItemCaseSensitive(proxy_config, "rules");
+  cJSON_ArrayForEach(rule, rules)
+    header_keys(cJSON_GetObjectItemCaseSensitive(rule, "headers"), keys);
+  header_keys(cJSON_GetObjectItemCaseSensitive(
+                  cJSON_GetObjectItemCaseSensitive(proxy_config, "callback"), "headers"),
+              keys);
+  rules_secrets_list(d->secrets, pushed_name, pushed);
+  cJSON_ArrayForEach(it, keys) {
+    if (!ok)
+      break;
+    if (!secret_key_ok(it->valuestring))
+      continue;
+    if (array_has(pushed, it->valuestring)) {
+      r = rules_secrets_get(d->secrets, it->valuestring, &value, &len);
+      if (r == 0)
+        ok = rules_secrets_set(st, it->valuestring, value, len) == 0;
+      rules_secret_free(value, len);
+      value = NULL;
+      continue;
+    }
+    r = rules_secrets_get(d->secrets, it->valuestring, &value, &len);
+    if (r == 0)
+      rules_secret_free(value, len);
+    value = NULL;
+    if (r == -ENOENT) {
+      ok = rules_secrets_set(st, it->valuestring, "unresolved", 10) == 0;
+      if (missing != NULL)
+        cJSON_AddItemToArray(missing, cJSON_CreateString(it->valuestring));
+    }
+  }
+  cJSON_Delete(keys);
+  cJSON_Delete(pushed);
+  if (!ok) {
+    rules_secrets_free(st);
+    return NULL;
+  }
+  return st;
+}
+
+int daemon_config_set(struct daemon *d, const char *name, const cJSON *proxy_config,
+                      cJSON *missing, struct daemon_error *err)
+{
+  struct rules_config *cfg = NULL;
+  struct rules_secrets *st = NULL;
+  struct daemon_config *c = NULL, *old, **pp;
+  char path[4096], aad[DAEMON_NAME_MAX + 16], *copy = NULL;
+  struct strbuf file;
+  int r;
+
+  if (!daemon_valid_name(name))
+    return fail(err, 400, "invalid_name", -EINVAL,
+                "config name \"%.64s\" must be 1-128 of [A-Za-z0-9_.-], starting with a "
+                "letter or digit", name);
+  old = daemon_config_find(d, name);
+  if (old == NULL && d->nconfigs >= DAEMON_MAX_CONFIGS)
+    return fail(err, 507, "too_many_configs", -ENOSPC,
+                "%d configs are stored; delete one (DELETE /v1/configs/NAME) first",
+                DAEMON_MAX_CONFIGS);
+  if (cJSON_IsObject(proxy_config)) {
+    st = validation_store(d, proxy_config, missing);
+    if (st == NULL)
+      return fail(err, 500, "internal_error", -ENOMEM, "out of memory");
+  }
+  r = parse_config_with(st, proxy_config, &cfg, err);
+  rules_secrets_free(st);
+  if (r != 0)
+    return r;
+  c = calloc(1, sizeof(*c));
+  if (c != NULL) {
+    c->persist = rules_config_to_json(cfg, RULES_SER_PERSIST, 0);
+    c->redacted = rules_config_to_json(cfg, RULES_SER_REDACTED, 0);
+  }
+  rules_config_unref(cfg);
+  if (c == NULL || c->persist == NULL || c->redacted == NULL) {
+    config_free(c);
+    return fail(err, 500, "internal_error", -ENOMEM, "out of memory");
+  }
+  snprintf(c->name, sizeof(c->name), "%s", name);
+  /* The state file keeps both forms, so a restart needs no secret to show it. */
+  strbuf_init(&file);
+  strbuf_adds(&file, "{\"proxy_config\":");
+  strbuf_adds(&file, c->persist);
+  strbuf_adds(&file, ",\"redacted\":");
+  strbuf_adds(&file, c->redacted);
+  strbuf_adds(&file, "}");
+  if (file.oom) {
+    if (file.data != NULL)
+      mbedtls_platform_zeroize(file.data, file.len);
+    strbuf_free(&file);
+    config_free(c);
+    return fail(err, 500, "internal_error", -ENOMEM, "out of memory");
+  }
+  copy = strbuf_take(&file);
+  config_path(d, name, path, sizeof(path));
+  snprintf(aad, sizeof(aad), "config:%s", name);
+  /* Persist first: a config the daemon would lose on restart is not stored. */
+  r = write_sealed(d, path, aad, copy);
+  if (r != 0) {
+    config_free(c);
+    return fail(err, 500, "state_write_failed", r, "cannot write %s: %s", path,
+                strerror(-r));
+  }
+  for (pp = &d->configs; *pp != NULL; pp = &(*pp)->next) {
+    if (*pp == old) {
+      *pp = old->next;
+      config_free(old);
+      d->nconfigs--;
+      break;
+    }
+  }
+  c->next = d->configs;
+  d->configs = c;
+  d->nconfigs++;
+  log_info("config %s: stored", name);
+  return 0;
+}
+
+int daemon_config_delete(struct daemon *d, struct daemon_config *c, struct daemon_error *err)
+{
+  struct daemon_config **pp;
+  char path[4096];
+
+  config_path(d, c->name, path, sizeof(path));
+  if (unlink(path) != 0 && errno != ENOENT)
+    return fail(err, 500, "state_write_failed", -errno, "cannot remove %s: %s", path,
+                strerror(errno));
+  for (pp = &d->configs; *pp != NULL; pp = &(*pp)->next) {
+    if (*pp == c) {
+      *pp = c->next;
+      d->nconfigs--;
+      break;
+    }
+  }
+  log_info("config %s: deleted", c->name);
+  config_free(c);
+  return 0;
+}
+
+/* Makes a daemon_config from a state file's JSON text. */
+static int config_reload(struct daemon *d, const char *name, const char *json)
+{
+  const cJSON *cfg, *red;
+  struct daemon_config *c;
+  cJSON *root = NULL;
+
+  if (rules_json_parse(json, strlen(json), &root, NULL) != 0)
+    return -EINVAL;
+  cfg = cJSON_GetObjectItemCaseSensitive(root, "proxy_config");
+  red = cJSON_GetObjectItemCaseSensitive(root, "redacted");
+  if (!cJSON_IsObject(cfg) || !cJSON_IsObject(red)) {
+    rules_json_free(root);
+    return -EINVAL;
+  }
+  c = calloc(1, sizeof(*c));
+  if (c == NULL) {
+    rules_json_free(root);
+    return -ENOMEM;
+  }
+  snprintf(c->name, sizeof(c->name), "%s", name);
+  c->persist = cJSON_PrintUnformatted(cfg);
+  c->redacted = cJSON_PrintUnformatted(red);
+  rules_json_free(root);
+  if (c->persist == NULL || c->redacted == NULL) {
+    config_free(c);
+    return -ENOMEM;
+  }
+  c->next = d->configs;
+  d->configs = c;
+  d->nconfigs++;
+  return 0;
+}
+
+/* Reads the stored configs back. One that cannot be read is logged and skipped (its
+ * file is kept for a later start, with the right key, to read). */
+static void load_configs(struct daemon *d)
+{
+  char dir[4096], path[4096], aad[DAEMON_NAME_MAX + 16], name[DAEMON_NAME_MAX + 1];
+  struct daemon_config *c;
+  struct dirent **ents;
+  char *json;
+  size_t len;
+  int i, n, r;
+
+  snprintf(dir, sizeof(dir), "%s/configs", d->state_dir);
+  n = scandir(dir, &ents, NULL, alphasort);
+  if (n < 0)
+    return;
+  for (i = 0; i < n; i++) {
+    len = strlen(ents[i]->d_name);
+    json = NULL;
+    if (len > 7 && len - 7 <= DAEMON_NAME_MAX &&
+        strcmp(ents[i]->d_name + len - 7, ".sealed") == 0) {
+      memcpy(name, ents[i]->d_name, len - 7);
+      name[len - 7] = '\0';
+      if (!daemon_valid_name(name) || d->nconfigs >= DAEMON_MAX_CONFIGS)
+        goto next;
+      config_path(d, name, path, sizeof(path));
+      snprintf(aad, sizeof(aad), "config:%s", name);
+      r = read_sealed(d, path, aad, &json);
+      if (r != 0) {
+        log_error("config %s: cannot read %s: %s; it is not available", name, path,
+                  r == -EBADMSG ? "it does not decrypt with the state key" : strerror(-r));
+        goto next;
+      }
+      r = config_reload(d, name, json);
+      if (r != 0)
+        log_error("config %s: %s is malformed; it is not available", name, path);
+    }
+next:
+    wipe_free(json);
+    free(ents[i]);
+  }
+  free(ents);
+  for (c = d->configs; c != NULL; c = c->next)
+    log_debug("config %s: loaded", c->name);
+}
+
+/* ---- restart ---- */
+
+static void add_lost(struct daemon *d, const char *name, const char *netns, const char *why)
+{
+  struct daemon_lost *l = calloc(1, sizeof(*l));
+
+  if (l == NULL)
+    return;
+  snprintf(l->name, sizeof(l->name), "%s", name);
+  l->netns = strdup(netns ? netns : "");
+  l->why = strdup(why);
+  l->next = d->lost;
+  d->lost = l;
+}
+
+static void restore_one(struct daemon *d, const char *name)
+{
+  char path[4096], aad[DAEMON_NAME_MAX + 16], *json = NULL;
+  const cJSON *netns, *cfg, *dev, *ino, *cert, *key;
+  struct daemon_sandbox *s = NULL;
+  struct daemon_error err;
+  cJSON *root = NULL, *ca = NULL;
+  dev_t xdev;
+  ino_t xino;
+  int r;
+
+  daemon_error_init(&err);
+  state_path(d, name, path, sizeof(path));
+  snprintf(aad, sizeof(aad), "sandbox:%s", name);
+  r = read_sealed(d, path, aad, &json);
+  if (r != 0) {
+    log_error("sandbox %s: cannot read its state %s: %s; it stays without network", name,
+              path, r == -EBADMSG ? "it does not decrypt with the state key" : strerror(-r));
+    add_lost(d, name, NULL, "state unreadable");
+    goto out;
+  }
+  r = rules_json_parse(json, strlen(json), &root, NULL);
+  netns = cJSON_GetObjectItemCaseSensitive(root, "netns");
+  cfg = cJSON_GetObjectItemCaseSensitive(root, "proxy_config");
+  dev = cJSON_GetObjectItemCaseSensitive(root, "ns_dev");
+  ino = cJSON_GetObjectItemCaseSensitive(root, "ns_ino");
+  cert = cJSON_GetObjectItemCaseSensitive(root, "ca_certificate");
+  key = cJSON_GetObjectItemCaseSensitive(root, "ca_key");
+  if (r != 0 || !cJSON_IsString(netns) || !cJSON_IsObject(cfg) || !cJSON_IsNumber(dev) ||
+      !cJSON_IsNumber(ino) || !cJSON_IsString(cert) || !cJSON_IsString(key)) {
+    log_error("sandbox %s: state %s is malformed; it stays without network", name, path);
+    add_lost(d, name, NULL, "state malformed");
+    goto out;
+  }
+  ca = cJSON_CreateObject();
+  if (ca == NULL)
+    goto out;
+  cJSON_AddStringToObject(ca, "certificate", cert->valuestring);
+  cJSON_AddStringToObject(ca, "key", key->valuestring);
+  xdev = (dev_t)dev->valuedouble;
+  xino = (ino_t)ino->valuedouble;
+  r = attach(d, name, netns->valuestring, cfg, ca, &xino, &xdev, 0, &s, &err);
+  if (r == 0) {
+    log_info("sandbox %s: re-attached after restart", name);
+    goto out;
+  }
+  if (r == -ENOENT || r == -ESTALE) {
+    /* The namespace is gone (or its path now names another one): forget it. */
+    log_warn("sandbox %s: %s; forgetting it", name, err.message);
+    add_lost(d, name, netns->valuestring, err.message);
+    unlink(path);
+  } else {
+    /* Kept: a later start (with the missing secret, say) may succeed. */
+    log_error("sandbox %s: cannot re-attach: %s%s%s; it stays without network", name,
+              err.message, err.diag.count ? ": " : "",
+              err.diag.count ? err.diag.entries[0].message : "");
+    add_lost(d, name, netns->valuestring, err.message);
+  }
+out:
+  rules_json_free(ca);
+  rules_json_free(root);
+  wipe_free(json);
+  daemon_error_free(&err);
+}
+
+static void restore(struct daemon *d)
+{
+  char dir[4096], name[DAEMON_NAME_MAX + 1];
+  struct dirent **ents;
+  size_t len;
+  int i, n;
+
+  snprintf(dir, sizeof(dir), "%s/sandboxes", d->state_dir);
+  n = scandir(dir, &ents, NULL, alphasort);
+  if (n < 0)
+    return;
+  for (i = 0; i < n; i++) {
+    len = strlen(ents[i]->d_name);
+    if (len > 7 && len - 7 <= DAEMON_NAME_MAX &&
+        strcmp(ents[i]->d_name + len - 7, ".sealed") == 0) {
+      memcpy(name, ents[i]->d_name, len - 7);
+      name[len - 7] = '\0';
+      if (daemon_valid_name(name))
+        restore_one(d, name);
+    }
+    free(ents[i]);
+  }
+  free(ents);
+}
+
+/* ---- lifecycle ---- */
+
+static void control_closed(void *arg)
+{
+  struct daemon *d = arg;
+
+  d->control = NULL;
+  maybe_exit(d);
+}
+
+static void maybe_exit(struct daemon *d)
+{
+  int i;
+
+  if (!d->stopping || d->draining > 0 || d->sandboxes != NULL)
+    return;
+  if (d->control != NULL) {
+    proxy_control_close(d->control, control_closed, d);
+    return;
+  }
+  for (i = 0; i < d->nsig; i++)
+    if (!uv_is_closing((uv_handle_t *)&d->sig[i]))
+      uv_close((uv_handle_t *)&d->sig[i], NULL);
+  if (d->audit != NULL) {
+    proxy_audit_close(d->audit);
+    d->audit = NULL;
+    d->ctx.audit = NULL;
+  }
+}
+
+static void stop(struct daemon *d)
+{
+  if (d->stopping)
+    return;
+  d->stopping = 1;
+  log_info("serve: stopping; %zu sandbox(es) keep their rules and have no network until "
+           "the daemon is back", d->nsandboxes);
+  while (d->sandboxes != NULL)
+    close_sandbox(d, d->sandboxes, 0);
+  maybe_exit(d);
+}
+
+static void signal_cb(uv_signal_t *sig, int signum)
+{
+  struct daemon *d = sig->data;
+  int r;
+
+  if (signum == SIGHUP) {
+    r = proxy_audit_reopen(d->audit);
+    if (r != 0)
+      log_error("serve: cannot reopen the audit log %s: %s", d->log_path, strerror(-r));
+    else
+      log_info("serve: audit log reopened");
+    return;
+  }
+  stop(d);
+}
+
+static void usage(FILE *f)
+{
+  fprintf(f,
+    "usage: authproxy serve --state-dir DIR --control SOCKET [OPTIONS]\n"
+    "\n"
+    "The daemon: serves every sandbox attached through the control API (a Unix\n"
+    "socket, root only) from one event loop; re-attaches them after a restart.\n"
+    "\n"
+    "options:\n"
+    "  --state-dir DIR        sealed state (created 0700); required\n"
+    "  --control SOCKET       control API socket (created 0600); required\n"
+    "  --secrets-dir DIR      where {KEY} templates resolve, besides pushed secrets\n"
+    "  --log FILE             audit log, JSON Lines (\"-\": standard output); SIGHUP reopens\n"
+    "  -h, --help             this help\n");
+  proxy_common_usage(f);
+}
+
+static int parse_args(struct daemon *d, struct proxy_common_opts *o, int argc, char **argv)
+{
+  enum { O_STATE = 256, O_CONTROL, O_SECRETS, O_LOG };
+  static const struct option own[] = {
+    { "state-dir", required_argument, NULL, O_STATE },
+    { "control", required_argument, NULL, O_CONTROL },
+    { "secrets-dir", required_argument, NULL, O_SECRETS },
+    { "log", required_argument, NULL, O_LOG },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
+  struct option opts[32];
+  int c, r;
+
+  if (proxy_options_merge(own, opts, sizeof(opts) / sizeof(opts[0])) != 0)
+    return -EINVAL;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
+    switch (c) {
+    case O_STATE: d->state_dir = optarg; break;
+    case O_CONTROL: d->control_path = optarg; break;
+    case O_SECRETS: d->secrets_dir = optarg; break;
+    case O_LOG: d->log_path = optarg; break;
+    case 'h': usage(stdout); exit(0);
+    default:
+      r = proxy_common_option("authproxy serve", c, optarg, o);
+      if (r < 0)
+        return r;
+      if (r == 0) {
+        usage(stderr);
+        return -EINVAL;
+      }
+      break;
+    }
+  }
+  proxy_common_log_level(o, PROXY_LOG_INFO);
+  if (optind != argc) {
+    fprintf(stderr, "authproxy serve: unexpected argument \"%s\"\n", argv[optind]);
+    return -EINVAL;
+  }
+  if (d->state_dir == NULL || d->control_path == NULL) {
+    fprintf(stderr, "authproxy serve: --state-dir and --control are required\n\n");
+    usage(stderr);
+    return -EINVAL;
+  }
+  d->capture = o->capture;
+  d->leaf_cache = o->leaf_cache;
+  return 0;
+}
+
+/* Creates dir 0700, or checks an existing one is private. */
+static int private_dir(const char *dir)
+{
+  struct stat st;
+
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+    fprintf(stderr, "authproxy serve: cannot create %s: %s\n", dir, strerror(errno));
+    return -errno;
+  }
+  if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    fprintf(stderr, "authproxy serve: %s is not a directory\n", dir);
+    return -ENOTDIR;
+  }
+  if (st.st_mode & 077) {
+    fprintf(stderr, "authproxy serve: %s is accessible by group or others (mode %03o): "
+            "chmod 700 %s\n", dir, (unsigned)(st.st_mode & 0777), dir);
+    return -EPERM;
+  }
+  return 0;
+}
+
+int proxy_cmd_serve(int argc, char **argv)
+{
+  static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+  struct proxy_common_opts o;
+  struct daemon *d;
+  char err[512], sub[4096];
+  size_t i;
+  int r, ret = 1;
+
+  d = calloc(1, sizeof(*d));
+  if (d == NULL)
+    return 1;
+  proxy_common_opts_init(&o);
+  if (parse_args(d, &o, argc, argv) != 0) {
+    free(d);
+    return 2;
+  }
+  if (geteuid() != 0) {
+    fprintf(stderr, "authproxy serve: must run as root (it manages network namespaces "
+                    "and nftables rules)\n");
+    free(d);
+    return 1;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  umask(077);
+  snprintf(sub, sizeof(sub), "%s/sandboxes", d->state_dir);
+  if (private_dir(d->state_dir) != 0 || private_dir(sub) != 0)
+    goto out;
+  snprintf(sub, sizeof(sub), "%s/configs", d->state_dir);
+  if (private_dir(sub) != 0)
+    goto out;
+  r = proxy_rng_init();
+  if (r != 0) {
+    fprintf(stderr, "authproxy serve: cannot seed the random generator\n");
+    goto out;
+  }
+  snprintf(sub, sizeof(sub), "%s/key", d->state_dir);
+  err[0] = '\0';
+  if (proxy_seal_key_load(sub, d->key, err, sizeof(err)) != 0) {
+    fprintf(stderr, "authproxy serve: %s\n", err);
+    goto out;
+  }
+  d->secrets = rules_secrets_new(d->secrets_dir);
+  if (d->secrets == NULL || load_secrets(d) != 0)
+    goto out;
+  err[0] = '\0';
+  r = proxy_upstream_tls_new(NULL, o.upstream_ca, o.nupstream_ca, &d->upstream, err,
+                             sizeof(err));
+  if (r != 0) {
+    fprintf(stderr, "authproxy serve: %s\n", err[0] ? err : strerror(-r));
+    goto out;
+  }
+  if (uv_loop_init(&d->loop) != 0)
+    goto out;
+  if (proxy_ctx_init(&d->ctx, &d->loop) != 0)
+    goto out_loop;
+  d->ctx.limits = o.limits;
+  d->ctx.upstream_tls = d->upstream;
+  d->started_ms = uv_now(&d->loop);
+  if (d->log_path != NULL) {
+    r = proxy_audit_open(&d->loop, d->log_path, &d->audit);
+    if (r != 0) {
+      fprintf(stderr, "authproxy serve: --log %s: %s\n", d->log_path, strerror(-r));
+      goto out_loop;
+    }
+    d->ctx.audit = d->audit;
+  }
+  load_configs(d);
+  restore(d);
+  err[0] = '\0';
+  r = proxy_control_start(&d->loop, d->control_path, daemon_api, d, &d->control, err,
+                          sizeof(err));
+  if (r != 0) {
+    fprintf(stderr, "authproxy serve: %s\n", err);
+    stop(d);
+    uv_run(&d->loop, UV_RUN_DEFAULT);
+    goto out_loop;
+  }
+  for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+    uv_signal_init(&d->loop, &d->sig[i]);
+    d->sig[i].data = d;
+    d->nsig++;
+    uv_signal_start(&d->sig[i], signal_cb, sigs[i]);
+  }
+  log_info("serve: listening on %s; %zu sandbox(es) attached", d->control_path,
+           d->nsandboxes);
+  uv_run(&d->loop, UV_RUN_DEFAULT);
+  ret = 0;
+out_loop:
+  uv_run(&d->loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&d->loop) != 0)
+    log_warn("serve: handles left open at exit");
+  proxy_ctx_cleanup(&d->ctx);
+out:
+  while (d->lost != NULL) {
+    struct daemon_lost *l = d->lost;
+
+    d->lost = l->next;
+    free(l->netns);
+    free(l->why);
+    free(l);
+  }
+  while (d->configs != NULL) {
+    struct daemon_config *c = d->configs;
+
+    d->configs = c->next;
+    config_free(c);
+  }
+  rules_secrets_free(d->secrets);
+  proxy_upstream_tls_free(d->upstream);
+  mbedtls_platform_zeroize(d->key, sizeof(d->key));
+  free(d);
+  return ret;
+}

@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# The daemon: `authproxy serve` driven through the Python client and `authproxy ctl`.
+# Many sandboxes with their own secrets, atomic config swaps under load, restart after
+# kill -9 with no API call, redaction everywhere, API misuse, log reopening.
+#
+#   ap-sN-PID (named namespaces)     host
+#   curl ---nft---> listener  ====>  authproxy serve --state-dir $T/state
+#                                      control API: $T/control.sock (0600)
+#                                      fake upstream 127.0.0.1:$up_PORT
+. "$(dirname "$0")/lib.sh"
+
+start_upstream up
+STATE=$T/state
+SOCK=$T/control.sock
+export PYTHONPATH=$SRC/clients/python
+
+serve() {
+  "$AUTHPROXY" serve --state-dir "$STATE" --control "$SOCK" --log "$T/audit.jsonl" \
+    --drain-timeout 1 -v >> "$T/serve.log" 2>&1 &
+  SERVE_PID=$!
+  PIDS+=($SERVE_PID)
+  wait_for "[ -S '$SOCK' ] && '$AUTHPROXY' ctl --control '$SOCK' health >/dev/null 2>&1"
+}
+ctl() { "$AUTHPROXY" ctl --control "$SOCK" "$@"; }
+client() { "$PY" -c "
+import json, sys
+from authproxy_client import Client, AuthproxyError
+c = Client('$SOCK')
+$1"; }
+
+serve
+assert_eq "$(stat -c %a "$SOCK")" "600" "control socket mode"
+assert_eq "$(stat -c %a "$STATE")" "700" "state dir mode"
+pass "daemon up; control socket and state private"
+
+# ---- many sandboxes, each with its own secret ----------------------------------
+N=100
+config_for() {  # NAME SECRETKEY OPAQUE -> proxy_config JSON
+  cat <<EOF
+{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
+    "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {$2}" },
+                 { "name": "X-Opaque", "type": "opaque", "value": "$3" },
+                 { "name": "X-Sandbox", "type": "plaintext", "value": "$1" } ] } ],
+  "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
+EOF
+}
+for i in $(seq $N); do
+  make_netns "s$i" >/dev/null
+  config_for "box$i" "KEY_$i" "opaque-$i-$$" > "$T/cfg$i.json"
+done
+client "
+for i in range(1, $N + 1):
+    c.set_secret('KEY_%d' % i, 'sk-sandbox-%d-$$' % i)
+    pem = c.attach('box%d' % i, '/var/run/netns/ap-s%d-$$' % i, json.load(open('$T/cfg%d.json' % i)))
+    assert pem.startswith('-----BEGIN CERTIFICATE-----'), pem"
+assert_eq "$(client "print(len(c.list()))")" "$N" "sandboxes listed"
+for i in $(seq $N); do
+  ip netns exec "ap-s$i-$$" curl -sS -o /dev/null "http://api.example.com/from/$i"
+done
+bad=$(upq up "[i for i in range(1, $N + 1) if [(hdr(r, 'Authorization'), hdr(r, 'X-Opaque'))
+  for r in reqs if r['path'] == '/from/%d' % i] != [(['Bearer sk-sandbox-%d-$$' % i], ['opaque-%d-$$' % i])]]")
+assert_eq "$bad" "[]" "sandboxes whose request did not carry exactly their own secret"
+pass "$N sandboxes: each request carries only its own secret"
+
+# ---- the API answers: redacted, CA available, errors explained --------------------
+got=$(client "print(json.dumps(c.get('box1')))")
+assert_contains "$got" '"value": "Bearer {KEY_1}"' "template shown unresolved"
+assert_not_contains "$got" "opaque-1-$$" "opaque value returned"
+assert_not_contains "$got" "sk-sandbox-1-$$" "secret returned"
+assert_eq "$(ctl ca box1 | head -n1)" "-----BEGIN CERTIFICATE-----" "ctl ca"
+assert_eq "$(client "print(c.secrets() == sorted(['KEY_%d' % i for i in range(1, $N + 1)]))")" "True" \
+  "secret names listed"
+client "
+out = [json.dumps(c.get('box%d' % i)) for i in range(1, $N + 1)]
+out += [json.dumps(c.list()), json.dumps(c.secrets()), json.dumps(c.health()), c.metrics()]
+open('$T/api-answers.txt', 'w').write('\n'.join(out))"
+for i in $(seq $N); do echo "sk-sandbox-$i-$$"; echo "opaque-$i-$$"; done > "$T/values.txt"
+if grep -qFf "$T/values.txt" "$T/api-answers.txt"; then
+  fail "an API answer holds a secret: $(grep -oFf "$T/values.txt" "$T/api-answers.txt" | head -3)"
+fi
+pass "GET is redacted; no API answer holds a value"
+
+misuse() {  # METHOD PATH BODY -> "STATUS CODE"
+  "$PY" - "$SOCK" "$1" "$2" "$3" <<'PYEOF'
+import http.client, json, socket, sys
+class C(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX); self.sock.connect(sys.argv[1])
+c = C("localhost", timeout=10)
+arg = sys.argv[4]
+body = None if arg == "-" else open(arg[1:], "rb").read() if arg.startswith("@") else arg.encode()
+c.request(sys.argv[2], sys.argv[3], body=body)
+r = c.getresponse(); data = r.read()
+try:
+    print(r.status, json.loads(data)["error"]["code"])
+except Exception:
+    print(r.status, "unparsable:", data[:80])
+PYEOF
+}
+assert_eq "$(misuse PUT /v1/sandboxes/bad '{"netns": ')" "400 invalid_json" "malformed JSON"
+assert_eq "$(misuse PUT /v1/sandboxes/bad '{"netns": "/nonexistent/ns", "proxy_config": {}}')" \
+  "400 netns_not_found" "bad netns path"
+assert_eq "$(misuse PUT /v1/sandboxes/bad '{"netns": "/etc/passwd", "proxy_config": {}}')" \
+  "400 not_a_netns" "a file that is not a namespace"
+assert_eq "$(misuse PUT /v1/sandboxes/box1 "{\"netns\": \"/var/run/netns/ap-s1-$$\", \"proxy_config\": {}}")" \
+  "409 sandbox_exists" "duplicate attach"
+assert_eq "$(misuse PUT /v1/sandboxes/bad '{"netns": "/var/run/netns/x", "proxy_config": {}, "extra": 1}')" \
+  "400 invalid_request" "unknown field"
+assert_eq "$(misuse GET /v1/sandboxes/nope -)" "404 sandbox_not_found" "unknown sandbox"
+assert_eq "$(misuse DELETE /v1/sandboxes/nope -)" "404 sandbox_not_found" "delete unknown"
+assert_eq "$(misuse PUT '/v1/sandboxes/..' '{}')" "400 invalid_name" "bad name"
+assert_eq "$(misuse GET /v1/secrets/KEY_1 -)" "405 method_not_allowed" "secrets are write-only"
+assert_eq "$(misuse POST /v1/nothing -)" "404 not_found" "unknown route"
+"$PY" -c 'print("{\"netns\": \"" + "a" * (2 << 20) + "\"}")' > "$T/big.json"
+assert_eq "$(misuse PUT /v1/sandboxes/big "@$T/big.json")" "413 body_too_large" "oversized body"
+out=$(misuse PATCH /v1/sandboxes/box2 '{"proxy_config": {"rules": [{"name": "", "match_hosts": ["a b"]}], "bogus": 1}}')
+assert_eq "$out" "422 invalid_config" "invalid config"
+err=$(ctl update box2 --config <(echo '{"rules": [{"name": "", "match_hosts": ["a b"]}], "bogus": 1}') 2>&1 || true)
+assert_contains "$err" "proxy_config.rules[0].name" "ctl shows the JSON path of each error"
+assert_contains "$err" "proxy_config.bogus" "ctl shows every error"
+assert_eq "$(ctl health | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["sandboxes"])')" "$N" \
+  "daemon healthy after misuse"
+pass "API misuse answered with JSON errors; daemon unaffected"
+
+# ---- PATCH under load: every request under the old or the new config --------------
+cat > "$T/v.py" <<'PYEOF'
+import json, sys, urllib.request, time
+seen = {}
+fails = 0
+end = time.time() + float(sys.argv[1])
+while time.time() < end:
+    try:
+        r = urllib.request.urlopen("http://api.example.com/patch", timeout=5)
+        r.read()
+        seen["ok"] = seen.get("ok", 0) + 1
+    except Exception as e:
+        fails += 1
+print(json.dumps({"ok": seen.get("ok", 0), "fails": fails}))
+PYEOF
+ip netns exec "ap-s3-$$" "$PY" "$T/v.py" 3 > "$T/load.out" &
+LOADER=$!
+PIDS+=($LOADER)
+for v in 1 2 3 4 5 6 7 8; do
+  "$PY" -c "
+import json
+c = json.load(open('$T/cfg3.json'))
+c['rules'][0]['headers'].append({'name': 'X-Version', 'type': 'plaintext', 'value': '$v'})
+json.dump(c, open('$T/cfg3v.json', 'w'))"
+  ctl update box3 --config "$T/cfg3v.json" >/dev/null
+  sleep 0.2
+done
+wait "$LOADER"
+res=$(cat "$T/load.out")
+assert_eq "$("$PY" -c "import json; print(json.loads('$res')['fails'])")" "0" "requests failed during PATCH"
+versions=$(upq up "sorted(set((hdr(r, 'X-Version') or ['none'])[0] for r in reqs if r['path'] == '/patch'))")
+assert_eq "$(upq up "all(len(hdr(r, 'X-Version')) <= 1 and hdr(r, 'Authorization') == ['Bearer sk-sandbox-3-$$'] for r in reqs if r['path'] == '/patch')")" \
+  "True" "every request consistent with one config"
+pass "PATCH under load: $(echo "$res"), versions seen $versions"
+
+# ---- ctl attach, and dynamic credentials from a callback in the daemon ---------------
+"$PY" "$TOOLS/fake_callback.py" --log "$T/cb.jsonl" --port-file "$T/cb.port" 2> "$T/cb.log" &
+PIDS+=($!)
+wait_for "[ -s '$T/cb.port' ]"
+cat > "$T/cbcfg.json" <<EOF
+{ "callback": { "url": "http://127.0.0.1:$(cat "$T/cb.port")/creds", "match_hosts": ["api.example.com"],
+                "ttl_seconds": 60, "timeout_ms": 3000 },
+  "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
+EOF
+ns=$(make_netns cbx)
+ctl attach cbx --netns "/var/run/netns/$ns" --config "$T/cbcfg.json" > "$T/cbx-ca.pem"
+assert_eq "$(head -n1 "$T/cbx-ca.pem")" "-----BEGIN CERTIFICATE-----" "ctl attach prints the CA"
+ip netns exec "$ns" curl -sS -o /dev/null http://api.example.com/cb/1
+ip netns exec "$ns" curl -sS -o /dev/null http://api.example.com/cb/2
+assert_eq "$(upq up "[hdr(r, 'Authorization') for r in reqs if r['path'].startswith('/cb/')]")" \
+  '[["Bearer cb-1"], ["Bearer cb-1"]]' "callback credentials injected (and cached) in the daemon"
+ctl detach cbx >/dev/null
+pass "ctl attach/detach; the callback works in the daemon"
+
+# ---- restart: kill -9, no network, back with no API call --------------------------
+kill -KILL "$SERVE_PID"
+wait "$SERVE_PID" 2>/dev/null || true
+set +e
+ip netns exec "ap-s1-$$" curl -sS --max-time 3 -o /dev/null http://api.example.com/while-down 2> "$T/down.err"
+rc=$?
+set -e
+[ $rc -ne 0 ] || fail "a request succeeded while the daemon was down"
+assert_eq "$(upq up "len([r for r in reqs if r['path'] == '/while-down'])")" "0" "request reached the upstream"
+serve
+ip netns exec "ap-s1-$$" curl -sS -o /dev/null http://api.example.com/after-restart
+assert_eq "$(upq up "hdr([r for r in reqs if r['path'] == '/after-restart'][0], 'Authorization')")" \
+  "$(jlist "Bearer sk-sandbox-1-$$")" "re-attached with its secret"
+assert_eq "$(client "print(len(c.list()))")" "$N" "every sandbox re-attached"
+pass "kill -9: no network while down ($(head -c 60 "$T/down.err")); restart re-attaches all"
+
+# ---- a namespace that vanished while the daemon was down is reported ---------------
+kill -TERM "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
+ip netns del "ap-s$N-$$"
+serve
+out=$(ctl list)
+assert_contains "$out" "\"not_attached\"" "lost sandboxes reported"
+assert_contains "$out" "box$N" "the vanished sandbox is named"
+assert_eq "$(client "print(len(c.list()))")" "$((N - 1))" "the others re-attached"
+pass "sandboxes whose namespace is gone are reported, not attached"
+
+# ---- detach: namespace locked down, state forgotten --------------------------------
+client "c.detach('box2')"
+set +e
+ip netns exec "ap-s2-$$" curl -sS --max-time 3 -o /dev/null http://api.example.com/after-detach 2>/dev/null
+rc=$?
+set -e
+[ $rc -ne 0 ] || fail "a detached sandbox still reaches the network"
+[ ! -e "$STATE/sandboxes/box2.sealed" ] || fail "detached sandbox state left behind"
+pass "detach: no network, state removed"
+
+# ---- SIGHUP reopens the audit log --------------------------------------------------
+mv "$T/audit.jsonl" "$T/audit.old.jsonl"
+kill -HUP "$SERVE_PID"
+wait_for "[ -e '$T/audit.jsonl' ]"
+ip netns exec "ap-s1-$$" curl -sS -o /dev/null http://api.example.com/after-hup
+wait_for "grep -q after-hup '$T/audit.jsonl'"
+pass "SIGHUP reopens the audit log"
+
+# ---- nothing anywhere holds a secret value ----------------------------------------
+kill -TERM "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
+if grep -rqFf "$T/values.txt" "$STATE" "$T/audit.jsonl" "$T/audit.old.jsonl" "$T/serve.log"; then
+  fail "a secret or opaque value is in the state dir, the audit log or the daemon's output: $(grep -rlFf "$T/values.txt" "$STATE" "$T"/*.jsonl "$T/serve.log")"
+fi
+grep -q '"event":"request"' "$T/audit.old.jsonl" || fail "audit log has no request records"
+pass "no secret or opaque value in the state dir, audit log or daemon output"

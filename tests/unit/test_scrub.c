@@ -1,0 +1,89 @@
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/scrub.h"
+#include "test.h"
+
+/* Feeds text split at every pair of positions and checks the output. */
+static void check_all_splits(const char *const *vals, size_t nvals, const char *in,
+                             const char *want)
+{
+  size_t len = strlen(in), a, b, i;
+
+  for (a = 0; a <= len; a++) {
+    for (b = a; b <= len; b++) {
+      struct proxy_scrub s;
+      char *copy = strdup(in), out[512];
+      size_t cuts[4] = { 0, a, b, len }, olen = 0, n;
+      const char *o;
+
+      memset(&s, 0, sizeof(s));
+      for (i = 0; i < nvals; i++)
+        proxy_scrub_add(&s, vals[i], strlen(vals[i]));
+      for (i = 0; i < 3; i++) {
+        ASSERT_EQ(proxy_scrub_feed(&s, copy + cuts[i], cuts[i + 1] - cuts[i], &o, &n), 0);
+        memcpy(out + olen, o, n);
+        olen += n;
+        ASSERT_LT(s.held_len, s.maxlen);
+      }
+      proxy_scrub_flush(&s, &o, &n);
+      memcpy(out + olen, o, n);
+      olen += n;
+      out[olen] = '\0';
+      if (strcmp(out, want) != 0)
+        TEST_FAIL_("splits %zu/%zu: \"%s\" vs \"%s\"", a, b, out, want);
+      proxy_scrub_free(&s);
+      free(copy);
+    }
+  }
+}
+
+TEST(masks_across_every_split)
+{
+  static const char *const vals[] = { "Bearer sk-secret-1234", "tok-abcdefgh" };
+
+  check_all_splits(vals, 2, "{\"authorization\": \"Bearer sk-secret-1234\"}",
+                   "{\"authorization\": \"*********************\"}");
+  check_all_splits(vals, 2, "tok-abcdefghtok-abcdefgh and Bearer sk-secret-1234!",
+                   "************************ and *********************!");
+  check_all_splits(vals, 2, "nothing to see: Bearer sk-secret-123 tok-abcdefg",
+                   "nothing to see: Bearer sk-secret-123 tok-abcdefg");
+}
+
+TEST(stream_not_delayed)
+{
+  static const char *const vals[] = { "sk-secret-1234" };
+  struct proxy_scrub s;
+  char ev[] = "data: event 1\n\n";
+  const char *o;
+  size_t n;
+
+  memset(&s, 0, sizeof(s));
+  proxy_scrub_add(&s, vals[0], strlen(vals[0]));
+  /* A tail that cannot start a secret is forwarded at once. */
+  ASSERT_EQ(proxy_scrub_feed(&s, ev, strlen(ev), &o, &n), 0);
+  ASSERT_EQ(n, strlen(ev));
+  ASSERT_EQ(s.held_len, 0);
+  /* One that can is held until the next bytes decide. */
+  char part[] = "data: sk-sec";
+  ASSERT_EQ(proxy_scrub_feed(&s, part, strlen(part), &o, &n), 0);
+  ASSERT_EQ(n, 6);
+  ASSERT_EQ(s.held_len, 6);
+  proxy_scrub_free(&s);
+}
+
+TEST(short_values_ignored)
+{
+  struct proxy_scrub s;
+  char text[] = "value 1 and agents";
+  const char *o;
+  size_t n;
+
+  memset(&s, 0, sizeof(s));
+  proxy_scrub_add(&s, "1", 1);
+  proxy_scrub_add(&s, "agents", 6);
+  ASSERT_EQ(s.n, 0);
+  ASSERT_EQ(proxy_scrub_feed(&s, text, strlen(text), &o, &n), 0);
+  ASSERT_MEMEQ(o, "value 1 and agents", n);
+  proxy_scrub_free(&s);
+}
