@@ -206,6 +206,16 @@ def main():
         p(f"| RSS per idle {title} connection ({m['conns']:,} open, after one request each) "
           f"| {per:.1f} KiB{ok} | ≤ {target} KiB |")
         p(f"| proxy RSS with them open | {m['rss1_kb'] / 1024:.1f} MiB | |")
+    r = runs.get(("attach", "proxy"))
+    if r:
+        m = r[0]["m"]
+        secs = m["ms"] / 1000
+        per = (m["rss1_kb"] - m["rss0_kb"]) / m["sandboxes"]
+        p(f"| time to attach {m['sandboxes']:,} sandboxes to one daemon ({m['clients']} "
+          f"concurrent API clients) | {secs:.2f} s{' ✓' if secs < 2 else ' ✗'} | < 2 s |")
+        p(f"| daemon RSS per attached sandbox, no connections | {per:.1f} KiB"
+          f"{' ✓' if per <= 32 else ' ✗'} | ≤ 32 KiB |")
+        p(f"| daemon RSS with them attached | {m['rss1_kb'] / 1024:.1f} MiB | |")
     print("\n".join(out))
 
 

@@ -33,9 +33,12 @@
 # show medians. Results: scripts/bench/results/latest.md (and stdout).
 #
 # Usage: sudo scripts/bench/run.sh [--reps N] [--duration SEC] [--idle-conns N]
-#                                  [--mint-names N] [--only LIST] [--authproxy PATH]
+#                                  [--mint-names N] [--attach N] [--only LIST]
+#                                  [--authproxy PATH]
 #                                  [--profile SCENARIO] [--callgrind] [--label TEXT]
-#   --only LIST       comma-separated scenario ids (see SCENARIOS below, and idle, mint)
+#   --only LIST       comma-separated scenario ids (see SCENARIOS below, and idle, mint,
+#                     attach)
+#   --attach N        sandboxes attached to one daemon (default 1000)
 #   --profile ID      record the proxy with perf (cpu-clock, DWARF call graphs) during
 #                     the proxied run of one scenario: results/perf-ID.data
 #   --label TEXT      names the build in the report (default: git describe)
@@ -52,6 +55,8 @@ REPS=3
 DURATION=5
 IDLE_CONNS=10000
 MINT_NAMES=200
+ATTACH_N=1000
+ATTACH_CLIENTS=4
 ONLY=""
 PROFILE=""
 CALLGRIND=""
@@ -68,6 +73,7 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$2; shift ;;
     --idle-conns) IDLE_CONNS=$2; shift ;;
     --mint-names) MINT_NAMES=$2; shift ;;
+    --attach) ATTACH_N=$2; shift ;;
     --only) ONLY=$2; shift ;;
     --profile) PROFILE=$2; shift ;;
     --callgrind) CALLGRIND=1 ;;
@@ -116,6 +122,7 @@ LGD=apb-lgd-$$
 LGP=apb-lgp-$$
 ORG=apb-org-$$
 PIDS=()
+ATTACH_NS=""
 NGINX_PID=""
 PROXY_PID=""
 
@@ -126,6 +133,10 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
   for ns in "$LGD" "$LGP" "$ORG"; do ip netns del "$ns" 2>/dev/null; done
+  if [ -n "$ATTACH_NS" ]; then
+    for ((i = 0; i < ATTACH_N; i++)); do echo "netns del apb-a$i-$$"; done |
+      ip -batch - 2>/dev/null
+  fi
   ip link del "apb-h-$$" 2>/dev/null
   rm -rf "/etc/netns/$LGD" "/etc/netns/$LGP"
   rmdir /etc/netns 2>/dev/null
@@ -496,6 +507,55 @@ idle_run() {
 if selected idle; then
   idle_run idle_tunnel tunnel.bench
   idle_run idle_icpt api.bench
+fi
+
+# ---- the daemon: attaching many sandboxes ----
+# ATTACH_N namespaces made beforehand (not timed), one `authproxy serve` on PROXY_CPU,
+# then every sandbox attached through the control API by ATTACH_CLIENTS concurrent
+# clients (each attach makes the sandbox's CA, installs its nf_tables rules and
+# sockets in the namespace, and seals its state to disk); RSS before and after.
+attach_run() {
+  local i pid kb0 kb1 t0 t1
+  for ((i = 0; i < ATTACH_N; i++)); do echo "netns add apb-a$i-$$"; done | ip -batch -
+  ATTACH_NS=1
+  mkdir -p "$T/serve"
+  taskset -c "$PROXY_CPU" "$AUTHPROXY" serve --state-dir "$T/serve/state" \
+    --control "$T/serve/control.sock" 2> "$T/serve.log" &
+  pid=$!
+  PIDS+=("$pid")
+  wait_for "[ -S '$T/serve/control.sock' ] && '$AUTHPROXY' ctl --control '$T/serve/control.sock' health >/dev/null 2>&1" 30
+  kb0=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$pid/status")
+  t0=$(date +%s%N)
+  PYTHONPATH=$top/clients/python taskset -c "$LOAD_CPU" python3 - "$T/serve/control.sock" \
+    "$ATTACH_N" "$ATTACH_CLIENTS" "$$" <<'PY'
+import sys, threading
+from authproxy_client import Client
+sock, n, k, tag = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+errors = []
+def work(first):
+    c = Client(sock)
+    for i in range(first, n, k):
+        try:
+            pem = c.attach("b%d" % i, "/var/run/netns/apb-a%d-%s" % (i, tag), {})
+            assert pem.startswith("-----BEGIN CERTIFICATE-----")
+        except Exception as e:  # reported below; the benchmark fails
+            errors.append("b%d: %s" % (i, e))
+threads = [threading.Thread(target=work, args=(j,)) for j in range(k)]
+for t in threads: t.start()
+for t in threads: t.join()
+if errors:
+    sys.exit("attach failed: %d errors, first: %s" % (len(errors), errors[0]))
+PY
+  t1=$(date +%s%N)
+  sleep 1
+  kb1=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$pid/status")
+  printf '{"scenario":"attach","path":"proxy","rep":1,"cpu_s":0,"rss_kb":%s,"m":{"sandboxes":%s,"clients":%s,"ms":%s,"rss0_kb":%s,"rss1_kb":%s}}\n' \
+    "$kb1" "$ATTACH_N" "$ATTACH_CLIENTS" $(( (t1 - t0) / 1000000 )) "$kb0" "$kb1" >> "$RESULTS"
+  kill "$pid"
+  wait "$pid" || true
+}
+if selected attach; then
+  attach_run
 fi
 
 python3 "$bench/report.py" "$RESULTS" --hwm-kb "$HWM_KB" --reps "$REPS" \
