@@ -45,7 +45,9 @@ int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop)
   memset(ctx, 0, sizeof(*ctx));
   ctx->loop = loop;
   proxy_limits_default(&ctx->limits);
-  ctx->read_buf_size = 64 * 1024;
+  /* One buffer for every read on the loop: large reads drain a fast sender in few
+   * system calls and wakeups (stream.c caps each read by its peer's queue room). */
+  ctx->read_buf_size = 256 * 1024;
   ctx->read_buf = malloc(ctx->read_buf_size);
   ctx->plain_buf = malloc(16384);
   if (ctx->read_buf == NULL || ctx->plain_buf == NULL) {
