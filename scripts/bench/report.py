@@ -71,7 +71,10 @@ def callgrind_report(a, runs, p):
     p("# authproxy: instructions per request (callgrind)\n")
     p(f"- authproxy {a.rev}, under valgrind --tool=callgrind on {machine()}")
     p("- user space of the proxy process: authproxy, libuv, llhttp, mbedTLS, libc "
-      "(the kernel's share is not counted)\n")
+      "(the kernel's share is not counted); each load runs N and then 2N requests and "
+      "the difference is divided by N, so the first connection of each client "
+      "(a keep-alive load's handshakes, a resuming client's first full handshake) "
+      "cancels out\n")
     p("| Load (fixed amount) | Requests | Instructions / request |")
     p("|---|---:|---:|")
     for scen, title, unit, target in LOADS:

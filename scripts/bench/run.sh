@@ -419,23 +419,40 @@ mkdir -p "$bench/results"
 
 if [ -n "$CALLGRIND" ]; then
   # Instructions in user space (authproxy, libuv, mbedTLS, libc) per request, from
-  # callgrind's counters zeroed before and dumped after each fixed amount of work.
+  # callgrind's counters zeroed before and dumped after each fixed amount of work. Each
+  # load runs twice, N and then 2N requests, and the difference is reported: what the
+  # first requests of each client cost apart (new connections of a keep-alive load,
+  # the first full handshake of a resuming client) cancels out.
   echo "run.sh: authproxy $REV under callgrind"
   n=0
+  cg_run() {  # CMD...: runs the load; sets CG ("IR JSON")
+    local out
+    callgrind_control -z "$PROXY_PID" >/dev/null 2>&1
+    out=$(ip netns exec "$LGP" taskset -c "$LOAD_CPU" "$@" 2>> "$T/load.log") || true
+    callgrind_control -d "$PROXY_PID" >/dev/null 2>&1
+    n=$((n + 1))
+    wait_for "[ -s '$T/cg.out.$n' ]" 30
+    check_result "callgrind" "$out"
+    CG="$(awk '/^summary:/ { print $2 }' "$T/cg.out.$n") $out"
+  }
   for s in "${COUNTED[@]}"; do
     id=${s%%|*}
     cmd=${s#*|}
     selected "$id" || continue
-    callgrind_control -z "$PROXY_PID" >/dev/null 2>&1
+    count=$(sed -n 's/.* -n \([0-9]*\).*/\1/p' <<<"$cmd")
     # shellcheck disable=SC2086
-    out=$(ip netns exec "$LGP" taskset -c "$LOAD_CPU" $cmd 2>> "$T/load.log") || true
-    callgrind_control -d "$PROXY_PID" >/dev/null 2>&1
-    n=$((n + 1))
-    wait_for "[ -s '$T/cg.out.$n' ]" 30
-    ir=$(awk '/^summary:/ { print $2 }' "$T/cg.out.$n")
+    cg_run $cmd
+    one=$CG
+    # shellcheck disable=SC2086
+    cg_run ${cmd/ -n $count / -n $((2 * count)) }
+    two=$CG
     cp "$T/cg.out.$n" "$bench/results/callgrind-$id.out"
-    check_result "$id" "$out"
-    record "$id" proxy 1 "$out" 0 ",\"ir\":$ir"
+    m=$(python3 -c 'import json, sys
+a, b = sys.argv[1].split(" ", 1), sys.argv[2].split(" ", 1)
+ma, mb = json.loads(a[1]), json.loads(b[1])
+print(json.dumps({"requests": mb["requests"] - ma["requests"], "ir": int(b[0]) - int(a[0])}))' \
+      "$one" "$two")
+    record "$id" proxy 1 "$m" 0 ",\"ir\":$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["ir"])' "$m")"
     printf '.'
   done
   echo
