@@ -35,6 +35,7 @@
 static void conn_decide(struct proxy_conn *c);
 static void try_next_address(struct proxy_conn *c);
 static void pool_remove(struct proxy_conn *p);
+static void pool_evict_oldest(struct proxy_sandbox *sb);
 
 uint64_t proxy_now_ms(const struct proxy_conn *c)
 {
@@ -935,11 +936,14 @@ void proxy_conn_accept(struct proxy_listener *l)
   }
   c->down.connected = 1;
   ctx->counters.conns_accepted++;
-  if (sb->closing || sb->nconns > sb->limits.max_conns) {
+  /* Pooled upstreams count as connections, but give way to the sandbox's own. */
+  if (sb->closing || sb->nconns - sb->npool > sb->limits.max_conns) {
     ctx->counters.conns_refused++;
     proxy_conn_close(c, 1, sb->closing ? "sandbox_detaching" : "too_many_connections");
     return;
   }
+  if (sb->nconns > sb->limits.max_conns)
+    pool_evict_oldest(sb);
   r = original_destination(c, l->transparent);
   if (r != 0) {
     ctx->counters.conns_refused++;
@@ -1179,6 +1183,17 @@ int proxy_conn_reuse_upstream(struct proxy_conn *c)
     return 0;
   }
   return -ENOENT;
+}
+
+static void pool_evict_oldest(struct proxy_sandbox *sb)
+{
+  struct proxy_conn *p = sb->pool;
+
+  if (p == NULL)
+    return;
+  while (p->pool_next != NULL)
+    p = p->pool_next;
+  proxy_conn_close(p, 0, NULL);
 }
 
 void proxy_conn_pool_flush(struct proxy_sandbox *sb)

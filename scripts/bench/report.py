@@ -128,9 +128,14 @@ def main():
     p("# authproxy benchmark: latest run\n")
     p(f"- machine: {machine()}")
     p(f"- authproxy {a.rev}; {tool_versions()}")
-    p(f"- proxy pinned to CPU {a.proxy_cpu}; nginx and load generators share CPU "
-      f"{a.load_cpu}; {a.reps} repetitions of {a.duration} s, medians shown")
-    if a.xcpu_us:
+    if a.proxy_cpu == a.load_cpu:
+        p(f"- proxy, nginx and load generators all on CPU {a.load_cpu} (the proxy's cost "
+          f"shows as the throughput it takes away); {a.reps} repetitions of "
+          f"{a.duration} s, medians shown")
+    else:
+        p(f"- proxy pinned to CPU {a.proxy_cpu}; nginx and load generators share CPU "
+          f"{a.load_cpu}; {a.reps} repetitions of {a.duration} s, medians shown")
+    if a.xcpu_us and a.proxy_cpu != a.load_cpu:
         p(f"- a wakeup round trip between the two CPUs costs {a.xcpu_us:.0f} µs here, "
           f"{a.samecpu_us:.0f} µs within one CPU; a proxied request crosses CPUs four "
           f"times, a direct one not at all")

@@ -132,6 +132,14 @@ assert_eq "$out" "200 200" "a keep-alive sandbox connection with a pause"
 assert_eq "$(conns tls)" "1" "upstream connections (released to the pool, then reused)"
 pass "an idle sandbox connection's upstream goes through the pool"
 
+# Pooled upstreams count as connections but give way to the sandbox's own: under
+# --max-conns 1 the second sandbox connection is accepted and the pooled one closed.
+: > "$T/tls.jsonl"
+out=$(jail --config "$T/config.json" --upstream-ca "$T/ca/ca.pem" --user nobody \
+        --max-conns 1 -- sh -c "$(code https://api.example.com/m1); $(code https://api.example.com/m2)")
+assert_eq "$(echo $out)" "200 200" "two sandbox connections one after the other under --max-conns 1"
+pass "a pooled upstream gives way to a sandbox connection at the connection cap"
+
 # Pooled connections do not hold up the jail's exit (they are closed at once).
 start=$(date +%s%N)
 run curl -sS -o /dev/null https://api.example.com/exit
