@@ -6,12 +6,14 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "proxy/audit.h"
 #include "proxy/clienthello.h"
@@ -32,6 +34,8 @@
 
 static void conn_decide(struct proxy_conn *c);
 static void try_next_address(struct proxy_conn *c);
+static void pool_remove(struct proxy_conn *p);
+static void pool_evict_oldest(struct proxy_sandbox *sb);
 
 uint64_t proxy_now_ms(const struct proxy_conn *c)
 {
@@ -82,6 +86,17 @@ void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason)
 {
   if (c->state == CONN_CLOSING)
     return;
+  if (c->state == CONN_POOLED) {
+    /* A pool entry, not a sandbox connection: nothing to audit or count. */
+    pool_remove(c);
+    c->state = CONN_CLOSING;
+    uv_close((uv_handle_t *)&c->timer, handle_closed);
+    if (c->up.open) {
+      uv_close((uv_handle_t *)&c->up.tcp, handle_closed);
+      c->up.open = 0;
+    }
+    return;
+  }
   if (c->reason == NULL && reason != NULL)
     c->reason = reason;
   c->state = CONN_CLOSING;
@@ -147,6 +162,9 @@ static void timer_cb(uv_timer_t *t)
     break;
   case CONN_LINGER:
     proxy_conn_close(c, 0, NULL);
+    break;
+  case CONN_POOLED:
+    proxy_conn_close(c, 0, NULL); /* unused for pool_idle_ms */
     break;
   case CONN_CLOSING:
     break;
@@ -294,6 +312,10 @@ void proxy_conn_on_data(struct proxy_conn *c, struct proxy_end *e, const char *d
     break;
   case CONN_LINGER:
     break; /* discarded */
+  case CONN_POOLED:
+    /* An idle upstream has nothing to say; whatever it sent makes it unusable. */
+    proxy_conn_close(c, 0, NULL);
+    break;
   default:
     /* Resolving or connecting: the sandbox side is not being read, but TLS may
      * deliver a record's worth of plaintext; keep it for later. */
@@ -311,6 +333,12 @@ void proxy_conn_on_eof(struct proxy_conn *c, struct proxy_end *e, int status)
   if (status != UV_EOF) {
     log_debug("conn %llu: %s: %s", (unsigned long long)c->id,
               e == &c->down ? "sandbox" : "upstream", uv_strerror(status));
+    if (c->state == CONN_HTTP) {
+      if (e == &c->up && proxy_http_on_up_error(c) == 0)
+        return;
+      if (e == &c->down)
+        proxy_http_park(c); /* the sandbox went away between requests */
+    }
     proxy_conn_close(c, 1, e == &c->down ? "sandbox_error" : "upstream_error");
     return;
   }
@@ -322,6 +350,7 @@ void proxy_conn_on_eof(struct proxy_conn *c, struct proxy_end *e, int status)
     proxy_relay_on_eof(c, e);
     break;
   case CONN_LINGER:
+  case CONN_POOLED:
     proxy_conn_close(c, 0, NULL);
     break;
   case CONN_RESOLVE:
@@ -546,6 +575,7 @@ static void up_closed_retry(uv_handle_t *h)
   struct proxy_conn *c = h->data;
 
   c->handles--;
+  c->up.closing = 0;
   if (c->state == CONN_CLOSING) {
     conn_maybe_free(c);
     return;
@@ -575,6 +605,7 @@ static void try_next_address(struct proxy_conn *c)
     /* A failed uv_tcp_t cannot connect again: close it, retry from its callback. */
     c->up.open = 0;
     c->up.connected = 0;
+    c->up.closing = 1;
     uv_close((uv_handle_t *)&c->up.tcp, up_closed_retry);
     return;
   }
@@ -686,6 +717,24 @@ static int literal_addrinfo(struct proxy_conn *c, const struct sockaddr *sa)
   return 0;
 }
 
+/* What c dials: the original destination of an address-only flow, else its name or
+ * the name's dns.remap target (never the address the sandbox used: invariant I2). */
+static void set_dial_target(struct proxy_conn *c)
+{
+  if (c->name_src == NAME_NONE || c->name_src == NAME_ADDR) {
+    c->remapped = 0;
+    c->dial_port = c->port;
+    uv_ip_name((const struct sockaddr *)&c->dst, c->dial_host, sizeof(c->dial_host));
+    return;
+  }
+  c->remapped = rules_remap(c->cfg, c->name, c->port, c->dial_host, sizeof(c->dial_host),
+                            &c->dial_port);
+  if (!c->remapped) {
+    memcpy(c->dial_host, c->name, strlen(c->name) + 1);
+    c->dial_port = c->port;
+  }
+}
+
 void proxy_conn_dial(struct proxy_conn *c, conn_ready_cb cb)
 {
   struct addrinfo hints;
@@ -699,28 +748,31 @@ void proxy_conn_dial(struct proxy_conn *c, conn_ready_cb cb)
   c->state = CONN_RESOLVE;
   proxy_end_want_read(&c->down, 0);
   proxy_conn_arm_timer(c, c->sb->limits.connect_ms);
+  if (c->up.closing) {
+    /* The previous upstream's handle is still closing; its callback dials. */
+    c->dial_deferred = 1;
+    return;
+  }
+  if (c->ai != NULL) {
+    /* A connection dials again after its upstream went away between requests. */
+    uv_freeaddrinfo(c->ai);
+    c->ai = NULL;
+    c->ai_next = NULL;
+  }
 
+  set_dial_target(c);
   if (c->name_src == NAME_NONE || c->name_src == NAME_ADDR) {
     /* An address-only flow: dial the original destination, if policy allows. */
-    c->dial_port = c->port;
-    uv_ip_name((const struct sockaddr *)&c->dst, c->dial_host, sizeof(c->dial_host));
     if (literal_addrinfo(c, (const struct sockaddr *)&c->dst) != 0) {
       dial_fail(c, UV_EINVAL, "upstream_unresolvable");
       return;
     }
   } else {
-    /* Dial the name, never the address the sandbox used (invariant I2). */
-    c->remapped = rules_remap(c->cfg, c->name, c->port, c->dial_host,
-                              sizeof(c->dial_host), &c->dial_port);
-    if (!c->remapped) {
-      memcpy(c->dial_host, c->name, strlen(c->name) + 1);
-      c->dial_port = c->port;
-      /* RFC 6761: localhost names are the host's own loopback, which the proxy never
-       * dials for a sandbox; refuse before asking any resolver about them. */
-      if (is_localhost_name(c->dial_host)) {
-        dial_fail(c, UV_EACCES, "blocked_address");
-        return;
-      }
+    /* RFC 6761: localhost names are the host's own loopback, which the proxy never
+     * dials for a sandbox; refuse before asking any resolver about them. */
+    if (!c->remapped && is_localhost_name(c->dial_host)) {
+      dial_fail(c, UV_EACCES, "blocked_address");
+      return;
     }
     memset(&lit, 0, sizeof(lit));
     if (uv_ip4_addr(c->dial_host, 0, (struct sockaddr_in *)&lit) == 0 ||
@@ -906,11 +958,14 @@ void proxy_conn_accept(struct proxy_listener *l)
   }
   c->down.connected = 1;
   ctx->counters.conns_accepted++;
-  if (sb->closing || sb->nconns > sb->limits.max_conns) {
+  /* Pooled upstreams count as connections, but give way to the sandbox's own. */
+  if (sb->closing || sb->nconns - sb->npool > sb->limits.max_conns) {
     ctx->counters.conns_refused++;
     proxy_conn_close(c, 1, sb->closing ? "sandbox_detaching" : "too_many_connections");
     return;
   }
+  if (sb->nconns > sb->limits.max_conns)
+    pool_evict_oldest(sb);
   r = original_destination(c, l->transparent);
   if (r != 0) {
     ctx->counters.conns_refused++;
@@ -936,4 +991,235 @@ void proxy_conn_accept(struct proxy_listener *l)
   }
   proxy_end_want_read(&c->down, 1);
   proxy_conn_arm_timer(c, sb->limits.server_first_ms);
+}
+
+/* ---- the upstream pool ---- */
+
+/*
+ * An upstream socket cannot move between connection objects as a libuv handle (the
+ * loop holds pointers into it), so it moves as a file descriptor: a duplicate is
+ * opened as the other object's handle, the old handle is closed (closing one of two
+ * descriptors of a socket leaves the socket open), and the TLS session follows.
+ * Parked connections are connection objects in state CONN_POOLED: they are in the
+ * sandbox's list of connections, so detaching a sandbox closes them with the rest.
+ */
+
+static void up_closed(uv_handle_t *h)
+{
+  struct proxy_conn *c = h->data;
+
+  c->handles--;
+  c->up.closing = 0;
+  if (c->state == CONN_CLOSING) {
+    conn_maybe_free(c);
+    return;
+  }
+  if (c->dial_deferred) {
+    c->dial_deferred = 0;
+    /* Unless the connect timeout answered meanwhile. */
+    if (c->state == CONN_RESOLVE && c->ready_cb != NULL)
+      proxy_conn_dial(c, c->ready_cb);
+  }
+}
+
+void proxy_conn_close_upstream(struct proxy_conn *c)
+{
+  if (!c->up.open)
+    return;
+  proxy_tls_free(c->up.tls);
+  c->up.tls = NULL;
+  c->up.open = 0;
+  c->up.connected = 0;
+  c->up.reading = 0;
+  c->up.want_read = 0;
+  c->up.eof = 0;
+  c->up.shut = 0;
+  c->up.closing = 1;
+  uv_close((uv_handle_t *)&c->up.tcp, up_closed);
+}
+
+/* Moves from's upstream socket and TLS session to to->up. 0 or a negative error;
+ * on error from is unchanged. */
+static int move_upstream(struct proxy_conn *from, struct proxy_conn *to)
+{
+  uv_os_fd_t fd;
+  int nfd, r;
+
+  if (uv_fileno((uv_handle_t *)&from->up.tcp, &fd) != 0)
+    return -EBADF;
+  nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (nfd < 0)
+    return -errno;
+  r = uv_tcp_init(to->sb->ctx->loop, &to->up.tcp);
+  if (r != 0) {
+    close(nfd);
+    return r;
+  }
+  to->up.tcp.data = to;
+  to->handles++;
+  r = uv_tcp_open(&to->up.tcp, nfd);
+  if (r != 0) {
+    close(nfd);
+    to->up.closing = 1;
+    uv_close((uv_handle_t *)&to->up.tcp, up_closed);
+    return r;
+  }
+  to->up.open = 1;
+  to->up.connected = 1;
+  to->up.eof = 0;
+  to->up.shut = 0;
+  to->up.reading = 0;
+  to->up.want_read = 0;
+  to->up.tls = from->up.tls;
+  if (to->up.tls != NULL)
+    proxy_tls_move(to->up.tls, &to->up);
+  from->up.tls = NULL;
+  proxy_conn_close_upstream(from);
+  return 0;
+}
+
+static void pool_remove(struct proxy_conn *p)
+{
+  struct proxy_sandbox *sb = p->sb;
+
+  if (p->pool_prev != NULL)
+    p->pool_prev->pool_next = p->pool_next;
+  else if (sb->pool == p)
+    sb->pool = p->pool_next;
+  else
+    return; /* not in the pool */
+  if (p->pool_next != NULL)
+    p->pool_next->pool_prev = p->pool_prev;
+  p->pool_next = p->pool_prev = NULL;
+  sb->npool--;
+}
+
+/* 1 if pooled p can carry c's next request: same sandbox (the pool is per sandbox),
+ * name (its TLS was verified for it), port, dial target and config. */
+static int pool_match(const struct proxy_conn *p, const struct proxy_conn *c)
+{
+  return p->intercept_tls == c->intercept_tls && p->port == c->port &&
+         p->dial_port == c->dial_port && p->cfg == c->cfg &&
+         strcmp(p->name, c->name) == 0 && strcmp(p->dial_host, c->dial_host) == 0;
+}
+
+int proxy_conn_park_upstream(struct proxy_conn *c)
+{
+  struct proxy_sandbox *sb = c->sb;
+  struct proxy_ctx *ctx = sb->ctx;
+  struct proxy_conn *p, *q, *oldest = NULL, *last = NULL;
+  uint64_t quiet = uv_now(ctx->loop) - c->last_active_ms;
+  unsigned same = 0;
+
+  if (sb->closing || sb->limits.pool_max == 0 || sb->limits.pool_max_per_dest == 0 ||
+      c->name_src == NAME_NONE || !c->up.open || !c->up.connected || c->up.closing ||
+      c->up.eof || c->up.shut || c->up.queued > 0 ||
+      (c->up.tls != NULL && !proxy_tls_idle(c->up.tls)) || quiet >= sb->limits.pool_idle_ms)
+    return -EAGAIN;
+  p = calloc(1, sizeof(*p));
+  if (p == NULL)
+    return -EAGAIN;
+  p->sb = sb;
+  p->id = ++ctx->next_conn_id;
+  p->down.conn = p;
+  p->up.conn = p;
+  p->state = CONN_POOLED;
+  p->kind = c->kind;
+  p->action = c->action;
+  p->intercept_tls = c->intercept_tls;
+  p->port = c->port;
+  p->dial_port = c->dial_port;
+  p->remapped = c->remapped;
+  p->name_src = c->name_src;
+  memcpy(p->name, c->name, sizeof(p->name));
+  memcpy(p->dial_host, c->dial_host, sizeof(p->dial_host));
+  p->cfg = rules_config_ref(c->cfg);
+  p->audited = 1;
+  p->start_ms = uv_now(ctx->loop);
+  p->last_active_ms = p->start_ms;
+  uv_timer_init(ctx->loop, &p->timer);
+  p->timer.data = p;
+  p->handles++;
+  p->next = sb->conns;
+  if (sb->conns != NULL)
+    sb->conns->prev = p;
+  sb->conns = p;
+  sb->nconns++;
+  ctx->counters.conns_active++;
+  if (move_upstream(c, p) != 0) {
+    proxy_conn_close(p, 0, NULL);
+    return -EAGAIN;
+  }
+
+  /* Bounds: the oldest entry for this destination, then the oldest of all, make room. */
+  for (q = sb->pool; q != NULL; q = q->pool_next) {
+    if (pool_match(q, p)) {
+      same++;
+      oldest = q;
+    }
+    last = q;
+  }
+  if (same >= sb->limits.pool_max_per_dest && oldest != NULL) {
+    if (oldest == last)
+      last = oldest->pool_prev;
+    proxy_conn_close(oldest, 0, NULL);
+  }
+  if (sb->npool >= sb->limits.pool_max && last != NULL)
+    proxy_conn_close(last, 0, NULL);
+
+  p->pool_next = sb->pool;
+  if (sb->pool != NULL)
+    sb->pool->pool_prev = p;
+  sb->pool = p;
+  sb->npool++;
+  ctx->counters.upstream_parked++;
+  /* Its idle time counts from the last byte, not from parking: servers time out
+   * keep-alive connections from their last request. */
+  proxy_conn_arm_timer(p, sb->limits.pool_idle_ms - quiet);
+  /* Watch it: a close, an alert or any byte from the upstream ends the entry. */
+  proxy_end_want_read(&p->up, 1);
+  return 0;
+}
+
+void proxy_conn_release_upstream(struct proxy_conn *c)
+{
+  if (proxy_conn_park_upstream(c) != 0)
+    proxy_conn_close_upstream(c);
+}
+
+int proxy_conn_reuse_upstream(struct proxy_conn *c)
+{
+  struct proxy_sandbox *sb = c->sb;
+  struct proxy_conn *p;
+
+  if (sb->pool == NULL || c->name_src == NAME_NONE || c->up.open || c->up.closing)
+    return -ENOENT;
+  set_dial_target(c);
+  for (p = sb->pool; p != NULL; p = p->pool_next) {
+    if (!pool_match(p, c))
+      continue;
+    if (move_upstream(p, c) != 0)
+      return -ENOENT;
+    proxy_conn_close(p, 0, NULL);
+    sb->ctx->counters.upstream_reused++;
+    return 0;
+  }
+  return -ENOENT;
+}
+
+static void pool_evict_oldest(struct proxy_sandbox *sb)
+{
+  struct proxy_conn *p = sb->pool;
+
+  if (p == NULL)
+    return;
+  while (p->pool_next != NULL)
+    p = p->pool_next;
+  proxy_conn_close(p, 0, NULL);
+}
+
+void proxy_conn_pool_flush(struct proxy_sandbox *sb)
+{
+  while (sb->pool != NULL)
+    proxy_conn_close(sb->pool, 0, NULL);
 }

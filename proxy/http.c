@@ -22,6 +22,9 @@
 #include "proxy/proxy_internal.h"
 #include "proxy/scrub.h"
 
+/* Rewritten heads up to this size are written upstream from the stack. */
+#define HEAD_STACK_BYTES 8192
+
 enum phase {
   PH_HEAD,       /* reading a request head */
   PH_CREDENTIALS, /* head decided; waiting for the credential callback */
@@ -55,6 +58,9 @@ struct proxy_http {
   struct proxy_scrub scrub;  /* masks injected values echoed in the response */
   char *out;                 /* rewritten head waiting for the upstream */
   size_t out_len;
+  char *retry;               /* the head, while a reused upstream may need it sent again
+                                (retry_request) */
+  size_t retry_len;
   struct rules_config *cfg;  /* config of the current request */
   uint64_t start_ms;
   uint64_t up_bytes, down_bytes;
@@ -196,8 +202,16 @@ void proxy_http_free(struct proxy_http *h)
   proxy_scrub_free(&h->scrub);
   free(h->rd);
   free(h->out);
+  free(h->retry);
   rules_config_unref(h->cfg);
   free(h);
+}
+
+static void drop_retry(struct proxy_http *h)
+{
+  free(h->retry);
+  h->retry = NULL;
+  h->retry_len = 0;
 }
 
 static void audit_request(struct proxy_conn *c, const char *action, const char *reason)
@@ -293,10 +307,31 @@ static int split_authority(const char *a, size_t len, const char **host, size_t 
   return 0;
 }
 
+static int retry_request(struct proxy_conn *c);
+
+/* Sends a rewritten head (copied as needed) to the connected upstream and resumes. */
+static void send_head(struct proxy_conn *c, const char *head, size_t len)
+{
+  struct proxy_http *h = c->http;
+  uv_buf_t buf = proxy_buf(head, len);
+
+  if (proxy_end_write(&c->up, &buf, 1) != 0) {
+    if (h->retry == NULL || retry_request(c) != 0)
+      proxy_conn_close(c, 1, "upstream_error");
+    return;
+  }
+  h->up_bytes += len;
+  h->phase = h->req_done ? PH_RESPONSE : PH_BODY;
+  proxy_end_want_read(&c->up, 1);
+  proxy_conn_touch(c);
+  proxy_conn_arm_timer(c, c->sb->limits.idle_ms);
+  process_down(c);
+}
+
 static void up_ready(struct proxy_conn *c, int status, const char *reason)
 {
   struct proxy_http *h = c->http;
-  uv_buf_t buf;
+  char *out = h->out;
 
   c->state = CONN_HTTP;
   if (status != 0) {
@@ -304,19 +339,9 @@ static void up_ready(struct proxy_conn *c, int status, const char *reason)
                  reason, c->entry);
     return;
   }
-  buf = uv_buf_init(h->out, (unsigned)h->out_len);
-  if (proxy_end_write(&c->up, &buf, 1) != 0) {
-    proxy_conn_close(c, 1, "upstream_error");
-    return;
-  }
-  h->up_bytes += h->out_len;
-  free(h->out);
   h->out = NULL;
-  h->phase = h->req_done ? PH_RESPONSE : PH_BODY;
-  proxy_end_want_read(&c->up, 1);
-  proxy_conn_touch(c);
-  proxy_conn_arm_timer(c, c->sb->limits.idle_ms);
-  process_down(c);
+  send_head(c, out, h->out_len);
+  free(out);
 }
 
 static void bypass_ready(struct proxy_conn *c, int status, const char *reason)
@@ -329,7 +354,7 @@ static void bypass_ready(struct proxy_conn *c, int status, const char *reason)
 }
 
 static int forward_request(struct proxy_conn *c, const struct proxy_http_request *req,
-                           struct rules_request_decision *rd);
+                           const struct rules_request_decision *rd);
 
 /* The callback answered (or failed); the request continues or is refused. */
 static void creds_cb(void *arg, int status, const char *reason, struct proxy_creds *creds)
@@ -378,28 +403,35 @@ static void creds_cb(void *arg, int status, const char *reason, struct proxy_cre
   }
   forward_request(c, req, rd);
   free(req);
+  free(rd);
 }
 
-static int await_credentials(struct proxy_conn *c, struct rules_request_decision *rd)
+/* Waits for the callback's headers; rd (borrowed) is copied for the wait. */
+static int await_credentials(struct proxy_conn *c, const struct rules_request_decision *rd)
 {
   struct proxy_http *h = c->http;
   struct proxy_sandbox *sb = c->sb;
   int r;
 
   if (sb->creds == NULL) {
-    free(rd);
     fail_request(c, 502, "callback_failed", "callback");
     return -1;
   }
-  h->rd = rd;
+  h->rd = malloc(sizeof(*h->rd));
+  if (h->rd == NULL) {
+    proxy_conn_close(c, 1, "out_of_memory");
+    return -1;
+  }
+  memcpy(h->rd, rd, sizeof(*rd));
   h->phase = PH_CREDENTIALS;
+  /* The head stays at the front of c->pending until the answer: nothing more is read. */
   proxy_end_want_read(&c->down, 0);
   proxy_conn_arm_timer(c, c->sb->limits.idle_ms);
   r = proxy_cred_get(sb->creds, rules_config_callback(h->cfg), c->name, c->port, creds_cb,
                      c, &h->cred_wait);
   if (r < 0) {
+    free(h->rd);
     h->rd = NULL;
-    free(rd);
     fail_request(c, 502, "callback_failed", "callback");
   }
   return -1;
@@ -413,7 +445,7 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
 {
   struct proxy_http *h = c->http;
   struct proxy_sandbox *sb = c->sb;
-  struct rules_request_decision *rd;
+  struct rules_request_decision rd; /* ~2 KiB: on the stack, not a malloc per request */
   struct rules_decision d;
   struct rules_dest dest;
   const char *reason = NULL, *host;
@@ -477,37 +509,93 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
     return -1;
   }
 
-  rd = malloc(sizeof(*rd));
-  if (rd == NULL) {
-    proxy_conn_close(c, 1, "out_of_memory");
-    return -1;
-  }
-  rules_decide_request(h->cfg, &dest, h->method, req->path, req->path_len, rd);
-  if (rd->deny) {
-    char entry[64];
-
-    memcpy(entry, rd->entry, sizeof(entry));
-    reason = rd->reason;
-    free(rd);
-    fail_request(c, 403, reason, entry);
+  rules_decide_request(h->cfg, &dest, h->method, req->path, req->path_len, &rd);
+  if (rd.deny) {
+    fail_request(c, 403, rd.reason, rd.entry);
     return -1;
   }
   if (d.action == RULES_BYPASS)
-    rd->nheaders = 0; /* a config swap made the host no_proxy: inject nothing */
-  if (rd->callback && d.action != RULES_BYPASS && rules_config_callback(h->cfg) != NULL)
-    return await_credentials(c, rd);
-  return forward_request(c, req, rd);
+    rd.nheaders = 0; /* a config swap made the host no_proxy: inject nothing */
+  if (rd.callback && d.action != RULES_BYPASS && rules_config_callback(h->cfg) != NULL)
+    return await_credentials(c, &rd);
+  return forward_request(c, req, &rd);
+}
+
+/* Methods a proxy may send again after a connection failed (RFC 9110 9.2.2). */
+static int is_retryable(const struct proxy_http_request *req)
+{
+  static const char *const methods[] = { "GET", "HEAD", "OPTIONS" };
+  size_t i;
+
+  for (i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+    if (req->method_len == strlen(methods[i]) &&
+        memcmp(req->method, methods[i], req->method_len) == 0)
+      return 1;
+  return 0;
 }
 
 /*
- * Rewrites and forwards a decided request (rd: taken over and freed). Returns -1: the
- * engine resumes from up_ready, or the request was answered.
+ * A reused upstream connection ended before any byte of the response: the request
+ * goes out again on a connection dialed for it (never a pooled one). Returns 0, or -1
+ * when the request cannot be repeated.
+ */
+static int retry_request(struct proxy_conn *c)
+{
+  struct proxy_http *h = c->http;
+
+  if (h->retry == NULL || h->resp_started)
+    return -1;
+  log_debug("conn %llu: reused connection to %s ended before answering; sending the "
+            "request again on a new one", (unsigned long long)c->id, c->name);
+  proxy_conn_close_upstream(c);
+  free(h->out);
+  h->out = h->retry;
+  h->out_len = h->retry_len;
+  h->retry = NULL;
+  h->retry_len = 0;
+  h->up_bytes = 0;
+  llhttp_reset(&h->resp);
+  h->phase = PH_CONNECTING;
+  proxy_conn_dial(c, up_ready);
+  return 0;
+}
+
+int proxy_http_on_up_error(struct proxy_conn *c)
+{
+  return c->http != NULL ? retry_request(c) : -1;
+}
+
+void proxy_http_park(struct proxy_conn *c)
+{
+  struct proxy_http *h = c->http;
+  int idle;
+
+  if (h == NULL || c->state != CONN_HTTP || !c->up.open)
+    return;
+  /* Between requests, or right after a response both sides let the connection
+   * outlive; never with a request or a response in flight. */
+  if (h->phase == PH_HEAD)
+    idle = h->requests > 0;
+  else
+    idle = h->req_done && h->resp_done && h->keep_alive && !h->upgrade &&
+           llhttp_should_keep_alive(&h->resp);
+  if (idle)
+    proxy_conn_park_upstream(c);
+}
+
+/*
+ * Rewrites and forwards a decided request (rd: borrowed). Returns -1: the engine
+ * resumes from up_ready, or the request was answered.
  */
 static int forward_request(struct proxy_conn *c, const struct proxy_http_request *req,
-                           struct rules_request_decision *rd)
+                           const struct rules_request_decision *rd)
 {
   struct proxy_http *h = c->http;
   struct proxy_sandbox *sb = c->sb;
+  /* A head for a connected upstream is written at once (the stream layer copies what
+   * the kernel does not take): it needs no allocation of its own unless it is large. */
+  char head_buf[HEAD_STACK_BYTES];
+  char *out = head_buf;
   llhttp_errno_t err;
   size_t bound, i;
   int n;
@@ -525,21 +613,21 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
   sb->ctx->counters.headers_injected += rd->nheaders;
 
   bound = proxy_http_rewrite_bound(req, rd);
-  free(h->out);
-  h->out = malloc(bound);
-  if (h->out == NULL) {
-    free(rd);
-    proxy_conn_close(c, 1, "out_of_memory");
-    return -1;
+  if (!c->up.open || bound > sizeof(head_buf)) {
+    out = malloc(bound);
+    if (out == NULL) {
+      proxy_conn_close(c, 1, "out_of_memory");
+      return -1;
+    }
   }
-  n = proxy_http_rewrite(req, rd, h->out, bound);
-  free(rd);
+  n = proxy_http_rewrite(req, rd, out, bound);
   if (n < 0) {
+    if (out != head_buf)
+      free(out);
     fail_request(c, n == -ENOSPC ? 431 : 500, n == -ENOSPC ? "headers_too_large"
                                                           : "injection_refused", NULL);
     return -1;
   }
-  h->out_len = (size_t)n;
 
   /* llhttp frames the body, so it must agree with the head being forwarded: the
    * rewritten one, where an upgrade is a WebSocket upgrade and nothing else. */
@@ -548,7 +636,7 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
   h->in_body = 0;
   h->bad_trailer = 0;
   h->trailer_len = 0;
-  err = llhttp_execute(&h->req, h->out, h->out_len);
+  err = llhttp_execute(&h->req, out, (size_t)n);
   if ((err != HPE_OK && err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) ||
       (err == HPE_OK && h->msg_complete) ||
       req->chunked != !!(h->req.flags & F_CHUNKED) ||
@@ -556,6 +644,8 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
        (uint64_t)req->content_length != h->req.content_length)) {
     log_debug("conn %llu: llhttp disagrees on a head: %s", (unsigned long long)c->id,
               llhttp_errno_name(err));
+    if (out != head_buf)
+      free(out);
     fail_request(c, 400, "malformed_request", NULL);
     return -1;
   }
@@ -571,13 +661,32 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
   h->scanned = 0;
 
   llhttp_reset(&h->resp);
+  drop_retry(h);
+  if (!c->up.open && proxy_conn_reuse_upstream(c) == 0) {
+    /* A pooled connection may have been closed by the server a moment ago. A request
+     * that is safe to repeat (RFC 9110 9.2.2: idempotent, and nothing after the head)
+     * is then sent again on a new connection; its head is kept until answered. */
+    if (h->req_done && !req->chunked && req->content_length <= 0 && is_retryable(req)) {
+      h->retry = malloc((size_t)n);
+      if (h->retry != NULL) {
+        memcpy(h->retry, out, (size_t)n);
+        h->retry_len = (size_t)n;
+      }
+    }
+  }
   if (!c->up.open) {
+    /* The head waits for the connection in h->out (always on the heap here). */
+    free(h->out);
+    h->out = out;
+    h->out_len = (size_t)n;
     h->phase = PH_CONNECTING;
     proxy_conn_dial(c, up_ready);
     return -1;
   }
-  up_ready(c, 0, NULL);
-  return -1; /* up_ready resumed processing */
+  send_head(c, out, (size_t)n); /* resumes processing */
+  if (out != head_buf)
+    free(out);
+  return -1;
 }
 
 /*
@@ -626,7 +735,7 @@ static int forward_up(struct proxy_conn *c, const char *data, size_t len)
 static void process_down(struct proxy_conn *c)
 {
   struct proxy_http *h = c->http;
-  struct proxy_http_request *req;
+  struct proxy_http_request req; /* ~4 KiB: on the stack, not a malloc per request */
   enum proxy_http_status st;
   const char *why = NULL;
   const char *error;
@@ -649,19 +758,15 @@ static void process_down(struct proxy_conn *c)
       h->scanned = c->pending_len;
       if (c->pending_len == 0) {
         proxy_end_want_read(&c->down, 1);
-        if (c->down.eof)
+        if (c->down.eof) {
+          proxy_http_park(c);
           proxy_conn_close(c, 0, NULL);
-        return;
-      }
-      req = malloc(sizeof(*req));
-      if (req == NULL) {
-        proxy_conn_close(c, 1, "out_of_memory");
+        }
         return;
       }
       st = proxy_http_parse_request(c->pending, c->pending_len,
-                                    c->sb->limits.max_header_bytes, req, &why);
+                                    c->sb->limits.max_header_bytes, &req, &why);
       if (st == PROXY_HTTP_NEED_MORE) {
-        free(req);
         if (c->down.eof) {
           proxy_conn_close(c, 0, "sandbox_closed");
           return;
@@ -673,18 +778,16 @@ static void process_down(struct proxy_conn *c)
         return;
       }
       if (st != PROXY_HTTP_OK) {
-        free(req);
         h->method_len = 0;
         fail_request(c, st == PROXY_HTTP_TOO_LARGE ? 431 : st == PROXY_HTTP_NOT_IMPL ? 501 : 400,
                      why ? why : "malformed_request", NULL);
         return;
       }
-      proxy_end_want_read(&c->down, 0);
-      handle_request(c, req);
-      free(req);
+      handle_request(c, &req);
       return;
     case PH_CREDENTIALS:
     case PH_CONNECTING:
+      proxy_end_want_read(&c->down, 0);
       return;
     case PH_BODY:
       if (h->req_done) {
@@ -707,8 +810,11 @@ static void process_down(struct proxy_conn *c)
       }
       break;
     case PH_RESPONSE:
-      /* Later bytes wait until the response is done. */
-      proxy_end_want_read(&c->down, 0);
+      /* Later bytes wait in c->pending until the response is done. Reading goes on
+       * while none wait: stopping and restarting it for every request would cost
+       * two epoll_ctl calls each time, and a client that pipelines gets one read's
+       * worth buffered (under the pending limit) before reading stops. */
+      proxy_end_want_read(&c->down, c->pending_len == 0);
       if (h->resp_done)
         finish_response(c);
       return;
@@ -721,12 +827,17 @@ static void process_down(struct proxy_conn *c)
 static void next_request(struct proxy_conn *c)
 {
   struct proxy_http *h = c->http;
+  const struct proxy_limits *l = &c->sb->limits;
 
   h->phase = PH_HEAD;
   h->req_done = 0;
   h->resp_done = 0;
   h->resp_started = 0;
-  proxy_conn_arm_timer(c, c->sb->limits.idle_ms);
+  drop_retry(h);
+  /* An upstream idle under a quiet sandbox connection goes back to the pool after
+   * up_release_ms (proxy_http_on_timeout): memory follows activity, not sockets. */
+  proxy_conn_arm_timer(c, c->up.open && l->up_release_ms < l->idle_ms ? l->up_release_ms
+                                                                       : l->idle_ms);
   process_down(c);
 }
 
@@ -742,6 +853,8 @@ static void finish_response(struct proxy_conn *c)
   }
   if (!h->keep_alive || !llhttp_should_keep_alive(&h->resp) || c->down.eof ||
       c->up.eof) {
+    if (c->down.eof)
+      proxy_http_park(c);
     proxy_conn_linger(c);
     return;
   }
@@ -833,6 +946,7 @@ static void on_up_data(struct proxy_conn *c, const char *data, size_t len)
   }
   if (used > 0) {
     h->resp_started = 1;
+    drop_retry(h);
     if (forward_down(c, data, used) != 0)
       return;
   }
@@ -901,6 +1015,8 @@ void proxy_http_on_eof(struct proxy_conn *c, struct proxy_end *e)
   struct proxy_http *h = c->http;
 
   if (e == &c->up) {
+    if (h->retry != NULL && retry_request(c) == 0)
+      return;
     if (h->phase == PH_BODY || h->phase == PH_RESPONSE) {
       if (llhttp_finish(&h->resp) == HPE_OK && h->resp_started) {
         /* A body delimited by the connection's end. */
@@ -915,6 +1031,12 @@ void proxy_http_on_eof(struct proxy_conn *c, struct proxy_end *e)
         fail_request(c, 502, "upstream_closed", NULL);
         return;
       }
+    }
+    if (h->phase == PH_HEAD && h->requests > 0) {
+      /* The upstream ended its idle keep-alive: the sandbox's connection stays, and
+       * its next request dials anew. */
+      proxy_conn_close_upstream(c);
+      return;
     }
     proxy_conn_close(c, 0, "upstream_closed");
     return;
@@ -945,12 +1067,24 @@ void proxy_http_on_timeout(struct proxy_conn *c)
   uint64_t now = uv_now(c->sb->ctx->loop), idle = now - c->last_active_ms;
 
   if (h->phase == PH_HEAD) {
+    const struct proxy_limits *l = &c->sb->limits;
+
     if (c->pending_len > 0 || h->requests == 0) {
       /* A head that trickles in, or never comes (slowloris). */
       fail_request(c, 408, "head_timeout", NULL);
       return;
     }
-    proxy_conn_close(c, 0, "idle_timeout");
+    if (idle >= l->idle_ms) {
+      proxy_http_park(c);
+      proxy_conn_close(c, 0, "idle_timeout");
+      return;
+    }
+    if (c->up.open && idle >= l->up_release_ms)
+      proxy_conn_release_upstream(c);
+    if (c->up.open && l->up_release_ms - idle < l->idle_ms - idle)
+      proxy_conn_arm_timer(c, l->up_release_ms - idle);
+    else
+      proxy_conn_arm_timer(c, l->idle_ms - idle);
     return;
   }
   if (idle >= c->sb->limits.idle_ms) {

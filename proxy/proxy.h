@@ -37,6 +37,13 @@ struct proxy_limits {
   size_t write_queue_max;    /* bytes queued toward one side before the other side
                                 stops being read (256 KiB) */
   size_t dns_max_names;      /* synthetic names per sandbox (16384) */
+  unsigned pool_max;         /* idle upstream connections kept for reuse per sandbox;
+                                0 disables the pool (16) */
+  unsigned pool_max_per_dest; /* ... per destination name and port (8) */
+  uint64_t pool_idle_ms;     /* a pooled connection unused this long is closed; below
+                                the 5 s keep-alive of common servers (4 s) */
+  uint64_t up_release_ms;    /* a sandbox connection idle between requests this long
+                                gives its upstream back to the pool (2 s) */
 };
 
 /* Fills l with the defaults above. */
@@ -55,6 +62,8 @@ struct proxy_counters {
   uint64_t upstream_errors;     /* resolution, connect, TLS verification */
   uint64_t bytes_up;            /* sandbox -> upstream */
   uint64_t bytes_down;          /* upstream -> sandbox */
+  uint64_t upstream_parked;     /* idle upstream connections put in a pool */
+  uint64_t upstream_reused;     /* requests sent on a pooled connection */
 };
 
 struct proxy_ctx {

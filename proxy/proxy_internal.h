@@ -56,6 +56,8 @@ struct proxy_sandbox {
   uint16_t tproxy_port;
   struct proxy_conn *conns;             /* list of open connections */
   unsigned nconns;
+  struct proxy_conn *pool;              /* idle upstream connections, newest first */
+  unsigned npool;
   int handles;                          /* open listener handles + dns + drain timer */
   int closing;
   int drain_timer_closed;
@@ -76,6 +78,7 @@ struct proxy_end {
   unsigned eof : 1;          /* the peer sent FIN */
   unsigned shut : 1;         /* we sent (or queued) FIN */
   unsigned connected : 1;
+  unsigned closing : 1;      /* uv_close pending: tcp may not be initialized again yet */
 };
 
 enum conn_state {
@@ -87,6 +90,7 @@ enum conn_state {
   CONN_HTTP,        /* the HTTP engine drives both ends */
   CONN_RELAY,       /* bytes relayed both ways */
   CONN_LINGER,      /* a local answer was sent; draining the sandbox before closing */
+  CONN_POOLED,      /* no sandbox side: an idle upstream kept for reuse (pool) */
   CONN_CLOSING,
 };
 
@@ -132,6 +136,8 @@ struct proxy_conn {
   uint64_t timer_ms;                /* the current phase's timeout */
   uint64_t bytes_up, bytes_down;
   int audited;
+  int dial_deferred;                /* dial once the previous upstream has closed */
+  struct proxy_conn *pool_next, *pool_prev; /* CONN_POOLED: the sandbox's pool */
 };
 
 /* ---- conn.c ---- */
@@ -172,6 +178,29 @@ void proxy_conn_dest(const struct proxy_conn *c, struct rules_dest *d);
 
 /* The sniffer found a ClientHello. */
 void proxy_conn_on_hello(struct proxy_conn *c, const struct proxy_hello *hello);
+
+/*
+ * The upstream pool: idle keep-alive upstream connections of the HTTP engine (plain,
+ * or TLS verified for the name), kept per sandbox for the next request to the same
+ * name, port, dial target and config, within the sandbox's pool limits. Never shared
+ * across sandboxes: each sandbox has its own pool.
+ *
+ * proxy_conn_park_upstream moves c's upstream into the pool, if its transport is
+ * clean (connected, nothing queued, no TLS bytes pending); the HTTP engine checks
+ * that no request is in flight. Returns 0 (c->up is then closed), or -EAGAIN.
+ * proxy_conn_release_upstream parks it, or closes it when it cannot be parked.
+ * proxy_conn_reuse_upstream gives c a pooled connection for its destination: 0 (c->up
+ * is open and connected), or -ENOENT.
+ */
+int proxy_conn_park_upstream(struct proxy_conn *c);
+void proxy_conn_release_upstream(struct proxy_conn *c);
+int proxy_conn_reuse_upstream(struct proxy_conn *c);
+
+/* Closes c's upstream end only; a later dial waits for the close to complete. */
+void proxy_conn_close_upstream(struct proxy_conn *c);
+
+/* Closes every pooled connection of sb (it is detaching). */
+void proxy_conn_pool_flush(struct proxy_sandbox *sb);
 
 /* Denies a TLS connection: a 403 inside intercepted TLS when possible, else RST. */
 void proxy_conn_deny_tls(struct proxy_conn *c, const char *reason);
@@ -232,6 +261,14 @@ void proxy_http_on_eof(struct proxy_conn *c, struct proxy_end *e);
 void proxy_http_on_drain(struct proxy_conn *c, struct proxy_end *e);
 void proxy_http_on_timeout(struct proxy_conn *c);
 void proxy_http_free(struct proxy_http *h);
+
+/* The upstream failed (reset, write error) before a response: 0 if the engine took
+ * it over (a request retried on a new connection), else the caller closes. */
+int proxy_http_on_up_error(struct proxy_conn *c);
+
+/* The sandbox side is ending: give a keep-alive upstream between requests back to the
+ * pool. */
+void proxy_http_park(struct proxy_conn *c);
 
 /* ---- response.c: answers the proxy gives itself ---- */
 

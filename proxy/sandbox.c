@@ -34,6 +34,10 @@ void proxy_limits_default(struct proxy_limits *l)
   l->drain_ms = 5 * 1000;
   l->write_queue_max = 256 * 1024;
   l->dns_max_names = 16384;
+  l->pool_max = 16;
+  l->pool_max_per_dest = 8;
+  l->pool_idle_ms = 4 * 1000;
+  l->up_release_ms = 2 * 1000;
 }
 
 int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop)
@@ -41,7 +45,9 @@ int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop)
   memset(ctx, 0, sizeof(*ctx));
   ctx->loop = loop;
   proxy_limits_default(&ctx->limits);
-  ctx->read_buf_size = 64 * 1024;
+  /* One buffer for every read on the loop: large reads drain a fast sender in few
+   * system calls and wakeups (stream.c caps each read by its peer's queue room). */
+  ctx->read_buf_size = 256 * 1024;
   ctx->read_buf = malloc(ctx->read_buf_size);
   ctx->plain_buf = malloc(16384);
   if (ctx->read_buf == NULL || ctx->plain_buf == NULL) {
@@ -300,6 +306,7 @@ void proxy_sandbox_close(struct proxy_sandbox *sb, uint64_t drain_ms,
     uv_close((uv_handle_t *)&sb->listeners[i].tcp, handle_closed);
   if (sb->dns != NULL)
     proxy_dns_close(sb->dns, dns_closed, sb);
+  proxy_conn_pool_flush(sb); /* idle upstreams have nothing to drain */
   if (sb->nconns > 0 && drain_ms > 0)
     uv_timer_start(&sb->drain_timer, drain_timer_cb, drain_ms, 0);
   else

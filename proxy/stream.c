@@ -14,6 +14,13 @@
 #include "proxy/proxy_internal.h"
 #include "proxy/tls.h"
 
+/* The smallest read: a full TLS record, so that TLS always makes progress. */
+#define MIN_READ_BYTES (16 * 1024 + 512)
+/* The largest read from the sandbox side outside a relay: what it reads feeds the
+ * sniffer and the HTTP engine's pending bytes, whose bounds (PROXY_HELLO_MAX_BYTES,
+ * max_header_bytes + 64 KiB) are checked per read. */
+#define SANDBOX_READ_BYTES (64 * 1024)
+
 struct wreq {
   uv_write_t req;
   struct proxy_end *e;
@@ -31,11 +38,24 @@ struct proxy_end *proxy_end_peer(struct proxy_end *e)
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
   struct proxy_end *e = container_of(h, struct proxy_end, tcp);
-  struct proxy_ctx *ctx = e->conn->sb->ctx;
+  struct proxy_conn *c = e->conn;
+  struct proxy_ctx *ctx = c->sb->ctx;
+  size_t queued = proxy_end_peer(e)->queued, limit = c->sb->limits.write_queue_max;
+  size_t len = ctx->read_buf_size;
 
   (void)suggested;
+  /* Backpressure is checked between reads, so one read may overshoot the peer's
+   * queue limit by its own size: read no more than the room left. */
+  if (queued < limit && limit - queued < len)
+    len = limit - queued;
+  else if (queued >= limit)
+    len = 0;
+  if (len < MIN_READ_BYTES)
+    len = MIN_READ_BYTES < ctx->read_buf_size ? MIN_READ_BYTES : ctx->read_buf_size;
+  if (e == &c->down && c->state != CONN_RELAY && len > SANDBOX_READ_BYTES)
+    len = SANDBOX_READ_BYTES;
   buf->base = ctx->read_buf;
-  buf->len = ctx->read_buf_size;
+  buf->len = len;
 }
 
 static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)

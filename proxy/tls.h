@@ -67,4 +67,11 @@ void proxy_tls_close_notify(struct proxy_end *e);
 /* Frees an end's TLS state. NULL is a no-op. */
 void proxy_tls_free(struct proxy_tls *t);
 
+/* 1 if the handshake is done and no record or plaintext is buffered: the session can
+ * be handed to another connection object between requests. */
+int proxy_tls_idle(const struct proxy_tls *t);
+
+/* The TLS state now belongs to end e (its socket moved there). */
+void proxy_tls_move(struct proxy_tls *t, struct proxy_end *e);
+
 #endif

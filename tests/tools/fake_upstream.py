@@ -15,6 +15,10 @@ Paths:
   /slow?delay=S         waits S seconds before answering
   /status/NNN           answers with that status
   /close                answers with Connection: close and no length (read to EOF)
+  /ka-close?after=S     answers keep-alive, then closes the idle connection S seconds
+                        later (a server's keep-alive timeout)
+  /drop-next            answers; the next request on the same connection is logged
+                        and then dropped: the connection closes without an answer
   anything else         200 with a JSON summary of the request
 Every accepted connection also logs {"event":"conn"} and, when it ends, the number of
 bytes received, so tests can prove that nothing reached the upstream.
@@ -52,6 +56,7 @@ class Conn:
         self.sni = sni
         self.buf = b""
         self.received = 0
+        self.drop_next = False
 
     def fill(self):
         data = self.sock.recv(65536)
@@ -150,6 +155,9 @@ def handle(c):
              "target": target, "path": url.path, "version": version,
              "headers": headers, "body_len": len(body),
              "body_sha256": hashlib.sha256(body).hexdigest()})
+        if c.drop_next:
+            log({"event": "dropped", "conn": c.cid, "path": url.path})
+            return
         lower = {k.lower(): v for k, v in headers}
         close = lower.get("connection", "").lower() == "close" or version == "HTTP/1.0"
         p = url.path
@@ -195,6 +203,14 @@ def handle(c):
             respond(c, 200, b'{"slow":true}\n')
         elif p.startswith("/status/"):
             respond(c, int(p.split("/")[2]), b'{"status":true}\n')
+        elif p == "/ka-close":
+            respond(c, 200, b'{"ka_close":true}\n')
+            time.sleep(float(q.get("after", "0.3")))
+            log({"event": "idle_close", "conn": c.cid})
+            return
+        elif p == "/drop-next":
+            c.drop_next = True
+            respond(c, 200, b'{"drop_next":true}\n')
         elif p == "/close":
             c.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
                    b"until close\n")

@@ -1,0 +1,582 @@
+#!/usr/bin/env bash
+# Benchmarks authproxy against a direct path to the same origin, in one run.
+#
+#   apb-lgd-N (direct load generator)                       apb-org-N (origin)
+#   +------------------------------+                        +----------------------+
+#   | wrk / connbench    (LOAD_CPU)| --- veth 10.231.2.0/24 ---> 10.231.2.2        |
+#   +------------------------------+                        |                      |
+#                                                           | nginx, 1 process     |
+#   apb-lgp-N (jailed load generator)    host netns         |  :8080 http          |
+#   +------------------------------+   +----------------+   |  :8443 https, resume |
+#   | wrk / connbench    (LOAD_CPU)|   | authproxy jail |   |  :8444 https, no     |
+#   | lo + nft redirect --> listener ==> --netns apb-lgp| --- veth 10.231.1.0/24 --> 10.231.1.2 |
+#   | resolver: 127.0.0.53 (jail)  |   |     (PROXY_CPU)|   |           (LOAD_CPU) |
+#   +------------------------------+   +----------------+   +----------------------+
+#
+# Both load generators reach the origin across exactly one veth pair. The proxied path
+# adds only the proxy: the nftables redirect over the jail's loopback into the proxy's
+# listener (a socket in apb-lgp served by the jail process in the host namespace), and
+# the proxy's own connection to the origin (dns.remap sends every bench name to
+# 10.231.1.2). The direct generator resolves the same names to 10.231.2.2 through
+# /etc/netns/apb-lgd-N/hosts; the jailed one asks the jail's DNS responder and gets
+# synthetic addresses, as any sandboxed program would.
+#
+# Names: api.bench matches a rule that injects a header, so it is intercepted (TLS
+# terminated with the sandbox CA, re-encrypted to nginx, verified against the test CA
+# given as --upstream-ca); tunnel.bench has no rule and is tunnelled after the SNI;
+# n<i>.mint.bench are intercepted names used once each (leaf minting). Plain HTTP always
+# goes through the HTTP engine.
+#
+# The proxy is pinned to PROXY_CPU, nginx and the load generators share LOAD_CPU, so a
+# perfectly cheap proxy would leave the proxied figures equal to the direct ones. Each
+# measurement alternates direct and proxied and is repeated REPS times; the tables
+# show medians. Results: scripts/bench/results/latest.md (and stdout).
+#
+# Usage: sudo scripts/bench/run.sh [--reps N] [--duration SEC] [--idle-conns N]
+#                                  [--mint-names N] [--attach N] [--only LIST]
+#                                  [--authproxy PATH]
+#                                  [--profile SCENARIO] [--callgrind] [--label TEXT]
+#   --only LIST       comma-separated scenario ids (see SCENARIOS below, and idle, mint,
+#                     attach)
+#   --attach N        sandboxes attached to one daemon (default 1000)
+#   --profile ID      record the proxy with perf (cpu-clock, DWARF call graphs) during
+#                     the proxied run of one scenario: results/perf-ID.data
+#   --label TEXT      names the build in the report (default: git describe)
+#   --callgrind       instead of timing, run the proxy under valgrind's callgrind and
+#                     count its instructions per request for a fixed amount of each
+#                     load (deterministic, unlike time on a shared machine):
+#                     results/callgrind.md, and callgrind-ID.out for callgrind_annotate
+# Environment: PROXY_CPU (default 0), LOAD_CPU (default 1).
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/../.." && pwd)
+bench=$top/scripts/bench
+REPS=3
+DURATION=5
+IDLE_CONNS=10000
+MINT_NAMES=200
+ATTACH_N=1000
+ATTACH_CLIENTS=4
+ONLY=""
+PROFILE=""
+CALLGRIND=""
+IDLE_SETTLE=5
+AUTHPROXY=""
+LABEL=""
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+
+usage() { sed -n '/^# Usage:/,/^# Environment/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --reps) REPS=$2; shift ;;
+    --duration) DURATION=$2; shift ;;
+    --idle-conns) IDLE_CONNS=$2; shift ;;
+    --mint-names) MINT_NAMES=$2; shift ;;
+    --attach) ATTACH_N=$2; shift ;;
+    --only) ONLY=$2; shift ;;
+    --profile) PROFILE=$2; shift ;;
+    --callgrind) CALLGRIND=1 ;;
+    --label) LABEL=$2; shift ;;
+    --authproxy) AUTHPROXY=$2; shift ;;
+    -h|--help) usage ;;
+    *) echo "run.sh: unknown argument $1" >&2; usage ;;
+  esac
+  shift
+done
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "run.sh: needs root (network namespaces, nftables)" >&2
+  exit 1
+fi
+
+# ---- tools: the benchmark installs its own; CI never needs them ----
+need=()
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v wrk >/dev/null || need+=(wrk)
+command -v cc >/dev/null || need+=(gcc)
+[ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+command -v python3 >/dev/null || need+=(python3)
+if [ -n "$PROFILE" ] && ! command -v perf >/dev/null; then need+=(linux-perf); fi
+if [ -n "$CALLGRIND" ] && ! command -v valgrind >/dev/null; then need+=(valgrind); fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "run.sh: installing ${need[*]}"
+  apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ -z "$AUTHPROXY" ]; then
+  AUTHPROXY=$top/build-release/proxy/authproxy
+  echo "run.sh: building $AUTHPROXY (Release)"
+  cmake -S "$top" -B "$top/build-release" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$top/build-release" -j2 --target authproxy >/dev/null
+fi
+[ -x "$AUTHPROXY" ] || { echo "run.sh: no authproxy at $AUTHPROXY" >&2; exit 1; }
+
+# One benchmark at a time: the addresses and CPUs are shared.
+exec 9>/run/authproxy-bench.lock
+flock -n 9 || { echo "run.sh: another benchmark is running" >&2; exit 1; }
+
+T=$(mktemp -d /tmp/authproxy-bench.XXXXXX)
+chmod 755 "$T"
+LGD=apb-lgd-$$
+LGP=apb-lgp-$$
+ORG=apb-org-$$
+PIDS=()
+ATTACH_NS=""
+NGINX_PID=""
+PROXY_PID=""
+
+cleanup() {
+  local rc=$?
+  set +e
+  exec 7>&- 2>/dev/null
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+  for ns in "$LGD" "$LGP" "$ORG"; do ip netns del "$ns" 2>/dev/null; done
+  if [ -n "$ATTACH_NS" ]; then
+    for ((i = 0; i < ATTACH_N; i++)); do echo "netns del apb-a$i-$$"; done |
+      ip -batch - 2>/dev/null
+  fi
+  ip link del "apb-h-$$" 2>/dev/null
+  rm -rf "/etc/netns/$LGD" "/etc/netns/$LGP"
+  rmdir /etc/netns 2>/dev/null
+  if [ $rc -ne 0 ]; then
+    for f in "$T"/*.log; do [ -s "$f" ] && { echo "== $f"; tail -n 20 "$f"; }; done
+  fi
+  rm -rf "$T"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_for() {
+  local cond=$1 secs=${2:-10} i
+  for ((i = 0; i < secs * 20; i++)); do
+    if eval "$cond"; then return 0; fi
+    sleep 0.05
+  done
+  echo "run.sh: timed out after ${secs}s waiting for: $cond" >&2
+  exit 1
+}
+
+selected() {
+  [ -z "$ONLY" ] && return 0
+  case ",$ONLY," in *",$1,"*) return 0 ;; esac
+  return 1
+}
+
+# ---- certificates: a test CA and one ECDSA P-256 server certificate ----
+mkdir -p "$T/ca"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj "/CN=authproxy bench CA $$" -keyout "$T/ca/ca.key" -out "$T/ca/ca.pem" \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \
+  2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=api.bench" \
+  -keyout "$T/ca/server.key" -out "$T/ca/server.csr" 2>/dev/null
+printf 'subjectAltName=DNS:api.bench,DNS:tunnel.bench,DNS:*.mint.bench\n%s\n%s\n' \
+  "basicConstraints=CA:FALSE" "extendedKeyUsage=serverAuth" > "$T/ca/ext.cnf"
+openssl x509 -req -in "$T/ca/server.csr" -CA "$T/ca/ca.pem" -CAkey "$T/ca/ca.key" \
+  -CAcreateserial -days 2 -extfile "$T/ca/ext.cnf" -out "$T/ca/server.pem" 2>/dev/null
+
+# ---- the origin's content ----
+mkdir -p "$T/www" "$T/nginx"
+head -c 1024 /dev/urandom > "$T/www/1k"
+head -c $((1 << 20)) /dev/urandom > "$T/www/1m"
+head -c $((100 << 20)) /dev/urandom > "$T/www/100m"
+
+# ---- namespaces ----
+for ns in "$LGD" "$LGP" "$ORG"; do
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+done
+# origin <-> host (the proxy's side)
+ip link add "apb-h-$$" type veth peer name "apb-o1-$$"
+ip link set "apb-o1-$$" netns "$ORG"
+ip addr add 10.231.1.1/24 dev "apb-h-$$"
+ip link set "apb-h-$$" up
+ip -n "$ORG" addr add 10.231.1.2/24 dev "apb-o1-$$"
+ip -n "$ORG" link set "apb-o1-$$" up
+# origin <-> direct load generator
+ip link add "apb-d-$$" netns "$LGD" type veth peer name "apb-o2-$$" netns "$ORG"
+ip -n "$LGD" addr add 10.231.2.1/24 dev "apb-d-$$"
+ip -n "$LGD" link set "apb-d-$$" up
+ip -n "$ORG" addr add 10.231.2.2/24 dev "apb-o2-$$"
+ip -n "$ORG" link set "apb-o2-$$" up
+
+mkdir -p "/etc/netns/$LGD" "/etc/netns/$LGP"
+{
+  echo "127.0.0.1 localhost"
+  echo "10.231.2.2 api.bench tunnel.bench"
+  for ((i = 0; i < MINT_NAMES; i++)); do echo "10.231.2.2 n$i.mint.bench"; done
+} > "/etc/netns/$LGD/hosts"
+echo "127.0.0.1 localhost" > "/etc/netns/$LGP/hosts"
+echo "nameserver 127.0.0.53" > "/etc/netns/$LGP/resolv.conf"
+
+# ---- nginx ----
+cat > "$T/nginx/nginx.conf" <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+worker_rlimit_nofile 65536;
+pid $T/nginx/nginx.pid;
+error_log $T/nginx.log warn;
+events { worker_connections 30000; }
+http {
+  access_log off;
+  default_type application/octet-stream;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_timeout 600s;
+  keepalive_requests 100000000;
+  client_body_temp_path $T/nginx/body;
+  proxy_temp_path $T/nginx/proxy;
+  fastcgi_temp_path $T/nginx/fastcgi;
+  uwsgi_temp_path $T/nginx/uwsgi;
+  scgi_temp_path $T/nginx/scgi;
+  ssl_certificate $T/ca/server.pem;
+  ssl_certificate_key $T/ca/server.key;
+  server { listen 8080 backlog=8192; root $T/www; }
+  server {
+    listen 8443 ssl backlog=8192; root $T/www;
+    ssl_session_cache shared:bench:10m;
+    ssl_session_tickets on;
+  }
+  server {
+    listen 8444 ssl backlog=8192; root $T/www;
+    ssl_session_cache off;
+    ssl_session_tickets off;
+  }
+}
+EOF
+# The proxy holds two descriptors per connection. Without CAP_SYS_RESOURCE the hard
+# limit is the ceiling, and the idle measurement shrinks to fit under it.
+ulimit -n "$(ulimit -Hn)"
+max_idle=$(( ($(ulimit -n) - 200) / 2 ))
+if [ "$IDLE_CONNS" -gt "$max_idle" ]; then
+  echo "run.sh: open-file limit $(ulimit -n): idle measurement uses $max_idle connections"
+  IDLE_CONNS=$max_idle
+fi
+ip netns exec "$ORG" taskset -c "$LOAD_CPU" nginx -c "$T/nginx/nginx.conf" -p "$T/nginx" \
+  2> "$T/nginx.log" &
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
+wait_for "ip netns exec $ORG ss -Hltn 'sport = :8444' | grep -q ." 10
+
+# ---- authproxy ----
+{
+  printf '{ "rules": [ { "name": "bench", "match_hosts": ["api.bench", "*.mint.bench"],\n'
+  printf '    "headers": [ { "name": "X-Bench", "type": "plaintext", "value": "1" } ] } ],\n'
+  printf '  "dns": { "remap": { "api.bench": "10.231.1.2", "tunnel.bench": "10.231.1.2"'
+  for ((i = 0; i < MINT_NAMES; i++)); do printf ', "n%d.mint.bench": "10.231.1.2"' "$i"; done
+  printf ' } } }\n'
+} > "$T/config.json"
+proxy_cmd=("$AUTHPROXY" jail --netns "/var/run/netns/$LGP" --config "$T/config.json"
+           --upstream-ca "$T/ca/ca.pem" --max-conns 60000 --leaf-cache 4096 --user nobody
+           -- sleep 1000000)
+if [ -n "$CALLGRIND" ]; then
+  proxy_cmd=(valgrind --tool=callgrind --callgrind-out-file="$T/cg.out" "${proxy_cmd[@]}")
+fi
+taskset -c "$PROXY_CPU" "${proxy_cmd[@]}" 2> "$T/authproxy.log" &
+PROXY_PID=$!
+PIDS+=("$PROXY_PID")
+wait_for "ip netns exec $LGP ss -Hltn 'sport = :53' | grep -q ." 60
+wait_for "ip netns exec $LGP nft list table inet authproxy >/dev/null 2>&1" 10
+
+# ---- the load generators ----
+cc -O2 -o "$T/connbench" "$bench/connbench.c" -lssl -lcrypto -lpthread
+cat > "$T/report.lua" <<'LUA'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK {"requests":%d,"duration_us":%d,"bytes":%d,"errors":%d,"p50_us":%d,"p99_us":%d}\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+LUA
+
+ns_of() { [ "$1" = direct ] && echo "$LGD" || echo "$LGP"; }
+
+# CPU clock ticks the proxy process has used (user + system).
+proxy_cpu() {
+  local line rest
+  read -r line < "/proc/$PROXY_PID/stat"
+  rest=${line##*) }
+  # shellcheck disable=SC2086
+  set -- $rest
+  echo $(( ${12} + ${13} ))
+}
+CLK_TCK=$(getconf CLK_TCK)
+proxy_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$PROXY_PID/status"; }
+
+# System calls and context switches of the proxy, counted by perf when it can.
+HAVE_PERF=0
+if command -v perf >/dev/null &&
+   perf stat -e raw_syscalls:sys_enter,context-switches true >/dev/null 2>&1; then
+  HAVE_PERF=1
+fi
+counters_start() {
+  [ "$HAVE_PERF" = 1 ] || return 0
+  rm -f "$T/pstat"
+  perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$PROXY_PID" \
+    -o "$T/pstat" >/dev/null 2>&1 &
+  PSTAT_PID=$!
+  wait_for "[ -e '$T/pstat' ]" 10
+}
+# Sets COUNTERS to ',"syscalls":N,"cswitches":N' (or nothing without perf).
+counters_stop() {
+  COUNTERS=""
+  [ "$HAVE_PERF" = 1 ] || return 0
+  kill -INT "$PSTAT_PID"
+  wait "$PSTAT_PID" || true
+  COUNTERS=$(awk -F, '/raw_syscalls/ { s = $1 } /context-switches/ { c = $1 }
+           END { printf ",\"syscalls\":%d,\"cswitches\":%d", s, c }' "$T/pstat")
+}
+
+RESULTS=$T/results.jsonl
+: > "$RESULTS"
+
+# record SCENARIO PATH REP JSON CPU_TICKS [EXTRA]: appends one result line.
+record() {
+  local cpu_s
+  cpu_s=$(awk -v t="$5" -v h="$CLK_TCK" 'BEGIN { printf "%.3f", t / h }')
+  printf '{"scenario":"%s","path":"%s","rep":%s,"cpu_s":%s,"rss_kb":%s%s,"m":%s}\n' \
+    "$1" "$2" "$3" "$cpu_s" "$(proxy_kb VmRSS)" "${6:-}" "$4" >> "$RESULTS"
+}
+
+# check_result WHAT JSON: fails on no requests or more than 0.1% errors.
+check_result() {
+  python3 -c 'import json,sys; m=json.loads(sys.argv[1]); n=m.get("requests",0); e=m.get("errors",0); sys.exit(0 if n > 0 and e * 1000 <= n else 1)' "$2" ||
+    { echo "run.sh: $1: errors or no requests: $2" >&2; exit 1; }
+}
+
+# run_load SCENARIO PATH REP CMD...: runs a load generator in PATH's namespace on
+# LOAD_CPU; records its JSON line with the proxy's CPU time, system calls and context
+# switches over the run.
+run_load() {
+  local scen=$1 path=$2 rep=$3; shift 3
+  local ns out json c0 c1 perf_pid="" extra=""
+  ns=$(ns_of "$path")
+  if [ "$path" = proxy ] && [ "$PROFILE" = "$scen" ] && [ "$rep" = 1 ]; then
+    perf record -e cpu-clock -F 2000 --call-graph dwarf,16384 -p "$PROXY_PID" \
+      -o "$bench/results/perf-$scen.data" >/dev/null 2>&1 &
+    perf_pid=$!
+    sleep 0.5
+  elif [ "$path" = proxy ]; then
+    counters_start
+  fi
+  c0=$(proxy_cpu)
+  out=$(ip netns exec "$ns" taskset -c "$LOAD_CPU" "$@" 2>> "$T/load.log") || {
+    echo "run.sh: $scen ($path) failed: $out" >&2; tail -n 5 "$T/load.log" >&2; exit 1; }
+  c1=$(proxy_cpu)
+  if [ -n "$perf_pid" ]; then
+    kill -INT "$perf_pid"; wait "$perf_pid" || true
+  elif [ "$path" = proxy ]; then
+    counters_stop
+    extra=$COUNTERS
+  fi
+  json=$(sed -n 's/^WRK //p; /^{/p' <<<"$out" | tail -n 1)
+  check_result "$scen ($path)" "$json"
+  record "$scen" "$path" "$rep" "$json" $((c1 - c0)) "$extra"
+}
+
+wrk_run() { echo wrk -t1 -c"$1" -d"${DURATION}s" -s "$T/report.lua" "$2"; }
+cb="$T/connbench rate"
+
+# Scenarios: id | load generator command (the same for both paths).
+SCENARIOS=(
+  "http_ka|$(wrk_run 16 http://api.bench:8080/1k)"
+  "http_lat|$(wrk_run 1 http://api.bench:8080/1k)"
+  "https_ka|$(wrk_run 16 https://api.bench:8443/1k)"
+  "https_new_cold|$cb --tls -a api.bench:8444 -p /1k -c 16 -d $DURATION"
+  "https_new_warm|$cb --tls --resume -a api.bench:8443 -p /1k -c 16 -d $DURATION"
+  "http_1m|$(wrk_run 4 http://api.bench:8080/1m)"
+  "https_1m|$(wrk_run 4 https://api.bench:8443/1m)"
+  "tunnel_1m|$(wrk_run 4 https://tunnel.bench:8443/1m)"
+  "tunnel_100m|$(wrk_run 1 https://tunnel.bench:8443/100m)"
+)
+# The same work in fixed amounts, for instruction counts under callgrind.
+COUNTED=(
+  "http_ka|$cb --keep-alive -a api.bench:8080 -p /1k -c 16 -n 4000 -d 600"
+  "https_ka|$cb --keep-alive --tls -a api.bench:8443 -p /1k -c 16 -n 4000 -d 600"
+  "https_new_cold|$cb --tls -a api.bench:8444 -p /1k -c 4 -n 100 -d 600"
+  "https_new_warm|$cb --tls --resume -a api.bench:8443 -p /1k -c 4 -n 100 -d 600"
+  "http_1m|$cb --keep-alive -a api.bench:8080 -p /1m -c 2 -n 40 -d 600"
+  "https_1m|$cb --keep-alive --tls -a api.bench:8443 -p /1m -c 2 -n 40 -d 600"
+  "tunnel_1m|$cb --keep-alive --tls -a tunnel.bench:8443 -p /1m -c 2 -n 40 -d 600"
+)
+
+# Sanity: both paths answer; the proxied one through the proxy.
+for path in direct proxy; do
+  ip netns exec "$(ns_of $path)" "$T/connbench" rate --tls -a api.bench:8443 -p /1k \
+    -d 60 -n 5 >/dev/null 2>> "$T/load.log" ||
+    { echo "run.sh: the $path path does not work" >&2; exit 1; }
+done
+
+REV=${LABEL:-$(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)}
+mkdir -p "$bench/results"
+
+if [ -n "$CALLGRIND" ]; then
+  # Instructions in user space (authproxy, libuv, mbedTLS, libc) per request, from
+  # callgrind's counters zeroed before and dumped after each fixed amount of work. Each
+  # load runs twice, N and then 2N requests, and the difference is reported: what the
+  # first requests of each client cost apart (new connections of a keep-alive load,
+  # the first full handshake of a resuming client) cancels out.
+  echo "run.sh: authproxy $REV under callgrind"
+  n=0
+  cg_run() {  # CMD...: runs the load; sets CG ("IR JSON")
+    local out
+    callgrind_control -z "$PROXY_PID" >/dev/null 2>&1
+    out=$(ip netns exec "$LGP" taskset -c "$LOAD_CPU" "$@" 2>> "$T/load.log") || true
+    callgrind_control -d "$PROXY_PID" >/dev/null 2>&1
+    n=$((n + 1))
+    wait_for "[ -s '$T/cg.out.$n' ]" 30
+    check_result "callgrind" "$out"
+    CG="$(awk '/^summary:/ { print $2 }' "$T/cg.out.$n") $out"
+  }
+  for s in "${COUNTED[@]}"; do
+    id=${s%%|*}
+    cmd=${s#*|}
+    selected "$id" || continue
+    count=$(sed -n 's/.* -n \([0-9]*\).*/\1/p' <<<"$cmd")
+    # shellcheck disable=SC2086
+    cg_run $cmd
+    one=$CG
+    # shellcheck disable=SC2086
+    cg_run ${cmd/ -n $count / -n $((2 * count)) }
+    two=$CG
+    cp "$T/cg.out.$n" "$bench/results/callgrind-$id.out"
+    m=$(python3 -c 'import json, sys
+a, b = sys.argv[1].split(" ", 1), sys.argv[2].split(" ", 1)
+ma, mb = json.loads(a[1]), json.loads(b[1])
+print(json.dumps({"requests": mb["requests"] - ma["requests"], "ir": int(b[0]) - int(a[0])}))' \
+      "$one" "$two")
+    record "$id" proxy 1 "$m" 0 ",\"ir\":$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["ir"])' "$m")"
+    printf '.'
+  done
+  echo
+  python3 "$bench/report.py" "$RESULTS" --callgrind --rev "$REV" \
+    > "$bench/results/callgrind.md"
+  cp "$RESULTS" "$bench/results/callgrind.jsonl"
+  cat "$bench/results/callgrind.md"
+  exit 0
+fi
+
+# What a wakeup across CPUs costs on this machine, for reading the figures: a proxied
+# request crosses between the proxy's CPU and the load CPU four times.
+XCPU=$("$T/connbench" pingpong -n 20000 "$PROXY_CPU" "$LOAD_CPU" | sed 's/.*://; s/}//')
+SAMECPU=$("$T/connbench" pingpong -n 20000 "$LOAD_CPU" "$LOAD_CPU" | sed 's/.*://; s/}//')
+
+echo "run.sh: authproxy $REV, $REPS repetitions of ${DURATION}s"
+for ((rep = 1; rep <= REPS; rep++)); do
+  for s in "${SCENARIOS[@]}"; do
+    id=${s%%|*}
+    cmd=${s#*|}
+    selected "$id" || continue
+    for path in direct proxy; do
+      # shellcheck disable=SC2086
+      run_load "$id" "$path" "$rep" $cmd
+    done
+    printf '.'
+  done
+done
+echo
+HWM_KB=$(proxy_kb VmHWM)
+
+# ---- first contact with a name: leaf minting ----
+# The same names twice: first contact (a leaf is minted for each), then cached leaves.
+if selected mint; then
+  for path in direct proxy; do
+    for pass in new cached; do
+      c0=$(proxy_cpu)
+      out=$(ip netns exec "$(ns_of $path)" taskset -c "$LOAD_CPU" "$T/connbench" mint \
+            -a n0.mint.bench:8444 -f "n%d.mint.bench" -n "$MINT_NAMES" 2>> "$T/load.log")
+      c1=$(proxy_cpu)
+      record "mint_$pass" "$path" 1 "$out" $((c1 - c0))
+    done
+  done
+fi
+
+# ---- idle connections: proxy memory per connection ----
+idle_run() {
+  local scen=$1 name=$2 kb0 kb1 pid line
+  rm -f "$T/idle.in" "$T/idle.out"
+  mkfifo "$T/idle.in"
+  kb0=$(proxy_kb VmRSS)
+  ip netns exec "$LGP" taskset -c "$LOAD_CPU" "$T/connbench" idle --tls -a "$name:8443" \
+    -p /1k -n "$IDLE_CONNS" < "$T/idle.in" > "$T/idle.out" 2>> "$T/load.log" &
+  pid=$!
+  exec 7> "$T/idle.in"
+  wait_for "grep -q '^ready' '$T/idle.out'" 900
+  line=$(cat "$T/idle.out")
+  [ "$line" = "ready $IDLE_CONNS" ] || { echo "run.sh: $scen: $line" >&2; exit 1; }
+  # Idle means idle: past the moment the proxy may release per-request state.
+  sleep "$IDLE_SETTLE"
+  kb1=$(proxy_kb VmRSS)
+  exec 7>&-
+  wait "$pid"
+  printf '{"scenario":"%s","path":"proxy","rep":1,"cpu_s":0,"rss_kb":%s,"m":{"conns":%s,"rss0_kb":%s,"rss1_kb":%s}}\n' \
+    "$scen" "$kb1" "$IDLE_CONNS" "$kb0" "$kb1" >> "$RESULTS"
+  # Let the proxy see the closes before the next measurement.
+  wait_for "[ \$(ip netns exec $LGP ss -Htn state established | wc -l) -lt 10 ]" 60
+}
+if selected idle; then
+  idle_run idle_tunnel tunnel.bench
+  idle_run idle_icpt api.bench
+fi
+
+# ---- the daemon: attaching many sandboxes ----
+# ATTACH_N namespaces made beforehand (not timed), one `authproxy serve` on PROXY_CPU,
+# then every sandbox attached through the control API by ATTACH_CLIENTS concurrent
+# clients (each attach makes the sandbox's CA, installs its nf_tables rules and
+# sockets in the namespace, and seals its state to disk); RSS before and after.
+attach_run() {
+  local i pid kb0 kb1 t0 t1
+  for ((i = 0; i < ATTACH_N; i++)); do echo "netns add apb-a$i-$$"; done | ip -batch -
+  ATTACH_NS=1
+  mkdir -p "$T/serve"
+  taskset -c "$PROXY_CPU" "$AUTHPROXY" serve --state-dir "$T/serve/state" \
+    --control "$T/serve/control.sock" 2> "$T/serve.log" &
+  pid=$!
+  PIDS+=("$pid")
+  wait_for "[ -S '$T/serve/control.sock' ] && '$AUTHPROXY' ctl --control '$T/serve/control.sock' health >/dev/null 2>&1" 30
+  kb0=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$pid/status")
+  t0=$(date +%s%N)
+  PYTHONPATH=$top/clients/python taskset -c "$LOAD_CPU" python3 - "$T/serve/control.sock" \
+    "$ATTACH_N" "$ATTACH_CLIENTS" "$$" <<'PY'
+import sys, threading
+from authproxy_client import Client
+sock, n, k, tag = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+errors = []
+def work(first):
+    c = Client(sock)
+    for i in range(first, n, k):
+        try:
+            pem = c.attach("b%d" % i, "/var/run/netns/apb-a%d-%s" % (i, tag), {})
+            assert pem.startswith("-----BEGIN CERTIFICATE-----")
+        except Exception as e:  # reported below; the benchmark fails
+            errors.append("b%d: %s" % (i, e))
+threads = [threading.Thread(target=work, args=(j,)) for j in range(k)]
+for t in threads: t.start()
+for t in threads: t.join()
+if errors:
+    sys.exit("attach failed: %d errors, first: %s" % (len(errors), errors[0]))
+PY
+  t1=$(date +%s%N)
+  sleep 1
+  kb1=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$pid/status")
+  printf '{"scenario":"attach","path":"proxy","rep":1,"cpu_s":0,"rss_kb":%s,"m":{"sandboxes":%s,"clients":%s,"ms":%s,"rss0_kb":%s,"rss1_kb":%s}}\n' \
+    "$kb1" "$ATTACH_N" "$ATTACH_CLIENTS" $(( (t1 - t0) / 1000000 )) "$kb0" "$kb1" >> "$RESULTS"
+  kill "$pid"
+  wait "$pid" || true
+}
+if selected attach; then
+  attach_run
+fi
+
+python3 "$bench/report.py" "$RESULTS" --hwm-kb "$HWM_KB" --reps "$REPS" \
+  --duration "$DURATION" --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --rev "$REV" \
+  --xcpu-us "$XCPU" --samecpu-us "$SAMECPU" > "$bench/results/latest.md"
+cp "$RESULTS" "$bench/results/latest.jsonl"
+cat "$bench/results/latest.md"
