@@ -221,6 +221,9 @@ def main():
         per = (m["rss1_kb"] - m["rss0_kb"]) / m["sandboxes"]
         p(f"| time to attach {m['sandboxes']:,} sandboxes to one daemon ({m['clients']} "
           f"concurrent API clients) | {secs:.2f} s{' ✓' if secs < 2 else ' ✗'} | < 2 s |")
+        if "cpu_ms" in m:
+            p(f"| daemon CPU per attach (user + system, all its threads) | "
+              f"{m['cpu_ms'] / m['sandboxes']:.2f} ms | |")
         p(f"| daemon RSS per attached sandbox, no connections | {per:.1f} KiB"
           f"{' ✓' if per <= 32 else ' ✗'} | ≤ 32 KiB |")
         p(f"| daemon RSS with them attached | {m['rss1_kb'] / 1024:.1f} MiB | |")

@@ -46,7 +46,8 @@
 #                     count its instructions per request for a fixed amount of each
 #                     load (deterministic, unlike time on a shared machine):
 #                     results/callgrind.md, and callgrind-ID.out for callgrind_annotate
-# Environment: PROXY_CPU (default 0), LOAD_CPU (default 1).
+# Environment: PROXY_CPU (default 0), LOAD_CPU (default 1), ATTACH_STATE_DIR (where the
+# attach benchmark's daemon keeps its state; default /dev/shm).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -123,6 +124,7 @@ LGP=apb-lgp-$$
 ORG=apb-org-$$
 PIDS=()
 ATTACH_NS=""
+ATTACH_STATE=""
 NGINX_PID=""
 PROXY_PID=""
 
@@ -143,7 +145,7 @@ cleanup() {
   if [ $rc -ne 0 ]; then
     for f in "$T"/*.log; do [ -s "$f" ] && { echo "== $f"; tail -n 20 "$f"; }; done
   fi
-  rm -rf "$T"
+  rm -rf "$T" "$ATTACH_STATE"
   exit $rc
 }
 trap cleanup EXIT
@@ -298,15 +300,16 @@ LUA
 
 ns_of() { [ "$1" = direct ] && echo "$LGD" || echo "$LGP"; }
 
-# CPU clock ticks the proxy process has used (user + system).
-proxy_cpu() {
+# CPU clock ticks a process has used (user + system, all its threads).
+cpu_ticks() {
   local line rest
-  read -r line < "/proc/$PROXY_PID/stat"
+  read -r line < "/proc/$1/stat"
   rest=${line##*) }
   # shellcheck disable=SC2086
   set -- $rest
   echo $(( ${12} + ${13} ))
 }
+proxy_cpu() { cpu_ticks "$PROXY_PID"; }
 CLK_TCK=$(getconf CLK_TCK)
 proxy_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$PROXY_PID/status"; }
 
@@ -536,12 +539,18 @@ attach_run() {
   for ((i = 0; i < ATTACH_N; i++)); do echo "netns add apb-a$i-$$"; done | ip -batch -
   ATTACH_NS=1
   mkdir -p "$T/serve"
-  taskset -c "$PROXY_CPU" "$AUTHPROXY" serve --state-dir "$T/serve/state" \
+  # The daemon's state on tmpfs, as /run would hold it: this VM's root file system is
+  # ext4 without a journal, where creating a file scans the inode table for recently
+  # deleted inodes (a fifth of the attach CPU after a few runs), which measures the
+  # disk's history rather than the daemon. Set ATTACH_STATE_DIR to measure a disk.
+  ATTACH_STATE=$(mktemp -d "${ATTACH_STATE_DIR:-/dev/shm}/authproxy-bench.XXXXXX")
+  taskset -c "$PROXY_CPU" "$AUTHPROXY" serve --state-dir "$ATTACH_STATE" \
     --control "$T/serve/control.sock" 2> "$T/serve.log" &
   pid=$!
   PIDS+=("$pid")
   wait_for "[ -S '$T/serve/control.sock' ] && '$AUTHPROXY' ctl --control '$T/serve/control.sock' health >/dev/null 2>&1" 30
   kb0=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$pid/status")
+  cpu0=$(cpu_ticks "$pid")
   t0=$(date +%s%N)
   PYTHONPATH=$top/clients/python taskset -c "$LOAD_CPU" python3 - "$T/serve/control.sock" \
     "$ATTACH_N" "$ATTACH_CLIENTS" "$$" <<'PY'
@@ -564,10 +573,12 @@ if errors:
     sys.exit("attach failed: %d errors, first: %s" % (len(errors), errors[0]))
 PY
   t1=$(date +%s%N)
+  cpu1=$(cpu_ticks "$pid")
   sleep 1
   kb1=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$pid/status")
-  printf '{"scenario":"attach","path":"proxy","rep":1,"cpu_s":0,"rss_kb":%s,"m":{"sandboxes":%s,"clients":%s,"ms":%s,"rss0_kb":%s,"rss1_kb":%s}}\n' \
-    "$kb1" "$ATTACH_N" "$ATTACH_CLIENTS" $(( (t1 - t0) / 1000000 )) "$kb0" "$kb1" >> "$RESULTS"
+  printf '{"scenario":"attach","path":"proxy","rep":1,"cpu_s":0,"rss_kb":%s,"m":{"sandboxes":%s,"clients":%s,"ms":%s,"cpu_ms":%s,"rss0_kb":%s,"rss1_kb":%s}}\n' \
+    "$kb1" "$ATTACH_N" "$ATTACH_CLIENTS" $(( (t1 - t0) / 1000000 )) \
+    $(( (cpu1 - cpu0) * 1000 / CLK_TCK )) "$kb0" "$kb1" >> "$RESULTS"
   kill "$pid"
   wait "$pid" || true
 }
