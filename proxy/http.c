@@ -41,6 +41,7 @@ struct proxy_http {
   int resp_done;             /* its final response has been relayed entirely */
   int resp_started;          /* some response bytes reached the sandbox */
   int keep_alive;            /* the request allows another one after it */
+  int up_keep_alive;         /* ... on its upstream connection (see httphead.h) */
   int upgrade;               /* the request asks for a WebSocket upgrade */
   int is_head;               /* HEAD: the response has no body */
   int msg_complete;          /* set by llhttp callbacks */
@@ -577,7 +578,7 @@ void proxy_http_park(struct proxy_conn *c)
   if (h->phase == PH_HEAD)
     idle = h->requests > 0;
   else
-    idle = h->req_done && h->resp_done && h->keep_alive && !h->upgrade &&
+    idle = h->req_done && h->resp_done && h->up_keep_alive && !h->upgrade &&
            llhttp_should_keep_alive(&h->resp);
   if (idle)
     proxy_conn_park_upstream(c);
@@ -653,6 +654,7 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
     llhttp_resume(&h->req);
   h->req_done = h->msg_complete || err == HPE_PAUSED_UPGRADE;
   h->keep_alive = req->keep_alive;
+  h->up_keep_alive = proxy_http_upstream_keep_alive(req);
   h->upgrade = req->upgrade;
   h->is_head = req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0;
   h->resp_done = 0;
@@ -853,8 +855,9 @@ static void finish_response(struct proxy_conn *c)
   }
   if (!h->keep_alive || !llhttp_should_keep_alive(&h->resp) || c->down.eof ||
       c->up.eof) {
-    if (c->down.eof)
-      proxy_http_park(c);
+    /* The sandbox's connection ends here; its upstream may serve another one. The
+     * sandbox asked for the close, so the response is not rewritten to announce it. */
+    proxy_http_park(c);
     proxy_conn_linger(c);
     return;
   }

@@ -29,9 +29,11 @@
  *   refused: llhttp 8.1.0 reads "chunked\t" as a coding other than chunked.
  *
  * The rewrite writes one canonical Connection field ("close" or "keep-alive", then
- * "upgrade") where the sandbox's first one was, drops HTTP2-Settings always (h2c is
- * never forwarded), and treats '_' and '-' alike when removing the sandbox's copies
- * of injected headers.
+ * "upgrade") where the sandbox's first one was, without the "close" of an HTTP/1.1
+ * request that is not an upgrade (Connection is hop-by-hop: the sandbox's connection
+ * closes after the response, the upstream one goes back to the pool); it drops
+ * HTTP2-Settings always (h2c is never forwarded), and treats '_' and '-' alike when
+ * removing the sandbox's copies of injected headers.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -907,6 +909,11 @@ static void put_connection(struct writer *w, const struct proxy_http_field *firs
   put_str(w, "\r\n");
 }
 
+int proxy_http_upstream_keep_alive(const struct proxy_http_request *req)
+{
+  return req->version_minor == 1 && !req->upgrade ? 1 : req->keep_alive;
+}
+
 int proxy_http_rewrite(const struct proxy_http_request *req,
                        const struct rules_request_decision *d, char *out, size_t size)
 {
@@ -932,7 +939,8 @@ int proxy_http_rewrite(const struct proxy_http_request *req,
 
     if (equals_ci(f->name, f->name_len, "connection")) {
       if (!conn_written)
-        put_connection(&w, f, has_close, has_ka, req->upgrade);
+        put_connection(&w, f, has_close && !proxy_http_upstream_keep_alive(req), has_ka,
+                       req->upgrade);
       conn_written = 1;
       continue;
     }

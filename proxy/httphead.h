@@ -83,13 +83,19 @@ int proxy_http_find(const struct proxy_http_request *req, const char *name);
  * form, every field in order except the sandbox's copies of injected headers (any
  * case, every copy), hop-by-hop fields (Proxy-Connection, Proxy-Authorization,
  * Keep-Alive, those named by Connection), an Upgrade other than websocket with its
- * HTTP2-Settings, and a Connection field reduced to close/keep-alive/upgrade; then the
+ * HTTP2-Settings, and a Connection field reduced to close/keep-alive/upgrade (see
+ * proxy_http_upstream_keep_alive for when close is left out); then the
  * injected headers of d (may be NULL: nothing injected), once each. Returns the length,
  * -ENOSPC, or -EINVAL for a decision whose headers cannot be sent safely (a name that
  * is not a token or is reserved, a value with CR/LF/NUL, a name given twice).
  */
 int proxy_http_rewrite(const struct proxy_http_request *req,
                        const struct rules_request_decision *d, char *out, size_t size);
+
+/* Whether the rewritten request leaves its upstream connection open after the
+ * response: HTTP/1.1 requests other than upgrades always do (a sandbox's "close" ends
+ * only its own connection), HTTP/1.0 ones when they ask for keep-alive. */
+int proxy_http_upstream_keep_alive(const struct proxy_http_request *req);
 
 /* An upper bound of the rewritten head's length, to size the buffer. */
 size_t proxy_http_rewrite_bound(const struct proxy_http_request *req,

@@ -158,7 +158,8 @@ assert_eq "$(upq tls 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer $SECRET
 pass "WebSocket through interception"
 
 # Session resumption on both sides: a reconnecting client resumes with the proxy's
-# ticket, and the proxy resumes its own session with the upstream.
+# ticket, and the proxy resumes its own session with the upstream (/close: the
+# upstream closes each connection, so the second one is not served from the pool).
 : > "$T/tls.jsonl"
 out=$(run "$PY" -c '
 import socket, ssl
@@ -167,7 +168,7 @@ sess = None
 for i in range(2):
     s = ctx.wrap_socket(socket.create_connection(("api.example.com", 443)),
                         server_hostname="api.example.com", session=sess)
-    s.sendall(b"GET /resume HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n")
+    s.sendall(b"GET /close HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n")
     while s.recv(65536):
         pass
     print("reused" if s.session_reused else "full")

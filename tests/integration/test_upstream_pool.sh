@@ -56,6 +56,17 @@ assert_eq "$(echo $out)" "200 200" "plain requests"
 assert_eq "$(conns plain)" "1" "upstream connections for plain HTTP"
 pass "plain HTTP: the upstream connection is reused"
 
+# A client that sends Connection: close (Python's urllib does) ends its own connection
+# after the response; the upstream connection is the proxy's and goes to the pool.
+: > "$T/tls.jsonl"
+out=$(run sh -c "$(code -H "'Connection: close'" https://api.example.com/c1);
+                 $(code -H "'Connection: close'" https://api.example.com/c2)")
+assert_eq "$(echo $out)" "200 200" "requests with Connection: close"
+assert_eq "$(conns tls)" "1" "upstream connections for two closing sandbox connections"
+assert_eq "$(upq tls '[hdr(r, "Connection") for r in reqs]')" '[[], []]' \
+  "Connection fields upstream"
+pass "a sandbox's Connection: close ends its own connection, not the pooled upstream"
+
 # A connection verified for one name never carries another name's request, even to
 # the same address.
 : > "$T/tls.jsonl"

@@ -620,6 +620,33 @@ TEST(rewrite_bound_covers_connection_growth)
   ASSERT_MEMEQ(out, want, sizeof(want) - 1);
 }
 
+TEST(rewrite_close_is_hop_by_hop)
+{
+  /* HTTP/1.1: the sandbox's close ends its own connection; the upstream connection
+   * stays open for the pool, and what close named is still dropped. */
+  static const char h11[] = "GET / HTTP/1.1\r\nHost: a\r\nConnection: close, X-Hop\r\n"
+                            "X-Hop: 1\r\nAccept: */*\r\n\r\n";
+  static const char w11[] = "GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n";
+  /* HTTP/1.0 closes unless it asks otherwise: close is kept. */
+  static const char h10[] = "GET / HTTP/1.0\r\nHost: a\r\nConnection: close\r\n\r\n";
+  static struct proxy_http_request req;
+  char out[256];
+  int n;
+
+  parse_ok(h11, &req);
+  ASSERT_EQ(req.keep_alive, 0);
+  ASSERT_EQ(proxy_http_upstream_keep_alive(&req), 1);
+  n = proxy_http_rewrite(&req, NULL, out, proxy_http_rewrite_bound(&req, NULL));
+  ASSERT_EQ(n, (int)sizeof(w11) - 1);
+  ASSERT_MEMEQ(out, w11, sizeof(w11) - 1);
+
+  parse_ok(h10, &req);
+  ASSERT_EQ(proxy_http_upstream_keep_alive(&req), 0);
+  n = proxy_http_rewrite(&req, NULL, out, proxy_http_rewrite_bound(&req, NULL));
+  ASSERT_EQ(n, (int)sizeof(h10) - 1);
+  ASSERT_MEMEQ(out, h10, sizeof(h10) - 1);
+}
+
 TEST(content_length_limit)
 {
   static const char over[] =
