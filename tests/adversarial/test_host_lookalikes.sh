@@ -151,7 +151,8 @@ assert_eq "$(got tls tls_deep_sub)" "$wild" "TLS a.b.github.com: headers at the 
 assert_contains "$(result "$T/tls.out" tls_deny_case status)" " 403 " "TLS deny with case and dot"
 assert_eq "$(upq tls 'len([r for r in reqs if r["path"] == "/case/tls_deny_case"])')" "0" \
   "TLS denied name forwarded"
-assert_eq "$(upq tls '[e["sni"] for e in events if e["event"] == "conn" and e["sni"] and e["sni"].lower().startswith("api")]')" \
-  '["api.github.com", "api.github.com"]' "SNI the proxy sends upstream (normalized)"
+# Both spellings are one name: the second may ride the first's pooled connection.
+assert_eq "$(upq tls 'sorted(set(e["sni"] for e in events if e["event"] == "conn" and e["sni"] and e["sni"].lower().startswith("api")))')" \
+  '["api.github.com"]' "SNI the proxy sends upstream (normalized)"
 pass "TLS: look-alikes tunnelled untouched; Api.GitHub.com. / API.GITHUB.COM intercepted as api.github.com"
 assert_eq "$(resolved 'len(qs)')" "0" "names the proxy resolved (all are remapped)"

@@ -69,6 +69,9 @@ wait_for() {
 # A network namespace that is deleted on exit; name carries the test's pid.
 make_netns() {
   local ns="ap-$1-$$"
+  # A namespace of this name is a dead run's (this pid is ours while we live) that
+  # was killed before its trap ran: it would make `ip netns add` fail.
+  ip netns del "$ns" 2>/dev/null
   ip netns add "$ns"
   NETNS+=("$ns")
   ip -n "$ns" link set lo up
