@@ -447,7 +447,7 @@ int proxy_cmd_jail(int argc, char **argv)
   struct jail *j;
   sigset_t all, old;
   char err[512];
-  int first, r, ret = 1;
+  int first, i, r, ret = 1;
 
   j = calloc(1, sizeof(*j));
   if (j == NULL)
@@ -558,8 +558,15 @@ int proxy_cmd_jail(int argc, char **argv)
 out_loop:
   if (j->sb != NULL)
     proxy_sandbox_close(j->sb, 0, sandbox_closed, j);
+  /* With a write in flight on the thread pool, the audit log finishes closing (its
+   * last write, then its timer) from the loop: let it, and every other close, run
+   * before the walk, which would otherwise close the log's timer under it. */
   proxy_audit_close(j->audit);
   j->ctx.audit = NULL;
+  for (i = 0; i < j->nsig; i++)
+    if (!uv_is_closing((uv_handle_t *)&j->sig[i]))
+      uv_close((uv_handle_t *)&j->sig[i], NULL);
+  uv_run(&j->loop, UV_RUN_DEFAULT);
   uv_walk(&j->loop, close_walk, NULL);
   uv_run(&j->loop, UV_RUN_DEFAULT);
   uv_loop_close(&j->loop);

@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:strict_string_checks=1}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:handle_abort=1:detect_leaks=1:strict_string_checks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 status=0

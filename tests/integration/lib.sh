@@ -71,7 +71,7 @@ make_netns() {
   local ns="ap-$1-$$"
   # A namespace of this name is a dead run's (this pid is ours while we live) that
   # was killed before its trap ran: it would make `ip netns add` fail.
-  ip netns del "$ns" 2>/dev/null
+  ip netns del "$ns" 2>/dev/null || true
   ip netns add "$ns"
   NETNS+=("$ns")
   ip -n "$ns" link set lo up
