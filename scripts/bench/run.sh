@@ -46,8 +46,9 @@
 #                     count its instructions per request for a fixed amount of each
 #                     load (deterministic, unlike time on a shared machine):
 #                     results/callgrind.md, and callgrind-ID.out for callgrind_annotate
-# Environment: PROXY_CPU (default 0), LOAD_CPU (default 1), ATTACH_STATE_DIR (where the
-# attach benchmark's daemon keeps its state; default /dev/shm).
+# Environment: PROXY_CPU (default 0), LOAD_CPU (default 1), ATTACH_CLIENTS (concurrent
+# API clients of the attach benchmark, default 4), ATTACH_STATE_DIR (where its daemon
+# keeps its state; default /dev/shm).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -57,7 +58,7 @@ DURATION=5
 IDLE_CONNS=10000
 MINT_NAMES=200
 ATTACH_N=1000
-ATTACH_CLIENTS=4
+ATTACH_CLIENTS=${ATTACH_CLIENTS:-4}
 ONLY=""
 PROFILE=""
 CALLGRIND=""
