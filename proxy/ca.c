@@ -594,7 +594,6 @@ static int write_certificate(unsigned char **p, unsigned char *start,
   return (int)len;
 }
 
-
 /* ---- curve groups -------------------------------------------------------- */
 
 /*

@@ -855,8 +855,10 @@ static void finish_response(struct proxy_conn *c)
   }
   if (!h->keep_alive || !llhttp_should_keep_alive(&h->resp) || c->down.eof ||
       c->up.eof) {
-    /* The sandbox's connection ends here; its upstream may serve another one. The
-     * sandbox asked for the close, so the response is not rewritten to announce it. */
+    /* The sandbox's connection ends here; its upstream may serve another one. A
+     * sandbox that asked for the close gets the response as the upstream sent it,
+     * without a "Connection: close" added (RFC 9112 9.6 says SHOULD): it does not
+     * wait for one. */
     proxy_http_park(c);
     proxy_conn_linger(c);
     return;
