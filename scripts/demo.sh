@@ -23,7 +23,12 @@ authproxy=$top/build/proxy/authproxy
 work=$(mktemp -d /tmp/authproxy-demo.XXXXXX)
 upstream_pid=
 cleanup() {
-  [ -n "$upstream_pid" ] && kill "$upstream_pid" 2>/dev/null && wait "$upstream_pid" 2>/dev/null
+  # Under set -e a failing last command of an && list would end the trap early
+  # (wait returns the killed upstream's 143) and leave $work, keys included.
+  if [ -n "$upstream_pid" ]; then
+    kill "$upstream_pid" 2>/dev/null || true
+    wait "$upstream_pid" 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -280,7 +280,8 @@ proxy_cmd=("$AUTHPROXY" jail --netns "/var/run/netns/$LGP" --config "$T/config.j
 if [ -n "$CALLGRIND" ]; then
   proxy_cmd=(valgrind --tool=callgrind --callgrind-out-file="$T/cg.out" "${proxy_cmd[@]}")
 fi
-taskset -c "$PROXY_CPU" "${proxy_cmd[@]}" 2> "$T/authproxy.log" &
+# Its temporary directory (resolver file, CA bundle) under $T, removed with it.
+TMPDIR=$T taskset -c "$PROXY_CPU" "${proxy_cmd[@]}" 2> "$T/authproxy.log" &
 PROXY_PID=$!
 PIDS+=("$PROXY_PID")
 wait_for "ip netns exec $LGP ss -Hltn 'sport = :53' | grep -q ." 60

@@ -136,8 +136,10 @@ print(".".join(str(b) for b in r[-4:]))')
 done
 
 # Fail closed: kill -9 the proxy while the sandbox is live. Connections are refused,
-# and nothing reaches the uplink.
-"$AUTHPROXY" jail "${JAIL_ARGS[@]}" -- sleep 60 > "$T/jail-kill.log" 2>&1 &
+# and nothing reaches the uplink. (A killed jail cannot remove its temporary
+# directory: it goes under $T.)
+mkdir -p "$T/jailtmp"
+TMPDIR=$T/jailtmp "$AUTHPROXY" jail "${JAIL_ARGS[@]}" -- sleep 60 > "$T/jail-kill.log" 2>&1 &
 jpid=$!
 PIDS+=($jpid)
 wait_for "ip netns exec $SBX ss -Hltn | grep ':53 ' >/dev/null"
