@@ -570,7 +570,9 @@ static void connect_cb(uv_connect_t *req, int status)
   dial_done(c);
 }
 
-static void up_closed_retry(uv_handle_t *h)
+/* An upstream handle's close completed: its connection, or NULL when that was
+ * closing too (and may now be freed). */
+static struct proxy_conn *up_handle_gone(uv_handle_t *h)
 {
   struct proxy_conn *c = h->data;
 
@@ -578,9 +580,17 @@ static void up_closed_retry(uv_handle_t *h)
   c->up.closing = 0;
   if (c->state == CONN_CLOSING) {
     conn_maybe_free(c);
-    return;
+    return NULL;
   }
-  try_next_address(c);
+  return c;
+}
+
+static void up_closed_retry(uv_handle_t *h)
+{
+  struct proxy_conn *c = up_handle_gone(h);
+
+  if (c != NULL)
+    try_next_address(c);
 }
 
 static int allowed_address(struct proxy_conn *c, const struct sockaddr *sa,
@@ -1006,15 +1016,9 @@ void proxy_conn_accept(struct proxy_listener *l)
 
 static void up_closed(uv_handle_t *h)
 {
-  struct proxy_conn *c = h->data;
+  struct proxy_conn *c = up_handle_gone(h);
 
-  c->handles--;
-  c->up.closing = 0;
-  if (c->state == CONN_CLOSING) {
-    conn_maybe_free(c);
-    return;
-  }
-  if (c->dial_deferred) {
+  if (c != NULL && c->dial_deferred) {
     c->dial_deferred = 0;
     /* Unless the connect timeout answered meanwhile. */
     if (c->state == CONN_RESOLVE && c->ready_cb != NULL)
