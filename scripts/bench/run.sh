@@ -537,7 +537,7 @@ fi
 # clients (each attach makes the sandbox's CA, installs its nf_tables rules and
 # sockets in the namespace, and seals its state to disk); RSS before and after.
 attach_run() {
-  local i pid kb0 kb1 t0 t1
+  local rep=$1 i pid kb0 kb1 t0 t1 cpu0 cpu1
   for ((i = 0; i < ATTACH_N; i++)); do echo "netns add apb-a$i-$$"; done | ip -batch -
   ATTACH_NS=1
   mkdir -p "$T/serve"
@@ -578,14 +578,17 @@ PY
   cpu1=$(cpu_ticks "$pid")
   sleep 1
   kb1=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$pid/status")
-  printf '{"scenario":"attach","path":"proxy","rep":1,"cpu_s":0,"rss_kb":%s,"m":{"sandboxes":%s,"clients":%s,"ms":%s,"cpu_ms":%s,"rss0_kb":%s,"rss1_kb":%s}}\n' \
-    "$kb1" "$ATTACH_N" "$ATTACH_CLIENTS" $(( (t1 - t0) / 1000000 )) \
+  printf '{"scenario":"attach","path":"proxy","rep":%s,"cpu_s":0,"rss_kb":%s,"m":{"sandboxes":%s,"clients":%s,"ms":%s,"cpu_ms":%s,"rss0_kb":%s,"rss1_kb":%s}}\n' \
+    "$rep" "$kb1" "$ATTACH_N" "$ATTACH_CLIENTS" $(( (t1 - t0) / 1000000 )) \
     $(( (cpu1 - cpu0) * 1000 / CLK_TCK )) "$kb0" "$kb1" >> "$RESULTS"
   kill "$pid"
   wait "$pid" || true
+  # The next repetition attaches fresh namespaces to a fresh daemon.
+  for ((i = 0; i < ATTACH_N; i++)); do echo "netns del apb-a$i-$$"; done | ip -batch -
+  rm -rf "$ATTACH_STATE" "$T/serve"
 }
 if selected attach; then
-  attach_run
+  for ((rep = 1; rep <= REPS; rep++)); do attach_run "$rep"; done
 fi
 
 python3 "$bench/report.py" "$RESULTS" --hwm-kb "$HWM_KB" --reps "$REPS" \
