@@ -127,6 +127,22 @@ void proxy_api_answer_free(struct proxy_api_answer *a)
   memset(a, 0, sizeof(*a));
 }
 
+int proxy_api_name_ok(const char *s, size_t max)
+{
+  size_t i;
+
+  if (s == NULL || s[0] == '\0')
+    return 0;
+  for (i = 0; s[i] != '\0'; i++) {
+    char c = s[i];
+    int alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+
+    if (i >= max || (!alnum && (i == 0 || (c != '_' && c != '.' && c != '-'))))
+      return 0;
+  }
+  return 1;
+}
+
 int proxy_api_unreachable(int ret)
 {
   return ret == -ENOENT || ret == -ECONNREFUSED || ret == -ENOTSOCK;

@@ -48,6 +48,15 @@ void proxy_api_answer_free(struct proxy_api_answer *a);
 int proxy_api_unreachable(int ret);
 
 /*
+ * 1 if s is 1 to max characters of [A-Za-z0-9_.-] starting with a letter or digit:
+ * the syntax of the daemon's sandbox and config names (max PROXY_API_NAME_MAX), and
+ * of the ids and file names the runtime adapters derive names and paths from.
+ */
+int proxy_api_name_ok(const char *s, size_t max);
+
+#define PROXY_API_NAME_MAX 128
+
+/*
  * Reads an API error answer {"error": {"code", "message", "details": [{"path",
  * "message"}]}}. Returns the parsed tree (free with cJSON_Delete) and points *code,
  * *message and *details into it (details may be NULL); NULL if the body is not such an

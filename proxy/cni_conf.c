@@ -45,24 +45,6 @@ int proxy_cni_version_supported(const char *version)
   return 0;
 }
 
-/* 1 if s is a valid daemon name ([A-Za-z0-9][A-Za-z0-9_.-]{0,127}). */
-static int valid_name(const char *s)
-{
-  size_t i, n = strlen(s);
-
-  if (n == 0 || n > 128)
-    return 0;
-  for (i = 0; i < n; i++) {
-    char ch = s[i];
-    int alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                (ch >= '0' && ch <= '9');
-
-    if (!alnum && (i == 0 || (ch != '_' && ch != '.' && ch != '-')))
-      return 0;
-  }
-  return 1;
-}
-
 /* A short, printable rendering of a JSON value for messages. */
 static void value_text(const cJSON *v, char *buf, size_t size)
 {
@@ -169,7 +151,8 @@ int proxy_cni_parse_conf(const char *json, size_t len, struct proxy_cni_conf *c,
       c->proxy_config_file = it->valuestring;
       sources++;
     } else if (strcmp(k, "proxy_config_name") == 0) {
-      if (!cJSON_IsString(it) || !valid_name(it->valuestring)) {
+      if (!cJSON_IsString(it) ||
+          !proxy_api_name_ok(it->valuestring, PROXY_API_NAME_MAX)) {
         proxy_cni_fail(e, PROXY_CNI_ERR_CONFIG, "invalid network configuration",
                        "\"proxy_config_name\" must be the name of a stored config: 1-128 of "
                        "[A-Za-z0-9_.-], starting with a letter or digit");
@@ -281,24 +264,6 @@ char *proxy_cni_version_json(const char *version)
   return text;
 }
 
-/* The spec's container id: [A-Za-z0-9][A-Za-z0-9_.-]*. */
-static int valid_container_id(const char *s)
-{
-  size_t i;
-
-  if (s == NULL || s[0] == '\0' || strlen(s) > 1024)
-    return 0;
-  for (i = 0; s[i] != '\0'; i++) {
-    char ch = s[i];
-    int alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                (ch >= '0' && ch <= '9');
-
-    if (!alnum && (i == 0 || (ch != '_' && ch != '.' && ch != '-')))
-      return 0;
-  }
-  return 1;
-}
-
 /* A Linux interface name as the spec puts it: 1-15 bytes, not . or .., no / : or
  * whitespace. */
 static int valid_ifname(const char *s)
@@ -323,7 +288,8 @@ int proxy_cni_check_env(const char *command, const char *(*getenv_fn)(const char
   char bad[128] = "";
   int netns_needed = strcmp(command, "DEL") != 0;
 
-  if (!valid_container_id(id))
+  /* The spec's container id: [A-Za-z0-9][A-Za-z0-9_.-]*, here at most 1024 long. */
+  if (!proxy_api_name_ok(id, 1024))
     strcat(bad, " CNI_CONTAINERID");
   if (!valid_ifname(ifname))
     strcat(bad, " CNI_IFNAME");

@@ -11,12 +11,13 @@
 
 #include <uv.h>
 
+#include "proxy/apiclient.h"
 #include "proxy/control.h"
 #include "proxy/proxy.h"
 #include "proxy/seal.h"
 #include "rules/rules.h"
 
-#define DAEMON_NAME_MAX 128
+#define DAEMON_NAME_MAX PROXY_API_NAME_MAX
 #define DAEMON_CA_POOL 16
 #define DAEMON_MAX_CONFIGS 4096
 

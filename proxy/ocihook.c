@@ -62,24 +62,13 @@ static void usage(FILE *f)
 
 int proxy_oci_file_name_ok(const char *name)
 {
-  size_t i, n = strlen(name);
-
-  if (n == 0 || n > 255)
-    return 0;
-  for (i = 0; i < n; i++) {
-    char c = name[i];
-    int alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-
-    if (!alnum && (i == 0 || (c != '_' && c != '.' && c != '-')))
-      return 0;
-  }
-  return 1;
+  return proxy_api_name_ok(name, 255);
 }
 
 /* The daemon's name syntax, checked here for a message that names the annotation. */
 static int config_name_ok(const char *name)
 {
-  return strlen(name) <= 128 && proxy_oci_file_name_ok(name);
+  return proxy_api_name_ok(name, PROXY_API_NAME_MAX);
 }
 
 int proxy_oci_parse_state(const char *json, size_t len, int need_pid,

@@ -32,6 +32,7 @@
 #include <mbedtls/platform_util.h>
 
 #include "netns/netns.h"
+#include "proxy/apiclient.h"
 #include "proxy/audit.h"
 #include "proxy/ca.h"
 #include "proxy/cfgload.h"
@@ -77,18 +78,7 @@ static int fail(struct daemon_error *e, int status, const char *code, int ret,
 
 int daemon_valid_name(const char *name)
 {
-  size_t i, n = strlen(name);
-
-  if (n == 0 || n > DAEMON_NAME_MAX)
-    return 0;
-  for (i = 0; i < n; i++) {
-    char c = name[i];
-    int alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-
-    if (!alnum && (i == 0 || (c != '_' && c != '.' && c != '-')))
-      return 0;
-  }
-  return 1;
+  return proxy_api_name_ok(name, DAEMON_NAME_MAX);
 }
 
 struct daemon_sandbox *daemon_find(struct daemon *d, const char *name)
