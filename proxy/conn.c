@@ -908,6 +908,33 @@ static void free_handle(uv_handle_t *h)
   free(h);
 }
 
+/* A connection object of sb in state, in its list and counted, with its timer. */
+static struct proxy_conn *conn_new(struct proxy_sandbox *sb, enum conn_state state)
+{
+  struct proxy_ctx *ctx = sb->ctx;
+  struct proxy_conn *c = calloc(1, sizeof(*c));
+
+  if (c == NULL)
+    return NULL;
+  c->sb = sb;
+  c->id = ++ctx->next_conn_id;
+  c->down.conn = c;
+  c->up.conn = c;
+  c->state = state;
+  c->start_ms = uv_now(ctx->loop);
+  c->last_active_ms = c->start_ms;
+  c->next = sb->conns;
+  if (sb->conns != NULL)
+    sb->conns->prev = c;
+  sb->conns = c;
+  sb->nconns++;
+  ctx->counters.conns_active++;
+  uv_timer_init(ctx->loop, &c->timer);
+  c->timer.data = c;
+  c->handles++;
+  return c;
+}
+
 /* Out of memory: accept and close at once. libuv stops watching a listener until its
  * pending connection is accepted, so a connection left unaccepted would stall every
  * later one. */
@@ -933,28 +960,11 @@ void proxy_conn_accept(struct proxy_listener *l)
   struct proxy_conn *c;
   int r;
 
-  c = calloc(1, sizeof(*c));
+  c = conn_new(sb, CONN_SNIFF);
   if (c == NULL) {
     reject_unaccepted(l);
     return;
   }
-  c->sb = sb;
-  c->id = ++ctx->next_conn_id;
-  c->down.conn = c;
-  c->up.conn = c;
-  c->state = CONN_SNIFF;
-  c->start_ms = uv_now(ctx->loop);
-  c->last_active_ms = c->start_ms;
-  c->next = sb->conns;
-  if (sb->conns != NULL)
-    sb->conns->prev = c;
-  sb->conns = c;
-  sb->nconns++;
-  ctx->counters.conns_active++;
-
-  uv_timer_init(ctx->loop, &c->timer);
-  c->timer.data = c;
-  c->handles++;
   uv_tcp_init(ctx->loop, &c->down.tcp);
   c->down.tcp.data = c;
   c->down.open = 1;
@@ -1120,14 +1130,9 @@ int proxy_conn_park_upstream(struct proxy_conn *c)
       c->up.eof || c->up.shut || c->up.queued > 0 ||
       (c->up.tls != NULL && !proxy_tls_idle(c->up.tls)) || quiet >= sb->limits.pool_idle_ms)
     return -EAGAIN;
-  p = calloc(1, sizeof(*p));
+  p = conn_new(sb, CONN_POOLED);
   if (p == NULL)
     return -EAGAIN;
-  p->sb = sb;
-  p->id = ++ctx->next_conn_id;
-  p->down.conn = p;
-  p->up.conn = p;
-  p->state = CONN_POOLED;
   p->kind = c->kind;
   p->action = c->action;
   p->intercept_tls = c->intercept_tls;
@@ -1139,17 +1144,6 @@ int proxy_conn_park_upstream(struct proxy_conn *c)
   memcpy(p->dial_host, c->dial_host, sizeof(p->dial_host));
   p->cfg = rules_config_ref(c->cfg);
   p->audited = 1;
-  p->start_ms = uv_now(ctx->loop);
-  p->last_active_ms = p->start_ms;
-  uv_timer_init(ctx->loop, &p->timer);
-  p->timer.data = p;
-  p->handles++;
-  p->next = sb->conns;
-  if (sb->conns != NULL)
-    sb->conns->prev = p;
-  sb->conns = p;
-  sb->nconns++;
-  ctx->counters.conns_active++;
   if (move_upstream(c, p) != 0) {
     proxy_conn_close(p, 0, NULL);
     return -EAGAIN;
