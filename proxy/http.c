@@ -866,6 +866,22 @@ static void finish_response(struct proxy_conn *c)
   next_request(c);
 }
 
+/* Writes what the scrubber let through to the sandbox. 0, or -1: the connection is
+ * being closed. */
+static int write_down(struct proxy_conn *c, const char *out, size_t olen)
+{
+  uv_buf_t buf;
+
+  if (olen == 0)
+    return 0;
+  buf = proxy_buf(out, olen);
+  if (proxy_end_write(&c->down, &buf, 1) != 0) {
+    proxy_conn_close(c, 1, "sandbox_error");
+    return -1;
+  }
+  return 0;
+}
+
 /* Writes response bytes to the sandbox, masking echoed secrets. Returns 0 or -1 (the
  * connection is being closed). */
 static int forward_down(struct proxy_conn *c, const char *data, size_t len)
@@ -873,7 +889,6 @@ static int forward_down(struct proxy_conn *c, const char *data, size_t len)
   struct proxy_http *h = c->http;
   const char *out;
   size_t olen, before = h->scrub.masked;
-  uv_buf_t buf;
 
   /* The bytes are in the loop's read buffer (or its TLS plaintext buffer), which the
    * proxy owns: masking in place is allowed. */
@@ -885,14 +900,7 @@ static int forward_down(struct proxy_conn *c, const char *data, size_t len)
     log_warn("sandbox %s conn %llu: %s echoed an injected credential in its response; "
              "masked", c->sb->name, (unsigned long long)c->id, c->name);
   h->down_bytes += len;
-  if (olen == 0)
-    return 0;
-  buf = proxy_buf(out, olen);
-  if (proxy_end_write(&c->down, &buf, 1) != 0) {
-    proxy_conn_close(c, 1, "sandbox_error");
-    return -1;
-  }
-  return 0;
+  return write_down(c, out, olen);
 }
 
 /* Forwards what the scrubber held back once the response has ended. */
@@ -900,17 +908,9 @@ static int flush_down(struct proxy_conn *c)
 {
   const char *out;
   size_t olen;
-  uv_buf_t buf;
 
   proxy_scrub_flush(&c->http->scrub, &out, &olen);
-  if (olen == 0)
-    return 0;
-  buf = proxy_buf(out, olen);
-  if (proxy_end_write(&c->down, &buf, 1) != 0) {
-    proxy_conn_close(c, 1, "sandbox_error");
-    return -1;
-  }
-  return 0;
+  return write_down(c, out, olen);
 }
 
 static void on_up_data(struct proxy_conn *c, const char *data, size_t len)
