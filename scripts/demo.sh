@@ -13,11 +13,11 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "demo: run as root (authproxy jail creates a network namespace): sudo $0" >&2
   exit 1
 fi
-if [ ! -x "$top/build/proxy/authproxy" ]; then
-  echo "demo: building authproxy ..."
-  cmake -S "$top" -B "$top/build" >/dev/null
-  cmake --build "$top/build" -j "$(nproc)" --target authproxy >/dev/null
-fi
+# Built (or brought up to date with the sources) every time: a binary left from an
+# older checkout would demonstrate old code.
+echo "demo: building authproxy ..."
+[ -f "$top/build/CMakeCache.txt" ] || cmake -S "$top" -B "$top/build" >/dev/null
+cmake --build "$top/build" -j "$(nproc)" --target authproxy >/dev/null
 authproxy=$top/build/proxy/authproxy
 
 work=$(mktemp -d /tmp/authproxy-demo.XXXXXX)
