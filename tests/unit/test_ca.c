@@ -96,11 +96,21 @@ static void write_crt_pem(const char *name, const mbedtls_x509_crt *crt, int wit
   test_write_file(test_tmpdir(), name, all, used, 0644);
 }
 
+/* The leaf key is an ECDSA context (see ca.c); writing and pair checks want ECKEY. */
+static mbedtls_pk_context leaf_eckey(const struct proxy_leaf *leaf)
+{
+  mbedtls_pk_context v = *leaf->key;
+
+  v.pk_info = mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY);
+  return v;
+}
+
 static void write_leaf_key(const char *name, const struct proxy_leaf *leaf)
 {
   unsigned char pem[4096];
+  mbedtls_pk_context key = leaf_eckey(leaf);
 
-  ASSERT_EQ(mbedtls_pk_write_key_pem(leaf->key, pem, sizeof(pem)), 0);
+  ASSERT_EQ(mbedtls_pk_write_key_pem(&key, pem, sizeof(pem)), 0);
   test_write_file(test_tmpdir(), name, (const char *)pem, strlen((char *)pem), 0600);
 }
 
@@ -401,16 +411,28 @@ TEST(leaf_dns_fields)
   static const unsigned char eku[] = { 0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06,
                                        0x01, 0x05, 0x05, 0x07, 0x03, 0x01 };
   const char *name = "api.example.com";
+  mbedtls_pk_context leaf_pub;
+  unsigned char hash[32], sig[MBEDTLS_PK_SIGNATURE_MAX_SIZE];
+  size_t sig_len = 0;
 
   ASSERT_EQ(proxy_ca_leaf(ca, name, 0, &leaf), 0);
   ASSERT_NOT_NULL(leaf);
   ASSERT_STREQ(leaf->name, name);
   ASSERT_NOT_NULL(leaf->key);
   ASSERT_NULL(leaf->user);
-  ASSERT_EQ(mbedtls_pk_get_type(leaf->key), MBEDTLS_PK_ECKEY);
+  ASSERT_EQ(mbedtls_pk_get_type(leaf->key), MBEDTLS_PK_ECDSA);
   ASSERT_EQ(mbedtls_pk_ec(*leaf->key)->grp.id, MBEDTLS_ECP_DP_SECP256R1);
   /* The certificate carries the public half of the leaf key. */
-  ASSERT_EQ(mbedtls_pk_check_pair(&leaf->chain.pk, leaf->key), 0);
+  leaf_pub = leaf_eckey(leaf);
+  ASSERT_EQ(mbedtls_pk_check_pair(&leaf->chain.pk, &leaf_pub), 0);
+  /* Handshakes sign in the key's own group, which keeps its base point table after
+   * the first signature (an ECKEY context would sign through a fresh copy). */
+  memset(hash, 0x5a, sizeof(hash));
+  ASSERT_EQ(mbedtls_pk_sign(leaf->key, MBEDTLS_MD_SHA256, hash, sizeof(hash), sig,
+                            &sig_len, proxy_rng, NULL), 0);
+  ASSERT_NOT_NULL(mbedtls_pk_ec(*leaf->key)->grp.T);
+  ASSERT_EQ(mbedtls_pk_verify(&leaf->chain.pk, MBEDTLS_MD_SHA256, hash, sizeof(hash), sig,
+                              sig_len), 0);
 
   /* Subject CN and SAN. */
   ASSERT_EQ(leaf->chain.subject.val.len, strlen(name));
@@ -598,6 +620,7 @@ TEST(serials_are_random)
   struct proxy_ca *ca = gen_ca(0), *ca2 = gen_ca(0);
   struct proxy_leaf *a, *b, *c;
   unsigned char sa[16], sb[16], sc[16];
+  mbedtls_pk_context ka, kc;
 
   ASSERT_EQ(proxy_ca_leaf(ca, "a.example.com", 0, &a), 0);
   ASSERT_EQ(proxy_ca_leaf(ca, "b.example.com", 0, &b), 0);
@@ -608,7 +631,10 @@ TEST(serials_are_random)
   ASSERT_NE(memcmp(sa, sb, 16), 0);
   ASSERT_NE(memcmp(sa, sc, 16), 0);
   /* Each CA has its own leaf key. */
-  ASSERT_NE(mbedtls_pk_check_pair(&c->chain.pk, a->key), 0);
+  ka = leaf_eckey(a);
+  kc = leaf_eckey(c);
+  ASSERT_EQ(mbedtls_pk_check_pair(&c->chain.pk, &kc), 0);
+  ASSERT_NE(mbedtls_pk_check_pair(&c->chain.pk, &ka), 0);
   ASSERT(a->key == b->key);
   proxy_leaf_unref(a);
   proxy_leaf_unref(b);
@@ -1274,6 +1300,7 @@ TEST(ca_freed_with_leaf_in_use)
   mbedtls_x509_crt trust;
   uint32_t flags;
   struct capture cap;
+  mbedtls_pk_context key;
 
   parse_pem(&trust, proxy_ca_cert_pem(ca));
   ASSERT_EQ(proxy_ca_leaf(ca, "example.com", 0, &leaf), 0);
@@ -1286,7 +1313,8 @@ TEST(ca_freed_with_leaf_in_use)
   ASSERT_EQ(mbedtls_x509_crt_verify(&leaf->chain, &trust, NULL, "example.com", &flags,
                                     NULL, NULL),
             0);
-  ASSERT_EQ(mbedtls_pk_check_pair(&leaf->chain.pk, leaf->key), 0);
+  key = leaf_eckey(leaf);
+  ASSERT_EQ(mbedtls_pk_check_pair(&leaf->chain.pk, &key), 0);
   proxy_leaf_unref(leaf);
   mbedtls_x509_crt_free(&trust);
 }
