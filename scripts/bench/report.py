@@ -97,6 +97,7 @@ def main():
     ap.add_argument("--load-cpu", default="1")
     ap.add_argument("--rev", default="")
     ap.add_argument("--xcpu-us", type=float, default=0)
+    ap.add_argument("--cc", default="")
     ap.add_argument("--samecpu-us", type=float, default=0)
     ap.add_argument("--callgrind", action="store_true")
     a = ap.parse_args()
@@ -135,6 +136,8 @@ def main():
     else:
         p(f"- proxy pinned to CPU {a.proxy_cpu}; nginx and load generators share CPU "
           f"{a.load_cpu}; {a.reps} repetitions of {a.duration} s, medians shown")
+    if a.cc:
+        p(f"- TCP congestion control {a.cc} on every route of both paths")
     if a.xcpu_us and a.proxy_cpu != a.load_cpu:
         p(f"- a wakeup round trip between the two CPUs costs {a.xcpu_us:.0f} µs here, "
           f"{a.samecpu_us:.0f} µs within one CPU; a proxied request crosses CPUs four "

@@ -48,7 +48,9 @@
 #                     results/callgrind.md, and callgrind-ID.out for callgrind_annotate
 # Environment: PROXY_CPU (default 0), LOAD_CPU (default 1), ATTACH_CLIENTS (concurrent
 # API clients of the attach benchmark, default 4), ATTACH_STATE_DIR (where its daemon
-# keeps its state; default /dev/shm).
+# keeps its state; default /dev/shm), BENCH_CC (TCP congestion control on every route
+# the measured connections use, both paths alike; default cubic, the kernel's own
+# default; see "congestion control" below).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -67,6 +69,7 @@ AUTHPROXY=""
 LABEL=""
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
+BENCH_CC=${BENCH_CC:-cubic}
 
 usage() { sed -n '/^# Usage:/,/^# Environment/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -205,6 +208,28 @@ ip -n "$LGD" addr add 10.231.2.1/24 dev "apb-d-$$"
 ip -n "$LGD" link set "apb-d-$$" up
 ip -n "$ORG" addr add 10.231.2.2/24 dev "apb-o2-$$"
 ip -n "$ORG" link set "apb-o2-$$" up
+
+# ---- congestion control ----
+# New namespaces inherit the host's default congestion control, which may be BBR (it
+# is on the machine of scripts/bench/RESULTS.md). On these veth and loopback links
+# BBR measures a minimum RTT of a few microseconds, while ACKs that cross CPUs take
+# 100-300 µs; its model then caps the window and its pacing at a fraction of the link:
+# nginx's socket toward the proxy was seen estimating 13.6 Mbit/s and sending 64 KiB
+# every 40 ms. The direct path, whose ends share a CPU, is spared, so BBR measured the
+# host's TCP rather than the proxy. Every route a measured connection takes (origin
+# to either client, the sandbox's loopback, the host to the origin) gets BENCH_CC;
+# BENCH_CC=bbr measures with BBR.
+set_cc() { # NETNS|"" ROUTE...
+  local ns=$1; shift
+  if [ -n "$ns" ]; then ip -n "$ns" route replace "$@" congctl "$BENCH_CC"
+  else ip route replace "$@" congctl "$BENCH_CC"; fi
+}
+set_cc "$ORG" 10.231.1.0/24 dev "apb-o1-$$" proto kernel scope link src 10.231.1.2
+set_cc "$ORG" 10.231.2.0/24 dev "apb-o2-$$" proto kernel scope link src 10.231.2.2
+set_cc "$LGD" 10.231.2.0/24 dev "apb-d-$$" proto kernel scope link src 10.231.2.1
+set_cc "" 10.231.1.0/24 dev "apb-h-$$" proto kernel scope link src 10.231.1.1
+set_cc "$LGP" local 127.0.0.0/8 dev lo proto kernel scope host src 127.0.0.1 table local
+set_cc "$LGP" local 127.0.0.1 dev lo proto kernel scope host src 127.0.0.1 table local
 
 mkdir -p "/etc/netns/$LGD" "/etc/netns/$LGP"
 {
@@ -593,6 +618,6 @@ fi
 
 python3 "$bench/report.py" "$RESULTS" --hwm-kb "$HWM_KB" --reps "$REPS" \
   --duration "$DURATION" --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --rev "$REV" \
-  --xcpu-us "$XCPU" --samecpu-us "$SAMECPU" > "$bench/results/latest.md"
+  --xcpu-us "$XCPU" --samecpu-us "$SAMECPU" --cc "$BENCH_CC" > "$bench/results/latest.md"
 cp "$RESULTS" "$bench/results/latest.jsonl"
 cat "$bench/results/latest.md"
