@@ -111,6 +111,11 @@ int netns_sockets(struct netns_rules_opts *o, struct netns_fds *out, char *err,
  */
 int netns_install_rules(const struct netns_rules_opts *o, char *err, size_t errsz);
 
+/* The nf_tables sockets of these calls are closed by one background thread of this
+ * name (started on first use): closing one can wait for an RCU grace period, which
+ * the caller of netns_run would otherwise wait for too. See nft.c. */
+#define NETNS_NFT_CLOSER_NAME "nft-close"
+
 /* Deletes table inet authproxy (and the TPROXY routing); -ENOENT if absent. */
 int netns_remove_rules(char *err, size_t errsz);
 

@@ -25,6 +25,7 @@
  *       TCP and UDP server on [::]:PORT (both families): answers "peer\n" and prints
  *       "contact tcp|udp FROM" for everything that reaches it.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -410,6 +411,83 @@ static int setup_main(void *arg)
   return netns_setup_links(err, 256);
 }
 
+/* Sockets this process holds. */
+static int count_sockets(void)
+{
+  char path[300], link[64];
+  struct dirent *d;
+  DIR *dir = opendir("/proc/self/fd");
+  int n = 0;
+  ssize_t len;
+
+  if (dir == NULL)
+    return -1;
+  while ((d = readdir(dir)) != NULL) {
+    snprintf(path, sizeof(path), "/proc/self/fd/%s", d->d_name);
+    len = readlink(path, link, sizeof(link) - 1);
+    if (len > 0) {
+      link[len] = '\0';
+      n += strncmp(link, "socket:", 7) == 0;
+    }
+  }
+  closedir(dir);
+  return n;
+}
+
+/* 1 if a thread of this process is named name. */
+static bool have_thread(const char *name)
+{
+  char path[300], comm[32];
+  struct dirent *d;
+  DIR *dir = opendir("/proc/self/task");
+  bool found = false;
+  FILE *f;
+
+  if (dir == NULL)
+    return false;
+  while (!found && (d = readdir(dir)) != NULL) {
+    snprintf(path, sizeof(path), "/proc/self/task/%s/comm", d->d_name);
+    f = fopen(path, "r");
+    if (f == NULL)
+      continue;
+    if (fgets(comm, sizeof(comm), f) != NULL) {
+      comm[strcspn(comm, "\n")] = '\0';
+      found = strcmp(comm, name) == 0;
+    }
+    fclose(f);
+  }
+  closedir(dir);
+  return found;
+}
+
+/* Rules installed many more times than the closer's queue holds: the nf_tables
+ * sockets are closed by the closer thread, every one of them, and every install
+ * succeeds while they wait. */
+static int closer_selftest(int nsfd)
+{
+  struct netns_rules_opts r = { .proxy_port = 15001, .dns_port = 53 };
+  struct in_ns c = { .r = &r };
+  int fails = 0, before = count_sockets(), now = -1, i, bad = 0;
+
+  for (i = 0; i < 600; i++)
+    if (netns_run(nsfd, install_main, &c) != 0 && bad++ == 0)
+      printf("  install %d: %s\n", i, c.err);
+  fails += check(bad == 0, "600 rule installs in a row");
+  fails += check(have_thread(NETNS_NFT_CLOSER_NAME), "nf_tables sockets closed by the "
+                 NETNS_NFT_CLOSER_NAME " thread");
+  /* Bounded: 10 s, far above the RCU grace periods the closes can wait for. */
+  for (i = 0; i < 1000; i++) {
+    now = count_sockets();
+    if (now == before)
+      break;
+    usleep(10 * 1000);
+  }
+  if (now != before)
+    printf("  sockets: %d before, %d after\n", before, now);
+  fails += check(now == before && before >= 0, "every nf_tables socket closed");
+  return fails;
+}
+
 static int cmd_selftest(void)
 {
   ino_t before = 0, inside = 0, after = 0, created = 0;
@@ -447,6 +525,7 @@ static int cmd_selftest(void)
     printf("  %s\n", err);
   fails += check(netns_run(fd, setup_main, err) == 0, "netns_setup_links again (idempotent)");
   fails += check(netns_run(-1, probe_main, &inside) == -EINVAL, "netns_run bad fd -> -EINVAL");
+  fails += closer_selftest(fd);
   close(fd);
   return fails ? 1 : 0;
 }
