@@ -219,6 +219,11 @@ ip -n "$ORG" link set "apb-o2-$$" up
 # host's TCP rather than the proxy. Every route a measured connection takes (origin
 # to either client, the sandbox's loopback, the host to the origin) gets BENCH_CC;
 # BENCH_CC=bbr measures with BBR.
+if ! grep -qw -- "$BENCH_CC" /proc/sys/net/ipv4/tcp_available_congestion_control; then
+  echo "run.sh: congestion control $BENCH_CC is not available here (have:" \
+    "$(cat /proc/sys/net/ipv4/tcp_available_congestion_control)); set BENCH_CC" >&2
+  exit 1
+fi
 set_cc() { # NETNS|"" ROUTE...
   local ns=$1; shift
   if [ -n "$ns" ]; then ip -n "$ns" route replace "$@" congctl "$BENCH_CC"
