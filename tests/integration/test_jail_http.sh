@@ -117,3 +117,29 @@ rc=$?
 set -e
 assert_eq "$rc" "7" "exit status"
 pass "exit status propagated"
+
+# 11. The proxy's sockets toward the sandbox use a loss-based congestion control
+#     whatever the namespace's default (BBR, common on fleet hosts, mis-paces loopback:
+#     proxy/conn.c). The namespace's default is set to reno, which the proxy tries only
+#     after cubic, so cubic in the sandbox's view of its sockets is the proxy's doing.
+if grep -qw cubic /proc/sys/net/ipv4/tcp_available_congestion_control; then
+  CCNS=$(make_netns cc)
+  ip netns exec "$CCNS" sysctl -qw net.ipv4.tcp_congestion_control=reno
+  out=$(jail --netns "/var/run/netns/$CCNS" --config "$T/config.json" --secrets-dir "$T/secrets" \
+    --user nobody -- "$PY" -c '
+import socket, subprocess
+s = socket.create_connection(("api.example.com", 80), timeout=10)
+s.sendall(b"GET /held HTTP/1.1\r\nHost: api.example.com\r\n")
+port = s.getsockname()[1]
+out = subprocess.run(["ss", "-Htin", "state", "established"], capture_output=True,
+                     text=True, check=True).stdout.split("\n")
+# Each socket is a line of addresses then a line of details.
+for i in range(0, len(out) - 1, 2):
+    side = "client" if ":%d " % port in out[i].split()[2] + " " else "proxy"
+    cc = [w for w in ("cubic", "reno", "bbr") if w in out[i + 1].split()]
+    print(side, cc[0] if cc else "?")
+')
+  assert_contains "$out" "client reno" "the sandbox's own socket keeps the namespace's default"
+  assert_contains "$out" "proxy cubic" "the proxy's socket toward the sandbox"
+  pass "sandbox-side sockets use cubic whatever the namespace's default"
+fi
