@@ -173,6 +173,7 @@ static pthread_cond_t closer_cond = PTHREAD_COND_INITIALIZER;
 static struct mnl_socket *closer_queue[CLOSE_QUEUE];
 static size_t closer_head, closer_len;
 static int closer_state; /* 0 not started, 1 running, -1 could not start */
+static int closer_atfork; /* the fork handlers are registered (children inherit them) */
 
 static void *closer_main(void *arg)
 {
@@ -194,6 +195,29 @@ static void *closer_main(void *arg)
   return NULL;
 }
 
+/* A fork() child has no closer thread: the lock is taken across fork so its state
+ * is whole, and the child starts afresh (a thread of its own on first use; sockets
+ * queued in the parent are the parent's to close, and close-on-exec in the child). */
+static void closer_prepare(void)
+{
+  pthread_mutex_lock(&closer_lock);
+}
+
+static void closer_parent(void)
+{
+  pthread_mutex_unlock(&closer_lock);
+}
+
+static void closer_child(void)
+{
+  closer_head = 0;
+  closer_len = 0;
+  closer_state = 0;
+  /* The parent's closer may have been waiting on it; in the child nobody is. */
+  pthread_cond_init(&closer_cond, NULL);
+  pthread_mutex_unlock(&closer_lock);
+}
+
 /* Called with closer_lock held. */
 static void closer_start(void)
 {
@@ -202,6 +226,13 @@ static void closer_start(void)
   pthread_t t;
   int ret;
 
+  if (!closer_atfork) {
+    if (pthread_atfork(closer_prepare, closer_parent, closer_child) != 0) {
+      closer_state = -1;
+      return;
+    }
+    closer_atfork = 1;
+  }
   /* Signals belong to the process's other threads. */
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);

@@ -45,6 +45,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <linux/capability.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
@@ -460,6 +461,30 @@ static bool have_thread(const char *name)
   return found;
 }
 
+/* A child forked while the closer runs installs rules too (its own closer thread;
+ * a lock held across fork would hang it, hence the alarm) and exits 0. */
+static int closer_fork_selftest(int nsfd)
+{
+  struct netns_rules_opts r = { .proxy_port = 15001, .dns_port = 53 };
+  struct in_ns c = { .r = &r };
+  int i, status = -1;
+  pid_t pid = fork();
+
+  if (pid == 0) {
+    alarm(20);
+    for (i = 0; i < 50; i++)
+      if (netns_run(nsfd, install_main, &c) != 0)
+        _exit(1);
+    _exit(have_thread(NETNS_NFT_CLOSER_NAME) ? 0 : 2);
+  }
+  if (pid > 0)
+    waitpid(pid, &status, 0);
+  if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+    printf("  child status %#x\n", status);
+  return check(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+               "a forked child installs rules with a closer thread of its own");
+}
+
 /* Rules installed many more times than the closer's queue holds: the nf_tables
  * sockets are closed by the closer thread, every one of them, and every install
  * succeeds while they wait. */
@@ -485,6 +510,7 @@ static int closer_selftest(int nsfd)
   if (now != before)
     printf("  sockets: %d before, %d after\n", before, now);
   fails += check(now == before && before >= 0, "every nf_tables socket closed");
+  fails += closer_fork_selftest(nsfd);
   return fails;
 }
 
