@@ -34,14 +34,8 @@ cleanup() {
 trap cleanup EXIT
 
 # A throwaway CA and a certificate for api.openai.com, for the fake upstream.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
-  -subj "/CN=authproxy demo upstream CA" -keyout "$work/ca.key" -out "$work/ca.pem" \
-  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=api.openai.com" \
-  -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
-printf 'subjectAltName=DNS:api.openai.com\nextendedKeyUsage=serverAuth\n' > "$work/ext.cnf"
-openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
-  -CAcreateserial -days 1 -extfile "$work/ext.cnf" -out "$work/server.pem" 2>/dev/null
+. "$top/scripts/make_ca.sh"
+make_ca "$work" api.openai.com
 
 python3 "$top/tests/tools/fake_upstream.py" --port-file "$work/port" --log "$work/upstream.jsonl" \
   --cert "$work/server.pem" --key "$work/server.key" 2>"$work/upstream.err" &

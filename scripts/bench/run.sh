@@ -172,17 +172,8 @@ selected() {
 }
 
 # ---- certificates: a test CA and one ECDSA P-256 server certificate ----
-mkdir -p "$T/ca"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj "/CN=authproxy bench CA $$" -keyout "$T/ca/ca.key" -out "$T/ca/ca.pem" \
-  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \
-  2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=api.bench" \
-  -keyout "$T/ca/server.key" -out "$T/ca/server.csr" 2>/dev/null
-printf 'subjectAltName=DNS:api.bench,DNS:tunnel.bench,DNS:*.mint.bench\n%s\n%s\n' \
-  "basicConstraints=CA:FALSE" "extendedKeyUsage=serverAuth" > "$T/ca/ext.cnf"
-openssl x509 -req -in "$T/ca/server.csr" -CA "$T/ca/ca.pem" -CAkey "$T/ca/ca.key" \
-  -CAcreateserial -days 2 -extfile "$T/ca/ext.cnf" -out "$T/ca/server.pem" 2>/dev/null
+. "$top/scripts/make_ca.sh"
+make_ca "$T/ca" api.bench tunnel.bench '*.mint.bench'
 
 # ---- the origin's content ----
 mkdir -p "$T/www" "$T/nginx"
@@ -218,7 +209,8 @@ ip -n "$ORG" link set "apb-o2-$$" up
 # every 40 ms. The direct path, whose ends share a CPU, is spared, so BBR measured the
 # host's TCP rather than the proxy. Every route a measured connection takes (origin
 # to either client, the sandbox's loopback, the host to the origin) gets BENCH_CC;
-# BENCH_CC=bbr measures with BBR.
+# BENCH_CC=bbr measures with BBR. (The proxy sets cubic or reno on its own sockets
+# toward the sandbox whatever the route says: proxy/conn.c.)
 if ! grep -qw -- "$BENCH_CC" /proc/sys/net/ipv4/tcp_available_congestion_control; then
   echo "run.sh: congestion control $BENCH_CC is not available here (have:" \
     "$(cat /proc/sys/net/ipv4/tcp_available_congestion_control)); set BENCH_CC" >&2

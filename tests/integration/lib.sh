@@ -78,24 +78,8 @@ make_netns() {
   echo "$ns"
 }
 
-# make_ca DIR NAME...: a test CA (DIR/ca.pem, DIR/ca.key) and one server certificate
-# (DIR/server.pem, DIR/server.key) for the given DNS names (and 127.0.0.1).
-make_ca() {
-  local dir=$1; shift
-  local san="IP:127.0.0.1" n
-  for n in "$@"; do san="$san,DNS:$n"; done
-  mkdir -p "$dir"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj "/CN=authproxy test CA $$" -keyout "$dir/ca.key" -out "$dir/ca.pem" \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \
-    2>/dev/null
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" \
-    -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
-  printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
-    "$san" > "$dir/ext.cnf"
-  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
-    -CAcreateserial -days 2 -extfile "$dir/ext.cnf" -out "$dir/server.pem" 2>/dev/null
-}
+# make_ca DIR NAME...: a test CA and a server certificate (scripts/make_ca.sh).
+. "$SRC/scripts/make_ca.sh"
 
 # start_upstream NAME [CERT KEY]: a fake upstream on 127.0.0.1; sets ${NAME}_PORT and
 # logs requests as JSON lines to $T/NAME.jsonl.

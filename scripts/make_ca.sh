@@ -1,0 +1,21 @@
+# Sourced by the tests (tests/integration/lib.sh), the benchmark and the demo.
+#
+# make_ca DIR NAME...: a throwaway test CA (DIR/ca.pem, DIR/ca.key, ECDSA P-256, two
+# days) and one server certificate it signed (DIR/server.pem, DIR/server.key) for the
+# given DNS names (the first is the subject CN) and 127.0.0.1.
+make_ca() {
+  local dir=$1; shift
+  local san="IP:127.0.0.1" n
+  for n in "$@"; do san="$san,DNS:$n"; done
+  mkdir -p "$dir"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=authproxy test CA $$" -keyout "$dir/ca.key" -out "$dir/ca.pem" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \
+    2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" \
+    -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+  printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+    "$san" > "$dir/ext.cnf"
+  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+    -CAcreateserial -days 2 -extfile "$dir/ext.cnf" -out "$dir/server.pem" 2>/dev/null
+}
