@@ -41,15 +41,12 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
   struct proxy_conn *c = e->conn;
   struct proxy_ctx *ctx = c->sb->ctx;
   size_t queued = proxy_end_peer(e)->queued, limit = c->sb->limits.write_queue_max;
-  size_t len = ctx->read_buf_size;
+  size_t room = queued < limit ? limit - queued : 0;
+  size_t len = room < ctx->read_buf_size ? room : ctx->read_buf_size;
 
   (void)suggested;
   /* Backpressure is checked between reads, so one read may overshoot the peer's
-   * queue limit by its own size: read no more than the room left. */
-  if (queued < limit && limit - queued < len)
-    len = limit - queued;
-  else if (queued >= limit)
-    len = 0;
+   * queue limit by its own size: read no more than the room left, but a record. */
   if (len < MIN_READ_BYTES)
     len = MIN_READ_BYTES < ctx->read_buf_size ? MIN_READ_BYTES : ctx->read_buf_size;
   if (e == &c->down && c->state != CONN_RELAY && len > SANDBOX_READ_BYTES)
