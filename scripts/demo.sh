@@ -34,13 +34,13 @@ cleanup() {
 trap cleanup EXIT
 
 # A throwaway CA and a certificate for api.openai.com, for the fake upstream.
-. "$top/scripts/make_ca.sh"
+. "$top/scripts/common.sh"
 make_ca "$work" api.openai.com
 
 python3 "$top/tests/tools/fake_upstream.py" --port-file "$work/port" --log "$work/upstream.jsonl" \
   --cert "$work/server.pem" --key "$work/server.key" 2>"$work/upstream.err" &
 upstream_pid=$!
-for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.05; done
+wait_for "[ -s '$work/port' ]" 5
 port=$(cat "$work/port")
 
 # The secret lives outside the sandbox, in a secrets directory only root can read.

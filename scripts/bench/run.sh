@@ -154,16 +154,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+. "$top/scripts/common.sh" # wait_for, make_ca
 
-wait_for() {
-  local cond=$1 secs=${2:-10} i
-  for ((i = 0; i < secs * 20; i++)); do
-    if eval "$cond"; then return 0; fi
-    sleep 0.05
-  done
-  echo "run.sh: timed out after ${secs}s waiting for: $cond" >&2
-  exit 1
-}
 
 selected() {
   [ -z "$ONLY" ] && return 0
@@ -172,7 +164,6 @@ selected() {
 }
 
 # ---- certificates: a test CA and one ECDSA P-256 server certificate ----
-. "$top/scripts/make_ca.sh"
 make_ca "$T/ca" api.bench tunnel.bench '*.mint.bench'
 
 # ---- the origin's content ----

@@ -56,15 +56,6 @@ assert_eq() { [ "$1" = "$2" ] || fail "${3:-values differ}: expected '$2', got '
 assert_contains() { case "$1" in *"$2"*) ;; *) fail "${3:-missing text}: '$2' not in: $1" ;; esac; }
 assert_not_contains() { case "$1" in *"$2"*) fail "${3:-unexpected text}: '$2' found in: $1" ;; *) ;; esac; }
 
-# Polls a shell condition every 50 ms for at most $2 seconds (default 10).
-wait_for() {
-  local cond=$1 secs=${2:-10} i
-  for ((i = 0; i < secs * 20; i++)); do
-    if eval "$cond"; then return 0; fi
-    sleep 0.05
-  done
-  fail "timed out after ${secs}s waiting for: $cond"
-}
 
 # A network namespace that is deleted on exit; name carries the test's pid.
 make_netns() {
@@ -78,8 +69,8 @@ make_netns() {
   echo "$ns"
 }
 
-# make_ca DIR NAME...: a test CA and a server certificate (scripts/make_ca.sh).
-. "$SRC/scripts/make_ca.sh"
+# wait_for COND [SECS] and make_ca DIR NAME... (a test CA and a server certificate).
+. "$SRC/scripts/common.sh"
 
 # start_upstream NAME [CERT KEY]: a fake upstream on 127.0.0.1; sets ${NAME}_PORT and
 # logs requests as JSON lines to $T/NAME.jsonl.

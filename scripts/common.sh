@@ -1,5 +1,18 @@
-# Sourced by the tests (tests/integration/lib.sh), the benchmark and the demo.
-#
+# Shell helpers shared by the tests (tests/integration/lib.sh), the benchmark and the
+# demo; sourced.
+
+# wait_for COND [SECS]: polls the shell condition COND every 50 ms for at most SECS
+# seconds (default 10); on timeout says what it waited for and exits 1.
+wait_for() {
+  local cond=$1 secs=${2:-10} i
+  for ((i = 0; i < secs * 20; i++)); do
+    if eval "$cond"; then return 0; fi
+    sleep 0.05
+  done
+  echo "FAIL: timed out after ${secs}s waiting for: $cond" >&2
+  exit 1
+}
+
 # make_ca DIR NAME...: a throwaway test CA (DIR/ca.pem, DIR/ca.key, ECDSA P-256, two
 # days) and one server certificate it signed (DIR/server.pem, DIR/server.key) for the
 # given DNS names (the first is the subject CN) and 127.0.0.1.
