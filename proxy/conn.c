@@ -12,6 +12,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -119,6 +120,23 @@ void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason)
 
 /* ---- timer ---- */
 
+/*
+ * Whether bytes from the sandbox wait unread in the socket. The sniffing timers
+ * measure the sandbox's silence, but libuv runs expired timers before it polls for
+ * input: a loop that was busy past a deadline (accepting a flood, or stopped) would
+ * judge a connection whose first bytes arrived in time as silent, and relay an HTTP
+ * request as opaque bytes, without the headers its rules inject.
+ */
+static int down_unread(struct proxy_conn *c)
+{
+  uv_os_fd_t fd;
+  int n;
+
+  if (!c->down.open || uv_fileno((uv_handle_t *)&c->down.tcp, &fd) != 0)
+    return 0;
+  return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
+
 static void timer_cb(uv_timer_t *t)
 {
   struct proxy_conn *c = container_of(t, struct proxy_conn, timer);
@@ -126,6 +144,11 @@ static void timer_cb(uv_timer_t *t)
 
   switch (c->state) {
   case CONN_SNIFF:
+    if (down_unread(c)) {
+      /* The loop is late, not the sandbox: read what arrived in time first. */
+      proxy_conn_arm_timer(c, c->timer_ms);
+      break;
+    }
     if (c->pending_len == 0) {
       /* Nothing sent: a protocol where the server speaks first (SSH, SMTP). It is
        * judged by the name from DNS, or by address. */

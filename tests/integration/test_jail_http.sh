@@ -143,3 +143,47 @@ for i in range(0, len(out) - 1, 2):
   assert_contains "$out" "proxy cubic" "the proxy's socket toward the sandbox"
   pass "sandbox-side sockets use cubic whatever the namespace's default"
 fi
+
+# 12. A late event loop is not a silent sandbox. The proxy accepts a connection and
+#     waits server_first_ms (500 ms) for its first bytes before judging it a protocol
+#     where the server speaks first, which is relayed as opaque bytes (no injection).
+#     If the loop runs late (busy with a flood of accepts, or stopped), that timer can
+#     fire before the loop has read bytes that arrived in time. SIGSTOP makes the loop
+#     late on purpose: the request is sent while the proxy is stopped, and the proxy
+#     resumes 1.5 s later with the timer expired and the request unread.
+mkdir -m 1777 "$T/late"
+cat > "$T/late.py" <<'PYEOF'
+import os, socket, sys, time
+w = sys.argv[1]
+def wait_file(name):
+    for _ in range(400):
+        if os.path.exists(os.path.join(w, name)):
+            return
+        time.sleep(0.05)
+    raise SystemExit("timed out waiting for " + name)
+s = socket.create_connection(("api.example.com", 80), timeout=20)
+with open(os.path.join(w, "ppid"), "w") as f:
+    f.write("%d\n" % os.getppid())
+wait_file("stopped")
+s.sendall(b"GET /late HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n")
+open(os.path.join(w, "sent"), "w").close()
+print(s.recv(100).split(b"\r\n")[0].decode())
+PYEOF
+: > "$T/up.jsonl"
+run "$PY" "$T/late.py" "$T/late" > "$T/late.out" &
+late_jail=$!
+PIDS+=($late_jail)
+wait_for "[ -s '$T/late/ppid' ]"
+late_proxy=$(cat "$T/late/ppid")
+sleep 0.2 # the idle loop accepts at once; this only makes sure of it
+kill -STOP "$late_proxy"
+CLEANUP_HOOKS+=("kill -CONT $late_proxy 2>/dev/null; kill $late_proxy 2>/dev/null")
+: > "$T/late/stopped"
+wait_for "[ -e '$T/late/sent' ]"
+sleep 1.5
+kill -CONT "$late_proxy"
+wait "$late_jail" || fail "the late-loop client failed"
+assert_eq "$(cat "$T/late.out")" "HTTP/1.1 200 OK" "the answer after a late loop"
+assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer $SECRET")" \
+  "the header injected into a request the loop read late"
+pass "a request read late by the loop is still parsed as HTTP"
