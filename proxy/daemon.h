@@ -25,6 +25,8 @@ struct cJSON;
 
 struct daemon_sandbox {
   struct daemon_sandbox *next;
+  struct daemon_sandbox **pprev;  /* the pointer that points here, for O(1) unlinking */
+  struct daemon_sandbox *hnext;   /* next in its bucket of daemon.index */
   char name[DAEMON_NAME_MAX + 1];
   char *netns;              /* the path given at attach */
   dev_t ns_dev;             /* identity of that namespace, so a reused path (a new */
@@ -64,6 +66,8 @@ struct daemon {
   struct proxy_control *control;
   struct daemon_sandbox *sandboxes;
   size_t nsandboxes;
+  struct daemon_sandbox **index;   /* by name: chained buckets, index_size a power of 2 */
+  size_t index_size;
   struct daemon_lost *lost;
   struct daemon_config *configs;
   size_t nconfigs;

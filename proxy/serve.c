@@ -81,11 +81,90 @@ int daemon_valid_name(const char *name)
   return proxy_api_name_ok(name, DAEMON_NAME_MAX);
 }
 
+/* ---- sandboxes by name ---- */
+
+/*
+ * Every API call names its sandbox, and a fleet host attaches thousands: a list
+ * search per call made attaching N sandboxes quadratic. The list keeps attach order
+ * for listings; a chained hash table (FNV-1a, at most one sandbox per bucket on
+ * average) finds them. Names come from the privileged control API, not from
+ * sandboxes, so the hash needs no secret seed.
+ */
+#define INDEX_MIN 64
+
+static size_t name_hash(const char *name)
+{
+  uint64_t h = 14695981039346656037ULL;
+
+  for (; *name != '\0'; name++) {
+    h ^= (unsigned char)*name;
+    h *= 1099511628211ULL;
+  }
+  return (size_t)h;
+}
+
+/* Room in the index for one more sandbox. An index that cannot grow keeps working,
+ * with longer chains; only the first allocation can fail an attach. */
+static int index_reserve(struct daemon *d)
+{
+  struct daemon_sandbox **t, *s, *next;
+  size_t size, i, b;
+
+  if (d->index != NULL && d->nsandboxes < d->index_size)
+    return 0;
+  size = d->index != NULL ? d->index_size * 2 : INDEX_MIN;
+  t = calloc(size, sizeof(*t));
+  if (t == NULL)
+    return d->index != NULL ? 0 : -ENOMEM;
+  for (i = 0; i < d->index_size; i++) {
+    for (s = d->index[i]; s != NULL; s = next) {
+      next = s->hnext;
+      b = name_hash(s->name) & (size - 1);
+      s->hnext = t[b];
+      t[b] = s;
+    }
+  }
+  free(d->index);
+  d->index = t;
+  d->index_size = size;
+  return 0;
+}
+
+/* After index_reserve. */
+static void link_sandbox(struct daemon *d, struct daemon_sandbox *s)
+{
+  size_t b = name_hash(s->name) & (d->index_size - 1);
+
+  s->next = d->sandboxes;
+  if (s->next != NULL)
+    s->next->pprev = &s->next;
+  s->pprev = &d->sandboxes;
+  d->sandboxes = s;
+  s->hnext = d->index[b];
+  d->index[b] = s;
+  d->nsandboxes++;
+}
+
+static void unlink_sandbox(struct daemon *d, struct daemon_sandbox *s)
+{
+  struct daemon_sandbox **pp = &d->index[name_hash(s->name) & (d->index_size - 1)];
+
+  while (*pp != s)
+    pp = &(*pp)->hnext;
+  *pp = s->hnext;
+  *s->pprev = s->next;
+  if (s->next != NULL)
+    s->next->pprev = s->pprev;
+  d->nsandboxes--;
+}
+
 struct daemon_sandbox *daemon_find(struct daemon *d, const char *name)
 {
   struct daemon_sandbox *s;
 
-  for (s = d->sandboxes; s != NULL; s = s->next)
+  if (d->index == NULL)
+    return NULL;
+  for (s = d->index[name_hash(name) & (d->index_size - 1)]; s != NULL; s = s->hnext)
     if (strcmp(s->name, name) == 0)
       return s;
   return NULL;
@@ -422,6 +501,10 @@ static int attach(struct daemon *d, const char *name, const char *netns,
   r = parse_config(d, proxy_config, &cfg, err);
   if (r != 0)
     goto out;
+  if (index_reserve(d) != 0) {
+    r = fail(err, 500, "internal_error", -ENOMEM, "out of memory");
+    goto out;
+  }
   s = calloc(1, sizeof(*s));
   if (s == NULL || (s->netns = strdup(netns)) == NULL) {
     r = fail(err, 500, "internal_error", -ENOMEM, "out of memory");
@@ -464,9 +547,7 @@ static int attach(struct daemon *d, const char *name, const char *netns,
       goto out;
     }
   }
-  s->next = d->sandboxes;
-  d->sandboxes = s;
-  d->nsandboxes++;
+  link_sandbox(d, s);
   log_info("sandbox %s: attached %s (listener port %u)", name, netns, s->port);
   *out = s;
   s = NULL;
@@ -548,19 +629,6 @@ static void sandbox_closed_ctx(void *arg)
   free(cc);
   d->draining--;
   maybe_exit(d);
-}
-
-static void unlink_sandbox(struct daemon *d, struct daemon_sandbox *s)
-{
-  struct daemon_sandbox **pp;
-
-  for (pp = &d->sandboxes; *pp != NULL; pp = &(*pp)->next) {
-    if (*pp == s) {
-      *pp = s->next;
-      d->nsandboxes--;
-      return;
-    }
-  }
 }
 
 /* Stops serving s; with lockdown, also closes its namespace for good. */
@@ -1339,6 +1407,7 @@ out:
     d->configs = c->next;
     config_free(c);
   }
+  free(d->index);
   rules_secrets_free(d->secrets);
   proxy_upstream_tls_free(d->upstream);
   mbedtls_platform_zeroize(d->key, sizeof(d->key));

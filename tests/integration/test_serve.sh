@@ -212,6 +212,30 @@ set -e
 [ ! -e "$STATE/sandboxes/box2.sealed" ] || fail "detached sandbox state left behind"
 pass "detach: no network, state removed"
 
+# ---- sandboxes are found by name among many, after detaches in the middle ----------
+# (the daemon indexes them by name in a hash table that grows past 64)
+make_netns r3 >/dev/null
+out=$(client "
+gone = set(range(3, $N, 3))
+for i in sorted(gone):
+    c.detach('box%d' % i)
+bad = []
+for i in range(1, $N):
+    try:
+        c.get('box%d' % i)
+        found = True
+    except AuthproxyError as e:
+        found = False
+        if e.status != 404:
+            bad.append((i, e.status))
+    if found != (i != 2 and i not in gone):
+        bad.append(i)
+c.attach('box3', '/var/run/netns/ap-r3-$$', json.load(open('$T/cfg3.json')))
+print(len(c.list()), c.get('box3')['netns'], bad)")
+assert_eq "$out" "$((N - 2 - (N - 1) / 3 + 1)) /var/run/netns/ap-r3-$$ []" \
+  "sandboxes found after detaches; a freed name attached again"
+pass "sandboxes found by name among $N after detaches in the middle"
+
 # ---- SIGHUP reopens the audit log --------------------------------------------------
 mv "$T/audit.jsonl" "$T/audit.old.jsonl"
 kill -HUP "$SERVE_PID"
