@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Several daemons on one host, each with its own state directory and control socket,
+# share the host's sandboxes between them (one event loop, so one core, each): each
+# serves its own sandboxes with its own secrets, and one daemon's death takes only its
+# own sandboxes off the network.
+#
+#   ap-a-PID --nft--> listener of daemon 1 (--state-dir $T/s1, $T/c1.sock) --+
+#   ap-b-PID --nft--> listener of daemon 2 (--state-dir $T/s2, $T/c2.sock) --+--> fake upstream
+. "$(dirname "$0")/lib.sh"
+
+start_upstream up
+NSA=$(make_netns a)
+NSB=$(make_netns b)
+
+daemon() {  # N: starts daemon N; sets D<N>_PID
+  "$AUTHPROXY" serve --state-dir "$T/s$1" --control "$T/c$1.sock" --drain-timeout 1 \
+    >> "$T/serve$1.log" 2>&1 &
+  PIDS+=($!)
+  eval "D$1_PID=$!"
+  wait_for "[ -S '$T/c$1.sock' ] && '$AUTHPROXY' ctl --control '$T/c$1.sock' health >/dev/null 2>&1"
+}
+ctl() { local n=$1; shift; "$AUTHPROXY" ctl --control "$T/c$n.sock" "$@"; }
+
+for n in 1 2; do
+  cat > "$T/cfg$n.json" <<EOF
+{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
+    "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {KEY}" } ] } ],
+  "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
+EOF
+  daemon $n
+  printf 'sk-daemon-%s-%s' "$n" "$$" | ctl $n secret-set KEY >/dev/null
+done
+ctl 1 attach box-a --netns "/var/run/netns/$NSA" --config "$T/cfg1.json" >/dev/null
+ctl 2 attach box-b --netns "/var/run/netns/$NSB" --config "$T/cfg2.json" >/dev/null
+assert_eq "$(ctl 1 list | "$PY" -c 'import json,sys; print([s["name"] for s in json.load(sys.stdin)["sandboxes"]])')" \
+  "['box-a']" "daemon 1's sandboxes"
+
+ip netns exec "$NSA" curl -sS -o /dev/null http://api.example.com/from-a
+ip netns exec "$NSB" curl -sS -o /dev/null http://api.example.com/from-b
+assert_eq "$(upq up '[(r["path"], hdr(r, "Authorization")) for r in reqs]')" \
+  "[[\"/from-a\", [\"Bearer sk-daemon-1-$$\"]], [\"/from-b\", [\"Bearer sk-daemon-2-$$\"]]]" \
+  "each sandbox served by its own daemon, with that daemon's secret"
+pass "two daemons on one host, each serving its own sandbox"
+
+# Daemon 1 dies: its sandbox has no network (refused, never sent directly); daemon 2's
+# is unaffected.
+kill -KILL "$D1_PID"
+wait "$D1_PID" 2>/dev/null || true
+set +e
+ip netns exec "$NSA" curl -sS --max-time 3 -o /dev/null http://api.example.com/a-orphaned 2>/dev/null
+rc=$?
+set -e
+[ $rc -ne 0 ] || fail "a sandbox of a dead daemon reached the network"
+ip netns exec "$NSB" curl -sS -o /dev/null http://api.example.com/b-after
+assert_eq "$(upq up '[r["path"] for r in reqs]')" "$(jlist /from-a /from-b /b-after)" \
+  "upstream requests after daemon 1 died"
+pass "one daemon's death takes only its own sandboxes off the network"
+
+# Restarted, daemon 1 takes its sandbox back from its own state directory.
+daemon 1
+ip netns exec "$NSA" curl -sS -o /dev/null http://api.example.com/a-back
+assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer sk-daemon-1-$$")" \
+  "sandbox A after daemon 1's restart"
+pass "a restarted daemon re-attaches only its own sandboxes"
