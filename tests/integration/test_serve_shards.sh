@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Several daemons on one host, each with its own state directory and control socket,
 # share the host's sandboxes between them (one event loop, so one core, each): each
-# serves its own sandboxes with its own secrets, and one daemon's death takes only its
-# own sandboxes off the network.
+# serves its own sandboxes with its own secrets, a namespace one serves cannot be
+# attached to another, and one daemon's death takes only its own sandboxes off the
+# network.
 #
 #   ap-a-PID --nft--> listener of daemon 1 (--state-dir $T/s1, $T/c1.sock) --+
 #   ap-b-PID --nft--> listener of daemon 2 (--state-dir $T/s2, $T/c2.sock) --+--> fake upstream
@@ -42,6 +43,23 @@ assert_eq "$(upq up '[(r["path"], hdr(r, "Authorization")) for r in reqs]')" \
   "each sandbox served by its own daemon, with that daemon's secret"
 pass "two daemons on one host, each serving its own sandbox"
 
+# A namespace is served by one daemon: a second attach of it is refused with the cause
+# named, and leaves it with the first.
+set +e
+out=$(ctl 2 attach box-a2 --netns "/var/run/netns/$NSA" --config "$T/cfg2.json" 2>&1)
+rc=$?
+set -e
+[ $rc -ne 0 ] || fail "a namespace attached to two daemons"
+assert_contains "$out" "attach_failed" "the second attach's error"
+assert_contains "$out" "another authproxy (a daemon or a jail) serves this namespace" \
+  "the second attach's error"
+ip netns exec "$NSA" curl -sS -o /dev/null http://api.example.com/a-still
+assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer sk-daemon-1-$$")" \
+  "sandbox A after the refused second attach"
+assert_eq "$(ctl 2 list | "$PY" -c 'import json,sys; print([s["name"] for s in json.load(sys.stdin)["sandboxes"]])')" \
+  "['box-b']" "daemon 2's sandboxes after the refused attach"
+pass "a namespace served by one daemon cannot be attached to another"
+
 # Daemon 1 dies: its sandbox has no network (refused, never sent directly); daemon 2's
 # is unaffected.
 kill -KILL "$D1_PID"
@@ -52,7 +70,7 @@ rc=$?
 set -e
 [ $rc -ne 0 ] || fail "a sandbox of a dead daemon reached the network"
 ip netns exec "$NSB" curl -sS -o /dev/null http://api.example.com/b-after
-assert_eq "$(upq up '[r["path"] for r in reqs]')" "$(jlist /from-a /from-b /b-after)" \
+assert_eq "$(upq up '[r["path"] for r in reqs]')" "$(jlist /from-a /from-b /a-still /b-after)" \
   "upstream requests after daemon 1 died"
 pass "one daemon's death takes only its own sandboxes off the network"
 
