@@ -12,7 +12,6 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -120,23 +119,6 @@ void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason)
 
 /* ---- timer ---- */
 
-/*
- * Whether bytes from the sandbox wait unread in the socket. The sniffing timers
- * measure the sandbox's silence, but libuv runs expired timers before it polls for
- * input: a loop that was busy past a deadline (accepting a flood, or stopped) would
- * judge a connection whose first bytes arrived in time as silent, and relay an HTTP
- * request as opaque bytes, without the headers its rules inject.
- */
-static int down_unread(struct proxy_conn *c)
-{
-  uv_os_fd_t fd;
-  int n;
-
-  if (!c->down.open || uv_fileno((uv_handle_t *)&c->down.tcp, &fd) != 0)
-    return 0;
-  return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
-}
-
 static void timer_cb(uv_timer_t *t)
 {
   struct proxy_conn *c = container_of(t, struct proxy_conn, timer);
@@ -144,7 +126,7 @@ static void timer_cb(uv_timer_t *t)
 
   switch (c->state) {
   case CONN_SNIFF:
-    if (down_unread(c)) {
+    if (proxy_end_unread(&c->down)) {
       /* The loop is late, not the sandbox: read what arrived in time first. */
       proxy_conn_arm_timer(c, c->timer_ms);
       break;
@@ -178,10 +160,14 @@ static void timer_cb(uv_timer_t *t)
     break;
   case CONN_RELAY:
     idle = now - c->last_active_ms;
-    if (idle >= c->sb->limits.idle_ms)
+    if (idle >= c->sb->limits.idle_ms && !proxy_end_unread(&c->down) &&
+        !proxy_end_unread(&c->up))
       proxy_conn_close(c, 0, "idle_timeout");
     else
-      uv_timer_start(&c->timer, timer_cb, c->sb->limits.idle_ms - idle, 0);
+      uv_timer_start(&c->timer, timer_cb,
+                     idle < c->sb->limits.idle_ms ? c->sb->limits.idle_ms - idle
+                                                  : c->sb->limits.idle_ms,
+                     0);
     break;
   case CONN_LINGER:
     proxy_conn_close(c, 0, NULL);

@@ -1079,6 +1079,11 @@ void proxy_http_on_timeout(struct proxy_conn *c)
       fail_request(c, 408, "head_timeout", NULL);
       return;
     }
+    if (idle >= l->idle_ms && proxy_end_unread(&c->down)) {
+      /* The next request arrived in time; the loop is late to read it. */
+      proxy_conn_arm_timer(c, l->idle_ms);
+      return;
+    }
     if (idle >= l->idle_ms) {
       proxy_http_park(c);
       proxy_conn_close(c, 0, "idle_timeout");
@@ -1090,6 +1095,11 @@ void proxy_http_on_timeout(struct proxy_conn *c)
       proxy_conn_arm_timer(c, l->up_release_ms - idle);
     else
       proxy_conn_arm_timer(c, l->idle_ms - idle);
+    return;
+  }
+  if (idle >= c->sb->limits.idle_ms &&
+      (proxy_end_unread(&c->down) || proxy_end_unread(&c->up))) {
+    proxy_conn_arm_timer(c, c->sb->limits.idle_ms); /* late, not idle */
     return;
   }
   if (idle >= c->sb->limits.idle_ms) {

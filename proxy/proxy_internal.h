@@ -217,6 +217,7 @@ typedef void (*end_data_cb)(struct proxy_conn *c, struct proxy_end *e, const cha
                             size_t len);
 
 /* Starts or stops wanting data from e; reading also pauses under backpressure. */
+int proxy_end_unread(struct proxy_end *e);
 void proxy_end_want_read(struct proxy_end *e, int want);
 
 /* Writes bytes (copied as needed) to e, encrypting if e has TLS. Returns 0 or a

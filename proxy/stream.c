@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include "proxy/log.h"
 #include "proxy/proxy_internal.h"
@@ -83,6 +84,25 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     return;
   }
   proxy_conn_on_data(c, e, buf->base, (size_t)n);
+}
+
+/*
+ * Whether bytes wait unread in e's socket while e is being read. Timers that judge an
+ * end silent must ask first: libuv runs expired timers before it polls for input, so
+ * a loop that was busy past a deadline (accepting a flood, or stopped) would take
+ * bytes that arrived in time for silence. Sniffing would relay an HTTP request as
+ * opaque bytes, without the headers its rules inject; an idle timeout would drop a
+ * request already sent. Bytes left unread on purpose (backpressure) do not count, or
+ * a stalled connection would never time out.
+ */
+int proxy_end_unread(struct proxy_end *e)
+{
+  uv_os_fd_t fd;
+  int n;
+
+  if (!e->open || !e->reading || uv_fileno((uv_handle_t *)&e->tcp, &fd) != 0)
+    return 0;
+  return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
 }
 
 /* Reading is on when the state machine wants data and the peer can take more. */

@@ -187,3 +187,48 @@ assert_eq "$(cat "$T/late.out")" "HTTP/1.1 200 OK" "the answer after a late loop
 assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer $SECRET")" \
   "the header injected into a request the loop read late"
 pass "a request read late by the loop is still parsed as HTTP"
+
+# 13. The same for the keep-alive idle timeout (--idle-timeout 1): a request sent on
+#     an idle keep-alive connection in time, but read by a late loop, is served, not
+#     dropped with the connection. A POST, which a client may not resend.
+mkdir -m 1777 "$T/late2"
+cat > "$T/late2.py" <<'PYEOF'
+import http.client, os, sys, time
+w = sys.argv[1]
+def wait_file(name):
+    for _ in range(400):
+        if os.path.exists(os.path.join(w, name)):
+            return
+        time.sleep(0.05)
+    raise SystemExit("timed out waiting for " + name)
+c = http.client.HTTPConnection("api.example.com", 80, timeout=20)
+c.request("GET", "/first")
+c.getresponse().read()
+with open(os.path.join(w, "ppid"), "w") as f:
+    f.write("%d\n" % os.getppid())
+wait_file("stopped")
+c.request("POST", "/second", body=b"x" * 100)
+open(os.path.join(w, "sent"), "w").close()
+try:
+    r = c.getresponse()
+    print(r.status, r.read().count(b"/second"))
+except (ConnectionError, http.client.HTTPException) as e:
+    print("lost:", type(e).__name__)
+PYEOF
+: > "$T/up.jsonl"
+jail --config "$T/config.json" --secrets-dir "$T/secrets" --user nobody --idle-timeout 1 -- \
+  "$PY" "$T/late2.py" "$T/late2" > "$T/late2.out" &
+late_jail=$!
+PIDS+=($late_jail)
+wait_for "[ -s '$T/late2/ppid' ]"
+late_proxy=$(cat "$T/late2/ppid")
+kill -STOP "$late_proxy"
+CLEANUP_HOOKS+=("kill -CONT $late_proxy 2>/dev/null; kill $late_proxy 2>/dev/null")
+: > "$T/late2/stopped"
+wait_for "[ -e '$T/late2/sent' ]"
+sleep 1.5
+kill -CONT "$late_proxy"
+wait "$late_jail" || fail "the late-loop keep-alive client failed"
+assert_eq "$(cat "$T/late2.out")" "200 1" "the POST on an idle keep-alive connection read late"
+assert_eq "$(upq up '[r["path"] for r in reqs]')" "$(jlist /first /second)" "upstream requests"
+pass "a request on an idle keep-alive connection, read late by the loop, is served"
