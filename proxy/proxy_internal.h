@@ -217,8 +217,11 @@ typedef void (*end_data_cb)(struct proxy_conn *c, struct proxy_end *e, const cha
                             size_t len);
 
 /* Starts or stops wanting data from e; reading also pauses under backpressure. */
-int proxy_end_unread(struct proxy_end *e);
 void proxy_end_want_read(struct proxy_end *e, int want);
+
+/* 1 if bytes wait unread in e's socket while e is being read: the loop is late, the
+ * peer is not silent. For timers that judge silence. */
+int proxy_end_unread(struct proxy_end *e);
 
 /* Writes bytes (copied as needed) to e, encrypting if e has TLS. Returns 0 or a
  * negative error (the connection is then being closed). */
