@@ -535,6 +535,11 @@ static void metrics(struct daemon *d, struct proxy_control_response *resp)
                  "authproxy_bytes_total{direction=\"up\"} %llu\n"
                  "authproxy_bytes_total{direction=\"down\"} %llu\n",
               (unsigned long long)k->bytes_up, (unsigned long long)k->bytes_down);
+  strbuf_addf(b, "# HELP authproxy_timeouts_deferred_total Timeouts put off because the "
+                 "peer's bytes waited unread: the event loop ran late (overload).\n"
+                 "# TYPE authproxy_timeouts_deferred_total counter\n"
+                 "authproxy_timeouts_deferred_total %llu\n",
+              (unsigned long long)k->timers_late);
   strbuf_addf(b, "# HELP authproxy_upstream_errors_total Upstream resolution, connect and TLS "
                  "failures.\n# TYPE authproxy_upstream_errors_total counter\n"
                  "authproxy_upstream_errors_total %llu\n",

@@ -64,6 +64,7 @@ struct proxy_counters {
   uint64_t bytes_down;          /* upstream -> sandbox */
   uint64_t upstream_parked;     /* idle upstream connections put in a pool */
   uint64_t upstream_reused;     /* requests sent on a pooled connection */
+  uint64_t timers_late;         /* timeouts deferred: bytes waited unread (loop late) */
 };
 
 struct proxy_ctx {

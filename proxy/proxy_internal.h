@@ -220,7 +220,8 @@ typedef void (*end_data_cb)(struct proxy_conn *c, struct proxy_end *e, const cha
 void proxy_end_want_read(struct proxy_end *e, int want);
 
 /* 1 if bytes wait unread in e's socket while e is being read: the loop is late, the
- * peer is not silent. For timers that judge silence. */
+ * peer is not silent. For timers that judge silence, when their timeout is due: a 1
+ * is counted as a deferred timeout (counters.timers_late). */
 int proxy_end_unread(struct proxy_end *e);
 
 /* Writes bytes (copied as needed) to e, encrypting if e has TLS. Returns 0 or a

@@ -102,7 +102,11 @@ int proxy_end_unread(struct proxy_end *e)
 
   if (!e->open || !e->reading || uv_fileno((uv_handle_t *)&e->tcp, &fd) != 0)
     return 0;
-  return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+  if (ioctl(fd, FIONREAD, &n) != 0 || n <= 0)
+    return 0;
+  /* Callers ask only when a timeout is due, so this counts the deferred ones. */
+  e->conn->sb->ctx->counters.timers_late++;
+  return 1;
 }
 
 /* Reading is on when the state machine wants data and the peer can take more. */

@@ -2,8 +2,8 @@
 # Several daemons on one host, each with its own state directory and control socket,
 # share the host's sandboxes between them (one event loop, so one core, each): each
 # serves its own sandboxes with its own secrets, a namespace one serves cannot be
-# attached to another, and one daemon's death takes only its own sandboxes off the
-# network.
+# attached to another, a daemon whose loop runs late still reads what arrived in time
+# (and counts it), and one daemon's death takes only its own sandboxes off the network.
 #
 #   ap-a-PID --nft--> listener of daemon 1 (--state-dir $T/s1, $T/c1.sock) --+
 #   ap-b-PID --nft--> listener of daemon 2 (--state-dir $T/s2, $T/c2.sock) --+--> fake upstream
@@ -60,6 +60,43 @@ assert_eq "$(ctl 2 list | "$PY" -c 'import json,sys; print([s["name"] for s in j
   "['box-b']" "daemon 2's sandboxes after the refused attach"
 pass "a namespace served by one daemon cannot be attached to another"
 
+# A daemon whose loop runs late (stopped here) still reads a request that arrived in
+# time before judging the connection silent, and counts the deferred timeout.
+cat > "$T/late.py" <<'PYEOF'
+import os, socket, sys, time
+t = sys.argv[1]
+def wait_file(name):
+    for _ in range(400):
+        if os.path.exists(name):
+            return
+        time.sleep(0.05)
+    raise SystemExit("timed out waiting for " + name)
+s = socket.create_connection(("api.example.com", 80), timeout=20)
+open(t + "/late-connected", "w").close()
+wait_file(t + "/late-stopped")
+s.sendall(b"GET /b-late HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n")
+open(t + "/late-sent", "w").close()
+print(s.recv(100).split(b"\r\n")[0].decode())
+PYEOF
+ip netns exec "$NSB" "$PY" "$T/late.py" "$T" > "$T/late.out" &
+late=$!
+PIDS+=($late)
+wait_for "[ -e '$T/late-connected' ]"
+sleep 0.2 # the idle daemon accepts at once; this only makes sure of it
+kill -STOP "$D2_PID"
+CLEANUP_HOOKS+=("kill -CONT $D2_PID 2>/dev/null")
+: > "$T/late-stopped"
+wait_for "[ -e '$T/late-sent' ]"
+sleep 1.5
+kill -CONT "$D2_PID"
+wait "$late" || fail "the late-loop client failed"
+assert_eq "$(cat "$T/late.out")" "HTTP/1.1 200 OK" "the answer after a late loop"
+assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer sk-daemon-2-$$")" \
+  "the header injected into a request read late"
+deferred=$(ctl 2 metrics | awk '$1 == "authproxy_timeouts_deferred_total" { print $2 }')
+[ "${deferred:-0}" -ge 1 ] || fail "authproxy_timeouts_deferred_total is '${deferred}' after a late read"
+pass "a late daemon reads a request that came in time, and counts the deferred timeout ($deferred)"
+
 # Daemon 1 dies: its sandbox has no network (refused, never sent directly); daemon 2's
 # is unaffected.
 kill -KILL "$D1_PID"
@@ -70,7 +107,7 @@ rc=$?
 set -e
 [ $rc -ne 0 ] || fail "a sandbox of a dead daemon reached the network"
 ip netns exec "$NSB" curl -sS -o /dev/null http://api.example.com/b-after
-assert_eq "$(upq up '[r["path"] for r in reqs]')" "$(jlist /from-a /from-b /a-still /b-after)" \
+assert_eq "$(upq up '[r["path"] for r in reqs]')" "$(jlist /from-a /from-b /a-still /b-late /b-after)" \
   "upstream requests after daemon 1 died"
 pass "one daemon's death takes only its own sandboxes off the network"
 
