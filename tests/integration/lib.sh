@@ -105,6 +105,20 @@ jlist() { "$PY" -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@"; }
 # jail ARGS... -- CMD: runs authproxy jail; output of CMD on stdout.
 jail() { "$AUTHPROXY" jail "$@"; }
 
+# late_loop PID STOPPED SENT: makes the event loop of proxy PID late, on purpose and
+# deterministically. It stops PID (SIGSTOP), creates the file STOPPED for the client to
+# send, waits for the client's file SENT, keeps PID stopped 1.5 s more, past the
+# timeouts under test (500 ms sniffing, --idle-timeout 1), and resumes it. The timers
+# then run before the loop has read what was sent.
+late_loop() {
+  kill -STOP "$1"
+  CLEANUP_HOOKS+=("kill -CONT $1 2>/dev/null")
+  : > "$2"
+  wait_for "[ -e '$3' ]"
+  sleep 1.5
+  kill -CONT "$1"
+}
+
 # ---- netns-level helpers (used by tests that drive netns/ directly) ----
 
 LIB_CHECKS=0

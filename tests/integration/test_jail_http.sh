@@ -148,87 +148,67 @@ fi
 #     waits server_first_ms (500 ms) for its first bytes before judging it a protocol
 #     where the server speaks first, which is relayed as opaque bytes (no injection).
 #     If the loop runs late (busy with a flood of accepts, or stopped), that timer can
-#     fire before the loop has read bytes that arrived in time. SIGSTOP makes the loop
-#     late on purpose: the request is sent while the proxy is stopped, and the proxy
-#     resumes 1.5 s later with the timer expired and the request unread.
-mkdir -m 1777 "$T/late"
+#     fire before the loop has read bytes that arrived in time. late_loop (lib.sh)
+#     makes the loop late on purpose: the request is sent while the proxy is stopped,
+#     and the proxy resumes 1.5 s later with the timer expired and the request unread.
+# 13. The same for the keep-alive idle timeout (--idle-timeout 1): a request sent on
+#     an idle keep-alive connection in time, but read by a late loop, is served, not
+#     dropped with the connection. A POST, which a client may not resend.
 cat > "$T/late.py" <<'PYEOF'
-import os, socket, sys, time
-w = sys.argv[1]
+import http.client, os, socket, sys, time
+mode, w = sys.argv[1], sys.argv[2]
 def wait_file(name):
     for _ in range(400):
         if os.path.exists(os.path.join(w, name)):
             return
         time.sleep(0.05)
     raise SystemExit("timed out waiting for " + name)
-s = socket.create_connection(("api.example.com", 80), timeout=20)
-with open(os.path.join(w, "ppid"), "w") as f:
-    f.write("%d\n" % os.getppid())
-wait_file("stopped")
-s.sendall(b"GET /late HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n")
-open(os.path.join(w, "sent"), "w").close()
-print(s.recv(100).split(b"\r\n")[0].decode())
+def stopped():
+    """Tells the test the proxy's pid; returns once the test has stopped it."""
+    with open(os.path.join(w, "ppid"), "w") as f:
+        f.write("%d\n" % os.getppid())
+    wait_file("stopped")
+if mode == "sniff":
+    s = socket.create_connection(("api.example.com", 80), timeout=20)
+    stopped()
+    s.sendall(b"GET /late HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n")
+    open(os.path.join(w, "sent"), "w").close()
+    print(s.recv(100).split(b"\r\n")[0].decode())
+else:
+    c = http.client.HTTPConnection("api.example.com", 80, timeout=20)
+    c.request("GET", "/first")
+    c.getresponse().read()
+    stopped()
+    c.request("POST", "/second", body=b"x" * 100)
+    open(os.path.join(w, "sent"), "w").close()
+    try:
+        r = c.getresponse()
+        print(r.status, r.read().count(b"/second"))
+    except (ConnectionError, http.client.HTTPException) as e:
+        print("lost:", type(e).__name__)
 PYEOF
-: > "$T/up.jsonl"
-run "$PY" "$T/late.py" "$T/late" > "$T/late.out" &
-late_jail=$!
-PIDS+=($late_jail)
-wait_for "[ -s '$T/late/ppid' ]"
-late_proxy=$(cat "$T/late/ppid")
-sleep 0.2 # the idle loop accepts at once; this only makes sure of it
-kill -STOP "$late_proxy"
-CLEANUP_HOOKS+=("kill -CONT $late_proxy 2>/dev/null; kill $late_proxy 2>/dev/null")
-: > "$T/late/stopped"
-wait_for "[ -e '$T/late/sent' ]"
-sleep 1.5
-kill -CONT "$late_proxy"
-wait "$late_jail" || fail "the late-loop client failed"
-assert_eq "$(cat "$T/late.out")" "HTTP/1.1 200 OK" "the answer after a late loop"
+# late_case MODE JAIL_ARGS...: runs late.py MODE in a jail, its proxy made late.
+late_case() {
+  local mode=$1 pid proxy; shift
+  mkdir -m 1777 "$T/late-$mode"
+  : > "$T/up.jsonl"
+  jail --config "$T/config.json" --secrets-dir "$T/secrets" --user nobody "$@" -- \
+    "$PY" "$T/late.py" "$mode" "$T/late-$mode" > "$T/late-$mode.out" &
+  pid=$!
+  PIDS+=($pid)
+  wait_for "[ -s '$T/late-$mode/ppid' ]"
+  proxy=$(cat "$T/late-$mode/ppid")
+  sleep 0.2 # the idle loop has accepted at once; this only makes sure of it
+  late_loop "$proxy" "$T/late-$mode/stopped" "$T/late-$mode/sent"
+  wait "$pid" || fail "the late-loop client ($mode) failed"
+}
+late_case sniff
+assert_eq "$(cat "$T/late-sniff.out")" "HTTP/1.1 200 OK" "the answer after a late loop"
 assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer $SECRET")" \
   "the header injected into a request the loop read late"
 pass "a request read late by the loop is still parsed as HTTP"
 
-# 13. The same for the keep-alive idle timeout (--idle-timeout 1): a request sent on
-#     an idle keep-alive connection in time, but read by a late loop, is served, not
-#     dropped with the connection. A POST, which a client may not resend.
-mkdir -m 1777 "$T/late2"
-cat > "$T/late2.py" <<'PYEOF'
-import http.client, os, sys, time
-w = sys.argv[1]
-def wait_file(name):
-    for _ in range(400):
-        if os.path.exists(os.path.join(w, name)):
-            return
-        time.sleep(0.05)
-    raise SystemExit("timed out waiting for " + name)
-c = http.client.HTTPConnection("api.example.com", 80, timeout=20)
-c.request("GET", "/first")
-c.getresponse().read()
-with open(os.path.join(w, "ppid"), "w") as f:
-    f.write("%d\n" % os.getppid())
-wait_file("stopped")
-c.request("POST", "/second", body=b"x" * 100)
-open(os.path.join(w, "sent"), "w").close()
-try:
-    r = c.getresponse()
-    print(r.status, r.read().count(b"/second"))
-except (ConnectionError, http.client.HTTPException) as e:
-    print("lost:", type(e).__name__)
-PYEOF
-: > "$T/up.jsonl"
-jail --config "$T/config.json" --secrets-dir "$T/secrets" --user nobody --idle-timeout 1 -- \
-  "$PY" "$T/late2.py" "$T/late2" > "$T/late2.out" &
-late_jail=$!
-PIDS+=($late_jail)
-wait_for "[ -s '$T/late2/ppid' ]"
-late_proxy=$(cat "$T/late2/ppid")
-kill -STOP "$late_proxy"
-CLEANUP_HOOKS+=("kill -CONT $late_proxy 2>/dev/null; kill $late_proxy 2>/dev/null")
-: > "$T/late2/stopped"
-wait_for "[ -e '$T/late2/sent' ]"
-sleep 1.5
-kill -CONT "$late_proxy"
-wait "$late_jail" || fail "the late-loop keep-alive client failed"
-assert_eq "$(cat "$T/late2.out")" "200 1" "the POST on an idle keep-alive connection read late"
+late_case idle --idle-timeout 1
+assert_eq "$(cat "$T/late-idle.out")" "200 1" "the POST on an idle keep-alive connection read late"
 assert_eq "$(upq up '[r["path"] for r in reqs]')" "$(jlist /first /second)" "upstream requests"
 pass "a request on an idle keep-alive connection, read late by the loop, is served"

@@ -83,12 +83,7 @@ late=$!
 PIDS+=($late)
 wait_for "[ -e '$T/late-connected' ]"
 sleep 0.2 # the idle daemon accepts at once; this only makes sure of it
-kill -STOP "$D2_PID"
-CLEANUP_HOOKS+=("kill -CONT $D2_PID 2>/dev/null")
-: > "$T/late-stopped"
-wait_for "[ -e '$T/late-sent' ]"
-sleep 1.5
-kill -CONT "$D2_PID"
+late_loop "$D2_PID" "$T/late-stopped" "$T/late-sent"
 wait "$late" || fail "the late-loop client failed"
 assert_eq "$(cat "$T/late.out")" "HTTP/1.1 200 OK" "the answer after a late loop"
 assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer sk-daemon-2-$$")" \
