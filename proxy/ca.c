@@ -61,6 +61,7 @@
 #include "proxy/ca_internal.h"
 #include "proxy/log.h"
 #include "proxy/rng.h"
+#include "proxy/siphash.h"
 
 #define DEFAULT_CACHE_SIZE 1024
 #define MAX_CACHE_SIZE (1u << 20)
@@ -195,59 +196,6 @@ static int format_time(time_t t, char out[MBEDTLS_X509_RFC5280_UTC_TIME_LEN])
                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                tm.tm_sec);
   return n == MBEDTLS_X509_RFC5280_UTC_TIME_LEN - 1 ? 0 : -ERANGE;
-}
-
-/* ---- SipHash-2-4 --------------------------------------------------------- */
-
-#define ROTL64(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                                         \
-  do {                                                                                   \
-    v0 += v1;                                                                            \
-    v1 = ROTL64(v1, 13);                                                                 \
-    v1 ^= v0;                                                                            \
-    v0 = ROTL64(v0, 32);                                                                 \
-    v2 += v3;                                                                            \
-    v3 = ROTL64(v3, 16);                                                                 \
-    v3 ^= v2;                                                                            \
-    v0 += v3;                                                                            \
-    v3 = ROTL64(v3, 21);                                                                 \
-    v3 ^= v0;                                                                            \
-    v2 += v1;                                                                            \
-    v1 = ROTL64(v1, 17);                                                                 \
-    v1 ^= v2;                                                                            \
-    v2 = ROTL64(v2, 32);                                                                 \
-  } while (0)
-
-static uint64_t siphash(const uint64_t key[2], const unsigned char *in, size_t len)
-{
-  uint64_t v0 = 0x736f6d6570736575ULL ^ key[0];
-  uint64_t v1 = 0x646f72616e646f6dULL ^ key[1];
-  uint64_t v2 = 0x6c7967656e657261ULL ^ key[0];
-  uint64_t v3 = 0x7465646279746573ULL ^ key[1];
-  uint64_t b = (uint64_t)len << 56, m;
-  size_t i, j, tail = len & 7;
-
-  for (i = 0; i + 8 <= len; i += 8) {
-    m = 0;
-    for (j = 0; j < 8; j++)
-      m |= (uint64_t)in[i + j] << (8 * j);
-    v3 ^= m;
-    SIPROUND;
-    SIPROUND;
-    v0 ^= m;
-  }
-  for (j = 0; j < tail; j++)
-    b |= (uint64_t)in[i + j] << (8 * j);
-  v3 ^= b;
-  SIPROUND;
-  SIPROUND;
-  v0 ^= b;
-  v2 ^= 0xff;
-  SIPROUND;
-  SIPROUND;
-  SIPROUND;
-  SIPROUND;
-  return v0 ^ v1 ^ v2 ^ v3;
 }
 
 /* ---- names --------------------------------------------------------------- */
@@ -1695,7 +1643,7 @@ int proxy_ca_leaf(struct proxy_ca *ca, const char *name, int is_ip,
   ret = canonical_name(name, is_ip, key, ip, &ip_len);
   if (ret != 0)
     return ret;
-  hash = siphash(ca->sip_key, (const unsigned char *)key, strlen(key));
+  hash = proxy_siphash(ca->sip_key, key, strlen(key));
   now = ca->now();
 
   pp = &ca->buckets[hash & (ca->nbuckets - 1)];

@@ -68,6 +68,7 @@ struct daemon {
   size_t nsandboxes;
   struct daemon_sandbox **index;   /* by name: chained buckets, index_size a power of 2 */
   size_t index_size;
+  uint64_t index_key[2];           /* its SipHash key, random */
   struct daemon_lost *lost;
   struct daemon_config *configs;
   size_t nconfigs;

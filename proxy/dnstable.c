@@ -40,6 +40,7 @@
 
 #include "proxy/dns.h"
 #include "proxy/dns_internal.h"
+#include "proxy/siphash.h"
 
 #define NAME_MAX_LEN 253
 #define MIN_BUCKETS 16
@@ -75,63 +76,7 @@ struct proxy_dns_table {
   struct dns_entry *newest;
 };
 
-/* ---- SipHash-2-4 (Aumasson and Bernstein), 64-bit output ---- */
-
-static uint64_t rotl64(uint64_t x, unsigned b)
-{
-  return x << b | x >> (64 - b);
-}
-
-static void sipround(uint64_t v[4])
-{
-  v[0] += v[1];
-  v[1] = rotl64(v[1], 13);
-  v[1] ^= v[0];
-  v[0] = rotl64(v[0], 32);
-  v[2] += v[3];
-  v[3] = rotl64(v[3], 16);
-  v[3] ^= v[2];
-  v[0] += v[3];
-  v[3] = rotl64(v[3], 21);
-  v[3] ^= v[0];
-  v[2] += v[1];
-  v[1] = rotl64(v[1], 17);
-  v[1] ^= v[2];
-  v[2] = rotl64(v[2], 32);
-}
-
-static uint64_t siphash24(const uint64_t key[2], const void *data, size_t len)
-{
-  const uint8_t *in = data;
-  uint64_t v[4] = {
-    UINT64_C(0x736f6d6570736575) ^ key[0],
-    UINT64_C(0x646f72616e646f6d) ^ key[1],
-    UINT64_C(0x6c7967656e657261) ^ key[0],
-    UINT64_C(0x7465646279746573) ^ key[1],
-  };
-  uint64_t m, last = (uint64_t)len << 56;
-  size_t i, j, full = len - len % 8;
-
-  for (i = 0; i < full; i += 8) {
-    m = 0;
-    for (j = 0; j < 8; j++)
-      m |= (uint64_t)in[i + j] << (8 * j);
-    v[3] ^= m;
-    sipround(v);
-    sipround(v);
-    v[0] ^= m;
-  }
-  for (j = 0; i + j < len; j++)
-    last |= (uint64_t)in[i + j] << (8 * j);
-  v[3] ^= last;
-  sipround(v);
-  sipround(v);
-  v[0] ^= last;
-  v[2] ^= 0xff;
-  for (j = 0; j < 4; j++)
-    sipround(v);
-  return v[0] ^ v[1] ^ v[2] ^ v[3];
-}
+/* ---- hashing ---- */
 
 /* SplitMix64's finalizer: derives the next probe start from the previous one. */
 static uint64_t mix64(uint64_t x)
@@ -176,7 +121,7 @@ static size_t addr_bucket(const struct proxy_dns_table *t, uint32_t addr)
   uint8_t b[4] = { (uint8_t)(addr >> 24), (uint8_t)(addr >> 16), (uint8_t)(addr >> 8),
                    (uint8_t)addr };
 
-  return siphash24(t->bucket_key, b, sizeof(b)) & (t->nbuckets - 1);
+  return proxy_siphash(t->bucket_key, b, sizeof(b)) & (t->nbuckets - 1);
 }
 
 static struct dns_entry *find_name(const struct proxy_dns_table *t, const char *name,
@@ -281,7 +226,7 @@ static void touch(struct proxy_dns_table *t, struct dns_entry *e, uint64_t now_m
 
 static uint64_t place_hash(const struct proxy_dns_table *t, const char *name, size_t len)
 {
-  return siphash24(t->place_key, name, len);
+  return proxy_siphash(t->place_key, name, len);
 }
 
 /* Creates the bitmap of taken addresses; without memory the table goes on without. */
@@ -385,8 +330,8 @@ struct proxy_dns_table *proxy_dns_table_new(size_t max_entries, const char *key,
     ret = -ENOMEM;
     goto out;
   }
-  t->place_key[0] = siphash24(derive0, key, strlen(key));
-  t->place_key[1] = siphash24(derive1, key, strlen(key));
+  t->place_key[0] = proxy_siphash(derive0, key, strlen(key));
+  t->place_key[1] = proxy_siphash(derive1, key, strlen(key));
   do
     n = getrandom(t->bucket_key, sizeof(t->bucket_key), 0);
   while (n < 0 && errno == EINTR);
@@ -437,7 +382,7 @@ int proxy_dns_table_assign(struct proxy_dns_table *t, const char *name, uint64_t
 
   if (len == 0 || len > NAME_MAX_LEN)
     return -EINVAL;
-  hash = (uint32_t)siphash24(t->bucket_key, name, len);
+  hash = (uint32_t)proxy_siphash(t->bucket_key, name, len);
   e = find_name(t, name, len, hash);
   if (e != NULL) {
     touch(t, e, now_ms);

@@ -41,6 +41,7 @@
 #include "proxy/log.h"
 #include "proxy/options.h"
 #include "proxy/rng.h"
+#include "proxy/siphash.h"
 #include "proxy/tls.h"
 
 #define STATE_MAX (4u << 20)
@@ -86,21 +87,14 @@ int daemon_valid_name(const char *name)
 /*
  * Every API call names its sandbox, and a fleet host attaches thousands: a list
  * search per call made attaching N sandboxes quadratic. The list keeps attach order
- * for listings; a chained hash table (FNV-1a, at most one sandbox per bucket on
- * average) finds them. Names come from the privileged control API, not from
- * sandboxes, so the hash needs no secret seed.
+ * for listings; a chained hash table (SipHash under a random key, like the leaf cache
+ * and the DNS table; at most one sandbox per bucket on average) finds them.
  */
 #define INDEX_MIN 64
 
-static size_t name_hash(const char *name)
+static size_t name_hash(const struct daemon *d, const char *name)
 {
-  uint64_t h = 14695981039346656037ULL;
-
-  for (; *name != '\0'; name++) {
-    h ^= (unsigned char)*name;
-    h *= 1099511628211ULL;
-  }
-  return (size_t)h;
+  return (size_t)proxy_siphash(d->index_key, name, strlen(name));
 }
 
 /* Room in the index for one more sandbox. An index that cannot grow keeps working,
@@ -112,6 +106,9 @@ static int index_reserve(struct daemon *d)
 
   if (d->index != NULL && d->nsandboxes < d->index_size)
     return 0;
+  if (d->index == NULL &&
+      proxy_rng(NULL, (unsigned char *)d->index_key, sizeof(d->index_key)) != 0)
+    return -EIO;
   size = d->index != NULL ? d->index_size * 2 : INDEX_MIN;
   t = calloc(size, sizeof(*t));
   if (t == NULL)
@@ -119,7 +116,7 @@ static int index_reserve(struct daemon *d)
   for (i = 0; i < d->index_size; i++) {
     for (s = d->index[i]; s != NULL; s = next) {
       next = s->hnext;
-      b = name_hash(s->name) & (size - 1);
+      b = name_hash(d, s->name) & (size - 1);
       s->hnext = t[b];
       t[b] = s;
     }
@@ -133,7 +130,7 @@ static int index_reserve(struct daemon *d)
 /* After index_reserve. */
 static void link_sandbox(struct daemon *d, struct daemon_sandbox *s)
 {
-  size_t b = name_hash(s->name) & (d->index_size - 1);
+  size_t b = name_hash(d, s->name) & (d->index_size - 1);
 
   s->next = d->sandboxes;
   if (s->next != NULL)
@@ -147,7 +144,7 @@ static void link_sandbox(struct daemon *d, struct daemon_sandbox *s)
 
 static void unlink_sandbox(struct daemon *d, struct daemon_sandbox *s)
 {
-  struct daemon_sandbox **pp = &d->index[name_hash(s->name) & (d->index_size - 1)];
+  struct daemon_sandbox **pp = &d->index[name_hash(d, s->name) & (d->index_size - 1)];
 
   while (*pp != s)
     pp = &(*pp)->hnext;
@@ -164,7 +161,7 @@ struct daemon_sandbox *daemon_find(struct daemon *d, const char *name)
 
   if (d->index == NULL)
     return NULL;
-  for (s = d->index[name_hash(name) & (d->index_size - 1)]; s != NULL; s = s->hnext)
+  for (s = d->index[name_hash(d, name) & (d->index_size - 1)]; s != NULL; s = s->hnext)
     if (strcmp(s->name, name) == 0)
       return s;
   return NULL;
@@ -501,8 +498,10 @@ static int attach(struct daemon *d, const char *name, const char *netns,
   r = parse_config(d, proxy_config, &cfg, err);
   if (r != 0)
     goto out;
-  if (index_reserve(d) != 0) {
-    r = fail(err, 500, "internal_error", -ENOMEM, "out of memory");
+  r = index_reserve(d);
+  if (r != 0) {
+    r = fail(err, 500, "internal_error", r, "%s",
+             r == -EIO ? "no random bytes for the sandbox index" : "out of memory");
     goto out;
   }
   s = calloc(1, sizeof(*s));
