@@ -45,7 +45,7 @@ struct sock_spec {
   const char *ip;    /* numeric address to bind */
   bool transparent;  /* IP_TRANSPARENT / IPV6_TRANSPARENT, for TPROXY */
   const char *what;  /* for errors: "proxy listener" */
-  bool dns;          /* the DNS responder's fixed address and port */
+  const char *taken; /* for errors: who else may hold a fixed address, or NULL */
 };
 
 /* Creates, binds (and for streams, listens on) one socket; *port 0 binds any port and
@@ -100,13 +100,10 @@ fail_errno:
 fail:
   if (fd >= 0)
     close(fd);
-  netns_errf(err, errsz, "%s %s %s%s%s:%u (%s): %s%s", step, proto,
+  netns_errf(err, errsz, "%s %s %s%s%s:%u (%s): %s%s%s", step, proto,
              s->family == AF_INET6 ? "[" : "", s->ip, s->family == AF_INET6 ? "]" : "", *port,
-             s->what, strerror(-ret),
-             ret == -EADDRINUSE && s->dns
-                 ? "; another authproxy (a daemon or a jail) serves this namespace, or a DNS "
-                   "server runs in it"
-                 : "");
+             s->what, strerror(-ret), ret == -EADDRINUSE && s->taken ? "; " : "",
+             ret == -EADDRINUSE && s->taken ? s->taken : "");
   return ret;
 }
 
@@ -115,8 +112,8 @@ fail:
 static int open_pair(const char *ip4, const char *ip6, bool transparent, const char *what,
                      uint16_t *port, int *fd4, int *fd6, char *err, size_t errsz)
 {
-  struct sock_spec s4 = { AF_INET, SOCK_STREAM, ip4, transparent, what, false };
-  struct sock_spec s6 = { AF_INET6, SOCK_STREAM, ip6, transparent, what, false };
+  struct sock_spec s4 = { AF_INET, SOCK_STREAM, ip4, transparent, what, NULL };
+  struct sock_spec s6 = { AF_INET6, SOCK_STREAM, ip6, transparent, what, NULL };
   bool pick = *port == 0;
   int attempt;
 
@@ -145,11 +142,14 @@ static int open_pair(const char *ip4, const char *ip6, bool transparent, const c
 int netns_sockets(struct netns_rules_opts *o, struct netns_fds *out, char *err,
                   size_t errsz)
 {
+  static const char taken[] =
+      "another authproxy (a daemon or a jail) serves this namespace, or a DNS server "
+      "runs in it";
   struct sock_spec dns[] = {
-    { AF_INET, SOCK_DGRAM, NETNS_DNS_ADDR4, false, "DNS responder", true },
-    { AF_INET, SOCK_STREAM, NETNS_DNS_ADDR4, false, "DNS responder", true },
-    { AF_INET6, SOCK_DGRAM, "::1", false, "DNS responder", true },
-    { AF_INET6, SOCK_STREAM, "::1", false, "DNS responder", true },
+    { AF_INET, SOCK_DGRAM, NETNS_DNS_ADDR4, false, "DNS responder", taken },
+    { AF_INET, SOCK_STREAM, NETNS_DNS_ADDR4, false, "DNS responder", taken },
+    { AF_INET6, SOCK_DGRAM, "::1", false, "DNS responder", taken },
+    { AF_INET6, SOCK_STREAM, "::1", false, "DNS responder", taken },
   };
   struct netns_fds f;
   int *dns_fds[] = { &f.dns_udp4, &f.dns_tcp4, &f.dns_udp6, &f.dns_tcp6 };
