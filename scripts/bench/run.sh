@@ -156,7 +156,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 . "$top/scripts/common.sh" # wait_for, make_ca
 
-
 selected() {
   [ -z "$ONLY" ] && return 0
   case ",$ONLY," in *",$1,"*) return 0 ;; esac

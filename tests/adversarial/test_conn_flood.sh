@@ -32,21 +32,16 @@ mkdir -m 1777 "$T/w"
 
 cat > "$T/flood.py" <<'PYEOF'
 import json, os, select, socket, struct, sys, time
-n, w = int(sys.argv[1]), sys.argv[2]
-
-def wait_file(name, secs=120):
-    for _ in range(secs * 20):
-        if os.path.exists(os.path.join(w, name)):
-            return
-        time.sleep(0.05)
-    raise SystemExit("timed out waiting for " + name)
+sys.path.insert(0, sys.argv[1])
+from advlib import wait_file
+n, w = int(sys.argv[2]), sys.argv[3]
 
 def emit(**kv):
     print(json.dumps(kv)); sys.stdout.flush()
 
 with open(os.path.join(w, "ppid"), "w") as f:
     f.write("%d\n" % os.getppid())
-wait_file("start")
+wait_file(os.path.join(w, "start"))
 addr = socket.gethostbyname("api.example.com")
 head = b"GET /idle HTTP/1.1\r\nHost: api.example.com\r\n"
 socks, failed, t0 = {}, 0, time.time()
@@ -91,7 +86,7 @@ for _ in range(120):
 emit(case="flood", attempted=n, reset_early=failed, alive=len(socks), late=late,
      seconds=round(opened, 1))
 open(os.path.join(w, "held"), "w").close()
-wait_file("release")
+wait_file(os.path.join(w, "release"))
 # At the cap: a new connection is reset. The proxy accepts and resets at once, so
 # the reset may already be there when connect() returns (a timed connect polls and
 # reads SO_ERROR) or arrive on the first send or read: all three are the refusal.
@@ -128,7 +123,7 @@ else:
 PYEOF
 
 hjail --config "$T/config.json" --max-conns $CAP --head-timeout 120 --user nobody -- \
-  "$PY" "$T/flood.py" $N "$T/w" > "$T/flood.out" 2> "$T/flood.log" &
+  "$PY" "$T/flood.py" "$TOOLS" $N "$T/w" > "$T/flood.out" 2> "$T/flood.log" &
 flood_jail=$!
 PIDS+=($flood_jail)
 wait_for "[ -s '$T/w/ppid' ]"

@@ -36,20 +36,15 @@ cat > "$T/config.json" <<EOF
 EOF
 
 cat > "$T/client.py" <<'PYEOF'
-import hashlib, json, os, socket, ssl, sys, time
-mode, kind, size, w = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+import hashlib, json, os, socket, ssl, sys
+sys.path.insert(0, sys.argv[1])
+from advlib import wait_file
+mode, kind, size, w = sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 tag = "%s-%s" % (mode, kind)
-
-def wait_file(name):
-    for _ in range(2400):  # 120 s at most
-        if os.path.exists(os.path.join(w, name)):
-            return
-        time.sleep(0.05)
-    raise SystemExit("timed out waiting for " + name)
 
 with open(os.path.join(w, "ppid-" + tag), "w") as f:
     f.write("%d\n" % os.getppid())
-wait_file("start-" + tag)
+wait_file(os.path.join(w, "start-" + tag))
 host = kind + ".example.com"
 s = socket.create_connection((host, 443 if kind == "tls" else 80), timeout=120)
 if kind == "tls":
@@ -62,7 +57,7 @@ if mode == "download":
     head, body = buf.split(b"\r\n\r\n", 1)
     # Stop reading: the proxy must stop reading the upstream, not buffer for us.
     open(os.path.join(w, "stalled-" + tag), "w").close()
-    wait_file("go-" + tag)
+    wait_file(os.path.join(w, "go-" + tag))
     got, bad = len(body), body.count(b"x") != len(body)
     chunk = bytearray(1 << 20)
     while got < size:
@@ -101,7 +96,7 @@ for kind in plain tls; do
   for mode in download upload; do
     tag=$mode-$kind
     hjail --config "$T/config.json" --upstream-ca "$T/ca/ca.pem" --user nobody -- \
-      "$PY" "$T/client.py" "$mode" "$kind" "$SIZE" "$T/w" > "$T/$tag.out" 2> "$T/$tag.log" &
+      "$PY" "$T/client.py" "$TOOLS" "$mode" "$kind" "$SIZE" "$T/w" > "$T/$tag.out" 2> "$T/$tag.log" &
     jail_pid=$!
     PIDS+=($jail_pid)
     wait_for "[ -s '$T/w/ppid-$tag' ]"
@@ -146,7 +141,7 @@ done
 tag=download-plain
 rm -f "$T/w/"*"-$tag"
 hjail --config "$T/config.json" --upstream-ca "$T/ca/ca.pem" --user nobody --idle-timeout 2 -- \
-  "$PY" "$T/client.py" download plain "$SIZE" "$T/w" > "$T/idle.out" 2> "$T/idle.log" &
+  "$PY" "$T/client.py" "$TOOLS" download plain "$SIZE" "$T/w" > "$T/idle.out" 2> "$T/idle.log" &
 jail_pid=$!
 PIDS+=($jail_pid)
 wait_for "[ -s '$T/w/ppid-$tag' ]"

@@ -56,7 +56,6 @@ assert_eq() { [ "$1" = "$2" ] || fail "${3:-values differ}: expected '$2', got '
 assert_contains() { case "$1" in *"$2"*) ;; *) fail "${3:-missing text}: '$2' not in: $1" ;; esac; }
 assert_not_contains() { case "$1" in *"$2"*) fail "${3:-unexpected text}: '$2' found in: $1" ;; *) ;; esac; }
 
-
 # A network namespace that is deleted on exit; name carries the test's pid.
 make_netns() {
   local ns="ap-$1-$$"

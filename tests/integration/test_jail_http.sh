@@ -155,19 +155,15 @@ fi
 #     an idle keep-alive connection in time, but read by a late loop, is served, not
 #     dropped with the connection. A POST, which a client may not resend.
 cat > "$T/late.py" <<'PYEOF'
-import http.client, os, socket, sys, time
-mode, w = sys.argv[1], sys.argv[2]
-def wait_file(name):
-    for _ in range(400):
-        if os.path.exists(os.path.join(w, name)):
-            return
-        time.sleep(0.05)
-    raise SystemExit("timed out waiting for " + name)
+import http.client, os, socket, sys
+sys.path.insert(0, sys.argv[1])
+from advlib import wait_file
+mode, w = sys.argv[2], sys.argv[3]
 def stopped():
     """Tells the test the proxy's pid; returns once the test has stopped it."""
     with open(os.path.join(w, "ppid"), "w") as f:
         f.write("%d\n" % os.getppid())
-    wait_file("stopped")
+    wait_file(os.path.join(w, "stopped"), 20)
 if mode == "sniff":
     s = socket.create_connection(("api.example.com", 80), timeout=20)
     stopped()
@@ -193,7 +189,7 @@ late_case() {
   mkdir -m 1777 "$T/late-$mode"
   : > "$T/up.jsonl"
   jail --config "$T/config.json" --secrets-dir "$T/secrets" --user nobody "$@" -- \
-    "$PY" "$T/late.py" "$mode" "$T/late-$mode" > "$T/late-$mode.out" &
+    "$PY" "$T/late.py" "$TOOLS" "$mode" "$T/late-$mode" > "$T/late-$mode.out" &
   pid=$!
   PIDS+=($pid)
   wait_for "[ -s '$T/late-$mode/ppid' ]"

@@ -63,22 +63,18 @@ pass "a namespace served by one daemon cannot be attached to another"
 # A daemon whose loop runs late (stopped here) still reads a request that arrived in
 # time before judging the connection silent, and counts the deferred timeout.
 cat > "$T/late.py" <<'PYEOF'
-import os, socket, sys, time
-t = sys.argv[1]
-def wait_file(name):
-    for _ in range(400):
-        if os.path.exists(name):
-            return
-        time.sleep(0.05)
-    raise SystemExit("timed out waiting for " + name)
+import socket, sys
+sys.path.insert(0, sys.argv[1])
+from advlib import wait_file
+t = sys.argv[2]
 s = socket.create_connection(("api.example.com", 80), timeout=20)
 open(t + "/late-connected", "w").close()
-wait_file(t + "/late-stopped")
+wait_file(t + "/late-stopped", 20)
 s.sendall(b"GET /b-late HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n")
 open(t + "/late-sent", "w").close()
 print(s.recv(100).split(b"\r\n")[0].decode())
 PYEOF
-ip netns exec "$NSB" "$PY" "$T/late.py" "$T" > "$T/late.out" &
+ip netns exec "$NSB" "$PY" "$T/late.py" "$TOOLS" "$T" > "$T/late.out" &
 late=$!
 PIDS+=($late)
 wait_for "[ -e '$T/late-connected' ]"

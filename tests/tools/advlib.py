@@ -1,6 +1,6 @@
-"""Shared pieces for the adversarial tests' clients (tests/adversarial/): hand-built
-TLS ClientHellos and DNS queries, and raw exchanges that report what the proxy did
-(answered, closed, reset) instead of raising. Runs inside a sandbox, so it uses the
+"""Shared pieces for the tests' clients (mostly tests/adversarial/): hand-built
+TLS ClientHellos and DNS queries, raw exchanges that report what the proxy did
+(answered, closed, reset) instead of raising, and waiting for a test's go-ahead file. Runs inside a sandbox, so it uses the
 standard library only.
 
 Import it with:  sys.path.insert(0, TOOLS_DIR); import advlib
@@ -140,6 +140,16 @@ def exchange(addr, port, data, timeout=10, family=None, read_all=True, pre_wait=
                 res["reason"] = line.split(b":", 1)[1].strip().decode("latin-1")
         res["body"] = buf.split(b"\r\n\r\n", 1)[-1][:400].decode("latin-1")
     return res
+
+
+def wait_file(path, secs=120):
+    """Waits until the file at path exists, for at most secs seconds: how a test steps
+    a client through its phases."""
+    for _ in range(int(secs * 20)):
+        if os.path.exists(path):
+            return
+        time.sleep(0.05)
+    raise SystemExit("timed out waiting for " + path)
 
 
 def emit(case, **fields):
