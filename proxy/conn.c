@@ -962,38 +962,6 @@ static void reject_unaccepted(struct proxy_listener *l)
     uv_close((uv_handle_t *)tmp, free_handle);
 }
 
-/*
- * The sandbox side of a connection never crosses a network: it is the sandbox's own
- * loopback (or a local link), with an RTT of microseconds that jumps to hundreds when
- * an ACK waits for another CPU. A host whose default congestion control is BBR
- * (common on fleet hosts, and the benchmark machine's) gives the proxy's sockets
- * toward the sandbox a model that mistakes those jumps for a slow path and paces
- * downloads far below the link (measured: 64 KiB every 40 ms). A loss-based control
- * has no model to mislead; the upstream side keeps the host's choice, since it
- * crosses real networks. cubic first (the kernel's default), reno (always built in,
- * always allowed) if cubic is not available; when neither can be set, the host's
- * default stays and no more attempts are made.
- */
-static const char *const sandbox_ccs[] = { "cubic", "reno" };
-
-static void sandbox_side_cc(struct proxy_conn *c)
-{
-  struct proxy_ctx *ctx = c->sb->ctx;
-  uv_os_fd_t fd;
-  const char *cc;
-
-  if (uv_fileno((uv_handle_t *)&c->down.tcp, &fd) != 0)
-    return;
-  while (ctx->sandbox_cc < (int)(sizeof(sandbox_ccs) / sizeof(sandbox_ccs[0]))) {
-    cc = sandbox_ccs[ctx->sandbox_cc];
-    if (setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, (socklen_t)strlen(cc)) == 0)
-      return;
-    log_debug("sandbox %s: congestion control %s for sandbox connections: %s",
-              c->sb->name, cc, strerror(errno));
-    ctx->sandbox_cc++;
-  }
-}
-
 void proxy_conn_accept(struct proxy_listener *l)
 {
   struct proxy_sandbox *sb = l->sb;
@@ -1034,7 +1002,6 @@ void proxy_conn_accept(struct proxy_listener *l)
     return;
   }
   uv_tcp_nodelay(&c->down.tcp, 1);
-  sandbox_side_cc(c);
   if (c->dst.ss_family == AF_INET) {
     uint32_t a = ntohl(((const struct sockaddr_in *)&c->dst)->sin_addr.s_addr);
 

@@ -81,7 +81,6 @@ struct proxy_ctx {
   char *read_buf;                          /* shared by all reads on the loop */
   size_t read_buf_size;
   char *plain_buf;                         /* TLS plaintext, shared likewise */
-  int sandbox_cc;                          /* see conn.c: next sandbox_ccs[] to try */
 };
 
 /* Initializes ctx on loop with default limits. Returns 0 or -ENOMEM. */

@@ -199,8 +199,8 @@ ip -n "$ORG" link set "apb-o2-$$" up
 # every 40 ms. The direct path, whose ends share a CPU, is spared, so BBR measured the
 # host's TCP rather than the proxy. Every route a measured connection takes (origin
 # to either client, the sandbox's loopback, the host to the origin) gets BENCH_CC;
-# BENCH_CC=bbr measures with BBR. (The proxy sets cubic or reno on its own sockets
-# toward the sandbox whatever the route says: proxy/conn.c.)
+# BENCH_CC=bbr measures with BBR. (Without a route's choice, the proxy's sockets toward
+# the sandbox use cubic or reno whatever the namespace's default: proxy/sandbox.c.)
 if ! grep -qw -- "$BENCH_CC" /proc/sys/net/ipv4/tcp_available_congestion_control; then
   echo "run.sh: congestion control $BENCH_CC is not available here (have:" \
     "$(cat /proc/sys/net/ipv4/tcp_available_congestion_control)); set BENCH_CC" >&2

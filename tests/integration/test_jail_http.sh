@@ -120,7 +120,7 @@ pass "exit status propagated"
 
 # 11. The proxy's sockets toward the sandbox use a loss-based congestion control
 #     whatever the namespace's default (BBR, common on fleet hosts, mis-paces loopback:
-#     proxy/conn.c). The namespace's default is set to reno, which the proxy tries only
+#     proxy/sandbox.c). The namespace's default is set to reno, which the proxy tries only
 #     after cubic, so cubic in the sandbox's view of its sockets is the proxy's doing.
 if grep -qw cubic /proc/sys/net/ipv4/tcp_available_congestion_control; then
   CCNS=$(make_netns cc)
