@@ -74,6 +74,7 @@ struct daemon {
   size_t nconfigs;
   enum netns_capture capture;
   size_t leaf_cache;
+  unsigned busy_poll_us;
   /* CAs generated ahead on the thread pool, so attaching does not wait for key
    * generation (each is used once, by one sandbox). */
   struct proxy_ca *ca_pool[DAEMON_CA_POOL];

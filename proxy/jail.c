@@ -331,7 +331,7 @@ static void sandbox_closed(void *arg)
   struct jail *j = arg;
 
   j->sb = NULL;
-  uv_stop(&j->loop);
+  proxy_loop_stop(&j->ctx);
 }
 
 static void close_walk(uv_handle_t *h, void *arg)
@@ -551,7 +551,7 @@ int proxy_cmd_jail(int argc, char **argv)
   } else {
     reap(j); /* CMD may have ended before SIGCHLD was being watched. */
   }
-  uv_run(&j->loop, UV_RUN_DEFAULT);
+  proxy_loop_run(&j->ctx, j->common.busy_poll_us);
   ret = j->child > 0 ? j->exit_status : 1;
   log_summary(j);
 

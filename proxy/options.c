@@ -10,7 +10,7 @@
 
 enum {
   O_UPCA = 1000, O_CAPTURE, O_MAXCONNS, O_IDLE, O_CONNECT, O_HEAD, O_MAXHDR, O_DRAIN,
-  O_LEAF, O_HANDSHAKE, O_WQUEUE, O_DNSNAMES,
+  O_LEAF, O_HANDSHAKE, O_WQUEUE, O_DNSNAMES, O_BUSYPOLL,
 };
 
 const struct option proxy_common_options[PROXY_COMMON_OPTIONS + 1] = {
@@ -26,6 +26,7 @@ const struct option proxy_common_options[PROXY_COMMON_OPTIONS + 1] = {
   { "dns-max-names", required_argument, NULL, O_DNSNAMES },
   { "drain-timeout", required_argument, NULL, O_DRAIN },
   { "leaf-cache", required_argument, NULL, O_LEAF },
+  { "busy-poll", required_argument, NULL, O_BUSYPOLL },
   { "verbose", no_argument, NULL, 'v' },
   { NULL, 0, NULL, 0 },
 };
@@ -130,6 +131,11 @@ int proxy_common_option(const char *prog, int c, const char *arg, struct proxy_c
       return -EINVAL;
     o->leaf_cache = (size_t)v;
     return 1;
+  case O_BUSYPOLL:
+    if (number(prog, "busy-poll", arg, 0, 1000000, &v) != 0)
+      return -EINVAL;
+    o->busy_poll_us = (unsigned)v;
+    return 1;
   default:
     return 0;
   }
@@ -165,6 +171,8 @@ void proxy_common_usage(FILE *f)
     "  --dns-max-names N      synthetic names per sandbox (default 16384)\n"
     "  --drain-timeout SEC    detach/stop: connections get this long (default 5)\n"
     "  --leaf-cache N         certificates kept per sandbox (default 1024)\n"
+    "  --busy-poll USEC       after a read, poll without sleeping for this long: lower\n"
+    "                         latency for the CPU it spins (default 0: off)\n"
     "  -v, --verbose          more log output (twice for debug)\n");
 }
 

@@ -13,7 +13,7 @@
 #include "proxy/proxy.h"
 
 #define PROXY_MAX_UPSTREAM_CA 16
-#define PROXY_COMMON_OPTIONS 13 /* entries of proxy_common_options, terminator excluded */
+#define PROXY_COMMON_OPTIONS 14 /* entries of proxy_common_options, terminator excluded */
 
 struct proxy_common_opts {
   struct proxy_limits limits;
@@ -21,6 +21,7 @@ struct proxy_common_opts {
   size_t nupstream_ca;
   enum netns_capture capture;
   size_t leaf_cache;   /* 0: the CA's default */
+  unsigned busy_poll_us; /* 0: the loop sleeps when idle (proxy_loop_run) */
   int verbose;
 };
 

@@ -81,6 +81,8 @@ struct proxy_ctx {
   char *read_buf;                          /* shared by all reads on the loop */
   size_t read_buf_size;
   char *plain_buf;                         /* TLS plaintext, shared likewise */
+  uint64_t io_events;                      /* reads and accepts (busy polling) */
+  int loop_stop;                           /* proxy_loop_stop was called */
 };
 
 /* Initializes ctx on loop with default limits. Returns 0 or -ENOMEM. */
@@ -88,6 +90,20 @@ int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop);
 
 /* Frees what proxy_ctx_init allocated (after every sandbox is closed). */
 void proxy_ctx_cleanup(struct proxy_ctx *ctx);
+
+/*
+ * Runs ctx's loop until no handle is left or proxy_loop_stop is called. With
+ * busy_poll_us > 0 the loop does not sleep for that long after a read or an accept:
+ * it keeps polling without blocking, so that the next request of a busy connection
+ * finds the thread running instead of waking it (on this kind of load a wakeup is an
+ * interrupt between CPUs, and in a VM an exit to the hypervisor on both). It costs
+ * the CPU it spins on: up to a full core while traffic keeps coming, nothing once
+ * the loop has been quiet for busy_poll_us.
+ */
+void proxy_loop_run(struct proxy_ctx *ctx, unsigned busy_poll_us);
+
+/* Makes proxy_loop_run return after the current iteration (like uv_stop). */
+void proxy_loop_stop(struct proxy_ctx *ctx);
 
 struct proxy_sandbox;
 

@@ -120,6 +120,7 @@ static void on_connection(uv_stream_t *server, int status)
     log_warn("sandbox %s: accept: %s", l->sb->name, uv_strerror(status));
     return;
   }
+  l->sb->ctx->io_events++;
   proxy_conn_accept(l);
 }
 

@@ -1271,6 +1271,7 @@ static int parse_args(struct daemon *d, struct proxy_common_opts *o, int argc, c
   }
   d->capture = o->capture;
   d->leaf_cache = o->leaf_cache;
+  d->busy_poll_us = o->busy_poll_us;
   return 0;
 }
 
@@ -1382,7 +1383,7 @@ int proxy_cmd_serve(int argc, char **argv)
   }
   log_info("serve: listening on %s; %zu sandbox(es) attached", d->control_path,
            d->nsandboxes);
-  uv_run(&d->loop, UV_RUN_DEFAULT);
+  proxy_loop_run(&d->ctx, d->busy_poll_us);
   ret = 0;
 out_loop:
   uv_run(&d->loop, UV_RUN_DEFAULT);

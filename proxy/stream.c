@@ -74,6 +74,7 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     proxy_conn_on_eof(c, e, (int)n);
     return;
   }
+  c->sb->ctx->io_events++;
   proxy_conn_touch(c);
   if (e == &c->down)
     c->bytes_up += (uint64_t)n;

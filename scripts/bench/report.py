@@ -100,6 +100,7 @@ def main():
     ap.add_argument("--cc", default="")
     ap.add_argument("--samecpu-us", type=float, default=0)
     ap.add_argument("--callgrind", action="store_true")
+    ap.add_argument("--busy-poll", type=int, default=0)
     a = ap.parse_args()
 
     runs = defaultdict(list)  # (scenario, path) -> [record]
@@ -138,6 +139,11 @@ def main():
           f"{a.load_cpu}; {a.reps} repetitions of {a.duration} s, medians shown")
     if a.cc:
         p(f"- TCP congestion control {a.cc} on every route of both paths")
+    if a.busy_poll:
+        p(f"- proxy run with --busy-poll {a.busy_poll}: it polls without sleeping for "
+          f"{a.busy_poll} µs after each read, so its CPU figures include that spinning")
+    else:
+        p("- proxy run with its defaults (no --busy-poll)")
     if a.xcpu_us and a.proxy_cpu != a.load_cpu:
         p(f"- a wakeup round trip between the two CPUs costs {a.xcpu_us:.0f} µs here, "
           f"{a.samecpu_us:.0f} µs within one CPU; a proxied request crosses CPUs four "

@@ -34,7 +34,7 @@
 #
 # Usage: sudo scripts/bench/run.sh [--reps N] [--duration SEC] [--idle-conns N]
 #                                  [--mint-names N] [--attach N] [--only LIST]
-#                                  [--authproxy PATH]
+#                                  [--authproxy PATH] [--busy-poll USEC]
 #                                  [--profile SCENARIO] [--callgrind] [--label TEXT]
 #   --only LIST       comma-separated scenario ids (see SCENARIOS below, and idle, mint,
 #                     attach)
@@ -42,6 +42,8 @@
 #   --profile ID      record the proxy with perf (cpu-clock, DWARF call graphs) during
 #                     the proxied run of one scenario: results/perf-ID.data
 #   --label TEXT      names the build in the report (default: git describe)
+#   --busy-poll USEC  runs the proxy with --busy-poll USEC (default 0: off, the
+#                     proxy's default), and says so in the report
 #   --callgrind       instead of timing, run the proxy under valgrind's callgrind and
 #                     count its instructions per request for a fixed amount of each
 #                     load (deterministic, unlike time on a shared machine):
@@ -67,6 +69,7 @@ CALLGRIND=""
 IDLE_SETTLE=5
 AUTHPROXY=""
 LABEL=""
+BUSY_POLL=0
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 BENCH_CC=${BENCH_CC:-cubic}
@@ -84,6 +87,7 @@ while [ $# -gt 0 ]; do
     --callgrind) CALLGRIND=1 ;;
     --label) LABEL=$2; shift ;;
     --authproxy) AUTHPROXY=$2; shift ;;
+    --busy-poll) BUSY_POLL=$2; shift ;;
     -h|--help) usage ;;
     *) echo "run.sh: unknown argument $1" >&2; usage ;;
   esac
@@ -288,7 +292,7 @@ wait_for "ip netns exec $ORG ss -Hltn 'sport = :8444' | grep -q ." 10
 } > "$T/config.json"
 proxy_cmd=("$AUTHPROXY" jail --netns "/var/run/netns/$LGP" --config "$T/config.json"
            --upstream-ca "$T/ca/ca.pem" --max-conns 60000 --leaf-cache 4096 --user nobody
-           -- sleep 1000000)
+           --busy-poll "$BUSY_POLL" -- sleep 1000000)
 if [ -n "$CALLGRIND" ]; then
   proxy_cmd=(valgrind --tool=callgrind --callgrind-out-file="$T/cg.out" "${proxy_cmd[@]}")
 fi
@@ -608,6 +612,7 @@ fi
 
 python3 "$bench/report.py" "$RESULTS" --hwm-kb "$HWM_KB" --reps "$REPS" \
   --duration "$DURATION" --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --rev "$REV" \
-  --xcpu-us "$XCPU" --samecpu-us "$SAMECPU" --cc "$BENCH_CC" > "$bench/results/latest.md"
+  --xcpu-us "$XCPU" --samecpu-us "$SAMECPU" --cc "$BENCH_CC" --busy-poll "$BUSY_POLL" \
+  > "$bench/results/latest.md"
 cp "$RESULTS" "$bench/results/latest.jsonl"
 cat "$bench/results/latest.md"
