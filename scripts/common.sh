@@ -1,6 +1,17 @@
 # Shell helpers shared by the tests (tests/integration/lib.sh), the benchmark and the
 # demo; sourced.
 
+# cpu_ticks PID: CPU clock ticks (getconf CLK_TCK a second) that process PID has
+# used, user and system, all its threads.
+cpu_ticks() {
+  local line rest
+  read -r line < "/proc/$1/stat"
+  rest=${line##*) }
+  # shellcheck disable=SC2086
+  set -- $rest
+  echo $(( ${12} + ${13} ))
+}
+
 # wait_for COND [SECS]: polls the shell condition COND every 50 ms for at most SECS
 # seconds (default 10); on timeout says what it waited for and exits 1.
 wait_for() {

@@ -158,7 +158,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-. "$top/scripts/common.sh" # wait_for, make_ca
+. "$top/scripts/common.sh" # wait_for, make_ca, cpu_ticks
 
 selected() {
   [ -z "$ONLY" ] && return 0
@@ -318,15 +318,6 @@ LUA
 
 ns_of() { [ "$1" = direct ] && echo "$LGD" || echo "$LGP"; }
 
-# CPU clock ticks a process has used (user + system, all its threads).
-cpu_ticks() {
-  local line rest
-  read -r line < "/proc/$1/stat"
-  rest=${line##*) }
-  # shellcheck disable=SC2086
-  set -- $rest
-  echo $(( ${12} + ${13} ))
-}
 proxy_cpu() { cpu_ticks "$PROXY_PID"; }
 CLK_TCK=$(getconf CLK_TCK)
 proxy_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$PROXY_PID/status"; }

@@ -46,14 +46,6 @@ wait_file(os.path.join(w, "exit"), 60)
 PYEOF
 
 switches() { awk '$1 == "voluntary_ctxt_switches:" { print $2 }' "/proc/$1/status"; }
-cpu_ticks() {  # user + system ticks of process $1, all threads
-  local line rest
-  read -r line < "/proc/$1/stat"
-  rest=${line##*) }
-  # shellcheck disable=SC2086
-  set -- $rest
-  echo $(( ${12} + ${13} ))
-}
 TCK=$(getconf CLK_TCK)
 
 # measure PID DIR: steps the client in DIR through its load while PID serves it; sets
