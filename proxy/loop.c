@@ -24,19 +24,20 @@ void proxy_loop_run(struct proxy_ctx *ctx, unsigned busy_poll_us)
   uv_loop_t *loop = ctx->loop;
   uint64_t window = (uint64_t)busy_poll_us * 1000, seen, until;
 
-  ctx->loop_stop = 0;
+  /* A stop asked before the run ends it at once, as uv_stop does uv_run. */
   if (window == 0) {
     uv_run(loop, UV_RUN_DEFAULT);
-    return;
-  }
-  seen = ctx->io_events;
-  until = uv_hrtime() + window;
-  while (!ctx->loop_stop && uv_loop_alive(loop)) {
-    /* NOWAIT polls with a zero timeout and runs what is due, timers included. */
-    uv_run(loop, uv_hrtime() < until ? UV_RUN_NOWAIT : UV_RUN_ONCE);
-    if (ctx->io_events != seen) {
-      seen = ctx->io_events;
-      until = uv_hrtime() + window;
+  } else {
+    seen = ctx->io_events;
+    until = uv_hrtime() + window;
+    while (!ctx->loop_stop && uv_loop_alive(loop)) {
+      /* NOWAIT polls with a zero timeout and runs what is due, timers included. */
+      uv_run(loop, uv_hrtime() < until ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+      if (ctx->io_events != seen) {
+        seen = ctx->io_events;
+        until = uv_hrtime() + window;
+      }
     }
   }
+  ctx->loop_stop = 0;
 }
