@@ -8,13 +8,7 @@
 . "$(dirname "$0")/../integration/lib.sh"
 
 start_upstream up
-mkdir -p "$T/secrets"
-printf 'sk-smuggle-%s\n' "$$" > "$T/secrets/KEY"
-cat > "$T/config.json" <<EOF
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
-    "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {KEY}" } ] } ],
-  "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
-EOF
+api_config "sk-smuggle-$$"
 
 jail --config "$T/config.json" --secrets-dir "$T/secrets" --user nobody -- \
   "$PY" "$(dirname "$0")/smuggle_client.py" api.example.com 80 > "$T/results.jsonl"

@@ -98,6 +98,19 @@ print(r if not isinstance(r, (dict, list)) else json.dumps(r))
 PYEOF
 }
 
+# api_config SECRET: the config several tests start from. $T/secrets/KEY holds SECRET, and
+# $T/config.json injects "Authorization: Bearer {KEY}" into requests to api.example.com,
+# which dns.remap sends to the upstream `up` (start_upstream up first).
+api_config() {
+  mkdir -p "$T/secrets"
+  printf '%s\n' "$1" > "$T/secrets/KEY"
+  cat > "$T/config.json" <<EOF
+{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
+    "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {KEY}" } ] } ],
+  "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
+EOF
+}
+
 # jlist VALUE...: the JSON list upq prints for these strings (`jlist` alone: []).
 jlist() { "$PY" -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@"; }
 

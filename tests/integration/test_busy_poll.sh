@@ -13,13 +13,7 @@
 
 N=200
 start_upstream up
-mkdir -p "$T/secrets"
-printf 'sk-busy-%s\n' "$$" > "$T/secrets/API_KEY"
-cat > "$T/config.json" <<EOF
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
-    "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {API_KEY}" } ] } ],
-  "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
-EOF
+api_config "sk-busy-$$"
 
 # client.py TOOLS DIR N: N requests on one keep-alive connection once DIR/go exists,
 # then DIR/done (the number answered 200), then waits for DIR/exit.

@@ -36,13 +36,7 @@ PIDS+=($!)
 wait_for "grep -q ready '$T/peer4.log' 2>/dev/null && grep -q ready '$T/peer6.log' 2>/dev/null"
 
 
-mkdir -p "$T/secrets"
-printf 'sk-capture-%s\n' "$$" > "$T/secrets/KEY"
-cat > "$T/config.json" <<EOF
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
-    "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {KEY}" } ] } ],
-  "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
-EOF
+api_config "sk-capture-$$"
 
 # Everything the sandbox tries at once: TCP, UDP (incl. QUIC), ICMP, v4 and v6.
 cat > "$T/probe.py" <<'PYEOF'
