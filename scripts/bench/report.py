@@ -185,6 +185,24 @@ def main():
             if scen == "https_new_warm":
                 p(f"| {title}: share resumed by the client | | {res * 100:.0f}% | | | | |")
 
+    # The ratio of the medians above can pair a proxied run from one of the machine's
+    # states with a direct run from another; each repetition runs the two back to
+    # back, so its own ratio shows how far the states moved the figure.
+    pairs = []
+    for scen, title, unit, target in LOADS:
+        fn = mibs if unit == "MiB/s" else rate
+        d = {r["rep"]: fn(r) for r in runs.get((scen, "direct"), [])}
+        x = {r["rep"]: fn(r) for r in runs.get((scen, "proxy"), [])}
+        reps = sorted(set(d) & set(x))
+        if len(reps) > 1:
+            pairs.append(f"- {title}: " + ", ".join(
+                f"{x[i] / d[i]:.2f}x" for i in reps if d[i]))
+    if pairs:
+        p("")
+        p("Each repetition's own ratio (its direct and proxied runs, back to back):")
+        p("")
+        out.extend(pairs)
+
     if ("mint_new", "proxy") in runs:
         def mm(scen, path, key):
             r = runs.get((scen, path))
