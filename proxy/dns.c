@@ -276,6 +276,8 @@ static void udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
   }
   if (from == NULL)
     return; /* nothing more to read */
+  if (d->opts.activity != NULL)
+    (*d->opts.activity)++;
   /* A datagram longer than any query we accept (MSG_TRUNC) or empty is dropped. */
   if (nread == 0 || (flags & UV_UDP_PARTIAL)) {
     d->stats.dropped++;
@@ -569,6 +571,8 @@ static void on_connection(uv_stream_t *server, int status)
       log_warn("dns: tcp listen: %s", uv_strerror(status));
     return;
   }
+  if (d->opts.activity != NULL)
+    (*d->opts.activity)++;
   if (client_accept(d, i) == -ENOMEM) {
     /* libuv stops polling the listener until the connection is accepted: retry
      * from the timer instead of leaving TCP dead for this sandbox. */

@@ -81,7 +81,7 @@ struct proxy_ctx {
   char *read_buf;                          /* shared by all reads on the loop */
   size_t read_buf_size;
   char *plain_buf;                         /* TLS plaintext, shared likewise */
-  uint64_t io_events;                      /* reads and accepts of connections */
+  uint64_t io_events;                      /* reads, accepts, DNS queries */
   int loop_stop;                           /* proxy_loop_stop was called */
 };
 
@@ -94,11 +94,11 @@ void proxy_ctx_cleanup(struct proxy_ctx *ctx);
 /*
  * Runs ctx's loop until no handle is left or proxy_loop_stop is called. With
  * busy_poll_us > 0 the loop does not sleep for that long after a connection's read
- * or accept (DNS queries do not count): it keeps polling without blocking, so that
- * the next request of a busy connection finds the thread running instead of waking
- * it (a wakeup is an interrupt between CPUs, and in a VM an exit to the hypervisor
- * on both). It costs the CPU it spins on: up to a full core while traffic keeps
- * coming, nothing once the loop has been quiet for busy_poll_us.
+ * or accept or a DNS query: it keeps polling without blocking, so that the next
+ * request of a busy connection finds the thread running instead of waking it (a
+ * wakeup is an interrupt between CPUs, and in a VM an exit to the hypervisor on
+ * both). It costs the CPU it spins on: up to a full core while traffic keeps coming,
+ * nothing once the loop has been quiet for busy_poll_us.
  */
 void proxy_loop_run(struct proxy_ctx *ctx, unsigned busy_poll_us);
 

@@ -230,6 +230,7 @@ int proxy_sandbox_start(struct proxy_ctx *ctx, const char *name, struct rules_co
   dopts.answer_ttl = DNS_ANSWER_TTL;
   dopts.tcp_max_conns = 64;
   dopts.tcp_idle_ms = 10 * 1000;
+  dopts.activity = &ctx->io_events;
   r = proxy_dns_start(ctx->loop, sb->dns_table, &dopts, fds->dns_udp4, fds->dns_tcp4,
                       fds->dns_udp6, fds->dns_tcp6, &sb->dns);
   fds->dns_udp4 = fds->dns_tcp4 = fds->dns_udp6 = fds->dns_tcp6 = -1;

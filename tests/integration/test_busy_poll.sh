@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# --busy-poll USEC: after each read or accept the event loop keeps polling, without
-# sleeping, for USEC microseconds (proxy/loop.c). Counted, never timed:
+# --busy-poll USEC: after each read, accept or DNS query the event loop keeps polling,
+# without sleeping, for USEC microseconds (proxy/loop.c). Counted, never timed:
 # 1. A keep-alive client's requests: without the option the proxy's loop thread sleeps
 #    (a voluntary context switch, /proc/PID/status) at least once per request; with it,
-#    it stays awake while the requests keep coming. Both `jail` and `serve`.
+#    it stays awake while the requests keep coming. Both `jail` and `serve`. Likewise
+#    for a client that only asks the DNS responder.
 # 2. Quiet after the load, a busy-polling proxy goes back to sleeping: over 4 s it uses
 #    far less than the 4 s of CPU of a loop that never stopped spinning.
 # 3. Requests are served and injected as without it; the jail still ends with its
@@ -15,24 +16,31 @@ N=200
 start_upstream up
 api_config "sk-busy-$$"
 
-# client.py TOOLS DIR N: N requests on one keep-alive connection once DIR/go exists,
-# then DIR/done (the number answered 200), then waits for DIR/exit.
+# client.py TOOLS DIR N [dns]: once DIR/go exists, N requests on one keep-alive
+# connection (or N lookups of distinct names, asked of the jail's DNS responder), then
+# DIR/done (how many were answered: 200, or an address), then waits for DIR/exit.
 cat > "$T/client.py" <<'PYEOF'
-import http.client, os, sys
+import http.client, os, socket, sys
 sys.path.insert(0, sys.argv[1])
 from advlib import wait_file
 w, n = sys.argv[2], int(sys.argv[3])
+dns = sys.argv[4:] == ["dns"]
 with open(os.path.join(w, "ppid"), "w") as f:
     f.write("%d\n" % os.getppid())
 wait_file(os.path.join(w, "go"), 60)
-c = http.client.HTTPConnection("api.example.com", 80, timeout=20)
 ok = 0
-for i in range(n):
-    c.request("GET", "/busy/%d" % i)
-    r = c.getresponse()
-    r.read()
-    ok += r.status == 200
-c.close()
+if dns:
+    for i in range(n):
+        ok += len(socket.getaddrinfo("n%d.busy.example" % i, 80, socket.AF_INET,
+                                     socket.SOCK_STREAM)) > 0
+else:
+    c = http.client.HTTPConnection("api.example.com", 80, timeout=20)
+    for i in range(n):
+        c.request("GET", "/busy/%d" % i)
+        r = c.getresponse()
+        r.read()
+        ok += r.status == 200
+    c.close()
 with open(os.path.join(w, "done.tmp"), "w") as f:
     f.write("%d\n" % ok)
 os.rename(os.path.join(w, "done.tmp"), os.path.join(w, "done"))
@@ -54,39 +62,49 @@ measure() {
   : > "$w/go"
   wait_for "[ -e '$w/done' ]" 120
   SW=$(( $(switches "$pid") - s0 ))
-  assert_eq "$(cat "$w/done")" "$N" "requests answered 200"
+  assert_eq "$(cat "$w/done")" "$N" "requests or lookups answered"
   c0=$(cpu_ticks "$pid")
   sleep 4
   IDLE_MS=$(( ($(cpu_ticks "$pid") - c0) * 1000 / TCK ))
   : > "$w/exit"
 }
 
-# jail_case NAME ARGS...: the client in a jail run with ARGS.
+# jail_case NAME http|dns ARGS...: the client in a jail run with ARGS.
 jail_case() {
-  local name=$1 w=$T/$1 pid; shift
+  local name=$1 mode=$2 w=$T/$1 pid; shift 2
   mkdir -m 1777 "$w"
   : > "$T/up.jsonl"
   jail --config "$T/config.json" --secrets-dir "$T/secrets" --user nobody "$@" -- \
-    "$PY" "$T/client.py" "$TOOLS" "$w" "$N" > "$T/$name.out" 2>&1 &
+    "$PY" "$T/client.py" "$TOOLS" "$w" "$N" "$mode" > "$T/$name.out" 2>&1 &
   pid=$!
   PIDS+=("$pid")
   wait_for "[ -s '$w/ppid' ]" 30
   measure "$(cat "$w/ppid")" "$w"
   wait "$pid" || fail "the jail ($name) did not end with its command's status 0"
-  assert_eq "$(upq up 'len([r for r in reqs if hdr(r, "Authorization") == ["Bearer sk-busy-'$$'"]])')" \
-    "$N" "requests with the injected header ($name)"
+  [ "$mode" = dns ] ||
+    assert_eq "$(upq up 'len([r for r in reqs if hdr(r, "Authorization") == ["Bearer sk-busy-'$$'"]])')" \
+      "$N" "requests with the injected header ($name)"
 }
 
 # 1-3 with jail.
-jail_case sleeping
+jail_case sleeping http
 echo "jail without --busy-poll: $SW voluntary switches for $N requests, ${IDLE_MS} ms CPU idle"
 [ "$SW" -ge $((N * 3 / 4)) ] ||
   fail "without --busy-poll the loop slept only $SW times for $N requests: the check below could not tell"
-jail_case busy --busy-poll 500000
+jail_case busy http --busy-poll 500000
 echo "jail with --busy-poll 500000: $SW voluntary switches for $N requests, ${IDLE_MS} ms CPU over 4 s idle"
 [ "$SW" -lt $((N / 4)) ] || fail "with --busy-poll the loop slept $SW times for $N requests"
 [ "$IDLE_MS" -lt 2000 ] || fail "a quiet busy-polling jail used ${IDLE_MS} ms of CPU in 4 s: it never stopped spinning"
 pass "jail --busy-poll: awake under load, asleep when quiet, requests injected"
+
+jail_case dns-sleeping dns
+echo "jail without --busy-poll: $SW voluntary switches for $N DNS lookups"
+[ "$SW" -ge $((N / 2)) ] ||
+  fail "without --busy-poll the loop slept only $SW times for $N lookups: the check below could not tell"
+jail_case dns-busy dns --busy-poll 500000
+echo "jail with --busy-poll 500000: $SW voluntary switches for $N DNS lookups"
+[ "$SW" -lt $((N / 4)) ] || fail "with --busy-poll the loop slept $SW times for $N DNS lookups"
+pass "jail --busy-poll: DNS queries keep the loop awake too"
 
 # 1-3 with serve: the daemon's loop, and its end on SIGTERM.
 NS=$(make_netns busy)
@@ -99,7 +117,7 @@ wait_for "[ -S '$T/c.sock' ] && '$AUTHPROXY' ctl --control '$T/c.sock' health >/
   --config "$T/config.json" > /dev/null
 mkdir -m 1777 "$T/serve-w"
 : > "$T/up.jsonl"
-ip netns exec "$NS" "$PY" "$T/client.py" "$TOOLS" "$T/serve-w" "$N" > "$T/serve-client.out" 2>&1 &
+ip netns exec "$NS" "$PY" "$T/client.py" "$TOOLS" "$T/serve-w" "$N" http > "$T/serve-client.out" 2>&1 &
 CPID=$!
 PIDS+=("$CPID")
 measure "$DPID" "$T/serve-w"
