@@ -12,6 +12,10 @@ cpu_ticks() {
   echo $(( ${12} + ${13} ))
 }
 
+# proc_status PID FIELD: the value of FIELD (e.g. VmRSS, voluntary_ctxt_switches) in
+# /proc/PID/status, without its unit.
+proc_status() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+
 # wait_for COND [SECS]: polls the shell condition COND every 50 ms for at most SECS
 # seconds (default 10); on timeout says what it waited for and exits 1.
 wait_for() {

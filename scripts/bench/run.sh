@@ -158,7 +158,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-. "$top/scripts/common.sh" # wait_for, make_ca, cpu_ticks
+. "$top/scripts/common.sh" # wait_for, make_ca, cpu_ticks, proc_status
 
 selected() {
   [ -z "$ONLY" ] && return 0
@@ -320,7 +320,7 @@ ns_of() { [ "$1" = direct ] && echo "$LGD" || echo "$LGP"; }
 
 proxy_cpu() { cpu_ticks "$PROXY_PID"; }
 CLK_TCK=$(getconf CLK_TCK)
-proxy_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$PROXY_PID/status"; }
+proxy_kb() { proc_status "$PROXY_PID" "$1"; }
 
 # System calls and context switches of the proxy, counted by perf when it can.
 HAVE_PERF=0

@@ -111,6 +111,15 @@ static void wait_fd(int fd, short events)
     ;
 }
 
+/* After a failed read, write or splice: 1 once fd is ready again (EAGAIN), 0 to stop. */
+static int retry(int fd, short events)
+{
+  if (errno != EAGAIN)
+    return 0;
+  wait_fd(fd, events);
+  return 1;
+}
+
 static void relay_copy(int in, int out)
 {
   static char buf[BUF_BYTES];
@@ -121,18 +130,16 @@ static void relay_copy(int in, int out)
     if (n == 0)
       return;
     if (n < 0) {
-      if (errno != EAGAIN)
+      if (!retry(in, POLLIN))
         return;
-      wait_fd(in, POLLIN);
       continue;
     }
     while (off < n) {
       ssize_t m = write(out, buf + off, (size_t)(n - off));
 
       if (m < 0) {
-        if (errno != EAGAIN)
+        if (!retry(out, POLLOUT))
           return;
-        wait_fd(out, POLLOUT);
         continue;
       }
       off += m;
@@ -154,9 +161,8 @@ static void relay_splice(int in, int out)
     if (n == 0)
       break;
     if (n < 0) {
-      if (errno != EAGAIN)
+      if (!retry(in, POLLIN))
         break;
-      wait_fd(in, POLLIN);
       continue;
     }
     held += (size_t)n;
@@ -164,9 +170,8 @@ static void relay_splice(int in, int out)
       ssize_t m = splice(p[0], NULL, out, NULL, held, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 
       if (m < 0) {
-        if (errno != EAGAIN)
+        if (!retry(out, POLLOUT))
           goto out;
-        wait_fd(out, POLLOUT);
         continue;
       }
       held -= (size_t)m;

@@ -47,7 +47,7 @@ os.rename(os.path.join(w, "done.tmp"), os.path.join(w, "done"))
 wait_file(os.path.join(w, "exit"), 60)
 PYEOF
 
-switches() { awk '$1 == "voluntary_ctxt_switches:" { print $2 }' "/proc/$1/status"; }
+switches() { proc_status "$1" voluntary_ctxt_switches; }
 TCK=$(getconf CLK_TCK)
 
 # measure PID DIR: steps the client in DIR through its load while PID serves it; sets
