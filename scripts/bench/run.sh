@@ -439,9 +439,10 @@ if [ -n "$CALLGRIND" ]; then
   n=0
   cg_run() {  # CMD...: runs the load; sets CG ("IR JSON")
     local out
-    callgrind_control -z "$PROXY_PID" >/dev/null 2>&1
+    # vgdb's FIFOs are in the proxy's TMPDIR ($T), where callgrind_control must look.
+    TMPDIR=$T callgrind_control -z "$PROXY_PID" >/dev/null 2>&1
     out=$(ip netns exec "$LGP" taskset -c "$LOAD_CPU" "$@" 2>> "$T/load.log") || true
-    callgrind_control -d "$PROXY_PID" >/dev/null 2>&1
+    TMPDIR=$T callgrind_control -d "$PROXY_PID" >/dev/null 2>&1
     n=$((n + 1))
     wait_for "[ -s '$T/cg.out.$n' ]" 30
     check_result "callgrind" "$out"
