@@ -87,6 +87,41 @@ def callgrind_report(a, runs, p):
         p(f"| {name} | {n:,} | {r['ir'] / n:,.0f} |")
 
 
+def haproxy_report(a, runs, metric, rate, mibs, p):
+    """The same loads through HAProxy (run.sh --haproxy), beside authproxy."""
+    p("")
+    p("The same loads through HAProxy (one thread on the proxy's CPU; run.sh --haproxy):")
+    p("")
+    p("| Measurement | Direct | authproxy | HAProxy | authproxy / direct | "
+      "HAProxy / direct | CPU per request: authproxy / HAProxy |")
+    p("|---|---:|---:|---:|---:|---:|---:|")
+
+    def per_req(scen, path):
+        return metric(scen, path,
+                      lambda r: r["cpu_s"] * 1e6 / max(r["m"]["requests"], 1))
+
+    for scen, title, unit, _ in LOADS:
+        if (scen, "haproxy") not in runs:
+            continue
+        fn = mibs if unit == "MiB/s" else rate
+        d, x, h = (metric(scen, path, fn) for path in ("direct", "proxy", "haproxy"))
+        rx = f"{x / d:.2f}x" if d and x is not None else ""
+        rh = f"{h / d:.2f}x" if d and h is not None else ""
+        cx, ch = per_req(scen, "proxy"), per_req(scen, "haproxy")
+        p(f"| {title}: {unit} | {fmt(d)} | {fmt(x)} | {fmt(h)} | {rx} | {rh} | "
+          f"{fmt(cx)} / {fmt(ch)} µs |")
+        if unit == "req/s":
+            dl, xl, hl = (metric(scen, path, lambda r: r["m"]["p50_us"])
+                          for path in ("direct", "proxy", "haproxy"))
+            if None not in (dl, xl, hl):
+                p(f"| {title}: p50 latency | {fmt(dl, 'µs')} | {fmt(xl, 'µs')} | "
+                  f"{fmt(hl, 'µs')} | {'+' if xl >= dl else '−'}{fmt(abs(xl - dl), 'µs')} | "
+                  f"{'+' if hl >= dl else '−'}{fmt(abs(hl - dl), 'µs')} | |")
+    if a.hwm_kb and a.haproxy_hwm_kb:
+        p(f"| peak RSS over these loads | | {a.hwm_kb / 1024:.1f} MiB | "
+          f"{a.haproxy_hwm_kb / 1024:.1f} MiB | | | |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
@@ -101,6 +136,7 @@ def main():
     ap.add_argument("--samecpu-us", type=float, default=0)
     ap.add_argument("--callgrind", action="store_true")
     ap.add_argument("--busy-poll", type=int, default=0)
+    ap.add_argument("--haproxy-hwm-kb", type=int, default=0)
     a = ap.parse_args()
 
     runs = defaultdict(list)  # (scenario, path) -> [record]
@@ -202,6 +238,9 @@ def main():
         p("Each repetition's own ratio (its direct and proxied runs, back to back):")
         p("")
         out.extend(pairs)
+
+    if any((scen, "haproxy") in runs for scen, _, _, _ in LOADS):
+        haproxy_report(a, runs, metric, rate, mibs, p)
 
     if ("mint_new", "proxy") in runs:
         def mm(scen, path, key):

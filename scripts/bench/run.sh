@@ -36,6 +36,7 @@
 #                                  [--mint-names N] [--attach N] [--only LIST]
 #                                  [--authproxy PATH] [--busy-poll USEC]
 #                                  [--profile SCENARIO] [--callgrind] [--label TEXT]
+#                                  [--haproxy]
 #   --only LIST       comma-separated scenario ids (see SCENARIOS below, and idle, mint,
 #                     attach)
 #   --attach N        sandboxes attached to one daemon (default 1000)
@@ -44,6 +45,9 @@
 #   --label TEXT      names the build in the report (default: git describe)
 #   --busy-poll USEC  runs the proxy with --busy-poll USEC (default 0: off, the
 #                     proxy's default), and says so in the report
+#   --haproxy         also runs every load through HAProxy (Debian's haproxy, installed
+#                     when missing), configured for the same work on the same CPU, and
+#                     reports it beside authproxy: see "HAProxy" below
 #   --callgrind       instead of timing, run the proxy under valgrind's callgrind and
 #                     count its instructions per request for a fixed amount of each
 #                     load (deterministic, unlike time on a shared machine):
@@ -70,6 +74,7 @@ IDLE_SETTLE=5
 AUTHPROXY=""
 LABEL=""
 BUSY_POLL=0
+HAPROXY=""
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 BENCH_CC=${BENCH_CC:-cubic}
@@ -88,6 +93,7 @@ while [ $# -gt 0 ]; do
     --label) LABEL=$2; shift ;;
     --authproxy) AUTHPROXY=$2; shift ;;
     --busy-poll) BUSY_POLL=$2; shift ;;
+    --haproxy) HAPROXY=1 ;;
     -h|--help) usage ;;
     *) echo "run.sh: unknown argument $1" >&2; usage ;;
   esac
@@ -108,9 +114,22 @@ command -v cc >/dev/null || need+=(gcc)
 command -v python3 >/dev/null || need+=(python3)
 if [ -n "$PROFILE" ] && ! command -v perf >/dev/null; then need+=(linux-perf); fi
 if [ -n "$CALLGRIND" ] && ! command -v valgrind >/dev/null; then need+=(valgrind); fi
+if [ -n "$HAPROXY" ] && ! command -v haproxy >/dev/null; then need+=(haproxy); fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "run.sh: installing ${need[*]}"
-  apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
+  # Packages such as haproxy start their service on installation; nothing here wants
+  # that (the benchmark runs its own instances), so a policy that refuses service
+  # starts is in place for the installation unless the machine already has one.
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' > "$policy"
+    chmod 755 "$policy"
+  fi
+  rc=0
+  apt-get install -y --no-install-recommends "${need[@]}" >/dev/null || rc=$?
+  [ -z "$policy" ] || rm -f "$policy"
+  [ $rc -eq 0 ] || exit $rc
 fi
 
 if [ -z "$AUTHPROXY" ]; then
@@ -129,6 +148,7 @@ T=$(mktemp -d /tmp/authproxy-bench.XXXXXX)
 chmod 755 "$T"
 LGD=apb-lgd-$$
 LGP=apb-lgp-$$
+LGH=apb-lgh-$$
 ORG=apb-org-$$
 PIDS=()
 ATTACH_NS=""
@@ -142,13 +162,14 @@ cleanup() {
   exec 7>&- 2>/dev/null
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-  for ns in "$LGD" "$LGP" "$ORG"; do ip netns del "$ns" 2>/dev/null; done
+  for ns in "$LGD" "$LGP" "$LGH" "$ORG"; do ip netns del "$ns" 2>/dev/null; done
   if [ -n "$ATTACH_NS" ]; then
     for ((i = 0; i < ATTACH_N; i++)); do echo "netns del apb-a$i-$$"; done |
       ip -batch - 2>/dev/null
   fi
   ip link del "apb-h-$$" 2>/dev/null
-  rm -rf "/etc/netns/$LGD" "/etc/netns/$LGP"
+  ip link del "apb-x-$$" 2>/dev/null
+  rm -rf "/etc/netns/$LGD" "/etc/netns/$LGP" "/etc/netns/$LGH"
   rmdir /etc/netns 2>/dev/null
   if [ $rc -ne 0 ]; then
     for f in "$T"/*.log; do [ -s "$f" ] && { echo "== $f"; tail -n 20 "$f"; }; done
@@ -193,6 +214,20 @@ ip -n "$LGD" addr add 10.231.2.1/24 dev "apb-d-$$"
 ip -n "$LGD" link set "apb-d-$$" up
 ip -n "$ORG" addr add 10.231.2.2/24 dev "apb-o2-$$"
 ip -n "$ORG" link set "apb-o2-$$" up
+# HAProxy's load generator <-> host (--haproxy). HAProxy listens in the host namespace,
+# on PROXY_CPU, and reaches the origin across apb-h as authproxy does. It has two
+# addresses: 10.231.3.1 terminates TLS (api.bench) and 10.231.3.3 passes it through
+# (tunnel.bench), so that both take port 8443 as the load generator asks for them.
+if [ -n "$HAPROXY" ]; then
+  ip netns add "$LGH"
+  ip -n "$LGH" link set lo up
+  ip link add "apb-x-$$" type veth peer name "apb-l-$$" netns "$LGH"
+  ip addr add 10.231.3.1/24 dev "apb-x-$$"
+  ip addr add 10.231.3.3/24 dev "apb-x-$$"
+  ip link set "apb-x-$$" up
+  ip -n "$LGH" addr add 10.231.3.2/24 dev "apb-l-$$"
+  ip -n "$LGH" link set "apb-l-$$" up
+fi
 
 # ---- congestion control ----
 # New namespaces inherit the host's default congestion control, which may be BBR (it
@@ -221,6 +256,10 @@ set_cc "$LGD" 10.231.2.0/24 dev "apb-d-$$" proto kernel scope link src 10.231.2.
 set_cc "" 10.231.1.0/24 dev "apb-h-$$" proto kernel scope link src 10.231.1.1
 set_cc "$LGP" local 127.0.0.0/8 dev lo proto kernel scope host src 127.0.0.1 table local
 set_cc "$LGP" local 127.0.0.1 dev lo proto kernel scope host src 127.0.0.1 table local
+if [ -n "$HAPROXY" ]; then
+  set_cc "$LGH" 10.231.3.0/24 dev "apb-l-$$" proto kernel scope link src 10.231.3.2
+  set_cc "" 10.231.3.0/24 dev "apb-x-$$" proto kernel scope link src 10.231.3.1
+fi
 
 mkdir -p "/etc/netns/$LGD" "/etc/netns/$LGP"
 {
@@ -229,6 +268,11 @@ mkdir -p "/etc/netns/$LGD" "/etc/netns/$LGP"
   for ((i = 0; i < MINT_NAMES; i++)); do echo "10.231.2.2 n$i.mint.bench"; done
 } > "/etc/netns/$LGD/hosts"
 echo "127.0.0.1 localhost" > "/etc/netns/$LGP/hosts"
+if [ -n "$HAPROXY" ]; then
+  mkdir -p "/etc/netns/$LGH"
+  printf '127.0.0.1 localhost\n10.231.3.1 api.bench\n10.231.3.3 tunnel.bench\n' \
+    > "/etc/netns/$LGH/hosts"
+fi
 echo "nameserver 127.0.0.53" > "/etc/netns/$LGP/resolv.conf"
 
 # ---- nginx ----
@@ -303,6 +347,70 @@ PIDS+=("$PROXY_PID")
 wait_for "ip netns exec $LGP ss -Hltn 'sport = :53' | grep -q ." 60
 wait_for "ip netns exec $LGP nft list table inet authproxy >/dev/null 2>&1" 10
 
+# ---- HAProxy (--haproxy): the same work, configured as its users would ----
+# One thread on PROXY_CPU. Plain HTTP and the intercepted names: HTTP mode, the same
+# X-Bench header set on every request, TLS terminated with the test CA's server
+# certificate (OpenSSL) and re-encrypted to nginx with the origin verified against the
+# test CA and SNI api.bench; idle server connections reused by every client (http-reuse
+# always), as authproxy's upstream pool does. tunnel.bench: TCP mode, routed by the
+# ClientHello's SNI as authproxy routes it, bytes relayed. HAProxy reuses TLS sessions
+# toward the origin and offers tickets and a session cache to clients by default.
+HAPROXY_PID=""
+if [ -n "$HAPROXY" ]; then
+  mkdir -p "$T/haproxy"
+  cat "$T/ca/server.pem" "$T/ca/server.key" > "$T/haproxy/server.pem"
+  up_tls="ssl verify required ca-file $T/ca/ca.pem sni str(api.bench)"
+  cat > "$T/haproxy/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4000
+defaults
+  timeout connect 5s
+  timeout client 600s
+  timeout server 600s
+frontend http
+  mode http
+  bind 10.231.3.1:8080
+  http-request set-header X-Bench 1
+  default_backend http
+backend http
+  mode http
+  http-reuse always
+  server origin 10.231.1.2:8080
+frontend https
+  mode http
+  bind 10.231.3.1:8443 ssl crt $T/haproxy/server.pem
+  http-request set-header X-Bench 1
+  default_backend https
+backend https
+  mode http
+  http-reuse always
+  server origin 10.231.1.2:8443 $up_tls
+frontend https_nocache
+  mode http
+  bind 10.231.3.1:8444 ssl crt $T/haproxy/server.pem
+  http-request set-header X-Bench 1
+  default_backend https_nocache
+backend https_nocache
+  mode http
+  http-reuse always
+  server origin 10.231.1.2:8444 $up_tls
+frontend tunnel
+  mode tcp
+  bind 10.231.3.3:8443
+  tcp-request inspect-delay 5s
+  tcp-request content accept if { req.ssl_hello_type 1 }
+  use_backend tunnel if { req.ssl_sni -i tunnel.bench }
+backend tunnel
+  mode tcp
+  server origin 10.231.1.2:8443
+EOF
+  taskset -c "$PROXY_CPU" haproxy -db -f "$T/haproxy/haproxy.cfg" 2> "$T/haproxy.log" &
+  HAPROXY_PID=$!
+  PIDS+=("$HAPROXY_PID")
+  wait_for "ss -Hltn 'sport = :8444' | grep -q 10.231.3.1" 10
+fi
+
 # ---- the load generators ----
 cc -O2 -o "$T/connbench" "$bench/connbench.c" -lssl -lcrypto -lpthread
 cat > "$T/report.lua" <<'LUA'
@@ -316,7 +424,14 @@ done = function(summary, latency, requests)
 end
 LUA
 
-ns_of() { [ "$1" = direct ] && echo "$LGD" || echo "$LGP"; }
+ns_of() {
+  case $1 in direct) echo "$LGD" ;; haproxy) echo "$LGH" ;; *) echo "$LGP" ;; esac
+}
+# The process whose CPU, memory and counters a path's runs record (the direct path
+# records the proxy's, which stays idle).
+pid_of() { [ "$1" = haproxy ] && echo "$HAPROXY_PID" || echo "$PROXY_PID"; }
+PATHS=(direct proxy)
+[ -z "$HAPROXY" ] || PATHS+=(haproxy)
 
 proxy_cpu() { cpu_ticks "$PROXY_PID"; }
 CLK_TCK=$(getconf CLK_TCK)
@@ -327,22 +442,22 @@ proxy_kb() { proc_status "$PROXY_PID" "$1"; }
 # status. Both are kept by the kernel anyway: counting syscalls with perf's
 # raw_syscalls tracepoint would send every task's system calls through the tracing
 # slow path, the load generator's and nginx's included, during the proxied runs only.
-proxy_counters() {  # prints "RWCALLS SWITCHES"
+proxy_counters() {  # PID: prints "RWCALLS SWITCHES"
   local rw sw t
   rw=$(awk '$1 == "syscr:" || $1 == "syscw:" { n += $2 } END { print n + 0 }' \
-       "/proc/$PROXY_PID/io")
+       "/proc/$1/io")
   sw=0
-  for t in /proc/"$PROXY_PID"/task/*; do
+  for t in /proc/"$1"/task/*; do
     sw=$((sw + $(awk '/^(non)?voluntary_ctxt_switches:/ { n += $2 } END { print n + 0 }' \
                  "$t/status" 2>/dev/null || echo 0)))
   done
   echo "$rw $sw"
 }
-counters_start() { read -r RW0 SW0 < <(proxy_counters); }
-# Sets COUNTERS to ',"rwcalls":N,"cswitches":N'.
+counters_start() { read -r RW0 SW0 < <(proxy_counters "$1"); }
+# counters_stop PID: sets COUNTERS to ',"rwcalls":N,"cswitches":N'.
 counters_stop() {
   local rw sw
-  read -r rw sw < <(proxy_counters)
+  read -r rw sw < <(proxy_counters "$1")
   COUNTERS=",\"rwcalls\":$((rw - RW0)),\"cswitches\":$((sw - SW0))"
 }
 
@@ -354,7 +469,8 @@ record() {
   local cpu_s
   cpu_s=$(awk -v t="$5" -v h="$CLK_TCK" 'BEGIN { printf "%.3f", t / h }')
   printf '{"scenario":"%s","path":"%s","rep":%s,"cpu_s":%s,"rss_kb":%s%s,"m":%s}\n' \
-    "$1" "$2" "$3" "$cpu_s" "$(proxy_kb VmRSS)" "${6:-}" "$4" >> "$RESULTS"
+    "$1" "$2" "$3" "$cpu_s" "$(proc_status "$(pid_of "$2")" VmRSS)" "${6:-}" "$4" \
+    >> "$RESULTS"
 }
 
 # check_result WHAT JSON: fails on no requests or more than 0.1% errors.
@@ -364,28 +480,29 @@ check_result() {
 }
 
 # run_load SCENARIO PATH REP CMD...: runs a load generator in PATH's namespace on
-# LOAD_CPU; records its JSON line with the proxy's CPU time, system calls and context
-# switches over the run.
+# LOAD_CPU; records its JSON line with the proxy's (or HAProxy's) CPU time, reads and
+# writes, and context switches over the run.
 run_load() {
   local scen=$1 path=$2 rep=$3; shift 3
-  local ns out json c0 c1 perf_pid="" extra=""
+  local ns out json c0 c1 perf_pid="" extra="" pid
   ns=$(ns_of "$path")
+  pid=$(pid_of "$path")
   if [ "$path" = proxy ] && [ "$PROFILE" = "$scen" ] && [ "$rep" = 1 ]; then
     perf record -e cpu-clock -F 2000 --call-graph dwarf,16384 -p "$PROXY_PID" \
       -o "$bench/results/perf-$scen.data" >/dev/null 2>&1 &
     perf_pid=$!
     sleep 0.5
-  elif [ "$path" = proxy ]; then
-    counters_start
+  elif [ "$path" != direct ]; then
+    counters_start "$pid"
   fi
-  c0=$(proxy_cpu)
+  c0=$(cpu_ticks "$pid")
   out=$(ip netns exec "$ns" taskset -c "$LOAD_CPU" "$@" 2>> "$T/load.log") || {
     echo "run.sh: $scen ($path) failed: $out" >&2; tail -n 5 "$T/load.log" >&2; exit 1; }
-  c1=$(proxy_cpu)
+  c1=$(cpu_ticks "$pid")
   if [ -n "$perf_pid" ]; then
     kill -INT "$perf_pid"; wait "$perf_pid" || true
-  elif [ "$path" = proxy ]; then
-    counters_stop
+  elif [ "$path" != direct ]; then
+    counters_stop "$pid"
     extra=$COUNTERS
   fi
   json=$(sed -n 's/^WRK //p; /^{/p' <<<"$out" | tail -n 1)
@@ -419,8 +536,8 @@ COUNTED=(
   "tunnel_1m|$cb --keep-alive --tls -a tunnel.bench:8443 -p /1m -c 2 -n 40 -d 600"
 )
 
-# Sanity: both paths answer; the proxied one through the proxy.
-for path in direct proxy; do
+# Sanity: every path answers; the proxied one through the proxy.
+for path in "${PATHS[@]}"; do
   ip netns exec "$(ns_of $path)" "$T/connbench" rate --tls -a api.bench:8443 -p /1k \
     -d 60 -n 5 >/dev/null 2>> "$T/load.log" ||
     { echo "run.sh: the $path path does not work" >&2; exit 1; }
@@ -487,7 +604,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
     id=${s%%|*}
     cmd=${s#*|}
     selected "$id" || continue
-    for path in direct proxy; do
+    for path in "${PATHS[@]}"; do
       # shellcheck disable=SC2086
       run_load "$id" "$path" "$rep" $cmd
     done
@@ -496,6 +613,8 @@ for ((rep = 1; rep <= REPS; rep++)); do
 done
 echo
 HWM_KB=$(proxy_kb VmHWM)
+HAPROXY_HWM_KB=0
+[ -z "$HAPROXY" ] || HAPROXY_HWM_KB=$(proc_status "$HAPROXY_PID" VmHWM)
 
 # ---- first contact with a name: leaf minting ----
 # The same names twice: first contact (a leaf is minted for each), then cached leaves.
@@ -605,6 +724,6 @@ fi
 python3 "$bench/report.py" "$RESULTS" --hwm-kb "$HWM_KB" --reps "$REPS" \
   --duration "$DURATION" --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --rev "$REV" \
   --xcpu-us "$XCPU" --samecpu-us "$SAMECPU" --cc "$BENCH_CC" --busy-poll "$BUSY_POLL" \
-  > "$bench/results/latest.md"
+  --haproxy-hwm-kb "$HAPROXY_HWM_KB" > "$bench/results/latest.md"
 cp "$RESULTS" "$bench/results/latest.jsonl"
 cat "$bench/results/latest.md"
