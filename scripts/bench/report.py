@@ -92,13 +92,23 @@ def haproxy_report(a, runs, metric, rate, mibs, p):
     p("")
     p("The same loads through HAProxy (one thread on the proxy's CPU; run.sh --haproxy):")
     p("")
+    pairs = []
+    for scen, title, unit, _ in LOADS:
+        fn = mibs if unit == "MiB/s" else rate
+        d = {r["rep"]: fn(r) for r in runs.get((scen, "direct"), [])}
+        h = {r["rep"]: fn(r) for r in runs.get((scen, "haproxy"), [])}
+        reps = sorted(set(d) & set(h))
+        if len(reps) > 1:
+            pairs.append(f"- {title}: " + ", ".join(
+                f"{h[i] / d[i]:.2f}x" for i in reps if d[i]))
     p("| Measurement | Direct | authproxy | HAProxy | authproxy / direct | "
-      "HAProxy / direct | CPU per request: authproxy / HAProxy |")
-    p("|---|---:|---:|---:|---:|---:|---:|")
+      "HAProxy / direct | CPU per request: authproxy / HAProxy | "
+      "Context switches per request |")
+    p("|---|---:|---:|---:|---:|---:|---:|---:|")
 
-    def per_req(scen, path):
+    def per_req(scen, path, key="cpu_s", scale=1e6):
         return metric(scen, path,
-                      lambda r: r["cpu_s"] * 1e6 / max(r["m"]["requests"], 1))
+                      lambda r: r.get(key, 0) * scale / max(r["m"]["requests"], 1))
 
     for scen, title, unit, _ in LOADS:
         if (scen, "haproxy") not in runs:
@@ -108,18 +118,25 @@ def haproxy_report(a, runs, metric, rate, mibs, p):
         rx = f"{x / d:.2f}x" if d and x is not None else ""
         rh = f"{h / d:.2f}x" if d and h is not None else ""
         cx, ch = per_req(scen, "proxy"), per_req(scen, "haproxy")
+        sx, sh = (per_req(scen, path, "cswitches", 1) for path in ("proxy", "haproxy"))
         p(f"| {title}: {unit} | {fmt(d)} | {fmt(x)} | {fmt(h)} | {rx} | {rh} | "
-          f"{fmt(cx)} / {fmt(ch)} µs |")
+          f"{fmt(cx)} / {fmt(ch)} µs | {fmt(sx)} / {fmt(sh)} |")
         if unit == "req/s":
             dl, xl, hl = (metric(scen, path, lambda r: r["m"]["p50_us"])
                           for path in ("direct", "proxy", "haproxy"))
             if None not in (dl, xl, hl):
                 p(f"| {title}: p50 latency | {fmt(dl, 'µs')} | {fmt(xl, 'µs')} | "
                   f"{fmt(hl, 'µs')} | {'+' if xl >= dl else '−'}{fmt(abs(xl - dl), 'µs')} | "
-                  f"{'+' if hl >= dl else '−'}{fmt(abs(hl - dl), 'µs')} | |")
+                  f"{'+' if hl >= dl else '−'}{fmt(abs(hl - dl), 'µs')} | | |")
     if a.hwm_kb and a.haproxy_hwm_kb:
         p(f"| peak RSS over these loads | | {a.hwm_kb / 1024:.1f} MiB | "
-          f"{a.haproxy_hwm_kb / 1024:.1f} MiB | | | |")
+          f"{a.haproxy_hwm_kb / 1024:.1f} MiB | | | | |")
+    if pairs:
+        p("")
+        p("HAProxy's own ratio in each repetition (to the direct run of the same repetition, which ran it after authproxy's):")
+        p("")
+        for line in pairs:
+            p(line)
 
 
 def main():

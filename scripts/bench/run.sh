@@ -123,12 +123,13 @@ if [ ${#need[@]} -gt 0 ]; then
   policy=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     policy=/usr/sbin/policy-rc.d
+    trap 'rm -f "$policy"' EXIT
     printf '#!/bin/sh\nexit 101\n' > "$policy"
     chmod 755 "$policy"
   fi
   rc=0
   apt-get install -y --no-install-recommends "${need[@]}" >/dev/null || rc=$?
-  [ -z "$policy" ] || rm -f "$policy"
+  if [ -n "$policy" ]; then rm -f "$policy"; trap - EXIT; fi
   [ $rc -eq 0 ] || exit $rc
 fi
 
