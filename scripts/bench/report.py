@@ -133,7 +133,8 @@ def haproxy_report(a, runs, metric, rate, mibs, p):
           f"{a.haproxy_hwm_kb / 1024:.1f} MiB | | | | |")
     if pairs:
         p("")
-        p("HAProxy's own ratio in each repetition (to the direct run of the same repetition, which ran it after authproxy's):")
+        p("HAProxy's own ratio in each repetition (to that repetition's direct run; "
+          "authproxy's ran between the two):")
         p("")
         for line in pairs:
             p(line)
