@@ -90,7 +90,9 @@ def callgrind_report(a, runs, p):
 def haproxy_report(a, runs, metric, rate, mibs, p):
     """The same loads through HAProxy (run.sh --haproxy), beside authproxy."""
     p("")
-    p("The same loads through HAProxy (one thread on the proxy's CPU; run.sh --haproxy):")
+    busy = " both with busy polling (HAProxy's busy-polling)," if a.busy_poll else ""
+    p(f"The same loads through HAProxy (one thread on the proxy's CPU;{busy} "
+      "run.sh --haproxy):")
     p("")
     pairs = []
     for scen, title, unit, _ in LOADS:

@@ -152,6 +152,7 @@ LGP=apb-lgp-$$
 LGH=apb-lgh-$$
 ORG=apb-org-$$
 PIDS=()
+HAPROXY_PID=""
 ATTACH_NS=""
 ATTACH_STATE=""
 NGINX_PID=""
@@ -161,6 +162,8 @@ cleanup() {
   local rc=$?
   set +e
   exec 7>&- 2>/dev/null
+  # A stopped HAProxy would hold its SIGTERM until continued.
+  [ -z "$HAPROXY_PID" ] || kill -CONT "$HAPROXY_PID" 2>/dev/null
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
   for ns in "$LGD" "$LGP" "$LGH" "$ORG"; do ip netns del "$ns" 2>/dev/null; done
@@ -356,15 +359,20 @@ wait_for "ip netns exec $LGP nft list table inet authproxy >/dev/null 2>&1" 10
 # always), as authproxy's upstream pool does. tunnel.bench: TCP mode, routed by the
 # ClientHello's SNI as authproxy routes it, bytes relayed. HAProxy reuses TLS sessions
 # toward the origin and offers tickets and a session cache to clients by default.
-HAPROXY_PID=""
+# HAProxy is stopped (SIGSTOP) outside its own runs: its busy-polling never sleeps, and
+# would take the proxy's CPU from authproxy's runs.
 if [ -n "$HAPROXY" ]; then
   mkdir -p "$T/haproxy"
   cat "$T/ca/server.pem" "$T/ca/server.key" > "$T/haproxy/server.pem"
   up_tls="ssl verify required ca-file $T/ca/ca.pem sni str(api.bench)"
+  # With --busy-poll, HAProxy polls too (its own busy-polling, which never sleeps).
+  hap_busy=""
+  [ "$BUSY_POLL" = 0 ] || hap_busy="busy-polling"
   cat > "$T/haproxy/haproxy.cfg" <<EOF
 global
   nbthread 1
   maxconn 4000
+  $hap_busy
 defaults
   timeout connect 5s
   timeout client 600s
@@ -411,6 +419,11 @@ EOF
   PIDS+=("$HAPROXY_PID")
   wait_for "ss -Hltn 'sport = :8444' | grep -q 10.231.3.1" 10
 fi
+# haproxy_only PATH: HAProxy runs during its own path's runs only.
+haproxy_only() {
+  [ -n "$HAPROXY_PID" ] || return 0
+  if [ "$1" = haproxy ]; then kill -CONT "$HAPROXY_PID"; else kill -STOP "$HAPROXY_PID"; fi
+}
 
 # ---- the load generators ----
 cc -O2 -o "$T/connbench" "$bench/connbench.c" -lssl -lcrypto -lpthread
@@ -488,6 +501,7 @@ run_load() {
   local ns out json c0 c1 perf_pid="" extra="" pid
   ns=$(ns_of "$path")
   pid=$(pid_of "$path")
+  haproxy_only "$path"
   if [ "$path" = proxy ] && [ "$PROFILE" = "$scen" ] && [ "$rep" = 1 ]; then
     perf record -e cpu-clock -F 2000 --call-graph dwarf,16384 -p "$PROXY_PID" \
       -o "$bench/results/perf-$scen.data" >/dev/null 2>&1 &
@@ -539,10 +553,12 @@ COUNTED=(
 
 # Sanity: every path answers; the proxied one through the proxy.
 for path in "${PATHS[@]}"; do
+  haproxy_only "$path"
   ip netns exec "$(ns_of $path)" "$T/connbench" rate --tls -a api.bench:8443 -p /1k \
     -d 60 -n 5 >/dev/null 2>> "$T/load.log" ||
     { echo "run.sh: the $path path does not work" >&2; exit 1; }
 done
+haproxy_only none
 
 REV=${LABEL:-$(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)}
 mkdir -p "$bench/results"
@@ -613,6 +629,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
   done
 done
 echo
+haproxy_only none
 HWM_KB=$(proxy_kb VmHWM)
 HAPROXY_HWM_KB=0
 [ -z "$HAPROXY" ] || HAPROXY_HWM_KB=$(proc_status "$HAPROXY_PID" VmHWM)
