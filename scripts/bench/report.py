@@ -87,6 +87,20 @@ def callgrind_report(a, runs, p):
         p(f"| {name} | {n:,} | {r['ir'] / n:,.0f} |")
 
 
+def rep_ratios(runs, path, rate, mibs):
+    """One line per load: PATH's ratio to the direct run of each repetition."""
+    lines = []
+    for scen, title, unit, _ in LOADS:
+        fn = mibs if unit == "MiB/s" else rate
+        d = {r["rep"]: fn(r) for r in runs.get((scen, "direct"), [])}
+        x = {r["rep"]: fn(r) for r in runs.get((scen, path), [])}
+        reps = sorted(set(d) & set(x))
+        if len(reps) > 1:
+            lines.append(f"- {title}: " + ", ".join(
+                f"{x[i] / d[i]:.2f}x" for i in reps if d[i]))
+    return lines
+
+
 def haproxy_report(a, runs, metric, rate, mibs, p):
     """The same loads through HAProxy (run.sh --haproxy), beside authproxy."""
     p("")
@@ -94,15 +108,7 @@ def haproxy_report(a, runs, metric, rate, mibs, p):
     p(f"The same loads through HAProxy (one thread on the proxy's CPU;{busy} "
       "run.sh --haproxy):")
     p("")
-    pairs = []
-    for scen, title, unit, _ in LOADS:
-        fn = mibs if unit == "MiB/s" else rate
-        d = {r["rep"]: fn(r) for r in runs.get((scen, "direct"), [])}
-        h = {r["rep"]: fn(r) for r in runs.get((scen, "haproxy"), [])}
-        reps = sorted(set(d) & set(h))
-        if len(reps) > 1:
-            pairs.append(f"- {title}: " + ", ".join(
-                f"{h[i] / d[i]:.2f}x" for i in reps if d[i]))
+    pairs = rep_ratios(runs, "haproxy", rate, mibs)
     p("| Measurement | Direct | authproxy | HAProxy | authproxy / direct | "
       "HAProxy / direct | CPU per request: authproxy / HAProxy | "
       "Context switches per request |")
@@ -244,15 +250,7 @@ def main():
     # The ratio of the medians above can pair a proxied run from one of the machine's
     # states with a direct run from another; each repetition runs the two back to
     # back, so its own ratio shows how far the states moved the figure.
-    pairs = []
-    for scen, title, unit, target in LOADS:
-        fn = mibs if unit == "MiB/s" else rate
-        d = {r["rep"]: fn(r) for r in runs.get((scen, "direct"), [])}
-        x = {r["rep"]: fn(r) for r in runs.get((scen, "proxy"), [])}
-        reps = sorted(set(d) & set(x))
-        if len(reps) > 1:
-            pairs.append(f"- {title}: " + ", ".join(
-                f"{x[i] / d[i]:.2f}x" for i in reps if d[i]))
+    pairs = rep_ratios(runs, "proxy", rate, mibs)
     if pairs:
         p("")
         p("Each repetition's own ratio (its direct and proxied runs, back to back):")
