@@ -513,6 +513,8 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     client_close(c, 1);
     return;
   }
+  if (c->d->opts.activity != NULL)
+    (*c->d->opts.activity)++;
   c->used += (size_t)nread;
   client_touch(c);
   client_process(c);

@@ -64,8 +64,8 @@ struct proxy_dns_opts {
   uint32_t answer_ttl;      /* TTL of synthetic answers, seconds */
   unsigned tcp_max_conns;   /* concurrent TCP clients */
   uint64_t tcp_idle_ms;     /* a TCP client idle this long is closed */
-  uint64_t *activity;       /* if set, counts datagrams and TCP clients accepted (the
-                               loop's busy polling, proxy_loop_run) */
+  uint64_t *activity;       /* if set, counts datagrams, TCP clients accepted and
+                               their reads (the loop's busy polling, proxy_loop_run) */
 };
 
 struct proxy_dns;

@@ -4,7 +4,8 @@
 # 1. A keep-alive client's requests: without the option the proxy's loop thread sleeps
 #    (a voluntary context switch, /proc/PID/status) at least once per request; with it,
 #    it stays awake while the requests keep coming. Both `jail` and `serve`. Likewise
-#    for a client that only asks the DNS responder.
+#    for a client that only asks the DNS responder, over UDP and over one TCP
+#    connection (whose accept is long past: its reads must keep the loop awake).
 # 2. Quiet after the load, a busy-polling proxy goes back to sleeping: over 4 s it uses
 #    far less than the 4 s of CPU of a loop that never stopped spinning.
 # 3. Requests are served and injected as without it; the jail still ends with its
@@ -16,23 +17,47 @@ N=200
 start_upstream up
 api_config "sk-busy-$$"
 
-# client.py TOOLS DIR N [dns]: once DIR/go exists, N requests on one keep-alive
-# connection (or N lookups of distinct names, asked of the jail's DNS responder), then
-# DIR/done (how many were answered: 200, or an address), then waits for DIR/exit.
+# client.py TOOLS DIR N http|dns|dnstcp: once DIR/go exists, N requests on one
+# keep-alive connection (or N lookups of distinct names, asked of the jail's DNS
+# responder through getaddrinfo, or as N queries one after the other on one TCP
+# connection to it, made before DIR/ppid), then DIR/done (how many were answered: 200,
+# or an address), then waits for DIR/exit.
 cat > "$T/client.py" <<'PYEOF'
-import http.client, os, socket, sys
+import http.client, os, socket, struct, sys
 sys.path.insert(0, sys.argv[1])
 from advlib import wait_file
-w, n = sys.argv[2], int(sys.argv[3])
-dns = sys.argv[4:] == ["dns"]
+w, n, mode = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+if mode == "dnstcp":
+    with open("/etc/resolv.conf") as f:
+        ns = [l.split()[1] for l in f if l.startswith("nameserver")][0]
+    s = socket.create_connection((ns, 53), timeout=20)
 with open(os.path.join(w, "ppid"), "w") as f:
     f.write("%d\n" % os.getppid())
 wait_file(os.path.join(w, "go"), 60)
+
+def recv_exact(s, k):
+    b = b""
+    while len(b) < k:
+        chunk = s.recv(k - len(b))
+        if not chunk:
+            raise SystemExit("the DNS responder closed the connection")
+        b += chunk
+    return b
+
 ok = 0
-if dns:
+if mode == "dns":
     for i in range(n):
         ok += len(socket.getaddrinfo("n%d.busy.example" % i, 80, socket.AF_INET,
                                      socket.SOCK_STREAM)) > 0
+elif mode == "dnstcp":
+    for i in range(n):
+        qname = b"".join(bytes([len(p)]) + p for p in (b"t%d" % i, b"busy", b"example"))
+        q = struct.pack(">6H", i, 0x0100, 1, 0, 0, 0) + qname + b"\0" + struct.pack(">2H", 1, 1)
+        s.sendall(struct.pack(">H", len(q)) + q)
+        a = recv_exact(s, struct.unpack(">H", recv_exact(s, 2))[0])
+        qid, _, _, ancount = struct.unpack(">4H", a[:8])
+        ok += qid == i and ancount > 0
+    s.close()
 else:
     c = http.client.HTTPConnection("api.example.com", 80, timeout=20)
     for i in range(n):
@@ -81,7 +106,7 @@ jail_case() {
   wait_for "[ -s '$w/ppid' ]" 30
   measure "$(cat "$w/ppid")" "$w"
   wait "$pid" || fail "the jail ($name) did not end with its command's status 0"
-  [ "$mode" = dns ] ||
+  [ "$mode" != http ] ||
     assert_eq "$(upq up 'len([r for r in reqs if hdr(r, "Authorization") == ["Bearer sk-busy-'$$'"]])')" \
       "$N" "requests with the injected header ($name)"
 }
@@ -104,7 +129,15 @@ echo "jail without --busy-poll: $SW voluntary switches for $N DNS lookups"
 jail_case dns-busy dns --busy-poll 500000
 echo "jail with --busy-poll 500000: $SW voluntary switches for $N DNS lookups"
 [ "$SW" -lt $((N / 4)) ] || fail "with --busy-poll the loop slept $SW times for $N DNS lookups"
-pass "jail --busy-poll: DNS queries keep the loop awake too"
+jail_case dnstcp-sleeping dnstcp
+echo "jail without --busy-poll: $SW voluntary switches for $N DNS queries over TCP"
+[ "$SW" -ge $((N / 2)) ] ||
+  fail "without --busy-poll the loop slept only $SW times for $N TCP queries: the check below could not tell"
+jail_case dnstcp-busy dnstcp --busy-poll 500000
+echo "jail with --busy-poll 500000: $SW voluntary switches for $N DNS queries over TCP"
+[ "$SW" -lt $((N / 4)) ] ||
+  fail "with --busy-poll the loop slept $SW times for $N DNS queries on one TCP connection"
+pass "jail --busy-poll: DNS queries, over UDP and TCP, keep the loop awake too"
 
 # 1-3 with serve: the daemon's loop, and its end on SIGTERM.
 NS=$(make_netns busy)
