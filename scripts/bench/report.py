@@ -104,9 +104,10 @@ def rep_ratios(runs, path, rate, mibs):
 def haproxy_report(a, runs, metric, rate, mibs, p):
     """The same loads through HAProxy (run.sh --haproxy), beside authproxy."""
     p("")
-    busy = " both with busy polling (HAProxy's busy-polling)," if a.busy_poll else ""
-    p(f"The same loads through HAProxy (one thread on the proxy's CPU;{busy} "
-      "run.sh --haproxy):")
+    busy = (f"; both proxies busy polling: --busy-poll {a.busy_poll} and HAProxy's "
+            "busy-polling" if a.busy_poll else "")
+    p(f"The same loads through HAProxy (run.sh --haproxy: one thread on the proxy's "
+      f"CPU{busy}):")
     p("")
     pairs = rep_ratios(runs, "haproxy", rate, mibs)
     p("| Measurement | Direct | authproxy | HAProxy | authproxy / direct | "
