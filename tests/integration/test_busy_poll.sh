@@ -122,21 +122,19 @@ echo "jail with --busy-poll 500000: $SW voluntary switches for $N requests, ${ID
 [ "$IDLE_MS" -lt 2000 ] || fail "a quiet busy-polling jail used ${IDLE_MS} ms of CPU in 4 s: it never stopped spinning"
 pass "jail --busy-poll: awake under load, asleep when quiet, requests injected"
 
-jail_case dns-sleeping dns
-echo "jail without --busy-poll: $SW voluntary switches for $N DNS lookups"
-[ "$SW" -ge $((N / 2)) ] ||
-  fail "without --busy-poll the loop slept only $SW times for $N lookups: the check below could not tell"
-jail_case dns-busy dns --busy-poll 500000
-echo "jail with --busy-poll 500000: $SW voluntary switches for $N DNS lookups"
-[ "$SW" -lt $((N / 4)) ] || fail "with --busy-poll the loop slept $SW times for $N DNS lookups"
-jail_case dnstcp-sleeping dnstcp
-echo "jail without --busy-poll: $SW voluntary switches for $N DNS queries over TCP"
-[ "$SW" -ge $((N / 2)) ] ||
-  fail "without --busy-poll the loop slept only $SW times for $N TCP queries: the check below could not tell"
-jail_case dnstcp-busy dnstcp --busy-poll 500000
-echo "jail with --busy-poll 500000: $SW voluntary switches for $N DNS queries over TCP"
-[ "$SW" -lt $((N / 4)) ] ||
-  fail "with --busy-poll the loop slept $SW times for $N DNS queries on one TCP connection"
+# dns_pair MODE WHAT: the DNS client MODE in a jail without, then with, --busy-poll.
+dns_pair() {
+  local mode=$1 what=$2
+  jail_case "$mode-sleeping" "$mode"
+  echo "jail without --busy-poll: $SW voluntary switches for $N $what"
+  [ "$SW" -ge $((N / 2)) ] ||
+    fail "without --busy-poll the loop slept only $SW times for $N $what: the check below could not tell"
+  jail_case "$mode-busy" "$mode" --busy-poll 500000
+  echo "jail with --busy-poll 500000: $SW voluntary switches for $N $what"
+  [ "$SW" -lt $((N / 4)) ] || fail "with --busy-poll the loop slept $SW times for $N $what"
+}
+dns_pair dns "DNS lookups"
+dns_pair dnstcp "DNS queries on one TCP connection"
 pass "jail --busy-poll: DNS queries, over UDP and TCP, keep the loop awake too"
 
 # 1-3 with serve: the daemon's loop, and its end on SIGTERM.
