@@ -364,11 +364,28 @@ wait_for "ip netns exec $LGP nft list table inet authproxy >/dev/null 2>&1" 10
 if [ -n "$HAPROXY" ]; then
   mkdir -p "$T/haproxy"
   cat "$T/ca/server.pem" "$T/ca/server.key" > "$T/haproxy/server.pem"
+  tls_bind="ssl crt $T/haproxy/server.pem"
   up_tls="ssl verify required ca-file $T/ca/ca.pem sni str(api.bench)"
   # With --busy-poll, HAProxy polls too (its own busy-polling, which never sleeps).
   hap_busy=""
   [ "$BUSY_POLL" = 0 ] || hap_busy="busy-polling"
-  cat > "$T/haproxy/haproxy.cfg" <<EOF
+  # http_site NAME PORT [BIND_OPTS SERVER_OPTS]: HTTP mode on PORT with the header set,
+  # in front of the origin's PORT with idle connections shared by every client.
+  http_site() {
+    cat <<EOF
+frontend $1
+  mode http
+  bind 10.231.3.1:$2 ${3:-}
+  http-request set-header X-Bench 1
+  default_backend $1
+backend $1
+  mode http
+  http-reuse always
+  server origin 10.231.1.2:$2 ${4:-}
+EOF
+  }
+  {
+    cat <<EOF
 global
   nbthread 1
   maxconn 4000
@@ -377,33 +394,11 @@ defaults
   timeout connect 5s
   timeout client 600s
   timeout server 600s
-frontend http
-  mode http
-  bind 10.231.3.1:8080
-  http-request set-header X-Bench 1
-  default_backend http
-backend http
-  mode http
-  http-reuse always
-  server origin 10.231.1.2:8080
-frontend https
-  mode http
-  bind 10.231.3.1:8443 ssl crt $T/haproxy/server.pem
-  http-request set-header X-Bench 1
-  default_backend https
-backend https
-  mode http
-  http-reuse always
-  server origin 10.231.1.2:8443 $up_tls
-frontend https_nocache
-  mode http
-  bind 10.231.3.1:8444 ssl crt $T/haproxy/server.pem
-  http-request set-header X-Bench 1
-  default_backend https_nocache
-backend https_nocache
-  mode http
-  http-reuse always
-  server origin 10.231.1.2:8444 $up_tls
+EOF
+    http_site http 8080
+    http_site https 8443 "$tls_bind" "$up_tls"
+    http_site https_nocache 8444 "$tls_bind" "$up_tls"
+    cat <<EOF
 frontend tunnel
   mode tcp
   bind 10.231.3.3:8443
@@ -414,6 +409,7 @@ backend tunnel
   mode tcp
   server origin 10.231.1.2:8443
 EOF
+  } > "$T/haproxy/haproxy.cfg"
   taskset -c "$PROXY_CPU" haproxy -db -f "$T/haproxy/haproxy.cfg" 2> "$T/haproxy.log" &
   HAPROXY_PID=$!
   PIDS+=("$HAPROXY_PID")
