@@ -87,6 +87,11 @@ def callgrind_report(a, runs, p):
         p(f"| {name} | {n:,} | {r['ir'] / n:,.0f} |")
 
 
+def per_request(r, key, scale=1.0):
+    """A run's counter KEY (cpu_s, rwcalls, cswitches) per request, times SCALE."""
+    return r.get(key, 0) * scale / max(r["m"]["requests"], 1)
+
+
 def rep_ratios(runs, path, rate, mibs):
     """One line per load: PATH's ratio to the direct run of each repetition."""
     lines = []
@@ -116,8 +121,7 @@ def haproxy_report(a, runs, metric, rate, mibs, p):
     p("|---|---:|---:|---:|---:|---:|---:|---:|")
 
     def per_req(scen, path, key="cpu_s", scale=1e6):
-        return metric(scen, path,
-                      lambda r: r.get(key, 0) * scale / max(r["m"]["requests"], 1))
+        return metric(scen, path, lambda r: per_request(r, key, scale))
 
     for scen, title, unit, _ in LOADS:
         if (scen, "haproxy") not in runs:
@@ -222,13 +226,13 @@ def main():
         x = metric(scen, "proxy", fn)
         ratio = x / d if d and x is not None else None
         cpu = metric(scen, "proxy", lambda r: r["cpu_s"] / (r["m"]["duration_us"] / 1e6))
-        per = metric(scen, "proxy", lambda r: r["cpu_s"] * 1e6 / max(r["m"]["requests"], 1))
+        per = metric(scen, "proxy", lambda r: per_request(r, "cpu_s", 1e6))
         mark = ""
         if target is not None and ratio is not None:
             mark = " ✓" if ratio >= target else " ✗"
         cpu_s = f"{cpu * 100:.0f}%, {per:.0f} µs/req" if cpu is not None else "n/a"
-        sc = metric(scen, "proxy", lambda r: r.get("rwcalls", 0) / max(r["m"]["requests"], 1))
-        cs = metric(scen, "proxy", lambda r: r.get("cswitches", 0) / max(r["m"]["requests"], 1))
+        sc = metric(scen, "proxy", lambda r: per_request(r, "rwcalls"))
+        cs = metric(scen, "proxy", lambda r: per_request(r, "cswitches"))
         sc_s = f"{fmt(sc)} / {fmt(cs)} per req" if sc else ""
         p(f"| {title}: {unit} | {fmt(d)} | {fmt(x)} | {fmt(ratio)}x{mark} | "
           f"{'≥ %.2fx' % target if target else ''} | {cpu_s} | {sc_s} |")
@@ -268,7 +272,7 @@ def main():
 
         def cpu_per(scen):
             r = runs[(scen, "proxy")][0]
-            return r["cpu_s"] * 1e6 / max(r["m"]["requests"], 1)
+            return per_request(r, "cpu_s", 1e6)
 
         p("")
         p("| First contact with a name: TLS handshake only | Direct | authproxy | Proxy CPU |")
