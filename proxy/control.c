@@ -1,5 +1,7 @@
 /*
- * Control API server: a Unix socket, llhttp per client, one request at a time.
+ * Control API server: a Unix socket, llhttp per client, one request at a time: a
+ * client's next request (pipelined) is parsed once the answer to the last one has
+ * gone to the socket, so a client that sends without reading holds one answer.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -51,6 +53,8 @@ struct client {
   int too_large;
   int keep_alive;
   int discard;               /* answered an error early: read and drop the rest */
+  int stalled;               /* reading stopped until the last answer is written */
+  size_t have;               /* unparsed bytes kept in readbuf while stalled */
   char method[16];
   char readbuf[16384];
 };
@@ -110,6 +114,9 @@ static void client_close(struct client *cl)
 }
 
 static void idle_cb(uv_timer_t *t);
+static void process(struct client *cl);
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 
 static void shutdown_done(uv_shutdown_t *req, int status)
 {
@@ -133,8 +140,17 @@ static void write_done(uv_write_t *req, int status)
     uv_timer_start(&cl->timer, idle_cb, 2000, 0);
     return;
   }
-  if (status < 0 || !cl->keep_alive)
+  if (status < 0 || !cl->keep_alive) {
     client_close(cl);
+    return;
+  }
+  if (cl->stalled && !cl->closing && cl->pipe.write_queue_size == 0) {
+    cl->stalled = 0;
+    process(cl);
+    if (!cl->stalled && !cl->closing && !cl->discard &&
+        uv_read_start((uv_stream_t *)&cl->pipe, alloc_cb, read_cb) != 0)
+      client_close(cl);
+  }
 }
 
 static void send_response(struct client *cl, struct proxy_control_response *resp)
@@ -145,12 +161,16 @@ static void send_response(struct client *cl, struct proxy_control_response *resp
     [413] = "Content Too Large", [415] = "Unsupported Media Type",
     [422] = "Unprocessable Content", [431] = "Request Header Fields Too Large",
     [500] = "Internal Server Error", [503] = "Service Unavailable",
+    [507] = "Insufficient Storage",
   };
-  const char *text = resp->status > 0 && resp->status < 600 && texts[resp->status]
-                         ? texts[resp->status] : "Status";
+  const char *text = resp->status > 0 &&
+                             (size_t)resp->status < sizeof(texts) / sizeof(texts[0]) &&
+                             texts[resp->status] != NULL
+                         ? texts[resp->status]
+                         : "Status";
   struct strbuf head;
   uv_write_t *req;
-  uv_buf_t bufs[2];
+  uv_buf_t buf;
   char *mem;
   size_t total;
 
@@ -173,9 +193,8 @@ static void send_response(struct client *cl, struct proxy_control_response *resp
     memcpy(mem + head.len, resp->body.data, resp->body.len);
   strbuf_free(&head);
   req->data = cl;
-  bufs[0] = uv_buf_init(mem, (unsigned)total);
-  (void)bufs[1];
-  if (uv_write(req, (uv_stream_t *)&cl->pipe, bufs, 1, write_done) != 0) {
+  buf = uv_buf_init(mem, (unsigned)total);
+  if (uv_write(req, (uv_stream_t *)&cl->pipe, &buf, 1, write_done) != 0) {
     free(req);
     client_close(cl);
   }
@@ -298,22 +317,28 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
   buf->len = sizeof(cl->readbuf);
 }
 
-static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+/*
+ * Parses the cl->have bytes in readbuf, answering each complete request. Stops at a
+ * request boundary while an answer is still queued: the rest stays in readbuf and
+ * reading stops until write_done finds the queue empty.
+ */
+static void process(struct client *cl)
 {
-  struct client *cl = s->data;
   llhttp_errno_t err;
-  const char *p = buf->base;
-  size_t left;
+  const char *p = cl->readbuf;
+  size_t left = cl->have;
 
-  if (n < 0) {
-    client_close(cl);
-    return;
-  }
-  if (n == 0 || cl->closing || cl->discard)
-    return;
-  uv_timer_again(&cl->timer);
-  left = (size_t)n;
+  cl->have = 0;
   while (left > 0 && !cl->closing) {
+    if (cl->pipe.write_queue_size > 0) {
+      memmove(cl->readbuf, p, left);
+      cl->have = left;
+      if (!cl->stalled) {
+        cl->stalled = 1;
+        uv_read_stop((uv_stream_t *)&cl->pipe);
+      }
+      return;
+    }
     err = llhttp_execute(&cl->parser, p, left);
     if (err == HPE_PAUSED) {
       size_t used = (size_t)(llhttp_get_error_pos(&cl->parser) - p);
@@ -336,6 +361,22 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
     break;
   }
+}
+
+static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+  struct client *cl = s->data;
+
+  (void)buf;
+  if (n < 0) {
+    client_close(cl);
+    return;
+  }
+  if (n == 0 || cl->closing || cl->discard)
+    return;
+  uv_timer_again(&cl->timer);
+  cl->have = (size_t)n;
+  process(cl);
 }
 
 static void idle_cb(uv_timer_t *t)

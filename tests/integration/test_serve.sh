@@ -122,6 +122,40 @@ assert_eq "$(ctl health | "$PY" -c 'import json,sys; print(json.load(sys.stdin)[
   "daemon healthy after misuse"
 pass "API misuse answered with JSON errors; daemon unaffected"
 
+# ---- a control client that sends without reading holds one answer, not all ---------
+# 40,000 pipelined requests (1.4 MB): the daemon answers each once the last answer has
+# gone to the socket, so it stops reading when the socket is full and the sender
+# blocks. It used to read them all and queue every answer (about 15 MiB). Then the
+# client reads, and every answer arrives.
+"$PY" - "$SOCK" > "$T/flood.out" <<'PYEOF'
+import socket, sys, threading, time
+n, req = 40000, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+sent = [0]
+def send():
+    for _ in range(n // 100):
+        s.sendall(req * 100)
+        sent[0] += 100
+threading.Thread(target=send, daemon=True).start()
+time.sleep(2)  # the daemon reads what it will, then the sender blocks
+at_stall = sent[0]
+s.settimeout(20)
+marker, got, tail = b"HTTP/1.1 200 OK", 0, b""
+deadline = time.monotonic() + 60
+while got < n and time.monotonic() < deadline:
+    data = s.recv(1 << 20)
+    if not data:
+        break
+    data = tail + data
+    got += data.count(marker)
+    tail = data[-(len(marker) - 1):]
+print(got, "blocked" if at_stall < n // 2 else "all %d read while unanswered" % at_stall)
+PYEOF
+assert_eq "$(cat "$T/flood.out")" "40000 blocked" \
+  "pipelined control requests from a client that does not read"
+pass "a control client that does not read is not read either; every answer arrives"
+
 # ---- PATCH under load: every request under the old or the new config --------------
 cat > "$T/v.py" <<'PYEOF'
 import json, sys, urllib.request, time
