@@ -170,6 +170,12 @@ static void timer_cb(uv_timer_t *t)
                      0);
     break;
   case CONN_LINGER:
+    /* Still writing the answer: wait as long as the sandbox keeps taking it. */
+    if (c->down.queued > 0 && c->down.queued < c->linger_queued) {
+      c->linger_queued = c->down.queued;
+      uv_timer_start(&c->timer, timer_cb, c->sb->limits.idle_ms, 0);
+      break;
+    }
     proxy_conn_close(c, 0, NULL);
     break;
   case CONN_POOLED:
@@ -227,13 +233,20 @@ void proxy_conn_pending_consume(struct proxy_conn *c, size_t n)
 
 /* ---- lingering close ---- */
 
+/* How long a lingering connection discards what the sandbox sends once the answer
+ * has been written. */
+#define LINGER_MS 2000
+
 void proxy_conn_linger(struct proxy_conn *c)
 {
   if (c->state == CONN_CLOSING || c->state == CONN_LINGER)
     return;
   /* Closing a socket with unread input makes the kernel send RST, which can destroy
    * the answer before the sandbox reads it. Send FIN after the answer, discard what
-   * the sandbox still sends for a moment, then close. */
+   * the sandbox still sends for a moment, then close. Closing also cancels writes
+   * still queued, so while part of the answer waits for a slow reader the moment
+   * starts only when it is written (proxy_conn_on_drain); a reader that takes
+   * nothing for the idle timeout is given up (timer_cb). */
   c->state = CONN_LINGER;
   if (c->up.open) {
     uv_close((uv_handle_t *)&c->up.tcp, handle_closed);
@@ -241,7 +254,9 @@ void proxy_conn_linger(struct proxy_conn *c)
   }
   proxy_end_shutdown(&c->down);
   proxy_end_want_read(&c->down, 1);
-  uv_timer_start(&c->timer, timer_cb, 2000, 0);
+  c->linger_queued = c->down.queued;
+  uv_timer_start(&c->timer, timer_cb,
+                 c->down.queued > 0 ? c->sb->limits.idle_ms : LINGER_MS, 0);
 }
 
 /* ---- data dispatch ---- */
@@ -359,6 +374,11 @@ void proxy_conn_on_eof(struct proxy_conn *c, struct proxy_end *e, int status)
     proxy_relay_on_eof(c, e);
     break;
   case CONN_LINGER:
+    /* A sandbox that half-closed may still read the rest of its answer. */
+    if (e == &c->down && c->down.queued > 0)
+      break;
+    proxy_conn_close(c, 0, NULL);
+    break;
   case CONN_POOLED:
     proxy_conn_close(c, 0, NULL);
     break;
@@ -379,10 +399,17 @@ void proxy_conn_on_eof(struct proxy_conn *c, struct proxy_end *e, int status)
 
 void proxy_conn_on_drain(struct proxy_conn *c, struct proxy_end *e)
 {
-  if (c->state == CONN_HTTP)
+  if (c->state == CONN_HTTP) {
     proxy_http_on_drain(c, e);
-  else if (c->state == CONN_RELAY)
+  } else if (c->state == CONN_RELAY) {
     proxy_relay_on_drain(c, e);
+  } else if (c->state == CONN_LINGER && e == &c->down) {
+    /* The answer is written: the sandbox's FIN, if it came, ends it now. */
+    if (c->down.eof)
+      proxy_conn_close(c, 0, NULL);
+    else
+      uv_timer_start(&c->timer, timer_cb, LINGER_MS, 0);
+  }
 }
 
 /* ---- names and decisions ---- */

@@ -134,6 +134,7 @@ struct proxy_conn {
   uint64_t start_ms;
   uint64_t last_active_ms;
   uint64_t timer_ms;                /* the current phase's timeout */
+  size_t linger_queued;             /* LINGER: down.queued when the timer was armed */
   uint64_t bytes_up, bytes_down;
   int audited;
   int dial_deferred;                /* dial once the previous upstream has closed */
