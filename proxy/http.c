@@ -491,6 +491,14 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
    * config applies from the next request on. */
   rules_config_unref(h->cfg);
   h->cfg = rules_config_ref(sb->config);
+  if (h->cfg != c->cfg) {
+    /* The new config also says where requests go (dns.remap), which addresses may be
+     * dialed (egress) and which pooled upstreams match: an upstream dialed under the
+     * old one carries no further request. */
+    proxy_conn_close_upstream(c);
+    rules_config_unref(c->cfg);
+    c->cfg = rules_config_ref(h->cfg);
+  }
   proxy_conn_dest(c, &dest);
   rules_decide_conn(h->cfg, &dest, &d);
   if (!h->decided) {

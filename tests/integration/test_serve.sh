@@ -191,6 +191,45 @@ assert_eq "$(upq up "all(len(hdr(r, 'X-Version')) <= 1 and hdr(r, 'Authorization
   "True" "every request consistent with one config"
 pass "PATCH under load: $(echo "$res"), versions seen $versions"
 
+# ---- a swapped config also decides where a kept-alive connection's next request goes --
+# (its dns.remap target, the addresses it may dial, the pooled upstreams it may reuse)
+start_upstream up2
+"$PY" -c "
+import json
+c = json.load(open('$T/cfg3.json'))
+c['dns']['remap']['api.example.com'] = '127.0.0.1:$up2_PORT'
+json.dump(c, open('$T/cfg3r.json', 'w'))"
+ip netns exec "ap-s3-$$" "$PY" - "$T" > "$T/ka.out" <<'PYEOF' &
+import http.client, os, sys, time
+t = sys.argv[1]
+c = http.client.HTTPConnection("api.example.com", 80, timeout=10)
+c.request("GET", "/ka-before")
+c.getresponse().read()
+port = c.sock.getsockname()[1]
+open(t + "/ka-1", "w").close()
+for _ in range(100):
+    if os.path.exists(t + "/ka-2"):
+        break
+    time.sleep(0.1)
+c.request("GET", "/ka-after")
+r = c.getresponse()
+r.read()
+print(r.status, "same-connection" if c.sock.getsockname()[1] == port else "reconnected")
+PYEOF
+KA=$!
+PIDS+=($KA)
+wait_for "[ -e '$T/ka-1' ]"
+ctl update box3 --config "$T/cfg3r.json" >/dev/null
+: > "$T/ka-2"
+wait "$KA"
+assert_eq "$(cat "$T/ka.out")" "200 same-connection" "request after the swap answered, kept alive"
+assert_eq "$(upq up2 "[r['path'] for r in reqs]")" "$(jlist /ka-after)" \
+  "the request after the swap went to the new remap target"
+assert_eq "$(upq up "len([r for r in reqs if r['path'] == '/ka-after'])")" "0" \
+  "the old remap target got no request after the swap"
+ctl update box3 --config "$T/cfg3.json" >/dev/null
+pass "a swapped config moves a kept-alive connection's next request to its new target"
+
 # ---- ctl attach, and dynamic credentials from a callback in the daemon ---------------
 "$PY" "$TOOLS/fake_callback.py" --log "$T/cb.jsonl" --port-file "$T/cb.port" 2> "$T/cb.log" &
 PIDS+=($!)
