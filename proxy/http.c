@@ -161,8 +161,12 @@ static int on_resp_headers(llhttp_t *p)
 
   if (p->status_code >= 200 || p->status_code == 101)
     h->status = p->status_code;
-  /* A response to HEAD has no body whatever its headers say. */
-  if (h->is_head && p->status_code >= 200)
+  /* A response to HEAD, a 204 and a 304 have no body whatever their headers say
+   * (RFC 9112 6.3: a 304 may carry the Content-Length of the representation); llhttp
+   * would wait for one. A 101 is handled by llhttp as an upgrade. */
+  if ((h->is_head && p->status_code >= 200) || p->status_code == 204 ||
+      p->status_code == 304 || (p->status_code >= 100 && p->status_code < 200 &&
+                                p->status_code != 101))
     return 1;
   return 0;
 }
@@ -369,6 +373,12 @@ static void creds_cb(void *arg, int status, const char *reason, struct proxy_cre
 
   h->cred_wait = NULL;
   h->rd = NULL;
+  /* The connection closed, or answered on its own, in the loop turn that brought the
+   * answer (proxy_http_free cancels the wait only once its handles are closed). */
+  if (c->state != CONN_HTTP || h->phase != PH_CREDENTIALS) {
+    free(rd);
+    return;
+  }
   if (status != 0) {
     free(rd);
     /* Fail closed (invariant I4): the request is answered here, never forwarded. */
@@ -569,8 +579,19 @@ static int retry_request(struct proxy_conn *c)
   return 0;
 }
 
+/* 1 if the upstream only idles: kept alive after a response, or connected while the
+ * next request's head waits for the credential callback. */
+static int between_requests(const struct proxy_http *h)
+{
+  return (h->phase == PH_HEAD && h->requests > 0) || h->phase == PH_CREDENTIALS;
+}
+
 int proxy_http_on_up_error(struct proxy_conn *c)
 {
+  if (c->http != NULL && c->state == CONN_HTTP && between_requests(c->http)) {
+    proxy_conn_close_upstream(c);
+    return 0;
+  }
   return c->http != NULL ? retry_request(c) : -1;
 }
 
@@ -607,7 +628,7 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
   char *out = head_buf;
   llhttp_errno_t err;
   size_t bound, i;
-  int n;
+  int n, retryable;
 
   proxy_scrub_reset(&h->scrub);
   for (i = 0; i < rd->nheaders; i++) {
@@ -665,6 +686,8 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
   h->up_keep_alive = proxy_http_upstream_keep_alive(req);
   h->upgrade = req->upgrade;
   h->is_head = req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0;
+  /* req points into c->pending, which consuming the head may free or move. */
+  retryable = h->req_done && !req->chunked && req->content_length <= 0 && is_retryable(req);
   h->resp_done = 0;
   h->resp_started = 0;
   proxy_conn_pending_consume(c, req->head_len);
@@ -676,7 +699,7 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
     /* A pooled connection may have been closed by the server a moment ago. A request
      * that is safe to repeat (RFC 9110 9.2.2: idempotent, and nothing after the head)
      * is then sent again on a new connection; its head is kept until answered. */
-    if (h->req_done && !req->chunked && req->content_length <= 0 && is_retryable(req)) {
+    if (retryable) {
       h->retry = malloc((size_t)n);
       if (h->retry != NULL) {
         memcpy(h->retry, out, (size_t)n);
@@ -933,6 +956,14 @@ static void on_up_data(struct proxy_conn *c, const char *data, size_t len)
     proxy_conn_close(c, 1, "upstream_protocol_error");
     return;
   }
+  if (h->phase == PH_HEAD || h->phase == PH_CREDENTIALS) {
+    /* The same between requests (a body after a HEAD response, bytes past a
+     * Content-Length): the upstream goes, and the next request dials anew. */
+    log_debug("conn %llu: %zu bytes from the upstream between responses; closing it",
+              (unsigned long long)c->id, len);
+    proxy_conn_close_upstream(c);
+    return;
+  }
   h->msg_complete = 0;
   err = llhttp_execute(&h->resp, data, len);
   if (err == HPE_PAUSED_UPGRADE && h->upgrade && h->status == 101) {
@@ -1045,9 +1076,9 @@ void proxy_http_on_eof(struct proxy_conn *c, struct proxy_end *e)
         return;
       }
     }
-    if (h->phase == PH_HEAD && h->requests > 0) {
+    if (between_requests(h)) {
       /* The upstream ended its idle keep-alive: the sandbox's connection stays, and
-       * its next request dials anew. */
+       * its next request (or the one awaiting the callback) dials anew. */
       proxy_conn_close_upstream(c);
       return;
     }

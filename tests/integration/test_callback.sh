@@ -256,3 +256,30 @@ assert_contains "$out" "code=200" "unix socket callback"
 assert_eq "$(cbq cbu 'calls[0]["path"]')" "/v1/creds" "unix callback path"
 assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" '["Bearer cb-1"]' "unix callback answer"
 pass "unix socket callback"
+
+# 9. The upstream ends its idle keep-alive while the next request waits for the
+#    callback: the request is sent on a new upstream connection when the answer comes
+#    (the old proxy closed the sandbox's connection, and the request was lost).
+start_callback cbslow --port-file "$T/cbslow.port" --mode slow --delay 1
+wait_for "[ -s '$T/cbslow.port' ]" 10
+write_config "$T/config-slow.json" "http://127.0.0.1:$(cat "$T/cbslow.port")/creds" 0 5000
+: > "$T/up.jsonl"
+out=$(jail --config "$T/config-slow.json" --secrets-dir "$T/secrets" -- "$PY" -c '
+import http.client
+c = http.client.HTTPConnection("api.corp.example", 80, timeout=10)
+c.request("GET", "/ka-close?after=0.3")  # the upstream closes 0.3 s after answering
+r = c.getresponse()
+first = (r.status, len(r.read()) > 0)
+port = c.sock.getsockname()[1]
+c.request("GET", "/after-idle-close")  # its callback answers after 1 s
+r = c.getresponse()
+r.read()
+print(first, r.status, c.sock is not None and c.sock.getsockname()[1] == port)
+' 2>> "$T/jail.log")
+assert_eq "$out" "(200, True) 200 True" "the request awaiting the callback, kept alive"
+assert_eq "$(upq up '[r["path"] for r in reqs]')" "$(jlist "/ka-close" "/after-idle-close")" \
+  "both requests reached the upstream"
+assert_eq "$(upq up 'len(set(r["conn"] for r in reqs))')" "2" "the second on a new connection"
+assert_eq "$(upq up 'hdr(reqs[1], "Authorization")')" '["Bearer cb-2"]' \
+  "the second carries its own callback answer"
+pass "an upstream's idle close during the callback wait loses no request"

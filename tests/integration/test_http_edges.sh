@@ -38,3 +38,50 @@ PYEOF
 out=$(run --write-queue-bytes $((8 << 20)) -- "$PY" "$T/slow.py" "$SIZE")
 assert_eq "$out" "HTTP/1.1 200 OK True" "a slow reader got the whole answer before the close"
 pass "lingering close waits for the answer to be written"
+
+# 2. A 304 with a Content-Length has no body: the next request on the connection is
+#    answered (it used to wait for 1234 bytes that never come).
+: > "$T/up.jsonl"
+out=$(run -- curl -sS --max-time 10 -o /dev/null -o /dev/null -w '%{http_code} ' \
+  http://api.example.com/not-modified http://api.example.com/after-304 2>&1 || true)
+assert_eq "$out" "304 200 " "304 then the next request, kept alive"
+assert_eq "$(upq up 'len(set(r["conn"] for r in reqs))')" "1" "one upstream connection"
+pass "a 304 with a Content-Length ends at its head"
+
+# 3. Bytes the upstream sends while no request is outstanding are not passed on as an
+#    answer: that upstream connection goes, the sandbox's stays, and its next request
+#    is served on a new one.
+: > "$T/up.jsonl"
+cat > "$T/stray.py" <<'PYEOF'
+import http.client, time
+c = http.client.HTTPConnection("api.example.com", 80, timeout=10)
+c.request("GET", "/stray")
+r = c.getresponse()
+first = (r.status, r.read())
+port = c.sock.getsockname()[1]
+time.sleep(0.5)  # the stray bytes arrive meanwhile
+c.request("GET", "/after-stray")
+r = c.getresponse()
+body = r.read()
+print(first, r.status, b"/after-stray" in body,
+      c.sock is not None and c.sock.getsockname()[1] == port)
+PYEOF
+out=$(run -- "$PY" "$T/stray.py")
+assert_eq "$out" "(200, b'ok\\n') 200 True True" "the request after the stray bytes"
+assert_eq "$(upq up 'len(set(r["conn"] for r in reqs))')" "2" "the out-of-step upstream not reused"
+pass "stray upstream bytes between responses drop that upstream, not the sandbox"
+
+# 4. A new sandbox connection takes the upstream its predecessor left in the pool, with a
+#    request head over 4 KiB (a long cookie): the buffer that held the head is freed as
+#    it is consumed, and deciding whether the request may be sent again used to read it
+#    afterwards (AddressSanitizer's pass of this test caught it).
+: > "$T/up.jsonl"
+cookie=$(head -c 6000 /dev/zero | tr '\0' 'c')
+out=$(run -- sh -c "curl -sS -o /dev/null -w '%{http_code} ' http://api.example.com/p1 &&
+  curl -sS -o /dev/null -w '%{http_code}' -H 'Cookie: k=$cookie' http://api.example.com/p2")
+assert_eq "$out" "200 200" "both requests answered"
+assert_eq "$(upq up '[r["path"] for r in reqs]')" "$(jlist /p1 /p2)" "both reached the upstream"
+assert_eq "$(upq up 'len(set(r["conn"] for r in reqs))')" "1" "the second took the pooled upstream"
+assert_eq "$(upq up 'hdr(reqs[1], "Authorization")')" "$(jlist "Bearer sk-edges-$$")" \
+  "the header injected on the pooled connection"
+pass "a large head on a pooled upstream"

@@ -14,6 +14,8 @@ Paths:
   /chunked?n=N          N chunks
   /slow?delay=S         waits S seconds before answering
   /status/NNN           answers with that status
+  /not-modified         304 with a Content-Length (allowed, RFC 9110 8.6) and no body
+  /stray                answers "ok" (Content-Length: 3), then sends bytes it should not
   /close                answers with Connection: close and no length (read to EOF)
   /ka-close?after=S     answers keep-alive, then closes the idle connection S seconds
                         later (a server's keep-alive timeout)
@@ -201,6 +203,16 @@ def handle(c):
         elif p == "/slow":
             time.sleep(float(q.get("delay", "1")))
             respond(c, 200, b'{"slow":true}\n')
+        elif p == "/not-modified":
+            # RFC 9110 8.6: a 304 may carry the Content-Length of the representation
+            # it stands for; no body follows.
+            c.send(b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n"
+                   b"Content-Length: 1234\r\n\r\n")
+        elif p == "/stray":
+            # Out of step: bytes past the Content-Length, in a later segment.
+            respond(c, 200, b"ok\n")
+            time.sleep(0.1)
+            c.send(b"stray bytes")
         elif p.startswith("/status/"):
             respond(c, int(p.split("/")[2]), b'{"status":true}\n')
         elif p == "/ka-close":
