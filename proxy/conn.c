@@ -625,7 +625,8 @@ static void up_closed_retry(uv_handle_t *h)
 {
   struct proxy_conn *c = up_handle_gone(h);
 
-  if (c != NULL)
+  /* Unless the dial timed out meanwhile (and the connection answered, or lingers). */
+  if (c != NULL && c->state == CONN_CONNECT)
     try_next_address(c);
 }
 
@@ -712,10 +713,14 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 
   free(req);
   c->ops--;
-  if (c->state == CONN_CLOSING) {
+  /* Closing, or the dial timed out while the resolver worked (glibc retrying a
+   * silent server, a busy thread pool) and the connection moved on: the answer is
+   * too late to use. */
+  if (c->state != CONN_RESOLVE) {
     if (res != NULL)
       uv_freeaddrinfo(res);
-    conn_maybe_free(c);
+    if (c->state == CONN_CLOSING)
+      conn_maybe_free(c);
     return;
   }
   if (status < 0) {

@@ -8,7 +8,11 @@ Answers: a name matching an --answer SUFFIX=IPV4 entry (the name itself or a nam
 under it) gets an A record with that address and NODATA for other types; anything
 else gets NXDOMAIN.
 
+--delay S holds every UDP answer S seconds (each on its own thread, so queries asked
+together are answered together): a resolver slower than the proxy's connect timeout.
+
 Usage: fake_resolver.py --bind 127.0.0.1 --log FILE --ready FILE [--answer S=IP]...
+                        [--delay S]
 """
 import argparse
 import json
@@ -77,12 +81,20 @@ def log(f, transport, q):
         f.flush()
 
 
-def serve_udp(sock, f, answers):
+def serve_udp(sock, f, answers, delay):
+    def send_later(out, peer):
+        time.sleep(delay)
+        sock.sendto(out, peer)
+
     while True:
         msg, peer = sock.recvfrom(4096)
         q, out = answer(msg, answers)
         log(f, "udp", q)
-        if out is not None:
+        if out is None:
+            continue
+        if delay > 0:
+            threading.Thread(target=send_later, args=(out, peer), daemon=True).start()
+        else:
             sock.sendto(out, peer)
 
 
@@ -116,6 +128,7 @@ def main():
     ap.add_argument("--log", required=True)
     ap.add_argument("--ready", required=True)
     ap.add_argument("--answer", action="append", default=[])
+    ap.add_argument("--delay", type=float, default=0.0)
     a = ap.parse_args()
     answers = []
     for spec in a.answer:
@@ -128,7 +141,7 @@ def main():
     t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     t.bind((a.bind, 53))
     t.listen(64)
-    threading.Thread(target=serve_udp, args=(u, f, answers), daemon=True).start()
+    threading.Thread(target=serve_udp, args=(u, f, answers, a.delay), daemon=True).start()
     with open(a.ready, "w") as r:
         r.write("ready\n")
     while True:
