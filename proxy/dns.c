@@ -32,8 +32,11 @@
  * the one idle the longest, since DNS clients keep connections open long after their
  * last query and a new client is more likely to be active. A connection idle for
  * opts->tcp_idle_ms is closed (one timer for all of them, armed for the connection
- * idle the longest). While a client's unread answers exceed DNS_TCP_WRITE_MAX bytes
- * the responder stops reading from it.
+ * idle the longest). Answers the socket does not take at once wait in write requests;
+ * while a client has PROXY_DNS_TCP_WRITES_MAX of them, or more than DNS_TCP_WRITE_MAX
+ * bytes in them, the responder stops reading from it, and resumes once they have all
+ * been written. A client that pipelines queries and never reads is thus held to a
+ * few requests, and then closed when it has been idle for opts->tcp_idle_ms.
  *
  * Defaults (a zero field in opts, or opts == NULL): answer_ttl 60 s, tcp_max_conns
  * 16, tcp_idle_ms 10 s. A short TTL keeps clients asking, which keeps table entries
@@ -44,10 +47,15 @@
  * every message left unanswered, refused the answers that policy turned down
  * (REFUSED for a full table or a class other than IN, NXDOMAIN for a rejected name).
  *
- * Memory: the responder holds its handles (about 1.2 KiB); UDP datagrams are read
- * into one buffer per thread. Each TCP client costs about 1.3 KiB while connected,
- * plus its answers waiting for the socket: about 4 KiB of them before the responder
- * stops reading, in requests of about 150 bytes each (about 12 KiB at worst).
+ * Memory (x86-64, libuv 1.44): the responder holds its handles (about 1.2 KiB); UDP
+ * datagrams are read into one buffer per thread. Each TCP client costs 1.3 KiB while
+ * connected (struct dns_client: its uv_tcp_t and query buffer), plus its answers
+ * waiting for the socket, one allocation each: struct dns_write (216 bytes, 192 of
+ * them the uv_write_t) and the unsent part of the answer (at most 300 bytes with
+ * its length). With at most 16 requests holding at most 4096 + 300 answer bytes,
+ * that is about 8 KiB with malloc's overhead, 9.3 KiB per client at worst. Capping
+ * bytes alone was not enough: 14-byte answers (a header-only error and its length)
+ * filled 293 requests, 69 KiB, before the responder stopped reading.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -58,6 +66,7 @@
 #include <unistd.h>
 
 #include "proxy/dns.h"
+#include "proxy/dns_internal.h"
 #include "proxy/dnsmsg.h"
 #include "proxy/log.h"
 
@@ -69,6 +78,9 @@
 #define DNS_MAX_QUERY 1024
 /* Our largest answer: header, question, one A record, OPT: 12 + 259 + 16 + 11. */
 #define DNS_MAX_ANSWER 512
+/* Answer bytes queued in a client's write requests above which it is not read. The
+ * count cap, PROXY_DNS_TCP_WRITES_MAX, binds first unless the queued answers average
+ * over 256 bytes (names of 200 bytes and more). */
 #define DNS_TCP_WRITE_MAX 4096
 #define DNS_TCP_BACKLOG 16
 #define DNS_ACCEPT_RETRY_MS 1000
@@ -396,7 +408,12 @@ static void client_written(uv_write_t *req, int status)
     return;
   }
   client_touch(c);
-  if (c->stalled && c->tcp.write_queue_size == 0) {
+  /* Resume once every queued answer is out: stalling leaves at least one request
+   * pending, and each is called back (written, failed or cancelled), so the last
+   * callback always comes and finds pending_writes at 0. Waiting for the queue to
+   * drain, not just to drop below the caps, avoids stopping and starting the reads
+   * for every answer. */
+  if (c->stalled && c->pending_writes == 0) {
     c->stalled = 0;
     client_process(c);
     if (!c->closing && !c->stalled && !c->eof) {
@@ -473,7 +490,12 @@ static void client_process(struct dns_client *c)
     }
     if (avail < 2 + mlen)
       break;
-    if (c->tcp.write_queue_size > DNS_TCP_WRITE_MAX) {
+    /* Checked before each answer, and each adds at most one request, so a client
+     * never has more than PROXY_DNS_TCP_WRITES_MAX. Every request is a heap
+     * allocation of its own (uv_try_write refuses while one is queued), so the count
+     * matters as much as the bytes. */
+    if (c->pending_writes >= PROXY_DNS_TCP_WRITES_MAX ||
+        c->tcp.write_queue_size > DNS_TCP_WRITE_MAX) {
       if (!c->stalled) {
         c->stalled = 1;
         uv_read_stop((uv_stream_t *)&c->tcp);
@@ -792,4 +814,14 @@ void proxy_dns_close(struct proxy_dns *d, void (*cb)(void *arg), void *arg)
 const struct proxy_dns_stats *proxy_dns_stats(const struct proxy_dns *d)
 {
   return &d->stats;
+}
+
+size_t proxy_dns_tcp_queued(const struct proxy_dns *d)
+{
+  const struct dns_client *c;
+  size_t n = 0;
+
+  for (c = d->oldest; c != NULL; c = c->newer)
+    n += c->pending_writes;
+  return n;
 }

@@ -1,7 +1,8 @@
 /*
  * The DNS responder on a real loop: UDP and TCP sockets on 127.0.0.1 with ephemeral
- * ports, a blocking client on a helper thread, and a check that closing leaves no
- * handle behind.
+ * ports, a blocking client on a helper thread (or, where a test inspects the
+ * responder between loop iterations, a non-blocking one on the loop's thread), and a
+ * check that closing leaves no handle behind.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include <uv.h>
 
 #include "proxy/dns.h"
+#include "proxy/dns_internal.h"
 #include "proxy/dnsmsg.h"
 #include "test.h"
 
@@ -277,6 +279,11 @@ static void record(struct env *e, const char *name, uint32_t addr)
 }
 
 /* ---- the harness ---- */
+
+static void noop_cb(void *arg)
+{
+  (*(int *)arg)++;
+}
 
 static void closed_cb(void *arg)
 {
@@ -739,6 +746,152 @@ TEST(tcp_backpressure)
   proxy_dns_table_free(e.table);
 }
 
+/* The smallest query there is: a header with no question (a 12-byte FORMERR answers
+ * it), with its TCP length. */
+#define TINY_QUERY 14
+#define TINY_FLOOD 4000
+
+/* Sends as much of the len bytes at buf as the non-blocking fd takes; returns how
+ * many. */
+static size_t send_some(int fd, const uint8_t *buf, size_t len)
+{
+  ssize_t n;
+
+  if (len == 0)
+    return 0;
+  n = send(fd, buf, len, MSG_NOSIGNAL);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+    return 0;
+  if (n < 0)
+    TEST_FAIL_("send: %s", strerror(errno));
+  return (size_t)n;
+}
+
+/* Runs the loop once without blocking and checks the responder's user-space write
+ * queue against its cap; returns the number queued. */
+static size_t step(uv_loop_t *loop, const struct proxy_dns *d)
+{
+  size_t queued;
+
+  uv_run(loop, UV_RUN_NOWAIT);
+  queued = proxy_dns_tcp_queued(d);
+  ASSERT_LE(queued, PROXY_DNS_TCP_WRITES_MAX);
+  return queued;
+}
+
+/*
+ * A client pipelines thousands of minimal queries and does not read. Their 14-byte
+ * answers are each a write request of their own once the kernel's buffers are full,
+ * and capping the queued bytes alone let about 290 pile up: the responder must stop
+ * reading at PROXY_DNS_TCP_WRITES_MAX requests, and still answer every query, in
+ * order, when the client reads. The client and the responder share this thread, so
+ * the queue is checked after every loop iteration without racing the loop.
+ */
+TEST(tcp_write_requests_capped)
+{
+  static uint8_t queries[TINY_FLOOD * TINY_QUERY];
+  struct proxy_dns_table *t = proxy_dns_table_new(10, "tiny", 0);
+  struct proxy_dns *d;
+  struct sockaddr_in sin = { .sin_family = AF_INET };
+  uint8_t in[4096];
+  size_t sent = 0, have = 0, answers = 0, queued, max_queued = 0;
+  uint64_t seen = UINT64_MAX;
+  uv_loop_t loop;
+  uint16_t port;
+  int tcp, fd, small = 4096, calls = 0, quiet = 0, i;
+
+  ASSERT_NOT_NULL(t);
+  for (i = 0; i < TINY_FLOOD; i++) {
+    uint8_t *q = queries + (size_t)i * TINY_QUERY;
+
+    memset(q, 0, TINY_QUERY);
+    q[1] = TINY_QUERY - 2;
+    q[2] = (uint8_t)(i >> 8), q[3] = (uint8_t)i;
+    q[4] = 0x01; /* RD */
+  }
+  /* Small buffers on both sides (accepted sockets inherit the listener's send
+   * buffer), so the kernel fills up long before the client is done sending. */
+  tcp = bound_socket(AF_INET, SOCK_STREAM, &port);
+  ASSERT_GE(tcp, 0);
+  ASSERT_EQ(setsockopt(tcp, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  ASSERT_EQ(proxy_dns_start(&loop, t, NULL, -1, tcp, -1, -1, &d), 0);
+  fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sin.sin_port = htons(port);
+  /* The kernel completes the handshake on the listening socket by itself. */
+  ASSERT_EQ(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+  ASSERT_EQ(fcntl(fd, F_SETFL, O_NONBLOCK), 0);
+
+  /* Send without reading until the queue reaches its cap, where the responder stops
+   * reading, or until neither side has moved for 1000 iterations (a responder that
+   * stops short of the cap, or never queues at all: the checks below catch those). */
+  for (i = 0; i < 100000 && quiet < 1000 && max_queued < PROXY_DNS_TCP_WRITES_MAX; i++) {
+    size_t n = send_some(fd, queries + sent, sizeof(queries) - sent);
+
+    sent += n;
+    queued = step(&loop, d);
+    if (queued > max_queued)
+      max_queued = queued;
+    if (n > 0 || proxy_dns_stats(d)->queries != seen)
+      quiet = 0;
+    else
+      quiet++;
+    seen = proxy_dns_stats(d)->queries;
+  }
+  printf("%zu of %d queries sent and %" PRIu64 " answered before the client read; at "
+         "most %zu write requests queued (cap %d)\n",
+         sent / TINY_QUERY, TINY_FLOOD, seen, max_queued, PROXY_DNS_TCP_WRITES_MAX);
+  /* Not vacuous: the kernel's buffers filled and answers did queue in user space. */
+  ASSERT_GE(max_queued, 1);
+  ASSERT_LT(seen, TINY_FLOOD);
+
+  /* Read everything: each answer is a header-only FORMERR for its query, in order. */
+  for (i = 0; i < 1000000 && answers < TINY_FLOOD; i++) {
+    ssize_t n;
+    size_t off = 0;
+
+    sent += send_some(fd, queries + sent, sizeof(queries) - sent);
+    n = recv(fd, in + have, sizeof(in) - have, 0);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+      TEST_FAIL_("recv: %s", strerror(errno));
+    if (n == 0)
+      TEST_FAIL_("EOF after %zu answers", answers);
+    if (n > 0)
+      have += (size_t)n;
+    for (; have - off >= TINY_QUERY; off += TINY_QUERY, answers++) {
+      const uint8_t *a = in + off;
+
+      ASSERT_EQ(a[0] << 8 | a[1], 12);
+      ASSERT_EQ(a[2] << 8 | a[3], answers);
+      ASSERT(a[4] & 0x80);
+      ASSERT_EQ(a[5] & 0x0f, PROXY_DNS_RCODE_FORMERR);
+    }
+    memmove(in, in + off, have - off);
+    have -= off;
+    queued = step(&loop, d);
+    if (queued > max_queued)
+      max_queued = queued;
+  }
+  ASSERT_EQ(answers, TINY_FLOOD);
+  ASSERT_EQ(have, 0);
+  /* Write callbacks run on the iteration after the write; the queue then empties. */
+  for (i = 0; i < 100 && proxy_dns_tcp_queued(d) > 0; i++)
+    step(&loop, d);
+  ASSERT_EQ(proxy_dns_tcp_queued(d), 0);
+  ASSERT_EQ(proxy_dns_stats(d)->queries, TINY_FLOOD);
+  ASSERT_EQ(proxy_dns_stats(d)->dropped, 0);
+
+  close(fd);
+  proxy_dns_close(d, noop_cb, &calls);
+  ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  ASSERT_EQ(calls, 1);
+  test_loop_close(&loop);
+  proxy_dns_table_free(t);
+}
+
 /* Closing while a TCP client is connected (and one is mid-message) still closes
  * every handle and calls back once. */
 static int held_fds[2] = { -1, -1 };
@@ -767,11 +920,6 @@ TEST(close_with_clients_connected)
 }
 
 /* ---- start errors ---- */
-
-static void noop_cb(void *arg)
-{
-  (*(int *)arg)++;
-}
 
 TEST(start_rejects_bad_sockets)
 {
