@@ -21,6 +21,7 @@
 #include "proxy/log.h"
 #include "proxy/proxy_internal.h"
 #include "proxy/scrub.h"
+#include "proxy/tls.h"
 
 /* Rewritten heads up to this size are written upstream from the stack. */
 #define HEAD_STACK_BYTES 8192
@@ -1062,8 +1063,22 @@ void proxy_http_on_eof(struct proxy_conn *c, struct proxy_end *e)
     if (h->retry != NULL && retry_request(c) == 0)
       return;
     if (h->phase == PH_BODY || h->phase == PH_RESPONSE) {
-      if (llhttp_finish(&h->resp) == HPE_OK && h->resp_started) {
-        /* A body delimited by the connection's end. */
+      llhttp_errno_t err;
+
+      /* on_resp_complete pauses the parser, so a body that the end completes makes
+       * llhttp_finish return HPE_PAUSED; msg_complete says a final (not 1xx)
+       * response ended there. */
+      h->msg_complete = 0;
+      err = llhttp_finish(&h->resp);
+      if ((err == HPE_OK || err == HPE_PAUSED) && h->msg_complete && h->resp_started) {
+        /* A body delimited by the connection's end. Over TLS only a close_notify
+         * proves that end: a bare FIN, which anyone on the path can send, ends the
+         * sandbox's connection with a reset, never with the clean end it would take
+         * for the whole body (OpenSSL 3 clients call it an unexpected EOF too). */
+        if (c->up.tls != NULL && !proxy_tls_close_notified(c->up.tls)) {
+          proxy_conn_close(c, 1, "upstream_truncated");
+          return;
+        }
         if (flush_down(c) != 0)
           return;
         h->resp_done = 1;

@@ -5,6 +5,7 @@
  * half-close, and the connection ends when both directions have ended and drained.
  */
 #include "proxy/proxy_internal.h"
+#include "proxy/tls.h"
 
 static void maybe_done(struct proxy_conn *c)
 {
@@ -45,6 +46,12 @@ void proxy_relay_on_data(struct proxy_conn *c, struct proxy_end *e, const char *
 
 void proxy_relay_on_eof(struct proxy_conn *c, struct proxy_end *e)
 {
+  /* An intercepted upstream (an upgraded connection) whose TCP ended without a
+   * close_notify: the end is not proven, so the sandbox does not get a clean one. */
+  if (e == &c->up && e->tls != NULL && !proxy_tls_close_notified(e->tls)) {
+    proxy_conn_close(c, 1, "upstream_truncated");
+    return;
+  }
   proxy_end_shutdown(proxy_end_peer(e));
   maybe_done(c);
 }

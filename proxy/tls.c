@@ -38,6 +38,7 @@ struct proxy_tls {
   int handshake_done;
   int server;
   int check_ip;              /* upstream named by address: verify an IP SAN */
+  int close_notified;        /* the peer ended the stream with a close_notify */
   struct proxy_leaf *leaf;   /* server side: the certificate presented */
   client_cb cb;
 };
@@ -302,6 +303,11 @@ void proxy_tls_free(struct proxy_tls *t)
   free(t);
 }
 
+int proxy_tls_close_notified(const struct proxy_tls *t)
+{
+  return t->close_notified;
+}
+
 int proxy_tls_idle(const struct proxy_tls *t)
 {
   return t->handshake_done && t->cb == NULL && t->rx_len == 0 &&
@@ -448,6 +454,7 @@ void proxy_tls_on_read(struct proxy_end *e, const char *data, size_t len)
     if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE)
       break;
     if (r == 0 || r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
+      t->close_notified = r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY;
       e->eof = 1;
       proxy_end_want_read(e, 0);
       proxy_conn_on_eof(c, e, UV_EOF);

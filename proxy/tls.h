@@ -71,6 +71,13 @@ void proxy_tls_free(struct proxy_tls *t);
  * be handed to another connection object between requests. */
 int proxy_tls_idle(const struct proxy_tls *t);
 
+/*
+ * 1 if the peer ended its stream with a close_notify alert; 0 if its TCP connection
+ * ended without one, which anyone on the path can cause: then the end of what it
+ * sent is not proven, and data delimited by that end may have been cut short.
+ */
+int proxy_tls_close_notified(const struct proxy_tls *t);
+
 /* The TLS state now belongs to end e (its socket moved there). */
 void proxy_tls_move(struct proxy_tls *t, struct proxy_end *e);
 

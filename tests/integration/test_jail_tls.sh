@@ -178,3 +178,28 @@ assert_eq "$(echo $out)" "full reused" "sandbox-side resumption"
 assert_eq "$(upq tls '[e["resumed"] for e in events if e["event"] == "conn"]')" "[false, true]" \
   "upstream-side resumption"
 pass "TLS sessions resume on both sides"
+
+# A body delimited by the upstream's close, ended by a bare FIN (no close_notify, which
+# anyone on the path can send): the sandbox's connection is reset, not closed with the
+# close_notify it would take as the end of the whole body. With a close_notify
+# (/close) the same body ends cleanly.
+out=$(run "$PY" -c '
+import socket, ssl
+ctx = ssl.create_default_context()
+for path in ("/close", "/cut"):
+    # Strict about the end, as OpenSSL 3 C clients (curl) are by default.
+    s = ctx.wrap_socket(socket.create_connection(("api.example.com", 443)),
+                        server_hostname="api.example.com", suppress_ragged_eofs=False)
+    s.sendall(b"GET %s HTTP/1.1\r\nHost: api.example.com\r\n\r\n" % path.encode())
+    data, end = b"", "clean"
+    try:
+        while True:
+            k = s.recv(65536)
+            if not k:
+                break
+            data += k
+    except (ConnectionError, ssl.SSLError):
+        end = "error"
+    print(path, end, b"until close" in data if end == "clean" else "")')
+assert_eq "$(echo $out)" "/close clean True /cut error" "ends of close-delimited bodies"
+pass "a close-delimited body cut without close_notify is not passed on as whole"

@@ -16,7 +16,9 @@ Paths:
   /status/NNN           answers with that status
   /not-modified         304 with a Content-Length (allowed, RFC 9110 8.6) and no body
   /stray                answers "ok" (Content-Length: 3), then sends bytes it should not
-  /close                answers with Connection: close and no length (read to EOF)
+  /close                answers with Connection: close and no length (read to EOF);
+                        over TLS the close has a close_notify, as every clean end does
+  /cut                  the same, ended without a close_notify (a truncation on the path)
   /ka-close?after=S     answers keep-alive, then closes the idle connection S seconds
                         later (a server's keep-alive timeout)
   /drop-next            answers; the next request on the same connection is logged
@@ -59,6 +61,7 @@ class Conn:
         self.buf = b""
         self.received = 0
         self.drop_next = False
+        self.close_notify = True  # TLS: end with a close_notify alert (a clean close)
 
     def fill(self):
         data = self.sock.recv(65536)
@@ -227,6 +230,13 @@ def handle(c):
             c.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
                    b"until close\n")
             return
+        elif p == "/cut":
+            # The same, ended by a bare FIN (over TLS: no close_notify), as an attacker
+            # on the path would end it.
+            c.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+                   b"until close\n")
+            c.close_notify = False
+            return
         else:
             summary = {"ok": True, "method": method, "path": url.path, "conn": c.cid,
                        "header_names": [k for k, _ in headers], "body_len": len(body)}
@@ -250,6 +260,14 @@ def serve_conn(sock, ctx):
         except (EOFError, ConnectionError, ValueError, socket.timeout, ssl.SSLError) as e:
             log({"event": "conn_error", "conn": cid, "error": type(e).__name__})
         log({"event": "conn_end", "conn": cid, "bytes_received": c.received})
+        if ctx is not None and c.close_notify:
+            # Send the close_notify and return: waiting for the peer's would hold
+            # this thread until the proxy closes.
+            sock.setblocking(False)
+            try:
+                sock.unwrap()
+            except (ssl.SSLError, OSError):
+                pass
     except (ssl.SSLError, ConnectionError, socket.timeout, OSError) as e:
         log({"event": "tls_error", "conn": cid, "error": str(e)})
     finally:
