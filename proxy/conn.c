@@ -278,6 +278,14 @@ static int looks_like_http(const char *p, size_t len, int *need_more)
   return 0;
 }
 
+/* The first bytes are not enough to tell the protocol: the rest must come within
+ * sniff_ms of the first, however steadily it trickles. */
+static void sniff_more(struct proxy_conn *c)
+{
+  if (c->timer_ms != c->sb->limits.sniff_ms)
+    proxy_conn_arm_timer(c, c->sb->limits.sniff_ms);
+}
+
 static void sniff(struct proxy_conn *c)
 {
   struct proxy_hello hello;
@@ -286,7 +294,7 @@ static void sniff(struct proxy_conn *c)
   if ((unsigned char)c->pending[0] == 0x16) {
     switch (proxy_hello_parse((const uint8_t *)c->pending, c->pending_len, &hello)) {
     case PROXY_HELLO_NEED_MORE:
-      proxy_conn_arm_timer(c, c->sb->limits.sniff_ms);
+      sniff_more(c);
       return;
     case PROXY_HELLO_OK:
       c->kind = KIND_TLS;
@@ -306,7 +314,7 @@ static void sniff(struct proxy_conn *c)
     return;
   }
   if (need_more) {
-    proxy_conn_arm_timer(c, c->sb->limits.sniff_ms);
+    sniff_more(c);
     return;
   }
   c->kind = KIND_OTHER;

@@ -3,11 +3,13 @@
 # trickled one byte at a time (the first request, and the second on a keep-alive
 # connection, plain and inside intercepted TLS), a head that stalls half-way, a
 # request body that stalls (Content-Length and chunked), a partial ClientHello, a
-# ClientHello followed by no handshake, and a connection that says nothing at all.
+# ClientHello trickled one byte at a time, a ClientHello followed by no handshake, and
+# a connection that says nothing at all.
 # A slow head is answered 408 once --head-timeout has passed since its first byte,
 # however steadily it trickles; a stalled body is cut off after --idle-timeout and
 # the upstream never sees it as a complete request; TLS stalls are cut off by the
-# sniff and handshake timeouts. All cases run at once; every wait is bounded.
+# sniff and handshake timeouts (the sniff timeout runs from the first byte, however
+# steadily a ClientHello trickles). All cases run at once; every wait is bounded.
 #
 #   jail: slow clients --nft--> authproxy --head-timeout 2 --idle-timeout 3 (in $HNS)
 #         --remap--> fake upstreams (plain, TLS)
@@ -122,6 +124,14 @@ def tls_partial_hello():
     s.sendall(advlib.client_hello("tls.example.com")[:50])
     finish("tls_partial_hello", s, t0)
 
+def tls_hello_trickle():
+    # A long SNI makes the hello take about 60 s at 5 bytes/s, past LIMIT: only the
+    # sniff timeout (10 s from the first byte) ends it.
+    t0 = time.time()
+    hello = advlib.client_hello(("p" * 60 + ".") * 3 + "tls.example.com")
+    s = socket.create_connection(("tls.example.com", 443), timeout=LIMIT)
+    trickle("tls_hello_trickle", s, hello[10:], t0, hello[:10])
+
 def tls_no_handshake():
     t0 = time.time()
     s = socket.create_connection(("tls.example.com", 443), timeout=LIMIT)
@@ -134,7 +144,8 @@ def silent():
 
 threads = [threading.Thread(target=f) for f in (
     head_trickle, head_stall, second_head_trickle, lambda: second_head_trickle(True),
-    body_stall_cl, body_stall_chunked, tls_partial_hello, tls_no_handshake, silent)]
+    body_stall_cl, body_stall_chunked, tls_partial_hello, tls_hello_trickle,
+    tls_no_handshake, silent)]
 for t in threads:
     t.start()
 for t in threads:
@@ -175,8 +186,11 @@ assert_eq "$(upq up 'len([e for e in events if e["event"] == "conn_end" and e["b
 pass "stalled bodies cut off after the idle timeout; never complete upstream"
 
 # TLS stalls and silence: cut off, never left open.
-for c in tls_partial_hello tls_no_handshake silent; do
+for c in tls_partial_hello tls_hello_trickle tls_no_handshake silent; do
   case "$(r $c end)" in reset|closed) ;; *) fail "$c: connection left $(r $c end)" ;; esac
 done
 assert_eq "$(r tls_partial_hello bytes)" "0" "partial ClientHello: bytes back"
-pass "partial ClientHello, no handshake, silence: all closed by the proxy"
+# 10 s at 5 bytes/s is 50 bytes; the whole hello would be about 300.
+[ "$(r tls_hello_trickle trickled)" -lt 100 ] ||
+  fail "tls_hello_trickle: $(r tls_hello_trickle trickled) bytes trickled before the close"
+pass "partial or trickled ClientHello, no handshake, silence: all closed by the proxy"
