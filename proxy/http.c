@@ -1001,8 +1001,11 @@ static void on_up_data(struct proxy_conn *c, const char *data, size_t len)
     h->resp_done = 1;
     audit_request(c, "forward", NULL);
     if (used < len) {
-      proxy_conn_close(c, 1, "upstream_protocol_error");
-      return;
+      /* Bytes past the end of the answer, in the same read: the answer is whole
+       * and goes out; the upstream, out of step, carries nothing more. */
+      log_debug("conn %llu: %zu bytes from the upstream past its answer; closing it",
+                (unsigned long long)c->id, len - used);
+      proxy_conn_close_upstream(c);
     }
     if (h->phase == PH_RESPONSE)
       finish_response(c);

@@ -50,12 +50,14 @@ pass "a 304 with a Content-Length ends at its head"
 
 # 3. Bytes the upstream sends while no request is outstanding are not passed on as an
 #    answer: that upstream connection goes, the sandbox's stays, and its next request
-#    is served on a new one.
-: > "$T/up.jsonl"
-cat > "$T/stray.py" <<'PYEOF'
-import http.client, time
+#    is served on a new one. Whether they come after the answer or with its last bytes
+#    (which used to reset the sandbox's connection, its good answer with it).
+for stray in /stray "/stray?same=1"; do
+  : > "$T/up.jsonl"
+  cat > "$T/stray.py" <<'PYEOF'
+import http.client, sys, time
 c = http.client.HTTPConnection("api.example.com", 80, timeout=10)
-c.request("GET", "/stray")
+c.request("GET", sys.argv[1])
 r = c.getresponse()
 first = (r.status, r.read())
 port = c.sock.getsockname()[1]
@@ -66,10 +68,11 @@ body = r.read()
 print(first, r.status, b"/after-stray" in body,
       c.sock is not None and c.sock.getsockname()[1] == port)
 PYEOF
-out=$(run -- "$PY" "$T/stray.py")
-assert_eq "$out" "(200, b'ok\\n') 200 True True" "the request after the stray bytes"
-assert_eq "$(upq up 'len(set(r["conn"] for r in reqs))')" "2" "the out-of-step upstream not reused"
-pass "stray upstream bytes between responses drop that upstream, not the sandbox"
+  out=$(run -- "$PY" "$T/stray.py" "$stray")
+  assert_eq "$out" "(200, b'ok\\n') 200 True True" "$stray: the answer, and the request after"
+  assert_eq "$(upq up 'len(set(r["conn"] for r in reqs))')" "2" "$stray: the upstream not reused"
+done
+pass "stray upstream bytes after an answer drop that upstream, not the sandbox"
 
 # 4. A new sandbox connection takes the upstream its predecessor left in the pool, with a
 #    request head over 4 KiB (a long cookie): the buffer that held the head is freed as

@@ -15,7 +15,8 @@ Paths:
   /slow?delay=S         waits S seconds before answering
   /status/NNN           answers with that status
   /not-modified         304 with a Content-Length (allowed, RFC 9110 8.6) and no body
-  /stray                answers "ok" (Content-Length: 3), then sends bytes it should not
+  /stray[?same=1]       answers "ok" (Content-Length: 3), then sends bytes it should not
+                        (0.1 s later, or in the same write)
   /close                answers with Connection: close and no length (read to EOF);
                         over TLS the close has a close_notify, as every clean end does
   /cut                  the same, ended without a close_notify (a truncation on the path)
@@ -212,10 +213,14 @@ def handle(c):
             c.send(b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n"
                    b"Content-Length: 1234\r\n\r\n")
         elif p == "/stray":
-            # Out of step: bytes past the Content-Length, in a later segment.
-            respond(c, 200, b"ok\n")
-            time.sleep(0.1)
-            c.send(b"stray bytes")
+            # Out of step: bytes past the Content-Length, in a later segment, or in
+            # the same one with ?same=1.
+            if q.get("same") == "1":
+                c.send(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\nstray bytes")
+            else:
+                respond(c, 200, b"ok\n")
+                time.sleep(0.1)
+                c.send(b"stray bytes")
         elif p.startswith("/status/"):
             respond(c, int(p.split("/")[2]), b'{"status":true}\n')
         elif p == "/ka-close":
