@@ -193,6 +193,8 @@ int proxy_api_call(const char *sock, const char *method, const char *path,
   memset(a, 0, sizeof(*a));
   strbuf_init(&req);
   strbuf_init(&in);
+  req.secret = 1; /* a request may push a secret, an answer may show a CA key */
+  in.secret = 1;
   fd = connect_to(sock, timeout_ms, err, errsz);
   if (fd < 0)
     return fd;
@@ -261,11 +263,7 @@ int proxy_api_call(const char *sock, const char *method, const char *path,
   else if (r != 0)
     snprintf(err, errsz, "out of memory");
 out:
-  if (req.data != NULL)
-    explicit_bzero(req.data, req.len);
-  strbuf_free(&req);
-  if (in.data != NULL)
-    explicit_bzero(in.data, in.len);
+  strbuf_free(&req); /* both wiped: .secret */
   strbuf_free(&in);
   close(fd);
   return r;

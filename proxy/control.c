@@ -96,10 +96,10 @@ static void client_closed(uv_handle_t *h)
     cl->next->prev = cl->prev;
   ctl->nclients--;
   strbuf_free(&cl->url);
-  /* A body may hold a secret pushed through the API. */
-  if (cl->body.data != NULL)
-    explicit_bzero(cl->body.data, cl->body.cap);
+  /* A body may hold a secret pushed through the API (body.secret wipes it), and so
+   * may the bytes last read. */
   strbuf_free(&cl->body);
+  explicit_bzero(cl->readbuf, sizeof(cl->readbuf));
   free(cl);
   control_maybe_done(ctl);
 }
@@ -402,6 +402,7 @@ static void on_connection(uv_stream_t *server, int status)
   cl->handles = 2;
   strbuf_init(&cl->url);
   strbuf_init(&cl->body);
+  cl->body.secret = 1;
   cl->next = ctl->clients;
   if (ctl->clients != NULL)
     ctl->clients->prev = cl;

@@ -200,6 +200,7 @@ static int cmd_with_config(const char *sock, const char *cmd, int argc, char **a
       return 1;
   }
   strbuf_init(&body);
+  body.secret = 1; /* the CA key, opaque values in the config */
   strbuf_add(&body, "{", 1);
   if (attach) {
     strbuf_adds(&body, "\"netns\":");
@@ -239,9 +240,7 @@ static int cmd_with_config(const char *sock, const char *cmd, int argc, char **a
     proxy_api_answer_free(&a);
   }
 out:
-  if (body.data != NULL)
-    explicit_bzero(body.data, body.len);
-  strbuf_free(&body);
+  strbuf_free(&body); /* wiped: .secret */
   if (key != NULL)
     explicit_bzero(key, strlen(key));
   free(key);
@@ -278,6 +277,7 @@ static int cmd_secret_set(const char *sock, int argc, char **argv)
   if (len > 0 && value[len - 1] == '\n')
     value[--len] = '\0';
   strbuf_init(&body);
+  body.secret = 1;
   strbuf_adds(&body, "{\"value\":");
   strbuf_add_json_str(&body, value, len);
   strbuf_add(&body, "}", 1);
@@ -287,9 +287,7 @@ static int cmd_secret_set(const char *sock, int argc, char **argv)
     ret = a.status >= 400 ? report(what, &a) : 0;
     proxy_api_answer_free(&a);
   }
-  if (body.data != NULL)
-    explicit_bzero(body.data, body.len);
-  strbuf_free(&body);
+  strbuf_free(&body); /* wiped: .secret */
   explicit_bzero(value, len);
   free(value);
   return ret;

@@ -1,8 +1,12 @@
 /*
  * authproxy: the command-line entry point. Dispatches to the subcommands.
  */
+#include <malloc.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <cjson/cJSON.h>
 
 #include "proxy/commands.h"
 
@@ -30,6 +34,20 @@ static const struct command commands[] = {
   { "oci-hook", proxy_cmd_oci_hook, "OCI runtime hook: attach a container (createRuntime)" },
 };
 
+/*
+ * cJSON's memory is wiped before it goes back to the heap: configs with opaque values,
+ * secrets and CA keys pass through its trees and print buffers, and the print buffers
+ * grow by copying. (With its own free function cJSON copies instead of calling
+ * realloc, so every old buffer comes through here.)
+ */
+static void json_free(void *p)
+{
+  if (p != NULL) {
+    explicit_bzero(p, malloc_usable_size(p));
+    free(p);
+  }
+}
+
 static void usage(FILE *f)
 {
   size_t i;
@@ -43,8 +61,10 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
   const char *base = argc > 0 ? strrchr(argv[0], '/') : NULL;
+  cJSON_Hooks hooks = { malloc, json_free };
   size_t i;
 
+  cJSON_InitHooks(&hooks);
   /* A CNI runtime runs the executable its configuration's "type" names, with no
    * arguments: installed as (a link named) authproxy-cni, this binary is the plugin. */
   base = base != NULL ? base + 1 : argc > 0 ? argv[0] : "";

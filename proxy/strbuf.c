@@ -8,6 +8,14 @@
 
 #include "proxy/strbuf.h"
 
+/* explicit_bzero: the compiler may not drop it as a dead store. */
+static void give_back(struct strbuf *b, char *p)
+{
+  if (p != NULL && b->secret)
+    explicit_bzero(p, b->cap);
+  free(p);
+}
+
 void strbuf_init(struct strbuf *b)
 {
   memset(b, 0, sizeof(*b));
@@ -15,8 +23,11 @@ void strbuf_init(struct strbuf *b)
 
 void strbuf_free(struct strbuf *b)
 {
-  free(b->data);
+  int secret = b->secret;
+
+  give_back(b, b->data);
   memset(b, 0, sizeof(*b));
+  b->secret = secret;
 }
 
 void strbuf_reset(struct strbuf *b)
@@ -37,11 +48,20 @@ static int grow(struct strbuf *b, size_t extra)
   cap = b->cap ? b->cap : 256;
   while (cap < b->len + extra + 1)
     cap *= 2;
-  p = realloc(b->data, cap);
+  if (b->secret) {
+    /* realloc would leave the old copy in the heap unwiped. */
+    p = malloc(cap);
+    if (p != NULL && b->len > 0)
+      memcpy(p, b->data, b->len + 1);
+  } else {
+    p = realloc(b->data, cap);
+  }
   if (p == NULL) {
     b->oom = 1;
     return -1;
   }
+  if (b->secret)
+    give_back(b, b->data);
   b->data = p;
   b->cap = cap;
   return 0;

@@ -11,7 +11,9 @@ struct strbuf {
   char *data;
   size_t len;
   size_t cap;
-  int oom; /* an append failed: the content is incomplete */
+  int oom;    /* an append failed: the content is incomplete */
+  int secret; /* may hold a secret: memory it gives back (growing, freeing) is wiped
+                 first, so no copy is left in the heap; set after strbuf_init */
 };
 
 void strbuf_init(struct strbuf *b);
