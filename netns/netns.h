@@ -82,6 +82,16 @@ int netns_create(void);
  */
 int netns_run(int nsfd, int (*fn)(void *arg), void *arg);
 
+/*
+ * The namespace's cookie (SO_NETNS_COOKIE, Linux 5.14): a number the kernel never
+ * gives another namespace while it runs, unlike the nsfs inode number, which a new
+ * namespace often gets as soon as the old one is freed. netns_sock_cookie reads it from
+ * a socket created in the namespace; netns_cookie creates one there (on a helper
+ * thread). 0 or a negative errno (-ENOPROTOOPT before Linux 5.14).
+ */
+int netns_sock_cookie(int fd, uint64_t *cookie);
+int netns_cookie(int nsfd, uint64_t *cookie);
+
 /* ---- the following run inside the target namespace (from netns_run) ---- */
 
 /* Brings `lo` up and, if the namespace has no IPv4/IPv6 default route, adds

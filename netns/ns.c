@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/vfs.h>
 #include <linux/magic.h>
 #include <linux/nsfs.h>
@@ -130,4 +131,30 @@ int netns_create(void)
     return ret;
   }
   return fd;
+}
+
+int netns_sock_cookie(int fd, uint64_t *cookie)
+{
+  socklen_t len = sizeof(*cookie);
+
+  if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, cookie, &len) != 0)
+    return -errno;
+  return len == sizeof(*cookie) ? 0 : -EPROTO;
+}
+
+static int cookie_main(void *arg)
+{
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int ret;
+
+  if (fd < 0)
+    return -errno;
+  ret = netns_sock_cookie(fd, arg);
+  close(fd);
+  return ret;
+}
+
+int netns_cookie(int nsfd, uint64_t *cookie)
+{
+  return netns_run(nsfd, cookie_main, cookie);
 }

@@ -1,8 +1,11 @@
 /*
  * netns_open: only network namespace files are accepted. Unprivileged: a process may
- * open its own namespace files.
+ * open its own namespace files. Namespace cookies (the part that enters a namespace
+ * runs as root only).
  */
 #include <errno.h>
+#include <stdint.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "netns/netns.h"
@@ -34,4 +37,37 @@ TEST(rejects_what_is_not_a_network_namespace)
 TEST(run_rejects_bad_arguments)
 {
   ASSERT_EQ(netns_run(-1, NULL, NULL), -EINVAL);
+}
+
+/* Sockets of one namespace share its cookie; another namespace has another (as root:
+ * entering namespaces needs CAP_SYS_ADMIN). */
+TEST(cookie_names_the_namespace)
+{
+  int a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int b = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  uint64_t ca = 0, cb = 0, cown = 0, cnew = 0;
+  int own, fresh;
+
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  ASSERT_EQ(netns_sock_cookie(a, &ca), 0);
+  ASSERT_EQ(netns_sock_cookie(b, &cb), 0);
+  ASSERT_NE(ca, 0);
+  ASSERT_EQ(ca, cb);
+  ASSERT_EQ(netns_sock_cookie(-1, &cb), -EBADF);
+  close(a);
+  close(b);
+  if (geteuid() != 0)
+    return;
+  own = netns_open("/proc/self/ns/net");
+  ASSERT_GE(own, 0);
+  ASSERT_EQ(netns_cookie(own, &cown), 0);
+  ASSERT_EQ(cown, ca);
+  fresh = netns_create();
+  ASSERT_GE(fresh, 0);
+  ASSERT_EQ(netns_cookie(fresh, &cnew), 0);
+  ASSERT_NE(cnew, 0);
+  ASSERT_NE(cnew, ca);
+  close(own);
+  close(fresh);
 }
