@@ -208,7 +208,7 @@ static void put_sandbox(struct daemon *d, const char *name,
       rules_json_free(body);
       return;
     }
-    if (rules_json_parse(stored->persist, strlen(stored->persist), &named, NULL) != 0) {
+    if (daemon_json_parse_own(stored->persist, &named) != 0) {
       proxy_control_error(resp, 500, "internal_error", "config %s cannot be read back",
                           stored->name);
       rules_json_free(body);

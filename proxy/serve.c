@@ -204,6 +204,24 @@ static int write_sealed(struct daemon *d, const char *path, const char *aad, cha
   return r;
 }
 
+int daemon_json_parse_own(const char *json, cJSON **out)
+{
+  const char *end = NULL;
+  size_t len = strlen(json);
+
+  *out = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+  if (*out == NULL)
+    return -EINVAL;
+  while (end < json + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
+    end++;
+  if (end != json + len) {
+    rules_json_free(*out);
+    *out = NULL;
+    return -EINVAL;
+  }
+  return 0;
+}
+
 /* Reads and unseals path; *json is NUL-terminated, wipe it with wipe_free. */
 static int read_sealed(struct daemon *d, const char *path, const char *aad, char **json)
 {
@@ -237,7 +255,7 @@ static int persist_sandbox(struct daemon *d, const struct daemon_sandbox *s,
   root = cJSON_CreateObject();
   if (config == NULL || key == NULL || root == NULL)
     goto out;
-  if (rules_json_parse(config, strlen(config), &cfgobj, NULL) != 0)
+  if (daemon_json_parse_own(config, &cfgobj) != 0)
     goto out;
   cJSON_AddStringToObject(root, "name", s->name);
   cJSON_AddStringToObject(root, "netns", s->netns);
@@ -322,10 +340,13 @@ static int load_secrets(struct daemon *d)
               r == -EBADMSG ? "it does not decrypt with the state key" : strerror(-r));
     return r;
   }
-  r = rules_json_parse(json, strlen(json), &root, NULL);
+  r = daemon_json_parse_own(json, &root);
   wipe_free(json);
-  if (r != 0)
+  if (r != 0) {
+    log_error("serve: %s is malformed (it decrypts, but is not the JSON object the daemon "
+              "writes); move it away to start without the pushed secrets", path);
     return r;
+  }
   cJSON_ArrayForEach(item, root) {
     if (cJSON_IsString(item))
       rules_secrets_set(d->secrets, item->string, item->valuestring,
@@ -970,7 +991,7 @@ static int config_reload(struct daemon *d, const char *name, const char *json)
   struct daemon_config *c;
   cJSON *root = NULL;
 
-  if (rules_json_parse(json, strlen(json), &root, NULL) != 0)
+  if (daemon_json_parse_own(json, &root) != 0)
     return -EINVAL;
   cfg = cJSON_GetObjectItemCaseSensitive(root, "proxy_config");
   red = cJSON_GetObjectItemCaseSensitive(root, "redacted");
@@ -1078,7 +1099,7 @@ static void restore_one(struct daemon *d, const char *name)
     add_lost(d, name, NULL, "state unreadable");
     goto out;
   }
-  r = rules_json_parse(json, strlen(json), &root, NULL);
+  r = daemon_json_parse_own(json, &root);
   netns = cJSON_GetObjectItemCaseSensitive(root, "netns");
   cfg = cJSON_GetObjectItemCaseSensitive(root, "proxy_config");
   dev = cJSON_GetObjectItemCaseSensitive(root, "ns_dev");

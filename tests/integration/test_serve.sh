@@ -317,6 +317,29 @@ ip netns exec "ap-s1-$$" curl -sS -o /dev/null http://api.example.com/after-hup
 wait_for "grep -q after-hup '$T/audit.jsonl'"
 pass "SIGHUP reopens the audit log"
 
+restart() {
+  kill -TERM "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
+  serve
+}
+
+# ---- state files larger than one request are read back at start ------------------
+# A stored config's state file holds it twice (as pushed, and redacted for GET): a
+# config of 0.65 MB, well within a request, makes a file of 1.3 MB. The daemon once
+# read state with the request parser (1 MiB at most) and crashed at every start.
+"$PY" -c "
+import json
+rules = [{'name': 'r%d' % i, 'match_hosts': ['h%d.example.com' % i],
+          'headers': [{'name': 'X-P%d' % j, 'type': 'plaintext', 'value': 'v' * 4000}
+                      for j in range(8)]} for i in range(20)]
+json.dump({'rules': rules}, open('$T/bigcfg.json', 'w'))"
+ctl config-set big --config "$T/bigcfg.json" >/dev/null
+[ "$(stat -c %s "$STATE/configs/big.sealed")" -gt $((1 << 20)) ] || fail "big config's state is not over 1 MiB"
+restart
+assert_eq "$(client "print(len(c._call('GET', '/v1/configs/big')['proxy_config']['rules']))")" "20" \
+  "the big config after a restart"
+ctl config-delete big >/dev/null
+pass "a state file over 1 MiB is read back at start"
+
 # ---- nothing anywhere holds a secret value ----------------------------------------
 kill -TERM "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
 if grep -rqFf "$T/values.txt" "$STATE" "$T/audit.jsonl" "$T/audit.old.jsonl" "$T/serve.log"; then
