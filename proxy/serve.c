@@ -44,6 +44,7 @@
 #include "proxy/siphash.h"
 #include "proxy/tls.h"
 
+/* The largest sealed state file read back at start; write_sealed refuses larger ones. */
 #define STATE_MAX (4u << 20)
 
 /* ---- errors ---- */
@@ -187,6 +188,9 @@ static void wipe_free(char *p)
  * without fsync: it must survive the daemon, not the host (a reboot ends every
  * namespace it describes), and attaching is on the runtime's critical path. Secrets
  * and stored configs outlive reboots and are made durable.
+ * A file larger than read_sealed accepts is refused with -EFBIG and path is left as it
+ * was: written, it would stop the next start (secrets) or be lost at it (a config, a
+ * sandbox), after the API had answered that it was stored.
  */
 static int write_sealed(struct daemon *d, const char *path, const char *aad, char *json,
                         int durable)
@@ -199,9 +203,28 @@ static int write_sealed(struct daemon *d, const char *path, const char *aad, cha
   wipe_free(json);
   if (r != 0)
     return r;
-  r = proxy_write_file_atomic(path, blob, len, 0600, durable);
+  if (len > STATE_MAX)
+    r = -EFBIG;
+  else
+    r = proxy_write_file_atomic(path, blob, len, 0600, durable);
   free(blob);
   return r;
+}
+
+/*
+ * The API error for a state file that was not written: 507 when write_sealed refused
+ * it as too large (fix says what the client can do about it), 500 otherwise. what says
+ * what did not happen ("secret K was not stored").
+ */
+static int state_fail(struct daemon_error *e, int r, const char *what, const char *path,
+                      const char *fix)
+{
+  if (r == -EFBIG)
+    return fail(e, 507, "state_too_large", r,
+                "%s: sealed, %s would be larger than the %u bytes (%u MiB) the daemon reads "
+                "back at start; %s", what, path, STATE_MAX, STATE_MAX >> 20, fix);
+  return fail(e, 500, "state_write_failed", r, "%s: cannot write %s: %s", what, path,
+              strerror(-r));
 }
 
 int daemon_json_parse_own(const char *json, cJSON **out)
@@ -286,43 +309,90 @@ out:
   return r;
 }
 
-static void secret_name_cb(const char *key, void *arg)
+/* For attach (what: "was not attached") and update ("kept its config"). */
+static int sandbox_state_fail(struct daemon *d, struct daemon_error *err, int r,
+                              const char *name, const char *what)
 {
-  cJSON_AddItemToArray(arg, cJSON_CreateString(key));
+  char path[4096], msg[DAEMON_NAME_MAX + 64];
+
+  state_path(d, name, path, sizeof(path));
+  snprintf(msg, sizeof(msg), "sandbox %s %s", name, what);
+  return state_fail(err, r, msg, path, "give it a smaller proxy_config");
 }
 
-static int persist_secrets(struct daemon *d)
+static void secrets_path(const struct daemon *d, char *buf, size_t size)
 {
-  char path[4096];
-  cJSON *root, *names, *item;
-  char *json;
-  int r = 0;
+  snprintf(buf, size, "%s/secrets.sealed", d->state_dir);
+}
 
-  snprintf(path, sizeof(path), "%s/secrets.sealed", d->state_dir);
-  names = cJSON_CreateArray();
-  root = cJSON_CreateObject();
-  if (names == NULL || root == NULL) {
-    cJSON_Delete(names);
-    cJSON_Delete(root);
+/* Copies every pushed secret of from into a store (to) or a JSON object (json); the
+ * first failure stops the copy, so that nothing is written with a secret missing. */
+struct secrets_copy_ctx {
+  const struct rules_secrets *from;
+  struct rules_secrets *to;
+  cJSON *json;
+  int r;
+};
+
+static void secret_copy_cb(const char *key, void *arg)
+{
+  struct secrets_copy_ctx *c = arg;
+  char *value = NULL;
+  size_t len = 0;
+
+  if (c->r != 0)
+    return;
+  c->r = rules_secrets_get(c->from, key, &value, &len);
+  if (c->r != 0)
+    return;
+  if (c->to != NULL)
+    c->r = rules_secrets_set(c->to, key, value, len);
+  else if (cJSON_AddStringToObject(c->json, key, value) == NULL)
+    c->r = -ENOMEM;
+  rules_secret_free(value, len);
+}
+
+/*
+ * A copy of the pushed secrets (over the same --secrets-dir). A change is made in a
+ * copy, written, and only then swapped in, so that memory and disk agree whatever
+ * fails: the API never answers an error for a secret the daemon then uses (or one
+ * that comes back at the next start).
+ */
+static int secrets_copy(const struct daemon *d, struct rules_secrets **out)
+{
+  struct secrets_copy_ctx c = { .from = d->secrets };
+
+  *out = NULL;
+  c.to = rules_secrets_new(d->secrets_dir);
+  if (c.to == NULL)
     return -ENOMEM;
+  rules_secrets_list(d->secrets, secret_copy_cb, &c);
+  if (c.r != 0) {
+    rules_secrets_free(c.to);
+    return c.r;
   }
-  rules_secrets_list(d->secrets, secret_name_cb, names);
-  cJSON_ArrayForEach(item, names) {
-    char *value = NULL;
-    size_t len = 0;
+  *out = c.to;
+  return 0;
+}
 
-    if (rules_secrets_get(d->secrets, item->valuestring, &value, &len) == 0) {
-      cJSON_AddStringToObject(root, item->valuestring, value);
-      rules_secret_free(value, len);
-    }
-  }
-  cJSON_Delete(names);
-  json = cJSON_PrintUnformatted(root);
-  rules_json_free(root);
+/* Writes the pushed secrets of st (d->secrets, or the copy about to replace it). */
+static int persist_secrets(struct daemon *d, const struct rules_secrets *st)
+{
+  struct secrets_copy_ctx c = { .from = st };
+  char path[4096], *json;
+
+  secrets_path(d, path, sizeof(path));
+  c.json = cJSON_CreateObject();
+  if (c.json == NULL)
+    return -ENOMEM;
+  rules_secrets_list(st, secret_copy_cb, &c);
+  json = c.r == 0 ? cJSON_PrintUnformatted(c.json) : NULL;
+  rules_json_free(c.json);
+  if (c.r != 0)
+    return c.r;
   if (json == NULL)
     return -ENOMEM;
-  r = write_sealed(d, path, "secrets", json, 1);
-  return r;
+  return write_sealed(d, path, "secrets", json, 1);
 }
 
 static int load_secrets(struct daemon *d)
@@ -331,7 +401,7 @@ static int load_secrets(struct daemon *d)
   cJSON *root = NULL, *item;
   int r;
 
-  snprintf(path, sizeof(path), "%s/secrets.sealed", d->state_dir);
+  secrets_path(d, path, sizeof(path));
   r = read_sealed(d, path, "secrets", &json);
   if (r == -ENOENT)
     return 0;
@@ -562,8 +632,7 @@ static int attach(struct daemon *d, const char *name, const char *netns,
   if (persist) {
     r = persist_sandbox(d, s, cfg);
     if (r != 0) {
-      fail(err, 500, "state_write_failed", r, "cannot write the state of %s: %s", name,
-           strerror(-r));
+      sandbox_state_fail(d, err, r, name, "was not attached");
       goto out;
     }
   }
@@ -615,8 +684,7 @@ int daemon_update(struct daemon *d, struct daemon_sandbox *s, const cJSON *proxy
   r = persist_sandbox(d, s, cfg);
   if (r != 0) {
     rules_config_unref(cfg);
-    return fail(err, 500, "state_write_failed", r, "cannot write the state of %s: %s",
-                s->name, strerror(-r));
+    return sandbox_state_fail(d, err, r, s->name, "kept its config");
   }
   proxy_sandbox_set_config(s->sb, cfg);
   rules_config_unref(cfg);
@@ -699,35 +767,71 @@ int daemon_detach(struct daemon *d, struct daemon_sandbox *s, struct daemon_erro
   return 0;
 }
 
+/* Writes next and makes it the daemon's store; on failure next is freed and the
+ * daemon's store, like the file, is as it was. */
+static int secrets_commit(struct daemon *d, struct rules_secrets *next, const char *key,
+                          const char *verb, struct daemon_error *err)
+{
+  char path[4096], what[128];
+  int r = persist_secrets(d, next);
+
+  if (r != 0) {
+    rules_secrets_free(next);
+    secrets_path(d, path, sizeof(path));
+    snprintf(what, sizeof(what), "secret %.64s was not %s", key, verb);
+    return state_fail(err, r, what, path,
+                      "delete secrets no longer needed (DELETE /v1/secrets/KEY), or give "
+                      "large ones to the daemon as files in its --secrets-dir");
+  }
+  rules_secrets_free(d->secrets);
+  d->secrets = next;
+  return 0;
+}
+
 int daemon_secret_set(struct daemon *d, const char *key, const char *value, size_t len,
                       struct daemon_error *err)
 {
-  int r = rules_secrets_set(d->secrets, key, value, len);
+  struct rules_secrets *next = NULL;
+  int r;
 
-  if (r == -EINVAL)
-    return fail(err, 400, "invalid_secret", r,
-                "secret %.64s: keys are [A-Za-z0-9_.-]+ not starting with a dot, values "
-                "at most %d bytes", key, RULES_MAX_SECRET_LEN);
+  r = secrets_copy(d, &next);
   if (r != 0)
     return fail(err, 500, "internal_error", r, "cannot store secret: %s", strerror(-r));
-  r = persist_secrets(d);
+  r = rules_secrets_set(next, key, value, len);
   if (r != 0)
-    return fail(err, 500, "state_write_failed", r, "cannot write secrets: %s", strerror(-r));
-  return 0;
+    rules_secrets_free(next);
+  if (r == -EINVAL)
+    return fail(err, 400, "invalid_secret", r,
+                "secret %.64s: keys are [A-Za-z0-9_.-]+ not starting with a dot", key);
+  if (r == -EFBIG)
+    return fail(err, 400, "invalid_secret", r,
+                "secret %.64s: the value is %zu bytes; values are at most %d bytes", key, len,
+                RULES_MAX_SECRET_LEN);
+  if (r == -ENOSPC)
+    return fail(err, 507, "too_many_secrets", r,
+                "secret %.64s: the daemon holds as many pushed secrets as it can; delete "
+                "secrets no longer needed (DELETE /v1/secrets/KEY) first", key);
+  if (r != 0)
+    return fail(err, 500, "internal_error", r, "cannot store secret: %s", strerror(-r));
+  return secrets_commit(d, next, key, "stored", err);
 }
 
 int daemon_secret_delete(struct daemon *d, const char *key, struct daemon_error *err)
 {
-  int r = rules_secrets_unset(d->secrets, key);
+  struct rules_secrets *next = NULL;
+  int r;
 
+  r = secrets_copy(d, &next);
+  if (r != 0)
+    return fail(err, 500, "internal_error", r, "cannot delete secret: %s", strerror(-r));
+  r = rules_secrets_unset(next, key);
+  if (r != 0)
+    rules_secrets_free(next);
   if (r == -ENOENT)
     return fail(err, 404, "secret_not_found", r, "no secret %.64s was pushed", key);
   if (r != 0)
     return fail(err, 400, "invalid_secret", r, "secret %.64s: invalid key", key);
-  r = persist_secrets(d);
-  if (r != 0)
-    return fail(err, 500, "state_write_failed", r, "cannot write secrets: %s", strerror(-r));
-  return 0;
+  return secrets_commit(d, next, key, "deleted", err);
 }
 
 /* ---- named configs ---- */
@@ -891,7 +995,7 @@ int daemon_config_set(struct daemon *d, const char *name, const cJSON *proxy_con
   struct rules_config *cfg = NULL;
   struct rules_secrets *st = NULL;
   struct daemon_config *c = NULL, *old, **pp;
-  char path[4096], aad[DAEMON_NAME_MAX + 16], *copy = NULL;
+  char path[4096], aad[DAEMON_NAME_MAX + 16], what[DAEMON_NAME_MAX + 32], *copy = NULL;
   struct strbuf file;
   int r;
 
@@ -945,8 +1049,8 @@ int daemon_config_set(struct daemon *d, const char *name, const cJSON *proxy_con
   r = write_sealed(d, path, aad, copy, 1);
   if (r != 0) {
     config_free(c);
-    return fail(err, 500, "state_write_failed", r, "cannot write %s: %s", path,
-                strerror(-r));
+    snprintf(what, sizeof(what), "config %s was not stored", name);
+    return state_fail(err, r, what, path, "store a smaller config");
   }
   for (pp = &d->configs; *pp != NULL; pp = &(*pp)->next) {
     if (*pp == old) {

@@ -340,6 +340,47 @@ assert_eq "$(client "print(len(c._call('GET', '/v1/configs/big')['proxy_config']
 ctl config-delete big >/dev/null
 pass "a state file over 1 MiB is read back at start"
 
+# ---- state the daemon cannot read back is refused, and nothing of it kept ----------
+# Pushed secrets are sealed in one file, which the daemon reads back at start up to
+# 4 MiB: secrets of 64 KiB are pushed until one is refused. The refused one must not
+# be held in memory either, and a restart must list exactly the secrets accepted
+# (the daemon once wrote the file anyway, kept the value, and then could not start).
+out=$(client "
+accepted, code = [], None
+for i in range(100):
+    try:
+        c.set_secret('BIG_%02d' % i, chr(97 + i % 26) * 65536)
+        accepted.append('BIG_%02d' % i)
+    except AuthproxyError as e:
+        code = '%d %s' % (e.status, e.code)
+        break
+print(code, len(accepted) > 32, sorted(k for k in c.secrets() if k.startswith('BIG_')) == accepted)")
+assert_eq "$out" "507 state_too_large True True" "secrets pushed until refused"
+"$PY" -c "print('z' * 65536, end='')" > "$T/big.secret"
+err=$(ctl secret-set BIG_ONE_MORE --from-file "$T/big.secret" 2>&1 || true)
+assert_contains "$err" "4194304 bytes" "the refusal names the limit"
+assert_contains "$err" "DELETE /v1/secrets/KEY" "the refusal names the fix"
+before=$(client "print(c.secrets())")
+restart
+assert_eq "$(client "print(c.secrets())")" "$before" "secrets after a restart"
+# Any failure to write, not only the size: the change is not kept in memory either.
+mkdir "$STATE/secrets.sealed.tmp.$SERVE_PID"   # where the daemon writes the new file
+assert_eq "$(client "
+try:
+    c.delete_secret('BIG_00'); print('deleted')
+except AuthproxyError as e:
+    print(e.status, e.code)")" "500 state_write_failed" "delete while the state cannot be written"
+assert_eq "$(client "print(c.secrets())")" "$before" "secrets after a failed delete"
+rmdir "$STATE/secrets.sealed.tmp.$SERVE_PID"
+client "
+for k in c.secrets():
+    if k.startswith('BIG_'):
+        c.delete_secret(k)"
+restart
+assert_eq "$(client "print([k for k in c.secrets() if k.startswith('BIG_')])")" "[]" \
+  "secrets deleted before the restart"
+pass "state the daemon could not read back is refused (507); memory and disk agree"
+
 # ---- nothing anywhere holds a secret value ----------------------------------------
 kill -TERM "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
 if grep -rqFf "$T/values.txt" "$STATE" "$T/audit.jsonl" "$T/audit.old.jsonl" "$T/serve.log"; then
