@@ -8,7 +8,8 @@
  *                                         "proxy_config_name": a stored config instead
  *   GET    /v1/sandboxes/NAME             redacted: opaque values absent, templates
  *   PATCH  /v1/sandboxes/NAME             {"proxy_config"}: validated, swapped atomically
- *   DELETE /v1/sandboxes/NAME
+ *   DELETE /v1/sandboxes/NAME             detach; for a not_attached one, forget its
+ *                                         state (its namespace is left untouched)
  *   GET    /v1/sandboxes/NAME/ca.pem      the sandbox CA certificate
  *   GET    /v1/secrets                    names only
  *   PUT    /v1/secrets/KEY                {"value"}: write-only
@@ -264,6 +265,35 @@ static void patch_sandbox(struct daemon *d, struct daemon_sandbox *s,
   rules_json_free(body);
 }
 
+/*
+ * DELETE of a sandbox that is not attached: one the daemon could not re-attach at start
+ * (not_attached) has its state forgotten, so that runtimes, which delete a sandbox with
+ * this call (CNI DEL, the OCI poststop hook), do not see it attached again at a later
+ * start. Its namespace is left as it is (daemon_lost_forget says why).
+ */
+static void delete_lost(struct daemon *d, const char *name,
+                        struct proxy_control_response *resp)
+{
+  struct daemon_lost *l = daemon_lost_find(d, name);
+  struct daemon_error err;
+  cJSON *out;
+
+  if (l == NULL) {
+    proxy_control_error(resp, 404, "sandbox_not_found", "no sandbox %s", name);
+    return;
+  }
+  daemon_error_init(&err);
+  if (daemon_lost_forget(d, l, &err) != 0) {
+    error_resp(resp, &err);
+  } else {
+    out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "name", name);
+    cJSON_AddStringToObject(out, "status", "forgotten");
+    json_resp(resp, 200, out);
+  }
+  daemon_error_free(&err);
+}
+
 static void sandbox_route(struct daemon *d, const char *rest,
                           const struct proxy_control_request *req,
                           struct proxy_control_response *resp)
@@ -310,6 +340,10 @@ static void sandbox_route(struct daemon *d, const char *rest,
       strcmp(req->method, "DELETE") != 0) {
     proxy_control_error(resp, 405, "method_not_allowed",
                         "use GET, PUT, PATCH or DELETE on /v1/sandboxes/NAME");
+    return;
+  }
+  if (s == NULL && strcmp(req->method, "DELETE") == 0) {
+    delete_lost(d, name, resp);
     return;
   }
   if (s == NULL) {

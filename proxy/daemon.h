@@ -135,6 +135,15 @@ int daemon_update(struct daemon *d, struct daemon_sandbox *s,
 /* Stops serving (connections drain), locks the namespace down, forgets the state. */
 int daemon_detach(struct daemon *d, struct daemon_sandbox *s, struct daemon_error *err);
 
+/* A sandbox listed under not_attached (kept in the state directory, not attached). */
+struct daemon_lost *daemon_lost_find(struct daemon *d, const char *name);
+
+/*
+ * Removes l's state file and takes it off the list (l is freed), so that a later start
+ * does not attach a sandbox its runtime has deleted. Its namespace is left as it is.
+ */
+int daemon_lost_forget(struct daemon *d, struct daemon_lost *l, struct daemon_error *err);
+
 /*
  * Stores proxy_config (borrowed) under name, replacing a config of that name, sealed
  * in STATE_DIR/configs. It is validated as an attach would validate it, except that

@@ -168,6 +168,39 @@ struct daemon_sandbox *daemon_find(struct daemon *d, const char *name)
   return NULL;
 }
 
+/* ---- sandboxes kept in the state directory but not attached ---- */
+
+static void lost_free(struct daemon_lost *l)
+{
+  free(l->netns);
+  free(l->why);
+  free(l);
+}
+
+struct daemon_lost *daemon_lost_find(struct daemon *d, const char *name)
+{
+  struct daemon_lost *l;
+
+  for (l = d->lost; l != NULL; l = l->next)
+    if (strcmp(l->name, name) == 0)
+      return l;
+  return NULL;
+}
+
+/* Takes l off the list and frees it. */
+static void lost_remove(struct daemon *d, struct daemon_lost *l)
+{
+  struct daemon_lost **pp;
+
+  for (pp = &d->lost; *pp != NULL; pp = &(*pp)->next) {
+    if (*pp == l) {
+      *pp = l->next;
+      lost_free(l);
+      return;
+    }
+  }
+}
+
 /* ---- state files ---- */
 
 static void state_path(const struct daemon *d, const char *name, char *buf, size_t size)
@@ -569,6 +602,7 @@ static int attach(struct daemon *d, const char *name, const char *netns,
   struct rules_config *cfg = NULL;
   struct netns_rules_opts o;
   struct daemon_sandbox *s = NULL;
+  struct daemon_lost *lost;
   struct netns_fds fds;
   char msg[512];
   int nsfd = -1, r;
@@ -637,6 +671,11 @@ static int attach(struct daemon *d, const char *name, const char *netns,
     }
   }
   link_sandbox(d, s);
+  /* Attached again under that name (its state file now holds this attach): it is no
+   * longer one the daemon failed to re-attach. */
+  lost = daemon_lost_find(d, name);
+  if (lost != NULL)
+    lost_remove(d, lost);
   log_info("sandbox %s: attached %s (listener port %u)", name, netns, s->port);
   *out = s;
   s = NULL;
@@ -785,6 +824,24 @@ static int secrets_commit(struct daemon *d, struct rules_secrets *next, const ch
   }
   rules_secrets_free(d->secrets);
   d->secrets = next;
+  return 0;
+}
+
+int daemon_lost_forget(struct daemon *d, struct daemon_lost *l, struct daemon_error *err)
+{
+  char path[4096];
+
+  /* The namespace is not touched: the path recorded for it may name another namespace
+   * by now (a pid or a name used again), and it is never locked down on a path's word
+   * alone. It has no way out meanwhile: it keeps the rules the daemon left in it
+   * (connections redirected to a port nothing listens on since the daemon stopped, or
+   * the lockdown table of a failed attach). Its runtime deletes it. */
+  state_path(d, l->name, path, sizeof(path));
+  if (unlink(path) != 0 && errno != ENOENT)
+    return fail(err, 500, "state_write_failed", -errno, "cannot remove %s: %s", path,
+                strerror(errno));
+  log_info("sandbox %s: not attached; its state is forgotten", l->name);
+  lost_remove(d, l);
   return 0;
 }
 
@@ -1518,14 +1575,8 @@ out_loop:
     log_warn("serve: handles left open at exit");
   proxy_ctx_cleanup(&d->ctx);
 out:
-  while (d->lost != NULL) {
-    struct daemon_lost *l = d->lost;
-
-    d->lost = l->next;
-    free(l->netns);
-    free(l->why);
-    free(l);
-  }
+  while (d->lost != NULL)
+    lost_remove(d, d->lost);
   while (d->configs != NULL) {
     struct daemon_config *c = d->configs;
 

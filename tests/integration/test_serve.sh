@@ -381,6 +381,35 @@ assert_eq "$(client "print([k for k in c.secrets() if k.startswith('BIG_')])")" 
   "secrets deleted before the restart"
 pass "state the daemon could not read back is refused (507); memory and disk agree"
 
+# ---- a sandbox that could not be re-attached can be deleted, or attached again ------
+# box1 and box4 lose the secret their configs name: at the next start they stay
+# without network, listed under not_attached, their state kept for a later start.
+# Runtimes delete a sandbox with DELETE (CNI DEL, the OCI hook): it must forget
+# box1's state (the daemon once answered 404, and attached box1 again at the first
+# start with the secret back). A new attach of box4 takes it off the list.
+not_attached() { client "print(sorted(l['name'] for l in c._call('GET', '/v1/sandboxes')['not_attached'] if l['name'] in ('box1', 'box4')))"; }
+attached() { client "print(sorted(s['name'] for s in c.list() if s['name'] in ('box1', 'box4')))"; }
+client "c.delete_secret('KEY_1'); c.delete_secret('KEY_4')"
+restart
+assert_eq "$(not_attached)" "['box1', 'box4']" "sandboxes whose secret is gone, after a restart"
+assert_eq "$(attached)" "[]" "sandboxes whose secret is gone, attached"
+[ -e "$STATE/sandboxes/box1.sealed" ] || fail "the state of a sandbox not re-attached was not kept"
+assert_eq "$(client "print(c._call('DELETE', '/v1/sandboxes/box1')['status'])")" "forgotten" \
+  "DELETE of a sandbox not attached"
+assert_eq "$(misuse DELETE /v1/sandboxes/box1 -)" "404 sandbox_not_found" "DELETE again"
+[ ! -e "$STATE/sandboxes/box1.sealed" ] || fail "DELETE left the state of box1"
+client "
+c.set_secret('KEY_1', 'sk-sandbox-1-$$'); c.set_secret('KEY_4', 'sk-sandbox-4-$$')
+c.attach('box4', '/var/run/netns/ap-s4-$$', json.load(open('$T/cfg4.json')))"
+assert_eq "$(not_attached)" "[]" "not_attached after a DELETE and an attach"
+restart
+assert_eq "$(attached)" "['box4']" "attached after a restart with the secrets back"
+assert_eq "$(not_attached)" "[]" "not_attached after a restart with the secrets back"
+ip netns exec "ap-s4-$$" curl -sS -o /dev/null http://api.example.com/box4-again
+assert_eq "$(upq up "hdr([r for r in reqs if r['path'] == '/box4-again'][0], 'Authorization')")" \
+  "$(jlist "Bearer sk-sandbox-4-$$")" "box4 attached again serves with its secret"
+pass "a sandbox not re-attached is forgotten by DELETE, taken off the list by an attach"
+
 # ---- nothing anywhere holds a secret value ----------------------------------------
 kill -TERM "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
 if grep -rqFf "$T/values.txt" "$STATE" "$T/audit.jsonl" "$T/audit.old.jsonl" "$T/serve.log"; then
