@@ -605,7 +605,7 @@ static int attach(struct daemon *d, const char *name, const char *netns,
   struct daemon_lost *lost;
   struct netns_fds fds;
   char msg[512];
-  int nsfd = -1, r;
+  int nsfd = -1, redirected = 0, r;
 
   *out = NULL;
   netns_fds_init(&fds);
@@ -657,6 +657,7 @@ static int attach(struct daemon *d, const char *name, const char *netns,
     r = fail(err, 500, "attach_failed", r, "%s", msg[0] ? msg : strerror(-r));
     goto out;
   }
+  redirected = 1;
   s->port = o.proxy_port;
   r = proxy_sandbox_start(&d->ctx, name, cfg, s->ca, &fds, NULL, &s->sb);
   if (r != 0) {
@@ -682,16 +683,22 @@ static int attach(struct daemon *d, const char *name, const char *netns,
   r = 0;
 out:
   if (s != NULL) {
-    if (s->sb != NULL) {
-      /* Started but not persisted: stop serving and close the namespace. */
-      char e2[256];
-
-      proxy_sandbox_close(s->sb, 0, NULL, NULL);
-      if (nsfd >= 0)
-        netns_detach(nsfd, e2, sizeof(e2));
-      /* The CA is borrowed by connections that may still be closing; they hold
-       * leaves, and proxy_ca_free waits for the last one. */
+    if (redirected) {
+      /* The namespace's connections are redirected to listeners that will not serve
+       * them (never started, or closing below): whichever step failed, replace the
+       * redirects with the lockdown table, as a detach does, before the listeners go.
+       * A redirect to a closed port has no way out either, but it would leave the
+       * namespace with the rules and routes of an attached sandbox that nothing
+       * serves, unlike a detach and unlike a failure at the last step. */
+      msg[0] = '\0';
+      if (netns_detach(nsfd, msg, sizeof(msg)) != 0)
+        log_warn("sandbox %s: cannot lock its namespace down after the failed attach: %s",
+                 name, msg);
     }
+    /* Started but not persisted: stop serving. The CA is borrowed by connections that
+     * may still be closing; they hold leaves, and proxy_ca_free waits for the last. */
+    if (s->sb != NULL)
+      proxy_sandbox_close(s->sb, 0, NULL, NULL);
     proxy_ca_free(s->ca);
     free(s->netns);
     free(s);

@@ -410,6 +410,21 @@ assert_eq "$(upq up "hdr([r for r in reqs if r['path'] == '/box4-again'][0], 'Au
   "$(jlist "Bearer sk-sandbox-4-$$")" "box4 attached again serves with its secret"
 pass "a sandbox not re-attached is forgotten by DELETE, taken off the list by an attach"
 
+# ---- an attach that fails after the rules went in leaves the namespace locked down --
+# The state file cannot be written (a directory where the new file is written): the
+# attach fails after its redirects were installed and the listeners started. The
+# namespace must be left with the lockdown table, not with redirects nothing serves.
+ns=$(make_netns fx)
+mkdir "$STATE/sandboxes/fx.sealed.tmp.$SERVE_PID"
+assert_eq "$(misuse PUT /v1/sandboxes/fx "{\"netns\": \"/var/run/netns/$ns\", \"proxy_config\": {}}")" \
+  "500 state_write_failed" "attach while its state cannot be written"
+rmdir "$STATE/sandboxes/fx.sealed.tmp.$SERVE_PID"
+rules=$(ip netns exec "$ns" nft list table inet authproxy)
+assert_contains "$rules" "chain filter_output" "lockdown table after a failed attach"
+assert_not_contains "$rules" "redirect" "redirect left after a failed attach"
+assert_eq "$(client "print([s['name'] for s in c.list() if s['name'] == 'fx'])")" "[]" "fx listed"
+pass "an attach that fails after installing its rules leaves the namespace locked down"
+
 # ---- nothing anywhere holds a secret value ----------------------------------------
 kill -TERM "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
 if grep -rqFf "$T/values.txt" "$STATE" "$T/audit.jsonl" "$T/audit.old.jsonl" "$T/serve.log"; then
