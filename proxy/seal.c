@@ -39,11 +39,25 @@ static int write_all(int fd, const void *p, size_t len)
   return 0;
 }
 
+/* Makes path's directory entry durable (after a rename or link into it). */
+static void sync_dir(const char *path)
+{
+  char dir[PATH_MAX];
+  int dfd;
+
+  snprintf(dir, sizeof(dir), "%s", path);
+  dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
+  }
+}
+
 int proxy_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
                             int durable)
 {
-  char tmp[PATH_MAX], dir[PATH_MAX];
-  int fd, dfd, r;
+  char tmp[PATH_MAX];
+  int fd, r;
 
   if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp))
     return -ENAMETOOLONG;
@@ -64,15 +78,60 @@ int proxy_write_file_atomic(const char *path, const void *data, size_t len, mode
     unlink(tmp);
     return r;
   }
-  if (!durable)
-    return 0;
-  snprintf(dir, sizeof(dir), "%s", path);
-  dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
+  if (durable)
+    sync_dir(path);
   return 0;
+}
+
+/*
+ * Creates the key file: 32 random bytes written to a temporary file beside it and
+ * made durable, then linked to path. A crash leaves at most the temporary file (never
+ * read again), never a key file that is empty or short, which would stop every later
+ * start. link(2), unlike rename(2), fails with EEXIST when path exists: of two daemons
+ * starting at once, one links its key and the other reads the winner's. Returns 0
+ * (key holds the new key), -EEXIST (another process created path first; key wiped), or
+ * a negative errno with err set.
+ */
+static int key_create(const char *path, unsigned char key[PROXY_SEAL_KEY_LEN], char *err,
+                      size_t errsz)
+{
+  char tmp[PATH_MAX];
+  int fd, r;
+
+  if (snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path) >= (int)sizeof(tmp)) {
+    snprintf(err, errsz, "state key path %s is too long", path);
+    return -ENAMETOOLONG;
+  }
+  if (proxy_rng(NULL, key, PROXY_SEAL_KEY_LEN) != 0) {
+    snprintf(err, errsz, "cannot generate a state key: random generator failed");
+    return -EIO;
+  }
+  /* mkostemp creates the file 0600, with O_EXCL, under a name no one else uses. */
+  fd = mkostemp(tmp, O_CLOEXEC);
+  if (fd < 0) {
+    r = -errno;
+    mbedtls_platform_zeroize(key, PROXY_SEAL_KEY_LEN);
+    snprintf(err, errsz, "cannot create state key %s: cannot create %s: %s", path, tmp,
+             strerror(-r));
+    return r;
+  }
+  r = write_all(fd, key, PROXY_SEAL_KEY_LEN);
+  if (r == 0 && fsync(fd) != 0)
+    r = -errno;
+  if (close(fd) != 0 && r == 0)
+    r = -errno;
+  if (r == 0 && link(tmp, path) != 0)
+    r = -errno;
+  unlink(tmp);
+  if (r != 0)
+    mbedtls_platform_zeroize(key, PROXY_SEAL_KEY_LEN);
+  if (r != 0 && r != -EEXIST) {
+    snprintf(err, errsz, "cannot create state key %s: %s", path, strerror(-r));
+    return r;
+  }
+  if (r == 0)
+    sync_dir(path);
+  return r;
 }
 
 int proxy_seal_key_load(const char *path, unsigned char key[PROXY_SEAL_KEY_LEN],
@@ -84,26 +143,11 @@ int proxy_seal_key_load(const char *path, unsigned char key[PROXY_SEAL_KEY_LEN],
 
   fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0 && errno == ENOENT) {
-    r = proxy_rng(NULL, key, PROXY_SEAL_KEY_LEN);
-    if (r != 0) {
-      snprintf(err, errsz, "cannot generate a state key: random generator failed");
-      return -EIO;
-    }
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) {
-      r = -errno;
-      snprintf(err, errsz, "cannot create state key %s: %s", path, strerror(errno));
+    r = key_create(path, key, err, errsz);
+    if (r != -EEXIST)
       return r;
-    }
-    r = write_all(fd, key, PROXY_SEAL_KEY_LEN);
-    if (r == 0 && fsync(fd) != 0)
-      r = -errno;
-    close(fd);
-    if (r != 0) {
-      unlink(path);
-      snprintf(err, errsz, "cannot write state key %s: %s", path, strerror(-r));
-    }
-    return r;
+    /* Another daemon created it meanwhile, complete: use its key. */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   }
   if (fd < 0) {
     r = -errno;
@@ -125,7 +169,11 @@ int proxy_seal_key_load(const char *path, unsigned char key[PROXY_SEAL_KEY_LEN],
   close(fd);
   if (n != PROXY_SEAL_KEY_LEN || st.st_size != PROXY_SEAL_KEY_LEN) {
     mbedtls_platform_zeroize(key, PROXY_SEAL_KEY_LEN);
-    snprintf(err, errsz, "state key %s must be exactly %d bytes", path, PROXY_SEAL_KEY_LEN);
+    snprintf(err, errsz,
+             "state key %s is %lld bytes; it must be exactly %d. State sealed under it "
+             "cannot be read without it: restore it from a backup, or (losing that state) "
+             "remove it to start with a new key", path, (long long)st.st_size,
+             PROXY_SEAL_KEY_LEN);
     return -EINVAL;
   }
   return 0;

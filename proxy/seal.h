@@ -12,9 +12,13 @@
 #define PROXY_SEAL_KEY_LEN 32
 
 /*
- * Loads the key from path, creating it (32 random bytes, mode 0600, O_EXCL) when it
- * does not exist. Refuses a key file of the wrong size or readable by group/others.
- * Returns 0 or a negative errno; err names the file and the fix.
+ * Loads the key from path, creating it (32 random bytes, mode 0600) when it does not
+ * exist. A new key is written to a temporary file beside path (PATH.tmp.XXXXXX),
+ * fsynced, and linked to path, so that path is either absent or complete: a crash
+ * while creating it leaves at most the temporary file, which is never read and may be
+ * removed. When two processes create it at once, one key wins and both use it.
+ * Refuses a key file of the wrong size or readable by group/others. Returns 0 or a
+ * negative errno; err names the file and the fix.
  */
 int proxy_seal_key_load(const char *path, unsigned char key[PROXY_SEAL_KEY_LEN],
                         char *err, size_t errsz);

@@ -1,0 +1,198 @@
+/*
+ * The daemon's state key (seal.c): created whole or not at all, read back as written,
+ * one key for processes that create it at once; and sealing bound to its purpose.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "proxy/seal.h"
+#include "test.h"
+
+static void key_path(char *buf, size_t size)
+{
+  snprintf(buf, size, "%s/key", test_tmpdir());
+}
+
+static long file_size(const char *path)
+{
+  struct stat st;
+
+  if (stat(path, &st) != 0)
+    return -errno;
+  return (long)st.st_size;
+}
+
+/* Entries of the test directory whose name starts with prefix. */
+static int count_entries(const char *prefix)
+{
+  struct dirent *e;
+  DIR *dir = opendir(test_tmpdir());
+  int n = 0;
+
+  ASSERT_NOT_NULL(dir);
+  while ((e = readdir(dir)) != NULL)
+    if (strncmp(e->d_name, prefix, strlen(prefix)) == 0)
+      n++;
+  closedir(dir);
+  return n;
+}
+
+TEST(key_created_then_read_back)
+{
+  unsigned char k1[PROXY_SEAL_KEY_LEN], k2[PROXY_SEAL_KEY_LEN];
+  char path[512], err[512];
+  struct stat st;
+
+  key_path(path, sizeof(path));
+  ASSERT_EQ(proxy_seal_key_load(path, k1, err, sizeof(err)), 0);
+  ASSERT_EQ(stat(path, &st), 0);
+  ASSERT_EQ(st.st_size, PROXY_SEAL_KEY_LEN);
+  ASSERT_EQ(st.st_mode & 0777, 0600);
+  ASSERT_EQ(proxy_seal_key_load(path, k2, err, sizeof(err)), 0);
+  ASSERT_MEMEQ(k1, k2, PROXY_SEAL_KEY_LEN);
+  /* The temporary file it was written to is gone. */
+  ASSERT_EQ(count_entries("key"), 1);
+}
+
+TEST(key_existing_is_read_as_written)
+{
+  unsigned char key[PROXY_SEAL_KEY_LEN];
+  char path[512], err[512], want[PROXY_SEAL_KEY_LEN];
+  size_t i;
+
+  for (i = 0; i < sizeof(want); i++)
+    want[i] = (char)(i * 7 + 1);
+  test_write_file(test_tmpdir(), "key", want, sizeof(want), 0600);
+  key_path(path, sizeof(path));
+  ASSERT_EQ(proxy_seal_key_load(path, key, err, sizeof(err)), 0);
+  ASSERT_MEMEQ(key, want, PROXY_SEAL_KEY_LEN);
+}
+
+TEST(key_refused_short_or_readable)
+{
+  unsigned char key[PROXY_SEAL_KEY_LEN];
+  char path[512], err[512];
+
+  key_path(path, sizeof(path));
+  test_write_file(test_tmpdir(), "key", "0123456789", 10, 0600);
+  ASSERT_EQ(proxy_seal_key_load(path, key, err, sizeof(err)), -EINVAL);
+  ASSERT_CONTAINS(err, "is 10 bytes; it must be exactly 32");
+  ASSERT_CONTAINS(err, "remove it to start with a new key");
+  ASSERT_EQ(unlink(path), 0);
+  test_write_file(test_tmpdir(), "key", "0123456789abcdef0123456789abcdef", 32, 0644);
+  ASSERT_EQ(proxy_seal_key_load(path, key, err, sizeof(err)), -EPERM);
+  ASSERT_CONTAINS(err, "chmod 600");
+}
+
+/*
+ * A crash while the key is written: the first start dies in the middle of writing it
+ * (RLIMIT_FSIZE lets 10 of its 32 bytes through, then SIGXFSZ kills the process). The
+ * key file must not exist then, and the next start must create a whole key, whatever
+ * the crash left behind. (A key file created in place was left 10 bytes long, and
+ * every later start failed.)
+ */
+TEST(key_crash_while_created_does_not_stop_the_next_start)
+{
+  unsigned char k1[PROXY_SEAL_KEY_LEN], k2[PROXY_SEAL_KEY_LEN];
+  char path[512], err[512];
+  struct rlimit small = { 10, 10 }, nocore = { 0, 0 };
+  int status;
+  pid_t pid;
+
+  key_path(path, sizeof(path));
+  pid = fork();
+  ASSERT_NE(pid, -1);
+  if (pid == 0) {
+    signal(SIGXFSZ, SIG_DFL);
+    setrlimit(RLIMIT_CORE, &nocore);
+    setrlimit(RLIMIT_FSIZE, &small);
+    proxy_seal_key_load(path, k1, err, sizeof(err));
+    _exit(0);
+  }
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT(WIFSIGNALED(status));
+  ASSERT_EQ(WTERMSIG(status), SIGXFSZ);
+  ASSERT_EQ(file_size(path), -ENOENT);
+  ASSERT_EQ(count_entries("key.tmp."), 1);  /* what the crash left */
+  err[0] = '\0';
+  ASSERT_EQ(proxy_seal_key_load(path, k1, err, sizeof(err)), 0);
+  ASSERT_EQ(file_size(path), PROXY_SEAL_KEY_LEN);
+  ASSERT_EQ(proxy_seal_key_load(path, k2, err, sizeof(err)), 0);
+  ASSERT_MEMEQ(k1, k2, PROXY_SEAL_KEY_LEN);
+}
+
+/* Processes that start at once, with no key yet, all end with the one key on disk. */
+TEST(key_created_at_once_is_one_key)
+{
+  enum { N = 16 };
+  unsigned char keys[N][PROXY_SEAL_KEY_LEN], disk[PROXY_SEAL_KEY_LEN];
+  char path[512], err[512];
+  int go[2], res[N][2], status, i;
+  pid_t pids[N];
+
+  key_path(path, sizeof(path));
+  ASSERT_EQ(pipe(go), 0);
+  for (i = 0; i < N; i++) {
+    ASSERT_EQ(pipe(res[i]), 0);
+    pids[i] = fork();
+    ASSERT_NE(pids[i], -1);
+    if (pids[i] == 0) {
+      unsigned char key[PROXY_SEAL_KEY_LEN + 1];
+      char c;
+
+      close(go[1]);
+      /* Every child waits here until the parent closes the pipe: all start at once. */
+      if (read(go[0], &c, 1) != 0)
+        _exit(2);
+      key[0] = proxy_seal_key_load(path, key + 1, err, sizeof(err)) == 0 ? 'y' : 'n';
+      if (key[0] != 'y')
+        fprintf(stderr, "child %d: %s\n", i, err);
+      _exit(write(res[i][1], key, sizeof(key)) == (ssize_t)sizeof(key) ? 0 : 3);
+    }
+    close(res[i][1]);
+  }
+  close(go[0]);
+  close(go[1]);
+  for (i = 0; i < N; i++) {
+    unsigned char got[PROXY_SEAL_KEY_LEN + 1];
+
+    ASSERT_EQ(waitpid(pids[i], &status, 0), pids[i]);
+    ASSERT(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+    ASSERT_EQ(read(res[i][0], got, sizeof(got)), (ssize_t)sizeof(got));
+    close(res[i][0]);
+    ASSERT_EQ(got[0], 'y');
+    memcpy(keys[i], got + 1, PROXY_SEAL_KEY_LEN);
+  }
+  ASSERT_EQ(proxy_seal_key_load(path, disk, err, sizeof(err)), 0);
+  for (i = 0; i < N; i++)
+    ASSERT_MEMEQ(keys[i], disk, PROXY_SEAL_KEY_LEN);
+  ASSERT_EQ(count_entries("key"), 1);
+}
+
+TEST(sealed_blob_bound_to_key_and_purpose)
+{
+  unsigned char key[PROXY_SEAL_KEY_LEN], other[PROXY_SEAL_KEY_LEN];
+  unsigned char *blob = NULL, *plain = NULL;
+  size_t blen, plen;
+
+  memset(key, 1, sizeof(key));
+  memset(other, 2, sizeof(other));
+  ASSERT_EQ(proxy_seal(key, "secrets", "{\"K\":\"v\"}", 9, &blob, &blen), 0);
+  ASSERT_EQ(blen, 9 + 4 + 12 + 16);
+  ASSERT_EQ(proxy_unseal(key, "secrets", blob, blen, &plain, &plen), 0);
+  ASSERT_EQ(plen, 9);
+  ASSERT_STREQ((char *)plain, "{\"K\":\"v\"}");
+  free(plain);
+  ASSERT_EQ(proxy_unseal(key, "config:K", blob, blen, &plain, &plen), -EBADMSG);
+  ASSERT_EQ(proxy_unseal(other, "secrets", blob, blen, &plain, &plen), -EBADMSG);
+  blob[blen - 1] ^= 1;
+  ASSERT_EQ(proxy_unseal(key, "secrets", blob, blen, &plain, &plen), -EBADMSG);
+  ASSERT_NULL(plain);
+  free(blob);
+}
