@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The daemon: `authproxy serve` driven through the Python client and `authproxy ctl`.
 # Many sandboxes with their own secrets, atomic config swaps under load, restart after
-# kill -9 with no API call, redaction everywhere, API misuse, log reopening.
+# kill -9 with no API call, redaction everywhere, API misuse, log reopening, state
+# that must be read back at start (large files, refusals, failed writes), sandboxes
+# that could not be re-attached, and a failed attach that must lock its namespace.
 #
 #   ap-sN-PID (named namespaces)     host
 #   curl ---nft---> listener  ====>  authproxy serve --state-dir $T/state
