@@ -33,6 +33,8 @@ int rules_diag_add(struct rules_diag *d, const char *path, const char *fmt, ...)
   char *msg = NULL, *p = NULL;
   int n;
 
+  if (d == NULL)
+    return 0; /* the caller wants the verdict, not the messages */
   if (d->count == d->cap) {
     size_t cap = d->cap ? d->cap * 2 : 8;
 

@@ -56,7 +56,8 @@ void rules_diag_init(struct rules_diag *d);
 /* Frees the entries; the struct itself is the caller's and is left empty. */
 void rules_diag_free(struct rules_diag *d);
 
-/* Appends an error (printf-style message). Returns 0 or -ENOMEM. */
+/* Appends an error (printf-style message). Returns 0 or -ENOMEM. d may be NULL, for a
+ * caller that wants the verdict only: nothing is recorded. */
 int rules_diag_add(struct rules_diag *d, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -208,6 +208,9 @@ for v in 0.3.0 0.3.1 0.4.0 1.0.0; do
   run_plugin VERSION "" "" "{\"cniVersion\": \"$v\"}"
   assert_eq "$RC/$OUT" "0/{\"cniVersion\":\"$v\",\"supportedVersions\":[\"0.3.0\",\"0.3.1\",\"0.4.0\",\"1.0.0\"]}" "VERSION $v"
 done
+# Input that is not JSON is a decoding error, not a crash.
+run_plugin VERSION "" "" '{bad'
+expect_error 6 "VERSION input that is not JSON"
 pass "VERSION"
 
 # ---- errors: each a CNI error document with its code ------------------------------
