@@ -7,6 +7,7 @@
 #define AUTHPROXY_DAEMON_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include <uv.h>
@@ -31,6 +32,8 @@ struct daemon_sandbox {
   char *netns;              /* the path given at attach */
   dev_t ns_dev;             /* identity of that namespace, so a reused path (a new */
   ino_t ns_ino;             /* process with the same pid) is never mistaken for it */
+  uint64_t ns_cookie;       /* its SO_NETNS_COOKIE (0: unknown), which, unlike the inode
+                               number, no later namespace gets: a restart checks it */
   struct proxy_sandbox *sb;
   struct proxy_ca *ca;
   uint16_t port;            /* the proxy listener's port inside the namespace */

@@ -317,6 +317,13 @@ static int persist_sandbox(struct daemon *d, const struct daemon_sandbox *s,
   cJSON_AddStringToObject(root, "netns", s->netns);
   cJSON_AddNumberToObject(root, "ns_dev", (double)s->ns_dev);
   cJSON_AddNumberToObject(root, "ns_ino", (double)s->ns_ino);
+  if (s->ns_cookie != 0) {
+    /* A string: a JSON number (a double) does not hold every 64-bit value. */
+    char cookie[24];
+
+    snprintf(cookie, sizeof(cookie), "%llu", (unsigned long long)s->ns_cookie);
+    cJSON_AddStringToObject(root, "ns_cookie", cookie);
+  }
   cJSON_AddItemToObject(root, "proxy_config", cfgobj);
   cfgobj = NULL;
   cJSON_AddStringToObject(root, "ca_certificate", proxy_ca_cert_pem(s->ca));
@@ -594,10 +601,17 @@ static int make_ca(struct daemon *d, const cJSON *ca, struct proxy_ca **out,
   return 0;
 }
 
+/* The namespace a sandbox's state names, as recorded when it was attached. */
+struct ns_identity {
+  dev_t dev;
+  ino_t ino;
+  uint64_t cookie; /* 0: not recorded (state written before cookies were) */
+};
+
 static int attach(struct daemon *d, const char *name, const char *netns,
-                  const cJSON *proxy_config, const cJSON *ca, const ino_t *expect_ino,
-                  const dev_t *expect_dev, int persist, struct daemon_sandbox **out,
-                  struct daemon_error *err)
+                  const cJSON *proxy_config, const cJSON *ca,
+                  const struct ns_identity *expect, int persist,
+                  struct daemon_sandbox **out, struct daemon_error *err)
 {
   struct rules_config *cfg = NULL;
   struct netns_rules_opts o;
@@ -640,10 +654,27 @@ static int attach(struct daemon *d, const char *name, const char *netns,
     r = nsfd;
     goto out;
   }
-  if (expect_ino != NULL && (*expect_ino != s->ns_ino || *expect_dev != s->ns_dev)) {
-    r = fail(err, 409, "netns_replaced", -ESTALE,
-             "%s is now a different namespace than the one attached", netns);
-    goto out;
+  if (expect != NULL) {
+    /* A restart: the path must still name the namespace attached before it. The
+     * inode number alone is not enough: a namespace created after the old one was
+     * freed often gets the same one. */
+    uint64_t cookie = 0;
+
+    if (expect->cookie != 0) {
+      r = netns_cookie(nsfd, &cookie);
+      if (r != 0) {
+        r = fail(err, 500, "attach_failed", r,
+                 "cannot tell whether %s is still the namespace attached: %s", netns,
+                 strerror(-r));
+        goto out;
+      }
+    }
+    if (expect->ino != s->ns_ino || expect->dev != s->ns_dev || cookie != expect->cookie) {
+      r = fail(err, 409, "netns_replaced", -ESTALE,
+               "%s is now a different namespace than the one attached", netns);
+      goto out;
+    }
+    s->ns_cookie = cookie;
   }
   r = make_ca(d, ca, &s->ca, err);
   if (r != 0)
@@ -659,6 +690,9 @@ static int attach(struct daemon *d, const char *name, const char *netns,
   }
   redirected = 1;
   s->port = o.proxy_port;
+  if (expect == NULL && netns_sock_cookie(fds.tcp4 >= 0 ? fds.tcp4 : fds.tcp6,
+                                          &s->ns_cookie) != 0)
+    s->ns_cookie = 0; /* a kernel before 5.14: a restart checks the inode only */
   r = proxy_sandbox_start(&d->ctx, name, cfg, s->ca, &fds, NULL, &s->sb);
   if (r != 0) {
     r = fail(err, 500, "attach_failed", r, "cannot serve sandbox %s", name);
@@ -714,7 +748,7 @@ int daemon_attach(struct daemon *d, const char *name, const char *netns,
                   const cJSON *proxy_config, const cJSON *ca, struct daemon_sandbox **out,
                   struct daemon_error *err)
 {
-  return attach(d, name, netns, proxy_config, ca, NULL, NULL, 1, out, err);
+  return attach(d, name, netns, proxy_config, ca, NULL, 1, out, err);
 }
 
 int daemon_update(struct daemon *d, struct daemon_sandbox *s, const cJSON *proxy_config,
@@ -1253,8 +1287,9 @@ static void restore_one(struct daemon *d, const char *name)
   struct daemon_sandbox *s = NULL;
   struct daemon_error err;
   cJSON *root = NULL, *ca = NULL;
-  dev_t xdev;
-  ino_t xino;
+  const cJSON *cookie;
+  struct ns_identity expect;
+  char *end = NULL;
   int r;
 
   daemon_error_init(&err);
@@ -1274,8 +1309,16 @@ static void restore_one(struct daemon *d, const char *name)
   ino = cJSON_GetObjectItemCaseSensitive(root, "ns_ino");
   cert = cJSON_GetObjectItemCaseSensitive(root, "ca_certificate");
   key = cJSON_GetObjectItemCaseSensitive(root, "ca_key");
+  cookie = cJSON_GetObjectItemCaseSensitive(root, "ns_cookie");
+  memset(&expect, 0, sizeof(expect));
+  if (cJSON_IsString(cookie)) {
+    errno = 0;
+    expect.cookie = strtoull(cookie->valuestring, &end, 10);
+  }
   if (r != 0 || !cJSON_IsString(netns) || !cJSON_IsObject(cfg) || !cJSON_IsNumber(dev) ||
-      !cJSON_IsNumber(ino) || !cJSON_IsString(cert) || !cJSON_IsString(key)) {
+      !cJSON_IsNumber(ino) || !cJSON_IsString(cert) || !cJSON_IsString(key) ||
+      (cookie != NULL && (!cJSON_IsString(cookie) || end == cookie->valuestring ||
+                          *end != '\0' || errno != 0 || expect.cookie == 0))) {
     log_error("sandbox %s: state %s is malformed; it stays without network", name, path);
     add_lost(d, name, NULL, "state malformed");
     goto out;
@@ -1285,9 +1328,9 @@ static void restore_one(struct daemon *d, const char *name)
     goto out;
   cJSON_AddStringToObject(ca, "certificate", cert->valuestring);
   cJSON_AddStringToObject(ca, "key", key->valuestring);
-  xdev = (dev_t)dev->valuedouble;
-  xino = (ino_t)ino->valuedouble;
-  r = attach(d, name, netns->valuestring, cfg, ca, &xino, &xdev, 0, &s, &err);
+  expect.dev = (dev_t)dev->valuedouble;
+  expect.ino = (ino_t)ino->valuedouble;
+  r = attach(d, name, netns->valuestring, cfg, ca, &expect, 0, &s, &err);
   if (r == 0) {
     log_info("sandbox %s: re-attached after restart", name);
     goto out;
