@@ -80,6 +80,17 @@ static void json_resp(struct proxy_control_response *resp, int status, cJSON *ro
   free(text);
 }
 
+/* The answer to a DELETE that worked: 200 {"name": NAME, "status": STATUS}. */
+static void deleted_resp(struct proxy_control_response *resp, const char *name,
+                         const char *status)
+{
+  cJSON *out = cJSON_CreateObject();
+
+  cJSON_AddStringToObject(out, "name", name);
+  cJSON_AddStringToObject(out, "status", status);
+  json_resp(resp, 200, out);
+}
+
 /* Parses a request body that must be a JSON object with only the allowed fields. */
 static cJSON *parse_body(const struct proxy_control_request *req, const char *const *allowed,
                          struct proxy_control_response *resp)
@@ -276,21 +287,16 @@ static void delete_lost(struct daemon *d, const char *name,
 {
   struct daemon_lost *l = daemon_lost_find(d, name);
   struct daemon_error err;
-  cJSON *out;
 
   if (l == NULL) {
     proxy_control_error(resp, 404, "sandbox_not_found", "no sandbox %s", name);
     return;
   }
   daemon_error_init(&err);
-  if (daemon_lost_forget(d, l, &err) != 0) {
+  if (daemon_lost_forget(d, l, &err) != 0)
     error_resp(resp, &err);
-  } else {
-    out = cJSON_CreateObject();
-    cJSON_AddStringToObject(out, "name", name);
-    cJSON_AddStringToObject(out, "status", "forgotten");
-    json_resp(resp, 200, out);
-  }
+  else
+    deleted_resp(resp, name, "forgotten");
   daemon_error_free(&err);
 }
 
@@ -358,14 +364,10 @@ static void sandbox_route(struct daemon *d, const char *rest,
     patch_sandbox(d, s, req, resp);
   } else {
     daemon_error_init(&err);
-    if (daemon_detach(d, s, &err) != 0) {
+    if (daemon_detach(d, s, &err) != 0)
       error_resp(resp, &err);
-    } else {
-      out = cJSON_CreateObject();
-      cJSON_AddStringToObject(out, "name", name);
-      cJSON_AddStringToObject(out, "status", "detached");
-      json_resp(resp, 200, out);
-    }
+    else
+      deleted_resp(resp, name, "detached");
     daemon_error_free(&err);
   }
 }
