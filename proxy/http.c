@@ -1075,13 +1075,12 @@ void proxy_http_on_eof(struct proxy_conn *c, struct proxy_end *e)
       err = llhttp_finish(&h->resp);
       if ((err == HPE_OK || err == HPE_PAUSED) && h->msg_complete && h->resp_started) {
         /* A body delimited by the connection's end. Over TLS only a close_notify
-         * proves that end: a bare FIN, which anyone on the path can send, ends the
-         * sandbox's connection with a reset, never with the clean end it would take
-         * for the whole body (OpenSSL 3 clients call it an unexpected EOF too). */
-        if (c->up.tls != NULL && !proxy_tls_close_notified(c->up.tls)) {
-          proxy_conn_close(c, 1, "upstream_truncated");
-          return;
-        }
+         * proves that end; a bare FIN, which anyone on the path can send, does not.
+         * The sandbox's TLS then ends the same way, without a close_notify, so that
+         * its client judges the end as it would talk to the upstream directly
+         * (OpenSSL 3 clients such as curl call it an unexpected EOF). */
+        if (c->up.tls != NULL && !proxy_tls_close_notified(c->up.tls))
+          c->down.unproven = 1;
         if (flush_down(c) != 0)
           return;
         h->resp_done = 1;

@@ -79,6 +79,8 @@ struct proxy_end {
   unsigned shut : 1;         /* we sent (or queued) FIN */
   unsigned connected : 1;
   unsigned closing : 1;      /* uv_close pending: tcp may not be initialized again yet */
+  unsigned unproven : 1;     /* its TLS ends without close_notify: what it relays ended
+                                so (proxy_tls_close_notified), and is passed on so */
 };
 
 enum conn_state {

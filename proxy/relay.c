@@ -47,11 +47,9 @@ void proxy_relay_on_data(struct proxy_conn *c, struct proxy_end *e, const char *
 void proxy_relay_on_eof(struct proxy_conn *c, struct proxy_end *e)
 {
   /* An intercepted upstream (an upgraded connection) whose TCP ended without a
-   * close_notify: the end is not proven, so the sandbox does not get a clean one. */
-  if (e == &c->up && e->tls != NULL && !proxy_tls_close_notified(e->tls)) {
-    proxy_conn_close(c, 1, "upstream_truncated");
-    return;
-  }
+   * close_notify: the end is not proven, and the sandbox's ends the same way. */
+  if (e == &c->up && e->tls != NULL && !proxy_tls_close_notified(e->tls))
+    c->down.unproven = 1;
   proxy_end_shutdown(proxy_end_peer(e));
   maybe_done(c);
 }

@@ -232,7 +232,7 @@ void proxy_end_shutdown(struct proxy_end *e)
 
   if (!e->open || e->shut)
     return;
-  if (e->tls != NULL)
+  if (e->tls != NULL && !e->unproven)
     proxy_tls_close_notify(e);
   e->shut = 1;
   req = malloc(sizeof(*req));
