@@ -130,32 +130,44 @@ last_sent=$(upq tls '[e["t"] for e in events if e.get("event") == "sse_sent"][-1
   fail "first SSE event ($out) arrived only after the last was sent ($last_sent)"
 pass "Server-Sent Events stream incrementally"
 
-# WebSocket through interception: injected on the upgrade, then frames both ways.
+# WebSocket through interception: injected on the upgrade, then frames both ways, then
+# the close frames; the upstream then ends its TLS with a close_notify, or (?cut=1)
+# without one, and the sandbox's ends the same way (a strict client tells them apart).
 : > "$T/tls.jsonl"
 out=$(run "$PY" -c '
 import base64, os, socket, ssl
 ctx = ssl.create_default_context()
-s = ctx.wrap_socket(socket.create_connection(("stream.example.com", 443)),
-                    server_hostname="stream.example.com")
-key = base64.b64encode(os.urandom(16)).decode()
-s.sendall(("GET /ws HTTP/1.1\r\nHost: stream.example.com\r\nUpgrade: websocket\r\n"
-           "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-           % key).encode())
-buf = b""
-while b"\r\n\r\n" not in buf:
-    buf += s.recv(4096)
-head, rest = buf.split(b"\r\n\r\n", 1)
-print(head.split(b"\r\n")[0].decode())
-msg = b"hello"
-mask = os.urandom(4)
-s.sendall(bytes([0x81, 0x80 | len(msg)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(msg)))
-while len(rest) < 2 or len(rest) < 2 + rest[1]:
-    rest += s.recv(4096)
-print(rest[2:2 + rest[1]].decode())')
-assert_contains "$out" "101" "websocket upgrade"
-assert_contains "$out" "echo:hello" "websocket frames"
+ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+def frame(op, msg):
+    mask = os.urandom(4)
+    return bytes([0x80 | op, 0x80 | len(msg)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(msg))
+for path in ("/ws", "/ws?cut=1"):
+    s = ctx.wrap_socket(socket.create_connection(("stream.example.com", 443)),
+                        server_hostname="stream.example.com", suppress_ragged_eofs=False)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(("GET %s HTTP/1.1\r\nHost: stream.example.com\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+               % (path, key)).encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += s.recv(4096)
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    s.sendall(frame(1, b"hello"))
+    while len(rest) < 2 or len(rest) < 2 + rest[1]:
+        rest += s.recv(4096)
+    echo = rest[2:2 + rest[1]].decode()
+    s.sendall(frame(8, b""))
+    end = "clean"
+    try:
+        while s.recv(4096):
+            pass
+    except (ConnectionError, ssl.SSLError):
+        end = "error"
+    print(path, head.split(b"\r\n")[0].decode(), echo, end)')
+assert_eq "$out" "/ws HTTP/1.1 101 Switching Protocols echo:hello clean
+/ws?cut=1 HTTP/1.1 101 Switching Protocols echo:hello error" "websocket: upgrade, frames, end"
 assert_eq "$(upq tls 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer $SECRET")" "ws: injected"
-pass "WebSocket through interception"
+pass "WebSocket through interception, its end passed on as the upstream made it"
 
 # Session resumption on both sides: a reconnecting client resumes with the proxy's
 # ticket, and the proxy resumes its own session with the upstream (/close: the

@@ -8,7 +8,9 @@ an injected secret from the echo.
 
 Paths:
   /sse?n=N&delay=S      text/event-stream, N events S seconds apart (chunked)
-  /ws                   WebSocket upgrade; echoes text frames back
+  /ws[?cut=1]           WebSocket upgrade; echoes text frames back; after the close
+                        frames, ends the connection (over TLS: without a close_notify
+                        with cut=1)
   /echo?split=N         reflects the request headers WITH values, in two writes
   /big?bytes=N          N bytes of body (Content-Length)
   /chunked?n=N          N chunks
@@ -184,6 +186,7 @@ def handle(c):
             c.send(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % acc).encode())
             ws_frames(c)
+            c.close_notify = q.get("cut") != "1"
             return
         elif p == "/echo":
             # Reflects the request headers with their values (a debug endpoint, the
