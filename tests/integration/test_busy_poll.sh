@@ -123,15 +123,19 @@ echo "jail with --busy-poll 500000: $SW voluntary switches for $N requests, ${ID
 pass "jail --busy-poll: awake under load, asleep when quiet, requests injected"
 
 # dns_pair MODE WHAT: the DNS client MODE in a jail without, then with, --busy-poll.
+# Without it the loop sleeps for most queries (seen: 167-195 of 200 on a quiet machine,
+# 84 under the sanitizers with other tests running, when the next query is often
+# there before the loop polls again); with it, hardly ever (seen: 0). Before DNS
+# activity counted, the TCP case slept 184 times with it.
 dns_pair() {
   local mode=$1 what=$2
   jail_case "$mode-sleeping" "$mode"
   echo "jail without --busy-poll: $SW voluntary switches for $N $what"
-  [ "$SW" -ge $((N / 2)) ] ||
+  [ "$SW" -ge $((N / 4)) ] ||
     fail "without --busy-poll the loop slept only $SW times for $N $what: the check below could not tell"
   jail_case "$mode-busy" "$mode" --busy-poll 500000
   echo "jail with --busy-poll 500000: $SW voluntary switches for $N $what"
-  [ "$SW" -lt $((N / 4)) ] || fail "with --busy-poll the loop slept $SW times for $N $what"
+  [ "$SW" -lt $((N / 8)) ] || fail "with --busy-poll the loop slept $SW times for $N $what"
 }
 dns_pair dns "DNS lookups"
 dns_pair dnstcp "DNS queries on one TCP connection"
