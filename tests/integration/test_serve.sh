@@ -277,37 +277,6 @@ assert_contains "$out" "box$N" "the vanished sandbox is named"
 assert_eq "$(client "print(len(c.list()))")" "$((N - 1))" "the others re-attached"
 pass "sandboxes whose namespace is gone are reported, not attached"
 
-# ---- a new namespace with the old one's inode, at its path, is not taken for it -----
-# While the daemon is down a sandbox's namespace dies, and a new one comes to its path
-# with the same inode number (the kernel hands out the lowest free one): a restart
-# must not put the old sandbox's config and credentials on it. The namespace cookie
-# tells them apart.
-make_netns reuse >/dev/null
-client "c.attach('reuse', '/var/run/netns/ap-reuse-$$', json.load(open('$T/cfg1.json')))"
-kill -TERM "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
-ino=$(stat -L -c %i "/var/run/netns/ap-reuse-$$")
-ip netns del "ap-reuse-$$"
-# New namespaces (kept, so each fills a lower free number) until one gets that inode;
-# the kernel frees it once the old namespace's clean-up has run.
-twin=""
-for i in $(seq 1 300); do
-  cand=$(make_netns "twin$i")
-  if [ "$(stat -L -c %i "/var/run/netns/$cand")" = "$ino" ]; then twin=$cand; break; fi
-  sleep 0.02
-done
-[ -n "$twin" ] || fail "no new namespace got inode $ino after $i tries"
-touch "/var/run/netns/ap-reuse-$$"
-mount --bind "/var/run/netns/$twin" "/var/run/netns/ap-reuse-$$"
-serve
-assert_eq "$(client "print('reuse' in [s['name'] for s in c.list()])")" "False" \
-  "the sandbox re-attached to a new namespace at its path with its inode"
-assert_contains "$(ctl list)" "is now a different namespace" "the reason given"
-if ip netns exec "$twin" nft list table inet authproxy >/dev/null 2>&1; then
-  fail "the old sandbox's rules were installed in the new namespace"
-fi
-[ ! -e "$STATE/sandboxes/reuse.sealed" ] || fail "the replaced sandbox's state was kept"
-pass "a new namespace with the old inode at the old path is told apart (namespace cookie)"
-
 # ---- detach: namespace locked down, state forgotten --------------------------------
 client "c.detach('box2')"
 set +e
