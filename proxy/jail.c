@@ -234,8 +234,17 @@ static int drop_privileges(const char *user, struct passwd **pw_out)
     }
   } else if (sudo_uid != NULL) {
     uid = (uid_t)strtoul(sudo_uid, &end, 10);
-    if (*end == '\0')
-      pw = getpwuid(uid);
+    if (*sudo_uid == '\0' || *end != '\0') {
+      fprintf(stderr, "authproxy jail: SUDO_UID=%s is not a uid; give --user\n", sudo_uid);
+      return -EINVAL;
+    }
+    pw = getpwuid(uid);
+    if (pw == NULL) {
+      /* Running CMD as root instead would give it the proxy's memory and secrets. */
+      fprintf(stderr, "authproxy jail: the sudo caller's uid %u has no passwd entry "
+                      "here; give --user USER\n", uid);
+      return -ENOENT;
+    }
   }
   if (pw == NULL || pw->pw_uid == 0) {
     fprintf(stderr, "authproxy jail: warning: CMD runs as root, which can read the "
@@ -287,6 +296,21 @@ static void child_main(struct jail *j, pid_t parent, char **cmd)
             "to any server is still answered by the proxy\n", strerror(-r));
   if (bind_over(j->bundle, SYSTEM_BUNDLE) == 0)
     bundle = SYSTEM_BUNDLE;
+  /* The secrets and the config (which may hold opaque values) are the proxy's, not
+   * CMD's (invariant I3): in CMD's view the directory is empty and the file is. */
+  if (j->secrets_dir != NULL &&
+      mount("authproxy", j->secrets_dir, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            "size=0,mode=0500") != 0 && errno != ENOENT) {
+    fprintf(stderr, "authproxy jail: cannot hide the secrets directory %s from CMD: %s\n",
+            j->secrets_dir, strerror(errno));
+    _exit(126);
+  }
+  if (j->config_path != NULL && strcmp(j->config_path, "-") != 0 &&
+      (r = bind_over("/dev/null", j->config_path)) != 0) {
+    fprintf(stderr, "authproxy jail: cannot hide the config %s from CMD: %s\n",
+            j->config_path, strerror(-r));
+    _exit(126);
+  }
   for (i = 0; i < sizeof(ca_vars) / sizeof(ca_vars[0]); i++)
     setenv(ca_vars[i], bundle, 1);
   if (drop_privileges(j->user, &pw) != 0)
@@ -296,6 +320,12 @@ static void child_main(struct jail *j, pid_t parent, char **cmd)
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent)
     _exit(126);
+  /* No setuid program or file capability gives CMD back what was dropped (a cached
+   * sudo credential of the caller's, say, would take it out of the namespace). */
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    fprintf(stderr, "authproxy jail: no_new_privs: %s\n", strerror(errno));
+    _exit(126);
+  }
   if (pw != NULL) {
     setenv("HOME", pw->pw_dir, 1);
     setenv("USER", pw->pw_name, 1);
@@ -413,11 +443,26 @@ static int attach_ns(struct jail *j, struct netns_fds *fds)
   int r;
 
   if (j->netns_path != NULL) {
+    struct stat ns, own;
+
     j->nsfd = netns_open(j->netns_path);
     if (j->nsfd < 0) {
       fprintf(stderr, "authproxy jail: --netns %s: %s\n", j->netns_path,
               j->nsfd == -EINVAL ? "not a network namespace" : strerror(-j->nsfd));
       return j->nsfd;
+    }
+    /* Its rules would send all of this namespace's TCP, the proxy's own upstream
+     * connections included, to the jail, and the lockdown at the end would leave it
+     * without network. */
+    if (fstat(j->nsfd, &ns) == 0 && stat("/proc/self/ns/net", &own) == 0 &&
+        ns.st_dev == own.st_dev && ns.st_ino == own.st_ino) {
+      fprintf(stderr, "authproxy jail: --netns %s is the jail's own network namespace "
+                      "(the host's); give the sandbox a namespace of its own\n",
+              j->netns_path);
+      /* Not a sandbox's: the exit's lockdown is not for it either. */
+      close(j->nsfd);
+      j->nsfd = -1;
+      return -EPERM;
     }
   } else {
     j->nsfd = netns_create();

@@ -50,6 +50,37 @@ assert_eq "$(upq up 'hdr(reqs[-1], "X-Team")')" "$(jlist "agents")" "plaintext h
 assert_eq "$(upq up 'hdr(reqs[-1], "X-Wild")')" "$(jlist "yes")" "second matching rule applies"
 pass "injection on a matching host"
 
+# 1b. What the proxy reads, CMD cannot: the secrets directory is empty and the config
+#     file (which may hold opaque values) empty in its view, though both are readable
+#     to its user outside; and no setuid program gives back the privileges dropped.
+ls -ld "$T/secrets" "$T/secrets/API_KEY" > /dev/null
+out=$(run sh -c "cat '$T/secrets/API_KEY' 2>&1; echo secrets-listed: \$(ls -A '$T/secrets' 2>/dev/null | wc -l);
+  echo config-bytes: \$(wc -c < '$T/config.json'); grep NoNewPrivs /proc/self/status")
+assert_not_contains "$out" "$SECRET" "the secret read from the secrets directory inside the jail"
+assert_contains "$out" "secrets-listed: 0" "the secrets directory listed inside the jail"
+assert_contains "$out" "config-bytes: 0" "the config file inside the jail"
+assert_contains "$out" "$(printf 'NoNewPrivs:\t1')" "no_new_privs inside the jail"
+"$PY" -c 'import sys; sys.exit(0 if open(sys.argv[1]).read().strip() == sys.argv[2] else 1)' \
+  "$T/secrets/API_KEY" "$SECRET" || fail "the secret file changed outside the jail"
+pass "secrets and config hidden from CMD; no_new_privs"
+
+# 1c. Under sudo, a caller's uid with no passwd entry here is refused, not run as root.
+! getent passwd 54321 > /dev/null || fail "uid 54321 exists here: pick another for the test"
+out=$(SUDO_UID=54321 jail -- id -u 2>&1) &&
+  fail "the jail ran CMD for a sudo caller with no passwd entry: $out"
+assert_contains "$out" "has no passwd entry" "the refusal names the problem"
+assert_contains "$out" "--user" "and the fix"
+# 1d. --netns naming the jail's own network namespace (the host's) is refused. Run in a
+#     namespace of the test's own, so that a regression could only cut that one off.
+own=$(make_netns own)
+out=$(ip netns exec "$own" "$AUTHPROXY" jail --netns /proc/self/ns/net -- true 2>&1) &&
+  fail "the jail attached its own network namespace: $out"
+assert_contains "$out" "the jail's own network namespace" "the refusal names the problem"
+if ip netns exec "$own" nft list table inet authproxy > /dev/null 2>&1; then
+  fail "rules were installed in the jail's own namespace"
+fi
+pass "a sudo caller with no passwd entry, and the jail's own namespace, are refused"
+
 # 2. The sandbox's own Authorization (any case, several copies) is replaced, once.
 run curl -sS -o /dev/null -H 'Authorization: Bearer mine' -H 'authorization: again' \
   http://api.example.com/x
