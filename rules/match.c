@@ -181,9 +181,14 @@ int rules_hostpat_match(const struct rules_hostpat *p, const struct rules_target
   case RULES_HP_ANY:
     return 1;
   case RULES_HP_ADDR:
-    /* IP entries apply to the address and to a name that is itself an address. */
-    return (t->has_ip && addr_match(p, t->ip, t->ip_v4)) ||
-           (t->has_addr && addr_match(p, t->addr, t->addr_v4));
+    /* IP entries apply to a name that is itself an address, and to the original
+     * destination of a flow that has no name. A named flow is dialed by its name,
+     * not at the address the sandbox chose: matching that address would let a
+     * sandbox connect to an allowed or credentialed address with the SNI or Host of
+     * any server it likes, and have it dialed (with the credential) there. */
+    if (t->has_ip)
+      return addr_match(p, t->ip, t->ip_v4);
+    return t->name == NULL && t->has_addr && addr_match(p, t->addr, t->addr_v4);
   default:
     break;
   }

@@ -180,7 +180,12 @@ TEST(egress_connection_table)
     { "paste.pastebin.com", NULL, 443, RULES_DENY, "egress_deny", "egress.deny[0]" },
     { "blocked.example", NULL, 443, RULES_DENY, "egress_deny", "egress.deny[5]" },
     { NULL, "10.9.1.1", 443, RULES_DENY, "egress_deny", "egress.deny[1]" },
-    { "svc.internal", "10.9.1.1", 443, RULES_DENY, "egress_deny", "egress.deny[1]" },
+    /* Named flows are judged by name, whatever address the sandbox used: the proxy
+     * dials the name (its resolved address is checked then, rules_check_resolved). */
+    { "svc.internal", "10.9.1.1", 443, RULES_DENY, "egress_not_allowed", "" },
+    /* An allowed range does not let a name in: SNI evil.example at 10.1.2.3 would be
+     * dialed at evil.example. */
+    { "exfil.example", "10.1.2.3", 443, RULES_DENY, "egress_not_allowed", "" },
     { "smtp.example", NULL, 25, RULES_DENY, "egress_deny", "egress.deny[2]" },
     /* default deny: only allowed hosts pass; rules' hosts do not allow */
     { "smtp.example", NULL, 587, RULES_DENY, "egress_not_allowed", "" },
@@ -434,6 +439,22 @@ TEST(ip_literal_names)
   ASSERT_STREQ(conn_decide(cfg, NULL, "::ffff:10.1.1.1", 80).reason, "egress_deny");
   ASSERT_EQ(conn_action(cfg, "192.168.1.1", 80), RULES_BYPASS);
   ASSERT_EQ(conn_action(cfg, "11.0.0.1", 80), RULES_TUNNEL);
+  rules_config_unref(cfg);
+}
+
+/* A rule naming an address credentials requests that name that address, never a
+ * named flow the sandbox sent to it: curl --resolve evil.example:443:10.20.0.5 would
+ * have the credential sent to evil.example, which is what gets dialed. */
+TEST(ip_rules_credential_ip_names_only)
+{
+  struct rules_config *cfg = parse_ok(
+      "{\"rules\":[{\"name\":\"ip\",\"match_hosts\":[\"10.20.0.5\"],"
+      "  \"headers\":[{\"name\":\"Authorization\",\"type\":\"plaintext\",\"value\":\"t\"}]}]}",
+      NULL);
+
+  ASSERT_EQ(conn_decide(cfg, "10.20.0.5", NULL, 443).action, RULES_INTERCEPT);
+  ASSERT_EQ(conn_decide(cfg, "10.20.0.5", "192.0.2.7", 443).action, RULES_INTERCEPT);
+  ASSERT_EQ(conn_decide(cfg, "evil.example", "10.20.0.5", 443).action, RULES_TUNNEL);
   rules_config_unref(cfg);
 }
 

@@ -56,7 +56,11 @@ static const struct host_case host_cases[] = {
   { "localhost", "localhost", NULL, 80, 1 },
   { "10.0.0.0/8", "10.1.2.3", NULL, 443, 1 },
   { "10.0.0.0/8", NULL, "10.1.2.3", 443, 1 },
-  { "10.0.0.0/8", "example.com", "10.1.2.3", 443, 1 },
+  /* A named flow is dialed by name: the address the sandbox chose does not match. */
+  { "10.0.0.0/8", "example.com", "10.1.2.3", 443, 0 },
+  { "10.20.0.5", "evil.example", "10.20.0.5", 443, 0 },
+  { "10.20.0.5", "10.20.0.5", "192.0.2.1", 443, 1 },
+  { "10.20.0.5", "192.0.2.1", "10.20.0.5", 443, 0 },
   { "10.0.0.0/8", NULL, "11.0.0.1", 443, 0 },
   { "10.0.0.0/8", "example.com", NULL, 443, 0 },
   { "10.0.0.0/8", NULL, "::ffff:10.9.9.9", 443, 1 },
