@@ -4,8 +4,10 @@
  * and an error answer's sequence number names the message that failed.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -13,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
@@ -178,9 +181,19 @@ static int closer_atfork; /* the fork handlers are registered (children inherit 
 static void *closer_main(void *arg)
 {
   struct mnl_socket *nl;
+  int fd;
 
   (void)arg;
   pthread_setname_np(pthread_self(), NETNS_NFT_CLOSER_NAME);
+  /* It is started by a helper thread inside a sandbox's namespace (nft_socket_close
+   * runs there), whose namespace it inherits: it would keep that namespace alive for
+   * the life of the process. It joins the process's own (/proc/self is the main
+   * thread's, which never changes namespace); the sockets it closes need none. */
+  fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    (void)setns(fd, CLONE_NEWNET);
+    close(fd);
+  }
   pthread_mutex_lock(&closer_lock);
   for (;;) {
     while (closer_len == 0)

@@ -56,6 +56,13 @@ for i in range(1, $N + 1):
     pem = c.attach('box%d' % i, '/var/run/netns/ap-s%d-$$' % i, json.load(open('$T/cfg%d.json' % i)))
     assert pem.startswith('-----BEGIN CERTIFICATE-----'), pem"
 assert_eq "$(client "print(len(c.list()))")" "$N" "sandboxes listed"
+# Every thread of the daemon lives in its own namespace: none keeps a sandbox's alive
+# (the nf_tables socket closer, started inside the first one, used to stay there).
+own_ns=$(readlink /proc/self/ns/net)
+for task in /proc/$SERVE_PID/task/*; do
+  [ "$(readlink "$task/ns/net")" = "$own_ns" ] ||
+    fail "daemon thread $(cat "$task/comm") is in namespace $(readlink "$task/ns/net")"
+done
 for i in $(seq $N); do
   ip netns exec "ap-s$i-$$" curl -sS -o /dev/null "http://api.example.com/from/$i"
 done
