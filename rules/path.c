@@ -76,11 +76,15 @@ static int decode(const char *in, size_t len, char *out, int *flags)
 }
 
 /*
- * Removes dot-segments in place (RFC 3986 5.2.4) from a path starting with '/'.
- * Empty segments (duplicate slashes) and ";params" are kept as sent; decode() has
- * flagged both ambiguous, since servers disagree on what they mean.
+ * Removes dot-segments in place (RFC 3986 5.2.4) from a path starting with '/', and
+ * sets RULES_PATH_AMBIGUOUS if there was one (sent as is or percent-encoded): the
+ * path is forwarded as sent, and servers that route before removing them (Express,
+ * some Werkzeug routes) take "/admin/../health" for /admin/..., not /health. Clients
+ * remove them before sending. Empty segments (duplicate slashes) and ";params" are
+ * kept as sent; decode() has flagged both ambiguous, since servers disagree on what
+ * they mean.
  */
-static size_t remove_dot_segments(char *buf, size_t n)
+static size_t remove_dot_segments(char *buf, size_t n, int *flags)
 {
   size_t r = 0, w = 0;
 
@@ -90,6 +94,8 @@ static size_t remove_dot_segments(char *buf, size_t n)
     while (end < n && buf[end] != '/')
       end++;
     slen = end - seg;
+    if ((slen == 1 && buf[seg] == '.') || (slen == 2 && buf[seg] == '.' && buf[seg + 1] == '.'))
+      *flags |= RULES_PATH_AMBIGUOUS;
     if (slen == 1 && buf[seg] == '.') {
       r = end;
       if (r == n)
@@ -133,7 +139,7 @@ int rules_normalize_path(const char *in, size_t len, char *out, size_t size, int
   n = decode(in, len, out, &f);
   if (n < 0)
     return n;
-  n = (int)remove_dot_segments(out, (size_t)n);
+  n = (int)remove_dot_segments(out, (size_t)n, &f);
   out[n] = '\0';
   if (flags != NULL)
     *flags = f;

@@ -258,16 +258,18 @@ struct path_case {
 
 static const struct path_case path_cases[] = {
   { "/repos/a/b", "/repos/a/b", 0 },
-  { "/repos/../admin", "/admin", 0 },
-  { "/repos/%2e%2e/admin", "/admin", 0 },
-  { "/repos/%2E%2E/admin", "/admin", 0 },
-  { "/repos/.%2e/admin", "/admin", 0 },
-  { "/repos/a/%2e/b", "/repos/a/b", 0 },
-  { "/a/./b", "/a/b", 0 },
-  { "/a/b/.", "/a/b/", 0 },
-  { "/a/b/..", "/a/", 0 },
-  { "/..", "/", 0 },
-  { "/../../etc/passwd", "/etc/passwd", 0 },
+  /* Dot-segments are removed (RFC 3986) and make the path ambiguous: it is forwarded
+   * as sent, and some servers (Express) route before removing them. */
+  { "/repos/../admin", "/admin", 1 },
+  { "/repos/%2e%2e/admin", "/admin", 1 },
+  { "/repos/%2E%2E/admin", "/admin", 1 },
+  { "/repos/.%2e/admin", "/admin", 1 },
+  { "/repos/a/%2e/b", "/repos/a/b", 1 },
+  { "/a/./b", "/a/b", 1 },
+  { "/a/b/.", "/a/b/", 1 },
+  { "/a/b/..", "/a/", 1 },
+  { "/..", "/", 1 },
+  { "/../../etc/passwd", "/etc/passwd", 1 },
   { "/a//../b", "/a/b", 1 }, /* nginx: /b */
   { "/a/...", "/a/...", 0 },
   { "//repos//a", "//repos//a", 1 },
