@@ -482,8 +482,12 @@ int netns_install_rules(const struct netns_rules_opts *o, char *err, size_t errs
       netns_tproxy_routing_clear(NULL, 0);
     return ret;
   }
+  /* The table is in place, redirecting to the listeners: from here the install has
+   * succeeded, and must say so, or its caller would close the listeners under it.
+   * Routing left from an earlier TPROXY attach is inert without the rules that mark
+   * packets for it, so failing to remove it is not a failure of the install. */
   if (o->capture != NETNS_CAPTURE_TPROXY)
-    return netns_tproxy_routing_clear(err, errsz);
+    (void)netns_tproxy_routing_clear(NULL, 0);
   return 0;
 }
 
@@ -494,7 +498,9 @@ int netns_install_lockdown(char *err, size_t errsz)
   ret = commit(build_lockdown_cb, NULL, err, errsz);
   if (ret != 0)
     return ret;
-  return netns_tproxy_routing_clear(err, errsz);
+  /* Locked down whatever happens to the routing (inert without the TPROXY rules). */
+  (void)netns_tproxy_routing_clear(NULL, 0);
+  return 0;
 }
 
 int netns_remove_rules(char *err, size_t errsz)
