@@ -83,6 +83,14 @@ int netns_create(void);
 int netns_run(int nsfd, int (*fn)(void *arg), void *arg);
 
 /*
+ * 1 if nsfd is the process's own network namespace (its main thread's: the host's for
+ * the daemon and the jail), which is never a sandbox's: its rules would cut the host,
+ * and the proxy's own upstream connections, off the network. 0 if another, or a
+ * negative errno.
+ */
+int netns_is_own(int nsfd);
+
+/*
  * The namespace's cookie (SO_NETNS_COOKIE, Linux 5.14): a number the kernel never
  * gives another namespace while it runs, unlike the nsfs inode number, which a new
  * namespace often gets as soon as the old one is freed. netns_sock_cookie reads it from

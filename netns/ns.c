@@ -16,6 +16,7 @@
 
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
 #include <linux/magic.h>
 #include <linux/nsfs.h>
@@ -131,6 +132,15 @@ int netns_create(void)
     return ret;
   }
   return fd;
+}
+
+int netns_is_own(int nsfd)
+{
+  struct stat ns, own;
+
+  if (fstat(nsfd, &ns) != 0 || stat("/proc/self/ns/net", &own) != 0)
+    return -errno;
+  return ns.st_dev == own.st_dev && ns.st_ino == own.st_ino;
 }
 
 int netns_sock_cookie(int fd, uint64_t *cookie)

@@ -443,19 +443,13 @@ static int attach_ns(struct jail *j, struct netns_fds *fds)
   int r;
 
   if (j->netns_path != NULL) {
-    struct stat ns, own;
-
     j->nsfd = netns_open(j->netns_path);
     if (j->nsfd < 0) {
       fprintf(stderr, "authproxy jail: --netns %s: %s\n", j->netns_path,
               j->nsfd == -EINVAL ? "not a network namespace" : strerror(-j->nsfd));
       return j->nsfd;
     }
-    /* Its rules would send all of this namespace's TCP, the proxy's own upstream
-     * connections included, to the jail, and the lockdown at the end would leave it
-     * without network. */
-    if (fstat(j->nsfd, &ns) == 0 && stat("/proc/self/ns/net", &own) == 0 &&
-        ns.st_dev == own.st_dev && ns.st_ino == own.st_ino) {
+    if (netns_is_own(j->nsfd) == 1) {
       fprintf(stderr, "authproxy jail: --netns %s is the jail's own network namespace "
                       "(the host's); give the sandbox a namespace of its own\n",
               j->netns_path);

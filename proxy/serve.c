@@ -493,7 +493,7 @@ static int parse_config(struct daemon *d, const cJSON *proxy_config,
 
 static int open_netns(const char *path, dev_t *dev, ino_t *ino, struct daemon_error *err)
 {
-  struct stat st, own;
+  struct stat st;
   int fd = netns_open(path);
 
   if (fd == -ENOENT)
@@ -507,11 +507,8 @@ static int open_netns(const char *path, dev_t *dev, ino_t *ino, struct daemon_er
     close(fd);
     return fail(err, 500, "netns_unavailable", -EIO, "cannot stat netns %s", path);
   }
-  /* The host's own namespace (or any the daemon lives in) is never a sandbox: its
-   * rules would cut the host, and the daemon's upstream connections, off the network. A
-   * container that shares the host's network namespace has nothing to capture. */
-  if (stat("/proc/self/ns/net", &own) == 0 && own.st_dev == st.st_dev &&
-      own.st_ino == st.st_ino) {
+  /* A container that shares the host's network namespace has nothing to capture. */
+  if (netns_is_own(fd) == 1) {
     close(fd);
     return fail(err, 400, "host_netns", -EPERM,
                 "%s is the daemon's own network namespace (the host's); attaching it would "
