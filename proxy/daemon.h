@@ -110,14 +110,11 @@ struct daemon_sandbox *daemon_find(struct daemon *d, const char *name);
 
 /*
  * Parses JSON text the daemon itself wrote: its state files (unsealed) and the
- * serialized configs it keeps. Not rules_json_parse, which bounds what one request may
- * carry (RULES_MAX_CONFIG_LEN): a state file holds more than a request (a stored
- * config keeps two forms of a config, the secrets file every pushed secret) and is
- * bounded by the state file limit instead, on write and on read. The text was printed
- * by cJSON from values that passed rules_json_parse, so it holds no raw control
- * character and no NUL; only text after the value is refused, as there. On success
- * *out is a tree to free with rules_json_free. Returns 0 or -EINVAL (malformed, or out
- * of memory: cJSON does not tell them apart).
+ * serialized configs it keeps. As strict as rules_json_parse, but bounded by the
+ * state file limit rather than by what one request may carry (RULES_MAX_CONFIG_LEN):
+ * a state file holds more than a request (a stored config keeps two forms of a
+ * config, the secrets file every pushed secret). On success *out is a tree to free
+ * with rules_json_free. Returns 0, -EINVAL or -ENOMEM.
  */
 int daemon_json_parse_own(const char *json, struct cJSON **out);
 

@@ -262,20 +262,7 @@ static int state_fail(struct daemon_error *e, int r, const char *what, const cha
 
 int daemon_json_parse_own(const char *json, cJSON **out)
 {
-  const char *end = NULL;
-  size_t len = strlen(json);
-
-  *out = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-  if (*out == NULL)
-    return -EINVAL;
-  while (end < json + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
-    end++;
-  if (end != json + len) {
-    rules_json_free(*out);
-    *out = NULL;
-    return -EINVAL;
-  }
-  return 0;
+  return rules_json_parse_max(json, strlen(json), STATE_MAX, out, NULL);
 }
 
 /* Reads and unseals path; *json is NUL-terminated, wipe it with wipe_free. */

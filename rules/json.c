@@ -103,14 +103,19 @@ static size_t scan_strings(const char *json, size_t len, const char **what)
 
 int rules_json_parse(const char *json, size_t len, cJSON **out, struct rules_diag *diag)
 {
+  return rules_json_parse_max(json, len, RULES_MAX_CONFIG_LEN, out, diag);
+}
+
+int rules_json_parse_max(const char *json, size_t len, size_t max, cJSON **out,
+                         struct rules_diag *diag)
+{
   const char *end = NULL, *what = NULL;
   cJSON *root;
   size_t off;
 
   *out = NULL;
-  if (len > RULES_MAX_CONFIG_LEN) {
-    if (rules_diag_add(diag, "", "the config is %zu bytes; the limit is %d", len,
-                       RULES_MAX_CONFIG_LEN) != 0)
+  if (len > max) {
+    if (rules_diag_add(diag, "", "the config is %zu bytes; the limit is %zu", len, max) != 0)
       return -ENOMEM;
     return -EINVAL;
   }

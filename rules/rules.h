@@ -120,6 +120,11 @@ struct rules_config;
 int rules_json_parse(const char *json, size_t len, struct cJSON **out,
                      struct rules_diag *diag);
 
+/* rules_json_parse with another bound than RULES_MAX_CONFIG_LEN on len: for JSON the
+ * process wrote itself, such as the daemon's state files. */
+int rules_json_parse_max(const char *json, size_t len, size_t max, struct cJSON **out,
+                         struct rules_diag *diag);
+
 /*
  * Wipes every string and key of a cJSON tree, then deletes it. A tree that held a
  * proxy_config holds its opaque values: free it with this, not cJSON_Delete. NULL is
