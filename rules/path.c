@@ -22,20 +22,32 @@ static int hexval(unsigned char c)
   return -1;
 }
 
-static int is_unreserved(unsigned char c)
+/*
+ * 1 for a character whose percent-escape means the character itself to the servers
+ * that route requests: the unreserved ones (RFC 3986 6.2.2.2) and, since servers
+ * (Express, Flask, Go's net/http, Google's APIs) decode the whole path before they
+ * route, the printable reserved ones too, so that "/models/x%3Agenerate" matches
+ * "/models/x:generate". Kept encoded: '%' (a server that decodes twice reads
+ * "%2561" as "a": decode() marks that ambiguous), '*' (a pattern's glob), '?' and
+ * '#' (which would end the path), and the separators that make a path ambiguous
+ * ('/', '\', ';', see decode()); so are space, controls and non-ASCII bytes, which
+ * never appear unencoded.
+ */
+static int decodes_to_itself(unsigned char c)
 {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         c == '-' || c == '.' || c == '_' || c == '~';
+  return c > 0x20 && c < 0x7f && strchr("%*?#/\\;", c) == NULL;
 }
 
 /*
- * Decodes percent-encoded unreserved characters and uppercases the hex digits of the
- * others, writing to out (at most len bytes). Sets RULES_PATH_AMBIGUOUS for an
- * encoded '/', '\' or NUL, for a literal '\', for an empty segment ("//"): nginx
- * and Apache merge slashes before resolving dot-segments, so "/repos//../x" is /x to
- * them and /repos/x to RFC 3986, and "//admin" is /admin to them but not to a
- * pattern; and for a ';': Java servlet containers strip ";params" from every segment
- * before mapping, so "/admin;x" and "/repos/..;/admin" are /admin to them.
+ * Decodes the percent-escapes decodes_to_itself() accepts and uppercases the hex
+ * digits of the others, writing to out (at most len bytes). Sets
+ * RULES_PATH_AMBIGUOUS for an encoded '/', '\' or NUL, for a literal '\', for an
+ * empty segment ("//"): nginx and Apache merge slashes before resolving
+ * dot-segments, so "/repos//../x" is /x to them and /repos/x to RFC 3986, and
+ * "//admin" is /admin to them but not to a pattern; for a ';': Java servlet
+ * containers strip ";params" from every segment before mapping, so "/admin;x" and
+ * "/repos/..;/admin" are /admin to them; and for an encoded '%' that starts another
+ * escape ("%2561"), which a server that decodes twice reads as "a".
  * Returns the length or -EINVAL.
  */
 static int decode(const char *in, size_t len, char *out, int *flags)
@@ -61,7 +73,7 @@ static int decode(const char *in, size_t len, char *out, int *flags)
     c = (unsigned char)(hexval((unsigned char)in[i + 1]) * 16 +
                         hexval((unsigned char)in[i + 2]));
     i += 3;
-    if (is_unreserved(c)) {
+    if (decodes_to_itself(c)) {
       out[w++] = (char)c;
       continue;
     }
@@ -71,6 +83,13 @@ static int decode(const char *in, size_t len, char *out, int *flags)
     out[w++] = '%';
     out[w++] = hex[c >> 4];
     out[w++] = hex[c & 15];
+  }
+  /* Every "%25" in out is an encoded '%'; the digits after it may have been encoded
+   * too ("%25%36%31"). */
+  for (i = 0; i + 5 <= w; i++) {
+    if (memcmp(out + i, "%25", 3) == 0 && hexval((unsigned char)out[i + 3]) >= 0 &&
+        hexval((unsigned char)out[i + 4]) >= 0)
+      *flags |= RULES_PATH_AMBIGUOUS;
   }
   return (int)w;
 }
@@ -189,8 +208,8 @@ int rules_pathpat_parse(struct rules_arena *a, const char *s, struct rules_pathp
   norm[n] = '\0';
   if (flags & RULES_PATH_AMBIGUOUS) {
     snprintf(err, errsize,
-             "has %%2F, %%5C, %%00, '\\', ';' or '//', which make a path ambiguous; "
-             "such paths never match match_paths");
+             "has %%2F, %%5C, %%00, '\\', ';', '//' or %%25 before hex digits, which "
+             "make a path ambiguous; such paths never match match_paths");
     return -EINVAL;
   }
   /* A dot-segment is removed from every request path, so it could never match. */

@@ -197,13 +197,15 @@ void rules_config_summary(const struct rules_config *cfg, char *buf, size_t size
 int rules_normalize_host(const char *in, size_t len, char *out, size_t size);
 
 /* Flags returned by rules_normalize_path. */
-#define RULES_PATH_AMBIGUOUS 1 /* had %2F, %5C, a backslash or %00, or a segment like
-                                  "..;x" or ".;x": servers disagree on it */
+#define RULES_PATH_AMBIGUOUS 1 /* had %2F, %5C, a backslash, %00, ';', "//", a
+                                  dot-segment or "%25" before hex digits: servers
+                                  disagree on it */
 
 /*
  * Normalizes a request path for matching: the query is excluded, percent-encoded
- * unreserved characters are decoded (other encodings get uppercase hex digits),
- * dot-segments are removed (RFC 3986 5.2.4), duplicate slashes are kept as sent.
+ * printable ASCII is decoded except '%', '*', '?', '#', '/', '\' and ';' (other
+ * encodings get uppercase hex digits), dot-segments are removed (RFC 3986 5.2.4),
+ * duplicate slashes are kept as sent.
  * Returns the length written to out (NUL-terminated), -EINVAL for a malformed
  * percent-encoding, a path not starting with '/', or a space, control byte or '#'
  * in it, or -ENOSPC when size is not larger than the path without its query;

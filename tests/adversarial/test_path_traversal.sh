@@ -3,7 +3,9 @@
 # percent-encoded (%2e%2e, .%2e, %2E%2E), encoded slashes and backslashes (%2F, %5C),
 # a literal backslash, ";" parameters that Java servers strip ("..;/", "/admin;x"),
 # double slashes that nginx merges before resolving dot-segments ("/repos//../x"),
-# encoded unreserved letters (/%61dmin), NUL, and the query. Two directions:
+# encoded unreserved letters (/%61dmin), encoded reserved characters that servers
+# decode before routing (%3A), a '%' encoded for servers that decode twice (%2561),
+# NUL, and the query. Two directions:
 #   - a credential scoped to /repos/* must not be sent with a path that some server
 #     resolves outside /repos/ (it is forwarded, but without the header);
 #   - a deny on /admin and /admin/* must not be dodged by a spelling that some server
@@ -24,7 +26,7 @@ cat > "$T/config.json" <<EOF
 { "rules": [ { "name": "repos", "match_hosts": ["git.example.com"], "match_paths": ["/repos/*"],
     "headers": [ { "name": "Authorization", "type": "plaintext", "value": "token $SECRET" } ] } ],
   "egress": { "default": "allow",
-    "deny": [ { "hosts": ["git.example.com"], "paths": ["/admin", "/admin/*"] } ] },
+    "deny": [ { "hosts": ["git.example.com"], "paths": ["/admin", "/admin/*", "/models/*:delete"] } ] },
   "dns": { "remap": { "git.example.com": "127.0.0.1:$up_PORT" } } }
 EOF
 
@@ -68,9 +70,16 @@ deny=(
   "deny_semicolon_segment /admin;x/users"
   "deny_nul /admin%00"
   "deny_absolute http://git.example.com/admin/users"
+  "deny_colon /models/m:delete"
+  "deny_enc_colon /models/m%3Adelete"
+  "deny_enc_colon_lower /models/m%3adelete"
+  "deny_double_enc /%2561dmin"
+  "deny_double_enc_digits /%25%36%31dmin/users"
 )
 allow=(
   "ctl_public /public/x"
+  "ctl_models /models/m:get"
+  "ctl_models_enc /models/m%3Aget"
 )
 
 lines() { local l; for l in "$@"; do echo "$l"; done; }
@@ -119,5 +128,8 @@ for l in "${deny[@]}"; do
   assert_contains "$(result "$T/out.jsonl" "$1" status)" " 403 " "$1 ($2): status"
   assert_eq "$(auth "$1")" "[]" "$1 ($2): forwarded"
 done
-assert_contains "$(result "$T/out.jsonl" ctl_public status)" " 200 " "the allowed control"
+for l in "${allow[@]}"; do
+  set -- $l
+  assert_contains "$(result "$T/out.jsonl" "$1" status)" " 200 " "$1 ($2): the allowed control"
+done
 pass "${#deny[@]} spellings of /admin denied, none forwarded"
