@@ -288,7 +288,7 @@ static int read_sealed(struct daemon *d, const char *path, const char *aad, char
 static int persist_sandbox(struct daemon *d, const struct daemon_sandbox *s,
                            const struct rules_config *cfg)
 {
-  char path[4096], aad[DAEMON_NAME_MAX + 16];
+  char path[4096], aad[DAEMON_NAME_MAX + 16], cookie[24];
   char *config = NULL, *key = NULL, *json = NULL;
   cJSON *root = NULL, *cfgobj = NULL;
   int r = -ENOMEM;
@@ -300,21 +300,22 @@ static int persist_sandbox(struct daemon *d, const struct daemon_sandbox *s,
     goto out;
   if (daemon_json_parse_own(config, &cfgobj) != 0)
     goto out;
-  cJSON_AddStringToObject(root, "name", s->name);
-  cJSON_AddStringToObject(root, "netns", s->netns);
-  cJSON_AddNumberToObject(root, "ns_dev", (double)s->ns_dev);
-  cJSON_AddNumberToObject(root, "ns_ino", (double)s->ns_ino);
   if (s->ns_cookie != 0) {
     /* A string: a JSON number (a double) does not hold every 64-bit value. */
-    char cookie[24];
-
     snprintf(cookie, sizeof(cookie), "%llu", (unsigned long long)s->ns_cookie);
-    cJSON_AddStringToObject(root, "ns_cookie", cookie);
   }
-  cJSON_AddItemToObject(root, "proxy_config", cfgobj);
+  /* A file missing any of these would not bring the sandbox back as it was. */
+  if (cJSON_AddStringToObject(root, "name", s->name) == NULL ||
+      cJSON_AddStringToObject(root, "netns", s->netns) == NULL ||
+      cJSON_AddNumberToObject(root, "ns_dev", (double)s->ns_dev) == NULL ||
+      cJSON_AddNumberToObject(root, "ns_ino", (double)s->ns_ino) == NULL ||
+      (s->ns_cookie != 0 && cJSON_AddStringToObject(root, "ns_cookie", cookie) == NULL) ||
+      !cJSON_AddItemToObject(root, "proxy_config", cfgobj))
+    goto out;
   cfgobj = NULL;
-  cJSON_AddStringToObject(root, "ca_certificate", proxy_ca_cert_pem(s->ca));
-  cJSON_AddStringToObject(root, "ca_key", key);
+  if (cJSON_AddStringToObject(root, "ca_certificate", proxy_ca_cert_pem(s->ca)) == NULL ||
+      cJSON_AddStringToObject(root, "ca_key", key) == NULL)
+    goto out;
   json = cJSON_PrintUnformatted(root);
   if (json == NULL)
     goto out;
@@ -1308,10 +1309,12 @@ static void restore_one(struct daemon *d, const char *name)
     goto out;
   }
   ca = cJSON_CreateObject();
-  if (ca == NULL)
+  if (ca == NULL || cJSON_AddStringToObject(ca, "certificate", cert->valuestring) == NULL ||
+      cJSON_AddStringToObject(ca, "key", key->valuestring) == NULL) {
+    log_error("sandbox %s: out of memory restoring it; it stays without network", name);
+    add_lost(d, name, NULL, "out of memory");
     goto out;
-  cJSON_AddStringToObject(ca, "certificate", cert->valuestring);
-  cJSON_AddStringToObject(ca, "key", key->valuestring);
+  }
   expect.dev = (dev_t)dev->valuedouble;
   expect.ino = (ino_t)ino->valuedouble;
   r = attach(d, name, netns->valuestring, cfg, ca, &expect, 0, &s, &err);
