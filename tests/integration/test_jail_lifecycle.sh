@@ -10,12 +10,18 @@
 export TMPDIR=$T/jailtmp
 mkdir -p "$TMPDIR"
 
-# Net namespaces still referenced by a process or a mount; sockets are owned by
-# processes, so a namespace nobody holds this way is gone.
+# Net namespaces still referenced by a process or a mount (sockets are owned by
+# processes, so a namespace nobody holds this way is gone), as lines
+# "net:[INODE] HOLDER": HOLDER is /proc/PID/ns/net or an nsfs mount point (in
+# mountinfo the root, field 4, names the namespace; the filesystem type follows the
+# "-" that ends the optional fields).
+ns_holders() {
+  for p in /proc/[0-9]*/ns/net; do echo "$(readlink "$p" 2>/dev/null) $p"; done
+  awk '{ for (i = 7; i < NF; i++) if ($i == "-") break
+         if ($(i + 1) == "nsfs" && $4 ~ /^net:/) print $4, $5 }' /proc/self/mountinfo
+}
 live_namespaces() {
-  { for p in /proc/[0-9]*/ns/net; do readlink "$p" 2>/dev/null || true; done
-    awk '$9 == "nsfs" { print $5 }' /proc/self/mountinfo | sed -E 's/.*(net:\[[0-9]+\]).*/\1/'
-  } | sort -u
+  ns_holders | awk '{ print $1 }' | sort -u
 }
 
 # What a jail could wrongly leave in the host itself (it never touches the host's own
@@ -24,16 +30,39 @@ machine() {
   echo "host nft tables: $(nft list tables 2>/dev/null | tr '\n' ' ')"
   echo "jail processes: $(pgrep -P $$ -x authproxy | tr '\n' ' ')"
 }
+# The network namespace's cookie (SO_NETNS_COOKIE): unlike its inode number, which
+# the kernel gives to the next namespace of any process once this one is freed, it
+# is never reused while the machine runs.
+COOKIE_PY='import socket; s = socket.socket(); print(int.from_bytes(s.getsockopt(socket.SOL_SOCKET, 71, 8), "little"))'
+host_cookie=$(nsenter --net=/proc/self/ns/net "$PY" -c "$COOKIE_PY")
+case "$host_cookie" in
+  [1-9]*) ;;
+  *) fail "cannot read a namespace's cookie through nsenter: '$host_cookie'" ;;
+esac
+# One holder of each live namespace named in the file given.
+holders() {
+  ns_holders | awk 'NR == FNR { want[$0] = 1; next } ($1 in want) && !seen[$1]++' "$1" -
+}
+
 before=$(machine)
 : > "$T/ns.txt"
+: > "$T/cookies.txt"
 for i in $(seq 100); do
-  jail --user nobody -- sh -c 'readlink /proc/self/ns/net' >> "$T/ns.txt"
+  jail --user nobody -- sh -c "readlink /proc/self/ns/net; $PY -c '$COOKIE_PY'" > "$T/one.txt"
+  sed -n 1p "$T/one.txt" >> "$T/ns.txt"
+  sed -n 2p "$T/one.txt" >> "$T/cookies.txt"
 done
-# (Namespace inode numbers are reused once freed, so fewer than 100 distinct ones is
-# itself a sign that they were.)
+assert_eq "$(grep -c . "$T/cookies.txt")" "100" "namespace cookies printed by the jailed command"
 assert_eq "$(machine)" "$before" "machine state after 100 runs"
-live_namespaces > "$T/live.txt"
-assert_eq "$(grep -cFxf "$T/ns.txt" "$T/live.txt" || true)" "0" "namespaces of finished jails still alive"
+# A live namespace with a finished jail's inode number is that jail's only if its
+# cookie is the same: anything on the machine may have been given the number since.
+holders "$T/ns.txt" > "$T/held.txt"
+while read -r ns holder; do
+  cookie=$(nsenter --net="$holder" "$PY" -c "$COOKIE_PY" 2>/dev/null) || continue
+  if grep -qxF "$cookie" "$T/cookies.txt"; then
+    fail "a finished jail's namespace ($ns, cookie $cookie) is still alive, held by $holder"
+  fi
+done < "$T/held.txt"
 assert_eq "$(ls -A "$TMPDIR")" "" "temporary files left"
 assert_eq "$(pgrep -P $$ -x authproxy || true)" "" "jail processes left"
 pass "100 runs leave no namespace, process or file behind"
