@@ -5,9 +5,14 @@
  * at the responder and the sandbox CA trusted), and exits with CMD's status.
  *
  * Nothing outlives the jail: the namespace has no name, so it vanishes with its last
- * process; if the jail dies first, CMD is killed (PR_SET_PDEATHSIG) and anything CMD
- * left behind is in a namespace without network.
+ * process. The jail is the subreaper of everything CMD starts, and when CMD ends it
+ * kills what CMD left running (a server started in the background, a daemon that
+ * detached with setsid), as a container runtime does when its first process ends. If
+ * the jail dies first, CMD is killed (PR_SET_PDEATHSIG) and anything CMD left behind
+ * is in a namespace without network.
  */
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -77,6 +82,7 @@ static void usage(FILE *f)
     "\n"
     "Runs CMD in a new network namespace whose only way out is authproxy, applying\n"
     "the proxy_config (header injection, egress policy, DNS remapping). Needs root.\n"
+    "Exits with CMD's status; processes CMD leaves running are killed when it ends.\n"
     "\n"
     "options:\n"
     "  --config FILE          proxy_config JSON (default: empty: allow all, inject nothing)\n"
@@ -371,6 +377,80 @@ static void close_walk(uv_handle_t *h, void *arg)
     uv_close(h, NULL);
 }
 
+/* The parent process id in /proc/PID/stat, or -1. */
+static pid_t parent_of(const char *pid)
+{
+  char path[64], buf[512], *p;
+  ssize_t n;
+  int fd;
+
+  snprintf(path, sizeof(path), "/proc/%s/stat", pid);
+  fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0)
+    return -1;
+  buf[n] = '\0';
+  /* "PID (COMM) STATE PPID ...": COMM may hold anything, ')' included. */
+  p = strrchr(buf, ')');
+  if (p == NULL || p[1] != ' ' || p[2] == '\0' || p[3] != ' ')
+    return -1;
+  return (pid_t)strtol(p + 4, NULL, 10);
+}
+
+/* Sends SIGKILL to every child of this process; returns how many there were. */
+static int kill_children(void)
+{
+  pid_t self = getpid();
+  struct dirent *de;
+  int n = 0;
+  DIR *d;
+
+  d = opendir("/proc");
+  if (d == NULL)
+    return 0;
+  while ((de = readdir(d)) != NULL) {
+    pid_t pid;
+
+    if (!isdigit((unsigned char)de->d_name[0]) || parent_of(de->d_name) != self)
+      continue;
+    pid = (pid_t)strtol(de->d_name, NULL, 10);
+    kill(pid, SIGKILL);
+    n++;
+  }
+  closedir(d);
+  return n;
+}
+
+/*
+ * CMD has ended: kills what it left running. Being their subreaper, the jail is the
+ * parent of every orphan; killing its children hands their own children to it, so
+ * this goes round until none is left (or 2 s have passed: a process stuck in the
+ * kernel cannot be hurried, and the jail must still end).
+ */
+static void end_leftovers(void)
+{
+  uint64_t deadline = uv_hrtime() + 2000000000ULL;
+  int n, total = 0;
+
+  for (;;) {
+    n = kill_children();
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+      total++;
+    if (n == 0)
+      break;
+    if (uv_hrtime() > deadline) {
+      log_warn("jail: %d processes CMD left behind have not ended 2 s after SIGKILL", n);
+      return;
+    }
+    usleep(1000);
+  }
+  if (total > 0)
+    log_info("jail: CMD left %d processes running; they were killed", total);
+}
+
 static void reap(struct jail *j)
 {
   int status;
@@ -390,6 +470,7 @@ static void reap(struct jail *j)
 
     for (i = 0; i < j->nsig; i++)
       uv_signal_stop(&j->sig[i]);
+    end_leftovers();
     proxy_sandbox_close(j->sb, 0, sandbox_closed, j);
   }
 }
@@ -570,6 +651,12 @@ int proxy_cmd_jail(int argc, char **argv)
   if (r != 0)
     goto out_loop;
 
+  /* Orphans among CMD's descendants come to the jail, which ends them with CMD. */
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) {
+    fprintf(stderr, "authproxy jail: cannot become the subreaper of CMD's processes: %s\n",
+            strerror(errno));
+    goto out_loop;
+  }
   /* Signals stay blocked across fork so none is lost between the two. */
   sigfillset(&all);
   sigprocmask(SIG_BLOCK, &all, &old);

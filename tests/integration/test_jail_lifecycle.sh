@@ -67,6 +67,27 @@ assert_eq "$(ls -A "$TMPDIR")" "" "temporary files left"
 assert_eq "$(pgrep -P $$ -x authproxy || true)" "" "jail processes left"
 pass "100 runs leave no namespace, process or file behind"
 
+# What CMD leaves running ends with it: a background process, one detached with
+# setsid, and an orphan whose parent exited first (it comes to the jail, CMD's
+# subreaper).
+rc=0
+jail --user nobody -- sh -c '
+  sleep 41 & echo $!
+  setsid sleep 42 > /dev/null 2>&1 < /dev/null & echo $!
+  sh -c "sleep 43 > /dev/null 2>&1 < /dev/null & echo \$!"
+  exit 5' > "$T/left.txt" || rc=$?
+assert_eq "$rc" 5 "the jail's status with processes left behind"
+assert_eq "$(grep -c . "$T/left.txt")" 3 "process ids printed"
+survivors=
+for pid in $(cat "$T/left.txt"); do
+  if grep -qs '^sleep$' "/proc/$pid/comm"; then
+    kill -KILL "$pid"
+    survivors="$survivors $pid"
+  fi
+done
+assert_eq "$survivors" "" "CMD's sleeps that outlived the jail (now killed)"
+pass "processes CMD left running end with the jail"
+
 # Exit statuses: CMD's own, and 128+N when a signal ended it.
 set +e
 jail --user nobody -- sh -c 'exit 3'; rc=$?
