@@ -279,7 +279,10 @@ enum proxy_hello_status proxy_hello_parse(const uint8_t *buf, size_t len,
      * would also let a peer send headers forever without progress. */
     if (rlen == 0 || rlen > TLS_MAX_FRAGMENT)
       return PROXY_HELLO_INVALID;
-    if (rlen > PROXY_HELLO_MAX_BYTES - pos - TLS_RECORD_HEADER)
+    /* Every accepted record ends within the limit, so pos <= PROXY_HELLO_MAX_BYTES and
+     * the subtraction cannot wrap (subtracting the header too could, 1 to 4 bytes
+     * short of the limit). */
+    if (TLS_RECORD_HEADER + rlen > PROXY_HELLO_MAX_BYTES - pos)
       return PROXY_HELLO_INVALID;
     payload = avail - TLS_RECORD_HEADER < rlen ? avail - TLS_RECORD_HEADER : rlen;
 

@@ -679,3 +679,34 @@ TEST(oversized)
   /* Known from the handshake header: no framing of that message fits the limit. */
   ASSERT_EQ(proxy_hello_parse(rec, 9, &h), PROXY_HELLO_INVALID);
 }
+
+/* Records of two or three bytes that end one byte short of the limit, then one more
+ * record: the limit counts from where the last record ended, and that arithmetic must
+ * not wrap when fewer than a record header's bytes are left. */
+TEST(limit_reached_by_small_records)
+{
+  static uint8_t pad[20000];
+  static size_t cuts[9400];
+  struct proxy_hello h;
+  size_t mlen, n, k = 9362, i, off = 0;
+
+  /* 9362 records: 7 * 9362 = 65534 bytes, one of them a byte longer, 65535 in all. */
+  for (i = 0; i < k; i++) {
+    off += i == 0 ? 3 : 2;
+    cuts[i] = off;
+  }
+  ASSERT_EQ(5 * k + off, PROXY_HELLO_MAX_BYTES - 1);
+  /* The rest of the message, 100 bytes, goes in the record that crosses the limit. */
+  exts.n = 0;
+  ext_sni(&exts, "small.example", 13);
+  mlen = hello_msg(&exts, msg);
+  ext(&exts, 21, pad, off + 100 - mlen - 4);
+  mlen = hello_msg(&exts, msg);
+  ASSERT_EQ(mlen, off + 100);
+  n = frame(msg, mlen, cuts, k, rec);
+  ASSERT_EQ(n, PROXY_HELLO_MAX_BYTES - 1 + 5 + 100);
+  ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_INVALID);
+  ASSERT_EQ(proxy_hello_parse(rec, PROXY_HELLO_MAX_BYTES - 1 + 5, &h), PROXY_HELLO_INVALID);
+  /* Up to the limit, the same records are a valid prefix. */
+  ASSERT_EQ(proxy_hello_parse(rec, PROXY_HELLO_MAX_BYTES - 1, &h), PROXY_HELLO_NEED_MORE);
+}
