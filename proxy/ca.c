@@ -1373,12 +1373,81 @@ out:
   return ret;
 }
 
+/* What the extension callback saw while a CA certificate was parsed. */
+struct ext_seen {
+  int name_constraints;
+  char critical_oid[64]; /* the first critical extension refused, dotted */
+};
+
+/*
+ * mbedTLS 2.28 does not know nameConstraints, and fails a certificate that marks an
+ * unknown extension critical, as RFC 5280 requires of nameConstraints: without this
+ * callback, a CA restricted to the names it may sign (as an interception CA should be)
+ * would not load. The constraints bind the clients that verify our leaves; nothing
+ * here needs to read them. Any other unknown critical extension is still refused, and
+ * named in the error.
+ */
+static int ext_cb(void *ctx, const mbedtls_x509_crt *crt, const mbedtls_x509_buf *oid,
+                  int critical, const unsigned char *p, const unsigned char *end)
+{
+  struct ext_seen *seen = ctx;
+
+  (void)crt;
+  (void)p;
+  (void)end;
+  if (oid->len == MBEDTLS_OID_SIZE(MBEDTLS_OID_NAME_CONSTRAINTS) &&
+      memcmp(oid->p, MBEDTLS_OID_NAME_CONSTRAINTS, oid->len) == 0) {
+    seen->name_constraints = 1;
+    return 0;
+  }
+  if (critical && seen->critical_oid[0] == '\0' &&
+      mbedtls_oid_get_numeric_string(seen->critical_oid, sizeof(seen->critical_oid),
+                                     oid) < 0)
+    snprintf(seen->critical_oid, sizeof(seen->critical_oid), "(unprintable OID)");
+  return MBEDTLS_ERR_X509_INVALID_EXTENSIONS;
+}
+
+/*
+ * Parses the certificates in buf (PEM, NUL-terminated at buf[len], or one DER
+ * certificate) into crt, as mbedtls_x509_crt_parse would, but with ext_cb. Returns 0
+ * or an mbedTLS error; every certificate must parse.
+ */
+static int parse_certs(mbedtls_x509_crt *crt, const unsigned char *buf, size_t len,
+                       struct ext_seen *seen)
+{
+  const unsigned char *p = buf;
+  size_t used, n = 0;
+  int ret;
+
+  memset(seen, 0, sizeof(*seen));
+  if (strstr((const char *)buf, "-----BEGIN") == NULL)
+    return mbedtls_x509_crt_parse_der_with_ext_cb(crt, buf, len, 1, ext_cb, seen);
+  for (;;) {
+    mbedtls_pem_context pem;
+
+    mbedtls_pem_init(&pem);
+    ret = mbedtls_pem_read_buffer(&pem, "-----BEGIN CERTIFICATE-----",
+                                  "-----END CERTIFICATE-----", p, NULL, 0, &used);
+    if (ret == 0)
+      ret = mbedtls_x509_crt_parse_der_with_ext_cb(crt, pem.buf, pem.buflen, 1, ext_cb,
+                                                   seen);
+    mbedtls_pem_free(&pem);
+    if (ret == MBEDTLS_ERR_PEM_NO_HEADER_FOOTER_PRESENT && n > 0)
+      return 0;
+    if (ret != 0)
+      return ret;
+    p += used;
+    n++;
+  }
+}
+
 int proxy_ca_import(const struct proxy_ca_opts *opts, const char *cert_pem,
                     size_t cert_len, const char *key_pem, size_t key_len,
                     const char *label, const char *key_label, struct proxy_ca **out)
 {
   struct proxy_ca *ca = NULL;
   unsigned char *buf = NULL;
+  struct ext_seen exts;
   char err[128];
   int ret;
 
@@ -1420,15 +1489,14 @@ int proxy_ca_import(const struct proxy_ca_opts *opts, const char *cert_pem,
   }
   memcpy(buf, cert_pem, cert_len);
   buf[cert_len] = '\0';
-  /* PEM goes to the parser with its NUL, DER without. */
-  ret = mbedtls_x509_crt_parse(&ca->cert, buf,
-                               strstr((char *)buf, "-----BEGIN") != NULL ? cert_len + 1
-                                                                         : cert_len);
+  ret = parse_certs(&ca->cert, buf, cert_len, &exts);
   free(buf);
   buf = NULL;
   if (ret != 0) {
-    if (ret > 0)
-      log_error("ca: %d certificate(s) in %s do not parse", ret, label);
+    if (exts.critical_oid[0] != '\0')
+      log_error("ca: certificate %s has a critical extension %s that authproxy cannot "
+                "process; reissue the CA without it",
+                label, exts.critical_oid);
     else
       log_error("ca: cannot parse certificate %s: %s", label, mbed_str(ret, err, sizeof(err)));
     ret = -EINVAL;
@@ -1437,6 +1505,11 @@ int proxy_ca_import(const struct proxy_ca_opts *opts, const char *cert_pem,
   ret = check_ca_cert(ca, label);
   if (ret != 0)
     goto out;
+  if (exts.name_constraints)
+    log_warn("ca: CA certificate %s has nameConstraints; authproxy does not apply them, "
+             "so clients will reject the certificates it mints for destinations outside "
+             "them",
+             label);
   ret = mbedtls_pk_check_pair(&ca->cert.pk, &ca->key);
   if (ret != 0) {
     log_error("ca: CA key %s does not match certificate %s; give the key the "

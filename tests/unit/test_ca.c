@@ -901,6 +901,14 @@ TEST(load_refuses_bad_certificates)
   ASSERT_EQ(load_fixture("ca/multirdn_ca.pem", "ca/multirdn_ca.key", 0600, &ca), -EINVAL);
   ASSERT_CONTAINS(capture_end(&cap), "multi-valued RDN");
 
+  /* A critical extension mbedTLS does not know is named in the refusal. */
+  capture_start(&cap);
+  ASSERT_EQ(load_fixture("ca/policy_constrained_ca.pem", "ca/policy_constrained_ca.key",
+                         0600, &ca),
+            -EINVAL);
+  ASSERT_CONTAINS(capture_end(&cap), "critical extension 2.5.29.36");
+  ASSERT_NULL(ca);
+
   capture_start(&cap);
   ASSERT_EQ(load_fixture("ca/rsa_ca.key", "ca/rsa_ca.key", 0600, &ca), -EINVAL);
   ASSERT_CONTAINS(capture_end(&cap), "cannot parse certificate");
@@ -1079,6 +1087,40 @@ TEST(load_openssl_p384_ca)
           dir, test_data_path("ca/p384_ca.pem")),
       0);
   proxy_leaf_unref(leaf);
+  proxy_ca_free(ca);
+}
+
+/*
+ * A CA restricted by a critical nameConstraints extension, as interception CAs should
+ * be, loads: the clients enforce the constraints, and say so for a leaf outside them.
+ */
+TEST(load_name_constrained_ca)
+{
+  struct proxy_ca *ca = NULL;
+  struct proxy_leaf *inside, *outside;
+  struct capture cap;
+  const char *dir = test_tmpdir();
+
+  capture_start(&cap);
+  ASSERT_EQ(load_fixture("ca/name_constrained_ca.pem", "ca/name_constrained_ca.key", 0600,
+                         &ca),
+            0);
+  ASSERT_CONTAINS(capture_end(&cap), "nameConstraints");
+  ASSERT_NOT_NULL(ca);
+  ASSERT_EQ(proxy_ca_leaf(ca, "api.example.com", 0, &inside), 0);
+  ASSERT_EQ(proxy_ca_leaf(ca, "api.example.net", 0, &outside), 0);
+  write_crt_pem("inside.pem", &inside->chain, 0);
+  write_crt_pem("outside.pem", &outside->chain, 0);
+  ASSERT_EQ(run("cd %s && openssl verify -x509_strict -purpose sslserver -verify_hostname "
+                "api.example.com -CAfile %s inside.pem",
+                dir, test_data_path("ca/name_constrained_ca.pem")),
+            0);
+  ASSERT_NE(run("cd %s && openssl verify -x509_strict -purpose sslserver -verify_hostname "
+                "api.example.net -CAfile %s outside.pem >/dev/null 2>&1",
+                dir, test_data_path("ca/name_constrained_ca.pem")),
+            0);
+  proxy_leaf_unref(inside);
+  proxy_leaf_unref(outside);
   proxy_ca_free(ca);
 }
 
