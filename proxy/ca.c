@@ -12,7 +12,8 @@
  * Leaves. One certificate per destination name, valid from an hour ago (clock skew
  * between host and sandbox) for leaf_days, never past the CA's own notAfter, with
  * exactly the fields strict verifiers require: a 16-byte positive random serial,
- * CN and subjectAltName (dNSName or iPAddress), critical basicConstraints CA:FALSE,
+ * CN and subjectAltName dNSName for a name, an empty subject and a critical
+ * subjectAltName iPAddress for an address, critical basicConstraints CA:FALSE,
  * critical keyUsage digitalSignature, extendedKeyUsage serverAuth, subject and
  * authority key identifiers. The authority key identifier copies the CA's own
  * subjectKeyIdentifier and the issuer copies the CA's subject attribute by
@@ -388,9 +389,11 @@ static int set_san(mbedtls_x509write_cert *w, const char *name, const unsigned c
   }
   MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_len(&c, buf, len));
   MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(&c, buf, TAG_SEQUENCE));
+  /* An address's certificate has an empty subject, which makes the subjectAltName
+   * critical (RFC 5280 4.2.1.6). */
   return mbedtls_x509write_crt_set_extension(
-      w, MBEDTLS_OID_SUBJECT_ALT_NAME, MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_ALT_NAME), 0,
-      c, len);
+      w, MBEDTLS_OID_SUBJECT_ALT_NAME, MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_ALT_NAME),
+      ip_len > 0, c, len);
 }
 
 static int set_server_auth(mbedtls_x509write_cert *w)
@@ -1008,9 +1011,14 @@ static int mint(struct proxy_ca *ca, const char *name, const unsigned char *ip,
   memcpy(leaf->name, name, name_len + 1);
 
   mbedtls_x509write_crt_init(&w);
-  ret = cn_list(&w.subject, name, name_len < CN_MAX_LEN ? name_len : CN_MAX_LEN);
-  if (ret != 0)
-    goto out;
+  /* An address gets no CN: with no dNSName in the certificate, OpenSSL checks a CN
+   * that looks like a host name, as a dotted quad does, against the CA's DNS name
+   * constraints, and a name-constrained CA's address leaves would all fail. */
+  if (ip_len == 0) {
+    ret = cn_list(&w.subject, name, name_len < CN_MAX_LEN ? name_len : CN_MAX_LEN);
+    if (ret != 0)
+      goto out;
+  }
   w.issuer = ca->issuer; /* borrowed, handed back below */
   mbedtls_x509write_crt_set_md_alg(&w, ca->md);
   mbedtls_x509write_crt_set_subject_key(&w, &ca->leaf_pub);

@@ -522,6 +522,9 @@ TEST(leaf_ip_addresses)
 {
   struct proxy_ca *ca = gen_ca(0);
   struct proxy_leaf *v4, *v6, *again;
+  unsigned char *val;
+  size_t len;
+  int crit;
   static const unsigned char a4[4] = { 10, 1, 2, 3 };
   static const unsigned char a6[16] = { 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0,
                                         0,    0,    0,    0,    0, 0, 0, 1 };
@@ -529,12 +532,19 @@ TEST(leaf_ip_addresses)
 
   ASSERT_EQ(proxy_ca_leaf(ca, "10.1.2.3", 1, &v4), 0);
   only_san(&v4->chain, MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7, a4, 4);
-  ASSERT_EQ(v4->chain.subject.val.len, 8);
-  ASSERT_MEMEQ(v4->chain.subject.val.p, "10.1.2.3", 8);
+  /* No CN: OpenSSL checks a dotted-quad CN against a CA's DNS name constraints.
+   * With an empty subject the subjectAltName is critical (RFC 5280 4.2.1.6). */
+  ASSERT_EQ(v4->chain.subject_raw.len, 2);
+  ASSERT_NULL(v4->chain.subject.oid.p);
+  ASSERT_EQ(FIND_EXT(&v4->chain, MBEDTLS_OID_SUBJECT_ALT_NAME, &val, &len, &crit), 1);
+  ASSERT_EQ(crit, 1);
   ASSERT_EQ(verify(ca, v4, NULL), 0);
 
   ASSERT_EQ(proxy_ca_leaf(ca, "2001:DB8:0:0::1", 1, &v6), 0);
   only_san(&v6->chain, MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7, a6, 16);
+  ASSERT_EQ(v6->chain.subject_raw.len, 2);
+  ASSERT_EQ(FIND_EXT(&v6->chain, MBEDTLS_OID_SUBJECT_ALT_NAME, &val, &len, &crit), 1);
+  ASSERT_EQ(crit, 1);
   ASSERT_STREQ(v6->name, "2001:db8::1");
   ASSERT_EQ(verify(ca, v6, NULL), 0);
 
@@ -1097,7 +1107,7 @@ TEST(load_openssl_p384_ca)
 TEST(load_name_constrained_ca)
 {
   struct proxy_ca *ca = NULL;
-  struct proxy_leaf *inside, *outside;
+  struct proxy_leaf *inside, *ip, *outside;
   struct capture cap;
   const char *dir = test_tmpdir();
 
@@ -1108,11 +1118,19 @@ TEST(load_name_constrained_ca)
   ASSERT_CONTAINS(capture_end(&cap), "nameConstraints");
   ASSERT_NOT_NULL(ca);
   ASSERT_EQ(proxy_ca_leaf(ca, "api.example.com", 0, &inside), 0);
+  ASSERT_EQ(proxy_ca_leaf(ca, "192.0.2.7", 1, &ip), 0);
   ASSERT_EQ(proxy_ca_leaf(ca, "api.example.net", 0, &outside), 0);
   write_crt_pem("inside.pem", &inside->chain, 0);
+  write_crt_pem("ip.pem", &ip->chain, 0);
   write_crt_pem("outside.pem", &outside->chain, 0);
   ASSERT_EQ(run("cd %s && openssl verify -x509_strict -purpose sslserver -verify_hostname "
                 "api.example.com -CAfile %s inside.pem",
+                dir, test_data_path("ca/name_constrained_ca.pem")),
+            0);
+  /* An address inside the IP constraint: OpenSSL would also check a CN of 192.0.2.7
+   * against the DNS constraint, and fail it. */
+  ASSERT_EQ(run("cd %s && openssl verify -x509_strict -purpose sslserver -verify_ip "
+                "192.0.2.7 -CAfile %s ip.pem",
                 dir, test_data_path("ca/name_constrained_ca.pem")),
             0);
   ASSERT_NE(run("cd %s && openssl verify -x509_strict -purpose sslserver -verify_hostname "
@@ -1120,6 +1138,7 @@ TEST(load_name_constrained_ca)
                 dir, test_data_path("ca/name_constrained_ca.pem")),
             0);
   proxy_leaf_unref(inside);
+  proxy_leaf_unref(ip);
   proxy_leaf_unref(outside);
   proxy_ca_free(ca);
 }
