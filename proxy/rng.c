@@ -20,7 +20,7 @@ static mbedtls_ctr_drbg_context drbg;
 static int seeded;
 static int atfork_registered;
 /* The process that last seeded: a forked child sees another pid and reseeds, so it
- * never replays its parent's stream. */
+ * never replays its parent's stream. 0 (no process's pid) forces a reseed. */
 static pid_t seeded_pid;
 
 /* Holding the lock across fork() keeps the DRBG state consistent in the child and
@@ -35,8 +35,13 @@ static void atfork_parent(void)
   pthread_mutex_unlock(&rng_lock);
 }
 
+/* The pid alone cannot tell a child from its parent when the child gets the same
+ * number: pid 1 forking the first process of a new PID namespace, or a pid recycled
+ * after the parent exited. Every fork() child reseeds; the pid check stays for
+ * children made without fork() (clone, vfork), which skip these handlers. */
 static void atfork_child(void)
 {
+  seeded_pid = 0;
   pthread_mutex_unlock(&rng_lock);
 }
 

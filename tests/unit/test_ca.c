@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -1487,6 +1488,67 @@ TEST(rng_differs_after_fork)
   /* Without a reseed in the child, both would be the same next block of the DRBG. */
   ASSERT_NE(memcmp(parent, child, sizeof(parent)), 0);
   ASSERT_NE(memcmp(parent, first, sizeof(parent)), 0);
+}
+
+/* In B, pid 1 of a PID namespace: forks C, pid 1 of a nested one, and exits 10 when
+ * C drew the same bytes as B. */
+static int rng_pid1_child(void)
+{
+  unsigned char mine[32], theirs[32];
+  int fds[2], status;
+  pid_t c;
+
+  if (getpid() != 1 || proxy_rng(NULL, mine, sizeof(mine)) != 0)
+    return 3;
+  if (unshare(CLONE_NEWPID) != 0 || pipe(fds) != 0)
+    return 4;
+  c = fork();
+  if (c < 0)
+    return 5;
+  if (c == 0) {
+    if (getpid() != 1 || proxy_rng(NULL, theirs, sizeof(theirs)) != 0 ||
+        write(fds[1], theirs, sizeof(theirs)) != (ssize_t)sizeof(theirs))
+      _exit(1);
+    _exit(0);
+  }
+  if (read(fds[0], theirs, sizeof(theirs)) != (ssize_t)sizeof(theirs) ||
+      waitpid(c, &status, 0) != c || !WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
+      proxy_rng(NULL, mine, sizeof(mine)) != 0)
+    return 6;
+  return memcmp(mine, theirs, sizeof(mine)) == 0 ? 10 : 0;
+}
+
+/*
+ * A child whose pid is the one that last seeded (pid 1 forking the first process of
+ * a new PID namespace, or a recycled pid) still gets its own stream: fork() itself
+ * marks the child for a reseed. Needs root for the PID namespaces.
+ */
+TEST(rng_reseeds_in_child_with_the_parents_pid)
+{
+  int status;
+  pid_t a, b;
+
+  if (geteuid() != 0)
+    return;
+  ASSERT_EQ(proxy_rng_init(), 0);
+  a = fork();
+  ASSERT_GE(a, 0);
+  if (a == 0) {
+    if (unshare(CLONE_NEWPID) != 0)
+      _exit(2);
+    b = fork();
+    if (b < 0)
+      _exit(2);
+    if (b == 0)
+      _exit(rng_pid1_child());
+    if (waitpid(b, &status, 0) != b || !WIFEXITED(status))
+      _exit(7);
+    _exit(WEXITSTATUS(status));
+  }
+  ASSERT_EQ(waitpid(a, &status, 0), a);
+  ASSERT(WIFEXITED(status));
+  /* 10: the child replayed its parent's stream. */
+  ASSERT_EQ(WEXITSTATUS(status), 0);
 }
 
 static void *draw(void *arg)
