@@ -63,6 +63,9 @@ struct proxy_http {
   char *retry;               /* the head, while a reused upstream may need it sent again
                                 (retry_request) */
   size_t retry_len;
+  char *addr_path;           /* the current request's path, kept while the config has
+                                request-level denies on addresses (check_address) */
+  size_t addr_path_len;
   struct rules_config *cfg;  /* config of the current request */
   uint64_t start_ms;
   uint64_t up_bytes, down_bytes;
@@ -209,6 +212,7 @@ void proxy_http_free(struct proxy_http *h)
   free(h->rd);
   free(h->out);
   free(h->retry);
+  free(h->addr_path);
   rules_config_unref(h->cfg);
   free(h);
 }
@@ -334,6 +338,45 @@ static void send_head(struct proxy_conn *c, const char *head, size_t len)
   process_down(c);
 }
 
+/*
+ * A named request is decided by its name, where an egress.deny entry with paths or
+ * methods on an IP or CIDR never matches; such an entry applies to the address the
+ * request is about to be sent to (rules_check_request_address), known only once the
+ * upstream is connected: pooled or kept alive (a new one's addresses were checked
+ * before the dial too, proxy_http_address_allowed). Returns 0 to send, or -1 after
+ * answering 403 (the upstream, which has seen nothing of the request, is closed).
+ */
+static int check_address(struct proxy_conn *c)
+{
+  struct proxy_http *h = c->http;
+  struct sockaddr_storage ss;
+  struct rules_decision d;
+  int len = (int)sizeof(ss);
+
+  if (h->addr_path == NULL)
+    return 0;
+  memset(&ss, 0, sizeof(ss));
+  if (uv_tcp_getpeername(&c->up.tcp, (struct sockaddr *)&ss, &len) != 0)
+    ss.ss_family = AF_UNSPEC; /* denied as an unknown address */
+  if (rules_check_request_address(h->cfg, (const struct sockaddr *)&ss, h->method,
+                                  h->addr_path, h->addr_path_len, &d))
+    return 0;
+  proxy_conn_close_upstream(c);
+  fail_request(c, 403, d.reason, d.entry);
+  return -1;
+}
+
+int proxy_http_address_allowed(const struct proxy_conn *c, const struct sockaddr *addr,
+                               struct rules_decision *d)
+{
+  const struct proxy_http *h = c->http;
+
+  if (h == NULL || h->addr_path == NULL)
+    return 1;
+  return rules_check_request_address(h->cfg, addr, h->method, h->addr_path,
+                                     h->addr_path_len, d);
+}
+
 static void up_ready(struct proxy_conn *c, int status, const char *reason)
 {
   struct proxy_http *h = c->http;
@@ -346,6 +389,10 @@ static void up_ready(struct proxy_conn *c, int status, const char *reason)
     return;
   }
   h->out = NULL;
+  if (check_address(c) != 0) {
+    free(out);
+    return;
+  }
   send_head(c, out, h->out_len);
   free(out);
 }
@@ -631,6 +678,18 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
   size_t bound, i;
   int n, retryable;
 
+  free(h->addr_path);
+  h->addr_path = NULL;
+  if (rules_has_address_requests(h->cfg)) {
+    h->addr_path = malloc(req->path_len + 1);
+    if (h->addr_path == NULL) {
+      proxy_conn_close(c, 1, "out_of_memory");
+      return -1;
+    }
+    memcpy(h->addr_path, req->path, req->path_len);
+    h->addr_path[req->path_len] = '\0';
+    h->addr_path_len = req->path_len;
+  }
   proxy_scrub_reset(&h->scrub);
   for (i = 0; i < rd->nheaders; i++) {
     if (rd->headers[i].secret)
@@ -715,6 +774,11 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
     h->out_len = (size_t)n;
     h->phase = PH_CONNECTING;
     proxy_conn_dial(c, up_ready);
+    return -1;
+  }
+  if (check_address(c) != 0) {
+    if (out != head_buf)
+      free(out);
     return -1;
   }
   send_head(c, out, (size_t)n); /* resumes processing */

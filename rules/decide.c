@@ -4,7 +4,9 @@
  * dials. Runs on the event loop for every connection and request: no allocation, no
  * pattern parsing, bounded stack.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -289,6 +291,17 @@ static int is_blocked(const uint8_t addr[16], int v4)
   return 0;
 }
 
+/* 1 if e has an IP/CIDR host pattern. */
+static int addr_entry_any(const struct rules_egress *e)
+{
+  size_t i;
+
+  for (i = 0; i < e->nhosts; i++)
+    if (e->hosts[i].kind == RULES_HP_ADDR)
+      return 1;
+  return 0;
+}
+
 /* Index of the first IP/CIDR host pattern of e covering the address, or -1. */
 static int addr_entry_match(const struct rules_egress *e, const struct rules_target *t)
 {
@@ -301,7 +314,7 @@ static int addr_entry_match(const struct rules_egress *e, const struct rules_tar
 }
 
 int rules_check_resolved(const struct rules_config *cfg, const struct sockaddr *addr,
-                         uint16_t port, int remapped, struct rules_decision *out)
+                         uint16_t port, unsigned flags, struct rules_decision *out)
 {
   struct rules_target t;
   int v4 = 0;
@@ -318,14 +331,15 @@ int rules_check_resolved(const struct rules_config *cfg, const struct sockaddr *
   t.has_addr = 1;
   t.addr_v4 = (uint8_t)v4;
   for (i = 0; i < cfg->ndeny; i++) {
-    if (!restricted(&cfg->deny[i]) && addr_entry_match(&cfg->deny[i], &t) >= 0) {
+    if ((!restricted(&cfg->deny[i]) || !(flags & RULES_RESOLVED_INSPECTED)) &&
+        addr_entry_match(&cfg->deny[i], &t) >= 0) {
       out->action = RULES_DENY;
       out->reason = "egress_deny";
       set_entry(out->entry, "egress.deny", i);
       return 0;
     }
   }
-  if (!is_blocked(t.addr, v4) || remapped)
+  if (!is_blocked(t.addr, v4) || (flags & RULES_RESOLVED_REMAPPED))
     return 1;
   for (i = 0; i < cfg->nallow; i++)
     if (addr_entry_match(&cfg->allow[i], &t) >= 0)
@@ -334,6 +348,58 @@ int rules_check_resolved(const struct rules_config *cfg, const struct sockaddr *
   out->reason = "blocked_address";
   out->entry[0] = '\0';
   return 0;
+}
+
+int rules_has_address_requests(const struct rules_config *cfg)
+{
+  size_t i;
+
+  for (i = 0; i < cfg->ndeny; i++)
+    if (restricted(&cfg->deny[i]) && addr_entry_any(&cfg->deny[i]))
+      return 1;
+  return 0;
+}
+
+int rules_check_request_address(const struct rules_config *cfg, const struct sockaddr *addr,
+                                const char *method, const char *path, size_t path_len,
+                                struct rules_decision *out)
+{
+  char norm[DECIDE_PATH_MAX + 1];
+  struct rules_target t;
+  int v4 = 0, flags = 0, n, ambiguous;
+  size_t i, len;
+
+  memset(&t, 0, sizeof(t));
+  out->action = RULES_DENY;
+  out->entry[0] = '\0';
+  if (addr == NULL || rules_addr_from_sockaddr(addr, t.addr, &v4) != 0) {
+    out->reason = "blocked_address";
+    return 0;
+  }
+  t.has_addr = 1;
+  t.addr_v4 = (uint8_t)v4;
+  t.port = ntohs(addr->sa_family == AF_INET
+                     ? ((const struct sockaddr_in *)(const void *)addr)->sin_port
+                     : ((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
+  n = path ? rules_normalize_path(path, path_len, norm, sizeof(norm), &flags) : -EINVAL;
+  if (n < 0) {
+    out->reason = n == -ENOSPC ? "path_too_long" : "invalid_path";
+    return 0;
+  }
+  len = (size_t)n;
+  ambiguous = (flags & RULES_PATH_AMBIGUOUS) != 0;
+  for (i = 0; i < cfg->ndeny; i++) {
+    const struct rules_egress *e = &cfg->deny[i];
+
+    if (restricted(e) && addr_entry_match(e, &t) >= 0 &&
+        (e->npaths == 0 || ambiguous || path_listed(e->paths, e->npaths, norm, len)) &&
+        method_listed(e, method)) {
+      out->reason = "egress_deny";
+      set_entry(out->entry, "egress.deny", i);
+      return 0;
+    }
+  }
+  return 1;
 }
 
 int rules_remap(const struct rules_config *cfg, const char *name, uint16_t port,

@@ -281,17 +281,44 @@ struct rules_decision {
 void rules_decide_conn(const struct rules_config *cfg, const struct rules_dest *dest,
                        struct rules_decision *out);
 
+/* Flags of rules_check_resolved. */
+#define RULES_RESOLVED_REMAPPED 1  /* dns.remap named the target */
+#define RULES_RESOLVED_INSPECTED 2 /* the connection's requests are read and decided
+                                      (plain HTTP or intercepted, not no_proxy) */
+
 /*
  * Checks an address the proxy resolved for a destination before dialing it: denied by
  * an egress.deny IP/CIDR entry, or in a range that must not be reached from the host
  * (loopback, link-local incl. cloud metadata, unspecified, multicast, the synthetic
- * 198.18.0.0/15) unless the operator chose it: `remapped` (dns.remap named the target)
- * or an egress.allow IP/CIDR entry covering it. Returns 1 when allowed (*out is left
- * untouched, so it may hold the connection's decision), else 0 with out->action
- * RULES_DENY, out->reason "egress_deny" or "blocked_address" and out->entry set.
+ * 198.18.0.0/15) unless the operator chose it: RULES_RESOLVED_REMAPPED in flags, or
+ * an egress.allow IP/CIDR entry covering it. An egress.deny entry with paths or
+ * methods whose IP/CIDR covers the address denies it too unless the connection is
+ * RULES_RESOLVED_INSPECTED: relayed as opaque bytes, its requests could not be held
+ * to that entry (an inspected one's are, by rules_check_request_address). Returns 1
+ * when allowed (*out is left untouched, so it may hold the connection's decision),
+ * else 0 with out->action RULES_DENY, out->reason "egress_deny" or "blocked_address"
+ * and out->entry set.
  */
 int rules_check_resolved(const struct rules_config *cfg, const struct sockaddr *addr,
-                         uint16_t port, int remapped, struct rules_decision *out);
+                         uint16_t port, unsigned flags, struct rules_decision *out);
+
+/* 1 if an egress.deny entry with paths or methods names an IP or CIDR: named
+ * requests must then be checked against the address they are sent to as well. */
+int rules_has_address_requests(const struct rules_config *cfg);
+
+/*
+ * Request-level egress.deny entries (paths or methods) with IP/CIDR hosts, applied to
+ * the address a request's upstream is connected to (addr, whose port counts): a
+ * named request is decided by its name (rules_decide_request), where such entries
+ * never match, so this holds it to them once the address is known. Paths are judged
+ * as in rules_decide_request (ambiguous paths match every deny). Returns 1 when
+ * allowed, else 0 with out->action RULES_DENY, out->reason ("egress_deny",
+ * "invalid_path", "path_too_long" or "blocked_address" for an address that is not
+ * IPv4 or IPv6) and out->entry set.
+ */
+int rules_check_request_address(const struct rules_config *cfg, const struct sockaddr *addr,
+                                const char *method, const char *path, size_t path_len,
+                                struct rules_decision *out);
 
 /* One header to inject; pointers into the config, valid while a reference is held. */
 struct rules_header {

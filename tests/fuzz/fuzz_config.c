@@ -112,7 +112,11 @@ static void probe(const struct rules_config *cfg, const char *name, const char *
     memset(&d, 0, sizeof(d));
     if (rules_check_resolved(cfg, dest.addr, port, 0, &d) == 0)
       check_decision(&d);
-    rules_check_resolved(cfg, dest.addr, port, 1, &d);
+    rules_check_resolved(cfg, dest.addr, port, RULES_RESOLVED_REMAPPED, &d);
+    rules_check_resolved(cfg, dest.addr, port, RULES_RESOLVED_INSPECTED, &d);
+    if (rules_check_request_address(cfg, dest.addr, method, path, plen, &d) == 0)
+      check_decision(&d);
+    (void)rules_has_address_requests(cfg);
   }
   if (name != NULL && rules_remap(cfg, name, port, host, sizeof(host), &out_port) == 1 &&
       strlen(host) > RULES_MAX_NAME_LEN)

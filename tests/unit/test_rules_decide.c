@@ -486,7 +486,7 @@ TEST(request_path_limits)
 struct resolved_case {
   const char *ip;
   uint16_t port;
-  int remapped;
+  unsigned flags; /* RULES_RESOLVED_* */
   int allowed;
   const char *reason;
 };
@@ -505,10 +505,10 @@ static void check_resolved_table(const struct rules_config *cfg,
     d.action = RULES_INTERCEPT;
     snprintf(d.entry, sizeof(d.entry), "conn");
     ok = rules_check_resolved(cfg, test_sa(&a, cases[i].ip), cases[i].port,
-                              cases[i].remapped, &d);
+                              cases[i].flags, &d);
     if (ok != cases[i].allowed)
-      TEST_FAIL_("%s port %u remapped %d: allowed %d, expected %d", cases[i].ip,
-                 cases[i].port, cases[i].remapped, ok, cases[i].allowed);
+      TEST_FAIL_("%s port %u flags %u: allowed %d, expected %d", cases[i].ip,
+                 cases[i].port, cases[i].flags, ok, cases[i].allowed);
     if (ok) {
       /* Untouched: the connection's own decision stays. */
       ASSERT_EQ(d.action, RULES_INTERCEPT);
@@ -557,8 +557,8 @@ TEST(resolved_addresses_blocked_ranges)
     { "::ffff:198.18.1.1", 443, 0, 0, "blocked_address" },
     { "::ffff:8.8.8.8", 443, 0, 1, NULL },
     /* the operator chose the target with dns.remap */
-    { "127.0.0.1", 8443, 1, 1, NULL },
-    { "::1", 8443, 1, 1, NULL },
+    { "127.0.0.1", 8443, RULES_RESOLVED_REMAPPED, 1, NULL },
+    { "::1", 8443, RULES_RESOLVED_REMAPPED, 1, NULL },
   };
   struct rules_config *cfg = parse_ok("{}", NULL);
 
@@ -579,10 +579,15 @@ TEST(resolved_addresses_egress)
     { "1.1.1.1", 443, 0, 0, "egress_deny" },
     { "1.1.1.1", 80, 0, 1, NULL },
     /* a deny entry applies even to a remapped target */
-    { "8.8.8.8", 53, 1, 0, "egress_deny" },
+    { "8.8.8.8", 53, RULES_RESOLVED_REMAPPED, 0, "egress_deny" },
     { "2001:db8::5", 443, 0, 0, "egress_deny" },
-    /* entries with paths or methods decide per request, not per address */
-    { "203.0.113.7", 443, 0, 1, NULL },
+    /* entries with paths or methods decide per request on a connection whose
+     * requests are read, and refuse one relayed as opaque bytes */
+    { "203.0.113.7", 443, RULES_RESOLVED_INSPECTED, 1, NULL },
+    { "203.0.113.7", 443, RULES_RESOLVED_INSPECTED | RULES_RESOLVED_REMAPPED, 1, NULL },
+    { "203.0.113.7", 443, 0, 0, "egress_deny" },
+    { "203.0.114.7", 443, 0, 1, NULL },
+    { "8.8.8.8", 53, RULES_RESOLVED_INSPECTED, 0, "egress_deny" },
   };
   struct rules_config *cfg = parse_ok(
       "{\"egress\":{\"allow\":[\"127.0.0.1:8080\",{\"hosts\":[\"169.254.169.254/32\"]}],"
@@ -605,6 +610,63 @@ TEST(resolved_addresses_egress)
   ASSERT_EQ(rules_check_resolved(cfg, (const struct sockaddr *)&un, 80, 0, &d), 0);
   ASSERT_STREQ(d.reason, "blocked_address");
   ASSERT_EQ(rules_check_resolved(cfg, NULL, 80, 0, &d), 0);
+  rules_config_unref(cfg);
+}
+
+TEST(request_address)
+{
+  struct rules_config *cfg = parse_ok(
+      "{\"egress\":{\"deny\":[\"8.8.8.0/24\","
+      "  {\"hosts\":[\"203.0.113.0/24\", \"internal.example\"],\"methods\":[\"POST\"]},"
+      "  {\"hosts\":[\"[2001:db8::/32]:8443\"],\"paths\":[\"/admin/*\"]}]}}",
+      NULL);
+  struct rules_config *plain = parse_ok(
+      "{\"egress\":{\"deny\":[\"10.0.0.0/8\", {\"hosts\":[\"x.example\"],"
+      "\"paths\":[\"/a\"]}]}}",
+      NULL);
+  struct rules_decision d;
+  struct test_addr a;
+
+  ASSERT_EQ(rules_has_address_requests(cfg), 1);
+  /* Entries on addresses without paths or methods, or on names only, are decided
+   * before the dial. */
+  ASSERT_EQ(rules_has_address_requests(plain), 0);
+
+  memset(&d, 0, sizeof(d));
+  ASSERT_EQ(rules_check_request_address(cfg, test_sa_port(&a, "203.0.113.9", 443), "POST",
+                                        "/x", 2, &d), 0);
+  ASSERT_STREQ(d.reason, "egress_deny");
+  ASSERT_STREQ(d.entry, "egress.deny[1]");
+  ASSERT_EQ(rules_check_request_address(cfg, test_sa_port(&a, "203.0.113.9", 443), "post",
+                                        "/x", 2, &d), 0);
+  ASSERT_EQ(rules_check_request_address(cfg, test_sa_port(&a, "203.0.113.9", 443), "GET",
+                                        "/x", 2, &d), 1);
+  ASSERT_EQ(rules_check_request_address(cfg, test_sa_port(&a, "203.0.114.9", 443), "POST",
+                                        "/x", 2, &d), 1);
+  ASSERT_EQ(rules_check_request_address(cfg, test_sa_port(&a, "::ffff:203.0.113.9", 80),
+                                        "POST", "/", 1, &d), 0);
+  /* Paths: normalized, ambiguous ones match every deny; the entry's port counts. */
+  ASSERT_EQ(rules_check_request_address(cfg, test_sa_port(&a, "2001:db8::1", 8443), "GET",
+                                        "/admin/x?q=1", 12, &d), 0);
+  ASSERT_STREQ(d.entry, "egress.deny[2]");
+  ASSERT_EQ(rules_check_request_address(cfg, test_sa_port(&a, "2001:db8::1", 8443), "GET",
+                                        "/%61dmin/x", 10, &d), 0);
+  ASSERT_EQ(rules_check_request_address(cfg, test_sa_port(&a, "2001:db8::1", 8443), "GET",
+                                        "/public/../admin/x", 18, &d), 0);
+  ASSERT_EQ(rules_check_request_address(cfg, test_sa_port(&a, "2001:db8::1", 8443), "GET",
+                                        "/public/x", 9, &d), 1);
+  ASSERT_EQ(rules_check_request_address(cfg, test_sa_port(&a, "2001:db8::1", 443), "GET",
+                                        "/admin/x", 8, &d), 1);
+  /* The connection-level entry (no methods) is not this check's: it refused the
+   * address before the dial. */
+  ASSERT_EQ(rules_check_request_address(cfg, test_sa_port(&a, "8.8.8.8", 443), "GET", "/",
+                                        1, &d), 1);
+  ASSERT_EQ(rules_check_request_address(cfg, NULL, "GET", "/", 1, &d), 0);
+  ASSERT_STREQ(d.reason, "blocked_address");
+  ASSERT_EQ(rules_check_request_address(cfg, test_sa_port(&a, "203.0.113.9", 443), "GET",
+                                        "x", 1, &d), 0);
+  ASSERT_STREQ(d.reason, "invalid_path");
+  rules_config_unref(plain);
   rules_config_unref(cfg);
 }
 

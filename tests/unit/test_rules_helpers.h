@@ -116,6 +116,18 @@ static inline const struct sockaddr *test_sa(struct test_addr *a, const char *ip
   return (const struct sockaddr *)&a->ss;
 }
 
+/* The same with a port, as a connected peer's address carries one. */
+static inline const struct sockaddr *test_sa_port(struct test_addr *a, const char *ip,
+                                                  uint16_t port)
+{
+  test_sa(a, ip);
+  if (a->ss.ss_family == AF_INET6)
+    ((struct sockaddr_in6 *)&a->ss)->sin6_port = htons(port);
+  else
+    ((struct sockaddr_in *)&a->ss)->sin_port = htons(port);
+  return (const struct sockaddr *)&a->ss;
+}
+
 /* Connection decision for name (may be NULL) and address ip (may be NULL). */
 static inline struct rules_decision conn_decide(const struct rules_config *cfg,
                                                 const char *name, const char *ip,
