@@ -368,6 +368,14 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
   struct client *cl = s->data;
 
   (void)buf;
+  if (n == UV_EOF && cl->pipe.write_queue_size > 0 && !cl->closing) {
+    /* A client that half-closes after its request (nc -N, socat) still reads the
+     * answer: closing now would cut off what the socket has not taken yet. It goes
+     * out whole, then write_done closes. */
+    cl->keep_alive = 0;
+    uv_read_stop(s);
+    return;
+  }
   if (n < 0) {
     client_close(cl);
     return;
