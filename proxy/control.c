@@ -20,6 +20,7 @@
 
 #define MAX_CLIENTS 64
 #define MAX_HEAD 16384
+/* Time allowed for each request to arrive whole (and between requests). */
 #define IDLE_MS 30000
 
 struct client;
@@ -300,6 +301,11 @@ static void dispatch(struct client *cl)
   resp.status = 500;
   ctl->cb(ctl->arg, &req, &resp);
   send_response(cl, &resp);
+  /* The idle time restarts with each request answered, not with each read: a client
+   * that sends a byte now and then would otherwise hold its slot forever, and 64
+   * such clients would shut out every runtime's attach. */
+  if (!cl->closing)
+    uv_timer_again(&cl->timer);
   strbuf_free(&resp.body);
   explicit_bzero(cl->body.data, cl->body.cap);
   strbuf_reset(&cl->body);
@@ -382,7 +388,6 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
   }
   if (n == 0 || cl->closing || cl->discard)
     return;
-  uv_timer_again(&cl->timer);
   cl->have = (size_t)n;
   process(cl);
 }

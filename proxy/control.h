@@ -1,7 +1,8 @@
 /*
  * The control API transport: HTTP/1.1 over a Unix socket created 0600, parsed with
- * llhttp (strict, bounded: 16 KiB heads, 1 MiB bodies, 64 clients, 30 s idle). The
- * daemon supplies one handler; requests on a connection are served in order.
+ * llhttp (strict, bounded: 16 KiB heads, 1 MiB bodies, 64 clients, 30 s for each request
+ * to arrive whole). The daemon supplies one handler; requests on a connection are served
+ * in order.
  */
 #ifndef AUTHPROXY_CONTROL_H
 #define AUTHPROXY_CONTROL_H

@@ -136,3 +136,45 @@ TEST(half_close_gets_whole_answer)
   close(fd);
   fixture_stop(&f);
 }
+
+/* A client that sends its request a byte at a time, never finishing it, is closed once
+ * the time for a request has passed: reads do not extend it (they used to, so such a
+ * client held one of the 64 slots for as long as it kept sending). */
+TEST(trickled_request_is_cut_off)
+{
+  static const char req[] = "GET /healthz HTTP/1.1\r\nX-Slow: ";
+  struct fixture f;
+  double start, next;
+  size_t sent = 0;
+  int fd, closed = 0;
+
+  fixture_start(&f, 16);
+  fd = client_connect(&f);
+  start = now_s();
+  next = start;
+  /* The server allows 30 s per request; a byte every 250 ms, for up to 36 s. */
+  while (!closed && now_s() < start + 36) {
+    char buf[256];
+    ssize_t n;
+
+    if (now_s() >= next) {
+      char c = sent < sizeof(req) - 1 ? req[sent] : 'a';
+
+      if (send(fd, &c, 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1)
+        sent++;
+      next += 0.25;
+    }
+    uv_run(&f.loop, UV_RUN_NOWAIT);
+    n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno == ECONNRESET))
+      closed = 1;
+    else
+      usleep(5000);
+  }
+  ASSERT(closed);
+  ASSERT_GE(now_s() - start, 29);
+  ASSERT_LT(now_s() - start, 33);
+  ASSERT_EQ(f.requests, 0);
+  close(fd);
+  fixture_stop(&f);
+}
