@@ -62,7 +62,9 @@ int proxy_cni_version_supported(const char *version);
  * absolute socket path, default /run/authproxy/control.sock) and exactly one of
  * proxy_config (an object), proxy_config_file (an absolute path) or proxy_config_name
  * (a name stored with PUT /v1/configs/NAME). Any other key is error 2, naming it and
- * its value. Returns 0 (free c with proxy_cni_conf_free) or -EINVAL/-ENOMEM with e set.
+ * its value (an object or array only by its type: it may be a misspelled inline config
+ * holding opaque values). Returns 0 (free c with proxy_cni_conf_free) or -EINVAL/-ENOMEM
+ * with e set.
  */
 int proxy_cni_parse_conf(const char *json, size_t len, struct proxy_cni_conf *c,
                          struct proxy_cni_error *e);

@@ -172,9 +172,17 @@ int proxy_cni_parse_conf(const char *json, size_t len, struct proxy_cni_conf *c,
         if (strcmp(k, ignored_keys[i]) == 0)
           break;
       if (ignored_keys[i] == NULL) {
-        value_text(it, text, sizeof(text));
+        /* An object or array is not shown: under a misspelled key it is most likely an
+         * inline proxy_config, whose opaque values must not reach the error, which
+         * runtimes log and show to whoever reads the pod's events. */
+        if (cJSON_IsObject(it) || cJSON_IsArray(it)) {
+          snprintf(text, sizeof(text), "an %s value", cJSON_IsObject(it) ? "object" : "array");
+        } else {
+          memcpy(text, "value ", 6);
+          value_text(it, text + 6, sizeof(text) - 6);
+        }
         proxy_cni_fail(e, PROXY_CNI_ERR_FIELD, "unsupported field in network configuration",
-                       "unknown key \"%.64s\" with value %s; the plugin's keys are control, "
+                       "unknown key \"%.64s\" with %s; the plugin's keys are control, "
                        "proxy_config, proxy_config_file and proxy_config_name", k, text);
         goto out;
       }

@@ -215,6 +215,8 @@ TEST(cni_conf_errors)
       "\"prevResult\":\"x\"}", PROXY_CNI_ERR_CONFIG, "prevResult" },
     { "{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"type\":\"t\",\"proxy_config\":{},"
       "\"contol\":\"/x\"}", PROXY_CNI_ERR_FIELD, "unknown key \"contol\" with value \"/x\"" },
+    { "{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"type\":\"t\",\"proxy_confg\":{\"rules\":[]}}",
+      PROXY_CNI_ERR_FIELD, "unknown key \"proxy_confg\" with an object value" },
   };
   struct proxy_cni_error e;
   struct proxy_cni_conf c;
@@ -229,6 +231,15 @@ TEST(cni_conf_errors)
                  e.details);
     ASSERT_CONTAINS(e.details, cases[i].details);
   }
+  /* A misspelled inline proxy_config: its opaque values must not reach the error,
+   * which runtimes log and show (kubectl describe pod). */
+  ASSERT_EQ(conf("{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"type\":\"t\",\"proxy_config_name\":"
+                 "\"a\",\"proxyconfig\":{\"rules\":[{\"name\":\"r\",\"headers\":[{\"name\":"
+                 "\"X-Key\",\"type\":\"opaque\",\"value\":\"sk-opaque-1\"}]}]}}", &c, &e),
+            -EINVAL);
+  ASSERT_EQ(e.code, PROXY_CNI_ERR_FIELD);
+  ASSERT_CONTAINS(e.details, "unknown key \"proxyconfig\"");
+  ASSERT_NOT_CONTAINS(e.details, "sk-opaque-1");
 }
 
 TEST(cni_add_result)
