@@ -28,6 +28,8 @@ struct proxy_audit {
   size_t out_off;
   int writing;
   int closing;
+  int torn;        /* the file ends inside a record that a failed write cut short */
+  int ending_torn; /* the write in flight begins with the newline that ends it */
   uv_fs_t req;
   uv_timer_t timer;
   uint64_t dropped;
@@ -100,6 +102,9 @@ int proxy_audit_reopen(struct proxy_audit *a)
     return r;
   }
   close(fd);
+  /* A record cut short is in the old file; the new one starts clean. */
+  if (!a->writing)
+    a->torn = 0;
   return 0;
 }
 
@@ -110,6 +115,11 @@ static void write_cb(uv_fs_t *req)
 
   uv_fs_req_cleanup(req);
   a->writing = 0;
+  if (r > 0 && a->ending_torn) {
+    a->torn = 0;
+    r--;
+  }
+  a->ending_torn = 0;
   if (r < 0) {
     a->write_errors++;
     if (a->write_errors == 1 || a->write_errors % 1000 == 0)
@@ -118,6 +128,10 @@ static void write_cb(uv_fs_t *req)
     strbuf_reset(&a->out);
     a->out_off = 0;
   } else {
+    /* The bytes written may end inside a record; if the rest then fails, the next
+     * write must not continue that line. */
+    if (r > 0)
+      a->torn = a->out.data[a->out_off + (size_t)r - 1] != '\n';
     a->out_off += (size_t)r;
     if (a->out_off >= a->out.len) {
       strbuf_reset(&a->out);
@@ -132,8 +146,10 @@ static void write_cb(uv_fs_t *req)
 
 static void flush(struct proxy_audit *a)
 {
+  static char newline[] = "\n";
   struct strbuf tmp;
-  uv_buf_t buf;
+  uv_buf_t buf[2];
+  unsigned n = 0;
 
   if (a->writing)
     return;
@@ -145,10 +161,17 @@ static void flush(struct proxy_audit *a)
     a->fill = tmp;
     a->out_off = 0;
   }
-  buf = uv_buf_init(a->out.data + a->out_off, (unsigned)(a->out.len - a->out_off));
+  /* After a failed write the file may end inside a record: before a new batch (a
+   * batch continued at out_off completes that record), end that line, or the next
+   * record would be glued to the fragment and neither could be read. */
+  if (a->torn && a->out_off == 0)
+    buf[n++] = uv_buf_init(newline, 1);
+  buf[n++] = uv_buf_init(a->out.data + a->out_off, (unsigned)(a->out.len - a->out_off));
   a->req.data = a;
-  if (uv_fs_write(a->loop, &a->req, a->fd, &buf, 1, -1, write_cb) == 0)
+  if (uv_fs_write(a->loop, &a->req, a->fd, buf, n, -1, write_cb) == 0) {
     a->writing = 1;
+    a->ending_torn = n == 2;
+  }
 }
 
 static void timer_cb(uv_timer_t *t)
@@ -205,6 +228,8 @@ static void timer_closed(uv_handle_t *h)
 /* Writes what is left synchronously (the daemon is stopping) and frees. */
 static void finish_close(struct proxy_audit *a)
 {
+  if (a->torn && a->out_off == 0 && (a->out.len > 0 || a->fill.len > 0))
+    write_all(a->fd, "\n", 1);
   if (a->out.len > a->out_off)
     write_all(a->fd, a->out.data + a->out_off, a->out.len - a->out_off);
   if (a->fill.len > 0)

@@ -1,0 +1,148 @@
+/*
+ * The audit log writer (proxy/audit.c): records reach the file whole, one per line,
+ * even when a write fails part way.
+ *
+ * A failed write is made real with RLIMIT_FSIZE: a write across the limit is cut
+ * short at it, and the next one fails with EFBIG (SIGXFSZ is ignored). Raising the
+ * limit again plays a disk that has room again.
+ */
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include <uv.h>
+
+#include "proxy/audit.h"
+#include "test.h"
+
+void test_loop_close(uv_loop_t *loop);
+
+static void noop_cb(uv_timer_t *t)
+{
+  (void)t;
+}
+
+/* Runs the loop past the writer's 200 ms flush timer and until every write it
+ * started has completed (uv_run returns once no request is left). */
+static void run_flush(uv_loop_t *loop)
+{
+  uv_timer_t t;
+
+  ASSERT_EQ(uv_timer_init(loop, &t), 0);
+  ASSERT_EQ(uv_timer_start(&t, noop_cb, 400, 0), 0);
+  uv_run(loop, UV_RUN_DEFAULT);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(loop, UV_RUN_DEFAULT);
+}
+
+/* A record of exactly 59 bytes (60 with its newline): {"n":N,"pad":"xx..."} */
+static void record(char *buf, size_t size, int n)
+{
+  int len = snprintf(buf, size, "{\"n\":%d,\"pad\":\"", n);
+
+  ASSERT(len > 0 && (size_t)len < 57 && size >= 60);
+  memset(buf + len, 'x', (size_t)(57 - len));
+  memcpy(buf + 57, "\"}", 3);
+  ASSERT_EQ(strlen(buf), 59);
+}
+
+static void set_fsize(rlim_t cur)
+{
+  struct rlimit rl;
+
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &rl), 0);
+  rl.rlim_cur = cur;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &rl), 0);
+}
+
+static char *read_all(const char *path, size_t *len)
+{
+  struct stat st;
+  FILE *f;
+  char *p;
+
+  ASSERT_EQ(stat(path, &st), 0);
+  p = malloc((size_t)st.st_size + 1);
+  ASSERT_NOT_NULL(p);
+  f = fopen(path, "rb");
+  ASSERT_NOT_NULL(f);
+  ASSERT_EQ(fread(p, 1, (size_t)st.st_size, f), (size_t)st.st_size);
+  fclose(f);
+  p[st.st_size] = '\0';
+  *len = (size_t)st.st_size;
+  return p;
+}
+
+/* Writes records 1-3 with room for 150 bytes (record 3 is cut after 30 bytes and the
+ * rest of the write fails), then records 4 and 5 with room again, written by the
+ * thread pool or, with at_close, by proxy_audit_close. Returns the file. */
+static char *write_across_failure(uv_loop_t *loop, const char *path, int at_close)
+{
+  struct proxy_audit *a;
+  char rec[64];
+  size_t len;
+  int i;
+
+  ASSERT_EQ(uv_loop_init(loop), 0);
+  ASSERT_EQ(proxy_audit_open(loop, path, &a), 0);
+  ASSERT(signal(SIGXFSZ, SIG_IGN) != SIG_ERR);
+  set_fsize(150);
+  for (i = 1; i <= 3; i++) {
+    record(rec, sizeof(rec), i);
+    proxy_audit_write(a, rec, strlen(rec));
+  }
+  run_flush(loop);
+  set_fsize(RLIM_INFINITY);
+  for (i = 4; i <= 5; i++) {
+    record(rec, sizeof(rec), i);
+    proxy_audit_write(a, rec, strlen(rec));
+  }
+  if (!at_close)
+    run_flush(loop);
+  proxy_audit_close(a);
+  test_loop_close(loop);
+  return read_all(path, &len);
+}
+
+/* Records 1 and 2 whole, 30 bytes of record 3, then 4 and 5 on lines of their own. */
+static void check_file(const char *data)
+{
+  char rec[64], want[256];
+
+  fprintf(stderr, "file:\n%s\n", data);
+  record(rec, sizeof(rec), 3);
+  snprintf(want, sizeof(want), "%.30s\n", rec);
+  ASSERT_EQ(strncmp(data + 120, want, 31), 0);
+  record(rec, sizeof(rec), 4);
+  snprintf(want, sizeof(want), "\n%s\n", rec);
+  ASSERT_NOT_NULL(strstr(data, want));
+  record(rec, sizeof(rec), 5);
+  snprintf(want, sizeof(want), "\n%s\n", rec);
+  ASSERT_NOT_NULL(strstr(data, want));
+  ASSERT_EQ(strlen(data), 120 + 31 + 120);
+}
+
+/* The record cut by the failed write ends its own line: the next record is not
+ * appended to the fragment (which no reader could parse, losing both). */
+TEST(cut_record_does_not_swallow_the_next)
+{
+  uv_loop_t loop;
+  char path[512], *data;
+
+  snprintf(path, sizeof(path), "%s/audit.log", test_tmpdir());
+  data = write_across_failure(&loop, path, 0);
+  check_file(data);
+  free(data);
+}
+
+/* The same when the records after the failure are written by proxy_audit_close. */
+TEST(cut_record_does_not_swallow_the_next_at_close)
+{
+  uv_loop_t loop;
+  char path[512], *data;
+
+  snprintf(path, sizeof(path), "%s/audit.log", test_tmpdir());
+  data = write_across_failure(&loop, path, 1);
+  check_file(data);
+  free(data);
+}
