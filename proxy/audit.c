@@ -108,6 +108,24 @@ int proxy_audit_reopen(struct proxy_audit *a)
   return 0;
 }
 
+/* The number of records (newlines) in p[0..len). */
+static uint64_t count_records(const char *p, size_t len)
+{
+  const char *nl;
+  uint64_t n = 0;
+
+  /* len 0 first: p may be NULL then (an empty buffer). */
+  while (len > 0) {
+    nl = memchr(p, '\n', len);
+    if (nl == NULL)
+      break;
+    n++;
+    len -= (size_t)(nl - p) + 1;
+    p = nl + 1;
+  }
+  return n;
+}
+
 static void write_cb(uv_fs_t *req)
 {
   struct proxy_audit *a = req->data;
@@ -125,6 +143,9 @@ static void write_cb(uv_fs_t *req)
     if (a->write_errors == 1 || a->write_errors % 1000 == 0)
       log_error("audit log: write failed: %s (%llu failures)", uv_strerror((int)r),
                 (unsigned long long)a->write_errors);
+    /* What was not written is lost (a cut record too): count it, or the metrics
+     * would say the log is complete. */
+    a->dropped += count_records(a->out.data + a->out_off, a->out.len - a->out_off);
     strbuf_reset(&a->out);
     a->out_off = 0;
   } else {
@@ -132,6 +153,7 @@ static void write_cb(uv_fs_t *req)
      * write must not continue that line. */
     if (r > 0)
       a->torn = a->out.data[a->out_off + (size_t)r - 1] != '\n';
+    a->records += count_records(a->out.data + a->out_off, (size_t)r);
     a->out_off += (size_t)r;
     if (a->out_off >= a->out.len) {
       strbuf_reset(&a->out);
@@ -190,11 +212,11 @@ void proxy_audit_write(struct proxy_audit *a, const char *json, size_t len)
   strbuf_add(&a->fill, json, len);
   strbuf_add(&a->fill, "\n", 1);
   if (a->fill.oom) {
-    a->dropped++;
+    /* Every record buffered is gone with the buffer, not only this one. */
+    a->dropped += count_records(a->fill.data, a->fill.len) + 1;
     strbuf_free(&a->fill);
     return;
   }
-  a->records++;
   if (a->fill.len >= FLUSH_BYTES)
     flush(a);
   else if (!uv_is_active((uv_handle_t *)&a->timer))

@@ -29,7 +29,8 @@ int proxy_audit_reopen(struct proxy_audit *a);
  * the loop must run a little longer). NULL is a no-op. */
 void proxy_audit_close(struct proxy_audit *a);
 
-/* Records dropped because the buffer was full, and records written. */
+/* Records dropped (the buffer was full, or a write failed and lost them), and
+ * records written to the file (counted once written, not when buffered). */
 uint64_t proxy_audit_dropped(const struct proxy_audit *a);
 uint64_t proxy_audit_records(const struct proxy_audit *a);
 

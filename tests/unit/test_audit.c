@@ -146,3 +146,37 @@ TEST(cut_record_does_not_swallow_the_next_at_close)
   check_file(data);
   free(data);
 }
+
+/* Records a failed write lost are counted as dropped, and only records that reached
+ * the file as written: the metrics (authproxy_audit_*_total) must show the loss. */
+TEST(failed_write_counted_as_dropped)
+{
+  struct proxy_audit *a;
+  uv_loop_t loop;
+  char path[512], rec[64];
+  int i;
+
+  snprintf(path, sizeof(path), "%s/audit.log", test_tmpdir());
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  ASSERT_EQ(proxy_audit_open(&loop, path, &a), 0);
+  ASSERT(signal(SIGXFSZ, SIG_IGN) != SIG_ERR);
+  set_fsize(150);
+  for (i = 1; i <= 3; i++) {
+    record(rec, sizeof(rec), i);
+    proxy_audit_write(a, rec, strlen(rec));
+  }
+  run_flush(&loop);
+  /* Records 1 and 2 are in the file; record 3 was cut, so it is lost. */
+  ASSERT_EQ(proxy_audit_records(a), 2);
+  ASSERT_EQ(proxy_audit_dropped(a), 1);
+  set_fsize(RLIM_INFINITY);
+  for (i = 4; i <= 5; i++) {
+    record(rec, sizeof(rec), i);
+    proxy_audit_write(a, rec, strlen(rec));
+  }
+  run_flush(&loop);
+  ASSERT_EQ(proxy_audit_records(a), 4);
+  ASSERT_EQ(proxy_audit_dropped(a), 1);
+  proxy_audit_close(a);
+  test_loop_close(&loop);
+}
