@@ -604,7 +604,8 @@ static void metrics(struct daemon *d, struct proxy_control_response *resp)
   strbuf_addf(b, "# HELP authproxy_audit_records_total Audit records written.\n"
                  "# TYPE authproxy_audit_records_total counter\n"
                  "authproxy_audit_records_total %llu\n"
-                 "# HELP authproxy_audit_dropped_total Audit records dropped (log too slow).\n"
+                 "# HELP authproxy_audit_dropped_total Audit records dropped (the log fell "
+                 "behind, or a write failed).\n"
                  "# TYPE authproxy_audit_dropped_total counter\n"
                  "authproxy_audit_dropped_total %llu\n",
               (unsigned long long)proxy_audit_records(d->audit),
