@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -26,24 +27,36 @@
 int netns_open(const char *path)
 {
   struct statfs sfs;
-  int fd, type, ret;
+  char self[32];
+  int pfd, fd, type, ret;
 
   if (path == NULL || path[0] == '\0')
     return -EINVAL;
-  fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
+  /* O_PATH opens nothing: a FIFO at path would block a plain open (and the daemon's
+   * loop with it) until a writer came, and a device would be opened, with whatever
+   * that does, before the check below refused it. */
+  pfd = open(path, O_PATH | O_CLOEXEC);
+  if (pfd < 0)
     return -errno;
-  if (fstatfs(fd, &sfs) != 0) {
-    ret = -errno;
-    goto fail;
-  }
   /* Only nsfs files (/proc/PID/ns/net, and their bind mounts under /var/run/netns)
    * answer NS_GET_NSTYPE; checking the file system first keeps the ioctl from ever
    * reaching a device driver. */
-  if (sfs.f_type != NSFS_MAGIC) {
-    ret = -EINVAL;
-    goto fail;
+  if (fstatfs(pfd, &sfs) != 0) {
+    ret = -errno;
+    close(pfd);
+    return ret;
   }
+  if (sfs.f_type != NSFS_MAGIC) {
+    close(pfd);
+    return -EINVAL;
+  }
+  /* setns() wants a file opened for reading: reopen the same inode. */
+  snprintf(self, sizeof(self), "/proc/self/fd/%d", pfd);
+  fd = open(self, O_RDONLY | O_CLOEXEC);
+  ret = fd < 0 ? -errno : 0;
+  close(pfd);
+  if (fd < 0)
+    return ret;
   type = ioctl(fd, NS_GET_NSTYPE);
   if (type != CLONE_NEWNET) {
     ret = type < 0 && errno != ENOTTY ? -errno : -EINVAL;

@@ -5,7 +5,9 @@
  */
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "netns/netns.h"
@@ -32,6 +34,18 @@ TEST(rejects_what_is_not_a_network_namespace)
   ASSERT_EQ(netns_open("/nonexistent/netns"), -ENOENT);
   ASSERT_EQ(netns_open(""), -EINVAL);
   ASSERT_EQ(netns_open(NULL), -EINVAL);
+}
+
+/* A FIFO would block a plain open until a writer came (and the daemon's loop with
+ * it); the runner's timeout fails the test instead of letting it hang. */
+TEST(fifo_refused_without_blocking)
+{
+  char path[4096];
+
+  snprintf(path, sizeof(path), "%s/fifo", test_tmpdir());
+  ASSERT_EQ(mkfifo(path, 0600), 0);
+  ASSERT_EQ(netns_open(path), -EINVAL);
+  ASSERT_EQ(netns_open("/nonexistent/ns"), -ENOENT);
 }
 
 TEST(run_rejects_bad_arguments)
