@@ -35,6 +35,7 @@ struct proxy_control {
   unsigned nclients;
   int handles;
   int closing;
+  int bound;  /* the socket file at path is this daemon's */
   void (*close_cb)(void *arg);
   void *close_arg;
 };
@@ -443,15 +444,17 @@ static int socket_alive(const char *path)
   struct sockaddr_un sa;
   int fd, r;
 
-  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  /* Non-blocking: a daemon that is alive but not accepting (its backlog full) makes a
+   * blocking connect wait for it, and this daemon would hang at start. */
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0)
     return 0;
   memset(&sa, 0, sizeof(sa));
   sa.sun_family = AF_UNIX;
   snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-  r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+  r = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno == EAGAIN;
   close(fd);
-  return r == 0;
+  return r;
 }
 
 int proxy_control_start(uv_loop_t *loop, const char *path, proxy_control_cb cb, void *arg,
@@ -493,8 +496,10 @@ int proxy_control_start(uv_loop_t *loop, const char *path, proxy_control_cb cb, 
   old = umask(0177);
   r = uv_pipe_bind(&ctl->pipe, path);
   umask(old);
-  if (r == 0)
+  if (r == 0) {
+    ctl->bound = 1;
     r = chmod(path, 0600) == 0 ? 0 : -errno;
+  }
   if (r == 0)
     r = uv_listen((uv_stream_t *)&ctl->pipe, 128, on_connection);
   if (r != 0 || ctl->path == NULL) {
@@ -536,7 +541,9 @@ void proxy_control_close(struct proxy_control *ctl, void (*cb)(void *arg), void 
   ctl->closing = 1;
   ctl->close_cb = cb;
   ctl->close_arg = arg;
-  if (ctl->path != NULL)
+  /* Only a socket this daemon made: when bind failed, the path may be another
+   * daemon's (two started at once, both found it stale). */
+  if (ctl->path != NULL && ctl->bound)
     unlink(ctl->path);
   for (cl = ctl->clients; cl != NULL; cl = next) {
     next = cl->next;

@@ -178,3 +178,43 @@ TEST(trickled_request_is_cut_off)
   close(fd);
   fixture_stop(&f);
 }
+
+/* A daemon that is alive but not accepting (its backlog full) still holds its path:
+ * a new one must say so at once, not hang in connect() waiting for it. */
+TEST(busy_daemon_detected_without_hanging)
+{
+  struct sockaddr_un sa;
+  struct proxy_control *ctl = NULL;
+  uv_loop_t loop;
+  char path[108], err[256];
+  int lfd, fds[64], n = 0, full = 0, i;
+
+  snprintf(path, sizeof(path), "%s/busy.sock", test_tmpdir());
+  memset(&sa, 0, sizeof(sa));
+  sa.sun_family = AF_UNIX;
+  snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+  lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(lfd, 0);
+  ASSERT_EQ(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  ASSERT_EQ(listen(lfd, 0), 0);
+  /* Fill the backlog: connections nobody accepts, until one would wait. */
+  while (n < 64 && !full) {
+    fds[n] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    ASSERT_GE(fds[n], 0);
+    if (connect(fds[n], (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+      ASSERT_EQ(errno, EAGAIN);
+      full = 1;
+    }
+    n++;
+  }
+  ASSERT_EQ(full, 1);
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  ASSERT_EQ(proxy_control_start(&loop, path, handler, NULL, &ctl, err, sizeof(err)),
+            -EADDRINUSE);
+  ASSERT_CONTAINS(err, "another daemon");
+  ASSERT_NULL(ctl);
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+  for (i = 0; i < n; i++)
+    close(fds[i]);
+  close(lfd);
+}
