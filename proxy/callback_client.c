@@ -739,6 +739,8 @@ static int build_request(struct proxy_cred_client *cl, const struct proxy_cred_c
 
   strbuf_init(&head);
   strbuf_init(&body);
+  /* The callback URL's query may carry a token. */
+  head.secret = 1;
   strbuf_adds(&body, "{\"sandbox\":");
   strbuf_add_json_str(&body, p->sandbox, strlen(p->sandbox));
   strbuf_adds(&body, ",\"host\":");
