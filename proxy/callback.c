@@ -83,6 +83,7 @@ struct proxy_cred_cache {
   int have_fingerprint;
   uint64_t seed;                     /* hash seed: host names come from the sandbox */
   uint64_t busy_logged;
+  uint64_t fail_run;                 /* failed calls since the last success */
   uv_timer_t sweep;
   int freeing;
 };
@@ -244,6 +245,7 @@ static void record(struct proxy_cred_cache *c, const struct record *r)
     s->latency_ms_sum += r->latency_ms;
 
   if (r->outcome == PROXY_CRED_OK) {
+    c->fail_run = 0;
     names[0] = '\0';
     for (i = 0; i < r->creds->nheaders && n < sizeof(names); i++) {
       int k = snprintf(names + n, sizeof(names) - n, "%s%s", i ? ", " : "",
@@ -261,10 +263,19 @@ static void record(struct proxy_cred_cache *c, const struct record *r)
                "(%llu so far)", (int)r->url_len, r->url, c->sandbox, r->host, r->port, r->detail,
                (unsigned long long)c->busy_logged);
   } else {
-    log_warn("callback %.*s: sandbox %s, %s:%u: %s after %llu ms: %s; requests fail with %s",
-             (int)r->url_len, r->url, c->sandbox, r->host, r->port, proxy_cred_outcome_name(r->outcome),
-             (unsigned long long)r->latency_ms, r->detail,
-             proxy_cred_outcome_reason(r->outcome));
+    /* Failures are not cached, so a callback that is down fails every request that
+     * needs it, as fast as the sandbox sends them: the first failure of a run is
+     * logged, then the 10th, the 100th and every 1000th (metrics and the audit log
+     * count each). */
+    c->fail_run++;
+    if (c->fail_run == 1 || c->fail_run == 10 || c->fail_run == 100 ||
+        c->fail_run % 1000 == 0)
+      log_warn("callback %.*s: sandbox %s, %s:%u: %s after %llu ms: %s; requests fail "
+               "with %s (%llu failed calls in a row)",
+               (int)r->url_len, r->url, c->sandbox, r->host, r->port,
+               proxy_cred_outcome_name(r->outcome), (unsigned long long)r->latency_ms,
+               r->detail, proxy_cred_outcome_reason(r->outcome),
+               (unsigned long long)c->fail_run);
   }
   audit_record(c, r);
 }

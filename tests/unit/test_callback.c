@@ -1896,3 +1896,55 @@ TEST(https_free_mid_handshake)
   tls_client_free(&tc);
   py_stop(&good);
 }
+
+/* A callback that is down fails every request that needs it (failures are not
+ * cached): the log gets the first failure of a run and then the 10th, not one line per
+ * request a sandbox sends; a success ends the run. */
+TEST(failure_runs_logged_sparingly)
+{
+  char lpath[512], *llog, *p;
+  int saved, fd, i, lines = 0;
+  struct fx f;
+  struct res r;
+
+  snprintf(lpath, sizeof(lpath), "%s/stderr.log", test_tmpdir());
+  fflush(stderr);
+  saved = dup(STDERR_FILENO);
+  fd = open(lpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_GE(dup2(fd, STDERR_FILENO), 0);
+  close(fd);
+
+  fx_init(&f);
+  srv_listen_tcp(&f.srv, &f.loop);
+  fx_http_cfg(&f, 300, 2000);
+  fx_cache(&f, NULL);
+  for (i = 0; i < 30; i++) {
+    memset(&r, 0, sizeof(r));
+    srv_answer(&f.srv, "500 Internal Server Error", "", "down");
+    get_sync(&f, "api.corp.example", 443, &r);
+    ASSERT_NE(r.status, 0);
+  }
+  ASSERT_EQ(f.stats.failures, 30);
+  srv_answer(&f.srv, "200 OK", "", "{\"headers\":{\"X-Token\":\"t-1234567890\"}}");
+  memset(&r, 0, sizeof(r));
+  get_sync(&f, "api.corp.example", 8443, &r);
+  ASSERT_EQ(r.status, 0);
+  srv_answer(&f.srv, "500 Internal Server Error", "", "down again");
+  memset(&r, 0, sizeof(r));
+  get_sync(&f, "api.corp.example", 9443, &r);
+  ASSERT_NE(r.status, 0);
+  fx_done(&f);
+  fflush(stderr);
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+
+  llog = slurp(lpath);
+  for (p = llog; (p = strstr(p, "bad_status after")) != NULL; p++)
+    lines++;
+  /* The 1st and the 10th of the run of 30, and the 1st after the success. */
+  ASSERT_EQ(lines, 3);
+  ASSERT_CONTAINS(llog, "(1 failed calls in a row)");
+  ASSERT_CONTAINS(llog, "(10 failed calls in a row)");
+  free(llog);
+}
