@@ -155,7 +155,10 @@ static void write_done(uv_write_t *req, int status)
   }
 }
 
-static void send_response(struct client *cl, struct proxy_control_response *resp)
+/* Queues the answer; head_only: to a HEAD request, whose answer has no body (its
+ * Content-Length is still the body's a GET would get). */
+static void send_response(struct client *cl, struct proxy_control_response *resp,
+                          int head_only)
 {
   static const char *const texts[] = {
     [200] = "OK", [201] = "Created", [204] = "No Content", [400] = "Bad Request",
@@ -181,7 +184,7 @@ static void send_response(struct client *cl, struct proxy_control_response *resp
               resp->status, text,
               resp->content_type ? resp->content_type : "application/json",
               resp->body.len, cl->keep_alive ? "" : "Connection: close\r\n");
-  total = head.len + resp->body.len;
+  total = head.len + (head_only ? 0 : resp->body.len);
   req = malloc(sizeof(*req) + total);
   if (head.oom || resp->body.oom || req == NULL) {
     free(req);
@@ -191,7 +194,7 @@ static void send_response(struct client *cl, struct proxy_control_response *resp
   }
   mem = (char *)(req + 1);
   memcpy(mem, head.data, head.len);
-  if (resp->body.len > 0)
+  if (total > head.len)
     memcpy(mem + head.len, resp->body.data, resp->body.len);
   strbuf_free(&head);
   req->data = cl;
@@ -210,7 +213,7 @@ static void respond_error(struct client *cl, int status, const char *code, const
   strbuf_init(&resp.body);
   cl->keep_alive = 0;
   proxy_control_error(&resp, status, code, "%s", msg);
-  send_response(cl, &resp);
+  send_response(cl, &resp, 0);
   strbuf_free(&resp.body);
 }
 
@@ -301,7 +304,7 @@ static void dispatch(struct client *cl)
   strbuf_init(&resp.body);
   resp.status = 500;
   ctl->cb(ctl->arg, &req, &resp);
-  send_response(cl, &resp);
+  send_response(cl, &resp, strcmp(cl->method, "HEAD") == 0);
   /* The idle time restarts with each request answered, not with each read: a client
    * that sends a byte now and then would otherwise hold its slot forever, and 64
    * such clients would shut out every runtime's attach. */
@@ -352,6 +355,12 @@ static void process(struct client *cl)
 
       llhttp_resume(&cl->parser);
       dispatch(cl);
+      if (!cl->keep_alive) {
+        /* The client asked to close after this request: what it sent after it is
+         * not answered (write_done closes once the answer is out). */
+        uv_read_stop((uv_stream_t *)&cl->pipe);
+        return;
+      }
       p += used;
       left -= used;
       continue;

@@ -115,6 +115,80 @@ static size_t client_drain(struct fixture *f, int fd, double limit_s, int *close
   return got;
 }
 
+/* Runs the server while reading what it sends to fd into out (NUL-terminated), until
+ * it closes the connection or limit_s passes. Returns the bytes read. */
+static size_t client_read(struct fixture *f, int fd, double limit_s, char *out, size_t size)
+{
+  double end = now_s() + limit_s;
+  size_t got = 0;
+
+  while (now_s() < end && got + 1 < size) {
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    ssize_t n;
+
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    if (poll(&p, 1, 5) <= 0)
+      continue;
+    n = recv(fd, out + got, size - 1 - got, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno == ECONNRESET))
+      break;
+    if (n < 0) {
+      ASSERT(errno == EAGAIN || errno == EINTR);
+      continue;
+    }
+    got += (size_t)n;
+  }
+  out[got] = '\0';
+  return got;
+}
+
+/* An answer to HEAD has no body (RFC 9110 9.3.2): a client reading the next answer on
+ * the connection would take the body for it. */
+TEST(head_answer_has_no_body)
+{
+  struct fixture f;
+  char out[4096], *sep;
+  int fd;
+
+  fixture_start(&f, 10);
+  fd = client_connect(&f);
+  client_send(fd, "HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n"
+                  "GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  client_read(&f, fd, 10, out, sizeof(out));
+  close(fd);
+  ASSERT_EQ(f.requests, 2);
+  sep = strstr(out, "\r\n\r\n");
+  ASSERT_NOT_NULL(sep);
+  /* The first answer's head says how long the body would be, and the second answer
+   * follows it at once. */
+  ASSERT_CONTAINS(out, "Content-Length: 10\r\n");
+  ASSERT(strncmp(sep + 4, "HTTP/1.1 200 OK\r\n", 17) == 0);
+  sep = strstr(sep + 4, "\r\n\r\n");
+  ASSERT_NOT_NULL(sep);
+  ASSERT_STREQ(sep + 4, "abcdefghij");
+  fixture_stop(&f);
+}
+
+/* After a request with Connection: close, what the client pipelined behind it gets no
+ * answer (not even an error): the connection ends with the one answer. */
+TEST(nothing_answered_after_connection_close)
+{
+  struct fixture f;
+  char out[4096];
+  int fd;
+
+  fixture_start(&f, 10);
+  fd = client_connect(&f);
+  client_send(fd, "GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                  "GET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+  client_read(&f, fd, 10, out, sizeof(out));
+  close(fd);
+  ASSERT_EQ(f.requests, 1);
+  ASSERT(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0);
+  ASSERT_NULL(strstr(out + 1, "HTTP/1.1"));
+  fixture_stop(&f);
+}
+
 /* A client that half-closes after its request (as `nc -N` or socat do) still gets the
  * whole answer, even one larger than the socket's buffer. */
 TEST(half_close_gets_whole_answer)
