@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include "proxy/scrub.h"
 
@@ -12,6 +13,9 @@ void proxy_scrub_reset(struct proxy_scrub *s)
   s->n = 0;
   s->maxlen = 0;
   s->held_len = 0;
+  /* Sized by maxlen, which the next values set. */
+  free(s->held_mask);
+  s->held_mask = NULL;
 }
 
 void proxy_scrub_add(struct proxy_scrub *s, const char *v, size_t len)
@@ -25,6 +29,7 @@ void proxy_scrub_add(struct proxy_scrub *s, const char *v, size_t len)
     s->maxlen = len;
 }
 
+/* One value: masks its matches in place. A masked match cannot start another. */
 static void mask(struct proxy_scrub *s, char *buf, size_t len)
 {
   size_t i;
@@ -56,11 +61,57 @@ static size_t partial_tail(const struct proxy_scrub *s, const char *buf, size_t 
   return 0;
 }
 
+/*
+ * Several values: every match of every value is looked for in a copy of the bytes as
+ * received, and masked in buf, so that masking one (a user name) cannot hide another
+ * that overlaps it (the same name followed by a password). The first prev bytes of
+ * buf were held last time: those held_mask marks belong to matches found then. The
+ * hold is chosen on the bytes as received, and the held tail goes back to them (a
+ * value may still complete there), with held_mask marking what must be masked
+ * whenever it is sent. Returns the hold, or -ENOMEM.
+ */
+static ssize_t mask_all(struct proxy_scrub *s, char *buf, size_t len, size_t prev)
+{
+  size_t i, hold, tail;
+  char *orig;
+
+  orig = malloc(len);
+  if (orig == NULL)
+    return -ENOMEM;
+  memcpy(orig, buf, len);
+  hold = partial_tail(s, orig, len);
+  tail = len - hold;
+  for (i = 0; i < prev; i++)
+    if (s->held_mask[i])
+      buf[i] = '*';
+  for (i = 0; i < s->n; i++) {
+    const char *p = orig, *end = orig + len, *hit;
+
+    while ((size_t)(end - p) >= s->len[i]) {
+      hit = memmem(p, (size_t)(end - p), s->val[i], s->len[i]);
+      if (hit == NULL)
+        break;
+      memset(buf + (hit - orig), '*', s->len[i]);
+      /* Counted once: a match inside the hold is found again next time. */
+      if ((size_t)(hit - orig) + s->len[i] <= tail)
+        s->masked++;
+      p = hit + 1;
+    }
+  }
+  for (i = 0; i < hold; i++) {
+    s->held_mask[i] = buf[tail + i] != orig[tail + i];
+    buf[tail + i] = orig[tail + i];
+  }
+  free(orig);
+  return (ssize_t)hold;
+}
+
 int proxy_scrub_feed(struct proxy_scrub *s, char *data, size_t len, const char **out,
                      size_t *out_len)
 {
   char *buf = data, *p;
-  size_t total = len, hold;
+  size_t total = len, hold, prev = s->held_len;
+  ssize_t h;
 
   if (s->n == 0) {
     *out = data;
@@ -80,8 +131,20 @@ int proxy_scrub_feed(struct proxy_scrub *s, char *data, size_t len, const char *
     s->held_len = 0;
     buf = p;
   }
-  mask(s, buf, total);
-  hold = partial_tail(s, buf, total);
+  if (s->n == 1) {
+    mask(s, buf, total);
+    hold = partial_tail(s, buf, total);
+  } else {
+    if (s->held_mask == NULL) {
+      s->held_mask = calloc(1, s->maxlen);
+      if (s->held_mask == NULL)
+        return -ENOMEM;
+    }
+    h = mask_all(s, buf, total, prev);
+    if (h < 0)
+      return (int)h;
+    hold = (size_t)h;
+  }
   if (hold > 0 && buf == data) {
     p = malloc(s->maxlen);
     if (p == NULL)
@@ -112,6 +175,12 @@ int proxy_scrub_feed(struct proxy_scrub *s, char *data, size_t len, const char *
 
 void proxy_scrub_flush(struct proxy_scrub *s, const char **out, size_t *out_len)
 {
+  size_t i;
+
+  if (s->held_mask != NULL)
+    for (i = 0; i < s->held_len; i++)
+      if (s->held_mask[i])
+        s->held[i] = '*';
   *out = s->held;
   *out_len = s->held_len;
   s->held_len = 0;
@@ -122,4 +191,6 @@ void proxy_scrub_free(struct proxy_scrub *s)
   free(s->held);
   s->held = NULL;
   s->held_len = 0;
+  free(s->held_mask);
+  s->held_mask = NULL;
 }

@@ -7,7 +7,10 @@
  * the same length in the response bytes, so framing (Content-Length, chunk sizes) is
  * unchanged. Matches across reads are found by holding back a tail that could start
  * a secret; a tail that cannot is forwarded at once, so streams (SSE) are not delayed.
- * Not covered: values split by chunked framing, compressed or re-encoded bodies, and
+ * With several values, every match of every value is found in the bytes as received,
+ * so one value masked first cannot hide the rest of another that overlaps it
+ * ("{USER}:{PASS}" and "{USER}"). Not covered: values split by chunked framing,
+ * compressed or re-encoded bodies, and
  * bytes after a WebSocket upgrade. Values shorter than PROXY_SCRUB_MIN are not masked
  * (they would mask ordinary text).
  */
@@ -26,8 +29,10 @@ struct proxy_scrub {
   size_t len[RULES_MAX_INJECT];
   size_t n;
   size_t maxlen;
-  char *held;                        /* tail held back (< maxlen bytes) */
+  char *held;                        /* tail held back (< maxlen bytes), as received */
   size_t held_len;
+  unsigned char *held_mask;          /* with several values: held[i] belongs to a
+                                        match found already, and is masked when sent */
   size_t masked;                     /* occurrences masked so far */
 };
 

@@ -52,6 +52,28 @@ TEST(masks_across_every_split)
                    "nothing to see: Bearer sk-secret-123 tok-abcdefg");
 }
 
+/* Several values that overlap: one masked first must not hide the rest of another,
+ * in one read or across reads (every split), and a value completed in the held tail
+ * is masked when the tail is flushed. */
+TEST(overlapping_values_masked_whole)
+{
+  /* "{USER}" and "{USER}:{PASS}" injected into one request, in either order. */
+  static const char *const user_first[] = { "alice-0123", "alice-0123:pw-secret-9" };
+  static const char *const pair_first[] = { "alice-0123:pw-secret-9", "alice-0123" };
+  /* The end of one value is the start of another. */
+  static const char *const chained[] = { "tok-AAAA-BBBB", "BBBB-CCCC-dd" };
+
+  check_all_splits(user_first, 2, "echo: alice-0123:pw-secret-9 and alice-0123.",
+                   "echo: ********************** and **********.");
+  check_all_splits(pair_first, 2, "echo: alice-0123:pw-secret-9 and alice-0123.",
+                   "echo: ********************** and **********.");
+  check_all_splits(chained, 2, "x tok-AAAA-BBBB-CCCC-dd y", "x ********************* y");
+  check_all_splits(chained, 2, "x tok-AAAA-BBBB y BBBB-CCCC-dd", "x ************* y ************");
+  /* A value that is also the start of another, at the very end of the response. */
+  check_all_splits(user_first, 2, "last: alice-0123", "last: **********");
+  check_all_splits(chained, 2, "end tok-AAAA-BBBB", "end *************");
+}
+
 TEST(stream_not_delayed)
 {
   static const char *const vals[] = { "sk-secret-1234" };
