@@ -159,6 +159,43 @@ static int write_file(const char *path, const char *a, size_t alen, const char *
   return ret;
 }
 
+/* Where the jail's directory goes: $TMPDIR, else /tmp. */
+static const char *jail_tmp(void)
+{
+  const char *tmp = getenv("TMPDIR");
+
+  if (tmp == NULL || tmp[0] != '/' || strlen(tmp) > sizeof(((struct jail *)0)->tmpdir) - 24)
+    tmp = "/tmp";
+  return tmp;
+}
+
+/*
+ * The jail's files are written, bind-mounted and removed by path, as root. In a
+ * directory others may write without the sticky bit, another user could rename the
+ * jail's directory away and put a symlink in its place, and root would then remove
+ * (or mount) files elsewhere. Refuses such a directory, naming it.
+ */
+static int check_tmp(void)
+{
+  const char *tmp = jail_tmp();
+  struct stat st;
+
+  if (stat(tmp, &st) != 0) {
+    int e = errno;
+
+    fprintf(stderr, "authproxy jail: temporary directory %s: %s\n", tmp, strerror(e));
+    return -e;
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0) {
+    fprintf(stderr, "authproxy jail: temporary directory %s is writable by others and not "
+                    "sticky (mode %04o): another user could swap the jail's files there; "
+                    "set TMPDIR to /tmp or a directory only root can write\n",
+            tmp, (unsigned)(st.st_mode & 07777));
+    return -EPERM;
+  }
+  return 0;
+}
+
 /* The resolver file and the CA bundle (system CAs + the sandbox CA). */
 static int prepare_files(struct jail *j)
 {
@@ -167,13 +204,11 @@ static int prepare_files(struct jail *j)
       "nameserver " NETNS_DNS_ADDR4 "\n"
       "options edns0\n";
   const char *pem = proxy_ca_cert_pem(j->ca);
-  const char *tmp = getenv("TMPDIR");
+  const char *tmp = jail_tmp();
   char *system = NULL;
   size_t slen = 0;
   int r;
 
-  if (tmp == NULL || tmp[0] != '/' || strlen(tmp) > sizeof(j->tmpdir) - 24)
-    tmp = "/tmp";
   snprintf(j->tmpdir, sizeof(j->tmpdir), "%s/authproxy-jail.XXXXXX", tmp);
   if (mkdtemp(j->tmpdir) == NULL) {
     j->tmpdir[0] = '\0';
@@ -622,6 +657,8 @@ int proxy_cmd_jail(int argc, char **argv)
     fprintf(stderr, "authproxy jail: %s\n", err[0] ? err : strerror(-r));
     goto out;
   }
+  if (check_tmp() != 0)
+    goto out;
   r = prepare_files(j);
   if (r != 0) {
     fprintf(stderr, "authproxy jail: cannot write the sandbox's resolver and CA files: %s\n",

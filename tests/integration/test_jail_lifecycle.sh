@@ -130,4 +130,17 @@ msg=$("$AUTHPROXY" jail --config /nonexistent.json -- true 2>&1); rc=$?
 set -e
 [ $rc -ne 0 ] || fail "jail with a missing config succeeded"
 assert_contains "$msg" "/nonexistent.json" "missing config message"
+# A temporary directory others may write without the sticky bit: another user could
+# swap the jail's directory for a symlink, and root would remove files elsewhere.
+mkdir -p "$T/opentmp" "$T/stickytmp"
+chmod 0777 "$T/opentmp"
+chmod 1777 "$T/stickytmp"
+set +e
+msg=$(TMPDIR=$T/opentmp "$AUTHPROXY" jail --user nobody -- true 2>&1); rc=$?
+set -e
+[ $rc -ne 0 ] || fail "jail with a shared, non-sticky TMPDIR succeeded"
+assert_contains "$msg" "is writable by others and not sticky" "unsafe TMPDIR message"
+assert_eq "$(ls -A "$T/opentmp")" "" "files made in the unsafe TMPDIR"
+TMPDIR=$T/stickytmp "$AUTHPROXY" jail --user nobody -- true ||
+  fail "jail with a sticky shared TMPDIR (as /tmp) failed"
 pass "misuse reported"
