@@ -45,7 +45,7 @@ struct call {
   struct proxy_cred_client *client;  /* NULL once it answered or was aborted */
   uint64_t generation;               /* of the config it was made under */
   uint32_t ttl_seconds;
-  uint64_t start_ms;                 /* uv_now: the entry's TTL counts from here */
+  uint64_t start_ms;                 /* clock_ms: the entry's TTL counts from here */
   uint64_t start_ns;                 /* uv_hrtime: latency */
   char *url;                         /* the callback URL without its query */
   uint16_t port;
@@ -57,7 +57,7 @@ struct entry {
   struct entry *hnext;               /* hash chain */
   struct entry *lprev, *lnext;       /* LRU list, most recently used first */
   struct proxy_creds *creds;
-  uint64_t expires_ms;               /* uv_now */
+  uint64_t expires_ms;               /* clock_ms */
   uint64_t hash;
   uint16_t port;
   char host[RULES_MAX_NAME_LEN + 1];
@@ -357,10 +357,24 @@ static void flush_entries(struct proxy_cred_cache *c)
     entry_remove(c, c->lru_head);
 }
 
+/*
+ * Milliseconds on CLOCK_BOOTTIME, which TTLs count on: unlike the loop's clock
+ * (CLOCK_MONOTONIC), it goes on while the host is suspended, so a laptop that slept
+ * an hour does not send credentials its callback gave for five minutes.
+ */
+static uint64_t clock_ms(void)
+{
+  struct timespec ts;
+
+  if (clock_gettime(CLOCK_BOOTTIME, &ts) != 0)
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static void sweep_cb(uv_timer_t *t)
 {
   struct proxy_cred_cache *c = t->data;
-  uint64_t now = uv_now(c->loop);
+  uint64_t now = clock_ms();
   struct entry *e, *prev;
 
   for (e = c->lru_tail; e != NULL; e = prev) {
@@ -384,7 +398,7 @@ static void cache_put(struct proxy_cred_cache *c, const struct call *call,
   if (e == NULL)
     return; /* not cached: the next lookup calls again */
   if (c->nentries >= c->max_entries) {
-    if (uv_now(c->loop) < c->lru_tail->expires_ms)
+    if (clock_ms() < c->lru_tail->expires_ms)
       c->stats->evictions++;
     entry_remove(c, c->lru_tail);
   }
@@ -530,7 +544,7 @@ static int call_start(struct proxy_cred_cache *c, const struct rules_callback *c
   call->ttl_seconds = cfg->ttl_seconds;
   call->port = port;
   memcpy(call->host, host, strlen(host) + 1);
-  call->start_ms = uv_now(c->loop);
+  call->start_ms = clock_ms();
   call->start_ns = uv_hrtime();
 
   memset(&p, 0, sizeof(p));
@@ -691,7 +705,7 @@ int proxy_cred_get(struct proxy_cred_cache *c, const struct rules_callback *cfg,
 
   hash = key_hash(c, host, port);
   e = entry_find(c, host, port, hash);
-  if (e != NULL && uv_now(c->loop) < e->expires_ms) {
+  if (e != NULL && clock_ms() < e->expires_ms) {
     lru_unlink(c, e);
     lru_push(c, e);
     c->stats->cache_hits++;
