@@ -14,7 +14,9 @@
  * answers with an error naming the path, whose JSON must parse back to the same
  * bytes (the escaping of arbitrary URL bytes). The client must see only complete
  * answers: every "HTTP/1.1 " status line starts a response whose Content-Length
- * bytes follow.
+ * bytes follow, except an answer to HEAD, which has no body (the handler records
+ * which requests were HEAD, in order; a final error answer of the server's own,
+ * to a request it could not parse, has its body).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -83,6 +85,10 @@ static int same_text(const char *decoded, const char *raw, size_t len)
   return *d == '\0';
 }
 
+/* Whether each request of the current input the handler saw was HEAD, in order. */
+static unsigned char heads[1 << 16];
+static size_t nrequests;
+
 static void handler(void *arg, const struct proxy_control_request *req,
                     struct proxy_control_response *resp)
 {
@@ -99,6 +105,9 @@ static void handler(void *arg, const struct proxy_control_request *req,
     known |= strcmp(req->method, methods[i]) == 0;
   if (!known && strlen(req->method) == 0)
     abort();
+  if (nrequests == sizeof(heads))
+    abort(); /* more requests than any input of libFuzzer's sizes can hold */
+  heads[nrequests++] = strcmp(req->method, "HEAD") == 0;
   plen = strlen(req->path);
   if (memchr(req->path, '?', plen) != NULL)
     abort();
@@ -136,10 +145,11 @@ static void init(void)
   atexit(cleanup);
 }
 
-/* Every status line the server wrote starts a response with a complete body. */
+/* Every status line the server wrote starts a response with a complete body (none
+ * for HEAD). */
 static void check_answers(const char *buf, size_t len)
 {
-  size_t off = 0;
+  size_t off = 0, i = 0;
 
   while (off < len) {
     const char *head_end, *cl;
@@ -154,6 +164,9 @@ static void check_answers(const char *buf, size_t len)
     if (cl == NULL)
       abort();
     body = strtoul(cl + 16, NULL, 10);
+    if (i < nrequests && heads[i])
+      body = 0;
+    i++;
     off = (size_t)(head_end - buf) + 4;
     if (body > len - off)
       abort();
@@ -170,6 +183,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
   if (ctl == NULL)
     init();
+  nrequests = 0;
   fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
     abort();
