@@ -65,8 +65,10 @@ for t in "${targets[@]}"; do
   "$bin" "${args[@]}" "$out/corpus" "$seeds" > "$out/log" 2>&1
   rc=$?
   set -e
+  # A target that crashes while loading its corpus prints no statistics: report it
+  # below rather than let pipefail end the script without a word.
   execs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+).*/\1/p' "$out/log" | tail -1)
-  cov=$(grep -oE 'cov: [0-9]+' "$out/log" | tail -1 | awk '{ print $2 }')
+  cov=$(grep -oE 'cov: [0-9]+' "$out/log" | tail -1 | awk '{ print $2 }' || true)
   corpus=$(ls "$out/corpus" | wc -l)
   new=$(( $(ls "$out/artifacts" | wc -l) - before ))
   line="fuzz_$t: ${execs:-?} runs, coverage ${cov:-?} edges, working corpus $corpus inputs"
