@@ -36,6 +36,7 @@ static void conn_decide(struct proxy_conn *c);
 static void try_next_address(struct proxy_conn *c);
 static void pool_remove(struct proxy_conn *p);
 static void pool_evict_oldest(struct proxy_sandbox *sb);
+static void resolve_unqueue(struct proxy_conn *c);
 
 uint64_t proxy_now_ms(const struct proxy_conn *c)
 {
@@ -99,6 +100,7 @@ void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason)
   }
   if (c->reason == NULL && reason != NULL)
     c->reason = reason;
+  resolve_unqueue(c);
   c->state = CONN_CLOSING;
   c->sb->ctx->counters.bytes_up += c->bytes_up;
   c->sb->ctx->counters.bytes_down += c->bytes_down;
@@ -732,6 +734,101 @@ static const char *filter_addresses(struct proxy_conn *c)
   return kept > 0 ? NULL : reason;
 }
 
+/*
+ * Resolution runs getaddrinfo on libuv's thread pool, which runs at most two at once
+ * for the whole daemon (half of its 4 threads; the rest are kept for other work), and
+ * a name whose servers never answer holds its slot for the resolver's whole timeout.
+ * A sandbox has at most limits.resolve_max resolutions in the pool (always one); its
+ * other connections wait in its queue, in order, under their connect timeout, so that
+ * one sandbox cannot leave the others' names unresolved.
+ */
+
+static int resolve_room(const struct proxy_sandbox *sb)
+{
+  return sb->resolving == 0 || sb->resolving < sb->limits.resolve_max;
+}
+
+static void resolve_enqueue(struct proxy_conn *c)
+{
+  struct proxy_sandbox *sb = c->sb;
+
+  c->resolve_next = NULL;
+  c->resolve_prev = sb->resolve_tail;
+  if (sb->resolve_tail != NULL)
+    sb->resolve_tail->resolve_next = c;
+  else
+    sb->resolve_head = c;
+  sb->resolve_tail = c;
+  c->resolve_queued = 1;
+}
+
+static void resolve_unqueue(struct proxy_conn *c)
+{
+  struct proxy_sandbox *sb = c->sb;
+
+  if (!c->resolve_queued)
+    return;
+  if (c->resolve_prev != NULL)
+    c->resolve_prev->resolve_next = c->resolve_next;
+  else
+    sb->resolve_head = c->resolve_next;
+  if (c->resolve_next != NULL)
+    c->resolve_next->resolve_prev = c->resolve_prev;
+  else
+    sb->resolve_tail = c->resolve_prev;
+  c->resolve_next = c->resolve_prev = NULL;
+  c->resolve_queued = 0;
+}
+
+static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res);
+
+/* Starts resolving c->dial_host in the pool; on failure the dial fails. */
+static void resolve_start(struct proxy_conn *c)
+{
+  struct addrinfo hints;
+  uv_getaddrinfo_t *req;
+  char abs[RULES_MAX_NAME_LEN + 2];
+  int r;
+
+  req = malloc(sizeof(*req));
+  if (req == NULL) {
+    dial_fail(c, UV_ENOMEM, "out_of_memory");
+    return;
+  }
+  req->data = c;
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_ADDRCONFIG;
+  /* A name from the sandbox is resolved as absolute: a single label must not pick
+   * up the host's search domains. A remap target is the operator's, used as is. */
+  if (!c->remapped && snprintf(abs, sizeof(abs), "%s.", c->dial_host) < (int)sizeof(abs))
+    r = uv_getaddrinfo(c->sb->ctx->loop, req, gai_cb, abs, NULL, &hints);
+  else
+    r = uv_getaddrinfo(c->sb->ctx->loop, req, gai_cb, c->dial_host, NULL, &hints);
+  if (r != 0) {
+    free(req);
+    dial_fail(c, r, "upstream_unresolvable");
+    return;
+  }
+  c->ops++;
+  c->sb->resolving++;
+}
+
+/* Starts the queued resolutions of sb that its share of the pool has room for. */
+static void resolve_next(struct proxy_sandbox *sb)
+{
+  struct proxy_conn *c;
+
+  while (sb->resolve_head != NULL && resolve_room(sb)) {
+    c = sb->resolve_head;
+    resolve_unqueue(c);
+    /* Unless its dial timed out while it waited (it answered, or lingers). */
+    if (c->state == CONN_RESOLVE && c->ready_cb != NULL)
+      resolve_start(c);
+  }
+}
+
 static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
   struct proxy_conn *c = req->data;
@@ -739,6 +836,8 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 
   free(req);
   c->ops--;
+  c->sb->resolving--;
+  resolve_next(c->sb);
   /* Closing, or the dial timed out while the resolver worked (glibc retrying a
    * silent server, a busy thread pool) and the connection moved on: the answer is
    * too late to use. */
@@ -814,13 +913,11 @@ static void set_dial_target(struct proxy_conn *c)
 
 void proxy_conn_dial(struct proxy_conn *c, conn_ready_cb cb)
 {
-  struct addrinfo hints;
-  uv_getaddrinfo_t *req;
   struct sockaddr_storage lit;
-  char abs[RULES_MAX_NAME_LEN + 2];
   const char *reason;
-  int r;
 
+  /* Still queued from a dial that timed out: this one takes its own turn. */
+  resolve_unqueue(c);
   c->ready_cb = cb;
   c->state = CONN_RESOLVE;
   proxy_end_want_read(&c->down, 0);
@@ -859,28 +956,10 @@ void proxy_conn_dial(struct proxy_conn *c, conn_ready_cb cb)
         return;
       }
     } else {
-      req = malloc(sizeof(*req));
-      if (req == NULL) {
-        dial_fail(c, UV_ENOMEM, "out_of_memory");
-        return;
-      }
-      req->data = c;
-      memset(&hints, 0, sizeof(hints));
-      hints.ai_family = AF_UNSPEC;
-      hints.ai_socktype = SOCK_STREAM;
-      hints.ai_flags = AI_ADDRCONFIG;
-      /* A name from the sandbox is resolved as absolute: a single label must not pick
-       * up the host's search domains. A remap target is the operator's, used as is. */
-      if (!c->remapped && snprintf(abs, sizeof(abs), "%s.", c->dial_host) < (int)sizeof(abs))
-        r = uv_getaddrinfo(c->sb->ctx->loop, req, gai_cb, abs, NULL, &hints);
+      if (resolve_room(c->sb))
+        resolve_start(c);
       else
-        r = uv_getaddrinfo(c->sb->ctx->loop, req, gai_cb, c->dial_host, NULL, &hints);
-      if (r != 0) {
-        free(req);
-        dial_fail(c, r, "upstream_unresolvable");
-        return;
-      }
-      c->ops++;
+        resolve_enqueue(c);
       return;
     }
   }

@@ -44,6 +44,9 @@ struct proxy_limits {
                                 the 5 s keep-alive of common servers (4 s) */
   uint64_t up_release_ms;    /* a sandbox connection idle between requests this long
                                 gives its upstream back to the pool (2 s) */
+  unsigned resolve_max;      /* upstream name resolutions (getaddrinfo) in flight per
+                                sandbox; more wait their turn. libuv runs at most 2
+                                at once for the whole daemon (1) */
 };
 
 /* Fills l with the defaults above. */

@@ -58,6 +58,9 @@ struct proxy_sandbox {
   unsigned nconns;
   struct proxy_conn *pool;              /* idle upstream connections, newest first */
   unsigned npool;
+  unsigned resolving;                   /* getaddrinfo requests in libuv's pool */
+  struct proxy_conn *resolve_head;      /* connections waiting to resolve, in order */
+  struct proxy_conn *resolve_tail;
   int handles;                          /* open listener handles + dns + drain timer */
   int closing;
   int drain_timer_closed;
@@ -141,6 +144,8 @@ struct proxy_conn {
   int audited;
   int dial_deferred;                /* dial once the previous upstream has closed */
   struct proxy_conn *pool_next, *pool_prev; /* CONN_POOLED: the sandbox's pool */
+  struct proxy_conn *resolve_next, *resolve_prev; /* the sandbox's resolve queue */
+  int resolve_queued;               /* in that queue */
 };
 
 /* ---- conn.c ---- */

@@ -41,6 +41,10 @@ void proxy_limits_default(struct proxy_limits *l)
   l->pool_max_per_dest = 8;
   l->pool_idle_ms = 4 * 1000;
   l->up_release_ms = 2 * 1000;
+  /* A name whose servers never answer holds its resolution for the whole resolver
+   * timeout (up to 30 s), and libuv runs at most two at once (half its pool of 4
+   * threads, for slow work): one sandbox may hold one. */
+  l->resolve_max = 1;
 }
 
 int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop)

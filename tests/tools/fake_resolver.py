@@ -11,8 +11,12 @@ else gets NXDOMAIN.
 --delay S holds every UDP answer S seconds (each on its own thread, so queries asked
 together are answered together): a resolver slower than the proxy's connect timeout.
 
+--silent SUFFIX never answers a UDP query for SUFFIX or a name under it (it is still
+logged): an authoritative server that drops queries, which holds the asker's
+getaddrinfo for the whole of its resolv.conf timeout.
+
 Usage: fake_resolver.py --bind 127.0.0.1 --log FILE --ready FILE [--answer S=IP]...
-                        [--delay S]
+                        [--delay S] [--silent SUFFIX]...
 """
 import argparse
 import json
@@ -81,7 +85,12 @@ def log(f, transport, q):
         f.flush()
 
 
-def serve_udp(sock, f, answers, delay):
+def under(name, suffixes):
+    lname = name.lower()
+    return any(lname == s or lname.endswith("." + s) for s in suffixes)
+
+
+def serve_udp(sock, f, answers, delay, silent):
     def send_later(out, peer):
         time.sleep(delay)
         sock.sendto(out, peer)
@@ -90,7 +99,7 @@ def serve_udp(sock, f, answers, delay):
         msg, peer = sock.recvfrom(4096)
         q, out = answer(msg, answers)
         log(f, "udp", q)
-        if out is None:
+        if out is None or (q is not None and under(q[1], silent)):
             continue
         if delay > 0:
             threading.Thread(target=send_later, args=(out, peer), daemon=True).start()
@@ -129,7 +138,9 @@ def main():
     ap.add_argument("--ready", required=True)
     ap.add_argument("--answer", action="append", default=[])
     ap.add_argument("--delay", type=float, default=0.0)
+    ap.add_argument("--silent", action="append", default=[])
     a = ap.parse_args()
+    silent = [x.lower().rstrip(".") for x in a.silent]
     answers = []
     for spec in a.answer:
         suffix, ip = spec.split("=", 1)
@@ -141,7 +152,7 @@ def main():
     t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     t.bind((a.bind, 53))
     t.listen(64)
-    threading.Thread(target=serve_udp, args=(u, f, answers, a.delay), daemon=True).start()
+    threading.Thread(target=serve_udp, args=(u, f, answers, a.delay, silent), daemon=True).start()
     with open(a.ready, "w") as r:
         r.write("ready\n")
     while True:

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# One sandbox makes the daemon resolve names whose servers never answer: each
+# getaddrinfo holds one of the two slots libuv's pool has for resolutions (half of its
+# 4 threads, shared by every sandbox of the daemon) for the whole resolv.conf timeout
+# (30 s here). Another sandbox of the same
+# daemon must still have its own names resolved (invariant I8: one sandbox cannot
+# starve another). The proxy used to hand every resolution to the pool at once, so
+# six such requests from box-a left box-b's lookup queued behind them until box-b's
+# connect timeout (10 s) answered it 504.
+#
+#   ap-a-PID (6 requests to api.example.com, remapped to hang.slow.test: never answered)
+#                  \
+#                   > authproxy serve (in $HNS) --getaddrinfo--> fake resolver
+#                  /                               --> fake upstream (fast.test)
+#   ap-b-PID (curl api.example.com, remapped to fast.test)
+. "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/adv_lib.sh"
+
+host_ns_start --answer fast.test=127.0.0.1 --silent slow.test
+# A non-loopback IPv4 address, so that the proxy's AI_ADDRCONFIG asks for A records.
+ip -n "$HNS" addr add 192.0.2.10/32 dev lo
+# The longest timeout glibc allows: a silent lookup holds its thread this long.
+printf 'nameserver 127.0.0.1\noptions attempts:1 timeout:30\n' > "$T/host-resolv.conf"
+hupstream up
+NSA=$(make_netns a)
+NSB=$(make_netns b)
+
+ip netns exec "$HNS" unshare -m --propagation private \
+  sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$T/host-resolv.conf" \
+  "$AUTHPROXY" serve --state-dir "$T/state" --control "$T/c.sock" --drain-timeout 1 \
+  --connect-timeout 10 >> "$T/serve.log" 2>&1 &
+PIDS+=($!)
+wait_for "[ -S '$T/c.sock' ] && '$AUTHPROXY' ctl --control '$T/c.sock' health >/dev/null 2>&1"
+ctl() { "$AUTHPROXY" ctl --control "$T/c.sock" "$@"; }
+
+cat > "$T/a.json" <<EOF
+{ "dns": { "remap": { "api.example.com": "hang.slow.test:80" } } }
+EOF
+cat > "$T/b.json" <<EOF
+{ "dns": { "remap": { "api.example.com": "fast.test:$up_PORT" } } }
+EOF
+ctl attach box-a --netns "/var/run/netns/$NSA" --config "$T/a.json" >/dev/null
+ctl attach box-b --netns "/var/run/netns/$NSB" --config "$T/b.json" >/dev/null
+
+# box-a: six requests whose upstream name is never answered, kept open.
+cat > "$T/hang.py" <<'PYEOF'
+import socket, sys, time
+socks = []
+for i in range(6):
+    s = socket.create_connection(("api.example.com", 80), timeout=10)
+    s.sendall(b"GET /hang%d HTTP/1.1\r\nHost: api.example.com\r\n\r\n" % i)
+    socks.append(s)
+open(sys.argv[1], "w").close()
+time.sleep(60)
+PYEOF
+ip netns exec "$NSA" "$PY" "$T/hang.py" "$T/a-sent" > "$T/hang.log" 2>&1 &
+PIDS+=($!)
+wait_for "[ -e '$T/a-sent' ]"
+# The proxy is resolving box-a's names (however many it runs at once, at least one).
+wait_for "[ \"\$(resolved 'len([q for q in qs if q.get(\"name\") == \"hang.slow.test\"])')\" -ge 1 ]"
+
+out=$(ip netns exec "$NSB" curl -sS --max-time 25 -o /dev/null -w '%{http_code}' \
+  http://api.example.com/from-b 2>&1) || true
+assert_eq "$out" "200" "box-b's request while box-a's names hang"
+assert_eq "$(upq up '[r["path"] for r in reqs]')" "$(jlist /from-b)" "upstream requests"
+pass "a sandbox whose names never resolve does not hold up another sandbox's"
