@@ -1099,6 +1099,17 @@ static void reject_unaccepted(struct proxy_listener *l)
     uv_close((uv_handle_t *)tmp, free_handle);
 }
 
+/*
+ * 1 if sb's connections hold half of the descriptors the process may open (two each:
+ * the sandbox's side and the upstream's). --max-conns is per sandbox and sandboxes
+ * are many; without this, one sandbox could take every descriptor, and accept would
+ * fail for every other sandbox and for the control socket.
+ */
+static int over_fd_share(const struct proxy_sandbox *sb)
+{
+  return (uint64_t)sb->nconns * 2 > sb->ctx->fd_limit / 2;
+}
+
 void proxy_conn_accept(struct proxy_listener *l)
 {
   struct proxy_sandbox *sb = l->sb;
@@ -1125,12 +1136,21 @@ void proxy_conn_accept(struct proxy_listener *l)
   c->down.connected = 1;
   ctx->counters.conns_accepted++;
   /* Pooled upstreams count as connections, but give way to the sandbox's own. */
-  if (sb->closing || sb->nconns - sb->npool > sb->limits.max_conns) {
+  if (sb->closing || sb->nconns - sb->npool > sb->limits.max_conns ||
+      (over_fd_share(sb) && sb->npool == 0)) {
     ctx->counters.conns_refused++;
+    if (!sb->closing && sb->nconns - sb->npool <= sb->limits.max_conns &&
+        !sb->fd_share_warned) {
+      sb->fd_share_warned = 1;
+      log_warn("sandbox %s: %u connections hold half of the %llu file descriptors the "
+               "daemon may open; its further connections are refused: raise "
+               "RLIMIT_NOFILE (LimitNOFILE=) or lower --max-conns", sb->name, sb->nconns,
+               (unsigned long long)ctx->fd_limit);
+    }
     proxy_conn_close(c, 1, sb->closing ? "sandbox_detaching" : "too_many_connections");
     return;
   }
-  if (sb->nconns > sb->limits.max_conns)
+  if (sb->nconns > sb->limits.max_conns || over_fd_share(sb))
     pool_evict_oldest(sb);
   r = original_destination(c, l->transparent);
   if (r != 0) {

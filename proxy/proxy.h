@@ -86,9 +86,14 @@ struct proxy_ctx {
   char *plain_buf;                         /* TLS plaintext, shared likewise */
   uint64_t io_events;                      /* reads, accepts, DNS queries */
   int loop_stop;                           /* proxy_loop_stop was called */
+  uint64_t fd_limit;                       /* RLIMIT_NOFILE (soft): descriptors it may open */
 };
 
-/* Initializes ctx on loop with default limits. Returns 0 or -ENOMEM. */
+/*
+ * Initializes ctx on loop with default limits, and ctx->fd_limit with the process's
+ * soft limit of open files (RLIMIT_NOFILE): a sandbox's connections may hold at most
+ * half of it. Returns 0 or -ENOMEM.
+ */
 int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop);
 
 /* Frees what proxy_ctx_init allocated (after every sandbox is closed). */

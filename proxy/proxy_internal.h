@@ -58,6 +58,7 @@ struct proxy_sandbox {
   unsigned nconns;
   struct proxy_conn *pool;              /* idle upstream connections, newest first */
   unsigned npool;
+  int fd_share_warned;                  /* refused at its share of descriptors */
   unsigned resolving;                   /* getaddrinfo requests in libuv's pool */
   struct proxy_conn *resolve_head;      /* connections waiting to resolve, in order */
   struct proxy_conn *resolve_tail;

@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -47,10 +48,22 @@ void proxy_limits_default(struct proxy_limits *l)
   l->resolve_max = 1;
 }
 
+/* The descriptors the process may open. The soft limit is left as it is: a jail's
+ * command inherits it, and programs that use select() rely on 1024. */
+static uint64_t fd_limit(void)
+{
+  struct rlimit rl;
+
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+    return UINT64_MAX;
+  return (uint64_t)rl.rlim_cur;
+}
+
 int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop)
 {
   memset(ctx, 0, sizeof(*ctx));
   ctx->loop = loop;
+  ctx->fd_limit = fd_limit();
   proxy_limits_default(&ctx->limits);
   /* One buffer for every read on the loop: large reads drain a fast sender in few
    * system calls and wakeups (stream.c caps each read by its peer's queue room). */

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# One sandbox opens more connections than the daemon has file descriptors for
+# (invariant I8: one sandbox cannot starve another). Each connection costs the daemon
+# a descriptor or two, and --max-conns (4096 by default) is per sandbox: the flood
+# used to take every descriptor the process may open, after which accept failed with
+# EMFILE for every sandbox and for the control socket alike. A sandbox's connections
+# now hold at most half of the descriptor limit; the rest stay for the others.
+#
+#   ap-a-PID (300 connections, held) --nft--> authproxy serve (RLIMIT_NOFILE 256)
+#   ap-b-PID (curl)                  --nft-->          |          --> fake upstream
+#   ctl list                         --control.sock--> +
+. "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/adv_lib.sh"
+
+N=300
+start_upstream up
+NSA=$(make_netns a)
+NSB=$(make_netns b)
+
+# A small descriptor limit for the daemon, so that the flood reaches it.
+prlimit --nofile=256:256 "$AUTHPROXY" serve --state-dir "$T/state" --control "$T/c.sock" \
+  --drain-timeout 1 >> "$T/serve.log" 2>&1 &
+serve_pid=$!  # prlimit runs the daemon in its own process
+PIDS+=($serve_pid)
+wait_for "[ -S '$T/c.sock' ] && '$AUTHPROXY' ctl --control '$T/c.sock' health >/dev/null 2>&1"
+ctl() { "$AUTHPROXY" ctl --control "$T/c.sock" "$@"; }
+
+cat > "$T/cfg.json" <<EOF
+{ "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
+EOF
+ctl attach box-a --netns "/var/run/netns/$NSA" --config "$T/cfg.json" >/dev/null
+ctl attach box-b --netns "/var/run/netns/$NSB" --config "$T/cfg.json" >/dev/null
+
+# box-a: N connections, each with a request head begun and never finished.
+cat > "$T/flood.py" <<'PYEOF'
+import socket, sys, time
+addr = socket.gethostbyname("api.example.com")
+socks = []
+for i in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.settimeout(10)
+    try:
+        s.connect((addr, 80))
+        s.send(b"GET /idle HTTP/1.1\r\nHost: api.example.com\r\n")
+    except OSError:
+        s.close()
+        continue
+    socks.append(s)
+open(sys.argv[2], "w").close()
+time.sleep(120)
+PYEOF
+ip netns exec "$NSA" "$PY" "$T/flood.py" $N "$T/a-sent" > "$T/flood.log" 2>&1 &
+PIDS+=($!)
+wait_for "[ -e '$T/a-sent' ]" 60
+# Every connection of the flood has left the listener's accept queue: the daemon has
+# taken it, refused it, or (out of descriptors) had libuv drop it.
+port=$(ip netns exec "$NSA" ss -Hltn | awk "$LISTENER_AWK" | head -1)
+wait_for "[ \"\$(ip netns exec '$NSA' ss -Hltn 'sport = :$port' | awk '{ s += \$2 } END { print s + 0 }')\" = 0 ]" 30
+
+out=$(ip netns exec "$NSB" curl -sS --max-time 10 -o /dev/null -w '%{http_code}' \
+  http://api.example.com/from-b 2>&1) || true
+assert_eq "$out" "200" "box-b's request while box-a floods"
+ctl list > "$T/list.json" 2>&1 || fail "the control socket while box-a floods: $(cat "$T/list.json")"
+assert_contains "$(cat "$T/list.json")" '"box-b"' "ctl list while box-a floods"
+fds=$(ls "/proc/$serve_pid/fd" | wc -l)
+[ "$fds" -lt 256 ] || fail "the daemon holds $fds descriptors, all it may open"
+pass "a sandbox flooding past the descriptor limit leaves the others theirs ($fds in use)"
