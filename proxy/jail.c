@@ -57,6 +57,7 @@ struct jail {
   struct proxy_upstream_tls *upstream;
   int nsfd;
   int own_netns;
+  struct rlimit nofile;   /* the caller's open-file limits, which CMD gets back */
   pid_t child;
   int exit_status;
   int child_done;
@@ -322,6 +323,8 @@ static void child_main(struct jail *j, pid_t parent, char **cmd)
     signal((int)i, SIG_DFL);
   sigemptyset(&all);
   sigprocmask(SIG_SETMASK, &all, NULL);
+  if (j->nofile.rlim_max != 0)
+    setrlimit(RLIMIT_NOFILE, &j->nofile);
 
   if (setns(j->nsfd, CLONE_NEWNET) != 0) {
     fprintf(stderr, "authproxy jail: setns: %s\n", strerror(errno));
@@ -622,6 +625,11 @@ int proxy_cmd_jail(int argc, char **argv)
     goto out;
   }
   signal(SIGPIPE, SIG_IGN);
+  /* The proxy holds two descriptors per connection; CMD gets the caller's limits. */
+  r = proxy_nofile_raise(&j->nofile);
+  if (r != 0)
+    fprintf(stderr, "authproxy jail: warning: cannot raise the open-file limit: %s\n",
+            strerror(-r));
   r = proxy_rng_init();
   if (r != 0) {
     fprintf(stderr, "authproxy jail: cannot seed the random generator: %s\n", strerror(-r));
@@ -675,6 +683,9 @@ int proxy_cmd_jail(int argc, char **argv)
   if (r != 0)
     goto out_loop;
   j->ctx.limits = j->common.limits;
+  /* One sandbox: it may have both the name lookups libuv runs at once. */
+  if (j->ctx.limits.resolve_max < 2)
+    j->ctx.limits.resolve_max = 2;
   j->ctx.upstream_tls = j->upstream;
   if (j->log_path != NULL) {
     r = proxy_audit_open(&j->loop, j->log_path, &j->audit);

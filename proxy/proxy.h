@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/resource.h>
+
 #include <uv.h>
 
 #include "netns/netns.h"
@@ -98,6 +100,15 @@ int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop);
 
 /* Frees what proxy_ctx_init allocated (after every sandbox is closed). */
 void proxy_ctx_cleanup(struct proxy_ctx *ctx);
+
+/*
+ * Raises the process's soft limit of open files (RLIMIT_NOFILE) to its hard limit,
+ * as daemons that hold many connections do: the default soft limit (1024) would let
+ * a sandbox hold barely 256 connections (proxy_ctx_init). *old_soft (may be NULL)
+ * receives the soft limit before, for a child that should run with it (programs
+ * that use select() rely on 1024). Call before proxy_ctx_init. Returns 0 or -errno.
+ */
+int proxy_nofile_raise(struct rlimit *old);
 
 /*
  * Runs ctx's loop until no handle is left or proxy_loop_stop is called. With

@@ -48,8 +48,22 @@ void proxy_limits_default(struct proxy_limits *l)
   l->resolve_max = 1;
 }
 
-/* The descriptors the process may open. The soft limit is left as it is: a jail's
- * command inherits it, and programs that use select() rely on 1024. */
+int proxy_nofile_raise(struct rlimit *old)
+{
+  struct rlimit rl;
+
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+    return -errno;
+  if (old != NULL)
+    *old = rl;
+  if (rl.rlim_cur == rl.rlim_max)
+    return 0;
+  rl.rlim_cur = rl.rlim_max;
+  return setrlimit(RLIMIT_NOFILE, &rl) == 0 ? 0 : -errno;
+}
+
+/* The descriptors the process may open (its soft limit; serve and the jail raise it
+ * to the hard limit first, proxy_nofile_raise). */
 static uint64_t fd_limit(void)
 {
   struct rlimit rl;

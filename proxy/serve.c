@@ -1540,6 +1540,12 @@ int proxy_cmd_serve(int argc, char **argv)
   }
   signal(SIGPIPE, SIG_IGN);
   umask(077);
+  /* Two descriptors per connection, for every sandbox: the soft limit is usually
+   * 1024 (LimitNOFILE= in the unit, or ulimit -Hn, sets what this can reach). */
+  r = proxy_nofile_raise(NULL);
+  if (r != 0)
+    fprintf(stderr, "authproxy serve: warning: cannot raise the open-file limit: %s\n",
+            strerror(-r));
   snprintf(sub, sizeof(sub), "%s/sandboxes", d->state_dir);
   if (private_dir(d->state_dir) != 0 || private_dir(sub) != 0)
     goto out;

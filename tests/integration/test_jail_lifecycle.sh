@@ -88,6 +88,21 @@ done
 assert_eq "$survivors" "" "CMD's sleeps that outlived the jail (now killed)"
 pass "processes CMD left running end with the jail"
 
+# Open files: the jail raises its own soft limit to the hard one (two descriptors per
+# connection), and CMD runs with the caller's.
+prlimit --nofile=512:4096 "$AUTHPROXY" jail --user nobody -- sleep 30 &
+jpid=$!
+PIDS+=($jpid)
+wait_for "pgrep -P $jpid -x sleep >/dev/null"
+child=$(pgrep -P "$jpid" -x sleep)
+assert_eq "$(awk '/^Max open files/ { print $4, $5 }' /proc/$jpid/limits)" "4096 4096" \
+  "the jail's open-file limits"
+assert_eq "$(awk '/^Max open files/ { print $4, $5 }' /proc/$child/limits)" "512 4096" \
+  "CMD's open-file limits"
+kill -TERM "$jpid"
+wait "$jpid" 2>/dev/null || true
+pass "the jail raises its open-file limit; CMD keeps the caller's"
+
 # Exit statuses: CMD's own, and 128+N when a signal ended it.
 set +e
 jail --user nobody -- sh -c 'exit 3'; rc=$?
