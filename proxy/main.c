@@ -1,10 +1,12 @@
 /*
  * authproxy: the command-line entry point. Dispatches to the subcommands.
  */
+#include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include <cjson/cJSON.h>
 
@@ -64,6 +66,16 @@ int main(int argc, char **argv)
   cJSON_Hooks hooks = { malloc, json_free };
   size_t i;
 
+  /* Every command but version handles secrets, opaque values or CA keys (serve, jail,
+   * ctl secret-set, config check, an inline proxy_config of CNI): a core file would
+   * hold them in plaintext, and another process of the same user could read them
+   * through ptrace or /proc/PID/mem (invariant I3). Not dumpable, the kernel writes
+   * no core and allows neither. execve() resets it, so CMD of a jail is unaffected. */
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+    fprintf(stderr, "authproxy: cannot keep secrets out of core files (PR_SET_DUMPABLE): "
+                    "%s\n", strerror(errno));
+    return 1;
+  }
   cJSON_InitHooks(&hooks);
   /* A CNI runtime runs the executable its configuration's "type" names, with no
    * arguments: installed as (a link named) authproxy-cni, this binary is the plugin. */
