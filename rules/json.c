@@ -1,9 +1,10 @@
 /*
  * Strict JSON text intake for configs: cJSON's parser plus the checks it lacks
- * (trailing text, raw control characters and NUL in strings), with errors located by
- * line and column.
+ * (trailing text, raw control characters, NUL and invalid UTF-8 in strings), with
+ * errors located by line and column.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -71,6 +72,42 @@ static int report(struct rules_diag *diag, const char *json, size_t len, size_t 
   return -EINVAL;
 }
 
+/*
+ * The length of the UTF-8 sequence at p (at most left bytes), or 0 if it is not one
+ * (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF).
+ */
+static size_t utf8_len(const unsigned char *p, size_t left)
+{
+  size_t n, i;
+  uint32_t cp;
+
+  if (p[0] < 0x80)
+    return 1;
+  if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+    n = 2;
+    cp = p[0] & 0x1f;
+  } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+    n = 3;
+    cp = p[0] & 0x0f;
+  } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+    n = 4;
+    cp = p[0] & 0x07;
+  } else {
+    return 0;
+  }
+  if (left < n)
+    return 0;
+  for (i = 1; i < n; i++) {
+    if ((p[i] & 0xc0) != 0x80)
+      return 0;
+    cp = (cp << 6) | (p[i] & 0x3f);
+  }
+  if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
+      (cp >= 0xd800 && cp <= 0xdfff))
+    return 0;
+  return n;
+}
+
 /* Finds what cJSON accepts but a config must not hold; returns its offset or len. */
 static size_t scan_strings(const char *json, size_t len, const char **what)
 {
@@ -90,6 +127,16 @@ static size_t scan_strings(const char *json, size_t len, const char **what)
     } else if (ch < 0x20) {
       *what = "control character inside a string (escape it, e.g. \\n)";
       return i;
+    } else if (ch >= 0x80) {
+      /* JSON text is UTF-8 (RFC 8259): other bytes would come back from the API as
+       * JSON that clients refuse, or change as they replace them. */
+      size_t n = utf8_len((const unsigned char *)json + i, len - i);
+
+      if (n == 0) {
+        *what = "invalid UTF-8 inside a string (JSON text must be UTF-8)";
+        return i;
+      }
+      i += n - 1;
     } else if (ch == '\\' && i + 1 < len) {
       if (json[i + 1] == 'u' && len - i >= 6 && memcmp(json + i + 2, "0000", 4) == 0) {
         *what = "\\u0000 (NUL) inside a string; no config value may contain NUL";

@@ -53,6 +53,21 @@ TEST(json_syntax)
   parse_err(RULE_HEADERS("{\"name\":\"X\",\"type\":\"plaintext\",\"value\":\"a\\u0000b\"}"),
             NULL, "", "\\u0000 (NUL)");
   parse_err("{\"rules\":[{\"name\":\"a\tb\"}]}", NULL, "", "control character inside a string");
+  /* JSON text is UTF-8: a config's names and values come back from the API. */
+  parse_err("{\"rules\":[{\"name\":\"r\xff\"}]}", NULL, "", "invalid UTF-8 inside a string");
+  parse_err("{\"rules\":[{\"name\":\"caf\xe9\"}]}", NULL, "", "line 1, column 23: invalid UTF-8");
+  parse_err("{\"rules\":[{\"name\":\"\xc0\xaf\"}]}", NULL, "", "invalid UTF-8"); /* overlong */
+  parse_err("{\"rules\":[{\"name\":\"\xed\xa0\x80\"}]}", NULL, "", "invalid UTF-8"); /* surrogate */
+  parse_err("{\"rules\":[{\"name\":\"\xf4\x90\x80\x80\"}]}", NULL, "", "invalid UTF-8");
+  parse_err("{\"rules\":[{\"name\":\"\xe2\x82\"}]}", NULL, "", "invalid UTF-8"); /* cut */
+}
+
+TEST(json_utf8_accepted)
+{
+  /* Valid UTF-8 of every length passes (a plaintext value; names are tokens). */
+  rules_config_unref(parse_ok(RULE_HEADERS(
+      "{\"name\":\"X-Team\",\"type\":\"plaintext\",\"value\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91\"}"),
+      NULL));
 }
 
 TEST(json_nul_byte)
