@@ -529,6 +529,7 @@ static void metrics(struct daemon *d, struct proxy_control_response *resp)
   memset(&sum, 0, sizeof(sum));
   for (s = d->sandboxes; s != NULL; s = s->next) {
     proxy_sandbox_stats(s->sb, &st);
+    sum.queued += st.queued;
     sum.dns_names += st.dns_names;
     sum.dns_queries += st.dns_queries;
     sum.dns_dropped += st.dns_dropped;
@@ -542,6 +543,10 @@ static void metrics(struct daemon *d, struct proxy_control_response *resp)
   resp->content_type = "text/plain; version=0.0.4";
   strbuf_addf(b, "# HELP authproxy_sandboxes Sandboxes attached.\n# TYPE authproxy_sandboxes gauge\n"
                  "authproxy_sandboxes %zu\n", d->nsandboxes);
+  strbuf_addf(b, "# HELP authproxy_write_queued_bytes Bytes waiting in write queues "
+                 "(each sandbox's are bounded by --sandbox-queue-bytes).\n"
+                 "# TYPE authproxy_write_queued_bytes gauge\nauthproxy_write_queued_bytes %zu\n",
+              sum.queued);
   strbuf_addf(b, "# HELP authproxy_connections_active Open connections.\n"
                  "# TYPE authproxy_connections_active gauge\nauthproxy_connections_active %llu\n",
               (unsigned long long)k->conns_active);

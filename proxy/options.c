@@ -10,7 +10,7 @@
 
 enum {
   O_UPCA = 1000, O_CAPTURE, O_MAXCONNS, O_IDLE, O_CONNECT, O_HEAD, O_MAXHDR, O_DRAIN,
-  O_LEAF, O_HANDSHAKE, O_WQUEUE, O_DNSNAMES, O_BUSYPOLL,
+  O_LEAF, O_HANDSHAKE, O_WQUEUE, O_DNSNAMES, O_BUSYPOLL, O_SBQUEUE,
 };
 
 const struct option proxy_common_options[PROXY_COMMON_OPTIONS + 1] = {
@@ -23,6 +23,7 @@ const struct option proxy_common_options[PROXY_COMMON_OPTIONS + 1] = {
   { "handshake-timeout", required_argument, NULL, O_HANDSHAKE },
   { "max-header-bytes", required_argument, NULL, O_MAXHDR },
   { "write-queue-bytes", required_argument, NULL, O_WQUEUE },
+  { "sandbox-queue-bytes", required_argument, NULL, O_SBQUEUE },
   { "dns-max-names", required_argument, NULL, O_DNSNAMES },
   { "drain-timeout", required_argument, NULL, O_DRAIN },
   { "leaf-cache", required_argument, NULL, O_LEAF },
@@ -116,6 +117,11 @@ int proxy_common_option(const char *prog, int c, const char *arg, struct proxy_c
       return -EINVAL;
     l->write_queue_max = (size_t)v;
     return 1;
+  case O_SBQUEUE:
+    if (number(prog, "sandbox-queue-bytes", arg, 1u << 20, 1u << 30, &v) != 0)
+      return -EINVAL;
+    l->sandbox_queue_max = (size_t)v;
+    return 1;
   case O_DNSNAMES:
     if (number(prog, "dns-max-names", arg, 16, 131070, &v) != 0)
       return -EINVAL;
@@ -168,6 +174,8 @@ void proxy_common_usage(FILE *f)
     "  --max-header-bytes N   request head limit; larger heads get 431 (default 65536)\n"
     "  --write-queue-bytes N  bytes queued toward one side before the other is no longer\n"
     "                         read (backpressure; default 262144)\n"
+    "  --sandbox-queue-bytes N  bytes queued on all of a sandbox's connections before\n"
+    "                         none of them is read (default 67108864)\n"
     "  --dns-max-names N      synthetic names per sandbox (default 16384)\n"
     "  --drain-timeout SEC    detach/stop: connections get this long (default 5)\n"
     "  --leaf-cache N         certificates kept per sandbox (default 1024)\n"

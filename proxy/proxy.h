@@ -38,6 +38,8 @@ struct proxy_limits {
   uint64_t drain_ms;         /* detach: connections get this long to finish (5 s) */
   size_t write_queue_max;    /* bytes queued toward one side before the other side
                                 stops being read (256 KiB) */
+  size_t sandbox_queue_max;  /* bytes queued on all of a sandbox's connections
+                                before none of them is read (64 MiB) */
   size_t dns_max_names;      /* synthetic names per sandbox (16384) */
   unsigned pool_max;         /* idle upstream connections kept for reuse per sandbox;
                                 0 disables the pool (16) */
@@ -154,6 +156,7 @@ unsigned proxy_sandbox_conns(const struct proxy_sandbox *sb);
 /* What a sandbox holds, for metrics. */
 struct proxy_sandbox_stats {
   unsigned conns;
+  size_t queued;       /* bytes in its connections' write queues */
   size_t dns_names;
   uint64_t dns_queries, dns_dropped, dns_refused;
   size_t certs_cached;

@@ -56,6 +56,9 @@ struct proxy_sandbox {
   uint16_t tproxy_port;
   struct proxy_conn *conns;             /* list of open connections */
   unsigned nconns;
+  size_t queued;                        /* bytes in all its ends' write queues */
+  int queue_full;                       /* queued reached limits.sandbox_queue_max:
+                                           none of its ends is read until half drains */
   struct proxy_conn *pool;              /* idle upstream connections, newest first */
   unsigned npool;
   int fd_share_warned;                  /* refused at its share of descriptors */

@@ -37,6 +37,9 @@ void proxy_limits_default(struct proxy_limits *l)
   l->handshake_ms = 10 * 1000;
   l->drain_ms = 5 * 1000;
   l->write_queue_max = 256 * 1024;
+  /* Without it a sandbox's memory is bounded only by max_conns times the queues of
+   * a connection: 2 GiB at the defaults, for a sandbox that reads nothing. */
+  l->sandbox_queue_max = 64u << 20;
   l->dns_max_names = 16384;
   l->pool_max = 16;
   l->pool_max_per_dest = 8;
@@ -319,6 +322,7 @@ void proxy_sandbox_stats(const struct proxy_sandbox *sb, struct proxy_sandbox_st
 
   memset(out, 0, sizeof(*out));
   out->conns = sb->nconns;
+  out->queued = sb->queued;
   out->dns_names = proxy_dns_table_count(sb->dns_table);
   if (sb->dns != NULL) {
     ds = proxy_dns_stats(sb->dns);

@@ -40,12 +40,37 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
   struct proxy_end *e = container_of(h, struct proxy_end, tcp);
   struct proxy_conn *c = e->conn;
-  struct proxy_ctx *ctx = c->sb->ctx;
-  size_t queued = proxy_end_peer(e)->queued, limit = c->sb->limits.write_queue_max;
+  struct proxy_sandbox *sb = c->sb;
+  struct proxy_ctx *ctx = sb->ctx;
+  size_t queued = proxy_end_peer(e)->queued, limit = sb->limits.write_queue_max;
   size_t room = queued < limit ? limit - queued : 0;
+  size_t sb_room = sb->queued < sb->limits.sandbox_queue_max
+                       ? sb->limits.sandbox_queue_max - sb->queued
+                       : 0;
   size_t len = room < ctx->read_buf_size ? room : ctx->read_buf_size;
 
   (void)suggested;
+  /* The sandbox's budget is spent (or too little is left for a record). Its ends
+   * then read a record at a time, and only while their peer has less than a record
+   * queued: a connection its program is reading keeps going (a program that reads
+   * its connections one after another would otherwise wait on the others for ever),
+   * and one that is not read holds at most two records. Any other end stops here
+   * (read_cb gets UV_ENOBUFS) until its peer's queue drains or half of the budget
+   * does (write_cb). */
+  if (sb->queue_full || sb_room < MIN_READ_BYTES) {
+    sb->queue_full = 1;
+    if (queued >= MIN_READ_BYTES) {
+      buf->base = NULL;
+      buf->len = 0;
+      return;
+    }
+    len = MIN_READ_BYTES < ctx->read_buf_size ? MIN_READ_BYTES : ctx->read_buf_size;
+    buf->base = ctx->read_buf;
+    buf->len = len;
+    return;
+  }
+  if (len > sb_room)
+    len = sb_room;
   /* Backpressure is checked between reads, so one read may overshoot the peer's
    * queue limit by its own size: read no more than the room left, but a record. */
   if (len < MIN_READ_BYTES)
@@ -63,6 +88,12 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 
   if (n == 0 || c->state == CONN_CLOSING)
     return;
+  if (n == UV_ENOBUFS) {
+    /* alloc_cb found the sandbox's queue budget spent: not an end of the stream. */
+    uv_read_stop(s);
+    e->reading = 0;
+    return;
+  }
   if (n < 0) {
     uv_read_stop(s);
     e->reading = 0;
@@ -116,7 +147,8 @@ static void update_reading(struct proxy_end *e)
   struct proxy_conn *c = e->conn;
   struct proxy_end *peer = proxy_end_peer(e);
   int want = e->want_read && !e->eof && e->open && c->state != CONN_CLOSING &&
-             peer->queued < c->sb->limits.write_queue_max;
+             peer->queued < c->sb->limits.write_queue_max &&
+             (!c->sb->queue_full || peer->queued < MIN_READ_BYTES);
 
   if (want && !e->reading) {
     if (uv_read_start((uv_stream_t *)&e->tcp, alloc_cb, read_cb) == 0)
@@ -133,16 +165,34 @@ void proxy_end_want_read(struct proxy_end *e, int want)
   update_reading(e);
 }
 
+/* Half of the sandbox's budget drained: every end that stopped for it reads again. */
+static void sandbox_queue_drained(struct proxy_sandbox *sb)
+{
+  struct proxy_conn *c;
+
+  sb->queue_full = 0;
+  for (c = sb->conns; c != NULL; c = c->next) {
+    if (c->state == CONN_CLOSING)
+      continue;
+    update_reading(&c->down);
+    update_reading(&c->up);
+  }
+}
+
 static void write_cb(uv_write_t *req, int status)
 {
   struct wreq *w = container_of(req, struct wreq, req);
   struct proxy_end *e = w->e;
   struct proxy_conn *c = e->conn;
-  size_t limit = c->sb->limits.write_queue_max;
+  struct proxy_sandbox *sb = c->sb;
+  size_t limit = sb->limits.write_queue_max;
   size_t before = e->queued;
 
   e->queued -= w->len;
+  sb->queued -= w->len;
   free(w);
+  if (sb->queue_full && sb->queued < sb->limits.sandbox_queue_max / 2)
+    sandbox_queue_drained(sb);
   if (status < 0) {
     if (status != UV_ECANCELED && c->state != CONN_CLOSING) {
       log_debug("conn %llu: write to %s failed: %s", (unsigned long long)c->id,
@@ -153,7 +203,8 @@ static void write_cb(uv_write_t *req, int status)
   }
   if (c->state == CONN_CLOSING)
     return;
-  if (before >= limit / 2 && e->queued < limit / 2)
+  if ((before >= limit / 2 && e->queued < limit / 2) ||
+      (sb->queue_full && before >= MIN_READ_BYTES && e->queued < MIN_READ_BYTES))
     update_reading(proxy_end_peer(e));
   if (e->queued == 0)
     proxy_conn_on_drain(c, e);
@@ -208,6 +259,7 @@ int proxy_end_raw_write(struct proxy_end *e, const uv_buf_t *bufs, unsigned nbuf
     return r;
   }
   e->queued += w->len;
+  c->sb->queued += w->len;
   if (e->queued >= c->sb->limits.write_queue_max)
     update_reading(proxy_end_peer(e));
   return 0;
