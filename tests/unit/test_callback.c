@@ -1543,24 +1543,41 @@ static int count_lines(const char *path)
   return n;
 }
 
+/* Sends stderr (the log) to path; returns the old stderr for stderr_back. */
+static int stderr_to(const char *path)
+{
+  int saved, fd;
+
+  fflush(stderr);
+  saved = dup(STDERR_FILENO);
+  ASSERT_GE(saved, 0);
+  fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_GE(dup2(fd, STDERR_FILENO), 0);
+  close(fd);
+  return saved;
+}
+
+static void stderr_back(int saved)
+{
+  fflush(stderr);
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+}
+
 TEST(audit_and_log_never_hold_values)
 {
   struct proxy_audit *audit = NULL;
   struct proxy_cred_opts o;
   char apath[512], lpath[512], url[128];
   char *alog, *llog, *second;
-  int saved, fd;
+  int saved;
   struct fx f;
   struct res r;
 
   snprintf(apath, sizeof(apath), "%s/audit.jsonl", test_tmpdir());
   snprintf(lpath, sizeof(lpath), "%s/stderr.log", test_tmpdir());
-  fflush(stderr);
-  saved = dup(STDERR_FILENO);
-  fd = open(lpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  ASSERT_GE(fd, 0);
-  ASSERT_GE(dup2(fd, STDERR_FILENO), 0);
-  close(fd);
+  saved = stderr_to(lpath);
 
   fx_init(&f);
   srv_listen_tcp(&f.srv, &f.loop);
@@ -1583,9 +1600,7 @@ TEST(audit_and_log_never_hold_values)
   while (count_lines(apath) < 2)
     run_for(&f, 10);
   fx_done(&f);
-  fflush(stderr);
-  dup2(saved, STDERR_FILENO);
-  close(saved);
+  stderr_back(saved);
 
   alog = slurp(apath);
   llog = slurp(lpath);
@@ -1903,17 +1918,12 @@ TEST(https_free_mid_handshake)
 TEST(failure_runs_logged_sparingly)
 {
   char lpath[512], *llog, *p;
-  int saved, fd, i, lines = 0;
+  int saved, i, lines = 0;
   struct fx f;
   struct res r;
 
   snprintf(lpath, sizeof(lpath), "%s/stderr.log", test_tmpdir());
-  fflush(stderr);
-  saved = dup(STDERR_FILENO);
-  fd = open(lpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  ASSERT_GE(fd, 0);
-  ASSERT_GE(dup2(fd, STDERR_FILENO), 0);
-  close(fd);
+  saved = stderr_to(lpath);
 
   fx_init(&f);
   srv_listen_tcp(&f.srv, &f.loop);
@@ -1935,9 +1945,7 @@ TEST(failure_runs_logged_sparingly)
   get_sync(&f, "api.corp.example", 9443, &r);
   ASSERT_NE(r.status, 0);
   fx_done(&f);
-  fflush(stderr);
-  dup2(saved, STDERR_FILENO);
-  close(saved);
+  stderr_back(saved);
 
   llog = slurp(lpath);
   for (p = llog; (p = strstr(p, "bad_status after")) != NULL; p++)
