@@ -1100,14 +1100,15 @@ static void reject_unaccepted(struct proxy_listener *l)
 }
 
 /*
- * 1 if sb's connections hold half of the descriptors the process may open (two each:
- * the sandbox's side and the upstream's). --max-conns is per sandbox and sandboxes
- * are many; without this, one sandbox could take every descriptor, and accept would
- * fail for every other sandbox and for the control socket.
+ * 1 if sb's connections hold their share of the descriptors the process may open
+ * (two each: the sandbox's side and the upstream's; half of them in a daemon).
+ * --max-conns is per sandbox and sandboxes are many; without this, one sandbox could
+ * take every descriptor, and accept would fail for every other sandbox and for the
+ * control socket.
  */
 static int over_fd_share(const struct proxy_sandbox *sb)
 {
-  return (uint64_t)sb->nconns * 2 > sb->ctx->fd_limit / 2;
+  return (uint64_t)sb->nconns * 2 > sb->ctx->fd_share;
 }
 
 void proxy_conn_accept(struct proxy_listener *l)
@@ -1142,9 +1143,10 @@ void proxy_conn_accept(struct proxy_listener *l)
     if (!sb->closing && sb->nconns - sb->npool <= sb->limits.max_conns &&
         !sb->fd_share_warned) {
       sb->fd_share_warned = 1;
-      log_warn("sandbox %s: %u connections hold half of the %llu file descriptors the "
-               "daemon may open; its further connections are refused: raise "
-               "RLIMIT_NOFILE (LimitNOFILE=) or lower --max-conns", sb->name, sb->nconns,
+      log_warn("sandbox %s: %u connections hold its share (%llu) of the %llu file "
+               "descriptors the process may open; its further connections are refused: "
+               "raise RLIMIT_NOFILE (LimitNOFILE=, ulimit -Hn) or lower --max-conns",
+               sb->name, sb->nconns, (unsigned long long)ctx->fd_share,
                (unsigned long long)ctx->fd_limit);
     }
     proxy_conn_close(c, 1, sb->closing ? "sandbox_detaching" : "too_many_connections");

@@ -683,7 +683,11 @@ int proxy_cmd_jail(int argc, char **argv)
   if (r != 0)
     goto out_loop;
   j->ctx.limits = j->common.limits;
-  /* One sandbox: it may have both the name lookups libuv runs at once. */
+  /* One sandbox: there is no other to keep descriptors for, only the jail's own
+   * files (listeners, responder, log, namespace); and it may have both the name
+   * lookups libuv runs at once. */
+  if (j->ctx.fd_limit > 256)
+    j->ctx.fd_share = j->ctx.fd_limit - 128;
   if (j->ctx.limits.resolve_max < 2)
     j->ctx.limits.resolve_max = 2;
   j->ctx.upstream_tls = j->upstream;

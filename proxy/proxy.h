@@ -91,12 +91,15 @@ struct proxy_ctx {
   uint64_t io_events;                      /* reads, accepts, DNS queries */
   int loop_stop;                           /* proxy_loop_stop was called */
   uint64_t fd_limit;                       /* RLIMIT_NOFILE (soft): descriptors it may open */
+  uint64_t fd_share;                       /* descriptors one sandbox's connections may
+                                              hold (half of fd_limit) */
 };
 
 /*
- * Initializes ctx on loop with default limits, and ctx->fd_limit with the process's
- * soft limit of open files (RLIMIT_NOFILE): a sandbox's connections may hold at most
- * half of it. Returns 0 or -ENOMEM.
+ * Initializes ctx on loop with default limits, ctx->fd_limit with the process's soft
+ * limit of open files (RLIMIT_NOFILE) and ctx->fd_share with half of it: what one
+ * sandbox's connections may hold while others share the process. A process with one
+ * sandbox (the jail) may raise fd_share. Returns 0 or -ENOMEM.
  */
 int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop);
 

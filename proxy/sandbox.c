@@ -81,6 +81,7 @@ int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop)
   memset(ctx, 0, sizeof(*ctx));
   ctx->loop = loop;
   ctx->fd_limit = fd_limit();
+  ctx->fd_share = ctx->fd_limit / 2;
   proxy_limits_default(&ctx->limits);
   /* One buffer for every read on the loop: large reads drain a fast sender in few
    * system calls and wakeups (stream.c caps each read by its peer's queue room). */

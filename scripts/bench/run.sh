@@ -316,14 +316,14 @@ http {
   }
 }
 EOF
-# The proxy holds two descriptors per connection, and a sandbox's connections may
-# hold at most half of its limit (proxy_ctx_init). Root may raise the hard limit;
-# without CAP_SYS_RESOURCE it is the ceiling, and the idle measurement shrinks to fit.
+# The proxy holds two descriptors per connection (the jail's one sandbox may use all
+# but 128 of its limit). Root may raise the hard limit; without CAP_SYS_RESOURCE it
+# is the ceiling, and the idle measurement shrinks to fit.
 if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt 65536 ]; then
   ulimit -Hn 65536 2>/dev/null || true
 fi
 ulimit -n "$(ulimit -Hn)"
-max_idle=$(( ($(ulimit -n) / 2 - 200) / 2 ))
+max_idle=$(( ($(ulimit -n) - 200) / 2 ))
 if [ "$IDLE_CONNS" -gt "$max_idle" ]; then
   echo "run.sh: open-file limit $(ulimit -n): idle measurement uses $max_idle connections"
   IDLE_CONNS=$max_idle
