@@ -650,21 +650,10 @@ static int allowed_address(struct proxy_conn *c, const struct sockaddr *sa,
    * (check_address in http.c); bytes relayed opaquely cannot be. */
   if (c->http != NULL && c->action != RULES_BYPASS)
     flags |= RULES_RESOLVED_INSPECTED;
-  if (rules_check_resolved(c->cfg, sa, c->dial_port, flags, &d)) {
-    struct sockaddr_storage ss;
-
-    /* The request waiting for this dial, if the address is its to be sent to. */
-    memset(&ss, 0, sizeof(ss));
-    if (sa->sa_family == AF_INET) {
-      memcpy(&ss, sa, sizeof(struct sockaddr_in));
-      ((struct sockaddr_in *)&ss)->sin_port = htons(c->dial_port);
-    } else {
-      memcpy(&ss, sa, sizeof(struct sockaddr_in6));
-      ((struct sockaddr_in6 *)&ss)->sin6_port = htons(c->dial_port);
-    }
-    if (proxy_http_address_allowed(c, (const struct sockaddr *)&ss, &d))
-      return 1;
-  }
+  /* Then the request waiting for this dial, if the address is its to be sent to. */
+  if (rules_check_resolved(c->cfg, sa, c->dial_port, flags, &d) &&
+      proxy_http_address_allowed(c, sa, c->dial_port, &d))
+    return 1;
   *reason = d.reason;
   memcpy(c->entry, d.entry, sizeof(c->entry));
   return 0;

@@ -341,10 +341,10 @@ static void send_head(struct proxy_conn *c, const char *head, size_t len)
 /*
  * A named request is decided by its name, where an egress.deny entry with paths or
  * methods on an IP or CIDR never matches; such an entry applies to the address the
- * request is about to be sent to (rules_check_request_address), known only once the
- * upstream is connected: pooled or kept alive (a new one's addresses were checked
- * before the dial too, proxy_http_address_allowed). Returns 0 to send, or -1 after
- * answering 403 (the upstream, which has seen nothing of the request, is closed).
+ * request is about to be sent to (rules_check_request_address). A new upstream's
+ * addresses are checked before the dial (proxy_http_address_allowed); this checks
+ * one kept alive or taken from the pool. Returns 0 to send, or -1 after answering
+ * 403 (the upstream, which has seen nothing of the request, is closed).
  */
 static int check_address(struct proxy_conn *c)
 {
@@ -367,14 +367,24 @@ static int check_address(struct proxy_conn *c)
 }
 
 int proxy_http_address_allowed(const struct proxy_conn *c, const struct sockaddr *addr,
-                               struct rules_decision *d)
+                               uint16_t port, struct rules_decision *d)
 {
   const struct proxy_http *h = c->http;
+  struct sockaddr_storage ss;
 
   if (h == NULL || h->addr_path == NULL)
     return 1;
-  return rules_check_request_address(h->cfg, addr, h->method, h->addr_path,
-                                     h->addr_path_len, d);
+  /* The entries may name a port: the address as it will be dialed. */
+  memset(&ss, 0, sizeof(ss));
+  if (addr->sa_family == AF_INET) {
+    memcpy(&ss, addr, sizeof(struct sockaddr_in));
+    ((struct sockaddr_in *)&ss)->sin_port = htons(port);
+  } else {
+    memcpy(&ss, addr, sizeof(struct sockaddr_in6));
+    ((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
+  }
+  return rules_check_request_address(h->cfg, (const struct sockaddr *)&ss, h->method,
+                                     h->addr_path, h->addr_path_len, d);
 }
 
 static void up_ready(struct proxy_conn *c, int status, const char *reason)
@@ -389,10 +399,6 @@ static void up_ready(struct proxy_conn *c, int status, const char *reason)
     return;
   }
   h->out = NULL;
-  if (check_address(c) != 0) {
-    free(out);
-    return;
-  }
   send_head(c, out, h->out_len);
   free(out);
 }

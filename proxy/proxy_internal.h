@@ -288,13 +288,13 @@ int proxy_http_on_up_error(struct proxy_conn *c);
 void proxy_http_park(struct proxy_conn *c);
 
 /*
- * Whether the request waiting for a new upstream may be sent to addr (a resolved
- * address, port included): request-level egress entries on addresses
+ * Whether the request waiting for a new upstream may be sent to addr (an IPv4 or
+ * IPv6 address the dial resolved) at port: request-level egress entries on addresses
  * (rules_check_request_address). 1, or 0 with *d the denial. Checked before the
  * dial, so that a denied request does not even connect.
  */
 int proxy_http_address_allowed(const struct proxy_conn *c, const struct sockaddr *addr,
-                               struct rules_decision *d);
+                               uint16_t port, struct rules_decision *d);
 
 /* ---- response.c: answers the proxy gives itself ---- */
 

@@ -291,17 +291,6 @@ static int is_blocked(const uint8_t addr[16], int v4)
   return 0;
 }
 
-/* 1 if e has an IP/CIDR host pattern. */
-static int addr_entry_any(const struct rules_egress *e)
-{
-  size_t i;
-
-  for (i = 0; i < e->nhosts; i++)
-    if (e->hosts[i].kind == RULES_HP_ADDR)
-      return 1;
-  return 0;
-}
-
 /* Index of the first IP/CIDR host pattern of e covering the address, or -1. */
 static int addr_entry_match(const struct rules_egress *e, const struct rules_target *t)
 {
@@ -352,12 +341,7 @@ int rules_check_resolved(const struct rules_config *cfg, const struct sockaddr *
 
 int rules_has_address_requests(const struct rules_config *cfg)
 {
-  size_t i;
-
-  for (i = 0; i < cfg->ndeny; i++)
-    if (restricted(&cfg->deny[i]) && addr_entry_any(&cfg->deny[i]))
-      return 1;
-  return 0;
+  return cfg->address_requests;
 }
 
 int rules_check_request_address(const struct rules_config *cfg, const struct sockaddr *addr,

@@ -139,7 +139,7 @@ void rules_parse_egress(struct rules_pctx *c, const cJSON *obj)
 {
   struct rules_config *cfg = c->cfg;
   const cJSON *v;
-  size_t old;
+  size_t old, i, j;
   char q[160];
 
   if (rules_check_object(c, obj, egress_fields) != 0)
@@ -162,4 +162,14 @@ void rules_parse_egress(struct rules_pctx *c, const cJSON *obj)
   old = rules_path_field(c, "deny");
   parse_list(c, rules_field(obj, "deny"), &cfg->deny, &cfg->ndeny);
   rules_path_pop(c, old);
+  /* Known once here rather than asked for on every request. */
+  for (i = 0; i < cfg->ndeny; i++) {
+    const struct rules_egress *e = &cfg->deny[i];
+
+    if (e->npaths == 0 && e->nmethods == 0)
+      continue;
+    for (j = 0; j < e->nhosts; j++)
+      if (e->hosts[j].kind == RULES_HP_ADDR)
+        cfg->address_requests = 1;
+  }
 }

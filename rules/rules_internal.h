@@ -203,6 +203,8 @@ struct rules_config {
   uint16_t nrules, nno_proxy, nallow, ndeny, nremap;
   uint16_t nnames; /* distinct header names over all rules */
   uint8_t default_deny;
+  uint8_t address_requests; /* an egress.deny entry with paths or methods names an
+                               IP or CIDR (rules_has_address_requests) */
 };
 
 /* Bytes of memory a config holds (for tests and metrics). */
