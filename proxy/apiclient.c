@@ -236,6 +236,14 @@ int proxy_api_call(const char *sock, const char *method, const char *path,
       continue;
     if (n < 0 && errno == ECONNRESET && in.len > 0)
       break;
+    if ((n < 0 && errno == ECONNRESET) || (n == 0 && in.len == 0)) {
+      /* Accepted and closed unanswered: what libuv does with a connection it cannot
+       * take, the daemon being out of file descriptors (or memory). */
+      r = -ECONNRESET;
+      snprintf(err, errsz, "%s closed the connection without an answer: is the daemon "
+               "out of file descriptors? (see its log)", sock);
+      goto out;
+    }
     if (n < 0) {
       r = -errno;
       snprintf(err, errsz, "cannot read the answer from %s: %s", sock, strerror(-r));

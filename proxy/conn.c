@@ -724,12 +724,13 @@ static const char *filter_addresses(struct proxy_conn *c)
 }
 
 /*
- * Resolution runs getaddrinfo on libuv's thread pool, which runs at most two at once
- * for the whole daemon (half of its 4 threads; the rest are kept for other work), and
- * a name whose servers never answer holds its slot for the resolver's whole timeout.
- * A sandbox has at most limits.resolve_max resolutions in the pool (always one); its
- * other connections wait in its queue, in order, under their connect timeout, so that
- * one sandbox cannot leave the others' names unresolved.
+ * Resolution runs getaddrinfo on libuv's thread pool, which runs at most half of its
+ * threads' worth at once for the whole process (2 of the default 4; `serve` sizes the
+ * pool at 32), and a name whose servers never answer holds its slot for the
+ * resolver's whole timeout. A sandbox has at most limits.resolve_max resolutions in
+ * the pool (one in a daemon); its other connections wait in its queue, in order,
+ * under their connect timeout, so that one sandbox cannot leave the others' names
+ * unresolved, and it takes as many sandboxes as the pool has slots to do so.
  */
 
 static int resolve_room(const struct proxy_sandbox *sb)
@@ -1100,12 +1101,52 @@ static int over_fd_share(const struct proxy_sandbox *sb)
   return (uint64_t)sb->nconns * 2 > sb->ctx->fd_share;
 }
 
+/*
+ * 1 if all sandboxes' connections together hold their share (three quarters in a
+ * daemon): two sandboxes at half each would otherwise leave the control socket,
+ * callbacks and DNS over TCP without a descriptor, failing without a log line
+ * (libuv closes what it cannot accept).
+ */
+static int over_fd_conns_share(const struct proxy_ctx *ctx)
+{
+  return ctx->counters.conns_active * 2 > ctx->fd_conns_share;
+}
+
+/* Logs a refusal at a descriptor share: once per sandbox for its own share; for the
+ * daemon's, the first of a run and then every 1000th, as a flood goes on. */
+static void log_fd_refusal(struct proxy_sandbox *sb, int daemon_wide)
+{
+  struct proxy_ctx *ctx = sb->ctx;
+
+  if (daemon_wide) {
+    if (ctx->fd_conns_refused++ % 1000 != 0)
+      return;
+    log_warn("sandbox %s: connection refused: all sandboxes' %llu connections hold "
+             "the share (%llu) of the %llu file descriptors the process may open that "
+             "connections may use (%llu refused so far); the rest is kept for the "
+             "control socket, callbacks and DNS: raise RLIMIT_NOFILE (LimitNOFILE=, "
+             "ulimit -Hn) or lower --max-conns",
+             sb->name, (unsigned long long)ctx->counters.conns_active,
+             (unsigned long long)ctx->fd_conns_share, (unsigned long long)ctx->fd_limit,
+             (unsigned long long)ctx->fd_conns_refused);
+    return;
+  }
+  if (sb->fd_share_warned)
+    return;
+  sb->fd_share_warned = 1;
+  log_warn("sandbox %s: %u connections hold its share (%llu) of the %llu file "
+           "descriptors the process may open; its further connections are refused: "
+           "raise RLIMIT_NOFILE (LimitNOFILE=, ulimit -Hn) or lower --max-conns",
+           sb->name, sb->nconns, (unsigned long long)ctx->fd_share,
+           (unsigned long long)ctx->fd_limit);
+}
+
 void proxy_conn_accept(struct proxy_listener *l)
 {
   struct proxy_sandbox *sb = l->sb;
   struct proxy_ctx *ctx = sb->ctx;
   struct proxy_conn *c;
-  int r;
+  int over_own, over_all, r;
 
   c = conn_new(sb, CONN_SNIFF);
   if (c == NULL) {
@@ -1125,23 +1166,19 @@ void proxy_conn_accept(struct proxy_listener *l)
   }
   c->down.connected = 1;
   ctx->counters.conns_accepted++;
-  /* Pooled upstreams count as connections, but give way to the sandbox's own. */
+  /* Pooled upstreams count as connections, but give way to the sandbox's own: one
+   * is closed below to make room. Without one to close, the connection is refused. */
+  over_own = over_fd_share(sb);
+  over_all = over_fd_conns_share(ctx);
   if (sb->closing || sb->nconns - sb->npool > sb->limits.max_conns ||
-      (over_fd_share(sb) && sb->npool == 0)) {
+      ((over_own || over_all) && sb->npool == 0)) {
     ctx->counters.conns_refused++;
-    if (!sb->closing && sb->nconns - sb->npool <= sb->limits.max_conns &&
-        !sb->fd_share_warned) {
-      sb->fd_share_warned = 1;
-      log_warn("sandbox %s: %u connections hold its share (%llu) of the %llu file "
-               "descriptors the process may open; its further connections are refused: "
-               "raise RLIMIT_NOFILE (LimitNOFILE=, ulimit -Hn) or lower --max-conns",
-               sb->name, sb->nconns, (unsigned long long)ctx->fd_share,
-               (unsigned long long)ctx->fd_limit);
-    }
+    if (!sb->closing && sb->nconns - sb->npool <= sb->limits.max_conns)
+      log_fd_refusal(sb, !over_own);
     proxy_conn_close(c, 1, sb->closing ? "sandbox_detaching" : "too_many_connections");
     return;
   }
-  if (sb->nconns > sb->limits.max_conns || over_fd_share(sb))
+  if (sb->nconns > sb->limits.max_conns || over_own || over_all)
     pool_evict_oldest(sb);
   r = original_destination(c, l->transparent);
   if (r != 0) {

@@ -687,7 +687,7 @@ int proxy_cmd_jail(int argc, char **argv)
    * files (listeners, responder, log, namespace); and it may have both the name
    * lookups libuv runs at once. */
   if (j->ctx.fd_limit > 256)
-    j->ctx.fd_share = j->ctx.fd_limit - 128;
+    j->ctx.fd_share = j->ctx.fd_conns_share = j->ctx.fd_limit - 128;
   if (j->ctx.limits.resolve_max < 2)
     j->ctx.limits.resolve_max = 2;
   j->ctx.upstream_tls = j->upstream;

@@ -49,8 +49,9 @@ struct proxy_limits {
   uint64_t up_release_ms;    /* a sandbox connection idle between requests this long
                                 gives its upstream back to the pool (2 s) */
   unsigned resolve_max;      /* upstream name resolutions (getaddrinfo) in flight per
-                                sandbox; more wait their turn. libuv runs at most 2
-                                at once for the whole daemon (1) */
+                                sandbox; more wait their turn. libuv runs half its
+                                pool's threads' worth at once for the whole process:
+                                16 in `serve`, 2 in the jail (1) */
 };
 
 /* Fills l with the defaults above. */
@@ -93,13 +94,19 @@ struct proxy_ctx {
   uint64_t fd_limit;                       /* RLIMIT_NOFILE (soft): descriptors it may open */
   uint64_t fd_share;                       /* descriptors one sandbox's connections may
                                               hold (half of fd_limit) */
+  uint64_t fd_conns_share;                 /* descriptors all sandboxes' connections
+                                              together may hold (three quarters) */
+  uint64_t fd_conns_refused;               /* refused at fd_conns_share, for the log */
 };
 
 /*
  * Initializes ctx on loop with default limits, ctx->fd_limit with the process's soft
- * limit of open files (RLIMIT_NOFILE) and ctx->fd_share with half of it: what one
- * sandbox's connections may hold while others share the process. A process with one
- * sandbox (the jail) may raise fd_share. Returns 0 or -ENOMEM.
+ * limit of open files (RLIMIT_NOFILE), ctx->fd_share with half of it (what one
+ * sandbox's connections may hold while others share the process) and
+ * ctx->fd_conns_share with three quarters (what all sandboxes' connections may hold
+ * together: the rest stays for the control socket, callbacks, DNS over TCP, the
+ * sandboxes' listeners and the daemon's files). A process with one sandbox (the
+ * jail) may raise both. Returns 0 or -ENOMEM.
  */
 int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop);
 

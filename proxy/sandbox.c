@@ -82,6 +82,7 @@ int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop)
   ctx->loop = loop;
   ctx->fd_limit = fd_limit();
   ctx->fd_share = ctx->fd_limit / 2;
+  ctx->fd_conns_share = ctx->fd_limit - ctx->fd_limit / 4;
   proxy_limits_default(&ctx->limits);
   /* One buffer for every read on the loop: large reads drain a fast sender in few
    * system calls and wakeups (stream.c caps each read by its peer's queue room). */

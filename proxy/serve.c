@@ -46,6 +46,8 @@
 
 /* The largest sealed state file read back at start; write_sealed refuses larger ones. */
 #define STATE_MAX (4u << 20)
+/* libuv's thread pool; half of it may resolve names at once (see proxy_cmd_serve). */
+#define POOL_THREADS "32"
 
 /* ---- errors ---- */
 
@@ -1540,6 +1542,15 @@ int proxy_cmd_serve(int argc, char **argv)
   }
   signal(SIGPIPE, SIG_IGN);
   umask(077);
+  /* libuv's thread pool (4 threads unless told) runs at most half of its threads'
+   * worth of getaddrinfo at once, for the whole process, and a name whose servers
+   * never answer holds a thread for the resolver's whole timeout: with each sandbox
+   * at one lookup in flight (limits.resolve_max), POOL_THREADS / 2 sandboxes
+   * must resolve such names before another waits. Read once, at the pool's first
+   * use; an operator's own setting wins. */
+  if (setenv("UV_THREADPOOL_SIZE", POOL_THREADS, 0) != 0)
+    fprintf(stderr, "authproxy serve: warning: cannot size libuv's thread pool: %s\n",
+            strerror(errno));
   /* Two descriptors per connection, for every sandbox: the soft limit is usually
    * 1024 (LimitNOFILE= in the unit, or ulimit -Hn, sets what this can reach). */
   r = proxy_nofile_raise(NULL);

@@ -5,10 +5,14 @@
 # used to take every descriptor the process may open, after which accept failed with
 # EMFILE for every sandbox and for the control socket alike. A sandbox's connections
 # now hold at most half of the descriptor limit; the rest stay for the others.
+# Two flooding sandboxes at half each would still take them all: all sandboxes'
+# connections together hold at most three quarters, the rest staying for the
+# control socket (and callbacks, DNS over TCP, the listeners of new sandboxes).
 #
 #   ap-a-PID (300 connections, held) --nft--> authproxy serve (RLIMIT_NOFILE 256)
 #   ap-b-PID (curl)                  --nft-->          |          --> fake upstream
-#   ctl list                         --control.sock--> +
+#   ap-c-PID (300 more, held)        --nft-->          |
+#   ctl list, ctl attach             --control.sock--> +
 . "$(dirname "$0")/../integration/lib.sh"
 . "$(dirname "$0")/adv_lib.sh"
 
@@ -16,6 +20,8 @@ N=300
 start_upstream up
 NSA=$(make_netns a)
 NSB=$(make_netns b)
+NSC=$(make_netns c)
+NSD=$(make_netns d)
 
 # A small descriptor limit for the daemon, so that the flood reaches it.
 prlimit --nofile=256:256 "$AUTHPROXY" serve --state-dir "$T/state" --control "$T/c.sock" \
@@ -30,8 +36,10 @@ cat > "$T/cfg.json" <<EOF
 EOF
 ctl attach box-a --netns "/var/run/netns/$NSA" --config "$T/cfg.json" >/dev/null
 ctl attach box-b --netns "/var/run/netns/$NSB" --config "$T/cfg.json" >/dev/null
+ctl attach box-c --netns "/var/run/netns/$NSC" --config "$T/cfg.json" >/dev/null
 
-# box-a: N connections, each with a request head begun and never finished.
+# N connections, each with a whole request the upstream answers only after 100 s:
+# each holds two of the daemon's descriptors, the sandbox's side and the upstream's.
 cat > "$T/flood.py" <<'PYEOF'
 import socket, sys, time
 addr = socket.gethostbyname("api.example.com")
@@ -41,7 +49,7 @@ for i in range(int(sys.argv[1])):
     s.settimeout(10)
     try:
         s.connect((addr, 80))
-        s.send(b"GET /idle HTTP/1.1\r\nHost: api.example.com\r\n")
+        s.send(b"GET /slow?delay=100 HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
     except OSError:
         s.close()
         continue
@@ -49,13 +57,18 @@ for i in range(int(sys.argv[1])):
 open(sys.argv[2], "w").close()
 time.sleep(120)
 PYEOF
-ip netns exec "$NSA" "$PY" "$T/flood.py" $N "$T/a-sent" > "$T/flood.log" 2>&1 &
-PIDS+=($!)
-wait_for "[ -e '$T/a-sent' ]" 60
-# Every connection of the flood has left the listener's accept queue: the daemon has
-# taken it, refused it, or (out of descriptors) had libuv drop it.
-port=$(ip netns exec "$NSA" ss -Hltn | awk "$LISTENER_AWK" | head -1)
-wait_for "[ \"\$(ip netns exec '$NSA' ss -Hltn 'sport = :$port' | awk '{ s += \$2 } END { print s + 0 }')\" = 0 ]" 30
+# Floods from the sandbox in namespace $1 and waits until every connection has left
+# its listener's accept queue: the daemon has taken it, refused it, or (out of
+# descriptors) had libuv drop it.
+flood() {
+  ip netns exec "$1" "$PY" "$T/flood.py" $N "$T/$2-sent" > "$T/flood-$2.log" 2>&1 &
+  PIDS+=($!)
+  wait_for "[ -e '$T/$2-sent' ]" 60
+  local port
+  port=$(ip netns exec "$1" ss -Hltn | awk "$LISTENER_AWK" | head -1)
+  wait_for "[ \"\$(ip netns exec '$1' ss -Hltn 'sport = :$port' | awk '{ s += \$2 } END { print s + 0 }')\" = 0 ]" 30
+}
+flood "$NSA" a
 
 out=$(ip netns exec "$NSB" curl -sS --max-time 10 -o /dev/null -w '%{http_code}' \
   http://api.example.com/from-b 2>&1) || true
@@ -65,3 +78,17 @@ assert_contains "$(cat "$T/list.json")" '"box-b"' "ctl list while box-a floods"
 fds=$(ls "/proc/$serve_pid/fd" | wc -l)
 [ "$fds" -lt 256 ] || fail "the daemon holds $fds descriptors, all it may open"
 pass "a sandbox flooding past the descriptor limit leaves the others theirs ($fds in use)"
+
+# A second sandbox floods: together the two may not take the descriptors the daemon
+# needs for itself. The control socket still answers and a new sandbox attaches.
+flood "$NSC" c
+ctl list > "$T/list.json" 2>&1 || fail "the control socket while two sandboxes flood: $(cat "$T/list.json")"
+assert_contains "$(cat "$T/list.json")" '"box-c"' "ctl list while two sandboxes flood"
+ctl attach box-d --netns "/var/run/netns/$NSD" --config "$T/cfg.json" > "$T/attach-d.log" 2>&1 ||
+  fail "attaching a sandbox while two sandboxes flood: $(cat "$T/attach-d.log")"
+ctl detach box-d > "$T/detach-d.log" 2>&1 ||
+  fail "detaching a sandbox while two sandboxes flood: $(cat "$T/detach-d.log")"
+assert_contains "$(cat "$T/serve.log")" "all sandboxes'" "the daemon-wide refusal is logged"
+fds=$(ls "/proc/$serve_pid/fd" | wc -l)
+[ "$fds" -lt 256 ] || fail "the daemon holds $fds descriptors, all it may open"
+pass "two flooding sandboxes leave the daemon its control socket ($fds descriptors in use)"

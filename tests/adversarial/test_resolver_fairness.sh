@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# One sandbox makes the daemon resolve names whose servers never answer: each
-# getaddrinfo holds one of the two slots libuv's pool has for resolutions (half of its
-# 4 threads, shared by every sandbox of the daemon) for the whole resolv.conf timeout
-# (30 s here). Another sandbox of the same
-# daemon must still have its own names resolved (invariant I8: one sandbox cannot
-# starve another). The proxy used to hand every resolution to the pool at once, so
-# six such requests from box-a left box-b's lookup queued behind them until box-b's
-# connect timeout (10 s) answered it 504.
+# Sandboxes make the daemon resolve names whose servers never answer: each
+# getaddrinfo holds a slot of libuv's pool (half of its threads, shared by every
+# sandbox of the daemon) for the whole resolv.conf timeout (30 s here). Another
+# sandbox of the same daemon must still have its own names resolved (invariant I8:
+# one sandbox cannot starve another). The proxy used to hand every resolution to the
+# pool at once, so six such requests from box-a left box-b's lookup queued behind
+# them until box-b's connect timeout (10 s) answered it 504. With one lookup per
+# sandbox, two such sandboxes still took both slots of libuv's default pool (4
+# threads); `serve` now sizes it at 32, 16 lookups.
 #
-#   ap-a-PID (6 requests to api.example.com, remapped to hang.slow.test: never answered)
-#                  \
+#   ap-a-PID, ap-c-PID (6 requests each to api.example.com, remapped to
+#                  \        hang.slow.test: never answered)
 #                   > authproxy serve (in $HNS) --getaddrinfo--> fake resolver
 #                  /                               --> fake upstream (fast.test)
 #   ap-b-PID (curl api.example.com, remapped to fast.test)
@@ -24,6 +25,7 @@ printf 'nameserver 127.0.0.1\noptions attempts:1 timeout:30\n' > "$T/host-resolv
 hupstream up
 NSA=$(make_netns a)
 NSB=$(make_netns b)
+NSC=$(make_netns c)
 
 ip netns exec "$HNS" unshare -m --propagation private \
   sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$T/host-resolv.conf" \
@@ -41,6 +43,7 @@ cat > "$T/b.json" <<EOF
 EOF
 ctl attach box-a --netns "/var/run/netns/$NSA" --config "$T/a.json" >/dev/null
 ctl attach box-b --netns "/var/run/netns/$NSB" --config "$T/b.json" >/dev/null
+ctl attach box-c --netns "/var/run/netns/$NSC" --config "$T/a.json" >/dev/null
 
 # box-a: six requests whose upstream name is never answered, kept open.
 cat > "$T/hang.py" <<'PYEOF'
@@ -55,12 +58,14 @@ time.sleep(60)
 PYEOF
 ip netns exec "$NSA" "$PY" "$T/hang.py" "$T/a-sent" > "$T/hang.log" 2>&1 &
 PIDS+=($!)
-wait_for "[ -e '$T/a-sent' ]"
-# The proxy is resolving box-a's names (however many it runs at once, at least one).
-wait_for "[ \"\$(resolved 'len([q for q in qs if q.get(\"name\") == \"hang.slow.test\"])')\" -ge 1 ]"
+ip netns exec "$NSC" "$PY" "$T/hang.py" "$T/c-sent" > "$T/hang-c.log" 2>&1 &
+PIDS+=($!)
+wait_for "[ -e '$T/a-sent' ] && [ -e '$T/c-sent' ]"
+# The proxy is resolving box-a's and box-c's names (a lookup each, at once).
+wait_for "[ \"\$(resolved 'len([q for q in qs if q.get(\"name\") == \"hang.slow.test\"])')\" -ge 2 ]"
 
 out=$(ip netns exec "$NSB" curl -sS --max-time 25 -o /dev/null -w '%{http_code}' \
   http://api.example.com/from-b 2>&1) || true
-assert_eq "$out" "200" "box-b's request while box-a's names hang"
+assert_eq "$out" "200" "box-b's request while box-a's and box-c's names hang"
 assert_eq "$(upq up '[r["path"] for r in reqs]')" "$(jlist /from-b)" "upstream requests"
-pass "a sandbox whose names never resolve does not hold up another sandbox's"
+pass "sandboxes whose names never resolve do not hold up another sandbox's"

@@ -4,6 +4,10 @@
  * checks (cni_conf.c), and the OCI hook's state parser (ocihook.c).
  */
 #include <errno.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -148,6 +152,40 @@ TEST(call_unreachable)
   ASSERT(proxy_api_unreachable(-ENOENT));
   ASSERT_CONTAINS(err, "is `authproxy serve` running?");
   ASSERT_CONTAINS(err, path);
+}
+
+/* A daemon out of descriptors: libuv accepts a connection it cannot take and closes
+ * it at once. The error must say that, not call the daemon a stranger. */
+TEST(call_closed_unanswered)
+{
+  struct proxy_api_answer a;
+  struct sockaddr_un sa;
+  char err[256];
+  pid_t pid;
+  int fd, status;
+
+  memset(&sa, 0, sizeof(sa));
+  sa.sun_family = AF_UNIX;
+  snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/closed.sock", test_tmpdir());
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT(fd >= 0);
+  ASSERT_EQ(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    int c = accept(fd, NULL, NULL);
+
+    _exit(c >= 0 && close(c) == 0 ? 0 : 1);
+  }
+  ASSERT_EQ(proxy_api_call(sa.sun_path, "GET", "/healthz", NULL, 0, 5000, &a, err,
+                           sizeof(err)),
+            -ECONNRESET);
+  ASSERT_CONTAINS(err, "closed the connection without an answer");
+  ASSERT_CONTAINS(err, "out of file descriptors");
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  close(fd);
 }
 
 /* ---- CNI ---- */
