@@ -170,20 +170,39 @@ int rules_secrets_unset(struct rules_secrets *s, const char *key)
 }
 
 /*
+ * 1 if a secret file with status st, in a directory owned by dir_uid, could have been
+ * written by someone the daemon has no reason to trust: a file others may write, or
+ * one owned by a user other than root, the daemon's and the directory's owner (who
+ * controls the directory anyway: the laptop user's own ~/secrets under sudo). A
+ * world-writable directory with the sticky bit (Kubernetes mounts secret volumes
+ * 1777) lets any user create a key that is missing; such a file is theirs, so it is
+ * refused here, as sshd's StrictModes refuses keys others could have written.
+ */
+static int file_untrusted(const struct stat *st, uid_t dir_uid)
+{
+  if (st->st_mode & S_IWOTH)
+    return 1;
+  return st->st_uid != 0 && st->st_uid != geteuid() && st->st_uid != dir_uid;
+}
+
+/*
  * Reads dir/key. The file is opened non-blocking and must be a regular file, so a
- * FIFO or device planted in the directory cannot stall the daemon. The value is read
- * into a buffer of the maximum size and copied to an exact one; both are wiped.
+ * FIFO or device planted in the directory cannot stall the daemon, and one that
+ * another user could have written is refused (file_untrusted: -EPERM). The value is
+ * read into a buffer of the maximum size and copied to an exact one; both are wiped.
  */
 static int read_file(const char *dir, const char *key, char **value, size_t *len)
 {
   char path[PATH_MAX], *buf = NULL, *copy = NULL;
   size_t n = 0;
-  struct stat st;
+  struct stat st, dst;
   int fd = -1, ret;
 
   ret = snprintf(path, sizeof(path), "%s/%s", dir, key);
   if (ret < 0 || (size_t)ret >= sizeof(path))
     return -ENAMETOOLONG;
+  if (stat(dir, &dst) != 0)
+    return -errno;
   fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0)
     return -errno;
@@ -193,6 +212,10 @@ static int read_file(const char *dir, const char *key, char **value, size_t *len
   }
   if (!S_ISREG(st.st_mode)) {
     ret = -EINVAL;
+    goto out;
+  }
+  if (file_untrusted(&st, dst.st_uid)) {
+    ret = -EPERM;
     goto out;
   }
   if (st.st_size > RULES_MAX_SECRET_LEN) {

@@ -281,6 +281,42 @@ TEST(not_a_regular_file)
   rules_secrets_free(s);
 }
 
+/* A value another user could have written is refused: a file others may write, or
+ * one of a user other than root, the daemon's and the directory's owner (a missing
+ * key planted in a world-writable sticky directory, as Kubernetes mounts them). */
+TEST(file_others_could_write)
+{
+  struct rules_secrets *s = tmp_store();
+  char path[512], *v = NULL;
+  size_t len = 0;
+
+  test_write_file(test_tmpdir(), "OPEN", "x", 1, 0600);
+  snprintf(path, sizeof(path), "%s/OPEN", test_tmpdir());
+  ASSERT_EQ(chmod(path, 0646), 0);
+  ASSERT_EQ(rules_secrets_get(s, "OPEN", &v, &len), -EPERM);
+  ASSERT_NULL(v);
+  resolve_err(s, "{OPEN}", "secret OPEN in", NULL);
+  resolve_err(s, "{OPEN}", "could have been written by another user", NULL);
+  /* Group write is the owner's choice (Kubernetes' fsGroup): accepted. */
+  ASSERT_EQ(chmod(path, 0660), 0);
+  ASSERT_EQ(rules_secrets_get(s, "OPEN", &v, &len), 0);
+  rules_secret_free(v, len);
+  v = NULL;
+  if (geteuid() == 0) {
+    /* root: a file of another user, in root's directory, is refused; the same file
+     * in a directory that user owns is that user's to give. */
+    test_write_file(test_tmpdir(), "PLANTED", "x", 1, 0600);
+    snprintf(path, sizeof(path), "%s/PLANTED", test_tmpdir());
+    ASSERT_EQ(chown(path, 65534, 65534), 0);
+    ASSERT_EQ(rules_secrets_get(s, "PLANTED", &v, &len), -EPERM);
+    ASSERT_EQ(chown(test_tmpdir(), 65534, 65534), 0);
+    ASSERT_EQ(rules_secrets_get(s, "PLANTED", &v, &len), 0);
+    rules_secret_free(v, len);
+    ASSERT_EQ(chown(test_tmpdir(), 0, 0), 0);
+  }
+  rules_secrets_free(s);
+}
+
 TEST(unreadable_file)
 {
   struct rules_secrets *s = tmp_store();
