@@ -581,6 +581,11 @@ static void metrics(struct daemon *d, struct proxy_control_response *resp)
                  "# TYPE authproxy_timeouts_deferred_total counter\n"
                  "authproxy_timeouts_deferred_total %llu\n",
               (unsigned long long)k->timers_late);
+  strbuf_addf(b, "# HELP authproxy_reads_yielded_total Reads put off to the loop's next "
+                 "turn: a connection read its share of one turn while others waited.\n"
+                 "# TYPE authproxy_reads_yielded_total counter\n"
+                 "authproxy_reads_yielded_total %llu\n",
+              (unsigned long long)k->reads_yielded);
   strbuf_addf(b, "# HELP authproxy_upstream_errors_total Upstream resolution, connect and TLS "
                  "failures.\n# TYPE authproxy_upstream_errors_total counter\n"
                  "authproxy_upstream_errors_total %llu\n",

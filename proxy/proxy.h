@@ -73,6 +73,7 @@ struct proxy_counters {
   uint64_t upstream_parked;     /* idle upstream connections put in a pool */
   uint64_t upstream_reused;     /* requests sent on a pooled connection */
   uint64_t timers_late;         /* timeouts deferred: bytes waited unread (loop late) */
+  uint64_t reads_yielded;       /* reads put off to the next loop turn (fairness) */
 };
 
 struct proxy_ctx {
@@ -97,6 +98,8 @@ struct proxy_ctx {
   uint64_t fd_conns_share;                 /* descriptors all sandboxes' connections
                                               together may hold (three quarters) */
   uint64_t fd_conns_refused;               /* refused at fd_conns_share, for the log */
+  uv_prepare_t turn_prepare;               /* counts the loop's turns (stream.c) */
+  uint32_t turn;
 };
 
 /*
@@ -110,7 +113,12 @@ struct proxy_ctx {
  */
 int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop);
 
-/* Frees what proxy_ctx_init allocated (after every sandbox is closed). */
+/* Closes ctx's own handle on the loop, as the last sandbox closes: the loop must run
+ * once more before uv_loop_close (a walk that closes every handle does it too). */
+void proxy_ctx_close(struct proxy_ctx *ctx);
+
+/* Frees what proxy_ctx_init allocated (after every sandbox is closed and the loop
+ * closed). */
 void proxy_ctx_cleanup(struct proxy_ctx *ctx);
 
 /*

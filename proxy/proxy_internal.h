@@ -88,6 +88,9 @@ struct proxy_end {
   unsigned closing : 1;      /* uv_close pending: tcp may not be initialized again yet */
   unsigned unproven : 1;     /* its TLS ends without close_notify: what it relays ended
                                 so (proxy_tls_close_notified), and is passed on so */
+  unsigned yielding : 1;     /* alloc_cb refused a read: its turn's budget is spent */
+  uint32_t turn;             /* the loop turn turn_bytes counts (ctx->turn) */
+  uint32_t turn_bytes;       /* bytes read in that turn (stream.c, TURN_BYTES) */
 };
 
 enum conn_state {

@@ -76,6 +76,14 @@ static uint64_t fd_limit(void)
   return (uint64_t)rl.rlim_cur;
 }
 
+/* Before each poll for I/O: the reads of the poll to come are one turn (stream.c). */
+static void turn_cb(uv_prepare_t *p)
+{
+  struct proxy_ctx *ctx = p->data;
+
+  ctx->turn++;
+}
+
 int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop)
 {
   memset(ctx, 0, sizeof(*ctx));
@@ -93,7 +101,18 @@ int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop)
     proxy_ctx_cleanup(ctx);
     return -ENOMEM;
   }
+  /* Running before every poll, it must not keep the loop alive on its own. */
+  uv_prepare_init(loop, &ctx->turn_prepare);
+  ctx->turn_prepare.data = ctx;
+  uv_prepare_start(&ctx->turn_prepare, turn_cb);
+  uv_unref((uv_handle_t *)&ctx->turn_prepare);
   return 0;
+}
+
+void proxy_ctx_close(struct proxy_ctx *ctx)
+{
+  if (ctx->turn_prepare.loop != NULL && !uv_is_closing((uv_handle_t *)&ctx->turn_prepare))
+    uv_close((uv_handle_t *)&ctx->turn_prepare, NULL);
 }
 
 void proxy_ctx_cleanup(struct proxy_ctx *ctx)

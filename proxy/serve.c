@@ -1391,6 +1391,7 @@ static void maybe_exit(struct daemon *d)
   for (i = 0; i < d->nsig; i++)
     if (!uv_is_closing((uv_handle_t *)&d->sig[i]))
       uv_close((uv_handle_t *)&d->sig[i], NULL);
+  proxy_ctx_close(&d->ctx);
   if (d->audit != NULL) {
     proxy_audit_close(d->audit);
     d->audit = NULL;
@@ -1622,6 +1623,7 @@ int proxy_cmd_serve(int argc, char **argv)
   proxy_loop_run(&d->ctx, d->busy_poll_us);
   ret = 0;
 out_loop:
+  proxy_ctx_close(&d->ctx);
   uv_run(&d->loop, UV_RUN_DEFAULT);
   while (d->ca_pool_n > 0)
     proxy_ca_free(d->ca_pool[--d->ca_pool_n]);

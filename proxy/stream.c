@@ -17,6 +17,20 @@
 
 /* The smallest read: a full TLS record, so that TLS always makes progress. */
 #define MIN_READ_BYTES (16 * 1024 + 512)
+/*
+ * What one end may read in one turn of the loop (one poll for I/O) before the other
+ * ready connections, of every sandbox, get theirs. libuv reads a readable stream up
+ * to 32 times in a row, and a fast upstream fills every read: an intercepted
+ * download then held the loop for 100-200 ms at a time (32 reads of 256 KiB, each
+ * decrypted and encrypted again), and every other connection of the daemon waited.
+ * Past its budget an end's next read is refused (alloc_cb, read_cb: UV_ENOBUFS); its
+ * socket stays readable, so the next poll hands it back at once. A TLS end's bytes
+ * cost about six times a plain relay's, hence its smaller budget: about 1.5 ms of
+ * work either way on the benchmark machine. One read may overshoot the budget by its
+ * own size; the first read of a turn is never refused.
+ */
+#define TURN_BYTES (1024 * 1024)
+#define TURN_BYTES_TLS (256 * 1024)
 /* The largest read from the sandbox side outside a relay: what it reads feeds the
  * sniffer and the HTTP engine's pending bytes, whose bounds (PROXY_HELLO_MAX_BYTES,
  * max_header_bytes + 64 KiB) are checked per read. */
@@ -50,6 +64,16 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
   size_t len = room < ctx->read_buf_size ? room : ctx->read_buf_size;
 
   (void)suggested;
+  if (e->turn != ctx->turn) {
+    e->turn = ctx->turn;
+    e->turn_bytes = 0;
+  } else if (e->turn_bytes >= (e->tls != NULL ? TURN_BYTES_TLS : TURN_BYTES)) {
+    e->yielding = 1;
+    ctx->counters.reads_yielded++;
+    buf->base = NULL;
+    buf->len = 0;
+    return;
+  }
   /* The sandbox's budget is spent (or too little is left for a record). Its ends
    * then read a record at a time, and only while their peer has less than a record
    * queued: a connection its program is reading keeps going (a program that reads
@@ -86,6 +110,11 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
   struct proxy_end *e = container_of(s, struct proxy_end, tcp);
   struct proxy_conn *c = e->conn;
 
+  if (n == UV_ENOBUFS && e->yielding) {
+    /* Its turn is over: reading stays on, and the next poll finds it readable. */
+    e->yielding = 0;
+    return;
+  }
   if (n == 0 || c->state == CONN_CLOSING)
     return;
   if (n == UV_ENOBUFS) {
@@ -106,6 +135,7 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     return;
   }
   c->sb->ctx->io_events++;
+  e->turn_bytes += (uint32_t)n;
   proxy_conn_touch(c);
   if (e == &c->down)
     c->bytes_up += (uint64_t)n;
