@@ -42,6 +42,9 @@ struct proxy_listener {
 
 struct proxy_sandbox {
   struct proxy_ctx *ctx;
+  uint64_t serial;                      /* never reused in the process, unlike the
+                                           name or the address: owns its upstream
+                                           TLS sessions (tls.c) */
   struct proxy_tls_server *tls_server;  /* session tickets; NULL without a CA */
   char *name;
   struct rules_config *config;

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -23,6 +24,10 @@
 /* A synthetic name unused this long may be recycled when the table is full. */
 #define DNS_MIN_IDLE_MS (10 * 60 * 1000)
 #define DNS_ANSWER_TTL 60
+
+/* The last serial given to a sandbox. Process-wide rather than per context: serials
+ * label sessions in the upstream TLS state, of which there is one per process. */
+static atomic_uint_fast64_t last_serial;
 
 void proxy_limits_default(struct proxy_limits *l)
 {
@@ -129,6 +134,7 @@ static void maybe_finish(struct proxy_sandbox *sb)
 {
   void (*cb)(void *arg) = sb->close_cb;
   void *arg = sb->close_arg;
+  unsigned n;
 
   if (!sb->closing || sb->nconns > 0)
     return;
@@ -140,6 +146,10 @@ static void maybe_finish(struct proxy_sandbox *sb)
   }
   if (sb->handles > 0)
     return;
+  /* No connection is left to store another: the sandbox's sessions go with it. */
+  n = proxy_upstream_tls_drop_sessions(sb->ctx->upstream_tls, sb->serial);
+  if (n > 0)
+    log_debug("sandbox %s: %u upstream TLS session(s) dropped", sb->name, n);
   proxy_cred_cache_free(sb->creds);
   proxy_dns_table_free(sb->dns_table);
   proxy_tls_server_free(sb->tls_server);
@@ -257,6 +267,7 @@ int proxy_sandbox_start(struct proxy_ctx *ctx, const char *name, struct rules_co
     return -ENOMEM;
   }
   sb->ctx = ctx;
+  sb->serial = atomic_fetch_add(&last_serial, 1) + 1;
   sb->limits = limits ? *limits : ctx->limits;
   sb->name = strdup(name);
   sb->config = rules_config_ref(cfg);

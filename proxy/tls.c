@@ -25,8 +25,21 @@
 #include "proxy/tls.h"
 
 #define PLAIN_BUF_SIZE 16384
-#define SESSION_CACHE_SIZE 256
 #define TICKET_LIFETIME_S 86400
+
+/*
+ * Upstream TLS sessions, kept for resumption. One table for the whole daemon, but
+ * every entry belongs to the sandbox whose connection made it (its serial, never
+ * reused, so a sandbox attached again under the same name starts empty) and only
+ * that sandbox's connections resume it: an upstream must not be able to link two
+ * sandboxes by a session ID or ticket. A sandbox holds at most
+ * SESSION_CACHE_PER_SANDBOX entries; at that many, its next one replaces its own
+ * least recently used, so however many names it visits it cannot push the other
+ * sandboxes' sessions out. Below it, the table's least recently used entry makes
+ * room, whoever's it is. A sandbox's entries are freed when it is.
+ */
+#define SESSION_CACHE_SIZE 256
+#define SESSION_CACHE_PER_SANDBOX 16
 
 typedef void (*client_cb)(struct proxy_conn *c, int status, const char *reason);
 
@@ -44,7 +57,8 @@ struct proxy_tls {
 };
 
 struct session_entry {
-  char key[RULES_MAX_NAME_LEN + 8];
+  char key[RULES_MAX_NAME_LEN + 8];  /* "name:port" */
+  uint64_t owner;                    /* serial of the sandbox it belongs to */
   mbedtls_ssl_session session;
   uint64_t used;
   int valid;
@@ -53,7 +67,7 @@ struct session_entry {
 struct proxy_upstream_tls {
   mbedtls_x509_crt ca;
   mbedtls_ssl_config conf;
-  struct session_entry *sessions; /* upstream session resumption, LRU */
+  struct session_entry *sessions; /* upstream session resumption, LRU, per sandbox */
   uint64_t clock;
 };
 
@@ -200,28 +214,64 @@ const struct mbedtls_ssl_config *proxy_upstream_tls_conf(const struct proxy_upst
   return &u->conf;
 }
 
-static struct session_entry *session_find(struct proxy_upstream_tls *u, const char *key,
-                                          int create)
+/*
+ * The entry of sandbox `owner` for key, or NULL. With create, a missing entry is made
+ * (invalid until filled) in the slot the policy above gives up: the owner's own least
+ * recently used entry once it holds SESSION_CACHE_PER_SANDBOX, else a free slot or
+ * the table's least recently used one.
+ */
+static struct session_entry *session_find(struct proxy_upstream_tls *u, uint64_t owner,
+                                          const char *key, int create)
 {
-  struct session_entry *lru = NULL;
+  struct session_entry *lru = NULL, *own_lru = NULL;
+  unsigned own = 0;
   size_t i;
 
   for (i = 0; i < SESSION_CACHE_SIZE; i++) {
     struct session_entry *s = &u->sessions[i];
 
-    if (s->valid && strcmp(s->key, key) == 0)
-      return s;
+    if (s->valid && s->owner == owner) {
+      if (strcmp(s->key, key) == 0)
+        return s;
+      own++;
+      if (own_lru == NULL || s->used < own_lru->used)
+        own_lru = s;
+    }
     if (lru == NULL || !s->valid || (lru->valid && s->used < lru->used))
       lru = s;
   }
   if (!create)
     return NULL;
+  if (own >= SESSION_CACHE_PER_SANDBOX)
+    lru = own_lru;
   if (lru->valid)
     mbedtls_ssl_session_free(&lru->session);
   memset(lru, 0, sizeof(*lru));
   snprintf(lru->key, sizeof(lru->key), "%s", key);
+  lru->owner = owner;
   mbedtls_ssl_session_init(&lru->session);
   return lru;
+}
+
+unsigned proxy_upstream_tls_drop_sessions(struct proxy_upstream_tls *u, uint64_t owner)
+{
+  unsigned n = 0;
+  size_t i;
+
+  if (u == NULL)
+    return 0;
+  for (i = 0; i < SESSION_CACHE_SIZE; i++) {
+    struct session_entry *s = &u->sessions[i];
+
+    if (s->owner != owner)
+      continue;
+    if (s->valid) {
+      mbedtls_ssl_session_free(&s->session);
+      n++;
+    }
+    memset(s, 0, sizeof(*s));
+  }
+  return n;
 }
 
 /* ---- per-sandbox server state ---- */
@@ -390,7 +440,7 @@ static void handshake_done(struct proxy_conn *c, struct proxy_tls *t)
     return;
   }
   snprintf(key, sizeof(key), "%s:%u", c->name, c->port);
-  s = session_find(u, key, 1);
+  s = session_find(u, c->sb->serial, key, 1);
   if (mbedtls_ssl_get_session(&t->ssl, &s->session) == 0) {
     s->valid = 1;
     s->used = ++u->clock;
@@ -616,7 +666,7 @@ void proxy_tls_client_start(struct proxy_conn *c, client_cb cb)
     return;
   }
   snprintf(key, sizeof(key), "%s:%u", c->name, c->port);
-  s = session_find(u, key, 0);
+  s = session_find(u, c->sb->serial, key, 0);
   if (s != NULL && s->valid) {
     s->used = ++u->clock;
     mbedtls_ssl_set_session(&t->ssl, &s->session);

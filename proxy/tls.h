@@ -11,6 +11,7 @@
 #define AUTHPROXY_TLS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <uv.h>
 
@@ -32,6 +33,14 @@ struct mbedtls_ssl_config;
 int proxy_upstream_tls_new(const char *system, const char *const *extra, size_t nextra,
                            struct proxy_upstream_tls **out, char *err, size_t errsz);
 void proxy_upstream_tls_free(struct proxy_upstream_tls *u);
+
+/*
+ * Frees every upstream TLS session that connections of the sandbox with serial
+ * `owner` (struct proxy_sandbox.serial) stored for resumption; for a sandbox being
+ * freed, so that its sessions do not outlive it. Returns how many there were. NULL u
+ * is a no-op.
+ */
+unsigned proxy_upstream_tls_drop_sessions(struct proxy_upstream_tls *u, uint64_t owner);
 
 /* The verified client configuration (trust store, TLS 1.2, ALPN http/1.1), for other
  * clients of the daemon such as the credential callback. */
