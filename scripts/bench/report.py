@@ -18,6 +18,7 @@ LOADS = [
     ("http_ka", "Plain HTTP keep-alive, 1 KiB, 16 conns", "req/s", 0.90),
     ("http_lat", "Plain HTTP keep-alive, 1 KiB, 1 conn", "req/s", None),
     ("https_ka", "Intercepted HTTPS keep-alive, 1 KiB, 16 conns", "req/s", 0.85),
+    ("https_lat_bulk", "Intercepted HTTPS keep-alive, 1 KiB, 1 conn, beside an intercepted 100 MiB download", "req/s", None),
     ("https_new_cold", "Intercepted HTTPS, new connection per request, full handshakes, 16 conns", "conn/s", 0.50),
     ("https_new_warm", "Intercepted HTTPS, new connection per request, sessions resumed, 16 conns", "conn/s", 0.50),
     ("http_1m", "Plain HTTP 1 MiB responses, 4 conns", "MiB/s", 0.60),

@@ -528,11 +528,29 @@ run_load() {
 wrk_run() { echo wrk -t1 -c"$1" -d"${DURATION}s" -s "$T/report.lua" "$2"; }
 cb="$T/connbench rate"
 
+# The latency of small requests on one connection while another connection of the
+# same client downloads as fast as it can (both intercepted on the proxied path): what
+# one bulk transfer costs every other connection sharing the proxy's loop. The bulk
+# load's own figures are not recorded.
+cat > "$T/beside_bulk.sh" <<'SH'
+#!/bin/sh
+# beside_bulk.sh DURATION REPORT_LUA URL BULK_URL
+wrk -t1 -c1 -d"$(($1 + 2))s" "$4" > /dev/null 2>&1 &
+bulk=$!
+sleep 1
+wrk -t1 -c1 -d"$1s" -s "$2" "$3"
+kill "$bulk" 2> /dev/null
+wait "$bulk" 2> /dev/null
+exit 0
+SH
+chmod +x "$T/beside_bulk.sh"
+
 # Scenarios: id | load generator command (the same for both paths).
 SCENARIOS=(
   "http_ka|$(wrk_run 16 http://api.bench:8080/1k)"
   "http_lat|$(wrk_run 1 http://api.bench:8080/1k)"
   "https_ka|$(wrk_run 16 https://api.bench:8443/1k)"
+  "https_lat_bulk|$T/beside_bulk.sh $DURATION $T/report.lua https://api.bench:8443/1k https://api.bench:8443/100m"
   "https_new_cold|$cb --tls -a api.bench:8444 -p /1k -c 16 -d $DURATION"
   "https_new_warm|$cb --tls --resume -a api.bench:8443 -p /1k -c 16 -d $DURATION"
   "http_1m|$(wrk_run 4 http://api.bench:8080/1m)"
