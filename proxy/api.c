@@ -19,8 +19,8 @@
  *   GET    /v1/configs/NAME               redacted
  *   DELETE /v1/configs/NAME
  *
- * Request bodies are parsed strictly (rules_json_parse: no trailing text, no NUL) and
- * unknown fields are refused. Errors are {"error": {"code", "message", "details"}},
+ * Request bodies are parsed strictly (rules_json_parse: no trailing text, no NUL, no
+ * member name given twice in one object) and unknown fields are refused. Errors are {"error": {"code", "message", "details"}},
  * details holding the validation messages with their JSON paths. No answer ever holds
  * a secret or an opaque value.
  */

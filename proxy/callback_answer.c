@@ -293,10 +293,10 @@ static int creds_from_headers(struct proxy_cred_answer *a, const cJSON *hdrs,
 
 int proxy_cred_answer_creds(struct proxy_cred_answer *a, struct proxy_creds **out)
 {
-  const cJSON *hdrs = NULL, *it;
+  const cJSON *hdrs;
   struct rules_diag diag;
   cJSON *root = NULL;
-  int r, nhdrs = 0;
+  int r;
 
   *out = NULL;
   if (a->failed)
@@ -304,29 +304,31 @@ int proxy_cred_answer_creds(struct proxy_cred_answer *a, struct proxy_creds **ou
   if (!a->complete)
     return refuse(a, PROXY_CRED_BAD_RESPONSE, -EPROTO, "the answer is not complete");
   rules_diag_init(&diag);
-  /* Strict parsing: cJSON alone would cut a string at \u0000 and accept trailing
-   * text. The diagnostic quotes a byte of the body, so it is never logged. */
+  /* Strict parsing: cJSON alone would cut a string at \u0000, accept trailing text,
+   * and keep both of two members with one name ({"headers": ..., "headers": ...}),
+   * reading the first where another reader of the answer reads the last. The
+   * diagnostic may quote a byte of the body, so it is never logged. */
   r = rules_json_parse(a->body != NULL ? a->body : "", a->body_len, &root, &diag);
   rules_diag_free(&diag);
   if (r == -ENOMEM) {
     r = refuse(a, PROXY_CRED_INTERNAL, -ENOMEM, "out of memory");
     goto out;
   }
-  if (r != 0 || !cJSON_IsObject(root)) {
+  if (r != 0) {
+    r = refuse(a, PROXY_CRED_NOT_JSON, -EPROTO,
+               "the body (%zu bytes) is not strict JSON: a syntax error, a control byte or "
+               "invalid UTF-8 in a string, text after the value, or a member name given "
+               "twice in one object", a->body_len);
+    goto out;
+  }
+  if (!cJSON_IsObject(root)) {
     r = refuse(a, PROXY_CRED_NOT_JSON, -EPROTO, "the body (%zu bytes) is not a JSON object",
                a->body_len);
     goto out;
   }
-  for (it = root->child; it != NULL; it = it->next) {
-    if (strcmp(it->string, "headers") == 0) {
-      hdrs = it;
-      nhdrs++;
-    }
-  }
-  if (nhdrs == 0)
+  hdrs = cJSON_GetObjectItemCaseSensitive(root, "headers");
+  if (hdrs == NULL)
     r = refuse(a, PROXY_CRED_BAD_HEADERS, -EPROTO, "the answer has no \"headers\" member");
-  else if (nhdrs > 1)
-    r = refuse(a, PROXY_CRED_BAD_HEADERS, -EPROTO, "the answer has \"headers\" twice");
   else if (!cJSON_IsObject(hdrs))
     r = refuse(a, PROXY_CRED_BAD_HEADERS, -EPROTO, "\"headers\" is not an object");
   else

@@ -110,11 +110,13 @@ struct daemon_sandbox *daemon_find(struct daemon *d, const char *name);
 
 /*
  * Parses JSON text the daemon itself wrote: its state files (unsealed) and the
- * serialized configs it keeps. As strict as rules_json_parse, but bounded by the
- * state file limit rather than by what one request may carry (RULES_MAX_CONFIG_LEN):
- * a state file holds more than a request (a stored config keeps two forms of a
- * config, the secrets file every pushed secret). On success *out is a tree to free
- * with rules_json_free. Returns 0, -EINVAL or -ENOMEM.
+ * serialized configs it keeps. As strict as rules_json_parse, a member name given
+ * twice included (the daemon writes none: its objects have fixed names, or are maps
+ * that hold each key once), but bounded by the state file limit rather than by what
+ * one request may carry (RULES_MAX_CONFIG_LEN): a state file holds more than a
+ * request (a stored config keeps two forms of a config, the secrets file every
+ * pushed secret). On success *out is a tree to free with rules_json_free. Returns 0,
+ * -EINVAL or -ENOMEM.
  */
 int daemon_json_parse_own(const char *json, struct cJSON **out);
 

@@ -1,11 +1,12 @@
 /*
  * Strict JSON text intake for configs: cJSON's parser plus the checks it lacks
- * (trailing text, raw control characters, NUL and invalid UTF-8 in strings), with
- * errors located by line and column.
+ * (trailing text, raw control characters, NUL and invalid UTF-8 in strings, a member
+ * name given twice in one object), with errors located by line and column.
  */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -148,6 +149,295 @@ static size_t scan_strings(const char *json, size_t len, const char **what)
   return len;
 }
 
+/* ---- member names given twice ---------------------------------------------------- */
+
+/*
+ * cJSON keeps both members of {"a": 1, "a": 2} and its lookups return the first, while
+ * Python's json, jq and Go's encoding/json keep the last: a policy reviewed with one
+ * of them would not be the policy enforced. Such objects are refused, at every depth, with
+ * names compared as cJSON decoded them ("a" and "\u0061" are one name).
+ *
+ * The tree is walked with an explicit stack, one entry per level: cJSON refuses text
+ * nested deeper than CJSON_NESTING_LIMIT containers, so the children of the innermost
+ * one sit at index CJSON_NESTING_LIMIT at most. A cJSON built with a larger limit
+ * meets the check below instead of overrunning the stack.
+ */
+#define MAX_DEPTH CJSON_NESTING_LIMIT
+
+/* Objects with at most this many members are checked pair by pair; larger ones (a
+ * map of thousands of secrets) through a sorted copy of their names. */
+#define SMALL_OBJECT 8
+
+struct member {
+  const char *name;
+  size_t idx; /* position in the object */
+};
+
+static const char *name_of(const cJSON *n)
+{
+  return n->string != NULL ? n->string : "";
+}
+
+static int cmp_member(const void *a, const void *b)
+{
+  const struct member *x = a, *y = b;
+  int c = strcmp(x->name, y->name);
+
+  if (c != 0)
+    return c;
+  return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/*
+ * Looks for two members of obj with one name; of all such pairs, takes the one whose
+ * second member comes first, and its name's first member. *buf (of *cap entries) is
+ * scratch space kept across calls. Returns 1 with *first < *second set, 0 when every
+ * name is unique, or -ENOMEM.
+ */
+static int find_repeat(const cJSON *obj, struct member **buf, size_t *cap, size_t *first,
+                       size_t *second)
+{
+  const cJSON *a, *b;
+  size_t n = 0, i, j, run = 0, best = SIZE_MAX;
+
+  for (a = obj->child; a != NULL; a = a->next)
+    n++;
+  if (n <= SMALL_OBJECT) {
+    for (b = obj->child, j = 0; b != NULL; b = b->next, j++) {
+      for (a = obj->child, i = 0; a != b; a = a->next, i++) {
+        if (strcmp(name_of(a), name_of(b)) == 0) {
+          *first = i;
+          *second = j;
+          return 1;
+        }
+      }
+    }
+    return 0;
+  }
+  if (n > *cap) {
+    struct member *m = n <= SIZE_MAX / sizeof(*m) ? realloc(*buf, n * sizeof(*m)) : NULL;
+
+    if (m == NULL)
+      return -ENOMEM;
+    *buf = m;
+    *cap = n;
+  }
+  for (a = obj->child, i = 0; a != NULL; a = a->next, i++) {
+    (*buf)[i].name = name_of(a);
+    (*buf)[i].idx = i;
+  }
+  qsort(*buf, n, sizeof(**buf), cmp_member);
+  /* Equal names end up side by side, in object order: in each run, the second entry
+   * is the earliest repeat of that name. */
+  for (i = 1; i < n; i++) {
+    if (strcmp((*buf)[i - 1].name, (*buf)[i].name) != 0) {
+      run = i;
+      continue;
+    }
+    if (i == run + 1 && (*buf)[i].idx < best) {
+      best = (*buf)[i].idx;
+      *first = (*buf)[run].idx;
+      *second = best;
+    }
+  }
+  return best != SIZE_MAX;
+}
+
+/* Bytes cJSON skips between tokens: everything up to and including the space. */
+static int is_gap(char c)
+{
+  return (unsigned char)c <= 0x20;
+}
+
+static size_t skip_gap(const char *json, size_t len, size_t off)
+{
+  while (off < len && is_gap(json[off]))
+    off++;
+  return off;
+}
+
+/* off is at a string's opening quote; returns the offset just past its closing one. */
+static size_t skip_string(const char *json, size_t len, size_t off)
+{
+  for (off++; off < len; off++) {
+    if (json[off] == '\\')
+      off++;
+    else if (json[off] == '"')
+      return off + 1;
+  }
+  return len;
+}
+
+/* off is at a value; returns the offset just past it. */
+static size_t skip_value(const char *json, size_t len, size_t off)
+{
+  size_t depth = 0;
+
+  if (off < len && json[off] != '"' && json[off] != '{' && json[off] != '[') {
+    /* A number or a literal: it ends where a delimiter or a gap starts. */
+    while (off < len && json[off] != ',' && json[off] != '}' && json[off] != ']' &&
+           !is_gap(json[off]))
+      off++;
+    return off;
+  }
+  while (off < len) {
+    char ch = json[off];
+
+    if (ch == '"') {
+      off = skip_string(json, len, off);
+    } else {
+      if (ch == '{' || ch == '[')
+        depth++;
+      else if ((ch == '}' || ch == ']') && depth > 0)
+        depth--;
+      off++;
+    }
+    if (depth == 0)
+      break;
+  }
+  return off;
+}
+
+/* off is at a member's name; returns the offset of its value. */
+static size_t member_value(const char *json, size_t len, size_t off)
+{
+  off = skip_gap(json, len, skip_string(json, len, off));
+  if (off < len && json[off] == ':')
+    off++;
+  return skip_gap(json, len, off);
+}
+
+/*
+ * off is at the '{' or '[' of a container; returns the offset of its child idx (for
+ * an object, of the member's name). The text is what cJSON just accepted, so the
+ * walk needs no error handling; it only never steps past len.
+ */
+static size_t child_offset(const char *json, size_t len, size_t off, size_t idx,
+                           int object)
+{
+  off = skip_gap(json, len, off + 1);
+  for (; idx > 0 && off < len; idx--) {
+    off = object ? member_value(json, len, off) : off;
+    off = skip_gap(json, len, skip_value(json, len, off));
+    if (off < len && json[off] == ',')
+      off++;
+    off = skip_gap(json, len, off);
+  }
+  return off;
+}
+
+static size_t index_in(const cJSON *parent, const cJSON *child)
+{
+  const cJSON *c;
+  size_t i = 0;
+
+  for (c = parent->child; c != NULL && c != child; c = c->next)
+    i++;
+  return i;
+}
+
+static const cJSON *child_at(const cJSON *parent, size_t idx)
+{
+  const cJSON *c = parent->child;
+
+  for (; idx > 0 && c != NULL; idx--)
+    c = c->next;
+  return c;
+}
+
+/*
+ * Reports that member second of the object stack[depth] repeats the name of member
+ * first: its JSON path (from stack, the containers it lies in, the root first) and the
+ * line and column of both, found by walking the text down the same path.
+ */
+static int report_repeat(struct rules_diag *diag, const char *json, size_t len,
+                         const cJSON *const *stack, size_t depth, size_t first, size_t second)
+{
+  const cJSON *obj = stack[depth], *dup = child_at(obj, second);
+  struct rules_pctx pc; /* for its path builder only */
+  size_t off, i, l1, c1, l2, c2;
+  char q[160];
+
+  memset(&pc, 0, sizeof(pc));
+  off = skip_gap(json, len, 0);
+  /* cJSON skips a byte order mark at the start. */
+  if (len >= 3 && memcmp(json, "\xef\xbb\xbf", 3) == 0)
+    off = skip_gap(json, len, 3);
+  for (i = 1; i <= depth; i++) {
+    int object = cJSON_IsObject(stack[i - 1]);
+
+    off = child_offset(json, len, off, index_in(stack[i - 1], stack[i]), object);
+    if (object) {
+      rules_path_field(&pc, name_of(stack[i]));
+      off = member_value(json, len, off);
+    } else {
+      rules_path_index(&pc, index_in(stack[i - 1], stack[i]));
+    }
+  }
+  rules_path_field(&pc, dup != NULL ? name_of(dup) : "");
+  locate(json, child_offset(json, len, off, first, 1), &l1, &c1);
+  locate(json, child_offset(json, len, off, second, 1), &l2, &c2);
+  if (rules_diag_add(diag, "",
+                     "duplicate member name %s at line %zu, column %zu ($%s%s; first given "
+                     "at line %zu, column %zu): JSON readers disagree on which one counts, "
+                     "so each name may appear only once per object",
+                     rules_quote(dup != NULL ? name_of(dup) : "", q, sizeof(q)), l2, c2,
+                     pc.path[0] == '[' ? "" : ".", pc.path, l1, c1) != 0)
+    return -ENOMEM;
+  return -EINVAL;
+}
+
+/* Refuses an object, at any depth of root, with a member name given twice. */
+static int check_names(const char *json, size_t len, const cJSON *root,
+                       struct rules_diag *diag)
+{
+  const cJSON **stack;
+  struct member *buf = NULL;
+  size_t depth = 0, cap = 0, first = 0, second = 0;
+  int ret = 0, r;
+
+  stack = malloc((MAX_DEPTH + 1) * sizeof(*stack));
+  if (stack == NULL)
+    return -ENOMEM;
+  stack[0] = root;
+  for (;;) {
+    const cJSON *n = stack[depth];
+
+    if (cJSON_IsObject(n)) {
+      r = find_repeat(n, &buf, &cap, &first, &second);
+      if (r < 0) {
+        ret = r;
+        goto out;
+      }
+      if (r > 0) {
+        ret = report_repeat(diag, json, len, stack, depth, first, second);
+        goto out;
+      }
+    }
+    if ((cJSON_IsObject(n) || cJSON_IsArray(n)) && n->child != NULL) {
+      if (depth == MAX_DEPTH) {
+        ret = rules_diag_add(diag, "", "the JSON text nests more than %d levels deep",
+                             MAX_DEPTH) != 0 ? -ENOMEM : -EINVAL;
+        goto out;
+      }
+      stack[++depth] = n->child;
+      continue;
+    }
+    /* Next sibling, or the next sibling of the nearest container with one. */
+    while (depth > 0 && stack[depth]->next == NULL)
+      depth--;
+    if (depth == 0)
+      break;
+    stack[depth] = stack[depth]->next;
+  }
+out:
+  free(buf);
+  free(stack);
+  return ret;
+}
+
+/* ---- intake ------------------------------------------------------------------------ */
+
 int rules_json_parse(const char *json, size_t len, cJSON **out, struct rules_diag *diag)
 {
   return rules_json_parse_max(json, len, RULES_MAX_CONFIG_LEN, out, diag);
@@ -159,6 +449,7 @@ int rules_json_parse_max(const char *json, size_t len, size_t max, cJSON **out,
   const char *end = NULL, *what = NULL;
   cJSON *root;
   size_t off;
+  int ret;
 
   *out = NULL;
   if (len > max) {
@@ -182,6 +473,11 @@ int rules_json_parse_max(const char *json, size_t len, size_t max, cJSON **out,
   if (off < len) {
     cJSON_Delete(root);
     return report(diag, json, len, off, what);
+  }
+  ret = check_names(json, len, root, diag);
+  if (ret != 0) {
+    rules_json_free(root);
+    return ret;
   }
   *out = root;
   return 0;

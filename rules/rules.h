@@ -110,11 +110,16 @@ struct rules_config;
 
 /*
  * Parses JSON text strictly: beyond cJSON's syntax checks it rejects text after the
- * value, raw control characters in strings and NUL (raw or \u0000), which cJSON would
- * silently truncate a string at. Use it for any JSON that carries a proxy_config (the
- * control API's request bodies) before rules_config_from_cjson. On success *out is a
- * tree to free. Returns 0, -EINVAL (one diag entry with an empty
- * path and a message giving line and column), or -ENOMEM. Free the tree with
+ * value, raw control characters in strings, NUL (raw or \u0000), which cJSON would
+ * silently truncate a string at, invalid UTF-8, and an object, at any depth, that
+ * gives one member name twice (names compared as decoded, so "a" and "\u0061" are
+ * one): cJSON's lookups find the first of the two, other JSON readers the last. Use
+ * it for any JSON that carries a proxy_config (the control API's request bodies)
+ * before rules_config_from_cjson, and for any other JSON read from outside. On
+ * success *out is a tree to free. Returns 0, -EINVAL (one diag entry with an empty
+ * path and a message giving line and column; for a repeated name, also the name, its
+ * JSON path such as $.rules[2].headers[0].value, and where it was first given), or
+ * -ENOMEM. Time and memory are O(n log n) in the size of the text. Free the tree with
  * rules_json_free.
  */
 int rules_json_parse(const char *json, size_t len, struct cJSON **out,

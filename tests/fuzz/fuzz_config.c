@@ -9,7 +9,9 @@
  * Invariants checked (abort on violation): decisions are well-formed; injected
  * values are valid header values, within bounds and unique per name; REDACTED
  * output never holds a secret; PERSIST output re-parses to the same PERSIST output;
- * host and path normalization are idempotent.
+ * host and path normalization are idempotent. The JSON intake (rules_json_parse)
+ * accepts no object with a member name given twice, and refuses as such only text
+ * that has one, naming two positions that each start a member name.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -19,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include <cjson/cJSON.h>
 
 #include "rules/rules_internal.h"
 
@@ -263,6 +267,82 @@ static void serialize(const struct rules_config *cfg, int check_secrets)
   rules_diag_free(&d);
 }
 
+/* Whether any object in n, its children or its later siblings repeats a name. */
+static int has_repeat(const cJSON *n)
+{
+  const cJSON *a, *b;
+
+  for (; n != NULL; n = n->next) {
+    if (cJSON_IsObject(n))
+      for (a = n->child; a != NULL; a = a->next)
+        for (b = a->next; b != NULL; b = b->next)
+          if (strcmp(a->string, b->string) == 0)
+            return 1;
+    if (has_repeat(n->child))
+      return 1;
+  }
+  return 0;
+}
+
+/* The offset of line/column (1-based, columns in bytes) in text, or len. */
+static size_t offset_of(const char *text, size_t len, size_t line, size_t col)
+{
+  size_t off = 0;
+
+  for (; line > 1 && off < len; off++)
+    if (text[off] == '\n')
+      line--;
+  return col >= 1 && col - 1 <= len - off ? off + col - 1 : len;
+}
+
+/* Checks that the position "line L, column C" read at p starts a string (a member
+ * name); returns its offset. */
+static size_t check_name_at(const char *text, size_t len, const char *p)
+{
+  size_t line, col, off;
+
+  if (p == NULL || sscanf(p, "line %zu, column %zu", &line, &col) != 2)
+    abort();
+  off = offset_of(text, len, line, col);
+  if (off >= len || text[off] != '"')
+    abort();
+  return off;
+}
+
+static void check_json(const char *text, size_t len)
+{
+  static const char dup[] = "duplicate member name \"";
+  struct rules_diag d;
+  cJSON *root = NULL;
+  const char *m, *p;
+  size_t second;
+
+  rules_diag_init(&d);
+  if (rules_json_parse(text, len, &root, &d) == 0) {
+    if (has_repeat(root))
+      abort();
+    rules_json_free(root);
+  } else if (d.count == 1 && strncmp(d.entries[0].message, dup, strlen(dup)) == 0) {
+    root = cJSON_ParseWithLength(text, len);
+    if (root == NULL || !has_repeat(root))
+      abort();
+    cJSON_Delete(root);
+    /* The name is quoted with '"' and '\\' escaped: skip to its closing quote. */
+    m = d.entries[0].message + strlen(dup);
+    while (*m != '\0' && *m != '"')
+      m += m[0] == '\\' && m[1] != '\0' ? 2 : 1;
+    if (strncmp(m, "\" at ", 5) != 0)
+      abort();
+    second = check_name_at(text, len, m + 5);
+    /* The path in between may hold any printable text; the last match is ours. */
+    for (p = NULL; (m = strstr(m, "; first given at ")) != NULL; m++)
+      p = m + strlen("; first given at ");
+    if (check_name_at(text, len, p) >= second)
+      abort();
+  }
+  rules_diag_free(&d);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   const char *text = (const char *)data, *sep, *tail = NULL;
@@ -277,6 +357,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     tail = sep + 4;
     tail_len = size - len - 4;
   }
+  check_json(text, len);
   rules_diag_init(&d);
   ret = rules_config_parse(text, len, "proxy_config.", store(), &cfg, &d);
   if (ret == 0) {

@@ -884,8 +884,17 @@ static const struct fail_case fail_cases[] = {
     PROXY_CRED_BAD_HEADERS },
   { "headers string", "200 OK", "", "{\"headers\":\"Authorization: x\"}",
     PROXY_CRED_BAD_HEADERS },
+  /* cJSON would read the first of two members with one name, other readers the last:
+   * any name given twice in one object, at any depth, spelled alike or not. */
   { "headers twice", "200 OK", "", "{\"headers\":{},\"headers\":{\"A\":\"b\"}}",
-    PROXY_CRED_BAD_HEADERS },
+    PROXY_CRED_NOT_JSON },
+  { "headers twice, escaped", "200 OK", "",
+    "{\"headers\":{\"X-A\":\"a\"},\"h\\u0065aders\":{\"X-A\":\"b\"}}", PROXY_CRED_NOT_JSON },
+  { "header name twice", "200 OK", "",
+    "{\"headers\":{\"Authorization\":\"Bearer a\",\"Authorization\":\"Bearer b\"}}",
+    PROXY_CRED_NOT_JSON },
+  { "other member twice", "200 OK", "",
+    "{\"headers\":{\"Authorization\":\"Bearer a\"},\"ttl\":1,\"ttl\":2}", PROXY_CRED_NOT_JSON },
   { "value number", "200 OK", "", "{\"headers\":{\"X-N\":1}}", PROXY_CRED_BAD_HEADERS },
   { "value null", "200 OK", "", "{\"headers\":{\"X-N\":null}}", PROXY_CRED_BAD_HEADERS },
   { "value object", "200 OK", "", "{\"headers\":{\"X-N\":{\"v\":\"x\"}}}",

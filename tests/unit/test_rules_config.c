@@ -121,11 +121,89 @@ TEST(unknown_fields)
   parse_err("{\"a b\\u001b[31m\":1}", NULL, "[\"a b\\x1b[31m\"]", "unknown field");
 }
 
-TEST(duplicate_fields)
+/*
+ * A member name given twice is refused by the JSON intake, before validation, at any
+ * depth: cJSON reads the first of the two, Python's json and jq the last.
+ */
+TEST(duplicate_member_names)
 {
-  parse_err("{\"rules\":[],\"rules\":[]}", NULL, "rules", "is given more than once");
+  /* The policy a reviewer's tool would read as allow. */
+  parse_err("{\"egress\":{\"default\":\"deny\"},\"egress\":{\"default\":\"allow\"}}", NULL, "",
+            "duplicate member name \"egress\" at line 1, column 30 ($.egress; first given at "
+            "line 1, column 2): JSON readers disagree on which one counts");
+  parse_err("{\"rules\":[],\"rules\":[]}", NULL, "", "duplicate member name \"rules\"");
+  /* Nested in a rule, over several lines. */
+  parse_err("{\n"
+            "  \"rules\": [\n"
+            "    {\"name\": \"a\", \"match_hosts\": [\"a.com\"]},\n"
+            "    {\"name\": \"b\", \"match_hosts\": [\"b.com\"],\n"
+            "     \"match_hosts\": [\"c.com\"]}\n"
+            "  ]\n"
+            "}\n",
+            NULL, "",
+            "duplicate member name \"match_hosts\" at line 5, column 6 "
+            "($.rules[1].match_hosts; first given at line 4, column 19)");
+  /* In a header object: which value would be injected? */
+  parse_err(RULE_HEADERS(
+                "{\"name\":\"X-A\",\"type\":\"plaintext\",\"value\":\"a\"},"
+                "{\"name\":\"X-B\",\"type\":\"opaque\",\"value\":\"b\",\"value\":\"c\"}"),
+            NULL, "", "\"value\" at line 1, column 146 ($.rules[0].headers[1].value;");
   parse_err(RULE_HEADERS("{\"name\":\"X\",\"name\":\"Y\",\"type\":\"plaintext\",\"value\":\"v\"}"),
-            NULL, "rules[0].headers[0].name", "more than once");
+            NULL, "", "($.rules[0].headers[0].name;");
+  parse_err("{\"egress\":{\"default\":\"deny\",\"deny\":[{\"hosts\":[\"a.com\"],"
+            "\"methods\":[\"POST\"],\"methods\":[]}]}}",
+            NULL, "", "($.egress.deny[0].methods;");
+  /* Keys compare as decoded: an escape does not make another name. */
+  parse_err("{\"egress\":{\"default\":\"deny\",\"d\\u0065fault\":\"allow\"}}", NULL, "",
+            "duplicate member name \"default\" at line 1, column 29 ($.egress.default;");
+  parse_err("{\"no_proxy\":[\"a.com\"],\"\\u006e\\u006F_proxy\":[]}", NULL, "",
+            "duplicate member name \"no_proxy\"");
+  /* dns.remap keys are names, not identifiers: the path quotes them. */
+  parse_err("{\"dns\":{\"remap\":{\"pypi.org\":\"a.internal\",\"pypi.org\":\"b.internal\"}}}",
+            NULL, "", "($.dns.remap[\"pypi.org\"];");
+}
+
+/* The same name in different objects, or in different case, is not a repeat. */
+TEST(duplicate_member_names_not_confused)
+{
+  rules_config_unref(parse_ok(
+      "{\"rules\":[{\"name\":\"a\",\"match_hosts\":[\"a.com\"]},"
+      "{\"name\":\"b\",\"match_hosts\":[\"b.com\"]}],"
+      "\"egress\":{\"default\":\"allow\",\"deny\":[{\"hosts\":[\"c.com\"]},{\"hosts\":[\"d.com\"]}]},"
+      "\"dns\":{\"remap\":{\"hosts\":\"mirror\",\"name\":\"mirror\",\"default\":\"mirror\"}}}",
+      NULL));
+}
+
+/*
+ * rules_check_object's own check of repeated fields, for a tree that did not come
+ * through rules_json_parse (rules_config_from_cjson takes any cJSON tree).
+ */
+TEST(duplicate_fields_from_cjson)
+{
+  cJSON *root = cJSON_Parse("{\"rules\":[{\"name\":\"r\",\"match_hosts\":[\"x.com\"],"
+                            "\"headers\":[{\"name\":\"X\",\"name\":\"Y\",\"type\":\"plaintext\","
+                            "\"value\":\"v\"}]}],\"rules\":[]}");
+  struct rules_config *cfg = NULL;
+  struct rules_diag d;
+  size_t i;
+  int top = 0, hdr = 0;
+
+  ASSERT_NOT_NULL(root);
+  rules_diag_init(&d);
+  ASSERT_EQ(rules_config_from_cjson(root, "", NULL, &cfg, &d), -EINVAL);
+  ASSERT_NULL(cfg);
+  for (i = 0; i < d.count; i++) {
+    top |= strcmp(d.entries[i].path, "rules") == 0 &&
+           strstr(d.entries[i].message, "is given more than once") != NULL;
+    hdr |= strcmp(d.entries[i].path, "rules[0].headers[0].name") == 0 &&
+           strstr(d.entries[i].message, "is given more than once") != NULL;
+  }
+  if (!top || !hdr) {
+    print_diag(&d);
+    TEST_FAIL_("repeated fields not reported at rules and rules[0].headers[0].name");
+  }
+  rules_diag_free(&d);
+  cJSON_Delete(root);
 }
 
 TEST(wrong_types)
@@ -656,4 +734,124 @@ TEST(json_parse_api)
   ASSERT_CONTAINS(d.entries[0].message, "line 1, column 8: \\u0000 (NUL)");
   rules_diag_free(&d);
   rules_json_free(NULL);
+}
+
+/* Parses text with rules_json_parse expecting a refusal whose message holds fragment. */
+static void json_refused(const char *text, const char *fragment)
+{
+  struct rules_diag d;
+  cJSON *root = NULL;
+
+  rules_diag_init(&d);
+  if (rules_json_parse(text, strlen(text), &root, &d) != -EINVAL)
+    TEST_FAIL_("accepted: %.200s", text);
+  ASSERT_NULL(root);
+  ASSERT_EQ(d.count, 1);
+  ASSERT_STREQ(d.entries[0].path, "");
+  if (strstr(d.entries[0].message, fragment) == NULL)
+    TEST_FAIL_("message \"%s\" lacks \"%s\"", d.entries[0].message, fragment);
+  rules_diag_free(&d);
+}
+
+static void json_accepted(const char *text)
+{
+  struct rules_diag d;
+  cJSON *root = NULL;
+
+  rules_diag_init(&d);
+  if (rules_json_parse(text, strlen(text), &root, &d) != 0)
+    TEST_FAIL_("refused (%s): %.200s", d.count ? d.entries[0].message : "?", text);
+  ASSERT_NOT_NULL(root);
+  rules_json_free(root);
+  rules_diag_free(&d);
+}
+
+TEST(json_duplicate_names)
+{
+  json_refused("{\"a\":1,\"b\":2,\"a\":3}",
+               "duplicate member name \"a\" at line 1, column 14 ($.a; first given at line 1, "
+               "column 2)");
+  /* Any JSON text, not only configs: arrays at the root, objects in arrays. */
+  json_refused("[1,{\"x\":[]},{\"k\":{\"y\":1,\"y\":2}}]", "\"y\" at line 1, column 25 ($[2].k.y;");
+  json_refused("{\"\":1,\"\":2}", "duplicate member name \"\" at line 1, column 7 ($[\"\"];");
+  /* Names are shown escaped, whatever bytes they hold. */
+  json_refused("{\"a\\u001b[2J\":1,\"a\\u001b[2J\":2}", "duplicate member name \"a\\x1b[2J\"");
+  json_refused("{\"caf\\u00e9\":1,\"caf\xc3\xa9\":2}", "\"caf\\xc3\\xa9\" at line 1, column 16");
+  /* cJSON skips a byte order mark; columns count bytes from the start of the text. */
+  json_refused("\xef\xbb\xbf{\"a\":1, \"a\":2}", "at line 1, column 12 ($.a; first given at line "
+               "1, column 5)");
+  /* The outer object is checked before its members' values. */
+  json_refused("{\"o\":{\"i\":1,\"i\":2},\"o\":3}", "duplicate member name \"o\"");
+  json_accepted("{\"a\":{\"x\":1},\"b\":{\"x\":2},\"c\":[{\"x\":1},{\"x\":1}],\"A\":1}");
+  json_accepted("{}");
+  json_accepted("[]");
+  json_accepted("\"a\"");
+}
+
+/* Objects above the pair-by-pair size go through a sorted copy of their names. */
+TEST(json_duplicate_names_large_object)
+{
+  char *json;
+
+  /* A map of 5000 secrets, every name different, some sharing long prefixes. */
+  json = repeat("{", "\"SECRET_KEY_NUMBER_@\":\"v\"", 5000, "}");
+  json_accepted(json);
+  free(json);
+  /* 200 names, then a repeat of the 150th and later of the 7th: the repeat met first
+   * in the text is reported, with the position of its first occurrence. */
+  json = repeat("{", "\"k@\":1", 200, ",\"k150\":2,\"k7\":3}");
+  json_refused(json, "duplicate member name \"k150\"");
+  json_refused(json, "($.k150; first given at line 1, column 1242)");
+  free(json);
+  /* A name given three times: the second occurrence is the one reported. */
+  json = repeat("{\"z\":0,", "\"k@\":1", 50, ",\"z\":1,\"z\":2}");
+  json_refused(json, "duplicate member name \"z\" at line 1, column 398 ($.z; first given at "
+                     "line 1, column 2)");
+  free(json);
+}
+
+/*
+ * cJSON refuses text nested deeper than CJSON_NESTING_LIMIT (1000) containers; the
+ * check walks whatever it accepts without recursion, down to the deepest object.
+ */
+TEST(json_duplicate_names_deep)
+{
+  size_t n = CJSON_NESTING_LIMIT - 1, i, w = 0;
+  char *json = malloc(2 * n + 64);
+
+  ASSERT_NOT_NULL(json);
+  for (i = 0; i < n; i++)
+    json[w++] = '[';
+  w += (size_t)sprintf(json + w, "{\"d\":1,\"d\":2}");
+  for (i = 0; i < n; i++)
+    json[w++] = ']';
+  json[w] = '\0';
+  json_refused(json, "duplicate member name \"d\" at line 1, column 1007 ($[0][0][0]");
+  /* Unique names at the same depth pass. */
+  json[n + 2] = 'e';
+  json_accepted(json);
+  free(json);
+  /* As deep as cJSON goes, and one level more, which cJSON refuses. */
+  for (n = CJSON_NESTING_LIMIT; n <= CJSON_NESTING_LIMIT + 1; n++) {
+    json = malloc(2 * n + 1);
+    ASSERT_NOT_NULL(json);
+    memset(json, '[', n);
+    memset(json + n, ']', n);
+    json[2 * n] = '\0';
+    if (n == CJSON_NESTING_LIMIT)
+      json_accepted(json);
+    else
+      json_refused(json, "invalid JSON at line 1, column");
+    free(json);
+  }
+}
+
+/* daemon_json_parse_own passes no diag: the verdict is the same. */
+TEST(json_duplicate_names_without_diag)
+{
+  static const char text[] = "{\"proxy_config\":{},\"proxy_config\":{}}";
+  cJSON *root = NULL;
+
+  ASSERT_EQ(rules_json_parse_max(text, sizeof(text) - 1, 1 << 22, &root, NULL), -EINVAL);
+  ASSERT_NULL(root);
 }

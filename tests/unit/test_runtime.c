@@ -255,6 +255,16 @@ TEST(cni_conf_errors)
       "\"contol\":\"/x\"}", PROXY_CNI_ERR_FIELD, "unknown key \"contol\" with value \"/x\"" },
     { "{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"type\":\"t\",\"proxy_confg\":{\"rules\":[]}}",
       PROXY_CNI_ERR_FIELD, "unknown key \"proxy_confg\" with an object value" },
+    /* A name given twice: the runtime (Go: the last) and cJSON (the first) would read
+     * different values. Refused at any depth, however the name is spelled. */
+    { "{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"type\":\"t\",\"proxy_config_name\":\"a\","
+      "\"proxy_config_name\":\"b\"}", PROXY_CNI_ERR_DECODE,
+      "duplicate member name \"proxy_config_name\" at line 1, column 69 ($.proxy_config_name;" },
+    { "{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"type\":\"t\",\"proxy_config\":"
+      "{\"egress\":{\"default\":\"deny\",\"def\\u0061ult\":\"allow\"}}}", PROXY_CNI_ERR_DECODE,
+      "duplicate member name \"default\" at line 1, column 88 ($.proxy_config.egress.default;" },
+    { "{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"type\":\"t\",\"control\":\"/a\",\"control\":\"/b\","
+      "\"proxy_config_name\":\"a\"}", PROXY_CNI_ERR_DECODE, "($.control;" },
   };
   struct proxy_cni_error e;
   struct proxy_cni_conf c;
@@ -416,6 +426,12 @@ TEST(oci_state_errors)
       "{\"io.authproxy.config\":\"a b\"}}", "stored config" },
     { "{\"ociVersion\":\"1\",\"id\":\"c\",\"pid\":7,\"annotations\":"
       "{\"io.authproxy.config\":\"a\",\"io.authproxy.config-file\":\"b\"}}", "not both" },
+    /* Which stored config would the sandbox get? Refused, not guessed. */
+    { "{\"ociVersion\":\"1\",\"id\":\"c\",\"pid\":7,\"annotations\":"
+      "{\"io.authproxy.config\":\"open\",\"io.authproxy.config\":\"strict\"}}",
+      "duplicate member name \"io.authproxy.config\" at line 1, column 80 "
+      "($.annotations[\"io.authproxy.config\"];" },
+    { "{\"ociVersion\":\"1\",\"id\":\"c\",\"pid\":7,\"pid\":8}", "($.pid;" },
   };
   struct proxy_oci_state st;
   char err[512];

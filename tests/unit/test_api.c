@@ -1,0 +1,133 @@
+/*
+ * The control API's routes (proxy/api.c), called through daemon_api on a daemon whose
+ * state directory is a temporary one: request bodies are refused before anything is
+ * applied when they are not strict JSON.
+ */
+#include <errno.h>
+#include <sys/stat.h>
+
+#include <cjson/cJSON.h>
+
+#include "proxy/daemon.h"
+#include "test.h"
+
+struct answer {
+  int status;
+  char code[64];
+  char message[1024];
+};
+
+/* A daemon with no sandbox and no loop running: enough for configs and secrets. */
+static void daemon_setup(struct daemon *d)
+{
+  char dir[512];
+
+  memset(d, 0, sizeof(*d));
+  d->state_dir = test_tmpdir();
+  snprintf(dir, sizeof(dir), "%s/configs", d->state_dir);
+  ASSERT_EQ(mkdir(dir, 0700), 0);
+  memset(d->key, 0x5a, sizeof(d->key));
+  d->secrets = rules_secrets_new(NULL);
+  ASSERT_NOT_NULL(d->secrets);
+}
+
+static void daemon_teardown(struct daemon *d)
+{
+  ASSERT_NULL(d->configs);
+  ASSERT_NULL(d->sandboxes);
+  rules_secrets_free(d->secrets);
+}
+
+/* Sends one request to the API; an error answer's code and message are kept. */
+static void call(struct daemon *d, const char *method, const char *path, const char *body,
+                 struct answer *a)
+{
+  struct proxy_control_request req = { method, path, body, strlen(body) };
+  struct proxy_control_response resp;
+  const cJSON *err, *code, *msg;
+  cJSON *root;
+
+  memset(&resp, 0, sizeof(resp));
+  strbuf_init(&resp.body);
+  memset(a, 0, sizeof(*a));
+  daemon_api(d, &req, &resp);
+  ASSERT(!resp.body.oom);
+  a->status = resp.status;
+  root = cJSON_ParseWithLength(resp.body.data, resp.body.len);
+  if (root == NULL)
+    TEST_FAIL_("%s %s: the answer is not JSON: %.*s", method, path, (int)resp.body.len,
+               resp.body.data);
+  err = cJSON_GetObjectItemCaseSensitive(root, "error");
+  code = cJSON_GetObjectItemCaseSensitive(err, "code");
+  msg = cJSON_GetObjectItemCaseSensitive(err, "message");
+  if (cJSON_IsString(code))
+    snprintf(a->code, sizeof(a->code), "%s", code->valuestring);
+  if (cJSON_IsString(msg))
+    snprintf(a->message, sizeof(a->message), "%s", msg->valuestring);
+  cJSON_Delete(root);
+  strbuf_free(&resp.body);
+}
+
+/* Expects a 400 invalid_json answer whose message holds fragment. */
+static void refused(struct daemon *d, const char *method, const char *path, const char *body,
+                    const char *fragment)
+{
+  struct answer a;
+
+  call(d, method, path, body, &a);
+  if (a.status != 400 || strcmp(a.code, "invalid_json") != 0 ||
+      strstr(a.message, fragment) == NULL)
+    TEST_FAIL_("%s %s %s: got %d %s \"%s\", expected 400 invalid_json with \"%s\"", method,
+               path, body, a.status, a.code, a.message, fragment);
+}
+
+TEST(duplicate_member_names_get_400)
+{
+  struct daemon d;
+  struct answer a;
+  struct stat st;
+  char path[512];
+
+  daemon_setup(&d);
+  /* The same requests without a repeated name are applied: the refusals below are
+   * the check's, not the setup's. */
+  call(&d, "PUT", "/v1/configs/agents",
+       "{\"proxy_config\": {\"egress\": {\"default\": \"deny\"}}}", &a);
+  ASSERT_EQ(a.status, 200);
+  call(&d, "PUT", "/v1/secrets/K", "{\"value\": \"v\"}", &a);
+  ASSERT_EQ(a.status, 200);
+
+  /* A reviewer's tool reads the second proxy_config (allow); cJSON the first. */
+  refused(&d, "PUT", "/v1/configs/other",
+          "{\"proxy_config\": {\"egress\": {\"default\": \"deny\"}},\n"
+          " \"proxy_config\": {\"egress\": {\"default\": \"allow\"}}}",
+          "duplicate member name \"proxy_config\" at line 2, column 2 ($.proxy_config; "
+          "first given at line 1, column 2)");
+  refused(&d, "PUT", "/v1/configs/other",
+          "{\"proxy_config\": {\"egress\": {\"default\": \"deny\", \"default\": \"allow\"}}}",
+          "duplicate member name \"default\" at line 1, column 49 "
+          "($.proxy_config.egress.default;");
+  refused(&d, "PUT", "/v1/sandboxes/box",
+          "{\"netns\": \"/nonexistent/a\", \"netns\": \"/nonexistent/b\", \"proxy_config\": {}}",
+          "duplicate member name \"netns\"");
+  refused(&d, "PUT", "/v1/sandboxes/box",
+          "{\"netns\": \"/nonexistent/a\", \"proxy_config\": {\"rules\": [{\"name\": \"r\", "
+          "\"match_hosts\": [\"a.com\"], \"headers\": [{\"name\": \"X-K\", \"type\": "
+          "\"plaintext\", \"value\": \"a\", \"v\\u0061lue\": \"b\"}]}]}}",
+          "($.proxy_config.rules[0].headers[0].value;");
+  refused(&d, "PUT", "/v1/secrets/K", "{\"value\": \"a\", \"value\": \"b\"}",
+          "duplicate member name \"value\"");
+  snprintf(path, sizeof(path), "%s/configs/other.sealed", d.state_dir);
+  ASSERT_EQ(stat(path, &st), -1);
+  ASSERT_EQ(errno, ENOENT);
+
+  /* A stored config is read back from what the daemon wrote (daemon_json_parse_own):
+   * the attach gets as far as the namespace. */
+  call(&d, "PUT", "/v1/sandboxes/box",
+       "{\"netns\": \"/nonexistent/a\", \"proxy_config_name\": \"agents\"}", &a);
+  ASSERT_EQ(a.status, 400);
+  ASSERT_STREQ(a.code, "netns_not_found");
+  call(&d, "DELETE", "/v1/configs/agents", "", &a);
+  ASSERT_EQ(a.status, 200);
+  daemon_teardown(&d);
+}
