@@ -1,7 +1,8 @@
 /*
  * Strict JSON text intake for configs: cJSON's parser plus the checks it lacks
- * (trailing text, raw control characters, NUL and invalid UTF-8 in strings, a member
- * name given twice in one object), with errors located by line and column.
+ * (trailing text, raw control characters, NUL and invalid UTF-8 in strings, control
+ * characters between tokens, a member name given twice in one object), with errors
+ * located by line and column.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -119,8 +120,15 @@ static size_t scan_strings(const char *json, size_t len, const char **what)
     unsigned char ch = (unsigned char)json[i];
 
     if (!in_str) {
-      if (ch == '"')
+      if (ch == '"') {
         in_str = 1;
+      } else if (ch < 0x20 && !is_space((char)ch)) {
+        /* cJSON skips every byte up to the space between tokens, NUL included;
+         * RFC 8259 allows four, and other readers refuse the rest. */
+        *what = "control character between tokens (only spaces, tabs, CR and LF may "
+                "separate them)";
+        return i;
+      }
       continue;
     }
     if (ch == '"') {

@@ -53,6 +53,10 @@ TEST(json_syntax)
   parse_err(RULE_HEADERS("{\"name\":\"X\",\"type\":\"plaintext\",\"value\":\"a\\u0000b\"}"),
             NULL, "", "\\u0000 (NUL)");
   parse_err("{\"rules\":[{\"name\":\"a\tb\"}]}", NULL, "", "control character inside a string");
+  /* cJSON skips any byte up to the space between tokens; only four may be there. */
+  parse_err("{\"rules\":\x0b[]}", NULL, "", "line 1, column 10: control character between tokens");
+  parse_err("\x01{\"rules\":[]}", NULL, "", "control character between tokens");
+  rules_config_unref(parse_ok("\t{ \"rules\" :\r\n[ ] }\n", NULL));
   /* JSON text is UTF-8: a config's names and values come back from the API. */
   parse_err("{\"rules\":[{\"name\":\"r\xff\"}]}", NULL, "", "invalid UTF-8 inside a string");
   parse_err("{\"rules\":[{\"name\":\"caf\xe9\"}]}", NULL, "", "line 1, column 23: invalid UTF-8");
