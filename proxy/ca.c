@@ -20,6 +20,13 @@
  * attribute (string types included), so a loaded CA made by another tool chains
  * byte for byte.
  *
+ * Name constraints. A loaded CA may carry nameConstraints (an interception CA should:
+ * it then can only sign the names it is meant for). mbedTLS 2.28 ignores them, but
+ * the clients verifying our leaves apply them, so proxy/nameconstr.c parses them
+ * when the CA is loaded (refusing a CA whose constraints are malformed) and a name
+ * outside them is refused with -EPERM before anything is signed: the caller can say
+ * why instead of the sandbox's client failing with an opaque certificate error.
+ *
  * Cache. Leaves live in a hash table keyed by SipHash-2-4 of the canonical name
  * (random key per CA, so a sandbox cannot aim names at one bucket). Leaves nobody
  * references sit on an LRU list as well; when there are more than cache_size of
@@ -61,6 +68,7 @@
 #include "proxy/ca.h"
 #include "proxy/ca_internal.h"
 #include "proxy/log.h"
+#include "proxy/nameconstr.h"
 #include "proxy/rng.h"
 #include "proxy/siphash.h"
 
@@ -113,6 +121,7 @@ struct proxy_ca {
   unsigned char keyid[KEYID_MAX_LEN];
   size_t keyid_len;
   time_t not_after;
+  struct proxy_nc *nc; /* the CA's nameConstraints, or NULL */
   char *cert_pem;
   size_t cache_size;
   uint32_t leaf_days;
@@ -293,6 +302,12 @@ static int name_prepend(mbedtls_asn1_named_data **head, const unsigned char *oid
   n->next = *head;
   *head = n;
   return 0;
+}
+
+/* How much of a host name its leaf's CN holds. */
+static size_t leaf_cn_len(size_t name_len)
+{
+  return name_len < CN_MAX_LEN ? name_len : CN_MAX_LEN;
 }
 
 static int cn_list(mbedtls_asn1_named_data **head, const char *cn, size_t len)
@@ -1015,7 +1030,7 @@ static int mint(struct proxy_ca *ca, const char *name, const unsigned char *ip,
    * that looks like a host name, as a dotted quad does, against the CA's DNS name
    * constraints, and a name-constrained CA's address leaves would all fail. */
   if (ip_len == 0) {
-    ret = cn_list(&w.subject, name, name_len < CN_MAX_LEN ? name_len : CN_MAX_LEN);
+    ret = cn_list(&w.subject, name, leaf_cn_len(name_len));
     if (ret != 0)
       goto out;
   }
@@ -1347,6 +1362,8 @@ static int check_ca_cert(const struct proxy_ca *ca, const char *cert_path)
 /*
  * Mints one leaf with a loaded CA and verifies it the way a client would, so a CA
  * that cannot issue working certificates fails at load rather than on first use.
+ * The probe's name need not be within the CA's nameConstraints: mbedTLS verifies the
+ * chain without them, and the leaf never leaves this function.
  */
 static int probe(struct proxy_ca *ca, const char *cert_path)
 {
@@ -1383,7 +1400,7 @@ out:
 
 /* What the extension callback saw while a CA certificate was parsed. */
 struct ext_seen {
-  int name_constraints;
+  int name_constraints;  /* how many nameConstraints extensions */
   char critical_oid[64]; /* the first critical extension refused, dotted */
 };
 
@@ -1391,9 +1408,10 @@ struct ext_seen {
  * mbedTLS 2.28 does not know nameConstraints, and fails a certificate that marks an
  * unknown extension critical, as RFC 5280 requires of nameConstraints: without this
  * callback, a CA restricted to the names it may sign (as an interception CA should be)
- * would not load. The constraints bind the clients that verify our leaves; nothing
- * here needs to read them. Any other unknown critical extension is still refused, and
- * named in the error.
+ * would not load. The extension is counted here and parsed once the certificate is
+ * (load_name_constraints), where a malformed one can be refused with a message of
+ * its own. Any other unknown critical extension is still refused, and named in the
+ * error.
  */
 static int ext_cb(void *ctx, const mbedtls_x509_crt *crt, const mbedtls_x509_buf *oid,
                   int critical, const unsigned char *p, const unsigned char *end)
@@ -1405,7 +1423,7 @@ static int ext_cb(void *ctx, const mbedtls_x509_crt *crt, const mbedtls_x509_buf
   (void)end;
   if (oid->len == MBEDTLS_OID_SIZE(MBEDTLS_OID_NAME_CONSTRAINTS) &&
       memcmp(oid->p, MBEDTLS_OID_NAME_CONSTRAINTS, oid->len) == 0) {
-    seen->name_constraints = 1;
+    seen->name_constraints++;
     return 0;
   }
   if (critical && seen->critical_oid[0] == '\0' &&
@@ -1447,6 +1465,66 @@ static int parse_certs(mbedtls_x509_crt *crt, const unsigned char *buf, size_t l
     p += used;
     n++;
   }
+}
+
+/*
+ * Parses the nameConstraints of a loaded CA into ca->nc, refusing the CA when they
+ * are malformed or repeated (RFC 5280 4.2: one instance of an extension at most).
+ */
+static int load_name_constraints(struct proxy_ca *ca, const struct ext_seen *exts,
+                                 const char *cert_path)
+{
+  unsigned char *val;
+  size_t len;
+  char text[512];
+  unsigned other;
+  int crit, ret;
+
+  if (exts->name_constraints == 0)
+    return 0;
+  if (exts->name_constraints > 1) {
+    log_error("ca: CA certificate %s has %d nameConstraints extensions; RFC 5280 allows "
+              "one: reissue the CA with a single one",
+              cert_path, exts->name_constraints);
+    return -EINVAL;
+  }
+  ret = find_ext(&ca->cert, MBEDTLS_OID_NAME_CONSTRAINTS,
+                 MBEDTLS_OID_SIZE(MBEDTLS_OID_NAME_CONSTRAINTS), &val, &len, &crit);
+  if (ret != 1) {
+    log_error("ca: CA certificate %s has malformed extensions", cert_path);
+    return -EINVAL;
+  }
+  ret = proxy_nc_parse(val, len, &ca->nc, text, sizeof(text));
+  if (ret == -EINVAL) {
+    log_error("ca: CA certificate %s has malformed nameConstraints: %s; reissue the CA "
+              "with constraints as RFC 5280 4.2.1.10 defines them",
+              cert_path, text);
+    return ret;
+  }
+  if (ret != 0)
+    return ret;
+  proxy_nc_describe(ca->nc, text, sizeof(text));
+  log_info("ca: CA certificate %s has nameConstraints (%s); authproxy applies them: a "
+           "connection to a name outside them is refused (outside_ca_name_constraints) "
+           "instead of intercepted with a certificate clients would reject",
+           cert_path, text);
+  /* Go's crypto/x509 handles these four forms only, and fails any chain through a
+   * CA whose critical nameConstraints hold another ("unhandled critical extension"),
+   * whatever names the leaf has. */
+  other = proxy_nc_forms(ca->nc) &
+          ~((1u << PROXY_NC_DNS_NAME) | (1u << PROXY_NC_IP_ADDRESS) |
+            (1u << PROXY_NC_RFC822_NAME) | (1u << PROXY_NC_URI));
+  if (crit && other != 0) {
+    unsigned f = 0;
+
+    while (((other >> f) & 1) == 0)
+      f++;
+    log_warn("ca: the critical nameConstraints of CA certificate %s hold a %s "
+             "constraint, which Go programs cannot process: they reject every "
+             "certificate this CA issues",
+             cert_path, proxy_nc_form_name((enum proxy_nc_form)f));
+  }
+  return 0;
 }
 
 int proxy_ca_import(const struct proxy_ca_opts *opts, const char *cert_pem,
@@ -1513,11 +1591,9 @@ int proxy_ca_import(const struct proxy_ca_opts *opts, const char *cert_pem,
   ret = check_ca_cert(ca, label);
   if (ret != 0)
     goto out;
-  if (exts.name_constraints)
-    log_warn("ca: CA certificate %s has nameConstraints; authproxy does not apply them, "
-             "so clients will reject the certificates it mints for destinations outside "
-             "them",
-             label);
+  ret = load_name_constraints(ca, &exts, label);
+  if (ret != 0)
+    goto out;
   ret = mbedtls_pk_check_pair(&ca->cert.pk, &ca->key);
   if (ret != 0) {
     log_error("ca: CA key %s does not match certificate %s; give the key the "
@@ -1705,6 +1781,52 @@ static int leaf_stale(const struct proxy_ca *ca, const struct proxy_leaf *leaf,
   return not_after - now < margin && not_after < ca->not_after;
 }
 
+/*
+ * Whether the leaf mint() would make for a canonical name (or address) is within the
+ * CA's nameConstraints: 0, or -EPERM with the reason in why. The names checked are
+ * those mint() puts in the leaf: a dNSName and the subject CN, or an iPAddress and
+ * an empty subject.
+ */
+static int within_constraints(const struct proxy_ca *ca, const char *name,
+                              const unsigned char *ip, size_t ip_len, char *why,
+                              size_t why_size)
+{
+  struct proxy_nc_names names;
+
+  if (why_size > 0)
+    why[0] = '\0';
+  if (ca->nc == NULL)
+    return 0;
+  memset(&names, 0, sizeof(names));
+  if (ip_len > 0) {
+    names.ip = ip;
+    names.ip_len = ip_len;
+  } else {
+    names.dns = name;
+    names.cn = name;
+    names.cn_len = leaf_cn_len(strlen(name));
+  }
+  return proxy_nc_check(ca->nc, &names, why, why_size);
+}
+
+int proxy_ca_check_name(const struct proxy_ca *ca, const char *name, int is_ip,
+                        char *why, size_t why_size)
+{
+  char key[NAME_MAX_LEN + 1];
+  unsigned char ip[16];
+  size_t ip_len;
+  int ret;
+
+  if (why_size > 0)
+    why[0] = '\0';
+  if (name == NULL)
+    return -EINVAL;
+  ret = canonical_name(name, is_ip, key, ip, &ip_len);
+  if (ret != 0)
+    return ret;
+  return within_constraints(ca, key, ip, ip_len, why, why_size);
+}
+
 int proxy_ca_leaf(struct proxy_ca *ca, const char *name, int is_ip,
                   struct proxy_leaf **out)
 {
@@ -1759,6 +1881,11 @@ int proxy_ca_leaf(struct proxy_ca *ca, const char *name, int is_ip,
   }
 
   ca->misses++;
+  /* Checked on a miss only: a cached leaf passed when it was minted, and a refused
+   * name is never cached. */
+  ret = within_constraints(ca, key, ip, ip_len, NULL, 0);
+  if (ret != 0)
+    return ret;
   ret = mint(ca, key, ip, ip_len, &leaf);
   if (ret != 0)
     return ret;
@@ -1776,6 +1903,7 @@ int proxy_ca_leaf(struct proxy_ca *ca, const char *name, int is_ip,
 static void ca_destroy(struct proxy_ca *ca)
 {
   free(ca->buckets);
+  proxy_nc_free(ca->nc);
   mbedtls_asn1_free_named_data_list(&ca->issuer);
   free(ca->cert_pem);
   mbedtls_x509_crt_free(&ca->cert);

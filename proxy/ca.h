@@ -36,8 +36,8 @@ struct proxy_ca_opts {
 /* Generates a new CA (key and self-signed certificate, 10 years). */
 int proxy_ca_generate(const struct proxy_ca_opts *opts, struct proxy_ca **out);
 
-/* Loads a CA from PEM files; fails when the key does not match the certificate or the
- * certificate is not a CA. */
+/* Loads a CA from PEM files; fails when the key does not match the certificate, the
+ * certificate is not a CA, or its nameConstraints are malformed. */
 int proxy_ca_load(const struct proxy_ca_opts *opts, const char *cert_path,
                   const char *key_path, struct proxy_ca **out);
 
@@ -63,10 +63,22 @@ const char *proxy_ca_cert_pem(const struct proxy_ca *ca);
  * Returns the leaf for name (a normalized host name, or an IP literal when is_ip),
  * minting it on a miss and taking a reference the caller drops with
  * proxy_leaf_unref. The cache never holds more than cache_size leaves that nobody
- * references.
+ * references. -EPERM (nothing logged): the CA's nameConstraints do not cover the
+ * name, so clients would reject its leaf and none is minted; proxy_ca_check_name
+ * says why. Other errors: -EINVAL (not a valid name), -EKEYEXPIRED (the CA has
+ * expired), -ENOMEM, -EIO.
  */
 int proxy_ca_leaf(struct proxy_ca *ca, const char *name, int is_ip,
                   struct proxy_leaf **out);
+
+/*
+ * Checks name (as for proxy_ca_leaf) against the CA's nameConstraints (RFC 5280
+ * 4.2.1.10) without minting: 0 when a leaf for it would be within them (always, for
+ * a CA without any), -EPERM with the reason in why ("api.example.net is not within
+ * any permitted dNSName subtree (example.com)"), -EINVAL for an invalid name.
+ */
+int proxy_ca_check_name(const struct proxy_ca *ca, const char *name, int is_ip,
+                        char *why, size_t why_size);
 
 void proxy_leaf_unref(struct proxy_leaf *leaf);
 

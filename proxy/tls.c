@@ -575,6 +575,33 @@ void proxy_tls_close_notify(struct proxy_end *e)
     mbedtls_ssl_close_notify(&t->ssl);
 }
 
+/*
+ * The sandbox CA's nameConstraints do not cover the name: a leaf for it would fail
+ * the client's verification with a certificate error that names nothing, so the
+ * connection is refused here, with one log line that names the host and the fix. A
+ * denied connection keeps its own reason; it only loses its 403 page.
+ */
+static void outside_name_constraints(struct proxy_conn *c, const char *name, int is_ip)
+{
+  struct proxy_sandbox *sb = c->sb;
+  char why[384];
+
+  if (proxy_ca_check_name(sb->ca, name, is_ip, why, sizeof(why)) != -EPERM)
+    snprintf(why, sizeof(why), "%s is outside them", name);
+  if (c->action == RULES_DENY)
+    log_debug("sandbox %s: %s is denied; no 403 inside TLS, since the sandbox CA's "
+              "nameConstraints do not cover it: %s",
+              sb->name, name, why);
+  else
+    log_warn("sandbox %s: connection to %s refused (outside_ca_name_constraints): the "
+             "sandbox CA's nameConstraints do not cover it (%s), so clients would "
+             "reject any certificate for it; reissue the CA with constraints that "
+             "include it, or list it in no_proxy so it is tunnelled without "
+             "interception",
+             sb->name, name, why);
+  proxy_conn_close(c, 1, "outside_ca_name_constraints");
+}
+
 void proxy_tls_intercept(struct proxy_conn *c)
 {
   struct proxy_sandbox *sb = c->sb;
@@ -603,6 +630,10 @@ void proxy_tls_intercept(struct proxy_conn *c)
     is_ip = 1;
   }
   r = proxy_ca_leaf(sb->ca, name, is_ip, &leaf);
+  if (r == -EPERM) {
+    outside_name_constraints(c, name, is_ip);
+    return;
+  }
   if (r != 0) {
     log_warn("sandbox %s: cannot mint a certificate for %s: %s", sb->name, name,
              strerror(-r));

@@ -128,6 +128,19 @@ static void copy_fixture(const char *fixture, const char *name, int mode)
   test_write_file(test_tmpdir(), name, buf, n, mode);
 }
 
+/* Reads a whole file of at most size bytes. */
+static size_t read_all(const char *path, unsigned char *buf, size_t size)
+{
+  FILE *f = fopen(path, "rb");
+  size_t n;
+
+  ASSERT_NOT_NULL(f);
+  n = fread(buf, 1, size, f);
+  ASSERT(feof(f));
+  fclose(f);
+  return n;
+}
+
 /* Loads a fixture certificate and key, the key copied with key_mode. */
 static int load_fixture(const char *cert, const char *key, int key_mode,
                         struct proxy_ca **ca)
@@ -1103,44 +1116,339 @@ TEST(load_openssl_p384_ca)
 
 /*
  * A CA restricted by a critical nameConstraints extension, as interception CAs should
- * be, loads: the clients enforce the constraints, and say so for a leaf outside them.
+ * be, loads, and its constraints are applied: leaves inside them verify with OpenSSL,
+ * and a name outside them gets no leaf at all instead of one every client rejects.
  */
 TEST(load_name_constrained_ca)
 {
   struct proxy_ca *ca = NULL;
-  struct proxy_leaf *inside, *ip, *outside;
+  struct proxy_leaf *inside, *ip, *outside = (struct proxy_leaf *)1;
+  struct proxy_ca_stats st;
   struct capture cap;
-  const char *dir = test_tmpdir();
+  const char *dir = test_tmpdir(), *log;
+  char why[256];
 
   capture_start(&cap);
   ASSERT_EQ(load_fixture("ca/name_constrained_ca.pem", "ca/name_constrained_ca.key", 0600,
                          &ca),
             0);
-  ASSERT_CONTAINS(capture_end(&cap), "nameConstraints");
+  log = capture_end(&cap);
+  ASSERT_CONTAINS(log, "has nameConstraints (permitted dNSName (example.com), iPAddress "
+                       "(192.0.2.0/24)); authproxy applies them");
+  ASSERT_NOT_CONTAINS(log, "does not apply");
   ASSERT_NOT_NULL(ca);
   ASSERT_EQ(proxy_ca_leaf(ca, "api.example.com", 0, &inside), 0);
   ASSERT_EQ(proxy_ca_leaf(ca, "192.0.2.7", 1, &ip), 0);
-  ASSERT_EQ(proxy_ca_leaf(ca, "api.example.net", 0, &outside), 0);
+  ASSERT_EQ(proxy_ca_leaf(ca, "api.example.net", 0, &outside), -EPERM);
+  ASSERT_NULL(outside);
+  ASSERT_EQ(proxy_ca_leaf(ca, "192.0.3.7", 1, &outside), -EPERM);
+  ASSERT_EQ(proxy_ca_check_name(ca, "API.example.NET", 0, why, sizeof(why)), -EPERM);
+  ASSERT_STREQ(why, "api.example.net is not within any permitted dNSName subtree "
+                    "(example.com)");
+  ASSERT_EQ(proxy_ca_check_name(ca, "www.example.com", 0, why, sizeof(why)), 0);
+  ASSERT_EQ(proxy_ca_check_name(ca, "bad name", 0, why, sizeof(why)), -EINVAL);
+  /* Refusals are not cached, nor counted as leaves. */
+  proxy_ca_stats(ca, &st);
+  ASSERT_EQ(st.entries, 2);
   write_crt_pem("inside.pem", &inside->chain, 0);
   write_crt_pem("ip.pem", &ip->chain, 0);
-  write_crt_pem("outside.pem", &outside->chain, 0);
   ASSERT_EQ(run("cd %s && openssl verify -x509_strict -purpose sslserver -verify_hostname "
                 "api.example.com -CAfile %s inside.pem",
                 dir, test_data_path("ca/name_constrained_ca.pem")),
             0);
-  /* An address inside the IP constraint: OpenSSL would also check a CN of 192.0.2.7
-   * against the DNS constraint, and fail it. */
   ASSERT_EQ(run("cd %s && openssl verify -x509_strict -purpose sslserver -verify_ip "
                 "192.0.2.7 -CAfile %s ip.pem",
                 dir, test_data_path("ca/name_constrained_ca.pem")),
             0);
-  ASSERT_NE(run("cd %s && openssl verify -x509_strict -purpose sslserver -verify_hostname "
-                "api.example.net -CAfile %s outside.pem >/dev/null 2>&1",
-                dir, test_data_path("ca/name_constrained_ca.pem")),
-            0);
   proxy_leaf_unref(inside);
   proxy_leaf_unref(ip);
-  proxy_leaf_unref(outside);
+  proxy_ca_free(ca);
+}
+
+/* ---- name constraints against OpenSSL ---------------------------------------- */
+
+/*
+ * Makes, with OpenSSL, a P-256 CA "nc" whose extensions add nc_lines (an OpenSSL
+ * config fragment, sections for dirName in sections), and its twin: the same subject
+ * and key without nameConstraints, so a leaf the twin mints is byte for byte the leaf
+ * the constrained CA would mint, signed by a key the constrained CA certifies.
+ */
+static void make_constrained_ca(const char *nc_lines, const char *sections)
+{
+  char cnf[4096];
+  int n;
+
+  n = snprintf(cnf, sizeof(cnf),
+               "[req]\ndistinguished_name = dn\n[dn]\n"
+               "[twin]\nbasicConstraints=critical,CA:TRUE\n"
+               "keyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n"
+               "[nc]\nbasicConstraints=critical,CA:TRUE\n"
+               "keyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n"
+               "%s\n%s\n",
+               nc_lines, sections != NULL ? sections : "");
+  ASSERT_LT(n, (int)sizeof(cnf));
+  test_write_file(test_tmpdir(), "nc.cnf", cnf, (size_t)n, 0644);
+  ASSERT_EQ(run("cd %s && openssl req -x509 -config nc.cnf -extensions nc -newkey ec "
+                "-pkeyopt ec_paramgen_curve:P-256 -nodes -keyout nc.key -out nc.pem "
+                "-subj '/CN=Constrained CA' -days 3650 2>/dev/null && "
+                "openssl req -x509 -config nc.cnf -extensions twin -key nc.key "
+                "-out twin.pem -subj '/CN=Constrained CA' -days 3650 && chmod 600 nc.key",
+                test_tmpdir()),
+            0);
+}
+
+struct nc_name {
+  const char *name;
+  int is_ip;
+  int inside;
+};
+
+/*
+ * For each name: the constrained CA mints a leaf exactly when the name is expected
+ * inside, OpenSSL verifies that leaf against the constrained CA (its real checker,
+ * not ours), and for a name outside, OpenSSL rejects the twin's leaf for a name
+ * constraint: authproxy refuses exactly the leaves OpenSSL would.
+ */
+static void agree_with_openssl(const struct nc_name *names, size_t count)
+{
+  struct proxy_ca *ca = NULL, *twin = NULL;
+  const char *dir = test_tmpdir();
+  char why[512];
+  size_t i;
+
+  ASSERT_EQ(proxy_ca_load(NULL, tmp_path("nc.pem"), tmp_path("nc.key"), &ca), 0);
+  ASSERT_EQ(proxy_ca_load(NULL, tmp_path("twin.pem"), tmp_path("nc.key"), &twin), 0);
+  for (i = 0; i < count; i++) {
+    const struct nc_name *t = &names[i];
+    struct proxy_leaf *leaf = NULL;
+    int r = proxy_ca_leaf(ca, t->name, t->is_ip, &leaf);
+
+    if (r != (t->inside ? 0 : -EPERM)) {
+      proxy_ca_check_name(ca, t->name, t->is_ip, why, sizeof(why));
+      TEST_FAIL_("%s: proxy_ca_leaf %d, expected %s (%s)", t->name, r,
+                 t->inside ? "a leaf" : "-EPERM", why);
+    }
+    if (!t->inside) {
+      ASSERT_NULL(leaf);
+      ASSERT_EQ(proxy_ca_check_name(ca, t->name, t->is_ip, why, sizeof(why)), -EPERM);
+      ASSERT_EQ(proxy_ca_leaf(twin, t->name, t->is_ip, &leaf), 0);
+    }
+    write_crt_pem("leaf.pem", &leaf->chain, 0);
+    r = run("cd %s && openssl verify -x509_strict -purpose sslserver %s %s -CAfile nc.pem "
+            "leaf.pem > verdict.txt 2>&1",
+            dir, t->is_ip ? "-verify_ip" : "-verify_hostname", leaf->name);
+    if (t->inside ? r != 0
+                  : r == 0 || run("grep -q 'subtree violation' %s/verdict.txt", dir) != 0) {
+      run("cat %s/verdict.txt >&2", dir);
+      TEST_FAIL_("%s: OpenSSL does not %s the leaf", t->name,
+                 t->inside ? "accept" : "reject, for a name constraint,");
+    }
+    proxy_leaf_unref(leaf);
+  }
+  proxy_ca_free(ca);
+  proxy_ca_free(twin);
+}
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+TEST(name_constraints_dns_agree_with_openssl)
+{
+  static const struct nc_name names[] = {
+    { "example.com", 0, 1 },
+    { "api.example.com", 0, 1 },
+    { "API.Example.Com", 0, 1 },
+    { "a.b.example.com", 0, 1 },
+    { "notsecret.example.com", 0, 1 },
+    /* longer than a CN holds: the leaf's CN is cut, its dNSName is not */
+    { "a-label-of-fifty-characters-to-pass-the-cn-limit-x.second-label.example.com", 0, 1 },
+    { "host.corp.example", 0, 1 },
+    { "x.y.corp.example", 0, 1 },
+    /* RFC 5280: no iPAddress subtree, so addresses are not restricted */
+    { "192.0.2.7", 1, 1 },
+    { "2001:db8::1", 1, 1 },
+    { "example.net", 0, 0 },
+    { "notexample.com", 0, 0 },
+    { "example.com.evil.net", 0, 0 },
+    { "corp.example", 0, 0 }, /* the leading dot holds subdomains only */
+    { "xcorp.example", 0, 0 },
+    { "secret.example.com", 0, 0 },
+    { "deep.Secret.example.com", 0, 0 },
+  };
+  struct capture cap;
+  const char *log;
+  struct proxy_ca *ca = NULL;
+
+  make_constrained_ca("nameConstraints=critical,permitted;DNS:Example.COM,"
+                      "permitted;DNS:.corp.example,excluded;DNS:secret.example.com",
+                      NULL);
+  capture_start(&cap);
+  ASSERT_EQ(proxy_ca_load(NULL, tmp_path("nc.pem"), tmp_path("nc.key"), &ca), 0);
+  log = capture_end(&cap);
+  ASSERT_CONTAINS(log, "(permitted dNSName (Example.COM, .corp.example); excluded "
+                       "dNSName (secret.example.com)); authproxy applies them");
+  ASSERT_NOT_CONTAINS(log, "Go programs");
+  proxy_ca_free(ca);
+  agree_with_openssl(names, COUNT(names));
+}
+
+TEST(name_constraints_ip_agree_with_openssl)
+{
+  static const struct nc_name names[] = {
+    { "192.0.2.7", 1, 1 },
+    { "192.0.2.200", 1, 1 },
+    { "::ffff:192.0.2.9", 1, 1 }, /* the leaf of a mapped address is IPv4 */
+    { "2001:db8::1", 1, 1 },
+    { "2001:DB8:ffff::1", 1, 1 },
+    { "api.example.net", 0, 1 }, /* no dNSName subtree: names are not restricted */
+    { "192.0.2.130", 1, 0 },     /* excluded /26 */
+    { "192.0.3.1", 1, 0 },
+    { "10.0.0.1", 1, 0 },
+    { "2001:db9::1", 1, 0 },
+    { "::1", 1, 0 },
+  };
+  static const struct nc_name v6_only[] = {
+    { "2001:db8::5", 1, 1 },
+    { "example.org", 0, 1 },
+    /* iPAddress subtrees exist and none holds the address */
+    { "192.0.2.7", 1, 0 },
+  };
+
+  make_constrained_ca("nameConstraints=critical,permitted;IP:192.0.2.0/255.255.255.0,"
+                      "permitted;IP:2001:db8::/ffff:ffff::,"
+                      "excluded;IP:192.0.2.128/255.255.255.192",
+                      NULL);
+  agree_with_openssl(names, COUNT(names));
+  make_constrained_ca("nameConstraints=critical,permitted;IP:2001:db8::/ffff:ffff::", NULL);
+  agree_with_openssl(v6_only, COUNT(v6_only));
+}
+
+TEST(name_constraints_directory_name_agree_with_openssl)
+{
+  static const struct nc_name corp[] = {
+    /* a host name's leaf has the subject CN=name, not within O=Corp */
+    { "api.example.com", 0, 0 },
+    /* an address's leaf has an empty subject, which RFC 5280 exempts */
+    { "192.0.2.1", 1, 1 },
+    { "192.0.3.1", 1, 0 },
+  };
+  static const struct nc_name exact[] = {
+    { "api.example.com", 0, 1 },
+    { "www.example.com", 0, 0 },
+    { "192.0.2.1", 1, 1 },
+  };
+  static const struct nc_name excluded[] = {
+    { "example.com", 0, 1 },
+    { "a.secret.example.com", 0, 1 },
+    { "secret.example.com", 0, 0 },
+  };
+  struct proxy_ca *ca = NULL;
+  struct capture cap;
+
+  make_constrained_ca("nameConstraints=critical,permitted;dirName:corp,"
+                      "permitted;IP:192.0.2.0/255.255.255.0",
+                      "[corp]\nO=Corp\n");
+  /* Go fails every chain through a CA with critical constraints of this form. */
+  capture_start(&cap);
+  ASSERT_EQ(proxy_ca_load(NULL, tmp_path("nc.pem"), tmp_path("nc.key"), &ca), 0);
+  ASSERT_CONTAINS(capture_end(&cap), "hold a directoryName constraint, which Go programs "
+                                     "cannot process");
+  proxy_ca_free(ca);
+  agree_with_openssl(corp, COUNT(corp));
+  make_constrained_ca("nameConstraints=critical,permitted;dirName:cn",
+                      "[cn]\nCN=API.Example.com\n");
+  agree_with_openssl(exact, COUNT(exact));
+  make_constrained_ca("nameConstraints=critical,excluded;dirName:x",
+                      "[x]\nCN=secret.example.com\n");
+  agree_with_openssl(excluded, COUNT(excluded));
+}
+
+/* RFC 5280 wants the extension critical; clients apply it either way, and so do we. */
+TEST(name_constraints_non_critical_applied)
+{
+  static const struct nc_name names[] = {
+    { "api.example.com", 0, 1 },
+    { "api.example.net", 0, 0 },
+  };
+
+  make_constrained_ca("nameConstraints=permitted;DNS:example.com", NULL);
+  agree_with_openssl(names, COUNT(names));
+}
+
+TEST(name_constraints_malformed_refused_at_import)
+{
+  static const struct {
+    const char *der, *log;
+  } cases[] = {
+    { "3000", "neither permittedSubtrees nor excludedSubtrees" },
+    { "3007a005300382012e", "dNSName \".\" is a lone dot" },
+    { "3009a0073005820081010a", "minimum or maximum" },
+    { "300aa0083006870492000200", "iPAddress is not 8 bytes" },
+    { "3006a0043002820000ff", "not a DER SEQUENCE" },
+  };
+  struct proxy_ca *ca = (struct proxy_ca *)1;
+  struct capture cap;
+  const char *log;
+  char line[128];
+  size_t i;
+
+  for (i = 0; i < COUNT(cases); i++) {
+    snprintf(line, sizeof(line), "2.5.29.30=critical,DER:%s", cases[i].der);
+    make_constrained_ca(line, NULL);
+    capture_start(&cap);
+    ASSERT_EQ(proxy_ca_load(NULL, tmp_path("nc.pem"), tmp_path("nc.key"), &ca), -EINVAL);
+    log = capture_end(&cap);
+    ASSERT_NULL(ca);
+    ASSERT_CONTAINS(log, "nc.pem has malformed nameConstraints: ");
+    ASSERT_CONTAINS(log, cases[i].log);
+    ASSERT_CONTAINS(log, "reissue the CA");
+  }
+}
+
+/* RFC 5280 4.2: an extension appears once. OpenSSL will not write two, so a second
+ * extension of another OID gets the nameConstraints OID patched in. */
+TEST(name_constraints_twice_refused)
+{
+  static const unsigned char other[] = { 0x06, 0x03, 0x55, 0x1d, 0x63 };  /* 2.5.29.99 */
+  static const unsigned char nc_oid[] = { 0x06, 0x03, 0x55, 0x1d, 0x1e }; /* 2.5.29.30 */
+  struct proxy_ca *ca = (struct proxy_ca *)1;
+  mbedtls_x509_crt crt;
+  struct capture cap;
+  unsigned char der[2048], *at = NULL;
+  size_t i, len;
+
+  make_constrained_ca("nameConstraints=critical,permitted;DNS:example.com\n"
+                      "2.5.29.99=DER:3006a0043002820000",
+                      NULL);
+  ASSERT_EQ(
+      run("cd %s && openssl x509 -in nc.pem -outform DER -out nc.der", test_tmpdir()), 0);
+  len = read_all(tmp_path("nc.der"), der, sizeof(der));
+  for (i = 0; i + sizeof(other) <= len; i++)
+    if (memcmp(der + i, other, sizeof(other)) == 0)
+      at = der + i;
+  ASSERT_NOT_NULL(at);
+  memcpy(at, nc_oid, sizeof(nc_oid));
+  /* mbedTLS cannot parse it (critical nameConstraints): hand write_crt_pem the DER. */
+  memset(&crt, 0, sizeof(crt));
+  crt.raw.p = der;
+  crt.raw.len = len;
+  write_crt_pem("nc.pem", &crt, 0);
+  capture_start(&cap);
+  ASSERT_EQ(proxy_ca_load(NULL, tmp_path("nc.pem"), tmp_path("nc.key"), &ca), -EINVAL);
+  ASSERT_CONTAINS(capture_end(&cap),
+                  "has 2 nameConstraints extensions; RFC 5280 allows one");
+  ASSERT_NULL(ca);
+}
+
+TEST(generated_ca_has_no_name_constraints)
+{
+  struct proxy_ca *ca = gen_ca(0);
+  char why[64] = "x";
+
+  ASSERT_EQ(proxy_ca_check_name(ca, "anything.example", 0, why, sizeof(why)), 0);
+  ASSERT_STREQ(why, "");
+  ASSERT_EQ(proxy_ca_check_name(ca, "2001:db8::1", 1, why, sizeof(why)), 0);
+  ASSERT_EQ(proxy_ca_check_name(ca, "not an address", 1, why, sizeof(why)), -EINVAL);
+  ASSERT_EQ(proxy_ca_check_name(ca, NULL, 0, why, sizeof(why)), -EINVAL);
   proxy_ca_free(ca);
 }
 

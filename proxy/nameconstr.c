@@ -1,0 +1,752 @@
+/*
+ * nameConstraints (RFC 5280 4.2.1.10) for the CA that mints our leaves.
+ *
+ *   NameConstraints ::= SEQUENCE {
+ *        permittedSubtrees       [0]     GeneralSubtrees OPTIONAL,
+ *        excludedSubtrees        [1]     GeneralSubtrees OPTIONAL }
+ *   GeneralSubtrees ::= SEQUENCE SIZE (1..MAX) OF GeneralSubtree
+ *   GeneralSubtree ::= SEQUENCE {
+ *        base                    GeneralName,
+ *        minimum         [0]     BaseDistance DEFAULT 0,
+ *        maximum         [1]     BaseDistance OPTIONAL }
+ *
+ * The module is IMPLICIT: [0] and [1] replace the SEQUENCE tag of GeneralSubtrees,
+ * and each GeneralName carries its CHOICE tag, [4] directoryName wrapping a whole
+ * Name because Name is itself a CHOICE.
+ *
+ * Our leaves carry three name forms (proxy/ca.c): a dNSName and a subject CN=name
+ * for a host name, an iPAddress and an empty subject for an address. RFC 5280
+ * applies a constraint of a form only to names of that form in the certificate
+ * ("Restrictions apply only when the specified name form is present"; directoryName
+ * ones to the subject "when the certificate includes a non-empty subject field"), so
+ * the rfc822Name, URI, otherName, x400Address, ediPartyName and registeredID
+ * subtrees a CA may carry are parsed and kept but never bind a leaf of ours: the
+ * emailAddress attribute an rfc822Name constraint would reach is not in our subjects
+ * either.
+ *
+ * Matching follows RFC 5280 and, where it is silent, what OpenSSL 3 and Go do:
+ * - dNSName: "example.com" is within itself and any name made by adding labels on
+ *   the left; a leading dot (".example.com", common practice, not in RFC 5280)
+ *   keeps the subdomains only; an empty constraint holds every name; ASCII case is
+ *   ignored.
+ * - iPAddress: address and mask, 4+4 or 16+16 bytes; an address is within when it
+ *   has the same length and agrees on the masked bits.
+ * - directoryName: the constraint's RDNs must begin the subject's. Ours is one RDN,
+ *   CN=name, so only the empty Name or that exact RDN holds it, values compared as
+ *   OpenSSL compares them (converted from their string type, surrounding spaces
+ *   trimmed, ASCII case ignored).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <mbedtls/asn1.h>
+#include <mbedtls/oid.h>
+#include <mbedtls/platform.h>
+#include <mbedtls/x509.h>
+
+#include "proxy/nameconstr.h"
+
+#define TAG_SEQUENCE (MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE)
+#define TAG_SET (MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SET)
+#define TAG_SUBTREES(n) (MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_ASN1_CONSTRUCTED | (n))
+#define FORMS 9
+#define VISIBLE_STRING 0x1a /* not among mbedTLS's tag macros */
+#define DN_TEXT_MAX 512
+#define OID_TEXT_MAX 128
+#define DNS_SHOWN_MAX 64 /* bytes of a malformed dNSName quoted in an error */
+
+struct nc_subtree {
+  unsigned char *base; /* the GeneralName's contents, inside proxy_nc.der */
+  size_t len;
+  unsigned char form;
+  unsigned char excluded;
+};
+
+struct proxy_nc {
+  unsigned char *der; /* our copy of the extension value */
+  size_t count;
+  unsigned forms;
+  struct nc_subtree subtrees[];
+};
+
+/* Whether each form's GeneralName is constructed: the tag must say so exactly. */
+static const struct {
+  const char *name;
+  int constructed;
+} form_info[FORMS] = {
+  { "otherName", 1 },     { "rfc822Name", 0 },    { "dNSName", 0 },
+  { "x400Address", 1 },   { "directoryName", 1 }, { "ediPartyName", 1 },
+  { "uniformResourceIdentifier", 0 }, { "iPAddress", 0 }, { "registeredID", 0 },
+};
+
+const char *proxy_nc_form_name(enum proxy_nc_form form)
+{
+  return (unsigned)form < FORMS ? form_info[form].name : "unknown GeneralName";
+}
+
+/* ---- bounded text -------------------------------------------------------- */
+
+/* Appends to a fixed buffer; what does not fit is cut and marked with "...". */
+struct text {
+  char *buf;
+  size_t size, used;
+  int cut;
+};
+
+static void text_init(struct text *t, char *buf, size_t size)
+{
+  t->buf = buf;
+  t->size = size;
+  t->used = 0;
+  t->cut = 0;
+  if (size > 0)
+    buf[0] = '\0';
+}
+
+static void text_addf(struct text *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void text_addf(struct text *t, const char *fmt, ...)
+{
+  va_list ap;
+  int n;
+
+  if (t->size == 0 || t->cut)
+    return;
+  va_start(ap, fmt);
+  n = vsnprintf(t->buf + t->used, t->size - t->used, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= t->size - t->used) {
+    t->used = t->size - 1;
+    t->cut = 1;
+    if (t->size >= 4)
+      memcpy(t->buf + t->size - 4, "...", 4);
+    return;
+  }
+  t->used += (size_t)n;
+}
+
+/* An IA5String for a log line: bytes that are not printable as \xNN. */
+static void add_escaped(struct text *t, const unsigned char *b, size_t len)
+{
+  size_t i;
+
+  for (i = 0; i < len; i++) {
+    if (b[i] >= 0x20 && b[i] < 0x7f && b[i] != '\\')
+      text_addf(t, "%c", b[i]);
+    else
+      text_addf(t, "\\x%02x", b[i]);
+  }
+}
+
+/* ---- bases --------------------------------------------------------------- */
+
+static int is_space(unsigned c)
+{
+  return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+static unsigned char lower(unsigned char c)
+{
+  return c >= 'A' && c <= 'Z' ? (unsigned char)(c - 'A' + 'a') : c;
+}
+
+/*
+ * A dNSName constraint: empty (every name), or a domain with an optional leading
+ * dot whose labels are non-empty runs of printable ASCII other than space, with no
+ * trailing dot. Go refuses a CA whose constraints break this, and "." alone means
+ * "every name" to Go but "names ending in a dot", that is none, to OpenSSL.
+ */
+static const char *dns_base_error(const unsigned char *b, size_t len)
+{
+  size_t i = 0, label = 0;
+
+  if (len == 0)
+    return NULL;
+  if (b[0] == '.')
+    i = 1;
+  if (i == len)
+    return "is a lone dot";
+  for (; i < len; i++) {
+    if (b[i] == '.') {
+      if (label == 0)
+        return "has an empty label";
+      label = 0;
+    } else if (b[i] < 0x21 || b[i] > 0x7e) {
+      return "has a space or a byte that is not printable ASCII";
+    } else {
+      label++;
+    }
+  }
+  return label == 0 ? "ends with a dot" : NULL;
+}
+
+/* An IA5String (rfc822Name, URI): seven-bit bytes. */
+static int ia5_ok(const unsigned char *b, size_t len)
+{
+  size_t i;
+
+  for (i = 0; i < len; i++)
+    if (b[i] > 0x7f)
+      return 0;
+  return 1;
+}
+
+/* The prefix length of a contiguous mask, or -1 when its ones are not contiguous. */
+static int mask_prefix(const unsigned char *mask, size_t len)
+{
+  size_t i;
+  int bits = 0, zero_seen = 0, b;
+
+  for (i = 0; i < len; i++) {
+    for (b = 7; b >= 0; b--) {
+      if (mask[i] & (1u << b)) {
+        if (zero_seen)
+          return -1;
+        bits++;
+      } else {
+        zero_seen = 1;
+      }
+    }
+  }
+  return bits;
+}
+
+/*
+ * Compares a directoryName attribute value with our CN the way OpenSSL's canonical
+ * encoding does: strings of any of the types below converted to characters, spaces
+ * around them dropped, ASCII case folded. Our CN is lowercase LDH, with no space
+ * and nothing beyond ASCII, so a value with a space inside or a character beyond
+ * ASCII differs from it, as does a value of any other type.
+ */
+static int value_is_cn(int tag, const unsigned char *v, size_t len, const char *cn,
+                       size_t cn_len)
+{
+  size_t unit, n, i, k = 0;
+
+  switch (tag) {
+  case MBEDTLS_ASN1_UTF8_STRING:
+  case MBEDTLS_ASN1_PRINTABLE_STRING:
+  case MBEDTLS_ASN1_T61_STRING:
+  case MBEDTLS_ASN1_IA5_STRING:
+  case VISIBLE_STRING:
+    unit = 1;
+    break;
+  case MBEDTLS_ASN1_BMP_STRING:
+    unit = 2;
+    break;
+  case MBEDTLS_ASN1_UNIVERSAL_STRING:
+    unit = 4;
+    break;
+  default:
+    return 0;
+  }
+  if (cn == NULL || len % unit != 0)
+    return 0;
+  n = len / unit;
+  for (i = 0; i < n; i++) {
+    const unsigned char *u = v + i * unit;
+    unsigned c = u[unit - 1];
+    size_t j;
+
+    for (j = 0; j + 1 < unit; j++)
+      if (u[j] != 0)
+        return 0; /* beyond U+00FF: not ASCII */
+    if (c > 0x7f)
+      return 0;
+    if (is_space(c) && (k == 0 || k == cn_len))
+      continue; /* leading or trailing */
+    if (k == cn_len || lower((unsigned char)c) != (unsigned char)cn[k])
+      return 0;
+    k++;
+  }
+  return k == cn_len;
+}
+
+/*
+ * Walks a directoryName's Name (RFC 5280 4.1.2.4: a SEQUENCE of non-empty SETs of
+ * SEQUENCE { OID, value }). Returns -EINVAL when it is not one, else 1 when the
+ * subject CN=cn (one RDN; cn NULL: none) is within it, 0 when not.
+ */
+static int dn_within(unsigned char *p, const unsigned char *end, const char *cn,
+                     size_t cn_len)
+{
+  size_t len, rdns = 0, first_atvs = 0;
+  int first_is_cn = 0;
+
+  if (mbedtls_asn1_get_tag(&p, end, &len, TAG_SEQUENCE) != 0 || p + len != end)
+    return -EINVAL;
+  while (p < end) {
+    unsigned char *rdn_end;
+    size_t atvs = 0;
+
+    if (mbedtls_asn1_get_tag(&p, end, &len, TAG_SET) != 0 || len == 0)
+      return -EINVAL;
+    rdn_end = p + len;
+    while (p < rdn_end) {
+      unsigned char *atv_end, *oid;
+      size_t oid_len;
+      int tag;
+
+      if (mbedtls_asn1_get_tag(&p, rdn_end, &len, TAG_SEQUENCE) != 0)
+        return -EINVAL;
+      atv_end = p + len;
+      if (mbedtls_asn1_get_tag(&p, atv_end, &oid_len, MBEDTLS_ASN1_OID) != 0 ||
+          oid_len == 0)
+        return -EINVAL;
+      oid = p;
+      p += oid_len;
+      if (p >= atv_end)
+        return -EINVAL;
+      tag = *p++;
+      /* Attribute values are universal types; a high tag number is nothing we know. */
+      if ((tag & 0x1f) == 0x1f || mbedtls_asn1_get_len(&p, atv_end, &len) != 0 ||
+          p + len != atv_end)
+        return -EINVAL;
+      if (rdns == 0 && atvs == 0)
+        first_is_cn = oid_len == MBEDTLS_OID_SIZE(MBEDTLS_OID_AT_CN) &&
+                      memcmp(oid, MBEDTLS_OID_AT_CN, oid_len) == 0 &&
+                      value_is_cn(tag, p, len, cn, cn_len);
+      p = atv_end;
+      atvs++;
+    }
+    if (rdns == 0)
+      first_atvs = atvs;
+    rdns++;
+  }
+  if (rdns == 0)
+    return 1; /* the empty Name: the root of every subtree */
+  return rdns == 1 && first_atvs == 1 && first_is_cn;
+}
+
+static int dns_within(const char *name, const unsigned char *b, size_t blen)
+{
+  size_t nlen = strlen(name), i;
+  const char *tail;
+
+  if (blen == 0)
+    return 1;
+  if (nlen < blen)
+    return 0;
+  tail = name + nlen - blen;
+  /* "example.com" holds the name itself and names ending in ".example.com";
+   * ".example.com" only the latter, since a canonical name never starts with a dot. */
+  if (b[0] != '.' && nlen > blen && tail[-1] != '.')
+    return 0;
+  for (i = 0; i < blen; i++)
+    if (lower((unsigned char)tail[i]) != lower(b[i]))
+      return 0;
+  return 1;
+}
+
+static int ip_within(const unsigned char *ip, size_t ip_len, const unsigned char *b,
+                     size_t blen)
+{
+  size_t i;
+
+  if (blen != 2 * ip_len)
+    return 0;
+  for (i = 0; i < ip_len; i++)
+    if ((ip[i] & b[ip_len + i]) != (b[i] & b[ip_len + i]))
+      return 0;
+  return 1;
+}
+
+/* ---- parsing ------------------------------------------------------------- */
+
+static int parse_error(char *err, size_t err_size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int parse_error(char *err, size_t err_size, const char *fmt, ...)
+{
+  va_list ap;
+
+  if (err_size > 0) {
+    va_start(ap, fmt);
+    vsnprintf(err, err_size, fmt, ap);
+    va_end(ap);
+  }
+  return -EINVAL;
+}
+
+/* Checks one GeneralSubtree's base by its form; NULL when it is well formed. */
+static const char *base_error(int form, unsigned char *b, size_t len)
+{
+  switch (form) {
+  case PROXY_NC_DNS_NAME:
+    return dns_base_error(b, len);
+  case PROXY_NC_IP_ADDRESS:
+    if (len != 8 && len != 32)
+      return "is not 8 bytes (IPv4 address and mask) nor 32 (IPv6)";
+    if (mask_prefix(b + len / 2, len / 2) < 0)
+      return "has a mask whose one bits are not contiguous";
+    return NULL;
+  case PROXY_NC_DIRECTORY_NAME:
+    return dn_within(b, b + len, NULL, 0) < 0 ? "is not a DER Name" : NULL;
+  case PROXY_NC_RFC822_NAME:
+  case PROXY_NC_URI:
+    return ia5_ok(b, len) ? NULL : "has a byte beyond ASCII";
+  default:
+    return NULL; /* never applied to our leaves; only its framing matters */
+  }
+}
+
+static int parse_subtrees(struct proxy_nc *nc, size_t cap, unsigned char *p,
+                          const unsigned char *end, int excluded, char *err,
+                          size_t err_size)
+{
+  const char *what = excluded ? "excludedSubtrees" : "permittedSubtrees";
+  size_t item = 0;
+
+  if (p == end)
+    return parse_error(err, err_size,
+                       "%s is empty; RFC 5280 requires at least one GeneralSubtree",
+                       what);
+  while (p < end) {
+    unsigned char *sub_end, *base;
+    const char *bad;
+    size_t len;
+    int tag, form;
+
+    item++;
+    if (mbedtls_asn1_get_tag(&p, end, &len, TAG_SEQUENCE) != 0)
+      return parse_error(err, err_size, "%s item %zu is not a GeneralSubtree", what,
+                         item);
+    sub_end = p + len;
+    if (p == sub_end)
+      return parse_error(err, err_size, "%s item %zu has no base name", what, item);
+    tag = *p++;
+    form = tag & 0x1f;
+    if ((tag & 0xc0) != MBEDTLS_ASN1_CONTEXT_SPECIFIC || form >= FORMS)
+      return parse_error(err, err_size, "%s item %zu: tag 0x%02x is not a GeneralName",
+                         what, item, (unsigned)tag);
+    if (((tag & MBEDTLS_ASN1_CONSTRUCTED) != 0) != form_info[form].constructed)
+      return parse_error(err, err_size, "%s item %zu: the %s is %s", what, item,
+                         form_info[form].name,
+                         form_info[form].constructed ? "not constructed" : "constructed");
+    if (mbedtls_asn1_get_len(&p, sub_end, &len) != 0)
+      return parse_error(err, err_size, "%s item %zu: the %s overruns its GeneralSubtree",
+                         what, item, form_info[form].name);
+    base = p;
+    p += len;
+    if (p != sub_end && (*p == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 0) ||
+                         *p == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 1)))
+      return parse_error(err, err_size,
+                         "%s item %zu has a minimum or maximum field, which RFC 5280 "
+                         "does not allow and OpenSSL rejects",
+                         what, item);
+    if (p != sub_end)
+      return parse_error(err, err_size, "%s item %zu has trailing bytes", what, item);
+    bad = base_error(form, base, len);
+    if (bad != NULL && form == PROXY_NC_DNS_NAME) {
+      char shown[4 * DNS_SHOWN_MAX + 4];
+      struct text t;
+
+      /* Escaped: the message goes to the log, and the bytes are not a name. */
+      text_init(&t, shown, sizeof(shown));
+      add_escaped(&t, base, len < DNS_SHOWN_MAX ? len : DNS_SHOWN_MAX);
+      return parse_error(err, err_size, "%s item %zu: dNSName \"%s%s\" %s", what, item,
+                         shown, len > DNS_SHOWN_MAX ? "..." : "", bad);
+    }
+    if (bad != NULL)
+      return parse_error(err, err_size, "%s item %zu: the %s %s", what, item,
+                         form_info[form].name, bad);
+    if (nc->count == cap)
+      return parse_error(err, err_size, "more than %d subtrees", PROXY_NC_MAX_SUBTREES);
+    nc->subtrees[nc->count].base = base;
+    nc->subtrees[nc->count].len = len;
+    nc->subtrees[nc->count].form = (unsigned char)form;
+    nc->subtrees[nc->count].excluded = (unsigned char)excluded;
+    nc->count++;
+    nc->forms |= 1u << form;
+  }
+  return 0;
+}
+
+int proxy_nc_parse(const unsigned char *der, size_t len, struct proxy_nc **out,
+                   char *err, size_t err_size)
+{
+  /* Every GeneralSubtree takes at least four bytes (30 02 82 00). */
+  size_t cap = len / 4 < PROXY_NC_MAX_SUBTREES ? len / 4 : PROXY_NC_MAX_SUBTREES;
+  struct proxy_nc *nc;
+  unsigned char *p, *end;
+  size_t seq_len;
+  int ret, have = 0, i;
+
+  *out = NULL;
+  if (err_size > 0)
+    err[0] = '\0';
+  nc = calloc(1, sizeof(*nc) + cap * sizeof(nc->subtrees[0]));
+  if (nc == NULL)
+    return -ENOMEM;
+  nc->der = malloc(len > 0 ? len : 1);
+  if (nc->der == NULL) {
+    ret = -ENOMEM;
+    goto out;
+  }
+  if (len > 0)
+    memcpy(nc->der, der, len);
+  p = nc->der;
+  end = p + len;
+  if (mbedtls_asn1_get_tag(&p, end, &seq_len, TAG_SEQUENCE) != 0 || p + seq_len != end) {
+    ret = parse_error(err, err_size, "not a DER SEQUENCE");
+    goto out;
+  }
+  /* [0] then [1], each at most once, in that order (DER). */
+  for (i = 0; i < 2; i++) {
+    size_t sub_len;
+
+    if (p == end || *p != TAG_SUBTREES(i))
+      continue;
+    if (mbedtls_asn1_get_tag(&p, end, &sub_len, TAG_SUBTREES(i)) != 0) {
+      ret = parse_error(err, err_size, "%s overruns the extension",
+                        i == 0 ? "permittedSubtrees" : "excludedSubtrees");
+      goto out;
+    }
+    ret = parse_subtrees(nc, cap, p, p + sub_len, i, err, err_size);
+    if (ret != 0)
+      goto out;
+    p += sub_len;
+    have = 1;
+  }
+  if (p != end) {
+    ret = parse_error(err, err_size,
+                      "unexpected bytes (tag 0x%02x) where permittedSubtrees [0] or "
+                      "excludedSubtrees [1] may be",
+                      (unsigned)*p);
+    goto out;
+  }
+  if (!have) {
+    ret = parse_error(err, err_size,
+                      "neither permittedSubtrees nor excludedSubtrees, one of which RFC "
+                      "5280 requires");
+    goto out;
+  }
+  *out = nc;
+  nc = NULL;
+  ret = 0;
+out:
+  proxy_nc_free(nc);
+  return ret;
+}
+
+void proxy_nc_free(struct proxy_nc *nc)
+{
+  if (nc == NULL)
+    return;
+  free(nc->der);
+  free(nc);
+}
+
+unsigned proxy_nc_forms(const struct proxy_nc *nc)
+{
+  return nc->forms;
+}
+
+/* ---- text ---------------------------------------------------------------- */
+
+static void add_dn(struct text *t, const struct nc_subtree *s)
+{
+  unsigned char *p = s->base;
+  const unsigned char *end = s->base + s->len;
+  mbedtls_x509_name name, *n, *next;
+  char buf[DN_TEXT_MAX];
+  size_t len;
+
+  if (mbedtls_asn1_get_tag(&p, end, &len, TAG_SEQUENCE) != 0 || len == 0) {
+    text_addf(t, "the empty name");
+    return;
+  }
+  memset(&name, 0, sizeof(name));
+  if (mbedtls_x509_get_name(&p, p + len, &name) == 0 &&
+      mbedtls_x509_dn_gets(buf, sizeof(buf), &name) > 0)
+    text_addf(t, "%s", buf);
+  else
+    text_addf(t, "(a name longer than %d characters)", DN_TEXT_MAX);
+  /* mbedtls_x509_get_name allocates every node after the first. */
+  for (n = name.next; n != NULL; n = next) {
+    next = n->next;
+    mbedtls_free(n);
+  }
+}
+
+static void add_subtree(struct text *t, const struct nc_subtree *s)
+{
+  char addr[INET6_ADDRSTRLEN];
+
+  switch (s->form) {
+  case PROXY_NC_DNS_NAME:
+    /* Checked at parse time: printable ASCII, no space. */
+    if (s->len == 0)
+      text_addf(t, "\"\" (every name)");
+    else
+      text_addf(t, "%.*s", (int)s->len, (const char *)s->base);
+    break;
+  case PROXY_NC_IP_ADDRESS:
+    if (inet_ntop(s->len == 8 ? AF_INET : AF_INET6, s->base, addr, sizeof(addr)) == NULL)
+      snprintf(addr, sizeof(addr), "?");
+    text_addf(t, "%s/%d", addr, mask_prefix(s->base + s->len / 2, s->len / 2));
+    break;
+  case PROXY_NC_DIRECTORY_NAME:
+    add_dn(t, s);
+    break;
+  case PROXY_NC_RFC822_NAME:
+  case PROXY_NC_URI:
+    add_escaped(t, s->base, s->len);
+    break;
+  case PROXY_NC_REGISTERED_ID: {
+    mbedtls_x509_buf oid = { .tag = MBEDTLS_ASN1_OID, .len = s->len, .p = s->base };
+    char dotted[OID_TEXT_MAX];
+
+    if (mbedtls_oid_get_numeric_string(dotted, sizeof(dotted), &oid) > 0)
+      text_addf(t, "%s", dotted);
+    else
+      text_addf(t, "an OID of %zu bytes", s->len);
+    break;
+  }
+  default:
+    text_addf(t, "a value of %zu bytes", s->len);
+    break;
+  }
+}
+
+/* Lists the subtrees of one form and kind, separated by commas. */
+static void add_list(struct text *t, const struct proxy_nc *nc, int form, int excluded)
+{
+  size_t i, n = 0;
+
+  for (i = 0; i < nc->count; i++) {
+    if (nc->subtrees[i].form != form || nc->subtrees[i].excluded != excluded)
+      continue;
+    if (n++ > 0)
+      text_addf(t, ", ");
+    add_subtree(t, &nc->subtrees[i]);
+  }
+}
+
+void proxy_nc_describe(const struct proxy_nc *nc, char *buf, size_t size)
+{
+  struct text t;
+  int excluded, form;
+
+  text_init(&t, buf, size);
+  for (excluded = 0; excluded < 2; excluded++) {
+    int first = 1;
+    size_t i;
+
+    for (form = 0; form < FORMS; form++) {
+      for (i = 0; i < nc->count; i++)
+        if (nc->subtrees[i].form == form && nc->subtrees[i].excluded == excluded)
+          break;
+      if (i == nc->count)
+        continue;
+      if (first)
+        text_addf(&t, "%s%s ", t.used > 0 ? "; " : "",
+                  excluded ? "excluded" : "permitted");
+      else
+        text_addf(&t, ", ");
+      first = 0;
+      text_addf(&t, "%s (", form_info[form].name);
+      add_list(&t, nc, form, excluded);
+      text_addf(&t, ")");
+    }
+  }
+}
+
+/* ---- checking ------------------------------------------------------------ */
+
+static int within(const struct nc_subtree *s, const struct proxy_nc_names *names)
+{
+  switch (s->form) {
+  case PROXY_NC_DNS_NAME:
+    return dns_within(names->dns, s->base, s->len);
+  case PROXY_NC_IP_ADDRESS:
+    return ip_within(names->ip, names->ip_len, s->base, s->len);
+  case PROXY_NC_DIRECTORY_NAME:
+    return dn_within(s->base, s->base + s->len, names->cn, names->cn_len) == 1;
+  default:
+    return 0;
+  }
+}
+
+/* The name of form the leaf carries, as the reason names it. */
+static void add_name(struct text *t, int form, const struct proxy_nc_names *names)
+{
+  char addr[INET6_ADDRSTRLEN];
+
+  switch (form) {
+  case PROXY_NC_DNS_NAME:
+    text_addf(t, "%s", names->dns);
+    break;
+  case PROXY_NC_IP_ADDRESS:
+    if (inet_ntop(names->ip_len == 4 ? AF_INET : AF_INET6, names->ip, addr,
+                  sizeof(addr)) == NULL)
+      snprintf(addr, sizeof(addr), "?");
+    text_addf(t, "%s", addr);
+    break;
+  default:
+    text_addf(t, "the leaf's subject CN=%.*s", (int)names->cn_len, names->cn);
+    break;
+  }
+}
+
+/*
+ * RFC 5280 6.1.3 (b) and (c), for one form the leaf carries: within some permitted
+ * subtree of the form when the permittedSubtrees have any, and within no excluded
+ * one. A form the permittedSubtrees do not mention is not restricted by them: the
+ * permitted set of each form starts as every name (6.1.2 (b)) and "If
+ * permittedSubtrees does not include a particular name type, the permitted_subtrees
+ * state variable is unchanged for that name type" (6.1.4 (g)). So a CA permitting
+ * only dNSName subtrees does not restrict the iPAddress of an address's leaf.
+ */
+static int check_form(const struct proxy_nc *nc, int form,
+                      const struct proxy_nc_names *names, struct text *why)
+{
+  int permitted = 0, inside = 0;
+  size_t i;
+
+  for (i = 0; i < nc->count; i++) {
+    const struct nc_subtree *s = &nc->subtrees[i];
+
+    if (s->form != form)
+      continue;
+    if (s->excluded && within(s, names)) {
+      add_name(why, form, names);
+      text_addf(why, " is within the excluded %s subtree ", form_info[form].name);
+      add_subtree(why, s);
+      return -EPERM;
+    }
+    if (!s->excluded) {
+      permitted = 1;
+      inside = inside || within(s, names);
+    }
+  }
+  if (permitted && !inside) {
+    add_name(why, form, names);
+    text_addf(why, " is not within any permitted %s subtree (", form_info[form].name);
+    add_list(why, nc, form, 0);
+    text_addf(why, ")");
+    return -EPERM;
+  }
+  return 0;
+}
+
+int proxy_nc_check(const struct proxy_nc *nc, const struct proxy_nc_names *names,
+                   char *why, size_t why_size)
+{
+  struct text t;
+  int ret = 0;
+
+  text_init(&t, why, why_size);
+  if (names->dns != NULL)
+    ret = check_form(nc, PROXY_NC_DNS_NAME, names, &t);
+  if (ret == 0 && names->ip != NULL && (names->ip_len == 4 || names->ip_len == 16))
+    ret = check_form(nc, PROXY_NC_IP_ADDRESS, names, &t);
+  /* RFC 5280 4.2.1.10: directoryName constraints bind a non-empty subject. */
+  if (ret == 0 && names->cn != NULL)
+    ret = check_form(nc, PROXY_NC_DIRECTORY_NAME, names, &t);
+  return ret;
+}

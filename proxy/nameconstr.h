@@ -1,0 +1,75 @@
+/*
+ * The nameConstraints of a CA certificate (RFC 5280 4.2.1.10), parsed strictly, and
+ * the check of the names one of our leaves would carry against them. mbedTLS 2.28
+ * neither parses nor applies the extension; the clients that verify our leaves do,
+ * so proxy/ca.c refuses to mint a leaf they would reject.
+ */
+#ifndef AUTHPROXY_NAMECONSTR_H
+#define AUTHPROXY_NAMECONSTR_H
+
+#include <stddef.h>
+
+struct proxy_nc;
+
+/* GeneralName forms (their context tag numbers, RFC 5280 4.2.1.6). */
+enum proxy_nc_form {
+  PROXY_NC_OTHER_NAME = 0,
+  PROXY_NC_RFC822_NAME = 1,
+  PROXY_NC_DNS_NAME = 2,
+  PROXY_NC_X400_ADDRESS = 3,
+  PROXY_NC_DIRECTORY_NAME = 4,
+  PROXY_NC_EDI_PARTY_NAME = 5,
+  PROXY_NC_URI = 6,
+  PROXY_NC_IP_ADDRESS = 7,
+  PROXY_NC_REGISTERED_ID = 8,
+};
+
+/* The names one leaf carries; a NULL member is a name form the leaf does not have. */
+struct proxy_nc_names {
+  const char *dns;         /* subjectAltName dNSName, canonical (see ca.c) */
+  const char *cn;          /* the value of the subject's only attribute, a CN; NULL: */
+  size_t cn_len;           /* the subject is empty */
+  const unsigned char *ip; /* subjectAltName iPAddress: 4 or 16 bytes */
+  size_t ip_len;
+};
+
+/* At most this many GeneralSubtrees in all; a CA with more is refused. */
+#define PROXY_NC_MAX_SUBTREES 1024
+
+/*
+ * Parses the extnValue of a nameConstraints extension (copied; the caller keeps
+ * der). Anything RFC 5280 or DER does not allow is refused: no subtrees at all, an
+ * empty GeneralSubtrees, a GeneralName with a wrong tag or encoding, minimum or
+ * maximum fields (RFC 5280: not used; OpenSSL rejects every leaf under them), a
+ * dNSName that is not a domain (empty label, trailing dot, space, non-ASCII), an
+ * iPAddress that is not an address and contiguous mask of 8 or 32 bytes, a
+ * directoryName that is not a Name, trailing bytes. Returns 0, -ENOMEM, or -EINVAL
+ * with what is wrong in err (NUL-terminated, truncated to err_size).
+ */
+int proxy_nc_parse(const unsigned char *der, size_t len, struct proxy_nc **out,
+                   char *err, size_t err_size);
+
+/*
+ * Checks a leaf's names against the constraints with RFC 5280 semantics: a name form
+ * the leaf carries must be within a permitted subtree of its form when the
+ * permittedSubtrees hold any of that form, and within no excluded subtree of it;
+ * forms the leaf does not carry are not restricted. Returns 0 when the leaf is within
+ * them, -EPERM with the reason in why (naming the name and the subtrees it misses or
+ * falls in) when clients would reject it.
+ */
+int proxy_nc_check(const struct proxy_nc *nc, const struct proxy_nc_names *names,
+                   char *why, size_t why_size);
+
+/* The subtrees, as text for a log line: "permitted dNSName (example.com, .example.org),
+ * iPAddress (192.0.2.0/24); excluded dNSName (a.example.com)", cut to size with "...". */
+void proxy_nc_describe(const struct proxy_nc *nc, char *buf, size_t size);
+
+/* Bit n set: some subtree (permitted or excluded) has GeneralName form n. */
+unsigned proxy_nc_forms(const struct proxy_nc *nc);
+
+/* "dNSName", "iPAddress", ...: the RFC 5280 name of a form. */
+const char *proxy_nc_form_name(enum proxy_nc_form form);
+
+void proxy_nc_free(struct proxy_nc *nc);
+
+#endif

@@ -1,0 +1,617 @@
+/*
+ * nameConstraints (proxy/nameconstr.c): strict parsing of the extension and RFC 5280
+ * matching of the names our leaves carry, on DER built here byte by byte. The
+ * agreement with OpenSSL's checker on real leaves is in test_ca.c.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+
+#include "proxy/nameconstr.h"
+#include "test.h"
+
+/* ---- building DER ------------------------------------------------------------ */
+
+#define TAG_SEQ 0x30
+#define TAG_SET 0x31
+#define GN_RFC822 0x81
+#define GN_DNS 0x82
+#define GN_DIR 0xa4
+#define GN_URI 0x86
+#define GN_IP 0x87
+#define GN_RID 0x88
+#define GN_OTHER 0xa0
+
+struct der {
+  unsigned char b[16384];
+  size_t n;
+};
+
+/* Appends tag, a DER length and the value. */
+static void put(struct der *d, int tag, const void *v, size_t len)
+{
+  ASSERT_LT(d->n + len + 4, sizeof(d->b));
+  d->b[d->n++] = (unsigned char)tag;
+  if (len < 0x80) {
+    d->b[d->n++] = (unsigned char)len;
+  } else if (len < 0x100) {
+    d->b[d->n++] = 0x81;
+    d->b[d->n++] = (unsigned char)len;
+  } else {
+    d->b[d->n++] = 0x82;
+    d->b[d->n++] = (unsigned char)(len >> 8);
+    d->b[d->n++] = (unsigned char)len;
+  }
+  memcpy(d->b + d->n, v, len);
+  d->n += len;
+}
+
+/* Wraps everything in d in one TLV. */
+static void wrap(struct der *d, int tag)
+{
+  struct der t = { .n = 0 };
+
+  put(&t, tag, d->b, d->n);
+  *d = t;
+}
+
+/* One GeneralSubtree with base tag and value appended to d. */
+static void subtree(struct der *d, int tag, const void *v, size_t len)
+{
+  struct der s = { .n = 0 };
+
+  put(&s, tag, v, len);
+  wrap(&s, TAG_SEQ);
+  memcpy(d->b + d->n, s.b, s.n);
+  d->n += s.n;
+}
+
+static void dns(struct der *d, const char *name)
+{
+  subtree(d, GN_DNS, name, strlen(name));
+}
+
+/* "192.0.2.0/24" or "2001:db8::/32" as an iPAddress subtree. */
+static void ip(struct der *d, const char *cidr)
+{
+  unsigned char v[32];
+  char addr[64];
+  const char *slash = strchr(cidr, '/');
+  int bits = atoi(slash + 1), i;
+  size_t alen;
+
+  snprintf(addr, sizeof(addr), "%.*s", (int)(slash - cidr), cidr);
+  memset(v, 0, sizeof(v));
+  if (inet_pton(AF_INET, addr, v) == 1)
+    alen = 4;
+  else if (inet_pton(AF_INET6, addr, v) == 1)
+    alen = 16;
+  else
+    TEST_FAIL_("bad address %s", cidr);
+  for (i = 0; i < bits; i++)
+    v[alen + (size_t)i / 8] |= (unsigned char)(0x80 >> (i % 8));
+  subtree(d, GN_IP, v, 2 * alen);
+}
+
+/* A Name of one RDN with one attribute: OID bytes (2.5.4.x: 55 04 x) and a value. */
+static void one_rdn(struct der *name, int attr, int vtag, const void *v, size_t len)
+{
+  struct der atv = { .n = 0 };
+  unsigned char oid[3] = { 0x55, 0x04, (unsigned char)attr };
+
+  put(&atv, 0x06, oid, sizeof(oid));
+  put(&atv, vtag, v, len);
+  wrap(&atv, TAG_SEQ);
+  wrap(&atv, TAG_SET);
+  memcpy(name->b + name->n, atv.b, atv.n);
+  name->n += atv.n;
+}
+
+/* A directoryName subtree: the RDNs in rdns wrapped into a Name. */
+static void dir(struct der *d, const struct der *rdns)
+{
+  struct der name = *rdns;
+
+  wrap(&name, TAG_SEQ);
+  subtree(d, GN_DIR, name.b, name.n);
+}
+
+/* NameConstraints from the permitted and excluded GeneralSubtree lists (NULL or
+ * empty: absent). */
+static void nc_der(struct der *out, const struct der *permitted,
+                   const struct der *excluded)
+{
+  out->n = 0;
+  if (permitted != NULL && permitted->n > 0)
+    put(out, 0xa0, permitted->b, permitted->n);
+  if (excluded != NULL && excluded->n > 0)
+    put(out, 0xa1, excluded->b, excluded->n);
+  wrap(out, TAG_SEQ);
+}
+
+static struct proxy_nc *parse_ok(const struct der *d)
+{
+  struct proxy_nc *nc = NULL;
+  char err[256];
+  int ret = proxy_nc_parse(d->b, d->n, &nc, err, sizeof(err));
+
+  if (ret != 0)
+    TEST_FAIL_("proxy_nc_parse: %d: %s", ret, err);
+  ASSERT_NOT_NULL(nc);
+  return nc;
+}
+
+/* ---- checking names ---------------------------------------------------------- */
+
+static int check_dns(const struct proxy_nc *nc, const char *name, char *why, size_t size)
+{
+  struct proxy_nc_names n = { .dns = name, .cn = name, .cn_len = strlen(name) };
+
+  return proxy_nc_check(nc, &n, why, size);
+}
+
+static int check_ip(const struct proxy_nc *nc, const char *addr, char *why, size_t size)
+{
+  unsigned char a[16];
+  struct proxy_nc_names n = { .ip = a };
+
+  if (inet_pton(AF_INET, addr, a) == 1)
+    n.ip_len = 4;
+  else if (inet_pton(AF_INET6, addr, a) == 1)
+    n.ip_len = 16;
+  else
+    TEST_FAIL_("bad address %s", addr);
+  return proxy_nc_check(nc, &n, why, size);
+}
+
+/* Each name in the NULL-terminated lists is inside (0) or outside (-EPERM). */
+static void expect_dns(const struct proxy_nc *nc, const char *const *inside,
+                       const char *const *outside)
+{
+  char why[512];
+
+  for (; inside != NULL && *inside != NULL; inside++)
+    if (check_dns(nc, *inside, why, sizeof(why)) != 0)
+      TEST_FAIL_("%s refused: %s", *inside, why);
+  for (; outside != NULL && *outside != NULL; outside++)
+    if (check_dns(nc, *outside, why, sizeof(why)) != -EPERM)
+      TEST_FAIL_("%s allowed", *outside);
+}
+
+static void expect_ip(const struct proxy_nc *nc, const char *const *inside,
+                      const char *const *outside)
+{
+  char why[512];
+
+  for (; inside != NULL && *inside != NULL; inside++)
+    if (check_ip(nc, *inside, why, sizeof(why)) != 0)
+      TEST_FAIL_("%s refused: %s", *inside, why);
+  for (; outside != NULL && *outside != NULL; outside++)
+    if (check_ip(nc, *outside, why, sizeof(why)) != -EPERM)
+      TEST_FAIL_("%s allowed", *outside);
+}
+
+TEST(dns_subtrees)
+{
+  struct der p = { .n = 0 }, x = { .n = 0 }, d;
+  struct proxy_nc *nc;
+  static const char *const inside[] = {
+    "example.com", "api.example.com", "a.b.c.example.com", "host.corp.example",
+    "x.y.corp.example", "notsecret.example.com", "secret.example.com.example.com",
+    "openai.com", "api.openai.com", NULL,
+  };
+  static const char *const outside[] = {
+    "example.net", "notexample.com", "example.com.evil.net", "com", "xample.com",
+    /* the leading-dot form holds subdomains only */
+    "corp.example", "xcorp.example",
+    /* excluded, with everything under it */
+    "secret.example.com", "deep.secret.example.com", "api.openai.com.evil", NULL,
+  };
+  char why[512];
+
+  dns(&p, "example.com");
+  dns(&p, ".corp.example");
+  dns(&p, "OpenAI.COM"); /* the case of a constraint does not matter either */
+  dns(&x, "secret.example.com");
+  nc_der(&d, &p, &x);
+  nc = parse_ok(&d);
+  expect_dns(nc, inside, outside);
+
+  ASSERT_EQ(check_dns(nc, "api.example.net", why, sizeof(why)), -EPERM);
+  ASSERT_STREQ(why, "api.example.net is not within any permitted dNSName subtree "
+                    "(example.com, .corp.example, OpenAI.COM)");
+  ASSERT_EQ(check_dns(nc, "a.secret.example.com", why, sizeof(why)), -EPERM);
+  ASSERT_STREQ(why, "a.secret.example.com is within the excluded dNSName subtree "
+                    "secret.example.com");
+  ASSERT_EQ(check_dns(nc, "api.example.com", why, sizeof(why)), 0);
+  ASSERT_STREQ(why, "");
+  /* A short buffer is cut, and marked. */
+  ASSERT_EQ(check_dns(nc, "api.example.net", why, 24), -EPERM);
+  ASSERT_STREQ(why, "api.example.net is n...");
+
+  /* RFC 5280 4.2.1.10: a form the permittedSubtrees do not name is not restricted
+   * by them; only dNSName subtrees here, so addresses pass. */
+  expect_ip(nc, (const char *const[]){ "192.0.2.7", "2001:db8::1", NULL }, NULL);
+  proxy_nc_free(nc);
+}
+
+TEST(dns_excluded_only_and_empty_constraint)
+{
+  struct der p = { .n = 0 }, x = { .n = 0 }, d;
+  struct proxy_nc *nc;
+
+  /* Excluded subtrees alone restrict nothing else. */
+  dns(&x, "internal.example");
+  dns(&x, ".corp");
+  nc_der(&d, NULL, &x);
+  nc = parse_ok(&d);
+  expect_dns(nc, (const char *const[]){ "example.com", "corp", "xinternal.example", NULL },
+             (const char *const[]){ "internal.example", "a.internal.example", "x.corp",
+                                    NULL });
+  proxy_nc_free(nc);
+
+  /* The empty dNSName holds every name: permitted, it allows all; excluded, none. */
+  x.n = 0;
+  subtree(&p, GN_DNS, "", 0);
+  nc_der(&d, &p, NULL);
+  nc = parse_ok(&d);
+  expect_dns(nc, (const char *const[]){ "example.com", "a.b", NULL }, NULL);
+  proxy_nc_free(nc);
+  nc_der(&d, NULL, &p);
+  nc = parse_ok(&d);
+  expect_dns(nc, NULL, (const char *const[]){ "example.com", "a.b", NULL });
+  proxy_nc_free(nc);
+}
+
+TEST(ip_subtrees)
+{
+  struct der p = { .n = 0 }, x = { .n = 0 }, d;
+  struct proxy_nc *nc;
+  static const char *const inside[] = {
+    "192.0.2.0",  "192.0.2.7",   "192.0.2.127", "192.0.2.192", "192.0.2.255",
+    "2001:db8::", "2001:db8::1", "2001:db8:ffff:ffff::1",     "10.9.8.7", NULL,
+  };
+  static const char *const outside[] = {
+    "192.0.3.1",   "192.0.1.255",  "10.0.0.1",  "0.0.0.0", "255.255.255.255",
+    "192.0.2.128", "192.0.2.191", /* excluded /26 */
+    "2001:db9::1", "2001:db7:ffff::1", "::1",   "::ffff:192.0.2.7", "::c000:207", NULL,
+  };
+  char why[512];
+
+  ip(&p, "192.0.2.0/24");
+  ip(&p, "2001:db8::/32");
+  ip(&p, "10.9.8.7/32");
+  ip(&x, "192.0.2.128/26");
+  nc_der(&d, &p, &x);
+  nc = parse_ok(&d);
+  expect_ip(nc, inside, outside);
+  ASSERT_EQ(check_ip(nc, "192.0.3.1", why, sizeof(why)), -EPERM);
+  ASSERT_STREQ(why, "192.0.3.1 is not within any permitted iPAddress subtree "
+                    "(192.0.2.0/24, 2001:db8::/32, 10.9.8.7/32)");
+  ASSERT_EQ(check_ip(nc, "192.0.2.130", why, sizeof(why)), -EPERM);
+  ASSERT_STREQ(why, "192.0.2.130 is within the excluded iPAddress subtree 192.0.2.128/26");
+  /* No dNSName subtree: host names are not restricted. */
+  expect_dns(nc, (const char *const[]){ "example.com", NULL }, NULL);
+  proxy_nc_free(nc);
+
+  /* An IPv4 address against IPv6 subtrees only: the permittedSubtrees name the
+   * iPAddress form, and no subtree of it holds the address (OpenSSL agrees). */
+  p.n = 0;
+  x.n = 0;
+  ip(&p, "2001:db8::/32");
+  nc_der(&d, &p, NULL);
+  nc = parse_ok(&d);
+  expect_ip(nc, (const char *const[]){ "2001:db8::5", NULL },
+            (const char *const[]){ "192.0.2.7", NULL });
+  proxy_nc_free(nc);
+
+  /* Host bits set in the constraint's address are ignored; /0 holds its family. */
+  p.n = 0;
+  ip(&p, "192.0.2.99/24");
+  ip(&p, "::/0");
+  nc_der(&d, &p, NULL);
+  nc = parse_ok(&d);
+  expect_ip(nc, (const char *const[]){ "192.0.2.1", "fe80::1", NULL },
+            (const char *const[]){ "192.0.3.1", NULL });
+  proxy_nc_free(nc);
+}
+
+TEST(directory_name_subtrees)
+{
+  struct der p = { .n = 0 }, x = { .n = 0 }, d, rdn = { .n = 0 };
+  struct proxy_nc *nc;
+  struct proxy_nc_names names = { 0 };
+  static const unsigned char bmp[] = { 0, 'A', 0, 'p', 0, 'I', 0, '.', 0, 'x', 0, 'y' };
+  char why[512];
+
+  /* O=Corp: a subject CN=name is not within it. */
+  one_rdn(&rdn, 0x0a, 0x0c, "Corp", 4);
+  dir(&p, &rdn);
+  ip(&p, "192.0.2.0/24");
+  nc_der(&d, &p, NULL);
+  nc = parse_ok(&d);
+  ASSERT_EQ(check_dns(nc, "api.example.com", why, sizeof(why)), -EPERM);
+  ASSERT_STREQ(why, "the leaf's subject CN=api.example.com is not within any "
+                    "permitted directoryName subtree (O=Corp)");
+  /* An address's leaf has an empty subject, which RFC 5280 exempts. */
+  expect_ip(nc, (const char *const[]){ "192.0.2.1", NULL },
+            (const char *const[]){ "192.0.3.1", NULL });
+  names.ip = (const unsigned char *)"\xc0\x00\x02\x01";
+  names.ip_len = 4;
+  ASSERT_EQ(proxy_nc_check(nc, &names, why, sizeof(why)), 0);
+  proxy_nc_free(nc);
+
+  /* CN=<name> exactly: compared as OpenSSL does, whatever the string type, case
+   * and surrounding spaces. */
+  p.n = 0;
+  rdn.n = 0;
+  one_rdn(&rdn, 0x03, 0x13, "  API.Example.com ", 18); /* PrintableString */
+  dir(&p, &rdn);
+  rdn.n = 0;
+  one_rdn(&rdn, 0x03, 0x1e, bmp, sizeof(bmp)); /* BMPString "ApI.xy" */
+  dir(&p, &rdn);
+  nc_der(&d, &p, NULL);
+  nc = parse_ok(&d);
+  expect_dns(nc, (const char *const[]){ "api.example.com", "api.xy", NULL },
+             (const char *const[]){ "www.example.com", "api.example.co", "api.example.comm",
+                                    NULL });
+  proxy_nc_free(nc);
+
+  /* Not the same: another attribute, a space inside, two RDNs, two attributes in
+   * one RDN, a value of a non-string type. */
+  p.n = 0;
+  rdn.n = 0;
+  one_rdn(&rdn, 0x0b, 0x0c, "api.example.com", 15); /* OU */
+  dir(&p, &rdn);
+  rdn.n = 0;
+  one_rdn(&rdn, 0x03, 0x0c, "api. example.com", 16);
+  dir(&p, &rdn);
+  rdn.n = 0;
+  one_rdn(&rdn, 0x03, 0x0c, "api.example.com", 15);
+  one_rdn(&rdn, 0x0a, 0x0c, "Corp", 4);
+  dir(&p, &rdn);
+  rdn.n = 0;
+  one_rdn(&rdn, 0x03, 0x04, "api.example.com", 15); /* OCTET STRING */
+  dir(&p, &rdn);
+  {
+    /* CN=api.example.com+O=Corp: one RDN, two attributes. */
+    struct der atvs = { .n = 0 }, a = { .n = 0 }, name;
+    static const unsigned char cn_oid[] = { 0x55, 0x04, 0x03 };
+    static const unsigned char o_oid[] = { 0x55, 0x04, 0x0a };
+
+    put(&a, 0x06, cn_oid, 3);
+    put(&a, 0x0c, "api.example.com", 15);
+    wrap(&a, TAG_SEQ);
+    memcpy(atvs.b, a.b, a.n);
+    atvs.n = a.n;
+    a.n = 0;
+    put(&a, 0x06, o_oid, 3);
+    put(&a, 0x0c, "Corp", 4);
+    wrap(&a, TAG_SEQ);
+    memcpy(atvs.b + atvs.n, a.b, a.n);
+    atvs.n += a.n;
+    name = atvs;
+    wrap(&name, TAG_SET);
+    dir(&p, &name);
+  }
+  nc_der(&d, &p, NULL);
+  nc = parse_ok(&d);
+  expect_dns(nc, NULL, (const char *const[]){ "api.example.com", NULL });
+  proxy_nc_free(nc);
+
+  /* The empty Name is the root of the directory: permitted holds all, excluded none. */
+  p.n = 0;
+  rdn.n = 0;
+  dir(&p, &rdn);
+  nc_der(&d, &p, NULL);
+  nc = parse_ok(&d);
+  expect_dns(nc, (const char *const[]){ "api.example.com", NULL }, NULL);
+  proxy_nc_free(nc);
+  nc_der(&d, NULL, &p);
+  nc = parse_ok(&d);
+  expect_dns(nc, NULL, (const char *const[]){ "api.example.com", NULL });
+  ASSERT_EQ(check_dns(nc, "api.example.com", why, sizeof(why)), -EPERM);
+  ASSERT_STREQ(why, "the leaf's subject CN=api.example.com is within the excluded "
+                    "directoryName subtree the empty name");
+  proxy_nc_free(nc);
+
+  /* Excluded CN=name refuses that name only. */
+  x.n = 0;
+  rdn.n = 0;
+  one_rdn(&rdn, 0x03, 0x0c, "secret.example.com", 18);
+  dir(&x, &rdn);
+  nc_der(&d, NULL, &x);
+  nc = parse_ok(&d);
+  expect_dns(nc, (const char *const[]){ "example.com", "a.secret.example.com", NULL },
+             (const char *const[]){ "secret.example.com", NULL });
+  proxy_nc_free(nc);
+}
+
+/* RFC 5280 4.2.1.10: constraints of forms a leaf does not carry do not bind it. */
+TEST(other_forms_never_bind_our_leaves)
+{
+  struct der p = { .n = 0 }, x = { .n = 0 }, d, other = { .n = 0 };
+  static const unsigned char rid[] = { 0x2a, 0x03, 0x04 };
+  static const unsigned char upn_oid[] = { 0x2b, 0x06, 0x01, 0x04, 0x01,
+                                           0x82, 0x37, 0x14, 0x02, 0x03 };
+  struct proxy_nc *nc;
+  char text[512];
+
+  subtree(&p, GN_RFC822, "example.com", 11);
+  subtree(&p, GN_URI, ".example.com", 12);
+  subtree(&p, GN_RID, rid, sizeof(rid));
+  put(&other, 0x06, upn_oid, sizeof(upn_oid));
+  {
+    struct der v = { .n = 0 };
+
+    put(&v, 0x0c, "@corp", 5);
+    put(&other, 0xa0, v.b, v.n);
+  }
+  subtree(&p, GN_OTHER, other.b, other.n);
+  subtree(&x, GN_RFC822, "", 0);
+  nc_der(&d, &p, &x);
+  nc = parse_ok(&d);
+  ASSERT_EQ(proxy_nc_forms(nc), (1u << PROXY_NC_RFC822_NAME) | (1u << PROXY_NC_URI) |
+                                    (1u << PROXY_NC_REGISTERED_ID) |
+                                    (1u << PROXY_NC_OTHER_NAME));
+  expect_dns(nc, (const char *const[]){ "example.net", NULL }, NULL);
+  expect_ip(nc, (const char *const[]){ "198.51.100.1", NULL }, NULL);
+  proxy_nc_describe(nc, text, sizeof(text));
+  ASSERT_STREQ(text, "permitted otherName (a value of 21 bytes), rfc822Name "
+                     "(example.com), uniformResourceIdentifier (.example.com), "
+                     "registeredID (1.2.3.4); excluded rfc822Name ()");
+  proxy_nc_free(nc);
+}
+
+TEST(describe)
+{
+  struct der p = { .n = 0 }, x = { .n = 0 }, d, rdn = { .n = 0 };
+  struct proxy_nc *nc;
+  char text[512], small[40];
+
+  dns(&p, "example.com");
+  ip(&p, "192.0.2.0/24");
+  dns(&p, ".example.org");
+  one_rdn(&rdn, 0x0a, 0x0c, "Corp", 4);
+  dir(&x, &rdn);
+  dns(&x, "a.example.com");
+  nc_der(&d, &p, &x);
+  nc = parse_ok(&d);
+  ASSERT_EQ(proxy_nc_forms(nc), (1u << PROXY_NC_DNS_NAME) | (1u << PROXY_NC_IP_ADDRESS) |
+                                    (1u << PROXY_NC_DIRECTORY_NAME));
+  proxy_nc_describe(nc, text, sizeof(text));
+  ASSERT_STREQ(text, "permitted dNSName (example.com, .example.org), iPAddress "
+                     "(192.0.2.0/24); excluded dNSName (a.example.com), directoryName "
+                     "(O=Corp)");
+  proxy_nc_describe(nc, small, sizeof(small));
+  ASSERT_EQ(strlen(small), sizeof(small) - 1);
+  ASSERT_STREQ(small, "permitted dNSName (example.com, .exa...");
+  ASSERT_STREQ(proxy_nc_form_name(PROXY_NC_IP_ADDRESS), "iPAddress");
+  proxy_nc_free(nc);
+}
+
+/* ---- malformed extensions ---------------------------------------------------- */
+
+struct bad_case {
+  const char *hex;
+  const char *err; /* a part of the message */
+};
+
+static size_t unhex(const char *hex, unsigned char *out, size_t size)
+{
+  size_t n = 0;
+  unsigned v;
+
+  while (*hex != '\0') {
+    if (*hex == ' ') {
+      hex++;
+      continue;
+    }
+    ASSERT_LT(n, size);
+    ASSERT_EQ(sscanf(hex, "%2x", &v), 1);
+    out[n++] = (unsigned char)v;
+    hex += 2;
+  }
+  return n;
+}
+
+TEST(malformed_refused)
+{
+  static const struct bad_case cases[] = {
+    { "", "not a DER SEQUENCE" },
+    { "04 00", "not a DER SEQUENCE" },
+    { "30 00", "neither permittedSubtrees nor excludedSubtrees" },
+    { "30 06 a0 03 30 01 82", "not a DER SEQUENCE" }, /* outer length too long */
+    { "30 06 a0 04 30 02 82 00 00", "not a DER SEQUENCE" }, /* trailing byte */
+    { "30 02 a0 00", "permittedSubtrees is empty" },
+    { "30 02 a1 00", "excludedSubtrees is empty" },
+    { "30 06 a0 05 30 02 82 00", "overruns" },
+    { "30 08 a1 02 30 00 a0 02 30 00", "excludedSubtrees item 1 has no base name" },
+    /* [1] before [0], [0] twice, an unknown field */
+    { "30 0c a1 04 30 02 82 00 a0 04 30 02 82 00", "unexpected bytes (tag 0xa0)" },
+    { "30 0c a0 04 30 02 82 00 a0 04 30 02 82 00", "unexpected bytes (tag 0xa0)" },
+    { "30 08 a0 04 30 02 82 00 a2 00", "unexpected bytes (tag 0xa2)" },
+    /* a GeneralSubtree that is not a SEQUENCE, an unknown GeneralName */
+    { "30 04 a0 02 31 00", "permittedSubtrees item 1 is not a GeneralSubtree" },
+    { "30 06 a0 04 30 02 89 00", "tag 0x89 is not a GeneralName" },
+    { "30 06 a0 04 30 02 02 00", "tag 0x02 is not a GeneralName" },
+    { "30 06 a0 04 30 02 9f 00", "tag 0x9f is not a GeneralName" },
+    { "30 06 a0 04 30 02 a2 00", "the dNSName is constructed" },
+    { "30 06 a0 04 30 02 84 00", "the directoryName is not constructed" },
+    { "30 06 a0 04 30 02 82 05", "the dNSName overruns its GeneralSubtree" },
+    /* minimum and maximum, even a DER-forbidden explicit minimum 0 */
+    { "30 09 a0 07 30 05 82 00 80 01 00", "minimum or maximum" },
+    { "30 09 a0 07 30 05 82 00 81 01 02", "minimum or maximum" },
+    { "30 09 a0 07 30 05 82 00 04 01 02", "item 1 has trailing bytes" },
+    /* dNSName constraints that are not domains */
+    { "30 07 a0 05 30 03 82 01 2e", "dNSName \".\" is a lone dot" },
+    { "30 0a a0 08 30 06 82 04 61 2e 2e 62", "dNSName \"a..b\" has an empty label" },
+    { "30 09 a0 07 30 05 82 03 2e 2e 62", "dNSName \"..b\" has an empty label" },
+    { "30 09 a0 07 30 05 82 03 61 62 2e", "dNSName \"ab.\" ends with a dot" },
+    { "30 09 a0 07 30 05 82 03 61 20 62", "\"a b\" has a space or a byte that is not" },
+    { "30 09 a0 07 30 05 82 03 61 c3 a9", "\"a\\xc3\\xa9\" has a space or a byte" },
+    { "30 09 a0 07 30 05 82 03 61 0a 62", "\"a\\x0ab\" has a space or a byte" },
+    /* iPAddress: lengths, masks */
+    { "30 0a a0 08 30 06 87 04 c0 00 02 00", "is not 8 bytes" },
+    { "30 0f a0 0d 30 0b 87 09 c0 00 02 00 ff ff ff 00 00", "is not 8 bytes" },
+    { "30 0e a0 0c 30 0a 87 08 c0 00 02 00 ff 00 ff 00", "not contiguous" },
+    { "30 0e a0 0c 30 0a 87 08 c0 00 02 00 00 00 00 01", "not contiguous" },
+    /* directoryName: not a Name, an empty RDN, an attribute without value, trailing */
+    { "30 08 a0 06 30 04 a4 02 31 00", "the directoryName is not a DER Name" },
+    { "30 0a a0 08 30 06 a4 04 30 02 31 00", "the directoryName is not a DER Name" },
+    { "30 0f a0 0d 30 0b a4 09 30 07 31 05 30 03 06 01 55",
+      "the directoryName is not a DER Name" },
+    { "30 0a a0 08 30 06 a4 04 30 00 05 00", "the directoryName is not a DER Name" },
+    { "30 12 a0 10 30 0e a4 0c 30 0a 31 08 30 06 06 01 55 1f 01 00",
+      "the directoryName is not a DER Name" },
+    /* IA5 forms beyond ASCII */
+    { "30 07 a0 05 30 03 81 01 e9", "the rfc822Name has a byte beyond ASCII" },
+    { "30 07 a0 05 30 03 86 01 e9", "the uniformResourceIdentifier has a byte beyond" },
+  };
+  struct proxy_nc *nc = (struct proxy_nc *)1;
+  unsigned char der[64];
+  char err[256];
+  size_t i, n;
+
+  for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    n = unhex(cases[i].hex, der, sizeof(der));
+    memset(err, 'x', sizeof(err));
+    if (proxy_nc_parse(der, n, &nc, err, sizeof(err)) != -EINVAL)
+      TEST_FAIL_("case %zu (%s) was not refused", i, cases[i].hex);
+    ASSERT_NULL(nc);
+    if (strstr(err, cases[i].err) == NULL)
+      TEST_FAIL_("case %zu (%s): \"%s\" not in \"%s\"", i, cases[i].hex, cases[i].err,
+                 err);
+  }
+  /* The same framing, well formed, parses: the cases fail for what they change. */
+  n = unhex("30 0e a0 0c 30 0a 87 08 c0 00 02 00 ff ff ff 00", der, sizeof(der));
+  ASSERT_EQ(proxy_nc_parse(der, n, &nc, err, sizeof(err)), 0);
+  proxy_nc_free(nc);
+  n = unhex("30 12 a0 10 30 0e a4 0c 30 0a 31 08 30 06 06 01 55 0c 01 41", der,
+            sizeof(der));
+  ASSERT_EQ(proxy_nc_parse(der, n, &nc, err, sizeof(err)), 0);
+  proxy_nc_free(nc);
+  n = unhex("30 0c a0 04 30 02 82 00 a1 04 30 02 82 00", der, sizeof(der));
+  ASSERT_EQ(proxy_nc_parse(der, n, &nc, err, sizeof(err)), 0);
+  proxy_nc_free(nc);
+  /* err may be absent. */
+  ASSERT_EQ(proxy_nc_parse(der, 3, &nc, NULL, 0), -EINVAL);
+}
+
+TEST(subtree_count_is_bounded)
+{
+  struct der p = { .n = 0 }, d;
+  struct proxy_nc *nc = NULL;
+  char err[256];
+  int i;
+
+  /* 30 02 82 00: the smallest GeneralSubtree, four bytes. */
+  for (i = 0; i < PROXY_NC_MAX_SUBTREES; i++)
+    subtree(&p, GN_DNS, "", 0);
+  nc_der(&d, &p, NULL);
+  nc = parse_ok(&d);
+  proxy_nc_free(nc);
+  subtree(&p, GN_DNS, "", 0);
+  nc_der(&d, &p, NULL);
+  ASSERT_EQ(proxy_nc_parse(d.b, d.n, &nc, err, sizeof(err)), -EINVAL);
+  ASSERT_CONTAINS(err, "more than 1024 subtrees");
+}
