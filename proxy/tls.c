@@ -588,17 +588,21 @@ static void outside_name_constraints(struct proxy_conn *c, const char *name, int
 
   if (proxy_ca_check_name(sb->ca, name, is_ip, why, sizeof(why)) != -EPERM)
     snprintf(why, sizeof(why), "%s is outside them", name);
-  if (c->action == RULES_DENY)
+  /* A client retrying in a loop must not fill the log: the first refusal is logged,
+   * then the 10th, 100th and every 1000th, with the count. */
+  if (c->action == RULES_DENY) {
     log_debug("sandbox %s: %s is denied; no 403 inside TLS, since the sandbox CA's "
               "nameConstraints do not cover it: %s",
               sb->name, name, why);
-  else
+  } else if (++sb->nc_refused == 1 || sb->nc_refused == 10 || sb->nc_refused == 100 ||
+             sb->nc_refused % 1000 == 0) {
     log_warn("sandbox %s: connection to %s refused (outside_ca_name_constraints): the "
              "sandbox CA's nameConstraints do not cover it (%s), so clients would "
              "reject any certificate for it; reissue the CA with constraints that "
              "include it, or list it in no_proxy so it is tunnelled without "
-             "interception",
-             sb->name, name, why);
+             "interception (%llu such refusals in this sandbox)",
+             sb->name, name, why, (unsigned long long)sb->nc_refused);
+  }
   proxy_conn_close(c, 1, "outside_ca_name_constraints");
 }
 

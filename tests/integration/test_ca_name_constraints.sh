@@ -63,6 +63,20 @@ metric='authproxy_connections_closed_total{reason="outside_ca_name_constraints"}
 assert_contains "$(ctl metrics)" "$metric" "metric"
 pass "a name outside them is refused, audited and explained"
 
+# A client retrying in a loop does not fill the log: the 1st refusal is logged, then
+# the 10th (and the 100th, every 1000th).
+for i in $(seq 2 12); do
+  ip netns exec "$ns" curl -sS --max-time 5 --cacert "$FIXTURE.pem" \
+    https://api.example.net/again > /dev/null 2>&1 && fail "refusal $i was served"
+done
+metric='authproxy_connections_closed_total{reason="outside_ca_name_constraints"} 12'
+wait_for "'$AUTHPROXY' ctl --control '$SOCK' metrics | grep -qF '$metric'"
+assert_eq "$(grep -c "connection to api.example.net refused" "$T/serve.log")" "2" \
+  "log lines for 12 refusals"
+assert_contains "$(grep "connection to api.example.net refused" "$T/serve.log" | tail -n 1)" \
+  "(10 such refusals in this sandbox)" "the count in the 10th"
+pass "repeated refusals are logged the 1st and 10th time"
+
 # A denied name outside them keeps its own reason; it only loses the 403 inside TLS.
 if ip netns exec "$ns" curl -sS --cacert "$FIXTURE.pem" https://denied.example.org/ \
   > /dev/null 2>&1; then
