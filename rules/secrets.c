@@ -178,34 +178,67 @@ int rules_secrets_unset(struct rules_secrets *s, const char *key)
  * 1777) lets any user create a key that is missing; such a file is theirs, so it is
  * refused here, as sshd's StrictModes refuses keys others could have written.
  */
+static int uid_untrusted(uid_t uid, uid_t dir_uid)
+{
+  return uid != 0 && uid != geteuid() && uid != dir_uid;
+}
+
 static int file_untrusted(const struct stat *st, uid_t dir_uid)
 {
   if (st->st_mode & S_IWOTH)
     return 1;
-  return st->st_uid != 0 && st->st_uid != geteuid() && st->st_uid != dir_uid;
+  return uid_untrusted(st->st_uid, dir_uid);
+}
+
+/*
+ * 1 if the directory entry key (status lst, not followed) cannot vouch for the file
+ * opened through it (status st). Opening follows a symbolic link, so the file's owner
+ * says who wrote it, not who chose it: a user who may create entries (the sticky
+ * directory above) would plant KEY -> any file root owns (the daemon's state key,
+ * /etc/shadow) and have it sent upstream as a header. A link counts as its owner's
+ * word (Kubernetes' KEY -> ..data/KEY are root's). An entry that is not a link must
+ * be the file opened: else it was swapped between the open and the look, which only
+ * the entry's owner could do, and the owner of what it was is unknown.
+ */
+static int entry_untrusted(const struct stat *lst, const struct stat *st, uid_t dir_uid)
+{
+  if (S_ISLNK(lst->st_mode))
+    return uid_untrusted(lst->st_uid, dir_uid);
+  return lst->st_dev != st->st_dev || lst->st_ino != st->st_ino;
 }
 
 /*
  * Reads dir/key. The file is opened non-blocking and must be a regular file, so a
  * FIFO or device planted in the directory cannot stall the daemon, and one that
- * another user could have written is refused (file_untrusted: -EPERM). The value is
+ * another user could have written or linked to is refused (file_untrusted,
+ * entry_untrusted: -EPERM). The value is
  * read into a buffer of the maximum size and copied to an exact one; both are wiped.
  */
 static int read_file(const char *dir, const char *key, char **value, size_t *len)
 {
   char path[PATH_MAX], *buf = NULL, *copy = NULL;
   size_t n = 0;
-  struct stat st, dst;
-  int fd = -1, ret;
+  struct stat st, dst, lst;
+  int dfd = -1, fd = -1, ret;
 
   ret = snprintf(path, sizeof(path), "%s/%s", dir, key);
   if (ret < 0 || (size_t)ret >= sizeof(path))
     return -ENAMETOOLONG;
-  if (stat(dir, &dst) != 0)
+  /* One descriptor for the directory: its owner, the entry and the file are looked
+   * up in the same one, even if its path is renamed meanwhile. O_PATH: searching it
+   * needs no read permission, as opening dir/key did not (a 0711 directory). */
+  dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0)
     return -errno;
-  fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-  if (fd < 0)
-    return -errno;
+  if (fstat(dfd, &dst) != 0) {
+    ret = -errno;
+    goto out;
+  }
+  fd = openat(dfd, key, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) {
+    ret = -errno;
+    goto out;
+  }
   if (fstat(fd, &st) != 0) {
     ret = -errno;
     goto out;
@@ -214,7 +247,13 @@ static int read_file(const char *dir, const char *key, char **value, size_t *len
     ret = -EINVAL;
     goto out;
   }
-  if (file_untrusted(&st, dst.st_uid)) {
+  /* The entry after the open, so that what the open followed cannot be hidden by a
+   * swap back (entry_untrusted). */
+  if (fstatat(dfd, key, &lst, AT_SYMLINK_NOFOLLOW) != 0) {
+    ret = errno == ENOENT ? -EPERM : -errno;
+    goto out;
+  }
+  if (file_untrusted(&st, dst.st_uid) || entry_untrusted(&lst, &st, dst.st_uid)) {
     ret = -EPERM;
     goto out;
   }
@@ -263,6 +302,8 @@ out:
     wipe_free(buf, RULES_MAX_SECRET_LEN + 2);
   if (fd >= 0)
     close(fd);
+  if (dfd >= 0)
+    close(dfd);
   return ret;
 }
 

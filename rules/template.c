@@ -53,9 +53,10 @@ static void report_lookup(struct rules_pctx *c, const char *key, int err)
   } else if (err == -EPERM) {
     rules_perr(c,
                "secret %s in %s could have been written by another user (others may "
-               "write it, or its owner is not root, the daemon's user or the "
-               "directory's owner): make root its owner and remove others' write "
-               "permission (chown root FILE; chmod o-w FILE)",
+               "write it, or it or the symbolic link to it belongs to a user other than "
+               "root, the daemon's user and the directory's owner): make root its "
+               "owner and remove others' write permission (chown -h root FILE; chmod "
+               "o-w FILE)",
                key, dir ? dir : "?");
   } else {
     rules_perr(c, "cannot read secret %s in %s: %s", key, dir ? dir : "?",

@@ -317,6 +317,79 @@ TEST(file_others_could_write)
   rules_secrets_free(s);
 }
 
+/* A symbolic link is its maker's word: one planted by another user is refused even
+ * when it points at a file root owns (any file root owns: the daemon's own key), while
+ * Kubernetes' layout (KEY -> ..data/KEY, ..data -> ..TIMESTAMP, all root's, in a
+ * sticky world-writable directory) still reads. Opening follows the link, so the
+ * file's owner alone says nothing about who chose it. Needs root (lchown). */
+TEST(symlink_others_planted)
+{
+  struct rules_secrets *s = tmp_store();
+  char path[512], target[512], *v = NULL;
+  size_t len = 0;
+
+  if (geteuid() != 0)
+    return;
+  snprintf(target, sizeof(target), "%s/root-only", test_tmpdir());
+  ASSERT_EQ(mkdir(target, 0700), 0);
+  test_write_file(target, "TARGET", "root-value", 10, 0600);
+  snprintf(target, sizeof(target), "%s/root-only/TARGET", test_tmpdir());
+  snprintf(path, sizeof(path), "%s/LINKED", test_tmpdir());
+  ASSERT_EQ(symlink(target, path), 0);
+  ASSERT_EQ(lchown(path, 65534, 65534), 0);
+  ASSERT_EQ(rules_secrets_get(s, "LINKED", &v, &len), -EPERM);
+  ASSERT_NULL(v);
+  resolve_err(s, "{LINKED}", "could have been written by another user", "root-value");
+  /* The same link made by root (or the directory's owner) is theirs to make. */
+  ASSERT_EQ(lchown(path, 0, 0), 0);
+  ASSERT_EQ(rules_secrets_get(s, "LINKED", &v, &len), 0);
+  ASSERT_MEMEQ(v, "root-value", 10);
+  rules_secret_free(v, len);
+  v = NULL;
+
+  /* Kubernetes' secret volume: root's links in a 1777 directory. */
+  snprintf(path, sizeof(path), "%s/..2024_01_01", test_tmpdir());
+  ASSERT_EQ(mkdir(path, 0755), 0);
+  test_write_file(path, "K8S", "k8s-value", 9, 0644);
+  snprintf(path, sizeof(path), "%s/..data", test_tmpdir());
+  ASSERT_EQ(symlink("..2024_01_01", path), 0);
+  snprintf(path, sizeof(path), "%s/K8S", test_tmpdir());
+  ASSERT_EQ(symlink("..data/K8S", path), 0);
+  ASSERT_EQ(chmod(test_tmpdir(), 01777), 0);
+  ASSERT_EQ(rules_secrets_get(s, "K8S", &v, &len), 0);
+  ASSERT_MEMEQ(v, "k8s-value", 9);
+  rules_secret_free(v, len);
+  ASSERT_EQ(chmod(test_tmpdir(), 0700), 0);
+  rules_secrets_free(s);
+}
+
+/* A directory the daemon may search but not list (0711) still gives its files: the
+ * lookup opens the directory for searching only. Needs root (to become another user). */
+TEST(search_only_directory)
+{
+  struct rules_secrets *s;
+  char dir[512], path[600], *v = NULL;
+  size_t len = 0;
+
+  if (geteuid() != 0)
+    return;
+  snprintf(dir, sizeof(dir), "%s/x-only", test_tmpdir());
+  ASSERT_EQ(mkdir(dir, 0711), 0);
+  test_write_file(dir, "KEY", "v", 1, 0400);
+  snprintf(path, sizeof(path), "%s/KEY", dir);
+  ASSERT_EQ(chown(path, 65534, 65534), 0);
+  ASSERT_EQ(chmod(test_tmpdir(), 0711), 0);
+  s = rules_secrets_new(dir);
+  ASSERT_NOT_NULL(s);
+  ASSERT_EQ(seteuid(65534), 0);
+  ASSERT_EQ(rules_secrets_get(s, "KEY", &v, &len), 0);
+  ASSERT_EQ(seteuid(0), 0);
+  ASSERT_MEMEQ(v, "v", 1);
+  rules_secret_free(v, len);
+  rules_secrets_free(s);
+  ASSERT_EQ(chmod(test_tmpdir(), 0700), 0);
+}
+
 TEST(unreadable_file)
 {
   struct rules_secrets *s = tmp_store();
