@@ -1113,13 +1113,15 @@ static int over_fd_conns_share(const struct proxy_ctx *ctx)
 }
 
 /* Logs a refusal at a descriptor share: once per sandbox for its own share; for the
- * daemon's, the first of a run and then every 1000th, as a flood goes on. */
+ * daemon's, the first of a run and then every 1000th, as a flood goes on. A run ends
+ * at the first connection accepted under the share (proxy_conn_accept). */
 static void log_fd_refusal(struct proxy_sandbox *sb, int daemon_wide)
 {
   struct proxy_ctx *ctx = sb->ctx;
 
   if (daemon_wide) {
-    if (ctx->fd_conns_refused++ % 1000 != 0)
+    ctx->fd_conns_refused++;
+    if (ctx->fd_conns_run++ % 1000 != 0)
       return;
     log_warn("sandbox %s: connection refused: all sandboxes' %llu connections hold "
              "the share (%llu) of the %llu file descriptors the process may open that "
@@ -1170,6 +1172,8 @@ void proxy_conn_accept(struct proxy_listener *l)
    * is closed below to make room. Without one to close, the connection is refused. */
   over_own = over_fd_share(sb);
   over_all = over_fd_conns_share(ctx);
+  if (!over_all)
+    ctx->fd_conns_run = 0;
   if (sb->closing || sb->nconns - sb->npool > sb->limits.max_conns ||
       ((over_own || over_all) && sb->npool == 0)) {
     ctx->counters.conns_refused++;

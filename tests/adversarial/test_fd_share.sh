@@ -46,6 +46,8 @@ addr = socket.gethostbyname("api.example.com")
 socks = []
 for i in range(int(sys.argv[1])):
     s = socket.socket()
+    # Reset, not FIN, when the flood is killed: its connections end at once.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     s.settimeout(10)
     try:
         s.connect((addr, 80))
@@ -61,8 +63,10 @@ PYEOF
 # its listener's accept queue: the daemon has taken it, refused it, or (out of
 # descriptors) had libuv drop it.
 flood() {
+  rm -f "$T/$2-sent"
   ip netns exec "$1" "$PY" "$T/flood.py" $N "$T/$2-sent" > "$T/flood-$2.log" 2>&1 &
   PIDS+=($!)
+  FLOOD_PID=$!
   wait_for "[ -e '$T/$2-sent' ]" 60
   local port
   port=$(ip netns exec "$1" ss -Hltn | awk "$LISTENER_AWK" | head -1)
@@ -92,3 +96,14 @@ assert_contains "$(cat "$T/serve.log")" "all sandboxes'" "the daemon-wide refusa
 fds=$(ls "/proc/$serve_pid/fd" | wc -l)
 [ "$fds" -lt 256 ] || fail "the daemon holds $fds descriptors, all it may open"
 pass "two flooding sandboxes leave the daemon its control socket ($fds descriptors in use)"
+
+# The flood ends and box-b's connections are accepted again; a later flood is a new
+# run, whose first refusal is logged again (it used to wait for the 1000th refusal of
+# the daemon's life, the first run having logged its first).
+runs() { grep -c "all sandboxes'" "$T/serve.log" || true; }
+logged=$(runs)
+kill "$FLOOD_PID"
+wait_for "[ \"\$(ip netns exec '$NSB' curl -sS --max-time 5 -o /dev/null -w '%{http_code}' http://api.example.com/after 2>/dev/null)\" = 200 ]" 30
+flood "$NSC" c2
+[ "$(runs)" -gt "$logged" ] || fail "the second run of daemon-wide refusals was not logged ($logged line(s) before it, $(runs) after)"
+pass "each run of daemon-wide refusals is logged ($(runs) runs)"
