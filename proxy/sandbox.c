@@ -51,8 +51,8 @@ void proxy_limits_default(struct proxy_limits *l)
   l->pool_idle_ms = 4 * 1000;
   l->up_release_ms = 2 * 1000;
   /* A name whose servers never answer holds its resolution for the whole resolver
-   * timeout (up to 30 s), and libuv runs at most two at once (half its pool of 4
-   * threads, for slow work): one sandbox may hold one. */
+   * timeout (up to 30 s), and libuv runs half its pool's threads' worth at once (16
+   * of the 32 `serve` asks for; 2 of the default 4): one sandbox may hold one. */
   l->resolve_max = 1;
 }
 
