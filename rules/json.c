@@ -1,8 +1,8 @@
 /*
  * Strict JSON text intake for configs: cJSON's parser plus the checks it lacks
- * (trailing text, raw control characters, NUL and invalid UTF-8 in strings, control
- * characters between tokens, a member name given twice in one object), with errors
- * located by line and column.
+ * (trailing text, raw control characters, NUL, invalid \u escapes and invalid UTF-8 in
+ * strings, control characters between tokens, a member name given twice in one object),
+ * with errors located by line and column.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -110,6 +110,20 @@ static size_t utf8_len(const unsigned char *p, size_t left)
   return n;
 }
 
+/* Whether the left bytes at p start with four hex digits. */
+static int is_hex4(const char *p, size_t left)
+{
+  size_t i;
+
+  if (left < 4)
+    return 0;
+  for (i = 0; i < 4; i++)
+    if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f') ||
+          (p[i] >= 'A' && p[i] <= 'F')))
+      return 0;
+  return 1;
+}
+
 /* Finds what cJSON accepts but a config must not hold; returns its offset or len. */
 static size_t scan_strings(const char *json, size_t len, const char **what)
 {
@@ -147,7 +161,13 @@ static size_t scan_strings(const char *json, size_t len, const char **what)
       }
       i += n - 1;
     } else if (ch == '\\' && i + 1 < len) {
-      if (json[i + 1] == 'u' && len - i >= 6 && memcmp(json + i + 2, "0000", 4) == 0) {
+      if (json[i + 1] == 'u' && !is_hex4(json + i + 2, len - i - 2)) {
+        /* cJSON decodes any four characters after \u, reading a non-hex one as 0:
+         * "\uZZZZ" becomes NUL and cuts the string short. */
+        *what = "invalid \\u escape (it takes four hex digits)";
+        return i;
+      }
+      if (json[i + 1] == 'u' && memcmp(json + i + 2, "0000", 4) == 0) {
         *what = "\\u0000 (NUL) inside a string; no config value may contain NUL";
         return i;
       }

@@ -850,6 +850,23 @@ TEST(json_duplicate_names_deep)
   }
 }
 
+/*
+ * cJSON decodes a \u escape whose four characters are not all hex digits as U+0000
+ * (parse_hex4 returns 0), so "\uZZZZ" cut strings short at a NUL just as "\u0000"
+ * would, and made names that differ in the text equal. Other readers refuse them.
+ */
+TEST(json_invalid_unicode_escape)
+{
+  json_refused("{\"no_proxy\":[\"evil.example\\uZZZZ.allowed.example\"]}",
+               "line 1, column 27: invalid \\u escape");
+  json_refused("[\"a\\u00G0\"]", "invalid \\u escape (it takes four hex digits");
+  json_refused("[\"a\\u12\\\"\"]", "invalid \\u escape");
+  /* Not a duplicate of "a" in any other reader: refused for the escape instead. */
+  json_refused("{\"a\":1,\"a\\u-000\":2}", "line 1, column 10: invalid \\u escape");
+  /* An escaped backslash before "u" is no escape; hex digits of either case pass. */
+  json_accepted("[\"\\\\uZZZZ\", \"\\u00e9\\u00C9\\uD83D\\uDE00\"]");
+}
+
 /* daemon_json_parse_own passes no diag: the verdict is the same. */
 TEST(json_duplicate_names_without_diag)
 {
