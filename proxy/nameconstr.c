@@ -55,7 +55,7 @@
 #define TAG_SET (MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SET)
 #define TAG_SUBTREES(n) (MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_ASN1_CONSTRUCTED | (n))
 #define FORMS 9
-#define VISIBLE_STRING 0x1a /* not among mbedTLS's tag macros */
+#define NUMERIC_STRING 0x12 /* not among mbedTLS's tag macros */
 #define DN_TEXT_MAX 512
 #define OID_TEXT_MAX 128
 #define DNS_SHOWN_MAX 64 /* bytes of a malformed dNSName quoted in an error */
@@ -217,6 +217,103 @@ static int mask_prefix(const unsigned char *mask, size_t len)
 }
 
 /*
+ * Whether b holds the contents of an OBJECT IDENTIFIER as OpenSSL decodes one: not
+ * empty, no subidentifier starting with a 0x80 byte, the last one complete.
+ */
+static int oid_ok(const unsigned char *b, size_t len)
+{
+  size_t i;
+
+  if (len == 0 || (b[len - 1] & 0x80) != 0)
+    return 0;
+  for (i = 0; i < len; i++)
+    if (b[i] == 0x80 && (i == 0 || (b[i - 1] & 0x80) == 0))
+      return 0;
+  return 1;
+}
+
+/* A Unicode scalar value: at most U+10FFFF, not a surrogate. */
+static int scalar_ok(unsigned long c)
+{
+  return c <= 0x10ffff && (c < 0xd800 || c > 0xdfff);
+}
+
+/* The length of the UTF-8 sequence (RFC 3629: shortest form, a scalar value) at b,
+ * or 0 when there is none. */
+static size_t utf8_seq(const unsigned char *b, size_t left)
+{
+  unsigned long c;
+  size_t n, i;
+
+  if (b[0] < 0x80)
+    return 1;
+  if (b[0] >= 0xc2 && b[0] <= 0xdf)
+    n = 2;
+  else if (b[0] >= 0xe0 && b[0] <= 0xef)
+    n = 3;
+  else if (b[0] >= 0xf0 && b[0] <= 0xf4)
+    n = 4;
+  else
+    return 0;
+  if (left < n)
+    return 0;
+  c = b[0] & (0x7fu >> n);
+  for (i = 1; i < n; i++) {
+    if ((b[i] & 0xc0) != 0x80)
+      return 0;
+    c = (c << 6) | (b[i] & 0x3f);
+  }
+  if ((n == 3 && c < 0x800) || (n == 4 && c < 0x10000) || !scalar_ok(c))
+    return 0;
+  return n;
+}
+
+/*
+ * Whether an attribute value of a directoryName decodes as OpenSSL 3 decodes it. A
+ * Name whose value does not (a VisibleString, an INTEGER, a constructed string, a
+ * BMPString of odd length, UTF-8 OpenSSL refuses...) makes OpenSSL's decoding of the
+ * whole extension fail, and it then rejects every certificate the CA issues. The
+ * string types below are those Names use; OpenSSL also takes a few others (BIT
+ * STRING, SEQUENCE) that no Name of a CA needs, refused here as well.
+ */
+static int value_ok(int tag, const unsigned char *v, size_t len)
+{
+  size_t i, n;
+
+  switch (tag) {
+  case MBEDTLS_ASN1_PRINTABLE_STRING:
+  case MBEDTLS_ASN1_T61_STRING:
+  case MBEDTLS_ASN1_IA5_STRING:
+  case NUMERIC_STRING:
+    return 1; /* one byte a character, any byte */
+  case MBEDTLS_ASN1_UTF8_STRING:
+    for (i = 0; i < len; i += n) {
+      n = utf8_seq(v + i, len - i);
+      if (n == 0)
+        return 0;
+    }
+    return 1;
+  case MBEDTLS_ASN1_BMP_STRING:
+    if (len % 2 != 0)
+      return 0;
+    for (i = 0; i < len; i += 2)
+      if (!scalar_ok((unsigned long)v[i] << 8 | v[i + 1]))
+        return 0;
+    return 1;
+  case MBEDTLS_ASN1_UNIVERSAL_STRING:
+    if (len % 4 != 0)
+      return 0;
+    for (i = 0; i < len; i += 4)
+      if (!scalar_ok((unsigned long)v[i] << 24 | (unsigned long)v[i + 1] << 16 |
+                     (unsigned long)v[i + 2] << 8 | v[i + 3]))
+        return 0;
+    return 1;
+  default:
+    return 0;
+  }
+}
+
+/*
  * Compares a directoryName attribute value with our CN the way OpenSSL's canonical
  * encoding does: strings of any of the types below converted to characters, spaces
  * around them dropped, ASCII case folded. Our CN is lowercase LDH, with no space
@@ -233,7 +330,6 @@ static int value_is_cn(int tag, const unsigned char *v, size_t len, const char *
   case MBEDTLS_ASN1_PRINTABLE_STRING:
   case MBEDTLS_ASN1_T61_STRING:
   case MBEDTLS_ASN1_IA5_STRING:
-  case VISIBLE_STRING:
     unit = 1;
     break;
   case MBEDTLS_ASN1_BMP_STRING:
@@ -269,7 +365,8 @@ static int value_is_cn(int tag, const unsigned char *v, size_t len, const char *
 
 /*
  * Walks a directoryName's Name (RFC 5280 4.1.2.4: a SEQUENCE of non-empty SETs of
- * SEQUENCE { OID, value }). Returns -EINVAL when it is not one, else 1 when the
+ * SEQUENCE { OID, value }). Returns -EINVAL when it is not one, -EILSEQ when an
+ * attribute type or value is one OpenSSL cannot decode (value_ok), else 1 when the
  * subject CN=cn (one RDN; cn NULL: none) is within it, 0 when not.
  */
 static int dn_within(unsigned char *p, const unsigned char *end, const char *cn,
@@ -307,6 +404,8 @@ static int dn_within(unsigned char *p, const unsigned char *end, const char *cn,
       if ((tag & 0x1f) == 0x1f || mbedtls_asn1_get_len(&p, atv_end, &len) != 0 ||
           p + len != atv_end)
         return -EINVAL;
+      if (!oid_ok(oid, oid_len) || !value_ok(tag, p, len))
+        return -EILSEQ;
       if (rdns == 0 && atvs == 0)
         first_is_cn = oid_len == MBEDTLS_OID_SIZE(MBEDTLS_OID_AT_CN) &&
                       memcmp(oid, MBEDTLS_OID_AT_CN, oid_len) == 0 &&
@@ -385,7 +484,17 @@ static const char *base_error(int form, unsigned char *b, size_t len)
       return "has a mask whose one bits are not contiguous";
     return NULL;
   case PROXY_NC_DIRECTORY_NAME:
-    return dn_within(b, b + len, NULL, 0) < 0 ? "is not a DER Name" : NULL;
+    switch (dn_within(b, b + len, NULL, 0)) {
+    case -EINVAL:
+      return "is not a DER Name";
+    case -EILSEQ:
+      return "has an attribute type or value OpenSSL cannot decode (it then rejects "
+             "every certificate of the CA); values must be UTF8String, "
+             "PrintableString, TeletexString, IA5String, NumericString, BMPString or "
+             "UniversalString, validly encoded";
+    default:
+      return NULL;
+    }
   case PROXY_NC_RFC822_NAME:
   case PROXY_NC_URI:
     return ia5_ok(b, len) ? NULL : "has a byte beyond ASCII";

@@ -43,8 +43,9 @@ struct proxy_nc_names {
  * maximum fields (RFC 5280: not used; OpenSSL rejects every leaf under them), a
  * dNSName that is not a domain (empty label, trailing dot, space, non-ASCII), an
  * iPAddress that is not an address and contiguous mask of 8 or 32 bytes, a
- * directoryName that is not a Name, trailing bytes. Returns 0, -ENOMEM, or -EINVAL
- * with what is wrong in err (NUL-terminated, truncated to err_size).
+ * directoryName that is not a Name or holds an attribute OpenSSL cannot decode,
+ * trailing bytes. Returns 0, -ENOMEM, or -EINVAL with what is wrong in err
+ * (NUL-terminated, truncated to err_size).
  */
 int proxy_nc_parse(const unsigned char *der, size_t len, struct proxy_nc **out,
                    char *err, size_t err_size);

@@ -1404,6 +1404,54 @@ TEST(name_constraints_malformed_refused_at_import)
   }
 }
 
+/*
+ * A directoryName whose attribute value OpenSSL cannot decode (here a BMPString of
+ * odd length, and a VisibleString, which OpenSSL does not take in a Name) fails
+ * OpenSSL's decoding of the whole extension: it then rejects every leaf of the CA,
+ * even one for a name within the dNSName subtree. Such a CA is refused at import; the
+ * same constraints with a well-formed value load, and OpenSSL takes their leaf.
+ */
+TEST(name_constraints_openssl_cannot_decode_refused)
+{
+  static const char *const bad[] = {
+    "3027a00f300d820b6578616d706c652e636f6da1143012a410300e310c300a06035504031e03006100",
+    "3025a00f300d820b6578616d706c652e636f6da1123010a40e300c310a300806035504031a0161",
+  };
+  static const struct nc_name names[] = {
+    { "api.example.com", 0, 1 },
+    { "a", 0, 0 },
+  };
+  struct proxy_ca *ca = (struct proxy_ca *)1, *twin = NULL;
+  struct proxy_leaf *leaf = NULL;
+  struct capture cap;
+  char line[256];
+  size_t i;
+
+  for (i = 0; i < COUNT(bad); i++) {
+    snprintf(line, sizeof(line), "2.5.29.30=critical,DER:%s", bad[i]);
+    make_constrained_ca(line, NULL);
+    capture_start(&cap);
+    ASSERT_EQ(proxy_ca_load(NULL, tmp_path("nc.pem"), tmp_path("nc.key"), &ca), -EINVAL);
+    ASSERT_CONTAINS(capture_end(&cap), "OpenSSL cannot decode");
+    ASSERT_NULL(ca);
+    /* What authproxy would have minted: OpenSSL rejects it. */
+    ASSERT_EQ(proxy_ca_load(NULL, tmp_path("twin.pem"), tmp_path("nc.key"), &twin), 0);
+    ASSERT_EQ(proxy_ca_leaf(twin, "api.example.com", 0, &leaf), 0);
+    write_crt_pem("leaf.pem", &leaf->chain, 0);
+    ASSERT_NE(run("cd %s && openssl verify -x509_strict -purpose sslserver "
+                  "-verify_hostname api.example.com -CAfile nc.pem leaf.pem >/dev/null 2>&1",
+                  test_tmpdir()),
+              0);
+    proxy_leaf_unref(leaf);
+    proxy_ca_free(twin);
+    twin = NULL;
+  }
+  make_constrained_ca("2.5.29.30=critical,DER:3026a00f300d820b6578616d706c652e636f6da113"
+                      "3011a40f300d310b300906035504031e020061",
+                      NULL);
+  agree_with_openssl(names, COUNT(names));
+}
+
 /* RFC 5280 4.2: an extension appears once. OpenSSL will not write two, so a second
  * extension of another OID gets the nameConstraints OID patched in. */
 TEST(name_constraints_twice_refused)

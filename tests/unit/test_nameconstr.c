@@ -357,7 +357,7 @@ TEST(directory_name_subtrees)
   proxy_nc_free(nc);
 
   /* Not the same: another attribute, a space inside, two RDNs, two attributes in
-   * one RDN, a value of a non-string type. */
+   * one RDN, a NumericString (a type OpenSSL keeps as it is). */
   p.n = 0;
   rdn.n = 0;
   one_rdn(&rdn, 0x0b, 0x0c, "api.example.com", 15); /* OU */
@@ -370,7 +370,7 @@ TEST(directory_name_subtrees)
   one_rdn(&rdn, 0x0a, 0x0c, "Corp", 4);
   dir(&p, &rdn);
   rdn.n = 0;
-  one_rdn(&rdn, 0x03, 0x04, "api.example.com", 15); /* OCTET STRING */
+  one_rdn(&rdn, 0x03, 0x12, "api.example.com", 15); /* NumericString */
   dir(&p, &rdn);
   {
     /* CN=api.example.com+O=Corp: one RDN, two attributes. */
@@ -563,6 +563,29 @@ TEST(malformed_refused)
     { "30 0a a0 08 30 06 a4 04 30 00 05 00", "the directoryName is not a DER Name" },
     { "30 12 a0 10 30 0e a4 0c 30 0a 31 08 30 06 06 01 55 1f 01 00",
       "the directoryName is not a DER Name" },
+    /* attribute types and values OpenSSL cannot decode: it then rejects the CA */
+    { "30 14 a0 12 30 10 a4 0e 30 0c 31 0a 30 08 06 03 55 04 03 1a 01 61",
+      "attribute type or value OpenSSL cannot decode" }, /* VisibleString */
+    { "30 14 a0 12 30 10 a4 0e 30 0c 31 0a 30 08 06 03 55 04 03 04 01 61",
+      "OpenSSL cannot decode" }, /* OCTET STRING */
+    { "30 16 a0 14 30 12 a4 10 30 0e 31 0c 30 0a 06 03 55 04 03 2c 03 0c 01 61",
+      "OpenSSL cannot decode" }, /* constructed UTF8String */
+    { "30 16 a0 14 30 12 a4 10 30 0e 31 0c 30 0a 06 03 55 04 03 1e 03 00 61 00",
+      "OpenSSL cannot decode" }, /* BMPString of odd length */
+    { "30 15 a0 13 30 11 a4 0f 30 0d 31 0b 30 09 06 03 55 04 03 1e 02 d8 00",
+      "OpenSSL cannot decode" }, /* BMPString surrogate */
+    { "30 15 a0 13 30 11 a4 0f 30 0d 31 0b 30 09 06 03 55 04 03 0c 02 c0 af",
+      "OpenSSL cannot decode" }, /* overlong UTF-8 */
+    { "30 16 a0 14 30 12 a4 10 30 0e 31 0c 30 0a 06 03 55 04 03 0c 03 ed a0 80",
+      "OpenSSL cannot decode" }, /* UTF-8 surrogate */
+    { "30 16 a0 14 30 12 a4 10 30 0e 31 0c 30 0a 06 03 55 04 03 1c 03 00 00 61",
+      "OpenSSL cannot decode" }, /* UniversalString of 3 bytes */
+    { "30 17 a0 15 30 13 a4 11 30 0f 31 0d 30 0b 06 03 55 04 03 1c 04 00 11 00 00",
+      "OpenSSL cannot decode" }, /* beyond U+10FFFF */
+    { "30 14 a0 12 30 10 a4 0e 30 0c 31 0a 30 08 06 03 55 04 ff 0c 01 61",
+      "OpenSSL cannot decode" }, /* OID cut short */
+    { "30 14 a0 12 30 10 a4 0e 30 0c 31 0a 30 08 06 03 55 80 03 0c 01 61",
+      "OpenSSL cannot decode" }, /* OID subidentifier not minimal */
     /* IA5 forms beyond ASCII */
     { "30 07 a0 05 30 03 81 01 e9", "the rfc822Name has a byte beyond ASCII" },
     { "30 07 a0 05 30 03 86 01 e9", "the uniformResourceIdentifier has a byte beyond" },
@@ -590,6 +613,25 @@ TEST(malformed_refused)
             sizeof(der));
   ASSERT_EQ(proxy_nc_parse(der, n, &nc, err, sizeof(err)), 0);
   proxy_nc_free(nc);
+  {
+    /* The string types and encodings OpenSSL decodes pass. */
+    static const char *const good[] = {
+      "30 14 a0 12 30 10 a4 0e 30 0c 31 0a 30 08 06 03 55 04 03 12 01 31",
+      "30 14 a0 12 30 10 a4 0e 30 0c 31 0a 30 08 06 03 55 04 03 14 01 e9",
+      "30 15 a0 13 30 11 a4 0f 30 0d 31 0b 30 09 06 03 55 04 03 0c 02 c3 a9",
+      "30 17 a0 15 30 13 a4 11 30 0f 31 0d 30 0b 06 03 55 04 03 0c 04 f0 9f 94 91",
+      "30 15 a0 13 30 11 a4 0f 30 0d 31 0b 30 09 06 03 55 04 03 1e 02 00 e9",
+      "30 17 a0 15 30 13 a4 11 30 0f 31 0d 30 0b 06 03 55 04 03 1c 04 00 10 ff ff",
+      "30 14 a0 12 30 10 a4 0e 30 0c 31 0a 30 08 06 04 2a 86 48 01 13 00",
+    };
+
+    for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+      n = unhex(good[i], der, sizeof(der));
+      if (proxy_nc_parse(der, n, &nc, err, sizeof(err)) != 0)
+        TEST_FAIL_("%s refused: %s", good[i], err);
+      proxy_nc_free(nc);
+    }
+  }
   n = unhex("30 0c a0 04 30 02 82 00 a1 04 30 02 82 00", der, sizeof(der));
   ASSERT_EQ(proxy_nc_parse(der, n, &nc, err, sizeof(err)), 0);
   proxy_nc_free(nc);
