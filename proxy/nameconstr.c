@@ -471,6 +471,62 @@ static int parse_error(char *err, size_t err_size, const char *fmt, ...)
   return -EINVAL;
 }
 
+/* One TLV of tag (any tag when tag is -1) exactly filling *p..end; its value in *v. */
+static int one_tlv(unsigned char *p, const unsigned char *end, int tag, unsigned char **v,
+                   size_t *len)
+{
+  if (p >= end || (tag >= 0 && *p != tag) || (*p & 0x1f) == 0x1f)
+    return 0;
+  p++;
+  if (mbedtls_asn1_get_len(&p, end, len) != 0 || p + *len != end)
+    return 0;
+  *v = p;
+  return 1;
+}
+
+/* otherName: SEQUENCE { type-id OBJECT IDENTIFIER, value [0] EXPLICIT ANY }. */
+static int other_name_ok(unsigned char *p, const unsigned char *end)
+{
+  unsigned char *v;
+  size_t len;
+
+  if (mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_OID) != 0 || !oid_ok(p, len))
+    return 0;
+  p += len;
+  return one_tlv(p, end, MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_ASN1_CONSTRUCTED, &v,
+                 &len) &&
+         one_tlv(v, v + len, -1, &v, &len);
+}
+
+/* ediPartyName: SEQUENCE { nameAssigner [0] DirectoryString OPTIONAL, partyName [1]
+ * DirectoryString }, each tag EXPLICIT, DirectoryString a CHOICE of five strings
+ * (checked as OpenSSL decodes them: only the lengths of BMP and UniversalStrings). */
+static int edi_party_ok(unsigned char *p, const unsigned char *end)
+{
+  int i;
+
+  for (i = 0; i < 2; i++) {
+    int tag = MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_ASN1_CONSTRUCTED | i;
+    unsigned char *v;
+    size_t len;
+
+    if (i == 0 && (p == end || *p != tag))
+      continue;
+    if (mbedtls_asn1_get_tag(&p, end, &len, tag) != 0 || len == 0 ||
+        (*p != MBEDTLS_ASN1_T61_STRING && *p != MBEDTLS_ASN1_PRINTABLE_STRING &&
+         *p != MBEDTLS_ASN1_UNIVERSAL_STRING && *p != MBEDTLS_ASN1_UTF8_STRING &&
+         *p != MBEDTLS_ASN1_BMP_STRING) ||
+        !one_tlv(p, p + len, -1, &v, &len))
+      return 0;
+    /* OpenSSL checks these lengths only: it never converts these strings. */
+    if ((p[0] == MBEDTLS_ASN1_BMP_STRING && len % 2 != 0) ||
+        (p[0] == MBEDTLS_ASN1_UNIVERSAL_STRING && len % 4 != 0))
+      return 0;
+    p = v + len;
+  }
+  return p == end;
+}
+
 /* Checks one GeneralSubtree's base by its form; NULL when it is well formed. */
 static const char *base_error(int form, unsigned char *b, size_t len)
 {
@@ -498,6 +554,18 @@ static const char *base_error(int form, unsigned char *b, size_t len)
   case PROXY_NC_RFC822_NAME:
   case PROXY_NC_URI:
     return ia5_ok(b, len) ? NULL : "has a byte beyond ASCII";
+  /* Never applied to our leaves, but OpenSSL rejects every certificate of a CA
+   * whose extension it cannot decode. */
+  case PROXY_NC_REGISTERED_ID:
+    return oid_ok(b, len) ? NULL
+                          : "is not a valid OBJECT IDENTIFIER (OpenSSL cannot decode it)";
+  case PROXY_NC_OTHER_NAME:
+    return other_name_ok(b, b + len) ? NULL
+                                     : "is not an OID and one [0] value (OpenSSL cannot "
+                                       "decode it)";
+  case PROXY_NC_EDI_PARTY_NAME:
+    return edi_party_ok(b, b + len) ? NULL
+                                    : "is not an EDIPartyName (OpenSSL cannot decode it)";
   default:
     return NULL; /* never applied to our leaves; only its framing matters */
   }

@@ -586,6 +586,19 @@ TEST(malformed_refused)
       "OpenSSL cannot decode" }, /* OID cut short */
     { "30 14 a0 12 30 10 a4 0e 30 0c 31 0a 30 08 06 03 55 80 03 0c 01 61",
       "OpenSSL cannot decode" }, /* OID subidentifier not minimal */
+    /* forms never applied to our leaves, in encodings OpenSSL cannot decode */
+    { "30 07 a0 05 30 03 a0 01 00", "the otherName is not an OID and one [0] value" },
+    { "30 0b a0 09 30 07 a0 05 06 03 2a 03 04", "the otherName is not an OID" },
+    { "30 11 a0 0f 30 0d a0 0b 06 03 2a 03 04 a0 04 05 00 05 00", "otherName is not" },
+    { "30 0d a0 0b 30 09 a0 07 06 01 80 a0 02 05 00", "otherName is not" },
+    { "30 07 a0 05 30 03 88 01 80", "the registeredID is not a valid OBJECT IDENTIFIER" },
+    { "30 08 a0 06 30 04 88 02 2a 83", "registeredID is not a valid" },
+    { "30 06 a0 04 30 02 88 00", "registeredID is not a valid" },
+    { "30 07 a0 05 30 03 a5 01 00", "the ediPartyName is not an EDIPartyName" },
+    { "30 0b a0 09 30 07 a5 05 a0 03 0c 01 78", "ediPartyName is not" }, /* no [1] */
+    { "30 0b a0 09 30 07 a5 05 a1 03 16 01 78", "ediPartyName is not" }, /* IA5String */
+    { "30 08 a0 06 30 04 a5 02 a1 00", "ediPartyName is not" },
+    { "30 0d a0 0b 30 09 a5 07 a1 05 1e 03 00 61 00", "ediPartyName is not" },
     /* IA5 forms beyond ASCII */
     { "30 07 a0 05 30 03 81 01 e9", "the rfc822Name has a byte beyond ASCII" },
     { "30 07 a0 05 30 03 86 01 e9", "the uniformResourceIdentifier has a byte beyond" },
@@ -623,6 +636,12 @@ TEST(malformed_refused)
       "30 15 a0 13 30 11 a4 0f 30 0d 31 0b 30 09 06 03 55 04 03 1e 02 00 e9",
       "30 17 a0 15 30 13 a4 11 30 0f 31 0d 30 0b 06 03 55 04 03 1c 04 00 10 ff ff",
       "30 14 a0 12 30 10 a4 0e 30 0c 31 0a 30 08 06 04 2a 86 48 01 13 00",
+      /* well-formed bases of the forms that never bind our leaves */
+      "30 0b a0 09 30 07 a5 05 a1 03 0c 01 78",
+      "30 10 a0 0e 30 0c a5 0a a0 03 13 01 61 a1 03 0c 01 78",
+      "30 0d a0 0b 30 09 a0 07 06 01 2a a0 02 05 00",
+      "30 0a a0 08 30 06 88 04 2a 86 48 01",
+      "30 0c a0 0a 30 08 a5 06 a1 04 0c 02 c0 af", /* OpenSSL does not convert it */
     };
 
     for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
