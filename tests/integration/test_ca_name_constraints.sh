@@ -70,7 +70,7 @@ for i in $(seq 2 12); do
     https://api.example.net/again > /dev/null 2>&1 && fail "refusal $i was served"
 done
 metric='authproxy_connections_closed_total{reason="outside_ca_name_constraints"} 12'
-wait_for "'$AUTHPROXY' ctl --control '$SOCK' metrics | grep -qF '$metric'"
+wait_for "'$AUTHPROXY' ctl --control '$SOCK' metrics | grep -F '$metric' > /dev/null"
 assert_eq "$(grep -c "connection to api.example.net refused" "$T/serve.log")" "2" \
   "log lines for 12 refusals"
 assert_contains "$(grep "connection to api.example.net refused" "$T/serve.log" | tail -n 1)" \
