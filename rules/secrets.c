@@ -234,6 +234,12 @@ static int read_file(const char *dir, const char *key, char **value, size_t *len
     ret = -errno;
     goto out;
   }
+  /* Without the sticky bit, anyone who may write the directory may rename or remove
+   * root's entries and put their own in: nothing read from it can be vouched for. */
+  if ((dst.st_mode & S_IWOTH) && !(dst.st_mode & S_ISVTX)) {
+    ret = -EPERM;
+    goto out;
+  }
   fd = openat(dfd, key, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) {
     ret = -errno;

@@ -54,9 +54,10 @@ static void report_lookup(struct rules_pctx *c, const char *key, int err)
     rules_perr(c,
                "secret %s in %s could have been written by another user (others may "
                "write it, or it or the symbolic link to it belongs to a user other than "
-               "root, the daemon's user and the directory's owner): make root its "
-               "owner and remove others' write permission (chown -h root FILE; chmod "
-               "o-w FILE)",
+               "root, the daemon's user and the directory's owner, or others may write "
+               "the directory and it lacks the sticky bit): make root its owner and "
+               "remove others' write permission (chown -h root FILE; chmod o-w FILE "
+               "DIR)",
                key, dir ? dir : "?");
   } else {
     rules_perr(c, "cannot read secret %s in %s: %s", key, dir ? dir : "?",

@@ -365,6 +365,25 @@ TEST(symlink_others_planted)
 
 /* A directory the daemon may search but not list (0711) still gives its files: the
  * lookup opens the directory for searching only. Needs root (to become another user). */
+/* A directory others may write without the sticky bit: any user may replace root's
+ * entries, so nothing in it is read. With the bit (Kubernetes' 1777), root's are. */
+TEST(directory_others_may_replace)
+{
+  struct rules_secrets *s = tmp_store();
+  char *v = NULL;
+  size_t len = 0;
+
+  test_write_file(test_tmpdir(), "KEY", "v", 1, 0600);
+  ASSERT_EQ(chmod(test_tmpdir(), 0777), 0);
+  ASSERT_EQ(rules_secrets_get(s, "KEY", &v, &len), -EPERM);
+  resolve_err(s, "{KEY}", "could have been written by another user", NULL);
+  ASSERT_EQ(chmod(test_tmpdir(), 01777), 0);
+  ASSERT_EQ(rules_secrets_get(s, "KEY", &v, &len), 0);
+  rules_secret_free(v, len);
+  ASSERT_EQ(chmod(test_tmpdir(), 0700), 0);
+  rules_secrets_free(s);
+}
+
 TEST(search_only_directory)
 {
   struct rules_secrets *s;
