@@ -1105,31 +1105,41 @@ static int over_fd_share(const struct proxy_sandbox *sb)
  * 1 if all sandboxes' connections together hold their share (three quarters in a
  * daemon): two sandboxes at half each would otherwise leave the control socket,
  * callbacks and DNS over TCP without a descriptor, failing without a log line
- * (libuv closes what it cannot accept).
+ * (libuv closes what it cannot accept). The sandboxes' own listeners and responder
+ * sockets count against the share too: thousands of sandboxes would otherwise eat
+ * into the daemon's quarter.
  */
 static int over_fd_conns_share(const struct proxy_ctx *ctx)
 {
-  return ctx->counters.conns_active * 2 > ctx->fd_conns_share;
+  return ctx->counters.conns_active * 2 + ctx->sandbox_fds > ctx->fd_conns_share;
 }
 
+/* How often the daemon-wide refusals are logged at most, with their count. */
+#define FD_REFUSAL_LOG_MS (5 * 1000)
+
 /* Logs a refusal at a descriptor share: once per sandbox for its own share; for the
- * daemon's, the first of a run and then every 1000th, as a flood goes on. A run ends
- * at the first connection accepted under the share (proxy_conn_accept). */
+ * daemon's, at most every FD_REFUSAL_LOG_MS while refusals go on (a count of refusals
+ * or runs would stay silent through a second flood, or speak at every turn of a
+ * flood at the boundary). */
 static void log_fd_refusal(struct proxy_sandbox *sb, int daemon_wide)
 {
   struct proxy_ctx *ctx = sb->ctx;
 
   if (daemon_wide) {
+    uint64_t now = uv_now(ctx->loop);
+
     ctx->fd_conns_refused++;
-    if (ctx->fd_conns_run++ % 1000 != 0)
+    if (ctx->fd_conns_logged_ms != 0 && now - ctx->fd_conns_logged_ms < FD_REFUSAL_LOG_MS)
       return;
-    log_warn("sandbox %s: connection refused: all sandboxes' %llu connections hold "
-             "the share (%llu) of the %llu file descriptors the process may open that "
-             "connections may use (%llu refused so far); the rest is kept for the "
-             "control socket, callbacks and DNS: raise RLIMIT_NOFILE (LimitNOFILE=, "
-             "ulimit -Hn) or lower --max-conns",
+    ctx->fd_conns_logged_ms = now != 0 ? now : 1;
+    log_warn("sandbox %s: connection refused: all sandboxes' %llu connections and "
+             "%llu listening sockets hold the share (%llu) of the %llu file descriptors "
+             "the process may open that they may use (%llu refused so far); the rest is "
+             "kept for the control socket, callbacks and DNS: raise RLIMIT_NOFILE "
+             "(LimitNOFILE=, ulimit -Hn) or lower --max-conns",
              sb->name, (unsigned long long)ctx->counters.conns_active,
-             (unsigned long long)ctx->fd_conns_share, (unsigned long long)ctx->fd_limit,
+             (unsigned long long)ctx->sandbox_fds, (unsigned long long)ctx->fd_conns_share,
+             (unsigned long long)ctx->fd_limit,
              (unsigned long long)ctx->fd_conns_refused);
     return;
   }
@@ -1172,8 +1182,6 @@ void proxy_conn_accept(struct proxy_listener *l)
    * is closed below to make room. Without one to close, the connection is refused. */
   over_own = over_fd_share(sb);
   over_all = over_fd_conns_share(ctx);
-  if (!over_all)
-    ctx->fd_conns_run = 0;
   if (sb->closing || sb->nconns - sb->npool > sb->limits.max_conns ||
       ((over_own || over_all) && sb->npool == 0)) {
     ctx->counters.conns_refused++;

@@ -98,7 +98,9 @@ struct proxy_ctx {
   uint64_t fd_conns_share;                 /* descriptors all sandboxes' connections
                                               together may hold (three quarters) */
   uint64_t fd_conns_refused;               /* refused at fd_conns_share, for the log */
-  uint64_t fd_conns_run;                   /* ... since one was last accepted under it */
+  uint64_t sandbox_fds;                    /* the sandboxes' listeners and responder
+                                              sockets (up to 8 each) */
+  uint64_t fd_conns_logged_ms;             /* loop time of the last such log line */
   uv_prepare_t turn_prepare;               /* counts the loop's turns (stream.c) */
   uint32_t turn;
 };

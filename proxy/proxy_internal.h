@@ -65,6 +65,7 @@ struct proxy_sandbox {
   struct proxy_conn *pool;              /* idle upstream connections, newest first */
   unsigned npool;
   int fd_share_warned;                  /* refused at its share of descriptors */
+  unsigned own_fds;                     /* its listeners and responder sockets */
   uint64_t nc_refused;                  /* refused: outside the CA's nameConstraints */
   unsigned resolving;                   /* getaddrinfo requests in libuv's pool */
   struct proxy_conn *resolve_head;      /* connections waiting to resolve, in order */

@@ -150,6 +150,7 @@ static void maybe_finish(struct proxy_sandbox *sb)
   n = proxy_upstream_tls_drop_sessions(sb->ctx->upstream_tls, sb->serial);
   if (n > 0)
     log_debug("sandbox %s: %u upstream TLS session(s) dropped", sb->name, n);
+  sb->ctx->sandbox_fds -= sb->own_fds;
   proxy_cred_cache_free(sb->creds);
   proxy_dns_table_free(sb->dns_table);
   proxy_tls_server_free(sb->tls_server);
@@ -268,6 +269,12 @@ int proxy_sandbox_start(struct proxy_ctx *ctx, const char *name, struct rules_co
   }
   sb->ctx = ctx;
   sb->serial = atomic_fetch_add(&last_serial, 1) + 1;
+  /* Its listeners and responder sockets come out of the connections' share
+   * (over_fd_conns_share, conn.c), not out of the daemon's quarter. */
+  sb->own_fds = (fds->tcp4 >= 0) + (fds->tcp6 >= 0) + (fds->tproxy4 >= 0) +
+                (fds->tproxy6 >= 0) + (fds->dns_udp4 >= 0) + (fds->dns_tcp4 >= 0) +
+                (fds->dns_udp6 >= 0) + (fds->dns_tcp6 >= 0);
+  ctx->sandbox_fds += sb->own_fds;
   sb->limits = limits ? *limits : ctx->limits;
   sb->name = strdup(name);
   sb->config = rules_config_ref(cfg);
