@@ -159,3 +159,26 @@ r = eval(sys.argv[2])
 print(r if not isinstance(r, (dict, list)) else json.dumps(r))
 PYEOF
 }
+
+# serve_start [--wrap CMD... --] [SERVE_ARG...]: starts `authproxy serve` in the
+# background with its state in $T/state, its control socket at $T/c.sock, a 1 s drain
+# and SERVE_ARGs, logging to $T/serve.log; run under CMD when given (prlimit, ip netns
+# exec ...: CMD must exec the daemon, so that the pid is the daemon's). Waits until it
+# answers; sets serve_pid; defines ctl (authproxy ctl on that socket).
+serve_start() {
+  local wrap=()
+  if [ "${1:-}" = --wrap ]; then
+    shift
+    while [ "$1" != -- ]; do
+      wrap+=("$1")
+      shift
+    done
+    shift
+  fi
+  "${wrap[@]}" "$AUTHPROXY" serve --state-dir "$T/state" --control "$T/c.sock" \
+    --drain-timeout 1 "$@" >> "$T/serve.log" 2>&1 &
+  serve_pid=$!
+  PIDS+=($serve_pid)
+  wait_for "[ -S '$T/c.sock' ] && '$AUTHPROXY' ctl --control '$T/c.sock' health >/dev/null 2>&1"
+}
+ctl() { "$AUTHPROXY" ctl --control "$T/c.sock" "$@"; }

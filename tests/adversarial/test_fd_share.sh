@@ -26,12 +26,7 @@ NSC=$(make_netns c)
 NSD=$(make_netns d)
 
 # A small descriptor limit for the daemon, so that the flood reaches it.
-prlimit --nofile=256:256 "$AUTHPROXY" serve --state-dir "$T/state" --control "$T/c.sock" \
-  --drain-timeout 1 >> "$T/serve.log" 2>&1 &
-serve_pid=$!  # prlimit runs the daemon in its own process
-PIDS+=($serve_pid)
-wait_for "[ -S '$T/c.sock' ] && '$AUTHPROXY' ctl --control '$T/c.sock' health >/dev/null 2>&1"
-ctl() { "$AUTHPROXY" ctl --control "$T/c.sock" "$@"; }
+serve_start --wrap prlimit --nofile=256:256 --  # prlimit execs the daemon
 
 cat > "$T/cfg.json" <<EOF
 { "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }

@@ -22,11 +22,7 @@ start_upstream up
 NSA=$(make_netns a)
 mkdir -p "$T/secrets"
 printf 'sk-fair-%s\n' "$$" > "$T/secrets/KEY"
-"$AUTHPROXY" serve --state-dir "$T/state" --control "$T/c.sock" --drain-timeout 1 \
-  --secrets-dir "$T/secrets" --upstream-ca "$T/ca/ca.pem" >> "$T/serve.log" 2>&1 &
-PIDS+=($!)
-wait_for "[ -S '$T/c.sock' ] && '$AUTHPROXY' ctl --control '$T/c.sock' health >/dev/null 2>&1"
-ctl() { "$AUTHPROXY" ctl --control "$T/c.sock" "$@"; }
+serve_start --secrets-dir "$T/secrets" --upstream-ca "$T/ca/ca.pem"
 yielded() { ctl metrics | awk '$1 == "authproxy_reads_yielded_total" { print $2 }'; }
 
 cat > "$T/cfg.json" <<EOF2

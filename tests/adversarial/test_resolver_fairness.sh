@@ -27,13 +27,9 @@ NSA=$(make_netns a)
 NSB=$(make_netns b)
 NSC=$(make_netns c)
 
-ip netns exec "$HNS" unshare -m --propagation private \
-  sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$T/host-resolv.conf" \
-  "$AUTHPROXY" serve --state-dir "$T/state" --control "$T/c.sock" --drain-timeout 1 \
-  --connect-timeout 10 >> "$T/serve.log" 2>&1 &
-PIDS+=($!)
-wait_for "[ -S '$T/c.sock' ] && '$AUTHPROXY' ctl --control '$T/c.sock' health >/dev/null 2>&1"
-ctl() { "$AUTHPROXY" ctl --control "$T/c.sock" "$@"; }
+serve_start --wrap ip netns exec "$HNS" unshare -m --propagation private \
+  sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$T/host-resolv.conf" -- \
+  --connect-timeout 10
 
 cat > "$T/a.json" <<EOF
 { "dns": { "remap": { "api.example.com": "hang.slow.test:80" } } }

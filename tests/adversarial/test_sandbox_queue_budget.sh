@@ -18,11 +18,7 @@ BUDGET=1048576
 start_upstream up
 NSA=$(make_netns a)
 NSB=$(make_netns b)
-"$AUTHPROXY" serve --state-dir "$T/state" --control "$T/c.sock" --drain-timeout 1 \
-  --sandbox-queue-bytes $BUDGET >> "$T/serve.log" 2>&1 &
-PIDS+=($!)
-wait_for "[ -S '$T/c.sock' ] && '$AUTHPROXY' ctl --control '$T/c.sock' health >/dev/null 2>&1"
-ctl() { "$AUTHPROXY" ctl --control "$T/c.sock" "$@"; }
+serve_start --sandbox-queue-bytes $BUDGET
 queued() { ctl metrics | awk '$1 == "authproxy_write_queued_bytes" { print $2 }'; }
 
 cat > "$T/cfg.json" <<EOF

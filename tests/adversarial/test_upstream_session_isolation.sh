@@ -16,6 +16,7 @@
 # The sandboxes connect to api.example.com on many ports: dns.remap sends every port to
 # the one upstream, and each port is its own cache entry ("name:port").
 . "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/adv_lib.sh"
 
 make_ca "$T/ca" api.example.com
 start_upstream tls "$T/ca/server.pem" "$T/ca/server.key"
@@ -23,11 +24,7 @@ NSA=$(make_netns a)
 NSB=$(make_netns b)
 NSA2=$(make_netns a2)
 
-"$AUTHPROXY" serve --state-dir "$T/state" --control "$T/c.sock" --upstream-ca "$T/ca/ca.pem" \
-  --drain-timeout 1 -v >> "$T/serve.log" 2>&1 &
-PIDS+=($!)
-wait_for "[ -S '$T/c.sock' ] && '$AUTHPROXY' ctl --control '$T/c.sock' health >/dev/null 2>&1"
-ctl() { "$AUTHPROXY" ctl --control "$T/c.sock" "$@"; }
+serve_start --upstream-ca "$T/ca/ca.pem" -v
 
 # Intercepted (a header rule), so that the proxy runs its own TLS client upstream.
 cat > "$T/cfg.json" <<EOF
