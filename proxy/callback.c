@@ -267,9 +267,7 @@ static void record(struct proxy_cred_cache *c, const struct record *r)
      * needs it, as fast as the sandbox sends them: the first failure of a run is
      * logged, then the 10th, the 100th and every 1000th (metrics and the audit log
      * count each). */
-    c->fail_run++;
-    if (c->fail_run == 1 || c->fail_run == 10 || c->fail_run == 100 ||
-        c->fail_run % 1000 == 0)
+    if (proxy_log_nth(++c->fail_run))
       log_warn("callback %.*s: sandbox %s, %s:%u: %s after %llu ms: %s; requests fail "
                "with %s (%llu failed calls in a row)",
                (int)r->url_len, r->url, c->sandbox, r->host, r->port,

@@ -14,6 +14,17 @@ enum proxy_log_level proxy_log_get_level(void);
 void proxy_log(enum proxy_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/*
+ * Whether the nth event of a run (n counted from 1) is worth a line: the 1st, 10th,
+ * 100th and every 1000th. For events a sandbox can repeat as fast as it likes (a
+ * callback that is down, a name the CA may not sign): the log shows the run and its
+ * length without one line per event.
+ */
+static inline int proxy_log_nth(unsigned long long n)
+{
+  return n == 1 || n == 10 || n == 100 || (n > 0 && n % 1000 == 0);
+}
+
 #define log_error(...) proxy_log(PROXY_LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) proxy_log(PROXY_LOG_WARN, __VA_ARGS__)
 #define log_info(...) proxy_log(PROXY_LOG_INFO, __VA_ARGS__)

@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -26,8 +25,9 @@
 #define DNS_ANSWER_TTL 60
 
 /* The last serial given to a sandbox. Process-wide rather than per context: serials
- * label sessions in the upstream TLS state, of which there is one per process. */
-static atomic_uint_fast64_t last_serial;
+ * label sessions in the upstream TLS state, of which there is one per process (and
+ * one loop thread, so no atomics). */
+static uint64_t last_serial;
 
 void proxy_limits_default(struct proxy_limits *l)
 {
@@ -268,7 +268,7 @@ int proxy_sandbox_start(struct proxy_ctx *ctx, const char *name, struct rules_co
     return -ENOMEM;
   }
   sb->ctx = ctx;
-  sb->serial = atomic_fetch_add(&last_serial, 1) + 1;
+  sb->serial = ++last_serial;
   /* Its listeners and responder sockets come out of the connections' share
    * (over_fd_conns_share, conn.c), not out of the daemon's quarter. */
   sb->own_fds = (fds->tcp4 >= 0) + (fds->tcp6 >= 0) + (fds->tproxy4 >= 0) +

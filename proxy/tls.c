@@ -594,8 +594,7 @@ static void outside_name_constraints(struct proxy_conn *c, const char *name, int
     log_debug("sandbox %s: %s is denied; no 403 inside TLS, since the sandbox CA's "
               "nameConstraints do not cover it: %s",
               sb->name, name, why);
-  } else if (++sb->nc_refused == 1 || sb->nc_refused == 10 || sb->nc_refused == 100 ||
-             sb->nc_refused % 1000 == 0) {
+  } else if (proxy_log_nth(++sb->nc_refused)) {
     log_warn("sandbox %s: connection to %s refused (outside_ca_name_constraints): the "
              "sandbox CA's nameConstraints do not cover it (%s), so clients would "
              "reject any certificate for it; reissue the CA with constraints that "
