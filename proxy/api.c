@@ -517,6 +517,32 @@ out:
 
 /* ---- metrics ---- */
 
+/* The daemon-wide descriptor budgets (proxy_ctx_init), by use. */
+static void fd_budget_write(struct strbuf *b, const struct proxy_ctx *ctx)
+{
+  static const char *const metric[3][3] = {
+    { "authproxy_fd_budget_used", "gauge", "File descriptors held, by use, for all sandboxes." },
+    { "authproxy_fd_budget_max", "gauge",
+      "File descriptors all sandboxes may hold, by use (a sixteenth of RLIMIT_NOFILE)." },
+    { "authproxy_fd_budget_full_total", "counter",
+      "Descriptors wanted with the budget full, by use: a DNS over TCP client closed to "
+      "make room, a callback lookup failed." },
+  };
+  const struct proxy_fd_budget *use[2] = { &ctx->dns_shared.fds, &ctx->callback_fds };
+  static const char *const name[2] = { "dns_tcp", "callback" };
+  int i, j;
+
+  for (i = 0; i < 3; i++) {
+    strbuf_addf(b, "# HELP %s %s\n# TYPE %s %s\n", metric[i][0], metric[i][2], metric[i][0],
+                metric[i][1]);
+    for (j = 0; j < 2; j++) {
+      uint64_t v = i == 0 ? use[j]->used : i == 1 ? use[j]->max : use[j]->refused;
+
+      strbuf_addf(b, "%s{use=\"%s\"} %llu\n", metric[i][0], name[j], (unsigned long long)v);
+    }
+  }
+}
+
 static void metrics(struct daemon *d, struct proxy_control_response *resp)
 {
   static const char *const actions[] = { "deny", "tunnel", "intercept", "bypass" };
@@ -586,6 +612,21 @@ static void metrics(struct daemon *d, struct proxy_control_response *resp)
                  "# TYPE authproxy_reads_yielded_total counter\n"
                  "authproxy_reads_yielded_total %llu\n",
               (unsigned long long)k->reads_yielded);
+  strbuf_addf(b, "# HELP authproxy_upstream_pooled Idle upstream connections kept for reuse.\n"
+                 "# TYPE authproxy_upstream_pooled gauge\nauthproxy_upstream_pooled %llu\n"
+                 "# HELP authproxy_upstream_parked_total Upstream connections put in a pool.\n"
+                 "# TYPE authproxy_upstream_parked_total counter\n"
+                 "authproxy_upstream_parked_total %llu\n"
+                 "# HELP authproxy_upstream_reused_total Requests sent on a pooled upstream "
+                 "connection.\n# TYPE authproxy_upstream_reused_total counter\n"
+                 "authproxy_upstream_reused_total %llu\n"
+                 "# HELP authproxy_upstream_pool_evicted_total Pooled upstream connections "
+                 "closed to make room for a sandbox connection (a cap or a descriptor "
+                 "share).\n# TYPE authproxy_upstream_pool_evicted_total counter\n"
+                 "authproxy_upstream_pool_evicted_total %llu\n",
+              (unsigned long long)d->ctx.npool, (unsigned long long)k->upstream_parked,
+              (unsigned long long)k->upstream_reused, (unsigned long long)k->upstream_evicted);
+  fd_budget_write(b, &d->ctx);
   strbuf_addf(b, "# HELP authproxy_upstream_errors_total Upstream resolution, connect and TLS "
                  "failures.\n# TYPE authproxy_upstream_errors_total counter\n"
                  "authproxy_upstream_errors_total %llu\n",

@@ -72,6 +72,7 @@ struct proxy_cred_cache {
   struct proxy_audit *audit;
   struct proxy_cred_stats *stats;
   struct proxy_cred_stats own_stats;
+  struct proxy_fd_budget *fds;       /* one per call in flight */
   struct entry **buckets;
   size_t nbuckets;                   /* a power of two */
   size_t nentries;
@@ -430,6 +431,7 @@ static void call_unlink(struct proxy_cred_cache *c, struct call *call)
     call->next->prev = call->prev;
   call->prev = call->next = NULL;
   c->ncalls--;
+  proxy_fd_budget_put(c->fds);
 }
 
 static void waiter_unlink(struct call *call, struct proxy_cred_wait *w)
@@ -633,6 +635,7 @@ int proxy_cred_cache_new(uv_loop_t *loop, const char *sandbox,
   c->tls_conf = opts->tls_conf;
   c->audit = opts->audit;
   c->stats = opts->stats ? opts->stats : &c->own_stats;
+  c->fds = opts->fds;
   for (n = 16; n < c->max_entries; n *= 2)
     ;
   c->nbuckets = n;
@@ -722,7 +725,7 @@ int proxy_cred_get(struct proxy_cred_cache *c, const struct rules_callback *cfg,
   call = call_find(c, host, port);
   if (call != NULL) {
     c->stats->joined++;
-  } else if (c->ncalls >= c->max_calls) {
+  } else if (c->ncalls >= c->max_calls || proxy_fd_budget_take(c->fds) != 0) {
     free(w);
     memset(&r, 0, sizeof(r));
     r.host = host;
@@ -731,13 +734,17 @@ int proxy_cred_get(struct proxy_cred_cache *c, const struct rules_callback *cfg,
     r.url = cfg->url;
     r.url_len = strcspn(cfg->url, "?");
     r.outcome = PROXY_CRED_BUSY;
-    r.detail = "too many callback calls in flight; nothing was sent";
+    r.detail = c->ncalls >= c->max_calls
+                   ? "too many callback calls in flight; nothing was sent"
+                   : "all sandboxes' callback calls in flight hold the file descriptors "
+                     "kept for them; nothing was sent (raise RLIMIT_NOFILE)";
     record(c, &r);
     cb(arg, -EBUSY, proxy_cred_outcome_reason(PROXY_CRED_BUSY), NULL);
     return 0;
   } else {
     ret = call_start(c, cfg, host, port, &call);
     if (ret < 0) {
+      proxy_fd_budget_put(c->fds);
       free(w);
       return ret;
     }

@@ -27,6 +27,7 @@
 
 #include <uv.h>
 
+#include "proxy/fdbudget.h"
 #include "rules/rules.h"
 
 struct mbedtls_ssl_config;
@@ -131,6 +132,10 @@ struct proxy_cred_opts {
   const struct mbedtls_ssl_config *tls_conf;
   struct proxy_audit *audit;       /* borrowed; NULL: no audit records */
   struct proxy_cred_stats *stats;  /* borrowed; NULL: counted privately */
+  /* Descriptors for calls, shared by every sandbox's cache (borrowed; NULL: only
+   * max_calls bounds them): a lookup that would start a call past it fails as busy,
+   * like one past max_calls. */
+  struct proxy_fd_budget *fds;
 };
 
 /*

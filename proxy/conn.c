@@ -18,6 +18,7 @@
 #include "proxy/audit.h"
 #include "proxy/clienthello.h"
 #include "proxy/dns.h"
+#include "proxy/fdbudget.h"
 #include "proxy/log.h"
 #include "proxy/proxy_internal.h"
 #include "proxy/tls.h"
@@ -1114,13 +1115,10 @@ static int over_fd_conns_share(const struct proxy_ctx *ctx)
   return ctx->counters.conns_active * 2 + ctx->sandbox_fds > ctx->fd_conns_share;
 }
 
-/* How often the daemon-wide refusals are logged at most, with their count. */
-#define FD_REFUSAL_LOG_MS (5 * 1000)
-
 /* Logs a refusal at a descriptor share: once per sandbox for its own share; for the
- * daemon's, at most every FD_REFUSAL_LOG_MS while refusals go on (a count of refusals
- * or runs would stay silent through a second flood, or speak at every turn of a
- * flood at the boundary). */
+ * daemon's, at most every PROXY_FD_BUDGET_LOG_MS while refusals go on (a count of
+ * refusals or runs would stay silent through a second flood, or speak at every turn
+ * of a flood at the boundary). */
 static void log_fd_refusal(struct proxy_sandbox *sb, int daemon_wide)
 {
   struct proxy_ctx *ctx = sb->ctx;
@@ -1129,9 +1127,8 @@ static void log_fd_refusal(struct proxy_sandbox *sb, int daemon_wide)
     uint64_t now = uv_now(ctx->loop);
 
     ctx->fd_conns_refused++;
-    if (ctx->fd_conns_logged_ms != 0 && now - ctx->fd_conns_logged_ms < FD_REFUSAL_LOG_MS)
+    if (!proxy_log_due(&ctx->fd_conns_logged_ms, now, PROXY_FD_BUDGET_LOG_MS))
       return;
-    ctx->fd_conns_logged_ms = now != 0 ? now : 1;
     log_warn("sandbox %s: connection refused: all sandboxes' %llu connections and "
              "%llu listening sockets hold the share (%llu) of the %llu file descriptors "
              "the process may open that they may use (%llu refused so far); the rest is "
@@ -1178,20 +1175,27 @@ void proxy_conn_accept(struct proxy_listener *l)
   }
   c->down.connected = 1;
   ctx->counters.conns_accepted++;
-  /* Pooled upstreams count as connections, but give way to the sandbox's own: one
-   * is closed below to make room. Without one to close, the connection is refused. */
+  /* Pooled upstreams count as connections, but give way to live ones: past the
+   * sandbox's own caps one of its own is closed below to make room; past the
+   * daemon's share, the oldest of any sandbox's (an idle upstream costs its sandbox
+   * a new handshake at most). Without one to close, the connection is refused. */
   over_own = over_fd_share(sb);
   over_all = over_fd_conns_share(ctx);
   if (sb->closing || sb->nconns - sb->npool > sb->limits.max_conns ||
-      ((over_own || over_all) && sb->npool == 0)) {
+      (over_own && sb->npool == 0) || (over_all && ctx->npool == 0)) {
     ctx->counters.conns_refused++;
     if (!sb->closing && sb->nconns - sb->npool <= sb->limits.max_conns)
       log_fd_refusal(sb, !over_own);
     proxy_conn_close(c, 1, sb->closing ? "sandbox_detaching" : "too_many_connections");
     return;
   }
-  if (sb->nconns > sb->limits.max_conns || over_own || over_all)
+  if (sb->nconns > sb->limits.max_conns || over_own) {
     pool_evict_oldest(sb);
+    ctx->counters.upstream_evicted++;
+  } else if (over_all) {
+    proxy_conn_close(ctx->pool_oldest, 0, NULL);
+    ctx->counters.upstream_evicted++;
+  }
   r = original_destination(c, l->transparent);
   if (r != 0) {
     ctx->counters.conns_refused++;
@@ -1301,6 +1305,7 @@ static int move_upstream(struct proxy_conn *from, struct proxy_conn *to)
 static void pool_remove(struct proxy_conn *p)
 {
   struct proxy_sandbox *sb = p->sb;
+  struct proxy_ctx *ctx = sb->ctx;
 
   if (p->pool_prev != NULL)
     p->pool_prev->pool_next = p->pool_next;
@@ -1312,6 +1317,16 @@ static void pool_remove(struct proxy_conn *p)
     p->pool_next->pool_prev = p->pool_prev;
   p->pool_next = p->pool_prev = NULL;
   sb->npool--;
+  if (p->all_prev != NULL)
+    p->all_prev->all_next = p->all_next;
+  else
+    ctx->pool_newest = p->all_next;
+  if (p->all_next != NULL)
+    p->all_next->all_prev = p->all_prev;
+  else
+    ctx->pool_oldest = p->all_prev;
+  p->all_next = p->all_prev = NULL;
+  ctx->npool--;
 }
 
 /* 1 if pooled p can carry c's next request: same sandbox (the pool is per sandbox),
@@ -1376,6 +1391,13 @@ int proxy_conn_park_upstream(struct proxy_conn *c)
     sb->pool->pool_prev = p;
   sb->pool = p;
   sb->npool++;
+  p->all_next = ctx->pool_newest;
+  if (ctx->pool_newest != NULL)
+    ctx->pool_newest->all_prev = p;
+  else
+    ctx->pool_oldest = p;
+  ctx->pool_newest = p;
+  ctx->npool++;
   ctx->counters.upstream_parked++;
   /* Its idle time counts from the last byte, not from parking: servers time out
    * keep-alive connections from their last request. */

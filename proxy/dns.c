@@ -68,6 +68,7 @@
 #include "proxy/dns.h"
 #include "proxy/dns_internal.h"
 #include "proxy/dnsmsg.h"
+#include "proxy/fdbudget.h"
 #include "proxy/log.h"
 
 #define DNS_DEFAULT_TTL 60
@@ -93,6 +94,8 @@ struct dns_client {
   struct proxy_dns *d;
   struct dns_client *older; /* in d's list, least recently active first */
   struct dns_client *newer;
+  struct dns_client *all_older; /* ... and in every responder's (d->opts.shared) */
+  struct dns_client *all_newer;
   uint64_t last_active;
   size_t used;              /* bytes in buf */
   unsigned pending_writes;  /* uv_write requests not yet called back */
@@ -318,6 +321,8 @@ static void client_closed(uv_handle_t *h)
 
 static void client_unlink(struct proxy_dns *d, struct dns_client *c)
 {
+  struct proxy_dns_shared *sh = d->opts.shared;
+
   if (c->older != NULL)
     c->older->newer = c->newer;
   else
@@ -327,10 +332,23 @@ static void client_unlink(struct proxy_dns *d, struct dns_client *c)
   else
     d->newest = c->older;
   c->older = c->newer = NULL;
+  if (sh == NULL)
+    return;
+  if (c->all_older != NULL)
+    c->all_older->all_newer = c->all_newer;
+  else
+    sh->oldest = c->all_newer;
+  if (c->all_newer != NULL)
+    c->all_newer->all_older = c->all_older;
+  else
+    sh->newest = c->all_older;
+  c->all_older = c->all_newer = NULL;
 }
 
 static void client_append(struct proxy_dns *d, struct dns_client *c)
 {
+  struct proxy_dns_shared *sh = d->opts.shared;
+
   c->older = d->newest;
   c->newer = NULL;
   if (d->newest != NULL)
@@ -338,6 +356,15 @@ static void client_append(struct proxy_dns *d, struct dns_client *c)
   else
     d->oldest = c;
   d->newest = c;
+  if (sh == NULL)
+    return;
+  c->all_older = sh->newest;
+  c->all_newer = NULL;
+  if (sh->newest != NULL)
+    sh->newest->all_newer = c;
+  else
+    sh->oldest = c;
+  sh->newest = c;
 }
 
 /* Closes a client; pending writes are called back with UV_ECANCELED before the close
@@ -353,6 +380,8 @@ static void client_close(struct dns_client *c, int listed)
   if (listed) {
     client_unlink(d, c);
     d->nclients--;
+    if (d->opts.shared != NULL)
+      proxy_fd_budget_put(&d->opts.shared->fds);
   }
   uv_close((uv_handle_t *)&c->tcp, client_closed);
 }
@@ -362,7 +391,7 @@ static void client_touch(struct dns_client *c)
   struct proxy_dns *d = c->d;
 
   c->last_active = uv_now(d->loop);
-  if (d->newest != c) {
+  if (d->newest != c || (d->opts.shared != NULL && d->opts.shared->newest != c)) {
     client_unlink(d, c);
     client_append(d, c);
   }
@@ -542,6 +571,27 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
   client_process(c);
 }
 
+/* All sandboxes' TCP clients hold the budget of descriptors for them: the one idle
+ * the longest, whoever's it is, is closed and its descriptor taken for a new one. */
+static void make_room(struct proxy_dns *d)
+{
+  struct proxy_dns_shared *sh = d->opts.shared;
+  struct dns_client *victim = sh->oldest;
+
+  if (proxy_log_due(&sh->fds.logged_ms, uv_now(d->loop), PROXY_FD_BUDGET_LOG_MS))
+    log_warn("sandbox %s: DNS over TCP: all sandboxes' TCP clients hold the %llu file "
+             "descriptors kept for them; the client idle the longest (sandbox %s) is "
+             "closed for a new one (%llu so far): raise RLIMIT_NOFILE (LimitNOFILE=, "
+             "ulimit -Hn) if this is not a flood",
+             d->opts.sandbox ? d->opts.sandbox : "?", (unsigned long long)sh->fds.max,
+             victim != NULL && victim->d->opts.sandbox ? victim->d->opts.sandbox : "?",
+             (unsigned long long)sh->fds.refused);
+  /* The budget counts listed clients only, so a full one has a client to close. */
+  if (victim != NULL)
+    client_close(victim, 1);
+  (void)proxy_fd_budget_take(&sh->fds); /* cannot fail: one was just given back */
+}
+
 /* Accepts the pending connection on listener i. Returns 0, or -ENOMEM when the
  * connection was left pending for a retry. */
 static int client_accept(struct proxy_dns *d, int i)
@@ -569,6 +619,8 @@ static int client_accept(struct proxy_dns *d, int i)
     log_debug("dns: %u TCP clients; closing the one idle the longest", d->nclients);
     client_close(d->oldest, 1);
   }
+  if (d->opts.shared != NULL && proxy_fd_budget_take(&d->opts.shared->fds) != 0)
+    make_room(d);
   /* Each answer is a complete message the client waits for: do not let Nagle hold
    * it back behind the previous one's ACK. */
   rc = uv_tcp_nodelay(&c->tcp, 1);

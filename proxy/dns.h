@@ -13,6 +13,8 @@
 
 #include <uv.h>
 
+#include "proxy/fdbudget.h"
+
 #define PROXY_DNS_SYNTH_BASE 0xC6120000u /* 198.18.0.0 */
 #define PROXY_DNS_SYNTH_BITS 15          /* 198.18.0.0/15: 131072 addresses */
 
@@ -66,6 +68,24 @@ struct proxy_dns_opts {
   uint64_t tcp_idle_ms;     /* a TCP client idle this long is closed */
   uint64_t *activity;       /* if set, counts datagrams, TCP clients accepted and
                                their reads (the loop's busy polling, proxy_loop_run) */
+  struct proxy_dns_shared *shared; /* borrowed; NULL: only tcp_max_conns bounds
+                                      the TCP clients */
+  const char *sandbox;      /* borrowed, for log lines; may be NULL */
+};
+
+struct dns_client;
+
+/*
+ * What every sandbox's responder in a process shares: a budget of descriptors for TCP
+ * clients (zero it, then set fds.max) and the clients that hold it, idle the longest
+ * first. At the budget, a new client takes the place of the client idle the longest,
+ * whichever sandbox's it is: DNS clients reconnect when the server closes (RFC 7766),
+ * and a sandbox that holds many cannot keep the others out. Outlives every responder
+ * that uses it.
+ */
+struct proxy_dns_shared {
+  struct proxy_fd_budget fds;   /* .refused: clients closed to make room */
+  struct dns_client *oldest, *newest;
 };
 
 struct proxy_dns;

@@ -5,6 +5,8 @@
 #ifndef AUTHPROXY_LOG_H
 #define AUTHPROXY_LOG_H
 
+#include <stdint.h>
+
 enum proxy_log_level { PROXY_LOG_ERROR, PROXY_LOG_WARN, PROXY_LOG_INFO, PROXY_LOG_DEBUG };
 
 /* Messages above this level are dropped. Default PROXY_LOG_INFO. */
@@ -23,6 +25,20 @@ void proxy_log(enum proxy_log_level level, const char *fmt, ...)
 static inline int proxy_log_nth(unsigned long long n)
 {
   return n == 1 || n == 10 || n == 100 || (n > 0 && n % 1000 == 0);
+}
+
+/*
+ * Whether an event at now_ms (loop time) is worth a log line when such lines come
+ * at most every every_ms: the first is, then one per period, each naming the count
+ * so far. For refusals a flood repeats at every turn of the loop: a count of them
+ * (proxy_log_nth) would stay silent through a second flood long after the first.
+ */
+static inline int proxy_log_due(uint64_t *last_ms, uint64_t now_ms, uint64_t every_ms)
+{
+  if (*last_ms != 0 && now_ms - *last_ms < every_ms)
+    return 0;
+  *last_ms = now_ms != 0 ? now_ms : 1;
+  return 1;
 }
 
 #define log_error(...) proxy_log(PROXY_LOG_ERROR, __VA_ARGS__)

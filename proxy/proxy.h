@@ -17,11 +17,14 @@
 
 #include "netns/netns.h"
 #include "proxy/callback.h"
+#include "proxy/dns.h"
+#include "proxy/fdbudget.h"
 #include "proxy/metrics.h"
 #include "rules/rules.h"
 
 struct proxy_audit;
 struct proxy_ca;
+struct proxy_conn;
 struct proxy_upstream_tls;
 
 /* Bounds on what one sandbox and one connection may consume (invariant I8). */
@@ -72,6 +75,7 @@ struct proxy_counters {
   uint64_t bytes_down;          /* upstream -> sandbox */
   uint64_t upstream_parked;     /* idle upstream connections put in a pool */
   uint64_t upstream_reused;     /* requests sent on a pooled connection */
+  uint64_t upstream_evicted;    /* pooled ones closed to make room for a connection */
   uint64_t timers_late;         /* timeouts deferred: bytes waited unread (loop late) */
   uint64_t reads_yielded;       /* reads put off to the next loop turn (fairness) */
 };
@@ -101,6 +105,13 @@ struct proxy_ctx {
   uint64_t sandbox_fds;                    /* the sandboxes' listeners and responder
                                               sockets (up to 8 each) */
   uint64_t fd_conns_logged_ms;             /* loop time of the last such log line */
+  struct proxy_dns_shared dns_shared;      /* all sandboxes' DNS over TCP clients */
+  struct proxy_fd_budget callback_fds;     /* ... and credential callback calls: a
+                                              sixteenth of fd_limit each */
+  struct proxy_conn *pool_newest;          /* every sandbox's pooled upstreams, */
+  struct proxy_conn *pool_oldest;          /* parked last first: the oldest gives way
+                                              at fd_conns_share (conn.c) */
+  uint64_t npool;
   uv_prepare_t turn_prepare;               /* counts the loop's turns (stream.c) */
   uint32_t turn;
 };
@@ -109,10 +120,12 @@ struct proxy_ctx {
  * Initializes ctx on loop with default limits, ctx->fd_limit with the process's soft
  * limit of open files (RLIMIT_NOFILE), ctx->fd_share with half of it (what one
  * sandbox's connections may hold while others share the process) and
- * ctx->fd_conns_share with three quarters (what all sandboxes' connections may hold
- * together: the rest stays for the control socket, callbacks, DNS over TCP, the
- * sandboxes' listeners and the daemon's files). A process with one sandbox (the
- * jail) may raise both. Returns 0 or -ENOMEM.
+ * ctx->fd_conns_share with three quarters (what all sandboxes' connections and
+ * listeners may hold together). Of the quarter left, all sandboxes' DNS over TCP
+ * clients and credential callback calls may hold a sixteenth each (ctx->dns_shared,
+ * ctx->callback_fds); the rest stays for the control socket, name resolution and the
+ * daemon's files. A process with one sandbox (the jail) may raise the shares.
+ * Returns 0 or -ENOMEM.
  */
 int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop);
 

@@ -156,6 +156,7 @@ struct proxy_conn {
   int audited;
   int dial_deferred;                /* dial once the previous upstream has closed */
   struct proxy_conn *pool_next, *pool_prev; /* CONN_POOLED: the sandbox's pool */
+  struct proxy_conn *all_next, *all_prev;   /* ... and every sandbox's (ctx) */
   struct proxy_conn *resolve_next, *resolve_prev; /* the sandbox's resolve queue */
   int resolve_queued;               /* in that queue */
 };

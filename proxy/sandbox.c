@@ -96,6 +96,8 @@ int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop)
   ctx->fd_limit = fd_limit();
   ctx->fd_share = ctx->fd_limit / 2;
   ctx->fd_conns_share = ctx->fd_limit - ctx->fd_limit / 4;
+  ctx->dns_shared.fds.max = ctx->fd_limit / 16 > 0 ? ctx->fd_limit / 16 : 1;
+  ctx->callback_fds.max = ctx->dns_shared.fds.max;
   proxy_limits_default(&ctx->limits);
   /* One buffer for every read on the loop: large reads drain a fast sender in few
    * system calls and wakeups (stream.c caps each read by its peer's queue room). */
@@ -296,6 +298,7 @@ int proxy_sandbox_start(struct proxy_ctx *ctx, const char *name, struct rules_co
   copts.tls_conf = ctx->upstream_tls ? proxy_upstream_tls_conf(ctx->upstream_tls) : NULL;
   copts.audit = ctx->audit;
   copts.stats = &ctx->cred_stats;
+  copts.fds = &ctx->callback_fds;
   r = proxy_cred_cache_new(ctx->loop, name, &copts, &sb->creds);
   if (r != 0)
     goto fail;
@@ -304,6 +307,8 @@ int proxy_sandbox_start(struct proxy_ctx *ctx, const char *name, struct rules_co
   dopts.tcp_max_conns = 64;
   dopts.tcp_idle_ms = 10 * 1000;
   dopts.activity = &ctx->io_events;
+  dopts.shared = &ctx->dns_shared;
+  dopts.sandbox = sb->name;
   r = proxy_dns_start(ctx->loop, sb->dns_table, &dopts, fds->dns_udp4, fds->dns_tcp4,
                       fds->dns_udp6, fds->dns_tcp6, &sb->dns);
   fds->dns_udp4 = fds->dns_tcp4 = fds->dns_udp6 = fds->dns_tcp6 = -1;

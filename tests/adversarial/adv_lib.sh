@@ -182,3 +182,24 @@ serve_start() {
   wait_for "[ -S '$T/c.sock' ] && '$AUTHPROXY' ctl --control '$T/c.sock' health >/dev/null 2>&1"
 }
 ctl() { "$AUTHPROXY" ctl --control "$T/c.sock" "$@"; }
+
+# flood NS TAG KIND N [SERVER]: runs tests/tools/flood.py KIND N inside namespace NS in
+# the background (FLOOD_PID; output in $T/flood-TAG.log) and waits until it has tried
+# all N. KIND conns: N connections the fake upstream holds (api.example.com must point
+# at it); then also waits until each has left the proxy's listener's accept queue: the
+# daemon has taken it, refused it, or (out of descriptors) had libuv drop it. KIND dns:
+# N DNS over TCP clients, one query each; the log's first line is how many were
+# answered.
+flood() {
+  local ns=$1 tag=$2 kind=$3 n=$4 port
+  shift 4
+  rm -f "$T/$tag-sent"
+  ip netns exec "$ns" "$PY" "$TOOLS/flood.py" "$kind" "$n" "$T/$tag-sent" "$@" \
+    > "$T/flood-$tag.log" 2>&1 &
+  PIDS+=($!)
+  FLOOD_PID=$!
+  wait_for "[ -e '$T/$tag-sent' ]" 60
+  [ "$kind" = conns ] || return 0
+  port=$(ip netns exec "$ns" ss -Hltn | awk "$LISTENER_AWK" | head -1)
+  wait_for "[ \"\$(ip netns exec '$ns' ss -Hltn 'sport = :$port' | awk '{ s += \$2 } END { print s + 0 }')\" = 0 ]" 30
+}

@@ -1310,6 +1310,45 @@ TEST(busy)
   fx_done(&f);
 }
 
+/* The descriptors for calls are a budget shared with every other sandbox's cache:
+ * here other sandboxes hold all but one. */
+TEST(busy_at_fd_budget)
+{
+  struct proxy_fd_budget budget = { .used = 2, .max = 3 };
+  struct proxy_cred_opts o;
+  struct proxy_cred_wait *w;
+  struct fx f;
+  struct res a, b;
+
+  fx_init(&f);
+  srv_listen_tcp(&f.srv, &f.loop);
+  f.srv.mode = SRV_HANG;
+  fx_http_cfg(&f, 300, 300);
+  memset(&o, 0, sizeof(o));
+  o.fds = &budget;
+  fx_cache(&f, &o);
+  memset(&a, 0, sizeof(a));
+  memset(&b, 0, sizeof(b));
+  get_wait(&f, "a.corp.example", 443, &a);
+  ASSERT_EQ(budget.used, 3);
+  /* Below max_calls, but the daemon's budget is full: refused at once, fail closed,
+   * nothing sent. */
+  w = (struct proxy_cred_wait *)1;
+  ASSERT_EQ(proxy_cred_get(f.cache, f.cb, "b.corp.example", 443, on_res, &b, &w), 0);
+  ASSERT_NULL(w);
+  ASSERT_EQ(b.n, 1);
+  ASSERT_EQ(b.status, -EBUSY);
+  ASSERT_STREQ(b.reason, "callback_failed");
+  ASSERT_EQ(f.stats.outcomes[PROXY_CRED_BUSY], 1);
+  ASSERT_EQ(budget.refused, 1);
+  run_until(&f, &g_done, 2);
+  ASSERT_STREQ(a.reason, "callback_timeout");
+  ASSERT_EQ(f.srv.conns, 1);
+  /* The finished call gave its descriptor back. */
+  ASSERT_EQ(budget.used, 2);
+  fx_done(&f);
+}
+
 TEST(invalid_arguments)
 {
   struct proxy_cred_opts o;

@@ -18,6 +18,7 @@
 #include "proxy/dns.h"
 #include "proxy/dns_internal.h"
 #include "proxy/dnsmsg.h"
+#include "proxy/fdbudget.h"
 #include "test.h"
 
 void test_loop_close(uv_loop_t *loop);
@@ -30,6 +31,9 @@ struct env {
   uv_async_t done;
   struct proxy_dns_table *table;
   struct proxy_dns *dns;
+  struct proxy_dns_table *table2; /* a second sandbox's (run_shared) */
+  struct proxy_dns *dns2;
+  uint16_t tcp_port2;
   struct proxy_dns_stats stats; /* copied when the client is done */
   int family;
   uint16_t udp_port;
@@ -299,6 +303,9 @@ static void done_cb(uv_async_t *a)
   e->stats = *proxy_dns_stats(e->dns);
   proxy_dns_close(e->dns, closed_cb, e);
   e->dns = NULL;
+  if (e->dns2 != NULL)
+    proxy_dns_close(e->dns2, closed_cb, e);
+  e->dns2 = NULL;
   uv_close((uv_handle_t *)a, NULL);
 }
 
@@ -675,6 +682,84 @@ TEST(tcp_client_cap_evicts_idlest)
   run(&e, AF_INET, &o, 100, tcp_cap_client);
   ASSERT_EQ(e.stats.queries, 6);
   proxy_dns_table_free(e.table);
+}
+
+/* Two sandboxes' responders on one loop, serving TCP only, sharing sh. */
+static void run_shared(struct env *e, struct proxy_dns_shared *sh, client_fn client)
+{
+  struct proxy_dns_opts o1 = { .shared = sh, .sandbox = "box-1" };
+  struct proxy_dns_opts o2 = { .shared = sh, .sandbox = "box-2" };
+  int tcp1, tcp2;
+
+  e->family = AF_INET;
+  e->client = client;
+  e->table = proxy_dns_table_new(100, "box-1", 3600 * 1000);
+  e->table2 = proxy_dns_table_new(100, "box-2", 3600 * 1000);
+  ASSERT_NOT_NULL(e->table);
+  ASSERT_NOT_NULL(e->table2);
+  tcp1 = bound_socket(AF_INET, SOCK_STREAM, &e->tcp_port);
+  tcp2 = bound_socket(AF_INET, SOCK_STREAM, &e->tcp_port2);
+  ASSERT_GE(tcp1, 0);
+  ASSERT_GE(tcp2, 0);
+  ASSERT_EQ(uv_loop_init(&e->loop), 0);
+  ASSERT_EQ(uv_async_init(&e->loop, &e->done, done_cb), 0);
+  e->done.data = e;
+  ASSERT_EQ(proxy_dns_start(&e->loop, e->table, &o1, -1, tcp1, -1, -1, &e->dns), 0);
+  ASSERT_EQ(proxy_dns_start(&e->loop, e->table2, &o2, -1, tcp2, -1, -1, &e->dns2), 0);
+  ASSERT_EQ(pthread_create(&e->thread, NULL, client_main, e), 0);
+  ASSERT_EQ(uv_run(&e->loop, UV_RUN_DEFAULT), 0);
+  ASSERT_EQ(pthread_join(e->thread, NULL), 0);
+  ASSERT_EQ(e->closed, 2);
+  test_loop_close(&e->loop);
+  proxy_dns_table_free(e->table);
+  proxy_dns_table_free(e->table2);
+}
+
+/* The daemon's budget of descriptors for TCP clients (two here) is full: a new client
+ * takes the place of the one idle the longest, whichever sandbox's it is, so that one
+ * sandbox holding clients cannot keep another's out. */
+static void tcp_shared_budget_client(struct env *e)
+{
+  uint16_t p1 = e->tcp_port, p2 = e->tcp_port2;
+  int a1, a2, a3, b1, b2;
+  struct answer a;
+
+  a1 = client_socket(e, SOCK_STREAM, p1);
+  tcp_ask(a1, 1, "a1.example", &a);
+  a2 = client_socket(e, SOCK_STREAM, p1);
+  tcp_ask(a2, 2, "a2.example", &a);
+  /* Box 2 has no client of its own to give up: box 1's idlest makes room. */
+  b1 = client_socket(e, SOCK_STREAM, p2);
+  tcp_ask(b1, 3, "b1.example", &a);
+  expect_closed(a1);
+  tcp_ask(a2, 4, "a2.example", &a);
+  /* Now box 2's b1 is the idlest of all. */
+  a3 = client_socket(e, SOCK_STREAM, p1);
+  tcp_ask(a3, 5, "a3.example", &a);
+  expect_closed(b1);
+  b2 = client_socket(e, SOCK_STREAM, p2);
+  tcp_ask(b2, 6, "b2.example", &a);
+  expect_closed(a2);
+  tcp_ask(a3, 7, "a3.example", &a);
+  tcp_ask(b2, 8, "b2.example", &a);
+  close(a1);
+  close(a2);
+  close(a3);
+  close(b1);
+  close(b2);
+}
+
+TEST(tcp_shared_budget_evicts_idlest_of_all)
+{
+  struct env e = { 0 };
+  struct proxy_dns_shared sh = { .fds = { .max = 2 } };
+
+  run_shared(&e, &sh, tcp_shared_budget_client);
+  ASSERT_EQ(sh.fds.refused, 3);
+  /* Every client gave its descriptor back as it closed. */
+  ASSERT_EQ(sh.fds.used, 0);
+  ASSERT_NULL(sh.oldest);
+  ASSERT_NULL(sh.newest);
 }
 
 /* Many pipelined queries while the client does not read: the responder must stop
