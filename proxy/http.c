@@ -998,9 +998,12 @@ static int forward_down(struct proxy_conn *c, const char *data, size_t len)
     proxy_conn_close(c, 1, "out_of_memory");
     return -1;
   }
-  if (h->scrub.masked != before)
+  /* An upstream that echoes requests (httpbin and the like) does so for every one the
+   * sandbox sends: the 1st, 10th, 100th and every 1000th is logged, with the count. */
+  if (h->scrub.masked != before && proxy_log_nth(++c->sb->echo_masked))
     log_warn("sandbox %s conn %llu: %s echoed an injected credential in its response; "
-             "masked", c->sb->name, (unsigned long long)c->id, c->name);
+             "masked (%llu masked echoes in this sandbox)", c->sb->name,
+             (unsigned long long)c->id, c->name, (unsigned long long)c->sb->echo_masked);
   h->down_bytes += len;
   return write_down(c, out, olen);
 }

@@ -67,6 +67,11 @@ struct proxy_sandbox {
   int fd_share_warned;                  /* refused at its share of descriptors */
   unsigned own_fds;                     /* its listeners and responder sockets */
   uint64_t nc_refused;                  /* refused: outside the CA's nameConstraints */
+  /* Events a sandbox can repeat at will, counted so that only the 1st, 10th, 100th
+   * and every 1000th is logged (proxy_log_nth): */
+  uint64_t tls_down_failed;             /* TLS handshakes with the sandbox that failed */
+  uint64_t tls_up_failed;               /* upstream certificates that did not verify */
+  uint64_t echo_masked;                 /* reads of a response that echoed a credential */
   unsigned resolving;                   /* getaddrinfo requests in libuv's pool */
   struct proxy_conn *resolve_head;      /* connections waiting to resolve, in order */
   struct proxy_conn *resolve_tail;

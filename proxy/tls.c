@@ -434,8 +434,10 @@ static void handshake_done(struct proxy_conn *c, struct proxy_tls *t)
     return;
   }
   if (t->check_ip && !peer_has_ip_san(&t->ssl, c->name)) {
-    log_info("conn %llu: upstream %s: certificate has no IP address SAN for it; "
-             "nothing was sent", (unsigned long long)c->id, c->name);
+    if (proxy_log_nth(++c->sb->tls_up_failed))
+      log_info("sandbox %s conn %llu: upstream %s: certificate has no IP address SAN for "
+               "it; nothing was sent (%llu such failures in this sandbox)", c->sb->name,
+               (unsigned long long)c->id, c->name, (unsigned long long)c->sb->tls_up_failed);
     client_done(c, t, -EPROTO, "upstream_tls_failed");
     return;
   }
@@ -457,11 +459,16 @@ static void handshake_failed(struct proxy_conn *c, struct proxy_tls *t, int r)
   uint32_t flags;
 
   tls_error(r, msg, sizeof(msg));
+  /* The sandbox can repeat either failure as fast as it connects: the log shows the
+   * 1st, 10th, 100th and every 1000th, with the count, not a line per connection. */
   if (t->server) {
     /* The usual cause is a client that does not trust the sandbox CA. */
-    log_info("sandbox %s conn %llu: TLS handshake with the sandbox for %s failed: %s "
-             "(does the client trust the sandbox CA?)", c->sb->name,
-             (unsigned long long)c->id, c->name_src != NAME_NONE ? c->name : "(address)", msg);
+    if (proxy_log_nth(++c->sb->tls_down_failed))
+      log_info("sandbox %s conn %llu: TLS handshake with the sandbox for %s failed: %s "
+               "(does the client trust the sandbox CA?) (%llu such failures in this "
+               "sandbox)", c->sb->name, (unsigned long long)c->id,
+               c->name_src != NAME_NONE ? c->name : "(address)", msg,
+               (unsigned long long)c->sb->tls_down_failed);
     proxy_conn_close(c, 1, "sandbox_tls_failed");
     return;
   }
@@ -471,8 +478,11 @@ static void handshake_failed(struct proxy_conn *c, struct proxy_tls *t, int r)
     mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags);
     info[strcspn(info, "\n")] = '\0';
   }
-  log_info("sandbox %s conn %llu: upstream TLS with %s failed: %s%s%s; nothing was sent",
-           c->sb->name, (unsigned long long)c->id, c->name, msg, info[0] ? ": " : "", info);
+  if (proxy_log_nth(++c->sb->tls_up_failed))
+    log_info("sandbox %s conn %llu: upstream TLS with %s failed: %s%s%s; nothing was sent "
+             "(%llu such failures in this sandbox)", c->sb->name, (unsigned long long)c->id,
+             c->name, msg, info[0] ? ": " : "", info,
+             (unsigned long long)c->sb->tls_up_failed);
   client_done(c, t, -EPROTO, "upstream_tls_failed");
 }
 
