@@ -85,6 +85,7 @@ struct proxy_cred_cache {
   uint64_t seed;                     /* hash seed: host names come from the sandbox */
   uint64_t busy_logged;
   uint64_t fail_run;                 /* failed calls since the last success */
+  uint64_t ok_calls;                 /* successful calls */
   uv_timer_t sweep;
   int freeing;
 };
@@ -246,17 +247,25 @@ static void record(struct proxy_cred_cache *c, const struct record *r)
     s->latency_ms_sum += r->latency_ms;
 
   if (r->outcome == PROXY_CRED_OK) {
-    c->fail_run = 0;
-    names[0] = '\0';
-    for (i = 0; i < r->creds->nheaders && n < sizeof(names); i++) {
-      int k = snprintf(names + n, sizeof(names) - n, "%s%s", i ? ", " : "",
-                       r->creds->headers[i].name);
+    /* A sandbox makes calls at will (every request with ttl_seconds 0, every new name
+     * or port otherwise): the 1st, 10th, 100th and every 1000th success is logged, and
+     * the first after failures (the callback recovered); the audit log has each. */
+    int recovered = c->fail_run > 0;
 
-      n += k > 0 ? (size_t)k : 0;
+    c->fail_run = 0;
+    if (proxy_log_nth(++c->ok_calls) || recovered) {
+      names[0] = '\0';
+      for (i = 0; i < r->creds->nheaders && n < sizeof(names); i++) {
+        int k = snprintf(names + n, sizeof(names) - n, "%s%s", i ? ", " : "",
+                         r->creds->headers[i].name);
+
+        n += k > 0 ? (size_t)k : 0;
+      }
+      log_info("callback %.*s: sandbox %s, %s:%u: ok in %llu ms, headers: %s (%llu "
+               "successful calls)", (int)r->url_len, r->url, c->sandbox, r->host, r->port,
+               (unsigned long long)r->latency_ms, r->creds->nheaders ? names : "(none)",
+               (unsigned long long)c->ok_calls);
     }
-    log_info("callback %.*s: sandbox %s, %s:%u: ok in %llu ms, headers: %s",
-             (int)r->url_len, r->url, c->sandbox, r->host, r->port, (unsigned long long)r->latency_ms,
-             r->creds->nheaders ? names : "(none)");
   } else if (r->outcome == PROXY_CRED_BUSY) {
     /* A sandbox hammering many names could flood the log: one line per 1000. */
     if (c->busy_logged++ % 1000 == 0)

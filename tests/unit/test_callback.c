@@ -2004,3 +2004,51 @@ TEST(failure_runs_logged_sparingly)
   ASSERT_CONTAINS(llog, "(10 failed calls in a row)");
   free(llog);
 }
+
+/* Successful calls are as repeatable by a sandbox as failed ones: with ttl_seconds 0
+ * every request calls, and with a TTL every new name or port does. The log gets the
+ * 1st, 10th, 100th and every 1000th success (with the count) and the first after a
+ * failure (the callback recovered), not one line per request. */
+TEST(successes_logged_sparingly)
+{
+  char lpath[512], *llog, *p;
+  int saved, i, lines = 0;
+  struct fx f;
+  struct res r;
+
+  snprintf(lpath, sizeof(lpath), "%s/stderr.log", test_tmpdir());
+  saved = stderr_to(lpath);
+
+  fx_init(&f);
+  srv_listen_tcp(&f.srv, &f.loop);
+  f.srv.mode = SRV_OK;
+  fx_http_cfg(&f, 0, 2000);
+  fx_cache(&f, NULL);
+  for (i = 0; i < 30; i++) {
+    memset(&r, 0, sizeof(r));
+    get_sync(&f, "api.corp.example", 443, &r);
+    ASSERT_EQ(r.status, 0);
+  }
+  ASSERT_EQ(f.stats.successes, 30);
+  ASSERT_EQ(f.srv.calls, 30);
+  srv_answer(&f.srv, "500 Internal Server Error", "", "down");
+  memset(&r, 0, sizeof(r));
+  get_sync(&f, "api.corp.example", 443, &r);
+  ASSERT_NE(r.status, 0);
+  f.srv.mode = SRV_OK;
+  memset(&r, 0, sizeof(r));
+  get_sync(&f, "api.corp.example", 443, &r);
+  ASSERT_EQ(r.status, 0);
+  fx_done(&f);
+  stderr_back(saved);
+
+  llog = slurp(lpath);
+  for (p = llog; (p = strstr(p, ": ok in ")) != NULL; p++)
+    lines++;
+  /* The 1st and the 10th of 30, and the 1st after the failure. */
+  ASSERT_EQ(lines, 3);
+  ASSERT_CONTAINS(llog, "(1 successful calls)");
+  ASSERT_CONTAINS(llog, "(10 successful calls)");
+  ASSERT_CONTAINS(llog, "(31 successful calls)");
+  free(llog);
+}
