@@ -443,11 +443,24 @@ static void creds_cb(void *arg, int status, const char *reason, struct proxy_cre
   /* Static rule headers win over the callback's for the same name. */
   proxy_creds_unref(h->creds);
   h->creds = proxy_creds_ref(creds);
-  for (i = 0; i < creds->nheaders && rd->nheaders < RULES_MAX_INJECT; i++) {
+  for (i = 0; i < creds->nheaders; i++) {
     const struct proxy_cred_header *ch = &creds->headers[i];
 
     if (rules_request_injects(rd, ch->name, strlen(ch->name)))
       continue;
+    if (rd->nheaders == RULES_MAX_INJECT) {
+      /* Forwarding without this credential would also let the sandbox's own copy of
+       * it through (only injected names are removed): fail closed (invariant I4). */
+      free(rd);
+      if (proxy_log_nth(++c->sb->cred_overflow))
+        log_warn("sandbox %s conn %llu: the callback's headers for %s do not fit beside "
+                 "the rules' (%d injected headers at most); the request fails with "
+                 "callback_failed: inject fewer (%llu such requests in this sandbox)",
+                 c->sb->name, (unsigned long long)c->id, c->name, RULES_MAX_INJECT,
+                 (unsigned long long)c->sb->cred_overflow);
+      fail_request(c, 502, "callback_failed", "callback");
+      return;
+    }
     rd->headers[rd->nheaders].name = ch->name;
     rd->headers[rd->nheaders].value = ch->value;
     rd->headers[rd->nheaders].value_len = ch->value_len;

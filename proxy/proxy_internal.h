@@ -72,6 +72,7 @@ struct proxy_sandbox {
   uint64_t tls_down_failed;             /* TLS handshakes with the sandbox that failed */
   uint64_t tls_up_failed;               /* upstream certificates that did not verify */
   uint64_t echo_masked;                 /* reads of a response that echoed a credential */
+  uint64_t cred_overflow;               /* callback headers with no room beside the rules' */
   unsigned resolving;                   /* getaddrinfo requests in libuv's pool */
   struct proxy_conn *resolve_head;      /* connections waiting to resolve, in order */
   struct proxy_conn *resolve_tail;

@@ -25,6 +25,8 @@ Modes:
   hop_header       200 {"headers": {"Transfer-Encoding": "chunked"}}
   crlf_value       200 {"headers": {"Authorization": "Bearer x\r\nX-Injected: 1"}}
   huge_body        200 with a valid answer padded beyond 64 KiB
+  many_headers     200 with 64 headers (the most an answer may have): X-Cb-0 .. X-Cb-62,
+                   then Authorization "Bearer cb-<n>"
   hang             reads the request and never answers (until the client leaves)
   close            reads the request and closes without answering
 """
@@ -164,6 +166,10 @@ def serve(sock, cid):
     elif mode == "huge_body":
         answer(sock, 200, json.dumps({"headers": {"Authorization": "Bearer cb-%d" % n},
                                       "pad": "x" * (70 << 10)}).encode(), "OK")
+    elif mode == "many_headers":
+        hdrs = {"X-Cb-%d" % i: "v%d" % i for i in range(63)}
+        hdrs["Authorization"] = "Bearer cb-%d" % n
+        answer(sock, 200, json.dumps({"headers": hdrs}).encode(), "OK")
     elif mode == "hang":
         # Wait for the client to give up; never answer.
         sock.settimeout(120)
