@@ -25,6 +25,7 @@
 #include "proxy/strbuf.h"
 
 #define SWEEP_MS 1000
+#define EDGE_LOG_MS 5000 /* at most one line per this long for failing <-> working */
 #define MAX_ENTRIES_LIMIT (1u << 20)
 
 struct call;
@@ -86,6 +87,9 @@ struct proxy_cred_cache {
   uint64_t busy_logged;
   uint64_t fail_run;                 /* failed calls since the last success */
   uint64_t ok_calls;                 /* successful calls */
+  uint64_t edge_logged_ms;           /* uv_now of the last change logged */
+  uint64_t edges_skipped;            /* changes not logged since */
+  int edge_logged;                   /* edge_logged_ms is set */
   uv_timer_t sweep;
   int freeing;
 };
@@ -228,11 +232,35 @@ static void audit_record(struct proxy_cred_cache *c, const struct record *r)
   strbuf_free(&b);
 }
 
+/*
+ * Whether a change between failing and working (the first failure of a run, the first
+ * success after one) is worth a line: a sandbox alternating between a name the
+ * callback refuses and calls it accepts makes one per request. At most one per
+ * EDGE_LOG_MS; skipped[] then says how many were left out before it (or is empty).
+ */
+static int edge_due(struct proxy_cred_cache *c, char *skipped, size_t size)
+{
+  uint64_t now = uv_now(c->loop);
+
+  skipped[0] = '\0';
+  if (c->edge_logged && now - c->edge_logged_ms < EDGE_LOG_MS) {
+    c->edges_skipped++;
+    return 0;
+  }
+  if (c->edges_skipped > 0)
+    snprintf(skipped, size, "; %llu changes between failing and working not logged "
+                            "before this", (unsigned long long)c->edges_skipped);
+  c->edge_logged = 1;
+  c->edge_logged_ms = now;
+  c->edges_skipped = 0;
+  return 1;
+}
+
 /* Counts, logs and audits one call; never a header value. */
 static void record(struct proxy_cred_cache *c, const struct record *r)
 {
   struct proxy_cred_stats *s = c->stats;
-  char names[512];
+  char names[512], skipped[128] = "";
   size_t i, n = 0;
 
   s->outcomes[r->outcome]++;
@@ -249,11 +277,13 @@ static void record(struct proxy_cred_cache *c, const struct record *r)
   if (r->outcome == PROXY_CRED_OK) {
     /* A sandbox makes calls at will (every request with ttl_seconds 0, every new name
      * or port otherwise): the 1st, 10th, 100th and every 1000th success is logged, and
-     * the first after failures (the callback recovered); the audit log has each. */
+     * the first after failures (the callback recovered) unless such changes come too
+     * fast (edge_due); the audit log has each. */
     int recovered = c->fail_run > 0;
+    int nth = proxy_log_nth(++c->ok_calls);
 
     c->fail_run = 0;
-    if (proxy_log_nth(++c->ok_calls) || recovered) {
+    if ((recovered && edge_due(c, skipped, sizeof(skipped))) || nth) {
       names[0] = '\0';
       for (i = 0; i < r->creds->nheaders && n < sizeof(names); i++) {
         int k = snprintf(names + n, sizeof(names) - n, "%s%s", i ? ", " : "",
@@ -262,9 +292,9 @@ static void record(struct proxy_cred_cache *c, const struct record *r)
         n += k > 0 ? (size_t)k : 0;
       }
       log_info("callback %.*s: sandbox %s, %s:%u: ok in %llu ms, headers: %s (%llu "
-               "successful calls)", (int)r->url_len, r->url, c->sandbox, r->host, r->port,
+               "successful calls%s)", (int)r->url_len, r->url, c->sandbox, r->host, r->port,
                (unsigned long long)r->latency_ms, r->creds->nheaders ? names : "(none)",
-               (unsigned long long)c->ok_calls);
+               (unsigned long long)c->ok_calls, skipped);
     }
   } else if (r->outcome == PROXY_CRED_BUSY) {
     /* A sandbox hammering many names could flood the log: one line per 1000. */
@@ -275,15 +305,17 @@ static void record(struct proxy_cred_cache *c, const struct record *r)
   } else {
     /* Failures are not cached, so a callback that is down fails every request that
      * needs it, as fast as the sandbox sends them: the first failure of a run is
-     * logged, then the 10th, the 100th and every 1000th (metrics and the audit log
-     * count each). */
-    if (proxy_log_nth(++c->fail_run))
+     * logged (unless runs begin too fast: edge_due), then the 10th, the 100th and
+     * every 1000th (metrics and the audit log count each). */
+    ++c->fail_run;
+    if (proxy_log_nth(c->fail_run) &&
+        (c->fail_run > 1 || edge_due(c, skipped, sizeof(skipped))))
       log_warn("callback %.*s: sandbox %s, %s:%u: %s after %llu ms: %s; requests fail "
-               "with %s (%llu failed calls in a row)",
+               "with %s (%llu failed calls in a row%s)",
                (int)r->url_len, r->url, c->sandbox, r->host, r->port,
                proxy_cred_outcome_name(r->outcome), (unsigned long long)r->latency_ms,
                r->detail, proxy_cred_outcome_reason(r->outcome),
-               (unsigned long long)c->fail_run);
+               (unsigned long long)c->fail_run, skipped);
   }
   audit_record(c, r);
 }
