@@ -13,7 +13,9 @@
  * RULES_MAX_INJECT headers whose names are tokens, not hop-by-hop, unique ignoring
  * case, and whose values are valid, NUL-terminated, of the stated length and within
  * RULES_MAX_VALUE_LEN; a failure has an outcome other than ok, a negative errno and
- * a non-empty detail; the body never exceeds PROXY_CRED_MAX_BODY.
+ * a non-empty detail of printable ASCII only (it goes into the daemon's log: a byte
+ * of the answer copied there could forge or split log lines); the body never exceeds
+ * PROXY_CRED_MAX_BODY.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -51,6 +53,15 @@ static void check_creds(const struct proxy_creds *cr)
   }
 }
 
+/* 1 if s (NUL-terminated) is printable ASCII only. */
+static int printable(const char *s)
+{
+  for (; *s != '\0'; s++)
+    if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+      return 0;
+  return 1;
+}
+
 static struct run run_once(const char *p, size_t len, size_t piece, int tls, int clean)
 {
   struct proxy_cred_answer a;
@@ -78,7 +89,7 @@ static struct run run_once(const char *p, size_t len, size_t piece, int tls, int
   } else if (r == PROXY_CRED_ANSWER_FAILED) {
     if (!a.failed || a.outcome == PROXY_CRED_OK || a.outcome >= PROXY_CRED__COUNT ||
         a.err >= 0 || a.detail[0] == '\0' || memchr(a.detail, '\0', sizeof(a.detail)) == NULL ||
-        cr != NULL)
+        !printable(a.detail) || cr != NULL)
       abort();
   } else {
     abort();
