@@ -1925,6 +1925,33 @@ TEST(https)
   tls_client_free(&other);
 }
 
+/* A certificate from a trusted CA, for another name: the callback's host name is
+ * verified, not only the chain (mbedTLS checks no name unless one is set). */
+TEST(https_name_mismatch)
+{
+  const char *dir = test_tmpdir();
+  struct proxy_cred_stats stats;
+  struct pyserver srv;
+  struct tls_client tc;
+  char path[512];
+
+  make_cert(dir, "othername", "DNS:other.example,IP:127.0.0.1");
+  py_start(&srv, dir, "othername");
+  snprintf(path, sizeof(path), "%s/othername-ca.pem", dir);
+  tls_client_init(&tc, path);
+  memset(&stats, 0, sizeof(stats));
+
+  https_case(&tc, "localhost", srv.port, 0, &stats);
+  ASSERT_EQ(stats.outcomes[PROXY_CRED_TLS], 1);
+  ASSERT_EQ(py_calls(&srv), 0);
+  /* The same server by the address its certificate names: the refusal was the name. */
+  https_case(&tc, "127.0.0.1", srv.port, 1, &stats);
+  ASSERT_EQ(py_calls(&srv), 1);
+
+  py_stop(&srv);
+  tls_client_free(&tc);
+}
+
 /* Freeing the cache in the middle of a TLS handshake. */
 TEST(https_free_mid_handshake)
 {
