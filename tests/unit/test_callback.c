@@ -662,6 +662,39 @@ TEST(cache_hit_within_ttl)
   fx_done(&f);
 }
 
+/* Each sandbox has its own cache: a second sandbox's lookup for the same key never
+ * gets the first one's credentials; it calls, naming itself. */
+TEST(cache_per_sandbox)
+{
+  struct proxy_cred_cache *other = NULL;
+  struct proxy_cred_wait *w = NULL;
+  struct proxy_cred_opts o;
+  struct fx f;
+  struct res r, r2;
+
+  fx_start(&f, SRV_OK, 300, 2000);
+  memset(&o, 0, sizeof(o));
+  o.stats = &f.stats;
+  ASSERT_EQ(proxy_cred_cache_new(&f.loop, "sb2", &o, &other), 0);
+  memset(&r, 0, sizeof(r));
+  get_sync(&f, "api.corp.example", 443, &r);
+  ASSERT_STREQ(r.value[0], "Bearer cb-1");
+  ASSERT_NOT_NULL(srv_header(&f.srv, "\"sandbox\":\"sb1\""));
+
+  memset(&r2, 0, sizeof(r2));
+  ASSERT_EQ(proxy_cred_get(other, f.cb, "api.corp.example", 443, on_res, &r2, &w), 0);
+  ASSERT_NOT_NULL(w);
+  run_until(&f, &r2.n, 1);
+  ASSERT_EQ(r2.status, 0);
+  ASSERT_STREQ(r2.value[0], "Bearer cb-2");
+  ASSERT_NOT_NULL(srv_header(&f.srv, "\"sandbox\":\"sb2\""));
+  ASSERT_EQ(f.srv.calls, 2);
+  ASSERT_EQ(proxy_cred_cache_size(other), 1);
+  ASSERT_EQ(proxy_cred_cache_size(f.cache), 1);
+  proxy_cred_cache_free(other);
+  fx_done(&f);
+}
+
 TEST(cache_expires_after_ttl)
 {
   struct fx f;
