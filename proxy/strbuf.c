@@ -2,6 +2,7 @@
  * Growable buffer; an allocation failure is sticky (b->oom) so callers check once.
  */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,29 +98,96 @@ void strbuf_addf(struct strbuf *b, const char *fmt, ...)
   b->len += (size_t)n;
 }
 
-void strbuf_add_json_str(struct strbuf *b, const char *s, size_t len)
+/*
+ * The length of the well-formed UTF-8 sequence (RFC 3629: no overlong form, no
+ * surrogate, nothing past U+10FFFF) of 2 to 4 bytes at p[0..n), and its code point in
+ * *cp; 0 when p does not begin one.
+ */
+static size_t utf8_seq(const unsigned char *p, size_t n, uint32_t *cp)
+{
+  unsigned char lo = 0x80, hi = 0xbf;
+  size_t len, i;
+  uint32_t v;
+
+  if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+    len = 2;
+    v = p[0] & 0x1fu;
+  } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+    len = 3;
+    v = p[0] & 0x0fu;
+    if (p[0] == 0xe0)
+      lo = 0xa0; /* overlong below */
+    else if (p[0] == 0xed)
+      hi = 0x9f; /* surrogates above */
+  } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+    len = 4;
+    v = p[0] & 0x07u;
+    if (p[0] == 0xf0)
+      lo = 0x90; /* overlong below */
+    else if (p[0] == 0xf4)
+      hi = 0x8f; /* past U+10FFFF above */
+  } else {
+    return 0;
+  }
+  if (n < len || p[1] < lo || p[1] > hi)
+    return 0;
+  for (i = 1; i < len; i++) {
+    if ((p[i] & 0xc0) != 0x80)
+      return 0;
+    v = v << 6 | (p[i] & 0x3fu);
+  }
+  *cp = v;
+  return len;
+}
+
+static void add_u_escape(struct strbuf *b, uint32_t unit)
 {
   static const char hex[] = "0123456789abcdef";
-  size_t i;
+  char esc[6] = { '\\', 'u', hex[unit >> 12 & 15], hex[unit >> 8 & 15], hex[unit >> 4 & 15],
+                  hex[unit & 15] };
+
+  strbuf_add(b, esc, sizeof(esc));
+}
+
+void strbuf_add_json_str(struct strbuf *b, const char *s, size_t len)
+{
+  const unsigned char *p = (const unsigned char *)s;
+  size_t i = 0, n;
+  uint32_t cp;
 
   if (grow(b, len + 2) != 0)
     return;
   b->data[b->len++] = '"';
-  for (i = 0; i < len; i++) {
-    unsigned char c = (unsigned char)s[i];
-    char esc[6];
+  while (i < len) {
+    unsigned char c = p[i];
 
     if (c == '"' || c == '\\') {
-      esc[0] = '\\';
-      esc[1] = (char)c;
+      char esc[2] = { '\\', (char)c };
+
       strbuf_add(b, esc, 2);
-    } else if (c < 0x20 || c >= 0x7f) {
-      memcpy(esc, "\\u00", 4);
-      esc[4] = hex[c >> 4];
-      esc[5] = hex[c & 15];
-      strbuf_add(b, esc, 6);
-    } else {
+      i++;
+    } else if (c >= 0x20 && c < 0x7f) {
       strbuf_add(b, &s[i], 1);
+      i++;
+    } else if (c < 0x80) {
+      add_u_escape(b, c); /* control bytes and DEL */
+      i++;
+    } else {
+      /* Escaped, not copied, so that the record stays ASCII; a reader decodes the text
+       * that went in. A byte that begins no well-formed sequence cannot be written
+       * in JSON at all: it becomes U+FFFD. */
+      n = utf8_seq(p + i, len - i, &cp);
+      if (n == 0) {
+        add_u_escape(b, 0xfffd);
+        i++;
+      } else if (cp >= 0x10000) {
+        add_u_escape(b, 0xd800 + ((cp - 0x10000) >> 10));
+        add_u_escape(b, 0xdc00 + ((cp - 0x10000) & 0x3ff));
+        i += n;
+      } else {
+        add_u_escape(b, cp);
+        i += n;
+      }
     }
   }
   strbuf_add(b, "\"", 1);

@@ -24,8 +24,10 @@ void strbuf_add(struct strbuf *b, const void *data, size_t len);
 void strbuf_adds(struct strbuf *b, const char *s);
 void strbuf_addf(struct strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Appends s[0..len) as a JSON string literal, quotes included; bytes that are not
- * printable ASCII are escaped as \u00XX so the output is always valid UTF-8. */
+/* Appends s[0..len) as a JSON string literal, quotes included, in printable ASCII:
+ * control bytes and UTF-8 sequences are \u escapes (surrogate pairs past U+FFFF), so a
+ * reader gets the same text back; a byte that begins no well-formed UTF-8 sequence
+ * becomes U+FFFD. */
 void strbuf_add_json_str(struct strbuf *b, const char *s, size_t len);
 
 /* Takes the data (NUL-terminated, caller frees) and leaves b empty; NULL on oom. */
