@@ -87,9 +87,8 @@ struct proxy_cred_cache {
   uint64_t busy_logged;
   uint64_t fail_run;                 /* failed calls since the last success */
   uint64_t ok_calls;                 /* successful calls */
-  uint64_t edge_logged_ms;           /* uv_now of the last change logged */
+  uint64_t edge_logged_ms;           /* uv_now of the last change logged; 0: none */
   uint64_t edges_skipped;            /* changes not logged since */
-  int edge_logged;                   /* edge_logged_ms is set */
   uv_timer_t sweep;
   int freeing;
 };
@@ -240,18 +239,14 @@ static void audit_record(struct proxy_cred_cache *c, const struct record *r)
  */
 static int edge_due(struct proxy_cred_cache *c, char *skipped, size_t size)
 {
-  uint64_t now = uv_now(c->loop);
-
   skipped[0] = '\0';
-  if (c->edge_logged && now - c->edge_logged_ms < EDGE_LOG_MS) {
+  if (!proxy_log_due(&c->edge_logged_ms, uv_now(c->loop), EDGE_LOG_MS)) {
     c->edges_skipped++;
     return 0;
   }
   if (c->edges_skipped > 0)
     snprintf(skipped, size, "; %llu changes between failing and working not logged "
                             "before this", (unsigned long long)c->edges_skipped);
-  c->edge_logged = 1;
-  c->edge_logged_ms = now;
   c->edges_skipped = 0;
   return 1;
 }
