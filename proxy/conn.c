@@ -564,6 +564,91 @@ void proxy_conn_deny_tls(struct proxy_conn *c, const char *reason)
   proxy_conn_close(c, 1, reason);
 }
 
+/*
+ * Why cfg would not let c's opaque relay through as it is, or NULL. Mirrors what
+ * conn_decide and the dial would do with c under cfg.
+ */
+static const char *relay_disallowed(struct proxy_conn *c, const struct rules_config *cfg)
+{
+  struct sockaddr_storage ss;
+  struct rules_decision d;
+  struct rules_dest dest;
+  char host[sizeof(c->dial_host)];
+  enum rules_action action;
+  unsigned flags;
+  uint16_t port = 0;
+  int len = sizeof(ss), remapped;
+
+  proxy_conn_dest(c, &dest);
+  rules_decide_conn(cfg, &dest, &d);
+  action = d.action;
+  /* conn_decide relays what is neither TLS nor HTTP instead of intercepting it. */
+  if (action == RULES_INTERCEPT && c->kind != KIND_TLS && c->http == NULL)
+    action = d.inspect ? RULES_DENY : RULES_TUNNEL;
+  if (action == RULES_DENY)
+    return "config_changed";
+  /* A tunnel cfg would intercept: headers to inject, or requests to inspect, that the
+   * opaque bytes cannot get. (An upgraded connection is intercepted already.) */
+  if (action == RULES_INTERCEPT && c->action != RULES_INTERCEPT)
+    return "config_changed";
+  /* The target it was dialed at: dns.remap may send the name elsewhere now. */
+  if (c->name_src != NAME_NONE && c->name_src != NAME_ADDR) {
+    remapped = rules_remap(cfg, c->name, c->port, host, sizeof(host), &port);
+    if (remapped != c->remapped ||
+        (remapped && (port != c->dial_port || strcmp(host, c->dial_host) != 0)))
+      return "config_changed";
+  }
+  /* The address it was dialed at (egress IP/CIDR entries), as allowed_address. */
+  if (c->up.connected &&
+      uv_tcp_getpeername(&c->up.tcp, (struct sockaddr *)&ss, &len) == 0) {
+    flags = c->remapped ? RULES_RESOLVED_REMAPPED : 0;
+    if (c->http != NULL && c->action != RULES_BYPASS)
+      flags |= RULES_RESOLVED_INSPECTED;
+    if (!rules_check_resolved(cfg, (const struct sockaddr *)&ss, c->dial_port, flags, &d))
+      return "config_changed";
+  }
+  return NULL;
+}
+
+void proxy_conn_config_swapped(struct proxy_conn *c, struct rules_config *cfg)
+{
+  const char *reason;
+
+  if (c->cfg == cfg)
+    return;
+  switch (c->state) {
+  case CONN_SNIFF:
+    /* Not decided yet (conn_decide reads c->cfg): decided under the new config. */
+    break;
+  case CONN_RESOLVE:
+  case CONN_CONNECT:
+    /* Dialing for a relay; an HTTP engine's dial is for a request in flight. */
+    if (c->http != NULL && c->action != RULES_BYPASS)
+      return;
+    if (c->action != RULES_TUNNEL && c->action != RULES_BYPASS)
+      return;
+    reason = relay_disallowed(c, cfg);
+    if (reason != NULL) {
+      proxy_conn_close(c, 1, reason);
+      return;
+    }
+    break;
+  case CONN_RELAY:
+    reason = relay_disallowed(c, cfg);
+    if (reason != NULL) {
+      proxy_conn_close(c, 1, reason);
+      return;
+    }
+    break;
+  default:
+    /* The HTTP engine (and TLS set-up for it) takes the config per request; a local
+     * answer, a pooled upstream or a close is under way. */
+    return;
+  }
+  rules_config_unref(c->cfg);
+  c->cfg = rules_config_ref(cfg);
+}
+
 /* ---- dialing ---- */
 
 static void dial_fail(struct proxy_conn *c, int status, const char *reason)

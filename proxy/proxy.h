@@ -175,7 +175,10 @@ int proxy_sandbox_start(struct proxy_ctx *ctx, const char *name, struct rules_co
 /*
  * Replaces the sandbox's config (takes a reference to cfg, drops the old one when the
  * last connection holding it is done). Requests already in flight finish under the
- * old config; requests and connections starting afterwards use the new one.
+ * old config; requests and connections starting afterwards use the new one, and so do
+ * connections not decided yet. Open connections relayed opaquely (tunnels, no_proxy,
+ * upgraded) are closed if the new config would deny them, intercept them or send them
+ * elsewhere (proxy_conn_config_swapped).
  */
 void proxy_sandbox_set_config(struct proxy_sandbox *sb, struct rules_config *cfg);
 

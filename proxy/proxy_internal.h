@@ -232,6 +232,17 @@ void proxy_conn_pool_flush(struct proxy_sandbox *sb);
 /* Denies a TLS connection: a 403 inside intercepted TLS when possible, else RST. */
 void proxy_conn_deny_tls(struct proxy_conn *c, const char *reason);
 
+/*
+ * The sandbox's config became cfg (borrowed) while c was open. A connection not decided
+ * yet is decided under cfg. One whose bytes are relayed opaquely (a tunnel, a no_proxy
+ * bypass, an upgraded connection), decided once, is closed (reason "config_changed")
+ * when cfg would not let it through as it is: it denies the name or the address the
+ * upstream was dialed at, intercepts a tunnel, or sends the name elsewhere (dns.remap);
+ * otherwise it goes on under cfg. Requests the HTTP engine reads need nothing here: each
+ * takes the config current when it arrives (http.c).
+ */
+void proxy_conn_config_swapped(struct proxy_conn *c, struct rules_config *cfg);
+
 /* ---- sandbox.c ---- */
 
 /* A connection of sb was freed. */

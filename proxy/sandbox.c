@@ -339,8 +339,15 @@ fail:
 void proxy_sandbox_set_config(struct proxy_sandbox *sb, struct rules_config *cfg)
 {
   struct rules_config *old = sb->config;
+  struct proxy_conn *c, *next;
 
   sb->config = rules_config_ref(cfg);
+  /* A config swapped to take egress away takes it from open connections too: a tunnel
+   * decided under the old one would otherwise relay on for as long as it is active. */
+  for (c = sb->conns; c != NULL; c = next) {
+    next = c->next;
+    proxy_conn_config_swapped(c, sb->config);
+  }
   rules_config_unref(old);
 }
 
