@@ -93,6 +93,25 @@ static void answer_code(const struct proxy_api_answer *a, char *buf, size_t size
   cJSON_Delete(root);
 }
 
+/*
+ * A 503: the daemon cannot take the request now, and the runtime should try again. It
+ * is stopping (code "stopping"), or every control connection is taken
+ * ("too_many_clients"): the message says which, so that nobody restarts a daemon that
+ * is only busy.
+ */
+static int unavailable_error(const struct proxy_api_answer *a, const char *what,
+                             const char *name, const char *text, struct proxy_cni_error *e)
+{
+  char code[64];
+
+  answer_code(a, code, sizeof(code));
+  return proxy_cni_fail(e, PROXY_CNI_ERR_AGAIN,
+                        strcmp(code, "stopping") == 0
+                            ? "the authproxy daemon is stopping"
+                            : "the authproxy daemon cannot take the request now",
+                        "%s %s: %s; try again", what, name, text);
+}
+
 /* Reads the proxy_config to send: inline, from a file, or NULL for a stored one. */
 static int config_text(const struct proxy_cni_conf *c, char **text, struct proxy_cni_error *e)
 {
@@ -162,8 +181,7 @@ static int cni_add(const struct proxy_cni_conf *c, const char *name, const char 
     answer_code(&a, code, sizeof(code));
     proxy_api_error_text(&a, text, sizeof(text));
     if (a.status == 503)
-      r = proxy_cni_fail(e, PROXY_CNI_ERR_AGAIN, "the authproxy daemon is stopping",
-                         "attach %s: %s; try again", name, text);
+      r = unavailable_error(&a, "attach", name, text, e);
     else if (strcmp(code, "invalid_config") == 0 || strcmp(code, "config_not_found") == 0)
       r = proxy_cni_fail(e, PROXY_CNI_ERR_REJECTED, "proxy_config rejected",
                          "attach %s: %s", name, text);
@@ -205,8 +223,7 @@ static int cni_del(const struct proxy_cni_conf *c, const char *name, struct prox
   }
   proxy_api_error_text(&a, text, sizeof(text));
   if (a.status == 503)
-    r = proxy_cni_fail(e, PROXY_CNI_ERR_AGAIN, "the authproxy daemon is stopping",
-                       "detach %s: %s; try again", name, text);
+    r = unavailable_error(&a, "detach", name, text, e);
   else
     r = proxy_cni_fail(e, PROXY_CNI_ERR_ATTACH, "authproxy could not detach the namespace",
                        "detach %s: %s", name, text);
@@ -236,8 +253,7 @@ static int cni_check(const struct proxy_cni_conf *c, const char *name, const cha
   if (a.status != 200) {
     proxy_api_error_text(&a, text, sizeof(text));
     if (a.status == 503)
-      r = proxy_cni_fail(e, PROXY_CNI_ERR_AGAIN, "the authproxy daemon is stopping",
-                         "check %s: %s; try again", name, text);
+      r = unavailable_error(&a, "check", name, text, e);
     else
       r = proxy_cni_fail(e, PROXY_CNI_ERR_NOT_ATTACHED, "the namespace is not served",
                          "sandbox %s: %s: its traffic has nowhere to go", name, text);

@@ -338,6 +338,45 @@ libcni DEL ctr-example-$$ "/var/run/netns/$ns7" > /dev/null || fail "the example
 assert_not_contains "$(ctl list)" "cni-ctr-example-$$" "the example's sandbox detached"
 pass "examples/authproxy.conflist: ADD, CHECK, DEL, DEL as libcni runs a list"
 
+# ---- every control slot taken: ADD is told to try again, and why ------------------
+# The daemon serves 64 control connections at once and refuses more with 503
+# too_many_clients. The runtime must hear "try again" (11) with that reason, not that
+# the daemon is stopping, which would send an operator looking at the wrong thing.
+cat > "$T/hold.py" <<'PYEOF'
+import os, socket, sys, time
+sock, ready, release = sys.argv[1:4]
+held = []
+for _ in range(64):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock)
+    held.append(s)
+open(ready, "w").close()
+for _ in range(400):  # at most 20 s; the daemon closes idle slots after 30 s
+    if os.path.exists(release):
+        break
+    time.sleep(0.05)
+PYEOF
+"$PY" "$T/hold.py" "$SOCK" "$T/held" "$T/release" &
+HOLD=$!
+PIDS+=($HOLD)
+wait_for "[ -e '$T/held' ]"
+ns9=$(make_netns cni9)
+CONF9=$(conf net 1.0.0 "{$KEYS_BASE, \"proxy_config_name\": \"agents\"}")
+run_plugin ADD ctr-busy-$$ "/var/run/netns/$ns9" "$CONF9"
+expect_error 11 "ADD with every control slot taken"
+assert_contains "$(jget "$OUT" 'd["details"]')" "too_many_clients" "the reason is given"
+assert_not_contains "$(jget "$OUT" 'd["msg"]')" "stopping" "a busy daemon is not said to be stopping"
+run_plugin DEL ctr-busy-$$ "/var/run/netns/$ns9" "$CONF9"
+expect_error 11 "DEL with every control slot taken"
+assert_not_contains "$(jget "$OUT" 'd["msg"]')" "stopping" "a busy daemon is not said to be stopping (DEL)"
+: > "$T/release"
+wait "$HOLD"
+run_plugin ADD ctr-busy-$$ "/var/run/netns/$ns9" "$CONF9"
+assert_eq "$RC" "0" "ADD once the slots are free"
+run_plugin DEL ctr-busy-$$ "/var/run/netns/$ns9" "$CONF9"
+assert_eq "$RC/$OUT" "0/" "DEL once the slots are free"
+pass "every control slot taken: ADD and DEL fail with 11 and too_many_clients, then succeed"
+
 # ---- nothing holds the secret or the opaque value in clear -------------------------
 printf '%s\n' "sk-cni-$$" "opaque-cni-$$" "sk-later-$$" > "$T/values.txt"
 if grep -rqFf "$T/values.txt" "$STATE" "$T/plugin.log" "$T/serve.log"; then
