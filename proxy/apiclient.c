@@ -28,17 +28,30 @@ static int64_t now_ms(void)
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Writes everything, bounded by the socket's send timeout. MSG_NOSIGNAL: a daemon that
- * answers early (413) and closes must not kill the caller with SIGPIPE. */
-static int send_all(int fd, const char *p, size_t len)
+/* Writes everything by deadline (now_ms). Non-blocking sends with a poll for room in
+ * between: a blocking send's timeout (SO_SNDTIMEO) restarts whenever the daemon takes
+ * a little, so a daemon taking the request in slowly would hold the caller far past
+ * its deadline. MSG_NOSIGNAL: a daemon that answers early (413) and closes must not
+ * kill the caller with SIGPIPE. */
+static int send_all(int fd, const char *p, size_t len, int64_t deadline)
 {
   while (len > 0) {
-    ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+    struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+    int64_t left;
+    ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 
     if (n < 0 && errno == EINTR)
       continue;
-    if (n < 0)
-      return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+      return -errno;
+    if (n < 0) {
+      left = deadline - now_ms();
+      if (left <= 0)
+        return -ETIMEDOUT;
+      if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
+        return -errno;
+      continue;
+    }
     p += n;
     len -= (size_t)n;
   }
@@ -165,7 +178,7 @@ static int connect_to(const char *sock, int timeout_ms, char *err, size_t errsz)
     snprintf(err, errsz, "cannot create a socket: %s", strerror(-r));
     return r;
   }
-  /* Bounds connect (a full backlog), and every send. */
+  /* Bounds connect (a full backlog); sends are bounded by send_all. */
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
   memset(&sa, 0, sizeof(sa));
   sa.sun_family = AF_UNIX;
@@ -210,12 +223,16 @@ int proxy_api_call(const char *sock, const char *method, const char *path,
     snprintf(err, errsz, "out of memory");
     goto out;
   }
-  sent = send_all(fd, req.data, req.len);
+  sent = send_all(fd, req.data, req.len, deadline);
   /* A daemon that refuses a request early (413) answers and closes before reading it
    * all: the answer is still worth reading. */
   if (sent != 0 && sent != -EPIPE && sent != -ECONNRESET) {
     r = sent;
-    snprintf(err, errsz, "cannot send the request to %s: %s", sock, strerror(-r));
+    if (r == -ETIMEDOUT)
+      snprintf(err, errsz, "%s did not take the request within %d s", sock,
+               timeout_ms / 1000);
+    else
+      snprintf(err, errsz, "cannot send the request to %s: %s", sock, strerror(-r));
     goto out;
   }
   for (;;) {

@@ -4,6 +4,9 @@
  * checks (cni_conf.c), and the OCI hook's state parser (ocihook.c).
  */
 #include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -186,6 +189,57 @@ TEST(call_closed_unanswered)
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   close(fd);
+}
+
+/* A daemon that takes the request in slowly (its loop is loaded): the client's
+ * deadline covers the whole exchange, sending included, not each send on its own. */
+TEST(call_deadline_covers_sending)
+{
+  struct proxy_api_answer a;
+  struct sockaddr_un sa;
+  struct timespec t0, t1;
+  size_t body_len = 1u << 20;
+  char err[256], *body;
+  double elapsed;
+  pid_t pid;
+  int fd, r;
+
+  memset(&sa, 0, sizeof(sa));
+  sa.sun_family = AF_UNIX;
+  snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/slow.sock", test_tmpdir());
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT(fd >= 0);
+  ASSERT_EQ(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    /* 8 KiB every 100 ms, for at most 30 s: 1 MiB would take 13 s. */
+    char buf[8192];
+    int c = accept(fd, NULL, NULL), i;
+
+    for (i = 0; c >= 0 && i < 300; i++) {
+      if (read(c, buf, sizeof(buf)) <= 0)
+        break;
+      usleep(100 * 1000);
+    }
+    _exit(0);
+  }
+  close(fd);
+  body = malloc(body_len);
+  ASSERT_NOT_NULL(body);
+  memset(body, ' ', body_len);
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  r = proxy_api_call(sa.sun_path, "PUT", "/v1/sandboxes/x", body, body_len, 1000, &a, err,
+                     sizeof(err));
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  elapsed = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+  kill(pid, SIGKILL);
+  ASSERT_EQ(waitpid(pid, NULL, 0), pid);
+  free(body);
+  ASSERT_EQ(r, -ETIMEDOUT);
+  ASSERT_LT(elapsed, 2.5);
+  ASSERT_CONTAINS(err, sa.sun_path);
 }
 
 /* ---- CNI ---- */
