@@ -160,4 +160,10 @@ except OSError:
 PYEOF
 )
 assert_eq "$out" "closed" "a new connection to the denied name"
+# The daemon lived through it, and (under the sanitizers) exits clean.
+ctl health > /dev/null || fail "the daemon does not answer after the swap"
+kill -TERM "$serve_pid"
+rc=0
+wait "$serve_pid" || rc=$?
+assert_eq "$rc" "0" "the daemon's exit status (see serve.log)"
 pass "a config swap closes the open relays it no longer allows as they are, and decides pending connections"
