@@ -2,6 +2,11 @@
  * Control API server: a Unix socket, llhttp per client, one request at a time: a
  * client's next request (pipelined) is parsed once the answer to the last one has
  * gone to the socket, so a client that sends without reading holds one answer.
+ *
+ * At most MAX_CLIENTS are served at once. Further connections wait in the socket's
+ * backlog (they are not accepted) until a client leaves, so that a burst of runtimes
+ * attaching together is served in turn; only when no slot has freed for WAIT_MS are
+ * they accepted and refused with 503 too_many_clients, which says why.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -22,6 +27,8 @@
 #define MAX_HEAD 16384
 /* Time allowed for each request to arrive whole (and between requests). */
 #define IDLE_MS 30000
+/* How long connections wait for a slot without one freeing before they are refused. */
+#define WAIT_MS 2000
 
 struct client;
 
@@ -33,6 +40,9 @@ struct proxy_control {
   void *arg;
   struct client *clients;
   unsigned nclients;
+  uv_timer_t wait_timer;  /* runs while a connection waits (deferred) */
+  int deferred;           /* libuv holds a connection we have not accepted yet */
+  int refusing;           /* no slot freed for WAIT_MS: refuse until one does */
   int handles;
   int closing;
   int bound;  /* the socket file at path is this daemon's */
@@ -62,6 +72,7 @@ struct client {
 };
 
 static void control_maybe_done(struct proxy_control *c);
+static void take_connection(struct proxy_control *ctl);
 
 void proxy_control_error(struct proxy_control_response *resp, int status, const char *code,
                          const char *fmt, ...)
@@ -97,12 +108,20 @@ static void client_closed(uv_handle_t *h)
   if (cl->next != NULL)
     cl->next->prev = cl->prev;
   ctl->nclients--;
+  if (ctl->nclients < MAX_CLIENTS)
+    ctl->refusing = 0;
   strbuf_free(&cl->url);
   /* A body may hold a secret pushed through the API (body.secret wipes it), and so
    * may the bytes last read. */
   strbuf_free(&cl->body);
   explicit_bzero(cl->readbuf, sizeof(cl->readbuf));
   free(cl);
+  if (ctl->deferred && !ctl->closing && ctl->nclients < MAX_CLIENTS) {
+    /* A slot is free: the connection waiting for it takes it. */
+    uv_timer_stop(&ctl->wait_timer);
+    ctl->deferred = 0;
+    take_connection(ctl);
+  }
   control_maybe_done(ctl);
 }
 
@@ -116,6 +135,7 @@ static void client_close(struct client *cl)
 }
 
 static void idle_cb(uv_timer_t *t);
+static void wait_cb(uv_timer_t *t);
 static void process(struct client *cl);
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
@@ -407,16 +427,34 @@ static void idle_cb(uv_timer_t *t)
   client_close(t->data);
 }
 
-static void on_connection(uv_stream_t *server, int status)
+/* Leaves the connection libuv holds where it is (libuv stops accepting until it is
+ * taken), and arms the timer that refuses waiting connections if no slot frees. */
+static void defer(struct proxy_control *ctl)
 {
-  struct proxy_control *ctl = server->data;
-  struct client *cl;
+  if (ctl->deferred)
+    return;
+  ctl->deferred = 1;
+  uv_timer_start(&ctl->wait_timer, wait_cb, WAIT_MS, 0);
+}
 
-  if (status < 0)
+/* Accepts the connection libuv holds: served, or refused once the server is refusing. */
+static void take_connection(struct proxy_control *ctl)
+{
+  struct client *cl;
+  int over = ctl->nclients >= MAX_CLIENTS;
+
+  if (ctl->closing)
     return;
+  if (over && !ctl->refusing) {
+    defer(ctl);
+    return;
+  }
   cl = calloc(1, sizeof(*cl));
-  if (cl == NULL)
+  if (cl == NULL) {
+    /* Not accepted: libuv keeps it; try again when the timer fires. */
+    defer(ctl);
     return;
+  }
   cl->ctl = ctl;
   uv_pipe_init(ctl->loop, &cl->pipe, 0);
   uv_timer_init(ctl->loop, &cl->timer);
@@ -431,18 +469,44 @@ static void on_connection(uv_stream_t *server, int status)
     ctl->clients->prev = cl;
   ctl->clients = cl;
   ctl->nclients++;
-  if (uv_accept(server, (uv_stream_t *)&cl->pipe) != 0) {
+  if (uv_accept((uv_stream_t *)&ctl->pipe, (uv_stream_t *)&cl->pipe) != 0) {
     client_close(cl);
     return;
   }
-  if (ctl->nclients > MAX_CLIENTS) {
-    respond_error(cl, 503, "too_many_clients", "too many control connections");
+  if (over) {
+    respond_error(cl, 503, "too_many_clients",
+                  "too many control connections: the daemon serves 64 at once, and none "
+                  "of them has finished for 2 s; try again");
     return;
   }
   llhttp_init(&cl->parser, HTTP_REQUEST, &settings);
   cl->parser.data = cl;
   uv_timer_start(&cl->timer, idle_cb, IDLE_MS, IDLE_MS);
   uv_read_start((uv_stream_t *)&cl->pipe, alloc_cb, read_cb);
+}
+
+/* No slot freed for WAIT_MS while a connection waited: refuse the waiting ones (each
+ * hears why) until a client leaves. After a failed allocation, simply try again. */
+static void wait_cb(uv_timer_t *t)
+{
+  struct proxy_control *ctl = t->data;
+
+  if (!ctl->deferred || ctl->closing)
+    return;
+  ctl->deferred = 0;
+  if (ctl->nclients >= MAX_CLIENTS && !ctl->refusing) {
+    ctl->refusing = 1;
+    log_warn("control: %u connections open and none finished for %d ms: refusing new "
+             "ones (503 too_many_clients) until one closes", ctl->nclients, WAIT_MS);
+  }
+  take_connection(ctl);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+  if (status < 0)
+    return;
+  take_connection(server->data);
 }
 
 /* ---- server ---- */
@@ -500,7 +564,9 @@ int proxy_control_start(uv_loop_t *loop, const char *path, proxy_control_cb cb, 
   ctl->path = strdup(path);
   uv_pipe_init(loop, &ctl->pipe, 0);
   ctl->pipe.data = ctl;
-  ctl->handles = 1;
+  uv_timer_init(loop, &ctl->wait_timer);
+  ctl->wait_timer.data = ctl;
+  ctl->handles = 2;
   /* Created 0600 from the start: root only, no window where others may connect. */
   old = umask(0177);
   r = uv_pipe_bind(&ctl->pipe, path);
@@ -558,5 +624,6 @@ void proxy_control_close(struct proxy_control *ctl, void (*cb)(void *arg), void 
     next = cl->next;
     client_close(cl);
   }
+  uv_close((uv_handle_t *)&ctl->wait_timer, pipe_closed);
   uv_close((uv_handle_t *)&ctl->pipe, pipe_closed);
 }

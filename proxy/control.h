@@ -1,8 +1,9 @@
 /*
  * The control API transport: HTTP/1.1 over a Unix socket created 0600, parsed with
- * llhttp (strict, bounded: 16 KiB heads, 1 MiB bodies, 64 clients, 30 s for each request
- * to arrive whole). The daemon supplies one handler; requests on a connection are served
- * in order.
+ * llhttp (strict, bounded: 16 KiB heads, 1 MiB bodies, 30 s for each request to arrive
+ * whole, 64 clients at once: more wait for a slot, and once none has freed for 2 s they
+ * are answered 503 too_many_clients). The daemon supplies one handler; requests on a
+ * connection are served in order.
  */
 #ifndef AUTHPROXY_CONTROL_H
 #define AUTHPROXY_CONTROL_H

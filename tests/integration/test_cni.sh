@@ -339,8 +339,8 @@ assert_not_contains "$(ctl list)" "cni-ctr-example-$$" "the example's sandbox de
 pass "examples/authproxy.conflist: ADD, CHECK, DEL, DEL as libcni runs a list"
 
 # ---- every control slot taken: ADD is told to try again, and why ------------------
-# The daemon serves 64 control connections at once and refuses more with 503
-# too_many_clients. The runtime must hear "try again" (11) with that reason, not that
+# The daemon serves 64 control connections at once; more wait for a slot, and once
+# none has freed for 2 s they are refused with 503 too_many_clients. The runtime must hear "try again" (11) with that reason, not that
 # the daemon is stopping, which would send an operator looking at the wrong thing.
 cat > "$T/hold.py" <<'PYEOF'
 import os, socket, sys, time

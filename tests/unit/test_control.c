@@ -292,3 +292,83 @@ TEST(busy_daemon_detected_without_hanging)
     close(fds[i]);
   close(lfd);
 }
+
+/* Counts the answers on fds[0..n) by status line, running the server meanwhile, until
+ * every connection has closed or limit_s passes. */
+static void read_statuses(struct fixture *f, int *fds, int n, double limit_s, int *ok,
+                          int *busy, int *other)
+{
+  char out[4096];
+  int i;
+
+  *ok = *busy = *other = 0;
+  for (i = 0; i < n; i++) {
+    client_read(f, fds[i], limit_s, out, sizeof(out));
+    if (strncmp(out, "HTTP/1.1 200 ", 13) == 0)
+      (*ok)++;
+    else if (strncmp(out, "HTTP/1.1 503 ", 13) == 0 && strstr(out, "too_many_clients"))
+      (*busy)++;
+    else
+      (*other)++;
+    close(fds[i]);
+  }
+}
+
+/* A burst of more clients than the server serves at once (a runtime starting many
+ * sandboxes together), all arriving while the loop is busy: each is answered in its
+ * turn. The cap on clients bounds what slow clients hold; it must not refuse clients
+ * that a moment's wait would serve. */
+TEST(burst_beyond_client_cap_is_served)
+{
+  struct fixture f;
+  int fds[100], i, ok, busy, other;
+
+  fixture_start(&f, 10);
+  for (i = 0; i < 100; i++) {
+    fds[i] = client_connect(&f);
+    client_send(fds[i], "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  }
+  read_statuses(&f, fds, 100, 10, &ok, &busy, &other);
+  ASSERT_EQ(busy, 0);
+  ASSERT_EQ(other, 0);
+  ASSERT_EQ(ok, 100);
+  ASSERT_EQ(f.requests, 100);
+  fixture_stop(&f);
+}
+
+/* Clients that hold every slot and send nothing: a further client waits a moment for
+ * a slot, then hears why it is refused (503 too_many_clients), well before the slots'
+ * own 30 s run out; once a slot frees, clients are served again. */
+TEST(client_cap_refuses_after_a_wait)
+{
+  struct fixture f;
+  int held[64], late[2], fd, i, ok, busy, other;
+  char out[4096];
+  double start, took;
+
+  fixture_start(&f, 10);
+  for (i = 0; i < 64; i++)
+    held[i] = client_connect(&f);
+  /* Let the server take them all before the next one comes. */
+  client_read(&f, held[0], 0.3, out, sizeof(out));
+  ASSERT_EQ(out[0], '\0');
+  start = now_s();
+  for (i = 0; i < 2; i++) {
+    late[i] = client_connect(&f);
+    client_send(late[i], "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  }
+  read_statuses(&f, late, 2, 10, &ok, &busy, &other);
+  took = now_s() - start;
+  ASSERT_EQ(busy, 2);
+  ASSERT_EQ(ok + other, 0);
+  ASSERT_LT(took, 8);
+  close(held[0]);
+  client_read(&f, held[1], 0.3, out, sizeof(out)); /* the server sees the close */
+  fd = client_connect(&f);
+  client_send(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  read_statuses(&f, &fd, 1, 10, &ok, &busy, &other);
+  ASSERT_EQ(ok, 1);
+  for (i = 1; i < 64; i++)
+    close(held[i]);
+  fixture_stop(&f);
+}
