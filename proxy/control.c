@@ -40,6 +40,7 @@ struct proxy_control {
   void *arg;
   struct client *clients;
   unsigned nclients;
+  unsigned nrefused;      /* of them, being answered 503 too_many_clients */
   uv_timer_t wait_timer;  /* runs while a connection waits (deferred) */
   int deferred;           /* libuv holds a connection we have not accepted yet */
   int refusing;           /* no slot freed for WAIT_MS: refuse until one does */
@@ -65,6 +66,7 @@ struct client {
   int too_large;
   int keep_alive;
   int discard;               /* answered an error early: read and drop the rest */
+  int refused;               /* answered 503 too_many_clients: holds no slot */
   int stalled;               /* reading stopped until the last answer is written */
   size_t have;               /* unparsed bytes kept in readbuf while stalled */
   char method[16];
@@ -108,7 +110,9 @@ static void client_closed(uv_handle_t *h)
   if (cl->next != NULL)
     cl->next->prev = cl->prev;
   ctl->nclients--;
-  if (ctl->nclients < MAX_CLIENTS)
+  if (cl->refused)
+    ctl->nrefused--;
+  if (ctl->nclients - ctl->nrefused < MAX_CLIENTS)
     ctl->refusing = 0;
   strbuf_free(&cl->url);
   /* A body may hold a secret pushed through the API (body.secret wipes it), and so
@@ -116,8 +120,9 @@ static void client_closed(uv_handle_t *h)
   strbuf_free(&cl->body);
   explicit_bzero(cl->readbuf, sizeof(cl->readbuf));
   free(cl);
-  if (ctl->deferred && !ctl->closing && ctl->nclients < MAX_CLIENTS) {
-    /* A slot is free: the connection waiting for it takes it. */
+  if (ctl->deferred && !ctl->closing) {
+    /* A slot (or room to refuse one more) is free: the waiting connection takes it,
+     * or waits again. */
     uv_timer_stop(&ctl->wait_timer);
     ctl->deferred = 0;
     take_connection(ctl);
@@ -441,11 +446,12 @@ static void defer(struct proxy_control *ctl)
 static void take_connection(struct proxy_control *ctl)
 {
   struct client *cl;
-  int over = ctl->nclients >= MAX_CLIENTS;
+  int over = ctl->nclients - ctl->nrefused >= MAX_CLIENTS;
 
   if (ctl->closing)
     return;
-  if (over && !ctl->refusing) {
+  /* Refusals are bounded too: each holds a client until its answer is written. */
+  if (over && (!ctl->refusing || ctl->nrefused >= MAX_CLIENTS)) {
     defer(ctl);
     return;
   }
@@ -474,6 +480,8 @@ static void take_connection(struct proxy_control *ctl)
     return;
   }
   if (over) {
+    cl->refused = 1;
+    ctl->nrefused++;
     respond_error(cl, 503, "too_many_clients",
                   "too many control connections: the daemon serves 64 at once, and none "
                   "of them has finished for 2 s; try again");
@@ -494,10 +502,11 @@ static void wait_cb(uv_timer_t *t)
   if (!ctl->deferred || ctl->closing)
     return;
   ctl->deferred = 0;
-  if (ctl->nclients >= MAX_CLIENTS && !ctl->refusing) {
+  if (ctl->nclients - ctl->nrefused >= MAX_CLIENTS && !ctl->refusing) {
     ctl->refusing = 1;
     log_warn("control: %u connections open and none finished for %d ms: refusing new "
-             "ones (503 too_many_clients) until one closes", ctl->nclients, WAIT_MS);
+             "ones (503 too_many_clients) until one closes", ctl->nclients - ctl->nrefused,
+             WAIT_MS);
   }
   take_connection(ctl);
 }
