@@ -190,6 +190,13 @@ const char *proxy_sandbox_name(const struct proxy_sandbox *sb);
 /* Number of open connections. */
 unsigned proxy_sandbox_conns(const struct proxy_sandbox *sb);
 
+/*
+ * Opens the network namespace sb's listeners live in (ioctl SIOCGSKNS): the namespace
+ * it serves, whatever has become of the path it was attached by. Returns a
+ * close-on-exec descriptor, or -errno (-ENOENT without a listener).
+ */
+int proxy_sandbox_netns_open(const struct proxy_sandbox *sb);
+
 /* What a sandbox holds, for metrics. */
 struct proxy_sandbox_stats {
   unsigned conns;

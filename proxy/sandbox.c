@@ -4,11 +4,13 @@
  * stops accepting at once and gives open connections a deadline to finish.
  */
 #include <errno.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -359,6 +361,23 @@ struct rules_config *proxy_sandbox_config(const struct proxy_sandbox *sb)
 const char *proxy_sandbox_name(const struct proxy_sandbox *sb)
 {
   return sb->name;
+}
+
+int proxy_sandbox_netns_open(const struct proxy_sandbox *sb)
+{
+  uv_os_fd_t fd;
+  int i, nsfd, r = -ENOENT;
+
+  for (i = 0; i < sb->nlisteners; i++) {
+    if (uv_fileno((const uv_handle_t *)&sb->listeners[i].tcp, &fd) != 0)
+      continue;
+    /* The kernel opens it close-on-exec. */
+    nsfd = ioctl(fd, SIOCGSKNS);
+    if (nsfd >= 0)
+      return nsfd;
+    r = -errno;
+  }
+  return r;
 }
 
 unsigned proxy_sandbox_conns(const struct proxy_sandbox *sb)

@@ -797,13 +797,21 @@ static void close_sandbox(struct daemon *d, struct daemon_sandbox *s, int lockdo
   unlink_sandbox(d, s);
   if (lockdown) {
     /* Replace the redirects with a drop-everything table before the listeners go, so
-     * the namespace never has a moment with a way out (invariant I1). Only if the
-     * path still names the namespace that was attached. */
-    fd = netns_open(s->netns);
+     * the namespace never has a moment with a way out (invariant I1). The namespace is
+     * the one the listeners live in: its path may be gone (`ip netns del` while a
+     * process still holds it) or name another namespace by now. The path serves only
+     * where the kernel cannot say, and only if it still names the one attached. */
+    fd = proxy_sandbox_netns_open(s->sb);
+    if (fd < 0)
+      fd = netns_open(s->netns);
     if (fd >= 0 && fstat(fd, &st) == 0 && st.st_ino == s->ns_ino && st.st_dev == s->ns_dev) {
       msg[0] = '\0';
       if (netns_detach(fd, msg, sizeof(msg)) != 0)
         log_warn("sandbox %s: %s", s->name, msg);
+    } else {
+      log_warn("sandbox %s: cannot lock its namespace down: %s no longer names it and "
+               "its sockets could not say which it is; it keeps its redirects to "
+               "listeners that are gone (no network)", s->name, s->netns);
     }
     if (fd >= 0)
       close(fd);
