@@ -11,6 +11,10 @@
  * whole hello has arrived does the second pass parse the body, reading through the
  * records in place (no reassembly buffer, no allocation).
  *
+ * The walk is repeated from the start on every call, so its cost per call must be
+ * bounded: a hello may span at most PROXY_HELLO_MAX_RECORDS records. Without that, a
+ * hello of 10,000 one-byte records sent a byte at a time cost about a second of CPU.
+ *
  * Strictness is deliberate: a hello that different TLS stacks could read differently
  * (two names, duplicated extensions, lengths that disagree) is denied by the caller,
  * so nothing here tries to be lenient.
@@ -252,6 +256,7 @@ enum proxy_hello_status proxy_hello_parse(const uint8_t *buf, size_t len,
   size_t pos = 0;      /* start of the current record in buf */
   size_t hs_off = 0;   /* offset in the handshake message where this record starts */
   size_t msg_len = 0;  /* header + body length of the message, once known */
+  size_t nrec = 0;     /* records started so far */
   uint8_t hdr[TLS_HANDSHAKE_HEADER];
   enum proxy_hello_status st;
 
@@ -266,6 +271,10 @@ enum proxy_hello_status proxy_hello_parse(const uint8_t *buf, size_t len,
 
     if (avail == 0)
       return PROXY_HELLO_NEED_MORE;
+    /* This walk runs again over everything each time bytes arrive: the record count
+     * bounds its cost per call (see PROXY_HELLO_MAX_RECORDS). */
+    if (++nrec > PROXY_HELLO_MAX_RECORDS)
+      return PROXY_HELLO_INVALID;
     /* An alert, change_cipher_spec or application data record cannot come before
      * the hello is complete. */
     if (buf[pos] != TLS_RECORD_HANDSHAKE)

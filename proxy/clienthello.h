@@ -12,6 +12,16 @@
 /* The most bytes a hello may span before it is refused (records included). */
 #define PROXY_HELLO_MAX_BYTES (64 * 1024)
 
+/*
+ * The most records a hello may span before it is refused. The parser is called again
+ * with everything received so far each time more arrives, and walks every record
+ * header each time: without this bound a hello cut into 1-byte records and sent a
+ * byte at a time (10,000 records in 64 KiB) cost over a second of CPU in the event
+ * loop every sandbox shares. Clients send a hello in one record, at most 5 at 16 KiB
+ * each (the sandbox-facing mbedTLS server itself accepts only one).
+ */
+#define PROXY_HELLO_MAX_RECORDS 64
+
 enum proxy_hello_status {
   PROXY_HELLO_OK = 0,        /* a complete, well-formed ClientHello */
   PROXY_HELLO_NEED_MORE = 1, /* a valid prefix of one: read more */
@@ -35,7 +45,8 @@ struct proxy_hello {
  * filled. INVALID covers: a record type other than handshake before the hello ends,
  * a handshake type other than client_hello, any length that overruns its container,
  * duplicate extensions, a server_name list with more than one host_name or an empty
- * one, a name with a NUL byte, and a hello over PROXY_HELLO_MAX_BYTES.
+ * one, a name with a NUL byte, and a hello over PROXY_HELLO_MAX_BYTES or in more than
+ * PROXY_HELLO_MAX_RECORDS records.
  */
 enum proxy_hello_status proxy_hello_parse(const uint8_t *buf, size_t len,
                                           struct proxy_hello *out);

@@ -268,19 +268,72 @@ TEST(hello_split_across_records)
     check_every_prefix(rec, n);
   }
 
-  /* One byte per record: the name crosses dozens of records. */
+  /* One byte per record from the start of the name on: the name crosses dozens of
+   * records, PROXY_HELLO_MAX_RECORDS in all. */
   {
-    static size_t cuts[600];
+    static size_t cuts[PROXY_HELLO_MAX_RECORDS];
+    const uint8_t *at = memmem(msg, mlen, "files.pythonhosted.org", 22);
+    size_t start;
 
-    ASSERT_LT(mlen, 600);
-    for (i = 0; i + 1 < mlen; i++)
-      cuts[i] = i + 1;
-    n = frame(msg, mlen, cuts, mlen - 1, rec);
-    ASSERT_EQ(n, 6 * mlen);
+    ASSERT_NOT_NULL(at);
+    start = (size_t)(at - msg);
+    for (i = 0; i + 1 < PROXY_HELLO_MAX_RECORDS; i++)
+      cuts[i] = start + i;
+    n = frame(msg, mlen, cuts, PROXY_HELLO_MAX_RECORDS - 1, rec);
+    ASSERT_EQ(n, mlen + 5 * PROXY_HELLO_MAX_RECORDS);
     ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_OK);
     ASSERT_STREQ(h.sni, "files.pythonhosted.org");
     ASSERT_EQ(proxy_hello_parse(rec, n - 1, &h), PROXY_HELLO_NEED_MORE);
   }
+  free(buf);
+}
+
+/*
+ * The parser walks every record header each time it is called again with more bytes:
+ * a hello cut into 1-byte records and sent a byte at a time made that quadratic (10,000
+ * records in 64 KiB, over a second of CPU for one connection). One record more than
+ * PROXY_HELLO_MAX_RECORDS is refused, as soon as its first byte arrives.
+ */
+TEST(record_count_bounded)
+{
+  static size_t cuts[PROXY_HELLO_MAX_RECORDS + 1];
+  struct proxy_hello h;
+  size_t len, mlen, n, i, first_extra;
+  uint8_t *buf = load("tls/python.bin", &len);
+
+  mlen = unframe(buf, len, msg);
+  ASSERT_GT(mlen, PROXY_HELLO_MAX_RECORDS + 1);
+  for (i = 0; i < PROXY_HELLO_MAX_RECORDS; i++)
+    cuts[i] = i + 1;
+  n = frame(msg, mlen, cuts, PROXY_HELLO_MAX_RECORDS, rec);
+  ASSERT_EQ(n, mlen + 5 * (PROXY_HELLO_MAX_RECORDS + 1));
+  ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_INVALID);
+  first_extra = 6 * PROXY_HELLO_MAX_RECORDS;
+  ASSERT_EQ(proxy_hello_parse(rec, first_extra + 1, &h), PROXY_HELLO_INVALID);
+  ASSERT_EQ(proxy_hello_parse(rec, first_extra, &h), PROXY_HELLO_NEED_MORE);
+
+  /* The same hello in 10,000 records of one byte each, the most 64 KiB holds, is
+   * refused once the first PROXY_HELLO_MAX_RECORDS have been seen. */
+  exts.n = 0;
+  ext_sni(&exts, "many.example", 12);
+  mlen = hello_msg(&exts, msg);
+  {
+    static uint8_t pad[12000];
+
+    ext(&exts, 21, pad, 10000 - mlen - 4);
+  }
+  mlen = hello_msg(&exts, msg);
+  ASSERT_EQ(mlen, 10000);
+  {
+    static size_t many[10000];
+
+    for (i = 0; i + 1 < mlen; i++)
+      many[i] = i + 1;
+    n = frame(msg, mlen, many, mlen - 1, rec);
+  }
+  ASSERT_EQ(n, 6 * mlen);
+  ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_INVALID);
+  ASSERT_EQ(proxy_hello_parse(rec, first_extra + 1, &h), PROXY_HELLO_INVALID);
   free(buf);
 }
 
@@ -680,22 +733,27 @@ TEST(oversized)
   ASSERT_EQ(proxy_hello_parse(rec, 9, &h), PROXY_HELLO_INVALID);
 }
 
-/* Records of two or three bytes that end one byte short of the limit, then one more
- * record: the limit counts from where the last record ended, and that arithmetic must
- * not wrap when fewer than a record header's bytes are left. */
+/* Records that end one byte short of the limit, then one more record: the limit
+ * counts from where the last record ended, and that arithmetic must not wrap when
+ * fewer than a record header's bytes are left. Small records first (2 or 3 bytes), then
+ * full ones, within PROXY_HELLO_MAX_RECORDS. */
 TEST(limit_reached_by_small_records)
 {
-  static uint8_t pad[20000];
-  static size_t cuts[9400];
+  static uint8_t pad[PROXY_HELLO_MAX_BYTES];
+  static size_t cuts[PROXY_HELLO_MAX_RECORDS];
   struct proxy_hello h;
-  size_t mlen, n, k = 9362, i, off = 0;
+  size_t mlen, n, k = 56, i, off = 0, nrec;
 
-  /* 9362 records: 7 * 9362 = 65534 bytes, one of them a byte longer, 65535 in all. */
   for (i = 0; i < k; i++) {
     off += i == 0 ? 3 : 2;
     cuts[i] = off;
   }
-  ASSERT_EQ(5 * k + off, PROXY_HELLO_MAX_BYTES - 1);
+  /* 4 more records of at most 16384 bytes (frame() cuts them) end at 65535. */
+  nrec = k + 4;
+  off = PROXY_HELLO_MAX_BYTES - 1 - 5 * nrec;
+  cuts[k] = off;
+  ASSERT_LE(off - cuts[k - 1], 4 * 16384);
+  ASSERT_GT(off - cuts[k - 1], 3 * 16384);
   /* The rest of the message, 100 bytes, goes in the record that crosses the limit. */
   exts.n = 0;
   ext_sni(&exts, "small.example", 13);
@@ -703,8 +761,9 @@ TEST(limit_reached_by_small_records)
   ext(&exts, 21, pad, off + 100 - mlen - 4);
   mlen = hello_msg(&exts, msg);
   ASSERT_EQ(mlen, off + 100);
-  n = frame(msg, mlen, cuts, k, rec);
+  n = frame(msg, mlen, cuts, k + 1, rec);
   ASSERT_EQ(n, PROXY_HELLO_MAX_BYTES - 1 + 5 + 100);
+  ASSERT_LT(nrec + 1, PROXY_HELLO_MAX_RECORDS + 1);
   ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_INVALID);
   ASSERT_EQ(proxy_hello_parse(rec, PROXY_HELLO_MAX_BYTES - 1 + 5, &h), PROXY_HELLO_INVALID);
   /* Up to the limit, the same records are a valid prefix. */
