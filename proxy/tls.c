@@ -12,14 +12,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <mbedtls/asn1.h>
 #include <mbedtls/error.h>
 #include <mbedtls/net_sockets.h>
+#include <mbedtls/oid.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_ticket.h>
 #include <mbedtls/x509.h>
 
 #include "proxy/ca.h"
 #include "proxy/log.h"
+#include "proxy/nameconstr.h"
 #include "proxy/proxy_internal.h"
 #include "proxy/rng.h"
 #include "proxy/tls.h"
@@ -64,11 +67,25 @@ struct session_entry {
   int valid;
 };
 
+/*
+ * Scratch for chain_verify (below). mbedTLS runs the verify callback for every
+ * certificate of the chain it built, from the trust anchor down to the leaf, within
+ * one mbedtls_x509_crt_verify call on the loop's thread: the CA certificates are
+ * remembered by depth until the leaf comes, and nothing outlives that call except
+ * `why`, which the caller reads right after the handshake step that failed.
+ */
+struct chain_scratch {
+  const mbedtls_x509_crt *cas[MBEDTLS_X509_MAX_VERIFY_CHAIN_SIZE]; /* by depth; 0 unused */
+  int top;       /* deepest depth seen, 0 when none */
+  char why[256]; /* why the last chain was refused by chain_verify, or "" */
+};
+
 struct proxy_upstream_tls {
   mbedtls_x509_crt ca;
   mbedtls_ssl_config conf;
   struct session_entry *sessions; /* upstream session resumption, LRU, per sandbox */
   uint64_t clock;
+  struct chain_scratch chain;
 };
 
 struct proxy_tls_server {
@@ -129,6 +146,170 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
 
 /* ---- upstream trust ---- */
 
+/*
+ * Finds the nameConstraints extension of crt in its raw extensions (mbedTLS 2.28
+ * neither keeps nor applies it). Returns 1 with its extnValue, 0 when absent, -1 when
+ * the extensions do not parse.
+ */
+static int find_name_constraints(const mbedtls_x509_crt *crt, unsigned char **val,
+                                 size_t *val_len)
+{
+  unsigned char *p = crt->v3_ext.p, *end;
+  size_t len;
+
+  if (p == NULL || crt->v3_ext.len == 0)
+    return 0;
+  end = p + crt->v3_ext.len;
+  if (mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) !=
+          0 ||
+      len != (size_t)(end - p))
+    return -1;
+  while (p < end) {
+    unsigned char *ext_end;
+    size_t oid_len;
+    int crit, r;
+
+    if (mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) !=
+        0)
+      return -1;
+    ext_end = p + len;
+    if (mbedtls_asn1_get_tag(&p, ext_end, &oid_len, MBEDTLS_ASN1_OID) != 0)
+      return -1;
+    if (oid_len == MBEDTLS_OID_SIZE(MBEDTLS_OID_NAME_CONSTRAINTS) &&
+        memcmp(p, MBEDTLS_OID_NAME_CONSTRAINTS, oid_len) == 0) {
+      p += oid_len;
+      r = mbedtls_asn1_get_bool(&p, ext_end, &crit);
+      if (r != 0 && r != MBEDTLS_ERR_ASN1_UNEXPECTED_TAG)
+        return -1;
+      if (mbedtls_asn1_get_tag(&p, ext_end, &len, MBEDTLS_ASN1_OCTET_STRING) != 0 ||
+          p + len != ext_end)
+        return -1;
+      *val = p;
+      *val_len = len;
+      return 1;
+    }
+    p = ext_end;
+  }
+  return 0;
+}
+
+/*
+ * Checks every name the leaf can be matched by (its dNSName and iPAddress SANs; its
+ * CN when it has no subjectAltName, since mbedTLS then matches the CN) against the
+ * nameConstraints of ca. 0, or -1 with the reason in why.
+ */
+static int leaf_within_constraints(const mbedtls_x509_crt *ca, const mbedtls_x509_crt *leaf,
+                                   char *why, size_t why_size)
+{
+  const mbedtls_x509_sequence *san;
+  struct proxy_nc *nc = NULL;
+  struct proxy_nc_names names;
+  unsigned char *der;
+  char name[256], err[160];
+  size_t der_len;
+  int r, ret = -1;
+
+  r = find_name_constraints(ca, &der, &der_len);
+  if (r == 0)
+    return 0;
+  if (r < 0 || proxy_nc_parse(der, der_len, &nc, err, sizeof(err)) != 0) {
+    snprintf(why, why_size, "an issuing CA's nameConstraints do not parse%s%s",
+             r < 0 ? "" : ": ", r < 0 ? "" : err);
+    return -1;
+  }
+  if (leaf->ext_types & MBEDTLS_X509_EXT_SUBJECT_ALT_NAME) {
+    for (san = &leaf->subject_alt_names; san != NULL; san = san->next) {
+      memset(&names, 0, sizeof(names));
+      if (san->buf.tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_X509_SAN_DNS_NAME)) {
+        if (san->buf.len >= sizeof(name) || memchr(san->buf.p, '\0', san->buf.len) != NULL) {
+          snprintf(why, why_size, "a dNSName of the certificate is not a name");
+          goto out;
+        }
+        memcpy(name, san->buf.p, san->buf.len);
+        name[san->buf.len] = '\0';
+        names.dns = name;
+      } else if (san->buf.tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7)) {
+        names.ip = san->buf.p;
+        names.ip_len = san->buf.len;
+      } else {
+        continue;
+      }
+      if (proxy_nc_check(nc, &names, why, why_size) != 0)
+        goto out;
+    }
+  } else {
+    const mbedtls_x509_name *n;
+
+    for (n = &leaf->subject; n != NULL; n = n->next) {
+      if (n->oid.p == NULL || MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &n->oid) != 0)
+        continue;
+      if (n->val.len >= sizeof(name) || memchr(n->val.p, '\0', n->val.len) != NULL) {
+        snprintf(why, why_size, "the certificate's CN is not a name");
+        goto out;
+      }
+      memcpy(name, n->val.p, n->val.len);
+      name[n->val.len] = '\0';
+      memset(&names, 0, sizeof(names));
+      names.dns = name;
+      if (proxy_nc_check(nc, &names, why, why_size) != 0)
+        goto out;
+    }
+  }
+  ret = 0;
+out:
+  proxy_nc_free(nc);
+  return ret;
+}
+
+/*
+ * The restrictions a CA places on what it signs that mbedTLS 2.28 does not apply and
+ * browsers do: an issuing CA's extendedKeyUsage must allow serverAuth (a CA for e-mail
+ * or client certificates is not audited for TLS servers), and the leaf's names must be
+ * within every issuing CA's nameConstraints (mbedTLS refuses a certificate whose
+ * constraints are critical, but ignores non-critical ones, which the CA/Browser Forum
+ * allows). Runs as the verify callback of the upstream configuration, for the daemon's
+ * own connections and for the credential callback's.
+ */
+static int chain_verify(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+  struct chain_scratch *cs = ctx;
+  int i;
+
+  if (depth < 0 || depth >= MBEDTLS_X509_MAX_VERIFY_CHAIN_SIZE) {
+    *flags |= MBEDTLS_X509_BADCERT_OTHER;
+    return 0;
+  }
+  if (depth > 0) {
+    if (depth > cs->top || cs->cas[depth] != NULL) {
+      /* The first call of a new chain: the deepest certificate comes first, and every
+       * chain ends at depth 0, which clears the scratch. */
+      memset(cs, 0, sizeof(*cs));
+      cs->top = depth;
+    }
+    cs->cas[depth] = crt;
+    if (mbedtls_x509_crt_check_extended_key_usage(crt, MBEDTLS_OID_SERVER_AUTH,
+                                                  MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH)) !=
+        0) {
+      *flags |= MBEDTLS_X509_BADCERT_EXT_KEY_USAGE;
+      snprintf(cs->why, sizeof(cs->why), "an issuing CA's extendedKeyUsage does not "
+               "include serverAuth");
+    }
+    return 0;
+  }
+  if (cs->top == 0)
+    cs->why[0] = '\0'; /* a leaf alone: a trusted self-signed certificate */
+  for (i = 1; i <= cs->top; i++) {
+    if (cs->cas[i] != NULL &&
+        leaf_within_constraints(cs->cas[i], crt, cs->why, sizeof(cs->why)) != 0) {
+      *flags |= MBEDTLS_X509_BADCERT_OTHER;
+      break;
+    }
+  }
+  memset(cs->cas, 0, sizeof(cs->cas));
+  cs->top = 0;
+  return 0;
+}
+
 int proxy_upstream_tls_new(const char *system, const char *const *extra, size_t nextra,
                            struct proxy_upstream_tls **out, char *err, size_t errsz)
 {
@@ -176,6 +357,7 @@ int proxy_upstream_tls_new(const char *system, const char *const *extra, size_t 
     goto out;
   mbedtls_ssl_conf_authmode(&u->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
   mbedtls_ssl_conf_ca_chain(&u->conf, &u->ca, NULL);
+  mbedtls_ssl_conf_verify(&u->conf, chain_verify, &u->chain);
   mbedtls_ssl_conf_rng(&u->conf, proxy_rng, NULL);
   mbedtls_ssl_conf_min_version(&u->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
                                MBEDTLS_SSL_MINOR_VERSION_3);
@@ -475,8 +657,16 @@ static void handshake_failed(struct proxy_conn *c, struct proxy_tls *t, int r)
   flags = mbedtls_ssl_get_verify_result(&t->ssl);
   info[0] = '\0';
   if (flags != 0 && flags != (uint32_t)-1) {
+    const char *why = c->sb->ctx->upstream_tls->chain.why;
+    size_t n;
+
     mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags);
-    info[strcspn(info, "\n")] = '\0';
+    n = strcspn(info, "\n");
+    info[n] = '\0';
+    /* chain_verify's reason for the flags it set (verify ran within this step). */
+    if ((flags & (MBEDTLS_X509_BADCERT_OTHER | MBEDTLS_X509_BADCERT_EXT_KEY_USAGE)) &&
+        why[0] != '\0')
+      snprintf(info + n, sizeof(info) - n, " (%s)", why);
   }
   if (proxy_log_nth(++c->sb->tls_up_failed))
     log_info("sandbox %s conn %llu: upstream TLS with %s failed: %s%s%s; nothing was sent "
