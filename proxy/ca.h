@@ -65,8 +65,10 @@ const char *proxy_ca_cert_pem(const struct proxy_ca *ca);
  * proxy_leaf_unref. The cache never holds more than cache_size leaves that nobody
  * references. -EPERM (nothing logged): the CA's nameConstraints do not cover the
  * name, so clients would reject its leaf and none is minted; proxy_ca_check_name
- * says why. Other errors: -EINVAL (not a valid name), -EKEYEXPIRED (the CA has
- * expired), -ENOMEM, -EIO.
+ * says why. -EAGAIN (nothing logged): a miss while the CA's signing budget is spent
+ * (a tenth of a core on average, bursts of 5 s of signing; see ca.c); a cached leaf
+ * is still served. Other errors: -EINVAL (not a valid name), -EKEYEXPIRED (the CA
+ * has expired), -ENOMEM, -EIO.
  */
 int proxy_ca_leaf(struct proxy_ca *ca, const char *name, int is_ip,
                   struct proxy_leaf **out);
@@ -84,6 +86,7 @@ void proxy_leaf_unref(struct proxy_leaf *leaf);
 
 struct proxy_ca_stats {
   uint64_t hits, misses, evictions;
+  uint64_t limited; /* misses refused with -EAGAIN: the signing budget was spent */
   size_t entries;
 };
 void proxy_ca_stats(const struct proxy_ca *ca, struct proxy_ca_stats *out);

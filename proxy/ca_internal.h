@@ -4,6 +4,7 @@
 #ifndef AUTHPROXY_CA_INTERNAL_H
 #define AUTHPROXY_CA_INTERNAL_H
 
+#include <stdint.h>
 #include <time.h>
 
 #include "proxy/ca.h"
@@ -14,5 +15,12 @@
  * time forward without waiting.
  */
 void proxy_ca_set_clock(struct proxy_ca *ca, time_t (*now)(void));
+
+/*
+ * Replaces the signing budget (refill rate in microseconds of signing per second of
+ * the CA's clock, and the most it holds; 0 keeps the default) and fills it, so tests
+ * can spend it in a few signatures.
+ */
+void proxy_ca_set_mint_budget(struct proxy_ca *ca, int64_t us_per_s, int64_t burst_us);
 
 #endif

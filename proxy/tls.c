@@ -837,6 +837,20 @@ void proxy_tls_intercept(struct proxy_conn *c)
     outside_name_constraints(c, name, is_ip);
     return;
   }
+  if (r == -EAGAIN) {
+    struct proxy_ca_stats cs;
+
+    /* New names faster than the CA's signing budget allows: refused before any
+     * signature; the log shows the 1st, 10th, 100th and every 1000th. */
+    proxy_ca_stats(sb->ca, &cs);
+    if (proxy_log_nth(cs.limited))
+      log_warn("sandbox %s: connection to %s refused (certificate_rate_limited): the "
+               "sandbox asks for certificates for new names faster than its CA may "
+               "sign them (%llu such refusals in this sandbox)",
+               sb->name, name, (unsigned long long)cs.limited);
+    proxy_conn_close(c, 1, "certificate_rate_limited");
+    return;
+  }
   if (r != 0) {
     log_warn("sandbox %s: cannot mint a certificate for %s: %s", sb->name, name,
              strerror(-r));
