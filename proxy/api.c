@@ -564,6 +564,8 @@ static void metrics(struct daemon *d, struct proxy_control_response *resp)
     sum.cert_hits += st.cert_hits;
     sum.cert_misses += st.cert_misses;
     sum.cert_evictions += st.cert_evictions;
+    sum.cert_limited += st.cert_limited;
+    sum.cert_minted += st.cert_minted;
   }
   resp->status = 200;
   resp->content_type = "text/plain; version=0.0.4";
@@ -640,9 +642,14 @@ static void metrics(struct daemon *d, struct proxy_control_response *resp)
                  "# TYPE authproxy_cert_minted_total counter\nauthproxy_cert_minted_total %llu\n"
                  "# HELP authproxy_cert_cache_evictions_total Leaves evicted.\n"
                  "# TYPE authproxy_cert_cache_evictions_total counter\n"
-                 "authproxy_cert_cache_evictions_total %llu\n",
+                 "authproxy_cert_cache_evictions_total %llu\n"
+                 "# HELP authproxy_cert_rate_limited_total New names refused "
+                 "(certificate_rate_limited): their sandbox's CA had spent its signing "
+                 "budget.\n# TYPE authproxy_cert_rate_limited_total counter\n"
+                 "authproxy_cert_rate_limited_total %llu\n",
               sum.certs_cached, (unsigned long long)sum.cert_hits,
-              (unsigned long long)sum.cert_misses, (unsigned long long)sum.cert_evictions);
+              (unsigned long long)sum.cert_minted, (unsigned long long)sum.cert_evictions,
+              (unsigned long long)sum.cert_limited);
   strbuf_addf(b, "# HELP authproxy_dns_names Synthetic names held.\n"
                  "# TYPE authproxy_dns_names gauge\nauthproxy_dns_names %zu\n"
                  "# HELP authproxy_dns_queries_total DNS queries answered.\n"

@@ -143,7 +143,7 @@ struct proxy_ca {
   size_t count;    /* leaves in the table, referenced or not */
   size_t idle;     /* leaves nobody references: exactly those on the LRU list */
   struct proxy_leaf *lru_head, *lru_tail; /* head: most recently released */
-  uint64_t hits, misses, evictions, limited;
+  uint64_t hits, misses, evictions, limited, minted;
   /* The signing budget: microseconds left, refilled from budget_at (ca->now). */
   int64_t budget_us, budget_rate_us, budget_burst_us;
   time_t budget_at;
@@ -1935,6 +1935,7 @@ int proxy_ca_leaf(struct proxy_ca *ca, const char *name, int is_ip,
                    (t1.tv_nsec - t0.tv_nsec) / 1000;
   if (ret != 0)
     return ret;
+  ca->minted++;
   leaf->hash = hash;
   leaf->refs = 1;
   pp = &ca->buckets[hash & (ca->nbuckets - 1)];
@@ -2000,6 +2001,7 @@ void proxy_ca_stats(const struct proxy_ca *ca, struct proxy_ca_stats *out)
   out->misses = ca->misses;
   out->evictions = ca->evictions;
   out->limited = ca->limited;
+  out->minted = ca->minted;
   out->entries = ca->count;
 }
 

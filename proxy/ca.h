@@ -87,6 +87,7 @@ void proxy_leaf_unref(struct proxy_leaf *leaf);
 struct proxy_ca_stats {
   uint64_t hits, misses, evictions;
   uint64_t limited; /* misses refused with -EAGAIN: the signing budget was spent */
+  uint64_t minted;  /* misses that minted a leaf (others were refused or failed) */
   size_t entries;
 };
 void proxy_ca_stats(const struct proxy_ca *ca, struct proxy_ca_stats *out);

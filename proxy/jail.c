@@ -397,7 +397,7 @@ static void log_summary(const struct jail *j)
            (unsigned long long)k->actions[RULES_BYPASS], (unsigned long long)k->actions[RULES_DENY],
            (unsigned long long)k->requests, (unsigned long long)k->requests_denied,
            (unsigned long long)k->requests_bad, (unsigned long long)k->headers_injected,
-           cs.entries, (unsigned long long)cs.misses, (unsigned long long)cs.evictions);
+           cs.entries, (unsigned long long)cs.minted, (unsigned long long)cs.evictions);
 }
 
 static void sandbox_closed(void *arg)

@@ -205,6 +205,8 @@ struct proxy_sandbox_stats {
   uint64_t dns_queries, dns_dropped, dns_refused;
   size_t certs_cached;
   uint64_t cert_hits, cert_misses, cert_evictions;
+  uint64_t cert_limited;    /* new names refused: the CA's signing budget was spent */
+  uint64_t cert_minted;
 };
 
 void proxy_sandbox_stats(const struct proxy_sandbox *sb, struct proxy_sandbox_stats *out);

@@ -406,6 +406,8 @@ void proxy_sandbox_stats(const struct proxy_sandbox *sb, struct proxy_sandbox_st
     out->cert_hits = cs.hits;
     out->cert_misses = cs.misses;
     out->cert_evictions = cs.evictions;
+    out->cert_limited = cs.limited;
+    out->cert_minted = cs.minted;
   }
 }
 

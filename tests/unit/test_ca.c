@@ -1813,6 +1813,9 @@ TEST(minting_is_budgeted)
   proxy_ca_stats(ca, &st);
   ASSERT_EQ(st.limited, 3);
   ASSERT_EQ(st.entries, (size_t)i);
+  /* Refusals are misses that minted nothing. */
+  ASSERT_EQ(st.minted, (uint64_t)i);
+  ASSERT_EQ(st.misses, (uint64_t)i + 3);
   fake_now += 30;
   ASSERT_EQ(proxy_ca_leaf(ca, "new.example.com", 0, &leaf), 0);
   ASSERT_EQ(verify(ca, leaf, "new.example.com"), 0);
