@@ -10,7 +10,8 @@
  *   configs/NAME.sealed      one per config stored by name (PUT /v1/configs/NAME):
  *                            as pushed, and redacted for GET
  * Every file holding a secret is sealed (seal.c); the directory holds no plaintext
- * secret value.
+ * secret value. The daemon holds an exclusive flock(2) on the directory while it
+ * runs: one daemon per state directory (state_dir_lock).
  *
  * When the daemon stops or dies, sandboxes keep their rules: connections are
  * redirected to a port nothing listens on, so they fail (no network, never a direct
@@ -25,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1505,6 +1507,39 @@ static int parse_args(struct daemon *d, struct proxy_common_opts *o, int argc, c
   return 0;
 }
 
+/*
+ * Takes the state directory for this daemon alone: an exclusive flock(2) on the
+ * directory itself, held (by the returned descriptor) until the process ends, however
+ * it ends. A second daemon on the same directory would try to re-attach every sandbox
+ * found there (in namespaces the first one serves), list the first one's live
+ * sandboxes as not attached (a DELETE through it would remove their state), and the
+ * two would overwrite each other's secrets and configs from their own copies in
+ * memory. Returns the descriptor or a negative errno (reported on stderr).
+ */
+static int state_dir_lock(const char *dir)
+{
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  int r;
+
+  if (fd < 0) {
+    r = -errno;
+    fprintf(stderr, "authproxy serve: cannot open %s: %s\n", dir, strerror(-r));
+    return r;
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    r = -errno;
+    close(fd);
+    if (r == -EWOULDBLOCK)
+      fprintf(stderr, "authproxy serve: %s is in use by another authproxy serve (one "
+              "daemon per state directory): stop that daemon first, or give this one a "
+              "--state-dir of its own\n", dir);
+    else
+      fprintf(stderr, "authproxy serve: cannot lock %s: %s\n", dir, strerror(-r));
+    return r;
+  }
+  return fd;
+}
+
 /* Creates dir 0700, or checks an existing one is private. */
 static int private_dir(const char *dir)
 {
@@ -1533,7 +1568,7 @@ int proxy_cmd_serve(int argc, char **argv)
   struct daemon *d;
   char err[512], sub[4096];
   size_t i;
-  int r, ret = 1;
+  int r, ret = 1, lockfd = -1;
 
   d = calloc(1, sizeof(*d));
   if (d == NULL)
@@ -1566,8 +1601,14 @@ int proxy_cmd_serve(int argc, char **argv)
   if (r != 0)
     fprintf(stderr, "authproxy serve: warning: cannot raise the open-file limit: %s\n",
             strerror(-r));
+  if (private_dir(d->state_dir) != 0)
+    goto out;
+  /* Before anything in it is read: restoring sandboxes touches their namespaces. */
+  lockfd = state_dir_lock(d->state_dir);
+  if (lockfd < 0)
+    goto out;
   snprintf(sub, sizeof(sub), "%s/sandboxes", d->state_dir);
-  if (private_dir(d->state_dir) != 0 || private_dir(sub) != 0)
+  if (private_dir(sub) != 0)
     goto out;
   snprintf(sub, sizeof(sub), "%s/configs", d->state_dir);
   if (private_dir(sub) != 0)
@@ -1652,5 +1693,8 @@ out:
   proxy_upstream_tls_free(d->upstream);
   mbedtls_platform_zeroize(d->key, sizeof(d->key));
   free(d);
+  /* Last: the state files are no longer written. */
+  if (lockfd >= 0)
+    close(lockfd);
   return ret;
 }
