@@ -184,6 +184,7 @@ int rules_config_from_cjson(const cJSON *obj, const char *path_prefix,
     rules_perr(&c, "must be a JSON object holding the proxy_config");
   else
     parse_top(&c, obj);
+  rules_template_memo_free(&c);
 
   if (c.errors > RULES_MAX_ERRORS && !c.oom) {
     c.plen = 0;

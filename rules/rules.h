@@ -29,6 +29,7 @@ struct cJSON;
 #define RULES_MAX_VALUE_LEN 8192     /* a header value after secret resolution */
 #define RULES_MAX_NAME_LEN 253       /* a normalized host name */
 #define RULES_MAX_SECRET_LEN 65536   /* a secret file */
+#define RULES_MAX_CONFIG_SECRETS 256 /* distinct secrets one config's templates name */
 #define RULES_MAX_CONFIG_LEN (1 << 20) /* the JSON text given to rules_config_parse */
 
 /* ---- diagnostics ------------------------------------------------------------ */

@@ -235,6 +235,10 @@ struct rules_pctx {
   size_t root;    /* length of the caller's prefix */
   char path[RULES_PATH_MAX];
   const char *names[RULES_MAX_INJECT]; /* distinct lowercase rule header names */
+  /* Secrets looked up by this parse, sorted by key (template.c): each is read once. */
+  struct rules_secret_memo *memo;
+  size_t nmemo;
+  int memo_full;  /* the limit on distinct secrets was reported */
 };
 
 /* Reports an error at the current path. */
@@ -294,5 +298,8 @@ void rules_parse_dns(struct rules_pctx *c, const struct cJSON *v);
  */
 int rules_template_resolve(struct rules_pctx *c, const char *tmpl, char *out,
                            size_t size);
+
+/* Wipes and frees the secrets rules_template_resolve kept for the parse c. */
+void rules_template_memo_free(struct rules_pctx *c);
 
 #endif

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "rules/rules_internal.h"
@@ -65,30 +66,132 @@ static void report_lookup(struct rules_pctx *c, const char *key, int err)
   }
 }
 
+/*
+ * A secret as one parse found it. A config may name the same secret in every header
+ * of every rule, and a 1 MiB config holds over 300,000 {K}: looked up each time, the
+ * secret file was read as often, on the daemon's event loop (seconds for one push).
+ * Each secret is looked up once per parse and kept here, and a parse looks up at most
+ * RULES_MAX_CONFIG_SECRETS distinct ones. Values longer than any header value may be
+ * are not kept (a header naming one is too long whatever it holds), so the memo
+ * holds at most RULES_MAX_CONFIG_SECRETS * RULES_MAX_VALUE_LEN bytes; it is wiped
+ * when the parse ends (rules_template_memo_free).
+ */
+struct rules_secret_memo {
+  char *key;
+  char *value;  /* NULL when the lookup failed or the value is too long to use */
+  size_t len;
+  int err;      /* the lookup's result: 0 or a negative errno */
+  int from_api;
+  int valid;    /* the value is one line (rules_is_valid_value) */
+};
+
+void rules_template_memo_free(struct rules_pctx *c)
+{
+  size_t i;
+
+  for (i = 0; i < c->nmemo; i++) {
+    free(c->memo[i].key);
+    rules_secret_free(c->memo[i].value, c->memo[i].len);
+  }
+  free(c->memo);
+  c->memo = NULL;
+  c->nmemo = 0;
+}
+
+/* Index of key in the memo, or where it goes (*found = 0). */
+static size_t memo_find(const struct rules_pctx *c, const char *key, int *found)
+{
+  size_t lo = 0, hi = c->nmemo;
+
+  *found = 0;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int d = strcmp(key, c->memo[mid].key);
+
+    if (d == 0) {
+      *found = 1;
+      return mid;
+    }
+    if (d < 0)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  return lo;
+}
+
+/* The memo entry for key, looked up now if it is not there yet. NULL: out of memory
+ * (c->oom set) or too many distinct secrets (reported once per parse). */
+static const struct rules_secret_memo *memo_get(struct rules_pctx *c, const char *key)
+{
+  struct rules_secret_memo m, *v;
+  size_t i;
+  int found;
+
+  i = memo_find(c, key, &found);
+  if (found)
+    return &c->memo[i];
+  if (c->nmemo == RULES_MAX_CONFIG_SECRETS) {
+    if (!c->memo_full)
+      rules_perr(c, "secret %s: the config names more than %d distinct secrets; the "
+                    "limit is %d", key, RULES_MAX_CONFIG_SECRETS, RULES_MAX_CONFIG_SECRETS);
+    c->memo_full = 1;
+    return NULL;
+  }
+  if (c->memo == NULL) {
+    c->memo = calloc(RULES_MAX_CONFIG_SECRETS, sizeof(*c->memo));
+    if (c->memo == NULL) {
+      c->oom = 1;
+      return NULL;
+    }
+  }
+  memset(&m, 0, sizeof(m));
+  m.key = strdup(key);
+  if (m.key == NULL) {
+    c->oom = 1;
+    return NULL;
+  }
+  m.err = rules_secrets_lookup(c->secrets, key, &m.value, &m.len, &m.from_api);
+  if (m.err == -ENOMEM) {
+    free(m.key);
+    c->oom = 1;
+    return NULL;
+  }
+  if (m.err == 0) {
+    m.valid = rules_is_valid_value(m.value, m.len);
+    if (m.len > RULES_MAX_VALUE_LEN) {
+      rules_secret_free(m.value, m.len);
+      m.value = NULL;
+    }
+  }
+  v = c->memo;
+  memmove(&v[i + 1], &v[i], (c->nmemo - i) * sizeof(v[0]));
+  v[i] = m;
+  c->nmemo++;
+  return &v[i];
+}
+
 /* Looks key up and appends its value; returns 0, -EINVAL (reported) or -ENOMEM. */
 static int append_secret(struct rules_pctx *c, const char *key, char *out, size_t size,
                          size_t *total)
 {
-  char *value = NULL, place[PATH_MAX + 32];
-  size_t len = 0;
-  int from_api = 0, ret;
+  const struct rules_secret_memo *m = memo_get(c, key);
+  char place[PATH_MAX + 32];
 
-  ret = rules_secrets_lookup(c->secrets, key, &value, &len, &from_api);
-  if (ret == -ENOMEM) {
-    c->oom = 1;
-    return ret;
-  }
-  if (ret != 0) {
-    report_lookup(c, key, ret);
+  if (m == NULL)
+    return c->oom ? -ENOMEM : -EINVAL;
+  if (m->err != 0) {
+    report_lookup(c, key, m->err);
     return -EINVAL;
   }
-  describe_place(c->secrets, from_api, place, sizeof(place));
-  if (len == 0) {
+  describe_place(c->secrets, m->from_api, place, sizeof(place));
+  if (m->len == 0) {
     rules_perr(c, "secret %s %s is empty", key, place);
-    ret = -EINVAL;
-  } else if (!rules_is_valid_value(value, len)) {
+    return -EINVAL;
+  }
+  if (!m->valid) {
     /* Name the key and where the bad byte is, never the value itself. */
-    int crlf = len >= 1 && value[len - 1] == '\r';
+    int crlf = m->value != NULL && m->value[m->len - 1] == '\r';
 
     rules_perr(c,
                "secret %s %s contains a control character (CR, LF, NUL or another byte "
@@ -97,15 +200,13 @@ static int append_secret(struct rules_pctx *c, const char *key, char *out, size_
                crlf ? " (it ends with CRLF: save it with a plain LF ending, which is "
                       "trimmed)"
                     : "");
-    ret = -EINVAL;
-  } else {
-    if (*total + len < size)
-      memcpy(out + *total, value, len);
-    *total += len;
-    ret = 0;
+    return -EINVAL;
   }
-  rules_secret_free(value, len);
-  return ret;
+  /* A value not kept is longer than size: the header is reported too long below. */
+  if (m->value != NULL && *total + m->len < size)
+    memcpy(out + *total, m->value, m->len);
+  *total += m->len;
+  return 0;
 }
 
 int rules_template_resolve(struct rules_pctx *c, const char *tmpl, char *out, size_t size)

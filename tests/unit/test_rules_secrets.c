@@ -4,6 +4,7 @@
  * printing the value).
  */
 #include <fcntl.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -483,5 +484,94 @@ TEST(values_resolved_at_push)
   ASSERT_STREQ(r.headers[0].value, "v1");
   rules_config_unref(cfg);
   ASSERT_STREQ(resolve(s, "{K}"), "v2");
+  rules_secrets_free(s);
+}
+
+/* Opens of files in dir, read from an inotify descriptor watching it (IN_OPEN). */
+static size_t count_opens(int ifd)
+{
+  char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
+  size_t opens = 0;
+  ssize_t n, off;
+
+  for (;;) {
+    n = read(ifd, buf, sizeof(buf));
+    if (n <= 0)
+      break;
+    for (off = 0; off < n;) {
+      const struct inotify_event *e = (const struct inotify_event *)(buf + off);
+
+      ASSERT((e->mask & IN_Q_OVERFLOW) == 0);
+      if (e->mask & IN_OPEN)
+        opens++;
+      off += (ssize_t)(sizeof(*e) + e->len);
+    }
+  }
+  return opens;
+}
+
+/*
+ * A config may name the same secret in many places (a 1 MiB config holds over 300,000
+ * {K}), and every {K} used to be a read of the secret file: 7 s of the daemon's only
+ * loop, stalling every sandbox, for one valid push. Each secret is read once per
+ * config, and a config naming more distinct secrets than RULES_MAX_CONFIG_SECRETS is
+ * refused (one error) without looking the others up.
+ */
+TEST(secret_read_once_per_config)
+{
+  struct rules_secrets *s = tmp_store();
+  struct rules_config *cfg = NULL;
+  struct rules_diag d;
+  char *json, *p;
+  size_t i, len = 256 * 1024;
+  int ifd;
+
+  test_write_file(test_tmpdir(), "K", "v\n", 2, 0600);
+  test_write_file(test_tmpdir(), "L", "w\n", 2, 0600);
+  ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  ASSERT(ifd >= 0);
+  ASSERT(inotify_add_watch(ifd, test_tmpdir(), IN_OPEN) >= 0);
+  json = malloc(len);
+  ASSERT_NOT_NULL(json);
+  /* Two headers, each {K}{L} 1,000 times: 4,000 references to 2 secrets. */
+  p = json + sprintf(json, "{\"rules\":[{\"name\":\"r\",\"match_hosts\":[\"x.com\"],"
+                           "\"headers\":[");
+  for (i = 0; i < 2; i++) {
+    size_t j;
+
+    p += sprintf(p, "%s{\"name\":\"X-%zu\",\"type\":\"workspace_secret\",\"value\":\"",
+                 i ? "," : "", i);
+    for (j = 0; j < 1000; j++)
+      p += sprintf(p, "{K}{L}");
+    p += sprintf(p, "\"}");
+  }
+  sprintf(p, "]}]}");
+  cfg = parse_ok(json, s);
+  ASSERT_EQ(count_opens(ifd), 2);
+  rules_config_unref(cfg);
+
+  /* Distinct secrets beyond the limit, each of them pushed: refused. */
+  for (i = 0; i < RULES_MAX_CONFIG_SECRETS + 100; i++) {
+    char key[32];
+
+    snprintf(key, sizeof(key), "K%zu", i);
+    ASSERT_EQ(rules_secrets_set(s, key, "v", 1), 0);
+  }
+  p = json + sprintf(json, "{\"rules\":[{\"name\":\"r\",\"match_hosts\":[\"x.com\"],\"headers\":["
+                           "{\"name\":\"X\",\"type\":\"workspace_secret\",\"value\":\"");
+  for (i = 0; i < RULES_MAX_CONFIG_SECRETS + 100; i++)
+    p += sprintf(p, "{K%zu}", i);
+  sprintf(p, "\"}]}]}");
+  rules_diag_init(&d);
+  ASSERT_EQ(rules_config_parse(json, strlen(json), "", s, &cfg, &d), -EINVAL);
+  ASSERT_NULL(cfg);
+  if (d.count != 1 || strstr(d.entries[0].message, "names more than 256 distinct secrets") ==
+                          NULL) {
+    print_diag(&d);
+    TEST_FAIL_("no error about the number of distinct secrets");
+  }
+  rules_diag_free(&d);
+  free(json);
+  close(ifd);
   rules_secrets_free(s);
 }
