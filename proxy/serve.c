@@ -965,15 +965,23 @@ static int array_has(const cJSON *arr, const char *s)
   return 0;
 }
 
-/* Appends to keys the secret keys a {KEY} template names, with the grammar of
- * rules_template_resolve ({{ and }} are literal). Malformed templates are left for the
- * config parser to report. */
-static void template_keys(const char *tmpl, cJSON *keys)
+/*
+ * The distinct secret keys validation_store gathers at most: one more than a config
+ * may name, so that the parser sees the config name too many and says so. Unbounded,
+ * a config naming 60,000 held the loop for seconds (each checked against every one
+ * before it) and filled the placeholder store (answered as "out of memory").
+ */
+#define TEMPLATE_KEYS_MAX (RULES_MAX_CONFIG_SECRETS + 1)
+
+/* Appends to keys (*n of them) the secret keys a {KEY} template names, with the
+ * grammar of rules_template_resolve ({{ and }} are literal), up to TEMPLATE_KEYS_MAX.
+ * Malformed templates are left for the config parser to report. */
+static void template_keys(const char *tmpl, cJSON *keys, size_t *n)
 {
   size_t len = strlen(tmpl), i = 0, j;
   char key[256];
 
-  while (i < len) {
+  while (i < len && *n < TEMPLATE_KEYS_MAX) {
     if ((tmpl[i] == '{' && tmpl[i + 1] == '{') || (tmpl[i] == '}' && tmpl[i + 1] == '}')) {
       i += 2;
       continue;
@@ -987,8 +995,8 @@ static void template_keys(const char *tmpl, cJSON *keys)
     if (j < len && tmpl[j] == '}' && j - i - 1 > 0 && j - i - 1 < sizeof(key)) {
       memcpy(key, tmpl + i + 1, j - i - 1);
       key[j - i - 1] = '\0';
-      if (!array_has(keys, key))
-        cJSON_AddItemToArray(keys, cJSON_CreateString(key));
+      if (!array_has(keys, key) && cJSON_AddItemToArray(keys, cJSON_CreateString(key)))
+        (*n)++;
       i = j + 1;
     } else {
       i++;
@@ -996,7 +1004,7 @@ static void template_keys(const char *tmpl, cJSON *keys)
   }
 }
 
-static void header_keys(const cJSON *headers, cJSON *keys)
+static void header_keys(const cJSON *headers, cJSON *keys, size_t *n)
 {
   const cJSON *h, *type, *value;
 
@@ -1005,7 +1013,7 @@ static void header_keys(const cJSON *headers, cJSON *keys)
     value = cJSON_GetObjectItemCaseSensitive(h, "value");
     if (cJSON_IsString(type) && strcmp(type->valuestring, "workspace_secret") == 0 &&
         cJSON_IsString(value))
-      template_keys(value->valuestring, keys);
+      template_keys(value->valuestring, keys, n);
   }
 }
 
@@ -1042,15 +1050,15 @@ static struct rules_secrets *validation_store(struct daemon *d, const cJSON *pro
   const cJSON *rules, *rule, *it;
   struct rules_secrets *st = rules_secrets_new(d->secrets_dir);
   char *value = NULL;
-  size_t len;
+  size_t len, n = 0;
   int r, ok = keys != NULL && pushed != NULL && st != NULL;
 
   rules = cJSON_GetObjectItemCaseSensitive(proxy_config, "rules");
   cJSON_ArrayForEach(rule, rules)
-    header_keys(cJSON_GetObjectItemCaseSensitive(rule, "headers"), keys);
+    header_keys(cJSON_GetObjectItemCaseSensitive(rule, "headers"), keys, &n);
   header_keys(cJSON_GetObjectItemCaseSensitive(
                   cJSON_GetObjectItemCaseSensitive(proxy_config, "callback"), "headers"),
-              keys);
+              keys, &n);
   rules_secrets_list(d->secrets, pushed_name, pushed);
   cJSON_ArrayForEach(it, keys) {
     if (!ok)

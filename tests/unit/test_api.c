@@ -131,3 +131,34 @@ TEST(duplicate_member_names_get_400)
   ASSERT_EQ(a.status, 200);
   daemon_teardown(&d);
 }
+
+/*
+ * A stored config is validated with placeholders for the secrets it names that exist
+ * nowhere yet. The names were gathered without a bound, each checked against all
+ * gathered before (quadratic: 60,000 names held the event loop 5 s) and given a
+ * placeholder until the store was full, answered as 500 "out of memory". A config
+ * naming more secrets than one may is refused as invalid, naming the limit.
+ */
+TEST(stored_config_naming_too_many_secrets_is_invalid)
+{
+  size_t i, size = 128 * 1024;
+  char *body, *p;
+  struct daemon d;
+  struct answer a;
+
+  daemon_setup(&d);
+  body = malloc(size);
+  ASSERT_NOT_NULL(body);
+  p = body + sprintf(body, "{\"proxy_config\": {\"rules\": [{\"name\": \"r\", \"match_hosts\": "
+                           "[\"x.com\"], \"headers\": [{\"name\": \"X\", \"type\": "
+                           "\"workspace_secret\", \"value\": \"");
+  for (i = 0; i < 5000; i++)
+    p += sprintf(p, "{k%zu}", i);
+  sprintf(p, "\"}]}]}}");
+  call(&d, "PUT", "/v1/configs/many", body, &a);
+  free(body);
+  ASSERT_EQ(a.status, 422);
+  ASSERT_STREQ(a.code, "invalid_config");
+  ASSERT_NULL(d.configs);
+  daemon_teardown(&d);
+}
