@@ -527,6 +527,7 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
   struct rules_decision d;
   struct rules_dest dest;
   const char *reason = NULL, *host;
+  enum name_source had_name = c->name_src;
   size_t hlen;
 
   sb->ctx->counters.requests++;
@@ -557,6 +558,13 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
                    reason ? reason : "invalid_host", NULL);
       return -1;
     }
+  }
+  if (had_name == NAME_NONE && c->name_src != NAME_NONE) {
+    /* A connection without a name (an address that is not a synthetic one, HTTP/1.0
+     * without Host) had its upstream dialed at the address the sandbox chose. This
+     * request names a host, is decided for it and may carry its credentials: it goes
+     * to an upstream dialed for the name (invariant I2), never down that one. */
+    proxy_conn_close_upstream(c);
   }
   if (c->reason != NULL && !h->decided) {
     /* Decided at accept time (unknown synthetic address). */

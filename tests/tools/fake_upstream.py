@@ -26,7 +26,8 @@ Paths:
                         later (a server's keep-alive timeout)
   /drop-next            answers; the next request on the same connection is logged
                         and then dropped: the connection closes without an answer
-  anything else         200 with a JSON summary of the request
+  anything else         200 with a JSON summary of the request; with ?keep=1 the
+                        connection stays open whatever the request said (HTTP/1.0 too)
 Every accepted connection also logs {"event":"conn"} and, when it ends, the number of
 bytes received, so tests can prove that nothing reached the upstream.
 """
@@ -168,6 +169,8 @@ def handle(c):
             return
         lower = {k.lower(): v for k, v in headers}
         close = lower.get("connection", "").lower() == "close" or version == "HTTP/1.0"
+        if q.get("keep") == "1":
+            close = False  # a server that keeps any connection open, HTTP/1.0 too
         p = url.path
         if p == "/sse":
             n, delay = int(q.get("n", "3")), float(q.get("delay", "0.2"))
