@@ -1423,6 +1423,24 @@ static int pool_match(const struct proxy_conn *p, const struct proxy_conn *c)
          strcmp(p->name, c->name) == 0 && strcmp(p->dial_host, c->dial_host) == 0;
 }
 
+int proxy_conn_upstream_fresh(struct proxy_end *e)
+{
+  uv_os_fd_t fd;
+  ssize_t n;
+  char b;
+
+  if (!e->open || !e->connected || e->closing || e->eof || e->shut)
+    return 0;
+  if (e->tls != NULL && !proxy_tls_idle(e->tls))
+    return 0;
+  if (uv_fileno((uv_handle_t *)&e->tcp, &fd) != 0)
+    return 0;
+  /* Only "nothing to read yet" is fresh: 0 is a FIN, an error a reset, a byte
+   * something the upstream should not have sent. */
+  n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 int proxy_conn_park_upstream(struct proxy_conn *c)
 {
   struct proxy_sandbox *sb = c->sb;
@@ -1501,14 +1519,20 @@ void proxy_conn_release_upstream(struct proxy_conn *c)
 int proxy_conn_reuse_upstream(struct proxy_conn *c)
 {
   struct proxy_sandbox *sb = c->sb;
-  struct proxy_conn *p;
+  struct proxy_conn *p, *next;
 
   if (sb->pool == NULL || c->name_src == NAME_NONE || c->up.open || c->up.closing)
     return -ENOENT;
   set_dial_target(c);
-  for (p = sb->pool; p != NULL; p = p->pool_next) {
+  for (p = next = sb->pool; p != NULL; p = next) {
+    next = p->pool_next;
     if (!pool_match(p, c))
       continue;
+    if (!proxy_conn_upstream_fresh(&p->up)) {
+      /* Ended or spoke up in this loop turn, before the pool read it. */
+      proxy_conn_close(p, 0, NULL);
+      continue;
+    }
     if (move_upstream(p, c) != 0)
       return -ENOENT;
     proxy_conn_close(p, 0, NULL);

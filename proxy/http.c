@@ -729,7 +729,15 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
     snprintf(h->rule, sizeof(h->rule), "%s", rd->headers[0].rule);
   sb->ctx->counters.headers_injected += rd->nheaders;
 
+  if (c->up.open && !proxy_conn_upstream_fresh(&c->up)) {
+    /* Kept alive from the previous request, and since ended (or out of step) in
+     * this loop turn, before its end was read: the request takes another. */
+    log_debug("conn %llu: the upstream kept alive for %s ended before the next "
+              "request; dialing anew", (unsigned long long)c->id, c->name);
+    proxy_conn_close_upstream(c);
+  }
   bound = proxy_http_rewrite_bound(req, rd);
+  /* Without an open upstream the head waits for one in h->out: on the heap. */
   if (!c->up.open || bound > sizeof(head_buf)) {
     out = malloc(bound);
     if (out == NULL) {

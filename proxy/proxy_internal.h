@@ -220,6 +220,15 @@ void proxy_conn_on_hello(struct proxy_conn *c, const struct proxy_hello *hello);
  * is open and connected), or -ENOENT.
  */
 int proxy_conn_park_upstream(struct proxy_conn *c);
+
+/*
+ * 1 if the upstream end e, idle since its last answer, can carry another request:
+ * open, and the upstream has sent nothing since (no FIN, no reset, no byte, nothing
+ * buffered by TLS). The loop may not have read what a server sent while it ended
+ * its keep-alive connection: a request sent down it would be lost (and one that may
+ * not be repeated, a POST, would fail), and bytes waiting there answer no request.
+ */
+int proxy_conn_upstream_fresh(struct proxy_end *e);
 void proxy_conn_release_upstream(struct proxy_conn *c);
 int proxy_conn_reuse_upstream(struct proxy_conn *c);
 

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# An upstream connection kept alive between requests is only used again while the
+# upstream has said nothing since its last answer. A server that ends its keep-alive
+# connection (its idle timeout) sends a FIN the proxy may not have read yet when the
+# next request comes: that connection is dead, and a POST sent down it is lost (a
+# POST is never sent twice, so the sandbox got a 502). Bytes waiting there are no
+# answer to a request not yet sent either. Either way the connection is dropped and
+# the request dialed anew.
+#
+# The loop is made late on purpose, deterministically: the proxy is stopped (SIGSTOP)
+# while the upstream answers the first request and closes, and resumed afterwards,
+# so that the answer and the FIN wait in its socket together. The sandbox pipelined
+# its POST behind the first request, so the POST is taken up as soon as the answer
+# has been read, before the FIN.
+#
+#   jail: client.py --nft--> authproxy (in-process) --remap--> fake upstream
+. "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/adv_lib.sh"
+
+start_upstream up
+api_config "sk-stale-$$"
+W="$T/w"
+mkdir -m 1777 "$W"
+
+cat > "$T/client.py" <<'PYEOF'
+import json, os, socket, sys
+
+def response(s, buf):
+    """Reads one response with a Content-Length: (status line, body, rest)."""
+    while b"\r\n\r\n" not in buf:
+        k = s.recv(65536)
+        if not k:
+            return ("closed", b"", b"")
+        buf += k
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    n = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, v = line.split(b":", 1)
+        if k.strip().lower() == b"content-length":
+            n = int(v)
+    while len(rest) < n:
+        k = s.recv(65536)
+        if not k:
+            break
+        rest += k
+    return (head.split(b"\r\n")[0].decode(), rest[:n], rest[n:])
+
+with open(os.path.join(sys.argv[1], "ppid"), "w") as f:
+    f.write("%d\n" % os.getppid())
+out = {}
+s = socket.create_connection(("api.example.com", 80), timeout=20)
+try:
+    s.sendall(b"GET /ka-close?delay=1&after=0 HTTP/1.1\r\nHost: api.example.com\r\n\r\n"
+              b"POST /post HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 7\r\n"
+              b"Connection: close\r\n\r\npayload")
+    out["first"], _, rest = response(s, b"")
+    out["post"], body, rest = response(s, rest)
+    out["post_body"] = body.decode("latin-1")
+except (ConnectionError, socket.timeout) as e:
+    out["error"] = type(e).__name__
+print(json.dumps(out))
+PYEOF
+
+jail --config "$T/config.json" --secrets-dir "$T/secrets" --user nobody -- \
+  "$PY" "$T/client.py" "$W" > "$T/out.json" &
+client=$!
+PIDS+=($client)
+wait_for "[ -s '$W/ppid' ]" 20
+proxy=$(cat "$W/ppid")
+# The first request reached the upstream, which answers it 1 s later: stop the proxy
+# before that, and resume it once the upstream has answered and closed.
+wait_for "[ \"\$(upq up 'len(reqs)')\" = 1 ]" 20
+kill -STOP "$proxy"
+CLEANUP_HOOKS+=("kill -CONT $proxy 2>/dev/null")
+wait_for "[ \"\$(upq up 'len([e for e in events if e[\"event\"] == \"conn_end\"])')\" = 1 ]" 20
+sleep 0.3 # the FIN has crossed loopback long before this
+kill -CONT "$proxy"
+wait "$client" || fail "the client failed"
+out=$(cat "$T/out.json")
+
+assert_contains "$out" '"first": "HTTP/1.1 200 OK"' "the first answer"
+assert_contains "$out" '"post": "HTTP/1.1 200 OK"' "the POST after the upstream closed"
+assert_eq "$(upq up '[r["path"] for r in reqs]')" "$(jlist /ka-close /post)" \
+  "requests the upstream received"
+assert_eq "$(upq up 'len(set(r["conn"] for r in reqs))')" "2" "upstream connections"
+pass "a kept-alive upstream that closed before the next request is not used for it"
