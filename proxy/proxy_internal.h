@@ -335,8 +335,8 @@ int proxy_http_address_allowed(const struct proxy_conn *c, const struct sockaddr
 
 /*
  * Writes a complete local HTTP response to the sandbox (JSON body with error,
- * reason, host, rule and a message), then lingers and closes. status: 400, 403, 421,
- * 431, 501, 502, 503, 504.
+ * reason, host, rule and a message), then lingers and closes. status: 400, 403, 408,
+ * 421, 431, 500, 501, 502, 503, 504.
  */
 void proxy_respond_error(struct proxy_conn *c, int status, const char *reason,
                          const char *entry);

@@ -35,6 +35,18 @@ static const struct reason_text reasons[] = {
   { "upstream_timeout", "the destination did not answer in time" },
   { "upstream_tls_failed", "the destination's TLS certificate did not verify for its name" },
   { "upstream_error", "the connection to the destination failed" },
+  /* Failures after the request went out: an agent told that it was not sent would
+   * send a POST again. */
+  { "upstream_closed", "the destination closed the connection without answering; the "
+                       "request was sent and may have been acted on" },
+  { "upstream_protocol_error", "the destination's answer was malformed and was not "
+                               "passed on; the request was sent and may have been "
+                               "acted on" },
+  { "invalid_chunked_body", "the request's chunked body is malformed; the connection "
+                            "was closed before the request was complete" },
+  { "injection_refused", "a header to inject cannot be sent safely (a name that is "
+                         "not a token or is reserved, a value with CR, LF or NUL, a "
+                         "name given twice); the request was not sent" },
   { "callback_failed", "the credential callback failed; the request was not sent" },
   { "callback_timeout", "the credential callback did not answer in time; the request "
                         "was not sent" },
@@ -64,6 +76,7 @@ static const char *status_text(int status)
   case 408: return "Request Timeout";
   case 421: return "Misdirected Request";
   case 431: return "Request Header Fields Too Large";
+  case 500: return "Internal Server Error";
   case 501: return "Not Implemented";
   case 502: return "Bad Gateway";
   case 503: return "Service Unavailable";

@@ -16,6 +16,10 @@ Paths:
   /chunked?n=N          N chunks
   /slow?delay=S         waits S seconds before answering
   /status/NNN           answers with that status
+  /raw?r=B64[&at=N,..][&close=1]
+                        answers exactly the bytes B64 (URL-safe base64) encodes,
+                        written in pieces split at offsets N,... 0.1 s apart; then
+                        closes the connection with close=1
   /not-modified         304 with a Content-Length (allowed, RFC 9110 8.6) and no body
   /stray[?same=1]       answers "ok" (Content-Length: 3), then sends bytes it should not
                         (0.1 s later, or in the same write)
@@ -229,6 +233,17 @@ def handle(c):
                 respond(c, 200, b"ok\n")
                 time.sleep(0.1)
                 c.send(b"stray bytes")
+        elif p == "/raw":
+            # Exactly the bytes of ?r= (URL-safe base64), in writes split at ?at=N,
+            # M,... (0.1 s apart); then the connection closes with ?close=1.
+            raw = base64.urlsafe_b64decode(q.get("r", ""))
+            cuts = [0] + [int(x) for x in q.get("at", "").split(",") if x] + [len(raw)]
+            for i in range(len(cuts) - 1):
+                if i > 0:
+                    time.sleep(0.1)
+                c.send(raw[cuts[i]:cuts[i + 1]])
+            if q.get("close") == "1":
+                return
         elif p.startswith("/status/"):
             respond(c, int(p.split("/")[2]), b'{"status":true}\n')
         elif p == "/ka-close":

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The response side of the HTTP engine: where each answer ends, as the sandbox's
+# client must see it, so that no byte of one answer is taken for another's. Each case
+# is an exact answer the upstream sends (fake_upstream.py /raw), followed by a second
+# request on the same sandbox connection: the sandbox gets the first answer exactly
+# up to where it ends (HEAD, 204 and 304 have no body whatever their headers say; 1xx
+# answers precede the final one; chunked bodies end after their trailers), bytes past
+# that end never reach it, and the next request gets its own answer. An answer the
+# proxy cannot frame for certain is a 502, and its message does not tell the agent
+# that the request was not sent when it was (an agent retries a POST it believes
+# unsent).
+#
+#   jail: client.py --nft--> authproxy (in-process) --remap--> fake upstream /raw
+. "$(dirname "$0")/lib.sh"
+
+start_upstream up
+api_config "sk-resp-$$"
+
+cat > "$T/client.py" <<'PYEOF'
+import base64, json, socket, sys, time
+H = "api.example.com"
+# name, method, exact answer, extra query (at=: split writes, close=1: then close)
+CASES = [
+    ("head_cl", "HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", ""),
+    ("204_cl_body", "GET", b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello", ""),
+    ("204_te", "GET", b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n", ""),
+    ("304_te_body", "GET", b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", ""),
+    ("103_then_200", "GET", b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", ""),
+    ("102_cl_then_200", "GET", b"HTTP/1.1 102 Processing\r\nContent-Length: 3\r\n\r\n"
+                               b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", ""),
+    ("100_split_200", "GET", b"HTTP/1.1 100 Continue\r\n\r\n"
+                             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "&at=25"),
+    ("chunk_ext_trailer", "GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 b"5;a=b\r\nhello\r\n0\r\nX-T: 1\r\n\r\n", "&at=60"),
+    ("chunked_then_stray", "GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                  b"2\r\nok\r\n0\r\n\r\n"
+                                  b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfake", ""),
+    ("http10_keepalive", "GET", b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n"
+                                b"Content-Length: 2\r\n\r\nok", ""),
+    ("close_delimited", "GET", b"HTTP/1.1 200 OK\r\n\r\nuntil close", "&close=1"),
+    ("101_unasked", "GET", b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                           b"Connection: Upgrade\r\n\r\nGARBAGE", ""),
+    ("cl_and_te", "GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                         b"Transfer-Encoding: identity\r\n\r\nok", ""),
+    ("dup_cl", "GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok", ""),
+    ("no_answer", "POST", b"", "&close=1"),
+]
+
+def run(name, method, raw, extra):
+    s = socket.create_connection((H, 80), timeout=5)
+    body = b"payload" if method == "POST" else b""
+    s.sendall(("%s /raw?r=%s%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n"
+               % (method, base64.urlsafe_b64encode(raw).decode(), extra, H, len(body))
+               ).encode() + body)
+    buf, end = b"", "open"
+    s.settimeout(0.7)  # an answer that does not end goes quiet; 0.7 s says so
+    deadline = time.monotonic() + 5
+    try:
+        while time.monotonic() < deadline:
+            k = s.recv(65536)
+            if not k:
+                end = "closed"
+                break
+            buf += k
+    except socket.timeout:
+        pass
+    except ConnectionResetError:
+        end = "reset"
+    second = ""
+    if end == "open":
+        s.settimeout(5)
+        s.sendall(("GET /after HTTP/1.1\r\nHost: %s\r\n\r\n" % H).encode())
+        try:
+            b2 = s.recv(65536)
+            second = b2.split(b"\r\n")[0].decode("latin-1") if b2 else "closed"
+        except (OSError, socket.timeout) as e:
+            second = type(e).__name__
+    s.close()
+    print(json.dumps({"case": name, "got": buf.decode("latin-1"), "end": end,
+                      "second": second}))
+    sys.stdout.flush()
+
+for c in CASES:
+    run(*c)
+PYEOF
+
+jail --config "$T/config.json" --secrets-dir "$T/secrets" --user nobody -- \
+  "$PY" "$T/client.py" > "$T/out.jsonl"
+field() { "$PY" -c "
+import json, sys
+for l in open('$T/out.jsonl'):
+    r = json.loads(l)
+    if r['case'] == sys.argv[1]:
+        print(r[sys.argv[2]])
+        break
+else:
+    print('missing')" "$1" "$2"; }
+# same CASE ANSWER: the sandbox got exactly ANSWER (printf escapes), and the next
+# request on its connection its own 200.
+same() {
+  local want
+  want=$(printf "$2")
+  [ "$(field "$1" got)" = "$want" ] || fail "$1: the sandbox got '$(field "$1" got)'"
+  assert_eq "$(field "$1" end)" "open" "$1: the sandbox connection after the answer"
+  assert_eq "$(field "$1" second)" "HTTP/1.1 200 OK" "$1: the next request's answer"
+}
+
+same head_cl 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n'
+same 204_cl_body 'HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n'
+same 204_te 'HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n'
+same 304_te_body 'HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n'
+pass "HEAD, 204 and 304 end at their heads; bytes after them never reach the sandbox"
+
+same 103_then_200 'HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'
+same 102_cl_then_200 'HTTP/1.1 102 Processing\r\nContent-Length: 3\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'
+same 100_split_200 'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'
+pass "interim 1xx answers, bodiless whatever they say, precede the final one"
+
+same chunk_ext_trailer 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0\r\nX-T: 1\r\n\r\n'
+same chunked_then_stray 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n'
+same http10_keepalive 'HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok'
+assert_eq "$(field close_delimited got)" "$(printf 'HTTP/1.1 200 OK\r\n\r\nuntil close')" \
+  "a body delimited by the close"
+assert_eq "$(field close_delimited end)" "closed" "the sandbox connection after it"
+pass "chunked bodies end after their trailers; a close-delimited one ends the connection"
+
+for c in 101_unasked cl_and_te dup_cl; do
+  assert_contains "$(field $c got)" "HTTP/1.1 502 " "$c: answer"
+  assert_contains "$(field $c got)" "X-Authproxy-Error: upstream_protocol_error" "$c: reason"
+  assert_not_contains "$(field $c got)" "GARBAGE" "$c: bytes of the upstream's answer"
+  assert_not_contains "$(field $c got)" "not forwarded" "$c: the message"
+  assert_contains "$(field $c got)" "was sent" "$c: the message"
+done
+pass "answers the proxy cannot frame for certain are a 502 that says the request was sent"
+
+assert_contains "$(field no_answer got)" "HTTP/1.1 502 " "an upstream that closes unanswered"
+assert_contains "$(field no_answer got)" "X-Authproxy-Error: upstream_closed" "its reason"
+assert_not_contains "$(field no_answer got)" "not forwarded" "its message"
+assert_contains "$(field no_answer got)" "was sent" "its message"
+assert_eq "$(upq up 'len([r for r in reqs if r["method"] == "POST"])')" "1" \
+  "the POST the upstream received before closing"
+pass "a 502 for a request the upstream received does not say it was not sent"
