@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The response side of the HTTP engine: where each answer ends, as the sandbox's
 # client must see it, so that no byte of one answer is taken for another's. Each case
-# is an exact answer the upstream sends (fake_upstream.py /raw), followed by a second
+# is an exact answer the upstream sends (fake_upstream.py /exact), followed by a second
 # request on the same sandbox connection: the sandbox gets the first answer exactly
 # up to where it ends (HEAD, 204 and 304 have no body whatever their headers say; 1xx
 # answers precede the final one; chunked bodies end after their trailers), bytes past
@@ -10,7 +10,7 @@
 # that the request was not sent when it was (an agent retries a POST it believes
 # unsent).
 #
-#   jail: client.py --nft--> authproxy (in-process) --remap--> fake upstream /raw
+#   jail: client.py --nft--> authproxy (in-process) --remap--> fake upstream /exact
 . "$(dirname "$0")/lib.sh"
 
 start_upstream up
@@ -50,7 +50,7 @@ CASES = [
 def run(name, method, raw, extra):
     s = socket.create_connection((H, 80), timeout=5)
     body = b"payload" if method == "POST" else b""
-    s.sendall(("%s /raw?r=%s%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n"
+    s.sendall(("%s /exact?r=%s%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n"
                % (method, base64.urlsafe_b64encode(raw).decode(), extra, H, len(body))
                ).encode() + body)
     buf, end = b"", "open"

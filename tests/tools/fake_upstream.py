@@ -16,7 +16,7 @@ Paths:
   /chunked?n=N          N chunks
   /slow?delay=S         waits S seconds before answering
   /status/NNN           answers with that status
-  /raw?r=B64[&at=N,..][&close=1]
+  /exact?r=B64[&at=N,..][&close=1]
                         answers exactly the bytes B64 (URL-safe base64) encodes,
                         written in pieces split at offsets N,... 0.1 s apart; then
                         closes the connection with close=1
@@ -233,7 +233,7 @@ def handle(c):
                 respond(c, 200, b"ok\n")
                 time.sleep(0.1)
                 c.send(b"stray bytes")
-        elif p == "/raw":
+        elif p == "/exact":
             # Exactly the bytes of ?r= (URL-safe base64), in writes split at ?at=N,
             # M,... (0.1 s apart); then the connection closes with ?close=1.
             raw = base64.urlsafe_b64decode(q.get("r", ""))
