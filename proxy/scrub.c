@@ -11,6 +11,7 @@
 void proxy_scrub_reset(struct proxy_scrub *s)
 {
   s->n = 0;
+  s->nvalues = 0;
   s->maxlen = 0;
   s->held_len = 0;
   /* Sized by maxlen, which the next values set. */
@@ -18,9 +19,9 @@ void proxy_scrub_reset(struct proxy_scrub *s)
   s->held_mask = NULL;
 }
 
-void proxy_scrub_add(struct proxy_scrub *s, const char *v, size_t len)
+static void add_one(struct proxy_scrub *s, const char *v, size_t len)
 {
-  if (len < PROXY_SCRUB_MIN || s->n == RULES_MAX_INJECT)
+  if (len < PROXY_SCRUB_MIN || s->n == PROXY_SCRUB_MAX)
     return;
   s->val[s->n] = v;
   s->len[s->n] = len;
@@ -29,23 +30,59 @@ void proxy_scrub_add(struct proxy_scrub *s, const char *v, size_t len)
     s->maxlen = len;
 }
 
-/* One value: masks its matches in place. A masked match cannot start another. */
+/* 1 for the characters of an auth-scheme (a token; RFC 9110 5.6.2). */
+static int scheme_char(char ch)
+{
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+         (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
+void proxy_scrub_add(struct proxy_scrub *s, const char *v, size_t len)
+{
+  size_t i = 0, start, n = s->n;
+
+  add_one(s, v, len);
+  if (s->n == n)
+    return; /* too short to mask, and so is any part of it */
+  s->nvalues++;
+  /* "<scheme> <credential>": the credential alone is what an error page quotes. Only
+   * this shape: masking every long word of a value would mask ordinary text. */
+  while (i < len && scheme_char(v[i]))
+    i++;
+  if (i == 0 || i == len || v[i] != ' ')
+    return;
+  while (i < len && v[i] == ' ')
+    i++;
+  start = i;
+  while (i < len && v[i] != ' ' && v[i] != '\t')
+    i++;
+  if (i == len && start < len)
+    add_one(s, v + start, len - start);
+}
+
+/*
+ * One value: masks its matches in place. A masked match cannot start another. With its
+ * credential (val[1], the value's last bytes) only the credential is searched for,
+ * which finds both: a match preceded by the rest of the value (its scheme) is masked
+ * with it, so that an echo of the whole value is masked whole, at the cost of one
+ * search. The scheme is there when the value began in the previous read: a proper
+ * prefix of the value was held back and is at the front of buf.
+ */
 static void mask(struct proxy_scrub *s, char *buf, size_t len)
 {
-  size_t i;
+  const char *v = s->val[s->n - 1];
+  size_t vlen = s->len[s->n - 1], pre = s->n == 2 ? s->len[0] - vlen : 0;
+  char *p = buf, *end = buf + len, *hit;
 
-  for (i = 0; i < s->n; i++) {
-    char *p = buf, *end = buf + len;
-
-    while ((size_t)(end - p) >= s->len[i]) {
-      char *hit = memmem(p, (size_t)(end - p), s->val[i], s->len[i]);
-
-      if (hit == NULL)
-        break;
-      memset(hit, '*', s->len[i]);
-      s->masked++;
-      p = hit + s->len[i];
-    }
+  while ((size_t)(end - p) >= vlen) {
+    hit = memmem(p, (size_t)(end - p), v, vlen);
+    if (hit == NULL)
+      break;
+    memset(hit, '*', vlen);
+    if (pre > 0 && (size_t)(hit - buf) >= pre && memcmp(hit - pre, s->val[0], pre) == 0)
+      memset(hit - pre, '*', pre);
+    s->masked++;
+    p = hit + vlen;
   }
 }
 
@@ -131,7 +168,7 @@ int proxy_scrub_feed(struct proxy_scrub *s, char *data, size_t len, const char *
     s->held_len = 0;
     buf = p;
   }
-  if (s->n == 1) {
+  if (s->nvalues == 1) {
     mask(s, buf, total);
     hold = partial_tail(s, buf, total);
   } else {

@@ -9,7 +9,10 @@
  * a secret; a tail that cannot is forwarded at once, so streams (SSE) are not delayed.
  * With several values, every match of every value is found in the bytes as received,
  * so one value masked first cannot hide the rest of another that overlaps it
- * ("{USER}:{PASS}" and "{USER}"). Not covered: values split by chunked framing,
+ * ("{USER}:{PASS}" and "{USER}"). A value of the form "<scheme> <credential>"
+ * (RFC 9110 11.4: "Bearer sk-...", "Basic dXNl...", "token ghp_...") has its
+ * credential masked alone too: an error page quotes the token it refuses without
+ * the scheme. Not covered: values split by chunked framing,
  * compressed or re-encoded bodies, and
  * bytes after a WebSocket upgrade. Values shorter than PROXY_SCRUB_MIN are not masked
  * (they would mask ordinary text).
@@ -22,12 +25,15 @@
 #include "rules/rules.h"
 
 #define PROXY_SCRUB_MIN 8
+/* Each injected value, and the credential of each "<scheme> <credential>" one. */
+#define PROXY_SCRUB_MAX (2 * RULES_MAX_INJECT)
 
 struct proxy_scrub {
   /* Borrowed; valid while the request's config and callback answer are held. */
-  const char *val[RULES_MAX_INJECT];
-  size_t len[RULES_MAX_INJECT];
+  const char *val[PROXY_SCRUB_MAX];
+  size_t len[PROXY_SCRUB_MAX];
   size_t n;
+  size_t nvalues;                    /* values added: each a credential follows */
   size_t maxlen;
   char *held;                        /* tail held back (< maxlen bytes), as received */
   size_t held_len;
@@ -39,7 +45,8 @@ struct proxy_scrub {
 /* Empties the value set and drops what is held (the caller flushed it first). */
 void proxy_scrub_reset(struct proxy_scrub *s);
 
-/* Adds a value to mask (borrowed). */
+/* Adds a value to mask (borrowed), and its credential alone when it has the form
+ * "<scheme> <credential>" (a token, spaces, then a credential without spaces). */
 void proxy_scrub_add(struct proxy_scrub *s, const char *v, size_t len);
 
 /*

@@ -12,6 +12,7 @@ Paths:
                         frames, ends the connection (over TLS: without a close_notify
                         with cut=1)
   /echo?split=N         reflects the request headers WITH values, in two writes
+  /echo-token           401 quoting the Authorization credential without its scheme
   /big?bytes=N          N bytes of body (Content-Length)
   /chunked?n=N          N chunks
   /slow?delay=S         waits S seconds before answering
@@ -207,6 +208,12 @@ def handle(c):
                     "Content-Length: %d\r\n\r\n" % len(body)).encode() + body[:n])
             time.sleep(0.05)
             c.send(body[n:])
+        elif p == "/echo-token":
+            # An error page that quotes the credential it refuses, without its
+            # scheme ("Bearer "), as many APIs do.
+            auth = [v for k, v in headers if k.lower() == "authorization"]
+            cred = auth[0].split(" ", 1)[-1] if auth else ""
+            respond(c, 401, (json.dumps({"error": "invalid token: %s" % cred}) + "\n").encode())
         elif p == "/big":
             respond(c, 200, b"x" * int(q.get("bytes", "1048576")), "application/octet-stream")
         elif p == "/chunked":

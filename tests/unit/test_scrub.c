@@ -111,3 +111,39 @@ TEST(short_values_ignored)
   ASSERT_MEMEQ(o, "value 1 and agents", n);
   proxy_scrub_free(&s);
 }
+
+/* "<scheme> <credential>": an error page quotes the credential without its scheme;
+ * it is masked alone too, across every split, and the whole value still is. */
+TEST(credential_without_scheme_masked)
+{
+  static const char *const bearer[] = { "Bearer sk-secret-1234" };
+  static const char *const two[] = { "Basic dXNlcjpwYXNzd29yZA==", "token ghp_abcdefgh" };
+
+  check_all_splits(bearer, 1, "{\"error\": \"invalid token: sk-secret-1234\"}",
+                   "{\"error\": \"invalid token: **************\"}");
+  check_all_splits(bearer, 1, "echo Bearer sk-secret-1234; again sk-secret-1234",
+                   "echo *********************; again **************");
+  check_all_splits(two, 2, "bad dXNlcjpwYXNzd29yZA== and ghp_abcdefgh.",
+                   "bad ******************** and ************.");
+}
+
+/* Only that shape: a value of several words, or a credential too short to tell from
+ * text, adds nothing besides the value itself. */
+TEST(credential_shape_only)
+{
+  struct proxy_scrub s;
+
+  memset(&s, 0, sizeof(s));
+  proxy_scrub_add(&s, "Digest username=\"agent\", response=\"0123abcd\"", 44);
+  ASSERT_EQ(s.n, 1);
+  proxy_scrub_add(&s, "Bearer short", 12);
+  ASSERT_EQ(s.n, 2);
+  proxy_scrub_add(&s, "sk-no-scheme-0123", 17);
+  ASSERT_EQ(s.n, 3);
+  proxy_scrub_add(&s, " Bearer leading-space", 21);
+  ASSERT_EQ(s.n, 4);
+  proxy_scrub_add(&s, "Bearer  two-spaces-ok", 21);
+  ASSERT_EQ(s.n, 6);
+  ASSERT_EQ(s.len[5], 13);
+  proxy_scrub_free(&s);
+}
