@@ -216,10 +216,13 @@ void proxy_conn_on_hello(struct proxy_conn *c, const struct proxy_hello *hello);
  * clean (connected, nothing queued, no TLS bytes pending); the HTTP engine checks
  * that no request is in flight. Returns 0 (c->up is then closed), or -EAGAIN.
  * proxy_conn_release_upstream parks it, or closes it when it cannot be parked.
- * proxy_conn_reuse_upstream gives c a pooled connection for its destination: 0 (c->up
- * is open and connected), or -ENOENT.
+ * proxy_conn_reuse_upstream gives c a pooled connection for its destination that the
+ * upstream has said nothing on since it was parked (proxy_conn_upstream_fresh): 0
+ * (c->up is open and connected), or -ENOENT.
  */
 int proxy_conn_park_upstream(struct proxy_conn *c);
+void proxy_conn_release_upstream(struct proxy_conn *c);
+int proxy_conn_reuse_upstream(struct proxy_conn *c);
 
 /*
  * 1 if the upstream end e, idle since its last answer, can carry another request:
@@ -229,8 +232,6 @@ int proxy_conn_park_upstream(struct proxy_conn *c);
  * not be repeated, a POST, would fail), and bytes waiting there answer no request.
  */
 int proxy_conn_upstream_fresh(struct proxy_end *e);
-void proxy_conn_release_upstream(struct proxy_conn *c);
-int proxy_conn_reuse_upstream(struct proxy_conn *c);
 
 /* Closes c's upstream end only; a later dial waits for the close to complete. */
 void proxy_conn_close_upstream(struct proxy_conn *c);
