@@ -703,7 +703,7 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
   char *out = head_buf;
   llhttp_errno_t err;
   size_t bound, i;
-  int n, retryable;
+  int n, retryable, reused;
 
   free(h->addr_path);
   h->addr_path = NULL;
@@ -790,16 +790,17 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
 
   llhttp_reset(&h->resp);
   drop_retry(h);
-  if (!c->up.open && proxy_conn_reuse_upstream(c) == 0) {
-    /* A pooled connection may have been closed by the server a moment ago. A request
-     * that is safe to repeat (RFC 9110 9.2.2: idempotent, and nothing after the head)
-     * is then sent again on a new connection; its head is kept until answered. */
-    if (retryable) {
-      h->retry = malloc((size_t)n);
-      if (h->retry != NULL) {
-        memcpy(h->retry, out, (size_t)n);
-        h->retry_len = (size_t)n;
-      }
+  /* An open upstream here was kept alive from the previous request. */
+  reused = c->up.open || proxy_conn_reuse_upstream(c) == 0;
+  if (reused && retryable) {
+    /* A connection kept alive, in the pool or on this one, may be closed by the
+     * server a moment after the request went out. A request that is safe to repeat
+     * (RFC 9110 9.2.2: idempotent, and nothing after the head) is then sent again on
+     * a new connection; its head is kept until answered. */
+    h->retry = malloc((size_t)n);
+    if (h->retry != NULL) {
+      memcpy(h->retry, out, (size_t)n);
+      h->retry_len = (size_t)n;
     }
   }
   if (!c->up.open) {

@@ -84,3 +84,35 @@ assert_eq "$(upq up '[r["path"] for r in reqs]')" "$(jlist /ka-close /post)" \
   "requests the upstream received"
 assert_eq "$(upq up 'len(set(r["conn"] for r in reqs))')" "2" "upstream connections"
 pass "a kept-alive upstream that closed before the next request is not used for it"
+
+# The upstream closes right after the next request reached it, unanswered (/drop-next
+# drops the request after it). On a sandbox connection kept alive, as on one that took
+# the upstream from the pool, a GET is sent again on a new connection (RFC 9110 9.2.2:
+# idempotent, nothing after the head); a POST is not, and is answered 502.
+cat > "$T/ka.py" <<'PYEOF'
+import http.client, sys
+c = http.client.HTTPConnection("api.example.com", 80, timeout=10)
+out = []
+for method, path in (("GET", "/drop-next"), (sys.argv[1], "/again")):
+    c.request(method, path, body=b"payload" if method == "POST" else None)
+    r = c.getresponse()
+    r.read()
+    out.append(str(r.status))
+print(" ".join(out))
+PYEOF
+for method in GET POST; do
+  : > "$T/up.jsonl"
+  out=$(jail --config "$T/config.json" --secrets-dir "$T/secrets" --user nobody -- \
+    "$PY" "$T/ka.py" $method)
+  conns=$(upq up '[r["conn"] for r in reqs if r["path"] == "/again"]')
+  if [ $method = GET ]; then
+    assert_eq "$out" "200 200" "GET on a kept-alive upstream that dies unanswered"
+    assert_eq "$(upq up '(lambda a: len(a) == 2 and a[0] != a[1])([r["conn"] for r in reqs if r["path"] == "/again"])')" \
+      "True" "the GET on the dying connection, then on a new one ($conns)"
+  else
+    assert_eq "$out" "200 502" "POST on a kept-alive upstream that dies unanswered"
+    assert_eq "$(upq up 'len([r for r in reqs if r["path"] == "/again"])')" "1" \
+      "the POST reached the upstream once ($conns)"
+  fi
+done
+pass "a GET on a kept-alive upstream that dies is sent again, a POST is not"
