@@ -663,11 +663,24 @@ static int between_requests(const struct proxy_http *h)
 
 int proxy_http_on_up_error(struct proxy_conn *c)
 {
-  if (c->http != NULL && c->state == CONN_HTTP && between_requests(c->http)) {
+  struct proxy_http *h = c->http;
+
+  if (h == NULL)
+    return -1;
+  if (c->state == CONN_HTTP && between_requests(h)) {
     proxy_conn_close_upstream(c);
     return 0;
   }
-  return c->http != NULL ? retry_request(c) : -1;
+  if (retry_request(c) == 0)
+    return 0;
+  if (c->state == CONN_HTTP && (h->phase == PH_BODY || h->phase == PH_RESPONSE) &&
+      !h->resp_started) {
+    /* Reset before any byte of the answer: a 502 that says so, as for a close. A
+     * reset passed on cannot be told from a request that was never sent. */
+    fail_request(c, 502, "upstream_reset", NULL);
+    return 0;
+  }
+  return -1;
 }
 
 void proxy_http_park(struct proxy_conn *c)

@@ -39,6 +39,8 @@ static const struct reason_text reasons[] = {
    * send a POST again. */
   { "upstream_closed", "the destination closed the connection without answering; the "
                        "request was sent and may have been acted on" },
+  { "upstream_reset", "the destination reset the connection without answering; the "
+                      "request was sent and may have been acted on" },
   { "upstream_protocol_error", "the destination's answer was malformed and was not "
                                "passed on; the request was sent and may have been "
                                "acted on" },

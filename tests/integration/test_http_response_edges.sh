@@ -8,7 +8,7 @@
 # that end never reach it, and the next request gets its own answer. An answer the
 # proxy cannot frame for certain is a 502, and its message does not tell the agent
 # that the request was not sent when it was (an agent retries a POST it believes
-# unsent).
+# unsent), nor is a reset passed on instead of saying so.
 #
 #   jail: client.py --nft--> authproxy (in-process) --remap--> fake upstream /exact
 . "$(dirname "$0")/lib.sh"
@@ -45,6 +45,7 @@ CASES = [
                          b"Transfer-Encoding: identity\r\n\r\nok", ""),
     ("dup_cl", "GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok", ""),
     ("no_answer", "POST", b"", "&close=1"),
+    ("reset_unanswered", "POST", b"", "&rst=1"),
 ]
 
 def run(name, method, raw, extra):
@@ -138,6 +139,13 @@ assert_contains "$(field no_answer got)" "HTTP/1.1 502 " "an upstream that close
 assert_contains "$(field no_answer got)" "X-Authproxy-Error: upstream_closed" "its reason"
 assert_not_contains "$(field no_answer got)" "not forwarded" "its message"
 assert_contains "$(field no_answer got)" "was sent" "its message"
-assert_eq "$(upq up 'len([r for r in reqs if r["method"] == "POST"])')" "1" \
+assert_eq "$(upq up 'len([r for r in reqs if r["method"] == "POST" and "close=1" in r["target"]])')" "1" \
   "the POST the upstream received before closing"
 pass "a 502 for a request the upstream received does not say it was not sent"
+
+# The same for an upstream that resets the connection instead: a 502 that says why,
+# not a reset passed on (a client cannot tell a reset from a request never sent).
+assert_contains "$(field reset_unanswered got)" "HTTP/1.1 502 " "an upstream that resets unanswered"
+assert_contains "$(field reset_unanswered got)" "X-Authproxy-Error: upstream_reset" "its reason"
+assert_contains "$(field reset_unanswered got)" "was sent" "its message"
+pass "an upstream reset before the answer is a 502 too"

@@ -17,10 +17,10 @@ Paths:
   /chunked?n=N          N chunks
   /slow?delay=S         waits S seconds before answering
   /status/NNN           answers with that status
-  /exact?r=B64[&at=N,..][&close=1]
+  /exact?r=B64[&at=N,..][&close=1|&rst=1]
                         answers exactly the bytes B64 (URL-safe base64) encodes,
                         written in pieces split at offsets N,... 0.1 s apart; then
-                        closes the connection with close=1
+                        closes the connection with close=1, resets it with rst=1
   /not-modified         304 with a Content-Length (allowed, RFC 9110 8.6) and no body
   /stray[?same=1]       answers "ok" (Content-Length: 3), then sends bytes it should not
                         (0.1 s later, or in the same write)
@@ -249,6 +249,10 @@ def handle(c):
                 if i > 0:
                     time.sleep(0.1)
                 c.send(raw[cuts[i]:cuts[i + 1]])
+            if q.get("rst") == "1":
+                # A reset instead of a FIN: close with SO_LINGER at 0.
+                c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return
             if q.get("close") == "1":
                 return
         elif p.startswith("/status/"):
