@@ -450,12 +450,19 @@ static int load_secrets(struct daemon *d)
     return r;
   }
   cJSON_ArrayForEach(item, root) {
-    if (cJSON_IsString(item))
-      rules_secrets_set(d->secrets, item->string, item->valuestring,
-                        strlen(item->valuestring));
+    if (!cJSON_IsString(item))
+      continue;
+    r = rules_secrets_set(d->secrets, item->string, item->valuestring,
+                          strlen(item->valuestring));
+    if (r != 0) {
+      /* Started without it, the daemon would drop it from the file at its next write. */
+      log_error("serve: cannot load the pushed secret %s from %s: %s", item->string, path,
+                strerror(-r));
+      break;
+    }
   }
   rules_json_free(root);
-  return 0;
+  return r;
 }
 
 /* ---- attach, update, detach ---- */
@@ -1131,8 +1138,10 @@ int daemon_config_set(struct daemon *d, const char *name, const cJSON *proxy_con
     return fail(err, 500, "internal_error", -ENOMEM, "out of memory");
   }
   snprintf(c->name, sizeof(c->name), "%s", name);
-  /* The state file keeps both forms, so a restart needs no secret to show it. */
+  /* The state file keeps both forms, so a restart needs no secret to show it. The
+   * pushed form holds opaque values: what growing the buffer gives back is wiped. */
   strbuf_init(&file);
+  file.secret = 1;
   strbuf_adds(&file, "{\"proxy_config\":");
   strbuf_adds(&file, c->persist);
   strbuf_adds(&file, ",\"redacted\":");
@@ -1342,8 +1351,11 @@ static void restore_one(struct daemon *d, const char *name)
     log_info("sandbox %s: re-attached after restart", name);
     goto out;
   }
-  if (r == -ENOENT || r == -ESTALE) {
-    /* The namespace is gone (or its path now names another one): forget it. */
+  if (err.code != NULL &&
+      (strcmp(err.code, "netns_not_found") == 0 || strcmp(err.code, "netns_replaced") == 0)) {
+    /* The namespace is gone (or its path now names another one): forget it. Any other
+     * failure keeps the state, whatever its errno (a missing kernel feature is
+     * -ENOENT too). */
     log_warn("sandbox %s: %s; forgetting it", name, err.message);
     add_lost(d, name, netns->valuestring, err.message);
     unlink(path);
@@ -1359,6 +1371,38 @@ out:
   rules_json_free(root);
   wipe_free(json);
   daemon_error_free(&err);
+}
+
+/*
+ * Removes what writes that never finished left in dir: NAME.sealed.tmp.PID files
+ * (proxy_write_file_atomic) and key.tmp.XXXXXX (the state key's first write), which a
+ * daemon killed mid-write leaves behind. They are sealed, but one could outlive a
+ * secret deleted later. Only a daemon holding the directory's lock calls this, so no
+ * write of another daemon is under way.
+ */
+static void remove_stale_tmp(const char *dir)
+{
+  struct dirent **ents;
+  char path[4096];
+  int i, n;
+
+  n = scandir(dir, &ents, NULL, alphasort);
+  if (n < 0)
+    return;
+  for (i = 0; i < n; i++) {
+    const char *name = ents[i]->d_name;
+
+    if ((strstr(name, ".sealed.tmp.") != NULL || strncmp(name, "key.tmp.", 8) == 0) &&
+        snprintf(path, sizeof(path), "%s/%s", dir, name) < (int)sizeof(path)) {
+      if (unlink(path) == 0)
+        log_info("serve: removed %s, left by a write that did not finish", path);
+      else
+        log_warn("serve: cannot remove %s, left by a write that did not finish: %s", path,
+                 strerror(errno));
+    }
+    free(ents[i]);
+  }
+  free(ents);
 }
 
 static void restore(struct daemon *d)
@@ -1621,6 +1665,10 @@ int proxy_cmd_serve(int argc, char **argv)
   snprintf(sub, sizeof(sub), "%s/configs", d->state_dir);
   if (private_dir(sub) != 0)
     goto out;
+  remove_stale_tmp(sub);
+  snprintf(sub, sizeof(sub), "%s/sandboxes", d->state_dir);
+  remove_stale_tmp(sub);
+  remove_stale_tmp(d->state_dir);
   r = proxy_rng_init();
   if (r != 0) {
     fprintf(stderr, "authproxy serve: cannot seed the random generator\n");

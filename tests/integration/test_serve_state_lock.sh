@@ -69,11 +69,18 @@ assert_eq "$(request 3)" "[[\"Bearer sk-lock-$$\"]]" "request through daemon A a
 pass "a second daemon on the same state dir with its own socket is refused"
 
 # The lock goes with the process: after kill -9, a new daemon starts and re-attaches.
+# A daemon killed in the middle of a write leaves its temporary file: the next one
+# removes it (it is sealed, but could outlive a secret deleted later).
 kill -9 "$A_PID"
 wait "$A_PID" 2>/dev/null || true
+cp "$STATE/sandboxes/box.sealed" "$STATE/sandboxes/box.sealed.tmp.$A_PID"
+cp "$STATE/secrets.sealed" "$STATE/secrets.sealed.tmp.$A_PID" 2>/dev/null ||
+  cp "$STATE/sandboxes/box.sealed" "$STATE/secrets.sealed.tmp.$A_PID"
 "$AUTHPROXY" serve --state-dir "$STATE" --control "$SOCK" --secrets-dir "$T/secrets" -v \
   >> "$T/serve-c.log" 2>&1 &
 PIDS+=($!)
 wait_for "[ -S '$SOCK' ] && '$AUTHPROXY' ctl --control '$SOCK' health >/dev/null 2>&1"
 assert_eq "$(request 4)" "[[\"Bearer sk-lock-$$\"]]" "request after a restart"
+left=$(find "$STATE" -name '*.tmp.*')
+assert_eq "$left" "" "temporary files left by the killed daemon"
 pass "after kill -9 the state directory is free: the next daemon re-attaches"
