@@ -157,7 +157,10 @@ int netns_remove_rules(char *err, size_t errsz);
  * to ::1 from outside `lo`, so guests' IPv6 DNS is dropped); filter_input,
  * filter_output and filter_forward drop, with a counter, everything that is not
  * loopback or one of those redirected flows (IPv6 neighbour discovery excepted, the
- * counterpart of ARP, which nf_tables' inet family does not see).
+ * counterpart of ARP, which nf_tables' inet family does not see). filter_output
+ * passes a redirected flow to a non-local address in its reply direction only (the
+ * answers to a guest): a connection another table's nat chain translated first is
+ * dropped, wherever that table sent it.
  */
 int netns_build_rules(const struct netns_rules_opts *o, struct mnl_nlmsg_batch *b,
                       uint32_t *seq, const char **names, size_t names_cap);

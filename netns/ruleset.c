@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_conntrack_common.h>
+#include <linux/netfilter/nf_conntrack_tuple_common.h>
 #include <linux/netfilter/nf_nat.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/rtnetlink.h>
@@ -352,6 +353,14 @@ static void match_ct_mark(struct rule *r)
   cmp_u32(r, NFT_CMP_EQ, NETNS_TPROXY_MARK);
 }
 
+/* `ct direction reply`: the packet goes from the connection's responder back to its
+ * initiator. */
+static void match_ct_reply(struct rule *r)
+{
+  load_ct(r, NFT_CT_DIRECTION);
+  cmp_u8(r, NFT_CMP_EQ, IP_CT_DIR_REPLY);
+}
+
 /* `meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 135-136 ip6 hoplimit 255` */
 static void match_ipv6_nd(struct rule *r)
 {
@@ -657,15 +666,27 @@ static void chain_filter_output(struct build *c, const struct netns_rules_opts *
                     "rule 1 of chain filter_output (fib daddr type local accept)");
   rule_ct_bits(c, CH_FILTER_OUTPUT, NFT_CT_STATE, NF_CT_STATE_INVALID_BIT, 1, NF_DROP,
                "rule 2 of chain filter_output (ct state invalid counter drop)");
-  rule_ct_bits(c, CH_FILTER_OUTPUT, NFT_CT_STATUS, IPS_DST_NAT, 0, NF_ACCEPT,
-               "rule 3 of chain filter_output (ct status dnat accept)");
+  /* The proxy's and the responder's answers to a guest, whose address is not local.
+   * Only replies: every DNAT of ours in this hook leads to a local address (rule 1),
+   * so an original-direction packet with DNAT status here was translated by another
+   * table's nat chain, which binds first when its priority is lower, and may point
+   * anywhere, out through an uplink. */
+  rule_begin(c, &r, CH_FILTER_OUTPUT);
+  match_ct_reply(&r);
+  load_ct(&r, NFT_CT_STATUS);
+  test_bits(&r, IPS_DST_NAT);
+  verdict(&r, NF_ACCEPT);
+  rule_end(&r, "rule 3 of chain filter_output (ct direction reply ct status dnat accept)");
   rule_nd_accept(c, CH_FILTER_OUTPUT,
                  "rule 4 of chain filter_output (icmpv6 type 135-136 ip6 hoplimit 255 accept)");
   if (tp) {
+    /* The transparent listener's answers, likewise replies only: the mark is a
+     * number another table may set too. */
     rule_begin(c, &r, CH_FILTER_OUTPUT);
+    match_ct_reply(&r);
     match_ct_mark(&r);
     verdict(&r, NF_ACCEPT);
-    rule_end(&r, "rule 5 of chain filter_output (ct mark MARK accept)");
+    rule_end(&r, "rule 5 of chain filter_output (ct direction reply ct mark MARK accept)");
   }
   rule_counter_drop(c, CH_FILTER_OUTPUT,
                     tp ? "rule 6 of chain filter_output (counter drop)"

@@ -338,8 +338,12 @@ TEST(redirect_rules_round_trip)
                "  [ cmp neq reg 1 0x00000000 ]\n"
                "  [ counter pkts 0 bytes 0 ]\n"
                "  [ immediate reg 0 drop ]\n");
+  /* Only the reply direction: an original-direction packet with DNAT status in
+   * this hook was translated by another table (ours all lead to local addresses). */
   ASSERT_STREQ(find(&bt, "rule 3 of chain filter_output")->text,
                "inet authproxy filter_output\n"
+               "  [ ct load direction => reg 1 ]\n"
+               "  [ cmp eq reg 1 0x00000001 ]\n"
                "  [ ct load status => reg 1 ]\n"
                "  [ bitwise reg 1 = ( reg 1 & 0x00000020 ) ^ 0x00000000 ]\n"
                "  [ cmp neq reg 1 0x00000000 ]\n"
@@ -411,6 +415,8 @@ TEST(tproxy_layout_and_rules)
                "  [ immediate reg 0 accept ]\n");
   ASSERT_STREQ(find(&bt, "rule 5 of chain filter_output")->text,
                "inet authproxy filter_output\n"
+               "  [ ct load direction => reg 1 ]\n"
+               "  [ cmp eq reg 1 0x00000001 ]\n"
                "  [ ct load mark => reg 1 ]\n"
                "  [ cmp eq reg 1 0x00004150 ]\n"
                "  [ immediate reg 0 accept ]\n");
