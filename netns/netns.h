@@ -160,7 +160,9 @@ int netns_remove_rules(char *err, size_t errsz);
  * counterpart of ARP, which nf_tables' inet family does not see). filter_output
  * passes a redirected flow to a non-local address in its reply direction only (the
  * answers to a guest): a connection another table's nat chain translated first is
- * dropped, wherever that table sent it.
+ * dropped, wherever that table sent it. filter_postrouting drops packets to a local
+ * address that leave through an interface other than lo (a socket bound to an
+ * uplink with SO_BINDTODEVICE sends 127.0.0.1 out of it).
  */
 int netns_build_rules(const struct netns_rules_opts *o, struct mnl_nlmsg_batch *b,
                       uint32_t *seq, const char **names, size_t names_cap);
@@ -168,7 +170,8 @@ int netns_build_rules(const struct netns_rules_opts *o, struct mnl_nlmsg_batch *
 /*
  * Like netns_build_rules, for the lockdown table netns_detach installs: table inet
  * authproxy with filter_input, filter_output and filter_forward chains that accept
- * loopback only and drop everything else with a counter; no redirection.
+ * loopback only and drop everything else with a counter, and the same
+ * filter_postrouting as the rule set; no redirection.
  */
 int netns_build_lockdown(struct mnl_nlmsg_batch *b, uint32_t *seq, const char **names,
                          size_t names_cap);

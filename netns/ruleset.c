@@ -32,6 +32,7 @@
 #define CH_FILTER_INPUT "filter_input"
 #define CH_FILTER_OUTPUT "filter_output"
 #define CH_FILTER_FORWARD "filter_forward"
+#define CH_FILTER_POSTROUTING "filter_postrouting"
 
 /* Hook priorities of iptables' tables, as nft names them: dstnat, mangle, filter. */
 #define PRIO_DSTNAT (-100)
@@ -329,6 +330,15 @@ static void match_iif_lo(struct rule *r)
   cmp(r, NFT_CMP_EQ, name, sizeof(name));
 }
 
+/* `oifname "lo"` */
+static void match_oif_lo(struct rule *r)
+{
+  char name[16] = "lo";
+
+  load_meta(r, NFT_META_OIFNAME);
+  cmp(r, NFT_CMP_EQ, name, sizeof(name));
+}
+
 /* `fib daddr type local`: the destination is an address of this namespace. */
 static void match_daddr_local(struct rule *r)
 {
@@ -478,6 +488,16 @@ static void rule_dns(struct build *c, const char *chain, uint8_t nfproto, uint8_
   rule_end(&r, name);
 }
 
+static void rule_oif_lo_accept(struct build *c, const char *chain, const char *name)
+{
+  struct rule r;
+
+  rule_begin(c, &r, chain);
+  match_oif_lo(&r);
+  verdict(&r, NF_ACCEPT);
+  rule_end(&r, name);
+}
+
 static void rule_iif_lo_accept(struct build *c, const char *chain, const char *name)
 {
   struct rule r;
@@ -497,6 +517,7 @@ static void rule_local_accept(struct build *c, const char *chain, const char *na
   verdict(&r, NF_ACCEPT);
   rule_end(&r, name);
 }
+
 
 static void rule_ct_bits(struct build *c, const char *chain, uint32_t key, uint32_t mask,
                          int count, uint32_t v, const char *name)
@@ -661,7 +682,8 @@ static void chain_filter_output(struct build *c, const struct netns_rules_opts *
   put_chain(c, CH_FILTER_OUTPUT, "filter", NF_INET_LOCAL_OUT, PRIO_FILTER, NF_DROP,
             "chain filter_output (type filter hook output priority filter; policy drop)");
   /* Loopback: with default routes via lo every packet leaves through lo, so what makes
-   * traffic loopback is a local destination, not the output interface. */
+   * traffic loopback is a local destination, not the output interface (which is
+   * checked after routing, in filter_postrouting). */
   rule_local_accept(c, CH_FILTER_OUTPUT,
                     "rule 1 of chain filter_output (fib daddr type local accept)");
   rule_ct_bits(c, CH_FILTER_OUTPUT, NFT_CT_STATE, NF_CT_STATE_INVALID_BIT, 1, NF_DROP,
@@ -701,6 +723,30 @@ static void chain_filter_forward(struct build *c)
   rule_counter_drop(c, CH_FILTER_FORWARD, "rule 1 of chain filter_forward (counter drop)");
 }
 
+/*
+ * A packet to a local address must leave through lo. filter_output cannot tell: the
+ * output interface it sees is the one routed before nat_output redirected the
+ * packet. Here, after routing, it is the real one. A socket bound to another device
+ * (SO_BINDTODEVICE, which needs no privilege since Linux 5.7) does not match the
+ * local routes, which are lo's, so its packets to 127.0.0.1 or ::1, redirected or
+ * sent there, are routed out of that device, an uplink, destination and payload
+ * intact.
+ */
+static void chain_filter_postrouting(struct build *c, const char *what)
+{
+  struct rule r;
+
+  put_chain(c, CH_FILTER_POSTROUTING, "filter", NF_INET_POST_ROUTING, PRIO_FILTER, NF_ACCEPT,
+            what);
+  rule_oif_lo_accept(c, CH_FILTER_POSTROUTING,
+                     "rule 1 of chain filter_postrouting (oifname lo accept)");
+  rule_begin(c, &r, CH_FILTER_POSTROUTING);
+  match_daddr_local(&r);
+  counter(&r);
+  verdict(&r, NF_DROP);
+  rule_end(&r, "rule 2 of chain filter_postrouting (fib daddr type local counter drop)");
+}
+
 static int build_init(struct build *c, struct mnl_nlmsg_batch *b, uint32_t *seq,
                       const char **names, size_t names_cap)
 {
@@ -738,6 +784,8 @@ int netns_build_rules(const struct netns_rules_opts *o, struct mnl_nlmsg_batch *
   chain_filter_input(&c, o);
   chain_filter_output(&c, o);
   chain_filter_forward(&c);
+  chain_filter_postrouting(&c, "chain filter_postrouting (type filter hook postrouting "
+                               "priority filter)");
   return c.err != 0 ? c.err : c.n;
 }
 
@@ -770,5 +818,7 @@ int netns_build_lockdown(struct mnl_nlmsg_batch *b, uint32_t *seq, const char **
             "policy drop)");
   rule_counter_drop(&c, CH_FILTER_FORWARD,
                     "rule 1 of chain filter_forward (lockdown: counter drop)");
+  chain_filter_postrouting(&c, "chain filter_postrouting (lockdown; type filter hook "
+                               "postrouting priority filter)");
   return c.err != 0 ? c.err : c.n;
 }

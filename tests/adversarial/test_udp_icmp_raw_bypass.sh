@@ -3,7 +3,9 @@
 # connection through the proxy (invariant I7): UDP (plain, QUIC-shaped Initial to
 # 443, broadcast, multicast), DNS to an outside resolver address over UDP and TCP,
 # ICMP and ICMPv6 echo, IPv6 link-local, raw IPv4 with a hand-built header, raw
-# sockets of an unassigned protocol, raw IPv6 UDP; each probe carries a marker, and a
+# sockets of an unassigned protocol, raw IPv6 UDP, UDP to loopback addresses from a
+# socket bound to the uplink (SO_BINDTODEVICE needs no privilege: routed out of the
+# uplink, not to lo); each probe carries a marker, and a
 # witness on the peer's side of the link sniffs every frame for it.
 #
 # Root in the sandbox also tries an ICMPv6 neighbor solicitation carrying the marker
@@ -57,7 +59,7 @@ printf '#!/bin/sh\nexec "%s" "%s/leak_probes.py" "%s" "%s-$1" 10.199.1.2 fd00:19
 chmod 755 "$T/probes.sh"
 ALL=(tcp4 tcp6 tcp6_ll udp4 udp6 udp6_ll quic4 quic6 udp4_53_dns udp6_53_dns udp6_ll_53_dns
   udp4_53_junk tcp4_53_dns tcp6_53_dns icmp4 icmp6 icmp6_ll raw4_hdrincl raw4_proto253 raw6_udp
-  raw6_proto253 bcast4 mcast4 mcast6 nd_ns af_packet)
+  raw6_proto253 bcast4 mcast4 mcast6 udp4_lo_bound udp4_lo2_bound udp6_lo_bound nd_ns af_packet)
 # Prints the probes whose marker the witness saw for a run, sorted.
 leaked() {
   sleep 0.3  # frames in flight on the veth arrive now; the witness logs on arrival
@@ -112,6 +114,16 @@ for run in noraw nobody; do
   done
 done
 pass "without CAP_NET_RAW (root with it dropped, or nobody): nothing leaves, raw sockets refused"
+
+# The jail has exited and left the namespace locked down: nobody's probes (but TCP,
+# which would wait out its timeout) still get nothing out.
+ip netns exec "$SBX" nft list table inet authproxy > /dev/null ||
+  fail "no lockdown table after the jail exited"
+ip netns exec "$SBX" setpriv --reuid nobody --regid nogroup --clear-groups -- \
+  "$PY" "$TOOLS/leak_probes.py" "$TOOLS" "$M-lockdown" 10.199.1.2 fd00:199:1::2 "$PEER_LL" up0 \
+  "$(printf '%s\n' "${ALL[@]}" | grep -v '^tcp' | paste -sd,)" > "$T/lockdown.out"
+assert_eq "$(leaked lockdown)" "" "probes that left the locked-down sandbox"
+pass "locked down after the jail: nothing leaves (bound-to-uplink loopback UDP included)"
 
 # No DNS query or connection left the host stand-in.
 assert_eq "$(resolved 'len(qs)')" "0" "names the proxy resolved"

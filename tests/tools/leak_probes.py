@@ -4,7 +4,8 @@ the proxy, each carrying MARKER-NAME- in its payload (see witness.py): UDP (plai
 QUIC-shaped, broadcast, multicast), DNS to an outside resolver address (UDP and TCP,
 answered by the sandbox's responder when captured), ICMP and ICMPv6 echo, raw IPv4
 with a hand-built header, raw sockets of an unassigned protocol, raw IPv6 UDP, an
-ICMPv6 neighbor solicitation with an extra option, and a bare Ethernet frame. Plus
+ICMPv6 neighbor solicitation with an extra option, a bare Ethernet frame, and UDP
+to loopback addresses from a socket bound to the uplink (SO_BINDTODEVICE). Plus
 TCP to the peer, to show the redirect. IPv4, IPv6 and IPv6 link-local (PEER_LL on
 IFNAME). Prints one JSON line per probe: whether it could be sent, and for DNS
 probes what came back.
@@ -76,6 +77,20 @@ def udp(name, a, port, payload=None, wait=False):
             return {"rcode": rcode, "addrs": addrs}
         except socket.timeout:
             return {"rcode": "none"}
+    finally:
+        s.close()
+
+
+def udp_bound(name, a, port=7000):
+    # A socket bound to the uplink (SO_BINDTODEVICE, unprivileged since Linux 5.7)
+    # sending to a local address: the local route is on another device (lo), so the
+    # packet is routed out of the uplink, destination and all.
+    fam = socket.AF_INET6 if ":" in a else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, IFNAME.encode())
+        s.sendto(tag(name), (a, port))
+        return {}
     finally:
         s.close()
 
@@ -190,6 +205,9 @@ PROBES = [
     ("bcast4", lambda n: udp(n, "255.255.255.255", 7000)),
     ("mcast4", lambda n: udp(n, "224.0.0.251", 5353)),
     ("mcast6", lambda n: udp(n, "ff02::1", 7000)),
+    ("udp4_lo_bound", lambda n: udp_bound(n, "127.0.0.1")),
+    ("udp4_lo2_bound", lambda n: udp_bound(n, "127.1.2.3")),
+    ("udp6_lo_bound", lambda n: udp_bound(n, "::1")),
     ("nd_ns", nd_ns),
     ("af_packet", af_packet),
 ]

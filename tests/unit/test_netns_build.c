@@ -23,6 +23,7 @@
 
 #define FIRST_SEQ 1000
 
+
 struct msg {
   uint16_t type; /* NFT_MSG_* */
   uint16_t flags;
@@ -255,12 +256,30 @@ static size_t count_in(const struct built *bt, const char *needle)
   return c;
 }
 
+/* A local destination must leave through lo: checked after routing, where the output
+ * interface is the real one (a socket bound to an uplink sends 127.0.0.1 out of it). */
+static void check_postrouting(const struct built *bt)
+{
+  check_chain(bt, "filter_postrouting", "filter", NF_INET_POST_ROUTING, 0, NF_ACCEPT);
+  ASSERT_STREQ(find(bt, "rule 1 of chain filter_postrouting")->text,
+               "inet authproxy filter_postrouting\n"
+               "  [ meta load oifname => reg 1 ]\n"
+               "  [ cmp eq reg 1 0x00006f6c 0x00000000 0x00000000 0x00000000 ]\n"
+               "  [ immediate reg 0 accept ]\n");
+  ASSERT_STREQ(find(bt, "rule 2 of chain filter_postrouting")->text,
+               "inet authproxy filter_postrouting\n"
+               "  [ fib daddr type => reg 1 ]\n"
+               "  [ cmp eq reg 1 0x00000002 ]\n"
+               "  [ counter pkts 0 bytes 0 ]\n"
+               "  [ immediate reg 0 drop ]\n");
+}
+
 TEST(redirect_layout)
 {
   static struct built bt;
 
-  ASSERT_EQ(build(&bt, &redirect_opts), 29);
-  check_layout(&bt, 5);
+  ASSERT_EQ(build(&bt, &redirect_opts), 32);
+  check_layout(&bt, 6);
   check_names_match_positions(&bt);
   check_chain(&bt, "nat_output", "nat", NF_INET_LOCAL_OUT, -100, NF_ACCEPT);
   check_chain(&bt, "nat_prerouting", "nat", NF_INET_PRE_ROUTING, -100, NF_ACCEPT);
@@ -270,6 +289,7 @@ TEST(redirect_layout)
   check_final_drop(&bt, "filter_input");
   check_final_drop(&bt, "filter_output");
   check_final_drop(&bt, "filter_forward");
+  check_postrouting(&bt);
   ASSERT_EQ(count_in(&bt, "tproxy"), 0);
   ASSERT_EQ(count_in(&bt, "socket"), 0);
   ASSERT_EQ(count_in(&bt, "mark"), 0);
@@ -282,7 +302,7 @@ TEST(redirect_rules_round_trip)
   struct in_addr a4;
   char want[1024];
 
-  ASSERT_EQ(build(&bt, &redirect_opts), 29);
+  ASSERT_EQ(build(&bt, &redirect_opts), 32);
 
   /* The sandbox's own TCP: everything but local destinations to the proxy port. */
   snprintf(want, sizeof(want),
@@ -367,8 +387,9 @@ TEST(tproxy_layout_and_rules)
   static struct built bt;
   char want[1024];
 
-  ASSERT_EQ(build(&bt, &tproxy_opts), 36);
-  check_layout(&bt, 6);
+  ASSERT_EQ(build(&bt, &tproxy_opts), 39);
+  check_layout(&bt, 7);
+  check_postrouting(&bt);
   check_names_match_positions(&bt);
   check_chain(&bt, "mangle_prerouting", "filter", NF_INET_PRE_ROUTING, -150, NF_ACCEPT);
   check_final_drop(&bt, "filter_input");
@@ -426,8 +447,8 @@ TEST(lockdown)
 {
   static struct built bt;
 
-  ASSERT_EQ(build(&bt, NULL), 11);
-  check_layout(&bt, 3);
+  ASSERT_EQ(build(&bt, NULL), 14);
+  check_layout(&bt, 4);
   check_names_match_positions(&bt);
   check_chain(&bt, "filter_input", "filter", NF_INET_LOCAL_IN, 0, NF_DROP);
   check_chain(&bt, "filter_output", "filter", NF_INET_LOCAL_OUT, 0, NF_DROP);
@@ -437,8 +458,8 @@ TEST(lockdown)
   check_final_drop(&bt, "filter_forward");
   ASSERT_EQ(count_in(&bt, "nat"), 0);
   ASSERT_EQ(count_in(&bt, "redir"), 0);
-  ASSERT_EQ(count_in(&bt, "accept"), 2); /* iifname lo, fib daddr type local */
   ASSERT_CONTAINS(find(&bt, "rule 1 of chain filter_output")->text, "[ fib daddr type");
+  check_postrouting(&bt);
 }
 
 /* Invalid options fail before anything is appended. */
@@ -481,7 +502,7 @@ TEST(names_optional_and_bounded)
   uint32_t seq = 1;
 
   b = mnl_nlmsg_batch_start(buf, NETNS_BATCH_LIMIT);
-  ASSERT_EQ(netns_build_rules(&redirect_opts, b, &seq, NULL, 0), 29);
+  ASSERT_EQ(netns_build_rules(&redirect_opts, b, &seq, NULL, 0), 32);
   mnl_nlmsg_batch_stop(b);
 
   b = mnl_nlmsg_batch_start(buf, NETNS_BATCH_LIMIT);
@@ -543,7 +564,7 @@ TEST(describe_error_with_built_names)
   static struct built bt;
   char err[512];
 
-  ASSERT_EQ(build(&bt, &redirect_opts), 29);
+  ASSERT_EQ(build(&bt, &redirect_opts), 32);
   netns_nft_describe_error(bt.names, (size_t)bt.n, FIRST_SEQ, FIRST_SEQ + 8, EOPNOTSUPP, NULL,
                            err, sizeof(err));
   ASSERT_CONTAINS(err, "netns: nf_tables rejected rule 5 of chain nat_output "
