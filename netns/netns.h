@@ -24,7 +24,8 @@ struct mnl_nlmsg_batch;
 #define NETNS_TABLE "authproxy"        /* table inet authproxy */
 #define NETNS_DNS_ADDR4 "127.0.0.53"   /* where the DNS responder listens (v4) */
 #define NETNS_DNS_PORT 53
-#define NETNS_TPROXY_MARK 0x4150       /* fwmark of TPROXY-captured packets ("AP") */
+#define NETNS_TPROXY_MARK 0x4150       /* fwmark of TPROXY-captured packets ("AP"), and
+                                          the ct mark of every captured guest flow */
 #define NETNS_TPROXY_TABLE 0x4150      /* policy routing table for them */
 
 /* A batch for netns_build_rules / netns_build_lockdown: libmnl needs a buffer of twice
@@ -154,13 +155,16 @@ int netns_remove_rules(char *err, size_t errsz);
  * and redirects every other TCP connection not to a local address to proxy_port;
  * nat_prerouting (and with TPROXY, mangle_prerouting) does the same for traffic
  * entering through an interface of the namespace (IPv4 DNS only: IPv6 cannot be routed
- * to ::1 from outside `lo`, so guests' IPv6 DNS is dropped); filter_input,
- * filter_output and filter_forward drop, with a counter, everything that is not
- * loopback or one of those redirected flows (IPv6 neighbour discovery excepted, the
+ * to ::1 from outside `lo`, so guests' IPv6 DNS is dropped), dropping what comes from
+ * a source not routed back through that interface and giving the flows it captures
+ * the ct mark NETNS_TPROXY_MARK; filter_input, filter_output and filter_forward
+ * drop, with a counter, everything that is not loopback or one of those redirected
+ * flows (IPv6 neighbour discovery excepted, the
  * counterpart of ARP, which nf_tables' inet family does not see). filter_output
- * passes a redirected flow to a non-local address in its reply direction only (the
- * answers to a guest): a connection another table's nat chain translated first is
- * dropped, wherever that table sent it. filter_postrouting drops packets to a local
+ * passes packets to a non-local address only as replies of marked flows (the answers
+ * to a guest): neither the sandbox's own connections (from a foreign source bound
+ * with IPV6_FREEBIND, their SYN-ACKs would go out to it) nor a connection another
+ * table's nat chain translated first. filter_postrouting drops packets to a local
  * address that leave through an interface other than lo (a socket bound to an
  * uplink with SO_BINDTODEVICE sends 127.0.0.1 out of it).
  */

@@ -350,6 +350,18 @@ static void match_daddr_local(struct rule *r)
   cmp_u32(r, NFT_CMP_EQ, RTN_LOCAL);
 }
 
+/* `fib saddr . iif oif missing`: the source address is not routed back through the
+ * interface the packet came in on (reverse path). */
+static void match_rpf_fails(struct rule *r)
+{
+  struct nftnl_expr *e = expr(r, "fib");
+
+  set_u32(r, e, NFTNL_EXPR_FIB_DREG, NFT_REG_1);
+  set_u32(r, e, NFTNL_EXPR_FIB_RESULT, NFT_FIB_RESULT_OIF);
+  set_u32(r, e, NFTNL_EXPR_FIB_FLAGS, NFTA_FIB_F_SADDR | NFTA_FIB_F_IIF | NFTA_FIB_F_PRESENT);
+  cmp_u8(r, NFT_CMP_EQ, 0);
+}
+
 /* `meta mark MARK` / `ct mark MARK` */
 static void match_meta_mark(struct rule *r)
 {
@@ -474,9 +486,10 @@ static void set_ct_mark(struct rule *r)
 
 /* ---- rules shared by several chains ---- */
 
-/* `meta nfproto F meta l4proto P P dport 53 dnat to <responder>:dns_port` */
+/* `meta nfproto F meta l4proto P P dport 53 [ct mark set MARK] dnat to
+ * <responder>:dns_port`; the mark for guests' queries (see rule_reply_accept). */
 static void rule_dns(struct build *c, const char *chain, uint8_t nfproto, uint8_t l4proto,
-                     uint16_t dns_port, const char *name)
+                     uint16_t dns_port, int guest, const char *name)
 {
   struct rule r;
 
@@ -484,7 +497,27 @@ static void rule_dns(struct build *c, const char *chain, uint8_t nfproto, uint8_
   match_nfproto(&r, nfproto);
   match_l4proto(&r, l4proto);
   match_dport(&r, NETNS_DNS_PORT);
+  if (guest)
+    set_ct_mark(&r);
   dnat_dns(&r, nfproto, dns_port);
+  rule_end(&r, name);
+}
+
+/*
+ * `fib saddr . iif oif missing counter drop`, for traffic entering through an interface
+ * of the namespace. Its flows are answered by the proxy and the responder (and
+ * rule_reply_accept lets the answers out): from a source routed elsewhere, out of an
+ * uplink say, the answers would be packets the sender addresses to anyone, each
+ * SYN-ACK carrying the original destination it chose.
+ */
+static void rule_rpf_drop(struct build *c, const char *chain, const char *name)
+{
+  struct rule r;
+
+  rule_begin(c, &r, chain);
+  match_rpf_fails(&r);
+  counter(&r);
+  verdict(&r, NF_DROP);
   rule_end(&r, name);
 }
 
@@ -543,6 +576,18 @@ static void rule_nd_accept(struct build *c, const char *chain, const char *name)
   rule_end(&r, name);
 }
 
+/* `ct direction reply ct mark MARK accept` */
+static void rule_reply_accept(struct build *c, const char *chain, const char *name)
+{
+  struct rule r;
+
+  rule_begin(c, &r, chain);
+  match_ct_reply(&r);
+  match_ct_mark(&r);
+  verdict(&r, NF_ACCEPT);
+  rule_end(&r, name);
+}
+
 static void rule_counter_drop(struct build *c, const char *chain, const char *name)
 {
   struct rule r;
@@ -561,13 +606,13 @@ static void chain_nat_output(struct build *c, const struct netns_rules_opts *o)
 
   put_chain(c, CH_NAT_OUTPUT, "nat", NF_INET_LOCAL_OUT, PRIO_DSTNAT, NF_ACCEPT,
             "chain nat_output (type nat hook output priority dstnat)");
-  rule_dns(c, CH_NAT_OUTPUT, NFPROTO_IPV4, IPPROTO_UDP, o->dns_port,
+  rule_dns(c, CH_NAT_OUTPUT, NFPROTO_IPV4, IPPROTO_UDP, o->dns_port, 0,
            "rule 1 of chain nat_output (udp dport 53 dnat ip to 127.0.0.53:dns_port)");
-  rule_dns(c, CH_NAT_OUTPUT, NFPROTO_IPV4, IPPROTO_TCP, o->dns_port,
+  rule_dns(c, CH_NAT_OUTPUT, NFPROTO_IPV4, IPPROTO_TCP, o->dns_port, 0,
            "rule 2 of chain nat_output (tcp dport 53 dnat ip to 127.0.0.53:dns_port)");
-  rule_dns(c, CH_NAT_OUTPUT, NFPROTO_IPV6, IPPROTO_UDP, o->dns_port,
+  rule_dns(c, CH_NAT_OUTPUT, NFPROTO_IPV6, IPPROTO_UDP, o->dns_port, 0,
            "rule 3 of chain nat_output (udp dport 53 dnat ip6 to [::1]:dns_port)");
-  rule_dns(c, CH_NAT_OUTPUT, NFPROTO_IPV6, IPPROTO_TCP, o->dns_port,
+  rule_dns(c, CH_NAT_OUTPUT, NFPROTO_IPV6, IPPROTO_TCP, o->dns_port, 0,
            "rule 4 of chain nat_output (tcp dport 53 dnat ip6 to [::1]:dns_port)");
   /* Loopback and the namespace's own addresses stay untouched. */
   rule_local_accept(c, CH_NAT_OUTPUT, "rule 5 of chain nat_output (fib daddr type local accept)");
@@ -586,19 +631,25 @@ static void chain_nat_prerouting(struct build *c, const struct netns_rules_opts 
             "chain nat_prerouting (type nat hook prerouting priority dstnat)");
   /* The namespace's own packets come back through lo; nat_output handled them. */
   rule_iif_lo_accept(c, CH_NAT_PREROUTING, "rule 1 of chain nat_prerouting (iifname lo accept)");
+  rule_rpf_drop(c, CH_NAT_PREROUTING,
+                "rule 2 of chain nat_prerouting (fib saddr . iif oif missing counter drop)");
   /* Needs route_localnet=1 (netns_setup_links): 127.0.0.53 reached from outside lo. */
-  rule_dns(c, CH_NAT_PREROUTING, NFPROTO_IPV4, IPPROTO_UDP, o->dns_port,
-           "rule 2 of chain nat_prerouting (udp dport 53 dnat ip to 127.0.0.53:dns_port)");
-  rule_dns(c, CH_NAT_PREROUTING, NFPROTO_IPV4, IPPROTO_TCP, o->dns_port,
-           "rule 3 of chain nat_prerouting (tcp dport 53 dnat ip to 127.0.0.53:dns_port)");
+  rule_dns(c, CH_NAT_PREROUTING, NFPROTO_IPV4, IPPROTO_UDP, o->dns_port, 1,
+           "rule 3 of chain nat_prerouting (udp dport 53 ct mark set MARK dnat ip to "
+           "127.0.0.53:dns_port)");
+  rule_dns(c, CH_NAT_PREROUTING, NFPROTO_IPV4, IPPROTO_TCP, o->dns_port, 1,
+           "rule 4 of chain nat_prerouting (tcp dport 53 ct mark set MARK dnat ip to "
+           "127.0.0.53:dns_port)");
   if (o->capture != NETNS_CAPTURE_REDIRECT)
     return;
   /* REDIRECT rewrites the destination to the incoming interface's primary address,
    * which the wildcard listener accepts. */
   rule_begin(c, &r, CH_NAT_PREROUTING);
   match_l4proto(&r, IPPROTO_TCP);
+  set_ct_mark(&r);
   redirect(&r, o->proxy_port);
-  rule_end(&r, "rule 4 of chain nat_prerouting (tcp redirect to :proxy_port)");
+  rule_end(&r, "rule 5 of chain nat_prerouting (tcp ct mark set MARK redirect to "
+               ":proxy_port)");
 }
 
 static void rule_tproxy(struct build *c, uint8_t nfproto, uint16_t port, const char *name)
@@ -640,11 +691,13 @@ static void chain_mangle_prerouting(struct build *c, const struct netns_rules_op
   verdict(&r, NF_ACCEPT);
   rule_end(&r, "rule 3 of chain mangle_prerouting (meta l4proto tcp socket transparent 1 "
                "meta mark set MARK accept)");
+  rule_rpf_drop(c, CH_MANGLE_PREROUTING,
+                "rule 4 of chain mangle_prerouting (fib saddr . iif oif missing counter drop)");
   rule_tproxy(c, NFPROTO_IPV4, o->tproxy_port,
-              "rule 4 of chain mangle_prerouting (meta l4proto tcp tproxy ip to :tproxy_port "
+              "rule 5 of chain mangle_prerouting (meta l4proto tcp tproxy ip to :tproxy_port "
               "meta mark set MARK ct mark set MARK)");
   rule_tproxy(c, NFPROTO_IPV6, o->tproxy_port,
-              "rule 5 of chain mangle_prerouting (meta l4proto tcp tproxy ip6 to :tproxy_port "
+              "rule 6 of chain mangle_prerouting (meta l4proto tcp tproxy ip6 to :tproxy_port "
               "meta mark set MARK ct mark set MARK)");
 }
 
@@ -674,11 +727,8 @@ static void chain_filter_input(struct build *c, const struct netns_rules_opts *o
                        : "rule 5 of chain filter_input (counter drop)");
 }
 
-static void chain_filter_output(struct build *c, const struct netns_rules_opts *o)
+static void chain_filter_output(struct build *c)
 {
-  int tp = o->capture == NETNS_CAPTURE_TPROXY;
-  struct rule r;
-
   put_chain(c, CH_FILTER_OUTPUT, "filter", NF_INET_LOCAL_OUT, PRIO_FILTER, NF_DROP,
             "chain filter_output (type filter hook output priority filter; policy drop)");
   /* Loopback: with default routes via lo every packet leaves through lo, so what makes
@@ -688,31 +738,20 @@ static void chain_filter_output(struct build *c, const struct netns_rules_opts *
                     "rule 1 of chain filter_output (fib daddr type local accept)");
   rule_ct_bits(c, CH_FILTER_OUTPUT, NFT_CT_STATE, NF_CT_STATE_INVALID_BIT, 1, NF_DROP,
                "rule 2 of chain filter_output (ct state invalid counter drop)");
-  /* The proxy's and the responder's answers to a guest, whose address is not local.
-   * Only replies: every DNAT of ours in this hook leads to a local address (rule 1),
-   * so an original-direction packet with DNAT status here was translated by another
-   * table's nat chain, which binds first when its priority is lower, and may point
-   * anywhere, out through an uplink. */
-  rule_begin(c, &r, CH_FILTER_OUTPUT);
-  match_ct_reply(&r);
-  load_ct(&r, NFT_CT_STATUS);
-  test_bits(&r, IPS_DST_NAT);
-  verdict(&r, NF_ACCEPT);
-  rule_end(&r, "rule 3 of chain filter_output (ct direction reply ct status dnat accept)");
+  /* The answers of the proxy, the transparent listener and the responder to traffic
+   * that entered through an interface (a guest's), whose address is not local. Only
+   * replies, and only of flows marked on their way in (nat_prerouting,
+   * mangle_prerouting) from a source that passed the reverse-path check: not
+   * 'ct status dnat', which every redirected connection has. A connection of the
+   * sandbox's own, from a foreign source its socket bound with IPV6_FREEBIND (no
+   * privilege needed), would have its SYN-ACK, carrying the original destination it
+   * chose, sent out of an uplink to that source. And an original-direction packet
+   * with DNAT status here was translated by another table's nat chain. */
+  rule_reply_accept(c, CH_FILTER_OUTPUT,
+                    "rule 3 of chain filter_output (ct direction reply ct mark MARK accept)");
   rule_nd_accept(c, CH_FILTER_OUTPUT,
                  "rule 4 of chain filter_output (icmpv6 type 135-136 ip6 hoplimit 255 accept)");
-  if (tp) {
-    /* The transparent listener's answers, likewise replies only: the mark is a
-     * number another table may set too. */
-    rule_begin(c, &r, CH_FILTER_OUTPUT);
-    match_ct_reply(&r);
-    match_ct_mark(&r);
-    verdict(&r, NF_ACCEPT);
-    rule_end(&r, "rule 5 of chain filter_output (ct direction reply ct mark MARK accept)");
-  }
-  rule_counter_drop(c, CH_FILTER_OUTPUT,
-                    tp ? "rule 6 of chain filter_output (counter drop)"
-                       : "rule 5 of chain filter_output (counter drop)");
+  rule_counter_drop(c, CH_FILTER_OUTPUT, "rule 5 of chain filter_output (counter drop)");
 }
 
 /* Guests' traffic is never routed onwards, whatever ip_forward says. */
@@ -782,7 +821,7 @@ int netns_build_rules(const struct netns_rules_opts *o, struct mnl_nlmsg_batch *
   if (o->capture == NETNS_CAPTURE_TPROXY)
     chain_mangle_prerouting(&c, o);
   chain_filter_input(&c, o);
-  chain_filter_output(&c, o);
+  chain_filter_output(&c);
   chain_filter_forward(&c);
   chain_filter_postrouting(&c, "chain filter_postrouting (type filter hook postrouting "
                                "priority filter)");

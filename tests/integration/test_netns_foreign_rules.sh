@@ -4,8 +4,8 @@
 # hook, and the first nat chain to bind a NAT mapping wins, so a foreign nat chain of
 # lower priority can DNAT a connection before our redirect sees it. Whatever it does,
 # traffic that did not go to the proxy or its responder must not leave through the
-# uplink: filter_output accepts DNAT'ed and TPROXY-marked connections only in the
-# reply direction (the proxy's answers to a guest), never a foreign DNAT outwards.
+# uplink: filter_output lets out only replies of flows marked as a guest's (the
+# proxy's answers to it), never what a foreign DNAT or ct mark sends outwards.
 #
 #     ap-fup-PID                    ap-fsb-PID
 #     peer :7000 (tcp+udp) up1 --- up0   netns_tool attach (+ a foreign table)

@@ -23,6 +23,23 @@
 
 #define FIRST_SEQ 1000
 
+/* `fib saddr . iif oif missing counter drop` in CHAIN. */
+#define RPF_DROP(chain) \
+  "inet authproxy " chain "\n" \
+  "  [ fib saddr . iif oif present => reg 1 ]\n" \
+  "  [ cmp eq reg 1 0x00000000 ]\n" \
+  "  [ counter pkts 0 bytes 0 ]\n" \
+  "  [ immediate reg 0 drop ]\n"
+
+/* `ct direction reply ct mark MARK accept` in filter_output. */
+#define REPLY_ACCEPT \
+  "inet authproxy filter_output\n" \
+  "  [ ct load direction => reg 1 ]\n" \
+  "  [ cmp eq reg 1 0x00000001 ]\n" \
+  "  [ ct load mark => reg 1 ]\n" \
+  "  [ cmp eq reg 1 0x00004150 ]\n" \
+  "  [ immediate reg 0 accept ]\n"
+
 
 struct msg {
   uint16_t type; /* NFT_MSG_* */
@@ -278,7 +295,7 @@ TEST(redirect_layout)
 {
   static struct built bt;
 
-  ASSERT_EQ(build(&bt, &redirect_opts), 32);
+  ASSERT_EQ(build(&bt, &redirect_opts), 33);
   check_layout(&bt, 6);
   check_names_match_positions(&bt);
   check_chain(&bt, "nat_output", "nat", NF_INET_LOCAL_OUT, -100, NF_ACCEPT);
@@ -292,7 +309,11 @@ TEST(redirect_layout)
   check_postrouting(&bt);
   ASSERT_EQ(count_in(&bt, "tproxy"), 0);
   ASSERT_EQ(count_in(&bt, "socket"), 0);
-  ASSERT_EQ(count_in(&bt, "mark"), 0);
+  /* No packet marks (nothing for the TPROXY routing); connection marks on guests'
+   * flows and the filter that checks them. */
+  ASSERT_EQ(count_in(&bt, "meta set mark"), 0);
+  ASSERT_EQ(count_in(&bt, "meta load mark"), 0);
+  ASSERT_EQ(count_in(&bt, "mark"), 4);
 }
 
 TEST(redirect_rules_round_trip)
@@ -302,7 +323,7 @@ TEST(redirect_rules_round_trip)
   struct in_addr a4;
   char want[1024];
 
-  ASSERT_EQ(build(&bt, &redirect_opts), 32);
+  ASSERT_EQ(build(&bt, &redirect_opts), 33);
 
   /* The sandbox's own TCP: everything but local destinations to the proxy port. */
   snprintf(want, sizeof(want),
@@ -347,8 +368,27 @@ TEST(redirect_rules_round_trip)
                "  [ meta load iifname => reg 1 ]\n"
                "  [ cmp eq reg 1 0x00006f6c 0x00000000 0x00000000 0x00000000 ]\n"
                "  [ immediate reg 0 accept ]\n");
-  ASSERT_CONTAINS(find(&bt, "rule 4 of chain nat_prerouting")->text,
-                  "[ redir proto_min reg 1 flags 0x2 ]");
+  /* Guests' traffic from a source not routed back through its interface is dropped;
+   * what is redirected is marked, so that filter_output lets the answers out. */
+  ASSERT_STREQ(find(&bt, "rule 2 of chain nat_prerouting")->text, RPF_DROP("nat_prerouting"));
+  ASSERT_CONTAINS(find(&bt, "rule 3 of chain nat_prerouting")->text,
+                  "  [ immediate reg 1 0x00004150 ]\n"
+                  "  [ ct set mark with reg 1 ]\n"
+                  "  [ immediate reg 1 0x3500007f ]\n");
+  ASSERT_CONTAINS(find(&bt, "rule 4 of chain nat_prerouting")->text, "[ ct set mark with reg 1 ]");
+  snprintf(want, sizeof(want),
+           "inet authproxy nat_prerouting\n"
+           "  [ meta load l4proto => reg 1 ]\n"
+           "  [ cmp eq reg 1 0x00000006 ]\n"
+           "  [ immediate reg 1 0x00004150 ]\n"
+           "  [ ct set mark with reg 1 ]\n"
+           "  [ immediate reg 1 0x%08x ]\n"
+           "  [ redir proto_min reg 1 flags 0x2 ]\n",
+           port_reg(15001));
+  ASSERT_STREQ(find(&bt, "rule 5 of chain nat_prerouting")->text, want);
+  /* The sandbox's own connections are not marked. */
+  ASSERT_EQ(count_in(&bt, "inet authproxy nat_output\n"), 6);
+  ASSERT_EQ(count_in(&bt, "ct set mark"), 3);
 
   /* Filters. */
   ASSERT_STREQ(find(&bt, "rule 2 of chain filter_output")->text,
@@ -358,16 +398,10 @@ TEST(redirect_rules_round_trip)
                "  [ cmp neq reg 1 0x00000000 ]\n"
                "  [ counter pkts 0 bytes 0 ]\n"
                "  [ immediate reg 0 drop ]\n");
-  /* Only the reply direction: an original-direction packet with DNAT status in
-   * this hook was translated by another table (ours all lead to local addresses). */
-  ASSERT_STREQ(find(&bt, "rule 3 of chain filter_output")->text,
-               "inet authproxy filter_output\n"
-               "  [ ct load direction => reg 1 ]\n"
-               "  [ cmp eq reg 1 0x00000001 ]\n"
-               "  [ ct load status => reg 1 ]\n"
-               "  [ bitwise reg 1 = ( reg 1 & 0x00000020 ) ^ 0x00000000 ]\n"
-               "  [ cmp neq reg 1 0x00000000 ]\n"
-               "  [ immediate reg 0 accept ]\n");
+  /* Only replies to guests' flows: not 'ct status dnat', which the sandbox's own
+   * connections have too (from a foreign source, with IPV6_FREEBIND, their SYN-ACK
+   * would leave through an uplink), nor an original direction another table DNATs. */
+  ASSERT_STREQ(find(&bt, "rule 3 of chain filter_output")->text, REPLY_ACCEPT);
   ASSERT_STREQ(find(&bt, "rule 4 of chain filter_input")->text,
                "inet authproxy filter_input\n"
                "  [ meta load nfproto => reg 1 ]\n"
@@ -387,7 +421,7 @@ TEST(tproxy_layout_and_rules)
   static struct built bt;
   char want[1024];
 
-  ASSERT_EQ(build(&bt, &tproxy_opts), 39);
+  ASSERT_EQ(build(&bt, &tproxy_opts), 40);
   check_layout(&bt, 7);
   check_postrouting(&bt);
   check_names_match_positions(&bt);
@@ -423,9 +457,13 @@ TEST(tproxy_layout_and_rules)
            "  [ immediate reg 1 0x00004150 ]\n"
            "  [ ct set mark with reg 1 ]\n",
            port_reg(15002));
-  ASSERT_STREQ(find(&bt, "rule 5 of chain mangle_prerouting")->text, want);
-  ASSERT_CONTAINS(find(&bt, "rule 4 of chain mangle_prerouting")->text,
+  ASSERT_STREQ(find(&bt, "rule 6 of chain mangle_prerouting")->text, want);
+  ASSERT_CONTAINS(find(&bt, "rule 5 of chain mangle_prerouting")->text,
                   "[ tproxy ip port reg 1 ]");
+  ASSERT_STREQ(find(&bt, "rule 4 of chain mangle_prerouting")->text,
+               RPF_DROP("mangle_prerouting"));
+  ASSERT_STREQ(find(&bt, "rule 2 of chain nat_prerouting")->text, RPF_DROP("nat_prerouting"));
+  ASSERT_CONTAINS(find(&bt, "rule 4 of chain nat_prerouting")->text, "[ ct set mark with reg 1 ]");
   /* DNS over TCP is left to nat_prerouting. */
   ASSERT_CONTAINS(find(&bt, "rule 2 of chain mangle_prerouting")->text,
                   "[ immediate reg 0 accept ]");
@@ -434,13 +472,7 @@ TEST(tproxy_layout_and_rules)
                "  [ meta load mark => reg 1 ]\n"
                "  [ cmp eq reg 1 0x00004150 ]\n"
                "  [ immediate reg 0 accept ]\n");
-  ASSERT_STREQ(find(&bt, "rule 5 of chain filter_output")->text,
-               "inet authproxy filter_output\n"
-               "  [ ct load direction => reg 1 ]\n"
-               "  [ cmp eq reg 1 0x00000001 ]\n"
-               "  [ ct load mark => reg 1 ]\n"
-               "  [ cmp eq reg 1 0x00004150 ]\n"
-               "  [ immediate reg 0 accept ]\n");
+  ASSERT_STREQ(find(&bt, "rule 3 of chain filter_output")->text, REPLY_ACCEPT);
 }
 
 TEST(lockdown)
@@ -502,7 +534,7 @@ TEST(names_optional_and_bounded)
   uint32_t seq = 1;
 
   b = mnl_nlmsg_batch_start(buf, NETNS_BATCH_LIMIT);
-  ASSERT_EQ(netns_build_rules(&redirect_opts, b, &seq, NULL, 0), 32);
+  ASSERT_EQ(netns_build_rules(&redirect_opts, b, &seq, NULL, 0), 33);
   mnl_nlmsg_batch_stop(b);
 
   b = mnl_nlmsg_batch_start(buf, NETNS_BATCH_LIMIT);
@@ -564,12 +596,12 @@ TEST(describe_error_with_built_names)
   static struct built bt;
   char err[512];
 
-  ASSERT_EQ(build(&bt, &redirect_opts), 32);
+  ASSERT_EQ(build(&bt, &redirect_opts), 33);
   netns_nft_describe_error(bt.names, (size_t)bt.n, FIRST_SEQ, FIRST_SEQ + 8, EOPNOTSUPP, NULL,
                            err, sizeof(err));
   ASSERT_CONTAINS(err, "netns: nf_tables rejected rule 5 of chain nat_output "
                        "(fib daddr type local accept): Operation not supported");
-  netns_nft_describe_error(bt.names, (size_t)bt.n, FIRST_SEQ, FIRST_SEQ + 28, EINVAL, NULL,
+  netns_nft_describe_error(bt.names, (size_t)bt.n, FIRST_SEQ, FIRST_SEQ + 29, EINVAL, NULL,
                            err, sizeof(err));
   ASSERT_STREQ(err, "netns: nf_tables rejected rule 1 of chain filter_forward (counter drop): "
                     "Invalid argument");
