@@ -69,7 +69,8 @@ no_tentative() {
 wait_until 10 "IPv6 addresses" no_tentative
 
 # The sniffer: every TCP segment with SYN and ACK that arrives on up1, as
-# "synack SRC SPORT DST DPORT" lines.
+# "synack SRC SPORT DST DPORT" lines, and every UDP datagram from port 53, as
+# "dns SRC DST PAYLOAD-HEX".
 cat > "$LIB_TMP/sniff.py" <<'EOF'
 import socket, sys
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
@@ -81,18 +82,31 @@ while True:
     if addr[2] == socket.PACKET_OUTGOING:
         continue
     et = int.from_bytes(f[12:14], "big")
-    if et == 0x0800 and f[23] == 6:
+    if et == 0x0800 and f[23] in (6, 17):
         ihl = (f[14] & 15) * 4
         src, dst, t = socket.inet_ntop(socket.AF_INET, f[26:30]), \
             socket.inet_ntop(socket.AF_INET, f[30:34]), f[14 + ihl:]
-    elif et == 0x86DD and f[20] == 6:
+    elif et == 0x86DD and f[20] in (6, 17):
         src, dst, t = socket.inet_ntop(socket.AF_INET6, f[22:38]), \
             socket.inet_ntop(socket.AF_INET6, f[38:54]), f[54:]
     else:
         continue
+    if f[23 if et == 0x0800 else 20] == 17 and int.from_bytes(t[0:2], "big") == 53:
+        log.write("dns %s %s %s\n" % (src, dst, t[8:].hex()))
+        continue
     if len(t) >= 14 and t[13] & 0x12 == 0x12:
         log.write("synack %s %d %s %d\n" % (src, int.from_bytes(t[0:2], "big"), dst,
                                            int.from_bytes(t[2:4], "big")))
+EOF
+# query.py SRC DST NAME: a DNS query for NAME from SRC (IPV6_FREEBIND) to DST port 53.
+cat > "$LIB_TMP/query.py" <<'EOF'
+import socket, struct, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, 78, 1)
+s.bind((sys.argv[1], 40405))
+q = struct.pack("!6H", 0x4150, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(l)]) + l.encode() for l in sys.argv[3].split(".")) + b"\0"
+s.sendto(q + struct.pack("!HH", 28, 1), (sys.argv[2], 53))
 EOF
 # connect.py FAMILY SRC DST: a connection from SRC (bound with FREEBIND, or with
 # TRANSPARENT when the caller may) to DST port 443; it cannot complete, only its
@@ -177,6 +191,11 @@ for mode in redirect tproxy; do
   sandbox_spoof "a$n"
   check_not "$mode: no answer to a sandbox process's foreign IPv6 source leaves" \
     answers_seen "^synack 2001:db8:5::a$n "
+  # The responder's answer would carry the name the query asked for.
+  in_ns "$SBX" setpriv --reuid nobody --regid nogroup --clear-groups -- \
+    "$PY" "$LIB_TMP/query.py" "2001:db8:77::d$n" 2001:db8:53::1 "secret$n.example.com"
+  check_not "$mode: no DNS answer to a sandbox process's foreign IPv6 source leaves" \
+    answers_seen "^dns .* 2001:db8:77::d$n "
   guest_spoof 4 192.0.2.$((70 + n)) 198.18.0.$((10 + n))
   check_not "$mode: no answer to a guest's IPv4 source from elsewhere leaves" \
     answers_seen "^synack 198\.18\.0\.$((10 + n)) "
