@@ -359,7 +359,9 @@ static void match_rpf_fails(struct rule *r)
   set_u32(r, e, NFTNL_EXPR_FIB_DREG, NFT_REG_1);
   set_u32(r, e, NFTNL_EXPR_FIB_RESULT, NFT_FIB_RESULT_OIF);
   set_u32(r, e, NFTNL_EXPR_FIB_FLAGS, NFTA_FIB_F_SADDR | NFTA_FIB_F_IIF | NFTA_FIB_F_PRESENT);
-  cmp_u8(r, NFT_CMP_EQ, 0);
+  /* The kernel stores the answer as one byte in a cleared register; nft compares the
+   * whole register, and lists a shorter comparison as "missing/8". */
+  cmp_u32(r, NFT_CMP_EQ, 0);
 }
 
 /* `meta mark MARK` / `ct mark MARK` */
@@ -691,8 +693,16 @@ static void chain_mangle_prerouting(struct build *c, const struct netns_rules_op
   verdict(&r, NF_ACCEPT);
   rule_end(&r, "rule 3 of chain mangle_prerouting (meta l4proto tcp socket transparent 1 "
                "meta mark set MARK accept)");
-  rule_rpf_drop(c, CH_MANGLE_PREROUTING,
-                "rule 4 of chain mangle_prerouting (fib saddr . iif oif missing counter drop)");
+  /* TCP only: this chain sees every packet, neighbour discovery from the unspecified
+   * address included, which no route leads back to; nat_prerouting checks the rest
+   * (the first packet of each connection it captures). */
+  rule_begin(c, &r, CH_MANGLE_PREROUTING);
+  match_l4proto(&r, IPPROTO_TCP);
+  match_rpf_fails(&r);
+  counter(&r);
+  verdict(&r, NF_DROP);
+  rule_end(&r, "rule 4 of chain mangle_prerouting (meta l4proto tcp fib saddr . iif oif "
+               "missing counter drop)");
   rule_tproxy(c, NFPROTO_IPV4, o->tproxy_port,
               "rule 5 of chain mangle_prerouting (meta l4proto tcp tproxy ip to :tproxy_port "
               "meta mark set MARK ct mark set MARK)");

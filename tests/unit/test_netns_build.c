@@ -461,7 +461,13 @@ TEST(tproxy_layout_and_rules)
   ASSERT_CONTAINS(find(&bt, "rule 5 of chain mangle_prerouting")->text,
                   "[ tproxy ip port reg 1 ]");
   ASSERT_STREQ(find(&bt, "rule 4 of chain mangle_prerouting")->text,
-               RPF_DROP("mangle_prerouting"));
+               "inet authproxy mangle_prerouting\n"
+               "  [ meta load l4proto => reg 1 ]\n"
+               "  [ cmp eq reg 1 0x00000006 ]\n"
+               "  [ fib saddr . iif oif present => reg 1 ]\n"
+               "  [ cmp eq reg 1 0x00000000 ]\n"
+               "  [ counter pkts 0 bytes 0 ]\n"
+               "  [ immediate reg 0 drop ]\n");
   ASSERT_STREQ(find(&bt, "rule 2 of chain nat_prerouting")->text, RPF_DROP("nat_prerouting"));
   ASSERT_CONTAINS(find(&bt, "rule 4 of chain nat_prerouting")->text, "[ ct set mark with reg 1 ]");
   /* DNS over TCP is left to nat_prerouting. */
