@@ -195,6 +195,51 @@ veth_pair() {
   ip -n "$3" link set "$4" up
 }
 
+# uplink_topology SBX UP [GST]: the capture tests' hosts. SBX gets an uplink veth
+# (up0) to UP (up1): 10.199.1.0/24 and fd00:199:1::/64, SBX .1 and UP .2, SBX's default
+# routes via UP. With GST, a guest behind SBX (gw0 to g0): 10.199.2.0/24 and
+# fd00:199:2::/64, SBX .1 and GST .2, GST's default routes via SBX. Creates the
+# namespaces (deleted on exit), lo up in each.
+uplink_topology() {
+  local sbx=$1 up=$2 gst=${3:-} ns
+  for ns in "$sbx" "$up" $gst; do
+    netns_new "$ns"
+    ip -n "$ns" link set lo up
+  done
+  veth_pair "$sbx" up0 "$up" up1
+  ip -n "$sbx" addr add 10.199.1.1/24 dev up0
+  ip -n "$sbx" addr add fd00:199:1::1/64 dev up0 nodad
+  ip -n "$up" addr add 10.199.1.2/24 dev up1
+  ip -n "$up" addr add fd00:199:1::2/64 dev up1 nodad
+  ip -n "$sbx" route add default via 10.199.1.2
+  ip -n "$sbx" -6 route add default via fd00:199:1::2
+  [ -n "$gst" ] || return 0
+  veth_pair "$sbx" gw0 "$gst" g0
+  ip -n "$sbx" addr add 10.199.2.1/24 dev gw0
+  ip -n "$sbx" addr add fd00:199:2::1/64 dev gw0 nodad
+  ip -n "$gst" addr add 10.199.2.2/24 dev g0
+  ip -n "$gst" addr add fd00:199:2::2/64 dev g0 nodad
+  ip -n "$gst" route add default via 10.199.2.1
+  ip -n "$gst" -6 route add default via fd00:199:2::1
+}
+
+# answers NS EXPECTED CMD...: netns_tool's client (TOOL), run in NS, prints EXPECTED
+# (a line regex).
+answers() {
+  local ns=$1 want=$2 out
+  shift 2
+  out=$(in_ns "$ns" "$TOOL" "$@" 2>&1) || return 1
+  grep -Eqx -- "$want" <<<"$out"
+}
+
+# silent NS CMD...: netns_tool's client gets no answer within QUICK ms (250 unless
+# the test sets QUICK).
+silent() {
+  local ns=$1
+  shift
+  ! NETNS_TOOL_WAIT_MS=${QUICK:-250} in_ns "$ns" "$TOOL" "$@" >/dev/null 2>&1
+}
+
 # bg_start LOGFILE CMD...: starts CMD in the background with stdout+stderr to LOGFILE;
 # the pid is killed on exit and left in BG_PID.
 bg_start() {

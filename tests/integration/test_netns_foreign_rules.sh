@@ -27,19 +27,6 @@ SBX=ap-fsb-$$
 UP=ap-fup-$$
 QUICK=250 # ms to wait where silence is expected (the controls answer in <1 ms)
 
-answers() {
-  local ns=$1 want=$2 out
-  shift 2
-  out=$(in_ns "$ns" "$TOOL" "$@" 2>&1) || return 1
-  grep -Eqx -- "$want" <<<"$out"
-}
-
-silent() {
-  local ns=$1
-  shift
-  ! NETNS_TOOL_WAIT_MS=$QUICK in_ns "$ns" "$TOOL" "$@" >/dev/null 2>&1
-}
-
 contacts() { grep -c '^contact' "$PEER_LOG" || true; }
 
 # Packets the foreign table's ct mark rule marked.
@@ -56,18 +43,7 @@ start_attach() {
   wait_until 10 "netns_tool attach in $ns" file_has "$log" '^ready '
 }
 
-netns_new "$SBX"
-netns_new "$UP"
-for ns in "$SBX" "$UP"; do
-  ip -n "$ns" link set lo up
-done
-veth_pair "$SBX" up0 "$UP" up1
-ip -n "$SBX" addr add 10.199.1.1/24 dev up0
-ip -n "$SBX" addr add fd00:199:1::1/64 dev up0 nodad
-ip -n "$UP" addr add 10.199.1.2/24 dev up1
-ip -n "$UP" addr add fd00:199:1::2/64 dev up1 nodad
-ip -n "$SBX" route add default via 10.199.1.2
-ip -n "$SBX" -6 route add default via fd00:199:1::2
+uplink_topology "$SBX" "$UP"
 
 PEER_LOG=$LIB_TMP/up-peer.log
 bg_start "$PEER_LOG" in_ns "$UP" "$TOOL" peer 7000 --lifetime 60

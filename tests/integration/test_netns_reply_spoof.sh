@@ -36,26 +36,7 @@ UP=ap-rup-$$
 GST=ap-rgs-$$
 PY=/usr/bin/python3
 
-netns_new "$SBX"
-netns_new "$UP"
-netns_new "$GST"
-for ns in "$SBX" "$UP" "$GST"; do
-  ip -n "$ns" link set lo up
-done
-veth_pair "$SBX" up0 "$UP" up1
-veth_pair "$SBX" gw0 "$GST" g0
-ip -n "$SBX" addr add 10.199.1.1/24 dev up0
-ip -n "$SBX" addr add fd00:199:1::1/64 dev up0 nodad
-ip -n "$UP" addr add 10.199.1.2/24 dev up1
-ip -n "$UP" addr add fd00:199:1::2/64 dev up1 nodad
-ip -n "$SBX" route add default via 10.199.1.2
-ip -n "$SBX" -6 route add default via fd00:199:1::2
-ip -n "$SBX" addr add 10.199.2.1/24 dev gw0
-ip -n "$SBX" addr add fd00:199:2::1/64 dev gw0 nodad
-ip -n "$GST" addr add 10.199.2.2/24 dev g0
-ip -n "$GST" addr add fd00:199:2::2/64 dev g0 nodad
-ip -n "$GST" route add default via 10.199.2.1
-ip -n "$GST" -6 route add default via fd00:199:2::1
+uplink_topology "$SBX" "$UP" "$GST"
 
 # IPv6 neighbour discovery needs the link-local addresses, which come up after
 # duplicate address detection.
@@ -130,14 +111,6 @@ EOF
 SNIFF_LOG=$LIB_TMP/sniff.log
 bg_start "$LIB_TMP/sniff.err" in_ns "$UP" "$PY" "$LIB_TMP/sniff.py" up1 "$SNIFF_LOG"
 wait_until 5 "sniffer in $UP" file_has "$SNIFF_LOG" '^ready'
-
-# answers NS EXPECTED CMD...: netns_tool's client prints EXPECTED (a line regex).
-answers() {
-  local ns=$1 want=$2 out
-  shift 2
-  out=$(in_ns "$ns" "$TOOL" "$@" 2>&1) || return 1
-  grep -Eqx -- "$want" <<<"$out"
-}
 
 # answers_seen PATTERN: the sniffer logged a SYN-ACK line matching PATTERN.
 answers_seen() {

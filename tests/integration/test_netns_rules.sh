@@ -29,21 +29,6 @@ UP=ap-up-$$
 GST=ap-gst-$$
 QUICK=250 # ms to wait where silence is expected (the positive controls answer in <1 ms)
 
-# answers NS EXPECTED CMD...: the tool's client prints EXPECTED (a line regex).
-answers() {
-  local ns=$1 want=$2 out
-  shift 2
-  out=$(in_ns "$ns" "$TOOL" "$@" 2>&1) || return 1
-  grep -Eqx -- "$want" <<<"$out"
-}
-
-# silent NS CMD...: the client gets no answer (within QUICK ms).
-silent() {
-  local ns=$1
-  shift
-  ! NETNS_TOOL_WAIT_MS=$QUICK in_ns "$ns" "$TOOL" "$@" >/dev/null 2>&1
-}
-
 # last_counter NS CHAIN: packets of the chain's final `counter drop`.
 last_counter() {
   in_ns "$1" nft list chain inet authproxy "$2" |
@@ -146,26 +131,7 @@ check "removing an absent table says so: $out" grep -q 'does not exist' <<<"$out
 bg_stop "$ATTACH_PID"
 
 # ------------------------------------------------------- part 2: uplink and a guest
-netns_new "$SBX"
-netns_new "$UP"
-netns_new "$GST"
-for ns in "$SBX" "$UP" "$GST"; do
-  ip -n "$ns" link set lo up
-done
-veth_pair "$SBX" up0 "$UP" up1
-veth_pair "$SBX" gw0 "$GST" g0
-ip -n "$SBX" addr add 10.199.1.1/24 dev up0
-ip -n "$SBX" addr add fd00:199:1::1/64 dev up0 nodad
-ip -n "$UP" addr add 10.199.1.2/24 dev up1
-ip -n "$UP" addr add fd00:199:1::2/64 dev up1 nodad
-ip -n "$SBX" route add default via 10.199.1.2
-ip -n "$SBX" -6 route add default via fd00:199:1::2
-ip -n "$SBX" addr add 10.199.2.1/24 dev gw0
-ip -n "$SBX" addr add fd00:199:2::1/64 dev gw0 nodad
-ip -n "$GST" addr add 10.199.2.2/24 dev g0
-ip -n "$GST" addr add fd00:199:2::2/64 dev g0 nodad
-ip -n "$GST" route add default via 10.199.2.1
-ip -n "$GST" -6 route add default via fd00:199:2::1
+uplink_topology "$SBX" "$UP" "$GST"
 
 PEER_LOG=$LIB_TMP/up-peer.log
 bg_start "$PEER_LOG" in_ns "$UP" "$TOOL" peer 7000 --lifetime 60
