@@ -148,6 +148,17 @@ static int path_listed(const struct rules_pathpat *v, size_t n, const char *path
   return 0;
 }
 
+/* path_listed for the paths of a deny entry (see rules_pathpat_match_deny). */
+static int deny_path_listed(const struct rules_egress *e, const char *path, size_t len)
+{
+  size_t i;
+
+  for (i = 0; i < e->npaths; i++)
+    if (rules_pathpat_match_deny(&e->paths[i], path, len))
+      return 1;
+  return 0;
+}
+
 static void deny_req(struct rules_request_decision *out, const char *reason,
                      const char *list, size_t i)
 {
@@ -190,7 +201,7 @@ void rules_decide_request(const struct rules_config *cfg, const struct rules_des
     const struct rules_egress *e = &cfg->deny[i];
 
     if (egress_hosts_match(e, &t) &&
-        (e->npaths == 0 || ambiguous || path_listed(e->paths, e->npaths, norm, len)) &&
+        (e->npaths == 0 || ambiguous || deny_path_listed(e, norm, len)) &&
         method_listed(e, method)) {
       deny_req(out, "egress_deny", "egress.deny", i);
       return;
@@ -376,7 +387,7 @@ int rules_check_request_address(const struct rules_config *cfg, const struct soc
     const struct rules_egress *e = &cfg->deny[i];
 
     if (restricted(e) && addr_entry_match(e, &t) >= 0 &&
-        (e->npaths == 0 || ambiguous || path_listed(e->paths, e->npaths, norm, len)) &&
+        (e->npaths == 0 || ambiguous || deny_path_listed(e, norm, len)) &&
         method_listed(e, method)) {
       out->reason = "egress_deny";
       set_entry(out->entry, "egress.deny", i);

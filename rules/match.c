@@ -12,13 +12,18 @@
 
 static const uint8_t v4_mapped_prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 
+static unsigned char fold(unsigned char c)
+{
+  return c >= 'A' && c <= 'Z' ? (unsigned char)(c - 'A' + 'a') : c;
+}
+
 /*
- * `*` matches any run of bytes, everything else itself. With `*` as the only
- * wildcard, remembering the last star and retrying from one byte further is
- * complete (no other backtracking point can do better), so this runs in
- * O(plen * slen) at worst and O(plen + slen) for the usual patterns.
+ * `*` matches any run of bytes, everything else itself (ASCII letters in either case
+ * when icase). With `*` as the only wildcard, remembering the last star and retrying
+ * from one byte further is complete (no other backtracking point can do better), so
+ * this runs in O(plen * slen) at worst and O(plen + slen) for the usual patterns.
  */
-int rules_glob_match(const char *pat, size_t plen, const char *s, size_t slen)
+static int glob_match(const char *pat, size_t plen, const char *s, size_t slen, int icase)
 {
   size_t p = 0, i = 0, star = SIZE_MAX, mark = 0;
 
@@ -26,7 +31,9 @@ int rules_glob_match(const char *pat, size_t plen, const char *s, size_t slen)
     if (p < plen && pat[p] == '*') {
       star = p++;
       mark = i;
-    } else if (p < plen && pat[p] == s[i]) {
+    } else if (p < plen &&
+               (pat[p] == s[i] ||
+                (icase && fold((unsigned char)pat[p]) == fold((unsigned char)s[i])))) {
       p++;
       i++;
     } else if (star != SIZE_MAX) {
@@ -39,6 +46,11 @@ int rules_glob_match(const char *pat, size_t plen, const char *s, size_t slen)
   while (p < plen && pat[p] == '*')
     p++;
   return p == plen;
+}
+
+int rules_glob_match(const char *pat, size_t plen, const char *s, size_t slen)
+{
+  return glob_match(pat, plen, s, slen, 0);
 }
 
 int rules_host_glob_match(const char *pattern, const char *host)
@@ -236,4 +248,42 @@ int rules_pathpat_match(const struct rules_pathpat *p, const char *path, size_t 
   default:
     return rules_glob_match(p->glob, p->len, path, len);
   }
+}
+
+/* rules_pathpat_match over explicit lengths, ASCII letters in either case. */
+static int pathpat_match_icase(const struct rules_pathpat *p, size_t plen, const char *path,
+                               size_t len)
+{
+  size_t i;
+
+  switch (p->kind) {
+  case RULES_PP_EXACT:
+  case RULES_PP_PREFIX:
+    if (len < plen || (p->kind == RULES_PP_EXACT && len != plen))
+      return 0;
+    for (i = 0; i < plen; i++)
+      if (fold((unsigned char)path[i]) != fold((unsigned char)p->glob[i]))
+        return 0;
+    return 1;
+  default:
+    return glob_match(p->glob, plen, path, len, 1);
+  }
+}
+
+int rules_pathpat_match_deny(const struct rules_pathpat *p, const char *path, size_t len)
+{
+  size_t plen = p->len;
+
+  if (pathpat_match_icase(p, plen, path, len))
+    return 1;
+  /* "/admin/" for "/admin": the path's one trailing slash, unless it is the root. */
+  if (len > 1 && path[len - 1] == '/' && pathpat_match_icase(p, plen, path, len - 1))
+    return 1;
+  /* "/admin" for "/admin/". Not for a prefix pattern: "/internal/" shortened would
+   * cover "/internalx", and Express does not route "/internal" to a route that
+   * ends in "/internal/" and a star. */
+  if (p->kind != RULES_PP_PREFIX && plen > 1 && p->glob[plen - 1] == '/' &&
+      pathpat_match_icase(p, plen - 1, path, len))
+    return 1;
+  return 0;
 }

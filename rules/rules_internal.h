@@ -128,6 +128,15 @@ int rules_pathpat_parse(struct rules_arena *a, const char *s, struct rules_pathp
 /* 1 when pattern p matches the normalized path (len bytes). */
 int rules_pathpat_match(const struct rules_pathpat *p, const char *path, size_t len);
 
+/*
+ * 1 when the path pattern of an egress.deny entry covers the normalized path as the
+ * common server frameworks route it: ASCII letters in either case (Express by
+ * default, ASP.NET Core, IIS) and one trailing slash more or less (Express's
+ * non-strict routing, Spring MVC before 6). Only for denies: matching more there
+ * refuses more; granting patterns (allow, match_paths) use rules_pathpat_match.
+ */
+int rules_pathpat_match_deny(const struct rules_pathpat *p, const char *path, size_t len);
+
 /* Glob match over explicit lengths; `*` matches any run of bytes. */
 int rules_glob_match(const char *pat, size_t plen, const char *s, size_t slen);
 
