@@ -5,7 +5,9 @@
 # double slashes that nginx merges before resolving dot-segments ("/repos//../x"),
 # encoded unreserved letters (/%61dmin), encoded reserved characters that servers
 # decode before routing (%3A), a '%' encoded for servers that decode twice (%2561),
-# NUL, and the query. Two directions:
+# NUL, the query, and letter case and a trailing slash for denies (Express, ASP.NET
+# Core and IIS route /ADMIN to /admin; Express and Spring MVC before 6 route /x/ to
+# /x). Two directions:
 #   - a credential scoped to /repos/* must not be sent with a path that some server
 #     resolves outside /repos/ (it is forwarded, but without the header);
 #   - a deny on /admin and /admin/* must not be dodged by a spelling that some server
@@ -75,6 +77,9 @@ deny=(
   "deny_enc_colon_lower /models/m%3adelete"
   "deny_double_enc /%2561dmin"
   "deny_double_enc_digits /%25%36%31dmin/users"
+  "deny_upper /ADMIN"
+  "deny_mixed_case_sub /Admin/users"
+  "deny_colon_trailing_slash /models/m:delete/"
 )
 allow=(
   "ctl_public /public/x"
