@@ -71,6 +71,7 @@ struct proxy_http {
   uint64_t up_bytes, down_bytes;
   char method[32];              /* NUL-terminated */
   size_t method_len;
+  char override[32];            /* the method an override field names, uppercase, or "" */
   char path[512];
   size_t path_len;
   char rule[64];
@@ -122,6 +123,49 @@ static int same_name_folded(const char *a, size_t alen, const char *b)
       return 0;
   }
   return 1;
+}
+
+/*
+ * Fields that servers read, on a POST, as the method the request really has: Rails
+ * (Rack::MethodOverride, on by default), Symfony and Laravel, Express's
+ * method-override and Google's APIs the first, OData services the second, others the
+ * third. Method-level egress policy is decided for that method too.
+ */
+static const char *const override_fields[] = { "x-http-method-override", "x-http-method",
+                                               "x-method-override" };
+
+/*
+ * Copies the method the request's override fields name, uppercased (as those servers
+ * read it), into out (size bytes), or "" when it has none. Returns 0, or -EINVAL for a
+ * value that is not a method token that fits, or for fields naming different methods:
+ * which one a server obeys is not known.
+ */
+static int override_method(const struct proxy_http_request *req, char *out, size_t size)
+{
+  size_t i, j, k;
+
+  out[0] = '\0';
+  for (i = 0; i < req->nfields; i++) {
+    const struct proxy_http_field *f = &req->fields[i];
+    char m[32];
+
+    for (j = 0; j < sizeof(override_fields) / sizeof(override_fields[0]); j++)
+      if (same_name_folded(f->name, f->name_len, override_fields[j]))
+        break;
+    if (j == sizeof(override_fields) / sizeof(override_fields[0]))
+      continue;
+    if (f->value_len == 0 || f->value_len >= sizeof(m) || f->value_len >= size ||
+        !rules_is_token(f->value, f->value_len))
+      return -EINVAL;
+    for (k = 0; k < f->value_len; k++)
+      m[k] = (char)(f->value[k] >= 'a' && f->value[k] <= 'z' ? f->value[k] - 'a' + 'A'
+                                                             : f->value[k]);
+    m[k] = '\0';
+    if (out[0] != '\0' && strcmp(out, m) != 0)
+      return -EINVAL;
+    memcpy(out, m, k + 1);
+  }
+  return 0;
 }
 
 /*
@@ -286,6 +330,7 @@ static void remember_request(struct proxy_http *h, const struct proxy_http_reque
   memcpy(h->method, req->method, n);
   h->method[n] = '\0';
   h->method_len = n;
+  h->override[0] = '\0';
   for (n = 0; n < req->path_len && req->path[n] != '?' && n < sizeof(h->path); n++)
     ;
   memcpy(h->path, req->path, n);
@@ -338,6 +383,18 @@ static void send_head(struct proxy_conn *c, const char *head, size_t len)
   process_down(c);
 }
 
+/* rules_check_request_address for the request's method and its override's. */
+static int request_address_allowed(const struct proxy_http *h, const struct sockaddr *sa,
+                                   struct rules_decision *d)
+{
+  if (!rules_check_request_address(h->cfg, sa, h->method, h->addr_path, h->addr_path_len,
+                                   d))
+    return 0;
+  return h->override[0] == '\0' ||
+         rules_check_request_address(h->cfg, sa, h->override, h->addr_path,
+                                     h->addr_path_len, d);
+}
+
 /*
  * A named request is decided by its name, where an egress.deny entry with paths or
  * methods on an IP or CIDR never matches; such an entry applies to the address the
@@ -358,8 +415,7 @@ static int check_address(struct proxy_conn *c)
   memset(&ss, 0, sizeof(ss));
   if (uv_tcp_getpeername(&c->up.tcp, (struct sockaddr *)&ss, &len) != 0)
     ss.ss_family = AF_UNSPEC; /* denied as an unknown address */
-  if (rules_check_request_address(h->cfg, (const struct sockaddr *)&ss, h->method,
-                                  h->addr_path, h->addr_path_len, &d))
+  if (request_address_allowed(h, (const struct sockaddr *)&ss, &d))
     return 0;
   proxy_conn_close_upstream(c);
   fail_request(c, 403, d.reason, d.entry);
@@ -383,8 +439,7 @@ int proxy_http_address_allowed(const struct proxy_conn *c, const struct sockaddr
     memcpy(&ss, addr, sizeof(struct sockaddr_in6));
     ((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
   }
-  return rules_check_request_address(h->cfg, (const struct sockaddr *)&ss, h->method,
-                                     h->addr_path, h->addr_path_len, d);
+  return request_address_allowed(h, (const struct sockaddr *)&ss, d);
 }
 
 static void up_ready(struct proxy_conn *c, int status, const char *reason)
@@ -603,6 +658,19 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
     return -1;
   }
 
+  if (override_method(req, h->override, sizeof(h->override)) != 0) {
+    fail_request(c, 400, "invalid_method_override", NULL);
+    return -1;
+  }
+  if (h->override[0] != '\0' && strcmp(h->override, h->method) != 0) {
+    /* Decided first as the method the server will act on; the injected headers are
+     * those of the decision for the request as sent, made next. */
+    rules_decide_request(h->cfg, &dest, h->override, req->path, req->path_len, &rd);
+    if (rd.deny) {
+      fail_request(c, 403, rd.reason, rd.entry);
+      return -1;
+    }
+  }
   rules_decide_request(h->cfg, &dest, h->method, req->path, req->path_len, &rd);
   if (rd.deny) {
     fail_request(c, 403, rd.reason, rd.entry);
