@@ -6,7 +6,8 @@
 # upstream is dialed (a denied request does not even connect), and on an upstream
 # kept alive or taken from the pool. A connection relayed as opaque bytes (a TLS
 # tunnel) cannot be held to it and is refused when its name resolves into the range.
-# Controls: the same requests to a name outside the range are forwarded.
+# A method override field (X-HTTP-Method-Override) is held to them as the method it
+# names. Controls: the same requests to a name outside the range are forwarded.
 #
 #   jail: client --nft--> authproxy (in $HNS) --remap--> 127.0.0.1 (denied range)
 #                                                    --> 127.0.0.2 (control)
@@ -36,11 +37,11 @@ import socket, ssl, sys
 sys.path.insert(0, sys.argv[1])
 import advlib
 
-def req(method, path, host, close=True):
+def req(method, path, host, close=True, extra=""):
     body = b"x" if method == "POST" else b""
-    return ("%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n%s\r\n"
-            % (method, path, host, len(body), "Connection: close\r\n" if close else "")
-            ).encode() + body
+    return ("%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n%s%s\r\n"
+            % (method, path, host, len(body), "Connection: close\r\n" if close else "",
+               extra)).encode() + body
 
 for case, host, method, path in [
         ("get", "internal.example.com", "GET", "/get"),
@@ -56,6 +57,13 @@ addr = socket.gethostbyname("internal.example.com")
 r = advlib.exchange(addr, 80, req("GET", "/ka-get", "internal.example.com", close=False) +
                     req("POST", "/ka-post", "internal.example.com"))
 advlib.emit("keepalive", **r)
+# A PUT that servers act on as a POST (method override): before a dial, and on a
+# kept-alive upstream.
+OVR = "X-HTTP-Method-Override: POST\r\n"
+advlib.emit("override", **advlib.exchange(addr, 80, req("PUT", "/ovr", "internal.example.com", extra=OVR)))
+r = advlib.exchange(addr, 80, req("GET", "/ka-get2", "internal.example.com", close=False) +
+                    req("PUT", "/ka-ovr", "internal.example.com", extra=OVR))
+advlib.emit("keepalive_override", **r)
 # A GET whose upstream goes back to the pool, then a POST that may take it.
 advlib.emit("pooled_first", **advlib.exchange(addr, 80, req("GET", "/pool-get", "internal.example.com")))
 advlib.emit("pooled_post", **advlib.exchange(addr, 80, req("POST", "/pool-post", "internal.example.com")))
@@ -89,12 +97,16 @@ pass "named requests into the range are held to its method and path denies"
 
 assert_contains "$(result "$T/out.jsonl" keepalive status)" " 200 " "kept-alive GET"
 assert_contains "$(result "$T/out.jsonl" keepalive body)" " 403 " "POST after it, same connection"
+assert_contains "$(result "$T/out.jsonl" override status)" " 403 " "PUT overridden as POST"
+assert_contains "$(result "$T/out.jsonl" keepalive_override status)" " 200 " "kept-alive GET (2)"
+assert_contains "$(result "$T/out.jsonl" keepalive_override body)" " 403 " \
+  "PUT overridden as POST after it, same connection"
 assert_contains "$(result "$T/out.jsonl" pooled_first status)" " 200 " "GET on a pooled upstream"
 assert_contains "$(result "$T/out.jsonl" pooled_post status)" " 403 " "POST on a pooled upstream"
-assert_eq "$(paths up)" '["/get", "/ka-get", "/pool-get"]' "requests the upstream in the range received"
-# One connection each for /get, the kept-alive pair and /pool-get: the denied
+assert_eq "$(paths up)" '["/get", "/ka-get", "/ka-get2", "/pool-get"]' "requests the upstream in the range received"
+# One connection each for /get, the two kept-alive pairs and /pool-get: the denied
 # requests that needed a new upstream were refused before the dial.
-assert_eq "$(upq up "len([e for e in events if e['event'] == 'conn'])")" "3" \
+assert_eq "$(upq up "len([e for e in events if e['event'] == 'conn'])")" "4" \
   "connections the upstream in the range accepted"
 assert_eq "$(paths ctl)" '["/ctl-post", "/admin/users"]' "requests the control upstream received"
 pass "kept-alive and pooled upstreams too: nothing denied reached the upstream"
