@@ -276,6 +276,10 @@ static const struct blocked blocked_v4[] = {
   V4(224, 0, 0, 0, 4),    /* multicast */
   V4(240, 0, 0, 0, 4),    /* reserved, broadcast */
   V4(198, 18, 0, 0, 15),  /* the responder's synthetic addresses */
+  /* Instance metadata and platform endpoints outside link-local: a host on that cloud
+   * answers them to whoever asks (credentials, keys, user data). */
+  V4(100, 100, 100, 200, 32), /* Alibaba Cloud ECS metadata */
+  V4(168, 63, 129, 16, 32),   /* Azure platform endpoint (WireServer) */
 };
 
 static const struct blocked blocked_v6[] = {
@@ -284,6 +288,7 @@ static const struct blocked blocked_v6[] = {
   { { 0xfe, 0x80 }, 10 },                                           /* link-local */
   { { 0xff }, 8 },                                                  /* multicast */
   { { 0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x54 }, 128 }, /* EC2 IMDS */
+  { { 0xfd, 0x20, 0x00, 0xce, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x54 }, 128 }, /* GCE metadata */
 };
 
 static int is_blocked(const uint8_t addr[16], int v4)

@@ -1,0 +1,53 @@
+/*
+ * Cloud metadata and platform endpoints outside the link-local range are refused as
+ * resolved addresses like 169.254.169.254 is: Alibaba Cloud's instance metadata
+ * (100.100.100.200), Azure's platform endpoint (WireServer, 168.63.129.16), and
+ * Google Cloud's IPv6 metadata server (fd20:ce::254), next to EC2's fd00:ec2::254.
+ * An egress.allow entry or dns.remap naming one still opens it.
+ */
+#include "test_rules_helpers.h"
+
+static int resolved(const struct rules_config *cfg, const char *ip, uint16_t port,
+                    unsigned flags, struct rules_decision *d)
+{
+  struct test_addr a;
+
+  memset(d, 0x5a, sizeof(*d));
+  return rules_check_resolved(cfg, test_sa_port(&a, ip, port), port, flags, d);
+}
+
+TEST(metadata_endpoints_blocked)
+{
+  static const char *const blocked[] = { "100.100.100.200", "::ffff:100.100.100.200",
+                                         "168.63.129.16", "fd20:ce::254" };
+  static const char *const open[] = { "100.100.100.199", "100.100.100.201",
+                                      "100.64.0.1", "168.63.129.17", "fd20:ce::253" };
+  struct rules_config *cfg = parse_ok("{}", NULL);
+  struct rules_decision d;
+  size_t i;
+
+  for (i = 0; i < sizeof(blocked) / sizeof(blocked[0]); i++) {
+    if (resolved(cfg, blocked[i], 80, 0, &d) != 0)
+      TEST_FAIL_("%s may be dialed", blocked[i]);
+    ASSERT_STREQ(d.reason, "blocked_address");
+  }
+  for (i = 0; i < sizeof(open) / sizeof(open[0]); i++)
+    if (resolved(cfg, open[i], 80, 0, &d) != 1)
+      TEST_FAIL_("%s refused", open[i]);
+  rules_config_unref(cfg);
+}
+
+TEST(metadata_endpoints_open_when_chosen)
+{
+  struct rules_config *cfg =
+      parse_ok("{\"egress\":{\"allow\":[\"100.100.100.200/32\", \"[fd20:ce::254]:80\"]}}",
+               NULL);
+  struct rules_decision d;
+
+  ASSERT_EQ(resolved(cfg, "100.100.100.200", 80, 0, &d), 1);
+  ASSERT_EQ(resolved(cfg, "fd20:ce::254", 80, 0, &d), 1);
+  ASSERT_EQ(resolved(cfg, "fd20:ce::254", 443, 0, &d), 0);
+  ASSERT_EQ(resolved(cfg, "168.63.129.16", 80, 0, &d), 0);
+  ASSERT_EQ(resolved(cfg, "168.63.129.16", 80, RULES_RESOLVED_REMAPPED, &d), 1);
+  rules_config_unref(cfg);
+}
