@@ -19,6 +19,7 @@
 #include "proxy/dns_internal.h"
 #include "proxy/dnsmsg.h"
 #include "proxy/fdbudget.h"
+#include "rules/rules.h"
 #include "test.h"
 
 void test_loop_close(uv_loop_t *loop);
@@ -509,6 +510,106 @@ static void udp6_client(struct env *e)
   tcp_ask(fd, 8, "v6.example", &a);
   ASSERT_EQ(a.addr, e->addrs[0]);
   close(fd);
+}
+
+/*
+ * conn.c takes a connection's name from the table as is and compares it with
+ * strcmp to the SNI or Host after rules_normalize_host, and the rules match that
+ * name as a normalized host. So every name the responder hands an address to must
+ * be a fixed point of rules_normalize_host: a name the rules would read differently
+ * (case, numeric forms, bytes they reject) would be decided as something else, or
+ * never agree with its own SNI. Every name over an alphabet of the tricky bytes up
+ * to four bytes long is asked, with some longer ones.
+ */
+#define NORM_ALPHABET "0x9aF.-_"
+#define NORM_MAX 4700
+
+static struct {
+  char raw[260];
+  uint32_t addr;
+} norm_asked[NORM_MAX];
+static size_t norm_count;
+
+static void norm_ask(int fd, const char *name)
+{
+  struct answer a;
+
+  ASSERT_LT(norm_count, NORM_MAX);
+  udp_ask(fd, (uint16_t)norm_count, name, PROXY_DNS_TYPE_A, PROXY_DNS_CLASS_IN, 0, &a);
+  if (a.rcode == PROXY_DNS_RCODE_NOERROR) {
+    ASSERT_EQ(a.ancount, 1);
+  } else if (a.rcode != PROXY_DNS_RCODE_NXDOMAIN) {
+    TEST_FAIL_("%s: rcode %d, expected an address or NXDOMAIN", name, a.rcode);
+  }
+  snprintf(norm_asked[norm_count].raw, sizeof(norm_asked[0].raw), "%s", name);
+  norm_asked[norm_count++].addr = a.ancount == 1 ? a.addr : 0;
+}
+
+static void norm_client(struct env *e)
+{
+  static const char *longer[] = {
+    "_dmarc.Example.COM", "a-.-b_", "xn--bcher-kva.example", "0x7f.0x1", "0x7f.0x1g",
+    "1.2.3.4-", "0177.0.0.01x", "10.0.0.1.nip.io",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.example",
+  };
+  const size_t k = sizeof(NORM_ALPHABET) - 1;
+  int fd = client_socket(e, SOCK_DGRAM, e->udp_port);
+  char name[260];
+  size_t len, i, n, total;
+
+  for (len = 1; len <= 4; len++) {
+    for (total = 1, i = 0; i < len; i++)
+      total *= k;
+    for (n = 0; n < total; n++) {
+      size_t v = n;
+
+      for (i = 0; i < len; i++, v /= k)
+        name[i] = NORM_ALPHABET[v % k];
+      name[len] = '\0';
+      /* An empty label has no wire form. */
+      if (name[0] == '.' || name[len - 1] == '.' || strstr(name, "..") != NULL)
+        continue;
+      norm_ask(fd, name);
+    }
+  }
+  for (i = 0; i < sizeof(longer) / sizeof(longer[0]); i++)
+    norm_ask(fd, longer[i]);
+  /* The longest name: 253 bytes in labels of 63. */
+  memset(name, 'Z', 253);
+  name[63] = name[127] = name[191] = '.';
+  name[253] = '\0';
+  norm_ask(fd, name);
+  close(fd);
+}
+
+TEST(answered_names_are_normalized_hosts)
+{
+  struct env e = { 0 };
+  size_t i, answered = 0;
+
+  norm_count = 0;
+  run(&e, AF_INET, NULL, 8192, norm_client);
+  for (i = 0; i < norm_count; i++) {
+    char norm[RULES_MAX_NAME_LEN + 1];
+    const char *raw = norm_asked[i].raw, *name;
+    int n;
+
+    if (norm_asked[i].addr == 0)
+      continue; /* NXDOMAIN: refusing more than the rules do is safe */
+    answered++;
+    ASSERT(proxy_dns_is_synthetic(norm_asked[i].addr));
+    name = proxy_dns_table_lookup(e.table, norm_asked[i].addr, 0);
+    ASSERT_NOT_NULL(name);
+    n = rules_normalize_host(raw, strlen(raw), norm, sizeof(norm));
+    if (n < 0)
+      TEST_FAIL_("%s was answered %s but rules_normalize_host rejects it", raw, name);
+    if (strcmp(norm, name) != 0)
+      TEST_FAIL_("%s was answered as %s but the rules read it as %s", raw, name, norm);
+  }
+  /* Most of them are names; the numeric ones are not. */
+  ASSERT_GT(answered, norm_count / 2);
+  ASSERT_LT(answered, norm_count);
+  proxy_dns_table_free(e.table);
 }
 
 TEST(ipv6_sockets)
