@@ -333,13 +333,10 @@ static int cn_list(mbedtls_asn1_named_data **head, const char *cn, size_t len)
 
 /* ---- extensions ---------------------------------------------------------- */
 
-/*
- * Finds extension oid in crt. Returns 1 with its extnValue and critical flag, 0 when
- * absent, -EINVAL when the extensions do not parse. mbedTLS 2.28 keeps no
- * subjectKeyIdentifier nor criticality, hence the walk over the raw DER.
- */
-static int find_ext(const mbedtls_x509_crt *crt, const char *oid, size_t oid_len,
-                    unsigned char **val, size_t *val_len, int *critical)
+/* mbedTLS 2.28 keeps no subjectKeyIdentifier, nameConstraints nor criticality, hence
+ * the walk over the raw DER. */
+int proxy_x509_find_ext(const mbedtls_x509_crt *crt, const char *oid, size_t oid_len,
+                        unsigned char **val, size_t *val_len, int *critical)
 {
   unsigned char *p = crt->v3_ext.p, *end;
   size_t len;
@@ -1215,7 +1212,7 @@ static int ca_prepare(struct proxy_ca *ca, const char *cert_path)
     return -EINVAL;
   }
 
-  ret = find_ext(&ca->cert, MBEDTLS_OID_SUBJECT_KEY_IDENTIFIER,
+  ret = proxy_x509_find_ext(&ca->cert, MBEDTLS_OID_SUBJECT_KEY_IDENTIFIER,
                  MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_KEY_IDENTIFIER), &ext, &ext_len,
                  &crit);
   if (ret < 0) {
@@ -1361,13 +1358,13 @@ static int check_ca_cert(const struct proxy_ca *ca, const char *cert_path)
     log_warn("ca: CA certificate %s has no keyUsage extension; strict clients (Python "
              "3.13, openssl -x509_strict) will reject it",
              cert_path);
-  ret = find_ext(crt, MBEDTLS_OID_BASIC_CONSTRAINTS,
+  ret = proxy_x509_find_ext(crt, MBEDTLS_OID_BASIC_CONSTRAINTS,
                  MBEDTLS_OID_SIZE(MBEDTLS_OID_BASIC_CONSTRAINTS), &ext, &ext_len, &crit);
   if (ret == 1 && !crit)
     log_warn("ca: CA certificate %s has a non-critical basicConstraints; strict clients "
              "(Python 3.13, openssl -x509_strict) will reject it",
              cert_path);
-  ret = find_ext(crt, MBEDTLS_OID_SUBJECT_KEY_IDENTIFIER,
+  ret = proxy_x509_find_ext(crt, MBEDTLS_OID_SUBJECT_KEY_IDENTIFIER,
                  MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_KEY_IDENTIFIER), &ext, &ext_len,
                  &crit);
   if (ret == 0)
@@ -1506,7 +1503,7 @@ static int load_name_constraints(struct proxy_ca *ca, const struct ext_seen *ext
               cert_path, exts->name_constraints);
     return -EINVAL;
   }
-  ret = find_ext(&ca->cert, MBEDTLS_OID_NAME_CONSTRAINTS,
+  ret = proxy_x509_find_ext(&ca->cert, MBEDTLS_OID_NAME_CONSTRAINTS,
                  MBEDTLS_OID_SIZE(MBEDTLS_OID_NAME_CONSTRAINTS), &val, &len, &crit);
   if (ret != 1) {
     log_error("ca: CA certificate %s has malformed extensions", cert_path);

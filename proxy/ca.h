@@ -84,6 +84,13 @@ int proxy_ca_check_name(const struct proxy_ca *ca, const char *name, int is_ip,
 
 void proxy_leaf_unref(struct proxy_leaf *leaf);
 
+/*
+ * Finds extension oid in crt's raw extensions. Returns 1 with its extnValue and
+ * critical flag, 0 when absent, -EINVAL when the extensions do not parse.
+ */
+int proxy_x509_find_ext(const mbedtls_x509_crt *crt, const char *oid, size_t oid_len,
+                        unsigned char **val, size_t *val_len, int *critical);
+
 struct proxy_ca_stats {
   uint64_t hits, misses, evictions;
   uint64_t limited; /* misses refused with -EAGAIN: the signing budget was spent */

@@ -147,53 +147,6 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
 /* ---- upstream trust ---- */
 
 /*
- * Finds the nameConstraints extension of crt in its raw extensions (mbedTLS 2.28
- * neither keeps nor applies it). Returns 1 with its extnValue, 0 when absent, -1 when
- * the extensions do not parse.
- */
-static int find_name_constraints(const mbedtls_x509_crt *crt, unsigned char **val,
-                                 size_t *val_len)
-{
-  unsigned char *p = crt->v3_ext.p, *end;
-  size_t len;
-
-  if (p == NULL || crt->v3_ext.len == 0)
-    return 0;
-  end = p + crt->v3_ext.len;
-  if (mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) !=
-          0 ||
-      len != (size_t)(end - p))
-    return -1;
-  while (p < end) {
-    unsigned char *ext_end;
-    size_t oid_len;
-    int crit, r;
-
-    if (mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) !=
-        0)
-      return -1;
-    ext_end = p + len;
-    if (mbedtls_asn1_get_tag(&p, ext_end, &oid_len, MBEDTLS_ASN1_OID) != 0)
-      return -1;
-    if (oid_len == MBEDTLS_OID_SIZE(MBEDTLS_OID_NAME_CONSTRAINTS) &&
-        memcmp(p, MBEDTLS_OID_NAME_CONSTRAINTS, oid_len) == 0) {
-      p += oid_len;
-      r = mbedtls_asn1_get_bool(&p, ext_end, &crit);
-      if (r != 0 && r != MBEDTLS_ERR_ASN1_UNEXPECTED_TAG)
-        return -1;
-      if (mbedtls_asn1_get_tag(&p, ext_end, &len, MBEDTLS_ASN1_OCTET_STRING) != 0 ||
-          p + len != ext_end)
-        return -1;
-      *val = p;
-      *val_len = len;
-      return 1;
-    }
-    p = ext_end;
-  }
-  return 0;
-}
-
-/*
  * Checks every name the leaf can be matched by (its dNSName and iPAddress SANs; its
  * CN when it has no subjectAltName, since mbedTLS then matches the CN) against the
  * nameConstraints of ca. 0, or -1 with the reason in why.
@@ -207,9 +160,11 @@ static int leaf_within_constraints(const mbedtls_x509_crt *ca, const mbedtls_x50
   unsigned char *der;
   char name[256], err[160];
   size_t der_len;
-  int r, ret = -1;
+  int r, crit, ret = -1;
 
-  r = find_name_constraints(ca, &der, &der_len);
+  r = proxy_x509_find_ext(ca, MBEDTLS_OID_NAME_CONSTRAINTS,
+                          MBEDTLS_OID_SIZE(MBEDTLS_OID_NAME_CONSTRAINTS), &der, &der_len,
+                          &crit);
   if (r == 0)
     return 0;
   if (r < 0 || proxy_nc_parse(der, der_len, &nc, err, sizeof(err)) != 0) {
