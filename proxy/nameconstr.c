@@ -50,6 +50,7 @@
 #include <mbedtls/x509.h>
 
 #include "proxy/nameconstr.h"
+#include "proxy/utf8.h"
 
 #define TAG_SEQUENCE (MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE)
 #define TAG_SET (MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SET)
@@ -238,36 +239,6 @@ static int scalar_ok(unsigned long c)
   return c <= 0x10ffff && (c < 0xd800 || c > 0xdfff);
 }
 
-/* The length of the UTF-8 sequence (RFC 3629: shortest form, a scalar value) at b,
- * or 0 when there is none. */
-static size_t utf8_seq(const unsigned char *b, size_t left)
-{
-  unsigned long c;
-  size_t n, i;
-
-  if (b[0] < 0x80)
-    return 1;
-  if (b[0] >= 0xc2 && b[0] <= 0xdf)
-    n = 2;
-  else if (b[0] >= 0xe0 && b[0] <= 0xef)
-    n = 3;
-  else if (b[0] >= 0xf0 && b[0] <= 0xf4)
-    n = 4;
-  else
-    return 0;
-  if (left < n)
-    return 0;
-  c = b[0] & (0x7fu >> n);
-  for (i = 1; i < n; i++) {
-    if ((b[i] & 0xc0) != 0x80)
-      return 0;
-    c = (c << 6) | (b[i] & 0x3f);
-  }
-  if ((n == 3 && c < 0x800) || (n == 4 && c < 0x10000) || !scalar_ok(c))
-    return 0;
-  return n;
-}
-
 /*
  * Whether an attribute value of a directoryName decodes as OpenSSL 3 decodes it. A
  * Name whose value does not (a VisibleString, an INTEGER, a constructed string, a
@@ -279,6 +250,7 @@ static size_t utf8_seq(const unsigned char *b, size_t left)
 static int value_ok(int tag, const unsigned char *v, size_t len)
 {
   size_t i, n;
+  uint32_t cp;
 
   switch (tag) {
   case MBEDTLS_ASN1_PRINTABLE_STRING:
@@ -288,7 +260,7 @@ static int value_ok(int tag, const unsigned char *v, size_t len)
     return 1; /* one byte a character, any byte */
   case MBEDTLS_ASN1_UTF8_STRING:
     for (i = 0; i < len; i += n) {
-      n = utf8_seq(v + i, len - i);
+      n = proxy_utf8_seq(v + i, len - i, &cp);
       if (n == 0)
         return 0;
     }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "proxy/strbuf.h"
+#include "proxy/utf8.h"
 
 /* explicit_bzero: the compiler may not drop it as a dead store. */
 static void give_back(struct strbuf *b, char *p)
@@ -98,48 +99,6 @@ void strbuf_addf(struct strbuf *b, const char *fmt, ...)
   b->len += (size_t)n;
 }
 
-/*
- * The length of the well-formed UTF-8 sequence (RFC 3629: no overlong form, no
- * surrogate, nothing past U+10FFFF) of 2 to 4 bytes at p[0..n), and its code point in
- * *cp; 0 when p does not begin one.
- */
-static size_t utf8_seq(const unsigned char *p, size_t n, uint32_t *cp)
-{
-  unsigned char lo = 0x80, hi = 0xbf;
-  size_t len, i;
-  uint32_t v;
-
-  if (p[0] >= 0xc2 && p[0] <= 0xdf) {
-    len = 2;
-    v = p[0] & 0x1fu;
-  } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-    len = 3;
-    v = p[0] & 0x0fu;
-    if (p[0] == 0xe0)
-      lo = 0xa0; /* overlong below */
-    else if (p[0] == 0xed)
-      hi = 0x9f; /* surrogates above */
-  } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-    len = 4;
-    v = p[0] & 0x07u;
-    if (p[0] == 0xf0)
-      lo = 0x90; /* overlong below */
-    else if (p[0] == 0xf4)
-      hi = 0x8f; /* past U+10FFFF above */
-  } else {
-    return 0;
-  }
-  if (n < len || p[1] < lo || p[1] > hi)
-    return 0;
-  for (i = 1; i < len; i++) {
-    if ((p[i] & 0xc0) != 0x80)
-      return 0;
-    v = v << 6 | (p[i] & 0x3fu);
-  }
-  *cp = v;
-  return len;
-}
-
 static void add_u_escape(struct strbuf *b, uint32_t unit)
 {
   static const char hex[] = "0123456789abcdef";
@@ -176,7 +135,7 @@ void strbuf_add_json_str(struct strbuf *b, const char *s, size_t len)
       /* Escaped, not copied, so that the record stays ASCII; a reader decodes the text
        * that went in. A byte that begins no well-formed sequence cannot be written
        * in JSON at all: it becomes U+FFFD. */
-      n = utf8_seq(p + i, len - i, &cp);
+      n = proxy_utf8_seq(p + i, len - i, &cp);
       if (n == 0) {
         add_u_escape(b, 0xfffd);
         i++;
