@@ -307,21 +307,46 @@ static int is_blocked(const uint8_t addr[16], int v4)
   return 0;
 }
 
-/* Index of the first IP/CIDR host pattern of e covering the address, or -1. */
-static int addr_entry_match(const struct rules_egress *e, const struct rules_target *t)
+/*
+ * RFC 6052's well-known NAT64 prefix, 64:ff9b::/96. Behind a NAT64 gateway (DNS64
+ * gives such addresses to names with only A records) 64:ff9b::a9fe:a9fe reaches
+ * 169.254.169.254, so an address in it is checked as the IPv4 address it embeds as
+ * well as itself. Sets *v4 and returns it, or NULL if t is not such an address.
+ */
+static const struct rules_target *nat64_embedded(const struct rules_target *t,
+                                                 struct rules_target *v4)
+{
+  static const uint8_t prefix[12] = { 0x00, 0x64, 0xff, 0x9b };
+
+  if (t->addr_v4 || memcmp(t->addr, prefix, sizeof(prefix)) != 0)
+    return NULL;
+  *v4 = *t;
+  memset(v4->addr, 0, 10);
+  v4->addr[10] = v4->addr[11] = 0xff;
+  v4->addr_v4 = 1;
+  return v4;
+}
+
+/* 1 if an IP/CIDR host pattern of e covers the address t, or the IPv4 address t4
+ * it embeds (NULL if none). */
+static int addr_entry_covers(const struct rules_egress *e, const struct rules_target *t,
+                             const struct rules_target *t4)
 {
   size_t i;
 
   for (i = 0; i < e->nhosts; i++)
-    if (e->hosts[i].kind == RULES_HP_ADDR && rules_hostpat_match(&e->hosts[i], t))
-      return (int)i;
-  return -1;
+    if (e->hosts[i].kind == RULES_HP_ADDR &&
+        (rules_hostpat_match(&e->hosts[i], t) ||
+         (t4 != NULL && rules_hostpat_match(&e->hosts[i], t4))))
+      return 1;
+  return 0;
 }
 
 int rules_check_resolved(const struct rules_config *cfg, const struct sockaddr *addr,
                          uint16_t port, unsigned flags, struct rules_decision *out)
 {
-  struct rules_target t;
+  struct rules_target t, embedded;
+  const struct rules_target *t4;
   int v4 = 0;
   size_t i;
 
@@ -335,19 +360,21 @@ int rules_check_resolved(const struct rules_config *cfg, const struct sockaddr *
   }
   t.has_addr = 1;
   t.addr_v4 = (uint8_t)v4;
+  t4 = nat64_embedded(&t, &embedded);
   for (i = 0; i < cfg->ndeny; i++) {
     if ((!restricted(&cfg->deny[i]) || !(flags & RULES_RESOLVED_INSPECTED)) &&
-        addr_entry_match(&cfg->deny[i], &t) >= 0) {
+        addr_entry_covers(&cfg->deny[i], &t, t4)) {
       out->action = RULES_DENY;
       out->reason = "egress_deny";
       set_entry(out->entry, "egress.deny", i);
       return 0;
     }
   }
-  if (!is_blocked(t.addr, v4) || (flags & RULES_RESOLVED_REMAPPED))
+  if ((!is_blocked(t.addr, v4) && (t4 == NULL || !is_blocked(t4->addr, 1))) ||
+      (flags & RULES_RESOLVED_REMAPPED))
     return 1;
   for (i = 0; i < cfg->nallow; i++)
-    if (addr_entry_match(&cfg->allow[i], &t) >= 0)
+    if (addr_entry_covers(&cfg->allow[i], &t, t4))
       return 1;
   out->action = RULES_DENY;
   out->reason = "blocked_address";
@@ -365,7 +392,8 @@ int rules_check_request_address(const struct rules_config *cfg, const struct soc
                                 struct rules_decision *out)
 {
   char norm[DECIDE_PATH_MAX + 1];
-  struct rules_target t;
+  struct rules_target t, embedded;
+  const struct rules_target *t4;
   int v4 = 0, flags = 0, n, ambiguous;
   size_t i, len;
 
@@ -381,6 +409,7 @@ int rules_check_request_address(const struct rules_config *cfg, const struct soc
   t.port = ntohs(addr->sa_family == AF_INET
                      ? ((const struct sockaddr_in *)(const void *)addr)->sin_port
                      : ((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
+  t4 = nat64_embedded(&t, &embedded);
   n = path ? rules_normalize_path(path, path_len, norm, sizeof(norm), &flags) : -EINVAL;
   if (n < 0) {
     out->reason = n == -ENOSPC ? "path_too_long" : "invalid_path";
@@ -391,7 +420,7 @@ int rules_check_request_address(const struct rules_config *cfg, const struct soc
   for (i = 0; i < cfg->ndeny; i++) {
     const struct rules_egress *e = &cfg->deny[i];
 
-    if (restricted(e) && addr_entry_match(e, &t) >= 0 &&
+    if (restricted(e) && addr_entry_covers(e, &t, t4) &&
         (e->npaths == 0 || ambiguous || deny_path_listed(e, norm, len)) &&
         method_listed(e, method)) {
       out->reason = "egress_deny";

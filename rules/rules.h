@@ -297,7 +297,8 @@ void rules_decide_conn(const struct rules_config *cfg, const struct rules_dest *
  * an egress.deny IP/CIDR entry, or in a range that must not be reached from the host
  * (loopback, link-local incl. cloud metadata, unspecified, multicast, the synthetic
  * 198.18.0.0/15) unless the operator chose it: RULES_RESOLVED_REMAPPED in flags, or
- * an egress.allow IP/CIDR entry covering it. An egress.deny entry with paths or
+ * an egress.allow IP/CIDR entry covering it. A NAT64 address (64:ff9b::/96) is checked
+ * as the IPv4 address it embeds as well. An egress.deny entry with paths or
  * methods whose IP/CIDR covers the address denies it too unless the connection is
  * RULES_RESOLVED_INSPECTED: relayed as opaque bytes, its requests could not be held
  * to that entry (an inspected one's are, by rules_check_request_address). Returns 1

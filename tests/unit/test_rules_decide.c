@@ -645,6 +645,11 @@ TEST(request_address)
                                         "/x", 2, &d), 1);
   ASSERT_EQ(rules_check_request_address(cfg, test_sa_port(&a, "::ffff:203.0.113.9", 80),
                                         "POST", "/", 1, &d), 0);
+  /* A NAT64 address (64:ff9b::/96) is the IPv4 address it embeds. */
+  ASSERT_EQ(rules_check_request_address(cfg, test_sa_port(&a, "64:ff9b::cb00:7109", 443),
+                                        "POST", "/", 1, &d), 0);
+  ASSERT_EQ(rules_check_request_address(cfg, test_sa_port(&a, "64:ff9b::cb00:7209", 443),
+                                        "POST", "/", 1, &d), 1);
   /* Paths: normalized, ambiguous ones match every deny; the entry's port counts. */
   ASSERT_EQ(rules_check_request_address(cfg, test_sa_port(&a, "2001:db8::1", 8443), "GET",
                                         "/admin/x?q=1", 12, &d), 0);

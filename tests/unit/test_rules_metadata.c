@@ -51,3 +51,36 @@ TEST(metadata_endpoints_open_when_chosen)
   ASSERT_EQ(resolved(cfg, "168.63.129.16", 80, RULES_RESOLVED_REMAPPED, &d), 1);
   rules_config_unref(cfg);
 }
+
+/* 64:ff9b::/96 (RFC 6052) reaches the IPv4 address in its last 32 bits through a
+ * NAT64 gateway: each address is refused, denied and allowed as that IPv4 address too. */
+TEST(nat64_addresses_checked_as_embedded_ipv4)
+{
+  static const char *const blocked[] = { "64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1",
+                                         "64:ff9b::6464:64c8", "64:ff9b::c612:1" };
+  static const char *const open[] = { "64:ff9b::5db8:d822", "64:ff9a::7f00:1",
+                                      "64:ff9b:1::7f00:1", "::ffff:93.184.216.34" };
+  struct rules_config *cfg = parse_ok("{}", NULL);
+  struct rules_decision d;
+  size_t i;
+
+  for (i = 0; i < sizeof(blocked) / sizeof(blocked[0]); i++) {
+    if (resolved(cfg, blocked[i], 80, 0, &d) != 0)
+      TEST_FAIL_("%s may be dialed", blocked[i]);
+    ASSERT_STREQ(d.reason, "blocked_address");
+  }
+  for (i = 0; i < sizeof(open) / sizeof(open[0]); i++)
+    if (resolved(cfg, open[i], 80, 0, &d) != 1)
+      TEST_FAIL_("%s refused", open[i]);
+  rules_config_unref(cfg);
+
+  cfg = parse_ok("{\"egress\":{\"deny\":[\"10.0.0.0/8\"],"
+                 "\"allow\":[\"169.254.169.254/32\"]}}",
+                 NULL);
+  ASSERT_EQ(resolved(cfg, "64:ff9b::a01:203", 443, 0, &d), 0);
+  ASSERT_STREQ(d.reason, "egress_deny");
+  ASSERT_EQ(resolved(cfg, "64:ff9b::b01:203", 443, 0, &d), 1);
+  ASSERT_EQ(resolved(cfg, "64:ff9b::a9fe:a9fe", 80, 0, &d), 1);
+  ASSERT_EQ(resolved(cfg, "64:ff9b::a9fe:a9fd", 80, 0, &d), 0);
+  rules_config_unref(cfg);
+}
