@@ -25,6 +25,7 @@
 
 #define MAX_CLIENTS 64
 #define MAX_HEAD 16384
+#define MAX_URL 4096
 /* Time allowed for each request to arrive whole (and between requests). */
 #define IDLE_MS 30000
 /* How long connections wait for a slot without one freeing before they are refused. */
@@ -188,7 +189,7 @@ static void send_response(struct client *cl, struct proxy_control_response *resp
   static const char *const texts[] = {
     [200] = "OK", [201] = "Created", [204] = "No Content", [400] = "Bad Request",
     [404] = "Not Found", [405] = "Method Not Allowed", [409] = "Conflict",
-    [413] = "Content Too Large", [415] = "Unsupported Media Type",
+    [413] = "Content Too Large", [414] = "URI Too Long", [415] = "Unsupported Media Type",
     [422] = "Unprocessable Content", [431] = "Request Header Fields Too Large",
     [500] = "Internal Server Error", [503] = "Service Unavailable",
     [507] = "Insufficient Storage",
@@ -247,7 +248,11 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
   struct client *cl = p->data;
 
   strbuf_add(&cl->url, at, len);
-  return cl->url.len > 4096 ? -1 : 0;
+  if (cl->url.len > MAX_URL) {
+    cl->too_large = 414;
+    return -1;
+  }
+  return 0;
 }
 
 static int on_header(llhttp_t *p, const char *at, size_t len)
@@ -291,7 +296,9 @@ static int on_complete(llhttp_t *p)
 
   cl->complete = 1;
   snprintf(cl->method, sizeof(cl->method), "%s", llhttp_method_name(p->method));
-  cl->keep_alive = llhttp_should_keep_alive(p);
+  /* The API switches to no other protocol: a request asking to (Upgrade) is answered
+   * as HTTP and the connection ends there, or llhttp would refuse whatever follows. */
+  cl->keep_alive = llhttp_should_keep_alive(p) && !p->upgrade;
   return HPE_PAUSED;
 }
 
@@ -394,6 +401,8 @@ static void process(struct client *cl)
       cl->discard = 1;
       if (cl->too_large == 413)
         respond_error(cl, 413, "body_too_large", "request bodies are limited to 1 MiB");
+      else if (cl->too_large == 414)
+        respond_error(cl, 414, "uri_too_long", "request targets are limited to 4 KiB");
       else if (cl->too_large == 431)
         respond_error(cl, 431, "head_too_large", "request heads are limited to 16 KiB");
       else

@@ -189,6 +189,49 @@ TEST(nothing_answered_after_connection_close)
   fixture_stop(&f);
 }
 
+/* A request asking to switch protocols (Upgrade) is answered as HTTP, and the
+ * connection ends with that answer: before, llhttp refused the switch after the
+ * answer and a spurious 400 followed it. */
+TEST(upgrade_request_answered_then_closed)
+{
+  struct fixture f;
+  char out[4096];
+  int fd;
+
+  fixture_start(&f, 10);
+  fd = client_connect(&f);
+  client_send(fd, "GET /a HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n"
+                  "Upgrade: websocket\r\n\r\n");
+  client_read(&f, fd, 10, out, sizeof(out));
+  close(fd);
+  ASSERT_EQ(f.requests, 1);
+  ASSERT(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0);
+  ASSERT_CONTAINS(out, "Connection: close\r\n");
+  ASSERT_NULL(strstr(out + 1, "HTTP/1.1"));
+  fixture_stop(&f);
+}
+
+/* A request target over 4 KiB is answered 414 with its own code, not 400. */
+TEST(long_target_is_414)
+{
+  struct fixture f;
+  char req[6000], out[4096];
+  int fd;
+
+  fixture_start(&f, 10);
+  memset(req, 'a', sizeof(req));
+  memcpy(req, "GET /", 5);
+  snprintf(req + 5000, sizeof(req) - 5000, " HTTP/1.1\r\nHost: x\r\n\r\n");
+  fd = client_connect(&f);
+  client_send(fd, req);
+  client_read(&f, fd, 10, out, sizeof(out));
+  close(fd);
+  ASSERT_EQ(f.requests, 0);
+  ASSERT(strncmp(out, "HTTP/1.1 414 URI Too Long\r\n", 27) == 0);
+  ASSERT_CONTAINS(out, "uri_too_long");
+  fixture_stop(&f);
+}
+
 /* A client that half-closes after its request (as `nc -N` or socat do) still gets the
  * whole answer, even one larger than the socket's buffer. */
 TEST(half_close_gets_whole_answer)
