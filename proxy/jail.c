@@ -62,8 +62,11 @@ struct jail {
   int exit_status;
   int child_done;
   int signals_seen;
-  uv_signal_t sig[4];
+  uv_signal_t sig[3];
   int nsig;
+  uv_async_t tty_async;   /* SIGINT or SIGQUIT to pass on (tty_signal) */
+  int tty_async_open;
+  unsigned tty_passed[2]; /* how many of tty_sent[] were passed on */
   char tmpdir[4096];
   char bundle[4096 + 32];
   char resolv[4096 + 32];
@@ -84,6 +87,8 @@ static void usage(FILE *f)
     "Runs CMD in a new network namespace whose only way out is authproxy, applying\n"
     "the proxy_config (header injection, egress policy, DNS remapping). Needs root.\n"
     "Exits with CMD's status; processes CMD leaves running are killed when it ends.\n"
+    "SIGINT, SIGQUIT, SIGTERM and SIGHUP sent to the jail are passed on to CMD; the\n"
+    "third ends it (SIGKILL). Ctrl-C and Ctrl-\\ at the terminal reach CMD directly.\n"
     "\n"
     "options:\n"
     "  --config FILE          proxy_config JSON (default: empty: allow all, inject nothing)\n"
@@ -489,6 +494,73 @@ static void end_leftovers(void)
     log_info("jail: CMD left %d processes running; they were killed", total);
 }
 
+/*
+ * SIGINT and SIGQUIT come either from the terminal, which sends Ctrl-C and Ctrl-\ to
+ * its whole foreground process group (CMD included: it had them already, and a REPL
+ * or an agent that handles Ctrl-C must not be killed for it, nor the jail die of
+ * Ctrl-\), or from a process that signals the jail alone (kill, a supervisor), which
+ * means them for CMD. Only the siginfo tells which, and uv_signal_t does not pass it
+ * on: these two have a handler of their own, which counts the ones to pass on and
+ * wakes the loop (uv_async_send is async-signal-safe).
+ */
+static const int tty_signums[2] = { SIGINT, SIGQUIT };
+static volatile sig_atomic_t tty_sent[2];
+static volatile pid_t tty_cmd_pid;
+static uv_async_t *volatile tty_wake;
+
+static void tty_signal(int signum, siginfo_t *si, void *uctx)
+{
+  int saved = errno;
+  uv_async_t *wake = tty_wake;
+  pid_t pg;
+
+  (void)uctx;
+  /* si_code > 0: the kernel's, i.e. the terminal's. Sent by CMD, or by a process in
+   * the group the jail or CMD leads (kill 0, kill -PGID): CMD had it too (as sudo
+   * decides what to relay). */
+  if (wake == NULL || si->si_code > 0)
+    goto out;
+  if (si->si_pid != 0) {
+    if (si->si_pid == tty_cmd_pid)
+      goto out;
+    pg = getpgid(si->si_pid);
+    if (pg == getpid() || (tty_cmd_pid > 0 && pg == tty_cmd_pid))
+      goto out;
+  }
+  tty_sent[signum == SIGQUIT]++;
+  uv_async_send(wake);
+out:
+  errno = saved;
+}
+
+static int tty_signals_start(struct jail *j)
+{
+  struct sigaction sa;
+  size_t i;
+
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_sigaction = tty_signal;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigfillset(&sa.sa_mask);
+  tty_wake = &j->tty_async;
+  for (i = 0; i < 2; i++)
+    if (sigaction(tty_signums[i], &sa, NULL) != 0)
+      return -errno;
+  return 0;
+}
+
+/* Back to the default: no signal is passed on once CMD has ended. */
+static void tty_signals_stop(struct jail *j)
+{
+  size_t i;
+
+  for (i = 0; i < 2; i++)
+    signal(tty_signums[i], SIG_DFL);
+  tty_wake = NULL;
+  if (j->tty_async_open && !uv_is_closing((uv_handle_t *)&j->tty_async))
+    uv_close((uv_handle_t *)&j->tty_async, NULL);
+}
+
 static void reap(struct jail *j)
 {
   int status;
@@ -508,9 +580,22 @@ static void reap(struct jail *j)
 
     for (i = 0; i < j->nsig; i++)
       uv_signal_stop(&j->sig[i]);
+    tty_signals_stop(j);
     end_leftovers();
     proxy_sandbox_close(j->sb, 0, sandbox_closed, j);
   }
+}
+
+/* Passes a signal on; CMD decides how to end. A third one ends it for good. */
+static void pass_on(struct jail *j, int signum)
+{
+  j->signals_seen++;
+  if (j->child <= 0 || j->child_done)
+    return;
+  if (j->signals_seen >= 3)
+    kill(j->child, SIGKILL);
+  else
+    kill(j->child, signum);
 }
 
 static void signal_cb(uv_signal_t *s, int signum)
@@ -525,23 +610,38 @@ static void signal_cb(uv_signal_t *s, int signum)
     proxy_audit_reopen(j->audit);
     return;
   }
-  /* Pass the signal on; CMD decides how to end. A third one ends it for good. A
-   * SIGINT from the terminal reached CMD already (same process group). */
-  j->signals_seen++;
-  if (j->child <= 0 || j->child_done)
-    return;
-  if (j->signals_seen >= 3)
-    kill(j->child, SIGKILL);
-  else if (signum != SIGINT)
-    kill(j->child, signum);
+  pass_on(j, signum);
+}
+
+static void tty_async_cb(uv_async_t *a)
+{
+  struct jail *j = a->data;
+  size_t i;
+
+  for (i = 0; i < 2; i++) {
+    unsigned sent = (unsigned)tty_sent[i];
+
+    while (j->tty_passed[i] != sent) {
+      j->tty_passed[i]++;
+      pass_on(j, tty_signums[i]);
+    }
+  }
 }
 
 static int start_signals(struct jail *j)
 {
-  static const int sigs[] = { SIGCHLD, SIGTERM, SIGHUP, SIGINT };
+  static const int sigs[] = { SIGCHLD, SIGTERM, SIGHUP };
   size_t i;
   int r;
 
+  r = uv_async_init(&j->loop, &j->tty_async, tty_async_cb);
+  if (r != 0)
+    return r;
+  j->tty_async.data = j;
+  j->tty_async_open = 1;
+  r = tty_signals_start(j);
+  if (r != 0)
+    return r;
   for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
     r = uv_signal_init(&j->loop, &j->sig[i]);
     if (r != 0)
@@ -719,6 +819,7 @@ int proxy_cmd_jail(int argc, char **argv)
     j->child = fork();
     if (j->child == 0)
       child_main(j, parent, argv + first);
+    tty_cmd_pid = j->child;
   }
   sigprocmask(SIG_SETMASK, &old, NULL);
   if (r != 0 || j->child < 0) {
@@ -741,6 +842,7 @@ out_loop:
    * before the walk, which would otherwise close the log's timer under it. */
   proxy_audit_close(j->audit);
   j->ctx.audit = NULL;
+  tty_signals_stop(j);
   for (i = 0; i < j->nsig; i++)
     if (!uv_is_closing((uv_handle_t *)&j->sig[i]))
       uv_close((uv_handle_t *)&j->sig[i], NULL);
