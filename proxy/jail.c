@@ -46,6 +46,11 @@
 
 #define SYSTEM_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
 
+/* The jail's status when it fails itself, before CMD runs: as env(1), timeout(1) and
+ * `docker run` do, one that 126 (CMD not executable), 127 (CMD not found) and CMD's
+ * usual failures (1, 2) do not overlap. */
+#define JAIL_FAILED 125
+
 struct jail {
   uv_loop_t loop;
   struct proxy_ctx ctx;
@@ -89,6 +94,9 @@ static void usage(FILE *f)
     "Exits with CMD's status; processes CMD leaves running are killed when it ends.\n"
     "SIGINT, SIGQUIT, SIGTERM and SIGHUP sent to the jail are passed on to CMD; the\n"
     "third ends it (SIGKILL). Ctrl-C and Ctrl-\\ at the terminal reach CMD directly.\n"
+    "Status 125: the jail itself failed (an option, the config, a secret, the\n"
+    "namespace), and CMD did not run; 126: CMD is not executable; 127: not found;\n"
+    "128+N: CMD was killed by signal N.\n"
     "\n"
     "options:\n"
     "  --config FILE          proxy_config JSON (default: empty: allow all, inject nothing)\n"
@@ -333,11 +341,11 @@ static void child_main(struct jail *j, pid_t parent, char **cmd)
 
   if (setns(j->nsfd, CLONE_NEWNET) != 0) {
     fprintf(stderr, "authproxy jail: setns: %s\n", strerror(errno));
-    _exit(126);
+    _exit(JAIL_FAILED);
   }
   if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
     fprintf(stderr, "authproxy jail: private mount namespace: %s\n", strerror(errno));
-    _exit(126);
+    _exit(JAIL_FAILED);
   }
   r = bind_over(j->resolv, "/etc/resolv.conf");
   if (r != 0)
@@ -352,28 +360,28 @@ static void child_main(struct jail *j, pid_t parent, char **cmd)
             "size=0,mode=0500") != 0 && errno != ENOENT) {
     fprintf(stderr, "authproxy jail: cannot hide the secrets directory %s from CMD: %s\n",
             j->secrets_dir, strerror(errno));
-    _exit(126);
+    _exit(JAIL_FAILED);
   }
   if (j->config_path != NULL && strcmp(j->config_path, "-") != 0 &&
       (r = bind_over("/dev/null", j->config_path)) != 0) {
     fprintf(stderr, "authproxy jail: cannot hide the config %s from CMD: %s\n",
             j->config_path, strerror(-r));
-    _exit(126);
+    _exit(JAIL_FAILED);
   }
   for (i = 0; i < sizeof(ca_vars) / sizeof(ca_vars[0]); i++)
     setenv(ca_vars[i], bundle, 1);
   if (drop_privileges(j->user, &pw) != 0)
-    _exit(126);
+    _exit(JAIL_FAILED);
   /* CMD must not outlive the proxy that is its only way out. Set after the switch of
    * user, which clears it; then check the parent did not die before it was set. */
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent)
-    _exit(126);
+    _exit(JAIL_FAILED);
   /* No setuid program or file capability gives CMD back what was dropped (a cached
    * sudo credential of the caller's, say, would take it out of the namespace). */
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
     fprintf(stderr, "authproxy jail: no_new_privs: %s\n", strerror(errno));
-    _exit(126);
+    _exit(JAIL_FAILED);
   }
   if (pw != NULL) {
     setenv("HOME", pw->pw_dir, 1);
@@ -381,8 +389,9 @@ static void child_main(struct jail *j, pid_t parent, char **cmd)
     setenv("LOGNAME", pw->pw_name, 1);
   }
   execvp(cmd[0], cmd);
-  fprintf(stderr, "authproxy jail: cannot run %s: %s\n", cmd[0], strerror(errno));
-  _exit(errno == ENOENT ? 127 : 126);
+  r = errno;
+  fprintf(stderr, "authproxy jail: cannot run %s: %s\n", cmd[0], strerror(r));
+  _exit(r == ENOENT ? 127 : 126);
 }
 
 /* ---- the parent ---- */
@@ -705,20 +714,18 @@ int proxy_cmd_jail(int argc, char **argv)
   struct jail *j;
   sigset_t all, old;
   char err[512];
-  int first, i, r, ret = 1;
+  int first, i, r, ret = JAIL_FAILED;
 
   j = calloc(1, sizeof(*j));
   if (j == NULL)
-    return 1;
+    return JAIL_FAILED;
   j->nsfd = -1;
-  j->exit_status = 1;
+  j->exit_status = JAIL_FAILED;
   netns_fds_init(&fds);
   proxy_common_opts_init(&j->common);
   first = parse_args(j, argc, argv);
-  if (first < 0) {
-    ret = 2;
+  if (first < 0)
     goto out;
-  }
   if (geteuid() != 0) {
     fprintf(stderr, "authproxy jail: must run as root (it creates a network namespace "
                     "and nftables rules); try: sudo authproxy jail ...\n");
@@ -831,7 +838,7 @@ int proxy_cmd_jail(int argc, char **argv)
     reap(j); /* CMD may have ended before SIGCHLD was being watched. */
   }
   proxy_loop_run(&j->ctx, j->common.busy_poll_us);
-  ret = j->child > 0 ? j->exit_status : 1;
+  ret = j->child > 0 ? j->exit_status : JAIL_FAILED;
   log_summary(j);
 
 out_loop:

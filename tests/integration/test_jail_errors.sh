@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# `authproxy jail`'s exit status, as a script calling it sees it: CMD's own status,
+# 126 / 127 / 128+N as a shell gives them, and 125 when the jail itself fails (a bad
+# option, not root, a bad config, a missing secret, an unknown --user), which it does
+# before CMD runs, with a message naming the problem. CMD here would leave a file.
+. "$(dirname "$0")/lib.sh"
+
+mkdir -p "$T/w" "$T/secrets"
+chmod 0777 "$T/w"
+echo '{bad' > "$T/bad.json"
+cat > "$T/nosecret.json" <<'EOF2'
+{ "rules": [ { "name": "a", "match_hosts": ["api.example.com"],
+    "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "{NOPE}" } ] } ] }
+EOF2
+printf '#!/bin/sh\nexit 0\n' > "$T/noexec.sh"
+chmod 0644 "$T/noexec.sh"
+
+# status_of EXPECTED MESSAGE ARGS...: runs `authproxy jail ARGS... -- touch $T/w/ran`;
+# its status must be EXPECTED, its stderr must hold MESSAGE, and CMD must not have run.
+status_of() {
+  local want=$1 msg=$2 rc=0 out
+  shift 2
+  out=$("$@" -- touch "$T/w/ran" 2>&1) || rc=$?
+  assert_eq "$rc" "$want" "status of: ${*#"$AUTHPROXY"} ($out)"
+  assert_contains "$out" "$msg" "message of: $*"
+  [ ! -e "$T/w/ran" ] || fail "CMD ran although the jail failed: $*"
+}
+status_of 125 "must run as root" setpriv --reuid=65534 --regid=65534 --clear-groups \
+  "$AUTHPROXY" jail
+status_of 125 "unrecognized option" "$AUTHPROXY" jail --no-such-option
+status_of 125 "$T/missing.json" "$AUTHPROXY" jail --user nobody --config "$T/missing.json"
+status_of 125 "invalid JSON" "$AUTHPROXY" jail --user nobody --config "$T/bad.json"
+status_of 125 "secret NOPE not found" "$AUTHPROXY" jail --user nobody \
+  --config "$T/nosecret.json" --secrets-dir "$T/secrets"
+status_of 125 'no such user "no-such-user-here"' "$AUTHPROXY" jail --user no-such-user-here
+pass "the jail's own failures: status 125, a message, CMD not run"
+
+set +e
+PATH=/usr/bin:/bin jail --user nobody -- no-such-command-here 2> "$T/err"; rc=$?
+set -e
+assert_eq "$rc" 127 "status of a CMD not found"
+assert_contains "$(cat "$T/err")" "No such file" "message for a CMD not found"
+set +e
+jail --user nobody -- "$T/noexec.sh" 2> /dev/null; rc=$?
+set -e
+assert_eq "$rc" 126 "status of a CMD not executable"
+set +e
+jail --user nobody -- sh -c 'exit 1'; rc1=$?
+jail --user nobody -- sh -c 'kill -KILL $$'; rc2=$?
+set -e
+assert_eq "$rc1 $rc2" "1 137" "statuses of CMD exiting 1 and killed by SIGKILL"
+pass "CMD's statuses as a shell gives them"
