@@ -320,6 +320,34 @@ static int drop_privileges(const char *user, struct passwd **pw_out)
   return 0;
 }
 
+/*
+ * Whether a directory of PATH holds a file named NAME. execvp() answers EACCES, not
+ * ENOENT, for a command that is nowhere when some directory of PATH could not be
+ * searched, as root's PATH (/root/.local/bin, ...) cannot by CMD's user; a shell
+ * says "not found" then, and exits 127.
+ */
+static int in_path(const char *name)
+{
+  const char *path = getenv("PATH"), *p, *end;
+  char file[PATH_MAX];
+  struct stat st;
+  int n;
+
+  if (path == NULL)
+    path = "/bin:/usr/bin"; /* execvp's default */
+  for (p = path;; p = end + 1) {
+    end = strchrnul(p, ':');
+    if (end == p) /* an empty entry is the current directory */
+      n = snprintf(file, sizeof(file), "%s", name);
+    else
+      n = snprintf(file, sizeof(file), "%.*s/%s", (int)(end - p), p, name);
+    if (n > 0 && (size_t)n < sizeof(file) && stat(file, &st) == 0 && !S_ISDIR(st.st_mode))
+      return 1;
+    if (*end == '\0')
+      return 0;
+  }
+}
+
 static void child_main(struct jail *j, pid_t parent, char **cmd)
 {
   static const char *const ca_vars[] = {
@@ -390,6 +418,8 @@ static void child_main(struct jail *j, pid_t parent, char **cmd)
   }
   execvp(cmd[0], cmd);
   r = errno;
+  if (r == EACCES && strchr(cmd[0], '/') == NULL && !in_path(cmd[0]))
+    r = ENOENT;
   fprintf(stderr, "authproxy jail: cannot run %s: %s\n", cmd[0], strerror(r));
   _exit(r == ENOENT ? 127 : 126);
 }

@@ -40,10 +40,19 @@ PATH=/usr/bin:/bin jail --user nobody -- no-such-command-here 2> "$T/err"; rc=$?
 set -e
 assert_eq "$rc" 127 "status of a CMD not found"
 assert_contains "$(cat "$T/err")" "No such file" "message for a CMD not found"
+# A directory of PATH CMD's user cannot search (root's /root/.local/bin) does not
+# turn "not found" into "Permission denied".
+mkdir -m 0700 "$T/private"
+set +e
+PATH=$T/private:/usr/bin:/bin jail --user nobody -- no-such-command-here 2> "$T/err"; rc=$?
+set -e
+assert_eq "$rc" 127 "status of a CMD not found, with an unsearchable directory in PATH"
+assert_contains "$(cat "$T/err")" "No such file" "message for a CMD not found"
 set +e
 jail --user nobody -- "$T/noexec.sh" 2> /dev/null; rc=$?
+PATH=$T/private:$T:/usr/bin:/bin jail --user nobody -- noexec.sh 2> /dev/null; rc2=$?
 set -e
-assert_eq "$rc" 126 "status of a CMD not executable"
+assert_eq "$rc $rc2" "126 126" "status of a CMD not executable, by path and found in PATH"
 set +e
 jail --user nobody -- sh -c 'exit 1'; rc1=$?
 jail --user nobody -- sh -c 'kill -KILL $$'; rc2=$?
