@@ -354,6 +354,13 @@ static void child_main(struct jail *j, pid_t parent, char **cmd)
     "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
     "GIT_SSL_CAINFO",
   };
+  /* A proxy CMD's environment names (a root shell keeps the caller's; sudo drops
+   * them) would be reached through authproxy, whose names then disagree: every
+   * request denied. The jail's way out needs none. */
+  static const char *const proxy_vars[] = {
+    "http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+    "ALL_PROXY",  "ftp_proxy",  "FTP_PROXY",   "no_proxy",    "NO_PROXY",
+  };
   struct passwd *pw;
   const char *bundle = j->bundle;
   sigset_t all;
@@ -398,6 +405,8 @@ static void child_main(struct jail *j, pid_t parent, char **cmd)
   }
   for (i = 0; i < sizeof(ca_vars) / sizeof(ca_vars[0]); i++)
     setenv(ca_vars[i], bundle, 1);
+  for (i = 0; i < sizeof(proxy_vars) / sizeof(proxy_vars[0]); i++)
+    unsetenv(proxy_vars[i]);
   if (drop_privileges(j->user, &pw) != 0)
     _exit(JAIL_FAILED);
   /* CMD must not outlive the proxy that is its only way out. Set after the switch of

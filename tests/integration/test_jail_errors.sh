@@ -59,3 +59,14 @@ jail --user nobody -- sh -c 'kill -KILL $$'; rc2=$?
 set -e
 assert_eq "$rc1 $rc2" "1 137" "statuses of CMD exiting 1 and killed by SIGKILL"
 pass "CMD's statuses as a shell gives them"
+
+# CMD's environment: the CA variables name the bundle, and no proxy variable of the
+# caller's survives (a proxy would be reached through authproxy, and every request
+# to it denied for names that disagree).
+env_out=$(http_proxy=http://corp:3128 HTTPS_PROXY=http://corp:3128 ALL_PROXY=socks5://corp \
+  no_proxy=example.com jail --user nobody -- env)
+for v in http_proxy HTTPS_PROXY ALL_PROXY no_proxy; do
+  case "$env_out" in *"$v="*) fail "CMD's environment kept $v" ;; esac
+done
+assert_contains "$env_out" "SSL_CERT_FILE=" "CMD's environment names the CA bundle"
+pass "CMD's environment: CA variables set, no proxy variables"
