@@ -88,7 +88,7 @@ LISTENER_AWK='$4 ~ /^0\.0\.0\.0:/ { split($4, a, ":"); if (a[2] != "53") print a
 
 # ---- a stand-in for the host: the proxy's own namespace with a watched resolver ----
 #
-# host_ns_start [--answer SUFFIX=IPV4]...: creates a namespace (lo only) standing in
+# host_ns_start [--answer SUFFIX=IP]...: creates a namespace (lo only) standing in
 # for the host the proxy runs on. Its resolver is tests/tools/fake_resolver.py on
 # 127.0.0.1:53, which logs every query the proxy's getaddrinfo makes to
 # $T/resolver.jsonl. Names not listed with --answer get NXDOMAIN. Nothing a test

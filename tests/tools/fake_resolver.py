@@ -4,9 +4,10 @@ every query it receives (UDP or TCP) is logged as one JSON line, so a test can p
 which names the proxy resolved, and that names the sandbox asked about never left
 the host.
 
-Answers: a name matching an --answer SUFFIX=IPV4 entry (the name itself or a name
-under it) gets an A record with that address and NODATA for other types; anything
-else gets NXDOMAIN.
+Answers: a name matching --answer SUFFIX=IP entries (the name itself or a name
+under it) gets an A record for each IPv4 address listed for the first suffix it
+matches and an AAAA record for each IPv6 one, in the order given, and NODATA for
+other types (or a type with none listed); anything else gets NXDOMAIN.
 
 --delay S holds every UDP answer S seconds (each on its own thread, so queries asked
 together are answered together): a resolver slower than the proxy's connect timeout.
@@ -58,19 +59,24 @@ def answer(msg, answers):
     if q is None:
         return None, None
     qid, name, qtype, end = q
-    addr = None
     lname = name.lower()
-    for suffix, ip in answers:
+    match = None
+    for suffix, _ip in answers:
         if lname == suffix or lname.endswith("." + suffix):
-            addr = ip
+            match = suffix
             break
     question = msg[12:end]
-    if addr is None:
+    if match is None:
         return q, struct.pack("!HHHHHH", qid, 0x8183, 1, 0, 0, 0) + question
-    if qtype != 1:
-        return q, struct.pack("!HHHHHH", qid, 0x8180, 1, 0, 0, 0) + question
-    rr = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 5, 4) + socket.inet_aton(addr)
-    return q, struct.pack("!HHHHHH", qid, 0x8180, 1, 1, 0, 0) + question + rr
+    rrs = []
+    for suffix, ip in answers:
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        if suffix != match or qtype != (28 if family == socket.AF_INET6 else 1):
+            continue
+        data = socket.inet_pton(family, ip)
+        rrs.append(b"\xc0\x0c" + struct.pack("!HHIH", qtype, 1, 5, len(data)) + data)
+    head = struct.pack("!HHHHHH", qid, 0x8180, 1, len(rrs), 0, 0)
+    return q, head + question + b"".join(rrs)
 
 
 def log(f, transport, q):
