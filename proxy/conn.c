@@ -33,6 +33,10 @@
 /* How many of a name's addresses are tried before giving up. */
 #define MAX_DIAL_ATTEMPTS 4
 
+/* The shortest time a connect attempt gets before the next address is tried (unless
+ * the dial has less left). */
+#define MIN_ATTEMPT_MS 2000
+
 static void conn_decide(struct proxy_conn *c);
 static void try_next_address(struct proxy_conn *c);
 static void pool_remove(struct proxy_conn *p);
@@ -143,8 +147,22 @@ static void timer_cb(uv_timer_t *t)
       proxy_conn_close(c, 1, "sniff_timeout");
     }
     break;
-  case CONN_RESOLVE:
   case CONN_CONNECT:
+    /* A failed attempt's handle is still closing (closed from a close callback, its
+     * own runs in the next turn of the loop, after the timers): that callback tries
+     * the next address, which arms the timer again, or fails the dial. */
+    if (c->up.closing)
+      break;
+    /* This address's share of the connect timeout is over: the next one. */
+    if (c->ai_next != NULL && now < c->dial_deadline_ms) {
+      log_debug("conn %llu: connect to %s:%u: no answer in %llu ms, trying its next "
+                "address", (unsigned long long)c->id, c->dial_host, c->dial_port,
+                (unsigned long long)c->timer_ms);
+      try_next_address(c);
+      break;
+    }
+    /* fall through */
+  case CONN_RESOLVE:
   case CONN_TLS_UP:
     if (c->ready_cb != NULL) {
       conn_ready_cb cb = c->ready_cb;
@@ -680,6 +698,34 @@ static void up_ready(struct proxy_conn *c, int status, const char *reason)
   dial_done(c);
 }
 
+static uint64_t dial_time_left(const struct proxy_conn *c)
+{
+  uint64_t now = uv_now(c->sb->ctx->loop);
+
+  return c->dial_deadline_ms > now ? c->dial_deadline_ms - now : 0;
+}
+
+/*
+ * How long the connect attempt starting now may take before the next address is
+ * tried: an equal share of what is left of the connect timeout for this address and
+ * each one after it, but at least MIN_ATTEMPT_MS (Go's net.Dialer spreads its
+ * timeout the same way). An address that never answers (a black-holed IPv6 path in
+ * front of a working IPv4 one) would otherwise take the whole timeout, and the
+ * addresses after it would never be tried.
+ */
+static uint64_t attempt_ms(const struct proxy_conn *c)
+{
+  uint64_t left = dial_time_left(c), n = 1, share;
+  const struct addrinfo *ai;
+
+  for (ai = c->ai_next; ai != NULL; ai = ai->ai_next)
+    n++;
+  share = left / n;
+  if (share < MIN_ATTEMPT_MS)
+    share = left < MIN_ATTEMPT_MS ? left : MIN_ATTEMPT_MS;
+  return share;
+}
+
 static void connect_cb(uv_connect_t *req, int status)
 {
   struct proxy_conn *c = req->data;
@@ -695,6 +741,8 @@ static void connect_cb(uv_connect_t *req, int status)
   c->up.connected = 1;
   uv_tcp_nodelay(&c->up.tcp, 1);
   if (c->intercept_tls) {
+    /* The handshake has what is left of the dial's time, not this address's share. */
+    proxy_conn_arm_timer(c, dial_time_left(c));
     c->state = CONN_TLS_UP;
     proxy_tls_client_start(c, up_ready);
     return;
@@ -782,8 +830,11 @@ static void try_next_address(struct proxy_conn *c)
   c->state = CONN_CONNECT;
   c->connect_req.data = c;
   r = uv_tcp_connect(&c->connect_req, &c->up.tcp, (const struct sockaddr *)&ss, connect_cb);
-  if (r != 0)
+  if (r != 0) {
     try_next_address(c);
+    return;
+  }
+  proxy_conn_arm_timer(c, attempt_ms(c));
 }
 
 /* Keeps the addresses the policy allows to be dialed, at most MAX_DIAL_ATTEMPTS. */
@@ -998,6 +1049,7 @@ void proxy_conn_dial(struct proxy_conn *c, conn_ready_cb cb)
   c->state = CONN_RESOLVE;
   proxy_end_want_read(&c->down, 0);
   proxy_conn_arm_timer(c, c->sb->limits.connect_ms);
+  c->dial_deadline_ms = uv_now(c->sb->ctx->loop) + c->sb->limits.connect_ms;
   if (c->up.closing) {
     /* The previous upstream's handle is still closing; its callback dials. */
     c->dial_deferred = 1;

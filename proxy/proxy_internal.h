@@ -154,6 +154,7 @@ struct proxy_conn {
   char dial_host[RULES_MAX_NAME_LEN + 1];
   uint16_t dial_port;
   conn_ready_cb ready_cb;
+  uint64_t dial_deadline_ms;         /* when the dial (resolution, connects, TLS) fails */
   uint64_t start_ms;
   uint64_t last_active_ms;
   uint64_t timer_ms;                /* the current phase's timeout */
