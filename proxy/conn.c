@@ -837,24 +837,46 @@ static void try_next_address(struct proxy_conn *c)
   proxy_conn_arm_timer(c, attempt_ms(c));
 }
 
-/* Keeps the addresses the policy allows to be dialed, at most MAX_DIAL_ATTEMPTS. */
+/*
+ * Keeps the addresses the policy allows to be dialed, at most MAX_DIAL_ATTEMPTS, the
+ * two families taken in turn from the first one's (RFC 8305 section 4): getaddrinfo
+ * sorts every IPv6 address before every IPv4 one, so a name with four AAAA records
+ * would otherwise never have its IPv4 addresses tried, however broken the host's
+ * IPv6 path.
+ */
 static const char *filter_addresses(struct proxy_conn *c)
 {
-  struct addrinfo **pp = &c->ai, *ai;
+  struct addrinfo *fam[2][MAX_DIAL_ATTEMPTS], **pp, *ai, *next;
   const char *reason = "upstream_unresolvable";
-  int kept = 0;
+  size_t n[2] = { 0, 0 }, taken[2] = { 0, 0 }, kept = 0;
+  int first = -1, f;
 
-  while (*pp != NULL) {
-    ai = *pp;
+  for (ai = c->ai; ai != NULL; ai = next) {
+    next = ai->ai_next;
+    ai->ai_next = NULL;
+    f = ai->ai_family == AF_INET6;
     if ((ai->ai_family == AF_INET || ai->ai_family == AF_INET6) &&
-        kept < MAX_DIAL_ATTEMPTS && allowed_address(c, ai->ai_addr, &reason)) {
-      kept++;
-      pp = &ai->ai_next;
+        n[f] < MAX_DIAL_ATTEMPTS && allowed_address(c, ai->ai_addr, &reason)) {
+      if (first < 0)
+        first = f;
+      fam[f][n[f]++] = ai;
       continue;
     }
-    *pp = ai->ai_next;
-    ai->ai_next = NULL;
     uv_freeaddrinfo(ai);
+  }
+  pp = &c->ai;
+  *pp = NULL;
+  for (f = first; f >= 0 && taken[0] + taken[1] < n[0] + n[1]; f = !f) {
+    if (taken[f] == n[f])
+      continue;
+    ai = fam[f][taken[f]++];
+    if (kept == MAX_DIAL_ATTEMPTS) {
+      uv_freeaddrinfo(ai);
+      continue;
+    }
+    kept++;
+    *pp = ai;
+    pp = &ai->ai_next;
   }
   c->ai_next = c->ai;
   return kept > 0 ? NULL : reason;
