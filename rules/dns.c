@@ -19,8 +19,13 @@ static int parse_target(struct rules_pctx *c, const char *s, struct rules_remap_
   char host[RULES_MAX_NAME_LEN + 2], q[160];
   const char *port = NULL, *colon;
   size_t len = strlen(s), hlen;
+  char err[256];
   int n;
 
+  if (rules_url_hint(s, err, sizeof(err))) {
+    rules_perr(c, "%s %s", rules_quote(s, q, sizeof(q)), err);
+    return -EINVAL;
+  }
   if (len > 0 && s[0] == '[') {
     const char *close = strchr(s, ']');
 
@@ -73,10 +78,21 @@ static int parse_target(struct rules_pctx *c, const char *s, struct rules_remap_
 /* Parses a remap key: an exact, normalized DNS name. */
 static int parse_key(struct rules_pctx *c, const char *key, struct rules_remap_entry *e)
 {
-  char name[RULES_MAX_NAME_LEN + 2], q[160];
+  char name[RULES_MAX_NAME_LEN + 2], q[160], err[256];
   size_t len = strlen(key);
+  const char *colon = memchr(key, ':', len);
   int n;
 
+  if (rules_url_hint(key, err, sizeof(err))) {
+    rules_perr(c, "%s %s", rules_quote(key, q, sizeof(q)), err);
+    return -EINVAL;
+  }
+  if (colon != NULL && memchr(colon + 1, ':', len - (size_t)(colon - key) - 1) == NULL) {
+    rules_perr(c, "%s: remap keys carry no port; a key applies to every port of its "
+                  "name (give the target one instead, e.g. \"mirror.internal:8443\")",
+               rules_quote(key, q, sizeof(q)));
+    return -EINVAL;
+  }
   if (memchr(key, '*', len) != NULL) {
     rules_perr(c, "remap keys are exact host names, not globs");
     return -EINVAL;

@@ -357,6 +357,41 @@ static int parse_glob(struct rules_arena *a, const char *s, size_t len, int allo
   return out->glob == NULL ? -ENOMEM : 0;
 }
 
+int rules_url_hint(const char *s, char *err, size_t errsize)
+{
+  const char *sep = strstr(s, "://"), *auth, *end, *at;
+  char host[HOSTPAT_MAX_LEN + 1], q[160];
+  size_t i, n;
+
+  if (sep == NULL || sep == s)
+    return 0;
+  /* A scheme (RFC 3986 3.1): a letter, then letters, digits, '+', '-' or '.'. */
+  for (i = 0; s + i < sep; i++) {
+    unsigned char ch = (unsigned char)s[i];
+
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+          (i > 0 && (is_digit(ch) || ch == '+' || ch == '-' || ch == '.'))))
+      return 0;
+  }
+  auth = sep + 3;
+  end = auth + strcspn(auth, "/?#");
+  /* user:password@ is not part of the host. */
+  for (at = end; at > auth && at[-1] != '@'; at--)
+    ;
+  if (at > auth)
+    auth = at;
+  n = (size_t)(end - auth);
+  if (n == 0 || n >= sizeof(host)) {
+    snprintf(err, errsize, "is a URL; write the host name alone, without a scheme or path");
+    return 1;
+  }
+  memcpy(host, auth, n);
+  host[n] = '\0';
+  snprintf(err, errsize, "is a URL; write the host alone: %s",
+           rules_quote(host, q, sizeof(q)));
+  return 1;
+}
+
 int rules_hostpat_parse(struct rules_arena *a, const char *s, int allow_domain,
                         struct rules_hostpat *out, char *err, size_t errsize)
 {
@@ -369,6 +404,9 @@ int rules_hostpat_parse(struct rules_arena *a, const char *s, int allow_domain,
     snprintf(err, errsize, "must not be empty");
     return -EINVAL;
   }
+  /* Read as host:port, "https://x" would be reported as a bad port. */
+  if (rules_url_hint(s, err, errsize))
+    return -EINVAL;
   if (len > HOSTPAT_MAX_LEN) {
     snprintf(err, errsize, "is longer than %d bytes", HOSTPAT_MAX_LEN);
     return -EINVAL;

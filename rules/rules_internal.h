@@ -102,6 +102,12 @@ struct rules_target {
 int rules_hostpat_parse(struct rules_arena *a, const char *s, int allow_domain,
                         struct rules_hostpat *out, char *err, size_t errsize);
 
+/*
+ * 1 when s is written as a URL ("https://api.github.com/v1") where a host belongs, and
+ * then err holds a message naming the host[:port] to write instead; 0 otherwise.
+ */
+int rules_url_hint(const char *s, char *err, size_t errsize);
+
 /* 1 when pattern p matches the target (name or address, and port). */
 int rules_hostpat_match(const struct rules_hostpat *p, const struct rules_target *t);
 

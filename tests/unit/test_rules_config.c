@@ -370,6 +370,31 @@ TEST(malformed_host_globs)
             "empty label");
 }
 
+/* A URL where a host belongs is the most common slip: the error says so and names the
+ * host to write, instead of reporting the scheme's colon as a bad port. */
+TEST(url_instead_of_host)
+{
+  parse_err(RULE_HOSTS("\"https://api.github.com\""), NULL, "rules[0].match_hosts[0]",
+            "is a URL; write the host alone: \"api.github.com\"");
+  parse_err(RULE_HOSTS("\"http://x.example:8080/v1\""), NULL, "rules[0].match_hosts[0]",
+            "is a URL; write the host alone: \"x.example:8080\"");
+  parse_err("{\"no_proxy\":[\"http://localhost/\"]}", NULL, "no_proxy[0]",
+            "write the host alone: \"localhost\"");
+  parse_err("{\"egress\":{\"deny\":[\"https://pastebin.com\"]}}", NULL, "egress.deny[0]",
+            "write the host alone: \"pastebin.com\"");
+  parse_err("{\"callback\":{\"url\":\"http://127.0.0.1:9000/\",\"match_hosts\":["
+            "\"https://*.corp.example\"]}}",
+            NULL, "callback.match_hosts[0]", "write the host alone: \"*.corp.example\"");
+  parse_err("{\"dns\":{\"remap\":{\"pypi.org\":\"https://mirror.internal:8443/simple\"}}}",
+            NULL, "dns.remap[\"pypi.org\"]",
+            "is a URL; write the host alone: \"mirror.internal:8443\"");
+  parse_err("{\"dns\":{\"remap\":{\"https://pypi.org\":\"mirror\"}}}", NULL,
+            "dns.remap[\"https://pypi.org\"]", "is a URL; write the host alone: \"pypi.org\"");
+  /* A key with a port: the key applies to every port, the target may carry one. */
+  parse_err("{\"dns\":{\"remap\":{\"pypi.org:443\":\"mirror\"}}}", NULL,
+            "dns.remap[\"pypi.org:443\"]", "keys carry no port");
+}
+
 TEST(malformed_addresses)
 {
   parse_err(RULE_HOSTS("\"10.0.0.1/8\""), NULL, "rules[0].match_hosts[0]",
