@@ -125,6 +125,13 @@ static int parse_value(struct rules_pctx *c, const cJSON *obj, int type,
   char buf[RULES_MAX_VALUE_LEN + 1];
   int ret = -EINVAL, n;
 
+  if (v == NULL && type == RULES_HDR_OPAQUE) {
+    /* What GET and `config show` print has none: a config read back and pushed again
+     * lands here. */
+    rules_perr(c, "is required: opaque values are never shown back; give this one again "
+                  "(or use a workspace_secret template, which is)");
+    goto out;
+  }
   if (v == NULL) {
     rules_perr(c, "is required");
     goto out;

@@ -90,6 +90,34 @@ TEST(redacted_opaque_has_no_value_field)
   rules_config_unref(cfg);
 }
 
+/* What GET and `config show` print, pushed back as it is (the read-edit-write round a
+ * user makes), is refused where an opaque value was left out, and the error says why
+ * and what to do rather than only that a value is required. */
+TEST(redacted_pushed_back)
+{
+  struct rules_config *cfg = parse_ok(
+      "{\"rules\":[{\"name\":\"r\",\"match_hosts\":[\"x.com\"],\"headers\":["
+      "{\"name\":\"X-Plain\",\"type\":\"plaintext\",\"value\":\"p\"},"
+      "{\"name\":\"X-Key\",\"type\":\"opaque\",\"value\":\"v\"}]}],"
+      "\"callback\":{\"url\":\"http://127.0.0.1:9/\",\"match_hosts\":[\"*.corp\"],"
+      "\"headers\":[{\"name\":\"X-Cb\",\"type\":\"opaque\",\"value\":\"w\"}]}}",
+      NULL);
+  char *out = rules_config_to_json(cfg, RULES_SER_REDACTED, 1);
+  size_t n;
+
+  ASSERT_NOT_NULL(out);
+  n = parse_err(out, NULL, "rules[0].headers[1].value",
+                "opaque values are never shown back; give this one again");
+  ASSERT_EQ(n, 2);
+  parse_err(out, NULL, "callback.headers[0].value", "give this one again");
+  free(out);
+  rules_config_unref(cfg);
+  /* Other missing values keep the plain message. */
+  parse_err("{\"rules\":[{\"name\":\"r\",\"match_hosts\":[\"x.com\"],\"headers\":["
+            "{\"name\":\"X\",\"type\":\"plaintext\"}]}]}",
+            NULL, "rules[0].headers[0].value", "is required");
+}
+
 /* PERSIST keeps templates and opaque values, never a resolved secret. */
 TEST(persist_round_trip)
 {
