@@ -122,6 +122,11 @@ TEST(check_without_secrets_dir)
   ASSERT_EQ(r.status, 1);
   ASSERT_CONTAINS(r.err, "config: rules[0].headers[0].value: secret OPENAI_API_KEY cannot be "
                          "resolved: no secret store is configured");
+  /* show reads the config as a push would too (README: both take --secrets-dir). */
+  RUN(&r, NULL, "show", test_data_path("config/public-single.json"));
+  ASSERT_EQ(r.status, 1);
+  ASSERT_STREQ(r.out, "");
+  ASSERT_CONTAINS(r.err, "secret OPENAI_API_KEY cannot be resolved");
 }
 
 TEST(invalid_json_has_line_and_column)
