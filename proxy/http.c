@@ -678,6 +678,13 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
   }
   if (d.action == RULES_BYPASS)
     rd.nheaders = 0; /* a config swap made the host no_proxy: inject nothing */
+  /* A secret goes in cleartext only where its rule says so (allow_plain_http): on
+   * plain HTTP neither the upstream nor the path to it is verified (I2). */
+  if (!c->intercept_tls && d.action != RULES_BYPASS &&
+      (reason = rules_request_needs_tls(h->cfg, &rd)) != NULL) {
+    fail_request(c, 403, "tls_required", reason);
+    return -1;
+  }
   if (rd.callback && d.action != RULES_BYPASS && rules_config_callback(h->cfg) != NULL)
     return await_credentials(c, &rd);
   return forward_request(c, req, &rd);

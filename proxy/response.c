@@ -55,6 +55,8 @@ static const struct reason_text reasons[] = {
   { "head_timeout", "the request head did not arrive in time" },
   { "headers_too_large", "the request head is too large" },
   { "injected_header_in_trailer", "a chunked trailer repeats a header the proxy injects" },
+  { "tls_required", "this destination's credentials are sent only over HTTPS; use "
+                    "https:// (the request was not sent)" },
   { "connect_not_allowed", "CONNECT is not supported: connect to the destination directly" },
 };
 

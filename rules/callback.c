@@ -20,7 +20,8 @@
 #define TIMEOUT_MAX 60000
 
 static const char *const callback_fields[] = { "url",        "match_hosts", "ttl_seconds",
-                                               "timeout_ms", "headers",     NULL };
+                                               "timeout_ms", "headers",     "allow_plain_http",
+                                               NULL };
 
 /* A request path for the callback: '/' then visible ASCII, no fragment. */
 static int valid_request_path(const char *p)
@@ -229,4 +230,13 @@ void rules_parse_callback(struct rules_pctx *c, const cJSON *obj)
   rules_path_pop(c, old);
   cb->pub.headers = cb->hdrs;
   cb->pub.nheaders = nhdrs;
+  v = rules_field(obj, "allow_plain_http");
+  if (v != NULL) {
+    uint8_t b = 0;
+
+    old = rules_path_field(c, "allow_plain_http");
+    if (rules_expect_bool(c, v, &b) == 0)
+      cb->pub.plain_http = b;
+    rules_path_pop(c, old);
+  }
 }

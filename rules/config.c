@@ -15,8 +15,8 @@
 
 static const char *const top_fields[] = { "rules", "no_proxy", "callback", "egress", "dns",
                                            NULL };
-static const char *const rule_fields[] = { "name", "match_hosts", "match_paths", "headers",
-                                           NULL };
+static const char *const rule_fields[] = { "name",    "match_hosts",      "match_paths",
+                                           "headers", "allow_plain_http", NULL };
 
 static const char *parse_rule_name(struct rules_pctx *c, const cJSON *obj, size_t index)
 {
@@ -66,7 +66,8 @@ out:
 static void parse_rule(struct rules_pctx *c, const cJSON *obj, size_t index,
                        struct rules_rule *r)
 {
-  size_t old;
+  const cJSON *v;
+  size_t old, i;
 
   if (rules_check_object(c, obj, rule_fields) != 0)
     return;
@@ -81,6 +82,14 @@ static void parse_rule(struct rules_pctx *c, const cJSON *obj, size_t index,
   rules_parse_headers(c, rules_field(obj, "headers"), r->name ? r->name : "", 1, &r->hdrs,
                       &r->meta, &r->nhdrs);
   rules_path_pop(c, old);
+  v = rules_field(obj, "allow_plain_http");
+  if (v != NULL) {
+    old = rules_path_field(c, "allow_plain_http");
+    rules_expect_bool(c, v, &r->plain_http);
+    rules_path_pop(c, old);
+  }
+  for (i = 0; r->hdrs != NULL && i < r->nhdrs; i++)
+    r->hdrs[i].plain_http = r->plain_http;
 }
 
 static void parse_rules(struct rules_pctx *c, const cJSON *arr)

@@ -249,6 +249,19 @@ void rules_decide_request(const struct rules_config *cfg, const struct rules_des
     out->callback = 1;
 }
 
+const char *rules_request_needs_tls(const struct rules_config *cfg,
+                                    const struct rules_request_decision *d)
+{
+  size_t i;
+
+  for (i = 0; i < d->nheaders; i++)
+    if (d->headers[i].secret && !d->headers[i].plain_http)
+      return d->headers[i].rule;
+  if (d->callback && cfg->callback != NULL && !cfg->callback->pub.plain_http)
+    return "callback";
+  return NULL;
+}
+
 int rules_request_injects(const struct rules_request_decision *d, const char *name,
                           size_t len)
 {

@@ -238,6 +238,16 @@ int rules_expect_string(struct rules_pctx *c, const cJSON *v)
   return -EINVAL;
 }
 
+int rules_expect_bool(struct rules_pctx *c, const cJSON *v, uint8_t *out)
+{
+  if (cJSON_IsBool(v)) {
+    *out = cJSON_IsTrue(v) ? 1 : 0;
+    return 0;
+  }
+  rules_perr(c, "must be true or false (got %s)", type_name(v));
+  return -EINVAL;
+}
+
 int rules_expect_array(struct rules_pctx *c, const cJSON *v, size_t max)
 {
   int n;

@@ -334,6 +334,7 @@ struct rules_header {
   size_t value_len;
   const char *rule;  /* name of the rule it came from */
   int secret;        /* workspace_secret or opaque (a plaintext value is not one) */
+  int plain_http;    /* its rule has allow_plain_http: it may go over plain HTTP */
 };
 
 struct rules_request_decision {
@@ -362,6 +363,16 @@ void rules_decide_request(const struct rules_config *cfg, const struct rules_des
                           struct rules_request_decision *out);
 
 /* Returns 1 if name (case-insensitive) is a header the request decision injects. */
+/*
+ * For a request that would go out in cleartext (plain HTTP, not intercepted TLS): the
+ * name of the first rule whose secret header (workspace_secret or opaque) d injects
+ * without that rule's allow_plain_http, or "callback" when the callback's credentials
+ * would be asked for without its allow_plain_http; NULL when the request may go as it
+ * is. A secret goes only to an upstream verified by TLS unless the config says so.
+ */
+const char *rules_request_needs_tls(const struct rules_config *cfg,
+                                    const struct rules_request_decision *d);
+
 int rules_request_injects(const struct rules_request_decision *d, const char *name,
                           size_t len);
 
@@ -390,6 +401,7 @@ struct rules_callback {
   uint32_t timeout_ms;
   size_t nheaders;       /* headers sent to the callback itself */
   const struct rules_header *headers;
+  int plain_http;        /* allow_plain_http: its answers may go over plain HTTP */
 };
 
 /* Returns the callback or NULL when the config has none. */

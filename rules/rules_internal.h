@@ -173,6 +173,7 @@ struct rules_rule {
   struct rules_header *hdrs;
   struct rules_hdrmeta *meta;
   uint16_t nhosts, npaths, nhdrs;
+  uint8_t plain_http; /* allow_plain_http: its secrets may go over plain HTTP */
 };
 
 struct rules_egress {
@@ -279,6 +280,7 @@ const struct cJSON *rules_field(const struct cJSON *obj, const char *name);
 /* Type checks that report "must be a ..." at the current path; 0 when it is one. */
 int rules_expect_string(struct rules_pctx *c, const struct cJSON *v);
 int rules_expect_array(struct rules_pctx *c, const struct cJSON *v, size_t max);
+int rules_expect_bool(struct rules_pctx *c, const struct cJSON *v, uint8_t *out);
 int rules_expect_uint(struct rules_pctx *c, const struct cJSON *v, uint32_t min,
                       uint32_t max, uint32_t *out);
 

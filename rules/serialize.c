@@ -155,6 +155,12 @@ static void num(struct jw *w, unsigned long v)
   put(w, b, (size_t)n);
 }
 
+static void boolean(struct jw *w, int v)
+{
+  sep(w);
+  put(w, v ? "true" : "false", v ? 4 : 5);
+}
+
 static void hostpats(struct jw *w, const char *k, const struct rules_hostpat *v, size_t n)
 {
   size_t i;
@@ -254,6 +260,10 @@ char *rules_config_to_json(const struct rules_config *cfg, enum rules_ser_mode m
         pathpats(&w, "match_paths", r->paths, r->npaths);
       if (r->nhdrs != 0)
         headers(&w, r->hdrs, r->meta, r->nhdrs, mode);
+      if (r->plain_http) {
+        key(&w, "allow_plain_http");
+        boolean(&w, 1);
+      }
       close_(&w, '}');
     }
     close_(&w, ']');
@@ -274,6 +284,10 @@ char *rules_config_to_json(const struct rules_config *cfg, enum rules_ser_mode m
     num(&w, cb->pub.timeout_ms);
     if (cb->pub.nheaders != 0)
       headers(&w, cb->hdrs, cb->meta, cb->pub.nheaders, mode);
+    if (cb->pub.plain_http) {
+      key(&w, "allow_plain_http");
+      boolean(&w, 1);
+    }
     close_(&w, '}');
   }
   if (cfg->have & RULES_HAVE_EGRESS) {

@@ -26,9 +26,9 @@ cb_PORT=$(cat "$T/cb.port")
 
 cat > "$T/config.json" <<EOF
 {
-  "rules": [ { "name": "api", "match_hosts": ["api.corp.example"],
+  "rules": [ { "name": "api", "allow_plain_http": true, "match_hosts": ["api.corp.example"],
                "headers": [ { "name": "X-Team", "type": "plaintext", "value": "agents" } ] } ],
-  "callback": { "url": "http://127.0.0.1:$cb_PORT/creds", "match_hosts": ["*.corp.example"],
+  "callback": { "url": "http://127.0.0.1:$cb_PORT/creds", "match_hosts": ["*.corp.example"], "allow_plain_http": true,
                 "ttl_seconds": 0, "timeout_ms": 3000 },
   "dns": { "remap": { "api.corp.example": "127.0.0.1:$up_PORT",
                       "fit.corp.example": "127.0.0.1:$up_PORT" } }

@@ -16,7 +16,7 @@
 host_ns_start
 hupstream up
 cat > "$T/config.json" <<EOF
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
+{ "rules": [ { "name": "api", "allow_plain_http": true, "match_hosts": ["api.example.com"],
     "headers": [ { "name": "Authorization", "type": "plaintext", "value": "Bearer direct-$$" } ] } ],
   "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
 EOF

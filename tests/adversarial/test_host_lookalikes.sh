@@ -26,9 +26,9 @@ remap() {
 cfg() {
   cat <<EOF
 { "rules": [
-    { "name": "wild", "match_hosts": ["*.github.com"],
+    { "name": "wild", "allow_plain_http": true, "match_hosts": ["*.github.com"],
       "headers": [ { "name": "Authorization", "type": "plaintext", "value": "Bearer $SECRET" } ] },
-    { "name": "exact", "match_hosts": ["api.github.com"],
+    { "name": "exact", "allow_plain_http": true, "match_hosts": ["api.github.com"],
       "headers": [ { "name": "X-Exact", "type": "plaintext", "value": "1" } ] } ],
   "egress": { "default": "allow", "deny": ["evil.example.com", "*.pastebin.com"] },
   "dns": { "remap": { $(remap "$1") } } }

@@ -20,7 +20,7 @@ KEY="key-$$"
 AUTH="Bearer auth-$$"
 LONG="X-A-Header-Name-Longer-Than-Sixty-Four-Bytes-Which-The-Proxy-Injects-Too"
 cat > "$T/config.json" <<EOF
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com", "tls.example.com"],
+{ "rules": [ { "name": "api", "allow_plain_http": true, "match_hosts": ["api.example.com", "tls.example.com"],
     "headers": [ { "name": "X-Api-Key", "type": "plaintext", "value": "$KEY" },
                  { "name": "Authorization", "type": "plaintext", "value": "$AUTH" },
                  { "name": "$LONG", "type": "plaintext", "value": "long" } ] } ],

@@ -22,7 +22,7 @@ SECRET="sk-name-switch-$$"
 mkdir -p "$T/secrets"
 printf '%s\n' "$SECRET" > "$T/secrets/KEY"
 cat > "$T/config.json" <<EOF
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
+{ "rules": [ { "name": "api", "allow_plain_http": true, "match_hosts": ["api.example.com"],
     "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {KEY}" } ] } ],
   "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
 EOF

@@ -28,7 +28,7 @@ printf 'sk-flood-%s\n' "$$" > "$T/secrets/API_KEY"
 cat > "$T/config.json" <<EOF
 {
   "rules": [
-    { "name": "api", "match_hosts": ["api.example.com", "hs.example.com", "badtls.example.com"],
+    { "name": "api", "allow_plain_http": true, "match_hosts": ["api.example.com", "hs.example.com", "badtls.example.com"],
       "headers": [ { "name": "Authorization", "type": "workspace_secret",
                      "value": "Bearer {API_KEY}" } ] }
   ],

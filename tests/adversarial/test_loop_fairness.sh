@@ -26,7 +26,7 @@ serve_start --secrets-dir "$T/secrets" --upstream-ca "$T/ca/ca.pem"
 yielded() { ctl metrics | awk '$1 == "authproxy_reads_yielded_total" { print $2 }'; }
 
 cat > "$T/cfg.json" <<EOF2
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
+{ "rules": [ { "name": "api", "allow_plain_http": true, "match_hosts": ["api.example.com"],
     "headers": [ { "name": "Authorization", "type": "workspace_secret",
                    "value": "Bearer {KEY}" } ] } ],
   "dns": { "remap": { "api.example.com": "127.0.0.1:$tls_PORT",

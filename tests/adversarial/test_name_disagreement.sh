@@ -18,9 +18,9 @@ hupstream tls "$T/ca/server.pem" "$T/ca/server.key"
 hupstream up
 cat > "$T/config.json" <<EOF
 { "rules": [
-    { "name": "a", "match_hosts": ["a.example.com", "pa.example.com"],
+    { "name": "a", "allow_plain_http": true, "match_hosts": ["a.example.com", "pa.example.com"],
       "headers": [ { "name": "Authorization", "type": "plaintext", "value": "Bearer secret-A-$$" } ] },
-    { "name": "b", "match_hosts": ["b.example.com", "pb.example.com"],
+    { "name": "b", "allow_plain_http": true, "match_hosts": ["b.example.com", "pb.example.com"],
       "headers": [ { "name": "Authorization", "type": "plaintext", "value": "Bearer secret-B-$$" } ] } ],
   "dns": { "remap": {
     "a.example.com": "127.0.0.1:$tls_PORT", "b.example.com": "127.0.0.1:$tls_PORT",

@@ -15,7 +15,7 @@ make_ca "$T/ca" tls.example.com
 hupstream up
 hupstream tls "$T/ca/server.pem" "$T/ca/server.key"
 cat > "$T/config.json" <<EOF
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com", "tls.example.com"],
+{ "rules": [ { "name": "api", "allow_plain_http": true, "match_hosts": ["api.example.com", "tls.example.com"],
     "headers": [ { "name": "Authorization", "type": "plaintext", "value": "Bearer $(head -c 600 /dev/zero | tr '\0' k)" } ] } ],
   "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT", "tls.example.com": "127.0.0.1:$tls_PORT" } } }
 EOF

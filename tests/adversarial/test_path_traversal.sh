@@ -25,7 +25,7 @@ host_ns_start
 hupstream up
 SECRET="repo-token-$$"
 cat > "$T/config.json" <<EOF
-{ "rules": [ { "name": "repos", "match_hosts": ["git.example.com"], "match_paths": ["/repos/*"],
+{ "rules": [ { "name": "repos", "allow_plain_http": true, "match_hosts": ["git.example.com"], "match_paths": ["/repos/*"],
     "headers": [ { "name": "Authorization", "type": "plaintext", "value": "token $SECRET" } ] } ],
   "egress": { "default": "allow",
     "deny": [ { "hosts": ["git.example.com"], "paths": ["/admin", "/admin/*", "/models/*:delete"] } ] },

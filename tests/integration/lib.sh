@@ -105,7 +105,7 @@ api_config() {
   mkdir -p "$T/secrets"
   printf '%s\n' "$1" > "$T/secrets/KEY"
   cat > "$T/config.json" <<EOF
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
+{ "rules": [ { "name": "api", "allow_plain_http": true, "match_hosts": ["api.example.com"],
     "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {KEY}" } ] } ],
   "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
 EOF

@@ -85,7 +85,7 @@ write_config() {
   cat > "$1" <<EOF
 {
   "callback": {
-    "url": "$2", "match_hosts": ["*.corp.example"],
+    "url": "$2", "match_hosts": ["*.corp.example"], "allow_plain_http": true,
     "ttl_seconds": $3, "timeout_ms": $4,
     "headers": [ { "name": "X-Callback-Token", "type": "workspace_secret",
                    "value": "Bearer {CALLBACK_TOKEN}" } ]

@@ -87,7 +87,7 @@ serve
 echo -n "sk-cni-$$" | ctl secret-set TOKEN
 KEYS_BASE="\"type\": \"authproxy-cni\", \"control\": \"$SOCK\""
 cat > "$T/cfg.json" <<EOF
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
+{ "rules": [ { "name": "api", "allow_plain_http": true, "match_hosts": ["api.example.com"],
     "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {TOKEN}" },
                  { "name": "X-Source", "type": "plaintext", "value": "SOURCE" },
                  { "name": "X-Opaque", "type": "opaque", "value": "opaque-cni-$$" } ] } ],
@@ -183,7 +183,7 @@ assert_eq "$RC" "0" "attach once the secret is pushed"
 ip netns exec "$ns8" curl -sS -o /dev/null http://api.example.com/cni/later
 assert_eq "$(upq up "[hdr(r, 'Authorization') for r in reqs if r['path'] == '/cni/later']")" \
   "[[\"Bearer sk-later-$$\"]]" "the template resolved at attach"
-echo '{"rules": [{"name": "x", "match_hosts": ["a b"]}]}' > "$T/bad-cfg.json"
+echo '{"rules": [{"name": "x", "allow_plain_http": true, "match_hosts": ["a b"]}]}' > "$T/bad-cfg.json"
 err=$(ctl config-set bad --config "$T/bad-cfg.json" 2>&1) && fail "an invalid config was stored"
 assert_contains "$err" "proxy_config.rules[0].match_hosts[0]" "config-set shows the JSON path"
 ctl config-delete later > /dev/null

@@ -9,7 +9,7 @@ mkdir -p "$T/w" "$T/secrets"
 chmod 0777 "$T/w"
 echo '{bad' > "$T/bad.json"
 cat > "$T/nosecret.json" <<'EOF2'
-{ "rules": [ { "name": "a", "match_hosts": ["api.example.com"],
+{ "rules": [ { "name": "a", "allow_plain_http": true, "match_hosts": ["api.example.com"],
     "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "{NOPE}" } ] } ] }
 EOF2
 printf '#!/bin/sh\nexit 0\n' > "$T/noexec.sh"

@@ -18,13 +18,13 @@ SECRET="sk-test-$$"
 cat > "$T/config.json" <<EOF
 {
   "rules": [
-    { "name": "api", "match_hosts": ["api.example.com"],
+    { "name": "api", "allow_plain_http": true, "match_hosts": ["api.example.com"],
       "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {API_KEY}" },
                    { "name": "X-Team", "type": "plaintext", "value": "agents" },
                    { "name": "X-Plain", "type": "plaintext", "value": "plain-value-visible" } ] },
-    { "name": "repos", "match_hosts": ["git.example.com"], "match_paths": ["/repos/*"],
+    { "name": "repos", "allow_plain_http": true, "match_hosts": ["git.example.com"], "match_paths": ["/repos/*"],
       "headers": [ { "name": "Authorization", "type": "opaque", "value": "token opaque-$$" } ] },
-    { "name": "wild", "match_hosts": ["*.example.com"],
+    { "name": "wild", "allow_plain_http": true, "match_hosts": ["*.example.com"],
       "headers": [ { "name": "X-Wild", "type": "plaintext", "value": "yes" } ] }
   ],
   "no_proxy": ["bypass.example.com"],

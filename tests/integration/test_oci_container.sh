@@ -160,7 +160,7 @@ wait_for "[ -S '$SOCK' ] && ctl health >/dev/null 2>&1"
 echo -n "sk-oci-$$" | ctl secret-set AGENT_TOKEN
 config() {  # SOURCE -> proxy_config
   cat <<EOF
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
+{ "rules": [ { "name": "api", "allow_plain_http": true, "match_hosts": ["api.example.com"],
     "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {AGENT_TOKEN}" },
                  { "name": "X-Source", "type": "plaintext", "value": "$1" } ] } ],
   "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }

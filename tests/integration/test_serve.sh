@@ -39,7 +39,7 @@ pass "daemon up; control socket and state private"
 N=100
 config_for() {  # NAME SECRETKEY OPAQUE -> proxy_config JSON
   cat <<EOF
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
+{ "rules": [ { "name": "api", "allow_plain_http": true, "match_hosts": ["api.example.com"],
     "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {$2}" },
                  { "name": "X-Opaque", "type": "opaque", "value": "$3" },
                  { "name": "X-Sandbox", "type": "plaintext", "value": "$1" } ] } ],
@@ -244,7 +244,7 @@ pass "a swapped config moves a kept-alive connection's next request to its new t
 PIDS+=($!)
 wait_for "[ -s '$T/cb.port' ]"
 cat > "$T/cbcfg.json" <<EOF
-{ "callback": { "url": "http://127.0.0.1:$(cat "$T/cb.port")/creds", "match_hosts": ["api.example.com"],
+{ "callback": { "url": "http://127.0.0.1:$(cat "$T/cb.port")/creds", "match_hosts": ["api.example.com"], "allow_plain_http": true,
                 "ttl_seconds": 60, "timeout_ms": 3000 },
   "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
 EOF

@@ -24,7 +24,7 @@ serve() {
 ctl() { "$AUTHPROXY" ctl --control "$SOCK" "$@"; }
 
 cat > "$T/config.json" <<EOF
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
+{ "rules": [ { "name": "api", "allow_plain_http": true, "match_hosts": ["api.example.com"],
     "headers": [ { "name": "X-Sandbox", "type": "plaintext", "value": "reuse" } ] } ],
   "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
 EOF

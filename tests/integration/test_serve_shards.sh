@@ -24,7 +24,7 @@ ctl() { local n=$1; shift; "$AUTHPROXY" ctl --control "$T/c$n.sock" "$@"; }
 
 for n in 1 2; do
   cat > "$T/cfg$n.json" <<EOF
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
+{ "rules": [ { "name": "api", "allow_plain_http": true, "match_hosts": ["api.example.com"],
     "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {KEY}" } ] } ],
   "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
 EOF

@@ -19,7 +19,7 @@ start_upstream plain
 cat > "$T/config.json" <<EOF
 {
   "rules": [
-    { "name": "api", "match_hosts": ["api.example.com", "other.example.com", "plain.example.com"],
+    { "name": "api", "allow_plain_http": true, "match_hosts": ["api.example.com", "other.example.com", "plain.example.com"],
       "headers": [ { "name": "X-Seen", "type": "plaintext", "value": "1" } ] }
   ],
   "dns": { "remap": {

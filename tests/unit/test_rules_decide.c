@@ -711,3 +711,58 @@ TEST(remap)
   ASSERT_EQ(rules_remap(cfg, "pypi.org", 443, host, sizeof(host), &port), 0);
   rules_config_unref(cfg);
 }
+
+/*
+ * A secret header (workspace_secret, opaque) or a callback's credentials go over plain
+ * HTTP only where the rule or the callback has allow_plain_http; a plaintext header
+ * always may. rules_request_needs_tls names what refuses the cleartext request.
+ */
+TEST(plain_http_needs_opt_in)
+{
+  struct rules_config *cfg = parse_ok(
+      "{\"rules\":["
+      "{\"name\":\"tls-only\",\"match_hosts\":[\"api.x.com\"],\"match_paths\":[\"/v1/*\"],"
+      " \"headers\":[{\"name\":\"Authorization\",\"type\":\"opaque\",\"value\":\"k1\"}]},"
+      "{\"name\":\"mirror\",\"match_hosts\":[\"mirror.internal\", \"api.x.com\"],"
+      " \"allow_plain_http\":true,"
+      " \"headers\":[{\"name\":\"X-Mirror-Key\",\"type\":\"opaque\",\"value\":\"k2\"}]},"
+      "{\"name\":\"tag\",\"match_hosts\":[\"*\"],"
+      " \"headers\":[{\"name\":\"X-Team\",\"type\":\"plaintext\",\"value\":\"agents\"}]}],"
+      " \"callback\":{\"url\":\"http://127.0.0.1:9000/\",\"match_hosts\":[\"*.cb.example\"]}}",
+      NULL);
+  struct rules_config *cb_plain = parse_ok(
+      "{\"callback\":{\"url\":\"http://127.0.0.1:9000/\",\"match_hosts\":[\"*.cb.example\"],"
+      " \"allow_plain_http\":false}}", NULL);
+  struct rules_config *cb_open = parse_ok(
+      "{\"callback\":{\"url\":\"http://127.0.0.1:9000/\",\"match_hosts\":[\"*.cb.example\"],"
+      " \"allow_plain_http\":true}}", NULL);
+  struct rules_request_decision r;
+
+  req_decide(cfg, "api.x.com", 80, "GET", "/v1/models", &r);
+  ASSERT_EQ(r.nheaders, 3);
+  ASSERT_STREQ(rules_request_needs_tls(cfg, &r), "tls-only");
+  /* Outside /v1 only the opted-in rule's secret and the plaintext header apply. */
+  req_decide(cfg, "api.x.com", 80, "GET", "/v2/models", &r);
+  ASSERT_EQ(r.nheaders, 2);
+  ASSERT_NULL(rules_request_needs_tls(cfg, &r));
+  req_decide(cfg, "mirror.internal", 80, "GET", "/simple/", &r);
+  ASSERT_NULL(rules_request_needs_tls(cfg, &r));
+  req_decide(cfg, "other.example", 80, "GET", "/", &r);
+  ASSERT_EQ(r.nheaders, 1);
+  ASSERT_NULL(rules_request_needs_tls(cfg, &r));
+  req_decide(cfg, "a.cb.example", 80, "GET", "/", &r);
+  ASSERT_STREQ(rules_request_needs_tls(cfg, &r), "callback");
+  req_decide(cb_plain, "a.cb.example", 80, "GET", "/", &r);
+  ASSERT_STREQ(rules_request_needs_tls(cb_plain, &r), "callback");
+  req_decide(cb_open, "a.cb.example", 80, "GET", "/", &r);
+  ASSERT_NULL(rules_request_needs_tls(cb_open, &r));
+  rules_config_unref(cfg);
+  rules_config_unref(cb_plain);
+  rules_config_unref(cb_open);
+
+  parse_err("{\"rules\":[{\"name\":\"a\",\"match_hosts\":[\"x\"],\"allow_plain_http\":1}]}",
+            NULL, "rules[0].allow_plain_http", "must be true or false");
+  parse_err("{\"callback\":{\"url\":\"http://127.0.0.1/\",\"match_hosts\":[\"x\"],"
+            "\"allow_plain_http\":\"yes\"}}",
+            NULL, "callback.allow_plain_http", "must be true or false");
+}

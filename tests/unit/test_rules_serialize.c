@@ -255,3 +255,40 @@ TEST(config_is_compact)
   rules_config_unref(cfg);
   rules_secrets_free(s);
 }
+
+/* allow_plain_http survives every serialization, and so a restart or a GET-edit-PUT;
+ * absent, it is left out. It survives the compact copy too. */
+TEST(allow_plain_http_kept)
+{
+  static const char json[] =
+      "{\"rules\":[{\"name\":\"r\",\"match_hosts\":[\"x.com\"],\"headers\":["
+      "{\"name\":\"X-Key\",\"type\":\"opaque\",\"value\":\"v\"}],\"allow_plain_http\":true},"
+      "{\"name\":\"s\",\"match_hosts\":[\"y.com\"],\"headers\":["
+      "{\"name\":\"X-Key\",\"type\":\"opaque\",\"value\":\"w\"}]}],"
+      "\"callback\":{\"url\":\"http://127.0.0.1:9/\",\"match_hosts\":[\"z.com\"],"
+      "\"ttl_seconds\":300,\"timeout_ms\":3000,\"allow_plain_http\":true}}";
+  struct rules_config *cfg = parse_ok(json, NULL), *again;
+  struct rules_request_decision r;
+  struct rules_dest dest;
+  char *out = rules_config_to_json(cfg, RULES_SER_PERSIST, 0);
+
+  ASSERT_STREQ(out, json);
+  again = parse_ok(out, NULL);
+  memset(&dest, 0, sizeof(dest));
+  dest.name = "x.com";
+  dest.port = 80;
+  rules_decide_request(again, &dest, "GET", "/", 1, &r);
+  ASSERT_EQ(r.nheaders, 1);
+  ASSERT_EQ(r.headers[0].plain_http, 1);
+  ASSERT_NULL(rules_request_needs_tls(again, &r));
+  dest.name = "y.com";
+  rules_decide_request(again, &dest, "GET", "/", 1, &r);
+  ASSERT_STREQ(rules_request_needs_tls(again, &r), "s");
+  free(out);
+  out = rules_config_to_json(cfg, RULES_SER_REDACTED, 0);
+  ASSERT_CONTAINS(out, "}],\"allow_plain_http\":true},{\"name\":\"s\"");
+  ASSERT_CONTAINS(out, "\"timeout_ms\":3000,\"allow_plain_http\":true}");
+  free(out);
+  rules_config_unref(again);
+  rules_config_unref(cfg);
+}
