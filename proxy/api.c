@@ -552,7 +552,7 @@ static void metrics(struct daemon *d, struct proxy_control_response *resp)
   struct daemon_sandbox *s;
   int i;
 
-  memset(&sum, 0, sizeof(sum));
+  sum = d->retired;
   for (s = d->sandboxes; s != NULL; s = s->next) {
     proxy_sandbox_stats(s->sb, &st);
     sum.queued += st.queued;

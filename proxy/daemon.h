@@ -89,6 +89,9 @@ struct daemon {
   int nsig;
   int stopping;
   unsigned draining;        /* sandboxes closing */
+  /* The counters of sandboxes detached or stopped (gauges left at zero), so that the
+   * totals /metrics sums over the attached ones never go down. */
+  struct proxy_sandbox_stats retired;
   uint64_t started_ms;
 };
 

@@ -770,6 +770,31 @@ int daemon_update(struct daemon *d, struct daemon_sandbox *s, const cJSON *proxy
 
 static void maybe_exit(struct daemon *d);
 
+/*
+ * Adds what the counters of a sandbox going away grew by since from (all of them when
+ * from is NULL) to the daemon's retired counters. /metrics reports each counter as the
+ * sum over attached sandboxes: without this, detaching one made the sum go down,
+ * which Prometheus takes for a restart of the counter (rate() and increase() then
+ * count everything the other sandboxes had counted again).
+ */
+static void retire_stats(struct daemon *d, const struct proxy_sandbox_stats *now,
+                         const struct proxy_sandbox_stats *from)
+{
+  static const struct proxy_sandbox_stats zero;
+  struct proxy_sandbox_stats *r = &d->retired;
+
+  if (from == NULL)
+    from = &zero;
+  r->dns_queries += now->dns_queries - from->dns_queries;
+  r->dns_dropped += now->dns_dropped - from->dns_dropped;
+  r->dns_refused += now->dns_refused - from->dns_refused;
+  r->cert_hits += now->cert_hits - from->cert_hits;
+  r->cert_misses += now->cert_misses - from->cert_misses;
+  r->cert_evictions += now->cert_evictions - from->cert_evictions;
+  r->cert_limited += now->cert_limited - from->cert_limited;
+  r->cert_minted += now->cert_minted - from->cert_minted;
+}
+
 static void sandbox_closed(void *arg)
 {
   struct daemon_sandbox *s = arg;
@@ -782,13 +807,27 @@ static void sandbox_closed(void *arg)
 struct close_ctx {
   struct daemon *d;
   struct daemon_sandbox *s;
+  struct proxy_sandbox_stats at_close; /* its counters when it stopped being listed */
 };
 
 static void sandbox_closed_ctx(void *arg)
 {
   struct close_ctx *cc = arg;
   struct daemon *d = cc->d;
+  struct proxy_sandbox_stats now = cc->at_close;
+  struct proxy_ca_stats cs;
 
+  /* Connections that drained may have used the CA since (the DNS responder closed
+   * at once): count that too. */
+  if (cc->s->ca != NULL) {
+    proxy_ca_stats(cc->s->ca, &cs);
+    now.cert_hits = cs.hits;
+    now.cert_misses = cs.misses;
+    now.cert_evictions = cs.evictions;
+    now.cert_limited = cs.limited;
+    now.cert_minted = cs.minted;
+  }
+  retire_stats(d, &now, &cc->at_close);
   sandbox_closed(cc->s);
   free(cc);
   d->draining--;
@@ -799,11 +838,16 @@ static void sandbox_closed_ctx(void *arg)
 static void close_sandbox(struct daemon *d, struct daemon_sandbox *s, int lockdown)
 {
   struct close_ctx *cc = calloc(1, sizeof(*cc));
+  struct proxy_sandbox_stats st_now;
   char msg[512];
   struct stat st;
   int fd;
 
   unlink_sandbox(d, s);
+  proxy_sandbox_stats(s->sb, &st_now);
+  retire_stats(d, &st_now, NULL);
+  if (cc != NULL)
+    cc->at_close = st_now;
   if (lockdown) {
     /* Replace the redirects with a drop-everything table before the listeners go, so
      * the namespace never has a moment with a way out (invariant I1). The namespace is
