@@ -548,6 +548,32 @@ static int socket_alive(const char *path)
   return r;
 }
 
+/*
+ * 1 if the directory path is to be created in cannot be used, with a message in err.
+ * libuv reports a bind in a missing directory as "permission denied" (it turns ENOENT
+ * into EACCES, as Windows would say), which sent root looking for a permission
+ * problem instead of the directory (/run/authproxy outside the systemd unit, whose
+ * RuntimeDirectory= makes it).
+ */
+static int parent_missing(const char *path, char *err, size_t errsz)
+{
+  char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+  const char *slash = strrchr(path, '/');
+  struct stat st;
+  int r;
+
+  if (slash == NULL || slash == path)
+    return 0;
+  snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+  r = stat(dir, &st) == 0 ? 0 : errno;
+  if (r == 0 && S_ISDIR(st.st_mode))
+    return 0;
+  snprintf(err, errsz, "cannot listen on %s: its directory %s %s; create it (root's, mode "
+           "0700) or choose another --control path", path, dir,
+           r == 0 ? "is not a directory" : r == ENOENT ? "does not exist" : strerror(r));
+  return 1;
+}
+
 int proxy_control_start(uv_loop_t *loop, const char *path, proxy_control_cb cb, void *arg,
                         struct proxy_control **out, char *err, size_t errsz)
 {
@@ -596,7 +622,11 @@ int proxy_control_start(uv_loop_t *loop, const char *path, proxy_control_cb cb, 
   if (r == 0)
     r = uv_listen((uv_stream_t *)&ctl->pipe, 128, on_connection);
   if (r != 0 || ctl->path == NULL) {
-    snprintf(err, errsz, "cannot listen on %s: %s", path, r ? uv_strerror(r) : "out of memory");
+    if (r != 0 && parent_missing(path, err, errsz))
+      r = UV_ENOENT;
+    else
+      snprintf(err, errsz, "cannot listen on %s: %s", path,
+               r ? uv_strerror(r) : "out of memory");
     proxy_control_close(ctl, NULL, NULL);
     return r ? r : -ENOMEM;
   }

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# `authproxy serve` that cannot start says why, naming the option to fix, and exits
+# non-zero: a control socket in a directory that does not exist (libuv reports that
+# as "permission denied"), a socket a live daemon listens on, a path that is no
+# socket. A stale socket file is replaced. SIGINT, like SIGTERM, stops it with 0.
+#
+#   host: authproxy serve --state-dir $T/sN --control $T/...
+. "$(dirname "$0")/lib.sh"
+
+# start_fails NAME CONTROL: serve must exit 1 at once; prints its standard error.
+start_fails() {
+  local rc=0
+  timeout 20 "$AUTHPROXY" serve --state-dir "$T/$1" --control "$2" 2> "$T/$1.log" || rc=$?
+  assert_eq "$rc" 1 "exit status of serve with --control $2"
+  cat "$T/$1.log"
+}
+
+out=$(start_fails s1 "$T/missing/control.sock")
+assert_contains "$out" "its directory $T/missing does not exist" "missing directory named"
+assert_contains "$out" "choose another --control path" "the fix"
+assert_not_contains "$out" "permission denied" "misleading cause"
+[ ! -e "$T/missing" ] || fail "serve created $T/missing"
+pass "control socket in a missing directory: the directory named, exit 1"
+
+: > "$T/file"
+out=$(start_fails s2 "$T/file/control.sock")
+assert_contains "$out" "its directory $T/file is not a directory" "file as directory"
+: > "$T/plain"
+out=$(start_fails s3 "$T/plain")
+assert_contains "$out" "$T/plain exists and is not a socket" "a file at the socket path"
+pass "control socket path under a file, or a file: named, exit 1"
+
+# A live daemon keeps its socket; a stale socket file is replaced.
+"$AUTHPROXY" serve --state-dir "$T/live" --control "$T/live.sock" 2> "$T/live.log" &
+LIVE=$!
+PIDS+=($LIVE)
+wait_for "'$AUTHPROXY' ctl --control '$T/live.sock' health > /dev/null 2>&1"
+out=$(start_fails s4 "$T/live.sock")
+assert_contains "$out" "another daemon is listening on $T/live.sock" "live socket"
+"$AUTHPROXY" ctl --control "$T/live.sock" health > /dev/null || fail "the live daemon lost its socket"
+kill -INT "$LIVE"
+rc=0
+wait "$LIVE" || rc=$?
+assert_eq "$rc" 0 "exit status after SIGINT"
+[ ! -e "$T/live.sock" ] || fail "the stopped daemon left its socket"
+"$PY" -c "import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])" "$T/stale.sock"
+"$AUTHPROXY" serve --state-dir "$T/s5" --control "$T/stale.sock" 2> "$T/s5.log" &
+PIDS+=($!)
+wait_for "'$AUTHPROXY' ctl --control '$T/stale.sock' health > /dev/null 2>&1"
+pass "a live daemon's socket is refused and kept; a stale one replaced; SIGINT exits 0"
