@@ -517,6 +517,18 @@ out:
 
 /* ---- metrics ---- */
 
+/* Sandboxes of the state directory the daemon does not serve (GET /v1/sandboxes lists
+ * them under not_attached): without network until attached again or deleted. */
+static size_t count_not_attached(const struct daemon *d)
+{
+  const struct daemon_lost *l;
+  size_t n = 0;
+
+  for (l = d->lost; l != NULL; l = l->next)
+    n++;
+  return n;
+}
+
 /* The daemon-wide descriptor budgets (proxy_ctx_init), by use. */
 static void fd_budget_write(struct strbuf *b, const struct proxy_ctx *ctx)
 {
@@ -571,6 +583,11 @@ static void metrics(struct daemon *d, struct proxy_control_response *resp)
   resp->content_type = "text/plain; version=0.0.4";
   strbuf_addf(b, "# HELP authproxy_sandboxes Sandboxes attached.\n# TYPE authproxy_sandboxes gauge\n"
                  "authproxy_sandboxes %zu\n", d->nsandboxes);
+  strbuf_addf(b, "# HELP authproxy_sandboxes_not_attached Sandboxes of the state directory "
+                 "not served, without network: their namespace is gone, or re-attaching "
+                 "failed (GET /v1/sandboxes lists them, with the reason).\n"
+                 "# TYPE authproxy_sandboxes_not_attached gauge\n"
+                 "authproxy_sandboxes_not_attached %zu\n", count_not_attached(d));
   strbuf_addf(b, "# HELP authproxy_write_queued_bytes Bytes waiting in write queues "
                  "(each sandbox's are bounded by --sandbox-queue-bytes).\n"
                  "# TYPE authproxy_write_queued_bytes gauge\nauthproxy_write_queued_bytes %zu\n",
@@ -687,6 +704,7 @@ void daemon_api(void *arg, const struct proxy_control_request *req,
     out = cJSON_CreateObject();
     cJSON_AddStringToObject(out, "status", "ok");
     cJSON_AddNumberToObject(out, "sandboxes", (double)d->nsandboxes);
+    cJSON_AddNumberToObject(out, "not_attached", (double)count_not_attached(d));
     cJSON_AddNumberToObject(out, "uptime_seconds",
                             (double)((uv_now(&d->loop) - d->started_ms) / 1000));
     json_resp(resp, 200, out);

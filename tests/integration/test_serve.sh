@@ -282,6 +282,11 @@ out=$(ctl list)
 assert_contains "$out" "\"not_attached\"" "lost sandboxes reported"
 assert_contains "$out" "box$N" "the vanished sandbox is named"
 assert_eq "$(client "print(len(c.list()))")" "$((N - 1))" "the others re-attached"
+# Monitoring sees it too: /healthz counted only the attached and /metrics had no series.
+assert_eq "$(client "h = c.health(); print(h['status'], h['sandboxes'], h['not_attached'])")" \
+  "ok $((N - 1)) 1" "/healthz with a sandbox not re-attached"
+assert_eq "$(ctl metrics | awk '$1 == "authproxy_sandboxes_not_attached" { print $2 }')" 1 \
+  "authproxy_sandboxes_not_attached"
 pass "sandboxes whose namespace is gone are reported, not attached"
 
 # ---- detach: namespace locked down, state forgotten --------------------------------
