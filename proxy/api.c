@@ -592,9 +592,15 @@ static void metrics(struct daemon *d, struct proxy_control_response *resp)
                  "(each sandbox's are bounded by --sandbox-queue-bytes).\n"
                  "# TYPE authproxy_write_queued_bytes gauge\nauthproxy_write_queued_bytes %zu\n",
               sum.queued);
-  strbuf_addf(b, "# HELP authproxy_connections_active Open connections.\n"
+  /* The sandboxes' connections, as accepted_total and closed_total count them: idle
+   * pooled upstreams are connection objects too (each of them among conns_active),
+   * but have their own gauge; with them, this stayed above 0 for seconds after the
+   * last connection had closed. */
+  strbuf_addf(b, "# HELP authproxy_connections_active Open sandbox connections (idle pooled "
+                 "upstreams: authproxy_upstream_pooled).\n"
                  "# TYPE authproxy_connections_active gauge\nauthproxy_connections_active %llu\n",
-              (unsigned long long)k->conns_active);
+              (unsigned long long)(k->conns_active > d->ctx.npool
+                                       ? k->conns_active - d->ctx.npool : 0));
   strbuf_adds(b, "# HELP authproxy_connections_total Connections decided, by action.\n"
                  "# TYPE authproxy_connections_total counter\n");
   for (i = 0; i < 4; i++)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The daemon's /metrics: valid Prometheus text (each family's HELP and TYPE once,
 # before its samples; no series twice), values that match a known amount of traffic,
+# open connections back at 0 when they have closed (idle pooled upstreams used to count),
 # and counters that never go down: detaching a sandbox used to take its DNS and
 # certificate counts out of the totals, which Prometheus reads as a counter reset.
 #
@@ -78,6 +79,12 @@ for n, line in enumerate(open(sys.argv[1]).read().split("\n")[:-1], 1):
 print("\n".join(out))
 PYEOF
 }
+# Every sandbox connection closed (the upstream ones may wait in the pool).
+closed_all() {
+  ctl metrics | awk '$1 == "authproxy_connections_accepted_total" { a = $2 }
+    $1 ~ /^authproxy_connections_closed_total[{]/ { c += $2 } END { exit !(a == c) }'
+}
+wait_for closed_all
 ctl metrics > "$T/m1.txt"
 check_exposition "$T/m1.txt" > "$T/s1.txt" || fail "/metrics is not valid exposition text"
 val() { awk -v k="$2" '$1 == k { print $2 }' "$1"; }
@@ -87,6 +94,8 @@ assert_eq "$(val "$T/s1.txt" 'authproxy_headers_injected_total{rule="api"}')" 8 
 assert_eq "$(val "$T/s1.txt" authproxy_connections_accepted_total)" 5 "connections accepted"
 assert_eq "$(val "$T/s1.txt" 'authproxy_connections_total{action="deny"}')" 1 "connections denied"
 assert_eq "$(val "$T/s1.txt" authproxy_cert_minted_total)" 1 "leaves minted"
+assert_eq "$(val "$T/s1.txt" authproxy_connections_active)" 0 \
+  "open connections with every one closed ($(val "$T/s1.txt" authproxy_upstream_pooled) pooled upstream)"
 queries=$(val "$T/s1.txt" authproxy_dns_queries_total)
 [ "$queries" -ge 5 ] || fail "DNS queries: $queries, 5 names were resolved"
 pass "/metrics is valid exposition text; counts match the traffic sent"
