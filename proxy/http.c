@@ -81,6 +81,25 @@ struct proxy_http {
 
 static void process_down(struct proxy_conn *c);
 
+/*
+ * The sandbox half-closed and nothing it sent is left to answer: its connection ends
+ * (reason: static, may be NULL). The last answer may still wait in the write queue
+ * toward a sandbox that reads it slowly: closing would cancel it, and the sandbox
+ * would take the truncated answer for a whole one, so the close lingers until it is
+ * written.
+ */
+static void end_after_sandbox_eof(struct proxy_conn *c, const char *reason)
+{
+  proxy_http_park(c);
+  if (c->down.queued > 0) {
+    if (c->reason == NULL)
+      c->reason = reason;
+    proxy_conn_linger(c);
+    return;
+  }
+  proxy_conn_close(c, 0, reason);
+}
+
 /* ---- llhttp glue ---- */
 
 static int on_req_headers(llhttp_t *p)
@@ -980,17 +999,15 @@ static void process_down(struct proxy_conn *c)
       h->scanned = c->pending_len;
       if (c->pending_len == 0) {
         proxy_end_want_read(&c->down, 1);
-        if (c->down.eof) {
-          proxy_http_park(c);
-          proxy_conn_close(c, 0, NULL);
-        }
+        if (c->down.eof)
+          end_after_sandbox_eof(c, NULL);
         return;
       }
       st = proxy_http_parse_request(c->pending, c->pending_len,
                                     c->sb->limits.max_header_bytes, &req, &why);
       if (st == PROXY_HTTP_NEED_MORE) {
         if (c->down.eof) {
-          proxy_conn_close(c, 0, "sandbox_closed");
+          end_after_sandbox_eof(c, "sandbox_closed");
           return;
         }
         /* A head has started: it must complete within head_ms (slowloris). */
