@@ -1090,8 +1090,11 @@ static void finish_response(struct proxy_conn *c)
     proxy_conn_linger(c);
     return;
   }
-  if (!h->keep_alive || !llhttp_should_keep_alive(&h->resp) || c->down.eof ||
-      c->up.eof) {
+  /* A sandbox that half-closed after pipelining requests still has them answered: a
+   * TLS read decrypts every record it holds, so the close_notify behind them may
+   * have been read already. */
+  if (!h->keep_alive || !llhttp_should_keep_alive(&h->resp) ||
+      (c->down.eof && c->pending_len == 0) || c->up.eof) {
     /* The sandbox's connection ends here; its upstream may serve another one. A
      * sandbox that asked for the close gets the response as the upstream sent it,
      * without a "Connection: close" added (RFC 9112 9.6 says SHOULD): it does not

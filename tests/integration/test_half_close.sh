@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
-# A sandbox that shuts down its side of a connection (shutdown(SHUT_WR), `nc -N`)
-# still gets every answer.
+# A sandbox that shuts down its side of a connection (shutdown(SHUT_WR), `nc -N`, a
+# TLS close_notify) still gets every answer.
 #
 #   jail netns (anonymous)                       host netns
 #   python --nft--> authproxy (in-process) --remap--> fake upstream 127.0.0.1 (HTTP)
+#                                          --remap--> fake upstream 127.0.0.1 (HTTPS)
 . "$(dirname "$0")/lib.sh"
 
+make_ca "$T/ca" secure.example.com
 start_upstream up
+start_upstream tls "$T/ca/server.pem" "$T/ca/server.key"
 
 mkdir -p "$T/secrets"
 printf 'sk-half-%s\n' "$$" > "$T/secrets/KEY"
 cat > "$T/config.json" <<EOF
-{ "rules": [ { "name": "api", "allow_plain_http": true, "match_hosts": ["api.example.com"],
+{ "rules": [ { "name": "api", "allow_plain_http": true,
+    "match_hosts": ["api.example.com", "secure.example.com"],
     "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {KEY}" } ] } ],
-  "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
+  "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT",
+                      "secure.example.com": "127.0.0.1:$tls_PORT" } } }
 EOF
 run() {
-  jail --config "$T/config.json" --secrets-dir "$T/secrets" --user nobody "$@"
+  jail --config "$T/config.json" --secrets-dir "$T/secrets" --upstream-ca "$T/ca/ca.pem" \
+    --user nobody "$@"
 }
 
 # 1. A keep-alive answer the proxy has read whole but not yet written to a sandbox
@@ -46,3 +52,47 @@ PYEOF
 out=$(run --write-queue-bytes $((8 << 20)) -- "$PY" "$T/halfclose.py" "$SIZE")
 assert_eq "$out" "HTTP/1.1 200 OK True" "the whole answer after the sandbox's FIN"
 pass "a half-close between requests waits for the last answer to be written"
+
+# 2. Requests pipelined in one TLS flight with the sandbox's close_notify behind them
+#    (a client that is done writing). Every one is answered, as after a plain FIN: the
+#    TLS read decrypts the close_notify with the requests, and the connection used to
+#    end after the first answer, the others never sent upstream.
+cat > "$T/notify.py" <<'PYEOF'
+import socket, ssl
+host = "secure.example.com"
+inc, outg = ssl.MemoryBIO(), ssl.MemoryBIO()
+o = ssl.create_default_context().wrap_bio(inc, outg, server_hostname=host)
+s = socket.create_connection((host, 443), timeout=10)
+while True:
+    try:
+        o.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        s.sendall(outg.read())
+        inc.write(s.recv(65536))
+for i in range(3):
+    o.write(b"GET /p%d HTTP/1.1\r\nHost: %s\r\n\r\n" % (i, host.encode()))
+try:
+    o.unwrap()  # queues our close_notify; the server's comes later
+except ssl.SSLWantReadError:
+    pass
+s.sendall(outg.read())  # requests and close_notify, one flight
+data = b""
+while True:
+    k = s.recv(65536)
+    if not k:
+        break
+    inc.write(k)
+    try:
+        while True:
+            data += o.read(65536)
+    except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+        pass
+print(data.count(b"HTTP/1.1 200 OK"), [p for p in (b"/p0", b"/p1", b"/p2") if p in data])
+PYEOF
+: > "$T/tls.jsonl"
+out=$(run -- "$PY" "$T/notify.py")
+assert_eq "$out" "3 [b'/p0', b'/p1', b'/p2']" "three answers after the close_notify"
+assert_eq "$(upq tls '[r["path"] for r in reqs]')" "$(jlist /p0 /p1 /p2)" \
+  "every request reached the upstream"
+pass "pipelined requests before a TLS close_notify are all answered"
