@@ -90,6 +90,8 @@ static void handle_closed(uv_handle_t *h)
 
 void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason)
 {
+  int reset_up;
+
   if (c->state == CONN_CLOSING)
     return;
   if (c->state == CONN_POOLED) {
@@ -103,6 +105,11 @@ void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason)
     }
     return;
   }
+  /* Relayed bytes have no framing of their own: a FIN would tell the upstream that
+   * what it received is the whole stream. A relay cut short (the sandbox reset it, a
+   * write failed, the config no longer lets it through) is reset on both sides, as
+   * an upstream's reset already reaches the sandbox. */
+  reset_up = reset && c->state == CONN_RELAY;
   if (c->reason == NULL && reason != NULL)
     c->reason = reason;
   resolve_unqueue(c);
@@ -119,7 +126,8 @@ void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason)
     c->down.open = 0;
   }
   if (c->up.open) {
-    uv_close((uv_handle_t *)&c->up.tcp, handle_closed);
+    if (!reset_up || uv_tcp_close_reset(&c->up.tcp, handle_closed) != 0)
+      uv_close((uv_handle_t *)&c->up.tcp, handle_closed);
     c->up.open = 0;
   }
 }

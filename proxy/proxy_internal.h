@@ -173,8 +173,9 @@ struct proxy_conn {
 /* Accepts a connection from a listener and starts sniffing. */
 void proxy_conn_accept(struct proxy_listener *l);
 
-/* Closes the connection; `reset` sends RST to the sandbox instead of FIN. The reason
- * (static, may be NULL) is recorded for the audit log. Idempotent. */
+/* Closes the connection; `reset` sends RST to the sandbox instead of FIN, and to the
+ * upstream too when the connection relays bytes. The reason (static, may be NULL) is
+ * recorded for the audit log. Idempotent. */
 void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason);
 
 /* Starts resolving and connecting the upstream; cb runs once. */

@@ -1,15 +1,50 @@
 #!/usr/bin/env bash
 # A sandbox that shuts down its side of a connection (shutdown(SHUT_WR), `nc -N`, a
-# TLS close_notify) still gets every answer.
+# TLS close_notify) still gets every answer, and a relayed stream ends on the other
+# side the way it ended: a FIN as a FIN, a reset as a reset.
 #
 #   jail netns (anonymous)                       host netns
 #   python --nft--> authproxy (in-process) --remap--> fake upstream 127.0.0.1 (HTTP)
 #                                          --remap--> fake upstream 127.0.0.1 (HTTPS)
+#                                          --remap--> raw TCP peer 127.0.0.1 (tunnel)
 . "$(dirname "$0")/lib.sh"
 
 make_ca "$T/ca" secure.example.com
 start_upstream up
 start_upstream tls "$T/ca/server.pem" "$T/ca/server.key"
+
+# A raw TCP peer for the tunnel: logs how each connection ended (a FIN or a reset)
+# and, after a FIN, answers with what it received.
+cat > "$T/raw_peer.py" <<'PYEOF'
+import json, os, socket, sys, threading
+log = open(sys.argv[2], "a", buffering=1)
+def serve(s):
+    got = b""
+    try:
+        while True:
+            k = s.recv(65536)
+            if not k:
+                break
+            got += k
+            log.write(json.dumps({"event": "data", "bytes": len(got)}) + "\n")
+    except ConnectionResetError:
+        log.write(json.dumps({"event": "reset", "bytes": len(got)}) + "\n")
+        return
+    log.write(json.dumps({"event": "eof", "bytes": len(got)}) + "\n")
+    s.sendall(b"after your FIN: " + got)
+    s.close()
+ls = socket.socket()
+ls.bind(("127.0.0.1", 0))
+ls.listen(16)
+open(sys.argv[1] + ".tmp", "w").write(str(ls.getsockname()[1]))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+while True:
+    threading.Thread(target=serve, args=(ls.accept()[0],), daemon=True).start()
+PYEOF
+: > "$T/raw.jsonl"
+"$PY" "$T/raw_peer.py" "$T/raw.port" "$T/raw.jsonl" 2> "$T/raw.log" &
+PIDS+=($!)
+wait_for "[ -s '$T/raw.port' ]" 10
 
 mkdir -p "$T/secrets"
 printf 'sk-half-%s\n' "$$" > "$T/secrets/KEY"
@@ -18,7 +53,8 @@ cat > "$T/config.json" <<EOF
     "match_hosts": ["api.example.com", "secure.example.com"],
     "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {KEY}" } ] } ],
   "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT",
-                      "secure.example.com": "127.0.0.1:$tls_PORT" } } }
+                      "secure.example.com": "127.0.0.1:$tls_PORT",
+                      "raw.example.com": "127.0.0.1:$(cat "$T/raw.port")" } } }
 EOF
 run() {
   jail --config "$T/config.json" --secrets-dir "$T/secrets" --upstream-ca "$T/ca/ca.pem" \
@@ -96,3 +132,45 @@ assert_eq "$out" "3 [b'/p0', b'/p1', b'/p2']" "three answers after the close_not
 assert_eq "$(upq tls '[r["path"] for r in reqs]')" "$(jlist /p0 /p1 /p2)" \
   "every request reached the upstream"
 pass "pipelined requests before a TLS close_notify are all answered"
+
+# 3. A tunnel (raw.example.com has no rules): the sandbox's FIN reaches the peer, which
+#    still answers, and the answer and the peer's FIN reach the sandbox.
+cat > "$T/tunnel.py" <<'PYEOF'
+import json, socket, struct, sys, time
+s = socket.create_connection(("raw.example.com", 7000), timeout=10)
+s.sendall(b"\x00\x01opaque bytes")
+if sys.argv[1] == "fin":
+    s.shutdown(socket.SHUT_WR)
+    data = b""
+    while True:
+        k = s.recv(65536)
+        if not k:
+            break
+        data += k
+    print(data)
+    sys.exit(0)
+# Reset once the peer has the bytes: the peer must see a reset, not a FIN that says
+# the stream is whole.
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    if any(json.loads(l).get("bytes") == 14 for l in open(sys.argv[2])):
+        break
+    time.sleep(0.05)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()
+print("reset")
+PYEOF
+: > "$T/raw.jsonl"
+out=$(run -- "$PY" "$T/tunnel.py" fin)
+assert_eq "$out" "b'after your FIN: \\x00\\x01opaque bytes'" "the peer answered after the FIN"
+assert_eq "$(grep -c '"eof"' "$T/raw.jsonl")" "1" "the peer saw a FIN"
+pass "a tunnel passes a FIN on and relays the answer after it"
+
+: > "$T/raw.jsonl"
+chmod 644 "$T/raw.jsonl"
+out=$(run -- "$PY" "$T/tunnel.py" rst "$T/raw.jsonl")
+assert_eq "$out" "reset" "the sandbox reset its connection"
+wait_for "grep -Eq '\"(eof|reset)\"' '$T/raw.jsonl'" 10
+assert_eq "$(grep -o '"event": "[a-z]*", "bytes": 14' "$T/raw.jsonl" | tail -n 1)" \
+  '"event": "reset", "bytes": 14' "how the peer saw the stream end"
+pass "a tunnel passes the sandbox's reset on as a reset"
