@@ -40,7 +40,9 @@ struct proxy_http {
   enum phase phase;
   int req_done;              /* the current request has been forwarded entirely */
   int resp_done;             /* its final response has been relayed entirely */
-  int resp_started;          /* some response bytes reached the sandbox */
+  int resp_started;          /* some bytes of the final response (or of an interim
+                                one cut short) reached the sandbox */
+  int resp_in_msg;           /* the response parser is inside a message */
   int keep_alive;            /* the request allows another one after it */
   int up_keep_alive;         /* ... on its upstream connection (see httphead.h) */
   int upgrade;               /* the request asks for a WebSocket upgrade */
@@ -221,6 +223,12 @@ static int on_req_complete(llhttp_t *p)
   return HPE_PAUSED;
 }
 
+static int on_resp_begin(llhttp_t *p)
+{
+  ((struct proxy_conn *)p->data)->http->resp_in_msg = 1;
+  return 0;
+}
+
 static int on_resp_headers(llhttp_t *p)
 {
   struct proxy_conn *c = p->data;
@@ -243,6 +251,7 @@ static int on_resp_complete(llhttp_t *p)
   struct proxy_conn *c = p->data;
 
   /* 1xx interim responses (100 Continue) precede the real one. */
+  c->http->resp_in_msg = 0;
   if (p->status_code >= 200) {
     c->http->msg_complete = 1;
     return HPE_PAUSED;
@@ -258,6 +267,7 @@ static const llhttp_settings_t req_settings = {
 };
 
 static const llhttp_settings_t resp_settings = {
+  .on_message_begin = on_resp_begin,
   .on_headers_complete = on_resp_headers,
   .on_message_complete = on_resp_complete,
 };
@@ -743,6 +753,7 @@ static int retry_request(struct proxy_conn *c)
   h->retry_len = 0;
   h->up_bytes = 0;
   llhttp_reset(&h->resp);
+  h->resp_in_msg = 0;
   h->phase = PH_CONNECTING;
   proxy_conn_dial(c, up_ready);
   return 0;
@@ -896,6 +907,7 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
   h->scanned = 0;
 
   llhttp_reset(&h->resp);
+  h->resp_in_msg = 0;
   drop_retry(h);
   /* An open upstream here was kept alive from the previous request. */
   reused = c->up.open || proxy_conn_reuse_upstream(c) == 0;
@@ -1201,7 +1213,10 @@ static void on_up_data(struct proxy_conn *c, const char *data, size_t len)
     return;
   }
   if (used > 0) {
-    h->resp_started = 1;
+    /* Whole interim responses (100 Continue) leave room for a local answer: a 504
+     * or 502 after them is still a well-formed final response. */
+    if (h->resp_in_msg || h->msg_complete)
+      h->resp_started = 1;
     drop_retry(h);
     if (forward_down(c, data, used) != 0)
       return;
