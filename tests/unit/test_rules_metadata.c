@@ -16,6 +16,26 @@ static int resolved(const struct rules_config *cfg, const char *ip, uint16_t por
   return rules_check_resolved(cfg, test_sa_port(&a, ip, port), port, flags, d);
 }
 
+/* Every address of blocked[] is refused as blocked_address, every one of open[] may be
+ * dialed, under cfg. */
+static void check_addresses(const struct rules_config *cfg, const char *const *blocked,
+                            size_t nblocked, const char *const *open, size_t nopen)
+{
+  struct rules_decision d;
+  size_t i;
+
+  for (i = 0; i < nblocked; i++) {
+    if (resolved(cfg, blocked[i], 80, 0, &d) != 0)
+      TEST_FAIL_("%s may be dialed", blocked[i]);
+    ASSERT_STREQ(d.reason, "blocked_address");
+  }
+  for (i = 0; i < nopen; i++)
+    if (resolved(cfg, open[i], 80, 0, &d) != 1)
+      TEST_FAIL_("%s refused", open[i]);
+}
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
 TEST(metadata_endpoints_blocked)
 {
   static const char *const blocked[] = { "100.100.100.200", "::ffff:100.100.100.200",
@@ -23,17 +43,8 @@ TEST(metadata_endpoints_blocked)
   static const char *const open[] = { "100.100.100.199", "100.100.100.201",
                                       "100.64.0.1", "168.63.129.17", "fd20:ce::253" };
   struct rules_config *cfg = parse_ok("{}", NULL);
-  struct rules_decision d;
-  size_t i;
 
-  for (i = 0; i < sizeof(blocked) / sizeof(blocked[0]); i++) {
-    if (resolved(cfg, blocked[i], 80, 0, &d) != 0)
-      TEST_FAIL_("%s may be dialed", blocked[i]);
-    ASSERT_STREQ(d.reason, "blocked_address");
-  }
-  for (i = 0; i < sizeof(open) / sizeof(open[0]); i++)
-    if (resolved(cfg, open[i], 80, 0, &d) != 1)
-      TEST_FAIL_("%s refused", open[i]);
+  check_addresses(cfg, blocked, COUNT(blocked), open, COUNT(open));
   rules_config_unref(cfg);
 }
 
@@ -62,16 +73,8 @@ TEST(nat64_addresses_checked_as_embedded_ipv4)
                                       "64:ff9b:1::7f00:1", "::ffff:93.184.216.34" };
   struct rules_config *cfg = parse_ok("{}", NULL);
   struct rules_decision d;
-  size_t i;
 
-  for (i = 0; i < sizeof(blocked) / sizeof(blocked[0]); i++) {
-    if (resolved(cfg, blocked[i], 80, 0, &d) != 0)
-      TEST_FAIL_("%s may be dialed", blocked[i]);
-    ASSERT_STREQ(d.reason, "blocked_address");
-  }
-  for (i = 0; i < sizeof(open) / sizeof(open[0]); i++)
-    if (resolved(cfg, open[i], 80, 0, &d) != 1)
-      TEST_FAIL_("%s refused", open[i]);
+  check_addresses(cfg, blocked, COUNT(blocked), open, COUNT(open));
   rules_config_unref(cfg);
 
   cfg = parse_ok("{\"egress\":{\"deny\":[\"10.0.0.0/8\"],"
