@@ -788,6 +788,14 @@ int proxy_http_on_up_error(struct proxy_conn *c)
   return -1;
 }
 
+int proxy_http_idle(const struct proxy_conn *c)
+{
+  const struct proxy_http *h = c->http;
+
+  return h != NULL && c->state == CONN_HTTP && h->phase == PH_HEAD && h->requests > 0 &&
+         c->pending_len == 0 && c->down.queued == 0;
+}
+
 void proxy_http_park(struct proxy_conn *c)
 {
   struct proxy_http *h = c->http;
@@ -1106,7 +1114,8 @@ static void finish_response(struct proxy_conn *c)
    * TLS read decrypts every record it holds, so the close_notify behind them may
    * have been read already. */
   if (!h->keep_alive || !llhttp_should_keep_alive(&h->resp) ||
-      (c->down.eof && c->pending_len == 0) || c->up.eof) {
+      (c->down.eof && c->pending_len == 0) || c->up.eof ||
+      (c->sb->closing && c->pending_len == 0)) {
     /* The sandbox's connection ends here; its upstream may serve another one. A
      * sandbox that asked for the close gets the response as the upstream sent it,
      * without a "Connection: close" added (RFC 9112 9.6 says SHOULD): it does not

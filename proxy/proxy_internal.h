@@ -326,6 +326,10 @@ int proxy_http_on_up_error(struct proxy_conn *c);
  * pool. */
 void proxy_http_park(struct proxy_conn *c);
 
+/* 1 if c is a kept-alive HTTP connection between requests: its last answer written
+ * whole, nothing of a next request received. */
+int proxy_http_idle(const struct proxy_conn *c);
+
 /*
  * Whether the request waiting for a new upstream may be sent to addr (an IPv4 or
  * IPv6 address the dial resolved) at port: request-level egress entries on addresses

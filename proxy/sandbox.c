@@ -434,6 +434,7 @@ void proxy_sandbox_conn_gone(struct proxy_sandbox *sb)
 void proxy_sandbox_close(struct proxy_sandbox *sb, uint64_t drain_ms,
                          void (*cb)(void *arg), void *arg)
 {
+  struct proxy_conn *c, *next;
   int i;
 
   if (sb->closing)
@@ -446,6 +447,14 @@ void proxy_sandbox_close(struct proxy_sandbox *sb, uint64_t drain_ms,
   if (sb->dns != NULL)
     proxy_dns_close(sb->dns, dns_closed, sb);
   proxy_conn_pool_flush(sb); /* idle upstreams have nothing to drain */
+  /* Nor have kept-alive connections between requests: they end now, as after an
+   * answer (FIN, close_notify), rather than hold the close for drain_ms. One that is
+   * answering ends after its answer (finish_response). */
+  for (c = sb->conns; c != NULL; c = next) {
+    next = c->next;
+    if (proxy_http_idle(c))
+      proxy_conn_linger(c);
+  }
   if (sb->nconns > 0 && drain_ms > 0)
     uv_timer_start(&sb->drain_timer, drain_timer_cb, drain_ms, 0);
   else
