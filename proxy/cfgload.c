@@ -89,7 +89,7 @@ int proxy_load_config(const char *path, const struct rules_secrets *secrets,
   r = proxy_read_file(path, PROXY_CONFIG_MAX_BYTES, &data, &len);
   if (r != 0) {
     fprintf(errf, "%s: cannot read %s: %s\n", prefix, path,
-            r == -EFBIG ? "larger than 16 MiB" : strerror(-r));
+            r == -EFBIG ? "larger than 1 MiB, the limit of a proxy_config" : strerror(-r));
     return r;
   }
   rules_diag_init(&diag);

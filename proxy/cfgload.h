@@ -9,7 +9,9 @@
 
 #include "rules/rules.h"
 
-#define PROXY_CONFIG_MAX_BYTES (16u << 20)
+/* A config file is read whole up to this; rules_config_parse then holds it to
+ * RULES_MAX_CONFIG_LEN and says so. */
+#define PROXY_CONFIG_MAX_BYTES ((size_t)RULES_MAX_CONFIG_LEN)
 
 /*
  * Reads a whole file ("-" for standard input) of at most `max` bytes into a

@@ -70,3 +70,8 @@ for v in http_proxy HTTPS_PROXY ALL_PROXY no_proxy; do
 done
 assert_contains "$env_out" "SSL_CERT_FILE=" "CMD's environment names the CA bundle"
 pass "CMD's environment: CA variables set, no proxy variables"
+
+# A config over the 1 MiB limit: refused before CMD runs, naming the limit.
+head -c $((3 << 20)) /dev/zero | tr '\0' ' ' > "$T/huge.json"
+status_of 125 "larger than 1 MiB" "$AUTHPROXY" jail --user nobody --config "$T/huge.json"
+pass "a config over 1 MiB: status 125, the limit named"
