@@ -146,6 +146,11 @@ int rules_pathpat_match_deny(const struct rules_pathpat *p, const char *path, si
 /* Glob match over explicit lengths; `*` matches any run of bytes. */
 int rules_glob_match(const char *pat, size_t plen, const char *s, size_t slen);
 
+/* The glob match (letters in either case when icase) into *match, returning the byte
+ * comparisons it took: for tests that hold matching to linear work. */
+size_t rules_glob_steps(const char *pat, size_t plen, const char *s, size_t slen, int icase,
+                        int *match);
+
 /* ---- secrets ---------------------------------------------------------------------- */
 
 /* 1 when key is a valid secret key. */

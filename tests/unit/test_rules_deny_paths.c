@@ -65,6 +65,51 @@ TEST(deny_paths_case_and_trailing_slash)
   rules_config_unref(cfg);
 }
 
+/* Globs with stars inside are matched in one pass for the three spellings (as is,
+ * the path's trailing slash left out, the pattern's left out): the same verdicts as
+ * three matches. */
+TEST(deny_paths_glob_forms)
+{
+  static const char cfg_json[] =
+      "{\"egress\":{\"deny\":["
+      "{\"hosts\":[\"h.example\"],\"paths\":[\"*x/*/\"]},"
+      "{\"hosts\":[\"h.example\"],\"paths\":[\"*a/*\"]},"
+      "{\"hosts\":[\"h.example\"],\"paths\":[\"/v*/keys/\"]},"
+      "{\"hosts\":[\"h.example\"],\"paths\":[\"/q*/list\"]}]}}";
+  struct rules_config *cfg = parse_ok(cfg_json, NULL);
+  static const struct {
+    const char *path;
+    int deny;
+  } cases[] = {
+    /* The first pattern shortened covers it; as written it needs one more slash. */
+    { "/ax/", 1 },
+    { "/aX/b", 1 },
+    { "/ax", 0 },
+    /* The second as written: its last star takes nothing. */
+    { "/xa/", 1 },
+    { "/xA/y/", 1 },
+    { "/xa", 0 },
+    { "/v1/keys", 1 },
+    { "/V1/Keys/", 1 },
+    { "/v1/keysx", 0 },
+    { "/v1/keys/x", 0 },
+    { "/q1/list", 1 },
+    { "/q1/LIST/", 1 },
+    { "/q1/list/x", 0 },
+    { "/q1/lis", 0 },
+  };
+  size_t i;
+
+  for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    struct rules_request_decision r;
+
+    req_decide(cfg, "h.example", 443, "GET", cases[i].path, &r);
+    if (r.deny != cases[i].deny)
+      TEST_FAIL_("GET %s: deny %d, expected %d", cases[i].path, r.deny, cases[i].deny);
+  }
+  rules_config_unref(cfg);
+}
+
 /* The same for deny entries on addresses, decided on the address being dialed. */
 TEST(deny_paths_case_and_trailing_slash_by_address)
 {

@@ -5,6 +5,8 @@
  */
 #include "test_rules_helpers.h"
 
+#include "rules/rules_internal.h"
+
 struct host_case {
   const char *pattern;
   const char *name; /* destination name (NULL: address-only) */
@@ -248,6 +250,59 @@ TEST(glob_functions)
   ASSERT_EQ(rules_path_glob_match("/repos/*", "/reposx/a"), 0);
   ASSERT_EQ(rules_path_glob_match("/*/git-receive-pack", "/o/r.git/git-receive-pack"), 1);
   ASSERT_EQ(rules_path_glob_match("/*/git-receive-pack", "/o/r.git/git-upload-pack"), 0);
+}
+
+/* The subject of a glob is the sandbox's (a path up to 8 KiB, a name): whatever the
+ * pattern, matching compares each subject byte a bounded number of times. Retrying
+ * from the last star one byte further took plen * slen comparisons. */
+TEST(glob_work_is_linear)
+{
+  static char pat[2049], subj[8193];
+  static const struct {
+    const char *head, *fill, *tail;
+  } shapes[] = {
+    { "*", "a", "b" },       /* a star, then a long literal that fails at its end */
+    { "*", "a", "b*" },      /* the same between two stars */
+    { "/*", "ab", "c*/" },   /* a repeated pair */
+    { "*", "a*", "b" },      /* many stars */
+    { "/", "a", "*" },       /* a plain prefix */
+  };
+  size_t i, k, plen, slen = sizeof(subj) - 1, steps;
+  int match, icase;
+
+  memset(subj, 'a', slen);
+  subj[0] = '/';
+  for (i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+    plen = (size_t)snprintf(pat, sizeof(pat), "%s", shapes[i].head);
+    while (plen + strlen(shapes[i].fill) + strlen(shapes[i].tail) < sizeof(pat) - 1) {
+      memcpy(pat + plen, shapes[i].fill, strlen(shapes[i].fill));
+      plen += strlen(shapes[i].fill);
+    }
+    plen += (size_t)snprintf(pat + plen, sizeof(pat) - plen, "%s", shapes[i].tail);
+    for (icase = 0; icase < 2; icase++) {
+      steps = rules_glob_steps(pat, plen, subj, slen, icase, &match);
+      ASSERT_EQ(match, i == 4);
+      if (steps > 4 * (plen + slen))
+        TEST_FAIL_("pattern %zu (%s...%s, %zu bytes), icase %d: %zu comparisons for a "
+                   "%zu-byte subject",
+                   i, shapes[i].head, shapes[i].tail, plen, icase, steps, slen);
+    }
+  }
+  /* Still right where the leftmost place of a segment is the one to take. */
+  for (k = 0; k < 2; k++) {
+    ASSERT_EQ(rules_glob_steps("*aab*", 5, "aaab", 4, (int)k, &match) > 0, 1);
+    ASSERT_EQ(match, 1);
+    rules_glob_steps("*ab*ab", 6, "xabab", 5, (int)k, &match);
+    ASSERT_EQ(match, 1);
+    rules_glob_steps("*ab*ab", 6, "xab", 3, (int)k, &match);
+    ASSERT_EQ(match, 0);
+    rules_glob_steps("a*a", 3, "a", 1, (int)k, &match);
+    ASSERT_EQ(match, 0);
+  }
+  rules_glob_steps("*AB*", 4, "xab", 3, 1, &match);
+  ASSERT_EQ(match, 1);
+  rules_glob_steps("*AB*", 4, "xab", 3, 0, &match);
+  ASSERT_EQ(match, 0);
 }
 
 struct path_case {
