@@ -83,7 +83,7 @@ static void parse_entry(struct rules_pctx *c, const cJSON *v, struct rules_egres
     else if (ret != 0)
       rules_perr(c, "%s %s", rules_quote(v->valuestring, q, sizeof(q)), err);
     else
-      e->nhosts = 1;
+      rules_count_hostpat(c, &e->hosts[e->nhosts++]);
     return;
   }
   if (!cJSON_IsObject(v)) {

@@ -282,6 +282,34 @@ int rules_expect_uint(struct rules_pctx *c, const cJSON *v, uint32_t min, uint32
   return 0;
 }
 
+void rules_count_hostpat(struct rules_pctx *c, const struct rules_hostpat *p)
+{
+  char q[160];
+
+  if (p->kind != RULES_HP_GLOB || !rules_glob_scans(p->glob, p->len))
+    return;
+  if (++c->scan_hosts == RULES_MAX_SCAN_HOSTS + 1)
+    rules_perr(c, "%s is host pattern number %d with text between two '*' in this "
+                  "config; at most %d are allowed (each may be compared with the whole "
+                  "name on every connection)",
+               rules_quote(p->text, q, sizeof(q)), RULES_MAX_SCAN_HOSTS + 1,
+               RULES_MAX_SCAN_HOSTS);
+}
+
+void rules_count_pathpat(struct rules_pctx *c, const struct rules_pathpat *p)
+{
+  char q[160];
+
+  if (p->kind != RULES_PP_GLOB || !rules_glob_scans(p->glob, p->len))
+    return;
+  if (++c->scan_paths == RULES_MAX_SCAN_PATHS + 1)
+    rules_perr(c, "%s is path pattern number %d with text between two '*' in this "
+                  "config; at most %d are allowed (each may be compared with the whole "
+                  "path of every request)",
+               rules_quote(p->text, q, sizeof(q)), RULES_MAX_SCAN_PATHS + 1,
+               RULES_MAX_SCAN_PATHS);
+}
+
 int rules_parse_hostpats(struct rules_pctx *c, const cJSON *arr, int allow_domain,
                          int required, struct rules_hostpat **out, uint16_t *n)
 {
@@ -322,7 +350,7 @@ int rules_parse_hostpats(struct rules_pctx *c, const cJSON *arr, int allow_domai
       else if (ret != 0)
         rules_perr(c, "%s %s", rules_quote(e->valuestring, q, sizeof(q)), err);
       else
-        (*n)++;
+        rules_count_hostpat(c, &(*out)[(*n)++]);
     }
     rules_path_pop(c, old);
   }
@@ -361,7 +389,7 @@ int rules_parse_pathpats(struct rules_pctx *c, const cJSON *arr, struct rules_pa
       else if (ret != 0)
         rules_perr(c, "%s %s", rules_quote(e->valuestring, q, sizeof(q)), err);
       else
-        (*n)++;
+        rules_count_pathpat(c, &(*out)[(*n)++]);
     }
     rules_path_pop(c, old);
   }

@@ -153,6 +153,19 @@ size_t rules_glob_steps(const char *pat, size_t plen, const char *s, size_t slen
   return steps;
 }
 
+int rules_glob_scans(const char *glob, size_t len)
+{
+  const char *first = memchr(glob, '*', len), *last = memrchr(glob, '*', len);
+  const char *q;
+
+  if (first == NULL)
+    return 0;
+  for (q = first; q < last; q++)
+    if (*q != '*')
+      return 1;
+  return 0;
+}
+
 int rules_glob_match(const char *pat, size_t plen, const char *s, size_t slen)
 {
   size_t steps = 0;

@@ -31,6 +31,11 @@ struct cJSON;
 #define RULES_MAX_SECRET_LEN 65536   /* a secret file */
 #define RULES_MAX_CONFIG_SECRETS 256 /* distinct secrets one config's templates name */
 #define RULES_MAX_CONFIG_LEN (1 << 20) /* the JSON text given to rules_config_parse */
+/* Patterns with text between two stars ("/repos/" star "/pulls/" star) in one config:
+ * each may be compared with the whole request path (8 KiB) or name on every decision,
+ * on the loop every sandbox shares. */
+#define RULES_MAX_SCAN_PATHS 128
+#define RULES_MAX_SCAN_HOSTS 1024
 
 /* ---- diagnostics ------------------------------------------------------------ */
 

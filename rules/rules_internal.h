@@ -143,6 +143,10 @@ int rules_pathpat_match(const struct rules_pathpat *p, const char *path, size_t 
  */
 int rules_pathpat_match_deny(const struct rules_pathpat *p, const char *path, size_t len);
 
+/* 1 when the glob has text between two stars: matching it may take a pass over the
+ * whole subject, where any other glob compares at most its own length. */
+int rules_glob_scans(const char *glob, size_t len);
+
 /* Glob match over explicit lengths; `*` matches any run of bytes. */
 int rules_glob_match(const char *pat, size_t plen, const char *s, size_t slen);
 
@@ -260,6 +264,8 @@ struct rules_pctx {
   struct rules_secret_memo *memo;
   size_t nmemo;
   int memo_full;  /* the limit on distinct secrets was reported */
+  size_t scan_hosts; /* host patterns with text between two stars */
+  size_t scan_paths; /* path patterns with text between two stars */
 };
 
 /* Reports an error at the current path. */
@@ -295,6 +301,11 @@ const char *rules_quote(const char *s, char *buf, size_t size);
 /* Parses a list of host patterns at the current path (field already pushed). */
 int rules_parse_hostpats(struct rules_pctx *c, const struct cJSON *arr, int allow_domain,
                          int required, struct rules_hostpat **out, uint16_t *n);
+
+/* Counts a parsed pattern against RULES_MAX_SCAN_HOSTS / RULES_MAX_SCAN_PATHS and
+ * reports, at the current path, the first one past the limit. */
+void rules_count_hostpat(struct rules_pctx *c, const struct rules_hostpat *p);
+void rules_count_pathpat(struct rules_pctx *c, const struct rules_pathpat *p);
 
 /* Parses a list of path patterns at the current path. */
 int rules_parse_pathpats(struct rules_pctx *c, const struct cJSON *arr,

@@ -671,6 +671,56 @@ TEST(limits)
   free(json);
 }
 
+/* Globs with text between two stars may each take a pass over the whole request path
+ * or name at every decision: a config holds a bounded number of them, over all its
+ * lists; other globs cost at most their own length and are not counted. */
+TEST(scanning_glob_limits)
+{
+  char *json, *paths, *more;
+  size_t n;
+
+  paths = repeat("", "\"/a@*b*\"", RULES_MAX_SCAN_PATHS - 1, "");
+  n = strlen(paths) + 512;
+  json = malloc(n);
+  ASSERT_NOT_NULL(json);
+  snprintf(json, n,
+           "{\"rules\":[{\"name\":\"r\",\"match_hosts\":[\"x.com\"],\"match_paths\":[%s],"
+           HDR "}],\"egress\":{\"deny\":[{\"hosts\":[\"x.com\"],"
+           "\"paths\":[\"/x/**\",\"/*/y\",\"*/\",\"/*c*/\"]}]}}",
+           paths);
+  rules_config_unref(parse_ok(json, NULL));
+  snprintf(json, n,
+           "{\"rules\":[{\"name\":\"r\",\"match_hosts\":[\"x.com\"],\"match_paths\":[%s],"
+           HDR "}],\"egress\":{\"deny\":[{\"hosts\":[\"x.com\"],"
+           "\"paths\":[\"/*c*/\",\"/x/**\",\"/*d*\"]}]}}",
+           paths);
+  parse_err(json, NULL, "egress.deny[0].paths[2]",
+            "\"/*d*\" is path pattern number 129 with text between two '*'");
+  free(json);
+  free(paths);
+
+  /* Names: 1023 in a rule, one in the callback, then a string entry of egress. */
+  more = repeat("", "\"*a@*\"", RULES_MAX_SCAN_HOSTS - 1, "");
+  n = strlen(more) + 512;
+  json = malloc(n);
+  ASSERT_NOT_NULL(json);
+  snprintf(json, n,
+           "{\"rules\":[{\"name\":\"r\",\"match_hosts\":[%s]," HDR "}],"
+           "\"callback\":{\"url\":\"http://127.0.0.1:9000/c\",\"match_hosts\":[\"*.b.*\"]},"
+           "\"egress\":{\"allow\":[\"*.x.com\",\"a*b\",\"*x\"]}}",
+           more);
+  rules_config_unref(parse_ok(json, NULL));
+  snprintf(json, n,
+           "{\"rules\":[{\"name\":\"r\",\"match_hosts\":[%s]," HDR "}],"
+           "\"callback\":{\"url\":\"http://127.0.0.1:9000/c\",\"match_hosts\":[\"*.b.*\"]},"
+           "\"egress\":{\"deny\":[\"*.x.com\",\"*c*\"]}}",
+           more);
+  parse_err(json, NULL, "egress.deny[1]",
+            "\"*c*\" is host pattern number 1025 with text between two '*'");
+  free(json);
+  free(more);
+}
+
 TEST(collects_every_error)
 {
   static const char json[] =
