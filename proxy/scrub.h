@@ -40,6 +40,8 @@ struct proxy_scrub {
   unsigned char *held_mask;          /* with several values: held[i] belongs to a
                                         match found already, and is masked when sent */
   size_t masked;                     /* occurrences masked so far */
+  size_t tail_compared;              /* places compared looking for a tail to hold:
+                                        work, counted for tests */
 };
 
 /* Empties the value set and drops what is held (the caller flushed it first). */

@@ -147,3 +147,35 @@ TEST(credential_shape_only)
   ASSERT_EQ(s.len[5], 13);
   proxy_scrub_free(&s);
 }
+
+/* Finding the tail to hold back compares only places where a value could begin: text
+ * that holds no value's first byte costs a scan per value, not a comparison per
+ * byte and value (a credential of 2 KiB, such as a JWT, is common). */
+TEST(tail_search_skips_ordinary_text)
+{
+  static char vals[4][2048], text[1400];
+  struct proxy_scrub s;
+  const char *o;
+  size_t i, k, n;
+
+  memset(&s, 0, sizeof(s));
+  for (i = 0; i < 4; i++) {
+    memcpy(vals[i], "Bearer ", 7);
+    for (k = 7; k < sizeof(vals[i]); k++)
+      vals[i][k] = (char)('a' + (i * 7 + k * 13) % 26);
+    proxy_scrub_add(&s, vals[i], sizeof(vals[i]));
+  }
+  ASSERT_EQ(s.n, 8);
+  for (k = 0; k < sizeof(text); k++)
+    text[k] = "{\"id\": 12, \"TEXT\": \"OK\"} "[k % 26];
+  ASSERT_EQ(proxy_scrub_feed(&s, text, sizeof(text), &o, &n), 0);
+  ASSERT_EQ(n, sizeof(text));
+  ASSERT_EQ(s.held_len, 0);
+  ASSERT_LT(s.tail_compared, 8 * 8);
+  /* A tail that could begin a value still is held back. */
+  memcpy(text + sizeof(text) - 9, vals[2], 9);
+  ASSERT_EQ(proxy_scrub_feed(&s, text, sizeof(text), &o, &n), 0);
+  ASSERT_EQ(s.held_len, 9);
+  ASSERT_EQ(n, sizeof(text) - 9);
+  proxy_scrub_free(&s);
+}
