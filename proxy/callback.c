@@ -74,6 +74,7 @@ struct proxy_cred_cache {
   struct proxy_cred_stats *stats;
   struct proxy_cred_stats own_stats;
   struct proxy_fd_budget *fds;       /* one per call in flight */
+  struct proxy_cred_lookup *lookup;  /* of the callback's host, for every call */
   struct entry **buckets;
   size_t nbuckets;                   /* a power of two */
   size_t nentries;
@@ -591,6 +592,7 @@ static int call_start(struct proxy_cred_cache *c, const struct rules_callback *c
   p.port = port;
   p.done = client_done;
   p.arg = call;
+  p.lookup = c->lookup;
   r = proxy_cred_client_start(c->loop, &p, &call->client);
   if (r < 0) {
     free(call->url);
@@ -677,7 +679,9 @@ int proxy_cred_cache_new(uv_loop_t *loop, const char *sandbox,
   c->nbuckets = n;
   c->buckets = calloc(n, sizeof(*c->buckets));
   c->sandbox = strdup(sandbox);
-  if (c->buckets == NULL || c->sandbox == NULL) {
+  if (c->buckets != NULL && c->sandbox != NULL)
+    (void)proxy_cred_lookup_new(loop, &c->lookup);
+  if (c->lookup == NULL) {
     free(c->buckets);
     free(c->sandbox);
     free(c);
@@ -711,6 +715,8 @@ void proxy_cred_cache_free(struct proxy_cred_cache *c)
     call_abort(c->calls, "the credential cache was freed (sandbox closed or its config "
                          "replaced)");
   flush_entries(c);
+  proxy_cred_lookup_free(c->lookup);
+  c->lookup = NULL;
   uv_close((uv_handle_t *)&c->sweep, sweep_closed);
 }
 

@@ -1,6 +1,7 @@
 /*
  * The credential callback's HTTP client: one POST per call, over TCP (a host name
- * resolved with uv_getaddrinfo and each address tried in turn; literal addresses used
+ * resolved with uv_getaddrinfo, one lookup of it at a time per cache that the calls
+ * waiting for it share, and each address tried in turn; literal addresses used
  * directly), TLS on top for https:// (mbedTLS with BIO callbacks over libuv buffers),
  * or a unix socket. The answer is handed to callback_answer.c as it arrives. One
  * timer bounds the whole call: resolution, connect, handshake, request and answer.
@@ -32,6 +33,7 @@
 #endif
 
 #define IO_BUF_SIZE 16384
+#define MAX_ADDRS 16 /* of a resolved name, tried in turn */
 
 #ifndef container_of
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -77,9 +79,11 @@ struct proxy_cred_client {
     uv_pipe_t pipe;
   } io;
   uv_connect_t connect;
-  uv_getaddrinfo_t gai;
-  struct addrinfo *ai;                /* resolved addresses */
-  struct addrinfo *ai_next;           /* the next one to try */
+  struct proxy_cred_lookup *lookup;   /* resolves the host (shared) */
+  struct proxy_cred_client *lk_prev, *lk_next; /* waiting for lookup's answer */
+  struct sockaddr_storage addrs[MAX_ADDRS]; /* resolved addresses */
+  size_t naddrs;
+  size_t next_addr;                   /* the next one to try */
   struct sockaddr_storage literal;    /* a literal address in the URL */
   int have_literal;                   /* not tried yet */
   int last_err;                       /* of the last failed connect */
@@ -102,7 +106,7 @@ struct proxy_cred_client {
   unsigned starting : 1;              /* inside proxy_cred_client_start */
   unsigned timer_open : 1;
   unsigned io_open : 1;
-  unsigned gai_pending : 1;
+  unsigned lk_waiting : 1;            /* on lookup's list */
   unsigned finished : 1;
 
   char detail[256];
@@ -166,8 +170,6 @@ static void fail(struct proxy_cred_client *cl, enum proxy_cred_outcome o, int er
 
 static void release(struct proxy_cred_client *cl)
 {
-  if (cl->ai != NULL)
-    uv_freeaddrinfo(cl->ai);
   free(cl->socket_path);
   /* The read buffers held the answer; wipe the whole struct. */
   explicit_bzero(cl, sizeof(*cl));
@@ -188,8 +190,11 @@ static void handle_closed(uv_handle_t *h)
   maybe_release(cl);
 }
 
-/* Closes everything (idempotent): handles, a pending resolution, TLS, buffers. Write
- * and connect requests complete with UV_ECANCELED when their handle closes. */
+static void lookup_unwait(struct proxy_cred_client *cl);
+
+/* Closes everything (idempotent): handles, the wait for a resolution, TLS, buffers.
+ * Write and connect requests complete with UV_ECANCELED when their handle closes; a
+ * lookup goes on for the other calls waiting for it, or completes unused. */
 static void shut(struct proxy_cred_client *cl)
 {
   if (cl->timer_open) {
@@ -200,8 +205,8 @@ static void shut(struct proxy_cred_client *cl)
     cl->io_open = 0;
     uv_close(&cl->io.handle, handle_closed);
   }
-  if (cl->gai_pending)
-    uv_cancel((uv_req_t *)&cl->gai); /* the callback still runs, with EAI_CANCELED */
+  if (cl->lk_waiting)
+    lookup_unwait(cl);
   if (cl->ssl != NULL) {
     mbedtls_ssl_free(cl->ssl);
     free(cl->ssl);
@@ -631,7 +636,7 @@ static void connect_cb(uv_connect_t *req, int status)
     connected(cl);
     return;
   }
-  if (cl->kind == RULES_CB_UNIX || cl->ai_next == NULL) {
+  if (cl->kind == RULES_CB_UNIX || cl->next_addr >= cl->naddrs) {
     fail(cl, PROXY_CRED_CONNECT, status, "connect to %s: %s",
          target_name(cl, where, sizeof(where)), uv_strerror(status));
     return;
@@ -670,20 +675,14 @@ static void tcp_connect(struct proxy_cred_client *cl, const struct sockaddr *sa)
 
 static void next_address(struct proxy_cred_client *cl)
 {
-  struct addrinfo *ai;
-
   if (cl->have_literal) {
     cl->have_literal = 0;
     tcp_connect(cl, (const struct sockaddr *)&cl->literal);
     return;
   }
-  while (cl->ai_next != NULL) {
-    ai = cl->ai_next;
-    cl->ai_next = ai->ai_next;
-    if (ai->ai_family == AF_INET || ai->ai_family == AF_INET6) {
-      tcp_connect(cl, ai->ai_addr);
-      return;
-    }
+  if (cl->next_addr < cl->naddrs) {
+    tcp_connect(cl, (const struct sockaddr *)&cl->addrs[cl->next_addr++]);
+    return;
   }
   if (cl->last_err != 0)
     fail(cl, PROXY_CRED_CONNECT, cl->last_err, "connect to %s:%u: %s", cl->host, cl->port,
@@ -692,25 +691,178 @@ static void next_address(struct proxy_cred_client *cl)
     fail(cl, PROXY_CRED_RESOLVE, -EHOSTUNREACH, "%s has no IPv4 or IPv6 address", cl->host);
 }
 
-static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
-{
-  struct proxy_cred_client *cl = req->data;
+/* ---- resolving the host: one lookup per name at a time, its answer shared ---- */
 
-  cl->reqs--;
-  cl->gai_pending = 0;
-  if (cl->finished) {
-    if (res != NULL)
-      uv_freeaddrinfo(res);
-    maybe_release(cl);
+struct lookup_req {
+  uv_getaddrinfo_t gai;
+  struct proxy_cred_lookup *lk; /* NULL once the lookup is freed: completes unused */
+  struct lookup_req *prev, *next;
+  char host[RULES_MAX_NAME_LEN + 1];
+  uint16_t port;
+};
+
+struct proxy_cred_lookup {
+  uv_loop_t *loop;
+  struct lookup_req *reqs;               /* in flight: one per host and port */
+  struct lookup_req *answering;          /* the one lookup_cb hands out */
+  struct proxy_cred_client *head, *tail; /* clients waiting, oldest first */
+  int freed;                             /* freed inside lookup_cb: free after */
+};
+
+int proxy_cred_lookup_new(uv_loop_t *loop, struct proxy_cred_lookup **out)
+{
+  struct proxy_cred_lookup *lk = calloc(1, sizeof(*lk));
+
+  *out = NULL;
+  if (lk == NULL)
+    return -ENOMEM;
+  lk->loop = loop;
+  *out = lk;
+  return 0;
+}
+
+void proxy_cred_lookup_free(struct proxy_cred_lookup *lk)
+{
+  struct lookup_req *req;
+
+  if (lk == NULL)
     return;
+  while (lk->head != NULL)
+    lookup_unwait(lk->head); /* none should be left: they time out on their own */
+  while (lk->reqs != NULL) {
+    req = lk->reqs;
+    lk->reqs = req->next;
+    req->lk = NULL;
+    req->prev = req->next = NULL;
+    uv_cancel((uv_req_t *)&req->gai); /* a queued one never takes a thread */
   }
+  if (lk->answering != NULL)
+    lk->freed = 1;
+  else
+    free(lk);
+}
+
+static void lookup_unwait(struct proxy_cred_client *cl)
+{
+  struct proxy_cred_lookup *lk = cl->lookup;
+
+  if (cl->lk_prev != NULL)
+    cl->lk_prev->lk_next = cl->lk_next;
+  else
+    lk->head = cl->lk_next;
+  if (cl->lk_next != NULL)
+    cl->lk_next->lk_prev = cl->lk_prev;
+  else
+    lk->tail = cl->lk_prev;
+  cl->lk_prev = cl->lk_next = NULL;
+  cl->lk_waiting = 0;
+}
+
+static int same_name(const struct lookup_req *req, const struct proxy_cred_client *cl)
+{
+  return req->port == cl->port && strcmp(req->host, cl->host) == 0;
+}
+
+static void lookup_cb(uv_getaddrinfo_t *gai, int status, struct addrinfo *res);
+
+/* Waits for the addresses of cl->host: the lookup of that name in flight, or a new
+ * one. Called inside proxy_cred_client_start, where a failure is deferred. */
+static void lookup_wait(struct proxy_cred_client *cl)
+{
+  struct proxy_cred_lookup *lk = cl->lookup;
+  struct lookup_req *req;
+  struct addrinfo hints;
+  char service[8];
+  int r;
+
+  cl->phase = PHASE_RESOLVE;
+  req = lk->answering;
+  if (req == NULL || !same_name(req, cl))
+    for (req = lk->reqs; req != NULL && !same_name(req, cl); req = req->next)
+      ;
+  if (req == NULL) {
+    req = calloc(1, sizeof(*req));
+    if (req == NULL) {
+      fail(cl, PROXY_CRED_INTERNAL, -ENOMEM, "resolve %s: out of memory", cl->host);
+      return;
+    }
+    req->lk = lk;
+    snprintf(req->host, sizeof(req->host), "%s", cl->host);
+    req->port = cl->port;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(service, sizeof(service), "%u", cl->port);
+    r = uv_getaddrinfo(lk->loop, &req->gai, lookup_cb, req->host, service, &hints);
+    if (r < 0) {
+      free(req);
+      fail(cl, PROXY_CRED_RESOLVE, r, "resolve %s: %s", cl->host, uv_strerror(r));
+      return;
+    }
+    req->next = lk->reqs;
+    if (lk->reqs != NULL)
+      lk->reqs->prev = req;
+    lk->reqs = req;
+  }
+  cl->lk_prev = lk->tail;
+  cl->lk_next = NULL;
+  if (lk->tail != NULL)
+    lk->tail->lk_next = cl;
+  else
+    lk->head = cl;
+  lk->tail = cl;
+  cl->lk_waiting = 1;
+}
+
+static void resolved(struct proxy_cred_client *cl, int status, const struct addrinfo *res)
+{
+  const struct addrinfo *ai;
+
   if (status < 0) {
     fail(cl, PROXY_CRED_RESOLVE, status, "resolve %s: %s", cl->host, uv_strerror(status));
     return;
   }
-  cl->ai = res;
-  cl->ai_next = res;
+  for (ai = res; ai != NULL && cl->naddrs < MAX_ADDRS; ai = ai->ai_next) {
+    if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+        ai->ai_addrlen > sizeof(cl->addrs[0]))
+      continue;
+    memcpy(&cl->addrs[cl->naddrs++], ai->ai_addr, ai->ai_addrlen);
+  }
   next_address(cl);
+}
+
+static void lookup_cb(uv_getaddrinfo_t *gai, int status, struct addrinfo *res)
+{
+  struct lookup_req *req = container_of(gai, struct lookup_req, gai);
+  struct proxy_cred_lookup *lk = req->lk;
+  struct proxy_cred_client *cl;
+
+  if (lk == NULL)
+    goto out;
+  if (req->prev != NULL)
+    req->prev->next = req->next;
+  else
+    lk->reqs = req->next;
+  if (req->next != NULL)
+    req->next->prev = req->prev;
+  /* Every client waiting for this name gets the answer, one that starts meanwhile
+   * (from a done callback) too; a done callback may free the lookup. */
+  lk->answering = req;
+  while (!lk->freed) {
+    for (cl = lk->head; cl != NULL && !same_name(req, cl); cl = cl->lk_next)
+      ;
+    if (cl == NULL)
+      break;
+    lookup_unwait(cl);
+    resolved(cl, status, res);
+  }
+  lk->answering = NULL;
+  if (lk->freed)
+    free(lk);
+out:
+  if (res != NULL)
+    uv_freeaddrinfo(res);
+  free(req);
 }
 
 /* ---- the request ---- */
@@ -811,8 +963,6 @@ int proxy_cred_client_start(uv_loop_t *loop, const struct proxy_cred_client_para
 {
   const struct rules_callback *cfg = p->cfg;
   struct proxy_cred_client *cl;
-  struct addrinfo hints;
-  char port[8];
   int r;
 
   *out = NULL;
@@ -877,19 +1027,12 @@ int proxy_cred_client_start(uv_loop_t *loop, const struct proxy_cred_client_para
       next_address(cl);
       break;
     }
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    snprintf(port, sizeof(port), "%u", cl->port);
-    cl->phase = PHASE_RESOLVE;
-    cl->gai.data = cl;
-    r = uv_getaddrinfo(loop, &cl->gai, gai_cb, cl->host, port, &hints);
-    if (r < 0) {
-      fail(cl, PROXY_CRED_RESOLVE, r, "resolve %s: %s", cl->host, uv_strerror(r));
+    if (p->lookup == NULL) {
+      fail(cl, PROXY_CRED_INTERNAL, -EINVAL, "no lookup to resolve %s with", cl->host);
       break;
     }
-    cl->gai_pending = 1;
-    cl->reqs++;
+    cl->lookup = p->lookup;
+    lookup_wait(cl);
     break;
   }
   cl->starting = 0;

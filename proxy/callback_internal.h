@@ -87,9 +87,28 @@ struct proxy_cred_client_params {
   uint16_t port;
   proxy_cred_client_done_cb done;
   void *arg;
+  struct proxy_cred_lookup *lookup;          /* borrowed until done or abort */
 };
 
 struct proxy_cred_client;
+
+/*
+ * The lookups of a callback's host name for the calls of one cache (one sandbox): at
+ * most one uv_getaddrinfo of a name (and port) in flight, whose answer every call
+ * waiting for it shares. Another name has its own (a config changed the URL).
+ * Each lookup holds a thread of libuv's pool until the resolver answers (its whole
+ * timeout when the name's server is silent), and the pool is shared by every sandbox
+ * of the daemon: a call per host the callback covers, each with a lookup of its own,
+ * would let one sandbox take all of it (invariant I8).
+ */
+struct proxy_cred_lookup;
+
+/* Returns 0, or -ENOMEM. */
+int proxy_cred_lookup_new(uv_loop_t *loop, struct proxy_cred_lookup **out);
+
+/* Frees a lookup no client waits on any more (abort them first). A getaddrinfo still
+ * in flight completes unused. NULL is a no-op. */
+void proxy_cred_lookup_free(struct proxy_cred_lookup *lk);
 
 /*
  * Starts one POST to the callback. done(arg, res) runs exactly once, always from the

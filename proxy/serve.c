@@ -1685,8 +1685,9 @@ int proxy_cmd_serve(int argc, char **argv)
   /* libuv's thread pool (4 threads unless told) runs at most half of its threads'
    * worth of getaddrinfo at once, for the whole process, and a name whose servers
    * never answer holds a thread for the resolver's whole timeout: with each sandbox
-   * at one lookup in flight (limits.resolve_max), POOL_THREADS / 2 sandboxes
-   * must resolve such names before another waits. Read once, at the pool's first
+   * at one lookup of an upstream name in flight (limits.resolve_max) and one of its
+   * callback's host, POOL_THREADS / 4 sandboxes must resolve such names before
+   * another waits. Read once, at the pool's first
    * use; an operator's own setting wins. */
   if (setenv("UV_THREADPOOL_SIZE", POOL_THREADS, 0) != 0)
     fprintf(stderr, "authproxy serve: warning: cannot size libuv's thread pool: %s\n",

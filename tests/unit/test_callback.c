@@ -349,6 +349,7 @@ struct res {
   struct proxy_cred_cache *reenter; /* call proxy_cred_get on it from the callback */
   const struct rules_callback *reenter_cfg;
   int reenter_ret;
+  struct proxy_cred_cache **free_cache; /* free *free_cache from the callback */
 };
 
 static int g_done;
@@ -386,6 +387,10 @@ static void on_res(void *arg, int status, const char *reason, struct proxy_creds
                                     on_res, &other, &w);
     ASSERT_NULL(w);
     ASSERT_EQ(other.n, 0);
+  }
+  if (r->free_cache != NULL && *r->free_cache != NULL) {
+    proxy_cred_cache_free(*r->free_cache);
+    *r->free_cache = NULL;
   }
 }
 
@@ -1247,6 +1252,66 @@ TEST(host_name_resolved)
     snprintf(host, sizeof(host), "\r\nHost: localhost:%d\r\n", f.srv.port);
     ASSERT_NOT_NULL(srv_header(&f.srv, host));
   }
+  fx_done(&f);
+}
+
+/* Calls for several hosts at once share the lookup of the callback's name (one at a
+ * time per cache: each holds a thread of the pool every sandbox shares); each gets
+ * the addresses and its own answer. Then the cache is freed while calls wait for a
+ * lookup: they are cancelled, and the lookup completes unused. */
+TEST(host_name_lookup_shared)
+{
+  static const char *const hosts[] = { "a.corp.example", "b.corp.example",
+                                       "c.corp.example", "d.corp.example" };
+  struct res r[4], late[4];
+  struct fx f;
+  size_t i;
+
+  fx_init(&f);
+  srv_listen_tcp(&f.srv, &f.loop);
+  f.srv.mode = SRV_OK;
+  f.cfg = parse_cfg("{\"url\": \"http://localhost:%d/c\", \"match_hosts\": [\"*\"]}",
+                    f.srv.port);
+  f.cb = rules_config_callback(f.cfg);
+  fx_cache(&f, NULL);
+  memset(r, 0, sizeof(r));
+  for (i = 0; i < 4; i++)
+    get_wait(&f, hosts[i], 443, &r[i]);
+  run_until(&f, &g_done, 4);
+  for (i = 0; i < 4; i++) {
+    ASSERT_EQ(r[i].status, 0);
+    ASSERT_EQ(r[i].nheaders, 2);
+  }
+  ASSERT_EQ(f.stats.calls, 4);
+  ASSERT_EQ(f.srv.calls, 4);
+
+  memset(late, 0, sizeof(late));
+  for (i = 0; i < 4; i++)
+    get_wait(&f, hosts[i], 8443, &late[i]);
+  proxy_cred_cache_free(f.cache);
+  f.cache = NULL;
+  for (i = 0; i < 4; i++)
+    ASSERT_EQ(late[i].status, -ECANCELED);
+  ASSERT_EQ(f.srv.calls, 4);
+  fx_done(&f);
+
+  /* The first call told that the name does not resolve frees the cache, with the
+   * others waiting for the same answer: they are cancelled. */
+  fx_init(&f);
+  f.cfg = parse_cfg("{\"url\": \"http://no-such-host.invalid:9/\", \"match_hosts\": [\"*\"], "
+                    "\"timeout_ms\": 5000}");
+  f.cb = rules_config_callback(f.cfg);
+  fx_cache(&f, NULL);
+  memset(late, 0, sizeof(late));
+  for (i = 0; i < 4; i++) {
+    late[i].free_cache = &f.cache;
+    get_wait(&f, hosts[i], 443, &late[i]);
+  }
+  run_until(&f, &g_done, 4);
+  ASSERT(f.cache == NULL);
+  ASSERT_NE(late[0].status, 0);
+  for (i = 1; i < 4; i++)
+    ASSERT_EQ(late[i].status, -ECANCELED);
   fx_done(&f);
 }
 
