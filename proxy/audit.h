@@ -41,7 +41,9 @@ struct proxy_audit_request {
   const char *path;      /* query excluded by the writer */
   size_t path_len;
   const char *action;    /* "forward", "deny", "reject" */
-  const char *reason;    /* NULL when forwarded */
+  const char *reason;    /* NULL when forwarded and answered whole; else why not (a
+                            forwarded request the connection's end cut short has the
+                            connection's reason) */
   const char *rule;      /* first rule that injected, or the deciding entry */
   int status;            /* response status, 0 if none */
   const char *const *injected; /* header names */

@@ -117,6 +117,8 @@ void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason)
   c->sb->ctx->counters.bytes_up += c->bytes_up;
   c->sb->ctx->counters.bytes_down += c->bytes_down;
   proxy_labels_add(&c->sb->ctx->closed_by_reason, c->reason ? c->reason : "done", 1);
+  if (c->http != NULL)
+    proxy_http_on_close(c);
   proxy_audit_conn(c);
   uv_timer_stop(&c->timer);
   uv_close((uv_handle_t *)&c->timer, handle_closed);

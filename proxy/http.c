@@ -796,6 +796,20 @@ int proxy_http_idle(const struct proxy_conn *c)
          c->pending_len == 0 && c->down.queued == 0;
 }
 
+void proxy_http_on_close(struct proxy_conn *c)
+{
+  struct proxy_http *h = c->http;
+
+  /* A request's record is written when its answer ends (audit_request clears
+   * method_len); one still pending here was cut short: by the sandbox, the upstream,
+   * a timeout, a detach. Once its head went upstream, with the credentials injected,
+   * it was forwarded, and the log must say so. */
+  if (h == NULL || h->method_len == 0)
+    return;
+  audit_request(c, h->phase == PH_BODY || h->phase == PH_RESPONSE ? "forward" : "reject",
+                c->reason != NULL ? c->reason : "closed");
+}
+
 void proxy_http_park(struct proxy_conn *c)
 {
   struct proxy_http *h = c->http;

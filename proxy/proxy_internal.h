@@ -330,6 +330,10 @@ void proxy_http_park(struct proxy_conn *c);
  * whole, nothing of a next request received. */
 int proxy_http_idle(const struct proxy_conn *c);
 
+/* The connection is closing (c->reason says why): a request it cut short, forwarded
+ * or not, gets its audit record now. */
+void proxy_http_on_close(struct proxy_conn *c);
+
 /*
  * Whether the request waiting for a new upstream may be sent to addr (an IPv4 or
  * IPv6 address the dial resolved) at port: request-level egress entries on addresses
