@@ -33,6 +33,7 @@ struct proxy_audit {
   uv_fs_t req;
   uv_timer_t timer;
   uint64_t dropped;
+  uint64_t full_drops; /* records dropped because the buffer was full, or no memory */
   uint64_t records;
   uint64_t write_errors;
 };
@@ -201,19 +202,35 @@ static void timer_cb(uv_timer_t *t)
   flush(t->data);
 }
 
+/*
+ * Records lost before a write was tried: the log cannot keep up (a slow disk, a
+ * reader that stopped). Counted in the metrics, and logged (the 1st, 10th, 100th and
+ * every 1000th time, with the count), since the jail has no metrics and an operator
+ * reads the daemon's log first.
+ */
+static void dropped_full(struct proxy_audit *a, uint64_t n)
+{
+  a->dropped += n;
+  a->full_drops += n;
+  if (proxy_log_nth(a->full_drops))
+    log_error("audit log: records are dropped: %u MiB wait for the file, which does not "
+              "keep up (%llu dropped)", PROXY_AUDIT_MAX_BUFFER >> 20,
+              (unsigned long long)a->full_drops);
+}
+
 void proxy_audit_write(struct proxy_audit *a, const char *json, size_t len)
 {
   if (a == NULL || a->closing)
     return;
   if (a->fill.len + len + 1 > PROXY_AUDIT_MAX_BUFFER) {
-    a->dropped++;
+    dropped_full(a, 1);
     return;
   }
   strbuf_add(&a->fill, json, len);
   strbuf_add(&a->fill, "\n", 1);
   if (a->fill.oom) {
     /* Every record buffered is gone with the buffer, not only this one. */
-    a->dropped += count_records(a->fill.data, a->fill.len) + 1;
+    dropped_full(a, count_records(a->fill.data, a->fill.len) + 1);
     strbuf_free(&a->fill);
     return;
   }

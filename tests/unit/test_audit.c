@@ -6,9 +6,11 @@
  * short at it, and the next one fails with EFBIG (SIGXFSZ is ignored). Raising the
  * limit again plays a disk that has room again.
  */
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -179,4 +181,49 @@ TEST(failed_write_counted_as_dropped)
   ASSERT_EQ(proxy_audit_dropped(a), 1);
   proxy_audit_close(a);
   test_loop_close(&loop);
+}
+
+/* Records dropped because the disk does not keep up (the buffer is full) are logged,
+ * not only counted: the jail has no /metrics, and the daemon's log is where an
+ * operator looks. The 1st drop and the 10th are logged, with the count, not each. */
+TEST(dropped_when_full_is_logged)
+{
+  struct proxy_audit *a;
+  uv_loop_t loop;
+  char path[512], lpath[512], rec[64], *log;
+  size_t len, n, i;
+  int saved, fd;
+
+  snprintf(path, sizeof(path), "%s/audit.log", test_tmpdir());
+  snprintf(lpath, sizeof(lpath), "%s/stderr.log", test_tmpdir());
+  fflush(stderr);
+  saved = dup(STDERR_FILENO);
+  ASSERT_GE(saved, 0);
+  fd = open(lpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_GE(dup2(fd, STDERR_FILENO), 0);
+  close(fd);
+
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  ASSERT_EQ(proxy_audit_open(&loop, path, &a), 0);
+  /* The loop does not run: the first 64 KiB go to the thread pool, whose completion
+   * is not seen, and the rest wait in the buffer until it is full. */
+  record(rec, sizeof(rec), 1);
+  n = PROXY_AUDIT_MAX_BUFFER / 60 + (64u << 10) / 60 + 20;
+  for (i = 0; i < n; i++)
+    proxy_audit_write(a, rec, strlen(rec));
+  ASSERT_GE(proxy_audit_dropped(a), 10);
+  proxy_audit_close(a);
+  test_loop_close(&loop);
+
+  fflush(stderr);
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  log = read_all(lpath, &len);
+  fprintf(stderr, "log:\n%s\n", log);
+  ASSERT_NOT_NULL(strstr(log, "audit log"));
+  ASSERT_NOT_NULL(strstr(log, "(1 dropped"));
+  ASSERT_NOT_NULL(strstr(log, "(10 dropped"));
+  ASSERT_NULL(strstr(log, "(2 dropped"));
+  free(log);
 }
