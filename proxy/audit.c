@@ -41,9 +41,10 @@ struct proxy_audit {
 static void flush(struct proxy_audit *a);
 static void finish_close(struct proxy_audit *a);
 
-static int open_file(const char *path)
+static int open_file(const char *path, int nonblock)
 {
-  int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW |
+                          (nonblock ? O_NONBLOCK : 0), 0600);
 
   return fd < 0 ? -errno : fd;
 }
@@ -57,7 +58,7 @@ int proxy_audit_open(uv_loop_t *loop, const char *path, struct proxy_audit **out
   if (strcmp(path, "-") == 0) {
     fd = STDOUT_FILENO;
   } else {
-    fd = open_file(path);
+    fd = open_file(path, 0);
     if (fd < 0)
       return fd;
   }
@@ -88,13 +89,23 @@ int proxy_audit_open(uv_loop_t *loop, const char *path, struct proxy_audit **out
 
 int proxy_audit_reopen(struct proxy_audit *a)
 {
-  int fd;
+  int fd, flags;
 
   if (a == NULL || a->path == NULL)
     return 0;
-  fd = open_file(a->path);
+  /* The loop opens: a FIFO whose reader went away (a log shipper restarting) must
+   * fail the open (ENXIO), not hold the loop, and every sandbox, until one is back.
+   * The writes stay blocking, on the thread pool: a full pipe waits, drops nothing. */
+  fd = open_file(a->path, 1);
   if (fd < 0)
     return fd;
+  flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    int r = -errno;
+
+    close(fd);
+    return r;
+  }
   /* A write in flight still uses the old fd; dup2 swaps the file under it safely. */
   if (dup2(fd, a->fd) < 0) {
     int r = -errno;

@@ -22,7 +22,8 @@ struct proxy_audit;
 /* Opens path for appending (created 0600), or standard output for "-". */
 int proxy_audit_open(uv_loop_t *loop, const char *path, struct proxy_audit **out);
 
-/* Reopens the file (after log rotation, on SIGHUP). */
+/* Reopens the file (after log rotation, on SIGHUP); a FIFO without a reader fails
+ * with -ENXIO at once, and the old file stays in use. */
 int proxy_audit_reopen(struct proxy_audit *a);
 
 /* Writes what is buffered, closes and frees (once a write in flight completes, so
