@@ -359,7 +359,10 @@ void proxy_audit_conn(struct proxy_conn *c)
   strbuf_init(&b);
   add_common(&b, c, "conn");
   strbuf_addf(&b, ",\"protocol\":\"%s\"", kind_names[c->kind]);
-  if (c->state != CONN_SNIFF || c->action != RULES_DENY || c->reason != NULL)
+  /* Only a decision of the policy is an action: a connection that ended before one
+   * (the sandbox closed it, a malformed first request, a limit) has its reason
+   * alone, or a security team would count it among the denials. */
+  if (c->decided)
     strbuf_addf(&b, ",\"action\":\"%s\"", action_names[c->action]);
   if (c->intercept_tls)
     strbuf_adds(&b, ",\"tls\":\"intercepted\"");

@@ -531,6 +531,7 @@ static void conn_decide(struct proxy_conn *c)
   if (c->reason != NULL) {
     /* Decided at accept time (an unknown synthetic address). */
     c->action = RULES_DENY;
+    c->decided = 1;
     if (c->kind == KIND_HTTP)
       proxy_http_start(c);
     else if (c->kind == KIND_TLS)
@@ -548,6 +549,7 @@ static void conn_decide(struct proxy_conn *c)
   proxy_conn_dest(c, &dest);
   rules_decide_conn(c->cfg, &dest, &d);
   c->action = d.action;
+  c->decided = 1;
   memcpy(c->entry, d.entry, sizeof(c->entry));
   c->sb->ctx->counters.actions[d.action]++;
   switch (d.action) {
@@ -583,6 +585,7 @@ static void conn_decide(struct proxy_conn *c)
 void proxy_conn_deny_tls(struct proxy_conn *c, const char *reason)
 {
   c->action = RULES_DENY;
+  c->decided = 1;
   c->reason = reason;
   /* With a CA the sandbox trusts, answer a readable 403 inside TLS; else reset. */
   if (c->sb->ca != NULL && c->name_src != NAME_NONE) {

@@ -329,10 +329,17 @@ static void fail_request(struct proxy_conn *c, int status, const char *reason,
   struct proxy_http *h = c->http;
   struct proxy_ctx *ctx = c->sb->ctx;
 
-  if (status == 403)
+  if (status == 403) {
     ctx->counters.requests_denied++;
-  else if (status < 500)
+    /* Refused before the connection was decided (Host disagrees with the name the
+     * sandbox connected to): the connection is denied, as in TLS. */
+    if (!c->decided) {
+      c->action = RULES_DENY;
+      c->decided = 1;
+    }
+  } else if (status < 500) {
     ctx->counters.requests_bad++;
+  }
   h->status = status;
   proxy_labels_add(&ctx->denied_by_reason, reason, 1);
   if (entry != NULL && entry != h->rule)
@@ -673,6 +680,7 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
   if (!h->decided) {
     h->decided = 1;
     c->action = d.action;
+    c->decided = 1;
     memcpy(c->entry, d.entry, sizeof(c->entry));
     sb->ctx->counters.actions[d.action]++;
     if (d.action == RULES_BYPASS) {

@@ -161,6 +161,7 @@ struct proxy_conn {
   size_t linger_queued;             /* LINGER: down.queued when the timer was armed */
   uint64_t bytes_up, bytes_down;
   int audited;
+  int decided;                      /* the policy chose action: the record names it */
   int dial_deferred;                /* dial once the previous upstream has closed */
   struct proxy_conn *pool_next, *pool_prev; /* CONN_POOLED: the sandbox's pool */
   struct proxy_conn *all_next, *all_prev;   /* ... and every sandbox's (ctx) */
