@@ -251,18 +251,40 @@ void proxy_audit_write(struct proxy_audit *a, const char *json, size_t len)
     uv_timer_start(&a->timer, timer_cb, FLUSH_MS, 0);
 }
 
-static void write_all(int fd, const char *p, size_t len)
+/* Writes p[0..len) and returns how much was written: less than len after an error,
+ * which errno says. */
+static size_t write_all(int fd, const char *p, size_t len)
 {
-  while (len > 0) {
-    ssize_t n = write(fd, p, len);
+  size_t done = 0;
+
+  while (done < len) {
+    ssize_t n = write(fd, p + done, len - done);
 
     if (n < 0 && errno == EINTR)
       continue;
-    if (n <= 0)
-      return;
-    p += n;
-    len -= (size_t)n;
+    if (n <= 0) {
+      if (n == 0)
+        errno = EIO;
+      break;
+    }
+    done += (size_t)n;
   }
+  return done;
+}
+
+/* Writes the records in p[0..len) at close, unless an earlier write failed (*err);
+ * counts those lost in *lost. */
+static void write_at_close(struct proxy_audit *a, const char *p, size_t len, int *err,
+                           uint64_t *lost)
+{
+  size_t done = 0;
+
+  if (*err == 0) {
+    done = write_all(a->fd, p, len);
+    if (done < len)
+      *err = errno;
+  }
+  *lost += count_records(p + done, len - done);
 }
 
 static void timer_closed(uv_handle_t *h)
@@ -278,12 +300,22 @@ static void timer_closed(uv_handle_t *h)
 /* Writes what is left synchronously (the daemon is stopping) and frees. */
 static void finish_close(struct proxy_audit *a)
 {
-  if (a->torn && a->out_off == 0 && (a->out.len > 0 || a->fill.len > 0))
-    write_all(a->fd, "\n", 1);
+  uint64_t lost = 0;
+  int err = 0;
+
+  if (a->torn && a->out_off == 0 && (a->out.len > 0 || a->fill.len > 0) &&
+      write_all(a->fd, "\n", 1) != 1)
+    err = errno;
   if (a->out.len > a->out_off)
-    write_all(a->fd, a->out.data + a->out_off, a->out.len - a->out_off);
+    write_at_close(a, a->out.data + a->out_off, a->out.len - a->out_off, &err, &lost);
   if (a->fill.len > 0)
-    write_all(a->fd, a->fill.data, a->fill.len);
+    write_at_close(a, a->fill.data, a->fill.len, &err, &lost);
+  if (err != 0) {
+    /* The last chance to say so: the daemon or the jail is stopping. */
+    a->dropped += lost;
+    log_error("audit log: write failed at close: %s (%llu records lost)", strerror(err),
+              (unsigned long long)lost);
+  }
   strbuf_free(&a->out);
   strbuf_free(&a->fill);
   uv_close((uv_handle_t *)&a->timer, timer_closed);

@@ -227,3 +227,47 @@ TEST(dropped_when_full_is_logged)
   ASSERT_NULL(strstr(log, "(2 dropped"));
   free(log);
 }
+
+/* Records the close writes itself (the daemon or the jail is stopping) and fails to
+ * are not lost silently either: the close logs the failure and how many it lost. */
+TEST(failed_write_at_close_is_logged)
+{
+  struct proxy_audit *a;
+  uv_loop_t loop;
+  char path[512], lpath[512], rec[64], *log;
+  size_t len;
+  int i, saved, fd;
+
+  snprintf(path, sizeof(path), "%s/audit.log", test_tmpdir());
+  snprintf(lpath, sizeof(lpath), "%s/stderr.log", test_tmpdir());
+  fflush(stderr);
+  saved = dup(STDERR_FILENO);
+  ASSERT_GE(saved, 0);
+  fd = open(lpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_GE(dup2(fd, STDERR_FILENO), 0);
+  close(fd);
+
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  ASSERT_EQ(proxy_audit_open(&loop, path, &a), 0);
+  ASSERT(signal(SIGXFSZ, SIG_IGN) != SIG_ERR);
+  set_fsize(150);
+  for (i = 1; i <= 3; i++) {
+    record(rec, sizeof(rec), i);
+    proxy_audit_write(a, rec, strlen(rec));
+  }
+  /* Nothing was written yet (the loop did not run): the close writes all three, and
+   * the file takes two and a half. */
+  proxy_audit_close(a);
+  test_loop_close(&loop);
+  set_fsize(RLIM_INFINITY);
+
+  fflush(stderr);
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  log = read_all(lpath, &len);
+  fprintf(stderr, "log:\n%s\n", log);
+  ASSERT_NOT_NULL(strstr(log, "audit log: write failed at close: File too large"));
+  ASSERT_NOT_NULL(strstr(log, "(1 records lost)"));
+  free(log);
+}
