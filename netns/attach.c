@@ -20,7 +20,7 @@ static int attach_main(void *arg)
   int ret;
 
   netns_fds_init(&f);
-  ret = netns_setup_links(c->err, c->errsz);
+  ret = netns_setup_links(&c->o->ipv4_only, c->err, c->errsz);
   if (ret != 0)
     goto out;
   ret = netns_sockets(c->o, &f, c->err, c->errsz);

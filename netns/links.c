@@ -19,6 +19,8 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <linux/fib_rules.h>
+#include <linux/if_link.h>
+#include <linux/ipv6.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 
@@ -203,12 +205,79 @@ static int ensure_default_route(struct rtnl *r, uint8_t family, unsigned int lo,
   ret = add_default_route(r, family, lo);
   if (ret == -EEXIST) /* added meanwhile by someone else: what we wanted */
     return 0;
+  /* Only asked for with IPv6 enabled on lo (netns_setup_links): EACCES means it was
+   * disabled since, EINVAL that lo lacks ::1 (someone deleted it). */
   if (ret != 0)
     netns_errf(err, errsz, "add %s default route dev lo src %s: %s%s", v,
                family == AF_INET ? "127.0.0.1" : "::1", strerror(-ret),
-               family == AF_INET6 ? " (is IPv6 disabled in the namespace? "
-                                    "net.ipv6.conf.lo.disable_ipv6 must be 0)"
+               family != AF_INET6 ? ""
+               : ret == -EACCES   ? " (was IPv6 disabled in the namespace meanwhile? "
+                                    "attaching again sets up IPv4 only)"
+               : ret == -EINVAL   ? " (lo has IPv6 enabled but no address ::1: add it, "
+                                    "or disable IPv6 with net.ipv6.conf.lo.disable_ipv6=1)"
                                   : "");
+  return ret;
+}
+
+struct lo_ipv6 {
+  int inet6; /* lo has IPv6 attributes: the kernel runs IPv6 */
+  int conf;  /* and they include disable_ipv6 */
+  int disabled;
+};
+
+/* Reads IFLA_AF_SPEC > AF_INET6 > IFLA_INET6_CONF[DEVCONF_DISABLE_IPV6] of lo's link
+ * message: the namespace's net.ipv6.conf.lo.disable_ipv6. */
+static int lo_ipv6_cb(const struct nlmsghdr *nlh, void *data)
+{
+  struct lo_ipv6 *s = data;
+  struct nlattr *spec, *af, *a;
+
+  if (nlh->nlmsg_type != RTM_NEWLINK ||
+      nlh->nlmsg_len < mnl_nlmsg_size(sizeof(struct ifinfomsg)))
+    return MNL_CB_OK;
+  mnl_attr_for_each(spec, nlh, sizeof(struct ifinfomsg)) {
+    if (mnl_attr_get_type(spec) != IFLA_AF_SPEC)
+      continue;
+    mnl_attr_for_each_nested(af, spec) {
+      if (mnl_attr_get_type(af) != AF_INET6)
+        continue;
+      s->inet6 = 1;
+      mnl_attr_for_each_nested(a, af) {
+        int32_t v;
+
+        if (mnl_attr_get_type(a) != IFLA_INET6_CONF ||
+            mnl_attr_get_payload_len(a) < (DEVCONF_DISABLE_IPV6 + 1) * sizeof(v))
+          continue;
+        /* An array of s32 indexed by DEVCONF_*. */
+        memcpy(&v, (const char *)mnl_attr_get_payload(a) + DEVCONF_DISABLE_IPV6 * sizeof(v),
+               sizeof(v));
+        s->conf = 1;
+        s->disabled = v != 0;
+      }
+    }
+  }
+  return MNL_CB_OK;
+}
+
+/*
+ * Whether IPv6 is off on lo: net.ipv6.conf.lo.disable_ipv6 set (as container runtimes
+ * commonly do), or no IPv6 in the kernel at all (ipv6.disable=1). Asked through
+ * rtnetlink rather than read from /proc/sys/net, whose path walk costs time that grows
+ * with the number of namespaces on the host (see netns_setup_links).
+ */
+static int lo_ipv6_off(struct rtnl *r, unsigned int lo, int *off)
+{
+  struct nlmsghdr *nlh = rtnl_msg(r, RTM_GETLINK, 0);
+  struct ifinfomsg *ifi = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifi));
+  struct lo_ipv6 s = { 0, 0, 0 };
+  int ret;
+
+  ifi->ifi_family = AF_UNSPEC;
+  ifi->ifi_index = (int)lo;
+  ret = rtnl_talk(r, lo_ipv6_cb, &s);
+  /* IPv6 attributes without disable_ipv6 (not a kernel we know): assume it is on, so
+   * that anything IPv6 cannot do fails the attach with its own message. */
+  *off = !s.inet6 || (s.conf && s.disabled);
   return ret;
 }
 
@@ -262,12 +331,13 @@ out:
   return ret;
 }
 
-int netns_setup_links(char *err, size_t errsz)
+int netns_setup_links(int *ipv4_only, char *err, size_t errsz)
 {
   struct rtnl r;
   unsigned int lo;
   int ret, others = 0;
 
+  *ipv4_only = 0;
   /* The index of lo in this thread's namespace (if_nametoindex asks a socket of it). */
   lo = if_nametoindex("lo");
   if (lo == 0) {
@@ -288,9 +358,19 @@ int netns_setup_links(char *err, size_t errsz)
   ret = ensure_default_route(&r, AF_INET, lo, err, errsz);
   if (ret != 0)
     goto out;
-  ret = ensure_default_route(&r, AF_INET6, lo, err, errsz);
-  if (ret != 0)
+  ret = lo_ipv6_off(&r, lo, ipv4_only);
+  if (ret != 0) {
+    netns_errf(err, errsz, "read the IPv6 settings of lo: %s", strerror(-ret));
     goto out;
+  }
+  /* With IPv6 disabled on lo there is no ::1 and no route via lo for IPv6: the kernel
+   * refuses both (EACCES, EADDRNOTAVAIL). The namespace then has no IPv6 to capture;
+   * the rule set still covers IPv6, should it be enabled later (netns.h). */
+  if (!*ipv4_only) {
+    ret = ensure_default_route(&r, AF_INET6, lo, err, errsz);
+    if (ret != 0)
+      goto out;
+  }
   /* route_localnet lets forwarded DNS (a guest's) be redirected to 127.0.0.53. Only a
    * namespace with another interface can see forwarded traffic, and writing under
    * /proc/sys/net costs time that grows with the number of namespaces on the host
@@ -344,9 +424,12 @@ static int tproxy_route(struct rtnl *r, uint16_t type, uint16_t flags, uint8_t f
   return rtnl_talk(r, NULL, NULL);
 }
 
-int netns_tproxy_routing_set(int *existed, char *err, size_t errsz)
+int netns_tproxy_routing_set(int ipv4_only, int *existed, char *err, size_t errsz)
 {
   static const uint8_t families[] = { AF_INET, AF_INET6 };
+  /* IPv6 disabled on lo: no route via lo can be added for it (EACCES), and no
+   * transparent IPv6 listener exists for it to lead to. */
+  size_t nfamilies = ipv4_only ? 1 : sizeof(families);
   struct rtnl r;
   unsigned int lo;
   size_t i;
@@ -365,7 +448,7 @@ int netns_tproxy_routing_set(int *existed, char *err, size_t errsz)
     netns_errf(err, errsz, "rtnetlink socket: %s", strerror(-ret));
     return ret;
   }
-  for (i = 0; i < sizeof(families); i++) {
+  for (i = 0; i < nfamilies; i++) {
     const char *v = families[i] == AF_INET ? "IPv4" : "IPv6";
 
     ret = tproxy_route(&r, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, families[i], lo);

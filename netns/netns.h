@@ -46,6 +46,14 @@ struct netns_rules_opts {
   uint16_t dns_port;     /* UDP+TCP responder on 127.0.0.53 (and [::1]); normally 53.
                             Queries to port 53 of any address are sent there. */
   enum netns_capture capture;
+  /* Set by netns_attach (from netns_setup_links) when IPv6 is disabled on the
+   * namespace's lo (net.ipv6.conf.lo.disable_ipv6=1, as container runtimes often
+   * set, or a kernel without IPv6); read by netns_sockets, which then makes the IPv4
+   * sockets only, and by netns_install_rules, which then adds IPv4 TPROXY routing
+   * only. The rule set is the same either way: should IPv6 be enabled later, its TCP
+   * is redirected to an IPv6 port nothing of the proxy's listens on (refused), its
+   * DNS to [::1], where no responder is, and everything else is dropped as always. */
+  int ipv4_only;
 };
 
 /* Sockets of one sandbox, created inside its namespace. -1 where not created. */
@@ -106,15 +114,17 @@ int netns_cookie(int nsfd, uint64_t *cookie);
 /* Brings `lo` up and, if the namespace has no IPv4/IPv6 default route, adds
  * `default dev lo src 127.0.0.1` and `default dev lo src ::1`. Also sets
  * net.ipv4.conf.all.route_localnet=1 in the namespace, which the prerouting DNAT of
- * guests' DNS to 127.0.0.53 needs. */
-int netns_setup_links(char *err, size_t errsz);
+ * guests' DNS to 127.0.0.53 needs. *ipv4_only is set to 1 when IPv6 is disabled on
+ * lo (see netns_rules_opts.ipv4_only); then nothing is done for IPv6. */
+int netns_setup_links(int *ipv4_only, char *err, size_t errsz);
 
 /*
  * Creates the sandbox's sockets, all O_CLOEXEC|O_NONBLOCK; the caller owns them (close
- * with netns_fds_close). proxy_port 0 picks a free port (the same for v4 and v6), as
- * does tproxy_port 0 with NETNS_CAPTURE_TPROXY; dns_port 0 means NETNS_DNS_PORT. The
- * chosen ports are written back into *o. Must run after netns_setup_links (the
- * responder must bind 127.0.0.53 with `lo` up). On failure no fd is left open.
+ * with netns_fds_close); with o->ipv4_only the IPv6 ones stay -1. proxy_port 0 picks a
+ * free port (the same for v4 and v6), as does tproxy_port 0 with NETNS_CAPTURE_TPROXY;
+ * dns_port 0 means NETNS_DNS_PORT. The chosen ports are written back into *o. Must run
+ * after netns_setup_links (the responder must bind 127.0.0.53 with `lo` up). On failure
+ * no fd is left open.
  */
 int netns_sockets(struct netns_rules_opts *o, struct netns_fds *out, char *err,
                   size_t errsz);
@@ -185,7 +195,8 @@ int netns_build_lockdown(struct mnl_nlmsg_batch *b, uint32_t *seq, const char **
 /*
  * In namespace nsfd: links, sockets, rules, in that order (rules last, so a failure
  * leaves no redirect to a listener that does not exist). On failure nothing is left
- * installed and no fd is returned.
+ * installed and no fd is returned. Sets o->ipv4_only (whatever it was) when the
+ * namespace has IPv6 disabled: then only IPv4 is set up and captured.
  */
 int netns_attach(int nsfd, struct netns_rules_opts *o, struct netns_fds *out, char *err,
                  size_t errsz);

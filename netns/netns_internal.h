@@ -44,9 +44,9 @@ int netns_install_lockdown(char *err, size_t errsz);
 /* Adds (tproxy set) or removes (clear) the fwmark policy routing TPROXY needs, in the
  * calling thread's namespace: `ip rule fwmark NETNS_TPROXY_MARK lookup
  * NETNS_TPROXY_TABLE` and `local default dev lo table NETNS_TPROXY_TABLE`, IPv4 and
- * IPv6. *existed (may be NULL) is set when the IPv4 rule was already present. Clearing
- * ignores parts that are absent. */
-int netns_tproxy_routing_set(int *existed, char *err, size_t errsz);
+ * IPv6 (IPv4 only with ipv4_only). *existed (may be NULL) is set when the IPv4 rule
+ * was already present. Clearing ignores parts that are absent. */
+int netns_tproxy_routing_set(int ipv4_only, int *existed, char *err, size_t errsz);
 int netns_tproxy_routing_clear(char *err, size_t errsz);
 
 #endif

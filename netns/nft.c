@@ -465,7 +465,7 @@ int netns_install_rules(const struct netns_rules_opts *o, char *err, size_t errs
   if (o->capture == NETNS_CAPTURE_TPROXY) {
     /* Routing first: on its own it only affects packets that carry the mark, which
      * nothing sets until the table is in place. */
-    ret = netns_tproxy_routing_set(&existed, err, errsz);
+    ret = netns_tproxy_routing_set(o->ipv4_only, &existed, err, errsz);
     if (ret != 0)
       return ret;
   }

@@ -108,7 +108,8 @@ fail:
 }
 
 /* TCP listeners on ip4:P and ip6:P with the same P. *port 0: the kernel picks P for
- * IPv4 and IPv6 takes the same; if another socket holds it for IPv6, try again. */
+ * IPv4 and IPv6 takes the same; if another socket holds it for IPv6, try again. ip6
+ * NULL: the IPv4 listener only (*fd6 is left -1). */
 static int open_pair(const char *ip4, const char *ip6, bool transparent, const char *what,
                      uint16_t *port, int *fd4, int *fd6, char *err, size_t errsz)
 {
@@ -123,6 +124,11 @@ static int open_pair(const char *ip4, const char *ip6, bool transparent, const c
     *fd4 = open_socket(&s4, &p, err, errsz);
     if (*fd4 < 0)
       return *fd4;
+    if (ip6 == NULL) {
+      *fd6 = -1;
+      *port = p;
+      return 0;
+    }
     *fd6 = open_socket(&s6, &p, err, errsz);
     if (*fd6 >= 0) {
       *port = p;
@@ -154,6 +160,7 @@ int netns_sockets(struct netns_rules_opts *o, struct netns_fds *out, char *err,
   struct netns_fds f;
   int *dns_fds[] = { &f.dns_udp4, &f.dns_tcp4, &f.dns_udp6, &f.dns_tcp6 };
   uint16_t proxy_port, tproxy_port = 0, dns_port;
+  const char *ip6;
   size_t i;
   int ret;
 
@@ -168,13 +175,16 @@ int netns_sockets(struct netns_rules_opts *o, struct netns_fds *out, char *err,
   proxy_port = o->proxy_port;
   dns_port = o->dns_port != 0 ? o->dns_port : NETNS_DNS_PORT;
 
-  ret = open_pair("0.0.0.0", "::", false, "proxy listener", &proxy_port, &f.tcp4, &f.tcp6,
+  /* IPv6 disabled: no IPv6 listener. [::] could be bound, but the namespace has no
+   * IPv6 to capture, and ::1, where the responder listens, does not exist. */
+  ip6 = o->ipv4_only ? NULL : "::";
+  ret = open_pair("0.0.0.0", ip6, false, "proxy listener", &proxy_port, &f.tcp4, &f.tcp6,
                   err, errsz);
   if (ret != 0)
     goto fail;
   if (o->capture == NETNS_CAPTURE_TPROXY) {
     tproxy_port = o->tproxy_port;
-    ret = open_pair("0.0.0.0", "::", true, "transparent proxy listener", &tproxy_port,
+    ret = open_pair("0.0.0.0", ip6, true, "transparent proxy listener", &tproxy_port,
                     &f.tproxy4, &f.tproxy6, err, errsz);
     if (ret != 0)
       goto fail;
@@ -182,6 +192,8 @@ int netns_sockets(struct netns_rules_opts *o, struct netns_fds *out, char *err,
   for (i = 0; i < sizeof(dns) / sizeof(dns[0]); i++) {
     uint16_t p = dns_port;
 
+    if (dns[i].family == AF_INET6 && o->ipv4_only)
+      continue;
     ret = open_socket(&dns[i], &p, err, errsz);
     if (ret < 0)
       goto fail;

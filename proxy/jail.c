@@ -743,6 +743,9 @@ static int attach_ns(struct jail *j, struct netns_fds *fds)
     fprintf(stderr, "authproxy jail: %s\n", err[0] ? err : strerror(-r));
     return r;
   }
+  if (o.ipv4_only)
+    log_info("jail: %s has IPv6 disabled (net.ipv6.conf.lo.disable_ipv6=1): only IPv4 is "
+             "captured", j->netns_path != NULL ? j->netns_path : "the namespace");
   return 0;
 }
 

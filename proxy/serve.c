@@ -707,6 +707,9 @@ static int attach(struct daemon *d, const char *name, const char *netns,
   lost = daemon_lost_find(d, name);
   if (lost != NULL)
     lost_remove(d, lost);
+  if (o.ipv4_only)
+    log_info("sandbox %s: %s has IPv6 disabled (net.ipv6.conf.lo.disable_ipv6=1): only "
+             "IPv4 is captured", name, netns);
   log_info("sandbox %s: attached %s (listener port %u)", name, netns, s->port);
   *out = s;
   s = NULL;

@@ -2,12 +2,12 @@
  * netns_tool: drives netns/ for tests/integration/test_netns_*.sh. Not installed.
  *
  *   netns_tool attach NSPATH [--tproxy] [--proxy-port P] [--tproxy-port T] [--dns-port D]
- *       netns_attach, print "ready proxy_port=P tproxy_port=T dns_port=D", then serve
- *       the sockets until SIGTERM (or --lifetime seconds, default 60): every connection
- *       accepted by the proxy listener is answered "orig ADDR:PORT\n" with the original
- *       destination (SO_ORIGINAL_DST), by the transparent listener "tproxy ADDR:PORT\n"
- *       (its local address), a DNS datagram "dns " + the query, a DNS TCP connection
- *       "dns-tcp\n". Each event is also printed.
+ *       netns_attach, print "ready proxy_port=P tproxy_port=T dns_port=D ipv4_only=0|1",
+ *       then serve the sockets until SIGTERM (or --lifetime seconds, default 60): every
+ *       connection accepted by the proxy listener is answered "orig ADDR:PORT\n" with
+ *       the original destination (SO_ORIGINAL_DST), by the transparent listener
+ *       "tproxy ADDR:PORT\n" (its local address), a DNS datagram "dns " + the query, a
+ *       DNS TCP connection "dns-tcp\n". Each event is also printed.
  *   netns_tool install NSPATH [--tproxy] --proxy-port P [--tproxy-port T] [--dns-port D]
  *   netns_tool detach NSPATH | remove NSPATH
  *   netns_tool reject NSPATH
@@ -231,8 +231,8 @@ static int cmd_attach(const char *path, struct opts *o)
     fprintf(stderr, "attach: %s (%s)\n", err, strerror(-ret));
     return 1;
   }
-  printf("ready proxy_port=%u tproxy_port=%u dns_port=%u\n", o->r.proxy_port,
-         o->r.tproxy_port, o->r.dns_port);
+  printf("ready proxy_port=%u tproxy_port=%u dns_port=%u ipv4_only=%d\n", o->r.proxy_port,
+         o->r.tproxy_port, o->r.dns_port, o->r.ipv4_only);
   fflush(stdout);
 
   end = time(NULL) + (time_t)o->lifetime;
@@ -408,8 +408,15 @@ static int probe_main(void *arg)
 static int setup_main(void *arg)
 {
   char *err = arg;
+  int ipv4_only, ret;
 
-  return netns_setup_links(err, 256);
+  ret = netns_setup_links(&ipv4_only, err, 256);
+  /* A fresh namespace has IPv6 on lo (the host's kernel runs it). */
+  if (ret == 0 && ipv4_only) {
+    snprintf(err, 256, "IPv6 taken for disabled in a fresh namespace");
+    return -EPROTO;
+  }
+  return ret;
 }
 
 /* Sockets this process holds. */
