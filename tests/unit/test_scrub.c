@@ -179,3 +179,84 @@ TEST(tail_search_skips_ordinary_text)
   ASSERT_EQ(n, sizeof(text) - 9);
   proxy_scrub_free(&s);
 }
+
+/* xorshift64: the same sequence on every run. */
+static uint64_t scrub_rand(uint64_t *st)
+{
+  *st ^= *st << 13;
+  *st ^= *st >> 7;
+  *st ^= *st << 17;
+  return *st;
+}
+
+/*
+ * With several values, what comes out is the whole stream with every occurrence of
+ * every value masked, however it is split, and what is held after each read is the
+ * longest end of the stream so far that begins a value (its proper prefix): checked
+ * against both computed naively, on values and text from small alphabets (so that
+ * values overlap, share prefixes and recur), some with a "Bearer " scheme.
+ */
+TEST(agrees_with_whole_stream_masking)
+{
+  static const char *const alphabets[] = { "ab", "aab", "abc", "a b" };
+  static char vals[3][24], in[400], want[400], out[400], chunk[400];
+  uint64_t st = 0x5851f42d4c957f2dULL;
+  size_t it, i, k, a, n, len, fed, olen, hold, nv, cut;
+  const char *o;
+
+  for (it = 0; it < 20000; it++) {
+    const char *al = alphabets[scrub_rand(&st) % 4];
+    struct proxy_scrub s;
+
+    memset(&s, 0, sizeof(s));
+    n = strlen(al);
+    nv = 2 + scrub_rand(&st) % 2;
+    for (i = 0; i < nv; i++) {
+      len = 8 + scrub_rand(&st) % 12;
+      for (k = 0; k < len; k++)
+        vals[i][k] = al[scrub_rand(&st) % n];
+      if (scrub_rand(&st) % 3 == 0)
+        memcpy(vals[i], "Bearer ", 7);
+      proxy_scrub_add(&s, vals[i], len);
+    }
+    len = scrub_rand(&st) % sizeof(in);
+    for (k = 0; k < len; k++)
+      in[k] = al[scrub_rand(&st) % n];
+    for (k = scrub_rand(&st) % 6; k > 0; k--) {
+      i = scrub_rand(&st) % s.n;
+      if (len >= s.len[i])
+        memcpy(in + scrub_rand(&st) % (len - s.len[i] + 1), s.val[i], s.len[i]);
+    }
+    memcpy(want, in, len);
+    for (i = 0; i < s.n; i++)
+      for (a = 0; a + s.len[i] <= len; a++)
+        if (memcmp(in + a, s.val[i], s.len[i]) == 0)
+          memset(want + a, '*', s.len[i]);
+    for (fed = 0, olen = 0; fed < len; fed = cut) {
+      cut = fed + 1 + scrub_rand(&st) % (len - fed);
+      memcpy(chunk, in + fed, cut - fed);
+      ASSERT_EQ(proxy_scrub_feed(&s, chunk, cut - fed, &o, &n), 0);
+      memcpy(out + olen, o, n);
+      olen += n;
+      for (hold = 0, i = 0; i < s.n; i++)
+        for (k = s.len[i] - 1 < cut ? s.len[i] - 1 : cut; k > hold; k--)
+          if (memcmp(in + cut - k, s.val[i], k) == 0)
+            hold = k;
+      if (s.held_len != hold)
+        TEST_FAIL_("case %zu: %zu bytes held after %zu, the longest end that begins a "
+                   "value is %zu",
+                   it, s.held_len, cut, hold);
+      ASSERT_EQ(olen + s.held_len, cut);
+    }
+    proxy_scrub_flush(&s, &o, &n);
+    if (n > 0)
+      memcpy(out + olen, o, n);
+    olen += n;
+    ASSERT_EQ(olen, len);
+    if (memcmp(out, want, len) != 0)
+      TEST_FAIL_("case %zu: \"%.*s\" masked as \"%.*s\", whole-stream masking gives "
+                 "\"%.*s\"",
+                 it, (int)len, in, (int)len, out, (int)len, want);
+    proxy_scrub_free(&s);
+  }
+}
