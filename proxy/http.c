@@ -800,8 +800,10 @@ int proxy_http_idle(const struct proxy_conn *c)
 {
   const struct proxy_http *h = c->http;
 
+  /* Not c->down.queued == 0: nothing else ends a connection whose last answer is
+   * still being written when the sandbox closes, and proxy_conn_linger writes it. */
   return h != NULL && c->state == CONN_HTTP && h->phase == PH_HEAD && h->requests > 0 &&
-         c->pending_len == 0 && c->down.queued == 0;
+         c->pending_len == 0;
 }
 
 void proxy_http_on_close(struct proxy_conn *c)

@@ -327,8 +327,9 @@ int proxy_http_on_up_error(struct proxy_conn *c);
  * pool. */
 void proxy_http_park(struct proxy_conn *c);
 
-/* 1 if c is a kept-alive HTTP connection between requests: its last answer written
- * whole, nothing of a next request received. */
+/* 1 if c is a kept-alive HTTP connection between requests: its last answer relayed
+ * whole (it may still be queued toward a slow reader: a lingering close writes it
+ * first), nothing of a next request received. */
 int proxy_http_idle(const struct proxy_conn *c);
 
 /* The connection is closing (c->reason says why): a request it cut short, forwarded

@@ -448,8 +448,9 @@ void proxy_sandbox_close(struct proxy_sandbox *sb, uint64_t drain_ms,
     proxy_dns_close(sb->dns, dns_closed, sb);
   proxy_conn_pool_flush(sb); /* idle upstreams have nothing to drain */
   /* Nor have kept-alive connections between requests: they end now, as after an
-   * answer (FIN, close_notify), rather than hold the close for drain_ms. One that is
-   * answering ends after its answer (finish_response). */
+   * answer (FIN, close_notify, once the answer still queued is written), rather than
+   * hold the close for drain_ms. One that is answering ends after its answer
+   * (finish_response). */
   for (c = sb->conns; c != NULL; c = next) {
     next = c->next;
     if (proxy_http_idle(c))
