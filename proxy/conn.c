@@ -1383,8 +1383,11 @@ void proxy_conn_accept(struct proxy_listener *l)
 
       if (name == NULL) {
         /* Expired or never handed out: the name behind it is unknown, so nothing
-         * can be decided for it. */
+         * can be decided for it. The policy denies it here, whenever the sandbox
+         * closes it. */
         c->reason = "unknown_synthetic_address";
+        c->action = RULES_DENY;
+        c->decided = 1;
       } else {
         memcpy(c->name, name, strlen(name) + 1);
         c->name_src = NAME_DNS;

@@ -5,7 +5,9 @@
 # allows was recorded as "deny": a security team counting denials counted these too,
 # and the metrics (authproxy_connections_total{action="deny"}) did not. A real denial
 # still says "deny", and so does a request refused before the connection was decided
-# (its Host disagrees with the name the sandbox connected to), as in TLS.
+# (its Host disagrees with the name the sandbox connected to), as in TLS, and a
+# connection to a synthetic address the responder never handed out (denied when it is
+# accepted), however soon the sandbox closes it.
 #
 #   jail: client --> authproxy --log (allowed: ok.example.com; denied: bad.example.com)
 . "$(dirname "$0")/lib.sh"
@@ -32,6 +34,7 @@ try:
 except OSError:  # reset: at once, or before the shutdown
     pass
 cut("ok.example.com", 80, b"GET / HTTP/1.1\r\nHost: other.example.com\r\n\r\n")
+cut("198.19.255.250", 80, b"")                        # an unknown synthetic address
 ' || fail "the client failed"
 cat "$T/audit.jsonl"
 
@@ -42,10 +45,11 @@ recs = [json.loads(l) for l in open(sys.argv[1])]
 print(eval(sys.argv[2]))
 PYEOF
 }
-assert_eq "$(q 'len([r for r in recs if r["event"] == "conn"])')" "5" "connection records"
+assert_eq "$(q 'len([r for r in recs if r["event"] == "conn"])')" "6" "connection records"
 assert_eq "$(q '[(r["name"], r.get("action"), r.get("reason")) for r in recs if r["event"] == "conn" and r["conn"] <= 3]')" \
   "[('ok.example.com', None, 'sandbox_closed'), ('ok.example.com', None, 'sandbox_closed'), ('ok.example.com', None, 'sandbox_closed')]" \
   "connections closed before a decision"
 assert_eq "$(q '[(r.get("action"), r.get("reason")) for r in recs if r["event"] == "conn" and r["conn"] >= 4]')" \
-  "[('deny', 'egress_deny'), ('deny', 'host_mismatch')]" "the denied connections"
+  "[('deny', 'egress_deny'), ('deny', 'host_mismatch'), ('deny', 'unknown_synthetic_address')]" \
+  "the denied connections"
 pass "only a decision makes a connection record's action; a denial is still a deny"
