@@ -128,6 +128,13 @@ hjail() {
     "$AUTHPROXY" jail "$@"
 }
 
+# hserve_start [SERVE_ARG...]: serve_start inside $HNS, with /etc/resolv.conf (in a
+# private mount namespace) pointing at the fake resolver.
+hserve_start() {
+  serve_start --wrap ip netns exec "$HNS" unshare -m --propagation private \
+    sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$T/host-resolv.conf" -- "$@"
+}
+
 # hupstream NAME [CERT KEY]: start_upstream, inside $HNS (on 127.0.0.1 there, or on
 # $HUP_BIND).
 hupstream() {

@@ -22,9 +22,7 @@ hupstream up
 NSA=$(make_netns a)
 NSB=$(make_netns b)
 
-serve_start --wrap ip netns exec "$HNS" unshare -m --propagation private \
-  sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$T/host-resolv.conf" -- \
-  --connect-timeout 3
+hserve_start --connect-timeout 3
 
 cat > "$T/a.json" <<EOF
 { "callback": { "url": "http://cb.slow.test:9/creds", "match_hosts": ["*.corp.example"],

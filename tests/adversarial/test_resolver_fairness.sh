@@ -27,9 +27,7 @@ NSA=$(make_netns a)
 NSB=$(make_netns b)
 NSC=$(make_netns c)
 
-serve_start --wrap ip netns exec "$HNS" unshare -m --propagation private \
-  sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$T/host-resolv.conf" -- \
-  --connect-timeout 10
+hserve_start --connect-timeout 10
 
 cat > "$T/a.json" <<EOF
 { "dns": { "remap": { "api.example.com": "hang.slow.test:80" } } }

@@ -64,6 +64,27 @@ const char *test_tmpdir(void)
   return tmpdir;
 }
 
+int test_stderr_to(const char *path)
+{
+  int saved, fd;
+
+  fflush(stderr);
+  saved = dup(STDERR_FILENO);
+  ASSERT_GE(saved, 0);
+  fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+  close(fd);
+  return saved;
+}
+
+void test_stderr_back(int saved)
+{
+  fflush(stderr);
+  ASSERT_EQ(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+  close(saved);
+}
+
 void test_write_file(const char *dir, const char *name, const char *data, size_t len,
                      int mode)
 {

@@ -22,6 +22,13 @@ const char *test_data_path(const char *rel);
 /* A fresh private temporary directory for the current test (removed by the runner). */
 const char *test_tmpdir(void);
 
+/* Sends stderr (the log) to a new file at path; returns the old stderr, for
+ * test_stderr_back. */
+int test_stderr_to(const char *path);
+
+/* Puts back the stderr test_stderr_to returned. */
+void test_stderr_back(int saved);
+
 /* Writes len bytes to dir/name with mode; aborts the test on failure. */
 void test_write_file(const char *dir, const char *name, const char *data, size_t len,
                      int mode);

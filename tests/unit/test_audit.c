@@ -192,17 +192,11 @@ TEST(dropped_when_full_is_logged)
   uv_loop_t loop;
   char path[512], lpath[512], rec[64], *log;
   size_t len, n, i;
-  int saved, fd;
+  int saved;
 
   snprintf(path, sizeof(path), "%s/audit.log", test_tmpdir());
   snprintf(lpath, sizeof(lpath), "%s/stderr.log", test_tmpdir());
-  fflush(stderr);
-  saved = dup(STDERR_FILENO);
-  ASSERT_GE(saved, 0);
-  fd = open(lpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  ASSERT_GE(fd, 0);
-  ASSERT_GE(dup2(fd, STDERR_FILENO), 0);
-  close(fd);
+  saved = test_stderr_to(lpath);
 
   ASSERT_EQ(uv_loop_init(&loop), 0);
   ASSERT_EQ(proxy_audit_open(&loop, path, &a), 0);
@@ -216,9 +210,7 @@ TEST(dropped_when_full_is_logged)
   proxy_audit_close(a);
   test_loop_close(&loop);
 
-  fflush(stderr);
-  dup2(saved, STDERR_FILENO);
-  close(saved);
+  test_stderr_back(saved);
   log = read_all(lpath, &len);
   fprintf(stderr, "log:\n%s\n", log);
   ASSERT_NOT_NULL(strstr(log, "audit log"));
@@ -236,17 +228,11 @@ TEST(failed_write_at_close_is_logged)
   uv_loop_t loop;
   char path[512], lpath[512], rec[64], *log;
   size_t len;
-  int i, saved, fd;
+  int i, saved;
 
   snprintf(path, sizeof(path), "%s/audit.log", test_tmpdir());
   snprintf(lpath, sizeof(lpath), "%s/stderr.log", test_tmpdir());
-  fflush(stderr);
-  saved = dup(STDERR_FILENO);
-  ASSERT_GE(saved, 0);
-  fd = open(lpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  ASSERT_GE(fd, 0);
-  ASSERT_GE(dup2(fd, STDERR_FILENO), 0);
-  close(fd);
+  saved = test_stderr_to(lpath);
 
   ASSERT_EQ(uv_loop_init(&loop), 0);
   ASSERT_EQ(proxy_audit_open(&loop, path, &a), 0);
@@ -262,9 +248,7 @@ TEST(failed_write_at_close_is_logged)
   test_loop_close(&loop);
   set_fsize(RLIM_INFINITY);
 
-  fflush(stderr);
-  dup2(saved, STDERR_FILENO);
-  close(saved);
+  test_stderr_back(saved);
   log = read_all(lpath, &len);
   fprintf(stderr, "log:\n%s\n", log);
   ASSERT_NOT_NULL(strstr(log, "audit log: write failed at close: File too large"));

@@ -158,17 +158,8 @@ struct capture {
 
 static void capture_start(struct capture *c)
 {
-  int fd;
-
   snprintf(c->path, sizeof(c->path), "%s/stderr.txt", test_tmpdir());
-  fd = open(c->path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
-
-  ASSERT_GE(fd, 0);
-  fflush(stderr);
-  c->saved = dup(STDERR_FILENO);
-  ASSERT_GE(c->saved, 0);
-  ASSERT_EQ(dup2(fd, STDERR_FILENO), STDERR_FILENO);
-  close(fd);
+  c->saved = test_stderr_to(c->path);
 }
 
 static const char *capture_end(struct capture *c)
@@ -177,9 +168,7 @@ static const char *capture_end(struct capture *c)
   FILE *f;
   size_t n;
 
-  fflush(stderr);
-  ASSERT_EQ(dup2(c->saved, STDERR_FILENO), STDERR_FILENO);
-  close(c->saved);
+  test_stderr_back(c->saved);
   f = fopen(c->path, "rb");
   ASSERT_NOT_NULL(f);
   n = fread(text, 1, sizeof(text) - 1, f);

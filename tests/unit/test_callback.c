@@ -1689,28 +1689,6 @@ static int count_lines(const char *path)
   return n;
 }
 
-/* Sends stderr (the log) to path; returns the old stderr for stderr_back. */
-static int stderr_to(const char *path)
-{
-  int saved, fd;
-
-  fflush(stderr);
-  saved = dup(STDERR_FILENO);
-  ASSERT_GE(saved, 0);
-  fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  ASSERT_GE(fd, 0);
-  ASSERT_GE(dup2(fd, STDERR_FILENO), 0);
-  close(fd);
-  return saved;
-}
-
-static void stderr_back(int saved)
-{
-  fflush(stderr);
-  dup2(saved, STDERR_FILENO);
-  close(saved);
-}
-
 TEST(audit_and_log_never_hold_values)
 {
   struct proxy_audit *audit = NULL;
@@ -1723,7 +1701,7 @@ TEST(audit_and_log_never_hold_values)
 
   snprintf(apath, sizeof(apath), "%s/audit.jsonl", test_tmpdir());
   snprintf(lpath, sizeof(lpath), "%s/stderr.log", test_tmpdir());
-  saved = stderr_to(lpath);
+  saved = test_stderr_to(lpath);
 
   fx_init(&f);
   srv_listen_tcp(&f.srv, &f.loop);
@@ -1746,7 +1724,7 @@ TEST(audit_and_log_never_hold_values)
   while (count_lines(apath) < 2)
     run_for(&f, 10);
   fx_done(&f);
-  stderr_back(saved);
+  test_stderr_back(saved);
 
   alog = slurp(apath);
   llog = slurp(lpath);
@@ -2096,7 +2074,7 @@ TEST(failure_runs_logged_sparingly)
   struct res r;
 
   snprintf(lpath, sizeof(lpath), "%s/stderr.log", test_tmpdir());
-  saved = stderr_to(lpath);
+  saved = test_stderr_to(lpath);
 
   fx_init(&f);
   srv_listen_tcp(&f.srv, &f.loop);
@@ -2118,7 +2096,7 @@ TEST(failure_runs_logged_sparingly)
   get_sync(&f, "api.corp.example", 9443, &r);
   ASSERT_NE(r.status, 0);
   fx_done(&f);
-  stderr_back(saved);
+  test_stderr_back(saved);
 
   llog = slurp(lpath);
   for (p = llog; (p = strstr(p, "bad_status after")) != NULL; p++)
@@ -2145,7 +2123,7 @@ TEST(successes_logged_sparingly)
   struct res r;
 
   snprintf(lpath, sizeof(lpath), "%s/stderr.log", test_tmpdir());
-  saved = stderr_to(lpath);
+  saved = test_stderr_to(lpath);
 
   fx_init(&f);
   srv_listen_tcp(&f.srv, &f.loop);
@@ -2168,7 +2146,7 @@ TEST(successes_logged_sparingly)
   get_sync(&f, "api.corp.example", 443, &r);
   ASSERT_EQ(r.status, 0);
   fx_done(&f);
-  stderr_back(saved);
+  test_stderr_back(saved);
 
   llog = slurp(lpath);
   for (p = llog; (p = strstr(p, ": ok in ")) != NULL; p++)
@@ -2192,7 +2170,7 @@ TEST(alternating_outcomes_logged_sparingly)
   struct res r;
 
   snprintf(lpath, sizeof(lpath), "%s/stderr.log", test_tmpdir());
-  saved = stderr_to(lpath);
+  saved = test_stderr_to(lpath);
 
   fx_init(&f);
   srv_listen_tcp(&f.srv, &f.loop);
@@ -2221,7 +2199,7 @@ TEST(alternating_outcomes_logged_sparingly)
   get_sync(&f, "ok.corp.example", 2000, &r);
   ASSERT_NE(r.status, 0);
   fx_done(&f);
-  stderr_back(saved);
+  test_stderr_back(saved);
 
   llog = slurp(lpath);
   for (p = llog; (p = strstr(p, ": ok in ")) != NULL; p++)
