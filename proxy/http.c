@@ -43,6 +43,8 @@ struct proxy_http {
   int resp_started;          /* some bytes of the final response (or of an interim
                                 one cut short) reached the sandbox */
   int resp_in_msg;           /* the response parser is inside a message */
+  int head_sent;             /* the request's head (with what was injected) went to an
+                                upstream, maybe one since closed: it was forwarded */
   int keep_alive;            /* the request allows another one after it */
   int up_keep_alive;         /* ... on its upstream connection (see httphead.h) */
   int upgrade;               /* the request asks for a WebSocket upgrade */
@@ -344,7 +346,10 @@ static void fail_request(struct proxy_conn *c, int status, const char *reason,
   proxy_labels_add(&ctx->denied_by_reason, reason, 1);
   if (entry != NULL && entry != h->rule)
     snprintf(h->rule, sizeof(h->rule), "%s", entry);
-  audit_request(c, status == 403 ? "deny" : "reject", reason);
+  /* A request the upstream may have acted on, credentials and all, was forwarded,
+   * whatever answer the proxy gives now (502 upstream_reset, 504, a retry that
+   * failed to connect). */
+  audit_request(c, status == 403 ? "deny" : h->head_sent ? "forward" : "reject", reason);
   if (h->resp_started) {
     /* Part of a response already went out: a second one would corrupt it. */
     proxy_conn_close(c, 1, reason);
@@ -376,6 +381,7 @@ static void remember_request(struct proxy_http *h, const struct proxy_http_reque
   h->status = 0;
   h->up_bytes = 0;
   h->down_bytes = 0;
+  h->head_sent = 0;
 }
 
 /* Splits an authority into host and port; 0 or -EINVAL. */
@@ -412,6 +418,7 @@ static void send_head(struct proxy_conn *c, const char *head, size_t len)
     return;
   }
   h->up_bytes += len;
+  h->head_sent = 1;
   h->phase = h->req_done ? PH_RESPONSE : PH_BODY;
   proxy_end_want_read(&c->up, 1);
   proxy_conn_touch(c);
@@ -816,7 +823,7 @@ void proxy_http_on_close(struct proxy_conn *c)
    * it was forwarded, and the log must say so. */
   if (h == NULL || h->method_len == 0)
     return;
-  audit_request(c, h->phase == PH_BODY || h->phase == PH_RESPONSE ? "forward" : "reject",
+  audit_request(c, h->head_sent ? "forward" : "reject",
                 c->reason != NULL ? c->reason : "closed");
 }
 

@@ -3,7 +3,8 @@
 # sandbox resets the connection while the upstream thinks, the upstream closes in the
 # middle of its answer, the jail ends (the sandbox detaches) with a request in flight.
 # Such a request was forwarded, with its injected credentials; its record says so, with
-# the path, the header names and why it ended. A regression test: only the connection
+# the path, the header names and why it ended, also when the proxy answers it itself
+# after it went out (502). A regression test: only the connection
 # record used to be written, so the log had no trace of these requests.
 #
 #   jail: client --> authproxy --log --> plain upstream (http) / TLS upstream (intercepted,
@@ -67,6 +68,14 @@ get(s, "plain.example.com", "/exact?r=%s&close=1" % cut)
 while s.recv(65536):
     pass
 s.close()
+# The upstream closes without answering: the proxy answers 502 itself, but the
+# request had gone out.
+s = socket.create_connection(("plain.example.com", 80), timeout=10)
+s.sendall(b"POST /exact?r=&close=1 HTTP/1.1\r\nHost: plain.example.com\r\n"
+          b"Content-Length: 0\r\n\r\n")
+while s.recv(65536):
+    pass
+s.close()
 # CMD ends with a request in flight: the jail ends and the sandbox detaches.
 s = socket.create_connection(("plain.example.com", 80), timeout=10)
 get(s, "plain.example.com", "/slow?delay=3&n=3")
@@ -83,19 +92,21 @@ q() {
 import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1])]
 reqs = [r for r in recs if r["event"] == "request"]
-def req(path):
-    m = [r for r in reqs if r["path"] == path]
+def req(path, method="GET"):
+    m = [r for r in reqs if r["path"] == path and r["method"] == method]
     return m[0] if len(m) == 1 else {"records": len(m)}
 print(eval(sys.argv[2]))
 PYEOF
 }
-assert_eq "$(q 'len(reqs)')" "4" "request records"
-assert_eq "$(q 'sorted(r["path"] for r in reqs)')" "['/exact', '/slow', '/slow', '/slow']" "paths"
+assert_eq "$(q 'len(reqs)')" "5" "request records"
+assert_eq "$(q 'sorted(r["path"] for r in reqs)')" "['/exact', '/exact', '/slow', '/slow', '/slow']" "paths"
 assert_eq "$(q '[(r["action"], r["reason"]) for r in reqs if r["name"] == "plain.example.com" and r["path"] == "/slow"]')" \
   "[('forward', 'sandbox_error'), ('forward', 'sandbox_detached')]" "plain requests the sandbox cut, then the jail's end"
 assert_eq "$(q '[(r["action"], r["reason"], r["rule"], r["injected"]) for r in reqs if r["name"] == "api.example.com"]')" \
   "[('forward', 'sandbox_error', 'api', ['Authorization'])]" "the intercepted request with a credential"
 assert_eq "$(q '(req("/exact")["action"], req("/exact")["reason"], req("/exact")["status"])')" \
   "('forward', 'upstream_closed', 200)" "the answer the upstream cut"
+assert_eq "$(q '(req("/exact", "POST")["action"], req("/exact", "POST")["reason"], req("/exact", "POST")["status"])')" \
+  "('forward', 'upstream_closed', 502)" "a request the upstream closed on unanswered"
 if grep -q "sk-cut-$$" "$T/audit.jsonl"; then fail "the secret is in the audit log"; fi
 pass "requests cut by the sandbox, the upstream or the jail's end each have their record"
