@@ -530,8 +530,7 @@ static void conn_decide(struct proxy_conn *c)
   uv_timer_stop(&c->timer);
   if (c->reason != NULL) {
     /* Decided at accept time (an unknown synthetic address). */
-    c->action = RULES_DENY;
-    c->decided = 1;
+    proxy_conn_mark_denied(c);
     if (c->kind == KIND_HTTP)
       proxy_http_start(c);
     else if (c->kind == KIND_TLS)
@@ -582,10 +581,17 @@ static void conn_decide(struct proxy_conn *c)
   proxy_conn_dial(c, relay_ready);
 }
 
-void proxy_conn_deny_tls(struct proxy_conn *c, const char *reason)
+void proxy_conn_mark_denied(struct proxy_conn *c)
 {
+  if (!c->decided)
+    c->sb->ctx->counters.actions[RULES_DENY]++;
   c->action = RULES_DENY;
   c->decided = 1;
+}
+
+void proxy_conn_deny_tls(struct proxy_conn *c, const char *reason)
+{
+  proxy_conn_mark_denied(c);
   c->reason = reason;
   /* With a CA the sandbox trusts, answer a readable 403 inside TLS; else reset. */
   if (c->sb->ca != NULL && c->name_src != NAME_NONE) {
@@ -1386,8 +1392,7 @@ void proxy_conn_accept(struct proxy_listener *l)
          * can be decided for it. The policy denies it here, whenever the sandbox
          * closes it. */
         c->reason = "unknown_synthetic_address";
-        c->action = RULES_DENY;
-        c->decided = 1;
+        proxy_conn_mark_denied(c);
       } else {
         memcpy(c->name, name, strlen(name) + 1);
         c->name_src = NAME_DNS;

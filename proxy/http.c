@@ -335,10 +335,8 @@ static void fail_request(struct proxy_conn *c, int status, const char *reason,
     ctx->counters.requests_denied++;
     /* Refused before the connection was decided (Host disagrees with the name the
      * sandbox connected to): the connection is denied, as in TLS. */
-    if (!c->decided) {
-      c->action = RULES_DENY;
-      c->decided = 1;
-    }
+    if (!c->decided)
+      proxy_conn_mark_denied(c);
   } else if (status < 500) {
     ctx->counters.requests_bad++;
   }

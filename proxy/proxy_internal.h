@@ -179,6 +179,11 @@ void proxy_conn_accept(struct proxy_listener *l);
  * recorded for the audit log. Idempotent. */
 void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason);
 
+/* The policy denied c before or outside conn_decide (an unknown synthetic address, a
+ * Host or SNI that disagrees): its action is deny, counted in
+ * authproxy_connections_total once, as conn_decide counts its decisions. */
+void proxy_conn_mark_denied(struct proxy_conn *c);
+
 /* Starts resolving and connecting the upstream; cb runs once. */
 void proxy_conn_dial(struct proxy_conn *c, conn_ready_cb cb);
 

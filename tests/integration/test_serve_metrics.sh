@@ -100,6 +100,22 @@ queries=$(val "$T/s1.txt" authproxy_dns_queries_total)
 [ "$queries" -ge 5 ] || fail "DNS queries: $queries, 5 names were resolved"
 pass "/metrics is valid exposition text; counts match the traffic sent"
 
+# Denials decided before any policy lookup count as denials too: a connection to a
+# synthetic address the responder never handed out (closed at once, as a port scan
+# does), and a request whose Host disagrees with the name the sandbox resolved.
+in_box "$PY" - <<'PYEOF'
+import socket
+socket.create_connection(("198.19.255.250", 80), timeout=5).close()
+s = socket.create_connection(("plain.example.com", 80), timeout=5)
+s.sendall(b"GET / HTTP/1.1\r\nHost: evil.example.com\r\nConnection: close\r\n\r\n")
+assert s.recv(65536).startswith(b"HTTP/1.1 403"), "no 403 for a Host that disagrees"
+s.close()
+PYEOF
+wait_for closed_all
+assert_eq "$(ctl metrics | awk '$1 == "authproxy_connections_total{action=\"deny\"}" { print $2 }')" 3 \
+  "connections denied, with those two"
+pass "denials decided before the policy is asked are counted"
+
 # Detached, the sandbox takes none of its counts away.
 ctl detach box > /dev/null
 wait_for "[ \"\$(ctl metrics | awk '\$1 == \"authproxy_sandboxes\" { print \$2 }')\" = 0 ]"
