@@ -9,6 +9,10 @@
     c.set_secret("OPENAI_API_KEY", "sk-...")
     c.detach("box-1")
 
+    c.set_config("agents", proxy_config)   # stored, for attaches that name it
+    c.attach("box-2", "/var/run/netns/box-2", config_name="agents")
+    c.not_attached()        # sandboxes of the state directory the daemon does not serve
+
 Errors raise AuthproxyError with the API's code, message and validation details
 (each with the JSON path of the offending value).
 """
@@ -78,10 +82,20 @@ class Client:
     def _name(name):
         return urllib.parse.quote(name, safe="")
 
-    def attach(self, name, netns, proxy_config):
-        """Attaches the namespace at `netns`; returns the sandbox CA certificate (PEM)."""
-        r = self._call("PUT", "/v1/sandboxes/" + self._name(name),
-                       {"netns": netns, "proxy_config": proxy_config})
+    def attach(self, name, netns, proxy_config=None, config_name=None, ca=None):
+        """Attaches the namespace at `netns` with `proxy_config`, or with the stored
+        config `config_name`; `ca` is an optional {"certificate": PEM, "key": PEM} to
+        use instead of a generated CA. Returns the sandbox CA certificate (PEM)."""
+        if (proxy_config is None) == (config_name is None):
+            raise ValueError("give either proxy_config or config_name")
+        body = {"netns": netns}
+        if config_name is not None:
+            body["proxy_config_name"] = config_name
+        else:
+            body["proxy_config"] = proxy_config
+        if ca is not None:
+            body["ca"] = ca
+        r = self._call("PUT", "/v1/sandboxes/" + self._name(name), body)
         return r["ca_certificate"]
 
     def update(self, name, proxy_config):
@@ -94,7 +108,18 @@ class Client:
         return self._call("GET", "/v1/sandboxes/" + self._name(name))
 
     def list(self):
+        """The sandboxes served (see not_attached for the others)."""
         return self._call("GET", "/v1/sandboxes")["sandboxes"]
+
+    def not_attached(self):
+        """Sandboxes of the state directory the daemon does not serve, with the reason
+        (their namespace is gone, or re-attaching failed): without network until
+        attached again or detached (which forgets them)."""
+        return self._call("GET", "/v1/sandboxes")["not_attached"]
+
+    def ca(self, name):
+        """The sandbox CA certificate (PEM)."""
+        return self._call("GET", "/v1/sandboxes/" + self._name(name) + "/ca.pem", raw=True)
 
     def detach(self, name):
         self._call("DELETE", "/v1/sandboxes/" + self._name(name))
@@ -109,6 +134,23 @@ class Client:
     def secrets(self):
         """Names of the secrets pushed through the API (never their values)."""
         return self._call("GET", "/v1/secrets")["secrets"]
+
+    def set_config(self, name, proxy_config):
+        """Stores a config (validated, sealed) for attaches that name it; returns the
+        names of the secrets its templates use that are not pushed yet."""
+        r = self._call("PUT", "/v1/configs/" + self._name(name), {"proxy_config": proxy_config})
+        return r.get("unresolved_secrets", [])
+
+    def get_config(self, name):
+        """A stored config, redacted as get() is."""
+        return self._call("GET", "/v1/configs/" + self._name(name))
+
+    def delete_config(self, name):
+        self._call("DELETE", "/v1/configs/" + self._name(name))
+
+    def configs(self):
+        """Names of the stored configs."""
+        return self._call("GET", "/v1/configs")["configs"]
 
     def health(self):
         return self._call("GET", "/healthz")

@@ -354,6 +354,29 @@ assert_eq "$(client "print(len(c._call('GET', '/v1/configs/big')['proxy_config']
 ctl config-delete big >/dev/null
 pass "a state file over 1 MiB is read back at start"
 
+# ---- the Python client: stored configs, an attach naming one, the CA ------------
+ns=$(make_netns pyc)
+out=$(client "
+print(c.set_config('py-cfg', json.load(open('$T/cfg2.json'))))
+print(c.configs().count('py-cfg'))
+print(c.get_config('py-cfg')['proxy_config']['rules'][0]['headers'][0]['value'])
+pem = c.attach('pyc', '/var/run/netns/$ns', config_name='py-cfg')
+print(c.ca('pyc') == pem)
+try:
+    c.attach('pyc2', '/var/run/netns/$ns')
+except ValueError:
+    print('ValueError')
+c.detach('pyc')
+c.delete_config('py-cfg')
+print(c.configs().count('py-cfg'))")
+assert_eq "$out" "[]
+1
+Bearer {KEY_2}
+True
+ValueError
+0" "the Python client's stored configs, attach by name and CA"
+pass "the Python client covers stored configs and the CA"
+
 # ---- state the daemon cannot read back is refused, and nothing of it kept ----------
 # Pushed secrets are sealed in one file, which the daemon reads back at start up to
 # 4 MiB: secrets of 64 KiB are pushed until one is refused. The refused one must not
@@ -401,7 +424,7 @@ pass "state the daemon could not read back is refused (507); memory and disk agr
 # Runtimes delete a sandbox with DELETE (CNI DEL, the OCI hook): it must forget
 # box1's state (the daemon once answered 404, and attached box1 again at the first
 # start with the secret back). A new attach of box4 takes it off the list.
-not_attached() { client "print(sorted(l['name'] for l in c._call('GET', '/v1/sandboxes')['not_attached'] if l['name'] in ('box1', 'box4')))"; }
+not_attached() { client "print(sorted(l['name'] for l in c.not_attached() if l['name'] in ('box1', 'box4')))"; }
 attached() { client "print(sorted(s['name'] for s in c.list() if s['name'] in ('box1', 'box4')))"; }
 client "c.delete_secret('KEY_1'); c.delete_secret('KEY_4')"
 restart
