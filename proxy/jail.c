@@ -102,7 +102,8 @@ static void usage(FILE *f)
     "  --config FILE          proxy_config JSON (default: empty: allow all, inject nothing)\n"
     "  --secrets-dir DIR      where {KEY} templates of workspace_secret headers resolve\n"
     "  --user USER            run CMD as USER (default: the sudo caller, else root)\n"
-    "  --log FILE             audit log, JSON Lines (\"-\": standard output)\n"
+    "  --log FILE             audit log, JSON Lines (\"-\": standard output, which CMD\n"
+    "                         shares: it can print lines that look like records)\n"
     "  --netns PATH           use this existing namespace instead of a new one; it is\n"
     "                         left locked down (no network) when the jail exits\n"
     "  -h, --help             this help\n");
