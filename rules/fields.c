@@ -282,32 +282,34 @@ int rules_expect_uint(struct rules_pctx *c, const cJSON *v, uint32_t min, uint32
   return 0;
 }
 
-void rules_count_hostpat(struct rules_pctx *c, const struct rules_hostpat *p)
+/* Counts one more glob with text between two stars (which may be compared with the
+ * whole subject on every decision) in *count, refusing the one past max. */
+static void count_scanning(struct rules_pctx *c, const char *glob, size_t len,
+                           const char *text, size_t *count, size_t max, const char *what,
+                           const char *subject)
 {
   char q[160];
 
-  if (p->kind != RULES_HP_GLOB || !rules_glob_scans(p->glob, p->len))
+  if (!rules_glob_scans(glob, len))
     return;
-  if (++c->scan_hosts == RULES_MAX_SCAN_HOSTS + 1)
-    rules_perr(c, "%s is host pattern number %d with text between two '*' in this "
-                  "config; at most %d are allowed (each may be compared with the whole "
-                  "name on every connection)",
-               rules_quote(p->text, q, sizeof(q)), RULES_MAX_SCAN_HOSTS + 1,
-               RULES_MAX_SCAN_HOSTS);
+  if (++*count == max + 1)
+    rules_perr(c, "%s is %s pattern number %zu with text between two '*' in this config; "
+                  "at most %zu are allowed (each may be compared with the whole %s)",
+               rules_quote(text, q, sizeof(q)), what, max + 1, max, subject);
+}
+
+void rules_count_hostpat(struct rules_pctx *c, const struct rules_hostpat *p)
+{
+  if (p->kind == RULES_HP_GLOB)
+    count_scanning(c, p->glob, p->len, p->text, &c->scan_hosts, RULES_MAX_SCAN_HOSTS,
+                   "host", "name on every connection");
 }
 
 void rules_count_pathpat(struct rules_pctx *c, const struct rules_pathpat *p)
 {
-  char q[160];
-
-  if (p->kind != RULES_PP_GLOB || !rules_glob_scans(p->glob, p->len))
-    return;
-  if (++c->scan_paths == RULES_MAX_SCAN_PATHS + 1)
-    rules_perr(c, "%s is path pattern number %d with text between two '*' in this "
-                  "config; at most %d are allowed (each may be compared with the whole "
-                  "path of every request)",
-               rules_quote(p->text, q, sizeof(q)), RULES_MAX_SCAN_PATHS + 1,
-               RULES_MAX_SCAN_PATHS);
+  if (p->kind == RULES_PP_GLOB)
+    count_scanning(c, p->glob, p->len, p->text, &c->scan_paths, RULES_MAX_SCAN_PATHS,
+                   "path", "path of every request");
 }
 
 int rules_parse_hostpats(struct rules_pctx *c, const cJSON *arr, int allow_domain,

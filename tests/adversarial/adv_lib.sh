@@ -120,6 +120,10 @@ NFT
   wait_for "[ -s '$T/resolver.ready' ]" 10
 }
 
+# host_ns_ipv4: gives $HNS a non-loopback IPv4 address (TEST-NET-1, never routed), so
+# that getaddrinfo's AI_ADDRCONFIG there (the proxy's) asks for A records at all.
+host_ns_ipv4() { ip -n "$HNS" addr add 192.0.2.10/32 dev lo; }
+
 # hjail ARGS... -- CMD: authproxy jail run inside $HNS, with /etc/resolv.conf (in a
 # private mount namespace) pointing at the fake resolver.
 hjail() {

@@ -14,8 +14,7 @@
 . "$(dirname "$0")/adv_lib.sh"
 
 host_ns_start --answer fast.test=127.0.0.1 --silent slow.test
-# A non-loopback IPv4 address, so that the proxy's AI_ADDRCONFIG asks for A records.
-ip -n "$HNS" addr add 192.0.2.10/32 dev lo
+host_ns_ipv4
 # A silent lookup holds its thread 5 s, longer than box-b's connect timeout.
 printf 'nameserver 127.0.0.1\noptions attempts:1 timeout:5\n' > "$T/host-resolv.conf"
 hupstream up

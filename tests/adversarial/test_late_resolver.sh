@@ -11,9 +11,7 @@
 . "$(dirname "$0")/adv_lib.sh"
 
 host_ns_start --answer backend.late.test=127.0.0.1 --delay 1.5
-# An IPv4 address that is not loopback, so that getaddrinfo's AI_ADDRCONFIG (the
-# proxy's) returns IPv4 answers here at all (TEST-NET-1: never routed).
-ip -n "$HNS" addr add 192.0.2.10/32 dev lo
+host_ns_ipv4
 hupstream up
 # A remap to a name: the proxy resolves it (a remap target may be on loopback).
 cat > "$T/config.json" <<EOF

@@ -140,6 +140,13 @@ LIB_TMP=$T
 require_root() { :; }
 lib_init() { :; }
 
+# require_netns_tool: sets TOOL to the built tests/tools/netns_tool (in the build
+# directory ctest names, else ../../build), or fails.
+require_netns_tool() {
+  TOOL=${AUTHPROXY_BUILD:-$SRC/build}/tests/netns_tool
+  [ -x "$TOOL" ] || fail "$TOOL not built"
+}
+
 # Exit 77 unless every named command exists.
 require_cmd() {
   local c

@@ -19,8 +19,7 @@ set -euo pipefail
 
 require_root
 require_cmd ip nft
-TOOL=${AUTHPROXY_BUILD:-$(dirname "$0")/../../build}/tests/netns_tool
-[ -x "$TOOL" ] || fail "$TOOL not built"
+require_netns_tool
 lib_init
 
 SBX=ap-fsb-$$

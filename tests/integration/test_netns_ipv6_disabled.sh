@@ -19,8 +19,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 require_cmd ip nft curl ss
-TOOL=${AUTHPROXY_BUILD:-$(dirname "$0")/../../build}/tests/netns_tool
-[ -x "$TOOL" ] || fail "$TOOL not built"
+require_netns_tool
 
 SBX=ap-6sb-$$
 UP=ap-6up-$$

@@ -27,8 +27,7 @@ set -euo pipefail
 
 require_root
 require_cmd ip nft setpriv
-TOOL=${AUTHPROXY_BUILD:-$(dirname "$0")/../../build}/tests/netns_tool
-[ -x "$TOOL" ] || fail "$TOOL not built"
+require_netns_tool
 lib_init
 
 SBX=ap-rsb-$$

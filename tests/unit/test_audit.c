@@ -48,6 +48,18 @@ static void record(char *buf, size_t size, int n)
   ASSERT_EQ(strlen(buf), 59);
 }
 
+/* Writes records first..last (each as record() makes it) to a. */
+static void write_records(struct proxy_audit *a, int first, int last)
+{
+  char rec[64];
+  int i;
+
+  for (i = first; i <= last; i++) {
+    record(rec, sizeof(rec), i);
+    proxy_audit_write(a, rec, strlen(rec));
+  }
+}
+
 static void set_fsize(rlim_t cur)
 {
   struct rlimit rl;
@@ -81,24 +93,16 @@ static char *read_all(const char *path, size_t *len)
 static char *write_across_failure(uv_loop_t *loop, const char *path, int at_close)
 {
   struct proxy_audit *a;
-  char rec[64];
   size_t len;
-  int i;
 
   ASSERT_EQ(uv_loop_init(loop), 0);
   ASSERT_EQ(proxy_audit_open(loop, path, &a), 0);
   ASSERT(signal(SIGXFSZ, SIG_IGN) != SIG_ERR);
   set_fsize(150);
-  for (i = 1; i <= 3; i++) {
-    record(rec, sizeof(rec), i);
-    proxy_audit_write(a, rec, strlen(rec));
-  }
+  write_records(a, 1, 3);
   run_flush(loop);
   set_fsize(RLIM_INFINITY);
-  for (i = 4; i <= 5; i++) {
-    record(rec, sizeof(rec), i);
-    proxy_audit_write(a, rec, strlen(rec));
-  }
+  write_records(a, 4, 5);
   if (!at_close)
     run_flush(loop);
   proxy_audit_close(a);
@@ -155,27 +159,20 @@ TEST(failed_write_counted_as_dropped)
 {
   struct proxy_audit *a;
   uv_loop_t loop;
-  char path[512], rec[64];
-  int i;
+  char path[512];
 
   snprintf(path, sizeof(path), "%s/audit.log", test_tmpdir());
   ASSERT_EQ(uv_loop_init(&loop), 0);
   ASSERT_EQ(proxy_audit_open(&loop, path, &a), 0);
   ASSERT(signal(SIGXFSZ, SIG_IGN) != SIG_ERR);
   set_fsize(150);
-  for (i = 1; i <= 3; i++) {
-    record(rec, sizeof(rec), i);
-    proxy_audit_write(a, rec, strlen(rec));
-  }
+  write_records(a, 1, 3);
   run_flush(&loop);
   /* Records 1 and 2 are in the file; record 3 was cut, so it is lost. */
   ASSERT_EQ(proxy_audit_records(a), 2);
   ASSERT_EQ(proxy_audit_dropped(a), 1);
   set_fsize(RLIM_INFINITY);
-  for (i = 4; i <= 5; i++) {
-    record(rec, sizeof(rec), i);
-    proxy_audit_write(a, rec, strlen(rec));
-  }
+  write_records(a, 4, 5);
   run_flush(&loop);
   ASSERT_EQ(proxy_audit_records(a), 4);
   ASSERT_EQ(proxy_audit_dropped(a), 1);
@@ -226,9 +223,9 @@ TEST(failed_write_at_close_is_logged)
 {
   struct proxy_audit *a;
   uv_loop_t loop;
-  char path[512], lpath[512], rec[64], *log;
+  char path[512], lpath[512], *log;
   size_t len;
-  int i, saved;
+  int saved;
 
   snprintf(path, sizeof(path), "%s/audit.log", test_tmpdir());
   snprintf(lpath, sizeof(lpath), "%s/stderr.log", test_tmpdir());
@@ -238,10 +235,7 @@ TEST(failed_write_at_close_is_logged)
   ASSERT_EQ(proxy_audit_open(&loop, path, &a), 0);
   ASSERT(signal(SIGXFSZ, SIG_IGN) != SIG_ERR);
   set_fsize(150);
-  for (i = 1; i <= 3; i++) {
-    record(rec, sizeof(rec), i);
-    proxy_audit_write(a, rec, strlen(rec));
-  }
+  write_records(a, 1, 3);
   /* Nothing was written yet (the loop did not run): the close writes all three, and
    * the file takes two and a half. */
   proxy_audit_close(a);
