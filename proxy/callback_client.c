@@ -26,6 +26,7 @@
 #include <mbedtls/x509_crt.h>
 
 #include "proxy/callback_internal.h"
+#include "proxy/proxy.h"
 #include "proxy/strbuf.h"
 
 #ifndef AUTHPROXY_VERSION
@@ -734,6 +735,7 @@ void proxy_cred_lookup_free(struct proxy_cred_lookup *lk)
     lk->reqs = req->next;
     req->lk = NULL;
     req->prev = req->next = NULL;
+    proxy_lookup_orphaned();
     uv_cancel((uv_req_t *)&req->gai); /* a queued one never takes a thread */
   }
   if (lk->answering != NULL)
@@ -837,8 +839,10 @@ static void lookup_cb(uv_getaddrinfo_t *gai, int status, struct addrinfo *res)
   struct proxy_cred_lookup *lk = req->lk;
   struct proxy_cred_client *cl;
 
-  if (lk == NULL)
+  if (lk == NULL) {
+    proxy_lookup_orphan_done();
     goto out;
+  }
   if (req->prev != NULL)
     req->prev->next = req->next;
   else

@@ -55,10 +55,29 @@ void proxy_conn_touch(struct proxy_conn *c)
 
 /* ---- closing ---- */
 
+/*
+ * A closing connection of a closing sandbox lets go of its name lookup, which the
+ * thread pool cannot cancel (proxy_loop_finish): the answer comes to nobody, and
+ * neither the sandbox's close (a jail's end, a stop) nor the exit waits for the
+ * resolver's timeout. While the sandbox lives, the lookup keeps its place in the
+ * sandbox's share of the pool (limits.resolve_max) until the thread is free.
+ */
+static void drop_lookup(struct proxy_conn *c)
+{
+  if (c->gai == NULL || c->state != CONN_CLOSING || !c->sb->closing)
+    return;
+  c->gai->data = NULL;
+  c->gai = NULL;
+  c->ops--;
+  c->sb->resolving--;
+  proxy_lookup_orphaned();
+}
+
 static void conn_maybe_free(struct proxy_conn *c)
 {
   struct proxy_sandbox *sb = c->sb;
 
+  drop_lookup(c);
   if (c->handles > 0 || c->ops > 0)
     return;
   if (c->prev != NULL)
@@ -78,6 +97,12 @@ static void conn_maybe_free(struct proxy_conn *c)
   rules_config_unref(c->cfg);
   free(c);
   proxy_sandbox_conn_gone(sb);
+}
+
+void proxy_conn_sandbox_closing(struct proxy_conn *c)
+{
+  if (c->state == CONN_CLOSING)
+    conn_maybe_free(c);
 }
 
 static void handle_closed(uv_handle_t *h)
@@ -979,6 +1004,7 @@ static void resolve_start(struct proxy_conn *c)
     dial_fail(c, r, "upstream_unresolvable");
     return;
   }
+  c->gai = req;
   c->ops++;
   c->sb->resolving++;
 }
@@ -1003,6 +1029,13 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
   const char *reason;
 
   free(req);
+  if (c == NULL) { /* let go by a stop (drop_lookup) */
+    if (res != NULL)
+      uv_freeaddrinfo(res);
+    proxy_lookup_orphan_done();
+    return;
+  }
+  c->gai = NULL;
   c->ops--;
   c->sb->resolving--;
   resolve_next(c->sb);

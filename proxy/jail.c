@@ -757,7 +757,7 @@ int proxy_cmd_jail(int argc, char **argv)
   struct jail *j;
   sigset_t all, old;
   char err[512];
-  int first, i, r, ret = JAIL_FAILED;
+  int first, i, r, ret = JAIL_FAILED, orphans = 0;
 
   j = calloc(1, sizeof(*j));
   if (j == NULL)
@@ -896,10 +896,12 @@ out_loop:
   for (i = 0; i < j->nsig; i++)
     if (!uv_is_closing((uv_handle_t *)&j->sig[i]))
       uv_close((uv_handle_t *)&j->sig[i], NULL);
-  uv_run(&j->loop, UV_RUN_DEFAULT);
+  (void)proxy_loop_finish(&j->loop);
   uv_walk(&j->loop, close_walk, NULL);
-  uv_run(&j->loop, UV_RUN_DEFAULT);
-  uv_loop_close(&j->loop);
+  /* With lookups left to a silent resolver the loop stays, for their threads. */
+  orphans = proxy_loop_finish(&j->loop);
+  if (!orphans)
+    uv_loop_close(&j->loop);
   proxy_ctx_cleanup(&j->ctx);
 out:
   netns_fds_close(&fds);
@@ -917,6 +919,7 @@ out:
   rules_secrets_free(j->secrets);
   proxy_upstream_tls_free(j->upstream);
   proxy_ca_free(j->ca);
-  free(j);
+  if (!orphans)
+    free(j);
   return ret;
 }

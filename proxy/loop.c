@@ -41,3 +41,53 @@ void proxy_loop_run(struct proxy_ctx *ctx, unsigned busy_poll_us)
   }
   ctx->loop_stop = 0;
 }
+
+/*
+ * Lookups left running. libuv cannot cancel a getaddrinfo that a thread of its pool
+ * has begun, and until the thread returns the request keeps the loop alive (and
+ * libuv's exit handler joins the thread): with a resolver that never answers, up to
+ * its whole timeout, 10 s with glibc's defaults. A stop does not wait for an answer
+ * nobody will use: the request is orphaned, counted here (every process runs one
+ * loop), and proxy_loop_finish stops waiting when only such requests are left.
+ */
+static unsigned lookups_orphaned;
+
+void proxy_lookup_orphaned(void)
+{
+  lookups_orphaned++;
+}
+
+void proxy_lookup_orphan_done(void)
+{
+  lookups_orphaned--;
+}
+
+unsigned proxy_lookups_orphaned(void)
+{
+  return lookups_orphaned;
+}
+
+static void count_closing(uv_handle_t *h, void *arg)
+{
+  if (uv_is_closing(h))
+    (*(unsigned *)arg)++;
+}
+
+int proxy_loop_finish(uv_loop_t *loop)
+{
+  unsigned closing;
+
+  for (;;) {
+    /* What is due, close callbacks included, without waiting. */
+    if (uv_run(loop, UV_RUN_NOWAIT) == 0)
+      return 0;
+    if (lookups_orphaned > 0 && loop->active_handles == 0 &&
+        loop->active_reqs.count <= lookups_orphaned) {
+      closing = 0;
+      uv_walk(loop, count_closing, &closing);
+      if (closing == 0)
+        return 1;
+    }
+    uv_run(loop, UV_RUN_ONCE);
+  }
+}

@@ -7,10 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
 #include "proxy/commands.h"
+#include "proxy/proxy.h"
 
 struct command {
   const char *name;
@@ -65,6 +67,7 @@ int main(int argc, char **argv)
   const char *base = argc > 0 ? strrchr(argv[0], '/') : NULL;
   cJSON_Hooks hooks = { malloc, json_free };
   size_t i;
+  int ret;
 
   /* Every command but version handles secrets, opaque values or CA keys (serve, jail,
    * ctl secret-set, config check, an inline proxy_config of CNI): a core file would
@@ -93,9 +96,18 @@ int main(int argc, char **argv)
   }
   if (strcmp(argv[1], "--version") == 0)
     return cmd_version(argc - 1, argv + 1);
-  for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-    if (strcmp(argv[1], commands[i].name) == 0)
-      return commands[i].fn(argc - 1, argv + 1);
+  for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+    if (strcmp(argv[1], commands[i].name) != 0)
+      continue;
+    ret = commands[i].fn(argc - 1, argv + 1);
+    /* exit() would join libuv's threads, one of them maybe still waiting for a
+     * resolver that never answers (proxy_loop_finish). */
+    if (proxy_lookups_orphaned() > 0) {
+      fflush(NULL);
+      _exit(ret);
+    }
+    return ret;
+  }
   fprintf(stderr, "authproxy: unknown command \"%s\"\n\n", argv[1]);
   usage(stderr);
   return 2;

@@ -160,6 +160,26 @@ void proxy_loop_run(struct proxy_ctx *ctx, unsigned busy_poll_us);
 /* Makes proxy_loop_run return after the current iteration (like uv_stop). */
 void proxy_loop_stop(struct proxy_ctx *ctx);
 
+/*
+ * Name lookups (uv_getaddrinfo) whose answer nobody waits for any more, left running
+ * on libuv's thread pool, which cannot cancel them: a lookup's owner counts it with
+ * proxy_lookup_orphaned when it lets go, and its callback with
+ * proxy_lookup_orphan_done. A connection lets go once both it and its sandbox are
+ * closing; a credential callback client whenever it is freed.
+ */
+void proxy_lookup_orphaned(void);
+void proxy_lookup_orphan_done(void);
+unsigned proxy_lookups_orphaned(void);
+
+/*
+ * Runs loop, as the last uv_run before uv_loop_close, until nothing but orphaned
+ * lookups keeps it alive. Returns 0 when nothing is left; 1 when orphaned lookups
+ * are, which a silent resolver would hold for its whole timeout: the loop can then
+ * be neither closed nor freed (a thread will still post to it), and the process
+ * must end with _exit, since exit() joins libuv's threads (main does it).
+ */
+int proxy_loop_finish(uv_loop_t *loop);
+
 struct proxy_sandbox;
 
 /*

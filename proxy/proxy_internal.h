@@ -134,6 +134,7 @@ struct proxy_conn {
   uv_timer_t timer;
   int handles;                      /* handles open (down, up, timer) */
   int ops;                          /* outstanding requests that hold c (getaddrinfo) */
+  uv_getaddrinfo_t *gai;            /* the name lookup in flight, or NULL */
   enum conn_state state;
   enum conn_kind kind;
   struct rules_config *cfg;         /* config the connection was decided under */
@@ -178,6 +179,10 @@ void proxy_conn_accept(struct proxy_listener *l);
  * upstream too when the connection relays bytes. The reason (static, may be NULL) is
  * recorded for the audit log. Idempotent. */
 void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason);
+
+/* c's sandbox is closing: if c is closed too, it stops waiting for its name lookup
+ * and may be freed. */
+void proxy_conn_sandbox_closing(struct proxy_conn *c);
 
 /* The policy denied c before or outside conn_decide (an unknown synthetic address, a
  * Host or SNI that disagrees): its action is deny, counted in

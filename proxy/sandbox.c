@@ -447,6 +447,11 @@ void proxy_sandbox_close(struct proxy_sandbox *sb, uint64_t drain_ms,
   if (sb->dns != NULL)
     proxy_dns_close(sb->dns, dns_closed, sb);
   proxy_conn_pool_flush(sb); /* idle upstreams have nothing to drain */
+  /* Closed connections that only wait for a name lookup wait no more. */
+  for (c = sb->conns; c != NULL; c = next) {
+    next = c->next;
+    proxy_conn_sandbox_closing(c);
+  }
   /* Nor have kept-alive connections between requests: they end now, as after an
    * answer (FIN, close_notify, once the answer still queued is written), rather than
    * hold the close for drain_ms. One that is answering ends after its answer

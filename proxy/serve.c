@@ -1506,6 +1506,9 @@ static void maybe_exit(struct daemon *d)
     d->audit = NULL;
     d->ctx.audit = NULL;
   }
+  /* The rest (the audit log's last write) is proxy_loop_finish's, which does not
+   * wait for name lookups left to a silent resolver, as the run would. */
+  proxy_loop_stop(&d->ctx);
 }
 
 static void stop(struct daemon *d)
@@ -1667,7 +1670,7 @@ int proxy_cmd_serve(int argc, char **argv)
   struct daemon *d;
   char err[512], sub[4096];
   size_t i;
-  int r, ret = 1, lockfd = -1;
+  int r, ret = 1, lockfd = -1, orphans = 0;
 
   d = calloc(1, sizeof(*d));
   if (d == NULL)
@@ -1777,10 +1780,11 @@ int proxy_cmd_serve(int argc, char **argv)
   ret = 0;
 out_loop:
   proxy_ctx_close(&d->ctx);
-  uv_run(&d->loop, UV_RUN_DEFAULT);
+  /* With lookups left to a silent resolver the loop stays, for their threads. */
+  orphans = proxy_loop_finish(&d->loop);
   while (d->ca_pool_n > 0)
     proxy_ca_free(d->ca_pool[--d->ca_pool_n]);
-  if (uv_loop_close(&d->loop) != 0)
+  if (!orphans && uv_loop_close(&d->loop) != 0)
     log_warn("serve: handles left open at exit");
   proxy_ctx_cleanup(&d->ctx);
 out:
@@ -1796,7 +1800,8 @@ out:
   rules_secrets_free(d->secrets);
   proxy_upstream_tls_free(d->upstream);
   mbedtls_platform_zeroize(d->key, sizeof(d->key));
-  free(d);
+  if (!orphans)
+    free(d);
   /* Last: the state files are no longer written. */
   if (lockfd >= 0)
     close(lockfd);
