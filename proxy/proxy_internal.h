@@ -146,6 +146,8 @@ struct proxy_conn {
   const char *reason;               /* why denied / failed (static) */
   char entry[64];                   /* rule or entry that decided */
   int intercept_tls;                /* TLS terminated on both sides */
+  int alpn_not_http11;              /* the ClientHello's ALPN list lacks http/1.1:
+                                       1, or 2 when it offers h2 */
   char *pending;                    /* sandbox bytes not yet handled */
   size_t pending_len, pending_cap;
   struct proxy_http *http;

@@ -598,6 +598,22 @@ static void handshake_failed(struct proxy_conn *c, struct proxy_tls *t, int r)
   tls_error(r, msg, sizeof(msg));
   /* The sandbox can repeat either failure as fast as it connects: the log shows the
    * 1st, 10th, 100th and every 1000th, with the count, not a line per connection. */
+  if (t->server && c->alpn_not_http11) {
+    /* Interception speaks HTTP/1.1 only: a client that offers no http/1.1 in ALPN
+     * (gRPC and other HTTP/2-only clients offer just h2) is refused with the
+     * no_application_protocol alert, which names no host and no fix. */
+    if (proxy_log_nth(++c->sb->tls_down_failed))
+      log_warn("sandbox %s conn %llu: the client of %s offers %s but not http/1.1 in ALPN; "
+               "intercepted connections speak HTTP/1.1 only, so an HTTP/2-only client "
+               "such as gRPC cannot reach a host whose requests authproxy changes "
+               "(%llu failed handshakes in this sandbox)",
+               c->sb->name, (unsigned long long)c->id,
+               c->name_src != NAME_NONE ? c->name : "(address)",
+               c->alpn_not_http11 == 2 ? "h2" : "other protocols",
+               (unsigned long long)c->sb->tls_down_failed);
+    proxy_conn_close(c, 1, "sandbox_alpn_not_http11");
+    return;
+  }
   if (t->server) {
     /* The usual cause is a client that does not trust the sandbox CA. */
     if (proxy_log_nth(++c->sb->tls_down_failed))

@@ -217,3 +217,34 @@ for path in ("/close", "/cut"):
     print(path, end, b"until close" in data if end == "clean" else "")')
 assert_eq "$(echo $out)" "/close clean True /cut error" "ends of close-delimited bodies"
 pass "a close-delimited body cut without close_notify is not passed on as whole"
+
+# ALPN: interception speaks HTTP/1.1. A client offering h2 and http/1.1 (curl, most
+# HTTP libraries) gets http/1.1; one offering only h2 (gRPC) fails the handshake with
+# the no_application_protocol alert, and the log and audit record say why.
+cat > "$T/alpn.py" <<'PYEOF'
+import socket, ssl, sys
+ctx = ssl.create_default_context()
+ctx.set_alpn_protocols(sys.argv[1].split(","))
+try:
+    s = ctx.wrap_socket(socket.create_connection(("api.example.com", 443), timeout=10),
+                        server_hostname="api.example.com")
+except ssl.SSLError as e:
+    print("failed:", "no_application_protocol" if "NO_APPLICATION_PROTOCOL" in
+          str(e).upper().replace(" ", "_") else e)
+    sys.exit(0)
+s.sendall(b"GET /alpn HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n")
+print(s.selected_alpn_protocol(), s.recv(4096).split(b"\r\n")[0].decode())
+PYEOF
+chmod 644 "$T/alpn.py"
+out=$(jail --config "$T/config.json" --secrets-dir "$T/secrets" --upstream-ca "$T/ca/ca.pem" \
+  --log "$T/alpn-audit.jsonl" --user nobody -- sh -c \
+  "'$PY' '$T/alpn.py' h2,http/1.1; '$PY' '$T/alpn.py' h2" 2> "$T/alpn.log")
+assert_eq "$out" "http/1.1 HTTP/1.1 200 OK
+failed: no_application_protocol" "ALPN h2,http/1.1 then h2 alone"
+assert_contains "$(cat "$T/alpn.log")" \
+  "the client of api.example.com offers h2 but not http/1.1 in ALPN" "the jail's log"
+assert_eq "$("$PY" -c '
+import json, sys
+print([r.get("reason") for r in map(json.loads, open(sys.argv[1])) if r["event"] == "conn"][-1])' \
+  "$T/alpn-audit.jsonl")" "sandbox_alpn_not_http11" "the h2-only connection's audited reason"
+pass "ALPN: http/1.1 chosen beside h2; an h2-only client refused with a reason"
