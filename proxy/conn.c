@@ -67,6 +67,7 @@ static void drop_lookup(struct proxy_conn *c)
   if (c->gai == NULL || c->state != CONN_CLOSING || !c->sb->closing)
     return;
   c->gai->data = NULL;
+  (void)uv_cancel((uv_req_t *)c->gai); /* one still queued never takes a thread */
   c->gai = NULL;
   c->ops--;
   c->sb->resolving--;
