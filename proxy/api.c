@@ -567,7 +567,6 @@ static void metrics(struct daemon *d, struct proxy_control_response *resp)
   sum = d->retired;
   for (s = d->sandboxes; s != NULL; s = s->next) {
     proxy_sandbox_stats(s->sb, &st);
-    sum.queued += st.queued;
     sum.dns_names += st.dns_names;
     sum.dns_queries += st.dns_queries;
     sum.dns_dropped += st.dns_dropped;
@@ -588,10 +587,22 @@ static void metrics(struct daemon *d, struct proxy_control_response *resp)
                  "failed (GET /v1/sandboxes lists them, with the reason).\n"
                  "# TYPE authproxy_sandboxes_not_attached gauge\n"
                  "authproxy_sandboxes_not_attached %zu\n", count_not_attached(d));
+  /* The context's sum, which counts sandboxes still draining after a detach too. */
   strbuf_addf(b, "# HELP authproxy_write_queued_bytes Bytes waiting in write queues "
-                 "(each sandbox's are bounded by --sandbox-queue-bytes).\n"
-                 "# TYPE authproxy_write_queued_bytes gauge\nauthproxy_write_queued_bytes %zu\n",
-              sum.queued);
+                 "(each sandbox's are bounded by --sandbox-queue-bytes, all of them by "
+                 "--queue-bytes).\n"
+                 "# TYPE authproxy_write_queued_bytes gauge\nauthproxy_write_queued_bytes %zu\n"
+                 "# HELP authproxy_write_queue_max_bytes The bound on all write queues "
+                 "(--queue-bytes).\n"
+                 "# TYPE authproxy_write_queue_max_bytes gauge\n"
+                 "authproxy_write_queue_max_bytes %zu\n"
+                 "# HELP authproxy_write_queue_full_total Times all write queues reached "
+                 "--queue-bytes: every connection was then read a TLS record at a time "
+                 "until half of it was written.\n"
+                 "# TYPE authproxy_write_queue_full_total counter\n"
+                 "authproxy_write_queue_full_total %llu\n",
+              d->ctx.queued, d->ctx.limits.total_queue_max,
+              (unsigned long long)k->queue_full);
   /* The sandboxes' connections, as accepted_total and closed_total count them: idle
    * pooled upstreams are connection objects too (each of them among conns_active),
    * but have their own gauge; with them, this stayed above 0 for seconds after the

@@ -10,7 +10,7 @@
 
 enum {
   O_UPCA = 1000, O_CAPTURE, O_MAXCONNS, O_IDLE, O_CONNECT, O_HEAD, O_MAXHDR, O_DRAIN,
-  O_LEAF, O_HANDSHAKE, O_WQUEUE, O_DNSNAMES, O_BUSYPOLL, O_SBQUEUE,
+  O_LEAF, O_HANDSHAKE, O_WQUEUE, O_DNSNAMES, O_BUSYPOLL, O_SBQUEUE, O_QUEUE,
 };
 
 const struct option proxy_common_options[PROXY_COMMON_OPTIONS + 1] = {
@@ -24,6 +24,7 @@ const struct option proxy_common_options[PROXY_COMMON_OPTIONS + 1] = {
   { "max-header-bytes", required_argument, NULL, O_MAXHDR },
   { "write-queue-bytes", required_argument, NULL, O_WQUEUE },
   { "sandbox-queue-bytes", required_argument, NULL, O_SBQUEUE },
+  { "queue-bytes", required_argument, NULL, O_QUEUE },
   { "dns-max-names", required_argument, NULL, O_DNSNAMES },
   { "drain-timeout", required_argument, NULL, O_DRAIN },
   { "leaf-cache", required_argument, NULL, O_LEAF },
@@ -122,6 +123,13 @@ int proxy_common_option(const char *prog, int c, const char *arg, struct proxy_c
       return -EINVAL;
     l->sandbox_queue_max = (size_t)v;
     return 1;
+  case O_QUEUE:
+    /* Below --sandbox-queue-bytes it is accepted: it then binds a sandbox first. */
+    if (number(prog, "queue-bytes", arg, 1u << 20,
+               sizeof(size_t) >= 8 ? (uint64_t)1 << 40 : 1u << 30, &v) != 0)
+      return -EINVAL;
+    l->total_queue_max = (size_t)v;
+    return 1;
   case O_DNSNAMES:
     if (number(prog, "dns-max-names", arg, 16, 131070, &v) != 0)
       return -EINVAL;
@@ -179,6 +187,10 @@ void proxy_common_usage(FILE *f)
     "                         read (backpressure; default 262144)\n"
     "  --sandbox-queue-bytes N  bytes queued on all of a sandbox's connections before\n"
     "                         none of them is read (default 67108864)\n"
+    "  --queue-bytes N        bytes queued on all sandboxes' connections together before\n"
+    "                         each is read a TLS record at a time until half drains\n"
+    "                         (default 1073741824; below --sandbox-queue-bytes it\n"
+    "                         binds each sandbox first)\n"
     "  --dns-max-names N      synthetic names per sandbox (default 16384)\n"
     "  --drain-timeout SEC    detach/stop: connections get this long (default 5)\n"
     "  --leaf-cache N         certificates kept per sandbox (default 1024)\n"

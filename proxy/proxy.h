@@ -25,6 +25,7 @@
 struct proxy_audit;
 struct proxy_ca;
 struct proxy_conn;
+struct proxy_sandbox;
 struct proxy_upstream_tls;
 
 /* Bounds on what one sandbox and one connection may consume (invariant I8). */
@@ -43,6 +44,8 @@ struct proxy_limits {
                                 stops being read (256 KiB) */
   size_t sandbox_queue_max;  /* bytes queued on all of a sandbox's connections
                                 before none of them is read (64 MiB) */
+  size_t total_queue_max;    /* ... on all sandboxes' connections together: the
+                                context's, a sandbox's copy is not used (1 GiB) */
   size_t dns_max_names;      /* synthetic names per sandbox (16384) */
   unsigned pool_max;         /* idle upstream connections kept for reuse per sandbox;
                                 0 disables the pool (16) */
@@ -78,6 +81,7 @@ struct proxy_counters {
   uint64_t upstream_evicted;    /* pooled ones closed to make room for a connection */
   uint64_t timers_late;         /* timeouts deferred: bytes waited unread (loop late) */
   uint64_t reads_yielded;       /* reads put off to the next loop turn (fairness) */
+  uint64_t queue_full;          /* times all queues reached limits.total_queue_max */
 };
 
 struct proxy_ctx {
@@ -112,6 +116,12 @@ struct proxy_ctx {
   struct proxy_conn *pool_oldest;          /* parked last first: the oldest gives way
                                               at fd_conns_share (conn.c) */
   uint64_t npool;
+  size_t queued;                           /* bytes in every sandbox's write queues */
+  int queue_full;                          /* queued reached limits.total_queue_max:
+                                              every sandbox's ends are read as in a
+                                              sandbox's full state until half drains */
+  struct proxy_sandbox *queue_stopped;     /* sandboxes with ends stopped while it
+                                              was full, to read again (stream.c) */
   uv_prepare_t turn_prepare;               /* counts the loop's turns (stream.c) */
   uint32_t turn;
 };

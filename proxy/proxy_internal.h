@@ -62,6 +62,9 @@ struct proxy_sandbox {
   size_t queued;                        /* bytes in all its ends' write queues */
   int queue_full;                       /* queued reached limits.sandbox_queue_max:
                                            none of its ends is read until half drains */
+  int queue_stopped;                    /* in ctx->queue_stopped: an end stopped while
+                                           the daemon's budget was spent */
+  struct proxy_sandbox *queue_stopped_next, *queue_stopped_prev;
   struct proxy_conn *pool;              /* idle upstream connections, newest first */
   unsigned npool;
   int fd_share_warned;                  /* refused at its share of descriptors */
@@ -299,6 +302,9 @@ void proxy_end_shutdown(struct proxy_end *e);
 
 /* The other end of c. */
 struct proxy_end *proxy_end_peer(struct proxy_end *e);
+
+/* Takes sb out of ctx->queue_stopped (if it is in it), before sb is freed. */
+void proxy_queue_stopped_remove(struct proxy_sandbox *sb);
 
 /* Dispatches data to the connection's state machine (conn.c). */
 void proxy_conn_on_data(struct proxy_conn *c, struct proxy_end *e, const char *data,

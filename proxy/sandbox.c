@@ -47,6 +47,12 @@ void proxy_limits_default(struct proxy_limits *l)
   /* Without it a sandbox's memory is bounded only by max_conns times the queues of
    * a connection: 2 GiB at the defaults, for a sandbox that reads nothing. */
   l->sandbox_queue_max = 64u << 20;
+  /* Without it the daemon's memory is bounded only by the sandboxes' budgets: 100
+   * sandboxes that read nothing hold 6.4 GiB, and the kernel kills the daemon that
+   * serves every one of them. 16 sandboxes' budgets: one sandbox, or a few, that
+   * read slowly never reach it, and a host that runs a daemon for thousands of
+   * sandboxes spares 1 GiB for it. */
+  l->total_queue_max = 1u << 30;
   l->dns_max_names = 16384;
   l->pool_max = 16;
   l->pool_max_per_dest = 8;
@@ -155,6 +161,7 @@ static void maybe_finish(struct proxy_sandbox *sb)
   if (n > 0)
     log_debug("sandbox %s: %u upstream TLS session(s) dropped", sb->name, n);
   sb->ctx->sandbox_fds -= sb->own_fds;
+  proxy_queue_stopped_remove(sb);
   proxy_cred_cache_free(sb->creds);
   proxy_dns_table_free(sb->dns_table);
   proxy_tls_server_free(sb->tls_server);

@@ -53,6 +53,53 @@ struct proxy_end *proxy_end_peer(struct proxy_end *e)
   return e == &c->down ? &c->up : &c->down;
 }
 
+/*
+ * The daemon's budget (limits.total_queue_max) over every sandbox's queues works as a
+ * sandbox's own does: once it is spent, every sandbox's ends read a record at a time,
+ * and only while their peer holds less than a record, until half of it drains. The
+ * sandboxes with an end stopped meanwhile are listed on the context, so that the
+ * drain looks at their connections only.
+ */
+static void queue_stopped_add(struct proxy_sandbox *sb)
+{
+  struct proxy_ctx *ctx = sb->ctx;
+
+  if (sb->queue_stopped)
+    return;
+  sb->queue_stopped = 1;
+  sb->queue_stopped_prev = NULL;
+  sb->queue_stopped_next = ctx->queue_stopped;
+  if (ctx->queue_stopped != NULL)
+    ctx->queue_stopped->queue_stopped_prev = sb;
+  ctx->queue_stopped = sb;
+}
+
+void proxy_queue_stopped_remove(struct proxy_sandbox *sb)
+{
+  if (!sb->queue_stopped)
+    return;
+  if (sb->queue_stopped_prev != NULL)
+    sb->queue_stopped_prev->queue_stopped_next = sb->queue_stopped_next;
+  else
+    sb->ctx->queue_stopped = sb->queue_stopped_next;
+  if (sb->queue_stopped_next != NULL)
+    sb->queue_stopped_next->queue_stopped_prev = sb->queue_stopped_prev;
+  sb->queue_stopped = 0;
+  sb->queue_stopped_next = sb->queue_stopped_prev = NULL;
+}
+
+static void total_queue_spent(struct proxy_ctx *ctx)
+{
+  ctx->queue_full = 1;
+  ctx->counters.queue_full++;
+  if (proxy_log_nth(ctx->counters.queue_full))
+    log_warn("write queues of all sandboxes hold %zu bytes, the daemon's budget "
+             "(--queue-bytes %zu): every connection is read a TLS record at a time "
+             "until half of it is written (%llu time(s))",
+             ctx->queued, ctx->limits.total_queue_max,
+             (unsigned long long)ctx->counters.queue_full);
+}
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
   struct proxy_end *e = container_of(h, struct proxy_end, tcp);
@@ -64,6 +111,9 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
   size_t sb_room = sb->queued < sb->limits.sandbox_queue_max
                        ? sb->limits.sandbox_queue_max - sb->queued
                        : 0;
+  size_t total_room = ctx->queued < ctx->limits.total_queue_max
+                          ? ctx->limits.total_queue_max - ctx->queued
+                          : 0;
   size_t len = room < ctx->read_buf_size ? room : ctx->read_buf_size;
 
   (void)suggested;
@@ -77,15 +127,19 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = 0;
     return;
   }
-  /* The sandbox's budget is spent (or too little is left for a record). Its ends
-   * then read a record at a time, and only while their peer has less than a record
-   * queued: a connection its program is reading keeps going (a program that reads
-   * its connections one after another would otherwise wait on the others for ever),
-   * and one that is not read holds at most two records. Any other end stops here
-   * (read_cb gets UV_ENOBUFS) until its peer's queue drains or half of the budget
-   * does (write_cb). */
-  if (sb->queue_full || sb_room < MIN_READ_BYTES) {
-    sb->queue_full = 1;
+  /* The sandbox's budget is spent (or too little is left for a record), or the
+   * daemon's for all sandboxes is. Its ends then read a record at a time, and only
+   * while their peer has less than a record queued: a connection its program is
+   * reading keeps going (a program that reads its connections one after another
+   * would otherwise wait on the others for ever), and one that is not read holds at
+   * most two records. Any other end stops here (read_cb gets UV_ENOBUFS) until its
+   * peer's queue drains or half of the budget does (write_cb). */
+  if (sb->queue_full || ctx->queue_full || sb_room < MIN_READ_BYTES ||
+      total_room < MIN_READ_BYTES) {
+    if (sb_room < MIN_READ_BYTES)
+      sb->queue_full = 1;
+    if (total_room < MIN_READ_BYTES && !ctx->queue_full)
+      total_queue_spent(ctx);
     if (queued >= MIN_READ_BYTES) {
       buf->base = NULL;
       buf->len = 0;
@@ -98,6 +152,8 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
   }
   if (len > sb_room)
     len = sb_room;
+  if (len > total_room)
+    len = total_room;
   /* Backpressure is checked between reads, so one read may overshoot the peer's
    * queue limit by its own size: read no more than the room left, but a record. */
   if (len < MIN_READ_BYTES)
@@ -121,9 +177,12 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
   if (n == 0 || c->state == CONN_CLOSING)
     return;
   if (n == UV_ENOBUFS) {
-    /* alloc_cb found the sandbox's queue budget spent: not an end of the stream. */
+    /* alloc_cb found the sandbox's or the daemon's queue budget spent: not an end of
+     * the stream. */
     uv_read_stop(s);
     e->reading = 0;
+    if (c->sb->ctx->queue_full)
+      queue_stopped_add(c->sb);
     return;
   }
   if (n < 0) {
@@ -179,9 +238,10 @@ static void update_reading(struct proxy_end *e)
 {
   struct proxy_conn *c = e->conn;
   struct proxy_end *peer = proxy_end_peer(e);
-  int want = e->want_read && !e->eof && e->open && c->state != CONN_CLOSING &&
-             peer->queued < c->sb->limits.write_queue_max &&
-             (!c->sb->queue_full || peer->queued < MIN_READ_BYTES);
+  struct proxy_sandbox *sb = c->sb;
+  int wanted = e->want_read && !e->eof && e->open && c->state != CONN_CLOSING;
+  int want = wanted && peer->queued < sb->limits.write_queue_max &&
+             (!(sb->queue_full || sb->ctx->queue_full) || peer->queued < MIN_READ_BYTES);
 
   if (want && !e->reading) {
     if (uv_read_start((uv_stream_t *)&e->tcp, alloc_cb, read_cb) == 0)
@@ -190,6 +250,9 @@ static void update_reading(struct proxy_end *e)
     uv_read_stop((uv_stream_t *)&e->tcp);
     e->reading = 0;
   }
+  /* Stopped while the daemon's budget is spent: the drain must look at it. */
+  if (wanted && !want && sb->ctx->queue_full)
+    queue_stopped_add(sb);
 }
 
 void proxy_end_want_read(struct proxy_end *e, int want)
@@ -212,20 +275,45 @@ static void sandbox_queue_drained(struct proxy_sandbox *sb)
   }
 }
 
+/*
+ * Half of the daemon's budget drained: every end stopped for it reads again (those of
+ * a sandbox whose own budget is spent stay as that says).
+ */
+static void total_queue_drained(struct proxy_ctx *ctx)
+{
+  struct proxy_sandbox *sb;
+  struct proxy_conn *c;
+
+  ctx->queue_full = 0;
+  while ((sb = ctx->queue_stopped) != NULL) {
+    proxy_queue_stopped_remove(sb);
+    for (c = sb->conns; c != NULL; c = c->next) {
+      if (c->state == CONN_CLOSING)
+        continue;
+      update_reading(&c->down);
+      update_reading(&c->up);
+    }
+  }
+}
+
 static void write_cb(uv_write_t *req, int status)
 {
   struct wreq *w = container_of(req, struct wreq, req);
   struct proxy_end *e = w->e;
   struct proxy_conn *c = e->conn;
   struct proxy_sandbox *sb = c->sb;
+  struct proxy_ctx *ctx = sb->ctx;
   size_t limit = sb->limits.write_queue_max;
   size_t before = e->queued;
 
   e->queued -= w->len;
   sb->queued -= w->len;
+  ctx->queued -= w->len;
   free(w);
   if (sb->queue_full && sb->queued < sb->limits.sandbox_queue_max / 2)
     sandbox_queue_drained(sb);
+  if (ctx->queue_full && ctx->queued < ctx->limits.total_queue_max / 2)
+    total_queue_drained(ctx);
   if (status < 0) {
     if (status != UV_ECANCELED && c->state != CONN_CLOSING) {
       log_debug("conn %llu: write to %s failed: %s", (unsigned long long)c->id,
@@ -237,7 +325,8 @@ static void write_cb(uv_write_t *req, int status)
   if (c->state == CONN_CLOSING)
     return;
   if ((before >= limit / 2 && e->queued < limit / 2) ||
-      (sb->queue_full && before >= MIN_READ_BYTES && e->queued < MIN_READ_BYTES))
+      ((sb->queue_full || ctx->queue_full) && before >= MIN_READ_BYTES &&
+       e->queued < MIN_READ_BYTES))
     update_reading(proxy_end_peer(e));
   if (e->queued == 0)
     proxy_conn_on_drain(c, e);
@@ -293,6 +382,7 @@ int proxy_end_raw_write(struct proxy_end *e, const uv_buf_t *bufs, unsigned nbuf
   }
   e->queued += w->len;
   c->sb->queued += w->len;
+  c->sb->ctx->queued += w->len;
   if (e->queued >= c->sb->limits.write_queue_max)
     update_reading(proxy_end_peer(e));
   return 0;
