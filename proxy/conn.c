@@ -42,6 +42,7 @@ static void try_next_address(struct proxy_conn *c);
 static void pool_remove(struct proxy_conn *p);
 static void pool_evict_oldest(struct proxy_sandbox *sb);
 static void resolve_unqueue(struct proxy_conn *c);
+static void resolve_next(struct proxy_sandbox *sb);
 
 uint64_t proxy_now_ms(const struct proxy_conn *c)
 {
@@ -60,7 +61,8 @@ void proxy_conn_touch(struct proxy_conn *c)
  * thread pool cannot cancel (proxy_loop_finish): the answer comes to nobody, and
  * neither the sandbox's close (a jail's end, a stop) nor the exit waits for the
  * resolver's timeout. While the sandbox lives, the lookup keeps its place in the
- * sandbox's share of the pool (limits.resolve_max) until the thread is free.
+ * sandbox's share of the pool (limits.resolve_max) until the thread is free; let go,
+ * its place is the next queued connection's, which the drain is for.
  */
 static void drop_lookup(struct proxy_conn *c)
 {
@@ -72,6 +74,7 @@ static void drop_lookup(struct proxy_conn *c)
   c->ops--;
   c->sb->resolving--;
   proxy_lookup_orphaned();
+  resolve_next(c->sb);
 }
 
 static void conn_maybe_free(struct proxy_conn *c)

@@ -8,11 +8,13 @@
 #
 #   CMD / sandbox --nft--> authproxy (in $HNS) --getaddrinfo--> fake resolver, silent
 #                                                               for *.silent.test
+#                                        \--> fake upstream (fast.test)
 . "$(dirname "$0")/../integration/lib.sh"
 . "$(dirname "$0")/adv_lib.sh"
 
-host_ns_start --silent silent.test
+host_ns_start --silent silent.test --answer fast.test=127.0.0.1
 host_ns_ipv4
+hupstream up
 printf 'nameserver 127.0.0.1\noptions attempts:5 timeout:30\n' > "$T/host-resolv.conf"
 asked() { resolved "len([q for q in qs if q['name'] == '$1'])"; }
 # tjail ARGS...: hjail, ended (status 124) if still running 40 s on.
@@ -36,7 +38,8 @@ PYEOF
 
 # 1. An upstream name, remapped to one the resolver never answers.
 cat > "$T/remap.json" <<EOF
-{ "dns": { "remap": { "api.example.com": "backend.silent.test:80" } } }
+{ "dns": { "remap": { "api.example.com": "backend.silent.test:80",
+                      "other.example.com": "fast.test:$up_PORT" } } }
 EOF
 set +e
 out=$(tjail --config "$T/remap.json" -- "$PY" "$T/ask.py" api.example.com 2> "$T/jail1.log")
@@ -85,3 +88,38 @@ set -e
 assert_eq "$rc" "0" "the daemon's exit status"
 assert_contains "$(cat "$T/serve.log")" "serve: stopping" "the daemon's log"
 pass "a stopping daemon does not wait for a lookup a silent resolver holds"
+
+# 4. A daemon resolves one name of a sandbox at a time. A request whose connect
+# timeout has passed (a 504) while its lookup still waits keeps that turn while the
+# sandbox lives; let go at a stop, the turn is the next request's, which the drain
+# must answer, not leave queued until its own connect timeout.
+hserve_start --drain-timeout 20 --connect-timeout 2 # box is restored
+out=$(ip netns exec "$NS" curl -sS --max-time 10 -o /dev/null -w '%{http_code}' \
+  http://api.example.com/never 2>&1) || true
+assert_eq "$out" "504" "the request whose name the resolver does not answer"
+cat > "$T/queued.py" <<'PYEOF'
+import socket, sys
+s = socket.create_connection(("other.example.com", 80), timeout=10)
+s.sendall(b"GET /queued HTTP/1.1\r\nHost: other.example.com\r\nConnection: close\r\n\r\n")
+open(sys.argv[1], "w").close()
+s.settimeout(10)
+try:
+    print(s.recv(4096).split(b"\r\n")[0].decode())
+except socket.timeout:
+    print("no answer")
+PYEOF
+ip netns exec "$NS" "$PY" "$T/queued.py" "$T/queued-sent" > "$T/queued.out" 2>&1 &
+queued=$!
+PIDS+=($queued)
+wait_for "[ -e '$T/queued-sent' ]" 10
+ctl health > /dev/null # a turn of the daemon's loop: the request is read and queued
+kill -TERM "$serve_pid"
+wait "$queued" || true
+assert_eq "$(cat "$T/queued.out")" "HTTP/1.1 200 OK" "the queued request's answer"
+assert_eq "$(upq up '[r["path"] for r in reqs]')" "$(jlist /queued)" "upstream requests"
+set +e
+wait "$serve_pid"
+rc=$?
+set -e
+assert_eq "$rc" "0" "the daemon's exit status"
+pass "a request queued behind a lookup let go at a stop is answered in the drain"
