@@ -604,13 +604,17 @@ static void handshake_failed(struct proxy_conn *c, struct proxy_tls *t, int r)
      * no_application_protocol alert, which names no host and no fix. */
     if (proxy_log_nth(++c->sb->tls_down_failed))
       log_warn("sandbox %s conn %llu: the client of %s offers %s but not http/1.1 in ALPN; "
-               "intercepted connections speak HTTP/1.1 only, so an HTTP/2-only client "
-               "such as gRPC cannot reach a host whose requests authproxy changes "
-               "(%llu failed handshakes in this sandbox)",
+               "intercepted connections speak HTTP/1.1 only, %s (%llu failed handshakes "
+               "in this sandbox)",
                c->sb->name, (unsigned long long)c->id,
                c->name_src != NAME_NONE ? c->name : "(address)",
                c->alpn_not_http11 == 2 ? "h2" : "other protocols",
+               c->action == RULES_DENY
+                   ? "and this one was to be told that its host is denied"
+                   : "so an HTTP/2-only client such as gRPC cannot reach a host whose "
+                     "requests authproxy changes",
                (unsigned long long)c->sb->tls_down_failed);
+    /* A denial keeps its own reason (proxy_conn_close keeps the first). */
     proxy_conn_close(c, 1, "sandbox_alpn_not_http11");
     return;
   }
