@@ -33,12 +33,30 @@
 /* How many of a name's addresses are tried before giving up. */
 #define MAX_DIAL_ATTEMPTS 4
 
-/* The shortest time a connect attempt gets before the next address is tried (unless
- * the dial has less left). */
-#define MIN_ATTEMPT_MS 2000
+/*
+ * How long a connect attempt has to connect or fail before the next address starts
+ * beside it (RFC 8305 section 5, "Connection Attempt Delay": 250 ms recommended,
+ * 100 ms to 2 s allowed; curl waits 200 ms, Go and Chrome 300 ms). Long enough that
+ * an upstream a few continents away, whose first address answers, is seldom dialed
+ * twice; short enough that a black-holed IPv6 path costs a tunnel a quarter second
+ * instead of its whole share of the connect timeout.
+ */
+#define ATTEMPT_DELAY_MS 250
+
+/* One address's connect attempt: its own handle, since an attempt that loses the race
+ * is closed while the winner's socket becomes the connection's upstream. */
+struct proxy_dial_attempt {
+  uv_tcp_t tcp;
+  uv_connect_t req;
+  struct proxy_conn *c;
+  struct proxy_dial_attempt *next;  /* c's other attempts in flight */
+  char addr[INET6_ADDRSTRLEN];      /* for the log */
+  int extra;                        /* counted in dial_fds: begun beside another */
+};
 
 static void conn_decide(struct proxy_conn *c);
-static void try_next_address(struct proxy_conn *c);
+static void race_next(struct proxy_conn *c);
+static void attempts_close(struct proxy_conn *c);
 static void pool_remove(struct proxy_conn *p);
 static void pool_evict_oldest(struct proxy_sandbox *sb);
 static void resolve_unqueue(struct proxy_conn *c);
@@ -149,6 +167,7 @@ void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason)
   if (c->http != NULL)
     proxy_http_on_close(c);
   proxy_audit_conn(c);
+  attempts_close(c);
   uv_timer_stop(&c->timer);
   uv_close((uv_handle_t *)&c->timer, handle_closed);
   if (c->down.open) {
@@ -187,19 +206,17 @@ static void timer_cb(uv_timer_t *t)
     }
     break;
   case CONN_CONNECT:
-    /* A failed attempt's handle is still closing (closed from a close callback, its
-     * own runs in the next turn of the loop, after the timers): that callback tries
-     * the next address, which arms the timer again, or fails the dial. */
-    if (c->up.closing)
-      break;
-    /* This address's share of the connect timeout is over: the next one. */
-    if (c->ai_next != NULL && now < c->dial_deadline_ms) {
-      log_debug("conn %llu: connect to %s:%u: no answer in %llu ms, trying its next "
-                "address", (unsigned long long)c->id, c->dial_host, c->dial_port,
-                (unsigned long long)c->timer_ms);
-      try_next_address(c);
+    /* The attempt delay is over, none of the attempts in flight answered: the next
+     * address joins them (or the timer waits out the rest of the dial). */
+    if (now < c->dial_deadline_ms) {
+      if (c->ai_next != NULL)
+        log_debug("conn %llu: connect to %s:%u: no answer in %llu ms, trying its next "
+                  "address beside it", (unsigned long long)c->id, c->dial_host,
+                  c->dial_port, (unsigned long long)c->timer_ms);
+      race_next(c);
       break;
     }
+    attempts_close(c);
     /* fall through */
   case CONN_RESOLVE:
   case CONN_TLS_UP:
@@ -308,6 +325,7 @@ void proxy_conn_linger(struct proxy_conn *c)
    * starts only when it is written (proxy_conn_on_drain); a reader that takes
    * nothing for the idle timeout is given up (timer_cb). */
   c->state = CONN_LINGER;
+  attempts_close(c);
   if (c->up.open) {
     uv_close((uv_handle_t *)&c->up.tcp, handle_closed);
     c->up.open = 0;
@@ -723,6 +741,7 @@ static void dial_fail(struct proxy_conn *c, int status, const char *reason)
 {
   conn_ready_cb cb = c->ready_cb;
 
+  attempts_close(c);
   c->sb->ctx->counters.upstream_errors++;
   c->ready_cb = NULL;
   if (cb != NULL)
@@ -756,42 +775,202 @@ static uint64_t dial_time_left(const struct proxy_conn *c)
 }
 
 /*
- * How long the connect attempt starting now may take before the next address is
- * tried: an equal share of what is left of the connect timeout for this address and
- * each one after it, but at least MIN_ATTEMPT_MS (Go's net.Dialer spreads its
- * timeout the same way). An address that never answers (a black-holed IPv6 path in
- * front of a working IPv4 one) would otherwise take the whole timeout, and the
- * addresses after it would never be tried.
+ * Racing an upstream's addresses (RFC 8305 section 5, as curl, Go and Chrome do): the
+ * first address is dialed; each ATTEMPT_DELAY_MS in which no attempt in flight
+ * connected or failed, and at once when one fails, the next address is dialed
+ * beside them, until one connects (the others are closed: nothing was sent on them)
+ * or the dial's connect timeout ends them all. An address that never answers (a
+ * black-holed IPv6 path in front of a working IPv4 one) costs the dial one delay.
+ *
+ * Each attempt is its own handle, counted in c->handles and closed with the
+ * connection: libuv cannot move a handle, so the winner's socket becomes c->up.tcp
+ * as a duplicate descriptor (closing the attempt's handle then closes only its own).
+ * The attempts beyond a connection's first hold descriptors its two do not cover:
+ * they count in the descriptor shares (over_fd_share), and one starts only where
+ * both shares have room; else the attempts in flight go on alone until one ends.
  */
-static uint64_t attempt_ms(const struct proxy_conn *c)
-{
-  uint64_t left = dial_time_left(c), n = 1, share;
-  const struct addrinfo *ai;
 
-  for (ai = c->ai_next; ai != NULL; ai = ai->ai_next)
-    n++;
-  share = left / n;
-  if (share < MIN_ATTEMPT_MS)
-    share = left < MIN_ATTEMPT_MS ? left : MIN_ATTEMPT_MS;
-  return share;
+static int attempt_fd_room(const struct proxy_conn *c)
+{
+  const struct proxy_sandbox *sb = c->sb;
+  const struct proxy_ctx *ctx = sb->ctx;
+
+  return (uint64_t)sb->nconns * 2 + sb->dial_fds < ctx->fd_share &&
+         ctx->counters.conns_active * 2 + ctx->sandbox_fds + ctx->dial_fds <
+           ctx->fd_conns_share;
+}
+
+static void attempt_closed(uv_handle_t *h)
+{
+  struct proxy_dial_attempt *a = container_of(h, struct proxy_dial_attempt, tcp);
+  struct proxy_conn *c = a->c;
+
+  free(a);
+  c->handles--;
+  if (c->state == CONN_CLOSING)
+    conn_maybe_free(c);
+}
+
+/* Ends attempt a of c (its socket is closed now; its memory in the close callback). */
+static void attempt_close(struct proxy_conn *c, struct proxy_dial_attempt *a)
+{
+  struct proxy_dial_attempt **pp;
+
+  for (pp = &c->attempts; *pp != a; pp = &(*pp)->next)
+    ;
+  *pp = a->next;
+  a->next = NULL;
+  if (a->extra) {
+    c->sb->dial_fds--;
+    c->sb->ctx->dial_fds--;
+  }
+  uv_close((uv_handle_t *)&a->tcp, attempt_closed);
+}
+
+static void attempts_close(struct proxy_conn *c)
+{
+  while (c->attempts != NULL)
+    attempt_close(c, c->attempts);
+}
+
+static void connect_cb(uv_connect_t *req, int status);
+
+/* Dials ai. 0: the attempt is in flight; 1: it failed at once (logged; try the next
+ * address); else a negative error of the proxy's own (memory, descriptors). */
+static int attempt_start(struct proxy_conn *c, const struct addrinfo *ai)
+{
+  struct proxy_dial_attempt *a;
+  struct sockaddr_storage ss;
+  int r;
+
+  memset(&ss, 0, sizeof(ss));
+  memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+  if (ss.ss_family == AF_INET)
+    ((struct sockaddr_in *)&ss)->sin_port = htons(c->dial_port);
+  else
+    ((struct sockaddr_in6 *)&ss)->sin6_port = htons(c->dial_port);
+  a = calloc(1, sizeof(*a));
+  if (a == NULL)
+    return UV_ENOMEM;
+  r = uv_tcp_init(c->sb->ctx->loop, &a->tcp);
+  if (r != 0) {
+    free(a);
+    return r;
+  }
+  a->c = c;
+  a->tcp.data = c;
+  a->req.data = a;
+  uv_ip_name((const struct sockaddr *)&ss, a->addr, sizeof(a->addr));
+  c->handles++;
+  if (c->attempts != NULL) {
+    a->extra = 1;
+    c->sb->dial_fds++;
+    c->sb->ctx->dial_fds++;
+  }
+  a->next = c->attempts;
+  c->attempts = a;
+  r = uv_tcp_connect(&a->req, &a->tcp, (const struct sockaddr *)&ss, connect_cb);
+  if (r != 0) {
+    log_debug("conn %llu: connect to %s:%u at %s failed: %s", (unsigned long long)c->id,
+              c->dial_host, c->dial_port, a->addr, uv_strerror(r));
+    attempt_close(c, a);
+    return 1;
+  }
+  return 0;
+}
+
+/*
+ * Dials the next address beside the attempts in flight (the first, when there are
+ * none), if the descriptor shares have room, and arms the timer: for the attempt
+ * delay while addresses are left, else for the rest of the dial. With no attempt in
+ * flight and none started, the dial fails.
+ */
+static void race_next(struct proxy_conn *c)
+{
+  uint64_t left;
+  int r = 1;
+
+  c->state = CONN_CONNECT;
+  while (c->ai_next != NULL && (c->attempts == NULL || attempt_fd_room(c))) {
+    const struct addrinfo *ai = c->ai_next;
+
+    c->ai_next = ai->ai_next;
+    r = attempt_start(c, ai);
+    if (r <= 0)
+      break;
+  }
+  if (c->attempts == NULL) {
+    dial_fail(c, r < 0 ? r : UV_ECONNREFUSED, "upstream_unreachable");
+    return;
+  }
+  left = dial_time_left(c);
+  proxy_conn_arm_timer(c, c->ai_next != NULL && left > ATTEMPT_DELAY_MS ? ATTEMPT_DELAY_MS
+                                                                         : left);
+}
+
+/* Opens the connected socket of attempt a as c->up.tcp. 0 or a negative error. */
+static int attempt_adopt(struct proxy_conn *c, struct proxy_dial_attempt *a)
+{
+  uv_os_fd_t fd;
+  int nfd, r;
+
+  if (c->up.open || c->up.closing)
+    return UV_EBUSY; /* cannot happen: a dial starts once the upstream has closed */
+  if (uv_fileno((uv_handle_t *)&a->tcp, &fd) != 0)
+    return UV_EBADF;
+  nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (nfd < 0)
+    return -errno;
+  r = uv_tcp_init(c->sb->ctx->loop, &c->up.tcp);
+  if (r != 0) {
+    close(nfd);
+    return r;
+  }
+  c->up.tcp.data = c;
+  c->up.open = 1;
+  c->handles++;
+  r = uv_tcp_open(&c->up.tcp, nfd);
+  if (r != 0) {
+    close(nfd);
+    proxy_conn_close_upstream(c);
+    return r;
+  }
+  c->up.connected = 1;
+  return 0;
 }
 
 static void connect_cb(uv_connect_t *req, int status)
 {
-  struct proxy_conn *c = req->data;
+  struct proxy_dial_attempt *a = req->data;
+  struct proxy_conn *c = a->c;
+  int r;
 
-  if (status == UV_ECANCELED || c->state == CONN_CLOSING)
+  /* Closed: the race was won by another, or the dial ended. */
+  if (status == UV_ECANCELED || uv_is_closing((uv_handle_t *)&a->tcp))
     return;
-  if (status < 0) {
-    log_debug("conn %llu: connect to %s:%u failed: %s", (unsigned long long)c->id,
-              c->dial_host, c->dial_port, uv_strerror(status));
-    try_next_address(c);
+  if (c->state != CONN_CONNECT) {
+    attempt_close(c, a);
     return;
   }
-  c->up.connected = 1;
+  if (status < 0) {
+    log_debug("conn %llu: connect to %s:%u at %s failed: %s", (unsigned long long)c->id,
+              c->dial_host, c->dial_port, a->addr, uv_strerror(status));
+    attempt_close(c, a);
+    race_next(c);
+    return;
+  }
+  r = attempt_adopt(c, a);
+  attempts_close(c);
+  if (r != 0) {
+    log_warn("conn %llu: connected to %s:%u at %s, but cannot keep the socket: %s",
+             (unsigned long long)c->id, c->dial_host, c->dial_port, a->addr,
+             uv_strerror(r));
+    dial_fail(c, r, "upstream_unreachable");
+    return;
+  }
   uv_tcp_nodelay(&c->up.tcp, 1);
   if (c->intercept_tls) {
-    /* The handshake has what is left of the dial's time, not this address's share. */
+    /* The handshake has what is left of the dial's time. */
     proxy_conn_arm_timer(c, dial_time_left(c));
     c->state = CONN_TLS_UP;
     proxy_tls_client_start(c, up_ready);
@@ -815,15 +994,6 @@ static struct proxy_conn *up_handle_gone(uv_handle_t *h)
   return c;
 }
 
-static void up_closed_retry(uv_handle_t *h)
-{
-  struct proxy_conn *c = up_handle_gone(h);
-
-  /* Unless the dial timed out meanwhile (and the connection answered, or lingers). */
-  if (c != NULL && c->state == CONN_CONNECT)
-    try_next_address(c);
-}
-
 static int allowed_address(struct proxy_conn *c, const struct sockaddr *sa,
                            const char **reason)
 {
@@ -841,50 +1011,6 @@ static int allowed_address(struct proxy_conn *c, const struct sockaddr *sa,
   *reason = d.reason;
   memcpy(c->entry, d.entry, sizeof(c->entry));
   return 0;
-}
-
-static void try_next_address(struct proxy_conn *c)
-{
-  struct sockaddr_storage ss;
-  struct addrinfo *ai;
-  int r;
-
-  if (c->up.open) {
-    /* A failed uv_tcp_t cannot connect again: close it, retry from its callback. */
-    c->up.open = 0;
-    c->up.connected = 0;
-    c->up.closing = 1;
-    uv_close((uv_handle_t *)&c->up.tcp, up_closed_retry);
-    return;
-  }
-  ai = c->ai_next;
-  if (ai == NULL) {
-    dial_fail(c, UV_ECONNREFUSED, "upstream_unreachable");
-    return;
-  }
-  c->ai_next = ai->ai_next;
-  memset(&ss, 0, sizeof(ss));
-  memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-  if (ss.ss_family == AF_INET)
-    ((struct sockaddr_in *)&ss)->sin_port = htons(c->dial_port);
-  else
-    ((struct sockaddr_in6 *)&ss)->sin6_port = htons(c->dial_port);
-  r = uv_tcp_init(c->sb->ctx->loop, &c->up.tcp);
-  if (r != 0) {
-    dial_fail(c, r, "upstream_unreachable");
-    return;
-  }
-  c->up.tcp.data = c;
-  c->up.open = 1;
-  c->handles++;
-  c->state = CONN_CONNECT;
-  c->connect_req.data = c;
-  r = uv_tcp_connect(&c->connect_req, &c->up.tcp, (const struct sockaddr *)&ss, connect_cb);
-  if (r != 0) {
-    try_next_address(c);
-    return;
-  }
-  proxy_conn_arm_timer(c, attempt_ms(c));
 }
 
 /*
@@ -1067,7 +1193,7 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     dial_fail(c, UV_EACCES, reason);
     return;
   }
-  try_next_address(c);
+  race_next(c);
 }
 
 static int is_localhost_name(const char *name)
@@ -1176,7 +1302,7 @@ void proxy_conn_dial(struct proxy_conn *c, conn_ready_cb cb)
     dial_fail(c, UV_EACCES, reason);
     return;
   }
-  try_next_address(c);
+  race_next(c);
 }
 
 /* ---- accept ---- */
@@ -1309,14 +1435,15 @@ static void reject_unaccepted(struct proxy_listener *l)
 
 /*
  * 1 if sb's connections hold their share of the descriptors the process may open
- * (two each: the sandbox's side and the upstream's; half of them in a daemon).
+ * (two each: the sandbox's side and the upstream's, and one for each connect attempt
+ * racing beside a connection's first; half of them in a daemon).
  * --max-conns is per sandbox and sandboxes are many; without this, one sandbox could
  * take every descriptor, and accept would fail for every other sandbox and for the
  * control socket.
  */
 static int over_fd_share(const struct proxy_sandbox *sb)
 {
-  return (uint64_t)sb->nconns * 2 > sb->ctx->fd_share;
+  return (uint64_t)sb->nconns * 2 + sb->dial_fds > sb->ctx->fd_share;
 }
 
 /*
@@ -1329,7 +1456,8 @@ static int over_fd_share(const struct proxy_sandbox *sb)
  */
 static int over_fd_conns_share(const struct proxy_ctx *ctx)
 {
-  return ctx->counters.conns_active * 2 + ctx->sandbox_fds > ctx->fd_conns_share;
+  return ctx->counters.conns_active * 2 + ctx->sandbox_fds + ctx->dial_fds >
+         ctx->fd_conns_share;
 }
 
 /* Logs a refusal at a descriptor share: once per sandbox for its own share; for the

@@ -109,6 +109,7 @@ struct proxy_ctx {
   uint64_t sandbox_fds;                    /* the sandboxes' listeners and responder
                                               sockets (up to 8 each) */
   uint64_t fd_conns_logged_ms;             /* loop time of the last such log line */
+  uint64_t dial_fds;                       /* every sandbox's dial_fds */
   struct proxy_dns_shared dns_shared;      /* all sandboxes' DNS over TCP clients */
   struct proxy_fd_budget callback_fds;     /* ... and credential callback calls: a
                                               sixteenth of fd_limit each */

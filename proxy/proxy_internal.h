@@ -32,6 +32,7 @@ struct proxy_http;
 struct proxy_tls;
 struct proxy_tls_server;
 struct proxy_conn;
+struct proxy_dial_attempt;
 struct proxy_hello;
 
 struct proxy_listener {
@@ -69,6 +70,8 @@ struct proxy_sandbox {
   unsigned npool;
   int fd_share_warned;                  /* refused at its share of descriptors */
   unsigned own_fds;                     /* its listeners and responder sockets */
+  unsigned dial_fds;                    /* its connections' racing connect attempts
+                                           beyond each one's first (conn.c) */
   uint64_t nc_refused;                  /* refused: outside the CA's nameConstraints */
   /* Events a sandbox can repeat at will, counted so that only the 1st, 10th, 100th
    * and every 1000th is logged (proxy_log_nth): */
@@ -155,7 +158,7 @@ struct proxy_conn {
   size_t pending_len, pending_cap;
   struct proxy_http *http;
   struct addrinfo *ai, *ai_next;    /* upstream addresses being tried */
-  uv_connect_t connect_req;
+  struct proxy_dial_attempt *attempts; /* connect attempts racing (conn.c), each a handle */
   int remapped;
   char dial_host[RULES_MAX_NAME_LEN + 1];
   uint16_t dial_port;

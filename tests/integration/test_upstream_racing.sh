@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# An upstream's addresses are raced (RFC 8305 section 5): while the first is still
+# connecting, the next starts a short delay later, the first to connect wins and
+# the others are closed. race.test has two AAAA records whose packets are dropped (a
+# black-holed IPv6 path, sorted first by getaddrinfo), one AAAA record before them
+# that the egress policy denies, and a working A record; with --connect-timeout 2
+# the dial has two seconds for all of them. The proxy used to give each address an
+# equal share of the timeout but at least 2 s, so the first black hole took the
+# whole dial: a request got 504 and a tunnelled TLS connection was reset. Now both
+# reach the A record, the black-holed attempts are closed once it answers (no socket
+# of the proxy's left toward them), and the denied address is never dialed.
+#
+#   jail: client --nft--> authproxy (in $HNS) --getaddrinfo--> fake resolver
+#     race.test  AAAA 2001:db8:beef::1      --> bh0 (egress.deny; counted, never sent)
+#                AAAA 2001:db8:dead::1, ::2 --> bh0 (dropped in output, counted)
+#                A    127.0.0.1             --> fake upstreams (HTTP, HTTPS) in $HNS
+. "$(dirname "$0")/lib.sh"
+. "$SRC/tests/adversarial/adv_lib.sh"
+
+host_ns_start --answer race.test=2001:db8:beef::1 --answer race.test=2001:db8:dead::1 \
+  --answer race.test=2001:db8:dead::2 --answer race.test=127.0.0.1
+# Non-loopback addresses of both families, so that getaddrinfo's AI_ADDRCONFIG asks
+# for A and AAAA records; a routed black hole for the IPv6 ones (as in
+# test_upstream_addresses.sh).
+ip -n "$HNS" addr add 192.0.2.10/32 dev lo
+ip -n "$HNS" addr add 2001:db8::10/128 dev lo nodad
+ip -n "$HNS" link add bh0 type veth peer name bh1
+ip -n "$HNS" link set bh0 up
+ip -n "$HNS" link set bh1 up
+ip -n "$HNS" -6 route add 2001:db8::/32 dev bh0 src 2001:db8::10
+ip netns exec "$HNS" nft -f - <<'NFT'
+table inet blackhole {
+  counter dropped { }
+  counter denied { }
+  chain out {
+    type filter hook output priority 0; policy accept;
+    ip6 daddr 2001:db8:dead::/48 counter name "dropped" drop
+    ip6 daddr 2001:db8:beef::/48 counter name "denied" drop
+  }
+}
+NFT
+host_counter_bh() {
+  ip netns exec "$HNS" nft list counter inet blackhole "$1" |
+    awk '/packets/ { for (i = 1; i < NF; i++) if ($i == "packets") print $(i + 1) }'
+}
+make_ca "$T/ca" tls.example.com
+hupstream up
+hupstream tup "$T/ca/server.pem" "$T/ca/server.key"
+cat > "$T/config.json" <<EOF2
+{ "dns": { "remap": { "plain.example.com": "race.test:$up_PORT",
+                      "tls.example.com": "race.test:$tup_PORT" } },
+  "egress": { "deny": ["2001:db8:beef::/48"] } }
+EOF2
+
+# The client reads both answers and, its connections still open (so that the proxy's
+# attempts would still be open too, had they not been closed), waits (bounded) until
+# the proxy's sockets were looked at.
+hjail --config "$T/config.json" --connect-timeout 2 -- "$PY" -c '
+import os, socket, ssl, sys, time
+t = sys.argv[1]
+s = socket.create_connection(("plain.example.com", 80), timeout=20)
+s.sendall(b"GET /plain HTTP/1.1\r\nHost: plain.example.com\r\n\r\n")
+print("plain", s.recv(4096).split(b"\r\n")[0].decode(), flush=True)
+ctx = ssl.create_default_context(cafile=t + "/ca/ca.pem")
+raw = socket.create_connection(("tls.example.com", 443), timeout=20)
+try:
+    tls = ctx.wrap_socket(raw, server_hostname="tls.example.com")
+    tls.sendall(b"GET /tunnel HTTP/1.1\r\nHost: tls.example.com\r\n\r\n")
+    print("tls", tls.recv(4096).split(b"\r\n")[0].decode(), flush=True)
+except OSError as e:
+    print("tls", type(e).__name__, e, flush=True)
+open(t + "/answered", "w").close()
+for _ in range(200):
+    if os.path.exists(t + "/looked"):
+        break
+    time.sleep(0.05)
+' "$T" > "$T/out" 2> "$T/jail.log" &
+jail_pid=$!
+PIDS+=($jail_pid)
+wait_for "[ -e '$T/answered' ] || ! kill -0 $jail_pid 2>/dev/null" 30
+[ -e "$T/answered" ] || fail "the client did not finish: $(cat "$T/out" "$T/jail.log")"
+# The proxy's sockets toward the black holes, in any state, while it still runs.
+lingering=$(ip netns exec "$HNS" ss -Htan dst 2001:db8::/32)
+touch "$T/looked"
+wait "$jail_pid" || fail "jail exited $?: $(cat "$T/jail.log")"
+out=$(cat "$T/out")
+
+assert_contains "$out" "plain HTTP/1.1 200 OK" \
+  "a request to a name whose black-holed AAAA records come first, within a 2 s dial"
+assert_contains "$out" "tls HTTP/1.1 200 OK" \
+  "a tunnelled TLS connection to such a name, within a 2 s dial"
+pass "a name's working address is raced beside its black-holed ones"
+# The denied address comes first in the resolver's answer (and in getaddrinfo's
+# order): allowed, it would be dialed first.
+assert_eq "$(host_counter_bh denied)" "0" "packets toward the egress-denied address"
+pass "an address the egress policy denies is never dialed"
+[ "$(host_counter_bh dropped)" -gt 0 ] || fail "the black-holed AAAA address was never tried"
+assert_eq "$lingering" "" "the proxy's sockets toward the black-holed addresses once answered"
+pass "the attempts that lost the race are closed"
+assert_eq "$(upq up 'sorted(r["path"] for r in reqs)')" "$(jlist /plain)" "requests at the upstream"
+assert_eq "$(upq tup 'sorted(r["path"] for r in reqs)')" "$(jlist /tunnel)" \
+  "requests at the TLS upstream"
