@@ -14,11 +14,13 @@
 #     race.test  AAAA 2001:db8:beef::1      --> bh0 (egress.deny; counted, never sent)
 #                AAAA 2001:db8:dead::1, ::2 --> bh0 (dropped in output, counted)
 #                A    127.0.0.1             --> fake upstreams (HTTP, HTTPS) in $HNS
+#     gone.test  AAAA 2001:db8:dead::3, ::4 --> bh0 (dropped)
 . "$(dirname "$0")/lib.sh"
 . "$SRC/tests/adversarial/adv_lib.sh"
 
 host_ns_start --answer race.test=2001:db8:beef::1 --answer race.test=2001:db8:dead::1 \
-  --answer race.test=2001:db8:dead::2 --answer race.test=127.0.0.1
+  --answer race.test=2001:db8:dead::2 --answer race.test=127.0.0.1 \
+  --answer gone.test=2001:db8:dead::3 --answer gone.test=2001:db8:dead::4
 # Non-loopback addresses of both families, so that getaddrinfo's AI_ADDRCONFIG asks
 # for A and AAAA records; a routed black hole for the IPv6 ones (as in
 # test_upstream_addresses.sh).
@@ -43,19 +45,31 @@ host_counter_bh() {
   ip netns exec "$HNS" nft list counter inet blackhole "$1" |
     awk '/packets/ { for (i = 1; i < NF; i++) if ($i == "packets") print $(i + 1) }'
 }
+# hjail_bg OUT ERR ARGS... -- CMD: hjail in the background as the jail's own pid
+# (jail_pid), which the cleanup can end.
+hjail_bg() {
+  local out=$1 err=$2
+  shift 2
+  ip netns exec "$HNS" unshare -m --propagation private \
+    sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$T/host-resolv.conf" \
+    "$AUTHPROXY" jail "$@" > "$out" 2> "$err" &
+  jail_pid=$!
+  PIDS+=($jail_pid)
+}
 make_ca "$T/ca" tls.example.com
 hupstream up
 hupstream tup "$T/ca/server.pem" "$T/ca/server.key"
 cat > "$T/config.json" <<EOF2
 { "dns": { "remap": { "plain.example.com": "race.test:$up_PORT",
-                      "tls.example.com": "race.test:$tup_PORT" } },
+                      "tls.example.com": "race.test:$tup_PORT",
+                      "gone.example.com": "gone.test:$up_PORT" } },
   "egress": { "deny": ["2001:db8:beef::/48"] } }
 EOF2
 
 # The client reads both answers and, its connections still open (so that the proxy's
 # attempts would still be open too, had they not been closed), waits (bounded) until
 # the proxy's sockets were looked at.
-hjail --config "$T/config.json" --connect-timeout 2 -- "$PY" -c '
+hjail_bg "$T/out" "$T/jail.log" --config "$T/config.json" --connect-timeout 2 -- "$PY" -c '
 import os, socket, ssl, sys, time
 t = sys.argv[1]
 s = socket.create_connection(("plain.example.com", 80), timeout=20)
@@ -74,9 +88,7 @@ for _ in range(200):
     if os.path.exists(t + "/looked"):
         break
     time.sleep(0.05)
-' "$T" > "$T/out" 2> "$T/jail.log" &
-jail_pid=$!
-PIDS+=($jail_pid)
+' "$T"
 wait_for "[ -e '$T/answered' ] || ! kill -0 $jail_pid 2>/dev/null" 30
 [ -e "$T/answered" ] || fail "the client did not finish: $(cat "$T/out" "$T/jail.log")"
 # The proxy's sockets toward the black holes, in any state, while it still runs.
@@ -100,3 +112,47 @@ pass "the attempts that lost the race are closed"
 assert_eq "$(upq up 'sorted(r["path"] for r in reqs)')" "$(jlist /plain)" "requests at the upstream"
 assert_eq "$(upq tup 'sorted(r["path"] for r in reqs)')" "$(jlist /tunnel)" \
   "requests at the TLS upstream"
+
+# A connection closed while its attempts race (the sandbox resets it), and a dial
+# whose attempts all go unanswered until the connect timeout ends them (504, the
+# sandbox's connection kept): their attempts are closed with them.
+rm -f "$T/answered" "$T/looked"
+hjail_bg "$T/out" "$T/jail2.log" --config "$T/config.json" --connect-timeout 2 -- "$PY" -c '
+import os, socket, struct, sys, time
+t = sys.argv[1]
+req = b"GET /gone HTTP/1.1\r\nHost: gone.example.com\r\n\r\n"
+s = socket.create_connection(("gone.example.com", 80), timeout=20)
+s.sendall(req)
+time.sleep(0.5)  # both addresses dialed by now, on any but a very slow machine
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()
+s = socket.create_connection(("gone.example.com", 80), timeout=20)
+s.sendall(req)
+print("gone", s.recv(4096).split(b"\r\n")[0].decode(), flush=True)
+open(t + "/answered", "w").close()
+for _ in range(200):
+    if os.path.exists(t + "/looked"):
+        break
+    time.sleep(0.05)
+' "$T"
+wait_for "[ -e '$T/answered' ] || ! kill -0 $jail_pid 2>/dev/null" 30
+[ -e "$T/answered" ] || fail "the client did not finish: $(cat "$T/out" "$T/jail2.log")"
+lingering=$(ip netns exec "$HNS" ss -Htan dst 2001:db8::/32)
+touch "$T/looked"
+wait "$jail_pid" || fail "jail exited $?: $(cat "$T/jail2.log")"
+assert_contains "$(cat "$T/out")" "gone HTTP/1.1 504" "a name none of whose addresses answer"
+assert_eq "$lingering" "" "the proxy's sockets toward the black holes after the reset and the 504"
+pass "attempts end with their connection and with the connect timeout"
+
+# The jail's CMD ends while a connection's attempts race: the connection is closed
+# with the sandbox, and its attempts with it (else they would hold the proxy until
+# the kernel gave up on them, minutes later).
+hjail_bg /dev/null "$T/jail3.log" --config "$T/config.json" --connect-timeout 60 -- "$PY" -c '
+import socket, time
+s = socket.create_connection(("gone.example.com", 80), timeout=20)
+s.sendall(b"GET /gone HTTP/1.1\r\nHost: gone.example.com\r\n\r\n")
+time.sleep(0.5)  # both addresses dialed by now, on any but a very slow machine
+'
+wait_for "! kill -0 $jail_pid 2>/dev/null" 20
+wait "$jail_pid" || fail "jail exited $?: $(cat "$T/jail3.log")"
+pass "attempts end with the sandbox"
