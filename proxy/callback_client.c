@@ -35,6 +35,9 @@
 
 #define IO_BUF_SIZE 16384
 #define MAX_ADDRS 16 /* of a resolved name, tried in turn */
+/* The shortest time a connect attempt gets before the next address is tried, unless
+ * the call has less left (attempt_ms). */
+#define MIN_ATTEMPT_MS 1000
 
 #ifndef container_of
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -67,6 +70,7 @@ struct proxy_cred_client {
   char *socket_path;                  /* unix */
   const mbedtls_ssl_config *tls_conf;
   uint32_t timeout_ms;
+  uint64_t deadline_ms;               /* loop time when the call times out */
   enum phase phase;
 
   char *req;                          /* the request: holds secret header values */
@@ -138,6 +142,7 @@ static void set_detail(struct proxy_cred_client *cl, const char *fmt, va_list ap
 }
 
 static void timer_cb(uv_timer_t *t);
+static void reconnect_closed(uv_handle_t *h);
 
 static void fail(struct proxy_cred_client *cl, enum proxy_cred_outcome o, int err,
                  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -253,12 +258,27 @@ void proxy_cred_client_abort(struct proxy_cred_client *cl)
   finish(cl, PROXY_CRED_CANCELLED, -ECANCELED, NULL);
 }
 
+static uint64_t time_left(const struct proxy_cred_client *cl)
+{
+  uint64_t now = uv_now(cl->loop);
+
+  return cl->deadline_ms > now ? cl->deadline_ms - now : 0;
+}
+
 static void timer_cb(uv_timer_t *t)
 {
   struct proxy_cred_client *cl = t->data;
 
   if (cl->has_deferred) {
     finish(cl, cl->deferred, cl->deferred_err, NULL);
+    return;
+  }
+  /* This address's share of the timeout is over: the next one (reconnect_closed). */
+  if (cl->phase == PHASE_CONNECT && cl->kind != RULES_CB_UNIX &&
+      cl->next_addr < cl->naddrs && time_left(cl) > 0 && cl->io_open) {
+    cl->last_err = UV_ETIMEDOUT;
+    cl->io_open = 0;
+    uv_close(&cl->io.handle, reconnect_closed);
     return;
   }
   fail(cl, PROXY_CRED_TIMEOUT, -ETIMEDOUT, "no answer within %" PRIu32 " ms (%s)",
@@ -633,7 +653,13 @@ static void connect_cb(uv_connect_t *req, int status)
     maybe_release(cl);
     return;
   }
+  /* Its share of the timeout ended (timer_cb): the handle is closing. */
+  if (status == UV_ECANCELED)
+    return;
   if (status == 0) {
+    /* The rest of the call has what is left of the timeout, not this share. */
+    if (cl->kind != RULES_CB_UNIX)
+      uv_timer_start(&cl->timer, timer_cb, time_left(cl), 0);
     connected(cl);
     return;
   }
@@ -647,6 +673,22 @@ static void connect_cb(uv_connect_t *req, int status)
   cl->last_err = status;
   cl->io_open = 0;
   uv_close(&cl->io.handle, reconnect_closed);
+}
+
+/*
+ * How long the connect attempt starting now may take before the next address is
+ * tried: an equal share of what is left of the call's timeout for this address and
+ * each one after it, but at least MIN_ATTEMPT_MS. A first address that never answers
+ * (a black-holed IPv6 path in front of a working IPv4 one) would otherwise take the
+ * whole timeout, and every call would fail.
+ */
+static uint64_t attempt_ms(const struct proxy_cred_client *cl)
+{
+  uint64_t left = time_left(cl), share = left / (cl->naddrs - cl->next_addr + 1);
+
+  if (share < MIN_ATTEMPT_MS)
+    share = left < MIN_ATTEMPT_MS ? left : MIN_ATTEMPT_MS;
+  return share;
 }
 
 /* Connects the TCP handle (opened here) to sa. */
@@ -672,6 +714,8 @@ static void tcp_connect(struct proxy_cred_client *cl, const struct sockaddr *sa)
     return;
   }
   cl->reqs++;
+  if (!cl->has_deferred)
+    uv_timer_start(&cl->timer, timer_cb, attempt_ms(cl), 0);
 }
 
 static void next_address(struct proxy_cred_client *cl)
@@ -999,6 +1043,7 @@ int proxy_cred_client_start(uv_loop_t *loop, const struct proxy_cred_client_para
   cl->handles++;
   /* The loop's time may be stale by a whole iteration: the deadline counts from now. */
   uv_update_time(loop);
+  cl->deadline_ms = uv_now(loop) + cfg->timeout_ms;
   uv_timer_start(&cl->timer, timer_cb, cfg->timeout_ms, 0);
 
   cl->starting = 1;

@@ -15,12 +15,15 @@
 #                AAAA 2001:db8:dead::1, ::2 --> bh0 (dropped in output, counted)
 #                A    127.0.0.1             --> fake upstreams (HTTP, HTTPS) in $HNS
 #     gone.test  AAAA 2001:db8:dead::3, ::4 --> bh0 (dropped)
+#     cbhost.test AAAA 2001:db8:dead::5   --> bh0 (dropped)
+#                 A    127.0.0.1           --> fake credential callback in $HNS
 . "$(dirname "$0")/lib.sh"
 . "$SRC/tests/adversarial/adv_lib.sh"
 
 host_ns_start --answer race.test=2001:db8:beef::1 --answer race.test=2001:db8:dead::1 \
   --answer race.test=2001:db8:dead::2 --answer race.test=127.0.0.1 \
-  --answer gone.test=2001:db8:dead::3 --answer gone.test=2001:db8:dead::4
+  --answer gone.test=2001:db8:dead::3 --answer gone.test=2001:db8:dead::4 \
+  --answer cbhost.test=2001:db8:dead::5 --answer cbhost.test=127.0.0.1
 # Non-loopback addresses of both families, so that getaddrinfo's AI_ADDRCONFIG asks
 # for A and AAAA records; a routed black hole for the IPv6 ones (as in
 # test_upstream_addresses.sh).
@@ -156,3 +159,29 @@ time.sleep(0.5)  # both addresses dialed by now, on any but a very slow machine
 wait_for "! kill -0 $jail_pid 2>/dev/null" 20
 wait "$jail_pid" || fail "jail exited $?: $(cat "$T/jail3.log")"
 pass "attempts end with the sandbox"
+
+# The credential callback's host, its black-holed AAAA record first: the call's
+# connect attempts share its timeout (3 s by default), so the A record is reached in
+# time. The callback client used to give the first address the whole timeout, and
+# every call to such a host failed (502 callback_failed).
+: > "$T/cb.jsonl"
+ip netns exec "$HNS" "$PY" "$TOOLS/fake_callback.py" --log "$T/cb.jsonl" \
+  --port-file "$T/cb.port" 2> "$T/cb.log" &
+PIDS+=($!)
+wait_for "[ -s '$T/cb.port' ]" 10
+cat > "$T/callback.json" <<EOF2
+{ "callback": { "url": "http://cbhost.test:$(cat "$T/cb.port")/creds",
+                "match_hosts": ["plain.example.com"], "allow_plain_http": true },
+  "dns": { "remap": { "plain.example.com": "127.0.0.1:$up_PORT" } } }
+EOF2
+before=$(host_counter_bh dropped)
+hjail_bg "$T/out" "$T/jail4.log" --config "$T/callback.json" -- curl -sS -m 20 \
+  -o /dev/null -w '%{http_code}' http://plain.example.com/cb
+wait_for "! kill -0 $jail_pid 2>/dev/null" 30
+wait "$jail_pid" || fail "jail exited $?: $(cat "$T/jail4.log")"
+assert_eq "$(cat "$T/out")" "200" "a request whose callback host has a black-holed AAAA first"
+[ "$(host_counter_bh dropped)" -gt "$before" ] ||
+  fail "the callback's black-holed AAAA address was never tried"
+assert_eq "$(upq up 'hdr([r for r in reqs if r["path"] == "/cb"][0], "Authorization")')" \
+  '["Bearer cb-1"]' "the callback's credential at the upstream"
+pass "a callback host's working address is reached after a black-holed one"
