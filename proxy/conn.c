@@ -50,6 +50,7 @@ struct proxy_dial_attempt {
   uv_connect_t req;
   struct proxy_conn *c;
   struct proxy_dial_attempt *next;  /* c's other attempts in flight */
+  struct sockaddr_storage ss;       /* the address dialed */
   char addr[INET6_ADDRSTRLEN];      /* for the log */
   int extra;                        /* counted in dial_fds: begun beside another */
 };
@@ -834,6 +835,8 @@ static void attempts_close(struct proxy_conn *c)
 }
 
 static void connect_cb(uv_connect_t *req, int status);
+static int allowed_address(struct proxy_conn *c, const struct sockaddr *sa,
+                           const char **reason);
 
 /* Dials ai. 0: the attempt is in flight; 1: it failed at once (logged; try the next
  * address); else a negative error of the proxy's own (memory, descriptors). */
@@ -841,6 +844,7 @@ static int attempt_start(struct proxy_conn *c, const struct addrinfo *ai)
 {
   struct proxy_dial_attempt *a;
   struct sockaddr_storage ss;
+  const char *reason;
   int r;
 
   memset(&ss, 0, sizeof(ss));
@@ -849,9 +853,16 @@ static int attempt_start(struct proxy_conn *c, const struct addrinfo *ai)
     ((struct sockaddr_in *)&ss)->sin_port = htons(c->dial_port);
   else
     ((struct sockaddr_in6 *)&ss)->sin6_port = htons(c->dial_port);
+  /* filter_addresses kept it, but a config swapped since may deny it. */
+  if (!allowed_address(c, ai->ai_addr, &reason)) {
+    log_debug("conn %llu: %s:%u: an address the config no longer allows is skipped",
+              (unsigned long long)c->id, c->dial_host, c->dial_port);
+    return 1;
+  }
   a = calloc(1, sizeof(*a));
   if (a == NULL)
     return UV_ENOMEM;
+  a->ss = ss;
   r = uv_tcp_init(c->sb->ctx->loop, &a->tcp);
   if (r != 0) {
     free(a);
@@ -943,6 +954,7 @@ static void connect_cb(uv_connect_t *req, int status)
 {
   struct proxy_dial_attempt *a = req->data;
   struct proxy_conn *c = a->c;
+  const char *reason;
   int r;
 
   /* Closed: the race was won by another, or the dial ended. */
@@ -957,6 +969,14 @@ static void connect_cb(uv_connect_t *req, int status)
               c->dial_host, c->dial_port, a->addr, uv_strerror(status));
     attempt_close(c, a);
     race_next(c);
+    return;
+  }
+  /* Allowed when it was dialed, but a config swapped while it connected (a relay's
+   * swap checks only a connected upstream's address) may deny it now. */
+  if (!allowed_address(c, (const struct sockaddr *)&a->ss, &reason)) {
+    log_debug("conn %llu: connected to %s:%u at %s, which the config no longer allows",
+              (unsigned long long)c->id, c->dial_host, c->dial_port, a->addr);
+    dial_fail(c, UV_EACCES, "config_changed");
     return;
   }
   r = attempt_adopt(c, a);

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# A config swap that denies the address an opaque tunnel is still connecting to: the
+# swap found nothing to check yet (no upstream connected), and the connect, once it
+# succeeded, was relayed as the old config allowed, to an address the new one denies
+# (egress IP/CIDR entries are checked before an address is dialed, and at the swap
+# for a connected upstream, but not for an attempt in flight across the swap). The
+# SYNs toward the upstream are held (dropped, counted) until the swap is made, so the
+# attempt is in flight at the swap; then the kernel's retransmission connects it.
+#
+#   ap-sw-PID: client --nft--> authproxy serve (in $HNS) --SYN held--> echo 127.0.0.1:E
+. "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/adv_lib.sh"
+
+host_ns_start
+cat > "$T/echo.py" <<'PYEOF'
+import os, socket, sys, threading
+def echo(c):
+    try:
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            c.sendall(d)
+    except OSError:
+        pass
+    c.close()
+ls = socket.socket()
+ls.bind(("127.0.0.1", 0))
+ls.listen(16)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(ls.getsockname()[1]))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+while True:
+    c, _ = ls.accept()
+    threading.Thread(target=echo, args=(c,), daemon=True).start()
+PYEOF
+ip netns exec "$HNS" "$PY" "$T/echo.py" "$T/e.port" 2> "$T/echo.log" &
+PIDS+=($!)
+wait_for "[ -s '$T/e.port' ]" 10
+E=$(cat "$T/e.port")
+ip netns exec "$HNS" nft -f - <<NFT
+table inet hold {
+  counter held { }
+  chain out {
+    type filter hook output priority 0; policy accept;
+    ip daddr 127.0.0.1 tcp dport $E tcp flags & (syn | ack) == syn counter name "held" drop
+  }
+}
+NFT
+held() {
+  ip netns exec "$HNS" nft list counter inet hold held |
+    awk '/packets/ { for (i = 1; i < NF; i++) if ($i == "packets") print $(i + 1) }'
+}
+echo "{ \"dns\": { \"remap\": { \"tun.example\": \"127.0.0.1:$E\" } } }" > "$T/before.json"
+echo "{ \"dns\": { \"remap\": { \"tun.example\": \"127.0.0.1:$E\" } },
+  \"egress\": { \"deny\": [\"127.0.0.1/32\"] } }" > "$T/after.json"
+
+ns=$(make_netns sw)  # before the daemon's mount namespace copies /var/run/netns
+hserve_start --connect-timeout 20
+ctl attach sw --netns "/var/run/netns/$ns" --config "$T/before.json" > /dev/null
+# Silent past the 500 ms a server-first protocol gets: an opaque tunnel, dialed then.
+ip netns exec "$ns" "$PY" - "$T" > "$T/client.out" 2> "$T/client.log" <<'PYEOF' &
+import os, socket, sys, time
+t = sys.argv[1]
+s = socket.create_connection(("tun.example", 7000), timeout=20)
+for _ in range(400):
+    if os.path.exists(os.path.join(t, "swapped")):
+        break
+    time.sleep(0.05)
+s.settimeout(20)
+try:
+    s.sendall(b"hello")
+    d = s.recv(5)
+    print("echo" if d == b"hello" else "closed" if not d else "other", flush=True)
+except OSError as e:
+    print("closed", type(e).__name__, flush=True)
+PYEOF
+CLIENT=$!
+PIDS+=($CLIENT)
+wait_for "[ \"\$(held)\" -gt 0 ]" 20
+ctl update sw --config "$T/after.json" > /dev/null
+ip netns exec "$HNS" nft delete table inet hold
+: > "$T/swapped"
+wait "$CLIENT" || fail "the client failed: $(cat "$T/client.log")"
+out=$(cat "$T/client.out")
+echo "client: $out"
+assert_contains "$out" "closed" "a tunnel whose address the swap denied while it connected"
+ctl health > /dev/null || fail "the daemon does not answer after the swap"
+kill -TERM "$serve_pid"
+rc=0
+wait "$serve_pid" || rc=$?
+assert_eq "$rc" "0" "the daemon's exit status (see serve.log)"
+pass "an upstream connect in flight across a swap that denies its address is not relayed"
