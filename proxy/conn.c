@@ -58,6 +58,7 @@ struct proxy_dial_attempt {
 static void conn_decide(struct proxy_conn *c);
 static void race_next(struct proxy_conn *c);
 static void attempts_close(struct proxy_conn *c);
+static int up_open_dup(struct proxy_conn *c, uv_handle_t *from);
 static void pool_remove(struct proxy_conn *p);
 static void pool_evict_oldest(struct proxy_sandbox *sb);
 static void resolve_unqueue(struct proxy_conn *c);
@@ -922,32 +923,9 @@ static void race_next(struct proxy_conn *c)
 /* Opens the connected socket of attempt a as c->up.tcp. 0 or a negative error. */
 static int attempt_adopt(struct proxy_conn *c, struct proxy_dial_attempt *a)
 {
-  uv_os_fd_t fd;
-  int nfd, r;
-
   if (c->up.open || c->up.closing)
     return UV_EBUSY; /* cannot happen: a dial starts once the upstream has closed */
-  if (uv_fileno((uv_handle_t *)&a->tcp, &fd) != 0)
-    return UV_EBADF;
-  nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (nfd < 0)
-    return -errno;
-  r = uv_tcp_init(c->sb->ctx->loop, &c->up.tcp);
-  if (r != 0) {
-    close(nfd);
-    return r;
-  }
-  c->up.tcp.data = c;
-  c->up.open = 1;
-  c->handles++;
-  r = uv_tcp_open(&c->up.tcp, nfd);
-  if (r != 0) {
-    close(nfd);
-    proxy_conn_close_upstream(c);
-    return r;
-  }
-  c->up.connected = 1;
-  return 0;
+  return up_open_dup(c, (uv_handle_t *)&a->tcp);
 }
 
 static void connect_cb(uv_connect_t *req, int status)
@@ -1629,34 +1607,49 @@ void proxy_conn_close_upstream(struct proxy_conn *c)
   uv_close((uv_handle_t *)&c->up.tcp, up_closed);
 }
 
-/* Moves from's upstream socket and TLS session to to->up. 0 or a negative error;
- * on error from is unchanged. */
-static int move_upstream(struct proxy_conn *from, struct proxy_conn *to)
+/*
+ * Opens a duplicate of the connected socket of handle `from` as c->up.tcp: libuv
+ * cannot move a handle to another connection (the pool) or turn an attempt's into
+ * the connection's own (racing). 0 or a negative error; on error c->up is closing if
+ * it was opened.
+ */
+static int up_open_dup(struct proxy_conn *c, uv_handle_t *from)
 {
   uv_os_fd_t fd;
   int nfd, r;
 
-  if (uv_fileno((uv_handle_t *)&from->up.tcp, &fd) != 0)
-    return -EBADF;
+  if (uv_fileno(from, &fd) != 0)
+    return UV_EBADF;
   nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (nfd < 0)
     return -errno;
-  r = uv_tcp_init(to->sb->ctx->loop, &to->up.tcp);
+  r = uv_tcp_init(c->sb->ctx->loop, &c->up.tcp);
   if (r != 0) {
     close(nfd);
     return r;
   }
-  to->up.tcp.data = to;
-  to->handles++;
-  r = uv_tcp_open(&to->up.tcp, nfd);
+  c->up.tcp.data = c;
+  c->handles++;
+  r = uv_tcp_open(&c->up.tcp, nfd);
   if (r != 0) {
     close(nfd);
-    to->up.closing = 1;
-    uv_close((uv_handle_t *)&to->up.tcp, up_closed);
+    c->up.closing = 1;
+    uv_close((uv_handle_t *)&c->up.tcp, up_closed);
     return r;
   }
-  to->up.open = 1;
-  to->up.connected = 1;
+  c->up.open = 1;
+  c->up.connected = 1;
+  return 0;
+}
+
+/* Moves from's upstream socket and TLS session to to->up. 0 or a negative error;
+ * on error from is unchanged. */
+static int move_upstream(struct proxy_conn *from, struct proxy_conn *to)
+{
+  int r = up_open_dup(to, (uv_handle_t *)&from->up.tcp);
+
+  if (r != 0)
+    return r;
   to->up.eof = 0;
   to->up.shut = 0;
   to->up.reading = 0;

@@ -29,37 +29,8 @@ ctl attach box-b --netns "/var/run/netns/$NSB" --config "$T/cfg.json" >/dev/null
 
 # box-a: N connections, each asking for 16 MiB with a small receive buffer, unread
 # until the go-ahead file appears; then each reads its answer to the end.
-cat > "$T/hog.py" <<'PYEOF'
-import os, socket, sys, time
-addr = socket.gethostbyname("api.example.com")
-socks = []
-for i in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.settimeout(30)
-    s.connect((addr, 80))
-    s.sendall(b"GET /big?bytes=16777216 HTTP/1.1\r\nHost: api.example.com\r\n"
-              b"Connection: close\r\n\r\n")
-    socks.append(s)
-open(sys.argv[2], "w").close()
-for _ in range(1200):
-    if os.path.exists(sys.argv[3]):
-        break
-    time.sleep(0.05)
-total = 0
-for s in socks:
-    data = bytearray()
-    while True:
-        b = s.recv(1 << 20)
-        if not b:
-            break
-        data += b
-    head, _, body = bytes(data).partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), head[:80]
-    total += len(body)
-print(total)
-PYEOF
-ip netns exec "$NSA" "$PY" "$T/hog.py" $N "$T/a-sent" "$T/a-go" > "$T/hog.out" 2> "$T/hog.log" &
+ip netns exec "$NSA" "$PY" "$TOOLS/unread_downloads.py" $N 16777216 "$T/a-sent" "$T/a-go" \
+  > "$T/hog.out" 2> "$T/hog.log" &
 hog=$!
 PIDS+=($hog)
 wait_for "[ -e '$T/a-sent' ]" 30

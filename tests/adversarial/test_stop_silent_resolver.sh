@@ -36,19 +36,27 @@ except socket.timeout:
     print("no answer")
 PYEOF
 
+# jail_ask CONFIG LOG NAME: a jail with CONFIG whose CMD asks for api.example.com and
+# gives up; it must end with CMD's status, CMD must have had no answer, and the
+# resolver must have been asked for NAME (the lookup the jail must not wait for).
+jail_ask() {
+  local out rc
+  set +e
+  out=$(tjail --config "$1" -- "$PY" "$T/ask.py" api.example.com 2> "$T/$2.log")
+  rc=$?
+  set -e
+  [ "$rc" != 124 ] || fail "the jail was still waiting for the resolver 40 s after CMD ended"
+  assert_eq "$rc" "0" "the jail's exit status (CMD's; log: $(cat "$T/$2.log"))"
+  assert_eq "$out" "no answer" "what CMD got while $3 resolved"
+  [ "$(asked "$3")" -ge 1 ] || fail "the resolver was never asked for $3"
+}
+
 # 1. An upstream name, remapped to one the resolver never answers.
 cat > "$T/remap.json" <<EOF
 { "dns": { "remap": { "api.example.com": "backend.silent.test:80",
                       "other.example.com": "fast.test:$up_PORT" } } }
 EOF
-set +e
-out=$(tjail --config "$T/remap.json" -- "$PY" "$T/ask.py" api.example.com 2> "$T/jail1.log")
-rc=$?
-set -e
-[ "$rc" != 124 ] || fail "the jail was still waiting for the resolver 40 s after CMD ended"
-assert_eq "$rc" "0" "the jail's exit status (CMD's; log: $(cat "$T/jail1.log"))"
-assert_eq "$out" "no answer" "what CMD got while the name resolved"
-[ "$(asked backend.silent.test)" -ge 1 ] || fail "the resolver was never asked"
+jail_ask "$T/remap.json" jail1 backend.silent.test
 pass "a jail ends with CMD while a lookup of an upstream name waits for a silent resolver"
 
 # 2. The credential callback's host, which the resolver never answers.
@@ -56,14 +64,7 @@ cat > "$T/callback.json" <<EOF
 { "callback": { "url": "http://cb.silent.test:9/creds", "match_hosts": ["api.example.com"],
                 "allow_plain_http": true, "timeout_ms": 60000 } }
 EOF
-set +e
-out=$(tjail --config "$T/callback.json" -- "$PY" "$T/ask.py" api.example.com 2> "$T/jail2.log")
-rc=$?
-set -e
-[ "$rc" != 124 ] || fail "the jail was still waiting for the resolver 40 s after CMD ended"
-assert_eq "$rc" "0" "the jail's exit status (CMD's; log: $(cat "$T/jail2.log"))"
-assert_eq "$out" "no answer" "what CMD got while the callback's host resolved"
-[ "$(asked cb.silent.test)" -ge 1 ] || fail "the callback's host was never looked up"
+jail_ask "$T/callback.json" jail2 cb.silent.test
 pass "a jail ends with CMD while a lookup of the callback's host waits for a silent resolver"
 
 # 3. The daemon, told to stop while a sandbox's request waits for its name.

@@ -52,49 +52,16 @@ for box in a b c; do
 done
 assert_eq "$(metric authproxy_write_queue_max_bytes)" $BUDGET "the budget in /metrics"
 
-# hog.py N BYTES SENT GO: N connections, each asking for BYTES with a small receive
-# buffer, unread until the file GO appears; then each reads its answer to the end.
-cat > "$T/hog.py" <<'PYEOF'
-import os, socket, sys, time
-n, size, sent, go = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-addr = socket.gethostbyname("api.example.com")
-socks = []
-for i in range(n):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.settimeout(30)
-    s.connect((addr, 80))
-    s.sendall(b"GET /big?bytes=%d HTTP/1.1\r\nHost: api.example.com\r\n"
-              b"Connection: close\r\n\r\n" % size)
-    socks.append(s)
-open(sent, "w").close()
-for _ in range(1200):
-    if os.path.exists(go):
-        break
-    time.sleep(0.05)
-total = 0
-for s in socks:
-    data = bytearray()
-    while True:
-        b = s.recv(1 << 20)
-        if not b:
-            break
-        data += b
-    head, _, body = bytes(data).partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), head[:80]
-    total += len(body)
-print(total)
-PYEOF
 
 # box-a alone would queue 24 x 256 KiB (6 MiB, a tenth of its own budget): the
 # daemon's budget stops it. Then box-b's connections start with the budget spent.
-ip netns exec "$NSA" "$PY" "$T/hog.py" $NA 16777216 "$T/a-sent" "$T/a-go" \
+ip netns exec "$NSA" "$PY" "$TOOLS/unread_downloads.py" $NA 16777216 "$T/a-sent" "$T/a-go" \
   > "$T/hog-a.out" 2> "$T/hog-a.log" &
 hog_a=$!
 PIDS+=($hog_a)
 wait_for "[ -e '$T/a-sent' ]" 30
 read -r peak_a _ < <(settle)
-ip netns exec "$NSB" "$PY" "$T/hog.py" $NB 8388608 "$T/b-sent" "$T/b-go" \
+ip netns exec "$NSB" "$PY" "$TOOLS/unread_downloads.py" $NB 8388608 "$T/b-sent" "$T/b-go" \
   > "$T/hog-b.out" 2> "$T/hog-b.log" &
 hog_b=$!
 PIDS+=($hog_b)

@@ -69,10 +69,31 @@ cat > "$T/config.json" <<EOF2
   "egress": { "deny": ["2001:db8:beef::/48"] } }
 EOF2
 
+# The clients below end with answered_then_wait(t), which CLIENT_END, put before
+# their Python, defines: the file answered, then up to 10 s for the file looked. look_while_open
+# LOG waits for answered, records the proxy's sockets toward the black holes in any
+# state while the client's connections are still open (lingering), lets the client
+# end, and waits for the jail (whose log is $T/LOG).
+CLIENT_END='
+def answered_then_wait(t):
+    open(t + "/answered", "w").close()
+    for _ in range(200):
+        if os.path.exists(t + "/looked"):
+            break
+        time.sleep(0.05)
+'
+look_while_open() {
+  wait_for "[ -e '$T/answered' ] || ! kill -0 $jail_pid 2>/dev/null" 30
+  [ -e "$T/answered" ] || fail "the client did not finish: $(cat "$T/out" "$T/$1")"
+  lingering=$(ip netns exec "$HNS" ss -Htan dst 2001:db8::/32)
+  touch "$T/looked"
+  wait "$jail_pid" || fail "jail exited $?: $(cat "$T/$1")"
+}
+
 # The client reads both answers and, its connections still open (so that the proxy's
 # attempts would still be open too, had they not been closed), waits (bounded) until
 # the proxy's sockets were looked at.
-hjail_bg "$T/out" "$T/jail.log" --config "$T/config.json" --connect-timeout 2 -- "$PY" -c '
+hjail_bg "$T/out" "$T/jail.log" --config "$T/config.json" --connect-timeout 2 -- "$PY" -c "$CLIENT_END"'
 import os, socket, ssl, sys, time
 t = sys.argv[1]
 s = socket.create_connection(("plain.example.com", 80), timeout=20)
@@ -86,18 +107,9 @@ try:
     print("tls", tls.recv(4096).split(b"\r\n")[0].decode(), flush=True)
 except OSError as e:
     print("tls", type(e).__name__, e, flush=True)
-open(t + "/answered", "w").close()
-for _ in range(200):
-    if os.path.exists(t + "/looked"):
-        break
-    time.sleep(0.05)
+answered_then_wait(t)
 ' "$T"
-wait_for "[ -e '$T/answered' ] || ! kill -0 $jail_pid 2>/dev/null" 30
-[ -e "$T/answered" ] || fail "the client did not finish: $(cat "$T/out" "$T/jail.log")"
-# The proxy's sockets toward the black holes, in any state, while it still runs.
-lingering=$(ip netns exec "$HNS" ss -Htan dst 2001:db8::/32)
-touch "$T/looked"
-wait "$jail_pid" || fail "jail exited $?: $(cat "$T/jail.log")"
+look_while_open jail.log
 out=$(cat "$T/out")
 
 assert_contains "$out" "plain HTTP/1.1 200 OK" \
@@ -120,7 +132,7 @@ assert_eq "$(upq tup 'sorted(r["path"] for r in reqs)')" "$(jlist /tunnel)" \
 # whose attempts all go unanswered until the connect timeout ends them (504, the
 # sandbox's connection kept): their attempts are closed with them.
 rm -f "$T/answered" "$T/looked"
-hjail_bg "$T/out" "$T/jail2.log" --config "$T/config.json" --connect-timeout 2 -- "$PY" -c '
+hjail_bg "$T/out" "$T/jail2.log" --config "$T/config.json" --connect-timeout 2 -- "$PY" -c "$CLIENT_END"'
 import os, socket, struct, sys, time
 t = sys.argv[1]
 req = b"GET /gone HTTP/1.1\r\nHost: gone.example.com\r\n\r\n"
@@ -132,17 +144,9 @@ s.close()
 s = socket.create_connection(("gone.example.com", 80), timeout=20)
 s.sendall(req)
 print("gone", s.recv(4096).split(b"\r\n")[0].decode(), flush=True)
-open(t + "/answered", "w").close()
-for _ in range(200):
-    if os.path.exists(t + "/looked"):
-        break
-    time.sleep(0.05)
+answered_then_wait(t)
 ' "$T"
-wait_for "[ -e '$T/answered' ] || ! kill -0 $jail_pid 2>/dev/null" 30
-[ -e "$T/answered" ] || fail "the client did not finish: $(cat "$T/out" "$T/jail2.log")"
-lingering=$(ip netns exec "$HNS" ss -Htan dst 2001:db8::/32)
-touch "$T/looked"
-wait "$jail_pid" || fail "jail exited $?: $(cat "$T/jail2.log")"
+look_while_open jail2.log
 assert_contains "$(cat "$T/out")" "gone HTTP/1.1 504" "a name none of whose addresses answer"
 assert_eq "$lingering" "" "the proxy's sockets toward the black holes after the reset and the 504"
 pass "attempts end with their connection and with the connect timeout"
