@@ -73,6 +73,7 @@ struct jail {
   int tty_async_open;
   unsigned tty_passed[2]; /* how many of tty_sent[] were passed on */
   char tmpdir[4096];
+  int files_pipe[2];         /* CMD's set-up to the jail: closed at exec (files_used) */
   char bundle[4096 + 32];
   char resolv[4096 + 32];
   /* options */
@@ -389,6 +390,8 @@ static void child_main(struct jail *j, pid_t parent, char **cmd)
             "to any server is still answered by the proxy\n", strerror(-r));
   if (bind_over(j->bundle, SYSTEM_BUNDLE) == 0)
     bundle = SYSTEM_BUNDLE;
+  else
+    (void)!write(j->files_pipe[1], "k", 1); /* CMD reads the jail's copy: keep it */
   /* The secrets and the config (which may hold opaque values) are the proxy's, not
    * CMD's (invariant I3): in CMD's view the directory is empty and the file is. */
   if (j->secrets_dir != NULL &&
@@ -435,6 +438,30 @@ static void child_main(struct jail *j, pid_t parent, char **cmd)
 }
 
 /* ---- the parent ---- */
+
+/*
+ * Waits until CMD has started (its end of the pipe closes at exec) or failed to, then
+ * removes the jail's files: CMD's mount namespace holds its own binds of them. A jail
+ * killed with SIGKILL then leaves no directory behind. Kept when CMD reads the CA
+ * bundle from the directory (the bind over the system bundle failed).
+ */
+static void files_used(struct jail *j)
+{
+  char c;
+  ssize_t n;
+
+  close(j->files_pipe[1]);
+  j->files_pipe[1] = -1;
+  do
+    n = read(j->files_pipe[0], &c, 1);
+  while (n < 0 && errno == EINTR);
+  close(j->files_pipe[0]);
+  j->files_pipe[0] = -1;
+  if (n == 0 && j->child > 0) {
+    remove_files(j);
+    j->tmpdir[0] = '\0';
+  }
+}
 
 /* One line on what the sandbox did, for -v. */
 static void log_summary(const struct jail *j)
@@ -763,6 +790,7 @@ int proxy_cmd_jail(int argc, char **argv)
   if (j == NULL)
     return JAIL_FAILED;
   j->nsfd = -1;
+  j->files_pipe[0] = j->files_pipe[1] = -1;
   j->exit_status = JAIL_FAILED;
   netns_fds_init(&fds);
   proxy_common_opts_init(&j->common);
@@ -866,12 +894,18 @@ int proxy_cmd_jail(int argc, char **argv)
   if (r == 0) {
     pid_t parent = getpid();
 
-    j->child = fork();
-    if (j->child == 0)
-      child_main(j, parent, argv + first);
-    tty_cmd_pid = j->child;
+    if (pipe2(j->files_pipe, O_CLOEXEC) != 0) {
+      r = -errno;
+    } else {
+      j->child = fork();
+      if (j->child == 0)
+        child_main(j, parent, argv + first);
+      tty_cmd_pid = j->child;
+    }
   }
   sigprocmask(SIG_SETMASK, &old, NULL);
+  if (j->files_pipe[0] >= 0)
+    files_used(j);
   if (r != 0 || j->child < 0) {
     fprintf(stderr, "authproxy jail: cannot start %s: %s\n", argv[first],
             r != 0 ? uv_strerror(r) : strerror(errno));
