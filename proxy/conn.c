@@ -502,6 +502,22 @@ void proxy_conn_on_drain(struct proxy_conn *c, struct proxy_end *e)
 
 /* ---- names and decisions ---- */
 
+/*
+ * Whether the DNS name dns is name with a suffix, as a resolver's search domains make
+ * it. A resolver that tries its search list first (Kubernetes pods: the cluster's
+ * domains and ndots:5) asks the responder, which answers every name, for
+ * api.example.com.NS.svc.cluster.local before api.example.com: the connection then
+ * has the expanded name, and the SNI or Host the client sends, its own name, has not.
+ * The client's own name, the first it sends, is the destination: the sandbox gains
+ * nothing by it, since resolving that name directly gives the same. Only a name not
+ * agreed on yet is replaced, so a request never goes down an upstream dialed for the
+ * other.
+ */
+static int search_expansion(const char *dns, const char *name, int n)
+{
+  return strlen(dns) > (size_t)n + 1 && dns[n] == '.' && memcmp(dns, name, (size_t)n) == 0;
+}
+
 int proxy_conn_set_name(struct proxy_conn *c, const char *raw, size_t len,
                         enum name_source src, const char **reason)
 {
@@ -516,13 +532,20 @@ int proxy_conn_set_name(struct proxy_conn *c, const char *raw, size_t len,
     /* Every name the proxy learns must agree with the one it already has: a
      * connection to the synthetic address of one name cannot claim another. */
     if (strcmp(name, c->name) != 0) {
+      if (c->name_src == NAME_DNS && !c->name_agreed && search_expansion(c->name, name, n)) {
+        memcpy(c->name, name, (size_t)n + 1);
+        c->name_agreed = 1;
+        return 0;
+      }
       *reason = src == NAME_SNI ? "sni_mismatch" : "host_mismatch";
       return -EPERM;
     }
+    c->name_agreed = 1;
     return 0;
   }
   memcpy(c->name, name, (size_t)n + 1);
   c->name_src = src;
+  c->name_agreed = 1;
   return 0;
 }
 

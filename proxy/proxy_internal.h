@@ -148,6 +148,7 @@ struct proxy_conn {
   uint16_t port;                    /* destination port */
   char name[RULES_MAX_NAME_LEN + 1];
   enum name_source name_src;
+  int name_agreed;                  /* a name the client sent agreed with it (SNI, Host) */
   enum rules_action action;
   const char *reason;               /* why denied / failed (static) */
   char entry[64];                   /* rule or entry that decided */

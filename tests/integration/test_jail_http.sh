@@ -133,6 +133,33 @@ assert_contains "$out" "host_mismatch" "host mismatch reason"
 assert_eq "$(upq up 'len(events)')" "0" "upstream untouched by a mismatched Host"
 pass "Host must agree with the resolved name"
 
+# 8b. A resolver with search domains tried first (a Kubernetes pod's: the cluster's
+# domains, ndots:5; glibc reads them from LOCALDOMAIN and RES_OPTIONS) resolves
+# api.example.com.default.svc.cluster.local, which the responder answers like any
+# name: the client's own name (Host) is the destination, and is injected for. A
+# second request naming the expanded name, or another name, on that connection is
+# refused: the name was agreed on with the first.
+: > "$T/up.jsonl"
+out=$(run env LOCALDOMAIN="default.svc.cluster.local svc.cluster.local cluster.local" \
+  RES_OPTIONS=ndots:5 "$PY" -c '
+import http.client, socket
+print(socket.getaddrinfo("api.example.com", 80)[0][4][0] !=
+      socket.getaddrinfo("api.example.com.", 80)[0][4][0])
+c = http.client.HTTPConnection("api.example.com", 80, timeout=10)
+for host in ("api.example.com", "api.example.com.default.svc.cluster.local"):
+    c.request("GET", "/search", headers={"Host": host})
+    r = c.getresponse()
+    r.read()
+    print(r.status, r.getheader("X-Authproxy-Error"))
+')
+assert_eq "$out" "True
+200 None
+403 host_mismatch" "requests under search domains (the expansion's own address; then two Hosts)"
+assert_eq "$(upq up '[r["path"] for r in reqs]')" "$(jlist /search)" "requests at the upstream"
+assert_eq "$(upq up 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer $SECRET")" \
+  "injected under search domains"
+pass "a name resolved through search domains yields to the Host the client sends"
+
 # 9. An upstream that echoes the request's headers does not hand the sandbox the
 # injected secret: every copy is masked, also when it straddles two reads.
 out=$(run sh -c 'for n in 10 40 45 50 57 80; do curl -sS "http://api.example.com/echo?split=$n"; done')

@@ -53,6 +53,16 @@ assert_eq "$(upq tls 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer $SECRET
 assert_eq "$(upq tls 'reqs[-1]["sni"]')" "api.example.com" "upstream SNI is the name"
 pass "curl: intercepted and injected"
 
+# Under search domains tried first (a Kubernetes pod's resolver), the connection's DNS
+# name is api.example.com.default.svc.cluster.local: the SNI, the client's own name,
+# is the destination, intercepted and injected for.
+out=$(run env LOCALDOMAIN="default.svc.cluster.local svc.cluster.local" RES_OPTIONS=ndots:5 \
+  curl -sS https://api.example.com/search)
+assert_contains "$out" '"path": "/search"' "curl under search domains"
+assert_eq "$(upq tls 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer $SECRET")" \
+  "injected under search domains"
+pass "a name resolved through search domains yields to the SNI the client sends"
+
 # python3 urllib with its default context (SSL_CERT_FILE / the system bundle).
 out=$(run "$PY" -c '
 import urllib.request
