@@ -179,11 +179,15 @@ static int parse_supported_versions(struct hs_reader *r, size_t end,
   if (get_u8(r, end, &list_len) != 0 || list_len != end - r->off || list_len < 2 ||
       list_len % 2 != 0)
     return -1;
+  /* The list replaces client_version (RFC 8446 section 4.2.1). */
+  out->tls12_offered = 0;
   while (r->off < end) {
     if (get_u16(r, end, &v) != 0)
       return -1;
     if (v == 0x0304)
       out->tls13_offered = 1;
+    else if (v == 0x0303)
+      out->tls12_offered = 1;
   }
   return 0;
 }
@@ -204,6 +208,7 @@ static enum proxy_hello_status parse_body(const uint8_t *buf, size_t msg_len,
   if (get_u16(&r, end, &v) != 0 || v >> 8 != 3)
     return PROXY_HELLO_INVALID;
   out->version = (uint16_t)v;
+  out->tls12_offered = v >= 0x0303;
   if (skip(&r, end, 32) != 0) /* random */
     return PROXY_HELLO_INVALID;
   if (get_u8(&r, end, &n) != 0 || n > 32 || skip(&r, end, n) != 0) /* session id */

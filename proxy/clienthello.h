@@ -37,6 +37,8 @@ struct proxy_hello {
   int has_alpn;
   uint16_t version;       /* client_version of the hello */
   int tls13_offered;      /* supported_versions lists 0x0304 */
+  int tls12_offered;      /* supported_versions lists 0x0303, or, without that
+                             extension, client_version is at least 0x0303 */
   size_t record_bytes;    /* bytes of the records that carried the hello */
 };
 

@@ -578,6 +578,8 @@ void proxy_conn_on_hello(struct proxy_conn *c, const struct proxy_hello *hello)
 
   if (hello->has_alpn && !hello->alpn_http11)
     c->alpn_not_http11 = hello->alpn_h2 ? 2 : 1;
+  if (!hello->tls12_offered)
+    c->no_tls12 = hello->tls13_offered ? 2 : 1;
   if (hello->sni_len > 0) {
     if (proxy_conn_set_name(c, hello->sni, hello->sni_len, NAME_SNI, &reason) != 0) {
       proxy_conn_deny_tls(c, reason);

@@ -155,6 +155,8 @@ struct proxy_conn {
   int intercept_tls;                /* TLS terminated on both sides */
   int alpn_not_http11;              /* the ClientHello's ALPN list lacks http/1.1:
                                        1, or 2 when it offers h2 */
+  int no_tls12;                     /* the ClientHello does not offer TLS 1.2:
+                                       2 when it offers 1.3, 1 when older only */
   char *pending;                    /* sandbox bytes not yet handled */
   size_t pending_len, pending_cap;
   struct proxy_http *http;

@@ -618,6 +618,22 @@ static void handshake_failed(struct proxy_conn *c, struct proxy_tls *t, int r)
     proxy_conn_close(c, 1, "sandbox_alpn_not_http11");
     return;
   }
+  if (t->server && c->no_tls12) {
+    /* Interception speaks TLS 1.2 only (mbedTLS 2.28): a client restricted to TLS
+     * 1.3, or to older versions, fails before it sees a certificate, so the sandbox
+     * CA is not the question. */
+    if (proxy_log_nth(++c->sb->tls_down_failed))
+      log_warn("sandbox %s conn %llu: the client of %s offers only %s; intercepted "
+               "connections speak TLS 1.2, so allow TLS 1.2 in the client, or list the "
+               "host in no_proxy so it is tunnelled without interception (%s) (%llu "
+               "failed handshakes in this sandbox)",
+               c->sb->name, (unsigned long long)c->id,
+               c->name_src != NAME_NONE ? c->name : "(address)",
+               c->no_tls12 == 2 ? "TLS 1.3" : "versions older than TLS 1.2", msg,
+               (unsigned long long)c->sb->tls_down_failed);
+    proxy_conn_close(c, 1, "sandbox_tls_failed");
+    return;
+  }
   if (t->server) {
     /* The usual cause is a client that does not trust the sandbox CA. */
     if (proxy_log_nth(++c->sb->tls_down_failed))

@@ -528,10 +528,25 @@ TEST(supported_versions)
   ext(&exts, 43, tls13, sizeof(tls13));
   ASSERT_EQ(parse_exts(&h), PROXY_HELLO_OK);
   ASSERT_EQ(h.tls13_offered, 1);
+  /* client_version 0x0303 is overridden by a list without 0x0303: TLS 1.3 only. */
+  ASSERT_EQ(h.tls12_offered, 0);
   exts.n = 0;
   ext(&exts, 43, tls12, sizeof(tls12));
   ASSERT_EQ(parse_exts(&h), PROXY_HELLO_OK);
   ASSERT_EQ(h.tls13_offered, 0);
+  ASSERT_EQ(h.tls12_offered, 1);
+  exts.n = 0;
+  ASSERT_EQ(parse_exts(&h), PROXY_HELLO_OK);
+  ASSERT_EQ(h.tls12_offered, 1); /* no list: client_version 0x0303 */
+  {
+    size_t n = hello_msg(&exts, msg);
+
+    msg[5] = 0x01; /* client_version TLS 1.0, no list: TLS 1.2 is not offered */
+    n = frame(msg, n, NULL, 0, rec);
+    ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_OK);
+    ASSERT_EQ(h.version, 0x0301);
+    ASSERT_EQ(h.tls12_offered, 0);
+  }
   exts.n = 0;
   ext(&exts, 43, odd, sizeof(odd));
   ASSERT_EQ(parse_exts(&h), PROXY_HELLO_INVALID);
