@@ -692,6 +692,12 @@ void proxy_tls_on_read(struct proxy_end *e, const char *data, size_t len)
       proxy_conn_on_data(c, e, plain, (size_t)r);
       continue;
     }
+    /* mbedTLS also says WANT_READ after a record that carried no data (a warning
+     * alert, a renegotiation it refused) while more records wait in the buffer:
+     * only an empty buffer ends the loop, or they would be dropped with it. Each
+     * call consumes at least a record header, so this ends. */
+    if (r == MBEDTLS_ERR_SSL_WANT_READ && t->rx_len > 0)
+      continue;
     if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE)
       break;
     if (r == 0 || r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
