@@ -687,6 +687,8 @@ void proxy_tls_on_read(struct proxy_end *e, const char *data, size_t len)
     handshake_done(c, t);
   }
   while (c->state != CONN_CLOSING && e->tls == t) {
+    size_t before = t->rx_len;
+
     r = mbedtls_ssl_read(&t->ssl, (unsigned char *)plain, PLAIN_BUF_SIZE);
     if (r > 0) {
       proxy_conn_on_data(c, e, plain, (size_t)r);
@@ -694,9 +696,10 @@ void proxy_tls_on_read(struct proxy_end *e, const char *data, size_t len)
     }
     /* mbedTLS also says WANT_READ after a record that carried no data (a warning
      * alert, a renegotiation it refused) while more records wait in the buffer:
-     * only an empty buffer ends the loop, or they would be dropped with it. Each
-     * call consumes at least a record header, so this ends. */
-    if (r == MBEDTLS_ERR_SSL_WANT_READ && t->rx_len > 0)
+     * only an empty buffer ends the loop, or they would be dropped with it. Such a
+     * call consumes at least a record header; one that took nothing ends the loop,
+     * which runs for every sandbox. */
+    if (r == MBEDTLS_ERR_SSL_WANT_READ && t->rx_len > 0 && t->rx_len < before)
       continue;
     if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE)
       break;
