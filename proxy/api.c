@@ -648,6 +648,12 @@ static void metrics(struct daemon *d, struct proxy_control_response *resp)
                  "# TYPE authproxy_reads_yielded_total counter\n"
                  "authproxy_reads_yielded_total %llu\n",
               (unsigned long long)k->reads_yielded);
+  strbuf_addf(b, "# HELP authproxy_setup_reads_yielded_total Reads of connections being "
+                 "set up (first bytes, TLS handshakes) put off to the loop's next turn: "
+                 "their sandbox had set up its share of one turn.\n"
+                 "# TYPE authproxy_setup_reads_yielded_total counter\n"
+                 "authproxy_setup_reads_yielded_total %llu\n",
+              (unsigned long long)k->setup_reads_yielded);
   strbuf_addf(b, "# HELP authproxy_upstream_pooled Idle upstream connections kept for reuse.\n"
                  "# TYPE authproxy_upstream_pooled gauge\nauthproxy_upstream_pooled %llu\n"
                  "# HELP authproxy_upstream_parked_total Upstream connections put in a pool.\n"

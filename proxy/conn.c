@@ -232,6 +232,11 @@ static void timer_cb(uv_timer_t *t)
     }
     break;
   case CONN_TLS_DOWN:
+    if (proxy_end_unread(&c->down)) {
+      /* The loop is late (or the sandbox's setup reads waited their turn). */
+      proxy_conn_arm_timer(c, c->timer_ms);
+      break;
+    }
     proxy_conn_close(c, 1, "handshake_timeout");
     break;
   case CONN_HTTP:

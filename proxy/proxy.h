@@ -81,6 +81,7 @@ struct proxy_counters {
   uint64_t upstream_evicted;    /* pooled ones closed to make room for a connection */
   uint64_t timers_late;         /* timeouts deferred: bytes waited unread (loop late) */
   uint64_t reads_yielded;       /* reads put off to the next loop turn (fairness) */
+  uint64_t setup_reads_yielded; /* ... of them, of connections being set up */
   uint64_t queue_full;          /* times all queues reached limits.total_queue_max */
 };
 

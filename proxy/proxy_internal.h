@@ -72,6 +72,9 @@ struct proxy_sandbox {
   unsigned own_fds;                     /* its listeners and responder sockets */
   unsigned dial_fds;                    /* its connections' racing connect attempts
                                            beyond each one's first (conn.c) */
+  uint32_t setup_turn;                  /* the loop turn setup_reads counts */
+  unsigned setup_reads;                 /* reads of connections being set up (stream.c,
+                                           SETUP_READS) in that turn */
   uint64_t nc_refused;                  /* refused: outside the CA's nameConstraints */
   /* Events a sandbox can repeat at will, counted so that only the 1st, 10th, 100th
    * and every 1000th is logged (proxy_log_nth): */
