@@ -515,8 +515,8 @@ void proxy_conn_on_drain(struct proxy_conn *c, struct proxy_end *e)
  * has the expanded name, and the SNI or Host the client sends, its own name, has not.
  * The client's own name, the first it sends, is the destination: the sandbox gains
  * nothing by it, since resolving that name directly gives the same. Only a name not
- * agreed on yet is replaced, so a request never goes down an upstream dialed for the
- * other.
+ * agreed on yet, and not decided for yet, is replaced, so a request never goes down an
+ * upstream dialed for the other.
  */
 static int search_expansion(const char *dns, const char *name, int n)
 {
@@ -537,7 +537,10 @@ int proxy_conn_set_name(struct proxy_conn *c, const char *raw, size_t len,
     /* Every name the proxy learns must agree with the one it already has: a
      * connection to the synthetic address of one name cannot claim another. */
     if (strcmp(name, c->name) != 0) {
-      if (c->name_src == NAME_DNS && !c->name_agreed && search_expansion(c->name, name, n)) {
+      /* Not once a decision was made for the DNS name (a request without Host, a TLS
+       * handshake without SNI): an upstream may be open for it. */
+      if (c->name_src == NAME_DNS && !c->name_agreed && !c->decided &&
+          search_expansion(c->name, name, n)) {
         memcpy(c->name, name, (size_t)n + 1);
         c->name_agreed = 1;
         return 0;
