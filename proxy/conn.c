@@ -232,8 +232,12 @@ static void timer_cb(uv_timer_t *t)
     }
     break;
   case CONN_TLS_DOWN:
-    if (proxy_end_unread(&c->down)) {
-      /* The loop is late (or the sandbox's setup reads waited their turn). */
+    /* The loop is late, or the sandbox's setup reads waited their turn: the bytes
+     * that arrived in time are read first. Within a bound on the whole set-up (a
+     * sandbox that keeps its own setup reads waiting, to stretch a handshake that
+     * trickles, gets no more). */
+    if (proxy_end_unread(&c->down) &&
+        now - c->start_ms < c->sb->limits.sniff_ms + 2 * c->sb->limits.handshake_ms) {
       proxy_conn_arm_timer(c, c->timer_ms);
       break;
     }
@@ -523,6 +527,14 @@ static int search_expansion(const char *dns, const char *name, int n)
   return strlen(dns) > (size_t)n + 1 && dns[n] == '.' && memcmp(dns, name, (size_t)n) == 0;
 }
 
+/* An address literal is no name to take (SNI must not carry one: ip_literal_sni). */
+static int name_is_ip(const char *name)
+{
+  unsigned char buf[sizeof(struct in6_addr)];
+
+  return inet_pton(AF_INET, name, buf) == 1 || inet_pton(AF_INET6, name, buf) == 1;
+}
+
 int proxy_conn_set_name(struct proxy_conn *c, const char *raw, size_t len,
                         enum name_source src, const char **reason)
 {
@@ -540,7 +552,7 @@ int proxy_conn_set_name(struct proxy_conn *c, const char *raw, size_t len,
       /* Not once a decision was made for the DNS name (a request without Host, a TLS
        * handshake without SNI): an upstream may be open for it. */
       if (c->name_src == NAME_DNS && !c->name_agreed && !c->decided &&
-          search_expansion(c->name, name, n)) {
+          search_expansion(c->name, name, n) && !name_is_ip(name)) {
         memcpy(c->name, name, (size_t)n + 1);
         c->name_agreed = 1;
         return 0;
@@ -559,9 +571,7 @@ int proxy_conn_set_name(struct proxy_conn *c, const char *raw, size_t len,
 
 int proxy_conn_name_is_ip(const struct proxy_conn *c)
 {
-  unsigned char buf[sizeof(struct in6_addr)];
-
-  return inet_pton(AF_INET, c->name, buf) == 1 || inet_pton(AF_INET6, c->name, buf) == 1;
+  return name_is_ip(c->name);
 }
 
 void proxy_conn_dest(const struct proxy_conn *c, struct rules_dest *d)

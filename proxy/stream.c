@@ -29,8 +29,8 @@
  * 0.3-1.1 ms there (plain HTTP, tunnelled TLS), an intercepted one 6.2 ms. A plain
  * budget of 1 MiB cost the plain 1 MiB benchmark about 15% more CPU per response
  * (the upstream was woken more often); 2 MiB leaves such responses in one turn. One
- * read may overshoot the budget by its own size; the first read of a turn is never
- * refused.
+ * read may overshoot the budget by its own size; the byte budget never refuses the
+ * first read of a turn (the setup budget below may).
  */
 #define TURN_BYTES (2 * 1024 * 1024)
 #define TURN_BYTES_TLS (256 * 1024)

@@ -54,3 +54,16 @@ assert_eq "$(upq atk 'len([r for r in reqs if hdr(r, "Authorization")])')" "0" \
   "requests with a credential at the DNS name's upstream"
 assert_contains "$(cat "$T/out.json")" '"second": "HTTP/1.1 403' "the second request refused"
 pass "a name agreed by a request is not replaced by the client's shorter name"
+
+# An address literal is not taken from SNI for a DNS name that extends it: resolving
+# 10.0.0.1.evil.test and sending SNI 10.0.0.1 (which RFC 6066 forbids, and which is
+# refused on any other connection as ip_literal_sni) is a disagreement.
+hjail --config "$T/config.json" --secrets-dir "$T/secrets" --log "$T/audit.jsonl" \
+  --user nobody -- sh -c \
+  'echo | timeout 10 openssl s_client -connect 10.0.0.1.evil.test:443 -servername 10.0.0.1 \
+     > /dev/null 2>&1' 2> "$T/jail-sni.log" || true
+assert_eq "$("$PY" -c '
+import json, sys
+print([r.get("reason") for r in map(json.loads, open(sys.argv[1])) if r["event"] == "conn"])' \
+  "$T/audit.jsonl")" "['sni_mismatch']" "the audited reason of SNI 10.0.0.1 to 10.0.0.1.evil.test"
+pass "an address literal in SNI does not replace the DNS name it is a prefix of"
