@@ -295,17 +295,23 @@ void proxy_end_want_read(struct proxy_end *e, int want)
 }
 
 /* Half of the sandbox's budget drained: every end that stopped for it reads again. */
-static void sandbox_queue_drained(struct proxy_sandbox *sb)
+/* Every open end of sb's connections reads again if its budgets now allow. */
+static void sandbox_read_again(struct proxy_sandbox *sb)
 {
   struct proxy_conn *c;
 
-  sb->queue_full = 0;
   for (c = sb->conns; c != NULL; c = c->next) {
     if (c->state == CONN_CLOSING)
       continue;
     update_reading(&c->down);
     update_reading(&c->up);
   }
+}
+
+static void sandbox_queue_drained(struct proxy_sandbox *sb)
+{
+  sb->queue_full = 0;
+  sandbox_read_again(sb);
 }
 
 /*
@@ -315,17 +321,11 @@ static void sandbox_queue_drained(struct proxy_sandbox *sb)
 static void total_queue_drained(struct proxy_ctx *ctx)
 {
   struct proxy_sandbox *sb;
-  struct proxy_conn *c;
 
   ctx->queue_full = 0;
   while ((sb = ctx->queue_stopped) != NULL) {
     proxy_queue_stopped_remove(sb);
-    for (c = sb->conns; c != NULL; c = c->next) {
-      if (c->state == CONN_CLOSING)
-        continue;
-      update_reading(&c->down);
-      update_reading(&c->up);
-    }
+    sandbox_read_again(sb);
   }
 }
 
