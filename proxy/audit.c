@@ -380,16 +380,12 @@ static void add_common(struct strbuf *b, struct proxy_conn *c, const char *event
   }
 }
 
-void proxy_audit_conn(struct proxy_conn *c)
+static void conn_record(struct proxy_audit *a, struct proxy_conn *c, const char *event)
 {
-  struct proxy_audit *a = c->sb->ctx->audit;
   struct strbuf b;
 
-  if (a == NULL || c->audited)
-    return;
-  c->audited = 1;
   strbuf_init(&b);
-  add_common(&b, c, "conn");
+  add_common(&b, c, event);
   strbuf_addf(&b, ",\"protocol\":\"%s\"", kind_names[c->kind]);
   /* Only a decision of the policy is an action: a connection that ended before one
    * (the sandbox closed it, a malformed first request, a limit) has its reason
@@ -410,6 +406,24 @@ void proxy_audit_conn(struct proxy_conn *c)
   if (!b.oom)
     proxy_audit_write(a, b.data, b.len);
   strbuf_free(&b);
+}
+
+void proxy_audit_conn(struct proxy_conn *c)
+{
+  struct proxy_audit *a = c->sb->ctx->audit;
+
+  if (a == NULL || c->audited)
+    return;
+  c->audited = 1;
+  conn_record(a, c, "conn");
+}
+
+void proxy_audit_conn_open(struct proxy_conn *c)
+{
+  struct proxy_audit *a = c->sb->ctx->audit;
+
+  if (a != NULL && !c->audited)
+    conn_record(a, c, "conn_open");
 }
 
 void proxy_audit_request(struct proxy_conn *c, const struct proxy_audit_request *r)

@@ -56,6 +56,11 @@ struct proxy_audit_request {
 /* The connection record, written once when the connection closes. */
 void proxy_audit_conn(struct proxy_conn *c);
 
+/* A record of a connection still open ("event":"conn_open"): the connection record's
+ * members as they stand, its bytes and duration so far. Written every
+ * limits.audit_interval_ms while it stays open (conn.c). */
+void proxy_audit_conn_open(struct proxy_conn *c);
+
 /* A request record. */
 void proxy_audit_request(struct proxy_conn *c, const struct proxy_audit_request *r);
 

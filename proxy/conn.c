@@ -97,6 +97,79 @@ static void drop_lookup(struct proxy_conn *c)
   resolve_next(c->sb);
 }
 
+/* ---- records of open connections ---- */
+
+/*
+ * A connection's record is written when it ends, so a tunnel or a stream that stays
+ * open for hours would be invisible until then, and lost with a daemon killed
+ * outright. Every open connection therefore gets a "conn_open" record each
+ * limits.audit_interval_ms. Connections wait in one list in the order their records
+ * fall due: each is appended with now plus the interval, which no earlier entry's
+ * time exceeds, so one timer at the head's time serves them all, and a record costs
+ * no walk over the others.
+ */
+
+#define PROGRESS_BATCH 1024 /* records written per timer callback; the rest next turn */
+
+static void progress_cb(uv_timer_t *t);
+
+static void progress_append(struct proxy_conn *c, uint64_t now)
+{
+  struct proxy_ctx *ctx = c->sb->ctx;
+
+  c->progress_due_ms = now + ctx->limits.audit_interval_ms;
+  c->progress_next = NULL;
+  c->progress_prev = ctx->progress_tail;
+  if (ctx->progress_tail != NULL)
+    ctx->progress_tail->progress_next = c;
+  else
+    ctx->progress_head = c;
+  ctx->progress_tail = c;
+  c->progress_listed = 1;
+  if (!uv_is_active((uv_handle_t *)&ctx->progress_timer))
+    uv_timer_start(&ctx->progress_timer, progress_cb, ctx->limits.audit_interval_ms, 0);
+}
+
+static void progress_remove(struct proxy_conn *c)
+{
+  struct proxy_ctx *ctx = c->sb->ctx;
+
+  if (!c->progress_listed)
+    return;
+  if (c->progress_prev != NULL)
+    c->progress_prev->progress_next = c->progress_next;
+  else
+    ctx->progress_head = c->progress_next;
+  if (c->progress_next != NULL)
+    c->progress_next->progress_prev = c->progress_prev;
+  else
+    ctx->progress_tail = c->progress_prev;
+  c->progress_next = c->progress_prev = NULL;
+  c->progress_listed = 0;
+  if (ctx->progress_head == NULL)
+    uv_timer_stop(&ctx->progress_timer);
+}
+
+static void progress_cb(uv_timer_t *t)
+{
+  struct proxy_ctx *ctx = t->data;
+  uint64_t now = uv_now(ctx->loop);
+  struct proxy_conn *c;
+  unsigned n = 0;
+
+  while ((c = ctx->progress_head) != NULL && c->progress_due_ms <= now) {
+    if (n++ == PROGRESS_BATCH) {
+      uv_timer_start(t, progress_cb, 0, 0);
+      return;
+    }
+    progress_remove(c);
+    proxy_audit_conn_open(c);
+    progress_append(c, now);
+  }
+  if (c != NULL)
+    uv_timer_start(t, progress_cb, c->progress_due_ms - now, 0);
+}
+
 static void conn_maybe_free(struct proxy_conn *c)
 {
   struct proxy_sandbox *sb = c->sb;
@@ -162,6 +235,7 @@ void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason)
   if (c->reason == NULL && reason != NULL)
     c->reason = reason;
   resolve_unqueue(c);
+  progress_remove(c);
   c->state = CONN_CLOSING;
   c->sb->ctx->counters.bytes_up += c->bytes_up;
   c->sb->ctx->counters.bytes_down += c->bytes_down;
@@ -1609,6 +1683,8 @@ void proxy_conn_accept(struct proxy_listener *l)
   }
   proxy_end_want_read(&c->down, 1);
   proxy_conn_arm_timer(c, sb->limits.server_first_ms);
+  if (ctx->audit != NULL && ctx->limits.audit_interval_ms > 0)
+    progress_append(c, c->start_ms);
 }
 
 /* ---- the upstream pool ---- */

@@ -11,6 +11,7 @@
 enum {
   O_UPCA = 1000, O_CAPTURE, O_MAXCONNS, O_IDLE, O_CONNECT, O_HEAD, O_MAXHDR, O_DRAIN,
   O_LEAF, O_HANDSHAKE, O_WQUEUE, O_DNSNAMES, O_BUSYPOLL, O_SBQUEUE, O_QUEUE,
+  O_LOGINTERVAL,
 };
 
 const struct option proxy_common_options[PROXY_COMMON_OPTIONS + 1] = {
@@ -29,6 +30,7 @@ const struct option proxy_common_options[PROXY_COMMON_OPTIONS + 1] = {
   { "drain-timeout", required_argument, NULL, O_DRAIN },
   { "leaf-cache", required_argument, NULL, O_LEAF },
   { "busy-poll", required_argument, NULL, O_BUSYPOLL },
+  { "log-interval", required_argument, NULL, O_LOGINTERVAL },
   { "verbose", no_argument, NULL, 'v' },
   { NULL, 0, NULL, 0 },
 };
@@ -150,6 +152,11 @@ int proxy_common_option(const char *prog, int c, const char *arg, struct proxy_c
       return -EINVAL;
     o->busy_poll_us = (unsigned)v;
     return 1;
+  case O_LOGINTERVAL:
+    if (number(prog, "log-interval", arg, 0, 86400, &v) != 0)
+      return -EINVAL;
+    l->audit_interval_ms = v * 1000;
+    return 1;
   default:
     return 0;
   }
@@ -196,6 +203,9 @@ void proxy_common_usage(FILE *f)
     "  --leaf-cache N         certificates kept per sandbox (default 1024)\n"
     "  --busy-poll USEC       after a read, poll without sleeping for this long: lower\n"
     "                         latency for the CPU it spins (default 0: off)\n"
+    "  --log-interval SEC     with --log, a record of each connection still open this\n"
+    "                         long, and again each SEC after (default 60; 0: a\n"
+    "                         connection's record only when it ends)\n"
     "  -v, --verbose          more log output (twice for debug)\n");
 }
 

@@ -13,7 +13,7 @@
 #include "proxy/proxy.h"
 
 #define PROXY_MAX_UPSTREAM_CA 16
-#define PROXY_COMMON_OPTIONS 16 /* entries of proxy_common_options, terminator excluded */
+#define PROXY_COMMON_OPTIONS 17 /* entries of proxy_common_options, terminator excluded */
 
 struct proxy_common_opts {
   struct proxy_limits limits;

@@ -58,6 +58,9 @@ struct proxy_limits {
                                 sandbox; more wait their turn. libuv runs half its
                                 pool's threads' worth at once for the whole process:
                                 16 in `serve`, 2 in the jail (1) */
+  uint64_t audit_interval_ms; /* an open connection gets an audit record this often,
+                                 so a long tunnel is seen before it ends; 0: only
+                                 when it ends. The context's (60 s) */
 };
 
 /* Fills l with the defaults above. */
@@ -126,6 +129,9 @@ struct proxy_ctx {
                                               was full, to read again (stream.c) */
   uv_prepare_t turn_prepare;               /* counts the loop's turns (stream.c) */
   uint32_t turn;
+  struct proxy_conn *progress_head;        /* open connections in the order their */
+  struct proxy_conn *progress_tail;        /* next audit record falls due (conn.c) */
+  uv_timer_t progress_timer;               /* ... at the head's time */
 };
 
 /*

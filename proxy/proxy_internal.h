@@ -176,6 +176,9 @@ struct proxy_conn {
   size_t linger_queued;             /* LINGER: down.queued when the timer was armed */
   uint64_t bytes_up, bytes_down;
   int audited;
+  struct proxy_conn *progress_next, *progress_prev; /* ctx's audit order (conn.c) */
+  uint64_t progress_due_ms;         /* when its next open-connection record is due */
+  int progress_listed;              /* in that list */
   int decided;                      /* the policy chose action: the record names it */
   int dial_deferred;                /* dial once the previous upstream has closed */
   struct proxy_conn *pool_next, *pool_prev; /* CONN_POOLED: the sandbox's pool */
