@@ -685,9 +685,11 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
   if (!h->decided) {
     h->decided = 1;
     c->action = d.action;
+    /* An intercepted TLS connection was counted when its ClientHello decided it. */
+    if (!c->decided)
+      sb->ctx->counters.actions[d.action]++;
     c->decided = 1;
     memcpy(c->entry, d.entry, sizeof(c->entry));
-    sb->ctx->counters.actions[d.action]++;
     if (d.action == RULES_BYPASS) {
       /* no_proxy: relay the connection untouched, this request included. */
       h->method_len = 0;

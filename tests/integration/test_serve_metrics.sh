@@ -93,6 +93,12 @@ assert_eq "$(val "$T/s1.txt" 'authproxy_requests_refused_total{reason="egress_de
 assert_eq "$(val "$T/s1.txt" 'authproxy_headers_injected_total{rule="api"}')" 8 "headers injected"
 assert_eq "$(val "$T/s1.txt" authproxy_connections_accepted_total)" 5 "connections accepted"
 assert_eq "$(val "$T/s1.txt" 'authproxy_connections_total{action="deny"}')" 1 "connections denied"
+# An intercepted TLS connection is one connection: it used to count once when its
+# ClientHello decided it and again at its first request (5 for these 4).
+assert_eq "$(val "$T/s1.txt" 'authproxy_connections_total{action="intercept"}')" 4 \
+  "connections intercepted"
+assert_eq "$(awk '$1 ~ /^authproxy_connections_total[{]/ { n += $2 } END { print n + 0 }' \
+  "$T/s1.txt")" 5 "connections decided, all actions, against 5 accepted"
 assert_eq "$(val "$T/s1.txt" authproxy_cert_minted_total)" 1 "leaves minted"
 assert_eq "$(val "$T/s1.txt" authproxy_connections_active)" 0 \
   "open connections with every one closed ($(val "$T/s1.txt" authproxy_upstream_pooled) pooled upstream)"
