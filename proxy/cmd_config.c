@@ -119,6 +119,7 @@ int proxy_cmd_config(int argc, char **argv)
       fprintf(stderr, "config: out of memory\n");
       goto out;
     }
+    rules_secrets_files_only(secrets);
   }
   ret = load(file, &text, &len);
   if (ret == -EFBIG) {

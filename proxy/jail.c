@@ -816,6 +816,7 @@ int proxy_cmd_jail(int argc, char **argv)
   j->secrets = rules_secrets_new(j->secrets_dir);
   if (j->secrets == NULL)
     goto out;
+  rules_secrets_files_only(j->secrets);
   if (j->config_path != NULL) {
     if (proxy_load_config(j->config_path, j->secrets, "authproxy jail: config", stderr,
                           &j->cfg) != 0)

@@ -100,6 +100,16 @@ int rules_secrets_get(const struct rules_secrets *s, const char *key, char **val
 /* The directory searched (or NULL), for error messages. */
 const char *rules_secrets_dir(const struct rules_secrets *s);
 
+/*
+ * Marks a store that never takes values through the control API (the jail's, the
+ * config command's): its errors then say to create the file or give --secrets-dir,
+ * not to push the secret to an API no one serves.
+ */
+void rules_secrets_files_only(struct rules_secrets *s);
+
+/* Whether s was marked with rules_secrets_files_only. */
+int rules_secrets_is_files_only(const struct rules_secrets *s);
+
 /* Calls cb for the name of every in-memory key, in sorted order (never the value). */
 void rules_secrets_list(const struct rules_secrets *s,
                         void (*cb)(const char *key, void *arg), void *arg);

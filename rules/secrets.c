@@ -27,6 +27,7 @@ struct secret {
 
 struct rules_secrets {
   char *dir;
+  int files_only; /* no values through the API (rules_secrets_files_only) */
   struct secret *v; /* sorted by key */
   size_t n, cap;
 };
@@ -66,6 +67,17 @@ struct rules_secrets *rules_secrets_new(const char *dir)
 const char *rules_secrets_dir(const struct rules_secrets *s)
 {
   return s ? s->dir : NULL;
+}
+
+void rules_secrets_files_only(struct rules_secrets *s)
+{
+  if (s != NULL)
+    s->files_only = 1;
+}
+
+int rules_secrets_is_files_only(const struct rules_secrets *s)
+{
+  return s != NULL && s->files_only;
 }
 
 /* Index of key, or of where it would be inserted (with *found = 0). */

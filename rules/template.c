@@ -32,10 +32,21 @@ static void report_lookup(struct rules_pctx *c, const char *key, int err)
   const char *dir = rules_secrets_dir(c->secrets);
 
   if (c->secrets == NULL) {
+    /* Only `authproxy config` parses without a store (the daemon always has one). */
     rules_perr(c,
-               "secret %s cannot be resolved: no secret store is configured (give a "
-               "secrets directory, or push it with PUT /v1/secrets/%s)",
+               "secret %s cannot be resolved: no secret store is configured (--secrets-dir "
+               "DIR, with the secret in the file DIR/%s)",
                key, key);
+  } else if (err == -ENOENT && rules_secrets_is_files_only(c->secrets)) {
+    /* No API takes values here (the jail, the config command): a file is the way. */
+    if (dir != NULL)
+      rules_perr(c, "secret %s not found in %s (create the file %s/%s)", key, dir, dir,
+                 key);
+    else
+      rules_perr(c,
+                 "secret %s not found: no secrets directory was given (--secrets-dir DIR, "
+                 "with the secret in the file DIR/%s)",
+                 key, key);
   } else if (err == -ENOENT && dir != NULL) {
     rules_perr(c,
                "secret %s not found in %s (create the file, or push it with PUT "

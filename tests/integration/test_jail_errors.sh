@@ -30,8 +30,11 @@ status_of 125 "must run as root" setpriv --reuid=65534 --regid=65534 --clear-gro
 status_of 125 "unrecognized option" "$AUTHPROXY" jail --no-such-option
 status_of 125 "$T/missing.json" "$AUTHPROXY" jail --user nobody --config "$T/missing.json"
 status_of 125 "invalid JSON" "$AUTHPROXY" jail --user nobody --config "$T/bad.json"
-status_of 125 "secret NOPE not found" "$AUTHPROXY" jail --user nobody \
-  --config "$T/nosecret.json" --secrets-dir "$T/secrets"
+status_of 125 "secret NOPE not found in $T/secrets (create the file $T/secrets/NOPE)" \
+  "$AUTHPROXY" jail --user nobody --config "$T/nosecret.json" --secrets-dir "$T/secrets"
+# The jail has no control API: its error used to say to push the secret with PUT.
+status_of 125 "no secrets directory was given (--secrets-dir DIR" "$AUTHPROXY" jail \
+  --user nobody --config "$T/nosecret.json"
 status_of 125 'no such user "no-such-user-here"' "$AUTHPROXY" jail --user no-such-user-here
 pass "the jail's own failures: status 125, a message, CMD not run"
 

@@ -110,10 +110,12 @@ TEST(check_reports_every_error)
            "config: rules[0].headers[0].name: \"X Bad\" is not an HTTP header token");
   ASSERT_CONTAINS(r.err, expect);
   snprintf(expect, sizeof(expect),
-           "config: rules[1].headers[0].value: secret NOPE not found in %s (create the file, "
-           "or push it with PUT /v1/secrets/NOPE)\n",
-           test_data_path("config/secrets"));
+           "config: rules[1].headers[0].value: secret NOPE not found in %s (create the file "
+           "%s/NOPE)\n",
+           test_data_path("config/secrets"), test_data_path("config/secrets"));
   ASSERT_CONTAINS(r.err, expect);
+  /* Nothing serves an API to push it to here (it used to say to PUT it). */
+  ASSERT_NOT_CONTAINS(r.err, "PUT");
 }
 
 TEST(check_without_secrets_dir)
@@ -121,7 +123,8 @@ TEST(check_without_secrets_dir)
   RUN(&r, NULL, "check", test_data_path("config/public-single.json"));
   ASSERT_EQ(r.status, 1);
   ASSERT_CONTAINS(r.err, "config: rules[0].headers[0].value: secret OPENAI_API_KEY cannot be "
-                         "resolved: no secret store is configured");
+                         "resolved: no secret store is configured (--secrets-dir DIR");
+  ASSERT_NOT_CONTAINS(r.err, "PUT");
   /* show reads the config as a push would too (README: both take --secrets-dir). */
   RUN(&r, NULL, "show", test_data_path("config/public-single.json"));
   ASSERT_EQ(r.status, 1);

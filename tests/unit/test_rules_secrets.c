@@ -142,6 +142,19 @@ TEST(missing_key)
   s = rules_secrets_new(NULL);
   resolve_err(s, "{K}", "secret K not found (push it with PUT /v1/secrets/K", NULL);
   rules_secrets_free(s);
+
+  /* A store no API pushes to (the jail's) says how to provide the file instead. */
+  s = tmp_store();
+  rules_secrets_files_only(s);
+  snprintf(expect, sizeof(expect), "secret K not found in %s (create the file %s/K)",
+           test_tmpdir(), test_tmpdir());
+  resolve_err(s, "{K}", expect, NULL);
+  rules_secrets_free(s);
+  s = rules_secrets_new(NULL);
+  rules_secrets_files_only(s);
+  resolve_err(s, "{K}", "secret K not found: no secrets directory was given (--secrets-dir DIR",
+              NULL);
+  rules_secrets_free(s);
 }
 
 TEST(every_missing_key_reported)
