@@ -216,7 +216,8 @@ static void put_sandbox(struct daemon *d, const char *name,
     if (stored == NULL) {
       proxy_control_error(resp, 400, "config_not_found",
                           "no config \"%.128s\" is stored; store it first with PUT "
-                          "/v1/configs/NAME", cfgname->valuestring);
+                          "/v1/configs/NAME or `authproxy ctl config-set NAME --config FILE`",
+                          cfgname->valuestring);
       rules_json_free(body);
       return;
     }

@@ -50,13 +50,13 @@ static void report_lookup(struct rules_pctx *c, const char *key, int err)
   } else if (err == -ENOENT && dir != NULL) {
     rules_perr(c,
                "secret %s not found in %s (create the file, or push it with PUT "
-               "/v1/secrets/%s)",
-               key, dir, key);
+               "/v1/secrets/%s or `authproxy ctl secret-set %s`)",
+               key, dir, key, key);
   } else if (err == -ENOENT) {
     rules_perr(c,
-               "secret %s not found (push it with PUT /v1/secrets/%s, or configure a "
-               "secrets directory)",
-               key, key);
+               "secret %s not found (push it with PUT /v1/secrets/%s or `authproxy ctl "
+               "secret-set %s`, or configure a secrets directory)",
+               key, key, key);
   } else if (err == -EFBIG) {
     rules_perr(c, "secret %s in %s is larger than %d bytes", key, dir ? dir : "?",
                RULES_MAX_SECRET_LEN);

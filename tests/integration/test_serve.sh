@@ -256,6 +256,10 @@ ip netns exec "$ns" curl -sS -o /dev/null http://api.example.com/cb/2
 assert_eq "$(upq up "[hdr(r, 'Authorization') for r in reqs if r['path'].startswith('/cb/')]")" \
   '[["Bearer cb-1"], ["Bearer cb-1"]]' "callback credentials injected (and cached) in the daemon"
 ctl detach cbx >/dev/null
+out=$(ctl attach cby --netns "/var/run/netns/$ns" --config-name nope 2>&1) &&
+  fail "an attach naming no stored config succeeded"
+assert_contains "$out" 'store it first with PUT /v1/configs/NAME or `authproxy ctl config-set NAME --config FILE`' \
+  "an unknown config name says how to store one"
 pass "ctl attach/detach; the callback works in the daemon"
 
 # ---- restart: kill -9, no network, back with no API call --------------------------

@@ -130,7 +130,7 @@ TEST(missing_key)
 
   snprintf(expect, sizeof(expect),
            "secret OPENAI_API_KEY not found in %s (create the file, or push it with PUT "
-           "/v1/secrets/OPENAI_API_KEY)",
+           "/v1/secrets/OPENAI_API_KEY or `authproxy ctl secret-set OPENAI_API_KEY`)",
            test_tmpdir());
   resolve_err(s, "Bearer {OPENAI_API_KEY}", expect, NULL);
   rules_secrets_free(s);
@@ -140,7 +140,8 @@ TEST(missing_key)
               "secret OPENAI_API_KEY cannot be resolved: no secret store is configured", NULL);
   /* A store without a directory. */
   s = rules_secrets_new(NULL);
-  resolve_err(s, "{K}", "secret K not found (push it with PUT /v1/secrets/K", NULL);
+  resolve_err(s, "{K}", "secret K not found (push it with PUT /v1/secrets/K or `authproxy ctl secret-set K`",
+              NULL);
   rules_secrets_free(s);
 
   /* A store no API pushes to (the jail's) says how to provide the file instead. */
