@@ -449,10 +449,30 @@ static void sniff_more(struct proxy_conn *c)
     proxy_conn_arm_timer(c, c->sb->limits.sniff_ms);
 }
 
+/* The HTTP/2 connection preface (RFC 9113 3.4) of a client with prior knowledge of
+ * h2c, as plaintext gRPC and `curl --http2-prior-knowledge` speak. */
+static const char h2c_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/* 1 if c, opening with the h2c preface, goes where its bytes are relayed as they are
+ * (a tunnel, a no_proxy bypass): h2c is then opaque bytes like any protocol but
+ * HTTP/1.x. Where requests are changed or inspected, the HTTP engine refuses it. */
+static int h2c_relayed(struct proxy_conn *c)
+{
+  struct rules_decision d;
+  struct rules_dest dest;
+
+  if (c->reason != NULL)
+    return 0;
+  proxy_conn_dest(c, &dest);
+  rules_decide_conn(c->cfg, &dest, &d);
+  return d.action == RULES_TUNNEL || d.action == RULES_BYPASS;
+}
+
 static void sniff(struct proxy_conn *c)
 {
   struct proxy_hello hello;
   int need_more = 0;
+  size_t n;
 
   if ((unsigned char)c->pending[0] == 0x16) {
     switch (proxy_hello_parse((const uint8_t *)c->pending, c->pending_len, &hello)) {
@@ -468,6 +488,19 @@ static void sniff(struct proxy_conn *c)
     case PROXY_HELLO_INVALID:
       c->kind = KIND_TLS;
       proxy_conn_close(c, 1, "invalid_client_hello");
+      return;
+    }
+  }
+  n = c->pending_len < sizeof(h2c_preface) - 1 ? c->pending_len : sizeof(h2c_preface) - 1;
+  if (n > 3 && memcmp(c->pending, h2c_preface, n) == 0) {
+    if (n < sizeof(h2c_preface) - 1) {
+      sniff_more(c);
+      return;
+    }
+    if (h2c_relayed(c)) {
+      c->kind = KIND_OTHER;
+      c->h2c = 1;
+      conn_decide(c);
       return;
     }
   }
@@ -787,9 +820,10 @@ static const char *relay_disallowed(struct proxy_conn *c, const struct rules_con
   proxy_conn_dest(c, &dest);
   rules_decide_conn(cfg, &dest, &d);
   action = d.action;
-  /* conn_decide relays what is neither TLS nor HTTP instead of intercepting it. */
+  /* conn_decide relays what is neither TLS nor HTTP instead of intercepting it; the
+   * HTTP engine refuses h2c. */
   if (action == RULES_INTERCEPT && c->kind != KIND_TLS && c->http == NULL)
-    action = d.inspect ? RULES_DENY : RULES_TUNNEL;
+    action = d.inspect || c->h2c ? RULES_DENY : RULES_TUNNEL;
   if (action == RULES_DENY)
     return "config_changed";
   /* A tunnel cfg would intercept: headers to inject, or requests to inspect, that the

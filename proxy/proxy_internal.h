@@ -160,6 +160,7 @@ struct proxy_conn {
                                        1, or 2 when it offers h2 */
   int no_tls12;                     /* the ClientHello does not offer TLS 1.2:
                                        2 when it offers 1.3, 1 when older only */
+  int h2c;                          /* opened with the HTTP/2 preface, relayed as it is */
   char *pending;                    /* sandbox bytes not yet handled */
   size_t pending_len, pending_cap;
   struct proxy_http *http;

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# HTTP/2 without TLS, with prior knowledge (plaintext gRPC, `curl
+# --http2-prior-knowledge`): its first bytes are the preface "PRI * HTTP/2.0", which
+# is no HTTP/1.x request. To a host no rule applies to it is relayed as it is, as any
+# protocol but HTTP/1.x is; where requests would be changed or inspected it is refused.
+# It used to be refused everywhere (501 http2_preface), so plaintext gRPC reached no
+# host at all.
+#
+#   jail: curl --http2-prior-knowledge -> authproxy -> node http2 (h2c) on 127.0.0.1
+. "$(dirname "$0")/lib.sh"
+require_cmd node curl
+
+cat > "$T/h2c.js" <<'JSEOF'
+const fs = require("fs");
+const s = require("http2").createServer((req, res) => {
+  fs.appendFileSync(process.argv[3], req.url + "\n");
+  res.end("h2c " + req.httpVersion + " " + req.url + "\n");
+});
+s.listen(0, "127.0.0.1", () => fs.writeFileSync(process.argv[2], String(s.address().port)));
+JSEOF
+: > "$T/h2c.reqs"
+node "$T/h2c.js" "$T/h2c.port" "$T/h2c.reqs" 2> "$T/h2c.log" &
+PIDS+=($!)
+wait_for "[ -s '$T/h2c.port' ]"
+port=$(cat "$T/h2c.port")
+mkdir -p "$T/secrets"
+printf 'sk-h2c-%s\n' "$$" > "$T/secrets/KEY"
+cat > "$T/config.json" <<EOF2
+{ "rules": [ { "name": "api", "allow_plain_http": true, "match_hosts": ["api.example.com"],
+    "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {KEY}" } ] } ],
+  "dns": { "remap": { "grpc.example.com": "127.0.0.1:$port", "api.example.com": "127.0.0.1:$port" } } }
+EOF2
+
+out=$(jail --config "$T/config.json" --secrets-dir "$T/secrets" --user nobody -- sh -c '
+  curl -sS --max-time 10 --http2-prior-knowledge http://grpc.example.com/tunnelled
+  curl -sS --max-time 10 --http2-prior-knowledge http://api.example.com/intercepted 2>&1
+  echo "status $?"' 2> "$T/jail.log")
+assert_eq "$out" "h2c 2.0 /tunnelled
+curl: (52) Empty reply from server
+status 52" "h2c through a tunnel, and to a host with a rule"
+assert_eq "$(cat "$T/h2c.reqs")" "/tunnelled" "requests the h2c server received"
+pass "h2c with prior knowledge: relayed to a host without rules, refused where a rule applies"
