@@ -56,6 +56,19 @@ struct proxy_dial_attempt {
 };
 
 static void conn_decide(struct proxy_conn *c);
+
+/*
+ * 1 for the ports of HTTP and HTTPS (80, 443), whose clients speak first. A client
+ * there that is silent for server_first_ms is slow, not waiting for a server's
+ * greeting: a busy program (curl with 50 transfers at once sent some ClientHellos
+ * 0.6 s after its connect) would otherwise be relayed as opaque bytes, past the
+ * interception that injects its credentials. It waits for its first bytes as an
+ * idle connection waits.
+ */
+static int client_speaks_first(const struct proxy_conn *c)
+{
+  return c->port == 80 || c->port == 443;
+}
 static void race_next(struct proxy_conn *c);
 static void attempts_close(struct proxy_conn *c);
 static int up_open_dup(struct proxy_conn *c, uv_handle_t *from);
@@ -272,7 +285,10 @@ static void timer_cb(uv_timer_t *t)
       proxy_conn_arm_timer(c, c->timer_ms);
       break;
     }
-    if (c->pending_len == 0) {
+    if (c->pending_len == 0 && client_speaks_first(c)) {
+      /* Silent as long as an idle connection may be. */
+      proxy_conn_close(c, 0, "idle_timeout");
+    } else if (c->pending_len == 0) {
       /* Nothing sent: a protocol where the server speaks first (SSH, SMTP). It is
        * judged by the name from DNS, or by address. */
       c->kind = KIND_OTHER;
@@ -1716,7 +1732,8 @@ void proxy_conn_accept(struct proxy_listener *l)
     }
   }
   proxy_end_want_read(&c->down, 1);
-  proxy_conn_arm_timer(c, sb->limits.server_first_ms);
+  proxy_conn_arm_timer(c, client_speaks_first(c) ? sb->limits.idle_ms
+                                                 : sb->limits.server_first_ms);
   if (ctx->audit != NULL && ctx->limits.audit_interval_ms > 0)
     progress_append(c, c->start_ms);
 }

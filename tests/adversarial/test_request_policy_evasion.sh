@@ -46,15 +46,16 @@ elif mode == "control-allow":
     advlib.emit("post", **advlib.exchange("ro.example.com", 80, RO_POST))
     advlib.emit("get", **advlib.exchange("ro.example.com", 80, RO_GET))
 elif mode == "evade-deny":
-    # 1 s is twice the proxy's server-first window (500 ms).
-    advlib.emit("silent_then_push", **advlib.exchange("git.example.com", 80, PUSH, pre_wait=1.0))
+    # 1 s is twice the proxy's server-first window (500 ms), which ports 80 and 443
+    # do not have (their clients speak first): the silent cases use other ports.
+    advlib.emit("silent_then_push", **advlib.exchange("git.example.com", 8080, PUSH, pre_wait=1.0))
     advlib.emit("crlf_then_push", **advlib.exchange("git.example.com", 80, b"\r\n" + PUSH))
     advlib.emit("garbage_then_push", **advlib.exchange("git.example.com", 80, b"\x00\x01xx\r\n" + PUSH))
     advlib.emit("sslv2_hello", **advlib.exchange("git.example.com", 443, SSLV2))
     advlib.emit("silent_then_tls", **advlib.exchange(
-        "git.example.com", 443, advlib.client_hello("git.example.com"), pre_wait=1.0))
+        "git.example.com", 8443, advlib.client_hello("git.example.com"), pre_wait=1.0))
 elif mode == "evade-allow":
-    advlib.emit("silent_then_post", **advlib.exchange("ro.example.com", 80, RO_POST, pre_wait=1.0))
+    advlib.emit("silent_then_post", **advlib.exchange("ro.example.com", 8080, RO_POST, pre_wait=1.0))
     advlib.emit("crlf_then_post", **advlib.exchange("ro.example.com", 80, b"\r\n" + RO_POST))
 PYEOF
 

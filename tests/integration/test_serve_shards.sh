@@ -67,10 +67,11 @@ import socket, sys
 sys.path.insert(0, sys.argv[1])
 from advlib import wait_file
 t = sys.argv[2]
-s = socket.create_connection(("api.example.com", 80), timeout=20)
+# Port 8080: on 80 and 443 a client speaks first, and silence is not judged at all.
+s = socket.create_connection(("api.example.com", 8080), timeout=20)
 open(t + "/late-connected", "w").close()
 wait_file(t + "/late-stopped", 20)
-s.sendall(b"GET /b-late HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n")
+s.sendall(b"GET /b-late HTTP/1.1\r\nHost: api.example.com:8080\r\nConnection: close\r\n\r\n")
 open(t + "/late-sent", "w").close()
 print(s.recv(100).split(b"\r\n")[0].decode())
 PYEOF
