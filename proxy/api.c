@@ -397,6 +397,13 @@ static void secret_route(struct daemon *d, const char *key,
     value = cJSON_GetObjectItemCaseSensitive(body, "value");
     if (!cJSON_IsString(value)) {
       proxy_control_error(resp, 400, "invalid_request", "a secret is {\"value\": STRING}");
+    } else if (value->valuestring[0] == '\0') {
+      /* `echo -n "$UNSET" | ctl secret-set KEY` would store it, and only the config
+       * that uses it would be refused, later and elsewhere. */
+      proxy_control_error(resp, 400, "invalid_request",
+                          "secret %.128s is empty; nothing was stored (was the value piped "
+                          "in empty, such as an unset variable?)",
+                          key);
     } else if (daemon_secret_set(d, key, value->valuestring, strlen(value->valuestring),
                                  &err) != 0) {
       error_resp(resp, &err);

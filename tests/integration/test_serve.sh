@@ -401,6 +401,9 @@ assert_eq "$out" "507 state_too_large True True" "secrets pushed until refused"
 err=$(ctl secret-set BIG_ONE_MORE --from-file "$T/big.secret" 2>&1 || true)
 assert_contains "$err" "4194304 bytes" "the refusal names the limit"
 assert_contains "$err" "DELETE /v1/secrets/KEY" "the refusal names the fix"
+err=$(printf '' | ctl secret-set EMPTY_ONE 2>&1) && fail "an empty secret was stored"
+assert_contains "$err" "secret EMPTY_ONE is empty; nothing was stored" "an empty secret is refused"
+assert_eq "$(client "print('EMPTY_ONE' in c.secrets())")" "False" "no empty secret is listed"
 before=$(client "print(c.secrets())")
 restart
 assert_eq "$(client "print(c.secrets())")" "$before" "secrets after a restart"
