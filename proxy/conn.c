@@ -765,32 +765,29 @@ static void conn_decide(struct proxy_conn *c)
   proxy_conn_dest(c, &dest);
   rules_decide_conn(c->cfg, &dest, &d);
   c->action = d.action;
+  /* Not TLS and not HTTP: nothing to inject into, so relaying it like a tunnel
+   * loses nothing, unless request-level egress policy applies. Opaque bytes would
+   * carry a denied path or method past it: a client only has to stay silent past
+   * server_first_ms, or send a blank line before its request line, to get here. */
+  if (d.action == RULES_INTERCEPT && c->kind != KIND_TLS)
+    c->action = d.inspect ? RULES_DENY : RULES_TUNNEL;
   c->decided = 1;
   memcpy(c->entry, d.entry, sizeof(c->entry));
-  c->sb->ctx->counters.actions[d.action]++;
-  switch (d.action) {
+  /* Counted as what is done with it, which its audit record says: a relayed
+   * connection to a host with rules used to count as intercepted. */
+  c->sb->ctx->counters.actions[c->action]++;
+  switch (c->action) {
   case RULES_DENY:
-    if (c->kind == KIND_TLS)
+    if (d.action == RULES_INTERCEPT)
+      proxy_conn_close(c, 1, "uninspectable_protocol");
+    else if (c->kind == KIND_TLS)
       proxy_conn_deny_tls(c, d.reason);
     else
       proxy_conn_close(c, 1, d.reason);
     return;
   case RULES_INTERCEPT:
-    if (c->kind == KIND_TLS) {
-      proxy_tls_intercept(c);
-      return;
-    }
-    /* Not TLS and not HTTP: nothing to inject into, so relaying it like a tunnel
-     * loses nothing, unless request-level egress policy applies. Opaque bytes would
-     * carry a denied path or method past it: a client only has to stay silent past
-     * server_first_ms, or send a blank line before its request line, to get here. */
-    if (d.inspect) {
-      c->action = RULES_DENY;
-      proxy_conn_close(c, 1, "uninspectable_protocol");
-      return;
-    }
-    c->action = RULES_TUNNEL;
-    break;
+    proxy_tls_intercept(c);
+    return;
   case RULES_TUNNEL:
   case RULES_BYPASS:
     break;

@@ -26,7 +26,8 @@ cat > "$T/cfg.json" <<EOF
 { "rules": [ { "name": "api", "match_hosts": ["api.example.com", "plain.example.com"],
     "headers": [ { "name": "Authorization", "type": "plaintext", "value": "Bearer x" },
                  { "name": "X-Team", "type": "plaintext", "value": "agents" } ] } ],
-  "egress": { "deny": ["evil.example.com"] },
+  "egress": { "deny": ["evil.example.com",
+                      { "hosts": ["plain.example.com"], "methods": ["DELETE"] }] },
   "dns": { "remap": { "api.example.com": "127.0.0.1:$tls_PORT",
                       "plain.example.com": "127.0.0.1:$up_PORT",
                       "evil.example.com": "127.0.0.1:$up_PORT" } } }
@@ -121,6 +122,35 @@ wait_for closed_all
 assert_eq "$(ctl metrics | awk '$1 == "authproxy_connections_total{action=\"deny\"}" { print $2 }')" 3 \
   "connections denied, with those two"
 pass "denials decided before the policy is asked are counted"
+
+# A connection that is neither TLS nor HTTP to a host with rules has nothing to inject
+# into: it is relayed (tunnel), or refused where request-level policy applies (deny,
+# uninspectable_protocol). Both used to count as intercepted, which their audit
+# records do not say.
+in_box "$PY" - <<'PYEOF'
+import socket
+for name in ("api.example.com", "plain.example.com"):
+    s = socket.create_connection((name, 443), timeout=5)
+    try:  # the refused one is reset at once
+        s.sendall(b"\x00\x01 not TLS, not HTTP\r\n")
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(65536):
+            pass
+    except OSError:
+        pass
+    s.close()
+PYEOF
+wait_for closed_all
+ctl metrics > "$T/m3.txt"
+assert_eq "$(val "$T/m3.txt" 'authproxy_connections_total{action="intercept"}')" 4 \
+  "connections intercepted, with two opaque ones to hosts with rules"
+assert_eq "$(val "$T/m3.txt" 'authproxy_connections_total{action="tunnel"}')" 1 \
+  "opaque connection relayed to a host with rules"
+assert_eq "$(val "$T/m3.txt" 'authproxy_connections_total{action="deny"}')" 4 \
+  "opaque connection refused where request-level policy applies"
+assert_eq "$(val "$T/m3.txt" 'authproxy_connections_closed_total{reason="uninspectable_protocol"}')" 1 \
+  "uninspectable_protocol"
+pass "an opaque connection counts as what was done with it"
 
 # Detached, the sandbox takes none of its counts away.
 ctl detach box > /dev/null
