@@ -641,7 +641,8 @@ static void metrics(struct daemon *d, struct proxy_control_response *resp)
                      "reason", "Requests answered by the proxy (denied or malformed), by reason.");
   proxy_labels_write(b, &d->ctx.injected_by_rule, "authproxy_headers_injected_total", "rule",
                      "Headers injected, by rule.");
-  strbuf_addf(b, "# HELP authproxy_bytes_total Bytes relayed (closed connections).\n"
+  strbuf_addf(b, "# HELP authproxy_bytes_total Bytes sandboxes sent (up) and received (down), "
+                 "TLS records and the proxy's own answers included (closed connections).\n"
                  "# TYPE authproxy_bytes_total counter\n"
                  "authproxy_bytes_total{direction=\"up\"} %llu\n"
                  "authproxy_bytes_total{direction=\"down\"} %llu\n",

@@ -77,8 +77,8 @@ struct proxy_counters {
   uint64_t requests_bad;        /* 400/431/501 */
   uint64_t headers_injected;
   uint64_t upstream_errors;     /* resolution, connect, TLS verification */
-  uint64_t bytes_up;            /* sandbox -> upstream */
-  uint64_t bytes_down;          /* upstream -> sandbox */
+  uint64_t bytes_up;            /* read from sandboxes (closed connections) */
+  uint64_t bytes_down;          /* written to sandboxes (closed connections) */
   uint64_t upstream_parked;     /* idle upstream connections put in a pool */
   uint64_t upstream_reused;     /* requests sent on a pooled connection */
   uint64_t upstream_evicted;    /* pooled ones closed to make room for a connection */

@@ -175,7 +175,9 @@ struct proxy_conn {
   uint64_t last_active_ms;
   uint64_t timer_ms;                /* the current phase's timeout */
   size_t linger_queued;             /* LINGER: down.queued when the timer was armed */
-  uint64_t bytes_up, bytes_down;
+  uint64_t bytes_up, bytes_down;    /* read from the sandbox, written to it (its side:
+                                       its TLS records and the proxy's own answers
+                                       included; the upstream's bytes never) */
   int audited;
   struct proxy_conn *progress_next, *progress_prev; /* ctx's audit order (conn.c) */
   uint64_t progress_due_ms;         /* when its next open-connection record is due */

@@ -232,10 +232,11 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
   c->sb->ctx->io_events++;
   e->turn_bytes += (uint32_t)n;
   proxy_conn_touch(c);
+  /* What crossed the sandbox's side: its bytes as read here, and bytes_down as
+   * written to it (write_cb, proxy_end_raw_write), which include the proxy's own
+   * answers and TLS records, never the upstream's. */
   if (e == &c->down)
     c->bytes_up += (uint64_t)n;
-  else
-    c->bytes_down += (uint64_t)n;
   if (e->tls != NULL) {
     proxy_tls_on_read(e, buf->base, (size_t)n);
     return;
@@ -342,6 +343,8 @@ static void write_cb(uv_write_t *req, int status)
   e->queued -= w->len;
   sb->queued -= w->len;
   ctx->queued -= w->len;
+  if (status == 0 && e == &c->down)
+    c->bytes_down += w->len;
   free(w);
   if (sb->queue_full && sb->queued < sb->limits.sandbox_queue_max / 2)
     sandbox_queue_drained(sb);
@@ -386,6 +389,8 @@ int proxy_end_raw_write(struct proxy_end *e, const uv_buf_t *bufs, unsigned nbuf
       off = (size_t)r;
     else if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS)
       return r;
+    if (e == &c->down)
+      c->bytes_down += off;
     if (off == total)
       return 0;
   }
