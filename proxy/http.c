@@ -80,6 +80,7 @@ struct proxy_http {
   size_t path_len;
   char rule[64];
   const char *injected[RULES_MAX_INJECT];
+  const char *injected_rule[RULES_MAX_INJECT]; /* the rule each came from */
   size_t ninjected;
 };
 
@@ -316,7 +317,9 @@ static void audit_request(struct proxy_conn *c, const char *action, const char *
   r.rule = h->rule;
   r.status = h->status;
   r.injected = h->injected;
-  r.ninjected = h->ninjected;
+  /* Headers are injected into a head that goes out: a request answered before (the
+   * upstream unreachable, a failed address check) had none. */
+  r.ninjected = h->head_sent ? h->ninjected : 0;
   r.bytes_up = h->up_bytes;
   r.bytes_down = h->down_bytes;
   r.duration_ms = uv_now(c->sb->ctx->loop) - h->start_ms;
@@ -409,6 +412,7 @@ static void send_head(struct proxy_conn *c, const char *head, size_t len)
 {
   struct proxy_http *h = c->http;
   uv_buf_t buf = proxy_buf(head, len);
+  size_t i;
 
   if (proxy_end_write(&c->up, &buf, 1) != 0) {
     if (h->retry == NULL || retry_request(c) != 0)
@@ -416,6 +420,13 @@ static void send_head(struct proxy_conn *c, const char *head, size_t len)
     return;
   }
   h->up_bytes += len;
+  if (!h->head_sent) {
+    /* Counted once the head is out (a retried one is the same request), as the
+     * audit record lists them. */
+    for (i = 0; i < h->ninjected; i++)
+      proxy_labels_add(&c->sb->ctx->injected_by_rule, h->injected_rule[i], 1);
+    c->sb->ctx->counters.headers_injected += h->ninjected;
+  }
   h->head_sent = 1;
   h->phase = h->req_done ? PH_RESPONSE : PH_BODY;
   proxy_end_want_read(&c->up, 1);
@@ -853,7 +864,6 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
                            const struct rules_request_decision *rd)
 {
   struct proxy_http *h = c->http;
-  struct proxy_sandbox *sb = c->sb;
   /* A head for a connected upstream is written at once (the stream layer copies what
    * the kernel does not take): it needs no allocation of its own unless it is large. */
   char head_buf[HEAD_STACK_BYTES];
@@ -879,12 +889,11 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
     if (rd->headers[i].secret)
       proxy_scrub_add(&h->scrub, rd->headers[i].value, rd->headers[i].value_len);
     h->injected[i] = rd->headers[i].name;
-    proxy_labels_add(&sb->ctx->injected_by_rule, rd->headers[i].rule, 1);
+    h->injected_rule[i] = rd->headers[i].rule;
   }
   h->ninjected = rd->nheaders;
   if (rd->nheaders > 0)
     snprintf(h->rule, sizeof(h->rule), "%s", rd->headers[0].rule);
-  sb->ctx->counters.headers_injected += rd->nheaders;
 
   if (c->up.open && !proxy_conn_upstream_fresh(&c->up)) {
     /* Kept alive from the previous request, and since ended (or out of step) in

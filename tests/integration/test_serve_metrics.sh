@@ -17,20 +17,22 @@ start_upstream tls "$T/pki/server.pem" "$T/pki/server.key"
 STATE=$T/state
 SOCK=$T/control.sock
 "$AUTHPROXY" serve --state-dir "$STATE" --control "$SOCK" --upstream-ca "$T/pki/ca.pem" \
-  --drain-timeout 1 >> "$T/serve.log" 2>&1 &
+  --drain-timeout 1 --log "$T/audit.jsonl" >> "$T/serve.log" 2>&1 &
 PIDS+=($!)
 ctl() { "$AUTHPROXY" ctl --control "$SOCK" "$@"; }
 wait_for "[ -S '$SOCK' ] && ctl health >/dev/null 2>&1"
 
 cat > "$T/cfg.json" <<EOF
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com", "plain.example.com"],
+{ "rules": [ { "name": "api", "match_hosts": ["api.example.com", "plain.example.com",
+                                            "dead.example.com"],
     "headers": [ { "name": "Authorization", "type": "plaintext", "value": "Bearer x" },
                  { "name": "X-Team", "type": "plaintext", "value": "agents" } ] } ],
   "egress": { "deny": ["evil.example.com",
                       { "hosts": ["plain.example.com"], "methods": ["DELETE"] }] },
   "dns": { "remap": { "api.example.com": "127.0.0.1:$tls_PORT",
                       "plain.example.com": "127.0.0.1:$up_PORT",
-                      "evil.example.com": "127.0.0.1:$up_PORT" } } }
+                      "evil.example.com": "127.0.0.1:$up_PORT",
+                      "dead.example.com": "127.0.0.1:1" } } }
 EOF
 ns=$(make_netns m)
 ctl attach box --netns "/var/run/netns/$ns" --config "$T/cfg.json" > "$T/box-ca.pem"
@@ -151,6 +153,19 @@ assert_eq "$(val "$T/m3.txt" 'authproxy_connections_total{action="deny"}')" 4 \
 assert_eq "$(val "$T/m3.txt" 'authproxy_connections_closed_total{reason="uninspectable_protocol"}')" 1 \
   "uninspectable_protocol"
 pass "an opaque connection counts as what was done with it"
+
+# A request whose upstream cannot be reached is answered 502 and never sent: no header
+# was injected into it. Its record and the metric used to list and count the rule's two.
+assert_eq "$(in_box curl -sS -o /dev/null -w '%{http_code}' http://dead.example.com/)" 502 \
+  "request to an unreachable upstream"
+wait_for closed_all
+assert_eq "$(ctl metrics | awk '$1 == "authproxy_headers_injected_total{rule=\"api\"}" { print $2 }')" 8 \
+  "headers injected, with a request that never left"
+wait_for "grep -q '\"event\":\"request\".*\"name\":\"dead.example.com\"' '$T/audit.jsonl'"
+assert_eq "$(grep '"event":"request".*"name":"dead.example.com"' "$T/audit.jsonl" |
+  sed -E 's/.*("action":"[a-z]+").*("injected":\[[^]]*\]).*/\1 \2/')" '"action":"reject" "injected":[]' \
+  "the request record"
+pass "a request never sent has no injected headers, in the log or the metrics"
 
 # Detached, the sandbox takes none of its counts away.
 ctl detach box > /dev/null
