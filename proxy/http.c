@@ -333,6 +333,7 @@ static void fail_request(struct proxy_conn *c, int status, const char *reason,
 {
   struct proxy_http *h = c->http;
   struct proxy_ctx *ctx = c->sb->ctx;
+  struct strbuf answer;
 
   if (status == 403) {
     ctx->counters.requests_denied++;
@@ -347,16 +348,21 @@ static void fail_request(struct proxy_conn *c, int status, const char *reason,
   proxy_labels_add(&ctx->denied_by_reason, reason, 1);
   if (entry != NULL && entry != h->rule)
     snprintf(h->rule, sizeof(h->rule), "%s", entry);
+  strbuf_init(&answer);
+  /* Part of a response already went out: a second one would corrupt it. */
+  if (!h->resp_started)
+    proxy_error_response(c, status, reason, entry, &answer);
+  if (!answer.oom)
+    h->down_bytes += answer.len;
   /* A request the upstream may have acted on, credentials and all, was forwarded,
    * whatever answer the proxy gives now (502 upstream_reset, 504, a retry that
    * failed to connect). */
   audit_request(c, status == 403 ? "deny" : h->head_sent ? "forward" : "reject", reason);
-  if (h->resp_started) {
-    /* Part of a response already went out: a second one would corrupt it. */
+  if (h->resp_started)
     proxy_conn_close(c, 1, reason);
-    return;
-  }
-  proxy_respond_error(c, status, reason, entry);
+  else
+    proxy_respond(c, &answer);
+  strbuf_free(&answer);
 }
 
 static void finish_response(struct proxy_conn *c);
@@ -419,7 +425,6 @@ static void send_head(struct proxy_conn *c, const char *head, size_t len)
       proxy_conn_close(c, 1, "upstream_error");
     return;
   }
-  h->up_bytes += len;
   if (!h->head_sent) {
     /* Counted once the head is out (a retried one is the same request), as the
      * audit record lists them. */
@@ -641,6 +646,9 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
   h->requests++;
   h->start_ms = uv_now(sb->ctx->loop);
   remember_request(h, req);
+  /* A request's bytes are the sandbox's: its head as sent (not as rewritten, with
+   * the injected headers), its body, and the answer it got, the proxy's own too. */
+  h->up_bytes = req->head_len;
   if (req->method_len >= sizeof(h->method)) {
     fail_request(c, 501, "method_too_long", NULL);
     return -1;
@@ -777,7 +785,6 @@ static int retry_request(struct proxy_conn *c)
   h->out_len = h->retry_len;
   h->retry = NULL;
   h->retry_len = 0;
-  h->up_bytes = 0;
   llhttp_reset(&h->resp);
   h->resp_in_msg = 0;
   h->phase = PH_CONNECTING;
@@ -1175,6 +1182,7 @@ static int write_down(struct proxy_conn *c, const char *out, size_t olen)
 
   if (olen == 0)
     return 0;
+  c->http->down_bytes += olen;
   buf = proxy_buf(out, olen);
   if (proxy_end_write(&c->down, &buf, 1) != 0) {
     proxy_conn_close(c, 1, "sandbox_error");
@@ -1203,7 +1211,6 @@ static int forward_down(struct proxy_conn *c, const char *data, size_t len)
     log_warn("sandbox %s conn %llu: %s echoed an injected credential in its response; "
              "masked (%llu masked echoes in this sandbox)", c->sb->name,
              (unsigned long long)c->id, c->name, (unsigned long long)c->sb->echo_masked);
-  h->down_bytes += len;
   return write_down(c, out, olen);
 }
 

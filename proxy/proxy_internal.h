@@ -381,12 +381,16 @@ int proxy_http_address_allowed(const struct proxy_conn *c, const struct sockaddr
 /* ---- response.c: answers the proxy gives itself ---- */
 
 /*
- * Writes a complete local HTTP response to the sandbox (JSON body with error,
- * reason, host, rule and a message), then lingers and closes. status: 400, 403, 408,
- * 421, 431, 500, 501, 502, 503, 504.
+ * Appends to out a complete local HTTP response (JSON body with error, reason, host,
+ * rule and a message; Connection: close), and makes reason c's if it has none.
+ * status: 400, 403, 408, 421, 431, 500, 501, 502, 503, 504.
  */
-void proxy_respond_error(struct proxy_conn *c, int status, const char *reason,
-                         const char *entry);
+void proxy_error_response(struct proxy_conn *c, int status, const char *reason,
+                          const char *entry, struct strbuf *out);
+
+/* Writes such an answer (borrowed; nothing if it is incomplete) to the sandbox, then
+ * lingers and closes. */
+void proxy_respond(struct proxy_conn *c, const struct strbuf *answer);
 
 /* A short human explanation of a reason code. */
 const char *proxy_reason_message(const char *reason);

@@ -98,11 +98,10 @@ static const char *error_word(int status)
   }
 }
 
-void proxy_respond_error(struct proxy_conn *c, int status, const char *reason,
-                         const char *entry)
+void proxy_error_response(struct proxy_conn *c, int status, const char *reason,
+                          const char *entry, struct strbuf *out)
 {
-  struct strbuf body, head;
-  uv_buf_t bufs[2];
+  struct strbuf body;
 
   if (c->reason == NULL)
     c->reason = reason;
@@ -121,8 +120,7 @@ void proxy_respond_error(struct proxy_conn *c, int status, const char *reason,
   strbuf_add_json_str(&body, proxy_reason_message(reason), strlen(proxy_reason_message(reason)));
   strbuf_adds(&body, "}\n");
 
-  strbuf_init(&head);
-  strbuf_addf(&head,
+  strbuf_addf(out,
               "HTTP/1.1 %d %s\r\n"
               "Content-Type: application/json\r\n"
               "X-Authproxy-Error: %s\r\n"
@@ -130,12 +128,20 @@ void proxy_respond_error(struct proxy_conn *c, int status, const char *reason,
               "Cache-Control: no-store\r\n"
               "Connection: close\r\n\r\n",
               status, status_text(status), reason ? reason : "unknown", body.len);
-  if (!head.oom && !body.oom) {
-    bufs[0] = uv_buf_init(head.data, (unsigned)head.len);
-    bufs[1] = uv_buf_init(body.data, (unsigned)body.len);
-    proxy_end_write(&c->down, bufs, 2);
-  }
-  strbuf_free(&head);
+  if (body.oom)
+    out->oom = 1;
+  else
+    strbuf_add(out, body.data, body.len);
   strbuf_free(&body);
+}
+
+void proxy_respond(struct proxy_conn *c, const struct strbuf *answer)
+{
+  uv_buf_t buf;
+
+  if (!answer->oom && answer->len > 0) {
+    buf = uv_buf_init(answer->data, (unsigned)answer->len);
+    proxy_end_write(&c->down, &buf, 1);
+  }
   proxy_conn_linger(c);
 }

@@ -4,9 +4,13 @@
 # used to count what the upstream sent the proxy instead: nothing for an answer the
 # proxy gives itself (a 403 denial, a 502), nor for its TLS handshake with the sandbox,
 # and the upstream's TLS handshake and records for an intercepted connection.
+# A request record's are the sandbox's too: on plain HTTP its requests' bytes add up
+# to its connection's. They used to be the head as rewritten for the upstream (the
+# injected headers in it) and 0 for a request the proxy answered itself.
 #
 #   jail --log: client (counts every byte on its socket) --> authproxy
 #     --> deny.example.com: 403 from the proxy (plain HTTP)
+#     --> plain.example.com: plain HTTP, 2 requests, headers injected --> plain upstream
 #     --> api.example.com: intercepted, 2 requests (one a 1 MiB download) --> TLS upstream
 #     --> dead.example.com: intercepted, upstream refuses the connection: 502 in TLS
 #     --> tun.example.com: tunnelled to the TLS upstream
@@ -14,12 +18,13 @@
 
 make_ca "$T/ca" api.example.com tun.example.com
 start_upstream tls "$T/ca/server.pem" "$T/ca/server.key"
+start_upstream plain
 cat > "$T/config.json" <<EOF2
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com", "dead.example.com"],
+{ "rules": [ { "name": "api", "match_hosts": ["api.example.com", "dead.example.com", "plain.example.com"],
     "headers": [ { "name": "Authorization", "type": "plaintext", "value": "Bearer x" } ] } ],
   "egress": { "deny": ["deny.example.com"] },
   "dns": { "remap": { "api.example.com": "127.0.0.1:$tls_PORT", "tun.example.com": "127.0.0.1:$tls_PORT",
-                      "dead.example.com": "127.0.0.1:1" } } }
+                      "dead.example.com": "127.0.0.1:1", "plain.example.com": "127.0.0.1:$plain_PORT" } } }
 EOF2
 
 jail --config "$T/config.json" --upstream-ca "$T/ca/ca.pem" --user nobody \
@@ -52,8 +57,9 @@ class Conn:
                 d = self.sock.recv(65536)
                 self.got += len(d)
                 self.inb.write(d) if d else self.inb.write_eof()
-    def ask(self, path, host):
-        req = b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (path.encode(), host.encode())
+    def ask(self, path, host, body=b""):
+        req = b"%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+            b"POST" if body else b"GET", path.encode(), host.encode(), len(body), body)
         if self.tls:
             self.pump(self.tls.write, req)
         else:
@@ -88,6 +94,8 @@ class Conn:
 out = []
 c = Conn("deny.example.com", 80)
 out.append(["deny", c.ask("/", "deny.example.com")] + c.end())
+c = Conn("plain.example.com", 80)
+out.append(["plain", [c.ask("/up", "plain.example.com", b"u" * 5000), c.ask("/b", "plain.example.com")]] + c.end())
 c = Conn("api.example.com", 443, tls=True)
 out.append(["intercept", [c.ask("/a", "api.example.com"), c.ask("/big?bytes=1048576", "api.example.com")]] + c.end())
 c = Conn("dead.example.com", 443, tls=True)
@@ -99,7 +107,7 @@ PYEOF
   fail "the client failed: $(cat "$T/client.log")"
 
 assert_eq "$("$PY" -c 'import json, sys; print([r[1] for r in json.load(open(sys.argv[1]))])' \
-  "$T/client.out" | sed -E 's/\[(200|403|502), [0-9]+\]/\1/g')" "[403, [200, 200], 502, 200]" \
+  "$T/client.out" | sed -E 's/\[(200|403|502), [0-9]+\]/\1/g')" "[403, [200, 200], [200, 200], 502, 200]" \
   "answers the client got"
 # Per connection, in order: "name: action up down" from the log and from the client.
 "$PY" - "$T/audit.jsonl" "$T/client.out" > "$T/compare.txt" <<'PYEOF'
@@ -113,3 +121,17 @@ PYEOF
 assert_eq "$(sed -n 1p "$T/compare.txt")" "$(sed -n 2p "$T/compare.txt")" \
   "bytes in the connection records against the bytes the sandbox sent and received"
 pass "bytes_up and bytes_down are the sandbox's bytes: proxy's answers, TLS and tunnels alike"
+
+# Plain HTTP: each connection's requests add up to it, the proxy's 403 included.
+assert_eq "$("$PY" - "$T/audit.jsonl" <<'PYEOF'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+for c in recs:
+    if c["event"] == "conn" and c["protocol"] == "http":
+        reqs = [r for r in recs if r["event"] == "request" and r["conn"] == c["conn"]]
+        print(c["name"], len(reqs), [c["bytes_up"], c["bytes_down"]] ==
+              [sum(r["bytes_up"] for r in reqs), sum(r["bytes_down"] for r in reqs)])
+PYEOF
+)" "deny.example.com 1 True
+plain.example.com 2 True" "plain HTTP connections: their requests' bytes add up to theirs"
+pass "a request's bytes are the sandbox's"
