@@ -842,12 +842,26 @@ int netns_build_lockdown(struct mnl_nlmsg_batch *b, uint32_t *seq, const char **
                          size_t names_cap)
 {
   struct build c;
+  struct rule r;
   int ret;
 
   ret = build_init(&c, b, seq, names, names_cap);
   if (ret != 0)
     return ret;
   put_table_replace(&c);
+  /* No redirection, but the connections redirected before keep their way to the
+   * proxy, which drains them: the kernel tracks a namespace's connections only while
+   * some rule uses conntrack, and translates them only while some nat chain exists.
+   * Without both, a sandbox's packets to the address it dialed were dropped and the
+   * answers of the requests in flight reset, the proxy's own FIN and close_notify
+   * included. A new connection meets an empty nat chain and the drops below. */
+  put_chain(&c, CH_NAT_OUTPUT, "nat", NF_INET_LOCAL_OUT, PRIO_DSTNAT, NF_ACCEPT,
+            "chain nat_output (lockdown; type nat hook output priority dstnat)");
+  rule_begin(&c, &r, CH_NAT_OUTPUT);
+  load_ct(&r, NFT_CT_STATE);
+  test_bits(&r, NF_CT_STATE_BIT(IP_CT_NEW));
+  counter(&r);
+  rule_end(&r, "rule 1 of chain nat_output (lockdown: ct state new counter)");
   put_chain(&c, CH_FILTER_INPUT, "filter", NF_INET_LOCAL_IN, PRIO_FILTER, NF_DROP,
             "chain filter_input (lockdown; type filter hook input priority filter; "
             "policy drop)");

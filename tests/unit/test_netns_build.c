@@ -485,16 +485,21 @@ TEST(lockdown)
 {
   static struct built bt;
 
-  ASSERT_EQ(build(&bt, NULL), 14);
-  check_layout(&bt, 4);
+  ASSERT_EQ(build(&bt, NULL), 16);
+  check_layout(&bt, 5);
   check_names_match_positions(&bt);
+  /* A nat chain that translates nothing new, and a rule that keeps conntrack: the
+   * connections redirected before the lockdown keep reaching the proxy, which drains
+   * them. */
+  check_chain(&bt, "nat_output", "nat", NF_INET_LOCAL_OUT, -100, NF_ACCEPT);
+  ASSERT_CONTAINS(find(&bt, "rule 1 of chain nat_output")->text, "[ ct load state");
+  ASSERT_EQ(count_in(&bt, "[ nat "), 0);
   check_chain(&bt, "filter_input", "filter", NF_INET_LOCAL_IN, 0, NF_DROP);
   check_chain(&bt, "filter_output", "filter", NF_INET_LOCAL_OUT, 0, NF_DROP);
   check_chain(&bt, "filter_forward", "filter", NF_INET_FORWARD, 0, NF_DROP);
   check_final_drop(&bt, "filter_input");
   check_final_drop(&bt, "filter_output");
   check_final_drop(&bt, "filter_forward");
-  ASSERT_EQ(count_in(&bt, "nat"), 0);
   ASSERT_EQ(count_in(&bt, "redir"), 0);
   ASSERT_CONTAINS(find(&bt, "rule 1 of chain filter_output")->text, "[ fib daddr type");
   check_postrouting(&bt);
