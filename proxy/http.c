@@ -710,8 +710,11 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
     c->decided = 1;
     memcpy(c->entry, d.entry, sizeof(c->entry));
     if (d.action == RULES_BYPASS) {
-      /* no_proxy: relay the connection untouched, this request included. */
+      /* no_proxy: relay the connection untouched, this request included. Its bytes
+       * are the connection's, not requests the proxy saw: neither this one nor
+       * those after it has a record, so none counts in authproxy_requests_total. */
       h->method_len = 0;
+      sb->ctx->counters.requests--;
       proxy_conn_dial(c, bypass_ready);
       return -1;
     }

@@ -27,12 +27,14 @@ cat > "$T/cfg.json" <<EOF
                                             "dead.example.com"],
     "headers": [ { "name": "Authorization", "type": "plaintext", "value": "Bearer x" },
                  { "name": "X-Team", "type": "plaintext", "value": "agents" } ] } ],
+  "no_proxy": ["np.example.com"],
   "egress": { "deny": ["evil.example.com",
                       { "hosts": ["plain.example.com"], "methods": ["DELETE"] }] },
   "dns": { "remap": { "api.example.com": "127.0.0.1:$tls_PORT",
                       "plain.example.com": "127.0.0.1:$up_PORT",
                       "evil.example.com": "127.0.0.1:$up_PORT",
-                      "dead.example.com": "127.0.0.1:1" } } }
+                      "dead.example.com": "127.0.0.1:1",
+                      "np.example.com": "127.0.0.1:$up_PORT" } } }
 EOF
 ns=$(make_netns m)
 ctl attach box --netns "/var/run/netns/$ns" --config "$T/cfg.json" > "$T/box-ca.pem"
@@ -166,6 +168,18 @@ assert_eq "$(grep '"event":"request".*"name":"dead.example.com"' "$T/audit.jsonl
   sed -E 's/.*("action":"[a-z]+").*("injected":\[[^]]*\]).*/\1 \2/')" '"action":"reject" "injected":[]' \
   "the request record"
 pass "a request never sent has no injected headers, in the log or the metrics"
+
+# The log and the metrics reconcile: one connection record per connection accepted,
+# one request record per request counted. A no_proxy connection is relayed untouched:
+# its first request used to count in authproxy_requests_total, without a record.
+in_box curl -sS -o /dev/null http://np.example.com/bypassed
+wait_for closed_all
+ctl metrics > "$T/m4.txt"
+records() { grep -c "\"event\":\"$1\"" "$T/audit.jsonl" || true; }
+wait_for "[ \"\$(records conn)\" = '$(val "$T/m4.txt" authproxy_connections_accepted_total)' ]"
+assert_eq "$(records request)" "$(val "$T/m4.txt" authproxy_requests_total)" \
+  "request records against authproxy_requests_total"
+pass "the audit log's records and the metrics' counts agree"
 
 # Detached, the sandbox takes none of its counts away.
 ctl detach box > /dev/null
