@@ -355,6 +355,54 @@ static int addr_entry_covers(const struct rules_egress *e, const struct rules_ta
   return 0;
 }
 
+/* 1 for an address that reaches the host itself: loopback or unspecified. */
+static int is_local(const uint8_t addr[16], int v4)
+{
+  static const uint8_t v6_loopback[16] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 };
+  static const uint8_t v6_any[16] = { 0 };
+
+  if (v4)
+    return addr[12] == 127 || (addr[12] == 0 && addr[13] == 0 && addr[14] == 0 &&
+                               addr[15] == 0);
+  return memcmp(addr, v6_loopback, 16) == 0 || memcmp(addr, v6_any, 16) == 0;
+}
+
+/*
+ * 1 if t (an address and port the proxy would dial for the sandbox) is the config's
+ * credential callback. The callback hands out the credentials of whichever sandbox
+ * its request names, so the sandbox must never reach it, not even where dns.remap or
+ * an egress.allow entry opens its address (a remap without a port opens every port).
+ * A callback on loopback ("127.0.0.1", "::1", "localhost") is refused on every
+ * loopback address at its port, since a service bound to 0.0.0.0 or [::] answers on
+ * all of them. A callback named by another host name is not resolved here.
+ */
+static int is_callback_endpoint(const struct rules_config *cfg, const struct rules_target *t)
+{
+  const struct rules_callback *cb = rules_config_callback(cfg);
+  uint8_t addr[16];
+  size_t len;
+  int local;
+
+  if (cb == NULL || cb->kind == RULES_CB_UNIX || cb->host == NULL || cb->port != t->port)
+    return 0;
+  memset(addr, 0, sizeof(addr));
+  len = strlen(cb->host);
+  if (inet_pton(AF_INET, cb->host, addr + 12) == 1) {
+    addr[10] = addr[11] = 0xff;
+    local = is_local(addr, 1);
+  } else if (inet_pton(AF_INET6, cb->host, addr) == 1) {
+    local = is_local(addr, 0);
+  } else {
+    if (!(strcasecmp(cb->host, "localhost") == 0 ||
+          (len > 10 && strcasecmp(cb->host + len - 10, ".localhost") == 0)))
+      return 0;
+    local = 1;
+  }
+  if (local)
+    return is_local(t->addr, t->addr_v4);
+  return memcmp(addr, t->addr, sizeof(addr)) == 0;
+}
+
 int rules_check_resolved(const struct rules_config *cfg, const struct sockaddr *addr,
                          uint16_t port, unsigned flags, struct rules_decision *out)
 {
@@ -374,6 +422,12 @@ int rules_check_resolved(const struct rules_config *cfg, const struct sockaddr *
   t.has_addr = 1;
   t.addr_v4 = (uint8_t)v4;
   t4 = nat64_embedded(&t, &embedded);
+  if (is_callback_endpoint(cfg, &t) || (t4 != NULL && is_callback_endpoint(cfg, t4))) {
+    out->action = RULES_DENY;
+    out->reason = "callback_endpoint";
+    out->entry[0] = '\0';
+    return 0;
+  }
   for (i = 0; i < cfg->ndeny; i++) {
     if ((!restricted(&cfg->deny[i]) || !(flags & RULES_RESOLVED_INSPECTED)) &&
         addr_entry_covers(&cfg->deny[i], &t, t4)) {

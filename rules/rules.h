@@ -316,10 +316,12 @@ void rules_decide_conn(const struct rules_config *cfg, const struct rules_dest *
  * as the IPv4 address it embeds as well. An egress.deny entry with paths or
  * methods whose IP/CIDR covers the address denies it too unless the connection is
  * RULES_RESOLVED_INSPECTED: relayed as opaque bytes, its requests could not be held
- * to that entry (an inspected one's are, by rules_check_request_address). Returns 1
- * when allowed (*out is left untouched, so it may hold the connection's decision),
- * else 0 with out->action RULES_DENY, out->reason "egress_deny" or "blocked_address"
- * and out->entry set.
+ * to that entry (an inspected one's are, by rules_check_request_address). The
+ * callback's own address and port (any loopback address for a loopback callback) are
+ * refused whatever the flags and entries say ("callback_endpoint"): it hands out any
+ * sandbox's credentials. Returns 1 when allowed (*out is left untouched, so it may
+ * hold the connection's decision), else 0 with out->action RULES_DENY, out->reason
+ * "egress_deny", "blocked_address" or "callback_endpoint" and out->entry set.
  */
 int rules_check_resolved(const struct rules_config *cfg, const struct sockaddr *addr,
                          uint16_t port, unsigned flags, struct rules_decision *out);

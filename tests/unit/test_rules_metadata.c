@@ -87,3 +87,34 @@ TEST(nat64_addresses_checked_as_embedded_ipv4)
   ASSERT_EQ(resolved(cfg, "64:ff9b::a9fe:a9fd", 80, 0, &d), 0);
   rules_config_unref(cfg);
 }
+
+/* The credential callback is never dialed for the sandbox, even where dns.remap or an
+ * egress.allow entry opens its address; a loopback one on no loopback address. */
+TEST(callback_endpoint_never_dialed)
+{
+  struct rules_config *cfg = parse_ok(
+      "{\"callback\":{\"url\":\"http://127.0.0.1:9000/creds\",\"match_hosts\":[\"*.corp\"]},"
+      "\"egress\":{\"allow\":[\"10.0.0.0/8\"]}}",
+      NULL);
+  struct rules_decision d;
+
+  ASSERT_EQ(resolved(cfg, "127.0.0.1", 9000, RULES_RESOLVED_REMAPPED, &d), 0);
+  ASSERT_STREQ(d.reason, "callback_endpoint");
+  ASSERT_EQ(resolved(cfg, "127.0.0.2", 9000, RULES_RESOLVED_REMAPPED, &d), 0);
+  ASSERT_EQ(resolved(cfg, "::1", 9000, RULES_RESOLVED_REMAPPED, &d), 0);
+  ASSERT_EQ(resolved(cfg, "::ffff:127.0.0.1", 9000, RULES_RESOLVED_REMAPPED, &d), 0);
+  ASSERT_EQ(resolved(cfg, "0.0.0.0", 9000, RULES_RESOLVED_REMAPPED, &d), 0);
+  ASSERT_EQ(resolved(cfg, "127.0.0.1", 9001, RULES_RESOLVED_REMAPPED, &d), 1);
+  ASSERT_EQ(resolved(cfg, "10.1.2.3", 9000, 0, &d), 1);
+  rules_config_unref(cfg);
+
+  cfg = parse_ok(
+      "{\"callback\":{\"url\":\"https://10.1.2.3:8443/creds\",\"match_hosts\":[\"*.corp\"]},"
+      "\"egress\":{\"allow\":[\"10.0.0.0/8\"]}}",
+      NULL);
+  ASSERT_EQ(resolved(cfg, "10.1.2.3", 8443, 0, &d), 0);
+  ASSERT_STREQ(d.reason, "callback_endpoint");
+  ASSERT_EQ(resolved(cfg, "10.1.2.4", 8443, 0, &d), 1);
+  ASSERT_EQ(resolved(cfg, "127.0.0.1", 8443, RULES_RESOLVED_REMAPPED, &d), 1);
+  rules_config_unref(cfg);
+}
