@@ -12,6 +12,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -1156,11 +1157,40 @@ static struct proxy_conn *up_handle_gone(uv_handle_t *h)
   return c;
 }
 
+/*
+ * 1 if c would dial the credential callback by its name: its host as the callback URL
+ * names it (the sandbox's own name, or a dns.remap target) and its port. The callback
+ * answers with any sandbox's credentials; rules_check_resolved refuses its address
+ * when the URL gives one (or localhost), this its name whatever that resolves to.
+ */
+static int dials_callback_name(const struct proxy_conn *c)
+{
+  const struct rules_callback *cb = rules_config_callback(c->cfg);
+  size_t a, b;
+
+  if (cb == NULL || cb->kind == RULES_CB_UNIX || cb->host == NULL ||
+      cb->port != c->dial_port)
+    return 0;
+  a = strlen(c->dial_host);
+  b = strlen(cb->host);
+  if (a > 0 && c->dial_host[a - 1] == '.')
+    a--;
+  if (b > 0 && cb->host[b - 1] == '.')
+    b--;
+  return a == b && strncasecmp(c->dial_host, cb->host, a) == 0;
+}
+
 static int allowed_address(struct proxy_conn *c, const struct sockaddr *sa,
                            const char **reason)
 {
   unsigned flags = c->remapped ? RULES_RESOLVED_REMAPPED : 0;
   struct rules_decision d;
+
+  if (dials_callback_name(c)) {
+    *reason = "callback_endpoint";
+    c->entry[0] = '\0';
+    return 0;
+  }
 
   /* Requests read one by one are held to request-level entries on addresses
    * (check_address in http.c); bytes relayed opaquely cannot be. */

@@ -374,7 +374,8 @@ static int is_local(const uint8_t addr[16], int v4)
  * an egress.allow entry opens its address (a remap without a port opens every port).
  * A callback on loopback ("127.0.0.1", "::1", "localhost") is refused on every
  * loopback address at its port, since a service bound to 0.0.0.0 or [::] answers on
- * all of them. A callback named by another host name is not resolved here.
+ * all of them. A callback named by another host name is not resolved here; the proxy
+ * refuses to dial that name (conn.c).
  */
 static int is_callback_endpoint(const struct rules_config *cfg, const struct rules_target *t)
 {
