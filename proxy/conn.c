@@ -246,6 +246,11 @@ void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason)
    * write failed, the config no longer lets it through) is reset on both sides, as
    * an upstream's reset already reaches the sandbox. */
   reset_up = reset && c->state == CONN_RELAY;
+  if (c->synth_unknown && !c->decided && c->reason == NULL) {
+    /* Closed before it named a host: nothing could have been decided for it. */
+    c->reason = "unknown_synthetic_address";
+    proxy_conn_mark_denied(c);
+  }
   if (c->reason == NULL && reason != NULL)
     c->reason = reason;
   resolve_unqueue(c);
@@ -659,6 +664,12 @@ static int name_is_ip(const char *name)
   return inet_pton(AF_INET, name, buf) == 1 || inet_pton(AF_INET6, name, buf) == 1;
 }
 
+/* The original destination of a connection with synth_unknown set (IPv4). */
+static uint32_t synthetic_addr(const struct proxy_conn *c)
+{
+  return ntohl(((const struct sockaddr_in *)&c->dst)->sin_addr.s_addr);
+}
+
 int proxy_conn_set_name(struct proxy_conn *c, const char *raw, size_t len,
                         enum name_source src, const char **reason)
 {
@@ -690,6 +701,20 @@ int proxy_conn_set_name(struct proxy_conn *c, const char *raw, size_t len,
   memcpy(c->name, name, (size_t)n + 1);
   c->name_src = src;
   c->name_agreed = 1;
+  if (c->synth_unknown) {
+    c->synth_unknown = 0;
+    /* A client that kept an answer from before a daemon restart: the address is the
+     * name's if a query for it now would give it. Otherwise the name is kept for the
+     * denial's answer (a 403 inside TLS names it). */
+    if (!name_is_ip(name) &&
+        proxy_dns_table_claim(c->sb->dns_table, name, synthetic_addr(c),
+                              uv_now(c->sb->ctx->loop)) == 0) {
+      c->name_src = NAME_DNS;
+    } else {
+      c->reason = "unknown_synthetic_address";
+      proxy_conn_mark_denied(c);
+    }
+  }
   return 0;
 }
 
@@ -746,8 +771,13 @@ static void conn_decide(struct proxy_conn *c)
 
   proxy_end_want_read(&c->down, 0);
   uv_timer_stop(&c->timer);
+  if (c->synth_unknown && c->kind != KIND_HTTP) {
+    /* An unknown synthetic address and no name for it (no SNI; not TLS or HTTP). */
+    c->reason = "unknown_synthetic_address";
+    proxy_conn_mark_denied(c);
+  }
   if (c->reason != NULL) {
-    /* Decided at accept time (an unknown synthetic address). */
+    /* Denied before a decision: an unknown synthetic address. */
     proxy_conn_mark_denied(c);
     if (c->kind == KIND_HTTP)
       proxy_http_start(c);
@@ -1747,11 +1777,11 @@ void proxy_conn_accept(struct proxy_listener *l)
       const char *name = proxy_dns_table_lookup(sb->dns_table, a, c->start_ms);
 
       if (name == NULL) {
-        /* Expired or never handed out: the name behind it is unknown, so nothing
-         * can be decided for it. The policy denies it here, whenever the sandbox
-         * closes it. */
-        c->reason = "unknown_synthetic_address";
-        proxy_conn_mark_denied(c);
+        /* Never handed out, recycled, or handed out before the daemon restarted
+         * (the table is not kept, but placement is stable): the name behind it is
+         * unknown until the client names one (SNI, Host), which must be the name
+         * this address is for (proxy_conn_set_name). Denied if none is named. */
+        c->synth_unknown = 1;
       } else {
         memcpy(c->name, name, strlen(name) + 1);
         c->name_src = NAME_DNS;

@@ -48,6 +48,17 @@ int proxy_dns_table_assign(struct proxy_dns_table *t, const char *name, uint64_t
 const char *proxy_dns_table_lookup(struct proxy_dns_table *t, uint32_t addr,
                                    uint64_t now_ms);
 
+/*
+ * For a connection to addr, a synthetic address the table does not hold (a daemon
+ * restart emptied it; a client kept the answer it got before), that names a host:
+ * assigns name to addr if addr is the address the name gets when free, as a query for
+ * it would have (placement is stable for a key), and returns 0. -ESRCH when addr is
+ * not that (it is taken, the name has another, or it is not the name's home), the
+ * table unchanged; -ENOSPC as assign.
+ */
+int proxy_dns_table_claim(struct proxy_dns_table *t, const char *name, uint32_t addr,
+                          uint64_t now_ms);
+
 /* 1 if addr (host byte order) is inside the synthetic range. */
 int proxy_dns_is_synthetic(uint32_t addr);
 

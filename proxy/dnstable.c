@@ -429,6 +429,26 @@ int proxy_dns_table_assign(struct proxy_dns_table *t, const char *name, uint64_t
   return 0;
 }
 
+int proxy_dns_table_claim(struct proxy_dns_table *t, const char *name, uint32_t addr,
+                          uint64_t now_ms)
+{
+  size_t len = strnlen(name, NAME_MAX_LEN + 1);
+  uint32_t got;
+  int rc;
+
+  if (len == 0 || len > NAME_MAX_LEN)
+    return -EINVAL;
+  if (!proxy_dns_is_synthetic(addr) || find_addr(t, addr) != NULL ||
+      find_name(t, name, len, (uint32_t)proxy_siphash(t->bucket_key, name, len)) != NULL ||
+      proxy_dns_table_home(t, name) != addr)
+    return -ESRCH;
+  /* The home address is free, so the name is placed there, as a query would place it. */
+  rc = proxy_dns_table_assign(t, name, now_ms, &got);
+  if (rc != 0)
+    return rc;
+  return got == addr ? 0 : -ESRCH;
+}
+
 const char *proxy_dns_table_lookup(struct proxy_dns_table *t, uint32_t addr,
                                    uint64_t now_ms)
 {

@@ -681,8 +681,13 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
      * to an upstream dialed for the name (invariant I2), never down that one. */
     proxy_conn_close_upstream(c);
   }
+  if (c->synth_unknown && c->name_src == NAME_NONE && c->reason == NULL) {
+    /* An unknown synthetic address, and this request names no host for it. */
+    c->reason = "unknown_synthetic_address";
+    proxy_conn_mark_denied(c);
+  }
   if (c->reason != NULL && !h->decided) {
-    /* Decided at accept time (unknown synthetic address). */
+    /* Denied before a decision (an unknown synthetic address). */
     fail_request(c, 403, c->reason, NULL);
     return -1;
   }

@@ -152,6 +152,8 @@ struct proxy_conn {
   char name[RULES_MAX_NAME_LEN + 1];
   enum name_source name_src;
   int name_agreed;                  /* a name the client sent agreed with it (SNI, Host) */
+  int synth_unknown;                /* sent to a synthetic address the DNS table does not
+                                       hold: the name it names must have it (conn.c) */
   enum rules_action action;
   const char *reason;               /* why denied / failed (static) */
   char entry[64];                   /* rule or entry that decided */

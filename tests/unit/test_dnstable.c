@@ -116,6 +116,28 @@ TEST(stable_across_tables)
   proxy_dns_table_free(t2);
 }
 
+/* A restarted daemon's empty table takes a name at the address a client kept from
+ * before, when it is the name's own; never another name's, or a taken one. */
+TEST(claim_after_restart)
+{
+  struct proxy_dns_table *t = new_table(100, "sandbox-a", 1000);
+  uint32_t home = proxy_dns_table_home(t, "pypi.org");
+
+  ASSERT_EQ(proxy_dns_table_claim(t, "api.github.com", home, 1), -ESRCH);
+  ASSERT_EQ(proxy_dns_table_claim(t, "pypi.org", home == LAST_ADDR ? home - 1 : home + 1, 1),
+            -ESRCH);
+  ASSERT_EQ(proxy_dns_table_claim(t, "pypi.org", 0x7f000001, 1), -ESRCH);
+  ASSERT_EQ(proxy_dns_table_count(t), 0);
+  ASSERT_EQ(proxy_dns_table_claim(t, "pypi.org", home, 2), 0);
+  ASSERT_STREQ(proxy_dns_table_lookup(t, home, 3), "pypi.org");
+  ASSERT_EQ(assign(t, "pypi.org", 4), home);
+  /* Taken now, and the name has its address. */
+  ASSERT_EQ(proxy_dns_table_claim(t, "pypi.org", home, 5), -ESRCH);
+  ASSERT_EQ(proxy_dns_table_claim(t, "api.github.com", PINNED_API_GITHUB, 6), 0);
+  ASSERT_EQ(proxy_dns_table_count(t), 2);
+  proxy_dns_table_free(t);
+}
+
 TEST(keys_differ)
 {
   struct proxy_dns_table *t1 = new_table(1000, "sandbox-a", 0);

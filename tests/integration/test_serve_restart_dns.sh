@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# A daemon restart (SIGTERM, start again: an upgrade) keeps the synthetic addresses its
+# sandboxes' clients hold. The DNS table is not kept, but a name's address is stable
+# (derived from the sandbox name), so a client that cached the address of a name
+# before the restart and connects to it with that name (Host, SNI) reaches the name.
+# Such connections used to be denied (403 unknown_synthetic_address; a reset, seen as
+# a certificate error by a client that does not trust the sandbox CA, for a tunnelled
+# name) until the client asked DNS again: up to the TTL, or for good in a program that
+# resolves once (an nginx upstream). A name whose address it is not is still denied.
+#
+#   ap-rd-PID                              host
+#   curl --resolve NAME:PORT:198.18.x.y    authproxy serve (restarted) --> fake upstreams
+#     --nft--> listener                      api.example.com -> up (HTTP)
+#                                            tun.example.com -> tup (TLS, tunnelled)
+. "$(dirname "$0")/lib.sh"
+
+make_ca "$T/upca" tun.example.com
+start_upstream up
+start_upstream tup "$T/upca/server.pem" "$T/upca/server.key"
+STATE=$T/state
+SOCK=$T/control.sock
+serve() {
+  "$AUTHPROXY" serve --state-dir "$STATE" --control "$SOCK" --upstream-ca "$T/upca/ca.pem" \
+    --drain-timeout 1 >> "$T/serve.log" 2>&1 &
+  SERVE_PID=$!
+  PIDS+=($SERVE_PID)
+  wait_for "[ -S '$SOCK' ] && '$AUTHPROXY' ctl --control '$SOCK' health >/dev/null 2>&1"
+}
+cat > "$T/config.json" <<EOF
+{ "rules": [ { "name": "api", "allow_plain_http": true, "match_hosts": ["api.example.com"],
+    "headers": [ { "name": "X-Tag", "type": "plaintext", "value": "tag-$$" } ] } ],
+  "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT",
+                      "tun.example.com": "127.0.0.1:$tup_PORT" } } }
+EOF
+serve
+ns=$(make_netns rd)
+"$AUTHPROXY" ctl --control "$SOCK" attach box --netns "/var/run/netns/$ns" \
+  --config "$T/config.json" > /dev/null
+
+resolve() {  # NAME: the address the sandbox's DNS answers
+  ip netns exec "$ns" "$PY" -c "
+import socket, sys; sys.path.insert(0, '$TOOLS'); import advlib
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+s.sendto(advlib.dns_query('$1'), ('127.0.0.53', 53))
+print(advlib.dns_answer_summary(s.recv(512))[1][0])"
+}
+API=$(resolve api.example.com)
+TUN=$(resolve tun.example.com)
+IDLE=$(resolve idle.example.com)
+# get NAME PORT:ADDR URL: a client that resolved NAME to ADDR earlier; prints the
+# status and the proxy's error header.
+get() {
+  ip netns exec "$ns" curl -sS -m 5 -o /dev/null -D - --cacert "$T/upca/ca.pem" \
+    --resolve "$1:$2" "$3" 2>> "$T/curl.log" |
+    awk '/^HTTP\// { s = $2 } tolower($1) == "x-authproxy-error:" { e = $2 }
+         END { printf "%s %s", s, e }' | tr -d '\r' || true
+}
+assert_eq "$(get api.example.com "80:$API" http://api.example.com/before)" "200 " "before"
+
+kill -TERM "$SERVE_PID"
+wait "$SERVE_PID" || fail "the daemon's stop: exit $?"
+serve
+
+assert_eq "$(get api.example.com "80:$API" http://api.example.com/after)" "200 " \
+  "plain HTTP to the address cached before the restart"
+assert_eq "$(upq up "[hdr(r, 'X-Tag') for r in reqs if r['path'] == '/after']")" \
+  "[[\"tag-$$\"]]" "the rule applies to it"
+assert_eq "$(get tun.example.com "443:$TUN" https://tun.example.com/after)" "200 " \
+  "tunnelled TLS to the address cached before the restart"
+assert_eq "$(upq tup "[r['path'] for r in reqs if r['path'] == '/after']")" '["/after"]' \
+  "the tunnelled request reached its upstream"
+assert_eq "$(resolve api.example.com)" "$API" "the name's address after the restart"
+pass "clients that cached a synthetic address before a restart reach its name"
+
+# Another name on an address (not its own, and no one's since the restart) is denied,
+# as is a name on the address of another name.
+assert_eq "$(get other.example.com "80:$IDLE" http://other.example.com/x)" \
+  "403 unknown_synthetic_address" "another name on a cached address"
+assert_eq "$(get tun.example.com "80:$API" http://tun.example.com/x)" \
+  "403 host_mismatch" "a name on the address of another"
+pass "a name on an address that is not its own is still denied"
