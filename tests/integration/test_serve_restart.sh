@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# A daemon restart (SIGTERM, start again: an upgrade) keeps the synthetic addresses its
+# What a daemon restart (SIGTERM, start again: an upgrade) keeps and what it renews.
+#
+# It keeps the synthetic addresses its
 # sandboxes' clients hold. The DNS table is not kept, but a name's address is stable
 # (derived from the sandbox name), so a client that cached the address of a name
 # before the restart and connects to it with that name (Host, SNI) reaches the name.
@@ -7,6 +9,9 @@
 # a certificate error by a client that does not trust the sandbox CA, for a tunnelled
 # name) until the client asked DNS again: up to the TTL, or for good in a program that
 # resolves once (an nginx upstream). A name whose address it is not is still denied.
+#
+# It renews the values of {KEY} templates: resolved when a config is pushed, and again
+# when the restarted daemon attaches the sandbox, which then has the values current.
 #
 #   ap-rd-PID                              host
 #   curl --resolve NAME:PORT:198.18.x.y    authproxy serve (restarted) --> fake upstreams
@@ -28,11 +33,13 @@ serve() {
 }
 cat > "$T/config.json" <<EOF
 { "rules": [ { "name": "api", "allow_plain_http": true, "match_hosts": ["api.example.com"],
-    "headers": [ { "name": "X-Tag", "type": "plaintext", "value": "tag-$$" } ] } ],
+    "headers": [ { "name": "X-Tag", "type": "plaintext", "value": "tag-$$" },
+                 { "name": "X-Key", "type": "workspace_secret", "value": "{KEY}" } ] } ],
   "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT",
                       "tun.example.com": "127.0.0.1:$tup_PORT" } } }
 EOF
 serve
+echo -n "v1-$$" | "$AUTHPROXY" ctl --control "$SOCK" secret-set KEY
 ns=$(make_netns rd)
 "$AUTHPROXY" ctl --control "$SOCK" attach box --netns "/var/run/netns/$ns" \
   --config "$T/config.json" > /dev/null
@@ -56,6 +63,8 @@ get() {
          END { printf "%s %s", s, e }' | tr -d '\r' || true
 }
 assert_eq "$(get api.example.com "80:$API" http://api.example.com/before)" "200 " "before"
+echo -n "v2-$$" | "$AUTHPROXY" ctl --control "$SOCK" secret-set KEY
+assert_eq "$(get api.example.com "80:$API" http://api.example.com/pushed)" "200 " "after a push"
 
 kill -TERM "$SERVE_PID"
 wait "$SERVE_PID" || fail "the daemon's stop: exit $?"
@@ -65,12 +74,15 @@ assert_eq "$(get api.example.com "80:$API" http://api.example.com/after)" "200 "
   "plain HTTP to the address cached before the restart"
 assert_eq "$(upq up "[hdr(r, 'X-Tag') for r in reqs if r['path'] == '/after']")" \
   "[[\"tag-$$\"]]" "the rule applies to it"
+assert_eq "$(upq up "[hdr(r, 'X-Key') for r in reqs]")" "[[\"v1-$$\"], [\"v1-$$\"], [\"v2-$$\"]]" \
+  "the secret's value before and after the new value's push, and after the restart"
 assert_eq "$(get tun.example.com "443:$TUN" https://tun.example.com/after)" "200 " \
   "tunnelled TLS to the address cached before the restart"
 assert_eq "$(upq tup "[r['path'] for r in reqs if r['path'] == '/after']")" '["/after"]' \
   "the tunnelled request reached its upstream"
 assert_eq "$(resolve api.example.com)" "$API" "the name's address after the restart"
 pass "clients that cached a synthetic address before a restart reach its name"
+pass "a restart resolves the config's templates again"
 
 # Another name on an address (not its own, and no one's since the restart) is denied,
 # as is a name on the address of another name.
