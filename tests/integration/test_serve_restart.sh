@@ -90,4 +90,14 @@ assert_eq "$(get other.example.com "80:$IDLE" http://other.example.com/x)" \
   "403 unknown_synthetic_address" "another name on a cached address"
 assert_eq "$(get tun.example.com "80:$API" http://tun.example.com/x)" \
   "403 host_mismatch" "a name on the address of another"
-pass "a name on an address that is not its own is still denied"
+# Without a name (TCP that is neither TLS nor HTTP, as SSH) nothing can be decided.
+got=$(ip netns exec "$ns" "$PY" -c "
+import socket
+s = socket.create_connection(('$IDLE', 22), timeout=5)
+s.sendall(b'SSH-2.0-OpenSSH_9.2\\r\\n')
+try:
+    print('closed' if s.recv(100) == b'' else 'answered')
+except ConnectionResetError:
+    print('closed')")
+assert_eq "$got" "closed" "other TCP to a cached address"
+pass "a name on an address that is not its own, or none, is still denied"
