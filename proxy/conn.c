@@ -680,6 +680,18 @@ int proxy_conn_set_name(struct proxy_conn *c, const char *raw, size_t len,
     *reason = src == NAME_SNI ? "invalid_sni" : "invalid_host";
     return -EINVAL;
   }
+  if (c->synth_unknown) {
+    /* The address may have got its name since the accept (a query, or another
+     * connection's name below): then this name must agree with it, as with any. */
+    const char *known = proxy_dns_table_lookup(c->sb->dns_table, synthetic_addr(c),
+                                               uv_now(c->sb->ctx->loop));
+
+    if (known != NULL) {
+      c->synth_unknown = 0;
+      memcpy(c->name, known, strlen(known) + 1);
+      c->name_src = NAME_DNS;
+    }
+  }
   if (c->name_src != NAME_NONE) {
     /* Every name the proxy learns must agree with the one it already has: a
      * connection to the synthetic address of one name cannot claim another. */

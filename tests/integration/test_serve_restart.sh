@@ -36,6 +36,7 @@ cat > "$T/config.json" <<EOF
     "headers": [ { "name": "X-Tag", "type": "plaintext", "value": "tag-$$" },
                  { "name": "X-Key", "type": "workspace_secret", "value": "{KEY}" } ] } ],
   "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT",
+                      "par.example.com": "127.0.0.1:$up_PORT",
                       "tun.example.com": "127.0.0.1:$tup_PORT" } } }
 EOF
 serve
@@ -54,6 +55,7 @@ print(advlib.dns_answer_summary(s.recv(512))[1][0])"
 API=$(resolve api.example.com)
 TUN=$(resolve tun.example.com)
 IDLE=$(resolve idle.example.com)
+PAR=$(resolve par.example.com)
 # get NAME PORT:ADDR URL: a client that resolved NAME to ADDR earlier; prints the
 # status and the proxy's error header.
 get() {
@@ -80,6 +82,15 @@ assert_eq "$(get tun.example.com "443:$TUN" https://tun.example.com/after)" "200
   "tunnelled TLS to the address cached before the restart"
 assert_eq "$(upq tup "[r['path'] for r in reqs if r['path'] == '/after']")" '["/after"]' \
   "the tunnelled request reached its upstream"
+# Connections opened together, before any has sent its name (a client's pool): each
+# reaches the name, whichever names it first.
+got=$(ip netns exec "$ns" "$PY" -c "
+import socket
+socks = [socket.create_connection(('$PAR', 80), timeout=5) for _ in range(3)]
+for i, s in enumerate(socks):
+    s.sendall(b'GET /par%d HTTP/1.1\\r\\nHost: par.example.com\\r\\nConnection: close\\r\\n\\r\\n' % i)
+    print(s.makefile('rb').readline().split()[1].decode(), end=' ')")
+assert_eq "$got" "200 200 200 " "connections opened together to a cached address"
 assert_eq "$(resolve api.example.com)" "$API" "the name's address after the restart"
 pass "clients that cached a synthetic address before a restart reach its name"
 pass "a restart resolves the config's templates again"
