@@ -56,6 +56,9 @@ API=$(resolve api.example.com)
 TUN=$(resolve tun.example.com)
 IDLE=$(resolve idle.example.com)
 PAR=$(resolve par.example.com)
+# A resolver with a search list and ndots (a Kubernetes pod's) asks for the expanded
+# name first, which the responder answers: the client keeps that name's address.
+EXP=$(resolve api.example.com.ns.svc.cluster.local)
 # get NAME PORT:ADDR URL: a client that resolved NAME to ADDR earlier; prints the
 # status and the proxy's error header.
 get() {
@@ -65,6 +68,8 @@ get() {
          END { printf "%s %s", s, e }' | tr -d '\r' || true
 }
 assert_eq "$(get api.example.com "80:$API" http://api.example.com/before)" "200 " "before"
+assert_eq "$(get api.example.com "80:$EXP" http://api.example.com/expanded)" "200 " \
+  "the name on its search-expanded address, before"
 echo -n "v2-$$" | "$AUTHPROXY" ctl --control "$SOCK" secret-set KEY
 assert_eq "$(get api.example.com "80:$API" http://api.example.com/pushed)" "200 " "after a push"
 
@@ -76,7 +81,7 @@ assert_eq "$(get api.example.com "80:$API" http://api.example.com/after)" "200 "
   "plain HTTP to the address cached before the restart"
 assert_eq "$(upq up "[hdr(r, 'X-Tag') for r in reqs if r['path'] == '/after']")" \
   "[[\"tag-$$\"]]" "the rule applies to it"
-assert_eq "$(upq up "[hdr(r, 'X-Key') for r in reqs]")" "[[\"v1-$$\"], [\"v1-$$\"], [\"v2-$$\"]]" \
+assert_eq "$(upq up "[hdr(r, 'X-Key') for r in reqs if r['path'] != '/expanded']")" "[[\"v1-$$\"], [\"v1-$$\"], [\"v2-$$\"]]" \
   "the secret's value before and after the new value's push, and after the restart"
 assert_eq "$(get tun.example.com "443:$TUN" https://tun.example.com/after)" "200 " \
   "tunnelled TLS to the address cached before the restart"
@@ -101,6 +106,10 @@ assert_eq "$(get other.example.com "80:$IDLE" http://other.example.com/x)" \
   "403 unknown_synthetic_address" "another name on a cached address"
 assert_eq "$(get tun.example.com "80:$API" http://tun.example.com/x)" \
   "403 host_mismatch" "a name on the address of another"
+# The address of the expanded name is not the name's own (README): the name sent cannot
+# claim it, and the expanded name it stands for is not known.
+assert_eq "$(get api.example.com "80:$EXP" http://api.example.com/expanded-after)" \
+  "403 unknown_synthetic_address" "the name on its search-expanded address, after"
 # Without a name (TCP that is neither TLS nor HTTP, as SSH) nothing can be decided.
 got=$(ip netns exec "$ns" "$PY" -c "
 import socket
