@@ -118,6 +118,83 @@ static int rtnl_talk(struct rtnl *r, mnl_cb_t cb, void *data)
   return -EOVERFLOW;
 }
 
+/* ---- whether an address is the namespace's own ---- */
+
+struct netns_local {
+  struct rtnl r;
+};
+
+int netns_local_open(struct netns_local **out)
+{
+  struct netns_local *l = calloc(1, sizeof(*l));
+  int ret;
+
+  *out = NULL;
+  if (l == NULL)
+    return -ENOMEM;
+  ret = rtnl_open(&l->r);
+  if (ret != 0) {
+    free(l);
+    return ret;
+  }
+  *out = l;
+  return 0;
+}
+
+void netns_local_close(struct netns_local *l)
+{
+  if (l == NULL)
+    return;
+  rtnl_close(&l->r);
+  free(l);
+}
+
+static int route_local_cb(const struct nlmsghdr *nlh, void *data)
+{
+  const struct rtmsg *rm;
+  int *local = data;
+
+  if (nlh->nlmsg_type != RTM_NEWROUTE || nlh->nlmsg_len < mnl_nlmsg_size(sizeof(*rm)))
+    return MNL_CB_OK;
+  rm = mnl_nlmsg_get_payload(nlh);
+  /* An IPv6 anycast address of one of its interfaces is delivered locally too. */
+  *local = rm->rtm_type == RTN_LOCAL || rm->rtm_type == RTN_ANYCAST;
+  return MNL_CB_OK;
+}
+
+int netns_addr_is_local(struct netns_local *l, const struct sockaddr *sa)
+{
+  static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+  struct nlmsghdr *nlh = rtnl_msg(&l->r, RTM_GETROUTE, 0);
+  struct rtmsg *rm = mnl_nlmsg_put_extra_header(nlh, sizeof(*rm));
+  const uint8_t *a6;
+  int local = 0, ret;
+
+  if (sa->sa_family == AF_INET) {
+    rm->rtm_family = AF_INET;
+    rm->rtm_dst_len = 32;
+    mnl_attr_put(nlh, RTA_DST, 4, &((const struct sockaddr_in *)(const void *)sa)->sin_addr);
+  } else if (sa->sa_family == AF_INET6) {
+    a6 = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr;
+    if (memcmp(a6, mapped, sizeof(mapped)) == 0) {
+      rm->rtm_family = AF_INET;
+      rm->rtm_dst_len = 32;
+      mnl_attr_put(nlh, RTA_DST, 4, a6 + 12);
+    } else {
+      rm->rtm_family = AF_INET6;
+      rm->rtm_dst_len = 128;
+      mnl_attr_put(nlh, RTA_DST, 16, a6);
+    }
+  } else {
+    return -EAFNOSUPPORT;
+  }
+  ret = rtnl_talk(&l->r, route_local_cb, &local);
+  /* Nothing routes it: not an address of the namespace's either. */
+  if (ret == -ENETUNREACH || ret == -EHOSTUNREACH)
+    return 0;
+  return ret != 0 ? ret : local;
+}
+
 static int link_up(struct rtnl *r, unsigned int ifindex)
 {
   struct nlmsghdr *nlh = rtnl_msg(r, RTM_NEWLINK, 0);

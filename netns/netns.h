@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 struct mnl_nlmsg_batch;
+struct sockaddr;
 
 #define NETNS_TABLE "authproxy"        /* table inet authproxy */
 #define NETNS_DNS_ADDR4 "127.0.0.53"   /* where the DNS responder listens (v4) */
@@ -117,6 +118,24 @@ int netns_cookie(int nsfd, uint64_t *cookie);
  * guests' DNS to 127.0.0.53 needs. *ipv4_only is set to 1 when IPv6 is disabled on
  * lo (see netns_rules_opts.ipv4_only); then nothing is done for IPv6. */
 int netns_setup_links(int *ipv4_only, char *err, size_t errsz);
+
+/*
+ * Asks the kernel of the namespace it was opened in whether an address is that
+ * namespace's own: one it routes as local (an address of any of its interfaces,
+ * loopback), which a connection from there reaches on the host itself. One route
+ * lookup (RTM_GETROUTE) per question, on a netlink socket kept open.
+ */
+struct netns_local;
+
+/* Opens one in the calling thread's namespace: 0 or a negative errno. */
+int netns_local_open(struct netns_local **out);
+
+/* NULL is a no-op. */
+void netns_local_close(struct netns_local *l);
+
+/* 1 if sa (AF_INET or AF_INET6; a v4-mapped address counts as IPv4) is local, 0 if
+ * not or if nothing routes it, a negative errno when the kernel cannot be asked. */
+int netns_addr_is_local(struct netns_local *l, const struct sockaddr *sa);
 
 /*
  * Creates the sandbox's sockets, all O_CLOEXEC|O_NONBLOCK; the caller owns them (close

@@ -859,6 +859,33 @@ void proxy_conn_deny_tls(struct proxy_conn *c, const char *reason)
 }
 
 /*
+ * RULES_RESOLVED_HOST_LOCAL if sa is an address of the host's own, as its kernel
+ * routes it (an uplink's, a bridge's: often the gateway a sandbox sees in its routes).
+ * The proxy dials from the host, so such a connection reaches the host's services as
+ * loopback does, past any firewall that keeps the sandboxes' addresses out. Also when
+ * the kernel cannot be asked, so that none is dialed by mistake.
+ */
+static unsigned host_local(struct proxy_ctx *ctx, const struct sockaddr *sa)
+{
+  int r = 0;
+
+  if (ctx->host_local == NULL)
+    r = netns_local_open(&ctx->host_local);
+  if (r == 0) {
+    r = netns_addr_is_local(ctx->host_local, sa);
+    if (r >= 0)
+      return r ? RULES_RESOLVED_HOST_LOCAL : 0;
+  }
+  /* The 1st, 2nd, 4th, 8th... time: the cause (descriptors) may last. */
+  ctx->host_local_failures++;
+  if ((ctx->host_local_failures & (ctx->host_local_failures - 1)) == 0)
+    log_warn("cannot ask the kernel whether an address is the host's own: %s (%llu times); "
+             "the dial is refused",
+             strerror(-r), (unsigned long long)ctx->host_local_failures);
+  return RULES_RESOLVED_HOST_LOCAL;
+}
+
+/*
  * Why cfg would not let c's opaque relay through as it is, or NULL. Mirrors what
  * conn_decide and the dial would do with c under cfg.
  */
@@ -897,6 +924,7 @@ static const char *relay_disallowed(struct proxy_conn *c, const struct rules_con
   if (c->up.connected &&
       uv_tcp_getpeername(&c->up.tcp, (struct sockaddr *)&ss, &len) == 0) {
     flags = c->remapped ? RULES_RESOLVED_REMAPPED : 0;
+    flags |= host_local(c->sb->ctx, (const struct sockaddr *)&ss);
     if (c->http != NULL && c->action != RULES_BYPASS)
       flags |= RULES_RESOLVED_INSPECTED;
     if (!rules_check_resolved(cfg, (const struct sockaddr *)&ss, c->dial_port, flags, &d))
@@ -1227,6 +1255,8 @@ static int allowed_address(struct proxy_conn *c, const struct sockaddr *sa,
 {
   unsigned flags = c->remapped ? RULES_RESOLVED_REMAPPED : 0;
   struct rules_decision d;
+
+  flags |= host_local(c->sb->ctx, sa);
 
   if (dials_callback_name(c)) {
     *reason = "callback_endpoint";

@@ -144,6 +144,8 @@ void proxy_ctx_close(struct proxy_ctx *ctx)
 
 void proxy_ctx_cleanup(struct proxy_ctx *ctx)
 {
+  netns_local_close(ctx->host_local);
+  ctx->host_local = NULL;
   free(ctx->read_buf);
   free(ctx->plain_buf);
   ctx->read_buf = NULL;

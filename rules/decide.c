@@ -373,11 +373,13 @@ static int is_local(const uint8_t addr[16], int v4)
  * its request names, so the sandbox must never reach it, not even where dns.remap or
  * an egress.allow entry opens its address (a remap without a port opens every port).
  * A callback on loopback ("127.0.0.1", "::1", "localhost") is refused on every
- * loopback address at its port, since a service bound to 0.0.0.0 or [::] answers on
- * all of them. A callback named by another host name is not resolved here; the proxy
+ * loopback address at its port, and on every address of the host's own (host_local:
+ * RULES_RESOLVED_HOST_LOCAL), since a service bound to 0.0.0.0 or [::] answers on all
+ * of them. A callback named by another host name is not resolved here; the proxy
  * refuses to dial that name (conn.c).
  */
-static int is_callback_endpoint(const struct rules_config *cfg, const struct rules_target *t)
+static int is_callback_endpoint(const struct rules_config *cfg, const struct rules_target *t,
+                                int host_local)
 {
   const struct rules_callback *cb = rules_config_callback(cfg);
   uint8_t addr[16];
@@ -400,7 +402,7 @@ static int is_callback_endpoint(const struct rules_config *cfg, const struct rul
     local = 1;
   }
   if (local)
-    return is_local(t->addr, t->addr_v4);
+    return is_local(t->addr, t->addr_v4) || host_local;
   return memcmp(addr, t->addr, sizeof(addr)) == 0;
 }
 
@@ -423,7 +425,8 @@ int rules_check_resolved(const struct rules_config *cfg, const struct sockaddr *
   t.has_addr = 1;
   t.addr_v4 = (uint8_t)v4;
   t4 = nat64_embedded(&t, &embedded);
-  if (is_callback_endpoint(cfg, &t) || (t4 != NULL && is_callback_endpoint(cfg, t4))) {
+  if (is_callback_endpoint(cfg, &t, (flags & RULES_RESOLVED_HOST_LOCAL) != 0) ||
+      (t4 != NULL && is_callback_endpoint(cfg, t4, 0))) {
     out->action = RULES_DENY;
     out->reason = "callback_endpoint";
     out->entry[0] = '\0';
@@ -438,7 +441,8 @@ int rules_check_resolved(const struct rules_config *cfg, const struct sockaddr *
       return 0;
     }
   }
-  if ((!is_blocked(t.addr, v4) && (t4 == NULL || !is_blocked(t4->addr, 1))) ||
+  if ((!is_blocked(t.addr, v4) && (t4 == NULL || !is_blocked(t4->addr, 1)) &&
+       !(flags & RULES_RESOLVED_HOST_LOCAL)) ||
       (flags & RULES_RESOLVED_REMAPPED))
     return 1;
   for (i = 0; i < cfg->nallow; i++)

@@ -306,18 +306,23 @@ void rules_decide_conn(const struct rules_config *cfg, const struct rules_dest *
 #define RULES_RESOLVED_REMAPPED 1  /* dns.remap named the target */
 #define RULES_RESOLVED_INSPECTED 2 /* the connection's requests are read and decided
                                       (plain HTTP or intercepted, not no_proxy) */
+#define RULES_RESOLVED_HOST_LOCAL 4 /* the address is one of the dialing host's own
+                                       (its kernel routes it as local): a connection
+                                       to it reaches the host itself, like loopback */
 
 /*
  * Checks an address the proxy resolved for a destination before dialing it: denied by
  * an egress.deny IP/CIDR entry, or in a range that must not be reached from the host
  * (loopback, link-local incl. cloud metadata, unspecified, multicast, the synthetic
- * 198.18.0.0/15) unless the operator chose it: RULES_RESOLVED_REMAPPED in flags, or
+ * 198.18.0.0/15, and an address of the host's own: RULES_RESOLVED_HOST_LOCAL, which
+ * the caller learns from the host's kernel) unless the operator chose it: RULES_RESOLVED_REMAPPED in flags, or
  * an egress.allow IP/CIDR entry covering it. A NAT64 address (64:ff9b::/96) is checked
  * as the IPv4 address it embeds as well. An egress.deny entry with paths or
  * methods whose IP/CIDR covers the address denies it too unless the connection is
  * RULES_RESOLVED_INSPECTED: relayed as opaque bytes, its requests could not be held
  * to that entry (an inspected one's are, by rules_check_request_address). The
- * callback's own address and port (any loopback address for a loopback callback) are
+ * callback's own address and port (any loopback address, or the host's own, for a
+ * loopback callback) are
  * refused whatever the flags and entries say ("callback_endpoint"): it hands out any
  * sandbox's credentials. Returns 1 when allowed (*out is left untouched, so it may
  * hold the connection's decision), else 0 with out->action RULES_DENY, out->reason

@@ -118,3 +118,30 @@ TEST(callback_endpoint_never_dialed)
   ASSERT_EQ(resolved(cfg, "127.0.0.1", 8443, RULES_RESOLVED_REMAPPED, &d), 1);
   rules_config_unref(cfg);
 }
+
+/* An address of the host's own (the caller asked its kernel) is refused like
+ * loopback, unless the operator chose it: a remap naming it, an allow entry covering
+ * it. A loopback callback is refused there at its port whatever opens it. */
+TEST(host_own_address_blocked)
+{
+  struct rules_config *cfg = parse_ok("{}", NULL);
+  struct rules_decision d;
+
+  ASSERT_EQ(resolved(cfg, "192.0.2.10", 5432, 0, &d), 1);
+  ASSERT_EQ(resolved(cfg, "192.0.2.10", 5432, RULES_RESOLVED_HOST_LOCAL, &d), 0);
+  ASSERT_STREQ(d.reason, "blocked_address");
+  ASSERT_EQ(resolved(cfg, "2001:db8::10", 5432, RULES_RESOLVED_HOST_LOCAL, &d), 0);
+  ASSERT_EQ(resolved(cfg, "192.0.2.10", 5432,
+                     RULES_RESOLVED_HOST_LOCAL | RULES_RESOLVED_REMAPPED, &d), 1);
+  rules_config_unref(cfg);
+
+  cfg = parse_ok(
+      "{\"callback\":{\"url\":\"http://localhost:9000/creds\",\"match_hosts\":[\"*.corp\"]},"
+      "\"egress\":{\"allow\":[\"192.0.2.10\"]}}",
+      NULL);
+  ASSERT_EQ(resolved(cfg, "192.0.2.10", 8080, RULES_RESOLVED_HOST_LOCAL, &d), 1);
+  ASSERT_EQ(resolved(cfg, "192.0.2.10", 9000, RULES_RESOLVED_HOST_LOCAL, &d), 0);
+  ASSERT_STREQ(d.reason, "callback_endpoint");
+  ASSERT_EQ(resolved(cfg, "192.0.2.10", 9000, 0, &d), 1);
+  rules_config_unref(cfg);
+}

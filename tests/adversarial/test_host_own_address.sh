@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The proxy dials from the host, so a connection to one of the host's own addresses
+# (an uplink's, a bridge's: often the gateway a sandbox sees in its routes) reaches
+# the host's services as loopback does, past any firewall that keeps the sandboxes'
+# addresses out. Loopback was refused by default; the host's other addresses were
+# not. With the README's credential callback on http://127.0.0.1:PORT served on
+# 0.0.0.0 and no remap or allow entry at all, a sandbox ran
+#   curl -X POST http://HOST-ADDRESS:PORT/creds -d '{"sandbox":"victim",...}'
+# and got the victim's credential back (found by the second-look review); any other
+# service of the host's was reached the same way. An address the host's kernel routes
+# as local is now refused like loopback (403 blocked_address) unless a remap names it
+# or an egress.allow entry covers it, and a loopback callback's port is refused on it
+# whatever opens it (callback_endpoint).
+#
+#   jail (in $HNS, whose lo also has 192.0.2.10) --> authproxy --> 192.0.2.10:
+#     fake_callback on 0.0.0.0:CB, fake upstream on 0.0.0.0:OTHER
+. "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/adv_lib.sh"
+
+host_ns_start
+host_ns_ipv4
+HUP_BIND=0.0.0.0 hupstream other
+: > "$T/cb.jsonl"
+ip netns exec "$HNS" "$PY" "$TOOLS/fake_callback.py" --log "$T/cb.jsonl" --bind 0.0.0.0 \
+  --port-file "$T/cb.port" 2> "$T/cb.log" &
+PIDS+=($!)
+wait_for "[ -s '$T/cb.port' ]" 10
+CB=$(cat "$T/cb.port")
+
+# probe CONFIG: from a jail in $HNS, asks the callback for the victim's credential and
+# the other service for /ok, both at the host's address.
+probe() {
+  hjail --config "$1" --user nobody -- sh -c "
+    curl -sS -m 5 -i -X POST http://192.0.2.10:$CB/creds -H 'Content-Type: application/json' \
+      -d '{\"sandbox\":\"victim\",\"host\":\"api.corp.example\",\"port\":443}'; echo
+    curl -sS -m 5 -i http://192.0.2.10:$other_PORT/ok" 2>&1
+}
+
+for cb_host in 127.0.0.1 localhost; do
+  cat > "$T/config.json" <<EOF2
+{ "callback": { "url": "http://$cb_host:$CB/creds", "match_hosts": ["*.corp.example"] } }
+EOF2
+  out=$(probe "$T/config.json")
+  assert_not_contains "$out" "Bearer cb-" "callback $cb_host: the sandbox got a callback credential"
+  assert_contains "$out" "X-Authproxy-Error: callback_endpoint" "callback $cb_host: the callback's refusal"
+  assert_contains "$out" "X-Authproxy-Error: blocked_address" "callback $cb_host: the other service's refusal"
+  assert_not_contains "$out" '"ok": true' "callback $cb_host: the host's other service was reached"
+
+  # The operator opens the address: its other services are reached, the callback not.
+  cat > "$T/config.json" <<EOF2
+{ "callback": { "url": "http://$cb_host:$CB/creds", "match_hosts": ["*.corp.example"] },
+  "egress": { "allow": ["192.0.2.10"] } }
+EOF2
+  out=$(probe "$T/config.json")
+  assert_not_contains "$out" "Bearer cb-" "callback $cb_host, address allowed: the sandbox got a credential"
+  assert_contains "$out" "X-Authproxy-Error: callback_endpoint" "callback $cb_host, address allowed: refusal"
+  assert_contains "$out" '"ok": true' "callback $cb_host, address allowed: the other service"
+done
+assert_eq "$(grep -c '"event": "call"' "$T/cb.jsonl" || true)" "0" "calls that reached the callback"
+pass "the host's own address is refused like loopback, and the callback on it whatever opens it"
