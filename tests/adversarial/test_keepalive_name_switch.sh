@@ -15,6 +15,7 @@
 . "$(dirname "$0")/adv_lib.sh"
 
 host_ns_start
+# The attacker's address is on the proxy's host here, and so refused unless allowed.
 ip -n "$HNS" addr add 203.0.113.7/32 dev lo
 hupstream up
 HUP_BIND=203.0.113.7 hupstream atk
@@ -24,7 +25,8 @@ printf '%s\n' "$SECRET" > "$T/secrets/KEY"
 cat > "$T/config.json" <<EOF
 { "rules": [ { "name": "api", "allow_plain_http": true, "match_hosts": ["api.example.com"],
     "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {KEY}" } ] } ],
-  "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
+  "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } },
+  "egress": { "allow": ["203.0.113.7"] } }
 EOF
 
 cat > "$T/client.py" <<'PYEOF'
