@@ -26,7 +26,9 @@ static void usage(FILE *f)
           "FILE may be - for standard input.\n"
           "\n"
           "  check   print every error (config: PATH: MESSAGE) and exit 1,\n"
-          "          or print a one-line summary and exit 0\n"
+          "          or print a one-line summary and exit 0, after a warning\n"
+          "          (config: PATH: warning: MESSAGE) for each part that can\n"
+          "          never do what it says\n"
           "  show    print the config as JSON with opaque values left out and\n"
           "          workspace_secret values as their templates\n"
           "\n"
@@ -146,6 +148,13 @@ int proxy_cmd_config(int argc, char **argv)
     goto out;
   }
   if (strcmp(sub, "check") == 0) {
+    if (rules_config_warnings(cfg, &diag) != 0) {
+      fprintf(stderr, "config: out of memory\n");
+      goto out;
+    }
+    for (i = 0; i < diag.count; i++)
+      fprintf(stderr, "config: %s: warning: %s\n", diag.entries[i].path,
+              diag.entries[i].message);
     rules_config_summary(cfg, summary, sizeof(summary));
     printf("%s: ok: %s\n", name, summary);
   } else {

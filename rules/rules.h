@@ -202,6 +202,18 @@ char *rules_config_to_json(const struct rules_config *cfg, enum rules_ser_mode m
 /* Writes a one-line summary ("3 rules, 4 headers (3 from secrets), ...") into buf. */
 void rules_config_summary(const struct rules_config *cfg, char *buf, size_t size);
 
+/*
+ * Appends to out (initialized by the caller) a warning, with the JSON path it is
+ * about, for each part of a valid config that can never do what it says: a rule's or
+ * the callback's host name that egress refuses or no_proxy relays untouched on every
+ * port, an egress.allow host name a deny entry covers on every port, an allow entry
+ * with paths or methods under default allow (it refuses nothing), and a dns.remap
+ * target on the host's loopback without a port while egress leaves the name open on
+ * any port. Globs are not compared with each other: only what is sure is reported.
+ * For `config check`; at most 100. Returns 0 or -ENOMEM.
+ */
+int rules_config_warnings(const struct rules_config *cfg, struct rules_diag *out);
+
 /* ---- names, addresses and paths ------------------------------------------------ */
 
 /*

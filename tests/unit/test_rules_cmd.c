@@ -92,6 +92,81 @@ TEST(check_full_example)
   ASSERT_CONTAINS(r.out, "unix callback");
 }
 
+/* Runs `config check` on text; the summary still says ok and the status is 0. */
+static void check_text(const char *text)
+{
+  char path[512];
+
+  test_write_file(test_tmpdir(), "w.json", text, strlen(text), 0600);
+  snprintf(path, sizeof(path), "%s/w.json", test_tmpdir());
+  RUN(&r, NULL, "check", path);
+  ASSERT_EQ(r.status, 0);
+  ASSERT_CONTAINS(r.out, "w.json: ok: ");
+}
+
+/* A config check passes for a config whose parts can never do what they say: it warns
+ * for each (they used to pass without a word). */
+TEST(check_warns_dead_parts)
+{
+  /* A rule under default deny for a host no allow entry covers never applies: egress
+   * refuses the host first. A rule whose host is allowed is not warned about. */
+  check_text("{\"rules\":[{\"name\":\"a\",\"match_hosts\":[\"api.openai.com\","
+             "\"api.anthropic.com\"],\"headers\":[{\"name\":\"X-K\",\"type\":\"plaintext\","
+             "\"value\":\"v\"}]}],\"egress\":{\"default\":\"deny\",\"allow\":"
+             "[\"api.openai.com\"]}}");
+  ASSERT_CONTAINS(r.err, "config: rules[0].match_hosts[1]: warning: egress never lets the "
+                         "sandbox reach api.anthropic.com (egress.default is deny and no "
+                         "egress.allow entry covers it)");
+  ASSERT_NOT_CONTAINS(r.err, "match_hosts[0]");
+  /* no_proxy relays its hosts untouched: a rule and the callback never apply there. */
+  check_text("{\"rules\":[{\"name\":\"a\",\"match_hosts\":[\"artifacts.internal:8443\"],"
+             "\"headers\":[{\"name\":\"X-K\",\"type\":\"plaintext\",\"value\":\"v\"}]}],"
+             "\"no_proxy\":[\".internal\"],\"callback\":{\"url\":\"http://127.0.0.1:9/\","
+             "\"match_hosts\":[\"api.corp.example\",\"*.corp.example\"]},"
+             "\"egress\":{\"deny\":[\"api.corp.example\"]}}");
+  ASSERT_CONTAINS(r.err, "config: rules[0].match_hosts[0]: warning: no_proxy[0] relays "
+                         "artifacts.internal untouched");
+  ASSERT_CONTAINS(r.err, "config: callback.match_hosts[0]: warning: egress.deny[0] denies "
+                         "api.corp.example");
+  ASSERT_NOT_CONTAINS(r.err, "match_hosts[1]");
+  /* An allow entry with methods under default allow denies nothing. */
+  check_text("{\"egress\":{\"default\":\"allow\",\"allow\":[{\"hosts\":[\"github.com\"],"
+             "\"methods\":[\"GET\",\"HEAD\"]}]}}");
+  ASSERT_CONTAINS(r.err, "config: egress.allow[0]: warning: egress.default is allow, so "
+                         "this entry refuses nothing");
+  /* Deny wins: an allow entry a deny entry covers on every port never applies. */
+  check_text("{\"egress\":{\"allow\":[\"pypi.org\",{\"hosts\":[\"github.com:443\"]}],"
+             "\"deny\":[\"*\"]}}");
+  ASSERT_CONTAINS(r.err, "config: egress.allow[0]: warning: egress.deny[0] denies pypi.org");
+  ASSERT_CONTAINS(r.err, "config: egress.allow[1].hosts[0]: warning: egress.deny[0] denies "
+                         "github.com");
+  /* A remap to the host's loopback without a port opens every local port to the
+   * sandbox, unless egress holds the name to its ports. */
+  check_text("{\"dns\":{\"remap\":{\"pypi.org\":\"127.0.0.1\",\"npm.example\":\"localhost\","
+             "\"a.example\":\"127.0.0.1:8080\",\"b.example\":\"mirror.internal\"}}}");
+  ASSERT_CONTAINS(r.err, "config: dns.remap[\"pypi.org\"]: warning: the target has no port: "
+                         "the sandbox reaches every port of 127.0.0.1");
+  ASSERT_CONTAINS(r.err, "config: dns.remap[\"npm.example\"]: warning: ");
+  ASSERT_NOT_CONTAINS(r.err, "a.example");
+  ASSERT_NOT_CONTAINS(r.err, "b.example");
+  check_text("{\"dns\":{\"remap\":{\"pypi.org\":\"127.0.0.1\"}},\"egress\":{\"default\":"
+             "\"deny\",\"allow\":[\"pypi.org:443\",\"pypi.org:80\"]}}");
+  ASSERT_STREQ(r.err, "");
+}
+
+/* The shipped examples are legitimate configs: no warning. */
+TEST(check_examples_do_not_warn)
+{
+  const char *dir = test_data_path("config/secrets");
+
+  RUN(&r, NULL, "check", test_data_path("../../examples/full.json"), "--secrets-dir", dir);
+  ASSERT_EQ(r.status, 0);
+  ASSERT_STREQ(r.err, "");
+  RUN(&r, NULL, "check", test_data_path("config/public-multi.json"), "--secrets-dir", dir);
+  ASSERT_EQ(r.status, 0);
+  ASSERT_STREQ(r.err, "");
+}
+
 TEST(check_reports_every_error)
 {
   static const char bad[] =
