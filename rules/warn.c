@@ -126,7 +126,8 @@ static int check_name(const struct rules_config *cfg, const struct ports *p,
 {
   struct rules_decision d;
 
-  if (hp->kind != RULES_HP_EXACT ||
+  /* Past the last warning reported, the ports are not scanned for more. */
+  if (out->count >= WARN_MAX || hp->kind != RULES_HP_EXACT ||
       !never_reaches_rules(cfg, p, hp->glob, hp->port, deny_only, &d))
     return 0;
   if (d.action == RULES_BYPASS)
