@@ -818,9 +818,19 @@ int proxy_cmd_jail(int argc, char **argv)
     goto out;
   rules_secrets_files_only(j->secrets);
   if (j->config_path != NULL) {
+    struct rules_diag warn;
+    size_t w;
+
     if (proxy_load_config(j->config_path, j->secrets, "authproxy jail: config", stderr,
                           &j->cfg) != 0)
       goto out;
+    /* What `config check` warns of: a developer reads it here, before CMD runs. */
+    rules_diag_init(&warn);
+    if (rules_config_warnings(j->cfg, &warn) == 0)
+      for (w = 0; w < warn.count; w++)
+        fprintf(stderr, "authproxy jail: config: %s: warning: %s\n", warn.entries[w].path,
+                warn.entries[w].message);
+    rules_diag_free(&warn);
   } else {
     struct rules_diag diag;
 

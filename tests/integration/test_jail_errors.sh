@@ -78,3 +78,16 @@ pass "CMD's environment: CA variables set, no proxy variables"
 head -c $((3 << 20)) /dev/zero | tr '\0' ' ' > "$T/huge.json"
 status_of 125 "larger than 1 MiB" "$AUTHPROXY" jail --user nobody --config "$T/huge.json"
 pass "a config over 1 MiB: status 125, the limit named"
+
+# A config part that can never apply: warned of as `config check` does, and CMD runs.
+cat > "$T/dead-rule.json" <<'EOF2'
+{ "egress": { "default": "deny", "allow": ["api.openai.com"] },
+  "rules": [ { "name": "anth", "match_hosts": ["api.anthropic.com"],
+    "headers": [ { "name": "x-api-key", "type": "plaintext", "value": "k" } ] } ] }
+EOF2
+out=$(jail --user nobody --config "$T/dead-rule.json" -- echo cmd-ran 2>&1) ||
+  fail "the jail refused a config with a warning: $out"
+assert_contains "$out" "authproxy jail: config: rules[0].match_hosts[0]: warning: egress never lets the sandbox reach api.anthropic.com" \
+  "the warning"
+assert_contains "$out" "cmd-ran" "CMD ran"
+pass "a config part that never applies: warned of, and CMD runs"
