@@ -863,16 +863,30 @@ void proxy_conn_deny_tls(struct proxy_conn *c, const char *reason)
  * routes it (an uplink's, a bridge's: often the gateway a sandbox sees in its routes).
  * The proxy dials from the host, so such a connection reaches the host's services as
  * loopback does, past any firewall that keeps the sandboxes' addresses out. Also when
- * the kernel cannot be asked, so that none is dialed by mistake.
+ * the kernel cannot be asked, so that none is dialed by mistake. For a NAT64 address
+ * the flag covers the IPv4 address it embeds as well.
  */
 static unsigned host_local(struct proxy_ctx *ctx, const struct sockaddr *sa)
 {
+  static const uint8_t nat64[12] = { 0x00, 0x64, 0xff, 0x9b };
+  const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)sa;
+  struct sockaddr_in s4;
   int r = 0;
 
   if (ctx->host_local == NULL)
     r = netns_local_open(&ctx->host_local);
   if (r == 0) {
     r = netns_addr_is_local(ctx->host_local, sa);
+    /* A NAT64 address (64:ff9b::/96) is the IPv4 address it embeds too, as
+     * rules_check_resolved takes it: a translator on the host or its network
+     * takes 64:ff9b::<an address of the host's> to the host. */
+    if (r == 0 && sa->sa_family == AF_INET6 &&
+        memcmp(s6->sin6_addr.s6_addr, nat64, sizeof(nat64)) == 0) {
+      memset(&s4, 0, sizeof(s4));
+      s4.sin_family = AF_INET;
+      memcpy(&s4.sin_addr, s6->sin6_addr.s6_addr + 12, 4);
+      r = netns_addr_is_local(ctx->host_local, (const struct sockaddr *)&s4);
+    }
     if (r >= 0)
       return r ? RULES_RESOLVED_HOST_LOCAL : 0;
   }

@@ -426,7 +426,8 @@ int rules_check_resolved(const struct rules_config *cfg, const struct sockaddr *
   t.addr_v4 = (uint8_t)v4;
   t4 = nat64_embedded(&t, &embedded);
   if (is_callback_endpoint(cfg, &t, (flags & RULES_RESOLVED_HOST_LOCAL) != 0) ||
-      (t4 != NULL && is_callback_endpoint(cfg, t4, 0))) {
+      (t4 != NULL &&
+       is_callback_endpoint(cfg, t4, (flags & RULES_RESOLVED_HOST_LOCAL) != 0))) {
     out->action = RULES_DENY;
     out->reason = "callback_endpoint";
     out->entry[0] = '\0';

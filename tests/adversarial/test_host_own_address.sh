@@ -33,7 +33,9 @@ probe() {
   hjail --config "$1" --user nobody -- sh -c "
     curl -sS -m 5 -i -X POST http://192.0.2.10:$CB/creds -H 'Content-Type: application/json' \
       -d '{\"sandbox\":\"victim\",\"host\":\"api.corp.example\",\"port\":443}'; echo
-    curl -sS -m 5 -i http://192.0.2.10:$other_PORT/ok" 2>&1
+    curl -sS -m 5 -i http://192.0.2.10:$other_PORT/ok; echo
+    curl -sS -m 5 -i -g http://[64:ff9b::c000:20a]:$CB/creds; echo
+    curl -sS -m 5 -i -g http://[64:ff9b::c000:20a]:$other_PORT/ok" 2>&1
 }
 
 for cb_host in 127.0.0.1 localhost; do
@@ -45,6 +47,13 @@ EOF2
   assert_contains "$out" "X-Authproxy-Error: callback_endpoint" "callback $cb_host: the callback's refusal"
   assert_contains "$out" "X-Authproxy-Error: blocked_address" "callback $cb_host: the other service's refusal"
   assert_not_contains "$out" '"ok": true' "callback $cb_host: the host's other service was reached"
+  # The host's address as NAT64 embeds it (64:ff9b::192.0.2.10), which a NAT64
+  # translator on the host or its network takes to the host: refused the same.
+  assert_not_contains "$out" "upstream_unreachable" "callback $cb_host: a NAT64 form of the host's address was dialed"
+  assert_eq "$(grep -c 'X-Authproxy-Error: callback_endpoint' <<< "$out")" "2" \
+    "callback $cb_host: the callback's refusals (the address, its NAT64 form)"
+  assert_eq "$(grep -c 'X-Authproxy-Error: blocked_address' <<< "$out")" "2" \
+    "callback $cb_host: the other service's refusals (the address, its NAT64 form)"
 
   # The operator opens the address: its other services are reached, the callback not.
   cat > "$T/config.json" <<EOF2
@@ -53,7 +62,8 @@ EOF2
 EOF2
   out=$(probe "$T/config.json")
   assert_not_contains "$out" "Bearer cb-" "callback $cb_host, address allowed: the sandbox got a credential"
-  assert_contains "$out" "X-Authproxy-Error: callback_endpoint" "callback $cb_host, address allowed: refusal"
+  assert_eq "$(grep -c 'X-Authproxy-Error: callback_endpoint' <<< "$out")" "2" \
+    "callback $cb_host, address allowed: the callback's refusals (the address, its NAT64 form)"
   assert_contains "$out" '"ok": true' "callback $cb_host, address allowed: the other service"
 done
 assert_eq "$(grep -c '"event": "call"' "$T/cb.jsonl" || true)" "0" "calls that reached the callback"
