@@ -18,89 +18,125 @@
 /* At most this many warnings are reported, as for errors. */
 #define WARN_MAX 100
 
+/* The work the warnings may take, in host patterns compared (a connection decided
+ * compares up to every one): a large config's names are not all judged, rather than
+ * `config check` or the jail's start taking minutes. A name not judged is not
+ * warned about. */
+#define WARN_BUDGET (32u * 1000 * 1000)
+
 struct ports {
-  uint16_t *v; /* every port an egress or no_proxy entry names, and one none names */
-  size_t n;
-  uint16_t other; /* a port no entry names: all such ports are decided alike */
+  uint8_t named[65536 / 8]; /* the ports an egress or no_proxy entry names */
+  uint16_t other;           /* a port no entry names: all such ports are decided alike */
+  size_t npats;             /* host patterns in egress and no_proxy */
+  size_t budget;            /* left of WARN_BUDGET */
 };
 
-static int add_port(struct ports *p, uint16_t port)
-{
-  size_t i;
-  uint16_t *v;
-
-  for (i = 0; i < p->n; i++)
-    if (p->v[i] == port)
-      return 0;
-  v = realloc(p->v, (p->n + 1) * sizeof(*v));
-  if (v == NULL)
-    return -ENOMEM;
-  p->v = v;
-  p->v[p->n++] = port;
-  return 0;
-}
-
-static int add_pats(struct ports *p, const struct rules_hostpat *v, size_t n)
+static void add_pats(struct ports *p, const struct rules_hostpat *v, size_t n)
 {
   size_t i;
 
+  p->npats += n;
   for (i = 0; i < n; i++)
-    if (v[i].port != 0 && add_port(p, v[i].port) != 0)
-      return -ENOMEM;
-  return 0;
+    p->named[v[i].port / 8] |= (uint8_t)(1u << (v[i].port % 8));
 }
 
-/* The ports at which a name's connection decision can differ. */
-static int collect_ports(const struct rules_config *cfg, struct ports *p)
+/* The ports at which a connection decision can differ. */
+static void collect_ports(const struct rules_config *cfg, struct ports *p)
 {
-  size_t i, j;
+  size_t i;
   uint16_t port;
 
   memset(p, 0, sizeof(*p));
-  if (add_pats(p, cfg->no_proxy, cfg->nno_proxy) != 0)
-    return -ENOMEM;
+  add_pats(p, cfg->no_proxy, cfg->nno_proxy);
   for (i = 0; i < cfg->nallow; i++)
-    if (add_pats(p, cfg->allow[i].hosts, cfg->allow[i].nhosts) != 0)
-      return -ENOMEM;
+    add_pats(p, cfg->allow[i].hosts, cfg->allow[i].nhosts);
   for (i = 0; i < cfg->ndeny; i++)
-    if (add_pats(p, cfg->deny[i].hosts, cfg->deny[i].nhosts) != 0)
-      return -ENOMEM;
-  for (port = 443;; port = port == 443 ? 1 : (uint16_t)(port + 1)) {
-    for (j = 0; j < p->n && p->v[j] != port; j++)
-      ;
-    if (j == p->n)
-      break;
+    add_pats(p, cfg->deny[i].hosts, cfg->deny[i].nhosts);
+  for (port = 443; port != 0 && (p->named[port / 8] & (1u << (port % 8)));
+       port = port == 443 ? 1 : (uint16_t)(port + 1))
+    ;
+  p->other = port; /* 0 when every port is named: decided as unnamed as well */
+  p->budget = WARN_BUDGET;
+}
+
+/* Takes the cost of n patterns compared from p's budget: 0 when it is spent. */
+static int spend(struct ports *p, size_t n)
+{
+  if (p->budget < n) {
+    p->budget = 0;
+    return 0;
   }
-  p->other = port;
-  return add_port(p, port);
+  p->budget -= n;
+  return 1;
+}
+
+/* Whether cfg denies (or, unless deny_only, relays) name at port; -1 when the
+ * budget is spent. */
+static int decided_away(const struct rules_config *cfg, struct ports *p, const char *name,
+                        uint16_t port, int deny_only, struct rules_decision *out)
+{
+  struct rules_dest dest;
+
+  if (!spend(p, p->npats + 1))
+    return -1;
+  memset(&dest, 0, sizeof(dest));
+  dest.name = name;
+  dest.port = port;
+  rules_decide_conn(cfg, &dest, out);
+  return out->action == RULES_DENY || (!deny_only && out->action == RULES_BYPASS);
+}
+
+/* 0 when a pattern of v with a port matches name at that port and the connection
+ * there is not decided away, 1 when none is, -1 when the budget is spent. */
+static int away_at_ports(const struct rules_config *cfg, struct ports *p, const char *name,
+                         const struct rules_hostpat *v, size_t n, int deny_only)
+{
+  struct rules_decision d;
+  struct rules_target t;
+  struct rules_dest dest;
+  size_t i;
+  int r;
+
+  if (!spend(p, n))
+    return -1;
+  memset(&dest, 0, sizeof(dest));
+  dest.name = name;
+  for (i = 0; i < n; i++) {
+    if (v[i].port == 0)
+      continue;
+    dest.port = v[i].port;
+    if (rules_target_init(&t, &dest) != 0 || !rules_hostpat_match(&v[i], &t))
+      continue;
+    r = decided_away(cfg, p, name, v[i].port, deny_only, &d);
+    if (r <= 0)
+      return r;
+  }
+  return 1;
 }
 
 /*
  * 1 when no connection to name reaches the rules: egress denies it or no_proxy
  * relays it on every port (only port, when nonzero). *out is the decision at port,
- * else at a port no entry names.
+ * else at a port no entry names. A decision differs between ports only where an
+ * entry that names a port matches name there, so those ports are the ones tried.
+ * 0 as well when the budget is spent.
  */
-static int never_reaches_rules(const struct rules_config *cfg, const struct ports *p,
+static int never_reaches_rules(const struct rules_config *cfg, struct ports *p,
                                const char *name, uint16_t port, int deny_only,
                                struct rules_decision *out)
 {
-  struct rules_decision d;
-  struct rules_dest dest;
   size_t i;
+  int r;
 
-  memset(&dest, 0, sizeof(dest));
-  dest.name = name;
-  dest.port = port ? port : p->other;
-  rules_decide_conn(cfg, &dest, out);
-  if (out->action != RULES_DENY && (deny_only || out->action != RULES_BYPASS))
-    return 0;
-  for (i = 0; port == 0 && i < p->n; i++) {
-    dest.port = p->v[i];
-    rules_decide_conn(cfg, &dest, &d);
-    if (d.action != RULES_DENY && (deny_only || d.action != RULES_BYPASS))
-      return 0;
-  }
-  return 1;
+  r = decided_away(cfg, p, name, port ? port : p->other, deny_only, out);
+  if (r <= 0 || port != 0)
+    return r > 0;
+  r = away_at_ports(cfg, p, name, cfg->no_proxy, cfg->nno_proxy, deny_only);
+  for (i = 0; r > 0 && i < cfg->nallow; i++)
+    r = away_at_ports(cfg, p, name, cfg->allow[i].hosts, cfg->allow[i].nhosts, deny_only);
+  for (i = 0; r > 0 && i < cfg->ndeny; i++)
+    r = away_at_ports(cfg, p, name, cfg->deny[i].hosts, cfg->deny[i].nhosts, deny_only);
+  return r > 0;
 }
 
 static int warn(struct rules_diag *out, const char *path, const char *fmt, ...)
@@ -120,7 +156,7 @@ static int warn(struct rules_diag *out, const char *path, const char *fmt, ...)
 }
 
 /* Warns at path when the literal name pattern hp is never past egress and no_proxy. */
-static int check_name(const struct rules_config *cfg, const struct ports *p,
+static int check_name(const struct rules_config *cfg, struct ports *p,
                       const struct rules_hostpat *hp, const char *path, int deny_only,
                       const char *what, struct rules_diag *out)
 {
@@ -192,11 +228,9 @@ int rules_config_warnings(const struct rules_config *cfg, struct rules_diag *out
   char path[96];
   struct ports p;
   size_t i, j;
-  int ret;
+  int ret = 0;
 
-  ret = collect_ports(cfg, &p);
-  if (ret != 0)
-    goto out;
+  collect_ports(cfg, &p);
   for (i = 0; i < cfg->nrules && ret == 0; i++) {
     const struct rules_rule *r = &cfg->rules[i];
 
@@ -235,7 +269,5 @@ int rules_config_warnings(const struct rules_config *cfg, struct rules_diag *out
   }
   for (i = 0; i < cfg->nremap && ret == 0; i++)
     ret = check_remap(cfg, &p, &cfg->remap[i], out);
-out:
-  free(p.v);
   return ret;
 }
