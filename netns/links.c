@@ -189,8 +189,10 @@ int netns_addr_is_local(struct netns_local *l, const struct sockaddr *sa)
     return -EAFNOSUPPORT;
   }
   ret = rtnl_talk(&l->r, route_local_cb, &local);
-  /* Nothing routes it: not an address of the namespace's either. */
-  if (ret == -ENETUNREACH || ret == -EHOSTUNREACH)
+  /* Nothing routes it, or a route refuses it (EACCES: prohibit, EINVAL: blackhole;
+   * the local table is looked up first, so an address of the namespace's own is
+   * never answered so): not an address of the namespace's either. */
+  if (ret == -ENETUNREACH || ret == -EHOSTUNREACH || ret == -EACCES || ret == -EINVAL)
     return 0;
   return ret != 0 ? ret : local;
 }

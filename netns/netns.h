@@ -134,7 +134,8 @@ int netns_local_open(struct netns_local **out);
 void netns_local_close(struct netns_local *l);
 
 /* 1 if sa (AF_INET or AF_INET6; a v4-mapped address counts as IPv4) is local, 0 if
- * not or if nothing routes it, a negative errno when the kernel cannot be asked. */
+ * not or if nothing routes it (or a prohibit or blackhole route refuses it), a
+ * negative errno when the kernel cannot be asked. */
 int netns_addr_is_local(struct netns_local *l, const struct sockaddr *sa);
 
 /*

@@ -67,4 +67,17 @@ EOF2
   assert_contains "$out" '"ok": true' "callback $cb_host, address allowed: the other service"
 done
 assert_eq "$(grep -c '"event": "call"' "$T/cb.jsonl" || true)" "0" "calls that reached the callback"
+
+# An address a prohibit or blackhole route of the host's refuses is not the host's
+# own: the dial fails as the kernel says, not as blocked_address with a warning
+# that the kernel could not be asked (as it did when its route lookup failed so).
+ip -n "$HNS" route add prohibit 203.0.113.0/24
+ip -n "$HNS" route add blackhole 198.51.100.0/24
+echo '{}' > "$T/plain.json"
+out=$(hjail --config "$T/plain.json" --user nobody -- sh -c "
+  curl -sS -m 5 -i http://203.0.113.5/; echo; curl -sS -m 5 -i http://198.51.100.5/" 2>&1)
+assert_not_contains "$out" "blocked_address" "an address a route refuses: blocked_address"
+assert_not_contains "$out" "cannot ask the kernel" "an address a route refuses: a kernel failure"
+assert_eq "$(grep -c 'X-Authproxy-Error: upstream_unreachable' <<< "$out")" "2" \
+  "an address a route refuses: unreachable"
 pass "the host's own address is refused like loopback, and the callback on it whatever opens it"
