@@ -191,8 +191,10 @@ int netns_addr_is_local(struct netns_local *l, const struct sockaddr *sa)
   ret = rtnl_talk(&l->r, route_local_cb, &local);
   /* Nothing routes it, or a route refuses it (EACCES: prohibit, EINVAL: blackhole;
    * the local table is looked up first, so an address of the namespace's own is
-   * never answered so): not an address of the namespace's either. */
-  if (ret == -ENETUNREACH || ret == -EHOSTUNREACH || ret == -EACCES || ret == -EINVAL)
+   * never answered so), or its family has no routing here (EOPNOTSUPP, EAFNOSUPPORT:
+   * a kernel booted without IPv6): not an address of the namespace's either. */
+  if (ret == -ENETUNREACH || ret == -EHOSTUNREACH || ret == -EACCES || ret == -EINVAL ||
+      ret == -EOPNOTSUPP || ret == -EAFNOSUPPORT)
     return 0;
   return ret != 0 ? ret : local;
 }
