@@ -443,6 +443,8 @@ void proxy_audit_request(struct proxy_conn *c, const struct proxy_audit_request 
     ;
   strbuf_adds(&b, ",\"path\":");
   strbuf_add_json_str(&b, r->path, plen);
+  if (r->path_truncated)
+    strbuf_adds(&b, ",\"path_truncated\":true");
   strbuf_addf(&b, ",\"action\":\"%s\"", r->action);
   if (r->reason != NULL)
     strbuf_addf(&b, ",\"reason\":\"%s\"", r->reason);

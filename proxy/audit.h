@@ -41,6 +41,7 @@ struct proxy_audit_request {
   size_t method_len;
   const char *path;      /* query excluded by the writer */
   size_t path_len;
+  int path_truncated;    /* path holds only the first bytes of a longer one */
   const char *action;    /* "forward", "deny", "reject" */
   const char *reason;    /* NULL when forwarded and answered whole; else why not (a
                             forwarded request the connection's end cut short has the

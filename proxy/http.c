@@ -77,6 +77,7 @@ struct proxy_http {
   size_t method_len;
   char override[32];            /* the method an override field names, uppercase, or "" */
   char path[512];
+  int path_truncated;           /* the request's path was longer than path */
   size_t path_len;
   char rule[64];
   const char *injected[RULES_MAX_INJECT];
@@ -312,6 +313,7 @@ static void audit_request(struct proxy_conn *c, const char *action, const char *
   r.method_len = h->method_len;
   r.path = h->path;
   r.path_len = h->path_len;
+  r.path_truncated = h->path_truncated;
   r.action = action;
   r.reason = reason;
   r.rule = h->rule;
@@ -383,6 +385,9 @@ static void remember_request(struct proxy_http *h, const struct proxy_http_reque
     ;
   memcpy(h->path, req->path, n);
   h->path_len = n;
+  /* The record says so, or a path that hides its end past the buffer would pass for
+   * a shorter one. */
+  h->path_truncated = n == sizeof(h->path) && n < req->path_len && req->path[n] != '?';
   h->rule[0] = '\0';
   h->ninjected = 0;
   h->status = 0;
