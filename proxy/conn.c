@@ -984,6 +984,7 @@ void proxy_conn_config_swapped(struct proxy_conn *c, struct rules_config *cfg)
   }
   rules_config_unref(c->cfg);
   c->cfg = rules_config_ref(cfg);
+  c->cfg_changes++;
 }
 
 /* ---- dialing ---- */
@@ -1087,6 +1088,8 @@ static void attempts_close(struct proxy_conn *c)
 static void connect_cb(uv_connect_t *req, int status);
 static int allowed_address(struct proxy_conn *c, const struct sockaddr *sa,
                            const char **reason);
+static int still_allowed(struct proxy_conn *c, const struct sockaddr *sa,
+                         const char **reason);
 
 /* Dials ai. 0: the attempt is in flight; 1: it failed at once (logged; try the next
  * address); else a negative error of the proxy's own (memory, descriptors). */
@@ -1104,7 +1107,7 @@ static int attempt_start(struct proxy_conn *c, const struct addrinfo *ai)
   else
     ((struct sockaddr_in6 *)&ss)->sin6_port = htons(c->dial_port);
   /* filter_addresses kept it, but a config swapped since may deny it. */
-  if (!allowed_address(c, ai->ai_addr, &reason)) {
+  if (!still_allowed(c, ai->ai_addr, &reason)) {
     log_debug("conn %llu: %s:%u: an address the config no longer allows is skipped",
               (unsigned long long)c->id, c->dial_host, c->dial_port);
     return 1;
@@ -1200,7 +1203,7 @@ static void connect_cb(uv_connect_t *req, int status)
   }
   /* Allowed when it was dialed, but a config swapped while it connected (a relay's
    * swap checks only a connected upstream's address) may deny it now. */
-  if (!allowed_address(c, (const struct sockaddr *)&a->ss, &reason)) {
+  if (!still_allowed(c, (const struct sockaddr *)&a->ss, &reason)) {
     log_debug("conn %llu: connected to %s:%u at %s, which the config no longer allows",
               (unsigned long long)c->id, c->dial_host, c->dial_port, a->addr);
     dial_fail(c, UV_EACCES, "config_changed");
@@ -1270,13 +1273,12 @@ static int allowed_address(struct proxy_conn *c, const struct sockaddr *sa,
   unsigned flags = c->remapped ? RULES_RESOLVED_REMAPPED : 0;
   struct rules_decision d;
 
-  flags |= host_local(c->sb->ctx, sa);
-
   if (dials_callback_name(c)) {
     *reason = "callback_endpoint";
     c->entry[0] = '\0';
     return 0;
   }
+  flags |= host_local(c->sb->ctx, sa);
 
   /* Requests read one by one are held to request-level entries on addresses
    * (check_address in http.c); bytes relayed opaquely cannot be. */
@@ -1289,6 +1291,17 @@ static int allowed_address(struct proxy_conn *c, const struct sockaddr *sa,
   *reason = d.reason;
   memcpy(c->entry, d.entry, sizeof(c->entry));
   return 0;
+}
+
+/*
+ * An address filter_addresses kept, checked again before it is dialed and once it has
+ * connected only if c's config was replaced since (a swap, a request's): the check
+ * asks the kernel, and nothing else it reads changes during a dial.
+ */
+static int still_allowed(struct proxy_conn *c, const struct sockaddr *sa,
+                         const char **reason)
+{
+  return c->cfg_changes == c->cfg_changes_filtered || allowed_address(c, sa, reason);
 }
 
 /*
@@ -1305,6 +1318,7 @@ static const char *filter_addresses(struct proxy_conn *c)
   size_t n[2] = { 0, 0 }, taken[2] = { 0, 0 }, kept = 0;
   int first = -1, f;
 
+  c->cfg_changes_filtered = c->cfg_changes;
   for (ai = c->ai; ai != NULL; ai = next) {
     next = ai->ai_next;
     ai->ai_next = NULL;

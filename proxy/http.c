@@ -708,6 +708,7 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
     proxy_conn_close_upstream(c);
     rules_config_unref(c->cfg);
     c->cfg = rules_config_ref(h->cfg);
+    c->cfg_changes++;
   }
   proxy_conn_dest(c, &dest);
   rules_decide_conn(h->cfg, &dest, &d);

@@ -147,6 +147,8 @@ struct proxy_conn {
   enum conn_state state;
   enum conn_kind kind;
   struct rules_config *cfg;         /* config the connection was decided under */
+  uint32_t cfg_changes;             /* times cfg was replaced (a swap, a request's) */
+  uint32_t cfg_changes_filtered;    /* ... when its upstream addresses were checked */
   struct sockaddr_storage dst;      /* original destination */
   uint16_t port;                    /* destination port */
   char name[RULES_MAX_NAME_LEN + 1];
