@@ -868,8 +868,6 @@ void proxy_conn_deny_tls(struct proxy_conn *c, const char *reason)
  */
 static unsigned host_local(struct proxy_ctx *ctx, const struct sockaddr *sa)
 {
-  static const uint8_t nat64[12] = { 0x00, 0x64, 0xff, 0x9b };
-  const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)sa;
   struct sockaddr_in s4;
   int r = 0;
 
@@ -880,13 +878,8 @@ static unsigned host_local(struct proxy_ctx *ctx, const struct sockaddr *sa)
     /* A NAT64 address (64:ff9b::/96) is the IPv4 address it embeds too, as
      * rules_check_resolved takes it: a translator on the host or its network
      * takes 64:ff9b::<an address of the host's> to the host. */
-    if (r == 0 && sa->sa_family == AF_INET6 &&
-        memcmp(s6->sin6_addr.s6_addr, nat64, sizeof(nat64)) == 0) {
-      memset(&s4, 0, sizeof(s4));
-      s4.sin_family = AF_INET;
-      memcpy(&s4.sin_addr, s6->sin6_addr.s6_addr + 12, 4);
+    if (r == 0 && rules_nat64_ipv4(sa, &s4))
       r = netns_addr_is_local(ctx->host_local, (const struct sockaddr *)&s4);
-    }
     if (r >= 0)
       return r ? RULES_RESOLVED_HOST_LOCAL : 0;
   }

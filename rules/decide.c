@@ -326,18 +326,31 @@ static int is_blocked(const uint8_t addr[16], int v4)
  * 169.254.169.254, so an address in it is checked as the IPv4 address it embeds as
  * well as itself. Sets *v4 and returns it, or NULL if t is not such an address.
  */
+static const uint8_t nat64_prefix[12] = { 0x00, 0x64, 0xff, 0x9b };
+
 static const struct rules_target *nat64_embedded(const struct rules_target *t,
                                                  struct rules_target *v4)
 {
-  static const uint8_t prefix[12] = { 0x00, 0x64, 0xff, 0x9b };
-
-  if (t->addr_v4 || memcmp(t->addr, prefix, sizeof(prefix)) != 0)
+  if (t->addr_v4 || memcmp(t->addr, nat64_prefix, sizeof(nat64_prefix)) != 0)
     return NULL;
   *v4 = *t;
   memset(v4->addr, 0, 10);
   v4->addr[10] = v4->addr[11] = 0xff;
   v4->addr_v4 = 1;
   return v4;
+}
+
+int rules_nat64_ipv4(const struct sockaddr *sa, struct sockaddr_in *out)
+{
+  const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)sa;
+
+  if (sa->sa_family != AF_INET6 ||
+      memcmp(s6->sin6_addr.s6_addr, nat64_prefix, sizeof(nat64_prefix)) != 0)
+    return 0;
+  memset(out, 0, sizeof(*out));
+  out->sin_family = AF_INET;
+  memcpy(&out->sin_addr, s6->sin6_addr.s6_addr + 12, 4);
+  return 1;
 }
 
 /* 1 if an IP/CIDR host pattern of e covers the address t, or the IPv4 address t4

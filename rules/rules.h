@@ -17,6 +17,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 struct cJSON;
@@ -342,6 +343,10 @@ void rules_decide_conn(const struct rules_config *cfg, const struct rules_dest *
  */
 int rules_check_resolved(const struct rules_config *cfg, const struct sockaddr *addr,
                          uint16_t port, unsigned flags, struct rules_decision *out);
+
+/* 1 if sa is a NAT64 address (64:ff9b::/96, which rules_check_resolved also checks as
+ * the IPv4 address it embeds), with that IPv4 address in *out; else 0. */
+int rules_nat64_ipv4(const struct sockaddr *sa, struct sockaddr_in *out);
 
 /* 1 if an egress.deny entry with paths or methods names an IP or CIDR: named
  * requests must then be checked against the address they are sent to as well. */
