@@ -12,7 +12,6 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -1246,18 +1245,12 @@ static struct proxy_conn *up_handle_gone(uv_handle_t *h)
 static int dials_callback_name(const struct proxy_conn *c)
 {
   const struct rules_callback *cb = rules_config_callback(c->cfg);
-  size_t a, b;
 
-  if (cb == NULL || cb->kind == RULES_CB_UNIX || cb->host == NULL ||
-      cb->port != c->dial_port)
-    return 0;
-  a = strlen(c->dial_host);
-  b = strlen(cb->host);
-  if (a > 0 && c->dial_host[a - 1] == '.')
-    a--;
-  if (b > 0 && cb->host[b - 1] == '.')
-    b--;
-  return a == b && strncasecmp(c->dial_host, cb->host, a) == 0;
+  /* Both are normalized (rules_normalize_host: lowercase, no trailing dot): the
+   * callback's host when its URL was parsed, the dial target as the connection's name
+   * or a remap target. */
+  return cb != NULL && cb->kind != RULES_CB_UNIX && cb->host != NULL &&
+         cb->port == c->dial_port && strcmp(c->dial_host, cb->host) == 0;
 }
 
 static int allowed_address(struct proxy_conn *c, const struct sockaddr *sa,
