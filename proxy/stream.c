@@ -295,7 +295,6 @@ void proxy_end_want_read(struct proxy_end *e, int want)
   update_reading(e);
 }
 
-/* Half of the sandbox's budget drained: every end that stopped for it reads again. */
 /* Every open end of sb's connections reads again if its budgets now allow. */
 static void sandbox_read_again(struct proxy_sandbox *sb)
 {
@@ -309,6 +308,7 @@ static void sandbox_read_again(struct proxy_sandbox *sb)
   }
 }
 
+/* Half of the sandbox's budget drained: every end that stopped for it reads again. */
 static void sandbox_queue_drained(struct proxy_sandbox *sb)
 {
   sb->queue_full = 0;
