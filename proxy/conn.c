@@ -56,6 +56,8 @@ struct proxy_dial_attempt {
 };
 
 static void conn_decide(struct proxy_conn *c);
+static int dials_callback_name(const struct proxy_conn *c,
+                               const struct rules_config *cfg);
 
 /*
  * 1 for the ports of HTTP and HTTPS (80, 443), whose clients speak first. A client
@@ -926,6 +928,9 @@ static const char *relay_disallowed(struct proxy_conn *c, const struct rules_con
         (remapped && (port != c->dial_port || strcmp(host, c->dial_host) != 0)))
       return "config_changed";
   }
+  /* A callback cfg introduces or moves to where the relay goes, by name. */
+  if (dials_callback_name(c, cfg))
+    return "config_changed";
   /* The address it was dialed at (egress IP/CIDR entries), as allowed_address. */
   if (c->up.connected &&
       uv_tcp_getpeername(&c->up.tcp, (struct sockaddr *)&ss, &len) == 0) {
@@ -1237,14 +1242,15 @@ static struct proxy_conn *up_handle_gone(uv_handle_t *h)
 }
 
 /*
- * 1 if c would dial the credential callback by its name: its host as the callback URL
+ * 1 if c would dial cfg's credential callback by its name: its host as the callback URL
  * names it (the sandbox's own name, or a dns.remap target) and its port. The callback
  * answers with any sandbox's credentials; rules_check_resolved refuses its address
  * when the URL gives one (or localhost), this its name whatever that resolves to.
  */
-static int dials_callback_name(const struct proxy_conn *c)
+static int dials_callback_name(const struct proxy_conn *c,
+                               const struct rules_config *cfg)
 {
-  const struct rules_callback *cb = rules_config_callback(c->cfg);
+  const struct rules_callback *cb = rules_config_callback(cfg);
 
   /* Both are normalized (rules_normalize_host: lowercase, no trailing dot): the
    * callback's host when its URL was parsed, the dial target as the connection's name
@@ -1259,7 +1265,7 @@ static int allowed_address(struct proxy_conn *c, const struct sockaddr *sa,
   unsigned flags = c->remapped ? RULES_RESOLVED_REMAPPED : 0;
   struct rules_decision d;
 
-  if (dials_callback_name(c)) {
+  if (dials_callback_name(c, c->cfg)) {
     *reason = "callback_endpoint";
     c->entry[0] = '\0';
     return 0;
