@@ -71,6 +71,41 @@ static int client_speaks_first(const struct proxy_conn *c)
 {
   return c->port == 80 || c->port == 443;
 }
+
+/*
+ * 1 if relaying c as opaque bytes, after its client's silence, would pass by the
+ * headers a rule injects at its destination (and no request-level policy refuses the
+ * relay). Such a relay is a probe until one side speaks: a slow client of HTTP or TLS
+ * on a port but 80 and 443 (an internal API on 8080, a registry on 4873, under a busy
+ * program's load) speaks before its server does, and is then judged by its bytes
+ * after all (proxy_conn_resniff) instead of going out without its credentials.
+ */
+static int relay_loses_injection(struct proxy_conn *c)
+{
+  struct rules_decision d;
+  struct rules_dest dest;
+
+  if (c->reason != NULL)
+    return 0;
+  proxy_conn_dest(c, &dest);
+  rules_decide_conn(c->cfg, &dest, &d);
+  return d.action == RULES_INTERCEPT && !d.inspect;
+}
+
+void proxy_conn_resniff(struct proxy_conn *c, const char *data, size_t len)
+{
+  /* Nothing went either way on the upstream: closing it loses nothing. The
+   * connection is undecided again, its action counted when it is decided anew. */
+  c->probing = 0;
+  proxy_conn_close_upstream(c);
+  c->sb->ctx->counters.actions[c->action]--;
+  c->decided = 0;
+  c->entry[0] = '\0';
+  c->kind = KIND_UNKNOWN;
+  c->state = CONN_SNIFF;
+  proxy_conn_on_data(c, &c->down, data, len);
+}
+
 static void race_next(struct proxy_conn *c);
 static void attempts_close(struct proxy_conn *c);
 static int up_open_dup(struct proxy_conn *c, uv_handle_t *from);
@@ -296,9 +331,10 @@ static void timer_cb(uv_timer_t *t)
       /* Silent as long as an idle connection may be. */
       proxy_conn_close(c, 0, "idle_timeout");
     } else if (c->pending_len == 0) {
-      /* Nothing sent: a protocol where the server speaks first (SSH, SMTP). It is
+      /* Nothing sent: a protocol where the server speaks first (SMTP, FTP). It is
        * judged by the name from DNS, or by address. */
       c->kind = KIND_OTHER;
+      c->probing = relay_loses_injection(c);
       conn_decide(c);
     } else {
       proxy_conn_close(c, 1, "sniff_timeout");

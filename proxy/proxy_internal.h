@@ -165,6 +165,9 @@ struct proxy_conn {
   int no_tls12;                     /* the ClientHello does not offer TLS 1.2:
                                        2 when it offers 1.3, 1 when older only */
   int h2c;                          /* opened with the HTTP/2 preface, relayed as it is */
+  int probing;                      /* relayed after a silence at a destination that
+                                       intercepts; neither side has sent a byte yet
+                                       (proxy_conn_resniff) */
   char *pending;                    /* sandbox bytes not yet handled */
   size_t pending_len, pending_cap;
   struct proxy_http *http;
@@ -224,6 +227,8 @@ void proxy_conn_touch(struct proxy_conn *c);
 
 /* Appends to / consumes from c->pending. */
 int proxy_conn_pending_append(struct proxy_conn *c, const char *data, size_t len);
+/* c is probing and its client spoke first after all: judge those bytes (conn.c). */
+void proxy_conn_resniff(struct proxy_conn *c, const char *data, size_t len);
 void proxy_conn_pending_consume(struct proxy_conn *c, size_t n);
 
 /* Drain the sandbox side after a local answer, then close (lingering close). */

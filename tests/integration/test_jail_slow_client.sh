@@ -8,6 +8,12 @@
 # 401), or, over TLS, with the upstream's certificate instead of the sandbox CA's.
 # There the first bytes are now awaited as on an idle connection.
 #
+# On other ports silence still means "the server speaks first", but where a rule
+# injects headers the relay is a probe: if the client speaks before the server, the
+# upstream (sent nothing) is closed and the client's bytes are judged after all. A
+# slow client of an API on 8080 or 8443 used to be relayed without its credentials;
+# a protocol where the server does speak first is relayed as before.
+#
 #   jail: client (connect, 1 s of silence, request) -> authproxy -> fake upstreams
 . "$(dirname "$0")/lib.sh"
 
@@ -45,3 +51,69 @@ assert_eq "$(upq tls 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer sk-slow
 assert_eq "$(upq plain 'hdr(reqs[-1], "Authorization")')" "$(jlist "Bearer sk-slow-$$")" \
   "injected for the slow plain HTTP client"
 pass "silent for 1 s on 443 and 80, then intercepted and injected"
+
+# The other ports: slow clients of a rule's host, and a protocol where the server
+# speaks first at that host (a greeting, then an echo).
+cat > "$T/greeter.py" <<'PYEOF'
+import os, socket, sys, threading
+ls = socket.socket()
+ls.bind(("127.0.0.1", 0))
+ls.listen(16)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(ls.getsockname()[1]))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+def serve(c):
+    try:
+        c.sendall(b"220 greeter ready\r\n")
+        while True:
+            d = c.recv(4096)
+            if not d:
+                break
+            c.sendall(d)
+    except OSError:
+        pass
+    c.close()
+while True:
+    threading.Thread(target=serve, args=(ls.accept()[0],), daemon=True).start()
+PYEOF
+"$PY" "$T/greeter.py" "$T/greeter.port" 2> "$T/greeter.log" &
+PIDS+=($!)
+wait_for "[ -s '$T/greeter.port' ]"
+sed -e 's/"plain.example.com"\]/"plain.example.com", "smtp.example.com"]/' \
+  -e "s/\"plain.example.com\": \"127.0.0.1:$plain_PORT\"/&, \"smtp.example.com\": \"127.0.0.1:$(cat "$T/greeter.port")\"/" \
+  "$T/config.json" > "$T/config-ports.json"
+grep -q smtp.example.com.*127.0.0.1 "$T/config-ports.json" || fail "config-ports.json: $(cat "$T/config-ports.json")"
+out=$(jail --config "$T/config-ports.json" --log "$T/audit-ports.jsonl" --secrets-dir "$T/secrets" --upstream-ca "$T/ca/ca.pem" \
+  --user nobody -- "$PY" -c '
+import socket, ssl, time
+dests = (("api.example.com", 8443), ("plain.example.com", 8080), ("smtp.example.com", 2525))
+socks = [socket.create_connection(d, timeout=10) for d in dests]
+time.sleep(1)  # twice the 500 ms after which silence means "the server speaks first"
+for (host, port), s in zip(dests, socks):
+    try:
+        if port == 2525:
+            greeting = s.recv(4096)
+            s.sendall(b"QUIT\r\n")
+            print(port, greeting.decode().strip(), "/", s.recv(4096).decode().strip())
+            continue
+        if port == 8443:
+            s = ssl.create_default_context().wrap_socket(s, server_hostname=host)
+        s.sendall(b"GET /slow-%d HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n"
+                  % (port, host.encode(), port))
+        print(port, s.recv(4096).split(b"\r\n")[0].decode())
+    except (OSError, ssl.SSLError) as e:
+        print(port, "failed:", e)' 2> "$T/jail-ports.log")
+assert_eq "$out" "8443 HTTP/1.1 200 OK
+8080 HTTP/1.1 200 OK
+2525 220 greeter ready / QUIT" "answers on the other ports"
+assert_eq "$(upq tls 'next(hdr(r, "Authorization") for r in reqs if r["path"] == "/slow-8443")')" \
+  "$(jlist "Bearer sk-slow-$$")" "injected for the slow TLS client on 8443"
+assert_eq "$(upq plain 'next(hdr(r, "Authorization") for r in reqs if r["path"] == "/slow-8080")')" \
+  "$(jlist "Bearer sk-slow-$$")" "injected for the slow plain HTTP client on 8080"
+# Each connection has one record, with what was done with it in the end.
+assert_eq "$("$PY" -c '
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+print(" ".join(sorted("%s:%s" % (r["dst"].rsplit(":", 1)[1], r["action"]) for r in recs if r.get("event") == "conn")))' \
+  "$T/audit-ports.jsonl")" "2525:tunnel 8080:intercept 8443:intercept" "the connections' records"
+pass "silent for 1 s on 8443 and 8080 at a rule's host: intercepted; a greeting server there still relayed"
