@@ -72,6 +72,19 @@ static int client_speaks_first(const struct proxy_conn *c)
   return c->port == 80 || c->port == 443;
 }
 
+/* 1 with c's connection-level decision in *d, or 0 if c is denied already (an
+ * unknown synthetic address). */
+static int decide_undenied(struct proxy_conn *c, struct rules_decision *d)
+{
+  struct rules_dest dest;
+
+  if (c->reason != NULL)
+    return 0;
+  proxy_conn_dest(c, &dest);
+  rules_decide_conn(c->cfg, &dest, d);
+  return 1;
+}
+
 /*
  * 1 if relaying c as opaque bytes, after its client's silence, would pass by the
  * headers a rule injects at its destination (and no request-level policy refuses the
@@ -83,13 +96,8 @@ static int client_speaks_first(const struct proxy_conn *c)
 static int relay_loses_injection(struct proxy_conn *c)
 {
   struct rules_decision d;
-  struct rules_dest dest;
 
-  if (c->reason != NULL)
-    return 0;
-  proxy_conn_dest(c, &dest);
-  rules_decide_conn(c->cfg, &dest, &d);
-  return d.action == RULES_INTERCEPT && !d.inspect;
+  return decide_undenied(c, &d) && d.action == RULES_INTERCEPT && !d.inspect;
 }
 
 void proxy_conn_resniff(struct proxy_conn *c, const char *data, size_t len)
@@ -518,13 +526,8 @@ static const char h2c_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 static int h2c_relayed(struct proxy_conn *c)
 {
   struct rules_decision d;
-  struct rules_dest dest;
 
-  if (c->reason != NULL)
-    return 0;
-  proxy_conn_dest(c, &dest);
-  rules_decide_conn(c->cfg, &dest, &d);
-  return d.action == RULES_TUNNEL || d.action == RULES_BYPASS;
+  return decide_undenied(c, &d) && (d.action == RULES_TUNNEL || d.action == RULES_BYPASS);
 }
 
 static void sniff(struct proxy_conn *c)
