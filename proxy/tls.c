@@ -28,6 +28,17 @@
 #include "proxy/tls.h"
 
 #define PLAIN_BUF_SIZE 16384
+/*
+ * Renegotiation is refused on both sides, and mbedTLS answers each request (a
+ * HelloRequest from an upstream, a ClientHello from the sandbox) with a warning
+ * alert written back to the peer. A peer that asks again after this many refusals on
+ * one connection is cut off: one that sends requests without end and reads nothing
+ * would otherwise have an alert queued for each, on its own end, which backpressure
+ * (an end is read while its peer's queue has room) never stops. Go's TLS client
+ * ends the connection at the first request; servers that ask once (for a client
+ * certificate) go on after the refusal.
+ */
+#define RENEGOTIATIONS_REFUSED_MAX 16
 #define TICKET_LIFETIME_S 86400
 
 /*
@@ -55,6 +66,8 @@ struct proxy_tls {
   int server;
   int check_ip;              /* upstream named by address: verify an IP SAN */
   int close_notified;        /* the peer ended the stream with a close_notify */
+  int reading;               /* in mbedtls_ssl_read: a record sent is its answer */
+  unsigned refused;          /* renegotiations refused (alerts sent while reading) */
   struct proxy_leaf *leaf;   /* server side: the certificate presented */
   client_cb cb;
 };
@@ -125,6 +138,11 @@ static int bio_send(void *ctx, const unsigned char *buf, size_t len)
   struct proxy_tls *t = ctx;
   uv_buf_t b = proxy_buf(buf, len);
 
+  /* After the handshake, mbedtls_ssl_read sends nothing but its refusal of a
+   * renegotiation (or a fatal alert as it fails): past the limit the refusal fails,
+   * and so does the read (proxy_tls_on_read). */
+  if (t->reading && ++t->refused > RENEGOTIATIONS_REFUSED_MAX)
+    return MBEDTLS_ERR_SSL_INTERNAL_ERROR;
   if (proxy_end_raw_write(t->e, &b, 1) != 0)
     return MBEDTLS_ERR_NET_SEND_FAILED;
   return (int)len;
@@ -689,7 +707,9 @@ void proxy_tls_on_read(struct proxy_end *e, const char *data, size_t len)
   while (c->state != CONN_CLOSING && e->tls == t) {
     size_t before = t->rx_len;
 
+    t->reading = 1;
     r = mbedtls_ssl_read(&t->ssl, (unsigned char *)plain, PLAIN_BUF_SIZE);
+    t->reading = 0;
     if (r > 0) {
       proxy_conn_on_data(c, e, plain, (size_t)r);
       continue;
@@ -708,6 +728,14 @@ void proxy_tls_on_read(struct proxy_end *e, const char *data, size_t len)
       e->eof = 1;
       proxy_end_want_read(e, 0);
       proxy_conn_on_eof(c, e, UV_EOF);
+      break;
+    }
+    if (t->refused > RENEGOTIATIONS_REFUSED_MAX) {
+      log_debug("conn %llu: the %s asked to renegotiate again after %u refusals; closing",
+                (unsigned long long)c->id, e == &c->down ? "sandbox" : "upstream",
+                RENEGOTIATIONS_REFUSED_MAX);
+      proxy_conn_close(c, 1, e == &c->down ? "sandbox_tls_renegotiation"
+                                           : "upstream_tls_renegotiation");
       break;
     }
     {
