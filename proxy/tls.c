@@ -96,6 +96,7 @@ struct chain_scratch {
 struct proxy_upstream_tls {
   mbedtls_x509_crt ca;
   mbedtls_ssl_config conf;
+  int *suites;                    /* offered to upstreams (upstream_suites), 0-ended */
   struct session_entry *sessions; /* upstream session resumption, LRU, per sandbox */
   uint64_t clock;
   struct chain_scratch chain;
@@ -125,6 +126,38 @@ static const mbedtls_ecp_group_id curves[] = {
 };
 
 static const char *alpn_http11[] = { "http/1.1", NULL };
+
+/*
+ * The suites offered to upstreams: mbedTLS's defaults without finite-field DHE. With
+ * DHE the server picks the group, and mbedTLS takes any modulus up to 8192 bits with
+ * an exponent as long: 0.46 s of one core per modular exponentiation, three in a
+ * handshake, all on the loop every sandbox shares. An upstream that picked DHE with
+ * such a group (its own, or whoever answers on the path: the group is not signed by
+ * the certificate's CA) held the loop for about a second per connection. Browsers
+ * dropped DHE years ago (Chrome 53, Firefox 78); ECDHE on the curves below costs a
+ * fixed, small amount. Returns a 0-ended array to free, or NULL.
+ */
+static int *upstream_suites(void)
+{
+  const int *all = mbedtls_ssl_list_ciphersuites();
+  size_t i, n = 0;
+  int *out;
+
+  for (i = 0; all[i] != 0; i++)
+    ;
+  out = calloc(i + 1, sizeof(*out));
+  if (out == NULL)
+    return NULL;
+  for (i = 0; all[i] != 0; i++) {
+    const mbedtls_ssl_ciphersuite_t *cs = mbedtls_ssl_ciphersuite_from_id(all[i]);
+
+    if (cs == NULL || cs->key_exchange == MBEDTLS_KEY_EXCHANGE_DHE_RSA ||
+        cs->key_exchange == MBEDTLS_KEY_EXCHANGE_DHE_PSK)
+      continue;
+    out[n++] = all[i];
+  }
+  return out;
+}
 
 static void tls_error(int r, char *buf, size_t size)
 {
@@ -337,6 +370,12 @@ int proxy_upstream_tls_new(const char *system, const char *const *extra, size_t 
   mbedtls_ssl_conf_renegotiation(&u->conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
   mbedtls_ssl_conf_session_tickets(&u->conf, MBEDTLS_SSL_SESSION_TICKETS_ENABLED);
   mbedtls_ssl_conf_curves(&u->conf, curves);
+  u->suites = upstream_suites();
+  if (u->suites == NULL) {
+    ret = -ENOMEM;
+    goto out;
+  }
+  mbedtls_ssl_conf_ciphersuites(&u->conf, u->suites);
   if (mbedtls_ssl_conf_alpn_protocols(&u->conf, alpn_http11) != 0)
     goto out;
   *out = u;
@@ -361,6 +400,7 @@ void proxy_upstream_tls_free(struct proxy_upstream_tls *u)
   }
   mbedtls_ssl_config_free(&u->conf);
   mbedtls_x509_crt_free(&u->ca);
+  free(u->suites);
   free(u);
 }
 
