@@ -19,6 +19,7 @@
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_ticket.h>
 #include <mbedtls/x509.h>
+#include <mbedtls/x509_crt.h>
 
 #include "proxy/ca.h"
 #include "proxy/log.h"
@@ -39,6 +40,17 @@
  * certificate) go on after the refusal.
  */
 #define RENEGOTIATIONS_REFUSED_MAX 16
+/*
+ * The largest RSA public exponent accepted in an upstream's certificates, in bits.
+ * mbedTLS checks each signature of a chain as it builds it, with keys from the
+ * certificates the server sent, before it knows whether the chain reaches a trusted
+ * CA, and takes any exponent below the modulus: with 8192-bit keys and exponents as
+ * long, a 14 KiB chain that chains to nothing cost 1.8 s of the loop all sandboxes
+ * share. Certificates use 65537 (CA/Browser Forum: at most 2^256-1); Go's crypto/rsa
+ * refuses exponents above 2^31-1, OpenSSL above 64 bits for keys over 3072 bits
+ * (and checks no signature before a chain reaches a trust anchor).
+ */
+#define RSA_EXPONENT_MAX_BITS 32
 #define TICKET_LIFETIME_S 86400
 
 /*
@@ -68,6 +80,13 @@ struct proxy_tls {
   int close_notified;        /* the peer ended the stream with a close_notify */
   int reading;               /* in mbedtls_ssl_read: a record sent is its answer */
   unsigned refused;          /* renegotiations refused (alerts sent while reading) */
+  /* Client side, until the server's ChangeCipherSpec: its plaintext records as
+   * mbedTLS takes them, so that a certificate is screened before mbedTLS reads it. */
+  unsigned char rec_hdr[5];
+  size_t rec_got;            /* bytes of the current record received, header included */
+  unsigned char *rec_body;   /* a handshake record's body, while it arrives */
+  int screened;              /* the ChangeCipherSpec came: records are encrypted */
+  int bad_exponent;          /* a certificate was refused by screen_certificates */
   struct proxy_leaf *leaf;   /* server side: the certificate presented */
   client_cb cb;
 };
@@ -181,15 +200,117 @@ static int bio_send(void *ctx, const unsigned char *buf, size_t len)
   return (int)len;
 }
 
+/*
+ * 0 if no certificate in a Certificate handshake message (body: its len bytes) has
+ * an RSA exponent longer than RSA_EXPONENT_MAX_BITS, else -1. What does not parse is
+ * left to mbedTLS, which refuses it.
+ */
+static int screen_certificates(const unsigned char *body, size_t len)
+{
+  size_t off = 3, n;
+  int ret = 0;
+
+  while (ret == 0 && off + 3 <= len) {
+    mbedtls_x509_crt crt;
+
+    n = (size_t)body[off] << 16 | (size_t)body[off + 1] << 8 | body[off + 2];
+    off += 3;
+    if (n > len - off)
+      break;
+    mbedtls_x509_crt_init(&crt);
+    if (mbedtls_x509_crt_parse_der_nocopy(&crt, body + off, n) == 0 &&
+        mbedtls_pk_get_type(&crt.pk) == MBEDTLS_PK_RSA &&
+        mbedtls_mpi_bitlen(&mbedtls_pk_rsa(crt.pk)->E) > RSA_EXPONENT_MAX_BITS)
+      ret = -1;
+    mbedtls_x509_crt_free(&crt);
+    off += n;
+  }
+  return ret;
+}
+
+/* Screens a whole plaintext handshake record from the upstream (its body, len bytes):
+ * 0, or -1 if it holds a Certificate message that screen_certificates refuses. */
+static int screen_record(const unsigned char *body, size_t len)
+{
+  size_t off = 0, n;
+
+  while (off + 4 <= len) {
+    n = (size_t)body[off + 1] << 16 | (size_t)body[off + 2] << 8 | body[off + 3];
+    if (n > len - off - 4)
+      return 0; /* a message across records: mbedTLS 2.28 refuses those */
+    if (body[off] == MBEDTLS_SSL_HS_CERTIFICATE && screen_certificates(body + off + 4, n) != 0)
+      return -1;
+    off += 4 + n;
+  }
+  return 0;
+}
+
+/*
+ * Follows the upstream's records through the bytes handed to mbedTLS (data, len),
+ * keeping each handshake record's body until it is whole and screening it then,
+ * before mbedTLS has it all. 0, or an mbedTLS error that fails the handshake.
+ */
+static int screen_upstream(struct proxy_tls *t, const unsigned char *data, size_t len)
+{
+  size_t i = 0, take, body_len;
+
+  while (i < len && !t->screened) {
+    if (t->rec_got < 5) {
+      take = 5 - t->rec_got < len - i ? 5 - t->rec_got : len - i;
+      memcpy(t->rec_hdr + t->rec_got, data + i, take);
+      t->rec_got += take;
+      i += take;
+      if (t->rec_got < 5)
+        break;
+      if (t->rec_hdr[0] == MBEDTLS_SSL_MSG_CHANGE_CIPHER_SPEC) {
+        t->screened = 1;
+        break;
+      }
+      body_len = (size_t)t->rec_hdr[3] << 8 | t->rec_hdr[4];
+      if (t->rec_hdr[0] == MBEDTLS_SSL_MSG_HANDSHAKE && body_len <= MBEDTLS_SSL_IN_CONTENT_LEN) {
+        t->rec_body = malloc(body_len > 0 ? body_len : 1);
+        if (t->rec_body == NULL)
+          return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+      }
+    }
+    body_len = (size_t)t->rec_hdr[3] << 8 | t->rec_hdr[4];
+    take = 5 + body_len - t->rec_got < len - i ? 5 + body_len - t->rec_got : len - i;
+    if (t->rec_body != NULL)
+      memcpy(t->rec_body + (t->rec_got - 5), data + i, take);
+    t->rec_got += take;
+    i += take;
+    if (t->rec_got < 5 + body_len)
+      break;
+    t->rec_got = 0;
+    if (t->rec_body != NULL) {
+      int bad = screen_record(t->rec_body, body_len);
+
+      free(t->rec_body);
+      t->rec_body = NULL;
+      if (bad) {
+        t->bad_exponent = 1;
+        return MBEDTLS_ERR_SSL_BAD_HS_CERTIFICATE;
+      }
+    }
+  }
+  return 0;
+}
+
 static int bio_recv(void *ctx, unsigned char *buf, size_t len)
 {
   struct proxy_tls *t = ctx;
   size_t n;
+  int r;
 
   if (t->rx_len == 0)
     return MBEDTLS_ERR_SSL_WANT_READ;
   n = len < t->rx_len ? len : t->rx_len;
   memcpy(buf, t->rx, n);
+  if (!t->server && !t->screened) {
+    r = screen_upstream(t, buf, n);
+    if (r != 0)
+      return r;
+  }
   t->rx += n;
   t->rx_len -= n;
   return (int)n;
@@ -545,6 +666,7 @@ void proxy_tls_free(struct proxy_tls *t)
     return;
   mbedtls_ssl_free(&t->ssl);
   proxy_leaf_unref(t->leaf);
+  free(t->rec_body);
   free(t);
 }
 
@@ -717,6 +839,9 @@ static void handshake_failed(struct proxy_conn *c, struct proxy_tls *t, int r)
         why[0] != '\0')
       snprintf(info + n, sizeof(info) - n, " (%s)", why);
   }
+  if (t->bad_exponent)
+    snprintf(info, sizeof(info), "a certificate it sent has an RSA public exponent of more "
+             "than %d bits, refused before any signature is checked", RSA_EXPONENT_MAX_BITS);
   if (proxy_log_nth(++c->sb->tls_up_failed))
     log_info("sandbox %s conn %llu: upstream TLS with %s failed: %s%s%s; nothing was sent "
              "(%llu such failures in this sandbox)", c->sb->name, (unsigned long long)c->id,
