@@ -10,10 +10,11 @@
  *   - any other type (AAAA included), or the root name: NODATA (NOERROR, no answer);
  *     IPv6 destinations are not synthesized, so clients fall back to IPv4.
  *   - names that must not resolve: NXDOMAIN. These are names under "invalid"
- *     (RFC 6761 6.4) and "onion" (RFC 7686), and names whose last label is a number
+ *     (RFC 6761 6.4) and "onion" (RFC 7686), names whose last label is a number
  *     in inet_aton's sense (decimal, or 0x and hex digits): "10.1", "0x7f000001"
  *     and the like would turn into IP addresses when the proxy later dials the
- *     name, and no top-level domain is numeric.
+ *     name, and no top-level domain is numeric; and names with a byte outside the
+ *     host name syntax ("*.example", "a b", raw UTF-8), which no host has.
  *   - class other than IN: REFUSED.
  *   - opcode other than QUERY: NOTIMP; a query we do not support (several questions,
  *     answer or authority records, an additional record other than one OPT): FORMERR.
@@ -175,6 +176,13 @@ static int decide(struct proxy_dns *d, const struct proxy_dns_query *q, uint32_t
   if (q->qclass != PROXY_DNS_CLASS_IN) {
     d->stats.refused++;
     return PROXY_DNS_RCODE_REFUSED;
+  }
+  /* A stub that sends such a name (c-ares, dig, musl with UTF-8) waits for an
+   * answer: without one it retries for its whole timeout, then reports a temporary
+   * failure that invites more retries. No host has the name. */
+  if (q->name_unusable) {
+    d->stats.refused++;
+    return PROXY_DNS_RCODE_NXDOMAIN;
   }
   if (q->name_len == 0)
     return PROXY_DNS_RCODE_NOERROR; /* the root has no A record */

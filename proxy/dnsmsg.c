@@ -3,9 +3,10 @@
  *
  * Only what a stub resolver sends is accepted: one question, no answer or authority
  * records, at most one OPT record in the additional section. The question name is
- * checked byte by byte: uncompressed labels of letters, digits, '-' and '_' only,
- * which is the host name syntax the rest of the proxy understands, so a name that
- * would need escaping in presentation form never reaches the table.
+ * checked byte by byte: a name of uncompressed labels of letters, digits, '-' and '_'
+ * only, the host name syntax the rest of the proxy understands, is read; any other
+ * byte marks the name unusable (answered NXDOMAIN, never put in the table), so a name
+ * that would need escaping in presentation form never reaches the table.
  */
 #include <errno.h>
 #include <string.h>
@@ -51,11 +52,14 @@ static int is_label_byte(uint8_t c)
          c == '-' || c == '_';
 }
 
-/* Reads the question name at msg[*pos], lowercased into q->name. */
+/* Reads the question name at msg[*pos], lowercased into q->name. A name with a byte
+ * outside the host name syntax is well-formed DNS that names no host: it is read to
+ * its end, q->name is left empty and q->name_unusable set. */
 static int parse_name(const uint8_t *msg, size_t len, size_t *pos,
                       struct proxy_dns_query *q)
 {
   size_t p = *pos, out = 0, i;
+  int unusable = 0;
 
   for (;;) {
     size_t label;
@@ -80,13 +84,16 @@ static int parse_name(const uint8_t *msg, size_t len, size_t *pos,
       uint8_t c = msg[p + i];
 
       if (!is_label_byte(c))
-        return -EINVAL;
+        unusable = 1;
       q->name[out++] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
     }
     p += label;
   }
+  if (unusable)
+    out = 0;
   q->name[out] = '\0';
   q->name_len = out;
+  q->name_unusable = unusable;
   *pos = p;
   return 0;
 }

@@ -27,8 +27,11 @@ struct proxy_dns_query {
   uint8_t opcode;
   uint16_t qtype;
   uint16_t qclass;
-  char name[254];      /* presentation form, lowercased, no trailing dot; "" is the root */
+  char name[254];      /* presentation form, lowercased, no trailing dot; "" is the root
+                          (or an unusable name) */
   size_t name_len;
+  int name_unusable;   /* a label has a byte outside [A-Za-z0-9-_] ("*", a space, UTF-8):
+                          no host has this name; name is "" */
   const uint8_t *question; /* the raw question section inside the message (borrowed) */
   size_t question_len;
   int has_edns;
@@ -36,10 +39,11 @@ struct proxy_dns_query {
 };
 
 /*
- * Parses a query message. Returns 0 on success; -EINVAL for anything that must be
- * dropped silently (shorter than a header, QR set, truncated or looping names,
- * labels over 63 or names over 253 bytes, bytes outside [A-Za-z0-9-_] in a label,
- * compression pointers in a question, trailing garbage). Returns -ENOTSUP when the
+ * Parses a query message. Returns 0 on success (a name with bytes outside
+ * [A-Za-z0-9-_] in a label included: q->name_unusable); -EINVAL for anything that must
+ * be dropped silently (shorter than a header, QR set, truncated or looping names,
+ * labels over 63 or names over 253 bytes, compression pointers in a question, trailing
+ * garbage). Returns -ENOTSUP when the
  * header is valid but the query is not answerable (opcode other than QUERY,
  * QDCOUNT != 1, answer or authority records present): the caller answers NOTIMP or
  * FORMERR with proxy_dns_build_error, which only needs id, flags and opcode.

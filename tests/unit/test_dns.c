@@ -497,6 +497,51 @@ TEST(udp_malformed_dropped_and_errors)
   proxy_dns_table_free(e.table);
 }
 
+/*
+ * Names with a byte outside the host name syntax are well-formed queries: a wildcard
+ * (`dig '*.example.com'`), a space, raw UTF-8 (musl passes it to DNS as it is),
+ * which c-ares, dig and musl send. Dropped, they cost the client its whole timeout
+ * (node's dns.resolve4: 25 s) and then a temporary failure; they are answered
+ * NXDOMAIN at once, over UDP and TCP, and never take an address.
+ */
+static void unusable_client(struct env *e)
+{
+  static const char *names[] = { "*.example.com", "a b.example", "b\xc3\xbc" "cher.example",
+                                 "x!y.example", "A*" };
+  int fd = client_socket(e, SOCK_DGRAM, e->udp_port);
+  struct answer a;
+  size_t i;
+
+  for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+    udp_ask(fd, (uint16_t)(100 + i), names[i], PROXY_DNS_TYPE_A, PROXY_DNS_CLASS_IN,
+            (int)(i & 1), &a);
+    ASSERT_EQ(a.rcode, PROXY_DNS_RCODE_NXDOMAIN);
+    ASSERT_EQ(a.ancount, 0);
+    udp_ask(fd, (uint16_t)(200 + i), names[i], PROXY_DNS_TYPE_AAAA, PROXY_DNS_CLASS_IN,
+            0, &a);
+    ASSERT_EQ(a.rcode, PROXY_DNS_RCODE_NXDOMAIN);
+  }
+  close(fd);
+  fd = client_socket(e, SOCK_STREAM, e->tcp_port);
+  tcp_ask(fd, 1, "*.example.com", &a);
+  ASSERT_EQ(a.rcode, PROXY_DNS_RCODE_NXDOMAIN);
+  tcp_ask(fd, 2, "fine.example", &a); /* the connection stays open */
+  ASSERT_EQ(a.ancount, 1);
+  close(fd);
+}
+
+TEST(unusable_names_nxdomain)
+{
+  struct env e = { 0 };
+
+  run(&e, AF_INET, NULL, 100, unusable_client);
+  ASSERT_EQ(e.stats.queries, 12);
+  ASSERT_EQ(e.stats.refused, 11);
+  ASSERT_EQ(e.stats.dropped, 0);
+  ASSERT_EQ(proxy_dns_table_count(e.table), 1);
+  proxy_dns_table_free(e.table);
+}
+
 static void udp6_client(struct env *e)
 {
   int fd = client_socket(e, SOCK_DGRAM, e->udp_port);
