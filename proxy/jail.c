@@ -45,6 +45,9 @@
 #include "rules/rules.h"
 
 #define SYSTEM_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+#define NSSWITCH_PATH "/etc/nsswitch.conf"
+#define NSSWITCH_HOSTS "hosts: files dns\n"
+#define NSCD_SOCKET "/var/run/nscd/socket" /* glibc's _PATH_NSCDSOCKET */
 
 /* The jail's status when it fails itself, before CMD runs: as env(1), timeout(1) and
  * `docker run` do, one that 126 (CMD not executable), 127 (CMD not found) and CMD's
@@ -76,6 +79,7 @@ struct jail {
   int files_pipe[2];         /* CMD's set-up to the jail: closed at exec (files_used) */
   char bundle[4096 + 32];
   char resolv[4096 + 32];
+  char nsswitch[4096 + 32]; /* "" when the host has no /etc/nsswitch.conf */
   /* options */
   const char *config_path;
   const char *secrets_dir;
@@ -212,7 +216,57 @@ static int check_tmp(void)
   return 0;
 }
 
-/* The resolver file and the CA bundle (system CAs + the sandbox CA). */
+/*
+ * The host's /etc/nsswitch.conf with its hosts line replaced by "hosts: files dns", or
+ * no file (*path emptied) when the host has none. A host's line may send lookups to
+ * NSS modules that resolve on the host, not through the jail's resolv.conf: "resolve"
+ * (systemd-resolved over its Unix socket, Fedora's default), "mdns4" (avahi), "sss";
+ * they would hand CMD real addresses and carry its names out in the host's DNS.
+ */
+static int write_nsswitch(char *path)
+{
+  char *host = NULL, *out = NULL, *p, *end;
+  size_t len = 0, n = 0;
+  int r;
+
+  r = proxy_read_file(NSSWITCH_PATH, 1u << 20, &host, &len);
+  if (r == -ENOENT) {
+    path[0] = '\0';
+    return 0;
+  }
+  if (r != 0)
+    return r;
+  out = malloc(len + sizeof(NSSWITCH_HOSTS));
+  if (out == NULL) {
+    r = -ENOMEM;
+    goto out;
+  }
+  for (p = host; p < host + len; p = end) {
+    const char *q = p;
+
+    end = memchr(p, '\n', (size_t)(host + len - p));
+    end = end != NULL ? end + 1 : host + len;
+    while (q < end && (*q == ' ' || *q == '\t'))
+      q++;
+    if ((size_t)(end - q) > 5 && memcmp(q, "hosts", 5) == 0) {
+      for (q += 5; q < end && (*q == ' ' || *q == '\t'); q++)
+        ;
+      if (q < end && *q == ':')
+        continue; /* replaced below */
+    }
+    memcpy(out + n, p, (size_t)(end - p));
+    n += (size_t)(end - p);
+  }
+  if (n > 0 && out[n - 1] != '\n')
+    out[n++] = '\n';
+  r = write_file(path, out, n, NSSWITCH_HOSTS, sizeof(NSSWITCH_HOSTS) - 1);
+out:
+  free(out);
+  free(host);
+  return r;
+}
+
+/* The resolver files and the CA bundle (system CAs + the sandbox CA). */
 static int prepare_files(struct jail *j)
 {
   static const char resolv[] =
@@ -238,6 +292,10 @@ static int prepare_files(struct jail *j)
   r = write_file(j->resolv, resolv, sizeof(resolv) - 1, NULL, 0);
   if (r != 0)
     return r;
+  snprintf(j->nsswitch, sizeof(j->nsswitch), "%s/nsswitch.conf", j->tmpdir);
+  r = write_nsswitch(j->nsswitch);
+  if (r != 0)
+    return r;
   if (proxy_read_file(SYSTEM_BUNDLE, 64u << 20, &system, &slen) != 0)
     slen = 0;
   r = write_file(j->bundle, system ? system : "", slen, pem, strlen(pem));
@@ -250,6 +308,8 @@ static void remove_files(struct jail *j)
   if (j->tmpdir[0] == '\0')
     return;
   unlink(j->resolv);
+  if (j->nsswitch[0] != '\0')
+    unlink(j->nsswitch);
   unlink(j->bundle);
   rmdir(j->tmpdir);
 }
@@ -388,6 +448,19 @@ static void child_main(struct jail *j, pid_t parent, char **cmd)
   if (r != 0)
     fprintf(stderr, "authproxy jail: warning: cannot replace /etc/resolv.conf (%s); DNS "
             "to any server is still answered by the proxy\n", strerror(-r));
+  /* Name lookups must reach the responder, as DNS: not NSS modules or an nscd that
+   * resolve on the host (glibc asks nscd first, whatever nsswitch.conf says). A
+   * lookup answered there would carry the name out in the host's DNS. */
+  if (j->nsswitch[0] != '\0' && (r = bind_over(j->nsswitch, NSSWITCH_PATH)) != 0) {
+    fprintf(stderr, "authproxy jail: cannot replace %s: %s\n", NSSWITCH_PATH, strerror(-r));
+    _exit(JAIL_FAILED);
+  }
+  r = bind_over("/dev/null", NSCD_SOCKET);
+  if (r != 0 && r != -ENOENT) {
+    fprintf(stderr, "authproxy jail: cannot hide nscd's socket %s: %s\n", NSCD_SOCKET,
+            strerror(-r));
+    _exit(JAIL_FAILED);
+  }
   if (bind_over(j->bundle, SYSTEM_BUNDLE) == 0)
     bundle = SYSTEM_BUNDLE;
   else
