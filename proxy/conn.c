@@ -1294,8 +1294,56 @@ static int dials_callback_name(const struct proxy_conn *c,
   /* Both are normalized (rules_normalize_host: lowercase, no trailing dot): the
    * callback's host when its URL was parsed, the dial target as the connection's name
    * or a remap target. */
-  return cb != NULL && cb->kind != RULES_CB_UNIX && cb->host != NULL &&
-         cb->port == c->dial_port && strcmp(c->dial_host, cb->host) == 0;
+  if (cb != NULL && cb->kind != RULES_CB_UNIX && cb->host != NULL &&
+      cb->port == c->dial_port && strcmp(c->dial_host, cb->host) == 0)
+    return 1;
+  /* Nor any other sandbox's (callbacks.c), or any at all when they cannot be listed. */
+  return proxy_callbacks_named(c->sb->ctx, c->dial_host, c->dial_port) != 0;
+}
+
+/* 0 if c may dial sa for its callbacks' sake, else -1 with *reason: sa is a sandbox's
+ * callback (rules_check_resolved has refused c's own already). */
+static int other_callback(struct proxy_conn *c, const struct sockaddr *sa, unsigned flags,
+                          const char **reason)
+{
+  int r = proxy_callbacks_reached(c->sb->ctx, sa, c->dial_port, flags);
+
+  if (r == 0)
+    return 0;
+  *reason = r > 0 ? "callback_endpoint" : "out_of_memory";
+  c->entry[0] = '\0';
+  return -1;
+}
+
+void proxy_conn_recheck_callbacks(struct proxy_conn *c)
+{
+  struct sockaddr_storage ss;
+  const char *reason = NULL;
+  int len = sizeof(ss);
+  unsigned flags;
+
+  if (c->state == CONN_CLOSING)
+    return;
+  /* A dial under way checks the addresses it has yet to connect to again
+   * (still_allowed); one not begun checks them all (filter_addresses). */
+  c->cfg_changes++;
+  if (!c->up.connected || c->up.closing)
+    return;
+  if (dials_callback_name(c, c->cfg))
+    reason = "callback_endpoint";
+  else if (uv_tcp_getpeername(&c->up.tcp, (struct sockaddr *)&ss, &len) == 0) {
+    flags = host_local(c->sb->ctx, (const struct sockaddr *)&ss);
+    (void)other_callback(c, (const struct sockaddr *)&ss, flags, &reason);
+  }
+  if (reason == NULL)
+    return;
+  if (c->state == CONN_POOLED) {
+    proxy_conn_close(c, 0, NULL);
+    return;
+  }
+  log_info("sandbox %s conn %llu: its upstream %s:%u is a credential callback's now; closed",
+           c->sb->name, (unsigned long long)c->id, c->dial_host, c->dial_port);
+  proxy_conn_close(c, 1, reason);
 }
 
 static int allowed_address(struct proxy_conn *c, const struct sockaddr *sa,
@@ -1318,7 +1366,7 @@ static int allowed_address(struct proxy_conn *c, const struct sockaddr *sa,
   /* Then the request waiting for this dial, if the address is its to be sent to. */
   if (rules_check_resolved(c->cfg, sa, c->dial_port, flags, &d) &&
       proxy_http_address_allowed(c, sa, c->dial_port, &d))
-    return 1;
+    return other_callback(c, sa, flags, reason) == 0;
   *reason = d.reason;
   memcpy(c->entry, d.entry, sizeof(c->entry));
   return 0;

@@ -135,6 +135,11 @@ struct proxy_ctx {
   struct netns_local *host_local;          /* asks the kernel whether an address is the
                                               host's own (conn.c), opened at first use */
   uint64_t host_local_failures;            /* ... times it could not, for the log */
+  struct proxy_sandbox *sandboxes;         /* every sandbox until it is freed */
+  struct proxy_callback_ep *callbacks;     /* their credential callbacks, each distinct
+                                              endpoint once (callbacks.c) */
+  size_t ncallbacks, callbacks_cap;
+  int callbacks_stale;                     /* ... could not be listed: dial nothing */
 };
 
 /*

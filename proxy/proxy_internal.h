@@ -66,6 +66,7 @@ struct proxy_sandbox {
   int queue_stopped;                    /* in ctx->queue_stopped: an end stopped while
                                            the daemon's budget was spent */
   struct proxy_sandbox *queue_stopped_next, *queue_stopped_prev;
+  struct proxy_sandbox *all_next, *all_prev; /* ctx->sandboxes */
   struct proxy_conn *pool;              /* idle upstream connections, newest first */
   unsigned npool;
   int fd_share_warned;                  /* refused at its share of descriptors */
@@ -197,7 +198,31 @@ struct proxy_conn {
   int resolve_queued;               /* in that queue */
 };
 
+/* ---- callbacks.c ---- */
+
+/* A sandbox's config with a credential callback came (added), went (removed) or
+ * both (NULL for neither); connections that reach an endpoint new to the daemon's
+ * list are closed. */
+void proxy_callbacks_update(struct proxy_ctx *ctx, const struct rules_config *added,
+                            const struct rules_config *removed);
+
+/* 1 if host (normalized) and port name a sandbox's credential callback, 0 if not, -1
+ * if the callbacks cannot be listed (refuse). */
+int proxy_callbacks_named(struct proxy_ctx *ctx, const char *host, uint16_t port);
+
+/* 1 if sa and port are a sandbox's credential callback's endpoint
+ * (rules_callback_reached, with its flags), 0 if not, -1 if the callbacks cannot be
+ * listed (refuse). */
+int proxy_callbacks_reached(struct proxy_ctx *ctx, const struct sockaddr *sa, uint16_t port,
+                            unsigned flags);
+
+void proxy_callbacks_free(struct proxy_ctx *ctx);
+
 /* ---- conn.c ---- */
+
+/* Closes c if its upstream is a credential callback's endpoint now listed (dials
+ * under way check their addresses again). */
+void proxy_conn_recheck_callbacks(struct proxy_conn *c);
 
 /* Accepts a connection from a listener and starts sniffing. */
 void proxy_conn_accept(struct proxy_listener *l);

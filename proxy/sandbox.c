@@ -144,6 +144,7 @@ void proxy_ctx_close(struct proxy_ctx *ctx)
 
 void proxy_ctx_cleanup(struct proxy_ctx *ctx)
 {
+  proxy_callbacks_free(ctx);
   netns_local_close(ctx->host_local);
   ctx->host_local = NULL;
   free(ctx->read_buf);
@@ -179,6 +180,13 @@ static void maybe_finish(struct proxy_sandbox *sb)
   proxy_cred_cache_free(sb->creds);
   proxy_dns_table_free(sb->dns_table);
   proxy_tls_server_free(sb->tls_server);
+  if (sb->all_prev != NULL)
+    sb->all_prev->all_next = sb->all_next;
+  else
+    sb->ctx->sandboxes = sb->all_next;
+  if (sb->all_next != NULL)
+    sb->all_next->all_prev = sb->all_prev;
+  proxy_callbacks_update(sb->ctx, NULL, sb->config);
   rules_config_unref(sb->config);
   log_info("sandbox %s: detached", sb->name);
   free(sb->name);
@@ -294,6 +302,10 @@ int proxy_sandbox_start(struct proxy_ctx *ctx, const char *name, struct rules_co
   }
   sb->ctx = ctx;
   sb->serial = ++last_serial;
+  sb->all_next = ctx->sandboxes;
+  if (ctx->sandboxes != NULL)
+    ctx->sandboxes->all_prev = sb;
+  ctx->sandboxes = sb;
   /* Its listeners and responder sockets come out of the connections' share
    * (over_fd_conns_share, conn.c), not out of the daemon's quarter. */
   sb->own_fds = (fds->tcp4 >= 0) + (fds->tcp6 >= 0) + (fds->tproxy4 >= 0) +
@@ -303,6 +315,7 @@ int proxy_sandbox_start(struct proxy_ctx *ctx, const char *name, struct rules_co
   sb->limits = limits ? *limits : ctx->limits;
   sb->name = strdup(name);
   sb->config = rules_config_ref(cfg);
+  proxy_callbacks_update(ctx, cfg, NULL);
   sb->ca = ca;
   uv_timer_init(ctx->loop, &sb->drain_timer);
   sb->drain_timer.data = sb;
@@ -371,6 +384,7 @@ void proxy_sandbox_set_config(struct proxy_sandbox *sb, struct rules_config *cfg
     next = c->next;
     proxy_conn_config_swapped(c, sb->config);
   }
+  proxy_callbacks_update(sb->ctx, cfg, old);
   rules_config_unref(old);
 }
 

@@ -391,10 +391,9 @@ static int is_local(const uint8_t addr[16], int v4)
  * of them. A callback named by another host name is not resolved here; the proxy
  * refuses to dial that name (conn.c).
  */
-static int is_callback_endpoint(const struct rules_config *cfg, const struct rules_target *t,
+static int is_callback_endpoint(const struct rules_callback *cb, const struct rules_target *t,
                                 int host_local)
 {
-  const struct rules_callback *cb = rules_config_callback(cfg);
   uint8_t addr[16];
   size_t len;
   int local;
@@ -419,6 +418,31 @@ static int is_callback_endpoint(const struct rules_config *cfg, const struct rul
   return memcmp(addr, t->addr, sizeof(addr)) == 0;
 }
 
+/* 1 if t (or the IPv4 address t4 it embeds, if not NULL) is callback cb's endpoint. */
+static int reaches_callback(const struct rules_callback *cb, const struct rules_target *t,
+                            const struct rules_target *t4, unsigned flags)
+{
+  int host_local = (flags & RULES_RESOLVED_HOST_LOCAL) != 0;
+
+  return is_callback_endpoint(cb, t, host_local) ||
+         (t4 != NULL && is_callback_endpoint(cb, t4, host_local));
+}
+
+int rules_callback_reached(const struct rules_callback *cb, const struct sockaddr *addr,
+                           uint16_t port, unsigned flags)
+{
+  struct rules_target t, embedded;
+  int v4 = 0;
+
+  memset(&t, 0, sizeof(t));
+  t.port = port;
+  if (addr == NULL || rules_addr_from_sockaddr(addr, t.addr, &v4) != 0)
+    return 1; /* not an address it could be told from */
+  t.has_addr = 1;
+  t.addr_v4 = (uint8_t)v4;
+  return reaches_callback(cb, &t, nat64_embedded(&t, &embedded), flags);
+}
+
 int rules_check_resolved(const struct rules_config *cfg, const struct sockaddr *addr,
                          uint16_t port, unsigned flags, struct rules_decision *out)
 {
@@ -438,9 +462,7 @@ int rules_check_resolved(const struct rules_config *cfg, const struct sockaddr *
   t.has_addr = 1;
   t.addr_v4 = (uint8_t)v4;
   t4 = nat64_embedded(&t, &embedded);
-  if (is_callback_endpoint(cfg, &t, (flags & RULES_RESOLVED_HOST_LOCAL) != 0) ||
-      (t4 != NULL &&
-       is_callback_endpoint(cfg, t4, (flags & RULES_RESOLVED_HOST_LOCAL) != 0))) {
+  if (reaches_callback(rules_config_callback(cfg), &t, t4, flags)) {
     out->action = RULES_DENY;
     out->reason = "callback_endpoint";
     out->entry[0] = '\0';

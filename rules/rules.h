@@ -446,6 +446,17 @@ struct rules_callback {
 /* Returns the callback or NULL when the config has none. */
 const struct rules_callback *rules_config_callback(const struct rules_config *cfg);
 
+/*
+ * 1 if addr and port are callback cb's endpoint as rules_check_resolved refuses it for
+ * the config's own callback (its address when its URL gives one; for a loopback
+ * callback any loopback address, or one of the host's own with
+ * RULES_RESOLVED_HOST_LOCAL in flags, at its port; a NAT64 address as the IPv4
+ * address it embeds too), or if addr is not an address; else 0. For the callbacks of
+ * other configs a daemon serves (the proxy refuses them all).
+ */
+int rules_callback_reached(const struct rules_callback *cb, const struct sockaddr *addr,
+                           uint16_t port, unsigned flags);
+
 /* ---- header syntax (shared with the HTTP path and the callback client) ------------- */
 
 /* 1 if s[0..len) is a non-empty RFC 9110 token. */
