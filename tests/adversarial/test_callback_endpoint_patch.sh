@@ -11,12 +11,7 @@
 . "$(dirname "$0")/adv_lib.sh"
 
 host_ns_start --answer cb.watch.test=127.0.0.1
-: > "$T/cb.jsonl"
-ip netns exec "$HNS" "$PY" "$TOOLS/fake_callback.py" --log "$T/cb.jsonl" \
-  --port-file "$T/cb.port" 2> "$T/cb.log" &
-PIDS+=($!)
-wait_for "[ -s '$T/cb.port' ]" 10
-CB=$(cat "$T/cb.port")
+start_callback --in "$HNS"
 
 # The sandbox may reach the callback's host before the PATCH (an allow entry covers
 # its address); the PATCH keeps that entry and adds the callback there, by name.

@@ -18,12 +18,7 @@
 
 host_ns_start --answer cb.watch.test=127.0.0.1
 hupstream mirror
-: > "$T/cb.jsonl"
-ip netns exec "$HNS" "$PY" "$TOOLS/fake_callback.py" --log "$T/cb.jsonl" \
-  --port-file "$T/cb.port" 2> "$T/cb.log" &
-PIDS+=($!)
-wait_for "[ -s '$T/cb.port' ]" 10
-CB=$(cat "$T/cb.port")
+start_callback --in "$HNS"
 
 # cb_host remap-targets... : the sandbox POSTs to the callback's port of each name.
 check() {

@@ -17,12 +17,8 @@
 . "$(dirname "$0")/../integration/lib.sh"
 
 start_upstream up
-: > "$T/cb.jsonl"
-"$PY" "$TOOLS/fake_callback.py" --log "$T/cb.jsonl" --port-file "$T/cb.port" \
-  --mode many_headers 2> "$T/cb.log" &
-PIDS+=($!)
-wait_for "[ -s '$T/cb.port' ]" 10
-cb_PORT=$(cat "$T/cb.port")
+start_callback --mode many_headers
+cb_PORT=$CB
 
 cat > "$T/config.json" <<EOF
 {

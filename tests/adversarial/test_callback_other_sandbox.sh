@@ -12,11 +12,7 @@
 . "$(dirname "$0")/../integration/lib.sh"
 . "$(dirname "$0")/adv_lib.sh"
 
-: > "$T/cb.jsonl"
-"$PY" "$TOOLS/fake_callback.py" --log "$T/cb.jsonl" --port-file "$T/cb.port" 2> "$T/cb.log" &
-PIDS+=($!)
-wait_for "[ -s '$T/cb.port' ]" 10
-CB=$(cat "$T/cb.port")
+start_callback
 
 cat > "$T/a.json" <<EOF2
 { "callback": { "url": "http://127.0.0.1:$CB/creds", "match_hosts": ["*.corp.example"] } }

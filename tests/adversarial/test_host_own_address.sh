@@ -20,12 +20,7 @@
 host_ns_start
 host_ns_ipv4
 HUP_BIND=0.0.0.0 hupstream other
-: > "$T/cb.jsonl"
-ip netns exec "$HNS" "$PY" "$TOOLS/fake_callback.py" --log "$T/cb.jsonl" --bind 0.0.0.0 \
-  --port-file "$T/cb.port" 2> "$T/cb.log" &
-PIDS+=($!)
-wait_for "[ -s '$T/cb.port' ]" 10
-CB=$(cat "$T/cb.port")
+start_callback --in "$HNS" --bind 0.0.0.0
 
 # probe CONFIG: from a jail in $HNS, asks the callback for the victim's credential and
 # the other service for /ok, both at the host's address.

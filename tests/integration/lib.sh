@@ -71,6 +71,22 @@ make_netns() {
 # wait_for COND [SECS] and make_ca DIR NAME... (a test CA and a server certificate).
 . "$SRC/scripts/common.sh"
 
+# start_callback [--in NS] [ARG...]: tests/tools/fake_callback.py (with ARGs) on
+# 127.0.0.1, of namespace NS when given, logging to $T/cb.jsonl; sets CB to its port.
+start_callback() {
+  local wrap=()
+  if [ "${1:-}" = --in ]; then
+    wrap=(ip netns exec "$2")
+    shift 2
+  fi
+  : > "$T/cb.jsonl"
+  "${wrap[@]}" "$PY" "$TOOLS/fake_callback.py" --log "$T/cb.jsonl" --port-file "$T/cb.port" \
+    "$@" 2> "$T/cb.log" &
+  PIDS+=($!)
+  wait_for "[ -s '$T/cb.port' ]" 10
+  CB=$(cat "$T/cb.port")
+}
+
 # start_upstream NAME [CERT KEY]: a fake upstream on 127.0.0.1; sets ${NAME}_PORT and
 # logs requests as JSON lines to $T/NAME.jsonl.
 start_upstream() {

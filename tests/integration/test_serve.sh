@@ -240,9 +240,7 @@ ctl update box3 --config "$T/cfg3.json" >/dev/null
 pass "a swapped config moves a kept-alive connection's next request to its new target"
 
 # ---- ctl attach, and dynamic credentials from a callback in the daemon ---------------
-"$PY" "$TOOLS/fake_callback.py" --log "$T/cb.jsonl" --port-file "$T/cb.port" 2> "$T/cb.log" &
-PIDS+=($!)
-wait_for "[ -s '$T/cb.port' ]"
+start_callback
 cat > "$T/cbcfg.json" <<EOF
 { "callback": { "url": "http://127.0.0.1:$(cat "$T/cb.port")/creds", "match_hosts": ["api.example.com"], "allow_plain_http": true,
                 "ttl_seconds": 60, "timeout_ms": 3000 },

@@ -168,11 +168,7 @@ pass "attempts end with the sandbox"
 # connect attempts share its timeout (3 s by default), so the A record is reached in
 # time. The callback client used to give the first address the whole timeout, and
 # every call to such a host failed (502 callback_failed).
-: > "$T/cb.jsonl"
-ip netns exec "$HNS" "$PY" "$TOOLS/fake_callback.py" --log "$T/cb.jsonl" \
-  --port-file "$T/cb.port" 2> "$T/cb.log" &
-PIDS+=($!)
-wait_for "[ -s '$T/cb.port' ]" 10
+start_callback --in "$HNS"
 cat > "$T/callback.json" <<EOF2
 { "callback": { "url": "http://cbhost.test:$(cat "$T/cb.port")/creds",
                 "match_hosts": ["plain.example.com"], "allow_plain_http": true },
