@@ -24,6 +24,8 @@
 
 struct cJSON;
 
+struct daemon_owner;
+
 struct daemon_sandbox {
   struct daemon_sandbox *next;
   struct daemon_sandbox **pprev;  /* the pointer that points here, for O(1) unlinking */
@@ -37,6 +39,7 @@ struct daemon_sandbox {
   struct proxy_sandbox *sb;
   struct proxy_ca *ca;
   uint16_t port;            /* the proxy listener's port inside the namespace */
+  struct daemon_owner *owner; /* attached by /proc/PID/ns/net: PID, watched (or NULL) */
 };
 
 /* A sandbox found in the state directory that could not be re-attached. */

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -519,6 +520,140 @@ static int open_netns(const char *path, dev_t *dev, ino_t *ino, struct daemon_er
   return fd;
 }
 
+/*
+ * A sandbox attached by /proc/PID/ns/net (the OCI hook's path) lives as long as process
+ * PID: once it has exited the path names nothing (a restart would not re-attach it),
+ * and its runtime may never detach it. podman runs the poststop hooks itself, and only
+ * for containers it created: one whose creation failed after the createRuntime hook
+ * attached it (a command not in its root filesystem) kept its sandbox, its namespace
+ * (the listeners hold it) and its state file until the daemon restarted, and could not
+ * be attached again under its name. A pidfd tells the loop when the process exits; the
+ * sandbox is then detached as by DELETE.
+ */
+struct daemon_owner {
+  uv_poll_t poll;
+  int fd;
+  pid_t pid;
+  struct daemon *d;
+  struct daemon_sandbox *s; /* NULL once the sandbox is closed */
+};
+
+/* The PID of a path /proc/PID/ns/net, else 0. */
+static pid_t path_owner(const char *path)
+{
+  const char *p = path + 6;
+  long pid = 0;
+
+  if (strncmp(path, "/proc/", 6) != 0 || *p < '1' || *p > '9')
+    return 0;
+  for (; *p >= '0' && *p <= '9'; p++) {
+    pid = pid * 10 + (*p - '0');
+    if (pid > 4194304) /* PID_MAX_LIMIT */
+      return 0;
+  }
+  return strcmp(p, "/ns/net") == 0 ? (pid_t)pid : 0;
+}
+
+/*
+ * A pidfd for the process by whose /proc path netns (dev, ino) is attached, checked to
+ * be the process that has that namespace (not one that got its pid since). Returns it,
+ * -ENOSYS when there is nothing to watch (another kind of path, a kernel before 5.3),
+ * or a negative errno with err set: the process has exited.
+ */
+static int owner_open(const char *netns, dev_t dev, ino_t ino, pid_t *pid,
+                      struct daemon_error *err)
+{
+  struct stat st;
+  int fd = -1;
+
+  *pid = path_owner(netns);
+  if (*pid == 0)
+    return -ENOSYS;
+#ifdef SYS_pidfd_open
+  fd = (int)syscall(SYS_pidfd_open, *pid, 0);
+#else
+  errno = ENOSYS;
+#endif
+  if (fd < 0 && errno == ENOSYS)
+    return -ENOSYS;
+  if (fd >= 0 && stat(netns, &st) == 0 && st.st_dev == dev && st.st_ino == ino)
+    return fd;
+  if (fd >= 0)
+    close(fd);
+  return fail(err, 400, "netns_not_found", -ESRCH,
+              "netns %s does not exist: process %d has exited", netns, (int)*pid);
+}
+
+static void owner_closed(uv_handle_t *h)
+{
+  struct daemon_owner *o = h->data;
+
+  close(o->fd);
+  free(o);
+}
+
+static void owner_unwatch(struct daemon_sandbox *s)
+{
+  if (s->owner == NULL)
+    return;
+  s->owner->s = NULL;
+  uv_close((uv_handle_t *)&s->owner->poll, owner_closed);
+  s->owner = NULL;
+}
+
+static void owner_exited_cb(uv_poll_t *h, int status, int events)
+{
+  struct daemon_owner *o = h->data;
+  struct daemon_sandbox *s = o->s;
+  struct daemon_error err;
+
+  (void)events;
+  if (s == NULL)
+    return;
+  if (status < 0) {
+    log_warn("sandbox %s: cannot watch process %d any longer (%s): it stays attached "
+             "after the process exits, until it is detached", s->name, (int)o->pid,
+             uv_strerror(status));
+    owner_unwatch(s);
+    return;
+  }
+  log_info("sandbox %s: process %d, by whose /proc path it was attached, has exited: "
+           "detaching", s->name, (int)o->pid);
+  daemon_error_init(&err);
+  if (daemon_detach(o->d, s, &err) != 0) {
+    log_warn("sandbox %s: cannot detach it: %s", s->name, err.message);
+    owner_unwatch(s);
+  }
+  daemon_error_free(&err);
+}
+
+/* Takes ownership of fd (a pidfd of pid), watched until s is closed. */
+static void owner_watch(struct daemon *d, struct daemon_sandbox *s, int fd, pid_t pid)
+{
+  struct daemon_owner *o = calloc(1, sizeof(*o));
+  int r = o != NULL ? uv_poll_init(&d->loop, &o->poll, fd) : UV_ENOMEM;
+
+  if (r != 0) {
+    free(o);
+    close(fd);
+    log_warn("sandbox %s: cannot watch process %d (%s): it stays attached after the "
+             "process exits, until it is detached", s->name, (int)pid, uv_strerror(r));
+    return;
+  }
+  o->poll.data = o;
+  o->fd = fd;
+  o->pid = pid;
+  o->d = d;
+  o->s = s;
+  s->owner = o;
+  r = uv_poll_start(&o->poll, UV_READABLE, owner_exited_cb);
+  if (r != 0) {
+    log_warn("sandbox %s: cannot watch process %d (%s): it stays attached after the "
+             "process exits, until it is detached", s->name, (int)pid, uv_strerror(r));
+    owner_unwatch(s);
+  }
+}
+
 static void ca_work_cb(uv_work_t *w)
 {
   struct daemon *d = w->data;
@@ -615,7 +750,8 @@ static int attach(struct daemon *d, const char *name, const char *netns,
   struct daemon_lost *lost;
   struct netns_fds fds;
   char msg[512];
-  int nsfd = -1, redirected = 0, r;
+  int nsfd = -1, ownerfd = -1, redirected = 0, r;
+  pid_t owner = 0;
 
   *out = NULL;
   netns_fds_init(&fds);
@@ -672,6 +808,11 @@ static int attach(struct daemon *d, const char *name, const char *netns,
     }
     s->ns_cookie = cookie;
   }
+  ownerfd = owner_open(netns, s->ns_dev, s->ns_ino, &owner, err);
+  if (ownerfd < 0 && ownerfd != -ENOSYS) {
+    r = ownerfd;
+    goto out;
+  }
   r = make_ca(d, ca, &s->ca, err);
   if (r != 0)
     goto out;
@@ -702,6 +843,10 @@ static int attach(struct daemon *d, const char *name, const char *netns,
     }
   }
   link_sandbox(d, s);
+  if (ownerfd >= 0) {
+    owner_watch(d, s, ownerfd, owner);
+    ownerfd = -1;
+  }
   /* Attached again under that name (its state file now holds this attach): it is no
    * longer one the daemon failed to re-attach. */
   lost = daemon_lost_find(d, name);
@@ -739,6 +884,8 @@ out:
   netns_fds_close(&fds);
   if (nsfd >= 0)
     close(nsfd);
+  if (ownerfd >= 0)
+    close(ownerfd);
   rules_config_unref(cfg);
   return r;
 }
@@ -847,6 +994,7 @@ static void close_sandbox(struct daemon *d, struct daemon_sandbox *s, int lockdo
   int fd;
 
   unlink_sandbox(d, s);
+  owner_unwatch(s);
   proxy_sandbox_stats(s->sb, &st_now);
   retire_stats(d, &st_now, NULL);
   if (cc != NULL)
