@@ -22,9 +22,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -58,6 +60,37 @@ static void usage(FILE *f)
     "\n"
     "The container needs a network namespace of its own (linux.namespaces: network).\n"
     "See examples/oci-hooks.d/ and examples/oci-config-hooks.json.\n");
+}
+
+/*
+ * Prints a failure (FMT ends with a newline) as "authproxy oci-hook: ..." on standard
+ * error, which the runtime passes on in its own error, with strerror's text for ENOENT
+ * reworded. podman classifies a runtime's error by its text: one that matches "no such
+ * file or directory" is taken for a container command that does not exist, shown as
+ * "OCI runtime attempted to invoke a command that was not found", and `podman run`
+ * exits 127. The hook's commonest failure, no daemon (its socket absent), read so.
+ */
+static void hook_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void hook_error(const char *fmt, ...)
+{
+  static const char enoent[] = "no such file or directory";
+  char msg[8192], *p = msg;
+  size_t n = sizeof(enoent) - 1;
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  fputs("authproxy oci-hook: ", stderr);
+  while (*p != '\0') {
+    if (strncasecmp(p, enoent, n) == 0) {
+      fputs("does not exist", stderr);
+      p += n;
+    } else {
+      fputc(*p++, stderr);
+    }
+  }
 }
 
 int proxy_oci_file_name_ok(const char *name)
@@ -243,7 +276,7 @@ static int hook_attach(const char *sock, const char *config_dir,
   int r;
 
   if (st->config_name == NULL && st->config_file == NULL) {
-    fprintf(stderr, "authproxy oci-hook: container %s has neither the annotation "
+    hook_error("container %s has neither the annotation "
             PROXY_OCI_ANNOTATION_CONFIG " nor " PROXY_OCI_ANNOTATION_FILE "; it is not "
             "started unprotected (annotate it, or run the hook only for annotated "
             "containers)\n", st->id);
@@ -251,7 +284,7 @@ static int hook_attach(const char *sock, const char *config_dir,
   }
   if (st->config_file != NULL && read_config_file(config_dir, st->config_file, &cfg, err,
                                                   sizeof(err)) != 0) {
-    fprintf(stderr, "authproxy oci-hook: container %s: %s\n", st->id, err);
+    hook_error("container %s: %s\n", st->id, err);
     return 1;
   }
   snprintf(netns, sizeof(netns), "/proc/%ld/ns/net", st->pid);
@@ -269,13 +302,13 @@ static int hook_attach(const char *sock, const char *config_dir,
     explicit_bzero(body.data, body.len);
   strbuf_free(&body);
   if (r != 0) {
-    fprintf(stderr, "authproxy oci-hook: container %s: cannot attach it: %s\n", st->id,
+    hook_error("container %s: cannot attach it: %s\n", st->id,
             r == -ENOMEM ? "out of memory" : err);
     return 1;
   }
   if (a.status != 201) {
     proxy_api_error_text(&a, text, sizeof(text));
-    fprintf(stderr, "authproxy oci-hook: container %s: the daemon refused to attach %s as "
+    hook_error("container %s: the daemon refused to attach %s as "
             "sandbox %s: %s\n", st->id, netns, name, text);
     proxy_api_answer_free(&a);
     return 1;
@@ -296,7 +329,7 @@ static int hook_detach(const char *sock, const struct proxy_oci_state *st, const
   snprintf(path, sizeof(path), "/v1/sandboxes/%s", name);
   r = proxy_api_call(sock, "DELETE", path, NULL, 0, HOOK_TIMEOUT_MS, &a, err, sizeof(err));
   if (r != 0) {
-    fprintf(stderr, "authproxy oci-hook: container %s: %s%s\n", st->id, err,
+    hook_error("container %s: %s%s\n", st->id, err,
             proxy_api_unreachable(r) ? "; nothing to detach now (a restarted daemon "
                                        "forgets sandboxes whose namespace is gone)" : "");
     return proxy_api_unreachable(r) ? 0 : 1;
@@ -304,7 +337,7 @@ static int hook_detach(const char *sock, const struct proxy_oci_state *st, const
   root = proxy_api_error_parse(&a, &code, &msg, &details);
   if (a.status != 200 && strcmp(code, "sandbox_not_found") != 0) {
     proxy_api_error_text(&a, text, sizeof(text));
-    fprintf(stderr, "authproxy oci-hook: container %s: cannot detach sandbox %s: %s\n",
+    hook_error("container %s: cannot detach sandbox %s: %s\n",
             st->id, name, text);
     ret = 1;
   }
@@ -341,7 +374,7 @@ int proxy_cmd_oci_hook(int argc, char **argv)
       poststop = 1;
     } else if (strcmp(argv[optind], "createRuntime") != 0 &&
                strcmp(argv[optind], "prestart") != 0) {
-      fprintf(stderr, "authproxy oci-hook: unknown stage \"%s\" (createRuntime or "
+      hook_error("unknown stage \"%s\" (createRuntime or "
                       "poststop)\n", argv[optind]);
       return 2;
     }
@@ -352,16 +385,16 @@ int proxy_cmd_oci_hook(int argc, char **argv)
     return 2;
   }
   if (proxy_read_file("-", MAX_STATE, &in, &len) != 0) {
-    fprintf(stderr, "authproxy oci-hook: cannot read the container state from standard "
+    hook_error("cannot read the container state from standard "
                     "input (at most 1 MiB)\n");
     return 1;
   }
   if (proxy_oci_parse_state(in, len, !poststop, &st, err, sizeof(err)) != 0) {
-    fprintf(stderr, "authproxy oci-hook: %s\n", err);
+    hook_error("%s\n", err);
     goto out;
   }
   if (proxy_api_derive_name("oci-", st.id, name, sizeof(name)) != 0) {
-    fprintf(stderr, "authproxy oci-hook: container id \"%.64s\" is empty\n", st.id);
+    hook_error("container id \"%.64s\" is empty\n", st.id);
     goto out;
   }
   ret = poststop ? hook_detach(sock, &st, name) : hook_attach(sock, config_dir, &st, name);
