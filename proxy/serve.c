@@ -746,7 +746,7 @@ static int attach(struct daemon *d, const char *name, const char *netns,
 {
   struct rules_config *cfg = NULL;
   struct netns_rules_opts o;
-  struct daemon_sandbox *s = NULL;
+  struct daemon_sandbox *s = NULL, *other;
   struct daemon_lost *lost;
   struct netns_fds fds;
   char msg[512];
@@ -807,6 +807,18 @@ static int attach(struct daemon *d, const char *name, const char *netns,
       goto out;
     }
     s->ns_cookie = cookie;
+  }
+  /* This daemon's own sandbox may hold it (another container of a pod, a namespace a
+   * runtime pools): name it, since that is what to detach; the sockets' clash below
+   * could only blame another authproxy. Attached namespaces are alive (their listeners
+   * hold them), so no other namespace has their inode number. */
+  for (other = d->sandboxes; other != NULL; other = other->next) {
+    if (other->ns_dev == s->ns_dev && other->ns_ino == s->ns_ino) {
+      r = fail(err, 409, "netns_attached", -EBUSY,
+               "%s is already attached as sandbox %s; a namespace is served once: detach "
+               "that sandbox first", netns, other->name);
+      goto out;
+    }
   }
   ownerfd = owner_open(netns, s->ns_dev, s->ns_ino, &owner, err);
   if (ownerfd < 0 && ownerfd != -ENOSYS) {

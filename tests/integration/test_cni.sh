@@ -128,6 +128,17 @@ pass "CHECK: attached is success; another namespace, no prevResult, an old versi
 run_plugin ADD ctr-inline-$$ "/var/run/netns/$ns1" "$CONF1"
 expect_error 102 "second ADD"
 assert_contains "$OUT" "sandbox_exists" "second ADD names the reason"
+# Another container's ADD for that namespace (a pooled namespace, a pod's second
+# container) fails too, naming the sandbox that holds it: that is what to detach. It
+# used to blame "another authproxy (a daemon or a jail)" or a DNS server.
+run_plugin ADD ctr-other-$$ "/var/run/netns/$ns1" "$CONF1"
+expect_error 102 "ADD of another container for an attached namespace"
+assert_contains "$(jget "$OUT" 'd["details"]')" "already attached as sandbox cni-ctr-inline-$$" \
+  "the sandbox holding the namespace is named"
+assert_not_contains "$(jget "$OUT" 'd["details"]')" "another authproxy" "no other authproxy is blamed"
+ip netns exec "$ns1" curl -sS -o /dev/null http://api.example.com/cni/still
+assert_eq "$(upq up "[hdr(r, 'X-Source') for r in reqs if r['path'] == '/cni/still']")" '[["inline"]]' \
+  "the namespace is still served by its sandbox"
 
 # ---- DEL (reverse order), twice: idempotent ---------------------------------------
 run_plugin DEL ctr-inline-$$ "/var/run/netns/$ns1" "$CONF1"
