@@ -557,12 +557,14 @@ static pid_t path_owner(const char *path)
 /*
  * A pidfd for the process by whose /proc path netns (dev, ino) is attached, checked to
  * be the process that has that namespace (not one that got its pid since). Returns it,
- * -ENOSYS when there is nothing to watch (another kind of path, a kernel before 5.3),
- * or a negative errno with err set: the process has exited.
+ * -ENOSYS when there is nothing to watch (another kind of path) or no way to (a kernel
+ * before 5.3, a seccomp filter without pidfd_open), or a negative errno with err set:
+ * the process has exited.
  */
 static int owner_open(const char *netns, dev_t dev, ino_t ino, pid_t *pid,
                       struct daemon_error *err)
 {
+  static int warned;
   struct stat st;
   int fd = -1;
 
@@ -574,8 +576,14 @@ static int owner_open(const char *netns, dev_t dev, ino_t ino, pid_t *pid,
 #else
   errno = ENOSYS;
 #endif
-  if (fd < 0 && errno == ENOSYS)
+  if (fd < 0 && errno != ESRCH) {
+    if (!warned)
+      log_warn("cannot watch the processes of sandboxes attached by /proc/PID/ns/net "
+               "(pidfd_open: %s): each stays attached after its process exits, until "
+               "it is detached", strerror(errno));
+    warned = 1;
     return -ENOSYS;
+  }
   if (fd >= 0 && stat(netns, &st) == 0 && st.st_dev == dev && st.st_ino == ino)
     return fd;
   if (fd >= 0)
