@@ -18,6 +18,9 @@
 
 #define FLUSH_BYTES (64u << 10)
 #define FLUSH_MS 200
+/* A run of failed writes that begins this soon after the last one logged is not (a
+ * disk that keeps filling and emptying logs two lines a second at most). */
+#define FAIL_LOG_MS 1000
 
 struct proxy_audit {
   uv_loop_t *loop;
@@ -35,11 +38,19 @@ struct proxy_audit {
   uint64_t dropped;
   uint64_t full_drops; /* records dropped because the buffer was full, or no memory */
   uint64_t records;
-  uint64_t write_errors;
+  uint64_t fail_run;      /* writes failed since the last whole batch was written */
+  uint64_t fail_lost;     /* records those writes lost */
+  uint64_t fail_said_ms;  /* loop time a run of failures was last logged as begun */
+  int fail_said;          /* this run is in the log: its end will be too */
 };
 
 static void flush(struct proxy_audit *a);
 static void finish_close(struct proxy_audit *a);
+
+static const char *audit_name(const struct proxy_audit *a)
+{
+  return a->path != NULL ? a->path : "(standard output)";
+}
 
 static int open_file(const char *path, int nonblock)
 {
@@ -151,13 +162,23 @@ static void write_cb(uv_fs_t *req)
   }
   a->ending_torn = 0;
   if (r < 0) {
-    a->write_errors++;
-    if (a->write_errors == 1 || a->write_errors % 1000 == 0)
-      log_error("audit log: write failed: %s (%llu failures)", uv_strerror((int)r),
-                (unsigned long long)a->write_errors);
+    uint64_t lost = count_records(a->out.data + a->out_off, a->out.len - a->out_off);
+
     /* What was not written is lost (a cut record too): count it, or the metrics
-     * would say the log is complete. */
-    a->dropped += count_records(a->out.data + a->out_off, a->out.len - a->out_off);
+     * would say the log is complete. Each run of failures is logged from its
+     * first (a disk that fills again a week later is news again; FAIL_LOG_MS), and
+     * so is its end. */
+    a->dropped += lost;
+    a->fail_lost += lost;
+    a->fail_run++;
+    if (a->fail_run == 1 ? proxy_log_due(&a->fail_said_ms, uv_now(a->loop), FAIL_LOG_MS)
+                         : proxy_log_nth(a->fail_run)) {
+      a->fail_said = 1;
+      log_error("audit log %s: write failed: %s; records are dropped until a write "
+                "succeeds (%llu lost in %llu failed writes so far)", audit_name(a),
+                uv_strerror((int)r), (unsigned long long)a->fail_lost,
+                (unsigned long long)a->fail_run);
+    }
     strbuf_reset(&a->out);
     a->out_off = 0;
   } else {
@@ -170,6 +191,14 @@ static void write_cb(uv_fs_t *req)
     if (a->out_off >= a->out.len) {
       strbuf_reset(&a->out);
       a->out_off = 0;
+      /* A whole batch reached the file (a part of one is not yet a disk with room). */
+      if (a->fail_run > 0 && a->fail_said)
+        log_warn("audit log %s: writing again, after %llu failed writes that lost %llu "
+                 "records", audit_name(a), (unsigned long long)a->fail_run,
+                 (unsigned long long)a->fail_lost);
+      a->fail_run = 0;
+      a->fail_lost = 0;
+      a->fail_said = 0;
     }
   }
   if (a->closing)
