@@ -36,12 +36,18 @@
 #include "proxy/ca.h"
 #include "proxy/callback.h"
 #include "proxy/daemon.h"
+#include "proxy/log.h"
 
 static void error_resp(struct proxy_control_response *resp, const struct daemon_error *e)
 {
   struct strbuf *b = &resp->body;
   size_t i;
 
+  /* The runtime that called may log it where the operator does not look (a CNI
+   * plugin's error goes to the kubelet): a failure of the daemon's own is in its log
+   * too. Messages never hold a secret's value. */
+  if (e->status >= 500)
+    log_error("control: %s (%s)", e->message, e->code);
   resp->status = e->status;
   strbuf_reset(b);
   strbuf_adds(b, "{\"error\":{\"code\":");

@@ -254,6 +254,21 @@ static int write_sealed(struct daemon *d, const char *path, const char *aad, cha
  * it as too large (fix says what the client can do about it), 500 otherwise. what says
  * what did not happen ("secret K was not stored").
  */
+/* What the operator can do about a state file that cannot be written or removed
+ * (errno r, negative), as the end of a message: "" when it is not plain. */
+static const char *state_fix(int r)
+{
+  switch (-r) {
+  case ENOSPC:
+  case EDQUOT:
+    return "; free space on the state directory's filesystem, then try again";
+  case EROFS:
+    return "; make the state directory's filesystem writable, then try again";
+  default:
+    return "";
+  }
+}
+
 static int state_fail(struct daemon_error *e, int r, const char *what, const char *path,
                       const char *fix)
 {
@@ -261,8 +276,8 @@ static int state_fail(struct daemon_error *e, int r, const char *what, const cha
     return fail(e, 507, "state_too_large", r,
                 "%s: sealed, %s would be larger than the %u bytes (%u MiB) the daemon reads "
                 "back at start; %s", what, path, STATE_MAX, STATE_MAX >> 20, fix);
-  return fail(e, 500, "state_write_failed", r, "%s: cannot write %s: %s", what, path,
-              strerror(-r));
+  return fail(e, 500, "state_write_failed", r, "%s: cannot write %s: %s%s", what, path,
+              strerror(-r), state_fix(r));
 }
 
 int daemon_json_parse_own(const char *json, cJSON **out)
@@ -740,6 +755,19 @@ static int make_ca(struct daemon *d, const cJSON *ca, struct proxy_ca **out,
   return 0;
 }
 
+/* What the operator can do about an attach that ran out of descriptors (errno r,
+ * negative), as the end of a message: "" for another error. A sandbox holds a few
+ * (its listeners and DNS sockets) for as long as it is attached. */
+static const char *fd_fix(int r)
+{
+  if (r == -EMFILE)
+    return "; the daemon has as many file descriptors open as it may: raise its limit "
+           "(LimitNOFILE= in its unit, ulimit -Hn), or detach sandboxes no longer used";
+  if (r == -ENFILE)
+    return "; the host has as many files open as it may (fs.file-max)";
+  return "";
+}
+
 /* The namespace a sandbox's state names, as recorded when it was attached. */
 struct ns_identity {
   dev_t dev;
@@ -842,7 +870,7 @@ static int attach(struct daemon *d, const char *name, const char *netns,
   msg[0] = '\0';
   r = netns_attach(nsfd, &o, &fds, msg, sizeof(msg));
   if (r != 0) {
-    r = fail(err, 500, "attach_failed", r, "%s", msg[0] ? msg : strerror(-r));
+    r = fail(err, 500, "attach_failed", r, "%s%s", msg[0] ? msg : strerror(-r), fd_fix(r));
     goto out;
   }
   redirected = 1;
@@ -852,7 +880,8 @@ static int attach(struct daemon *d, const char *name, const char *netns,
     s->ns_cookie = 0; /* a kernel before 5.14: a restart checks the inode only */
   r = proxy_sandbox_start(&d->ctx, name, cfg, s->ca, &fds, NULL, &s->sb);
   if (r != 0) {
-    r = fail(err, 500, "attach_failed", r, "cannot serve sandbox %s", name);
+    r = fail(err, 500, "attach_failed", r, "cannot serve sandbox %s: %s%s", name,
+             strerror(-r), fd_fix(r));
     goto out;
   }
   if (persist) {
@@ -1057,9 +1086,14 @@ int daemon_detach(struct daemon *d, struct daemon_sandbox *s, struct daemon_erro
   char path[4096];
 
   state_path(d, s->name, path, sizeof(path));
-  if (unlink(path) != 0 && errno != ENOENT)
-    return fail(err, 500, "state_write_failed", -errno, "cannot remove %s: %s", path,
-                strerror(errno));
+  /* Detached with its state left, it would be attached again by the next start. */
+  if (unlink(path) != 0 && errno != ENOENT) {
+    int r = -errno;
+
+    return fail(err, 500, "state_write_failed", r,
+                "sandbox %s was not detached (it is served as before): cannot remove %s: "
+                "%s%s", s->name, path, strerror(-r), state_fix(r));
+  }
   log_info("sandbox %s: detaching (connections get %llu ms to finish)", s->name,
            (unsigned long long)d->ctx.limits.drain_ms);
   close_sandbox(d, s, 1);
@@ -1097,9 +1131,12 @@ int daemon_lost_forget(struct daemon *d, struct daemon_lost *l, struct daemon_er
    * (connections redirected to a port nothing listens on since the daemon stopped, or
    * the lockdown table of a failed attach). Its runtime deletes it. */
   state_path(d, l->name, path, sizeof(path));
-  if (unlink(path) != 0 && errno != ENOENT)
-    return fail(err, 500, "state_write_failed", -errno, "cannot remove %s: %s", path,
-                strerror(errno));
+  if (unlink(path) != 0 && errno != ENOENT) {
+    int r = -errno;
+
+    return fail(err, 500, "state_write_failed", r, "cannot remove %s: %s%s", path,
+                strerror(-r), state_fix(r));
+  }
   log_info("sandbox %s: not attached; its state is forgotten", l->name);
   lost_remove(d, l);
   return 0;
@@ -1400,9 +1437,12 @@ int daemon_config_delete(struct daemon *d, struct daemon_config *c, struct daemo
   char path[4096];
 
   config_path(d, c->name, path, sizeof(path));
-  if (unlink(path) != 0 && errno != ENOENT)
-    return fail(err, 500, "state_write_failed", -errno, "cannot remove %s: %s", path,
-                strerror(errno));
+  if (unlink(path) != 0 && errno != ENOENT) {
+    int r = -errno;
+
+    return fail(err, 500, "state_write_failed", r, "cannot remove %s: %s%s", path,
+                strerror(-r), state_fix(r));
+  }
   for (pp = &d->configs; *pp != NULL; pp = &(*pp)->next) {
     if (*pp == c) {
       *pp = c->next;
