@@ -60,6 +60,16 @@ static int open_file(const char *path, int nonblock)
   return fd < 0 ? -errno : fd;
 }
 
+/* Makes fd's writes blocking again (they run on the thread pool); 0 or -errno. */
+static int blocking(int fd)
+{
+  int flags = fcntl(fd, F_GETFL);
+
+  if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0)
+    return -errno;
+  return 0;
+}
+
 int proxy_audit_open(uv_loop_t *loop, const char *path, struct proxy_audit **out)
 {
   struct proxy_audit *a;
@@ -69,7 +79,22 @@ int proxy_audit_open(uv_loop_t *loop, const char *path, struct proxy_audit **out
   if (strcmp(path, "-") == 0) {
     fd = STDOUT_FILENO;
   } else {
-    fd = open_file(path, 0);
+    /* A FIFO no reader has open (a log shipper not started yet) makes the open wait
+     * for one, and the daemon with it, before it serves: say so, or it would look
+     * hung with nothing in its log. */
+    fd = open_file(path, 1);
+    if (fd == -ENXIO) {
+      log_warn("audit log %s: a FIFO that no reader has open; waiting for one before "
+               "going on (start the reader, or give --log a file)", path);
+      fd = open_file(path, 0);
+    } else if (fd >= 0) {
+      int r = blocking(fd);
+
+      if (r != 0) {
+        close(fd);
+        return r;
+      }
+    }
     if (fd < 0)
       return fd;
   }
@@ -100,7 +125,7 @@ int proxy_audit_open(uv_loop_t *loop, const char *path, struct proxy_audit **out
 
 int proxy_audit_reopen(struct proxy_audit *a)
 {
-  int fd, flags;
+  int fd, r;
 
   if (a == NULL || a->path == NULL)
     return 0;
@@ -110,17 +135,14 @@ int proxy_audit_reopen(struct proxy_audit *a)
   fd = open_file(a->path, 1);
   if (fd < 0)
     return fd;
-  flags = fcntl(fd, F_GETFL);
-  if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
-    int r = -errno;
-
+  r = blocking(fd);
+  if (r != 0) {
     close(fd);
     return r;
   }
   /* A write in flight still uses the old fd; dup2 swaps the file under it safely. */
   if (dup2(fd, a->fd) < 0) {
-    int r = -errno;
-
+    r = -errno;
     close(fd);
     return r;
   }

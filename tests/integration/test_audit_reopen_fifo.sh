@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# SIGHUP reopens the audit log, and a log that is a FIFO whose reader went away (a log
+# A daemon started before its audit log FIFO's reader says it waits for one. SIGHUP
+# reopens the audit log, and a log that is a FIFO whose reader went away (a log
 # shipper restarting) does not stop the daemon: the reopen fails and says why, the
 # daemon goes on serving, and a SIGHUP once a reader is back reopens it, for blocking
 # writes as before. A regression test: the reopen's open(2) waited for a reader on
@@ -25,15 +26,19 @@ time.sleep(60)' "$FIFO" "$T/ready$1" &
   wait_for "[ -e '$T/ready$1' ]"
 }
 
-reader 1
-reader=${PIDS[-1]}
+# Started before any reader, the daemon waits for one (its open(2) does), and says so:
+# it used to wait with nothing in its log, as if hung.
 "$AUTHPROXY" serve --state-dir "$STATE" --control "$SOCK" --log "$FIFO" \
   >> "$T/serve.log" 2>&1 &
 SERVE_PID=$!
 PIDS+=($SERVE_PID)
 ctl() { timeout 10 "$AUTHPROXY" ctl --control "$SOCK" "$@"; }
 health() { ctl health | tr -d ' \t\n'; }
+wait_for "grep -q 'audit log $FIFO: a FIFO that no reader has open; waiting for one' '$T/serve.log'"
+reader 1
+reader=${PIDS[-1]}
 wait_for "[ -S '$SOCK' ] && ctl health >/dev/null 2>&1"
+pass "started before the FIFO's reader, the daemon says it waits for one, then serves"
 
 kill "$reader"
 wait "$reader" 2>/dev/null || true
