@@ -522,8 +522,10 @@ static void wait_cb(uv_timer_t *t)
 
 static void on_connection(uv_stream_t *server, int status)
 {
-  if (status < 0)
+  if (status < 0) {
+    proxy_log_accept_failed("control", -status);
     return;
+  }
   take_connection(server->data);
 }
 

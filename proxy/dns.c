@@ -652,7 +652,7 @@ static void on_connection(uv_stream_t *server, int status)
 
   if (status < 0) {
     if (status != UV_ECANCELED)
-      log_warn("dns: tcp listen: %s", uv_strerror(status));
+      proxy_log_accept_failed("dns: tcp listen", -status);
     return;
   }
   if (d->opts.activity != NULL)

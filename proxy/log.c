@@ -2,8 +2,10 @@
  * Operational log lines: "2026-11-26T18:27:36.123Z authproxy[PID] LEVEL: message".
  * One write(2) per line so lines from concurrent processes do not interleave.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,4 +50,23 @@ void proxy_log(enum proxy_log_level level, const char *fmt, ...)
     n = (int)sizeof(line) - 2;
   line[n++] = '\n';
   (void)!write(STDERR_FILENO, line, (size_t)n);
+}
+
+void proxy_log_accept_failed(const char *who, int err)
+{
+  static uint64_t failed, logged_ms;
+  struct timespec ts;
+  uint64_t now;
+
+  failed++;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+  if (!proxy_log_due(&logged_ms, now, PROXY_LOG_ACCEPT_MS))
+    return;
+  log_error("%s: accept: %s (%llu failed accepts so far; logged at most every %d s)%s", who,
+            strerror(err), (unsigned long long)failed, PROXY_LOG_ACCEPT_MS / 1000,
+            err == EMFILE || err == ENFILE
+                ? ": the daemon is out of file descriptors; raise its limit (LimitNOFILE= "
+                  "in its unit), or detach sandboxes no longer used"
+                : "");
 }

@@ -41,6 +41,19 @@ static inline int proxy_log_due(uint64_t *last_ms, uint64_t now_ms, uint64_t eve
   return 1;
 }
 
+/* How often a failed accept is logged at most (proxy_log_accept_failed). */
+#define PROXY_LOG_ACCEPT_MS (5 * 1000)
+
+/*
+ * Logs that a listener's accept failed with errno err (positive): who names the
+ * listener ("control", "sandbox NAME"). Out of descriptors, with its spare one gone,
+ * libuv calls back again at once without returning to the loop, as long as the
+ * connection waits: the lines come at most every PROXY_LOG_ACCEPT_MS of real time
+ * (the loop's clock stands still meanwhile), with the count, or they would fill the
+ * disk in seconds.
+ */
+void proxy_log_accept_failed(const char *who, int err);
+
 #define log_error(...) proxy_log(PROXY_LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) proxy_log(PROXY_LOG_WARN, __VA_ARGS__)
 #define log_info(...) proxy_log(PROXY_LOG_INFO, __VA_ARGS__)

@@ -216,7 +216,10 @@ static void on_connection(uv_stream_t *server, int status)
   struct proxy_listener *l = container_of(server, struct proxy_listener, tcp);
 
   if (status < 0) {
-    log_warn("sandbox %s: accept: %s", l->sb->name, uv_strerror(status));
+    char who[160];
+
+    snprintf(who, sizeof(who), "sandbox %.128s", l->sb->name);
+    proxy_log_accept_failed(who, -status);
     return;
   }
   l->sb->ctx->io_events++;
