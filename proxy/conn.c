@@ -100,13 +100,21 @@ static int relay_loses_injection(struct proxy_conn *c)
   return decide_undenied(c, &d) && d.action == RULES_INTERCEPT && !d.inspect;
 }
 
+void proxy_conn_probe_settled(struct proxy_conn *c)
+{
+  if (!c->probing)
+    return;
+  c->probing = 0;
+  c->sb->ctx->counters.actions[c->action]++;
+}
+
 void proxy_conn_resniff(struct proxy_conn *c, const char *data, size_t len)
 {
   /* Nothing went either way on the upstream: closing it loses nothing. The
-   * connection is undecided again, its action counted when it is decided anew. */
+   * connection is undecided again, its action counted when it is decided anew (the
+   * probe was not: a counter taken back down reads as a reset to Prometheus). */
   c->probing = 0;
   proxy_conn_close_upstream(c);
-  c->sb->ctx->counters.actions[c->action]--;
   c->decided = 0;
   c->entry[0] = '\0';
   c->kind = KIND_UNKNOWN;
@@ -297,6 +305,8 @@ void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason)
   }
   if (c->reason == NULL && reason != NULL)
     c->reason = reason;
+  /* Ended before either side spoke: relayed, as its record says. */
+  proxy_conn_probe_settled(c);
   resolve_unqueue(c);
   progress_remove(c);
   c->state = CONN_CLOSING;
@@ -830,6 +840,7 @@ static void conn_decide(struct proxy_conn *c)
   }
   if (c->reason != NULL) {
     /* Denied before a decision: an unknown synthetic address. */
+    c->probing = 0;
     proxy_conn_mark_denied(c);
     if (c->kind == KIND_HTTP)
       proxy_http_start(c);
@@ -857,8 +868,10 @@ static void conn_decide(struct proxy_conn *c)
   c->decided = 1;
   memcpy(c->entry, d.entry, sizeof(c->entry));
   /* Counted as what is done with it, which its audit record says: a relayed
-   * connection to a host with rules used to count as intercepted. */
-  c->sb->ctx->counters.actions[c->action]++;
+   * connection to a host with rules used to count as intercepted. A probe is
+   * counted once it is settled (proxy_conn_probe_settled, or decided anew). */
+  if (!c->probing)
+    c->sb->ctx->counters.actions[c->action]++;
   switch (c->action) {
   case RULES_DENY:
     if (d.action == RULES_INTERCEPT)

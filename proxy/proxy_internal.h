@@ -254,6 +254,9 @@ void proxy_conn_touch(struct proxy_conn *c);
 int proxy_conn_pending_append(struct proxy_conn *c, const char *data, size_t len);
 /* c is probing and its client spoke first after all: judge those bytes (conn.c). */
 void proxy_conn_resniff(struct proxy_conn *c, const char *data, size_t len);
+/* c's probe, if it is one, is a relay after all (the server spoke first, or it ends):
+ * counted as one now, and no longer a probe. */
+void proxy_conn_probe_settled(struct proxy_conn *c);
 void proxy_conn_pending_consume(struct proxy_conn *c, size_t n);
 
 /* Drain the sandbox side after a local answer, then close (lingering close). */

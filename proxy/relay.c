@@ -45,7 +45,7 @@ void proxy_relay_on_data(struct proxy_conn *c, struct proxy_end *e, const char *
       proxy_conn_resniff(c, data, len);
       return;
     }
-    c->probing = 0; /* the server spoke first: it is such a protocol after all */
+    proxy_conn_probe_settled(c); /* the server spoke first: such a protocol after all */
   }
   if (proxy_end_write(proxy_end_peer(e), &buf, 1) != 0)
     proxy_conn_close(c, 1, e == &c->down ? "upstream_error" : "sandbox_error");
