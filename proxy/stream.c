@@ -51,9 +51,10 @@
  * back and refused again, so a smaller budget costs more turns for a large burst.
  */
 #define SETUP_READS 2
-/* The largest read from the sandbox side outside a relay: what it reads feeds the
- * sniffer and the HTTP engine's pending bytes, whose bounds (PROXY_HELLO_MAX_BYTES,
- * max_header_bytes + 64 KiB) are checked per read. */
+/* The largest read from the sandbox side outside a relay, and in a probe (whose
+ * client's first read is sniffed after all): what it reads feeds the sniffer and the
+ * HTTP engine's pending bytes, whose bounds (PROXY_HELLO_MAX_BYTES, max_header_bytes
+ * + 64 KiB) are checked per read. */
 #define SANDBOX_READ_BYTES (64 * 1024)
 
 struct wreq {
@@ -183,7 +184,7 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
    * queue limit by its own size: read no more than the room left, but a record. */
   if (len < MIN_READ_BYTES)
     len = MIN_READ_BYTES < ctx->read_buf_size ? MIN_READ_BYTES : ctx->read_buf_size;
-  if (e == &c->down && c->state != CONN_RELAY && len > SANDBOX_READ_BYTES)
+  if (e == &c->down && (c->state != CONN_RELAY || c->probing) && len > SANDBOX_READ_BYTES)
     len = SANDBOX_READ_BYTES;
   buf->base = ctx->read_buf;
   buf->len = len;

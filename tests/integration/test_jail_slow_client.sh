@@ -117,3 +117,24 @@ recs = [json.loads(l) for l in open(sys.argv[1])]
 print(" ".join(sorted("%s:%s" % (r["dst"].rsplit(":", 1)[1], r["action"]) for r in recs if r.get("event") == "conn")))' \
   "$T/audit-ports.jsonl")" "2525:tunnel 8080:intercept 8443:intercept" "the connections' records"
 pass "silent for 1 s on 8443 and 8080 at a rule's host: intercepted; a greeting server there still relayed"
+
+# A probe reads the sandbox's side as a relay does, in reads of up to 256 KiB; the
+# bytes it resniffs must fit what sniffing takes (64 KiB, a ClientHello's bound). A
+# slow client whose request and body came in one write larger than that was reset
+# (sniff_too_large) instead of being intercepted.
+out=$(jail --config "$T/config-ports.json" --secrets-dir "$T/secrets" --upstream-ca "$T/ca/ca.pem" \
+  --user nobody -- "$PY" -c '
+import socket, time
+s = socket.create_connection(("plain.example.com", 8080), timeout=10)
+time.sleep(1)  # twice the 500 ms after which silence means "the server speaks first"
+body = b"x" * 200000
+try:
+    s.sendall(b"POST /slow-big HTTP/1.1\r\nHost: plain.example.com:8080\r\nContent-Length: %d\r\n"
+              b"Connection: close\r\n\r\n%s" % (len(body), body))
+    print(s.recv(4096).split(b"\r\n")[0].decode())
+except OSError as e:
+    print("failed:", e)' 2> "$T/jail-big.log")
+assert_eq "$out" "HTTP/1.1 200 OK" "the slow client's 200 KB request in one write"
+assert_eq "$(upq plain 'next("%s %d" % (json.dumps(hdr(r, "Authorization")), r["body_len"]) for r in reqs if r["path"] == "/slow-big")')" \
+  "$(jlist "Bearer sk-slow-$$") 200000" "the slow client's large request upstream"
+pass "a slow client's request larger than 64 KiB in one write is intercepted"
