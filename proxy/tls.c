@@ -51,6 +51,19 @@
  * (and checks no signature before a chain reaches a trust anchor).
  */
 #define RSA_EXPONENT_MAX_BITS 32
+/*
+ * The most signatures the search for an upstream chain's parents may check. For each
+ * certificate, from the leaf up, mbedTLS checks the signature of every trusted CA and
+ * of every later certificate the server sent whose subject names its issuer, and
+ * goes on past one outside its validity period (kept as a fallback). A chain of
+ * expired CA certificates that all bear one name made that search quadratic: 37 with
+ * P-521 keys in one 16 KiB message cost about 300 checks, 2.9 s of the loop all
+ * sandboxes share. The longest chain mbedTLS accepts (the leaf and
+ * MBEDTLS_X509_MAX_INTERMEDIATE_CA intermediates below a trusted CA) needs one check
+ * per intermediate and one for the trusted CA; one more spares a root or an expired
+ * cross-signed certificate sent along.
+ */
+#define CHAIN_CHECKS_MAX (MBEDTLS_X509_MAX_INTERMEDIATE_CA + 2)
 #define TICKET_LIFETIME_S 86400
 
 /*
@@ -86,7 +99,8 @@ struct proxy_tls {
   size_t rec_got;            /* bytes of the current record received, header included */
   unsigned char *rec_body;   /* a handshake record's body, while it arrives */
   int screened;              /* the ChangeCipherSpec came: records are encrypted */
-  int bad_exponent;          /* a certificate was refused by screen_certificates */
+  int screen;                /* why screen_certificates refused the chain (SCREEN_*) */
+  unsigned screen_checks;    /* ... the signature checks it counted, for SCREEN_CHECKS */
   struct proxy_leaf *leaf;   /* server side: the certificate presented */
   client_cb cb;
 };
@@ -200,49 +214,132 @@ static int bio_send(void *ctx, const unsigned char *buf, size_t len)
   return (int)len;
 }
 
-/*
- * 0 if no certificate in a Certificate handshake message (body: its len bytes) has
- * an RSA exponent longer than RSA_EXPONENT_MAX_BITS, else -1. What does not parse is
- * left to mbedTLS, which refuses it.
- */
-static int screen_certificates(const unsigned char *body, size_t len)
+/* 1 if mbedTLS's x509_name_cmp may find a and b equal: the same attribute types and
+ * values of the same length, equal but for ASCII case, whatever their string types
+ * (x509_name_cmp is as strict or stricter, so the count below never falls short). */
+static int names_may_match(const mbedtls_x509_name *a, const mbedtls_x509_name *b)
 {
+  size_t i;
+
+  for (; a != NULL && b != NULL; a = a->next, b = b->next) {
+    if (a->oid.len != b->oid.len || a->val.len != b->val.len)
+      return 0;
+    for (i = 0; i < a->oid.len; i++)
+      if (a->oid.p[i] != b->oid.p[i])
+        return 0;
+    for (i = 0; i < a->val.len; i++) {
+      unsigned char x = a->val.p[i], y = b->val.p[i];
+
+      if (x >= 'A' && x <= 'Z')
+        x = (unsigned char)(x + 32);
+      if (y >= 'A' && y <= 'Z')
+        y = (unsigned char)(y + 32);
+      if (x != y)
+        return 0;
+    }
+  }
+  return a == NULL && b == NULL;
+}
+
+/*
+ * At least as many signatures as mbedTLS 2.28 checks to verify chain (the server's
+ * certificates, leaf first) against trust, as x509_crt_verify_chain searches: for
+ * each certificate, from the leaf up to the deepest chain it accepts, every trusted CA
+ * whose subject may be its issuer (none taken as its parent, as if their signatures
+ * failed), then the later certificates the server sent that are CAs whose subject may
+ * be its issuer, up to the first within its validity period; the first of them,
+ * failing that, is the next certificate.
+ */
+static unsigned chain_checks(const mbedtls_x509_crt *chain, const mbedtls_x509_crt *trust)
+{
+  const mbedtls_x509_crt *child = chain, *p, *parent, *fallback;
+  unsigned checks = 0, depth;
+
+  for (depth = 0; child != NULL && depth <= MBEDTLS_X509_MAX_INTERMEDIATE_CA; depth++) {
+    for (p = trust; p != NULL; p = p->next)
+      if (names_may_match(&child->issuer, &p->subject))
+        checks++;
+    parent = fallback = NULL;
+    for (p = child->next; p != NULL && parent == NULL; p = p->next) {
+      if (!p->ca_istrue || !names_may_match(&child->issuer, &p->subject))
+        continue;
+      checks++;
+      if (!mbedtls_x509_time_is_past(&p->valid_to) &&
+          !mbedtls_x509_time_is_future(&p->valid_from))
+        parent = p;
+      else if (fallback == NULL)
+        fallback = p;
+    }
+    child = parent != NULL ? parent : fallback;
+  }
+  return checks;
+}
+
+/* Why screen_certificates refuses a chain. */
+enum { SCREEN_OK, SCREEN_EXPONENT, SCREEN_CHECKS };
+
+/*
+ * SCREEN_OK, or why the certificates of a Certificate handshake message (body: its
+ * len bytes) are refused before mbedTLS checks any of their signatures: an RSA
+ * exponent longer than RSA_EXPONENT_MAX_BITS (SCREEN_EXPONENT), or a search for their
+ * parents among them and in trust (the trusted CAs) that would check more than
+ * CHAIN_CHECKS_MAX signatures (SCREEN_CHECKS; *checks says how many). What does not
+ * parse is left out, as mbedTLS leaves it out or refuses it.
+ */
+static int screen_certificates(const unsigned char *body, size_t len,
+                               const mbedtls_x509_crt *trust, unsigned *checks)
+{
+  mbedtls_x509_crt chain;
+  const mbedtls_x509_crt *crt;
+  int ret = SCREEN_OK;
   size_t off = 3, n;
-  int ret = 0;
 
-  while (ret == 0 && off + 3 <= len) {
-    mbedtls_x509_crt crt;
-
+  mbedtls_x509_crt_init(&chain);
+  while (off + 3 <= len) {
     n = (size_t)body[off] << 16 | (size_t)body[off + 1] << 8 | body[off + 2];
     off += 3;
     if (n > len - off)
       break;
-    mbedtls_x509_crt_init(&crt);
-    if (mbedtls_x509_crt_parse_der_nocopy(&crt, body + off, n) == 0 &&
-        mbedtls_pk_get_type(&crt.pk) == MBEDTLS_PK_RSA &&
-        mbedtls_mpi_bitlen(&mbedtls_pk_rsa(crt.pk)->E) > RSA_EXPONENT_MAX_BITS)
-      ret = -1;
-    mbedtls_x509_crt_free(&crt);
+    (void)mbedtls_x509_crt_parse_der_nocopy(&chain, body + off, n);
     off += n;
   }
+  for (crt = &chain; crt != NULL && crt->raw.p != NULL; crt = crt->next) {
+    if (mbedtls_pk_get_type(&crt->pk) == MBEDTLS_PK_RSA &&
+        mbedtls_mpi_bitlen(&mbedtls_pk_rsa(crt->pk)->E) > RSA_EXPONENT_MAX_BITS) {
+      ret = SCREEN_EXPONENT;
+      goto out;
+    }
+  }
+  if (chain.raw.p != NULL) {
+    *checks = chain_checks(&chain, trust);
+    if (*checks > CHAIN_CHECKS_MAX)
+      ret = SCREEN_CHECKS;
+  }
+out:
+  mbedtls_x509_crt_free(&chain);
   return ret;
 }
 
-/* Screens a whole plaintext handshake record from the upstream (its body, len bytes):
- * 0, or -1 if it holds a Certificate message that screen_certificates refuses. */
-static int screen_record(const unsigned char *body, size_t len)
+/* Screens a whole plaintext handshake record from the upstream (its body, len bytes)
+ * for t: SCREEN_OK, or why a Certificate message in it is refused (screen_certificates,
+ * which sets t->screen_checks). */
+static int screen_record(struct proxy_tls *t, const unsigned char *body, size_t len)
 {
   size_t off = 0, n;
+  int why;
 
   while (off + 4 <= len) {
     n = (size_t)body[off + 1] << 16 | (size_t)body[off + 2] << 8 | body[off + 3];
     if (n > len - off - 4)
-      return 0; /* a message across records: mbedTLS 2.28 refuses those */
-    if (body[off] == MBEDTLS_SSL_HS_CERTIFICATE && screen_certificates(body + off + 4, n) != 0)
-      return -1;
+      return SCREEN_OK; /* a message across records: mbedTLS 2.28 refuses those */
+    if (body[off] == MBEDTLS_SSL_HS_CERTIFICATE) {
+      why = screen_certificates(body + off + 4, n, t->ssl.conf->ca_chain, &t->screen_checks);
+      if (why != SCREEN_OK)
+        return why;
+    }
     off += 4 + n;
   }
-  return 0;
+  return SCREEN_OK;
 }
 
 /*
@@ -283,14 +380,11 @@ static int screen_upstream(struct proxy_tls *t, const unsigned char *data, size_
       break;
     t->rec_got = 0;
     if (t->rec_body != NULL) {
-      int bad = screen_record(t->rec_body, body_len);
-
+      t->screen = screen_record(t, t->rec_body, body_len);
       free(t->rec_body);
       t->rec_body = NULL;
-      if (bad) {
-        t->bad_exponent = 1;
+      if (t->screen != SCREEN_OK)
         return MBEDTLS_ERR_SSL_BAD_HS_CERTIFICATE;
-      }
     }
   }
   return 0;
@@ -839,9 +933,13 @@ static void handshake_failed(struct proxy_conn *c, struct proxy_tls *t, int r)
         why[0] != '\0')
       snprintf(info + n, sizeof(info) - n, " (%s)", why);
   }
-  if (t->bad_exponent)
+  if (t->screen == SCREEN_EXPONENT)
     snprintf(info, sizeof(info), "a certificate it sent has an RSA public exponent of more "
              "than %d bits, refused before any signature is checked", RSA_EXPONENT_MAX_BITS);
+  else if (t->screen == SCREEN_CHECKS)
+    snprintf(info, sizeof(info), "its certificates would need %u signature checks to search "
+             "for their parents, more than %d; refused before any is checked",
+             t->screen_checks, CHAIN_CHECKS_MAX);
   if (proxy_log_nth(++c->sb->tls_up_failed))
     log_info("sandbox %s conn %llu: upstream TLS with %s failed: %s%s%s; nothing was sent "
              "(%llu such failures in this sandbox)", c->sb->name, (unsigned long long)c->id,
