@@ -86,24 +86,33 @@ static int decide_undenied(struct proxy_conn *c, struct rules_decision *d)
 }
 
 /*
- * 1 if relaying c as opaque bytes, after its client's silence, would pass by the
- * headers a rule injects at its destination (and no request-level policy refuses the
- * relay). Such a relay is a probe until one side speaks: a slow client of HTTP or TLS
- * on a port but 80 and 443 (an internal API on 8080, a registry on 4873, under a busy
- * program's load) speaks before its server does, and is then judged by its bytes
- * after all (proxy_conn_resniff) instead of going out without its credentials.
+ * Whether relaying c as opaque bytes, after its client's silence, would pass by its
+ * destination's interception: PROBE_INJECT where rules inject headers (its requests
+ * would go without them), PROBE_INSPECT where request-level policy applies (its
+ * requests could not be held to it, so such a relay is refused), else 0. Such a relay
+ * is a probe until one side speaks: a slow client of HTTP or TLS on a port but 80
+ * and 443 (an internal API on 8080, a registry on 4873, under a busy program's load)
+ * speaks before its server does, and is then judged by its bytes after all
+ * (proxy_conn_resniff) instead of going out without its credentials, or being
+ * refused as a protocol that cannot be inspected.
  */
-static int relay_loses_injection(struct proxy_conn *c)
+static int probe_kind(struct proxy_conn *c)
 {
   struct rules_decision d;
 
-  return decide_undenied(c, &d) && d.action == RULES_INTERCEPT && !d.inspect;
+  if (!decide_undenied(c, &d) || d.action != RULES_INTERCEPT)
+    return 0;
+  return d.inspect ? PROBE_INSPECT : PROBE_INJECT;
 }
 
 void proxy_conn_probe_settled(struct proxy_conn *c)
 {
   if (!c->probing)
     return;
+  /* Opaque bytes where request-level policy applies: what conn_decide would have
+   * done at once, but for the probe. */
+  if (c->probing == PROBE_INSPECT)
+    c->action = RULES_DENY;
   c->probing = 0;
   c->sb->ctx->counters.actions[c->action]++;
 }
@@ -352,7 +361,7 @@ static void timer_cb(uv_timer_t *t)
       /* Nothing sent: a protocol where the server speaks first (SMTP, FTP). It is
        * judged by the name from DNS, or by address. */
       c->kind = KIND_OTHER;
-      c->probing = relay_loses_injection(c);
+      c->probing = probe_kind(c);
       conn_decide(c);
     } else {
       proxy_conn_close(c, 1, "sniff_timeout");
@@ -864,7 +873,7 @@ static void conn_decide(struct proxy_conn *c)
    * carry a denied path or method past it: a client only has to stay silent past
    * server_first_ms, or send a blank line before its request line, to get here. */
   if (d.action == RULES_INTERCEPT && c->kind != KIND_TLS)
-    c->action = d.inspect ? RULES_DENY : RULES_TUNNEL;
+    c->action = d.inspect && !c->probing ? RULES_DENY : RULES_TUNNEL;
   c->decided = 1;
   memcpy(c->entry, d.entry, sizeof(c->entry));
   /* Counted as what is done with it, which its audit record says: a relayed
@@ -966,7 +975,7 @@ static const char *relay_disallowed(struct proxy_conn *c, const struct rules_con
   /* conn_decide relays what is neither TLS nor HTTP instead of intercepting it; the
    * HTTP engine refuses h2c. */
   if (action == RULES_INTERCEPT && c->kind != KIND_TLS && c->http == NULL)
-    action = d.inspect || c->h2c ? RULES_DENY : RULES_TUNNEL;
+    action = (d.inspect && !c->probing) || c->h2c ? RULES_DENY : RULES_TUNNEL;
   if (action == RULES_DENY)
     return "config_changed";
   /* A tunnel cfg would intercept: headers to inject, or requests to inspect, that the
@@ -1034,6 +1043,10 @@ void proxy_conn_config_swapped(struct proxy_conn *c, struct rules_config *cfg)
   rules_config_unref(c->cfg);
   c->cfg = rules_config_ref(cfg);
   c->cfg_changes++;
+  /* A probe goes on under cfg: a server that speaks first is refused where request-level
+   * policy applies now, relayed where it does not (a probe stays one, to be counted). */
+  if (c->probing)
+    c->probing = probe_kind(c) == PROBE_INSPECT ? PROBE_INSPECT : PROBE_INJECT;
 }
 
 /* ---- dialing ---- */

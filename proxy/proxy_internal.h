@@ -168,7 +168,9 @@ struct proxy_conn {
   int h2c;                          /* opened with the HTTP/2 preface, relayed as it is */
   int probing;                      /* relayed after a silence at a destination that
                                        intercepts; neither side has sent a byte yet
-                                       (proxy_conn_resniff) */
+                                       (proxy_conn_resniff): PROBE_INJECT, or
+                                       PROBE_INSPECT where request-level policy
+                                       refuses a server that speaks first */
   char *pending;                    /* sandbox bytes not yet handled */
   size_t pending_len, pending_cap;
   struct proxy_http *http;
@@ -252,10 +254,13 @@ void proxy_conn_touch(struct proxy_conn *c);
 
 /* Appends to / consumes from c->pending. */
 int proxy_conn_pending_append(struct proxy_conn *c, const char *data, size_t len);
+/* What c->probing holds for a probe (0: none). */
+enum { PROBE_INJECT = 1, PROBE_INSPECT = 2 };
 /* c is probing and its client spoke first after all: judge those bytes (conn.c). */
 void proxy_conn_resniff(struct proxy_conn *c, const char *data, size_t len);
-/* c's probe, if it is one, is a relay after all (the server spoke first, or it ends):
- * counted as one now, and no longer a probe. */
+/* c's probe, if it is one, is settled without its client speaking first (the server
+ * spoke first, or it ends): counted now as a relay, or as denied where request-level
+ * policy applies (PROBE_INSPECT), and no longer a probe. */
 void proxy_conn_probe_settled(struct proxy_conn *c);
 void proxy_conn_pending_consume(struct proxy_conn *c, size_t n);
 

@@ -45,7 +45,14 @@ void proxy_relay_on_data(struct proxy_conn *c, struct proxy_end *e, const char *
       proxy_conn_resniff(c, data, len);
       return;
     }
-    proxy_conn_probe_settled(c); /* the server spoke first: such a protocol after all */
+    /* The server spoke first: such a protocol after all, refused where request-level
+     * policy applies. */
+    if (c->probing == PROBE_INSPECT) {
+      proxy_conn_probe_settled(c);
+      proxy_conn_close(c, 1, "uninspectable_protocol");
+      return;
+    }
+    proxy_conn_probe_settled(c);
   }
   if (proxy_end_write(proxy_end_peer(e), &buf, 1) != 0)
     proxy_conn_close(c, 1, e == &c->down ? "upstream_error" : "sandbox_error");

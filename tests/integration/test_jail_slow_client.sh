@@ -138,3 +138,45 @@ assert_eq "$out" "HTTP/1.1 200 OK" "the slow client's 200 KB request in one writ
 assert_eq "$(upq plain 'next("%s %d" % (json.dumps(hdr(r, "Authorization")), r["body_len"]) for r in reqs if r["path"] == "/slow-big")')" \
   "$(jlist "Bearer sk-slow-$$") 200000" "the slow client's large request upstream"
 pass "a slow client's request larger than 64 KiB in one write is intercepted"
+
+# Where request-level egress policy applies (with injected headers or without), an
+# opaque relay is refused, since its requests cannot be held to the policy: a slow
+# client there was reset (uninspectable_protocol) 500 ms after its connect. The relay
+# is a probe there too, and a server that speaks first is refused.
+sed -e 's/"dns":/"egress": { "deny": [ { "hosts": ["api.example.com", "plain.example.com", "ro.example.com", "smtp.example.com"], "methods": ["DELETE"] } ] },\n  "dns":/' \
+  -e "s/\"smtp.example.com\": /\"ro.example.com\": \"127.0.0.1:$plain_PORT\", &/" \
+  "$T/config-ports.json" > "$T/config-policy.json"
+grep -q ro.example.com.*127.0.0.1 "$T/config-policy.json" || fail "config-policy.json: $(cat "$T/config-policy.json")"
+out=$(jail --config "$T/config-policy.json" --log "$T/audit-policy.jsonl" --secrets-dir "$T/secrets" \
+  --upstream-ca "$T/ca/ca.pem" --user nobody -- "$PY" -c '
+import socket, ssl, time
+dests = (("api.example.com", 8443), ("plain.example.com", 8080), ("ro.example.com", 8080),
+         ("smtp.example.com", 2525))
+socks = [socket.create_connection(d, timeout=10) for d in dests]
+time.sleep(1)  # twice the 500 ms after which silence means "the server speaks first"
+for (host, port), s in zip(dests, socks):
+    try:
+        if port == 2525:
+            print(port, "greeting:", s.recv(4096))
+            continue
+        if port == 8443:
+            s = ssl.create_default_context().wrap_socket(s, server_hostname=host)
+        s.sendall(b"GET /policy-%s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n"
+                  % (host.split(".")[0].encode(), host.encode(), port))
+        print(port, s.recv(4096).split(b"\r\n")[0].decode())
+    except (OSError, ssl.SSLError) as e:
+        print(port, "failed:", type(e).__name__)' 2> "$T/jail-policy.log")
+assert_eq "$out" "8443 HTTP/1.1 200 OK
+8080 HTTP/1.1 200 OK
+8080 HTTP/1.1 200 OK
+2525 failed: ConnectionResetError" "answers where request-level policy applies"
+assert_eq "$(upq plain 'next(json.dumps(hdr(r, "Authorization")) for r in reqs if r["path"] == "/policy-plain")')" \
+  "$(jlist "Bearer sk-slow-$$")" "injected for the slow client at a host with request-level policy"
+assert_eq "$("$PY" -c '
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+print(" ".join(sorted("%s:%s:%s" % (r["name"].split(".")[0], r["action"], r.get("reason", "-"))
+                      for r in recs if r.get("event") == "conn")))' "$T/audit-policy.jsonl")" \
+  "api:intercept:- plain:intercept:- ro:intercept:- smtp:deny:uninspectable_protocol" \
+  "the connections' records"
+pass "slow clients where request-level policy applies are intercepted; a server speaking first is refused"
