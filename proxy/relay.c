@@ -60,6 +60,18 @@ void proxy_relay_on_data(struct proxy_conn *c, struct proxy_end *e, const char *
 
 void proxy_relay_on_eof(struct proxy_conn *c, struct proxy_end *e)
 {
+  if (c->probing && e == &c->up) {
+    /* The server ended before either side spoke, which settles the probe as a
+     * greeting would: the client's bytes after the close it is told of are not
+     * judged anew (and sent, and answered to nobody, on another connection). Where
+     * request-level policy applies nothing may be relayed: it ends here. */
+    if (c->probing == PROBE_INSPECT) {
+      proxy_conn_probe_settled(c);
+      proxy_conn_close(c, 0, "upstream_closed");
+      return;
+    }
+    proxy_conn_probe_settled(c);
+  }
   /* An intercepted upstream (an upgraded connection) whose TCP ended without a
    * close_notify: the end is not proven, and the sandbox's ends the same way. */
   if (e == &c->up && e->tls != NULL && !proxy_tls_close_notified(e->tls))
