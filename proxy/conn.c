@@ -549,6 +549,11 @@ static int h2c_relayed(struct proxy_conn *c)
   return decide_undenied(c, &d) && (d.action == RULES_TUNNEL || d.action == RULES_BYPASS);
 }
 
+/* The start of an SSH identification string (RFC 4253 4.2), which its client sends
+ * first: "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u6". A token and a space, it would be
+ * taken for an HTTP request line. */
+static const char ssh_prefix[] = "SSH-";
+
 static void sniff(struct proxy_conn *c)
 {
   struct proxy_hello hello;
@@ -584,6 +589,18 @@ static void sniff(struct proxy_conn *c)
       conn_decide(c);
       return;
     }
+  }
+  /* SSH is opaque bytes like any protocol but TLS and HTTP (relayed, or refused
+   * where request-level policy applies). */
+  n = c->pending_len < sizeof(ssh_prefix) - 1 ? c->pending_len : sizeof(ssh_prefix) - 1;
+  if (memcmp(c->pending, ssh_prefix, n) == 0) {
+    if (n < sizeof(ssh_prefix) - 1) {
+      sniff_more(c);
+      return;
+    }
+    c->kind = KIND_OTHER;
+    conn_decide(c);
+    return;
   }
   if (looks_like_http(c->pending, c->pending_len, &need_more)) {
     c->kind = KIND_HTTP;
