@@ -440,8 +440,9 @@ static void conn_record(struct proxy_audit *a, struct proxy_conn *c, const char 
   strbuf_addf(&b, ",\"protocol\":\"%s\"", kind_names[c->kind]);
   /* Only a decision of the policy is an action: a connection that ended before one
    * (the sandbox closed it, a malformed first request, a limit) has its reason
-   * alone, or a security team would count it among the denials. */
-  if (c->decided)
+   * alone, or a security team would count it among the denials. Nor is a probe's
+   * relay, until it is settled (an open connection's record). */
+  if (c->decided && !c->probing)
     strbuf_addf(&b, ",\"action\":\"%s\"", action_names[c->action]);
   if (c->intercept_tls)
     strbuf_adds(&b, ",\"tls\":\"intercepted\"");

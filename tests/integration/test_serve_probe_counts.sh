@@ -7,7 +7,7 @@
 # higher than the next scrape, which Prometheus reads as a counter reset (a rate()
 # spike of the counter's whole value). A probe is now counted once it is settled: as
 # what its bytes decide, or as a tunnel when the server speaks first or the
-# connection ends first.
+# connection ends first. Until then, the records of open connections give it no action.
 #
 #   ap-pc-PID (named namespace)           host
 #   client (connect, silence, request) --nft--> authproxy serve --> fake upstream (plain)
@@ -20,7 +20,7 @@ cat > "$T/cfg.json" <<EOF2
   "dns": { "remap": { "plain.example.com": "127.0.0.1:$plain_PORT" } } }
 EOF2
 "$AUTHPROXY" serve --state-dir "$T/state" --control "$T/c.sock" --drain-timeout 1 \
-  >> "$T/serve.log" 2>&1 &
+  --log "$T/audit.jsonl" --log-interval 1 >> "$T/serve.log" 2>&1 &
 PIDS+=($!)
 ctl() { "$AUTHPROXY" ctl --control "$T/c.sock" "$@"; }
 wait_for "[ -S '$T/c.sock' ] && ctl health >/dev/null 2>&1"
@@ -49,6 +49,11 @@ client=$!
 wait_for "[ \"\$(upstream_conns)\" = 2 ]"
 during_tunnel=$(count tunnel)
 during_intercept=$(count intercept)
+# An open connection's record (each --log-interval) during a probe has no action yet:
+# it used to say tunnel, which a probe that ends intercepted or denied never was.
+wait_for "[ \"\$(grep -c '\"event\":\"conn_open\"' '$T/audit.jsonl')\" -ge 2 ]"
+assert_eq "$(grep '"event":"conn_open"' "$T/audit.jsonl" | grep -c '"action"')" 0 \
+  "conn_open records of the probes with an action: $(grep conn_open "$T/audit.jsonl")"
 : > "$T/go"
 wait "$client" || fail "client: $(cat "$T/client.log")"
 assert_eq "$(cat "$T/client.out")" "HTTP/1.1 200 OK" "the slow client's answer"
