@@ -514,13 +514,20 @@ static int looks_like_http(const char *p, size_t len, int *need_more)
 {
   size_t i;
 
-  /* A method token of at most 24 characters, then a space. */
+  /* A method of at most 24 characters, then a space. Methods are case-sensitive
+   * (RFC 9110 9.1) and the HTTP engine (llhttp) knows only its registered ones, all
+   * capitals, '-' and '_' (M-SEARCH, GET_PARAMETER). Any other token and a space is
+   * another protocol that a client opens with text: an SSH identification string
+   * ("SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u6"), git's daemon protocol ("0032git-
+   * upload-pack /repo.git..."), memcached's commands ("get key"). Taken for HTTP, it
+   * was answered 400 where it is to be relayed; as opaque bytes it is relayed, or
+   * refused where request-level policy applies, as before. */
   for (i = 0; i < len && i < 25; i++) {
     unsigned char ch = (unsigned char)p[i];
 
     if (ch == ' ')
       return i > 0;
-    if (!rules_is_token(&p[i], 1))
+    if (!((ch >= 'A' && ch <= 'Z') || ch == '-' || ch == '_'))
       return 0;
   }
   *need_more = i < 25;
@@ -548,11 +555,6 @@ static int h2c_relayed(struct proxy_conn *c)
 
   return decide_undenied(c, &d) && (d.action == RULES_TUNNEL || d.action == RULES_BYPASS);
 }
-
-/* The start of an SSH identification string (RFC 4253 4.2), which its client sends
- * first: "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u6". A token and a space, it would be
- * taken for an HTTP request line. */
-static const char ssh_prefix[] = "SSH-";
 
 static void sniff(struct proxy_conn *c)
 {
@@ -589,18 +591,6 @@ static void sniff(struct proxy_conn *c)
       conn_decide(c);
       return;
     }
-  }
-  /* SSH is opaque bytes like any protocol but TLS and HTTP (relayed, or refused
-   * where request-level policy applies). */
-  n = c->pending_len < sizeof(ssh_prefix) - 1 ? c->pending_len : sizeof(ssh_prefix) - 1;
-  if (memcmp(c->pending, ssh_prefix, n) == 0) {
-    if (n < sizeof(ssh_prefix) - 1) {
-      sniff_more(c);
-      return;
-    }
-    c->kind = KIND_OTHER;
-    conn_decide(c);
-    return;
   }
   if (looks_like_http(c->pending, c->pending_len, &need_more)) {
     c->kind = KIND_HTTP;
