@@ -103,12 +103,24 @@ void proxy_error_response(struct proxy_conn *c, int status, const char *reason,
                           const char *entry, struct strbuf *out)
 {
   struct strbuf body;
+  const char *msg;
 
   if (c->reason == NULL)
     c->reason = reason;
+  msg = proxy_reason_message(reason);
+  if (reason == NULL)
+    reason = "unknown";
   strbuf_init(&body);
-  strbuf_addf(&body, "{\"error\":\"%s\",\"reason\":", error_word(status));
-  strbuf_add_json_str(&body, reason ? reason : "unknown", strlen(reason ? reason : "unknown"));
+  /* `error` is the object the API SDKs read an error from (OpenAI's and Anthropic's,
+   * Node and Python: its message, code and type); a plain string there made the
+   * OpenAI SDK report `403 "forbidden"`, without the cause. The top-level fields
+   * are for agents and scripts (Anthropic's SDK prints `message`). */
+  strbuf_addf(&body, "{\"error\":{\"type\":\"%s\",\"code\":", error_word(status));
+  strbuf_add_json_str(&body, reason, strlen(reason));
+  strbuf_adds(&body, ",\"message\":");
+  strbuf_add_json_str(&body, msg, strlen(msg));
+  strbuf_adds(&body, "},\"reason\":");
+  strbuf_add_json_str(&body, reason, strlen(reason));
   if (c->name_src != NAME_NONE) {
     strbuf_adds(&body, ",\"host\":");
     strbuf_add_json_str(&body, c->name, strlen(c->name));
@@ -118,7 +130,7 @@ void proxy_error_response(struct proxy_conn *c, int status, const char *reason,
     strbuf_add_json_str(&body, entry, strnlen(entry, 64));
   }
   strbuf_adds(&body, ",\"message\":");
-  strbuf_add_json_str(&body, proxy_reason_message(reason), strlen(proxy_reason_message(reason)));
+  strbuf_add_json_str(&body, msg, strlen(msg));
   strbuf_adds(&body, "}\n");
 
   strbuf_addf(out,
@@ -128,7 +140,7 @@ void proxy_error_response(struct proxy_conn *c, int status, const char *reason,
               "Content-Length: %zu\r\n"
               "Cache-Control: no-store\r\n"
               "Connection: close\r\n\r\n",
-              status, status_text(status), reason ? reason : "unknown", body.len);
+              status, status_text(status), reason, body.len);
   if (body.oom)
     out->oom = 1;
   else
