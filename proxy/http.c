@@ -825,6 +825,10 @@ int proxy_http_on_up_error(struct proxy_conn *c)
   }
   if (retry_request(c) == 0)
     return 0;
+  if (c->state == CONN_HTTP && h->phase == PH_RESPONSE && !h->resp_started && c->up.shut) {
+    proxy_conn_close(c, 1, "sandbox_closed"); /* as in proxy_http_on_eof */
+    return 0;
+  }
   if (c->state == CONN_HTTP && (h->phase == PH_BODY || h->phase == PH_RESPONSE) &&
       !h->resp_started) {
     /* Reset before any byte of the answer: a 502 that says so, as for a close. A
@@ -1054,6 +1058,28 @@ static int forward_up(struct proxy_conn *c, const char *data, size_t len)
   return 0;
 }
 
+/*
+ * The sandbox ended its side after its last request was forwarded whole, before the
+ * answer ended: the upstream is told, as it would be told directly, by the end of
+ * the proxy's side (a close_notify and a FIN). A client that gave up (an SDK's
+ * timeout, an aborted fetch) closes its connection; a server that notices (Go's
+ * net/http, an ASGI server) then stops working for it, where it used to go on
+ * until it answered into a closed connection, up to --idle-timeout later. A client
+ * that only half-closed still gets whatever answer the upstream gives. The
+ * upstream connection is then never pooled (proxy_conn_park_upstream), and a
+ * request safe to repeat is not repeated for a sandbox that left.
+ */
+static void pass_sandbox_eof(struct proxy_conn *c)
+{
+  struct proxy_http *h = c->http;
+
+  if (!c->down.eof || c->pending_len > 0 || h->phase != PH_RESPONSE || !h->req_done ||
+      h->resp_done || h->upgrade || !c->up.open || !c->up.connected || c->up.shut)
+    return;
+  drop_retry(h);
+  proxy_end_shutdown(&c->up);
+}
+
 static void process_down(struct proxy_conn *c)
 {
   struct proxy_http *h = c->http;
@@ -1137,6 +1163,8 @@ static void process_down(struct proxy_conn *c)
       proxy_end_want_read(&c->down, c->pending_len == 0);
       if (h->resp_done)
         finish_response(c);
+      else
+        pass_sandbox_eof(c);
       return;
     }
   }
@@ -1385,6 +1413,12 @@ void proxy_http_on_eof(struct proxy_conn *c, struct proxy_end *e)
         return;
       }
       if (!h->resp_started) {
+        /* After the sandbox's own end (pass_sandbox_eof): the upstream stopped for
+         * a client that left, and the log says who ended it. */
+        if (c->up.shut) {
+          proxy_conn_close(c, 0, "sandbox_closed");
+          return;
+        }
         fail_request(c, 502, "upstream_closed", NULL);
         return;
       }
@@ -1406,6 +1440,9 @@ void proxy_http_on_eof(struct proxy_conn *c, struct proxy_end *e)
   case PH_BODY:
     if (!h->req_done)
       proxy_conn_close(c, 1, "sandbox_closed");
+    break;
+  case PH_RESPONSE:
+    pass_sandbox_eof(c);
     break;
   default:
     break;

@@ -16,6 +16,9 @@ Paths:
   /big?bytes=N          N bytes of body (Content-Length)
   /chunked?n=N          N chunks
   /slow?delay=S         waits S seconds before answering
+  /think?delay=S        works S seconds on the answer, watching the connection as Go's
+                        net/http or an ASGI server does: if the client's end (EOF)
+                        comes first, logs {"event": "client_gone"} and stops
   /status/NNN           answers with that status
   /exact?r=B64[&at=N,..][&close=1|&rst=1]
                         answers exactly the bytes B64 (URL-safe base64) encodes,
@@ -43,6 +46,7 @@ import base64
 import hashlib
 import json
 import os
+import select
 import socket
 import ssl
 import struct
@@ -226,6 +230,20 @@ def handle(c):
         elif p == "/slow":
             time.sleep(float(q.get("delay", "1")))
             respond(c, 200, b'{"slow":true}\n')
+        elif p == "/think":
+            end = time.time() + float(q.get("delay", "1"))
+            gone = False
+            while not gone and time.time() < end:
+                ready, _, _ = select.select([c.sock], [], [], min(0.05, max(0.0, end - time.time())))
+                if ready:
+                    try:
+                        c.fill()
+                    except (EOFError, OSError):
+                        gone = True
+            if gone:
+                log({"event": "client_gone", "conn": c.cid, "path": p})
+                return
+            respond(c, 200, b'{"thought":true}\n')
         elif p == "/not-modified":
             # RFC 9110 8.6: a 304 may carry the Content-Length of the representation
             # it stands for; no body follows.
