@@ -139,6 +139,7 @@ void proxy_callbacks_update(struct proxy_ctx *ctx, const struct rules_config *ad
   const struct rules_callback *cb = dialable(added);
   struct proxy_sandbox *sb;
   struct proxy_conn *c, *next;
+  uint16_t port = 0; /* the new endpoint's; 0: any (the whole list is new) */
   int r = 0;
 
   if (ctx->callbacks_stale) {
@@ -147,6 +148,8 @@ void proxy_callbacks_update(struct proxy_ctx *ctx, const struct rules_config *ad
   } else {
     if (cb != NULL)
       r = add(ctx, cb);
+    if (r > 0)
+      port = cb->port;
     if (r < 0)
       ctx->callbacks_stale = 1;
     else if (dialable(removed) != NULL)
@@ -163,7 +166,7 @@ void proxy_callbacks_update(struct proxy_ctx *ctx, const struct rules_config *ad
   for (sb = ctx->sandboxes; sb != NULL; sb = sb->all_next) {
     for (c = sb->conns; c != NULL; c = next) {
       next = c->next;
-      proxy_conn_recheck_callbacks(c);
+      proxy_conn_recheck_callbacks(c, port);
     }
   }
 }

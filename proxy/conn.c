@@ -1348,14 +1348,16 @@ static int other_callback(struct proxy_conn *c, const struct sockaddr *sa, unsig
   return -1;
 }
 
-void proxy_conn_recheck_callbacks(struct proxy_conn *c)
+void proxy_conn_recheck_callbacks(struct proxy_conn *c, uint16_t port)
 {
   struct sockaddr_storage ss;
   const char *reason = NULL;
   int len = sizeof(ss);
-  unsigned flags;
+  unsigned flags = 0;
 
-  if (c->state == CONN_CLOSING)
+  /* An endpoint at another port than c dials cannot be what it reaches. A daemon has
+   * every sandbox's connections: an attach must not cost a look at each of them. */
+  if (c->state == CONN_CLOSING || (port != 0 && c->dial_port != port))
     return;
   /* A dial under way checks the addresses it has yet to connect to again
    * (still_allowed); one not begun checks them all (filter_addresses). */
@@ -1365,7 +1367,11 @@ void proxy_conn_recheck_callbacks(struct proxy_conn *c)
   if (dials_callback_name(c, c->cfg))
     reason = "callback_endpoint";
   else if (uv_tcp_getpeername(&c->up.tcp, (struct sockaddr *)&ss, &len) == 0) {
-    flags = host_local(c->sb->ctx, (const struct sockaddr *)&ss);
+    /* The kernel is asked whether the address is the host's own (a netlink round trip)
+     * only where the answer matters: a callback on loopback at this port. */
+    if (proxy_callbacks_reached(c->sb->ctx, (const struct sockaddr *)&ss, c->dial_port,
+                                RULES_RESOLVED_HOST_LOCAL) > 0)
+      flags = host_local(c->sb->ctx, (const struct sockaddr *)&ss);
     (void)other_callback(c, (const struct sockaddr *)&ss, flags, &reason);
   }
   if (reason == NULL)

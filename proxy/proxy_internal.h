@@ -223,8 +223,9 @@ void proxy_callbacks_free(struct proxy_ctx *ctx);
 /* ---- conn.c ---- */
 
 /* Closes c if its upstream is a credential callback's endpoint now listed (dials
- * under way check their addresses again). */
-void proxy_conn_recheck_callbacks(struct proxy_conn *c);
+ * under way check their addresses again); port: the new endpoint's (c is left alone
+ * if it dials another), 0 for any. */
+void proxy_conn_recheck_callbacks(struct proxy_conn *c, uint16_t port);
 
 /* Accepts a connection from a listener and starts sniffing. */
 void proxy_conn_accept(struct proxy_listener *l);
