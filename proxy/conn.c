@@ -105,6 +105,30 @@ static int probe_kind(struct proxy_conn *c)
   return d.inspect ? PROBE_INSPECT : PROBE_INJECT;
 }
 
+static unsigned host_local(struct proxy_ctx *ctx, const struct sockaddr *sa);
+
+/*
+ * 1 if c's upstream is at an address that an egress entry with paths or methods
+ * covers, where only requests read one by one may go: a probe dials it as it would for
+ * requests (nothing passes until one side speaks), but a server that speaks first
+ * there is refused, as where request-level policy applies to the name (PROBE_INSPECT).
+ */
+static int probe_address_inspected(struct proxy_conn *c)
+{
+  struct sockaddr_storage ss;
+  struct rules_decision d;
+  int len = sizeof(ss);
+  unsigned flags;
+
+  if (!rules_has_address_requests(c->cfg))
+    return 0;
+  if (uv_tcp_getpeername(&c->up.tcp, (struct sockaddr *)&ss, &len) != 0)
+    return 1;
+  flags = c->remapped ? RULES_RESOLVED_REMAPPED : 0;
+  flags |= host_local(c->sb->ctx, (const struct sockaddr *)&ss);
+  return !rules_check_resolved(c->cfg, (const struct sockaddr *)&ss, c->dial_port, flags, &d);
+}
+
 void proxy_conn_probe_settled(struct proxy_conn *c)
 {
   if (!c->probing)
@@ -814,6 +838,8 @@ static void relay_ready(struct proxy_conn *c, int status, const char *reason)
     proxy_conn_close(c, 1, reason);
     return;
   }
+  if (c->probing == PROBE_INJECT && probe_address_inspected(c))
+    c->probing = PROBE_INSPECT;
   proxy_relay_start(c);
 }
 
@@ -1004,7 +1030,8 @@ static const char *relay_disallowed(struct proxy_conn *c, const struct rules_con
       uv_tcp_getpeername(&c->up.tcp, (struct sockaddr *)&ss, &len) == 0) {
     flags = c->remapped ? RULES_RESOLVED_REMAPPED : 0;
     flags |= host_local(c->sb->ctx, (const struct sockaddr *)&ss);
-    if (c->http != NULL && c->action != RULES_BYPASS)
+    /* A probe's upstream has carried nothing (probe_address_inspected). */
+    if ((c->http != NULL && c->action != RULES_BYPASS) || c->probing)
       flags |= RULES_RESOLVED_INSPECTED;
     if (!rules_check_resolved(cfg, (const struct sockaddr *)&ss, c->dial_port, flags, &d))
       return "config_changed";
@@ -1053,7 +1080,10 @@ void proxy_conn_config_swapped(struct proxy_conn *c, struct rules_config *cfg)
   /* A probe goes on under cfg: a server that speaks first is refused where request-level
    * policy applies now, relayed where it does not (a probe stays one, to be counted). */
   if (c->probing)
-    c->probing = probe_kind(c) == PROBE_INSPECT ? PROBE_INSPECT : PROBE_INJECT;
+    c->probing = probe_kind(c) == PROBE_INSPECT ||
+                         (c->up.connected && probe_address_inspected(c))
+                     ? PROBE_INSPECT
+                     : PROBE_INJECT;
 }
 
 /* ---- dialing ---- */
@@ -1399,8 +1429,10 @@ static int allowed_address(struct proxy_conn *c, const struct sockaddr *sa,
   flags |= host_local(c->sb->ctx, sa);
 
   /* Requests read one by one are held to request-level entries on addresses
-   * (check_address in http.c); bytes relayed opaquely cannot be. */
-  if (c->http != NULL && c->action != RULES_BYPASS)
+   * (check_address in http.c); bytes relayed opaquely cannot be. A probe carries
+   * nothing until one side speaks: its client's bytes are judged anew, and a server
+   * that speaks first at such an address is refused (probe_address_inspected). */
+  if ((c->http != NULL && c->action != RULES_BYPASS) || c->probing)
     flags |= RULES_RESOLVED_INSPECTED;
   /* Then the request waiting for this dial, if the address is its to be sent to. */
   if (rules_check_resolved(c->cfg, sa, c->dial_port, flags, &d) &&
