@@ -65,8 +65,9 @@ void proxy_log_accept_failed(const char *who, int err)
     return;
   log_error("%s: accept: %s (%llu failed accepts so far; logged at most every %d s)%s", who,
             strerror(err), (unsigned long long)failed, PROXY_LOG_ACCEPT_MS / 1000,
-            err == EMFILE || err == ENFILE
-                ? ": the daemon is out of file descriptors; raise its limit (LimitNOFILE= "
-                  "in its unit), or detach sandboxes no longer used"
-                : "");
+            err == EMFILE   ? ": the daemon is out of file descriptors; raise its limit "
+                              "(LimitNOFILE= in its unit), or detach sandboxes no longer used"
+            : err == ENFILE ? ": the host is out of file descriptors, whatever the "
+                              "daemon's limit: raise fs.file-max, or find what holds them"
+                            : "");
 }
