@@ -16,6 +16,7 @@ test_pkgs=(
   runc busybox-static           # test_oci_container.sh: a real container (runc; crun is
                                 # tried if installed and runc cannot run), a static busybox
                                 # as its root filesystem
+  strace                        # test_callback_attach_cost.sh: the daemon's route queries
 )
 
 if [ "$(id -u)" -ne 0 ]; then
