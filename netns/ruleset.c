@@ -642,6 +642,21 @@ static void chain_nat_prerouting(struct build *c, const struct netns_rules_opts 
   rule_dns(c, CH_NAT_PREROUTING, NFPROTO_IPV4, IPPROTO_TCP, o->dns_port, 1,
            "rule 4 of chain nat_prerouting (tcp dport 53 ct mark set MARK dnat ip to "
            "127.0.0.53:dns_port)");
+  /* Capture is for traffic the namespace would route onwards (a guest's). A
+   * connection to one of its own addresses is not: proxied, it would have the
+   * sandbox's policy and credentials applied for whoever opened it, a peer on an
+   * uplink's network or the daemon itself when another sandbox dials the address,
+   * and the proxy would dial the address again from the host, back into this chain
+   * (one connection became one per --max-conns). In both modes: under TPROXY the
+   * first packet, assigned to the transparent listener in mangle_prerouting, is
+   * dropped here. */
+  rule_begin(c, &r, CH_NAT_PREROUTING);
+  match_l4proto(&r, IPPROTO_TCP);
+  match_daddr_local(&r);
+  counter(&r);
+  verdict(&r, NF_DROP);
+  rule_end(&r, "rule 5 of chain nat_prerouting (meta l4proto tcp fib daddr type local "
+               "counter drop)");
   if (o->capture != NETNS_CAPTURE_REDIRECT)
     return;
   /* REDIRECT rewrites the destination to the incoming interface's primary address,
@@ -650,7 +665,7 @@ static void chain_nat_prerouting(struct build *c, const struct netns_rules_opts 
   match_l4proto(&r, IPPROTO_TCP);
   set_ct_mark(&r);
   redirect(&r, o->proxy_port);
-  rule_end(&r, "rule 5 of chain nat_prerouting (tcp ct mark set MARK redirect to "
+  rule_end(&r, "rule 6 of chain nat_prerouting (tcp ct mark set MARK redirect to "
                ":proxy_port)");
 }
 
