@@ -882,15 +882,25 @@ int netns_build_lockdown(struct mnl_nlmsg_batch *b, uint32_t *seq, const char **
             "policy drop)");
   rule_iif_lo_accept(&c, CH_FILTER_INPUT,
                      "rule 1 of chain filter_input (lockdown: iifname lo accept)");
+  /* The connections a guest opened before, redirected to the proxy (marked on their
+   * way in by nat_prerouting; nothing marks a connection now), drain as the
+   * sandbox's own do: their packets in, and the proxy's answers out. */
+  rule_begin(&c, &r, CH_FILTER_INPUT);
+  match_ct_mark(&r);
+  verdict(&r, NF_ACCEPT);
+  rule_end(&r, "rule 2 of chain filter_input (lockdown: ct mark MARK accept)");
   rule_counter_drop(&c, CH_FILTER_INPUT,
-                    "rule 2 of chain filter_input (lockdown: counter drop)");
+                    "rule 3 of chain filter_input (lockdown: counter drop)");
   put_chain(&c, CH_FILTER_OUTPUT, "filter", NF_INET_LOCAL_OUT, PRIO_FILTER, NF_DROP,
             "chain filter_output (lockdown; type filter hook output priority filter; "
             "policy drop)");
   rule_local_accept(&c, CH_FILTER_OUTPUT,
                     "rule 1 of chain filter_output (lockdown: fib daddr type local accept)");
+  rule_reply_accept(&c, CH_FILTER_OUTPUT,
+                    "rule 2 of chain filter_output (lockdown: ct direction reply ct mark "
+                    "MARK accept)");
   rule_counter_drop(&c, CH_FILTER_OUTPUT,
-                    "rule 2 of chain filter_output (lockdown: counter drop)");
+                    "rule 3 of chain filter_output (lockdown: counter drop)");
   put_chain(&c, CH_FILTER_FORWARD, "filter", NF_INET_FORWARD, PRIO_FILTER, NF_DROP,
             "chain filter_forward (lockdown; type filter hook forward priority filter; "
             "policy drop)");

@@ -500,7 +500,7 @@ TEST(lockdown)
 {
   static struct built bt;
 
-  ASSERT_EQ(build(&bt, NULL), 16);
+  ASSERT_EQ(build(&bt, NULL), 18);
   check_layout(&bt, 5);
   check_names_match_positions(&bt);
   /* A nat chain that translates nothing new, and a rule that keeps conntrack: the
@@ -517,6 +517,14 @@ TEST(lockdown)
   check_final_drop(&bt, "filter_forward");
   ASSERT_EQ(count_in(&bt, "redir"), 0);
   ASSERT_CONTAINS(find(&bt, "rule 1 of chain filter_output")->text, "[ fib daddr type");
+  /* A guest's connections, redirected before (marked), drain too: in, and answers out. */
+  ASSERT_STREQ(find(&bt, "rule 2 of chain filter_input")->text,
+               "inet authproxy filter_input\n"
+               "  [ ct load mark => reg 1 ]\n"
+               "  [ cmp eq reg 1 0x00004150 ]\n"
+               "  [ immediate reg 0 accept ]\n");
+  ASSERT_STREQ(find(&bt, "rule 2 of chain filter_output")->text, REPLY_ACCEPT);
+  ASSERT_EQ(count_in(&bt, "set mark"), 0);
   check_postrouting(&bt);
 }
 
