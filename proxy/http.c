@@ -49,6 +49,7 @@ struct proxy_http {
   int up_keep_alive;         /* ... on its upstream connection (see httphead.h) */
   int upgrade;               /* the request asks for a WebSocket upgrade */
   int is_head;               /* HEAD: the response has no body */
+  int from_pool;             /* the upstream was taken from the pool for this request */
   int msg_complete;          /* set by llhttp callbacks */
   int status;                /* final response status */
   int decided;               /* the connection-level decision was made */
@@ -983,7 +984,8 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
   h->resp_in_msg = 0;
   drop_retry(h);
   /* An open upstream here was kept alive from the previous request. */
-  reused = c->up.open || proxy_conn_reuse_upstream(c) == 0;
+  h->from_pool = !c->up.open && proxy_conn_reuse_upstream(c) == 0;
+  reused = c->up.open || h->from_pool;
   if (reused && retryable) {
     /* A connection kept alive, in the pool or on this one, may be closed by the
      * server a moment after the request went out. A request that is safe to repeat
@@ -1066,15 +1068,25 @@ static int forward_up(struct proxy_conn *c, const char *data, size_t len)
  * net/http, an ASGI server) then stops working for it, where it used to go on
  * until it answered into a closed connection, up to --idle-timeout later. A client
  * that only half-closed still gets whatever answer the upstream gives. The
- * upstream connection is then never pooled (proxy_conn_park_upstream), and a
- * request safe to repeat is not repeated for a sandbox that left.
+ * upstream connection is then never pooled (proxy_conn_park_upstream).
+ *
+ * Not while a request on an upstream taken from the pool may still have to go out
+ * again (retry_request): the upstream may have closed that connection idle as the
+ * request went out, and a FIN does not tell a client that gave up from one that
+ * only half-closed (`nc -N`, shutdown(SHUT_WR)). Ended then, the dead connection
+ * took the request with it and the half-closed client got nothing, where directly
+ * it would have dialed anew. The end is passed on once the answer begins
+ * (on_up_data), or right after the request goes out again on its new connection.
+ * On the sandbox connection's own kept-alive upstream a client that talked directly
+ * would have met the same close: the end goes at once, and nothing is repeated.
  */
 static void pass_sandbox_eof(struct proxy_conn *c)
 {
   struct proxy_http *h = c->http;
 
   if (!c->down.eof || c->pending_len > 0 || h->phase != PH_RESPONSE || !h->req_done ||
-      h->resp_done || h->upgrade || !c->up.open || !c->up.connected || c->up.shut)
+      h->resp_done || h->upgrade || (h->retry != NULL && h->from_pool) || !c->up.open ||
+      !c->up.connected || c->up.shut)
     return;
   drop_retry(h);
   proxy_end_shutdown(&c->up);
@@ -1318,6 +1330,8 @@ static void on_up_data(struct proxy_conn *c, const char *data, size_t len)
     drop_retry(h);
     if (forward_down(c, data, used) != 0)
       return;
+    if (!h->msg_complete)
+      pass_sandbox_eof(c); /* held back while the request could go out again */
   }
   if (h->msg_complete) {
     if (flush_down(c) != 0)

@@ -98,3 +98,84 @@ for method in GET POST; do
   fi
 done
 pass "a GET on a kept-alive upstream that dies is sent again, a POST is not"
+
+# A client that half-closes after its GET (`nc -N`, shutdown(SHUT_WR)), on an upstream
+# connection from the pool that the upstream ends unanswered (its idle timeout as the
+# request arrives): the GET goes out again on a new connection, and the sandbox's end
+# only then, as for any client. The sandbox's end used to go to the dying connection
+# at once and the repeat was dropped: the client got no answer (directly it would
+# have dialed anew), recorded as sandbox_closed. On the new connection the end still
+# reaches the upstream: /think notices it and stops.
+cat > "$T/half.py" <<'PYEOF'
+import socket, sys
+def get(path, half):
+    s = socket.create_connection(("api.example.com", 80), timeout=20)
+    s.sendall(b"GET %s HTTP/1.1\r\nHost: api.example.com\r\n\r\n" % path.encode())
+    if half:
+        s.shutdown(socket.SHUT_WR)
+    data = b""
+    while half or b"\r\n\r\n" not in data:
+        k = s.recv(65536)
+        if not k:
+            break
+        data += k
+    s.close()
+    return data.split(b"\r\n")[0].decode() or "nothing"
+print(get("/drop-next", False), "|", get(sys.argv[1], True))
+PYEOF
+: > "$T/up.jsonl"
+out=$(jail --config "$T/config.json" --secrets-dir "$T/secrets" --user nobody -- \
+  "$PY" "$T/half.py" /again)
+assert_eq "$out" "HTTP/1.1 200 OK | HTTP/1.1 200 OK" "a half-closed GET on a pooled upstream that dies"
+assert_eq "$(upq up '(lambda a: len(a) == 2 and a[0] != a[1])([r["conn"] for r in reqs if r["path"] == "/again"])')" \
+  "True" "the GET on the dying connection, then on a new one"
+: > "$T/up.jsonl"
+out=$(jail --config "$T/config.json" --secrets-dir "$T/secrets" --user nobody -- \
+  "$PY" "$T/half.py" "/think?delay=30")
+assert_eq "$out" "HTTP/1.1 200 OK | nothing" "a half-closed GET the upstream stops working on"
+assert_eq "$(upq up '[r["path"] for r in reqs]')" "$(jlist /drop-next /think /think)" \
+  "requests the upstream received"
+assert_eq "$(upq up 'len([e for e in events if e["event"] == "client_gone"])')" "1" \
+  "the upstream saw the sandbox's end on the new connection"
+pass "a half-closed GET on a dying pooled upstream goes out again, then its end"
+
+# On the sandbox connection's own kept-alive upstream, the end goes at once (a client
+# that talked directly would have met the same connection): /think stops, once.
+cat > "$T/ka_half.py" <<'PYEOF'
+import socket
+s = socket.create_connection(("api.example.com", 80), timeout=20)
+s.sendall(b"GET /first HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+data = b""
+while b"\r\n\r\n" not in data:
+    k = s.recv(65536)
+    if not k:
+        raise SystemExit("closed before the first answer")
+    data += k
+head, _, body = data.partition(b"\r\n\r\n")
+n = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0][15:])
+while len(body) < n:
+    k = s.recv(65536)
+    if not k:
+        raise SystemExit("closed in the first answer")
+    body += k
+s.sendall(b"GET /think?delay=30 HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+s.shutdown(socket.SHUT_WR)
+rest = b""
+while True:
+    k = s.recv(65536)
+    if not k:
+        break
+    rest += k
+print(data.split(b"\r\n")[0].decode(), "|", rest.split(b"\r\n")[0].decode() or "nothing")
+PYEOF
+: > "$T/up.jsonl"
+out=$(jail --config "$T/config.json" --secrets-dir "$T/secrets" --user nobody -- \
+  "$PY" "$T/ka_half.py")
+assert_eq "$out" "HTTP/1.1 200 OK | nothing" "a half-closed GET on the connection's own upstream"
+assert_eq "$(upq up '[(r["path"], r["conn"]) for r in reqs]')" \
+  "$(upq up '[(r["path"], reqs[0]["conn"]) for r in reqs]')" "both on one upstream connection"
+assert_eq "$(upq up '[r["path"] for r in reqs]')" "$(jlist /first /think)" \
+  "requests the upstream received"
+assert_eq "$(upq up 'len([e for e in events if e["event"] == "client_gone"])')" "1" \
+  "the upstream saw the sandbox's end"
+pass "a half-closed GET on a connection's own kept-alive upstream ends there at once"
