@@ -12,32 +12,8 @@
 . "$(dirname "$0")/adv_lib.sh"
 
 host_ns_start
-cat > "$T/echo.py" <<'PYEOF'
-import os, socket, sys, threading
-def echo(c):
-    try:
-        while True:
-            d = c.recv(65536)
-            if not d:
-                break
-            c.sendall(d)
-    except OSError:
-        pass
-    c.close()
-ls = socket.socket()
-ls.bind(("127.0.0.1", 0))
-ls.listen(16)
-with open(sys.argv[1] + ".tmp", "w") as f:
-    f.write(str(ls.getsockname()[1]))
-os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-while True:
-    c, _ = ls.accept()
-    threading.Thread(target=echo, args=(c,), daemon=True).start()
-PYEOF
-ip netns exec "$HNS" "$PY" "$T/echo.py" "$T/e.port" 2> "$T/echo.log" &
-PIDS+=($!)
-wait_for "[ -s '$T/e.port' ]" 10
-E=$(cat "$T/e.port")
+start_tcp_server e --in "$HNS"
+E=$e_PORT
 ip netns exec "$HNS" nft -f - <<NFT
 table inet hold {
   counter held { }

@@ -13,42 +13,14 @@
 #                   config denies the name                            -> not relayed
 #
 #   ap-swap-PID (lo only)                         host
-#   client.py --redirect--> listener ==== authproxy serve ===> echo.py 127.0.0.1:E1, E2
+#   client.py --redirect--> listener ==== authproxy serve ===> tcp_server.py (echo) 127.0.0.1:E1, E2
 . "$(dirname "$0")/../integration/lib.sh"
 . "$(dirname "$0")/adv_lib.sh"
 
-cat > "$T/echo.py" <<'PYEOF'
-# Two TCP echo servers on 127.0.0.1; their ports go to the files named.
-import os, socket, sys, threading
-def serve(ls):
-    while True:
-        c, _ = ls.accept()
-        threading.Thread(target=echo, args=(c,), daemon=True).start()
-def echo(c):
-    try:
-        while True:
-            d = c.recv(65536)
-            if not d:
-                break
-            c.sendall(d)
-    except OSError:
-        pass
-    c.close()
-for path in sys.argv[1:]:
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(64)
-    threading.Thread(target=serve, args=(ls,), daemon=True).start()
-    with open(path + ".tmp", "w") as f:
-        f.write(str(ls.getsockname()[1]))
-    os.rename(path + ".tmp", path)
-threading.Event().wait()
-PYEOF
-"$PY" "$T/echo.py" "$T/e1.port" "$T/e2.port" 2> "$T/echo.log" &
-PIDS+=($!)
-wait_for "[ -s '$T/e1.port' ] && [ -s '$T/e2.port' ]"
-E1=$(cat "$T/e1.port")
-E2=$(cat "$T/e2.port")
+start_tcp_server e1
+start_tcp_server e2
+E1=$e1_PORT
+E2=$e2_PORT
 
 remap() {
   local moved=$1

@@ -71,6 +71,22 @@ make_netns() {
 # wait_for COND [SECS] and make_ca DIR NAME... (a test CA and a server certificate).
 . "$SRC/scripts/common.sh"
 
+# start_tcp_server NAME [--in NS] [ARG...]: tests/tools/tcp_server.py (with ARGs: a
+# banner, a delay, how it replies) on 127.0.0.1, of namespace NS when given; sets
+# ${NAME}_PORT.
+start_tcp_server() {
+  local name=$1 wrap=()
+  shift
+  if [ "${1:-}" = --in ]; then
+    wrap=(ip netns exec "$2")
+    shift 2
+  fi
+  "${wrap[@]}" "$PY" "$TOOLS/tcp_server.py" "$T/$name.port" "$@" 2> "$T/$name.log" &
+  PIDS+=($!)
+  wait_for "[ -s '$T/$name.port' ]" 10
+  printf -v "${name}_PORT" '%s' "$(cat "$T/$name.port")"
+}
+
 # start_callback [--in NS] [ARG...]: tests/tools/fake_callback.py (with ARGs) on
 # 127.0.0.1, of namespace NS when given, logging to $T/cb.jsonl; sets CB to its port.
 start_callback() {

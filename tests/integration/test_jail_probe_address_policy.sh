@@ -18,36 +18,14 @@
 . "$SRC/tests/adversarial/adv_lib.sh"
 
 start_upstream plain
-cat > "$T/greeter.py" <<'PYEOF'
-import os, socket, sys, threading, time
-ls = socket.socket()
-ls.bind(("127.0.0.1", 0))
-ls.listen(16)
-with open(sys.argv[1] + ".tmp", "w") as f:
-    f.write(str(ls.getsockname()[1]))
-os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-delay = float(sys.argv[2]) if len(sys.argv) > 2 else 0
-def serve(c):
-    try:
-        time.sleep(delay)
-        c.sendall(b"220 greeter ready\r\n")
-        c.recv(4096)
-    except OSError:
-        pass
-    c.close()
-while True:
-    threading.Thread(target=serve, args=(ls.accept()[0],), daemon=True).start()
-PYEOF
-"$PY" "$T/greeter.py" "$T/greeter.port" 2> "$T/greeter.log" &
-PIDS+=($!)
-wait_for "[ -s '$T/greeter.port' ]"
+start_tcp_server greeter --banner '220 greeter ready\r\n' --reply none
 cat > "$T/config.json" <<EOF
 { "rules": [ { "name": "api", "allow_plain_http": true,
     "match_hosts": ["api.example.com", "smtp.example.com"],
     "headers": [ { "name": "X-Agent", "type": "plaintext", "value": "probed" } ] } ],
   "egress": { "deny": [ { "hosts": ["127.0.0.1/32"], "methods": ["DELETE"] } ] },
   "dns": { "remap": { "api.example.com": "127.0.0.1:$plain_PORT",
-                      "smtp.example.com": "127.0.0.1:$(cat "$T/greeter.port")" } } }
+                      "smtp.example.com": "127.0.0.1:$greeter_PORT" } } }
 EOF
 out=$(jail --config "$T/config.json" --log "$T/audit.jsonl" --user nobody -- "$PY" -c '
 import socket, time
@@ -83,10 +61,8 @@ print(" ".join(sorted("%s:%s:%s" % (r["name"].split(".")[0], r["action"], r.get(
 pass "a slow client at an address under request-level policy is judged by its requests; a greeting server there is refused"
 
 # A config swapped while a probe waits keeps it one that refuses a greeting there.
-"$PY" "$T/greeter.py" "$T/late.port" 2 2> "$T/late.log" &
-PIDS+=($!)
-wait_for "[ -s '$T/late.port' ]"
-sed -e "s/$(cat "$T/greeter.port")/$(cat "$T/late.port")/" "$T/config.json" > "$T/late.json"
+start_tcp_server late --banner '220 greeter ready\r\n' --reply none --delay 2
+sed -e "s/$greeter_PORT/$late_PORT/" "$T/config.json" > "$T/late.json"
 sed -e 's/"probed"/"patched"/' "$T/late.json" > "$T/patched.json"
 serve_start
 NS=$(make_netns probe)

@@ -54,33 +54,9 @@ pass "silent for 1 s on 443 and 80, then intercepted and injected"
 
 # The other ports: slow clients of a rule's host, and a protocol where the server
 # speaks first at that host (a greeting, then an echo).
-cat > "$T/greeter.py" <<'PYEOF'
-import os, socket, sys, threading
-ls = socket.socket()
-ls.bind(("127.0.0.1", 0))
-ls.listen(16)
-with open(sys.argv[1] + ".tmp", "w") as f:
-    f.write(str(ls.getsockname()[1]))
-os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-def serve(c):
-    try:
-        c.sendall(b"220 greeter ready\r\n")
-        while True:
-            d = c.recv(4096)
-            if not d:
-                break
-            c.sendall(d)
-    except OSError:
-        pass
-    c.close()
-while True:
-    threading.Thread(target=serve, args=(ls.accept()[0],), daemon=True).start()
-PYEOF
-"$PY" "$T/greeter.py" "$T/greeter.port" 2> "$T/greeter.log" &
-PIDS+=($!)
-wait_for "[ -s '$T/greeter.port' ]"
+start_tcp_server greeter --banner '220 greeter ready\r\n'
 sed -e 's/"plain.example.com"\]/"plain.example.com", "smtp.example.com"]/' \
-  -e "s/\"plain.example.com\": \"127.0.0.1:$plain_PORT\"/&, \"smtp.example.com\": \"127.0.0.1:$(cat "$T/greeter.port")\"/" \
+  -e "s/\"plain.example.com\": \"127.0.0.1:$plain_PORT\"/&, \"smtp.example.com\": \"127.0.0.1:$greeter_PORT\"/" \
   "$T/config.json" > "$T/config-ports.json"
 grep -q smtp.example.com.*127.0.0.1 "$T/config-ports.json" || fail "config-ports.json: $(cat "$T/config-ports.json")"
 out=$(jail --config "$T/config-ports.json" --log "$T/audit-ports.jsonl" --secrets-dir "$T/secrets" --upstream-ca "$T/ca/ca.pem" \

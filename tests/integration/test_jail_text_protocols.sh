@@ -15,28 +15,8 @@
 #   jail: client (first line) -> authproxy -> fake server (banner, then "got " + echo)
 . "$(dirname "$0")/lib.sh"
 
-cat > "$T/sshd.py" <<'PYEOF'
-import os, socket, sys, threading
-ls = socket.socket()
-ls.bind(("127.0.0.1", 0))
-ls.listen(16)
-with open(sys.argv[1] + ".tmp", "w") as f:
-    f.write(str(ls.getsockname()[1]))
-os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-def serve(c):
-    try:
-        c.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
-        c.sendall(b"got " + c.recv(4096))
-    except OSError:
-        pass
-    c.close()
-while True:
-    threading.Thread(target=serve, args=(ls.accept()[0],), daemon=True).start()
-PYEOF
-"$PY" "$T/sshd.py" "$T/sshd.port" 2> "$T/sshd.log" &
-PIDS+=($!)
-wait_for "[ -s '$T/sshd.port' ]"
-port=$(cat "$T/sshd.port")
+start_tcp_server sshd --banner 'SSH-2.0-OpenSSH_9.6\r\n' --reply got
+port=$sshd_PORT
 cat > "$T/config.json" <<EOF
 { "rules": [ { "name": "gh", "match_hosts": ["github.com"],
     "headers": [ { "name": "Authorization", "type": "plaintext", "value": "Bearer x" } ] } ],
