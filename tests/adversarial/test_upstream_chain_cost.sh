@@ -59,32 +59,11 @@ with open(sys.argv[1] + "/leaf.key", "wb") as f:
     f.write(leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                    serialization.NoEncryption()))
 PYEOF
-cat > "$T/server.py" <<'PYEOF'
-import socket, ssl, sys, threading
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-ctx.load_cert_chain(sys.argv[1], sys.argv[2])
-ls = socket.socket()
-ls.bind(("127.0.0.1", 0))
-ls.listen(16)
-with open(sys.argv[3] + ".tmp", "w") as f:
-    f.write(str(ls.getsockname()[1]))
-import os; os.rename(sys.argv[3] + ".tmp", sys.argv[3])
-def serve(s):
-    try:
-        ctx.wrap_socket(s, server_side=True).close()
-    except (OSError, ssl.SSLError):
-        pass
-while True:
-    threading.Thread(target=serve, args=(ls.accept()[0],), daemon=True).start()
-PYEOF
-"$PY" "$T/server.py" "$T/chain.pem" "$T/leaf.key" "$T/port" 2> "$T/server.log" &
-PIDS+=($!)
-wait_for "[ -s '$T/port' ]" 10
+start_tcp_server server --cert "$T/chain.pem" --key "$T/leaf.key" --reply none
 cat > "$T/config.json" <<EOF
 { "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
     "headers": [ { "name": "X-Team", "type": "plaintext", "value": "agents" } ] } ],
-  "dns": { "remap": { "api.example.com": "127.0.0.1:$(cat "$T/port")" } } }
+  "dns": { "remap": { "api.example.com": "127.0.0.1:$server_PORT" } } }
 EOF
 
 out=$(jail -v --config "$T/config.json" --log "$T/audit.jsonl" --user nobody -- \
