@@ -204,7 +204,7 @@ int netns_build_rules(const struct netns_rules_opts *o, struct mnl_nlmsg_batch *
 /*
  * Like netns_build_rules, for the lockdown table netns_detach installs: table inet
  * authproxy with filter_input, filter_output and filter_forward chains that accept
- * loopback, and the connections guests opened before (marked by the rule set's
+ * loopback, and the TCP connections guests opened before (marked by the rule set's
  * capture), and drop everything else with a counter, and the same
  * filter_postrouting as the rule set; no redirection: a nat chain that translates
  * nothing new, so that the connections redirected before drain.

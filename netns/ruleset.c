@@ -377,6 +377,19 @@ static void match_ct_mark(struct rule *r)
   cmp_u32(r, NFT_CMP_EQ, NETNS_TPROXY_MARK);
 }
 
+/* `ct original protocol tcp` (listed `ct protocol tcp`): the connection is TCP; an
+ * ICMP error related to it, which has the connection's conntrack, matches too. */
+static void match_ct_tcp(struct rule *r)
+{
+  struct nftnl_expr *e = expr(r, "ct");
+  uint8_t dir = IP_CT_DIR_ORIGINAL;
+
+  set_u32(r, e, NFTNL_EXPR_CT_KEY, NFT_CT_PROTOCOL);
+  set_u32(r, e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
+  set_data(r, e, NFTNL_EXPR_CT_DIR, &dir, sizeof(dir)); /* a u8 in libnftnl */
+  cmp_u8(r, NFT_CMP_EQ, IPPROTO_TCP);
+}
+
 /* `ct direction reply`: the packet goes from the connection's responder back to its
  * initiator. */
 static void match_ct_reply(struct rule *r)
@@ -884,11 +897,18 @@ int netns_build_lockdown(struct mnl_nlmsg_batch *b, uint32_t *seq, const char **
                      "rule 1 of chain filter_input (lockdown: iifname lo accept)");
   /* The connections a guest opened before, redirected to the proxy (marked on their
    * way in by nat_prerouting; nothing marks a connection now), drain as the
-   * sandbox's own do: their packets in, and the proxy's answers out. */
+   * sandbox's own do: their packets in, and the proxy's answers out. TCP only: a
+   * guest's or a peer's DNS flow to the responder, marked too, is UDP, which has no
+   * state to tell the responder's socket from the next one bound to 127.0.0.53:53
+   * (the responder closes at the detach, and a process of the sandbox's with
+   * CAP_NET_BIND_SERVICE may take its address), and would be a way in and out for
+   * as long as either side kept it alive. */
   rule_begin(&c, &r, CH_FILTER_INPUT);
+  match_ct_tcp(&r);
   match_ct_mark(&r);
   verdict(&r, NF_ACCEPT);
-  rule_end(&r, "rule 2 of chain filter_input (lockdown: ct mark MARK accept)");
+  rule_end(&r, "rule 2 of chain filter_input (lockdown: ct original protocol tcp ct mark "
+               "MARK accept)");
   rule_counter_drop(&c, CH_FILTER_INPUT,
                     "rule 3 of chain filter_input (lockdown: counter drop)");
   put_chain(&c, CH_FILTER_OUTPUT, "filter", NF_INET_LOCAL_OUT, PRIO_FILTER, NF_DROP,
@@ -896,9 +916,13 @@ int netns_build_lockdown(struct mnl_nlmsg_batch *b, uint32_t *seq, const char **
             "policy drop)");
   rule_local_accept(&c, CH_FILTER_OUTPUT,
                     "rule 1 of chain filter_output (lockdown: fib daddr type local accept)");
-  rule_reply_accept(&c, CH_FILTER_OUTPUT,
-                    "rule 2 of chain filter_output (lockdown: ct direction reply ct mark "
-                    "MARK accept)");
+  rule_begin(&c, &r, CH_FILTER_OUTPUT);
+  match_ct_tcp(&r);
+  match_ct_reply(&r);
+  match_ct_mark(&r);
+  verdict(&r, NF_ACCEPT);
+  rule_end(&r, "rule 2 of chain filter_output (lockdown: ct original protocol tcp ct "
+               "direction reply ct mark MARK accept)");
   rule_counter_drop(&c, CH_FILTER_OUTPUT,
                     "rule 3 of chain filter_output (lockdown: counter drop)");
   put_chain(&c, CH_FILTER_FORWARD, "filter", NF_INET_FORWARD, PRIO_FILTER, NF_DROP,

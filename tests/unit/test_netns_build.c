@@ -517,13 +517,25 @@ TEST(lockdown)
   check_final_drop(&bt, "filter_forward");
   ASSERT_EQ(count_in(&bt, "redir"), 0);
   ASSERT_CONTAINS(find(&bt, "rule 1 of chain filter_output")->text, "[ fib daddr type");
-  /* A guest's connections, redirected before (marked), drain too: in, and answers out. */
+  /* A guest's TCP connections, redirected before (marked), drain too: in, and answers
+   * out. Not its DNS flows (UDP), which a process of the sandbox's could take over
+   * once the responder is gone. */
   ASSERT_STREQ(find(&bt, "rule 2 of chain filter_input")->text,
                "inet authproxy filter_input\n"
+               "  [ ct load protocol => reg 1 , dir original ]\n"
+               "  [ cmp eq reg 1 0x00000006 ]\n"
                "  [ ct load mark => reg 1 ]\n"
                "  [ cmp eq reg 1 0x00004150 ]\n"
                "  [ immediate reg 0 accept ]\n");
-  ASSERT_STREQ(find(&bt, "rule 2 of chain filter_output")->text, REPLY_ACCEPT);
+  ASSERT_STREQ(find(&bt, "rule 2 of chain filter_output")->text,
+               "inet authproxy filter_output\n"
+               "  [ ct load protocol => reg 1 , dir original ]\n"
+               "  [ cmp eq reg 1 0x00000006 ]\n"
+               "  [ ct load direction => reg 1 ]\n"
+               "  [ cmp eq reg 1 0x00000001 ]\n"
+               "  [ ct load mark => reg 1 ]\n"
+               "  [ cmp eq reg 1 0x00004150 ]\n"
+               "  [ immediate reg 0 accept ]\n");
   ASSERT_EQ(count_in(&bt, "set mark"), 0);
   check_postrouting(&bt);
 }
