@@ -339,15 +339,20 @@ static void match_oif_lo(struct rule *r)
   cmp(r, NFT_CMP_EQ, name, sizeof(name));
 }
 
-/* `fib daddr type local`: the destination is an address of this namespace. */
-static void match_daddr_local(struct rule *r)
+/* `fib daddr type local|anycast` (RTN_*): local is an address of this namespace. */
+static void match_daddr_type(struct rule *r, uint32_t type)
 {
   struct nftnl_expr *e = expr(r, "fib");
 
   set_u32(r, e, NFTNL_EXPR_FIB_DREG, NFT_REG_1);
   set_u32(r, e, NFTNL_EXPR_FIB_RESULT, NFT_FIB_RESULT_ADDRTYPE);
   set_u32(r, e, NFTNL_EXPR_FIB_FLAGS, NFTA_FIB_F_DADDR);
-  cmp_u32(r, NFT_CMP_EQ, RTN_LOCAL);
+  cmp_u32(r, NFT_CMP_EQ, type);
+}
+
+static void match_daddr_local(struct rule *r)
+{
+  match_daddr_type(r, RTN_LOCAL);
 }
 
 /* `fib saddr . iif oif missing`: the source address is not routed back through the
@@ -670,6 +675,16 @@ static void chain_nat_prerouting(struct build *c, const struct netns_rules_opts 
   verdict(&r, NF_DROP);
   rule_end(&r, "rule 5 of chain nat_prerouting (meta l4proto tcp fib daddr type local "
                "counter drop)");
+  /* The namespace's IPv6 anycast addresses are its own too: with forwarding on, each
+   * prefix's subnet-router address (fd00::/64 has fd00::), which a peer on the link
+   * reaches without a route of its own. */
+  rule_begin(c, &r, CH_NAT_PREROUTING);
+  match_l4proto(&r, IPPROTO_TCP);
+  match_daddr_type(&r, RTN_ANYCAST);
+  counter(&r);
+  verdict(&r, NF_DROP);
+  rule_end(&r, "rule 6 of chain nat_prerouting (meta l4proto tcp fib daddr type anycast "
+               "counter drop)");
   if (o->capture != NETNS_CAPTURE_REDIRECT)
     return;
   /* REDIRECT rewrites the destination to the incoming interface's primary address,
@@ -678,7 +693,7 @@ static void chain_nat_prerouting(struct build *c, const struct netns_rules_opts 
   match_l4proto(&r, IPPROTO_TCP);
   set_ct_mark(&r);
   redirect(&r, o->proxy_port);
-  rule_end(&r, "rule 6 of chain nat_prerouting (tcp ct mark set MARK redirect to "
+  rule_end(&r, "rule 7 of chain nat_prerouting (tcp ct mark set MARK redirect to "
                ":proxy_port)");
 }
 

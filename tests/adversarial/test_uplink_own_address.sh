@@ -72,6 +72,12 @@ assert_eq "$(get "$S1" api.example.com 80 api.example.com)" "HTTP/1.1 200 OK" "s
 # A peer on the bridge, to s1's address: dropped, never proxied with s1's credential.
 assert_eq "$(get "$S3" 10.77.0.11 80 api.example.com)" TimeoutError "a peer to s1's address"
 assert_eq "$(get "$S3" fd77::11 80 api.example.com)" TimeoutError "a peer to s1's IPv6 address"
+# With IPv6 forwarding on (a runtime that routes for a guest, say) the namespace also
+# has each prefix's subnet-router anycast address, which a peer reaches as plainly.
+ip netns exec "$S1" sysctl -qw net.ipv6.conf.all.forwarding=1
+assert_eq "$(get "$S3" fd77:: 80 api.example.com)" TimeoutError \
+  "a peer to s1's subnet-router anycast address"
+ip netns exec "$S1" sysctl -qw net.ipv6.conf.all.forwarding=0
 
 # s1 to s2's address on a port where the server may speak first: s1's proxy relays
 # the connection (no name), the daemon dials 10.77.0.12:8080 from the node, and s2's

@@ -291,22 +291,24 @@ static void check_postrouting(const struct built *bt)
                "  [ immediate reg 0 drop ]\n");
 }
 
-/* nat_prerouting's rule 5, both modes: `meta l4proto tcp fib daddr type local counter
- * drop`. */
-#define LOCAL_TCP_DROP \
+/* nat_prerouting's rules 5 and 6, both modes: `meta l4proto tcp fib daddr type
+ * local|anycast counter drop`. */
+#define OWN_TCP_DROP(type) \
   "inet authproxy nat_prerouting\n" \
   "  [ meta load l4proto => reg 1 ]\n" \
   "  [ cmp eq reg 1 0x00000006 ]\n" \
   "  [ fib daddr type => reg 1 ]\n" \
-  "  [ cmp eq reg 1 0x00000002 ]\n" \
+  "  [ cmp eq reg 1 0x0000000" type " ]\n" \
   "  [ counter pkts 0 bytes 0 ]\n" \
   "  [ immediate reg 0 drop ]\n"
+#define LOCAL_TCP_DROP OWN_TCP_DROP("2")   /* RTN_LOCAL */
+#define ANYCAST_TCP_DROP OWN_TCP_DROP("4") /* RTN_ANYCAST */
 
 TEST(redirect_layout)
 {
   static struct built bt;
 
-  ASSERT_EQ(build(&bt, &redirect_opts), 34);
+  ASSERT_EQ(build(&bt, &redirect_opts), 35);
   check_layout(&bt, 6);
   check_names_match_positions(&bt);
   check_chain(&bt, "nat_output", "nat", NF_INET_LOCAL_OUT, -100, NF_ACCEPT);
@@ -334,7 +336,7 @@ TEST(redirect_rules_round_trip)
   struct in_addr a4;
   char want[1024];
 
-  ASSERT_EQ(build(&bt, &redirect_opts), 34);
+  ASSERT_EQ(build(&bt, &redirect_opts), 35);
 
   /* The sandbox's own TCP: everything but local destinations to the proxy port. */
   snprintf(want, sizeof(want),
@@ -396,9 +398,10 @@ TEST(redirect_rules_round_trip)
            "  [ immediate reg 1 0x%08x ]\n"
            "  [ redir proto_min reg 1 flags 0x2 ]\n",
            port_reg(15001));
-  ASSERT_STREQ(find(&bt, "rule 6 of chain nat_prerouting")->text, want);
+  ASSERT_STREQ(find(&bt, "rule 7 of chain nat_prerouting")->text, want);
   /* A connection to one of the namespace's own addresses is no guest's: not proxied. */
   ASSERT_STREQ(find(&bt, "rule 5 of chain nat_prerouting")->text, LOCAL_TCP_DROP);
+  ASSERT_STREQ(find(&bt, "rule 6 of chain nat_prerouting")->text, ANYCAST_TCP_DROP);
   /* The sandbox's own connections are not marked. */
   ASSERT_EQ(count_in(&bt, "inet authproxy nat_output\n"), 6);
   ASSERT_EQ(count_in(&bt, "ct set mark"), 3);
@@ -434,7 +437,7 @@ TEST(tproxy_layout_and_rules)
   static struct built bt;
   char want[1024];
 
-  ASSERT_EQ(build(&bt, &tproxy_opts), 41);
+  ASSERT_EQ(build(&bt, &tproxy_opts), 42);
   check_layout(&bt, 7);
   check_postrouting(&bt);
   check_names_match_positions(&bt);
@@ -443,12 +446,13 @@ TEST(tproxy_layout_and_rules)
   check_final_drop(&bt, "filter_output");
   check_final_drop(&bt, "filter_forward");
 
-  /* Guests' TCP is not redirected in nat_prerouting any more (the one TCP rule drops
-   * connections to local addresses); DNS still is. */
-  ASSERT_EQ(count_in(&bt, "inet authproxy nat_prerouting\n  [ meta load l4proto"), 1);
+  /* Guests' TCP is not redirected in nat_prerouting any more (the TCP rules drop
+   * connections to local and anycast addresses); DNS still is. */
+  ASSERT_EQ(count_in(&bt, "inet authproxy nat_prerouting\n  [ meta load l4proto"), 2);
   ASSERT_EQ(count_in(&bt, "[ redir"), 1); /* nat_output only */
   ASSERT_CONTAINS(find(&bt, "rule 3 of chain nat_prerouting")->text, "[ nat dnat ip ");
   ASSERT_STREQ(find(&bt, "rule 5 of chain nat_prerouting")->text, LOCAL_TCP_DROP);
+  ASSERT_STREQ(find(&bt, "rule 6 of chain nat_prerouting")->text, ANYCAST_TCP_DROP);
 
   ASSERT_STREQ(find(&bt, "rule 3 of chain mangle_prerouting")->text,
                "inet authproxy mangle_prerouting\n"
@@ -580,7 +584,7 @@ TEST(names_optional_and_bounded)
   uint32_t seq = 1;
 
   b = mnl_nlmsg_batch_start(buf, NETNS_BATCH_LIMIT);
-  ASSERT_EQ(netns_build_rules(&redirect_opts, b, &seq, NULL, 0), 34);
+  ASSERT_EQ(netns_build_rules(&redirect_opts, b, &seq, NULL, 0), 35);
   mnl_nlmsg_batch_stop(b);
 
   b = mnl_nlmsg_batch_start(buf, NETNS_BATCH_LIMIT);
@@ -642,12 +646,12 @@ TEST(describe_error_with_built_names)
   static struct built bt;
   char err[512];
 
-  ASSERT_EQ(build(&bt, &redirect_opts), 34);
+  ASSERT_EQ(build(&bt, &redirect_opts), 35);
   netns_nft_describe_error(bt.names, (size_t)bt.n, FIRST_SEQ, FIRST_SEQ + 8, EOPNOTSUPP, NULL,
                            err, sizeof(err));
   ASSERT_CONTAINS(err, "netns: nf_tables rejected rule 5 of chain nat_output "
                        "(fib daddr type local accept): Operation not supported");
-  netns_nft_describe_error(bt.names, (size_t)bt.n, FIRST_SEQ, FIRST_SEQ + 30, EINVAL, NULL,
+  netns_nft_describe_error(bt.names, (size_t)bt.n, FIRST_SEQ, FIRST_SEQ + 31, EINVAL, NULL,
                            err, sizeof(err));
   ASSERT_STREQ(err, "netns: nf_tables rejected rule 1 of chain filter_forward (counter drop): "
                     "Invalid argument");
