@@ -23,7 +23,8 @@ struct proxy_callback_ep {
   enum rules_callback_kind kind;
   uint16_t port;
   char host[RULES_MAX_NAME_LEN + 1];
-  size_t users; /* sandboxes whose config has it */
+  int has_address; /* rules_callback_has_address: else it is reached by name only */
+  size_t users;    /* sandboxes whose config has it */
 };
 
 /* The callback of cfg that has an endpoint the proxy could dial, or NULL. */
@@ -93,6 +94,8 @@ static int add(struct proxy_ctx *ctx, const struct rules_callback *cb)
   e->kind = cb->kind;
   e->port = cb->port;
   memcpy(e->host, cb->host, strlen(cb->host) + 1);
+  /* Decided once: a fleet's per-tenant callback names cost a dial nothing. */
+  e->has_address = rules_callback_has_address(cb);
   e->users = 1;
   return 1;
 }
@@ -202,7 +205,7 @@ int proxy_callbacks_reached(struct proxy_ctx *ctx, const struct sockaddr *sa, ui
     return -1;
   memset(&cb, 0, sizeof(cb));
   for (i = 0; i < ctx->ncallbacks; i++) {
-    if (ctx->callbacks[i].port != port)
+    if (ctx->callbacks[i].port != port || !ctx->callbacks[i].has_address)
       continue;
     cb.kind = ctx->callbacks[i].kind;
     cb.port = ctx->callbacks[i].port;

@@ -391,28 +391,49 @@ static int is_local(const uint8_t addr[16], int v4)
  * of them. A callback named by another host name is not resolved here; the proxy
  * refuses to dial that name (conn.c).
  */
-static int is_callback_endpoint(const struct rules_callback *cb, const struct rules_target *t,
-                                int host_local)
+/*
+ * The address a callback's URL gives (v4-mapped for IPv4) in addr, and *local when it
+ * is loopback, localhost or unspecified (reached on any such address at its port).
+ * 0 when its host is another name, which is not resolved here.
+ */
+static int callback_address(const struct rules_callback *cb, uint8_t addr[16], int *local)
 {
-  uint8_t addr[16];
   size_t len;
-  int local;
 
-  if (cb == NULL || cb->kind == RULES_CB_UNIX || cb->host == NULL || cb->port != t->port)
+  if (cb == NULL || cb->kind == RULES_CB_UNIX || cb->host == NULL)
     return 0;
-  memset(addr, 0, sizeof(addr));
+  memset(addr, 0, 16);
   len = strlen(cb->host);
   if (inet_pton(AF_INET, cb->host, addr + 12) == 1) {
     addr[10] = addr[11] = 0xff;
-    local = is_local(addr, 1);
+    *local = is_local(addr, 1);
   } else if (inet_pton(AF_INET6, cb->host, addr) == 1) {
-    local = is_local(addr, 0);
+    *local = is_local(addr, 0);
   } else {
     if (!(strcasecmp(cb->host, "localhost") == 0 ||
           (len > 10 && strcasecmp(cb->host + len - 10, ".localhost") == 0)))
       return 0;
-    local = 1;
+    *local = 1;
   }
+  return 1;
+}
+
+int rules_callback_has_address(const struct rules_callback *cb)
+{
+  uint8_t addr[16];
+  int local;
+
+  return callback_address(cb, addr, &local);
+}
+
+static int is_callback_endpoint(const struct rules_callback *cb, const struct rules_target *t,
+                                int host_local)
+{
+  uint8_t addr[16];
+  int local = 0;
+
+  if (cb == NULL || cb->port != t->port || !callback_address(cb, addr, &local))
+    return 0;
   if (local)
     return is_local(t->addr, t->addr_v4) || host_local;
   return memcmp(addr, t->addr, sizeof(addr)) == 0;

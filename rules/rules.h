@@ -457,6 +457,10 @@ const struct rules_callback *rules_config_callback(const struct rules_config *cf
 int rules_callback_reached(const struct rules_callback *cb, const struct sockaddr *addr,
                            uint16_t port, unsigned flags);
 
+/* 1 if rules_callback_reached can find cb at an address: its URL gives one, or
+ * localhost; 0 for another host name (reached by that name only). */
+int rules_callback_has_address(const struct rules_callback *cb);
+
 /* ---- header syntax (shared with the HTTP path and the callback client) ------------- */
 
 /* 1 if s[0..len) is a non-empty RFC 9110 token. */

@@ -145,3 +145,28 @@ TEST(host_own_address_blocked)
   ASSERT_EQ(resolved(cfg, "192.0.2.10", 9000, 0, &d), 1);
   rules_config_unref(cfg);
 }
+
+/* Which callbacks can be found at an address (their URL gives one, or localhost):
+ * the others are reached by name only, and the proxy skips them per dial. */
+TEST(callback_has_address)
+{
+  static const char *const hosts[][2] = {
+    { "http://127.0.0.1:9000/c", "1" }, { "http://[::1]:9000/c", "1" },
+    { "https://10.1.2.3:8443/c", "1" }, { "http://localhost:9000/c", "1" },
+    { "http://creds.localhost:9000/c", "1" }, { "https://creds.internal/c", "0" },
+    { "unix:/run/creds.sock", "0" },
+  };
+  size_t i;
+
+  for (i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
+    char json[256];
+    struct rules_config *cfg;
+
+    snprintf(json, sizeof(json), "{\"callback\":{\"url\":\"%s\",\"match_hosts\":[\"*.corp\"]}}",
+             hosts[i][0]);
+    cfg = parse_ok(json, NULL);
+    ASSERT_EQ(rules_callback_has_address(rules_config_callback(cfg)), hosts[i][1][0] - '0');
+    rules_config_unref(cfg);
+  }
+  ASSERT_EQ(rules_callback_has_address(NULL), 0);
+}
