@@ -28,6 +28,11 @@ struct sockaddr;
 #define NETNS_TPROXY_MARK 0x4150       /* fwmark of TPROXY-captured packets ("AP"), and
                                           the ct mark of every captured guest flow */
 #define NETNS_TPROXY_TABLE 0x4150      /* policy routing table for them */
+#define NETNS_SOCK_MARK 0x4151         /* SO_MARK of every socket netns_sockets makes:
+                                          what the rules let answer a guest, which
+                                          a socket of the sandbox's cannot carry
+                                          (SO_MARK needs CAP_NET_ADMIN or
+                                          CAP_NET_RAW) */
 
 /* A batch for netns_build_rules / netns_build_lockdown: libmnl needs a buffer of twice
  * the limit (the last message may overrun it); the rule set needs far less. */

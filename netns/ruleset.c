@@ -425,6 +425,27 @@ static void match_socket_transparent(struct rule *r)
   cmp_u8(r, NFT_CMP_EQ, 1);
 }
 
+/* `socket mark SOCK_MARK`: the packet is for one of the daemon's sockets
+ * (netns_sockets marks them). No match when no socket takes the packet, and for a
+ * TCP socket that is not a full one (a connection in its handshake, or in
+ * TIME_WAIT): for UDP only, whose sockets are all full ones. */
+static void match_socket_mark(struct rule *r)
+{
+  struct nftnl_expr *e = expr(r, "socket");
+
+  set_u32(r, e, NFTNL_EXPR_SOCKET_KEY, NFT_SOCKET_MARK);
+  set_u32(r, e, NFTNL_EXPR_SOCKET_DREG, NFT_REG_1);
+  cmp_u32(r, NFT_CMP_EQ, NETNS_SOCK_MARK);
+}
+
+/* `meta mark SOCK_MARK`: the packet was sent by one of the daemon's sockets (or by the
+ * kernel on behalf of one: a SYN-ACK, a reset). */
+static void match_sent_by_daemon(struct rule *r)
+{
+  load_meta(r, NFT_META_MARK);
+  cmp_u32(r, NFT_CMP_EQ, NETNS_SOCK_MARK);
+}
+
 static void counter(struct rule *r)
 {
   expr(r, "counter");
@@ -596,7 +617,7 @@ static void rule_nd_accept(struct build *c, const char *chain, const char *name)
   rule_end(&r, name);
 }
 
-/* `ct direction reply ct mark MARK accept` */
+/* `ct direction reply ct mark MARK meta mark SOCK_MARK accept` */
 static void rule_reply_accept(struct build *c, const char *chain, const char *name)
 {
   struct rule r;
@@ -604,6 +625,7 @@ static void rule_reply_accept(struct build *c, const char *chain, const char *na
   rule_begin(c, &r, chain);
   match_ct_reply(&r);
   match_ct_mark(&r);
+  match_sent_by_daemon(&r);
   verdict(&r, NF_ACCEPT);
   rule_end(&r, name);
 }
@@ -764,20 +786,39 @@ static void chain_filter_input(struct build *c, const struct netns_rules_opts *o
   rule_iif_lo_accept(c, CH_FILTER_INPUT, "rule 1 of chain filter_input (iifname lo accept)");
   rule_ct_bits(c, CH_FILTER_INPUT, NFT_CT_STATE, NF_CT_STATE_INVALID_BIT, 1, NF_DROP,
                "rule 2 of chain filter_input (ct state invalid counter drop)");
+  /* A guest's (or a peer's) DNS over UDP, DNAT'ed to the responder, reaches the
+   * responder only: with the daemon killed, a process of the sandbox's may bind
+   * 127.0.0.53:53 (CAP_NET_BIND_SERVICE, or ip_unprivileged_port_start=0 as Docker
+   * sets it) and would get it. Its answers would not leave (filter_output lets out
+   * only what the daemon's sockets send), but what it received would be a way in.
+   * TCP needs no such rule: a connection to such a process never gets its SYN-ACK
+   * out. */
+  rule_begin(c, &r, CH_FILTER_INPUT);
+  match_l4proto(&r, IPPROTO_UDP);
+  match_socket_mark(&r);
+  verdict(&r, NF_ACCEPT);
+  rule_end(&r, "rule 3 of chain filter_input (meta l4proto udp socket mark SOCK_MARK accept)");
+  rule_begin(c, &r, CH_FILTER_INPUT);
+  match_l4proto(&r, IPPROTO_UDP);
+  load_ct(&r, NFT_CT_STATUS);
+  test_bits(&r, IPS_DST_NAT);
+  counter(&r);
+  verdict(&r, NF_DROP);
+  rule_end(&r, "rule 4 of chain filter_input (meta l4proto udp ct status dnat counter drop)");
   /* Redirected and DNAT'ed flows, both directions (and ICMP errors related to them). */
   rule_ct_bits(c, CH_FILTER_INPUT, NFT_CT_STATUS, IPS_DST_NAT, 0, NF_ACCEPT,
-               "rule 3 of chain filter_input (ct status dnat accept)");
+               "rule 5 of chain filter_input (ct status dnat accept)");
   rule_nd_accept(c, CH_FILTER_INPUT,
-                 "rule 4 of chain filter_input (icmpv6 type 135-136 ip6 hoplimit 255 accept)");
+                 "rule 6 of chain filter_input (icmpv6 type 135-136 ip6 hoplimit 255 accept)");
   if (tp) {
     rule_begin(c, &r, CH_FILTER_INPUT);
     match_meta_mark(&r);
     verdict(&r, NF_ACCEPT);
-    rule_end(&r, "rule 5 of chain filter_input (meta mark MARK accept)");
+    rule_end(&r, "rule 7 of chain filter_input (meta mark MARK accept)");
   }
   rule_counter_drop(c, CH_FILTER_INPUT,
-                    tp ? "rule 6 of chain filter_input (counter drop)"
-                       : "rule 5 of chain filter_input (counter drop)");
+                    tp ? "rule 8 of chain filter_input (counter drop)"
+                       : "rule 7 of chain filter_input (counter drop)");
 }
 
 static void chain_filter_output(struct build *c)
@@ -799,9 +840,14 @@ static void chain_filter_output(struct build *c)
    * sandbox's own, from a foreign source its socket bound with IPV6_FREEBIND (no
    * privilege needed), would have its SYN-ACK, carrying the original destination it
    * chose, sent out of an uplink to that source. And an original-direction packet
-   * with DNAT status here was translated by another table's nat chain. */
+   * with DNAT status here was translated by another table's nat chain. Only what the
+   * daemon's sockets send (or the kernel for them): with the daemon killed its ports
+   * are free, and a process of the sandbox's listening on the proxy's port or bound
+   * to the responder's address would answer a guest, or a peer on an uplink, through
+   * the rules that still send the flows there. */
   rule_reply_accept(c, CH_FILTER_OUTPUT,
-                    "rule 3 of chain filter_output (ct direction reply ct mark MARK accept)");
+                    "rule 3 of chain filter_output (ct direction reply ct mark MARK meta mark "
+                    "SOCK_MARK accept)");
   rule_nd_accept(c, CH_FILTER_OUTPUT,
                  "rule 4 of chain filter_output (icmpv6 type 135-136 ip6 hoplimit 255 accept)");
   rule_counter_drop(c, CH_FILTER_OUTPUT, "rule 5 of chain filter_output (counter drop)");

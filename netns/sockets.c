@@ -57,6 +57,7 @@ static int open_socket(const struct sock_spec *s, uint16_t *port, char *err, siz
   union addr a;
   socklen_t len;
   int one = 1;
+  int mark = NETNS_SOCK_MARK;
   int fd, ret;
 
   fd = socket(s->family, s->type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -65,6 +66,12 @@ static int open_socket(const struct sock_spec *s, uint16_t *port, char *err, siz
     step = "socket";
     goto fail;
   }
+  /* What the rules let through to and from a guest: with the daemon killed, its
+   * address and ports are free, and a process of the sandbox's that binds them must
+   * get no guest's or peer's traffic, nor answer it. */
+  step = "set SO_MARK (needs CAP_NET_ADMIN)";
+  if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0)
+    goto fail_errno;
   step = "set options";
   if (s->type == SOCK_STREAM &&
       setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0)

@@ -31,14 +31,36 @@
   "  [ counter pkts 0 bytes 0 ]\n" \
   "  [ immediate reg 0 drop ]\n"
 
-/* `ct direction reply ct mark MARK accept` in filter_output. */
+/* `ct direction reply ct mark MARK meta mark SOCK_MARK accept` in filter_output. */
 #define REPLY_ACCEPT \
   "inet authproxy filter_output\n" \
   "  [ ct load direction => reg 1 ]\n" \
   "  [ cmp eq reg 1 0x00000001 ]\n" \
   "  [ ct load mark => reg 1 ]\n" \
   "  [ cmp eq reg 1 0x00004150 ]\n" \
+  "  [ meta load mark => reg 1 ]\n" \
+  "  [ cmp eq reg 1 0x00004151 ]\n" \
   "  [ immediate reg 0 accept ]\n"
+
+/* `meta l4proto udp socket mark SOCK_MARK accept` and `meta l4proto udp ct status
+ * dnat counter drop` in filter_input: a guest's DNS reaches the responder's socket
+ * only, not one a process of the sandbox's bound where it was. */
+#define UDP_DAEMON_ONLY \
+  "inet authproxy filter_input\n" \
+  "  [ meta load l4proto => reg 1 ]\n" \
+  "  [ cmp eq reg 1 0x00000011 ]\n" \
+  "  [ socket load mark => reg 1 ]\n" \
+  "  [ cmp eq reg 1 0x00004151 ]\n" \
+  "  [ immediate reg 0 accept ]\n"
+#define UDP_DNAT_DROP \
+  "inet authproxy filter_input\n" \
+  "  [ meta load l4proto => reg 1 ]\n" \
+  "  [ cmp eq reg 1 0x00000011 ]\n" \
+  "  [ ct load status => reg 1 ]\n" \
+  "  [ bitwise reg 1 = ( reg 1 & 0x00000020 ) ^ 0x00000000 ]\n" \
+  "  [ cmp neq reg 1 0x00000000 ]\n" \
+  "  [ counter pkts 0 bytes 0 ]\n" \
+  "  [ immediate reg 0 drop ]\n"
 
 
 struct msg {
@@ -308,7 +330,7 @@ TEST(redirect_layout)
 {
   static struct built bt;
 
-  ASSERT_EQ(build(&bt, &redirect_opts), 35);
+  ASSERT_EQ(build(&bt, &redirect_opts), 37);
   check_layout(&bt, 6);
   check_names_match_positions(&bt);
   check_chain(&bt, "nat_output", "nat", NF_INET_LOCAL_OUT, -100, NF_ACCEPT);
@@ -321,12 +343,14 @@ TEST(redirect_layout)
   check_final_drop(&bt, "filter_forward");
   check_postrouting(&bt);
   ASSERT_EQ(count_in(&bt, "tproxy"), 0);
-  ASSERT_EQ(count_in(&bt, "socket"), 0);
-  /* No packet marks (nothing for the TPROXY routing); connection marks on guests'
-   * flows and the filter that checks them. */
+  /* The daemon's sockets' mark, on guests' UDP in filter_input. */
+  ASSERT_EQ(count_in(&bt, "socket"), 1);
+  /* No packet marks set (nothing for the TPROXY routing); connection marks on guests'
+   * flows and the filter that checks them, with the mark of the daemon's sockets on
+   * the answers. */
   ASSERT_EQ(count_in(&bt, "meta set mark"), 0);
-  ASSERT_EQ(count_in(&bt, "meta load mark"), 0);
-  ASSERT_EQ(count_in(&bt, "mark"), 4);
+  ASSERT_EQ(count_in(&bt, "meta load mark"), 1);
+  ASSERT_EQ(count_in(&bt, "mark"), 5); /* messages, not expressions */
 }
 
 TEST(redirect_rules_round_trip)
@@ -336,7 +360,7 @@ TEST(redirect_rules_round_trip)
   struct in_addr a4;
   char want[1024];
 
-  ASSERT_EQ(build(&bt, &redirect_opts), 35);
+  ASSERT_EQ(build(&bt, &redirect_opts), 37);
 
   /* The sandbox's own TCP: everything but local destinations to the proxy port. */
   snprintf(want, sizeof(want),
@@ -418,7 +442,9 @@ TEST(redirect_rules_round_trip)
    * connections have too (from a foreign source, with IPV6_FREEBIND, their SYN-ACK
    * would leave through an uplink), nor an original direction another table DNATs. */
   ASSERT_STREQ(find(&bt, "rule 3 of chain filter_output")->text, REPLY_ACCEPT);
-  ASSERT_STREQ(find(&bt, "rule 4 of chain filter_input")->text,
+  ASSERT_STREQ(find(&bt, "rule 3 of chain filter_input")->text, UDP_DAEMON_ONLY);
+  ASSERT_STREQ(find(&bt, "rule 4 of chain filter_input")->text, UDP_DNAT_DROP);
+  ASSERT_STREQ(find(&bt, "rule 6 of chain filter_input")->text,
                "inet authproxy filter_input\n"
                "  [ meta load nfproto => reg 1 ]\n"
                "  [ cmp eq reg 1 0x0000000a ]\n"
@@ -437,7 +463,7 @@ TEST(tproxy_layout_and_rules)
   static struct built bt;
   char want[1024];
 
-  ASSERT_EQ(build(&bt, &tproxy_opts), 42);
+  ASSERT_EQ(build(&bt, &tproxy_opts), 44);
   check_layout(&bt, 7);
   check_postrouting(&bt);
   check_names_match_positions(&bt);
@@ -492,7 +518,9 @@ TEST(tproxy_layout_and_rules)
   /* DNS over TCP is left to nat_prerouting. */
   ASSERT_CONTAINS(find(&bt, "rule 2 of chain mangle_prerouting")->text,
                   "[ immediate reg 0 accept ]");
-  ASSERT_STREQ(find(&bt, "rule 5 of chain filter_input")->text,
+  ASSERT_STREQ(find(&bt, "rule 3 of chain filter_input")->text, UDP_DAEMON_ONLY);
+  ASSERT_STREQ(find(&bt, "rule 4 of chain filter_input")->text, UDP_DNAT_DROP);
+  ASSERT_STREQ(find(&bt, "rule 7 of chain filter_input")->text,
                "inet authproxy filter_input\n"
                "  [ meta load mark => reg 1 ]\n"
                "  [ cmp eq reg 1 0x00004150 ]\n"
@@ -584,7 +612,7 @@ TEST(names_optional_and_bounded)
   uint32_t seq = 1;
 
   b = mnl_nlmsg_batch_start(buf, NETNS_BATCH_LIMIT);
-  ASSERT_EQ(netns_build_rules(&redirect_opts, b, &seq, NULL, 0), 35);
+  ASSERT_EQ(netns_build_rules(&redirect_opts, b, &seq, NULL, 0), 37);
   mnl_nlmsg_batch_stop(b);
 
   b = mnl_nlmsg_batch_start(buf, NETNS_BATCH_LIMIT);
@@ -646,12 +674,12 @@ TEST(describe_error_with_built_names)
   static struct built bt;
   char err[512];
 
-  ASSERT_EQ(build(&bt, &redirect_opts), 35);
+  ASSERT_EQ(build(&bt, &redirect_opts), 37);
   netns_nft_describe_error(bt.names, (size_t)bt.n, FIRST_SEQ, FIRST_SEQ + 8, EOPNOTSUPP, NULL,
                            err, sizeof(err));
   ASSERT_CONTAINS(err, "netns: nf_tables rejected rule 5 of chain nat_output "
                        "(fib daddr type local accept): Operation not supported");
-  netns_nft_describe_error(bt.names, (size_t)bt.n, FIRST_SEQ, FIRST_SEQ + 31, EINVAL, NULL,
+  netns_nft_describe_error(bt.names, (size_t)bt.n, FIRST_SEQ, FIRST_SEQ + 33, EINVAL, NULL,
                            err, sizeof(err));
   ASSERT_STREQ(err, "netns: nf_tables rejected rule 1 of chain filter_forward (counter drop): "
                     "Invalid argument");
