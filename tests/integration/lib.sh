@@ -87,6 +87,25 @@ start_tcp_server() {
   printf -v "${name}_PORT" '%s' "$(cat "$T/$name.port")"
 }
 
+# upstream_chain_refused WHY: serves $T/chain.pem (its leaf's key in $T/leaf.key) as
+# the upstream of api.example.com, which a rule intercepts, and requires that curl in
+# a jail gets 502 (audited upstream_tls_failed) and that the jail's log says WHY.
+upstream_chain_refused() {
+  local out
+  start_tcp_server chain --cert "$T/chain.pem" --key "$T/leaf.key" --reply none
+  cat > "$T/config.json" <<EOF
+{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
+    "headers": [ { "name": "X-Team", "type": "plaintext", "value": "agents" } ] } ],
+  "dns": { "remap": { "api.example.com": "127.0.0.1:$chain_PORT" } } }
+EOF
+  out=$(jail -v --config "$T/config.json" --log "$T/audit.jsonl" --user nobody -- \
+    curl -sS -m 20 -o /dev/null -w "%{http_code}" https://api.example.com/ 2> "$T/jail.log")
+  assert_eq "$out" "502" "the answer"
+  assert_contains "$(cat "$T/audit.jsonl")" '"reason":"upstream_tls_failed"' "the audit reason"
+  assert_contains "$(cat "$T/jail.log")" "$1" \
+    "the log line (a chain refused only after mbedTLS checked it has none)"
+}
+
 # start_callback [--in NS] [ARG...]: tests/tools/fake_callback.py (with ARGs) on
 # 127.0.0.1, of namespace NS when given, logging to $T/cb.jsonl; sets CB to its port.
 start_callback() {
