@@ -23,12 +23,17 @@ fi
 
 T=$(mktemp -d /tmp/authproxy-it.XXXXXX)
 chmod 755 "$T"
+# The nft tables of the host's own namespace: a test must leave them as it found them
+# (cleanup checks), or every later test runs under rules it left behind (a container
+# runtime's iptables-nft tables, say, or a table meant for a test's namespace).
+host_nft_tables() { nft list tables 2>/dev/null | sort; }
+HOST_NFT_TABLES=$(host_nft_tables)
 PIDS=()
 NETNS=()
 CLEANUP_HOOKS=()
 
 cleanup() {
-  local rc=$?
+  local rc=$? left
   set +e
   for hook in "${CLEANUP_HOOKS[@]}"; do eval "$hook"; done
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
@@ -39,6 +44,12 @@ cleanup() {
   for ns in $(ip netns list 2>/dev/null | awk '{ print $1 }' | grep -E "^ap-.*-$$\$"); do
     ip netns del "$ns" 2>/dev/null
   done
+  left=$(comm -13 <(printf '%s\n' "$HOST_NFT_TABLES") <(host_nft_tables) | tr '\n' ' ')
+  if [ -n "$left" ]; then
+    echo "FAIL: $(basename "$0") left nft tables in the host namespace: ${left% }" \
+      "(delete them, and make the test clean up)" >&2
+    [ $rc -eq 0 ] && rc=1
+  fi
   if [ $rc -ne 0 ] && [ -z "${KEEP_TMP:-}" ]; then
     echo "--- logs of the failed test ($T):"
     for f in "$T"/*.log; do [ -f "$f" ] && { echo "== $f"; tail -n 40 "$f"; }; done
