@@ -56,8 +56,7 @@ struct proxy_dial_attempt {
 };
 
 static void conn_decide(struct proxy_conn *c);
-static int dials_callback_name(const struct proxy_conn *c,
-                               const struct rules_config *cfg);
+static int dials_callback_name(const struct proxy_conn *c);
 
 /*
  * 1 for the ports of HTTP and HTTPS (80, 443), whose clients speak first. A client
@@ -107,6 +106,13 @@ static int probe_kind(struct proxy_conn *c)
 
 static unsigned host_local(struct proxy_ctx *ctx, const struct sockaddr *sa);
 
+/* The flags of rules_check_resolved that c's dial target gives address sa: a remap
+ * named it, or it is the host's own. */
+static unsigned target_flags(struct proxy_conn *c, const struct sockaddr *sa)
+{
+  return (c->remapped ? RULES_RESOLVED_REMAPPED : 0) | host_local(c->sb->ctx, sa);
+}
+
 /*
  * 1 if c's upstream is at an address that an egress entry with paths or methods
  * covers, where only requests read one by one may go: a probe dials it as it would for
@@ -124,8 +130,7 @@ static int probe_address_inspected(struct proxy_conn *c)
     return 0;
   if (uv_tcp_getpeername(&c->up.tcp, (struct sockaddr *)&ss, &len) != 0)
     return 1;
-  flags = c->remapped ? RULES_RESOLVED_REMAPPED : 0;
-  flags |= host_local(c->sb->ctx, (const struct sockaddr *)&ss);
+  flags = target_flags(c, (const struct sockaddr *)&ss);
   return !rules_check_resolved(c->cfg, (const struct sockaddr *)&ss, c->dial_port, flags, &d);
 }
 
@@ -1022,14 +1027,14 @@ static const char *relay_disallowed(struct proxy_conn *c, const struct rules_con
         (remapped && (port != c->dial_port || strcmp(host, c->dial_host) != 0)))
       return "config_changed";
   }
-  /* A callback cfg introduces or moves to where the relay goes, by name. */
-  if (dials_callback_name(c, cfg))
+  /* A callback cfg introduces or moves to where the relay goes, by name
+   * (proxy_sandbox_set_config lists cfg's callback first). */
+  if (dials_callback_name(c))
     return "config_changed";
   /* The address it was dialed at (egress IP/CIDR entries), as allowed_address. */
   if (c->up.connected &&
       uv_tcp_getpeername(&c->up.tcp, (struct sockaddr *)&ss, &len) == 0) {
-    flags = c->remapped ? RULES_RESOLVED_REMAPPED : 0;
-    flags |= host_local(c->sb->ctx, (const struct sockaddr *)&ss);
+    flags = target_flags(c, (const struct sockaddr *)&ss);
     /* A probe's upstream has carried nothing (probe_address_inspected). */
     if ((c->http != NULL && c->action != RULES_BYPASS) || c->probing)
       flags |= RULES_RESOLVED_INSPECTED;
@@ -1344,23 +1349,16 @@ static struct proxy_conn *up_handle_gone(uv_handle_t *h)
 }
 
 /*
- * 1 if c would dial cfg's credential callback by its name: its host as the callback URL
- * names it (the sandbox's own name, or a dns.remap target) and its port. The callback
- * answers with any sandbox's credentials; rules_check_resolved refuses its address
+ * 1 if c would dial a sandbox's credential callback by its name: its host as the
+ * callback URL names it (the sandbox's own name, or a dns.remap target) and its port,
+ * whichever sandbox's config has it (callbacks.c lists them all, the config being
+ * swapped in included), or 1 when they cannot be listed. A callback answers with any
+ * sandbox's credentials; rules_check_resolved and other_callback refuse its address
  * when the URL gives one (or localhost), this its name whatever that resolves to.
+ * Both names are normalized (rules_normalize_host: lowercase, no trailing dot).
  */
-static int dials_callback_name(const struct proxy_conn *c,
-                               const struct rules_config *cfg)
+static int dials_callback_name(const struct proxy_conn *c)
 {
-  const struct rules_callback *cb = rules_config_callback(cfg);
-
-  /* Both are normalized (rules_normalize_host: lowercase, no trailing dot): the
-   * callback's host when its URL was parsed, the dial target as the connection's name
-   * or a remap target. */
-  if (cb != NULL && cb->kind != RULES_CB_UNIX && cb->host != NULL &&
-      cb->port == c->dial_port && strcmp(c->dial_host, cb->host) == 0)
-    return 1;
-  /* Nor any other sandbox's (callbacks.c), or any at all when they cannot be listed. */
   return proxy_callbacks_named(c->sb->ctx, c->dial_host, c->dial_port) != 0;
 }
 
@@ -1394,7 +1392,7 @@ void proxy_conn_recheck_callbacks(struct proxy_conn *c, uint16_t port)
   c->cfg_changes++;
   if (!c->up.connected || c->up.closing)
     return;
-  if (dials_callback_name(c, c->cfg))
+  if (dials_callback_name(c))
     reason = "callback_endpoint";
   else if (uv_tcp_getpeername(&c->up.tcp, (struct sockaddr *)&ss, &len) == 0) {
     /* The kernel is asked whether the address is the host's own (a netlink round trip)
@@ -1418,15 +1416,15 @@ void proxy_conn_recheck_callbacks(struct proxy_conn *c, uint16_t port)
 static int allowed_address(struct proxy_conn *c, const struct sockaddr *sa,
                            const char **reason)
 {
-  unsigned flags = c->remapped ? RULES_RESOLVED_REMAPPED : 0;
+  unsigned flags;
   struct rules_decision d;
 
-  if (dials_callback_name(c, c->cfg)) {
+  if (dials_callback_name(c)) {
     *reason = "callback_endpoint";
     c->entry[0] = '\0';
     return 0;
   }
-  flags |= host_local(c->sb->ctx, sa);
+  flags = target_flags(c, sa);
 
   /* Requests read one by one are held to request-level entries on addresses
    * (check_address in http.c); bytes relayed opaquely cannot be. A probe carries

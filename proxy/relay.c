@@ -35,6 +35,21 @@ void proxy_relay_start(struct proxy_conn *c)
     proxy_relay_on_eof(c, &c->down);
 }
 
+/*
+ * The server of a probing relay spoke or ended first: the probe is settled. Where
+ * request-level policy applies nothing may be relayed, so c is closed (reset or not,
+ * with reason) and 1 returned; else 0, and the relay goes on.
+ */
+static int server_settled_probe(struct proxy_conn *c, int reset, const char *reason)
+{
+  int inspect = c->probing == PROBE_INSPECT;
+
+  proxy_conn_probe_settled(c);
+  if (inspect)
+    proxy_conn_close(c, reset, reason);
+  return inspect;
+}
+
 void proxy_relay_on_data(struct proxy_conn *c, struct proxy_end *e, const char *data,
                          size_t len)
 {
@@ -45,14 +60,9 @@ void proxy_relay_on_data(struct proxy_conn *c, struct proxy_end *e, const char *
       proxy_conn_resniff(c, data, len);
       return;
     }
-    /* The server spoke first: such a protocol after all, refused where request-level
-     * policy applies. */
-    if (c->probing == PROBE_INSPECT) {
-      proxy_conn_probe_settled(c);
-      proxy_conn_close(c, 1, "uninspectable_protocol");
+    /* The server spoke first: such a protocol after all. */
+    if (server_settled_probe(c, 1, "uninspectable_protocol"))
       return;
-    }
-    proxy_conn_probe_settled(c);
   }
   if (proxy_end_write(proxy_end_peer(e), &buf, 1) != 0)
     proxy_conn_close(c, 1, e == &c->down ? "upstream_error" : "sandbox_error");
@@ -63,14 +73,9 @@ void proxy_relay_on_eof(struct proxy_conn *c, struct proxy_end *e)
   if (c->probing && e == &c->up) {
     /* The server ended before either side spoke, which settles the probe as a
      * greeting would: the client's bytes after the close it is told of are not
-     * judged anew (and sent, and answered to nobody, on another connection). Where
-     * request-level policy applies nothing may be relayed: it ends here. */
-    if (c->probing == PROBE_INSPECT) {
-      proxy_conn_probe_settled(c);
-      proxy_conn_close(c, 0, "upstream_closed");
+     * judged anew (and sent, and answered to nobody, on another connection). */
+    if (server_settled_probe(c, 0, "upstream_closed"))
       return;
-    }
-    proxy_conn_probe_settled(c);
   }
   /* An intercepted upstream (an upgraded connection) whose TCP ended without a
    * close_notify: the end is not proven, and the sandbox's ends the same way. */

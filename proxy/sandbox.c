@@ -381,13 +381,15 @@ void proxy_sandbox_set_config(struct proxy_sandbox *sb, struct rules_config *cfg
   struct proxy_conn *c, *next;
 
   sb->config = rules_config_ref(cfg);
+  /* The daemon's callbacks first: what the swap checks below (a callback cfg moves to
+   * where a relay goes) is that list. */
+  proxy_callbacks_update(sb->ctx, cfg, old);
   /* A config swapped to take egress away takes it from open connections too: a tunnel
    * decided under the old one would otherwise relay on for as long as it is active. */
   for (c = sb->conns; c != NULL; c = next) {
     next = c->next;
     proxy_conn_config_swapped(c, sb->config);
   }
-  proxy_callbacks_update(sb->ctx, cfg, old);
   rules_config_unref(old);
 }
 
