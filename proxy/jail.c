@@ -28,6 +28,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -710,20 +711,82 @@ static void tty_signals_stop(struct jail *j)
     uv_close((uv_handle_t *)&j->tty_async, NULL);
 }
 
+static volatile sig_atomic_t jail_continued;
+
+static void on_sigcont(int signum)
+{
+  (void)signum;
+  jail_continued = 1;
+}
+
+/*
+ * CMD stopped on its own (bash's `suspend` stops its own process group, not the
+ * jail's; `kill -STOP`): the jail stops too, as sudo does, so the shell that started
+ * it sees the job stopped and takes the terminal back. Without this that shell waits
+ * for a job that never ends, and once its terminal is closed nothing ever continues
+ * CMD or ends the jail. Continued (fg, bg), the jail gives the terminal back to CMD's
+ * process group if it had it, and continues CMD. A jail no shell could continue (its
+ * process group orphaned: started by a supervisor) is not stopped by SIGTSTP, and
+ * leaves CMD as it is, for whoever stopped it.
+ */
+static void follow_stop(struct jail *j, int signo)
+{
+  pid_t own = getpgrp(), cmd_pg = getpgid(j->child), fg = -1;
+  int fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  struct sigaction sa, old;
+
+  if (fd >= 0)
+    fg = tcgetpgrp(fd);
+  if ((signo == SIGTTIN || signo == SIGTTOU) && fg == own && cmd_pg > 0 && cmd_pg != own) {
+    /* CMD's group wants the terminal the jail's group holds: it is CMD's. */
+    (void)tcsetpgrp(fd, cmd_pg);
+  } else {
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_sigcont;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    jail_continued = 0;
+    sigaction(SIGCONT, &sa, &old);
+    /* SIGSTOP would stop even a jail that no one can continue. */
+    kill(getpid(), signo == SIGSTOP ? SIGTSTP : signo);
+    sigaction(SIGCONT, &old, NULL);
+    if (!jail_continued) {
+      if (fd >= 0)
+        close(fd);
+      return;
+    }
+    /* Only the foreground may hand the terminal on. */
+    if (fd >= 0 && fg == cmd_pg && cmd_pg != own && tcgetpgrp(fd) == own)
+      (void)tcsetpgrp(fd, cmd_pg);
+  }
+  if (fd >= 0)
+    close(fd);
+  if (cmd_pg > 0 && cmd_pg != own)
+    killpg(cmd_pg, SIGCONT);
+  else
+    kill(j->child, SIGCONT);
+}
+
 static void reap(struct jail *j)
 {
-  int status;
+  int status, stopped = 0;
   pid_t r;
 
-  while ((r = waitpid(-1, &status, WNOHANG)) > 0) {
+  while ((r = waitpid(-1, &status, WNOHANG | WUNTRACED)) > 0) {
     if (r != j->child)
       continue;
+    if (WIFSTOPPED(status)) {
+      stopped = WSTOPSIG(status);
+      continue;
+    }
     j->child_done = 1;
     if (WIFEXITED(status))
       j->exit_status = WEXITSTATUS(status);
     else if (WIFSIGNALED(status))
       j->exit_status = 128 + WTERMSIG(status);
   }
+  if (stopped && !j->child_done)
+    follow_stop(j, stopped);
   if (j->child_done && j->sb != NULL) {
     int i;
 
