@@ -317,14 +317,22 @@ static void remove_files(struct jail *j)
 
 /* ---- the child ---- */
 
+/*
+ * Binds SRC over DST in CMD's mount namespace. A DST that is itself a bind of a file
+ * since removed (in a jail run inside a jail, /etc/resolv.conf is the outer jail's,
+ * whose directory is gone once its CMD started) cannot be mounted on (ENOENT): that
+ * mount is detached first, in this namespace only.
+ */
 static int bind_over(const char *src, const char *dst)
 {
   struct stat st;
+  int tries;
 
   if (stat(dst, &st) != 0)
     return -errno;
-  if (mount(src, dst, NULL, MS_BIND, NULL) != 0)
-    return -errno;
+  for (tries = 0; mount(src, dst, NULL, MS_BIND, NULL) != 0; tries++)
+    if (errno != ENOENT || tries == 8 || umount2(dst, MNT_DETACH) != 0)
+      return -errno;
   return 0;
 }
 
