@@ -18,8 +18,9 @@ static const struct reason_text reasons[] = {
   { "egress_deny", "the sandbox's egress policy denies this destination" },
   { "egress_not_allowed", "the destination is not in the sandbox's egress allow list" },
   { "blocked_address", "the destination resolves to an address the proxy never dials "
-                       "(loopback or the proxy host's own, link-local or metadata, "
-                       "multicast)" },
+                       "unless a dns.remap or egress allow entry names it (loopback or the "
+                       "proxy host's own, link-local or metadata, multicast or reserved, a "
+                       "resolver's synthetic 198.18.0.0/15)" },
   { "invalid_name", "the destination name is not a valid host name" },
   { "invalid_host", "the Host header is not a valid host name" },
   { "invalid_sni", "the TLS server name is not a valid host name" },

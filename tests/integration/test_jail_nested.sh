@@ -34,5 +34,13 @@ out=$(jail --user root --config "$T/outer.json" -- "$AUTHPROXY" jail --user nobo
 assert_eq "$rc" 4 "status of the inner jail's CMD, through both jails ($(cat "$T/nested.log"))"
 assert_eq "$out" 200 "HTTP status the inner CMD got"
 assert_eq "$(upq up 'hdr(reqs[-1], "X-Outer")')" "$(jlist yes)" "the outer jail's header"
+
+# Without that allow entry the inner proxy refuses, and its answer names the range
+# and the way to open it (it used to list loopback, link-local and multicast only).
+body=$(jail --user root --config "$T/outer.json" -- "$AUTHPROXY" jail --user nobody -- \
+  curl -sS http://api.example.com/nested 2> "$T/nested2.log") || true
+assert_contains "$body" '"blocked_address"' "the inner proxy's refusal ($(cat "$T/nested2.log"))"
+assert_contains "$body" '198.18.0.0/15' "the refusal names the synthetic range"
+assert_contains "$body" 'egress allow entry' "the refusal says what opens it"
 assert_eq "$(ls -A "$TMPDIR")" "" "files the jails left"
 pass "a jail inside a jail runs, and the outer jail's rules apply to it"
