@@ -27,6 +27,7 @@
 #include "proxy/proxy_internal.h"
 #include "proxy/rng.h"
 #include "proxy/tls.h"
+#include "proxy/tls_internal.h"
 
 #define PLAIN_BUF_SIZE 16384
 /*
@@ -40,30 +41,6 @@
  * certificate) go on after the refusal.
  */
 #define RENEGOTIATIONS_REFUSED_MAX 16
-/*
- * The largest RSA public exponent accepted in an upstream's certificates, in bits.
- * mbedTLS checks each signature of a chain as it builds it, with keys from the
- * certificates the server sent, before it knows whether the chain reaches a trusted
- * CA, and takes any exponent below the modulus: with 8192-bit keys and exponents as
- * long, a 14 KiB chain that chains to nothing cost 1.8 s of the loop all sandboxes
- * share. Certificates use 65537 (CA/Browser Forum: at most 2^256-1); Go's crypto/rsa
- * refuses exponents above 2^31-1, OpenSSL above 64 bits for keys over 3072 bits
- * (and checks no signature before a chain reaches a trust anchor).
- */
-#define RSA_EXPONENT_MAX_BITS 32
-/*
- * The most signatures the search for an upstream chain's parents may check. For each
- * certificate, from the leaf up, mbedTLS checks the signature of every trusted CA and
- * of every later certificate the server sent whose subject names its issuer, and
- * goes on past one outside its validity period (kept as a fallback). A chain of
- * expired CA certificates that all bear one name made that search quadratic: 37 with
- * P-521 keys in one 16 KiB message cost about 300 checks, 2.9 s of the loop all
- * sandboxes share. The longest chain mbedTLS accepts (the leaf and
- * MBEDTLS_X509_MAX_INTERMEDIATE_CA intermediates below a trusted CA) needs one check
- * per intermediate and one for the trusted CA; one more spares a root or an expired
- * cross-signed certificate sent along.
- */
-#define CHAIN_CHECKS_MAX (MBEDTLS_X509_MAX_INTERMEDIATE_CA + 2)
 #define TICKET_LIFETIME_S 86400
 
 /*
@@ -95,12 +72,7 @@ struct proxy_tls {
   unsigned refused;          /* renegotiations refused (alerts sent while reading) */
   /* Client side, until the server's ChangeCipherSpec: its plaintext records as
    * mbedTLS takes them, so that a certificate is screened before mbedTLS reads it. */
-  unsigned char rec_hdr[5];
-  size_t rec_got;            /* bytes of the current record received, header included */
-  unsigned char *rec_body;   /* a handshake record's body, while it arrives */
-  int screened;              /* the ChangeCipherSpec came: records are encrypted */
-  int screen;                /* why screen_certificates refused the chain (SCREEN_*) */
-  unsigned screen_checks;    /* ... the signature checks it counted, for SCREEN_CHECKS */
+  struct proxy_tls_screen scr;
   struct proxy_leaf *leaf;   /* server side: the certificate presented */
   client_cb cb;
 };
@@ -275,9 +247,6 @@ static unsigned chain_checks(const mbedtls_x509_crt *chain, const mbedtls_x509_c
   return checks;
 }
 
-/* Why screen_certificates refuses a chain. */
-enum { SCREEN_OK, SCREEN_EXPONENT, SCREEN_CHECKS };
-
 /*
  * SCREEN_OK, or why the certificates of a Certificate handshake message (body: its
  * len bytes) are refused before mbedTLS checks any of their signatures: an RSA
@@ -321,9 +290,10 @@ out:
 }
 
 /* Screens a whole plaintext handshake record from the upstream (its body, len bytes)
- * for t: SCREEN_OK, or why a Certificate message in it is refused (screen_certificates,
- * which sets t->screen_checks). */
-static int screen_record(struct proxy_tls *t, const unsigned char *body, size_t len)
+ * for s: SCREEN_OK, or why a Certificate message in it is refused (screen_certificates,
+ * which sets s->checks). */
+static int screen_record(struct proxy_tls_screen *s, const mbedtls_x509_crt *trust,
+                         const unsigned char *body, size_t len)
 {
   size_t off = 0, n;
   int why;
@@ -333,7 +303,7 @@ static int screen_record(struct proxy_tls *t, const unsigned char *body, size_t 
     if (n > len - off - 4)
       return SCREEN_OK; /* a message across records: mbedTLS 2.28 refuses those */
     if (body[off] == MBEDTLS_SSL_HS_CERTIFICATE) {
-      why = screen_certificates(body + off + 4, n, t->ssl.conf->ca_chain, &t->screen_checks);
+      why = screen_certificates(body + off + 4, n, trust, &s->checks);
       if (why != SCREEN_OK)
         return why;
     }
@@ -342,52 +312,54 @@ static int screen_record(struct proxy_tls *t, const unsigned char *body, size_t 
   return SCREEN_OK;
 }
 
-/*
- * Follows the upstream's records through the bytes handed to mbedTLS (data, len),
- * keeping each handshake record's body until it is whole and screening it then,
- * before mbedTLS has it all. 0, or an mbedTLS error that fails the handshake.
- */
-static int screen_upstream(struct proxy_tls *t, const unsigned char *data, size_t len)
+int proxy_tls_screen_feed(struct proxy_tls_screen *s, const mbedtls_x509_crt *trust,
+                          const unsigned char *data, size_t len)
 {
   size_t i = 0, take, body_len;
 
-  while (i < len && !t->screened) {
-    if (t->rec_got < 5) {
-      take = 5 - t->rec_got < len - i ? 5 - t->rec_got : len - i;
-      memcpy(t->rec_hdr + t->rec_got, data + i, take);
-      t->rec_got += take;
+  while (i < len && !s->screened) {
+    if (s->rec_got < 5) {
+      take = 5 - s->rec_got < len - i ? 5 - s->rec_got : len - i;
+      memcpy(s->rec_hdr + s->rec_got, data + i, take);
+      s->rec_got += take;
       i += take;
-      if (t->rec_got < 5)
+      if (s->rec_got < 5)
         break;
-      if (t->rec_hdr[0] == MBEDTLS_SSL_MSG_CHANGE_CIPHER_SPEC) {
-        t->screened = 1;
+      if (s->rec_hdr[0] == MBEDTLS_SSL_MSG_CHANGE_CIPHER_SPEC) {
+        s->screened = 1;
         break;
       }
-      body_len = (size_t)t->rec_hdr[3] << 8 | t->rec_hdr[4];
-      if (t->rec_hdr[0] == MBEDTLS_SSL_MSG_HANDSHAKE && body_len <= MBEDTLS_SSL_IN_CONTENT_LEN) {
-        t->rec_body = malloc(body_len > 0 ? body_len : 1);
-        if (t->rec_body == NULL)
+      body_len = (size_t)s->rec_hdr[3] << 8 | s->rec_hdr[4];
+      if (s->rec_hdr[0] == MBEDTLS_SSL_MSG_HANDSHAKE && body_len <= MBEDTLS_SSL_IN_CONTENT_LEN) {
+        s->rec_body = malloc(body_len > 0 ? body_len : 1);
+        if (s->rec_body == NULL)
           return MBEDTLS_ERR_SSL_ALLOC_FAILED;
       }
     }
-    body_len = (size_t)t->rec_hdr[3] << 8 | t->rec_hdr[4];
-    take = 5 + body_len - t->rec_got < len - i ? 5 + body_len - t->rec_got : len - i;
-    if (t->rec_body != NULL)
-      memcpy(t->rec_body + (t->rec_got - 5), data + i, take);
-    t->rec_got += take;
+    body_len = (size_t)s->rec_hdr[3] << 8 | s->rec_hdr[4];
+    take = 5 + body_len - s->rec_got < len - i ? 5 + body_len - s->rec_got : len - i;
+    if (s->rec_body != NULL)
+      memcpy(s->rec_body + (s->rec_got - 5), data + i, take);
+    s->rec_got += take;
     i += take;
-    if (t->rec_got < 5 + body_len)
+    if (s->rec_got < 5 + body_len)
       break;
-    t->rec_got = 0;
-    if (t->rec_body != NULL) {
-      t->screen = screen_record(t, t->rec_body, body_len);
-      free(t->rec_body);
-      t->rec_body = NULL;
-      if (t->screen != SCREEN_OK)
+    s->rec_got = 0;
+    if (s->rec_body != NULL) {
+      s->screen = screen_record(s, trust, s->rec_body, body_len);
+      free(s->rec_body);
+      s->rec_body = NULL;
+      if (s->screen != SCREEN_OK)
         return MBEDTLS_ERR_SSL_BAD_HS_CERTIFICATE;
     }
   }
   return 0;
+}
+
+void proxy_tls_screen_free(struct proxy_tls_screen *s)
+{
+  free(s->rec_body);
+  s->rec_body = NULL;
 }
 
 static int bio_recv(void *ctx, unsigned char *buf, size_t len)
@@ -400,8 +372,8 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
     return MBEDTLS_ERR_SSL_WANT_READ;
   n = len < t->rx_len ? len : t->rx_len;
   memcpy(buf, t->rx, n);
-  if (!t->server && !t->screened) {
-    r = screen_upstream(t, buf, n);
+  if (!t->server && !t->scr.screened) {
+    r = proxy_tls_screen_feed(&t->scr, t->ssl.conf->ca_chain, buf, n);
     if (r != 0)
       return r;
   }
@@ -760,7 +732,7 @@ void proxy_tls_free(struct proxy_tls *t)
     return;
   mbedtls_ssl_free(&t->ssl);
   proxy_leaf_unref(t->leaf);
-  free(t->rec_body);
+  proxy_tls_screen_free(&t->scr);
   free(t);
 }
 
@@ -933,13 +905,13 @@ static void handshake_failed(struct proxy_conn *c, struct proxy_tls *t, int r)
         why[0] != '\0')
       snprintf(info + n, sizeof(info) - n, " (%s)", why);
   }
-  if (t->screen == SCREEN_EXPONENT)
+  if (t->scr.screen == SCREEN_EXPONENT)
     snprintf(info, sizeof(info), "a certificate it sent has an RSA public exponent of more "
              "than %d bits, refused before any signature is checked", RSA_EXPONENT_MAX_BITS);
-  else if (t->screen == SCREEN_CHECKS)
+  else if (t->scr.screen == SCREEN_CHECKS)
     snprintf(info, sizeof(info), "its certificates would need %u signature checks to search "
              "for their parents, more than %d; refused before any is checked",
-             t->screen_checks, CHAIN_CHECKS_MAX);
+             t->scr.checks, CHAIN_CHECKS_MAX);
   if (proxy_log_nth(++c->sb->tls_up_failed))
     log_info("sandbox %s conn %llu: upstream TLS with %s failed: %s%s%s; nothing was sent "
              "(%llu such failures in this sandbox)", c->sb->name, (unsigned long long)c->id,
