@@ -188,7 +188,8 @@ static int bio_send(void *ctx, const unsigned char *buf, size_t len)
 
 /* 1 if mbedTLS's x509_name_cmp may find a and b equal: the same attribute types and
  * values of the same length, equal but for ASCII case, whatever their string types
- * (x509_name_cmp is as strict or stricter, so the count below never falls short). */
+ * (x509_name_cmp is as strict or stricter, so counting the trusted CAs it may take
+ * never falls short). */
 static int names_may_match(const mbedtls_x509_name *a, const mbedtls_x509_name *b)
 {
   size_t i;
@@ -213,19 +214,73 @@ static int names_may_match(const mbedtls_x509_name *a, const mbedtls_x509_name *
   return a == NULL && b == NULL;
 }
 
+/* 1 if mbedTLS 2.28's x509_string_cmp finds a and b equal: the same string type
+ * and bytes, or both UTF8String or PrintableString and equal but for ASCII case. */
+static int strings_match(const mbedtls_x509_buf *a, const mbedtls_x509_buf *b)
+{
+  size_t i;
+
+  if (a->len != b->len)
+    return 0;
+  if (a->tag == b->tag && (a->len == 0 || memcmp(a->p, b->p, a->len) == 0))
+    return 1;
+  if ((a->tag != MBEDTLS_ASN1_UTF8_STRING && a->tag != MBEDTLS_ASN1_PRINTABLE_STRING) ||
+      (b->tag != MBEDTLS_ASN1_UTF8_STRING && b->tag != MBEDTLS_ASN1_PRINTABLE_STRING))
+    return 0;
+  for (i = 0; i < a->len; i++) {
+    unsigned char x = a->p[i], diff = (unsigned char)(x ^ b->p[i]);
+
+    if (diff != 0 && (diff != 32 || !((x >= 'a' && x <= 'z') || (x >= 'A' && x <= 'Z'))))
+      return 0;
+  }
+  return 1;
+}
+
+/* 1 if mbedTLS 2.28's x509_name_cmp finds a and b equal (attribute by attribute:
+ * type, value, and the same grouping into sets). */
+static int names_match(const mbedtls_x509_name *a, const mbedtls_x509_name *b)
+{
+  for (; a != NULL || b != NULL; a = a->next, b = b->next) {
+    if (a == NULL || b == NULL || a->oid.tag != b->oid.tag || a->oid.len != b->oid.len ||
+        (a->oid.len > 0 && memcmp(a->oid.p, b->oid.p, a->oid.len) != 0) ||
+        !strings_match(&a->val, &b->val) || a->next_merged != b->next_merged)
+      return 0;
+  }
+  return 1;
+}
+
+/* 1 if mbedTLS 2.28 takes parent, one of the certificates the server sent, as a
+ * candidate for child's parent at path_cnt certificates above the leaf with self_cnt
+ * self-issued ones among them (x509_crt_check_parent and the max_pathlen check of
+ * x509_crt_find_parent_in): it checks the signature of each candidate. */
+static int may_be_parent(const mbedtls_x509_crt *child, const mbedtls_x509_crt *parent,
+                         unsigned path_cnt, unsigned self_cnt)
+{
+  if (!names_match(&child->issuer, &parent->subject) || !parent->ca_istrue)
+    return 0;
+#if defined(MBEDTLS_X509_CHECK_KEY_USAGE)
+  if (mbedtls_x509_crt_check_key_usage(parent, MBEDTLS_X509_KU_KEY_CERT_SIGN) != 0)
+    return 0;
+#endif
+  return parent->max_pathlen <= 0 || (size_t)parent->max_pathlen >= 1 + path_cnt - self_cnt;
+}
+
 /*
  * At least as many signatures as mbedTLS 2.28 checks to verify chain (the server's
  * certificates, leaf first) against trust, as x509_crt_verify_chain searches: for
  * each certificate, from the leaf up to the deepest chain it accepts, every trusted CA
  * whose subject may be its issuer (none taken as its parent, as if their signatures
- * failed), then the later certificates the server sent that are CAs whose subject may
- * be its issuer, up to the first within its validity period; the first of them,
- * failing that, is the next certificate.
+ * failed), then the later certificates the server sent that mbedTLS takes as
+ * candidates (may_be_parent), up to the first within its validity period; the first
+ * of them, failing that, is the next certificate. The candidates must be exactly
+ * mbedTLS's: a certificate counted that mbedTLS passes over (one that may not sign
+ * certificates, or whose subject mbedTLS finds different) would lead the count up a
+ * short path while mbedTLS searches a long one.
  */
 static unsigned chain_checks(const mbedtls_x509_crt *chain, const mbedtls_x509_crt *trust)
 {
   const mbedtls_x509_crt *child = chain, *p, *parent, *fallback;
-  unsigned checks = 0, depth;
+  unsigned checks = 0, depth, self_cnt = 0;
 
   for (depth = 0; child != NULL && depth <= MBEDTLS_X509_MAX_INTERMEDIATE_CA; depth++) {
     for (p = trust; p != NULL; p = p->next)
@@ -233,7 +288,7 @@ static unsigned chain_checks(const mbedtls_x509_crt *chain, const mbedtls_x509_c
         checks++;
     parent = fallback = NULL;
     for (p = child->next; p != NULL && parent == NULL; p = p->next) {
-      if (!p->ca_istrue || !names_may_match(&child->issuer, &p->subject))
+      if (!may_be_parent(child, p, depth, self_cnt))
         continue;
       checks++;
       if (!mbedtls_x509_time_is_past(&p->valid_to) &&
@@ -242,6 +297,9 @@ static unsigned chain_checks(const mbedtls_x509_crt *chain, const mbedtls_x509_c
       else if (fallback == NULL)
         fallback = p;
     }
+    /* x509_crt_verify_chain counts the intermediates issued by their own subject. */
+    if (depth > 0 && names_match(&child->issuer, &child->subject))
+      self_cnt++;
     child = parent != NULL ? parent : fallback;
   }
   return checks;

@@ -95,3 +95,22 @@ bigk = rsa.RSAPublicNumbers(e, n).public_key()
 ch = [der(build("api.example.com", "ca 1", lk.public_key(), sk, 1, False)),
       der(build("ca 1", "ca 2", bigk, sk, 2, True))]
 seed("hostile-exponent", sh + certmsg(ch), cuts=(4, len(sh) + 300))
+# the screen follows a decoy the search skips: a valid "X" CA that may not sign
+# certificates (keyUsage without keyCertSign), then the real search through "Z"
+decoy_ku = x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                         crl_sign=False, encipher_only=False, decipher_only=False)
+ch = [der(build("api.example.com", "X", lk.public_key(), sk, 1, False)),
+      der(build("X", "Y", sk.public_key(), sk, 2, True, ku=decoy_ku)),
+      der(build("X", "Z", sk.public_key(), sk, 3, True))]
+for i in range(10):
+    ch.append(der(build("Z", "Z", sk.public_key(), sk, 100 + i, True, na=now - datetime.timedelta(days=1))))
+seed("hostile-decoy-keyusage", sh + certmsg(ch))
+# ... or whose subject is "X" in another string type (IA5String): mbedTLS names differ
+ia5 = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "X", _type=x509.name._ASN1Type.IA5String)])
+ch = [der(build("api.example.com", "X", lk.public_key(), sk, 1, False)),
+      der(build(ia5, "Y", sk.public_key(), sk, 2, True)),
+      der(build("X", "Z", sk.public_key(), sk, 3, True))]
+for i in range(10):
+    ch.append(der(build("Z", "Z", sk.public_key(), sk, 100 + i, True, na=now - datetime.timedelta(days=1))))
+seed("hostile-decoy-strtype", sh + certmsg(ch))
