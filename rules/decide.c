@@ -159,6 +159,105 @@ static int deny_path_listed(const struct rules_egress *e, const char *path, size
   return 0;
 }
 
+/*
+ * A request path as the servers behind the proxy may read it. A path with an encoded
+ * '/' ("%2F") has two readings: servers that route before decoding see "%2F" inside
+ * a segment, those that decode first see '/'. npm names every scoped package so
+ * ("/@types%2fnode"), and GitLab its projects ("/projects/group%2Fproject"), so
+ * both readings are kept (text[0] as normalized, text[1] decoded): a deny's paths
+ * match if either does, a rule's or an allow's only if both do. Any other
+ * ambiguity, including a dot-segment or an empty segment that decoding makes
+ * ("..%2F", "%2F%2F"), leaves the path ambiguous: it matches every deny's paths and
+ * no rule's or allow's.
+ */
+struct path_view {
+  char text[2][DECIDE_PATH_MAX + 1];
+  size_t len[2];
+  size_t n;      /* readings in text: 1 or 2 */
+  int ambiguous;
+};
+
+/* Writes path (len bytes, without its query) to out with every "%2F" replaced by c. */
+static size_t replace_encoded_slash(const char *path, size_t len, char c, char *out)
+{
+  size_t i = 0, w = 0;
+
+  while (i < len) {
+    if (path[i] == '%' && len - i >= 3 && path[i + 1] == '2' &&
+        (path[i + 2] == 'F' || path[i + 2] == 'f')) {
+      out[w++] = c;
+      i += 3;
+      continue;
+    }
+    out[w++] = path[i++];
+  }
+  return w;
+}
+
+/* 0, or the negative errno of rules_normalize_path. */
+static int path_view_init(struct path_view *v, const char *path, size_t path_len)
+{
+  char raw[DECIDE_PATH_MAX + 1];
+  const char *q;
+  size_t len;
+  int flags = 0, n;
+
+  n = rules_normalize_path(path, path_len, v->text[0], sizeof(v->text[0]), &flags);
+  if (n < 0)
+    return n;
+  v->len[0] = (size_t)n;
+  v->n = 1;
+  v->ambiguous = (flags & RULES_PATH_AMBIGUOUS) != 0;
+  q = memchr(path, '?', path_len);
+  len = q != NULL ? (size_t)(q - path) : path_len;
+  if (!v->ambiguous || len > DECIDE_PATH_MAX || !memmem(v->text[0], v->len[0], "%2F", 3))
+    return 0;
+  /* Ambiguous only for its encoded '/'? Then "%2F" as an ordinary character ('_'
+   * makes no dot-segment, empty segment or escape) leaves it unambiguous... */
+  n = rules_normalize_path(raw, replace_encoded_slash(path, len, '_', raw), v->text[1],
+                           sizeof(v->text[1]), &flags);
+  if (n < 0 || (flags & RULES_PATH_AMBIGUOUS))
+    return 0;
+  /* ...and so does the decoded reading. */
+  n = rules_normalize_path(raw, replace_encoded_slash(path, len, '/', raw), v->text[1],
+                           sizeof(v->text[1]), &flags);
+  if (n < 0 || (flags & RULES_PATH_AMBIGUOUS))
+    return 0;
+  v->len[1] = (size_t)n;
+  v->n = 2;
+  v->ambiguous = 0;
+  return 0;
+}
+
+/* A deny entry's paths cover the request: an ambiguous path, or either reading. */
+static int deny_covers(const struct rules_egress *e, const struct path_view *v)
+{
+  size_t i;
+
+  if (e->npaths == 0 || v->ambiguous)
+    return 1;
+  for (i = 0; i < v->n; i++)
+    if (deny_path_listed(e, v->text[i], v->len[i]))
+      return 1;
+  return 0;
+}
+
+/* Paths of an allow entry or a rule cover the request: every reading of a path that
+ * is not ambiguous. */
+static int paths_cover(const struct rules_pathpat *p, size_t np, const struct path_view *v)
+{
+  size_t i;
+
+  if (np == 0)
+    return 1;
+  if (v->ambiguous)
+    return 0;
+  for (i = 0; i < v->n; i++)
+    if (!path_listed(p, np, v->text[i], v->len[i]))
+      return 0;
+  return 1;
+}
+
 static void deny_req(struct rules_request_decision *out, const char *reason,
                      const char *list, size_t i)
 {
@@ -172,11 +271,11 @@ void rules_decide_request(const struct rules_config *cfg, const struct rules_des
                           const char *method, const char *path, size_t path_len,
                           struct rules_request_decision *out)
 {
-  char norm[DECIDE_PATH_MAX + 1];
+  struct path_view v;
   uint16_t used[RULES_MAX_INJECT];
   struct rules_target t;
-  size_t i, j, k, len;
-  int flags = 0, n, ambiguous;
+  size_t i, j, k;
+  int n;
 
   out->deny = 0;
   out->reason = NULL;
@@ -187,22 +286,18 @@ void rules_decide_request(const struct rules_config *cfg, const struct rules_des
     deny_req(out, "invalid_name", NULL, 0);
     return;
   }
-  n = path ? rules_normalize_path(path, path_len, norm, sizeof(norm), &flags) : -EINVAL;
+  n = path ? path_view_init(&v, path, path_len) : -EINVAL;
   if (n < 0) {
     deny_req(out, n == -ENOSPC ? "path_too_long" : "invalid_path", NULL, 0);
     return;
   }
-  len = (size_t)n;
-  ambiguous = (flags & RULES_PATH_AMBIGUOUS) != 0;
 
   /* An ambiguous path may reach a denied resource on the server: it matches every
    * deny entry's paths. */
   for (i = 0; i < cfg->ndeny; i++) {
     const struct rules_egress *e = &cfg->deny[i];
 
-    if (egress_hosts_match(e, &t) &&
-        (e->npaths == 0 || ambiguous || deny_path_listed(e, norm, len)) &&
-        method_listed(e, method)) {
+    if (egress_hosts_match(e, &t) && deny_covers(e, &v) && method_listed(e, method)) {
       deny_req(out, "egress_deny", "egress.deny", i);
       return;
     }
@@ -213,9 +308,7 @@ void rules_decide_request(const struct rules_config *cfg, const struct rules_des
     for (i = 0; i < cfg->nallow && !allowed; i++) {
       const struct rules_egress *e = &cfg->allow[i];
 
-      allowed = egress_hosts_match(e, &t) &&
-                (e->npaths == 0 ||
-                 (!ambiguous && path_listed(e->paths, e->npaths, norm, len))) &&
+      allowed = egress_hosts_match(e, &t) && paths_cover(e->paths, e->npaths, &v) &&
                 method_listed(e, method);
     }
     if (!allowed) {
@@ -228,7 +321,7 @@ void rules_decide_request(const struct rules_config *cfg, const struct rules_des
 
     if (r->nhdrs == 0 || rules_hostpats_match(r->hosts, r->nhosts, &t) < 0)
       continue;
-    if (r->npaths != 0 && (ambiguous || !path_listed(r->paths, r->npaths, norm, len)))
+    if (!paths_cover(r->paths, r->npaths, &v))
       continue;
     if (out->entry[0] == '\0')
       snprintf(out->entry, sizeof(out->entry), "%s", r->name);
@@ -520,11 +613,11 @@ int rules_check_request_address(const struct rules_config *cfg, const struct soc
                                 const char *method, const char *path, size_t path_len,
                                 struct rules_decision *out)
 {
-  char norm[DECIDE_PATH_MAX + 1];
+  struct path_view v;
   struct rules_target t, embedded;
   const struct rules_target *t4;
-  int v4 = 0, flags = 0, n, ambiguous;
-  size_t i, len;
+  int v4 = 0, n;
+  size_t i;
 
   memset(&t, 0, sizeof(t));
   out->action = RULES_DENY;
@@ -539,18 +632,15 @@ int rules_check_request_address(const struct rules_config *cfg, const struct soc
                      ? ((const struct sockaddr_in *)(const void *)addr)->sin_port
                      : ((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
   t4 = nat64_embedded(&t, &embedded);
-  n = path ? rules_normalize_path(path, path_len, norm, sizeof(norm), &flags) : -EINVAL;
+  n = path ? path_view_init(&v, path, path_len) : -EINVAL;
   if (n < 0) {
     out->reason = n == -ENOSPC ? "path_too_long" : "invalid_path";
     return 0;
   }
-  len = (size_t)n;
-  ambiguous = (flags & RULES_PATH_AMBIGUOUS) != 0;
   for (i = 0; i < cfg->ndeny; i++) {
     const struct rules_egress *e = &cfg->deny[i];
 
-    if (restricted(e) && addr_entry_covers(e, &t, t4) &&
-        (e->npaths == 0 || ambiguous || deny_path_listed(e, norm, len)) &&
+    if (restricted(e) && addr_entry_covers(e, &t, t4) && deny_covers(e, &v) &&
         method_listed(e, method)) {
       out->reason = "egress_deny";
       set_entry(out->entry, "egress.deny", i);

@@ -209,7 +209,8 @@ int rules_pathpat_parse(struct rules_arena *a, const char *s, struct rules_pathp
   if (flags & RULES_PATH_AMBIGUOUS) {
     snprintf(err, errsize,
              "has %%2F, %%5C, %%00, '\\', ';', '//' or %%25 before hex digits, which "
-             "make a path ambiguous; such paths never match match_paths");
+             "make a path ambiguous; a pattern cannot have them (a '*' covers the "
+             "encoded '/' of a request path, which is matched both as %%2F and as '/')");
     return -EINVAL;
   }
   /* A dot-segment is removed from every request path, so it could never match. */

@@ -281,6 +281,76 @@ TEST(egress_request_table)
   rules_config_unref(cfg);
 }
 
+/*
+ * An encoded '/' is read as "%2F" by servers that route before decoding and as '/' by
+ * those that decode first: npm names scoped packages "/@scope%2fname", GitLab its
+ * projects "group%2Fproject". Such a path matches a deny's paths if either reading
+ * does, and a rule's or an allow's only if both do; every other ambiguity (a
+ * dot-segment or "//" that decoding makes) still matches every deny and no rule.
+ */
+TEST(encoded_slash_readings)
+{
+  static const struct {
+    const char *method, *path;
+    int deny;
+    const char *entry;
+    size_t nheaders;
+  } cases[] = {
+    /* npm's scoped packages: not the denied login paths, and under the rule's */
+    { "GET", "/repository/npm/@types%2fnode", 0, "nexus", 1 },
+    { "GET", "/repository/npm/@corp%2Fthing/-/thing-1.0.0.tgz", 0, "nexus", 1 },
+    { "PUT", "/repository/npm/@corp%2fthing", 0, "nexus", 1 },
+    { "GET", "/@types%2fnode", 0, "", 0 },
+    /* the denied paths under either reading */
+    { "GET", "/-%2Fuser/org.couchdb.user:x", 1, "egress.deny[0]", 0 },
+    { "PUT", "/-/user%2forg.couchdb.user:x", 1, "egress.deny[0]", 0 },
+    /* a rule's paths under one reading only: "/repository/npm" alone, decoded */
+    { "GET", "/repository%2Fnpm/x", 0, "", 0 },
+    /* decoding makes a dot-segment or an empty segment: ambiguous as before */
+    { "GET", "/repository/npm/..%2F..%2F-%2Fuser/x", 1, "egress.deny[0]", 0 },
+    { "GET", "/repository/npm/a%2F%2Fb", 1, "egress.deny[0]", 0 },
+    { "GET", "/repository/npm/%2E%2E%2Fx", 1, "egress.deny[0]", 0 },
+    /* another ambiguity beside it */
+    { "GET", "/repository/npm/@a%2fb;x", 1, "egress.deny[0]", 0 },
+    { "GET", "/repository/npm/@a%2fb%5Cc", 1, "egress.deny[0]", 0 },
+    { "GET", "/repository/npm/@a%252fb", 1, "egress.deny[0]", 0 },
+  };
+  struct rules_config *cfg = parse_ok(
+      "{\"rules\":[{\"name\":\"nexus\",\"match_hosts\":[\"npm.corp.example\"],"
+      "  \"match_paths\":[\"/repository/npm/*\"],"
+      "  \"headers\":[{\"name\":\"Authorization\",\"type\":\"plaintext\",\"value\":\"t\"}]}],"
+      " \"egress\":{\"deny\":[{\"hosts\":[\"npm.corp.example\"],"
+      "                       \"paths\":[\"/-/user/*\",\"/-/npm/v1/tokens*\"]}]}}",
+      NULL);
+  struct test_addr a;
+  struct rules_decision d;
+  size_t i;
+
+  for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    struct rules_request_decision r;
+
+    req_decide(cfg, "npm.corp.example", 443, cases[i].method, cases[i].path, &r);
+    if (r.deny != cases[i].deny || r.nheaders != cases[i].nheaders)
+      TEST_FAIL_("case %zu (%s %s): deny %d, %zu headers; expected %d, %zu", i,
+                 cases[i].method, cases[i].path, r.deny, r.nheaders, cases[i].deny,
+                 cases[i].nheaders);
+    ASSERT_STREQ(r.entry, cases[i].entry);
+  }
+  rules_config_unref(cfg);
+
+  /* The same for a deny entry by address. */
+  cfg = parse_ok("{\"egress\":{\"deny\":[{\"hosts\":[\"203.0.113.0/24\"],"
+                 "\"paths\":[\"/admin/*\"]}]}}",
+                 NULL);
+  ASSERT_EQ(rules_check_request_address(cfg, test_sa_port(&a, "203.0.113.9", 443), "GET",
+                                        "/@types%2fnode", 14, &d), 1);
+  ASSERT_EQ(rules_check_request_address(cfg, test_sa_port(&a, "203.0.113.9", 443), "GET",
+                                        "/admin%2fx", 10, &d), 0);
+  ASSERT_EQ(rules_check_request_address(cfg, test_sa_port(&a, "203.0.113.9", 443), "GET",
+                                        "/x/..%2fadmin", 13, &d), 0);
+  rules_config_unref(cfg);
+}
+
 TEST(default_allow_egress)
 {
   struct rules_config *cfg = parse_ok(
