@@ -419,6 +419,42 @@ static int in_path(const char *name)
   }
 }
 
+/*
+ * Unsets the package managers' own proxy settings, which they read before the generic
+ * variables: npm's (which pnpm and yarn 1 read too; npm takes npm_config_* in any
+ * letter case), yarn's, pip's and cargo's. npm with npm_config_https_proxy sent a
+ * CONNECT to the corporate proxy through authproxy, and failed every request with
+ * "400 Bad Request - [object Object]".
+ */
+static void unset_tool_proxy_vars(void)
+{
+  static const char *const names[] = {
+    "npm_config_proxy", "npm_config_https_proxy", "npm_config_noproxy",
+    "yarn_http_proxy",  "yarn_https_proxy",       "pip_proxy",
+    "cargo_http_proxy",
+  };
+  char name[64];
+  size_t i, k, len;
+  int found;
+
+  /* environ changes with each unsetenv: start again after each. */
+  do {
+    found = 0;
+    for (i = 0; environ[i] != NULL && !found; i++) {
+      const char *eq = strchr(environ[i], '=');
+
+      len = eq != NULL ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+      for (k = 0; k < sizeof(names) / sizeof(names[0]) && !found; k++)
+        found = len == strlen(names[k]) && strncasecmp(environ[i], names[k], len) == 0;
+      if (found) {
+        memcpy(name, environ[i], len);
+        name[len] = '\0';
+        unsetenv(name);
+      }
+    }
+  } while (found);
+}
+
 static void child_main(struct jail *j, pid_t parent, char **cmd)
 {
   static const char *const ca_vars[] = {
@@ -493,6 +529,7 @@ static void child_main(struct jail *j, pid_t parent, char **cmd)
     setenv(ca_vars[i], bundle, 1);
   for (i = 0; i < sizeof(proxy_vars) / sizeof(proxy_vars[0]); i++)
     unsetenv(proxy_vars[i]);
+  unset_tool_proxy_vars();
   if (drop_privileges(j->user, &pw) != 0)
     _exit(JAIL_FAILED);
   /* CMD must not outlive the proxy that is its only way out. Set after the switch of

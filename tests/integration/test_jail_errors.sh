@@ -66,10 +66,18 @@ pass "CMD's statuses as a shell gives them"
 # CMD's environment: the CA variables name the bundle, and no proxy variable of the
 # caller's survives (a proxy would be reached through authproxy, and every request
 # to it denied for names that disagree).
+# Package managers' own proxy settings too: npm (and pnpm and yarn 1, which read
+# npm's) with npm_config_https_proxy failed every install with "400 Bad Request -
+# [object Object]", authproxy's answer to the CONNECT it sent the corporate proxy.
 env_out=$(http_proxy=http://corp:3128 HTTPS_PROXY=http://corp:3128 ALL_PROXY=socks5://corp \
-  no_proxy=example.com jail --user nobody -- env)
-for v in http_proxy HTTPS_PROXY ALL_PROXY no_proxy; do
-  case "$env_out" in *"$v="*) fail "CMD's environment kept $v" ;; esac
+  no_proxy=example.com npm_config_https_proxy=http://corp:3128 NPM_CONFIG_PROXY=http://corp:3128 \
+  npm_config_noproxy=example.com YARN_HTTPS_PROXY=http://corp:3128 PIP_PROXY=http://corp:3128 \
+  CARGO_HTTP_PROXY=http://corp:3128 npm_config_registry=https://registry.example \
+  jail --user nobody -- env)
+assert_contains "$env_out" "npm_config_registry=" "CMD's environment kept npm's other settings"
+for v in http_proxy HTTPS_PROXY ALL_PROXY no_proxy npm_config_https_proxy NPM_CONFIG_PROXY \
+  npm_config_noproxy YARN_HTTPS_PROXY PIP_PROXY CARGO_HTTP_PROXY; do
+  ! grep -q "^$v=" <<<"$env_out" || fail "CMD's environment kept $v"
 done
 assert_contains "$env_out" "SSL_CERT_FILE=" "CMD's environment names the CA bundle"
 pass "CMD's environment: CA variables set, no proxy variables"
