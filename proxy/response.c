@@ -134,14 +134,16 @@ void proxy_error_response(struct proxy_conn *c, int status, const char *reason,
   strbuf_add_json_str(&body, msg, strlen(msg));
   strbuf_adds(&body, "}\n");
 
+  /* The reason in the status line too: package managers (npm, pip, go, apt, Maven)
+   * print the status line of a failed request and not its body. */
   strbuf_addf(out,
-              "HTTP/1.1 %d %s\r\n"
+              "HTTP/1.1 %d %s (authproxy: %s)\r\n"
               "Content-Type: application/json\r\n"
               "X-Authproxy-Error: %s\r\n"
               "Content-Length: %zu\r\n"
               "Cache-Control: no-store\r\n"
               "Connection: close\r\n\r\n",
-              status, status_text(status), reason, body.len);
+              status, status_text(status), reason, reason, body.len);
   if (body.oom)
     out->oom = 1;
   else

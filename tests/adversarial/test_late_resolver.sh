@@ -24,7 +24,7 @@ s.sendall(b"GET /late HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
 print(s.recv(4096).split(b"\r\n")[0].decode())
 time.sleep(2.5)  # still open when the resolver answers, 1.5 s after it was asked
 ' 2> "$T/jail.log")
-assert_eq "$out" "HTTP/1.1 504 Gateway Timeout" "the answer to a request whose dial timed out"
+assert_eq "$out" "HTTP/1.1 504 Gateway Timeout (authproxy: upstream_timeout)" "the answer to a request whose dial timed out"
 assert_eq "$(resolved '[q["name"] for q in qs if q["qtype"] == 1]')" \
   "$(jlist backend.late.test)" "the remap target was asked for"
 assert_eq "$(upq up 'len([e for e in events if e.get("event") == "conn"])')" "0" \

@@ -55,7 +55,7 @@ def finish(case, s, t0, sent=0, pre=b""):
         end = "reset"
     except socket.timeout:
         end = "timeout"
-    statuses = [m.decode() for m in re.findall(rb"HTTP/1\.1 \d{3} [A-Za-z ]+", buf)]
+    statuses = [m.decode() for m in re.findall(rb"HTTP/1\.1 \d{3} [^\r\n]+", buf)]
     reasons = [l.split(b":", 1)[1].strip().decode() for l in buf.split(b"\r\n")
                if l.lower().startswith(b"x-authproxy-error")]
     with lock:
@@ -161,11 +161,11 @@ r() { result "$T/out.jsonl" "$@"; }
 
 # Slow heads: 408 head_timeout, well before the head could have been completed.
 for c in head_trickle head_stall; do
-  assert_eq "$(r $c statuses)" '["HTTP/1.1 408 Request Timeout"]' "$c: answer"
+  assert_eq "$(r $c statuses)" '["HTTP/1.1 408 Request Timeout (authproxy: head_timeout)"]' "$c: answer"
   assert_eq "$(r $c reasons)" '["head_timeout"]' "$c: reason"
 done
 for c in second_head_trickle second_head_trickle_tls; do
-  assert_eq "$(r $c statuses)" '["HTTP/1.1 200 OK", "HTTP/1.1 408 Request Timeout"]' "$c: answers"
+  assert_eq "$(r $c statuses)" '["HTTP/1.1 200 OK", "HTTP/1.1 408 Request Timeout (authproxy: head_timeout)"]' "$c: answers"
 done
 for c in head_trickle second_head_trickle second_head_trickle_tls; do
   [ "$(r $c trickled)" -lt 400 ] || fail "$c: the whole head was trickled ($(r $c trickled) bytes)"

@@ -48,7 +48,7 @@ for (host, port, method), s in zip(dests, socks):
     except OSError as e:
         print(port, "failed:", type(e).__name__)' 2> "$T/jail.log")
 assert_eq "$out" "8080 HTTP/1.1 200 OK
-8080 HTTP/1.1 403 Forbidden
+8080 HTTP/1.1 403 Forbidden (authproxy: egress_deny)
 2525 failed: ConnectionResetError" "what the slow clients got"
 assert_eq "$(upq plain '" ".join("%s:%s" % (r["method"], json.dumps(hdr(r, "X-Agent"))) for r in reqs)')" \
   'GET:["probed"]' "requests the upstream got"
