@@ -18,6 +18,7 @@
 #include <getopt.h>
 #include <grp.h>
 #include <limits.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
@@ -76,6 +77,7 @@ struct jail {
   uv_async_t tty_async;   /* SIGINT or SIGQUIT to pass on (tty_signal) */
   int tty_async_open;
   unsigned tty_passed[2]; /* how many of tty_sent[] were passed on */
+  uv_work_t pool_start;   /* starts libuv's threadpool (start_threadpool) */
   char tmpdir[4096];
   int files_pipe[2];         /* CMD's set-up to the jail: closed at exec (files_used) */
   char bundle[4096 + 32];
@@ -912,6 +914,28 @@ static int start_signals(struct jail *j)
   return 0;
 }
 
+static void pool_start_work(uv_work_t *w)
+{
+  (void)w;
+}
+
+/*
+ * Starts libuv's threadpool (name lookups, audit writes) now, its threads blocking
+ * every signal: signals belong to the main thread. libuv starts it on first use from
+ * the loop, where its threads would take the process's signals as they come, the
+ * SIGCONT that continues a stopped jail among them; follow_stop would then look for
+ * it before that thread's handler ran, and leave CMD stopped.
+ */
+static void start_threadpool(struct jail *j)
+{
+  sigset_t all, old;
+
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  (void)uv_queue_work(&j->loop, &j->pool_start, pool_start_work, NULL);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 static int attach_ns(struct jail *j, struct netns_fds *fds)
 {
   struct netns_rules_opts o;
@@ -1049,6 +1073,7 @@ int proxy_cmd_jail(int argc, char **argv)
   r = uv_loop_init(&j->loop);
   if (r != 0)
     goto out;
+  start_threadpool(j);
   r = proxy_ctx_init(&j->ctx, &j->loop);
   if (r != 0)
     goto out_loop;

@@ -85,3 +85,33 @@ assert_eq "$(head -1 <<< "$out")" ok \
   "suspend, fg and exit of a shell in the jail (the terminal showed: $(tail -n +2 <<< "$out"))"
 assert_eq "$(ls -A "$TMPDIR")" "" "files the jail left"
 pass "suspend in a jailed shell returns to the caller's shell; fg resumes it"
+
+# Continued, the jail learns it was stopped from its SIGCONT handler, which must run
+# on the thread that stopped it (follow_stop looks for it as kill() returns). libuv's
+# threadpool threads (name lookups, audit writes) took the process's signals as they
+# came: now and then (4 of 7 runs of 100 suspend and fg) an `fg` left the jailed
+# shell stopped and the terminal hung. Every thread of the jail but the main one
+# blocks every signal.
+start_upstream up
+cat > "$T/pool.json" <<EOF2
+{ "rules": [], "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
+EOF2
+"$AUTHPROXY" jail --user nobody --config "$T/pool.json" --log "$T/audit.jsonl" -- \
+  sh -c 'curl -sS -o /dev/null http://api.example.com/pool; echo fetched; exec sleep 30' \
+  > "$T/pool.out" 2> "$T/pool.log" &
+jail_pid=$!
+PIDS+=("$jail_pid")
+wait_until 10 "the jailed request and its audit record" \
+  eval 'file_has "$T/pool.out" fetched && file_has "$T/audit.jsonl" api.example.com'
+threads=0 unblocked=""
+for task in /proc/$jail_pid/task/*; do
+  [ "${task##*/}" = "$jail_pid" ] && continue
+  threads=$((threads + 1))
+  mask=$(awk '$1 == "SigBlk:" { print $2 }' "$task/status")
+  (( (16#$mask >> ($(kill -l CONT) - 1)) & 1 )) || unblocked+="${task##*/} "
+done
+kill -TERM "$jail_pid"
+wait "$jail_pid" 2>/dev/null || true
+[ "$threads" -gt 0 ] || fail "the jail started no thread (its threadpool did not start)"
+assert_eq "$unblocked" "" "threads of the jail that take SIGCONT"
+pass "only the jail's main thread takes its signals (SIGCONT after fg among them)"
