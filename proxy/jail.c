@@ -445,7 +445,12 @@ static void unset_tool_proxy_vars(void)
     for (i = 0; environ[i] != NULL && !found; i++) {
       const char *eq = strchr(environ[i], '=');
 
-      len = eq != NULL ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+      /* An entry without '=' (execve takes any string) is no variable: getenv and
+       * the tools never see it, and unsetenv would leave it for this loop to find
+       * again, forever. */
+      if (eq == NULL)
+        continue;
+      len = (size_t)(eq - environ[i]);
       for (k = 0; k < sizeof(names) / sizeof(names[0]) && !found; k++)
         found = len == strlen(names[k]) && strncasecmp(environ[i], names[k], len) == 0;
       if (found) {

@@ -80,6 +80,24 @@ for v in http_proxy HTTPS_PROXY ALL_PROXY no_proxy npm_config_https_proxy NPM_CO
   ! grep -q "^$v=" <<<"$env_out" || fail "CMD's environment kept $v"
 done
 assert_contains "$env_out" "SSL_CERT_FILE=" "CMD's environment names the CA bundle"
+# An environment entry without '=' (execve takes any string) under one of those names:
+# unsetenv leaves it, and the jail's child looked for it again forever, at 100% CPU,
+# CMD never run. (timeout only bounds the failure; the jail takes well under a second.)
+rc=0
+env_out=$(timeout -s KILL 60 python3 -c '
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def arr(l):
+    a = (ctypes.c_char_p * (len(l) + 1))(*[s.encode() for s in l])
+    a[len(l)] = None
+    return a
+argv = sys.argv[1:]
+libc.execve(argv[0].encode(), arr(argv), arr(["PATH=/usr/bin:/bin", "npm_config_proxy",
+                                           "NPM_CONFIG_PROXY=http://corp:3128"]))
+sys.exit("execve: errno %d" % ctypes.get_errno())
+' "$AUTHPROXY" jail --user nobody -- env) || rc=$?
+assert_eq "$rc" 0 "status of a jail whose environment has an entry without '='"
+! grep -qi "^npm_config_proxy=" <<<"$env_out" || fail "CMD's environment kept NPM_CONFIG_PROXY"
 pass "CMD's environment: CA variables set, no proxy variables"
 
 # A config over the 1 MiB limit: refused before CMD runs, naming the limit.
