@@ -430,31 +430,43 @@ static int in_path(const char *name)
  */
 static void unset_tool_proxy_vars(void)
 {
-  static const char *const names[] = {
-    "npm_config_proxy", "npm_config_https_proxy", "npm_config_noproxy",
-    "yarn_http_proxy",  "yarn_https_proxy",       "pip_proxy",
-    "cargo_http_proxy",
+  /* npm and yarn read the name after their prefix with each '_' as '-'
+   * ("npm_config_https-proxy" is https-proxy too): there a '-' stands for '_'. */
+  static const struct {
+    const char *name;
+    size_t prefix;
+  } names[] = {
+    { "npm_config_proxy", 11 }, { "npm_config_https_proxy", 11 },
+    { "npm_config_noproxy", 11 }, { "yarn_http_proxy", 5 },
+    { "yarn_https_proxy", 5 }, { "pip_proxy", 9 }, { "cargo_http_proxy", 16 },
   };
   char name[64];
-  size_t i, k, len;
+  size_t i, k, m, len;
   int found;
 
   /* environ changes with each unsetenv: start again after each. */
   do {
     found = 0;
     for (i = 0; environ[i] != NULL && !found; i++) {
-      const char *eq = strchr(environ[i], '=');
+      const char *e = environ[i], *eq = strchr(e, '=');
 
       /* An entry without '=' (execve takes any string) is no variable: getenv and
        * the tools never see it, and unsetenv would leave it for this loop to find
        * again, forever. */
       if (eq == NULL)
         continue;
-      len = (size_t)(eq - environ[i]);
-      for (k = 0; k < sizeof(names) / sizeof(names[0]) && !found; k++)
-        found = len == strlen(names[k]) && strncasecmp(environ[i], names[k], len) == 0;
+      len = (size_t)(eq - e);
+      for (k = 0; k < sizeof(names) / sizeof(names[0]) && !found; k++) {
+        if (len != strlen(names[k].name))
+          continue;
+        for (m = 0; m < len; m++)
+          if (tolower((unsigned char)e[m]) != names[k].name[m] &&
+              !(m >= names[k].prefix && e[m] == '-' && names[k].name[m] == '_'))
+            break;
+        found = m == len;
+      }
       if (found) {
-        memcpy(name, environ[i], len);
+        memcpy(name, e, len);
         name[len] = '\0';
         unsetenv(name);
       }

@@ -69,14 +69,19 @@ pass "CMD's statuses as a shell gives them"
 # Package managers' own proxy settings too: npm (and pnpm and yarn 1, which read
 # npm's) with npm_config_https_proxy failed every install with "400 Bad Request -
 # [object Object]", authproxy's answer to the CONNECT it sent the corporate proxy.
-env_out=$(http_proxy=http://corp:3128 HTTPS_PROXY=http://corp:3128 ALL_PROXY=socks5://corp \
+# npm and yarn read a '-' after their prefix as '_': npm in the jail with
+# "npm_config_https-proxy" set (env(1) and a CI's or container's env take such names)
+# answered `npm config get https-proxy` with the corporate proxy.
+env_out=$(env http_proxy=http://corp:3128 HTTPS_PROXY=http://corp:3128 ALL_PROXY=socks5://corp \
   no_proxy=example.com npm_config_https_proxy=http://corp:3128 NPM_CONFIG_PROXY=http://corp:3128 \
   npm_config_noproxy=example.com YARN_HTTPS_PROXY=http://corp:3128 PIP_PROXY=http://corp:3128 \
   CARGO_HTTP_PROXY=http://corp:3128 npm_config_registry=https://registry.example \
-  jail --user nobody -- env)
+  npm_config_https-proxy=http://corp:3128 YARN_HTTPS-PROXY=http://corp:3128 \
+  "$AUTHPROXY" jail --user nobody -- env)
 assert_contains "$env_out" "npm_config_registry=" "CMD's environment kept npm's other settings"
 for v in http_proxy HTTPS_PROXY ALL_PROXY no_proxy npm_config_https_proxy NPM_CONFIG_PROXY \
-  npm_config_noproxy YARN_HTTPS_PROXY PIP_PROXY CARGO_HTTP_PROXY; do
+  npm_config_noproxy YARN_HTTPS_PROXY PIP_PROXY CARGO_HTTP_PROXY npm_config_https-proxy \
+  YARN_HTTPS-PROXY; do
   ! grep -q "^$v=" <<<"$env_out" || fail "CMD's environment kept $v"
 done
 assert_contains "$env_out" "SSL_CERT_FILE=" "CMD's environment names the CA bundle"
