@@ -13,11 +13,12 @@
 #                                                        "intermediates"
 . "$(dirname "$0")/../integration/lib.sh"
 
-"$PY" - "$T" <<'PYEOF'
-import base64, datetime, secrets, sys
+"$PY" - "$T" "$TOOLS" <<'PYEOF'
+import datetime, secrets, sys
+sys.path.insert(0, sys.argv[2])
+from chain_pki import name, write_chain
 from cryptography import x509
-from cryptography.x509.oid import NameOID
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 def der(tag, b):
     n = len(b)
@@ -30,8 +31,6 @@ def with_signature(cert):
     # it with the parent's key. Nothing needs to verify.
     sig = b"\x00" + secrets.token_bytes(1023)
     return der(0x30, cert.tbs_certificate_bytes + SHA256_RSA + der(0x03, b"\x00" + sig))
-def name(s):
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, s)])
 now = datetime.datetime.utcnow()
 signer = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 leaf_key = ec.generate_private_key(ec.SECP256R1())
@@ -51,13 +50,7 @@ for i in range(1, 5):
     chain.append(with_signature(builder("ca %d" % i, "ca %d" % (i + 1), key, i + 1)
                                 .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
                                 .sign(signer, hashes.SHA256())))
-with open(sys.argv[1] + "/chain.pem", "w") as f:
-    for d in chain:
-        f.write("-----BEGIN CERTIFICATE-----\n%s-----END CERTIFICATE-----\n"
-                % base64.encodebytes(d).decode())
-with open(sys.argv[1] + "/leaf.key", "wb") as f:
-    f.write(leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
+write_chain(sys.argv[1], chain, leaf_key)
 PYEOF
 upstream_chain_refused "RSA public exponent of more than 32 bits"
 pass "a chain with RSA exponents of 8190 bits is refused before its signatures are checked"

@@ -15,41 +15,18 @@
 #                                                        expired "X" certificates
 . "$(dirname "$0")/../integration/lib.sh"
 
-"$PY" - "$T" <<'PYEOF'
-import base64, datetime, sys
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-from cryptography.hazmat.primitives import hashes, serialization
+"$PY" - "$T" "$TOOLS" <<'PYEOF'
+import datetime, sys
+sys.path.insert(0, sys.argv[2])
+from chain_pki import NOW, cert, fill, write_chain
 from cryptography.hazmat.primitives.asymmetric import ec
-def name(s):
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, s)])
-now = datetime.datetime.utcnow()
 signer = ec.generate_private_key(ec.SECP521R1())
 leaf_key = ec.generate_private_key(ec.SECP256R1())
-def cert(subject, key, serial, not_after, ca):
-    b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name("X"))
-         .public_key(key).serial_number(serial)
-         .not_valid_before(now - datetime.timedelta(days=10)).not_valid_after(not_after))
-    if ca:
-        b = b.add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-    else:
-        b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("api.example.com")]), False)
-    return b.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
-chain = [cert("api.example.com", leaf_key.public_key(), 1, now + datetime.timedelta(days=2), False)]
-size = len(chain[0]) + 3
-while True:  # as many as a 16 KiB handshake record holds
-    c = cert("X", signer.public_key(), len(chain) + 1, now - datetime.timedelta(days=1), True)
-    if size + len(c) + 3 > 16000:
-        break
-    chain.append(c)
-    size += len(c) + 3
-with open(sys.argv[1] + "/chain.pem", "w") as f:
-    for d in chain:
-        f.write("-----BEGIN CERTIFICATE-----\n%s-----END CERTIFICATE-----\n"
-                % base64.encodebytes(d).decode())
-with open(sys.argv[1] + "/leaf.key", "wb") as f:
-    f.write(leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
+expired = NOW - datetime.timedelta(days=1)
+chain = [cert("api.example.com", "X", leaf_key.public_key(), signer, 1,
+              NOW + datetime.timedelta(days=2), False)]
+fill(chain, lambda serial: cert("X", "X", signer.public_key(), signer, serial, expired, True))
+write_chain(sys.argv[1], chain, leaf_key)
 PYEOF
 upstream_chain_refused "signature checks to search"
 pass "a chain whose parent search would check hundreds of signatures is refused before any"
