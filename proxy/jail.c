@@ -49,7 +49,18 @@
 #define SYSTEM_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
 #define NSSWITCH_PATH "/etc/nsswitch.conf"
 #define NSSWITCH_HOSTS "hosts: files dns\n"
-#define NSCD_SOCKET "/var/run/nscd/socket" /* glibc's _PATH_NSCDSOCKET */
+/*
+ * Host services that resolve names for any user who connects, nobody included, and so
+ * would carry CMD's names out in the host's DNS: nscd (glibc's _PATH_NSCDSOCKET, asked
+ * first whatever nsswitch.conf says), systemd-resolved's varlink socket (nss-resolve)
+ * and the system D-Bus, where resolved serves org.freedesktop.resolve1 (resolvectl).
+ */
+static const char *const host_resolver_sockets[] = {
+  "/var/run/nscd/socket",
+  "/run/systemd/resolve/io.systemd.Resolve",
+  "/run/dbus/system_bus_socket",
+  "/var/run/dbus/system_bus_socket",
+};
 
 /* The jail's status when it fails itself, before CMD runs: as env(1), timeout(1) and
  * `docker run` do, one that 126 (CMD not executable), 127 (CMD not found) and CMD's
@@ -519,11 +530,13 @@ static void child_main(struct jail *j, pid_t parent, char **cmd)
     fprintf(stderr, "authproxy jail: cannot replace %s: %s\n", NSSWITCH_PATH, strerror(-r));
     _exit(JAIL_FAILED);
   }
-  r = bind_over("/dev/null", NSCD_SOCKET);
-  if (r != 0 && r != -ENOENT) {
-    fprintf(stderr, "authproxy jail: cannot hide nscd's socket %s: %s\n", NSCD_SOCKET,
-            strerror(-r));
-    _exit(JAIL_FAILED);
+  for (i = 0; i < sizeof(host_resolver_sockets) / sizeof(host_resolver_sockets[0]); i++) {
+    r = bind_over("/dev/null", host_resolver_sockets[i]);
+    if (r != 0 && r != -ENOENT) {
+      fprintf(stderr, "authproxy jail: cannot hide the host's name service socket %s: %s\n",
+              host_resolver_sockets[i], strerror(-r));
+      _exit(JAIL_FAILED);
+    }
   }
   if (bind_over(j->bundle, SYSTEM_BUNDLE) == 0)
     bundle = SYSTEM_BUNDLE;
