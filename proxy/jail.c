@@ -52,14 +52,17 @@
 /*
  * Host services that resolve names for any user who connects, nobody included, and so
  * would carry CMD's names out in the host's DNS: nscd (glibc's _PATH_NSCDSOCKET, asked
- * first whatever nsswitch.conf says), systemd-resolved's varlink socket (nss-resolve)
- * and the system D-Bus, where resolved serves org.freedesktop.resolve1 (resolvectl).
+ * first whatever nsswitch.conf says), systemd-resolved's varlink socket (nss-resolve),
+ * the system D-Bus, where resolved serves org.freedesktop.resolve1 (resolvectl), and
+ * avahi's socket (nss-mdns: multicast DNS queries on the host's networks).
  */
 static const char *const host_resolver_sockets[] = {
   "/var/run/nscd/socket",
   "/run/systemd/resolve/io.systemd.Resolve",
   "/run/dbus/system_bus_socket",
   "/var/run/dbus/system_bus_socket",
+  "/run/avahi-daemon/socket",
+  "/var/run/avahi-daemon/socket",
 };
 
 /* The jail's status when it fails itself, before CMD runs: as env(1), timeout(1) and
