@@ -30,6 +30,14 @@ static const struct reason_text reasons[] = {
   { "unknown_synthetic_address", "the address was not handed out by this sandbox's "
                                  "resolver (or has expired); resolve the name again" },
   { "invalid_path", "the request path is malformed" },
+  { "path_too_long", "the request path is too long to be checked against the policy" },
+  { "callback_endpoint", "the destination is a credential callback's endpoint, which the "
+                         "proxy never dials for a sandbox" },
+  { "config_changed", "the sandbox's proxy_config changed while connecting and no "
+                      "longer allows the destination" },
+  { "http2_preface", "HTTP/2 without TLS (prior knowledge) is not supported where the "
+                     "proxy reads requests; use HTTP/1.1" },
+  { "out_of_memory", "the proxy is out of memory; the request was not sent" },
   { "interception_unavailable", "the destination needs TLS interception, which this "
                                 "sandbox has no CA for" },
   { "upstream_unresolvable", "the destination name could not be resolved" },

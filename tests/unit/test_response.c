@@ -1,0 +1,31 @@
+/*
+ * proxy_reason_message (proxy/response.c): the message of the proxy's own answers,
+ * which the OpenAI and Anthropic SDKs report as the error's. A reason without an
+ * entry of its own got the one for a malformed request: a request refused because
+ * its destination is a credential callback's said "the request is malformed or
+ * ambiguous and was not forwarded", and an agent looked for the fault in its request.
+ */
+#include "proxy/proxy_internal.h"
+#include "test.h"
+
+/* Reasons that reach an answer (403, 501, 502) and are no fault of the request's
+ * form: each needs a message of its own. */
+TEST(response_reasons_not_malformed)
+{
+  static const char *const reasons[] = {
+    "callback_endpoint", "config_changed", "path_too_long", "http2_preface",
+    "out_of_memory",
+  };
+  const char *fallback = proxy_reason_message("no_such_reason");
+  size_t i;
+
+  for (i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
+    const char *m = proxy_reason_message(reasons[i]);
+
+    ASSERT_NOT_NULL(m);
+    if (strcmp(m, fallback) == 0)
+      TEST_FAIL_("%s is answered with the malformed request's message", reasons[i]);
+  }
+  ASSERT_CONTAINS(proxy_reason_message("callback_endpoint"), "callback");
+  ASSERT_CONTAINS(proxy_reason_message("http2_preface"), "HTTP/2");
+}
