@@ -326,6 +326,12 @@ int proxy_cmd_ctl(int argc, char **argv)
   cmd = argv[i];
   argc -= i;
   argv += i;
+  /* `ctl secret-set --help` stored standard input as a secret named "--help". */
+  for (i = 1; i < argc; i++)
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      usage(stdout);
+      return 0;
+    }
   if (strcmp(cmd, "attach") == 0 || strcmp(cmd, "update") == 0 ||
       strcmp(cmd, "config-set") == 0)
     return cmd_with_config(sock, cmd, argc, argv);

@@ -259,6 +259,12 @@ out=$(ctl attach cby --netns "/var/run/netns/$ns" --config-name nope 2>&1) &&
 assert_contains "$out" 'store it first with PUT /v1/configs/NAME or `authproxy ctl config-set NAME --config FILE`' \
   "an unknown config name says how to store one"
 pass "ctl attach/detach; the callback works in the daemon"
+out=$(echo -n leaked | ctl secret-set --help) || fail "ctl secret-set --help failed"
+assert_contains "$out" "usage: authproxy ctl" "ctl secret-set --help prints the usage"
+assert_not_contains "$(ctl secrets)" '"--help"' "ctl secret-set --help stores nothing"
+out=$(ctl attach --help) || fail "ctl attach --help failed"
+assert_contains "$out" "attach NAME --netns PATH" "ctl attach --help prints the usage"
+pass "ctl COMMAND --help prints the usage and sends nothing"
 
 # ---- restart: kill -9, no network, back with no API call --------------------------
 kill -KILL "$SERVE_PID"
