@@ -1500,6 +1500,18 @@ void proxy_http_on_timeout(struct proxy_conn *c)
       proxy_conn_arm_timer(c, l->idle_ms - idle);
     return;
   }
+  if (h->phase == PH_CREDENTIALS && idle >= c->sb->limits.idle_ms) {
+    /* The callback has not answered within --idle-timeout (its own timeout_ms may be
+     * longer). The request is answered as a callback timeout, never closed bare; the
+     * call goes on for the others waiting and the cache. (Bytes left unread now are
+     * the request's own, held until the answer, not a late loop.) */
+    proxy_cred_cancel(h->cred_wait);
+    h->cred_wait = NULL;
+    free(h->rd);
+    h->rd = NULL;
+    fail_request(c, 503, "callback_timeout", "callback");
+    return;
+  }
   if (idle >= c->sb->limits.idle_ms &&
       (proxy_end_unread(&c->down) || proxy_end_unread(&c->up))) {
     proxy_conn_arm_timer(c, c->sb->limits.idle_ms); /* late, not idle */
