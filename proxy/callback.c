@@ -260,6 +260,14 @@ static void record(struct proxy_cred_cache *c, const struct record *r)
   size_t i, n = 0;
 
   s->outcomes[r->outcome]++;
+  if (r->outcome == PROXY_CRED_CANCELLED) {
+    /* Nobody waits for it any more (every request went away, the sandbox detached,
+     * the jail ends): no request got callback_failed from it and the callback may be
+     * healthy, so it is neither a failure for alerts nor one of a failing run. The
+     * outcome counter and the audit record have it. */
+    audit_record(c, r);
+    return;
+  }
   if (r->outcome == PROXY_CRED_OK) {
     s->successes++;
   } else {

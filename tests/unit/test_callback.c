@@ -1535,6 +1535,8 @@ TEST(cancel_all_waiters_ttl0_aborts)
   run_until(&f, &f.srv.calls, 1);
   proxy_cred_cancel(w);
   ASSERT_EQ(f.stats.outcomes[PROXY_CRED_CANCELLED], 1);
+  /* The callback did not fail: no alert on authproxy_callback_failures_total. */
+  ASSERT_EQ(f.stats.failures, 0);
   run_until(&f, &f.srv.client_closed, 1);
   ASSERT_EQ(r.n, 0);
   fx_done(&f);
@@ -1564,6 +1566,7 @@ TEST(free_with_calls_in_flight)
     ASSERT_EQ(r[i].reenter_ret, -ECANCELED);
   }
   ASSERT_EQ(f.stats.outcomes[PROXY_CRED_CANCELLED], 2);
+  ASSERT_EQ(f.stats.failures, 0);
   f.cache = NULL;
   run_until(&f, &f.srv.client_closed, 2);
   fx_done(&f);
