@@ -51,19 +51,28 @@
 #define NSSWITCH_HOSTS "hosts: files dns\n"
 /*
  * Host services that resolve names for any user who connects, nobody included, and so
- * would carry CMD's names out in the host's DNS: nscd (glibc's _PATH_NSCDSOCKET, asked
- * first whatever nsswitch.conf says), systemd-resolved's varlink socket (nss-resolve),
- * the system D-Bus, where resolved serves org.freedesktop.resolve1 (resolvectl), and
- * avahi's socket (nss-mdns: multicast DNS queries on the host's networks).
+ * would carry CMD's names out in the host's DNS: nscd (glibc's _PATH_NSCDSOCKET,
+ * /var/run/nscd/socket, asked first whatever nsswitch.conf says), systemd-resolved's
+ * varlink socket (io.systemd.Resolve: nss-resolve), the system D-Bus
+ * (system_bus_socket), where resolved serves org.freedesktop.resolve1 (resolvectl),
+ * and avahi's socket (nss-mdns: multicast DNS queries on the host's networks).
+ * The directories holding them are hidden, not the sockets: a service that restarts
+ * under a running jail (an upgrade restarting resolved) unlinks its socket and binds
+ * a new one, and the kernel detaches a mount whose mountpoint another namespace
+ * unlinks, so /dev/null bound over the old socket left CMD the new one.
  */
-static const char *const host_resolver_sockets[] = {
-  "/var/run/nscd/socket",
-  "/run/systemd/resolve/io.systemd.Resolve",
-  "/run/dbus/system_bus_socket",
-  "/var/run/dbus/system_bus_socket",
-  "/run/avahi-daemon/socket",
-  "/var/run/avahi-daemon/socket",
+static const struct {
+  const char *dir;
+  int resolv; /* CMD reads resolv.conf here: /etc/resolv.conf may link to resolved's */
+} host_resolver_dirs[] = {
+  { "/var/run/nscd", 0 },
+  { "/run/systemd/resolve", 1 },
+  { "/run/dbus", 0 },
+  { "/var/run/dbus", 0 },
+  { "/run/avahi-daemon", 0 },
+  { "/var/run/avahi-daemon", 0 },
 };
+static const char *const hidden_dir_resolv[] = { "stub-resolv.conf", "resolv.conf" };
 
 /* The jail's status when it fails itself, before CMD runs: as env(1), timeout(1) and
  * `docker run` do, one that 126 (CMD not executable), 127 (CMD not found) and CMD's
@@ -352,6 +361,39 @@ static int bind_over(const char *src, const char *dst)
   return 0;
 }
 
+/*
+ * Mounts an empty directory of CMD's mount namespace over DIR (host_resolver_dirs),
+ * holding, when RESOLV is not NULL, only that file under the names /etc/resolv.conf
+ * may link to. 0, or a negative errno (-ENOENT, -ENOTDIR: DIR is not there to hide).
+ */
+static int hide_dir(const char *dir, const char *resolv)
+{
+  char path[PATH_MAX];
+  struct stat st;
+  size_t i;
+  int fd, r;
+
+  if (stat(dir, &st) != 0)
+    return -errno;
+  if (!S_ISDIR(st.st_mode))
+    return -ENOTDIR;
+  if (mount("authproxy", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            "mode=0755,size=64k") != 0)
+    return -errno;
+  for (i = 0; resolv != NULL && i < sizeof(hidden_dir_resolv) / sizeof(hidden_dir_resolv[0]);
+       i++) {
+    snprintf(path, sizeof(path), "%s/%s", dir, hidden_dir_resolv[i]);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+      return -errno;
+    close(fd);
+    r = bind_over(resolv, path);
+    if (r != 0)
+      return r;
+  }
+  return 0;
+}
+
 static int drop_privileges(const char *user, struct passwd **pw_out)
 {
   struct passwd *pw = NULL;
@@ -522,6 +564,14 @@ static void child_main(struct jail *j, pid_t parent, char **cmd)
     fprintf(stderr, "authproxy jail: private mount namespace: %s\n", strerror(errno));
     _exit(JAIL_FAILED);
   }
+  for (i = 0; i < sizeof(host_resolver_dirs) / sizeof(host_resolver_dirs[0]); i++) {
+    r = hide_dir(host_resolver_dirs[i].dir, host_resolver_dirs[i].resolv ? j->resolv : NULL);
+    if (r != 0 && r != -ENOENT && r != -ENOTDIR) {
+      fprintf(stderr, "authproxy jail: cannot hide the host's name service sockets in %s: "
+              "%s\n", host_resolver_dirs[i].dir, strerror(-r));
+      _exit(JAIL_FAILED);
+    }
+  }
   r = bind_over(j->resolv, "/etc/resolv.conf");
   if (r != 0)
     fprintf(stderr, "authproxy jail: warning: cannot replace /etc/resolv.conf (%s); DNS "
@@ -532,14 +582,6 @@ static void child_main(struct jail *j, pid_t parent, char **cmd)
   if (j->nsswitch[0] != '\0' && (r = bind_over(j->nsswitch, NSSWITCH_PATH)) != 0) {
     fprintf(stderr, "authproxy jail: cannot replace %s: %s\n", NSSWITCH_PATH, strerror(-r));
     _exit(JAIL_FAILED);
-  }
-  for (i = 0; i < sizeof(host_resolver_sockets) / sizeof(host_resolver_sockets[0]); i++) {
-    r = bind_over("/dev/null", host_resolver_sockets[i]);
-    if (r != 0 && r != -ENOENT) {
-      fprintf(stderr, "authproxy jail: cannot hide the host's name service socket %s: %s\n",
-              host_resolver_sockets[i], strerror(-r));
-      _exit(JAIL_FAILED);
-    }
   }
   if (bind_over(j->bundle, SYSTEM_BUNDLE) == 0)
     bundle = SYSTEM_BUNDLE;
