@@ -46,6 +46,7 @@ static void usage(FILE *f)
     "  configs                      names of stored configs\n"
     "  health | metrics\n"
     "\n"
+    "A KEY or NAME that begins with '-' follows \"--\" (secret-delete -- -h).\n"
     "The socket defaults to $AUTHPROXY_CONTROL, else " PROXY_API_DEFAULT_CONTROL ".\n");
 }
 
@@ -326,12 +327,20 @@ int proxy_cmd_ctl(int argc, char **argv)
   cmd = argv[i];
   argc -= i;
   argv += i;
-  /* `ctl secret-set --help` stored standard input as a secret named "--help". */
-  for (i = 1; i < argc; i++)
+  /* `ctl secret-set --help` stored standard input as a secret named "--help". A key
+   * spelled like an option ("-h", "--help": valid keys, the second the one that did
+   * store) follows "--", which the commands without options then drop. */
+  for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       usage(stdout);
       return 0;
     }
+  if (argc > 1 && strcmp(argv[1], "--") == 0 && strcmp(cmd, "attach") != 0 &&
+      strcmp(cmd, "update") != 0 && strcmp(cmd, "config-set") != 0) {
+    argv[1] = argv[0];
+    argv++;
+    argc--;
+  }
   if (strcmp(cmd, "attach") == 0 || strcmp(cmd, "update") == 0 ||
       strcmp(cmd, "config-set") == 0)
     return cmd_with_config(sock, cmd, argc, argv);

@@ -264,7 +264,13 @@ assert_contains "$out" "usage: authproxy ctl" "ctl secret-set --help prints the 
 assert_not_contains "$(ctl secrets)" '"--help"' "ctl secret-set --help stores nothing"
 out=$(ctl attach --help) || fail "ctl attach --help failed"
 assert_contains "$out" "attach NAME --netns PATH" "ctl attach --help prints the usage"
-pass "ctl COMMAND --help prints the usage and sends nothing"
+# A key spelled like an option (valid, and the one the old `secret-set --help`
+# stored) is still set and deleted, after "--".
+echo -n v | ctl secret-set -- --help > /dev/null || fail "ctl secret-set -- --help failed"
+assert_contains "$(ctl secrets)" '"--help"' "ctl secret-set -- --help stores the key --help"
+ctl secret-delete -- --help > /dev/null || fail "ctl secret-delete -- --help failed"
+assert_not_contains "$(ctl secrets)" '"--help"' "ctl secret-delete -- --help removes it"
+pass "ctl COMMAND --help prints the usage and sends nothing; -- KEY is a key"
 
 # ---- restart: kill -9, no network, back with no API call --------------------------
 kill -KILL "$SERVE_PID"
