@@ -43,7 +43,11 @@ static const struct reason_text reasons[] = {
   { "upstream_unresolvable", "the destination name could not be resolved" },
   { "upstream_unreachable", "the destination could not be reached" },
   { "upstream_timeout", "the destination did not answer in time" },
-  { "upstream_tls_failed", "the destination's TLS certificate did not verify for its name" },
+  /* Also a handshake the upstream ended or cannot speak (TLS 1.3 only, not TLS at
+   * all): not only a certificate. The log says which. */
+  { "upstream_tls_failed", "the TLS handshake with the destination failed (a "
+                           "certificate that did not verify for its name, no TLS 1.2, "
+                           "or a connection it ended); the request was not sent" },
   { "upstream_error", "the connection to the destination failed" },
   /* Failures after the request went out: an agent told that it was not sent would
    * send a POST again. */
