@@ -199,7 +199,9 @@ struct record {
 
 static void audit_record(struct proxy_cred_cache *c, const struct record *r)
 {
-  const char *reason = proxy_cred_outcome_reason(r->outcome);
+  /* The reason is the answer the call's requests got; a cancelled call had none. */
+  const char *reason =
+    r->outcome == PROXY_CRED_CANCELLED ? NULL : proxy_cred_outcome_reason(r->outcome);
   struct strbuf b;
   size_t i;
 

@@ -1764,6 +1764,47 @@ TEST(audit_and_log_never_hold_values)
   free(llog);
 }
 
+/* A call nobody waits for any more is audited "cancelled" with no reason: no request
+ * got callback_failed from it, and the callback may be healthy. */
+TEST(cancelled_call_audited_without_reason)
+{
+  struct proxy_audit *audit = NULL;
+  struct proxy_cred_opts o;
+  struct proxy_cred_wait *w;
+  char apath[512];
+  char *alog;
+  struct fx f;
+  struct res r;
+
+  snprintf(apath, sizeof(apath), "%s/audit-cancelled.jsonl", test_tmpdir());
+  fx_init(&f);
+  srv_listen_tcp(&f.srv, &f.loop);
+  f.srv.mode = SRV_HANG;
+  fx_http_cfg(&f, 0, 5000);
+  ASSERT_EQ(proxy_audit_open(&f.loop, apath, &audit), 0);
+  memset(&o, 0, sizeof(o));
+  o.audit = audit;
+  fx_cache(&f, &o);
+  memset(&r, 0, sizeof(r));
+  w = get_wait(&f, "api.corp.example", 443, &r);
+  run_until(&f, &f.srv.calls, 1);
+  proxy_cred_cancel(w);
+  run_until(&f, &f.srv.client_closed, 1);
+  proxy_cred_cache_free(f.cache);
+  f.cache = NULL;
+  proxy_audit_close(audit);
+  while (count_lines(apath) < 1)
+    run_for(&f, 10);
+  fx_done(&f);
+
+  alog = slurp(apath);
+  ASSERT_EQ(count_lines(apath), 1);
+  ASSERT_CONTAINS(alog, "\"outcome\":\"cancelled\"");
+  if (strstr(alog, "\"reason\"") != NULL)
+    TEST_FAIL_("a cancelled call is audited with a reason: %s", alog);
+  free(alog);
+}
+
 TEST(stats_write)
 {
   struct proxy_cred_stats s;
