@@ -208,9 +208,12 @@ static int path_view_init(struct path_view *v, const char *path, size_t path_len
   v->len[0] = (size_t)n;
   v->n = 1;
   v->ambiguous = (flags & RULES_PATH_AMBIGUOUS) != 0;
+  /* The common path is not ambiguous: it pays for nothing below. */
+  if (!v->ambiguous || !memmem(v->text[0], v->len[0], "%2F", 3))
+    return 0;
   q = memchr(path, '?', path_len);
   len = q != NULL ? (size_t)(q - path) : path_len;
-  if (!v->ambiguous || len > DECIDE_PATH_MAX || !memmem(v->text[0], v->len[0], "%2F", 3))
+  if (len > DECIDE_PATH_MAX)
     return 0;
   /* Ambiguous only for its encoded '/'? Then "%2F" as an ordinary character ('_'
    * makes no dot-segment, empty segment or escape) leaves it unambiguous... */
