@@ -16,6 +16,7 @@
 #include <arpa/inet.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <linux/fib_rules.h>
@@ -81,6 +82,34 @@ static int rtnl_open(struct rtnl *r)
 fail:
   rtnl_close(r);
   return ret;
+}
+
+/*
+ * rtnl_open, and the index of lo in this thread's namespace in *lo. The index is asked
+ * of the netlink socket itself (SIOCGIFINDEX works on any socket of the namespace):
+ * if_nametoindex opens a socket of its own and, when that fails, leaves an errno of its
+ * fallbacks (ENOENT, of a daemon out of descriptors).
+ */
+static int rtnl_open_lo(struct rtnl *r, unsigned int *lo, char *err, size_t errsz)
+{
+  struct ifreq ifr;
+  int ret;
+
+  ret = rtnl_open(r);
+  if (ret != 0) {
+    netns_errf(err, errsz, "rtnetlink socket: %s", strerror(-ret));
+    return ret;
+  }
+  memset(&ifr, 0, sizeof(ifr));
+  memcpy(ifr.ifr_name, "lo", 3);
+  if (ioctl(mnl_socket_get_fd(r->nl), SIOCGIFINDEX, &ifr) != 0) {
+    ret = -errno;
+    netns_errf(err, errsz, "find interface lo: %s", strerror(-ret));
+    rtnl_close(r);
+    return ret;
+  }
+  *lo = (unsigned int)ifr.ifr_ifindex;
+  return 0;
 }
 
 /* Starts a request in r->buf. */
@@ -419,18 +448,9 @@ int netns_setup_links(int *ipv4_only, char *err, size_t errsz)
   int ret, others = 0;
 
   *ipv4_only = 0;
-  /* The index of lo in this thread's namespace (if_nametoindex asks a socket of it). */
-  lo = if_nametoindex("lo");
-  if (lo == 0) {
-    ret = -errno;
-    netns_errf(err, errsz, "find interface lo: %s", strerror(-ret));
+  ret = rtnl_open_lo(&r, &lo, err, errsz);
+  if (ret != 0)
     return ret;
-  }
-  ret = rtnl_open(&r);
-  if (ret != 0) {
-    netns_errf(err, errsz, "rtnetlink socket: %s", strerror(-ret));
-    return ret;
-  }
   ret = link_up(&r, lo);
   if (ret != 0) {
     netns_errf(err, errsz, "bring lo up: %s", strerror(-ret));
@@ -518,17 +538,9 @@ int netns_tproxy_routing_set(int ipv4_only, int *existed, char *err, size_t errs
 
   if (existed != NULL)
     *existed = 0;
-  lo = if_nametoindex("lo");
-  if (lo == 0) {
-    ret = -errno;
-    netns_errf(err, errsz, "find interface lo: %s", strerror(-ret));
+  ret = rtnl_open_lo(&r, &lo, err, errsz);
+  if (ret != 0)
     return ret;
-  }
-  ret = rtnl_open(&r);
-  if (ret != 0) {
-    netns_errf(err, errsz, "rtnetlink socket: %s", strerror(-ret));
-    return ret;
-  }
   for (i = 0; i < nfamilies; i++) {
     const char *v = families[i] == AF_INET ? "IPv4" : "IPv6";
 

@@ -249,11 +249,20 @@ static int write_sealed(struct daemon *d, const char *path, const char *aad, cha
   return r;
 }
 
-/*
- * The API error for a state file that was not written: 507 when write_sealed refused
- * it as too large (fix says what the client can do about it), 500 otherwise. what says
- * what did not happen ("secret K was not stored").
- */
+/* What the operator can do about an attach or a state write that ran out of
+ * descriptors (errno r, negative), as the end of a message: "" for another error. A
+ * sandbox holds a few (its listeners and DNS sockets) for as long as it is attached,
+ * so the step that runs out may be any of them. */
+static const char *fd_fix(int r)
+{
+  if (r == -EMFILE)
+    return "; the daemon has as many file descriptors open as it may: raise its limit "
+           "(LimitNOFILE= in its unit, ulimit -Hn), or detach sandboxes no longer used";
+  if (r == -ENFILE)
+    return "; the host has as many files open as it may (fs.file-max)";
+  return "";
+}
+
 /* What the operator can do about a state file that cannot be written or removed
  * (errno r, negative), as the end of a message: "" when it is not plain. */
 static const char *state_fix(int r)
@@ -265,10 +274,15 @@ static const char *state_fix(int r)
   case EROFS:
     return "; make the state directory's filesystem writable, then try again";
   default:
-    return "";
+    return fd_fix(r);
   }
 }
 
+/*
+ * The API error for a state file that was not written: 507 when write_sealed refused
+ * it as too large (fix says what the client can do about it), 500 otherwise. what says
+ * what did not happen ("secret K was not stored").
+ */
 static int state_fail(struct daemon_error *e, int r, const char *what, const char *path,
                       const char *fix)
 {
@@ -515,6 +529,9 @@ static int open_netns(const char *path, dev_t *dev, ino_t *ino, struct daemon_er
     return fail(err, 400, "netns_not_found", fd, "netns %s does not exist", path);
   if (fd == -EINVAL)
     return fail(err, 400, "not_a_netns", fd, "%s is not a network namespace", path);
+  if (fd == -EMFILE || fd == -ENFILE)
+    return fail(err, 500, "attach_failed", fd, "cannot open netns %s: %s%s", path,
+                strerror(-fd), fd_fix(fd));
   if (fd < 0)
     return fail(err, 400, "netns_unavailable", fd, "cannot open netns %s: %s", path,
                 strerror(-fd));
@@ -591,6 +608,11 @@ static int owner_open(const char *netns, dev_t dev, ino_t ino, pid_t *pid,
 #else
   errno = ENOSYS;
 #endif
+  /* Out of descriptors is the daemon's state, not the kernel's: attached unwatched,
+   * the sandbox would outlive its process. */
+  if (fd < 0 && (errno == EMFILE || errno == ENFILE))
+    return fail(err, 500, "attach_failed", -errno, "cannot watch process %d of %s: %s%s",
+                (int)*pid, netns, strerror(errno), fd_fix(-errno));
   if (fd < 0 && errno != ESRCH) {
     if (!warned)
       log_warn("cannot watch the processes of sandboxes attached by /proc/PID/ns/net "
@@ -755,19 +777,6 @@ static int make_ca(struct daemon *d, const cJSON *ca, struct proxy_ca **out,
   return 0;
 }
 
-/* What the operator can do about an attach that ran out of descriptors (errno r,
- * negative), as the end of a message: "" for another error. A sandbox holds a few
- * (its listeners and DNS sockets) for as long as it is attached. */
-static const char *fd_fix(int r)
-{
-  if (r == -EMFILE)
-    return "; the daemon has as many file descriptors open as it may: raise its limit "
-           "(LimitNOFILE= in its unit, ulimit -Hn), or detach sandboxes no longer used";
-  if (r == -ENFILE)
-    return "; the host has as many files open as it may (fs.file-max)";
-  return "";
-}
-
 /* The namespace a sandbox's state names, as recorded when it was attached. */
 struct ns_identity {
   dev_t dev;
@@ -870,7 +879,8 @@ static int attach(struct daemon *d, const char *name, const char *netns,
   msg[0] = '\0';
   r = netns_attach(nsfd, &o, &fds, msg, sizeof(msg));
   if (r != 0) {
-    r = fail(err, 500, "attach_failed", r, "%s%s", msg[0] ? msg : strerror(-r), fd_fix(r));
+    r = fail(err, 500, "attach_failed", r, "sandbox %s was not attached: %s%s", name,
+             msg[0] ? msg : strerror(-r), fd_fix(r));
     goto out;
   }
   redirected = 1;

@@ -121,7 +121,7 @@ ip -n "$BAD" -6 addr del ::1/128 dev lo
 out=$(ctl attach bad --netns "/var/run/netns/$BAD" --config "$T/config.json" 2>&1) &&
   fail "attach to a namespace with IPv6 on and no ::1 succeeded"
 check "serve: IPv6 on without ::1 fails the attach ($out)" \
-  grep -q 'attach_failed: netns: add IPv6 default route dev lo src ::1: .*no address ::1' <<<"$out"
+  grep -q 'attach_failed: sandbox [^:]* was not attached: netns: add IPv6 default route dev lo src ::1: .*no address ::1' <<<"$out"
 before=$(contacts)
 check "serve: UDP to the uplink peer is dropped" silent "$SBX" udp 10.199.1.2 7000 x
 check "serve: ICMP to the uplink peer is dropped" silent "$SBX" ping 10.199.1.2

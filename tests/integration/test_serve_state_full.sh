@@ -6,7 +6,8 @@
 # a refused detach leaves the sandbox served). The daemon's log used to say only
 # "sandbox box2: detached" of an attach that failed, and nothing of the others; the
 # answers named no fix, and a refused detach did not say the sandbox was still
-# served.
+# served. An attach out of descriptors named the fix only when its sockets ran out,
+# not when opening the namespace or writing its state did (CI saw the latter).
 #
 #   ap-ssf{a,b}-PID  --curl-->  authproxy serve --state-dir $T/state (tmpfs, 256 KiB)
 #   ap-ssfN-PID ...              authproxy serve (64 file descriptors)
@@ -60,6 +61,7 @@ pass "a read-only state directory: detach refused, saying the sandbox is still s
 prlimit --nofile=64:64 "$AUTHPROXY" serve --state-dir "$T/state2" --control "$T/c2.sock" \
   >> "$T/serve2.log" 2>&1 &
 PIDS+=($!)
+SERVE2=$!
 wait_for "'$AUTHPROXY' ctl --control '$T/c2.sock' health >/dev/null 2>&1"
 out=
 for i in $(seq 20); do
@@ -73,5 +75,43 @@ done
 [ -n "$out" ] || fail "20 sandboxes attached to a daemon with 64 file descriptors"
 assert_contains "$out" "Too many open files"
 assert_contains "$out" "; the daemon has as many file descriptors open as it may: raise its limit (LimitNOFILE="
-assert_contains "$(cat "$T/serve2.log")" "control: netns:" "the daemon's log"
+# Which step runs out first (the namespace's sockets, the sealed state file) depends
+# on what the daemon holds at that moment; each must name the fix.
+assert_contains "$(grep 'control: ' "$T/serve2.log")" "; the daemon has as many file descriptors open as it may" "the daemon's log"
 pass "an attach out of file descriptors says to raise LimitNOFILE (attach $i)"
+
+# Every step of an attach that opens a descriptor (its sockets, its nftables
+# netlink socket, the write of its sealed state) names the same fix: with the limit
+# raised one descriptor at a time above what the daemon holds, each attach runs out
+# one step later than the one before, until one succeeds. (Only the soft limit
+# moves: the hard one stays 64.)
+for j in $(seq "$((i - 1))"); do
+  "$AUTHPROXY" ctl --control "$T/c2.sock" detach "b$j" > /dev/null
+done
+# limit_free N: let the daemon open N descriptors more (the kernel hands out the
+# lowest free numbers, and detaches leave holes below the highest).
+limit_free() {
+  local n=0 lim
+  lim=$1
+  while [ "$lim" -gt 0 ]; do
+    [ -e "/proc/$SERVE2/fd/$n" ] || lim=$((lim - 1))
+    n=$((n + 1))
+  done
+  prlimit --pid "$SERVE2" --nofile="$n:64"
+}
+steps=0
+for extra in $(seq 40); do
+  limit_free "$extra"
+  ns=$(make_netns "ssg$extra")
+  if out=$("$AUTHPROXY" ctl --control "$T/c2.sock" attach "c$extra" --netns "/var/run/netns/$ns" \
+    --config "$T/cfg.json" 2>&1 > /dev/null); then
+    break
+  fi
+  echo "limit +$extra: $out"
+  assert_contains "$out" "Too many open files"
+  assert_contains "$out" "; the daemon has as many file descriptors open as it may"
+  steps=$((steps + 1))
+done
+[ "$steps" -ge 2 ] || fail "only $steps attach(es) refused on the way up to the limit that serves one"
+pass "each step of an attach that runs out of descriptors names the fix ($steps steps)"
+
