@@ -48,7 +48,14 @@ for i in $(seq 1 2000); do
   [ $SECONDS -lt $deadline ] || break
   sleep 0.02
 done
-[ -n "$twin" ] || fail "no new namespace got inode $ino after $i tries"
+# Any namespace made anywhere on the host meanwhile (another job's containers, a
+# test run beside this one) can take the freed number first: then what this test
+# checks cannot be set up, which says nothing of the daemon. It skips, saying so.
+if [ -z "$twin" ]; then
+  echo "SKIP: no new namespace got inode $ino after $i tries (something else on the" \
+    "host took it); the namespace cookie was not exercised" >&2
+  exit 77
+fi
 echo "namespace $twin got inode $ino after $i tries"
 touch "/var/run/netns/$ns"
 mount --bind "/var/run/netns/$twin" "/var/run/netns/$ns"
