@@ -160,38 +160,141 @@ static int same_name_folded(const char *a, size_t alen, const char *b)
 static const char *const override_fields[] = { "x-http-method-override", "x-http-method",
                                                "x-method-override" };
 
+/* Stores method m (len bytes, uppercased here) as the override in out (size bytes):
+ * 0, or -EINVAL when it is no method token that fits or another one was named. */
+static int set_override(char *out, size_t size, const char *m, size_t len)
+{
+  char up[32];
+  size_t k;
+
+  if (len == 0 || len >= sizeof(up) || len >= size || !rules_is_token(m, len))
+    return -EINVAL;
+  for (k = 0; k < len; k++)
+    up[k] = (char)(m[k] >= 'a' && m[k] <= 'z' ? m[k] - 'a' + 'A' : m[k]);
+  up[k] = '\0';
+  if (out[0] != '\0' && strcmp(out, up) != 0)
+    return -EINVAL;
+  memcpy(out, up, k + 1);
+  return 0;
+}
+
+static int hex_value(char c)
+{
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
 /*
- * Copies the method the request's override fields name, uppercased (as those servers
- * read it), into out (size bytes), or "" when it has none. Returns 0, or -EINVAL for a
- * value that is not a method token that fits, or for fields naming different methods:
- * which one a server obeys is not known.
+ * The next byte of a query component as a form decoder reads it ('+' is a space,
+ * %XX its byte; a malformed escape stays as it is) from s[*i..len), advancing *i.
+ */
+static char query_byte(const char *s, size_t len, size_t *i)
+{
+  char c = s[(*i)++];
+
+  if (c == '+')
+    return ' ';
+  if (c == '%' && *i + 1 < len && hex_value(s[*i]) >= 0 && hex_value(s[*i + 1]) >= 0) {
+    c = (char)(hex_value(s[*i]) * 16 + hex_value(s[*i + 1]));
+    *i += 2;
+  }
+  return c;
+}
+
+/*
+ * Whether a query parameter's name s[0..len) is "_method" as PHP reads it (escapes
+ * decoded, leading spaces dropped, '.' and ' ' taken for '_', the name ending at a
+ * NUL); *array is set for "_method[...]", which PHP reads as an array of that name.
+ */
+static int is_method_param(const char *s, size_t len, int *array)
+{
+  static const char name[] = "_method";
+  size_t i = 0, n = 0;
+  char c = ' ';
+
+  *array = 0;
+  while (i < len && c == ' ')
+    c = query_byte(s, len, &i);
+  while (c != ' ' || n > 0) {
+    if (c == '.' || c == ' ')
+      c = '_';
+    if (n == sizeof(name) - 1) {
+      *array = c == '[';
+      return *array || c == '\0';
+    }
+    if ((c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c) != name[n])
+      return 0;
+    n++;
+    if (i == len)
+      return n == sizeof(name) - 1;
+    c = query_byte(s, len, &i);
+  }
+  return 0;
+}
+
+/*
+ * The method a `_method` query parameter names, stored as set_override does: Symfony
+ * reads it on a POST when parameter overrides are on (Laravel turns them on for every
+ * request), Express's method-override with the key its README shows
+ * (methodOverride('_method')) and Scalatra too. Parameters are split at '&' and ';'.
+ * 0, or -EINVAL for a value that is no method, an array, or a disagreement.
+ */
+static int query_override(const struct proxy_http_request *req, char *out, size_t size)
+{
+  const char *q = memchr(req->path, '?', req->path_len), *end = req->path + req->path_len;
+  const char *p, *sep, *eq;
+  char m[32];
+  size_t i, n;
+  int array;
+
+  if (q == NULL)
+    return 0;
+  for (p = q + 1; p < end; p = sep + 1) {
+    for (sep = p; sep < end && *sep != '&' && *sep != ';'; sep++)
+      ;
+    eq = memchr(p, '=', (size_t)(sep - p));
+    if (!is_method_param(p, (size_t)((eq != NULL ? eq : sep) - p), &array))
+      continue;
+    if (array || eq == NULL)
+      return -EINVAL;
+    for (i = 0, n = 0; i < (size_t)(sep - eq - 1) && n < sizeof(m); n++)
+      m[n] = query_byte(eq + 1, (size_t)(sep - eq - 1), &i);
+    if (i < (size_t)(sep - eq - 1) || set_override(out, size, m, n) != 0)
+      return -EINVAL;
+  }
+  return 0;
+}
+
+/*
+ * Copies the method the request's override fields or `_method` query parameter name,
+ * uppercased (as those servers read it), into out (size bytes), or "" when it has
+ * none. Returns 0, or -EINVAL for a value that is not a method token that fits, or
+ * for overrides naming different methods: which one a server obeys is not known. (A
+ * `_method` in a form body, which Rails and Laravel also read, is not seen: the head
+ * is decided before the body arrives.)
  */
 static int override_method(const struct proxy_http_request *req, char *out, size_t size)
 {
-  size_t i, j, k;
+  size_t i, j;
 
   out[0] = '\0';
   for (i = 0; i < req->nfields; i++) {
     const struct proxy_http_field *f = &req->fields[i];
-    char m[32];
 
     for (j = 0; j < sizeof(override_fields) / sizeof(override_fields[0]); j++)
       if (same_name_folded(f->name, f->name_len, override_fields[j]))
         break;
     if (j == sizeof(override_fields) / sizeof(override_fields[0]))
       continue;
-    if (f->value_len == 0 || f->value_len >= sizeof(m) || f->value_len >= size ||
-        !rules_is_token(f->value, f->value_len))
+    if (set_override(out, size, f->value, f->value_len) != 0)
       return -EINVAL;
-    for (k = 0; k < f->value_len; k++)
-      m[k] = (char)(f->value[k] >= 'a' && f->value[k] <= 'z' ? f->value[k] - 'a' + 'A'
-                                                             : f->value[k]);
-    m[k] = '\0';
-    if (out[0] != '\0' && strcmp(out, m) != 0)
-      return -EINVAL;
-    memcpy(out, m, k + 1);
   }
-  return 0;
+  return query_override(req, out, size);
 }
 
 /*

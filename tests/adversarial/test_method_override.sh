@@ -8,6 +8,11 @@
 # forwarded. Two override fields that disagree, or a value that is no method, are
 # 400 (which one a server obeys is not known). Overrides naming a method the policy
 # lets through pass (controls).
+# The same for a `_method` query parameter, which Symfony reads on a POST when
+# parameter overrides are enabled, as Laravel always enables them, and Express's
+# methodOverride('_method') too ("POST /keys/1?_method=DELETE" is routed as
+# DELETE), under PHP's reading of the name
+# (%-escapes decoded, leading spaces dropped, '.' and ' ' read as '_', a NUL ending it).
 #
 #   jail: client --nft--> authproxy (in $HNS) --remap--> fake upstream
 . "$(dirname "$0")/../integration/lib.sh"
@@ -33,11 +38,24 @@ deny=(
   "xhmo_get api.example.com GET /keys/1 X-HTTP-Method-Override DELETE"
   "ro_xhmo ro.example.com POST /x X-HTTP-Method-Override DELETE"
   "ro_ctl_delete ro.example.com DELETE /x"
+  "qm api.example.com POST /keys/1?_method=DELETE"
+  "qm_lower api.example.com POST /keys/1?_method=delete"
+  "qm_later api.example.com POST /keys/1?a=1&_method=PUT"
+  "qm_escaped api.example.com POST /keys/1?%5Fmethod=DEL%45TE"
+  "qm_php_dot api.example.com POST /keys/1?.method=DELETE"
+  "qm_php_space api.example.com POST /keys/1?+%20_method=DELETE"
+  "qm_php_nul api.example.com POST /keys/1?_method%00x=DELETE"
+  "ro_qm ro.example.com POST /x?_method=DELETE"
 )
 bad=(
   "two_fields api.example.com POST /public X-HTTP-Method-Override GET X-HTTP-Method DELETE"
   "underscore_pair api.example.com POST /public X-HTTP-Method-Override GET X_HTTP_METHOD PUT"
   "not_a_token api.example.com POST /keys/1 X-HTTP-Method-Override DELETE,GET"
+  "qm_two api.example.com POST /public?_method=GET&_method=DELETE"
+  "qm_and_field api.example.com POST /public?_method=DELETE X-HTTP-Method-Override GET"
+  "qm_not_a_token api.example.com POST /keys/1?_method=DELETE%2CGET"
+  "qm_empty api.example.com POST /keys/1?_method="
+  "qm_array api.example.com POST /keys/1?_method[]=DELETE"
 )
 allow=(
   "two_fields_agree api.example.com POST /public X-HTTP-Method-Override DELETE X-Method-Override delete"
@@ -46,6 +64,10 @@ allow=(
   "xhmo_other_path api.example.com POST /public X-HTTP-Method-Override DELETE"
   "ro_ctl_post ro.example.com POST /x"
   "ro_xhmo_get ro.example.com POST /x X-HTTP-Method-Override GET"
+  "qm_patch api.example.com POST /keys/1?_method=PATCH"
+  "qm_other_path api.example.com POST /public?_method=DELETE"
+  "qm_lookalikes api.example.com POST /keys/1?x_method=DELETE&_methods=PUT&a=_method"
+  "qm_agrees api.example.com POST /public?_method=delete X-HTTP-Method-Override DELETE"
 )
 lines() { local l; for l in "$@"; do echo "$l"; done; }
 { lines "${deny[@]}" "${bad[@]}" "${allow[@]}"; } > "$T/cases.txt"
