@@ -178,17 +178,6 @@ static int set_override(char *out, size_t size, const char *m, size_t len)
   return 0;
 }
 
-static int hex_value(char c)
-{
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 /*
  * The next byte of a query component as a form decoder reads it ('+' is a space,
  * %XX its byte; a malformed escape stays as it is) from s[*i..len), advancing *i.
@@ -199,8 +188,12 @@ static char query_byte(const char *s, size_t len, size_t *i)
 
   if (c == '+')
     return ' ';
-  if (c == '%' && *i + 1 < len && hex_value(s[*i]) >= 0 && hex_value(s[*i + 1]) >= 0) {
-    c = (char)(hex_value(s[*i]) * 16 + hex_value(s[*i + 1]));
+  if (c == '%' && *i + 1 < len) {
+    int hi = rules_hex_value((unsigned char)s[*i]), lo = rules_hex_value((unsigned char)s[*i + 1]);
+
+    if (hi < 0 || lo < 0)
+      return c;
+    c = (char)(hi * 16 + lo);
     *i += 2;
   }
   return c;

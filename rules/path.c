@@ -11,7 +11,7 @@
 /* Longest path pattern accepted. */
 #define PATHPAT_MAX_LEN 2048
 
-static int hexval(unsigned char c)
+int rules_hex_value(unsigned char c)
 {
   if (c >= '0' && c <= '9')
     return c - '0';
@@ -67,11 +67,11 @@ static int decode(const char *in, size_t len, char *out, int *flags)
       i++;
       continue;
     }
-    if (len - i < 3 || hexval((unsigned char)in[i + 1]) < 0 ||
-        hexval((unsigned char)in[i + 2]) < 0)
+    if (len - i < 3 || rules_hex_value((unsigned char)in[i + 1]) < 0 ||
+        rules_hex_value((unsigned char)in[i + 2]) < 0)
       return -EINVAL;
-    c = (unsigned char)(hexval((unsigned char)in[i + 1]) * 16 +
-                        hexval((unsigned char)in[i + 2]));
+    c = (unsigned char)(rules_hex_value((unsigned char)in[i + 1]) * 16 +
+                        rules_hex_value((unsigned char)in[i + 2]));
     i += 3;
     if (decodes_to_itself(c)) {
       out[w++] = (char)c;
@@ -87,8 +87,9 @@ static int decode(const char *in, size_t len, char *out, int *flags)
   /* Every "%25" in out is an encoded '%'; the digits after it may have been encoded
    * too ("%25%36%31"). */
   for (i = 0; i + 5 <= w; i++) {
-    if (memcmp(out + i, "%25", 3) == 0 && hexval((unsigned char)out[i + 3]) >= 0 &&
-        hexval((unsigned char)out[i + 4]) >= 0)
+    if (memcmp(out + i, "%25", 3) == 0 &&
+        rules_hex_value((unsigned char)out[i + 3]) >= 0 &&
+        rules_hex_value((unsigned char)out[i + 4]) >= 0)
       *flags |= RULES_PATH_AMBIGUOUS;
   }
   return (int)w;

@@ -466,6 +466,9 @@ int rules_callback_has_address(const struct rules_callback *cb);
 /* 1 if s[0..len) is a non-empty RFC 9110 token. */
 int rules_is_token(const char *s, size_t len);
 
+/* The value of hex digit c (either case), or -1: what a percent-escape's digits mean. */
+int rules_hex_value(unsigned char c);
+
 /* 1 if the name (case-insensitive) is hop-by-hop or framing and may not be injected:
  * Connection, Keep-Alive, Proxy-Connection, Proxy-Authenticate, Proxy-Authorization,
  * TE, Trailer, Transfer-Encoding, Upgrade, Host, Content-Length. */
