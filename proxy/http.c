@@ -1532,6 +1532,19 @@ void proxy_http_on_eof(struct proxy_conn *c, struct proxy_end *e)
         fail_request(c, 502, "upstream_closed", NULL);
         return;
       }
+      /* Cut short after it began (no last chunk, less than its Content-Length: a
+       * stream whose server died). What the upstream sent before its end still
+       * reaches the sandbox, as it would directly: closing at once would cancel what
+       * waits in the write queue toward a client slower than the upstream (the last
+       * events of a stream, often the one saying why it ended). The sandbox's
+       * connection then ends without a close_notify; the held tail, which could
+       * start a secret, is not sent. */
+      c->down.unproven = 1;
+      audit_request(c, "forward", "upstream_closed");
+      if (c->reason == NULL)
+        c->reason = "upstream_closed";
+      proxy_conn_linger(c);
+      return;
     }
     if (between_requests(h)) {
       /* The upstream ended its idle keep-alive: the sandbox's connection stays, and

@@ -7,7 +7,10 @@ answer sent back carries header *names* only, never values: the sandbox must not
 an injected secret from the echo.
 
 Paths:
-  /sse?n=N&delay=S      text/event-stream, N events S seconds apart (chunked)
+  /sse?n=N&delay=S[&size=B][&cut=1]
+                        text/event-stream, N events S seconds apart (chunked), each
+                        padded with B bytes; with cut=1 the connection ends after the
+                        last event without the last chunk (the stream cut short)
   /ws[?cut=1]           WebSocket upgrade; echoes text frames back; after the close
                         frames, ends the connection (over TLS: without a close_notify
                         with cut=1)
@@ -185,13 +188,17 @@ def handle(c):
         p = url.path
         if p == "/sse":
             n, delay = int(q.get("n", "3")), float(q.get("delay", "0.2"))
+            pad = "x" * int(q.get("size", "0"))
             c.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                    b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n")
             for i in range(n):
-                ev = ("data: event %d\n\n" % i).encode()
+                ev = ("data: event %d%s\n\n" % (i, pad)).encode()
                 c.send(b"%x\r\n%s\r\n" % (len(ev), ev))
                 log({"event": "sse_sent", "conn": c.cid, "index": i})
                 time.sleep(delay)
+            if q.get("cut") == "1":
+                log({"event": "sse_cut", "conn": c.cid})
+                return
             c.send(b"0\r\n\r\n")
         elif p == "/ws" and lower.get("upgrade", "").lower() == "websocket":
             key = lower.get("sec-websocket-key", "")
