@@ -87,6 +87,16 @@
 #define CA_DAYS 3652
 #define DEFAULT_CN "authproxy sandbox CA"
 #define BACKDATE_SECONDS 3600
+/* A generated CA is backdated much further than its leaves. A leaf is minted again
+ * when the clock goes back before its notBefore (leaf_stale), but the CA was handed to
+ * the sandbox once, when it was attached (or made ahead of time, for the daemon's
+ * pool), and is used for as long as the sandbox lives: made while the host's clock ran
+ * ahead (a VM booted with its clock hours or days off, a date set by hand) and then
+ * stepped back by NTP, a CA valid from only an hour before would be "not yet valid"
+ * for every client of the sandbox, and refused when the daemon restarts, until the
+ * clock caught up. Its key did not exist before it was made, so an earlier notBefore
+ * vouches for nothing that was not there. */
+#define CA_BACKDATE_SECONDS (30 * 86400)
 #define SERIAL_BYTES 16
 #define NAME_MAX_LEN 253
 #define LABEL_MAX_LEN 63
@@ -1154,7 +1164,7 @@ static int self_sign(struct proxy_ca *ca, const char *cn)
   mbedtls_x509write_crt_set_issuer_key(&w, &ca->key);
   ret = set_random_serial(&w);
   if (ret == 0)
-    ret = set_validity(&w, now - BACKDATE_SECONDS, now + (time_t)CA_DAYS * 86400);
+    ret = set_validity(&w, now - CA_BACKDATE_SECONDS, now + (time_t)CA_DAYS * 86400);
   if (ret == 0)
     ret = set_basic_constraints(&w, 1);
   if (ret == 0)

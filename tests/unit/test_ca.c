@@ -347,8 +347,9 @@ TEST(generated_ca_fields)
   ASSERT_EQ(crt.serial.p[0] & 0x80, 0);
   ASSERT_EQ(crt.subject_raw.len, crt.issuer_raw.len);
   ASSERT_MEMEQ(crt.subject_raw.p, crt.issuer_raw.p, crt.subject_raw.len);
-  ASSERT_LE(epoch(&crt.valid_from), now - 3600 + 5);
-  ASSERT_GE(epoch(&crt.valid_from), now - 3600 - 5);
+  /* Backdated 30 days (leaves: an hour), so a clock stepped back keeps it valid. */
+  ASSERT_LE(epoch(&crt.valid_from), now - 30 * 86400 + 5);
+  ASSERT_GE(epoch(&crt.valid_from), now - 30 * 86400 - 5);
   ASSERT_GE(epoch(&crt.valid_to), now + 3650 * 86400);
   ASSERT_EQ(mbedtls_x509_crt_verify(&crt, &crt, NULL, NULL, &flags, NULL, NULL), 0);
   /* The default subject. */
@@ -1699,6 +1700,34 @@ TEST(expiring_leaf_is_replaced)
   ASSERT_EQ(st.evictions, 2);
   ASSERT_EQ(st.misses, 3);
   proxy_leaf_unref(again);
+  proxy_ca_free(ca);
+}
+
+/*
+ * The host's clock ran days ahead when the sandbox's CA was made (a VM booted with its
+ * clock off, a date set by hand), then NTP stepped it back. The sandbox's clients keep
+ * the CA they were given: a leaf minted after the step must verify for them, at the
+ * corrected time, against that CA. With the CA backdated an hour like its leaves,
+ * OpenSSL refused the CA as "not yet valid" until the clock caught up.
+ */
+TEST(ca_made_before_the_clock_stepped_back)
+{
+  struct proxy_ca *ca = gen_ca(0);
+  struct proxy_leaf *leaf;
+  const char *dir = test_tmpdir();
+  const char *pem = proxy_ca_cert_pem(ca);
+
+  fake_now = time(NULL) - 3 * 86400;
+  proxy_ca_set_clock(ca, fake_clock);
+  ASSERT_EQ(proxy_ca_leaf(ca, "api.example.com", 0, &leaf), 0);
+  ASSERT_EQ(epoch(&leaf->chain.valid_from), fake_now - 3600);
+  test_write_file(dir, "ca.pem", pem, strlen(pem), 0644);
+  write_crt_pem("leaf.pem", &leaf->chain, 0);
+  ASSERT_EQ(run("cd %s && openssl verify -x509_strict -purpose sslserver -attime %lld "
+                "-verify_hostname api.example.com -CAfile ca.pem leaf.pem",
+                dir, (long long)fake_now),
+            0);
+  proxy_leaf_unref(leaf);
   proxy_ca_free(ca);
 }
 
