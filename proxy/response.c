@@ -48,6 +48,12 @@ static const struct reason_text reasons[] = {
   { "upstream_tls_failed", "the TLS handshake with the destination failed (a "
                            "certificate that did not verify for its name, no TLS 1.2, "
                            "or a connection it ended); the request was not sent" },
+  { "upstream_certificate_expired", "the destination's TLS certificate has expired by "
+                                    "the proxy host's clock (if it has not, that clock "
+                                    "is wrong); the request was not sent" },
+  { "upstream_certificate_not_yet_valid", "the destination's TLS certificate is not valid "
+                                          "yet by the proxy host's clock (which is then "
+                                          "probably behind); the request was not sent" },
   { "upstream_error", "the connection to the destination failed" },
   /* Failures after the request went out: an agent told that it was not sent would
    * send a POST again. */

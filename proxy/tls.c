@@ -896,6 +896,7 @@ static void handshake_done(struct proxy_conn *c, struct proxy_tls *t)
 
 static void handshake_failed(struct proxy_conn *c, struct proxy_tls *t, int r)
 {
+  const char *reason = "upstream_tls_failed";
   char msg[160], info[512];
   uint32_t flags;
 
@@ -970,12 +971,23 @@ static void handshake_failed(struct proxy_conn *c, struct proxy_tls *t, int r)
     snprintf(info, sizeof(info), "its certificates would need %u signature checks to search "
              "for their parents, more than %d; refused before any is checked",
              t->scr.checks, CHAIN_CHECKS_MAX);
+  /* A chain that failed on time alone (every certificate trusted and valid for the
+   * name, but one outside its validity period) is as often the host's clock, stepped
+   * or never set, as the certificate: the answer says so, not "did not verify for its
+   * name", so that someone checks the clock. */
+  if (t->scr.screen == SCREEN_OK && flags != 0 && flags != (uint32_t)-1 &&
+      (flags & ~(uint32_t)(MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE)) == 0)
+    reason = (flags & MBEDTLS_X509_BADCERT_FUTURE) ? "upstream_certificate_not_yet_valid"
+                                                   : "upstream_certificate_expired";
   if (proxy_log_nth(++c->sb->tls_up_failed))
-    log_info("sandbox %s conn %llu: upstream TLS with %s failed: %s%s%s; nothing was sent "
-             "(%llu such failures in this sandbox)", c->sb->name, (unsigned long long)c->id,
-             c->name, msg, info[0] ? ": " : "", info,
+    log_info("sandbox %s conn %llu: upstream TLS with %s failed: %s%s%s%s; nothing was "
+             "sent (%llu such failures in this sandbox)", c->sb->name,
+             (unsigned long long)c->id, c->name, msg, info[0] ? ": " : "", info,
+             strcmp(reason, "upstream_tls_failed") != 0
+                 ? " by this host's clock (if the certificate is current, check the clock)"
+                 : "",
              (unsigned long long)c->sb->tls_up_failed);
-  client_done(c, t, -EPROTO, "upstream_tls_failed");
+  client_done(c, t, -EPROTO, reason);
 }
 
 void proxy_tls_on_read(struct proxy_end *e, const char *data, size_t len)
