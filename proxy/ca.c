@@ -153,7 +153,7 @@ struct proxy_ca {
   size_t count;    /* leaves in the table, referenced or not */
   size_t idle;     /* leaves nobody references: exactly those on the LRU list */
   struct proxy_leaf *lru_head, *lru_tail; /* head: most recently released */
-  uint64_t hits, misses, evictions, limited, minted;
+  uint64_t hits, misses, evictions, limited, minted, expired;
   /* The signing budget: microseconds left, refilled from budget_at (ca->now). */
   int64_t budget_us, budget_rate_us, budget_burst_us;
   time_t budget_at;
@@ -1019,10 +1019,9 @@ static int mint(struct proxy_ca *ca, const char *name, const unsigned char *ip,
   int ret;
 
   *out = NULL;
-  if (now >= ca->not_after) {
-    log_error("ca: the CA certificate has expired; install a new CA for this sandbox");
+  /* Not logged here: a sandbox connects as often as it likes (the caller logs). */
+  if (now >= ca->not_after)
     return -EKEYEXPIRED;
-  }
   not_after = now + (time_t)ca->leaf_days * 86400;
   if (not_after > ca->not_after)
     not_after = ca->not_after;
@@ -1398,6 +1397,9 @@ static int probe(struct proxy_ca *ca, const char *cert_path)
   int ret;
 
   ret = mint(ca, PROBE_NAME, NULL, 0, &leaf);
+  if (ret == -EKEYEXPIRED)
+    log_error("ca: CA certificate %s has expired; generate or install a new CA",
+              cert_path);
   if (ret != 0)
     return ret;
   if (leaf->chain.issuer_raw.len != ca->cert.subject_raw.len ||
@@ -1937,6 +1939,8 @@ int proxy_ca_leaf(struct proxy_ca *ca, const char *name, int is_ip,
   }
   clock_gettime(CLOCK_MONOTONIC, &t0);
   ret = mint(ca, key, ip, ip_len, &leaf);
+  if (ret == -EKEYEXPIRED)
+    ca->expired++;
   clock_gettime(CLOCK_MONOTONIC, &t1);
   ca->budget_us -= (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000 +
                    (t1.tv_nsec - t0.tv_nsec) / 1000;
@@ -2009,6 +2013,7 @@ void proxy_ca_stats(const struct proxy_ca *ca, struct proxy_ca_stats *out)
   out->evictions = ca->evictions;
   out->limited = ca->limited;
   out->minted = ca->minted;
+  out->expired = ca->expired;
   out->entries = ca->count;
 }
 

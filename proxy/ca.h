@@ -67,8 +67,9 @@ const char *proxy_ca_cert_pem(const struct proxy_ca *ca);
  * name, so clients would reject its leaf and none is minted; proxy_ca_check_name
  * says why. -EAGAIN (nothing logged): a miss while the CA's signing budget is spent
  * (a tenth of a core on average, bursts of 5 s of signing; see ca.c); a cached leaf
- * is still served. Other errors: -EINVAL (not a valid name), -EKEYEXPIRED (the CA
- * has expired), -ENOMEM, -EIO.
+ * is still served. -EKEYEXPIRED (nothing logged; counted in the stats' expired): the
+ * CA has expired by the CA's clock. Other errors: -EINVAL (not a valid name), -ENOMEM,
+ * -EIO.
  */
 int proxy_ca_leaf(struct proxy_ca *ca, const char *name, int is_ip,
                   struct proxy_leaf **out);
@@ -95,6 +96,7 @@ struct proxy_ca_stats {
   uint64_t hits, misses, evictions;
   uint64_t limited; /* misses refused with -EAGAIN: the signing budget was spent */
   uint64_t minted;  /* misses that minted a leaf (others were refused or failed) */
+  uint64_t expired; /* misses refused with -EKEYEXPIRED: the CA had expired */
   size_t entries;
 };
 void proxy_ca_stats(const struct proxy_ca *ca, struct proxy_ca_stats *out);

@@ -1184,6 +1184,21 @@ void proxy_tls_intercept(struct proxy_conn *c)
     proxy_conn_close(c, 1, "certificate_rate_limited");
     return;
   }
+  if (r == -EKEYEXPIRED) {
+    struct proxy_ca_stats cs;
+
+    /* Every new name (a cached leaf never outlives the CA) until the CA is replaced:
+     * the log shows the 1st, 10th, 100th and every 1000th. */
+    proxy_ca_stats(sb->ca, &cs);
+    if (proxy_log_nth(cs.expired))
+      log_warn("sandbox %s: connection to %s refused (certificate_unavailable): the "
+               "sandbox CA has expired by this host's clock (set the clock right if it "
+               "is wrong; otherwise the sandbox needs a new CA) (%llu such refusals in "
+               "this sandbox)",
+               sb->name, name, (unsigned long long)cs.expired);
+    proxy_conn_close(c, 1, "certificate_unavailable");
+    return;
+  }
   if (r != 0) {
     log_warn("sandbox %s: cannot mint a certificate for %s: %s", sb->name, name,
              strerror(-r));
