@@ -12,6 +12,9 @@ test_pkgs=(
   clang libclang-rt-14-dev      # libFuzzer targets (scripts/fuzz.sh)
   nftables iproute2 procps      # inspect namespaces and tables in integration tests
   curl openssl ca-certificates python3 nodejs   # clients and fake upstreams
+  python3-cryptography          # certificates with chosen dates and chains:
+                                # test_upstream_chain_*, test_jail_upstream_cert_clock,
+                                # test_serve_ca_expired
   containernetworking-plugins   # test_cni.sh: the reference loopback plugin (/usr/lib/cni)
   runc busybox-static           # test_oci_container.sh: a real container (runc; crun is
                                 # tried if installed and runc cannot run), a static busybox
