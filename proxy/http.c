@@ -910,6 +910,25 @@ static int between_requests(const struct proxy_http *h)
   return (h->phase == PH_HEAD && h->requests > 0) || h->phase == PH_CREDENTIALS;
 }
 
+/*
+ * The upstream ended an answer after it began, before its framing did (no last chunk,
+ * less than its Content-Length: a stream whose server died, or a load balancer in
+ * front of it that gave up), by a FIN or a reset. What it sent before still reaches
+ * the sandbox, as it would directly (a reset does not take back what the client's
+ * kernel holds): closing at once would cancel what waits in the write queue toward a
+ * client slower than the upstream (the last events of a stream, often the one saying
+ * why it ended). The sandbox's connection then ends without a close_notify; the held
+ * tail, which could start a secret, is not sent.
+ */
+static void end_cut_short(struct proxy_conn *c, const char *reason)
+{
+  c->down.unproven = 1;
+  audit_request(c, "forward", reason);
+  if (c->reason == NULL)
+    c->reason = reason;
+  proxy_conn_linger(c);
+}
+
 int proxy_http_on_up_error(struct proxy_conn *c)
 {
   struct proxy_http *h = c->http;
@@ -924,6 +943,14 @@ int proxy_http_on_up_error(struct proxy_conn *c)
     return 0;
   if (c->state == CONN_HTTP && h->phase == PH_RESPONSE && !h->resp_started && c->up.shut) {
     proxy_conn_close(c, 1, "sandbox_closed"); /* as in proxy_http_on_eof */
+    return 0;
+  }
+  if (c->state == CONN_HTTP && (h->phase == PH_BODY || h->phase == PH_RESPONSE) &&
+      h->resp_started && !llhttp_message_needs_eof(&h->resp)) {
+    /* Reset in the middle of an answer whose framing shows the cut (a body
+     * delimited by the connection's end would look whole after a FIN: that one
+     * is reset as the upstream's was). */
+    end_cut_short(c, "upstream_error");
     return 0;
   }
   if (c->state == CONN_HTTP && (h->phase == PH_BODY || h->phase == PH_RESPONSE) &&
@@ -1532,18 +1559,7 @@ void proxy_http_on_eof(struct proxy_conn *c, struct proxy_end *e)
         fail_request(c, 502, "upstream_closed", NULL);
         return;
       }
-      /* Cut short after it began (no last chunk, less than its Content-Length: a
-       * stream whose server died). What the upstream sent before its end still
-       * reaches the sandbox, as it would directly: closing at once would cancel what
-       * waits in the write queue toward a client slower than the upstream (the last
-       * events of a stream, often the one saying why it ended). The sandbox's
-       * connection then ends without a close_notify; the held tail, which could
-       * start a secret, is not sent. */
-      c->down.unproven = 1;
-      audit_request(c, "forward", "upstream_closed");
-      if (c->reason == NULL)
-        c->reason = "upstream_closed";
-      proxy_conn_linger(c);
+      end_cut_short(c, "upstream_closed");
       return;
     }
     if (between_requests(h)) {

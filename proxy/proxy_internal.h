@@ -394,9 +394,10 @@ void proxy_http_on_drain(struct proxy_conn *c, struct proxy_end *e);
 void proxy_http_on_timeout(struct proxy_conn *c);
 void proxy_http_free(struct proxy_http *h);
 
-/* The upstream failed (reset, read error) before a response: 0 if the engine took
- * it over (a request retried on a new connection, or answered 502 upstream_reset),
- * else the caller closes. */
+/* The upstream failed (reset, read error): 0 if the engine took it over (a request
+ * retried on a new connection, answered 502 upstream_reset, or an answer cut short
+ * whose framing shows the cut written out before the sandbox's end), else the caller
+ * closes. */
 int proxy_http_on_up_error(struct proxy_conn *c);
 
 /* The sandbox side is ending: give a keep-alive upstream between requests back to the

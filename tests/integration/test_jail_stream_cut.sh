@@ -29,15 +29,23 @@ EOF
 # proxy, reading the whole stream (its queue may hold 64 MiB), has some of it queued
 # when the end comes, while the client has not read yet.
 N=3000
-jail --config "$T/config.json" --secrets-dir "$T/secrets" --upstream-ca "$T/ca/ca.pem" \
-  --write-queue-bytes 67108864 --log "$T/audit.jsonl" --user nobody -- "$PY" -c '
+# cut_stream CUT REASON K: one jail whose client reads the stream once the upstream
+# has ended it (cut=1: its FIN; cut=rst: a reset, as from a load balancer that gives
+# up; the K-th stream of the test) and the proxy has recorded a reason matching REASON
+# for the request (libuv reports a reset that comes with the last bytes as an end).
+cut_stream() {
+  local cut=$1 reason=$2 k=$3 out
+  rm -f "$T/go" "$T/audit.jsonl"
+  jail --config "$T/config.json" --secrets-dir "$T/secrets" --upstream-ca "$T/ca/ca.pem" \
+    --write-queue-bytes 67108864 --log "$T/audit.jsonl" --user nobody -- "$PY" -c '
 import os, re, socket, ssl, sys, time
-t, n = sys.argv[1], int(sys.argv[2])
+t, n, cut = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 ctx = ssl.create_default_context()
 ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
 s = ctx.wrap_socket(socket.create_connection(("api.example.com", 443)),
                     server_hostname="api.example.com", suppress_ragged_eofs=False)
-s.sendall(b"GET /sse?n=%d&delay=0&size=8192&cut=1 HTTP/1.1\r\nHost: api.example.com\r\n\r\n" % n)
+s.sendall(b"GET /sse?n=%d&delay=0&size=8192&cut=%s HTTP/1.1\r\nHost: api.example.com\r\n\r\n"
+          % (n, cut.encode()))
 for _ in range(600):
     if os.path.exists(t + "/go"):
         break
@@ -56,17 +64,21 @@ data = b"".join(parts)
 seen = re.findall(rb"data: event (\d+)x", data)
 print("events", len(seen), "last", int(seen[-1]) if seen else -1,
       "last_chunk", data.endswith(b"\r\n0\r\n\r\n"), "end", end)
-' "$T" "$N" > "$T/client.log" 2>&1 &
-JAIL=$!
-PIDS+=($JAIL)
+' "$T" "$N" "$cut" > "$T/client.log" 2>&1 &
+  JAIL=$!
+  PIDS+=($JAIL)
 
-# The proxy has read the upstream's end: the request's record says so.
-wait_for "grep -q '\"sse_cut\"' '$T/tls.jsonl'" 20
-wait_for "grep -q '\"event\":\"request\".*\"reason\":\"upstream_closed\"' '$T/audit.jsonl'" 20
-: > "$T/go"
-wait "$JAIL" || fail "the client failed: $(cat "$T/client.log")"
-out=$(cat "$T/client.log")
-echo "$out"
-assert_eq "$out" "events $N last $((N - 1)) last_chunk False end error" \
-  "every event the upstream sent, then an end that is not a clean one"
+  # The proxy has read the upstream's end: the request's record says so.
+  wait_for "[ \"\$(grep -c '\"sse_cut\"' '$T/tls.jsonl')\" = $k ]" 20
+  wait_for "grep -Eq '\"event\":\"request\".*\"reason\":\"($reason)\"' '$T/audit.jsonl'" 20
+  : > "$T/go"
+  wait "$JAIL" || fail "the client failed ($cut): $(cat "$T/client.log")"
+  out=$(cat "$T/client.log")
+  echo "cut=$cut: $out"
+  assert_eq "$out" "events $N last $((N - 1)) last_chunk False end error" \
+    "cut=$cut: every event the upstream sent, then an end that is not a clean one"
+}
+cut_stream 1 upstream_closed 1
 pass "a stream the upstream cut short reaches the sandbox whole up to the cut, then ends as cut"
+cut_stream rst "upstream_error|upstream_closed" 2
+pass "a stream the upstream reset reaches the sandbox whole up to the reset, then ends as cut"

@@ -7,10 +7,11 @@ answer sent back carries header *names* only, never values: the sandbox must not
 an injected secret from the echo.
 
 Paths:
-  /sse?n=N&delay=S[&size=B][&cut=1]
+  /sse?n=N&delay=S[&size=B][&cut=1|&cut=rst]
                         text/event-stream, N events S seconds apart (chunked), each
                         padded with B bytes; with cut=1 the connection ends after the
-                        last event without the last chunk (the stream cut short)
+                        last event without the last chunk (the stream cut short), with
+                        cut=rst it is reset there, once the proxy has every byte
   /ws[?cut=1]           WebSocket upgrade; echoes text frames back; after the close
                         frames, ends the connection (over TLS: without a close_notify
                         with cut=1)
@@ -46,6 +47,7 @@ bytes received, so tests can prove that nothing reached the upstream.
 """
 import argparse
 import base64
+import fcntl
 import hashlib
 import json
 import os
@@ -54,6 +56,7 @@ import socket
 import ssl
 import struct
 import sys
+import termios
 import threading
 import time
 import urllib.parse
@@ -196,7 +199,21 @@ def handle(c):
                 c.send(b"%x\r\n%s\r\n" % (len(ev), ev))
                 log({"event": "sse_sent", "conn": c.cid, "index": i})
                 time.sleep(delay)
-            if q.get("cut") == "1":
+            if q.get("cut") in ("1", "rst"):
+                if q.get("cut") == "rst":
+                    # A reset once the peer has every byte (what waits in the send
+                    # queue at a reset is lost), without a close_notify; a moment
+                    # later, so that the peer has read them (libuv reports a reset
+                    # that comes with the last bytes read as an end: a FIN).
+                    for _ in range(200):
+                        if struct.unpack("i", fcntl.ioctl(c.sock.fileno(), termios.TIOCOUTQ,
+                                                          b"\0\0\0\0"))[0] == 0:
+                            break
+                        time.sleep(0.05)
+                    time.sleep(0.2)
+                    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                      struct.pack("ii", 1, 0))
+                    c.close_notify = False
                 log({"event": "sse_cut", "conn": c.cid})
                 return
             c.send(b"0\r\n\r\n")
