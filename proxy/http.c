@@ -268,7 +268,7 @@ static int query_override(const struct proxy_http_request *req, char *out, size_
  * uppercased (as those servers read it), into out (size bytes), or "" when it has
  * none. Returns 0, or -EINVAL for a value that is not a method token that fits, or
  * for overrides naming different methods: which one a server obeys is not known. (A
- * `_method` in a form body, which Rails and Laravel also read, is not seen: the head
+ * `_method` in a body, which Rails and Laravel also read, is not seen: the head
  * is decided before the body arrives.)
  */
 static int override_method(const struct proxy_http_request *req, char *out, size_t size)
