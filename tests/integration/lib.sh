@@ -179,14 +179,24 @@ jlist() { "$PY" -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@"; }
 # jail ARGS... -- CMD: runs authproxy jail; output of CMD on stdout.
 jail() { "$AUTHPROXY" jail "$@"; }
 
-# late_loop PID STOPPED SENT: makes the event loop of proxy PID late, on purpose and
-# deterministically. It stops PID (SIGSTOP), creates the file STOPPED for the client to
-# send, waits for the client's file SENT, keeps PID stopped 1.5 s more, past the
+# late_loop PID STOPPED SENT [CHECK]: makes the event loop of proxy PID late, on purpose
+# and deterministically. It stops PID (SIGSTOP), creates the file STOPPED for the client
+# to send, waits for the client's file SENT, keeps PID stopped 1.5 s more, past the
 # timeouts under test (500 ms sniffing, --idle-timeout 1), and resumes it. The timers
-# then run before the loop has read what was sent.
+# then run before the loop has read what was sent. The stop must come before those
+# timeouts ran out, which a loaded machine may miss: with CHECK, a shell condition
+# that holds only if it did (evaluated while PID is stopped), a stop that came too
+# late lets the client go and resumes PID at once, and late_loop returns 1 (the
+# caller tries again).
 late_loop() {
   kill -STOP "$1"
   CLEANUP_HOOKS+=("kill -CONT $1 2>/dev/null")
+  if [ -n "${4:-}" ] && ! eval "$4"; then
+    : > "$2"
+    wait_for "[ -e '$3' ]"
+    kill -CONT "$1"
+    return 1
+  fi
   : > "$2"
   wait_for "[ -e '$3' ]"
   sleep 1.5
