@@ -19,8 +19,10 @@
 
 make_ca "$T/ca" api.example.com
 start_upstream tls "$T/ca/server.pem" "$T/ca/server.key"
-# A port nothing listens on: bound, then closed.
-DEAD_PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A port nothing listens on: 1 (tcpmux), as test_audit_bytes and test_serve_metrics use.
+# A port bound and closed again is free for the next bind(0) of any test running
+# beside this one, whose server would then answer for dead.example.com.
+DEAD_PORT=1
 mkdir -p "$T/secrets"
 printf 'sk-sdk-%s\n' "$$" > "$T/secrets/KEY"
 
