@@ -57,7 +57,6 @@ def run(name, method, raw, extra):
                % (method, base64.urlsafe_b64encode(raw).decode(), extra, H, len(body))
                ).encode() + body)
     buf, end = b"", "open"
-    s.settimeout(0.7)  # an answer that does not end goes quiet; 0.7 s says so
     deadline = time.monotonic() + 5
     try:
         while time.monotonic() < deadline:
@@ -66,6 +65,10 @@ def run(name, method, raw, extra):
                 end = "closed"
                 break
             buf += k
+            # Every case is answered (or closed): the first bytes may be late on a
+            # loaded machine. After them an answer that does not end goes quiet;
+            # 0.7 s says so.
+            s.settimeout(0.7)
     except socket.timeout:
         pass
     except ConnectionResetError:
