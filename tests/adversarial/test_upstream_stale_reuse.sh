@@ -32,7 +32,8 @@ with open(os.path.join(sys.argv[1], "ppid"), "w") as f:
 out = {}
 s = socket.create_connection(("api.example.com", 80), timeout=20)
 try:
-    s.sendall(b"GET /ka-close?delay=1&after=0 HTTP/1.1\r\nHost: api.example.com\r\n\r\n"
+    go = os.path.join(sys.argv[1], "go").encode()
+    s.sendall(b"GET /ka-close?after=0&go=" + go + b" HTTP/1.1\r\nHost: api.example.com\r\n\r\n"
               b"POST /post HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 7\r\n"
               b"Connection: close\r\n\r\npayload")
     out["first"], _, rest = advlib.read_response(s)
@@ -49,11 +50,14 @@ client=$!
 PIDS+=($client)
 wait_for "[ -s '$W/ppid' ]" 20
 proxy=$(cat "$W/ppid")
-# The first request reached the upstream, which answers it 1 s later: stop the proxy
-# before that, and resume it once the upstream has answered and closed.
+# The first request reached the upstream, which answers it once $W/go exists: stop
+# the proxy, let the upstream answer and close, and resume the proxy. (The upstream
+# used to answer 1 s after the request, and a stop that came later on a loaded
+# machine let the proxy read the answer alone, before the FIN.)
 wait_for "[ \"\$(upq up 'len(reqs)')\" = 1 ]" 20
 kill -STOP "$proxy"
 CLEANUP_HOOKS+=("kill -CONT $proxy 2>/dev/null")
+: > "$W/go"
 wait_for "[ \"\$(upq up 'len([e for e in events if e[\"event\"] == \"conn_end\"])')\" = 1 ]" 20
 sleep 0.3 # the FIN has crossed loopback long before this
 kill -CONT "$proxy"

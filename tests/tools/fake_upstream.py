@@ -34,10 +34,10 @@ Paths:
   /close                answers with Connection: close and no length (read to EOF);
                         over TLS the close has a close_notify, as every clean end does
   /cut                  the same, ended without a close_notify (a truncation on the path)
-  /ka-close?after=S[&delay=D]
-                        answers keep-alive (D seconds after the request), then
-                        closes the idle connection S seconds later (a server's
-                        keep-alive timeout)
+  /ka-close?after=S[&delay=D][&go=FILE]
+                        answers keep-alive (D seconds after the request, or once
+                        FILE exists, at most 30 s), then closes the idle connection
+                        S seconds later (a server's keep-alive timeout)
   /drop-next            answers; the next request on the same connection is logged
                         and then dropped: the connection closes without an answer
   anything else         200 with a JSON summary of the request; with ?keep=1 the
@@ -301,6 +301,10 @@ def handle(c):
             respond(c, int(p.split("/")[2]), b'{"status":true}\n')
         elif p == "/ka-close":
             time.sleep(float(q.get("delay", "0")))
+            for _ in range(600 if "go" in q else 0):
+                if os.path.exists(q["go"]):
+                    break
+                time.sleep(0.05)
             respond(c, 200, b'{"ka_close":true}\n')
             time.sleep(float(q.get("after", "0.3")))
             log({"event": "idle_close", "conn": c.cid})
