@@ -63,10 +63,16 @@ assert_contains "$out" "200 OK" "B reaching the service before A attached"
 assert_eq "$(calls)" "1" "calls after the control"
 
 # A relay B opens now is closed when the service becomes A's callback.
+conns() { grep -c '"event": "conn"' "$T/cb.jsonl" || true; }
+before=$(conns)
 ip netns exec "$NSB" "$PY" "$T/client.py" relay "$T" "$CB" > "$T/relay.out" &
 RELAY=$!
 PIDS+=($RELAY)
 wait_for "[ -e '$T/opened' ]" 20
+# The relay is dialed: the service has accepted its connection. (Until the daemon's
+# 500 ms have run out, B's request would be read as a request: on a loaded machine
+# they may outlast the client's 0.8 s.)
+wait_for "[ \$(conns) -gt $before ]" 10
 ctl attach a --netns "/var/run/netns/$NSA" --config "$T/a.json" > /dev/null
 : > "$T/attached"
 wait "$RELAY" || fail "the relay client failed"
