@@ -65,7 +65,6 @@ for _ in range(400):
     if b'"/big"' in open(os.path.join(t, "audit.jsonl"), "rb").read():
         break
     time.sleep(0.025)
-time.sleep(0.5)  # the slow request has reached the upstream
 open(os.path.join(t, "ready"), "w").close()
 print("idle", first, ending(idle), flush=True)
 print("busy", read_answer(busy), ending(busy), flush=True)
@@ -81,6 +80,9 @@ ip netns exec "$ns" "$PY" "$T/client.py" "$T" > "$T/client.out" 2> "$T/client.lo
 CLIENT=$!
 PIDS+=($CLIENT)
 wait_for "[ -e '$T/ready' ]" 20
+# The stop comes once the slow request has reached the upstream: the client used to
+# sleep 0.5 s for that, which a loaded machine need not honour.
+wait_for "grep -q '\"path\": \"/slow\"' '$T/up.jsonl'"
 kill -TERM "$serve_pid"
 # Bounded by the client's 40 s socket timeouts, under the 60 s drain deadline: the
 # old daemon held the idle connection open until the deadline.
