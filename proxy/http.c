@@ -264,6 +264,37 @@ static int query_override(const struct proxy_http_request *req, char *out, size_
 }
 
 /*
+ * The method a CORS preflight asks leave for, as set_override stores it, into out
+ * (size bytes): a browser sends `OPTIONS` with `Origin` and
+ * `Access-Control-Request-Method` before a cross-origin request that is not a simple
+ * one (a PUT, a DELETE, a JSON POST, a custom header). Returns 1 for a preflight,
+ * else 0 with out "".
+ */
+static int preflight_method(const struct proxy_http_request *req, char *out, size_t size)
+{
+  int origin = 0;
+  size_t i;
+
+  out[0] = '\0';
+  if (req->method_len != 7 || memcmp(req->method, "OPTIONS", 7) != 0)
+    return 0;
+  for (i = 0; i < req->nfields; i++) {
+    const struct proxy_http_field *f = &req->fields[i];
+
+    if (same_name_folded(f->name, f->name_len, "origin"))
+      origin = 1;
+    else if (same_name_folded(f->name, f->name_len, "access-control-request-method") &&
+             set_override(out, size, f->value, f->value_len) != 0) {
+      out[0] = '\0';
+      return 0;
+    }
+  }
+  if (!origin)
+    out[0] = '\0';
+  return out[0] != '\0';
+}
+
+/*
  * Copies the method the request's override fields or `_method` query parameter name,
  * uppercased (as those servers read it), into out (size bytes), or "" when it has
  * none. Returns 0, or -EINVAL for a value that is not a method token that fits, or
@@ -738,6 +769,7 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
   struct proxy_http *h = c->http;
   struct proxy_sandbox *sb = c->sb;
   struct rules_request_decision rd; /* ~2 KiB: on the stack, not a malloc per request */
+  char preflight[32];
   struct rules_decision d;
   struct rules_dest dest;
   const char *reason = NULL, *host;
@@ -846,6 +878,13 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
     }
   }
   rules_decide_request(h->cfg, &dest, h->method, req->path, req->path_len, &rd);
+  if (rd.deny && strcmp(rd.reason, "egress_not_allowed") == 0 &&
+      preflight_method(req, preflight, sizeof(preflight))) {
+    /* A preflight is part of the request it asks about: refused where that request
+     * is allowed (an allow entry's methods without OPTIONS), it failed the request
+     * too, as a CORS error that names no policy. An explicit deny still holds. */
+    rules_decide_request(h->cfg, &dest, preflight, req->path, req->path_len, &rd);
+  }
   if (rd.deny) {
     fail_request(c, 403, rd.reason, rd.entry);
     return -1;
