@@ -153,11 +153,15 @@ void proxy_error_response(struct proxy_conn *c, int status, const char *reason,
   strbuf_adds(&body, "}\n");
 
   /* The reason in the status line too: package managers (npm, pip, go, apt, Maven)
-   * print the status line of a failed request and not its body. */
+   * print the status line of a failed request and not its body. A page's cross-origin
+   * fetch() may read the answer (CORS): without that the browser hides it and
+   * reports a missing Access-Control-Allow-Origin header instead of the cause. */
   strbuf_addf(out,
               "HTTP/1.1 %d %s (authproxy: %s)\r\n"
               "Content-Type: application/json\r\n"
               "X-Authproxy-Error: %s\r\n"
+              "Access-Control-Allow-Origin: *\r\n"
+              "Access-Control-Expose-Headers: X-Authproxy-Error\r\n"
               "Content-Length: %zu\r\n"
               "Cache-Control: no-store\r\n"
               "Connection: close\r\n\r\n",

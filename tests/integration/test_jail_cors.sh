@@ -43,3 +43,13 @@ out=$(run curl -sS -o /dev/null -w '%{http_code}' -X OPTIONS \
 assert_eq "$out" "403" "OPTIONS without Origin"
 assert_eq "$(upq up 'len(reqs)')" "1" "nothing else reached the upstream"
 pass "other preflights and OPTIONS are decided as OPTIONS"
+
+# The proxy's own answer is readable by a page of another origin: without
+# Access-Control-Allow-Origin the browser hid the 403 and its reason behind a CORS
+# error ("No 'Access-Control-Allow-Origin' header is present").
+out=$(run curl -sS -D - -o /dev/null -X DELETE -H "Origin: https://www.example.com" \
+  https://api.example.com/v1/items | tr -d '\r')
+assert_contains "$out" "X-Authproxy-Error: egress_not_allowed" "the denial"
+assert_contains "$out" "Access-Control-Allow-Origin: *" "the denial readable cross-origin"
+assert_contains "$out" "Access-Control-Expose-Headers: X-Authproxy-Error" "its reason header exposed"
+pass "a denial carries CORS headers"
