@@ -77,6 +77,8 @@ struct proxy_http {
   char method[32];              /* NUL-terminated */
   size_t method_len;
   char override[32];            /* the method an override field names, uppercase, or "" */
+  char preflight[32];           /* the method a CORS preflight let through was decided as,
+                                   uppercase, or "" */
   char path[512];
   int path_truncated;           /* the request's path was longer than path */
   size_t path_len;
@@ -509,6 +511,7 @@ static void remember_request(struct proxy_http *h, const struct proxy_http_reque
   h->method[n] = '\0';
   h->method_len = n;
   h->override[0] = '\0';
+  h->preflight[0] = '\0';
   for (n = 0; n < req->path_len && req->path[n] != '?' && n < sizeof(h->path); n++)
     ;
   memcpy(h->path, req->path, n);
@@ -573,15 +576,20 @@ static void send_head(struct proxy_conn *c, const char *head, size_t len)
   process_down(c);
 }
 
-/* rules_check_request_address for the request's method and its override's. */
+/* rules_check_request_address for the request's method, its override's and, for a
+ * preflight, the method it asks for (as which it was let through). */
 static int request_address_allowed(const struct proxy_http *h, const struct sockaddr *sa,
                                    struct rules_decision *d)
 {
   if (!rules_check_request_address(h->cfg, sa, h->method, h->addr_path, h->addr_path_len,
                                    d))
     return 0;
-  return h->override[0] == '\0' ||
-         rules_check_request_address(h->cfg, sa, h->override, h->addr_path,
+  if (h->override[0] != '\0' &&
+      !rules_check_request_address(h->cfg, sa, h->override, h->addr_path,
+                                   h->addr_path_len, d))
+    return 0;
+  return h->preflight[0] == '\0' ||
+         rules_check_request_address(h->cfg, sa, h->preflight, h->addr_path,
                                      h->addr_path_len, d);
 }
 
@@ -769,7 +777,6 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
   struct proxy_http *h = c->http;
   struct proxy_sandbox *sb = c->sb;
   struct rules_request_decision rd; /* ~2 KiB: on the stack, not a malloc per request */
-  char preflight[32];
   struct rules_decision d;
   struct rules_dest dest;
   const char *reason = NULL, *host;
@@ -879,11 +886,12 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
   }
   rules_decide_request(h->cfg, &dest, h->method, req->path, req->path_len, &rd);
   if (rd.deny && strcmp(rd.reason, "egress_not_allowed") == 0 &&
-      preflight_method(req, preflight, sizeof(preflight))) {
+      preflight_method(req, h->preflight, sizeof(h->preflight))) {
     /* A preflight is part of the request it asks about: refused where that request
      * is allowed (an allow entry's methods without OPTIONS), it failed the request
-     * too, as a CORS error that names no policy. An explicit deny still holds. */
-    rules_decide_request(h->cfg, &dest, preflight, req->path, req->path_len, &rd);
+     * too, as a CORS error that names no policy. An explicit deny still holds, on
+     * the address it is sent to too (request_address_allowed). */
+    rules_decide_request(h->cfg, &dest, h->preflight, req->path, req->path_len, &rd);
   }
   if (rd.deny) {
     fail_request(c, 403, rd.reason, rd.entry);

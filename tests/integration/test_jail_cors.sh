@@ -15,8 +15,9 @@ make_ca "$T/ca" api.example.com
 start_upstream up "$T/ca/server.pem" "$T/ca/server.key"
 cat > "$T/config.json" <<EOF
 { "egress": { "default": "deny", "allow": [
-    { "hosts": ["api.example.com"], "methods": ["GET", "PUT"] } ],
-    "deny": [ { "hosts": ["api.example.com"], "paths": ["/admin/*"] } ] },
+    { "hosts": ["api.example.com"], "methods": ["GET", "PUT", "PATCH"] } ],
+    "deny": [ { "hosts": ["api.example.com"], "paths": ["/admin/*"] },
+              { "hosts": ["127.0.0.1/32"], "methods": ["PATCH"] } ] },
   "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
 EOF
 run() { jail --config "$T/config.json" --upstream-ca "$T/ca/ca.pem" --user nobody -- "$@"; }
@@ -38,6 +39,13 @@ out=$(run curl -sS -o /dev/null -w '%{http_code}' -X OPTIONS -H "Origin: https:/
 assert_eq "$out" "403" "preflight of a DELETE the policy does not allow"
 out=$(run curl -sS -o /dev/null -w '%{http_code}' -X OPTIONS "${pre[@]}" https://api.example.com/admin/x)
 assert_eq "$out" "403" "preflight past an explicit deny"
+# A deny entry on the address the name is sent to (dns.remap into 127.0.0.1) holds
+# the preflight too, as it holds the PATCH itself.
+out=$(run curl -sS -o /dev/null -w '%{http_code}' -X PATCH https://api.example.com/v1/items)
+assert_eq "$out" "403" "a PATCH to the denied address"
+out=$(run curl -sS -o /dev/null -w '%{http_code}' -X OPTIONS -H "Origin: https://www.example.com" \
+  -H "Access-Control-Request-Method: PATCH" https://api.example.com/v1/items)
+assert_eq "$out" "403" "preflight of a PATCH to the denied address"
 out=$(run curl -sS -o /dev/null -w '%{http_code}' -X OPTIONS \
   -H "Access-Control-Request-Method: PUT" https://api.example.com/v1/items)
 assert_eq "$out" "403" "OPTIONS without Origin"
