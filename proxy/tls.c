@@ -67,6 +67,9 @@ struct proxy_tls {
   int handshake_done;
   int server;
   int check_ip;              /* upstream named by address: verify an IP SAN */
+  int leaf_ip_san;           /* check_ip: the leaf verified carries it (ip_chain_verify) */
+  const char *ip_name;       /* check_ip: the address (the connection's name) */
+  struct chain_scratch *chain; /* check_ip: chain_verify's scratch */
   int close_notified;        /* the peer ended the stream with a close_notify */
   int reading;               /* in mbedtls_ssl_read: a record sent is its answer */
   unsigned refused;          /* renegotiations refused (alerts sent while reading) */
@@ -828,10 +831,10 @@ static struct proxy_tls *tls_new(struct proxy_end *e, const mbedtls_ssl_config *
   return t;
 }
 
-/* 1 if the peer certificate carries iPAddress SAN equal to the address in name. */
-static int peer_has_ip_san(const mbedtls_ssl_context *ssl, const char *name)
+/* 1 if certificate crt (NULL: none) carries an iPAddress SAN equal to the address in
+ * name. */
+static int crt_has_ip_san(const mbedtls_x509_crt *crt, const char *name)
 {
-  const mbedtls_x509_crt *crt = mbedtls_ssl_get_peer_cert(ssl);
   const mbedtls_x509_sequence *san;
   unsigned char addr[16];
   size_t alen;
@@ -850,6 +853,18 @@ static int peer_has_ip_san(const mbedtls_ssl_context *ssl, const char *name)
       return 1;
   }
   return 0;
+}
+
+/* chain_verify for an upstream named by an address, noting whether the leaf carries
+ * its IP SAN: a handshake that fails on the certificate's dates alone is named by
+ * them only if the certificate is the address's (handshake_failed). */
+static int ip_chain_verify(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+  struct proxy_tls *t = ctx;
+
+  if (depth == 0)
+    t->leaf_ip_san = crt_has_ip_san(crt, t->ip_name);
+  return chain_verify(t->chain, crt, depth, flags);
 }
 
 static void client_done(struct proxy_conn *c, struct proxy_tls *t, int status,
@@ -874,7 +889,7 @@ static void handshake_done(struct proxy_conn *c, struct proxy_tls *t)
     proxy_http_start(c);
     return;
   }
-  if (t->check_ip && !peer_has_ip_san(&t->ssl, c->name)) {
+  if (t->check_ip && !crt_has_ip_san(mbedtls_ssl_get_peer_cert(&t->ssl), c->name)) {
     if (proxy_log_nth(++c->sb->tls_up_failed))
       log_info("sandbox %s conn %llu: upstream %s: certificate has no IP address SAN for "
                "it; nothing was sent (%llu such failures in this sandbox)", c->sb->name,
@@ -974,11 +989,21 @@ static void handshake_failed(struct proxy_conn *c, struct proxy_tls *t, int r)
   /* A chain that failed on time alone (every certificate trusted and valid for the
    * name, but one outside its validity period) is as often the host's clock, stepped
    * or never set, as the certificate: the answer says so, not "did not verify for its
-   * name", so that someone checks the clock. */
+   * name", so that someone checks the clock. An upstream named by an address has its
+   * name checked only after the handshake (handshake_done): a certificate without its
+   * IP SAN is another host's, whatever its dates. */
   if (t->scr.screen == SCREEN_OK && flags != 0 && flags != (uint32_t)-1 &&
-      (flags & ~(uint32_t)(MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE)) == 0)
-    reason = (flags & MBEDTLS_X509_BADCERT_FUTURE) ? "upstream_certificate_not_yet_valid"
-                                                   : "upstream_certificate_expired";
+      (flags & ~(uint32_t)(MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE)) == 0) {
+    if (t->check_ip && !t->leaf_ip_san) {
+      size_t n = strlen(info);
+
+      snprintf(info + n, sizeof(info) - n, "; and it has no IP address SAN for %s",
+               c->name);
+    } else {
+      reason = (flags & MBEDTLS_X509_BADCERT_FUTURE) ? "upstream_certificate_not_yet_valid"
+                                                     : "upstream_certificate_expired";
+    }
+  }
   if (proxy_log_nth(++c->sb->tls_up_failed))
     log_info("sandbox %s conn %llu: upstream TLS with %s failed: %s%s%s%s; nothing was "
              "sent (%llu such failures in this sandbox)", c->sb->name,
@@ -1253,6 +1278,9 @@ void proxy_tls_client_start(struct proxy_conn *c, client_cb cb)
     /* mbedTLS 2.28 matches names only against dNSName SANs: check the address
      * ourselves after the handshake, before anything is sent. */
     t->check_ip = 1;
+    t->ip_name = c->name;
+    t->chain = &u->chain;
+    mbedtls_ssl_set_verify(&t->ssl, ip_chain_verify, t);
     r = mbedtls_ssl_set_hostname(&t->ssl, NULL);
   } else {
     r = mbedtls_ssl_set_hostname(&t->ssl, c->name);
