@@ -61,3 +61,13 @@ assert_contains "$out" "X-Authproxy-Error: egress_not_allowed" "the denial"
 assert_contains "$out" "Access-Control-Allow-Origin: *" "the denial readable cross-origin"
 assert_contains "$out" "Access-Control-Expose-Headers: X-Authproxy-Error" "its reason header exposed"
 pass "a denial carries CORS headers"
+
+# Not an answer naming a host the request did not: a page's fetch() of a synthetic
+# address (http://198.18.x.y/) is refused host_mismatch with the name that address
+# stands for, which a page of another origin must not read (it would read, address
+# by address, every name the sandbox resolved).
+out=$(run sh -c 'a=$(getent ahosts api.example.com | awk "NR == 1 { print \$1 }")
+  curl -sS -D - -H "Origin: https://evil.example" "http://$a/"' | tr -d '\r')
+assert_contains "$out" "X-Authproxy-Error: host_mismatch" "a synthetic address as Host"
+assert_not_contains "$out" "Access-Control-Allow-Origin" "host_mismatch readable cross-origin"
+pass "an answer naming the connection's name, not the request's, is not readable cross-origin"
