@@ -74,6 +74,8 @@ static const struct reason_text reasons[] = {
                         "was not sent" },
   { "head_timeout", "the request head did not arrive in time" },
   { "headers_too_large", "the request head is too large" },
+  { "head_too_large", "the request head (its URL and headers) is larger than the proxy "
+                      "reads (--max-header-bytes); the request was not sent" },
   { "injected_header_in_trailer", "a chunked trailer repeats a header the proxy injects" },
   { "tls_required", "this destination's credentials are sent only over HTTPS; use "
                     "https:// (the request was not sent)" },

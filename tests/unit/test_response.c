@@ -14,7 +14,7 @@ TEST(response_reasons_not_malformed)
 {
   static const char *const reasons[] = {
     "callback_endpoint", "config_changed", "path_too_long", "http2_preface",
-    "out_of_memory",
+    "out_of_memory", "head_too_large",
   };
   const char *fallback = proxy_reason_message("no_such_reason");
   size_t i;
@@ -28,4 +28,5 @@ TEST(response_reasons_not_malformed)
   }
   ASSERT_CONTAINS(proxy_reason_message("callback_endpoint"), "callback");
   ASSERT_CONTAINS(proxy_reason_message("http2_preface"), "HTTP/2");
+  ASSERT_CONTAINS(proxy_reason_message("head_too_large"), "larger");
 }
