@@ -323,6 +323,16 @@ static int override_method(const struct proxy_http_request *req, char *out, size
   return query_override(req, out, size);
 }
 
+int proxy_http_override_method(const struct proxy_http_request *req, char *out, size_t size)
+{
+  return override_method(req, out, size);
+}
+
+int proxy_http_preflight_method(const struct proxy_http_request *req, char *out, size_t size)
+{
+  return preflight_method(req, out, size);
+}
+
 /*
  * A trailer field that repeats an injected header is refused (invariant I6): a
  * server that merges trailers into the header section would see the sandbox's copy

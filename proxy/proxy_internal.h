@@ -422,6 +422,13 @@ void proxy_http_on_close(struct proxy_conn *c);
 int proxy_http_address_allowed(const struct proxy_conn *c, const struct sockaddr *addr,
                                uint16_t port, struct rules_decision *d);
 
+/* override_method and preflight_method (http.c), for the unit tests: the method a
+ * request's override fields or `_method` query parameter name (0, or -EINVAL), and
+ * the one a CORS preflight asks for (1, or 0 with out ""), uppercased into out. */
+struct proxy_http_request;
+int proxy_http_override_method(const struct proxy_http_request *req, char *out, size_t size);
+int proxy_http_preflight_method(const struct proxy_http_request *req, char *out, size_t size);
+
 /* ---- response.c: answers the proxy gives itself ---- */
 
 /*
