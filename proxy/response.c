@@ -125,20 +125,12 @@ void proxy_error_response(struct proxy_conn *c, int status, const char *reason,
 {
   struct strbuf body;
   const char *msg;
-  int cors;
 
   if (c->reason == NULL)
     c->reason = reason;
   msg = proxy_reason_message(reason);
   if (reason == NULL)
     reason = "unknown";
-  /* A page's cross-origin fetch() may read the answer (CORS): without that the browser
-   * hides it and reports a missing Access-Control-Allow-Origin header instead of the
-   * cause. Not an answer to a request that named another host than the connection's:
-   * its "host" is the connection's name, which a page fetching a synthetic address
-   * (http://198.18.0.7/) did not give and must not read (address by address, every
-   * name the sandbox resolved). */
-  cors = strcmp(reason, "host_mismatch") != 0 && strcmp(reason, "sni_mismatch") != 0;
   strbuf_init(&body);
   /* `error` is the object the API SDKs read an error from (OpenAI's and Anthropic's,
    * Node and Python: its message, code and type); a plain string there made the
@@ -168,15 +160,10 @@ void proxy_error_response(struct proxy_conn *c, int status, const char *reason,
               "HTTP/1.1 %d %s (authproxy: %s)\r\n"
               "Content-Type: application/json\r\n"
               "X-Authproxy-Error: %s\r\n"
-              "%s"
               "Content-Length: %zu\r\n"
               "Cache-Control: no-store\r\n"
               "Connection: close\r\n\r\n",
-              status, status_text(status), reason, reason,
-              cors ? "Access-Control-Allow-Origin: *\r\n"
-                     "Access-Control-Expose-Headers: X-Authproxy-Error\r\n"
-                   : "",
-              body.len);
+              status, status_text(status), reason, reason, body.len);
   if (body.oom)
     out->oom = 1;
   else

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A browser page's cross-origin fetch() through `authproxy jail`, as curl sends it:
-# the CORS preflight of a PUT that an egress allow entry's methods let through, and
-# the proxy's own 403 read by a page of another origin.
+# the CORS preflight of a PUT that an egress allow entry's methods let through. The
+# proxy's own answers stay unreadable to a page of another origin: they carry no
+# CORS headers (they would tell any page which hosts the policy refuses, which ports
+# are closed, and which name a synthetic address stands for).
 #
 #   jail netns                                   host netns
 #   +------------------------------------+       +-----------------------------------+
@@ -52,22 +54,11 @@ assert_eq "$out" "403" "OPTIONS without Origin"
 assert_eq "$(upq up 'len(reqs)')" "1" "nothing else reached the upstream"
 pass "other preflights and OPTIONS are decided as OPTIONS"
 
-# The proxy's own answer is readable by a page of another origin: without
-# Access-Control-Allow-Origin the browser hid the 403 and its reason behind a CORS
-# error ("No 'Access-Control-Allow-Origin' header is present").
-out=$(run curl -sS -D - -o /dev/null -X DELETE -H "Origin: https://www.example.com" \
-  https://api.example.com/v1/items | tr -d '\r')
-assert_contains "$out" "X-Authproxy-Error: egress_not_allowed" "the denial"
-assert_contains "$out" "Access-Control-Allow-Origin: *" "the denial readable cross-origin"
-assert_contains "$out" "Access-Control-Expose-Headers: X-Authproxy-Error" "its reason header exposed"
-pass "a denial carries CORS headers"
-
-# Not an answer naming a host the request did not: a page's fetch() of a synthetic
-# address (http://198.18.x.y/) is refused host_mismatch with the name that address
-# stands for, which a page of another origin must not read (it would read, address
-# by address, every name the sandbox resolved).
-out=$(run sh -c 'a=$(getent ahosts api.example.com | awk "NR == 1 { print \$1 }")
-  curl -sS -D - -H "Origin: https://evil.example" "http://$a/"' | tr -d '\r')
-assert_contains "$out" "X-Authproxy-Error: host_mismatch" "a synthetic address as Host"
-assert_not_contains "$out" "Access-Control-Allow-Origin" "host_mismatch readable cross-origin"
-pass "an answer naming the connection's name, not the request's, is not readable cross-origin"
+# The proxy's own answer to a page of another origin: no CORS headers.
+out=$(run curl -sS -D - -o /dev/null -X DELETE -H "Origin: https://evil.example" \
+  https://api.example.com/v1/items)
+assert_contains "$out" "403 Forbidden (authproxy: egress_not_allowed)"
+case "$out" in
+*[Aa]ccess-[Cc]ontrol-*) fail "the proxy's 403 carries CORS headers: $out" ;;
+esac
+pass "the proxy's own answers are not readable cross-origin"
