@@ -986,6 +986,19 @@ static void end_cut_short(struct proxy_conn *c, const char *reason)
   proxy_conn_linger(c);
 }
 
+int proxy_http_on_up_cut(struct proxy_conn *c, const char *reason)
+{
+  struct proxy_http *h = c->http;
+
+  /* A body delimited by the connection's end would look whole after a FIN: that
+   * one is ended as the upstream's was. */
+  if (h == NULL || c->state != CONN_HTTP || (h->phase != PH_BODY && h->phase != PH_RESPONSE) ||
+      !h->resp_started || llhttp_message_needs_eof(&h->resp))
+    return -1;
+  end_cut_short(c, reason);
+  return 0;
+}
+
 int proxy_http_on_up_error(struct proxy_conn *c)
 {
   struct proxy_http *h = c->http;
@@ -1002,14 +1015,9 @@ int proxy_http_on_up_error(struct proxy_conn *c)
     proxy_conn_close(c, 1, "sandbox_closed"); /* as in proxy_http_on_eof */
     return 0;
   }
-  if (c->state == CONN_HTTP && (h->phase == PH_BODY || h->phase == PH_RESPONSE) &&
-      h->resp_started && !llhttp_message_needs_eof(&h->resp)) {
-    /* Reset in the middle of an answer whose framing shows the cut (a body
-     * delimited by the connection's end would look whole after a FIN: that one
-     * is reset as the upstream's was). */
-    end_cut_short(c, "upstream_error");
+  /* Reset in the middle of an answer whose framing shows the cut. */
+  if (proxy_http_on_up_cut(c, "upstream_error") == 0)
     return 0;
-  }
   if (c->state == CONN_HTTP && (h->phase == PH_BODY || h->phase == PH_RESPONSE) &&
       !h->resp_started) {
     /* Reset before any byte of the answer: a 502 that says so, as for a close. A

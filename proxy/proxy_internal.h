@@ -400,6 +400,13 @@ void proxy_http_free(struct proxy_http *h);
  * closes. */
 int proxy_http_on_up_error(struct proxy_conn *c);
 
+/* The upstream's connection failed (reset, a TLS fatal alert or bad record) in the
+ * middle of an answer whose framing shows the cut (chunked, a Content-Length): 0 if
+ * the answer was ended as cut short (end_cut_short: what is queued written out, then
+ * the sandbox's end without a close_notify; audited once with REASON), else -1 and
+ * the caller closes. */
+int proxy_http_on_up_cut(struct proxy_conn *c, const char *reason);
+
 /* The sandbox side is ending: give a keep-alive upstream between requests back to the
  * pool. */
 void proxy_http_park(struct proxy_conn *c);

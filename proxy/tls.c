@@ -1075,6 +1075,11 @@ void proxy_tls_on_read(struct proxy_end *e, const char *data, size_t len)
       log_debug("conn %llu: TLS read from %s: %s", (unsigned long long)c->id,
                 e == &c->down ? "sandbox" : "upstream", msg);
     }
+    /* A fatal alert or a bad record from the upstream in the middle of an answer
+     * whose framing shows the cut: as for a reset, what the sandbox is owed up to
+     * there still reaches it (closing now would cancel the write queue). */
+    if (e == &c->up && proxy_http_on_up_cut(c, "upstream_tls_error") == 0)
+      break;
     proxy_conn_close(c, 1, e == &c->down ? "sandbox_tls_error" : "upstream_tls_error");
     break;
   }

@@ -13,6 +13,7 @@
 #   once the proxy has seen the cut                64 MiB: the stream fits its queue)
 #                                                  -> fake upstream: 24 MiB of events,
 #                                                     then its end, without the last chunk
+#                                                     (a FIN, a reset, or a bad TLS record)
 . "$(dirname "$0")/lib.sh"
 
 make_ca "$T/ca" api.example.com
@@ -31,7 +32,8 @@ EOF
 N=3000
 # cut_stream CUT REASON K: one jail whose client reads the stream once the upstream
 # has ended it (cut=1: its FIN; cut=rst: a reset, as from a load balancer that gives
-# up; the K-th stream of the test) and the proxy has recorded a reason matching REASON
+# up; cut=record: a TLS record that fails, as at a fatal alert; the K-th stream of the
+# test) and the proxy has recorded a reason matching REASON
 # for the request (libuv reports a reset that comes with the last bytes as an end).
 cut_stream() {
   local cut=$1 reason=$2 k=$3 out
@@ -77,8 +79,11 @@ print("events", len(seen), "last", int(seen[-1]) if seen else -1,
   echo "cut=$cut: $out"
   assert_eq "$out" "events $N last $((N - 1)) last_chunk False end error" \
     "cut=$cut: every event the upstream sent, then an end that is not a clean one"
+  assert_eq "$(grep -c '"event":"request"' "$T/audit.jsonl")" 1 "cut=$cut: the request audited once"
 }
 cut_stream 1 upstream_closed 1
 pass "a stream the upstream cut short reaches the sandbox whole up to the cut, then ends as cut"
 cut_stream rst "upstream_error|upstream_closed" 2
 pass "a stream the upstream reset reaches the sandbox whole up to the reset, then ends as cut"
+cut_stream record upstream_tls_error 3
+pass "a stream whose upstream TLS fails (a bad record) reaches the sandbox whole up to there, then ends as cut"

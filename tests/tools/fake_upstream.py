@@ -7,11 +7,13 @@ answer sent back carries header *names* only, never values: the sandbox must not
 an injected secret from the echo.
 
 Paths:
-  /sse?n=N&delay=S[&size=B][&cut=1|&cut=rst]
+  /sse?n=N&delay=S[&size=B][&cut=1|&cut=rst|&cut=record]
                         text/event-stream, N events S seconds apart (chunked), each
                         padded with B bytes; with cut=1 the connection ends after the
                         last event without the last chunk (the stream cut short), with
-                        cut=rst it is reset there, once the proxy has every byte
+                        cut=rst it is reset there, once the proxy has every byte; with
+                        cut=record (TLS) a bad record follows the last event, and the
+                        connection ends once the peer has closed it
   /ws[?cut=1]           WebSocket upgrade; echoes text frames back; after the close
                         frames, ends the connection (over TLS: without a close_notify
                         with cut=1)
@@ -199,7 +201,30 @@ def handle(c):
                 c.send(b"%x\r\n%s\r\n" % (len(ev), ev))
                 log({"event": "sse_sent", "conn": c.cid, "index": i})
                 time.sleep(delay)
-            if q.get("cut") in ("1", "rst"):
+            if q.get("cut") in ("1", "rst", "record"):
+                if q.get("cut") == "record":
+                    # An application-data record that no key decrypts, written under
+                    # the TLS layer: the peer's TLS fails there (as at a fatal alert),
+                    # after every record before it. Then wait for the peer's end, so
+                    # that no reset of ours takes back what its kernel holds.
+                    bad = b"\x17\x03\x03\x00\x28" + b"\x00" * 40
+                    fd = c.sock.fileno()
+                    for _ in range(100):
+                        if not bad:
+                            break
+                        select.select([], [fd], [], 10)
+                        try:
+                            bad = bad[os.write(fd, bad):]
+                        except BlockingIOError:
+                            pass
+                    c.close_notify = False
+                    log({"event": "sse_cut", "conn": c.cid})
+                    try:
+                        while c.sock.recv(65536):
+                            pass
+                    except (OSError, ssl.SSLError):
+                        pass
+                    return
                 if q.get("cut") == "rst":
                     # A reset once the peer has every byte (what waits in the send
                     # queue at a reset is lost), without a close_notify; a moment
