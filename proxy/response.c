@@ -6,8 +6,12 @@
  */
 #include <string.h>
 
+#include "proxy/httphead.h"
 #include "proxy/proxy_internal.h"
 #include "proxy/strbuf.h"
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 struct reason_text {
   const char *reason;
@@ -76,6 +80,31 @@ static const struct reason_text reasons[] = {
   { "headers_too_large", "the request head is too large" },
   { "head_too_large", "the request head (its URL and headers) is larger than the proxy "
                       "reads (--max-header-bytes); the request was not sent" },
+  /* Refusals of the request parser whose cause the client can change (the others,
+   * malformed or ambiguous framing, keep the generic message). */
+  { "too_many_fields", "the request has more than " STR(PROXY_HTTP_MAX_FIELDS) " header "
+                       "fields, more than the proxy reads; the request was not sent" },
+  { "unsupported_method", "the request method is not one the proxy reads (standard "
+                          "HTTP and WebDAV methods only); the request was not "
+                          "sent" },
+  { "method_too_long", "the request method is longer than the proxy reads; the request "
+                       "was not sent" },
+  { "unsupported_transfer_encoding", "a Transfer-Encoding other than chunked is not "
+                                     "supported (compression goes in Content-Encoding); "
+                                     "the request was not sent" },
+  { "unsupported_scheme", "the request target's scheme is not http or https; the "
+                          "request was not sent" },
+  { "userinfo_in_target", "the request target carries a user name or password before "
+                          "its host; send credentials in a header (the request was not "
+                          "sent)" },
+  { "missing_host", "an HTTP/1.1 request needs a Host header; the request was not sent" },
+  { "invalid_connection_option", "the Connection header names Host, Content-Length or "
+                                 "Transfer-Encoding, which the proxy must pass on; the "
+                                 "request was not sent" },
+  { "invalid_method_override", "a method override (X-HTTP-Method-Override, "
+                               "X-HTTP-Method, X-Method-Override, a _method query "
+                               "parameter) is not a method, or two name different "
+                               "methods; the request was not sent" },
   { "injected_header_in_trailer", "a chunked trailer repeats a header the proxy injects" },
   { "tls_required", "this destination's credentials are sent only over HTTPS; use "
                     "https:// (the request was not sent)" },
