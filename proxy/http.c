@@ -970,9 +970,9 @@ static int between_requests(const struct proxy_http *h)
 /*
  * The upstream ended an answer after it began, before its framing did (no last chunk,
  * less than its Content-Length: a stream whose server died, or a load balancer in
- * front of it that gave up), by a FIN or a reset. What it sent before still reaches
- * the sandbox, as it would directly (a reset does not take back what the client's
- * kernel holds): closing at once would cancel what waits in the write queue toward a
+ * front of it that gave up), by a FIN, a reset or a TLS failure. What it sent before
+ * still reaches the sandbox, as it would directly (a reset does not take back what the
+ * client's kernel holds): closing at once would cancel what waits in the write queue toward a
  * client slower than the upstream (the last events of a stream, often the one saying
  * why it ended). The sandbox's connection then ends without a close_notify; the held
  * tail, which could start a secret, is not sent.
@@ -992,8 +992,9 @@ int proxy_http_on_up_cut(struct proxy_conn *c, const char *reason)
 
   /* A body delimited by the connection's end would look whole after a FIN: that
    * one is ended as the upstream's was. */
-  if (h == NULL || c->state != CONN_HTTP || (h->phase != PH_BODY && h->phase != PH_RESPONSE) ||
-      !h->resp_started || llhttp_message_needs_eof(&h->resp))
+  if (h == NULL || c->state != CONN_HTTP ||
+      (h->phase != PH_BODY && h->phase != PH_RESPONSE) || !h->resp_started ||
+      llhttp_message_needs_eof(&h->resp))
     return -1;
   end_cut_short(c, reason);
   return 0;

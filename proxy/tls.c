@@ -68,7 +68,6 @@ struct proxy_tls {
   int server;
   int check_ip;              /* upstream named by address: verify an IP SAN */
   int leaf_ip_san;           /* check_ip: the leaf verified carries it (ip_chain_verify) */
-  const char *ip_name;       /* check_ip: the address (the connection's name) */
   struct chain_scratch *chain; /* check_ip: chain_verify's scratch */
   int close_notified;        /* the peer ended the stream with a close_notify */
   int reading;               /* in mbedtls_ssl_read: a record sent is its answer */
@@ -863,7 +862,7 @@ static int ip_chain_verify(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t
   struct proxy_tls *t = ctx;
 
   if (depth == 0)
-    t->leaf_ip_san = crt_has_ip_san(crt, t->ip_name);
+    t->leaf_ip_san = crt_has_ip_san(crt, t->e->conn->name);
   return chain_verify(t->chain, crt, depth, flags);
 }
 
@@ -912,6 +911,7 @@ static void handshake_done(struct proxy_conn *c, struct proxy_tls *t)
 static void handshake_failed(struct proxy_conn *c, struct proxy_tls *t, int r)
 {
   const char *reason = "upstream_tls_failed";
+  int dates = 0; /* failed on the certificate's dates alone: the clock may be wrong */
   char msg[160], info[512];
   uint32_t flags;
 
@@ -1000,6 +1000,7 @@ static void handshake_failed(struct proxy_conn *c, struct proxy_tls *t, int r)
       snprintf(info + n, sizeof(info) - n, "; and it has no IP address SAN for %s",
                c->name);
     } else {
+      dates = 1;
       reason = (flags & MBEDTLS_X509_BADCERT_FUTURE) ? "upstream_certificate_not_yet_valid"
                                                      : "upstream_certificate_expired";
     }
@@ -1008,9 +1009,8 @@ static void handshake_failed(struct proxy_conn *c, struct proxy_tls *t, int r)
     log_info("sandbox %s conn %llu: upstream TLS with %s failed: %s%s%s%s; nothing was "
              "sent (%llu such failures in this sandbox)", c->sb->name,
              (unsigned long long)c->id, c->name, msg, info[0] ? ": " : "", info,
-             strcmp(reason, "upstream_tls_failed") != 0
-                 ? " by this host's clock (if the certificate is current, check the clock)"
-                 : "",
+             dates ? " by this host's clock (if the certificate is current, check the clock)"
+                   : "",
              (unsigned long long)c->sb->tls_up_failed);
   client_done(c, t, -EPROTO, reason);
 }
@@ -1283,7 +1283,6 @@ void proxy_tls_client_start(struct proxy_conn *c, client_cb cb)
     /* mbedTLS 2.28 matches names only against dNSName SANs: check the address
      * ourselves after the handshake, before anything is sent. */
     t->check_ip = 1;
-    t->ip_name = c->name;
     t->chain = &u->chain;
     mbedtls_ssl_set_verify(&t->ssl, ip_chain_verify, t);
     r = mbedtls_ssl_set_hostname(&t->ssl, NULL);
