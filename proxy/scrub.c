@@ -37,6 +37,27 @@ static int scheme_char(char ch)
          (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
 }
 
+/*
+ * A credential that ends in base64 padding ("dXNlcjpwYXNzd29yZA==", as a Basic
+ * credential does two times in three) is also masked without it: the padding adds
+ * nothing, the rest decodes to the whole secret, and an echo that percent-encodes the
+ * value (a redirect's Location, a link on an error page) writes it as "%3D%3D", which
+ * would leave the rest unmasked. Added as a value of its own (found wherever it is,
+ * as with several values), since it is not the end of the value.
+ */
+static void add_unpadded(struct proxy_scrub *s, const char *cred, size_t len)
+{
+  size_t n = s->n, unpadded = len;
+
+  while (unpadded > 0 && len - unpadded < 2 && cred[unpadded - 1] == '=')
+    unpadded--;
+  if (unpadded == len)
+    return;
+  add_one(s, cred, unpadded);
+  if (s->n != n)
+    s->nvalues++;
+}
+
 void proxy_scrub_add(struct proxy_scrub *s, const char *v, size_t len)
 {
   size_t i = 0, start, n = s->n;
@@ -49,15 +70,21 @@ void proxy_scrub_add(struct proxy_scrub *s, const char *v, size_t len)
    * this shape: masking every long word of a value would mask ordinary text. */
   while (i < len && scheme_char(v[i]))
     i++;
-  if (i == 0 || i == len || v[i] != ' ')
+  if (i == 0 || i == len || v[i] != ' ') {
+    add_unpadded(s, v, len);
     return;
+  }
   while (i < len && v[i] == ' ')
     i++;
   start = i;
   while (i < len && v[i] != ' ' && v[i] != '\t')
     i++;
-  if (i == len && start < len)
+  if (i == len && start < len) {
     add_one(s, v + start, len - start);
+    add_unpadded(s, v + start, len - start);
+  } else {
+    add_unpadded(s, v, len);
+  }
 }
 
 /*

@@ -12,9 +12,10 @@
  * ("{USER}:{PASS}" and "{USER}"). A value of the form "<scheme> <credential>"
  * (RFC 9110 11.4: "Bearer sk-...", "Basic dXNl...", "token ghp_...") has its
  * credential masked alone too: an error page quotes the token it refuses without
- * the scheme. Not covered: values split by chunked framing,
- * compressed or re-encoded bodies, and
- * bytes after a WebSocket upgrade. Values shorter than PROXY_SCRUB_MIN are not masked
+ * the scheme. A credential (or value) ending in base64 padding is masked without it
+ * too, since the rest decodes to the same secret and a percent-encoded echo writes
+ * "=" as "%3D". Not covered: values split by chunked framing, compressed or
+ * otherwise re-encoded bodies, and bytes after a WebSocket upgrade. Values shorter than PROXY_SCRUB_MIN are not masked
  * (they would mask ordinary text).
  */
 #ifndef AUTHPROXY_SCRUB_H
@@ -25,15 +26,17 @@
 #include "rules/rules.h"
 
 #define PROXY_SCRUB_MIN 8
-/* Each injected value, and the credential of each "<scheme> <credential>" one. */
-#define PROXY_SCRUB_MAX (2 * RULES_MAX_INJECT)
+/* Each injected value, the credential of each "<scheme> <credential>" one, and that
+ * credential (or the value) without its base64 padding. */
+#define PROXY_SCRUB_MAX (3 * RULES_MAX_INJECT)
 
 struct proxy_scrub {
   /* Borrowed; valid while the request's config and callback answer are held. */
   const char *val[PROXY_SCRUB_MAX];
   size_t len[PROXY_SCRUB_MAX];
   size_t n;
-  size_t nvalues;                    /* values added: each a credential follows */
+  size_t nvalues;                    /* values added (each a credential may follow),
+                                        and credentials without their padding */
   size_t maxlen;
   char *held;                        /* tail held back (< maxlen bytes), as received */
   size_t held_len;
@@ -48,7 +51,8 @@ struct proxy_scrub {
 void proxy_scrub_reset(struct proxy_scrub *s);
 
 /* Adds a value to mask (borrowed), and its credential alone when it has the form
- * "<scheme> <credential>" (a token, spaces, then a credential without spaces). */
+ * "<scheme> <credential>" (a token, spaces, then a credential without spaces), and
+ * that credential (or the value) without the "=" or "==" it ends in. */
 void proxy_scrub_add(struct proxy_scrub *s, const char *v, size_t len);
 
 /*

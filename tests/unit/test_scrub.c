@@ -127,6 +127,25 @@ TEST(credential_without_scheme_masked)
                    "bad ******************** and ************.");
 }
 
+/* A credential ending in base64 padding decodes to the secret without it: a
+ * percent-encoded echo ("=" as "%3D", in a redirect's Location) is masked up to the
+ * padding, and an echo as sent is still masked whole, across every split. */
+TEST(credential_without_padding_masked)
+{
+  static const char *const basic[] = { "Basic dXNlcjpwYXNzd29yZA==" };
+  static const char *const bare[] = { "c2VjcmV0LWtleQ=" };
+  static const char *const short_[] = { "Basic YWJjZA==" };
+
+  check_all_splits(basic, 1, "Location: /login?auth=Basic%20dXNlcjpwYXNzd29yZA%3D%3D\r\n",
+                   "Location: /login?auth=Basic%20******************%3D%3D\r\n");
+  check_all_splits(basic, 1, "echo Basic dXNlcjpwYXNzd29yZA== and dXNlcjpwYXNzd29yZA",
+                   "echo ************************** and ******************");
+  check_all_splits(bare, 1, "key=c2VjcmV0LWtleQ%3D; again c2VjcmV0LWtleQ=",
+                   "key=**************%3D; again ***************");
+  /* Without its padding a credential may be too short to tell from text. */
+  check_all_splits(short_, 1, "YWJjZA and YWJjZA==", "YWJjZA and ********");
+}
+
 /* Only that shape: a value of several words, or a credential too short to tell from
  * text, adds nothing besides the value itself. */
 TEST(credential_shape_only)
