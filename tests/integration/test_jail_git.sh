@@ -4,9 +4,10 @@
 # holds base64 of "x-access-token:TOKEN"), github.com remapped to a smart-HTTP git
 # server (git http-backend) that requires exactly that header. Clones (protocol v0
 # and v2, shallow, partial), fetch, pushes (small, and chunked past http.postBuffer
-# after git's probe), the README's read-only policy, a redirect to another host (no
-# credential follows), and the credential echoed back by the server (masked, also
-# percent-encoded in a redirect's Location).
+# after git's probe), the README's read-only policy, git:// and SSH refused by an
+# allow list of github.com:443, a redirect to another host (no credential follows),
+# and the credential echoed back by the server (masked, also percent-encoded in a
+# redirect's Location).
 #
 #   jail netns (git as nobody)           host netns
 #   git https://github.com/o/r.git -nft-> authproxy -remap-> gh: git_http_server.py
@@ -113,12 +114,32 @@ rc=0
 out=$(run 'git clone -q https://github.com/o/r.git ro && cd ro && echo x > x && git add x &&
   git commit -qm x && git push origin HEAD:main' 2>&1) || rc=$?
 assert_eq "$rc" 1 "git push's status under the read-only policy"
-assert_contains "$out" "HTTP 403" "what git prints"
+assert_contains "$out" "RPC failed; HTTP 403 curl 22 The requested URL returned error: 403" \
+  "what git prints"
 assert_not_contains "$(seen gh)" "git-receive-pack 200" "a push the server received"
 assert_contains "$(cat "$T/audit.jsonl")" '"path":"/o/r.git/git-receive-pack","action":"deny","reason":"egress_deny"' \
   "the audit record"
 assert_eq "$(git -C "$T/repos/o/r.git" rev-parse main)" "$pushed" "the branch"
 pass "read-only: push refused with 403 at once (audited egress_deny), clone works"
+
+# ---- git:// and SSH under an allow list of github.com:443 ----------------------------
+config '"egress": { "default": "deny", "allow": ["github.com:443"] },'
+rc=0
+out=$(run 'git ls-remote https://github.com/o/r.git main | cut -f1
+  git ls-remote git://github.com/o/r.git
+  command -v ssh >/dev/null || exit 0
+  GIT_SSH_COMMAND="ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null" \
+    git ls-remote git@github.com:o/r.git' 2>&1) || rc=$?
+assert_eq "$(echo "$out" | head -n1)" "$pushed" "ls-remote over HTTPS"
+assert_contains "$out" "Connection reset by peer" "git:// refused"
+assert_eq "$(grep -c '"dst":"[0-9.]*:9418".*"action":"deny","reason":"egress_not_allowed"' "$T/audit.jsonl")" 1 \
+  "git:// audited"
+if command -v ssh >/dev/null; then
+  assert_contains "$out" "Connection reset by" "ssh refused"
+  assert_eq "$(grep -c '"dst":"[0-9.]*:22".*"action":"deny","reason":"egress_not_allowed"' "$T/audit.jsonl")" 1 \
+    "ssh audited"
+fi
+pass "git:// and ssh refused by host and port (a reset, audited egress_not_allowed)"
 
 # ---- redirects and echoes ----------------------------------------------------------
 config ""
