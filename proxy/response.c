@@ -52,6 +52,9 @@ static const struct reason_text reasons[] = {
   { "upstream_tls_failed", "the TLS handshake with the destination failed (a "
                            "certificate that did not verify for its name, no TLS 1.2, "
                            "or a connection it ended); the request was not sent" },
+  { "upstream_alpn_not_http11", "the destination speaks only HTTP/2 (it refused http/1.1 "
+                                "in ALPN), and requests authproxy changes are sent over "
+                                "HTTP/1.1; the request was not sent" },
   { "upstream_certificate_expired", "the destination's TLS certificate has expired by "
                                     "the proxy host's clock (if it has not, that clock "
                                     "is wrong); the request was not sent" },

@@ -965,6 +965,21 @@ static void handshake_failed(struct proxy_conn *c, struct proxy_tls *t, int r)
     proxy_conn_close(c, 1, "sandbox_tls_failed");
     return;
   }
+  if (r == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE && t->ssl.in_msg != NULL &&
+      t->ssl.in_msgtype == MBEDTLS_SSL_MSG_ALERT &&
+      t->ssl.in_msg[1] == MBEDTLS_SSL_ALERT_MSG_NO_APPLICATION_PROTOCOL) {
+    /* The upstream refused http/1.1, all the proxy offers in ALPN: an HTTP/2-only
+     * server (a gRPC or Node http2 server without HTTP/1.1). Not a certificate, not a
+     * TLS version: the answer and the log say so, and what would work. */
+    if (proxy_log_nth(++c->sb->tls_up_failed))
+      log_warn("sandbox %s conn %llu: upstream %s refused http/1.1 in ALPN (a "
+               "no_application_protocol alert): it speaks only HTTP/2, and requests "
+               "authproxy changes go out over HTTP/1.1, so they cannot reach it; nothing "
+               "was sent (%llu such failures in this sandbox)", c->sb->name,
+               (unsigned long long)c->id, c->name, (unsigned long long)c->sb->tls_up_failed);
+    client_done(c, t, -EPROTO, "upstream_alpn_not_http11");
+    return;
+  }
   flags = mbedtls_ssl_get_verify_result(&t->ssl);
   info[0] = '\0';
   if (flags != 0 && flags != (uint32_t)-1) {
