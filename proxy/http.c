@@ -779,6 +779,35 @@ static int await_credentials(struct proxy_conn *c, const struct rules_request_de
 }
 
 /*
+ * HTTP/2 with prior knowledge (its preface, which names no host) on a connection whose
+ * destination is denied: refused with its denial, as an HTTP/1.1 request or a TLS
+ * client offering only h2 there is, so the audit says the host is denied, not that h2c
+ * is unsupported (which would send an operator to no_proxy, which does not override a
+ * deny). Returns 1 if it answered.
+ */
+static int preface_denied(struct proxy_conn *c)
+{
+  struct proxy_http *h = c->http;
+  struct rules_decision d;
+  struct rules_dest dest;
+
+  if (h->decided)
+    return 0;
+  if (c->reason != NULL) {
+    /* Denied before a decision (an unknown synthetic address). */
+    fail_request(c, 403, c->reason, NULL);
+    return 1;
+  }
+  proxy_conn_dest(c, &dest);
+  rules_decide_conn(c->cfg, &dest, &d);
+  if (d.action != RULES_DENY)
+    return 0;
+  memcpy(c->entry, d.entry, sizeof(c->entry));
+  fail_request(c, 403, d.reason, d.entry);
+  return 1;
+}
+
+/*
  * Decides and forwards one parsed request head. Returns 0 when the engine may keep
  * processing, -1 when it must stop (answered, waiting for the upstream).
  */
@@ -1326,6 +1355,9 @@ static void process_down(struct proxy_conn *c)
       }
       if (st != PROXY_HTTP_OK) {
         h->method_len = 0;
+        if (st == PROXY_HTTP_NOT_IMPL && why != NULL && strcmp(why, "http2_preface") == 0 &&
+            preface_denied(c))
+          return;
         fail_request(c, st == PROXY_HTTP_TOO_LARGE ? 431 : st == PROXY_HTTP_NOT_IMPL ? 501 : 400,
                      why ? why : "malformed_request", NULL);
         return;

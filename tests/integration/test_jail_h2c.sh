@@ -4,7 +4,9 @@
 # is no HTTP/1.x request. To a host no rule applies to it is relayed as it is, as any
 # protocol but HTTP/1.x is; where requests would be changed or inspected it is refused.
 # It used to be refused everywhere (501 http2_preface), so plaintext gRPC reached no
-# host at all.
+# host at all. At a denied host it is refused with the denial, as HTTP/1.1 and TLS are
+# there: it was answered and audited as http2_preface, with no action, which told an
+# operator that h2c was the problem (no_proxy would not let it through either).
 #
 #   jail: curl --http2-prior-knowledge -> authproxy -> node http2 (h2c) on 127.0.0.1
 . "$(dirname "$0")/lib.sh"
@@ -28,15 +30,26 @@ printf 'sk-h2c-%s\n' "$$" > "$T/secrets/KEY"
 cat > "$T/config.json" <<EOF2
 { "rules": [ { "name": "api", "allow_plain_http": true, "match_hosts": ["api.example.com"],
     "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {KEY}" } ] } ],
+  "egress": { "deny": ["blocked.example.com"] },
   "dns": { "remap": { "grpc.example.com": "127.0.0.1:$port", "api.example.com": "127.0.0.1:$port" } } }
 EOF2
 
-out=$(jail --config "$T/config.json" --secrets-dir "$T/secrets" --user nobody -- sh -c '
+out=$(jail --config "$T/config.json" --secrets-dir "$T/secrets" --log "$T/audit.jsonl" \
+  --user nobody -- sh -c '
   curl -sS --max-time 10 --http2-prior-knowledge http://grpc.example.com/tunnelled
   curl -sS --max-time 10 --http2-prior-knowledge http://api.example.com/intercepted 2>&1
-  echo "status $?"' 2> "$T/jail.log")
+  echo "status $?"
+  printf "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" | curl -sS --max-time 10 telnet://blocked.example.com:80 |
+    tr -d "\r" |
+    head -n 1' 2> "$T/jail.log")
 assert_eq "$out" "h2c 2.0 /tunnelled
 curl: (52) Empty reply from server
-status 52" "h2c through a tunnel, and to a host with a rule"
+status 52
+HTTP/1.1 403 Forbidden (authproxy: egress_deny)" "h2c through a tunnel, to a host with a rule, to a denied host"
 assert_eq "$(cat "$T/h2c.reqs")" "/tunnelled" "requests the h2c server received"
-pass "h2c with prior knowledge: relayed to a host without rules, refused where a rule applies"
+assert_eq "$("$PY" -c '
+import json, sys
+print([(r.get("action"), r.get("reason")) for r in map(json.loads, open(sys.argv[1]))
+       if r["event"] == "conn" and r.get("name") == "blocked.example.com"])' "$T/audit.jsonl")" \
+  "[('deny', 'egress_deny')]" "the denied host's audit record"
+pass "h2c with prior knowledge: relayed to a host without rules, refused where a rule applies, denied at a denied host"
