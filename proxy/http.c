@@ -798,8 +798,9 @@ static int preface_denied(struct proxy_conn *c)
     fail_request(c, 403, c->reason, NULL);
     return 1;
   }
+  /* Under the config current now, as a request arriving now would be decided. */
   proxy_conn_dest(c, &dest);
-  rules_decide_conn(c->cfg, &dest, &d);
+  rules_decide_conn(c->sb->config, &dest, &d);
   if (d.action != RULES_DENY)
     return 0;
   memcpy(c->entry, d.entry, sizeof(c->entry));
