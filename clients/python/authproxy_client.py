@@ -14,11 +14,16 @@
     c.not_attached()        # sandboxes of the state directory the daemon does not serve
 
 Errors raise AuthproxyError with the API's code, message and validation details
-(each with the JSON path of the offending value).
+(each with the JSON path of the offending value). A daemon that cannot be reached,
+or that closes the connection without an answer, raises OSError (FileNotFoundError,
+ConnectionRefusedError, TimeoutError, ...) whose message names the control socket.
 """
+import errno
 import http.client
 import json
+import os
 import socket
+import struct
 import urllib.parse
 
 __all__ = ["Client", "AuthproxyError"]
@@ -42,8 +47,32 @@ class _UnixConnection(http.client.HTTPConnection):
 
     def connect(self):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # A blocking connect, bounded by SO_SNDTIMEO as `authproxy ctl` bounds it:
+            # with the daemon's backlog full (its 64 clients busy), it waits there for
+            # a slot as the README says. Python's timeout makes the socket
+            # non-blocking, and a non-blocking connect to a Unix socket whose backlog
+            # is full fails at once (EAGAIN), so a burst of workers failed with
+            # "Resource temporarily unavailable" instead of waiting.
+            if not self.timeout and self.timeout is not None:
+                s.settimeout(self.timeout)
+            elif self.timeout is not None:
+                sec = int(self.timeout)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                             struct.pack("ll", sec, int((self.timeout - sec) * 1e6)))
+            s.connect(self._path)
+        except OSError as e:
+            s.close()
+            if e.errno in (errno.EAGAIN, errno.EINPROGRESS):
+                raise OSError(errno.ETIMEDOUT, "cannot connect to the control socket %s: "
+                              "it took no connection within %g s (the daemon is busy)"
+                              % (self._path, self.timeout)) from None
+            raise OSError(e.errno, "cannot connect to the control socket %s: %s%s"
+                          % (self._path, e.strerror or e,
+                             " (is `authproxy serve` running?)"
+                             if e.errno in (errno.ENOENT, errno.ECONNREFUSED,
+                                            errno.ENOTSOCK) else "")) from None
         s.settimeout(self.timeout)
-        s.connect(self._path)
         self.sock = s
 
 
@@ -62,9 +91,21 @@ class Client:
             if body is not None:
                 data = json.dumps(body).encode()
                 headers["Content-Type"] = "application/json"
-            conn.request(method, path, body=data, headers=headers)
-            resp = conn.getresponse()
-            payload = resp.read()
+            conn.connect()  # its errors name the socket
+            try:
+                conn.request(method, path, body=data, headers=headers)
+                resp = conn.getresponse()
+                payload = resp.read()
+            except (socket.timeout, TimeoutError):
+                raise OSError(errno.ETIMEDOUT, "no answer from the control socket %s "
+                              "within %g s" % (self.socket_path, self.timeout)) from None
+            except (OSError, http.client.HTTPException) as e:
+                # Reset, or closed before the whole answer: a daemon stopping (or
+                # killed) drops the connections it has not answered.
+                raise OSError(getattr(e, "errno", None) or errno.ECONNRESET,
+                              "the control socket %s closed the connection without an "
+                              "answer (%s): is the daemon stopping? (see its log)"
+                              % (self.socket_path, e)) from None
         finally:
             conn.close()
         if resp.status >= 400:
