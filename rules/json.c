@@ -466,6 +466,46 @@ out:
 
 /* ---- intake ------------------------------------------------------------------------ */
 
+/*
+ * Whether a text cJSON refused at off ran out there instead: the error named a byte
+ * of the text ("unexpected '{'", "unexpected 'p'") for a text that merely ended (an
+ * object, array or string not closed: a body cut short, or a Content-Length counted
+ * in characters rather than bytes). cJSON reports a failure past the end of the text
+ * at its last byte, and one inside a string never closed at the string's first byte.
+ * Parsed again with a space after it, a text that ended fails past its own bytes;
+ * one whose last byte is wrong (`[1,]`) still fails there.
+ */
+static int text_ends_early(const char *json, size_t len, size_t off)
+{
+  const char *end = NULL;
+  char *padded;
+  cJSON *root;
+  size_t i;
+  int r;
+
+  if (off > 0 && off < len && json[off - 1] == '"') {
+    for (i = off; i < len && json[i] != '"'; i++)
+      if (json[i] == '\\')
+        i++;
+    if (i >= len)
+      return 1;
+  }
+  if (len == 0 || off != len - 1)
+    return 0;
+  padded = malloc(len + 1);
+  if (padded == NULL)
+    return 0;
+  memcpy(padded, json, len);
+  padded[len] = ' ';
+  root = cJSON_ParseWithLengthOpts(padded, len + 1, &end, 0);
+  r = root == NULL && end != NULL && end >= padded + len;
+  cJSON_Delete(root);
+  /* The text may be a config with secrets in it. */
+  explicit_bzero(padded, len + 1);
+  free(padded);
+  return r;
+}
+
 int rules_json_parse(const char *json, size_t len, cJSON **out, struct rules_diag *diag)
 {
   return rules_json_parse_max(json, len, RULES_MAX_CONFIG_LEN, out, diag);
@@ -488,6 +528,8 @@ int rules_json_parse_max(const char *json, size_t len, size_t max, cJSON **out,
   root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
   if (root == NULL) {
     off = end != NULL && end >= json ? (size_t)(end - json) : 0;
+    if (text_ends_early(json, len, off))
+      off = len;
     return report(diag, json, len, off, NULL);
   }
   off = (size_t)(end - json);

@@ -942,6 +942,28 @@ TEST(json_invalid_unicode_escape)
   json_accepted("[\"\\\\uZZZZ\", \"\\u00e9\\u00C9\\uD83D\\uDE00\"]");
 }
 
+/*
+ * A text that ends before its value does (a body cut short, or sent with a
+ * Content-Length counted in characters, not bytes) is an unexpected end of input
+ * where the text stops. cJSON reports such a failure at the last byte (or, inside a
+ * string never closed, at the string's first), and the message blamed that byte: a
+ * control API body cut after `"proxy_config": {` read "unexpected '{'".
+ */
+TEST(json_ends_early)
+{
+  json_refused("{\"netns\": \"/x\", \"proxy_config\": {",
+               "line 1, column 34: unexpected end of input");
+  json_refused("{\"rules\": [], \"no_proxy\": [\"a\",", "column 32: unexpected end of input");
+  json_refused("{\"netns\": \"/x\"", "column 15: unexpected end of input");
+  json_refused("[1", "column 3: unexpected end of input");
+  json_refused("{\"value\": \"p\xc3\xa4ssw\xc3\xb6", "unexpected end of input");
+  json_refused("{\"a\": \"x\\\"", "unexpected end of input");
+  /* A last byte that is wrong is still named. */
+  json_refused("{\"rules\": [1,]", "column 14: unexpected ']'");
+  json_refused("[1,]", "column 4: unexpected ']'");
+  json_refused("{\"a\"\"b\"}", "column 5: unexpected '\"'");
+}
+
 /* daemon_json_parse_own passes no diag: the verdict is the same. */
 TEST(json_duplicate_names_without_diag)
 {
