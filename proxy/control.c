@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -68,6 +69,10 @@ struct client {
   int keep_alive;
   int discard;               /* answered an error early: read and drop the rest */
   int refused;               /* answered 503 too_many_clients: holds no slot */
+  int expect_continue;       /* the request carries Expect: 100-continue */
+  int in_expect;             /* the header being read is Expect */
+  size_t hlen;               /* bytes of the header name or value being read */
+  char hbuf[16];             /* its first bytes */
   int stalled;               /* reading stopped until the last answer is written */
   size_t have;               /* unparsed bytes kept in readbuf while stalled */
   char method[16];
@@ -264,7 +269,66 @@ static int on_header(llhttp_t *p, const char *at, size_t len)
     cl->too_large = 431;
     return -1;
   }
+  /* Kept for Expect (a name, or a value, may arrive in pieces). */
+  if (cl->hlen < sizeof(cl->hbuf))
+    memcpy(cl->hbuf + cl->hlen, at,
+           len < sizeof(cl->hbuf) - cl->hlen ? len : sizeof(cl->hbuf) - cl->hlen);
+  cl->hlen += len;
   return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+  struct client *cl = p->data;
+
+  cl->in_expect = cl->hlen == 6 && strncasecmp(cl->hbuf, "expect", 6) == 0;
+  cl->hlen = 0;
+  return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+  struct client *cl = p->data;
+  size_t n = cl->hlen;
+
+  while (n > 0 && n <= sizeof(cl->hbuf) && (cl->hbuf[n - 1] == ' ' || cl->hbuf[n - 1] == '\t'))
+    n--;
+  if (cl->in_expect && n == 12 && strncasecmp(cl->hbuf, "100-continue", 12) == 0)
+    cl->expect_continue = 1;
+  cl->in_expect = 0;
+  cl->hlen = 0;
+  return 0;
+}
+
+static void continue_done(uv_write_t *req, int status)
+{
+  struct client *cl = req->data;
+
+  free(req);
+  if (status < 0)
+    client_close(cl);
+}
+
+/*
+ * A client that sent Expect: 100-continue waits for an interim answer before its body
+ * (curl -T does, for any size): without one it waits its own timeout, a second for
+ * curl, before sending anyway, on every call (RFC 9110 10.1.1: the server answers at
+ * once with a final status, or with 100). Not to HTTP/1.0 clients, which do not know
+ * it.
+ */
+static void send_continue(struct client *cl)
+{
+  static char line[] = "HTTP/1.1 100 Continue\r\n\r\n"; /* libuv only reads it */
+  uv_write_t *req = malloc(sizeof(*req));
+  uv_buf_t buf = uv_buf_init(line, sizeof(line) - 1);
+
+  if (req == NULL)
+    return; /* the client sends its body after its own wait */
+  req->data = cl;
+  if (uv_write(req, (uv_stream_t *)&cl->pipe, &buf, 1, continue_done) != 0) {
+    free(req);
+    client_close(cl);
+  }
 }
 
 static int on_headers_complete(llhttp_t *p)
@@ -275,6 +339,10 @@ static int on_headers_complete(llhttp_t *p)
     cl->too_large = 413;
     return -1;
   }
+  if (cl->expect_continue && (p->http_major > 1 || p->http_minor > 0) && !p->upgrade &&
+      (p->content_length > 0 || (p->flags & F_CHUNKED)))
+    send_continue(cl);
+  cl->expect_continue = 0;
   return 0;
 }
 
@@ -306,6 +374,8 @@ static const llhttp_settings_t settings = {
   .on_url = on_url,
   .on_header_field = on_header,
   .on_header_value = on_header,
+  .on_header_field_complete = on_header_field_complete,
+  .on_header_value_complete = on_header_value_complete,
   .on_headers_complete = on_headers_complete,
   .on_body = on_body,
   .on_message_complete = on_complete,

@@ -415,3 +415,86 @@ TEST(client_cap_refuses_after_a_wait)
     close(held[i]);
   fixture_stop(&f);
 }
+
+/* Runs the server while reading what it sends to fd into out (NUL-terminated), until
+ * out holds text, it closes the connection or limit_s passes. */
+static void client_read_until(struct fixture *f, int fd, double limit_s, const char *text,
+                              char *out, size_t size)
+{
+  double end = now_s() + limit_s;
+  size_t got = 0;
+
+  out[0] = '\0';
+  while (now_s() < end && got + 1 < size && strstr(out, text) == NULL) {
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    ssize_t n;
+
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    if (poll(&p, 1, 5) <= 0)
+      continue;
+    n = recv(fd, out + got, size - 1 - got, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno == ECONNRESET))
+      break;
+    if (n < 0) {
+      ASSERT(errno == EAGAIN || errno == EINTR);
+      continue;
+    }
+    got += (size_t)n;
+    out[got] = '\0';
+  }
+}
+
+/*
+ * A request with Expect: 100-continue (curl -T sends it, whatever the size) gets a
+ * 100 Continue before its body: the client sends the body only after it, or after a
+ * wait of its own (a second for curl, on every call). None went out, so each attach
+ * made with `curl -T config.json` took a second. An HTTP/1.0 client gets none, and
+ * one whose body is over the limit gets its 413 at once instead.
+ */
+TEST(expect_continue_answered)
+{
+  struct fixture f;
+  char out[4096];
+  int fd;
+
+  fixture_start(&f, 10);
+  fd = client_connect(&f);
+  client_send(fd, "PUT /v1/sandboxes/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                  "EXPECT:  100-Continue \r\n\r\n");
+  client_read_until(&f, fd, 10, "\r\n\r\n", out, sizeof(out));
+  ASSERT_STREQ(out, "HTTP/1.1 100 Continue\r\n\r\n");
+  ASSERT_EQ(f.requests, 0);
+  /* The body, then a second request on the connection, chunked. */
+  client_send(fd, "{}PUT /v1/sandboxes/b HTTP/1.1\r\nHost: x\r\n"
+                  "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n");
+  client_read_until(&f, fd, 10, "HTTP/1.1 100 Continue\r\n\r\n", out, sizeof(out));
+  ASSERT(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0);
+  ASSERT_CONTAINS(out, "abcdefghijHTTP/1.1 100 Continue\r\n\r\n");
+  ASSERT_EQ(f.requests, 1);
+  client_send(fd, "2\r\n{}\r\n0\r\n\r\n");
+  client_read_until(&f, fd, 10, "abcdefghij", out, sizeof(out));
+  ASSERT(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0);
+  ASSERT_EQ(f.requests, 2);
+  close(fd);
+
+  /* HTTP/1.0: no interim answer; the final one once the body is there. */
+  fd = client_connect(&f);
+  client_send(fd, "PUT /v1/sandboxes/c HTTP/1.0\r\nContent-Length: 2\r\n"
+                  "Expect: 100-continue\r\n\r\n");
+  client_read_until(&f, fd, 0.3, "\r\n\r\n", out, sizeof(out));
+  ASSERT_STREQ(out, "");
+  client_send(fd, "{}");
+  client_read_until(&f, fd, 10, "abcdefghij", out, sizeof(out));
+  ASSERT(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0);
+  close(fd);
+
+  /* Over the limit: the 413 at once, and no 100. */
+  fd = client_connect(&f);
+  client_send(fd, "PUT /v1/sandboxes/d HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n"
+                  "Expect: 100-continue\r\n\r\n");
+  client_read_until(&f, fd, 10, "}}", out, sizeof(out));
+  ASSERT(strncmp(out, "HTTP/1.1 413 ", 13) == 0);
+  ASSERT_EQ(f.requests, 3);
+  close(fd);
+  fixture_stop(&f);
+}
