@@ -161,6 +161,26 @@ int proxy_api_unreachable(int ret)
   return ret == -ENOENT || ret == -ECONNREFUSED || ret == -ENOTSOCK;
 }
 
+/* 0 if something listens on the socket at sock (its backlog full included), else
+ * -ENOENT, -ECONNREFUSED or -ENOTSOCK as connect says (see proxy_api_unreachable). */
+static int listening(const char *sock)
+{
+  struct sockaddr_un sa;
+  int fd, r;
+
+  if (strlen(sock) >= sizeof(sa.sun_path))
+    return 0;
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0)
+    return 0;
+  memset(&sa, 0, sizeof(sa));
+  sa.sun_family = AF_UNIX;
+  memcpy(sa.sun_path, sock, strlen(sock));
+  r = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 ? 0 : -errno;
+  close(fd);
+  return proxy_api_unreachable(r) ? r : 0;
+}
+
 static int connect_to(const char *sock, int timeout_ms, char *err, size_t errsz)
 {
   struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
@@ -254,8 +274,18 @@ int proxy_api_call(const char *sock, const char *method, const char *path,
     if (n < 0 && errno == ECONNRESET && in.len > 0)
       break;
     if ((n < 0 && errno == ECONNRESET) || (n == 0 && in.len == 0)) {
-      /* Accepted and closed unanswered: what libuv does with a connection it cannot
-       * take, the daemon being out of file descriptors (or memory). */
+      /* Closed unanswered. A daemon stopping closes the connections it has not
+       * answered (those waiting for a slot too), as does one killed: nothing listens
+       * there any more, and saying so is what the caller needs (a CNI DEL, an OCI
+       * poststop, then finish without it). A daemon still listening accepted a
+       * connection it could not take, as libuv does out of descriptors (or memory). */
+      r = listening(sock);
+      if (r != 0) {
+        snprintf(err, errsz, "%s closed the connection without an answer, and nothing "
+                 "listens there now: the daemon stopped (is `authproxy serve` running?)",
+                 sock);
+        goto out;
+      }
       r = -ECONNRESET;
       snprintf(err, errsz, "%s closed the connection without an answer: is the daemon "
                "out of file descriptors? (see its log)", sock);

@@ -26,7 +26,9 @@ struct proxy_api_answer {
  * at sock and reads the whole answer within timeout_ms. Returns 0 with *a filled (any
  * HTTP status; free it with proxy_api_answer_free), or a negative errno with a message
  * naming the socket and the fix in err: -ENOENT or -ECONNREFUSED when no daemon
- * listens there (see proxy_api_unreachable), -ETIMEDOUT, -EFBIG (answer larger than
+ * listens there (see proxy_api_unreachable; also when the connection closed without
+ * an answer and nothing listens any more: the daemon stopped), -ECONNRESET (closed
+ * without an answer by a daemon still listening), -ETIMEDOUT, -EFBIG (answer larger than
  * PROXY_API_MAX_ANSWER), -EPROTO (malformed answer), -ENAMETOOLONG, -ENOMEM. The
  * request buffer is wiped before it is freed: it may carry a config or a secret.
  */

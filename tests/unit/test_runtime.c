@@ -191,6 +191,55 @@ TEST(call_closed_unanswered)
   close(fd);
 }
 
+/* A daemon stopping (SIGTERM) closes the connections it has not answered, those
+ * waiting for a slot too, and removes its socket; one killed leaves the socket with
+ * nothing listening. The error said "is the daemon out of file descriptors?", and a
+ * CNI DEL or OCI poststop took it for a daemon that is up but failing. Now: the daemon
+ * stopped, as when it was down before the call. */
+TEST(call_closed_unanswered_daemon_stopped)
+{
+  struct proxy_api_answer a;
+  struct sockaddr_un sa;
+  char err[512];
+  pid_t pid;
+  int fd, status, unlink_it, r;
+
+  for (unlink_it = 0; unlink_it < 2; unlink_it++) {
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/stopped%d.sock", test_tmpdir(),
+             unlink_it);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT(fd >= 0);
+    ASSERT_EQ(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ASSERT_EQ(listen(fd, 1), 0);
+    pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+      char buf[256];
+      int c = accept(fd, NULL, NULL);
+
+      /* The request arrives; the daemon stops before answering it. */
+      if (c < 0 || read(c, buf, sizeof(buf)) <= 0)
+        _exit(1);
+      close(fd);
+      if (unlink_it)
+        unlink(sa.sun_path);
+      _exit(close(c) == 0 ? 0 : 1);
+    }
+    close(fd);
+    r = proxy_api_call(sa.sun_path, "DELETE", "/v1/sandboxes/a", NULL, 0, 5000, &a, err,
+                       sizeof(err));
+    ASSERT_EQ(r, unlink_it ? -ENOENT : -ECONNREFUSED);
+    ASSERT(proxy_api_unreachable(r));
+    ASSERT_CONTAINS(err, "closed the connection without an answer");
+    ASSERT_CONTAINS(err, "the daemon stopped");
+    ASSERT_NULL(strstr(err, "file descriptors"));
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+}
+
 /* A daemon that takes the request in slowly (its loop is loaded): the client's
  * deadline covers the whole exchange, sending included, not each send on its own. */
 TEST(call_deadline_covers_sending)
