@@ -101,11 +101,17 @@ class Client:
                               "within %g s" % (self.socket_path, self.timeout)) from None
             except (OSError, http.client.HTTPException) as e:
                 # Reset, or closed before the whole answer: a daemon stopping (or
-                # killed) drops the connections it has not answered.
-                raise OSError(getattr(e, "errno", None) or errno.ECONNRESET,
+                # killed) drops the connections it has not answered, and nothing
+                # listens there after it; one still listening could not take it (out
+                # of descriptors), as `authproxy ctl` tells them apart.
+                down = self._down()
+                raise OSError(down or getattr(e, "errno", None) or errno.ECONNRESET,
                               "the control socket %s closed the connection without an "
-                              "answer (%s): is the daemon stopping? (see its log)"
-                              % (self.socket_path, e)) from None
+                              "answer (%s)%s" % (self.socket_path, e,
+                              ", and nothing listens there now: the daemon stopped (is "
+                              "`authproxy serve` running?)" if down else
+                              ": is the daemon out of file descriptors? (see its log)")) \
+                    from None
         finally:
             conn.close()
         if resp.status >= 400:
@@ -118,6 +124,19 @@ class Client:
         if raw:
             return payload.decode()
         return json.loads(payload) if payload else None
+
+    def _down(self):
+        """The errno of a connect to the socket if nothing listens there, else 0."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.setblocking(False)
+            s.connect(self.socket_path)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
+                return e.errno
+        finally:
+            s.close()
+        return 0
 
     @staticmethod
     def _name(name):

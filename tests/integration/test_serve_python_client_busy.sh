@@ -10,7 +10,8 @@
 # workers (150 threads attaching) got BlockingIOError "Resource temporarily
 # unavailable", which names neither the daemon nor what to do. And with the daemon
 # down its errors were the bare OSError, "[Errno 2] No such file or directory",
-# naming no socket.
+# naming no socket; a call the daemon dropped as it stopped (SIGTERM: it closes
+# the connections it has not answered) raised "Connection reset by peer".
 . "$(dirname "$0")/lib.sh"
 
 export PYTHONPATH=$SRC/clients/python
@@ -28,7 +29,8 @@ assert_contains "$out" "authproxy serve" "a missing socket's error says the daem
 pass "daemon down: the error names the control socket and the daemon"
 
 "$AUTHPROXY" serve --state-dir "$T/state" --control "$SOCK" >> "$T/serve.log" 2>&1 &
-PIDS+=($!)
+SERVE_PID=$!
+PIDS+=($SERVE_PID)
 wait_for "[ -S '$SOCK' ] && '$AUTHPROXY' ctl --control '$SOCK' health >/dev/null 2>&1"
 
 # 64 clients that send nothing hold every slot, and more fill the backlog (until a
@@ -65,3 +67,35 @@ pass "backlog full: the call waits and is answered ($out)"
 wait_until 5 "the daemon to serve again" \
   "$PY" -c "from authproxy_client import Client; Client('$SOCK').health()"
 pass "served again once the idle clients left"
+
+# A call waiting for a slot when the daemon stops: closed unanswered, and the error
+# says the daemon stopped (not a bare reset, nor a guess at descriptors).
+out=$("$PY" -c "
+import os, signal, socket, threading, time
+from authproxy_client import Client
+held = []
+for i in range(64):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect('$SOCK')
+    held.append(s)
+res = []
+def call():
+    try:
+        Client('$SOCK', timeout=10).list()
+        res.append('answered')
+    except Exception as e:
+        res.append('%s: %s' % (type(e).__name__, e))
+t = threading.Thread(target=call)
+t.start()
+time.sleep(0.3)
+os.kill($SERVE_PID, signal.SIGTERM)
+t.join()
+print(res[0])")
+case "$out" in
+  *"the daemon stopped"*) ;;
+  # It had not connected yet when the daemon went: the error of a daemon down.
+  *"is \`authproxy serve\` running?"*) ;;
+  *) fail "a call dropped by the daemon stopping: $out" ;;
+esac
+assert_not_contains "$out" "file descriptors" "the stop is not taken for descriptors"
+pass "daemon stopped during a call: $out"
