@@ -307,6 +307,29 @@ static void delete_lost(struct daemon *d, const char *name,
   daemon_error_free(&err);
 }
 
+/*
+ * 404 for a sandbox the daemon does not serve. One the daemon could not re-attach at
+ * start is listed under not_attached with the reason, and GET, PATCH and ca.pem of it
+ * said "no sandbox NAME", as of a name never attached: a runtime checking it after a
+ * restart (CNI CHECK) was not told why it has no network, nor that PATCH cannot bring
+ * it back. The code stays sandbox_not_found; the message says why and what to do.
+ */
+static void sandbox_not_found(struct daemon *d, const char *name,
+                              struct proxy_control_response *resp)
+{
+  struct daemon_lost *l = daemon_lost_find(d, name);
+
+  if (l == NULL) {
+    proxy_control_error(resp, 404, "sandbox_not_found", "no sandbox %s", name);
+    return;
+  }
+  proxy_control_error(resp, 404, "sandbox_not_found",
+                      "sandbox %s is not attached: the daemon could not attach it again at "
+                      "start (%.512s), and it has no network; attach it again with PUT, or "
+                      "DELETE it to forget it",
+                      name, l->why != NULL && l->why[0] != '\0' ? l->why : "no reason given");
+}
+
 static void sandbox_route(struct daemon *d, const char *rest,
                           const struct proxy_control_request *req,
                           struct proxy_control_response *resp)
@@ -337,7 +360,7 @@ static void sandbox_route(struct daemon *d, const char *rest,
       return;
     }
     if (s == NULL) {
-      proxy_control_error(resp, 404, "sandbox_not_found", "no sandbox %s", name);
+      sandbox_not_found(d, name, resp);
       return;
     }
     resp->status = 200;
@@ -360,7 +383,7 @@ static void sandbox_route(struct daemon *d, const char *rest,
     return;
   }
   if (s == NULL) {
-    proxy_control_error(resp, 404, "sandbox_not_found", "no sandbox %s", name);
+    sandbox_not_found(d, name, resp);
     return;
   }
   if (strcmp(req->method, "GET") == 0) {

@@ -1625,11 +1625,17 @@ static void restore_one(struct daemon *d, const char *name)
     add_lost(d, name, netns->valuestring, err.message);
     unlink(path);
   } else {
-    /* Kept: a later start (with the missing secret, say) may succeed. */
-    log_error("sandbox %s: cannot re-attach: %s%s%s; it stays without network", name,
-              err.message, err.diag.count ? ": " : "",
-              err.diag.count ? err.diag.entries[0].message : "");
-    add_lost(d, name, netns->valuestring, err.message);
+    /* Kept: a later start (with the missing secret, say) may succeed. The reason
+     * listed under not_attached (and given to a GET of it) says what was wrong: a
+     * config refused says "see details", and only the log had them. */
+    char why[1024];
+
+    snprintf(why, sizeof(why), "%s%s%s%s%s", err.message, err.diag.count ? ": " : "",
+             err.diag.count ? err.diag.entries[0].path : "",
+             err.diag.count && err.diag.entries[0].path[0] ? ": " : "",
+             err.diag.count ? err.diag.entries[0].message : "");
+    log_error("sandbox %s: cannot re-attach: %s; it stays without network", name, why);
+    add_lost(d, name, netns->valuestring, why);
   }
 out:
   rules_json_free(ca);
