@@ -804,9 +804,19 @@ static int attach(struct daemon *d, const char *name, const char *netns,
     return fail(err, 400, "invalid_name", -EINVAL,
                 "sandbox name \"%.64s\" must be 1-128 of [A-Za-z0-9_.-], starting with a "
                 "letter or digit", name);
-  if (daemon_find(d, name) != NULL)
+  other = daemon_find(d, name);
+  /* Which namespace it serves: an orchestrator that retries an attach whose answer it
+   * did not get (its timeout, a connection cut) finds its own namespace here, and one
+   * attaching the name elsewhere learns that a PATCH would not move it. */
+  if (other != NULL && netns != NULL && strcmp(other->netns, netns) == 0)
     return fail(err, 409, "sandbox_exists", -EEXIST,
-                "sandbox %s is already attached; PATCH its config or DELETE it first", name);
+                "sandbox %s is already attached to %.256s, the namespace this attach names "
+                "(an earlier attach that succeeded?): GET it for its CA, PATCH to change its "
+                "config, or DELETE it first", name, netns);
+  if (other != NULL)
+    return fail(err, 409, "sandbox_exists", -EEXIST,
+                "sandbox %s is already attached, to %.256s: PATCH to change its config, or "
+                "DELETE it first to attach it to another namespace", name, other->netns);
   if (netns == NULL || netns[0] != '/')
     return fail(err, 400, "invalid_request", -EINVAL,
                 "netns: must be an absolute path such as /var/run/netns/NAME or "

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# An orchestrator retries an attach whose answer it did not get (its timeout ran out,
+# the connection was cut): the sandbox is attached already, and the 409
+# sandbox_exists must let it tell its own earlier attach from a name taken by another
+# namespace. Both answered "sandbox box is already attached; PATCH its config or
+# DELETE it first": a retry was told to delete what it had just attached, and an
+# attach of the name to another namespace to PATCH, which cannot move it. The answer
+# now names the namespace the sandbox serves, and what to do in each case.
+#
+#   ap-ra-PID (attached as box)   host
+#   ap-rb-PID (never attached)    authproxy serve
+. "$(dirname "$0")/lib.sh"
+
+SOCK=$T/control.sock
+"$AUTHPROXY" serve --state-dir "$T/state" --control "$SOCK" >> "$T/serve.log" 2>&1 &
+PIDS+=($!)
+wait_for "[ -S '$SOCK' ] && '$AUTHPROXY' ctl --control '$SOCK' health >/dev/null 2>&1"
+ctl() { "$AUTHPROXY" ctl --control "$SOCK" "$@"; }
+echo '{}' > "$T/config.json"
+a=$(make_netns ra)
+b=$(make_netns rb)
+ca=$(ctl attach box --netns "/var/run/netns/$a" --config "$T/config.json")
+
+attach_err() {  # NETNS: the error of attaching box to it
+  local out
+  if out=$(ctl attach box --netns "$1" --config "$T/config.json" 2>&1); then
+    fail "attached box again to $1"
+  fi
+  echo "$out"
+}
+out=$(attach_err "/var/run/netns/$a")
+assert_contains "$out" "sandbox_exists" "a retried attach"
+assert_contains "$out" "already attached to /var/run/netns/$a, the namespace this attach names" \
+  "a retried attach names its namespace"
+assert_contains "$out" "GET it for its CA" "a retried attach: what to do"
+assert_eq "$(ctl ca box)" "$ca" "the CA after the retry"
+pass "retry: $out"
+
+out=$(attach_err "/var/run/netns/$b")
+assert_contains "$out" "sandbox_exists" "an attach of the name to another namespace"
+assert_contains "$out" "already attached, to /var/run/netns/$a" \
+  "an attach of the name to another namespace names the one it serves"
+assert_contains "$out" "DELETE it first to attach it to another namespace" \
+  "an attach of the name to another namespace: what to do"
+if ip netns exec "$b" nft list table inet authproxy > /dev/null 2>&1; then
+  fail "the namespace the refused attach named got rules"
+fi
+pass "another namespace: $out"
+ctl detach box > /dev/null
