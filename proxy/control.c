@@ -6,7 +6,9 @@
  * At most MAX_CLIENTS are served at once. Further connections wait in the socket's
  * backlog (they are not accepted) until a client leaves, so that a burst of runtimes
  * attaching together is served in turn; only when no slot has freed for WAIT_MS are
- * they accepted and refused with 503 too_many_clients, which says why.
+ * they accepted and refused with 503 too_many_clients, which says why. A client kept
+ * alive between requests (an HTTP client's connection pool) gives its slot up to a
+ * connection waiting for one: it is closed, as servers close idle connections.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -70,6 +73,8 @@ struct client {
   int discard;               /* answered an error early: read and drop the rest */
   int refused;               /* answered 503 too_many_clients: holds no slot */
   int expect_continue;       /* the request carries Expect: 100-continue */
+  int between;               /* answered, kept alive, no byte of another request yet */
+  uint64_t idle_since;       /* uv_now when between began */
   int in_expect;             /* the header being read is Expect */
   size_t hlen;               /* bytes of the header name or value being read */
   char hbuf[16];             /* its first bytes */
@@ -248,6 +253,14 @@ static void respond_error(struct client *cl, int status, const char *code, const
   strbuf_free(&resp.body);
 }
 
+static int on_message_begin(llhttp_t *p)
+{
+  struct client *cl = p->data;
+
+  cl->between = 0;
+  return 0;
+}
+
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
   struct client *cl = p->data;
@@ -371,6 +384,7 @@ static int on_complete(llhttp_t *p)
 }
 
 static const llhttp_settings_t settings = {
+  .on_message_begin = on_message_begin,
   .on_url = on_url,
   .on_header_field = on_header,
   .on_header_value = on_header,
@@ -412,6 +426,10 @@ static void dispatch(struct client *cl)
    * such clients would shut out every runtime's attach. */
   if (!cl->closing)
     uv_timer_again(&cl->timer);
+  if (cl->keep_alive && !cl->closing) {
+    cl->between = 1;
+    cl->idle_since = uv_now(ctl->loop);
+  }
   strbuf_free(&resp.body);
   explicit_bzero(cl->body.data, cl->body.cap);
   strbuf_reset(&cl->body);
@@ -521,6 +539,42 @@ static void defer(struct proxy_control *ctl)
   uv_timer_start(&ctl->wait_timer, wait_cb, WAIT_MS, 0);
 }
 
+/* 1 if the client's next request has begun to arrive: bytes wait in its socket that
+ * the loop has not read yet (closing it then would drop a request it sent). */
+static int bytes_waiting(struct client *cl)
+{
+  uv_os_fd_t fd;
+  int n = 0;
+
+  if (uv_fileno((uv_handle_t *)&cl->pipe, &fd) != 0)
+    return 1;
+  return ioctl(fd, FIONREAD, &n) != 0 || n > 0;
+}
+
+/*
+ * Closes the client idle the longest between requests, its answers all written, to
+ * free its slot for a connection waiting; 1 if there was one. Pooled keep-alive
+ * connections (64 of them: a few orchestrator processes, each with an HTTP client
+ * that keeps its connections) used to hold every slot for their whole idle time (30
+ * s), and every other client, a runtime's attach included, waited 2 s to be refused
+ * 503 too_many_clients. Clients expect a server to close an idle kept-alive
+ * connection; a client that has not had an answer yet is never closed.
+ */
+static int evict_idle(struct proxy_control *ctl)
+{
+  struct client *cl, *oldest = NULL;
+
+  for (cl = ctl->clients; cl != NULL; cl = cl->next)
+    if (cl->between && !cl->closing && !cl->refused && !cl->stalled && !cl->discard &&
+        cl->have == 0 && cl->pipe.write_queue_size == 0 && !bytes_waiting(cl) &&
+        (oldest == NULL || cl->idle_since < oldest->idle_since))
+      oldest = cl;
+  if (oldest == NULL)
+    return 0;
+  client_close(oldest);
+  return 1;
+}
+
 /* Accepts the connection libuv holds: served, or refused once the server is refusing. */
 static void take_connection(struct proxy_control *ctl)
 {
@@ -529,6 +583,12 @@ static void take_connection(struct proxy_control *ctl)
 
   if (ctl->closing)
     return;
+  /* A slot held by a client idle between requests frees once it is closed: client_closed
+   * then takes the waiting connection. */
+  if (over && evict_idle(ctl)) {
+    defer(ctl);
+    return;
+  }
   /* Refusals are bounded too: each holds a client until its answer is written. */
   if (over && (!ctl->refusing || ctl->nrefused >= MAX_CLIENTS)) {
     defer(ctl);

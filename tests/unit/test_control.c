@@ -498,3 +498,64 @@ TEST(expect_continue_answered)
   close(fd);
   fixture_stop(&f);
 }
+
+/*
+ * Connections an HTTP client keeps alive between requests (its pool: a few
+ * orchestrator processes hold 64 of them) give their slots up to connections waiting
+ * for one: the idle ones are closed, as servers close idle kept-alive connections. They
+ * held every slot for their idle time (30 s), and every other client, a runtime's
+ * attach included, waited 2 s to be refused 503 too_many_clients ("none of them has
+ * finished"). A client that has begun its next request, or sent it whole for the
+ * loop to read, is not closed.
+ */
+TEST(idle_kept_alive_clients_give_up_their_slots)
+{
+  struct fixture f;
+  int pooled[64], late[2], i, ok, busy, other, closed = 0;
+  char out[4096];
+
+  fixture_start(&f, 10);
+  for (i = 0; i < 64; i++) {
+    pooled[i] = client_connect(&f);
+    client_send(pooled[i], "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    client_read_until(&f, pooled[i], 10, "abcdefghij", out, sizeof(out));
+    ASSERT(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0);
+  }
+  /* One has begun its next request; another has sent it whole, not read yet. */
+  client_send(pooled[0], "GET /healthz HTTP/1.1\r\n");
+  client_read_until(&f, pooled[0], 0.2, "\r\n\r\n", out, sizeof(out));
+  ASSERT_STREQ(out, "");
+  client_send(pooled[1], "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  for (i = 0; i < 2; i++) {
+    late[i] = client_connect(&f);
+    client_send(late[i], "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  }
+  read_statuses(&f, late, 2, 10, &ok, &busy, &other);
+  ASSERT_EQ(busy, 0);
+  ASSERT_EQ(other, 0);
+  ASSERT_EQ(ok, 2);
+  /* Two idle ones were closed for them; the others are served as before. */
+  for (i = 0; i < 64; i++) {
+    char c;
+
+    uv_run(&f.loop, UV_RUN_NOWAIT);
+    if (i == 1)
+      continue; /* its answer is read below */
+    if (recv(pooled[i], &c, 1, MSG_DONTWAIT) == 0) {
+      ASSERT(i != 0);
+      closed++;
+      close(pooled[i]);
+      pooled[i] = -1;
+    }
+  }
+  ASSERT_EQ(closed, 2);
+  client_read_until(&f, pooled[1], 10, "abcdefghij", out, sizeof(out));
+  ASSERT(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0);
+  client_send(pooled[0], "Host: x\r\n\r\n");
+  client_read_until(&f, pooled[0], 10, "abcdefghij", out, sizeof(out));
+  ASSERT(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0);
+  for (i = 0; i < 64; i++)
+    if (pooled[i] >= 0)
+      close(pooled[i]);
+  fixture_stop(&f);
+}
