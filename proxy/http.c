@@ -793,6 +793,13 @@ static int preface_denied(struct proxy_conn *c)
 
   if (h->decided)
     return 0;
+  if (c->synth_unknown && c->name_src == NAME_NONE && c->reason == NULL) {
+    /* An unknown synthetic address, and the preface names no host for it: refused
+     * so, as a request without Host there is (decide_head), not by what egress says
+     * of the address, which is no destination. */
+    c->reason = "unknown_synthetic_address";
+    proxy_conn_mark_denied(c);
+  }
   if (c->reason != NULL) {
     /* Denied before a decision (an unknown synthetic address). */
     fail_request(c, 403, c->reason, NULL);

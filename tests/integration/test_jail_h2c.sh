@@ -7,6 +7,9 @@
 # host at all. At a denied host it is refused with the denial, as HTTP/1.1 and TLS are
 # there: it was answered and audited as http2_preface, with no action, which told an
 # operator that h2c was the problem (no_proxy would not let it through either).
+# At an unknown synthetic address (a client that kept an answer from before a daemon
+# restart) the preface names no host either: it is refused as unknown_synthetic_address,
+# as an HTTP/1.0 request without Host there is, not by the address's egress decision.
 #
 #   jail: curl --http2-prior-knowledge -> authproxy -> node http2 (h2c) on 127.0.0.1
 . "$(dirname "$0")/lib.sh"
@@ -53,3 +56,26 @@ print([(r.get("action"), r.get("reason")) for r in map(json.loads, open(sys.argv
        if r["event"] == "conn" and r.get("name") == "blocked.example.com"])' "$T/audit.jsonl")" \
   "[('deny', 'egress_deny')]" "the denied host's audit record"
 pass "h2c with prior knowledge: relayed to a host without rules, refused where a rule applies, denied at a denied host"
+
+# An unknown synthetic address under "default": "deny": the preface was answered and
+# audited egress_not_allowed for the address (under "default": "allow" it was relayed,
+# then refused as unknown_synthetic_address), while HTTP/1.0 there says
+# unknown_synthetic_address.
+cat > "$T/deny.json" <<EOF2
+{ "egress": { "default": "deny", "allow": ["grpc.example.com"] } }
+EOF2
+: > "$T/audit.jsonl"
+out=$(jail --config "$T/deny.json" --log "$T/audit.jsonl" --user nobody -- sh -c '
+  printf "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" | curl -sS --max-time 10 telnet://198.19.255.250:80 |
+    tr -d "\r" | head -n 1
+  printf "GET / HTTP/1.0\r\n\r\n" | curl -sS --max-time 10 telnet://198.19.255.250:80 |
+    tr -d "\r" | head -n 1' 2> "$T/jail.log")
+assert_eq "$out" "HTTP/1.1 403 Forbidden (authproxy: unknown_synthetic_address)
+HTTP/1.1 403 Forbidden (authproxy: unknown_synthetic_address)" "h2c and HTTP/1.0 at an unknown synthetic address"
+assert_eq "$("$PY" -c '
+import json, sys
+print([(r.get("action"), r.get("reason")) for r in map(json.loads, open(sys.argv[1]))
+       if r["event"] == "conn"])' "$T/audit.jsonl")" \
+  "[('deny', 'unknown_synthetic_address'), ('deny', 'unknown_synthetic_address')]" \
+  "their audit records"
+pass "h2c at an unknown synthetic address: refused as unknown_synthetic_address"
