@@ -116,6 +116,9 @@ out=$(run 'git clone -q https://github.com/o/r.git ro && cd ro && echo x > x && 
 assert_eq "$rc" 1 "git push's status under the read-only policy"
 assert_contains "$out" "RPC failed; HTTP 403 curl 22 The requested URL returned error: 403" \
   "what git prints"
+assert_contains "$out" "the remote end hung up" "what git prints next"
+assert_eq "$(echo "$out" | tail -n 1)" "Everything up-to-date" "what git prints last"
+assert_not_contains "$out" "egress_deny" "the reason in what git prints"
 assert_not_contains "$(seen gh)" "git-receive-pack 200" "a push the server received"
 assert_contains "$(cat "$T/audit.jsonl")" '"path":"/o/r.git/git-receive-pack","action":"deny","reason":"egress_deny"' \
   "the audit record"
