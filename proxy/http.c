@@ -779,6 +779,23 @@ static int await_credentials(struct proxy_conn *c, const struct rules_request_de
 }
 
 /*
+ * A connection not yet decided that is refused whatever its requests say: one to an
+ * unknown synthetic address with no host named for it (a request without Host, an
+ * HTTP/2 preface), or one denied before a decision. Answers 403 and returns 1.
+ */
+static int denied_undecided(struct proxy_conn *c)
+{
+  if (c->synth_unknown && c->name_src == NAME_NONE && c->reason == NULL) {
+    c->reason = "unknown_synthetic_address";
+    proxy_conn_mark_denied(c);
+  }
+  if (c->reason == NULL)
+    return 0;
+  fail_request(c, 403, c->reason, NULL);
+  return 1;
+}
+
+/*
  * HTTP/2 with prior knowledge (its preface, which names no host) on a connection whose
  * destination is denied: refused with its denial, as an HTTP/1.1 request or a TLS
  * client offering only h2 there is, so the audit says the host is denied, not that h2c
@@ -793,18 +810,10 @@ static int preface_denied(struct proxy_conn *c)
 
   if (h->decided)
     return 0;
-  if (c->synth_unknown && c->name_src == NAME_NONE && c->reason == NULL) {
-    /* An unknown synthetic address, and the preface names no host for it: refused
-     * so, as a request without Host there is (decide_head), not by what egress says
-     * of the address, which is no destination. */
-    c->reason = "unknown_synthetic_address";
-    proxy_conn_mark_denied(c);
-  }
-  if (c->reason != NULL) {
-    /* Denied before a decision (an unknown synthetic address). */
-    fail_request(c, 403, c->reason, NULL);
+  /* At an unknown synthetic address the preface names no host: refused so, not by
+   * what egress says of the address, which is no destination. */
+  if (denied_undecided(c))
     return 1;
-  }
   /* Under the config current now, as a request arriving now would be decided. */
   proxy_conn_dest(c, &dest);
   rules_decide_conn(c->sb->config, &dest, &d);
@@ -869,16 +878,8 @@ static int handle_request(struct proxy_conn *c, const struct proxy_http_request 
      * to an upstream dialed for the name (invariant I2), never down that one. */
     proxy_conn_close_upstream(c);
   }
-  if (c->synth_unknown && c->name_src == NAME_NONE && c->reason == NULL) {
-    /* An unknown synthetic address, and this request names no host for it. */
-    c->reason = "unknown_synthetic_address";
-    proxy_conn_mark_denied(c);
-  }
-  if (c->reason != NULL && !h->decided) {
-    /* Denied before a decision (an unknown synthetic address). */
-    fail_request(c, 403, c->reason, NULL);
+  if (!h->decided && denied_undecided(c))
     return -1;
-  }
 
   /* Each request is decided under the config current when it arrives, so a swapped
    * config applies from the next request on. */
