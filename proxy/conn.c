@@ -511,8 +511,23 @@ void proxy_conn_pending_consume(struct proxy_conn *c, size_t n)
 /* ---- lingering close ---- */
 
 /* How long a lingering connection discards what the sandbox sends once the answer
- * has been written. */
+ * has been written, after the last bytes it sent; and at most, however steadily they
+ * come (nginx's lingering_time). */
 #define LINGER_MS 2000
+#define LINGER_MAX_MS 30000
+
+/*
+ * The answer is written: what the sandbox still sends is discarded until it has sent
+ * nothing for LINGER_MS. A client that writes a whole upload before it reads (Python's
+ * http.client and requests) is still sending the body an early answer (a 401, a 413,
+ * a 403 of the proxy's) refused; closing under it would reset the connection, and
+ * take the answer, which it has not read yet, with it.
+ */
+static void linger_discard(struct proxy_conn *c)
+{
+  c->linger_end_ms = uv_now(c->sb->ctx->loop) + LINGER_MAX_MS;
+  uv_timer_start(&c->timer, timer_cb, LINGER_MS, 0);
+}
 
 void proxy_conn_linger(struct proxy_conn *c)
 {
@@ -533,8 +548,10 @@ void proxy_conn_linger(struct proxy_conn *c)
   proxy_end_shutdown(&c->down);
   proxy_end_want_read(&c->down, 1);
   c->linger_queued = c->down.queued;
-  uv_timer_start(&c->timer, timer_cb,
-                 c->down.queued > 0 ? c->sb->limits.idle_ms : LINGER_MS, 0);
+  if (c->down.queued > 0)
+    uv_timer_start(&c->timer, timer_cb, c->sb->limits.idle_ms, 0);
+  else
+    linger_discard(c);
 }
 
 /* ---- data dispatch ---- */
@@ -656,7 +673,16 @@ void proxy_conn_on_data(struct proxy_conn *c, struct proxy_end *e, const char *d
     proxy_relay_on_data(c, e, data, len);
     break;
   case CONN_LINGER:
-    break; /* discarded */
+    /* Discarded; while the sandbox keeps sending, the close waits (linger_discard). */
+    if (e == &c->down && c->down.queued == 0) {
+      uint64_t now = uv_now(c->sb->ctx->loop);
+
+      if (now < c->linger_end_ms)
+        uv_timer_start(&c->timer, timer_cb,
+                       c->linger_end_ms - now < LINGER_MS ? c->linger_end_ms - now
+                                                          : LINGER_MS, 0);
+    }
+    break;
   case CONN_POOLED:
     /* An idle upstream has nothing to say; whatever it sent makes it unusable. */
     proxy_conn_close(c, 0, NULL);
@@ -729,7 +755,7 @@ void proxy_conn_on_drain(struct proxy_conn *c, struct proxy_end *e)
     if (c->down.eof)
       proxy_conn_close(c, 0, NULL);
     else
-      uv_timer_start(&c->timer, timer_cb, LINGER_MS, 0);
+      linger_discard(c);
   }
 }
 

@@ -185,6 +185,7 @@ struct proxy_conn {
   uint64_t last_active_ms;
   uint64_t timer_ms;                /* the current phase's timeout */
   size_t linger_queued;             /* LINGER: down.queued when the timer was armed */
+  uint64_t linger_end_ms;           /* LINGER: when discarding ends however much comes */
   uint64_t bytes_up, bytes_down;    /* read from the sandbox, written to it (its side:
                                        its TLS records and the proxy's own answers
                                        included; the upstream's bytes never) */
