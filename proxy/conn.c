@@ -437,6 +437,11 @@ static void timer_cb(uv_timer_t *t)
     break;
   case CONN_RELAY:
     idle = now - c->last_active_ms;
+    if (idle >= c->sb->limits.idle_ms &&
+        (proxy_end_taking(&c->up) | proxy_end_taking(&c->down))) {
+      proxy_conn_touch(c); /* still handing on what was read */
+      idle = 0;
+    }
     if (idle >= c->sb->limits.idle_ms && !proxy_end_unread(&c->down) &&
         !proxy_end_unread(&c->up))
       proxy_conn_close(c, 0, "idle_timeout");

@@ -1749,6 +1749,13 @@ void proxy_http_on_timeout(struct proxy_conn *c)
     proxy_conn_arm_timer(c, c->sb->limits.idle_ms); /* late, not idle */
     return;
   }
+  if (idle >= c->sb->limits.idle_ms &&
+      (proxy_end_taking(&c->up) | proxy_end_taking(&c->down))) {
+    /* Still handing on what was read: an upload the upstream reads slowly. */
+    proxy_conn_touch(c);
+    proxy_conn_arm_timer(c, c->sb->limits.idle_ms);
+    return;
+  }
   if (idle >= c->sb->limits.idle_ms) {
     if (h->phase == PH_RESPONSE && !h->resp_started) {
       fail_request(c, 504, "upstream_timeout", NULL);

@@ -112,6 +112,7 @@ struct proxy_end {
   unsigned yielding : 1;     /* alloc_cb refused a read: its turn's budget is spent */
   uint32_t turn;             /* the loop turn turn_bytes counts (ctx->turn) */
   uint32_t turn_bytes;       /* bytes read in that turn (stream.c, TURN_BYTES) */
+  int outq;                  /* its socket's send queue when proxy_end_taking looked */
 };
 
 enum conn_state {
@@ -348,6 +349,11 @@ void proxy_end_want_read(struct proxy_end *e, int want);
  * peer is not silent. For timers that judge silence, when their timeout is due: a 1
  * is counted as a deferred timeout (counters.timers_late). */
 int proxy_end_unread(struct proxy_end *e);
+
+/* 1 if the peer took bytes of what e's socket had queued to send (its kernel send
+ * queue changed) since the last call: a peer that reads slowly is not silent. For
+ * timers that judge silence, when their timeout is due. */
+int proxy_end_taking(struct proxy_end *e);
 
 /* Writes bytes (copied as needed) to e, encrypting if e has TLS. Returns 0 or a
  * negative error (the connection is then being closed). */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <linux/sockios.h>
 
 #include "proxy/log.h"
 #include "proxy/proxy_internal.h"
@@ -268,6 +269,28 @@ int proxy_end_unread(struct proxy_end *e)
   return 1;
 }
 
+/*
+ * Whether e's peer took some of what the kernel had queued to send since the last
+ * look. An upload to an upstream slower than the sandbox ends with the sandbox's last
+ * byte read long before the upstream has read it: what the kernel holds (megabytes
+ * with its send buffer grown) leaves at the upstream's pace, with nothing to read and
+ * no write of the proxy's to complete, and a timeout that only counted those took the
+ * upload still going out for a silent connection (a 504 before the upstream, still
+ * reading, could answer; a tunnel cut). A queue that does not move (a peer that
+ * stopped reading) is silence after one look.
+ */
+int proxy_end_taking(struct proxy_end *e)
+{
+  uv_os_fd_t fd;
+  int n, before = e->outq;
+
+  if (!e->open || !e->connected || uv_fileno((uv_handle_t *)&e->tcp, &fd) != 0 ||
+      ioctl(fd, SIOCOUTQ, &n) != 0)
+    return 0;
+  e->outq = n;
+  return n != before;
+}
+
 /* Reading is on when the state machine wants data and the peer can take more. */
 static void update_reading(struct proxy_end *e)
 {
@@ -346,6 +369,9 @@ static void write_cb(uv_write_t *req, int status)
   ctx->queued -= w->len;
   if (status == 0 && e == &c->down)
     c->bytes_down += w->len;
+  /* Bytes passed: the peer took what the kernel had queued. */
+  if (status == 0)
+    proxy_conn_touch(c);
   free(w);
   if (sb->queue_full && sb->queued < sb->limits.sandbox_queue_max / 2)
     sandbox_queue_drained(sb);

@@ -24,6 +24,7 @@ Paths:
 import argparse
 import hashlib
 import json
+import os
 import socket
 import ssl
 import struct
@@ -235,6 +236,9 @@ def main():
     ap.add_argument("--log", required=True)
     ap.add_argument("--cert")
     ap.add_argument("--key")
+    ap.add_argument("--rcvbuf", type=int, default=0,
+                    help="SO_RCVBUF of its connections: a small one keeps what a slow "
+                         "reader has not read yet in the sender's queue")
     a = ap.parse_args()
     LOG = open(a.log, "a")
     ctx = None
@@ -243,11 +247,12 @@ def main():
         ctx.load_cert_chain(a.cert, a.key)
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if a.rcvbuf:
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, a.rcvbuf)
     srv.bind(("127.0.0.1", 0))
     srv.listen(64)
     with open(a.port_file + ".tmp", "w") as f:
         f.write(str(srv.getsockname()[1]))
-    import os
     os.rename(a.port_file + ".tmp", a.port_file)
     while True:
         s, _ = srv.accept()
