@@ -1761,6 +1761,13 @@ void proxy_http_on_timeout(struct proxy_conn *c)
       fail_request(c, 504, "upstream_timeout", NULL);
       return;
     }
+    if (h->phase == PH_BODY && !h->resp_started && c->down.reading) {
+      /* The sandbox stopped sending its body while the proxy was reading it (not
+       * held back by an upstream that stopped taking it): a bare reset said nothing
+       * of who gave up, or why. */
+      fail_request(c, 408, "idle_timeout", NULL);
+      return;
+    }
     proxy_conn_close(c, 1, "idle_timeout");
     return;
   }

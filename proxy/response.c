@@ -80,6 +80,9 @@ static const struct reason_text reasons[] = {
   { "callback_timeout", "the credential callback did not answer in time; the request "
                         "was not sent" },
   { "head_timeout", "the request head did not arrive in time" },
+  { "idle_timeout", "the request body stopped arriving for longer than the proxy waits "
+                    "(--idle-timeout); what came of it was sent, and the request was not "
+                    "completed" },
   { "headers_too_large", "the request head is too large" },
   { "head_too_large", "the request head (its URL and headers) is larger than the proxy "
                       "reads (--max-header-bytes); the request was not sent" },

@@ -172,9 +172,10 @@ for c in head_trickle second_head_trickle second_head_trickle_tls; do
 done
 pass "heads trickled or stalled (plain, keep-alive, TLS): 408 head_timeout"
 
-# Stalled bodies: cut off; the upstream got bytes but never a complete request.
+# Stalled bodies: cut off, with a 408 that says why (test_jail_upload_stall.sh); the
+# upstream got bytes but never a complete request.
 for c in body_stall_cl body_stall_chunked; do
-  assert_eq "$(r $c statuses)" "[]" "$c: answer"
+  assert_eq "$(r $c statuses)" '["HTTP/1.1 408 Request Timeout (authproxy: idle_timeout)"]' "$c: answer"
   case "$(r $c end)" in reset|closed) ;; *) fail "$c: connection left $(r $c end)" ;; esac
 done
 assert_eq "$(upq up 'sorted(r["path"] for r in reqs)')" "$(jlist /case/keepalive_first)" \

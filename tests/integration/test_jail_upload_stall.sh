@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# A client that stops sending an upload's body in the middle (a program blocked on
+# the disk or pipe it streams from, a stopped process) for longer than --idle-timeout
+# has its request ended by the proxy. It used to get a bare reset, which curl reports
+# as "Send failure: Connection reset by peer" and Python as an SSL EOF: nothing said
+# that the proxy gave up, or why. It now gets a 408 whose X-Authproxy-Error says
+# idle_timeout (the audit record too), as a head that stops arriving gets 408
+# head_timeout.
+#
+#   jail netns                                   host netns
+#   python: POST with Content-Length  -nft->     authproxy jail --idle-timeout 1
+#   200000, sends 100000 bytes, then             (intercepts, injects)
+#   only reads                                     -> upload upstream /sink
+. "$(dirname "$0")/lib.sh"
+
+make_ca "$T/ca" api.example.com
+"$PY" "$TOOLS/upload_upstream.py" --port-file "$T/up.port" --log "$T/up.jsonl" \
+  --cert "$T/ca/server.pem" --key "$T/ca/server.key" 2> "$T/up.log" &
+PIDS+=($!)
+wait_for "[ -s '$T/up.port' ]"
+mkdir -p "$T/secrets"
+printf 'sk-stall-%s\n' "$$" > "$T/secrets/KEY"
+cat > "$T/config.json" <<EOF2
+{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
+    "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {KEY}" } ] } ],
+  "dns": { "remap": { "api.example.com": "127.0.0.1:$(cat "$T/up.port")" } } }
+EOF2
+
+out=$(jail --config "$T/config.json" --secrets-dir "$T/secrets" --upstream-ca "$T/ca/ca.pem" \
+  --idle-timeout 1 --log "$T/audit.jsonl" --user nobody -- "$PY" -c '
+import socket, ssl
+s = ssl.create_default_context().wrap_socket(socket.create_connection(("api.example.com", 443)),
+                                             server_hostname="api.example.com")
+s.sendall(b"POST /sink HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 200000\r\n\r\n")
+s.sendall(b"x" * 100000)
+s.settimeout(20)
+got = b""
+try:
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+except (OSError, ssl.SSLError) as e:
+    got += b"<%s>" % type(e).__name__.encode()
+head = got.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+print(head[0], [h for h in head[1:] if h.lower().startswith("x-authproxy-error")])
+')
+assert_contains "$out" "HTTP/1.1 408 " "the answer to a body that stopped coming"
+assert_contains "$out" "X-Authproxy-Error: idle_timeout" "its reason"
+assert_contains "$(grep '"event":"request"' "$T/audit.jsonl")" '"reason":"idle_timeout","rule":"api","status":408' \
+  "the request's record"
+pass "an upload whose body stops arriving for --idle-timeout is answered 408 idle_timeout"
