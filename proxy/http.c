@@ -55,6 +55,8 @@ struct proxy_http {
   int decided;               /* the connection-level decision was made */
   int in_body;               /* llhttp is past the request head: fields are trailers */
   int bad_trailer;           /* a trailer field repeats an injected header */
+  int body_cut;              /* a write of the body to the upstream failed: the rest of
+                                it goes nowhere, what the upstream sent is read */
   char trailer[64];          /* the name of the trailer field being parsed */
   size_t trailer_len;        /* may exceed sizeof(trailer): only the length is kept */
   size_t scanned;            /* pending bytes already searched for a line feed */
@@ -1179,6 +1181,7 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
   h->msg_complete = 0;
   h->in_body = 0;
   h->bad_trailer = 0;
+  h->body_cut = 0;
   h->trailer_len = 0;
   err = llhttp_execute(&h->req, out, (size_t)n);
   if ((err != HPE_OK && err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) ||
@@ -1273,15 +1276,52 @@ static size_t feed_body(struct proxy_conn *c, const char *data, size_t len,
   return used;
 }
 
+/*
+ * A write of the request body to the upstream failed: it reset or closed the
+ * connection while the body was coming. It may have answered first: a server that
+ * refuses an upload at once (413, 401) and closes with the body unread makes its
+ * kernel send a reset right behind the answer, which the proxy's next write meets
+ * before its read. What arrived before the reset can still be read: the sandbox
+ * gets that answer, or the 502 upstream_reset (upstream_closed) that a reset (an
+ * end) read without one gives (proxy_http_on_up_error, proxy_http_on_eof), not a
+ * reset of its own connection. The rest of the body is not read meanwhile.
+ * Returns 0 when the engine took the failure over, -1 when the caller closes.
+ */
+static int body_write_failed(struct proxy_conn *c)
+{
+  struct proxy_http *h = c->http;
+
+  if (h == NULL || c->state != CONN_HTTP || h->phase != PH_BODY || h->resp_done ||
+      !c->up.open)
+    return -1;
+  if (!h->body_cut) {
+    h->body_cut = 1;
+    proxy_end_want_read(&c->down, 0);
+    proxy_end_want_read(&c->up, 1);
+  }
+  return 0;
+}
+
+int proxy_http_on_up_write_error(struct proxy_conn *c)
+{
+  return body_write_failed(c);
+}
+
 static int forward_up(struct proxy_conn *c, const char *data, size_t len)
 {
   uv_buf_t buf = proxy_buf(data, len);
+  int r;
 
+  if (c->http->body_cut)
+    return -1;
   if (len == 0)
     return 0;
   c->http->up_bytes += len;
-  if (proxy_end_write(&c->up, &buf, 1) != 0) {
-    proxy_conn_close(c, 1, "upstream_error");
+  r = proxy_end_write(&c->up, &buf, 1);
+  if (r != 0) {
+    /* Out of memory is the proxy's failure, not the upstream's end. */
+    if (r == UV_ENOMEM || body_write_failed(c) != 0)
+      proxy_conn_close(c, 1, "upstream_error");
     return -1;
   }
   return 0;
@@ -1435,6 +1475,9 @@ static void finish_response(struct proxy_conn *c)
 {
   struct proxy_http *h = c->http;
 
+  /* An upstream a write failed on carries nothing more (and is never pooled). */
+  if (h->body_cut)
+    proxy_conn_close_upstream(c);
   if (!h->req_done) {
     /* The upstream answered before the request body ended (413, 401): the rest of
      * the body cannot be told apart from a next request, so the connection ends. */
@@ -1663,7 +1706,9 @@ void proxy_http_on_eof(struct proxy_conn *c, struct proxy_end *e)
           proxy_conn_close(c, 0, "sandbox_closed");
           return;
         }
-        fail_request(c, 502, "upstream_closed", NULL);
+        /* After a write of the body failed, the end is that of a connection the
+         * upstream reset (the write took the reset's error). */
+        fail_request(c, 502, h->body_cut ? "upstream_reset" : "upstream_closed", NULL);
         return;
       }
       end_cut_short(c, "upstream_closed");

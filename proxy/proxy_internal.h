@@ -407,6 +407,11 @@ void proxy_http_free(struct proxy_http *h);
  * closes. */
 int proxy_http_on_up_error(struct proxy_conn *c);
 
+/* A write to the upstream failed: 0 if the engine took it over (a request body cut
+ * off, whose answer, or end, is read from the upstream first), else the caller
+ * closes. */
+int proxy_http_on_up_write_error(struct proxy_conn *c);
+
 /* The upstream's connection failed (reset, a TLS fatal alert or bad record) in the
  * middle of an answer whose framing shows the cut (chunked, a Content-Length): 0 if
  * the answer was ended as cut short (end_cut_short: what is queued written out, then

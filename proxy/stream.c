@@ -381,6 +381,8 @@ static void write_cb(uv_write_t *req, int status)
     if (status != UV_ECANCELED && c->state != CONN_CLOSING) {
       log_debug("conn %llu: write to %s failed: %s", (unsigned long long)c->id,
                 e == &c->down ? "sandbox" : "upstream", uv_strerror(status));
+      if (e == &c->up && proxy_http_on_up_write_error(c) == 0)
+        return;
       proxy_conn_close(c, 1, "write_failed");
     }
     return;
