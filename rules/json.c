@@ -467,6 +467,26 @@ out:
 /* ---- intake ------------------------------------------------------------------------ */
 
 /*
+ * Whether the quote at q opens a string rather than closes one: cJSON read the text
+ * before it, so the quotes not escaped before it pair up. A string just closed and
+ * followed by a wrong byte (`{"rules": ["x"}`) is named by that byte, not taken for one
+ * that runs to the end.
+ */
+static int opens_string(const char *json, size_t q)
+{
+  size_t i;
+  int in = 0;
+
+  for (i = 0; i < q; i++) {
+    if (in && json[i] == '\\')
+      i++;
+    else if (json[i] == '"')
+      in = !in;
+  }
+  return !in;
+}
+
+/*
  * Whether a text cJSON refused at off ran out there instead: the error named a byte
  * of the text ("unexpected '{'", "unexpected 'p'") for a text that merely ended (an
  * object, array or string not closed: a body cut short, or a Content-Length counted
@@ -483,7 +503,7 @@ static int text_ends_early(const char *json, size_t len, size_t off)
   size_t i;
   int r;
 
-  if (off > 0 && off < len && json[off - 1] == '"') {
+  if (off > 0 && off < len && json[off - 1] == '"' && opens_string(json, off - 1)) {
     for (i = off; i < len && json[i] != '"'; i++)
       if (json[i] == '\\')
         i++;

@@ -962,6 +962,12 @@ TEST(json_ends_early)
   json_refused("{\"rules\": [1,]", "column 14: unexpected ']'");
   json_refused("[1,]", "column 4: unexpected ']'");
   json_refused("{\"a\"\"b\"}", "column 5: unexpected '\"'");
+  /* So is a wrong byte after a string that closed: the bracket that does not match. */
+  json_refused("{\"rules\": [\"x\"}", "column 15: unexpected '}'");
+  json_refused("{\"a\": \"b\"]", "column 10: unexpected ']'");
+  json_refused("{\n  \"no_proxy\": [\"a\"}\n}\n", "line 2, column 19: unexpected '}'");
+  json_refused("[\"a\\\"b\"}", "column 8: unexpected '}'");
+  json_refused("[\"a\\\\\", \"b", "column 11: unexpected end of input");
 }
 
 /* daemon_json_parse_own passes no diag: the verdict is the same. */
