@@ -794,6 +794,7 @@ static int attach(struct daemon *d, const char *name, const char *netns,
   struct daemon_sandbox *s = NULL, *other;
   struct daemon_lost *lost;
   struct netns_fds fds;
+  struct stat nst;
   char msg[512];
   int nsfd = -1, ownerfd = -1, redirected = 0, r;
   pid_t owner = 0;
@@ -807,12 +808,22 @@ static int attach(struct daemon *d, const char *name, const char *netns,
   other = daemon_find(d, name);
   /* Which namespace it serves: an orchestrator that retries an attach whose answer it
    * did not get (its timeout, a connection cut) finds its own namespace here, and one
-   * attaching the name elsewhere learns that a PATCH would not move it. */
-  if (other != NULL && netns != NULL && strcmp(other->netns, netns) == 0)
+   * attaching the name elsewhere learns that a PATCH would not move it. The same
+   * namespace is the same inode, not the same path: a path may name a new namespace
+   * since (`ip netns del` and `add` while the daemon holds the old one), and told
+   * "an earlier attach that succeeded?" a caller would take a namespace without rules
+   * for one attached. Attached namespaces are alive, so no other has their inode. */
+  if (other != NULL && netns != NULL && netns[0] == '/' && stat(netns, &nst) == 0 &&
+      nst.st_dev == other->ns_dev && nst.st_ino == other->ns_ino)
     return fail(err, 409, "sandbox_exists", -EEXIST,
                 "sandbox %s is already attached to %.256s, the namespace this attach names "
                 "(an earlier attach that succeeded?): GET it for its CA, PATCH to change its "
-                "config, or DELETE it first", name, netns);
+                "config, or DELETE it first", name, other->netns);
+  if (other != NULL && netns != NULL && strcmp(other->netns, netns) == 0)
+    return fail(err, 409, "sandbox_exists", -EEXIST,
+                "sandbox %s is already attached, to the namespace that was at %.256s when "
+                "it was attached; that path names another namespace now (or none): DELETE "
+                "the sandbox first, then attach it again", name, netns);
   if (other != NULL)
     return fail(err, 409, "sandbox_exists", -EEXIST,
                 "sandbox %s is already attached, to %.256s: PATCH to change its config, or "

@@ -47,3 +47,32 @@ if ip netns exec "$b" nft list table inet authproxy > /dev/null 2>&1; then
 fi
 pass "another namespace: $out"
 ctl detach box > /dev/null
+
+# The same namespace is the same namespace, not the same path. One reached by another
+# path is the one this attach names; a path that names a new namespace since (`ip netns
+# del` and `add` while the daemon holds the old one) is not: told "the namespace this
+# attach names (an earlier attach that succeeded?)" a caller took the new namespace,
+# which has no rules, for one attached.
+ca=$(ctl attach box --netns "/var/run/netns/$a" --config "$T/config.json")
+ip netns exec "$a" sleep 30 &
+holder=$!
+PIDS+=($holder)
+wait_for "[ \"\$(stat -L -c %i /proc/$holder/ns/net)\" = \"\$(stat -L -c %i /var/run/netns/$a)\" ]"
+out=$(attach_err "/proc/$holder/ns/net")
+assert_contains "$out" "already attached to /var/run/netns/$a, the namespace this attach names" \
+  "an attach naming the namespace by another path"
+pass "the same namespace by another path: $out"
+kill "$holder"
+ip netns del "$a"
+ip netns add "$a"
+out=$(attach_err "/var/run/netns/$a")
+assert_contains "$out" "sandbox_exists" "an attach to a namespace replaced at the path"
+assert_not_contains "$out" "the namespace this attach names" \
+  "an attach to a namespace replaced at the path"
+assert_contains "$out" "that path names another namespace now" \
+  "an attach to a namespace replaced at the path"
+if ip netns exec "$a" nft list table inet authproxy > /dev/null 2>&1; then
+  fail "the replacing namespace got rules"
+fi
+pass "a namespace replaced at the path: $out"
+ctl detach box > /dev/null
