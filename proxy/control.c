@@ -86,6 +86,7 @@ struct client {
 
 static void control_maybe_done(struct proxy_control *c);
 static void take_connection(struct proxy_control *ctl);
+static int evict_idle(struct proxy_control *ctl);
 
 void proxy_control_error(struct proxy_control_response *resp, int status, const char *code,
                          const char *fmt, ...)
@@ -165,6 +166,7 @@ static void shutdown_done(uv_shutdown_t *req, int status)
 static void write_done(uv_write_t *req, int status)
 {
   struct client *cl = req->data;
+  struct proxy_control *ctl = cl->ctl;
 
   free(req);
   /* After an early error the client may still be sending its body: keep reading
@@ -189,6 +191,12 @@ static void write_done(uv_write_t *req, int status)
         uv_read_start((uv_stream_t *)&cl->pipe, alloc_cb, read_cb) != 0)
       client_close(cl);
   }
+  /* A connection waits for a slot, and this client is now idle between requests: it
+   * gives its slot up now, as to a connection that arrives, not when the wait runs out
+   * 2 s later (which also logged that none had finished). */
+  if (cl->between && !cl->closing && ctl->deferred && !ctl->closing &&
+      ctl->nclients - ctl->nrefused >= MAX_CLIENTS)
+    evict_idle(ctl);
 }
 
 /* Queues the answer; head_only: to a HEAD request, whose answer has no body (its

@@ -559,3 +559,49 @@ TEST(idle_kept_alive_clients_give_up_their_slots)
       close(pooled[i]);
   fixture_stop(&f);
 }
+
+/*
+ * A client that becomes idle between requests while a connection waits for a slot
+ * gives its slot up then: every slot was busy (requests begun) when the connection
+ * came, and one finished a moment later. The waiting connection was served only when
+ * its wait ran out (2 s), and the log said that none of the 64 had finished.
+ */
+TEST(client_idle_after_its_answer_gives_its_slot_to_one_waiting)
+{
+  struct fixture f;
+  int pooled[64], late, i, ok, busy, other, saved;
+  char out[4096], log[4096], path[1024];
+  FILE *fp;
+  size_t n;
+
+  fixture_start(&f, 10);
+  for (i = 0; i < 64; i++) {
+    pooled[i] = client_connect(&f);
+    client_send(pooled[i], "GET /healthz HTTP/1.1\r\n");
+  }
+  client_read(&f, pooled[0], 0.3, out, sizeof(out));
+  ASSERT_EQ(out[0], '\0');
+  snprintf(path, sizeof(path), "%s/idle.log", test_tmpdir());
+  saved = test_stderr_to(path);
+  late = client_connect(&f);
+  client_send(late, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  client_read(&f, late, 0.3, out, sizeof(out));
+  ASSERT_EQ(out[0], '\0');
+  /* One finishes its request and stays, kept alive. */
+  client_send(pooled[0], "Host: x\r\n\r\n");
+  client_read_until(&f, pooled[0], 10, "abcdefghij", out, sizeof(out));
+  ASSERT(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0);
+  read_statuses(&f, &late, 1, 10, &ok, &busy, &other);
+  test_stderr_back(saved);
+  ASSERT_EQ(ok, 1);
+  fp = fopen(path, "r");
+  ASSERT(fp != NULL);
+  n = fread(log, 1, sizeof(log) - 1, fp);
+  log[n] = '\0';
+  fclose(fp);
+  if (strstr(log, "refusing") != NULL)
+    TEST_FAIL_("served only when its wait ran out: %s", log);
+  for (i = 0; i < 64; i++)
+    close(pooled[i]);
+  fixture_stop(&f);
+}
