@@ -816,12 +816,12 @@ static int attach(struct daemon *d, const char *name, const char *netns,
   if (other != NULL && netns != NULL && netns[0] == '/' && stat(netns, &nst) == 0 &&
       nst.st_dev == other->ns_dev && nst.st_ino == other->ns_ino)
     return fail(err, 409, "sandbox_exists", -EEXIST,
-                "sandbox %s is already attached to %.256s, the namespace this attach names "
+                "sandbox %s is already attached to %.200s, the namespace this attach names "
                 "(an earlier attach that succeeded?): GET it for its CA, PATCH to change its "
                 "config, or DELETE it first", name, other->netns);
   if (other != NULL && netns != NULL && strcmp(other->netns, netns) == 0)
     return fail(err, 409, "sandbox_exists", -EEXIST,
-                "sandbox %s is already attached, to the namespace that was at %.256s when "
+                "sandbox %s is already attached, to the namespace that was at %.200s when "
                 "it was attached; that path names another namespace now (or none): DELETE "
                 "the sandbox first, then attach it again", name, netns);
   if (other != NULL)

@@ -76,3 +76,16 @@ if ip netns exec "$a" nft list table inet authproxy > /dev/null 2>&1; then
 fi
 pass "a namespace replaced at the path: $out"
 ctl detach box > /dev/null
+
+# The longest name and a long path still leave room for what to do (the message is at
+# most 511 bytes: with the path given 256 of them, its end was cut off).
+long=$(printf 'n%.0s' $(seq 128))
+dir=$T/$(printf 'd%.0s' $(seq 100))/$(printf 'e%.0s' $(seq 100))
+mkdir -p "$dir"
+ln -s "/var/run/netns/$b" "$dir/ns"
+ctl attach "$long" --netns "$dir/ns" --config "$T/config.json" > /dev/null
+out=$(ctl attach "$long" --netns "$dir/ns" --config "$T/config.json" 2>&1) &&
+  fail "attached $long twice"
+assert_contains "$out" "or DELETE it first" "a retried attach with a long name and path"
+pass "a long name and path: ${#out} bytes"
+ctl detach "$long" > /dev/null
