@@ -266,6 +266,11 @@ static int on_message_begin(llhttp_t *p)
   struct client *cl = p->data;
 
   cl->between = 0;
+  /* Fields of a chunked trailer went through the same callbacks: an Expect there asks
+   * for nothing, and must not make the next request's head answered with a 100. */
+  cl->expect_continue = 0;
+  cl->in_expect = 0;
+  cl->hlen = 0;
   return 0;
 }
 

@@ -471,10 +471,15 @@ TEST(expect_continue_answered)
   ASSERT(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0);
   ASSERT_CONTAINS(out, "abcdefghijHTTP/1.1 100 Continue\r\n\r\n");
   ASSERT_EQ(f.requests, 1);
-  client_send(fd, "2\r\n{}\r\n0\r\n\r\n");
+  /* An Expect in a trailer asks nothing: no 100 for the next request either. */
+  client_send(fd, "2\r\n{}\r\n0\r\nExpect: 100-continue\r\n\r\n");
   client_read_until(&f, fd, 10, "abcdefghij", out, sizeof(out));
   ASSERT(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0);
   ASSERT_EQ(f.requests, 2);
+  client_send(fd, "PUT /v1/sandboxes/e HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
+  client_read_until(&f, fd, 10, "abcdefghij", out, sizeof(out));
+  ASSERT(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0);
+  ASSERT_EQ(f.requests, 3);
   close(fd);
 
   /* HTTP/1.0: no interim answer; the final one once the body is there. */
@@ -494,7 +499,7 @@ TEST(expect_continue_answered)
                   "Expect: 100-continue\r\n\r\n");
   client_read_until(&f, fd, 10, "}}", out, sizeof(out));
   ASSERT(strncmp(out, "HTTP/1.1 413 ", 13) == 0);
-  ASSERT_EQ(f.requests, 3);
+  ASSERT_EQ(f.requests, 4);
   close(fd);
   fixture_stop(&f);
 }
