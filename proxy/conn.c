@@ -409,8 +409,19 @@ static void timer_cb(uv_timer_t *t)
     }
     attempts_close(c);
     /* fall through */
-  case CONN_RESOLVE:
   case CONN_TLS_UP:
+    /* The loop is late, or the sandbox's setup reads (stream.c, SETUP_READS) kept
+     * the upstream's handshake waiting its turn: what the upstream sent in time is
+     * read first, or its ServerHello is taken for silence (a 504 upstream_timeout,
+     * blaming a destination that answered at once). Within one more connect timeout
+     * at most. */
+    if (c->state == CONN_TLS_UP && proxy_end_unread(&c->up) &&
+        now < c->dial_deadline_ms + c->sb->limits.connect_ms) {
+      proxy_conn_arm_timer(c, c->dial_deadline_ms + c->sb->limits.connect_ms - now);
+      break;
+    }
+    /* fall through */
+  case CONN_RESOLVE:
     if (c->ready_cb != NULL) {
       conn_ready_cb cb = c->ready_cb;
 
