@@ -347,6 +347,7 @@ void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason)
   proxy_conn_probe_settled(c);
   resolve_unqueue(c);
   progress_remove(c);
+  proxy_setup_unpark(c);
   c->state = CONN_CLOSING;
   c->sb->ctx->counters.bytes_up += c->bytes_up;
   c->sb->ctx->counters.bytes_down += c->bytes_down;

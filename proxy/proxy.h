@@ -127,6 +127,8 @@ struct proxy_ctx {
                                               sandbox's full state until half drains */
   struct proxy_sandbox *queue_stopped;     /* sandboxes with ends stopped while it
                                               was full, to read again (stream.c) */
+  struct proxy_sandbox *parked;            /* sandboxes with connections waiting for
+                                              a setup read (stream.c) */
   uv_prepare_t turn_prepare;               /* counts the loop's turns (stream.c) */
   uint32_t turn;
   struct proxy_conn *progress_head;        /* open connections in the order their */

@@ -76,6 +76,12 @@ struct proxy_sandbox {
   uint32_t setup_turn;                  /* the loop turn setup_reads counts */
   unsigned setup_reads;                 /* reads of connections being set up (stream.c,
                                            SETUP_READS) in that turn */
+  /* Connections whose sandbox side waits for a setup read, not read meanwhile
+   * (stream.c): [0] handshakes under way, [1] new connections; each first in, first
+   * out. */
+  struct proxy_conn *park_head[2], *park_tail[2];
+  unsigned nparked;
+  struct proxy_sandbox *parked_next, *parked_prev; /* ctx->parked, while nparked > 0 */
   uint64_t nc_refused;                  /* refused: outside the CA's nameConstraints */
   /* Events a sandbox can repeat at will, counted so that only the 1st, 10th, 100th
    * and every 1000th is logged (proxy_log_nth): */
@@ -110,6 +116,9 @@ struct proxy_end {
   unsigned unproven : 1;     /* its TLS ends without close_notify: what it relays ended
                                 so (proxy_tls_close_notified), and is passed on so */
   unsigned yielding : 1;     /* alloc_cb refused a read: its turn's budget is spent */
+  unsigned parking : 1;      /* alloc_cb refused a setup read: it waits its turn */
+  unsigned parked : 1;       /* in its sandbox's park queue, not read (stream.c) */
+  unsigned granted : 1;      /* its turn came: its next setup read is counted already */
   uint32_t turn;             /* the loop turn turn_bytes counts (ctx->turn) */
   uint32_t turn_bytes;       /* bytes read in that turn (stream.c, TURN_BYTES) */
   int outq;                  /* its socket's send queue when proxy_end_taking looked */
@@ -139,6 +148,8 @@ typedef void (*conn_ready_cb)(struct proxy_conn *c, int status, const char *reas
 struct proxy_conn {
   struct proxy_sandbox *sb;
   struct proxy_conn *next, *prev;
+  struct proxy_conn *park_next, *park_prev; /* sb->park_head[park_q] (stream.c) */
+  unsigned park_q;
   uint64_t id;
   struct proxy_end down;            /* the sandbox side */
   struct proxy_end up;              /* the upstream side */
@@ -367,6 +378,14 @@ void proxy_end_shutdown(struct proxy_end *e);
 
 /* The other end of c. */
 struct proxy_end *proxy_end_peer(struct proxy_end *e);
+
+/* Takes c's sandbox side out of its sandbox's park queue, if it waits there (stream.c):
+ * when c closes. */
+void proxy_setup_unpark(struct proxy_conn *c);
+
+/* At each turn of the loop, before its poll: each sandbox's connections waiting for
+ * a setup read are read, SETUP_READS of them, oldest first. */
+void proxy_setup_grant(struct proxy_ctx *ctx);
 
 /* Takes sb out of ctx->queue_stopped (if it is in it), before sb is freed. */
 void proxy_queue_stopped_remove(struct proxy_sandbox *sb);

@@ -100,6 +100,8 @@ static void turn_cb(uv_prepare_t *p)
   struct proxy_ctx *ctx = p->data;
 
   ctx->turn++;
+  if (ctx->parked != NULL)
+    proxy_setup_grant(ctx);
 }
 
 int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop)
