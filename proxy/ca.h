@@ -31,6 +31,13 @@ struct proxy_ca_opts {
   size_t cache_size;       /* leaves kept; default 1024 */
   uint32_t leaf_days;      /* validity of minted leaves; default 7 */
   const char *common_name; /* CA subject CN; default "authproxy sandbox CA" */
+  /* For proxy_ca_import: the certificate and key were proven a pair that issues
+   * leaves clients accept when they were first imported (or generated), and come
+   * back from storage only this daemon can have written (its sealed state). The
+   * key-pair check and the test leaf, a few ECDSA operations each, are skipped;
+   * every check of the certificate itself still applies, those against the clock
+   * (expired, not yet valid) included. */
+  int proven;
 };
 
 /* Generates a new CA (key and self-signed certificate, 10 years). */

@@ -1026,6 +1026,64 @@ TEST(load_refuses_expired_ca)
   ASSERT_NULL(ca);
 }
 
+/* Imports the PEM files name.pem and name.key from the test directory, as a restart
+ * does (proven: a pair from the daemon's sealed state). */
+static int import_proven(const char *name, struct proxy_ca **ca)
+{
+  static unsigned char cert[16384], key[16384];
+  struct proxy_ca_opts opts;
+  char path[64];
+  size_t cert_len, key_len;
+
+  memset(&opts, 0, sizeof(opts));
+  opts.proven = 1;
+  snprintf(path, sizeof(path), "%s.pem", name);
+  cert_len = read_all(tmp_path(path), cert, sizeof(cert));
+  snprintf(path, sizeof(path), "%s.key", name);
+  key_len = read_all(tmp_path(path), key, sizeof(key));
+  return proxy_ca_import(&opts, (const char *)cert, cert_len, (const char *)key, key_len,
+                         "cert", "key", ca);
+}
+
+/*
+ * A restart imports each sandbox's CA from its sealed state, proven when the sandbox
+ * was attached: the pair check and the test leaf are skipped, but every check of
+ * the certificate itself is made again, the clock's included, and the CA issues
+ * leaves that verify.
+ */
+TEST(import_proven_checks_the_certificate_again)
+{
+  struct proxy_ca *ca = (struct proxy_ca *)1, *orig = gen_ca(0);
+  struct proxy_leaf *leaf;
+  struct capture cap;
+
+  write_dated_ca("20010101000000", "20020101000000");
+  capture_start(&cap);
+  ASSERT_EQ(import_proven("dated", &ca), -EKEYEXPIRED);
+  ASSERT_CONTAINS(capture_end(&cap), "has expired");
+  ASSERT_NULL(ca);
+
+  write_dated_ca("20990101000000", "21000101000000");
+  capture_start(&cap);
+  ASSERT_EQ(import_proven("dated", &ca), -EINVAL);
+  ASSERT_CONTAINS(capture_end(&cap), "is not valid yet");
+
+  copy_fixture("ca/not_ca.pem", "notca.pem", 0644);
+  copy_fixture("ca/not_ca.key", "notca.key", 0600);
+  capture_start(&cap);
+  ASSERT_EQ(import_proven("notca", &ca), -EINVAL);
+  ASSERT_CONTAINS(capture_end(&cap), "is not a CA certificate");
+
+  ASSERT_EQ(proxy_ca_save(orig, tmp_path("saved.pem"), tmp_path("saved.key")), 0);
+  ASSERT_EQ(import_proven("saved", &ca), 0);
+  ASSERT_STREQ(proxy_ca_cert_pem(ca), proxy_ca_cert_pem(orig));
+  ASSERT_EQ(proxy_ca_leaf(ca, "example.org", 0, &leaf), 0);
+  ASSERT_EQ(verify(orig, leaf, "example.org"), 0);
+  proxy_leaf_unref(leaf);
+  proxy_ca_free(ca);
+  proxy_ca_free(orig);
+}
+
 static time_t fake_now;
 
 static time_t fake_clock(void)
