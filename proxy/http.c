@@ -57,6 +57,8 @@ struct proxy_http {
   int bad_trailer;           /* a trailer field repeats an injected header */
   int body_cut;              /* a write of the body to the upstream failed: the rest of
                                 it goes nowhere, what the upstream sent is read */
+  int awaiting_continue;     /* the request asked the upstream for a 100 Continue before
+                                its body: no answer has begun, no body byte has gone */
   char trailer[64];          /* the name of the trailer field being parsed */
   size_t trailer_len;        /* may exceed sizeof(trailer): only the length is kept */
   size_t scanned;            /* pending bytes already searched for a line feed */
@@ -371,7 +373,10 @@ static int on_req_complete(llhttp_t *p)
 
 static int on_resp_begin(llhttp_t *p)
 {
-  ((struct proxy_conn *)p->data)->http->resp_in_msg = 1;
+  struct proxy_http *h = ((struct proxy_conn *)p->data)->http;
+
+  h->resp_in_msg = 1;
+  h->awaiting_continue = 0;
   return 0;
 }
 
@@ -1182,6 +1187,7 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
   h->in_body = 0;
   h->bad_trailer = 0;
   h->body_cut = 0;
+  h->awaiting_continue = req->expect_continue;
   h->trailer_len = 0;
   err = llhttp_execute(&h->req, out, (size_t)n);
   if ((err != HPE_OK && err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) ||
@@ -1316,6 +1322,7 @@ static int forward_up(struct proxy_conn *c, const char *data, size_t len)
     return -1;
   if (len == 0)
     return 0;
+  c->http->awaiting_continue = 0;
   c->http->up_bytes += len;
   r = proxy_end_write(&c->up, &buf, 1);
   if (r != 0) {
@@ -1803,6 +1810,12 @@ void proxy_http_on_timeout(struct proxy_conn *c)
   }
   if (idle >= c->sb->limits.idle_ms) {
     if (h->phase == PH_RESPONSE && !h->resp_started) {
+      fail_request(c, 504, "upstream_timeout", NULL);
+      return;
+    }
+    if (h->phase == PH_BODY && !h->resp_started && h->awaiting_continue) {
+      /* Nothing stopped arriving: the sandbox waits, as it asked to, for the
+       * upstream's 100 Continue (or its answer), which has said nothing. */
       fail_request(c, 504, "upstream_timeout", NULL);
       return;
     }

@@ -8,9 +8,12 @@ An `Expect: 100-continue` request is answered `100 Continue` before its body is 
 except where a path below answers without reading it.
 
 Paths:
-  /sink[?rate=B]        reads the body (Content-Length or chunked), B bytes a second
+  /sink[?rate=B][&continue=0]
+                        reads the body (Content-Length or chunked), B bytes a second
                         at most (default: as fast as it comes), then answers 200 with
-                        {"len": N, "sha256": HEX}
+                        {"len": N, "sha256": HEX}; with continue=0 an Expect:
+                        100-continue is never answered (a server whose application
+                        reads the body, which sends the 100, only once it is ready)
   /reject?status=NNN[&close=1][&drain=S]
                         answers NNN at once, without reading the body (a bad key, a
                         file too large), with Connection: close if close=1; then, as
@@ -175,7 +178,7 @@ def handle(c):
                 drained += len(d)
             log({"event": "drained", "conn": c.cid, "bytes": drained})
             return
-        if expect:
+        if expect and q.get("continue") != "0":
             c.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         if url.path == "/die":
             n, _ = read_body(c, headers, lambda b: None, int(q.get("after", "0")))
