@@ -1706,16 +1706,23 @@ static void restore(struct daemon *d)
 {
   char dir[4096], name[DAEMON_NAME_MAX + 1];
   struct dirent **ents;
-  size_t len;
+  size_t len, left = 0;
   int i, n;
 
   snprintf(dir, sizeof(dir), "%s/sandboxes", d->state_dir);
   n = scandir(dir, &ents, NULL, alphasort);
   if (n < 0)
     return;
+  /* A signal that came while the daemon started (waiting for a FIFO's reader, say)
+   * is taken before the first sandbox, and one during the restore before the next. */
+  uv_run(&d->loop, UV_RUN_NOWAIT);
   for (i = 0; i < n; i++) {
     len = strlen(ents[i]->d_name);
-    if (len > 7 && len - 7 <= DAEMON_NAME_MAX &&
+    if (d->stopping) {
+      /* Its state is kept, and the namespace its rules: no network until a start. */
+      if (len > 7 && strcmp(ents[i]->d_name + len - 7, ".sealed") == 0)
+        left++;
+    } else if (len > 7 && len - 7 <= DAEMON_NAME_MAX &&
         strcmp(ents[i]->d_name + len - 7, ".sealed") == 0) {
       memcpy(name, ents[i]->d_name, len - 7);
       name[len - 7] = '\0';
@@ -1731,6 +1738,9 @@ static void restore(struct daemon *d)
     free(ents[i]);
   }
   free(ents);
+  if (left > 0)
+    log_info("serve: stopped while restoring; %zu sandbox(es) not re-attached yet keep "
+             "their rules and have no network until the daemon is back", left);
 }
 
 /* ---- lifecycle ---- */
@@ -2004,6 +2014,15 @@ int proxy_cmd_serve(int argc, char **argv)
   d->ctx.limits = o.limits;
   d->ctx.upstream_tls = d->upstream;
   d->started_ms = uv_now(&d->loop);
+  /* Before what may take a while (the audit log's FIFO waiting for its reader, the
+   * restore: sandboxes are served as each is back): a SIGHUP (a reload) or SIGTERM
+   * then would otherwise kill the daemon, cutting what it serves, unlogged. */
+  for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+    uv_signal_init(&d->loop, &d->sig[i]);
+    d->sig[i].data = d;
+    d->nsig++;
+    uv_signal_start(&d->sig[i], signal_cb, sigs[i]);
+  }
   if (d->log_path != NULL) {
     r = proxy_audit_open(&d->loop, d->log_path, &d->audit);
     if (r != 0) {
@@ -2014,6 +2033,12 @@ int proxy_cmd_serve(int argc, char **argv)
   }
   load_configs(d);
   restore(d);
+  if (d->stopping) {
+    /* Stopped while starting: what was restored drains; no control socket opens. */
+    proxy_loop_run(&d->ctx, d->busy_poll_us);
+    ret = 0;
+    goto out_loop;
+  }
   ca_pool_fill(d);
   err[0] = '\0';
   r = proxy_control_start(&d->loop, d->control_path, daemon_api, d, &d->control, err,
@@ -2024,17 +2049,14 @@ int proxy_cmd_serve(int argc, char **argv)
     uv_run(&d->loop, UV_RUN_DEFAULT);
     goto out_loop;
   }
-  for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-    uv_signal_init(&d->loop, &d->sig[i]);
-    d->sig[i].data = d;
-    d->nsig++;
-    uv_signal_start(&d->sig[i], signal_cb, sigs[i]);
-  }
   log_info("serve: listening on %s; %zu sandbox(es) attached", d->control_path,
            d->nsandboxes);
   proxy_loop_run(&d->ctx, d->busy_poll_us);
   ret = 0;
 out_loop:
+  for (i = 0; i < (size_t)d->nsig; i++)
+    if (!uv_is_closing((uv_handle_t *)&d->sig[i]))
+      uv_close((uv_handle_t *)&d->sig[i], NULL);
   proxy_ctx_close(&d->ctx);
   /* With lookups left to a silent resolver the loop stays, for their threads. */
   orphans = proxy_loop_finish(&d->loop);
