@@ -2083,6 +2083,10 @@ void proxy_conn_close_upstream(struct proxy_conn *c)
 {
   if (!c->up.open)
     return;
+  /* Waiting for its handshake's read: the connection leaves the queue with it. */
+  if (c->park_end == &c->up)
+    proxy_setup_unpark(c);
+  c->up.granted = 0;
   proxy_tls_free(c->up.tls);
   c->up.tls = NULL;
   c->up.open = 0;

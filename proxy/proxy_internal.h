@@ -76,9 +76,9 @@ struct proxy_sandbox {
   uint32_t setup_turn;                  /* the loop turn setup_reads counts */
   unsigned setup_reads;                 /* reads of connections being set up (stream.c,
                                            SETUP_READS) in that turn */
-  /* Connections whose sandbox side waits for a setup read, not read meanwhile
-   * (stream.c): [0] handshakes under way, [1] new connections; each first in, first
-   * out. */
+  /* Connections whose end being set up (the sandbox's, or the upstream's in its
+   * handshake) waits for a setup read, not read meanwhile (stream.c): [0] handshakes
+   * under way, [1] new connections; each first in, first out. */
   struct proxy_conn *park_head[2], *park_tail[2];
   unsigned nparked;
   struct proxy_sandbox *parked_next, *parked_prev; /* ctx->parked, while nparked > 0 */
@@ -150,6 +150,7 @@ struct proxy_conn {
   struct proxy_conn *next, *prev;
   struct proxy_conn *park_next, *park_prev; /* sb->park_head[park_q] (stream.c) */
   unsigned park_q;
+  struct proxy_end *park_end;       /* its end in that queue (stream.c), or NULL */
   uint64_t id;
   struct proxy_end down;            /* the sandbox side */
   struct proxy_end up;              /* the upstream side */
@@ -379,8 +380,8 @@ void proxy_end_shutdown(struct proxy_end *e);
 /* The other end of c. */
 struct proxy_end *proxy_end_peer(struct proxy_end *e);
 
-/* Takes c's sandbox side out of its sandbox's park queue, if it waits there (stream.c):
- * when c closes. */
+/* Takes c out of its sandbox's park queue, if one of its ends waits there (stream.c):
+ * when c, or its upstream side, closes. */
 void proxy_setup_unpark(struct proxy_conn *c);
 
 /* At each turn of the loop, before its poll: each sandbox's connections waiting for
