@@ -30,6 +30,7 @@ struct daemon_sandbox {
   struct daemon_sandbox *next;
   struct daemon_sandbox **pprev;  /* the pointer that points here, for O(1) unlinking */
   struct daemon_sandbox *hnext;   /* next in its bucket of daemon.index */
+  struct daemon_sandbox *nsnext;  /* next in its bucket of daemon.nsindex */
   char name[DAEMON_NAME_MAX + 1];
   char *netns;              /* the path given at attach */
   dev_t ns_dev;             /* identity of that namespace, so a reused path (a new */
@@ -73,6 +74,7 @@ struct daemon {
   struct daemon_sandbox *sandboxes;
   size_t nsandboxes;
   struct daemon_sandbox **index;   /* by name: chained buckets, index_size a power of 2 */
+  struct daemon_sandbox **nsindex; /* by namespace (ns_dev, ns_ino): index_size buckets */
   size_t index_size;
   uint64_t index_key[2];           /* its SipHash key, random */
   struct daemon_lost *lost;

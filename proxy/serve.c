@@ -93,8 +93,9 @@ int daemon_valid_name(const char *name)
 /*
  * Every API call names its sandbox, and a fleet host attaches thousands: a list
  * search per call made attaching N sandboxes quadratic. The list keeps attach order
- * for listings; a chained hash table (SipHash under a random key, like the leaf cache
- * and the DNS table; at most one sandbox per bucket on average) finds them.
+ * for listings; chained hash tables (SipHash under a random key, like the leaf cache
+ * and the DNS table; at most one sandbox per bucket on average) find them by name and
+ * by namespace. Both tables have index_size buckets and grow together.
  */
 #define INDEX_MIN 64
 
@@ -103,11 +104,18 @@ static size_t name_hash(const struct daemon *d, const char *name)
   return (size_t)proxy_siphash(d->index_key, name, strlen(name));
 }
 
-/* Room in the index for one more sandbox. An index that cannot grow keeps working,
+static size_t ns_hash(const struct daemon *d, dev_t dev, ino_t ino)
+{
+  uint64_t id[2] = { (uint64_t)dev, (uint64_t)ino };
+
+  return (size_t)proxy_siphash(d->index_key, id, sizeof(id));
+}
+
+/* Room in the indexes for one more sandbox. Indexes that cannot grow keep working,
  * with longer chains; only the first allocation can fail an attach. */
 static int index_reserve(struct daemon *d)
 {
-  struct daemon_sandbox **t, *s, *next;
+  struct daemon_sandbox **t, **nt, *s, *next;
   size_t size, i, b;
 
   if (d->index != NULL && d->nsandboxes < d->index_size)
@@ -117,8 +125,12 @@ static int index_reserve(struct daemon *d)
     return -EIO;
   size = d->index != NULL ? d->index_size * 2 : INDEX_MIN;
   t = calloc(size, sizeof(*t));
-  if (t == NULL)
+  nt = calloc(size, sizeof(*nt));
+  if (t == NULL || nt == NULL) {
+    free(t);
+    free(nt);
     return d->index != NULL ? 0 : -ENOMEM;
+  }
   for (i = 0; i < d->index_size; i++) {
     for (s = d->index[i]; s != NULL; s = next) {
       next = s->hnext;
@@ -126,17 +138,26 @@ static int index_reserve(struct daemon *d)
       s->hnext = t[b];
       t[b] = s;
     }
+    for (s = d->nsindex[i]; s != NULL; s = next) {
+      next = s->nsnext;
+      b = ns_hash(d, s->ns_dev, s->ns_ino) & (size - 1);
+      s->nsnext = nt[b];
+      nt[b] = s;
+    }
   }
   free(d->index);
+  free(d->nsindex);
   d->index = t;
+  d->nsindex = nt;
   d->index_size = size;
   return 0;
 }
 
-/* After index_reserve. */
+/* After index_reserve, with s->ns_dev and s->ns_ino set (they never change after). */
 static void link_sandbox(struct daemon *d, struct daemon_sandbox *s)
 {
   size_t b = name_hash(d, s->name) & (d->index_size - 1);
+  size_t nb = ns_hash(d, s->ns_dev, s->ns_ino) & (d->index_size - 1);
 
   s->next = d->sandboxes;
   if (s->next != NULL)
@@ -145,6 +166,8 @@ static void link_sandbox(struct daemon *d, struct daemon_sandbox *s)
   d->sandboxes = s;
   s->hnext = d->index[b];
   d->index[b] = s;
+  s->nsnext = d->nsindex[nb];
+  d->nsindex[nb] = s;
   d->nsandboxes++;
 }
 
@@ -155,6 +178,10 @@ static void unlink_sandbox(struct daemon *d, struct daemon_sandbox *s)
   while (*pp != s)
     pp = &(*pp)->hnext;
   *pp = s->hnext;
+  pp = &d->nsindex[ns_hash(d, s->ns_dev, s->ns_ino) & (d->index_size - 1)];
+  while (*pp != s)
+    pp = &(*pp)->nsnext;
+  *pp = s->nsnext;
   *s->pprev = s->next;
   if (s->next != NULL)
     s->next->pprev = s->pprev;
@@ -169,6 +196,21 @@ struct daemon_sandbox *daemon_find(struct daemon *d, const char *name)
     return NULL;
   for (s = d->index[name_hash(d, name) & (d->index_size - 1)]; s != NULL; s = s->hnext)
     if (strcmp(s->name, name) == 0)
+      return s;
+  return NULL;
+}
+
+/* The attached sandbox serving the namespace with this identity, or NULL. Attached
+ * namespaces are alive (their listeners hold them), so no other has their inode. */
+static struct daemon_sandbox *find_by_ns(struct daemon *d, dev_t dev, ino_t ino)
+{
+  struct daemon_sandbox *s;
+
+  if (d->nsindex == NULL)
+    return NULL;
+  for (s = d->nsindex[ns_hash(d, dev, ino) & (d->index_size - 1)]; s != NULL;
+       s = s->nsnext)
+    if (s->ns_dev == dev && s->ns_ino == ino)
       return s;
   return NULL;
 }
@@ -880,13 +922,12 @@ static int attach(struct daemon *d, const char *name, const char *netns,
    * runtime pools): name it, since that is what to detach; the sockets' clash below
    * could only blame another authproxy. Attached namespaces are alive (their listeners
    * hold them), so no other namespace has their inode number. */
-  for (other = d->sandboxes; other != NULL; other = other->next) {
-    if (other->ns_dev == s->ns_dev && other->ns_ino == s->ns_ino) {
-      r = fail(err, 409, "netns_attached", -EBUSY,
-               "%s is already attached as sandbox %s; a namespace is served once: detach "
-               "that sandbox first", netns, other->name);
-      goto out;
-    }
+  other = find_by_ns(d, s->ns_dev, s->ns_ino);
+  if (other != NULL) {
+    r = fail(err, 409, "netns_attached", -EBUSY,
+             "%s is already attached as sandbox %s; a namespace is served once: detach "
+             "that sandbox first", netns, other->name);
+    goto out;
   }
   ownerfd = owner_open(netns, s->ns_dev, s->ns_ino, &owner, err);
   if (ownerfd < 0 && ownerfd != -ENOSYS) {
@@ -2075,6 +2116,7 @@ out:
     config_free(c);
   }
   free(d->index);
+  free(d->nsindex);
   rules_secrets_free(d->secrets);
   proxy_upstream_tls_free(d->upstream);
   mbedtls_platform_zeroize(d->key, sizeof(d->key));
