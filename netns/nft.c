@@ -303,7 +303,10 @@ int netns_nft_talk(const void *batch, size_t len, uint32_t first_seq,
   a->first_seq = first_seq;
   a->n = n;
 
-  nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
+  /* Non-blocking: the kernel applies the batch inside sendto() and has queued every
+   * answer (one per message: 37 for a sandbox's table) by the time it returns, so
+   * they are read without a poll before each; poll only waits when none is there. */
+  nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC | SOCK_NONBLOCK);
   if (nl == NULL) {
     ret = -errno;
     netns_errf(err, errsz, "nf_tables: netlink socket: %s", strerror(-ret));
@@ -328,23 +331,24 @@ int netns_nft_talk(const void *batch, size_t len, uint32_t first_seq,
 
   deadline = now_ms() + ANSWER_TIMEOUT_MS;
   while (a->nseen < n && !a->batch_failed) {
-    struct pollfd p = { .fd = mnl_socket_get_fd(nl), .events = POLLIN };
-    int64_t left = deadline - now_ms();
-    ssize_t got;
+    ssize_t got = mnl_socket_recvfrom(nl, buf, bufsz);
 
-    if (left < 0)
-      left = 0;
-    ret = poll(&p, 1, (int)left);
-    if (ret < 0 && errno == EINTR)
+    if (got < 0 && errno == EINTR)
       continue;
-    if (ret < 0) {
-      ret = -errno;
-      netns_errf(err, errsz, "nf_tables: poll: %s", strerror(-ret));
-      goto out;
+    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      struct pollfd p = { .fd = mnl_socket_get_fd(nl), .events = POLLIN };
+      int64_t left = deadline - now_ms();
+
+      if (left <= 0)
+        break;
+      ret = poll(&p, 1, (int)left);
+      if (ret < 0 && errno != EINTR) {
+        ret = -errno;
+        netns_errf(err, errsz, "nf_tables: poll: %s", strerror(-ret));
+        goto out;
+      }
+      continue;
     }
-    if (ret == 0)
-      break;
-    got = mnl_socket_recvfrom(nl, buf, bufsz);
     if (got < 0) {
       ret = -errno;
       /* ENOBUFS: answers were lost, so whether the batch applied is unknown. */
