@@ -173,6 +173,18 @@ api_config() {
 EOF
 }
 
+# start_upload_upstream [ARGS...]: the TLS upload upstream (tests/tools/upload_upstream.py,
+# ARGS passed on) for api.example.com, certified by a test CA made in $T/ca, logging to
+# $T/up.jsonl; sets up_PORT, for api_config.
+start_upload_upstream() {
+  make_ca "$T/ca" api.example.com
+  "$PY" "$TOOLS/upload_upstream.py" --port-file "$T/up.port" --log "$T/up.jsonl" \
+    --cert "$T/ca/server.pem" --key "$T/ca/server.key" "$@" 2> "$T/up.log" &
+  PIDS+=($!)
+  wait_for "[ -s '$T/up.port' ]"
+  up_PORT=$(cat "$T/up.port")
+}
+
 # jlist VALUE...: the JSON list upq prints for these strings (`jlist` alone: []).
 jlist() { "$PY" -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@"; }
 

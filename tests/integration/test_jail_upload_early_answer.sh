@@ -18,11 +18,7 @@
 #                                                     once, then discards the body
 . "$(dirname "$0")/lib.sh"
 
-make_ca "$T/ca" api.example.com
-"$PY" "$TOOLS/upload_upstream.py" --port-file "$T/up.port" --log "$T/up.jsonl" \
-  --cert "$T/ca/server.pem" --key "$T/ca/server.key" 2> "$T/up.log" &
-PIDS+=($!)
-wait_for "[ -s '$T/up.port' ]"
+start_upload_upstream
 mkdir -p "$T/secrets"
 printf 'sk-early-%s\n' "$$" > "$T/secrets/KEY"
 cat > "$T/config.json" <<EOF

@@ -20,11 +20,7 @@
 #                                                     receive buffer
 . "$(dirname "$0")/lib.sh"
 
-make_ca "$T/ca" api.example.com
-"$PY" "$TOOLS/upload_upstream.py" --port-file "$T/up.port" --log "$T/up.jsonl" \
-  --cert "$T/ca/server.pem" --key "$T/ca/server.key" --rcvbuf 16384 2> "$T/up.log" &
-PIDS+=($!)
-wait_for "[ -s '$T/up.port' ]"
+start_upload_upstream --rcvbuf 16384
 mkdir -p "$T/secrets"
 printf 'sk-slow-%s\n' "$$" > "$T/secrets/KEY"
 cat > "$T/intercept.json" <<EOF2

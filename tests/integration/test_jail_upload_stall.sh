@@ -13,18 +13,8 @@
 #   only reads                                     -> upload upstream /sink
 . "$(dirname "$0")/lib.sh"
 
-make_ca "$T/ca" api.example.com
-"$PY" "$TOOLS/upload_upstream.py" --port-file "$T/up.port" --log "$T/up.jsonl" \
-  --cert "$T/ca/server.pem" --key "$T/ca/server.key" 2> "$T/up.log" &
-PIDS+=($!)
-wait_for "[ -s '$T/up.port' ]"
-mkdir -p "$T/secrets"
-printf 'sk-stall-%s\n' "$$" > "$T/secrets/KEY"
-cat > "$T/config.json" <<EOF2
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
-    "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {KEY}" } ] } ],
-  "dns": { "remap": { "api.example.com": "127.0.0.1:$(cat "$T/up.port")" } } }
-EOF2
+start_upload_upstream
+api_config "sk-stall-$$"
 
 # stalled HEAD BODY: the status line and X-Authproxy-Error the client read after
 # sending HEAD and BODY and nothing more, or the error it met.

@@ -16,18 +16,8 @@
 #                                                     resets after 100000 bytes
 . "$(dirname "$0")/lib.sh"
 
-make_ca "$T/ca" api.example.com
-"$PY" "$TOOLS/upload_upstream.py" --port-file "$T/up.port" --log "$T/up.jsonl" \
-  --cert "$T/ca/server.pem" --key "$T/ca/server.key" 2> "$T/up.log" &
-PIDS+=($!)
-wait_for "[ -s '$T/up.port' ]"
-mkdir -p "$T/secrets"
-printf 'sk-reset-%s\n' "$$" > "$T/secrets/KEY"
-cat > "$T/config.json" <<EOF2
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
-    "headers": [ { "name": "Authorization", "type": "workspace_secret", "value": "Bearer {KEY}" } ] } ],
-  "dns": { "remap": { "api.example.com": "127.0.0.1:$(cat "$T/up.port")" } } }
-EOF2
+start_upload_upstream
+api_config "sk-reset-$$"
 
 # upload PATH: the status and X-Authproxy-Error the client read for a 4 MiB body, or
 # the error it met.
