@@ -72,6 +72,12 @@ static int blocking(int fd)
 
 int proxy_audit_open(uv_loop_t *loop, const char *path, struct proxy_audit **out)
 {
+  return proxy_audit_open_wait(loop, path, NULL, NULL, out);
+}
+
+int proxy_audit_open_wait(uv_loop_t *loop, const char *path, int (*wait)(void *arg),
+                          void *arg, struct proxy_audit **out)
+{
   struct proxy_audit *a;
   int fd;
 
@@ -86,8 +92,15 @@ int proxy_audit_open(uv_loop_t *loop, const char *path, struct proxy_audit **out
     if (fd == -ENXIO) {
       log_warn("audit log %s: a FIFO that no reader has open; waiting for one before "
                "going on (start the reader, or give --log a file)", path);
-      fd = open_file(path, 0);
-    } else if (fd >= 0) {
+      if (wait == NULL)
+        fd = open_file(path, 0);
+      while (wait != NULL && fd == -ENXIO) {
+        if (wait(arg) != 0)
+          return -ECANCELED;
+        fd = open_file(path, 1);
+      }
+    }
+    if (fd >= 0) {
       int r = blocking(fd);
 
       if (r != 0) {

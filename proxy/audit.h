@@ -22,6 +22,12 @@ struct proxy_audit;
 /* Opens path for appending (created 0600), or standard output for "-". */
 int proxy_audit_open(uv_loop_t *loop, const char *path, struct proxy_audit **out);
 
+/* The same, but while path is a FIFO without a reader it calls wait(arg) between
+ * tries instead of blocking in open(2) (where a signal handled by the loop is not
+ * seen); a wait that returns nonzero gives up: -ECANCELED. */
+int proxy_audit_open_wait(uv_loop_t *loop, const char *path, int (*wait)(void *arg),
+                          void *arg, struct proxy_audit **out);
+
 /* Reopens the file (after log rotation, on SIGHUP); a FIFO without a reader fails
  * with -ENXIO at once, and the old file stays in use. */
 int proxy_audit_reopen(struct proxy_audit *a);

@@ -1848,6 +1848,31 @@ static void signal_cb(uv_signal_t *sig, int signum)
   stop(d);
 }
 
+/* Waiting for the audit log FIFO's reader: the loop runs (a tenth of a second at a
+ * time) so that a SIGTERM or SIGINT stops the daemon there too. A blocking open(2)
+ * is restarted after the loop's signal handler, and the daemon ignored both until
+ * a reader came. */
+struct fifo_wait {
+  struct daemon *d;
+  uv_timer_t timer;
+};
+
+static void fifo_tick(uv_timer_t *t)
+{
+  (void)t;
+}
+
+static int fifo_wait(void *arg)
+{
+  struct fifo_wait *fw = arg;
+
+  if (!fw->d->stopping) {
+    uv_timer_start(&fw->timer, fifo_tick, 100, 0);
+    uv_run(&fw->d->loop, UV_RUN_ONCE);
+  }
+  return fw->d->stopping;
+}
+
 static void usage(FILE *f)
 {
   fprintf(f,
@@ -2065,11 +2090,17 @@ int proxy_cmd_serve(int argc, char **argv)
     uv_signal_start(&d->sig[i], signal_cb, sigs[i]);
   }
   if (d->log_path != NULL) {
-    r = proxy_audit_open(&d->loop, d->log_path, &d->audit);
-    if (r != 0) {
+    struct fifo_wait fw = { .d = d };
+
+    uv_timer_init(&d->loop, &fw.timer);
+    r = proxy_audit_open_wait(&d->loop, d->log_path, fifo_wait, &fw, &d->audit);
+    uv_close((uv_handle_t *)&fw.timer, NULL);
+    uv_run(&d->loop, UV_RUN_NOWAIT);
+    if (r != 0 && r != -ECANCELED) {
       fprintf(stderr, "authproxy serve: --log %s: %s\n", d->log_path, strerror(-r));
       goto out_loop;
     }
+    /* Cancelled: stopped while waiting; the restore below keeps every sandbox. */
     d->ctx.audit = d->audit;
   }
   load_configs(d);

@@ -41,7 +41,8 @@ at_fifo_wait() {
 # reader N: reads the FIFO into $T/fifoN.jsonl until the daemon closes it.
 reader() {
   cat "$FIFO" > "$T/fifo$1.jsonl" &
-  PIDS+=($!)
+  READER=$!
+  PIDS+=($READER)
 }
 get() {
   ip netns exec "$ns" curl -sS -m 5 -o /dev/null -w '%{http_code}' \
@@ -88,6 +89,32 @@ ip netns exec "$ns" nft list table inet authproxy > /dev/null ||
   fail "the sandbox's rules are gone"
 assert_eq "$(get /while-down)" "000" "no network while the daemon is down"
 pass "a SIGTERM while the daemon starts stops it, and the sandbox keeps state and rules"
+
+# A SIGTERM or SIGINT while it waits for the FIFO's reader, and none ever comes: the
+# daemon stops there as well. Its open(2) of the FIFO was restarted after the loop's
+# signal handler, and the daemon ignored both until a reader came (a `systemctl stop`
+# waited for its timeout and a SIGKILL, a Ctrl-C did nothing).
+# gone PID: the process has exited (a zombie until waited for counts).
+gone() { [ ! -e "/proc/$1/stat" ] || [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" = Z ]; }
+# The last reader, if the daemon stopped before it came, still waits in its open(2),
+# and the daemon would find it.
+kill "$READER" 2>/dev/null || true
+wait "$READER" 2>/dev/null || true
+n=2
+for sig in TERM INT; do
+  serve "$FIFO"
+  n=$((n + 1))
+  at_fifo_wait $n
+  kill -$sig "$SERVE_PID"
+  wait_for "gone $SERVE_PID"
+  rc=0
+  wait "$SERVE_PID" || rc=$?
+  assert_eq "$rc" "0" "the daemon's status after a SIG$sig while it waited for the FIFO"
+  [ -e "$STATE/sandboxes/box.sealed" ] || fail "the sandbox's state is gone after SIG$sig"
+done
+assert_contains "$(tail -n 2 "$T/serve.log")" "1 sandbox(es) not re-attached yet keep" \
+  "the stop while the daemon waited for the FIFO"
+pass "a SIGTERM or SIGINT while the daemon waits for its FIFO's reader stops it"
 
 serve "$T/audit.jsonl"
 wait_for "[ -S '$SOCK' ] && ctl health >/dev/null 2>&1"
