@@ -449,8 +449,7 @@ static void timer_cb(uv_timer_t *t)
     break;
   case CONN_RELAY:
     idle = now - c->last_active_ms;
-    if (idle >= c->sb->limits.idle_ms &&
-        (proxy_end_taking(&c->up) | proxy_end_taking(&c->down))) {
+    if (idle >= c->sb->limits.idle_ms && proxy_conn_passing(c)) {
       proxy_conn_touch(c); /* still handing on what was read */
       idle = 0;
     }

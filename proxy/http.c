@@ -1801,8 +1801,7 @@ void proxy_http_on_timeout(struct proxy_conn *c)
     proxy_conn_arm_timer(c, c->sb->limits.idle_ms); /* late, not idle */
     return;
   }
-  if (idle >= c->sb->limits.idle_ms &&
-      (proxy_end_taking(&c->up) | proxy_end_taking(&c->down))) {
+  if (idle >= c->sb->limits.idle_ms && proxy_conn_passing(c)) {
     /* Still handing on what was read: an upload the upstream reads slowly. */
     proxy_conn_touch(c);
     proxy_conn_arm_timer(c, c->sb->limits.idle_ms);

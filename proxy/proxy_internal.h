@@ -367,6 +367,10 @@ int proxy_end_unread(struct proxy_end *e);
  * timers that judge silence, when their timeout is due. */
 int proxy_end_taking(struct proxy_end *e);
 
+/* proxy_end_taking for both of c's ends: 1 if either peer took bytes (timers that
+ * judge a connection silent, when their timeout is due). */
+int proxy_conn_passing(struct proxy_conn *c);
+
 /* Writes bytes (copied as needed) to e, encrypting if e has TLS. Returns 0 or a
  * negative error (the connection is then being closed). */
 int proxy_end_write(struct proxy_end *e, const uv_buf_t *bufs, unsigned nbufs);

@@ -406,6 +406,15 @@ int proxy_end_taking(struct proxy_end *e)
   return n != before;
 }
 
+/* Whether either end's peer took queued bytes since the last look; both ends are
+ * asked, each taking its new baseline. */
+int proxy_conn_passing(struct proxy_conn *c)
+{
+  int up = proxy_end_taking(&c->up);
+
+  return proxy_end_taking(&c->down) || up;
+}
+
 /* Reading is on when the state machine wants data and the peer can take more. */
 static void update_reading(struct proxy_end *e)
 {
