@@ -199,6 +199,7 @@ static void put_sandbox(struct daemon *d, const char *name,
   struct daemon_config *stored;
   struct daemon_error err;
   cJSON *body, *out, *named = NULL;
+  int r;
 
   body = parse_body(req, allowed, resp);
   if (body == NULL)
@@ -236,14 +237,16 @@ static void put_sandbox(struct daemon *d, const char *name,
     cfg = named;
   }
   daemon_error_init(&err);
-  if (daemon_attach(d, name, netns->valuestring, cfg, ca, &s, &err) != 0) {
+  r = daemon_attach(d, name, netns->valuestring, cfg, ca, &s, &err);
+  if (r < 0) {
     error_resp(resp, &err);
   } else {
+    /* 200: the sandbox was attached so already (a retry, say); the answer is the same. */
     out = cJSON_CreateObject();
     cJSON_AddStringToObject(out, "name", s->name);
     cJSON_AddStringToObject(out, "netns", s->netns);
     cJSON_AddStringToObject(out, "ca_certificate", proxy_ca_cert_pem(s->ca));
-    json_resp(resp, 201, out);
+    json_resp(resp, r == 1 ? 200 : 201, out);
   }
   daemon_error_free(&err);
   rules_json_free(named);

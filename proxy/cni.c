@@ -177,6 +177,15 @@ static int cni_add(const struct proxy_cni_conf *c, const char *name, const char 
   strbuf_free(&body);
   if (r != 0)
     return transport_error(r, "attach", err, e);
+  if (a.status == 200) {
+    /* The daemon answers an attach that repeats one exactly as a retry that succeeded.
+     * A runtime does not repeat an ADD without a DEL (the CNI spec), so this one is an
+     * attachment that exists, as it always was. */
+    proxy_api_answer_free(&a);
+    return proxy_cni_fail(e, PROXY_CNI_ERR_ATTACH, "authproxy could not attach the namespace",
+                          "attach %s (%s): sandbox_exists: the namespace is attached so "
+                          "already; a second ADD needs a DEL first", name, netns);
+  }
   if (a.status != 201) {
     answer_code(&a, code, sizeof(code));
     proxy_api_error_text(&a, text, sizeof(text));

@@ -131,8 +131,10 @@ int daemon_json_parse_own(const char *json, struct cJSON **out);
 /*
  * Attaches: validates the config (resolving secrets now), opens the namespace,
  * creates (or imports) the CA, installs rules and sockets, starts serving, persists.
- * proxy_config and ca are borrowed cJSON objects (ca may be NULL). On failure nothing
- * is left behind and err says why.
+ * proxy_config and ca are borrowed cJSON objects (ca may be NULL). Returns 0 with the
+ * new sandbox, 1 with the one already attached when the attach repeats it exactly (its
+ * name, namespace path, config, and CA if one is given), or an error: on failure
+ * nothing is left behind and err says why.
  */
 int daemon_attach(struct daemon *d, const char *name, const char *netns,
                   const struct cJSON *proxy_config, const struct cJSON *ca,

@@ -306,7 +306,8 @@ static int hook_attach(const char *sock, const char *config_dir,
             r == -ENOMEM ? "out of memory" : err);
     return 1;
   }
-  if (a.status != 201) {
+  /* 200: attached so already (the hook run again for the same process). */
+  if (a.status != 201 && a.status != 200) {
     proxy_api_error_text(&a, text, sizeof(text));
     hook_error("container %s: the daemon refused to attach %s as "
             "sandbox %s: %s\n", st->id, netns, name, text);

@@ -361,6 +361,21 @@ static int read_sealed(struct daemon *d, const char *path, const char *aad, char
   return 0;
 }
 
+/* A config's stored form (templates unresolved, opaque values present): two configs
+ * that store the same are the same config. Wipe with free_persisted. */
+static char *persisted(const struct rules_config *cfg)
+{
+  return rules_config_to_json(cfg, RULES_SER_PERSIST, 0);
+}
+
+static void free_persisted(char *text)
+{
+  if (text != NULL) {
+    mbedtls_platform_zeroize(text, strlen(text));
+    free(text);
+  }
+}
+
 static int persist_sandbox(struct daemon *d, const struct daemon_sandbox *s,
                            const struct rules_config *cfg)
 {
@@ -369,7 +384,7 @@ static int persist_sandbox(struct daemon *d, const struct daemon_sandbox *s,
   cJSON *root = NULL, *cfgobj = NULL;
   int r = -ENOMEM;
 
-  config = rules_config_to_json(cfg, RULES_SER_PERSIST, 0);
+  config = persisted(cfg);
   key = proxy_ca_key_pem(s->ca);
   root = cJSON_CreateObject();
   if (config == NULL || key == NULL || root == NULL)
@@ -400,10 +415,7 @@ static int persist_sandbox(struct daemon *d, const struct daemon_sandbox *s,
   r = write_sealed(d, path, aad, json, 0);
   json = NULL;
 out:
-  if (config != NULL) {
-    mbedtls_platform_zeroize(config, strlen(config));
-    free(config);
-  }
+  free_persisted(config);
   if (key != NULL) {
     mbedtls_platform_zeroize(key, PROXY_CA_KEY_PEM_MAX);
     free(key);
@@ -821,6 +833,49 @@ static int make_ca(struct daemon *d, const cJSON *ca, int proven, struct proxy_c
   return 0;
 }
 
+/*
+ * Whether an attach of s's name asks for s as it is: the same path (which names s's
+ * namespace, checked by the caller), the same config, and the CA s has if it names
+ * one (without one it takes whatever CA the daemon made). An orchestrator that
+ * retries an attach whose answer it lost (its timeout, a cut connection), or a CNI
+ * runtime that repeats an ADD, asks exactly that; anything else is a clash. What
+ * this attach could not have done (a config or CA it would refuse) is not the same.
+ */
+static int attach_repeats(struct daemon *d, const struct daemon_sandbox *s,
+                          const char *netns, const cJSON *proxy_config, const cJSON *ca)
+{
+  struct rules_config *cfg = NULL;
+  struct proxy_ca *asked = NULL;
+  struct daemon_error err;
+  char *want = NULL, *have = NULL;
+  int same = 0;
+
+  if (strcmp(netns, s->netns) != 0)
+    return 0;
+  daemon_error_init(&err);
+  if (parse_config(d, proxy_config, &cfg, &err) != 0)
+    goto out;
+  want = persisted(cfg);
+  have = persisted(proxy_sandbox_config(s->sb));
+  if (want == NULL || have == NULL || strcmp(want, have) != 0)
+    goto out;
+  if (ca != NULL && !cJSON_IsNull(ca)) {
+    /* The import proves the key is the certificate's: the same certificate is the
+     * same CA. */
+    if (make_ca(d, ca, 0, &asked, &err) != 0 ||
+        strcmp(proxy_ca_cert_pem(asked), proxy_ca_cert_pem(s->ca)) != 0)
+      goto out;
+  }
+  same = 1;
+out:
+  free_persisted(want);
+  free_persisted(have);
+  proxy_ca_free(asked);
+  rules_config_unref(cfg);
+  daemon_error_free(&err);
+  return same;
+}
+
 /* The namespace a sandbox's state names, as recorded when it was attached. */
 struct ns_identity {
   dev_t dev;
@@ -858,11 +913,19 @@ static int attach(struct daemon *d, const char *name, const char *netns,
    * "an earlier attach that succeeded?" a caller would take a namespace without rules
    * for one attached. Attached namespaces are alive, so no other has their inode. */
   if (other != NULL && netns != NULL && netns[0] == '/' && stat(netns, &nst) == 0 &&
-      nst.st_dev == other->ns_dev && nst.st_ino == other->ns_ino)
+      nst.st_dev == other->ns_dev && nst.st_ino == other->ns_ino) {
+    if (expect == NULL && attach_repeats(d, other, netns, proxy_config, ca)) {
+      log_info("sandbox %s: attach repeated (the same namespace, path and config): "
+               "answered with the sandbox as it is", name);
+      *out = other;
+      return 1;
+    }
     return fail(err, 409, "sandbox_exists", -EEXIST,
-                "sandbox %s is already attached to %.200s, the namespace this attach names "
-                "(an earlier attach that succeeded?): GET it for its CA, PATCH to change its "
-                "config, or DELETE it first", name, other->netns);
+                "sandbox %s is already attached to %.200s, the namespace this attach names, "
+                "but not as this attach asks (another config, CA or path): PATCH to change "
+                "its config, or DELETE it first",
+                name, other->netns);
+  }
   if (other != NULL && netns != NULL && strcmp(other->netns, netns) == 0)
     return fail(err, 409, "sandbox_exists", -EEXIST,
                 "sandbox %s is already attached, to the namespace that was at %.200s when "

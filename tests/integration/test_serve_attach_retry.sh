@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # An orchestrator retries an attach whose answer it did not get (its timeout ran out,
-# the connection was cut): the sandbox is attached already, and the 409
-# sandbox_exists must let it tell its own earlier attach from a name taken by another
-# namespace. Both answered "sandbox box is already attached; PATCH its config or
-# DELETE it first": a retry was told to delete what it had just attached, and an
-# attach of the name to another namespace to PATCH, which cannot move it. The answer
-# now names the namespace the sandbox serves, and what to do in each case.
+# the connection was cut): the sandbox is attached already. An attach that repeats the
+# sandbox exactly (the name, the namespace's path, the config, and the CA if it names
+# one) is answered 200 with the sandbox, as the attach that succeeded was answered 201;
+# it used to be a 409 the retry could not tell from a clash. Anything else is the 409
+# sandbox_exists, which names the namespace the sandbox serves and what to do: an
+# attach of the name to another namespace (DELETE first; a PATCH cannot move it), one
+# with another config or CA (PATCH, or DELETE), one by another path to the namespace.
 #
 #   ap-ra-PID (attached as box)   host
 #   ap-rb-PID (never attached)    authproxy serve
@@ -28,13 +29,33 @@ attach_err() {  # NETNS: the error of attaching box to it
   fi
   echo "$out"
 }
-out=$(attach_err "/var/run/netns/$a")
-assert_contains "$out" "sandbox_exists" "a retried attach"
-assert_contains "$out" "already attached to /var/run/netns/$a, the namespace this attach names" \
-  "a retried attach names its namespace"
-assert_contains "$out" "GET it for its CA" "a retried attach: what to do"
-assert_eq "$(ctl ca box)" "$ca" "the CA after the retry"
-pass "retry: $out"
+put() {  # NAME BODY: prints the status; the answer is in $T/answer
+  curl -sS -o "$T/answer" -w '%{http_code}' --unix-socket "$SOCK" -X PUT \
+    -H 'Content-Type: application/json' --data-binary "$2" "http://authproxy/v1/sandboxes/$1"
+}
+answer_ca() { "$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["ca_certificate"], end="")' "$T/answer"; }
+
+# The retry: 200, with the sandbox as the first attach answered it. ctl takes it too.
+assert_eq "$(put box "{\"netns\": \"/var/run/netns/$a\", \"proxy_config\": {}}")" 200 \
+  "a retried attach"
+assert_eq "$(answer_ca)" "$ca" "the CA a retried attach answers"
+assert_eq "$(ctl attach box --netns "/var/run/netns/$a" --config "$T/config.json")" "$ca" \
+  "ctl attach, repeated"
+assert_eq "$(ctl ca box)" "$ca" "the CA after the retries"
+assert_contains "$(cat "$T/serve.log")" "sandbox box: attach repeated" "the log says so"
+pass "a retry is answered 200 with the sandbox"
+
+# Not a retry: the config differs (a PATCH since, or another caller's).
+echo '{"egress": {"default": "deny"}}' > "$T/other.json"
+out=$(ctl attach box --netns "/var/run/netns/$a" --config "$T/other.json" 2>&1) &&
+  fail "attached box again with another config"
+assert_contains "$out" "sandbox_exists" "an attach with another config"
+assert_contains "$out" "already attached to /var/run/netns/$a, the namespace this attach names, but not as this attach asks" \
+  "an attach with another config names the namespace"
+assert_contains "$out" "PATCH to change its config" "an attach with another config: what to do"
+assert_eq "$(ctl get box | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["proxy_config"].get("egress"))')" \
+  None "the config after the refused attach"
+pass "another config: $out"
 
 out=$(attach_err "/var/run/netns/$b")
 assert_contains "$out" "sandbox_exists" "an attach of the name to another namespace"
@@ -84,8 +105,31 @@ dir=$T/$(printf 'd%.0s' $(seq 100))/$(printf 'e%.0s' $(seq 100))
 mkdir -p "$dir"
 ln -s "/var/run/netns/$b" "$dir/ns"
 ctl attach "$long" --netns "$dir/ns" --config "$T/config.json" > /dev/null
-out=$(ctl attach "$long" --netns "$dir/ns" --config "$T/config.json" 2>&1) &&
+out=$(ctl attach "$long" --netns "$dir/ns" --config "$T/other.json" 2>&1) &&
   fail "attached $long twice"
 assert_contains "$out" "or DELETE it first" "a retried attach with a long name and path"
 pass "a long name and path: ${#out} bytes"
 ctl detach "$long" > /dev/null
+
+# A CA given: the retry names the same one (a CA it did not name is the daemon's
+# choice, and the sandbox's is taken).
+make_ca "$T/c1" one.example
+make_ca "$T/c2" two.example
+with_ca() {  # CERT KEY: an attach body of box to ap-rb-PID with that CA
+  "$PY" -c 'import json,sys; print(json.dumps({"netns": sys.argv[1], "proxy_config": {},
+    "ca": {"certificate": open(sys.argv[2]).read(), "key": open(sys.argv[3]).read()}}))' \
+    "/var/run/netns/$b" "$1" "$2"
+}
+assert_eq "$(put box "$(with_ca "$T/c1/ca.pem" "$T/c1/ca.key")")" 201 "an attach with a CA"
+ca=$(answer_ca)
+assert_eq "$(put box "$(with_ca "$T/c1/ca.pem" "$T/c1/ca.key")")" 200 "its retry"
+assert_eq "$(answer_ca)" "$ca" "the CA its retry answers"
+assert_eq "$(put box "{\"netns\": \"/var/run/netns/$b\", \"proxy_config\": {}}")" 200 \
+  "a retry that names no CA"
+assert_eq "$(put box "$(with_ca "$T/c2/ca.pem" "$T/c2/ca.key")")" 409 "an attach with another CA"
+assert_contains "$(cat "$T/answer")" "but not as this attach asks" "an attach with another CA"
+assert_eq "$(put box "$(with_ca "$T/c1/ca.pem" "$T/c2/ca.key")")" 409 \
+  "an attach with the CA's certificate and another key"
+assert_eq "$(ctl ca box)" "$ca" "the CA after the refused attaches"
+pass "a CA given: the same is a retry, another is a clash"
+ctl detach box > /dev/null
