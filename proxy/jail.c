@@ -1001,6 +1001,32 @@ static void pool_start_work(uv_work_t *w)
  * SIGCONT that continues a stopped jail among them; follow_stop would then look for
  * it before that thread's handler ran, and leave CMD stopped.
  */
+/*
+ * A --log FIFO that no reader has open makes the audit log's open wait for one. The
+ * jail waits here, before it has made anything a signal would leave behind (its
+ * directory in TMPDIR, the rules of a --netns namespace): a Ctrl-C or a kill while it
+ * waits, the likely answer to a jail that seems stuck, used to leave its directory.
+ * Returns a descriptor of the FIFO to hold until the log is open (the reader's end
+ * stays matched meanwhile), or -1: not a FIFO, or an error the log's open reports.
+ */
+static int fifo_reader_wait(const char *path)
+{
+  struct stat st;
+  int fd;
+
+  if (strcmp(path, "-") == 0 || lstat(path, &st) != 0 || !S_ISFIFO(st.st_mode))
+    return -1;
+  fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd >= 0 || errno != ENXIO)
+    return fd;
+  fprintf(stderr, "authproxy jail: --log %s: a FIFO that no reader has open; waiting for "
+                  "one before going on (start the reader, or give --log a file)\n", path);
+  do
+    fd = open(path, O_WRONLY | O_CLOEXEC);
+  while (fd < 0 && errno == EINTR);
+  return fd;
+}
+
 static void start_threadpool(struct jail *j)
 {
   sigset_t all, old;
@@ -1064,7 +1090,7 @@ int proxy_cmd_jail(int argc, char **argv)
   struct jail *j;
   sigset_t all, old;
   char err[512];
-  int first, i, r, ret = JAIL_FAILED, orphans = 0;
+  int first, i, r, ret = JAIL_FAILED, orphans = 0, fifo = -1;
 
   j = calloc(1, sizeof(*j));
   if (j == NULL)
@@ -1134,6 +1160,8 @@ int proxy_cmd_jail(int argc, char **argv)
     fprintf(stderr, "authproxy jail: %s\n", err[0] ? err : strerror(-r));
     goto out;
   }
+  if (j->log_path != NULL)
+    fifo = fifo_reader_wait(j->log_path);
   if (check_tmp() != 0)
     goto out;
   r = prepare_files(j);
@@ -1168,6 +1196,10 @@ int proxy_cmd_jail(int argc, char **argv)
       goto out_loop;
     }
     j->ctx.audit = j->audit;
+  }
+  if (fifo >= 0) {
+    close(fifo);
+    fifo = -1;
   }
   r = proxy_sandbox_start(&j->ctx, "jail", j->cfg, j->ca, &fds, NULL, &j->sb);
   if (r != 0)
@@ -1230,6 +1262,8 @@ out_loop:
     uv_loop_close(&j->loop);
   proxy_ctx_cleanup(&j->ctx);
 out:
+  if (fifo >= 0)
+    close(fifo);
   netns_fds_close(&fds);
   if (j->nsfd >= 0) {
     if (!j->own_netns) {
