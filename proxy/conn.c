@@ -1086,12 +1086,50 @@ static const char *relay_disallowed(struct proxy_conn *c, const struct rules_con
   return NULL;
 }
 
+/*
+ * Why cfg refuses the request c's HTTP engine has in flight, or NULL. Each request is
+ * decided under the config current when it arrives, but one still going (a stream of
+ * events, an upload, a long poll, a request waiting for its credentials) would
+ * otherwise go on under a config that refuses it for as long as it lasts.
+ */
+static const char *request_disallowed(struct proxy_conn *c, const struct rules_config *cfg)
+{
+  struct sockaddr_storage ss;
+  struct rules_decision d;
+  int len = sizeof(ss);
+
+  if (!proxy_http_in_flight(c))
+    return NULL;
+  if (proxy_http_refuses(c, cfg))
+    return "config_changed";
+  /* The address its upstream was dialed at (egress IP/CIDR entries), as
+   * relay_disallowed; request-level entries on addresses were its request's. */
+  if (c->up.connected &&
+      uv_tcp_getpeername(&c->up.tcp, (struct sockaddr *)&ss, &len) == 0 &&
+      !rules_check_resolved(cfg, (const struct sockaddr *)&ss, c->dial_port,
+                            target_flags(c, (const struct sockaddr *)&ss) |
+                              RULES_RESOLVED_INSPECTED,
+                            &d))
+    return "config_changed";
+  return NULL;
+}
+
 void proxy_conn_config_swapped(struct proxy_conn *c, struct rules_config *cfg)
 {
   const char *reason;
 
   if (c->cfg == cfg)
     return;
+  /* The HTTP engine takes the config per request (handle_request): only a request in
+   * flight is judged here. */
+  if (c->http != NULL && c->action != RULES_BYPASS &&
+      (c->state == CONN_RESOLVE || c->state == CONN_CONNECT || c->state == CONN_TLS_UP ||
+       c->state == CONN_HTTP)) {
+    reason = request_disallowed(c, cfg);
+    if (reason != NULL)
+      proxy_conn_close(c, 1, reason);
+    return;
+  }
   switch (c->state) {
   case CONN_SNIFF:
     /* Not decided yet (conn_decide reads c->cfg): decided under the new config. */

@@ -1098,6 +1098,43 @@ void proxy_http_on_close(struct proxy_conn *c)
                 c->reason != NULL ? c->reason : "closed");
 }
 
+int proxy_http_in_flight(const struct proxy_conn *c)
+{
+  const struct proxy_http *h = c->http;
+
+  /* method_len: its record is not written yet (an answer of the proxy's own writes
+   * it); past PH_HEAD: decided to go upstream. */
+  return h != NULL && h->method_len != 0 && h->phase != PH_HEAD;
+}
+
+int proxy_http_refuses(const struct proxy_conn *c, const struct rules_config *cfg)
+{
+  const struct proxy_http *h = c->http;
+  struct rules_request_decision rd;
+  struct rules_decision d;
+  struct rules_dest dest;
+
+  proxy_conn_dest(c, &dest);
+  rules_decide_conn(cfg, &dest, &d);
+  if (d.action == RULES_DENY)
+    return 1;
+  /* A path longer than the record keeps is not judged by its start alone: an allow
+   * entry's path glob could miss it, and cut a request that is allowed. */
+  if (d.action == RULES_BYPASS || h->path_truncated)
+    return 0;
+  /* As handle_request decides it: as the method an override names, then as sent (a
+   * preflight let through as the method it asks for). */
+  if (h->override[0] != '\0') {
+    rules_decide_request(cfg, &dest, h->override, h->path, h->path_len, &rd);
+    if (rd.deny)
+      return 1;
+  }
+  rules_decide_request(cfg, &dest, h->method, h->path, h->path_len, &rd);
+  if (rd.deny && strcmp(rd.reason, "egress_not_allowed") == 0 && h->preflight[0] != '\0')
+    rules_decide_request(cfg, &dest, h->preflight, h->path, h->path_len, &rd);
+  return rd.deny;
+}
+
 void proxy_http_park(struct proxy_conn *c)
 {
   struct proxy_http *h = c->http;

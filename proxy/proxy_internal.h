@@ -452,6 +452,14 @@ void proxy_http_park(struct proxy_conn *c);
  * first), nothing of a next request received. */
 int proxy_http_idle(const struct proxy_conn *c);
 
+/* 1 if c's HTTP engine has a request in flight: decided to go upstream, its answer
+ * not relayed whole. */
+int proxy_http_in_flight(const struct proxy_conn *c);
+
+/* 1 if cfg's egress policy refuses the request in flight: by its name and port, or
+ * by its method and path. A config swap cuts it (proxy_conn_config_swapped). */
+int proxy_http_refuses(const struct proxy_conn *c, const struct rules_config *cfg);
+
 /* The connection is closing (c->reason says why): a request it cut short, forwarded
  * or not, gets its audit record now. */
 void proxy_http_on_close(struct proxy_conn *c);
