@@ -132,6 +132,9 @@ int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop)
   uv_timer_init(loop, &ctx->progress_timer);
   ctx->progress_timer.data = ctx;
   uv_unref((uv_handle_t *)&ctx->progress_timer);
+  uv_timer_init(loop, &ctx->trim_timer);
+  ctx->trim_timer.data = ctx;
+  uv_unref((uv_handle_t *)&ctx->trim_timer);
   return 0;
 }
 
@@ -142,6 +145,8 @@ void proxy_ctx_close(struct proxy_ctx *ctx)
   if (ctx->progress_timer.loop != NULL &&
       !uv_is_closing((uv_handle_t *)&ctx->progress_timer))
     uv_close((uv_handle_t *)&ctx->progress_timer, NULL);
+  if (ctx->trim_timer.loop != NULL && !uv_is_closing((uv_handle_t *)&ctx->trim_timer))
+    uv_close((uv_handle_t *)&ctx->trim_timer, NULL);
 }
 
 void proxy_ctx_cleanup(struct proxy_ctx *ctx)
