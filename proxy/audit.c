@@ -5,8 +5,11 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,10 +45,16 @@ struct proxy_audit {
   uint64_t fail_lost;     /* records those writes lost */
   uint64_t fail_said_ms;  /* loop time a run of failures was last logged as begun */
   int fail_said;          /* this run is in the log: its end will be too */
+  unsigned close_ms;      /* how long the close waits for the file to take its records */
+  uint64_t close_by;      /* uv_hrtime() when that wait ends */
+  int abandoned;          /* the close gave up on the write in flight: the process ends
+                             without it, and its callback (if it comes) frees */
+  int timer_closed;
 };
 
 static void flush(struct proxy_audit *a);
 static void finish_close(struct proxy_audit *a);
+static void release(struct proxy_audit *a);
 
 static const char *audit_name(const struct proxy_audit *a)
 {
@@ -191,6 +200,14 @@ static void write_cb(uv_fs_t *req)
 
   uv_fs_req_cleanup(req);
   a->writing = 0;
+  if (a->abandoned) {
+    /* The close gave up on this write (its reader took nothing) and counted what it
+     * held as lost; the reader came back, or went away, before the process ended. */
+    proxy_lookup_orphan_done();
+    if (a->timer_closed)
+      release(a);
+    return;
+  }
   if (r > 0 && a->ending_torn) {
     a->torn = 0;
     r--;
@@ -316,13 +333,34 @@ void proxy_audit_write(struct proxy_audit *a, const char *json, size_t len)
 }
 
 /* Writes p[0..len) and returns how much was written: less than len after an error,
- * which errno says. */
-static size_t write_all(int fd, const char *p, size_t len)
+ * which errno says. With bounded (a FIFO, a socket: a reader that stops reading
+ * would hold the write, and the daemon's or the jail's exit, for ever) it waits for
+ * room until a->close_by at most (then ETIMEDOUT), and writes no more than the pipe
+ * takes without blocking. */
+static size_t write_all(struct proxy_audit *a, int bounded, const char *p, size_t len)
 {
-  size_t done = 0;
+  size_t done = 0, chunk;
 
   while (done < len) {
-    ssize_t n = write(fd, p + done, len - done);
+    ssize_t n;
+
+    chunk = len - done;
+    if (bounded) {
+      struct pollfd pfd = { .fd = a->fd, .events = POLLOUT };
+      uint64_t now = uv_hrtime();
+      int ms = now >= a->close_by ? 0 : (int)((a->close_by - now + 999999) / 1000000);
+      int pr = poll(&pfd, 1, ms);
+
+      if (pr < 0 && errno == EINTR)
+        continue;
+      if (pr == 0)
+        errno = ETIMEDOUT;
+      if (pr <= 0)
+        break;
+      if (chunk > PIPE_BUF)
+        chunk = PIPE_BUF;
+    }
+    n = write(a->fd, p + done, chunk);
 
     if (n < 0 && errno == EINTR)
       continue;
@@ -338,43 +376,61 @@ static size_t write_all(int fd, const char *p, size_t len)
 
 /* Writes the records in p[0..len) at close, unless an earlier write failed (*err);
  * counts those lost in *lost. */
-static void write_at_close(struct proxy_audit *a, const char *p, size_t len, int *err,
-                           uint64_t *lost)
+static void write_at_close(struct proxy_audit *a, int bounded, const char *p, size_t len,
+                           int *err, uint64_t *lost)
 {
   size_t done = 0;
 
   if (*err == 0) {
-    done = write_all(a->fd, p, len);
+    done = write_all(a, bounded, p, len);
     if (done < len)
       *err = errno;
   }
   *lost += count_records(p + done, len - done);
 }
 
+static void release(struct proxy_audit *a)
+{
+  if (a->fd >= 0 && a->fd != STDOUT_FILENO)
+    close(a->fd);
+  strbuf_free(&a->out);
+  strbuf_free(&a->fill);
+  free(a->path);
+  free(a);
+}
+
 static void timer_closed(uv_handle_t *h)
 {
   struct proxy_audit *a = h->data;
 
-  if (a->fd >= 0 && a->fd != STDOUT_FILENO)
-    close(a->fd);
-  free(a->path);
-  free(a);
+  a->timer_closed = 1;
+  /* An abandoned write still in flight reads a->out: its callback frees. */
+  if (!a->writing)
+    release(a);
 }
 
 /* Writes what is left synchronously (the daemon is stopping) and frees. */
 static void finish_close(struct proxy_audit *a)
 {
   uint64_t lost = 0;
-  int err = 0;
+  struct stat st;
+  int err = 0, bounded;
 
+  bounded = fstat(a->fd, &st) == 0 && !S_ISREG(st.st_mode);
   if (a->torn && a->out_off == 0 && (a->out.len > 0 || a->fill.len > 0) &&
-      write_all(a->fd, "\n", 1) != 1)
+      write_all(a, bounded, "\n", 1) != 1)
     err = errno;
   if (a->out.len > a->out_off)
-    write_at_close(a, a->out.data + a->out_off, a->out.len - a->out_off, &err, &lost);
+    write_at_close(a, bounded, a->out.data + a->out_off, a->out.len - a->out_off, &err,
+                   &lost);
   if (a->fill.len > 0)
-    write_at_close(a, a->fill.data, a->fill.len, &err, &lost);
-  if (err != 0) {
+    write_at_close(a, bounded, a->fill.data, a->fill.len, &err, &lost);
+  if (err == ETIMEDOUT) {
+    a->dropped += lost;
+    log_error("audit log %s: its reader did not take the last records within %u ms of "
+              "the close (%llu records lost)", audit_name(a), a->close_ms,
+              (unsigned long long)lost);
+  } else if (err != 0) {
     /* The last chance to say so: the daemon or the jail is stopping. */
     a->dropped += lost;
     log_error("audit log: write failed at close: %s (%llu records lost)", strerror(err),
@@ -385,14 +441,53 @@ static void finish_close(struct proxy_audit *a)
   uv_close((uv_handle_t *)&a->timer, timer_closed);
 }
 
+/* The write in flight at close did not complete in time: a reader that stopped
+ * reading holds it (a thread of the pool, which cannot be cancelled). Its records,
+ * and those after it, are lost; the loop no longer waits for it (proxy_loop_finish). */
+static void close_timeout_cb(uv_timer_t *t)
+{
+  struct proxy_audit *a = t->data;
+  uint64_t lost;
+
+  if (!a->writing)
+    return;
+  lost = count_records(a->out.data + a->out_off, a->out.len - a->out_off) +
+         count_records(a->fill.data, a->fill.len);
+  a->dropped += lost;
+  log_error("audit log %s: its reader did not take the last records within %u ms of the "
+            "close (up to %llu records lost)", audit_name(a), a->close_ms,
+            (unsigned long long)lost);
+  a->abandoned = 1;
+  strbuf_free(&a->fill);
+  proxy_lookup_orphaned();
+  uv_close((uv_handle_t *)&a->timer, timer_closed);
+}
+
 void proxy_audit_close(struct proxy_audit *a)
 {
+  proxy_audit_close_within(a, PROXY_AUDIT_CLOSE_MS);
+}
+
+void proxy_audit_close_within(struct proxy_audit *a, unsigned ms)
+{
+  struct stat st;
+
   if (a == NULL)
     return;
   a->closing = 1;
-  /* A write in flight belongs to the thread pool; its callback finishes the close. */
-  if (!a->writing)
+  a->close_ms = ms;
+  a->close_by = uv_hrtime() + (uint64_t)ms * 1000000;
+  /* A write in flight belongs to the thread pool; its callback finishes the close,
+   * unless it is still waiting when the time is up. */
+  if (!a->writing) {
     finish_close(a);
+    return;
+  }
+  /* A regular file's write ends by itself (written or failed): wait for it. */
+  if (fstat(a->fd, &st) == 0 && S_ISREG(st.st_mode))
+    return;
+  uv_timer_stop(&a->timer);
+  uv_timer_start(&a->timer, close_timeout_cb, ms, 0);
 }
 
 uint64_t proxy_audit_dropped(const struct proxy_audit *a)

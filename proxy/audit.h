@@ -33,8 +33,15 @@ int proxy_audit_open_wait(uv_loop_t *loop, const char *path, int (*wait)(void *a
 int proxy_audit_reopen(struct proxy_audit *a);
 
 /* Writes what is buffered, closes and frees (once a write in flight completes, so
- * the loop must run a little longer). NULL is a no-op. */
+ * the loop must run a little longer). A FIFO or socket (not a regular file, whose
+ * writes end by themselves) whose reader takes nothing is waited for ms at most
+ * (PROXY_AUDIT_CLOSE_MS for proxy_audit_close): the records it did not take are then
+ * counted lost and logged, and a write left in flight is orphaned
+ * (proxy_lookup_orphaned), so proxy_loop_finish does not wait for it. NULL is a
+ * no-op. */
+#define PROXY_AUDIT_CLOSE_MS 5000
 void proxy_audit_close(struct proxy_audit *a);
+void proxy_audit_close_within(struct proxy_audit *a, unsigned ms);
 
 /* Records dropped (the buffer was full, or a write failed and lost them), and
  * records written to the file (counted once written, not when buffered). */

@@ -1872,7 +1872,10 @@ static void maybe_exit(struct daemon *d)
       uv_close((uv_handle_t *)&d->sig[i], NULL);
   proxy_ctx_close(&d->ctx);
   if (d->audit != NULL) {
-    proxy_audit_close(d->audit);
+    /* A reader that stopped reading gets as long as the connections had to drain,
+     * and a second at least: a reader that reads takes the last records in that. */
+    proxy_audit_close_within(d->audit, d->ctx.limits.drain_ms > 1000
+                                           ? (unsigned)d->ctx.limits.drain_ms : 1000);
     d->audit = NULL;
     d->ctx.audit = NULL;
   }

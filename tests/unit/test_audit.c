@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "proxy/audit.h"
+#include "proxy/proxy.h"
 #include "test.h"
 
 void test_loop_close(uv_loop_t *loop);
@@ -247,5 +248,87 @@ TEST(failed_write_at_close_is_logged)
   fprintf(stderr, "log:\n%s\n", log);
   ASSERT_NOT_NULL(strstr(log, "audit log: write failed at close: File too large"));
   ASSERT_NOT_NULL(strstr(log, "(1 records lost)"));
+  free(log);
+}
+
+/* Opens a FIFO in the test's directory for reading (*rfd, never read) and fills its
+ * pipe with a writer of the test's own, so that the writer's writes find no room. */
+static void stuck_fifo(char *path, size_t size, int *rfd)
+{
+  static char junk[4096];
+  int wfd;
+
+  snprintf(path, size, "%s/audit.fifo", test_tmpdir());
+  ASSERT_EQ(mkfifo(path, 0600), 0);
+  *rfd = open(path, O_RDONLY | O_NONBLOCK);
+  ASSERT(*rfd >= 0);
+  wfd = open(path, O_WRONLY | O_NONBLOCK);
+  ASSERT(wfd >= 0);
+  while (write(wfd, junk, sizeof(junk)) > 0)
+    ;
+  close(wfd);
+}
+
+/* A FIFO whose reader stopped reading does not hold the close (the daemon's stop, the
+ * jail's end) for ever: the records it does not take in time are counted and logged.
+ * The close used to write them with blocking writes, which never returned. */
+TEST(close_does_not_wait_for_stuck_fifo_reader)
+{
+  struct proxy_audit *a;
+  uv_loop_t loop;
+  char path[512], lpath[512], *log;
+  size_t len;
+  int rfd, saved;
+
+  snprintf(lpath, sizeof(lpath), "%s/stderr.log", test_tmpdir());
+  stuck_fifo(path, sizeof(path), &rfd);
+  saved = test_stderr_to(lpath);
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  ASSERT_EQ(proxy_audit_open(&loop, path, &a), 0);
+  /* Fewer than the 64 KiB that start a write: all three wait for the close's. */
+  write_records(a, 1, 3);
+  proxy_audit_close_within(a, 100);
+  test_loop_close(&loop);
+  test_stderr_back(saved);
+  close(rfd);
+  log = read_all(lpath, &len);
+  fprintf(stderr, "log:\n%s\n", log);
+  ASSERT_NOT_NULL(strstr(log, "did not take the last records within 100 ms of the close "
+                              "(3 records lost)"));
+  free(log);
+}
+
+/* The same with a write in flight on the thread pool, which cannot be cancelled: the
+ * close gives up on it, and proxy_loop_finish no longer waits for it (the process
+ * ends without it). When the reader goes away, its callback frees what is left. */
+TEST(close_gives_up_on_write_stuck_on_fifo)
+{
+  struct proxy_audit *a;
+  uv_loop_t loop;
+  char path[512], lpath[512], *log;
+  size_t len;
+  int rfd, saved;
+
+  snprintf(lpath, sizeof(lpath), "%s/stderr.log", test_tmpdir());
+  stuck_fifo(path, sizeof(path), &rfd);
+  saved = test_stderr_to(lpath);
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  ASSERT_EQ(proxy_audit_open(&loop, path, &a), 0);
+  /* 1,200 records (72 KiB): the first 64 KiB start a write, which waits for room. */
+  write_records(a, 1, 1200);
+  proxy_audit_close_within(a, 100);
+  ASSERT_EQ(proxy_loop_finish(&loop), 1);
+  ASSERT_EQ(proxy_lookups_orphaned(), 1);
+  test_stderr_back(saved);
+  /* The reader goes: the write fails (EPIPE), and its callback frees (uv_run waits
+   * for it, which proxy_loop_finish does not). */
+  close(rfd);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ(proxy_lookups_orphaned(), 0);
+  test_loop_close(&loop);
+  log = read_all(lpath, &len);
+  fprintf(stderr, "log:\n%s\n", log);
+  ASSERT_NOT_NULL(strstr(log, "did not take the last records within 100 ms of the close "
+                              "(up to 1200 records lost)"));
   free(log);
 }
