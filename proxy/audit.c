@@ -305,8 +305,8 @@ static void dropped_full(struct proxy_audit *a, uint64_t n)
   a->dropped += n;
   a->full_drops += n;
   if (proxy_log_nth(a->full_drops))
-    log_error("audit log: records are dropped: %u MiB wait for the file, which does not "
-              "keep up (%llu dropped)", PROXY_AUDIT_MAX_BUFFER >> 20,
+    log_error("audit log %s: records are dropped: %u MiB wait for the file, which does "
+              "not keep up (%llu dropped)", audit_name(a), PROXY_AUDIT_MAX_BUFFER >> 20,
               (unsigned long long)a->full_drops);
 }
 
