@@ -69,6 +69,20 @@ static int open_file(const char *path, int nonblock)
   return fd < 0 ? -errno : fd;
 }
 
+static int is_fifo(const char *path)
+{
+  struct stat st;
+
+  return lstat(path, &st) == 0 && S_ISFIFO(st.st_mode);
+}
+
+static int is_socket(const char *path)
+{
+  struct stat st;
+
+  return lstat(path, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
 /* Makes fd's writes blocking again (they run on the thread pool); 0 or -errno. */
 static int blocking(int fd)
 {
@@ -98,6 +112,15 @@ int proxy_audit_open_wait(uv_loop_t *loop, const char *path, int (*wait)(void *a
      * for one, and the daemon with it, before it serves: say so, or it would look
      * hung with nothing in its log. */
     fd = open_file(path, 1);
+    if (fd == -ENXIO && !is_fifo(path)) {
+      /* A Unix socket (a log shipper's listener) or a device without a driver: no
+       * reader will come, and waiting for one would hold the daemon, and every
+       * sandbox it restores, for ever. */
+      log_error("audit log %s: %s, which cannot be opened for writing; give --log a "
+                "file, a FIFO, or - (standard output, which may be a socket)", path,
+                is_socket(path) ? "a Unix socket" : "not a file nor a FIFO");
+      return fd;
+    }
     if (fd == -ENXIO) {
       log_warn("audit log %s: a FIFO that no reader has open; waiting for one before "
                "going on (start the reader, or give --log a file)", path);

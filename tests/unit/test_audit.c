@@ -9,6 +9,8 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -332,5 +334,47 @@ TEST(close_gives_up_on_write_stuck_on_fifo)
   fprintf(stderr, "log:\n%s\n", log);
   ASSERT_NOT_NULL(strstr(log, "did not take the last records within 100 ms of the close "
                               "(up to 1200 records lost)"));
+  free(log);
+}
+
+static int waits;
+
+static int count_wait(void *arg)
+{
+  (void)arg;
+  return ++waits >= 3;
+}
+
+/* --log naming a Unix socket (a log shipper's listener) fails at once, saying so: its
+ * open(2) fails as a FIFO's without a reader does (ENXIO), and the daemon used to say
+ * it waited for a FIFO's reader, and wait for ever, before restoring any sandbox. */
+TEST(open_socket_fails_naming_it)
+{
+  struct sockaddr_un sun = { .sun_family = AF_UNIX };
+  struct proxy_audit *a;
+  uv_loop_t loop;
+  char lpath[512], *log;
+  size_t len;
+  int s, saved;
+
+  snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/audit.sock", test_tmpdir());
+  s = socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT(s >= 0);
+  ASSERT_EQ(bind(s, (struct sockaddr *)&sun, sizeof(sun)), 0);
+  ASSERT_EQ(listen(s, 1), 0);
+  snprintf(lpath, sizeof(lpath), "%s/stderr.log", test_tmpdir());
+  saved = test_stderr_to(lpath);
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  waits = 0;
+  ASSERT_EQ(proxy_audit_open_wait(&loop, sun.sun_path, count_wait, NULL, &a), -ENXIO);
+  ASSERT_NULL(a);
+  ASSERT_EQ(waits, 0);
+  test_loop_close(&loop);
+  test_stderr_back(saved);
+  close(s);
+  log = read_all(lpath, &len);
+  fprintf(stderr, "log:\n%s\n", log);
+  ASSERT_NOT_NULL(strstr(log, "a Unix socket, which cannot be opened for writing"));
+  ASSERT_NULL(strstr(log, "FIFO that no reader has open"));
   free(log);
 }
