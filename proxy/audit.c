@@ -337,7 +337,9 @@ void proxy_audit_write(struct proxy_audit *a, const char *json, size_t len)
 {
   if (a == NULL || a->closing)
     return;
-  if (a->fill.len + len + 1 > PROXY_AUDIT_MAX_BUFFER) {
+  /* The batch being written waits in memory too: a stalled write and a full buffer
+   * behind it held twice the bound. */
+  if (a->fill.len + (a->out.len - a->out_off) + len + 1 > PROXY_AUDIT_MAX_BUFFER) {
     dropped_full(a, 1);
     return;
   }

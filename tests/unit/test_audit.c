@@ -378,3 +378,44 @@ TEST(open_socket_fails_naming_it)
   ASSERT_NULL(strstr(log, "FIFO that no reader has open"));
   free(log);
 }
+
+/* Records waiting in memory are bounded by PROXY_AUDIT_MAX_BUFFER, the batch whose
+ * write is under way included (README: up to 8 MiB): behind a write of a full
+ * buffer that took long (a slow disk, a reader that stopped), a second full buffer
+ * used to wait, twice the bound. */
+TEST(buffer_bound_counts_write_in_flight)
+{
+  struct proxy_audit *a;
+  uv_loop_t loop;
+  char path[512], lpath[512], rec[64], *data;
+  size_t len, n, i, lines = 0;
+  int saved;
+
+  snprintf(path, sizeof(path), "%s/audit.log", test_tmpdir());
+  snprintf(lpath, sizeof(lpath), "%s/stderr.log", test_tmpdir());
+  saved = test_stderr_to(lpath);
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  ASSERT_EQ(proxy_audit_open(&loop, path, &a), 0);
+  record(rec, sizeof(rec), 1);
+  /* The loop does not run: the first 64 KiB are a write whose end is not seen, and
+   * the buffer fills up behind it. */
+  n = PROXY_AUDIT_MAX_BUFFER / 60 + (64u << 10) / 60 + 20;
+  for (i = 0; i < n; i++)
+    proxy_audit_write(a, rec, strlen(rec));
+  /* One turn sees that write end and starts writing the full buffer, whose end is
+   * not seen in turn: 8 MiB wait, and the buffer must take nothing more. */
+  uv_run(&loop, UV_RUN_ONCE);
+  for (i = 0; i < n; i++)
+    proxy_audit_write(a, rec, strlen(rec));
+  proxy_audit_close(a);
+  /* The close ends when the 8 MiB write does. */
+  uv_run(&loop, UV_RUN_DEFAULT);
+  test_loop_close(&loop);
+  test_stderr_back(saved);
+  data = read_all(path, &len);
+  for (i = 0; i < len; i++)
+    lines += data[i] == '\n';
+  free(data);
+  /* What was written: the first 64 KiB, and at most the bound after them. */
+  ASSERT_LE(lines * 60, PROXY_AUDIT_MAX_BUFFER + (64u << 10) + 60);
+}
