@@ -76,6 +76,13 @@ static int is_fifo(const char *path)
   return lstat(path, &st) == 0 && S_ISFIFO(st.st_mode);
 }
 
+static int is_symlink(const char *path)
+{
+  struct stat st;
+
+  return lstat(path, &st) == 0 && S_ISLNK(st.st_mode);
+}
+
 static int is_socket(const char *path)
 {
   struct stat st;
@@ -112,6 +119,14 @@ int proxy_audit_open_wait(uv_loop_t *loop, const char *path, int (*wait)(void *a
      * for one, and the daemon with it, before it serves: say so, or it would look
      * hung with nothing in its log. */
     fd = open_file(path, 1);
+    if (fd == -ELOOP && is_symlink(path)) {
+      /* O_NOFOLLOW: strerror's "too many levels of symbolic links" for one link
+       * would send the operator looking for a loop. */
+      log_error("audit log %s: a symbolic link, which is not followed (whoever may "
+                "change it could point the daemon's writes at any file); give --log "
+                "the path of the file itself", path);
+      return fd;
+    }
     if (fd == -ENXIO && !is_fifo(path)) {
       /* A Unix socket (a log shipper's listener) or a device without a driver: no
        * reader will come, and waiting for one would hold the daemon, and every

@@ -419,3 +419,29 @@ TEST(buffer_bound_counts_write_in_flight)
   /* What was written: the first 64 KiB, and at most the bound after them. */
   ASSERT_LE(lines * 60, PROXY_AUDIT_MAX_BUFFER + (64u << 10) + 60);
 }
+
+/* --log naming a symbolic link fails saying so: the open does not follow links, and
+ * the error used to be strerror's "Too many levels of symbolic links" alone. */
+TEST(open_symlink_fails_naming_it)
+{
+  struct proxy_audit *a;
+  uv_loop_t loop;
+  char path[512], target[512], lpath[512], *log;
+  size_t len;
+  int saved;
+
+  snprintf(target, sizeof(target), "%s/audit.log", test_tmpdir());
+  snprintf(path, sizeof(path), "%s/link.log", test_tmpdir());
+  ASSERT_EQ(symlink(target, path), 0);
+  snprintf(lpath, sizeof(lpath), "%s/stderr.log", test_tmpdir());
+  saved = test_stderr_to(lpath);
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  ASSERT_EQ(proxy_audit_open(&loop, path, &a), -ELOOP);
+  ASSERT_NULL(a);
+  test_loop_close(&loop);
+  test_stderr_back(saved);
+  log = read_all(lpath, &len);
+  fprintf(stderr, "log:\n%s\n", log);
+  ASSERT_NOT_NULL(strstr(log, "link.log: a symbolic link, which is not followed"));
+  free(log);
+}
