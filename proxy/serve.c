@@ -1904,11 +1904,22 @@ static void signal_cb(uv_signal_t *sig, int signum)
   int r;
 
   if (signum == SIGHUP) {
+    /* Said as it is: a rotation that expects a reopen finds out from the log. */
+    if (d->log_path == NULL || strcmp(d->log_path, "-") == 0) {
+      log_info("serve: SIGHUP: the audit log is %s, with no file to reopen",
+               d->log_path == NULL ? "off (no --log)" : "standard output");
+      return;
+    }
+    if (d->audit == NULL) {
+      log_info("serve: SIGHUP: the audit log %s is not open yet (its FIFO's reader is "
+               "awaited); it is opened when one comes", d->log_path);
+      return;
+    }
     r = proxy_audit_reopen(d->audit);
     if (r != 0)
       log_error("serve: cannot reopen the audit log %s: %s", d->log_path, strerror(-r));
     else
-      log_info("serve: audit log reopened");
+      log_info("serve: audit log reopened (%s)", d->log_path);
     return;
   }
   stop(d);

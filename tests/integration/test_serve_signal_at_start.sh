@@ -68,6 +68,10 @@ kill -0 "$SERVE_PID" 2>/dev/null || { wait "$SERVE_PID" || rc=$?; }
 assert_eq "$rc" "0" "the daemon's status after a SIGHUP while it started"
 assert_contains "$(ctl health)" '"sandboxes":	1' "the sandbox restored"
 assert_eq "$(get /after-hup)" "200" "after a SIGHUP while the daemon started"
+# Nothing was open to reopen: the log says so, not "reopened".
+grep -q "SIGHUP: the audit log $FIFO is not open yet" "$T/serve.log" ||
+  fail "the SIGHUP while waiting for the reader is not logged as such"
+! grep -q 'audit log reopened' "$T/serve.log" || fail "a reopen logged while nothing was open"
 pass "a SIGHUP while the daemon starts does not kill it"
 
 kill -TERM "$SERVE_PID"
