@@ -7,7 +7,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -275,34 +274,6 @@ static void progress_cb(uv_timer_t *t)
     uv_timer_start(t, progress_cb, c->progress_due_ms - now, 0);
 }
 
-/*
- * glibc keeps the heap a burst of connections grew (their TLS contexts' 16 KiB record
- * buffers, their write queues) after they are freed: 1,000 intercepted connections
- * left a jail at 46 MB of RSS, which malloc_trim brought back to 5 MB. Once the open
- * connections fall to a quarter of the most since the last trim (TRIM_MIN_PEAK at
- * least), the free memory goes back to the kernel TRIM_DELAY_MS later: one trim per
- * burst that ends, its cost (a walk of the free chunks) small against the burst's.
- */
-#define TRIM_MIN_PEAK 64
-#define TRIM_DELAY_MS 1000
-
-static void trim_cb(uv_timer_t *t)
-{
-  struct proxy_ctx *ctx = t->data;
-
-  (void)malloc_trim(0);
-  ctx->conns_peak = ctx->counters.conns_active;
-}
-
-static void trim_later(struct proxy_ctx *ctx)
-{
-  if (ctx->conns_peak >= TRIM_MIN_PEAK &&
-      ctx->counters.conns_active <= ctx->conns_peak / 4 &&
-      ctx->trim_timer.loop != NULL && !uv_is_active((uv_handle_t *)&ctx->trim_timer) &&
-      !uv_is_closing((uv_handle_t *)&ctx->trim_timer))
-    uv_timer_start(&ctx->trim_timer, trim_cb, TRIM_DELAY_MS, 0);
-}
-
 static void conn_maybe_free(struct proxy_conn *c)
 {
   struct proxy_sandbox *sb = c->sb;
@@ -326,7 +297,7 @@ static void conn_maybe_free(struct proxy_conn *c)
   free(c->pending);
   rules_config_unref(c->cfg);
   free(c);
-  trim_later(sb->ctx);
+  proxy_ctx_trim_later(sb->ctx);
   proxy_sandbox_conn_gone(sb);
 }
 

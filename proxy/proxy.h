@@ -134,9 +134,9 @@ struct proxy_ctx {
   struct proxy_conn *progress_head;        /* open connections in the order their */
   struct proxy_conn *progress_tail;        /* next audit record falls due (conn.c) */
   uv_timer_t progress_timer;               /* ... at the head's time */
-  uint64_t conns_peak;                     /* most connections open since the heap was
-                                              last trimmed (conn.c) */
-  uv_timer_t trim_timer;                   /* ... trims it once they have gone */
+  uint64_t conns_peak;                     /* most connections open, and most */
+  uint64_t nsandboxes, sandboxes_peak;     /* sandboxes, since the heap was last trimmed */
+  uv_timer_t trim_timer;                   /* ... trims it once most have gone */
   struct netns_local *host_local;          /* asks the kernel whether an address is the
                                               host's own (conn.c), opened at first use */
   uint64_t host_local_failures;            /* ... times it could not, for the log */

@@ -452,6 +452,10 @@ void proxy_http_park(struct proxy_conn *c);
  * first), nothing of a next request received. */
 int proxy_http_idle(const struct proxy_conn *c);
 
+/* Trims the heap a second from now if the open connections or the sandboxes have
+ * fallen to a quarter of their peak since the last trim (sandbox.c). */
+void proxy_ctx_trim_later(struct proxy_ctx *ctx);
+
 /* 1 if c's HTTP engine has a request in flight: decided to go upstream, its answer
  * not relayed whole. */
 int proxy_http_in_flight(const struct proxy_conn *c);

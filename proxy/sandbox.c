@@ -4,6 +4,7 @@
  * stops accepting at once and gives open connections a deadline to finish.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -104,6 +105,41 @@ static void turn_cb(uv_prepare_t *p)
     proxy_setup_grant(ctx);
 }
 
+/*
+ * glibc keeps the heap a burst grew after its chunks are freed: 1,000 intercepted
+ * connections left a jail at 46 MB of RSS, which malloc_trim brought back to 5 MB;
+ * 300 sandboxes detached left a daemon at 11.7 MB, 7.3 MB trimmed. Once the open
+ * connections or the sandboxes fall to a quarter of the most since the last trim
+ * (TRIM_MIN_PEAK at least), the free memory goes back to the kernel TRIM_DELAY_MS
+ * later: one trim per burst that ends, its cost (a walk of the free chunks) small
+ * against the burst's.
+ */
+#define TRIM_MIN_PEAK 64
+#define TRIM_DELAY_MS 1000
+
+static void trim_cb(uv_timer_t *t)
+{
+  struct proxy_ctx *ctx = t->data;
+
+  (void)malloc_trim(0);
+  ctx->conns_peak = ctx->counters.conns_active;
+  ctx->sandboxes_peak = ctx->nsandboxes;
+}
+
+static int fallen(uint64_t now, uint64_t peak)
+{
+  return peak >= TRIM_MIN_PEAK && now <= peak / 4;
+}
+
+void proxy_ctx_trim_later(struct proxy_ctx *ctx)
+{
+  if ((fallen(ctx->counters.conns_active, ctx->conns_peak) ||
+       fallen(ctx->nsandboxes, ctx->sandboxes_peak)) &&
+      ctx->trim_timer.loop != NULL && !uv_is_active((uv_handle_t *)&ctx->trim_timer) &&
+      !uv_is_closing((uv_handle_t *)&ctx->trim_timer))
+    uv_timer_start(&ctx->trim_timer, trim_cb, TRIM_DELAY_MS, 0);
+}
+
 int proxy_ctx_init(struct proxy_ctx *ctx, uv_loop_t *loop)
 {
   memset(ctx, 0, sizeof(*ctx));
@@ -193,6 +229,8 @@ static void maybe_finish(struct proxy_sandbox *sb)
     sb->ctx->sandboxes = sb->all_next;
   if (sb->all_next != NULL)
     sb->all_next->all_prev = sb->all_prev;
+  sb->ctx->nsandboxes--;
+  proxy_ctx_trim_later(sb->ctx);
   proxy_callbacks_update(sb->ctx, NULL, sb->config);
   rules_config_unref(sb->config);
   log_info("sandbox %s: detached", sb->name);
@@ -316,6 +354,8 @@ int proxy_sandbox_start(struct proxy_ctx *ctx, const char *name, struct rules_co
   if (ctx->sandboxes != NULL)
     ctx->sandboxes->all_prev = sb;
   ctx->sandboxes = sb;
+  if (++ctx->nsandboxes > ctx->sandboxes_peak)
+    ctx->sandboxes_peak = ctx->nsandboxes;
   /* Its listeners and responder sockets come out of the connections' share
    * (over_fd_conns_share, conn.c), not out of the daemon's quarter. */
   sb->own_fds = (fds->tcp4 >= 0) + (fds->tcp6 >= 0) + (fds->tproxy4 >= 0) +
