@@ -857,7 +857,10 @@ static int attach_repeats(struct daemon *d, const struct daemon_sandbox *s,
     goto out;
   want = persisted(cfg);
   have = persisted(proxy_sandbox_config(s->sb));
-  if (want == NULL || have == NULL || strcmp(want, have) != 0)
+  /* A secret's template stores the same whatever the secret's value: this attach
+   * resolved it now, perhaps to another value than the sandbox has. */
+  if (want == NULL || have == NULL || strcmp(want, have) != 0 ||
+      !rules_config_same_values(cfg, proxy_sandbox_config(s->sb)))
     goto out;
   if (ca != NULL && !cJSON_IsNull(ca)) {
     /* The import proves the key is the certificate's: the same certificate is the

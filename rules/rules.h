@@ -200,6 +200,13 @@ enum rules_ser_mode {
 char *rules_config_to_json(const struct rules_config *cfg, enum rules_ser_mode mode,
                            int pretty);
 
+/*
+ * 1 if a and b, which serialize the same (RULES_SER_PERSIST), resolved their headers
+ * to the same values: a workspace_secret's template stores the same whatever its
+ * secret's value was when the config was pushed.
+ */
+int rules_config_same_values(const struct rules_config *a, const struct rules_config *b);
+
 /* Writes a one-line summary ("3 rules, 4 headers (3 from secrets), ...") into buf. */
 void rules_config_summary(const struct rules_config *cfg, char *buf, size_t size);
 

@@ -326,6 +326,33 @@ char *rules_config_to_json(const struct rules_config *cfg, enum rules_ser_mode m
   return w.buf;
 }
 
+static int same_headers(const struct rules_header *a, const struct rules_header *b, size_t n)
+{
+  size_t i;
+
+  for (i = 0; i < n; i++)
+    if (a[i].value_len != b[i].value_len || memcmp(a[i].value, b[i].value, a[i].value_len) != 0)
+      return 0;
+  return 1;
+}
+
+int rules_config_same_values(const struct rules_config *a, const struct rules_config *b)
+{
+  size_t i;
+
+  if (a->nrules != b->nrules || (a->callback == NULL) != (b->callback == NULL))
+    return 0;
+  for (i = 0; i < a->nrules; i++)
+    if (a->rules[i].nhdrs != b->rules[i].nhdrs ||
+        !same_headers(a->rules[i].hdrs, b->rules[i].hdrs, a->rules[i].nhdrs))
+      return 0;
+  if (a->callback != NULL &&
+      (a->callback->pub.nheaders != b->callback->pub.nheaders ||
+       !same_headers(a->callback->hdrs, b->callback->hdrs, a->callback->pub.nheaders)))
+    return 0;
+  return 1;
+}
+
 void rules_config_summary(const struct rules_config *cfg, char *buf, size_t size)
 {
   size_t i, j, nhdrs = 0, nsecret = 0, nopaque = 0;

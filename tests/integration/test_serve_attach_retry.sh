@@ -133,3 +133,23 @@ assert_eq "$(put box "$(with_ca "$T/c1/ca.pem" "$T/c2/ca.key")")" 409 \
 assert_eq "$(ctl ca box)" "$ca" "the CA after the refused attaches"
 pass "a CA given: the same is a retry, another is a clash"
 ctl detach box > /dev/null
+
+# A config with a secret's template stores the same after the secret's value changed,
+# but it is not the same config: an attach resolves it now, with the new value. A
+# retry answered 200 would leave the sandbox injecting the old value while its caller
+# took it for attached as asked (with the new one), so it is a clash: 409.
+cat > "$T/secret.json" <<'EOF2'
+{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
+    "headers": [ { "name": "Authorization", "type": "workspace_secret",
+                   "value": "Bearer {KEY}" } ] } ] }
+EOF2
+echo -n "sk-first-$$" | ctl secret-set KEY > /dev/null
+ctl attach box --netns "/var/run/netns/$b" --config "$T/secret.json" > /dev/null
+ctl attach box --netns "/var/run/netns/$b" --config "$T/secret.json" > /dev/null ||
+  fail "a retry of an attach with a secret's template"
+echo -n "sk-second-$$" | ctl secret-set KEY > /dev/null
+out=$(ctl attach box --netns "/var/run/netns/$b" --config "$T/secret.json" 2>&1) &&
+  fail "a retry answered as attached after its secret changed (the sandbox has the old value)"
+assert_contains "$out" "sandbox_exists" "a retry after its secret changed"
+pass "a secret changed since: a clash, not a retry ($out)"
+ctl detach box > /dev/null
