@@ -1107,6 +1107,36 @@ int proxy_http_in_flight(const struct proxy_conn *c)
   return h != NULL && h->method_len != 0 && h->phase != PH_HEAD;
 }
 
+/* 1 unless cfg's request-level entries on addresses refuse the request in flight at
+ * the address its upstream is at, as request_address_allowed would under cfg. */
+static int address_still_allowed(const struct proxy_conn *c, const struct rules_config *cfg)
+{
+  const struct proxy_http *h = c->http;
+  struct sockaddr_storage ss;
+  struct rules_decision d;
+  const char *path = h->addr_path != NULL ? h->addr_path : h->path;
+  size_t path_len = h->addr_path != NULL ? h->addr_path_len : h->path_len;
+  int len = (int)sizeof(ss);
+
+  /* Without its whole path (the old config kept none), a path cut short is not judged
+   * by its start: a deny entry's path glob could match it and cut a request allowed. */
+  if (h->addr_path == NULL && h->path_truncated)
+    return 1;
+  memset(&ss, 0, sizeof(ss));
+  if (uv_tcp_getpeername(&c->up.tcp, (struct sockaddr *)&ss, &len) != 0)
+    return 1; /* the upstream is going: nothing more passes to it */
+  if (!rules_check_request_address(cfg, (const struct sockaddr *)&ss, h->method, path,
+                                   path_len, &d))
+    return 0;
+  if (h->override[0] != '\0' &&
+      !rules_check_request_address(cfg, (const struct sockaddr *)&ss, h->override, path,
+                                   path_len, &d))
+    return 0;
+  return h->preflight[0] == '\0' ||
+         rules_check_request_address(cfg, (const struct sockaddr *)&ss, h->preflight, path,
+                                     path_len, &d);
+}
+
 int proxy_http_refuses(const struct proxy_conn *c, const struct rules_config *cfg)
 {
   const struct proxy_http *h = c->http;
@@ -1132,7 +1162,11 @@ int proxy_http_refuses(const struct proxy_conn *c, const struct rules_config *cf
   rules_decide_request(cfg, &dest, h->method, h->path, h->path_len, &rd);
   if (rd.deny && strcmp(rd.reason, "egress_not_allowed") == 0 && h->preflight[0] != '\0')
     rules_decide_request(cfg, &dest, h->preflight, h->path, h->path_len, &rd);
-  return rd.deny;
+  if (rd.deny)
+    return 1;
+  /* And as check_address holds it to request-level entries on the address its
+   * upstream is at (an IP or CIDR with paths or methods, which a name never matches). */
+  return c->up.connected && rules_has_address_requests(cfg) && !address_still_allowed(c, cfg);
 }
 
 void proxy_http_park(struct proxy_conn *c)

@@ -11,6 +11,8 @@
 #   plain   GET /sse, plain HTTP without a rule (plain.example)         -> cut
 #   upload  chunked POST in flight, intercepted (keep.example, POST denied now) -> cut
 #   keep    GET /sse, intercepted (keep.example, still allowed)         -> goes on
+#   addr    chunked POST in flight, plain HTTP (addr.example, allowed by name, but
+#           POSTs to its address 127.0.0.1 are denied now)                 -> cut
 #
 #   ap-rv-PID (lo only)                  host
 #   client.py --nft--> authproxy serve ===> fake_upstream.py TLS (api, keep) and plain
@@ -25,12 +27,14 @@ config() {
     "headers": [ { "name": "X-Team", "type": "plaintext", "value": "agents" } ] } ],
   $1
   "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT", "keep.example": "127.0.0.1:$up_PORT",
-                      "plain.example": "127.0.0.1:$plain_PORT" } } }
+                      "plain.example": "127.0.0.1:$plain_PORT",
+                      "addr.example": "127.0.0.1:$plain_PORT" } } }
 JSON
 }
 config "" > "$T/before.json"
-config '"egress": { "default": "deny", "allow": ["keep.example"],
-    "deny": [ { "hosts": ["keep.example"], "methods": ["POST"] } ] },' > "$T/after.json"
+config '"egress": { "default": "deny", "allow": ["keep.example", "addr.example"],
+    "deny": [ { "hosts": ["keep.example"], "methods": ["POST"] },
+              { "hosts": ["127.0.0.1"], "methods": ["POST"] } ] },' > "$T/after.json"
 
 cat > "$T/client.py" <<'PYEOF'
 import os, socket, ssl, sys, time
@@ -49,12 +53,14 @@ def head_ok(s):
 
 sse = "GET /sse?n=1000&delay=0.05 HTTP/1.1\r\nHost: %s\r\n\r\n"
 flows = {"sse": conn("api.example.com"), "plain": conn("plain.example", False),
-         "keep": conn("keep.example"), "upload": conn("keep.example")}
+         "keep": conn("keep.example"), "upload": conn("keep.example"),
+         "addr": conn("addr.example", False)}
 for n, host in (("sse", "api.example.com"), ("plain", "plain.example"), ("keep", "keep.example")):
     flows[n].sendall((sse % host).encode())
     assert head_ok(flows[n]), n
-flows["upload"].sendall(b"POST /echo HTTP/1.1\r\nHost: keep.example\r\n"
-                        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+for n, host in (("upload", b"keep.example"), ("addr", b"addr.example")):
+    flows[n].sendall(b"POST /echo HTTP/1.1\r\nHost: " + host + b"\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
 open(os.path.join(t, "opened"), "w").close()
 for _ in range(200):
     if os.path.exists(os.path.join(t, "swapped")):
@@ -76,7 +82,7 @@ def fate(s):
         return "cut"
     return "open"
 
-print(" ".join("%s=%s" % (n, fate(flows[n])) for n in ("sse", "plain", "upload", "keep")),
+print(" ".join("%s=%s" % (n, fate(flows[n])) for n in ("sse", "plain", "upload", "keep", "addr")),
       flush=True)
 PYEOF
 
@@ -95,11 +101,11 @@ wait_for "[ -e '$T/opened' ]" 20
 ctl update rv --config "$T/after.json" > /dev/null
 : > "$T/swapped"
 wait "$CLIENT" || fail "the client failed: $(cat "$T/client.log")"
-assert_eq "$(cat "$T/client.out")" "sse=cut plain=cut upload=cut keep=open" \
+assert_eq "$(cat "$T/client.out")" "sse=cut plain=cut upload=cut keep=open addr=cut" \
   "the flows in flight after egress was taken away"
 
 # Their records say why (the kept stream has none yet).
-wait_for "[ \$(grep -c '\"reason\":\"config_changed\"' '$T/audit.jsonl') -ge 6 ]" 10
+wait_for "[ \$(grep -c '\"reason\":\"config_changed\"' '$T/audit.jsonl') -ge 8 ]" 10
 reasons=$("$PY" - "$T/audit.jsonl" <<'PYEOF'
 import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1])]
@@ -107,7 +113,7 @@ print(" ".join(sorted("%s:%s:%s" % (r["event"], r.get("path", r["name"]), r.get(
                       for r in recs if r.get("reason") == "config_changed")))
 PYEOF
 )
-assert_eq "$reasons" "conn:api.example.com:config_changed conn:keep.example:config_changed conn:plain.example:config_changed request:/echo:config_changed request:/sse:config_changed request:/sse:config_changed" \
+assert_eq "$reasons" "conn:addr.example:config_changed conn:api.example.com:config_changed conn:keep.example:config_changed conn:plain.example:config_changed request:/echo:config_changed request:/echo:config_changed request:/sse:config_changed request:/sse:config_changed" \
   "the audit records of the cut flows"
 # The daemon lived through it, and (under the sanitizers) exits clean.
 kill -TERM "$serve_pid"
