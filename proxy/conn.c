@@ -1129,6 +1129,10 @@ void proxy_conn_config_swapped(struct proxy_conn *c, struct rules_config *cfg)
     reason = request_disallowed(c, cfg);
     if (reason != NULL)
       proxy_conn_close(c, 1, reason);
+    else if (c->state == CONN_RESOLVE || c->state == CONN_CONNECT)
+      /* Its upstream still being dialed: the addresses it has yet to connect to are
+       * checked against cfg too (swapped_address_allowed, still_allowed). */
+      c->cfg_changes++;
     return;
   }
   switch (c->state) {
@@ -1494,6 +1498,20 @@ void proxy_conn_recheck_callbacks(struct proxy_conn *c, uint16_t port)
   proxy_conn_close(c, 1, reason);
 }
 
+/*
+ * An HTTP engine's dial is for the request in flight, under the config it was decided
+ * by (c->cfg, which its next request replaces); a config swapped since refuses the
+ * request where it refuses the address (proxy_conn_config_swapped), the address it is
+ * about to be sent to as well as one it is at.
+ */
+static int swapped_address_allowed(struct proxy_conn *c, const struct sockaddr *sa,
+                                   unsigned flags, struct rules_decision *d)
+{
+  if (c->http == NULL || c->action == RULES_BYPASS || c->sb->config == c->cfg)
+    return 1;
+  return rules_check_resolved(c->sb->config, sa, c->dial_port, flags, d);
+}
+
 static int allowed_address(struct proxy_conn *c, const struct sockaddr *sa,
                            const char **reason)
 {
@@ -1515,7 +1533,8 @@ static int allowed_address(struct proxy_conn *c, const struct sockaddr *sa,
     flags |= RULES_RESOLVED_INSPECTED;
   /* Then the request waiting for this dial, if the address is its to be sent to. */
   if (rules_check_resolved(c->cfg, sa, c->dial_port, flags, &d) &&
-      proxy_http_address_allowed(c, sa, c->dial_port, &d))
+      proxy_http_address_allowed(c, sa, c->dial_port, &d) &&
+      swapped_address_allowed(c, sa, flags, &d))
     return other_callback(c, sa, flags, reason) == 0;
   *reason = d.reason;
   memcpy(c->entry, d.entry, sizeof(c->entry));

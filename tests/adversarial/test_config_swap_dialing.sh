@@ -6,6 +6,9 @@
 # for a connected upstream, but not for an attempt in flight across the swap). The
 # SYNs toward the upstream are held (dropped, counted) until the swap is made, so the
 # attempt is in flight at the swap; then the kernel's retransmission connects it.
+# Then the same for a plain HTTP request in flight, whose upstream was dialed for it:
+# it was forwarded to the address the new config denies; it is answered 403
+# config_changed now, and the upstream never sees it.
 #
 #   ap-sw-PID: client --nft--> authproxy serve (in $HNS) --SYN held--> echo 127.0.0.1:E
 . "$(dirname "$0")/../integration/lib.sh"
@@ -62,8 +65,58 @@ out=$(cat "$T/client.out")
 echo "client: $out"
 assert_contains "$out" "closed" "a tunnel whose address the swap denied while it connected"
 ctl health > /dev/null || fail "the daemon does not answer after the swap"
+pass "an upstream connect in flight across a swap that denies its address is not relayed"
+
+# The same for a request in flight (plain HTTP, read and decided): its upstream is
+# dialed for it, under the config it was decided by. The swap cuts a request in
+# flight that the new config refuses, by the address its upstream is at once
+# connected; one still connecting went on to the address the new config denies.
+hupstream web
+W=$web_PORT
+echo "{ \"dns\": { \"remap\": { \"web.example\": \"127.0.0.1:$W\" } } }" > "$T/before-web.json"
+echo "{ \"dns\": { \"remap\": { \"web.example\": \"127.0.0.1:$W\" } },
+  \"egress\": { \"deny\": [\"127.0.0.1/32\"] } }" > "$T/after-web.json"
+ctl update sw --config "$T/before-web.json" > /dev/null
+ip netns exec "$HNS" nft -f - <<NFT
+table inet hold {
+  counter held { }
+  chain out {
+    type filter hook output priority 0; policy accept;
+    ip daddr 127.0.0.1 tcp dport $W tcp flags & (syn | ack) == syn counter name "held" drop
+  }
+}
+NFT
+rm -f "$T/swapped"
+ip netns exec "$ns" "$PY" - "$T" > "$T/web.out" 2> "$T/web.log" <<'PYEOF' &
+import os, socket, sys, time
+t = sys.argv[1]
+s = socket.create_connection(("web.example", 80), timeout=20)
+s.sendall(b"GET /held HTTP/1.1\r\nHost: web.example\r\n\r\n")
+for _ in range(400):
+    if os.path.exists(os.path.join(t, "swapped")):
+        break
+    time.sleep(0.05)
+try:
+    d = s.recv(4096)
+    print(d.split(b"\r\n")[0].decode() if d else "closed", flush=True)
+except OSError as e:
+    print("closed", type(e).__name__, flush=True)
+PYEOF
+CLIENT=$!
+PIDS+=($CLIENT)
+wait_for "[ \"\$(held)\" -gt 0 ]" 20
+ctl update sw --config "$T/after-web.json" > /dev/null
+ip netns exec "$HNS" nft delete table inet hold
+: > "$T/swapped"
+wait "$CLIENT" || fail "the web client failed: $(cat "$T/web.log")"
+out=$(cat "$T/web.out")
+echo "web client: $out"
+assert_eq "$(upq web 'len([r for r in reqs if r["path"].startswith("/held")])')" 0 \
+  "requests the upstream got at the address the swap denied while it was dialed"
+assert_not_contains "$out" "200" "a request whose upstream the swap denied while it connected"
+ctl health > /dev/null || fail "the daemon does not answer after the swap"
 kill -TERM "$serve_pid"
 rc=0
 wait "$serve_pid" || rc=$?
 assert_eq "$rc" "0" "the daemon's exit status (see serve.log)"
-pass "an upstream connect in flight across a swap that denies its address is not relayed"
+pass "a request in flight whose upstream connect the swap denied is not forwarded"
