@@ -13,9 +13,18 @@
 
 FIFO=$T/audit.fifo
 mkfifo "$FIFO"
-# The reader holds the FIFO open and never reads: the pipe's 64 KiB fill up.
+# The reader holds the FIFO open and never reads; a writer of its own fills the pipe
+# first, so that the daemon's first write waits, whenever it comes (a write of a
+# smaller batch, flushed by the timer on a slow machine, would fit in an empty pipe).
 "$PY" -c 'import os, sys, time
 fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NONBLOCK)
+w = os.open(sys.argv[1], os.O_WRONLY | os.O_NONBLOCK)
+try:
+    while True:
+        os.write(w, b"\n" * 4096)
+except BlockingIOError:
+    pass
+os.close(w)
 open(sys.argv[2], "w").close()
 time.sleep(120)' "$FIFO" "$T/ready" &
 PIDS+=($!)
@@ -35,8 +44,7 @@ for i in range(600):
         pass
     s.close()
 PYEOF
-# The first batch (64 KiB and a record) is more than the pipe takes: its write waits
-# for room, so none has completed.
+# The pipe is full: the first batch's write waits for room, so none has completed.
 assert_eq "$(ctl metrics | awk '$1 == "authproxy_audit_records_total" { print $2 }')" 0 \
   "audit records written with a reader that reads nothing"
 
