@@ -183,6 +183,18 @@ int proxy_audit_open_wait(uv_loop_t *loop, const char *path, int (*wait)(void *a
   return 0;
 }
 
+const char *proxy_audit_strerror(const char *path, int err)
+{
+  if (err == -ELOOP && is_symlink(path))
+    return "a symbolic link, which is not followed: give the file's own path";
+  if (err == -ENXIO && is_fifo(path))
+    return "a FIFO that no reader has open";
+  if (err == -ENXIO)
+    return "neither a file nor a FIFO (a socket or a device): give a file, a FIFO, or - "
+           "for standard output";
+  return strerror(-err);
+}
+
 int proxy_audit_reopen(struct proxy_audit *a)
 {
   int fd, r;

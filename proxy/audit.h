@@ -28,6 +28,11 @@ int proxy_audit_open(uv_loop_t *loop, const char *path, struct proxy_audit **out
 int proxy_audit_open_wait(uv_loop_t *loop, const char *path, int (*wait)(void *arg),
                           void *arg, struct proxy_audit **out);
 
+/* What an error of the opens here means for --log path, where strerror would send
+ * the operator looking for a loop (-ELOOP: a symbolic link, not followed) or a
+ * missing device (-ENXIO: a FIFO without a reader, or a socket). */
+const char *proxy_audit_strerror(const char *path, int err);
+
 /* Reopens the file (after log rotation, on SIGHUP); a FIFO without a reader fails
  * with -ENXIO at once, and the old file stays in use. */
 int proxy_audit_reopen(struct proxy_audit *a);

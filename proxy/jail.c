@@ -1192,7 +1192,8 @@ int proxy_cmd_jail(int argc, char **argv)
   if (j->log_path != NULL) {
     r = proxy_audit_open(&j->loop, j->log_path, &j->audit);
     if (r != 0) {
-      fprintf(stderr, "authproxy jail: --log %s: %s\n", j->log_path, strerror(-r));
+      fprintf(stderr, "authproxy jail: --log %s: %s\n", j->log_path,
+              proxy_audit_strerror(j->log_path, r));
       goto out_loop;
     }
     j->ctx.audit = j->audit;

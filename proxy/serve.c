@@ -1920,7 +1920,8 @@ static void signal_cb(uv_signal_t *sig, int signum)
     }
     r = proxy_audit_reopen(d->audit);
     if (r != 0)
-      log_error("serve: cannot reopen the audit log %s: %s", d->log_path, strerror(-r));
+      log_error("serve: cannot reopen the audit log %s: %s", d->log_path,
+                proxy_audit_strerror(d->log_path, r));
     else
       log_info("serve: audit log reopened (%s)", d->log_path);
     return;
@@ -2177,7 +2178,8 @@ int proxy_cmd_serve(int argc, char **argv)
     uv_close((uv_handle_t *)&fw.timer, NULL);
     uv_run(&d->loop, UV_RUN_NOWAIT);
     if (r != 0 && r != -ECANCELED) {
-      fprintf(stderr, "authproxy serve: --log %s: %s\n", d->log_path, strerror(-r));
+      fprintf(stderr, "authproxy serve: --log %s: %s\n", d->log_path,
+              proxy_audit_strerror(d->log_path, r));
       goto out_loop;
     }
     /* Cancelled: stopped while waiting; the restore below keeps every sandbox. */

@@ -54,3 +54,23 @@ grep -q '"path": *"/fifo"' "$T/records.jsonl" ||
   fail "the reader got no record of the request: $(head -c 300 "$T/records.jsonl")"
 assert_eq "$(ls -A "$TMPDIR")" "" "TMPDIR after the jail ended"
 pass "a reader comes: the jail goes on, its records reach the reader"
+
+# A --log the proxy cannot use is named as what it is, by the jail and the daemon
+# alike: a symbolic link (not followed) was "Too many levels of symbolic links", and a
+# socket "No such device or address", after the line that said why.
+ln -s "$FIFO" "$T/link"
+"$PY" -c 'import socket, sys; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])' "$T/sock"
+for what in link sock; do
+  out=$("$AUTHPROXY" jail --log "$T/$what" -- true 2>&1) && fail "jail --log $what ran"
+  assert_not_contains "$out" "Too many levels" "jail --log $what"
+  assert_not_contains "$out" "No such device" "jail --log $what"
+  out=$(timeout 10 "$AUTHPROXY" serve --state-dir "$T/state-$what" --control "$T/c-$what.sock" \
+    --log "$T/$what" 2>&1) && fail "serve --log $what ran"
+  assert_not_contains "$out" "Too many levels" "serve --log $what"
+  assert_not_contains "$out" "No such device" "serve --log $what"
+  case $what in
+    link) assert_contains "$out" "--log $T/link: a symbolic link, which is not followed" "serve" ;;
+    sock) assert_contains "$out" "--log $T/sock: neither a file nor a FIFO" "serve" ;;
+  esac
+done
+pass "a --log that is a symbolic link or a socket is named as such"
