@@ -44,7 +44,7 @@ kill "$reader"
 wait "$reader" 2>/dev/null || true
 kill -HUP "$SERVE_PID"
 wait_for "grep -q 'cannot reopen the audit log' '$T/serve.log'"
-assert_contains "$(grep 'cannot reopen' "$T/serve.log")" "No such device or address" \
+assert_contains "$(grep 'cannot reopen' "$T/serve.log")" "a FIFO that no reader has open" \
   "the reason the reopen failed"
 assert_contains "$(health)" '"status":"ok"' "health while the FIFO has no reader"
 pass "SIGHUP with the FIFO's reader gone: the reopen fails and the daemon serves on"
