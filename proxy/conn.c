@@ -2267,6 +2267,26 @@ int proxy_conn_upstream_fresh(struct proxy_end *e)
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
+int proxy_conn_down_unread(const struct proxy_conn *c)
+{
+  uv_os_fd_t fd;
+  ssize_t n;
+  char b;
+
+  if (!c->down.open || c->down.eof)
+    return 0;
+  if (uv_fileno((const uv_handle_t *)&c->down.tcp, &fd) != 0)
+    return 1;
+  n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n > 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+int proxy_conn_unused(const struct proxy_conn *c)
+{
+  return c->state == CONN_SNIFF && c->pending_len == 0 && !c->down.eof &&
+         !proxy_conn_down_unread(c);
+}
+
 int proxy_conn_park_upstream(struct proxy_conn *c)
 {
   struct proxy_sandbox *sb = c->sb;

@@ -1080,8 +1080,8 @@ int proxy_http_idle(const struct proxy_conn *c)
 
   /* Not c->down.queued == 0: nothing else ends a connection whose last answer is
    * still being written when the sandbox closes, and proxy_conn_linger writes it. */
-  return h != NULL && c->state == CONN_HTTP && h->phase == PH_HEAD && h->requests > 0 &&
-         c->pending_len == 0;
+  return h != NULL && c->state == CONN_HTTP && h->phase == PH_HEAD && c->pending_len == 0 &&
+         !proxy_conn_down_unread(c);
 }
 
 void proxy_http_on_close(struct proxy_conn *c)
@@ -1462,6 +1462,13 @@ static void process_down(struct proxy_conn *c)
       }
       h->scanned = c->pending_len;
       if (c->pending_len == 0) {
+        if (c->sb->closing && !proxy_conn_down_unread(c)) {
+          /* A detach or stop waits for requests in flight, not for new ones: one
+           * whose TLS handshake ended after it has none yet (proxy_http_idle). */
+          proxy_http_park(c);
+          proxy_conn_linger(c);
+          return;
+        }
         proxy_end_want_read(&c->down, 1);
         if (c->down.eof)
           end_after_sandbox_eof(c, NULL);

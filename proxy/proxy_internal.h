@@ -323,6 +323,14 @@ int proxy_conn_reuse_upstream(struct proxy_conn *c);
  */
 int proxy_conn_upstream_fresh(struct proxy_end *e);
 
+/* 1 if the sandbox sent c bytes the proxy has not read yet (they wait in the socket:
+ * the loop reads connections being set up a few at a time), or c cannot tell. */
+int proxy_conn_down_unread(const struct proxy_conn *c);
+
+/* 1 if c has received nothing from the sandbox yet, nor has anything waiting: it
+ * carries no work a detach or a stop should wait for. */
+int proxy_conn_unused(const struct proxy_conn *c);
+
 /* Closes c's upstream end only; a later dial waits for the close to complete. */
 void proxy_conn_close_upstream(struct proxy_conn *c);
 
@@ -447,9 +455,10 @@ int proxy_http_on_up_cut(struct proxy_conn *c, const char *reason);
  * pool. */
 void proxy_http_park(struct proxy_conn *c);
 
-/* 1 if c is a kept-alive HTTP connection between requests: its last answer relayed
- * whole (it may still be queued toward a slow reader: a lingering close writes it
- * first), nothing of a next request received. */
+/* 1 if c is an HTTP connection between requests, or before its first (a TLS
+ * handshake done, no request yet): its last answer relayed whole (it may still be
+ * queued toward a slow reader: a lingering close writes it first), nothing of a next
+ * request received, nor waiting unread in the socket. */
 int proxy_http_idle(const struct proxy_conn *c);
 
 /* Trims the heap a second from now if the open connections or the sandboxes have

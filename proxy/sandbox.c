@@ -539,13 +539,18 @@ void proxy_sandbox_close(struct proxy_sandbox *sb, uint64_t drain_ms,
     next = c->next;
     proxy_conn_sandbox_closing(c);
   }
-  /* Nor have kept-alive connections between requests: they end now, as after an
-   * answer (FIN, close_notify, once the answer still queued is written), rather than
-   * hold the close for drain_ms. One that is answering ends after its answer
-   * (finish_response). */
+  /* Nor have kept-alive connections between requests, or before their first: they
+   * end now, as after an answer (FIN, close_notify, once the answer still queued is
+   * written), rather than hold the close for drain_ms. One that is answering ends
+   * after its answer (finish_response). A request sent on one after the detach would
+   * go out with this sandbox's credentials, though the namespace may serve another
+   * sandbox by then (a runtime that pools namespaces). So would one on a connection
+   * that has sent nothing at all yet: it ends too. */
   for (c = sb->conns; c != NULL; c = next) {
     next = c->next;
-    if (proxy_http_idle(c))
+    if (proxy_conn_unused(c))
+      proxy_conn_close(c, 0, "sandbox_detached");
+    else if (proxy_http_idle(c))
       proxy_conn_linger(c);
   }
   if (sb->nconns > 0 && drain_ms > 0)
