@@ -2275,6 +2275,11 @@ int proxy_conn_down_unread(const struct proxy_conn *c)
 
   if (!c->down.open || c->down.eof)
     return 0;
+  /* Read already, not yet decrypted: a TLS read that ended a resumed handshake
+   * often carries the first request right behind the client's Finished (t->rx), and
+   * a record may have come in part. */
+  if (c->down.tls != NULL && proxy_tls_buffered(c->down.tls))
+    return 1;
   if (uv_fileno((const uv_handle_t *)&c->down.tcp, &fd) != 0)
     return 1;
   n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);

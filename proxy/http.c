@@ -1462,9 +1462,12 @@ static void process_down(struct proxy_conn *c)
       }
       h->scanned = c->pending_len;
       if (c->pending_len == 0) {
-        if (c->sb->closing && !proxy_conn_down_unread(c)) {
+        if (c->sb->closing && !(c->sent_at_detach && proxy_conn_down_unread(c))) {
           /* A detach or stop waits for requests in flight, not for new ones: one
-           * whose TLS handshake ended after it has none yet (proxy_http_idle). */
+           * whose TLS handshake ended after it has none yet (proxy_http_idle).
+           * Unless the client's last flight had come before the detach, and its
+           * request with it (a resumed handshake's Finished and the first request
+           * arrive together): the same read holds it, or the socket does. */
           proxy_http_park(c);
           proxy_conn_linger(c);
           return;

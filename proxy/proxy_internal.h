@@ -212,6 +212,9 @@ struct proxy_conn {
   struct proxy_conn *all_next, *all_prev;   /* ... and every sandbox's (ctx) */
   struct proxy_conn *resolve_next, *resolve_prev; /* the sandbox's resolve queue */
   int resolve_queued;               /* in that queue */
+  int sent_at_detach;               /* in its TLS handshake when its sandbox began to
+                                       close, the client's next flight come already
+                                       (proxy_sandbox_close): a request may be with it */
 };
 
 /* ---- callbacks.c ---- */
@@ -324,7 +327,8 @@ int proxy_conn_reuse_upstream(struct proxy_conn *c);
 int proxy_conn_upstream_fresh(struct proxy_end *e);
 
 /* 1 if the sandbox sent c bytes the proxy has not read yet (they wait in the socket:
- * the loop reads connections being set up a few at a time), or c cannot tell. */
+ * the loop reads connections being set up a few at a time), or has read but not yet
+ * decrypted (its TLS session holds them), or c cannot tell. */
 int proxy_conn_down_unread(const struct proxy_conn *c);
 
 /* 1 if c has received nothing from the sandbox yet, nor has anything waiting: it

@@ -548,6 +548,7 @@ void proxy_sandbox_close(struct proxy_sandbox *sb, uint64_t drain_ms,
    * that has sent nothing at all yet: it ends too. */
   for (c = sb->conns; c != NULL; c = next) {
     next = c->next;
+    c->sent_at_detach = c->state == CONN_TLS_DOWN && proxy_conn_down_unread(c);
     if (proxy_conn_unused(c))
       proxy_conn_close(c, 0, "sandbox_detached");
     else if (proxy_http_idle(c))

@@ -807,6 +807,12 @@ int proxy_tls_idle(const struct proxy_tls *t)
          mbedtls_ssl_get_bytes_avail(&t->ssl) == 0 && mbedtls_ssl_check_pending(&t->ssl) == 0;
 }
 
+int proxy_tls_buffered(const struct proxy_tls *t)
+{
+  return t->rx_len > 0 || mbedtls_ssl_get_bytes_avail(&t->ssl) > 0 ||
+         mbedtls_ssl_check_pending(&t->ssl) != 0;
+}
+
 void proxy_tls_move(struct proxy_tls *t, struct proxy_end *e)
 {
   t->e = e;

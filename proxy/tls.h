@@ -80,6 +80,10 @@ void proxy_tls_free(struct proxy_tls *t);
  * be handed to another connection object between requests. */
 int proxy_tls_idle(const struct proxy_tls *t);
 
+/* 1 if t holds bytes read from the peer that it has not handed on yet: ciphertext of
+ * the read under way, a record come in part, plaintext not taken. */
+int proxy_tls_buffered(const struct proxy_tls *t);
+
 /*
  * 1 if the peer ended its stream with a close_notify alert; 0 if its TCP connection
  * ended without one, which anyone on the path can cause: then the end of what it
