@@ -8,8 +8,8 @@
  * process. The jail is the subreaper of everything CMD starts, and when CMD ends it
  * kills what CMD left running (a server started in the background, a daemon that
  * detached with setsid), as a container runtime does when its first process ends. If
- * the jail dies first, CMD is killed (PR_SET_PDEATHSIG) and anything CMD left behind
- * is in a namespace without network.
+ * the jail dies first (SIGKILL), CMD is killed (PR_SET_PDEATHSIG) and the warden
+ * (warden_main) kills what else is left in the jail's namespace.
  */
 #include <ctype.h>
 #include <dirent.h>
@@ -92,6 +92,8 @@ struct jail {
   int own_netns;
   struct rlimit nofile;   /* the caller's open-file limits, which CMD gets back */
   pid_t child;
+  pid_t warden;           /* ends CMD's processes if the jail is killed (start_warden) */
+  int warden_fd;          /* the warden's pipe: its end when the jail ends */
   int exit_status;
   int child_done;
   int signals_seen;
@@ -549,6 +551,7 @@ static void child_main(struct jail *j, pid_t parent, char **cmd)
   size_t i;
   int r;
 
+  close(j->warden_fd);
   for (i = 1; i < NSIG; i++)
     signal((int)i, SIG_DFL);
   sigemptyset(&all);
@@ -715,8 +718,9 @@ static pid_t parent_of(const char *pid)
   return (pid_t)strtol(p + 4, NULL, 10);
 }
 
-/* Sends SIGKILL to every child of this process; returns how many there were. */
-static int kill_children(void)
+/* Sends SIGKILL to every child of this process but EXCEPT; returns how many there
+ * were. */
+static int kill_children(pid_t except)
 {
   pid_t self = getpid();
   struct dirent *de;
@@ -732,6 +736,8 @@ static int kill_children(void)
     if (!isdigit((unsigned char)de->d_name[0]) || parent_of(de->d_name) != self)
       continue;
     pid = (pid_t)strtol(de->d_name, NULL, 10);
+    if (pid == except)
+      continue;
     kill(pid, SIGKILL);
     n++;
   }
@@ -745,13 +751,13 @@ static int kill_children(void)
  * this goes round until none is left (or 2 s have passed: a process stuck in the
  * kernel cannot be hurried, and the jail must still end).
  */
-static void end_leftovers(void)
+static void end_leftovers(pid_t warden)
 {
   uint64_t deadline = uv_hrtime() + 2000000000ULL;
   int n, total = 0;
 
   for (;;) {
-    n = kill_children();
+    n = kill_children(warden);
     while (waitpid(-1, NULL, WNOHANG) > 0)
       total++;
     if (n == 0)
@@ -764,6 +770,132 @@ static void end_leftovers(void)
   }
   if (total > 0)
     log_info("jail: CMD left %d processes running; they were killed", total);
+}
+
+/*
+ * Sends SIGKILL to every process in the network namespace NS (its st_dev and st_ino);
+ * returns how many there were.
+ */
+static int kill_in_netns(const struct stat *ns)
+{
+  char path[300];
+  struct dirent *de;
+  struct stat st;
+  int n = 0;
+  DIR *d;
+
+  d = opendir("/proc");
+  if (d == NULL)
+    return 0;
+  while ((de = readdir(d)) != NULL) {
+    if (!isdigit((unsigned char)de->d_name[0]))
+      continue;
+    snprintf(path, sizeof(path), "/proc/%s/ns/net", de->d_name);
+    if (stat(path, &st) != 0 || st.st_dev != ns->st_dev || st.st_ino != ns->st_ino)
+      continue;
+    kill((pid_t)strtol(de->d_name, NULL, 10), SIGKILL);
+    n++;
+  }
+  closedir(d);
+  return n;
+}
+
+/*
+ * The warden: a process of the jail's that waits for the jail to end. A jail killed
+ * with SIGKILL (a CI runner's after its grace period, or one that kills the job's
+ * process group) runs no end_leftovers: CMD died of PR_SET_PDEATHSIG, but what it had
+ * started, the process it was waiting on included, went to init and kept running,
+ * holding the step's output pipe, for which the runner then waited for ever. Told
+ * nothing before its pipe closes, the warden kills every process left in the jail's
+ * own namespace (only CMD's descendants are there: the jail's own sockets in it are
+ * not processes; a process that moved to a namespace of its own, with a user namespace
+ * of its own, is not found), and removes the jail's files if they are still there. In
+ * a session of its own, holding none of the jail's files but that pipe and the
+ * namespace, it outlives a SIGKILL to the jail's process group and holds no output
+ * pipe open.
+ */
+static void warden_main(struct jail *j, int fd)
+{
+  static const int ignored[] = { SIGINT, SIGQUIT, SIGTERM, SIGHUP, SIGTSTP, SIGTTIN,
+                                 SIGTTOU, SIGPIPE };
+  unsigned lo, hi;
+  uint64_t deadline;
+  struct stat ns;
+  sigset_t none;
+  size_t i;
+  ssize_t n;
+  char c;
+  int null;
+
+  (void)setsid();
+  for (i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++)
+    signal(ignored[i], SIG_IGN);
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  null = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null >= 0) {
+    dup2(null, 0);
+    dup2(null, 1);
+    dup2(null, 2);
+  }
+  lo = (unsigned)(fd < j->nsfd ? fd : j->nsfd);
+  hi = (unsigned)(fd < j->nsfd ? j->nsfd : fd);
+  if (lo > 3)
+    close_range(3, lo - 1, 0);
+  if (hi > lo + 1)
+    close_range(lo + 1, hi - 1, 0);
+  close_range(hi + 1, ~0U, 0);
+  do
+    n = read(fd, &c, 1);
+  while (n < 0 && errno == EINTR);
+  if (n != 0)
+    _exit(0); /* the jail ended as it should, and ended all of CMD's itself */
+  if (j->own_netns && fstat(j->nsfd, &ns) == 0) {
+    deadline = uv_hrtime() + 2000000000ULL;
+    while (kill_in_netns(&ns) > 0 && uv_hrtime() < deadline)
+      usleep(1000);
+  }
+  remove_files(j);
+  _exit(0);
+}
+
+/*
+ * Starts the warden (warden_main) once the jail has its namespace and files, and
+ * before CMD. 0, or a negative errno.
+ */
+static int start_warden(struct jail *j)
+{
+  int p[2], r;
+
+  if (pipe2(p, O_CLOEXEC) != 0)
+    return -errno;
+  j->warden = fork();
+  if (j->warden < 0) {
+    r = -errno;
+    j->warden = 0;
+    close(p[0]);
+    close(p[1]);
+    return r;
+  }
+  if (j->warden == 0) {
+    close(p[1]);
+    warden_main(j, p[0]);
+  }
+  close(p[0]);
+  j->warden_fd = p[1];
+  return 0;
+}
+
+/* The jail has ended everything itself: the warden leaves without looking. */
+static void stop_warden(struct jail *j)
+{
+  if (j->warden_fd < 0)
+    return;
+  (void)!write(j->warden_fd, "d", 1);
+  close(j->warden_fd);
+  j->warden_fd = -1;
+  while (waitpid(j->warden, NULL, 0) < 0 && errno == EINTR)
+    ;
 }
 
 /*
@@ -915,7 +1047,7 @@ static void reap(struct jail *j)
     for (i = 0; i < j->nsig; i++)
       uv_signal_stop(&j->sig[i]);
     tty_signals_stop(j);
-    end_leftovers();
+    end_leftovers(j->warden);
     proxy_sandbox_close(j->sb, 0, sandbox_closed, j);
   }
 }
@@ -1097,6 +1229,7 @@ int proxy_cmd_jail(int argc, char **argv)
     return JAIL_FAILED;
   j->nsfd = -1;
   j->files_pipe[0] = j->files_pipe[1] = -1;
+  j->warden_fd = -1;
   j->exit_status = JAIL_FAILED;
   netns_fds_init(&fds);
   proxy_common_opts_init(&j->common);
@@ -1164,14 +1297,20 @@ int proxy_cmd_jail(int argc, char **argv)
     fifo = fifo_reader_wait(j->log_path);
   if (check_tmp() != 0)
     goto out;
+  if (attach_ns(j, &fds) != 0)
+    goto out;
   r = prepare_files(j);
   if (r != 0) {
     fprintf(stderr, "authproxy jail: cannot write the sandbox's resolver and CA files: %s\n",
             strerror(-r));
     goto out;
   }
-  if (attach_ns(j, &fds) != 0)
+  r = start_warden(j);
+  if (r != 0) {
+    fprintf(stderr, "authproxy jail: cannot start the process that ends CMD's if the jail "
+                    "is killed: %s\n", strerror(-r));
     goto out;
+  }
 
   r = uv_loop_init(&j->loop);
   if (r != 0)
@@ -1276,6 +1415,7 @@ out:
     close(j->nsfd);
   }
   remove_files(j);
+  stop_warden(j);
   rules_config_unref(j->cfg);
   rules_secrets_free(j->secrets);
   proxy_upstream_tls_free(j->upstream);
