@@ -778,6 +778,7 @@ static void end_leftovers(pid_t warden)
  */
 static int kill_in_netns(const struct stat *ns)
 {
+  pid_t self = getpid();
   char path[300];
   struct dirent *de;
   struct stat st;
@@ -791,7 +792,8 @@ static int kill_in_netns(const struct stat *ns)
     if (!isdigit((unsigned char)de->d_name[0]))
       continue;
     snprintf(path, sizeof(path), "/proc/%s/ns/net", de->d_name);
-    if (stat(path, &st) != 0 || st.st_dev != ns->st_dev || st.st_ino != ns->st_ino)
+    if (stat(path, &st) != 0 || st.st_dev != ns->st_dev || st.st_ino != ns->st_ino ||
+        (pid_t)strtol(de->d_name, NULL, 10) == self)
       continue;
     kill((pid_t)strtol(de->d_name, NULL, 10), SIGKILL);
     n++;
@@ -812,7 +814,10 @@ static int kill_in_netns(const struct stat *ns)
  * of its own, is not found), and removes the jail's files if they are still there. In
  * a session of its own, holding none of the jail's files but that pipe and the
  * namespace, it outlives a SIGKILL to the jail's process group and holds no output
- * pipe open.
+ * pipe open. It lives in the jail's own namespace, not beside the jail: in a jail run
+ * inside a jail, the outer one's warden kills every process in the outer namespace,
+ * and an inner warden there died with the inner jail before it could end the inner
+ * CMD's processes, which then kept running.
  */
 static void warden_main(struct jail *j, int fd)
 {
@@ -828,6 +833,8 @@ static void warden_main(struct jail *j, int fd)
   int null;
 
   (void)setsid();
+  if (j->own_netns)
+    (void)setns(j->nsfd, CLONE_NEWNET);
   for (i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++)
     signal(ignored[i], SIG_IGN);
   sigemptyset(&none);

@@ -66,3 +66,21 @@ pgrep -P "$jpid" -x sleep >> "$T/grp.txt"
 kill -KILL -- "-$jpid"
 assert_eq "$(gone "$T/grp.txt")" "" "CMD's processes left running 5 s after its group's SIGKILL (now killed)"
 pass "a jail's process group killed with SIGKILL leaves none of CMD's processes"
+
+# A jail inside a jail, the outer killed with SIGKILL: the outer's warden kills
+# every process in the outer namespace, the inner jail among them (here not the
+# outer's CMD, so not ended by PR_SET_PDEATHSIG first). The inner CMD's processes
+# are in the inner namespace; the inner jail's warden must still end them. It used
+# to be in the outer namespace, killed there with the inner jail before it could.
+: > "$T/nested.txt"
+CLEANUP_HOOKS+=('gone "$T/nested.txt" > /dev/null')
+setsid "$AUTHPROXY" jail --user root -- sh -c "\"$AUTHPROXY\" jail --user nobody -- \
+  sh -c 'sleep 1000 & echo \$!; sleep 1000 & echo \$!; wait'; true" \
+  > "$T/nested.txt" 2> "$T/nested.err" &
+jpid=$!
+PIDS+=($jpid)
+wait_for "[ \$(grep -c . '$T/nested.txt') -eq 2 ]" 10
+kill -KILL "$jpid"
+assert_eq "$(gone "$T/nested.txt")" "" "the inner CMD's processes left running 5 s after the outer jail's SIGKILL (now killed)"
+assert_eq "$(ls -A "$TMPDIR")" "" "the jails' temporary directories"
+pass "a jail inside a jail killed with SIGKILL leaves none of the inner CMD's processes"
