@@ -657,6 +657,9 @@ static void files_used(struct jail *j)
   close(j->files_pipe[0]);
   j->files_pipe[0] = -1;
   if (n == 0 && j->child > 0) {
+    /* The warden first: once removed, the name is anyone's to take in TMPDIR. */
+    if (j->warden_fd >= 0)
+      (void)!write(j->warden_fd, "f", 1);
     remove_files(j);
     j->tmpdir[0] = '\0';
   }
@@ -811,7 +814,7 @@ static int kill_in_netns(const struct stat *ns)
  * nothing before its pipe closes, the warden kills every process left in the jail's
  * own namespace (only CMD's descendants are there: the jail's own sockets in it are
  * not processes; a process that moved to a namespace of its own, with a user namespace
- * of its own, is not found), and removes the jail's files if they are still there. In
+ * of its own, is not found), and removes the jail's files if the jail had not. In
  * a session of its own, holding none of the jail's files but that pipe and the
  * namespace, it outlives a SIGKILL to the jail's process group and holds no output
  * pipe open. It lives in the jail's own namespace, not beside the jail: in a jail run
@@ -852,9 +855,16 @@ static void warden_main(struct jail *j, int fd)
   if (hi > lo + 1)
     close_range(lo + 1, hi - 1, 0);
   close_range(hi + 1, ~0U, 0);
-  do
+  /* 'f': the jail removed its files, and their names may since be another's (a
+   * symlink put in TMPDIR under its directory's name); 'd': it ended everything. */
+  for (;;) {
     n = read(fd, &c, 1);
-  while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n != 1 || c != 'f')
+      break;
+    j->tmpdir[0] = '\0';
+  }
   if (n != 0)
     _exit(0); /* the jail ended as it should, and ended all of CMD's itself */
   if (j->own_netns && fstat(j->nsfd, &ns) == 0) {
@@ -893,7 +903,8 @@ static int start_warden(struct jail *j)
   return 0;
 }
 
-/* The jail has ended everything itself: the warden leaves without looking. */
+/* The jail has ended everything itself: the warden leaves without looking (nor
+ * removing files: the jail does, after this). */
 static void stop_warden(struct jail *j)
 {
   if (j->warden_fd < 0)
@@ -1421,8 +1432,8 @@ out:
     }
     close(j->nsfd);
   }
-  remove_files(j);
   stop_warden(j);
+  remove_files(j);
   rules_config_unref(j->cfg);
   rules_secrets_free(j->secrets);
   proxy_upstream_tls_free(j->upstream);

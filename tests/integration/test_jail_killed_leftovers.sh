@@ -84,3 +84,27 @@ kill -KILL "$jpid"
 assert_eq "$(gone "$T/nested.txt")" "" "the inner CMD's processes left running 5 s after the outer jail's SIGKILL (now killed)"
 assert_eq "$(ls -A "$TMPDIR")" "" "the jails' temporary directories"
 pass "a jail inside a jail killed with SIGKILL leaves none of the inner CMD's processes"
+
+# The jail removes its directory in TMPDIR once CMD has started; the name is then
+# free, and CMD reads it in its mountinfo. Anyone who can write TMPDIR (CMD's user,
+# in a sticky /tmp with fs.protected_symlinks=0) may put a symlink there under that
+# name; the jail killed with SIGKILL then, its warden must not remove files through
+# it (it used to unlink resolv.conf and nsswitch.conf wherever the symlink pointed:
+# /etc, as root). Here the symlink points at a directory of the test's.
+mkdir -p "$T/victim"
+echo keep > "$T/victim/resolv.conf"
+echo keep > "$T/victim/nsswitch.conf"
+: > "$T/name.txt"
+setsid "$AUTHPROXY" jail --user nobody -- sh -c \
+  'grep -o "authproxy-jail\.[A-Za-z0-9]*" /proc/self/mountinfo | head -n 1; exec sleep 1000' \
+  > "$T/name.txt" &
+jpid=$!
+PIDS+=($jpid)
+wait_for "[ -s '$T/name.txt' ] && [ -z \"\$(ls -A '$TMPDIR')\" ]" 10
+warden=$(pgrep -P "$jpid" -x authproxy)
+ln -s "$T/victim" "$TMPDIR/$(cat "$T/name.txt")"
+kill -KILL "$jpid"
+wait_for "[ ! -e /proc/$warden ] || grep -qs '^State:.*Z' /proc/$warden/status" 5
+rm -f "$TMPDIR/$(cat "$T/name.txt")"
+assert_eq "$(ls "$T/victim" | tr '\n' ' ')" "nsswitch.conf resolv.conf " "files where the jail's former directory name points, after its SIGKILL"
+pass "a killed jail's warden removes nothing through a name the jail had already freed"
