@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -701,7 +702,7 @@ static void close_walk(uv_handle_t *h, void *arg)
 /* The parent process id in /proc/PID/stat, or -1. */
 static pid_t parent_of(const char *pid)
 {
-  char path[64], buf[512], *p;
+  char path[300], buf[512], *p; /* a directory entry's name is up to 255 bytes */
   ssize_t n;
   int fd;
 
@@ -721,13 +722,24 @@ static pid_t parent_of(const char *pid)
   return (pid_t)strtol(p + 4, NULL, 10);
 }
 
-/* Sends SIGKILL to every child of this process but EXCEPT; returns how many there
- * were. */
-static int kill_children(pid_t except)
+/* Which processes kill_where ends: CMD's leftovers, by parent or by namespace. */
+struct victims {
+  pid_t parent;          /* children of this process (0: any parent) */
+  const struct stat *ns; /* in this network namespace, its st_dev and st_ino (NULL: any) */
+  pid_t except;
+};
+
+/*
+ * Sends SIGKILL to every process v picks; returns how many there were. One picked by
+ * its namespace is held by a pidfd while that is read, so a pid that ends and is
+ * reused meanwhile is not killed in its stead; a child keeps its pid until reaped.
+ */
+static int kill_where(const struct victims *v)
 {
-  pid_t self = getpid();
+  char path[300];
   struct dirent *de;
-  int n = 0;
+  struct stat st;
+  int n = 0, pfd;
   DIR *d;
 
   d = opendir("/proc");
@@ -736,16 +748,37 @@ static int kill_children(pid_t except)
   while ((de = readdir(d)) != NULL) {
     pid_t pid;
 
-    if (!isdigit((unsigned char)de->d_name[0]) || parent_of(de->d_name) != self)
+    if (!isdigit((unsigned char)de->d_name[0]))
       continue;
     pid = (pid_t)strtol(de->d_name, NULL, 10);
-    if (pid == except)
+    if (pid == v->except || (v->parent != 0 && parent_of(de->d_name) != v->parent))
       continue;
-    kill(pid, SIGKILL);
-    n++;
+    if (v->ns == NULL) {
+      kill(pid, SIGKILL);
+      n++;
+      continue;
+    }
+    pfd = pidfd_open(pid, 0);
+    if (pfd < 0)
+      continue;
+    snprintf(path, sizeof(path), "/proc/%s/ns/net", de->d_name);
+    if (stat(path, &st) == 0 && st.st_dev == v->ns->st_dev && st.st_ino == v->ns->st_ino) {
+      (void)pidfd_send_signal(pfd, SIGKILL, NULL, 0);
+      n++;
+    }
+    close(pfd);
   }
   closedir(d);
   return n;
+}
+
+/* Sends SIGKILL to every child of this process but EXCEPT; returns how many there
+ * were. */
+static int kill_children(pid_t except)
+{
+  struct victims v = { .parent = getpid(), .except = except };
+
+  return kill_where(&v);
 }
 
 /*
@@ -776,33 +809,14 @@ static void end_leftovers(pid_t warden)
 }
 
 /*
- * Sends SIGKILL to every process in the network namespace NS (its st_dev and st_ino);
- * returns how many there were.
+ * Sends SIGKILL to every process in the network namespace NS but this one; returns how
+ * many there were.
  */
 static int kill_in_netns(const struct stat *ns)
 {
-  pid_t self = getpid();
-  char path[300];
-  struct dirent *de;
-  struct stat st;
-  int n = 0;
-  DIR *d;
+  struct victims v = { .ns = ns, .except = getpid() };
 
-  d = opendir("/proc");
-  if (d == NULL)
-    return 0;
-  while ((de = readdir(d)) != NULL) {
-    if (!isdigit((unsigned char)de->d_name[0]))
-      continue;
-    snprintf(path, sizeof(path), "/proc/%s/ns/net", de->d_name);
-    if (stat(path, &st) != 0 || st.st_dev != ns->st_dev || st.st_ino != ns->st_ino ||
-        (pid_t)strtol(de->d_name, NULL, 10) == self)
-      continue;
-    kill((pid_t)strtol(de->d_name, NULL, 10), SIGKILL);
-    n++;
-  }
-  closedir(d);
-  return n;
+  return kill_where(&v);
 }
 
 /*
