@@ -28,6 +28,7 @@ Prints one line per failing case (`FAIL case=N kind=... detail`) and a summary;
 `--only N --seed S --verbose` replays one case and prints its spec and bytes.
 """
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -120,10 +121,21 @@ def splits(r, data):
     return out
 
 
+def secret_of(seed):
+    return "inj-" + hashlib.sha256(str(seed).encode()).hexdigest()[:12]
+
+
+def mask(seed, data):
+    sec = secret_of(seed).encode()
+    return data.replace(sec, b"*" * len(sec))
+
+
 def gen_case(seed, n):
     r = random.Random("%s:%d" % (seed, n))
+    sec = secret_of(seed).encode()
     case = {"n": n, "tls": r.random() < 0.4, "pipelined": r.random() < 0.3,
             "client_seed": r.random(), "up_seed": r.random(), "reqs": [], "resps": []}
+    case["half_close"] = not case["tls"] and r.random() < 0.1
     host = TLS_HOST if case["tls"] else PLAIN_HOST
     nreq = r.choice([1, 1, 2, 3, 4])
     for i in range(nreq):
@@ -176,6 +188,13 @@ def gen_case(seed, n):
         if method == "HEAD":
             status = r.choice([200, 200, 404, 304])
         rbody = rbytes(r, rsize(r))
+        if r.random() < 0.15:
+            # An upstream echoing the injected value: masked with '*' of its length.
+            for _ in range(r.randint(1, 2)):
+                at = r.randint(0, len(rbody))
+                rbody = rbody[:at] + sec + rbody[at:]
+            if r.random() < 0.3:
+                rbody += sec[:r.randint(1, len(sec) - 1)]
         framing = r.choice(["cl", "cl", "chunked", "chunked", "close"])
         if framing == "close" and not last:
             framing = "cl"
@@ -203,14 +222,26 @@ def gen_case(seed, n):
             wire = rbody
         if framing != "close" and last and r.random() < 0.1:
             rh.append(("Connection", "close"))
-        final = ("HTTP/1.1 %d X\r\n" % status).encode()
+        version = "HTTP/1.1"
+        if framing == "cl" and r.random() < 0.05:
+            version = "HTTP/1.0"  # no keep-alive: the proxy must close after it
+        early = body_kind in ("cl", "chunked") and not expect and not case["pipelined"] \
+            and len(wire_body) > 0 and r.random() < 0.08
+        if early:
+            rh.append(("Connection", "close"))
+        if r.random() < 0.08:
+            rh.append(("X-Echo", sec.decode()))
+        final = ("%s %d X\r\n" % (version, status)).encode()
         final += "".join("%s: %s\r\n" % kv for kv in rh).encode() + b"\r\n" + wire
         resp = {"interims": interims, "final": final, "status": status,
-                "framing": framing, "closes": framing == "close" or ("Connection", "close") in rh,
+                "framing": framing, "early": early,
+                "closes": framing == "close" or ("Connection", "close") in rh or version == "HTTP/1.0",
                 "cut": None, "cut_mode": r.choice(["fin", "rst"])}
         whole = b"".join(interims) + final
         k = r.random()
-        if k < 0.12:
+        if early:
+            pass
+        elif k < 0.12:
             # Cut within the answer; a close-delimited one only within its head.
             limit = len(whole) - len(wire) if framing == "close" else len(whole)
             resp["cut"] = r.randrange(0, max(1, limit))
@@ -290,6 +321,18 @@ class Upstream:
                     self.end(raw, s, resp["cut_mode"])
                     return
                 hl = {k.lower(): v for k, v in parse_fields(head)}
+                if resp["early"]:
+                    # Answers before reading the body, then reads what comes.
+                    rec["body"] = None
+                    self.write(s, r, b"".join(resp["interims"]) + resp["final"])
+                    s.settimeout(3)
+                    try:
+                        while s.recv(65536):
+                            pass
+                    except OSError:
+                        pass
+                    self.end(raw, s, "clean")
+                    return
                 interims = list(resp["interims"])
                 if req["expect"] and interims:
                     cont = interims.pop(0)
@@ -446,15 +489,24 @@ def client_case(seed, n):
 
     expected = b""
     try:
+        nsend = len(case["resps"])
         if case["pipelined"]:
-            send(b"".join(q["head"] + q["body"] for q in case["reqs"][:len(case["resps"])]))
-        for q, resp in zip(case["reqs"], case["resps"]):
+            send(b"".join(q["head"] + q["body"] for q in case["reqs"][:nsend]))
+            if case["half_close"]:
+                s.shutdown(socket.SHUT_WR)
+        for i, (q, resp) in enumerate(zip(case["reqs"], case["resps"])):
             if not case["pipelined"]:
                 send(q["head"])
                 if q["expect"] and resp["cut"] != -1:
                     cont = resp["interims"][0]
                     read_to(len(expected) + min(len(cont), resp["cut"] if resp["cut"] is not None else len(cont)))
-                send(q["body"])
+                try:
+                    send(q["body"])
+                except OSError:
+                    if not resp["early"]:
+                        raise
+                if case["half_close"] and i == nsend - 1:
+                    s.shutdown(socket.SHUT_WR)
             expected += resp_bytes(resp)
             if resp["cut"] is not None:
                 break
@@ -465,7 +517,7 @@ def client_case(seed, n):
         if end == "open":
             end = "send-error:%s" % type(e).__name__
     last = case["resps"][-1]
-    must_end = last["cut"] is not None or last["closes"] or \
+    must_end = last["cut"] is not None or last["closes"] or case["half_close"] or \
         ("Connection", "close") in case["reqs"][len(case["resps"]) - 1]["hdrs"]
     if must_end and end == "open":
         read_to(len(expected) + (1 << 20))
@@ -501,15 +553,18 @@ def check(case, res, up_got, secret):
     if "error" in res:
         return [("client-error", res["error"])]
     got = res["got"].encode("latin-1")
-    expected = b"".join(resp_bytes(x) for x in case["resps"])
+    sec = secret.encode()
+    expected = b"".join(x.replace(sec, b"*" * len(sec)) for x in map(resp_bytes, case["resps"]))
     last = case["resps"][-1]
+    if sec in got:
+        out.append(("secret-leak", "the injected value reached the client unmasked"))
     if last["cut"] is None:
         if got != expected:
             out.append(("body-mismatch", diff(got, expected)))
         req_close = ("Connection", "close") in case["reqs"][len(case["resps"]) - 1]["hdrs"]
-        if (last["closes"] or req_close) and res["end"] == "open":
+        if (last["closes"] or req_close or case["half_close"]) and res["end"] == "open":
             out.append(("not-closed", "connection left open after a closing answer"))
-        if not (last["closes"] or req_close) and res["end"] not in ("open",):
+        if not (last["closes"] or req_close or case["half_close"]) and res["end"] not in ("open",):
             out.append(("closed-early", res["end"]))
     else:
         bounds = [len(b"".join(last["interims"][:i])) for i in range(len(last["interims"]) + 1)]
@@ -594,7 +649,7 @@ def drive(args):
                         tmp + "/ext.cnf", "-out", tmp + "/s.pem"], check=True, capture_output=True)
         plain = Upstream(args.seed)
         tls = Upstream(args.seed, tmp + "/s.pem", tmp + "/s.key")
-        secret = "inj-%08x" % random.getrandbits(32)
+        secret = secret_of(args.seed)
         os.mkdir(tmp + "/secrets", 0o700)
         with open(tmp + "/secrets/KEY", "w") as f:
             f.write(secret + "\n")
