@@ -23,7 +23,7 @@ jail, the upstream and the checker agree on it without talking:
 
 Usage (root, from a build tree):
   tests/tools/relay_fuzz.py [--authproxy build/proxy/authproxy] [--seed S]
-      [--seconds 600] [--batch 200] [--start 0] [--only N] [--verbose] [--multi-ext]
+      [--seconds 600] [--batch 200] [--start 0] [--only N] [--verbose] [--multi-ext] [--big]
 Prints one line per failing case (`FAIL case=N kind=... detail`) and a summary;
 `--only N --seed S --verbose` replays one case and prints its spec and bytes.
 """
@@ -51,6 +51,7 @@ CLIENT_PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.ex
 # extension (";a=1;b=2", valid by RFC 9112 7.1.1; ";a;b=2" and ';a="x";b=2' pass), in
 # requests (400 invalid_chunked_body) and responses (502 or a cut) alike: --multi-ext
 # adds that shape.
+BIG = False  # --big: answers of 0.3-3 MB, cut more often, slow readers more often
 EXTS = [b";a=b", b";x", b';q="v v"', b";a=1"]
 HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization",
        "http2-settings", "upgrade"}
@@ -58,9 +59,12 @@ HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization",
 
 # ---------------------------------------------------------------- case generation
 
+ALPHABET = b"abcdefghijklmnopqrstuvwxyz0123456789 \r\n{}\":,"
+TO_ALPHABET = bytes(ALPHABET[i % len(ALPHABET)] for i in range(256))
+
+
 def rbytes(r, n):
-    alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789 \r\n{}\":,"
-    return bytes(r.choice(alphabet) for _ in range(n))
+    return r.randbytes(n).translate(TO_ALPHABET)
 
 
 def rsize(r):
@@ -71,7 +75,9 @@ def rsize(r):
         return r.randint(1, 100)
     if k < 0.95:
         return r.randint(100, 5000)
-    return r.randint(5000, 70000)
+    if k < 0.99:
+        return r.randint(5000, 70000)
+    return r.randint(300000, 3000000)
 
 
 def chunk_sizes(r, n):
@@ -136,8 +142,10 @@ def gen_case(seed, n):
     case = {"n": n, "tls": r.random() < 0.4, "pipelined": r.random() < 0.3,
             "client_seed": r.random(), "up_seed": r.random(), "reqs": [], "resps": []}
     case["half_close"] = not case["tls"] and r.random() < 0.1
+    case["slow"] = r.random() < (0.5 if BIG else 0.1)  # the client reads late, in small pieces
     host = TLS_HOST if case["tls"] else PLAIN_HOST
     nreq = r.choice([1, 1, 2, 3, 4])
+    stopped = False
     for i in range(nreq):
         method = r.choice(["GET", "GET", "POST", "POST", "PUT", "HEAD", "DELETE", "OPTIONS"])
         body_kind = "none"
@@ -177,6 +185,8 @@ def gen_case(seed, n):
         head += "".join("%s: %s\r\n" % kv for kv in hdrs) + "\r\n"
         case["reqs"].append({"method": method, "target": target, "hdrs": hdrs,
                              "head": head.encode(), "body": wire_body, "expect": expect})
+        if stopped:
+            continue  # behind a closing answer: sent only when pipelined
         # The answer.
         interims = []
         if expect:
@@ -187,7 +197,7 @@ def gen_case(seed, n):
         status = r.choice([200, 200, 200, 201, 404, 500, 204, 304])
         if method == "HEAD":
             status = r.choice([200, 200, 404, 304])
-        rbody = rbytes(r, rsize(r))
+        rbody = rbytes(r, r.randint(300000, 3000000) if BIG else rsize(r))
         if r.random() < 0.15:
             # An upstream echoing the injected value: masked with '*' of its length.
             for _ in range(r.randint(1, 2)):
@@ -235,13 +245,14 @@ def gen_case(seed, n):
         final += "".join("%s: %s\r\n" % kv for kv in rh).encode() + b"\r\n" + wire
         resp = {"interims": interims, "final": final, "status": status,
                 "framing": framing, "early": early,
+                "stray": framing != "close" and not case["pipelined"] and r.random() < 0.05,
                 "closes": framing == "close" or ("Connection", "close") in rh or version == "HTTP/1.0",
                 "cut": None, "cut_mode": r.choice(["fin", "rst"])}
         whole = b"".join(interims) + final
         k = r.random()
         if early:
             pass
-        elif k < 0.12:
+        elif k < (0.4 if BIG else 0.12):
             # Cut within the answer; a close-delimited one only within its head.
             limit = len(whole) - len(wire) if framing == "close" else len(whole)
             resp["cut"] = r.randrange(0, max(1, limit))
@@ -251,7 +262,7 @@ def gen_case(seed, n):
             resp["cut"] = -1  # closes before reading the request body
         case["resps"].append(resp)
         if resp["cut"] is not None or resp["closes"] or ("Connection", "close") in hdrs:
-            break
+            stopped = True
     return case
 
 
@@ -312,11 +323,13 @@ class Upstream:
                 parts = target.split("?")[0].split("/")
                 n, idx = int(parts[2]), int(parts[3])
                 case = self.case(n)
-                req, resp = case["reqs"][idx], case["resps"][idx]
-                r = random.Random("%s:%d:%d:up" % (self.seed, n, idx))
                 rec = {"head": head, "body": b""}
                 with self.lock:
                     self.got.setdefault((n, idx), []).append(rec)
+                if idx >= len(case["resps"]):
+                    return  # a request sent after a closing answer: never forwarded
+                req, resp = case["reqs"][idx], case["resps"][idx]
+                r = random.Random("%s:%d:%d:up" % (self.seed, n, idx))
                 if resp["cut"] == -1:
                     self.end(raw, s, resp["cut_mode"])
                     return
@@ -360,7 +373,12 @@ class Upstream:
                 if resp["cut"] is not None:
                     already = len(b"".join(resp["interims"])) - len(b"".join(interims))
                     whole = whole[:max(0, resp["cut"] - already)]
-                self.write(s, r, whole)
+                # Bytes past a whole answer, in its last write (later ones would race
+                # the next request, as they would without a proxy): the proxy must
+                # drop them and this connection.
+                stray = b"XYZ\r\n" if resp["stray"] and resp["cut"] is None and \
+                    not resp["closes"] and resp["framing"] != "close" else b""
+                self.write(s, r, whole, stray)
                 if resp["cut"] is not None:
                     self.end(raw, s, resp["cut_mode"])
                     return
@@ -378,11 +396,12 @@ class Upstream:
             except OSError:
                 pass
 
-    def write(self, s, r, data):
-        for delay, piece in splits(r, data):
+    def write(self, s, r, data, tail=b""):
+        pieces = splits(r, data)
+        for i, (delay, piece) in enumerate(pieces):
             if delay:
                 time.sleep(delay)
-            s.sendall(piece)
+            s.sendall(piece + (tail if i == len(pieces) - 1 else b""))
 
     def end(self, raw, s, mode):
         if mode == "rst":
@@ -473,9 +492,11 @@ def client_case(seed, n):
 
     def read_to(total):
         nonlocal got, end
+        if case["slow"]:
+            time.sleep(0.2)
         while len(got) < total and end == "open":
             try:
-                k = s.recv(65536)
+                k = s.recv(4096 if case["slow"] else 65536)
             except socket.timeout:
                 end = "timeout"
                 return
@@ -491,7 +512,8 @@ def client_case(seed, n):
     try:
         nsend = len(case["resps"])
         if case["pipelined"]:
-            send(b"".join(q["head"] + q["body"] for q in case["reqs"][:nsend]))
+            # Requests behind a closing answer go too: the proxy must not forward them.
+            send(b"".join(q["head"] + q["body"] for q in case["reqs"]))
             if case["half_close"]:
                 s.shutdown(socket.SHUT_WR)
         for i, (q, resp) in enumerate(zip(case["reqs"], case["resps"])):
@@ -593,6 +615,9 @@ def check(case, res, up_got, secret):
         if res["end"] in ("open", "timeout"):
             out.append(("cut-not-ended", res["end"]))
     # Upstream side.
+    for i in range(len(case["resps"]), len(case["reqs"])):
+        if up_got.get((case["n"], i)):
+            out.append(("forwarded-after-close", "request %d went upstream after a closing answer" % i))
     for i, resp in enumerate(case["resps"]):
         q = case["reqs"][i]
         recs = up_got.get((case["n"], i), [])
@@ -668,6 +693,7 @@ def drive(args):
         total = 0
         failures = 0
         kinds = {}
+        slow = []
         while time.time() < deadline:
             count = 1 if args.only is not None else args.batch
             if args.only is not None:
@@ -677,9 +703,13 @@ def drive(args):
                                 tmp + "/ca.pem", "--user", "nobody", "--",
                                 CLIENT_PY, tmp + "/relay_fuzz.py", "--client",
                                 "--seed", str(args.seed), "--start", str(start),
-                                "--batch", str(count)] + (["--multi-ext"] if args.multi_ext else []),
+                                "--batch", str(count)] + (["--multi-ext"] if args.multi_ext else []) + (["--big"] if args.big else []),
                                capture_output=True, text=True, timeout=max(120, count * 20))
             results = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+            if "Sanitizer" in p.stderr or "runtime error" in p.stderr:
+                failures += 1
+                kinds["sanitizer"] = kinds.get("sanitizer", 0) + 1
+                print("FAIL batch=%d.. kind=sanitizer %s" % (start, p.stderr[-4000:]), flush=True)
             if len(results) < count:
                 print("jail ended early (rc %d): %s" % (p.returncode, p.stderr[-2000:]))
             time.sleep(0.3)  # the upstream threads record the last cuts
@@ -689,6 +719,8 @@ def drive(args):
                 up_got.update(tls.got)
                 problems = check(case, res, up_got, secret)
                 total += 1
+                if res.get("secs", 0) > 2:
+                    slow.append((res["case"], res["secs"]))
                 if problems:
                     failures += 1
                 for kind, detail in problems:
@@ -702,7 +734,8 @@ def drive(args):
             if args.only is not None:
                 break
             start += count
-            print("progress: %d cases, %d failing, %s" % (total, failures, kinds), flush=True)
+            print("progress: %d cases, %d failing, %s; slower than 2 s: %s" % (
+                total, failures, kinds, slow[-5:]), flush=True)
         print("done: %d cases (seed %s, %d..%d), %d failing: %s" % (
             total, args.seed, args.start, start, failures, kinds))
         return 1 if failures else 0
@@ -721,9 +754,13 @@ def main():
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--client", action="store_true")
     ap.add_argument("--multi-ext", action="store_true")
+    ap.add_argument("--big", action="store_true")
     args = ap.parse_args()
     if args.multi_ext:
         EXTS.append(b";a=1;b=2")
+    if args.big:
+        global BIG
+        BIG = True
     if args.client:
         run_client(args.seed, args.start, args.batch)
         return 0
