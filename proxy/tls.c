@@ -1055,7 +1055,12 @@ void proxy_tls_on_read(struct proxy_end *e, const char *data, size_t len)
     }
     handshake_done(c, t);
   }
-  while (c->state != CONN_CLOSING && e->tls == t) {
+  /* Not past the end's close: a lingering close (proxy_conn_linger) closes the
+   * upstream from inside this loop once its answer is whole, and what follows in the
+   * same read (its close_notify) is no longer the connection's. Passed on, that end
+   * closed the connection at once, and the answer still queued toward the sandbox
+   * was cancelled. */
+  while (c->state != CONN_CLOSING && e->tls == t && e->open) {
     size_t before = t->rx_len;
 
     t->reading = 1;
