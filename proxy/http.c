@@ -595,19 +595,17 @@ static void send_head(struct proxy_conn *c, const char *head, size_t len)
 
 /* rules_check_request_address for the request's method, its override's and, for a
  * preflight, the method it asks for (as which it was let through). */
-static int request_address_allowed(const struct proxy_http *h, const struct sockaddr *sa,
-                                   struct rules_decision *d)
+static int request_address_allowed(const struct rules_config *cfg, const struct proxy_http *h,
+                                   const struct sockaddr *sa, const char *path,
+                                   size_t path_len, struct rules_decision *d)
 {
-  if (!rules_check_request_address(h->cfg, sa, h->method, h->addr_path, h->addr_path_len,
-                                   d))
+  if (!rules_check_request_address(cfg, sa, h->method, path, path_len, d))
     return 0;
   if (h->override[0] != '\0' &&
-      !rules_check_request_address(h->cfg, sa, h->override, h->addr_path,
-                                   h->addr_path_len, d))
+      !rules_check_request_address(cfg, sa, h->override, path, path_len, d))
     return 0;
   return h->preflight[0] == '\0' ||
-         rules_check_request_address(h->cfg, sa, h->preflight, h->addr_path,
-                                     h->addr_path_len, d);
+         rules_check_request_address(cfg, sa, h->preflight, path, path_len, d);
 }
 
 /*
@@ -630,7 +628,8 @@ static int check_address(struct proxy_conn *c)
   memset(&ss, 0, sizeof(ss));
   if (uv_tcp_getpeername(&c->up.tcp, (struct sockaddr *)&ss, &len) != 0)
     ss.ss_family = AF_UNSPEC; /* denied as an unknown address */
-  if (request_address_allowed(h, (const struct sockaddr *)&ss, &d))
+  if (request_address_allowed(h->cfg, h, (const struct sockaddr *)&ss, h->addr_path,
+                              h->addr_path_len, &d))
     return 0;
   proxy_conn_close_upstream(c);
   fail_request(c, 403, d.reason, d.entry);
@@ -654,7 +653,8 @@ int proxy_http_address_allowed(const struct proxy_conn *c, const struct sockaddr
     memcpy(&ss, addr, sizeof(struct sockaddr_in6));
     ((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
   }
-  return request_address_allowed(h, (const struct sockaddr *)&ss, d);
+  return request_address_allowed(h->cfg, h, (const struct sockaddr *)&ss, h->addr_path,
+                                 h->addr_path_len, d);
 }
 
 static void up_ready(struct proxy_conn *c, int status, const char *reason)
@@ -1125,16 +1125,7 @@ static int address_still_allowed(const struct proxy_conn *c, const struct rules_
   memset(&ss, 0, sizeof(ss));
   if (uv_tcp_getpeername(&c->up.tcp, (struct sockaddr *)&ss, &len) != 0)
     return 1; /* the upstream is going: nothing more passes to it */
-  if (!rules_check_request_address(cfg, (const struct sockaddr *)&ss, h->method, path,
-                                   path_len, &d))
-    return 0;
-  if (h->override[0] != '\0' &&
-      !rules_check_request_address(cfg, (const struct sockaddr *)&ss, h->override, path,
-                                   path_len, &d))
-    return 0;
-  return h->preflight[0] == '\0' ||
-         rules_check_request_address(cfg, (const struct sockaddr *)&ss, h->preflight, path,
-                                     path_len, &d);
+  return request_address_allowed(cfg, h, (const struct sockaddr *)&ss, path, path_len, &d);
 }
 
 int proxy_http_refuses(const struct proxy_conn *c, const struct rules_config *cfg)

@@ -801,16 +801,15 @@ int proxy_tls_close_notified(const struct proxy_tls *t)
   return t->close_notified;
 }
 
-int proxy_tls_idle(const struct proxy_tls *t)
-{
-  return t->handshake_done && t->cb == NULL && t->rx_len == 0 &&
-         mbedtls_ssl_get_bytes_avail(&t->ssl) == 0 && mbedtls_ssl_check_pending(&t->ssl) == 0;
-}
-
 int proxy_tls_buffered(const struct proxy_tls *t)
 {
   return t->rx_len > 0 || mbedtls_ssl_get_bytes_avail(&t->ssl) > 0 ||
          mbedtls_ssl_check_pending(&t->ssl) != 0;
+}
+
+int proxy_tls_idle(const struct proxy_tls *t)
+{
+  return t->handshake_done && t->cb == NULL && !proxy_tls_buffered(t);
 }
 
 void proxy_tls_move(struct proxy_tls *t, struct proxy_end *e)
