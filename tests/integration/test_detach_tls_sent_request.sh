@@ -118,7 +118,9 @@ PYEOF
 del=$!
 wait_for "[ -e '$T/deleted' ]" 10
 kill -CONT "$serve_pid"
-wait_for "grep -q 'sandbox a: detaching' '$T/serve.log'" 10
+# The answer to the DELETE, not the "detaching" line: that is logged before the
+# namespace's lockdown, and a request sent while that ran is one sent before the detach.
+wait_for "grep -q 'HTTP/1.1 ' '$T/delete.out'" 10
 : > "$T/detached"
 wait "$client" || fail "the client failed: $(cat "$T/client.log")"
 wait "$del" || true
