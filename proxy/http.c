@@ -1565,10 +1565,13 @@ static void finish_response(struct proxy_conn *c)
   }
   /* A sandbox that half-closed after pipelining requests still has them answered: a
    * TLS read decrypts every record it holds, so the close_notify behind them may
-   * have been read already. */
+   * have been read already. A detached (or stopping) sandbox's are not: reading went
+   * on while this answer was awaited, so a request pipelined behind it may have been
+   * sent after the detach, by a process of the sandbox the namespace serves next
+   * (proxy_sandbox_close), and would go out with this one's credentials. Its client
+   * sees the connection end with the request unanswered, which it may retry. */
   if (!h->keep_alive || !llhttp_should_keep_alive(&h->resp) ||
-      (c->down.eof && c->pending_len == 0) || c->up.eof ||
-      (c->sb->closing && c->pending_len == 0)) {
+      (c->down.eof && c->pending_len == 0) || c->up.eof || c->sb->closing) {
     /* The sandbox's connection ends here; its upstream may serve another one. A
      * sandbox that asked for the close gets the response as the upstream sent it,
      * without a "Connection: close" added (RFC 9112 9.6 says SHOULD): it does not

@@ -542,10 +542,11 @@ void proxy_sandbox_close(struct proxy_sandbox *sb, uint64_t drain_ms,
   /* Nor have kept-alive connections between requests, or before their first: they
    * end now, as after an answer (FIN, close_notify, once the answer still queued is
    * written), rather than hold the close for drain_ms. One that is answering ends
-   * after its answer (finish_response). A request sent on one after the detach would
-   * go out with this sandbox's credentials, though the namespace may serve another
-   * sandbox by then (a runtime that pools namespaces). So would one on a connection
-   * that has sent nothing at all yet: it ends too. */
+   * after its answer (finish_response), any request pipelined behind it unanswered.
+   * A request sent on one after the detach would go out with this sandbox's
+   * credentials, though the namespace may serve another sandbox by then (a runtime
+   * that pools namespaces). So would one on a connection that has sent nothing at
+   * all yet: it ends too. */
   for (c = sb->conns; c != NULL; c = next) {
     next = c->next;
     c->sent_at_detach = c->state == CONN_TLS_DOWN && proxy_conn_down_unread(c);

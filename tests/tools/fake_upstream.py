@@ -22,6 +22,7 @@ Paths:
   /big?bytes=N          N bytes of body (Content-Length)
   /chunked?n=N          N chunks
   /slow?delay=S         waits S seconds before answering
+  /slow?go=FILE         waits until FILE exists (at most 30 s) before answering
   /think?delay=S        works S seconds on the answer, watching the connection as Go's
                         net/http or an ASGI server does: if the client's end (EOF)
                         comes first, logs {"event": "client_gone"} and stops
@@ -277,7 +278,11 @@ def handle(c):
                 c.send(b"%x\r\n%s\r\n" % (len(part), part))
             c.send(b"0\r\n\r\n")
         elif p == "/slow":
-            time.sleep(float(q.get("delay", "1")))
+            time.sleep(float(q.get("delay", "1" if "go" not in q else "0")))
+            for _ in range(600 if "go" in q else 0):
+                if os.path.exists(q["go"]):
+                    break
+                time.sleep(0.05)
             respond(c, 200, b'{"slow":true}\n')
         elif p == "/think":
             end = time.time() + float(q.get("delay", "1"))
