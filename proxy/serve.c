@@ -838,23 +838,25 @@ static int make_ca(struct daemon *d, const cJSON *ca, int proven, struct proxy_c
  * namespace, checked by the caller), the same config, and the CA s has if it names
  * one (without one it takes whatever CA the daemon made). An orchestrator that
  * retries an attach whose answer it lost (its timeout, a cut connection), or a CNI
- * runtime that repeats an ADD, asks exactly that; anything else is a clash. What
- * this attach could not have done (a config or CA it would refuse) is not the same.
+ * runtime that repeats an ADD, asks exactly that; anything else is a clash. Returns 1
+ * or 0; or, for a config or CA any attach would refuse (a secret deleted since, a key
+ * not the certificate's), the error that refuses it, in err: the caller has that to
+ * fix first, and a 409 would send it to PATCH or DELETE in vain.
  */
 static int attach_repeats(struct daemon *d, const struct daemon_sandbox *s,
-                          const char *netns, const cJSON *proxy_config, const cJSON *ca)
+                          const char *netns, const cJSON *proxy_config, const cJSON *ca,
+                          struct daemon_error *err)
 {
   struct rules_config *cfg = NULL;
   struct proxy_ca *asked = NULL;
-  struct daemon_error err;
   char *want = NULL, *have = NULL;
-  int same = 0;
+  int same = 0, r;
 
   if (strcmp(netns, s->netns) != 0)
     return 0;
-  daemon_error_init(&err);
-  if (parse_config(d, proxy_config, &cfg, &err) != 0)
-    goto out;
+  r = parse_config(d, proxy_config, &cfg, err);
+  if (r != 0)
+    return r;
   want = persisted(cfg);
   have = persisted(proxy_sandbox_config(s->sb));
   /* A secret's template stores the same whatever the secret's value: this attach
@@ -865,8 +867,12 @@ static int attach_repeats(struct daemon *d, const struct daemon_sandbox *s,
   if (ca != NULL && !cJSON_IsNull(ca)) {
     /* The import proves the key is the certificate's: the same certificate is the
      * same CA. */
-    if (make_ca(d, ca, 0, &asked, &err) != 0 ||
-        strcmp(proxy_ca_cert_pem(asked), proxy_ca_cert_pem(s->ca)) != 0)
+    r = make_ca(d, ca, 0, &asked, err);
+    if (r != 0) {
+      same = r;
+      goto out;
+    }
+    if (strcmp(proxy_ca_cert_pem(asked), proxy_ca_cert_pem(s->ca)) != 0)
       goto out;
   }
   same = 1;
@@ -875,7 +881,6 @@ out:
   free_persisted(have);
   proxy_ca_free(asked);
   rules_config_unref(cfg);
-  daemon_error_free(&err);
   return same;
 }
 
@@ -917,7 +922,10 @@ static int attach(struct daemon *d, const char *name, const char *netns,
    * for one attached. Attached namespaces are alive, so no other has their inode. */
   if (other != NULL && netns != NULL && netns[0] == '/' && stat(netns, &nst) == 0 &&
       nst.st_dev == other->ns_dev && nst.st_ino == other->ns_ino) {
-    if (expect == NULL && attach_repeats(d, other, netns, proxy_config, ca)) {
+    r = expect == NULL ? attach_repeats(d, other, netns, proxy_config, ca, err) : 0;
+    if (r < 0)
+      return r;
+    if (r == 1) {
       log_info("sandbox %s: attach repeated (the same namespace, path and config): "
                "answered with the sandbox as it is", name);
       *out = other;

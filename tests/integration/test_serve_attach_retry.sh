@@ -128,7 +128,11 @@ assert_eq "$(put box "{\"netns\": \"/var/run/netns/$b\", \"proxy_config\": {}}")
   "a retry that names no CA"
 assert_eq "$(put box "$(with_ca "$T/c2/ca.pem" "$T/c2/ca.key")")" 409 "an attach with another CA"
 assert_contains "$(cat "$T/answer")" "but not as this attach asks" "an attach with another CA"
-assert_eq "$(put box "$(with_ca "$T/c1/ca.pem" "$T/c2/ca.key")")" 409 \
+# A CA no attach would take is refused as a fresh attach refuses it: a 409 would send
+# its caller to PATCH or DELETE, in vain.
+assert_eq "$(put box "$(with_ca "$T/c1/ca.pem" "$T/c2/ca.key")")" 400 \
+  "an attach with the CA's certificate and another key"
+assert_contains "$(cat "$T/answer")" '"invalid_ca"' \
   "an attach with the CA's certificate and another key"
 assert_eq "$(ctl ca box)" "$ca" "the CA after the refused attaches"
 pass "a CA given: the same is a retry, another is a clash"
@@ -152,4 +156,11 @@ out=$(ctl attach box --netns "/var/run/netns/$b" --config "$T/secret.json" 2>&1)
   fail "a retry answered as attached after its secret changed (the sandbox has the old value)"
 assert_contains "$out" "sandbox_exists" "a retry after its secret changed"
 pass "a secret changed since: a clash, not a retry ($out)"
+# Deleted since: the retry is refused as a fresh attach is, naming the secret.
+ctl secret-delete KEY > /dev/null
+out=$(ctl attach box --netns "/var/run/netns/$b" --config "$T/secret.json" 2>&1) &&
+  fail "a retry answered as attached after its secret was deleted"
+assert_contains "$out" "invalid_config" "a retry after its secret was deleted"
+assert_contains "$out" "KEY" "a retry after its secret was deleted"
+pass "a secret deleted since: the config is refused ($out)"
 ctl detach box > /dev/null
