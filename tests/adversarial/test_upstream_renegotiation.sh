@@ -15,7 +15,7 @@
 #                                                        (one, then "ok")
 . "$(dirname "$0")/../integration/lib.sh"
 
-SERVER="$AUTHPROXY_BUILD/tests/tls_renego_server"
+SERVER="$BUILD/tests/tls_renego_server"
 [ -x "$SERVER" ] || fail "$SERVER is not built"
 make_ca "$T/ca" flood.example.com once.example.com
 BYTES=$((8 << 20))

@@ -8,6 +8,8 @@ set -euo pipefail
 
 SRC=${AUTHPROXY_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 AUTHPROXY=${AUTHPROXY:-$SRC/build/proxy/authproxy}
+# The build tree of the test tools (ctest sets it; by hand, the tree of $AUTHPROXY).
+BUILD=${AUTHPROXY_BUILD:-$(cd "$(dirname "$AUTHPROXY")/.." && pwd)}
 TOOLS=$SRC/tests/tools
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
@@ -227,7 +229,7 @@ lib_init() { :; }
 # require_netns_tool: sets TOOL to the built tests/tools/netns_tool (in the build
 # directory ctest names, else ../../build), or fails.
 require_netns_tool() {
-  TOOL=${AUTHPROXY_BUILD:-$SRC/build}/tests/netns_tool
+  TOOL=$BUILD/tests/netns_tool
   [ -x "$TOOL" ] || fail "$TOOL not built"
 }
 

@@ -5,7 +5,7 @@
 # sent with the alert was never answered and the stream was broken.
 . "$(dirname "$0")/lib.sh"
 
-CLIENT="$AUTHPROXY_BUILD/tests/tls_alert_client"
+CLIENT="$BUILD/tests/tls_alert_client"
 [ -x "$CLIENT" ] || fail "$CLIENT is not built"
 cp "$CLIENT" "$T/client"
 cat > "$T/config.json" <<'EOF2'
