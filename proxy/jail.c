@@ -1104,10 +1104,6 @@ static void signal_cb(uv_signal_t *s, int signum)
     reap(j);
     return;
   }
-  if (signum == SIGHUP && j->audit != NULL && j->child_done) {
-    proxy_audit_reopen(j->audit);
-    return;
-  }
   pass_on(j, signum);
 }
 
