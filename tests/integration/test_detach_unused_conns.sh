@@ -30,7 +30,7 @@ ns=$(make_netns du)
 ctl attach a --netns "/var/run/netns/$ns" --config "$T/cfg-a.json" > "$T/ca-a.pem"
 
 ip netns exec "$ns" "$PY" - "$T" > "$T/client.out" 2> "$T/client.log" <<'PYEOF' &
-import json, os, select, socket, ssl, sys, time
+import json, os, re, select, socket, ssl, sys, time
 T = sys.argv[1]
 def status(s, path, host):
     try:
@@ -56,7 +56,8 @@ def answers(s):
             got += b
     except OSError as e:
         got += b" " + type(e).__name__.encode()
-    return [l.decode() for l in got.split(b"\r\n") if l.startswith(b"HTTP/1.1 ")]
+    # A body need not end in CRLF: the status line after it may share its line.
+    return [m.decode() for m in re.findall(rb"HTTP/1\.1 [0-9]{3}[^\r\n]*", got)]
 ctx = ssl.create_default_context(cafile=T + "/ca-a.pem")
 def tls_conn():
     return ctx.wrap_socket(socket.create_connection(("api.example.com", 443), timeout=10),
