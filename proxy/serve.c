@@ -857,6 +857,15 @@ static int attach_repeats(struct daemon *d, const struct daemon_sandbox *s,
   r = parse_config(d, proxy_config, &cfg, err);
   if (r != 0)
     return r;
+  /* The CA is taken before the configs are compared: one no attach would take is
+   * that error whatever the config asks. */
+  if (ca != NULL && !cJSON_IsNull(ca)) {
+    r = make_ca(d, ca, 0, &asked, err);
+    if (r != 0) {
+      same = r;
+      goto out;
+    }
+  }
   want = persisted(cfg);
   have = persisted(proxy_sandbox_config(s->sb));
   /* A secret's template stores the same whatever the secret's value: this attach
@@ -864,17 +873,10 @@ static int attach_repeats(struct daemon *d, const struct daemon_sandbox *s,
   if (want == NULL || have == NULL || strcmp(want, have) != 0 ||
       !rules_config_same_values(cfg, proxy_sandbox_config(s->sb)))
     goto out;
-  if (ca != NULL && !cJSON_IsNull(ca)) {
-    /* The import proves the key is the certificate's: the same certificate is the
-     * same CA. */
-    r = make_ca(d, ca, 0, &asked, err);
-    if (r != 0) {
-      same = r;
-      goto out;
-    }
-    if (strcmp(proxy_ca_cert_pem(asked), proxy_ca_cert_pem(s->ca)) != 0)
-      goto out;
-  }
+  /* The import proves the key is the certificate's: the same certificate is the same
+   * CA. */
+  if (asked != NULL && strcmp(proxy_ca_cert_pem(asked), proxy_ca_cert_pem(s->ca)) != 0)
+    goto out;
   same = 1;
 out:
   free_persisted(want);

@@ -115,10 +115,11 @@ ctl detach "$long" > /dev/null
 # choice, and the sandbox's is taken).
 make_ca "$T/c1" one.example
 make_ca "$T/c2" two.example
-with_ca() {  # CERT KEY: an attach body of box to ap-rb-PID with that CA
-  "$PY" -c 'import json,sys; print(json.dumps({"netns": sys.argv[1], "proxy_config": {},
+with_ca() {  # CERT KEY [CONFIG]: an attach body of box to ap-rb-PID with that CA
+  "$PY" -c 'import json,sys; print(json.dumps({"netns": sys.argv[1],
+    "proxy_config": json.loads(sys.argv[4]),
     "ca": {"certificate": open(sys.argv[2]).read(), "key": open(sys.argv[3]).read()}}))' \
-    "/var/run/netns/$b" "$1" "$2"
+    "/var/run/netns/$b" "$1" "$2" "${3:-{\}}"
 }
 assert_eq "$(put box "$(with_ca "$T/c1/ca.pem" "$T/c1/ca.key")")" 201 "an attach with a CA"
 ca=$(answer_ca)
@@ -134,6 +135,12 @@ assert_eq "$(put box "$(with_ca "$T/c1/ca.pem" "$T/c2/ca.key")")" 400 \
   "an attach with the CA's certificate and another key"
 assert_contains "$(cat "$T/answer")" '"invalid_ca"' \
   "an attach with the CA's certificate and another key"
+# So is one whose config differs too: told 409, its caller would DELETE the sandbox,
+# and the fresh attach would be refused all the same.
+assert_eq "$(put box "$(with_ca "$T/c1/ca.pem" "$T/c2/ca.key" '{"no_proxy": ["x.example"]}')")" \
+  400 "an attach with another config and the CA's certificate with another key"
+assert_contains "$(cat "$T/answer")" '"invalid_ca"' \
+  "an attach with another config and the CA's certificate with another key"
 assert_eq "$(ctl ca box)" "$ca" "the CA after the refused attaches"
 pass "a CA given: the same is a retry, another is a clash"
 ctl detach box > /dev/null
