@@ -147,6 +147,8 @@ struct proxy_ca {
   size_t cache_size;
   uint32_t leaf_days;
   time_t (*now)(void);
+  /* The random source of the leaf key (proxy_rng; proxy_ca_set_key_rng). */
+  int (*key_rng)(void *ctx, unsigned char *out, size_t len);
   uint64_t sip_key[2];
   struct proxy_leaf **buckets;
   size_t nbuckets; /* a power of two */
@@ -756,24 +758,37 @@ out:
 
 /* ---- keys ---------------------------------------------------------------- */
 
-static int gen_p256(mbedtls_pk_context *pk, mbedtls_pk_type_t type)
+/*
+ * Makes pk (initialised, empty) a new P-256 key. On failure pk is empty again: set up
+ * but keyless, mbedtls_pk_setup would refuse it the next time (the CA's leaf key is
+ * made again on the next leaf), and every later leaf would fail.
+ */
+static int gen_p256(mbedtls_pk_context *pk, mbedtls_pk_type_t type,
+                    int (*f_rng)(void *, unsigned char *, size_t))
 {
   int ret = mbedtls_pk_setup(pk, mbedtls_pk_info_from_type(type));
   mbedtls_ecp_keypair *key;
   mbedtls_ecp_group *g;
 
   if (ret != 0)
-    return ret;
+    goto out;
   key = mbedtls_pk_ec(*pk);
   ret = mbedtls_ecp_group_load(&key->grp, MBEDTLS_ECP_DP_SECP256R1);
   if (ret != 0)
-    return ret;
+    goto out;
   /* The key's own group never multiplies: see group_get. */
   g = group_get(MBEDTLS_ECP_DP_SECP256R1);
-  if (g == NULL)
-    return MBEDTLS_ERR_ECP_ALLOC_FAILED;
-  ret = mbedtls_ecp_gen_keypair(g, &key->d, &key->Q, proxy_rng, NULL);
+  if (g == NULL) {
+    ret = MBEDTLS_ERR_ECP_ALLOC_FAILED;
+    goto out;
+  }
+  ret = mbedtls_ecp_gen_keypair(g, &key->d, &key->Q, f_rng, NULL);
   group_put(g);
+out:
+  if (ret != 0) {
+    mbedtls_pk_free(pk);
+    mbedtls_pk_init(pk);
+  }
   return ret;
 }
 
@@ -1029,7 +1044,7 @@ static int mint(struct proxy_ca *ca, const char *name, const unsigned char *ip,
   if (!ca->leaf_key_ready) {
     /* One leaf key per CA, made when the first leaf is: a sandbox that never has a
      * connection intercepted never pays for it. */
-    ret = gen_p256(&ca->leaf_key, MBEDTLS_PK_ECDSA);
+    ret = gen_p256(&ca->leaf_key, MBEDTLS_PK_ECDSA, ca->key_rng);
     if (ret != 0) {
       log_error("ca: cannot generate the leaf key: %s", mbed_str(ret, err, sizeof(err)));
       return mbed_errno(ret);
@@ -1122,6 +1137,7 @@ static int ca_new(const struct proxy_ca_opts *opts, struct proxy_ca **out)
   ca->leaf_days =
       opts != NULL && opts->leaf_days > 0 ? opts->leaf_days : DEFAULT_LEAF_DAYS;
   ca->now = clock_now;
+  ca->key_rng = proxy_rng;
   ca->budget_rate_us = MINT_BUDGET_US_PER_S;
   ca->budget_burst_us = MINT_BUDGET_BURST_US;
   ca->budget_us = ca->budget_burst_us;
@@ -1292,7 +1308,7 @@ int proxy_ca_generate(const struct proxy_ca_opts *opts, struct proxy_ca **out)
   ret = ca_new(opts, &ca);
   if (ret != 0)
     return ret;
-  ret = gen_p256(&ca->key, MBEDTLS_PK_ECKEY);
+  ret = gen_p256(&ca->key, MBEDTLS_PK_ECKEY, proxy_rng);
   if (ret != 0) {
     log_error("ca: cannot generate the CA key: %s", mbed_str(ret, err, sizeof(err)));
     ret = mbed_errno(ret);
@@ -2029,6 +2045,12 @@ void proxy_ca_set_clock(struct proxy_ca *ca, time_t (*now)(void))
 {
   ca->now = now != NULL ? now : clock_now;
   ca->budget_at = ca->now();
+}
+
+void proxy_ca_set_key_rng(struct proxy_ca *ca,
+                          int (*rng)(void *ctx, unsigned char *out, size_t len))
+{
+  ca->key_rng = rng != NULL ? rng : proxy_rng;
 }
 
 void proxy_ca_set_mint_budget(struct proxy_ca *ca, int64_t us_per_s, int64_t burst_us)

@@ -4,6 +4,7 @@
 #ifndef AUTHPROXY_CA_INTERNAL_H
 #define AUTHPROXY_CA_INTERNAL_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -22,5 +23,13 @@ void proxy_ca_set_clock(struct proxy_ca *ca, time_t (*now)(void));
  * can spend it in a few signatures.
  */
 void proxy_ca_set_mint_budget(struct proxy_ca *ca, int64_t us_per_s, int64_t burst_us);
+
+/*
+ * Replaces the random source the CA's leaf key is generated from (proxy_rng; NULL
+ * restores it), so tests can make that generation fail as running out of memory
+ * inside mbedTLS would.
+ */
+void proxy_ca_set_key_rng(struct proxy_ca *ca,
+                          int (*rng)(void *ctx, unsigned char *out, size_t len));
 
 #endif

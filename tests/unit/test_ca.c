@@ -414,6 +414,33 @@ TEST(generate_options)
 
 /* ---- leaves ---------------------------------------------------------------- */
 
+static int failing_rng(void *ctx, unsigned char *out, size_t len)
+{
+  (void)ctx;
+  (void)out;
+  (void)len;
+  return MBEDTLS_ERR_ECP_ALLOC_FAILED;
+}
+
+/* The leaf key is made with the first leaf. When that fails (out of memory inside
+ * mbedTLS, or the random source), the next leaf makes it again: it used to find the
+ * key context half set up, mbedtls_pk_setup refused it ("PK - Bad input parameters"),
+ * and no leaf could be minted for the CA's lifetime, a sandbox's or a jail's. */
+TEST(leaf_key_failure_not_lasting)
+{
+  struct proxy_ca *ca = gen_ca(16);
+  struct proxy_leaf *leaf = NULL;
+
+  proxy_ca_set_key_rng(ca, failing_rng);
+  ASSERT_NE(proxy_ca_leaf(ca, "example.com", 0, &leaf), 0);
+  ASSERT_NULL(leaf);
+  proxy_ca_set_key_rng(ca, NULL);
+  ASSERT_EQ(proxy_ca_leaf(ca, "example.com", 0, &leaf), 0);
+  ASSERT_NOT_NULL(leaf);
+  proxy_leaf_unref(leaf);
+  proxy_ca_free(ca);
+}
+
 TEST(leaf_dns_fields)
 {
   struct proxy_ca *ca = gen_ca(0);
