@@ -104,13 +104,20 @@ static cJSON *parse_body(const struct proxy_control_request *req, const char *co
   struct rules_diag diag;
   cJSON *root = NULL, *item;
   size_t i;
+  int r;
 
   rules_diag_init(&diag);
   if (req->body_len == 0) {
     proxy_control_error(resp, 400, "invalid_json", "the request needs a JSON body");
     return NULL;
   }
-  if (rules_json_parse(req->body, req->body_len, &root, &diag) != 0) {
+  r = rules_json_parse(req->body, req->body_len, &root, &diag);
+  if (r == -ENOMEM) {
+    proxy_control_error(resp, 500, "out_of_memory", "out of memory");
+    rules_diag_free(&diag);
+    return NULL;
+  }
+  if (r != 0) {
     proxy_control_error(resp, 400, "invalid_json", "%s",
                         diag.count ? diag.entries[0].message : "malformed JSON");
     rules_diag_free(&diag);

@@ -128,9 +128,10 @@ static char *read_config(const char *path)
     return NULL;
   }
   rules_diag_init(&diag);
-  if (rules_json_parse(data, len, &root, &diag) != 0) {
+  r = rules_json_parse(data, len, &root, &diag);
+  if (r != 0) {
     fprintf(stderr, "authproxy ctl: %s: %s\n", path,
-            diag.count ? diag.entries[0].message : "not JSON");
+            r == -ENOMEM ? "out of memory" : diag.count ? diag.entries[0].message : "not JSON");
     rules_diag_free(&diag);
     free(data);
     return NULL;

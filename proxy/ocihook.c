@@ -239,8 +239,9 @@ static int read_config_file(const char *dir, const char *name, char **text, char
       break;
     strbuf_add(&b, buf, (size_t)n);
     if (b.oom || b.len > PROXY_CONTROL_MAX_BODY) {
-      r = -EFBIG;
-      snprintf(err, errsz, "config file %s/%s: larger than 1 MiB", dir, name);
+      r = b.oom ? -ENOMEM : -EFBIG;
+      snprintf(err, errsz, "config file %s/%s: %s", dir, name,
+               b.oom ? "out of memory" : "larger than 1 MiB");
       goto out;
     }
   }
@@ -249,9 +250,10 @@ static int read_config_file(const char *dir, const char *name, char **text, char
   r = rules_json_parse(b.data ? b.data : "", b.len, &tree, &diag);
   if (r != 0 || !cJSON_IsObject(tree)) {
     snprintf(err, errsz, "config file %s/%s: %s", dir, name,
-             r != 0 && diag.count ? diag.entries[0].message
-                                  : "must hold a JSON object (a proxy_config)");
-    r = -EINVAL;
+             r == -ENOMEM                ? "out of memory"
+             : r != 0 && diag.count ? diag.entries[0].message
+                                    : "must hold a JSON object (a proxy_config)");
+    r = r == -ENOMEM ? r : -EINVAL;
   }
   rules_diag_free(&diag);
   rules_json_free(tree);

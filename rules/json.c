@@ -545,7 +545,13 @@ int rules_json_parse_max(const char *json, size_t len, size_t max, cJSON **out,
       return -ENOMEM;
     return -EINVAL;
   }
+  /* cJSON says where it stopped, not why: an allocation that failed there (malloc sets
+   * errno) would be reported as a syntax error at that place, and a client told its
+   * JSON is malformed does not try again. */
+  errno = 0;
   root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+  if (root == NULL && errno == ENOMEM)
+    return -ENOMEM;
   if (root == NULL) {
     off = end != NULL && end >= json ? (size_t)(end - json) : 0;
     if (text_ends_early(json, len, off))

@@ -81,6 +81,49 @@ static void refused(struct daemon *d, const char *method, const char *path, cons
                path, body, a.status, a.code, a.message, fragment);
 }
 
+/* cJSON's allocator for json_oom_answer: every allocation fails, as malloc does. */
+static void *failing_json_malloc(size_t n)
+{
+  (void)n;
+  errno = ENOMEM;
+  return NULL;
+}
+
+/*
+ * A request body cJSON runs out of memory parsing is the daemon's failure, not the
+ * client's: 500 out_of_memory, which a client retries. It used to be 400 invalid_json,
+ * "invalid JSON at line 1, column 1: unexpected '{'", for a body that was valid (a
+ * control plane told its config is malformed does not push it again).
+ */
+TEST(json_oom_answer)
+{
+  static const char body[] = "{\"value\": \"v\"}";
+  struct proxy_control_request req = { "PUT", "/v1/secrets/K", body, sizeof(body) - 1 };
+  cJSON_Hooks failing = { failing_json_malloc, free }, plain = { malloc, free };
+  struct proxy_control_response resp;
+  struct rules_diag diag;
+  struct daemon d;
+  cJSON *root = NULL;
+
+  daemon_setup(&d);
+  memset(&resp, 0, sizeof(resp));
+  strbuf_init(&resp.body);
+  rules_diag_init(&diag);
+  cJSON_InitHooks(&failing);
+  ASSERT_EQ(rules_json_parse(body, sizeof(body) - 1, &root, &diag), -ENOMEM);
+  daemon_api(&d, &req, &resp);
+  cJSON_InitHooks(&plain);
+  ASSERT_NULL(root);
+  ASSERT_EQ(diag.count, 0);
+  rules_diag_free(&diag);
+  ASSERT(!resp.body.oom);
+  if (resp.status != 500 || strstr(resp.body.data, "\"out_of_memory\"") == NULL)
+    TEST_FAIL_("got %d %.*s, expected 500 out_of_memory", resp.status, (int)resp.body.len,
+               resp.body.data);
+  strbuf_free(&resp.body);
+  daemon_teardown(&d);
+}
+
 TEST(duplicate_member_names_get_400)
 {
   struct daemon d;
