@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,6 +202,42 @@ static void write_done(uv_write_t *req, int status)
 
 /* Queues the answer; head_only: to a HEAD request, whose answer has no body (its
  * Content-Length is still the body's a GET would get). */
+/*
+ * The answer when the real one cannot be built for want of memory: fixed text, sent
+ * without allocating (uv_try_write of a few hundred bytes to a socket with nothing
+ * queued), then the connection closes. When the request was carried out (status below
+ * 400: the sandbox is attached, the config swapped), it says so: closing without a
+ * word made `authproxy ctl` report an attach that worked as failed, blaming the
+ * daemon's file descriptors.
+ */
+static void answer_oom(struct client *cl, int status)
+{
+  static const char done_body[] =
+      "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"the request was carried out, "
+      "but the daemon ran out of memory building its answer: read the result back\"}}\n";
+  static const char failed_body[] =
+      "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\"}}\n";
+  char head[160];
+  const char *body = status < 400 ? done_body : failed_body;
+  size_t body_len = status < 400 ? sizeof(done_body) - 1 : sizeof(failed_body) - 1;
+  uv_buf_t bufs[2];
+  int n;
+
+  log_error("control: %s %s: out of memory building the answer (status %d%s); the "
+            "connection is closed after a 500", cl->method,
+            cl->url.data != NULL ? cl->url.data : "", status,
+            status < 400 ? ": the request was carried out" : "");
+  n = snprintf(head, sizeof(head),
+               "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+               "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+               body_len);
+  bufs[0] = uv_buf_init(head, (unsigned)n);
+  bufs[1] = uv_buf_init((char *)(uintptr_t)body, (unsigned)body_len);
+  if (cl->pipe.write_queue_size == 0)
+    (void)uv_try_write((uv_stream_t *)&cl->pipe, bufs, 2);
+  client_close(cl);
+}
+
 static void send_response(struct client *cl, struct proxy_control_response *resp,
                           int head_only)
 {
@@ -233,7 +270,7 @@ static void send_response(struct client *cl, struct proxy_control_response *resp
   if (head.oom || resp->body.oom || req == NULL) {
     free(req);
     strbuf_free(&head);
-    client_close(cl);
+    answer_oom(cl, resp->status);
     return;
   }
   mem = (char *)(req + 1);

@@ -21,6 +21,7 @@ struct fixture {
   struct proxy_control *ctl;
   char path[108];
   size_t body_size; /* bytes of each answer's body */
+  int body_oom;     /* the handler runs out of memory building the body */
   unsigned requests;
 };
 
@@ -36,6 +37,8 @@ static void handler(void *arg, const struct proxy_control_request *req,
   resp->content_type = "text/plain";
   for (i = 0; i < f->body_size; i++)
     strbuf_add(&resp->body, "abcdefghijklmnopqrstuvwxyz" + i % 26, 1);
+  if (f->body_oom)
+    resp->body.oom = 1;
 }
 
 static void fixture_start(struct fixture *f, size_t body_size)
@@ -208,6 +211,30 @@ TEST(upgrade_request_answered_then_closed)
   ASSERT(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0);
   ASSERT_CONTAINS(out, "Connection: close\r\n");
   ASSERT_NULL(strstr(out + 1, "HTTP/1.1"));
+  fixture_stop(&f);
+}
+
+/* A request carried out whose answer could not be built (out of memory) gets a 500
+ * out_of_memory that says it was carried out: the connection used to close with no
+ * answer, and `authproxy ctl attach` reported an attach that had worked as failed,
+ * asking whether the daemon was out of file descriptors. */
+TEST(answer_out_of_memory_is_500)
+{
+  struct fixture f;
+  char out[4096];
+  int fd;
+
+  fixture_start(&f, 10);
+  f.body_oom = 1;
+  fd = client_connect(&f);
+  client_send(fd, "PUT /v1/sandboxes/box HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
+  client_read(&f, fd, 10, out, sizeof(out));
+  close(fd);
+  ASSERT_EQ(f.requests, 1);
+  ASSERT(strncmp(out, "HTTP/1.1 500 Internal Server Error\r\n", 36) == 0);
+  ASSERT_CONTAINS(out, "Connection: close\r\n");
+  ASSERT_CONTAINS(out, "\"code\":\"out_of_memory\"");
+  ASSERT_CONTAINS(out, "the request was carried out");
   fixture_stop(&f);
 }
 
