@@ -39,7 +39,8 @@ struct proxy_audit {
   uv_fs_t req;
   uv_timer_t timer;
   uint64_t dropped;
-  uint64_t full_drops; /* records dropped because the buffer was full, or no memory */
+  uint64_t full_drops; /* records dropped because the buffer was full */
+  uint64_t oom_drops;  /* records dropped because memory ran out */
   uint64_t records;
   uint64_t fail_run;      /* writes failed since the last whole batch was written */
   uint64_t fail_lost;     /* records those writes lost */
@@ -360,6 +361,25 @@ static void dropped_full(struct proxy_audit *a, uint64_t n)
               (unsigned long long)a->full_drops);
 }
 
+/* Records lost because memory ran out: building one, or growing the buffer. */
+static void dropped_oom(struct proxy_audit *a, uint64_t n)
+{
+  uint64_t before = a->oom_drops;
+
+  a->dropped += n;
+  a->oom_drops += n;
+  /* The first loss is logged even when it took several records at once. */
+  if (before == 0 || proxy_log_nth(a->oom_drops))
+    log_error("audit log %s: records are dropped: out of memory (%llu dropped)",
+              audit_name(a), (unsigned long long)a->oom_drops);
+}
+
+void proxy_audit_lost(struct proxy_audit *a)
+{
+  if (a != NULL && !a->closing)
+    dropped_oom(a, 1);
+}
+
 void proxy_audit_write(struct proxy_audit *a, const char *json, size_t len)
 {
   if (a == NULL || a->closing)
@@ -374,7 +394,7 @@ void proxy_audit_write(struct proxy_audit *a, const char *json, size_t len)
   strbuf_add(&a->fill, "\n", 1);
   if (a->fill.oom) {
     /* Every record buffered is gone with the buffer, not only this one. */
-    dropped_full(a, count_records(a->fill.data, a->fill.len) + 1);
+    dropped_oom(a, count_records(a->fill.data, a->fill.len) + 1);
     strbuf_free(&a->fill);
     return;
   }
@@ -617,6 +637,8 @@ static void conn_record(struct proxy_audit *a, struct proxy_conn *c, const char 
               (unsigned long long)(uv_now(c->sb->ctx->loop) - c->start_ms));
   if (!b.oom)
     proxy_audit_write(a, b.data, b.len);
+  else
+    proxy_audit_lost(a);
   strbuf_free(&b);
 }
 
@@ -677,5 +699,7 @@ void proxy_audit_request(struct proxy_conn *c, const struct proxy_audit_request 
               (unsigned long long)r->duration_ms);
   if (!b.oom)
     proxy_audit_write(a, b.data, b.len);
+  else
+    proxy_audit_lost(a);
   strbuf_free(&b);
 }

@@ -91,4 +91,10 @@ void proxy_audit_add_time(struct strbuf *b);
 /* Appends one raw record (a JSON object without newline) for other subsystems. */
 void proxy_audit_write(struct proxy_audit *a, const char *json, size_t len);
 
+/*
+ * Counts one record that could not be built (out of memory) as dropped, and logs it
+ * as such: the metrics and the log say the file is incomplete. A no-op for NULL.
+ */
+void proxy_audit_lost(struct proxy_audit *a);
+
 #endif

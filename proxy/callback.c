@@ -231,6 +231,8 @@ static void audit_record(struct proxy_cred_cache *c, const struct record *r)
   strbuf_adds(&b, "]}");
   if (!b.oom)
     proxy_audit_write(c->audit, b.data, b.len);
+  else
+    proxy_audit_lost(c->audit);
   strbuf_free(&b);
 }
 

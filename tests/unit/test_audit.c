@@ -222,6 +222,36 @@ TEST(dropped_when_full_is_logged)
   free(log);
 }
 
+/* A record that could not be built for want of memory (proxy_audit_lost, from the
+ * writers of connection, request and callback records) is counted as dropped and
+ * logged as out of memory: it used to vanish without a count or a line. */
+TEST(lost_out_of_memory_counted_and_logged)
+{
+  struct proxy_audit *a;
+  uv_loop_t loop;
+  char path[512], lpath[512], want[600], *log;
+  size_t len;
+  int saved;
+
+  snprintf(path, sizeof(path), "%s/audit.log", test_tmpdir());
+  snprintf(lpath, sizeof(lpath), "%s/stderr.log", test_tmpdir());
+  saved = test_stderr_to(lpath);
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  ASSERT_EQ(proxy_audit_open(&loop, path, &a), 0);
+  proxy_audit_lost(a);
+  proxy_audit_lost(a);
+  ASSERT_EQ(proxy_audit_dropped(a), 2);
+  proxy_audit_close(a);
+  test_loop_close(&loop);
+  test_stderr_back(saved);
+  log = read_all(lpath, &len);
+  snprintf(want, sizeof(want), "audit log %s: records are dropped: out of memory (1 dropped)",
+           path);
+  ASSERT_NOT_NULL(strstr(log, want));
+  ASSERT_NULL(strstr(log, "wait for the file"));
+  free(log);
+}
+
 /* Records the close writes itself (the daemon or the jail is stopping) and fails to
  * are not lost silently either: the close logs the failure and how many it lost. */
 TEST(failed_write_at_close_is_logged)
