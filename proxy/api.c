@@ -70,13 +70,26 @@ static void error_resp(struct proxy_control_response *resp, const struct daemon_
   strbuf_adds(b, "}}\n");
 }
 
+/* rules_json_alloc_failures when the request being answered arrived. */
+static unsigned long json_failures_before;
+
+/*
+ * Answers root, the result of a request carried out. When a cJSON allocation failed
+ * since the request arrived, a member may be missing from root (cJSON_Add* leave it
+ * out): a 201 to an attach without its ca_certificate, which `ctl attach` printed as
+ * an empty CA with status 0. The body is then marked out of memory, which the control
+ * layer answers with a 500 saying the request was carried out.
+ */
 static void json_resp(struct proxy_control_response *resp, int status, cJSON *root)
 {
   char *text = cJSON_PrintUnformatted(root);
 
   cJSON_Delete(root);
-  if (text == NULL) {
-    proxy_control_error(resp, 500, "internal_error", "out of memory");
+  if (text == NULL || rules_json_alloc_failures() != json_failures_before) {
+    free(text);
+    resp->status = status;
+    strbuf_reset(&resp->body);
+    resp->body.oom = 1;
     return;
   }
   resp->status = status;
@@ -767,6 +780,7 @@ void daemon_api(void *arg, const struct proxy_control_request *req,
   const char *p = req->path;
   cJSON *out;
 
+  json_failures_before = rules_json_alloc_failures();
   if (d->stopping) {
     proxy_control_error(resp, 503, "stopping", "the daemon is stopping");
     return;

@@ -65,7 +65,7 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
   const char *base = argc > 0 ? strrchr(argv[0], '/') : NULL;
-  cJSON_Hooks hooks = { malloc, json_free };
+  cJSON_Hooks hooks = { rules_json_malloc, json_free };
   size_t i;
   int ret;
 

@@ -526,6 +526,27 @@ static int text_ends_early(const char *json, size_t len, size_t off)
   return r;
 }
 
+static unsigned long json_alloc_failures;
+
+void rules_json_count_failure(void)
+{
+  __atomic_add_fetch(&json_alloc_failures, 1, __ATOMIC_RELAXED);
+}
+
+void *rules_json_malloc(size_t size)
+{
+  void *p = malloc(size);
+
+  if (p == NULL)
+    rules_json_count_failure();
+  return p;
+}
+
+unsigned long rules_json_alloc_failures(void)
+{
+  return __atomic_load_n(&json_alloc_failures, __ATOMIC_RELAXED);
+}
+
 int rules_json_parse(const char *json, size_t len, cJSON **out, struct rules_diag *diag)
 {
   return rules_json_parse_max(json, len, RULES_MAX_CONFIG_LEN, out, diag);

@@ -142,6 +142,17 @@ struct rules_config;
 int rules_json_parse(const char *json, size_t len, struct cJSON **out,
                      struct rules_diag *diag);
 
+/*
+ * cJSON's allocator for the process (cJSON_InitHooks): malloc, counting the
+ * allocations that fail. cJSON's builders (cJSON_AddStringToObject...) return NULL
+ * and leave the member out when one fails; rules_json_alloc_failures, compared before
+ * and after a tree is built, says whether it is complete. A test's own allocator
+ * calls rules_json_count_failure for each failure it makes.
+ */
+void *rules_json_malloc(size_t size);
+void rules_json_count_failure(void);
+unsigned long rules_json_alloc_failures(void);
+
 /* rules_json_parse with another bound than RULES_MAX_CONFIG_LEN on len: for JSON the
  * process wrote itself, such as the daemon's state files. */
 int rules_json_parse_max(const char *json, size_t len, size_t max, struct cJSON **out,

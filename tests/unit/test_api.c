@@ -124,6 +124,50 @@ TEST(json_oom_answer)
   daemon_teardown(&d);
 }
 
+/* cJSON's allocator for partial_answer_is_oom: the second allocation fails (counted
+ * as the daemon's allocator counts it), the others go through. */
+static int json_allocs;
+
+static void *second_json_malloc_fails(size_t n)
+{
+  if (++json_allocs == 2) {
+    rules_json_count_failure();
+    errno = ENOMEM;
+    return NULL;
+  }
+  return malloc(n);
+}
+
+/*
+ * An answer cJSON could build only in part (a member left out when its allocation
+ * failed) is not sent as it is: the request was carried out, and the control layer
+ * answers 500 saying so. A 201 to an attach without its ca_certificate used to go
+ * out, and `ctl attach` printed an empty CA and exited 0.
+ */
+TEST(partial_answer_is_oom)
+{
+  struct proxy_control_request req = { "GET", "/healthz", "", 0 };
+  cJSON_Hooks failing = { second_json_malloc_fails, free }, plain = { malloc, free };
+  struct proxy_control_response resp;
+  struct daemon d;
+
+  daemon_setup(&d);
+  memset(&resp, 0, sizeof(resp));
+  strbuf_init(&resp.body);
+  json_allocs = 0;
+  cJSON_InitHooks(&failing);
+  daemon_api(&d, &req, &resp);
+  cJSON_InitHooks(&plain);
+  ASSERT_GE(json_allocs, 3);
+  /* Not {"sandboxes":0,...} without its "status". */
+  if (resp.status != 200 || !resp.body.oom)
+    TEST_FAIL_("got %d (body oom %d) %.*s, expected 200 with the body out of memory",
+               resp.status, resp.body.oom, (int)resp.body.len,
+               resp.body.data ? resp.body.data : "");
+  strbuf_free(&resp.body);
+  daemon_teardown(&d);
+}
+
 TEST(duplicate_member_names_get_400)
 {
   struct daemon d;
