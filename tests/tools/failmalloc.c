@@ -14,7 +14,9 @@
  *   FAILMALLOC_ARM=WHAT    when counting starts: "start" (default), or FUNC:K, armed
  *                          when the K-th call of FUNC returns (accept4, recvmsg,
  *                          recvmmsg, connect), e.g. accept4:1 = after the first
- *                          connection a listener accepted.
+ *                          connection a listener accepted; or file:PATH, armed when
+ *                          one of those calls returns and PATH exists (a script
+ *                          creates it right before the step to test).
  *   FAILMALLOC_NTH=N       the N-th counted allocation after arming fails (1-based);
  *   FAILMALLOC_RUN=C       and C allocations from there on (default 1; 0 = all later).
  *   FAILMALLOC_PROB=P      instead of NTH: each counted allocation fails with
@@ -58,6 +60,7 @@ static int all_threads;
 static pid_t own_pid;
 static int armed;             /* counting */
 static char arm_fn[32];
+static char arm_file[256];
 static long arm_after = -1;   /* calls of arm_fn left before arming */
 static unsigned long nth;
 static unsigned long run = 1;
@@ -116,6 +119,8 @@ __attribute__((constructor)) static void failmalloc_init(void)
       n = sizeof(arm_fn) - 1;
     memcpy(arm_fn, arm, n);
     arm_after = colon != NULL ? strtol(colon + 1, NULL, 10) : 1;
+    if (strcmp(arm_fn, "file") == 0 && colon != NULL)
+      snprintf(arm_file, sizeof(arm_file), "%s", colon + 1);
   }
   active = nth > 0 || prob >= 0 || log_fd >= 0;
 out:
@@ -137,9 +142,14 @@ __attribute__((destructor)) static void failmalloc_fini(void)
 
 static void note_call(const char *fn, long ret)
 {
-  if (!active || armed || ret < 0 || arm_after < 0 || strcmp(fn, arm_fn) != 0)
+  if (!active || armed || ret < 0 || arm_after < 0 || getpid() != own_pid)
     return;
-  if (getpid() != own_pid)
+  if (arm_file[0] != '\0') {
+    if (access(arm_file, F_OK) == 0)
+      armed = 1;
+    return;
+  }
+  if (strcmp(fn, arm_fn) != 0)
     return;
   pthread_mutex_lock(&lock);
   if (arm_after > 0 && --arm_after == 0)

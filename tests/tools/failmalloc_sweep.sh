@@ -20,8 +20,11 @@
 #   refused    the client got an error (502, reset) and nothing was forwarded
 #   LEAK       the upstream saw the request without the injected header, or a
 #              request to the denied host
+#   STUCK      a third request after the failure (tried twice: the failure may hit the
+#              first try) did not get through: the failure lasted
 #   CRASH      the jail died of a signal;   HANG   it did not end within 40 s
-# followed by what the client got and the proxy's last log line. The shim's log (what
+# (only the failed allocation's own request may fail: the denied host must still
+# get its 403, unless the failure hit its connection). Followed by what the client got and the proxy's last log line. The shim's log (what
 # allocation failed, with a backtrace) is $T/fm-N.log with KEEP=1.
 #
 #   tests/tools/failmalloc_sweep.sh http 1 400 | grep -v ' ok \| refused '
@@ -68,7 +71,9 @@ one() {
     timeout -k 5 40 "$AUTHPROXY" jail -v --config "$T/config.json" --secrets-dir "$T/secrets" \
       --log "$T/audit-$n.jsonl" --upstream-ca "$T/ca/ca.pem" --user nobody --idle-timeout 5 --connect-timeout 5 -- \
       sh -c "curl -sS -m 10 $CLIENT_CA -o /dev/null -w 'a=%{http_code} ' $URL/p-$n 2>&1;
-             curl -sS -m 10 $CLIENT_CA -o /dev/null -w 'd=%{http_code}' $DENY/d-$n 2>&1" \
+             curl -sS -m 10 -o /dev/null -w 'd=%{http_code} ' $DENY/d-$n 2>&1;
+             curl -sS -m 10 $CLIENT_CA -o /dev/null -w 'r=%{http_code}' $URL/r-$n 2>&1 ||
+             curl -sS -m 10 $CLIENT_CA -o /dev/null -w ' r=%{http_code}' $URL/r-$n 2>&1" \
       2> "$T/jail-$n.log") && rc=0 || rc=$?
   saw=$("$PY" - "$T/up.jsonl" "$n" "sk-fm-$$" "$SCEN" <<'PYEOF'
 import json, sys
@@ -81,13 +86,13 @@ for r in reqs:
     auth = [v for k, v in r["headers"] if k.lower() == "authorization"]
     if r["path"] == "/d-" + n:
         res.append("LEAK:denied-host-forwarded")
-    elif r["path"] == "/p-" + n:
+    elif r["path"] in ("/p-" + n, "/r-" + n):
         if scen == "tunnel":
-            res.append("fwd")
+            res.append("fwd" if r["path"][1] == "p" else "again")
         elif auth != ["Bearer " + secret]:
             res.append("LEAK:no-credential(%r)" % auth)
         else:
-            res.append("fwd")
+            res.append("fwd" if r["path"][1] == "p" else "again")
     else:
         res.append("LEAK:unexpected-path(%s)" % r["path"])
 if scen != "tunnel" and any(c.get("sni") == "denied.example.com" for c in conns):
@@ -101,7 +106,8 @@ PYEOF
          # 128+N is also CMD killed by a signal: the jail says so itself.
          tag=CRASH
        elif [[ $saw == *LEAK* ]]; then tag=LEAK
-       elif [[ $saw == fwd* ]] && [[ $out == *a=200* ]]; then tag=ok
+       elif [[ $saw != *again* ]] || [[ $out != *r=200* ]]; then tag=STUCK
+       elif [[ $saw == fwd* ]] && [[ $out == *a=200* ]] && [[ $out == *d=403* ]]; then tag=ok
        else tag=refused
        fi ;;
   esac
