@@ -325,7 +325,15 @@ static int prepare_files(struct jail *j)
   r = write_nsswitch(j->nsswitch);
   if (r != 0)
     return r;
-  if (proxy_read_file(SYSTEM_BUNDLE, 64u << 20, &system, &slen) != 0)
+  /* A host without a bundle has no public roots to pass on. Any other failure (out of
+   * memory, a read error) must not hand CMD a bundle with the sandbox CA alone: every
+   * host the proxy only tunnels would then fail to verify, unexplained. */
+  r = proxy_read_file(SYSTEM_BUNDLE, 64u << 20, &system, &slen);
+  if (r != 0 && r != -ENOENT) {
+    fprintf(stderr, "authproxy jail: cannot read %s: %s\n", SYSTEM_BUNDLE, strerror(-r));
+    return r;
+  }
+  if (r != 0)
     slen = 0;
   r = write_file(j->bundle, system ? system : "", slen, pem, strlen(pem));
   free(system);
@@ -1341,12 +1349,16 @@ int proxy_cmd_jail(int argc, char **argv)
   }
 
   r = uv_loop_init(&j->loop);
-  if (r != 0)
+  if (r != 0) {
+    fprintf(stderr, "authproxy jail: cannot start the event loop: %s\n", uv_strerror(r));
     goto out;
+  }
   start_threadpool(j);
   r = proxy_ctx_init(&j->ctx, &j->loop);
-  if (r != 0)
+  if (r != 0) {
+    fprintf(stderr, "authproxy jail: cannot start the proxy: %s\n", strerror(-r));
     goto out_loop;
+  }
   j->ctx.limits = j->common.limits;
   /* One sandbox: there is no other to keep descriptors for, only the jail's own
    * files (listeners, responder, log, namespace); and it may have both the name

@@ -2164,10 +2164,16 @@ int proxy_cmd_serve(int argc, char **argv)
     fprintf(stderr, "authproxy serve: %s\n", err[0] ? err : strerror(-r));
     goto out;
   }
-  if (uv_loop_init(&d->loop) != 0)
+  r = uv_loop_init(&d->loop);
+  if (r != 0) {
+    fprintf(stderr, "authproxy serve: cannot start the event loop: %s\n", uv_strerror(r));
     goto out;
-  if (proxy_ctx_init(&d->ctx, &d->loop) != 0)
+  }
+  r = proxy_ctx_init(&d->ctx, &d->loop);
+  if (r != 0) {
+    fprintf(stderr, "authproxy serve: cannot start the proxy: %s\n", strerror(-r));
     goto out_loop;
+  }
   d->ctx.limits = o.limits;
   d->ctx.upstream_tls = d->upstream;
   d->started_ms = uv_now(&d->loop);
