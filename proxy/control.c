@@ -200,8 +200,6 @@ static void write_done(uv_write_t *req, int status)
     evict_idle(ctl);
 }
 
-/* Queues the answer; head_only: to a HEAD request, whose answer has no body (its
- * Content-Length is still the body's a GET would get). */
 /*
  * The answer when the real one cannot be built for want of memory: fixed text, sent
  * without allocating (uv_try_write of a few hundred bytes to a socket with nothing
@@ -238,6 +236,8 @@ static void answer_oom(struct client *cl, int status)
   client_close(cl);
 }
 
+/* Queues the answer; head_only: to a HEAD request, whose answer has no body (its
+ * Content-Length is still the body's a GET would get). */
 static void send_response(struct client *cl, struct proxy_control_response *resp,
                           int head_only)
 {
