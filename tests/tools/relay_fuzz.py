@@ -21,9 +21,31 @@ jail, the upstream and the checker agree on it without talking:
     with the injected header added exactly once (the sandbox's copy gone) and only
     hop-by-hop fields (Connection, Keep-Alive, Proxy-*) changed, body byte-identical.
 
+The upstream keeps connections alive across cases, so the proxy's pool moves them
+from one case's client connection to the next. --concurrent K runs K client
+connections at once (each its share of the cases, in order), and adds (from a random
+stream of their own: a seed's other draws stay as they were) what could leave a
+pooled connection out of step: every final answer echoes its request's id
+(X-Fuzz-Id: CASE.INDEX; checked: each client gets exactly its own answers, in order),
+HEAD, 204 and 304 answers with a Content-Length or Transfer-Encoding and no body, 102
+and 103 interims, an answer before the request body ends on a connection the upstream
+keeps alive (the client sends the body only after reading it), HTTP/1.0 keep-alive
+answers, a coding other than chunked framed by the end, clients idle past the
+proxy's up_release_ms between requests, and an upstream that closes a kept-alive
+connection while idle after a random moment (FIN, reset, TLS close_notify), racing
+its reuse. Outcomes that race allows: a request the upstream never received, that may
+not be repeated (not GET, HEAD, OPTIONS without a body), answered by the proxy's 502
+upstream_closed/upstream_reset and the connection's end; and the tail of the last
+answer lost when the idle close was a reset (the proxy's kernel drops what it holds
+unread). The summary counts the shapes run and the upstream's idle closes, requests
+on kept-alive connections and those whose previous request there was another case's;
+a failing case prints what its upstream connections saw. --proxy-log FILE keeps the
+proxy's debug log.
+
 Usage (root, from a build tree):
   tests/tools/relay_fuzz.py [--authproxy build/proxy/authproxy] [--seed S]
       [--seconds 600] [--batch 200] [--start 0] [--only N] [--verbose] [--multi-ext] [--big]
+      [--concurrent K] [--proxy-log FILE]
 Prints one line per failing case (`FAIL case=N kind=... detail`) and a summary;
 `--only N --seed S --verbose` replays one case and prints its spec and bytes.
 """
@@ -52,6 +74,15 @@ CLIENT_PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.ex
 # requests (400 invalid_chunked_body) and responses (502 or a cut) alike: --multi-ext
 # adds that shape.
 BIG = False  # --big: answers of 0.3-3 MB, cut more often, slow readers more often
+# --concurrent K: K client connections run cases at once (the upstream pool moves
+# connections between them), and the shapes that could leave a pooled connection out
+# of step are added (POOL): every final answer echoes its request's id (X-Fuzz-Id),
+# 204 with a Content-Length, 304 with Transfer-Encoding, 102 interims, answers before
+# the request body ends on a connection the upstream keeps alive, and an upstream that
+# closes a kept-alive connection while idle at random moments (FIN, reset, TLS
+# close_notify: the race with its reuse). The extra draws come from their own random
+# stream, so a seed's cases without --concurrent are unchanged.
+POOL = False
 EXTS = [b";a=b", b";x", b';q="v v"', b";a=1"]
 HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization",
        "http2-settings", "upgrade"}
@@ -146,6 +177,7 @@ def gen_case(seed, n):
     host = TLS_HOST if case["tls"] else PLAIN_HOST
     nreq = r.choice([1, 1, 2, 3, 4])
     stopped = False
+    r2 = random.Random("%s:%d:pool" % (seed, n))  # POOL's draws
     for i in range(nreq):
         method = r.choice(["GET", "GET", "POST", "POST", "PUT", "HEAD", "DELETE", "OPTIONS"])
         body_kind = "none"
@@ -194,6 +226,12 @@ def gen_case(seed, n):
         for _ in range(r.choice([0, 0, 0, 1, 2])):
             interims.append(r.choice([b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n",
                                       b"HTTP/1.1 100 Continue\r\n\r\n"]))
+        if POOL and r2.random() < 0.15:
+            for _ in range(r2.randint(1, 3)):
+                interims.append(r2.choice([
+                    b"HTTP/1.1 102 Processing\r\n\r\n",
+                    b"HTTP/1.1 103 Early Hints\r\nLink: </a.js>; rel=preload\r\n"
+                    b"Link: </b.css>; rel=preload\r\nContent-Length: 12\r\n\r\n"]))
         status = r.choice([200, 200, 200, 201, 404, 500, 204, 304])
         if method == "HEAD":
             status = r.choice([200, 200, 404, 304])
@@ -215,11 +253,20 @@ def gen_case(seed, n):
         if framing == "cl":
             if not (status == 204 or (status == 304 and r.random() < 0.5)):
                 rh.append(("Content-Length", str(len(rbody))))
+            elif POOL and r2.random() < 0.6:
+                # No body whatever it says (RFC 9112 6.3); a proxy that waited for one
+                # would take the next answer on this connection for it.
+                rh.append(("Content-Length", str(len(rbody) or 17)))
         elif framing == "chunked":
             if status not in (204, 304):
                 rh.append(("Transfer-Encoding", "chunked"))
+            elif POOL and r2.random() < 0.6:
+                rh.append(("Transfer-Encoding", "chunked"))
         else:
             rh.append(("Connection", "close"))
+            if POOL and not bodyless and r2.random() < 0.3:
+                # A coding without chunked last: framed by the end (RFC 9112 6.3).
+                rh.append(("Transfer-Encoding", "gzip"))
         if bodyless:
             wire = b""
             if framing == "close":
@@ -239,18 +286,36 @@ def gen_case(seed, n):
             and len(wire_body) > 0 and r.random() < 0.08
         if early:
             rh.append(("Connection", "close"))
+        # POOL: the answer comes before the request body ends, and the upstream keeps
+        # the connection alive (it reads the rest of the body, then waits for the next
+        # request). The client sends the body only after reading the answer, so the
+        # proxy has forwarded part of it at most: it must end the sandbox's connection
+        # and never pool that upstream one. With Expect: 100-continue, a final answer
+        # instead of the 100.
+        early_ka = POOL and not early and framing != "close" and body_kind in ("cl", "chunked") and \
+            not case["pipelined"] and len(wire_body) > 0 and r2.random() < 0.1
+        if early_ka and expect:
+            interims.pop(0)
+        # POOL: an HTTP/1.0 answer that keeps the connection alive.
+        ka10 = POOL and version == "HTTP/1.0" and not early and not early_ka and \
+            ("Connection", "close") not in rh and r2.random() < 0.5
+        if ka10:
+            rh.append(("Connection", "keep-alive"))
+        if POOL:
+            rh.append(("X-Fuzz-Id", "%d.%d" % (n, i)))
         if r.random() < 0.08:
             rh.append(("X-Echo", sec.decode()))
         final = ("%s %d X\r\n" % (version, status)).encode()
         final += "".join("%s: %s\r\n" % kv for kv in rh).encode() + b"\r\n" + wire
         resp = {"interims": interims, "final": final, "status": status,
-                "framing": framing, "early": early,
+                "framing": framing, "early": early or early_ka, "early_ka": early_ka,
                 "stray": framing != "close" and not case["pipelined"] and r.random() < 0.05,
-                "closes": framing == "close" or ("Connection", "close") in rh or version == "HTTP/1.0",
+                "closes": framing == "close" or ("Connection", "close") in rh or (version == "HTTP/1.0" and not ka10)
+                or early_ka,
                 "cut": None, "cut_mode": r.choice(["fin", "rst"])}
         whole = b"".join(interims) + final
         k = r.random()
-        if early:
+        if early or early_ka:
             pass
         elif k < (0.4 if BIG else 0.12):
             # Cut within the answer; a close-delimited one only within its head.
@@ -283,6 +348,11 @@ class Upstream:
         self.cache = {}
         self.lock = threading.Lock()
         self.got = {}  # (case, idx) -> list of raw requests received
+        # POOL coverage: idle closes by mode, requests that came on a connection that
+        # had answered before, and those whose previous request there was another
+        # case's (another client connection's: the pool moved it).
+        self.stats = {"conns": 0, "idle-fin": 0, "idle-rst": 0, "idle-notify": 0,
+                      "on-kept-conn": 0, "cross-case": 0}
         self.ctx = None
         if cert:
             self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -307,14 +377,47 @@ class Upstream:
             s, _ = self.ls.accept()
             threading.Thread(target=self.serve, args=(s,), daemon=True).start()
 
+    def count(self, key):
+        with self.lock:
+            self.stats[key] += 1
+
     def serve(self, raw):
         s = raw
+        cr = random.Random()  # this connection's idle closes: not part of any case
+        prev_case = None
+        t0 = time.time()
+        trace = []  # what happened on this connection, shared by its requests' records
+
+        def note(what):
+            trace.append("%.3f %s" % (time.time() - t0, what))
         try:
             raw.settimeout(30)
             if self.ctx:
                 s = self.ctx.wrap_socket(raw, server_side=True)
+            self.count("conns")
             buf = b""
             while True:
+                if POOL and prev_case is not None and not buf and cr.random() < 0.25:
+                    # Kept alive, idle: close it after a random moment unless a request
+                    # begins first; the proxy may be reusing it right then.
+                    s.settimeout(cr.choice([0.0002, 0.001, 0.002, 0.005, 0.01, 0.03, 0.1]))
+                    try:
+                        k = s.recv(65536)
+                    except (socket.timeout, ssl.SSLWantReadError):
+                        mode = cr.choice(["fin", "rst", "clean"] if self.ctx else ["fin", "rst"])
+                        self.count({"fin": "idle-fin", "rst": "idle-rst",
+                                    "clean": "idle-notify"}[mode])
+                        note("idle close " + mode)
+                        if mode == "rst":
+                            # A reset drops what the proxy's kernel holds unread: the
+                            # tail of the last answer may be lost (rst_lost).
+                            last_rec["rst_after"] = True
+                        self.end(raw, s, mode)
+                        return
+                    s.settimeout(30)
+                    if not k:
+                        return
+                    buf += k
                 buf, head = read_until(s, buf, b"\r\n\r\n")
                 if head is None:
                     return
@@ -323,7 +426,14 @@ class Upstream:
                 parts = target.split("?")[0].split("/")
                 n, idx = int(parts[2]), int(parts[3])
                 case = self.case(n)
-                rec = {"head": head, "body": b""}
+                if prev_case is not None:
+                    self.count("on-kept-conn")
+                    if prev_case != n:
+                        self.count("cross-case")
+                prev_case = n
+                rec = {"head": head, "body": b"", "trace": trace}
+                last_rec = rec
+                note("request %d.%d" % (n, idx))
                 with self.lock:
                     self.got.setdefault((n, idx), []).append(rec)
                 if idx >= len(case["resps"]):
@@ -334,10 +444,27 @@ class Upstream:
                     self.end(raw, s, resp["cut_mode"])
                     return
                 hl = {k.lower(): v for k, v in parse_fields(head)}
+                if resp["early_ka"]:
+                    # Answers before reading the body, then reads it and goes on.
+                    note("wrote %d" % self.write(s, r, b"".join(resp["interims"]) + resp["final"]))
+                    if "content-length" in hl:
+                        want = int(hl["content-length"])
+                        while len(buf) < want:
+                            k = s.recv(65536)
+                            if not k:
+                                rec["body"] = None
+                                return
+                            buf += k
+                        rec["body"], buf = buf[:want], buf[want:]
+                    else:
+                        rec["body"], buf = read_chunked(s, buf)
+                        if rec["body"] is None:
+                            return
+                    continue
                 if resp["early"]:
                     # Answers before reading the body, then reads what comes.
                     rec["body"] = None
-                    self.write(s, r, b"".join(resp["interims"]) + resp["final"])
+                    note("wrote %d" % self.write(s, r, b"".join(resp["interims"]) + resp["final"]))
                     s.settimeout(3)
                     try:
                         while s.recv(65536):
@@ -351,10 +478,10 @@ class Upstream:
                     cont = interims.pop(0)
                     if resp["cut"] is not None and resp["cut"] < len(cont):
                         rec["body"] = None  # not read
-                        self.write(s, r, cont[:resp["cut"]])
+                        note("wrote %d" % self.write(s, r, cont[:resp["cut"]]))
                         self.end(raw, s, resp["cut_mode"])
                         return
-                    self.write(s, r, cont)
+                    note("wrote %d" % self.write(s, r, cont))
                 if "content-length" in hl:
                     want = int(hl["content-length"])
                     while len(buf) < want:
@@ -378,7 +505,7 @@ class Upstream:
                 # drop them and this connection.
                 stray = b"XYZ\r\n" if resp["stray"] and resp["cut"] is None and \
                     not resp["closes"] and resp["framing"] != "close" else b""
-                self.write(s, r, whole, stray)
+                note("wrote %d" % self.write(s, r, whole, stray))
                 if resp["cut"] is not None:
                     self.end(raw, s, resp["cut_mode"])
                     return
@@ -388,9 +515,10 @@ class Upstream:
                 if resp["closes"]:
                     self.end(raw, s, "clean")
                     return
-        except (OSError, ValueError, IndexError):
-            pass
+        except (OSError, ValueError, IndexError) as e:
+            note("error %r" % e)
         finally:
+            note("end")
             try:
                 s.close()
             except OSError:
@@ -402,6 +530,7 @@ class Upstream:
             if delay:
                 time.sleep(delay)
             s.sendall(piece + (tail if i == len(pieces) - 1 else b""))
+        return len(data)
 
     def end(self, raw, s, mode):
         if mode == "rst":
@@ -472,6 +601,7 @@ def parse_fields(head):
 def client_case(seed, n):
     case = gen_case(seed, n)
     r = random.Random("%s:%d:client" % (seed, n))
+    rp = random.Random("%s:%d:client-pool" % (seed, n))
     host = TLS_HOST if case["tls"] else PLAIN_HOST
     got = b""
     end = "open"
@@ -490,11 +620,18 @@ def client_case(seed, n):
                 time.sleep(delay)
             s.sendall(piece)
 
+    base = 0  # where the answer being read begins in got
+
     def read_to(total):
         nonlocal got, end
         if case["slow"]:
             time.sleep(0.2)
         while len(got) < total and end == "open":
+            if POOL and got[base:].startswith(b"HTTP/1.1 50") and \
+                    b"X-Authproxy-Error" in got[base:].split(b"\r\n\r\n", 1)[0]:
+                # The proxy's own answer in place of the upstream's (a kept-alive
+                # connection the upstream closed as a request went out): it closes.
+                total = len(got) + (1 << 20)
             try:
                 k = s.recv(4096 if case["slow"] else 65536)
             except socket.timeout:
@@ -517,7 +654,22 @@ def client_case(seed, n):
             if case["half_close"]:
                 s.shutdown(socket.SHUT_WR)
         for i, (q, resp) in enumerate(zip(case["reqs"], case["resps"])):
+            base = len(expected)
+            if resp["early_ka"]:
+                # The answer first, then the body, which the proxy may refuse.
+                send(q["head"])
+                expected += resp_bytes(resp)
+                read_to(len(expected))
+                try:
+                    send(q["body"])
+                except OSError:
+                    pass
+                break
             if not case["pipelined"]:
+                if POOL and i > 0 and rp.random() < 0.03:
+                    # Idle past up_release_ms (2 s): the proxy parks this connection's
+                    # upstream, and the next request takes one from the pool.
+                    time.sleep(2.2)
                 send(q["head"])
                 if q["expect"] and resp["cut"] != -1:
                     cont = resp["interims"][0]
@@ -562,12 +714,69 @@ def client_case(seed, n):
             "secs": round(time.time() - t0, 3)}
 
 
-def run_client(seed, start, count):
-    for n in range(start, start + count):
-        print(json.dumps(client_case(seed, n)), flush=True)
+def run_client(seed, start, count, concurrent=1):
+    if concurrent <= 1:
+        for n in range(start, start + count):
+            print(json.dumps(client_case(seed, n)), flush=True)
+        return
+    # K connections at once, each running its share of the cases in order.
+    lock = threading.Lock()
+
+    def worker(w):
+        for n in range(start + w, start + count, concurrent):
+            try:
+                res = client_case(seed, n)
+            except Exception as e:  # a client bug must not hide the other cases
+                res = {"case": n, "error": "client: %r" % e}
+            with lock:
+                print(json.dumps(res), flush=True)
+
+    ts = [threading.Thread(target=worker, args=(w,)) for w in range(concurrent)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
 
 
 # ---------------------------------------------------------------- checking
+
+def retryable(q):
+    """What the proxy sends again when a reused upstream connection ends unanswered."""
+    return q["method"] in ("GET", "HEAD", "OPTIONS") and len(q["body"]) == 0 and \
+        not any(k.lower() == "transfer-encoding" for k, _ in q["hdrs"])
+
+
+def raced_at(case, got, up_got, sec):
+    """POOL: the index of the request that met a kept-alive upstream connection as the
+    upstream closed it idle, if that explains got: the answers before it, then the
+    proxy's 502 (upstream_closed or upstream_reset), from a request the upstream never
+    received and that the proxy may not send again. Else None."""
+    pre = b""
+    for i, resp in enumerate(case["resps"]):
+        rest = got[len(pre):]
+        if got.startswith(pre) and rest.startswith(b"HTTP/1.1 502 ") and \
+                re.search(rb"X-Authproxy-Error: upstream_(closed|reset)\r\n",
+                          rest.split(b"\r\n\r\n", 1)[0]) and \
+                not any(up_got.get((case["n"], j)) for j in range(i, len(case["reqs"]))) and \
+                not retryable(case["reqs"][i]):
+            return i
+        pre += resp_bytes(resp).replace(sec, b"*" * len(sec))
+    return None
+
+
+def rst_lost(case, got, up_got, sec):
+    """POOL: the index of the answer whose tail a reset the upstream sent right after
+    it (an idle close) may have destroyed unread, if that explains got. Else None."""
+    pre = b""
+    for i, resp in enumerate(case["resps"]):
+        whole = pre + resp_bytes(resp).replace(sec, b"*" * len(sec))
+        if any(rec.get("rst_after") for rec in up_got.get((case["n"], i), [])) and \
+                got.startswith(pre) and whole.startswith(got) and \
+                not any(up_got.get((case["n"], j)) for j in range(i + 1, len(case["reqs"]))):
+            return i
+        pre = whole
+    return None
+
 
 def check(case, res, up_got, secret):
     """Returns a list of (kind, detail)."""
@@ -580,11 +789,32 @@ def check(case, res, up_got, secret):
     last = case["resps"][-1]
     if sec in got:
         out.append(("secret-leak", "the injected value reached the client unmasked"))
-    if last["cut"] is None:
+    if POOL:
+        ids = re.findall(rb"\r\nX-Fuzz-Id: (\d+)\.(\d+)\r\n", got)
+        want = [(b"%d" % case["n"], b"%d" % i) for i in range(len(case["resps"]))]
+        if any(x[0] != b"%d" % case["n"] for x in ids) or ids != want[:len(ids)]:
+            out.append(("misrouted", "answers with ids %r, want %r" % (ids, want)))
+        if got != expected and res["end"] not in ("open", "timeout"):
+            i = raced_at(case, got, up_got, sec)
+            if i is not None:
+                # Allowed; the requests before it are checked below.
+                res["raced"] = i
+                case = dict(case, resps=case["resps"][:i], reqs=case["reqs"][:i])
+                last = None
+            else:
+                i = rst_lost(case, got, up_got, sec)
+                if i is not None:
+                    res["rst_lost"] = i
+                    case = dict(case, resps=case["resps"][:i + 1], reqs=case["reqs"][:i + 1])
+                    last = None
+    if last is None:
+        pass
+    elif last["cut"] is None:
         if got != expected:
             out.append(("body-mismatch", diff(got, expected)))
         req_close = ("Connection", "close") in case["reqs"][len(case["resps"]) - 1]["hdrs"]
-        if (last["closes"] or req_close or case["half_close"]) and res["end"] == "open":
+        if (last["closes"] or req_close or case["half_close"]) and \
+                (res["end"] == "open" or (POOL and res["end"] == "timeout")):
             out.append(("not-closed", "connection left open after a closing answer"))
         if not (last["closes"] or req_close or case["half_close"]) and res["end"] not in ("open",):
             out.append(("closed-early", res["end"]))
@@ -645,6 +875,46 @@ def check(case, res, up_got, secret):
     return out
 
 
+def shapes(case, res, cover):
+    """POOL coverage: the shapes the cases carried (answers sent whole)."""
+    def add(k):
+        cover[k] = cover.get(k, 0) + 1
+    for q, resp in zip(case["reqs"], case["resps"]):
+        head = resp["final"].split(b"\r\n\r\n", 1)[0]
+        if resp["cut"] is not None:
+            continue
+        if q["method"] == "HEAD" and b"Content-Length" in head:
+            add("head+cl")
+        if q["method"] == "HEAD" and b"Transfer-Encoding" in head:
+            add("head+te")
+        if resp["status"] == 204 and b"Content-Length" in head:
+            add("204+cl")
+        if resp["status"] == 304 and b"Content-Length" in head:
+            add("304+cl")
+        if resp["status"] in (204, 304) and b"Transfer-Encoding" in head:
+            add("204/304+te")
+        if any(b" 102 " in x for x in resp["interims"]):
+            add("102")
+        if resp["interims"]:
+            add("1xx")
+        if resp["early_ka"]:
+            add("early-keepalive")
+        if resp["early"] and not resp["early_ka"]:
+            add("early-close")
+        if resp["framing"] == "close":
+            add("close-framed")
+        if b"Transfer-Encoding: gzip" in head:
+            add("te-gzip-close-framed")
+        if head.startswith(b"HTTP/1.0") and b"Connection: keep-alive" in head:
+            add("http10-keepalive")
+    if res.get("secs", 0) > 2 and not case["pipelined"]:
+        add("idle-past-release")
+    if "raced" in res:
+        add("raced-502")
+    if "rst_lost" in res:
+        add("idle-reset-lost-tail")
+
+
 def diff(got, want):
     i = 0
     while i < min(len(got), len(want)) and got[i] == want[i]:
@@ -694,18 +964,23 @@ def drive(args):
         failures = 0
         kinds = {}
         slow = []
+        cover = {}
         while time.time() < deadline:
             count = 1 if args.only is not None else args.batch
             if args.only is not None:
                 start = args.only
             p = subprocess.run([args.authproxy, "jail", "--config", tmp + "/config.json",
                                 "--secrets-dir", tmp + "/secrets", "--upstream-ca",
-                                tmp + "/ca.pem", "--user", "nobody", "--",
+                                tmp + "/ca.pem", "--user", "nobody"] +
+                               (["-v", "-v"] if args.proxy_log else []) + ["--",
                                 CLIENT_PY, tmp + "/relay_fuzz.py", "--client",
                                 "--seed", str(args.seed), "--start", str(start),
-                                "--batch", str(count)] + (["--multi-ext"] if args.multi_ext else []) + (["--big"] if args.big else []),
+                                "--batch", str(count), "--concurrent", str(args.concurrent)] + (["--multi-ext"] if args.multi_ext else []) + (["--big"] if args.big else []),
                                capture_output=True, text=True, timeout=max(120, count * 20))
             results = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+            if args.proxy_log:
+                with open(args.proxy_log, "a") as f:
+                    f.write("==== batch %d\n%s" % (start, p.stderr))
             if "Sanitizer" in p.stderr or "runtime error" in p.stderr:
                 failures += 1
                 kinds["sanitizer"] = kinds.get("sanitizer", 0) + 1
@@ -719,6 +994,8 @@ def drive(args):
                 up_got.update(tls.got)
                 problems = check(case, res, up_got, secret)
                 total += 1
+                if POOL:
+                    shapes(case, res, cover)
                 if res.get("secs", 0) > 2:
                     slow.append((res["case"], res["secs"]))
                 if problems:
@@ -727,6 +1004,15 @@ def drive(args):
                     kinds[kind] = kinds.get(kind, 0) + 1
                     print("FAIL case=%d seed=%s tls=%s kind=%s %s" % (
                         res["case"], args.seed, case["tls"], kind, detail[:400]), flush=True)
+                if problems and POOL:
+                    print("  client: end %s, %d bytes, last %r" % (
+                        res.get("end"), len(res.get("got", "")), res.get("got", "")[-150:]))
+                    seen = set()
+                    for i in range(len(case["reqs"])):
+                        for rec in up_got.get((case["n"], i), []):
+                            if id(rec["trace"]) not in seen:
+                                seen.add(id(rec["trace"]))
+                                print("  upstream connection: %s" % "; ".join(rec["trace"][-12:]))
                 if args.verbose:
                     print(json.dumps({"case": {k: v for k, v in case.items()},
                                       "result": res}, default=lambda b: b.decode("latin-1"),
@@ -736,6 +1022,9 @@ def drive(args):
             start += count
             print("progress: %d cases, %d failing, %s; slower than 2 s: %s" % (
                 total, failures, kinds, slow[-5:]), flush=True)
+            if POOL:
+                print("  shapes: %s\n  upstream plain %s tls %s" % (
+                    cover, plain.stats, tls.stats), flush=True)
         print("done: %d cases (seed %s, %d..%d), %d failing: %s" % (
             total, args.seed, args.start, start, failures, kinds))
         return 1 if failures else 0
@@ -755,14 +1044,19 @@ def main():
     ap.add_argument("--client", action="store_true")
     ap.add_argument("--multi-ext", action="store_true")
     ap.add_argument("--big", action="store_true")
+    ap.add_argument("--concurrent", type=int, default=1)
+    ap.add_argument("--proxy-log", help="append the proxy's debug log (-v -v) to this file")
     args = ap.parse_args()
+    if args.concurrent > 1:
+        global POOL
+        POOL = True
     if args.multi_ext:
         EXTS.append(b";a=1;b=2")
     if args.big:
         global BIG
         BIG = True
     if args.client:
-        run_client(args.seed, args.start, args.batch)
+        run_client(args.seed, args.start, args.batch, args.concurrent)
         return 0
     return drive(args)
 
