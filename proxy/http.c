@@ -567,13 +567,27 @@ static int split_authority(const char *a, size_t len, const char **host, size_t 
 static int retry_request(struct proxy_conn *c);
 
 /* Sends a rewritten head (copied as needed) to the connected upstream and resumes. */
-static void send_head(struct proxy_conn *c, const char *head, size_t len)
+static void send_head(struct proxy_conn *c, const char *head, size_t len, int reused)
 {
   struct proxy_http *h = c->http;
   uv_buf_t buf = proxy_buf(head, len);
   size_t i;
+  int r;
 
-  if (proxy_end_write(&c->up, &buf, 1) != 0) {
+  r = proxy_end_write(&c->up, &buf, 1);
+  if (r != 0) {
+    /* A kept-alive upstream (pooled, or this connection's) the upstream reset after
+     * the check that it was still fresh (proxy_conn_upstream_fresh), before this
+     * write: nothing of the request went out, so it goes out on a new connection
+     * whatever its method. (It used to be sent again only when safe to repeat; a
+     * POST got a bare reset.) */
+    if (reused && h->retry == NULL && r != UV_ENOMEM) {
+      h->retry = malloc(len);
+      if (h->retry != NULL) {
+        memcpy(h->retry, head, len);
+        h->retry_len = len;
+      }
+    }
     if (h->retry == NULL || retry_request(c) != 0)
       proxy_conn_close(c, 1, "upstream_error");
     return;
@@ -669,7 +683,7 @@ static void up_ready(struct proxy_conn *c, int status, const char *reason)
     return;
   }
   h->out = NULL;
-  send_head(c, out, h->out_len);
+  send_head(c, out, h->out_len, 0);
   free(out);
 }
 
@@ -1309,7 +1323,7 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
       free(out);
     return -1;
   }
-  send_head(c, out, (size_t)n); /* resumes processing */
+  send_head(c, out, (size_t)n, 1); /* resumes processing */
   if (out != head_buf)
     free(out);
   return -1;
