@@ -766,12 +766,19 @@ def raced_at(case, got, up_got, sec):
 
 def rst_lost(case, got, up_got, sec):
     """POOL: the index of the answer whose tail a reset the upstream sent right after
-    it (an idle close) may have destroyed unread, if that explains got. Else None."""
+    it (an idle close) may have destroyed unread, if that explains got: a prefix of
+    the answers up to it, or its whole interims and then the proxy's own 502 (no byte
+    of the final answer had come). Else None."""
     pre = b""
     for i, resp in enumerate(case["resps"]):
         whole = pre + resp_bytes(resp).replace(sec, b"*" * len(sec))
+        bounds = [pre + b"".join(resp["interims"][:k]) for k in range(len(resp["interims"]) + 1)]
         if any(rec.get("rst_after") for rec in up_got.get((case["n"], i), [])) and \
-                got.startswith(pre) and whole.startswith(got) and \
+                got.startswith(pre) and \
+                (whole.startswith(got) or
+                 any(got.startswith(b) and re.match(
+                     rb"HTTP/1\.1 502 [^\r]*\r\n(?:[^\r]+\r\n)*X-Authproxy-Error: upstream_(reset|closed)\r\n",
+                     got[len(b):]) for b in bounds)) and \
                 not any(up_got.get((case["n"], j)) for j in range(i + 1, len(case["reqs"]))):
             return i
         pre = whole
