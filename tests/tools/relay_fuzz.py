@@ -689,7 +689,12 @@ def client_case(seed, n):
                 break
     except (OSError, ssl.SSLError) as e:
         if end == "open":
-            end = "send-error:%s" % type(e).__name__
+            if POOL:
+                # What arrived before the error still tells what the proxy did.
+                read_to(len(got) + (1 << 20))
+                end = "send-error:%s/%s" % (type(e).__name__, end)
+            else:
+                end = "send-error:%s" % type(e).__name__
     last = case["resps"][-1]
     must_end = last["cut"] is not None or last["closes"] or case["half_close"] or \
         ("Connection", "close") in case["reqs"][len(case["resps"]) - 1]["hdrs"]
