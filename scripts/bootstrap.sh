@@ -20,6 +20,8 @@ test_pkgs=(
                                 # tried if installed and runc cannot run), a static busybox
                                 # as its root filesystem
   strace                        # test_callback_attach_cost.sh: the daemon's route queries
+  gdb                           # test_upstream_pool_reset_before_head.sh: holds open a
+                                # race microseconds wide (the proxy stopped mid-write)
 )
 
 if [ "$(id -u)" -ne 0 ]; then
