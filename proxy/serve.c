@@ -1461,6 +1461,7 @@ static struct rules_secrets *validation_store(struct daemon *d, const cJSON *pro
   cJSON *keys = cJSON_CreateArray(), *pushed = cJSON_CreateArray();
   const cJSON *rules, *rule, *it;
   struct rules_secrets *st = rules_secrets_new(d->secrets_dir);
+  unsigned long failures = rules_json_alloc_failures();
   char *value = NULL;
   size_t len, n = 0;
   int r, ok = keys != NULL && pushed != NULL && st != NULL;
@@ -1497,6 +1498,11 @@ static struct rules_secrets *validation_store(struct daemon *d, const cJSON *pro
   }
   cJSON_Delete(keys);
   cJSON_Delete(pushed);
+  /* A name cJSON could not add to keys or pushed (out of memory) is missing from the
+   * store: the config was refused as naming a secret that is not found, a 422 for a
+   * secret pushed, which a control plane does not retry. */
+  if (rules_json_alloc_failures() != failures)
+    ok = 0;
   if (!ok) {
     rules_secrets_free(st);
     return NULL;

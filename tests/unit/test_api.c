@@ -249,3 +249,65 @@ TEST(stored_config_naming_too_many_secrets_is_invalid)
   ASSERT_NULL(d.configs);
   daemon_teardown(&d);
 }
+
+/* cJSON's allocator for stored_config_oom_is_not_invalid: the json_fail_at-th
+ * allocation fails (counted as the daemon's allocator counts it). */
+static int json_fail_at;
+
+static void *nth_json_malloc_fails(size_t n)
+{
+  if (++json_allocs == json_fail_at) {
+    rules_json_count_failure();
+    errno = ENOMEM;
+    return NULL;
+  }
+  return malloc(n);
+}
+
+/*
+ * A config stored while cJSON runs out of memory is refused as out of memory, never as
+ * invalid: a secret name cJSON could not gather (validation_store) was missing from the
+ * store the config is checked against, and the config was refused 422 invalid_config,
+ * "secret K not found (push it ...)" of a secret pushed, or of one that was to be
+ * listed as unresolved; a control plane told its config is invalid does not retry.
+ * Each of the request's cJSON allocations fails in turn.
+ */
+TEST(stored_config_oom_is_not_invalid)
+{
+  static const char body[] =
+      "{\"proxy_config\": {\"rules\": [{\"name\": \"r\", \"match_hosts\": [\"x.com\"], "
+      "\"headers\": [{\"name\": \"X\", \"type\": \"workspace_secret\", "
+      "\"value\": \"{K} {NOTYET}\"}]}]}}";
+  cJSON_Hooks failing = { nth_json_malloc_fails, free }, plain = { malloc, free };
+  struct daemon d;
+  struct answer a;
+  int n, done = 0;
+
+  daemon_setup(&d);
+  call(&d, "PUT", "/v1/secrets/K", "{\"value\": \"v\"}", &a);
+  ASSERT_EQ(a.status, 200);
+  for (n = 1; n < 1000 && !done; n++) {
+    struct proxy_control_request req = { "PUT", "/v1/configs/c", body, sizeof(body) - 1 };
+    struct proxy_control_response resp;
+
+    memset(&resp, 0, sizeof(resp));
+    strbuf_init(&resp.body);
+    json_allocs = 0;
+    json_fail_at = n;
+    cJSON_InitHooks(&failing);
+    daemon_api(&d, &req, &resp);
+    cJSON_InitHooks(&plain);
+    /* No allocation failed: the whole answer. */
+    done = json_allocs < n;
+    if (done ? resp.status != 200 || resp.body.oom
+             : resp.status != 500 && !(resp.status == 200 && resp.body.oom))
+      TEST_FAIL_("allocation %d of %d failing: %d %.*s", n, json_allocs, resp.status,
+                 (int)resp.body.len, resp.body.data ? resp.body.data : "");
+    strbuf_free(&resp.body);
+  }
+  ASSERT(done);
+  ASSERT_NOT_NULL(daemon_config_find(&d, "c"));
+  call(&d, "DELETE", "/v1/configs/c", "", &a);
+  ASSERT_EQ(a.status, 200);
+  daemon_teardown(&d);
+}
