@@ -70,6 +70,15 @@ static void error_resp(struct proxy_control_response *resp, const struct daemon_
   strbuf_adds(b, "}}\n");
 }
 
+/* The answer (with status) could not be built whole for want of memory: the control
+ * layer answers 500 out_of_memory, saying whether the request was carried out. */
+static void oom_resp(struct proxy_control_response *resp, int status)
+{
+  resp->status = status;
+  strbuf_reset(&resp->body);
+  resp->body.oom = 1;
+}
+
 /* rules_json_alloc_failures when the request being answered arrived. */
 static unsigned long json_failures_before;
 
@@ -87,9 +96,7 @@ static void json_resp(struct proxy_control_response *resp, int status, cJSON *ro
   cJSON_Delete(root);
   if (text == NULL || rules_json_alloc_failures() != json_failures_before) {
     free(text);
-    resp->status = status;
-    strbuf_reset(&resp->body);
-    resp->body.oom = 1;
+    oom_resp(resp, status);
     return;
   }
   resp->status = status;
@@ -165,7 +172,13 @@ static cJSON *parse_body(const struct proxy_control_request *req, const char *co
 
 /* ---- sandboxes ---- */
 
-static void sandbox_json(struct daemon *d, struct daemon_sandbox *s, cJSON *obj, int full)
+/*
+ * Adds the sandbox's members to obj; full: its config and CA too. -ENOMEM when its
+ * config could not be written out (rules_config_to_json allocates with malloc, which
+ * rules_json_alloc_failures does not count): GET /v1/sandboxes/NAME went out as a 200
+ * without proxy_config, and `ctl get` showed the sandbox as having no rules.
+ */
+static int sandbox_json(struct daemon *d, struct daemon_sandbox *s, cJSON *obj, int full)
 {
   cJSON_AddStringToObject(obj, "name", s->name);
   cJSON_AddStringToObject(obj, "netns", s->netns);
@@ -179,8 +192,11 @@ static void sandbox_json(struct daemon *d, struct daemon_sandbox *s, cJSON *obj,
     if (cfg != NULL)
       cJSON_AddItemToObject(obj, "proxy_config", cfg);
     cJSON_AddStringToObject(obj, "ca_certificate", proxy_ca_cert_pem(s->ca));
+    if (redacted == NULL)
+      return -ENOMEM;
   }
   (void)d;
+  return 0;
 }
 
 static void list_sandboxes(struct daemon *d, struct proxy_control_response *resp)
@@ -411,8 +427,12 @@ static void sandbox_route(struct daemon *d, const char *rest,
   }
   if (strcmp(req->method, "GET") == 0) {
     out = cJSON_CreateObject();
-    sandbox_json(d, s, out, 1);
-    json_resp(resp, 200, out);
+    if (sandbox_json(d, s, out, 1) != 0) {
+      cJSON_Delete(out);
+      oom_resp(resp, 200);
+    } else {
+      json_resp(resp, 200, out);
+    }
   } else if (strcmp(req->method, "PATCH") == 0) {
     patch_sandbox(d, s, req, resp);
   } else {
