@@ -43,6 +43,7 @@ struct proxy_http {
   int resp_started;          /* some bytes of the final response (or of an interim
                                 one cut short) reached the sandbox */
   int resp_in_msg;           /* the response parser is inside a message */
+  int resp_head_done;        /* ... past its head: how its body ends is known */
   int head_sent;             /* the request's head (with what was injected) went to an
                                 upstream, maybe one since closed: it was forwarded */
   int keep_alive;            /* the request allows another one after it */
@@ -376,6 +377,7 @@ static int on_resp_begin(llhttp_t *p)
   struct proxy_http *h = ((struct proxy_conn *)p->data)->http;
 
   h->resp_in_msg = 1;
+  h->resp_head_done = 0;
   h->awaiting_continue = 0;
   return 0;
 }
@@ -385,6 +387,7 @@ static int on_resp_headers(llhttp_t *p)
   struct proxy_conn *c = p->data;
   struct proxy_http *h = c->http;
 
+  h->resp_head_done = 1;
   if (p->status_code >= 200 || p->status_code == 101)
     h->status = p->status_code;
   /* A response to HEAD, a 204 and a 304 have no body whatever their headers say
@@ -1014,6 +1017,7 @@ static int retry_request(struct proxy_conn *c)
   h->retry_len = 0;
   llhttp_reset(&h->resp);
   h->resp_in_msg = 0;
+  h->resp_head_done = 0;
   h->phase = PH_CONNECTING;
   proxy_conn_dial(c, up_ready);
   return 0;
@@ -1050,10 +1054,14 @@ int proxy_http_on_up_cut(struct proxy_conn *c, const char *reason)
   struct proxy_http *h = c->http;
 
   /* A body delimited by the connection's end would look whole after a FIN: that
-   * one is ended as the upstream's was. */
+   * one is ended as the upstream's was. Not a head cut short, whose framing is not
+   * known yet (llhttp_message_needs_eof says "by the end" of one it has not parsed):
+   * no client takes part of a head for a whole answer, and a reset would cancel
+   * what is still queued toward the sandbox, whole answers to requests it pipelined
+   * before this one included. */
   if (h == NULL || c->state != CONN_HTTP ||
       (h->phase != PH_BODY && h->phase != PH_RESPONSE) || !h->resp_started ||
-      llhttp_message_needs_eof(&h->resp))
+      (h->resp_head_done && llhttp_message_needs_eof(&h->resp)))
     return -1;
   end_cut_short(c, reason);
   return 0;
@@ -1294,6 +1302,7 @@ static int forward_request(struct proxy_conn *c, const struct proxy_http_request
 
   llhttp_reset(&h->resp);
   h->resp_in_msg = 0;
+  h->resp_head_done = 0;
   drop_retry(h);
   /* An open upstream here was kept alive from the previous request. */
   h->from_pool = !c->up.open && proxy_conn_reuse_upstream(c) == 0;
