@@ -36,8 +36,8 @@ connection while idle after a random moment (FIN, reset, TLS close_notify), raci
 its reuse. Outcomes that race allows: a request the upstream never received, that may
 not be repeated (not GET, HEAD, OPTIONS without a body), answered by the proxy's 502
 upstream_closed/upstream_reset and the connection's end; and the tail of the last
-answer lost when the idle close was a reset (the proxy's kernel drops what it holds
-unread). The summary counts the shapes run and the upstream's idle closes, requests
+answer lost when the idle close was a reset (the upstream's kernel throws away what
+it has not sent yet, such as a tail Nagle held back). The summary counts the shapes run and the upstream's idle closes, requests
 on kept-alive connections and those whose previous request there was another case's;
 a failing case prints what its upstream connections saw. --proxy-log FILE keeps the
 proxy's debug log.
@@ -409,8 +409,9 @@ class Upstream:
                                     "clean": "idle-notify"}[mode])
                         note("idle close " + mode)
                         if mode == "rst":
-                            # A reset drops what the proxy's kernel holds unread: the
-                            # tail of the last answer may be lost (rst_lost).
+                            # A reset throws away what this kernel has not sent yet
+                            # (a tail Nagle held back): the last answer's may be lost
+                            # (rst_lost).
                             last_rec["rst_after"] = True
                         self.end(raw, s, mode)
                         return
