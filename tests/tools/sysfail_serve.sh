@@ -26,6 +26,7 @@
 #             reported failure without a cause
 #   STUCK     the second attach did not serve SBX
 #   CRASH     the daemon died;  HANG  a command did not end in its time
+#   SANITIZER the daemon's log has a sanitizer's report (AUTHPROXY=build-asan/...)
 #   noinject  strace's injection never fired (N beyond the calls made)
 # Netlink goes through libmnl: sendto to send, recvmsg to receive. Each strace takes
 # a few seconds (a curl waits out its timeout where SBX is not served). Known on
@@ -164,7 +165,8 @@ print(",".join(out))
 PYEOF
 )
   local state="t=$t1 direct=$d1 served=$s1 | after-detach direct=$d2 | again=$again served=$s2 | final direct=$d3"
-  if [ $alive = 0 ]; then tag=CRASH
+  if grep -q "Sanitizer" "$T/serve-$n.log"; then tag=SANITIZER
+  elif [ $alive = 0 ]; then tag=CRASH
   elif [ -n "$hung" ]; then tag=HANG
   elif [[ $up == *NOCRED* ]]; then tag=LEAK
   elif [ "$PHASE" = attach ] && [ $ok = 1 ] && [ "$d1" = DIRECT ]; then tag=LEAK
