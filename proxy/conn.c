@@ -1030,7 +1030,8 @@ static unsigned host_local(struct proxy_ctx *ctx, const struct sockaddr *sa)
   ctx->host_local_failures++;
   if ((ctx->host_local_failures & (ctx->host_local_failures - 1)) == 0)
     log_warn("cannot ask the kernel whether an address is the host's own: %s (%llu times); "
-             "the dial is refused",
+             "the address is taken for one, refused unless dns.remap or egress.allow "
+             "names it",
              strerror(-r), (unsigned long long)ctx->host_local_failures);
   return RULES_RESOLVED_HOST_LOCAL;
 }
