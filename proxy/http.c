@@ -1702,9 +1702,9 @@ static void on_up_data(struct proxy_conn *c, const char *data, size_t len)
   }
   if (used > 0) {
     /* Whole interim responses (100 Continue) leave room for a local answer: a 504
-     * or 502 after them is still a well-formed final response. */
-    if (h->resp_in_msg || h->msg_complete)
-      h->resp_started = 1;
+     * or 502 after them is still a well-formed final response. Also when one came
+     * in pieces: its first left the answer begun, its last ends that. */
+    h->resp_started = h->resp_in_msg || h->msg_complete;
     drop_retry(h);
     if (forward_down(c, data, used) != 0)
       return;
