@@ -380,6 +380,14 @@ void proxy_audit_lost(struct proxy_audit *a)
     dropped_oom(a, 1);
 }
 
+void proxy_audit_write_buf(struct proxy_audit *a, const struct strbuf *b)
+{
+  if (b->oom)
+    proxy_audit_lost(a);
+  else
+    proxy_audit_write(a, b->data, b->len);
+}
+
 void proxy_audit_write(struct proxy_audit *a, const char *json, size_t len)
 {
   if (a == NULL || a->closing)
@@ -635,10 +643,7 @@ static void conn_record(struct proxy_audit *a, struct proxy_conn *c, const char 
   strbuf_addf(&b, ",\"bytes_up\":%llu,\"bytes_down\":%llu,\"duration_ms\":%llu}",
               (unsigned long long)c->bytes_up, (unsigned long long)c->bytes_down,
               (unsigned long long)(uv_now(c->sb->ctx->loop) - c->start_ms));
-  if (!b.oom)
-    proxy_audit_write(a, b.data, b.len);
-  else
-    proxy_audit_lost(a);
+  proxy_audit_write_buf(a, &b);
   strbuf_free(&b);
 }
 
@@ -697,9 +702,6 @@ void proxy_audit_request(struct proxy_conn *c, const struct proxy_audit_request 
   strbuf_addf(&b, "],\"bytes_up\":%llu,\"bytes_down\":%llu,\"duration_ms\":%llu}",
               (unsigned long long)r->bytes_up, (unsigned long long)r->bytes_down,
               (unsigned long long)r->duration_ms);
-  if (!b.oom)
-    proxy_audit_write(a, b.data, b.len);
-  else
-    proxy_audit_lost(a);
+  proxy_audit_write_buf(a, &b);
   strbuf_free(&b);
 }

@@ -97,4 +97,10 @@ void proxy_audit_write(struct proxy_audit *a, const char *json, size_t len);
  */
 void proxy_audit_lost(struct proxy_audit *a);
 
+struct strbuf;
+
+/* A record built in b: appended as proxy_audit_write does, or, if building it ran out
+ * of memory (b->oom), counted lost as proxy_audit_lost does. */
+void proxy_audit_write_buf(struct proxy_audit *a, const struct strbuf *b);
+
 #endif

@@ -229,10 +229,7 @@ static void audit_record(struct proxy_cred_cache *c, const struct record *r)
     strbuf_add_json_str(&b, r->creds->headers[i].name, strlen(r->creds->headers[i].name));
   }
   strbuf_adds(&b, "]}");
-  if (!b.oom)
-    proxy_audit_write(c->audit, b.data, b.len);
-  else
-    proxy_audit_lost(c->audit);
+  proxy_audit_write_buf(c->audit, &b);
   strbuf_free(&b);
 }
 

@@ -137,9 +137,7 @@ static int config_text(const struct proxy_cni_conf *c, char **text, struct proxy
   if (r != 0 || !cJSON_IsObject(tree)) {
     proxy_cni_fail(e, PROXY_CNI_ERR_CONFIG, "invalid proxy_config_file", "%s: %s",
                    c->proxy_config_file,
-                   r == -ENOMEM                ? "out of memory"
-                   : r != 0 && diag.count ? diag.entries[0].message
-                                          : "must hold a JSON object (a proxy_config)");
+                   rules_json_error(r, &diag, "must hold a JSON object (a proxy_config)"));
     explicit_bzero(*text, len);
     free(*text);
     *text = NULL;

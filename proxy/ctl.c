@@ -131,7 +131,7 @@ static char *read_config(const char *path)
   r = rules_json_parse(data, len, &root, &diag);
   if (r != 0) {
     fprintf(stderr, "authproxy ctl: %s: %s\n", path,
-            r == -ENOMEM ? "out of memory" : diag.count ? diag.entries[0].message : "not JSON");
+            rules_json_error(r, &diag, "not JSON"));
     rules_diag_free(&diag);
     free(data);
     return NULL;

@@ -250,9 +250,7 @@ static int read_config_file(const char *dir, const char *name, char **text, char
   r = rules_json_parse(b.data ? b.data : "", b.len, &tree, &diag);
   if (r != 0 || !cJSON_IsObject(tree)) {
     snprintf(err, errsz, "config file %s/%s: %s", dir, name,
-             r == -ENOMEM                ? "out of memory"
-             : r != 0 && diag.count ? diag.entries[0].message
-                                    : "must hold a JSON object (a proxy_config)");
+             rules_json_error(r, &diag, "must hold a JSON object (a proxy_config)"));
     r = r == -ENOMEM ? r : -EINVAL;
   }
   rules_diag_free(&diag);

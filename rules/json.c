@@ -547,6 +547,15 @@ unsigned long rules_json_alloc_failures(void)
   return __atomic_load_n(&json_alloc_failures, __ATOMIC_RELAXED);
 }
 
+const char *rules_json_error(int r, const struct rules_diag *diag, const char *otherwise)
+{
+  if (r == -ENOMEM)
+    return "out of memory";
+  if (r != 0 && diag->count > 0)
+    return diag->entries[0].message;
+  return otherwise;
+}
+
 int rules_json_parse(const char *json, size_t len, cJSON **out, struct rules_diag *diag)
 {
   return rules_json_parse_max(json, len, RULES_MAX_CONFIG_LEN, out, diag);

@@ -153,6 +153,10 @@ void *rules_json_malloc(size_t size);
 void rules_json_count_failure(void);
 unsigned long rules_json_alloc_failures(void);
 
+/* What to tell of a rules_json_parse that returned r: "out of memory" for -ENOMEM, the
+ * first diagnostic for another failure, otherwise (r 0, or no diagnostic) otherwise. */
+const char *rules_json_error(int r, const struct rules_diag *diag, const char *otherwise);
+
 /* rules_json_parse with another bound than RULES_MAX_CONFIG_LEN on len: for JSON the
  * process wrote itself, such as the daemon's state files. */
 int rules_json_parse_max(const char *json, size_t len, size_t max, struct cJSON **out,
