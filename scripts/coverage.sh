@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Line and branch coverage of the test suite: which code no test runs.
+#
+#   scripts/coverage.sh                 whole suite (root: integration tests too)
+#   scripts/coverage.sh -- -R unit      extra arguments after -- go to ctest
+#
+# Builds build-cov/ with gcov instrumentation (-DAUTHPROXY_COVERAGE=ON, Debug),
+# clears the counters of any earlier run, runs ctest, and writes a summary per file
+# of proxy/, rules/ and netns/ to build-cov/coverage.txt (the "Missing" column lists
+# the lines no test ran) and an annotated HTML tree to build-cov/coverage/index.html.
+# Needs gcovr (Debian package gcovr). A hand-run tool, not part of scripts/test.sh:
+# coverage is for finding what no test pins, not a figure to hold a commit to.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+dir=$top/build-cov
+jobs=$(nproc 2>/dev/null || echo 2)
+ctest_args=()
+if [ $# -gt 0 ]; then
+  if [ "$1" != -- ]; then
+    echo "usage: $0 [-- CTEST_ARGS...]" >&2
+    exit 2
+  fi
+  shift
+  ctest_args=("$@")
+fi
+if ! command -v gcovr > /dev/null; then
+  echo "$0: gcovr not found: apt-get install gcovr" >&2
+  exit 1
+fi
+
+cmake -S "$top" -B "$dir" -DAUTHPROXY_COVERAGE=ON -DCMAKE_BUILD_TYPE=Debug > /dev/null
+cmake --build "$dir" -j "$jobs"
+find "$dir" -name '*.gcda' -delete
+status=0
+(cd "$dir" && ctest -j "$jobs" "${ctest_args[@]}") || status=$?
+
+mkdir -p "$dir/coverage"
+filters=(--filter "$top/proxy/" --filter "$top/rules/" --filter "$top/netns/")
+gcovr -r "$top" "$dir" "${filters[@]}" --exclude-throw-branches \
+  --txt "$dir/coverage.txt" --html-details "$dir/coverage/index.html" --print-summary
+echo "coverage: per-file summary in $dir/coverage.txt, annotated source in $dir/coverage/index.html"
+[ "$status" -eq 0 ] || echo "coverage: some tests failed (ctest status $status); the figures count what ran"
+exit "$status"
