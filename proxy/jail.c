@@ -40,6 +40,7 @@
 #include "proxy/ca.h"
 #include "proxy/cfgload.h"
 #include "proxy/commands.h"
+#include "proxy/coverage.h"
 #include "proxy/log.h"
 #include "proxy/options.h"
 #include "proxy/proxy.h"
@@ -887,14 +888,17 @@ static void warden_main(struct jail *j, int fd)
       break;
     j->tmpdir[0] = '\0';
   }
-  if (n != 0)
+  if (n != 0) {
+    proxy_coverage_dump();
     _exit(0); /* the jail ended as it should, and ended all of CMD's itself */
+  }
   if (j->own_netns && fstat(j->nsfd, &ns) == 0) {
     deadline = uv_hrtime() + 2000000000ULL;
     while (kill_in_netns(&ns) > 0 && uv_hrtime() < deadline)
       usleep(1000);
   }
   remove_files(j);
+  proxy_coverage_dump();
   _exit(0);
 }
 

@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "proxy/commands.h"
+#include "proxy/coverage.h"
 #include "proxy/proxy.h"
 
 struct command {
@@ -104,6 +105,7 @@ int main(int argc, char **argv)
      * resolver that never answers (proxy_loop_finish). */
     if (proxy_lookups_orphaned() > 0) {
       fflush(NULL);
+      proxy_coverage_dump();
       _exit(ret);
     }
     return ret;

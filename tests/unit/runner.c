@@ -15,11 +15,8 @@
 
 #include <uv.h>
 
+#include "proxy/coverage.h"
 #include "test.h"
-
-#ifdef AUTHPROXY_COVERAGE
-void __gcov_dump(void); /* libgcov: writes the coverage counters now */
-#endif
 
 #define MAX_TESTS 2048
 
@@ -172,9 +169,7 @@ static int run_one(const struct test_entry *t, unsigned timeout)
     alarm(timeout);
     t->fn();
     fflush(NULL);
-#ifdef AUTHPROXY_COVERAGE
-    __gcov_dump(); /* _exit skips the counters' write at exit */
-#endif
+    proxy_coverage_dump();
     _exit(0);
   }
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
