@@ -239,6 +239,45 @@ assert_eq "$(upq up "len([r for r in reqs if r['path'] == '/ka-after'])")" "0" \
 ctl update box3 --config "$T/cfg3.json" >/dev/null
 pass "a swapped config moves a kept-alive connection's next request to its new target"
 
+# ---- a host a swapped config makes no_proxy gets no credential on an open connection --
+# The kept-alive connection was intercepted under the old config; its next request is
+# relayed as the new one says, untouched: the rule still names the host, but no_proxy
+# wins, so nothing is injected.
+"$PY" -c "
+import json
+c = json.load(open('$T/cfg3.json'))
+c['no_proxy'] = ['api.example.com']
+json.dump(c, open('$T/cfg3n.json', 'w'))"
+rm -f "$T/ka-1" "$T/ka-2"
+ip netns exec "ap-s3-$$" "$PY" - "$T" > "$T/np.out" <<'PYEOF' &
+import http.client, os, sys, time
+t = sys.argv[1]
+c = http.client.HTTPConnection("api.example.com", 80, timeout=10)
+c.request("GET", "/np-before")
+c.getresponse().read()
+port = c.sock.getsockname()[1]
+open(t + "/ka-1", "w").close()
+for _ in range(100):
+    if os.path.exists(t + "/ka-2"):
+        break
+    time.sleep(0.1)
+c.request("GET", "/np-after")
+r = c.getresponse()
+r.read()
+print(r.status, "same-connection" if c.sock.getsockname()[1] == port else "reconnected")
+PYEOF
+NP=$!
+PIDS+=($NP)
+wait_for "[ -e '$T/ka-1' ]"
+ctl update box3 --config "$T/cfg3n.json" >/dev/null
+: > "$T/ka-2"
+wait "$NP"
+assert_eq "$(cat "$T/np.out")" "200 same-connection" "request after the no_proxy swap answered"
+assert_eq "$(upq up "[hdr(r, 'Authorization') for r in reqs if r['path'].startswith('/np-')]")" \
+  "[[\"Bearer sk-sandbox-3-$$\"], []]" "the request after the swap carried no credential"
+ctl update box3 --config "$T/cfg3.json" >/dev/null
+pass "a host made no_proxy by a swap gets no credential on a kept-alive connection"
+
 # ---- ctl attach, and dynamic credentials from a callback in the daemon ---------------
 start_callback
 cat > "$T/cbcfg.json" <<EOF
