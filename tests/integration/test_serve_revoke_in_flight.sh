@@ -5,12 +5,16 @@
 # but a request still going when the config changed (a stream of events, an upload, a
 # long poll) went on under the old config for as long as it lasted: a revoked host
 # kept streaming to the sandbox, and the sandbox kept uploading to it. Held open while
-# the config swaps to default deny (allowing keep.example, but not its POSTs):
+# the config swaps to default deny (allowing keep.example, but not its POSTs and
+# DELETEs):
 #
 #   sse     GET /sse, intercepted TLS (api.example.com, now denied)    -> cut
 #   plain   GET /sse, plain HTTP without a rule (plain.example)         -> cut
 #   upload  chunked POST in flight, intercepted (keep.example, POST denied now) -> cut
 #   keep    GET /sse, intercepted (keep.example, still allowed)         -> goes on
+#   override GET /sse with X-HTTP-Method-Override: DELETE (keep.example: a server
+#           obeying the header takes it as a DELETE, denied there now; not at
+#           its address, so only the name's entry can cut it)             -> cut
 #   addr    chunked POST in flight, plain HTTP (addr.example, allowed by name, but
 #           POSTs to its address 127.0.0.1 are denied now)                 -> cut
 #
@@ -33,7 +37,7 @@ JSON
 }
 config "" > "$T/before.json"
 config '"egress": { "default": "deny", "allow": ["keep.example", "addr.example"],
-    "deny": [ { "hosts": ["keep.example"], "methods": ["POST"] },
+    "deny": [ { "hosts": ["keep.example"], "methods": ["POST", "DELETE"] },
               { "hosts": ["127.0.0.1"], "methods": ["POST"] } ] },' > "$T/after.json"
 
 cat > "$T/client.py" <<'PYEOF'
@@ -54,10 +58,13 @@ def head_ok(s):
 sse = "GET /sse?n=1000&delay=0.05 HTTP/1.1\r\nHost: %s\r\n\r\n"
 flows = {"sse": conn("api.example.com"), "plain": conn("plain.example", False),
          "keep": conn("keep.example"), "upload": conn("keep.example"),
-         "addr": conn("addr.example", False)}
+         "addr": conn("addr.example", False), "override": conn("keep.example")}
 for n, host in (("sse", "api.example.com"), ("plain", "plain.example"), ("keep", "keep.example")):
     flows[n].sendall((sse % host).encode())
     assert head_ok(flows[n]), n
+flows["override"].sendall(b"GET /sse?n=1000&delay=0.05 HTTP/1.1\r\nHost: keep.example\r\n"
+                          b"X-HTTP-Method-Override: DELETE\r\n\r\n")
+assert head_ok(flows["override"]), "override"
 for n, host in (("upload", b"keep.example"), ("addr", b"addr.example")):
     flows[n].sendall(b"POST /echo HTTP/1.1\r\nHost: " + host + b"\r\n"
                      b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
@@ -82,7 +89,7 @@ def fate(s):
         return "cut"
     return "open"
 
-print(" ".join("%s=%s" % (n, fate(flows[n])) for n in ("sse", "plain", "upload", "keep", "addr")),
+print(" ".join("%s=%s" % (n, fate(flows[n])) for n in ("sse", "plain", "upload", "keep", "addr", "override")),
       flush=True)
 PYEOF
 
@@ -101,11 +108,11 @@ wait_for "[ -e '$T/opened' ]" 20
 ctl update rv --config "$T/after.json" > /dev/null
 : > "$T/swapped"
 wait "$CLIENT" || fail "the client failed: $(cat "$T/client.log")"
-assert_eq "$(cat "$T/client.out")" "sse=cut plain=cut upload=cut keep=open addr=cut" \
+assert_eq "$(cat "$T/client.out")" "sse=cut plain=cut upload=cut keep=open addr=cut override=cut" \
   "the flows in flight after egress was taken away"
 
 # Their records say why (the kept stream has none yet).
-wait_for "[ \$(grep -c '\"reason\":\"config_changed\"' '$T/audit.jsonl') -ge 8 ]" 10
+wait_for "[ \$(grep -c '\"reason\":\"config_changed\"' '$T/audit.jsonl') -ge 10 ]" 10
 reasons=$("$PY" - "$T/audit.jsonl" <<'PYEOF'
 import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1])]
@@ -113,7 +120,7 @@ print(" ".join(sorted("%s:%s:%s" % (r["event"], r.get("path", r["name"]), r.get(
                       for r in recs if r.get("reason") == "config_changed")))
 PYEOF
 )
-assert_eq "$reasons" "conn:addr.example:config_changed conn:api.example.com:config_changed conn:keep.example:config_changed conn:plain.example:config_changed request:/echo:config_changed request:/echo:config_changed request:/sse:config_changed request:/sse:config_changed" \
+assert_eq "$reasons" "conn:addr.example:config_changed conn:api.example.com:config_changed conn:keep.example:config_changed conn:keep.example:config_changed conn:plain.example:config_changed request:/echo:config_changed request:/echo:config_changed request:/sse:config_changed request:/sse:config_changed request:/sse:config_changed" \
   "the audit records of the cut flows"
 # The daemon lived through it, and (under the sanitizers) exits clean.
 kill -TERM "$serve_pid"
