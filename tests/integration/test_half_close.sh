@@ -33,6 +33,7 @@ def serve(s):
     log.write(json.dumps({"event": "eof", "bytes": len(got)}) + "\n")
     s.sendall(b"after your FIN: " + got)
     s.close()
+    log.write(json.dumps({"event": "closed"}) + "\n")
 ls = socket.socket()
 ls.bind(("127.0.0.1", 0))
 ls.listen(16)
@@ -165,6 +166,50 @@ out=$(run -- "$PY" "$T/tunnel.py" fin)
 assert_eq "$out" "b'after your FIN: \\x00\\x01opaque bytes'" "the peer answered after the FIN"
 assert_eq "$(grep -c '"eof"' "$T/raw.jsonl")" "1" "the peer saw a FIN"
 pass "a tunnel passes a FIN on and relays the answer after it"
+
+# 3b. The same with an answer the proxy holds in its write queue (the sandbox reads
+#     nothing until the peer has sent it all and closed, and the queue may hold it
+#     all): both ends have sent their FIN while the answer still waits toward the
+#     sandbox. The connection ends once that queue has drained (its record written
+#     then), not at the idle timeout (600 s here) as if both ends were still open.
+cat > "$T/drain.py" <<'PYEOF'
+import json, socket, sys, time
+size, log, peer = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+s.settimeout(20)
+s.connect(("raw.example.com", 7000))
+s.sendall(b"y" * size)
+s.shutdown(socket.SHUT_WR)
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline and '"closed"' not in open(peer).read():
+    time.sleep(0.05)
+time.sleep(0.5)  # the proxy reads the rest of the answer, and the peer's FIN
+got = 0
+while True:
+    k = s.recv(1 << 20)
+    if not k:
+        break
+    got += len(k)
+print(got == len(b"after your FIN: ") + size, end=" ")
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    recs = [json.loads(l) for l in open(log) if l.strip()]
+    done = [r for r in recs if r.get("event") == "conn" and r.get("name") == "raw.example.com"]
+    if done:
+        print("ended", done[0]["bytes_down"] == got)
+        sys.exit(0)
+    time.sleep(0.05)
+print("still open")
+PYEOF
+: > "$T/raw.jsonl"
+out=$(jail --config "$T/config.json" --secrets-dir "$T/secrets" --idle-timeout 600 \
+  --write-queue-bytes $((32 << 20)) --sandbox-queue-bytes $((64 << 20)) \
+  --log "$T/drain-audit.jsonl" -- "$PY" "$T/drain.py" $((8 << 20)) "$T/drain-audit.jsonl" \
+  "$T/raw.jsonl")
+assert_eq "$out" "True ended True" \
+  "the tunnel ended once the answer queued after both FINs was written"
+pass "a tunnel whose ends both closed ends when its queue drains"
 
 : > "$T/raw.jsonl"
 chmod 644 "$T/raw.jsonl"
