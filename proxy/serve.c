@@ -522,8 +522,13 @@ static int load_secrets(struct daemon *d)
   if (r == -ENOENT)
     return 0;
   if (r != 0) {
-    log_error("serve: cannot read %s: %s", path,
-              r == -EBADMSG ? "it does not decrypt with the state key" : strerror(-r));
+    if (r == -EBADMSG)
+      log_error("serve: cannot read %s: it does not decrypt with the state key %s/key "
+                "(another key, or the file was changed): restore the key it was sealed "
+                "under, or, losing the pushed secrets, move the file away and push them "
+                "again", path, d->state_dir);
+    else
+      log_error("serve: cannot read %s: %s", path, strerror(-r));
     return r;
   }
   r = daemon_json_parse_own(json, &root);
@@ -1825,6 +1830,60 @@ static void remove_stale_tmp(const char *dir)
   free(ents);
 }
 
+/* How many NAME.sealed files dir holds (0 when it cannot be read). */
+static size_t count_sealed(const char *dir)
+{
+  struct dirent **ents;
+  size_t len, count = 0;
+  int i, n;
+
+  n = scandir(dir, &ents, NULL, alphasort);
+  if (n < 0)
+    return 0;
+  for (i = 0; i < n; i++) {
+    len = strlen(ents[i]->d_name);
+    if (len > 7 && strcmp(ents[i]->d_name + len - 7, ".sealed") == 0)
+      count++;
+    free(ents[i]);
+  }
+  free(ents);
+  return count;
+}
+
+/*
+ * 0 unless the state key is missing while state sealed under a key is there: a new
+ * key would leave every sandbox without network and every stored config unavailable,
+ * and the next writes would seal new state beside the old under another key. A key
+ * lost (deleted, or left out of a backup) must be restored; a fresh start is chosen
+ * by moving the state away, not made by accident.
+ */
+static int key_missing_with_state(const struct daemon *d)
+{
+  char path[4096];
+  size_t nsandboxes, nconfigs;
+  int secrets;
+
+  snprintf(path, sizeof(path), "%s/key", d->state_dir);
+  if (access(path, F_OK) == 0 || errno != ENOENT)
+    return 0;
+  snprintf(path, sizeof(path), "%s/secrets.sealed", d->state_dir);
+  secrets = access(path, F_OK) == 0;
+  snprintf(path, sizeof(path), "%s/sandboxes", d->state_dir);
+  nsandboxes = count_sealed(path);
+  snprintf(path, sizeof(path), "%s/configs", d->state_dir);
+  nconfigs = count_sealed(path);
+  if (!secrets && nsandboxes == 0 && nconfigs == 0)
+    return 0;
+  fprintf(stderr,
+          "authproxy serve: the state key %s/key is missing, but %s holds state sealed "
+          "under one (%s%zu sandbox(es), %zu stored config(s)), which no new key can "
+          "read: restore the key from a backup, or, to start afresh and lose that "
+          "state, move the directory's sealed files away\n",
+          d->state_dir, d->state_dir, secrets ? "pushed secrets, " : "", nsandboxes,
+          nconfigs);
+  return -ENOKEY;
+}
+
 static void restore(struct daemon *d)
 {
   char dir[4096], name[DAEMON_NAME_MAX + 1];
@@ -2154,6 +2213,8 @@ int proxy_cmd_serve(int argc, char **argv)
     fprintf(stderr, "authproxy serve: cannot seed the random generator\n");
     goto out;
   }
+  if (key_missing_with_state(d) != 0)
+    goto out;
   snprintf(sub, sizeof(sub), "%s/key", d->state_dir);
   err[0] = '\0';
   if (proxy_seal_key_load(sub, d->key, err, sizeof(err)) != 0) {

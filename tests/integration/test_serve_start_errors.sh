@@ -48,3 +48,42 @@ assert_eq "$rc" 0 "exit status after SIGINT"
 PIDS+=($!)
 wait_for "'$AUTHPROXY' ctl --control '$T/stale.sock' health > /dev/null 2>&1"
 pass "a live daemon's socket is refused and kept; a stale one replaced; SIGINT exits 0"
+
+# A state key gone (deleted, or left out of a backup) while state sealed under it is
+# still there: serve refuses to start, naming what it holds and both ways out, and
+# makes no key. It used to make a new one silently and start with every sandbox left
+# without network, every stored config gone, and logs blaming "the state key"; the
+# next writes sealed new state beside the old under the new key. With the key back,
+# it starts and re-attaches the sandbox.
+ns=$(make_netns key)
+echo '{ "rules": [] }' > "$T/empty.json"
+"$AUTHPROXY" serve --state-dir "$T/s6" --control "$T/s6.sock" 2> "$T/s6.log" &
+S6=$!
+PIDS+=($S6)
+wait_for "'$AUTHPROXY' ctl --control '$T/s6.sock' health > /dev/null 2>&1"
+s6() { "$AUTHPROXY" ctl --control "$T/s6.sock" "$@"; }
+s6 attach box --netns "/var/run/netns/$ns" --config "$T/empty.json" > /dev/null
+s6 config-set stored --config "$T/empty.json" > /dev/null
+echo value | s6 secret-set KEY
+kill -TERM "$S6"
+wait "$S6" || fail "the first daemon's exit status: $(cat "$T/s6.log")"
+mv "$T/s6/key" "$T/s6-key"
+out=$(start_fails s6 "$T/s6.sock")
+assert_contains "$out" "the state key $T/s6/key is missing, but $T/s6 holds state sealed under one (pushed secrets, 1 sandbox(es), 1 stored config(s))" \
+  "a missing key with sealed state"
+assert_contains "$out" "restore the key from a backup" "the fix"
+[ ! -e "$T/s6/key" ] || fail "serve made a new key beside state sealed under the old one"
+# Under another key: the pushed secrets do not decrypt; the log says how to go on.
+head -c 32 /dev/urandom > "$T/s6/key"
+chmod 600 "$T/s6/key"
+out=$(start_fails s6 "$T/s6.sock")
+assert_contains "$out" "cannot read $T/s6/secrets.sealed: it does not decrypt with the state key $T/s6/key" \
+  "secrets sealed under another key"
+assert_contains "$out" "restore the key it was sealed under" "the fix"
+mv "$T/s6-key" "$T/s6/key"
+"$AUTHPROXY" serve --state-dir "$T/s6" --control "$T/s6.sock" 2>> "$T/s6.log" &
+PIDS+=($!)
+wait_for "'$AUTHPROXY' ctl --control '$T/s6.sock' health > /dev/null 2>&1"
+assert_contains "$(s6 list)" '"name":	"box"' "the sandbox re-attached with its key back"
+assert_contains "$(s6 configs)" '"stored"' "the stored config back"
+pass "a missing state key with sealed state: refused, no key made; restored, all back"
