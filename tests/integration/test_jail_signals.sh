@@ -94,3 +94,21 @@ wait "$jpid"; rc=$?
 set -e
 assert_eq "$rc" 2 "status of a CMD that was sent SIGINT and SIGQUIT through the jail (99: they never came)"
 pass "kill -INT and kill -QUIT of the jail reach CMD"
+
+# The third signal sent to the jail alone ends CMD for good (SIGKILL), whether CMD
+# handles them or not: a supervisor's last resort, as the README says.
+"$AUTHPROXY" jail --user nobody -- "$PY" "$T/cmd.py" 5 > "$T/third.out" &
+jpid=$!
+PIDS+=($jpid)
+wait_for "grep -qs 'ready 0' '$T/third.out'"
+kill -INT "$jpid"
+wait_for "grep -qs 'ready 1' '$T/third.out'"
+kill -QUIT "$jpid"
+wait_for "grep -qs 'ready 2' '$T/third.out'"
+kill -INT "$jpid"
+set +e
+wait "$jpid"; rc=$?
+set -e
+assert_eq "$rc" 137 "status of a CMD handling signals, after the third sent to the jail (99: it kept waiting)"
+assert_eq "$(ls -A "$TMPDIR")" "" "files the jail left"
+pass "the third signal sent to the jail kills CMD"
