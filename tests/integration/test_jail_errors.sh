@@ -36,6 +36,12 @@ status_of 125 "secret NOPE not found in $T/secrets (create the file $T/secrets/N
 status_of 125 "no secrets directory was given (--secrets-dir DIR" "$AUTHPROXY" jail \
   --user nobody --config "$T/nosecret.json"
 status_of 125 'no such user "no-such-user-here"' "$AUTHPROXY" jail --user no-such-user-here
+status_of 125 "--netns $T/no-such-netns: No such file or directory" "$AUTHPROXY" jail \
+  --user nobody --netns "$T/no-such-netns"
+status_of 125 "--netns $T/bad.json: not a network namespace" "$AUTHPROXY" jail \
+  --user nobody --netns "$T/bad.json"
+status_of 125 "--netns /proc/self/ns/mnt: not a network namespace" "$AUTHPROXY" jail \
+  --user nobody --netns /proc/self/ns/mnt
 pass "the jail's own failures: status 125, a message, CMD not run"
 
 set +e
