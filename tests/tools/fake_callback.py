@@ -29,6 +29,10 @@ Modes:
                    then Authorization "Bearer cb-<n>"
   hang             reads the request and never answers (until the client leaves)
   close            reads the request and closes without answering
+  eof_framed       200 ok, with no Content-Length: the answer ends where the connection
+                   does (over TLS, with close_notify, then the close)
+  eof_framed_cut   as eof_framed, but over TLS the close comes without close_notify,
+                   as a truncating attacker's would
 """
 import argparse
 import json
@@ -180,6 +184,11 @@ def serve(sock, cid):
             pass
     elif mode == "close":
         pass
+    elif mode in ("eof_framed", "eof_framed_cut"):
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Connection: close\r\n\r\n" + ok_body(n))
+        if isinstance(sock, ssl.SSLSocket) and mode == "eof_framed":
+            sock.unwrap()  # close_notify; close() alone does not send it
     else:
         answer(sock, 500, b'{"error": "unknown mode"}')
 

@@ -1896,6 +1896,7 @@ struct pyserver {
   pid_t pid;
   int port;
   char log[512];
+  char mode_file[512]; /* {"default": MODE}, read at every call (py_mode) */
 };
 
 /* Starts tests/tools/fake_callback.py with TLS; waits (bounded) for its port. */
@@ -1908,6 +1909,7 @@ static void py_start(struct pyserver *p, const char *dir, const char *cert)
 
   snprintf(portfile, sizeof(portfile), "%s/%s.port", dir, cert);
   snprintf(p->log, sizeof(p->log), "%s/%s.jsonl", dir, cert);
+  snprintf(p->mode_file, sizeof(p->mode_file), "%s/%s.mode", dir, cert);
   snprintf(certp, sizeof(certp), "%s/%s.pem", dir, cert);
   snprintf(keyp, sizeof(keyp), "%s/%s.key", dir, cert);
   snprintf(tool, sizeof(tool), "%s", test_data_path("../tools/fake_callback.py"));
@@ -1917,7 +1919,7 @@ static void py_start(struct pyserver *p, const char *dir, const char *cert)
     /* Dies with the test, even when the test aborts. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     execl("/usr/bin/python3", "python3", tool, "--port-file", portfile, "--log", p->log,
-          "--cert", certp, "--key", keyp, (char *)NULL);
+          "--cert", certp, "--key", keyp, "--mode-file", p->mode_file, (char *)NULL);
     _exit(127);
   }
   for (i = 0; i < 500; i++) {
@@ -1930,6 +1932,16 @@ static void py_start(struct pyserver *p, const char *dir, const char *cert)
     nanosleep(&ts, NULL);
   }
   TEST_FAIL_("fake_callback.py did not start within 10 s (%s)", tool);
+}
+
+/* The server's answers from its next call on (fake_callback.py's modes). */
+static void py_mode(const struct pyserver *p, const char *mode)
+{
+  FILE *fp = fopen(p->mode_file, "w");
+
+  ASSERT_NOT_NULL(fp);
+  fprintf(fp, "{\"default\": \"%s\"}\n", mode);
+  ASSERT_EQ(fclose(fp), 0);
 }
 
 static void py_stop(struct pyserver *p)
@@ -2027,6 +2039,17 @@ TEST(https)
   https_case(&other, "localhost", dnsonly.port, 1, &stats);
   ASSERT_EQ(py_calls(&dnsonly), 1);
   ASSERT_EQ(stats.successes, 3);
+
+  /* An answer without a length ends with the connection: taken when close_notify
+   * proves its end, refused when the TCP connection ends without it (a truncation,
+   * which an attacker on the path can make). */
+  py_mode(&good, "eof_framed");
+  https_case(&tc, "localhost", good.port, 1, &stats);
+  ASSERT_EQ(stats.successes, 4);
+  py_mode(&good, "eof_framed_cut");
+  https_case(&tc, "localhost", good.port, 0, &stats);
+  ASSERT_EQ(stats.outcomes[PROXY_CRED_BAD_RESPONSE], 1);
+  ASSERT_EQ(py_calls(&good), 4);
 
   py_stop(&good);
   py_stop(&dnsonly);
