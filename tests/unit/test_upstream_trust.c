@@ -1,0 +1,367 @@
+/*
+ * The upstream trust store (tls.c): loading it (the system store, --upstream-ca files
+ * and their errors), and the checks its verify callback adds to mbedTLS's for chains
+ * an upstream sends: an issuing CA's non-critical nameConstraints against every name
+ * the leaf can be matched by (dNSName and iPAddress SANs, the CN of a leaf without
+ * subjectAltName). Chains are made with OpenSSL, which also verifies each one: the
+ * proxy refuses exactly the chains OpenSSL refuses.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <sys/wait.h>
+
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
+
+#include "proxy/tls.h"
+#include "test.h"
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static const char *tmp_path(const char *name)
+{
+  static char buf[8][1024];
+  static int slot;
+  char *p = buf[slot++ % 8];
+
+  snprintf(p, sizeof(buf[0]), "%s/%s", test_tmpdir(), name);
+  return p;
+}
+
+/* Runs a shell command in the test's directory; its exit status, -1 if it did not
+ * exit. */
+static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int run(const char *fmt, ...)
+{
+  char cmd[4096];
+  int n, st;
+  va_list ap;
+
+  n = snprintf(cmd, sizeof(cmd), "cd '%s' && ", test_tmpdir());
+  va_start(ap, fmt);
+  vsnprintf(cmd + n, sizeof(cmd) - (size_t)n, fmt, ap);
+  va_end(ap);
+  fflush(NULL);
+  st = system(cmd);
+  if (st == -1 || !WIFEXITED(st))
+    return -1;
+  return WEXITSTATUS(st);
+}
+
+static void make_root(void)
+{
+  ASSERT_EQ(run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+                "-days 2 -subj '/CN=upstream trust test root' -keyout root.key "
+                "-out root.pem -addext basicConstraints=critical,CA:TRUE "
+                "-addext keyUsage=critical,keyCertSign 2>/dev/null"),
+            0);
+}
+
+/* An intermediate NAME (NAME.pem, NAME.key) signed by the root, with the extension
+ * lines ext (OpenSSL config syntax) besides basicConstraints and keyUsage. */
+static void make_intermediate(const char *name, const char *ext)
+{
+  char text[1024];
+  int n;
+
+  n = snprintf(text, sizeof(text),
+               "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n%s\n", ext);
+  test_write_file(test_tmpdir(), "int.ext", text, (size_t)n, 0644);
+  ASSERT_EQ(run("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+                "-keyout %s.key -subj '/CN=upstream trust test %s' -out %s.csr 2>/dev/null "
+                "&& openssl x509 -req -in %s.csr -CA root.pem -CAkey root.key "
+                "-CAcreateserial -days 2 -extfile int.ext -out %s.pem 2>/dev/null",
+                name, name, name, name, name),
+            0);
+}
+
+/* A leaf NAME.pem with subject CN=cn, signed by intermediate issuer, with the
+ * subjectAltName san ("" for none); NAME.chain is the leaf, then the intermediate. */
+static void make_leaf(const char *issuer, const char *name, const char *cn, const char *san)
+{
+  char text[1024];
+  int n;
+
+  n = snprintf(text, sizeof(text),
+               "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+               "extendedKeyUsage=serverAuth\n%s%s\n",
+               san[0] != '\0' ? "subjectAltName=" : "", san);
+  test_write_file(test_tmpdir(), "leaf.ext", text, (size_t)n, 0644);
+  ASSERT_EQ(run("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+                "-keyout %s.key -subj '/CN=%s' -out %s.csr 2>/dev/null && "
+                "openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -CAcreateserial "
+                "-days 2 -extfile leaf.ext -out %s.pem 2>/dev/null && "
+                "cat %s.pem %s.pem > %s.chain",
+                name, cn, name, name, issuer, issuer, name, name, issuer, name),
+            0);
+}
+
+static struct proxy_upstream_tls *trust_root(void)
+{
+  const char *extra[] = { tmp_path("root.pem") };
+  struct proxy_upstream_tls *u = NULL;
+  char err[512] = "";
+  int r;
+
+  /* No system store: only the test root is trusted. */
+  r = proxy_upstream_tls_new(tmp_path("no-system-store.crt"), extra, 1, &u, err, sizeof(err));
+  if (r != 0)
+    TEST_FAIL_("proxy_upstream_tls_new: %d: %s", r, err);
+  return u;
+}
+
+/*
+ * Verifies NAME.chain as a handshake with an upstream verifies it: the trust store,
+ * profile and verify callback of the upstream configuration. host is the name the
+ * proxy dialled, NULL for an address (whose IP SAN tls.c checks after the
+ * handshake). Returns the verification flags, 0 when the chain is accepted.
+ */
+static uint32_t upstream_verify(struct proxy_upstream_tls *u, const char *name,
+                                const char *host)
+{
+  const mbedtls_ssl_config *conf = proxy_upstream_tls_conf(u);
+  mbedtls_x509_crt chain;
+  char file[256];
+  uint32_t flags = 0;
+
+  snprintf(file, sizeof(file), "%s.chain", name);
+  mbedtls_x509_crt_init(&chain);
+  ASSERT_EQ(mbedtls_x509_crt_parse_file(&chain, tmp_path(file)), 0);
+  (void)mbedtls_x509_crt_verify_with_profile(&chain, conf->ca_chain, conf->ca_crl,
+                                             conf->cert_profile, host, &flags, conf->f_vrfy,
+                                             conf->p_vrfy);
+  mbedtls_x509_crt_free(&chain);
+  return flags;
+}
+
+/* What OpenSSL says of the same chain, as a TLS client checking host (or ip). */
+static int openssl_accepts(const char *issuer, const char *name, const char *host,
+                           const char *ip)
+{
+  return run("openssl verify -purpose sslserver -CAfile root.pem -untrusted %s.pem "
+             "%s %s %s.pem > verdict.txt 2>&1",
+             issuer, host != NULL ? "-verify_hostname" : "-verify_ip",
+             host != NULL ? host : ip, name) == 0;
+}
+
+struct chain_case {
+  const char *name; /* the leaf's file name */
+  const char *cn;
+  const char *san;
+  const char *host; /* the name dialled; NULL: the address ip */
+  const char *ip;
+  int accepted;
+};
+
+/* For each case: the proxy accepts the chain exactly when expected, and OpenSSL
+ * agrees (the premise: a browser-grade verifier says the same). */
+static void check_cases(struct proxy_upstream_tls *u, const char *issuer,
+                        const struct chain_case *cases, size_t count)
+{
+  size_t i;
+
+  for (i = 0; i < count; i++) {
+    const struct chain_case *t = &cases[i];
+    uint32_t flags;
+
+    make_leaf(issuer, t->name, t->cn, t->san);
+    if (openssl_accepts(issuer, t->name, t->host, t->ip) != t->accepted) {
+      run("cat verdict.txt >&2");
+      TEST_FAIL_("%s (%s): OpenSSL does not %s it", t->name, t->san,
+                 t->accepted ? "accept" : "reject");
+    }
+    flags = upstream_verify(u, t->name, t->host);
+    if (t->accepted ? flags != 0 : (flags & MBEDTLS_X509_BADCERT_OTHER) == 0)
+      TEST_FAIL_("%s (CN=%s, SAN %s): flags 0x%x, expected %s", t->name, t->cn, t->san,
+                 (unsigned)flags, t->accepted ? "0" : "BADCERT_OTHER");
+  }
+}
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- nameConstraints of an upstream's issuing CA ----------------------------- */
+
+/*
+ * An intermediate constrained (non-critically, so mbedTLS 2.28 parses the chain and
+ * ignores the extension) to allowed.test minus bad.allowed.test and to 10.0.0.0/8:
+ * every dNSName and iPAddress of the leaf must be within, not only the one the
+ * proxy dialled, and the other name forms (not constrained here) do not matter.
+ */
+TEST(name_constraints_bind_every_san)
+{
+  static const struct chain_case cases[] = {
+    { "in", "in.allowed.test", "DNS:in.allowed.test", "in.allowed.test", NULL, 1 },
+    { "out", "out.example.com", "DNS:out.example.com", "out.example.com", NULL, 0 },
+    { "excl", "bad.allowed.test", "DNS:bad.allowed.test", "bad.allowed.test", NULL, 0 },
+    /* A second dNSName outside: the leaf is refused for the name it was dialled by. */
+    { "second", "in.allowed.test", "DNS:in.allowed.test,DNS:out.example.com",
+      "in.allowed.test", NULL, 0 },
+    /* iPAddress SANs, for a host name and for an address (the CN of those is not a
+     * host name: OpenSSL would hold one to the dNSName subtrees). */
+    { "ipin", "in.allowed.test", "DNS:in.allowed.test,IP:10.1.2.3", "in.allowed.test",
+      NULL, 1 },
+    { "ipout", "in.allowed.test", "DNS:in.allowed.test,IP:192.0.2.1", "in.allowed.test",
+      NULL, 0 },
+    { "addrin", "an upstream by address", "IP:10.1.2.3", NULL, "10.1.2.3", 1 },
+    { "addrout", "an upstream by address", "IP:192.0.2.1", NULL, "192.0.2.1", 0 },
+    /* The iPAddress subtrees are IPv4 only: no IPv6 address is within them. */
+    { "addr6", "an upstream by address", "IP:2001:db8::1", NULL, "2001:db8::1", 0 },
+    /* A name form no subtree constrains. */
+    { "email", "in.allowed.test", "DNS:in.allowed.test,email:a@out.example.com",
+      "in.allowed.test", NULL, 1 },
+  };
+  struct proxy_upstream_tls *u;
+
+  make_root();
+  make_intermediate("nc", "nameConstraints=permitted;DNS:allowed.test,"
+                          "permitted;IP:10.0.0.0/255.0.0.0,excluded;DNS:bad.allowed.test");
+  u = trust_root();
+  check_cases(u, "nc", cases, COUNT(cases));
+  proxy_upstream_tls_free(u);
+}
+
+/*
+ * A leaf without subjectAltName: mbedTLS matches the dialled name against its CN, so
+ * the CN is the name the constraints bind (as OpenSSL does for a CN that looks like a
+ * host name when there is no dNSName).
+ */
+TEST(name_constraints_bind_the_cn_without_san)
+{
+  static const struct chain_case cases[] = {
+    { "cnin", "in.allowed.test", "", "in.allowed.test", NULL, 1 },
+    { "cnout", "out.example.com", "", "out.example.com", NULL, 0 },
+    { "cnexcl", "bad.allowed.test", "", "bad.allowed.test", NULL, 0 },
+  };
+  struct proxy_upstream_tls *u;
+
+  make_root();
+  make_intermediate("nc", "nameConstraints=permitted;DNS:allowed.test,"
+                          "excluded;DNS:bad.allowed.test");
+  u = trust_root();
+  check_cases(u, "nc", cases, COUNT(cases));
+  proxy_upstream_tls_free(u);
+}
+
+/*
+ * An issuing CA whose nameConstraints our strict parser refuses (a dNSName subtree
+ * with a trailing dot): what the CA may sign is unknown, so its chains are refused,
+ * even for a name that looks inside. Control: the same CA without the extension.
+ */
+TEST(name_constraints_unparsed_refuse_the_chain)
+{
+  struct proxy_upstream_tls *u;
+
+  make_root();
+  make_intermediate("badnc", "nameConstraints=permitted;DNS:allowed.test.");
+  make_intermediate("plain", "");
+  u = trust_root();
+  make_leaf("badnc", "under-bad", "x.allowed.test", "DNS:x.allowed.test");
+  make_leaf("plain", "under-plain", "x.allowed.test", "DNS:x.allowed.test");
+  ASSERT_EQ(upstream_verify(u, "under-plain", "x.allowed.test"), 0);
+  ASSERT_EQ(upstream_verify(u, "under-bad", "x.allowed.test"), MBEDTLS_X509_BADCERT_OTHER);
+  proxy_upstream_tls_free(u);
+}
+
+/* ---- loading the trust store -------------------------------------------------- */
+
+static const char *log_text(const char *path)
+{
+  static char text[8192];
+  FILE *f = fopen(path, "r");
+  size_t n;
+
+  ASSERT_NOT_NULL(f);
+  n = fread(text, 1, sizeof(text) - 1, f);
+  fclose(f);
+  text[n] = '\0';
+  return text;
+}
+
+TEST(trust_store_errors_name_the_file)
+{
+  struct proxy_upstream_tls *u = NULL;
+  const char *extra[1];
+  const char *missing = tmp_path("missing.crt");
+  static const char junk[] = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+  char err[512], both[8192];
+  int saved, n;
+
+  make_root();
+
+  /* No system store and no --upstream-ca: nothing to trust, an error with the fix. */
+  err[0] = '\0';
+  ASSERT_EQ(proxy_upstream_tls_new(missing, NULL, 0, &u, err, sizeof(err)), -EINVAL);
+  ASSERT_NULL(u);
+  ASSERT_CONTAINS(err, "cannot load the system trust store ");
+  ASSERT_CONTAINS(err, missing);
+  ASSERT_CONTAINS(err, "pass --upstream-ca FILE");
+
+  /* No system store but an --upstream-ca: a warning, and only that CA is trusted. */
+  saved = test_stderr_to(tmp_path("log.txt"));
+  extra[0] = tmp_path("root.pem");
+  n = proxy_upstream_tls_new(missing, extra, 1, &u, err, sizeof(err));
+  test_stderr_back(saved);
+  ASSERT_EQ(n, 0);
+  ASSERT_NOT_NULL(u);
+  ASSERT_CONTAINS(log_text(tmp_path("log.txt")), "no system trust store at ");
+  ASSERT_CONTAINS(log_text(tmp_path("log.txt")), "trusting only --upstream-ca");
+  make_intermediate("plain", "");
+  make_leaf("plain", "leaf", "x.example.com", "DNS:x.example.com");
+  ASSERT_EQ(upstream_verify(u, "leaf", "x.example.com"), 0);
+  proxy_upstream_tls_free(u);
+  u = NULL;
+
+  /* An --upstream-ca that is missing, empty, junk, or holds a certificate that does
+   * not parse beside one that does: refused, naming the file. */
+  err[0] = '\0';
+  extra[0] = tmp_path("absent.pem");
+  ASSERT_EQ(proxy_upstream_tls_new(NULL, extra, 1, &u, err, sizeof(err)), -EINVAL);
+  ASSERT_NULL(u);
+  ASSERT_CONTAINS(err, "cannot load CA file ");
+  ASSERT_CONTAINS(err, extra[0]);
+
+  test_write_file(test_tmpdir(), "empty.pem", "", 0, 0644);
+  err[0] = '\0';
+  extra[0] = tmp_path("empty.pem");
+  ASSERT_EQ(proxy_upstream_tls_new(NULL, extra, 1, &u, err, sizeof(err)), -EINVAL);
+  ASSERT_NULL(u);
+  ASSERT_CONTAINS(err, extra[0]);
+
+  test_write_file(test_tmpdir(), "junk.pem", junk, sizeof(junk) - 1, 0644);
+  err[0] = '\0';
+  extra[0] = tmp_path("junk.pem");
+  ASSERT_EQ(proxy_upstream_tls_new(NULL, extra, 1, &u, err, sizeof(err)), -EINVAL);
+  ASSERT_NULL(u);
+  ASSERT_CONTAINS(err, extra[0]);
+
+  n = snprintf(both, sizeof(both), "%s", log_text(tmp_path("root.pem")));
+  snprintf(both + n, sizeof(both) - (size_t)n, "%s", junk);
+  test_write_file(test_tmpdir(), "both.pem", both, strlen(both), 0644);
+  err[0] = '\0';
+  extra[0] = tmp_path("both.pem");
+  ASSERT_EQ(proxy_upstream_tls_new(NULL, extra, 1, &u, err, sizeof(err)), -EINVAL);
+  ASSERT_NULL(u);
+  ASSERT_CONTAINS(err, extra[0]);
+  ASSERT_CONTAINS(err, "(some certificates in it did not parse)");
+}
+
+/* A system store with a certificate mbedTLS cannot parse beside ones it can (the
+ * distribution's bundle may carry one) still loads: refusing it would stop every
+ * start; the certificates that parse are trusted. */
+TEST(system_store_partly_parsed_loads)
+{
+  static const char junk[] = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+  struct proxy_upstream_tls *u = NULL;
+  char err[512] = "", both[8192];
+  int n;
+
+  make_root();
+  n = snprintf(both, sizeof(both), "%s", junk);
+  snprintf(both + n, sizeof(both) - (size_t)n, "%s", log_text(tmp_path("root.pem")));
+  test_write_file(test_tmpdir(), "system.crt", both, strlen(both), 0644);
+  ASSERT_EQ(proxy_upstream_tls_new(tmp_path("system.crt"), NULL, 0, &u, err, sizeof(err)), 0);
+  make_intermediate("plain", "");
+  make_leaf("plain", "leaf", "x.example.com", "DNS:x.example.com");
+  ASSERT_EQ(upstream_verify(u, "leaf", "x.example.com"), 0);
+  proxy_upstream_tls_free(u);
+}
