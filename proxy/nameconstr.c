@@ -414,6 +414,32 @@ static int dns_within(const char *name, const unsigned char *b, size_t blen)
   return 1;
 }
 
+/*
+ * Whether a wildcard dNSName "*.D" (an upstream's leaf may carry one; ours never do)
+ * matches a name within the dNSName subtree b that it is not within as a string: b is
+ * D with one label added, a name the wildcard matches (Chrome's partial match for
+ * excluded subtrees). A leading-dot b holds only names deeper than it, which the
+ * wildcard matches only when it is within b already.
+ */
+static int wildcard_meets(const char *name, const unsigned char *b, size_t blen)
+{
+  const unsigned char *dot;
+  size_t i, dlen;
+
+  if (name[0] != '*' || name[1] != '.' || blen == 0 || b[0] == '.')
+    return 0;
+  dot = memchr(b, '.', blen);
+  if (dot == NULL)
+    return 0;
+  dlen = blen - (size_t)(dot + 1 - b);
+  if (strlen(name + 2) != dlen)
+    return 0;
+  for (i = 0; i < dlen; i++)
+    if (lower((unsigned char)name[2 + i]) != lower(dot[1 + i]))
+      return 0;
+  return 1;
+}
+
 static int ip_within(const unsigned char *ip, size_t ip_len, const unsigned char *b,
                      size_t blen)
 {
@@ -865,6 +891,15 @@ static int check_form(const struct proxy_nc *nc, int form,
     if (s->excluded && within(s, names)) {
       add_name(why, form, names);
       text_addf(why, " is within the excluded %s subtree ", form_info[form].name);
+      add_subtree(why, s);
+      return -EPERM;
+    }
+    /* A wildcard that matches an excluded name speaks for it: refused, as Chrome
+     * and the pyca/webpki verifiers refuse it (OpenSSL compares strings only). */
+    if (s->excluded && form == PROXY_NC_DNS_NAME && wildcard_meets(names->dns, s->base,
+                                                                   s->len)) {
+      add_name(why, form, names);
+      text_addf(why, " matches names in the excluded %s subtree ", form_info[form].name);
       add_subtree(why, s);
       return -EPERM;
     }

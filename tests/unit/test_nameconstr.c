@@ -262,6 +262,37 @@ TEST(dns_excluded_only_and_empty_constraint)
   proxy_nc_free(nc);
 }
 
+/*
+ * A wildcard dNSName (an upstream's leaf may carry one) speaks for every name one
+ * label deeper: "*.example.com" is refused when a name it matches is excluded, as
+ * Chrome and the pyca/webpki verifiers refuse it (a partial match; OpenSSL compares
+ * the strings only). Permitted subtrees still need the wildcard wholly inside.
+ */
+TEST(dns_wildcard_meets_excluded)
+{
+  struct der p = { .n = 0 }, x = { .n = 0 }, d;
+  struct proxy_nc *nc;
+  char why[512];
+
+  dns(&p, "example.com");
+  dns(&p, "only.example.org");
+  dns(&x, "secret.example.com");
+  dns(&x, ".corp.example.com");
+  dns(&x, "deep.er.example.com");
+  nc_der(&d, &p, &x);
+  nc = parse_ok(&d);
+  expect_dns(nc,
+             (const char *const[]){ "*.x.example.com", "*.api.example.com",
+                                    "x.er.example.com", NULL },
+             (const char *const[]){ "*.example.com", "*.EXAMPLE.com", "*.er.example.com",
+                                    "*.secret.example.com", "*.corp.example.com",
+                                    "*.deep.er.example.com", "*.example.org", NULL });
+  ASSERT_EQ(check_dns(nc, "*.example.com", why, sizeof(why)), -EPERM);
+  ASSERT_STREQ(why, "*.example.com matches names in the excluded dNSName subtree "
+                    "secret.example.com");
+  proxy_nc_free(nc);
+}
+
 TEST(ip_subtrees)
 {
   struct der p = { .n = 0 }, x = { .n = 0 }, d;
