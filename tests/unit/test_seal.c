@@ -196,3 +196,105 @@ TEST(sealed_blob_bound_to_key_and_purpose)
   ASSERT_NULL(plain);
   free(blob);
 }
+
+/*
+ * A state key path that is not a plain file: a symlink (even to a good key, or to
+ * nothing, where following it would create the key elsewhere) and a directory are
+ * refused, naming the path; a key path whose directory is missing says which file
+ * could not be created. Nothing is created in any of these cases.
+ */
+TEST(key_path_not_a_plain_file_refused)
+{
+  unsigned char key[PROXY_SEAL_KEY_LEN];
+  char path[512], target[512], err[512];
+
+  key_path(path, sizeof(path));
+  snprintf(target, sizeof(target), "%s/real-key", test_tmpdir());
+  test_write_file(test_tmpdir(), "real-key", "0123456789abcdef0123456789abcdef", 32, 0600);
+  ASSERT_EQ(symlink(target, path), 0);
+  err[0] = '\0';
+  ASSERT_EQ(proxy_seal_key_load(path, key, err, sizeof(err)), -ELOOP);
+  ASSERT_CONTAINS(err, "cannot open state key ");
+  ASSERT_CONTAINS(err, path);
+  ASSERT_EQ(unlink(path), 0);
+
+  snprintf(target, sizeof(target), "%s/elsewhere", test_tmpdir());
+  ASSERT_EQ(symlink(target, path), 0);
+  ASSERT_EQ(proxy_seal_key_load(path, key, err, sizeof(err)), -ELOOP);
+  ASSERT_EQ(file_size(target), -ENOENT);
+  ASSERT_EQ(count_entries("key.tmp."), 0);
+  ASSERT_EQ(unlink(path), 0);
+
+  ASSERT_EQ(mkdir(path, 0700), 0);
+  err[0] = '\0';
+  ASSERT_EQ(proxy_seal_key_load(path, key, err, sizeof(err)), -EINVAL);
+  ASSERT_CONTAINS(err, "is not a regular file");
+  ASSERT_EQ(rmdir(path), 0);
+
+  /* One byte too many is as wrong as too few. */
+  test_write_file(test_tmpdir(), "key", "0123456789abcdef0123456789abcdefX", 33, 0600);
+  ASSERT_EQ(proxy_seal_key_load(path, key, err, sizeof(err)), -EINVAL);
+  ASSERT_CONTAINS(err, "is 33 bytes; it must be exactly 32");
+  ASSERT_EQ(unlink(path), 0);
+
+  snprintf(path, sizeof(path), "%s/missing-dir/key", test_tmpdir());
+  err[0] = '\0';
+  ASSERT_EQ(proxy_seal_key_load(path, key, err, sizeof(err)), -ENOENT);
+  ASSERT_CONTAINS(err, "cannot create state key ");
+  ASSERT_CONTAINS(err, path);
+}
+
+/* A sealed file cut short, grown, or altered anywhere (magic, nonce, ciphertext,
+ * tag) does not unseal, and hands back nothing. */
+TEST(sealed_blob_altered_anywhere_refused)
+{
+  unsigned char key[PROXY_SEAL_KEY_LEN];
+  unsigned char *blob = NULL, *plain = NULL, copy[256], marker[1];
+  size_t blen, plen, i;
+  static const char text[] = "{\"K\":\"a secret value\"}";
+
+  memset(key, 3, sizeof(key));
+  ASSERT_EQ(proxy_seal(key, "secrets", text, strlen(text), &blob, &blen), 0);
+  ASSERT_LT(blen + 1, sizeof(copy));
+  for (i = 0; i < blen; i++) {
+    memcpy(copy, blob, blen);
+    copy[i] ^= 0x40;
+    plain = marker; /* proxy_unseal must clear it */
+    if (proxy_unseal(key, "secrets", copy, blen, &plain, &plen) != -EBADMSG)
+      TEST_FAIL_("byte %zu of %zu altered: unsealed", i, blen);
+    ASSERT_NULL(plain);
+  }
+  /* Every length short of the whole, down to nothing, and one byte more. */
+  for (i = 0; i < blen; i++)
+    if (proxy_unseal(key, "secrets", blob, i, &plain, &plen) != -EBADMSG)
+      TEST_FAIL_("cut to %zu of %zu bytes: unsealed", i, blen);
+  memcpy(copy, blob, blen);
+  copy[blen] = 0;
+  ASSERT_EQ(proxy_unseal(key, "secrets", copy, blen + 1, &plain, &plen), -EBADMSG);
+  ASSERT_NULL(plain);
+  free(blob);
+
+  /* Empty plaintext seals and unseals (a secrets file with nothing in it). */
+  ASSERT_EQ(proxy_seal(key, "secrets", "", 0, &blob, &blen), 0);
+  ASSERT_EQ(proxy_unseal(key, "secrets", blob, blen, &plain, &plen), 0);
+  ASSERT_EQ(plen, 0);
+  ASSERT_EQ(plain[0], '\0');
+  free(plain);
+  blob[4] ^= 1;
+  ASSERT_EQ(proxy_unseal(key, "secrets", blob, blen, &plain, &plen), -EBADMSG);
+  free(blob);
+}
+
+/* A state file whose path is a directory is not replaced, and leaves no temporary
+ * file behind. */
+TEST(write_atomic_failure_leaves_nothing)
+{
+  char path[512];
+
+  snprintf(path, sizeof(path), "%s/state", test_tmpdir());
+  ASSERT_EQ(mkdir(path, 0700), 0);
+  ASSERT_EQ(proxy_write_file_atomic(path, "x", 1, 0600, 1), -EISDIR);
+  ASSERT_EQ(count_entries("state.tmp."), 0);
+  ASSERT_EQ(proxy_write_file_atomic(path, "x", 1, 0600, 0), -EISDIR);
+  ASSERT_EQ(count_entries("state"), 1);
+}
