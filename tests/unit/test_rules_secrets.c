@@ -277,6 +277,75 @@ TEST(oversized_secret)
   rules_secrets_free(s);
 }
 
+/*
+ * A regular file whose size says little and whose content is more than a secret may
+ * be (a /proc file says 0 bytes; so does a file still being written): the read stops
+ * one byte past the limit and refuses it, not the size alone.
+ */
+TEST(oversized_secret_with_a_small_size)
+{
+  struct rules_secrets *s = tmp_store();
+  char path[512], *v = NULL;
+  struct stat st;
+  size_t len = 0;
+
+  ASSERT_EQ(stat("/proc/kallsyms", &st), 0);
+  ASSERT(S_ISREG(st.st_mode));
+  ASSERT_EQ(st.st_size, 0);
+  snprintf(path, sizeof(path), "%s/PROC", test_tmpdir());
+  ASSERT_EQ(symlink("/proc/kallsyms", path), 0);
+  ASSERT_EQ(rules_secrets_get(s, "PROC", &v, &len), -EFBIG);
+  ASSERT_NULL(v);
+  resolve_err(s, "{PROC}", "is larger than 65536 bytes", NULL);
+  rules_secrets_free(s);
+}
+
+/* A secrets directory that does not exist: every key is missing, named as such. */
+TEST(missing_directory)
+{
+  struct rules_secrets *s;
+  char dir[400], expect[512], *v = NULL;
+  size_t len = 0;
+
+  snprintf(dir, sizeof(dir), "%s/not-there", test_tmpdir());
+  s = rules_secrets_new(dir);
+  ASSERT_NOT_NULL(s);
+  ASSERT_EQ(rules_secrets_get(s, "K", &v, &len), -ENOENT);
+  ASSERT_NULL(v);
+  snprintf(expect, sizeof(expect), "secret K not found in %s", dir);
+  resolve_err(s, "{K}", expect, NULL);
+  rules_secrets_free(s);
+}
+
+/* Pushed secrets are bounded in number: past the bound a new key is refused and the
+ * store is unchanged, while a key already held may still be replaced or removed. */
+TEST(pushed_keys_bounded)
+{
+  struct rules_secrets *s = rules_secrets_new(NULL);
+  char key[32], *v = NULL;
+  size_t len = 0;
+  int i, n = 0;
+
+  ASSERT_NOT_NULL(s);
+  for (i = 0; i < 100000; i++) {
+    snprintf(key, sizeof(key), "K%05d", i);
+    if (rules_secrets_set(s, key, "v", 1) != 0)
+      break;
+    n++;
+  }
+  ASSERT_EQ(n, 4096);
+  ASSERT_EQ(rules_secrets_set(s, key, "v", 1), -ENOSPC);
+  ASSERT_EQ(rules_secrets_get(s, key, &v, &len), -ENOENT);
+  ASSERT_EQ(rules_secrets_set(s, "K00007", "new", 3), 0);
+  ASSERT_EQ(rules_secrets_get(s, "K00007", &v, &len), 0);
+  ASSERT_EQ(len, 3);
+  ASSERT_STREQ(v, "new");
+  rules_secret_free(v, len);
+  ASSERT_EQ(rules_secrets_unset(s, "K00007"), 0);
+  ASSERT_EQ(rules_secrets_set(s, key, "v", 1), 0);
+  rules_secrets_free(s);
+}
+
 TEST(not_a_regular_file)
 {
   struct rules_secrets *s = tmp_store();
