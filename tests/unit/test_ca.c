@@ -1204,6 +1204,91 @@ TEST(load_openssl_p384_ca)
 }
 
 /*
+ * Makes, with OpenSSL, a self-signed CA "shape" (shape.pem, shape.key, 0600) on curve,
+ * whose extensions are ext (OpenSSL config lines; nothing else is added).
+ */
+static void make_ca_shape(const char *curve, const char *ext)
+{
+  char cnf[2048];
+  int n;
+
+  n = snprintf(cnf, sizeof(cnf), "[req]\ndistinguished_name = dn\n[dn]\n[ext]\n%s\n", ext);
+  ASSERT_LT(n, (int)sizeof(cnf));
+  test_write_file(test_tmpdir(), "shape.cnf", cnf, (size_t)n, 0644);
+  ASSERT_EQ(run("cd %s && openssl req -x509 -config shape.cnf -extensions ext -newkey ec "
+                "-pkeyopt ec_paramgen_curve:%s -nodes -keyout shape.key -out shape.pem "
+                "-subj '/CN=Shape CA' -days 3650 2>/dev/null && chmod 600 shape.key",
+                test_tmpdir(), curve),
+            0);
+}
+
+/*
+ * CAs an operator may import, each shape as clients treat it: a P-521 key signs with
+ * SHA-512 and its leaves verify strictly; a CA whose extendedKeyUsage leaves out
+ * serverAuth is refused (clients reject every server certificate under it); a CA
+ * without keyUsage, or with a non-critical basicConstraints, loads with a warning
+ * that strict clients will reject it.
+ */
+TEST(load_openssl_ca_shapes)
+{
+  static const char base[] = "basicConstraints=critical,CA:TRUE\n"
+                             "keyUsage=critical,keyCertSign,cRLSign\n"
+                             "subjectKeyIdentifier=hash\n";
+  struct proxy_ca *ca = NULL;
+  struct proxy_leaf *leaf;
+  struct capture cap;
+  char ext[512];
+  const char *log;
+
+  make_ca_shape("P-521", base);
+  capture_start(&cap);
+  ASSERT_EQ(proxy_ca_load(NULL, tmp_path("shape.pem"), tmp_path("shape.key"), &ca), 0);
+  ASSERT_NOT_CONTAINS(capture_end(&cap), "warn");
+  ASSERT_EQ(proxy_ca_leaf(ca, "api.example.com", 0, &leaf), 0);
+  ASSERT_EQ(leaf->chain.sig_pk, MBEDTLS_PK_ECDSA);
+  ASSERT_EQ(leaf->chain.sig_md, MBEDTLS_MD_SHA512);
+  write_crt_pem("leaf.pem", &leaf->chain, 0);
+  ASSERT_EQ(run("cd %s && openssl verify -x509_strict -purpose sslserver -verify_hostname "
+                "api.example.com -CAfile shape.pem leaf.pem",
+                test_tmpdir()),
+            0);
+  proxy_leaf_unref(leaf);
+  proxy_ca_free(ca);
+  ca = NULL;
+
+  snprintf(ext, sizeof(ext), "%sextendedKeyUsage=clientAuth\n", base);
+  make_ca_shape("P-256", ext);
+  capture_start(&cap);
+  ASSERT_EQ(proxy_ca_load(NULL, tmp_path("shape.pem"), tmp_path("shape.key"), &ca), -EINVAL);
+  ASSERT_CONTAINS(capture_end(&cap), "restricts extendedKeyUsage without serverAuth");
+  ASSERT_NULL(ca);
+  /* Control: serverAuth among others is fine. */
+  snprintf(ext, sizeof(ext), "%sextendedKeyUsage=clientAuth,serverAuth\n", base);
+  make_ca_shape("P-256", ext);
+  ASSERT_EQ(proxy_ca_load(NULL, tmp_path("shape.pem"), tmp_path("shape.key"), &ca), 0);
+  proxy_ca_free(ca);
+  ca = NULL;
+
+  make_ca_shape("P-256", "basicConstraints=critical,CA:TRUE\nsubjectKeyIdentifier=hash\n");
+  capture_start(&cap);
+  ASSERT_EQ(proxy_ca_load(NULL, tmp_path("shape.pem"), tmp_path("shape.key"), &ca), 0);
+  log = capture_end(&cap);
+  ASSERT_CONTAINS(log, "has no keyUsage extension; strict clients");
+  ASSERT_NOT_CONTAINS(log, "non-critical basicConstraints");
+  proxy_ca_free(ca);
+  ca = NULL;
+
+  make_ca_shape("P-256", "basicConstraints=CA:TRUE\nkeyUsage=critical,keyCertSign\n"
+                         "subjectKeyIdentifier=hash\n");
+  capture_start(&cap);
+  ASSERT_EQ(proxy_ca_load(NULL, tmp_path("shape.pem"), tmp_path("shape.key"), &ca), 0);
+  log = capture_end(&cap);
+  ASSERT_CONTAINS(log, "has a non-critical basicConstraints; strict clients");
+  ASSERT_NOT_CONTAINS(log, "keyUsage extension");
+  proxy_ca_free(ca);
+}
+
+/*
  * A CA restricted by a critical nameConstraints extension, as interception CAs should
  * be, loads, and its constraints are applied: leaves inside them verify with OpenSSL,
  * and a name outside them gets no leaf at all instead of one every client rejects.
