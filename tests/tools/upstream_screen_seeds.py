@@ -114,3 +114,17 @@ ch = [der(build("api.example.com", "X", lk.public_key(), sk, 1, False)),
 for i in range(10):
     ch.append(der(build("Z", "Z", sk.public_key(), sk, 100 + i, True, na=now - datetime.timedelta(days=1))))
 seed("hostile-decoy-strtype", sh + certmsg(ch))
+# malformed flights mbedTLS refuses, which the screen must pass over without reading
+# out of bounds: a certificate entry whose length overruns its message ...
+ccs = b"\x14\x03\x03\x00\x01\x01"
+lst = b"\xff\xff\x00" + der(leaf)
+body = struct.pack(">I", len(lst))[1:] + lst
+msg = b"\x0b" + struct.pack(">I", len(body))[1:] + body
+seed("malformed-entry-overrun", sh + b"\x16\x03\x03" + struct.pack(">H", len(msg)) + msg + ccs,
+     cuts=(len(sh) + 9,))
+# ... and a Certificate message split across two records (mbedTLS 2.28 refuses those)
+rec = certmsg([der(leaf), der(inter)])[5:]
+half = len(rec) // 2
+seed("message-across-records",
+     sh + b"\x16\x03\x03" + struct.pack(">H", half) + rec[:half] +
+     b"\x16\x03\x03" + struct.pack(">H", len(rec) - half) + rec[half:] + ccs, cuts=(len(sh) + 4,))
