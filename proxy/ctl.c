@@ -260,7 +260,7 @@ static int cmd_secret_set(const char *sock, int argc, char **argv)
   struct strbuf body;
   struct proxy_api_answer a;
   size_t len;
-  int ret = 1;
+  int r, ret = 1;
 
   if (argc == 4 && strcmp(argv[2], "--from-file") == 0)
     from = argv[3];
@@ -271,9 +271,17 @@ static int cmd_secret_set(const char *sock, int argc, char **argv)
     return 2;
   }
   keyname = argv[1];
-  if (proxy_read_file(from, RULES_MAX_SECRET_LEN, &value, &len) != 0) {
-    fprintf(stderr, "authproxy ctl: cannot read the secret from %s\n",
-            strcmp(from, "-") == 0 ? "standard input" : from);
+  /* One byte more than a value may hold: the trailing newline trimmed below. */
+  r = proxy_read_file(from, RULES_MAX_SECRET_LEN + 1, &value, &len);
+  if (r == -EFBIG) {
+    fprintf(stderr, "authproxy ctl: cannot read the secret from %s: it is longer than the "
+            "%d bytes a secret may be\n", strcmp(from, "-") == 0 ? "standard input" : from,
+            RULES_MAX_SECRET_LEN);
+    return 1;
+  }
+  if (r != 0) {
+    fprintf(stderr, "authproxy ctl: cannot read the secret from %s: %s\n",
+            strcmp(from, "-") == 0 ? "standard input" : from, strerror(-r));
     return 1;
   }
   if (len > 0 && value[len - 1] == '\n')

@@ -119,6 +119,28 @@ assert_eq "$(misuse GET /v1/sandboxes/nope -)" "404 sandbox_not_found" "unknown 
 assert_eq "$(misuse DELETE /v1/sandboxes/nope -)" "404 sandbox_not_found" "delete unknown"
 assert_eq "$(misuse PUT '/v1/sandboxes/..' '{}')" "400 invalid_name" "bad name"
 assert_eq "$(misuse GET /v1/secrets/KEY_1 -)" "405 method_not_allowed" "secrets are write-only"
+assert_eq "$(misuse PUT '/v1/secrets/bad%20key' '{"value": "v"}')" "400 invalid_secret" \
+  "a secret key outside [A-Za-z0-9_.-]"
+assert_eq "$(misuse PUT /v1/secrets/.hidden '{"value": "v"}')" "400 invalid_secret" \
+  "a secret key starting with a dot"
+assert_eq "$(misuse DELETE /v1/secrets/NEVER_PUSHED -)" "404 secret_not_found" \
+  "deleting a secret never pushed"
+"$PY" -c "print('w' * 65537, end='')" > "$T/over.secret"
+assert_eq "$(misuse PUT /v1/secrets/OVER "{\"value\": \"$(cat "$T/over.secret")\"}")" \
+  "400 invalid_secret" "a secret value over 65536 bytes"
+err=$(ctl secret-set OVER < "$T/over.secret" 2>&1) && fail "ctl stored a 65537-byte secret"
+assert_contains "$err" "values are at most 65536 bytes" "ctl: a value one byte too long"
+"$PY" -c "print('w' * 70000, end='')" > "$T/over.secret"
+err=$(ctl secret-set OVER < "$T/over.secret" 2>&1) && fail "ctl stored a 70000-byte secret"
+assert_contains "$err" "cannot read the secret from standard input: it is longer than the 65536 bytes a secret may be" \
+  "ctl names the limit a secret read from standard input is over"
+err=$(ctl secret-set OVER --from-file "$T/no-such.secret" 2>&1) && fail "ctl read a missing file"
+assert_contains "$err" "cannot read the secret from $T/no-such.secret: No such file or directory" \
+  "ctl names why a secret file cannot be read"
+# The most a value may hold, with the newline a file usually ends with (trimmed).
+"$PY" -c "print('w' * 65536)" > "$T/max.secret"
+ctl secret-set MAX_LEN --from-file "$T/max.secret" || fail "ctl refused a 65536-byte secret and its newline"
+ctl secret-delete MAX_LEN > /dev/null
 assert_eq "$(misuse POST /v1/nothing -)" "404 not_found" "unknown route"
 "$PY" -c 'print("{\"netns\": \"" + "a" * (2 << 20) + "\"}")' > "$T/big.json"
 assert_eq "$(misuse PUT /v1/sandboxes/big "@$T/big.json")" "413 body_too_large" "oversized body"
