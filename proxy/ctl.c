@@ -156,6 +156,20 @@ static int segment_ok(const char *s)
   return 1;
 }
 
+/* Reads a PEM file an option names into *out; says why it cannot. */
+static int read_pem(const char *path, const char *option, char **out)
+{
+  size_t len;
+  int r;
+
+  r = proxy_read_file(path, 1u << 20, out, &len);
+  if (r == 0)
+    return 0;
+  fprintf(stderr, "authproxy ctl: %s %s: %s\n", option, path,
+          r == -EFBIG ? "larger than 1 MiB, which no PEM certificate or key is" : strerror(-r));
+  return r;
+}
+
 static int cmd_with_config(const char *sock, const char *cmd, int argc, char **argv)
 {
   static const struct option opts[] = {
@@ -171,7 +185,6 @@ static int cmd_with_config(const char *sock, const char *cmd, int argc, char **a
   int c, ret = 2;
   struct strbuf body;
   struct proxy_api_answer a;
-  size_t len;
 
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -209,9 +222,7 @@ static int cmd_with_config(const char *sock, const char *cmd, int argc, char **a
     strbuf_add_json_str(&body, netns, strlen(netns));
     strbuf_add(&body, ",", 1);
     if (ca_cert != NULL) {
-      if (proxy_read_file(ca_cert, 1u << 20, &cert, &len) != 0 ||
-          proxy_read_file(ca_key, 1u << 20, &key, &len) != 0) {
-        fprintf(stderr, "authproxy ctl: cannot read %s or %s\n", ca_cert, ca_key);
+      if (read_pem(ca_cert, "--ca-cert", &cert) != 0 || read_pem(ca_key, "--ca-key", &key) != 0) {
         ret = 1;
         goto out;
       }

@@ -73,6 +73,17 @@ assert_contains "$out" "invalid_ca" "a mismatched pair at attach"
 grep -q "does not match certificate" "$T/serve.log" || fail "the log does not say why"
 pass "an attach refuses a CA key that does not match its certificate"
 
+# A CA file ctl cannot read: named with its option and why (it used to say only
+# "cannot read A or B"), and nothing is sent.
+out=$(ctl attach keep --netns "/var/run/netns/$nsk" --config "$T/config.json" \
+  --ca-cert "$T/long.pem" --ca-key "$T/no-such.key" 2>&1) && fail "attached without a key file"
+assert_contains "$out" "--ca-key $T/no-such.key: No such file or directory" "a missing --ca-key"
+out=$(ctl attach keep --netns "/var/run/netns/$nsk" --config "$T/config.json" \
+  --ca-cert "$T/no-such.pem" --ca-key "$T/long.key" 2>&1) && fail "attached without a cert file"
+assert_contains "$out" "--ca-cert $T/no-such.pem: No such file or directory" "a missing --ca-cert"
+assert_contains "$(ctl list)" '"sandboxes":	[]' "nothing attached"
+pass "ctl names the CA file it cannot read"
+
 ctl attach keep --netns "/var/run/netns/$nsk" --config "$T/config.json" \
   --ca-cert "$T/long.pem" --ca-key "$T/long.key" > /dev/null
 nss=$(make_netns rs)
