@@ -49,6 +49,25 @@ PIDS+=($!)
 wait_for "'$AUTHPROXY' ctl --control '$T/stale.sock' health > /dev/null 2>&1"
 pass "a live daemon's socket is refused and kept; a stale one replaced; SIGINT exits 0"
 
+# The state directory: open to others (it holds the sealing key), or not a directory.
+mkdir -m 755 "$T/open"
+out=$(start_fails open "$T/open.sock")
+assert_contains "$out" "$T/open is accessible by group or others (mode 755): chmod 700 $T/open" \
+  "a state directory others can read"
+[ ! -e "$T/open/key" ] || fail "serve wrote its key into a directory others can read"
+: > "$T/afile"
+out=$(start_fails afile "$T/afile.sock")
+assert_contains "$out" "$T/afile is not a directory" "a state directory that is a file"
+rc=0
+"$AUTHPROXY" serve --state-dir "$T/s7" > /dev/null 2> "$T/s7.log" || rc=$?
+assert_eq "$rc" 2 "exit status of serve without --control"
+assert_contains "$(cat "$T/s7.log")" "--state-dir and --control are required" "the missing option"
+rc=0
+"$AUTHPROXY" serve --state-dir "$T/s7" --control "$T/s7.sock" extra 2> "$T/s7.log" || rc=$?
+assert_eq "$rc" 2 "exit status of serve with an extra argument"
+assert_contains "$(cat "$T/s7.log")" 'unexpected argument "extra"' "the extra argument"
+pass "a state directory others can read, or a file, or missing options: named, nothing made"
+
 # A state key gone (deleted, or left out of a backup) while state sealed under it is
 # still there: serve refuses to start, naming what it holds and both ways out, and
 # makes no key. It used to make a new one silently and start with every sandbox left
