@@ -125,6 +125,20 @@ assert_eq "$(misuse PUT /v1/secrets/.hidden '{"value": "v"}')" "400 invalid_secr
   "a secret key starting with a dot"
 assert_eq "$(misuse DELETE /v1/secrets/NEVER_PUSHED -)" "404 secret_not_found" \
   "deleting a secret never pushed"
+assert_eq "$(misuse PUT /v1/secrets/K -)" "400 invalid_json" "a secret without a body"
+assert_eq "$(misuse PUT /v1/secrets/K '[1]')" "400 invalid_request" "a body that is no object"
+assert_eq "$(misuse PUT /v1/secrets/K '{"value": 1}')" "400 invalid_request" "a value that is no string"
+assert_eq "$(misuse PUT /v1/secrets/K '{"value": "v", "x": 1}')" "400 invalid_request" \
+  "an unknown field beside a secret"
+assert_eq "$(misuse PUT /v1/configs/C '{"proxy_config": {}, "x": 1}')" "400 invalid_request" \
+  "an unknown field beside a stored config"
+assert_eq "$(misuse PUT /v1/configs/C '{}')" "400 invalid_request" "a stored config without one"
+assert_eq "$(misuse PATCH /v1/sandboxes/box2 '{"netns": "/x"}')" "400 invalid_request" \
+  "an update without proxy_config"
+assert_eq "$(misuse GET /v1/configs/.bad -)" "400 invalid_name" "a config name starting with a dot"
+assert_eq "$(misuse POST /v1/configs/C '{}')" "405 method_not_allowed" "POST to a stored config"
+assert_eq "$(misuse GET /v1/sandboxes/a/b -)" "404 not_found" "a path under a sandbox"
+assert_eq "$(misuse GET /v1/configs/nope -)" "404 config_not_found" "an unknown stored config"
 "$PY" -c "print('w' * 65537, end='')" > "$T/over.secret"
 assert_eq "$(misuse PUT /v1/secrets/OVER "{\"value\": \"$(cat "$T/over.secret")\"}")" \
   "400 invalid_secret" "a secret value over 65536 bytes"
