@@ -115,6 +115,51 @@ assert_eq "$(upq web 'len([r for r in reqs if r["path"].startswith("/held")])')"
   "requests the upstream got at the address the swap denied while it was dialed"
 assert_not_contains "$out" "200" "a request whose upstream the swap denied while it connected"
 ctl health > /dev/null || fail "the daemon does not answer after the swap"
+
+# A swap that denies the name of a tunnel still connecting closes it at the swap: its
+# address stays allowed, so the check at the connect could not stop it.
+echo "{ \"dns\": { \"remap\": { \"named.example\": \"127.0.0.1:$E\" } } }" > "$T/before-name.json"
+echo "{ \"dns\": { \"remap\": { \"named.example\": \"127.0.0.1:$E\" } },
+  \"egress\": { \"deny\": [\"named.example\"] } }" > "$T/after-name.json"
+ctl update sw --config "$T/before-name.json" > /dev/null
+ip netns exec "$HNS" nft -f - <<NFT
+table inet hold {
+  counter held { }
+  chain out {
+    type filter hook output priority 0; policy accept;
+    ip daddr 127.0.0.1 tcp dport $E tcp flags & (syn | ack) == syn counter name "held" drop
+  }
+}
+NFT
+rm -f "$T/swapped"
+ip netns exec "$ns" "$PY" - "$T" > "$T/named.out" 2> "$T/named.log" <<'PYEOF' &
+import os, socket, sys, time
+t = sys.argv[1]
+s = socket.create_connection(("named.example", 7000), timeout=20)
+for _ in range(400):
+    if os.path.exists(os.path.join(t, "swapped")):
+        break
+    time.sleep(0.05)
+s.settimeout(20)
+try:
+    s.sendall(b"hello")
+    d = s.recv(5)
+    print("echo" if d == b"hello" else "closed" if not d else "other", flush=True)
+except OSError as e:
+    print("closed", type(e).__name__, flush=True)
+PYEOF
+CLIENT=$!
+PIDS+=($CLIENT)
+wait_for "[ \"\$(held)\" -gt 0 ]" 20
+ctl update sw --config "$T/after-name.json" > /dev/null
+ip netns exec "$HNS" nft delete table inet hold
+: > "$T/swapped"
+wait "$CLIENT" || fail "the named client failed: $(cat "$T/named.log")"
+out=$(cat "$T/named.out")
+echo "named client: $out"
+assert_contains "$out" "closed" "a tunnel whose name the swap denied while it connected"
+ctl health > /dev/null || fail "the daemon does not answer after the swap"
+pass "an upstream connect in flight across a swap that denies its name is not relayed"
 kill -TERM "$serve_pid"
 rc=0
 wait "$serve_pid" || rc=$?
