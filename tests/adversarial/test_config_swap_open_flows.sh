@@ -11,28 +11,39 @@
 #   keep.example    opaque tunnel; the new config changes nothing     -> still relayed
 #   late.example    half a ClientHello sent before the swap, the rest after; the new
 #                   config denies the name                            -> not relayed
+#   addr.example    opaque tunnel to 127.0.0.2; the new config denies that address
+#                                                                     -> closed
+#   cb.example      opaque tunnel to localhost:E4; the new config's credential
+#                   callback is there, which no sandbox may reach      -> closed
 #
 #   ap-swap-PID (lo only)                         host
-#   client.py --redirect--> listener ==== authproxy serve ===> tcp_server.py (echo) 127.0.0.1:E1, E2
+#   client.py --redirect--> listener ==== authproxy serve ===> tcp_server.py (echo) 127.0.0.1:E1, E2,
+#                                                              E4, 127.0.0.2:E3
 . "$(dirname "$0")/../integration/lib.sh"
 . "$(dirname "$0")/adv_lib.sh"
 
 start_tcp_server e1
 start_tcp_server e2
+start_tcp_server e3 --bind 127.0.0.2
+start_tcp_server e4
 E1=$e1_PORT
 E2=$e2_PORT
+E3=$e3_PORT
+E4=$e4_PORT
 
 remap() {
   local moved=$1
   echo "\"remap\": { \"deny.example\": \"127.0.0.1:$E1\", \"moved.example\": \"127.0.0.1:$moved\",
     \"keep.example\": \"127.0.0.1:$E1\", \"tls.example\": \"127.0.0.1:$E1\",
-    \"late.example\": \"127.0.0.1:$E1\" }"
+    \"late.example\": \"127.0.0.1:$E1\", \"addr.example\": \"127.0.0.2:$E3\",
+    \"cb.example\": \"localhost:$E4\" }"
 }
 echo "{ \"dns\": { $(remap "$E1") } }" > "$T/before.json"
 cat > "$T/after.json" <<EOF
 { "rules": [ { "name": "tls", "match_hosts": ["tls.example"],
     "headers": [ { "name": "X-Added", "type": "plaintext", "value": "1" } ] } ],
-  "egress": { "deny": ["deny.example", "late.example"] },
+  "egress": { "deny": ["deny.example", "late.example", "127.0.0.2/32"] },
+  "callback": { "url": "http://localhost:$E4/creds", "match_hosts": ["api.example"] },
   "dns": { $(remap "$E2") } }
 EOF
 
@@ -79,7 +90,7 @@ def wait_file(name):
     raise SystemExit("no " + name)
 
 conns = {n: socket.create_connection((n + ".example", 7000), timeout=5)
-         for n in ("deny", "moved", "keep")}
+         for n in ("deny", "moved", "keep", "addr", "cb")}
 time.sleep(0.8)  # silent past the 500 ms a server-first protocol gets: opaque tunnels
 res = {}
 for n, s in conns.items():
@@ -106,14 +117,14 @@ ip netns exec "$ns" "$PY" "$T/client.py" "$T" > "$T/client.out" 2> "$T/client.lo
 CLIENT=$!
 PIDS+=($CLIENT)
 wait_for "[ -e '$T/opened' ]" 20
-assert_eq "$(grep '^before' "$T/client.out")" "before deny=echo keep=echo moved=echo tls=echo" \
+assert_eq "$(grep '^before' "$T/client.out")" "before addr=echo cb=echo deny=echo keep=echo moved=echo tls=echo" \
   "every flow relayed before the swap"
 ctl update swap --config "$T/after.json" > /dev/null
 : > "$T/swapped"
 wait "$CLIENT" || fail "the client failed: $(cat "$T/client.log")"
 after=$(grep '^after' "$T/client.out")
 echo "$after"
-for want in deny=closed moved=closed tls=closed keep=echo; do
+for want in deny=closed moved=closed tls=closed keep=echo addr=closed cb=closed; do
   assert_contains "$after" "$want" "after the swap"
 done
 assert_not_contains "$after" "late=echo" "a connection decided after the swap was relayed under the old config"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A TCP server for tests, on 127.0.0.1, for protocols that are not HTTP.
+"""A TCP server for tests, on 127.0.0.1 (or --bind ADDR), for protocols that are not HTTP.
 
 With --cert and --key each connection is TLS (1.2 at most, as the proxy speaks it
 upstream) from its start. Each connection gets --banner first (after --delay
@@ -49,6 +49,7 @@ def main():
     p.add_argument("--reply", choices=("echo", "got", "none"), default="echo")
     p.add_argument("--cert", help="PEM chain: TLS, with --key")
     p.add_argument("--key")
+    p.add_argument("--bind", default="127.0.0.1", help="the address to listen on")
     args = p.parse_args()
     ctx = None
     if args.cert:
@@ -57,7 +58,7 @@ def main():
         ctx.load_cert_chain(args.cert, args.key)
     banner = args.banner.replace("\\r", "\r").replace("\\n", "\n").encode()
     ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
+    ls.bind((args.bind, 0))
     ls.listen(64)
     with open(args.port_file + ".tmp", "w") as f:
         f.write(str(ls.getsockname()[1]))
