@@ -13,6 +13,7 @@
 
 #include "proxy/apiclient.h"
 #include "proxy/cni.h"
+#include "proxy/strbuf.h"
 #include "rules/rules.h"
 
 static const char *const versions[] = { PROXY_CNI_VERSIONS, NULL };
@@ -239,20 +240,29 @@ oom:
   return NULL;
 }
 
+/*
+ * Written with strbuf's JSON writer, not cJSON's, which copies a string's bytes as they
+ * are: details quote what the runtime or the daemon sent, cut to fit (an unknown key's
+ * value, the daemon's message), and a cut inside a character left bytes no strict JSON
+ * reader takes, so the runtime reported an undecodable answer instead of the error.
+ * The writer escapes every non-ASCII character and writes U+FFFD for a byte that
+ * begins none.
+ */
 char *proxy_cni_error_json(const char *version, const struct proxy_cni_error *e)
 {
-  cJSON *o = cJSON_CreateObject();
-  char *text;
+  struct strbuf b;
 
-  if (o == NULL)
-    return NULL;
-  cJSON_AddStringToObject(o, "cniVersion", version ? version : "1.0.0");
-  cJSON_AddNumberToObject(o, "code", e->code);
-  cJSON_AddStringToObject(o, "msg", e->msg);
-  cJSON_AddStringToObject(o, "details", e->details);
-  text = cJSON_PrintUnformatted(o);
-  cJSON_Delete(o);
-  return text;
+  if (version == NULL)
+    version = "1.0.0";
+  strbuf_init(&b);
+  strbuf_adds(&b, "{\"cniVersion\":");
+  strbuf_add_json_str(&b, version, strlen(version));
+  strbuf_addf(&b, ",\"code\":%d,\"msg\":", e->code);
+  strbuf_add_json_str(&b, e->msg, strnlen(e->msg, sizeof(e->msg)));
+  strbuf_adds(&b, ",\"details\":");
+  strbuf_add_json_str(&b, e->details, strnlen(e->details, sizeof(e->details)));
+  strbuf_adds(&b, "}");
+  return strbuf_take(&b); /* NULL when out of memory */
 }
 
 char *proxy_cni_version_json(const char *version)

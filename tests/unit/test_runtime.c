@@ -5,7 +5,9 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -17,6 +19,8 @@
 #include "proxy/apiclient.h"
 #include "proxy/cni.h"
 #include "proxy/ocihook.h"
+#include "proxy/strbuf.h"
+#include "proxy/utf8.h"
 #include "test.h"
 
 /* ---- apiclient ---- */
@@ -393,6 +397,73 @@ TEST(cni_conf_errors)
   ASSERT_NOT_CONTAINS(e.details, "sk-opaque-1");
 }
 
+/* 1 if s is well-formed UTF-8 (RFC 3629), as JSON text must be (RFC 8259 8.1). */
+static int utf8_ok(const char *s)
+{
+  const unsigned char *p = (const unsigned char *)s;
+  size_t n = strlen(s), i = 0, k;
+  uint32_t cp;
+
+  while (i < n) {
+    k = proxy_utf8_seq(p + i, n - i, &cp);
+    if (k == 0)
+      return 0;
+    i += k;
+  }
+  return 1;
+}
+
+/* The error document is JSON, so UTF-8, whatever its text holds: an unknown key's
+ * value cut short for the message split a character, and the runtime got bytes no
+ * strict JSON reader takes (Python's json, Rust's serde_json) in place of the error. */
+TEST(cni_error_json_is_utf8)
+{
+  struct strbuf in;
+  struct proxy_cni_error e;
+  struct proxy_cni_conf c;
+  cJSON *doc;
+  char *text;
+  int i;
+
+  strbuf_init(&in);
+  strbuf_adds(&in, "{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"type\":\"t\","
+                   "\"proxy_config_name\":\"a\",\"bogus\":\"");
+  for (i = 0; i < 100; i++)
+    strbuf_adds(&in, "\xc3\xa9"); /* U+00E9, two bytes */
+  strbuf_adds(&in, "\"}");
+  ASSERT(!in.oom);
+  memset(&e, 0, sizeof(e));
+  ASSERT_EQ(proxy_cni_parse_conf(in.data, in.len, &c, &e), -EINVAL);
+  ASSERT_EQ(e.code, PROXY_CNI_ERR_FIELD);
+  ASSERT_CONTAINS(e.details, "unknown key \"bogus\"");
+  text = proxy_cni_error_json("1.0.0", &e);
+  ASSERT_NOT_NULL(text);
+  if (!utf8_ok(text))
+    TEST_FAIL_("the error document is not UTF-8: %s", text);
+  doc = cJSON_Parse(text);
+  ASSERT_NOT_NULL(doc);
+  ASSERT_EQ(cJSON_GetObjectItem(doc, "code")->valueint, PROXY_CNI_ERR_FIELD);
+  ASSERT_CONTAINS(cJSON_GetObjectItem(doc, "details")->valuestring, "\xc3\xa9\xc3\xa9");
+  cJSON_Delete(doc);
+  free(text);
+  /* Any text: a byte that begins no character comes out as U+FFFD. */
+  snprintf(e.msg, sizeof(e.msg), "cut \xe2\x82");
+  snprintf(e.details, sizeof(e.details), "bad \xff byte, \"quoted\"\n");
+  text = proxy_cni_error_json("0.4.0", &e);
+  ASSERT_NOT_NULL(text);
+  if (!utf8_ok(text))
+    TEST_FAIL_("the error document is not UTF-8: %s", text);
+  doc = cJSON_Parse(text);
+  ASSERT_NOT_NULL(doc);
+  ASSERT_STREQ(cJSON_GetObjectItem(doc, "cniVersion")->valuestring, "0.4.0");
+  ASSERT_STREQ(cJSON_GetObjectItem(doc, "msg")->valuestring, "cut \xef\xbf\xbd\xef\xbf\xbd");
+  ASSERT_STREQ(cJSON_GetObjectItem(doc, "details")->valuestring,
+               "bad \xef\xbf\xbd byte, \"quoted\"\n");
+  cJSON_Delete(doc);
+  free(text);
+  strbuf_free(&in);
+}
+
 TEST(cni_add_result)
 {
   struct proxy_cni_error e;
@@ -430,7 +501,7 @@ TEST(cni_documents)
   proxy_cni_fail(&e, PROXY_CNI_ERR_REJECTED, "proxy_config rejected", "a \"quoted\"\nline");
   doc = proxy_cni_error_json("0.4.0", &e);
   ASSERT_STREQ(doc, "{\"cniVersion\":\"0.4.0\",\"code\":101,\"msg\":\"proxy_config rejected\","
-                    "\"details\":\"a \\\"quoted\\\"\\nline\"}");
+                    "\"details\":\"a \\\"quoted\\\"\\u000aline\"}");
   free(doc);
   doc = proxy_cni_version_json(NULL);
   ASSERT_STREQ(doc, "{\"cniVersion\":\"1.0.0\",\"supportedVersions\":"
