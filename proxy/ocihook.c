@@ -219,10 +219,24 @@ static int read_config_file(const char *dir, const char *name, char **text, char
              r == -ELOOP ? "is a symbolic link (not followed)" : strerror(-r));
     goto out;
   }
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-      (size_t)st.st_size > PROXY_CONTROL_MAX_BODY) {
+  /* Each refusal says which it is: "not a regular file of at most 1 MiB" had the owner
+   * of a large regular file look for what was irregular about it. */
+  if (fstat(fd, &st) != 0) {
+    r = -errno;
+    snprintf(err, errsz, "config file %s/%s: %s", dir, name, strerror(-r));
+    goto out;
+  }
+  if (!S_ISREG(st.st_mode)) {
     r = -EINVAL;
-    snprintf(err, errsz, "config file %s/%s: not a regular file of at most 1 MiB", dir, name);
+    snprintf(err, errsz, "config file %s/%s: is %s, not a regular file holding a proxy_config",
+             dir, name, S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO"
+                                                               : "a socket or device");
+    goto out;
+  }
+  if ((size_t)st.st_size > PROXY_CONTROL_MAX_BODY) {
+    r = -EFBIG;
+    snprintf(err, errsz, "config file %s/%s: is %lld bytes, more than the 1 MiB the daemon "
+             "takes", dir, name, (long long)st.st_size);
     goto out;
   }
   for (;;) {

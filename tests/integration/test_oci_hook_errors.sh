@@ -26,7 +26,7 @@ hook() {
   shift
   set +e
   printf '{"ociVersion": "1.0.2", "id": "ctr-%s", "status": "creating", "pid": %s, "bundle": "/b", "annotations": %s}' \
-    "$$" "$CPID" "$ann" | "$AUTHPROXY" oci-hook "$@" createRuntime 2> "$T/hook.err"
+    "$$" "$CPID" "$ann" | timeout 20 "$AUTHPROXY" oci-hook "$@" createRuntime 2> "$T/hook.err"
   RC=$?
   set -e
   ERR=$(cat "$T/hook.err")
@@ -61,3 +61,41 @@ assert_eq "$RC" "1" "hook status with a missing config directory"
 assert_contains "$ERR" "$T/no-dir" "the directory is named"
 assert_eq "$(podman_reads "$ERR")" "OCI runtime error (126)" "podman's reading of: $ERR"
 pass "a config file or directory missing: named, not read as a missing command"
+
+# ---- a config file that cannot be one: each refusal says what is wrong with it -------
+# Read before the daemon is asked, so none is needed. A FIFO is not opened for a
+# blocking read (the runtime would wait on the hook for ever); a large regular file
+# used to be refused as "not a regular file of at most 1 MiB", which sent its owner
+# looking for what was irregular about it.
+echo '{"rules": [' > "$T/configs/broken.json"
+echo '["not", "an", "object"]' > "$T/configs/array.json"
+mkfifo "$T/configs/fifo.json"
+mkdir "$T/configs/dir.json"
+head -c $((1100 * 1024)) /dev/zero | tr '\0' ' ' > "$T/configs/big.json"
+# config_file_refused FILE TEXT: the hook fails for FILE, naming it and saying TEXT.
+config_file_refused() {
+  hook "{\"io.authproxy.config-file\": \"$1\"}" --control "$T/none.sock" --config-dir "$T/configs"
+  assert_eq "$RC" "1" "hook status with config file $1"
+  assert_contains "$ERR" "config file $T/configs/$1: $2" "config file $1"
+  assert_eq "$(podman_reads "$ERR")" "OCI runtime error (126)" "podman's reading of: $ERR"
+}
+config_file_refused broken.json "invalid JSON at line 2, column 1"
+config_file_refused array.json "must hold a JSON object (a proxy_config)"
+config_file_refused fifo.json "is a FIFO, not a regular file"
+config_file_refused dir.json "is a directory, not a regular file"
+config_file_refused big.json "is $((1100 * 1024)) bytes, more than the 1 MiB the daemon takes"
+pass "config files that are not JSON, not an object, a FIFO, a directory, too large: each named with why"
+
+# ---- what the runtime hands the hook, misconfigured -----------------------------------
+set +e
+out=$(echo 'not json' | timeout 20 "$AUTHPROXY" oci-hook createRuntime 2>&1); rc=$?
+set -e
+assert_eq "$rc" "1" "hook status for a state that is not JSON"
+assert_contains "$out" "the container state on standard input is not JSON: invalid JSON at line 1" \
+  "a state that is not JSON"
+set +e
+out=$(echo '{}' | timeout 20 "$AUTHPROXY" oci-hook poststart 2>&1); rc=$?
+set -e
+assert_eq "$rc" "2" "hook status for a stage it does not run at"
+assert_contains "$out" 'unknown stage "poststart" (createRuntime or poststop)' "an unknown stage"
+pass "a state that is not JSON and an unknown stage are named"
