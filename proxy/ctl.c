@@ -124,7 +124,8 @@ static char *read_config(const char *path)
 
   r = proxy_read_file(path, PROXY_CONFIG_MAX_BYTES, &data, &len);
   if (r != 0) {
-    fprintf(stderr, "authproxy ctl: cannot read %s: %s\n", path, strerror(-r));
+    fprintf(stderr, "authproxy ctl: cannot read %s: %s\n", path,
+            r == -EFBIG ? "larger than 1 MiB, the limit of a proxy_config" : strerror(-r));
     return NULL;
   }
   rules_diag_init(&diag);

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# `authproxy ctl`'s own errors, before it asks the daemon anything: a --config file it
+# cannot use is named with why (too large said only "File too large", not the limit
+# of a proxy_config, which the jail's --config states), arguments it cannot send are
+# refused with the usage, and no daemon on the socket is said so. No daemon runs here.
+#
+#   authproxy ctl --control $T/none.sock ...  (nothing listens there)
+. "$(dirname "$0")/lib.sh"
+
+SOCK=$T/none.sock
+# ctl ARGS...: runs ctl; its stderr (and stdout) in OUT, its status in RC.
+ctl() {
+  set +e
+  OUT=$(timeout 20 "$AUTHPROXY" ctl --control "$SOCK" "$@" 2>&1 < /dev/null)
+  RC=$?
+  set -e
+}
+
+echo '{"rules": [' > "$T/broken.json"
+mkdir "$T/dir.json"
+head -c $((1024 * 1024 + 1)) /dev/zero | tr '\0' ' ' > "$T/big.json"
+for cmd in "update box" "config-set agents" "attach box --netns /var/run/netns/x"; do
+  # shellcheck disable=SC2086
+  ctl $cmd --config "$T/missing.json"
+  assert_eq "$RC" "1" "$cmd: status for a missing --config"
+  assert_contains "$OUT" "cannot read $T/missing.json: No such file or directory" "$cmd: missing"
+  # shellcheck disable=SC2086
+  ctl $cmd --config "$T/dir.json"
+  assert_contains "$OUT" "cannot read $T/dir.json: Is a directory" "$cmd: a directory"
+  # shellcheck disable=SC2086
+  ctl $cmd --config "$T/big.json"
+  assert_eq "$RC" "1" "$cmd: status for a --config over 1 MiB"
+  assert_contains "$OUT" "cannot read $T/big.json: larger than 1 MiB, the limit of a proxy_config" \
+    "$cmd: too large"
+  # shellcheck disable=SC2086
+  ctl $cmd --config "$T/broken.json"
+  assert_eq "$RC" "1" "$cmd: status for a --config that is not JSON"
+  assert_contains "$OUT" "$T/broken.json: invalid JSON at line 2, column 1" "$cmd: not JSON"
+done
+pass "a --config file missing, a directory, over 1 MiB, not JSON: named with why"
+
+# Names that cannot be one segment of the request path are not sent at all.
+echo '{}' > "$T/ok.json"
+for args in "update a/b --config $T/ok.json" "update a%2f --config $T/ok.json" \
+            "config-set agents --config $T/ok.json --netns /x" "update box" \
+            "attach box --config $T/ok.json"; do
+  # shellcheck disable=SC2086
+  ctl $args
+  assert_eq "$RC" "2" "status for: $args"
+  assert_contains "$OUT" "authproxy ctl: usage:" "usage for: $args"
+done
+ctl get a/b
+assert_eq "$RC" "2" "status for get a/b"
+assert_contains "$OUT" "unknown command or wrong arguments: get" "get a/b"
+ctl frobnicate
+assert_eq "$RC" "2" "status for an unknown command"
+assert_contains "$OUT" "unknown command or wrong arguments: frobnicate" "an unknown command"
+pass "names that are not one path segment, missing or extra options, unknown commands: usage, status 2"
+
+ctl update box --config "$T/ok.json"
+assert_eq "$RC" "1" "status with no daemon"
+assert_contains "$OUT" "cannot connect to the control socket $SOCK" "the socket is named"
+assert_contains "$OUT" "is \`authproxy serve\` running?" "the cause is named"
+pass "no daemon: the socket and the likely cause are named"
