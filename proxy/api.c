@@ -797,9 +797,18 @@ void daemon_api(void *arg, const struct proxy_control_request *req,
                 struct proxy_control_response *resp)
 {
   struct daemon *d = arg;
+  struct proxy_control_request as_get;
   const char *p = req->path;
   cJSON *out;
 
+  /* HEAD is GET without the body (RFC 9110 9.3.2), which the transport leaves out: as
+   * an unknown method it was told "no route" (404) for /healthz, 405 on a sandbox. No
+   * GET changes anything. */
+  if (strcmp(req->method, "HEAD") == 0) {
+    as_get = *req;
+    as_get.method = "GET";
+    req = &as_get;
+  }
   json_failures_before = rules_json_alloc_failures();
   if (d->stopping) {
     proxy_control_error(resp, 503, "stopping", "the daemon is stopping");

@@ -311,3 +311,37 @@ TEST(stored_config_oom_is_not_invalid)
   ASSERT_EQ(a.status, 200);
   daemon_teardown(&d);
 }
+
+/*
+ * HEAD is GET without the body (RFC 9110 9.3.2, which every general-purpose server
+ * supports); the transport leaves the body out (test_control). The router took it for
+ * an unknown method: `curl -I` on /healthz, or a probe asking HEAD, was told "no route
+ * for HEAD /healthz" (404), as if the daemon had no health endpoint, and HEAD on a
+ * sandbox 405. Each HEAD gets the status and Content-Type the GET gets.
+ */
+TEST(head_is_routed_as_get)
+{
+  static const char *const paths[] = {
+    "/healthz", "/v1/secrets", "/v1/configs", "/v1/configs/agents", "/v1/configs/none",
+    "/v1/sandboxes/none", "/v1/sandboxes/none/ca.pem", "/v1/nothing",
+  };
+  struct answer get, head;
+  struct daemon d;
+  size_t i;
+
+  daemon_setup(&d);
+  call(&d, "PUT", "/v1/configs/agents", "{\"proxy_config\": {}}", &get);
+  ASSERT_EQ(get.status, 200);
+  for (i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+    call(&d, "GET", paths[i], "", &get);
+    call(&d, "HEAD", paths[i], "", &head);
+    if (head.status != get.status || strcmp(head.code, get.code) != 0)
+      TEST_FAIL_("HEAD %s: %d %s \"%s\"; GET: %d %s", paths[i], head.status, head.code,
+                 head.message, get.status, get.code);
+  }
+  call(&d, "HEAD", "/healthz", "", &head);
+  ASSERT_EQ(head.status, 200);
+  call(&d, "DELETE", "/v1/configs/agents", "", &get);
+  ASSERT_EQ(get.status, 200);
+  daemon_teardown(&d);
+}
