@@ -261,13 +261,26 @@ ip link show lo >/dev/null && ! nft list table inet authproxy >/dev/null 2>&1 \
   || fail "the host's namespace was given an authproxy table"
 OUT=$(env -i CNI_COMMAND=GC "$PLUGIN" < /dev/null) && RC=0 || RC=$?
 expect_error 4 "unknown CNI_COMMAND"
+# A configuration over 1.25 MiB (a proxy_config the daemon takes, and a prevResult) is
+# refused whole, before anything is parsed or sent.
+head -c $((1300 * 1024)) /dev/zero | tr '\0' ' ' > "$T/huge.json"
+OUT=$(env -i CNI_COMMAND=ADD "$PLUGIN" < "$T/huge.json" 2>> "$T/plugin.log") && RC=0 || RC=$?
+expect_error 7 "a configuration over 1.25 MiB"
+assert_contains "$(jget "$OUT" 'd["details"]')" "standard input: larger than 1.25 MiB" \
+  "the limit is named"
+# Run by hand: --help is the usage on standard output; any other argument is an error.
+out=$("$PLUGIN" --help) || fail "authproxy-cni --help failed"
+assert_contains "$out" "CNI_COMMAND (ADD, DEL, CHECK, VERSION)" "--help"
+OUT=$("$PLUGIN" ADD 2> "$T/usage.err") && RC=0 || RC=$?
+assert_eq "$RC/$OUT" "2/" "an argument: status 2, nothing on standard output"
+assert_contains "$(cat "$T/usage.err")" "usage: authproxy cni" "the usage on standard error"
 down_keys="{\"type\": \"authproxy-cni\", \"control\": \"$T/nothing-here.sock\", \"proxy_config\": {}}"
 run_plugin ADD ctr-bad-$$ "$NS" "$(conf net 1.0.0 "$down_keys")"
 expect_error 100 "no daemon on the socket"
 run_plugin DEL ctr-bad-$$ "$NS" "$(conf net 1.0.0 "$down_keys")"
 assert_eq "$RC/$OUT" "0/" "DEL with no daemon on the socket is best effort"
 assert_not_contains "$(ctl list)" "cni-ctr-bad-$$" "no failed ADD left a sandbox"
-pass "errors: 1, 2, 4, 6, 7, 100, 101, 102 as CNI error JSON; the host namespace is refused"
+pass "errors: 1, 2, 4, 6, 7, 100, 101, 102 as CNI error JSON; the host namespace is refused; input over 1.25 MiB; usage"
 
 # ---- the daemon down: ADD fails (no network rather than an open one), DEL succeeds ----
 ns5=$(make_netns cni5)
@@ -380,13 +393,18 @@ assert_not_contains "$(jget "$OUT" 'd["msg"]')" "stopping" "a busy daemon is not
 run_plugin DEL ctr-busy-$$ "/var/run/netns/$ns9" "$CONF9"
 expect_error 11 "DEL with every control slot taken"
 assert_not_contains "$(jget "$OUT" 'd["msg"]')" "stopping" "a busy daemon is not said to be stopping (DEL)"
+run_plugin CHECK ctr-busy-$$ "/var/run/netns/$ns9" \
+  "$(conf net 1.0.0 "{$KEYS_BASE, \"proxy_config_name\": \"agents\"}" '{"cniVersion": "1.0.0"}')"
+expect_error 11 "CHECK with every control slot taken"
+assert_contains "$(jget "$OUT" 'd["details"]')" "too_many_clients" "the reason is given (CHECK)"
+assert_not_contains "$(jget "$OUT" 'd["msg"]')" "stopping" "a busy daemon is not said to be stopping (CHECK)"
 : > "$T/release"
 wait "$HOLD"
 run_plugin ADD ctr-busy-$$ "/var/run/netns/$ns9" "$CONF9"
 assert_eq "$RC" "0" "ADD once the slots are free"
 run_plugin DEL ctr-busy-$$ "/var/run/netns/$ns9" "$CONF9"
 assert_eq "$RC/$OUT" "0/" "DEL once the slots are free"
-pass "every control slot taken: ADD and DEL fail with 11 and too_many_clients, then succeed"
+pass "every control slot taken: ADD, DEL and CHECK fail with 11 and too_many_clients, then ADD and DEL succeed"
 
 # ---- nothing holds the secret or the opaque value in clear -------------------------
 printf '%s\n' "sk-cni-$$" "opaque-cni-$$" "sk-later-$$" > "$T/values.txt"
