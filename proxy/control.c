@@ -164,6 +164,24 @@ static void shutdown_done(uv_shutdown_t *req, int status)
   free(req);
 }
 
+/*
+ * Reading stopped while a write was queued (process): once the queue is empty, the
+ * bytes left in readbuf are parsed and reading starts again. Called when any write
+ * completes, a 100 Continue's too: with only that one queued (a pipelining client that
+ * has not read the answers before it), the body that followed was never read, and the
+ * client waited for its answer until the idle timeout.
+ */
+static void resume(struct client *cl)
+{
+  if (!cl->stalled || cl->closing || cl->discard || cl->pipe.write_queue_size > 0)
+    return;
+  cl->stalled = 0;
+  process(cl);
+  if (!cl->stalled && !cl->closing && !cl->discard &&
+      uv_read_start((uv_stream_t *)&cl->pipe, alloc_cb, read_cb) != 0)
+    client_close(cl);
+}
+
 static void write_done(uv_write_t *req, int status)
 {
   struct client *cl = req->data;
@@ -185,13 +203,7 @@ static void write_done(uv_write_t *req, int status)
     client_close(cl);
     return;
   }
-  if (cl->stalled && !cl->closing && cl->pipe.write_queue_size == 0) {
-    cl->stalled = 0;
-    process(cl);
-    if (!cl->stalled && !cl->closing && !cl->discard &&
-        uv_read_start((uv_stream_t *)&cl->pipe, alloc_cb, read_cb) != 0)
-      client_close(cl);
-  }
+  resume(cl);
   /* A connection waits for a slot, and this client is now idle between requests: it
    * gives its slot up now, as to a connection that arrives, not when the wait runs out
    * 2 s later (which also logged that none had finished). */
@@ -370,6 +382,8 @@ static void continue_done(uv_write_t *req, int status)
   free(req);
   if (status < 0)
     client_close(cl);
+  else
+    resume(cl);
 }
 
 /*

@@ -531,6 +531,104 @@ TEST(expect_continue_answered)
   fixture_stop(&f);
 }
 
+/* Runs the server loop a few times without waiting: what it has to read is read. */
+static void run_a_little(struct fixture *f)
+{
+  int i;
+
+  for (i = 0; i < 20; i++) {
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    usleep(1000);
+  }
+}
+
+/*
+ * A pipelining client whose next request asks Expect: 100-continue while the socket is
+ * full of answers it has not read: the 100 Continue waits in the write queue, the body
+ * arrives, and reading stops until that queue is empty. It empties when the 100 is
+ * written, but only the write of a final answer resumed reading: the body was never
+ * read, and the client, having read all there was, waited for its answer until the
+ * idle timeout closed the connection (30 s).
+ *
+ * A first connection sends GETs without reading: the server answers until the socket
+ * is full, and the one answer more it queued says how many fit (C). A second sends C
+ * GETs and the PUT's head, so that the 100 is the write that finds the socket full,
+ * then the PUT's body.
+ */
+TEST(expect_continue_queued_behind_unread_answers)
+{
+  enum { PROBE = 500, BODY = 1000 };
+  static const char get[] = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+  static const char put[] = "PUT /p HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                            "Expect: 100-continue\r\n\r\n";
+  char head[256], *batch, *out;
+  size_t answer_len, fit, i, got, want;
+  struct fixture f;
+  unsigned before;
+  int fd, n;
+
+  fixture_start(&f, BODY);
+  n = snprintf(head, sizeof(head),
+               "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n",
+               BODY);
+  answer_len = (size_t)n + BODY;
+  batch = malloc(PROBE * (sizeof(get) - 1) + sizeof(put));
+  ASSERT_NOT_NULL(batch);
+  for (i = 0; i < PROBE; i++)
+    memcpy(batch + i * (sizeof(get) - 1), get, sizeof(get));
+  fd = client_connect(&f);
+  client_send(fd, batch); /* within one read of the server's (16 KiB) */
+  run_a_little(&f);
+  if (f.requests < 2 || f.requests >= PROBE)
+    TEST_FAIL_("%u of %d unread answers before the server stopped: no full socket to "
+               "test with", f.requests, PROBE);
+  fit = f.requests - 1;
+  close(fd);
+  run_a_little(&f);
+
+  before = f.requests;
+  for (i = 0; i < fit; i++)
+    memcpy(batch + i * (sizeof(get) - 1), get, sizeof(get) - 1);
+  memcpy(batch + fit * (sizeof(get) - 1), put, sizeof(put));
+  fd = client_connect(&f);
+  client_send(fd, batch);
+  run_a_little(&f);
+  ASSERT_EQ(f.requests - before, fit);
+  client_send(fd, "x");
+  run_a_little(&f);
+  free(batch);
+  /* Everything: C answers, the 100, the PUT's answer. */
+  want = fit * answer_len + 25 + answer_len;
+  out = malloc(want + 4096);
+  ASSERT_NOT_NULL(out);
+  got = 0;
+  {
+    double end = now_s() + 10;
+
+    while (now_s() < end && got < want) {
+      struct pollfd p = { .fd = fd, .events = POLLIN };
+      ssize_t r;
+
+      uv_run(&f.loop, UV_RUN_NOWAIT);
+      if (poll(&p, 1, 5) <= 0)
+        continue;
+      r = recv(fd, out + got, want + 4096 - got, MSG_DONTWAIT);
+      if (r == 0 || (r < 0 && errno == ECONNRESET))
+        break;
+      if (r > 0)
+        got += (size_t)r;
+    }
+  }
+  if (got != want || f.requests - before != fit + 1)
+    TEST_FAIL_("%zu answers and a 100 Continue: read %zu of %zu bytes; %u of %zu requests "
+               "handled", fit, got, want, f.requests - before, fit + 1);
+  ASSERT_EQ(memcmp(out + fit * answer_len, "HTTP/1.1 100 Continue\r\n\r\n", 25), 0);
+  ASSERT_EQ(memcmp(out + fit * answer_len + 25, head, strlen(head)), 0);
+  free(out);
+  close(fd);
+  fixture_stop(&f);
+}
+
 /*
  * Connections an HTTP client keeps alive between requests (its pool: a few
  * orchestrator processes hold 64 of them) give their slots up to connections waiting
