@@ -780,7 +780,8 @@ int proxy_control_start(uv_loop_t *loop, const char *path, proxy_control_cb cb, 
 
   *out = NULL;
   if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-    snprintf(err, errsz, "control socket path %s is too long", path);
+    snprintf(err, errsz, "control socket path %s is too long (at most %zu bytes); choose a "
+             "shorter --control path", path, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
     return -ENAMETOOLONG;
   }
   if (lstat(path, &st) == 0) {

@@ -30,6 +30,13 @@ out=$(start_fails s3 "$T/plain")
 assert_contains "$out" "$T/plain exists and is not a socket" "a file at the socket path"
 pass "control socket path under a file, or a file: named, exit 1"
 
+# A path longer than a Unix socket address holds: the limit is given, as ctl gives it.
+long=$T/$(printf 'd%.0s' $(seq 1 120)).sock
+out=$(start_fails s5 "$long")
+assert_contains "$out" "control socket path $long is too long (at most 107 bytes)" \
+  "a path too long, with the limit"
+pass "control socket path too long: the limit named, exit 1"
+
 # A live daemon keeps its socket; a stale socket file is replaced.
 "$AUTHPROXY" serve --state-dir "$T/live" --control "$T/live.sock" 2> "$T/live.log" &
 LIVE=$!
