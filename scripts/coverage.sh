@@ -10,6 +10,12 @@
 # the lines no test ran) and an annotated HTML tree to build-cov/coverage/index.html.
 # Needs gcovr (Debian package gcovr). A hand-run tool, not part of scripts/test.sh:
 # coverage is for finding what no test pins, not a figure to hold a commit to.
+#
+# Counters are written when a process exits (or before its _exit, see
+# proxy/coverage.h). A process killed by a signal writes none (test_serve ends one
+# daemon with SIGKILL), nor does one running as another user (setpriv, --user): what
+# only such processes ran reads as unrun. Check a gap against the tests before
+# writing one.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
