@@ -473,7 +473,10 @@ static int leaf_within_constraints(const mbedtls_x509_crt *ca, const mbedtls_x50
   if (leaf->ext_types & MBEDTLS_X509_EXT_SUBJECT_ALT_NAME) {
     for (san = &leaf->subject_alt_names; san != NULL; san = san->next) {
       memset(&names, 0, sizeof(names));
-      if (san->buf.tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_X509_SAN_DNS_NAME)) {
+      /* As mbedTLS matches a name (x509_crt_check_san): by the tag's number alone, so
+       * a dNSName with the constructed bit set is one too. Its parser admits only
+       * context-specific tags. */
+      if ((san->buf.tag & MBEDTLS_ASN1_TAG_VALUE_MASK) == MBEDTLS_X509_SAN_DNS_NAME) {
         if (san->buf.len >= sizeof(name) || memchr(san->buf.p, '\0', san->buf.len) != NULL) {
           snprintf(why, why_size, "a dNSName of the certificate is not a name");
           goto out;

@@ -272,6 +272,30 @@ TEST(name_constraints_wildcard_meets_excluded)
 }
 
 /*
+ * A dNSName SAN encoded with the constructed bit set ([2] as A2, not 82): mbedTLS
+ * 2.28 parses it and matches the dialled name against it as a dNSName (it compares
+ * the tag's number only), so the constraints bind it as one. Made with OpenSSL's raw
+ * DER, which no OpenSSL verifier accepts: there is no OpenSSL premise here.
+ */
+TEST(name_constraints_bind_a_constructed_dns_san)
+{
+  struct proxy_upstream_tls *u;
+
+  make_root();
+  make_intermediate("nc", "nameConstraints=permitted;DNS:allowed.test,"
+                          "excluded;DNS:bad.allowed.test");
+  u = trust_root();
+  /* SEQUENCE { [2] constructed "bad.allowed.test" }, "*.allowed.test", "evil.test" */
+  make_leaf("nc", "excl", "x", "DER:3012A2106261642E616C6C6F7765642E74657374");
+  make_leaf("nc", "wild", "x", "DER:3010A20E2A2E616C6C6F7765642E74657374");
+  make_leaf("nc", "out", "x", "DER:300BA2096576696C2E74657374");
+  ASSERT_EQ(upstream_verify(u, "excl", "bad.allowed.test"), MBEDTLS_X509_BADCERT_OTHER);
+  ASSERT_EQ(upstream_verify(u, "wild", "bad.allowed.test"), MBEDTLS_X509_BADCERT_OTHER);
+  ASSERT_EQ(upstream_verify(u, "out", "evil.test"), MBEDTLS_X509_BADCERT_OTHER);
+  proxy_upstream_tls_free(u);
+}
+
+/*
  * An issuing CA whose nameConstraints our strict parser refuses (a dNSName subtree
  * with a trailing dot): what the CA may sign is unknown, so its chains are refused,
  * even for a name that looks inside. Control: the same CA without the extension.
