@@ -1860,11 +1860,15 @@ static size_t count_sealed(const char *dir)
 static int key_missing_with_state(const struct daemon *d)
 {
   char path[4096];
+  struct stat st;
   size_t nsandboxes, nconfigs;
   int secrets;
 
+  /* lstat: a symlink, even a dangling one, is no missing key; proxy_seal_key_load
+   * refuses it for what it is (advice to restore the key would have it copied
+   * through the link). */
   snprintf(path, sizeof(path), "%s/key", d->state_dir);
-  if (access(path, F_OK) == 0 || errno != ENOENT)
+  if (lstat(path, &st) == 0 || errno != ENOENT)
     return 0;
   snprintf(path, sizeof(path), "%s/secrets.sealed", d->state_dir);
   secrets = access(path, F_OK) == 0;

@@ -113,3 +113,22 @@ wait_for "'$AUTHPROXY' ctl --control '$T/s6.sock' health > /dev/null 2>&1"
 assert_contains "$(s6 list)" '"name":	"box"' "the sandbox re-attached with its key back"
 assert_contains "$(s6 configs)" '"stored"' "the stored config back"
 pass "a missing state key with sealed state: refused, no key made; restored, all back"
+
+# The state key as a dangling symlink beside sealed state is no missing key: the start
+# is refused for what the path is (the key is opened without following links), not
+# with advice to restore a key that `cp` would then write through the link.
+"$AUTHPROXY" serve --state-dir "$T/s7" --control "$T/s7.sock" 2> "$T/s7.log" &
+S7=$!
+PIDS+=($S7)
+wait_for "'$AUTHPROXY' ctl --control '$T/s7.sock' health > /dev/null 2>&1"
+echo value | "$AUTHPROXY" ctl --control "$T/s7.sock" secret-set KEY
+kill -TERM "$S7"
+wait "$S7" || fail "the s7 daemon's exit status: $(cat "$T/s7.log")"
+mv "$T/s7/key" "$T/s7-key"
+ln -s "$T/s7-elsewhere" "$T/s7/key"
+out=$(start_fails s7 "$T/s7.sock")
+assert_not_contains "$out" "is missing" "a dangling symlink called a missing key"
+assert_contains "$out" "cannot open state key $T/s7/key: Too many levels of symbolic links" \
+  "the symlink refused"
+[ ! -e "$T/s7-elsewhere" ] || fail "serve wrote a key through the symlink"
+pass "a state key that is a dangling symlink is refused as one, not as a missing key"
