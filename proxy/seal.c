@@ -171,8 +171,9 @@ int proxy_seal_key_load(const char *path, unsigned char key[PROXY_SEAL_KEY_LEN],
     mbedtls_platform_zeroize(key, PROXY_SEAL_KEY_LEN);
     snprintf(err, errsz,
              "state key %s is %lld bytes; it must be exactly %d. State sealed under it "
-             "cannot be read without it: restore it from a backup, or (losing that state) "
-             "remove it to start with a new key", path, (long long)st.st_size,
+             "cannot be read without it: restore it from a backup, or, to start with a new "
+             "key and lose that state, remove it and move away the state sealed under it",
+             path, (long long)st.st_size,
              PROXY_SEAL_KEY_LEN);
     return -EINVAL;
   }

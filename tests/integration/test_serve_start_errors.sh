@@ -132,3 +132,20 @@ assert_contains "$out" "cannot open state key $T/s7/key: Too many levels of symb
   "the symlink refused"
 [ ! -e "$T/s7-elsewhere" ] || fail "serve wrote a key through the symlink"
 pass "a state key that is a dangling symlink is refused as one, not as a missing key"
+
+# A key cut short says how to start afresh in a way the next start takes: without the
+# key and the state sealed under it (removing the key alone is refused as a missing
+# key since the start checks for one).
+rm "$T/s7/key"
+printf 0123456789 > "$T/s7/key"
+chmod 600 "$T/s7/key"
+out=$(start_fails s7 "$T/s7.sock")
+assert_contains "$out" "is 10 bytes; it must be exactly 32" "a short key"
+assert_contains "$out" "remove it and move away the state sealed under it" "the way to start afresh"
+rm "$T/s7/key"
+mkdir "$T/s7-old"
+mv "$T/s7/secrets.sealed" "$T/s7-old/"
+"$AUTHPROXY" serve --state-dir "$T/s7" --control "$T/s7.sock" 2>> "$T/s7.log" &
+PIDS+=($!)
+wait_for "'$AUTHPROXY' ctl --control '$T/s7.sock' health > /dev/null 2>&1"
+pass "a short key's way to start afresh is one the next start takes"

@@ -82,7 +82,7 @@ TEST(key_refused_short_or_readable)
   test_write_file(test_tmpdir(), "key", "0123456789", 10, 0600);
   ASSERT_EQ(proxy_seal_key_load(path, key, err, sizeof(err)), -EINVAL);
   ASSERT_CONTAINS(err, "is 10 bytes; it must be exactly 32");
-  ASSERT_CONTAINS(err, "remove it to start with a new key");
+  ASSERT_CONTAINS(err, "remove it and move away the state sealed under it");
   ASSERT_EQ(unlink(path), 0);
   test_write_file(test_tmpdir(), "key", "0123456789abcdef0123456789abcdef", 32, 0644);
   ASSERT_EQ(proxy_seal_key_load(path, key, err, sizeof(err)), -EPERM);
