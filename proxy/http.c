@@ -1162,8 +1162,10 @@ int proxy_http_refuses(const struct proxy_conn *c, const struct rules_config *cf
   if (d.action == RULES_DENY)
     return 1;
   /* A path longer than the record keeps is not judged by its start alone: an allow
-   * entry's path glob could miss it, and cut a request that is allowed. */
-  if (d.action == RULES_BYPASS || h->path_truncated)
+   * entry's path glob could miss it, and cut a request that is allowed. A host cfg
+   * makes no_proxy is judged on: the engine still reads its requests and holds the
+   * next one to what follows (handle_request, check_address), so this one too. */
+  if (h->path_truncated)
     return 0;
   /* As handle_request decides it: as the method an override names, then as sent (a
    * preflight let through as the method it asks for). */

@@ -17,6 +17,9 @@
 #           its address, so only the name's entry can cut it)             -> cut
 #   addr    chunked POST in flight, plain HTTP (addr.example, allowed by name, but
 #           POSTs to its address 127.0.0.1 are denied now)                 -> cut
+#   nopx    the same to nopx.example, which the new config also makes no_proxy:
+#           its next request on the connection would still be held to the
+#           address's entry (the engine reads it), so this one is too       -> cut
 #
 #   ap-rv-PID (lo only)                  host
 #   client.py --nft--> authproxy serve ===> fake_upstream.py TLS (api, keep) and plain
@@ -32,11 +35,13 @@ config() {
   $1
   "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT", "keep.example": "127.0.0.1:$up_PORT",
                       "plain.example": "127.0.0.1:$plain_PORT",
-                      "addr.example": "127.0.0.1:$plain_PORT" } } }
+                      "addr.example": "127.0.0.1:$plain_PORT",
+                      "nopx.example": "127.0.0.1:$plain_PORT" } } }
 JSON
 }
 config "" > "$T/before.json"
-config '"egress": { "default": "deny", "allow": ["keep.example", "addr.example"],
+config '"no_proxy": ["nopx.example"],
+  "egress": { "default": "deny", "allow": ["keep.example", "addr.example", "nopx.example"],
     "deny": [ { "hosts": ["keep.example"], "methods": ["POST", "DELETE"] },
               { "hosts": ["127.0.0.1"], "methods": ["POST"] } ] },' > "$T/after.json"
 
@@ -58,14 +63,16 @@ def head_ok(s):
 sse = "GET /sse?n=1000&delay=0.05 HTTP/1.1\r\nHost: %s\r\n\r\n"
 flows = {"sse": conn("api.example.com"), "plain": conn("plain.example", False),
          "keep": conn("keep.example"), "upload": conn("keep.example"),
-         "addr": conn("addr.example", False), "override": conn("keep.example")}
+         "addr": conn("addr.example", False), "override": conn("keep.example"),
+         "nopx": conn("nopx.example", False)}
 for n, host in (("sse", "api.example.com"), ("plain", "plain.example"), ("keep", "keep.example")):
     flows[n].sendall((sse % host).encode())
     assert head_ok(flows[n]), n
 flows["override"].sendall(b"GET /sse?n=1000&delay=0.05 HTTP/1.1\r\nHost: keep.example\r\n"
                           b"X-HTTP-Method-Override: DELETE\r\n\r\n")
 assert head_ok(flows["override"]), "override"
-for n, host in (("upload", b"keep.example"), ("addr", b"addr.example")):
+for n, host in (("upload", b"keep.example"), ("addr", b"addr.example"),
+                ("nopx", b"nopx.example")):
     flows[n].sendall(b"POST /echo HTTP/1.1\r\nHost: " + host + b"\r\n"
                      b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
 open(os.path.join(t, "opened"), "w").close()
@@ -89,7 +96,8 @@ def fate(s):
         return "cut"
     return "open"
 
-print(" ".join("%s=%s" % (n, fate(flows[n])) for n in ("sse", "plain", "upload", "keep", "addr", "override")),
+print(" ".join("%s=%s" % (n, fate(flows[n])) for n in ("sse", "plain", "upload", "keep", "addr", "override",
+                                                        "nopx")),
       flush=True)
 PYEOF
 
@@ -108,11 +116,11 @@ wait_for "[ -e '$T/opened' ]" 20
 ctl update rv --config "$T/after.json" > /dev/null
 : > "$T/swapped"
 wait "$CLIENT" || fail "the client failed: $(cat "$T/client.log")"
-assert_eq "$(cat "$T/client.out")" "sse=cut plain=cut upload=cut keep=open addr=cut override=cut" \
+assert_eq "$(cat "$T/client.out")" "sse=cut plain=cut upload=cut keep=open addr=cut override=cut nopx=cut" \
   "the flows in flight after egress was taken away"
 
 # Their records say why (the kept stream has none yet).
-wait_for "[ \$(grep -c '\"reason\":\"config_changed\"' '$T/audit.jsonl') -ge 10 ]" 10
+wait_for "[ \$(grep -c '\"reason\":\"config_changed\"' '$T/audit.jsonl') -ge 12 ]" 10
 reasons=$("$PY" - "$T/audit.jsonl" <<'PYEOF'
 import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1])]
@@ -120,7 +128,7 @@ print(" ".join(sorted("%s:%s:%s" % (r["event"], r.get("path", r["name"]), r.get(
                       for r in recs if r.get("reason") == "config_changed")))
 PYEOF
 )
-assert_eq "$reasons" "conn:addr.example:config_changed conn:api.example.com:config_changed conn:keep.example:config_changed conn:keep.example:config_changed conn:plain.example:config_changed request:/echo:config_changed request:/echo:config_changed request:/sse:config_changed request:/sse:config_changed request:/sse:config_changed" \
+assert_eq "$reasons" "conn:addr.example:config_changed conn:api.example.com:config_changed conn:keep.example:config_changed conn:keep.example:config_changed conn:nopx.example:config_changed conn:plain.example:config_changed request:/echo:config_changed request:/echo:config_changed request:/echo:config_changed request:/sse:config_changed request:/sse:config_changed request:/sse:config_changed" \
   "the audit records of the cut flows"
 # The daemon lived through it, and (under the sanitizers) exits clean.
 kill -TERM "$serve_pid"
