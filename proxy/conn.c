@@ -1064,6 +1064,11 @@ static const char *relay_disallowed(struct proxy_conn *c, const struct rules_con
    * opaque bytes cannot get. (An upgraded connection is intercepted already.) */
   if (action == RULES_INTERCEPT && c->action != RULES_INTERCEPT)
     return "config_changed";
+  /* An upgraded connection (a WebSocket) goes on as the request that opened it: one
+   * cfg refuses by method, path or its address's entries is cut, as a stream of
+   * events in flight is (request_disallowed). */
+  if (c->http != NULL && c->state == CONN_RELAY && proxy_http_refuses(c, cfg))
+    return "config_changed";
   /* The target it was dialed at: dns.remap may send the name elsewhere now. */
   if (c->name_src != NAME_NONE && c->name_src != NAME_ADDR) {
     remapped = rules_remap(cfg, c->name, c->port, host, sizeof(host), &port);

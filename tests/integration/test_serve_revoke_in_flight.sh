@@ -12,6 +12,8 @@
 #   plain   GET /sse, plain HTTP without a rule (plain.example)         -> cut
 #   upload  chunked POST in flight, intercepted (keep.example, POST denied now) -> cut
 #   keep    GET /sse, intercepted (keep.example, still allowed)         -> goes on
+#   ws      WebSocket to keep.example /ws (intercepted), whose path the new
+#           config denies there: the connection goes on as that request   -> cut
 #   override GET /sse with X-HTTP-Method-Override: DELETE (keep.example: a server
 #           obeying the header takes it as a DELETE, denied there now; not at
 #           its address, so only the name's entry can cut it)             -> cut
@@ -43,6 +45,7 @@ config "" > "$T/before.json"
 config '"no_proxy": ["nopx.example"],
   "egress": { "default": "deny", "allow": ["keep.example", "addr.example", "nopx.example"],
     "deny": [ { "hosts": ["keep.example"], "methods": ["POST", "DELETE"] },
+              { "hosts": ["keep.example"], "paths": ["/ws"] },
               { "hosts": ["127.0.0.1"], "methods": ["POST"] } ] },' > "$T/after.json"
 
 cat > "$T/client.py" <<'PYEOF'
@@ -71,6 +74,14 @@ for n, host in (("sse", "api.example.com"), ("plain", "plain.example"), ("keep",
 flows["override"].sendall(b"GET /sse?n=1000&delay=0.05 HTTP/1.1\r\nHost: keep.example\r\n"
                           b"X-HTTP-Method-Override: DELETE\r\n\r\n")
 assert head_ok(flows["override"]), "override"
+flows["ws"] = conn("keep.example")
+flows["ws"].sendall(b"GET /ws HTTP/1.1\r\nHost: keep.example\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+got = b""
+while b"\r\n\r\n" not in got:
+    got += flows["ws"].recv(4096)
+assert got.startswith(b"HTTP/1.1 101"), got
 for n, host in (("upload", b"keep.example"), ("addr", b"addr.example"),
                 ("nopx", b"nopx.example")):
     flows[n].sendall(b"POST /echo HTTP/1.1\r\nHost: " + host + b"\r\n"
@@ -97,7 +108,7 @@ def fate(s):
     return "open"
 
 print(" ".join("%s=%s" % (n, fate(flows[n])) for n in ("sse", "plain", "upload", "keep", "addr", "override",
-                                                        "nopx")),
+                                                        "nopx", "ws")),
       flush=True)
 PYEOF
 
@@ -116,11 +127,11 @@ wait_for "[ -e '$T/opened' ]" 20
 ctl update rv --config "$T/after.json" > /dev/null
 : > "$T/swapped"
 wait "$CLIENT" || fail "the client failed: $(cat "$T/client.log")"
-assert_eq "$(cat "$T/client.out")" "sse=cut plain=cut upload=cut keep=open addr=cut override=cut nopx=cut" \
+assert_eq "$(cat "$T/client.out")" "sse=cut plain=cut upload=cut keep=open addr=cut override=cut nopx=cut ws=cut" \
   "the flows in flight after egress was taken away"
 
 # Their records say why (the kept stream has none yet).
-wait_for "[ \$(grep -c '\"reason\":\"config_changed\"' '$T/audit.jsonl') -ge 12 ]" 10
+wait_for "[ \$(grep -c '\"reason\":\"config_changed\"' '$T/audit.jsonl') -ge 13 ]" 10
 reasons=$("$PY" - "$T/audit.jsonl" <<'PYEOF'
 import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1])]
@@ -128,7 +139,7 @@ print(" ".join(sorted("%s:%s:%s" % (r["event"], r.get("path", r["name"]), r.get(
                       for r in recs if r.get("reason") == "config_changed")))
 PYEOF
 )
-assert_eq "$reasons" "conn:addr.example:config_changed conn:api.example.com:config_changed conn:keep.example:config_changed conn:keep.example:config_changed conn:nopx.example:config_changed conn:plain.example:config_changed request:/echo:config_changed request:/echo:config_changed request:/echo:config_changed request:/sse:config_changed request:/sse:config_changed request:/sse:config_changed" \
+assert_eq "$reasons" "conn:addr.example:config_changed conn:api.example.com:config_changed conn:keep.example:config_changed conn:keep.example:config_changed conn:keep.example:config_changed conn:nopx.example:config_changed conn:plain.example:config_changed request:/echo:config_changed request:/echo:config_changed request:/echo:config_changed request:/sse:config_changed request:/sse:config_changed request:/sse:config_changed" \
   "the audit records of the cut flows"
 # The daemon lived through it, and (under the sanitizers) exits clean.
 kill -TERM "$serve_pid"
