@@ -54,6 +54,8 @@ static const struct host_case host_cases[] = {
   { "*:8080", "x.example", NULL, 8080, 1 },
   { "*:8080", "x.example", NULL, 80, 0 },
   { "a-b_c.example.com", "a-b_c.example.com", NULL, 443, 1 },
+  { "zoom.us", "zoom.us", NULL, 443, 1 },
+  { "*.xyz", "a-z.xyz", NULL, 443, 1 },
   { "xn--bcher-kva.example", "xn--bcher-kva.example", NULL, 443, 1 },
   { "localhost", "localhost", NULL, 80, 1 },
   { "10.0.0.0/8", "10.1.2.3", NULL, 443, 1 },
@@ -124,7 +126,8 @@ TEST(unnormalized_names_denied)
 {
   static const char *const bad[] = {
     "API.github.com", "github.com.", "a..b", ".a", "127.1", "2130706433", "0x7f000001",
-    "1.2.3.04", "exa mple.com", "caf\xc3\xa9.com", "a:b", "", "[::1]",
+    "1.2.3.04", "exa mple.com", "caf\xc3\xa9.com", "a:b", "", "[::1]", "a.b.99",
+    "host.1999",
   };
   struct rules_config *cfg = parse_ok("{\"no_proxy\":[\"*\"]}", NULL);
   size_t i;
@@ -212,6 +215,46 @@ TEST(normalize_host)
   norm_host(long_name, NULL);
 }
 
+/* A name of the longest length a DNS name has (253) is matched, whole; one byte more is
+ * denied, never cut to 253 bytes and matched as the shorter name it begins with (that
+ * name's credential would go to the longer one). */
+TEST(longest_name_matched_whole)
+{
+  char name[256], json[512];
+  struct rules_config *cfg;
+  struct rules_request_decision r;
+  struct rules_decision d;
+  size_t i;
+
+  /* Labels of nine letters and dots, the last one "example" so that it is a name. */
+  for (i = 0; i < 253; i++)
+    name[i] = (i % 10 == 9) ? '.' : 'a';
+  memcpy(name + 246, "example", 7);
+  name[253] = '\0';
+  snprintf(json, sizeof(json),
+           "{\"rules\":[{\"name\":\"r\",\"match_hosts\":[\"%s\"],"
+           "\"headers\":[{\"name\":\"X-T\",\"type\":\"plaintext\",\"value\":\"v\"}]}]}",
+           name);
+  cfg = parse_ok(json, NULL);
+  d = conn_decide(cfg, name, NULL, 443);
+  ASSERT_EQ(d.action, RULES_INTERCEPT);
+  ASSERT_STREQ(d.entry, "r");
+  req_decide(cfg, name, 443, "GET", "/", &r);
+  ASSERT_EQ(r.deny, 0);
+  ASSERT_EQ(r.nheaders, 1);
+
+  name[253] = 's';
+  name[254] = '\0';
+  d = conn_decide(cfg, name, NULL, 443);
+  ASSERT_EQ(d.action, RULES_DENY);
+  ASSERT_STREQ(d.reason, "invalid_name");
+  req_decide(cfg, name, 443, "GET", "/", &r);
+  ASSERT_EQ(r.deny, 1);
+  ASSERT_STREQ(r.reason, "invalid_name");
+  ASSERT_EQ(r.nheaders, 0);
+  rules_config_unref(cfg);
+}
+
 /* The normalized form of a name matches; the raw one is refused: both shapes of a
  * trailing-dot or uppercase bypass end up at the same decision or a deny. */
 TEST(trailing_dot_and_case_bypass)
@@ -250,6 +293,24 @@ TEST(glob_functions)
   ASSERT_EQ(rules_path_glob_match("/repos/*", "/reposx/a"), 0);
   ASSERT_EQ(rules_path_glob_match("/*/git-receive-pack", "/o/r.git/git-receive-pack"), 1);
   ASSERT_EQ(rules_path_glob_match("/*/git-receive-pack", "/o/r.git/git-upload-pack"), 0);
+}
+
+/* A segment longer than the search keeps a table for (only the exported helpers take
+ * one) is still taken at its leftmost place: taken at a later one, "*S*S*" would not
+ * match "SS". */
+TEST(glob_long_segment_leftmost)
+{
+  static char pat[2 * 2100 + 4], subj[2 * 2100 + 1];
+  size_t m = 2100;
+
+  pat[0] = '*';
+  memset(pat + 1, 's', m);
+  pat[1 + m] = '*';
+  memset(pat + 2 + m, 's', m);
+  pat[2 + 2 * m] = '*';
+  memset(subj, 's', 2 * m);
+  ASSERT_EQ(rules_glob_match(pat, 3 + 2 * m, subj, 2 * m), 1);
+  ASSERT_EQ(rules_glob_match(pat, 3 + 2 * m, subj, 2 * m - 1), 0);
 }
 
 /* The subject of a glob is the sandbox's (a path up to 8 KiB, a name): whatever the
