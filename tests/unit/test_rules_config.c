@@ -446,6 +446,7 @@ TEST(malformed_paths)
   parse_err(RULE_PATHS("\"/repos/%2e%2e/admin\""), NULL, "rules[0].match_paths[0]",
             "segment");
   parse_err(RULE_PATHS("\"/a/.\""), NULL, "rules[0].match_paths[0]", "segment");
+  parse_err(RULE_PATHS("\"/a/./b\""), NULL, "rules[0].match_paths[0]", "segment");
   parse_err(RULE_PATHS("\"/a?x=1\""), NULL, "rules[0].match_paths[0]",
             "the query is never matched");
   parse_err(RULE_PATHS("\"/a#x\""), NULL, "rules[0].match_paths[0]", "has '#'");
@@ -459,6 +460,20 @@ TEST(malformed_paths)
   /* Patterns are normalized like request paths: %7E and ~ are the same. */
   rules_config_unref(parse_ok(RULE_PATHS("\"/%7Euser/*\",\"*/git-receive-pack\",\"/a/.../b\""),
                               NULL));
+  /* A pattern may be 2048 bytes long, not one more. */
+  {
+    char pat[2050], json[2300];
+
+    memset(pat, 'p', sizeof(pat));
+    pat[0] = '/';
+    pat[2048] = '\0';
+    snprintf(json, sizeof(json), RULE_PATHS("\"%s\""), pat);
+    rules_config_unref(parse_ok(json, NULL));
+    pat[2048] = 'p';
+    pat[2049] = '\0';
+    snprintf(json, sizeof(json), RULE_PATHS("\"%s\""), pat);
+    parse_err(json, NULL, "rules[0].match_paths[0]", "is longer than 2048 bytes");
+  }
 #undef RULE_PATHS
 }
 

@@ -549,6 +549,33 @@ TEST(request_path_limits)
   ASSERT_STREQ(r.reason, "invalid_path");
   rules_decide_request(cfg, &dest, NULL, "/", 1, &r);
   ASSERT_EQ(r.deny, 0);
+  /* The path is path_len bytes: an escape cut short by it is malformed, whatever
+   * bytes follow in the buffer. */
+  rules_decide_request(cfg, &dest, "GET", "/x%41", 4, &r);
+  ASSERT_EQ(r.deny, 1);
+  ASSERT_STREQ(r.reason, "invalid_path");
+  rules_config_unref(cfg);
+
+  /* The longest path (8192 bytes without its query) is read both ways when it has an
+   * encoded '/', as a shorter one is: under a rule's paths in both, it gets the
+   * rule's header. */
+  cfg = parse_ok("{\"rules\":[{\"name\":\"r\",\"match_hosts\":[\"x.com\"],"
+                 "\"match_paths\":[\"/repo/*\"],"
+                 "\"headers\":[{\"name\":\"X-T\",\"type\":\"plaintext\",\"value\":\"v\"}]}]}",
+                 NULL);
+  memset(long_path, 'a', 9000);
+  memcpy(long_path, "/repo/x%2F", 10);
+  long_path[8192] = '?';
+  rules_decide_request(cfg, &dest, "GET", long_path, 9000, &r);
+  ASSERT_EQ(r.deny, 0);
+  ASSERT_EQ(r.nheaders, 1);
+  ASSERT_STREQ(r.entry, "r");
+  /* One byte more is too long. */
+  long_path[8192] = 'a';
+  long_path[8193] = '?';
+  rules_decide_request(cfg, &dest, "GET", long_path, 9000, &r);
+  ASSERT_EQ(r.deny, 1);
+  ASSERT_STREQ(r.reason, "path_too_long");
   free(long_path);
   rules_config_unref(cfg);
 }
@@ -775,6 +802,10 @@ TEST(remap)
   ASSERT_EQ(rules_remap(cfg, "zzz.example", 443, host, sizeof(host), &port), 0);
   ASSERT_EQ(rules_remap(cfg, NULL, 443, host, sizeof(host), &port), 0);
   ASSERT_EQ(rules_remap(cfg, "pypi.org", 443, small, sizeof(small), &port), -ENOSPC);
+  /* Room for the name and its NUL is enough. */
+  ASSERT_EQ(rules_remap(cfg, "pypi.org", 443, host, strlen("pypi-mirror.internal") + 1, &port),
+            1);
+  ASSERT_STREQ(host, "pypi-mirror.internal");
   rules_config_unref(cfg);
 
   cfg = parse_ok("{}", NULL);

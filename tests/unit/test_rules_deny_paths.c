@@ -30,6 +30,10 @@ TEST(deny_paths_case_and_trailing_slash)
     { "GET", "/Admin/", 1 },
     { "GET", "/%41dmin", 1 },
     { "GET", "/admin?x=1", 1 },
+    /* An encoded '%' before two hex digits at the very end: "/admin" to a server that
+     * decodes twice, so ambiguous, which every deny's paths cover. */
+    { "GET", "/admi%256e", 1 },
+    { "GET", "/x%2530", 1 },
     { "GET", "/admins", 0 },
     { "GET", "/administrator", 0 },
     { "GET", "/admin/x", 0 },

@@ -106,6 +106,10 @@ TEST(callback_endpoint_never_dialed)
   ASSERT_EQ(resolved(cfg, "0.0.0.0", 9000, RULES_RESOLVED_REMAPPED, &d), 0);
   ASSERT_EQ(resolved(cfg, "127.0.0.1", 9001, RULES_RESOLVED_REMAPPED, &d), 1);
   ASSERT_EQ(resolved(cfg, "10.1.2.3", 9000, 0, &d), 1);
+  /* Only loopback and unspecified addresses are loopback's: not one whose last bytes
+   * are zero, not any other IPv6 address. */
+  ASSERT_EQ(resolved(cfg, "10.1.0.0", 9000, 0, &d), 1);
+  ASSERT_EQ(resolved(cfg, "2001:db8::1", 9000, 0, &d), 1);
   rules_config_unref(cfg);
 
   cfg = parse_ok(
@@ -169,4 +173,34 @@ TEST(callback_has_address)
     rules_config_unref(cfg);
   }
   ASSERT_EQ(rules_callback_has_address(NULL), 0);
+}
+
+/* The helpers the proxy uses for the callbacks of every config it serves and for the
+ * host's own addresses behind NAT64. */
+TEST(callback_reached_and_nat64_helpers)
+{
+  struct rules_callback cb;
+  struct sockaddr_in s4;
+  struct test_addr a;
+  char text[INET_ADDRSTRLEN];
+
+  memset(&cb, 0, sizeof(cb));
+  cb.kind = RULES_CB_HTTP;
+  cb.host = "127.0.0.1";
+  cb.port = 9000;
+  ASSERT_EQ(rules_callback_reached(&cb, test_sa(&a, "127.0.0.5"), 9000, 0), 1);
+  ASSERT_EQ(rules_callback_reached(&cb, test_sa(&a, "64:ff9b::7f00:1"), 9000, 0), 1);
+  ASSERT_EQ(rules_callback_reached(&cb, test_sa(&a, "10.0.0.1"), 9000, 0), 0);
+  ASSERT_EQ(rules_callback_reached(&cb, test_sa(&a, "10.0.0.1"), 9000,
+                                   RULES_RESOLVED_HOST_LOCAL), 1);
+  ASSERT_EQ(rules_callback_reached(&cb, test_sa(&a, "127.0.0.1"), 9001, 0), 0);
+  ASSERT_EQ(rules_callback_reached(&cb, NULL, 9000, 0), 1);
+
+  memset(&s4, 0x5a, sizeof(s4));
+  ASSERT_EQ(rules_nat64_ipv4(test_sa(&a, "64:ff9b::a9fe:a9fe"), &s4), 1);
+  ASSERT_EQ(s4.sin_family, AF_INET);
+  ASSERT_NOT_NULL(inet_ntop(AF_INET, &s4.sin_addr, text, sizeof(text)));
+  ASSERT_STREQ(text, "169.254.169.254");
+  ASSERT_EQ(rules_nat64_ipv4(test_sa(&a, "2001:db8::a9fe:a9fe"), &s4), 0);
+  ASSERT_EQ(rules_nat64_ipv4(test_sa(&a, "169.254.169.254"), &s4), 0);
 }
