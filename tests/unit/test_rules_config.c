@@ -285,6 +285,21 @@ TEST(header_names)
                          "{\"name\":\"X-Other\",\"type\":\"plaintext\",\"value\":\"b\"},"
                          "{\"name\":\"authorization\",\"type\":\"plaintext\",\"value\":\"c\"}"),
             NULL, "rules[0].headers[2].name", "\"authorization\" is set twice");
+  /* A name may be 256 bytes long, not one more. */
+  {
+    char name[258], big[1024];
+
+    memset(name, 'n', sizeof(name));
+    name[256] = '\0';
+    snprintf(big, sizeof(big),
+             RULE_HEADERS("{\"name\":\"%s\",\"type\":\"plaintext\",\"value\":\"v\"}"), name);
+    rules_config_unref(parse_ok(big, NULL));
+    name[256] = 'n';
+    name[257] = '\0';
+    snprintf(big, sizeof(big),
+             RULE_HEADERS("{\"name\":\"%s\",\"type\":\"plaintext\",\"value\":\"v\"}"), name);
+    parse_err(big, NULL, "rules[0].headers[0].name", "is longer than 256 bytes");
+  }
 }
 
 TEST(header_types_and_values)
@@ -317,6 +332,22 @@ TEST(header_types_and_values)
   snprintf(json, sizeof(json),
            RULE_HEADERS("{\"name\":\"X\",\"type\":\"plaintext\",\"value\":\"%s\"}"), big);
   rules_config_unref(parse_ok(json, NULL));
+  /* A template of literal text alone is its text, even empty. */
+  {
+    struct rules_config *cfg = parse_ok(
+        RULE_HEADERS("{\"name\":\"X\",\"type\":\"workspace_secret\",\"value\":\"\"},"
+                     "{\"name\":\"Y\",\"type\":\"workspace_secret\",\"value\":\"{{}}\"}"),
+        NULL);
+    struct rules_request_decision r;
+
+    req_decide(cfg, "x.com", 443, "GET", "/", &r);
+    ASSERT_EQ(r.nheaders, 2);
+    ASSERT_NOT_NULL(r.headers[0].value);
+    ASSERT_EQ(r.headers[0].value_len, 0);
+    ASSERT_STREQ(r.headers[0].value, "");
+    ASSERT_STREQ(r.headers[1].value, "{}");
+    rules_config_unref(cfg);
+  }
   /* Braces in plaintext and opaque values are literal, not templates. */
   rules_config_unref(parse_ok(
       RULE_HEADERS("{\"name\":\"X\",\"type\":\"plaintext\",\"value\":\"{NOT_A_KEY} }\"}"), NULL));
@@ -424,7 +455,9 @@ TEST(malformed_ports)
 {
   static const char *const bad[] = { "x.com:0", "x.com:65536", "x.com:abc", "x.com:",
                                      "x.com:0443", "x.com:-1", "x.com:+80", "[::1]:99999",
-                                     "10.0.0.0/8:0", "x.com:443:1" };
+                                     "10.0.0.0/8:0", "x.com:443:1",
+                                     /* 2^32 + 443: too long, never read modulo 2^32 */
+                                     "x.com:4294967739" };
   char json[512];
   size_t i;
 
