@@ -285,6 +285,8 @@ TEST(header_names)
                          "{\"name\":\"X-Other\",\"type\":\"plaintext\",\"value\":\"b\"},"
                          "{\"name\":\"authorization\",\"type\":\"plaintext\",\"value\":\"c\"}"),
             NULL, "rules[0].headers[2].name", "\"authorization\" is set twice");
+  /* A header that is not an object is that one error, not also one per field. */
+  ASSERT_EQ(parse_err(RULE_HEADERS("\"X-T\""), NULL, "rules[0].headers[0]", "object"), 1);
   /* A name may be 256 bytes long, not one more. */
   {
     char name[258], big[1024];
@@ -611,6 +613,8 @@ TEST(egress_validation)
             "at least one host");
   parse_err("{\"egress\":{\"deny\":[{\"hosts\":[\"a.com\"],\"methods\":[\"post\"]}]}}", NULL,
             "egress.deny[0].methods[0]", "\"post\" must be written in uppercase");
+  parse_err("{\"egress\":{\"deny\":[{\"hosts\":[\"a.com\"],\"methods\":[\"GETz\"]}]}}", NULL,
+            "egress.deny[0].methods[0]", "\"GETz\" must be written in uppercase");
   parse_err("{\"egress\":{\"deny\":[{\"hosts\":[\"a.com\"],\"methods\":[\"GE T\"]}]}}", NULL,
             "egress.deny[0].methods[0]", "not an HTTP method");
   parse_err("{\"egress\":{\"deny\":[{\"hosts\":[\"a.com\"],\"methods\":[]}]}}", NULL,

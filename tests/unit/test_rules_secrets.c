@@ -516,6 +516,23 @@ static void collect(const char *key, void *arg)
   strcat(buf, ";");
 }
 
+/* Secrets that each fit in a header value but together do not: the template is
+ * refused with its length, and nothing is written past the value being built. */
+TEST(secrets_together_too_long)
+{
+  struct rules_secrets *s = tmp_store();
+  char *big = malloc(5000);
+
+  ASSERT_NOT_NULL(big);
+  memset(big, 'x', 5000);
+  ASSERT_EQ(rules_secrets_set(s, "BIG", big, 5000), 0);
+  ASSERT_EQ(strlen(resolve(s, "{BIG}")), 5000);
+  resolve_err(s, "{BIG}{BIG}{BIG}", "is 15000 bytes after resolving secrets; the limit is 8192",
+              "xxxx");
+  free(big);
+  rules_secrets_free(s);
+}
+
 TEST(in_memory_values)
 {
   struct rules_secrets *s = tmp_store();
