@@ -423,6 +423,18 @@ TEST(url_instead_of_host)
             "is a URL; write the host alone: \"mirror.internal:8443\"");
   parse_err("{\"dns\":{\"remap\":{\"https://pypi.org\":\"mirror\"}}}", NULL,
             "dns.remap[\"https://pypi.org\"]", "is a URL; write the host alone: \"pypi.org\"");
+  /* Schemes with digits, '+', '-', '.' and capitals after the first letter
+   * (RFC 3986 3.1); text before "://" that is no scheme gets no URL hint. */
+  parse_err(RULE_HOSTS("\"git+ssh://github.com/o/r\""), NULL, "rules[0].match_hosts[0]",
+            "is a URL; write the host alone: \"github.com\"");
+  parse_err(RULE_HOSTS("\"s3://bucket.example\""), NULL, "rules[0].match_hosts[0]",
+            "is a URL; write the host alone: \"bucket.example\"");
+  parse_err(RULE_HOSTS("\"HTTPZ://x.example\""), NULL, "rules[0].match_hosts[0]",
+            "is a URL; write the host alone: \"x.example\"");
+  parse_err(RULE_HOSTS("\"1a://x.example\""), NULL, "rules[0].match_hosts[0]",
+            "invalid port");
+  parse_err(RULE_HOSTS("\"a_b://x.example\""), NULL, "rules[0].match_hosts[0]",
+            "invalid port");
   /* A key with a port: the key applies to every port, the target may carry one. */
   parse_err("{\"dns\":{\"remap\":{\"pypi.org:443\":\"mirror\"}}}", NULL,
             "dns.remap[\"pypi.org:443\"]", "keys carry no port");
