@@ -244,6 +244,9 @@ TEST(rule_names)
             NULL, "rules[0].name", "longer than 63 bytes");
   parse_err("{\"rules\":[{\"name\":\"a\\u007fb\",\"match_hosts\":[\"x.com\"]}]}", NULL,
             "rules[0].name", "control character at byte 1");
+  /* Names are labels for people and logs: spaces are fine. */
+  rules_config_unref(parse_ok("{\"rules\":[{\"name\":\"GitHub API\",\"match_hosts\":[\"x.com\"]}]}",
+                              NULL));
 }
 
 TEST(match_hosts_required)
@@ -567,6 +570,27 @@ TEST(callback_validation)
   parse_err(CALLBACK("\"url\":\"unix:/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock\","
                      "\"match_hosts\":[\"a.com\"]"),
             NULL, "callback.url", "the limit is 107");
+  /* The limit exactly: 107 bytes and the NUL fill sun_path; 108 do not fit. */
+  {
+    char sock[120], json[400];
+
+    memset(sock, 's', sizeof(sock));
+    sock[0] = '/';
+    sock[107] = '\0';
+    snprintf(json, sizeof(json), CALLBACK("\"url\":\"unix:%s\",\"match_hosts\":[\"a.com\"]"),
+             sock);
+    rules_config_unref(parse_ok(json, NULL));
+    sock[107] = 's';
+    sock[108] = '\0';
+    snprintf(json, sizeof(json), CALLBACK("\"url\":\"unix:%s\",\"match_hosts\":[\"a.com\"]"),
+             sock);
+    parse_err(json, NULL, "callback.url", "has a socket path of 108 bytes; the limit is 107");
+  }
+  /* A space would split the callback's request line. */
+  parse_err(CALLBACK("\"url\":\"http://h/a b\",\"match_hosts\":[\"a.com\"]"), NULL,
+            "callback.url", "space");
+  parse_err(CALLBACK("\"url\":\"unix:/a.sock:/a b\",\"match_hosts\":[\"a.com\"]"), NULL,
+            "callback.url", "space");
   parse_err(CALLBACK("\"url\":5,\"match_hosts\":[\"a.com\"]"), NULL, "callback.url",
             "must be a string");
 }

@@ -561,6 +561,16 @@ TEST(in_memory_values)
   ASSERT_EQ(rules_secrets_set(s, "../x", "v", 1), -EINVAL);
   ASSERT_EQ(rules_secrets_set(s, ".x", "v", 1), -EINVAL);
   ASSERT_EQ(rules_secrets_set(s, "big", "v", RULES_MAX_SECRET_LEN + 1), -EFBIG);
+  /* The limit itself is allowed; keys may be lowercase. */
+  {
+    char *max = calloc(1, RULES_MAX_SECRET_LEN);
+
+    ASSERT_NOT_NULL(max);
+    ASSERT_EQ(rules_secrets_set(s, "max", max, RULES_MAX_SECRET_LEN), 0);
+    free(max);
+  }
+  ASSERT_EQ(rules_secrets_set(s, "api_key", "k", 1), 0);
+  ASSERT_STREQ(resolve(s, "{api_key}"), "k");
   ASSERT_EQ(rules_secrets_set(s, "E", "", 0), 0);
   resolve_err(s, "{E}", "secret E (set through the API) is empty", NULL);
   rules_secrets_free(s);
