@@ -385,6 +385,16 @@ TEST(malformed_host_globs)
             "\"a..b.com\" has an empty label");
   parse_err(RULE_HOSTS("\"x.com\",\".example.com\""), NULL, "rules[0].match_hosts[1]",
             "starts with a dot; write *.example.com");
+  /* The same for the longest pattern, its name cut to fit the message. */
+  {
+    char pat[301], json[512];
+
+    memset(pat, 'd', 300);
+    pat[0] = '.';
+    pat[300] = '\0';
+    snprintf(json, sizeof(json), RULE_HOSTS("\"%s\""), pat);
+    parse_err(json, NULL, "rules[0].match_hosts[0]", "starts with a dot; write *.ddd");
+  }
   parse_err(RULE_HOSTS("\"**.example.com\""), NULL, "rules[0].match_hosts[0]", "\"**\"");
   parse_err(RULE_HOSTS("\"exa mple.com\""), NULL, "rules[0].match_hosts[0]",
             "has ' ' at byte 3");

@@ -197,6 +197,8 @@ TEST(normalize_host)
   norm_host("[1.2.3.4]", NULL);
   norm_host("[::1", NULL);
   norm_host("[fe80::1%eth0]", NULL);
+  /* As long as INET6_ADDRSTRLEN, which counts the NUL: longer than any IPv6 literal. */
+  norm_host("[1111:2222:3333:4444:5555:6666:7777:8888:9999:a]", NULL);
   ASSERT_EQ(rules_normalize_host("a\0b", 3, out, sizeof(out)), -EINVAL);
 
   memset(long_label, 'a', 63);
