@@ -583,6 +583,34 @@ TEST(rewrite_refuses_unsafe_decisions)
   ASSERT_MEMEQ(out, want, sizeof(want) - 1);
 }
 
+/* The most headers a decision may inject, long values and an empty one among them:
+ * written whole into exactly the bound the caller sizes its buffer by. */
+TEST(rewrite_bound_covers_injected_headers)
+{
+  static struct proxy_http_request req;
+  static struct rules_request_decision d;
+  static char names[RULES_MAX_INJECT][16], value[2048], out[RULES_MAX_INJECT * 2200];
+  size_t bound, i;
+  int n;
+
+  parse_ok("GET / HTTP/1.1\r\nHost: a\r\n\r\n", &req);
+  memset(value, 'v', sizeof(value));
+  for (i = 0; i < RULES_MAX_INJECT; i++) {
+    snprintf(names[i], sizeof(names[i]), "X-Key-%zu", i);
+    d.headers[i].name = names[i];
+    d.headers[i].value = i == 0 ? NULL : value; /* an empty value may come as NULL */
+    d.headers[i].value_len = i == 0 ? 0 : sizeof(value);
+  }
+  d.nheaders = RULES_MAX_INJECT;
+  bound = proxy_http_rewrite_bound(&req, &d);
+  ASSERT_LE(bound, sizeof(out));
+  n = proxy_http_rewrite(&req, &d, out, bound);
+  ASSERT_GT(n, (int)((RULES_MAX_INJECT - 1) * sizeof(value)));
+  ASSERT_LE((size_t)n, bound);
+  ASSERT(memmem(out, (size_t)n, "\r\nX-Key-0: \r\n", strlen("\r\nX-Key-0: \r\n")) != NULL);
+  ASSERT(memmem(out, (size_t)n, "\r\nX-Key-63: vvvv", strlen("\r\nX-Key-63: vvvv")) != NULL);
+}
+
 TEST(rewrite_without_decision)
 {
   static const char head[] = "GET / HTTP/1.1\r\nHost: a\r\nAuthorization: mine\r\n\r\n";
