@@ -17,15 +17,19 @@
 host_ns_start
 start_tcp_server e --in "$HNS"
 E=$e_PORT
-ip netns exec "$HNS" nft -f - <<NFT
+# hold PORT: drops (and counts) SYNs to 127.0.0.1:PORT in $HNS until the table goes.
+hold() {
+  ip netns exec "$HNS" nft -f - <<NFT
 table inet hold {
   counter held { }
   chain out {
     type filter hook output priority 0; policy accept;
-    ip daddr 127.0.0.1 tcp dport $E tcp flags & (syn | ack) == syn counter name "held" drop
+    ip daddr 127.0.0.1 tcp dport $1 tcp flags & (syn | ack) == syn counter name "held" drop
   }
 }
 NFT
+}
+hold "$E"
 held() {
   ip netns exec "$HNS" nft list counter inet hold held |
     awk '/packets/ { for (i = 1; i < NF; i++) if ($i == "packets") print $(i + 1) }'
@@ -37,11 +41,16 @@ echo "{ \"dns\": { \"remap\": { \"tun.example\": \"127.0.0.1:$E\" } },
 ns=$(make_netns sw)  # before the daemon's mount namespace copies /var/run/netns
 hserve_start --connect-timeout 20
 ctl attach sw --netns "/var/run/netns/$ns" --config "$T/before.json" > /dev/null
-# Silent past the 500 ms a server-first protocol gets: an opaque tunnel, dialed then.
-ip netns exec "$ns" "$PY" - "$T" > "$T/client.out" 2> "$T/client.log" <<'PYEOF' &
+# tunnel_across_swap NAME CONFIG: a client in the sandbox opens a tunnel to NAME:7000,
+# silent past the 500 ms a server-first protocol gets (an opaque tunnel, dialed then),
+# while SYNs are held; the config swaps to CONFIG, the hold is lifted, and the client
+# sends "hello". Sets out: "echo" if it came back through the tunnel, else "closed ...".
+tunnel_across_swap() {
+  rm -f "$T/swapped"
+  ip netns exec "$ns" "$PY" - "$T" "$1" > "$T/$1.out" 2> "$T/$1.log" <<'PYEOF' &
 import os, socket, sys, time
 t = sys.argv[1]
-s = socket.create_connection(("tun.example", 7000), timeout=20)
+s = socket.create_connection((sys.argv[2], 7000), timeout=20)
 for _ in range(400):
     if os.path.exists(os.path.join(t, "swapped")):
         break
@@ -54,15 +63,17 @@ try:
 except OSError as e:
     print("closed", type(e).__name__, flush=True)
 PYEOF
-CLIENT=$!
-PIDS+=($CLIENT)
-wait_for "[ \"\$(held)\" -gt 0 ]" 20
-ctl update sw --config "$T/after.json" > /dev/null
-ip netns exec "$HNS" nft delete table inet hold
-: > "$T/swapped"
-wait "$CLIENT" || fail "the client failed: $(cat "$T/client.log")"
-out=$(cat "$T/client.out")
-echo "client: $out"
+  CLIENT=$!
+  PIDS+=($CLIENT)
+  wait_for "[ \"\$(held)\" -gt 0 ]" 20
+  ctl update sw --config "$2" > /dev/null
+  ip netns exec "$HNS" nft delete table inet hold
+  : > "$T/swapped"
+  wait "$CLIENT" || fail "the client failed: $(cat "$T/$1.log")"
+  out=$(cat "$T/$1.out")
+  echo "$1 client: $out"
+}
+tunnel_across_swap tun.example "$T/after.json"
 assert_contains "$out" "closed" "a tunnel whose address the swap denied while it connected"
 ctl health > /dev/null || fail "the daemon does not answer after the swap"
 pass "an upstream connect in flight across a swap that denies its address is not relayed"
@@ -77,15 +88,7 @@ echo "{ \"dns\": { \"remap\": { \"web.example\": \"127.0.0.1:$W\" } } }" > "$T/b
 echo "{ \"dns\": { \"remap\": { \"web.example\": \"127.0.0.1:$W\" } },
   \"egress\": { \"deny\": [\"127.0.0.1/32\"] } }" > "$T/after-web.json"
 ctl update sw --config "$T/before-web.json" > /dev/null
-ip netns exec "$HNS" nft -f - <<NFT
-table inet hold {
-  counter held { }
-  chain out {
-    type filter hook output priority 0; policy accept;
-    ip daddr 127.0.0.1 tcp dport $W tcp flags & (syn | ack) == syn counter name "held" drop
-  }
-}
-NFT
+hold "$W"
 rm -f "$T/swapped"
 ip netns exec "$ns" "$PY" - "$T" > "$T/web.out" 2> "$T/web.log" <<'PYEOF' &
 import os, socket, sys, time
@@ -115,6 +118,7 @@ assert_eq "$(upq web 'len([r for r in reqs if r["path"].startswith("/held")])')"
   "requests the upstream got at the address the swap denied while it was dialed"
 assert_not_contains "$out" "200" "a request whose upstream the swap denied while it connected"
 ctl health > /dev/null || fail "the daemon does not answer after the swap"
+pass "a request in flight whose upstream connect the swap denied is not forwarded"
 
 # A swap that denies the name of a tunnel still connecting closes it at the swap: its
 # address stays allowed, so the check at the connect could not stop it.
@@ -122,41 +126,8 @@ echo "{ \"dns\": { \"remap\": { \"named.example\": \"127.0.0.1:$E\" } } }" > "$T
 echo "{ \"dns\": { \"remap\": { \"named.example\": \"127.0.0.1:$E\" } },
   \"egress\": { \"deny\": [\"named.example\"] } }" > "$T/after-name.json"
 ctl update sw --config "$T/before-name.json" > /dev/null
-ip netns exec "$HNS" nft -f - <<NFT
-table inet hold {
-  counter held { }
-  chain out {
-    type filter hook output priority 0; policy accept;
-    ip daddr 127.0.0.1 tcp dport $E tcp flags & (syn | ack) == syn counter name "held" drop
-  }
-}
-NFT
-rm -f "$T/swapped"
-ip netns exec "$ns" "$PY" - "$T" > "$T/named.out" 2> "$T/named.log" <<'PYEOF' &
-import os, socket, sys, time
-t = sys.argv[1]
-s = socket.create_connection(("named.example", 7000), timeout=20)
-for _ in range(400):
-    if os.path.exists(os.path.join(t, "swapped")):
-        break
-    time.sleep(0.05)
-s.settimeout(20)
-try:
-    s.sendall(b"hello")
-    d = s.recv(5)
-    print("echo" if d == b"hello" else "closed" if not d else "other", flush=True)
-except OSError as e:
-    print("closed", type(e).__name__, flush=True)
-PYEOF
-CLIENT=$!
-PIDS+=($CLIENT)
-wait_for "[ \"\$(held)\" -gt 0 ]" 20
-ctl update sw --config "$T/after-name.json" > /dev/null
-ip netns exec "$HNS" nft delete table inet hold
-: > "$T/swapped"
-wait "$CLIENT" || fail "the named client failed: $(cat "$T/named.log")"
-out=$(cat "$T/named.out")
-echo "named client: $out"
+hold "$E"
+tunnel_across_swap named.example "$T/after-name.json"
 assert_contains "$out" "closed" "a tunnel whose name the swap denied while it connected"
 ctl health > /dev/null || fail "the daemon does not answer after the swap"
 pass "an upstream connect in flight across a swap that denies its name is not relayed"
@@ -164,4 +135,3 @@ kill -TERM "$serve_pid"
 rc=0
 wait "$serve_pid" || rc=$?
 assert_eq "$rc" "0" "the daemon's exit status (see serve.log)"
-pass "a request in flight whose upstream connect the swap denied is not forwarded"

@@ -244,11 +244,16 @@ import json
 c = json.load(open('$T/cfg3.json'))
 c['dns']['remap']['api.example.com'] = '127.0.0.1:$up2_PORT'
 json.dump(c, open('$T/cfg3r.json', 'w'))"
-ip netns exec "ap-s3-$$" "$PY" - "$T" > "$T/ka.out" <<'PYEOF' &
+# keepalive_across_update PREFIX CONFIG: in box3, GET PREFIX-before on a kept-alive
+# connection, update box3 to CONFIG, then GET PREFIX-after on the same connection.
+# $T/ka.out gets the second answer's status and "same-connection" (or "reconnected").
+keepalive_across_update() {
+  rm -f "$T/ka-1" "$T/ka-2"
+  ip netns exec "ap-s3-$$" "$PY" - "$T" "$1" > "$T/ka.out" <<'PYEOF' &
 import http.client, os, sys, time
-t = sys.argv[1]
+t, prefix = sys.argv[1], sys.argv[2]
 c = http.client.HTTPConnection("api.example.com", 80, timeout=10)
-c.request("GET", "/ka-before")
+c.request("GET", prefix + "-before")
 c.getresponse().read()
 port = c.sock.getsockname()[1]
 open(t + "/ka-1", "w").close()
@@ -256,17 +261,19 @@ for _ in range(100):
     if os.path.exists(t + "/ka-2"):
         break
     time.sleep(0.1)
-c.request("GET", "/ka-after")
+c.request("GET", prefix + "-after")
 r = c.getresponse()
 r.read()
 print(r.status, "same-connection" if c.sock.getsockname()[1] == port else "reconnected")
 PYEOF
-KA=$!
-PIDS+=($KA)
-wait_for "[ -e '$T/ka-1' ]"
-ctl update box3 --config "$T/cfg3r.json" >/dev/null
-: > "$T/ka-2"
-wait "$KA"
+  local ka=$!
+  PIDS+=($ka)
+  wait_for "[ -e '$T/ka-1' ]"
+  ctl update box3 --config "$2" >/dev/null
+  : > "$T/ka-2"
+  wait "$ka"
+}
+keepalive_across_update /ka "$T/cfg3r.json"
 assert_eq "$(cat "$T/ka.out")" "200 same-connection" "request after the swap answered, kept alive"
 assert_eq "$(upq up2 "[r['path'] for r in reqs]")" "$(jlist /ka-after)" \
   "the request after the swap went to the new remap target"
@@ -284,31 +291,8 @@ import json
 c = json.load(open('$T/cfg3.json'))
 c['no_proxy'] = ['api.example.com']
 json.dump(c, open('$T/cfg3n.json', 'w'))"
-rm -f "$T/ka-1" "$T/ka-2"
-ip netns exec "ap-s3-$$" "$PY" - "$T" > "$T/np.out" <<'PYEOF' &
-import http.client, os, sys, time
-t = sys.argv[1]
-c = http.client.HTTPConnection("api.example.com", 80, timeout=10)
-c.request("GET", "/np-before")
-c.getresponse().read()
-port = c.sock.getsockname()[1]
-open(t + "/ka-1", "w").close()
-for _ in range(100):
-    if os.path.exists(t + "/ka-2"):
-        break
-    time.sleep(0.1)
-c.request("GET", "/np-after")
-r = c.getresponse()
-r.read()
-print(r.status, "same-connection" if c.sock.getsockname()[1] == port else "reconnected")
-PYEOF
-NP=$!
-PIDS+=($NP)
-wait_for "[ -e '$T/ka-1' ]"
-ctl update box3 --config "$T/cfg3n.json" >/dev/null
-: > "$T/ka-2"
-wait "$NP"
-assert_eq "$(cat "$T/np.out")" "200 same-connection" "request after the no_proxy swap answered"
+keepalive_across_update /np "$T/cfg3n.json"
+assert_eq "$(cat "$T/ka.out")" "200 same-connection" "request after the no_proxy swap answered"
 assert_eq "$(upq up "[hdr(r, 'Authorization') for r in reqs if r['path'].startswith('/np-')]")" \
   "[[\"Bearer sk-sandbox-3-$$\"], []]" "the request after the swap carried no credential"
 ctl update box3 --config "$T/cfg3.json" >/dev/null
