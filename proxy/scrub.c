@@ -174,8 +174,9 @@ static ssize_t mask_all(struct proxy_scrub *s, char *buf, size_t len, size_t pre
       if (hit == NULL)
         break;
       memset(buf + (hit - orig), '*', s->len[i]);
-      /* Counted once: a match inside the hold is found again next time. */
-      if ((size_t)(hit - orig) + s->len[i] <= tail)
+      /* Counted once: a match that starts inside the hold is found again next time
+       * (or counted by the flush); one that starts before it, never again. */
+      if ((size_t)(hit - orig) < tail)
         s->masked++;
       p = hit + 1;
     }
@@ -258,11 +259,17 @@ int proxy_scrub_feed(struct proxy_scrub *s, char *data, size_t len, const char *
 void proxy_scrub_flush(struct proxy_scrub *s, const char **out, size_t *out_len)
 {
   size_t i;
+  int masked = 0;
 
   if (s->held_mask != NULL)
     for (i = 0; i < s->held_len; i++)
-      if (s->held_mask[i])
+      if (s->held_mask[i]) {
         s->held[i] = '*';
+        masked = 1;
+      }
+  /* A value completed in the held tail: no next read finds it again. */
+  if (masked)
+    s->masked++;
   *out = s->held;
   *out_len = s->held_len;
   s->held_len = 0;

@@ -34,6 +34,9 @@ static void check_all_splits(const char *const *vals, size_t nvals, const char *
       out[olen] = '\0';
       if (strcmp(out, want) != 0)
         TEST_FAIL_("splits %zu/%zu: \"%s\" vs \"%s\"", a, b, out, want);
+      /* Counted: the daemon logs a masked echo by this count. */
+      if ((s.masked > 0) != (strcmp(in, want) != 0))
+        TEST_FAIL_("splits %zu/%zu: %zu masked for \"%s\"", a, b, s.masked, in);
       proxy_scrub_free(&s);
       free(copy);
     }
@@ -125,6 +128,19 @@ TEST(credential_without_scheme_masked)
                    "echo *********************; again **************");
   check_all_splits(two, 2, "bad dXNlcjpwYXNzd29yZA== and ghp_abcdefgh.",
                    "bad ******************** and ************.");
+}
+
+/* A scheme may hold any token character (RFC 9110 5.6.2): digits, letters to the
+ * ends of the alphabet, and "!#$%&'*+-.^_`|~", as custom schemes do ("Zoho-oauthtoken",
+ * "Token-v2"). Its credential alone is masked all the same. */
+TEST(credential_after_any_token_scheme_masked)
+{
+  static const char *const odd[] = { "Zz09-!#$%&'*+.^_`|~ credential-0123" };
+  static const char *const zoho[] = { "Zoho-oauthtoken 1000.abcdef.0123456789" };
+
+  check_all_splits(odd, 1, "echo credential-0123.", "echo ***************.");
+  check_all_splits(zoho, 1, "bad token 1000.abcdef.0123456789",
+                   "bad token **********************");
 }
 
 /* A credential ending in base64 padding decodes to the secret without it: a
