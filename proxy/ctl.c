@@ -113,6 +113,21 @@ static int print_answer(const struct proxy_api_answer *a, const char *field)
   return 0;
 }
 
+/*
+ * proxy_read_file of at most max bytes; on failure says "cannot read WHAT: why", the
+ * why of a file too large being too_large. WHAT is path unless what is given.
+ */
+static int read_input(const char *path, const char *what, size_t max, const char *too_large,
+                      char **data, size_t *len)
+{
+  int r = proxy_read_file(path, max, data, len);
+
+  if (r != 0)
+    fprintf(stderr, "authproxy ctl: cannot read %s: %s\n", what != NULL ? what : path,
+            r == -EFBIG ? too_large : strerror(-r));
+  return r;
+}
+
 /* Reads a config file and checks it is JSON, reporting positions in the file. */
 static char *read_config(const char *path)
 {
@@ -122,12 +137,9 @@ static char *read_config(const char *path)
   size_t len;
   int r;
 
-  r = proxy_read_file(path, PROXY_CONFIG_MAX_BYTES, &data, &len);
-  if (r != 0) {
-    fprintf(stderr, "authproxy ctl: cannot read %s: %s\n", path,
-            r == -EFBIG ? "larger than 1 MiB, the limit of a proxy_config" : strerror(-r));
+  if (read_input(path, NULL, PROXY_CONFIG_MAX_BYTES,
+                 "larger than 1 MiB, the limit of a proxy_config", &data, &len) != 0)
     return NULL;
-  }
   rules_diag_init(&diag);
   r = rules_json_parse(data, len, &root, &diag);
   if (r != 0) {
@@ -160,15 +172,12 @@ static int segment_ok(const char *s)
 /* Reads a PEM file an option names into *out; says why it cannot. */
 static int read_pem(const char *path, const char *option, char **out)
 {
+  char what[320];
   size_t len;
-  int r;
 
-  r = proxy_read_file(path, 1u << 20, out, &len);
-  if (r == 0)
-    return 0;
-  fprintf(stderr, "authproxy ctl: %s %s: %s\n", option, path,
-          r == -EFBIG ? "larger than 1 MiB, which no PEM certificate or key is" : strerror(-r));
-  return r;
+  snprintf(what, sizeof(what), "%s %s", option, path);
+  return read_input(path, what, 1u << 20,
+                    "larger than 1 MiB, which no PEM certificate or key is", out, &len);
 }
 
 static int cmd_with_config(const char *sock, const char *cmd, int argc, char **argv)
@@ -268,11 +277,11 @@ out:
 static int cmd_secret_set(const char *sock, int argc, char **argv)
 {
   const char *from = "-", *keyname;
-  char path[320], what[128], *value = NULL;
+  char path[320], what[128], src[320], too_large[64], *value = NULL;
   struct strbuf body;
   struct proxy_api_answer a;
   size_t len;
-  int r, ret = 1;
+  int ret = 1;
 
   if (argc == 4 && strcmp(argv[2], "--from-file") == 0)
     from = argv[3];
@@ -283,19 +292,13 @@ static int cmd_secret_set(const char *sock, int argc, char **argv)
     return 2;
   }
   keyname = argv[1];
+  snprintf(src, sizeof(src), "the secret from %s",
+           strcmp(from, "-") == 0 ? "standard input" : from);
+  snprintf(too_large, sizeof(too_large), "it is longer than the %d bytes a secret may be",
+           RULES_MAX_SECRET_LEN);
   /* One byte more than a value may hold: the trailing newline trimmed below. */
-  r = proxy_read_file(from, RULES_MAX_SECRET_LEN + 1, &value, &len);
-  if (r == -EFBIG) {
-    fprintf(stderr, "authproxy ctl: cannot read the secret from %s: it is longer than the "
-            "%d bytes a secret may be\n", strcmp(from, "-") == 0 ? "standard input" : from,
-            RULES_MAX_SECRET_LEN);
+  if (read_input(from, src, RULES_MAX_SECRET_LEN + 1, too_large, &value, &len) != 0)
     return 1;
-  }
-  if (r != 0) {
-    fprintf(stderr, "authproxy ctl: cannot read the secret from %s: %s\n",
-            strcmp(from, "-") == 0 ? "standard input" : from, strerror(-r));
-    return 1;
-  }
   if (len > 0 && value[len - 1] == '\n')
     value[--len] = '\0';
   strbuf_init(&body);

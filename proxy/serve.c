@@ -250,6 +250,14 @@ static void lost_remove(struct daemon *d, struct daemon_lost *l)
 
 /* ---- state files ---- */
 
+/* The length of NAME in a directory entry NAME.sealed (a state file), or 0. */
+static size_t sealed_stem(const char *entry)
+{
+  size_t len = strlen(entry);
+
+  return len > 7 && strcmp(entry + len - 7, ".sealed") == 0 ? len - 7 : 0;
+}
+
 static void state_path(const struct daemon *d, const char *name, char *buf, size_t size)
 {
   snprintf(buf, size, "%s/sandboxes/%s.sealed", d->state_dir, name);
@@ -1669,12 +1677,11 @@ static void load_configs(struct daemon *d)
   if (n < 0)
     return;
   for (i = 0; i < n; i++) {
-    len = strlen(ents[i]->d_name);
+    len = sealed_stem(ents[i]->d_name);
     json = NULL;
-    if (len > 7 && len - 7 <= DAEMON_NAME_MAX &&
-        strcmp(ents[i]->d_name + len - 7, ".sealed") == 0) {
-      memcpy(name, ents[i]->d_name, len - 7);
-      name[len - 7] = '\0';
+    if (len > 0 && len <= DAEMON_NAME_MAX) {
+      memcpy(name, ents[i]->d_name, len);
+      name[len] = '\0';
       if (!daemon_valid_name(name) || d->nconfigs >= DAEMON_MAX_CONFIGS)
         goto next;
       config_path(d, name, path, sizeof(path));
@@ -1834,15 +1841,14 @@ static void remove_stale_tmp(const char *dir)
 static size_t count_sealed(const char *dir)
 {
   struct dirent **ents;
-  size_t len, count = 0;
+  size_t count = 0;
   int i, n;
 
-  n = scandir(dir, &ents, NULL, alphasort);
+  n = scandir(dir, &ents, NULL, NULL);
   if (n < 0)
     return 0;
   for (i = 0; i < n; i++) {
-    len = strlen(ents[i]->d_name);
-    if (len > 7 && strcmp(ents[i]->d_name + len - 7, ".sealed") == 0)
+    if (sealed_stem(ents[i]->d_name) > 0)
       count++;
     free(ents[i]);
   }
@@ -1903,15 +1909,14 @@ static void restore(struct daemon *d)
    * is taken before the first sandbox, and one during the restore before the next. */
   uv_run(&d->loop, UV_RUN_NOWAIT);
   for (i = 0; i < n; i++) {
-    len = strlen(ents[i]->d_name);
+    len = sealed_stem(ents[i]->d_name);
     if (d->stopping) {
       /* Its state is kept, and the namespace its rules: no network until a start. */
-      if (len > 7 && strcmp(ents[i]->d_name + len - 7, ".sealed") == 0)
+      if (len > 0)
         left++;
-    } else if (len > 7 && len - 7 <= DAEMON_NAME_MAX &&
-        strcmp(ents[i]->d_name + len - 7, ".sealed") == 0) {
-      memcpy(name, ents[i]->d_name, len - 7);
-      name[len - 7] = '\0';
+    } else if (len > 0 && len <= DAEMON_NAME_MAX) {
+      memcpy(name, ents[i]->d_name, len);
+      name[len] = '\0';
       if (daemon_valid_name(name)) {
         restore_one(d, name);
         /* Serves what the sandboxes restored so far have waiting (their DNS queries,
