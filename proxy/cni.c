@@ -360,6 +360,5 @@ out:
   proxy_cni_conf_free(&c);
   explicit_bzero(in, len);
   free(in);
-  fflush(stdout);
-  return r != 0 ? emit_error(&e) : 0;
+  return r != 0 ? emit_error(&e) : 0; /* main() flushes the result, and says if it cannot */
 }

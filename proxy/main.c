@@ -19,6 +19,7 @@ struct command {
   const char *name;
   int (*fn)(int argc, char **argv);
   const char *help;
+  const char *output; /* its prefix, if what it prints on standard output is its result */
 };
 
 static int cmd_version(int argc, char **argv)
@@ -29,14 +30,19 @@ static int cmd_version(int argc, char **argv)
   return 0;
 }
 
+/* jail's status is CMD's, and CMD shares its standard output; serve's standard output
+ * is at most a log (serve --log -), whose write errors the log reports. */
 static const struct command commands[] = {
-  { "jail", proxy_cmd_jail, "run a command in a sandbox whose only way out is authproxy" },
-  { "serve", proxy_cmd_serve, "the daemon: every sandbox of the host, driven by the control API" },
-  { "ctl", proxy_cmd_ctl, "command-line client of the control API" },
-  { "version", cmd_version, "print the version" },
-  { "config", proxy_cmd_config, "check a proxy_config file or show it redacted" },
-  { "cni", proxy_cmd_cni, "CNI plugin (also as an executable named authproxy-cni)" },
-  { "oci-hook", proxy_cmd_oci_hook, "OCI runtime hook: attach a container (createRuntime)" },
+  { "jail", proxy_cmd_jail, "run a command in a sandbox whose only way out is authproxy", NULL },
+  { "serve", proxy_cmd_serve, "the daemon: every sandbox of the host, driven by the control API",
+    NULL },
+  { "ctl", proxy_cmd_ctl, "command-line client of the control API", "authproxy ctl" },
+  { "version", cmd_version, "print the version", "authproxy" },
+  { "config", proxy_cmd_config, "check a proxy_config file or show it redacted", "config" },
+  { "cni", proxy_cmd_cni, "CNI plugin (also as an executable named authproxy-cni)",
+    "authproxy-cni" },
+  { "oci-hook", proxy_cmd_oci_hook, "OCI runtime hook: attach a container (createRuntime)",
+    "authproxy oci-hook" },
 };
 
 /*
@@ -63,6 +69,26 @@ static void usage(FILE *f)
   fprintf(f, "\nRun `authproxy COMMAND --help` for a command's options.\n");
 }
 
+/*
+ * A command whose result is what it prints: a status of 0 with the output lost (a full
+ * disk under `ctl ca NAME > ca.pem`, a closed descriptor, a CNI runtime's pipe) would
+ * have the caller use an empty or cut result. Flushes standard output and turns a
+ * write error, now or earlier, into status 1 with a line naming it.
+ */
+static int finish_output(const char *who, int ret)
+{
+  int failed;
+
+  errno = 0;
+  failed = fflush(stdout) != 0;
+  failed |= ferror(stdout) != 0;
+  if (!failed || ret != 0)
+    return ret;
+  fprintf(stderr, "%s: cannot write to standard output: %s\n", who,
+          errno != 0 ? strerror(errno) : "write error");
+  return 1;
+}
+
 int main(int argc, char **argv)
 {
   const char *base = argc > 0 ? strrchr(argv[0], '/') : NULL;
@@ -85,7 +111,7 @@ int main(int argc, char **argv)
    * arguments: installed as (a link named) authproxy-cni, this binary is the plugin. */
   base = base != NULL ? base + 1 : argc > 0 ? argv[0] : "";
   if (strcmp(base, "authproxy-cni") == 0)
-    return proxy_cmd_cni(argc, argv);
+    return finish_output("authproxy-cni", proxy_cmd_cni(argc, argv));
   if (argc < 2) {
     usage(stderr);
     return 2;
@@ -93,14 +119,16 @@ int main(int argc, char **argv)
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
       strcmp(argv[1], "help") == 0) {
     usage(stdout);
-    return 0;
+    return finish_output("authproxy", 0);
   }
   if (strcmp(argv[1], "--version") == 0)
-    return cmd_version(argc - 1, argv + 1);
+    return finish_output("authproxy", cmd_version(argc - 1, argv + 1));
   for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
     if (strcmp(argv[1], commands[i].name) != 0)
       continue;
     ret = commands[i].fn(argc - 1, argv + 1);
+    if (commands[i].output != NULL)
+      ret = finish_output(commands[i].output, ret);
     /* exit() would join libuv's threads, one of them maybe still waiting for a
      * resolver that never answers (proxy_loop_finish). */
     if (proxy_lookups_orphaned() > 0) {

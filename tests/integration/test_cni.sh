@@ -222,7 +222,16 @@ done
 # Input that is not JSON is a decoding error, not a crash.
 run_plugin VERSION "" "" '{bad'
 expect_error 6 "VERSION input that is not JSON"
-pass "VERSION"
+# A result the runtime never gets is a failure, not a success with nothing to read.
+set +e
+err=$(env -i PATH="$PATH" ASAN_OPTIONS="${ASAN_OPTIONS:-}" UBSAN_OPTIONS="${UBSAN_OPTIONS:-}" \
+  CNI_COMMAND=VERSION "$PLUGIN" <<< '{"cniVersion": "1.0.0"}' 2>&1 > /dev/full)
+RC=$?
+set -e
+assert_eq "$RC" "1" "VERSION with its result unwritable: status"
+assert_eq "$err" "authproxy-cni: cannot write to standard output: No space left on device" \
+  "VERSION with its result unwritable: said"
+pass "VERSION; a result that cannot be written fails the run"
 
 # ---- errors: each a CNI error document with its code ------------------------------
 NS=/var/run/netns/$ns4

@@ -2,7 +2,8 @@
 # `authproxy ctl`'s own errors, before it asks the daemon anything: a --config file it
 # cannot use is named with why (too large said only "File too large", not the limit
 # of a proxy_config, which the jail's --config states), arguments it cannot send are
-# refused with the usage, and no daemon on the socket is said so. No daemon runs here.
+# refused with the usage, and no daemon on the socket is said so; help or version output
+# that cannot be written is status 1. No daemon runs here.
 #
 #   authproxy ctl --control $T/none.sock ...  (nothing listens there)
 . "$(dirname "$0")/lib.sh"
@@ -62,3 +63,15 @@ assert_eq "$RC" "1" "status with no daemon"
 assert_contains "$OUT" "cannot connect to the control socket $SOCK" "the socket is named"
 assert_contains "$OUT" "is \`authproxy serve\` running?" "the cause is named"
 pass "no daemon: the socket and the likely cause are named"
+
+# Output that cannot be written is a failure, said as such, whatever printed it.
+for args in "ctl --help" "version" "--version" "--help"; do
+  set +e
+  # shellcheck disable=SC2086
+  err=$(timeout 20 "$AUTHPROXY" $args 2>&1 > /dev/full)
+  rc=$?
+  set -e
+  assert_eq "$rc" "1" "status of $args with standard output unwritable"
+  assert_contains "$err" "cannot write to standard output: No space left on device" "$args: said"
+done
+pass "help and version output unwritable: status 1, and why"

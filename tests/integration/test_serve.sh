@@ -77,6 +77,13 @@ assert_contains "$got" '"value": "Bearer {KEY_1}"' "template shown unresolved"
 assert_not_contains "$got" "opaque-1-$$" "opaque value returned"
 assert_not_contains "$got" "sk-sandbox-1-$$" "secret returned"
 assert_eq "$(ctl ca box1 | head -n1)" "-----BEGIN CERTIFICATE-----" "ctl ca"
+# A CA written nowhere (a full disk under `ctl ca box1 > ca.pem`) is not a success.
+set +e
+err=$(ctl ca box1 2>&1 > /dev/full)
+rc=$?
+set -e
+assert_eq "$rc/$err" "1/authproxy ctl: cannot write to standard output: No space left on device" \
+  "ctl ca with its output unwritable"
 assert_eq "$(client "print(c.secrets() == sorted(['KEY_%d' % i for i in range(1, $N + 1)]))")" "True" \
   "secret names listed"
 client "
