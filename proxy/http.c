@@ -1725,9 +1725,8 @@ static void on_up_data(struct proxy_conn *c, const char *data, size_t len)
                 (unsigned long long)c->id, len - used);
       proxy_conn_close_upstream(c);
     }
-    if (h->phase == PH_RESPONSE)
-      finish_response(c);
-    else if (h->phase == PH_BODY)
+    /* Also while the request body still streams (an answer before it ends). */
+    if (h->phase == PH_RESPONSE || h->phase == PH_BODY)
       finish_response(c);
   }
 }
