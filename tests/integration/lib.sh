@@ -64,6 +64,10 @@ trap 'exit 130' INT TERM
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 pass() { echo "ok: $*"; }
+# built_with asan|tsan: $AUTHPROXY was built with that sanitizer (AUTHPROXY_SANITIZE,
+# AUTHPROXY_TSAN). Not `ldd | grep -q`: grep's early exit can fail ldd with SIGPIPE,
+# and pipefail the test's check.
+built_with() { [[ "$(ldd "$AUTHPROXY")" == *"lib$1"* ]]; }
 
 assert_eq() { [ "$1" = "$2" ] || fail "${3:-values differ}: expected '$2', got '$1'"; }
 assert_contains() { case "$1" in *"$2"*) ;; *) fail "${3:-missing text}: '$2' not in: $1" ;; esac; }
