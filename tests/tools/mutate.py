@@ -17,12 +17,12 @@ preprocessor lines:
   delete   x++; x--; ++x; --x; break; continue;   ->   ;
   offby1   + 1 / - 1   ->   removed
 
-Tests run suite by suite, stopping at the first that fails: first the suites that
-exercise rules/ (STAGE1), then, for a mutant that survives them, every other unit
-test except the few that take more than a second (SLOW). A test that fails is run
-again, and one that then passes (flaky) does not kill the mutant. Each test has 3 seconds
-(UNIT_TEST_TIMEOUT; the slowest kept takes 0.5) and each run a wall-clock bound; a
-hang counts as killed.
+Tests run suite by suite, stopping at the first that fails: first the mutated file's
+own suites (FRONT), then the suites that exercise rules/ (STAGE1), then, for a mutant
+that survives them, every other unit test except the few that take more than a second
+(SLOW). A test that fails is run again, and one that then passes (flaky) does not kill
+the mutant. Each test has 3 seconds (UNIT_TEST_TIMEOUT; the slowest kept takes 0.5)
+and each run a wall-clock bound; a hang counts as killed.
 
 Run it with the system python3 (the #! line): under pyenv's python the tests that
 start tests/tools/fake_callback.py inherit a PATH whose python3 cannot load ssl.
@@ -55,6 +55,11 @@ STAGE1 = ["test_rules_config/", "test_rules_match/", "test_rules_decide/",
           "test_rules_metadata/", "test_rules_serialize/", "test_syntax/",
           "test_rules_cmd/", "test_dns/", "test_dnstable/", "test_diag/",
           "test_httphead/", "test_netns_build/", "test_api/", "test_strbuf/"]
+# Suites run before STAGE1 when mutating the named file: the unit tests of that parser,
+# which kill most of its mutants in a fraction of a second.
+FRONT = {"proxy/clienthello.c": ["test_clienthello/"],
+         "proxy/dnsmsg.c": ["test_dnsmsg/", "test_dns/"],
+         "proxy/nameconstr.c": ["test_nameconstr/", "test_upstream_trust/"]}
 # Tests that take a second or more; left out of stage 2 to keep a mutant cheap.
 SLOW = {"test_callback/alternating_outcomes_logged_sparingly",
         "test_callback/slow_call_does_not_block_others",
@@ -233,8 +238,10 @@ def main():
 
     runner = os.path.join(a.build, "tests", "unit-tests")
     listed = run([runner, "--list"], 60)[1].split()
+    front = FRONT.get(os.path.relpath(a.file).replace(os.sep, "/"), [])
+    stage1 = front + [p for p in STAGE1 if p not in front]
     stage2 = [t for t in listed
-              if not any(t.startswith(p) for p in STAGE1) and t not in SLOW]
+              if not any(t.startswith(p) for p in stage1) and t not in SLOW]
     env = dict(os.environ, UNIT_TEST_TIMEOUT="3")
     out = open(a.out, "w") if a.out else sys.stdout
     counts = {}
@@ -251,7 +258,7 @@ def main():
                 status = "build-failed"
             else:
                 flaky = []
-                for suite in STAGE1 + [stage2]:
+                for suite in stage1 + [stage2]:
                     by = suite if isinstance(suite, str) else "others"
                     rc, log = run([runner] + ([suite] if isinstance(suite, str)
                                               else suite), 300, env)
