@@ -481,6 +481,7 @@ TEST(alpn)
                                   'h', '2', 0x08, 'h', 't', 't', 'p', '/', '1',
                                   '.', '1', 0x02, 'h', '3' };
   static const uint8_t only_h2c[] = { 0x00, 0x04, 0x03, 'h', '2', 'c' };
+  static const uint8_t one_byte[] = { 0x00, 0x02, 0x01, 'x' }; /* the shortest list */
   static const uint8_t empty_proto[] = { 0x00, 0x04, 0x02, 'h', '2', 0x00 };
   static const uint8_t empty_list[] = { 0x00, 0x00 };
   static const uint8_t overrun[] = { 0x00, 0x03, 0x03, 'h', '2' };
@@ -506,6 +507,12 @@ TEST(alpn)
   ASSERT_EQ(h.has_alpn, 1);
   ASSERT_EQ(h.alpn_h2, 0);
   ASSERT_EQ(h.alpn_http11, 0);
+
+  exts.n = 0;
+  ext(&exts, 16, one_byte, sizeof(one_byte));
+  ASSERT_EQ(parse_exts(&h), PROXY_HELLO_OK);
+  ASSERT_EQ(h.has_alpn, 1);
+  ASSERT_EQ(h.alpn_h2, 0);
 
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     fprintf(stderr, "case %zu\n", i);
@@ -783,4 +790,87 @@ TEST(limit_reached_by_small_records)
   ASSERT_EQ(proxy_hello_parse(rec, PROXY_HELLO_MAX_BYTES - 1 + 5, &h), PROXY_HELLO_INVALID);
   /* Up to the limit, the same records are a valid prefix. */
   ASSERT_EQ(proxy_hello_parse(rec, PROXY_HELLO_MAX_BYTES - 1, &h), PROXY_HELLO_NEED_MORE);
+}
+
+static uint8_t m2[1024];
+
+/* msg[0..len) with msg[at..at+cut) replaced by ins[0..n), the handshake length
+ * adjusted: a field resized with the rest of the hello kept well formed. */
+static size_t splice(const uint8_t *m, size_t len, size_t at, size_t cut, const void *ins,
+                     size_t n, uint8_t *out)
+{
+  size_t body;
+
+  ASSERT_LE(at + cut, len);
+  memcpy(out, m, at);
+  memcpy(out + at, ins, n);
+  memcpy(out + at + n, m + at + cut, len - at - cut);
+  body = len - cut + n - 4;
+  out[1] = (uint8_t)(body >> 16);
+  out[2] = (uint8_t)(body >> 8);
+  out[3] = (uint8_t)body;
+  return len - cut + n;
+}
+
+/*
+ * A length within its own bound but beyond the bytes the hello has left, and lists of
+ * a length the fields forbid followed by a well-formed rest: each is refused for that
+ * field alone, not because what follows fails to parse in its place.
+ */
+TEST(fixed_part_lengths_against_the_rest)
+{
+  struct proxy_hello h;
+  size_t n, base;
+
+  exts.n = 0;
+  ext_sni(&exts, "example.org", 11);
+  base = hello_msg(&exts, msg);
+
+  /* A session id of 32 bytes, the most allowed, when only 30 bytes follow. */
+  msg[38] = 32;
+  n = frame(msg, base, NULL, 0, rec);
+  ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_INVALID);
+  msg[38] = 0;
+
+  /* An empty cipher suite list, then compression methods and extensions. */
+  n = splice(msg, base, 39, 6, "\x00\x00", 2, m2);
+  n = frame(m2, n, NULL, 0, rec);
+  ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_INVALID);
+  /* Three bytes of cipher suites, an odd length. */
+  n = splice(msg, base, 39, 6, "\x00\x03\x13\x01\xc0", 5, m2);
+  n = frame(m2, n, NULL, 0, rec);
+  ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_INVALID);
+  /* One suite, two bytes: the splice itself keeps the hello valid. */
+  n = splice(msg, base, 39, 6, "\x00\x02\x13\x01", 4, m2);
+  n = frame(m2, n, NULL, 0, rec);
+  ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_OK);
+  ASSERT_STREQ(h.sni, "example.org");
+}
+
+/* An extension block that ends inside an extension's type or length (1 to 3 bytes
+ * after the last whole extension, which here is empty), and a lone byte after the
+ * compression methods where the block's length would be. */
+TEST(truncated_extension_header)
+{
+  static const uint8_t stray[] = { 0xfa, 0xfa, 0x00 };
+  struct proxy_hello h;
+  size_t n, k;
+
+  for (k = 1; k <= sizeof(stray); k++) {
+    fprintf(stderr, "%zu stray bytes\n", k);
+    exts.n = 0;
+    ext(&exts, 0x0a0a, "", 0);
+    putmem(&exts, stray, k);
+    ASSERT_EQ(parse_exts(&h), PROXY_HELLO_INVALID);
+    ASSERT_EQ(h.sni_len, 0);
+  }
+  /* Without the stray bytes it parses. */
+  exts.n = 0;
+  ext(&exts, 0x0a0a, "", 0);
+  ASSERT_EQ(parse_exts(&h), PROXY_HELLO_OK);
+
+  n = hello_msg(NULL, msg);
+  n = splice(msg, n, n, 0, "\x01", 1, m2);
+  n = frame(m2, n, NULL, 0, rec);
+  ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_INVALID);
 }
