@@ -5,6 +5,8 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "proxy/dnsmsg.h"
 #include "test.h"
@@ -321,6 +323,8 @@ TEST(edns)
   static const uint8_t two_opts[] = { 0, 10, 0, 0, 0, 12, 0, 2, 0, 0 };
   static const uint8_t short_opt[] = { 0, 10, 0, 9, 1, 2, 3, 4, 5, 6, 7, 8 };
   static const uint8_t stub_opt[] = { 0, 10, 0 };
+  /* An option without data (padding, RFC 7830) may end the RDATA. */
+  static const uint8_t last_empty[] = { 0, 10, 0, 0, 0, 12, 0, 0 };
   struct proxy_dns_query q;
   struct qbuf b;
 
@@ -343,6 +347,11 @@ TEST(edns)
   putmem(&b, two_opts, sizeof(two_opts));
   ASSERT_EQ(parse(&b, &q), 0);
   b.n -= sizeof(two_opts) + 2;
+  put16(&b, sizeof(last_empty));
+  putmem(&b, last_empty, sizeof(last_empty));
+  ASSERT_EQ(parse(&b, &q), 0);
+  ASSERT_EQ(q.has_edns, 1);
+  b.n -= sizeof(last_empty) + 2;
   put16(&b, sizeof(short_opt));
   putmem(&b, short_opt, sizeof(short_opt));
   ASSERT_EQ(parse(&b, &q), -EINVAL);
@@ -415,6 +424,12 @@ TEST(answer_a_exact_bytes)
                                    sizeof(out)),
             sizeof(expect));
   ASSERT_MEMEQ(out, expect, sizeof(expect));
+  /* A buffer of exactly that size is enough. */
+  memset(out, 0, sizeof(out));
+  ASSERT_EQ(proxy_dns_build_answer(&q, PROXY_DNS_RCODE_NOERROR, &addr, 60, out,
+                                   sizeof(expect)),
+            sizeof(expect));
+  ASSERT_MEMEQ(out, expect, sizeof(expect));
   /* Every smaller buffer is refused without writing past it. */
   for (size_t n = 0; n < sizeof(expect); n++)
     ASSERT_EQ(proxy_dns_build_answer(&q, 0, &addr, 60, out, n), -ENOSPC);
@@ -462,9 +477,19 @@ TEST(answer_edns_nodata_flags)
   n = proxy_dns_build_answer(&q, 0, &addr, 0xffffffffu, out, sizeof(out));
   ASSERT_MEMEQ(out + 12 + 17 + 6, "\x7f\xff\xff\xff", 4);
 
-  /* rcodes beyond 4 bits would need EDNS extended rcodes. */
+  /* rcodes beyond 4 bits would need EDNS extended rcodes; 15 is the last that fits. */
   ASSERT_EQ(proxy_dns_build_answer(&q, 16, NULL, 60, out, sizeof(out)), -EINVAL);
   ASSERT_EQ(proxy_dns_build_answer(&q, -1, NULL, 60, out, sizeof(out)), -EINVAL);
+  ASSERT_EQ(proxy_dns_build_answer(&q, 15, NULL, 60, out, sizeof(out)), 12 + 17 + 11);
+  ASSERT_EQ(out[3] & 0x0f, 15);
+
+  /* A query that did not parse has no question to echo: only a header-only error
+   * answers it. */
+  b.b[5] = 2; /* QDCOUNT 2 */
+  ASSERT_EQ(parse(&b, &q), -ENOTSUP);
+  ASSERT_EQ(proxy_dns_build_answer(&q, PROXY_DNS_RCODE_FORMERR, NULL, 60, out,
+                                   sizeof(out)),
+            -EINVAL);
 }
 
 TEST(error_answers)
@@ -485,4 +510,79 @@ TEST(error_answers)
   ASSERT_EQ(parse(&b, &q), -ENOTSUP);
   ASSERT_EQ(proxy_dns_build_error(&q, PROXY_DNS_RCODE_FORMERR, out, sizeof(out)), 12);
   ASSERT_MEMEQ(out, "\x12\x34\x81\x81\0\0\0\0\0\0\0\0", 12);
+
+  /* The rcode fits the header's 4 bits, 0 to 15, or nothing is written. */
+  ASSERT_EQ(proxy_dns_build_error(&q, 0, out, sizeof(out)), 12);
+  ASSERT_EQ(out[3], 0x80);
+  ASSERT_EQ(proxy_dns_build_error(&q, 15, out, sizeof(out)), 12);
+  ASSERT_EQ(out[3], 0x8f);
+  memset(out, 0xee, sizeof(out));
+  ASSERT_EQ(proxy_dns_build_error(&q, 16, out, sizeof(out)), -EINVAL);
+  ASSERT_EQ(proxy_dns_build_error(&q, -1, out, sizeof(out)), -EINVAL);
+  ASSERT_EQ(out[0], 0xee);
+}
+
+/* ---- reads stay inside the message ---- */
+
+/* Where an inaccessible page begins: bytes copied to just before it are a message
+ * that nothing follows, so a read past its end faults instead of seeing whatever
+ * happens to lie after it in the caller's buffer. */
+static uint8_t *guard_page(void)
+{
+  static uint8_t *end;
+
+  if (end == NULL) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    uint8_t *m = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                      -1, 0);
+
+    ASSERT(m != MAP_FAILED);
+    ASSERT_EQ(mprotect(m + page, page, PROT_NONE), 0);
+    end = m + page;
+  }
+  return end;
+}
+
+/* Parses msg[0..n) copied flush against the guard page. */
+static int parse_guarded(const uint8_t *msg, size_t n, struct proxy_dns_query *q)
+{
+  uint8_t *at = guard_page() - n;
+
+  ASSERT_LE(n, 4096);
+  memmove(at, msg, n);
+  return proxy_dns_parse_query(at, n, q);
+}
+
+/*
+ * Every prefix of a query ends where the sender's datagram ends: the parser must
+ * refuse it from its own bytes. A read one byte past the end (a name that stops after
+ * a label, an announced OPT record that is missing) would otherwise decide the
+ * outcome by the byte after the datagram, an OPT missing its root byte turning a drop
+ * into a FORMERR.
+ */
+TEST(prefixes_read_nothing_past_the_end)
+{
+  static const uint8_t cookie[] = { 0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8 };
+  static const char *const files[] = { "dns/glibc_a.bin", "dns/glibc_edns_a.bin",
+                                       "dns/node_a.bin", "dns/hand_edns_cookie.bin" };
+  struct proxy_dns_query q;
+  struct qbuf b;
+  size_t i, n, len;
+
+  for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+    uint8_t *msg = load(files[i], &len);
+
+    fprintf(stderr, "%s\n", files[i]);
+    ASSERT_EQ(parse_guarded(msg, len, &q), 0);
+    for (n = 0; n < len; n++)
+      ASSERT_EQ(parse_guarded(msg, n, &q), -EINVAL);
+    free(msg);
+  }
+  header(&b, 1, 0x0100, 1, 0, 0, 1);
+  name(&b, "a.example");
+  put16(&b, 1), put16(&b, 1);
+  opt(&b, 1232, 0, cookie, sizeof(cookie));
+  ASSERT_EQ(parse_guarded(b.b, b.n, &q), 0);
+  for (n = 0; n < b.n; n++)
+    ASSERT_EQ(parse_guarded(b.b, n, &q), -EINVAL);
 }
