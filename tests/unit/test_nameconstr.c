@@ -291,6 +291,17 @@ TEST(dns_wildcard_meets_excluded)
   ASSERT_STREQ(why, "*.example.com matches names in the excluded dNSName subtree "
                     "secret.example.com");
   proxy_nc_free(nc);
+
+  /* Excluded subtrees alone: a one-label subtree adds no label to any domain, and a
+   * wildcard over another domain of the same length matches nothing excluded. */
+  x.n = 0;
+  dns(&x, "internal");
+  dns(&x, "secret.example.com");
+  nc_der(&d, NULL, &x);
+  nc = parse_ok(&d);
+  expect_dns(nc, (const char *const[]){ "*.example.org", "*.exbmple.com", "*.corp", NULL },
+             (const char *const[]){ "*.example.com", "*.internal", "a.internal", NULL });
+  proxy_nc_free(nc);
 }
 
 TEST(ip_subtrees)
@@ -386,6 +397,37 @@ TEST(directory_name_subtrees)
              (const char *const[]){ "www.example.com", "api.example.co", "api.example.comm",
                                     NULL });
   proxy_nc_free(nc);
+
+  /* Every character OpenSSL counts as a space (isspace) is trimmed, and a
+   * UniversalString compares like the other string types. */
+  p.n = 0;
+  rdn.n = 0;
+  one_rdn(&rdn, 0x03, 0x0c, "\t\n\v api.example.com \f\r", 22);
+  dir(&p, &rdn);
+  rdn.n = 0;
+  one_rdn(&rdn, 0x03, 0x1c, "\0\0\0A\0\0\0p\0\0\0i\0\0\0.\0\0\0x\0\0\0y", 24);
+  dir(&p, &rdn);
+  nc_der(&d, &p, NULL);
+  nc = parse_ok(&d);
+  expect_dns(nc, (const char *const[]){ "api.example.com", "api.xy", NULL },
+             (const char *const[]){ "www.example.com", "api.x", NULL });
+  proxy_nc_free(nc);
+
+  /* A character beyond U+00FF is not ASCII, wherever it is: CN=\u0100 and
+   * CN=api.xy\u0100 exclude no name of ours. */
+  x.n = 0;
+  rdn.n = 0;
+  one_rdn(&rdn, 0x03, 0x1e, "\x01\x00", 2);
+  dir(&x, &rdn);
+  rdn.n = 0;
+  one_rdn(&rdn, 0x03, 0x1c, "\0\0\0a\0\0\0p\0\0\0i\0\0\0.\0\0\0x\0\0\0y\0\0\x01\0",
+          28);
+  dir(&x, &rdn);
+  nc_der(&d, NULL, &x);
+  nc = parse_ok(&d);
+  expect_dns(nc, (const char *const[]){ "api.example.com", "api.xy", "a", NULL }, NULL);
+  proxy_nc_free(nc);
+  x.n = 0;
 
   /* Not the same: another attribute, a space inside, two RDNs, two attributes in
    * one RDN, a NumericString (a type OpenSSL keeps as it is). */
@@ -594,6 +636,12 @@ TEST(malformed_refused)
     { "30 0a a0 08 30 06 a4 04 30 00 05 00", "the directoryName is not a DER Name" },
     { "30 12 a0 10 30 0e a4 0c 30 0a 31 08 30 06 06 01 55 1f 01 00",
       "the directoryName is not a DER Name" },
+    /* an attribute type that is not an OID, alone and after a whole attribute */
+    { "30 12 a0 10 30 0e a4 0c 30 0a 31 08 30 06 0c 01 55 0c 01 41",
+      "the directoryName is not a DER Name" },
+    { "30 1c a0 1a 30 18 a4 16 30 14 31 12 30 08 06 03 55 04 03 0c 01 61 30 06 0c 01 55 "
+      "0c 01 41",
+      "the directoryName is not a DER Name" },
     /* attribute types and values OpenSSL cannot decode: it then rejects the CA */
     { "30 14 a0 12 30 10 a4 0e 30 0c 31 0a 30 08 06 03 55 04 03 1a 01 61",
       "attribute type or value OpenSSL cannot decode" }, /* VisibleString */
@@ -687,6 +735,69 @@ TEST(malformed_refused)
   proxy_nc_free(nc);
   /* err may be absent. */
   ASSERT_EQ(proxy_nc_parse(der, 3, &nc, NULL, 0), -EINVAL);
+}
+
+/*
+ * A directoryName whose last attribute value ends the permittedSubtrees, the
+ * excludedSubtrees right after it: the value is checked within its own length. Read
+ * one character further, a UTF8String would run into the 0xa1 tag and a
+ * UniversalString into "a1 0d 30 0b", neither a character.
+ */
+TEST(value_checked_within_its_length)
+{
+  static const struct {
+    int tag;
+    const char *v;
+    size_t len;
+  } values[] = {
+    { 0x0c, "a", 1 },             /* UTF8String */
+    { 0x1c, "\0\0\0a", 4 },       /* UniversalString */
+    { 0x1e, "\0a", 2 },            /* BMPString */
+  };
+  struct der p, x, d, rdn;
+  struct proxy_nc *nc;
+  size_t i;
+
+  for (i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+    fprintf(stderr, "tag 0x%02x\n", values[i].tag);
+    p.n = x.n = rdn.n = 0;
+    one_rdn(&rdn, 0x03, values[i].tag, values[i].v, values[i].len);
+    dir(&p, &rdn);
+    dns(&x, "b.example");
+    nc_der(&d, &p, &x);
+    ASSERT_EQ(d.b[d.n - 15], 0xa1); /* a1 0d 30 0b 82 09 b.example */
+    nc = parse_ok(&d);
+    expect_dns(nc, (const char *const[]){ "a", NULL },
+               (const char *const[]){ "b", "b.example", NULL });
+    proxy_nc_free(nc);
+  }
+}
+
+/* A malformed dNSName is quoted in the error up to 64 bytes; "..." marks a longer
+ * one as cut. */
+TEST(malformed_dns_name_quoted_up_to_64_bytes)
+{
+  struct der p = { .n = 0 }, d;
+  struct proxy_nc *nc = NULL;
+  char name[80], err[256], want[100];
+
+  memset(name, 'a', sizeof(name));
+  name[63] = '.';
+  subtree(&p, GN_DNS, name, 64);
+  nc_der(&d, &p, NULL);
+  ASSERT_EQ(proxy_nc_parse(d.b, d.n, &nc, err, sizeof(err)), -EINVAL);
+  snprintf(want, sizeof(want), "dNSName \"%.64s\" ends with a dot", name);
+  ASSERT_CONTAINS(err, want);
+
+  p.n = 0;
+  name[63] = 'a';
+  name[64] = '.';
+  subtree(&p, GN_DNS, name, 65);
+  nc_der(&d, &p, NULL);
+  ASSERT_EQ(proxy_nc_parse(d.b, d.n, &nc, err, sizeof(err)), -EINVAL);
+  snprintf(want, sizeof(want), "dNSName \"%.64s...\" ends with a dot", name);
+  ASSERT_CONTAINS(err, want);
+  ASSERT_NULL(nc);
 }
 
 TEST(subtree_count_is_bounded)
