@@ -424,12 +424,14 @@ TEST(sni_invalid_shapes)
                                       'o', 'm', 0x00 };
   static const uint8_t nul[] = { 0x00, 0x08, 0x00, 0x00, 0x05, 'a', '\0', 'c', 'o',
                                  'm' };
+  static const uint8_t nul_last[] = { 0x00, 0x08, 0x00, 0x00, 0x05, 'a', '.', 'c', 'o',
+                                      '\0' };
   static const struct { const uint8_t *d; size_t n; } bad[] = {
     { two_names, sizeof(two_names) }, { other_type, sizeof(other_type) },
     { empty_name, sizeof(empty_name) }, { empty_list, sizeof(empty_list) },
     { list_short, sizeof(list_short) }, { list_long, sizeof(list_long) },
     { name_long, sizeof(name_long) }, { trailing, sizeof(trailing) },
-    { nul, sizeof(nul) }, { (const uint8_t *)"", 0 },
+    { nul, sizeof(nul) }, { nul_last, sizeof(nul_last) }, { (const uint8_t *)"", 0 },
   };
   struct proxy_hello h;
 
@@ -482,6 +484,8 @@ TEST(alpn)
                                   '.', '1', 0x02, 'h', '3' };
   static const uint8_t only_h2c[] = { 0x00, 0x04, 0x03, 'h', '2', 'c' };
   static const uint8_t one_byte[] = { 0x00, 0x02, 0x01, 'x' }; /* the shortest list */
+  static const uint8_t http10[] = { 0x00, 0x09, 0x08, 'h', 't', 't', 'p', '/', '1', '.',
+                                    '0' };
   static const uint8_t empty_proto[] = { 0x00, 0x04, 0x02, 'h', '2', 0x00 };
   static const uint8_t empty_list[] = { 0x00, 0x00 };
   static const uint8_t overrun[] = { 0x00, 0x03, 0x03, 'h', '2' };
@@ -513,6 +517,13 @@ TEST(alpn)
   ASSERT_EQ(parse_exts(&h), PROXY_HELLO_OK);
   ASSERT_EQ(h.has_alpn, 1);
   ASSERT_EQ(h.alpn_h2, 0);
+
+  /* Eight bytes that are not "http/1.1" do not offer it. */
+  exts.n = 0;
+  ext(&exts, 16, http10, sizeof(http10));
+  ASSERT_EQ(parse_exts(&h), PROXY_HELLO_OK);
+  ASSERT_EQ(h.has_alpn, 1);
+  ASSERT_EQ(h.alpn_http11, 0);
 
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     fprintf(stderr, "case %zu\n", i);
@@ -831,6 +842,26 @@ TEST(fixed_part_lengths_against_the_rest)
   n = frame(msg, base, NULL, 0, rec);
   ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_INVALID);
   msg[38] = 0;
+
+  /* A session id of 33 bytes, all of them there. */
+  {
+    uint8_t sid[34];
+
+    memset(sid, 0x5a, sizeof(sid));
+    sid[0] = 33;
+    n = splice(msg, base, 38, 1, sid, 34, m2);
+    n = frame(m2, n, NULL, 0, rec);
+    ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_INVALID);
+    sid[0] = 32;
+    n = splice(msg, base, 38, 1, sid, 33, m2);
+    n = frame(m2, n, NULL, 0, rec);
+    ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_OK);
+  }
+
+  /* No compression method at all, then extensions. */
+  n = splice(msg, base, 45, 2, "\x00", 1, m2);
+  n = frame(m2, n, NULL, 0, rec);
+  ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_INVALID);
 
   /* An empty cipher suite list, then compression methods and extensions. */
   n = splice(msg, base, 39, 6, "\x00\x00", 2, m2);
