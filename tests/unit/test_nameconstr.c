@@ -197,7 +197,7 @@ TEST(dns_subtrees)
   static const char *const inside[] = {
     "example.com", "api.example.com", "a.b.c.example.com", "host.corp.example",
     "x.y.corp.example", "notsecret.example.com", "secret.example.com.example.com",
-    "openai.com", "api.openai.com", NULL,
+    "openai.com", "api.openai.com", "az.example", "x.az.example", NULL,
   };
   static const char *const outside[] = {
     "example.net", "notexample.com", "example.com.evil.net", "com", "xample.com",
@@ -211,6 +211,7 @@ TEST(dns_subtrees)
   dns(&p, "example.com");
   dns(&p, ".corp.example");
   dns(&p, "OpenAI.COM"); /* the case of a constraint does not matter either */
+  dns(&p, "AZ.example");
   dns(&x, "secret.example.com");
   nc_der(&d, &p, &x);
   nc = parse_ok(&d);
@@ -218,7 +219,11 @@ TEST(dns_subtrees)
 
   ASSERT_EQ(check_dns(nc, "api.example.net", why, sizeof(why)), -EPERM);
   ASSERT_STREQ(why, "api.example.net is not within any permitted dNSName subtree "
-                    "(example.com, .corp.example, OpenAI.COM)");
+                    "(example.com, .corp.example, OpenAI.COM, AZ.example)");
+  /* An empty name (an upstream's SAN may be one) is within none, and said so. */
+  ASSERT_EQ(check_dns(nc, "", why, sizeof(why)), -EPERM);
+  ASSERT_STREQ(why, " is not within any permitted dNSName subtree "
+                    "(example.com, .corp.example, OpenAI.COM, AZ.example)");
   ASSERT_EQ(check_dns(nc, "a.secret.example.com", why, sizeof(why)), -EPERM);
   ASSERT_STREQ(why, "a.secret.example.com is within the excluded dNSName subtree "
                     "secret.example.com");
@@ -231,6 +236,15 @@ TEST(dns_subtrees)
   /* RFC 5280 4.2.1.10: a form the permittedSubtrees do not name is not restricted
    * by them; only dNSName subtrees here, so addresses pass. */
   expect_ip(nc, (const char *const[]){ "192.0.2.7", "2001:db8::1", NULL }, NULL);
+  /* A leaf with both forms is refused by its name, whatever its address. */
+  {
+    struct proxy_nc_names both = { .dns = "api.example.net",
+                                   .ip = (const unsigned char *)"\xc0\x00\x02\x07",
+                                   .ip_len = 4 };
+
+    ASSERT_EQ(proxy_nc_check(nc, &both, why, sizeof(why)), -EPERM);
+    ASSERT_CONTAINS(why, "api.example.net is not within");
+  }
   proxy_nc_free(nc);
 }
 
@@ -299,7 +313,8 @@ TEST(dns_wildcard_meets_excluded)
   dns(&x, "secret.example.com");
   nc_der(&d, NULL, &x);
   nc = parse_ok(&d);
-  expect_dns(nc, (const char *const[]){ "*.example.org", "*.exbmple.com", "*.corp", NULL },
+  expect_dns(nc, (const char *const[]){ "*.example.org", "*.exbmple.com", "*.corp",
+                                        "*xexample.com", NULL },
              (const char *const[]){ "*.example.com", "*.internal", "a.internal", NULL });
   proxy_nc_free(nc);
 }
@@ -418,6 +433,9 @@ TEST(directory_name_subtrees)
   x.n = 0;
   rdn.n = 0;
   one_rdn(&rdn, 0x03, 0x1e, "\x01\x00", 2);
+  dir(&x, &rdn);
+  rdn.n = 0;
+  one_rdn(&rdn, 0x03, 0x0c, "\xc3\xa9", 2); /* UTF8String U+00E9 */
   dir(&x, &rdn);
   rdn.n = 0;
   one_rdn(&rdn, 0x03, 0x1c, "\0\0\0a\0\0\0p\0\0\0i\0\0\0.\0\0\0x\0\0\0y\0\0\x01\0",
@@ -559,6 +577,21 @@ TEST(describe)
   ASSERT_EQ(strlen(small), sizeof(small) - 1);
   ASSERT_STREQ(small, "permitted dNSName (example.com, .exa...");
   ASSERT_STREQ(proxy_nc_form_name(PROXY_NC_IP_ADDRESS), "iPAddress");
+  ASSERT_STREQ(proxy_nc_form_name(PROXY_NC_REGISTERED_ID), "registeredID");
+  ASSERT_STREQ(proxy_nc_form_name((enum proxy_nc_form)9), "unknown GeneralName");
+  /* A buffer exactly the text's length is one byte short: cut and marked. */
+  {
+    size_t full = strlen(text);
+    char exact[512], four[4];
+
+    proxy_nc_describe(nc, exact, full + 1);
+    ASSERT_STREQ(exact, text);
+    proxy_nc_describe(nc, exact, full);
+    ASSERT_EQ(strlen(exact), full - 1);
+    ASSERT_STREQ(exact + full - 4, "...");
+    proxy_nc_describe(nc, four, sizeof(four));
+    ASSERT_STREQ(four, "...");
+  }
   proxy_nc_free(nc);
 }
 
@@ -597,7 +630,8 @@ TEST(malformed_refused)
     { "30 06 a0 04 30 02 82 00 00", "not a DER SEQUENCE" }, /* trailing byte */
     { "30 02 a0 00", "permittedSubtrees is empty" },
     { "30 02 a1 00", "excludedSubtrees is empty" },
-    { "30 06 a0 05 30 02 82 00", "overruns" },
+    { "30 06 a0 05 30 02 82 00", "permittedSubtrees overruns the extension" },
+    { "30 06 a1 05 30 02 82 00", "excludedSubtrees overruns the extension" },
     { "30 08 a1 02 30 00 a0 02 30 00", "excludedSubtrees item 1 has no base name" },
     /* [1] before [0], [0] twice, an unknown field */
     { "30 0c a1 04 30 02 82 00 a0 04 30 02 82 00", "unexpected bytes (tag 0xa0)" },
@@ -636,12 +670,19 @@ TEST(malformed_refused)
     { "30 0a a0 08 30 06 a4 04 30 00 05 00", "the directoryName is not a DER Name" },
     { "30 12 a0 10 30 0e a4 0c 30 0a 31 08 30 06 06 01 55 1f 01 00",
       "the directoryName is not a DER Name" },
+    /* a Name with bytes after its SEQUENCE, an attribute with a byte after its value */
+    { "30 14 a0 12 30 10 a4 0e 30 00 31 0a 30 08 06 03 55 04 03 0c 01 61",
+      "the directoryName is not a DER Name" },
+    { "30 15 a0 13 30 11 a4 0f 30 0d 31 0b 30 09 06 03 55 04 03 0c 01 61 00",
+      "the directoryName is not a DER Name" },
     /* an attribute type that is not an OID, alone and after a whole attribute */
     { "30 12 a0 10 30 0e a4 0c 30 0a 31 08 30 06 0c 01 55 0c 01 41",
       "the directoryName is not a DER Name" },
     { "30 1c a0 1a 30 18 a4 16 30 14 31 12 30 08 06 03 55 04 03 0c 01 61 30 06 0c 01 55 "
       "0c 01 41",
       "the directoryName is not a DER Name" },
+    { "30 15 a0 13 30 11 a4 0f 30 0d 31 0b 30 09 06 03 55 04 03 1e 02 df ff",
+      "OpenSSL cannot decode" }, /* BMPString U+DFFF, the last surrogate */
     /* attribute types and values OpenSSL cannot decode: it then rejects the CA */
     { "30 14 a0 12 30 10 a4 0e 30 0c 31 0a 30 08 06 03 55 04 03 1a 01 61",
       "attribute type or value OpenSSL cannot decode" }, /* VisibleString */
@@ -670,6 +711,7 @@ TEST(malformed_refused)
     { "30 0b a0 09 30 07 a0 05 06 03 2a 03 04", "the otherName is not an OID" },
     { "30 11 a0 0f 30 0d a0 0b 06 03 2a 03 04 a0 04 05 00 05 00", "otherName is not" },
     { "30 0d a0 0b 30 09 a0 07 06 01 80 a0 02 05 00", "otherName is not" },
+    { "30 0f a0 0d 30 0b a0 09 06 03 2a 03 04 a1 02 05 00", "otherName is not" }, /* [1] */
     { "30 07 a0 05 30 03 88 01 80", "the registeredID is not a valid OBJECT IDENTIFIER" },
     { "30 08 a0 06 30 04 88 02 2a 83", "registeredID is not a valid" },
     { "30 06 a0 04 30 02 88 00", "registeredID is not a valid" },
@@ -721,6 +763,12 @@ TEST(malformed_refused)
       "30 0d a0 0b 30 09 a0 07 06 01 2a a0 02 05 00",
       "30 0a a0 08 30 06 88 04 2a 86 48 01",
       "30 0c a0 0a 30 08 a5 06 a1 04 0c 02 c0 af", /* OpenSSL does not convert it */
+      "30 0e a0 0c 30 0a a5 08 a1 06 1c 04 00 00 00 61", /* UniversalString, 4 bytes */
+      "30 0c a0 0a 30 08 a5 06 a1 04 1e 02 00 61",       /* BMPString, 2 bytes */
+      "30 15 a0 13 30 11 a4 0f 30 0d 31 0b 30 09 06 03 55 04 03 1e 02 e0 00",
+      /* printable ASCII from ! to ~ in a dNSName; DEL in an IA5String */
+      "30 0b a0 09 30 07 82 05 21 2e 61 2e 7e",
+      "30 07 a0 05 30 03 81 01 7f",
     };
 
     for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
@@ -775,6 +823,24 @@ TEST(value_checked_within_its_length)
 
 /* A malformed dNSName is quoted in the error up to 64 bytes; "..." marks a longer
  * one as cut. */
+/* An IA5String base ending the permittedSubtrees is checked within its length (one byte
+ * further is the 0xa1 of the excludedSubtrees), and DEL is shown escaped. */
+TEST(ia5_base_checked_within_its_length)
+{
+  struct der p = { .n = 0 }, x = { .n = 0 }, d;
+  struct proxy_nc *nc;
+  char text[256];
+
+  subtree(&p, GN_RFC822, "a\x7f.example", 10);
+  dns(&x, "b.example");
+  nc_der(&d, &p, &x);
+  ASSERT_EQ(d.b[d.n - 15], 0xa1);
+  nc = parse_ok(&d);
+  proxy_nc_describe(nc, text, sizeof(text));
+  ASSERT_STREQ(text, "permitted rfc822Name (a\\x7f.example); excluded dNSName (b.example)");
+  proxy_nc_free(nc);
+}
+
 TEST(malformed_dns_name_quoted_up_to_64_bytes)
 {
   struct der p = { .n = 0 }, d;
