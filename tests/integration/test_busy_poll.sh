@@ -133,12 +133,18 @@ pass "jail --busy-poll: awake under load, asleep when quiet, requests injected"
 # 84 under the sanitizers with other tests running, when the next query is often
 # there before the loop polls again); with it, hardly ever (seen: 0). Before DNS
 # activity counted, the TCP case slept 184 times with it.
+# Under ASan with another test running the loop, slowed, can find most queries already
+# waiting (seen once in CI: 34 of 200 over TCP): that run cannot tell, so it is run
+# again, up to three times in all, before the test gives up.
 dns_pair() {
-  local mode=$1 what=$2
-  jail_case "$mode-sleeping" "$mode"
-  echo "jail without --busy-poll: $SW voluntary switches for $N $what"
+  local mode=$1 what=$2 try
+  for try in 1 2 3; do
+    jail_case "$mode-sleeping-$try" "$mode"
+    echo "jail without --busy-poll (run $try): $SW voluntary switches for $N $what"
+    [ "$SW" -lt $((N / 4)) ] || break
+  done
   [ "$SW" -ge $((N / 4)) ] ||
-    fail "without --busy-poll the loop slept only $SW times for $N $what: the check below could not tell"
+    fail "without --busy-poll the loop slept only $SW times for $N $what in each of 3 runs: the check below could not tell"
   jail_case "$mode-busy" "$mode" --busy-poll 500000
   echo "jail with --busy-poll 500000: $SW voluntary switches for $N $what"
   [ "$SW" -lt $((N / 8)) ] || fail "with --busy-poll the loop slept $SW times for $N $what"
