@@ -12,6 +12,19 @@ cpu_ticks() {
   echo $(( ${12} + ${13} ))
 }
 
+# ctest_args_after_dashes "$@": a hand-run tool's arguments, [-- CTEST_ARGS...], into
+# the array CTEST_ARGS; anything else is a usage error (status 2).
+ctest_args_after_dashes() {
+  CTEST_ARGS=()
+  [ $# -gt 0 ] || return 0
+  if [ "$1" != -- ]; then
+    echo "usage: $0 [-- CTEST_ARGS...]" >&2
+    exit 2
+  fi
+  shift
+  CTEST_ARGS=("$@")
+}
+
 # proc_status PID FIELD: the value of FIELD (e.g. VmRSS, voluntary_ctxt_switches) in
 # /proc/PID/status, without its unit.
 proc_status() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }

@@ -21,15 +21,8 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 dir=$top/build-cov
 jobs=$(nproc 2>/dev/null || echo 2)
-ctest_args=()
-if [ $# -gt 0 ]; then
-  if [ "$1" != -- ]; then
-    echo "usage: $0 [-- CTEST_ARGS...]" >&2
-    exit 2
-  fi
-  shift
-  ctest_args=("$@")
-fi
+. "$top/scripts/common.sh"
+ctest_args_after_dashes "$@"
 if ! command -v gcovr > /dev/null; then
   echo "$0: gcovr not found: apt-get install gcovr" >&2
   exit 1
@@ -39,7 +32,7 @@ cmake -S "$top" -B "$dir" -DAUTHPROXY_COVERAGE=ON -DCMAKE_BUILD_TYPE=Debug > /de
 cmake --build "$dir" -j "$jobs"
 find "$dir" -name '*.gcda' -delete
 status=0
-(cd "$dir" && ctest -j "$jobs" "${ctest_args[@]}") || status=$?
+(cd "$dir" && ctest -j "$jobs" "${CTEST_ARGS[@]}") || status=$?
 
 mkdir -p "$dir/coverage"
 filters=(--filter "$top/proxy/" --filter "$top/rules/" --filter "$top/netns/")

@@ -21,15 +21,8 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 dir=$top/build-tsan
 jobs=$(nproc 2>/dev/null || echo 2)
-ctest_args=()
-if [ $# -gt 0 ]; then
-  if [ "$1" != -- ]; then
-    echo "usage: $0 [-- CTEST_ARGS...]" >&2
-    exit 2
-  fi
-  shift
-  ctest_args=("$@")
-fi
+. "$top/scripts/common.sh"
+ctest_args_after_dashes "$@"
 
 cmake -S "$top" -B "$dir" -DAUTHPROXY_TSAN=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DAUTHPROXY_WERROR=ON > /dev/null
@@ -41,7 +34,7 @@ mkdir -p "$dir/tsan"
 # tests' bounded waits were sized for the plain build.
 status=0
 TSAN_OPTIONS="log_path=$dir/tsan/report halt_on_error=0 second_deadlock_stack=1 ${TSAN_OPTIONS:-}" \
-  ctest --test-dir "$dir" --output-on-failure -j 1 "${ctest_args[@]}" || status=1
+  ctest --test-dir "$dir" --output-on-failure -j 1 "${CTEST_ARGS[@]}" || status=1
 
 reports=$(find "$dir/tsan" -type f -name 'report.*' | sort)
 if [ -n "$reports" ]; then

@@ -823,6 +823,16 @@ static size_t splice(const uint8_t *m, size_t len, size_t at, size_t cut, const 
   return len - cut + n;
 }
 
+/* The parse of msg's first len bytes spliced (splice) and framed in one record. */
+static int parse_spliced(size_t len, size_t at, size_t cut, const void *ins, size_t n,
+                         struct proxy_hello *h)
+{
+  size_t k = splice(msg, len, at, cut, ins, n, m2);
+
+  k = frame(m2, k, NULL, 0, rec);
+  return proxy_hello_parse(rec, k, h);
+}
+
 /*
  * A length within its own bound but beyond the bytes the hello has left, and lists of
  * a length the fields forbid followed by a well-formed rest: each is refused for that
@@ -849,32 +859,20 @@ TEST(fixed_part_lengths_against_the_rest)
 
     memset(sid, 0x5a, sizeof(sid));
     sid[0] = 33;
-    n = splice(msg, base, 38, 1, sid, 34, m2);
-    n = frame(m2, n, NULL, 0, rec);
-    ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_INVALID);
+    ASSERT_EQ(parse_spliced(base, 38, 1, sid, 34, &h), PROXY_HELLO_INVALID);
     sid[0] = 32;
-    n = splice(msg, base, 38, 1, sid, 33, m2);
-    n = frame(m2, n, NULL, 0, rec);
-    ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_OK);
+    ASSERT_EQ(parse_spliced(base, 38, 1, sid, 33, &h), PROXY_HELLO_OK);
   }
 
   /* No compression method at all, then extensions. */
-  n = splice(msg, base, 45, 2, "\x00", 1, m2);
-  n = frame(m2, n, NULL, 0, rec);
-  ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_INVALID);
+  ASSERT_EQ(parse_spliced(base, 45, 2, "\x00", 1, &h), PROXY_HELLO_INVALID);
 
   /* An empty cipher suite list, then compression methods and extensions. */
-  n = splice(msg, base, 39, 6, "\x00\x00", 2, m2);
-  n = frame(m2, n, NULL, 0, rec);
-  ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_INVALID);
+  ASSERT_EQ(parse_spliced(base, 39, 6, "\x00\x00", 2, &h), PROXY_HELLO_INVALID);
   /* Three bytes of cipher suites, an odd length. */
-  n = splice(msg, base, 39, 6, "\x00\x03\x13\x01\xc0", 5, m2);
-  n = frame(m2, n, NULL, 0, rec);
-  ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_INVALID);
+  ASSERT_EQ(parse_spliced(base, 39, 6, "\x00\x03\x13\x01\xc0", 5, &h), PROXY_HELLO_INVALID);
   /* One suite, two bytes: the splice itself keeps the hello valid. */
-  n = splice(msg, base, 39, 6, "\x00\x02\x13\x01", 4, m2);
-  n = frame(m2, n, NULL, 0, rec);
-  ASSERT_EQ(proxy_hello_parse(rec, n, &h), PROXY_HELLO_OK);
+  ASSERT_EQ(parse_spliced(base, 39, 6, "\x00\x02\x13\x01", 4, &h), PROXY_HELLO_OK);
   ASSERT_STREQ(h.sni, "example.org");
 }
 
