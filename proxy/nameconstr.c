@@ -35,9 +35,14 @@
  *   CN=name, so only the empty Name or that exact RDN holds it, values compared as
  *   OpenSSL compares them (converted from their string type, surrounding spaces
  *   trimmed, ASCII case ignored).
+ *
+ * An upstream's chain (proxy/tls.c) is held to its CAs' constraints too, and its
+ * subjects are any Names: proxy_nc_check_subject compares them RDN by RDN as OpenSSL
+ * 3 compares canonical encodings.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -394,6 +399,248 @@ static int dn_within(unsigned char *p, const unsigned char *end, const char *cn,
   return rdns == 1 && first_atvs == 1 && first_is_cn;
 }
 
+/* ---- directoryName subtrees against a whole subject (upstream chains) ------ */
+
+/* One attribute of a Name: its type's OID and its value's tag and contents. */
+struct ava {
+  const unsigned char *oid;
+  size_t oid_len;
+  int tag;
+  const unsigned char *v;
+  size_t len;
+};
+
+/*
+ * Reads the AttributeTypeAndValue at *p (within an RDN ending at end) into a, as
+ * dn_within reads those of a constraint. Returns 0, -EINVAL when it is not one,
+ * -EILSEQ when its type or value is one OpenSSL cannot decode.
+ */
+static int ava_read(unsigned char **p, const unsigned char *end, struct ava *a)
+{
+  unsigned char *atv_end;
+  size_t len;
+
+  if (mbedtls_asn1_get_tag(p, end, &len, TAG_SEQUENCE) != 0)
+    return -EINVAL;
+  atv_end = *p + len;
+  if (mbedtls_asn1_get_tag(p, atv_end, &a->oid_len, MBEDTLS_ASN1_OID) != 0 ||
+      a->oid_len == 0)
+    return -EINVAL;
+  a->oid = *p;
+  *p += a->oid_len;
+  if (*p >= atv_end)
+    return -EINVAL;
+  a->tag = *(*p)++;
+  if ((a->tag & 0x1f) == 0x1f || mbedtls_asn1_get_len(p, atv_end, &a->len) != 0 ||
+      *p + a->len != atv_end)
+    return -EINVAL;
+  a->v = *p;
+  *p = atv_end;
+  if (!oid_ok(a->oid, a->oid_len) || !value_ok(a->tag, a->v, a->len))
+    return -EILSEQ;
+  return 0;
+}
+
+/*
+ * Walks a whole Name (SEQUENCE included, exactly filling p..end). Returns its number
+ * of RDNs, -EINVAL when it is not a DER Name, -EILSEQ when an attribute is one
+ * OpenSSL cannot decode.
+ */
+static int name_rdns(unsigned char *p, const unsigned char *end)
+{
+  size_t len;
+  int rdns = 0, r;
+
+  if (mbedtls_asn1_get_tag(&p, end, &len, TAG_SEQUENCE) != 0 || p + len != end)
+    return -EINVAL;
+  while (p < end) {
+    unsigned char *rdn_end;
+    struct ava a;
+
+    if (mbedtls_asn1_get_tag(&p, end, &len, TAG_SET) != 0 || len == 0)
+      return -EINVAL;
+    rdn_end = p + len;
+    while (p < rdn_end) {
+      r = ava_read(&p, rdn_end, &a);
+      if (r != 0)
+        return r;
+    }
+    if (rdns == INT_MAX)
+      return -EINVAL;
+    rdns++;
+  }
+  return rdns;
+}
+
+/*
+ * An attribute value as OpenSSL 3 reads it to compare Names (x509_name_canon and
+ * asn1_string_canon in crypto/x509/x_name.c): a UTF8String, BMPString,
+ * UniversalString, PrintableString, TeletexString or IA5String becomes characters
+ * (the last three one byte a character, as OpenSSL converts them: Latin-1), spaces
+ * around them dropped, each run of spaces inside one ' ', ASCII letters lowercase.
+ * canon_next gives the characters one at a time.
+ */
+struct canon {
+  const unsigned char *p, *end; /* what is left, the surrounding spaces cut off */
+  size_t unit;                  /* bytes a character; 0 for UTF-8 */
+};
+
+static int canon_type(int tag)
+{
+  return tag == MBEDTLS_ASN1_UTF8_STRING || tag == MBEDTLS_ASN1_BMP_STRING ||
+         tag == MBEDTLS_ASN1_UNIVERSAL_STRING || tag == MBEDTLS_ASN1_PRINTABLE_STRING ||
+         tag == MBEDTLS_ASN1_T61_STRING || tag == MBEDTLS_ASN1_IA5_STRING;
+}
+
+/* The character at p, before end, and the bytes it takes (value_ok passed: at least 1). */
+static size_t canon_char(const struct canon *c, const unsigned char *p,
+                         const unsigned char *end, uint32_t *cp)
+{
+  size_t i;
+
+  if (c->unit == 0)
+    return proxy_utf8_seq(p, (size_t)(end - p), cp);
+  *cp = 0;
+  for (i = 0; i < c->unit; i++)
+    *cp = *cp << 8 | p[i];
+  return c->unit;
+}
+
+static void canon_init(struct canon *c, int tag, const unsigned char *v, size_t len)
+{
+  const unsigned char *p = v, *end = v + len, *first = NULL, *last = NULL;
+  uint32_t cp;
+  size_t n;
+
+  c->unit = tag == MBEDTLS_ASN1_UTF8_STRING        ? 0
+            : tag == MBEDTLS_ASN1_BMP_STRING       ? 2
+            : tag == MBEDTLS_ASN1_UNIVERSAL_STRING ? 4
+                                                   : 1;
+  for (; p < end; p += n) {
+    n = canon_char(c, p, end, &cp);
+    if (n == 0)
+      break; /* not reached: value_ok checked the value */
+    if (!is_space(cp)) {
+      if (first == NULL)
+        first = p;
+      last = p + n;
+    }
+  }
+  c->p = first != NULL ? first : end;
+  c->end = first != NULL ? last : end;
+}
+
+/* The next character, or -1 at the end. */
+static long canon_next(struct canon *c)
+{
+  uint32_t cp, next;
+  size_t n;
+
+  if (c->p >= c->end)
+    return -1;
+  n = canon_char(c, c->p, c->end, &cp);
+  if (n == 0)
+    return -1;
+  c->p += n;
+  if (!is_space(cp))
+    return cp < 0x80 ? lower((unsigned char)cp) : (long)cp;
+  /* A run of spaces inside the value (never at its end: c->end follows a character
+   * that is not one). */
+  while (c->p < c->end) {
+    n = canon_char(c, c->p, c->end, &next);
+    if (n == 0 || !is_space(next))
+      break;
+    c->p += n;
+  }
+  return ' ';
+}
+
+/* Whether two attributes are the same in OpenSSL's canonical form: the same type,
+ * and values of the string types above equal as characters, other values (a
+ * NumericString) the same type and bytes, since OpenSSL copies those as they are. */
+static int ava_equal(const struct ava *a, const struct ava *b)
+{
+  struct canon ca, cb;
+  long x, y;
+
+  if (a->oid_len != b->oid_len || memcmp(a->oid, b->oid, a->oid_len) != 0)
+    return 0;
+  if (!canon_type(a->tag) || !canon_type(b->tag))
+    return a->tag == b->tag && a->len == b->len && memcmp(a->v, b->v, a->len) == 0;
+  canon_init(&ca, a->tag, a->v, a->len);
+  canon_init(&cb, b->tag, b->v, b->len);
+  do {
+    x = canon_next(&ca);
+    y = canon_next(&cb);
+    if (x != y)
+      return 0;
+  } while (x >= 0);
+  return 1;
+}
+
+/* How many attributes of the RDN p..end (checked by name_rdns) equal a. */
+static size_t ava_count(unsigned char *p, const unsigned char *end, const struct ava *a)
+{
+  struct ava b;
+  size_t n = 0;
+
+  while (p < end && ava_read(&p, end, &b) == 0)
+    n += ava_equal(a, &b);
+  return n;
+}
+
+/*
+ * Whether two RDNs (contents of their SETs, checked by name_rdns) are equal as
+ * OpenSSL compares them: it encodes each RDN as a DER SET OF, which sorts the
+ * attributes, so a multi-valued RDN equals another holding the same attributes in
+ * any order, each as many times.
+ */
+static int rdn_equal(unsigned char *a, const unsigned char *a_end, unsigned char *b,
+                     const unsigned char *b_end)
+{
+  unsigned char *p = a;
+  struct ava x;
+  size_t na = 0, nb = 0;
+
+  while (p < a_end && ava_read(&p, a_end, &x) == 0)
+    na++;
+  p = b;
+  while (p < b_end && ava_read(&p, b_end, &x) == 0)
+    nb++;
+  if (na != nb)
+    return 0;
+  p = a;
+  while (p < a_end && ava_read(&p, a_end, &x) == 0)
+    if (ava_count(a, a_end, &x) != ava_count(b, b_end, &x))
+      return 0;
+  return 1;
+}
+
+/*
+ * Whether the subject Name s..s_end is within the directoryName subtree Name
+ * b..b_end (both checked by name_rdns): the subtree's RDNs begin the subject's
+ * (RFC 5280 4.2.1.10), as OpenSSL 3's nc_dn finds the canonical encoding of the
+ * subtree to begin the subject's.
+ */
+static int name_prefix(unsigned char *b, const unsigned char *b_end, unsigned char *s,
+                       const unsigned char *s_end)
+{
+  size_t len, s_len;
+
+  if (mbedtls_asn1_get_tag(&b, b_end, &len, TAG_SEQUENCE) != 0 ||
+      mbedtls_asn1_get_tag(&s, s_end, &len, TAG_SEQUENCE) != 0)
+    return 0;
+  while (b < b_end) {
+    if (s >= s_end || mbedtls_asn1_get_tag(&b, b_end, &len, TAG_SET) != 0 ||
+        mbedtls_asn1_get_tag(&s, s_end, &s_len, TAG_SET) != 0 ||
+        !rdn_equal(b, b + len, s, s + s_len))
+      return 0;
+    b += len;
+    s += s_len;
+  }
+  return 1;
+}
+
 static int dns_within(const char *name, const unsigned char *b, size_t blen)
 {
   size_t nlen = strlen(name), i;
@@ -723,10 +970,10 @@ unsigned proxy_nc_forms(const struct proxy_nc *nc)
 
 /* ---- text ---------------------------------------------------------------- */
 
-static void add_dn(struct text *t, const struct nc_subtree *s)
+/* A DER Name (SEQUENCE included) as mbedTLS writes one, "the empty name" for none. */
+static void add_dn(struct text *t, unsigned char *p, size_t der_len)
 {
-  unsigned char *p = s->base;
-  const unsigned char *end = s->base + s->len;
+  const unsigned char *end = p + der_len;
   mbedtls_x509_name name, *n, *next;
   char buf[DN_TEXT_MAX];
   size_t len;
@@ -766,7 +1013,7 @@ static void add_subtree(struct text *t, const struct nc_subtree *s)
     text_addf(t, "%s/%d", addr, mask_prefix(s->base + s->len / 2, s->len / 2));
     break;
   case PROXY_NC_DIRECTORY_NAME:
-    add_dn(t, s);
+    add_dn(t, s->base, s->len);
     break;
   case PROXY_NC_RFC822_NAME:
   case PROXY_NC_URI:
@@ -933,4 +1180,63 @@ int proxy_nc_check(const struct proxy_nc *nc, const struct proxy_nc_names *names
   if (ret == 0 && names->cn != NULL)
     ret = check_form(nc, PROXY_NC_DIRECTORY_NAME, names, &t);
   return ret;
+}
+
+int proxy_nc_check_subject(const struct proxy_nc *nc, unsigned char *der, size_t len,
+                           char *why, size_t why_size)
+{
+  int permitted = 0, inside = 0, rdns;
+  struct text t;
+  size_t i;
+
+  text_init(&t, why, why_size);
+  if ((nc->forms & 1u << PROXY_NC_DIRECTORY_NAME) == 0)
+    return 0;
+  /* Checked whole before any comparison, which then reads it without failing. */
+  rdns = name_rdns(der, der + len);
+  if (rdns < 0) {
+    text_addf(&t, "the certificate's subject %s, and its CA has directoryName "
+              "nameConstraints",
+              rdns == -EINVAL ? "is not a DER Name"
+                              : "has an attribute type or value OpenSSL cannot decode");
+    return -EILSEQ;
+  }
+  /* RFC 5280 4.2.1.10: directoryName constraints bind a non-empty subject. */
+  if (rdns == 0)
+    return 0;
+  for (i = 0; i < nc->count; i++) {
+    const struct nc_subtree *s = &nc->subtrees[i];
+    int in;
+
+    if (s->form != PROXY_NC_DIRECTORY_NAME)
+      continue;
+    in = name_prefix(s->base, s->base + s->len, der, der + len);
+    if (s->excluded && in) {
+      text_addf(&t, "the certificate's subject ");
+      add_dn(&t, der, len);
+      text_addf(&t, " is within the excluded directoryName subtree ");
+      add_subtree(&t, s);
+      return -EPERM;
+    }
+    if (!s->excluded) {
+      permitted = 1;
+      inside = inside || in;
+    }
+  }
+  if (permitted && !inside) {
+    text_addf(&t, "the certificate's subject ");
+    add_dn(&t, der, len);
+    text_addf(&t, " is not within any permitted directoryName subtree (");
+    add_list(&t, nc, PROXY_NC_DIRECTORY_NAME, 0);
+    text_addf(&t, ")");
+    return -EPERM;
+  }
+  return 0;
+}
+
+int proxy_nc_names_equal(unsigned char *a, size_t a_len, unsigned char *b, size_t b_len)
+{
+  int na = name_rdns(a, a + a_len), nb = name_rdns(b, b + b_len);
+
+  return na >= 0 && na == nb && name_prefix(a, a + a_len, b, b + b_len);
 }

@@ -2,7 +2,8 @@
  * The nameConstraints of a CA certificate (RFC 5280 4.2.1.10), parsed strictly, and
  * the check of the names one of our leaves would carry against them. mbedTLS 2.28
  * neither parses nor applies the extension; the clients that verify our leaves do,
- * so proxy/ca.c refuses to mint a leaf they would reject.
+ * so proxy/ca.c refuses to mint a leaf they would reject. proxy/tls.c applies the
+ * constraints of an upstream's issuing CAs with the same parser.
  */
 #ifndef AUTHPROXY_NAMECONSTR_H
 #define AUTHPROXY_NAMECONSTR_H
@@ -60,6 +61,27 @@ int proxy_nc_parse(const unsigned char *der, size_t len, struct proxy_nc **out,
  */
 int proxy_nc_check(const struct proxy_nc *nc, const struct proxy_nc_names *names,
                    char *why, size_t why_size);
+
+/*
+ * Checks the subject of a certificate a CA issued (der: the DER of its Name, SEQUENCE
+ * included; borrowed, not written) against the CA's directoryName subtrees, as OpenSSL
+ * 3 does for an upstream's chain: the subject is within a subtree when the subtree's
+ * RDNs begin its own, attributes compared in OpenSSL's canonical form (string values
+ * as characters, surrounding spaces dropped, inner runs of spaces one space, ASCII
+ * case ignored; a multi-valued RDN's attributes in any order). An empty subject is
+ * not constrained (RFC 5280 4.2.1.10). Returns 0 when it is within them or there are
+ * none, -EPERM with the reason in why when it misses every permitted subtree or falls
+ * in an excluded one, -EILSEQ when directoryName subtrees exist and the subject is
+ * not a Name or holds an attribute OpenSSL cannot decode (refused: it cannot be
+ * compared). Our own leaves go through proxy_nc_check.
+ */
+int proxy_nc_check_subject(const struct proxy_nc *nc, unsigned char *der, size_t len,
+                           char *why, size_t why_size);
+
+/* Whether two DER Names (borrowed) are equal as OpenSSL 3 compares them (X509_NAME_cmp:
+ * the same RDNs, compared as proxy_nc_check_subject compares them); 0 also when
+ * either does not decode. */
+int proxy_nc_names_equal(unsigned char *a, size_t a_len, unsigned char *b, size_t b_len);
 
 /* The subtrees, as text for a log line: "permitted dNSName (example.com, .example.org),
  * iPAddress (192.0.2.0/24); excluded dNSName (a.example.com)", cut to size with "...". */

@@ -444,9 +444,34 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
 
 /* ---- upstream trust ---- */
 
+/* The nameConstraints of ca in *nc (NULL when it has none). 0, or -1 with the reason in
+ * why when they do not parse. */
+static int ca_constraints(const mbedtls_x509_crt *ca, struct proxy_nc **nc, char *why,
+                          size_t why_size)
+{
+  unsigned char *der;
+  char err[160];
+  size_t der_len;
+  int r, crit;
+
+  *nc = NULL;
+  r = proxy_x509_find_ext(ca, MBEDTLS_OID_NAME_CONSTRAINTS,
+                          MBEDTLS_OID_SIZE(MBEDTLS_OID_NAME_CONSTRAINTS), &der, &der_len,
+                          &crit);
+  if (r == 0)
+    return 0;
+  if (r < 0 || proxy_nc_parse(der, der_len, nc, err, sizeof(err)) != 0) {
+    snprintf(why, why_size, "an issuing CA's nameConstraints do not parse%s%s",
+             r < 0 ? "" : ": ", r < 0 ? "" : err);
+    return -1;
+  }
+  return 0;
+}
+
 /*
  * Checks every name the leaf can be matched by (its dNSName and iPAddress SANs; its
- * CN when it has no subjectAltName, since mbedTLS then matches the CN) against the
+ * CN when it has no subjectAltName, since mbedTLS then matches the CN), and its
+ * subject against directoryName subtrees as OpenSSL does, against the
  * nameConstraints of ca. 0, or -1 with the reason in why.
  */
 static int leaf_within_constraints(const mbedtls_x509_crt *ca, const mbedtls_x509_crt *leaf,
@@ -455,21 +480,16 @@ static int leaf_within_constraints(const mbedtls_x509_crt *ca, const mbedtls_x50
   const mbedtls_x509_sequence *san;
   struct proxy_nc *nc = NULL;
   struct proxy_nc_names names;
-  unsigned char *der;
-  char name[256], err[160];
-  size_t der_len;
-  int r, crit, ret = -1;
+  char name[256];
+  int ret = -1;
 
-  r = proxy_x509_find_ext(ca, MBEDTLS_OID_NAME_CONSTRAINTS,
-                          MBEDTLS_OID_SIZE(MBEDTLS_OID_NAME_CONSTRAINTS), &der, &der_len,
-                          &crit);
-  if (r == 0)
-    return 0;
-  if (r < 0 || proxy_nc_parse(der, der_len, &nc, err, sizeof(err)) != 0) {
-    snprintf(why, why_size, "an issuing CA's nameConstraints do not parse%s%s",
-             r < 0 ? "" : ": ", r < 0 ? "" : err);
+  if (ca_constraints(ca, &nc, why, why_size) != 0)
     return -1;
-  }
+  if (nc == NULL)
+    return 0;
+  if (proxy_nc_check_subject(nc, leaf->subject_raw.p, leaf->subject_raw.len, why,
+                             why_size) != 0)
+    goto out;
   if (leaf->ext_types & MBEDTLS_X509_EXT_SUBJECT_ALT_NAME) {
     for (san = &leaf->subject_alt_names; san != NULL; san = san->next) {
       memset(&names, 0, sizeof(names));
@@ -518,18 +538,48 @@ out:
 }
 
 /*
+ * Checks the subject of the CA certificate sub against the directoryName subtrees of
+ * ca, a CA above it in the chain, as OpenSSL does for every certificate below a
+ * constrained CA but a self-issued CA (RFC 5280 6.1.3 (b): a self-issued certificate
+ * in the middle of a path is not bound; its subject is its issuer's). The other
+ * names of a CA certificate (its subjectAltName, which CAs rarely carry) are not
+ * checked. 0, or -1 with the reason in why.
+ */
+static int ca_within_constraints(const mbedtls_x509_crt *ca, const mbedtls_x509_crt *sub,
+                                 char *why, size_t why_size)
+{
+  struct proxy_nc *nc = NULL;
+  char reason[200]; /* with the prefix below, within chain_scratch.why */
+  int ret = 0;
+
+  if (proxy_nc_names_equal(sub->subject_raw.p, sub->subject_raw.len, sub->issuer_raw.p,
+                           sub->issuer_raw.len))
+    return 0;
+  if (ca_constraints(ca, &nc, why, why_size) != 0)
+    return -1;
+  /* why keeps what it says (an extendedKeyUsage refusal) unless this refuses. */
+  if (nc != NULL && proxy_nc_check_subject(nc, sub->subject_raw.p, sub->subject_raw.len,
+                                           reason, sizeof(reason)) != 0) {
+    snprintf(why, why_size, "a CA of the chain: %s", reason);
+    ret = -1;
+  }
+  proxy_nc_free(nc);
+  return ret;
+}
+
+/*
  * The restrictions a CA places on what it signs that mbedTLS 2.28 does not apply and
  * browsers do: an issuing CA's extendedKeyUsage must allow serverAuth (a CA for e-mail
  * or client certificates is not audited for TLS servers), and the leaf's names must be
  * within every issuing CA's nameConstraints (mbedTLS refuses a certificate whose
  * constraints are critical, but ignores non-critical ones, which the CA/Browser Forum
- * allows). Runs as the verify callback of the upstream configuration, for the daemon's
+ * allows), as must the subjects of the CAs below a CA with directoryName subtrees. Runs as the verify callback of the upstream configuration, for the daemon's
  * own connections and for the credential callback's.
  */
 static int chain_verify(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
 {
   struct chain_scratch *cs = ctx;
-  int i;
+  int i, j;
 
   if (depth < 0 || depth >= MBEDTLS_X509_MAX_VERIFY_CHAIN_SIZE) {
     *flags |= MBEDTLS_X509_BADCERT_OTHER;
@@ -559,6 +609,16 @@ static int chain_verify(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *f
         leaf_within_constraints(cs->cas[i], crt, cs->why, sizeof(cs->why)) != 0) {
       *flags |= MBEDTLS_X509_BADCERT_OTHER;
       break;
+    }
+  }
+  /* The intermediates' subjects, against the CAs above each. */
+  for (i = 1; i < cs->top && (*flags & MBEDTLS_X509_BADCERT_OTHER) == 0; i++) {
+    for (j = i + 1; j <= cs->top && cs->cas[i] != NULL; j++) {
+      if (cs->cas[j] != NULL &&
+          ca_within_constraints(cs->cas[j], cs->cas[i], cs->why, sizeof(cs->why)) != 0) {
+        *flags |= MBEDTLS_X509_BADCERT_OTHER;
+        break;
+      }
     }
   }
   memset(cs->cas, 0, sizeof(cs->cas));

@@ -1,10 +1,12 @@
 /*
  * nameConstraints (proxy/nameconstr.c): strict parsing of the extension and RFC 5280
- * matching of the names our leaves carry, on DER built here byte by byte. The
+ * matching of the names our leaves carry, and of an upstream's subjects against
+ * directoryName subtrees, on DER built here byte by byte. The
  * agreement with OpenSSL's checker on real leaves is in test_ca.c.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdarg.h>
 
 #include "proxy/nameconstr.h"
 #include "test.h"
@@ -883,4 +885,237 @@ TEST(subtree_count_is_bounded)
   nc_der(&d, &p, NULL);
   ASSERT_EQ(proxy_nc_parse(d.b, d.n, &nc, err, sizeof(err)), -EINVAL);
   ASSERT_CONTAINS(err, "more than 1024 subtrees");
+}
+
+/* ---- an upstream's subjects (proxy_nc_check_subject) ------------------------- */
+
+/* One AttributeTypeAndValue (OID 2.5.4.attr) appended to an RDN's contents. */
+static void atv(struct der *rdn, int attr, int vtag, const void *v, size_t len)
+{
+  struct der a = { .n = 0 };
+  unsigned char oid[3] = { 0x55, 0x04, (unsigned char)attr };
+
+  put(&a, 0x06, oid, sizeof(oid));
+  put(&a, vtag, v, len);
+  wrap(&a, TAG_SEQ);
+  memcpy(rdn->b + rdn->n, a.b, a.n);
+  rdn->n += a.n;
+}
+
+/* The RDN whose attributes are in attrs, appended to name's RDNs. */
+static void rdn(struct der *name, const struct der *attrs)
+{
+  struct der r = *attrs;
+
+  wrap(&r, TAG_SET);
+  memcpy(name->b + name->n, r.b, r.n);
+  name->n += r.n;
+}
+
+#define ATTR_CN 3
+#define ATTR_O 10
+#define ATTR_OU 11
+#define UTF8 0x0c
+#define PRINTABLE 0x13
+#define NUMERIC 0x12
+#define VISIBLE 0x1a
+#define BMP 0x1e
+#define UNIVERSAL 0x1c
+
+/* A Name of RDNs of one attribute each: (attr, tag, text) triples, ended by attr 0. */
+static void name_of(struct der *name, ...)
+{
+  struct der one;
+  va_list ap;
+  int attr;
+
+  name->n = 0;
+  va_start(ap, name);
+  while ((attr = va_arg(ap, int)) != 0) {
+    int tag = va_arg(ap, int);
+    const char *text = va_arg(ap, const char *);
+
+    one.n = 0;
+    atv(&one, attr, tag, text, strlen(text));
+    rdn(name, &one);
+  }
+  va_end(ap);
+  wrap(name, TAG_SEQ);
+}
+
+/* NameConstraints with one directoryName subtree, permitted or excluded, besides a
+ * permitted dNSName one (which never binds a subject). */
+static struct proxy_nc *dir_nc(const struct der *name_rdns, int excluded)
+{
+  struct der d = { .n = 0 }, dn = { .n = 0 }, out;
+
+  dns(&dn, "example.com");
+  dir(&d, name_rdns);
+  if (excluded) {
+    struct der permitted = dn;
+
+    nc_der(&out, &permitted, &d);
+  } else {
+    memcpy(dn.b + dn.n, d.b, d.n);
+    dn.n += d.n;
+    nc_der(&out, &dn, NULL);
+  }
+  return parse_ok(&out);
+}
+
+static int check_subject(const struct proxy_nc *nc, struct der *subject, char *why,
+                         size_t size)
+{
+  return proxy_nc_check_subject(nc, subject->b, subject->n, why, size);
+}
+
+/*
+ * Subjects compared as OpenSSL 3 compares canonical encodings; the cases that
+ * `openssl verify` was asked about are in test_upstream_trust.c, these are the ones
+ * the openssl command line cannot make (the same attribute twice in one RDN, string
+ * types it does not write) and the reason's text.
+ */
+TEST(subject_against_directory_name)
+{
+  struct der base = { .n = 0 }, one = { .n = 0 }, subject;
+  struct proxy_nc *nc;
+  char why[256];
+
+  /* Subtree: O=Example, then {O=a, O=a} (one RDN holding one attribute twice). */
+  atv(&one, ATTR_O, UTF8, "Example", 7);
+  rdn(&base, &one);
+  one.n = 0;
+  atv(&one, ATTR_O, UTF8, "a", 1);
+  atv(&one, ATTR_O, UTF8, "a", 1);
+  rdn(&base, &one);
+  nc = dir_nc(&base, 0);
+
+  subject.n = 0;
+  one.n = 0;
+  atv(&one, ATTR_O, BMP, "\0E\0X\0A\0M\0P\0L\0E", 14);
+  rdn(&subject, &one);
+  one.n = 0;
+  atv(&one, ATTR_O, UNIVERSAL, "\0\0\0A", 4);
+  atv(&one, ATTR_O, PRINTABLE, " a\t", 3);
+  rdn(&subject, &one);
+  wrap(&subject, TAG_SEQ);
+  ASSERT_EQ(check_subject(nc, &subject, why, sizeof(why)), 0);
+
+  /* {O=a, O=b}: as many attributes, not the same ones. */
+  subject.n = 0;
+  one.n = 0;
+  atv(&one, ATTR_O, UTF8, "example", 7);
+  rdn(&subject, &one);
+  one.n = 0;
+  atv(&one, ATTR_O, UTF8, "a", 1);
+  atv(&one, ATTR_O, UTF8, "b", 1);
+  rdn(&subject, &one);
+  wrap(&subject, TAG_SEQ);
+  ASSERT_EQ(check_subject(nc, &subject, why, sizeof(why)), -EPERM);
+  ASSERT_STREQ(why, "the certificate's subject O=example, O=a + O=b is not within any "
+                     "permitted directoryName subtree (O=Example, O=a + O=a)");
+  proxy_nc_free(nc);
+
+  /* Inner runs of any spaces are one; NumericStrings are kept as they are. */
+  base.n = 0;
+  one.n = 0;
+  atv(&one, ATTR_O, UTF8, "big example corp", 16);
+  rdn(&base, &one);
+  one.n = 0;
+  atv(&one, ATTR_OU, NUMERIC, "12 3", 4);
+  rdn(&base, &one);
+  nc = dir_nc(&base, 1);
+  name_of(&subject, ATTR_O, UTF8, " BIG\t\n example   Corp ", ATTR_OU, NUMERIC, "12 3",
+          ATTR_CN, UTF8, "x", 0);
+  ASSERT_EQ(check_subject(nc, &subject, why, sizeof(why)), -EPERM);
+  ASSERT_CONTAINS(why, "is within the excluded directoryName subtree");
+  name_of(&subject, ATTR_O, UTF8, "big example corp", ATTR_OU, NUMERIC, "12  3", 0);
+  ASSERT_EQ(check_subject(nc, &subject, why, sizeof(why)), 0);
+  name_of(&subject, ATTR_O, UTF8, "big example corp", ATTR_OU, UTF8, "12 3", 0);
+  ASSERT_EQ(check_subject(nc, &subject, why, sizeof(why)), 0);
+  name_of(&subject, ATTR_O, UTF8, "bigexample corp", ATTR_OU, NUMERIC, "12 3", 0);
+  ASSERT_EQ(check_subject(nc, &subject, why, sizeof(why)), 0);
+  proxy_nc_free(nc);
+}
+
+/*
+ * Fail closed: a subject that is not a Name, or holds a value OpenSSL cannot decode
+ * (a VisibleString, an odd-length BMPString, bad UTF-8), is refused when the CA has
+ * directoryName subtrees of either kind, and not looked at when it has none. The
+ * empty subject is never bound.
+ */
+TEST(subject_undecodable_refused)
+{
+  static const unsigned char bad_utf8[] = { 'a', 0xc0, 0x80 };
+  struct der base, subject, one, d = { .n = 0 }, out;
+  struct proxy_nc *kinds[3];
+  char why[256];
+  int k;
+
+  base.n = 0;
+  one.n = 0;
+  atv(&one, ATTR_O, UTF8, "Example", 7);
+  rdn(&base, &one);
+  kinds[0] = dir_nc(&base, 0);
+  kinds[1] = dir_nc(&base, 1);
+  dns(&d, "example.com");
+  nc_der(&out, &d, NULL);
+  kinds[2] = parse_ok(&out);
+  for (k = 0; k < 3; k++) {
+    int expect = k < 2 ? -EILSEQ : 0;
+
+    name_of(&subject, ATTR_O, UTF8, "Example", ATTR_CN, VISIBLE, "x", 0);
+    ASSERT_EQ(check_subject(kinds[k], &subject, why, sizeof(why)), expect);
+    if (k < 2)
+      ASSERT_STREQ(why, "the certificate's subject has an attribute type or value "
+                         "OpenSSL cannot decode, and its CA has directoryName "
+                         "nameConstraints");
+    name_of(&subject, ATTR_O, BMP, "Exa", 0);
+    ASSERT_EQ(check_subject(kinds[k], &subject, why, sizeof(why)), expect);
+    subject.n = 0;
+    one.n = 0;
+    atv(&one, ATTR_O, UTF8, bad_utf8, sizeof(bad_utf8));
+    rdn(&subject, &one);
+    wrap(&subject, TAG_SEQ);
+    ASSERT_EQ(check_subject(kinds[k], &subject, why, sizeof(why)), expect);
+    /* Not a Name: trailing bytes, an empty RDN. */
+    name_of(&subject, ATTR_O, UTF8, "Example", 0);
+    subject.b[subject.n++] = 0;
+    ASSERT_EQ(check_subject(kinds[k], &subject, why, sizeof(why)), expect);
+    if (k < 2)
+      ASSERT_CONTAINS(why, "is not a DER Name");
+    subject.n = 0;
+    put(&subject, TAG_SET, "", 0);
+    wrap(&subject, TAG_SEQ);
+    ASSERT_EQ(check_subject(kinds[k], &subject, why, sizeof(why)), expect);
+    /* The empty subject. */
+    subject.n = 0;
+    wrap(&subject, TAG_SEQ);
+    ASSERT_EQ(check_subject(kinds[k], &subject, why, sizeof(why)), 0);
+    proxy_nc_free(kinds[k]);
+  }
+}
+
+/* Names equal as OpenSSL's X509_NAME_cmp finds them (a CA is self-issued when its
+ * subject and issuer are). */
+TEST(names_equal)
+{
+  struct der a, b;
+
+  name_of(&a, ATTR_CN, UTF8, "int p", 0);
+  name_of(&b, ATTR_CN, PRINTABLE, "  INT   P ", 0);
+  ASSERT_EQ(proxy_nc_names_equal(a.b, a.n, b.b, b.n), 1);
+  name_of(&b, ATTR_CN, UTF8, "int p", ATTR_O, UTF8, "x", 0);
+  ASSERT_EQ(proxy_nc_names_equal(a.b, a.n, b.b, b.n), 0);
+  ASSERT_EQ(proxy_nc_names_equal(b.b, b.n, a.b, a.n), 0);
+  name_of(&b, ATTR_O, UTF8, "int p", 0);
+  ASSERT_EQ(proxy_nc_names_equal(a.b, a.n, b.b, b.n), 0);
+  name_of(&a, ATTR_CN, VISIBLE, "int p", 0);
+  name_of(&b, ATTR_CN, VISIBLE, "int p", 0);
+  ASSERT_EQ(proxy_nc_names_equal(a.b, a.n, b.b, b.n), 0);
+  a.n = 0;
+  wrap(&a, TAG_SEQ);
+  b.n = 0;
+  wrap(&b, TAG_SEQ);
+  ASSERT_EQ(proxy_nc_names_equal(a.b, a.n, b.b, b.n), 1);
 }

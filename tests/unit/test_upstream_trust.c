@@ -3,7 +3,7 @@
  * and their errors), and the checks its verify callback adds to mbedTLS's for chains
  * an upstream sends: an issuing CA's non-critical nameConstraints against every name
  * the leaf can be matched by (dNSName and iPAddress SANs, the CN of a leaf without
- * subjectAltName). Chains are made with OpenSSL, which also verifies each one: the
+ * subjectAltName) and against the subjects below it (directoryName subtrees). Chains are made with OpenSSL, which also verifies each one: the
  * proxy refuses exactly the chains OpenSSL refuses.
  */
 #include <errno.h>
@@ -57,22 +57,36 @@ static void make_root(void)
             0);
 }
 
-/* An intermediate NAME (NAME.pem, NAME.key) signed by the root, with the extension
- * lines ext (OpenSSL config syntax) besides basicConstraints and keyUsage. */
-static void make_intermediate(const char *name, const char *ext)
+/* A CA NAME (NAME.pem, NAME.key) with subject subj ("/CN=x" syntax) signed by issuer,
+ * with the extension lines ext (OpenSSL config syntax) besides basicConstraints and
+ * keyUsage; NAME.cas is it and the CAs between it and the root. */
+static void make_ca(const char *name, const char *issuer, const char *subj, const char *ext)
 {
-  char text[1024];
+  char text[1024], above[256];
   int n;
 
   n = snprintf(text, sizeof(text),
                "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n%s\n", ext);
   test_write_file(test_tmpdir(), "int.ext", text, (size_t)n, 0644);
+  snprintf(above, sizeof(above), "%s.cas", issuer);
   ASSERT_EQ(run("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-                "-keyout %s.key -subj '/CN=upstream trust test %s' -out %s.csr 2>/dev/null "
-                "&& openssl x509 -req -in %s.csr -CA root.pem -CAkey root.key "
-                "-CAcreateserial -days 2 -extfile int.ext -out %s.pem 2>/dev/null",
-                name, name, name, name, name),
+                "-keyout %s.key -subj '%s' -out %s.csr 2>/dev/null "
+                "&& openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key "
+                "-CAcreateserial -days 2 -extfile int.ext -out %s.pem 2>/dev/null && "
+                "cat %s.pem %s > %s.cas",
+                name, subj, name, name, issuer, issuer, name, name,
+                strcmp(issuer, "root") == 0 ? "/dev/null" : above, name),
             0);
+}
+
+/* An intermediate NAME (NAME.pem, NAME.key) signed by the root, with the extension
+ * lines ext (OpenSSL config syntax) besides basicConstraints and keyUsage. */
+static void make_intermediate(const char *name, const char *ext)
+{
+  char subj[256];
+
+  snprintf(subj, sizeof(subj), "/CN=upstream trust test %s", name);
+  make_ca(name, "root", subj, ext);
 }
 
 /* A leaf NAME.pem with subject CN=cn, signed by intermediate issuer, with the
@@ -312,6 +326,231 @@ TEST(name_constraints_unparsed_refuse_the_chain)
   make_leaf("plain", "under-plain", "x.allowed.test", "DNS:x.allowed.test");
   ASSERT_EQ(upstream_verify(u, "under-plain", "x.allowed.test"), 0);
   ASSERT_EQ(upstream_verify(u, "under-bad", "x.allowed.test"), MBEDTLS_X509_BADCERT_OTHER);
+  proxy_upstream_tls_free(u);
+}
+
+/* ---- directoryName constraints and subjects ----------------------------------- */
+
+/*
+ * A leaf NAME.pem for api.example.com with the subject subj ("/O=x/CN=y", "/" for the
+ * empty one, whose subjectAltName is then critical as RFC 5280 wants) and the further
+ * `openssl req` options opts, signed by the CA issuer; NAME.chain is the leaf and
+ * issuer.cas.
+ */
+static void make_dn_leaf(const char *issuer, const char *name, const char *subj,
+                         const char *opts)
+{
+  char text[1024];
+  int n;
+
+  n = snprintf(text, sizeof(text),
+               "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+               "extendedKeyUsage=serverAuth\nsubjectAltName=%sDNS:api.example.com\n",
+               strcmp(subj, "/") == 0 ? "critical," : "");
+  test_write_file(test_tmpdir(), "leaf.ext", text, (size_t)n, 0644);
+  ASSERT_EQ(run("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+                "-keyout %s.key -subj '%s' %s -out %s.csr >/dev/null 2>&1 && "
+                "openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -CAcreateserial "
+                "-days 2 -extfile leaf.ext -out %s.pem 2>/dev/null && "
+                "cat %s.pem %s.cas > %s.chain",
+                name, subj, opts, name, name, issuer, issuer, name, name, issuer, name),
+            0);
+}
+
+struct dn_case {
+  const char *name; /* the leaf's file name */
+  const char *subj;
+  const char *opts; /* for openssl req: a string type, multi-valued RDNs */
+  int accepted;
+};
+
+/* For each case: OpenSSL 3, plain and -x509_strict, accepts the chain exactly when
+ * expected, and so does the proxy. */
+static void check_dn_cases(struct proxy_upstream_tls *u, const char *issuer,
+                           const struct dn_case *cases, size_t count)
+{
+  size_t i;
+  int strict;
+
+  for (i = 0; i < count; i++) {
+    const struct dn_case *t = &cases[i];
+    uint32_t flags;
+
+    make_dn_leaf(issuer, t->name, t->subj, t->opts);
+    for (strict = 0; strict < 2; strict++) {
+      if ((run("openssl verify %s -purpose sslserver -CAfile root.pem -untrusted %s.cas "
+               "-verify_hostname api.example.com %s.pem > verdict.txt 2>&1",
+               strict ? "-x509_strict" : "", issuer, t->name) == 0) != t->accepted) {
+        run("cat verdict.txt >&2");
+        TEST_FAIL_("%s (subject %s)%s: OpenSSL does not %s it", t->name, t->subj,
+                   strict ? " -x509_strict" : "", t->accepted ? "accept" : "reject");
+      }
+    }
+    flags = upstream_verify(u, t->name, "api.example.com");
+    if (t->accepted ? flags != 0 : flags != MBEDTLS_X509_BADCERT_OTHER)
+      TEST_FAIL_("%s (subject %s): flags 0x%x, expected %s", t->name, t->subj,
+                 (unsigned)flags, t->accepted ? "0" : "BADCERT_OTHER");
+  }
+}
+
+/*
+ * A permitted directoryName subtree binds the leaf's subject, whatever its
+ * dNSName: the subtree's RDNs must begin the subject's, compared as OpenSSL compares
+ * canonical encodings (surrounding spaces dropped, inner runs of spaces one, ASCII
+ * case ignored), and an empty subject is not bound. The only dNSName here is within
+ * every subtree, so the subject alone decides.
+ */
+TEST(name_constraints_dirname_permitted_binds_the_subject)
+{
+  static const struct dn_case one[] = {
+    { "in", "/O=Example/CN=x", "", 1 },
+    { "out", "/O=Other/CN=x", "", 0 },
+    { "case", "/O=  eXAMPLE   /CN=x", "", 1 },
+    { "inner", "/O=Exa mple/CN=x", "", 0 },
+    { "type", "/OU=Example/CN=x", "", 0 },
+    { "last", "/CN=x/O=Example", "", 0 },
+    { "alone", "/O=Example", "", 1 },
+    { "empty", "/", "", 1 },
+    /* PrintableString "EXAMPLE " against the subtree's UTF8String "Example". */
+    { "prt", "/O=EXAMPLE /CN=x", "-config dn.cnf", 1 },
+  };
+  static const struct dn_case spaces[] = {
+    { "one", "/O=example corp/CN=x", "", 1 },
+    { "tab", "/O=  EXAMPLE \t CORP /CN=x", "", 1 },
+    { "none", "/O=examplecorp/CN=x", "", 0 },
+  };
+  static const struct dn_case two[] = {
+    { "deeper", "/C=US/O=Example/OU=Eng/CN=x", "", 1 },
+    { "same", "/C=US/O=Example", "", 1 },
+    { "short", "/C=US", "", 0 },
+    { "first", "/C=US/CN=x", "", 0 },
+    { "order", "/O=Example/C=US/CN=x", "", 0 },
+    { "other", "/C=US/OU=Example/CN=x", "", 0 },
+    { "merged", "/C=US/O=Example+OU=Eng/CN=x", "-multivalue-rdn", 0 },
+    { "empty2", "/", "", 1 },
+  };
+  /* A multi-valued RDN in the subtree: the same attributes in any order. */
+  static const struct dn_case multi[] = {
+    { "swapped", "/C=US/OU=Eng+O=Example/CN=x", "-multivalue-rdn", 1 },
+    { "lower", "/C=US/O=example+OU=eng/CN=x", "-multivalue-rdn", 1 },
+    { "more", "/C=US/O=Example+OU=Eng+CN=x", "-multivalue-rdn", 0 },
+    { "split", "/C=US/O=Example/OU=Eng/CN=x", "", 0 },
+  };
+  /* The subtree a PrintableString (raw DER), the subjects UTF8Strings. */
+  static const struct dn_case printable[] = {
+    { "utf8", "/O=example/CN=x", "", 1 },
+    { "utf8out", "/O=examples/CN=x", "", 0 },
+  };
+  static const char cnf[] = "[req]\ndistinguished_name=dn\nstring_mask=nombstr\n[dn]\n";
+  struct proxy_upstream_tls *u;
+
+  make_root();
+  test_write_file(test_tmpdir(), "dn.cnf", cnf, sizeof(cnf) - 1, 0644);
+  make_intermediate("one", "nameConstraints=permitted;dirName:dn_one,"
+                           "permitted;DNS:example.com\n[dn_one]\nO=Example");
+  make_intermediate("spaces", "nameConstraints=permitted;dirName:dn_sp\n"
+                              "[dn_sp]\nO=Example   Corp");
+  make_intermediate("two", "nameConstraints=permitted;dirName:dn_two\n"
+                           "[dn_two]\nC=US\nO=Example");
+  make_intermediate("multi", "nameConstraints=permitted;dirName:dn_mv\n"
+                             "[dn_mv]\nC=US\nO=Example\n+OU=Eng");
+  /* SEQUENCE { [0] { SEQUENCE { [4] { Name O=PrintableString "Example" } } } } */
+  make_intermediate("printable", "nameConstraints=DER:301AA0183016A414301231103"
+                                 "00E060355040A13074578616D706C65");
+  u = trust_root();
+  check_dn_cases(u, "one", one, COUNT(one));
+  check_dn_cases(u, "spaces", spaces, COUNT(spaces));
+  check_dn_cases(u, "two", two, COUNT(two));
+  check_dn_cases(u, "multi", multi, COUNT(multi));
+  check_dn_cases(u, "printable", printable, COUNT(printable));
+  proxy_upstream_tls_free(u);
+}
+
+/*
+ * Subtrees of other string types (raw DER) against UTF8String subjects: OpenSSL
+ * converts BMPString, UniversalString and TeletexString (read as Latin-1) to UTF-8
+ * before comparing, folding ASCII case only; a NumericString it keeps as it is, so
+ * it equals no UTF8String.
+ */
+TEST(name_constraints_dirname_string_types)
+{
+  static const struct dn_case bmp[] = {
+    { "bmpin", "/O= caf\xc3\xa9 /CN=x", "-utf8", 1 },
+    { "bmpout", "/O=CAF\xc3\x89/CN=x", "-utf8", 0 },
+  };
+  static const struct dn_case t61[] = {
+    { "t61in", "/O=caf\xc3\xa9/CN=x", "-utf8", 1 },
+    { "t61out", "/O=CAF\xc3\x89/CN=x", "-utf8", 0 },
+  };
+  static const struct dn_case univ[] = { { "univin", "/O=EXAMPLE/CN=x", "", 1 } };
+  static const struct dn_case num[] = { { "numout", "/O=123/CN=x", "", 0 } };
+  struct proxy_upstream_tls *u;
+
+  make_root();
+  /* Each: SEQUENCE { [0] { SEQUENCE { [4] { Name O=value } } } } */
+  make_intermediate("bmp", "nameConstraints=DER:301BA0193017A41530133111300F060355040A"
+                           "1E0800430061006600E9"); /* BMPString "Café" */
+  make_intermediate("t61", "nameConstraints=DER:3017A0153013A411300F310D300B060355040A"
+                           "1404436166E9"); /* TeletexString "Caf\xe9" */
+  make_intermediate("univ", "nameConstraints=DER:302FA02D302BA42930273125302306035504"
+                            "0A1C1C0000004500000078000000610000006D000000700000006C0000"
+                            "0065"); /* UniversalString "Example" */
+  make_intermediate("num", "nameConstraints=DER:3016A0143012A410300E310C300A060355040A"
+                           "1203313233"); /* NumericString "123" */
+  u = trust_root();
+  check_dn_cases(u, "bmp", bmp, COUNT(bmp));
+  check_dn_cases(u, "t61", t61, COUNT(t61));
+  check_dn_cases(u, "univ", univ, COUNT(univ));
+  check_dn_cases(u, "num", num, COUNT(num));
+  proxy_upstream_tls_free(u);
+}
+
+/* An excluded directoryName subtree: a subject it begins is refused, in any case and
+ * spacing; one it does not begin, and the empty subject, are not. */
+TEST(name_constraints_dirname_excluded_binds_the_subject)
+{
+  static const struct dn_case cases[] = {
+    { "bad", "/O=Bad/CN=x", "", 0 },
+    { "spaced", "/O= bAD /OU=y/CN=x", "", 0 },
+    { "good", "/O=Good/CN=x", "", 1 },
+    { "later", "/CN=x/O=Bad", "", 1 },
+    { "empty", "/", "", 1 },
+  };
+  struct proxy_upstream_tls *u;
+
+  make_root();
+  make_intermediate("ex", "nameConstraints=excluded;dirName:dn_ex\n[dn_ex]\nO=Bad");
+  u = trust_root();
+  check_dn_cases(u, "ex", cases, COUNT(cases));
+  proxy_upstream_tls_free(u);
+}
+
+/*
+ * A CA below a constrained one is bound by its directoryName subtrees too, as OpenSSL
+ * binds it, unless it is self-issued (its subject its issuer's, compared as OpenSSL
+ * compares names: case and spacing aside): then the leaf below it is bound alone.
+ */
+TEST(name_constraints_dirname_bind_intermediates)
+{
+  static const struct dn_case outside[] = { { "leaf1", "/O=Example/CN=x", "", 0 } };
+  static const struct dn_case inside[] = { { "leaf2", "/O=Example/CN=x", "", 1 } };
+  static const struct dn_case self[] = { { "leaf3", "/O=Example/CN=x", "", 1 },
+                                         { "leaf3out", "/O=Other/CN=x", "", 0 } };
+  static const struct dn_case selfcase[] = { { "leaf4", "/O=Example/CN=x", "", 1 } };
+  struct proxy_upstream_tls *u;
+
+  make_root();
+  make_ca("top", "root", "/CN=constrained", "nameConstraints=permitted;dirName:dn_top\n"
+                                            "[dn_top]\nO=Example");
+  make_ca("subout", "top", "/CN=sub outside", "");
+  make_ca("subin", "top", "/O=Example/CN=sub inside", "");
+  make_ca("subself", "top", "/CN=constrained", "");
+  make_ca("subcase", "top", "/CN=  CONSTRAINED ", "");
+  u = trust_root();
+  check_dn_cases(u, "subout", outside, COUNT(outside));
+  check_dn_cases(u, "subin", inside, COUNT(inside));
+  check_dn_cases(u, "subself", self, COUNT(self));
+  check_dn_cases(u, "subcase", selfcase, COUNT(selfcase));
   proxy_upstream_tls_free(u);
 }
 
