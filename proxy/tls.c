@@ -573,8 +573,9 @@ static int ca_within_constraints(const mbedtls_x509_crt *ca, const mbedtls_x509_
  * or client certificates is not audited for TLS servers), and the leaf's names must be
  * within every issuing CA's nameConstraints (mbedTLS refuses a certificate whose
  * constraints are critical, but ignores non-critical ones, which the CA/Browser Forum
- * allows), as must the subjects of the CAs below a CA with directoryName subtrees. Runs as the verify callback of the upstream configuration, for the daemon's
- * own connections and for the credential callback's.
+ * allows), as must the subjects of the CAs below a CA with directoryName subtrees.
+ * Runs as the verify callback of the upstream configuration, for the daemon's own
+ * connections and for the credential callback's.
  */
 static int chain_verify(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
 {
