@@ -442,13 +442,20 @@ static int ava_read(unsigned char **p, const unsigned char *end, struct ava *a)
 }
 
 /*
+ * Attributes in one RDN of a subject compared with directoryName subtrees. rdn_equal
+ * costs their number squared, and an upstream's leaf is the server's to write (about
+ * 1,600 attributes fit a 16 KiB certificate); real multi-valued RDNs hold two or three.
+ */
+#define RDN_MAX_ATTRS 16
+
+/*
  * Walks a whole Name (SEQUENCE included, exactly filling p..end). Returns its number
  * of RDNs, -EINVAL when it is not a DER Name, -EILSEQ when an attribute is one
- * OpenSSL cannot decode.
+ * OpenSSL cannot decode, -E2BIG when an RDN holds more than RDN_MAX_ATTRS.
  */
 static int name_rdns(unsigned char *p, const unsigned char *end)
 {
-  size_t len;
+  size_t len, attrs;
   int rdns = 0, r;
 
   if (mbedtls_asn1_get_tag(&p, end, &len, TAG_SEQUENCE) != 0 || p + len != end)
@@ -460,7 +467,9 @@ static int name_rdns(unsigned char *p, const unsigned char *end)
     if (mbedtls_asn1_get_tag(&p, end, &len, TAG_SET) != 0 || len == 0)
       return -EINVAL;
     rdn_end = p + len;
-    while (p < rdn_end) {
+    for (attrs = 0; p < rdn_end; attrs++) {
+      if (attrs == RDN_MAX_ATTRS)
+        return -E2BIG;
       r = ava_read(&p, rdn_end, &a);
       if (r != 0)
         return r;
@@ -1195,10 +1204,14 @@ int proxy_nc_check_subject(const struct proxy_nc *nc, unsigned char *der, size_t
   /* Checked whole before any comparison, which then reads it without failing. */
   rdns = name_rdns(der, der + len);
   if (rdns < 0) {
-    text_addf(&t, "the certificate's subject %s, and its CA has directoryName "
-              "nameConstraints",
-              rdns == -EINVAL ? "is not a DER Name"
-                              : "has an attribute type or value OpenSSL cannot decode");
+    if (rdns == -E2BIG)
+      text_addf(&t, "the certificate's subject has an RDN of more than %d attributes, "
+                "and its CA has directoryName nameConstraints", RDN_MAX_ATTRS);
+    else
+      text_addf(&t, "the certificate's subject %s, and its CA has directoryName "
+                "nameConstraints",
+                rdns == -EINVAL ? "is not a DER Name"
+                                : "has an attribute type or value OpenSSL cannot decode");
     return -EILSEQ;
   }
   /* RFC 5280 4.2.1.10: directoryName constraints bind a non-empty subject. */

@@ -72,8 +72,9 @@ int proxy_nc_check(const struct proxy_nc *nc, const struct proxy_nc_names *names
  * not constrained (RFC 5280 4.2.1.10). Returns 0 when it is within them or there are
  * none, -EPERM with the reason in why when it misses every permitted subtree or falls
  * in an excluded one, -EILSEQ when directoryName subtrees exist and the subject is
- * not a Name or holds an attribute OpenSSL cannot decode (refused: it cannot be
- * compared). Our own leaves go through proxy_nc_check.
+ * not a Name, holds an attribute OpenSSL cannot decode (refused: it cannot be
+ * compared) or an RDN of more than 16 attributes (whose comparison would cost their
+ * number squared). Our own leaves go through proxy_nc_check.
  */
 int proxy_nc_check_subject(const struct proxy_nc *nc, unsigned char *der, size_t len,
                            char *why, size_t why_size);

@@ -1096,6 +1096,34 @@ TEST(subject_undecodable_refused)
   }
 }
 
+/* A multi-valued RDN is compared attribute against attribute, so its size is bounded:
+ * 16 attributes are compared, 17 refused (a server could send 1,600). */
+TEST(subject_rdn_attributes_bounded)
+{
+  struct der base = { .n = 0 }, one = { .n = 0 }, subject;
+  struct proxy_nc *nc;
+  char why[256];
+  int i;
+
+  atv(&one, ATTR_O, UTF8, "Example", 7);
+  rdn(&base, &one);
+  nc = dir_nc(&base, 1); /* excluded O=Example */
+  for (i = 16; i <= 17; i++) {
+    int k;
+
+    subject.n = 0;
+    one.n = 0;
+    for (k = 0; k < i; k++)
+      atv(&one, ATTR_O, UTF8, "Other", 5);
+    rdn(&subject, &one);
+    wrap(&subject, TAG_SEQ);
+    ASSERT_EQ(check_subject(nc, &subject, why, sizeof(why)), i == 16 ? 0 : -EILSEQ);
+  }
+  ASSERT_STREQ(why, "the certificate's subject has an RDN of more than 16 attributes, and "
+                    "its CA has directoryName nameConstraints");
+  proxy_nc_free(nc);
+}
+
 /* Names equal as OpenSSL's X509_NAME_cmp finds them (a CA is self-issued when its
  * subject and issuer are). */
 TEST(names_equal)
