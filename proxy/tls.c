@@ -480,15 +480,15 @@ static int leaf_within_constraints(const mbedtls_x509_crt *ca, const mbedtls_x50
   const mbedtls_x509_sequence *san;
   struct proxy_nc *nc = NULL;
   struct proxy_nc_names names;
-  char name[256];
+  char name[256], reason[256];
   int ret = -1;
 
   if (ca_constraints(ca, &nc, why, why_size) != 0)
     return -1;
   if (nc == NULL)
     return 0;
-  if (proxy_nc_check_subject(nc, leaf->subject_raw.p, leaf->subject_raw.len, why,
-                             why_size) != 0)
+  if (proxy_nc_check_subject(nc, leaf->subject_raw.p, leaf->subject_raw.len, reason,
+                             sizeof(reason)) != 0)
     goto out;
   if (leaf->ext_types & MBEDTLS_X509_EXT_SUBJECT_ALT_NAME) {
     for (san = &leaf->subject_alt_names; san != NULL; san = san->next) {
@@ -498,7 +498,7 @@ static int leaf_within_constraints(const mbedtls_x509_crt *ca, const mbedtls_x50
        * context-specific tags. */
       if ((san->buf.tag & MBEDTLS_ASN1_TAG_VALUE_MASK) == MBEDTLS_X509_SAN_DNS_NAME) {
         if (san->buf.len >= sizeof(name) || memchr(san->buf.p, '\0', san->buf.len) != NULL) {
-          snprintf(why, why_size, "a dNSName of the certificate is not a name");
+          snprintf(reason, sizeof(reason), "a dNSName of the certificate is not a name");
           goto out;
         }
         memcpy(name, san->buf.p, san->buf.len);
@@ -510,7 +510,7 @@ static int leaf_within_constraints(const mbedtls_x509_crt *ca, const mbedtls_x50
       } else {
         continue;
       }
-      if (proxy_nc_check(nc, &names, why, why_size) != 0)
+      if (proxy_nc_check(nc, &names, reason, sizeof(reason)) != 0)
         goto out;
     }
   } else {
@@ -520,19 +520,22 @@ static int leaf_within_constraints(const mbedtls_x509_crt *ca, const mbedtls_x50
       if (n->oid.p == NULL || MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &n->oid) != 0)
         continue;
       if (n->val.len >= sizeof(name) || memchr(n->val.p, '\0', n->val.len) != NULL) {
-        snprintf(why, why_size, "the certificate's CN is not a name");
+        snprintf(reason, sizeof(reason), "the certificate's CN is not a name");
         goto out;
       }
       memcpy(name, n->val.p, n->val.len);
       name[n->val.len] = '\0';
       memset(&names, 0, sizeof(names));
       names.dns = name;
-      if (proxy_nc_check(nc, &names, why, why_size) != 0)
+      if (proxy_nc_check(nc, &names, reason, sizeof(reason)) != 0)
         goto out;
     }
   }
   ret = 0;
 out:
+  /* why keeps what it says (an extendedKeyUsage refusal) unless this refuses. */
+  if (ret != 0)
+    snprintf(why, why_size, "%s", reason);
   proxy_nc_free(nc);
   return ret;
 }

@@ -19,6 +19,9 @@
 #                                                 -> leaf in.allowed.test     (control)
 #                  -> int-ekuany (EKU serverAuth, anyExtendedKeyUsage)
 #                                                 -> leaf any.example.com     (control)
+#                  -> int-ekunc (EKU clientAuth; NC permitted example.com, which the
+#                                leaf is within: the log must still say why)
+#                                                 -> leaf ekunc.example.com
 . "$(dirname "$0")/../integration/lib.sh"
 
 require_cmd openssl
@@ -58,11 +61,13 @@ intermediate int-ok ''
 intermediate int-eku 'extendedKeyUsage=clientAuth\n'
 intermediate int-nc 'nameConstraints=permitted;DNS:allowed.test\n'
 intermediate int-ekuany 'extendedKeyUsage=serverAuth,anyExtendedKeyUsage\n'
+intermediate int-ekunc 'extendedKeyUsage=clientAuth\nnameConstraints=permitted;DNS:example.com\n'
 leaf int-ok ok.example.com
 leaf int-eku eku.example.com
 leaf int-nc nc.example.com
 leaf int-nc in.allowed.test
 leaf int-ekuany any.example.com
+leaf int-ekunc ekunc.example.com
 
 # What a browser-grade verifier says about each chain: the premise of the test.
 browser() {
@@ -72,7 +77,7 @@ browser() {
 for n in ok.example.com:int-ok in.allowed.test:int-nc any.example.com:int-ekuany; do
   browser "${n%%:*}" "${n#*:}" || fail "openssl rejects the control chain of ${n%%:*}"
 done
-for n in eku.example.com:int-eku nc.example.com:int-nc; do
+for n in eku.example.com:int-eku nc.example.com:int-nc ekunc.example.com:int-ekunc; do
   browser "${n%%:*}" "${n#*:}" && fail "openssl accepts the chain of ${n%%:*}"
 done
 
@@ -81,6 +86,7 @@ start_upstream eku "$D/eku.example.com.chain" "$D/eku.example.com.key"
 start_upstream nc "$D/nc.example.com.chain" "$D/nc.example.com.key"
 start_upstream inside "$D/in.allowed.test.chain" "$D/in.allowed.test.key"
 start_upstream any "$D/any.example.com.chain" "$D/any.example.com.key"
+start_upstream ekunc "$D/ekunc.example.com.chain" "$D/ekunc.example.com.key"
 
 mkdir -p "$T/secrets"
 SECRET="sk-chain-$$"
@@ -96,7 +102,8 @@ cat > "$T/config.json" <<EOF
     "eku.example.com": "127.0.0.1:$eku_PORT",
     "nc.example.com": "127.0.0.1:$nc_PORT",
     "in.allowed.test": "127.0.0.1:$inside_PORT",
-    "any.example.com": "127.0.0.1:$any_PORT"
+    "any.example.com": "127.0.0.1:$any_PORT",
+    "ekunc.example.com": "127.0.0.1:$ekunc_PORT"
   } }
 }
 EOF
@@ -138,4 +145,11 @@ jail -v --config "$T/config.json" --secrets-dir "$T/secrets" --upstream-ca "$D/r
 grep -q "extendedKeyUsage does not include serverAuth" "$T/jail2.log" ||
   fail "the log does not say why eku.example.com was refused"
 assert_eq "$(upq eku 'len(reqs)')" "0" "eku.example.com: request reached the upstream"
+# The leaf within the intermediate's nameConstraints: that check passing kept the
+# reason of the extendedKeyUsage refusal before it (it blanked it).
+jail -v --config "$T/config.json" --secrets-dir "$T/secrets" --upstream-ca "$D/root.pem" \
+  --user nobody -- curl -sS -m 10 -o /dev/null https://ekunc.example.com/ 2>"$T/jail3.log" || true
+grep -q "extendedKeyUsage does not include serverAuth" "$T/jail3.log" ||
+  fail "the log does not say why ekunc.example.com was refused: $(grep -i ekunc "$T/jail3.log")"
+assert_eq "$(upq ekunc 'len(reqs)')" "0" "ekunc.example.com: request reached the upstream"
 pass "an intermediate's extendedKeyUsage and non-critical nameConstraints are applied"

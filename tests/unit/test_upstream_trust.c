@@ -3,8 +3,9 @@
  * and their errors), and the checks its verify callback adds to mbedTLS's for chains
  * an upstream sends: an issuing CA's non-critical nameConstraints against every name
  * the leaf can be matched by (dNSName and iPAddress SANs, the CN of a leaf without
- * subjectAltName) and against the subjects below it (directoryName subtrees). Chains are made with OpenSSL, which also verifies each one: the
- * proxy refuses exactly the chains OpenSSL refuses.
+ * subjectAltName) and against the subjects below it (directoryName subtrees). Chains
+ * are made with OpenSSL, which also verifies each one: the proxy refuses exactly the
+ * chains OpenSSL refuses.
  */
 #include <errno.h>
 #include <stdarg.h>
