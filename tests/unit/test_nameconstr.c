@@ -94,18 +94,36 @@ static void ip(struct der *d, const char *cidr)
   subtree(d, GN_IP, v, 2 * alen);
 }
 
-/* A Name of one RDN with one attribute: OID bytes (2.5.4.x: 55 04 x) and a value. */
-static void one_rdn(struct der *name, int attr, int vtag, const void *v, size_t len)
+/* One AttributeTypeAndValue (OID 2.5.4.attr) appended to an RDN's contents. */
+static void atv(struct der *rdn, int attr, int vtag, const void *v, size_t len)
 {
-  struct der atv = { .n = 0 };
+  struct der a = { .n = 0 };
   unsigned char oid[3] = { 0x55, 0x04, (unsigned char)attr };
 
-  put(&atv, 0x06, oid, sizeof(oid));
-  put(&atv, vtag, v, len);
-  wrap(&atv, TAG_SEQ);
-  wrap(&atv, TAG_SET);
-  memcpy(name->b + name->n, atv.b, atv.n);
-  name->n += atv.n;
+  put(&a, 0x06, oid, sizeof(oid));
+  put(&a, vtag, v, len);
+  wrap(&a, TAG_SEQ);
+  memcpy(rdn->b + rdn->n, a.b, a.n);
+  rdn->n += a.n;
+}
+
+/* The RDN whose attributes are in attrs, appended to name's RDNs. */
+static void rdn(struct der *name, const struct der *attrs)
+{
+  struct der r = *attrs;
+
+  wrap(&r, TAG_SET);
+  memcpy(name->b + name->n, r.b, r.n);
+  name->n += r.n;
+}
+
+/* A Name's RDN of one attribute: OID bytes (2.5.4.x: 55 04 x) and a value. */
+static void one_rdn(struct der *name, int attr, int vtag, const void *v, size_t len)
+{
+  struct der a = { .n = 0 };
+
+  atv(&a, attr, vtag, v, len);
+  rdn(name, &a);
 }
 
 /* A directoryName subtree: the RDNs in rdns wrapped into a Name. */
@@ -888,29 +906,6 @@ TEST(subtree_count_is_bounded)
 }
 
 /* ---- an upstream's subjects (proxy_nc_check_subject) ------------------------- */
-
-/* One AttributeTypeAndValue (OID 2.5.4.attr) appended to an RDN's contents. */
-static void atv(struct der *rdn, int attr, int vtag, const void *v, size_t len)
-{
-  struct der a = { .n = 0 };
-  unsigned char oid[3] = { 0x55, 0x04, (unsigned char)attr };
-
-  put(&a, 0x06, oid, sizeof(oid));
-  put(&a, vtag, v, len);
-  wrap(&a, TAG_SEQ);
-  memcpy(rdn->b + rdn->n, a.b, a.n);
-  rdn->n += a.n;
-}
-
-/* The RDN whose attributes are in attrs, appended to name's RDNs. */
-static void rdn(struct der *name, const struct der *attrs)
-{
-  struct der r = *attrs;
-
-  wrap(&r, TAG_SET);
-  memcpy(name->b + name->n, r.b, r.n);
-  name->n += r.n;
-}
 
 #define ATTR_CN 3
 #define ATTR_O 10
