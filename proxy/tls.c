@@ -471,22 +471,17 @@ static int ca_constraints(const mbedtls_x509_crt *ca, struct proxy_nc **nc, char
 /*
  * Checks every name the leaf can be matched by (its dNSName and iPAddress SANs; its
  * CN when it has no subjectAltName, since mbedTLS then matches the CN), and its
- * subject against directoryName subtrees as OpenSSL does, against the
- * nameConstraints of ca. 0, or -1 with the reason in why.
+ * subject against directoryName subtrees as OpenSSL does, against nc, an issuing
+ * CA's nameConstraints. 0, or -1 with the reason in why.
  */
-static int leaf_within_constraints(const mbedtls_x509_crt *ca, const mbedtls_x509_crt *leaf,
+static int leaf_within_constraints(const struct proxy_nc *nc, const mbedtls_x509_crt *leaf,
                                    char *why, size_t why_size)
 {
   const mbedtls_x509_sequence *san;
-  struct proxy_nc *nc = NULL;
   struct proxy_nc_names names;
   char name[256], reason[256];
   int ret = -1;
 
-  if (ca_constraints(ca, &nc, why, why_size) != 0)
-    return -1;
-  if (nc == NULL)
-    return 0;
   if (proxy_nc_check_subject(nc, leaf->subject_raw.p, leaf->subject_raw.len, reason,
                              sizeof(reason)) != 0)
     goto out;
@@ -536,38 +531,35 @@ out:
   /* why keeps what it says (an extendedKeyUsage refusal) unless this refuses. */
   if (ret != 0)
     snprintf(why, why_size, "%s", reason);
-  proxy_nc_free(nc);
   return ret;
 }
 
 /*
  * Checks the subject of the CA certificate sub against the directoryName subtrees of
- * ca, a CA above it in the chain, as OpenSSL does for every certificate below a
- * constrained CA but a self-issued CA (RFC 5280 6.1.3 (b): a self-issued certificate
- * in the middle of a path is not bound; its subject is its issuer's). The other
- * names of a CA certificate (its subjectAltName, which CAs rarely carry) are not
- * checked. 0, or -1 with the reason in why.
+ * nc, the nameConstraints of a CA above it in the chain, as OpenSSL does for every
+ * certificate below a constrained CA but a self-issued CA (the caller skips those:
+ * RFC 5280 6.1.3 (b), a self-issued certificate in the middle of a path is not bound;
+ * its subject is its issuer's). The other names of a CA certificate (its
+ * subjectAltName, which CAs rarely carry) are not checked. 0, or -1 with the reason
+ * in why.
  */
-static int ca_within_constraints(const mbedtls_x509_crt *ca, const mbedtls_x509_crt *sub,
+static int ca_within_constraints(const struct proxy_nc *nc, const mbedtls_x509_crt *sub,
                                  char *why, size_t why_size)
 {
-  struct proxy_nc *nc = NULL;
   char reason[200]; /* with the prefix below, within chain_scratch.why */
-  int ret = 0;
 
-  if (proxy_nc_names_equal(sub->subject_raw.p, sub->subject_raw.len, sub->issuer_raw.p,
-                           sub->issuer_raw.len))
-    return 0;
-  if (ca_constraints(ca, &nc, why, why_size) != 0)
-    return -1;
   /* why keeps what it says (an extendedKeyUsage refusal) unless this refuses. */
-  if (nc != NULL && proxy_nc_check_subject(nc, sub->subject_raw.p, sub->subject_raw.len,
-                                           reason, sizeof(reason)) != 0) {
-    snprintf(why, why_size, "a CA of the chain: %s", reason);
-    ret = -1;
-  }
-  proxy_nc_free(nc);
-  return ret;
+  if (proxy_nc_check_subject(nc, sub->subject_raw.p, sub->subject_raw.len, reason,
+                             sizeof(reason)) == 0)
+    return 0;
+  snprintf(why, why_size, "a CA of the chain: %s", reason);
+  return -1;
+}
+
+static int self_issued(const mbedtls_x509_crt *crt)
+{
+  return proxy_nc_names_equal(crt->subject_raw.p, crt->subject_raw.len, crt->issuer_raw.p,
+                              crt->issuer_raw.len);
 }
 
 /*
@@ -582,6 +574,7 @@ static int ca_within_constraints(const mbedtls_x509_crt *ca, const mbedtls_x509_
  */
 static int chain_verify(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
 {
+  struct proxy_nc *nc[MBEDTLS_X509_MAX_VERIFY_CHAIN_SIZE] = { NULL };
   struct chain_scratch *cs = ctx;
   int i, j;
 
@@ -608,23 +601,32 @@ static int chain_verify(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *f
   }
   if (cs->top == 0)
     cs->why[0] = '\0'; /* a leaf alone: a trusted self-signed certificate */
+  /* Each CA's nameConstraints are parsed once, here, for the leaf and for the
+   * intermediates below it. */
   for (i = 1; i <= cs->top; i++) {
-    if (cs->cas[i] != NULL &&
-        leaf_within_constraints(cs->cas[i], crt, cs->why, sizeof(cs->why)) != 0) {
+    if (cs->cas[i] == NULL)
+      continue;
+    if (ca_constraints(cs->cas[i], &nc[i], cs->why, sizeof(cs->why)) != 0 ||
+        (nc[i] != NULL && leaf_within_constraints(nc[i], crt, cs->why, sizeof(cs->why)) != 0)) {
       *flags |= MBEDTLS_X509_BADCERT_OTHER;
       break;
     }
   }
-  /* The intermediates' subjects, against the CAs above each. */
+  /* The intermediates' subjects, against the CAs above each (every nc[] parsed: the
+   * loop above ran to the end). */
   for (i = 1; i < cs->top && (*flags & MBEDTLS_X509_BADCERT_OTHER) == 0; i++) {
-    for (j = i + 1; j <= cs->top && cs->cas[i] != NULL; j++) {
-      if (cs->cas[j] != NULL &&
-          ca_within_constraints(cs->cas[j], cs->cas[i], cs->why, sizeof(cs->why)) != 0) {
+    if (cs->cas[i] == NULL || self_issued(cs->cas[i]))
+      continue;
+    for (j = i + 1; j <= cs->top; j++) {
+      if (nc[j] != NULL && ca_within_constraints(nc[j], cs->cas[i], cs->why,
+                                                 sizeof(cs->why)) != 0) {
         *flags |= MBEDTLS_X509_BADCERT_OTHER;
         break;
       }
     }
   }
+  for (i = 1; i <= cs->top; i++)
+    proxy_nc_free(nc[i]);
   memset(cs->cas, 0, sizeof(cs->cas));
   cs->top = 0;
   return 0;
