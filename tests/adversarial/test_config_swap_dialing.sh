@@ -41,6 +41,20 @@ echo "{ \"dns\": { \"remap\": { \"tun.example\": \"127.0.0.1:$E\" } },
 ns=$(make_netns sw)  # before the daemon's mount namespace copies /var/run/netns
 hserve_start --connect-timeout 20
 ctl attach sw --netns "/var/run/netns/$ns" --config "$T/before.json" > /dev/null
+# swap_under_held NAME CONFIG: with a client just started in the background ($!),
+# writing $T/NAME.out and $T/NAME.log and held at its connect, swaps the config to
+# CONFIG, lifts the hold and tells the client ($T/swapped). Sets out to its output.
+swap_under_held() {
+  CLIENT=$!
+  PIDS+=($CLIENT)
+  wait_for "[ \"\$(held)\" -gt 0 ]" 20
+  ctl update sw --config "$2" > /dev/null
+  ip netns exec "$HNS" nft delete table inet hold
+  : > "$T/swapped"
+  wait "$CLIENT" || fail "the $1 client failed: $(cat "$T/$1.log")"
+  out=$(cat "$T/$1.out")
+}
+
 # tunnel_across_swap NAME CONFIG: a client in the sandbox opens a tunnel to NAME:7000,
 # silent past the 500 ms a server-first protocol gets (an opaque tunnel, dialed then),
 # while SYNs are held; the config swaps to CONFIG, the hold is lifted, and the client
@@ -63,14 +77,7 @@ try:
 except OSError as e:
     print("closed", type(e).__name__, flush=True)
 PYEOF
-  CLIENT=$!
-  PIDS+=($CLIENT)
-  wait_for "[ \"\$(held)\" -gt 0 ]" 20
-  ctl update sw --config "$2" > /dev/null
-  ip netns exec "$HNS" nft delete table inet hold
-  : > "$T/swapped"
-  wait "$CLIENT" || fail "the client failed: $(cat "$T/$1.log")"
-  out=$(cat "$T/$1.out")
+  swap_under_held "$1" "$2"
   echo "$1 client: $out"
 }
 tunnel_across_swap tun.example "$T/after.json"
@@ -105,14 +112,7 @@ try:
 except OSError as e:
     print("closed", type(e).__name__, flush=True)
 PYEOF
-CLIENT=$!
-PIDS+=($CLIENT)
-wait_for "[ \"\$(held)\" -gt 0 ]" 20
-ctl update sw --config "$T/after-web.json" > /dev/null
-ip netns exec "$HNS" nft delete table inet hold
-: > "$T/swapped"
-wait "$CLIENT" || fail "the web client failed: $(cat "$T/web.log")"
-out=$(cat "$T/web.out")
+swap_under_held web "$T/after-web.json"
 echo "web client: $out"
 assert_eq "$(upq web 'len([r for r in reqs if r["path"].startswith("/held")])')" 0 \
   "requests the upstream got at the address the swap denied while it was dialed"
