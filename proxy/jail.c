@@ -170,7 +170,7 @@ static int parse_args(struct jail *j, int argc, char **argv)
     case O_USER: j->user = optarg; break;
     case O_LOG: j->log_path = optarg; break;
     case O_NETNS: j->netns_path = optarg; break;
-    case 'h': usage(stdout); exit(0);
+    case 'h': usage(stdout); exit(proxy_finish_output("authproxy jail", 0));
     default:
       r = proxy_common_option("authproxy jail", c, optarg, &j->common);
       if (r < 0)

@@ -13,6 +13,7 @@
 
 #include "proxy/commands.h"
 #include "proxy/coverage.h"
+#include "proxy/options.h"
 #include "proxy/proxy.h"
 
 struct command {
@@ -69,26 +70,6 @@ static void usage(FILE *f)
   fprintf(f, "\nRun `authproxy COMMAND --help` for a command's options.\n");
 }
 
-/*
- * A command whose result is what it prints: a status of 0 with the output lost (a full
- * disk under `ctl ca NAME > ca.pem`, a closed descriptor, a CNI runtime's pipe) would
- * have the caller use an empty or cut result. Flushes standard output and turns a
- * write error, now or earlier, into status 1 with a line naming it.
- */
-static int finish_output(const char *who, int ret)
-{
-  int failed;
-
-  errno = 0;
-  failed = fflush(stdout) != 0;
-  failed |= ferror(stdout) != 0;
-  if (!failed || ret != 0)
-    return ret;
-  fprintf(stderr, "%s: cannot write to standard output: %s\n", who,
-          errno != 0 ? strerror(errno) : "write error");
-  return 1;
-}
-
 int main(int argc, char **argv)
 {
   const char *base = argc > 0 ? strrchr(argv[0], '/') : NULL;
@@ -111,7 +92,7 @@ int main(int argc, char **argv)
    * arguments: installed as (a link named) authproxy-cni, this binary is the plugin. */
   base = base != NULL ? base + 1 : argc > 0 ? argv[0] : "";
   if (strcmp(base, "authproxy-cni") == 0)
-    return finish_output("authproxy-cni", proxy_cmd_cni(argc, argv));
+    return proxy_finish_output("authproxy-cni", proxy_cmd_cni(argc, argv));
   if (argc < 2) {
     usage(stderr);
     return 2;
@@ -119,16 +100,16 @@ int main(int argc, char **argv)
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
       strcmp(argv[1], "help") == 0) {
     usage(stdout);
-    return finish_output("authproxy", 0);
+    return proxy_finish_output("authproxy", 0);
   }
   if (strcmp(argv[1], "--version") == 0)
-    return finish_output("authproxy", cmd_version(argc - 1, argv + 1));
+    return proxy_finish_output("authproxy", cmd_version(argc - 1, argv + 1));
   for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
     if (strcmp(argv[1], commands[i].name) != 0)
       continue;
     ret = commands[i].fn(argc - 1, argv + 1);
     if (commands[i].output != NULL)
-      ret = finish_output(commands[i].output, ret);
+      ret = proxy_finish_output(commands[i].output, ret);
     /* exit() would join libuv's threads, one of them maybe still waiting for a
      * resolver that never answers (proxy_loop_finish). */
     if (proxy_lookups_orphaned() > 0) {

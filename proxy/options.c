@@ -217,3 +217,22 @@ void proxy_common_log_level(const struct proxy_common_opts *o, int quiet_level)
     level = PROXY_LOG_DEBUG;
   proxy_log_set_level((enum proxy_log_level)level);
 }
+
+/*
+ * A status of 0 with the output lost (a full disk under `ctl ca NAME > ca.pem`, a
+ * closed descriptor, a CNI runtime's pipe) would have the caller use an empty or cut
+ * result.
+ */
+int proxy_finish_output(const char *who, int ret)
+{
+  int failed;
+
+  errno = 0;
+  failed = fflush(stdout) != 0;
+  failed |= ferror(stdout) != 0;
+  if (!failed || ret != 0)
+    return ret;
+  fprintf(stderr, "%s: cannot write to standard output: %s\n", who,
+          errno != 0 ? strerror(errno) : "write error");
+  return 1;
+}

@@ -46,6 +46,13 @@ int proxy_options_merge(const struct option *own, struct option *out, size_t cap
 /* Prints the help lines of the shared options. */
 void proxy_common_usage(FILE *f);
 
+/*
+ * For a command whose result is what it prints on standard output (status ret): flushes
+ * it, and turns a write error, now or earlier, into status 1 with a line naming it,
+ * prefixed with who. A status other than 0 is kept.
+ */
+int proxy_finish_output(const char *who, int ret);
+
 /* Sets the log level for -v counts (default: quiet_level). */
 void proxy_common_log_level(const struct proxy_common_opts *o, int quiet_level);
 

@@ -2078,7 +2078,7 @@ static int parse_args(struct daemon *d, struct proxy_common_opts *o, int argc, c
     case O_CONTROL: d->control_path = optarg; break;
     case O_SECRETS: d->secrets_dir = optarg; break;
     case O_LOG: d->log_path = optarg; break;
-    case 'h': usage(stdout); exit(0);
+    case 'h': usage(stdout); exit(proxy_finish_output("authproxy serve", 0));
     default:
       r = proxy_common_option("authproxy serve", c, optarg, o);
       if (r < 0)

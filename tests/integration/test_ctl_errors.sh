@@ -65,7 +65,7 @@ assert_contains "$OUT" "is \`authproxy serve\` running?" "the cause is named"
 pass "no daemon: the socket and the likely cause are named"
 
 # Output that cannot be written is a failure, said as such, whatever printed it.
-for args in "ctl --help" "version" "--version" "--help"; do
+for args in "ctl --help" "jail --help" "serve --help" "version" "--version" "--help"; do
   set +e
   # shellcheck disable=SC2086
   err=$(timeout 20 "$AUTHPROXY" $args 2>&1 > /dev/full)
