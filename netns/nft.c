@@ -397,7 +397,10 @@ static int commit(build_cb build, const void *arg, char *err, size_t errsz)
   char *buf;
   int ret, n;
 
-  buf = malloc(NETNS_BATCH_LIMIT * 2);
+  /* Zeroed: libmnl 1.0.4 (bookworm) does not write the padding after an attribute
+   * whose length is not a multiple of 4 (a table or chain name), and those bytes would
+   * go to the kernel as whatever the heap held. */
+  buf = calloc(2, NETNS_BATCH_LIMIT);
   if (buf == NULL) {
     netns_errf(err, errsz, "nf_tables: out of memory");
     return -ENOMEM;
