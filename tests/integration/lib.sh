@@ -11,6 +11,12 @@ AUTHPROXY=${AUTHPROXY:-$SRC/build/proxy/authproxy}
 # The build tree of the test tools (ctest sets it; by hand, the tree of $AUTHPROXY).
 BUILD=${AUTHPROXY_BUILD:-$(cd "$(dirname "$AUTHPROXY")/.." && pwd)}
 TOOLS=$SRC/tests/tools
+# AUTHPROXY_WRAPPER (scripts/memcheck.sh): a program run in place of $AUTHPROXY, with
+# the same arguments; it finds the binary it wraps in AUTHPROXY_WRAPPED.
+if [ -n "${AUTHPROXY_WRAPPER:-}" ]; then
+  export AUTHPROXY_WRAPPED=$AUTHPROXY
+  AUTHPROXY=$AUTHPROXY_WRAPPER
+fi
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 
@@ -67,7 +73,7 @@ pass() { echo "ok: $*"; }
 # built_with asan|tsan: $AUTHPROXY was built with that sanitizer (AUTHPROXY_SANITIZE,
 # AUTHPROXY_TSAN). Not `ldd | grep -q`: grep's early exit can fail ldd with SIGPIPE,
 # and pipefail the test's check.
-built_with() { [[ "$(ldd "$AUTHPROXY")" == *"lib$1"* ]]; }
+built_with() { [[ "$(ldd "${AUTHPROXY_WRAPPED:-$AUTHPROXY}" 2>/dev/null)" == *"lib$1"* ]]; }
 
 assert_eq() { [ "$1" = "$2" ] || fail "${3:-values differ}: expected '$2', got '$1'"; }
 assert_contains() { case "$1" in *"$2"*) ;; *) fail "${3:-missing text}: '$2' not in: $1" ;; esac; }
