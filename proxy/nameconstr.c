@@ -977,6 +977,11 @@ unsigned proxy_nc_forms(const struct proxy_nc *nc)
   return nc->forms;
 }
 
+size_t proxy_nc_count(const struct proxy_nc *nc)
+{
+  return nc->count;
+}
+
 /* ---- text ---------------------------------------------------------------- */
 
 /* A DER Name (SEQUENCE included) as mbedTLS writes one, "the empty name" for none. */
@@ -1191,31 +1196,35 @@ int proxy_nc_check(const struct proxy_nc *nc, const struct proxy_nc_names *names
   return ret;
 }
 
-int proxy_nc_check_subject(const struct proxy_nc *nc, unsigned char *der, size_t len,
-                           char *why, size_t why_size)
+/*
+ * A Name of a certificate against the directoryName subtrees of nc: its subject (what
+ * "the certificate's subject"), whose emptiness exempts it, or a directoryName of its
+ * subjectAltName (what "the certificate's directoryName"), which OpenSSL 3 binds even
+ * when empty (nc_dn: the empty Name's canonical encoding begins with no subtree's but
+ * the empty one's). The reason goes to t.
+ */
+static int check_dn(const struct proxy_nc *nc, unsigned char *der, size_t len,
+                    const char *what, int empty_bound, struct text *t)
 {
   int permitted = 0, inside = 0, rdns;
-  struct text t;
   size_t i;
 
-  text_init(&t, why, why_size);
   if ((nc->forms & 1u << PROXY_NC_DIRECTORY_NAME) == 0)
     return 0;
   /* Checked whole before any comparison, which then reads it without failing. */
   rdns = name_rdns(der, der + len);
   if (rdns < 0) {
     if (rdns == -E2BIG)
-      text_addf(&t, "the certificate's subject has an RDN of more than %d attributes, "
-                "and its CA has directoryName nameConstraints", RDN_MAX_ATTRS);
+      text_addf(t, "%s has an RDN of more than %d attributes, and its CA has "
+                "directoryName nameConstraints", what, RDN_MAX_ATTRS);
     else
-      text_addf(&t, "the certificate's subject %s, and its CA has directoryName "
-                "nameConstraints",
+      text_addf(t, "%s %s, and its CA has directoryName nameConstraints", what,
                 rdns == -EINVAL ? "is not a DER Name"
                                 : "has an attribute type or value OpenSSL cannot decode");
     return -EILSEQ;
   }
   /* RFC 5280 4.2.1.10: directoryName constraints bind a non-empty subject. */
-  if (rdns == 0)
+  if (rdns == 0 && !empty_bound)
     return 0;
   for (i = 0; i < nc->count; i++) {
     const struct nc_subtree *s = &nc->subtrees[i];
@@ -1225,10 +1234,10 @@ int proxy_nc_check_subject(const struct proxy_nc *nc, unsigned char *der, size_t
       continue;
     in = name_prefix(s->base, s->base + s->len, der, der + len);
     if (s->excluded && in) {
-      text_addf(&t, "the certificate's subject ");
-      add_dn(&t, der, len);
-      text_addf(&t, " is within the excluded directoryName subtree ");
-      add_subtree(&t, s);
+      text_addf(t, "%s ", what);
+      add_dn(t, der, len);
+      text_addf(t, " is within the excluded directoryName subtree ");
+      add_subtree(t, s);
       return -EPERM;
     }
     if (!s->excluded) {
@@ -1237,14 +1246,32 @@ int proxy_nc_check_subject(const struct proxy_nc *nc, unsigned char *der, size_t
     }
   }
   if (permitted && !inside) {
-    text_addf(&t, "the certificate's subject ");
-    add_dn(&t, der, len);
-    text_addf(&t, " is not within any permitted directoryName subtree (");
-    add_list(&t, nc, PROXY_NC_DIRECTORY_NAME, 0);
-    text_addf(&t, ")");
+    text_addf(t, "%s ", what);
+    add_dn(t, der, len);
+    text_addf(t, " is not within any permitted directoryName subtree (");
+    add_list(t, nc, PROXY_NC_DIRECTORY_NAME, 0);
+    text_addf(t, ")");
     return -EPERM;
   }
   return 0;
+}
+
+int proxy_nc_check_subject(const struct proxy_nc *nc, unsigned char *der, size_t len,
+                           char *why, size_t why_size)
+{
+  struct text t;
+
+  text_init(&t, why, why_size);
+  return check_dn(nc, der, len, "the certificate's subject", 0, &t);
+}
+
+int proxy_nc_check_dirname(const struct proxy_nc *nc, unsigned char *der, size_t len,
+                           char *why, size_t why_size)
+{
+  struct text t;
+
+  text_init(&t, why, why_size);
+  return check_dn(nc, der, len, "the certificate's directoryName", 1, &t);
 }
 
 int proxy_nc_names_equal(unsigned char *a, size_t a_len, unsigned char *b, size_t b_len)

@@ -79,6 +79,16 @@ int proxy_nc_check(const struct proxy_nc *nc, const struct proxy_nc_names *names
 int proxy_nc_check_subject(const struct proxy_nc *nc, unsigned char *der, size_t len,
                            char *why, size_t why_size);
 
+/*
+ * Checks a directoryName of a certificate's subjectAltName (der: the Name inside the
+ * [4] tag, SEQUENCE included; borrowed, not written) against the CA's directoryName
+ * subtrees, as proxy_nc_check_subject checks a subject and with its results, but an
+ * empty Name is bound as OpenSSL 3 binds it: only an empty permitted subtree holds
+ * it. Names in the reason as "the certificate's directoryName".
+ */
+int proxy_nc_check_dirname(const struct proxy_nc *nc, unsigned char *der, size_t len,
+                           char *why, size_t why_size);
+
 /* Whether two DER Names (borrowed) are equal as OpenSSL 3 compares them (X509_NAME_cmp:
  * the same RDNs, compared as proxy_nc_check_subject compares them); 0 also when
  * either does not decode. */
@@ -90,6 +100,9 @@ void proxy_nc_describe(const struct proxy_nc *nc, char *buf, size_t size);
 
 /* Bit n set: some subtree (permitted or excluded) has GeneralName form n. */
 unsigned proxy_nc_forms(const struct proxy_nc *nc);
+
+/* How many subtrees, permitted and excluded, of every form. */
+size_t proxy_nc_count(const struct proxy_nc *nc);
 
 /* "dNSName", "iPAddress", ...: the RFC 5280 name of a form. */
 const char *proxy_nc_form_name(enum proxy_nc_form form);

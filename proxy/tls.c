@@ -469,62 +469,136 @@ static int ca_constraints(const mbedtls_x509_crt *ca, struct proxy_nc **nc, char
 }
 
 /*
- * Checks every name the leaf can be matched by (its dNSName and iPAddress SANs; its
- * CN when it has no subjectAltName, since mbedTLS then matches the CN), and its
- * subject against directoryName subtrees as OpenSSL does, against nc, an issuing
- * CA's nameConstraints. 0, or -1 with the reason in why.
+ * OpenSSL 3 refuses a certificate whose names (its subject's attributes and its
+ * subjectAltName's entries) times the subtrees of a constraining CA above it exceed
+ * this (NAME_CHECK_MAX in crypto/x509/v3_ncons.c). The same bound keeps the checks
+ * below, each name against each subtree of its form, to a million comparisons for a
+ * certificate and a CA: the upstream writes both (some 8,000 two-byte dNSNames fit
+ * a 16 KiB certificate, and a CA may have 1,024 subtrees), and a chain has at most
+ * 45 such pairs.
+ */
+#define NC_CHECK_MAX (1 << 20)
+
+/* The names of crt that OpenSSL counts against NC_CHECK_MAX. */
+static size_t name_count(const mbedtls_x509_crt *crt)
+{
+  const mbedtls_x509_sequence *san;
+  const mbedtls_x509_name *n;
+  size_t count = 0;
+
+  for (n = &crt->subject; n != NULL; n = n->next)
+    count += n->oid.p != NULL;
+  if (crt->ext_types & MBEDTLS_X509_EXT_SUBJECT_ALT_NAME)
+    for (san = &crt->subject_alt_names; san != NULL; san = san->next)
+      count += san->buf.p != NULL;
+  return count;
+}
+
+/*
+ * Checks the names of crt (a leaf, or a CA below the one nc belongs to) against nc
+ * as OpenSSL 3's NAME_CONSTRAINTS_check does for every certificate below a
+ * constrained CA: the bound above, the subject against directoryName subtrees, and
+ * each subjectAltName entry of the forms below against the subtrees of its form.
+ * rfc822Name and URI entries, and the emailAddress attributes of a subject, are not
+ * checked (OpenSSL checks them against rfc822Name and URI subtrees). 0, or -1 with
+ * the reason in why.
+ */
+static int names_within(const struct proxy_nc *nc, const mbedtls_x509_crt *crt, char *why,
+                        size_t why_size)
+{
+  const mbedtls_x509_sequence *san;
+  struct proxy_nc_names names;
+  unsigned forms = proxy_nc_forms(nc);
+  size_t count = name_count(crt);
+  char name[256];
+
+  if (count > 0 && proxy_nc_count(nc) > NC_CHECK_MAX / count) {
+    snprintf(why, why_size, "the certificate has %zu names and a CA above it %zu "
+             "nameConstraints subtrees: more than the %d comparisons OpenSSL makes",
+             count, proxy_nc_count(nc), NC_CHECK_MAX);
+    return -1;
+  }
+  if (proxy_nc_check_subject(nc, crt->subject_raw.p, crt->subject_raw.len, why,
+                             why_size) != 0)
+    return -1;
+  if ((crt->ext_types & MBEDTLS_X509_EXT_SUBJECT_ALT_NAME) == 0)
+    return 0;
+  for (san = &crt->subject_alt_names; san != NULL; san = san->next) {
+    unsigned form = san->buf.tag & MBEDTLS_ASN1_TAG_VALUE_MASK;
+
+    memset(&names, 0, sizeof(names));
+    /* As mbedTLS matches a name (x509_crt_check_san): by the tag's number alone, so
+     * a dNSName with the constructed bit set is one too. Its parser admits only
+     * context-specific tags. */
+    if (form == PROXY_NC_DNS_NAME) {
+      if ((forms & 1u << PROXY_NC_DNS_NAME) == 0)
+        continue;
+      if (san->buf.len >= sizeof(name) || memchr(san->buf.p, '\0', san->buf.len) != NULL) {
+        snprintf(why, why_size, "a dNSName of the certificate is not a name, and its CA "
+                 "has dNSName nameConstraints");
+        return -1;
+      }
+      memcpy(name, san->buf.p, san->buf.len);
+      name[san->buf.len] = '\0';
+      names.dns = name;
+    } else if (san->buf.tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | PROXY_NC_IP_ADDRESS)) {
+      if ((forms & 1u << PROXY_NC_IP_ADDRESS) == 0)
+        continue;
+      /* OpenSSL refuses one of another length (X509_V_ERR_UNSUPPORTED_NAME_SYNTAX). */
+      if (san->buf.len != 4 && san->buf.len != 16) {
+        snprintf(why, why_size, "an iPAddress of the certificate is %zu bytes, not an "
+                 "IPv4 or IPv6 address, and its CA has iPAddress nameConstraints",
+                 san->buf.len);
+        return -1;
+      }
+      names.ip = san->buf.p;
+      names.ip_len = san->buf.len;
+    } else if (form == PROXY_NC_DIRECTORY_NAME) {
+      /* By the number too: the contents must be a Name whatever the tag says. */
+      if (proxy_nc_check_dirname(nc, san->buf.p, san->buf.len, why, why_size) != 0)
+        return -1;
+      continue;
+    } else {
+      continue;
+    }
+    if (proxy_nc_check(nc, &names, why, why_size) != 0)
+      return -1;
+  }
+  return 0;
+}
+
+/*
+ * Checks every name of the leaf against nc, an issuing CA's nameConstraints
+ * (names_within), and its CN when it has no subjectAltName, since mbedTLS then
+ * matches the CN. 0, or -1 with the reason in why.
  */
 static int leaf_within_constraints(const struct proxy_nc *nc, const mbedtls_x509_crt *leaf,
                                    char *why, size_t why_size)
 {
-  const mbedtls_x509_sequence *san;
   struct proxy_nc_names names;
+  const mbedtls_x509_name *n;
   char name[256], reason[256];
   int ret = -1;
 
-  if (proxy_nc_check_subject(nc, leaf->subject_raw.p, leaf->subject_raw.len, reason,
-                             sizeof(reason)) != 0)
+  if (names_within(nc, leaf, reason, sizeof(reason)) != 0)
     goto out;
   if (leaf->ext_types & MBEDTLS_X509_EXT_SUBJECT_ALT_NAME) {
-    for (san = &leaf->subject_alt_names; san != NULL; san = san->next) {
-      memset(&names, 0, sizeof(names));
-      /* As mbedTLS matches a name (x509_crt_check_san): by the tag's number alone, so
-       * a dNSName with the constructed bit set is one too. Its parser admits only
-       * context-specific tags. */
-      if ((san->buf.tag & MBEDTLS_ASN1_TAG_VALUE_MASK) == MBEDTLS_X509_SAN_DNS_NAME) {
-        if (san->buf.len >= sizeof(name) || memchr(san->buf.p, '\0', san->buf.len) != NULL) {
-          snprintf(reason, sizeof(reason), "a dNSName of the certificate is not a name");
-          goto out;
-        }
-        memcpy(name, san->buf.p, san->buf.len);
-        name[san->buf.len] = '\0';
-        names.dns = name;
-      } else if (san->buf.tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7)) {
-        names.ip = san->buf.p;
-        names.ip_len = san->buf.len;
-      } else {
-        continue;
-      }
-      if (proxy_nc_check(nc, &names, reason, sizeof(reason)) != 0)
-        goto out;
+    ret = 0;
+    goto out;
+  }
+  for (n = &leaf->subject; n != NULL; n = n->next) {
+    if (n->oid.p == NULL || MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &n->oid) != 0)
+      continue;
+    if (n->val.len >= sizeof(name) || memchr(n->val.p, '\0', n->val.len) != NULL) {
+      snprintf(reason, sizeof(reason), "the certificate's CN is not a name");
+      goto out;
     }
-  } else {
-    const mbedtls_x509_name *n;
-
-    for (n = &leaf->subject; n != NULL; n = n->next) {
-      if (n->oid.p == NULL || MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &n->oid) != 0)
-        continue;
-      if (n->val.len >= sizeof(name) || memchr(n->val.p, '\0', n->val.len) != NULL) {
-        snprintf(reason, sizeof(reason), "the certificate's CN is not a name");
-        goto out;
-      }
-      memcpy(name, n->val.p, n->val.len);
-      name[n->val.len] = '\0';
-      memset(&names, 0, sizeof(names));
-      names.dns = name;
-      if (proxy_nc_check(nc, &names, reason, sizeof(reason)) != 0)
-        goto out;
-    }
+    memcpy(name, n->val.p, n->val.len);
+    name[n->val.len] = '\0';
+    memset(&names, 0, sizeof(names));
+    names.dns = name;
+    if (proxy_nc_check(nc, &names, reason, sizeof(reason)) != 0)
+      goto out;
   }
   ret = 0;
 out:
@@ -535,13 +609,11 @@ out:
 }
 
 /*
- * Checks the subject of the CA certificate sub against the directoryName subtrees of
- * nc, the nameConstraints of a CA above it in the chain, as OpenSSL does for every
- * certificate below a constrained CA but a self-issued CA (the caller skips those:
- * RFC 5280 6.1.3 (b), a self-issued certificate in the middle of a path is not bound;
- * its subject is its issuer's). The other names of a CA certificate (its
- * subjectAltName, which CAs rarely carry) are not checked. 0, or -1 with the reason
- * in why.
+ * Checks the names of the CA certificate sub against nc, the nameConstraints of a CA
+ * above it in the chain (names_within), as OpenSSL does for every certificate below a
+ * constrained CA but a self-issued CA (the caller skips those: RFC 5280 6.1.3 (b), a
+ * self-issued certificate in the middle of a path is not bound; its subject is its
+ * issuer's). 0, or -1 with the reason in why.
  */
 static int ca_within_constraints(const struct proxy_nc *nc, const mbedtls_x509_crt *sub,
                                  char *why, size_t why_size)
@@ -549,8 +621,7 @@ static int ca_within_constraints(const struct proxy_nc *nc, const mbedtls_x509_c
   char reason[200]; /* with the prefix below, within chain_scratch.why */
 
   /* why keeps what it says (an extendedKeyUsage refusal) unless this refuses. */
-  if (proxy_nc_check_subject(nc, sub->subject_raw.p, sub->subject_raw.len, reason,
-                             sizeof(reason)) == 0)
+  if (names_within(nc, sub, reason, sizeof(reason)) == 0)
     return 0;
   snprintf(why, why_size, "a CA of the chain: %s", reason);
   return -1;
@@ -568,7 +639,8 @@ static int self_issued(const mbedtls_x509_crt *crt)
  * or client certificates is not audited for TLS servers), and the leaf's names must be
  * within every issuing CA's nameConstraints (mbedTLS refuses a certificate whose
  * constraints are critical, but ignores non-critical ones, which the CA/Browser Forum
- * allows), as must the subjects of the CAs below a CA with directoryName subtrees.
+ * allows), as must the names of the CAs below a constrained CA (their subjects and
+ * subjectAltNames), but a self-issued one's.
  * Runs as the verify callback of the upstream configuration, for the daemon's own
  * connections and for the credential callback's.
  */
@@ -612,7 +684,7 @@ static int chain_verify(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *f
       break;
     }
   }
-  /* The intermediates' subjects, against the CAs above each (every nc[] parsed: the
+  /* The intermediates' names, against the CAs above each (every nc[] parsed: the
    * loop above ran to the end). */
   for (i = 1; i < cs->top && (*flags & MBEDTLS_X509_BADCERT_OTHER) == 0; i++) {
     if (cs->cas[i] == NULL || self_issued(cs->cas[i]))

@@ -1091,6 +1091,45 @@ TEST(subject_undecodable_refused)
   }
 }
 
+/*
+ * A directoryName of a subjectAltName is compared as a subject is, but an empty one
+ * is bound (OpenSSL's nc_dn: no canonical encoding but the empty one begins it), and
+ * the reason names it as a directoryName. The chains are in test_upstream_trust.c.
+ */
+TEST(dirname_san_against_directory_name)
+{
+  struct der base = { .n = 0 }, one = { .n = 0 }, name;
+  struct proxy_nc *nc;
+  char why[256];
+  int excluded;
+
+  atv(&one, ATTR_O, UTF8, "Example", 7);
+  rdn(&base, &one);
+  for (excluded = 0; excluded < 2; excluded++) {
+    nc = dir_nc(&base, excluded);
+    name.n = 0;
+    wrap(&name, TAG_SEQ);
+    ASSERT_EQ(check_subject(nc, &name, why, sizeof(why)), 0);
+    ASSERT_EQ(proxy_nc_check_dirname(nc, name.b, name.n, why, sizeof(why)),
+              excluded ? 0 : -EPERM);
+    if (!excluded)
+      ASSERT_STREQ(why, "the certificate's directoryName the empty name is not within "
+                         "any permitted directoryName subtree (O=Example)");
+    name_of(&name, ATTR_O, PRINTABLE, " EXAMPLE", ATTR_CN, UTF8, "x", 0);
+    ASSERT_EQ(proxy_nc_check_dirname(nc, name.b, name.n, why, sizeof(why)),
+              excluded ? -EPERM : 0);
+    if (excluded)
+      ASSERT_STREQ(why, "the certificate's directoryName O= EXAMPLE, CN=x is within the "
+                         "excluded directoryName subtree O=Example");
+    name_of(&name, ATTR_O, UTF8, "Example", 0);
+    name.b[name.n++] = 0;
+    ASSERT_EQ(proxy_nc_check_dirname(nc, name.b, name.n, why, sizeof(why)), -EILSEQ);
+    ASSERT_STREQ(why, "the certificate's directoryName is not a DER Name, and its CA "
+                      "has directoryName nameConstraints");
+    proxy_nc_free(nc);
+  }
+}
+
 /* A multi-valued RDN is compared attribute against attribute, so its size is bounded:
  * 16 attributes are compared, 17 refused (a server could send 1,600). */
 TEST(subject_rdn_attributes_bounded)

@@ -2,10 +2,10 @@
  * The upstream trust store (tls.c): loading it (the system store, --upstream-ca files
  * and their errors), and the checks its verify callback adds to mbedTLS's for chains
  * an upstream sends: an issuing CA's non-critical nameConstraints against every name
- * the leaf can be matched by (dNSName and iPAddress SANs, the CN of a leaf without
- * subjectAltName) and against the subjects below it (directoryName subtrees). Chains
- * are made with OpenSSL, which also verifies each one: the proxy refuses exactly the
- * chains OpenSSL refuses.
+ * of the leaf (its subject, its dNSName, iPAddress and directoryName SANs, the CN of
+ * a leaf without subjectAltName) and of the CAs below it. Chains are made with
+ * OpenSSL, which also verifies each one: the proxy refuses exactly the chains OpenSSL
+ * refuses.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -63,12 +63,15 @@ static void make_root(void)
  * keyUsage; NAME.cas is it and the CAs between it and the root. */
 static void make_ca(const char *name, const char *issuer, const char *subj, const char *ext)
 {
-  char text[1024], above[256];
+  size_t size = strlen(ext) + 128;
+  char *text = malloc(size), above[256];
   int n;
 
-  n = snprintf(text, sizeof(text),
+  ASSERT_NE(text, NULL);
+  n = snprintf(text, size,
                "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n%s\n", ext);
   test_write_file(test_tmpdir(), "int.ext", text, (size_t)n, 0644);
+  free(text);
   snprintf(above, sizeof(above), "%s.cas", issuer);
   ASSERT_EQ(run("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
                 "-keyout %s.key -subj '%s' -out %s.csr 2>/dev/null "
@@ -553,6 +556,224 @@ TEST(name_constraints_dirname_bind_intermediates)
   check_dn_cases(u, "subself", self, COUNT(self));
   check_dn_cases(u, "subcase", selfcase, COUNT(selfcase));
   proxy_upstream_tls_free(u);
+}
+
+/* ---- subjectAltNames below a constrained CA ----------------------------------- */
+
+/* A leaf NAME.pem with the subject subj and the extension lines ext (a subjectAltName,
+ * sections after it), signed by the CA issuer; NAME.chain is the leaf and issuer.cas. */
+static void make_ext_leaf(const char *issuer, const char *name, const char *subj,
+                          const char *ext)
+{
+  size_t size = strlen(ext) + 128;
+  char *text = malloc(size);
+  int n;
+
+  ASSERT_NE(text, NULL);
+  n = snprintf(text, size,
+               "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+               "extendedKeyUsage=serverAuth\n%s\n", ext);
+  test_write_file(test_tmpdir(), "leaf.ext", text, (size_t)n, 0644);
+  free(text);
+  ASSERT_EQ(run("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+                "-keyout %s.key -subj '%s' -out %s.csr >/dev/null 2>&1 && "
+                "openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -CAcreateserial "
+                "-days 2 -extfile leaf.ext -out %s.pem 2>/dev/null && "
+                "cat %s.pem %s.cas > %s.chain",
+                name, subj, name, name, issuer, issuer, name, name, issuer, name),
+            0);
+}
+
+struct san_case {
+  const char *issuer; /* the CA that signs the leaf: its .cas, the chain above */
+  const char *name;   /* the leaf's file name */
+  const char *ext;    /* the leaf's subjectAltName */
+  int accepted;
+};
+
+#define SAN_HOST "www.allowed.test"
+#define SAN_DNS "subjectAltName=DNS:" SAN_HOST
+
+/* For each case, a leaf O=Example, CN=www.allowed.test for that name: OpenSSL 3,
+ * plain and -x509_strict, accepts the chain exactly when expected, and so does the
+ * proxy. */
+static void check_san_cases(struct proxy_upstream_tls *u, const struct san_case *cases,
+                            size_t count)
+{
+  size_t i;
+  int strict;
+
+  for (i = 0; i < count; i++) {
+    const struct san_case *t = &cases[i];
+    uint32_t flags;
+
+    make_ext_leaf(t->issuer, t->name, "/O=Example/CN=" SAN_HOST, t->ext);
+    for (strict = 0; strict < 2; strict++) {
+      if ((run("openssl verify %s -purpose sslserver -CAfile root.pem -untrusted %s.cas "
+               "-verify_hostname " SAN_HOST " %s.pem > verdict.txt 2>&1",
+               strict ? "-x509_strict" : "", t->issuer, t->name) == 0) != t->accepted) {
+        run("cat verdict.txt >&2");
+        TEST_FAIL_("%s (under %s)%s: OpenSSL does not %s it", t->name, t->issuer,
+                   strict ? " -x509_strict" : "", t->accepted ? "accept" : "reject");
+      }
+    }
+    flags = upstream_verify(u, t->name, SAN_HOST);
+    if (t->accepted ? flags != 0 : flags != MBEDTLS_X509_BADCERT_OTHER)
+      TEST_FAIL_("%s (under %s): flags 0x%x, expected %s", t->name, t->issuer,
+                 (unsigned)flags, t->accepted ? "0" : "BADCERT_OTHER");
+  }
+}
+
+/*
+ * A CA below a constrained one is bound by its constraints in its subjectAltName too,
+ * as OpenSSL binds it: its dNSNames, iPAddresses and directoryNames against the
+ * subtrees of their form of every CA above it, not only its issuer; a self-issued CA
+ * is not bound (its leaf still is). The leaves are within every subtree.
+ */
+TEST(name_constraints_bind_intermediate_sans)
+{
+  static const struct san_case cases[] = {
+    { "dnsout", "l-dnsout", SAN_DNS, 0 },
+    { "dnsin", "l-dnsin", SAN_DNS, 1 },
+    { "dnsexcl", "l-dnsexcl", SAN_DNS, 0 },
+    { "deep", "l-deep", SAN_DNS, 0 },
+    { "ipout", "l-ipout", SAN_DNS, 0 },
+    { "ipin", "l-ipin", SAN_DNS, 1 },
+    { "dirout", "l-dirout", SAN_DNS, 0 },
+    { "dirin", "l-dirin", SAN_DNS, 1 },
+    { "self", "l-self", SAN_DNS, 1 },
+    { "self", "l-selfout", SAN_DNS ",DNS:www.example.com", 0 },
+  };
+  struct proxy_upstream_tls *u;
+
+  make_root();
+  make_ca("dns", "root", "/CN=constrained dns",
+          "nameConstraints=permitted;DNS:allowed.test,excluded;DNS:bad.allowed.test");
+  make_ca("dnsout", "dns", "/CN=sub dnsout", "subjectAltName=DNS:ca.example.com");
+  make_ca("dnsin", "dns", "/CN=sub dnsin", "subjectAltName=DNS:ca.allowed.test");
+  make_ca("dnsexcl", "dns", "/CN=sub dnsexcl", "subjectAltName=DNS:bad.allowed.test");
+  /* Two below the constrained CA, the one between within. */
+  make_ca("mid", "dns", "/CN=sub mid", "subjectAltName=DNS:mid.allowed.test");
+  make_ca("deep", "mid", "/CN=sub deep", "subjectAltName=DNS:ca.example.com");
+  make_ca("ip", "root", "/CN=constrained ip", "nameConstraints=permitted;IP:10.0.0.0/255.0.0.0");
+  make_ca("ipout", "ip", "/CN=sub ipout", "subjectAltName=IP:192.0.2.1");
+  make_ca("ipin", "ip", "/CN=sub ipin", "subjectAltName=IP:10.1.2.3");
+  make_ca("dir", "root", "/CN=constrained dir",
+          "nameConstraints=permitted;dirName:dn_top\n[dn_top]\nO=Example");
+  make_ca("dirout", "dir", "/O=Example/CN=sub dirout",
+          "subjectAltName=dirName:dn_s\n[dn_s]\nO=Other");
+  make_ca("dirin", "dir", "/O=Example/CN=sub dirin",
+          "subjectAltName=dirName:dn_s\n[dn_s]\nO=example\nCN=x");
+  make_ca("self", "dns", "/CN=  Constrained DNS", "subjectAltName=DNS:ca.example.com");
+  u = trust_root();
+  check_san_cases(u, cases, COUNT(cases));
+  proxy_upstream_tls_free(u);
+}
+
+/*
+ * A leaf's directoryNames are bound by directoryName subtrees as its subject is, but
+ * an empty one too (OpenSSL compares canonical encodings: the empty one begins with
+ * no subtree's but an empty one's). Empty: SEQUENCE { [2] "www.allowed.test",
+ * [4] { SEQUENCE {} } } in raw DER.
+ */
+TEST(name_constraints_bind_leaf_dirname_sans)
+{
+#define EMPTY_DIRNAME "subjectAltName=DER:301682107777772E616C6C6F7765642E74657374A4023000"
+  static const struct san_case cases[] = {
+    { "dir", "out", SAN_DNS ",dirName:dn_s\n[dn_s]\nO=Other", 0 },
+    { "dir", "in", SAN_DNS ",dirName:dn_s\n[dn_s]\nO= EXAMPLE\nOU=x", 1 },
+    { "dir", "later", SAN_DNS ",dirName:dn_s\n[dn_s]\nOU=x\nO=Example", 0 },
+    { "dir", "empty", EMPTY_DIRNAME, 0 },
+    { "ex", "exout", SAN_DNS ",dirName:dn_s\n[dn_s]\nO=bad\nOU=x", 0 },
+    { "ex", "exin", SAN_DNS ",dirName:dn_s\n[dn_s]\nO=Good", 1 },
+    { "ex", "exempty", EMPTY_DIRNAME, 1 },
+    /* No directoryName subtree: not bound. */
+    { "dns", "dnsonly", SAN_DNS ",dirName:dn_s\n[dn_s]\nO=Other", 1 },
+  };
+#undef EMPTY_DIRNAME
+  struct proxy_upstream_tls *u;
+
+  make_root();
+  make_ca("dir", "root", "/CN=constrained dir",
+          "nameConstraints=permitted;dirName:dn_top\n[dn_top]\nO=Example");
+  make_ca("ex", "root", "/CN=excluding dir",
+          "nameConstraints=excluded;dirName:dn_top\n[dn_top]\nO=Bad");
+  make_ca("dns", "root", "/CN=constrained dns", "nameConstraints=permitted;DNS:allowed.test");
+  u = trust_root();
+  check_san_cases(u, cases, COUNT(cases));
+  proxy_upstream_tls_free(u);
+}
+
+/*
+ * An iPAddress of neither 4 nor 16 bytes below a CA with iPAddress subtrees: OpenSSL
+ * refuses it (unsupported name syntax), for a leaf and for a CA; below a CA without
+ * them it is not looked at. Raw DER: SEQUENCE { [2] "www.allowed.test",
+ * [7] 01 02 03 04 0a }.
+ */
+TEST(name_constraints_ip_san_of_another_length)
+{
+#define IP5 "subjectAltName=DER:301982107777772E616C6C6F7765642E746573748705010203040A"
+  static const struct san_case cases[] = {
+    { "ip", "ip5", IP5, 0 },
+    { "dns", "dns5", IP5, 1 },
+    { "ca5", "l-ca5", SAN_DNS, 0 },
+  };
+  struct proxy_upstream_tls *u;
+
+  make_root();
+  make_ca("ip", "root", "/CN=constrained ip", "nameConstraints=permitted;IP:10.0.0.0/255.0.0.0");
+  make_ca("dns", "root", "/CN=constrained dns", "nameConstraints=permitted;DNS:allowed.test");
+  make_ca("ca5", "ip", "/CN=sub ca5", IP5);
+#undef IP5
+  u = trust_root();
+  check_san_cases(u, cases, COUNT(cases));
+  proxy_upstream_tls_free(u);
+}
+
+/*
+ * The comparisons are bounded as OpenSSL bounds them: a certificate's names (subject
+ * attributes and subjectAltName entries) times a constraining CA's subtrees may be
+ * 2^20, not more. A CA of 1,024 subtrees (dNSName allowed.test, 1,023 excluded
+ * addresses); leaves of two subject attributes and a dNSName, with 1,021 and with
+ * 1,022 iPAddresses within: 1,025 names is one too many, for a leaf and for a CA.
+ */
+TEST(name_constraints_names_times_subtrees_bounded)
+{
+  static const struct san_case cases[] = {
+    { "many", "fits", NULL, 1 },
+    { "many", "over", NULL, 0 },
+    { "subover", "l-subover", SAN_DNS, 0 },
+  };
+  struct san_case run_cases[COUNT(cases)];
+  size_t size = 64 * 1024, n, i;
+  char *nc = malloc(size), *san_fits = malloc(size), *san_over = malloc(size);
+
+  ASSERT_NE(nc, NULL);
+  ASSERT_NE(san_fits, NULL);
+  ASSERT_NE(san_over, NULL);
+  n = (size_t)snprintf(nc, size, "nameConstraints=permitted;DNS:allowed.test");
+  for (i = 1; i < 1024; i++)
+    n += (size_t)snprintf(nc + n, size - n, ",excluded;IP:192.0.%zu.%zu/255.255.255.255",
+                          i / 256, i % 256);
+  n = (size_t)snprintf(san_fits, size, SAN_DNS);
+  for (i = 1; i <= 1021; i++)
+    n += (size_t)snprintf(san_fits + n, size - n, ",IP:10.0.%zu.%zu", i / 256, i % 256);
+  snprintf(san_over, size, "%s,IP:10.1.0.1", san_fits);
+  memcpy(run_cases, cases, sizeof(cases));
+  run_cases[0].ext = san_fits;
+  run_cases[1].ext = san_over;
+  make_root();
+  make_ca("many", "root", "/CN=many subtrees", nc);
+  make_ca("subover", "many", "/O=Example/CN=sub over", san_over);
+  {
+    struct proxy_upstream_tls *u = trust_root();
+
+    check_san_cases(u, run_cases, COUNT(run_cases));
+    proxy_upstream_tls_free(u);
+  }
+  free(nc);
+  free(san_fits);
+  free(san_over);
 }
 
 /* ---- loading the trust store -------------------------------------------------- */
