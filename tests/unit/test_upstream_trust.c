@@ -655,7 +655,8 @@ TEST(name_constraints_bind_intermediate_sans)
   /* Two below the constrained CA, the one between within. */
   make_ca("mid", "dns", "/CN=sub mid", "subjectAltName=DNS:mid.allowed.test");
   make_ca("deep", "mid", "/CN=sub deep", "subjectAltName=DNS:ca.example.com");
-  make_ca("ip", "root", "/CN=constrained ip", "nameConstraints=permitted;IP:10.0.0.0/255.0.0.0");
+  make_ca("ip", "root", "/CN=constrained ip",
+          "nameConstraints=permitted;IP:10.0.0.0/255.0.0.0");
   make_ca("ipout", "ip", "/CN=sub ipout", "subjectAltName=IP:192.0.2.1");
   make_ca("ipin", "ip", "/CN=sub ipin", "subjectAltName=IP:10.1.2.3");
   make_ca("dir", "root", "/CN=constrained dir",
@@ -698,7 +699,8 @@ TEST(name_constraints_bind_leaf_dirname_sans)
           "nameConstraints=permitted;dirName:dn_top\n[dn_top]\nO=Example");
   make_ca("ex", "root", "/CN=excluding dir",
           "nameConstraints=excluded;dirName:dn_top\n[dn_top]\nO=Bad");
-  make_ca("dns", "root", "/CN=constrained dns", "nameConstraints=permitted;DNS:allowed.test");
+  make_ca("dns", "root", "/CN=constrained dns",
+          "nameConstraints=permitted;DNS:allowed.test");
   u = trust_root();
   check_san_cases(u, cases, COUNT(cases));
   proxy_upstream_tls_free(u);
@@ -721,8 +723,10 @@ TEST(name_constraints_ip_san_of_another_length)
   struct proxy_upstream_tls *u;
 
   make_root();
-  make_ca("ip", "root", "/CN=constrained ip", "nameConstraints=permitted;IP:10.0.0.0/255.0.0.0");
-  make_ca("dns", "root", "/CN=constrained dns", "nameConstraints=permitted;DNS:allowed.test");
+  make_ca("ip", "root", "/CN=constrained ip",
+          "nameConstraints=permitted;IP:10.0.0.0/255.0.0.0");
+  make_ca("dns", "root", "/CN=constrained dns",
+          "nameConstraints=permitted;DNS:allowed.test");
   make_ca("ca5", "ip", "/CN=sub ca5", IP5);
 #undef IP5
   u = trust_root();
