@@ -36,6 +36,8 @@ cmake -S "$top" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAUTHPROXY_WERROR=O
 cmake --build "$dir" -j "$jobs"
 rm -rf "$out"
 mkdir -p "$out/bin/cni"
+# Tests run authproxy as other users too (a jail started by an unprivileged account).
+chmod 1777 "$out"
 
 # mount(2) with a NULL file system type (a bind mount, a remount) is valid; memcheck
 # checks the argument as a string regardless.
