@@ -165,6 +165,8 @@ static int run_one(const struct test_entry *t, unsigned timeout)
     return 1;
   }
   if (pid == 0) {
+    /* Its own process group, so that what it forked can be ended with it below. */
+    setpgid(0, 0);
     signal(SIGPIPE, SIG_IGN);
     alarm(timeout);
     t->fn();
@@ -174,6 +176,10 @@ static int run_one(const struct test_entry *t, unsigned timeout)
   }
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
     ;
+  /* Processes the test forked and left behind (a test that timed out while its
+   * children were writing, or one that failed before it reaped them) would run on,
+   * unbounded, after it: the alarm ends the test, not them. */
+  kill(-pid, SIGKILL);
   clock_gettime(CLOCK_MONOTONIC, &t1);
   ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
   nftw(tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
