@@ -59,7 +59,16 @@ STAGE1 = ["test_rules_config/", "test_rules_match/", "test_rules_decide/",
 # which kill most of its mutants in a fraction of a second.
 FRONT = {"proxy/clienthello.c": ["test_clienthello/"],
          "proxy/dnsmsg.c": ["test_dnsmsg/", "test_dns/"],
-         "proxy/nameconstr.c": ["test_nameconstr/", "test_upstream_trust/"]}
+         "proxy/nameconstr.c": ["test_nameconstr/", "test_upstream_trust/"],
+         "rules/template.c": ["test_rules_secrets/", "test_rules_config/"],
+         "rules/secrets.c": ["test_rules_secrets/", "test_api/"],
+         "proxy/seal.c": ["test_seal/", "test_ca/"],
+         # The answer parser is tested through calls to a local server; the slow
+         # tests of test_callback (timeouts, caching) are left to stage 2.
+         "proxy/callback_answer.c": ["test_callback/failure_modes_",
+                                     "test_callback/success_answer_shapes",
+                                     "test_callback/https",
+                                     "test_callback/audit_and_log_never_hold_values"]}
 # Tests that take a second or more; left out of stage 2 to keep a mutant cheap.
 SLOW = {"test_callback/alternating_outcomes_logged_sparingly",
         "test_callback/slow_call_does_not_block_others",
