@@ -263,10 +263,10 @@ def main():
             rc, log = run(["cmake", "--build", a.build, "--target", "unit-tests",
                            "-j2"], 300)
             by = ""
+            flaky = []
             if rc != 0:
                 status = "build-failed"
             else:
-                flaky = []
                 for suite in stage1 + [stage2]:
                     by = suite if isinstance(suite, str) else "others"
                     rc, log = run([runner] + ([suite] if isinstance(suite, str)
