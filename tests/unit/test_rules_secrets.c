@@ -215,6 +215,9 @@ TEST(control_characters_in_secret)
   resolve_err(s, "Bearer {MID}", "contains a control character", "hunter2");
   resolve_err(s, "Bearer {NUL}", "secret NUL in", "hun");
   resolve_err(s, "{ESC}", "contains a control character", "hun");
+  /* The CRLF hint is for a value that ends with CR, not for every control byte. */
+  resolve_err(s, "Bearer {MID}", "contains a control character", "ends with CRLF");
+  resolve_err(s, "{ESC}", "contains a control character", "ends with CRLF");
   rules_secrets_free(s);
 }
 
