@@ -223,12 +223,19 @@ TEST(control_characters_in_secret)
 
 TEST(empty_secret)
 {
-  struct rules_secrets *s = tmp_store();
+  struct rules_secrets *s = tmp_store(), *api = tmp_store();
+  char want[600];
 
   test_write_file(test_tmpdir(), "EMPTY", "", 0, 0600);
   test_write_file(test_tmpdir(), "NL", "\n", 1, 0600);
   resolve_err(s, "Bearer {EMPTY}", "secret EMPTY in", NULL);
   resolve_err(s, "Bearer {NL}", "is empty", NULL);
+  /* The message says where the secret came from: the directory, or the API. */
+  snprintf(want, sizeof(want), "secret EMPTY in %s is empty", test_tmpdir());
+  resolve_err(s, "{EMPTY}", want, NULL);
+  ASSERT_EQ(rules_secrets_set(api, "EMPTY", "", 0), 0);
+  resolve_err(api, "{EMPTY}", "secret EMPTY (set through the API) is empty", NULL);
+  rules_secrets_free(api);
   rules_secrets_free(s);
 }
 
