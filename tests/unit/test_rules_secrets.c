@@ -288,6 +288,28 @@ TEST(oversized_secret)
 }
 
 /*
+ * A secret exactly as long as a header value may be is injected whole, byte for byte;
+ * one byte longer is refused. (The memo keeps only values that fit in a header value.)
+ */
+TEST(secret_exactly_the_value_limit)
+{
+  struct rules_secrets *s = tmp_store();
+  char *big = malloc(RULES_MAX_VALUE_LEN + 1);
+  size_t i;
+
+  ASSERT_NOT_NULL(big);
+  for (i = 0; i < RULES_MAX_VALUE_LEN + 1; i++)
+    big[i] = (char)('a' + i % 26);
+  test_write_file(test_tmpdir(), "EXACT", big, RULES_MAX_VALUE_LEN, 0600);
+  test_write_file(test_tmpdir(), "OVER", big, RULES_MAX_VALUE_LEN + 1, 0600);
+  ASSERT_EQ(strlen(resolve(s, "{EXACT}")), RULES_MAX_VALUE_LEN);
+  ASSERT_MEMEQ(resolve(s, "{EXACT}"), big, RULES_MAX_VALUE_LEN);
+  resolve_err(s, "{OVER}", "is 8193 bytes after resolving secrets; the limit is 8192", NULL);
+  free(big);
+  rules_secrets_free(s);
+}
+
+/*
  * A regular file whose size says little and whose content is more than a secret may
  * be (a /proc file says 0 bytes; so does a file still being written): the read stops
  * one byte past the limit and refuses it, not the size alone.
