@@ -717,3 +717,48 @@ TEST(secret_read_once_per_config)
   close(ifd);
   rules_secrets_free(s);
 }
+
+/*
+ * As many distinct secrets as a config may name, each named twice and in an order
+ * unlike their sorted one: accepted, and each file read once. (A memo that did not
+ * find a secret it holds would read it again, and count it twice towards the limit.)
+ */
+TEST(distinct_secrets_up_to_the_limit_each_read_once)
+{
+  struct rules_secrets *s = tmp_store();
+  struct rules_request_decision r;
+  struct rules_config *cfg;
+  size_t i, len = 64 * 1024;
+  char *json, *p;
+  int ifd;
+
+  for (i = 0; i < RULES_MAX_CONFIG_SECRETS; i++) {
+    char key[32];
+
+    snprintf(key, sizeof(key), "K%03zu", i);
+    test_write_file(test_tmpdir(), key, "v", 1, 0600);
+  }
+  ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  ASSERT(ifd >= 0);
+  ASSERT(inotify_add_watch(ifd, test_tmpdir(), IN_OPEN) >= 0);
+  json = malloc(len);
+  ASSERT_NOT_NULL(json);
+  /* K255 .. K000, then K000 .. K255: 512 references to 256 secrets. */
+  p = json + sprintf(json, "{\"rules\":[{\"name\":\"r\",\"match_hosts\":[\"x.com\"],"
+                           "\"headers\":[{\"name\":\"X\",\"type\":\"workspace_secret\","
+                           "\"value\":\"");
+  for (i = 0; i < RULES_MAX_CONFIG_SECRETS; i++)
+    p += sprintf(p, "{K%03zu}", RULES_MAX_CONFIG_SECRETS - 1 - i);
+  for (i = 0; i < RULES_MAX_CONFIG_SECRETS; i++)
+    p += sprintf(p, "{K%03zu}", i);
+  sprintf(p, "\"}]}]}");
+  cfg = parse_ok(json, s);
+  ASSERT_EQ(count_opens(ifd), RULES_MAX_CONFIG_SECRETS);
+  req_decide(cfg, "x.com", 443, "GET", "/", &r);
+  ASSERT_EQ(r.nheaders, 1);
+  ASSERT_EQ(r.headers[0].value_len, 2 * RULES_MAX_CONFIG_SECRETS);
+  rules_config_unref(cfg);
+  free(json);
+  close(ifd);
+  rules_secrets_free(s);
+}
