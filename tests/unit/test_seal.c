@@ -4,6 +4,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -296,5 +297,39 @@ TEST(write_atomic_failure_leaves_nothing)
   ASSERT_EQ(proxy_write_file_atomic(path, "x", 1, 0600, 1), -EISDIR);
   ASSERT_EQ(count_entries("state.tmp."), 0);
   ASSERT_EQ(proxy_write_file_atomic(path, "x", 1, 0600, 0), -EISDIR);
+  ASSERT_EQ(count_entries("state"), 1);
+}
+
+/*
+ * A write that fails part way (the file size limit, as a full disk would) is
+ * reported, and leaves the state file as it was and no temporary file. The write
+ * runs in a child, where the limit applies; SIGXFSZ is ignored so write(2) fails
+ * with EFBIG instead of killing it.
+ */
+TEST(write_atomic_error_keeps_the_old_file)
+{
+  struct rlimit small = { 10, 10 };
+  char path[512], big[100], got[16];
+  int status, fd;
+  pid_t pid;
+
+  snprintf(path, sizeof(path), "%s/state", test_tmpdir());
+  ASSERT_EQ(proxy_write_file_atomic(path, "old", 3, 0600, 1), 0);
+  memset(big, 'n', sizeof(big));
+  pid = fork();
+  ASSERT_NE(pid, -1);
+  if (pid == 0) {
+    signal(SIGXFSZ, SIG_IGN);
+    setrlimit(RLIMIT_FSIZE, &small);
+    _exit(proxy_write_file_atomic(path, big, sizeof(big), 0600, 1) == -EFBIG ? 0 : 1);
+  }
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  fd = open(path, O_RDONLY);
+  ASSERT(fd >= 0);
+  ASSERT_EQ(read(fd, got, sizeof(got)), 3);
+  close(fd);
+  ASSERT_MEMEQ(got, "old", 3);
   ASSERT_EQ(count_entries("state"), 1);
 }
