@@ -371,3 +371,45 @@ TEST(durable_writes_leave_no_descriptor_open)
   ASSERT_EQ(proxy_seal_key_load(path, key, err, sizeof(err)), 0);
   ASSERT_EQ(count_fds(), before);
 }
+
+/*
+ * Writing the new key fails part way (the file size limit, as a full disk would): the
+ * error is returned and named, and neither the key file nor its temporary file is
+ * left. Run in a child, where the limit applies; the result comes back over a pipe.
+ */
+TEST(key_write_failure_reported)
+{
+  struct rlimit small = { 10, 10 };
+  char path[512], err[512];
+  int fds[2], status, r;
+  pid_t pid;
+
+  key_path(path, sizeof(path));
+  ASSERT_EQ(pipe(fds), 0);
+  pid = fork();
+  ASSERT_NE(pid, -1);
+  if (pid == 0) {
+    unsigned char key[PROXY_SEAL_KEY_LEN];
+
+    signal(SIGXFSZ, SIG_IGN);
+    setrlimit(RLIMIT_FSIZE, &small);
+    err[0] = '\0';
+    r = proxy_seal_key_load(path, key, err, sizeof(err));
+    _exit(write(fds[1], &r, sizeof(r)) == sizeof(r) &&
+                  write(fds[1], err, sizeof(err)) == sizeof(err)
+              ? 0
+              : 1);
+  }
+  close(fds[1]);
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  ASSERT_EQ(read(fds[0], &r, sizeof(r)), (ssize_t)sizeof(r));
+  ASSERT_EQ(read(fds[0], err, sizeof(err)), (ssize_t)sizeof(err));
+  close(fds[0]);
+  ASSERT_EQ(r, -EFBIG);
+  ASSERT_CONTAINS(err, "cannot create state key ");
+  ASSERT_CONTAINS(err, path);
+  ASSERT_EQ(file_size(path), -ENOENT);
+  ASSERT_EQ(count_entries("key"), 0);
+}
