@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -412,4 +413,49 @@ TEST(key_write_failure_reported)
   ASSERT_CONTAINS(err, path);
   ASSERT_EQ(file_size(path), -ENOENT);
   ASSERT_EQ(count_entries("key"), 0);
+}
+
+/* A path of exactly len bytes under the test directory, through directories that do
+ * not exist (so nothing can be created at it). */
+static void long_path(char *buf, size_t size, size_t len)
+{
+  size_t n = (size_t)snprintf(buf, size, "%s", test_tmpdir());
+
+  ASSERT_LT(len, size);
+  while (n + 3 < len - 100) {
+    memcpy(buf + n, "/dd", 3);
+    n += 3;
+  }
+  buf[n++] = '/';
+  while (n < len)
+    buf[n++] = 'k';
+  buf[n] = '\0';
+  ASSERT_EQ(strlen(buf), len);
+}
+
+/*
+ * The temporary file's name is the path and a suffix: a path too long for the suffix
+ * to fit in PATH_MAX is refused as too long, to the byte, rather than cut short
+ * (".tmp.XXXXXX" one X short is no template; ".tmp.PID" one digit short is another
+ * process's name).
+ */
+TEST(temporary_names_too_long_refused)
+{
+  unsigned char key[PROXY_SEAL_KEY_LEN];
+  char path[PATH_MAX + 16], err[PATH_MAX + 256], pid[32];
+  size_t suffix;
+
+  /* "PATH.tmp.XXXXXX" and its NUL are PATH_MAX + 1 bytes: too long. */
+  long_path(path, sizeof(path), PATH_MAX - strlen(".tmp.XXXXXX"));
+  ASSERT_EQ(proxy_seal_key_load(path, key, err, sizeof(err)), -ENAMETOOLONG);
+  ASSERT_CONTAINS(err, "is too long");
+  /* One byte shorter fits; the missing directories are the error then. */
+  long_path(path, sizeof(path), PATH_MAX - strlen(".tmp.XXXXXX") - 1);
+  ASSERT_EQ(proxy_seal_key_load(path, key, err, sizeof(err)), -ENOENT);
+
+  suffix = (size_t)snprintf(pid, sizeof(pid), ".tmp.%ld", (long)getpid());
+  long_path(path, sizeof(path), PATH_MAX - suffix);
+  ASSERT_EQ(proxy_write_file_atomic(path, "x", 1, 0600, 0), -ENAMETOOLONG);
+  long_path(path, sizeof(path), PATH_MAX - suffix - 1);
+  ASSERT_EQ(proxy_write_file_atomic(path, "x", 1, 0600, 0), -ENOENT);
 }
