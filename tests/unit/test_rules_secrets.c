@@ -3,6 +3,7 @@
  * trimming, escapes, and every way resolution fails (always naming the key, never
  * printing the value).
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
@@ -760,5 +761,51 @@ TEST(distinct_secrets_up_to_the_limit_each_read_once)
   rules_config_unref(cfg);
   free(json);
   close(ifd);
+  rules_secrets_free(s);
+}
+
+/* Descriptors this process has open. */
+static int count_fds(void)
+{
+  struct dirent *e;
+  DIR *dir = opendir("/proc/self/fd");
+  int n = 0;
+
+  ASSERT_NOT_NULL(dir);
+  while ((e = readdir(dir)) != NULL)
+    if (e->d_name[0] != '.')
+      n++;
+  closedir(dir);
+  return n;
+}
+
+/* Reading a secret file closes what it opened, whether the read succeeds or the file
+ * is refused: the daemon reads them on every config push. */
+TEST(secret_reads_leave_no_descriptor_open)
+{
+  struct rules_secrets *s = tmp_store();
+  static const char *const keys[] = { "OK", "MISSING", "DIR", "BIG", "OPEN" };
+  char *big = malloc(RULES_MAX_SECRET_LEN + 1), *v = NULL, dir[512];
+  size_t len = 0, i;
+  int before;
+
+  ASSERT_NOT_NULL(big);
+  memset(big, 'a', RULES_MAX_SECRET_LEN + 1);
+  test_write_file(test_tmpdir(), "OK", "v\n", 2, 0600);
+  test_write_file(test_tmpdir(), "BIG", big, RULES_MAX_SECRET_LEN + 1, 0600);
+  test_write_file(test_tmpdir(), "OPEN", "v", 1, 0602);
+  snprintf(dir, sizeof(dir), "%s/DIR", test_tmpdir());
+  ASSERT_EQ(mkdir(dir, 0700), 0);
+  before = count_fds();
+  for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+    int r = rules_secrets_get(s, keys[i], &v, &len);
+
+    ASSERT_EQ(r, i == 0 ? 0 : i == 1 ? -ENOENT : i == 2 ? -EINVAL : i == 3 ? -EFBIG : -EPERM);
+    rules_secret_free(v, len);
+    v = NULL;
+    if (count_fds() != before)
+      TEST_FAIL_("reading %s left %d descriptors open", keys[i], count_fds() - before);
+  }
+  free(big);
   rules_secrets_free(s);
 }
