@@ -809,3 +809,36 @@ TEST(secret_reads_leave_no_descriptor_open)
   free(big);
   rules_secrets_free(s);
 }
+
+/* Appends key and a comma to the list in arg (a char[256]). */
+static void list_cb(const char *key, void *arg)
+{
+  char *out = arg;
+  size_t n = strlen(out);
+
+  snprintf(out + n, 256 - n, "%s,", key);
+}
+
+/* Unsetting the first of as many values as the table has room for (8 before it first
+ * grows) keeps the others, in order. */
+TEST(unset_from_a_full_table)
+{
+  struct rules_secrets *s = rules_secrets_new(NULL);
+  char key[8], list[256] = "", *v = NULL;
+  size_t len = 0;
+  int i;
+
+  ASSERT_NOT_NULL(s);
+  for (i = 0; i < 8; i++) {
+    snprintf(key, sizeof(key), "K%d", i);
+    ASSERT_EQ(rules_secrets_set(s, key, key, strlen(key)), 0);
+  }
+  ASSERT_EQ(rules_secrets_unset(s, "K0"), 0);
+  ASSERT_EQ(rules_secrets_unset(s, "K0"), -ENOENT);
+  rules_secrets_list(s, list_cb, list);
+  ASSERT_STREQ(list, "K1,K2,K3,K4,K5,K6,K7,");
+  ASSERT_EQ(rules_secrets_get(s, "K7", &v, &len), 0);
+  ASSERT_STREQ(v, "K7");
+  rules_secret_free(v, len);
+  rules_secrets_free(s);
+}
