@@ -63,9 +63,10 @@ FRONT = {"proxy/clienthello.c": ["test_clienthello/"],
          "rules/template.c": ["test_rules_secrets/", "test_rules_config/"],
          "rules/secrets.c": ["test_rules_secrets/", "test_api/"],
          "proxy/seal.c": ["test_seal/", "test_ca/"],
-         # The answer parser is tested through calls to a local server; the slow
-         # tests of test_callback (timeouts, caching) are left to stage 2.
-         "proxy/callback_answer.c": ["test_callback/failure_modes_",
+         # The answer parser on its own, then through calls to a local server; the
+         # slow tests of test_callback (timeouts, caching) are left to stage 2.
+         "proxy/callback_answer.c": ["test_callback_answer/",
+                                     "test_callback/failure_modes_",
                                      "test_callback/success_answer_shapes",
                                      "test_callback/https",
                                      "test_callback/audit_and_log_never_hold_values"]}
