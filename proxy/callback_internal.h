@@ -1,7 +1,9 @@
 /*
  * Shared by proxy/callback.c (the cache, single flight, accounting) and
  * proxy/callback_client.c (one HTTP request to the callback and the checks on its
- * answer). Nothing outside these two files includes it.
+ * answer), with the answer's parser in proxy/callback_answer.c. Nothing else includes
+ * it but that parser's tests (tests/fuzz/fuzz_callback_answer.c,
+ * tests/unit/test_callback_answer.c).
  */
 #ifndef AUTHPROXY_CALLBACK_INTERNAL_H
 #define AUTHPROXY_CALLBACK_INTERNAL_H
