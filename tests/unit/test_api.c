@@ -35,6 +35,9 @@ static void daemon_teardown(struct daemon *d)
 {
   ASSERT_NULL(d->configs);
   ASSERT_NULL(d->sandboxes);
+  /* The sandbox indexes outlive the last sandbox (daemon_run frees them at exit). */
+  free(d->index);
+  free(d->nsindex);
   rules_secrets_free(d->secrets);
 }
 
