@@ -562,8 +562,10 @@ static void config_route(struct daemon *d, const char *name,
       cJSON_AddStringToObject(out, "status", "stored");
       /* Secrets its templates name that exist nowhere yet: an attach with this config
        * fails until they are pushed. */
-      cJSON_AddItemToObject(out, "unresolved_secrets", missing);
-      missing = NULL;
+      /* Handed over only if it was added: out is NULL, or the addition failed, when
+       * an allocation failed, and missing is deleted below. */
+      if (cJSON_AddItemToObject(out, "unresolved_secrets", missing))
+        missing = NULL;
       json_resp(resp, 200, out);
     }
     cJSON_Delete(missing);

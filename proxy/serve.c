@@ -1420,8 +1420,15 @@ static void template_keys(const char *tmpl, cJSON *keys, size_t *n)
     if (j < len && tmpl[j] == '}' && j - i - 1 > 0 && j - i - 1 < sizeof(key)) {
       memcpy(key, tmpl + i + 1, j - i - 1);
       key[j - i - 1] = '\0';
-      if (!array_has(keys, key) && cJSON_AddItemToArray(keys, cJSON_CreateString(key)))
-        (*n)++;
+      if (!array_has(keys, key)) {
+        cJSON *k = cJSON_CreateString(key);
+
+        /* Not added when an allocation failed (keys may be NULL): deleted here. */
+        if (cJSON_AddItemToArray(keys, k))
+          (*n)++;
+        else
+          cJSON_Delete(k);
+      }
       i = j + 1;
     } else {
       i++;
@@ -1459,7 +1466,11 @@ static int secret_key_ok(const char *k)
 
 static void pushed_name(const char *key, void *arg)
 {
-  cJSON_AddItemToArray(arg, cJSON_CreateString(key));
+  cJSON *k = cJSON_CreateString(key);
+
+  /* Not added when an allocation failed (arg may be NULL): deleted here. */
+  if (!cJSON_AddItemToArray(arg, k))
+    cJSON_Delete(k);
 }
 
 /*
