@@ -105,7 +105,7 @@ TEST(brace_escapes)
 TEST(invalid_keys_cannot_escape)
 {
   struct rules_secrets *s = tmp_store();
-  char *v = NULL;
+  char *v = NULL, tmpl[302];
   size_t len = 0;
 
   /* A file outside the directory that a traversal would reach. */
@@ -116,6 +116,12 @@ TEST(invalid_keys_cannot_escape)
   resolve_err(s, "{..x}", "not a valid secret key", "leak");
   resolve_err(s, "{a/b}", "not a valid secret key", NULL);
   resolve_err(s, "{a b}", "not a valid secret key", NULL);
+  /* Longer than a key may be (255 bytes) and than the buffer it is quoted from. */
+  memset(tmpl, 'k', sizeof(tmpl));
+  tmpl[0] = '{';
+  tmpl[300] = '}';
+  tmpl[301] = '\0';
+  resolve_err(s, tmpl, "is not a valid secret key", NULL);
   ASSERT_EQ(rules_secrets_get(s, "../etc", &v, &len), -EINVAL);
   ASSERT_EQ(rules_secrets_get(s, "..x", &v, &len), -EINVAL);
   ASSERT_EQ(rules_secrets_get(s, "", &v, &len), -EINVAL);
