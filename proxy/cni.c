@@ -58,6 +58,21 @@ static const char *env(const char *name)
   return getenv(name);
 }
 
+/* Writes s (at most max bytes) as a JSON string of printable ASCII, any other byte as
+ * '?', with no allocation. */
+static void put_ascii_json(const char *s, size_t max)
+{
+  size_t i;
+
+  putchar('"');
+  for (i = 0; i < max && s[i] != '\0'; i++) {
+    unsigned char c = (unsigned char)s[i];
+
+    putchar(c >= 0x20 && c < 0x7f && c != '"' && c != '\\' ? c : '?');
+  }
+  putchar('"');
+}
+
 /* Prints the error document on stdout and a line on stderr; returns the exit status. */
 static int emit_error(const struct proxy_cni_error *e)
 {
@@ -67,6 +82,17 @@ static int emit_error(const struct proxy_cni_error *e)
   if (doc != NULL) {
     printf("%s\n", doc);
     free(doc);
+  } else {
+    /* Out of memory building it: the same document written without allocating (its
+     * text as ASCII), rather than an empty standard output the runtime cannot
+     * decode. stderr has the text as it is. */
+    fputs("{\"cniVersion\":", stdout);
+    put_ascii_json(version, sizeof(e->version));
+    printf(",\"code\":%d,\"msg\":", e->code);
+    put_ascii_json(e->msg, sizeof(e->msg));
+    fputs(",\"details\":", stdout);
+    put_ascii_json(e->details, sizeof(e->details));
+    fputs("}\n", stdout);
   }
   fprintf(stderr, "authproxy-cni: error %d: %s: %s\n", e->code, e->msg, e->details);
   return 1;
@@ -128,6 +154,8 @@ static int config_text(const struct proxy_cni_conf *c, char **text, struct proxy
   if (c->proxy_config_file == NULL)
     return 0;
   r = proxy_read_file(c->proxy_config_file, PROXY_CONTROL_MAX_BODY, text, &len);
+  if (r == -ENOMEM)
+    return proxy_cni_fail(e, PROXY_CNI_ERR_IO, "out of memory", "out of memory");
   if (r != 0)
     return proxy_cni_fail(e, PROXY_CNI_ERR_CONFIG, "cannot read proxy_config_file",
                           "%s: %s", c->proxy_config_file,
@@ -135,9 +163,13 @@ static int config_text(const struct proxy_cni_conf *c, char **text, struct proxy
   rules_diag_init(&diag);
   r = rules_json_parse(*text, len, &tree, &diag);
   if (r != 0 || !cJSON_IsObject(tree)) {
-    proxy_cni_fail(e, PROXY_CNI_ERR_CONFIG, "invalid proxy_config_file", "%s: %s",
-                   c->proxy_config_file,
-                   rules_json_error(r, &diag, "must hold a JSON object (a proxy_config)"));
+    /* Out of memory is the plugin's failure, which a runtime retries, not the file's. */
+    if (r == -ENOMEM)
+      proxy_cni_fail(e, PROXY_CNI_ERR_IO, "out of memory", "out of memory");
+    else
+      proxy_cni_fail(e, PROXY_CNI_ERR_CONFIG, "invalid proxy_config_file", "%s: %s",
+                     c->proxy_config_file,
+                     rules_json_error(r, &diag, "must hold a JSON object (a proxy_config)"));
     explicit_bzero(*text, len);
     free(*text);
     *text = NULL;
@@ -288,6 +320,8 @@ static int cni_version(const char *in, size_t len, struct proxy_cni_error *e)
 
   if (len > 0) {
     r = rules_json_parse(in, len, &root, NULL);
+    if (r == -ENOMEM)
+      return proxy_cni_fail(e, PROXY_CNI_ERR_IO, "out of memory", "out of memory");
     if (r != 0)
       return proxy_cni_fail(e, PROXY_CNI_ERR_DECODE, "cannot decode the VERSION input",
                             "standard input must be {\"cniVersion\": ...}");

@@ -267,19 +267,25 @@ char *proxy_cni_error_json(const char *version, const struct proxy_cni_error *e)
 
 char *proxy_cni_version_json(const char *version)
 {
-  cJSON *o = cJSON_CreateObject(), *arr;
-  char *text;
+  struct strbuf b;
   size_t i;
 
-  if (o == NULL)
-    return NULL;
-  cJSON_AddStringToObject(o, "cniVersion", version ? version : "1.0.0");
-  arr = cJSON_AddArrayToObject(o, "supportedVersions");
-  for (i = 0; arr != NULL && versions[i] != NULL; i++)
-    cJSON_AddItemToArray(arr, cJSON_CreateString(versions[i]));
-  text = cJSON_PrintUnformatted(o);
-  cJSON_Delete(o);
-  return text;
+  if (version == NULL)
+    version = "1.0.0";
+  /* The project's writer, whose out of memory is all or nothing: cJSON left out a
+   * member or a version it could not allocate and printed the rest, and a runtime
+   * read a shorter list of supported versions. */
+  strbuf_init(&b);
+  strbuf_adds(&b, "{\"cniVersion\":");
+  strbuf_add_json_str(&b, version, strlen(version));
+  strbuf_adds(&b, ",\"supportedVersions\":[");
+  for (i = 0; versions[i] != NULL; i++) {
+    if (i > 0)
+      strbuf_adds(&b, ",");
+    strbuf_add_json_str(&b, versions[i], strlen(versions[i]));
+  }
+  strbuf_adds(&b, "]}");
+  return strbuf_take(&b); /* NULL when out of memory */
 }
 
 /* A Linux interface name as the spec puts it: 1-15 bytes, not . or .., no / : or
