@@ -114,9 +114,14 @@ int proxy_oci_parse_state(const char *json, size_t len, int need_pid,
   memset(st, 0, sizeof(*st));
   rules_diag_init(&diag);
   r = rules_json_parse(json, len, &st->root, &diag);
+  if (r == -ENOMEM) {
+    snprintf(err, errsz, "cannot read the container state: out of memory");
+    rules_diag_free(&diag);
+    return r;
+  }
   if (r != 0) {
     snprintf(err, errsz, "the container state on standard input is not JSON: %s",
-             diag.count ? diag.entries[0].message : "out of memory");
+             diag.count ? diag.entries[0].message : "malformed");
     rules_diag_free(&diag);
     return r == -ENOMEM ? r : -EINVAL;
   }
@@ -372,7 +377,7 @@ int proxy_cmd_oci_hook(int argc, char **argv)
   const char *sock = PROXY_API_DEFAULT_CONTROL, *config_dir = PROXY_OCI_DEFAULT_CONFIG_DIR;
   char name[PROXY_API_NAME_SIZE], err[1024], *in = NULL;
   struct proxy_oci_state st;
-  int c, poststop = 0, ret = 1;
+  int c, poststop = 0, ret = 1, r;
   size_t len;
 
   optind = 1;
@@ -399,9 +404,10 @@ int proxy_cmd_oci_hook(int argc, char **argv)
     usage(stderr);
     return 2;
   }
-  if (proxy_read_file("-", MAX_STATE, &in, &len) != 0) {
-    hook_error("cannot read the container state from standard "
-                    "input (at most 1 MiB)\n");
+  r = proxy_read_file("-", MAX_STATE, &in, &len);
+  if (r != 0) {
+    hook_error("cannot read the container state from standard input: %s\n",
+               r == -EFBIG ? "larger than 1 MiB" : strerror(-r));
     return 1;
   }
   if (proxy_oci_parse_state(in, len, !poststop, &st, err, sizeof(err)) != 0) {
