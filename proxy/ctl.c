@@ -63,6 +63,17 @@ static int call(const char *sock, const char *method, const char *path, const ch
   return r;
 }
 
+/* call() with a request body built in b, which may have run out of memory. */
+static int call_with(const char *sock, const char *method, const char *path, const char *what,
+                     const struct strbuf *b, struct proxy_api_answer *a)
+{
+  if (b->oom) {
+    fprintf(stderr, "authproxy ctl: %s: out of memory\n", what);
+    return -ENOMEM;
+  }
+  return call(sock, method, path, b->data, b->len, a);
+}
+
 /* Prints an API error and returns 1. */
 static int report(const char *what, const struct proxy_api_answer *a)
 {
@@ -255,7 +266,7 @@ static int cmd_with_config(const char *sock, const char *cmd, int argc, char **a
   snprintf(what, sizeof(what), "%s %s", cmd, name);
   method = attach || store ? "PUT" : "PATCH";
   ret = 1;
-  if (!body.oom && call(sock, method, path, body.data, body.len, &a) == 0) {
+  if (call_with(sock, method, path, what, &body, &a) == 0) {
     if (a.status >= 400)
       ret = report(what, &a);
     else
@@ -308,7 +319,7 @@ static int cmd_secret_set(const char *sock, int argc, char **argv)
   strbuf_add(&body, "}", 1);
   snprintf(path, sizeof(path), "/v1/secrets/%s", keyname);
   snprintf(what, sizeof(what), "secret-set %s", keyname);
-  if (!body.oom && call(sock, "PUT", path, body.data, body.len, &a) == 0) {
+  if (call_with(sock, "PUT", path, what, &body, &a) == 0) {
     ret = a.status >= 400 ? report(what, &a) : 0;
     proxy_api_answer_free(&a);
   }
