@@ -79,6 +79,34 @@ assert_eq() { [ "$1" = "$2" ] || fail "${3:-values differ}: expected '$2', got '
 assert_contains() { case "$1" in *"$2"*) ;; *) fail "${3:-missing text}: '$2' not in: $1" ;; esac; }
 assert_not_contains() { case "$1" in *"$2"*) fail "${3:-unexpected text}: '$2' found in: $1" ;; *) ;; esac; }
 
+# The allocation-failure shim (tests/tools/failmalloc.c); the sanitizer build has none.
+FAILMALLOC=$BUILD/tests/libfailmalloc.so
+
+# sweep_allocations EXE STDIN CHECK CMD...: runs CMD (standard input from the file
+# STDIN) once for each allocation the program named EXE makes in it, that allocation
+# failing, until a run makes no allocation past the failing one. After each run,
+# CHECK N runs with the status in RC, standard output in OUT and error in ERR. Sets
+# SWEPT to the allocations swept. Needs $FAILMALLOC.
+sweep_allocations() {
+  local exe=$1 in=$2 check=$3 n
+  shift 3
+  for ((n = 1; n <= 500; n++)); do
+    : > "$T/sweep.log"
+    set +e
+    FAILMALLOC_EXE=$exe FAILMALLOC_NTH=$n FAILMALLOC_LOG="$T/sweep.log" \
+      LD_PRELOAD="$FAILMALLOC" timeout 20 "$@" < "$in" > "$T/sweep.out" 2> "$T/sweep.err"
+    RC=$?
+    set -e
+    grep -q "allocation #$n of" "$T/sweep.log" || break
+    OUT=$(cat "$T/sweep.out")
+    ERR=$(cat "$T/sweep.err")
+    "$check" "$n"
+  done
+  [ "$n" -gt 1 ] && [ "$n" -le 500 ] ||
+    fail "$*: the allocation sweep ended at $n: $(cat "$T/sweep.log")"
+  SWEPT=$((n - 1))
+}
+
 # A network namespace that is deleted on exit; name carries the test's pid.
 make_netns() {
   local ns="ap-$1-$$"
