@@ -98,27 +98,44 @@ static int report(const char *what, const struct proxy_api_answer *a)
   return 1;
 }
 
-/* Prints a JSON answer (pretty), or the field `field` of it as raw text. */
+/*
+ * Prints a JSON answer (pretty; an answer that is not JSON, a PEM or metrics, as it
+ * is), or the field `field` of it as raw text. Its status is the command's: what it
+ * prints is the result (`ctl attach ... > ca.pem`), so a field it cannot print is a
+ * failure, said. Out of memory pretty-printing, the answer goes out as it came.
+ */
 static int print_answer(const struct proxy_api_answer *a, const char *field)
 {
+  unsigned long failures = rules_json_alloc_failures();
   cJSON *root = cJSON_Parse(a->body);
   const cJSON *f;
   char *text;
+  int ret;
 
+  if (root == NULL && field != NULL) {
+    fprintf(stderr, "authproxy ctl: cannot read %s from the answer: %s\n", field,
+            rules_json_alloc_failures() != failures ? "out of memory" : "not JSON");
+    return 1;
+  }
   if (root == NULL) {
     fputs(a->body, stdout);
     return 0;
   }
   if (field != NULL) {
     f = cJSON_GetObjectItemCaseSensitive(root, field);
-    if (cJSON_IsString(f))
+    ret = cJSON_IsString(f) ? 0 : 1;
+    if (ret == 0)
       fputs(f->valuestring, stdout);
+    else
+      fprintf(stderr, "authproxy ctl: the answer has no %s\n", field);
     cJSON_Delete(root);
-    return 0;
+    return ret;
   }
   text = cJSON_Print(root);
   if (text != NULL)
     printf("%s\n", text);
+  else
+    printf("%s\n", a->body);
   free(text);
   cJSON_Delete(root);
   return 0;
