@@ -498,7 +498,8 @@ static size_t name_count(const mbedtls_x509_crt *crt)
  * Checks the names of crt (a leaf, or a CA below the one nc belongs to) against nc
  * as OpenSSL 3's NAME_CONSTRAINTS_check does for every certificate below a
  * constrained CA: the bound above, the subject against directoryName subtrees, and
- * each subjectAltName entry of the forms below against the subtrees of its form.
+ * each subjectAltName entry of the forms below against the subtrees of its form (a
+ * dNSName or iPAddress encoded constructed, not at all).
  * rfc822Name and URI entries, and the emailAddress attributes of a subject, are not
  * checked (OpenSSL checks them against rfc822Name and URI subtrees). 0, or -1 with
  * the reason in why.
@@ -530,6 +531,17 @@ static int names_within(const struct proxy_nc *nc, const mbedtls_x509_crt *crt, 
     /* As mbedTLS matches a name (x509_crt_check_san): by the tag's number alone, so
      * a dNSName with the constructed bit set is one too. Its parser admits only
      * context-specific tags. */
+    if ((form == PROXY_NC_DNS_NAME || form == PROXY_NC_IP_ADDRESS) &&
+        (forms & 1u << form) != 0 && (san->buf.tag & MBEDTLS_ASN1_CONSTRUCTED) != 0) {
+      /* BER, which RFC 5280 does not allow: OpenSSL reads the name from the string
+       * segments inside and holds that to the subtrees, mbedTLS takes the bytes as
+       * they are, and one reading within says nothing of the other. */
+      snprintf(why, why_size, "a%s of the certificate is encoded constructed (BER, not "
+               "DER), and its CA has %s nameConstraints",
+               form == PROXY_NC_DNS_NAME ? " dNSName" : "n iPAddress",
+               proxy_nc_form_name((enum proxy_nc_form)form));
+      return -1;
+    }
     if (form == PROXY_NC_DNS_NAME) {
       if ((forms & 1u << PROXY_NC_DNS_NAME) == 0)
         continue;
@@ -541,7 +553,7 @@ static int names_within(const struct proxy_nc *nc, const mbedtls_x509_crt *crt, 
       memcpy(name, san->buf.p, san->buf.len);
       name[san->buf.len] = '\0';
       names.dns = name;
-    } else if (san->buf.tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | PROXY_NC_IP_ADDRESS)) {
+    } else if (form == PROXY_NC_IP_ADDRESS) {
       if ((forms & 1u << PROXY_NC_IP_ADDRESS) == 0)
         continue;
       /* OpenSSL refuses one of another length (X509_V_ERR_UNSUPPORTED_NAME_SYNTAX). */

@@ -735,6 +735,72 @@ TEST(name_constraints_ip_san_of_another_length)
 }
 
 /*
+ * A dNSName or iPAddress encoded constructed (BER; RFC 5280 certificates are DER) below
+ * a CA with subtrees of its form: OpenSSL reads the name from the string segments
+ * inside and holds that to the subtrees, mbedTLS reads the bytes as they are, so
+ * neither reading can be checked alone. Refused, for a leaf and for a CA, which is
+ * what OpenSSL says where the name it reads is outside (the cases it accepts, a name
+ * within, are refused too: there is no OpenSSL premise for those). Below a CA without
+ * subtrees of the form, such a name is not looked at, as OpenSSL does not look at it.
+ * Raw DER: [7] constructed { OCTET STRING 01 02 03 04 } (1.2.3.4) or { 0a 01 02 03 }
+ * (10.1.2.3), [2] constructed { IA5String "bad.allowed.test" } or "ca.allowed.test",
+ * each with [2] "www.allowed.test" for a leaf.
+ */
+TEST(name_constraints_constructed_strings_refused)
+{
+#define CONS_IP_OUT "A706040401020304"
+#define CONS_IP_IN "A70604040A010203"
+#define LEAF_DNS "82107777772E616C6C6F7765642E74657374"
+  static const struct san_case cases[] = {
+    { "ip", "ipout", "subjectAltName=DER:301A" CONS_IP_OUT LEAF_DNS, 0 },
+    { "ipcaout", "l-ipcaout", SAN_DNS, 0 },
+    { "dnscaexcl", "l-dnscaexcl", SAN_DNS, 0 },
+    { "dns", "ipnotlooked", "subjectAltName=DER:301A" CONS_IP_OUT LEAF_DNS, 1 },
+  };
+  /* OpenSSL accepts these; the proxy refuses them. */
+  static const char *const refused[][2] = {
+    { "ip", "ipin" },
+    { "ipcain", "l-ipcain" },
+    { "dnscain", "l-dnscain" },
+  };
+  struct proxy_upstream_tls *u;
+  size_t i;
+
+  make_root();
+  make_ca("ip", "root", "/CN=constrained ip", "nameConstraints=permitted;IP:10.0.0.0/255.0.0.0");
+  make_ca("dns", "root", "/CN=constrained dns",
+          "nameConstraints=permitted;DNS:allowed.test,excluded;DNS:bad.allowed.test");
+  make_ca("ipcaout", "ip", "/CN=sub ipcaout", "subjectAltName=DER:3008" CONS_IP_OUT);
+  make_ca("ipcain", "ip", "/CN=sub ipcain", "subjectAltName=DER:3008" CONS_IP_IN);
+  make_ca("dnscaexcl", "dns", "/CN=sub dnscaexcl",
+          "subjectAltName=DER:3014A21216106261642E616C6C6F7765642E74657374");
+  make_ca("dnscain", "dns", "/CN=sub dnscain",
+          "subjectAltName=DER:3013A211160F63612E616C6C6F7765642E74657374");
+  u = trust_root();
+  check_san_cases(u, cases, COUNT(cases));
+  make_ext_leaf("ip", "ipin", "/O=Example/CN=" SAN_HOST,
+                "subjectAltName=DER:301A" CONS_IP_IN LEAF_DNS);
+  make_ext_leaf("ipcain", "l-ipcain", "/O=Example/CN=" SAN_HOST, SAN_DNS);
+  make_ext_leaf("dnscain", "l-dnscain", "/O=Example/CN=" SAN_HOST, SAN_DNS);
+  for (i = 0; i < COUNT(refused); i++) {
+    uint32_t flags;
+
+    ASSERT_EQ(run("openssl verify -x509_strict -purpose sslserver -CAfile root.pem "
+                  "-untrusted %s.cas -verify_hostname " SAN_HOST " %s.pem >/dev/null 2>&1",
+                  refused[i][0], refused[i][1]),
+              0);
+    flags = upstream_verify(u, refused[i][1], SAN_HOST);
+    if (flags != MBEDTLS_X509_BADCERT_OTHER)
+      TEST_FAIL_("%s (under %s): flags 0x%x, expected BADCERT_OTHER", refused[i][1],
+                 refused[i][0], (unsigned)flags);
+  }
+#undef CONS_IP_OUT
+#undef CONS_IP_IN
+#undef LEAF_DNS
+  proxy_upstream_tls_free(u);
+}
+
+/*
  * The comparisons are bounded as OpenSSL bounds them: a certificate's names (subject
  * attributes and subjectAltName entries) times a constraining CA's subtrees may be
  * 2^20, not more. A CA of 1,024 subtrees (dNSName allowed.test, 1,023 excluded
