@@ -1,7 +1,8 @@
 /*
  * The unit test runner. Each registered test runs in a child process with its own
  * temporary directory and a timeout, so a crash, a hang or leaked state in one test
- * cannot mask another. Usage: unit-tests [--list] [PREFIX...]
+ * cannot mask another; SIGINT, SIGTERM or SIGHUP ends the running test and what it
+ * forked, then the runner. Usage: unit-tests [--list] [PREFIX...]
  */
 #include <dirent.h>
 #include <errno.h>
@@ -31,6 +32,73 @@ struct test_entry {
 static struct test_entry tests[MAX_TESTS];
 static int ntests;
 static char tmpdir[256];
+
+/*
+ * A test runs in a process group of its own (run_one), which the terminal's ^C, a
+ * hangup or a `timeout` does not reach: the runner passes those on. The signals, how
+ * the runner found them (a test gets them so), the running test's group, and the
+ * signal that stops the runner once the test and its directory are gone.
+ */
+static const int stop_signals[] = { SIGINT, SIGTERM, SIGHUP };
+static struct sigaction stop_before[sizeof(stop_signals) / sizeof(stop_signals[0])];
+static volatile sig_atomic_t test_group, stop_signal;
+
+static void on_stop(int sig)
+{
+  stop_signal = sig;
+  if (test_group > 0)
+    kill(-test_group, SIGKILL);
+}
+
+static void stop_signals_block(int how)
+{
+  sigset_t set;
+  size_t i;
+
+  sigemptyset(&set);
+  for (i = 0; i < sizeof(stop_signals) / sizeof(stop_signals[0]); i++)
+    sigaddset(&set, stop_signals[i]);
+  sigprocmask(how, &set, NULL);
+}
+
+/* Catches the stop signals, but one the runner was started ignoring (a background
+ * job of a script ignores ^C), which stays ignored. */
+static void stop_signals_catch(void)
+{
+  struct sigaction sa;
+  size_t i;
+
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = on_stop;
+  sigemptyset(&sa.sa_mask);
+  for (i = 0; i < sizeof(stop_signals) / sizeof(stop_signals[0]); i++) {
+    sigaction(stop_signals[i], NULL, &stop_before[i]);
+    if (stop_before[i].sa_handler != SIG_IGN)
+      sigaction(stop_signals[i], &sa, NULL);
+  }
+}
+
+/* In a test: the stop signals as the runner found them. */
+static void stop_signals_restore(void)
+{
+  size_t i;
+
+  for (i = 0; i < sizeof(stop_signals) / sizeof(stop_signals[0]); i++)
+    sigaction(stop_signals[i], &stop_before[i], NULL);
+}
+
+/* After a stop signal, with no test left: dies of it, as it would have. */
+static void stop_now(void)
+{
+  int sig = stop_signal;
+
+  fprintf(stderr, "runner: stopped by signal %d (%s)\n", sig, strsignal(sig));
+  fflush(NULL);
+  signal(sig, SIG_DFL);
+  stop_signals_block(SIG_UNBLOCK);
+  raise(sig);
+  _exit(128 + sig);
+}
 
 void test_register(const char *file, const char *name, test_fn fn)
 {
@@ -162,14 +230,19 @@ static int run_one(const struct test_entry *t, unsigned timeout)
   }
   clock_gettime(CLOCK_MONOTONIC, &t0);
   fflush(NULL);
+  /* Blocked until test_group names the test's group, which both sides set first. */
+  stop_signals_block(SIG_BLOCK);
   pid = fork();
   if (pid < 0) {
     perror("fork");
+    stop_signals_block(SIG_UNBLOCK);
     return 1;
   }
   if (pid == 0) {
     /* Its own process group, so that what it forked can be ended with it below. */
     setpgid(0, 0);
+    stop_signals_restore();
+    stop_signals_block(SIG_UNBLOCK);
     signal(SIGPIPE, SIG_IGN);
     alarm(timeout);
     t->fn();
@@ -183,15 +256,21 @@ static int run_one(const struct test_entry *t, unsigned timeout)
 #endif
     _exit(0);
   }
+  setpgid(pid, pid);
+  test_group = pid;
+  stop_signals_block(SIG_UNBLOCK);
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
     ;
   /* Processes the test forked and left behind (a test that timed out while its
    * children were writing, or one that failed before it reaped them) would run on,
    * unbounded, after it: the alarm ends the test, not them. */
   kill(-pid, SIGKILL);
+  test_group = 0;
   clock_gettime(CLOCK_MONOTONIC, &t1);
   ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
   nftw(tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+  if (stop_signal != 0)
+    stop_now();
 
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
     printf("ok     %s (%.1f ms)\n", t->id, ms);
@@ -233,6 +312,7 @@ int main(int argc, char **argv)
     if (strcmp(argv[i], "--list") == 0)
       list = 1;
   setvbuf(stdout, NULL, _IOLBF, 0);
+  stop_signals_catch();
 
   for (i = 0; i < ntests; i++) {
     if (!matches(tests[i].id, argc, argv))
@@ -241,9 +321,13 @@ int main(int argc, char **argv)
       printf("%s\n", tests[i].id);
       continue;
     }
+    if (stop_signal != 0)
+      stop_now();
     run++;
     failed += run_one(&tests[i], timeout);
   }
+  if (stop_signal != 0)
+    stop_now();
   if (list)
     return 0;
   if (run == 0) {
