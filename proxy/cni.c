@@ -98,9 +98,19 @@ static int emit_error(const struct proxy_cni_error *e)
   return 1;
 }
 
+/* The plugin out of memory: an I/O error (5), which a runtime retries, whatever it
+ * was doing; not the daemon's answer, nor its absence. */
+static int out_of_memory(const char *what, struct proxy_cni_error *e)
+{
+  return proxy_cni_fail(e, PROXY_CNI_ERR_IO, "out of memory", "%s: out of memory", what);
+}
+
 /* Maps a failed exchange with the daemon to an error. */
 static int transport_error(int r, const char *what, const char *err, struct proxy_cni_error *e)
 {
+  /* Building the request, or holding or decoding the answer (the daemon did answer). */
+  if (r == -ENOMEM)
+    return out_of_memory(what, e);
   if (r == -ETIMEDOUT)
     return proxy_cni_fail(e, PROXY_CNI_ERR_AGAIN, "the authproxy daemon did not answer",
                           "%s: %s; try again", what, err);
@@ -186,6 +196,7 @@ static int cni_add(const struct proxy_cni_conf *c, const char *name, const char 
   struct proxy_api_answer a;
   struct strbuf body;
   char path[160], err[512], code[64], text[3072], *cfg = NULL, *result;
+  unsigned long failures;
   int r;
 
   r = config_text(c, &cfg, e);
@@ -218,9 +229,13 @@ static int cni_add(const struct proxy_cni_conf *c, const char *name, const char 
                           "already; a second ADD needs a DEL first", name, netns);
   }
   if (a.status != 201) {
+    failures = rules_json_alloc_failures();
     answer_code(&a, code, sizeof(code));
     proxy_api_error_text(&a, text, sizeof(text));
-    if (a.status == 503)
+    /* An answer not decoded for want of memory would be read as another error. */
+    if (rules_json_alloc_failures() != failures)
+      r = out_of_memory("attach", e);
+    else if (a.status == 503)
       r = unavailable_error(&a, "attach", name, text, e);
     else if (strcmp(code, "invalid_config") == 0 || strcmp(code, "config_not_found") == 0)
       r = proxy_cni_fail(e, PROXY_CNI_ERR_REJECTED, "proxy_config rejected",
@@ -244,6 +259,7 @@ static int cni_del(const struct proxy_cni_conf *c, const char *name, struct prox
 {
   struct proxy_api_answer a;
   char path[160], err[512], code[64], text[3072];
+  unsigned long failures;
   int r;
 
   snprintf(path, sizeof(path), "/v1/sandboxes/%s", name);
@@ -256,13 +272,17 @@ static int cni_del(const struct proxy_cni_conf *c, const char *name, struct prox
   }
   if (r != 0)
     return transport_error(r, "detach", err, e);
+  failures = rules_json_alloc_failures();
   answer_code(&a, code, sizeof(code));
   if (a.status == 200 || strcmp(code, "sandbox_not_found") == 0) {
     proxy_api_answer_free(&a);
     return 0;
   }
   proxy_api_error_text(&a, text, sizeof(text));
-  if (a.status == 503)
+  /* An answer not decoded for want of memory would be read as another error. */
+  if (rules_json_alloc_failures() != failures)
+    r = out_of_memory("detach", e);
+  else if (a.status == 503)
     r = unavailable_error(&a, "detach", name, text, e);
   else
     r = proxy_cni_fail(e, PROXY_CNI_ERR_ATTACH, "authproxy could not detach the namespace",
@@ -278,6 +298,7 @@ static int cni_check(const struct proxy_cni_conf *c, const char *name, const cha
   char path[160], err[512], text[3072];
   const cJSON *got;
   cJSON *root;
+  unsigned long failures;
   int r;
 
   if (strcmp(c->version, "0.3.0") == 0 || strcmp(c->version, "0.3.1") == 0)
@@ -290,9 +311,13 @@ static int cni_check(const struct proxy_cni_conf *c, const char *name, const cha
   r = proxy_api_call(c->control, "GET", path, NULL, 0, CNI_TIMEOUT_MS, &a, err, sizeof(err));
   if (r != 0)
     return transport_error(r, "check", err, e);
+  failures = rules_json_alloc_failures();
   if (a.status != 200) {
     proxy_api_error_text(&a, text, sizeof(text));
-    if (a.status == 503)
+    /* An answer not decoded for want of memory would be read as another error. */
+    if (rules_json_alloc_failures() != failures)
+      r = out_of_memory("check", e);
+    else if (a.status == 503)
       r = unavailable_error(&a, "check", name, text, e);
     else
       r = proxy_cni_fail(e, PROXY_CNI_ERR_NOT_ATTACHED, "the namespace is not served",
@@ -302,7 +327,9 @@ static int cni_check(const struct proxy_cni_conf *c, const char *name, const cha
   }
   root = cJSON_ParseWithLength(a.body, a.body_len);
   got = cJSON_GetObjectItemCaseSensitive(root, "netns");
-  if (!cJSON_IsString(got) || strcmp(got->valuestring, netns) != 0)
+  if (root == NULL && rules_json_alloc_failures() != failures)
+    r = out_of_memory("check", e);
+  else if (!cJSON_IsString(got) || strcmp(got->valuestring, netns) != 0)
     r = proxy_cni_fail(e, PROXY_CNI_ERR_NOT_ATTACHED, "the namespace is not served",
                        "sandbox %s serves %s, not CNI_NETNS %s", name,
                        cJSON_IsString(got) ? got->valuestring : "?", netns);

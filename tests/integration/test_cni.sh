@@ -124,6 +124,26 @@ run_plugin CHECK ctr-inline-$$ "/var/run/netns/$ns1" "$(conf net 0.3.1 "{$KEYS_B
 expect_error 1 "CHECK with cniVersion 0.3.1"
 pass "CHECK: attached is success; another namespace, no prevResult, an old version are errors"
 
+# CHECK out of memory (tests/tools/failmalloc.c; the plain build only), each of the
+# plugin's allocations failing in turn against the daemon and the sandbox attached
+# above: success, or out of memory (5). The plugin's own out of memory once read as
+# the daemon's absence (100, "authproxy daemon unreachable") when it struck while the
+# answer was read, and as the namespace not served (103) while it was decoded.
+if [ -f "$FAILMALLOC" ]; then
+  success_or_5() {
+    local code
+    [ "$RC/$OUT" = "0/" ] && return
+    code=$(jget "$OUT" 'd["code"]' 2> /dev/null) ||
+      fail "CHECK with allocation $1 failing: not a JSON document: '$OUT'"
+    [ "$RC/$code" = 1/5 ] || fail "CHECK with allocation $1 failing: status $RC, $OUT"
+  }
+  printf '%s' "$CONF1" > "$T/check-in.json"
+  sweep_allocations authproxy-cni "$T/check-in.json" success_or_5 \
+    env CNI_COMMAND=CHECK CNI_CONTAINERID=ctr-inline-$$ CNI_NETNS="/var/run/netns/$ns1" \
+    CNI_IFNAME=eth0 CNI_PATH="$CNI_BIN" "$PLUGIN"
+  pass "CHECK with each of its $SWEPT allocations failing: success or error 5"
+fi
+
 # ---- ADD twice is an error (the spec: the attachment exists) -------------------------
 run_plugin ADD ctr-inline-$$ "/var/run/netns/$ns1" "$CONF1"
 expect_error 102 "second ADD"
@@ -277,6 +297,37 @@ run_plugin ADD ctr-bad-$$ "$NS" "$(conf net 1.0.0 "{$KEYS_BASE, \"proxy_config\"
 expect_error 101 "invalid proxy_config"
 assert_contains "$(jget "$OUT" 'd["details"]')" "proxy_config.rules[0].name" "details carry the JSON path"
 assert_contains "$(jget "$OUT" 'd["details"]')" "proxy_config.rules[0].match_hosts[0]" "details carry every error"
+# Out of memory decoding the daemon's answer (the plain build only): the rejection
+# (101), or out of memory (5); not a failed attach (102), as when the answer's code
+# could not be read. Likewise DEL of a container never attached: success (the daemon
+# has no such sandbox), or 5, not "could not detach" (102).
+if [ -f "$FAILMALLOC" ]; then
+  rejected_or_5() {
+    local code
+    code=$(jget "$OUT" 'd["code"]' 2> /dev/null) ||
+      fail "ADD with allocation $1 failing: not a JSON document: '$OUT'"
+    [ "$RC/$code" = 1/101 ] || [ "$RC/$code" = 1/5 ] ||
+      fail "ADD with allocation $1 failing: status $RC, $OUT"
+  }
+  conf net 1.0.0 "{$KEYS_BASE, \"proxy_config\": {\"rules\": [{\"name\": \"\", \"match_hosts\": [\"a b\"]}]}}" \
+    > "$T/bad-in.json"
+  sweep_allocations authproxy-cni "$T/bad-in.json" rejected_or_5 \
+    env CNI_COMMAND=ADD CNI_CONTAINERID=ctr-bad-$$ CNI_NETNS="$NS" CNI_IFNAME=eth0 \
+    CNI_PATH="$CNI_BIN" "$PLUGIN"
+  pass "ADD of a rejected proxy_config with each of its $SWEPT allocations failing: 101 or 5"
+  gone_or_5() {
+    local code
+    [ "$RC/$OUT" = "0/" ] && return
+    code=$(jget "$OUT" 'd["code"]' 2> /dev/null) ||
+      fail "DEL with allocation $1 failing: not a JSON document: '$OUT'"
+    [ "$RC/$code" = 1/5 ] || fail "DEL with allocation $1 failing: status $RC, $OUT"
+  }
+  conf net 1.0.0 "{$KEYS_BASE, \"proxy_config_name\": \"agents\"}" > "$T/del-in.json"
+  sweep_allocations authproxy-cni "$T/del-in.json" gone_or_5 \
+    env CNI_COMMAND=DEL CNI_CONTAINERID=ctr-never-$$ CNI_NETNS="$NS" CNI_IFNAME=eth0 \
+    CNI_PATH="$CNI_BIN" "$PLUGIN"
+  pass "DEL of a container never attached with each of its $SWEPT allocations failing: success or 5"
+fi
 run_plugin ADD ctr-bad-$$ "$NS" "$(conf net 1.0.0 "{$KEYS_BASE, \"proxy_config_name\": \"nope\"}")"
 expect_error 101 "unknown stored config"
 run_plugin ADD ctr-bad-$$ "$NS" "$(conf net 1.0.0 "{$KEYS_BASE, \"proxy_config_file\": \"$T/missing.json\"}")"
