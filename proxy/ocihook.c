@@ -343,6 +343,7 @@ static int hook_detach(const char *sock, const struct proxy_oci_state *st, const
   const char *code = "", *msg;
   const cJSON *details;
   char path[160], err[1024], text[3072];
+  unsigned long failures;
   cJSON *root;
   int r, ret = 0;
 
@@ -354,11 +355,18 @@ static int hook_detach(const char *sock, const struct proxy_oci_state *st, const
                                        "forgets sandboxes whose namespace is gone)" : "");
     return proxy_api_unreachable(r) ? 0 : 1;
   }
+  failures = rules_json_alloc_failures();
   root = proxy_api_error_parse(&a, &code, &msg, &details);
   if (a.status != 200 && strcmp(code, "sandbox_not_found") != 0) {
     proxy_api_error_text(&a, text, sizeof(text));
-    hook_error("container %s: cannot detach sandbox %s: %s\n",
-            st->id, name, text);
+    /* Its code not decoded for want of memory, an answer that the sandbox is gone
+     * (success) would read as a failure to detach it. */
+    if (rules_json_alloc_failures() != failures)
+      hook_error("container %s: cannot read the daemon's answer to detaching sandbox "
+                 "%s: out of memory\n", st->id, name);
+    else
+      hook_error("container %s: cannot detach sandbox %s: %s\n",
+              st->id, name, text);
     ret = 1;
   }
   cJSON_Delete(root);

@@ -12,6 +12,7 @@
 #
 #   process in its own netns (the "container")        host
 #   oci-hook createRuntime {"id", "pid"} ----X        no daemon at $T/none.sock
+#   oci-hook poststop {"id"} ---------------------->  authproxy serve --control $T/c.sock
 . "$(dirname "$0")/lib.sh"
 
 unshare -n sleep 300 &
@@ -126,4 +127,30 @@ if [ -f "$FAILMALLOC" ]; then
   sweep_allocations authproxy "$T/state.json" said_oom \
     "$AUTHPROXY" oci-hook --control "$T/none.sock" createRuntime
   pass "each of the hook's $SWEPT allocations failing: said as out of memory"
+fi
+
+# poststop of a container the daemon has no sandbox for (a second poststop, one whose
+# createRuntime failed), each allocation failing in turn (the plain build only):
+# success, as without the failure, or status 1 said as out of memory. An answer whose
+# code could not be decoded for want of memory was "cannot detach sandbox ...:
+# sandbox_not_found", a failure the daemon did not have.
+if [ -f "$FAILMALLOC" ]; then
+  mkdir -m 700 "$T/serve-state"
+  "$AUTHPROXY" serve --state-dir "$T/serve-state" --control "$T/c.sock" --drain-timeout 1 \
+    >> "$T/serve.log" 2>&1 &
+  PIDS+=($!)
+  wait_for "[ -S '$T/c.sock' ] && '$AUTHPROXY' ctl --control '$T/c.sock' health >/dev/null 2>&1"
+  printf '{"ociVersion": "1.0.2", "id": "ctr-never-%s", "status": "stopped", "bundle": "/b"}' \
+    "$$" > "$T/stopped.json"
+  gone_or_oom() {
+    [ "$RC" = 0 ] && return
+    assert_eq "$RC" "1" "poststop status with allocation $1 failing"
+    case "$ERR" in
+      *"out of memory"* | *"Cannot allocate memory"*) ;;
+      *) fail "poststop with allocation $1 failing: $ERR" ;;
+    esac
+  }
+  sweep_allocations authproxy "$T/stopped.json" gone_or_oom \
+    "$AUTHPROXY" oci-hook --control "$T/c.sock" poststop
+  pass "poststop of a container never attached, each of its $SWEPT allocations failing: success, or out of memory"
 fi
