@@ -136,6 +136,21 @@ const char *test_tmpdir(void)
   return tmpdir;
 }
 
+int test_open_fds(void)
+{
+  struct dirent *e;
+  DIR *dir = opendir("/proc/self/fd");
+  int n = 0;
+
+  if (dir == NULL)
+    return -1;
+  while ((e = readdir(dir)) != NULL)
+    if (e->d_name[0] != '.')
+      n++;
+  closedir(dir);
+  return n;
+}
+
 int test_stderr_to(const char *path)
 {
   int saved, fd;

@@ -22,6 +22,9 @@ const char *test_data_path(const char *rel);
 /* A fresh private temporary directory for the current test (removed by the runner). */
 const char *test_tmpdir(void);
 
+/* The number of descriptors this process has open (/proc/self/fd), or -1. */
+int test_open_fds(void);
+
 /* Sends stderr (the log) to a new file at path; returns the old stderr, for
  * test_stderr_back. */
 int test_stderr_to(const char *path);

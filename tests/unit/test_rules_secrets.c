@@ -3,7 +3,6 @@
  * trimming, escapes, and every way resolution fails (always naming the key, never
  * printing the value).
  */
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
@@ -770,21 +769,6 @@ TEST(distinct_secrets_up_to_the_limit_each_read_once)
   rules_secrets_free(s);
 }
 
-/* Descriptors this process has open. */
-static int count_fds(void)
-{
-  struct dirent *e;
-  DIR *dir = opendir("/proc/self/fd");
-  int n = 0;
-
-  ASSERT_NOT_NULL(dir);
-  while ((e = readdir(dir)) != NULL)
-    if (e->d_name[0] != '.')
-      n++;
-  closedir(dir);
-  return n;
-}
-
 /* Reading a secret file closes what it opened, whether the read succeeds or the file
  * is refused: the daemon reads them on every config push. */
 TEST(secret_reads_leave_no_descriptor_open)
@@ -802,15 +786,15 @@ TEST(secret_reads_leave_no_descriptor_open)
   test_write_file(test_tmpdir(), "OPEN", "v", 1, 0602);
   snprintf(dir, sizeof(dir), "%s/DIR", test_tmpdir());
   ASSERT_EQ(mkdir(dir, 0700), 0);
-  before = count_fds();
+  before = test_open_fds();
   for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
     int r = rules_secrets_get(s, keys[i], &v, &len);
 
     ASSERT_EQ(r, i == 0 ? 0 : i == 1 ? -ENOENT : i == 2 ? -EINVAL : i == 3 ? -EFBIG : -EPERM);
     rules_secret_free(v, len);
     v = NULL;
-    if (count_fds() != before)
-      TEST_FAIL_("reading %s left %d descriptors open", keys[i], count_fds() - before);
+    if (test_open_fds() != before)
+      TEST_FAIL_("reading %s left %d descriptors open", keys[i], test_open_fds() - before);
   }
   free(big);
   rules_secrets_free(s);

@@ -301,21 +301,6 @@ TEST(write_atomic_failure_leaves_nothing)
   ASSERT_EQ(count_entries("state"), 1);
 }
 
-/* Descriptors this process has open. */
-static int count_fds(void)
-{
-  struct dirent *e;
-  DIR *dir = opendir("/proc/self/fd");
-  int n = 0;
-
-  ASSERT_NOT_NULL(dir);
-  while ((e = readdir(dir)) != NULL)
-    if (e->d_name[0] != '.')
-      n++;
-  closedir(dir);
-  return n;
-}
-
 /*
  * A write that fails part way (the file size limit, as a full disk would) is
  * reported, and leaves the state file as it was and no temporary file. The write
@@ -356,21 +341,21 @@ TEST(durable_writes_leave_no_descriptor_open)
 {
   unsigned char key[PROXY_SEAL_KEY_LEN];
   char path[512], err[512];
-  int before = count_fds();
+  int before = test_open_fds();
 
   snprintf(path, sizeof(path), "%s/state", test_tmpdir());
   ASSERT_EQ(proxy_write_file_atomic(path, "x", 1, 0600, 1), 0);
-  ASSERT_EQ(count_fds(), before);
+  ASSERT_EQ(test_open_fds(), before);
   ASSERT_EQ(proxy_write_file_atomic(path, "y", 1, 0600, 0), 0);
-  ASSERT_EQ(count_fds(), before);
+  ASSERT_EQ(test_open_fds(), before);
   key_path(path, sizeof(path));
   ASSERT_EQ(proxy_seal_key_load(path, key, err, sizeof(err)), 0);
-  ASSERT_EQ(count_fds(), before);
+  ASSERT_EQ(test_open_fds(), before);
   /* An existing key, with errno left at ENOENT by some earlier call: read, and the
    * descriptor it was read through closed. */
   errno = ENOENT;
   ASSERT_EQ(proxy_seal_key_load(path, key, err, sizeof(err)), 0);
-  ASSERT_EQ(count_fds(), before);
+  ASSERT_EQ(test_open_fds(), before);
 }
 
 /*
