@@ -50,6 +50,19 @@ run() {
 }
 run_plugin() { run "$PLUGIN" "$@"; }
 
+# outcome N, the CHECK of the sweeps below (sweep_allocations, lib.sh): with allocation
+# N failing, the run succeeded with nothing on standard output (when OUTCOME_OK is 1),
+# or answered an error document whose code is one of OUTCOME_CODES. OUTCOME_WHAT
+# names the run.
+outcome() {
+  local code
+  if [ "$OUTCOME_OK" = 1 ] && [ "$RC/$OUT" = "0/" ]; then return; fi
+  code=$(jget "$OUT" 'd["code"]' 2> /dev/null) ||
+    fail "$OUTCOME_WHAT with allocation $1 failing: not a JSON document: '$OUT'"
+  [ "$RC" = 1 ] && [[ " $OUTCOME_CODES " == *" $code "* ]] ||
+    fail "$OUTCOME_WHAT with allocation $1 failing: status $RC, $OUT"
+}
+
 # conf NAME VERSION PLUGIN-KEYS-JSON [PREVRESULT]: a plugin's execution configuration
 # as libcni derives it (cniVersion and name from the list, prevResult added).
 conf() {
@@ -130,15 +143,9 @@ pass "CHECK: attached is success; another namespace, no prevResult, an old versi
 # the daemon's absence (100, "authproxy daemon unreachable") when it struck while the
 # answer was read, and as the namespace not served (103) while it was decoded.
 if [ -f "$FAILMALLOC" ]; then
-  success_or_5() {
-    local code
-    [ "$RC/$OUT" = "0/" ] && return
-    code=$(jget "$OUT" 'd["code"]' 2> /dev/null) ||
-      fail "CHECK with allocation $1 failing: not a JSON document: '$OUT'"
-    [ "$RC/$code" = 1/5 ] || fail "CHECK with allocation $1 failing: status $RC, $OUT"
-  }
   printf '%s' "$CONF1" > "$T/check-in.json"
-  sweep_allocations authproxy-cni "$T/check-in.json" success_or_5 \
+  OUTCOME_WHAT=CHECK OUTCOME_OK=1 OUTCOME_CODES=5 \
+    sweep_allocations authproxy-cni "$T/check-in.json" outcome \
     env CNI_COMMAND=CHECK CNI_CONTAINERID=ctr-inline-$$ CNI_NETNS="/var/run/netns/$ns1" \
     CNI_IFNAME=eth0 CNI_PATH="$CNI_BIN" "$PLUGIN"
   pass "CHECK with each of its $SWEPT allocations failing: success or error 5"
@@ -275,17 +282,11 @@ if [ -f "$FAILMALLOC" ]; then
   # as a document. Out of memory used to blame the file (7, "cannot read
   # proxy_config_file: Cannot allocate memory"), a failed error document left standard
   # output empty, and out of memory while decoding VERSION's input was error 6.
-  error_5_or_100() {
-    local code
-    code=$(jget "$OUT" 'd["code"]' 2> /dev/null) ||
-      fail "ADD with allocation $1 failing: not a JSON document: '$OUT'"
-    [ "$RC/$code" = 1/5 ] || [ "$RC/$code" = 1/100 ] ||
-      fail "ADD with allocation $1 failing: status $RC, $OUT"
-  }
   cfg_with sweep > "$T/sweep.json"
   conf net 1.0.0 "{\"type\": \"authproxy-cni\", \"control\": \"$T/none.sock\",
     \"proxy_config_file\": \"$T/sweep.json\"}" > "$T/sweep-in.json"
-  sweep_allocations authproxy-cni "$T/sweep-in.json" error_5_or_100 \
+  OUTCOME_WHAT=ADD OUTCOME_OK=0 OUTCOME_CODES="5 100" \
+    sweep_allocations authproxy-cni "$T/sweep-in.json" outcome \
     env CNI_COMMAND=ADD CNI_CONTAINERID=ctr-sweep CNI_NETNS=/var/run/netns/none-$$ \
     CNI_IFNAME=eth0 CNI_PATH="$CNI_BIN" "$PLUGIN"
   pass "ADD with each of its $SWEPT allocations failing: error 5 or 100, as a document"
@@ -302,28 +303,16 @@ assert_contains "$(jget "$OUT" 'd["details"]')" "proxy_config.rules[0].match_hos
 # could not be read. Likewise DEL of a container never attached: success (the daemon
 # has no such sandbox), or 5, not "could not detach" (102).
 if [ -f "$FAILMALLOC" ]; then
-  rejected_or_5() {
-    local code
-    code=$(jget "$OUT" 'd["code"]' 2> /dev/null) ||
-      fail "ADD with allocation $1 failing: not a JSON document: '$OUT'"
-    [ "$RC/$code" = 1/101 ] || [ "$RC/$code" = 1/5 ] ||
-      fail "ADD with allocation $1 failing: status $RC, $OUT"
-  }
   conf net 1.0.0 "{$KEYS_BASE, \"proxy_config\": {\"rules\": [{\"name\": \"\", \"match_hosts\": [\"a b\"]}]}}" \
     > "$T/bad-in.json"
-  sweep_allocations authproxy-cni "$T/bad-in.json" rejected_or_5 \
+  OUTCOME_WHAT="ADD (rejected)" OUTCOME_OK=0 OUTCOME_CODES="5 101" \
+    sweep_allocations authproxy-cni "$T/bad-in.json" outcome \
     env CNI_COMMAND=ADD CNI_CONTAINERID=ctr-bad-$$ CNI_NETNS="$NS" CNI_IFNAME=eth0 \
     CNI_PATH="$CNI_BIN" "$PLUGIN"
   pass "ADD of a rejected proxy_config with each of its $SWEPT allocations failing: 101 or 5"
-  gone_or_5() {
-    local code
-    [ "$RC/$OUT" = "0/" ] && return
-    code=$(jget "$OUT" 'd["code"]' 2> /dev/null) ||
-      fail "DEL with allocation $1 failing: not a JSON document: '$OUT'"
-    [ "$RC/$code" = 1/5 ] || fail "DEL with allocation $1 failing: status $RC, $OUT"
-  }
   conf net 1.0.0 "{$KEYS_BASE, \"proxy_config_name\": \"agents\"}" > "$T/del-in.json"
-  sweep_allocations authproxy-cni "$T/del-in.json" gone_or_5 \
+  OUTCOME_WHAT=DEL OUTCOME_OK=1 OUTCOME_CODES=5 \
+    sweep_allocations authproxy-cni "$T/del-in.json" outcome \
     env CNI_COMMAND=DEL CNI_CONTAINERID=ctr-never-$$ CNI_NETNS="$NS" CNI_IFNAME=eth0 \
     CNI_PATH="$CNI_BIN" "$PLUGIN"
   pass "DEL of a container never attached with each of its $SWEPT allocations failing: success or 5"
