@@ -33,6 +33,9 @@ static struct test_entry tests[MAX_TESTS];
 static int ntests;
 static char tmpdir[256];
 
+/* A test's exit status when LeakSanitizer found a leak after it returned. */
+#define EXIT_LEAKED 98
+
 /*
  * A test runs in a process group of its own (run_one), which the terminal's ^C, a
  * hangup or a `timeout` does not reach: the runner passes those on. The signals, how
@@ -267,7 +270,7 @@ static int run_one(const struct test_entry *t, unsigned timeout)
     /* _exit skips the leak check LeakSanitizer runs at exit: run it here, so that a
      * test that leaks fails under AUTHPROXY_SANITIZE. */
     if (__lsan_do_recoverable_leak_check() != 0)
-      _exit(98);
+      _exit(EXIT_LEAKED);
 #endif
     _exit(0);
   }
@@ -296,6 +299,8 @@ static int run_one(const struct test_entry *t, unsigned timeout)
   else if (WIFSIGNALED(status))
     printf("FAIL   %s: killed by signal %d (%s)\n", t->id, WTERMSIG(status),
            strsignal(WTERMSIG(status)));
+  else if (WEXITSTATUS(status) == EXIT_LEAKED)
+    printf("FAIL   %s: leaked memory (LeakSanitizer's report above)\n", t->id);
   else
     printf("FAIL   %s: exit status %d\n", t->id, WEXITSTATUS(status));
   return 1;

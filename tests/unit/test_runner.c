@@ -88,8 +88,8 @@ static void assert_ends(pid_t pid, pid_t test, pid_t child, const char *who,
   }
 }
 
-/* Runs this test under a runner of its own with role; returns the runner's pid. */
-static pid_t start_runner(const char *role, const char *pids)
+/* Runs the test id under a runner of its own with role; returns the runner's pid. */
+static pid_t start_runner(const char *id, const char *role, const char *pids)
 {
   char out[1100], self[1024];
   ssize_t n;
@@ -120,7 +120,7 @@ static pid_t start_runner(const char *role, const char *pids)
       dup2(fd, STDERR_FILENO);
       close(fd);
     }
-    execl(self, "unit-tests", SELF, (char *)NULL);
+    execl(self, "unit-tests", id, (char *)NULL);
     _exit(127);
   }
   return pid;
@@ -169,7 +169,7 @@ TEST(runner_ends_what_a_test_forked)
   snprintf(pids, sizeof(pids), "%s/pids", test_tmpdir());
 
   /* The test returns, leaving its child: the child ends with it. */
-  runner = start_runner("return", pids);
+  runner = start_runner(SELF, "return", pids);
   read_pids(pids, runner, &test, &child, dir, sizeof(dir));
   ASSERT_EQ(waitpid(runner, &st, 0), runner);
   ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -179,7 +179,7 @@ TEST(runner_ends_what_a_test_forked)
    * directory end too, and the runner dies of the signal. */
   for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
     ASSERT_EQ(unlink(pids), 0);
-    runner = start_runner("wait", pids);
+    runner = start_runner(SELF, "wait", pids);
     read_pids(pids, runner, &test, &child, dir, sizeof(dir));
     ASSERT_EQ(kill(runner, sigs[i]), 0);
     ASSERT_EQ(waitpid(runner, &st, 0), runner);
@@ -194,4 +194,52 @@ TEST(runner_ends_what_a_test_forked)
     if (access(dir, F_OK) == 0 || errno != ENOENT)
       TEST_FAIL_("the test's directory %s is still there after %s", dir, when);
   }
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+/* Allocates and drops the pointer, in a frame of its own that is gone by the time
+ * LeakSanitizer scans the stack. */
+static __attribute__((noinline)) void lose_memory(void)
+{
+  char *volatile p = malloc(4096);
+
+  if (p != NULL)
+    memset(p, 1, 4096);
+}
+#endif
+
+/*
+ * A test that leaks fails under AUTHPROXY_SANITIZE, and the runner says that memory
+ * leaked, not only the exit status its leak check gives. Without AddressSanitizer
+ * (or with detect_leaks=0) there is no leak check to see.
+ */
+TEST(runner_names_a_leak)
+{
+#if defined(__SANITIZE_ADDRESS__)
+  const char *role = getenv(ROLE_ENV), *opts = getenv("ASAN_OPTIONS");
+  char pids[1100], out[1100], text[8192];
+  pid_t runner;
+  ssize_t n;
+  int fd, st;
+
+  if (role != NULL) {
+    lose_memory();
+    return;
+  }
+  if (opts != NULL && strstr(opts, "detect_leaks=0") != NULL)
+    return;
+  snprintf(pids, sizeof(pids), "%s/pids", test_tmpdir());
+  runner = start_runner("test_runner/runner_names_a_leak", "leak", pids);
+  ASSERT_EQ(waitpid(runner, &st, 0), runner);
+  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) != 0);
+  snprintf(out, sizeof(out), "%s/runner.out", test_tmpdir());
+  fd = open(out, O_RDONLY);
+  ASSERT_GE(fd, 0);
+  n = read(fd, text, sizeof(text) - 1);
+  close(fd);
+  ASSERT_GT(n, 0);
+  text[n] = '\0';
+  if (strstr(text, "FAIL   test_runner/runner_names_a_leak: leaked memory") == NULL)
+    TEST_FAIL_("the runner's output does not name the leak: %s", text);
+#endif
 }
