@@ -184,10 +184,18 @@ def run(cmd, timeout, env=None):
     # Output goes to a file, not a pipe: some tests start helpers that keep the
     # runner's stdout open, and a reader of a pipe would wait for them.
     with tempfile.TemporaryFile() as f:
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
         try:
-            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout,
-                                env=env).returncode
+            rc = p.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            # SIGTERM first: the unit runner then ends the running test's process
+            # group, which SIGKILL of the runner would leave running.
+            p.terminate()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
             rc = -1
         f.seek(0)
         return rc, f.read().decode(errors="replace")
