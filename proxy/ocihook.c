@@ -123,7 +123,7 @@ int proxy_oci_parse_state(const char *json, size_t len, int need_pid,
     snprintf(err, errsz, "the container state on standard input is not JSON: %s",
              diag.count ? diag.entries[0].message : "malformed");
     rules_diag_free(&diag);
-    return r == -ENOMEM ? r : -EINVAL;
+    return -EINVAL;
   }
   rules_diag_free(&diag);
   ver = cJSON_GetObjectItemCaseSensitive(st->root, "ociVersion");
