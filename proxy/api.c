@@ -79,23 +79,6 @@ static void oom_resp(struct proxy_control_response *resp, int status)
   resp->body.oom = 1;
 }
 
-/*
- * cJSON_AddItemToObject and cJSON_AddItemToArray take nothing when they fail (the
- * container is NULL, or copying the member's name ran out of memory), and the item was
- * then lost: these delete it. json_resp answers such a tree as out of memory.
- */
-static void json_add(cJSON *obj, const char *name, cJSON *item)
-{
-  if (!cJSON_AddItemToObject(obj, name, item))
-    cJSON_Delete(item);
-}
-
-static void json_append(cJSON *arr, cJSON *item)
-{
-  if (!cJSON_AddItemToArray(arr, item))
-    cJSON_Delete(item);
-}
-
 /* rules_json_alloc_failures when the request being answered arrived. */
 static unsigned long json_failures_before;
 
@@ -207,7 +190,7 @@ static int sandbox_json(struct daemon *d, struct daemon_sandbox *s, cJSON *obj, 
     free(redacted);
     cJSON_AddNumberToObject(obj, "listener_port", s->port);
     if (cfg != NULL)
-      json_add(obj, "proxy_config", cfg);
+      rules_json_add(obj, "proxy_config", cfg);
     cJSON_AddStringToObject(obj, "ca_certificate", proxy_ca_cert_pem(s->ca));
     if (redacted == NULL)
       return -ENOMEM;
@@ -226,7 +209,7 @@ static void list_sandboxes(struct daemon *d, struct proxy_control_response *resp
     cJSON *o = cJSON_CreateObject();
 
     sandbox_json(d, s, o, 0);
-    json_append(arr, o);
+    rules_json_append(arr, o);
   }
   for (l = d->lost; l != NULL; l = l->next) {
     cJSON *o = cJSON_CreateObject();
@@ -234,10 +217,10 @@ static void list_sandboxes(struct daemon *d, struct proxy_control_response *resp
     cJSON_AddStringToObject(o, "name", l->name);
     cJSON_AddStringToObject(o, "netns", l->netns ? l->netns : "");
     cJSON_AddStringToObject(o, "reason", l->why ? l->why : "");
-    json_append(lost, o);
+    rules_json_append(lost, o);
   }
-  json_add(root, "sandboxes", arr);
-  json_add(root, "not_attached", lost);
+  rules_json_add(root, "sandboxes", arr);
+  rules_json_add(root, "not_attached", lost);
   json_resp(resp, 200, root);
 }
 
@@ -466,7 +449,7 @@ static void sandbox_route(struct daemon *d, const char *rest,
 
 static void secret_name(const char *key, void *arg)
 {
-  json_append(arg, cJSON_CreateString(key));
+  rules_json_append(arg, cJSON_CreateString(key));
 }
 
 static void secret_route(struct daemon *d, const char *key,
@@ -529,7 +512,7 @@ static void list_configs(struct daemon *d, struct proxy_control_response *resp)
   struct daemon_config *c;
 
   for (c = d->configs; c != NULL; c = c->next)
-    json_append(names, cJSON_CreateString(c->name));
+    rules_json_append(names, cJSON_CreateString(c->name));
   /* Newest first in memory; sorted for the answer. */
   sorted = cJSON_CreateArray();
   while (cJSON_GetArraySize(names) > 0) {
@@ -538,10 +521,10 @@ static void list_configs(struct daemon *d, struct proxy_control_response *resp)
     cJSON_ArrayForEach(it, names)
       if (min == NULL || strcmp(it->valuestring, min->valuestring) < 0)
         min = it;
-    json_append(sorted, cJSON_DetachItemViaPointer(names, min));
+    rules_json_append(sorted, cJSON_DetachItemViaPointer(names, min));
   }
   cJSON_Delete(names);
-  json_add(root, "configs", sorted);
+  rules_json_add(root, "configs", sorted);
   json_resp(resp, 200, root);
 }
 
@@ -579,7 +562,7 @@ static void config_route(struct daemon *d, const char *name,
       cJSON_AddStringToObject(out, "status", "stored");
       /* Secrets its templates name that exist nowhere yet: an attach with this config
        * fails until they are pushed. */
-      json_add(out, "unresolved_secrets", missing);
+      rules_json_add(out, "unresolved_secrets", missing);
       missing = NULL;
       json_resp(resp, 200, out);
     }
@@ -598,7 +581,7 @@ static void config_route(struct daemon *d, const char *name,
     red = cJSON_Parse(c->redacted);
     cJSON_AddStringToObject(out, "name", c->name);
     if (red != NULL)
-      json_add(out, "proxy_config", red);
+      rules_json_add(out, "proxy_config", red);
     json_resp(resp, 200, out);
   } else if (daemon_config_delete(d, c, &err) != 0) {
     error_resp(resp, &err);
@@ -850,7 +833,7 @@ void daemon_api(void *arg, const struct proxy_control_request *req,
     cJSON *names = cJSON_CreateArray();
 
     rules_secrets_list(d->secrets, secret_name, names);
-    json_add(out, "secrets", names);
+    rules_json_add(out, "secrets", names);
     json_resp(resp, 200, out);
   } else if (strcmp(p, "/v1/configs") == 0 && strcmp(req->method, "GET") == 0) {
     list_configs(d, resp);

@@ -1420,15 +1420,8 @@ static void template_keys(const char *tmpl, cJSON *keys, size_t *n)
     if (j < len && tmpl[j] == '}' && j - i - 1 > 0 && j - i - 1 < sizeof(key)) {
       memcpy(key, tmpl + i + 1, j - i - 1);
       key[j - i - 1] = '\0';
-      if (!array_has(keys, key)) {
-        cJSON *k = cJSON_CreateString(key);
-
-        /* Not added when an allocation failed (keys may be NULL): deleted here. */
-        if (cJSON_AddItemToArray(keys, k))
-          (*n)++;
-        else
-          cJSON_Delete(k);
-      }
+      if (!array_has(keys, key) && rules_json_append(keys, cJSON_CreateString(key)))
+        (*n)++;
       i = j + 1;
     } else {
       i++;
@@ -1466,11 +1459,7 @@ static int secret_key_ok(const char *k)
 
 static void pushed_name(const char *key, void *arg)
 {
-  cJSON *k = cJSON_CreateString(key);
-
-  /* Not added when an allocation failed (arg may be NULL): deleted here. */
-  if (!cJSON_AddItemToArray(arg, k))
-    cJSON_Delete(k);
+  rules_json_append(arg, cJSON_CreateString(key));
 }
 
 /*
@@ -1517,7 +1506,7 @@ static struct rules_secrets *validation_store(struct daemon *d, const cJSON *pro
     if (r == -ENOENT) {
       ok = rules_secrets_set(st, it->valuestring, "unresolved", 10) == 0;
       if (missing != NULL)
-        cJSON_AddItemToArray(missing, cJSON_CreateString(it->valuestring));
+        rules_json_append(missing, cJSON_CreateString(it->valuestring));
     }
   }
   cJSON_Delete(keys);

@@ -547,6 +547,22 @@ unsigned long rules_json_alloc_failures(void)
   return __atomic_load_n(&json_alloc_failures, __ATOMIC_RELAXED);
 }
 
+int rules_json_add(cJSON *obj, const char *name, cJSON *item)
+{
+  if (cJSON_AddItemToObject(obj, name, item))
+    return 1;
+  cJSON_Delete(item);
+  return 0;
+}
+
+int rules_json_append(cJSON *arr, cJSON *item)
+{
+  if (cJSON_AddItemToArray(arr, item))
+    return 1;
+  cJSON_Delete(item);
+  return 0;
+}
+
 const char *rules_json_error(int r, const struct rules_diag *diag, const char *otherwise)
 {
   if (r == -ENOMEM)

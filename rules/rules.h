@@ -153,6 +153,14 @@ void *rules_json_malloc(size_t size);
 void rules_json_count_failure(void);
 unsigned long rules_json_alloc_failures(void);
 
+/*
+ * cJSON_AddItemToObject and cJSON_AddItemToArray, but an item they do not take (the
+ * container is NULL, or copying the member's name ran out of memory) is deleted, not
+ * lost. 1 if added, else 0; rules_json_alloc_failures tells the tree is incomplete.
+ */
+int rules_json_add(struct cJSON *obj, const char *name, struct cJSON *item);
+int rules_json_append(struct cJSON *arr, struct cJSON *item);
+
 /* What to tell of a rules_json_parse that returned r: "out of memory" for -ENOMEM, the
  * first diagnostic for another failure, otherwise (r 0, or no diagnostic) otherwise. */
 const char *rules_json_error(int r, const struct rules_diag *diag, const char *otherwise);
