@@ -98,19 +98,12 @@ static int emit_error(const struct proxy_cni_error *e)
   return 1;
 }
 
-/* The plugin out of memory: an I/O error (5), which a runtime retries, whatever it
- * was doing; not the daemon's answer, nor its absence. */
-static int out_of_memory(const char *what, struct proxy_cni_error *e)
-{
-  return proxy_cni_fail(e, PROXY_CNI_ERR_IO, "out of memory", "%s: out of memory", what);
-}
-
 /* Maps a failed exchange with the daemon to an error. */
 static int transport_error(int r, const char *what, const char *err, struct proxy_cni_error *e)
 {
   /* Building the request, or holding or decoding the answer (the daemon did answer). */
   if (r == -ENOMEM)
-    return out_of_memory(what, e);
+    return proxy_cni_oom(e, what);
   if (r == -ETIMEDOUT)
     return proxy_cni_fail(e, PROXY_CNI_ERR_AGAIN, "the authproxy daemon did not answer",
                           "%s: %s; try again", what, err);
@@ -159,13 +152,13 @@ static int config_text(const struct proxy_cni_conf *c, char **text, struct proxy
   *text = NULL;
   if (c->proxy_config != NULL) {
     *text = cJSON_PrintUnformatted(c->proxy_config);
-    return *text ? 0 : proxy_cni_fail(e, PROXY_CNI_ERR_IO, "out of memory", "out of memory");
+    return *text ? 0 : proxy_cni_oom(e, NULL);
   }
   if (c->proxy_config_file == NULL)
     return 0;
   r = proxy_read_file(c->proxy_config_file, PROXY_CONTROL_MAX_BODY, text, &len);
   if (r == -ENOMEM)
-    return proxy_cni_fail(e, PROXY_CNI_ERR_IO, "out of memory", "out of memory");
+    return proxy_cni_oom(e, NULL);
   if (r != 0)
     return proxy_cni_fail(e, PROXY_CNI_ERR_CONFIG, "cannot read proxy_config_file",
                           "%s: %s", c->proxy_config_file,
@@ -175,7 +168,7 @@ static int config_text(const struct proxy_cni_conf *c, char **text, struct proxy
   if (r != 0 || !cJSON_IsObject(tree)) {
     /* Out of memory is the plugin's failure, which a runtime retries, not the file's. */
     if (r == -ENOMEM)
-      proxy_cni_fail(e, PROXY_CNI_ERR_IO, "out of memory", "out of memory");
+      proxy_cni_oom(e, NULL);
     else
       proxy_cni_fail(e, PROXY_CNI_ERR_CONFIG, "invalid proxy_config_file", "%s: %s",
                      c->proxy_config_file,
@@ -210,7 +203,7 @@ static int cni_add(const struct proxy_cni_conf *c, const char *name, const char 
   }
   if (body.oom) {
     strbuf_free(&body);
-    return proxy_cni_fail(e, PROXY_CNI_ERR_IO, "out of memory", "out of memory");
+    return proxy_cni_oom(e, NULL);
   }
   snprintf(path, sizeof(path), "/v1/sandboxes/%s", name);
   r = proxy_api_call(c->control, "PUT", path, body.data, body.len, CNI_TIMEOUT_MS, &a, err,
@@ -234,7 +227,7 @@ static int cni_add(const struct proxy_cni_conf *c, const char *name, const char 
     proxy_api_error_text(&a, text, sizeof(text));
     /* An answer not decoded for want of memory would be read as another error. */
     if (rules_json_alloc_failures() != failures)
-      r = out_of_memory("attach", e);
+      r = proxy_cni_oom(e, "attach");
     else if (a.status == 503)
       r = unavailable_error(&a, "attach", name, text, e);
     else if (strcmp(code, "invalid_config") == 0 || strcmp(code, "config_not_found") == 0)
@@ -249,7 +242,7 @@ static int cni_add(const struct proxy_cni_conf *c, const char *name, const char 
   proxy_api_answer_free(&a);
   result = proxy_cni_add_result(c);
   if (result == NULL)
-    return proxy_cni_fail(e, PROXY_CNI_ERR_IO, "out of memory", "out of memory");
+    return proxy_cni_oom(e, NULL);
   printf("%s\n", result);
   free(result);
   return 0;
@@ -281,7 +274,7 @@ static int cni_del(const struct proxy_cni_conf *c, const char *name, struct prox
   proxy_api_error_text(&a, text, sizeof(text));
   /* An answer not decoded for want of memory would be read as another error. */
   if (rules_json_alloc_failures() != failures)
-    r = out_of_memory("detach", e);
+    r = proxy_cni_oom(e, "detach");
   else if (a.status == 503)
     r = unavailable_error(&a, "detach", name, text, e);
   else
@@ -316,7 +309,7 @@ static int cni_check(const struct proxy_cni_conf *c, const char *name, const cha
     proxy_api_error_text(&a, text, sizeof(text));
     /* An answer not decoded for want of memory would be read as another error. */
     if (rules_json_alloc_failures() != failures)
-      r = out_of_memory("check", e);
+      r = proxy_cni_oom(e, "check");
     else if (a.status == 503)
       r = unavailable_error(&a, "check", name, text, e);
     else
@@ -328,7 +321,7 @@ static int cni_check(const struct proxy_cni_conf *c, const char *name, const cha
   root = cJSON_ParseWithLength(a.body, a.body_len);
   got = cJSON_GetObjectItemCaseSensitive(root, "netns");
   if (root == NULL && rules_json_alloc_failures() != failures)
-    r = out_of_memory("check", e);
+    r = proxy_cni_oom(e, "check");
   else if (!cJSON_IsString(got) || strcmp(got->valuestring, netns) != 0)
     r = proxy_cni_fail(e, PROXY_CNI_ERR_NOT_ATTACHED, "the namespace is not served",
                        "sandbox %s serves %s, not CNI_NETNS %s", name,
@@ -348,7 +341,7 @@ static int cni_version(const char *in, size_t len, struct proxy_cni_error *e)
   if (len > 0) {
     r = rules_json_parse(in, len, &root, NULL);
     if (r == -ENOMEM)
-      return proxy_cni_fail(e, PROXY_CNI_ERR_IO, "out of memory", "out of memory");
+      return proxy_cni_oom(e, NULL);
     if (r != 0)
       return proxy_cni_fail(e, PROXY_CNI_ERR_DECODE, "cannot decode the VERSION input",
                             "standard input must be {\"cniVersion\": ...}");
@@ -359,7 +352,7 @@ static int cni_version(const char *in, size_t len, struct proxy_cni_error *e)
   rules_json_free(root);
   doc = proxy_cni_version_json(e->version[0] ? e->version : NULL);
   if (doc == NULL)
-    return proxy_cni_fail(e, PROXY_CNI_ERR_IO, "out of memory", "out of memory");
+    return proxy_cni_oom(e, NULL);
   printf("%s\n", doc);
   free(doc);
   return 0;

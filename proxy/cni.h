@@ -52,6 +52,11 @@ struct proxy_cni_conf {
 int proxy_cni_fail(struct proxy_cni_error *e, int code, const char *msg, const char *fmt,
                    ...) __attribute__((format(printf, 4, 5)));
 
+/* The plugin out of memory: error 5 (I/O), which a runtime retries, whatever it was
+ * doing; not the daemon's answer nor its absence, nor the input's fault. what, when
+ * given, names the step ("check: out of memory"). Returns what proxy_cni_fail does. */
+int proxy_cni_oom(struct proxy_cni_error *e, const char *what);
+
 /* 1 if version is one the plugin speaks. */
 int proxy_cni_version_supported(const char *version);
 

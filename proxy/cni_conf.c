@@ -36,6 +36,13 @@ int proxy_cni_fail(struct proxy_cni_error *e, int code, const char *msg, const c
   return -EINVAL;
 }
 
+int proxy_cni_oom(struct proxy_cni_error *e, const char *what)
+{
+  if (what == NULL)
+    return proxy_cni_fail(e, PROXY_CNI_ERR_IO, "out of memory", "out of memory");
+  return proxy_cni_fail(e, PROXY_CNI_ERR_IO, "out of memory", "%s: out of memory", what);
+}
+
 int proxy_cni_version_supported(const char *version)
 {
   size_t i;
@@ -86,7 +93,7 @@ int proxy_cni_parse_conf(const char *json, size_t len, struct proxy_cni_conf *c,
   r = rules_json_parse(json, len, &c->root, &diag);
   if (r == -ENOMEM) {
     rules_diag_free(&diag);
-    return proxy_cni_fail(e, PROXY_CNI_ERR_IO, "out of memory", "out of memory");
+    return proxy_cni_oom(e, NULL);
   }
   if (r != 0) {
     proxy_cni_fail(e, PROXY_CNI_ERR_DECODE, "cannot decode the network configuration",
