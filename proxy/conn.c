@@ -43,6 +43,13 @@
  */
 #define ATTEMPT_DELAY_MS 250
 
+/*
+ * How many times an upstream TLS handshake's timeout, finding the upstream's bytes
+ * waiting unread behind a late loop, starts a whole connect timeout anew. A TLS 1.2
+ * handshake has two server flights; one more for a loop late twice on one of them.
+ */
+#define DIAL_LATE_MAX 3
+
 /* One address's connect attempt: its own handle, since an attempt that loses the race
  * is closed while the winner's socket becomes the connection's upstream. */
 struct proxy_dial_attempt {
@@ -415,11 +422,21 @@ static void timer_cb(uv_timer_t *t)
     /* The loop is late, or the sandbox's setup reads (stream.c, SETUP_READS) kept
      * the upstream's handshake waiting its turn: what the upstream sent in time is
      * read first, or its ServerHello is taken for silence (a 504 upstream_timeout,
-     * blaming a destination that answered at once). Within one more connect timeout
-     * at most. */
-    if (c->state == CONN_TLS_UP && proxy_end_unread(&c->up) &&
-        now < c->dial_deadline_ms + c->sb->limits.connect_ms) {
-      proxy_conn_arm_timer(c, c->dial_deadline_ms + c->sb->limits.connect_ms - now);
+     * blaming a destination that answered at once). The upstream answered within
+     * its time, so the rest of the handshake gets a whole connect timeout from now:
+     * the loop's lateness is not counted against it a second time. At most
+     * DIAL_LATE_MAX times a dial, so that the bytes of an upstream that trickles
+     * its handshake, found waiting when the loop happens to be late, do not stretch
+     * it without end. */
+    if (c->state == CONN_TLS_UP && c->dial_late < DIAL_LATE_MAX &&
+        proxy_end_unread(&c->up)) {
+      c->dial_late++;
+      log_debug("conn %llu: TLS handshake with %s:%u: its bytes waited unread past the "
+                "connect timeout (the event loop ran late): a connect timeout anew (%u of "
+                "%d)", (unsigned long long)c->id, c->dial_host, c->dial_port, c->dial_late,
+                DIAL_LATE_MAX);
+      c->dial_deadline_ms = now + c->sb->limits.connect_ms;
+      proxy_conn_arm_timer(c, c->sb->limits.connect_ms);
       break;
     }
     /* fall through */
@@ -1802,6 +1819,7 @@ void proxy_conn_dial(struct proxy_conn *c, conn_ready_cb cb)
   proxy_end_want_read(&c->down, 0);
   proxy_conn_arm_timer(c, c->sb->limits.connect_ms);
   c->dial_deadline_ms = uv_now(c->sb->ctx->loop) + c->sb->limits.connect_ms;
+  c->dial_late = 0;
   if (c->up.closing) {
     /* The previous upstream's handle is still closing; its callback dials. */
     c->dial_deferred = 1;

@@ -9,7 +9,10 @@
 # while nginx on 127.0.0.1 had answered each handshake at once. libuv runs expired
 # timers before it polls for input, so the dial's timer took the unread ServerHello
 # for silence. Made deterministic here by stopping the proxy (SIGSTOP) while the
-# upstream sends its ServerHello, past the connect timeout.
+# upstream sends its ServerHello, past twice the connect timeout: the rest of the
+# handshake has a whole connect timeout from when the proxy ran again (a bound of
+# twice the connect timeout from the dial, counting the loop's lateness again, left
+# an ASan build too little to finish it in, under load).
 #
 #   jail netns                                  host netns
 #   curl https://api.example.com/  -nft->       authproxy jail (intercepts: a rule)
@@ -59,11 +62,11 @@ jail_pid=$!
 PIDS+=($jail_pid)
 wait_for "[ -e '$T/hello' ]" 20
 # The proxy sent its ClientHello and armed what is left of the 2 s dial: stop it
-# before that runs out, let the upstream answer, and resume it well after.
+# before that runs out, let the upstream answer, and resume it past twice that.
 kill -STOP "$jail_pid"
 CLEANUP_HOOKS+=("kill -CONT $jail_pid 2>/dev/null")
 : > "$T/go"
-sleep 3
+sleep 4.5
 kill -CONT "$jail_pid"
 wait "$jail_pid" || true
 out=$(cat "$T/out")
