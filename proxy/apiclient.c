@@ -17,6 +17,7 @@
 
 #include "proxy/apiclient.h"
 #include "proxy/strbuf.h"
+#include "rules/rules.h"
 
 #define MAX_HEAD 16384
 
@@ -324,42 +325,59 @@ out:
   return r;
 }
 
-struct cJSON *proxy_api_error_parse(const struct proxy_api_answer *a, const char **code,
-                                    const char **message, const struct cJSON **details)
+int proxy_api_body_parse(const struct proxy_api_answer *a, cJSON **root)
 {
-  cJSON *root = a->body ? cJSON_ParseWithLength(a->body, a->body_len) : NULL;
-  const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "error");
-  const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "code");
-  const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
-  const cJSON *d = cJSON_GetObjectItemCaseSensitive(e, "details");
+  unsigned long failures = rules_json_alloc_failures();
 
+  *root = a->body ? cJSON_ParseWithLength(a->body, a->body_len) : NULL;
+  if (*root != NULL)
+    return 0;
+  return rules_json_alloc_failures() != failures ? -ENOMEM : -EBADMSG;
+}
+
+int proxy_api_error_parse(const struct proxy_api_answer *a, cJSON **root, const char **code,
+                          const char **message, const cJSON **details)
+{
+  const cJSON *e, *c, *m, *d;
+  int r = proxy_api_body_parse(a, root);
+
+  if (r != 0)
+    return r;
+  e = cJSON_GetObjectItemCaseSensitive(*root, "error");
+  c = cJSON_GetObjectItemCaseSensitive(e, "code");
+  m = cJSON_GetObjectItemCaseSensitive(e, "message");
+  d = cJSON_GetObjectItemCaseSensitive(e, "details");
   if (!cJSON_IsString(c) || !cJSON_IsString(m)) {
-    cJSON_Delete(root);
-    return NULL;
+    cJSON_Delete(*root);
+    *root = NULL;
+    return -EBADMSG;
   }
   *code = c->valuestring;
   *message = m->valuestring;
   *details = cJSON_IsArray(d) ? d : NULL;
-  return root;
+  return 0;
 }
 
-void proxy_api_error_text(const struct proxy_api_answer *a, char *buf, size_t size)
+int proxy_api_error_text(const struct proxy_api_answer *a, char *buf, size_t size)
 {
   const char *code, *msg;
   const cJSON *details, *it;
-  cJSON *root = proxy_api_error_parse(a, &code, &msg, &details);
+  cJSON *root;
+  int r = proxy_api_error_parse(a, &root, &code, &msg, &details);
   size_t off;
   int n;
 
-  if (size == 0)
-    return;
-  if (root == NULL) {
+  if (size == 0) {
+    cJSON_Delete(root);
+    return r == -ENOMEM ? r : 0;
+  }
+  if (r != 0) {
     /* Not an API error: the status and the start of the body, on one line. */
     snprintf(buf, size, "HTTP %d: %.200s", a->status, a->body ? a->body : "");
     for (off = 0; buf[off] != '\0'; off++)
       if ((unsigned char)buf[off] < 0x20)
         buf[off] = ' ';
-    return;
+    return r == -ENOMEM ? r : 0;
   }
   n = snprintf(buf, size, "%s: %s", code, msg);
   off = n < 0 ? 0 : (size_t)n;
@@ -377,6 +395,7 @@ void proxy_api_error_text(const struct proxy_api_answer *a, char *buf, size_t si
   if (off >= size && size > 4)
     memcpy(buf + size - 4, "...", 4);
   cJSON_Delete(root);
+  return 0;
 }
 
 void proxy_api_attach_body(struct strbuf *b, const char *netns, const char *config_json,

@@ -59,20 +59,30 @@ int proxy_api_name_ok(const char *s, size_t max);
 #define PROXY_API_NAME_MAX 128
 
 /*
- * Reads an API error answer {"error": {"code", "message", "details": [{"path",
- * "message"}]}}. Returns the parsed tree (free with cJSON_Delete) and points *code,
- * *message and *details into it (details may be NULL); NULL if the body is not such an
- * error, and then the caller reports the status and the raw body.
+ * Parses an answer's body as JSON into *root (free with cJSON_Delete). Returns 0;
+ * -EBADMSG if the body is not JSON; -ENOMEM if memory ran out parsing it, when what
+ * the answer says is unknown (an answer taken for another error would be misread).
  */
-struct cJSON *proxy_api_error_parse(const struct proxy_api_answer *a, const char **code,
-                                    const char **message, const struct cJSON **details);
+int proxy_api_body_parse(const struct proxy_api_answer *a, struct cJSON **root);
+
+/*
+ * Reads an API error answer {"error": {"code", "message", "details": [{"path",
+ * "message"}]}}. Returns 0 with the parsed tree in *root (free with cJSON_Delete) and
+ * *code, *message and *details pointing into it (details may be NULL); else *root is
+ * NULL and it returns -EBADMSG if the body is not such an error (the caller reports
+ * the status and the raw body), or -ENOMEM as proxy_api_body_parse.
+ */
+int proxy_api_error_parse(const struct proxy_api_answer *a, struct cJSON **root,
+                          const char **code, const char **message,
+                          const struct cJSON **details);
 
 /*
  * Writes a one-line account of an error answer into buf: "CODE: MESSAGE" followed by
  * "; PATH: MESSAGE" for every validation detail (truncated with "..." to fit), or
- * "HTTP STATUS: BODY" when the body is not an API error.
+ * "HTTP STATUS: BODY" when the body is not an API error. Returns 0, or -ENOMEM when
+ * memory ran out reading the answer (buf then holds the status and the raw body).
  */
-void proxy_api_error_text(const struct proxy_api_answer *a, char *buf, size_t size);
+int proxy_api_error_text(const struct proxy_api_answer *a, char *buf, size_t size);
 
 /*
  * Appends an attach request body to b: {"netns": NETNS, "proxy_config": CONFIG} where

@@ -112,14 +112,17 @@ static int transport_error(int r, const char *what, const char *err, struct prox
 }
 
 /* The API error code of an answer ("" if it has none). */
-static void answer_code(const struct proxy_api_answer *a, char *buf, size_t size)
+/* The code of an error answer into buf ("" if it is none); as proxy_api_error_parse. */
+static int answer_code(const struct proxy_api_answer *a, char *buf, size_t size)
 {
   const char *code = "", *msg;
   const cJSON *details;
-  cJSON *root = proxy_api_error_parse(a, &code, &msg, &details);
+  cJSON *root;
+  int r = proxy_api_error_parse(a, &root, &code, &msg, &details);
 
   snprintf(buf, size, "%s", code);
   cJSON_Delete(root);
+  return r;
 }
 
 /*
@@ -128,12 +131,9 @@ static void answer_code(const struct proxy_api_answer *a, char *buf, size_t size
  * ("too_many_clients"): the message says which, so that nobody restarts a daemon that
  * is only busy.
  */
-static int unavailable_error(const struct proxy_api_answer *a, const char *what,
-                             const char *name, const char *text, struct proxy_cni_error *e)
+static int unavailable_error(const char *code, const char *what, const char *name,
+                             const char *text, struct proxy_cni_error *e)
 {
-  char code[64];
-
-  answer_code(a, code, sizeof(code));
   return proxy_cni_fail(e, PROXY_CNI_ERR_AGAIN,
                         strcmp(code, "stopping") == 0
                             ? "the authproxy daemon is stopping"
@@ -189,7 +189,6 @@ static int cni_add(const struct proxy_cni_conf *c, const char *name, const char 
   struct proxy_api_answer a;
   struct strbuf body;
   char path[160], err[512], code[64], text[3072], *cfg = NULL, *result;
-  unsigned long failures;
   int r;
 
   r = config_text(c, &cfg, e);
@@ -222,14 +221,12 @@ static int cni_add(const struct proxy_cni_conf *c, const char *name, const char 
                           "already; a second ADD needs a DEL first", name, netns);
   }
   if (a.status != 201) {
-    failures = rules_json_alloc_failures();
-    answer_code(&a, code, sizeof(code));
-    proxy_api_error_text(&a, text, sizeof(text));
     /* An answer not decoded for want of memory would be read as another error. */
-    if (rules_json_alloc_failures() != failures)
+    if (answer_code(&a, code, sizeof(code)) == -ENOMEM ||
+        proxy_api_error_text(&a, text, sizeof(text)) == -ENOMEM)
       r = proxy_cni_oom(e, "attach");
     else if (a.status == 503)
-      r = unavailable_error(&a, "attach", name, text, e);
+      r = unavailable_error(code, "attach", name, text, e);
     else if (strcmp(code, "invalid_config") == 0 || strcmp(code, "config_not_found") == 0)
       r = proxy_cni_fail(e, PROXY_CNI_ERR_REJECTED, "proxy_config rejected",
                          "attach %s: %s", name, text);
@@ -252,7 +249,6 @@ static int cni_del(const struct proxy_cni_conf *c, const char *name, struct prox
 {
   struct proxy_api_answer a;
   char path[160], err[512], code[64], text[3072];
-  unsigned long failures;
   int r;
 
   snprintf(path, sizeof(path), "/v1/sandboxes/%s", name);
@@ -265,18 +261,17 @@ static int cni_del(const struct proxy_cni_conf *c, const char *name, struct prox
   }
   if (r != 0)
     return transport_error(r, "detach", err, e);
-  failures = rules_json_alloc_failures();
-  answer_code(&a, code, sizeof(code));
+  r = answer_code(&a, code, sizeof(code));
   if (a.status == 200 || strcmp(code, "sandbox_not_found") == 0) {
     proxy_api_answer_free(&a);
     return 0;
   }
-  proxy_api_error_text(&a, text, sizeof(text));
-  /* An answer not decoded for want of memory would be read as another error. */
-  if (rules_json_alloc_failures() != failures)
+  /* An answer not decoded for want of memory would be read as another error (its
+   * code unread, a sandbox already gone as a failure to detach it). */
+  if (r == -ENOMEM || proxy_api_error_text(&a, text, sizeof(text)) == -ENOMEM)
     r = proxy_cni_oom(e, "detach");
   else if (a.status == 503)
-    r = unavailable_error(&a, "detach", name, text, e);
+    r = unavailable_error(code, "detach", name, text, e);
   else
     r = proxy_cni_fail(e, PROXY_CNI_ERR_ATTACH, "authproxy could not detach the namespace",
                        "detach %s: %s", name, text);
@@ -288,10 +283,9 @@ static int cni_check(const struct proxy_cni_conf *c, const char *name, const cha
                      struct proxy_cni_error *e)
 {
   struct proxy_api_answer a;
-  char path[160], err[512], text[3072];
+  char path[160], err[512], code[64], text[3072];
   const cJSON *got;
   cJSON *root;
-  unsigned long failures;
   int r;
 
   if (strcmp(c->version, "0.3.0") == 0 || strcmp(c->version, "0.3.1") == 0)
@@ -304,23 +298,22 @@ static int cni_check(const struct proxy_cni_conf *c, const char *name, const cha
   r = proxy_api_call(c->control, "GET", path, NULL, 0, CNI_TIMEOUT_MS, &a, err, sizeof(err));
   if (r != 0)
     return transport_error(r, "check", err, e);
-  failures = rules_json_alloc_failures();
   if (a.status != 200) {
-    proxy_api_error_text(&a, text, sizeof(text));
     /* An answer not decoded for want of memory would be read as another error. */
-    if (rules_json_alloc_failures() != failures)
+    if (answer_code(&a, code, sizeof(code)) == -ENOMEM ||
+        proxy_api_error_text(&a, text, sizeof(text)) == -ENOMEM)
       r = proxy_cni_oom(e, "check");
     else if (a.status == 503)
-      r = unavailable_error(&a, "check", name, text, e);
+      r = unavailable_error(code, "check", name, text, e);
     else
       r = proxy_cni_fail(e, PROXY_CNI_ERR_NOT_ATTACHED, "the namespace is not served",
                          "sandbox %s: %s: its traffic has nowhere to go", name, text);
     proxy_api_answer_free(&a);
     return r;
   }
-  root = cJSON_ParseWithLength(a.body, a.body_len);
+  r = proxy_api_body_parse(&a, &root);
   got = cJSON_GetObjectItemCaseSensitive(root, "netns");
-  if (root == NULL && rules_json_alloc_failures() != failures)
+  if (r == -ENOMEM)
     r = proxy_cni_oom(e, "check");
   else if (!cJSON_IsString(got) || strcmp(got->valuestring, netns) != 0)
     r = proxy_cni_fail(e, PROXY_CNI_ERR_NOT_ATTACHED, "the namespace is not served",

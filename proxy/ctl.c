@@ -79,9 +79,10 @@ static int report(const char *what, const struct proxy_api_answer *a)
 {
   const char *code, *msg;
   const cJSON *details, *it;
-  cJSON *root = proxy_api_error_parse(a, &code, &msg, &details);
+  cJSON *root;
 
-  if (root == NULL) {
+  /* Not an API error, or not decoded for want of memory: the answer as it came. */
+  if (proxy_api_error_parse(a, &root, &code, &msg, &details) != 0) {
     fprintf(stderr, "authproxy ctl: %s: HTTP %d: %s\n", what, a->status,
             a->body ? a->body : "");
     return 1;
@@ -106,15 +107,14 @@ static int report(const char *what, const struct proxy_api_answer *a)
  */
 static int print_answer(const struct proxy_api_answer *a, const char *field)
 {
-  unsigned long failures = rules_json_alloc_failures();
-  cJSON *root = cJSON_Parse(a->body);
+  cJSON *root;
   const cJSON *f;
   char *text;
-  int ret;
+  int ret = proxy_api_body_parse(a, &root);
 
-  if (root == NULL && field != NULL) {
+  if (ret != 0 && field != NULL) {
     fprintf(stderr, "authproxy ctl: cannot read %s from the answer: %s\n", field,
-            rules_json_alloc_failures() != failures ? "out of memory" : "not JSON");
+            ret == -ENOMEM ? "out of memory" : "not JSON");
     return 1;
   }
   if (root == NULL) {

@@ -343,7 +343,6 @@ static int hook_detach(const char *sock, const struct proxy_oci_state *st, const
   const char *code = "", *msg;
   const cJSON *details;
   char path[160], err[1024], text[3072];
-  unsigned long failures;
   cJSON *root;
   int r, ret = 0;
 
@@ -355,13 +354,11 @@ static int hook_detach(const char *sock, const struct proxy_oci_state *st, const
                                        "forgets sandboxes whose namespace is gone)" : "");
     return proxy_api_unreachable(r) ? 0 : 1;
   }
-  failures = rules_json_alloc_failures();
-  root = proxy_api_error_parse(&a, &code, &msg, &details);
+  r = proxy_api_error_parse(&a, &root, &code, &msg, &details);
   if (a.status != 200 && strcmp(code, "sandbox_not_found") != 0) {
-    proxy_api_error_text(&a, text, sizeof(text));
     /* Its code not decoded for want of memory, an answer that the sandbox is gone
      * (success) would read as a failure to detach it. */
-    if (rules_json_alloc_failures() != failures)
+    if (r == -ENOMEM || proxy_api_error_text(&a, text, sizeof(text)) == -ENOMEM)
       hook_error("container %s: cannot read the daemon's answer to detaching sandbox "
                  "%s: out of memory\n", st->id, name);
     else

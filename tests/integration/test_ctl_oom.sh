@@ -42,6 +42,9 @@ whole_or_said() {
   else
     assert_eq "$RC" "1" "$CMD with allocation $1 failing: status"
     [ -n "$ERR" ] || fail "$CMD with allocation $1 failing: status 1 and nothing said"
+    # The daemon's answers are JSON: out of memory reading one is said as that.
+    [[ $ERR != *"not JSON"* ]] ||
+      fail "$CMD with allocation $1 failing: out of memory said as: $ERR"
   fi
 }
 for CMD in health list secrets configs "config-get agents" "get box"; do

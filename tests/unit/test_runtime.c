@@ -21,6 +21,7 @@
 #include "proxy/ocihook.h"
 #include "proxy/strbuf.h"
 #include "proxy/utf8.h"
+#include "rules/rules.h"
 #include "test.h"
 
 /* ---- apiclient ---- */
@@ -100,24 +101,104 @@ TEST(error_text_and_parse)
                   "\"message\":\"rejected\",\"details\":[{\"path\":\"proxy_config.rules[0].name\","
                   "\"message\":\"must not be empty\"},{\"path\":\"proxy_config.x\","
                   "\"message\":\"unknown\"}]}}", &a), 0);
-  root = proxy_api_error_parse(&a, &code, &msg, &details);
+  ASSERT_EQ(proxy_api_error_parse(&a, &root, &code, &msg, &details), 0);
   ASSERT_NOT_NULL(root);
   ASSERT_STREQ(code, "invalid_config");
   ASSERT_STREQ(msg, "rejected");
   ASSERT_EQ(cJSON_GetArraySize(details), 2);
   cJSON_Delete(root);
-  proxy_api_error_text(&a, buf, sizeof(buf));
+  ASSERT_EQ(proxy_api_error_text(&a, buf, sizeof(buf)), 0);
   ASSERT_STREQ(buf, "invalid_config: rejected; proxy_config.rules[0].name: must not be empty; "
                     "proxy_config.x: unknown");
-  proxy_api_error_text(&a, small, sizeof(small));
+  ASSERT_EQ(proxy_api_error_text(&a, small, sizeof(small)), 0);
   ASSERT_EQ(strlen(small), sizeof(small) - 1);
   ASSERT_STREQ(small + sizeof(small) - 4, "...");
   proxy_api_answer_free(&a);
 
   ASSERT_EQ(parse("HTTP/1.1 502 Bad Gateway\r\n\r\nnot\njson", &a), 0);
-  ASSERT_NULL(proxy_api_error_parse(&a, &code, &msg, &details));
-  proxy_api_error_text(&a, buf, sizeof(buf));
+  ASSERT_EQ(proxy_api_error_parse(&a, &root, &code, &msg, &details), -EBADMSG);
+  ASSERT_NULL(root);
+  ASSERT_EQ(proxy_api_body_parse(&a, &root), -EBADMSG);
+  ASSERT_NULL(root);
+  ASSERT_EQ(proxy_api_error_text(&a, buf, sizeof(buf)), 0);
   ASSERT_STREQ(buf, "HTTP 502: not json");
+  proxy_api_answer_free(&a);
+
+  /* JSON, but not an API error. */
+  ASSERT_EQ(parse("HTTP/1.1 404 Not Found\r\n\r\n{\"error\":\"gone\"}", &a), 0);
+  ASSERT_EQ(proxy_api_error_parse(&a, &root, &code, &msg, &details), -EBADMSG);
+  ASSERT_NULL(root);
+  ASSERT_EQ(proxy_api_body_parse(&a, &root), 0);
+  ASSERT_NOT_NULL(root);
+  cJSON_Delete(root);
+  proxy_api_answer_free(&a);
+}
+
+/* cJSON's allocator for decoding_out_of_memory: the json_fail_at-th allocation
+ * fails, counted as the programs' allocator (rules_json_malloc) counts it. */
+static int json_allocs, json_fail_at;
+
+static void *nth_json_malloc_fails(size_t n)
+{
+  if (++json_allocs == json_fail_at) {
+    rules_json_count_failure();
+    errno = ENOMEM;
+    return NULL;
+  }
+  return malloc(n);
+}
+
+/*
+ * Out of memory decoding an answer is said, never taken for an answer of another
+ * kind: ctl, the CNI plugin and the OCI hook read an error whose code they could not
+ * decode as a different error (a sandbox already detached as a failure to detach it;
+ * a daemon's answer as "not JSON"). Each of the decoding's cJSON allocations fails
+ * in turn.
+ */
+TEST(decoding_out_of_memory)
+{
+  cJSON_Hooks failing = { nth_json_malloc_fails, free }, plain = { malloc, free };
+  struct proxy_api_answer a;
+  const char *code, *msg;
+  const cJSON *details;
+  cJSON *root;
+  char buf[256];
+  int n, r, done, oom;
+
+  ASSERT_EQ(parse("HTTP/1.1 404 Not Found\r\n\r\n{\"error\":{\"code\":\"sandbox_not_found\","
+                  "\"message\":\"no such sandbox\",\"details\":[{\"path\":\"p\","
+                  "\"message\":\"m\"}]}}", &a), 0);
+  for (int fn = 0; fn < 3; fn++) {
+    for (n = 1, done = 0, oom = 0; n < 100 && !done; n++) {
+      json_allocs = 0;
+      json_fail_at = n;
+      cJSON_InitHooks(&failing);
+      if (fn == 0) {
+        r = proxy_api_body_parse(&a, &root);
+      } else if (fn == 1) {
+        r = proxy_api_error_parse(&a, &root, &code, &msg, &details);
+      } else {
+        root = NULL;
+        r = proxy_api_error_text(&a, buf, sizeof(buf));
+      }
+      cJSON_InitHooks(&plain);
+      done = json_allocs < n; /* no allocation failed: the whole answer */
+      if (done) {
+        ASSERT_EQ(r, 0);
+        if (fn == 1)
+          ASSERT_STREQ(code, "sandbox_not_found");
+        if (fn == 2)
+          ASSERT_STREQ(buf, "sandbox_not_found: no such sandbox; p: m");
+      } else {
+        ASSERT_EQ(r, -ENOMEM);
+        ASSERT_NULL(root);
+        oom++;
+      }
+      cJSON_Delete(root);
+    }
+    ASSERT(done);
+    ASSERT_GT(oom, 5); /* the tree's items, its strings */
+  }
   proxy_api_answer_free(&a);
 }
 
