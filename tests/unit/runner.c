@@ -14,9 +14,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
 #include <uv.h>
 
 #include "proxy/coverage.h"
+#include "rules/rules.h"
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
 #endif
@@ -173,6 +175,37 @@ void test_stderr_back(int saved)
   fflush(stderr);
   ASSERT_EQ(dup2(saved, STDERR_FILENO), STDERR_FILENO);
   close(saved);
+}
+
+static int json_allocs, json_fail_at;
+
+static void *json_malloc_counted(size_t n)
+{
+  if (++json_allocs == json_fail_at) {
+    rules_json_count_failure();
+    errno = ENOMEM;
+    return NULL;
+  }
+  return malloc(n);
+}
+
+void test_json_fail_at(int n)
+{
+  static cJSON_Hooks counted = { json_malloc_counted, free };
+
+  json_allocs = 0;
+  json_fail_at = n;
+  cJSON_InitHooks(&counted);
+}
+
+int test_json_allocs(void)
+{
+  return json_allocs;
+}
+
+void test_json_plain(void)
+{
+  cJSON_InitHooks(NULL);
 }
 
 void test_write_file(const char *dir, const char *name, const char *data, size_t len,

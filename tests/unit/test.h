@@ -36,6 +36,16 @@ void test_stderr_back(int saved);
 void test_write_file(const char *dir, const char *name, const char *data, size_t len,
                      int mode);
 
+/*
+ * cJSON out of memory, for sweeps: after test_json_fail_at(n), cJSON's n-th allocation
+ * fails (counted as the programs' allocator, rules_json_malloc, counts a failure), the
+ * others go through; n of 0 fails none. test_json_allocs() is how many were asked for
+ * since. test_json_plain() puts back plain malloc.
+ */
+void test_json_fail_at(int n);
+int test_json_allocs(void);
+void test_json_plain(void);
+
 #define TEST(name)                                                                \
   static void test_##name(void);                                                  \
   __attribute__((constructor)) static void test_register_##name(void)             \

@@ -127,20 +127,6 @@ TEST(json_oom_answer)
   daemon_teardown(&d);
 }
 
-/* cJSON's allocator for partial_answer_is_oom: the second allocation fails (counted
- * as the daemon's allocator counts it), the others go through. */
-static int json_allocs;
-
-static void *second_json_malloc_fails(size_t n)
-{
-  if (++json_allocs == 2) {
-    rules_json_count_failure();
-    errno = ENOMEM;
-    return NULL;
-  }
-  return malloc(n);
-}
-
 /*
  * An answer cJSON could build only in part (a member left out when its allocation
  * failed) is not sent as it is: the request was carried out, and the control layer
@@ -150,18 +136,16 @@ static void *second_json_malloc_fails(size_t n)
 TEST(partial_answer_is_oom)
 {
   struct proxy_control_request req = { "GET", "/healthz", "", 0 };
-  cJSON_Hooks failing = { second_json_malloc_fails, free }, plain = { malloc, free };
   struct proxy_control_response resp;
   struct daemon d;
 
   daemon_setup(&d);
   memset(&resp, 0, sizeof(resp));
   strbuf_init(&resp.body);
-  json_allocs = 0;
-  cJSON_InitHooks(&failing);
+  test_json_fail_at(2);
   daemon_api(&d, &req, &resp);
-  cJSON_InitHooks(&plain);
-  ASSERT_GE(json_allocs, 3);
+  test_json_plain();
+  ASSERT_GE(test_json_allocs(), 3);
   /* Not {"sandboxes":0,...} without its "status". */
   if (resp.status != 200 || !resp.body.oom)
     TEST_FAIL_("got %d (body oom %d) %.*s, expected 200 with the body out of memory",
@@ -253,20 +237,6 @@ TEST(stored_config_naming_too_many_secrets_is_invalid)
   daemon_teardown(&d);
 }
 
-/* cJSON's allocator for each_allocation_failing: the json_fail_at-th
- * allocation fails (counted as the daemon's allocator counts it). */
-static int json_fail_at;
-
-static void *nth_json_malloc_fails(size_t n)
-{
-  if (++json_allocs == json_fail_at) {
-    rules_json_count_failure();
-    errno = ENOMEM;
-    return NULL;
-  }
-  return malloc(n);
-}
-
 /*
  * A config stored while cJSON runs out of memory is refused as out of memory, never as
  * invalid: a secret name cJSON could not gather (validation_store) was missing from the
@@ -283,7 +253,6 @@ static void *nth_json_malloc_fails(size_t n)
 static void each_allocation_failing(struct daemon *d, const char *method, const char *path,
                                     const char *body)
 {
-  cJSON_Hooks failing = { nth_json_malloc_fails, free }, plain = { malloc, free };
   int n, done = 0;
 
   for (n = 1; n < 1000 && !done; n++) {
@@ -292,17 +261,15 @@ static void each_allocation_failing(struct daemon *d, const char *method, const 
 
     memset(&resp, 0, sizeof(resp));
     strbuf_init(&resp.body);
-    json_allocs = 0;
-    json_fail_at = n;
-    cJSON_InitHooks(&failing);
+    test_json_fail_at(n);
     daemon_api(d, &req, &resp);
-    cJSON_InitHooks(&plain);
+    test_json_plain();
     /* No allocation failed: the whole answer. */
-    done = json_allocs < n;
+    done = test_json_allocs() < n;
     if (done ? resp.status != 200 || resp.body.oom
              : resp.status != 500 && !(resp.status == 200 && resp.body.oom))
       TEST_FAIL_("%s %s, allocation %d of %d failing: %d %.*s", method, path, n,
-                 json_allocs, resp.status, (int)resp.body.len,
+                 test_json_allocs(), resp.status, (int)resp.body.len,
                  resp.body.data ? resp.body.data : "");
     strbuf_free(&resp.body);
   }

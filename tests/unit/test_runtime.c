@@ -134,20 +134,6 @@ TEST(error_text_and_parse)
   proxy_api_answer_free(&a);
 }
 
-/* cJSON's allocator for decoding_out_of_memory: the json_fail_at-th allocation
- * fails, counted as the programs' allocator (rules_json_malloc) counts it. */
-static int json_allocs, json_fail_at;
-
-static void *nth_json_malloc_fails(size_t n)
-{
-  if (++json_allocs == json_fail_at) {
-    rules_json_count_failure();
-    errno = ENOMEM;
-    return NULL;
-  }
-  return malloc(n);
-}
-
 /*
  * Out of memory decoding an answer is said, never taken for an answer of another
  * kind: ctl, the CNI plugin and the OCI hook read an error whose code they could not
@@ -157,7 +143,6 @@ static void *nth_json_malloc_fails(size_t n)
  */
 TEST(decoding_out_of_memory)
 {
-  cJSON_Hooks failing = { nth_json_malloc_fails, free }, plain = { malloc, free };
   struct proxy_api_answer a;
   const char *code, *msg;
   const cJSON *details;
@@ -170,9 +155,7 @@ TEST(decoding_out_of_memory)
                   "\"message\":\"m\"}]}}", &a), 0);
   for (int fn = 0; fn < 3; fn++) {
     for (n = 1, done = 0, oom = 0; n < 100 && !done; n++) {
-      json_allocs = 0;
-      json_fail_at = n;
-      cJSON_InitHooks(&failing);
+      test_json_fail_at(n);
       if (fn == 0) {
         r = proxy_api_body_parse(&a, &root);
       } else if (fn == 1) {
@@ -181,8 +164,8 @@ TEST(decoding_out_of_memory)
         root = NULL;
         r = proxy_api_error_text(&a, buf, sizeof(buf));
       }
-      cJSON_InitHooks(&plain);
-      done = json_allocs < n; /* no allocation failed: the whole answer */
+      test_json_plain();
+      done = test_json_allocs() < n; /* no allocation failed: the whole answer */
       if (done) {
         ASSERT_EQ(r, 0);
         if (fn == 1)
