@@ -10,50 +10,13 @@
 #
 #   jail netns                                  host netns
 #   curl https://api.example.com/  -nft->       authproxy jail (intercepts: a rule)
-#                                                 -> pieces.py: the flight in 4 pieces,
+#                                                 -> tls_held.py: the flight in 4 pieces,
 #                                                    piece K when $T/go.K exists
 . "$(dirname "$0")/lib.sh"
 
 make_ca "$T/ca" api.example.com
-cat > "$T/pieces.py" <<'PYEOF'
-import os, socket, ssl, sys, time
-t, cert, key = sys.argv[1], sys.argv[2], sys.argv[3]
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-ctx.load_cert_chain(cert, key)
-ls = socket.socket()
-ls.bind(("127.0.0.1", 0))
-ls.listen(8)
-with open(t + "/up.port.tmp", "w") as f:
-    f.write("%d\n" % ls.getsockname()[1])
-os.rename(t + "/up.port.tmp", t + "/up.port")
-c, _ = ls.accept()
-c.settimeout(30)
-inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-tls = ctx.wrap_bio(inc, out, server_side=True)
-flight = b""
-for _ in range(100):                 # the whole ClientHello, and the answer to it
-    inc.write(c.recv(65536))
-    try:
-        tls.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    flight = out.read()
-    if flight:
-        break
-open(t + "/hello", "w").close()
-n = len(flight)
-cuts = [0, n // 4, n // 2, 3 * n // 4, n]
-for k in range(4):
-    for _ in range(600):
-        if os.path.exists("%s/go.%d" % (t, k + 1)):
-            break
-        time.sleep(0.05)
-    c.sendall(flight[cuts[k]:cuts[k + 1]])
-    open("%s/sent.%d" % (t, k + 1), "w").close()
-print("flight of %d bytes sent" % n, file=sys.stderr)
-PYEOF
-"$PY" "$T/pieces.py" "$T" "$T/ca/server.pem" "$T/ca/server.key" 2> "$T/pieces.log" &
+"$PY" "$SRC/tests/tools/tls_held.py" "$T" "$T/ca/server.pem" "$T/ca/server.key" 4 \
+  2> "$T/held.log" &
 PIDS+=($!)
 wait_for "[ -s '$T/up.port' ]"
 port=$(cat "$T/up.port")

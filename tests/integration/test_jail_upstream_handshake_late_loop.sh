@@ -16,44 +16,19 @@
 #
 #   jail netns                                  host netns
 #   curl https://api.example.com/  -nft->       authproxy jail (intercepts: a rule)
-#                                                 -> held.py: TLS, handshake held until
-#                                                    $T/go exists, then 200 "ok"
+#                                                 -> tls_held.py: TLS, its ServerHello
+#                                                    held until $T/go.1 exists, then 200
 . "$(dirname "$0")/lib.sh"
 
 make_ca "$T/ca" api.example.com
-cat > "$T/held.py" <<'PYEOF'
-import os, socket, ssl, sys, time
-t, cert, key = sys.argv[1], sys.argv[2], sys.argv[3]
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-ctx.load_cert_chain(cert, key)
-ls = socket.socket()
-ls.bind(("127.0.0.1", 0))
-ls.listen(8)
-with open(t + "/held.port.tmp", "w") as f:
-    f.write("%d\n" % ls.getsockname()[1])
-os.rename(t + "/held.port.tmp", t + "/held.port")
-c, _ = ls.accept()
-c.settimeout(30)
-c.recv(1, socket.MSG_PEEK)          # the proxy's ClientHello is here: it is dialing
-open(t + "/hello", "w").close()
-for _ in range(600):                 # the test stops the proxy, then says go
-    if os.path.exists(t + "/go"):
-        break
-    time.sleep(0.05)
-s = ctx.wrap_socket(c, server_side=True, do_handshake_on_connect=False)
-s.do_handshake()                     # ServerHello now, read when the proxy resumes
-s.recv(65536)
-s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-s.close()
-PYEOF
-"$PY" "$T/held.py" "$T" "$T/ca/server.pem" "$T/ca/server.key" 2> "$T/held.log" &
+"$PY" "$SRC/tests/tools/tls_held.py" "$T" "$T/ca/server.pem" "$T/ca/server.key" 1 \
+  2> "$T/held.log" &
 PIDS+=($!)
-wait_for "[ -s '$T/held.port' ]"
+wait_for "[ -s '$T/up.port' ]"
 cat > "$T/config.json" <<EOF
 { "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
     "headers": [ { "name": "X-Team", "type": "plaintext", "value": "agents" } ] } ],
-  "dns": { "remap": { "api.example.com": "127.0.0.1:$(cat "$T/held.port")" } } }
+  "dns": { "remap": { "api.example.com": "127.0.0.1:$(cat "$T/up.port")" } } }
 EOF
 "$AUTHPROXY" jail --config "$T/config.json" --upstream-ca "$T/ca/ca.pem" \
   --connect-timeout 2 --log "$T/audit.jsonl" --user nobody -- \
@@ -65,7 +40,8 @@ wait_for "[ -e '$T/hello' ]" 20
 # before that runs out, let the upstream answer, and resume it past twice that.
 kill -STOP "$jail_pid"
 CLEANUP_HOOKS+=("kill -CONT $jail_pid 2>/dev/null")
-: > "$T/go"
+: > "$T/go.1"
+wait_for "[ -e '$T/sent.1' ]"
 sleep 4.5
 kill -CONT "$jail_pid"
 wait "$jail_pid" || true
