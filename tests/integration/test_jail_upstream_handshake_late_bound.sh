@@ -29,7 +29,7 @@ EOF
   --connect-timeout 2 --user nobody -- \
   curl -sS -m 60 -w " code=%{http_code}" https://api.example.com/ > "$T/out" 2> "$T/jail.log" &
 jail_pid=$!
-PIDS+=($jail_pid)
+PIDS+=("$jail_pid")
 CLEANUP_HOOKS+=("kill -CONT $jail_pid 2>/dev/null")
 
 # Whether the proxy's socket to the upstream holds no unread byte (or is gone).

@@ -34,7 +34,7 @@ EOF
   --connect-timeout 2 --log "$T/audit.jsonl" --user nobody -- \
   curl -sS -m 30 -w " code=%{http_code}" https://api.example.com/ > "$T/out" 2> "$T/jail.log" &
 jail_pid=$!
-PIDS+=($jail_pid)
+PIDS+=("$jail_pid")
 wait_for "[ -e '$T/hello' ]" 20
 # The proxy sent its ClientHello and armed what is left of the 2 s dial: stop it
 # before that runs out, let the upstream answer, and resume it past twice that.
