@@ -10,6 +10,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -44,9 +45,10 @@
 #define ATTEMPT_DELAY_MS 250
 
 /*
- * How many times an upstream TLS handshake's timeout, finding the upstream's bytes
- * waiting unread behind a late loop, starts a whole connect timeout anew. A TLS 1.2
- * handshake has two server flights; one more for a loop late twice on one of them.
+ * How many times a dial's timeout, finding that the upstream answered in time (a
+ * connect's outcome, or TLS handshake bytes, waiting behind a late loop), starts a
+ * whole connect timeout anew. The connect and a TLS 1.2 handshake's two server
+ * flights, each once.
  */
 #define DIAL_LATE_MAX 3
 
@@ -380,6 +382,51 @@ void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason)
 
 /* ---- timer ---- */
 
+/*
+ * Whether a connect attempt of c has an outcome the loop has not handled: its socket
+ * connected or failed in time, and the connect callback waits behind a late loop
+ * (libuv runs expired timers before it polls).
+ */
+static int attempts_answered(struct proxy_conn *c)
+{
+  const struct proxy_dial_attempt *a;
+  struct pollfd p;
+  uv_os_fd_t fd;
+
+  for (a = c->attempts; a != NULL; a = a->next) {
+    if (uv_fileno((const uv_handle_t *)&a->tcp, &fd) != 0)
+      continue;
+    p.fd = fd;
+    p.events = POLLOUT;
+    p.revents = 0;
+    if (poll(&p, 1, 0) == 1) {
+      c->sb->ctx->counters.timers_late++;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/*
+ * The dial's timeout fell due, but the upstream answered in time (what): its answer
+ * waits behind a late loop. The rest of the dial gets a whole connect timeout from
+ * now, so that the loop's lateness is not counted against the upstream; at most
+ * DIAL_LATE_MAX times a dial, so that an upstream whose answers, trickled, are found
+ * waiting whenever the loop happens to be late cannot stretch it without end. 1 if
+ * granted.
+ */
+static int dial_late_grant(struct proxy_conn *c, uint64_t now, const char *what)
+{
+  c->dial_late++;
+  log_debug("conn %llu: %s %s:%u: %s past the connect timeout (the event loop ran "
+            "late): a connect timeout anew (%u of %d)", (unsigned long long)c->id,
+            c->state == CONN_CONNECT ? "connect to" : "TLS handshake with", c->dial_host,
+            c->dial_port, what, c->dial_late, DIAL_LATE_MAX);
+  c->dial_deadline_ms = now + c->sb->limits.connect_ms;
+  proxy_conn_arm_timer(c, c->sb->limits.connect_ms);
+  return 1;
+}
+
 static void timer_cb(uv_timer_t *t)
 {
   struct proxy_conn *c = container_of(t, struct proxy_conn, timer);
@@ -416,29 +463,21 @@ static void timer_cb(uv_timer_t *t)
       race_next(c);
       break;
     }
+    /* A connect that succeeded (or failed) in time is not taken for silence: its
+     * callback runs once the loop polls. */
+    if (c->dial_late < DIAL_LATE_MAX && attempts_answered(c) &&
+        dial_late_grant(c, now, "its outcome waited"))
+      break;
     attempts_close(c);
     /* fall through */
   case CONN_TLS_UP:
     /* The loop is late, or the sandbox's setup reads (stream.c, SETUP_READS) kept
      * the upstream's handshake waiting its turn: what the upstream sent in time is
      * read first, or its ServerHello is taken for silence (a 504 upstream_timeout,
-     * blaming a destination that answered at once). The upstream answered within
-     * its time, so the rest of the handshake gets a whole connect timeout from now:
-     * the loop's lateness is not counted against it a second time. At most
-     * DIAL_LATE_MAX times a dial, so that the bytes of an upstream that trickles
-     * its handshake, found waiting when the loop happens to be late, do not stretch
-     * it without end. */
+     * blaming a destination that answered at once). */
     if (c->state == CONN_TLS_UP && c->dial_late < DIAL_LATE_MAX &&
-        proxy_end_unread(&c->up)) {
-      c->dial_late++;
-      log_debug("conn %llu: TLS handshake with %s:%u: its bytes waited unread past the "
-                "connect timeout (the event loop ran late): a connect timeout anew (%u of "
-                "%d)", (unsigned long long)c->id, c->dial_host, c->dial_port, c->dial_late,
-                DIAL_LATE_MAX);
-      c->dial_deadline_ms = now + c->sb->limits.connect_ms;
-      proxy_conn_arm_timer(c, c->sb->limits.connect_ms);
+        proxy_end_unread(&c->up) && dial_late_grant(c, now, "its bytes waited unread"))
       break;
-    }
     /* fall through */
   case CONN_RESOLVE:
     if (c->ready_cb != NULL) {

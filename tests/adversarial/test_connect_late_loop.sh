@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# An upstream connect that succeeded within --connect-timeout, but whose completion
+# waits behind a late event loop, is not a 504 upstream_timeout. libuv runs expired
+# timers before it polls, so the dial's timer took the connected socket for an
+# upstream that never answered. Made deterministic here: the upstream's first SYN is
+# dropped (nft, in a namespace of the test's own), the proxy is stopped (SIGSTOP), the
+# drop is lifted, and the kernel's SYN retransmit (1 s) connects while the proxy is
+# stopped; it is resumed past the 2 s connect timeout.
+#
+#   jail: curl http://api.example.com/ --nft--> authproxy jail (in $HNS, stopped)
+#                                                 --SYN dropped, then retransmitted-->
+#                                                 fake upstream (127.0.0.1 of $HNS)
+. "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/adv_lib.sh"
+
+host_ns_start
+hupstream up
+cat > "$T/config.json" <<EOF
+{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
+    "headers": [ { "name": "X-Team", "type": "plaintext", "value": "agents" } ] } ],
+  "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
+EOF
+ip netns exec "$HNS" nft -f - <<EOF
+table inet late {
+  counter syn { }
+  chain out {
+    type filter hook output priority -10; policy accept;
+    tcp dport $up_PORT tcp flags & (syn | ack) == syn counter name "syn" drop
+  }
+}
+EOF
+syns() {
+  ip netns exec "$HNS" nft -j list counter inet late syn |
+    "$PY" -c 'import json, sys
+print([o["counter"]["packets"] for o in json.load(sys.stdin)["nftables"] if "counter" in o][0])'
+}
+# hjail, written out: $! is then the jail's pid (each command execs the next).
+ip netns exec "$HNS" unshare -m --propagation private \
+  sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$T/host-resolv.conf" \
+  "$AUTHPROXY" jail --config "$T/config.json" --connect-timeout 2 -vv -- \
+  curl -sS -m 30 -w " code=%{http_code}" http://api.example.com/ > "$T/out" 2> "$T/jail.log" &
+jail_pid=$!
+PIDS+=("$jail_pid")
+CLEANUP_HOOKS+=("kill -CONT $jail_pid 2>/dev/null")
+# The proxy dialed and its SYN was dropped: stop it well before its 2 s run out, let
+# the retransmitted SYN through, and resume it once connected, past the timeout.
+wait_for '[ "$(syns)" -ge 1 ]' 20
+kill -STOP "$jail_pid"
+ip netns exec "$HNS" nft delete table inet late
+wait_for "ip netns exec '$HNS' ss -Htn state established '( dport = :$up_PORT )' | grep -q ."
+sleep 2.5
+kill -CONT "$jail_pid"
+wait "$jail_pid" || true
+out=$(cat "$T/out")
+assert_not_contains "$out" "upstream_timeout" "the answer blames the upstream (got: $out)"
+assert_contains "$out" "code=200" "the answer (got: $out)"
+assert_contains "$(grep "its outcome waited past the connect timeout" "$T/jail.log")" \
+  "connect to 127.0.0.1:$up_PORT" "the deferral is logged"
+assert_eq "$(upq up '[v for r in reqs for v in hdr(r, "X-Team")]')" "$(jlist agents)" \
+  "the upstream got the request, its header injected"
+pass "a connect that succeeded in time is not timed out behind a late loop"
