@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,10 @@
 /* The shortest time a connect attempt gets before the next address is tried, unless
  * the call has less left (attempt_ms). */
 #define MIN_ATTEMPT_MS 1000
+/* How many times a call's timeout, finding the callback's answer waiting behind a
+ * late loop, starts anew (answer_waiting): the connect, the TLS handshake and the
+ * answer, each once. */
+#define LATE_MAX 3
 
 #ifndef container_of
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -106,6 +111,7 @@ struct proxy_cred_client {
   enum proxy_cred_outcome deferred;
   int deferred_err;
 
+  unsigned late;                      /* timeouts started anew for a late loop */
   unsigned handles;                   /* open handles: timer, io */
   unsigned reqs;                      /* getaddrinfo, connect and writes in flight */
   unsigned starting : 1;              /* inside proxy_cred_client_start */
@@ -265,12 +271,39 @@ static uint64_t time_left(const struct proxy_cred_client *cl)
   return cl->deadline_ms > now ? cl->deadline_ms - now : 0;
 }
 
+/*
+ * Whether the callback answered in time, its answer waiting behind a late loop (libuv
+ * runs expired timers before it polls): a connect's outcome, or bytes (or the end of
+ * the connection) to read.
+ */
+static int answer_waiting(struct proxy_cred_client *cl)
+{
+  struct pollfd p;
+  uv_os_fd_t fd;
+
+  if (!cl->io_open || uv_fileno(&cl->io.handle, &fd) != 0)
+    return 0;
+  p.fd = fd;
+  p.events = cl->phase == PHASE_CONNECT ? POLLOUT : POLLIN;
+  p.revents = 0;
+  return poll(&p, 1, 0) == 1;
+}
+
 static void timer_cb(uv_timer_t *t)
 {
   struct proxy_cred_client *cl = t->data;
 
   if (cl->has_deferred) {
     finish(cl, cl->deferred, cl->deferred_err, NULL);
+    return;
+  }
+  /* The loop is late, not the callback: what it answered in time is read first, and
+   * the rest of the call gets its whole timeout from now. A few times at most, so that
+   * a callback that trickles cannot stretch the call without end. */
+  if (cl->late < LATE_MAX && answer_waiting(cl)) {
+    cl->late++;
+    cl->deadline_ms = uv_now(cl->loop) + cl->timeout_ms;
+    uv_timer_start(&cl->timer, timer_cb, cl->timeout_ms, 0);
     return;
   }
   /* This address's share of the timeout is over: the next one (reconnect_closed). */
