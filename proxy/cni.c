@@ -111,8 +111,8 @@ static int transport_error(int r, const char *what, const char *err, struct prox
                         "%s: %s", what, err);
 }
 
-/* The API error code of an answer ("" if it has none). */
-/* The code of an error answer into buf ("" if it is none); as proxy_api_error_parse. */
+/* The code of an error answer into buf ("" if it is none). Returns as
+ * proxy_api_error_parse: 0, -EBADMSG (not an API error) or -ENOMEM. */
 static int answer_code(const struct proxy_api_answer *a, char *buf, size_t size)
 {
   const char *code = "", *msg;

@@ -194,7 +194,7 @@ struct proxy_conn {
   uint16_t dial_port;
   conn_ready_cb ready_cb;
   uint64_t dial_deadline_ms;         /* when the dial (resolution, connects, TLS) fails */
-  unsigned dial_late;                /* TLS_UP periods granted a late loop (conn.c) */
+  unsigned dial_late;                /* connect timeouts granted anew (conn.c) */
   uint64_t start_ms;
   uint64_t last_active_ms;
   uint64_t timer_ms;                /* the current phase's timeout */
