@@ -383,23 +383,25 @@ void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason)
 /* ---- timer ---- */
 
 /*
- * Whether a connect attempt of c has an outcome the loop has not handled: its socket
- * connected or failed in time, and the connect callback waits behind a late loop
- * (libuv runs expired timers before it polls).
+ * Whether a connect attempt of c connected in time, its callback waiting behind a late
+ * loop (libuv runs expired timers before it polls). One that failed in time does not
+ * count: the others, still silent, get no more time for it.
  */
-static int attempts_answered(struct proxy_conn *c)
+static int attempts_connected(struct proxy_conn *c)
 {
   const struct proxy_dial_attempt *a;
   struct pollfd p;
   uv_os_fd_t fd;
 
+  /* Writable without an error or hangup: connected. (SO_ERROR is not read: that would
+   * clear a failure libuv's own callback is still to read.) */
   for (a = c->attempts; a != NULL; a = a->next) {
     if (uv_fileno((const uv_handle_t *)&a->tcp, &fd) != 0)
       continue;
     p.fd = fd;
     p.events = POLLOUT;
     p.revents = 0;
-    if (poll(&p, 1, 0) == 1) {
+    if (poll(&p, 1, 0) == 1 && p.revents == POLLOUT) {
       c->sb->ctx->counters.timers_late++;
       return 1;
     }
@@ -463,10 +465,10 @@ static void timer_cb(uv_timer_t *t)
       race_next(c);
       break;
     }
-    /* A connect that succeeded (or failed) in time is not taken for silence: its
-     * callback runs once the loop polls. */
-    if (c->dial_late < DIAL_LATE_MAX && attempts_answered(c) &&
-        dial_late_grant(c, now, "its outcome waited"))
+    /* A connect that succeeded in time is not taken for silence: its callback runs
+     * once the loop polls. */
+    if (c->dial_late < DIAL_LATE_MAX && attempts_connected(c) &&
+        dial_late_grant(c, now, "connected in time, but waited"))
       break;
     attempts_close(c);
     /* fall through */

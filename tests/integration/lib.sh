@@ -255,6 +255,41 @@ late_loop() {
   kill -CONT "$1"
 }
 
+# dialing PORT [NS]: whether this namespace (or NS) has a TCP connection to port PORT
+# that is opening or open (SYN-SENT, ESTABLISHED, CLOSE-WAIT): a stopped proxy's dial
+# or callback call that has not timed out (a timeout closes it).
+dialing() {
+  local wrap=()
+  [ -n "${2:-}" ] && wrap=(ip netns exec "$2")
+  "${wrap[@]}" ss -Htn state syn-sent state established state close-wait \
+    "( dport = :$1 )" | grep -q .
+}
+
+# stop_in_time PID PORT [NS]: stops PID (SIGSTOP) for a test that makes its loop late
+# past a timeout (a dial's, a callback call's), which the stop must come before. 0 if
+# PID's connection to PORT (in NS) is still open, so that the timeout has not run out;
+# else the stop came too late (a loaded machine): PID is resumed, and 1 tells the
+# caller to try its scenario again. The open connection is the proof, not the time
+# taken, so a proxy that times out too early fails every try.
+stop_in_time() {
+  kill -STOP "$1"
+  CLEANUP_HOOKS+=("kill -CONT $1 2>/dev/null")
+  dialing "$2" "${3:-}" && return 0
+  kill -CONT "$1"
+  echo "note: pid $1 stopped too late, after its timeout ran out; trying again" >&2
+  return 1
+}
+
+# late_tries FUNCTION: runs FUNCTION 1, 2, 3 (the try's number) until it returns 0;
+# a FUNCTION that returns 1 had its stop_in_time come too late. Fails after three.
+late_tries() {
+  local n
+  for n in 1 2 3; do
+    "$1" "$n" && return 0
+  done
+  fail "$1: the proxy was never stopped before its timeout ran out, in 3 tries"
+}
+
 # ---- netns-level helpers (used by tests that drive netns/ directly) ----
 
 LIB_CHECKS=0

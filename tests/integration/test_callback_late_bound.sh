@@ -11,7 +11,7 @@
 #   jail netns                              host netns
 #   curl http://api.corp.example  -nft->    authproxy jail
 #                                             POST -> pieces.py: the answer in 4
-#                                                     pieces, piece K when $T/go.K
+#                                                     pieces, piece K when go.K
 #                                                     exists
 . "$(dirname "$0")/lib.sh"
 
@@ -50,40 +50,51 @@ except OSError as e:
     sys.exit("pieces: %s" % e)
 time.sleep(5)  # the proxy closes first
 PYEOF
-"$PY" "$T/pieces.py" "$T" 2> "$T/pieces.log" &
-PIDS+=($!)
-wait_for "[ -s '$T/cb.port' ]"
-CB=$(cat "$T/cb.port")
-cat > "$T/config.json" <<EOF
-{ "callback": { "url": "http://127.0.0.1:$CB/creds", "match_hosts": ["*.corp.example"],
+# proxy_read_all PORT: whether the proxy's socket to PORT holds no unread byte (or is
+# gone).
+proxy_read_all() {
+  ss -Htn "( dport = :$1 )" | awk '$2 != 0 { x = 1 } END { exit x }'
+}
+
+# try N: the scenario, in $T/N; 1 if a stop came too late (stop_in_time).
+try() {
+  local d=$T/$1 k cb
+  mkdir "$d"
+  "$PY" "$T/pieces.py" "$d" 2> "$d/pieces.log" &
+  PIDS+=($!)
+  wait_for "[ -s '$d/cb.port' ]"
+  cb=$(cat "$d/cb.port")
+  cat > "$d/config.json" <<EOF
+{ "callback": { "url": "http://127.0.0.1:$cb/creds", "match_hosts": ["*.corp.example"],
                 "allow_plain_http": true, "timeout_ms": 2000 },
   "dns": { "remap": { "api.corp.example": "127.0.0.1:$up_PORT" } } }
 EOF
-"$AUTHPROXY" jail --config "$T/config.json" --user nobody -- \
-  curl -sS -m 60 -w " code=%{http_code}" http://api.corp.example/late > "$T/out" \
-  2> "$T/jail.log" &
-jail_pid=$!
-PIDS+=("$jail_pid")
-CLEANUP_HOOKS+=("kill -CONT $jail_pid 2>/dev/null")
-
-# Whether the proxy's socket to the callback holds no unread byte (or is gone).
-proxy_read_all() {
-  ss -Htn "( dport = :$CB )" | awk '$2 != 0 { x = 1 } END { exit x }'
+  "$AUTHPROXY" jail --config "$d/config.json" --user nobody -- \
+    curl -sS -m 60 -w " code=%{http_code}" http://api.corp.example/late > "$d/out" \
+    2> "$d/jail.log" &
+  jail_pid=$!
+  PIDS+=("$jail_pid")
+  # The callback has the request, and the call's 2 s run. Each round stops the proxy
+  # before they run out, sends a piece, and resumes it past the timeout.
+  wait_for "[ -e '$d/called' ]" 20
+  for k in 1 2 3 4; do
+    if ! stop_in_time "$jail_pid" "$cb"; then
+      wait "$jail_pid" || true
+      return 1
+    fi
+    : > "$d/go.$k"
+    wait_for "[ -e '$d/sent.$k' ]"
+    sleep 2.5
+    kill -CONT "$jail_pid"
+    wait_for "proxy_read_all $cb"
+    dialing "$cb" || break # the proxy ended the call when it ran again
+  done
+  wait "$jail_pid" || true
+  out=$(cat "$d/out")
+  ended=$k
 }
-
-# The callback has the request, and the call's 2 s run. Each round stops the proxy
-# before they run out, sends a piece, and resumes it past the timeout.
-wait_for "[ -e '$T/called' ]" 20
-for k in 1 2 3 4; do
-  kill -STOP "$jail_pid"
-  : > "$T/go.$k"
-  wait_for "[ -e '$T/sent.$k' ]"
-  sleep 2.5
-  kill -CONT "$jail_pid"
-  wait_for proxy_read_all
-done
-wait "$jail_pid" || true
-out=$(cat "$T/out")
+late_tries try
+assert_eq "$ended" 4 "the round whose late piece ended the call"
 assert_contains "$out" "callback_timeout" "the fourth late piece ends the call (got: $out)"
 assert_contains "$out" "code=503" "the answer (got: $out)"
 assert_eq "$(upq up 'len(reqs)')" "0" "requests that reached the upstream"

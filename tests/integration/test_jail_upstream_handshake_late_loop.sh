@@ -17,35 +17,45 @@
 #   jail netns                                  host netns
 #   curl https://api.example.com/  -nft->       authproxy jail (intercepts: a rule)
 #                                                 -> tls_held.py: TLS, its ServerHello
-#                                                    held until $T/go.1 exists, then 200
+#                                                    held until go.1 exists, then 200
 . "$(dirname "$0")/lib.sh"
 
 make_ca "$T/ca" api.example.com
-"$PY" "$SRC/tests/tools/tls_held.py" "$T" "$T/ca/server.pem" "$T/ca/server.key" 1 \
-  2> "$T/held.log" &
-PIDS+=($!)
-wait_for "[ -s '$T/up.port' ]"
-cat > "$T/config.json" <<EOF
+# try N: the scenario, in $T/N; 1 if the stop came too late (stop_in_time).
+try() {
+  local d=$T/$1
+  mkdir "$d"
+  "$PY" "$SRC/tests/tools/tls_held.py" "$d" "$T/ca/server.pem" "$T/ca/server.key" 1 \
+    2> "$d/held.log" &
+  PIDS+=($!)
+  wait_for "[ -s '$d/up.port' ]"
+  port=$(cat "$d/up.port")
+  cat > "$d/config.json" <<EOF
 { "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
     "headers": [ { "name": "X-Team", "type": "plaintext", "value": "agents" } ] } ],
-  "dns": { "remap": { "api.example.com": "127.0.0.1:$(cat "$T/up.port")" } } }
+  "dns": { "remap": { "api.example.com": "127.0.0.1:$port" } } }
 EOF
-"$AUTHPROXY" jail --config "$T/config.json" --upstream-ca "$T/ca/ca.pem" \
-  --connect-timeout 2 --log "$T/audit.jsonl" --user nobody -- \
-  curl -sS -m 30 -w " code=%{http_code}" https://api.example.com/ > "$T/out" 2> "$T/jail.log" &
-jail_pid=$!
-PIDS+=("$jail_pid")
-wait_for "[ -e '$T/hello' ]" 20
-# The proxy sent its ClientHello and armed what is left of the 2 s dial: stop it
-# before that runs out, let the upstream answer, and resume it past twice that.
-kill -STOP "$jail_pid"
-CLEANUP_HOOKS+=("kill -CONT $jail_pid 2>/dev/null")
-: > "$T/go.1"
-wait_for "[ -e '$T/sent.1' ]"
-sleep 4.5
-kill -CONT "$jail_pid"
-wait "$jail_pid" || true
-out=$(cat "$T/out")
+  "$AUTHPROXY" jail --config "$d/config.json" --upstream-ca "$T/ca/ca.pem" \
+    --connect-timeout 2 --user nobody -- \
+    curl -sS -m 30 -w " code=%{http_code}" https://api.example.com/ > "$d/out" \
+    2> "$d/jail.log" &
+  jail_pid=$!
+  PIDS+=("$jail_pid")
+  wait_for "[ -e '$d/hello' ]" 20
+  # The proxy sent its ClientHello and armed what is left of the 2 s dial: stop it
+  # before that runs out, let the upstream answer, and resume it past twice that.
+  if ! stop_in_time "$jail_pid" "$port"; then
+    wait "$jail_pid" || true
+    return 1
+  fi
+  : > "$d/go.1"
+  wait_for "[ -e '$d/sent.1' ]"
+  sleep 4.5
+  kill -CONT "$jail_pid"
+  wait "$jail_pid" || true
+  out=$(cat "$d/out")
+}
+late_tries try
 assert_not_contains "$out" "upstream_timeout" "the answer blames the upstream (got: $out)"
 assert_contains "$out" "ok code=200" "the answer (got: $out)"
 pass "an upstream handshake answered in time is read after a late loop, not timed out"
