@@ -720,7 +720,7 @@ static void metrics(struct daemon *d, struct proxy_control_response *resp)
                  "authproxy_bytes_total{direction=\"down\"} %llu\n",
               (unsigned long long)k->bytes_up, (unsigned long long)k->bytes_down);
   strbuf_addf(b, "# HELP authproxy_timeouts_deferred_total Timeouts put off because the "
-                 "peer's answer (bytes, or a connect's outcome) waited behind a late "
+                 "peer's answer (bytes, or a connect that succeeded) waited behind a late "
                  "event loop (overload).\n"
                  "# TYPE authproxy_timeouts_deferred_total counter\n"
                  "authproxy_timeouts_deferred_total %llu\n",

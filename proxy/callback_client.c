@@ -273,7 +273,8 @@ static uint64_t time_left(const struct proxy_cred_client *cl)
 
 /*
  * Whether the callback answered in time, its answer waiting behind a late loop (libuv
- * runs expired timers before it polls): a connect's outcome, or bytes (or the end of
+ * runs expired timers before it polls): a connect that succeeded (writable without an
+ * error or hangup; a failed one gets the call no more time), or bytes (or the end of
  * the connection) to read.
  */
 static int answer_waiting(struct proxy_cred_client *cl)
@@ -286,7 +287,9 @@ static int answer_waiting(struct proxy_cred_client *cl)
   p.fd = fd;
   p.events = cl->phase == PHASE_CONNECT ? POLLOUT : POLLIN;
   p.revents = 0;
-  return poll(&p, 1, 0) == 1;
+  if (poll(&p, 1, 0) != 1)
+    return 0;
+  return cl->phase != PHASE_CONNECT || p.revents == POLLOUT;
 }
 
 static void timer_cb(uv_timer_t *t)
