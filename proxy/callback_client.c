@@ -272,10 +272,10 @@ static uint64_t time_left(const struct proxy_cred_client *cl)
 }
 
 /*
- * Whether the callback answered in time, its answer waiting behind a late loop (libuv
- * runs expired timers before it polls): a connect that succeeded (writable without an
- * error or hangup; a failed one gets the call no more time), or bytes (or the end of
- * the connection) to read.
+ * What the callback answered in time, waiting behind a late loop (libuv runs expired
+ * timers before it polls): 1 for a connect that succeeded (writable without an error
+ * or hangup), or bytes (or the end of the connection) to read; -1 for a connect that
+ * failed; 0 for nothing.
  */
 static int answer_waiting(struct proxy_cred_client *cl)
 {
@@ -289,7 +289,7 @@ static int answer_waiting(struct proxy_cred_client *cl)
   p.revents = 0;
   if (poll(&p, 1, 0) != 1)
     return 0;
-  return cl->phase != PHASE_CONNECT || p.revents == POLLOUT;
+  return cl->phase != PHASE_CONNECT || p.revents == POLLOUT ? 1 : -1;
 }
 
 static void timer_cb(uv_timer_t *t)
@@ -302,12 +302,20 @@ static void timer_cb(uv_timer_t *t)
   }
   /* The loop is late, not the callback: what it answered in time is read first, and
    * the rest of the call gets its whole timeout from now. A few times at most, so that
-   * a callback that trickles cannot stretch the call without end. */
-  if (cl->late < LATE_MAX && answer_waiting(cl)) {
-    cl->late++;
-    cl->deadline_ms = uv_now(cl->loop) + cl->timeout_ms;
-    uv_timer_start(&cl->timer, timer_cb, cl->timeout_ms, 0);
-    return;
+   * a callback that trickles cannot stretch the call without end. A connect that
+   * failed in time gets no more time, but its error, not a timeout, is the call's
+   * outcome once the loop has read it (a turn later: a timer of 0 would run again at
+   * once). */
+  if (cl->late < LATE_MAX) {
+    int answered = answer_waiting(cl);
+
+    if (answered != 0) {
+      cl->late++;
+      if (answered > 0)
+        cl->deadline_ms = uv_now(cl->loop) + cl->timeout_ms;
+      uv_timer_start(&cl->timer, timer_cb, answered > 0 ? cl->timeout_ms : 1, 0);
+      return;
+    }
   }
   /* This address's share of the timeout is over: the next one (reconnect_closed). */
   if (cl->phase == PHASE_CONNECT && cl->kind != RULES_CB_UNIX &&

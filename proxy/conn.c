@@ -383,30 +383,35 @@ void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason)
 /* ---- timer ---- */
 
 /*
- * Whether a connect attempt of c connected in time, its callback waiting behind a late
- * loop (libuv runs expired timers before it polls). One that failed in time does not
- * count: the others, still silent, get no more time for it.
+ * What c's connect attempts answered in time, their callbacks waiting behind a late
+ * loop (libuv runs expired timers before it polls): 1 if one connected (writable
+ * without an error or hangup), -1 if none did but one failed, 0 if all are silent.
+ * SO_ERROR is not read: that would clear a failure libuv's callback is still to read.
  */
-static int attempts_connected(struct proxy_conn *c)
+static int attempts_answered(struct proxy_conn *c)
 {
   const struct proxy_dial_attempt *a;
   struct pollfd p;
   uv_os_fd_t fd;
+  int failed = 0;
 
-  /* Writable without an error or hangup: connected. (SO_ERROR is not read: that would
-   * clear a failure libuv's own callback is still to read.) */
   for (a = c->attempts; a != NULL; a = a->next) {
     if (uv_fileno((const uv_handle_t *)&a->tcp, &fd) != 0)
       continue;
     p.fd = fd;
     p.events = POLLOUT;
     p.revents = 0;
-    if (poll(&p, 1, 0) == 1 && p.revents == POLLOUT) {
+    if (poll(&p, 1, 0) != 1)
+      continue;
+    if (p.revents == POLLOUT) {
       c->sb->ctx->counters.timers_late++;
       return 1;
     }
+    failed = 1;
   }
-  return 0;
+  if (failed)
+    c->sb->ctx->counters.timers_late++;
+  return failed ? -1 : 0;
 }
 
 /*
@@ -466,10 +471,20 @@ static void timer_cb(uv_timer_t *t)
       break;
     }
     /* A connect that succeeded in time is not taken for silence: its callback runs
-     * once the loop polls. */
-    if (c->dial_late < DIAL_LATE_MAX && attempts_connected(c) &&
-        dial_late_grant(c, now, "connected in time, but waited"))
-      break;
+     * once the loop polls. One that failed in time gets no more time for the others,
+     * still silent, but its error, not a timeout, is the dial's outcome once the loop
+     * has read it (a turn later: a timer of 0 would run again at once). */
+    if (c->dial_late < DIAL_LATE_MAX) {
+      int answered = attempts_answered(c);
+
+      if (answered > 0 && dial_late_grant(c, now, "connected in time, but waited"))
+        break;
+      if (answered < 0) {
+        c->dial_late++;
+        proxy_conn_arm_timer(c, 1);
+        break;
+      }
+    }
     attempts_close(c);
     /* fall through */
   case CONN_TLS_UP:
