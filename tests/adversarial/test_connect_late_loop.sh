@@ -17,11 +17,15 @@
 
 host_ns_start
 hupstream up
-cat > "$T/config.json" <<EOF
+# rule_config DIR PORT: DIR/config.json intercepting api.example.com (a header
+# injected), sent to 127.0.0.1:PORT.
+rule_config() {
+  cat > "$1/config.json" <<EOF
 { "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
     "headers": [ { "name": "X-Team", "type": "plaintext", "value": "agents" } ] } ],
-  "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
+  "dns": { "remap": { "api.example.com": "127.0.0.1:$2" } } }
 EOF
+}
 syns() {
   ip netns exec "$HNS" nft -j list counter inet late syn |
     "$PY" -c 'import json, sys
@@ -42,35 +46,45 @@ table inet late {
 EOF
 }
 
-# try N: the scenario, in $T/N; 1 if the stop came too late (stop_in_time).
-try() {
-  local d=$T/$1
-  mkdir "$d"
-  drop_syns "$up_PORT"
+# late_connect DIR PORT UNTIL [JAIL_ARG...]: the scenario, in DIR (its config.json
+# written). The proxy's first SYN to PORT is dropped; the proxy is stopped before its
+# 2 s run out and the drop lifted; once UNTIL holds (a shell condition: the kernel's
+# retransmitted SYN answered while the proxy is stopped), the proxy is resumed past
+# the timeout. Sets out and log; 1 if the stop came too late (stop_in_time).
+late_connect() {
+  local d=$1 port=$2 until=$3
+  shift 3
+  drop_syns "$port"
   # hjail, written out: $! is then the jail's pid (each command execs the next).
   ip netns exec "$HNS" unshare -m --propagation private \
     sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$T/host-resolv.conf" \
-    "$AUTHPROXY" jail --config "$T/config.json" --connect-timeout 2 -vv -- \
+    "$AUTHPROXY" jail --config "$d/config.json" "$@" -- \
     curl -sS -m 30 -w " code=%{http_code}" http://api.example.com/ > "$d/out" \
     2> "$d/jail.log" &
   jail_pid=$!
   PIDS+=("$jail_pid")
-  # The proxy dialed and its SYN was dropped: stop it before its 2 s run out, let the
-  # retransmitted SYN through, and resume it once connected, past the timeout.
   wait_for '[ "$(syns)" -ge 1 ]' 20
-  if ! stop_in_time "$jail_pid" "$up_PORT" "$HNS"; then
+  if ! stop_in_time "$jail_pid" "$port" "$HNS"; then
     ip netns exec "$HNS" nft delete table inet late
     wait "$jail_pid" || true
     return 1
   fi
   ip netns exec "$HNS" nft delete table inet late
-  wait_for "ip netns exec '$HNS' ss -Htn state established '( dport = :$up_PORT )' |
-    grep -q ."
+  wait_for "$until" 10
   sleep 2.5
   kill -CONT "$jail_pid"
   wait "$jail_pid" || true
   out=$(cat "$d/out")
   log=$d/jail.log
+}
+
+# try N: the retransmitted SYN connects while the proxy is stopped.
+try() {
+  mkdir "$T/$1"
+  rule_config "$T/$1" "$up_PORT"
+  late_connect "$T/$1" "$up_PORT" \
+    "ip netns exec '$HNS' ss -Htn state established '( dport = :$up_PORT )' | grep -q ." \
+    --connect-timeout 2 -vv
 }
 late_tries try
 assert_not_contains "$out" "upstream_timeout" "the answer blames the upstream (got: $out)"
@@ -82,47 +96,20 @@ assert_eq "$(upq up '[v for r in reqs for v in hdr(r, "X-Team")]')" "$(jlist age
 pass "a connect that succeeded in time is not timed out behind a late loop"
 
 # A connect that failed in time behind a late loop is reported as the failure it is,
-# not as a timeout: the same, but the upstream's port has no listener (7 in $HNS),
-# so the retransmitted SYN is refused while the proxy is stopped.
-# try_refused N: as try; 1 if the stop came too late.
+# not as a timeout: nothing listens on the port (7 in $HNS), so the retransmitted SYN
+# is refused while the proxy is stopped (its socket is gone).
 try_refused() {
-  local d=$T/refused-$1
-  mkdir "$d"
-  cat > "$d/config.json" <<EOF
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
-    "headers": [ { "name": "X-Team", "type": "plaintext", "value": "agents" } ] } ],
-  "dns": { "remap": { "api.example.com": "127.0.0.1:7" } } }
-EOF
-  drop_syns 7
-  ip netns exec "$HNS" unshare -m --propagation private \
-    sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$T/host-resolv.conf" \
-    "$AUTHPROXY" jail --config "$d/config.json" --connect-timeout 2 -- \
-    curl -sS -m 30 -w " code=%{http_code}" http://api.example.com/ > "$d/out" \
-    2> "$d/jail.log" &
-  jail_pid=$!
-  PIDS+=("$jail_pid")
-  wait_for '[ "$(syns)" -ge 1 ]' 20
-  if ! stop_in_time "$jail_pid" 7 "$HNS"; then
-    ip netns exec "$HNS" nft delete table inet late
-    wait "$jail_pid" || true
-    return 1
-  fi
-  ip netns exec "$HNS" nft delete table inet late
-  # The retransmitted SYN is answered with a reset: the proxy's socket is gone.
-  wait_for "! dialing 7 '$HNS'" 10
-  sleep 2.5
-  kill -CONT "$jail_pid"
-  wait "$jail_pid" || true
-  out=$(cat "$d/out")
+  mkdir "$T/refused-$1"
+  rule_config "$T/refused-$1" 7
+  late_connect "$T/refused-$1" 7 "! dialing 7 '$HNS'" --connect-timeout 2
 }
 late_tries try_refused
 assert_contains "$out" "upstream_unreachable" "a connect refused in time (got: $out)"
 assert_not_contains "$out" "upstream_timeout" "a connect refused in time (got: $out)"
 pass "a connect that failed in time is reported as a failure behind a late loop"
 
-# The same for a credential callback's connect: refused in time while the proxy is
-# stopped, the request fails as a callback that failed, not one that timed out.
-# try_callback_refused N: as try_refused, the callback at 127.0.0.1:7.
+# The same for a credential callback's connect (at 127.0.0.1:7): the request fails as
+# a callback that failed, not one that timed out.
 try_callback_refused() {
   local d=$T/callback-$1
   mkdir "$d"
@@ -131,27 +118,7 @@ try_callback_refused() {
                 "allow_plain_http": true, "timeout_ms": 2000 },
   "dns": { "remap": { "api.example.com": "127.0.0.1:$up_PORT" } } }
 EOF
-  drop_syns 7
-  ip netns exec "$HNS" unshare -m --propagation private \
-    sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$T/host-resolv.conf" \
-    "$AUTHPROXY" jail --config "$d/config.json" -- \
-    curl -sS -m 30 -w " code=%{http_code}" http://api.example.com/ > "$d/out" \
-    2> "$d/jail.log" &
-  jail_pid=$!
-  PIDS+=("$jail_pid")
-  wait_for '[ "$(syns)" -ge 1 ]' 20
-  if ! stop_in_time "$jail_pid" 7 "$HNS"; then
-    ip netns exec "$HNS" nft delete table inet late
-    wait "$jail_pid" || true
-    return 1
-  fi
-  ip netns exec "$HNS" nft delete table inet late
-  wait_for "! dialing 7 '$HNS'" 10
-  sleep 2.5
-  kill -CONT "$jail_pid"
-  wait "$jail_pid" || true
-  out=$(cat "$d/out")
-  log=$d/jail.log
+  late_connect "$d" 7 "! dialing 7 '$HNS'"
 }
 late_tries try_callback_refused
 assert_contains "$out" "callback_failed" "a callback connect refused in time (got: $out)"

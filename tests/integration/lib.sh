@@ -280,6 +280,34 @@ stop_in_time() {
   return 1
 }
 
+# held_jail DIR PIECES [JAIL_ARG...]: in the background, tests/tools/tls_held.py (its
+# first flight in PIECES pieces, each once DIR/go.K exists) on 127.0.0.1, and an
+# authproxy jail (a 2 s --connect-timeout, and JAIL_ARGs) whose curl asks
+# https://api.example.com/, which a rule intercepts and dns.remap sends to it. Sets
+# port (tls_held's) and jail_pid; curl's output in DIR/out, the jail's log in
+# DIR/jail.log. Needs make_ca "$T/ca" api.example.com.
+held_jail() {
+  local d=$1 pieces=$2
+  shift 2
+  mkdir -p "$d"
+  "$PY" "$TOOLS/tls_held.py" "$d" "$T/ca/server.pem" "$T/ca/server.key" "$pieces" \
+    2> "$d/held.log" &
+  PIDS+=($!)
+  wait_for "[ -s '$d/up.port' ]"
+  port=$(cat "$d/up.port")
+  cat > "$d/config.json" <<EOF
+{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
+    "headers": [ { "name": "X-Team", "type": "plaintext", "value": "agents" } ] } ],
+  "dns": { "remap": { "api.example.com": "127.0.0.1:$port" } } }
+EOF
+  "$AUTHPROXY" jail --config "$d/config.json" --upstream-ca "$T/ca/ca.pem" \
+    --connect-timeout 2 --user nobody "$@" -- \
+    curl -sS -m 60 -w " code=%{http_code}" https://api.example.com/ > "$d/out" \
+    2> "$d/jail.log" &
+  jail_pid=$!
+  PIDS+=("$jail_pid")
+}
+
 # late_tries FUNCTION: runs FUNCTION 1, 2, 3 (the try's number) until it returns 0;
 # a FUNCTION that returns 1 had its stop_in_time come too late. Fails after three.
 late_tries() {

@@ -25,23 +25,7 @@ proxy_read_all() {
 # try N: the scenario, in $T/N; 1 if a stop came too late (stop_in_time).
 try() {
   local d=$T/$1 k
-  mkdir "$d"
-  "$PY" "$SRC/tests/tools/tls_held.py" "$d" "$T/ca/server.pem" "$T/ca/server.key" 4 \
-    2> "$d/held.log" &
-  PIDS+=($!)
-  wait_for "[ -s '$d/up.port' ]"
-  port=$(cat "$d/up.port")
-  cat > "$d/config.json" <<EOF
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
-    "headers": [ { "name": "X-Team", "type": "plaintext", "value": "agents" } ] } ],
-  "dns": { "remap": { "api.example.com": "127.0.0.1:$port" } } }
-EOF
-  "$AUTHPROXY" jail -vv --config "$d/config.json" --upstream-ca "$T/ca/ca.pem" \
-    --connect-timeout 2 --user nobody -- \
-    curl -sS -m 60 -w " code=%{http_code}" https://api.example.com/ > "$d/out" \
-    2> "$d/jail.log" &
-  jail_pid=$!
-  PIDS+=("$jail_pid")
+  held_jail "$d" 4 -vv
   # The proxy sent its ClientHello and armed what is left of the 2 s dial. Each round
   # stops it before its timer runs out, sends a piece, and resumes it past the
   # timeout.

@@ -24,23 +24,7 @@ make_ca "$T/ca" api.example.com
 # try N: the scenario, in $T/N; 1 if the stop came too late (stop_in_time).
 try() {
   local d=$T/$1
-  mkdir "$d"
-  "$PY" "$SRC/tests/tools/tls_held.py" "$d" "$T/ca/server.pem" "$T/ca/server.key" 1 \
-    2> "$d/held.log" &
-  PIDS+=($!)
-  wait_for "[ -s '$d/up.port' ]"
-  port=$(cat "$d/up.port")
-  cat > "$d/config.json" <<EOF
-{ "rules": [ { "name": "api", "match_hosts": ["api.example.com"],
-    "headers": [ { "name": "X-Team", "type": "plaintext", "value": "agents" } ] } ],
-  "dns": { "remap": { "api.example.com": "127.0.0.1:$port" } } }
-EOF
-  "$AUTHPROXY" jail --config "$d/config.json" --upstream-ca "$T/ca/ca.pem" \
-    --connect-timeout 2 --user nobody -- \
-    curl -sS -m 30 -w " code=%{http_code}" https://api.example.com/ > "$d/out" \
-    2> "$d/jail.log" &
-  jail_pid=$!
-  PIDS+=("$jail_pid")
+  held_jail "$d" 1
   wait_for "[ -e '$d/hello' ]" 20
   # The proxy sent its ClientHello and armed what is left of the 2 s dial: stop it
   # before that runs out, let the upstream answer, and resume it past twice that.
