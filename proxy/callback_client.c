@@ -13,7 +13,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +27,7 @@
 
 #include "proxy/callback_internal.h"
 #include "proxy/proxy.h"
+#include "proxy/sockready.h"
 #include "proxy/strbuf.h"
 
 #ifndef AUTHPROXY_VERSION
@@ -271,25 +271,13 @@ static uint64_t time_left(const struct proxy_cred_client *cl)
   return cl->deadline_ms > now ? cl->deadline_ms - now : 0;
 }
 
-/*
- * What the callback answered in time, waiting behind a late loop (libuv runs expired
- * timers before it polls): 1 for a connect that succeeded (writable without an error
- * or hangup), or bytes (or the end of the connection) to read; -1 for a connect that
- * failed; 0 for nothing.
- */
+/* What the callback answered in time, waiting behind a late loop: 1 (connected, or
+ * something to read), -1 (its connect failed) or 0 (proxy_socket_answered). */
 static int answer_waiting(struct proxy_cred_client *cl)
 {
-  struct pollfd p;
-  uv_os_fd_t fd;
-
-  if (!cl->io_open || uv_fileno(&cl->io.handle, &fd) != 0)
+  if (!cl->io_open)
     return 0;
-  p.fd = fd;
-  p.events = cl->phase == PHASE_CONNECT ? POLLOUT : POLLIN;
-  p.revents = 0;
-  if (poll(&p, 1, 0) != 1)
-    return 0;
-  return cl->phase != PHASE_CONNECT || p.revents == POLLOUT ? 1 : -1;
+  return proxy_socket_answered(&cl->io.handle, cl->phase == PHASE_CONNECT);
 }
 
 static void timer_cb(uv_timer_t *t)

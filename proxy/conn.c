@@ -10,7 +10,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -22,6 +21,7 @@
 #include "proxy/fdbudget.h"
 #include "proxy/log.h"
 #include "proxy/proxy_internal.h"
+#include "proxy/sockready.h"
 #include "proxy/tls.h"
 
 #ifndef SO_ORIGINAL_DST
@@ -384,34 +384,22 @@ void proxy_conn_close(struct proxy_conn *c, int reset, const char *reason)
 
 /*
  * What c's connect attempts answered in time, their callbacks waiting behind a late
- * loop (libuv runs expired timers before it polls): 1 if one connected (writable
- * without an error or hangup), -1 if none did but one failed, 0 if all are silent.
- * SO_ERROR is not read: that would clear a failure libuv's callback is still to read.
+ * loop: 1 if one connected, -1 if none did but one failed, 0 if all are silent.
  */
 static int attempts_answered(struct proxy_conn *c)
 {
   const struct proxy_dial_attempt *a;
-  struct pollfd p;
-  uv_os_fd_t fd;
-  int failed = 0;
+  int r = 0;
 
-  for (a = c->attempts; a != NULL; a = a->next) {
-    if (uv_fileno((const uv_handle_t *)&a->tcp, &fd) != 0)
-      continue;
-    p.fd = fd;
-    p.events = POLLOUT;
-    p.revents = 0;
-    if (poll(&p, 1, 0) != 1)
-      continue;
-    if (p.revents == POLLOUT) {
-      c->sb->ctx->counters.timers_late++;
-      return 1;
-    }
-    failed = 1;
+  for (a = c->attempts; a != NULL && r <= 0; a = a->next) {
+    int got = proxy_socket_answered((const uv_handle_t *)&a->tcp, 1);
+
+    if (got != 0)
+      r = got;
   }
-  if (failed)
+  if (r != 0)
     c->sb->ctx->counters.timers_late++;
-  return failed ? -1 : 0;
+  return r;
 }
 
 /*
@@ -419,10 +407,9 @@ static int attempts_answered(struct proxy_conn *c)
  * waits behind a late loop. The rest of the dial gets a whole connect timeout from
  * now, so that the loop's lateness is not counted against the upstream; at most
  * DIAL_LATE_MAX times a dial, so that an upstream whose answers, trickled, are found
- * waiting whenever the loop happens to be late cannot stretch it without end. 1 if
- * granted.
+ * waiting whenever the loop happens to be late cannot stretch it without end.
  */
-static int dial_late_grant(struct proxy_conn *c, uint64_t now, const char *what)
+static void dial_late_grant(struct proxy_conn *c, uint64_t now, const char *what)
 {
   c->dial_late++;
   log_debug("conn %llu: %s %s:%u: %s past the connect timeout (the event loop ran "
@@ -431,7 +418,6 @@ static int dial_late_grant(struct proxy_conn *c, uint64_t now, const char *what)
             c->dial_port, what, c->dial_late, DIAL_LATE_MAX);
   c->dial_deadline_ms = now + c->sb->limits.connect_ms;
   proxy_conn_arm_timer(c, c->sb->limits.connect_ms);
-  return 1;
 }
 
 static void timer_cb(uv_timer_t *t)
@@ -477,8 +463,10 @@ static void timer_cb(uv_timer_t *t)
     if (c->dial_late < DIAL_LATE_MAX) {
       int answered = attempts_answered(c);
 
-      if (answered > 0 && dial_late_grant(c, now, "connected in time, but waited"))
+      if (answered > 0) {
+        dial_late_grant(c, now, "connected in time, but waited");
         break;
+      }
       if (answered < 0) {
         c->dial_late++;
         proxy_conn_arm_timer(c, 1);
@@ -493,8 +481,10 @@ static void timer_cb(uv_timer_t *t)
      * read first, or its ServerHello is taken for silence (a 504 upstream_timeout,
      * blaming a destination that answered at once). */
     if (c->state == CONN_TLS_UP && c->dial_late < DIAL_LATE_MAX &&
-        proxy_end_unread(&c->up) && dial_late_grant(c, now, "its bytes waited unread"))
+        proxy_end_unread(&c->up)) {
+      dial_late_grant(c, now, "its bytes waited unread");
       break;
+    }
     /* fall through */
   case CONN_RESOLVE:
     if (c->ready_cb != NULL) {

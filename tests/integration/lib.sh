@@ -300,10 +300,18 @@ held_jail() {
     "headers": [ { "name": "X-Team", "type": "plaintext", "value": "agents" } ] } ],
   "dns": { "remap": { "api.example.com": "127.0.0.1:$port" } } }
 EOF
-  "$AUTHPROXY" jail --config "$d/config.json" --upstream-ca "$T/ca/ca.pem" \
-    --connect-timeout 2 --user nobody "$@" -- \
-    curl -sS -m 60 -w " code=%{http_code}" https://api.example.com/ > "$d/out" \
-    2> "$d/jail.log" &
+  jail_curl "$d" "$d/config.json" https://api.example.com/ --upstream-ca "$T/ca/ca.pem" \
+    --connect-timeout 2 "$@"
+}
+
+# jail_curl DIR CONFIG URL [JAIL_ARG...]: in the background, authproxy jail (CONFIG,
+# --user nobody, JAIL_ARGs) whose curl asks URL; its output, with " code=N", in
+# DIR/out, the jail's log in DIR/jail.log. Sets jail_pid.
+jail_curl() {
+  local d=$1 config=$2 url=$3
+  shift 3
+  "$AUTHPROXY" jail --config "$config" --user nobody "$@" -- \
+    curl -sS -m 60 -w " code=%{http_code}" "$url" > "$d/out" 2> "$d/jail.log" &
   jail_pid=$!
   PIDS+=("$jail_pid")
 }

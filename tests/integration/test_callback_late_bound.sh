@@ -69,11 +69,7 @@ try() {
                 "allow_plain_http": true, "timeout_ms": 2000 },
   "dns": { "remap": { "api.corp.example": "127.0.0.1:$up_PORT" } } }
 EOF
-  "$AUTHPROXY" jail --config "$d/config.json" --user nobody -- \
-    curl -sS -m 60 -w " code=%{http_code}" http://api.corp.example/late > "$d/out" \
-    2> "$d/jail.log" &
-  jail_pid=$!
-  PIDS+=("$jail_pid")
+  jail_curl "$d" "$d/config.json" http://api.corp.example/late
   # The callback has the request, and the call's 2 s run. Each round stops the proxy
   # before they run out, sends a piece, and resumes it past the timeout.
   wait_for "[ -e '$d/called' ]" 20

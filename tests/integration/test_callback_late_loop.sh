@@ -33,11 +33,7 @@ answer_unread() {
 try() {
   local d=$T/$1
   mkdir "$d"
-  "$AUTHPROXY" jail --config "$T/config.json" --user nobody -- \
-    curl -sS -m 30 -w " code=%{http_code}" http://api.corp.example/late > "$d/out" \
-    2> "$d/jail.log" &
-  jail_pid=$!
-  PIDS+=("$jail_pid")
+  jail_curl "$d" "$T/config.json" http://api.corp.example/late
   # The callback has the request: stop the proxy before its 2 s run out, let the
   # callback answer, and resume the proxy past them.
   wait_for "[ \"\$(grep -c '\"event\": \"call\"' '$T/cb.jsonl')\" -ge $1 ]" 20
